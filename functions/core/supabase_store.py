@@ -1,0 +1,57 @@
+"""The session store over supabase-py: PostgREST ``rpc()`` to the same SQL functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from functions.core.errors import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    error_from_postgrest,
+)
+from functions.core.store import Row, SessionStore
+
+
+def _to_json(value: object) -> object:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    return value
+
+
+class SupabaseStore(SessionStore):
+    """Calls ``/rest/v1/rpc/<function>`` with the project's service key."""
+
+    def __init__(self, url: str, service_key: str, *, client: Any | None = None) -> None:
+        if client is None:
+            if not url or not service_key:
+                raise InvalidInputError("SupabaseStore needs SUPABASE_URL and a service key")
+            from supabase import create_client  # noqa: PLC0415 - only this driver needs it
+
+            client = create_client(url, service_key)
+        self._client = client
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        import httpx  # noqa: PLC0415
+        from postgrest.exceptions import APIError  # noqa: PLC0415
+
+        payload = {name: _to_json(value) for name, value in args.items()}
+        try:
+            response = self._client.rpc(function, payload).execute()
+        except APIError as exc:
+            raise error_from_postgrest(exc.json()) from exc
+        except httpx.TransportError as exc:
+            raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
+        data = response.data
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise DatabaseError(f"{function} returned {type(data).__name__}, expected rows")
+        return [dict(row) for row in data]

@@ -1,0 +1,104 @@
+-- The session table. is_active and duration_seconds are derived by Postgres from
+-- session_end, so no writer can ever leave them disagreeing with it.
+
+-- The reasons a session can end, in one place: the column and every function use it.
+create domain public.tether_end_reason as text
+  constraint tether_end_reason_check check (
+    value in (
+      'client_disconnect', 'server_disconnect', 'connection_lost', 'message_too_big',
+      'idle_timeout', 'max_duration', 'gone', 'heartbeat_timeout',
+      'orphan_cleanup', 'forced_close', 'shutdown'
+    )
+  );
+
+create table public.conversation_sessions (
+  session_id uuid not null default gen_random_uuid(),
+  user_id uuid,
+  connection_id text not null,
+  session_start timestamptz not null default now(),
+  session_end timestamptz,
+  is_active boolean generated always as (session_end is null) stored,
+  duration_seconds numeric generated always as (
+    extract(epoch from (session_end - session_start))
+  ) stored,
+  last_seen_at timestamptz not null default now(),
+  end_reason public.tether_end_reason,
+  disconnect_status_code integer,
+  source_ip text,
+  user_agent text,
+  api_id text,
+  stage text,
+  announced_at timestamptz,
+  announce_after timestamptz,
+  finalize_after timestamptz,
+  finalized_at timestamptz,
+  constraint conversation_sessions_pkey primary key (session_id),
+  constraint conversation_sessions_connection_id_key unique (connection_id),
+  constraint conversation_sessions_connection_id_check
+    check (length(connection_id) between 1 and 128),
+  constraint conversation_sessions_end_after_start_check
+    check (session_end is null or session_end >= session_start),
+  constraint conversation_sessions_end_has_reason_check
+    check ((session_end is null) = (end_reason is null)),
+  constraint conversation_sessions_announced_after_end_check
+    check (announced_at is null or session_end is not null),
+  constraint conversation_sessions_text_sizes_check check (
+    coalesce(length(source_ip), 0) <= 64
+    and coalesce(length(user_agent), 0) <= 1024
+    and coalesce(length(api_id), 0) <= 64
+    and coalesce(length(stage), 0) <= 128
+  )
+);
+
+comment on table public.conversation_sessions is
+  'One row per WebSocket connection. Written only through the tether_* functions.';
+comment on column public.conversation_sessions.connection_id is
+  'API Gateway connectionId; the key every $disconnect and heartbeat arrives with.';
+comment on column public.conversation_sessions.is_active is
+  'Generated: true exactly while session_end is null.';
+comment on column public.conversation_sessions.duration_seconds is
+  'Generated: seconds from session_start to session_end; null while active.';
+comment on column public.conversation_sessions.last_seen_at is
+  'Last sign of life (connect, heartbeat, message), written at most once per throttle interval.';
+comment on column public.conversation_sessions.session_end is
+  'When the connection ended: the handler time for $disconnect, the last sign of life for sessions ended by the sweep.';
+comment on column public.conversation_sessions.end_reason is
+  'Why the session ended; the first end wins and keeps its reason.';
+comment on column public.conversation_sessions.disconnect_status_code is
+  'WebSocket close code reported by API Gateway in the $disconnect event, when it sent one.';
+comment on column public.conversation_sessions.announced_at is
+  'When SessionEnded was accepted by EventBridge; null while the end is still to be announced.';
+comment on column public.conversation_sessions.announce_after is
+  'Lease: the announcement queue skips the row until then, so its current announcer is not raced.';
+comment on column public.conversation_sessions.finalized_at is
+  'When the SessionEnded subscriber finished its work, so a redelivered event does nothing twice.';
+
+-- Every hot query spells `where is_active` so these stay small: their size follows
+-- the live sessions, not the history.
+create index conversation_sessions_last_seen_at_active_idx
+  on public.conversation_sessions (last_seen_at) where is_active;
+create index conversation_sessions_session_start_active_idx
+  on public.conversation_sessions (session_start) where is_active;
+create index conversation_sessions_user_id_active_idx
+  on public.conversation_sessions (user_id) where is_active;
+-- The RLS policy filters on user_id over all of a user's history.
+create index conversation_sessions_user_id_idx
+  on public.conversation_sessions (user_id);
+-- The queue of ended sessions whose SessionEnded was not yet accepted.
+create index conversation_sessions_unannounced_idx
+  on public.conversation_sessions (session_end)
+  where announced_at is null and not is_active;
+
+-- Row Level Security: users read their own sessions; nobody writes through the
+-- public API (writes go through the security definer functions).
+alter table public.conversation_sessions enable row level security;
+
+revoke all on table public.conversation_sessions from public, anon, authenticated;
+grant select on table public.conversation_sessions to authenticated;
+grant all on table public.conversation_sessions to service_role;
+
+create policy "Users can read their own sessions"
+  on public.conversation_sessions
+  for select
+  to authenticated
+  using ((select auth.uid()) = user_id);

@@ -1,0 +1,366 @@
+-- The session lifecycle: the one API both drivers (psycopg, supabase-py rpc) call.
+-- Each call is one round trip. Names carry a version suffix: a change of signature
+-- adds a _v2 and drops the _v1 in a later migration, because Lambda versions still
+-- running the old code keep calling it during a deploy.
+--
+-- Bad input raises SQLSTATE 22023 (invalid_parameter_value) before anything is
+-- written; an unknown end reason fails the cast to public.tether_end_reason (23514).
+
+create function public.tether_open_session_v1(
+  p_connection_id text,
+  p_user_id uuid default null,
+  p_connected_at timestamptz default null,
+  p_source_ip text default null,
+  p_user_agent text default null,
+  p_api_id text default null,
+  p_stage text default null
+)
+returns table (
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  is_active boolean,
+  opened boolean
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  v_start timestamptz := least(coalesce(p_connected_at, now()), now());
+begin
+  if p_connection_id is null or length(p_connection_id) not between 1 and 128 then
+    raise exception using
+      errcode = '22023',
+      message = 'connection_id must be between 1 and 128 characters';
+  end if;
+
+  return query
+    insert into public.conversation_sessions as s (
+      connection_id, user_id, session_start, last_seen_at,
+      source_ip, user_agent, api_id, stage
+    )
+    values (
+      p_connection_id, p_user_id, v_start, now(),
+      left(p_source_ip, 64), left(p_user_agent, 1024), left(p_api_id, 64), left(p_stage, 128)
+    )
+    on conflict on constraint conversation_sessions_connection_id_key do nothing
+    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.is_active, true;
+
+  if not found then
+    -- A repeated $connect for the same connection: report the row it already has.
+    return query
+      select s.session_id, s.connection_id, s.user_id, s.session_start, s.is_active, false
+      from public.conversation_sessions s
+      where s.connection_id = p_connection_id;
+  end if;
+end;
+$$;
+
+comment on function public.tether_open_session_v1 is
+  'Opens the session of a connection; a repeated call for the same connection_id returns the existing row with opened = false.';
+
+
+create function public.tether_touch_session_v1(
+  p_connection_id text,
+  p_throttle_seconds double precision default 60
+)
+returns table (session_id uuid, last_seen_at timestamptz, touched boolean)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  if p_throttle_seconds is null or p_throttle_seconds < 0 or p_throttle_seconds > 300
+     or p_throttle_seconds = 'NaN'::double precision then
+    raise exception using
+      errcode = '22023',
+      message = format('throttle must be between 0 and 300 seconds, got %s', p_throttle_seconds);
+  end if;
+
+  -- Skip the write while last_seen_at is fresher than the throttle: a chatty
+  -- client must not turn every frame into a row update.
+  return query
+    update public.conversation_sessions as s
+       set last_seen_at = now()
+     where s.connection_id = p_connection_id
+       and s.is_active
+       and s.last_seen_at < now() - make_interval(secs => p_throttle_seconds)
+    returning s.session_id, s.last_seen_at, true;
+
+  if not found then
+    return query
+      select s.session_id, s.last_seen_at, false
+      from public.conversation_sessions s
+      where s.connection_id = p_connection_id
+        and s.is_active;
+  end if;
+end;
+$$;
+
+comment on function public.tether_touch_session_v1 is
+  'Heartbeat: moves last_seen_at unless it is fresher than the throttle. No row for an unknown or ended connection.';
+
+
+create function public.tether_end_session_v1(
+  p_connection_id text,
+  p_reason text,
+  p_status_code integer default null,
+  p_ended_at timestamptz default null,
+  p_announce_lease_seconds double precision default 60
+)
+returns table (
+  outcome text,
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  session_end timestamptz,
+  duration_seconds numeric,
+  end_reason text,
+  disconnect_status_code integer
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  if p_reason is null then
+    raise exception using errcode = '22023', message = 'an end reason is required';
+  end if;
+  perform p_reason::public.tether_end_reason;
+  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
+     or p_announce_lease_seconds > 3600 then
+    raise exception using
+      errcode = '22023',
+      message = format('announce lease must be between 0 and 3600 seconds, got %s',
+                       p_announce_lease_seconds);
+  end if;
+
+  -- The first end wins: a concurrent second end waits for the row lock, then
+  -- finds is_active false and updates nothing.
+  return query
+    update public.conversation_sessions as s
+       set session_end = greatest(least(coalesce(p_ended_at, now()), now()), s.session_start),
+           end_reason = p_reason,
+           disconnect_status_code = p_status_code,
+           -- The caller announces right away; keep the redelivery queue off it meanwhile.
+           announce_after = now() + make_interval(secs => p_announce_lease_seconds)
+     where s.connection_id = p_connection_id
+       and s.is_active
+    returning 'ended'::text, s.session_id, s.connection_id, s.user_id, s.session_start,
+              s.session_end, s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+
+  if not found then
+    return query
+      select 'already_ended'::text, s.session_id, s.connection_id, s.user_id, s.session_start,
+             s.session_end, s.duration_seconds, s.end_reason::text, s.disconnect_status_code
+      from public.conversation_sessions s
+      where s.connection_id = p_connection_id;
+  end if;
+
+  if not found then
+    return query
+      select 'unknown'::text, null::uuid, p_connection_id, null::uuid, null::timestamptz,
+             null::timestamptz, null::numeric, null::text, null::integer;
+  end if;
+end;
+$$;
+
+comment on function public.tether_end_session_v1 is
+  'Ends the session of a connection exactly once. outcome: ended, already_ended (the first end and its reason are kept) or unknown.';
+
+
+create function public.tether_close_stale_v1(
+  p_idle_seconds double precision,
+  p_max_age_seconds double precision,
+  p_limit integer default 500,
+  p_announce_lease_seconds double precision default 60
+)
+returns table (
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  session_end timestamptz,
+  duration_seconds numeric,
+  end_reason text,
+  disconnect_status_code integer
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  v_now timestamptz := now();
+  v_too_old uuid[];
+  v_idle uuid[];
+begin
+  if p_idle_seconds is null or p_idle_seconds <= 0 or p_idle_seconds > 86400 then
+    raise exception using errcode = '22023',
+      message = format('idle limit must be between 0 and 86400 seconds, got %s', p_idle_seconds);
+  end if;
+  if p_max_age_seconds is null or p_max_age_seconds <= 0 or p_max_age_seconds > 604800 then
+    raise exception using errcode = '22023',
+      message = format('age limit must be between 0 and 604800 seconds, got %s', p_max_age_seconds);
+  end if;
+  if p_limit is null or p_limit not between 1 and 10000 then
+    raise exception using errcode = '22023',
+      message = format('batch size must be between 1 and 10000, got %s', p_limit);
+  end if;
+  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
+     or p_announce_lease_seconds > 3600 then
+    raise exception using errcode = '22023',
+      message = format('announce lease must be between 0 and 3600 seconds, got %s',
+                       p_announce_lease_seconds);
+  end if;
+
+  -- SKIP LOCKED: a sweep overlapping this one takes other rows; a row another
+  -- sweep ended meanwhile fails the is_active recheck and is not taken.
+  select coalesce(array_agg(s.session_id), '{}') into v_too_old
+  from (
+    select s.session_id
+    from public.conversation_sessions s
+    where s.is_active
+      and s.session_start < v_now - make_interval(secs => p_max_age_seconds)
+    order by s.session_start
+    limit p_limit
+    for update skip locked
+  ) s;
+
+  select coalesce(array_agg(s.session_id), '{}') into v_idle
+  from (
+    select s.session_id
+    from public.conversation_sessions s
+    where s.is_active
+      and s.last_seen_at < v_now - make_interval(secs => p_idle_seconds)
+      and s.session_id <> all (v_too_old)
+    order by s.last_seen_at
+    limit p_limit - cardinality(v_too_old)
+    for update skip locked
+  ) s;
+
+  -- The connection is gone, but it went silent at last_seen_at: that is the end
+  -- recorded, so durations stay honest however late the sweep runs.
+  return query
+    update public.conversation_sessions as s
+       set session_end = greatest(
+             least(s.last_seen_at, s.session_start + make_interval(secs => p_max_age_seconds)),
+             s.session_start),
+           end_reason = case when s.session_id = any (v_too_old)
+                             then 'max_duration' else 'idle_timeout' end,
+           announce_after = v_now + make_interval(secs => p_announce_lease_seconds)
+     where s.session_id = any (v_too_old || v_idle)
+       and s.is_active
+    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+end;
+$$;
+
+comment on function public.tether_close_stale_v1 is
+  'Ends at most p_limit active sessions older than the age limit (max_duration) or silent beyond the idle limit (idle_timeout); safe when sweeps overlap.';
+
+
+create function public.tether_claim_unannounced_v1(
+  p_limit integer default 100,
+  p_lease_seconds double precision default 60
+)
+returns table (
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  session_end timestamptz,
+  duration_seconds numeric,
+  end_reason text,
+  disconnect_status_code integer
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  if p_limit is null or p_limit not between 1 and 10000 then
+    raise exception using errcode = '22023',
+      message = format('batch size must be between 1 and 10000, got %s', p_limit);
+  end if;
+  if p_lease_seconds is null or p_lease_seconds <= 0 or p_lease_seconds > 3600 then
+    raise exception using errcode = '22023',
+      message = format('lease must be between 0 and 3600 seconds, got %s', p_lease_seconds);
+  end if;
+
+  -- The lease hides the claimed rows from other announcers until it runs out; an
+  -- announcer that dies before marking them leaves them to be claimed again.
+  return query
+    update public.conversation_sessions as s
+       set announce_after = now() + make_interval(secs => p_lease_seconds)
+     where s.session_id in (
+       select q.session_id
+       from public.conversation_sessions q
+       where q.announced_at is null
+         and not q.is_active
+         and (q.announce_after is null or q.announce_after <= now())
+       order by q.session_end
+       limit p_limit
+       for update skip locked
+     )
+    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+end;
+$$;
+
+comment on function public.tether_claim_unannounced_v1 is
+  'Claims up to p_limit ended sessions whose SessionEnded is not yet announced, leasing them to the caller.';
+
+
+create function public.tether_mark_announced_v1(p_session_ids uuid[])
+returns table (session_id uuid)
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+  update public.conversation_sessions as s
+     set announced_at = now(),
+         announce_after = null
+   where s.session_id = any (p_session_ids)
+     and s.announced_at is null
+     and not s.is_active
+  returning s.session_id;
+$$;
+
+comment on function public.tether_mark_announced_v1 is
+  'Records that SessionEnded was accepted for these sessions; returns those newly marked.';
+
+
+-- Writes go through these functions only, and only for the service role (the
+-- Lambda functions). Supabase grants execute on new functions to anon and
+-- authenticated by default: take that back.
+revoke execute on function
+  public.tether_open_session_v1(text, uuid, timestamptz, text, text, text, text),
+  public.tether_touch_session_v1(text, double precision),
+  public.tether_end_session_v1(text, text, integer, timestamptz, double precision),
+  public.tether_close_stale_v1(double precision, double precision, integer, double precision),
+  public.tether_claim_unannounced_v1(integer, double precision),
+  public.tether_mark_announced_v1(uuid[])
+from public, anon, authenticated;
+
+grant execute on function
+  public.tether_open_session_v1(text, uuid, timestamptz, text, text, text, text),
+  public.tether_touch_session_v1(text, double precision),
+  public.tether_end_session_v1(text, text, integer, timestamptz, double precision),
+  public.tether_close_stale_v1(double precision, double precision, integer, double precision),
+  public.tether_claim_unannounced_v1(integer, double precision),
+  public.tether_mark_announced_v1(uuid[])
+to service_role;
