@@ -37,7 +37,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.status:
         state = migrate.status(url)
         for record in state.applied:
-            _say(f"applied  {record.version}_{record.name}.sql  {record.applied_at:%Y-%m-%d %H:%M:%S%z}")
+            applied_at = f"{record.applied_at:%Y-%m-%d %H:%M:%S%z}"
+            _say(f"applied  {record.version}_{record.name}.sql  {applied_at}")
         for migration in state.pending:
             _say(f"pending  {migration.filename}")
         _say(f"{len(state.applied)} applied, {len(state.pending)} pending")
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    db_help = "Postgres URL (default: $TETHER_DATABASE_URL, $DATABASE_URL, else the embedded server)"
+    db_help = (
+        "Postgres URL (default: $TETHER_DATABASE_URL, $DATABASE_URL, else the embedded server)"
+    )
 
     migrate_cmd = commands.add_parser("migrate", help="apply pending migrations")
     migrate_cmd.add_argument("--database-url", help=db_help)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from functions.core.store import PostgresStore
 from functions.devtools import embedded, migrate
@@ -24,7 +25,7 @@ def with_database(url: str, dbname: str) -> str:
     """The same server URL, pointed at another database."""
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +105,6 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
     """A plain connection to the test's database, for setup and assertions."""
-    from psycopg.rows import dict_row
-
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 

@@ -32,7 +32,7 @@ def _row(db: Conn, connection_id: str) -> dict[str, object]:
 
 def _count(db: Conn, where: str = "true") -> int:
     row = db.execute(
-        f"select count(*) as n from public.conversation_sessions where {where}"  # noqa: S608
+        f"select count(*) as n from public.conversation_sessions where {where}"
     ).fetchone()
     assert row is not None
     return int(str(row["n"]))
@@ -108,9 +108,9 @@ def test_no_orphan_after_bulk_close(
     orphans = db.execute("select count(*) as n from public.conversation_session_orphans")
     assert orphans.fetchone() == {"n": 3}
     store.close_stale(idle_seconds=600, max_age_seconds=7200)
-    assert db.execute("select count(*) as n from public.conversation_session_orphans").fetchone() == {
-        "n": 0
-    }
+    assert db.execute(
+        "select count(*) as n from public.conversation_session_orphans"
+    ).fetchone() == {"n": 0}
     assert _count(db, "is_active") == 0
 
 
@@ -174,7 +174,12 @@ def test_concurrent_ends_exactly_one_wins(store: PostgresStore, database_url: st
     barrier = threading.Barrier(workers)
     outcomes: list[EndOutcome] = []
     lock = threading.Lock()
-    reasons = [EndReason.CLIENT_DISCONNECT, EndReason.GONE, EndReason.IDLE_TIMEOUT, EndReason.SHUTDOWN]
+    reasons = [
+        EndReason.CLIENT_DISCONNECT,
+        EndReason.GONE,
+        EndReason.IDLE_TIMEOUT,
+        EndReason.SHUTDOWN,
+    ]
 
     def end(index: int) -> None:
         own_store = PostgresStore(database_url)

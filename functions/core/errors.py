@@ -72,7 +72,7 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
 
 
 def error_from_psycopg(exc: Exception) -> TetherError:
-    """Map a psycopg exception; imported lazily so handlers that use supabase-py never load psycopg."""
+    """Map a psycopg exception (imported lazily: supabase-py deployments never load psycopg)."""
     import psycopg  # noqa: PLC0415
 
     if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:

@@ -29,13 +29,31 @@ def _to_json(value: object) -> object:
 class SupabaseStore(SessionStore):
     """Calls ``/rest/v1/rpc/<function>`` with the project's service key."""
 
-    def __init__(self, url: str, service_key: str, *, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        *,
+        timeout_seconds: float = 10.0,
+        client: Any | None = None,
+    ) -> None:
         if client is None:
             if not url or not service_key:
                 raise InvalidInputError("SupabaseStore needs SUPABASE_URL and a service key")
-            from supabase import create_client  # noqa: PLC0415 - only this driver needs it
+            # Only this driver needs supabase-py; importing it here keeps it off
+            # the cold start of psycopg deployments.
+            import httpx  # noqa: PLC0415
+            from supabase.lib.client_options import SyncClientOptions  # noqa: PLC0415
 
-            client = create_client(url, service_key)
+            from supabase import create_client  # noqa: PLC0415
+
+            options = SyncClientOptions(
+                httpx_client=httpx.Client(timeout=timeout_seconds),
+                # The handshake waits on this call: fail fast rather than sleep
+                # through retries. The SQL functions are idempotent; callers retry.
+                postgrest_client_retry=False,
+            )
+            client = create_client(url, service_key, options=options)
         self._client = client
 
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:

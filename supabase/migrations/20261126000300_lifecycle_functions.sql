@@ -324,8 +324,10 @@ comment on function public.tether_claim_unannounced_v1 is
   'Claims up to p_limit ended sessions whose SessionEnded is not yet announced, leasing them to the caller.';
 
 
+-- Two columns, not one: PostgREST versions differ on whether a one-column
+-- RETURNS TABLE answers objects or bare scalars.
 create function public.tether_mark_announced_v1(p_session_ids uuid[])
-returns table (session_id uuid)
+returns table (session_id uuid, announced_at timestamptz)
 language sql
 volatile
 security definer
@@ -337,7 +339,7 @@ as $$
    where s.session_id = any (p_session_ids)
      and s.announced_at is null
      and not s.is_active
-  returning s.session_id;
+  returning s.session_id, s.announced_at;
 $$;
 
 comment on function public.tether_mark_announced_v1 is

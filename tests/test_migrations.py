@@ -1,0 +1,176 @@
+"""The migration runner and the `tether migrate` command, on a real Postgres."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from functions.core.errors import DatabaseUnavailableError, MigrationError
+from functions.core.models import OpenSessionRequest
+from functions.core.store import PostgresStore
+from functions.devtools import migrate
+from tests.conftest import with_database
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = migrate.default_migrations_dir()
+
+
+def _ledger(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select version from tether.schema_migrations order by 1").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, target)
+    return target
+
+
+def test_files_follow_supabase_naming() -> None:
+    files = sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+    assert files, "no migrations found"
+    assert all(migrate.MIGRATION_NAME.match(name) for name in files)
+    assert [m.filename for m in migrate.discover()] == files
+
+
+def test_migrate_from_nothing_then_again_is_a_no_op(empty_database_url: str) -> None:
+    applied = migrate.migrate(empty_database_url)
+    assert [m.filename for m in applied] == sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+    assert migrate.migrate(empty_database_url) == []
+    assert _ledger(empty_database_url) == [m.version for m in applied]
+    state = migrate.status(empty_database_url)
+    assert state.pending == []
+    assert len(state.applied) == len(applied)
+    # And the schema works.
+    store = PostgresStore(empty_database_url)
+    try:
+        assert store.open_session(OpenSessionRequest(connection_id="m=")).opened
+    finally:
+        store.close()
+
+
+def test_two_runners_at_once_apply_each_migration_once(empty_database_url: str) -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(len(migrate.migrate(empty_database_url)))
+        except BaseException as exc:  # recorded for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [0, len(list(MIGRATIONS.glob("*.sql")))]
+
+
+def test_edited_migration_is_refused_by_name(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    migrate.migrate(empty_database_url, migrations_copy)
+    edited = sorted(migrations_copy.glob("*.sql"))[1]
+    edited.write_text(edited.read_text() + "\n-- a harmless looking edit\n")
+    newer = migrations_copy / "29991231000000_would_run_next.sql"
+    newer.write_text("create table public.must_not_exist (id int);\n")
+    with pytest.raises(MigrationError, match=re.escape(edited.name)):
+        migrate.migrate(empty_database_url, migrations_copy)
+    with pytest.raises(MigrationError, match="edited after it was applied"):
+        migrate.status(empty_database_url, migrations_copy)
+    with psycopg.connect(empty_database_url) as conn:
+        row = conn.execute("select to_regclass('public.must_not_exist')").fetchone()
+    assert row == (None,)
+
+
+def test_failed_migration_is_rolled_back_whole(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    broken = migrations_copy / "29991231000000_broken.sql"
+    broken.write_text(
+        "create table public.half_done (id int);\ninsert into public.half_done values ('x');\n"
+    )
+    with pytest.raises(MigrationError, match=r"29991231000000_broken\.sql failed"):
+        migrate.migrate(empty_database_url, migrations_copy)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
+    assert "29991231000000" not in _ledger(empty_database_url)
+    # Everything before it did apply and stays applied.
+    assert len(_ledger(empty_database_url)) == len(list(MIGRATIONS.glob("*.sql")))
+
+
+def test_badly_named_file_is_refused(migrations_copy: Path) -> None:
+    (migrations_copy / "add_things.sql").write_text("select 1;")
+    with pytest.raises(MigrationError, match=r"add_things\.sql"):
+        migrate.discover(migrations_copy)
+
+
+def test_existing_supabase_auth_is_left_alone(empty_database_url: str) -> None:
+    # On Supabase, auth.uid() already exists; the shim must not replace it.
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "create schema auth; create function auth.uid() returns uuid language sql stable"
+            " as $$ select '11111111-1111-1111-1111-111111111111'::uuid $$"
+        )
+    migrate.migrate(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select auth.uid()::text").fetchone() == (
+            "11111111-1111-1111-1111-111111111111",
+        )
+
+
+def test_missing_database_is_a_clear_error(server_url: str) -> None:
+    url = with_database(server_url, "no_such_database_here")
+    with pytest.raises(DatabaseUnavailableError, match="no_such_database_here"):
+        migrate.migrate(url)
+    store = PostgresStore(url)
+    with pytest.raises(DatabaseUnavailableError, match="no_such_database_here"):
+        store.open_session(OpenSessionRequest(connection_id="x="))
+
+
+def _tether(*args: str) -> subprocess.CompletedProcess[str]:
+    tether = Path(sys.executable).with_name("tether")
+    return subprocess.run(  # noqa: S603 - our own console script
+        [str(tether), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_migrate_then_status(empty_database_url: str) -> None:
+    count = len(list(MIGRATIONS.glob("*.sql")))
+    before = _tether("migrate", "--status", "--database-url", empty_database_url)
+    assert before.returncode == 0, before.stderr
+    assert f"0 applied, {count} pending" in before.stdout
+
+    first = _tether("migrate", "--database-url", empty_database_url)
+    assert first.returncode == 0, first.stderr
+    assert f"{count} migration(s) applied" in first.stdout
+    for path in MIGRATIONS.glob("*.sql"):
+        assert f"applied  {path.name}" in first.stdout
+
+    again = _tether("migrate", "--database-url", empty_database_url)
+    assert again.returncode == 0, again.stderr
+    assert "database is up to date" in again.stdout
+
+    after = _tether("migrate", "--status", "--database-url", empty_database_url)
+    assert f"{count} applied, 0 pending" in after.stdout
+    assert "pending  " not in after.stdout
+
+
+def test_cli_reports_an_unreachable_database(server_url: str) -> None:
+    result = _tether("migrate", "--database-url", with_database(server_url, "nope_db"))
+    assert result.returncode == 1
+    assert "tether migrate:" in result.stderr
+    assert "nope_db" in result.stderr
+    assert "Traceback" not in result.stderr
