@@ -3,9 +3,12 @@ run, and a fresh database copied from it for every test that needs one."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import psycopg
@@ -166,3 +169,109 @@ class SessionFactory:
 @pytest.fixture
 def make_session(db: psycopg.Connection[dict[str, object]]) -> SessionFactory:
     return SessionFactory(db)
+
+
+# --- AWS through a moto server, and the Lambda environment -------------------------
+
+from functions.core import runtime  # noqa: E402
+from tests.support import AUDIENCE, HS256_SECRET, ISSUER  # noqa: E402
+
+AWS_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on a free loopback port: AWS APIs over real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Fake credentials pointed at a freshly reset moto server."""
+    import urllib.request
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+        "AWS_REGION": AWS_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - loopback moto server
+        pass
+    yield moto_endpoint
+
+
+@dataclass
+class EventBus:
+    name: str
+    queue_url: str
+    sqs: Any
+
+    def received(self, wait_seconds: int = 1) -> list[dict[str, Any]]:
+        """Every event the bus delivered to the test's queue so far."""
+        events: list[dict[str, Any]] = []
+        while True:
+            reply = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+            )
+            messages = reply.get("Messages", [])
+            if not messages:
+                return events
+            for message in messages:
+                events.append(json.loads(message["Body"]))
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+            wait_seconds = 0
+
+
+@pytest.fixture
+def event_bus(aws: str) -> EventBus:
+    """A custom bus with a rule for SessionEnded that targets an SQS queue."""
+    import boto3
+
+    events = boto3.client("events", endpoint_url=aws, region_name=AWS_REGION)
+    sqs = boto3.client("sqs", endpoint_url=aws, region_name=AWS_REGION)
+    bus = "tether-test-bus"
+    events.create_event_bus(Name=bus)
+    queue_url = sqs.create_queue(QueueName="session-ended")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events.put_rule(
+        Name="session-ended",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["tether"], "detail-type": ["SessionEnded"]}),
+    )
+    events.put_targets(
+        Rule="session-ended", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}]
+    )
+    return EventBus(bus, queue_url, sqs)
+
+
+@pytest.fixture
+def lambda_env(
+    database_url: str, event_bus: EventBus, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[pytest.MonkeyPatch]:
+    """The functions' environment: this test's database, the test bus, HS256 tokens."""
+    for name in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TETHER_DATABASE_URL", database_url)
+    monkeypatch.setenv("TETHER_AWS_ENDPOINT_URL", aws)
+    monkeypatch.setenv("TETHER_EVENT_BUS_NAME", event_bus.name)
+    monkeypatch.setenv("TETHER_JWT_SECRET", HS256_SECRET)
+    monkeypatch.setenv("TETHER_JWT_ISSUER", ISSUER)
+    monkeypatch.setenv("TETHER_JWT_AUDIENCE", AUDIENCE)
+    monkeypatch.setenv("TETHER_HEARTBEAT_THROTTLE_SECONDS", "0")
+    runtime.reset()
+    yield monkeypatch
+    runtime.reset()

@@ -96,3 +96,11 @@ class EndResult(_Row):
     connection_id: str
     session: EndedSession | None = None
     """The session as it stands after the call: the winning end for ``already_ended``."""
+
+
+class FinalizeOutcome(StrEnum):
+    CLAIMED = "claimed"
+    ALREADY_FINALIZED = "already_finalized"
+    IN_PROGRESS = "in_progress"
+    STILL_ACTIVE = "still_active"
+    UNKNOWN = "unknown"

@@ -25,6 +25,7 @@ from functions.core.models import (
     EndOutcome,
     EndReason,
     EndResult,
+    FinalizeOutcome,
     OpenedSession,
     OpenSessionRequest,
     TouchOutcome,
@@ -45,6 +46,8 @@ END_SESSION = "tether_end_session_v1"
 CLOSE_STALE = "tether_close_stale_v1"
 CLAIM_UNANNOUNCED = "tether_claim_unannounced_v1"
 MARK_ANNOUNCED = "tether_mark_announced_v1"
+BEGIN_FINALIZE = "tether_begin_finalize_v1"
+FINISH_FINALIZE = "tether_finish_finalize_v1"
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 
@@ -155,6 +158,17 @@ class SessionStore(ABC):
             return 0
         rows = self.call(MARK_ANNOUNCED, {"p_session_ids": ids})
         return len(rows)
+
+    def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeOutcome:
+        rows = self.call(
+            BEGIN_FINALIZE,
+            {"p_session_id": session_id, "p_lease_seconds": _finite("lease", lease_seconds)},
+        )
+        return FinalizeOutcome(rows[0]["outcome"])
+
+    def finish_finalize(self, session_id: UUID, *, succeeded: bool) -> bool:
+        rows = self.call(FINISH_FINALIZE, {"p_session_id": session_id, "p_succeeded": succeeded})
+        return bool(rows)
 
 
 class PostgresStore(SessionStore):

@@ -1,0 +1,131 @@
+"""Announces ``SessionEnded`` on an EventBridge bus, at least once.
+
+The caller commits the end first, then announces, then marks the sessions
+announced; a session whose event EventBridge did not accept stays in the queue
+for the sweep to redeliver. Consumers dedupe by ``session_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+from functions.core.models import EndedSession
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+    from functions.core.store import SessionStore
+
+logger = logging.getLogger("tether.announce")
+
+DETAIL_TYPE = "SessionEnded"
+PUT_EVENTS_BATCH = 10  # EventBridge's limit of entries per PutEvents call
+
+
+def session_ended_detail(session: EndedSession) -> dict[str, Any]:
+    return {
+        "session_id": str(session.session_id),
+        "connection_id": session.connection_id,
+        "user_id": str(session.user_id) if session.user_id else None,
+        "session_start": session.session_start.isoformat(),
+        "session_end": session.session_end.isoformat(),
+        "duration_seconds": session.duration_seconds,
+        "end_reason": session.end_reason.value,
+        "disconnect_status_code": session.disconnect_status_code,
+    }
+
+
+@dataclass
+class AnnounceResult:
+    announced: list[UUID] = field(default_factory=list)
+    failed: list[UUID] = field(default_factory=list)
+
+
+class Announcer(Protocol):
+    def announce(self, sessions: Sequence[EndedSession]) -> AnnounceResult: ...
+
+
+class EventBridgeAnnouncer:
+    def __init__(
+        self,
+        bus_name: str,
+        *,
+        source: str = "tether",
+        endpoint_url: str | None = None,
+        client: EventBridgeClient | None = None,
+    ) -> None:
+        self._bus_name = bus_name
+        self._source = source
+        self._endpoint_url = endpoint_url
+        self._client = client
+
+    def _events(self) -> EventBridgeClient:
+        if self._client is None:
+            import boto3  # noqa: PLC0415 - only the paths that announce load boto3
+            from botocore.config import Config  # noqa: PLC0415
+
+            self._client = boto3.client(
+                "events",
+                endpoint_url=self._endpoint_url,
+                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
+            )
+        return self._client
+
+    def announce(self, sessions: Sequence[EndedSession]) -> AnnounceResult:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        result = AnnounceResult()
+        for start in range(0, len(sessions), PUT_EVENTS_BATCH):
+            batch = sessions[start : start + PUT_EVENTS_BATCH]
+            entries = [
+                {
+                    "Source": self._source,
+                    "DetailType": DETAIL_TYPE,
+                    "Detail": json.dumps(session_ended_detail(session)),
+                    "EventBusName": self._bus_name,
+                    "Resources": [],
+                }
+                for session in batch
+            ]
+            try:
+                response = self._events().put_events(Entries=entries)  # type: ignore[arg-type]
+            except (BotoCoreError, ClientError) as exc:
+                logger.warning(
+                    "PutEvents failed; the sweep will redeliver",
+                    extra={"sessions": len(batch), "error": str(exc)},
+                )
+                result.failed.extend(session.session_id for session in batch)
+                continue
+            # Entries answer in order; a failed one carries an ErrorCode.
+            for session, entry in zip(batch, response.get("Entries", []), strict=False):
+                if entry.get("EventId") and not entry.get("ErrorCode"):
+                    result.announced.append(session.session_id)
+                else:
+                    logger.warning(
+                        "EventBridge refused an entry",
+                        extra={
+                            "session_id": str(session.session_id),
+                            "error_code": entry.get("ErrorCode"),
+                        },
+                    )
+                    result.failed.append(session.session_id)
+            answered = {*result.announced, *result.failed}
+            result.failed.extend(s.session_id for s in batch if s.session_id not in answered)
+        return result
+
+
+def announce_and_mark(
+    store: SessionStore, announcer: Announcer, sessions: Sequence[EndedSession]
+) -> AnnounceResult:
+    """Announce, then record what EventBridge accepted. What failed stays queued."""
+    if not sessions:
+        return AnnounceResult()
+    result = announcer.announce(sessions)
+    if result.announced:
+        store.mark_announced(result.announced)
+    return result

@@ -1,0 +1,83 @@
+"""Per-container singletons: settings, the store, the verifier, the announcer.
+
+Each is built on first use and kept for the life of the container (warm
+invocations reuse the database connection and the JWKS cache). A handler only
+builds what its own path needs: ``$connect`` never builds the announcer, so it
+never imports boto3 unless a secret reference asks for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from functions.core.settings import Settings, load_settings, resolve_secret
+
+if TYPE_CHECKING:
+    from functions.core.announce import Announcer
+    from functions.core.auth import TokenVerifier
+    from functions.core.store import SessionStore
+
+
+@functools.cache
+def settings() -> Settings:
+    return load_settings()
+
+
+@functools.cache
+def store() -> SessionStore:
+    config = settings()
+    config.require_store()
+    if config.database_url:
+        from functions.core.store import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(resolve_secret(config.database_url, config.aws_endpoint_url))
+    from functions.core.supabase_store import SupabaseStore  # noqa: PLC0415
+
+    return SupabaseStore(
+        config.supabase_url or "",
+        resolve_secret(config.supabase_service_key or "", config.aws_endpoint_url),
+    )
+
+
+@functools.cache
+def verifier() -> TokenVerifier | None:
+    """The token verifier, or None when only anonymous connections are configured."""
+    config = settings()
+    config.require_authentication()
+    if not config.jwt_secret and not config.signing_keys_url:
+        return None
+    from functions.core.auth import TokenVerifier  # noqa: PLC0415
+
+    endpoint = config.aws_endpoint_url
+    secret = resolve_secret(config.jwt_secret, endpoint) if config.jwt_secret else None
+    return TokenVerifier(
+        audience=config.jwt_audience,
+        issuer=config.issuer or "",
+        jwks_url=config.signing_keys_url,
+        hs256_secret=secret,
+        allowed_roles=config.role_allow_list,
+        allow_anonymous_users=config.allow_anonymous,
+        jwks_cache_seconds=config.jwks_cache_seconds,
+        jwks_refresh_cooldown_seconds=config.jwks_refresh_cooldown_seconds,
+    )
+
+
+@functools.cache
+def announcer() -> Announcer:
+    from functions.core.announce import EventBridgeAnnouncer  # noqa: PLC0415
+
+    config = settings()
+    return EventBridgeAnnouncer(
+        config.event_bus_name, source=config.event_source, endpoint_url=config.aws_endpoint_url
+    )
+
+
+def reset() -> None:
+    """Forget every singleton (tests, and the local runtime after a config change)."""
+    for cached in (store, verifier, announcer):
+        if cached is store and store.cache_info().currsize:
+            store().close()
+        cached.cache_clear()
+    settings.cache_clear()
+    resolve_secret.cache_clear()

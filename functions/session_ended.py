@@ -1,0 +1,127 @@
+"""``SessionEnded`` subscriber: where the original system's "finalize memory" lives now.
+
+EventBridge delivers each ``SessionEnded`` at least once. This handler claims
+the session, calls the finalizer named by ``TETHER_FINALIZER``
+(``module:function``, called with the event's detail), and records that the
+session was finalized, so a redelivered event does nothing twice. A failing
+finalizer raises: EventBridge's retry policy and dead-letter queue take over.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from functions.core import runtime
+from functions.core.errors import ConfigurationError, FinalizerError, InvalidInputError
+from functions.core.models import EndReason, FinalizeOutcome
+from functions.core.observability import emit_metric, logger, start_invocation
+
+
+class SessionEndedDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    session_id: UUID
+    connection_id: str
+    user_id: UUID | None = None
+    session_start: datetime
+    session_end: datetime
+    duration_seconds: float
+    end_reason: EndReason
+    disconnect_status_code: int | None = None
+
+
+class SessionEndedEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    id: str | None = None
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    detail: SessionEndedDetail
+
+
+Finalizer = Callable[[SessionEndedDetail], None]
+
+
+def log_finalizer(detail: SessionEndedDetail) -> None:
+    """The default finalizer: records that the session ended, nothing more."""
+    logger.info(
+        "session finalized",
+        extra={
+            "session_id": str(detail.session_id),
+            "end_reason": detail.end_reason.value,
+            "duration_seconds": detail.duration_seconds,
+        },
+    )
+
+
+@functools.cache
+def load_finalizer(reference: str) -> Finalizer:
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"TETHER_FINALIZER must look like 'package.module:function', got {reference!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"TETHER_FINALIZER: cannot import {module_name!r}: {exc}") from exc
+    finalizer = getattr(module, attribute, None)
+    if not callable(finalizer):
+        raise ConfigurationError(f"TETHER_FINALIZER: {reference!r} is not a callable")
+    return finalizer  # type: ignore[no-any-return]
+
+
+def parse_event(event: Any) -> SessionEndedEvent:
+    try:
+        parsed = SessionEndedEvent.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)[:5]
+        )
+        raise InvalidInputError(f"malformed SessionEnded event: {problems}") from None
+    if parsed.detail_type != "SessionEnded":
+        raise InvalidInputError(f"expected a SessionEnded event, got {parsed.detail_type!r}")
+    return parsed
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    start_invocation()
+    parsed = parse_event(event)  # a malformed event fails loudly: it belongs in the DLQ
+    detail = parsed.detail
+    start_invocation(request_id=parsed.id, session_id=str(detail.session_id))
+    config = runtime.settings()
+    finalizer = load_finalizer(config.finalizer)
+    store = runtime.store()
+
+    outcome = store.begin_finalize(detail.session_id, lease_seconds=config.finalize_lease_seconds)
+    if outcome is FinalizeOutcome.ALREADY_FINALIZED:
+        logger.info("redelivered SessionEnded: already finalized")
+        return {"outcome": outcome.value}
+    if outcome is FinalizeOutcome.UNKNOWN:
+        logger.error("SessionEnded for a session this database does not hold")
+        return {"outcome": outcome.value}
+    if outcome is not FinalizeOutcome.CLAIMED:
+        # Another delivery holds the claim (or the event raced ahead of its end):
+        # fail so EventBridge retries after it has finished.
+        raise FinalizerError(f"session {detail.session_id} is not ready: {outcome.value}")
+
+    try:
+        finalizer(detail)
+    except Exception as exc:
+        # The application's code may raise anything; record, release, and let
+        # EventBridge retry.
+        store.finish_finalize(detail.session_id, succeeded=False)
+        emit_metric("FinalizeFailed")
+        logger.exception("finalizer failed; EventBridge will retry")
+        raise FinalizerError(f"finalizer {config.finalizer} failed: {exc}") from exc
+    store.finish_finalize(detail.session_id, succeeded=True)
+    emit_metric("SessionsFinalized")
+    return {"outcome": "finalized"}

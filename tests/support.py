@@ -1,0 +1,188 @@
+"""Helpers shared by the tests: events, a Lambda context, tokens, a JWKS server, EMF."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str, **context_overrides: Any) -> dict[str, Any]:
+    """An event file from tests/events, with requestContext fields overridden."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    if context_overrides and "requestContext" in event:
+        event["requestContext"].update(context_overrides)
+    return event
+
+
+def ws_event(name: str, connection_id: str, **context_overrides: Any) -> dict[str, Any]:
+    """A WebSocket event for one connection, connected now."""
+    event = load_event(name, connectionId=connection_id, **context_overrides)
+    event["requestContext"].setdefault("connectedAt", int(time.time() * 1000))
+    if "connectedAt" not in context_overrides:
+        event["requestContext"]["connectedAt"] = int(time.time() * 1000)
+    return event
+
+
+def with_query(event: dict[str, Any], **params: str) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    event["queryStringParameters"] = {**(event.get("queryStringParameters") or {}), **params}
+    return event
+
+
+def with_headers(event: dict[str, Any], **headers: str) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    event["headers"] = {**(event.get("headers") or {}), **headers}
+    return event
+
+
+@dataclass
+class FakeLambdaContext:
+    """The attributes handlers and Powertools read, with a real countdown."""
+
+    function_name: str = "tether-test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:tether-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time_limit_seconds: float = 30.0
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        remaining = self.time_limit_seconds - (time.monotonic() - self._started)
+        return max(0, int(remaining * 1000))
+
+
+# --- tokens --------------------------------------------------------------------
+
+ISSUER = "https://tetherproject.supabase.co/auth/v1"
+AUDIENCE = "authenticated"
+HS256_SECRET = "legacy-jwt-secret-with-at-least-thirty-two-characters"
+
+
+@dataclass
+class SigningKeys:
+    """An ES256 and an RS256 key pair, published as a JWKS."""
+
+    es256: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    rs256: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    es256_kid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    rs256_kid: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def jwks(self) -> dict[str, Any]:
+        es = json.loads(ECAlgorithm.to_jwk(self.es256.public_key()))
+        rs = json.loads(RSAAlgorithm.to_jwk(self.rs256.public_key()))
+        es.update(kid=self.es256_kid, alg="ES256", use="sig")
+        rs.update(kid=self.rs256_kid, alg="RS256", use="sig")
+        return {"keys": [es, rs]}
+
+
+def claims(
+    *,
+    sub: str | None = None,
+    role: str = "authenticated",
+    aud: str = AUDIENCE,
+    iss: str = ISSUER,
+    expires_in: int = 3600,
+    **extra: Any,
+) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "sub": sub or str(uuid.uuid4()),
+        "role": role,
+        "aud": aud,
+        "iss": iss,
+        "iat": now,
+        "exp": now + expires_in,
+        "session_id": str(uuid.uuid4()),
+        **extra,
+    }
+
+
+def sign(payload: dict[str, Any], key: Any, algorithm: str, kid: str | None = None) -> str:
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+class JwksServer:
+    """Serves a JWKS over real HTTP and counts the fetches."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self.keys = keys
+        self.fetches = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                """Quiet."""
+
+            def do_GET(self) -> None:
+                server.fetches += 1
+                body = json.dumps(server.keys.jwks()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/auth/v1/.well-known/jwks.json"
+
+    @contextmanager
+    def running(self) -> Iterator[JwksServer]:
+        thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._http.shutdown()
+            self._http.server_close()
+            thread.join()
+
+
+# --- logs and metrics ------------------------------------------------------------
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return lines
+
+
+def metrics(text: str) -> list[tuple[str, float, dict[str, str]]]:
+    """(name, value, dimensions) for every EMF metric in captured stdout."""
+    found = []
+    for line in json_lines(text):
+        meta = line.get("_aws")
+        if not meta:
+            continue
+        for directive in meta["CloudWatchMetrics"]:
+            dims = {d: line[d] for group in directive["Dimensions"] for d in group}
+            for metric in directive["Metrics"]:
+                value = line[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                found.extend((metric["Name"], float(v), dims) for v in values)
+    return found
