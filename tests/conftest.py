@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
+import boto3
 import psycopg
 import pytest
+from moto.server import ThreadedMotoServer
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
+from functions.core import runtime
 from functions.core.store import PostgresStore
 from functions.devtools import embedded, migrate
+from tests.support import AUDIENCE, HS256_SECRET, ISSUER
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA_DIR = ROOT / ".tether" / "test-pgdata"
@@ -173,17 +178,12 @@ def make_session(db: psycopg.Connection[dict[str, object]]) -> SessionFactory:
 
 # --- AWS through a moto server, and the Lambda environment -------------------------
 
-from functions.core import runtime  # noqa: E402
-from tests.support import AUDIENCE, HS256_SECRET, ISSUER  # noqa: E402
-
 AWS_REGION = "us-east-1"
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server on a free loopback port: AWS APIs over real HTTP."""
-    from moto.server import ThreadedMotoServer
-
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -194,8 +194,6 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Fake credentials pointed at a freshly reset moto server."""
-    import urllib.request
-
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -204,8 +202,9 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         "AWS_REGION": AWS_REGION,
     }.items():
         monkeypatch.setenv(name, value)
-    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - loopback moto server
+    # moto's own reset endpoint: every test starts with no AWS resources.
+    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310
         pass
     yield moto_endpoint
 
@@ -237,8 +236,6 @@ class EventBus:
 @pytest.fixture
 def event_bus(aws: str) -> EventBus:
     """A custom bus with a rule for SessionEnded that targets an SQS queue."""
-    import boto3
-
     events = boto3.client("events", endpoint_url=aws, region_name=AWS_REGION)
     sqs = boto3.client("sqs", endpoint_url=aws, region_name=AWS_REGION)
     bus = "tether-test-bus"

@@ -130,7 +130,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet."""
 
             def do_GET(self) -> None:
@@ -162,8 +162,8 @@ class JwksServer:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     lines = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line.startswith("{"):
             try:
                 lines.append(json.loads(line))
@@ -174,7 +174,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def metrics(text: str) -> list[tuple[str, float, dict[str, str]]]:
     """(name, value, dimensions) for every EMF metric in captured stdout."""
-    found = []
+    found: list[tuple[str, float, dict[str, str]]] = []
     for line in json_lines(text):
         meta = line.get("_aws")
         if not meta:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import subprocess
 import sys
 import time
@@ -150,9 +154,6 @@ def _rejections(keys: SigningKeys) -> dict[str, tuple[str | None, int, str]]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"  # {"alg":"none","typ":"JWT"}
-    import base64
-    import json
-
     body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
     return {
         "no token": (None, 401, "missing_token"),
@@ -184,7 +185,7 @@ def _rejections(keys: SigningKeys) -> dict[str, tuple[str | None, int, str]]:
         "alg none": (f"{header}.{body}.", 401, "algorithm_not_allowed"),
         "hs256 with the public key": (
             # The classic confusion attack: HMAC keyed with the RSA public key.
-            __import__("hmac") and _hs256_with_key(claims(), rs_public_pem),
+            _hs256_with_key(claims(), rs_public_pem),
             401,
             "algorithm_not_allowed",
         ),
@@ -214,15 +215,11 @@ def _rejections(keys: SigningKeys) -> dict[str, tuple[str | None, int, str]]:
 
 def _hs256_with_key(payload: dict[str, Any], key: bytes) -> str:
     # PyJWT refuses to HMAC with a PEM key, as it should; an attacker builds it by hand.
-    import base64
-    import hashlib
-    import hmac
-    import json
-
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(payload).encode())}"
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{b64(json.dumps(payload).encode())}"
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
 

@@ -1,0 +1,19 @@
+"""Finalizers the SessionEnded tests name in TETHER_FINALIZER."""
+
+from __future__ import annotations
+
+from functions.session_ended import SessionEndedDetail
+
+calls: list[SessionEndedDetail] = []
+failures_left = 0
+
+
+def recording(detail: SessionEndedDetail) -> None:
+    global failures_left  # noqa: PLW0603 - test double state
+    if failures_left > 0:
+        failures_left -= 1
+        raise RuntimeError("memory store unavailable")
+    calls.append(detail)
+
+
+not_callable = 42
