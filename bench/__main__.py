@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from bench import cold_start
+import sys
+
+from bench import cold_start, sweep_cost
+
+BENCHMARKS = {"cold_start": cold_start.main, "sweep_cost": sweep_cost.main}
 
 
 def main() -> None:
-    cold_start.main()
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    for name in chosen:
+        BENCHMARKS[name]()
 
 
 if __name__ == "__main__":

@@ -119,13 +119,26 @@ class EventBridgeAnnouncer:
         return result
 
 
+class LogAnnouncer:
+    """Announces by writing one structured log line per session (local runs, no AWS)."""
+
+    def announce(self, sessions: Sequence[EndedSession]) -> AnnounceResult:
+        for session in sessions:
+            detail = session_ended_detail(session)
+            logger.info(DETAIL_TYPE, extra={"detail_type": DETAIL_TYPE, **detail})
+        return AnnounceResult(announced=[session.session_id for session in sessions])
+
+
 def announce_and_mark(
     store: SessionStore, announcer: Announcer, sessions: Sequence[EndedSession]
 ) -> AnnounceResult:
-    """Announce, then record what EventBridge accepted. What failed stays queued."""
+    """Announce, then record what EventBridge accepted. What failed stays queued,
+    released for the next sweep to retry."""
     if not sessions:
         return AnnounceResult()
     result = announcer.announce(sessions)
     if result.announced:
         store.mark_announced(result.announced)
+    if result.failed:
+        store.release_announcements(result.failed)
     return result

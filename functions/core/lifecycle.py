@@ -35,12 +35,23 @@ _REASON_BY_CLOSE_CODE = {
     1005: EndReason.CLIENT_DISCONNECT,  # closed without a status code
     1006: EndReason.CONNECTION_LOST,  # abnormal closure: no close frame
     1009: EndReason.MESSAGE_TOO_BIG,
+    1012: EndReason.SHUTDOWN,  # service restart: the local gateway stopping
 }
+# For "going away", the gateway's reason says which limit closed the connection.
+_GOING_AWAY_REASONS = (
+    ("idle", EndReason.IDLE_TIMEOUT),
+    ("duration", EndReason.MAX_DURATION),
+)
 
 
-def reason_for_close(status_code: int | None) -> EndReason:
+def reason_for_close(status_code: int | None, reason: str | None = None) -> EndReason:
     if status_code is None:
         return EndReason.CLIENT_DISCONNECT
+    if status_code == 1001 and reason:
+        lowered = reason.lower()
+        for marker, end_reason in _GOING_AWAY_REASONS:
+            if marker in lowered:
+                return end_reason
     return _REASON_BY_CLOSE_CODE.get(status_code, EndReason.CLIENT_DISCONNECT)
 
 
@@ -101,7 +112,7 @@ def end_connection(
     context = event.request_context
     end = store.end_session(
         context.connection_id,
-        reason_for_close(context.disconnect_status_code),
+        reason_for_close(context.disconnect_status_code, context.disconnect_reason),
         status_code=context.disconnect_status_code,
         announce_lease_seconds=announce_lease_seconds,
     )

@@ -104,3 +104,33 @@ class FinalizeOutcome(StrEnum):
     IN_PROGRESS = "in_progress"
     STILL_ACTIVE = "still_active"
     UNKNOWN = "unknown"
+
+
+class Suspect(_Row):
+    """An active session silent long enough that the sweep asks the gateway about it."""
+
+    session_id: UUID
+    connection_id: str
+    user_id: UUID | None
+    session_start: datetime
+    last_seen_at: datetime
+
+
+class OrphanSummary(_Row):
+    orphans: int
+    oldest_start: datetime | None
+    newest_start: datetime | None
+
+
+class SweepPreview(_Row):
+    past_max_age: int
+    past_idle: int
+    suspects: int
+    unannounced: int
+
+
+class SessionHealth(_Row):
+    active_sessions: int
+    oldest_active_start: datetime | None
+    orphaned_sessions: int
+    unannounced: int

@@ -16,16 +16,26 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 class _CurrentStdout:
     """Writes to whatever sys.stdout is now, as the EMF metric lines do, so logs and
-    metrics stay one ordered stream even where stdout is swapped (local runtime, tests)."""
+    metrics stay one ordered stream even where stdout is swapped (local runtime, tests).
+    The command line sends logs to stderr instead, keeping stdout for its output."""
+
+    to_stderr = False
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return (sys.stderr if self.to_stderr else sys.stdout).write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        (sys.stderr if self.to_stderr else sys.stdout).flush()
 
 
-logger = Logger(service="tether", stream=_CurrentStdout())  # type: ignore[arg-type]
+_stream = _CurrentStdout()
+
+
+def logs_to_stderr() -> None:
+    _stream.to_stderr = True
+
+
+logger = Logger(service="tether", stream=_stream)  # type: ignore[arg-type]
 
 NAMESPACE_ENV = "TETHER_METRICS_NAMESPACE"
 

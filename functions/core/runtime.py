@@ -9,6 +9,7 @@ never imports boto3 unless a secret reference asks for it.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import TYPE_CHECKING
 
 from functions.core.settings import Settings, load_settings, resolve_secret
@@ -16,16 +17,34 @@ from functions.core.settings import Settings, load_settings, resolve_secret
 if TYPE_CHECKING:
     from functions.core.announce import Announcer
     from functions.core.auth import TokenVerifier
+    from functions.core.connections import ConnectionsApi
     from functions.core.store import SessionStore
 
 
 @functools.cache
 def settings() -> Settings:
-    return load_settings()
+    return _installed[-1] if _installed else load_settings()
 
 
-@functools.cache
+_stores = threading.local()
+_all_stores: list[SessionStore] = []
+_stores_lock = threading.Lock()
+
+
 def store() -> SessionStore:
+    """The session store of this container, which on Lambda is this thread. The local
+    runtime runs several invocations at once, one per worker thread: each thread gets
+    a store (a database connection) of its own, as each Lambda container does."""
+    existing: SessionStore | None = getattr(_stores, "store", None)
+    if existing is None:
+        existing = _new_store()
+        _stores.store = existing
+        with _stores_lock:
+            _all_stores.append(existing)
+    return existing
+
+
+def _new_store() -> SessionStore:
     config = settings()
     config.require_store()
     if config.database_url:
@@ -65,19 +84,46 @@ def verifier() -> TokenVerifier | None:
 
 @functools.cache
 def announcer() -> Announcer:
-    from functions.core.announce import EventBridgeAnnouncer  # noqa: PLC0415
+    from functions.core.announce import EventBridgeAnnouncer, LogAnnouncer  # noqa: PLC0415
 
     config = settings()
+    if config.announce_to == "log":
+        return LogAnnouncer()
     return EventBridgeAnnouncer(
         config.event_bus_name, source=config.event_source, endpoint_url=config.aws_endpoint_url
     )
 
 
+@functools.cache
+def connections() -> ConnectionsApi | None:
+    """The @connections API, or None when no endpoint is configured (hard limits only)."""
+    config = settings()
+    if not config.connections_endpoint:
+        return None
+    from functions.core.connections import ConnectionsApi  # noqa: PLC0415
+
+    return ConnectionsApi(config.connections_endpoint)
+
+
+def install(config: Settings) -> None:
+    """Use these settings instead of the environment's (the CLI and the local runtime)."""
+    reset()
+    _installed.append(config)
+
+
+_installed: list[Settings] = []
+
+
 def reset() -> None:
     """Forget every singleton (tests, and the local runtime after a config change)."""
-    for cached in (store, verifier, announcer):
-        if cached is store and store.cache_info().currsize:
-            store().close()
+    with _stores_lock:
+        for each in _all_stores:
+            each.close()
+        _all_stores.clear()
+    global _stores  # noqa: PLW0603 - a fresh thread-local forgets every thread's store
+    _stores = threading.local()
+    for cached in (verifier, announcer, connections):
         cached.cache_clear()
     settings.cache_clear()
     resolve_secret.cache_clear()
+    _installed.clear()

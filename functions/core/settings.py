@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Least time between refetches forced by unknown key ids (a flood of them costs one)."""
 
+    announce_to: Literal["eventbridge", "log"] = "eventbridge"
+    """Where SessionEnded goes: EventBridge, or (local runs) a structured log line."""
     event_bus_name: str = "default"
     event_source: str = "tether"
 
@@ -66,6 +68,23 @@ class Settings(BaseSettings):
     finalizer: str = "functions.session_ended:log_finalizer"
     finalize_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
     metrics_namespace: str = "tether"
+
+    # The sweep. API Gateway closes a connection after 10 minutes idle and after
+    # 2 hours in all; the grace covers clock skew and the heartbeat throttle.
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    max_duration_seconds: Annotated[float, Field(gt=0, le=604800)] = 7200.0
+    limit_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    suspect_after_seconds: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    """Ask the gateway about sessions silent this long (0: every live session, every sweep)."""
+    heartbeat_grace_seconds: Annotated[float, Field(gt=0, le=86400)] | None = None
+    """When set, clients must show a sign of life this often or be disconnected."""
+    suspect_lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """How long an overlapping sweep leaves a suspect to the sweep that is asking about it."""
+    sweep_batch_size: Annotated[int, Field(ge=1, le=10000)] = 500
+    sweep_concurrency: Annotated[int, Field(ge=1, le=128)] = 16
+    sweep_time_margin_seconds: Annotated[float, Field(ge=0, le=900)] = 10.0
+    connections_endpoint: str | None = None
+    """The @connections endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage})."""
 
     aws_endpoint_url: str | None = None
     """Send AWS API calls (EventBridge, secrets) here: moto or a local stack."""

@@ -11,7 +11,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -28,6 +28,10 @@ from functions.core.models import (
     FinalizeOutcome,
     OpenedSession,
     OpenSessionRequest,
+    OrphanSummary,
+    SessionHealth,
+    Suspect,
+    SweepPreview,
     TouchOutcome,
     TouchResult,
 )
@@ -48,8 +52,16 @@ CLAIM_UNANNOUNCED = "tether_claim_unannounced_v1"
 MARK_ANNOUNCED = "tether_mark_announced_v1"
 BEGIN_FINALIZE = "tether_begin_finalize_v1"
 FINISH_FINALIZE = "tether_finish_finalize_v1"
+CLAIM_SUSPECTS = "tether_claim_suspects_v1"
+SETTLE_SUSPECTS = "tether_settle_suspects_v1"
+CLOSE_ORPHANS = "tether_close_orphans_v1"
+RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v1"
+ORPHAN_SUMMARY = "tether_orphan_summary_v1"
+SWEEP_PREVIEW = "tether_sweep_preview_v1"
+SESSION_HEALTH = "tether_session_health_v1"
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _finite(name: str, value: float) -> float:
@@ -159,6 +171,13 @@ class SessionStore(ABC):
         rows = self.call(MARK_ANNOUNCED, {"p_session_ids": ids})
         return len(rows)
 
+    def release_announcements(self, session_ids: Iterable[UUID]) -> int:
+        """Let the next sweep retry these at once (their announcement failed)."""
+        ids: Sequence[UUID] = list(session_ids)
+        if not ids:
+            return 0
+        return len(self.call(RELEASE_ANNOUNCEMENTS, {"p_session_ids": ids}))
+
     def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeOutcome:
         rows = self.call(
             BEGIN_FINALIZE,
@@ -169,6 +188,70 @@ class SessionStore(ABC):
     def finish_finalize(self, session_id: UUID, *, succeeded: bool) -> bool:
         rows = self.call(FINISH_FINALIZE, {"p_session_id": session_id, "p_succeeded": succeeded})
         return bool(rows)
+
+    def claim_suspects(
+        self, *, silent_seconds: float, limit: int, lease_seconds: float
+    ) -> list[Suspect]:
+        rows = self.call(
+            CLAIM_SUSPECTS,
+            {
+                "p_silent_seconds": _finite("silence", silent_seconds),
+                "p_limit": int(limit),
+                "p_lease_seconds": _finite("lease", lease_seconds),
+            },
+        )
+        return [Suspect.model_validate(row) for row in rows]
+
+    def settle_suspects(self, last_active: Mapping[UUID, datetime | None]) -> int:
+        """Suspects still connected (or unanswered): move last_seen_at forward to the
+        gateway's LastActiveAt where there is one, and drop their leases."""
+        if not last_active:
+            return 0
+        ids = list(last_active)
+        # The epoch stands for "no answer": it never moves last_seen_at, and keeps
+        # the array's element type a timestamp for both drivers.
+        times = [last_active[i] or _EPOCH for i in ids]
+        rows = self.call(SETTLE_SUSPECTS, {"p_session_ids": ids, "p_last_active_ats": times})
+        return len(rows)
+
+    def close_orphans(
+        self,
+        *,
+        older_than_seconds: float,
+        limit: int = 500,
+        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
+    ) -> list[EndedSession]:
+        rows = self.call(
+            CLOSE_ORPHANS,
+            {
+                "p_older_than_seconds": _finite("age", older_than_seconds),
+                "p_limit": int(limit),
+                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
+            },
+        )
+        return [EndedSession.model_validate(row) for row in rows]
+
+    def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:
+        rows = self.call(
+            ORPHAN_SUMMARY, {"p_older_than_seconds": _finite("age", older_than_seconds)}
+        )
+        return OrphanSummary.model_validate(rows[0])
+
+    def sweep_preview(
+        self, *, idle_seconds: float, max_age_seconds: float, silent_seconds: float
+    ) -> SweepPreview:
+        rows = self.call(
+            SWEEP_PREVIEW,
+            {
+                "p_idle_seconds": _finite("idle limit", idle_seconds),
+                "p_max_age_seconds": _finite("age limit", max_age_seconds),
+                "p_silent_seconds": _finite("silence", silent_seconds),
+            },
+        )
+        return SweepPreview.model_validate(rows[0])
+
+    def session_health(self) -> SessionHealth:
+        return SessionHealth.model_validate(self.call(SESSION_HEALTH, {})[0])
 
 
 class PostgresStore(SessionStore):

@@ -1,0 +1,217 @@
+"""``tether dev``: the whole system on one machine.
+
+An embedded Postgres (or any ``--database-url``), the migrations, the local
+gateway invoking the real handlers, and the sweep on its schedule asking the
+gateway's own ``@connections`` API. Ctrl-C or SIGTERM closes every connection
+and runs its ``$disconnect`` before exiting, so the table is left with no active
+session; a ``kill -9`` leaves rows for the first sweeps of the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from functions.core import runtime
+from functions.core.errors import ConfigurationError
+from functions.core.settings import load_settings
+from functions.devtools import embedded, migrate
+from functions.devtools.gateway import (
+    FRAME_LIMIT,
+    MESSAGE_LIMIT,
+    FrameLimitedProtocol,
+    Limits,
+    LocalGateway,
+)
+
+logger = logging.getLogger("tether.dev")
+
+STAGE = "local"
+
+
+@dataclass
+class DevOptions:
+    host: str = "127.0.0.1"
+    port: int = 3001
+    database_url: str | None = None
+    sweep_interval: float = 60.0
+    heartbeat_grace: float | None = None
+    idle_timeout: float = 600.0
+    max_duration: float = 7200.0
+    suspect_after: float | None = None
+    disconnect_loss: float = 0.0
+    routes: list[str] = field(default_factory=list)
+
+
+def load_handler(reference: str) -> Callable[[dict[str, Any], Any], Any]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute or "lambda_handler")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load handler {reference!r}: {exc}") from exc
+    if not callable(handler):
+        raise ConfigurationError(f"{reference!r} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
+    routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
+    for spec in specs:
+        name, separator, reference = spec.partition("=")
+        if not separator or not name or not reference:
+            raise ConfigurationError(f"--route takes NAME=module:function, got {spec!r}")
+        routes[name] = load_handler(reference)
+    return routes
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully, which would
+    kill the process before the summary and the database stop; not here."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build(options: DevOptions, database_url: str) -> tuple[LocalGateway, uvicorn.Server]:
+    from functions import connect, disconnect, message  # noqa: PLC0415
+
+    endpoint = f"http://{options.host}:{options.port}/{STAGE}"
+    overrides: dict[str, Any] = {
+        "database_url": database_url,
+        "allow_anonymous": _env_flag("TETHER_ALLOW_ANONYMOUS", default=True),
+        "announce_to": os.environ.get("TETHER_ANNOUNCE_TO", "log"),
+        "connections_endpoint": endpoint,
+        "idle_timeout_seconds": options.idle_timeout,
+        "max_duration_seconds": options.max_duration,
+        "heartbeat_grace_seconds": options.heartbeat_grace,
+    }
+    if options.suspect_after is not None:
+        overrides["suspect_after_seconds"] = options.suspect_after
+    runtime.install(load_settings(**overrides))
+
+    routes = {"$default": message.lambda_handler, "heartbeat": message.lambda_handler}
+    routes.update(parse_routes(options.routes))
+    gateway = LocalGateway(
+        connect=connect.lambda_handler,
+        disconnect=disconnect.lambda_handler,
+        routes=routes,
+        limits=Limits(
+            idle_timeout_seconds=options.idle_timeout,
+            max_duration_seconds=options.max_duration,
+            frame_bytes=FRAME_LIMIT,
+            message_bytes=MESSAGE_LIMIT,
+        ),
+        stage=STAGE,
+        domain_name=f"{options.host}:{options.port}",
+        disconnect_loss=options.disconnect_loss,
+        on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
+    )
+    config = uvicorn.Config(
+        gateway,
+        host=options.host,
+        port=options.port,
+        ws=FrameLimitedProtocol,
+        ws_max_size=MESSAGE_LIMIT,
+        ws_ping_interval=None,
+        lifespan="on",
+        log_level="warning",
+    )
+    return gateway, _Server(config)
+
+
+async def _sweep_forever(interval: float, server: uvicorn.Server) -> None:
+    from functions.core.observability import emit_metric  # noqa: PLC0415
+    from functions.core.sweeper import Sweep, SweepPolicy  # noqa: PLC0415
+
+    while not server.started:
+        await asyncio.sleep(0.05)
+    policy = SweepPolicy.from_settings(runtime.settings())
+    while not server.should_exit:
+
+        def one_run() -> dict[str, Any]:
+            # Like the scheduled Lambda: time to work for one period, plus the margin
+            # at which the sweep stops taking batches.
+            deadline = time.monotonic() + max(interval, 1.0) + policy.time_margin_seconds
+            return (
+                Sweep(
+                    store=runtime.store(),
+                    announcer=runtime.announcer(),
+                    policy=policy,
+                    connections=runtime.connections(),
+                    remaining_seconds=lambda: deadline - time.monotonic(),
+                )
+                .run()
+                .as_dict()
+            )
+
+        try:
+            report = await asyncio.to_thread(one_run)
+        except Exception:  # the next run tries again, as the scheduled Lambda would
+            logger.exception("sweep failed")
+            emit_metric("SweepFailed")
+        else:
+            if report["ended"] or report["redelivered"]:
+                logger.info(
+                    "sweep ended %s, redelivered %s",
+                    report["ended_by_reason"],
+                    report["redelivered"],
+                )
+        await asyncio.sleep(interval)
+
+
+def run(options: DevOptions, say: Callable[[str], None]) -> int:
+    logging.getLogger("tether.dev").setLevel(logging.INFO)
+    logging.getLogger("tether.gateway").setLevel(logging.INFO)
+    database = None
+    url = options.database_url or embedded.configured_url()
+    if url is None:
+        database = embedded.start(embedded.DEFAULT_DATA_DIR)
+        url = database.url
+    applied = migrate.migrate(url)
+    gateway, server = build(options, url)
+
+    say(f"tether dev: database {'embedded in ' + str(database.data_dir) if database else url}")
+    say(f"  migrations applied now: {len(applied)}")
+    say(f"  WebSocket     ws://{options.host}:{options.port}")
+    say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
+    say(
+        f"  sweep every {options.sweep_interval:g}s;"
+        f" idle {options.idle_timeout:g}s, max {options.max_duration:g}s"
+    )
+    say("  Ctrl-C closes every connection and ends its session")
+
+    async def main() -> None:
+        sweeper = asyncio.create_task(_sweep_forever(options.sweep_interval, server))
+        try:
+            await server.serve()
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.reset()
+        if database is not None and database.started_here:
+            database.stop()
+    say(
+        f"tether dev: stopped; {gateway.stats.opened} opened, {gateway.stats.ended} ended,"
+        f" {gateway.stats.refused} refused"
+    )
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,249 @@
+-- What the scheduled sweep needs beyond close_stale: suspects to ask the gateway
+-- about (leased, so overlapping sweeps do not ask twice), refreshing a live
+-- connection's last sign of life, the one-off orphan clean-up, and the numbers
+-- the sweep reports. Every read here filters on `is_active` literally.
+
+alter table public.conversation_sessions add column check_after timestamptz;
+
+comment on column public.conversation_sessions.check_after is
+  'Lease: the sweep asked the gateway about this connection and does not ask again until then.';
+
+
+create function public.tether_claim_suspects_v1(
+  p_silent_seconds double precision,
+  p_limit integer default 500,
+  p_lease_seconds double precision default 60
+)
+returns table (
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  last_seen_at timestamptz
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  if p_silent_seconds is null or p_silent_seconds < 0 or p_silent_seconds > 86400 then
+    raise exception using errcode = '22023',
+      message = format('silence must be between 0 and 86400 seconds, got %s', p_silent_seconds);
+  end if;
+  if p_limit is null or p_limit not between 1 and 10000 then
+    raise exception using errcode = '22023',
+      message = format('batch size must be between 1 and 10000, got %s', p_limit);
+  end if;
+  if p_lease_seconds is null or p_lease_seconds <= 0 or p_lease_seconds > 3600 then
+    raise exception using errcode = '22023',
+      message = format('lease must be between 0 and 3600 seconds, got %s', p_lease_seconds);
+  end if;
+
+  return query
+    update public.conversation_sessions as s
+       set check_after = now() + make_interval(secs => p_lease_seconds)
+     where s.session_id in (
+       select q.session_id
+       from public.conversation_sessions q
+       where q.is_active
+         and q.last_seen_at < now() - make_interval(secs => p_silent_seconds)
+         and (q.check_after is null or q.check_after <= now())
+       order by q.last_seen_at
+       limit p_limit
+       for update skip locked
+     )
+       and s.is_active
+    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.last_seen_at;
+end;
+$$;
+
+comment on function public.tether_claim_suspects_v1 is
+  'Leases up to p_limit active sessions silent for longer than p_silent_seconds, for the sweep to ask the gateway about.';
+
+
+create function public.tether_settle_suspects_v1(
+  p_session_ids uuid[],
+  p_last_active_ats timestamptz[]
+)
+returns table (session_id uuid, last_seen_at timestamptz)
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+  -- The suspects the gateway says are alive (or could not answer for), in one
+  -- statement: LastActiveAt (null: no answer) only ever moves last_seen_at forward,
+  -- never past now, and the lease is dropped so the next sweep may ask again.
+  update public.conversation_sessions as s
+     set last_seen_at = greatest(s.last_seen_at, least(coalesce(a.last_active_at, s.last_seen_at), now())),
+         check_after = null
+    from unnest(p_session_ids, p_last_active_ats) as a (session_id, last_active_at)
+   where s.session_id = a.session_id
+     and s.is_active
+  returning s.session_id, s.last_seen_at;
+$$;
+
+
+create function public.tether_close_orphans_v1(
+  p_older_than_seconds double precision,
+  p_limit integer default 500,
+  p_announce_lease_seconds double precision default 60
+)
+returns table (
+  session_id uuid,
+  connection_id text,
+  user_id uuid,
+  session_start timestamptz,
+  session_end timestamptz,
+  duration_seconds numeric,
+  end_reason text,
+  disconnect_status_code integer
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+begin
+  if p_older_than_seconds is null or p_older_than_seconds <= 0 then
+    raise exception using errcode = '22023',
+      message = format('age must be a positive number of seconds, got %s', p_older_than_seconds);
+  end if;
+  if p_limit is null or p_limit not between 1 and 10000 then
+    raise exception using errcode = '22023',
+      message = format('batch size must be between 1 and 10000, got %s', p_limit);
+  end if;
+  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
+     or p_announce_lease_seconds > 3600 then
+    raise exception using errcode = '22023',
+      message = format('announce lease must be between 0 and 3600 seconds, got %s',
+                       p_announce_lease_seconds);
+  end if;
+
+  return query
+    update public.conversation_sessions as s
+       set session_end = greatest(s.last_seen_at, s.session_start),
+           end_reason = 'orphan_cleanup',
+           announce_after = now() + make_interval(secs => p_announce_lease_seconds)
+     where s.session_id in (
+       select q.session_id
+       from public.conversation_sessions q
+       where q.is_active
+         and q.session_start < now() - make_interval(secs => p_older_than_seconds)
+       order by q.session_start
+       limit p_limit
+       for update skip locked
+     )
+       and s.is_active
+    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+end;
+$$;
+
+comment on function public.tether_close_orphans_v1 is
+  'The one-off clean-up: ends up to p_limit active sessions started before the age given, with reason orphan_cleanup, at their last sign of life.';
+
+
+create function public.tether_release_announcements_v1(p_session_ids uuid[])
+returns table (session_id uuid, announce_after timestamptz)
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+  -- EventBridge refused these: drop the lease so the next sweep retries at once.
+  update public.conversation_sessions as s
+     set announce_after = null
+   where s.session_id = any (p_session_ids)
+     and s.announced_at is null
+     and not s.is_active
+  returning s.session_id, s.announce_after;
+$$;
+
+
+create function public.tether_orphan_summary_v1(p_older_than_seconds double precision)
+returns table (orphans bigint, oldest_start timestamptz, newest_start timestamptz)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select count(*), min(s.session_start), max(s.session_start)
+  from public.conversation_sessions s
+  where s.is_active
+    and s.session_start < now() - make_interval(secs => greatest(p_older_than_seconds, 0));
+$$;
+
+
+create function public.tether_sweep_preview_v1(
+  p_idle_seconds double precision,
+  p_max_age_seconds double precision,
+  p_silent_seconds double precision
+)
+returns table (past_max_age bigint, past_idle bigint, suspects bigint, unannounced bigint)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select
+    (select count(*) from public.conversation_sessions s
+      where s.is_active and s.session_start < now() - make_interval(secs => p_max_age_seconds)),
+    (select count(*) from public.conversation_sessions s
+      where s.is_active and s.last_seen_at < now() - make_interval(secs => p_idle_seconds)
+        and s.session_start >= now() - make_interval(secs => p_max_age_seconds)),
+    (select count(*) from public.conversation_sessions s
+      where s.is_active and s.last_seen_at < now() - make_interval(secs => p_silent_seconds)
+        and s.last_seen_at >= now() - make_interval(secs => p_idle_seconds)
+        and s.session_start >= now() - make_interval(secs => p_max_age_seconds)),
+    (select count(*) from public.conversation_sessions s
+      where s.announced_at is null and not s.is_active);
+$$;
+
+
+create function public.tether_session_health_v1()
+returns table (
+  active_sessions bigint,
+  oldest_active_start timestamptz,
+  orphaned_sessions bigint,
+  unannounced bigint
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select
+    (select count(*) from public.conversation_sessions s where s.is_active),
+    (select min(s.session_start) from public.conversation_sessions s where s.is_active),
+    (select count(*) from public.conversation_session_orphans),
+    (select count(*) from public.conversation_sessions s
+      where s.announced_at is null and not s.is_active);
+$$;
+
+comment on function public.tether_session_health_v1 is
+  'The numbers the sweep reports as metrics: live sessions, the oldest one, orphans (by the view), ends not yet announced.';
+
+
+revoke execute on function
+  public.tether_claim_suspects_v1(double precision, integer, double precision),
+  public.tether_settle_suspects_v1(uuid[], timestamptz[]),
+  public.tether_close_orphans_v1(double precision, integer, double precision),
+  public.tether_release_announcements_v1(uuid[]),
+  public.tether_orphan_summary_v1(double precision),
+  public.tether_sweep_preview_v1(double precision, double precision, double precision),
+  public.tether_session_health_v1()
+from public, anon, authenticated;
+
+grant execute on function
+  public.tether_claim_suspects_v1(double precision, integer, double precision),
+  public.tether_settle_suspects_v1(uuid[], timestamptz[]),
+  public.tether_close_orphans_v1(double precision, integer, double precision),
+  public.tether_release_announcements_v1(uuid[]),
+  public.tether_orphan_summary_v1(double precision),
+  public.tether_sweep_preview_v1(double precision, double precision, double precision),
+  public.tether_session_health_v1()
+to service_role;

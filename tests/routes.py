@@ -1,0 +1,17 @@
+"""An application route for the local gateway's route-selection tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from functions.core.liveness import counts_as_sign_of_life
+
+
+@counts_as_sign_of_life
+def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    body = json.loads(event["body"])
+    return {
+        "statusCode": 200,
+        "body": json.dumps({"echo": body, "route": event["requestContext"]["routeKey"]}),
+    }
