@@ -168,6 +168,12 @@ class SessionFactory:
             },
         ).fetchone()
         assert row is not None
+        if row["session_end"] is not None and not announced:
+            # Ended and not yet announced: in the outbox, free to be claimed.
+            self._conn.execute(
+                "insert into public.conversation_session_announcements (session_id) values (%s)",
+                (row["session_id"],),
+            )
         return row
 
 

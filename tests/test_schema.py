@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import psycopg
@@ -201,16 +202,29 @@ def test_the_orphan_view_reads_only_live_rows(db: Conn) -> None:
     assert "_active_idx" in plan, plan
 
 
-@pytest.mark.usefixtures("history")
-def test_the_sweep_function_plans_on_partial_indexes(db: Conn) -> None:
-    # auto_explain is not needed: the function's queries are the ones above, and
-    # the announcement queue has an index of its own.
-    plan = _plan(
-        db,
-        "select q.session_id from public.conversation_sessions q"
-        " where q.announced_at is null and not q.is_active order by q.session_end limit 10",
-    )
-    assert "conversation_sessions_unannounced_idx" in plan, plan
+def test_session_ids_are_time_ordered(db: Conn) -> None:
+    ids = [
+        db.execute("select public.tether_uuid_v7() as id").fetchone()["id"]  # type: ignore[index]
+        for _ in range(50)
+    ]
+    assert all(isinstance(i, uuid.UUID) and i.version == 7 for i in ids)
+    assert all(i.variant == uuid.RFC_4122 for i in ids)  # type: ignore[union-attr]
+    # Their first 48 bits are the time in milliseconds: never decreasing.
+    stamps = [int(str(i).replace("-", "")[:12], 16) for i in ids]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] / 1000 - time.time()) < 60
+
+
+def test_the_outbox_holds_only_what_is_unannounced(
+    db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(started_seconds_ago=60)
+    make_session(started_seconds_ago=60, ended_seconds_ago=30, announced=True)
+    queued = make_session(started_seconds_ago=60, ended_seconds_ago=30)
+    rows = db.execute(
+        "select session_id from public.conversation_session_announcements"
+    ).fetchall()
+    assert [r["session_id"] for r in rows] == [queued["session_id"]]
 
 
 # --- Row Level Security ----------------------------------------------------------
@@ -303,5 +317,6 @@ def test_security_definer_functions_pin_search_path(db: Conn) -> None:
     ).fetchall()
     assert len(rows) >= 6
     for row in rows:
-        assert row["prosecdef"] is True, row["proname"]
+        # Every lifecycle function runs as its owner; the id generator needs no rights.
+        assert row["prosecdef"] is (row["proname"] != "tether_uuid_v7"), row["proname"]
         assert row["proconfig"] == ['search_path=""'], row["proname"]

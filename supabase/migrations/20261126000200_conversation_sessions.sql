@@ -11,8 +11,36 @@ create domain public.tether_end_reason as text
     )
   );
 
+-- Time-ordered ids (the layout of UUID version 7): the live sessions' keys sit
+-- together at the end of the primary key index, so ending them touches a few hot
+-- pages however long the history grows. (Postgres 18 has uuidv7(); this runs on 14+.)
+create function public.tether_uuid_v7() returns uuid
+language sql
+volatile
+parallel safe
+set search_path = ''
+as $$
+  select encode(
+    set_bit(
+      set_bit(
+        overlay(
+          uuid_send(gen_random_uuid())
+          placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+          from 1 for 6
+        ),
+        52, 1
+      ),
+      53, 1
+    ),
+    'hex'
+  )::uuid
+$$;
+
+comment on function public.tether_uuid_v7 is
+  'A random UUID whose first 48 bits are the Unix time in milliseconds (version 7 layout).';
+
 create table public.conversation_sessions (
-  session_id uuid not null default gen_random_uuid(),
+  session_id uuid not null default public.tether_uuid_v7(),
   user_id uuid,
   connection_id text not null,
   session_start timestamptz not null default now(),
@@ -29,7 +57,6 @@ create table public.conversation_sessions (
   api_id text,
   stage text,
   announced_at timestamptz,
-  announce_after timestamptz,
   finalize_after timestamptz,
   finalized_at timestamptz,
   constraint conversation_sessions_pkey primary key (session_id),
@@ -48,7 +75,10 @@ create table public.conversation_sessions (
     and coalesce(length(api_id), 0) <= 64
     and coalesce(length(stage), 0) <= 128
   )
-);
+)
+-- Room on each page for the updates that touch no indexed column (announced_at,
+-- the leases), so Postgres makes them heap-only and writes no index entry.
+with (fillfactor = 90);
 
 comment on table public.conversation_sessions is
   'One row per WebSocket connection. Written only through the tether_* functions.';
@@ -68,8 +98,6 @@ comment on column public.conversation_sessions.disconnect_status_code is
   'WebSocket close code reported by API Gateway in the $disconnect event, when it sent one.';
 comment on column public.conversation_sessions.announced_at is
   'When SessionEnded was accepted by EventBridge; null while the end is still to be announced.';
-comment on column public.conversation_sessions.announce_after is
-  'Lease: the announcement queue skips the row until then, so its current announcer is not raced.';
 comment on column public.conversation_sessions.finalized_at is
   'When the SessionEnded subscriber finished its work, so a redelivered event does nothing twice.';
 
@@ -84,10 +112,6 @@ create index conversation_sessions_user_id_active_idx
 -- The RLS policy filters on user_id over all of a user's history.
 create index conversation_sessions_user_id_idx
   on public.conversation_sessions (user_id);
--- The queue of ended sessions whose SessionEnded was not yet accepted.
-create index conversation_sessions_unannounced_idx
-  on public.conversation_sessions (session_end)
-  where announced_at is null and not is_active;
 
 -- Row Level Security: users read their own sessions; nobody writes through the
 -- public API (writes go through the security definer functions).
@@ -102,3 +126,29 @@ create policy "Users can read their own sessions"
   for select
   to authenticated
   using ((select auth.uid()) = user_id);
+
+
+-- The outbox: one row per ended session whose SessionEnded EventBridge has not yet
+-- accepted. Kept apart from the sessions so the queue stays as small as the backlog,
+-- and marking an end announced deletes here instead of re-indexing the history.
+create table public.conversation_session_announcements (
+  session_id uuid not null,
+  enqueued_at timestamptz not null default now(),
+  announce_after timestamptz not null default now(),
+  constraint conversation_session_announcements_pkey primary key (session_id),
+  constraint conversation_session_announcements_session_id_fkey
+    foreign key (session_id) references public.conversation_sessions (session_id)
+    on delete cascade
+);
+
+comment on table public.conversation_session_announcements is
+  'Ended sessions whose SessionEnded is still to be announced (at least once).';
+comment on column public.conversation_session_announcements.announce_after is
+  'Lease: the queue skips the row until then, so the announcer at work is not raced.';
+
+create index conversation_session_announcements_announce_after_idx
+  on public.conversation_session_announcements (announce_after);
+
+alter table public.conversation_session_announcements enable row level security;
+revoke all on table public.conversation_session_announcements from public, anon, authenticated;
+grant all on table public.conversation_session_announcements to service_role;

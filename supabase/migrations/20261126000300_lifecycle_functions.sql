@@ -145,18 +145,27 @@ begin
   end if;
 
   -- The first end wins: a concurrent second end waits for the row lock, then
-  -- finds is_active false and updates nothing.
+  -- finds is_active false and updates nothing. The end and its place in the
+  -- outbox commit together, so no end can go unannounced.
   return query
-    update public.conversation_sessions as s
-       set session_end = greatest(least(coalesce(p_ended_at, now()), now()), s.session_start),
-           end_reason = p_reason,
-           disconnect_status_code = p_status_code,
-           -- The caller announces right away; keep the redelivery queue off it meanwhile.
-           announce_after = now() + make_interval(secs => p_announce_lease_seconds)
-     where s.connection_id = p_connection_id
-       and s.is_active
-    returning 'ended'::text, s.session_id, s.connection_id, s.user_id, s.session_start,
-              s.session_end, s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+    with ended as (
+      update public.conversation_sessions as s
+         set session_end = greatest(least(coalesce(p_ended_at, now()), now()), s.session_start),
+             end_reason = p_reason,
+             disconnect_status_code = p_status_code
+       where s.connection_id = p_connection_id
+         and s.is_active
+      returning s.session_id, s.connection_id, s.user_id, s.session_start,
+                s.session_end, s.duration_seconds, s.end_reason, s.disconnect_status_code
+    ), queued as (
+      -- The caller announces right away; the lease keeps the redelivery off it meanwhile.
+      insert into public.conversation_session_announcements (session_id, announce_after)
+      select e.session_id, now() + make_interval(secs => p_announce_lease_seconds)
+      from ended e
+    )
+    select 'ended'::text, e.session_id, e.connection_id, e.user_id, e.session_start,
+           e.session_end, e.duration_seconds, e.end_reason::text, e.disconnect_status_code
+    from ended e;
 
   if not found then
     return query
@@ -202,8 +211,8 @@ as $$
 #variable_conflict use_column
 declare
   v_now timestamptz := now();
-  v_too_old uuid[];
-  v_idle uuid[];
+  v_too_old tid[];
+  v_idle tid[];
 begin
   if p_idle_seconds is null or p_idle_seconds <= 0 or p_idle_seconds > 86400 then
     raise exception using errcode = '22023',
@@ -225,10 +234,12 @@ begin
   end if;
 
   -- SKIP LOCKED: a sweep overlapping this one takes other rows; a row another
-  -- sweep ended meanwhile fails the is_active recheck and is not taken.
-  select coalesce(array_agg(s.session_id), '{}') into v_too_old
+  -- sweep ended meanwhile fails the is_active recheck and is not taken. The rows
+  -- are then updated by their ctid, which the row locks keep stable: no walk down
+  -- the primary key, whose size follows the history.
+  select coalesce(array_agg(s.ctid), '{}') into v_too_old
   from (
-    select s.session_id
+    select s.ctid
     from public.conversation_sessions s
     where s.is_active
       and s.session_start < v_now - make_interval(secs => p_max_age_seconds)
@@ -237,13 +248,13 @@ begin
     for update skip locked
   ) s;
 
-  select coalesce(array_agg(s.session_id), '{}') into v_idle
+  select coalesce(array_agg(s.ctid), '{}') into v_idle
   from (
-    select s.session_id
+    select s.ctid
     from public.conversation_sessions s
     where s.is_active
       and s.last_seen_at < v_now - make_interval(secs => p_idle_seconds)
-      and s.session_id <> all (v_too_old)
+      and s.ctid <> all (v_too_old)
     order by s.last_seen_at
     limit p_limit - cardinality(v_too_old)
     for update skip locked
@@ -252,17 +263,25 @@ begin
   -- The connection is gone, but it went silent at last_seen_at: that is the end
   -- recorded, so durations stay honest however late the sweep runs.
   return query
-    update public.conversation_sessions as s
-       set session_end = greatest(
-             least(s.last_seen_at, s.session_start + make_interval(secs => p_max_age_seconds)),
-             s.session_start),
-           end_reason = case when s.session_id = any (v_too_old)
-                             then 'max_duration' else 'idle_timeout' end,
-           announce_after = v_now + make_interval(secs => p_announce_lease_seconds)
-     where s.session_id = any (v_too_old || v_idle)
-       and s.is_active
-    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+    with ended as (
+      update public.conversation_sessions as s
+         set session_end = greatest(
+               least(s.last_seen_at, s.session_start + make_interval(secs => p_max_age_seconds)),
+               s.session_start),
+             end_reason = case when s.ctid = any (v_too_old)
+                               then 'max_duration' else 'idle_timeout' end
+       where s.ctid = any (v_too_old || v_idle)
+         and s.is_active
+      returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+                s.duration_seconds, s.end_reason, s.disconnect_status_code
+    ), queued as (
+      insert into public.conversation_session_announcements (session_id, announce_after)
+      select e.session_id, v_now + make_interval(secs => p_announce_lease_seconds)
+      from ended e
+    )
+    select e.session_id, e.connection_id, e.user_id, e.session_start, e.session_end,
+           e.duration_seconds, e.end_reason::text, e.disconnect_status_code
+    from ended e;
 end;
 $$;
 
@@ -303,20 +322,23 @@ begin
   -- The lease hides the claimed rows from other announcers until it runs out; an
   -- announcer that dies before marking them leaves them to be claimed again.
   return query
-    update public.conversation_sessions as s
-       set announce_after = now() + make_interval(secs => p_lease_seconds)
-     where s.session_id in (
-       select q.session_id
-       from public.conversation_sessions q
-       where q.announced_at is null
-         and not q.is_active
-         and (q.announce_after is null or q.announce_after <= now())
-       order by q.session_end
-       limit p_limit
-       for update skip locked
-     )
-    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+    with claimed as (
+      update public.conversation_session_announcements as a
+         set announce_after = now() + make_interval(secs => p_lease_seconds)
+       where a.session_id in (
+         select q.session_id
+         from public.conversation_session_announcements q
+         where q.announce_after <= now()
+         order by q.announce_after
+         limit p_limit
+         for update skip locked
+       )
+      returning a.session_id
+    )
+    select s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+           s.duration_seconds, s.end_reason::text, s.disconnect_status_code
+    from claimed c
+    join public.conversation_sessions s on s.session_id = c.session_id;
 end;
 $$;
 
@@ -324,8 +346,6 @@ comment on function public.tether_claim_unannounced_v1 is
   'Claims up to p_limit ended sessions whose SessionEnded is not yet announced, leasing them to the caller.';
 
 
--- Two columns, not one: PostgREST versions differ on whether a one-column
--- RETURNS TABLE answers objects or bare scalars.
 create function public.tether_mark_announced_v1(p_session_ids uuid[])
 returns table (session_id uuid, announced_at timestamptz)
 language sql
@@ -333,17 +353,22 @@ volatile
 security definer
 set search_path = ''
 as $$
+  -- Leave the outbox, and record when (a heap-only update: no indexed column moves).
+  with done as (
+    delete from public.conversation_session_announcements as a
+     where a.session_id = any (p_session_ids)
+    returning a.session_id
+  )
   update public.conversation_sessions as s
-     set announced_at = now(),
-         announce_after = null
-   where s.session_id = any (p_session_ids)
+     set announced_at = now()
+    from done
+   where s.session_id = done.session_id
      and s.announced_at is null
-     and not s.is_active
   returning s.session_id, s.announced_at;
 $$;
 
 comment on function public.tether_mark_announced_v1 is
-  'Records that SessionEnded was accepted for these sessions; returns those newly marked.';
+  'Records that SessionEnded was accepted for these sessions; returns those newly marked. (Two columns: PostgREST versions differ on one-column results.)';
 
 
 -- Writes go through these functions only, and only for the service role (the

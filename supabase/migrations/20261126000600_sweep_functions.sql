@@ -42,18 +42,20 @@ begin
   end if;
 
   return query
+    with picked as (
+      select q.ctid
+      from public.conversation_sessions q
+      where q.is_active
+        and q.last_seen_at < now() - make_interval(secs => p_silent_seconds)
+        and (q.check_after is null or q.check_after <= now())
+      order by q.last_seen_at
+      limit p_limit
+      for update skip locked
+    )
     update public.conversation_sessions as s
        set check_after = now() + make_interval(secs => p_lease_seconds)
-     where s.session_id in (
-       select q.session_id
-       from public.conversation_sessions q
-       where q.is_active
-         and q.last_seen_at < now() - make_interval(secs => p_silent_seconds)
-         and (q.check_after is null or q.check_after <= now())
-       order by q.last_seen_at
-       limit p_limit
-       for update skip locked
-     )
+      from picked
+     where s.ctid = picked.ctid
        and s.is_active
     returning s.session_id, s.connection_id, s.user_id, s.session_start, s.last_seen_at;
 end;
@@ -124,22 +126,31 @@ begin
   end if;
 
   return query
-    update public.conversation_sessions as s
-       set session_end = greatest(s.last_seen_at, s.session_start),
-           end_reason = 'orphan_cleanup',
-           announce_after = now() + make_interval(secs => p_announce_lease_seconds)
-     where s.session_id in (
-       select q.session_id
-       from public.conversation_sessions q
-       where q.is_active
-         and q.session_start < now() - make_interval(secs => p_older_than_seconds)
-       order by q.session_start
-       limit p_limit
-       for update skip locked
-     )
-       and s.is_active
-    returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-              s.duration_seconds, s.end_reason::text, s.disconnect_status_code;
+    with picked as (
+      select q.ctid
+      from public.conversation_sessions q
+      where q.is_active
+        and q.session_start < now() - make_interval(secs => p_older_than_seconds)
+      order by q.session_start
+      limit p_limit
+      for update skip locked
+    ), ended as (
+      update public.conversation_sessions as s
+         set session_end = greatest(s.last_seen_at, s.session_start),
+             end_reason = 'orphan_cleanup'
+        from picked
+       where s.ctid = picked.ctid
+         and s.is_active
+      returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
+                s.duration_seconds, s.end_reason, s.disconnect_status_code
+    ), queued as (
+      insert into public.conversation_session_announcements (session_id, announce_after)
+      select e.session_id, now() + make_interval(secs => p_announce_lease_seconds)
+      from ended e
+    )
+    select e.session_id, e.connection_id, e.user_id, e.session_start, e.session_end,
+           e.duration_seconds, e.end_reason::text, e.disconnect_status_code
+    from ended e;
 end;
 $$;
 
@@ -155,12 +166,10 @@ security definer
 set search_path = ''
 as $$
   -- EventBridge refused these: drop the lease so the next sweep retries at once.
-  update public.conversation_sessions as s
-     set announce_after = null
-   where s.session_id = any (p_session_ids)
-     and s.announced_at is null
-     and not s.is_active
-  returning s.session_id, s.announce_after;
+  update public.conversation_session_announcements as a
+     set announce_after = now()
+   where a.session_id = any (p_session_ids)
+  returning a.session_id, a.announce_after;
 $$;
 
 
@@ -199,8 +208,7 @@ as $$
       where s.is_active and s.last_seen_at < now() - make_interval(secs => p_silent_seconds)
         and s.last_seen_at >= now() - make_interval(secs => p_idle_seconds)
         and s.session_start >= now() - make_interval(secs => p_max_age_seconds)),
-    (select count(*) from public.conversation_sessions s
-      where s.announced_at is null and not s.is_active);
+    (select count(*) from public.conversation_session_announcements);
 $$;
 
 
@@ -220,8 +228,7 @@ as $$
     (select count(*) from public.conversation_sessions s where s.is_active),
     (select min(s.session_start) from public.conversation_sessions s where s.is_active),
     (select count(*) from public.conversation_session_orphans),
-    (select count(*) from public.conversation_sessions s
-      where s.announced_at is null and not s.is_active);
+    (select count(*) from public.conversation_session_announcements);
 $$;
 
 comment on function public.tether_session_health_v1 is
