@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	-test -x $(BIN)/python && $(BIN)/python -c 'from functions.devtools import embedded; from pathlib import Path; [embedded.EmbeddedPostgres(p.resolve(), "", False).stop() for p in (Path(".tether/pgdata"), Path(".tether/test-pgdata")) if embedded.is_running(p)]'

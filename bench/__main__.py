@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import cold_start, sweep_cost
+from bench import cold_start, gateway_throughput, sweep_cost
 
-BENCHMARKS = {"cold_start": cold_start.main, "sweep_cost": sweep_cost.main}
+BENCHMARKS = {
+    "cold_start": cold_start.main,
+    "sweep_cost": sweep_cost.main,
+    "gateway_throughput": gateway_throughput.main,
+}
 
 
 def main() -> None:

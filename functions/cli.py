@@ -187,6 +187,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         suspect_after=args.suspect_after,
         disconnect_loss=args.disconnect_loss,
         routes=args.route,
+        route_selection=args.route_selection,
     )
     return run(options, _say)
 
@@ -332,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=module:function",
         help="an application route, selected on $request.body.action",
+    )
+    dev_cmd.add_argument(
+        "--route-selection",
+        default="$request.body.action",
+        metavar="EXPRESSION",
+        help="the API's route selection expression (default: $request.body.action)",
     )
     dev_cmd.set_defaults(handler=cmd_dev)
 

@@ -287,3 +287,16 @@ def test_fresh_end_is_kept_off_the_queue_while_its_announcer_works(store: Postgr
     store.open_session(OpenSessionRequest(connection_id="nolease="))
     store.end_session("nolease=", "client_disconnect", announce_lease_seconds=0)
     assert [s.connection_id for s in store.claim_unannounced(limit=10)] == ["nolease="]
+
+
+def test_a_connection_dropped_by_the_server_is_reopened_once(
+    store: PostgresStore, database_url: str, db: Conn
+) -> None:
+    store.open_session(OpenSessionRequest(connection_id="warm="))
+    # The pooler or the server drops the connection while the container is frozen.
+    db.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity"
+        " where application_name = 'tether' and datname = current_database()"
+    )
+    assert store.end_session("warm=", "client_disconnect").outcome is EndOutcome.ENDED
+    assert _row(db, "warm=")["is_active"] is False

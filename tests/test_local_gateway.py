@@ -390,3 +390,43 @@ def test_simulate_with_drops_leaves_no_orphan(start_dev: Callable[..., DevServer
     assert report["ended_by_reason"] == {"client_disconnect": 6, "gone": 6}
     latency = report["detection_latency_s"]
     assert latency["max"] is not None and latency["p50"] <= latency["p95"] <= latency["max"] < 10
+
+
+def test_route_selection_expression_is_configurable(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev(
+        "--route", "echo=tests.routes:echo", "--route-selection", "$request.body.type"
+    )
+
+    async def scenario() -> None:
+        async with await _open(server) as ws:
+            await ws.send(json.dumps({"type": "echo"}))
+            assert json.loads(await ws.recv())["route"] == "echo"
+            # "action" is no longer the selector: this goes to $default.
+            await ws.send(json.dumps({"action": "echo"}))
+            assert json.loads(await ws.recv())["error"] == "bad_request"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--route", "echo"), "NAME=module:function"),
+        (("--route", "echo=tests.nowhere:echo"), "cannot load handler"),
+        (("--route-selection", "$request.header.x"), "route selection must look like"),
+        (("--disconnect-loss", "2"), "between 0 and 1"),
+        (("--idle-timeout", "soon"), "not a number of seconds"),
+    ],
+)
+def test_bad_dev_flags_are_refused_clearly(flags: tuple[str, ...], fragment: str) -> None:
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert result.returncode != 0
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr

@@ -215,15 +215,11 @@ def test_session_ids_are_time_ordered(db: Conn) -> None:
     assert abs(stamps[-1] / 1000 - time.time()) < 60
 
 
-def test_the_outbox_holds_only_what_is_unannounced(
-    db: Conn, make_session: SessionFactory
-) -> None:
+def test_the_outbox_holds_only_what_is_unannounced(db: Conn, make_session: SessionFactory) -> None:
     make_session(started_seconds_ago=60)
     make_session(started_seconds_ago=60, ended_seconds_ago=30, announced=True)
     queued = make_session(started_seconds_ago=60, ended_seconds_ago=30)
-    rows = db.execute(
-        "select session_id from public.conversation_session_announcements"
-    ).fetchall()
+    rows = db.execute("select session_id from public.conversation_session_announcements").fetchall()
     assert [r["session_id"] for r in rows] == [queued["session_id"]]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.core.announce import Announcer, AnnounceResult, announce_and_mark
-from functions.core.auth import TokenVerifier, split_protocols
 from functions.core.errors import AuthenticationError, DatabaseUnavailableError, InvalidInputError
 from functions.core.events import WebSocketEvent
 from functions.core.models import (
@@ -20,6 +19,9 @@ from functions.core.models import (
     TouchResult,
 )
 from functions.core.store import SessionStore
+
+if TYPE_CHECKING:
+    from functions.core.auth import TokenVerifier
 
 logger = logging.getLogger("tether.lifecycle")
 
@@ -69,6 +71,8 @@ def open_connection(
     allow_anonymous: bool,
 ) -> ConnectResult:
     """Authenticate the handshake and open its session. Raises before writing on bad credentials."""
+    from functions.core.auth import split_protocols  # noqa: PLC0415 - PyJWT is $connect's alone
+
     header_token, protocols = split_protocols(event.header(PROTOCOL_HEADER))
     token = event.query(TOKEN_QUERY_PARAMETER) or header_token
     user_id = None

@@ -50,6 +50,7 @@ class DevOptions:
     suspect_after: float | None = None
     disconnect_loss: float = 0.0
     routes: list[str] = field(default_factory=list)
+    route_selection: str = "$request.body.action"
 
 
 def load_handler(reference: str) -> Callable[[dict[str, Any], Any], Any]:
@@ -82,13 +83,45 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def selection_key(expression: str) -> str:
+    """The body key of a route selection expression such as ``$request.body.action``."""
+    prefix = "$request.body."
+    key = expression.strip().removeprefix("${").removesuffix("}")
+    key = key if key.startswith("$") else "$" + key.lstrip("$")
+    if not key.startswith(prefix) or not key[len(prefix) :].isidentifier():
+        raise ConfigurationError(
+            f"route selection must look like $request.body.<key>, got {expression!r}"
+        )
+    return key[len(prefix) :]
+
+
 def _env_flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def build(options: DevOptions, database_url: str) -> tuple[LocalGateway, uvicorn.Server]:
-    from functions import connect, disconnect, message  # noqa: PLC0415
+@dataclass(frozen=True)
+class Routing:
+    routes: dict[str, Callable[[dict[str, Any], Any], Any]]
+    selection_key: str
+
+
+def routing(options: DevOptions) -> Routing:
+    """The routes and selection key, checked before anything starts."""
+    from functions import message  # noqa: PLC0415
+
+    routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {
+        "$default": message.lambda_handler,
+        "heartbeat": message.lambda_handler,
+    }
+    routes.update(parse_routes(options.routes))
+    return Routing(routes=routes, selection_key=selection_key(options.route_selection))
+
+
+def build(
+    options: DevOptions, database_url: str, routed: Routing
+) -> tuple[LocalGateway, uvicorn.Server]:
+    from functions import connect, disconnect  # noqa: PLC0415
 
     endpoint = f"http://{options.host}:{options.port}/{STAGE}"
     overrides: dict[str, Any] = {
@@ -104,18 +137,17 @@ def build(options: DevOptions, database_url: str) -> tuple[LocalGateway, uvicorn
         overrides["suspect_after_seconds"] = options.suspect_after
     runtime.install(load_settings(**overrides))
 
-    routes = {"$default": message.lambda_handler, "heartbeat": message.lambda_handler}
-    routes.update(parse_routes(options.routes))
     gateway = LocalGateway(
         connect=connect.lambda_handler,
         disconnect=disconnect.lambda_handler,
-        routes=routes,
+        routes=routed.routes,
         limits=Limits(
             idle_timeout_seconds=options.idle_timeout,
             max_duration_seconds=options.max_duration,
             frame_bytes=FRAME_LIMIT,
             message_bytes=MESSAGE_LIMIT,
         ),
+        route_selection_key=routed.selection_key,
         stage=STAGE,
         domain_name=f"{options.host}:{options.port}",
         disconnect_loss=options.disconnect_loss,
@@ -177,13 +209,14 @@ async def _sweep_forever(interval: float, server: uvicorn.Server) -> None:
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
     logging.getLogger("tether.dev").setLevel(logging.INFO)
     logging.getLogger("tether.gateway").setLevel(logging.INFO)
+    routed = routing(options)
     database = None
     url = options.database_url or embedded.configured_url()
     if url is None:
         database = embedded.start(embedded.DEFAULT_DATA_DIR)
         url = database.url
     applied = migrate.migrate(url)
-    gateway, server = build(options, url)
+    gateway, server = build(options, url, routed)
 
     say(f"tether dev: database {'embedded in ' + str(database.data_dir) if database else url}")
     say(f"  migrations applied now: {len(applied)}")
