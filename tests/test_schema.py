@@ -316,3 +316,14 @@ def test_security_definer_functions_pin_search_path(db: Conn) -> None:
         # Every lifecycle function runs as its owner; the id generator needs no rights.
         assert row["prosecdef"] is (row["proname"] != "tether_uuid_v7"), row["proname"]
         assert row["proconfig"] == ['search_path=""'], row["proname"]
+
+
+def test_deleting_a_session_takes_its_queue_entry_with_it(
+    db: Conn, make_session: SessionFactory
+) -> None:
+    queued = make_session(started_seconds_ago=60, ended_seconds_ago=30)
+    db.execute(
+        "delete from public.conversation_sessions where session_id = %s", (queued["session_id"],)
+    )
+    row = db.execute("select count(*) as n from public.conversation_session_announcements")
+    assert row.fetchone() == {"n": 0}

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from pydantic import TypeAdapter
+
 from functions.core.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
@@ -62,6 +64,14 @@ SESSION_HEALTH = "tether_session_health_v1"
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# One validation call for a whole batch: the sweep returns thousands of rows at once.
+_ENDED_SESSIONS = TypeAdapter(list[EndedSession])
+
+
+def _ended_sessions(rows: list[Row]) -> list[EndedSession]:
+    return _ENDED_SESSIONS.validate_python(rows)
 
 
 def _finite(name: str, value: float) -> float:
@@ -153,7 +163,7 @@ class SessionStore(ABC):
                 "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
             },
         )
-        return [EndedSession.model_validate(row) for row in rows]
+        return _ended_sessions(rows)
 
     def claim_unannounced(
         self, *, limit: int = 100, lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS
@@ -162,7 +172,7 @@ class SessionStore(ABC):
             CLAIM_UNANNOUNCED,
             {"p_limit": int(limit), "p_lease_seconds": _finite("lease", lease_seconds)},
         )
-        return [EndedSession.model_validate(row) for row in rows]
+        return _ended_sessions(rows)
 
     def mark_announced(self, session_ids: Iterable[UUID]) -> int:
         ids: Sequence[UUID] = list(session_ids)
@@ -229,7 +239,7 @@ class SessionStore(ABC):
                 "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
             },
         )
-        return [EndedSession.model_validate(row) for row in rows]
+        return _ended_sessions(rows)
 
     def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:
         rows = self.call(
