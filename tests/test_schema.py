@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -312,9 +313,17 @@ def test_security_definer_functions_pin_search_path(db: Conn) -> None:
         """
     ).fetchall()
     assert len(rows) >= 6
+    helpers = {"tether_uuid_v7", "tether_require_range"}
+    api = [
+        row
+        for row in rows
+        if re.search(r"_v\d+$", str(row["proname"])) and row["proname"] not in helpers
+    ]
+    assert len(api) >= 12
+    for row in api:
+        # The versioned API writes as its owner: callers need no table rights.
+        assert row["prosecdef"] is True, row["proname"]
     for row in rows:
-        # Every lifecycle function runs as its owner; the id generator needs no rights.
-        assert row["prosecdef"] is (row["proname"] != "tether_uuid_v7"), row["proname"]
         assert row["proconfig"] == ['search_path=""'], row["proname"]
 
 

@@ -6,6 +6,42 @@
 -- Bad input raises SQLSTATE 22023 (invalid_parameter_value) before anything is
 -- written; an unknown end reason fails the cast to public.tether_end_reason (23514).
 
+-- Every bound a function takes is checked the same way, before anything is written.
+create function public.tether_require_range(
+  p_name text,
+  p_value double precision,
+  p_low double precision,
+  p_high double precision,
+  p_low_inclusive boolean,
+  p_unit text
+)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_value is null
+     or p_value = 'NaN'::double precision
+     or (p_low_inclusive and p_value < p_low)
+     or (not p_low_inclusive and p_value <= p_low)
+     or p_value > coalesce(p_high, 'Infinity'::double precision) then
+    raise exception using
+      errcode = '22023',
+      message = case
+        when p_high is null then format('%s must be more than %s %s', p_name, p_low, p_unit)
+        when p_low_inclusive then format('%s must be between %s and %s %s', p_name, p_low, p_high, p_unit)
+        else format('%s must be more than %s and at most %s %s', p_name, p_low, p_high, p_unit)
+      end || format(', got %s', coalesce(p_value::text, 'nothing'));
+  end if;
+end;
+$$;
+
+revoke execute on function
+  public.tether_require_range(text, double precision, double precision, double precision, boolean, text)
+from public, anon, authenticated;
+
+
 create function public.tether_open_session_v1(
   p_connection_id text,
   p_user_id uuid default null,
@@ -76,12 +112,7 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-  if p_throttle_seconds is null or p_throttle_seconds < 0 or p_throttle_seconds > 300
-     or p_throttle_seconds = 'NaN'::double precision then
-    raise exception using
-      errcode = '22023',
-      message = format('throttle must be between 0 and 300 seconds, got %s', p_throttle_seconds);
-  end if;
+  perform public.tether_require_range('throttle', p_throttle_seconds, 0, 300, true, 'seconds');
 
   -- Skip the write while last_seen_at is fresher than the throttle: a chatty
   -- client must not turn every frame into a row update.
@@ -136,13 +167,7 @@ begin
     raise exception using errcode = '22023', message = 'an end reason is required';
   end if;
   perform p_reason::public.tether_end_reason;
-  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
-     or p_announce_lease_seconds > 3600 then
-    raise exception using
-      errcode = '22023',
-      message = format('announce lease must be between 0 and 3600 seconds, got %s',
-                       p_announce_lease_seconds);
-  end if;
+  perform public.tether_require_range('announce lease', p_announce_lease_seconds, 0, 3600, true, 'seconds');
 
   -- The first end wins: a concurrent second end waits for the row lock, then
   -- finds is_active false and updates nothing. The end and its place in the
@@ -214,24 +239,10 @@ declare
   v_too_old tid[];
   v_idle tid[];
 begin
-  if p_idle_seconds is null or p_idle_seconds <= 0 or p_idle_seconds > 86400 then
-    raise exception using errcode = '22023',
-      message = format('idle limit must be between 0 and 86400 seconds, got %s', p_idle_seconds);
-  end if;
-  if p_max_age_seconds is null or p_max_age_seconds <= 0 or p_max_age_seconds > 604800 then
-    raise exception using errcode = '22023',
-      message = format('age limit must be between 0 and 604800 seconds, got %s', p_max_age_seconds);
-  end if;
-  if p_limit is null or p_limit not between 1 and 10000 then
-    raise exception using errcode = '22023',
-      message = format('batch size must be between 1 and 10000, got %s', p_limit);
-  end if;
-  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
-     or p_announce_lease_seconds > 3600 then
-    raise exception using errcode = '22023',
-      message = format('announce lease must be between 0 and 3600 seconds, got %s',
-                       p_announce_lease_seconds);
-  end if;
+  perform public.tether_require_range('idle limit', p_idle_seconds, 0, 86400, false, 'seconds');
+  perform public.tether_require_range('age limit', p_max_age_seconds, 0, 604800, false, 'seconds');
+  perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
+  perform public.tether_require_range('announce lease', p_announce_lease_seconds, 0, 3600, true, 'seconds');
 
   -- SKIP LOCKED: a sweep overlapping this one takes other rows; a row another
   -- sweep ended meanwhile fails the is_active recheck and is not taken. The rows
@@ -310,14 +321,8 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-  if p_limit is null or p_limit not between 1 and 10000 then
-    raise exception using errcode = '22023',
-      message = format('batch size must be between 1 and 10000, got %s', p_limit);
-  end if;
-  if p_lease_seconds is null or p_lease_seconds <= 0 or p_lease_seconds > 3600 then
-    raise exception using errcode = '22023',
-      message = format('lease must be between 0 and 3600 seconds, got %s', p_lease_seconds);
-  end if;
+  perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
+  perform public.tether_require_range('lease', p_lease_seconds, 0, 3600, false, 'seconds');
 
   -- The lease hides the claimed rows from other announcers until it runs out; an
   -- announcer that dies before marking them leaves them to be claimed again.

@@ -14,10 +14,7 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-  if p_lease_seconds is null or p_lease_seconds <= 0 or p_lease_seconds > 3600 then
-    raise exception using errcode = '22023',
-      message = format('lease must be between 0 and 3600 seconds, got %s', p_lease_seconds);
-  end if;
+  perform public.tether_require_range('lease', p_lease_seconds, 0, 3600, false, 'seconds');
 
   return query
     update public.conversation_sessions as s

@@ -28,18 +28,9 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-  if p_silent_seconds is null or p_silent_seconds < 0 or p_silent_seconds > 86400 then
-    raise exception using errcode = '22023',
-      message = format('silence must be between 0 and 86400 seconds, got %s', p_silent_seconds);
-  end if;
-  if p_limit is null or p_limit not between 1 and 10000 then
-    raise exception using errcode = '22023',
-      message = format('batch size must be between 1 and 10000, got %s', p_limit);
-  end if;
-  if p_lease_seconds is null or p_lease_seconds <= 0 or p_lease_seconds > 3600 then
-    raise exception using errcode = '22023',
-      message = format('lease must be between 0 and 3600 seconds, got %s', p_lease_seconds);
-  end if;
+  perform public.tether_require_range('silence', p_silent_seconds, 0, 86400, true, 'seconds');
+  perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
+  perform public.tether_require_range('lease', p_lease_seconds, 0, 3600, false, 'seconds');
 
   return query
     with picked as (
@@ -110,20 +101,9 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-  if p_older_than_seconds is null or p_older_than_seconds <= 0 then
-    raise exception using errcode = '22023',
-      message = format('age must be a positive number of seconds, got %s', p_older_than_seconds);
-  end if;
-  if p_limit is null or p_limit not between 1 and 10000 then
-    raise exception using errcode = '22023',
-      message = format('batch size must be between 1 and 10000, got %s', p_limit);
-  end if;
-  if p_announce_lease_seconds is null or p_announce_lease_seconds < 0
-     or p_announce_lease_seconds > 3600 then
-    raise exception using errcode = '22023',
-      message = format('announce lease must be between 0 and 3600 seconds, got %s',
-                       p_announce_lease_seconds);
-  end if;
+  perform public.tether_require_range('age', p_older_than_seconds, 0, null, false, 'seconds');
+  perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
+  perform public.tether_require_range('announce lease', p_announce_lease_seconds, 0, 3600, true, 'seconds');
 
   return query
     with picked as (
