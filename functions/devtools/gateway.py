@@ -281,9 +281,14 @@ class LocalGateway:
         self.connections[connection.connection_id] = connection
         self.stats.opened += 1
         self._notify("opened", connection.connection_id)
-        code, reason = await self._serve(connection, receive, send)
-        self.connections.pop(connection.connection_id, None)
-        await self._deliver_disconnect(connection, code, reason)
+        code, reason = 1011, "Internal server error"
+        try:
+            code, reason = await self._serve(connection, receive, send)
+        finally:
+            # Whatever ended the connection, the gateway forgets it and (best effort)
+            # tells $disconnect, as API Gateway does.
+            self.connections.pop(connection.connection_id, None)
+            await self._deliver_disconnect(connection, code, reason)
 
     async def _deny(self, send: Send, status: int, response: Any) -> None:
         body = b""
@@ -328,7 +333,7 @@ class LocalGateway:
                     if command["type"] == "close":
                         await self._close(send, command["code"], command["reason"])
                         return command["code"], command["reason"]
-                    await send(command)
+                    await _send_quietly(send, command)
                     outbound = asyncio.ensure_future(connection.outbox.get())
                 if inbound in done:
                     message = inbound.result()
@@ -344,10 +349,7 @@ class LocalGateway:
                 task.cancel()
 
     async def _close(self, send: Send, code: int, reason: str) -> None:
-        try:
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-        except (OSError, RuntimeError):  # the peer is already gone
-            logger.debug("close frame not sent: connection already gone")
+        await _send_quietly(send, {"type": "websocket.close", "code": code, "reason": reason})
 
     async def _route(self, connection: LocalConnection, message: Message, send: Send) -> None:
         text = message.get("text")
@@ -386,10 +388,10 @@ class LocalGateway:
                 "connectionId": connection.connection_id,
                 "requestId": event["requestContext"]["requestId"],
             }
-            await send({"type": "websocket.send", "text": json.dumps(error)})
+            await _send_quietly(send, {"type": "websocket.send", "text": json.dumps(error)})
             return
         if isinstance(response, dict) and isinstance(response.get("body"), str):
-            await send({"type": "websocket.send", "text": response["body"]})
+            await _send_quietly(send, {"type": "websocket.send", "text": response["body"]})
 
     async def _deliver_disconnect(
         self, connection: LocalConnection, code: int, reason: str
@@ -471,6 +473,14 @@ class LocalGateway:
             await _json(send, 204, None)
         else:
             await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
+
+
+async def _send_quietly(send: Send, message: Message) -> None:
+    """Send, unless the peer is already gone: its disconnect arrives on the inbound side."""
+    try:
+        await send(message)
+    except (OSError, RuntimeError):
+        logger.debug("not sent: the connection is already gone", extra={"type": message["type"]})
 
 
 def _close_reason(code: int) -> str:
