@@ -432,3 +432,21 @@ def test_sweep_ends_what_connect_opened_and_disconnect_missed(
     assert row["end_reason"] == "gone"
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["lost="]
     assert timedelta(0) <= row["session_end"] - row["session_start"] < timedelta(seconds=5)  # type: ignore[operator]
+
+
+def test_each_live_suspect_is_asked_about_once_per_run(
+    lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn, make_session: SessionFactory
+) -> None:
+    lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "2")
+    lambda_env.setenv("TETHER_SUSPECT_AFTER_SECONDS", "0")
+    runtime.reset()
+    for index in range(5):
+        make_session(connection_id=f"idle{index}=", started_seconds_ago=300, seen_seconds_ago=200)
+        gateway.set_alive(f"idle{index}=", idle_seconds=200)  # connected, idle, still a suspect
+    first = _run()
+    assert first["checked"] == 5
+    assert first["stopped_for_time"] is False
+    assert sorted(c for m, c in gateway.calls if m == "GET") == [f"idle{i}=" for i in range(5)]
+    # And every run asks again.
+    time.sleep(0.01)
+    assert _run()["checked"] == 5

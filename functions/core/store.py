@@ -200,14 +200,21 @@ class SessionStore(ABC):
         return bool(rows)
 
     def claim_suspects(
-        self, *, silent_seconds: float, limit: int, lease_seconds: float
+        self,
+        *,
+        silent_seconds: float,
+        limit: int,
+        lease_seconds: float,
+        run_started: datetime | None = None,
     ) -> list[Suspect]:
+        """Lease suspects not yet asked about in a run that started at ``run_started``."""
         rows = self.call(
             CLAIM_SUSPECTS,
             {
                 "p_silent_seconds": _finite("silence", silent_seconds),
                 "p_limit": int(limit),
                 "p_lease_seconds": _finite("lease", lease_seconds),
+                "p_run_started": run_started,
             },
         )
         return [Suspect.model_validate(row) for row in rows]

@@ -224,6 +224,7 @@ class Sweep:
         connections = self._connections
         if connections is None:
             return
+        run_started = datetime.now(UTC)
         with ThreadPoolExecutor(
             max_workers=self._policy.concurrency, thread_name_prefix="tether-sweep"
         ) as pool:
@@ -232,6 +233,7 @@ class Sweep:
                     silent_seconds=self._policy.suspect_after_seconds,
                     limit=self._policy.batch_size,
                     lease_seconds=self._policy.suspect_lease_seconds,
+                    run_started=run_started,
                 )
                 answers = pool.map(lambda s: self._ask(connections, s), suspects)
                 still_connected: dict[UUID, datetime | None] = {}

@@ -6,13 +6,14 @@
 alter table public.conversation_sessions add column check_after timestamptz;
 
 comment on column public.conversation_sessions.check_after is
-  'Lease: the sweep asked the gateway about this connection and does not ask again until then.';
+  'The sweep may ask the gateway about this connection only in runs that start after this time: the end of an in-flight lease, or when it was last asked.';
 
 
 create function public.tether_claim_suspects_v1(
   p_silent_seconds double precision,
   p_limit integer default 500,
-  p_lease_seconds double precision default 60
+  p_lease_seconds double precision default 60,
+  p_run_started timestamptz default null
 )
 returns table (
   session_id uuid,
@@ -38,7 +39,10 @@ begin
       from public.conversation_sessions q
       where q.is_active
         and q.last_seen_at < now() - make_interval(secs => p_silent_seconds)
-        and (q.check_after is null or q.check_after <= now())
+        -- Once per run: what this run (or an overlapping one) already asked
+        -- about, or is asking about now, waits for the next run.
+        and (q.check_after is null
+             or q.check_after <= least(now(), coalesce(p_run_started, now())))
       order by q.last_seen_at
       limit p_limit
       for update skip locked
@@ -68,10 +72,10 @@ set search_path = ''
 as $$
   -- The suspects the gateway says are alive (or could not answer for), in one
   -- statement: LastActiveAt (null: no answer) only ever moves last_seen_at forward,
-  -- never past now, and the lease is dropped so the next sweep may ask again.
+  -- never past now; and the lease ends now, so the next run may ask again.
   update public.conversation_sessions as s
      set last_seen_at = greatest(s.last_seen_at, least(coalesce(a.last_active_at, s.last_seen_at), now())),
-         check_after = null
+         check_after = now()
     from unnest(p_session_ids, p_last_active_ats) as a (session_id, last_active_at)
    where s.session_id = a.session_id
      and s.is_active
@@ -216,7 +220,7 @@ comment on function public.tether_session_health_v1 is
 
 
 revoke execute on function
-  public.tether_claim_suspects_v1(double precision, integer, double precision),
+  public.tether_claim_suspects_v1(double precision, integer, double precision, timestamptz),
   public.tether_settle_suspects_v1(uuid[], timestamptz[]),
   public.tether_close_orphans_v1(double precision, integer, double precision),
   public.tether_release_announcements_v1(uuid[]),
@@ -226,7 +230,7 @@ revoke execute on function
 from public, anon, authenticated;
 
 grant execute on function
-  public.tether_claim_suspects_v1(double precision, integer, double precision),
+  public.tether_claim_suspects_v1(double precision, integer, double precision, timestamptz),
   public.tether_settle_suspects_v1(uuid[], timestamptz[]),
   public.tether_close_orphans_v1(double precision, integer, double precision),
   public.tether_release_announcements_v1(uuid[]),
