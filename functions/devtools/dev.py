@@ -28,9 +28,9 @@ from functions.devtools import embedded, migrate
 from functions.devtools.gateway import (
     FRAME_LIMIT,
     MESSAGE_LIMIT,
-    FrameLimitedProtocol,
     Limits,
     LocalGateway,
+    protocol_for,
 )
 
 logger = logging.getLogger("tether.dev")
@@ -157,8 +157,8 @@ def build(
         gateway,
         host=options.host,
         port=options.port,
-        ws=FrameLimitedProtocol,
-        ws_max_size=MESSAGE_LIMIT,
+        ws=protocol_for(gateway.limits),
+        ws_max_size=gateway.limits.message_bytes,
         ws_ping_interval=None,
         lifespan="on",
         log_level="warning",

@@ -66,6 +66,11 @@ class Limits:
     message_bytes: int = MESSAGE_LIMIT
 
 
+def protocol_for(limits: Limits) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's WebSocket protocol class, enforcing these limits' frame size."""
+    return type("GatewayProtocol", (FrameLimitedProtocol,), {"frame_limit": limits.frame_bytes})
+
+
 class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus API Gateway's 32 KB frame limit and
     1006 (not 1005) for a connection that drops without a close frame."""
@@ -186,7 +191,6 @@ class LocalGateway:
         self._on_event = on_event
         self.connections: dict[str, LocalConnection] = {}
         self.stats = GatewayStats()
-        self._closing: dict[str, tuple[int, str]] = {}
 
     # --- events shaped as API Gateway sends them ---------------------------------
 
