@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def data_dir() -> Iterator[Path]:
     yield path
     if embedded.is_running(path):
         embedded.EmbeddedPostgres(path, "", started_here=True).stop()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _ping(url: str) -> int:
