@@ -129,7 +129,7 @@ def _close_stale_seconds(url: str) -> float:
     started = time.perf_counter()
     try:
         while batch := store.close_stale(idle_seconds=660, max_age_seconds=7260, limit=5000):
-            ended += len(batch)
+            ended += sum(batch.values())
     finally:
         store.close()
     elapsed = time.perf_counter() - started

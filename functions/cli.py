@@ -129,7 +129,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_close_orphans(args: argparse.Namespace) -> int:
-    from functions.core.announce import announce_and_mark  # noqa: PLC0415
+    from functions.core.announce import drain_outbox  # noqa: PLC0415
 
     older_than = parse_duration(args.older_than)
     config = _sweep_settings(args)
@@ -157,19 +157,22 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     if not args.apply:
         _say("dry run: nothing was changed; add --apply to end them (reason orphan_cleanup)")
         return 0
-    ended = announced = failed = 0
+    ended = 0
     while batch := store.close_orphans(
-        older_than_seconds=older_than,
-        limit=config.sweep_batch_size,
-        announce_lease_seconds=config.announce_lease_seconds,
+        older_than_seconds=older_than, limit=config.sweep_batch_size
     ):
-        ended += len(batch)
-        result = announce_and_mark(store, runtime.announcer(), batch)
-        announced += len(result.announced)
-        failed += len(result.failed)
-    _say(f"ended {ended} session(s) with reason orphan_cleanup; announced {announced}")
-    if failed:
-        _say(f"{failed} announcement(s) failed and stay queued for the sweep to redeliver")
+        ended += batch
+    # Their ends wait in the outbox; announce them now rather than at the next sweep.
+    drained = drain_outbox(
+        store,
+        runtime.announcer(),
+        batch_size=config.sweep_batch_size,
+        lease_seconds=max(config.announce_lease_seconds, 1.0),
+        time_left=lambda: True,
+    )
+    _say(f"ended {ended} session(s) with reason orphan_cleanup; announced {drained.announced}")
+    if drained.failed:
+        _say(f"{drained.failed} announcement(s) failed and stay queued for the sweep to redeliver")
     return 0
 
 

@@ -94,10 +94,12 @@ def test_bulk_close(store: PostgresStore, db: Conn, make_session: SessionFactory
         make_session(started_seconds_ago=60, seen_seconds_ago=20 * 60)
     fresh = make_session(started_seconds_ago=30)
     closed = store.close_stale(idle_seconds=600, max_age_seconds=7200, limit=100)
-    reasons = sorted(session.end_reason.value for session in closed)
-    assert reasons == ["idle_timeout"] * 3 + ["max_duration"] * 5
+    assert closed == {EndReason.IDLE_TIMEOUT: 3, EndReason.MAX_DURATION: 5}
     assert _count(db, "is_active") == 1
     assert _row(db, str(fresh["connection_id"]))["is_active"] is True
+    # Every end waits in the outbox for its announcement.
+    queued = store.claim_unannounced(limit=100)
+    assert sorted(s.end_reason.value for s in queued) == ["idle_timeout"] * 3 + ["max_duration"] * 5
 
 
 def test_no_orphan_after_bulk_close(
@@ -205,7 +207,7 @@ def test_overlapping_stale_sweeps_close_each_session_once(
 ) -> None:
     for _ in range(300):
         make_session(started_seconds_ago=3 * 3600)
-    closed: list[uuid.UUID] = []
+    closed: list[int] = []
     lock = threading.Lock()
     barrier = threading.Barrier(2)
 
@@ -215,7 +217,7 @@ def test_overlapping_stale_sweeps_close_each_session_once(
             barrier.wait()
             while batch := store.close_stale(idle_seconds=600, max_age_seconds=7200, limit=25):
                 with lock:
-                    closed.extend(session.session_id for session in batch)
+                    closed.append(sum(batch.values()))
         finally:
             store.close()
 
@@ -224,9 +226,15 @@ def test_overlapping_stale_sweeps_close_each_session_once(
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(closed) == 300
-    assert len(set(closed)) == 300
+    # A session ended twice would count twice; and each is queued exactly once.
+    assert sum(closed) == 300
+    assert len(closed) > 1
     assert _count(db, "is_active") == 0
+    queued = db.execute(
+        "select count(*) as n, count(distinct session_id) as d"
+        " from public.conversation_session_announcements"
+    ).fetchone()
+    assert queued == {"n": 300, "d": 300}
 
 
 # --- heartbeat ------------------------------------------------------------------

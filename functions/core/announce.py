@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-from functions.core.models import EndedSession
+from functions.core.models import EndedSession, QueuedSession
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -57,14 +60,21 @@ class EventBridgeAnnouncer:
         *,
         source: str = "tether",
         endpoint_url: str | None = None,
+        concurrency: int = 8,
         client: EventBridgeClient | None = None,
     ) -> None:
         self._bus_name = bus_name
+        self._concurrency = concurrency
         self._source = source
         self._endpoint_url = endpoint_url
         self._client = client
+        self._client_lock = threading.Lock()
 
     def _events(self) -> EventBridgeClient:
+        with self._client_lock:
+            return self._events_locked()
+
+    def _events_locked(self) -> EventBridgeClient:
         if self._client is None:
             import boto3  # noqa: PLC0415 - only the paths that announce load boto3
             from botocore.config import Config  # noqa: PLC0415
@@ -77,45 +87,60 @@ class EventBridgeAnnouncer:
         return self._client
 
     def announce(self, sessions: Sequence[EndedSession]) -> AnnounceResult:
+        batches = [
+            sessions[start : start + PUT_EVENTS_BATCH]
+            for start in range(0, len(sessions), PUT_EVENTS_BATCH)
+        ]
+        result = AnnounceResult()
+        if len(batches) == 1:
+            outcomes = [self._put(batches[0])]
+        else:
+            # A redelivery backlog is thousands of PutEvents calls: a few at once.
+            with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+                outcomes = list(pool.map(self._put, batches))
+        for outcome in outcomes:
+            result.announced.extend(outcome.announced)
+            result.failed.extend(outcome.failed)
+        return result
+
+    def _put(self, batch: Sequence[EndedSession]) -> AnnounceResult:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         result = AnnounceResult()
-        for start in range(0, len(sessions), PUT_EVENTS_BATCH):
-            batch = sessions[start : start + PUT_EVENTS_BATCH]
-            entries = [
-                {
-                    "Source": self._source,
-                    "DetailType": DETAIL_TYPE,
-                    "Detail": json.dumps(session_ended_detail(session)),
-                    "EventBusName": self._bus_name,
-                    "Resources": [],
-                }
-                for session in batch
-            ]
-            try:
-                response = self._events().put_events(Entries=entries)  # type: ignore[arg-type]
-            except (BotoCoreError, ClientError) as exc:
+        entries = [
+            {
+                "Source": self._source,
+                "DetailType": DETAIL_TYPE,
+                "Detail": json.dumps(session_ended_detail(session)),
+                "EventBusName": self._bus_name,
+                "Resources": [],
+            }
+            for session in batch
+        ]
+        try:
+            response = self._events().put_events(Entries=entries)  # type: ignore[arg-type]
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(
+                "PutEvents failed; the sweep will redeliver",
+                extra={"sessions": len(batch), "error": str(exc)},
+            )
+            result.failed.extend(session.session_id for session in batch)
+            return result
+        # Entries answer in order; a failed one carries an ErrorCode.
+        answers = response.get("Entries", [])
+        for index, session in enumerate(batch):
+            entry = answers[index] if index < len(answers) else {}
+            if entry.get("EventId") and not entry.get("ErrorCode"):
+                result.announced.append(session.session_id)
+            else:
                 logger.warning(
-                    "PutEvents failed; the sweep will redeliver",
-                    extra={"sessions": len(batch), "error": str(exc)},
+                    "EventBridge refused an entry",
+                    extra={
+                        "session_id": str(session.session_id),
+                        "error_code": entry.get("ErrorCode"),
+                    },
                 )
-                result.failed.extend(session.session_id for session in batch)
-                continue
-            # Entries answer in order; a failed one carries an ErrorCode.
-            for session, entry in zip(batch, response.get("Entries", []), strict=False):
-                if entry.get("EventId") and not entry.get("ErrorCode"):
-                    result.announced.append(session.session_id)
-                else:
-                    logger.warning(
-                        "EventBridge refused an entry",
-                        extra={
-                            "session_id": str(session.session_id),
-                            "error_code": entry.get("ErrorCode"),
-                        },
-                    )
-                    result.failed.append(session.session_id)
-            answered = {*result.announced, *result.failed}
-            result.failed.extend(s.session_id for s in batch if s.session_id not in answered)
+                result.failed.append(session.session_id)
         return result
 
 
@@ -142,3 +167,45 @@ def announce_and_mark(
     if result.failed:
         store.release_announcements(result.failed)
     return result
+
+
+@dataclass
+class DrainResult:
+    announced: int = 0
+    redelivered: int = 0
+    """Of those announced, the ends queued before ``since``: a retry, not a first try."""
+    failed: int = 0
+
+
+def drain_outbox(
+    store: SessionStore,
+    announcer: Announcer,
+    *,
+    batch_size: int,
+    lease_seconds: float,
+    time_left: Callable[[], bool],
+    since: datetime | None = None,
+) -> DrainResult:
+    """Announce what waits in the outbox, a leased batch at a time, while time is left.
+
+    Stops at the first refusal: EventBridge is likely down, and the next run retries
+    at once (refused ends are released) rather than this one spinning on them.
+    """
+    drained = DrainResult()
+    while time_left():
+        batch: list[QueuedSession] = store.claim_unannounced(
+            limit=batch_size, lease_seconds=lease_seconds
+        )
+        outcome = announce_and_mark(store, announcer, batch)
+        accepted = set(outcome.announced)
+        drained.announced += len(accepted)
+        if since is not None:
+            drained.redelivered += sum(
+                1
+                for queued in batch
+                if queued.session_id in accepted and queued.enqueued_at < since
+            )
+        drained.failed += len(outcome.failed)
+        if len(batch) < batch_size or outcome.failed:
+            break
+    return drained

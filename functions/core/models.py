@@ -85,6 +85,12 @@ class EndedSession(_Row):
     disconnect_status_code: int | None = None
 
 
+class QueuedSession(EndedSession):
+    """An ended session waiting in the outbox for its SessionEnded."""
+
+    enqueued_at: datetime
+
+
 class EndOutcome(StrEnum):
     ENDED = "ended"
     ALREADY_ENDED = "already_ended"

@@ -31,6 +31,7 @@ from functions.core.models import (
     OpenedSession,
     OpenSessionRequest,
     OrphanSummary,
+    QueuedSession,
     SessionHealth,
     Suspect,
     SweepPreview,
@@ -66,12 +67,12 @@ DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-# One validation call for a whole batch: the sweep returns thousands of rows at once.
-_ENDED_SESSIONS = TypeAdapter(list[EndedSession])
+# One validation call for a whole batch: the announcer takes thousands at once.
+_QUEUED_SESSIONS = TypeAdapter(list[QueuedSession])
 
 
-def _ended_sessions(rows: list[Row]) -> list[EndedSession]:
-    return _ENDED_SESSIONS.validate_python(rows)
+def _counts(rows: list[Row]) -> dict[EndReason, int]:
+    return {EndReason(row["end_reason"]): int(row["ended"]) for row in rows}
 
 
 def _finite(name: str, value: float) -> float:
@@ -147,32 +148,28 @@ class SessionStore(ABC):
         return EndResult(outcome=outcome, connection_id=connection_id, session=session)
 
     def close_stale(
-        self,
-        *,
-        idle_seconds: float,
-        max_age_seconds: float,
-        limit: int = 500,
-        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
-    ) -> list[EndedSession]:
+        self, *, idle_seconds: float, max_age_seconds: float, limit: int = 500
+    ) -> dict[EndReason, int]:
+        """End one batch past the hard limits; how many, by reason. Their
+        announcements wait in the outbox (``claim_unannounced``)."""
         rows = self.call(
             CLOSE_STALE,
             {
                 "p_idle_seconds": _finite("idle limit", idle_seconds),
                 "p_max_age_seconds": _finite("age limit", max_age_seconds),
                 "p_limit": int(limit),
-                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
             },
         )
-        return _ended_sessions(rows)
+        return _counts(rows)
 
     def claim_unannounced(
         self, *, limit: int = 100, lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS
-    ) -> list[EndedSession]:
+    ) -> list[QueuedSession]:
         rows = self.call(
             CLAIM_UNANNOUNCED,
             {"p_limit": int(limit), "p_lease_seconds": _finite("lease", lease_seconds)},
         )
-        return _ended_sessions(rows)
+        return _QUEUED_SESSIONS.validate_python(rows)
 
     def mark_announced(self, session_ids: Iterable[UUID]) -> int:
         ids: Sequence[UUID] = list(session_ids)
@@ -231,22 +228,13 @@ class SessionStore(ABC):
         rows = self.call(SETTLE_SUSPECTS, {"p_session_ids": ids, "p_last_active_ats": times})
         return len(rows)
 
-    def close_orphans(
-        self,
-        *,
-        older_than_seconds: float,
-        limit: int = 500,
-        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
-    ) -> list[EndedSession]:
+    def close_orphans(self, *, older_than_seconds: float, limit: int = 500) -> int:
+        """End one batch of sessions started before the age given; how many."""
         rows = self.call(
             CLOSE_ORPHANS,
-            {
-                "p_older_than_seconds": _finite("age", older_than_seconds),
-                "p_limit": int(limit),
-                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
-            },
+            {"p_older_than_seconds": _finite("age", older_than_seconds), "p_limit": int(limit)},
         )
-        return _ended_sessions(rows)
+        return sum(_counts(rows).values())
 
     def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:
         rows = self.call(

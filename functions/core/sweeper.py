@@ -9,7 +9,8 @@ Each run, in order:
    unless heartbeats are required and the connection has been silent beyond the
    grace, in which case it is deleted at the gateway and ends as
    ``heartbeat_timeout``;
-3. ends not yet announced are announced again (at least once);
+3. every end waiting in the outbox is announced: this run's, and any earlier one
+   whose announcement failed (at least once);
 4. metrics and one summary log line.
 
 Every batch is its own short transaction with ``FOR UPDATE SKIP LOCKED``, so two
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,14 +32,14 @@ from uuid import UUID
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.core.announce import Announcer, announce_and_mark
+from functions.core.announce import Announcer, drain_outbox
 from functions.core.connections import (
     ConnectionInfo,
     ConnectionsApi,
     ConnectionState,
     GatewayError,
 )
-from functions.core.models import EndedSession, EndOutcome, EndReason, SessionHealth, Suspect
+from functions.core.models import EndOutcome, EndReason, SessionHealth, Suspect
 from functions.core.observability import emit_metric
 from functions.core.settings import Settings
 from functions.core.store import SessionStore
@@ -135,31 +136,19 @@ class Sweep:
         self.report.stopped_for_time = True
         return False
 
-    def _announce(self, sessions: Sequence[EndedSession], *, redelivery: bool = False) -> None:
-        if not sessions:
-            return
-        result = announce_and_mark(self._store, self._announcer, sessions)
-        if redelivery:
-            self.report.redelivered += len(result.announced)
-        else:
-            self.report.announced += len(result.announced)
-        self.report.announce_failed += len(result.failed)
-
-    def _record_ends(self, sessions: Sequence[EndedSession]) -> None:
-        for session in sessions:
-            self.report.ended_by_reason[session.end_reason.value] += 1
-        self._announce(sessions)
+    def _count_ends(self, ended: dict[EndReason, int]) -> None:
+        for reason, count in ended.items():
+            self.report.ended_by_reason[reason.value] += count
 
     def end_hard_limits(self) -> None:
         while self._time_left():
-            batch = self._store.close_stale(
+            ended = self._store.close_stale(
                 idle_seconds=self._policy.idle_limit_seconds,
                 max_age_seconds=self._policy.max_age_seconds,
                 limit=self._policy.batch_size,
-                announce_lease_seconds=self._policy.announce_lease_seconds,
             )
-            self._record_ends(batch)
-            if len(batch) < self._policy.batch_size:
+            self._count_ends(ended)
+            if sum(ended.values()) < self._policy.batch_size:
                 return
 
     @staticmethod
@@ -176,8 +165,8 @@ class Sweep:
         suspect: Suspect,
         info: ConnectionInfo | GatewayError,
         still_connected: dict[UUID, datetime | None],
-    ) -> EndedSession | None:
-        """Act on the gateway's answer about one suspect; the session it ended, if any.
+    ) -> EndReason | None:
+        """Act on the gateway's answer about one suspect; why it ended, if it did.
         Suspects left connected (or unanswered) are collected in ``still_connected``."""
         if isinstance(info, GatewayError):
             logger.warning(
@@ -210,15 +199,13 @@ class Sweep:
         still_connected[suspect.session_id] = info.last_active_at
         return None
 
-    def _end(self, suspect: Suspect, reason: EndReason, ended_at: datetime) -> EndedSession | None:
+    def _end(self, suspect: Suspect, reason: EndReason, ended_at: datetime) -> EndReason | None:
+        # No lease: the end waits in the outbox for this run's announce step.
         result = self._store.end_session(
-            suspect.connection_id,
-            reason,
-            ended_at=ended_at,
-            announce_lease_seconds=self._policy.announce_lease_seconds,
+            suspect.connection_id, reason, ended_at=ended_at, announce_lease_seconds=0
         )
         # already_ended: its own $disconnect (or another sweep) won; nothing to do.
-        return result.session if result.outcome is EndOutcome.ENDED else None
+        return reason if result.outcome is EndOutcome.ENDED else None
 
     def check_suspects(self) -> None:
         connections = self._connections
@@ -242,28 +229,29 @@ class Sweep:
                     for suspect, answer in zip(suspects, answers, strict=True)
                 ]
                 self._store.settle_suspects(still_connected)
-                self._record_ends([session for session in settled if session is not None])
+                self._count_ends(Counter(reason for reason in settled if reason is not None))
                 if len(suspects) < self._policy.batch_size:
                     return
 
-    def redeliver(self) -> None:
-        limit = min(self._policy.batch_size, 1000)
-        while self._time_left():
-            failed_before = self.report.announce_failed
-            batch = self._store.claim_unannounced(
-                limit=limit, lease_seconds=max(self._policy.announce_lease_seconds, 1.0)
-            )
-            self._announce(batch, redelivery=True)
-            # A refusal means EventBridge is down: the next run retries, rather
-            # than this one spinning on the same batch until its time is up.
-            if len(batch) < limit or self.report.announce_failed > failed_before:
-                return
+    def announce(self, run_started: datetime) -> None:
+        drained = drain_outbox(
+            self._store,
+            self._announcer,
+            batch_size=self._policy.batch_size,
+            lease_seconds=max(self._policy.announce_lease_seconds, 1.0),
+            time_left=self._time_left,
+            since=run_started,
+        )
+        self.report.announced += drained.announced
+        self.report.redelivered += drained.redelivered
+        self.report.announce_failed += drained.failed
 
     def run(self) -> SweepReport:
         started = time.monotonic()
+        run_started = datetime.now(UTC)
         self.end_hard_limits()
         self.check_suspects()
-        self.redeliver()
+        self.announce(run_started)
         self.report.health = self._store.session_health()
         self.report.seconds = time.monotonic() - started
         return self.report

@@ -215,19 +215,9 @@ comment on function public.tether_end_session_v1 is
 create function public.tether_close_stale_v1(
   p_idle_seconds double precision,
   p_max_age_seconds double precision,
-  p_limit integer default 500,
-  p_announce_lease_seconds double precision default 60
+  p_limit integer default 500
 )
-returns table (
-  session_id uuid,
-  connection_id text,
-  user_id uuid,
-  session_start timestamptz,
-  session_end timestamptz,
-  duration_seconds numeric,
-  end_reason text,
-  disconnect_status_code integer
-)
+returns table (end_reason text, ended bigint)
 language plpgsql
 volatile
 security definer
@@ -242,7 +232,6 @@ begin
   perform public.tether_require_range('idle limit', p_idle_seconds, 0, 86400, false, 'seconds');
   perform public.tether_require_range('age limit', p_max_age_seconds, 0, 604800, false, 'seconds');
   perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
-  perform public.tether_require_range('announce lease', p_announce_lease_seconds, 0, 3600, true, 'seconds');
 
   -- SKIP LOCKED: a sweep overlapping this one takes other rows; a row another
   -- sweep ended meanwhile fails the is_active recheck and is not taken. The rows
@@ -272,7 +261,9 @@ begin
   ) s;
 
   -- The connection is gone, but it went silent at last_seen_at: that is the end
-  -- recorded, so durations stay honest however late the sweep runs.
+  -- recorded, so durations stay honest however late the sweep runs. Each end
+  -- joins the outbox in the same statement; the announcer takes it from there, so
+  -- only the counts come back.
   return query
     with ended as (
       update public.conversation_sessions as s
@@ -283,21 +274,17 @@ begin
                                then 'max_duration' else 'idle_timeout' end
        where s.ctid = any (v_too_old || v_idle)
          and s.is_active
-      returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-                s.duration_seconds, s.end_reason, s.disconnect_status_code
+      returning s.session_id, s.end_reason
     ), queued as (
-      insert into public.conversation_session_announcements (session_id, announce_after)
-      select e.session_id, v_now + make_interval(secs => p_announce_lease_seconds)
-      from ended e
+      insert into public.conversation_session_announcements (session_id)
+      select e.session_id from ended e
     )
-    select e.session_id, e.connection_id, e.user_id, e.session_start, e.session_end,
-           e.duration_seconds, e.end_reason::text, e.disconnect_status_code
-    from ended e;
+    select e.end_reason::text, count(*) from ended e group by e.end_reason;
 end;
 $$;
 
 comment on function public.tether_close_stale_v1 is
-  'Ends at most p_limit active sessions older than the age limit (max_duration) or silent beyond the idle limit (idle_timeout); safe when sweeps overlap.';
+  'Ends at most p_limit active sessions older than the age limit (max_duration) or silent beyond the idle limit (idle_timeout), queues their announcements, and returns how many per reason; safe when sweeps overlap.';
 
 
 create function public.tether_claim_unannounced_v1(
@@ -312,7 +299,8 @@ returns table (
   session_end timestamptz,
   duration_seconds numeric,
   end_reason text,
-  disconnect_status_code integer
+  disconnect_status_code integer,
+  enqueued_at timestamptz
 )
 language plpgsql
 volatile
@@ -338,10 +326,10 @@ begin
          limit p_limit
          for update skip locked
        )
-      returning a.session_id
+      returning a.session_id, a.enqueued_at
     )
     select s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-           s.duration_seconds, s.end_reason::text, s.disconnect_status_code
+           s.duration_seconds, s.end_reason::text, s.disconnect_status_code, c.enqueued_at
     from claimed c
     join public.conversation_sessions s on s.session_id = c.session_id;
 end;
@@ -383,7 +371,7 @@ revoke execute on function
   public.tether_open_session_v1(text, uuid, timestamptz, text, text, text, text),
   public.tether_touch_session_v1(text, double precision),
   public.tether_end_session_v1(text, text, integer, timestamptz, double precision),
-  public.tether_close_stale_v1(double precision, double precision, integer, double precision),
+  public.tether_close_stale_v1(double precision, double precision, integer),
   public.tether_claim_unannounced_v1(integer, double precision),
   public.tether_mark_announced_v1(uuid[])
 from public, anon, authenticated;
@@ -392,7 +380,7 @@ grant execute on function
   public.tether_open_session_v1(text, uuid, timestamptz, text, text, text, text),
   public.tether_touch_session_v1(text, double precision),
   public.tether_end_session_v1(text, text, integer, timestamptz, double precision),
-  public.tether_close_stale_v1(double precision, double precision, integer, double precision),
+  public.tether_close_stale_v1(double precision, double precision, integer),
   public.tether_claim_unannounced_v1(integer, double precision),
   public.tether_mark_announced_v1(uuid[])
 to service_role;

@@ -85,19 +85,9 @@ $$;
 
 create function public.tether_close_orphans_v1(
   p_older_than_seconds double precision,
-  p_limit integer default 500,
-  p_announce_lease_seconds double precision default 60
+  p_limit integer default 500
 )
-returns table (
-  session_id uuid,
-  connection_id text,
-  user_id uuid,
-  session_start timestamptz,
-  session_end timestamptz,
-  duration_seconds numeric,
-  end_reason text,
-  disconnect_status_code integer
-)
+returns table (end_reason text, ended bigint)
 language plpgsql
 volatile
 security definer
@@ -107,7 +97,6 @@ as $$
 begin
   perform public.tether_require_range('age', p_older_than_seconds, 0, null, false, 'seconds');
   perform public.tether_require_range('batch size', p_limit, 1, 10000, true, '');
-  perform public.tether_require_range('announce lease', p_announce_lease_seconds, 0, 3600, true, 'seconds');
 
   return query
     with picked as (
@@ -125,21 +114,17 @@ begin
         from picked
        where s.ctid = picked.ctid
          and s.is_active
-      returning s.session_id, s.connection_id, s.user_id, s.session_start, s.session_end,
-                s.duration_seconds, s.end_reason, s.disconnect_status_code
+      returning s.session_id, s.end_reason
     ), queued as (
-      insert into public.conversation_session_announcements (session_id, announce_after)
-      select e.session_id, now() + make_interval(secs => p_announce_lease_seconds)
-      from ended e
+      insert into public.conversation_session_announcements (session_id)
+      select e.session_id from ended e
     )
-    select e.session_id, e.connection_id, e.user_id, e.session_start, e.session_end,
-           e.duration_seconds, e.end_reason::text, e.disconnect_status_code
-    from ended e;
+    select e.end_reason::text, count(*) from ended e group by e.end_reason;
 end;
 $$;
 
 comment on function public.tether_close_orphans_v1 is
-  'The one-off clean-up: ends up to p_limit active sessions started before the age given, with reason orphan_cleanup, at their last sign of life.';
+  'The one-off clean-up: ends up to p_limit active sessions started before the age given, with reason orphan_cleanup, at their last sign of life, and queues their announcements.';
 
 
 create function public.tether_release_announcements_v1(p_session_ids uuid[])
@@ -222,7 +207,7 @@ comment on function public.tether_session_health_v1 is
 revoke execute on function
   public.tether_claim_suspects_v1(double precision, integer, double precision, timestamptz),
   public.tether_settle_suspects_v1(uuid[], timestamptz[]),
-  public.tether_close_orphans_v1(double precision, integer, double precision),
+  public.tether_close_orphans_v1(double precision, integer),
   public.tether_release_announcements_v1(uuid[]),
   public.tether_orphan_summary_v1(double precision),
   public.tether_sweep_preview_v1(double precision, double precision, double precision),
@@ -232,7 +217,7 @@ from public, anon, authenticated;
 grant execute on function
   public.tether_claim_suspects_v1(double precision, integer, double precision, timestamptz),
   public.tether_settle_suspects_v1(uuid[], timestamptz[]),
-  public.tether_close_orphans_v1(double precision, integer, double precision),
+  public.tether_close_orphans_v1(double precision, integer),
   public.tether_release_announcements_v1(uuid[]),
   public.tether_orphan_summary_v1(double precision),
   public.tether_sweep_preview_v1(double precision, double precision, double precision),
