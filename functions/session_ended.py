@@ -10,7 +10,6 @@ finalizer raises: EventBridge's retry policy and dead-letter queue take over.
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -19,7 +18,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from functions.core import runtime
-from functions.core.errors import ConfigurationError, FinalizerError, InvalidInputError
+from functions.core.errors import FinalizerError, InvalidInputError
+from functions.core.loading import load_callable
 from functions.core.models import EndReason, FinalizeOutcome
 from functions.core.observability import emit_metric, logger, start_invocation
 
@@ -63,19 +63,7 @@ def log_finalizer(detail: SessionEndedDetail) -> None:
 
 @functools.cache
 def load_finalizer(reference: str) -> Finalizer:
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(
-            f"TETHER_FINALIZER must look like 'package.module:function', got {reference!r}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"TETHER_FINALIZER: cannot import {module_name!r}: {exc}") from exc
-    finalizer = getattr(module, attribute, None)
-    if not callable(finalizer):
-        raise ConfigurationError(f"TETHER_FINALIZER: {reference!r} is not a callable")
-    return finalizer  # type: ignore[no-any-return]
+    return load_callable(reference, what="TETHER_FINALIZER")
 
 
 def parse_event(event: Any) -> SessionEndedEvent:

@@ -10,7 +10,6 @@ session; a ``kill -9`` leaves rows for the first sweeps of the next start.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import sys
@@ -23,6 +22,7 @@ import uvicorn
 
 from functions.core import runtime
 from functions.core.errors import ConfigurationError
+from functions.core.loading import load_callable
 from functions.core.settings import load_settings
 from functions.devtools import embedded, migrate
 from functions.devtools.gateway import (
@@ -53,24 +53,13 @@ class DevOptions:
     route_selection: str = "$request.body.action"
 
 
-def load_handler(reference: str) -> Callable[[dict[str, Any], Any], Any]:
-    module_name, _, attribute = reference.partition(":")
-    try:
-        handler = getattr(importlib.import_module(module_name), attribute or "lambda_handler")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load handler {reference!r}: {exc}") from exc
-    if not callable(handler):
-        raise ConfigurationError(f"{reference!r} is not callable")
-    return handler  # type: ignore[no-any-return]
-
-
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
     routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
     for spec in specs:
         name, separator, reference = spec.partition("=")
         if not separator or not name or not reference:
             raise ConfigurationError(f"--route takes NAME=module:function, got {spec!r}")
-        routes[name] = load_handler(reference)
+        routes[name] = load_callable(reference, what="handler", default_attribute="lambda_handler")
     return routes
 
 
