@@ -94,13 +94,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             _say("dry run: nothing was changed")
         return 0
     deadline = time.monotonic() + args.time_limit
-    sweep = Sweep(
-        store=store,
-        announcer=runtime.announcer(),
-        policy=policy,
-        connections=runtime.connections(),
-        remaining_seconds=lambda: deadline - time.monotonic(),
-    )
+    sweep = Sweep.configured(lambda: deadline - time.monotonic())
     try:
         report = sweep.run()
     except TetherError:

@@ -10,23 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.core import runtime
 from functions.core.errors import TetherError
 from functions.core.observability import emit_metric, logger, start_invocation
-from functions.core.sweeper import Sweep, SweepPolicy, emit_sweep_metrics
+from functions.core.sweeper import Sweep, emit_sweep_metrics
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None)
     start_invocation(request_id=request_id)
-    config = runtime.settings()
-    sweep = Sweep(
-        store=runtime.store(),
-        announcer=runtime.announcer(),
-        policy=SweepPolicy.from_settings(config),
-        connections=runtime.connections(),
-        remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
-    )
+    sweep = Sweep.configured(lambda: context.get_remaining_time_in_millis() / 1000)
     try:
         report = sweep.run()
     except TetherError as exc:

@@ -418,12 +418,11 @@ def test_sweep_ends_what_connect_opened_and_disconnect_missed(
         == 200
     )
     good_url = runtime.settings().database_url or ""
-    server = psycopg.conninfo.conninfo_to_dict(good_url)
     lambda_env.setenv("TETHER_DATABASE_URL", with_database(good_url, "tether_is_down"))
     runtime.reset()
     with pytest.raises(DatabaseUnavailableError):
         disconnect.lambda_handler(ws_event("disconnect", "lost="), FakeLambdaContext())
-    assert server["dbname"]
+    assert _by_connection(db)["lost="]["is_active"] is True  # the lost $disconnect wrote nothing
     lambda_env.setenv("TETHER_DATABASE_URL", good_url)
     runtime.reset()
     report = _run()  # the stand-in does not know "lost=": 410

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,13 +67,8 @@ class EventBridgeAnnouncer:
         self._source = source
         self._endpoint_url = endpoint_url
         self._client = client
-        self._client_lock = threading.Lock()
 
     def _events(self) -> EventBridgeClient:
-        with self._client_lock:
-            return self._events_locked()
-
-    def _events_locked(self) -> EventBridgeClient:
         if self._client is None:
             import boto3  # noqa: PLC0415 - only the paths that announce load boto3
             from botocore.config import Config  # noqa: PLC0415
@@ -92,18 +86,21 @@ class EventBridgeAnnouncer:
             for start in range(0, len(sessions), PUT_EVENTS_BATCH)
         ]
         result = AnnounceResult()
+        if not batches:
+            return result
+        client = self._events()  # built here, once, before any worker thread needs it
         if len(batches) == 1:
-            outcomes = [self._put(batches[0])]
+            outcomes = [self._put(client, batches[0])]
         else:
             # A redelivery backlog is thousands of PutEvents calls: a few at once.
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-                outcomes = list(pool.map(self._put, batches))
+                outcomes = list(pool.map(lambda batch: self._put(client, batch), batches))
         for outcome in outcomes:
             result.announced.extend(outcome.announced)
             result.failed.extend(outcome.failed)
         return result
 
-    def _put(self, batch: Sequence[EndedSession]) -> AnnounceResult:
+    def _put(self, client: EventBridgeClient, batch: Sequence[EndedSession]) -> AnnounceResult:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         result = AnnounceResult()
@@ -118,7 +115,7 @@ class EventBridgeAnnouncer:
             for session in batch
         ]
         try:
-            response = self._events().put_events(Entries=entries)  # type: ignore[arg-type]
+            response = client.put_events(Entries=entries)  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as exc:
             logger.warning(
                 "PutEvents failed; the sweep will redeliver",

@@ -42,7 +42,7 @@ from functions.core.models import (
 if TYPE_CHECKING:
     import psycopg
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("tether.store")
 
 Row = dict[str, Any]
 
@@ -171,19 +171,17 @@ class SessionStore(ABC):
         )
         return _QUEUED_SESSIONS.validate_python(rows)
 
-    def mark_announced(self, session_ids: Iterable[UUID]) -> int:
+    def _for_sessions(self, function: str, session_ids: Iterable[UUID]) -> int:
         ids: Sequence[UUID] = list(session_ids)
-        if not ids:
-            return 0
-        rows = self.call(MARK_ANNOUNCED, {"p_session_ids": ids})
-        return len(rows)
+        return len(self.call(function, {"p_session_ids": ids})) if ids else 0
+
+    def mark_announced(self, session_ids: Iterable[UUID]) -> int:
+        """Record that EventBridge accepted these; how many were newly marked."""
+        return self._for_sessions(MARK_ANNOUNCED, session_ids)
 
     def release_announcements(self, session_ids: Iterable[UUID]) -> int:
         """Let the next sweep retry these at once (their announcement failed)."""
-        ids: Sequence[UUID] = list(session_ids)
-        if not ids:
-            return 0
-        return len(self.call(RELEASE_ANNOUNCEMENTS, {"p_session_ids": ids}))
+        return self._for_sessions(RELEASE_ANNOUNCEMENTS, session_ids)
 
     def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeOutcome:
         rows = self.call(

@@ -168,17 +168,7 @@ async def _sweep_forever(interval: float, server: uvicorn.Server) -> None:
             # Like the scheduled Lambda: time to work for one period, plus the margin
             # at which the sweep stops taking batches.
             deadline = time.monotonic() + max(interval, 1.0) + policy.time_margin_seconds
-            return (
-                Sweep(
-                    store=runtime.store(),
-                    announcer=runtime.announcer(),
-                    policy=policy,
-                    connections=runtime.connections(),
-                    remaining_seconds=lambda: deadline - time.monotonic(),
-                )
-                .run()
-                .as_dict()
-            )
+            return Sweep.configured(lambda: deadline - time.monotonic()).run().as_dict()
 
         try:
             report = await asyncio.to_thread(one_run)
