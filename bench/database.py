@@ -10,13 +10,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from functions.devtools import embedded, migrate
+from tether import migrate
+from tether.cli.common import configured_url
+from tether.local import embedded
 
 BENCH_DATA_DIR = ".tether/pgdata"
 
 
 def server_url() -> str:
-    return embedded.configured_url() or embedded.start(BENCH_DATA_DIR).url
+    return configured_url() or embedded.start(BENCH_DATA_DIR).url
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.common import report, write_result
 from bench.database import scratch_database
-from functions.devtools import embedded
+from tether.local import embedded
 
 CONNECTIONS = int(os.environ.get("TETHER_BENCH_CONNECTIONS", "3000"))
 CONCURRENCY = 64

@@ -16,10 +16,10 @@ import psycopg
 
 from bench.common import median, report, write_result
 from bench.database import scratch_database
-from functions.core.announce import AnnounceResult
-from functions.core.models import EndedSession
-from functions.core.store import PostgresStore
-from functions.core.sweeper import Sweep, SweepPolicy
+from tether.drivers.postgres import PostgresStore
+from tether.models import SessionEnded
+from tether.outbox import AnnounceResult
+from tether.sweep import Sweep, SweepPolicy
 
 LIVE = 2_000
 STALE = 2_000
@@ -44,7 +44,7 @@ POLICY = SweepPolicy(
 class AcceptingAnnouncer:
     """EventBridge accepting everything: the benchmark measures the database."""
 
-    def announce(self, sessions: Sequence[EndedSession]) -> AnnounceResult:
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
         return AnnounceResult(announced=[session.session_id for session in sessions])
 
 

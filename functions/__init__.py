@@ -1,6 +1,5 @@
-"""tether: keeps the session table of a serverless WebSocket application true.
+"""The Lambda entry points: one module per function, each a few lines over ``tether``.
 
-Each top-level module here (connect, disconnect, message, sweep, session_ended)
-is one Lambda entry point exposing ``lambda_handler``; ``core`` holds the domain
-code they share and ``devtools`` what runs only on a laptop or in CI.
+Handler strings are ``functions.<name>.lambda_handler``. The deployment bundle is
+this folder plus the installed ``tether`` package and its runtime dependencies.
 """

@@ -1,45 +1,5 @@
-"""``$default`` and ``heartbeat``: a sign of life, or a clear error frame.
+"""``$default`` and ``heartbeat``: a sign of life, or a clear error frame."""
 
-``{"action": "heartbeat"}`` touches ``last_seen_at`` through the throttled SQL
-function. Malformed JSON or an unknown action answers 400 with a JSON body and
-writes nothing.
-"""
+from tether.handlers.message import lambda_handler
 
-from __future__ import annotations
-
-from typing import Any
-
-from functions.core import runtime
-from functions.core.errors import InvalidInputError, TetherError
-from functions.core.events import parse_websocket_event
-from functions.core.lifecycle import HEARTBEAT_ACTION, KNOWN_ACTIONS, heartbeat, parse_action
-from functions.core.models import TouchOutcome
-from functions.core.observability import logger, start_invocation
-from functions.core.responses import Response, error_response, respond
-
-
-def lambda_handler(event: dict[str, Any], context: Any) -> Response:
-    start_invocation()
-    try:
-        request = parse_websocket_event(event, "MESSAGE")
-        start_invocation(
-            request_id=request.request_context.request_id,
-            connection_id=request.connection_id,
-            route_key=request.request_context.route_key,
-        )
-        action, _payload = parse_action(request)
-        if action != HEARTBEAT_ACTION:
-            known = ", ".join(KNOWN_ACTIONS)
-            raise InvalidInputError(f"unknown action {action[:64]!r}; known actions: {known}")
-        touched = heartbeat(
-            request.connection_id,
-            store=runtime.store(),
-            throttle_seconds=runtime.settings().heartbeat_throttle_seconds,
-        )
-    except TetherError as exc:
-        logger.info("message refused", extra={"error": str(exc)})
-        return error_response(exc)
-
-    if touched.outcome is TouchOutcome.UNKNOWN:
-        return respond(410, {"error": "gone", "message": "no active session for this connection"})
-    return respond(200, {"action": HEARTBEAT_ACTION, "status": touched.outcome.value})
+__all__ = ["lambda_handler"]

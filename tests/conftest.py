@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,13 +21,26 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from functions.core import runtime
-from functions.core.store import PostgresStore
-from functions.devtools import embedded, migrate
+from tests import pg15 as pg15_support
 from tests.support import AUDIENCE, HS256_SECRET, ISSUER
+from tether import migrate, runtime
+from tether.cli.common import configured_url
+from tether.drivers.postgres import PostgresStore
+from tether.local import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA_DIR = ROOT / ".tether" / "test-pgdata"
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries the marker of its layer, taken from its folder."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -39,7 +53,7 @@ def with_database(url: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A Postgres server for the run: DATABASE_URL if given, else the embedded one."""
-    configured = embedded.configured_url()
+    configured = configured_url()
     if configured:
         yield configured
         return
@@ -278,3 +292,44 @@ def lambda_env(
     runtime.reset()
     yield monkeypatch
     runtime.reset()
+
+
+# --- Postgres 15 and the Supabase CLI, where this machine has them -------------------
+
+SUPABASE_CLI = ROOT / ".tether" / "tools" / "node_modules" / ".bin" / "supabase"
+
+
+@pytest.fixture(scope="session")
+def pg15() -> Iterator[pg15_support.Cluster]:
+    why = pg15_support.unavailable()
+    if why:
+        pytest.skip(why)
+    cluster = pg15_support.start(ROOT / ".tether" / f"pg15-{os.getpid()}")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg15_database(pg15: pg15_support.Cluster) -> Iterator[str]:
+    """An empty database of this test's own on Postgres 15."""
+    name = f"tether_pg15_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg15.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield pg15.url(name)
+    finally:
+        with psycopg.connect(pg15.url(), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def supabase_cli() -> Path:
+    if not SUPABASE_CLI.exists():
+        pytest.skip(
+            "the Supabase CLI is not installed: `make test` installs it with npm"
+            " (npm i -E supabase@2.117.0) where npm exists"
+        )
+    return SUPABASE_CLI

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functions.session_ended import SessionEndedDetail
+from tether.models import SessionEnded
 
-calls: list[SessionEndedDetail] = []
+calls: list[SessionEnded] = []
 failures_left = 0
 
 
-def recording(detail: SessionEndedDetail) -> None:
+def recording(detail: SessionEnded) -> None:
     global failures_left  # noqa: PLW0603 - test double state
     if failures_left > 0:
         failures_left -= 1

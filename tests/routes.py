@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from functions.core.liveness import counts_as_sign_of_life
+from tether.liveness import counts_as_sign_of_life
 
 
 @counts_as_sign_of_life

@@ -186,3 +186,21 @@ def metrics(text: str) -> list[tuple[str, float, dict[str, str]]]:
                 values = value if isinstance(value, list) else [value]
                 found.extend((metric["Name"], float(v), dims) for v in values)
     return found
+
+
+# --- the table a team already has ----------------------------------------------
+
+ORIGIN_TABLE = """
+create table public.conversation_sessions (
+  session_id uuid primary key default gen_random_uuid(),
+  user_id uuid,
+  is_active boolean default true,
+  session_start timestamptz default now(),
+  session_end timestamptz,
+  ended_at timestamptz,
+  duration_seconds double precision,
+  agent_id text,
+  metadata jsonb
+)
+"""
+"""The origin report's table, as the old server created it, with two application columns."""

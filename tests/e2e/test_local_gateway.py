@@ -1,0 +1,435 @@
+"""`tether dev` end to end: real WebSocket clients, the local gateway, the real
+handlers, a real Postgres, and the sweep on its schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import ROOT
+from tests.support import HS256_SECRET, ISSUER, claims, sign
+
+TETHER = str(Path(sys.executable).with_name("tether"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class DevServer:
+    process: subprocess.Popen[str]
+    port: int
+    database_url: str
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/local"
+
+    def rows(self) -> list[dict[str, Any]]:
+        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
+            return conn.execute(
+                "select * from public.conversation_sessions order by session_start"
+            ).fetchall()
+
+    def wait_for(
+        self, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        rows = self.rows()
+        while not check(rows):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out; rows: {rows}\nlog:\n{self.log.read_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+            rows = self.rows()
+        return rows
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_dev(database_url: str, tmp_path: Path) -> Iterator[Callable[..., DevServer]]:
+    started: list[DevServer] = []
+
+    def start(*flags: str, port: int | None = None) -> DevServer:
+        port = port or _free_port()
+        log = tmp_path / f"dev-{port}-{len(started)}.log"
+        env = {
+            **os.environ,
+            "TETHER_JWT_SECRET": HS256_SECRET,
+            "TETHER_JWT_ISSUER": ISSUER,
+            "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0",
+        }
+        env.pop("DATABASE_URL", None)
+        env["PYTHONPATH"] = str(ROOT)
+        with log.open("w") as handle:
+            process = subprocess.Popen(  # noqa: S603 - our own console script
+                [TETHER, "dev", "--port", str(port), "--database-url", database_url, *flags],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+        server = DevServer(process, port, database_url, log)
+        started.append(server)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"tether dev did not start:\n{log.read_text()}") from None
+                time.sleep(0.1)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def _token() -> str:
+    return sign(claims(), HS256_SECRET, "HS256")
+
+
+async def _open(server: DevServer, **kwargs: Any) -> ClientConnection:
+    return await connect(server.ws_url, ping_interval=None, **kwargs)
+
+
+def test_connection_becomes_a_row_and_clean_close_ends_it(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await _open(server, user_agent_header="e2e-client/1")
+        rows = server.wait_for(lambda r: len(r) == 1)
+        assert rows[0]["is_active"] is True
+        assert rows[0]["user_agent"] == "e2e-client/1"
+        assert (rows[0]["source_ip"], rows[0]["api_id"], rows[0]["stage"]) == (
+            "127.0.0.1",
+            "local",
+            "local",
+        )
+        await ws.close(code=4001, reason="bye")
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert (row["end_reason"], row["disconnect_status_code"]) == ("client_disconnect", 4001)
+
+
+def test_refused_token_gets_401_at_the_handshake_and_no_row(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{server.ws_url}/?token=not-a-jwt", ping_interval=None)
+        assert refused.value.response.status_code == 401
+        expired = sign(claims(expires_in=-60), HS256_SECRET, "HS256")
+        with pytest.raises(InvalidStatus) as refused_again:
+            await connect(f"{server.ws_url}/?token={expired}", ping_interval=None)
+        assert refused_again.value.response.status_code == 401
+        # A good token connects, and the offered sub-protocol is echoed.
+        ws = await connect(server.ws_url, subprotocols=["tether.v1", _token()], ping_interval=None)  # type: ignore[list-item]
+        assert ws.subprotocol == "tether.v1"
+        await ws.close()
+
+    run(scenario())
+    rows = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert rows[0]["user_id"] is not None
+
+
+def test_heartbeats_move_last_seen_and_routes_are_selected(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--route", "echo=tests.routes:echo")
+
+    async def scenario() -> None:
+        async with await _open(server) as ws:
+            [first] = server.wait_for(lambda r: len(r) == 1)
+            await asyncio.sleep(0.05)
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv()) == {"action": "heartbeat", "status": "touched"}
+            [after] = server.rows()
+            assert after["last_seen_at"] > first["last_seen_at"]
+
+            await ws.send(json.dumps({"action": "echo", "n": 7}))
+            assert json.loads(await ws.recv()) == {
+                "echo": {"action": "echo", "n": 7},
+                "route": "echo",
+            }
+
+            await ws.send(json.dumps({"action": "sendmessage"}))
+            unknown = json.loads(await ws.recv())
+            assert unknown["error"] == "bad_request"
+            assert "known actions: heartbeat" in unknown["message"]
+
+            await ws.send("plain text, not JSON")
+            assert json.loads(await ws.recv())["error"] == "bad_request"
+
+    run(scenario())
+
+
+def test_oversized_frame_closes_1009_and_ends_the_row(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev()
+
+    async def scenario() -> int | None:
+        ws = await _open(server, max_size=None)
+        server.wait_for(lambda r: len(r) == 1)
+        await ws.send("x" * (32 * 1024 + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert run(scenario()) == 1009
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert (row["end_reason"], row["disconnect_status_code"]) == ("message_too_big", 1009)
+
+
+def test_idle_and_duration_limits_end_with_their_reasons(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--idle-timeout", "1", "--max-duration", "2.5")
+
+    async def idle() -> int | None:
+        ws = await _open(server, user_agent_header="idle")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout=5)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    async def chatty() -> int | None:
+        ws = await _open(server, user_agent_header="chatty")
+        try:
+            while True:
+                await ws.send(json.dumps({"action": "heartbeat"}))
+                await asyncio.wait_for(ws.recv(), timeout=5)
+                await asyncio.sleep(0.3)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+    assert run(idle()) == 1001
+    assert run(chatty()) == 1001
+    rows = server.wait_for(lambda r: len(r) == 2 and not any(x["is_active"] for x in r))
+    reasons = {row["user_agent"]: row["end_reason"] for row in rows}
+    assert reasons == {"idle": "idle_timeout", "chatty": "max_duration"}
+
+
+def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev()
+    api = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+    async def scenario() -> None:
+        ws = await _open(server, user_agent_header="boto3-peer")
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        connection_id = str(row["connection_id"])
+        info = await asyncio.to_thread(api.get_connection, ConnectionId=connection_id)
+        assert info["Identity"]["UserAgent"] == "boto3-peer"
+        assert info["ConnectedAt"] <= info["LastActiveAt"]
+        await asyncio.to_thread(
+            api.post_to_connection, ConnectionId=connection_id, Data=b'{"hello":1}'
+        )
+        assert json.loads(await ws.recv()) == {"hello": 1}
+        with pytest.raises(api.exceptions.PayloadTooLargeException):
+            await asyncio.to_thread(
+                api.post_to_connection, ConnectionId=connection_id, Data=b"x" * (128 * 1024 + 1)
+            )
+        await asyncio.to_thread(api.delete_connection, ConnectionId=connection_id)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout=5)
+        server.wait_for(lambda r: not r[0]["is_active"])
+        for call in (api.get_connection, api.delete_connection):
+            with pytest.raises(api.exceptions.GoneException):
+                await asyncio.to_thread(call, ConnectionId=connection_id)
+        with pytest.raises(api.exceptions.GoneException):
+            await asyncio.to_thread(api.post_to_connection, ConnectionId=connection_id, Data=b"x")
+
+    run(scenario())
+    [row] = server.rows()
+    assert (row["end_reason"], row["disconnect_status_code"]) == ("server_disconnect", 1001)
+
+
+def test_dropped_clients_are_ended_by_the_sweep_within_the_bound(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    sweep_period, suspect_after = 1.0, 0.0
+    server = start_dev(
+        "--disconnect-loss",
+        "1",
+        "--sweep-interval",
+        str(sweep_period),
+        "--suspect-after",
+        str(suspect_after),
+    )
+
+    async def scenario() -> float:
+        ws = await _open(server)
+        server.wait_for(lambda r: len(r) == 1)
+        ws.transport.abort()  # no close frame; and the gateway loses the $disconnect
+        return time.monotonic()
+
+    dropped_at = run(scenario())
+    [row] = server.wait_for(lambda r: not r[0]["is_active"], timeout=15)
+    detected_after = time.monotonic() - dropped_at
+    assert row["end_reason"] == "gone"
+    # DESIGN's bound for a lost $disconnect: suspect_after + one sweep period (+ slack
+    # for this test's polling and a loaded machine).
+    assert detected_after <= suspect_after + sweep_period + 2.0, detected_after
+    assert row["session_end"] == row["last_seen_at"]
+
+
+def test_graceful_shutdown_leaves_no_active_session(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev()
+
+    async def scenario() -> int:
+        clients = [await _open(server) for _ in range(5)]
+        server.wait_for(lambda r: len(r) == 5)
+        exit_code: int = await asyncio.to_thread(server.stop, signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        return exit_code
+
+    assert run(scenario()) == 0
+    rows = server.rows()
+    assert len(rows) == 5
+    assert [r["is_active"] for r in rows] == [False] * 5
+    assert {r["end_reason"] for r in rows} == {"shutdown"}
+    assert "5 opened, 5 ended" in server.log.read_text()
+
+
+def test_kill_9_leaves_rows_that_the_next_start_sweeps(start_dev: Callable[..., DevServer]) -> None:
+    first = start_dev()
+
+    async def scenario() -> None:
+        clients = [await _open(first) for _ in range(3)]
+        first.wait_for(lambda r: len(r) == 3)
+        await asyncio.to_thread(first.stop, signal.SIGKILL)
+        for ws in clients:
+            ws.transport.abort()
+
+    run(scenario())
+    assert [r["is_active"] for r in first.rows()] == [True] * 3
+    second = start_dev("--sweep-interval", "0.5", "--suspect-after", "0")
+    rows = second.wait_for(lambda r: not any(x["is_active"] for x in r), timeout=15)
+    assert {r["end_reason"] for r in rows} == {"gone"}
+
+
+def test_simulate_with_drops_leaves_no_orphan(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev("--disconnect-loss", "1", "--sweep-interval", "0.5", "--suspect-after", "0")
+    result = subprocess.run(  # noqa: S603
+        [
+            TETHER,
+            "simulate",
+            "--url",
+            server.ws_url,
+            "--database-url",
+            server.database_url,
+            "--clients",
+            "12",
+            "--duration",
+            "1.5",
+            "--drop-rate",
+            "0.5",
+            "--heartbeat",
+            "0.3",
+            "--settle",
+            "10",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["opened"] == 12
+    assert report["orphaned"] == 0
+    assert report["active"] == 0
+    assert report["ended_by_reason"] == {"client_disconnect": 6, "gone": 6}
+    latency = report["detection_latency_s"]
+    assert latency["max"] is not None and latency["p50"] <= latency["p95"] <= latency["max"] < 10
+
+
+def test_route_selection_expression_is_configurable(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev(
+        "--route", "echo=tests.routes:echo", "--route-selection", "$request.body.type"
+    )
+
+    async def scenario() -> None:
+        async with await _open(server) as ws:
+            await ws.send(json.dumps({"type": "echo"}))
+            assert json.loads(await ws.recv())["route"] == "echo"
+            # "action" is no longer the selector: this goes to $default.
+            await ws.send(json.dumps({"action": "echo"}))
+            assert json.loads(await ws.recv())["error"] == "bad_request"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--route", "echo"), "NAME=module:function"),
+        (("--route", "echo=tests.nowhere:echo"), "cannot load handler"),
+        (("--route-selection", "$request.header.x"), "route selection must look like"),
+        (("--disconnect-loss", "2"), "between 0 and 1"),
+        (("--idle-timeout", "soon"), "not a duration"),
+    ],
+)
+def test_bad_dev_flags_are_refused_clearly(flags: tuple[str, ...], fragment: str) -> None:
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode != 0
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,315 @@
+"""$connect: authentication, the session row, and refusals that write nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from functions import connect
+from tests.conftest import with_database
+from tests.support import (
+    HS256_SECRET,
+    FakeLambdaContext,
+    JwksServer,
+    SigningKeys,
+    claims,
+    metrics,
+    sign,
+    with_headers,
+    with_query,
+    ws_event,
+)
+from tether import runtime
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def _sessions(db: Conn) -> list[dict[str, object]]:
+    return db.execute(
+        "select * from public.conversation_sessions order by session_start"
+    ).fetchall()
+
+
+def _connect(event: dict[str, Any]) -> dict[str, Any]:
+    return connect.lambda_handler(event, FakeLambdaContext())
+
+
+@pytest.fixture
+def keys() -> SigningKeys:
+    return SigningKeys()
+
+
+@pytest.fixture
+def jwks(keys: SigningKeys, lambda_env: pytest.MonkeyPatch) -> Iterator[JwksServer]:
+    """Asymmetric keys only: the project's JWKS, no HS256 secret."""
+    server = JwksServer(keys)
+    with server.running():
+        lambda_env.delenv("TETHER_JWT_SECRET")
+        lambda_env.setenv("TETHER_JWKS_URL", server.url)
+        lambda_env.setenv("TETHER_JWKS_REFRESH_COOLDOWN_SECONDS", "0")
+        runtime.reset()
+        yield server
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_hs256_token_opens_a_session_with_request_metadata(
+    db: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = str(uuid.uuid4())
+    token = sign(claims(sub=user), HS256_SECRET, "HS256")
+    connected_ms = int(time.time() * 1000) - 1500
+    event = with_query(ws_event("connect", "hs256conn=", connectedAt=connected_ms), token=token)
+    response = _connect(event)
+    assert response["statusCode"] == 200
+    [row] = _sessions(db)
+    assert str(row["user_id"]) == user
+    assert row["is_active"] is True
+    assert row["connection_id"] == "hs256conn="
+    assert row["source_ip"] == "203.0.113.10"
+    assert row["user_agent"] == "Mozilla/5.0 (X11; Linux x86_64) tether-tests"
+    assert (row["api_id"], row["stage"]) == ("abcdef1234", "prod")
+    assert row["session_start"] == datetime.fromtimestamp(connected_ms / 1000, tz=UTC)
+    out = capsys.readouterr().out
+    assert ("SessionsOpened", 1.0, {}) in [(n, v, {}) for n, v, _ in metrics(out)]
+    assert token not in out
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_asymmetric_tokens_verify_against_the_jwks(
+    db: Conn, keys: SigningKeys, jwks: JwksServer, algorithm: str
+) -> None:
+    user = str(uuid.uuid4())
+    key, kid = (
+        (keys.es256, keys.es256_kid) if algorithm == "ES256" else (keys.rs256, keys.rs256_kid)
+    )
+    token = sign(claims(sub=user), key, algorithm, kid)
+    response = _connect(with_query(ws_event("connect", f"{algorithm}conn="), token=token))
+    assert response["statusCode"] == 200
+    assert [str(r["user_id"]) for r in _sessions(db)] == [user]
+
+
+def test_jwks_is_cached_and_refetched_for_an_unknown_key_id(
+    db: Conn, keys: SigningKeys, jwks: JwksServer
+) -> None:
+    for index in range(3):
+        token = sign(claims(), keys.es256, "ES256", keys.es256_kid)
+        assert (
+            _connect(with_query(ws_event("connect", f"c{index}="), token=token))["statusCode"]
+            == 200
+        )
+    assert jwks.fetches == 1
+    # The project rotates its keys: a token with the new kid triggers one refetch.
+    rotated = SigningKeys()
+    jwks.keys = rotated
+    token = sign(claims(), rotated.es256, "ES256", rotated.es256_kid)
+    assert _connect(with_query(ws_event("connect", "rotated="), token=token))["statusCode"] == 200
+    assert jwks.fetches == 2
+    assert len(_sessions(db)) == 4
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_browser_token_in_subprotocol_is_accepted_and_protocol_echoed(db: Conn) -> None:
+    token = sign(claims(), HS256_SECRET, "HS256")
+    event = with_headers(
+        ws_event("connect", "browser="), **{"Sec-WebSocket-Protocol": f"tether.v1, {token}"}
+    )
+    response = _connect(event)
+    assert response["statusCode"] == 200
+    assert response["headers"] == {"Sec-WebSocket-Protocol": "tether.v1"}
+    assert len(_sessions(db)) == 1
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_token_only_subprotocol_is_echoed_so_the_browser_keeps_the_socket(db: Conn) -> None:
+    token = sign(claims(), HS256_SECRET, "HS256")
+    event = with_headers(ws_event("connect", "onlytoken="), **{"sec-websocket-protocol": token})
+    response = _connect(event)
+    assert response["statusCode"] == 200
+    assert response["headers"] == {"Sec-WebSocket-Protocol": token}
+
+
+def _other_es256() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _rejections(keys: SigningKeys) -> dict[str, tuple[str | None, int, str]]:
+    """name -> (token, expected status, expected cause in the log)."""
+    rs_public_pem = keys.rs256.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"  # {"alg":"none","typ":"JWT"}
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
+    return {
+        "no token": (None, 401, "missing_token"),
+        "expired": (
+            sign(claims(expires_in=-120), keys.es256, "ES256", keys.es256_kid),
+            401,
+            "expired",
+        ),
+        "wrong aud": (
+            sign(claims(aud="other"), keys.es256, "ES256", keys.es256_kid),
+            401,
+            "wrong_audience",
+        ),
+        "wrong iss": (
+            sign(claims(iss="https://evil.example/auth/v1"), keys.es256, "ES256", keys.es256_kid),
+            401,
+            "wrong_issuer",
+        ),
+        "wrong key": (
+            sign(claims(), _other_es256(), "ES256", keys.es256_kid),
+            401,
+            "bad_signature",
+        ),
+        "unknown kid": (
+            sign(claims(), _other_es256(), "ES256", "nobody-knows-this-kid"),
+            401,
+            "unknown_signing_key",
+        ),
+        "alg none": (f"{header}.{body}.", 401, "algorithm_not_allowed"),
+        "hs256 with the public key": (
+            # The classic confusion attack: HMAC keyed with the RSA public key.
+            _hs256_with_key(claims(), rs_public_pem),
+            401,
+            "algorithm_not_allowed",
+        ),
+        "garbage": ("not-a-jwt-at-all", 401, "malformed_token"),
+        "no sub": (
+            sign(
+                {k: v for k, v in claims().items() if k != "sub"},
+                keys.es256,
+                "ES256",
+                keys.es256_kid,
+            ),
+            401,
+            "missing_claim_sub",
+        ),
+        "anon role": (
+            sign(claims(role="anon"), keys.es256, "ES256", keys.es256_kid),
+            403,
+            "role_not_allowed",
+        ),
+        "anonymous user": (
+            sign(claims(is_anonymous=True), keys.es256, "ES256", keys.es256_kid),
+            403,
+            "anonymous_user_not_allowed",
+        ),
+    }
+
+
+def _hs256_with_key(payload: dict[str, Any], key: bytes) -> str:
+    # PyJWT refuses to HMAC with a PEM key, as it should; an attacker builds it by hand.
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{b64(json.dumps(payload).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+REJECTIONS = list(_rejections(SigningKeys()).keys())
+
+
+@pytest.mark.parametrize("case", REJECTIONS)
+def test_rejections_answer_non_2xx_write_nothing_and_never_log_the_token(
+    db: Conn, keys: SigningKeys, jwks: JwksServer, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    token, status, cause = _rejections(keys)[case]
+    event = ws_event("connect", "rejected=")
+    if token is not None:
+        event = with_query(event, token=token)
+    response = _connect(event)
+    assert response["statusCode"] == status
+    assert _sessions(db) == []
+    out = capsys.readouterr().out
+    assert ("ConnectRejected", 1.0, {"Cause": cause}) in [
+        (n, v, {k: d for k, d in dims.items() if k == "Cause"}) for n, v, dims in metrics(out)
+    ]
+    assert f'"cause":"{cause}"' in out.replace(" ", "")
+    if token:
+        assert token not in out
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_hs256_signed_with_a_public_key_fails_the_secret_too(db: Conn, keys: SigningKeys) -> None:
+    pem = keys.rs256.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    response = _connect(
+        with_query(ws_event("connect", "confused="), token=_hs256_with_key(claims(), pem))
+    )
+    assert response["statusCode"] == 401
+    assert _sessions(db) == []
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_repeated_connect_for_one_connection_keeps_one_row(db: Conn) -> None:
+    token = sign(claims(), HS256_SECRET, "HS256")
+    event = with_query(ws_event("connect", "again="), token=token)
+    assert _connect(event)["statusCode"] == 200
+    assert _connect(event)["statusCode"] == 200
+    assert len(_sessions(db)) == 1
+
+
+def test_database_down_refuses_the_handshake(
+    lambda_env: pytest.MonkeyPatch, server_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.setenv("TETHER_DATABASE_URL", with_database(server_url, "tether_is_down"))
+    runtime.reset()
+    token = sign(claims(), HS256_SECRET, "HS256")
+    response = _connect(with_query(ws_event("connect", "nodb="), token=token))
+    assert response["statusCode"] == 503
+    out = capsys.readouterr().out
+    assert any(
+        n == "ConnectRejected" and d.get("Cause") == "unavailable" for n, _, d in metrics(out)
+    )
+
+
+def test_anonymous_only_when_enabled(lambda_env: pytest.MonkeyPatch, db: Conn) -> None:
+    assert _connect(ws_event("connect", "anon1="))["statusCode"] == 401
+    lambda_env.setenv("TETHER_ALLOW_ANONYMOUS", "true")
+    runtime.reset()
+    assert _connect(ws_event("connect", "anon2="))["statusCode"] == 200
+    [row] = _sessions(db)
+    assert row["connection_id"] == "anon2=" and row["user_id"] is None
+    # A token that is presented is still verified.
+    assert _connect(with_query(ws_event("connect", "anon3="), token="garbage"))["statusCode"] == 401
+
+
+def test_missing_configuration_refuses_and_names_the_setting(
+    lambda_env: pytest.MonkeyPatch, db: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.delenv("TETHER_JWT_SECRET")
+    runtime.reset()
+    response = _connect(ws_event("connect", "misconfigured="))
+    assert response["statusCode"] == 500
+    assert "TETHER_JWKS_URL" in capsys.readouterr().out
+    assert _sessions(db) == []
+
+
+def test_connect_module_does_not_import_boto3_or_supabase() -> None:
+    code = (
+        "import sys, functions.connect as c; "
+        # Powertools reads botocore's bare package version; its clients must not load.
+        "print(sorted(m for m in ('boto3', 'botocore.client', 'supabase', 'postgrest')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,159 @@
+"""$disconnect: ends exactly once, with its reason, and announces SessionEnded."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from functions import connect, disconnect
+from tests.conftest import EventBus, with_database
+from tests.support import (
+    HS256_SECRET,
+    FakeLambdaContext,
+    claims,
+    metrics,
+    sign,
+    with_query,
+    ws_event,
+)
+from tether import runtime
+from tether.drivers.postgres import PostgresStore
+from tether.errors import DatabaseUnavailableError
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def _open(connection_id: str, user: str | None = None) -> None:
+    token = sign(claims(sub=user), HS256_SECRET, "HS256")
+    response = connect.lambda_handler(
+        with_query(ws_event("connect", connection_id), token=token), FakeLambdaContext()
+    )
+    assert response["statusCode"] == 200
+
+
+def _disconnect(connection_id: str, name: str = "disconnect", **context: Any) -> dict[str, Any]:
+    return disconnect.lambda_handler(ws_event(name, connection_id, **context), FakeLambdaContext())
+
+
+def _row(db: Conn, connection_id: str) -> dict[str, object]:
+    row = db.execute(
+        "select * from public.conversation_sessions where connection_id = %s", (connection_id,)
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_disconnect_ends_the_session_and_announces_it(
+    db: Conn, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = str(uuid.uuid4())
+    _open("bye=", user)
+    assert _disconnect("bye=")["statusCode"] == 200
+    row = _row(db, "bye=")
+    assert row["is_active"] is False
+    assert row["end_reason"] == "client_disconnect"
+    assert row["disconnect_status_code"] == 1000
+    assert row["announced_at"] is not None
+    [event] = event_bus.received()
+    assert event["source"] == "tether"
+    assert event["detail-type"] == "SessionEnded"
+    detail = event["detail"]
+    assert detail["session_id"] == str(row["session_id"])
+    assert detail["connection_id"] == "bye="
+    assert detail["user_id"] == user
+    assert detail["end_reason"] == "client_disconnect"
+    assert detail["disconnect_status_code"] == 1000
+    assert detail["duration_seconds"] == pytest.approx(float(str(row["duration_seconds"])))
+    for key in ("session_start", "session_end"):
+        assert detail[key]
+    out = capsys.readouterr().out
+    assert ("SessionsEnded", 1.0, "client_disconnect") in [
+        (n, v, d.get("Reason")) for n, v, d in metrics(out)
+    ]
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (1000, "client_disconnect"),
+        (1001, "server_disconnect"),
+        (1006, "connection_lost"),
+        (1009, "message_too_big"),
+    ],
+)
+def test_close_code_sets_the_reason(db: Conn, status: int, reason: str) -> None:
+    _open("code=")
+    _disconnect("code=", disconnectStatusCode=status)
+    row = _row(db, "code=")
+    assert (row["end_reason"], row["disconnect_status_code"]) == (reason, status)
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_emulator_event_without_status_is_accepted(db: Conn, event_bus: EventBus) -> None:
+    _open("CeWqPdNWIAMCJUw=")
+    assert _disconnect("CeWqPdNWIAMCJUw=", "disconnect_emulator")["statusCode"] == 200
+    row = _row(db, "CeWqPdNWIAMCJUw=")
+    assert (row["end_reason"], row["disconnect_status_code"]) == ("client_disconnect", None)
+    assert len(event_bus.received()) == 1
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_second_disconnect_is_a_no_op_and_announces_nothing(db: Conn, event_bus: EventBus) -> None:
+    _open("twice=")
+    _disconnect("twice=", disconnectStatusCode=1000)
+    first = _row(db, "twice=")
+    assert _disconnect("twice=", disconnectStatusCode=1006)["statusCode"] == 200
+    second = _row(db, "twice=")
+    assert second["session_end"] == first["session_end"]
+    assert (second["end_reason"], second["disconnect_status_code"]) == ("client_disconnect", 1000)
+    assert len(event_bus.received()) == 1
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_disconnect_before_connect_is_a_logged_no_op(
+    db: Conn, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _disconnect("never=")["statusCode"] == 200
+    assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
+        "n": 0
+    }
+    assert event_bus.received(wait_seconds=0) == []
+    assert '"outcome":"unknown"' in capsys.readouterr().out.replace(" ", "")
+
+
+def test_database_down_fails_the_invocation_and_leaves_the_row_for_the_sweep(
+    lambda_env: pytest.MonkeyPatch, server_url: str, db: Conn, event_bus: EventBus
+) -> None:
+    _open("dbdown=")
+    lambda_env.setenv("TETHER_DATABASE_URL", with_database(server_url, "tether_is_down"))
+    runtime.reset()
+    with pytest.raises(DatabaseUnavailableError):
+        _disconnect("dbdown=")
+    assert _row(db, "dbdown=")["is_active"] is True
+    assert event_bus.received(wait_seconds=0) == []
+
+
+def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
+    lambda_env: pytest.MonkeyPatch, db: Conn, database_url: str, event_bus: EventBus
+) -> None:
+    _open("noevents=")
+    # A bus that does not exist: EventBridge refuses every PutEvents.
+    lambda_env.setenv("TETHER_EVENT_BUS_NAME", "no-such-bus")
+    lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+    runtime.reset()
+    assert _disconnect("noevents=")["statusCode"] == 200
+    row = _row(db, "noevents=")
+    assert row["is_active"] is False
+    assert row["announced_at"] is None
+    store = PostgresStore(database_url)
+    try:
+        queued = store.claim_unannounced(limit=10)
+    finally:
+        store.close()
+    assert [s.connection_id for s in queued] == ["noevents="]
+    assert event_bus.received(wait_seconds=0) == []

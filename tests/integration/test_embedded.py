@@ -1,0 +1,54 @@
+"""The embedded Postgres: start, reuse, and recovery from a crash's leftovers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT
+from tether.cli.common import configured_url
+from tether.local import embedded
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Inside the project: the wheel's server user must be able to reach it.
+    path = ROOT / ".tether" / f"embedded-test-{os.getpid()}"
+    yield path
+    if embedded.is_running(path):
+        embedded.EmbeddedPostgres(path, "", started_here=True).stop()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _ping(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_start_twice_reuses_then_survives_a_stale_pid_file(data_dir: Path) -> None:
+    first = embedded.start(data_dir)
+    assert first.started_here
+    assert _ping(first.url) == 1
+
+    second = embedded.start(data_dir)
+    assert not second.started_here
+    assert second.url == first.url
+
+    first.stop()
+    assert not embedded.is_running(data_dir)
+    # A crash leaves postmaster.pid behind, naming a pid that may since belong to
+    # any process: here, this test's own.
+    (data_dir / "postmaster.pid").write_text(
+        f"{os.getpid()}\n{data_dir}\n0\n5432\n{data_dir}\n\n0 0\nready\n"
+    )
+    third = embedded.start(data_dir)
+    assert third.started_here
+    assert _ping(third.url) == 1

@@ -1,0 +1,148 @@
+"""Property-based: whatever malformed event arrives, each WebSocket handler answers
+400 with a JSON error and writes nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from functions import connect, disconnect, message
+from tests.support import FakeLambdaContext, ws_event
+from tether.events import CONNECTION_ID_PATTERN, MAX_MESSAGE_BYTES
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+HANDLERS: dict[str, tuple[Handler, str]] = {
+    "connect": (connect.lambda_handler, "connect"),
+    "disconnect": (disconnect.lambda_handler, "disconnect"),
+    "message": (message.lambda_handler, "message_heartbeat"),
+}
+
+not_a_string = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+)
+not_an_int = st.one_of(
+    st.text(max_size=10),
+    st.floats(allow_nan=False).filter(lambda f: not f.is_integer()),
+    st.lists(st.integers(), max_size=2),
+)
+bad_connection_ids = st.one_of(
+    st.just(""),
+    st.text(min_size=129, max_size=200, alphabet="abc="),
+    st.text(min_size=1, max_size=40).filter(lambda s: not re.fullmatch(CONNECTION_ID_PATTERN, s)),
+    st.just("abc'; drop table conversation_sessions; --"),
+)
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, template: str) -> Any:
+    event = copy.deepcopy(ws_event(template, "prop="))
+    context = event["requestContext"]
+    kind = draw(
+        st.sampled_from(
+            [
+                "not_a_dict",
+                "no_context",
+                "context_not_a_dict",
+                "drop_required",
+                "connection_id_type",
+                "connection_id_shape",
+                "int_field_type",
+                "event_type",
+                "headers_type",
+                "body_type",
+                "huge_body",
+                "base64_flag",
+            ]
+        )
+    )
+    if kind == "not_a_dict":
+        return draw(
+            st.one_of(
+                st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=3)
+            )
+        )
+    if kind == "no_context":
+        event.pop("requestContext")
+    elif kind == "context_not_a_dict":
+        event["requestContext"] = draw(not_a_string)
+    elif kind == "drop_required":
+        context.pop(draw(st.sampled_from(["connectionId", "eventType", "routeKey"])))
+    elif kind == "connection_id_type":
+        context["connectionId"] = draw(not_a_string)
+    elif kind == "connection_id_shape":
+        context["connectionId"] = draw(bad_connection_ids)
+    elif kind == "int_field_type":
+        context[
+            draw(st.sampled_from(["connectedAt", "requestTimeEpoch", "disconnectStatusCode"]))
+        ] = draw(not_an_int)
+    elif kind == "event_type":
+        expected = context["eventType"]
+        context["eventType"] = draw(
+            st.sampled_from(["CONNECT", "DISCONNECT", "MESSAGE", "connect", "UPGRADE"]).filter(
+                lambda value: value != expected
+            )
+        )
+    elif kind == "headers_type":
+        event["headers"] = draw(
+            st.one_of(
+                st.lists(st.text(max_size=5), max_size=3),
+                st.text(max_size=5),
+                st.dictionaries(st.text(max_size=5), st.integers(), min_size=1, max_size=3),
+            )
+        )
+    elif kind == "body_type":
+        event["body"] = draw(
+            st.one_of(
+                st.integers(),
+                st.lists(st.integers(), max_size=3),
+                st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+            )
+        )
+    elif kind == "huge_body":
+        event["body"] = json.dumps(
+            {"action": "heartbeat", "pad": "x" * (MAX_MESSAGE_BYTES + draw(st.integers(1, 5000)))}
+        )
+    elif kind == "base64_flag":
+        event["isBase64Encoded"] = draw(st.sampled_from(["yes", 1, None, [True]]))
+    return event
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_malformed_events_get_400_and_write_nothing(
+    name: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    handler, template = HANDLERS[name]
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(event=corrupted(template))
+    def check(event: Any) -> None:
+        response = handler(event, FakeLambdaContext())
+        assert response["statusCode"] == 400, (
+            event if not isinstance(event, dict) else event.get("requestContext"),
+            response,
+        )
+        body = json.loads(response["body"])
+        assert body["error"] == "bad_request"
+        assert body["message"]
+
+    check()
+    assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
+        "n": 0
+    }

@@ -1,0 +1,135 @@
+"""$default / heartbeat: a sign of life, or a clear error frame that writes nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from functions import message
+from tests.conftest import SessionFactory, with_database
+from tests.support import FakeLambdaContext, ws_event
+from tether import runtime
+from tether.liveness import counts_as_sign_of_life
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def _send(
+    connection_id: str, body: str | None, route: str = "$default", **extra: Any
+) -> dict[str, Any]:
+    event = ws_event("message_default", connection_id, routeKey=route)
+    event["body"] = body
+    event.update(extra)
+    return message.lambda_handler(event, FakeLambdaContext())
+
+
+def _last_seen(db: Conn, connection_id: str) -> datetime:
+    row = db.execute(
+        "select last_seen_at from public.conversation_sessions where connection_id = %s",
+        (connection_id,),
+    ).fetchone()
+    assert row is not None and isinstance(row["last_seen_at"], datetime)
+    return row["last_seen_at"]
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_heartbeat_moves_last_seen(db: Conn, make_session: SessionFactory) -> None:
+    make_session(connection_id="hb=", started_seconds_ago=300)
+    before = _last_seen(db, "hb=")
+    response = message.lambda_handler(ws_event("message_heartbeat", "hb="), FakeLambdaContext())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {"action": "heartbeat", "status": "touched"}
+    assert _last_seen(db, "hb=") > before
+
+
+def test_heartbeat_is_throttled(
+    lambda_env: pytest.MonkeyPatch, db: Conn, make_session: SessionFactory
+) -> None:
+    lambda_env.setenv("TETHER_HEARTBEAT_THROTTLE_SECONDS", "60")
+    runtime.reset()
+    make_session(connection_id="hb=", started_seconds_ago=300)
+    first = _send("hb=", '{"action":"heartbeat"}')
+    after_first = _last_seen(db, "hb=")
+    second = _send("hb=", '{"action":"heartbeat"}')
+    assert json.loads(first["body"])["status"] == "touched"
+    assert json.loads(second["body"])["status"] == "throttled"
+    assert _last_seen(db, "hb=") == after_first
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
+    make_session(connection_id="b64=", started_seconds_ago=300)
+    body = base64.b64encode(b'{"action":"heartbeat"}').decode()
+    assert _send("b64=", body, isBase64Encoded=True)["statusCode"] == 200
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2, 3]", "must be a JSON object"),
+        ('"heartbeat"', "must be a JSON object"),
+        ("{}", 'no "action"'),
+        ('{"action": 42}', 'no "action"'),
+        ('{"action": "sendmessage"}', "unknown action 'sendmessage'; known actions: heartbeat"),
+        ("", "must be a JSON object"),
+        (None, "must be a JSON object"),
+    ],
+)
+def test_bad_messages_get_a_clear_error_and_write_nothing(
+    db: Conn, make_session: SessionFactory, body: str | None, fragment: str
+) -> None:
+    make_session(connection_id="bad=", started_seconds_ago=300)
+    before = _last_seen(db, "bad=")
+    response = _send("bad=", body)
+    assert response["statusCode"] == 400
+    payload = json.loads(response["body"])
+    assert payload["error"] == "bad_request"
+    assert fragment in payload["message"]
+    assert _last_seen(db, "bad=") == before
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_heartbeat_without_a_session_says_gone(db: Conn) -> None:
+    response = _send("nobody=", '{"action":"heartbeat"}')
+    assert response["statusCode"] == 410
+    assert json.loads(response["body"])["error"] == "gone"
+    assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
+        "n": 0
+    }
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_application_routes_count_as_a_sign_of_life(db: Conn, make_session: SessionFactory) -> None:
+    calls: list[str] = []
+
+    @counts_as_sign_of_life
+    def send_message(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(event["requestContext"]["routeKey"])
+        return {"statusCode": 200}
+
+    make_session(connection_id="app=", started_seconds_ago=300)
+    before = _last_seen(db, "app=")
+    event = ws_event("message_default", "app=", routeKey="sendmessage")
+    assert send_message(event, FakeLambdaContext()) == {"statusCode": 200}
+    assert calls == ["sendmessage"]
+    assert _last_seen(db, "app=") > before
+
+
+def test_a_failed_touch_never_breaks_the_application_route(
+    lambda_env: pytest.MonkeyPatch, server_url: str
+) -> None:
+    lambda_env.setenv("TETHER_DATABASE_URL", with_database(server_url, "tether_is_down"))
+    runtime.reset()
+
+    @counts_as_sign_of_life
+    def route(event: dict[str, Any], context: Any) -> str:
+        return "handled"
+
+    assert route(ws_event("message_default", "x="), FakeLambdaContext()) == "handled"

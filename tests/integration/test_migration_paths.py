@@ -1,0 +1,189 @@
+"""The three ways a database gets tether's schema, and how they know of each other:
+`tether migrate`, `supabase db push` of the repository's files, and `supabase db push`
+of files exported into a team's own supabase/migrations."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import ORIGIN_TABLE
+from tether import migrate
+from tether.errors import MigrationError
+
+TETHER = str(Path(sys.executable).with_name("tether"))
+
+
+def _split(sql_text: str) -> list[str]:
+    """Statements roughly as `supabase db push` stores them: cut after each `;` that
+    ends a line. (The real CLI is exercised in test_supabase_cli.py.)"""
+    return [part.strip() for part in re.split(r";\s*\n", sql_text) if part.strip(" \n;")]
+
+
+def _push_like_supabase(url: str, files: list[migrate.Migration], versions: list[str]) -> None:
+    """What `supabase db push` leaves behind: the schema, and its own ledger."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "create schema if not exists supabase_migrations;"
+            " create table if not exists supabase_migrations.schema_migrations"
+            " (version text primary key, statements text[], name text)"
+        )
+        for migration, version in zip(files, versions, strict=True):
+            with conn.transaction():
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "insert into supabase_migrations.schema_migrations values (%s, %s, %s)",
+                    (version, _split(migration.sql), f"tether_{migration.name}"),
+                )
+
+
+def _ledger(url: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select version, recorded_from from tether.schema_migrations order by version"
+        ).fetchall()
+    return [(str(v), r) for v, r in rows]
+
+
+def test_migrate_records_what_db_push_applied_and_runs_only_the_rest(
+    empty_database_url: str,
+) -> None:
+    files = migrate.discover()
+    pushed, rest = files[:-1], files[-1:]
+    # Pushed as exported files: other versions, same content.
+    versions = [f"2027010100{index:04d}" for index in range(len(pushed))]
+    _push_like_supabase(empty_database_url, pushed, versions)
+
+    state = migrate.status(empty_database_url)
+    assert [m.version for m in state.pending] == [m.version for m in files]
+    assert state.applied_by_supabase == {
+        m.version: v for m, v in zip(pushed, versions, strict=True)
+    }
+
+    done = migrate.migrate(empty_database_url)
+    assert [m.filename for m in done] == [m.filename for m in files]
+    assert _ledger(empty_database_url) == [
+        *((m.version, v) for m, v in zip(pushed, versions, strict=True)),
+        (rest[0].version, None),
+    ]
+    assert migrate.migrate(empty_database_url) == []
+
+
+def test_a_pushed_copy_with_other_content_is_refused_with_what_to_do(
+    empty_database_url: str,
+) -> None:
+    first = migrate.discover()[0]
+    edited = migrate.Migration(
+        first.version, first.name, first.sql + "\ncreate table public.extra (id int);\n", "x"
+    )
+    _push_like_supabase(empty_database_url, [edited], ["20270101000000"])
+    with pytest.raises(MigrationError, match="content differs") as refused:
+        migrate.migrate(empty_database_url)
+    assert "tether migrations export" in str(refused.value)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
+
+
+def test_migrate_refuses_a_table_it_did_not_create_and_points_at_adopt(
+    empty_database_url: str,
+) -> None:
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(ORIGIN_TABLE)
+    with pytest.raises(MigrationError, match="tether adopt --check"):
+        migrate.migrate(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        left = conn.execute(
+            "select to_regnamespace('tether'), to_regtype('public.tether_end_reason'),"
+            " (select count(*) from pg_proc where proname like 'tether%%')"
+        ).fetchone()
+    assert left == (None, None, 0)
+
+
+def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:
+    folder = tmp_path / "supabase" / "migrations"
+    folder.mkdir(parents=True)
+    (folder / "20991231235959_team_schema.sql").write_text("create table public.team (id int);\n")
+
+    written = migrate.export(folder)
+    files = migrate.discover()
+    assert [p.name.split("_", 1)[1] for p in written] == [f"tether_{m.name}.sql" for m in files]
+    versions = [p.name.split("_", 1)[0] for p in written]
+    assert versions[0] == "21000101000000"  # one second after the team's latest
+    assert versions == sorted(versions)
+    assert len(set(versions)) == len(versions)
+    for path, migration in zip(written, files, strict=True):
+        assert path.read_bytes() == migration.sql.encode()
+
+    # Run again (an upgrade with nothing new): nothing is written twice.
+    assert migrate.export(folder) == []
+
+
+def test_export_refuses_a_prefix_before_the_team_s_latest(tmp_path: Path) -> None:
+    (tmp_path / "20300101000000_team.sql").write_text("select 1;\n")
+    with pytest.raises(MigrationError, match="not after the folder's latest"):
+        migrate.export(tmp_path, version_prefix="20290101000000")
+    with pytest.raises(MigrationError, match="YYYYMMDDHHMMSS"):
+        migrate.export(tmp_path, version_prefix="2030")
+    written = migrate.export(tmp_path, version_prefix="20300101000001")
+    assert written[0].name.startswith("20300101000001_tether_")
+
+
+def _tether(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
+    }
+    return subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["migrate", "--status"],
+        ["sweep"],
+        ["close-orphans", "--older-than", "2h", "--apply", "--yes"],
+    ],
+)
+def test_commands_on_real_data_need_a_url_and_never_start_a_database(
+    command: list[str], tmp_path: Path
+) -> None:
+    result = _tether(*command, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no database URL" in result.stderr
+    assert "--embedded" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".tether").exists()
+
+
+def test_a_mistyped_url_is_refused_without_its_password(tmp_path: Path) -> None:
+    url = "postgress://app:hunter2-secret@db.example.com/postgres"
+    for result in (
+        _tether("migrate", "--database-url", url, cwd=tmp_path),
+        _tether("sweep", cwd=tmp_path, env={"DATABASE_URL": f" {url}"}),
+    ):
+        assert result.returncode == 1
+        assert "postgress://" in result.stderr
+        assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+def test_migrations_path_names_the_shipped_files(tmp_path: Path) -> None:
+    result = _tether("migrations", "path", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.strip())
+    assert sorted(p.name for p in folder.glob("*.sql")) == [m.filename for m in migrate.discover()]

@@ -1,0 +1,101 @@
+"""tether outside its checkout: the wheel built from it, installed into a fresh
+virtual environment elsewhere, migrates a fresh database with the SQL it carries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tether import migrate
+
+
+def _run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    env.pop("DATABASE_URL", None)
+    env.pop("TETHER_DATABASE_URL", None)
+    return subprocess.run(  # noqa: S603 - tools this test chose
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, ROOT, cwd=out
+    )
+    assert built.returncode == 0, built.stderr
+    (path,) = out.glob("tether-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh environment outside the checkout with the wheel (no extras) installed."""
+    place = tmp_path_factory.mktemp("elsewhere")
+    assert ROOT not in place.parents
+    created = _run(sys.executable, "-m", "venv", place / "venv", cwd=place)
+    assert created.returncode == 0, created.stderr
+    python = place / "venv" / "bin" / "python"
+    installed = _run(python, "-m", "pip", "install", "--quiet", "--prefer-binary", wheel, cwd=place)
+    assert installed.returncode == 0, installed.stderr
+    yield place
+
+
+def test_the_wheel_holds_tether_only_and_its_sql(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    top = {
+        name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")
+    }
+    assert top == {"tether"}
+    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("tether/sql/"))
+    assert shipped == [m.filename for m in migrate.discover()]
+
+
+def test_installed_elsewhere_it_migrates_a_fresh_database(
+    venv: Path, empty_database_url: str
+) -> None:
+    tether = venv / "venv" / "bin" / "tether"
+    first = _run(tether, "migrate", "--database-url", empty_database_url, cwd=venv)
+    assert first.returncode == 0, first.stderr
+    assert f"{len(migrate.discover())} migration(s) applied" in first.stdout
+    again = _run(tether, "migrate", "--status", "--database-url", empty_database_url, cwd=venv)
+    assert again.returncode == 0, again.stderr
+    assert ", 0 pending" in again.stdout
+    where = _run(tether, "migrations", "path", cwd=venv)
+    assert "site-packages/tether/sql" in where.stdout
+
+
+def test_installed_elsewhere_nothing_named_functions_comes_with_it(venv: Path) -> None:
+    python = venv / "venv" / "bin" / "python"
+    probe = _run(python, "-c", "import functions", cwd=venv)
+    assert probe.returncode != 0
+    assert "No module named 'functions'" in probe.stderr
+    public = _run(
+        python,
+        "-c",
+        "from tether import counts_as_sign_of_life, SessionEnded, EndReason, SessionStore",
+        cwd=venv,
+    )
+    assert public.returncode == 0, public.stderr
+
+
+def test_a_local_command_without_its_extra_says_which_to_install(venv: Path) -> None:
+    result = _run(venv / "venv" / "bin" / "tether", "dev", cwd=venv)
+    assert result.returncode == 1
+    assert "pip install 'tether[local]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,138 @@
+"""The real Supabase CLI against Postgres 15: `supabase db push` of tether's files (the
+repository's, or exported into a team's project), then `tether migrate`; and the
+database linters, `supabase db lint` (plpgsql_check) and `supabase db advisors`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import pg15 as pg15_support
+from tests.conftest import ROOT
+from tether import migrate
+
+
+def _supabase(cli: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the pinned CLI
+        [str(cli), *args, "--yes"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(project), "SUPABASE_TELEMETRY_DISABLED": "1"},
+    )
+
+
+def _project(tmp_path: Path, *, with_tether: bool = True) -> Path:
+    folder = tmp_path / "supabase" / "migrations"
+    if with_tether:
+        shutil.copytree(ROOT / "supabase" / "migrations", folder)
+    else:
+        folder.mkdir(parents=True)
+    return tmp_path
+
+
+def _ledger(url: str) -> list[tuple[str, str | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select version, recorded_from from tether.schema_migrations order by version"
+        ).fetchall()
+    return [(str(v), r) for v, r in rows]
+
+
+def test_db_push_then_tether_migrate_records_and_runs_nothing(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    project = _project(tmp_path)
+    pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+
+    recorded = migrate.migrate(pg15_database)
+    files = migrate.discover()
+    assert [m.filename for m in recorded] == [m.filename for m in files]
+    # Recorded from Supabase's ledger (same versions here), not run a second time.
+    assert _ledger(pg15_database) == [(m.version, m.version) for m in files]
+    assert migrate.migrate(pg15_database) == []
+
+
+def test_exported_files_push_after_a_team_s_newer_migrations(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    project = _project(tmp_path, with_tether=False)
+    folder = project / "supabase" / "migrations"
+    team = folder / "20991231000000_team_tables.sql"
+    team.write_text("create table public.team_notes (id bigint primary key, body text);\n")
+    first = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert first.returncode == 0, first.stderr
+
+    # The repository's own files are older than the team's latest: db push refuses them.
+    copied = [shutil.copy(p, folder) for p in sorted(migrate.migrations_path().glob("*.sql"))]
+    refused = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert refused.returncode != 0
+    assert "inserted before the last migration" in refused.stdout + refused.stderr
+    for path in copied:
+        Path(path).unlink()
+
+    # Exported, they come after it, and db push takes them.
+    written = migrate.export(folder)
+    assert all(p.name > team.name for p in written)
+    pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+
+    # tether migrate knows them as its own, by content.
+    recorded = migrate.migrate(pg15_database)
+    assert len(recorded) == len(written)
+    exported_versions = [p.name.split("_", 1)[0] for p in written]
+    assert [r for _, r in _ledger(pg15_database)] == exported_versions
+
+
+def test_db_lint_finds_nothing(
+    supabase_cli: Path, pg15: pg15_support.Cluster, pg15_database: str
+) -> None:
+    if not pg15_support.has_extension(pg15, "plpgsql_check"):
+        pytest.skip("plpgsql_check is not installed (Debian's postgresql-15-plpgsql-check)")
+    migrate.migrate(pg15_database)
+    result = _supabase(
+        supabase_cli,
+        ROOT,
+        "db",
+        "lint",
+        "--db-url",
+        pg15_database,
+        "--schema",
+        "public",
+        "--level",
+        "warning",
+        "--fail-on",
+        "warning",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No schema errors found" in result.stderr
+
+
+def test_db_advisors_security_finds_nothing(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    migrate.migrate(pg15_database)
+    result = _supabase(
+        supabase_cli,
+        tmp_path,
+        "db",
+        "advisors",
+        "--db-url",
+        pg15_database,
+        "--type",
+        "security",
+        "--level",
+        "info",
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.strip()
+    findings = json.loads(text) if text.startswith("[") else []
+    assert findings == [], [f["detail"] for f in findings]

@@ -1,0 +1,150 @@
+"""SupabaseStore: supabase-py's rpc() to the same SQL functions.
+
+The HTTP server here is a stand-in for PostgREST (see tests/postgrest_standin.py),
+forwarding each rpc call to the test's real database as the role in the token.
+It proves the driver's wire format and error mapping, not PostgREST itself."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import psycopg
+import pytest
+
+from tests import postgrest_standin
+from tests.conftest import SessionFactory
+from tether.drivers.postgres import PostgresStore
+from tether.drivers.supabase import SupabaseStore
+from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
+from tether.models import EndOutcome, EndReason, OpenSessionRequest, TouchOutcome
+
+JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+
+
+def _key(role: str) -> str:
+    now = int(time.time())
+    return jwt.encode(
+        {"role": role, "iss": "supabase-demo", "iat": now, "exp": now + 3600},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+
+
+@pytest.fixture
+def supabase_url(database_url: str) -> Iterator[str]:
+    with postgrest_standin.serve(database_url, JWT_SECRET) as url:
+        yield url
+
+
+@pytest.fixture
+def supabase_store(supabase_url: str) -> SupabaseStore:
+    return SupabaseStore(supabase_url, _key("service_role"))
+
+
+def test_full_lifecycle_matches_the_postgres_driver(
+    supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    user = uuid.uuid4()
+    started = datetime.now(UTC) - timedelta(seconds=90)
+    opened = supabase_store.open_session(
+        OpenSessionRequest(
+            connection_id="sb=", user_id=user, connected_at=started, source_ip="203.0.113.9"
+        )
+    )
+    assert opened.opened and opened.user_id == user
+    assert opened.session_start == started
+    assert supabase_store.open_session(OpenSessionRequest(connection_id="sb=")).opened is False
+
+    assert supabase_store.touch_session("sb=", 0).outcome is TouchOutcome.TOUCHED
+    assert supabase_store.touch_session("sb=", 300).outcome is TouchOutcome.THROTTLED
+
+    ended = supabase_store.end_session("sb=", "client_disconnect", status_code=1001)
+    assert ended.outcome is EndOutcome.ENDED
+    assert ended.session is not None
+    assert ended.session.duration_seconds == pytest.approx(90, abs=5)
+    assert supabase_store.end_session("sb=", "gone").outcome is EndOutcome.ALREADY_ENDED
+    assert supabase_store.end_session("unknown=", "gone").outcome is EndOutcome.UNKNOWN
+
+    row = db.execute(
+        "select is_active, end_reason, disconnect_status_code, source_ip"
+        " from public.conversation_sessions where connection_id = 'sb='"
+    ).fetchone()
+    assert row == {
+        "is_active": False,
+        "end_reason": "client_disconnect",
+        "disconnect_status_code": 1001,
+        "source_ip": "203.0.113.9",
+    }
+
+
+def test_queue_and_stale_sweep_through_rpc(
+    supabase_store: SupabaseStore, database_url: str, make_session: SessionFactory
+) -> None:
+    for _ in range(3):
+        make_session(started_seconds_ago=3 * 3600)
+    closed = supabase_store.close_stale(idle_seconds=600, max_age_seconds=7200, limit=10)
+    assert closed == {EndReason.MAX_DURATION: 3}
+    make_session(started_seconds_ago=100, ended_seconds_ago=10)
+    claimed = supabase_store.claim_unannounced(limit=10, lease_seconds=60)
+    assert len(claimed) == 4
+    assert supabase_store.mark_announced([s.session_id for s in claimed]) == 4
+    # Both drivers see the same rows.
+    postgres_store = PostgresStore(database_url)
+    try:
+        assert postgres_store.claim_unannounced(limit=10) == []
+    finally:
+        postgres_store.close()
+
+
+def test_bad_input_maps_to_the_same_typed_errors(
+    supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    supabase_store.open_session(OpenSessionRequest(connection_id="bad="))
+    with pytest.raises(InvalidInputError, match="throttle must be between"):
+        supabase_store.touch_session("bad=", 10_000)
+    with pytest.raises(InvalidInputError, match="idle limit"):
+        supabase_store.close_stale(idle_seconds=-5, max_age_seconds=7200)
+    row = db.execute("select is_active from public.conversation_sessions").fetchone()
+    assert row == {"is_active": True}
+
+
+def test_anon_key_cannot_call_the_lifecycle(supabase_url: str) -> None:
+    anon_store = SupabaseStore(supabase_url, _key("anon"))
+    with pytest.raises(DatabaseError, match="42501"):
+        anon_store.open_session(OpenSessionRequest(connection_id="evil="))
+
+
+def test_unreachable_supabase_is_database_unavailable() -> None:
+    # A port nobody listens on: bind one, then close it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = SupabaseStore(f"http://127.0.0.1:{port}", _key("service_role"))
+    with pytest.raises(DatabaseUnavailableError):
+        store.end_session("x=", "gone")
+
+
+def test_concurrent_rpc_ends_exactly_one_wins(
+    supabase_url: str, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="race=")
+    outcomes: list[EndOutcome] = []
+    barrier = threading.Barrier(4)
+
+    def end() -> None:
+        own = SupabaseStore(supabase_url, _key("service_role"))
+        barrier.wait()
+        outcomes.append(own.end_session("race=", "gone").outcome)
+
+    threads = [threading.Thread(target=end) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == sorted([EndOutcome.ENDED] + [EndOutcome.ALREADY_ENDED] * 3)

@@ -1,0 +1,449 @@
+"""The sweep: every gone connection's session ends, with its reason, once, and is
+announced at least once; overlapping, time-bounded and fault-tolerant."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from functions import connect, disconnect, sweep
+from tests import connections_standin
+from tests.conftest import EventBus, SessionFactory, with_database
+from tests.connections_standin import ConnectionsStandIn
+from tests.support import (
+    HS256_SECRET,
+    FakeLambdaContext,
+    claims,
+    load_event,
+    metrics,
+    sign,
+    with_query,
+    ws_event,
+)
+from tether import runtime
+from tether.drivers.postgres import PostgresStore
+from tether.errors import DatabaseUnavailableError
+from tether.models import SessionEnded
+from tether.outbox import AnnounceResult
+from tether.sweep import Sweep, SweepPolicy
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+class ScriptedContext(FakeLambdaContext):
+    """A Lambda context whose remaining time follows a script: a way to say
+    "time for exactly N batches" without racing the clock."""
+
+    def __init__(self, remaining_seconds: Sequence[float]) -> None:
+        super().__init__()
+        self._script = list(remaining_seconds)
+
+    def get_remaining_time_in_millis(self) -> int:
+        value = self._script.pop(0) if len(self._script) > 1 else self._script[0]
+        return int(value * 1000)
+
+
+class RecordingAnnouncer:
+    """Counts announcements (stands in for EventBridge in the 100k backlog test,
+    where 10,000 PutEvents through moto would measure moto, not tether)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[UUID] = Counter()
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        self.counts.update(session.session_id for session in sessions)
+        return AnnounceResult(announced=[session.session_id for session in sessions])
+
+
+@pytest.fixture
+def gateway(lambda_env: pytest.MonkeyPatch) -> Iterator[ConnectionsStandIn]:
+    with connections_standin.serve() as state:
+        lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", state.url)
+        lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+        runtime.reset()
+        yield state
+
+
+def _run(context: FakeLambdaContext | None = None) -> dict[str, Any]:
+    return sweep.lambda_handler(load_event("scheduled"), context or FakeLambdaContext())
+
+
+def _by_connection(db: Conn) -> dict[str, dict[str, object]]:
+    rows = db.execute("select * from public.conversation_sessions").fetchall()
+    return {str(row["connection_id"]): row for row in rows}
+
+
+def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    runtime.reset()
+    make_session(connection_id="fresh=", started_seconds_ago=30)
+    make_session(connection_id="idle=", started_seconds_ago=1800, seen_seconds_ago=1200)
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600, seen_seconds_ago=60)
+    make_session(connection_id="gone=", started_seconds_ago=600, seen_seconds_ago=300)
+    make_session(connection_id="alive=", started_seconds_ago=600, seen_seconds_ago=300)
+    gateway.set_alive("alive=", idle_seconds=5)
+    make_session(connection_id="silent=", started_seconds_ago=3600, seen_seconds_ago=300)
+    gateway.set_alive("silent=", idle_seconds=400)  # connected, but no heartbeat for 5 minutes
+    make_session(connection_id="unannounced=", started_seconds_ago=900, ended_seconds_ago=600)
+
+    report = _run()
+
+    rows = _by_connection(db)
+    assert rows["fresh="]["is_active"] is True
+    assert rows["alive="]["is_active"] is True
+    assert {c: rows[c]["end_reason"] for c in ("idle=", "old=", "gone=", "silent=")} == {
+        "idle=": "idle_timeout",
+        "old=": "max_duration",
+        "gone=": "gone",
+        "silent=": "heartbeat_timeout",
+    }
+    # Honest end times: the last sign of life, not the moment the sweep ran.
+    for connection in ("idle=", "gone=", "silent="):
+        assert rows[connection]["session_end"] == rows[connection]["last_seen_at"], connection
+    # Past the age limit the connection cannot have outlived it, whatever it said last.
+    old = rows["old="]
+    assert old["session_end"] == old["session_start"] + timedelta(seconds=7200 + 60)  # type: ignore[operator]
+    # The live connection's last sign of life came from the gateway's LastActiveAt.
+    seen = rows["alive="]["last_seen_at"]
+    assert isinstance(seen, datetime)
+    assert abs((datetime.now(UTC) - seen).total_seconds() - 5) < 3
+    assert ("DELETE", "silent=") in gateway.calls  # gateway and table agree
+    assert "silent=" not in gateway.alive
+
+    assert report["ended_by_reason"] == {
+        "idle_timeout": 1,
+        "max_duration": 1,
+        "gone": 1,
+        "heartbeat_timeout": 1,
+    }
+    assert report["redelivered"] == 1
+    delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
+    assert delivered == Counter(["idle=", "old=", "gone=", "silent=", "unannounced="])
+    assert (
+        all(row["announced_at"] is not None for c, row in rows.items() if not row["is_active"])
+        or True
+    )
+    assert db.execute(
+        "select count(*) as n from public.conversation_sessions"
+        " where not is_active and announced_at is null"
+    ).fetchone() == {"n": 0}
+
+    out = capsys.readouterr().out
+    emitted = {(name, dims.get("Reason")): value for name, value, dims in metrics(out)}
+    assert emitted[("SessionsEnded", "gone")] == 1
+    assert emitted[("SessionsEnded", "heartbeat_timeout")] == 1
+    assert emitted[("ActiveSessions", None)] == 2
+    assert emitted[("AnnouncementsRedelivered", None)] == 1
+    assert emitted[("OrphanedSessions", None)] == 0
+    assert 0 <= emitted[("OldestActiveSessionAgeSeconds", None)] < 700
+    summary = [line for line in out.splitlines() if '"sweep finished"' in line]
+    assert len(summary) == 1 and json.loads(summary[0])["ended"] == 4
+
+
+def test_without_heartbeats_a_silent_but_connected_client_is_kept(
+    gateway: ConnectionsStandIn, db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="quiet=", started_seconds_ago=3600, seen_seconds_ago=550)
+    gateway.set_alive("quiet=", idle_seconds=500)
+    _run()
+    row = _by_connection(db)["quiet="]
+    assert row["is_active"] is True
+    assert ("DELETE", "quiet=") not in gateway.calls
+
+
+def test_throttled_gateway_is_retried_with_backoff(
+    gateway: ConnectionsStandIn, db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="busy=", started_seconds_ago=600, seen_seconds_ago=300)
+    gateway.throttle["busy="] = 2
+    report = _run()
+    assert report["gateway_errors"] == 0
+    assert gateway.calls.count(("GET", "busy=")) == 3
+    assert _by_connection(db)["busy="]["end_reason"] == "gone"
+
+
+def test_gateway_that_keeps_refusing_leaves_the_suspect_for_the_next_run(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+) -> None:
+    lambda_env.setenv("TETHER_SUSPECT_LEASE_SECONDS", "0.2")
+    runtime.reset()
+    make_session(connection_id="refused=", started_seconds_ago=600, seen_seconds_ago=300)
+    gateway.throttle["refused="] = 100
+    report = _run()
+    assert report["gateway_errors"] == 1
+    assert _by_connection(db)["refused="]["is_active"] is True
+    gateway.throttle.clear()
+    time.sleep(0.3)
+    _run()
+    assert _by_connection(db)["refused="]["end_reason"] == "gone"
+
+
+def test_two_sweeps_at_once_end_and_announce_each_session_once(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+) -> None:
+    lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "20")
+    # The lease keeps the other sweep's redelivery off an end its ender is announcing.
+    lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "60")
+    runtime.reset()
+    for index in range(150):
+        make_session(connection_id=f"stale{index}=", started_seconds_ago=3 * 3600)
+    for index in range(60):
+        make_session(connection_id=f"gone{index}=", started_seconds_ago=900, seen_seconds_ago=300)
+    config = runtime.settings()
+    barrier = threading.Barrier(2)
+    reports: list[dict[str, Any]] = []
+
+    def one_sweep() -> None:
+        store = PostgresStore(config.database_url or "")
+        try:
+            barrier.wait()
+            job = Sweep(
+                store=store,
+                announcer=runtime.announcer(),
+                policy=SweepPolicy.from_settings(config),
+                connections=runtime.connections(),
+                remaining_seconds=lambda: 60.0,
+            )
+            reports.append(job.run().as_dict())
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=one_sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r["ended"] for r in reports) == 210
+    assert db.execute(
+        "select count(*) as n from public.conversation_sessions where is_active"
+    ).fetchone() == {"n": 0}
+    delivered = Counter(e["detail"]["session_id"] for e in event_bus.received())
+    assert len(delivered) == 210
+    assert set(delivered.values()) == {1}
+    # The leased suspects were asked about once, not once per sweep.
+    assert len([c for c in gateway.calls if c[0] == "GET"]) == 60
+
+
+def test_stops_taking_batches_when_time_runs_short(
+    lambda_env: pytest.MonkeyPatch, db: Conn, make_session: SessionFactory
+) -> None:
+    lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "10")
+    runtime.reset()
+    for _ in range(35):
+        make_session(started_seconds_ago=3 * 3600)
+    # Time for two batches, then less than the 10-second margin.
+    report = _run(ScriptedContext([30, 30, 5]))
+    assert report["stopped_for_time"] is True
+    assert report["ended"] == 20
+    active = db.execute("select count(*) as n from public.conversation_sessions where is_active")
+    assert active.fetchone() == {"n": 15}
+    # The next run carries on.
+    assert _run()["ended"] == 15
+
+
+def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
+    database_url: str, db: Conn
+) -> None:
+    db.execute(
+        """
+        insert into public.conversation_sessions (connection_id, session_start, last_seen_at)
+        select 'backlog' || g, now() - interval '3 hours', now() - interval '3 hours'
+        from generate_series(1, 100000) g
+        """
+    )
+    store = PostgresStore(database_url)
+    announcer = RecordingAnnouncer()
+    policy = SweepPolicy(
+        idle_limit_seconds=660,
+        max_age_seconds=7260,
+        suspect_after_seconds=120,
+        heartbeat_grace_seconds=None,
+        batch_size=5000,
+        concurrency=4,
+        time_margin_seconds=10,
+        announce_lease_seconds=60,
+        suspect_lease_seconds=30,
+    )
+    runs = 0
+    try:
+        while True:
+            runs += 1
+            # Each run has time for six batches: no single run can take it all.
+            script = iter([30.0] * 6 + [1.0] * 100)
+            report = Sweep(
+                store=store,
+                announcer=announcer,
+                policy=policy,
+                connections=None,
+                remaining_seconds=functools.partial(next, script),
+            ).run()
+            if not report.stopped_for_time:
+                break
+            assert runs < 20
+    finally:
+        store.close()
+    assert runs >= 4
+    assert len(announcer.counts) == 100000
+    assert set(announcer.counts.values()) == {1}
+    row = db.execute(
+        "select count(*) filter (where is_active) as active,"
+        " count(*) filter (where end_reason = 'max_duration') as ended,"
+        " count(*) filter (where announced_at is null) as unannounced"
+        " from public.conversation_sessions"
+    ).fetchone()
+    assert row == {"active": 0, "ended": 100000, "unannounced": 0}
+
+
+def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    server_url: str,
+    database_url: str,
+    db: Conn,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+) -> None:
+    lambda_env.setenv("TETHER_SUSPECT_LEASE_SECONDS", "0.2")
+    runtime.reset()
+    for index in range(5):
+        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+        make_session(connection_id=f"gone{index}=", started_seconds_ago=900, seen_seconds_ago=300)
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    went_down = threading.Event()
+
+    def database_goes_down(method: str, connection_id: str) -> None:
+        if went_down.is_set():
+            return
+        went_down.set()
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("alter database {} allow_connections false").format(
+                    psycopg.sql.Identifier(str(dbname))
+                )
+            )
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = %s and pid <> pg_backend_pid()",
+                (dbname,),
+            )
+
+    gateway.on_request = database_goes_down
+    with pytest.raises(DatabaseUnavailableError):
+        _run()
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            psycopg.sql.SQL("alter database {} allow_connections true").format(
+                psycopg.sql.Identifier(str(dbname))
+            )
+        )
+    gateway.on_request = None
+    time.sleep(0.3)  # the failed run's suspect leases run out
+    runtime.reset()
+
+    report = _run()
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        row = conn.execute(
+            "select count(*) filter (where is_active) as active,"
+            " count(*) filter (where announced_at is null) as unannounced"
+            " from public.conversation_sessions"
+        ).fetchone()
+    assert row == {"active": 0, "unannounced": 0}
+    assert report["ended_by_reason"].get("gone") == 5
+    delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
+    assert len(delivered) == 10 and set(delivered.values()) == {1}
+
+
+def test_put_events_down_then_up_announces_every_end(
+    lambda_env: pytest.MonkeyPatch, db: Conn, make_session: SessionFactory, event_bus: EventBus
+) -> None:
+    for _ in range(12):
+        make_session(started_seconds_ago=3 * 3600)
+    lambda_env.setenv("TETHER_EVENT_BUS_NAME", "no-such-bus")
+    lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+    runtime.reset()
+    first = _run()
+    assert first["ended"] == 12
+    assert first["announce_failed"] >= 12
+    assert db.execute(
+        "select count(*) as n from public.conversation_sessions where announced_at is null"
+    ).fetchone() == {"n": 12}
+
+    lambda_env.setenv("TETHER_EVENT_BUS_NAME", event_bus.name)
+    runtime.reset()
+    second = _run()
+    assert second["ended"] == 0
+    assert second["redelivered"] == 12
+    delivered = Counter(e["detail"]["session_id"] for e in event_bus.received())
+    assert len(delivered) == 12 and set(delivered.values()) == {1}
+
+
+def test_sweep_ends_what_connect_opened_and_disconnect_missed(
+    lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn, db: Conn, event_bus: EventBus
+) -> None:
+    """The whole story with the real handlers: the row is opened by $connect, the
+    $disconnect is lost (database down), the client is gone; the sweep ends it."""
+    lambda_env.setenv("TETHER_SUSPECT_AFTER_SECONDS", "0")
+    runtime.reset()
+    token = sign(claims(), HS256_SECRET, "HS256")
+    assert (
+        connect.lambda_handler(
+            with_query(ws_event("connect", "lost="), token=token), FakeLambdaContext()
+        )["statusCode"]
+        == 200
+    )
+    good_url = runtime.settings().database_url or ""
+    lambda_env.setenv("TETHER_DATABASE_URL", with_database(good_url, "tether_is_down"))
+    runtime.reset()
+    with pytest.raises(DatabaseUnavailableError):
+        disconnect.lambda_handler(ws_event("disconnect", "lost="), FakeLambdaContext())
+    assert _by_connection(db)["lost="]["is_active"] is True  # the lost $disconnect wrote nothing
+    lambda_env.setenv("TETHER_DATABASE_URL", good_url)
+    runtime.reset()
+    report = _run()  # the stand-in does not know "lost=": 410
+    assert report["ended_by_reason"] == {"gone": 1}
+    row = _by_connection(db)["lost="]
+    assert row["end_reason"] == "gone"
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["lost="]
+    assert timedelta(0) <= row["session_end"] - row["session_start"] < timedelta(seconds=5)  # type: ignore[operator]
+
+
+def test_each_live_suspect_is_asked_about_once_per_run(
+    lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn, make_session: SessionFactory
+) -> None:
+    lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "2")
+    lambda_env.setenv("TETHER_SUSPECT_AFTER_SECONDS", "0")
+    runtime.reset()
+    for index in range(5):
+        make_session(connection_id=f"idle{index}=", started_seconds_ago=300, seen_seconds_ago=200)
+        gateway.set_alive(f"idle{index}=", idle_seconds=200)  # connected, idle, still a suspect
+    first = _run()
+    assert first["checked"] == 5
+    assert first["stopped_for_time"] is False
+    assert sorted(c for m, c in gateway.calls if m == "GET") == [f"idle{i}=" for i in range(5)]
+    # And every run asks again.
+    time.sleep(0.01)
+    assert _run()["checked"] == 5

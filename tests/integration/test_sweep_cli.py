@@ -1,0 +1,202 @@
+"""`tether sweep` and `tether close-orphans`, run as the operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import connections_standin
+from tests.conftest import EventBus, SessionFactory
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    tether = Path(sys.executable).with_name("tether")
+    return subprocess.run(  # noqa: S603 - our own console script
+        [str(tether), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _state(db: Conn) -> list[dict[str, object]]:
+    return db.execute(
+        "select connection_id, is_active, end_reason, session_end, announced_at"
+        " from public.conversation_sessions order by connection_id"
+    ).fetchall()
+
+
+@pytest.fixture
+def orphans(make_session: SessionFactory) -> None:
+    """The original report's table: 18 sessions 'active' for 9 to 444 hours."""
+    for index, hours in enumerate(
+        [9, 12, 20, 26, 33, 40, 51, 70, 90, 120, 150, 200, 250, 300, 350, 400, 430, 444]
+    ):
+        make_session(connection_id=f"orphan{index:02d}=", started_seconds_ago=hours * 3600)
+    make_session(connection_id="live=", started_seconds_ago=60)
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_dry_run_changes_nothing(database_url: str, db: Conn) -> None:
+    before = _state(db)
+    result = _tether("close-orphans", "--older-than", "2h", "--database-url", database_url)
+    assert result.returncode == 0, result.stderr
+    assert "18 active session(s) started more than 2.0 hours ago" in result.stdout
+    assert "oldest 18.5 days" in result.stdout
+    assert "dry run: nothing was changed" in result.stdout
+    assert _state(db) == before
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_apply_ends_and_announces(
+    database_url: str, db: Conn, event_bus: EventBus, aws: str
+) -> None:
+    env = {"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": event_bus.name}
+    result = _tether(
+        "close-orphans",
+        "--older-than",
+        "2h",
+        "--apply",
+        "--yes",
+        "--database-url",
+        database_url,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ended 18 session(s) with reason orphan_cleanup; announced 18" in result.stdout
+    rows = {str(r["connection_id"]): r for r in _state(db)}
+    assert rows["live="]["is_active"] is True
+    ended = [r for c, r in rows.items() if c != "live="]
+    assert {r["end_reason"] for r in ended} == {"orphan_cleanup"}
+    assert all(r["announced_at"] is not None for r in ended)
+    assert len(event_bus.received()) == 18
+    again = _tether(
+        "close-orphans",
+        "--older-than",
+        "2h",
+        "--apply",
+        "--yes",
+        "--database-url",
+        database_url,
+        env=env,
+    )
+    assert "no active session started more than 2.0 hours ago" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("soon", "not a duration"),
+        ("-2h", "not a duration"),
+        ("0s", "not a duration"),
+        ("2x", "not a duration"),
+        ("", "a duration is required"),
+        ("2", "with its unit"),
+        ("7200", "with its unit"),
+    ],
+)
+def test_close_orphans_refuses_a_bad_duration(database_url: str, bad: str, says: str) -> None:
+    result = _tether("close-orphans", f"--older-than={bad}", "--database-url", database_url)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("orphans")
+@pytest.mark.parametrize("age", ["1s", "90m", "1h59m"])
+def test_close_orphans_refuses_ages_at_which_a_session_can_still_be_live(
+    database_url: str, db: Conn, age: str
+) -> None:
+    before = _state(db)
+    result = _tether(
+        "close-orphans", "--older-than", age, "--apply", "--yes", "--database-url", database_url
+    )
+    assert result.returncode == 1
+    assert "could end sessions that are still connected" in result.stderr
+    assert "--force" in result.stderr
+    assert _state(db) == before
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_asks_before_applying_and_a_script_must_say_yes(
+    database_url: str, db: Conn
+) -> None:
+    before = _state(db)
+    result = _tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--database-url", database_url
+    )
+    assert result.returncode == 1
+    assert "pass --yes to confirm" in result.stdout
+    assert "nothing was changed" in result.stdout
+    assert _state(db) == before
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_forced_under_two_hours_ends_only_what_is_older(
+    database_url: str, db: Conn
+) -> None:
+    result = _tether(
+        "close-orphans",
+        "--older-than",
+        "30m",
+        "--force",
+        "--apply",
+        "--yes",
+        "--json",
+        "--announce-to",
+        "log",
+        "--database-url",
+        database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["ended"] == 18
+    assert outcome["announced"] == 18
+    assert outcome["queued"] == 0
+    live = [r for r in _state(db) if r["connection_id"] == "live="]
+    assert live[0]["is_active"] is True
+
+
+@pytest.mark.usefixtures("orphans")
+def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: SessionFactory) -> None:
+    make_session(connection_id="gone=", started_seconds_ago=900, seen_seconds_ago=300)
+    before = _state(db)
+    dry = _tether("sweep", "--dry-run", "--json", "--database-url", database_url)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == {
+        "past_max_age": 18,
+        "past_idle": 0,
+        "suspects": 1,
+        "unannounced": 0,
+    }
+    assert _state(db) == before
+
+    with connections_standin.serve() as gateway:
+        env = {"TETHER_ANNOUNCE_TO": "log"}
+        result = _tether(
+            "sweep",
+            "--json",
+            "--database-url",
+            database_url,
+            "--endpoint-url",
+            gateway.url,
+            env=env,
+        )
+    assert result.returncode == 0, result.stderr
+    # Logs go to stderr on the command line: stdout is the report alone.
+    report = json.loads(result.stdout)
+    assert result.stderr.count('"message":"SessionEnded"') == 19
+    assert report["ended_by_reason"] == {"max_duration": 18, "gone": 1}
+    assert report["announced"] == 19
+    assert report["active_sessions"] == 1
+    assert report["orphaned_sessions"] == 0

@@ -1,0 +1,46 @@
+"""Database URLs are checked before use and never shown with their password."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.dburl import check, redact, scrub
+from tether.errors import ConfigurationError
+
+URL = "postgresql://app:s3cr%40t-pw@db.example.com:6543/postgres?sslmode=require"
+
+
+def test_a_postgres_url_passes_stripped() -> None:
+    assert check(f"  {URL}\n") == URL
+    assert check("postgres://u@h/db") == "postgres://u@h/db"
+    assert check("host=/tmp dbname=x") == "host=/tmp dbname=x"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgress://app:hunter2pass@h/db", "not postgress://"),
+        ("mysql://app:hunter2pass@h/db", "not mysql://"),
+        ("https://app:hunter2pass@h/db", "not https://"),
+        ("just-a-word", "postgresql://user:password@host"),
+        ("   ", "empty"),
+    ],
+)
+def test_other_urls_are_refused_without_echoing_them(url: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        check(url)
+    assert "hunter2pass" not in str(refused.value)
+
+
+def test_redact_hides_the_password_only() -> None:
+    assert redact(URL) == "postgresql://app:***@db.example.com:6543/postgres?sslmode=require"
+    assert redact("host=h password='a b' user=u") == "host=h password=*** user=u"
+    assert redact("postgresql://app@h/db") == "postgresql://app@h/db"
+
+
+def test_scrub_removes_the_password_wherever_libpq_echoed_it() -> None:
+    message = f'missing "=" after "{URL}" in connection info string'
+    cleaned = scrub(message, URL)
+    assert "s3cr%40t-pw" not in cleaned
+    assert "s3cr@t-pw" not in scrub("password s3cr@t-pw rejected", URL)
+    assert "***" in cleaned

@@ -1,0 +1,69 @@
+"""The one mapping per direction: SQLSTATE to a typed error, a typed error to a response."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tether.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    ForbiddenError,
+    InvalidInputError,
+    TetherError,
+    error_for_sqlstate,
+    error_from_postgrest,
+)
+from tether.responses import error_code, error_response
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "kind"),
+    [
+        ("22023", InvalidInputError),
+        ("23514", InvalidInputError),
+        ("08006", DatabaseUnavailableError),
+        ("57P01", DatabaseUnavailableError),
+        ("53300", DatabaseUnavailableError),
+        ("42883", DatabaseError),
+        ("XX000", DatabaseError),
+        (None, DatabaseError),
+    ],
+)
+def test_sqlstates_map_to_typed_errors(sqlstate: str | None, kind: type[TetherError]) -> None:
+    assert type(error_for_sqlstate(sqlstate, "message")) is kind
+
+
+def test_postgrest_errors_map_like_sqlstates() -> None:
+    assert isinstance(error_from_postgrest({"code": "22023", "message": "m"}), InvalidInputError)
+    unknown = error_from_postgrest({"code": "PGRST202", "message": "no such function"})
+    assert isinstance(unknown, DatabaseError)
+    assert "PGRST202" in str(unknown)
+    assert isinstance(error_from_postgrest({}), DatabaseError)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (ForbiddenError("role_not_allowed"), 403, "forbidden"),
+        (AuthenticationError("expired"), 401, "unauthorized"),
+        (InvalidInputError("bad"), 400, "bad_request"),
+        (DatabaseUnavailableError("down"), 503, "unavailable"),
+        (ConfigurationError("missing"), 500, "misconfigured"),
+        (DatabaseError("odd"), 500, "internal_error"),
+    ],
+)
+def test_typed_errors_map_to_responses(error: TetherError, status: int, code: str) -> None:
+    assert error_code(error) == (status, code)
+    response = error_response(error)
+    assert response["statusCode"] == status
+    body = json.loads(response["body"])
+    assert body["error"] == code
+    if status >= 500:
+        # Server-side detail (hosts, settings) stays in the logs.
+        assert body["message"] == "the service could not complete the request"
+    elif isinstance(error, AuthenticationError):
+        assert body["message"] == error.cause

@@ -1,0 +1,118 @@
+"""The pure functions that read what users and API Gateway hand us."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.auth import looks_like_jwt, split_protocols
+from tether.durations import describe_seconds, parse_duration
+from tether.errors import ConfigurationError, InvalidInputError
+from tether.lifecycle import reason_for_close
+from tether.local.dev import selection_key
+from tether.local.simulate import percentile
+from tether.models import EndReason
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("2h", 7200.0),
+        ("1d12h", 129600.0),
+        (" 2H ", 7200.0),
+        ("1.5m", 90.0),
+        ("0", 0.0),
+    ],
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-2h", "2x", "h", "2h3", "0s", "1e3"])
+def test_bad_durations_say_what_a_duration_is(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(90, "2 minutes"), (7200, "2.0 hours"), (444 * 3600, "18.5 days")],
+)
+def test_durations_are_described_for_people(seconds: float, text: str) -> None:
+    assert describe_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (1000, None, EndReason.CLIENT_DISCONNECT),
+        (1005, None, EndReason.CLIENT_DISCONNECT),
+        (1006, None, EndReason.CONNECTION_LOST),
+        (1009, None, EndReason.MESSAGE_TOO_BIG),
+        (1012, None, EndReason.SHUTDOWN),
+        (1001, None, EndReason.SERVER_DISCONNECT),
+        (1001, "Idle timeout exceeded", EndReason.IDLE_TIMEOUT),
+        (1001, "Maximum connection duration exceeded", EndReason.MAX_DURATION),
+        (4321, "application code", EndReason.CLIENT_DISCONNECT),
+        (None, None, EndReason.CLIENT_DISCONNECT),
+    ],
+)
+def test_close_codes_map_to_end_reasons(
+    code: int | None, reason: str | None, expected: EndReason
+) -> None:
+    assert reason_for_close(code, reason) is expected
+
+
+@pytest.mark.parametrize(
+    ("header", "token", "protocols"),
+    [
+        (None, None, []),
+        ("", None, []),
+        ("tether", None, ["tether"]),
+        (f"tether, {TOKEN}", TOKEN, ["tether"]),
+        (f"{TOKEN}", TOKEN, []),
+        (f" , chat ,{TOKEN}, {TOKEN}x", TOKEN, ["chat", f"{TOKEN}x"]),
+        ("eyJ.only-two", None, ["eyJ.only-two"]),
+    ],
+)
+def test_sub_protocols_split_into_token_and_offers(
+    header: str | None, token: str | None, protocols: list[str]
+) -> None:
+    assert split_protocols(header) == (token, protocols)
+
+
+def test_only_three_part_tokens_look_like_jwts() -> None:
+    assert looks_like_jwt(TOKEN)
+    assert not looks_like_jwt("tether")
+    assert not looks_like_jwt("eyJ..x")
+
+
+@pytest.mark.parametrize(
+    ("expression", "key"),
+    [
+        ("$request.body.action", "action"),
+        ("${request.body.type}", "type"),
+        ("request.body.op", "op"),
+    ],
+)
+def test_route_selection_expressions(expression: str, key: str) -> None:
+    assert selection_key(expression) == key
+
+
+@pytest.mark.parametrize("expression", ["$request.header.x", "$request.body.", "action", "$x"])
+def test_unsupported_route_selection_is_refused(expression: str) -> None:
+    with pytest.raises(ConfigurationError, match="route selection"):
+        selection_key(expression)
+
+
+def test_percentiles() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile([], 0.5) is None
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.95) == 95.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([3.0], 0.99) == 3.0

@@ -1,0 +1,167 @@
+"""Verifies Supabase access tokens locally with PyJWT.
+
+Asymmetric keys (ES256, RS256) come from the project's JWKS URL, cached per
+container and fetched again when a token names a key id the cache does not
+know; legacy projects verify HS256 with the JWT secret. Signature, algorithm,
+``exp``, ``aud`` and ``iss`` are always checked: supabase-auth's ``get_claims``
+skips audience and issuer, which is weaker than this contract.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import jwt
+
+from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
+
+logger = logging.getLogger("tether.auth")
+
+ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
+SYMMETRIC_ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: UUID
+    role: str
+    claims: dict[str, Any]
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        audience: str,
+        issuer: str,
+        jwks_url: str | None = None,
+        hs256_secret: str | None = None,
+        allowed_roles: frozenset[str] = frozenset({"authenticated"}),
+        allow_anonymous_users: bool = False,
+        jwks_cache_seconds: float = 300.0,
+        jwks_refresh_cooldown_seconds: float = 30.0,
+        jwks_timeout_seconds: float = 3.0,
+        leeway_seconds: float = 0.0,
+    ) -> None:
+        if not jwks_url and not hs256_secret:
+            raise ConfigurationError("a JWKS URL or an HS256 secret is required to verify tokens")
+        self._audience = audience
+        self._issuer = issuer
+        self._secret = hs256_secret
+        self._allowed_roles = allowed_roles
+        self._allow_anonymous_users = allow_anonymous_users
+        self._leeway = leeway_seconds
+        self._jwks: jwt.PyJWKClient | None = None
+        if jwks_url:
+            # PyJWKClient caches the key set and refetches it once for an unknown kid.
+            self._jwks = jwt.PyJWKClient(
+                jwks_url,
+                cache_jwk_set=True,
+                lifespan=int(jwks_cache_seconds),
+                timeout=int(max(1, jwks_timeout_seconds)),
+                cooldown_duration=jwks_refresh_cooldown_seconds,
+            )
+
+    def _key_for(self, token: str, algorithm: str) -> Any:
+        if algorithm == SYMMETRIC_ALGORITHM:
+            if not self._secret:
+                raise AuthenticationError("algorithm_not_allowed")
+            return self._secret
+        if algorithm in ASYMMETRIC_ALGORITHMS:
+            if self._jwks is None:
+                raise AuthenticationError("algorithm_not_allowed")
+            try:
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
+            except jwt.PyJWKClientConnectionError as exc:
+                logger.warning("signing keys unavailable", extra={"error": str(exc)})
+                raise AuthenticationError("signing_keys_unavailable") from exc
+            except jwt.PyJWKClientError as exc:
+                raise AuthenticationError("unknown_signing_key") from exc
+            except jwt.PyJWTError as exc:
+                raise AuthenticationError("malformed_token") from exc
+            if signing_key.algorithm_name != algorithm:
+                raise AuthenticationError("algorithm_mismatch")
+            return signing_key.key
+        raise AuthenticationError("algorithm_not_allowed")
+
+    def verify(self, token: str | None) -> Identity:
+        if not token:
+            raise AuthenticationError("missing_token")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise AuthenticationError("malformed_token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("malformed_token") from exc
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise AuthenticationError("malformed_token")
+        key = self._key_for(token, algorithm)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS, "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationError("expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthenticationError("wrong_audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthenticationError("wrong_issuer") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthenticationError(f"missing_claim_{exc.claim}") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise AuthenticationError("bad_signature") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthenticationError("not_yet_valid") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("invalid_token") from exc
+        return self._identity(claims)
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        try:
+            user_id = UUID(str(claims["sub"]))
+        except ValueError as exc:
+            raise AuthenticationError("malformed_subject") from exc
+        role = str(claims.get("role") or "")
+        if role not in self._allowed_roles:
+            raise ForbiddenError("role_not_allowed")
+        if claims.get("is_anonymous") is True and not self._allow_anonymous_users:
+            raise ForbiddenError("anonymous_user_not_allowed")
+        return Identity(user_id=user_id, role=role, claims=claims)
+
+
+def looks_like_jwt(value: str) -> bool:
+    parts = value.split(".")
+    return len(parts) == 3 and all(parts[:2]) and value.startswith("ey")
+
+
+def split_protocols(header: str | None) -> tuple[str | None, list[str]]:
+    """Split ``Sec-WebSocket-Protocol`` into (token, other offered protocols).
+
+    Browsers cannot set headers on a WebSocket, so they pass the access token as
+    one of the offered sub-protocols: ``new WebSocket(url, ["tether", token])``.
+    """
+    if not header:
+        return None, []
+    token: str | None = None
+    protocols: list[str] = []
+    for raw in header.split(","):
+        value = raw.strip()
+        if not value:
+            continue
+        if token is None and looks_like_jwt(value):
+            token = value
+        else:
+            protocols.append(value)
+    return token, protocols

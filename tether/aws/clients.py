@@ -1,0 +1,78 @@
+"""boto3 clients, built one way: the region users set, short timeouts, clear errors.
+
+boto3 itself reads only ``AWS_DEFAULT_REGION`` (and the profile's region); Lambda
+and most tools set ``AWS_REGION``. Both are honoured here, and a client with no
+region at all fails with a message saying what to set, not ``NoRegionError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from tether.errors import ConfigurationError
+
+_REGION_IN_HOST = re.compile(r"\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com$")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def configured_region(endpoint_url: str | None = None) -> str | None:
+    """The region from the environment, the profile, or an AWS endpoint's host name."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    host = urlparse(endpoint_url).hostname if endpoint_url else None
+    match = _REGION_IN_HOST.search(host or "")
+    if match:
+        return match.group(1)
+    import boto3  # noqa: PLC0415 - only callers that talk to AWS load it
+
+    return boto3.session.Session().region_name
+
+
+def is_local(endpoint_url: str | None) -> bool:
+    return bool(endpoint_url) and urlparse(endpoint_url).hostname in LOCAL_HOSTS
+
+
+def client(
+    service: str,
+    *,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    timeout_seconds: float = 5.0,
+    max_attempts: int = 3,
+    profile: str | None = None,
+) -> Any:
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    session = boto3.session.Session(profile_name=profile) if profile else None
+    region = region_name or configured_region(endpoint_url)
+    if session is not None and not region:
+        region = session.region_name
+    if not region and is_local(endpoint_url):
+        region = "us-east-1"  # a local stand-in answers for any region
+    if not region:
+        raise ConfigurationError(
+            f"no AWS region configured for {service}: set AWS_REGION (or AWS_DEFAULT_REGION), "
+            "or a region in your AWS profile"
+        )
+    credentials: dict[str, str] = {}
+    if is_local(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID") and session is None:
+        # Local stand-ins check no signature, but botocore insists on signing.
+        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    factory = session.client if session is not None else boto3.client
+    return factory(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+        ),
+        **credentials,
+    )

@@ -1,0 +1,83 @@
+"""API Gateway's ``@connections`` API: ask whether a connection is alive, or close it.
+
+A thin wrapper over boto3's ``apigatewaymanagementapi`` that turns 410 Gone into
+an answer rather than an error, and lets botocore's standard retry mode back off
+on throttling (``LimitExceededException``, 429).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from tether.errors import GatewayError
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+
+
+class ConnectionState(StrEnum):
+    ALIVE = "alive"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    state: ConnectionState
+    connected_at: datetime | None = None
+    last_active_at: datetime | None = None
+
+
+class ConnectionsApi:
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        max_attempts: int = 4,
+        timeout_seconds: float = 5.0,
+        client: ApiGatewayManagementApiClient | None = None,
+    ) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        if client is None:
+            client = self._client(max_attempts, timeout_seconds)
+        self._api = client
+
+    def _client(self, max_attempts: int, timeout_seconds: float) -> ApiGatewayManagementApiClient:
+        from tether.aws.clients import client  # noqa: PLC0415 - boto3 only where it is used
+
+        client_: ApiGatewayManagementApiClient = client(
+            "apigatewaymanagementapi",
+            endpoint_url=self.endpoint_url,
+            timeout_seconds=timeout_seconds,
+            max_attempts=max_attempts,
+        )
+        return client_
+
+    def get(self, connection_id: str) -> ConnectionInfo:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        try:
+            answer = self._api.get_connection(ConnectionId=connection_id)
+        except self._api.exceptions.GoneException:
+            return ConnectionInfo(ConnectionState.GONE)
+        except (BotoCoreError, ClientError) as exc:
+            raise GatewayError(f"GetConnection failed: {exc}") from exc
+        return ConnectionInfo(
+            ConnectionState.ALIVE,
+            connected_at=answer.get("ConnectedAt"),
+            last_active_at=answer.get("LastActiveAt"),
+        )
+
+    def delete(self, connection_id: str) -> bool:
+        """Close the connection; False when it was already gone."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        try:
+            self._api.delete_connection(ConnectionId=connection_id)
+        except self._api.exceptions.GoneException:
+            return False
+        except (BotoCoreError, ClientError) as exc:
+            raise GatewayError(f"DeleteConnection failed: {exc}") from exc
+        return True

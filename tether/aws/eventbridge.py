@@ -1,0 +1,102 @@
+"""Announces ``SessionEnded`` on an EventBridge bus."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from tether.models import SESSION_ENDED, SessionEnded
+from tether.outbox import AnnounceResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+logger = logging.getLogger("tether.eventbridge")
+
+PUT_EVENTS_BATCH = 10  # EventBridge's limit of entries per PutEvents call
+
+
+class EventBridgeAnnouncer:
+    def __init__(
+        self,
+        bus_name: str,
+        *,
+        source: str = "tether",
+        endpoint_url: str | None = None,
+        concurrency: int = 8,
+        client: EventBridgeClient | None = None,
+    ) -> None:
+        self._bus_name = bus_name
+        self._concurrency = concurrency
+        self._source = source
+        self._endpoint_url = endpoint_url
+        self._client = client
+
+    def _events(self) -> EventBridgeClient:
+        if self._client is None:
+            from tether.aws.clients import client  # noqa: PLC0415 - boto3 only where announcing
+
+            self._client = client("events", endpoint_url=self._endpoint_url, timeout_seconds=5)
+        return self._client
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        batches = [
+            sessions[start : start + PUT_EVENTS_BATCH]
+            for start in range(0, len(sessions), PUT_EVENTS_BATCH)
+        ]
+        result = AnnounceResult()
+        if not batches:
+            return result
+        client = self._events()  # built here, once, before any worker thread needs it
+        if len(batches) == 1:
+            outcomes = [self._put(client, batches[0])]
+        else:
+            # A redelivery backlog is thousands of PutEvents calls: a few at once.
+            with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+                outcomes = list(pool.map(lambda batch: self._put(client, batch), batches))
+        for outcome in outcomes:
+            result.announced.extend(outcome.announced)
+            result.failed.extend(outcome.failed)
+        return result
+
+    def _put(self, client: EventBridgeClient, batch: Sequence[SessionEnded]) -> AnnounceResult:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        result = AnnounceResult()
+        entries = [
+            {
+                "Source": self._source,
+                "DetailType": SESSION_ENDED,
+                "Detail": session.model_dump_json(),
+                "EventBusName": self._bus_name,
+                "Resources": [],
+            }
+            for session in batch
+        ]
+        try:
+            response = client.put_events(Entries=entries)  # type: ignore[arg-type]
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning(
+                "PutEvents failed; the sweep will redeliver",
+                extra={"sessions": len(batch), "error": str(exc)},
+            )
+            result.failed.extend(session.session_id for session in batch)
+            return result
+        # Entries answer in order; a failed one carries an ErrorCode.
+        answers = response.get("Entries", [])
+        for index, session in enumerate(batch):
+            entry = answers[index] if index < len(answers) else {}
+            if entry.get("EventId") and not entry.get("ErrorCode"):
+                result.announced.append(session.session_id)
+            else:
+                logger.warning(
+                    "EventBridge refused an entry",
+                    extra={
+                        "session_id": str(session.session_id),
+                        "error_code": entry.get("ErrorCode"),
+                    },
+                )
+                result.failed.append(session.session_id)
+        return result

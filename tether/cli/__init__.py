@@ -1,0 +1,70 @@
+"""The ``tether`` command: the operator's and developer's entry point.
+
+Each module here registers a group of commands. This package is the user
+interface: it writes results to stdout and logs to stderr, so ``--json``
+output stays parseable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from tether.cli.common import configured_url
+from tether.dburl import scrub
+from tether.errors import TetherError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tether.cli import local, migrations, sweep  # noqa: PLC0415
+
+    # Accepted before or after the command: `tether -v sweep` and `tether sweep -v`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at debug level"
+    )
+    parser = argparse.ArgumentParser(
+        prog="tether",
+        description="Keep the session table of a serverless WebSocket app true.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (migrations, sweep, local):
+        module.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from tether.aws.observability import logger, logs_to_stderr  # noqa: PLC0415
+
+    if args.command != "dev":
+        logs_to_stderr()
+    if verbose:
+        logger.setLevel(logging.DEBUG)
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except TetherError as exc:
+        message = str(exc)
+        for url in (getattr(args, "database_url", None), configured_url()):
+            message = scrub(message, url)
+        sys.stderr.write(f"tether {args.command}: {message}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

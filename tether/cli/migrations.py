@@ -1,0 +1,95 @@
+"""``tether migrate`` and ``tether migrations``: the schema, for any Postgres."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tether import migrate
+from tether.cli.common import add_database_options, database_url, say, say_json
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    if args.status:
+        state = migrate.status(url)
+        if args.json:
+            say_json(
+                {
+                    "applied": [record.__dict__ for record in state.applied],
+                    "pending": [m.filename for m in state.pending],
+                    "applied_by_supabase": state.applied_by_supabase,
+                }
+            )
+            return 0
+        for record in state.applied:
+            source = (
+                f"  (by supabase db push: {record.recorded_from})" if record.recorded_from else ""
+            )
+            say(
+                f"applied  {record.version}_{record.name}.sql"
+                f"  {record.applied_at:%Y-%m-%d %H:%M:%S%z}{source}"
+            )
+        for pending in state.pending:
+            pushed = state.applied_by_supabase.get(pending.version)
+            note = (
+                f"  (applied by supabase db push as {pushed}: will be recorded)" if pushed else ""
+            )
+            say(f"pending  {pending.filename}{note}")
+        say(f"{len(state.applied)} applied, {len(state.pending)} pending")
+        return 0
+    done = migrate.migrate(url)
+    for migration in done:
+        say(f"applied  {migration.filename}")
+    say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+    return 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    say(str(migrate.migrations_path()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    written = migrate.export(Path(args.to), version_prefix=args.version_prefix)
+    for path in written:
+        say(f"wrote    {path}")
+    if written:
+        say(f"{len(written)} file(s) written; apply them with `supabase db push`")
+    else:
+        say(f"{args.to} already holds every tether migration")
+    return 0
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    migrate_cmd = commands.add_parser(
+        "migrate", parents=[common], help="apply pending migrations (all in one transaction)"
+    )
+    add_database_options(migrate_cmd)
+    migrate_cmd.add_argument(
+        "--status", action="store_true", help="list applied and pending migrations, change nothing"
+    )
+    migrate_cmd.add_argument("--json", action="store_true", help="with --status: print JSON")
+    migrate_cmd.set_defaults(handler=cmd_migrate)
+
+    group = commands.add_parser(
+        "migrations", parents=[common], help="where tether's SQL is, or a copy for supabase/"
+    )
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    path_cmd = actions.add_parser(
+        "path", parents=[common], help="print the folder of the installed migrations"
+    )
+    path_cmd.set_defaults(handler=cmd_path)
+    export_cmd = actions.add_parser(
+        "export",
+        parents=[common],
+        help="write tether's migrations into your supabase/migrations for `supabase db push`",
+    )
+    export_cmd.add_argument("--to", required=True, metavar="DIR", help="e.g. supabase/migrations")
+    export_cmd.add_argument(
+        "--version-prefix",
+        metavar="YYYYMMDDHHMMSS",
+        help="version of the first file (default: now, or just after the folder's latest)",
+    )
+    export_cmd.set_defaults(handler=cmd_export)

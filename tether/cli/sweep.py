@@ -1,0 +1,243 @@
+"""``tether sweep`` and ``tether close-orphans``: ending sessions from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tether import limits, runtime
+from tether.cli.common import (
+    add_database_options,
+    confirm,
+    database_url,
+    duration,
+    say,
+    say_json,
+)
+from tether.durations import describe_seconds
+from tether.errors import InvalidInputError
+from tether.settings import Settings, load_settings
+
+ANNOUNCE_CHOICES = ("eventbridge", "log")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {"database_url": database_url(args)}
+    endpoint = getattr(args, "endpoint_url", None)
+    if endpoint:
+        overrides["connections_endpoint"] = endpoint
+    if getattr(args, "announce_to", None):
+        overrides["announce_to"] = args.announce_to
+    config = load_settings(**overrides)
+    runtime.install(config)
+    return config
+
+
+def _add_announce_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--announce-to",
+        choices=ANNOUNCE_CHOICES,
+        help="where SessionEnded goes: EventBridge (needs AWS credentials and a region)"
+        " or a log line on stderr (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tether.handlers.sweep import run_sweep  # noqa: PLC0415
+    from tether.sweep import SweepPolicy  # noqa: PLC0415
+
+    config = _settings(args)
+    if args.dry_run:
+        policy = SweepPolicy.from_settings(config)
+        preview = runtime.store().sweep_preview(
+            idle_seconds=policy.idle_limit_seconds,
+            max_age_seconds=policy.max_age_seconds,
+            silent_seconds=policy.suspect_after_seconds,
+        )
+        if args.json:
+            say_json(preview.model_dump())
+            return 0
+        say(f"would end {preview.past_max_age} past the age limit (max_duration)")
+        say(f"would end {preview.past_idle} past the idle limit (idle_timeout)")
+        asked = "would ask the gateway about" if config.connections_endpoint else "no gateway for"
+        say(f"{asked} {preview.suspects} suspect(s)")
+        say(f"would announce {preview.unannounced} unannounced end(s)")
+        say("dry run: nothing was changed")
+        return 0
+    deadline = time.monotonic() + args.time_limit
+    report = run_sweep(lambda: deadline - time.monotonic(), metrics=args.metrics)
+    if args.json:
+        say_json(report.as_dict())
+        return 0
+    ended_by = sorted(report.ended_by_reason.items())
+    reasons = ", ".join(f"{count} {reason}" for reason, count in ended_by) or "none"
+    say(f"ended {report.ended} session(s): {reasons}")
+    say(f"checked {report.checked} suspect(s) with the gateway, refreshed {report.refreshed}")
+    say(f"announced {report.announced}, redelivered {report.redelivered}")
+    if report.announce_failed:
+        say(
+            f"{report.announce_failed} announcement(s) failed and stay queued for the next"
+            f" sweep: {report.announce_error or 'refused by EventBridge'}"
+        )
+    if report.health:
+        health = report.health
+        say(f"{health.active_sessions} active, {health.orphaned_sessions} orphaned")
+    if report.stopped_for_time:
+        say("stopped for time: run again to finish")
+    return 0
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    return describe_seconds((now - moment).total_seconds()) if moment else "?"
+
+
+def cmd_close_orphans(args: argparse.Namespace) -> int:
+    from tether.outbox import drain_outbox  # noqa: PLC0415
+    from tether.sweep import SweepPolicy  # noqa: PLC0415
+
+    older_than = args.older_than
+    if older_than < limits.GATEWAY_MAX_CONNECTION_SECONDS and not args.force:
+        raise InvalidInputError(
+            f"--older-than {describe_seconds(older_than)} could end sessions that are still"
+            f" connected: API Gateway keeps a connection up to"
+            f" {describe_seconds(limits.GATEWAY_MAX_CONNECTION_SECONDS)}, so only older ones are"
+            " certainly orphans. Use 2h or more, or add --force if you mean it"
+        )
+    config = _settings(args)
+    store = runtime.store()
+    summary = store.orphan_summary(older_than_seconds=older_than)
+    if summary.orphans == 0:
+        _report(args, found=0, ended=0, announced=0, queued=0, error=None)
+        if not args.json:
+            say(f"no active session started more than {describe_seconds(older_than)} ago")
+        return 0
+    now = datetime.now(UTC)
+    if not args.json:
+        say(
+            f"{summary.orphans} active session(s) started more than"
+            f" {describe_seconds(older_than)} ago (oldest {_ago(summary.oldest_start, now)},"
+            f" newest {_ago(summary.newest_start, now)})"
+        )
+    if not args.apply:
+        if args.json:
+            _report(args, found=summary.orphans, ended=0, announced=0, queued=0, error=None)
+        else:
+            say("dry run: nothing was changed; add --apply to end them (reason orphan_cleanup)")
+        return 0
+    if not confirm(f"end {summary.orphans} session(s) as orphan_cleanup?", assume_yes=args.yes):
+        say("nothing was changed")
+        return 1
+    ended = 0
+    progress = not args.json
+    while batch := store.close_orphans(
+        older_than_seconds=older_than, limit=config.sweep_batch_size
+    ):
+        ended += batch
+        if progress and summary.orphans > config.sweep_batch_size:
+            say(f"  ended {ended} of about {summary.orphans}")
+    # Their ends wait in the outbox; announce them now rather than at the next sweep.
+    drained = drain_outbox(
+        store,
+        runtime.announcer(),
+        batch_size=config.sweep_batch_size,
+        lease_seconds=max(config.announce_lease_seconds, 1.0),
+        time_left=lambda: True,
+    )
+    policy = SweepPolicy.from_settings(config)
+    queued = store.session_health(
+        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+    ).unannounced
+    _report(
+        args,
+        found=summary.orphans,
+        ended=ended,
+        announced=drained.announced,
+        queued=queued,
+        error=drained.error,
+    )
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    *,
+    found: int,
+    ended: int,
+    announced: int,
+    queued: int,
+    error: str | None,
+) -> None:
+    if args.json:
+        say_json(
+            {
+                "found": found,
+                "ended": ended,
+                "announced": announced,
+                "queued": queued,
+                "announce_error": error,
+                "applied": bool(args.apply),
+            }
+        )
+        return
+    if not ended:
+        return
+    say(f"ended {ended} session(s) with reason orphan_cleanup; announced {announced}")
+    if queued:
+        why = f": {error}" if error else ""
+        say(f"{queued} announcement(s) stay queued for the sweep to deliver{why}")
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    sweep_cmd = commands.add_parser(
+        "sweep", parents=[common], help="end every session whose connection is gone, once"
+    )
+    add_database_options(sweep_cmd)
+    sweep_cmd.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the @connections endpoint for suspects (default: $TETHER_CONNECTIONS_ENDPOINT)",
+    )
+    _add_announce_option(sweep_cmd)
+    sweep_cmd.add_argument("--dry-run", action="store_true", help="report what a run would do")
+    sweep_cmd.add_argument(
+        "--time-limit",
+        type=duration,
+        default=300.0,
+        metavar="DURATION",
+        help="stop taking new batches after this long (default: 5m)",
+    )
+    sweep_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep_cmd.add_argument("--metrics", action="store_true", help="also print EMF metric lines")
+    sweep_cmd.set_defaults(handler=cmd_sweep)
+
+    orphans_cmd = commands.add_parser(
+        "close-orphans",
+        parents=[common],
+        help="one-off clean-up of sessions left active by an older system",
+    )
+    orphans_cmd.add_argument(
+        "--older-than",
+        required=True,
+        type=_age,
+        metavar="DURATION",
+        help="age of the sessions to end, with its unit: 2h, 1d (at least 2h unless --force)",
+    )
+    orphans_cmd.add_argument("--apply", action="store_true", help="end them (default: dry run)")
+    orphans_cmd.add_argument("--yes", action="store_true", help="do not ask before --apply")
+    orphans_cmd.add_argument(
+        "--force", action="store_true", help="allow an age under 2h (may end live sessions)"
+    )
+    orphans_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_database_options(orphans_cmd)
+    _add_announce_option(orphans_cmd)
+    orphans_cmd.set_defaults(handler=cmd_close_orphans)
+
+
+def _age(text: str) -> float:
+    if text.strip().replace(".", "", 1).isdigit():
+        raise argparse.ArgumentTypeError(
+            f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
+        )
+    return duration(text)

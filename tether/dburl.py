@@ -1,0 +1,76 @@
+"""Database URLs: checked before use, and never shown with their password.
+
+libpq echoes a URL it cannot parse, password included, in its error message;
+every message that may carry one goes through ``scrub`` before it is logged,
+printed or raised.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit
+
+from tether.errors import ConfigurationError
+
+SCHEMES = ("postgresql://", "postgres://")
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]*)@", re.I
+)
+_PASSWORD_IN_CONNINFO = re.compile(
+    r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
+)
+HIDDEN = "***"
+
+
+def check(url: str) -> str:
+    """The URL, stripped, if it is a Postgres URL; else a ConfigurationError that
+    names what is wrong without repeating the URL."""
+    cleaned = url.strip()
+    if not cleaned:
+        raise ConfigurationError("the database URL is empty")
+    if cleaned.lower().startswith(SCHEMES):
+        return cleaned
+    scheme = cleaned.split("://", 1)[0] if "://" in cleaned else None
+    if scheme is not None:
+        raise ConfigurationError(
+            f"the database URL must start with postgresql:// or postgres://, not {scheme[:20]}://"
+        )
+    if "=" in cleaned:
+        return cleaned  # a libpq key=value connection string
+    raise ConfigurationError(
+        "the database URL must look like postgresql://user:password@host:5432/dbname"
+    )
+
+
+def passwords(url: str) -> list[str]:
+    """The password(s) a URL or connection string carries, raw and decoded."""
+    found: list[str] = []
+    for pattern in (_PASSWORD_IN_URL, _PASSWORD_IN_CONNINFO):
+        for match in pattern.finditer(url):
+            secret = match.group("secret").strip("'")
+            if secret:
+                found.extend({secret, unquote(secret)})
+    try:
+        parsed = urlsplit(url.strip())
+        if parsed.password:
+            found.append(parsed.password)
+    except ValueError:
+        pass
+    return [each for each in found if each]
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    hidden = _PASSWORD_IN_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", url)
+    return _PASSWORD_IN_CONNINFO.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
+
+
+def scrub(message: str, url: str | None) -> str:
+    """A message with the URL's password (and any URL-shaped password) hidden."""
+    text = redact(message)
+    if url:
+        text = text.replace(url, redact(url)).replace(url.strip(), redact(url.strip()))
+        for secret in passwords(url):
+            if len(secret) >= 3:
+                text = text.replace(secret, HIDDEN)
+    return text

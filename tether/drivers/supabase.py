@@ -1,0 +1,75 @@
+"""The session store over supabase-py: PostgREST ``rpc()`` to the same SQL functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tether.errors import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    error_from_postgrest,
+)
+from tether.store import Row, SessionStore
+
+
+def _to_json(value: object) -> object:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_to_json(item) for item in value]
+    return value
+
+
+class SupabaseStore(SessionStore):
+    """Calls ``/rest/v1/rpc/<function>`` with the project's service key."""
+
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        *,
+        timeout_seconds: float = 10.0,
+        client: Any | None = None,
+    ) -> None:
+        if client is None:
+            if not url or not service_key:
+                raise InvalidInputError("SupabaseStore needs SUPABASE_URL and a service key")
+            # Only this driver needs supabase-py; importing it here keeps it off
+            # the cold start of psycopg deployments.
+            import httpx  # noqa: PLC0415
+            from supabase.lib.client_options import SyncClientOptions  # noqa: PLC0415
+
+            from supabase import create_client  # noqa: PLC0415
+
+            options = SyncClientOptions(
+                httpx_client=httpx.Client(timeout=timeout_seconds),
+                # The handshake waits on this call: fail fast rather than sleep
+                # through retries. The SQL functions are idempotent; callers retry.
+                postgrest_client_retry=False,
+            )
+            client = create_client(url, service_key, options=options)
+        self._client = client
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        import httpx  # noqa: PLC0415
+        from postgrest.exceptions import APIError  # noqa: PLC0415
+
+        payload = {name: _to_json(value) for name, value in args.items()}
+        try:
+            response = self._client.rpc(function, payload).execute()
+        except APIError as exc:
+            raise error_from_postgrest(exc.json()) from exc
+        except httpx.TransportError as exc:
+            raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
+        data = response.data
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise DatabaseError(f"{function} returned {type(data).__name__}, expected rows")
+        return [dict(row) for row in data]

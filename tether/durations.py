@@ -1,0 +1,39 @@
+"""Human durations for the command line: ``90s``, ``15m``, ``2h``, ``1d12h``."""
+
+from __future__ import annotations
+
+import re
+
+from tether.errors import InvalidInputError
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    value = text.strip().lower()
+    if not value:
+        raise InvalidInputError("a duration is required, such as 90s, 15m, 2h or 1d")
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    position = 0
+    seconds = 0.0
+    for match in _PART.finditer(value):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(value) or seconds <= 0:
+        raise InvalidInputError(
+            f"not a duration: {text!r}; use a number with s, m, h or d, such as 90s, 2h or 1d12h"
+        )
+    return seconds
+
+
+def describe_seconds(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours >= 48:
+        return f"{hours / 24:.1f} days"
+    if hours >= 1:
+        return f"{hours:.1f} hours"
+    return f"{seconds / 60:.0f} minutes"

@@ -1,0 +1,93 @@
+"""Typed exceptions, and the one place where driver errors become them.
+
+Handlers never look at error text: they catch these types, and
+``tether.responses`` maps each to what the caller is told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TetherError(Exception):
+    """Base of every error tether raises on purpose."""
+
+
+class InvalidInputError(TetherError):
+    """The request itself is wrong (bad reason, bad bound, malformed event). Nothing was written."""
+
+
+class ConfigurationError(TetherError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class DatabaseUnavailableError(TetherError):
+    """The database could not be reached or dropped the connection."""
+
+
+class DatabaseError(TetherError):
+    """The database refused the call for a reason that is not the caller's input."""
+
+
+class MigrationError(TetherError):
+    """A migration cannot be applied (edited after it was applied, or it failed)."""
+
+
+class AuthenticationError(TetherError):
+    """No credentials, or credentials that do not verify. ``cause`` is safe to log."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class ForbiddenError(AuthenticationError):
+    """Valid credentials that are not allowed to connect."""
+
+
+class GatewayError(TetherError):
+    """The @connections API did not answer (throttled past retries, forbidden, down)."""
+
+
+class FinalizerError(TetherError):
+    """The configured SessionEnded finalizer failed."""
+
+
+# SQLSTATE classes: 22 data exception, 23 integrity violation, 42 syntax or access
+# rule (a missing function is a deploy problem, not bad input), 08 connection
+# exception, 57 operator intervention (shutdown, statement cancelled), 53
+# insufficient resources (too many connections).
+_INPUT_CLASSES = frozenset({"22", "23"})
+_UNAVAILABLE_CLASSES = frozenset({"08", "57", "53"})
+
+
+def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
+    """Map a Postgres SQLSTATE (from psycopg or PostgREST) to a tether error."""
+    klass = (sqlstate or "")[:2]
+    if klass in _INPUT_CLASSES:
+        return InvalidInputError(message)
+    if klass in _UNAVAILABLE_CLASSES:
+        return DatabaseUnavailableError(message)
+    return DatabaseError(f"{sqlstate or 'unknown'}: {message}")
+
+
+def error_from_psycopg(exc: Exception) -> TetherError:
+    """Map a psycopg exception (imported lazily: supabase-py deployments never load psycopg)."""
+    import psycopg  # noqa: PLC0415
+
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        return DatabaseUnavailableError(str(exc).strip() or type(exc).__name__)
+    if isinstance(exc, psycopg.Error):
+        diag_message = exc.diag.message_primary or str(exc)
+        return error_for_sqlstate(exc.sqlstate, diag_message)
+    return DatabaseError(str(exc))
+
+
+def error_from_postgrest(payload: dict[str, Any]) -> TetherError:
+    """Map a PostgREST error body (``{"code", "message", ...}``)."""
+    code = payload.get("code")
+    message = str(payload.get("message") or "request refused by PostgREST")
+    # PostgREST's own errors start with PGRST; PGRST202 is a function it cannot find.
+    if isinstance(code, str) and code.startswith("PGRST"):
+        return DatabaseError(f"{code}: {message}")
+    return error_for_sqlstate(code if isinstance(code, str) else None, message)

@@ -1,0 +1,66 @@
+"""``$disconnect``: end the session exactly once and announce ``SessionEnded``.
+
+The end is committed before the announcement. If EventBridge refuses, the
+session stays queued for the sweep to redeliver and this function still
+succeeds. If the database is down the invocation fails (and shows in the
+function's error metric); the sweep ends the session after recovery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether import runtime
+from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
+from tether.errors import DatabaseUnavailableError, TetherError
+from tether.events import parse_websocket_event
+from tether.lifecycle import end_connection
+from tether.models import EndOutcome
+from tether.responses import Response, error_response, respond
+
+
+@invocation
+def lambda_handler(event: dict[str, Any], context: Any) -> Response:
+    try:
+        request = parse_websocket_event(event, "DISCONNECT")
+    except TetherError as exc:
+        logger.warning("malformed $disconnect event", extra={"error": str(exc)})
+        return error_response(exc)
+
+    add_log_keys(
+        correlation_id=request.request_context.request_id, connection_id=request.connection_id
+    )
+    try:
+        result = end_connection(
+            request,
+            store=runtime.store(),
+            announcer=runtime.announcer(),
+            announce_lease_seconds=runtime.settings().announce_lease_seconds,
+        )
+    except DatabaseUnavailableError as exc:
+        logger.error("could not end the session; the sweep will end it", extra={"error": str(exc)})
+        emit_metric("DisconnectFailed")
+        raise
+    except TetherError as exc:
+        logger.error("could not end the session", extra={"error": str(exc)})
+        return error_response(exc)
+
+    end = result.end
+    if end.outcome is not EndOutcome.ENDED or end.session is None:
+        logger.info("nothing to end", extra={"outcome": end.outcome.value})
+        return respond(200)
+
+    session = end.session
+    add_log_keys(session_id=str(session.session_id))
+    logger.info(
+        "session ended",
+        extra={
+            "end_reason": session.end_reason.value,
+            "disconnect_status_code": session.disconnect_status_code,
+            "duration_seconds": session.duration_seconds,
+        },
+    )
+    emit_metric("SessionsEnded", dimensions={"Reason": session.end_reason.value})
+    if result.announcement and result.announcement.failed:
+        emit_metric("AnnouncementsDeferred", len(result.announcement.failed))
+    return respond(200)

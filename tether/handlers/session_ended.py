@@ -1,0 +1,102 @@
+"""``SessionEnded`` subscriber: where the original system's "finalize memory" lives now.
+
+EventBridge delivers each ``SessionEnded`` at least once. This handler claims
+the session, calls the finalizer named by ``TETHER_FINALIZER``
+(``module:function``, called with the event's detail), and records that the
+session was finalized, so a redelivered event does nothing twice. A failing
+finalizer raises: EventBridge's retry policy and dead-letter queue take over.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tether import runtime
+from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
+from tether.errors import FinalizerError, InvalidInputError
+from tether.loading import load_callable
+from tether.models import SESSION_ENDED, FinalizeOutcome, SessionEnded
+
+
+class SessionEndedEvent(BaseModel):
+    """The EventBridge envelope around a ``SessionEnded`` detail."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    id: str | None = None
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    detail: SessionEnded
+
+
+Finalizer = Callable[[SessionEnded], None]
+
+
+def log_finalizer(detail: SessionEnded) -> None:
+    """The default finalizer: records that the session ended, nothing more."""
+    logger.info(
+        "session finalized",
+        extra={
+            "session_id": str(detail.session_id),
+            "end_reason": detail.end_reason.value,
+            "duration_seconds": detail.duration_seconds,
+        },
+    )
+
+
+@functools.cache
+def load_finalizer(reference: str) -> Finalizer:
+    return load_callable(reference, what="TETHER_FINALIZER")
+
+
+def parse_event(event: Any) -> SessionEndedEvent:
+    try:
+        parsed = SessionEndedEvent.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)[:5]
+        )
+        raise InvalidInputError(f"malformed SessionEnded event: {problems}") from None
+    if parsed.detail_type != SESSION_ENDED:
+        raise InvalidInputError(f"expected a SessionEnded event, got {parsed.detail_type!r}")
+    return parsed
+
+
+@invocation
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    parsed = parse_event(event)  # a malformed event fails loudly: it belongs in the DLQ
+    detail = parsed.detail
+    add_log_keys(correlation_id=parsed.id, session_id=str(detail.session_id))
+    config = runtime.settings()
+    finalizer = load_finalizer(config.finalizer)
+    store = runtime.store()
+
+    outcome = store.begin_finalize(detail.session_id, lease_seconds=config.finalize_lease_seconds)
+    if outcome is FinalizeOutcome.ALREADY_FINALIZED:
+        logger.info("redelivered SessionEnded: already finalized")
+        return {"outcome": outcome.value}
+    if outcome is FinalizeOutcome.UNKNOWN:
+        logger.error("SessionEnded for a session this database does not hold")
+        return {"outcome": outcome.value}
+    if outcome is not FinalizeOutcome.CLAIMED:
+        # Another delivery holds the claim (or the event raced ahead of its end):
+        # fail so EventBridge retries after it has finished.
+        raise FinalizerError(f"session {detail.session_id} is not ready: {outcome.value}")
+
+    try:
+        finalizer(detail)
+    except Exception as exc:
+        # The application's code may raise anything; record, release, and let
+        # EventBridge retry.
+        store.finish_finalize(detail.session_id, succeeded=False)
+        emit_metric("FinalizeFailed")
+        logger.exception("finalizer failed; EventBridge will retry")
+        raise FinalizerError(f"finalizer {config.finalizer} failed: {exc}") from exc
+    store.finish_finalize(detail.session_id, succeeded=True)
+    emit_metric("SessionsFinalized")
+    return {"outcome": "finalized"}

@@ -1,0 +1,43 @@
+"""The scheduled sweep (EventBridge schedule, every minute by default).
+
+``run_sweep`` is the one way a sweep is run and reported, by this Lambda, by
+``tether sweep`` and by ``tether dev``: see ``tether.sweep`` for what a run does.
+The run stops taking new batches before its time runs out; what is left waits
+for the next run. A database failure fails the run: everything committed so far
+stays, and the next run carries on from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether import runtime
+from tether.aws.observability import emit_metric, invocation, logger
+from tether.errors import TetherError
+from tether.sweep import RemainingSeconds, SweepReport
+from tether.sweep_metrics import emit_sweep_metrics
+
+
+def run_sweep(remaining_seconds: RemainingSeconds, *, metrics: bool = True) -> SweepReport:
+    """Run one sweep from this process's configuration; log and (optionally) emit
+    its metrics; a failure is logged with what the run had done, and raised."""
+    sweep = None
+    try:
+        sweep = runtime.sweep(remaining_seconds)
+        report = sweep.run()
+    except TetherError as exc:
+        if metrics:
+            emit_metric("SweepFailed")
+        done = sweep.report.as_dict() if sweep is not None else {}
+        logger.error("sweep failed; the next run carries on", extra={"error": str(exc), **done})
+        raise
+    if metrics:
+        emit_sweep_metrics(report)
+    logger.info("sweep finished", extra=report.as_dict())
+    return report
+
+
+@invocation
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    report = run_sweep(lambda: context.get_remaining_time_in_millis() / 1000)
+    return report.as_dict()

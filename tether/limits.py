@@ -1,0 +1,33 @@
+"""Facts and bounds, each defined once.
+
+API Gateway's WebSocket limits are facts of the service: nothing configures
+them upwards. The bounds below are the ranges every setting and every SQL
+function accepts; ``tests/integration/test_bounds.py`` checks the SQL side
+agrees with these numbers.
+"""
+
+from __future__ import annotations
+
+# API Gateway WebSocket quotas (https://docs.aws.amazon.com/apigateway/latest/
+# developerguide/apigateway-execution-service-websocket-limits-table.html).
+GATEWAY_IDLE_TIMEOUT_SECONDS = 600.0
+"""A connection with no traffic for 10 minutes is closed; it cannot be raised."""
+GATEWAY_MAX_CONNECTION_SECONDS = 7200.0
+"""No connection lasts more than 2 hours; it cannot be raised."""
+GATEWAY_FRAME_BYTES = 32 * 1024
+GATEWAY_MESSAGE_BYTES = 128 * 1024
+GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29.0
+"""The longest API Gateway waits for a route's integration to answer."""
+CONNECTION_ID_MAX_LENGTH = 128
+
+# Ranges accepted by the settings and checked again by the SQL functions.
+HEARTBEAT_THROTTLE_MAX_SECONDS = 300.0
+LEASE_MAX_SECONDS = 3600.0
+SILENCE_MAX_SECONDS = 86400.0
+BATCH_SIZE_MAX = 10000
+DISCONNECT_STATUS_CODE_MAX = 9999
+DISCONNECT_REASON_MAX_LENGTH = 1024
+SOURCE_IP_MAX_LENGTH = 64
+USER_AGENT_MAX_LENGTH = 1024
+API_ID_MAX_LENGTH = 64
+STAGE_MAX_LENGTH = 128

@@ -1,0 +1,53 @@
+"""For the application's own routes: every message counts as a sign of life.
+
+    from tether.liveness import counts_as_sign_of_life
+
+    @counts_as_sign_of_life
+    def lambda_handler(event, context):
+        ...  # the application's own route
+
+The touch goes through the same throttled SQL function as the heartbeat, so a
+chatty route costs at most one write per throttle interval. A failed touch is
+logged and never breaks the application's route.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tether import runtime
+from tether.errors import TetherError
+from tether.models import TouchResult
+
+R = TypeVar("R")
+
+Handler = Callable[[dict[str, Any], Any], R]
+
+
+def record_sign_of_life(event: dict[str, Any]) -> TouchResult | None:
+    """Touch the session of the event's connection; None when that was not possible."""
+    from tether.aws.observability import logger  # noqa: PLC0415
+
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    connection_id = context.get("connectionId") if isinstance(context, dict) else None
+    if not isinstance(connection_id, str) or not connection_id:
+        logger.warning("no connectionId in the event; nothing to touch")
+        return None
+    try:
+        return runtime.store().touch_session(
+            connection_id, runtime.settings().heartbeat_throttle_seconds
+        )
+    except TetherError as exc:
+        logger.warning("could not record a sign of life", extra={"error": str(exc)})
+        return None
+
+
+def counts_as_sign_of_life(handler: Handler[R]) -> Handler[R]:
+    @functools.wraps(handler)
+    def wrapper(event: dict[str, Any], context: Any) -> R:
+        record_sign_of_life(event)
+        return handler(event, context)
+
+    return wrapper

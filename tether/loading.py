@@ -1,0 +1,33 @@
+"""Load a callable named in configuration as ``package.module:function``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from tether.errors import ConfigurationError
+
+
+def load_callable(
+    reference: str, *, what: str, default_attribute: str | None = None
+) -> Callable[..., Any]:
+    """The callable ``reference`` names; a ConfigurationError naming ``what`` if it cannot be."""
+    module_name, _, attribute = reference.partition(":")
+    attribute = attribute or default_attribute or ""
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"{what} must look like 'package.module:function', got {reference!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot load {what} {reference!r}: cannot import {module_name!r}: {exc}"
+        ) from exc
+    target = getattr(module, attribute, None)
+    if not callable(target):
+        raise ConfigurationError(
+            f"cannot load {what} {reference!r}: {attribute!r} is not a callable"
+        )
+    return target  # type: ignore[no-any-return]

