@@ -93,14 +93,14 @@ def test_exported_files_push_after_a_team_s_newer_migrations(
 
 
 def test_db_lint_finds_nothing(
-    supabase_cli: Path, pg15: pg15_support.Cluster, pg15_database: str
+    supabase_cli: Path, pg15: pg15_support.Cluster, pg15_database: str, tmp_path: Path
 ) -> None:
     if not pg15_support.has_extension(pg15, "plpgsql_check"):
         pytest.skip("plpgsql_check is not installed (Debian's postgresql-15-plpgsql-check)")
     migrate.migrate(pg15_database)
     result = _supabase(
         supabase_cli,
-        ROOT,
+        tmp_path,
         "db",
         "lint",
         "--db-url",
