@@ -38,6 +38,9 @@ POLICY = SweepPolicy(
     time_margin_seconds=0,
     announce_lease_seconds=60,
     suspect_lease_seconds=30,
+    gone_settle_seconds=0,
+    check_every_seconds=10,
+    keep_checking_seconds=0,
 )
 
 

@@ -154,6 +154,7 @@ class SessionFactory:
         ended_seconds_ago: float | None = None,
         end_reason: str = "client_disconnect",
         announced: bool = False,
+        failed_announcements: int = 0,
     ) -> dict[str, object]:
         seen = started_seconds_ago if seen_seconds_ago is None else seen_seconds_ago
         row = self._conn.execute(
@@ -185,8 +186,9 @@ class SessionFactory:
         if row["session_end"] is not None and not announced:
             # Ended and not yet announced: in the outbox, free to be claimed.
             self._conn.execute(
-                "insert into public.conversation_session_announcements (session_id) values (%s)",
-                (row["session_id"],),
+                "insert into public.conversation_session_announcements (session_id, claim_count)"
+                " values (%s, %s)",
+                (row["session_id"], failed_announcements),
             )
         return row
 

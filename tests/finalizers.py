@@ -17,3 +17,21 @@ def recording(detail: SessionEnded) -> None:
 
 
 not_callable = 42
+
+lease_probe_url: str | None = None
+leases_seen: list[float] = []
+
+
+def lease_probe(detail: SessionEnded) -> None:
+    """Records how long the claim this call runs under still has to run."""
+    import psycopg  # noqa: PLC0415
+
+    assert lease_probe_url is not None
+    with psycopg.connect(lease_probe_url) as conn:
+        row = conn.execute(
+            "select extract(epoch from finalize_after - now())::float8"
+            " from public.conversation_sessions where session_id = %s",
+            (detail.session_id,),
+        ).fetchone()
+    assert row is not None
+    leases_seen.append(float(row[0]))

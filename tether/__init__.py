@@ -3,6 +3,7 @@
 What application code needs, importable from here::
 
     from tether import counts_as_sign_of_life, SessionEnded, EndReason, SessionStore
+    from tether import HEARTBEAT_INTERVAL_SECONDS  # the interval clients keep by default
 
 Names load on first use, so importing ``tether`` costs a Lambda's cold start nothing
 it does not use.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _PUBLIC = {
+    "HEARTBEAT_INTERVAL_SECONDS": "tether.limits",
     "counts_as_sign_of_life": "tether.liveness",
     "SessionEnded": "tether.models",
     "EndReason": "tether.models",
@@ -24,6 +26,7 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "HEARTBEAT_INTERVAL_SECONDS",
     "EndReason",
     "SessionEnded",
     "SessionStore",
@@ -33,6 +36,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tether.errors import TetherError
+    from tether.limits import HEARTBEAT_INTERVAL_SECONDS
     from tether.liveness import counts_as_sign_of_life
     from tether.models import EndReason, SessionEnded
     from tether.store import SessionStore

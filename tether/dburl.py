@@ -20,6 +20,8 @@ _PASSWORD_IN_CONNINFO = re.compile(
     r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
 )
 HIDDEN = "***"
+_JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
+_TOKEN_PARAMETER = re.compile(r"(?P<head>[?&](?:token|access_token|apikey|key)=)[^&\s\"']+", re.I)
 
 
 def check(url: str) -> str:
@@ -74,3 +76,10 @@ def scrub(message: str, url: str | None) -> str:
             if len(secret) >= 3:
                 text = text.replace(secret, HIDDEN)
     return text
+
+
+def hide_secrets(text: str) -> str:
+    """Text with passwords in URLs, access tokens (JWTs) and token query parameters hidden:
+    for lines logged by libraries that do not know what they carry."""
+    hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(text))
+    return _JWT.sub(HIDDEN, hidden)

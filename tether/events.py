@@ -4,12 +4,19 @@ They accept what API Gateway really sends and nothing looser: strings must be
 strings, the connection id has API Gateway's shape, bodies stay within its
 128 KB message limit. ``disconnectStatusCode`` and ``disconnectReason`` are
 optional because emulators often omit them.
+
+An optional field of the request context that is malformed (a status code out of
+range, a reason too long, an impossible ``connectedAt``) is dropped and named in
+``dropped_fields``: a ``$disconnect`` must still end its session over a bad
+detail. Only what identifies the request (connection id, event type, route) or
+authenticates it (headers, query) makes the event malformed as a whole.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,6 +28,23 @@ from tether.errors import InvalidInputError
 MAX_MESSAGE_BYTES = limits.GATEWAY_MESSAGE_BYTES
 """API Gateway's WebSocket message limit; a larger body cannot be real."""
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_\-=+/]{1,128}$"
+# Milliseconds since the epoch: API Gateway did not exist before 2015, and a date
+# past year 3000 cannot be converted, let alone be true.
+EARLIEST_MS = 1_420_070_400_000
+LATEST_MS = 32_503_680_000_000
+DROPPABLE = frozenset(
+    {
+        "requestId",
+        "connectedAt",
+        "requestTimeEpoch",
+        "apiId",
+        "stage",
+        "domainName",
+        "identity",
+        "disconnectStatusCode",
+        "disconnectReason",
+    }
+)
 
 
 class _Model(BaseModel):
@@ -37,17 +61,21 @@ class RequestContext(_Model):
     event_type: Literal["CONNECT", "DISCONNECT", "MESSAGE"] = Field(alias="eventType")
     route_key: StrictStr = Field(alias="routeKey", min_length=1, max_length=128)
     request_id: StrictStr | None = Field(default=None, alias="requestId", max_length=256)
-    connected_at: StrictInt | None = Field(default=None, alias="connectedAt", ge=0)
-    request_time_epoch: StrictInt | None = Field(default=None, alias="requestTimeEpoch", ge=0)
+    connected_at: StrictInt | None = Field(
+        default=None, alias="connectedAt", ge=EARLIEST_MS, le=LATEST_MS
+    )
+    request_time_epoch: StrictInt | None = Field(
+        default=None, alias="requestTimeEpoch", ge=EARLIEST_MS, le=LATEST_MS
+    )
     api_id: StrictStr | None = Field(default=None, alias="apiId", max_length=64)
     stage: StrictStr | None = Field(default=None, max_length=128)
     domain_name: StrictStr | None = Field(default=None, alias="domainName", max_length=256)
     identity: Identity | None = None
     disconnect_status_code: StrictInt | None = Field(
-        default=None, alias="disconnectStatusCode", ge=0, le=9999
+        default=None, alias="disconnectStatusCode", ge=0, le=limits.DISCONNECT_STATUS_CODE_MAX
     )
     disconnect_reason: StrictStr | None = Field(
-        default=None, alias="disconnectReason", max_length=1024
+        default=None, alias="disconnectReason", max_length=limits.DISCONNECT_REASON_MAX_LENGTH
     )
 
     @property
@@ -65,6 +93,8 @@ class WebSocketEvent(_Model):
     )
     body: StrictStr | None = Field(default=None)
     is_base64_encoded: StrictBool = Field(default=False, alias="isBase64Encoded")
+    dropped_fields: tuple[str, ...] = ()
+    """Malformed optional fields left out (their names, never their values)."""
 
     @property
     def connection_id(self) -> str:
@@ -101,6 +131,28 @@ def _summary(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _droppable(error: ValidationError) -> list[tuple[str, ...]] | None:
+    """Where each error is, if every one is in an optional request context field."""
+    places: list[tuple[str, ...]] = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = tuple(str(part) for part in item["loc"])
+        if len(loc) < 2 or loc[0] != "requestContext" or loc[1] not in DROPPABLE:
+            return None
+        places.append(loc[:3] if loc[1] == "identity" and len(loc) > 2 else loc[:2])
+    return places
+
+
+def _without(event: dict[str, Any], places: list[tuple[str, ...]]) -> dict[str, Any]:
+    context = dict(event["requestContext"])
+    if isinstance(context.get("identity"), dict):
+        context["identity"] = dict(context["identity"])
+    for place in places:
+        holder = context if len(place) == 2 else context.get("identity")
+        if isinstance(holder, dict):
+            holder.pop(place[-1], None)
+    return {**event, "requestContext": context}
+
+
 def parse_websocket_event(
     event: Any, expected: Literal["CONNECT", "DISCONNECT", "MESSAGE"]
 ) -> WebSocketEvent:
@@ -113,7 +165,14 @@ def parse_websocket_event(
     try:
         parsed = WebSocketEvent.model_validate(event)
     except ValidationError as exc:
-        raise InvalidInputError(f"malformed event: {_summary(exc)}") from None
+        places = _droppable(exc)
+        if places is None:
+            raise InvalidInputError(f"malformed event: {_summary(exc)}") from None
+        try:
+            parsed = WebSocketEvent.model_validate(_without(event, places))
+        except ValidationError as again:
+            raise InvalidInputError(f"malformed event: {_summary(again)}") from None
+        parsed = parsed.model_copy(update={"dropped_fields": tuple(".".join(p) for p in places)})
     if parsed.request_context.event_type != expected:
         raise InvalidInputError(
             f"expected a {expected} event, got {parsed.request_context.event_type}"
@@ -121,3 +180,27 @@ def parse_websocket_event(
     if parsed.body is not None and len(parsed.text_body().encode()) > MAX_MESSAGE_BYTES:
         raise InvalidInputError(f"message body exceeds {MAX_MESSAGE_BYTES} bytes")
     return parsed
+
+
+def load_json(text: str) -> Any:
+    """A message body's JSON, or InvalidInputError saying why not; hostile frames
+    (nesting too deep to decode, integers too long to convert) included."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"message is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
+    except RecursionError:
+        raise InvalidInputError("message is not valid JSON: nested too deeply") from None
+    except ValueError:
+        raise InvalidInputError("message is not valid JSON: a number is too long") from None
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """A message body as a JSON object, or None for anything else (route selection)."""
+    try:
+        value = load_json(text)
+    except InvalidInputError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import AuthenticationError, DatabaseUnavailableError, InvalidInputError
-from tether.events import WebSocketEvent
+from tether.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+)
+from tether.events import WebSocketEvent, load_json
 from tether.models import (
     EndOutcome,
     EndReason,
@@ -80,6 +83,10 @@ def open_connection(
         user_id = verifier.verify(token).user_id
     elif not allow_anonymous:
         raise AuthenticationError("missing_token" if not token else "verification_unavailable")
+    elif token:
+        logger.warning(
+            "a token was presented but no verification is configured: connected as anonymous"
+        )
     context = event.request_context
     session = store.open_session(
         OpenSessionRequest(
@@ -93,6 +100,9 @@ def open_connection(
             stage=context.stage,
         )
     )
+    if not session.opened and not session.is_active:
+        # API Gateway never reuses an id: accepting would leave a connection untracked.
+        raise ConflictError("this connection id belongs to a session that has ended")
     # A browser that offered sub-protocols must get one of them back, or it
     # drops the connection; the token itself is echoed only if it was all it sent.
     subprotocol = protocols[0] if protocols else header_token
@@ -122,25 +132,14 @@ def end_connection(
     )
     if end.outcome is not EndOutcome.ENDED or end.session is None:
         return DisconnectResult(end=end, announcement=None)
-    try:
-        announcement = announce_and_mark(store, announcer, [end.session])
-    except DatabaseUnavailableError:
-        # Announced, but not recorded: the sweep announces it again, and
-        # consumers dedupe by session_id. The end itself is safe.
-        logger.warning("could not record the announcement; it will be redelivered")
-        announcement = AnnounceResult(failed=[end.session.session_id])
+    announcement = announce_and_mark(store, announcer, [end.session])
     return DisconnectResult(end=end, announcement=announcement)
 
 
 def parse_action(event: WebSocketEvent) -> tuple[str, dict[str, Any]]:
     """The message's action (route selection on ``$request.body.action``) and its payload."""
     text = event.text_body()
-    try:
-        payload = json.loads(text) if text else None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"message is not valid JSON: {exc.msg} at position {exc.pos}"
-        ) from None
+    payload = load_json(text) if text else None
     if not isinstance(payload, dict):
         raise InvalidInputError('message must be a JSON object such as {"action": "heartbeat"}')
     action = payload.get("action")

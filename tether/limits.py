@@ -20,6 +20,11 @@ GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29.0
 """The longest API Gateway waits for a route's integration to answer."""
 CONNECTION_ID_MAX_LENGTH = 128
 
+# The heartbeat clients are asked to keep (every reply to a heartbeat says the
+# configured interval); with the sweep's defaults, a client that vanishes is ended
+# within 45 s (README: "The bounds you can state").
+HEARTBEAT_INTERVAL_SECONDS = 15.0
+
 # Ranges accepted by the settings and checked again by the SQL functions.
 HEARTBEAT_THROTTLE_MAX_SECONDS = 300.0
 LEASE_MAX_SECONDS = 3600.0

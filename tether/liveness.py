@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tether import runtime
-from tether.errors import TetherError
+from tether.errors import ConfigurationError, TetherError
 from tether.models import TouchResult
 
 R = TypeVar("R")
@@ -28,7 +28,8 @@ Handler = Callable[[dict[str, Any], Any], R]
 
 def record_sign_of_life(event: dict[str, Any]) -> TouchResult | None:
     """Touch the session of the event's connection; None when that was not possible."""
-    from tether.aws.observability import logger  # noqa: PLC0415
+    from tether.aws.observability import emit_metric, logger  # noqa: PLC0415
+    from tether.responses import error_code  # noqa: PLC0415
 
     context = event.get("requestContext") if isinstance(event, dict) else None
     connection_id = context.get("connectionId") if isinstance(context, dict) else None
@@ -39,7 +40,13 @@ def record_sign_of_life(event: dict[str, Any]) -> TouchResult | None:
         return runtime.store().touch_session(
             connection_id, runtime.settings().heartbeat_throttle_seconds
         )
+    except ConfigurationError as exc:
+        # Not transient: every message of every client is affected until it is fixed.
+        emit_metric("SignOfLifeFailed", dimensions={"Cause": "configuration"})
+        logger.error("cannot record signs of life: misconfigured", extra={"error": str(exc)})
+        return None
     except TetherError as exc:
+        emit_metric("SignOfLifeFailed", dimensions={"Cause": error_code(exc)[1]})
         logger.warning("could not record a sign of life", extra={"error": str(exc)})
         return None
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from tether import limits
 from tether.errors import InvalidInputError
 
 
@@ -45,14 +47,38 @@ SESSION_ENDED = "SessionEnded"
 """The ``detail-type`` of the event announced for every ended session."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(value: str | None, max_length: int) -> str | None:
+    """Text as Postgres can store it: no NUL, no lone surrogate (each becomes U+FFFD),
+    at most ``max_length`` characters. Request metadata is whatever clients send."""
+    if value is None:
+        return None
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))[:max_length]
+
+
 class OpenSessionRequest(_Row):
-    connection_id: str = Field(min_length=1, max_length=128)
+    connection_id: str = Field(min_length=1, max_length=limits.CONNECTION_ID_MAX_LENGTH)
     user_id: UUID | None = None
     connected_at: datetime | None = None
     source_ip: str | None = None
     user_agent: str | None = None
     api_id: str | None = None
     stage: str | None = None
+
+    @field_validator("source_ip", "user_agent", "api_id", "stage", mode="after")
+    @classmethod
+    def _storable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return storable_text(value, _METADATA_LENGTHS[str(info.field_name)])
+
+
+_METADATA_LENGTHS = {
+    "source_ip": limits.SOURCE_IP_MAX_LENGTH,
+    "user_agent": limits.USER_AGENT_MAX_LENGTH,
+    "api_id": limits.API_ID_MAX_LENGTH,
+    "stage": limits.STAGE_MAX_LENGTH,
+}
 
 
 class OpenedSession(_Row):
@@ -97,6 +123,8 @@ class QueuedSession(SessionEnded):
     """An ended session waiting in the outbox for its SessionEnded."""
 
     enqueued_at: datetime
+    claim_count: int = 1
+    """How many times an announcer claimed it, this claim included: above 1, a redelivery."""
 
 
 class EndOutcome(StrEnum):
@@ -118,6 +146,12 @@ class FinalizeOutcome(StrEnum):
     IN_PROGRESS = "in_progress"
     STILL_ACTIVE = "still_active"
     UNKNOWN = "unknown"
+
+
+class FinalizeClaim(_Row):
+    outcome: FinalizeOutcome
+    token: UUID | None = None
+    """Present when claimed: only this token may finish or release the claim."""
 
 
 class Suspect(_Row):

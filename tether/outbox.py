@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from tether.errors import TetherError
+from tether.errors import DatabaseUnavailableError, TetherError
 from tether.models import SESSION_ENDED, QueuedSession, SessionEnded
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ class AnnounceResult:
     failed: list[UUID] = field(default_factory=list)
     error: str | None = None
     """Why the announcer could not announce at all (no region, no credentials)."""
+    unrecorded: list[UUID] = field(default_factory=list)
+    """Announced, but the database could not record it: they will be announced again."""
 
 
 class Announcer(Protocol):
@@ -62,10 +63,19 @@ def announce_and_mark(
         # claim so the next attempt need not wait for the lease.
         logger.warning("could not announce; the ends stay queued", extra={"error": str(exc)})
         result = AnnounceResult(failed=[s.session_id for s in sessions], error=str(exc))
-    if result.announced:
-        store.mark_announced(result.announced)
-    if result.failed:
-        store.release_announcements(result.failed)
+    try:
+        if result.announced:
+            store.mark_announced(result.announced)
+        if result.failed:
+            store.release_announcements(result.failed)
+    except DatabaseUnavailableError:
+        # Announced, but not recorded: once the lease runs out they are announced
+        # again, and consumers dedupe by session_id. Nothing is lost.
+        logger.warning(
+            "announced, but the database could not record it; it will be announced again",
+            extra={"sessions": len(result.announced)},
+        )
+        result.unrecorded = list(result.announced)
     return result
 
 
@@ -73,8 +83,9 @@ def announce_and_mark(
 class DrainResult:
     announced: int = 0
     redelivered: int = 0
-    """Of those announced, the ends queued before ``since``: a retry, not a first try."""
+    """Of those announced, the ends claimed before (a failed or abandoned try)."""
     failed: int = 0
+    unrecorded: int = 0
     error: str | None = None
 
 
@@ -85,7 +96,6 @@ def drain_outbox(
     batch_size: int,
     lease_seconds: float,
     time_left: Callable[[], bool],
-    since: datetime | None = None,
 ) -> DrainResult:
     """Announce what waits in the outbox, a leased batch at a time, while time is left.
 
@@ -100,14 +110,12 @@ def drain_outbox(
         outcome = announce_and_mark(store, announcer, batch)
         accepted = set(outcome.announced)
         drained.announced += len(accepted)
-        if since is not None:
-            drained.redelivered += sum(
-                1
-                for queued in batch
-                if queued.session_id in accepted and queued.enqueued_at < since
-            )
+        drained.redelivered += sum(
+            1 for queued in batch if queued.session_id in accepted and queued.claim_count > 1
+        )
         drained.failed += len(outcome.failed)
+        drained.unrecorded += len(outcome.unrecorded)
         drained.error = drained.error or outcome.error
-        if len(batch) < batch_size or outcome.failed:
+        if len(batch) < batch_size or outcome.failed or outcome.unrecorded:
             break
     return drained

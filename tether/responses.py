@@ -8,6 +8,7 @@ from typing import Any
 from tether.errors import (
     AuthenticationError,
     ConfigurationError,
+    ConflictError,
     DatabaseUnavailableError,
     ForbiddenError,
     InvalidInputError,
@@ -36,6 +37,8 @@ def error_code(exc: TetherError) -> tuple[int, str]:
         return 401, "unauthorized"
     if isinstance(exc, InvalidInputError):
         return 400, "bad_request"
+    if isinstance(exc, ConflictError):
+        return 409, "conflict"
     if isinstance(exc, DatabaseUnavailableError):
         return 503, "unavailable"
     if isinstance(exc, ConfigurationError):

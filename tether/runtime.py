@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from tether.aws.secrets import resolve_secret
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from tether.aws.connections import ConnectionsApi
     from tether.outbox import Announcer
     from tether.store import SessionStore
-    from tether.sweep import RemainingSeconds, Sweep
+    from tether.sweep import RemainingSeconds, Sleep, Sweep
 
 
 @functools.cache
@@ -81,6 +82,7 @@ def verifier() -> TokenVerifier | None:
         allow_anonymous_users=config.allow_anonymous,
         jwks_cache_seconds=config.jwks_cache_seconds,
         jwks_refresh_cooldown_seconds=config.jwks_refresh_cooldown_seconds,
+        leeway_seconds=config.jwt_leeway_seconds,
     )
 
 
@@ -109,16 +111,19 @@ def connections() -> ConnectionsApi | None:
     return ConnectionsApi(config.connections_endpoint)
 
 
-def sweep(remaining_seconds: RemainingSeconds) -> Sweep:
+def sweep(
+    remaining_seconds: RemainingSeconds, *, keep_checking: bool = True, sleep: Sleep | None = None
+) -> Sweep:
     """A sweep built from this container's configuration."""
     from tether.sweep import Sweep, SweepPolicy  # noqa: PLC0415
 
     return Sweep(
         store=store(),
         announcer=announcer(),
-        policy=SweepPolicy.from_settings(settings()),
+        policy=SweepPolicy.from_settings(settings(), keep_checking=keep_checking),
         connections=connections(),
         remaining_seconds=remaining_seconds,
+        sleep=sleep or time.sleep,
     )
 
 

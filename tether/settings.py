@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tether import limits
@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     allowed_roles: str = "authenticated"
     """Comma-separated token roles that may connect; others get 403."""
     allow_anonymous: bool = False
+    jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """Clock skew allowed when checking exp, iat and nbf."""
     jwks_cache_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
     jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Least time between refetches forced by unknown key ids (a flood of them costs one)."""
@@ -57,9 +59,14 @@ class Settings(BaseSettings):
     event_bus_name: str = "default"
     event_source: str = "tether"
 
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0, le=limits.SILENCE_MAX_SECONDS)] = (
+        limits.HEARTBEAT_INTERVAL_SECONDS
+    )
+    """How often clients are asked to send {"action": "heartbeat"} (told in every reply)."""
     heartbeat_throttle_seconds: Annotated[
         float, Field(ge=0, le=limits.HEARTBEAT_THROTTLE_MAX_SECONDS)
-    ] = 60.0
+    ] = 10.0
+    """At most one last_seen_at write per connection per this long; under the interval."""
     announce_lease_seconds: Annotated[float, Field(ge=0, le=limits.LEASE_MAX_SECONDS)] = 60.0
     finalizer: str = "tether.handlers.session_ended:log_finalizer"
     finalize_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 300.0
@@ -74,14 +81,23 @@ class Settings(BaseSettings):
         float, Field(gt=0, le=limits.GATEWAY_MAX_CONNECTION_SECONDS)
     ] = limits.GATEWAY_MAX_CONNECTION_SECONDS
     limit_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
-    suspect_after_seconds: Annotated[float, Field(ge=0, le=limits.SILENCE_MAX_SECONDS)] = 120.0
-    """Ask the gateway about sessions silent this long (0: every live session, every sweep)."""
+    suspect_after_seconds: Annotated[float, Field(ge=0, le=limits.SILENCE_MAX_SECONDS)] = 20.0
+    """Ask the gateway about sessions silent this long (0: every live session, every check)."""
     heartbeat_grace_seconds: Annotated[float, Field(gt=0, le=limits.SILENCE_MAX_SECONDS)] | None = (
-        None
+        30.0
     )
-    """When set, clients must show a sign of life this often or be disconnected."""
+    """Clients silent this long are disconnected (heartbeat_timeout); "off" to not require
+    heartbeats, leaving silent clients to API Gateway's idle timeout."""
+    gone_settle_seconds: Annotated[float, Field(ge=0, le=limits.LEASE_MAX_SECONDS)] = 5.0
+    """A connection the gateway calls gone is ended as gone only after this long, so a
+    $disconnect on its way keeps its reason."""
     suspect_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 30.0
-    """How long an overlapping sweep leaves a suspect to the sweep that is asking about it."""
+    """How long an overlapping sweep leaves a suspect to the sweep asking about it (at
+    most one check period)."""
+    sweep_schedule_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """How often the sweep is scheduled (EventBridge: once a minute at most)."""
+    sweep_check_every_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """How often a scheduled run checks, for as long as its period lasts."""
     sweep_batch_size: Annotated[int, Field(ge=1, le=limits.BATCH_SIZE_MAX)] = 500
     sweep_concurrency: Annotated[int, Field(ge=1, le=128)] = 16
     sweep_time_margin_seconds: Annotated[float, Field(ge=0, le=900)] = 10.0
@@ -97,6 +113,29 @@ class Settings(BaseSettings):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
+
+    @field_validator("heartbeat_grace_seconds", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"off", "none", ""}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeats_agree(self) -> Settings:
+        interval = self.heartbeat_interval_seconds
+        if self.heartbeat_throttle_seconds >= interval:
+            raise ValueError(
+                f"heartbeat_throttle_seconds ({self.heartbeat_throttle_seconds:g}) must be under"
+                f" heartbeat_interval_seconds ({interval:g}), or heartbeats would not all count"
+            )
+        grace = self.heartbeat_grace_seconds
+        if grace is not None and grace <= interval:
+            raise ValueError(
+                f"heartbeat_grace_seconds ({grace:g}) must be more than"
+                f" heartbeat_interval_seconds ({interval:g}), or live clients would be cut off"
+            )
+        return self
 
     @property
     def issuer(self) -> str | None:
@@ -143,8 +182,10 @@ class Settings(BaseSettings):
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        name = "TETHER_" + "_".join(str(p) for p in item["loc"]).upper()
-        parts.append(f"{name}: {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["loc"]:
+            message = "TETHER_" + "_".join(str(p) for p in item["loc"]).upper() + f": {message}"
+        parts.append(message)
     return "; ".join(parts)
 
 

@@ -22,7 +22,7 @@ from tether.models import (
     EndOutcome,
     EndReason,
     EndResult,
-    FinalizeOutcome,
+    FinalizeClaim,
     OpenedSession,
     OpenSessionRequest,
     OrphanSummary,
@@ -40,12 +40,14 @@ Row = dict[str, Any]
 # Versioned names of the SQL functions this code speaks to.
 OPEN_SESSION = "tether_open_session_v1"
 TOUCH_SESSION = "tether_touch_session_v1"
-END_SESSION = "tether_end_session_v1"
+END_SESSION = "tether_end_session_v2"
 CLOSE_STALE = "tether_close_stale_v1"
-CLAIM_UNANNOUNCED = "tether_claim_unannounced_v1"
+CLAIM_UNANNOUNCED = "tether_claim_unannounced_v2"
 MARK_ANNOUNCED = "tether_mark_announced_v1"
-BEGIN_FINALIZE = "tether_begin_finalize_v1"
-FINISH_FINALIZE = "tether_finish_finalize_v1"
+BEGIN_FINALIZE = "tether_begin_finalize_v2"
+FINISH_FINALIZE = "tether_finish_finalize_v2"
+INTEND_END = "tether_intend_end_v1"
+SETTLE_GONE = "tether_settle_gone_v1"
 CLAIM_SUSPECTS = "tether_claim_suspects_v1"
 SETTLE_SUSPECTS = "tether_settle_suspects_v1"
 CLOSE_ORPHANS = "tether_close_orphans_v1"
@@ -182,16 +184,54 @@ class SessionStore(ABC):
         """Let the next sweep retry these at once (their announcement failed)."""
         return self._for_sessions(RELEASE_ANNOUNCEMENTS, session_ids)
 
-    def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeOutcome:
+    def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeClaim:
         rows = self.call(
             BEGIN_FINALIZE,
             {"p_session_id": session_id, "p_lease_seconds": _finite("lease", lease_seconds)},
         )
-        return FinalizeOutcome(rows[0]["outcome"])
+        return FinalizeClaim(outcome=rows[0]["outcome"], token=rows[0]["claim_token"])
 
-    def finish_finalize(self, session_id: UUID, *, succeeded: bool) -> bool:
-        rows = self.call(FINISH_FINALIZE, {"p_session_id": session_id, "p_succeeded": succeeded})
+    def finish_finalize(self, session_id: UUID, token: UUID, *, succeeded: bool) -> bool:
+        """End the claim ``token`` holds; False when that claim is no longer in force."""
+        rows = self.call(
+            FINISH_FINALIZE,
+            {"p_session_id": session_id, "p_claim_token": token, "p_succeeded": succeeded},
+        )
         return bool(rows)
+
+    def intend_end(self, reason: EndReason, ended_at: Mapping[UUID, datetime]) -> dict[UUID, str]:
+        """Record why and when these sessions end before closing their connections;
+        the connection id of each still active."""
+        if not ended_at:
+            return {}
+        ids = list(ended_at)
+        rows = self.call(
+            INTEND_END,
+            {
+                "p_session_ids": ids,
+                "p_reason": EndReason.parse(reason).value,
+                "p_ended_ats": [ended_at[i] for i in ids],
+            },
+        )
+        return {row["session_id"]: str(row["connection_id"]) for row in rows}
+
+    def settle_gone(
+        self, session_ids: Iterable[UUID], *, settle_seconds: float
+    ) -> dict[EndReason, int]:
+        """The gateway answered 410 for these: end those gone for the settle time
+        (a $disconnect on its way wins meanwhile); how many, by reason."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        rows = self.call(
+            SETTLE_GONE,
+            {"p_session_ids": ids, "p_settle_seconds": _finite("settle time", settle_seconds)},
+        )
+        ended: dict[EndReason, int] = {}
+        for row in rows:
+            reason = EndReason(row["outcome"])
+            ended[reason] = ended.get(reason, 0) + 1
+        return ended
 
     def claim_suspects(
         self,
@@ -269,15 +309,17 @@ class SessionStore(ABC):
         idle_limit_seconds: float,
         max_age_seconds: float,
         report: Mapping[str, object] | None = None,
+        started_at: datetime | None = None,
     ) -> datetime:
         """Record a run's limits (at its start: returns the database's clock, the run's
-        one clock) or its report (at its end)."""
+        one clock) or its report (at its end, with the moment it started)."""
         rows = self.call(
             RECORD_SWEEP,
             {
                 "p_idle_limit_seconds": _finite("idle limit", idle_limit_seconds),
                 "p_max_age_seconds": _finite("age limit", max_age_seconds),
                 "p_report": dict(report) if report is not None else None,
+                "p_started_at": started_at,
             },
         )
         moment = rows[0]["last_started_at"] if report is None else rows[0]["last_finished_at"]

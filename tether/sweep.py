@@ -1,21 +1,31 @@
 """The sweep: end every session whose connection is gone, within a stated bound.
 
-Each run, in order:
+One run (one scheduled invocation) makes a check every ``check_every`` seconds for
+as long as its schedule period lasts, so sessions are checked more often than
+EventBridge's one-minute schedule allows. Each check, in order:
+
 1. hard limits by SQL alone: sessions silent beyond API Gateway's idle timeout or
    older than its maximum duration (each plus a grace) end as ``idle_timeout`` /
    ``max_duration``;
-2. suspects (silent longer than ``suspect_after``) are checked with GetConnection:
-   410 ends them as ``gone``; alive refreshes ``last_seen_at`` from LastActiveAt,
-   unless heartbeats are required and the connection has been silent beyond the
-   grace, in which case it is deleted at the gateway and ends as
-   ``heartbeat_timeout``;
+2. suspects (silent longer than ``suspect_after``) are checked with GetConnection,
+   once per check:
+   - 410: remembered, and ended as ``gone`` once it has stayed gone for the settle
+     time; a clean close answers 410 before its ``$disconnect`` has run, and that
+     ``$disconnect`` keeps its own reason, code and time;
+   - alive: ``last_seen_at`` moves to LastActiveAt; if heartbeats are required and
+     the connection has been silent beyond the grace, the end is recorded as an
+     intent (``heartbeat_timeout`` at its last sign of life), the connection is
+     deleted at the gateway, and the session ended: the ``$disconnect`` the delete
+     causes finds the intent and records the same reason and time;
 3. every end waiting in the outbox is announced: this run's, and any earlier one
-   whose announcement failed (at least once);
-4. the numbers the run reports (``tether.sweep_metrics`` turns them into metrics).
+   whose announcement failed (at least once).
 
+Then the run reports its numbers (``tether.sweep_metrics`` turns them into metrics).
 Every batch is its own short transaction with ``FOR UPDATE SKIP LOCKED``, so two
 sweeps at once share the work and a backlog drains across runs. No new batch is
-taken once the remaining time falls below the margin.
+taken once the remaining time falls below the margin. The run's clock is the
+database's: its start is read from the database, and later moments are that plus
+the time elapsed here.
 """
 
 from __future__ import annotations
@@ -26,12 +36,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
-from tether.errors import GatewayError
+from tether.errors import GatewayError, TetherError
 from tether.models import EndOutcome, EndReason, SessionHealth, Suspect
 from tether.outbox import Announcer, drain_outbox
 from tether.settings import Settings
@@ -40,6 +50,9 @@ from tether.store import SessionStore
 logger = logging.getLogger("tether.sweep")
 
 RemainingSeconds = Callable[[], float]
+LEASE_SHARE = 0.8
+"""Of the time between two checks, how much a suspect's lease may last."""
+Sleep = Callable[[float], object]
 
 
 @dataclass(frozen=True)
@@ -48,33 +61,49 @@ class SweepPolicy:
     max_age_seconds: float
     suspect_after_seconds: float
     heartbeat_grace_seconds: float | None
+    gone_settle_seconds: float
     batch_size: int
     concurrency: int
     time_margin_seconds: float
     announce_lease_seconds: float
     suspect_lease_seconds: float
+    check_every_seconds: float
+    """How often a run checks."""
+    keep_checking_seconds: float
+    """How long after its first check a run makes more (0: one check)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SweepPolicy:
+    def from_settings(cls, settings: Settings, *, keep_checking: bool = True) -> SweepPolicy:
         grace = settings.limit_grace_seconds
+        every = settings.sweep_check_every_seconds
         return cls(
             idle_limit_seconds=settings.idle_timeout_seconds + grace,
             max_age_seconds=settings.max_duration_seconds + grace,
             suspect_after_seconds=settings.suspect_after_seconds,
             heartbeat_grace_seconds=settings.heartbeat_grace_seconds,
+            gone_settle_seconds=settings.gone_settle_seconds,
             batch_size=settings.sweep_batch_size,
             concurrency=settings.sweep_concurrency,
             time_margin_seconds=settings.sweep_time_margin_seconds,
             announce_lease_seconds=settings.announce_lease_seconds,
-            suspect_lease_seconds=settings.suspect_lease_seconds,
+            # A lease ends before the next check: a run that dies holding one must not
+            # delay the next check's look at its suspects.
+            suspect_lease_seconds=min(settings.suspect_lease_seconds, LEASE_SHARE * every),
+            check_every_seconds=every,
+            # The next scheduled run takes over where this one's period ends.
+            keep_checking_seconds=(
+                max(0.0, settings.sweep_schedule_seconds - every) if keep_checking else 0.0
+            ),
         )
 
 
 @dataclass
 class SweepReport:
     ended_by_reason: Counter[str] = field(default_factory=Counter)
+    checks: int = 0
     checked: int = 0
     refreshed: int = 0
+    gone_waiting: int = 0
     gateway_errors: int = 0
     announced: int = 0
     redelivered: int = 0
@@ -93,8 +122,10 @@ class SweepReport:
         return {
             "ended": self.ended,
             "ended_by_reason": dict(self.ended_by_reason),
+            "checks": self.checks,
             "checked": self.checked,
             "refreshed": self.refreshed,
+            "gone_waiting": self.gone_waiting,
             "gateway_errors": self.gateway_errors,
             "announced": self.announced,
             "redelivered": self.redelivered,
@@ -108,6 +139,18 @@ class SweepReport:
         }
 
 
+@dataclass
+class _Answers:
+    """What the gateway said about one batch of suspects."""
+
+    gone: list[UUID] = field(default_factory=list)
+    to_close: dict[UUID, datetime] = field(default_factory=dict)
+    """Silent beyond the heartbeat grace: their last sign of life."""
+    still_connected: dict[UUID, datetime | None] = field(default_factory=dict)
+    """Alive (LastActiveAt), or unanswered (None): their leases end now."""
+    errors: list[GatewayError] = field(default_factory=list)
+
+
 class Sweep:
     def __init__(
         self,
@@ -117,12 +160,14 @@ class Sweep:
         policy: SweepPolicy,
         connections: ConnectionsApi | None,
         remaining_seconds: RemainingSeconds,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self._store = store
         self._announcer = announcer
         self._policy = policy
         self._connections = connections
         self._remaining = remaining_seconds
+        self._sleep = sleep
         self.report = SweepReport()
 
     def _time_left(self) -> bool:
@@ -154,55 +199,55 @@ class Sweep:
         except GatewayError as exc:
             return exc
 
-    def _settle(
+    def _sort(
         self,
-        connections: ConnectionsApi,
         suspect: Suspect,
         info: ConnectionInfo | GatewayError,
-        still_connected: dict[UUID, datetime | None],
-    ) -> EndReason | None:
-        """Act on the gateway's answer about one suspect; why it ended, if it did.
-        Suspects left connected (or unanswered) are collected in ``still_connected``."""
+        now: datetime,
+        answers: _Answers,
+    ) -> None:
+        """File the gateway's answer about one suspect."""
         if isinstance(info, GatewayError):
-            logger.warning(
-                "GetConnection failed; the suspect waits for the next sweep",
-                extra={"connection_id": suspect.connection_id, "error": str(info)},
-            )
-            self.report.gateway_errors += 1
-            still_connected[suspect.session_id] = None
-            return None
+            answers.errors.append(info)
+            answers.still_connected[suspect.session_id] = None
+            return
         self.report.checked += 1
         if info.state is ConnectionState.GONE:
-            return self._end(suspect, EndReason.GONE, suspect.last_seen_at)
-
+            answers.gone.append(suspect.session_id)
+            return
         last_sign = max(filter(None, (suspect.last_seen_at, info.last_active_at)))
         grace = self._policy.heartbeat_grace_seconds
-        if grace is not None and last_sign < datetime.now(UTC) - timedelta(seconds=grace):
-            try:
-                connections.delete(suspect.connection_id)
-            except GatewayError as exc:
-                logger.warning(
-                    "DeleteConnection failed; the session stays until the next sweep",
-                    extra={"connection_id": suspect.connection_id, "error": str(exc)},
-                )
-                self.report.gateway_errors += 1
-                still_connected[suspect.session_id] = None
-                return None
-            return self._end(suspect, EndReason.HEARTBEAT_TIMEOUT, last_sign)
+        if grace is not None and last_sign < now - timedelta(seconds=grace):
+            answers.to_close[suspect.session_id] = last_sign
+            return
         if info.last_active_at is not None and info.last_active_at > suspect.last_seen_at:
             self.report.refreshed += 1
-        still_connected[suspect.session_id] = info.last_active_at
-        return None
+        answers.still_connected[suspect.session_id] = info.last_active_at
 
-    def _end(self, suspect: Suspect, reason: EndReason, ended_at: datetime) -> EndReason | None:
-        # No lease: the end waits in the outbox for this run's announce step.
-        result = self._store.end_session(
-            suspect.connection_id, reason, ended_at=ended_at, announce_lease_seconds=0
-        )
-        # already_ended: its own $disconnect (or another sweep) won; nothing to do.
-        return reason if result.outcome is EndOutcome.ENDED else None
+    def _close_silent(
+        self, connections: ConnectionsApi, to_close: dict[UUID, datetime], answers: _Answers
+    ) -> None:
+        """Heartbeat timeouts: the end is recorded as an intent first, so the
+        $disconnect the delete causes ends the row with the same reason and time."""
+        intended = self._store.intend_end(EndReason.HEARTBEAT_TIMEOUT, to_close)
+        for session_id, connection_id in intended.items():
+            try:
+                connections.delete(connection_id)
+            except GatewayError as exc:
+                # The session stays active with its intent; the next check retries.
+                answers.errors.append(exc)
+                answers.still_connected[session_id] = None
+                continue
+            result = self._store.end_session(
+                connection_id,
+                EndReason.HEARTBEAT_TIMEOUT,
+                ended_at=to_close[session_id],
+                announce_lease_seconds=0,  # announced by this run's announce step
+            )
+            if result.outcome is EndOutcome.ENDED and result.session is not None:
+                self.report.ended_by_reason[result.session.end_reason.value] += 1
 
-    def check_suspects(self, run_started: datetime) -> None:
+    def check_suspects(self, check_started: datetime) -> None:
         connections = self._connections
         if connections is None:
             return
@@ -214,47 +259,103 @@ class Sweep:
                     silent_seconds=self._policy.suspect_after_seconds,
                     limit=self._policy.batch_size,
                     lease_seconds=self._policy.suspect_lease_seconds,
-                    run_started=run_started,
+                    run_started=check_started,
                 )
-                answers = pool.map(lambda s: self._ask(connections, s), suspects)
-                still_connected: dict[UUID, datetime | None] = {}
-                settled = [
-                    self._settle(connections, suspect, answer, still_connected)
-                    for suspect, answer in zip(suspects, answers, strict=True)
-                ]
-                self._store.settle_suspects(still_connected)
-                self._count_ends(Counter(reason for reason in settled if reason is not None))
+                try:
+                    self._settle_batch(connections, pool, suspects, check_started)
+                except TetherError:
+                    # Leave nothing leased behind: the next check asks again at once.
+                    self._release([s.session_id for s in suspects])
+                    raise
                 if len(suspects) < self._policy.batch_size:
                     return
 
-    def announce(self, run_started: datetime) -> None:
+    def _settle_batch(
+        self,
+        connections: ConnectionsApi,
+        pool: ThreadPoolExecutor,
+        suspects: list[Suspect],
+        check_started: datetime,
+    ) -> None:
+        answers = _Answers()
+        now = check_started
+        for suspect, info in zip(
+            suspects, pool.map(lambda s: self._ask(connections, s), suspects), strict=True
+        ):
+            self._sort(suspect, info, now, answers)
+        if answers.to_close:
+            self._close_silent(connections, answers.to_close, answers)
+        ended_gone = self._store.settle_gone(
+            answers.gone, settle_seconds=self._policy.gone_settle_seconds
+        )
+        self._count_ends(ended_gone)
+        waiting = len(answers.gone) - sum(ended_gone.values())
+        self.report.gone_waiting += waiting
+        # Gone but not yet settled: its lease ends so the next check asks again.
+        for session_id in answers.gone:
+            answers.still_connected.setdefault(session_id, None)
+        self._store.settle_suspects(answers.still_connected)
+        if answers.errors:
+            # One line per batch, not one per suspect: an outage means thousands.
+            self.report.gateway_errors += len(answers.errors)
+            logger.warning(
+                "GetConnection failed; those suspects wait for the next check",
+                extra={"failed": len(answers.errors), "example": str(answers.errors[0])},
+            )
+
+    def _release(self, session_ids: list[UUID]) -> None:
+        try:
+            self._store.settle_suspects(dict.fromkeys(session_ids))
+        except TetherError:
+            logger.warning("could not release the suspects this run held; their leases run out")
+
+    def announce(self) -> None:
         drained = drain_outbox(
             self._store,
             self._announcer,
             batch_size=self._policy.batch_size,
             lease_seconds=max(self._policy.announce_lease_seconds, 1.0),
             time_left=self._time_left,
-            since=run_started,
         )
         self.report.announced += drained.announced
         self.report.redelivered += drained.redelivered
         self.report.announce_failed += drained.failed
         self.report.announce_error = self.report.announce_error or drained.error
 
+    def check(self, check_started: datetime) -> None:
+        """One check: hard limits, suspects, announcements."""
+        self.report.checks += 1
+        self.end_hard_limits()
+        self.check_suspects(check_started)
+        self.announce()
+
     def run(self) -> SweepReport:
         started = time.monotonic()
         idle, max_age = self._policy.idle_limit_seconds, self._policy.max_age_seconds
-        # The run's clock is the database's: every "since this run started" below
-        # compares it with the database's own now().
         run_started = self._store.record_sweep(idle_limit_seconds=idle, max_age_seconds=max_age)
-        self.end_hard_limits()
-        self.check_suspects(run_started)
-        self.announce(run_started)
+        every = self._policy.check_every_seconds
+        next_check = 0.0
+        while True:
+            elapsed = time.monotonic() - started
+            self.check(run_started + timedelta(seconds=elapsed))
+            next_check += every
+            # Another check only if it fits in this run's period and its time.
+            wait = next_check - (time.monotonic() - started)
+            if next_check > self._policy.keep_checking_seconds or not self._fits(wait):
+                break
+            if wait > 0:
+                self._sleep(wait)
         self.report.health = self._store.session_health(
             idle_limit_seconds=idle, max_age_seconds=max_age
         )
         self.report.seconds = time.monotonic() - started
         self._store.record_sweep(
-            idle_limit_seconds=idle, max_age_seconds=max_age, report=self.report.as_dict()
+            idle_limit_seconds=idle,
+            max_age_seconds=max_age,
+            report=self.report.as_dict(),
+            started_at=run_started,
         )
         return self.report
+
+    def _fits(self, wait: float) -> bool:
+        return self._remaining() - max(wait, 0.0) > self._policy.time_margin_seconds

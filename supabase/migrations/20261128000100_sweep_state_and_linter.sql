@@ -26,14 +26,29 @@ comment on table tether.sweep_state is
 
 insert into tether.sweep_state (singleton) values (true);
 
-revoke all on table tether.sweep_state from public;
-grant select on table tether.sweep_state to service_role;
+-- Every finished run's report, kept a week: what the sweep cost and did over time.
+create table tether.sweep_runs (
+  run_id bigint generated always as identity,
+  started_at timestamptz not null,
+  finished_at timestamptz not null default now(),
+  report jsonb not null,
+  constraint sweep_runs_pkey primary key (run_id)
+);
+
+comment on table tether.sweep_runs is
+  'One row per finished sweep run with its report (ends, gateway calls, announcements); kept 7 days.';
+
+create index sweep_runs_finished_at_idx on tether.sweep_runs (finished_at);
+
+revoke all on table tether.sweep_state, tether.sweep_runs from public;
+grant select on table tether.sweep_state, tether.sweep_runs to service_role;
 
 
 create function public.tether_record_sweep_v1(
   p_idle_limit_seconds double precision,
   p_max_age_seconds double precision,
-  p_report jsonb default null
+  p_report jsonb default null,
+  p_started_at timestamptz default null
 )
 returns table (last_started_at timestamptz, last_finished_at timestamptz)
 language plpgsql
@@ -45,6 +60,12 @@ as $$
 begin
   perform public.tether_require_range('idle limit', p_idle_limit_seconds, 0, 86400, false, 'seconds');
   perform public.tether_require_range('age limit', p_max_age_seconds, 0, 604800, false, 'seconds');
+
+  if p_report is not null then
+    insert into tether.sweep_runs (started_at, report)
+    values (least(coalesce(p_started_at, now()), now()), p_report);
+    delete from tether.sweep_runs r where r.finished_at < now() - interval '7 days';
+  end if;
 
   -- Without a report: a run starts (its limits). With one: it finished.
   return query
@@ -60,7 +81,7 @@ end;
 $$;
 
 comment on function public.tether_record_sweep_v1 is
-  'Records the limits a sweep runs with (at its start) and its report (at its end).';
+  'Records the limits a sweep runs with (at its start) and, at its end, its report (kept a week in tether.sweep_runs).';
 
 
 create function public.tether_session_health_v2(
@@ -148,11 +169,11 @@ revoke execute on function public.tether_forget_announcement() from public, anon
 grant execute on function public.tether_uuid_v7() to service_role;
 
 revoke execute on function
-  public.tether_record_sweep_v1(double precision, double precision, jsonb),
+  public.tether_record_sweep_v1(double precision, double precision, jsonb, timestamptz),
   public.tether_session_health_v2(double precision, double precision)
 from public, anon, authenticated;
 
 grant execute on function
-  public.tether_record_sweep_v1(double precision, double precision, jsonb),
+  public.tether_record_sweep_v1(double precision, double precision, jsonb, timestamptz),
   public.tether_session_health_v2(double precision, double precision)
 to service_role;

@@ -7,128 +7,18 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import boto3
-import psycopg
 import pytest
-from psycopg.rows import dict_row
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ROOT
-from tests.support import HS256_SECRET, ISSUER, claims, sign
-
-TETHER = str(Path(sys.executable).with_name("tether"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class DevServer:
-    process: subprocess.Popen[str]
-    port: int
-    database_url: str
-    log: Path
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/local"
-
-    def rows(self) -> list[dict[str, Any]]:
-        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
-            return conn.execute(
-                "select * from public.conversation_sessions order by session_start"
-            ).fetchall()
-
-    def wait_for(
-        self, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        rows = self.rows()
-        while not check(rows):
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out; rows: {rows}\nlog:\n{self.log.read_text()[-3000:]}"
-                )
-            time.sleep(0.1)
-            rows = self.rows()
-        return rows
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def start_dev(database_url: str, tmp_path: Path) -> Iterator[Callable[..., DevServer]]:
-    started: list[DevServer] = []
-
-    def start(*flags: str, port: int | None = None) -> DevServer:
-        port = port or _free_port()
-        log = tmp_path / f"dev-{port}-{len(started)}.log"
-        env = {
-            **os.environ,
-            "TETHER_JWT_SECRET": HS256_SECRET,
-            "TETHER_JWT_ISSUER": ISSUER,
-            "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0",
-        }
-        env.pop("DATABASE_URL", None)
-        env["PYTHONPATH"] = str(ROOT)
-        with log.open("w") as handle:
-            process = subprocess.Popen(  # noqa: S603 - our own console script
-                [TETHER, "dev", "--port", str(port), "--database-url", database_url, *flags],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            )
-        server = DevServer(process, port, database_url, log)
-        started.append(server)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"tether dev did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
-        return server
-
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(timeout=10)
-
-
-def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
-
-
-def _token() -> str:
-    return sign(claims(), HS256_SECRET, "HS256")
-
-
-async def _open(server: DevServer, **kwargs: Any) -> ClientConnection:
-    return await connect(server.ws_url, ping_interval=None, **kwargs)
+from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
+from tests.support import HS256_SECRET, claims, sign
 
 
 def test_connection_becomes_a_row_and_clean_close_ends_it(
@@ -137,7 +27,7 @@ def test_connection_becomes_a_row_and_clean_close_ends_it(
     server = start_dev()
 
     async def scenario() -> None:
-        ws = await _open(server, user_agent_header="e2e-client/1")
+        ws = await open_client(server, user_agent_header="e2e-client/1")
         rows = server.wait_for(lambda r: len(r) == 1)
         assert rows[0]["is_active"] is True
         assert rows[0]["user_agent"] == "e2e-client/1"
@@ -167,7 +57,7 @@ def test_refused_token_gets_401_at_the_handshake_and_no_row(
             await connect(f"{server.ws_url}/?token={expired}", ping_interval=None)
         assert refused_again.value.response.status_code == 401
         # A good token connects, and the offered sub-protocol is echoed.
-        ws = await connect(server.ws_url, subprotocols=["tether.v1", _token()], ping_interval=None)  # type: ignore[list-item]
+        ws = await connect(server.ws_url, subprotocols=["tether.v1", token()], ping_interval=None)  # type: ignore[list-item]
         assert ws.subprotocol == "tether.v1"
         await ws.close()
 
@@ -182,11 +72,15 @@ def test_heartbeats_move_last_seen_and_routes_are_selected(
     server = start_dev("--route", "echo=tests.routes:echo")
 
     async def scenario() -> None:
-        async with await _open(server) as ws:
+        async with await open_client(server) as ws:
             [first] = server.wait_for(lambda r: len(r) == 1)
             await asyncio.sleep(0.05)
             await ws.send(json.dumps({"action": "heartbeat"}))
-            assert json.loads(await ws.recv()) == {"action": "heartbeat", "status": "touched"}
+            assert json.loads(await ws.recv()) == {
+                "action": "heartbeat",
+                "status": "touched",
+                "heartbeat_seconds": 15.0,
+            }
             [after] = server.rows()
             assert after["last_seen_at"] > first["last_seen_at"]
 
@@ -211,7 +105,7 @@ def test_oversized_frame_closes_1009_and_ends_the_row(start_dev: Callable[..., D
     server = start_dev()
 
     async def scenario() -> int | None:
-        ws = await _open(server, max_size=None)
+        ws = await open_client(server, max_size=None)
         server.wait_for(lambda r: len(r) == 1)
         await ws.send("x" * (32 * 1024 + 1))
         with pytest.raises(ConnectionClosed) as closed:
@@ -229,13 +123,13 @@ def test_idle_and_duration_limits_end_with_their_reasons(
     server = start_dev("--idle-timeout", "1", "--max-duration", "2.5")
 
     async def idle() -> int | None:
-        ws = await _open(server, user_agent_header="idle")
+        ws = await open_client(server, user_agent_header="idle")
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), timeout=5)
         return closed.value.rcvd.code if closed.value.rcvd else None
 
     async def chatty() -> int | None:
-        ws = await _open(server, user_agent_header="chatty")
+        ws = await open_client(server, user_agent_header="chatty")
         try:
             while True:
                 await ws.send(json.dumps({"action": "heartbeat"}))
@@ -262,7 +156,7 @@ def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> N
     )
 
     async def scenario() -> None:
-        ws = await _open(server, user_agent_header="boto3-peer")
+        ws = await open_client(server, user_agent_header="boto3-peer")
         [row] = server.wait_for(lambda r: len(r) == 1)
         connection_id = str(row["connection_id"])
         info = await asyncio.to_thread(api.get_connection, ConnectionId=connection_id)
@@ -294,7 +188,7 @@ def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> N
 def test_dropped_clients_are_ended_by_the_sweep_within_the_bound(
     start_dev: Callable[..., DevServer],
 ) -> None:
-    sweep_period, suspect_after = 1.0, 0.0
+    sweep_period, suspect_after, settle = 1.0, 0.0, 1.0
     server = start_dev(
         "--disconnect-loss",
         "1",
@@ -302,10 +196,11 @@ def test_dropped_clients_are_ended_by_the_sweep_within_the_bound(
         str(sweep_period),
         "--suspect-after",
         str(suspect_after),
+        env_extra={"TETHER_GONE_SETTLE_SECONDS": str(settle)},
     )
 
     async def scenario() -> float:
-        ws = await _open(server)
+        ws = await open_client(server)
         server.wait_for(lambda r: len(r) == 1)
         ws.transport.abort()  # no close frame; and the gateway loses the $disconnect
         return time.monotonic()
@@ -314,9 +209,9 @@ def test_dropped_clients_are_ended_by_the_sweep_within_the_bound(
     [row] = server.wait_for(lambda r: not r[0]["is_active"], timeout=15)
     detected_after = time.monotonic() - dropped_at
     assert row["end_reason"] == "gone"
-    # DESIGN's bound for a lost $disconnect: suspect_after + one sweep period (+ slack
-    # for this test's polling and a loaded machine).
-    assert detected_after <= suspect_after + sweep_period + 2.0, detected_after
+    # The README's bound for a lost $disconnect: suspect_after + the settle time + two
+    # check periods (+ slack for this test's polling and a loaded machine).
+    assert detected_after <= suspect_after + settle + 2 * sweep_period + 2.0, detected_after
     assert row["session_end"] == row["last_seen_at"]
 
 
@@ -324,7 +219,7 @@ def test_graceful_shutdown_leaves_no_active_session(start_dev: Callable[..., Dev
     server = start_dev()
 
     async def scenario() -> int:
-        clients = [await _open(server) for _ in range(5)]
+        clients = [await open_client(server) for _ in range(5)]
         server.wait_for(lambda r: len(r) == 5)
         exit_code: int = await asyncio.to_thread(server.stop, signal.SIGTERM)
         for ws in clients:
@@ -345,7 +240,7 @@ def test_kill_9_leaves_rows_that_the_next_start_sweeps(start_dev: Callable[..., 
     first = start_dev()
 
     async def scenario() -> None:
-        clients = [await _open(first) for _ in range(3)]
+        clients = [await open_client(first) for _ in range(3)]
         first.wait_for(lambda r: len(r) == 3)
         await asyncio.to_thread(first.stop, signal.SIGKILL)
         for ws in clients:
@@ -401,7 +296,7 @@ def test_route_selection_expression_is_configurable(start_dev: Callable[..., Dev
     )
 
     async def scenario() -> None:
-        async with await _open(server) as ws:
+        async with await open_client(server) as ws:
             await ws.send(json.dumps({"type": "echo"}))
             assert json.loads(await ws.recv())["route"] == "echo"
             # "action" is no longer the selector: this goes to $default.

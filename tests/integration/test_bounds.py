@@ -42,6 +42,13 @@ PAIRS: list[tuple[str, Call]] = [
     ("sweep_batch_size", lambda s, v: s.close_orphans(older_than_seconds=1, limit=v)),
 ]
 _ID: UUID = UUID(int=0)
+# Other settings a value must agree with (a throttle under the heartbeat interval).
+COMPANIONS: dict[str, dict[str, object]] = {
+    "heartbeat_throttle_seconds": {
+        "heartbeat_interval_seconds": 1000.0,
+        "heartbeat_grace_seconds": None,
+    },
+}
 
 
 def _range(name: str) -> tuple[float, bool, float]:
@@ -68,11 +75,11 @@ def test_settings_and_sql_agree_on_every_bound(store: PostgresStore, name: str, 
     edge_low = low if inclusive else low + step
     for accepted in (edge_low, high):
         value = int(accepted) if whole else accepted
-        Settings.model_validate({name: value})  # the settings take it
+        Settings.model_validate({name: value, **COMPANIONS.get(name, {})})  # settings take it
         call(store, value)  # and so does SQL
     for refused in (edge_low - step, high + step):
         value = int(refused) if whole else refused
         with pytest.raises(ValueError, match=name):
-            Settings.model_validate({name: value})
+            Settings.model_validate({name: value, **COMPANIONS.get(name, {})})
         with pytest.raises(InvalidInputError):
             call(store, value)

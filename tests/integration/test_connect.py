@@ -36,6 +36,7 @@ from tests.support import (
 from tether import runtime
 
 Conn = psycopg.Connection[dict[str, object]]
+IP = "203.0.113.10"
 
 
 def _sessions(db: Conn) -> list[dict[str, object]]:
@@ -313,3 +314,93 @@ def test_connect_module_does_not_import_boto3_or_supabase() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_reused_connection_id_whose_session_ended_is_refused(db: Conn) -> None:
+    token = sign(claims(), HS256_SECRET, "HS256")
+    event = with_query(ws_event("connect", "reused="), token=token)
+    assert _connect(event)["statusCode"] == 200
+    db.execute("select public.tether_end_session_v2('reused=', 'client_disconnect')")
+    response = _connect(event)
+    # Accepting would leave a live connection with no active row behind it.
+    assert response["statusCode"] == 409
+    assert json.loads(response["body"])["error"] == "conflict"
+    [row] = _sessions(db)
+    assert row["is_active"] is False
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize(
+    ("context", "headers", "stored_agent"),
+    [
+        ({"connectedAt": 10**18}, {}, "Mozilla/5.0 (X11; Linux x86_64) tether-tests"),
+        ({"connectedAt": 5}, {}, "Mozilla/5.0 (X11; Linux x86_64) tether-tests"),
+        (
+            {"identity": {"sourceIp": "203.0.113.10", "userAgent": "agent\ud800x"}},
+            {},
+            "agent\ufffdx",
+        ),
+        ({"identity": {"sourceIp": "203.0.113.10", "userAgent": "nul\x00byte"}}, {}, "nulbyte"),
+        ({"identity": {"sourceIp": "203.0.113.10"}}, {"User-Agent": "x" * 5000}, "x" * 1024),
+    ],
+    ids=["connectedAt-beyond-datetime", "connectedAt-before-2015", "lone-surrogate", "nul", "5kb"],
+)
+def test_odd_but_possible_input_opens_the_session_and_stores_what_can_be_stored(
+    db: Conn, context: dict[str, Any], headers: dict[str, str], stored_agent: str
+) -> None:
+    token = sign(claims(), HS256_SECRET, "HS256")
+    event = with_query(ws_event("connect", "odd="), token=token)
+    event["requestContext"].update(context)
+    event["headers"].update(headers)
+    if headers:
+        event["headers"].pop("User-Agent", None)
+        event["headers"]["User-Agent"] = headers["User-Agent"]
+    response = _connect(event)
+    assert response["statusCode"] == 200, response
+    [row] = _sessions(db)
+    assert row["user_agent"] == stored_agent
+    start = row["session_start"]
+    assert isinstance(start, datetime)
+    assert abs((datetime.now(UTC) - start).total_seconds()) < 60  # an impossible time: now
+
+
+def test_clock_skew_within_the_leeway_is_accepted(lambda_env: pytest.MonkeyPatch, db: Conn) -> None:
+    issued_ahead = claims(iat=int(time.time()) + 2, nbf=int(time.time()) + 2)
+    token = sign(issued_ahead, HS256_SECRET, "HS256")
+    assert _connect(with_query(ws_event("connect", "skew="), token=token))["statusCode"] == 200
+    lambda_env.setenv("TETHER_JWT_LEEWAY_SECONDS", "0")
+    runtime.reset()
+    token = sign(claims(iat=int(time.time()) + 30), HS256_SECRET, "HS256")
+    response = _connect(with_query(ws_event("connect", "skew2="), token=token))
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"])["message"] == "not_yet_valid"
+
+
+def test_a_token_nobody_can_verify_is_logged_as_ignored(
+    lambda_env: pytest.MonkeyPatch, db: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.delenv("TETHER_JWT_SECRET")
+    lambda_env.setenv("TETHER_ALLOW_ANONYMOUS", "true")
+    runtime.reset()
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJnYXJiYWdlIn0.c2lnbmF0dXJlLWZvcmdlZA"
+    assert _connect(with_query(ws_event("connect", "ign="), token=token))["statusCode"] == 200
+    out = capsys.readouterr().out
+    assert "no verification is configured" in out
+    assert token not in out
+
+
+def test_a_database_url_libpq_cannot_parse_never_reaches_the_logs(
+    lambda_env: pytest.MonkeyPatch, db: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad in (
+        "postgress://tether:hunter2-pass@db.example.com/postgres",
+        " postgresql://tether:hunter2-pass@db.example.com:notaport/postgres",
+    ):
+        lambda_env.setenv("TETHER_DATABASE_URL", bad)
+        runtime.reset()
+        token = sign(claims(), HS256_SECRET, "HS256")
+        response = _connect(with_query(ws_event("connect", "leak="), token=token))
+        assert response["statusCode"] >= 500
+        captured = capsys.readouterr()
+        assert "hunter2-pass" not in captured.out + captured.err + json.dumps(response)

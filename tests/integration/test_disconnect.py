@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -157,3 +158,54 @@ def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
         store.close()
     assert [s.connection_id for s in queued] == ["noevents="]
     assert event_bus.received(wait_seconds=0) == []
+
+
+def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(
+    lambda_env: pytest.MonkeyPatch,
+    server_url: str,
+    database_url: str,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _open("unrecorded=")
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    real = runtime.announcer()
+
+    class DatabaseFailsAfterPutEvents:
+        """EventBridge accepts; then the database goes away before it is recorded."""
+
+        def announce(self, sessions: Any) -> Any:
+            result = real.announce(sessions)
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(
+                    psycopg.sql.SQL("alter database {} allow_connections false").format(
+                        psycopg.sql.Identifier(str(dbname))
+                    )
+                )
+                admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where datname = %s and pid <> pg_backend_pid()",
+                    (dbname,),
+                )
+            return result
+
+    # Cached, as the runtime's own singletons are (runtime.reset clears it).
+    lambda_env.setattr(runtime, "announcer", functools.cache(DatabaseFailsAfterPutEvents))
+    try:
+        assert _disconnect("unrecorded=")["statusCode"] == 200
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("alter database {} allow_connections true").format(
+                    psycopg.sql.Identifier(str(dbname))
+                )
+            )
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted.get("AnnouncementsUnrecorded") == 1
+    assert "AnnouncementsDeferred" not in emitted
+    assert len(event_bus.received()) == 1
+    # Still in the outbox (leased for the announcer): announced again once the lease ends.
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "select count(*) from public.conversation_session_announcements"
+        ).fetchone() == (1,)

@@ -1,5 +1,6 @@
 """Property-based: whatever malformed event arrives, each WebSocket handler answers
-400 with a JSON error and writes nothing."""
+400 with a JSON error and writes nothing; a malformed optional field alone is dropped
+and the event does its work (a $disconnect still ends its session)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions import connect, disconnect, message
-from tests.support import FakeLambdaContext, ws_event
+from tests.support import HS256_SECRET, FakeLambdaContext, claims, sign, with_query, ws_event
 from tether.events import CONNECTION_ID_PATTERN, MAX_MESSAGE_BYTES
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -58,7 +59,6 @@ def corrupted(draw: st.DrawFn, template: str) -> Any:
                 "drop_required",
                 "connection_id_type",
                 "connection_id_shape",
-                "int_field_type",
                 "event_type",
                 "headers_type",
                 "body_type",
@@ -83,10 +83,6 @@ def corrupted(draw: st.DrawFn, template: str) -> Any:
         context["connectionId"] = draw(not_a_string)
     elif kind == "connection_id_shape":
         context["connectionId"] = draw(bad_connection_ids)
-    elif kind == "int_field_type":
-        context[
-            draw(st.sampled_from(["connectedAt", "requestTimeEpoch", "disconnectStatusCode"]))
-        ] = draw(not_an_int)
     elif kind == "event_type":
         expected = context["eventType"]
         context["eventType"] = draw(
@@ -146,3 +142,68 @@ def test_malformed_events_get_400_and_write_nothing(
     assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
         "n": 0
     }
+
+
+bad_optional_values: dict[str, st.SearchStrategy[Any]] = {
+    "disconnectStatusCode": st.one_of(
+        not_an_int, st.integers(min_value=10_000), st.integers(max_value=-1), st.just("1000")
+    ),
+    "disconnectReason": st.one_of(not_a_string, st.text(min_size=1025, max_size=1100)),
+    "connectedAt": st.one_of(
+        not_an_int,
+        st.integers(min_value=32_503_680_000_001, max_value=10**20),
+        st.integers(max_value=1_420_070_399_999),
+    ),
+    "requestTimeEpoch": not_an_int,
+    "requestId": st.one_of(not_a_string, st.text(min_size=257, max_size=300)),
+    "apiId": not_a_string,
+    "stage": not_a_string,
+    "identity": st.one_of(
+        st.text(max_size=5),
+        st.fixed_dictionaries({"sourceIp": not_a_string}),
+        st.fixed_dictionaries({"userAgent": not_a_string}),
+    ),
+}
+
+
+@st.composite
+def bad_optional_fields(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(st.sampled_from(sorted(bad_optional_values)), min_size=1, max_size=3))
+    return {name: draw(bad_optional_values[name]) for name in names}
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_malformed_optional_field_is_dropped_and_the_session_still_ends(
+    db: psycopg.Connection[dict[str, object]],
+) -> None:
+    counter = iter(range(1_000_000))
+    token = sign(claims(), HS256_SECRET, "HS256")
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(bad=bad_optional_fields(), bad_on_connect=st.booleans())
+    def check(bad: dict[str, Any], bad_on_connect: bool) -> None:
+        connection_id = f"opt{next(counter)}="
+        opening = with_query(ws_event("connect", connection_id), token=token)
+        if bad_on_connect:
+            opening["requestContext"].update(bad)
+        opened = connect.lambda_handler(opening, FakeLambdaContext())
+        assert opened["statusCode"] == 200, opened
+        closing = ws_event("disconnect", connection_id)
+        closing["requestContext"].update(bad)
+        ended = disconnect.lambda_handler(closing, FakeLambdaContext())
+        assert ended["statusCode"] == 200, ended
+        row = db.execute(
+            "select is_active, end_reason, disconnect_status_code"
+            " from public.conversation_sessions where connection_id = %s",
+            (connection_id,),
+        ).fetchone()
+        assert row is not None
+        assert row["is_active"] is False
+        if "disconnectStatusCode" in bad:
+            assert row["disconnect_status_code"] is None
+
+    check()

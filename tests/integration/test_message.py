@@ -12,7 +12,7 @@ import pytest
 
 from functions import message
 from tests.conftest import SessionFactory, with_database
-from tests.support import FakeLambdaContext, ws_event
+from tests.support import FakeLambdaContext, json_lines, metrics, ws_event
 from tether import runtime
 from tether.liveness import counts_as_sign_of_life
 
@@ -43,7 +43,11 @@ def test_heartbeat_moves_last_seen(db: Conn, make_session: SessionFactory) -> No
     before = _last_seen(db, "hb=")
     response = message.lambda_handler(ws_event("message_heartbeat", "hb="), FakeLambdaContext())
     assert response["statusCode"] == 200
-    assert json.loads(response["body"]) == {"action": "heartbeat", "status": "touched"}
+    assert json.loads(response["body"]) == {
+        "action": "heartbeat",
+        "status": "touched",
+        "heartbeat_seconds": 15.0,  # the interval the client is asked to keep
+    }
     assert _last_seen(db, "hb=") > before
 
 
@@ -51,6 +55,8 @@ def test_heartbeat_is_throttled(
     lambda_env: pytest.MonkeyPatch, db: Conn, make_session: SessionFactory
 ) -> None:
     lambda_env.setenv("TETHER_HEARTBEAT_THROTTLE_SECONDS", "60")
+    lambda_env.setenv("TETHER_HEARTBEAT_INTERVAL_SECONDS", "90")
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "off")
     runtime.reset()
     make_session(connection_id="hb=", started_seconds_ago=300)
     first = _send("hb=", '{"action":"heartbeat"}')
@@ -80,6 +86,9 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
         ('{"action": "sendmessage"}', "unknown action 'sendmessage'; known actions: heartbeat"),
         ("", "must be a JSON object"),
         (None, "must be a JSON object"),
+        # Hostile frames: 2 KB nested 1,000 deep, an integer of 5,000 digits.
+        ("[" * 1000 + "]" * 1000, "nested too deeply"),
+        ('{"action": "heartbeat", "n": ' + "9" * 5000 + "}", "a number is too long"),
     ],
 )
 def test_bad_messages_get_a_clear_error_and_write_nothing(
@@ -133,3 +142,21 @@ def test_a_failed_touch_never_breaks_the_application_route(
         return "handled"
 
     assert route(ws_event("message_default", "x="), FakeLambdaContext()) == "handled"
+
+
+def test_a_misconfigured_sign_of_life_is_an_error_with_a_metric(
+    lambda_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.delenv("TETHER_DATABASE_URL")
+    runtime.reset()
+
+    @counts_as_sign_of_life
+    def route(event: dict[str, Any], context: Any) -> str:
+        return "handled"
+
+    assert route(ws_event("message_default", "x="), FakeLambdaContext()) == "handled"
+    out = capsys.readouterr().out
+    errors = [line for line in json_lines(out) if line.get("level") == "ERROR"]
+    assert errors
+    assert "misconfigured" in errors[0]["message"]
+    assert ("SignOfLifeFailed", 1.0, {"Cause": "configuration"}) in metrics(out)

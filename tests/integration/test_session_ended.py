@@ -4,6 +4,7 @@ EventBridge delivers, and a failure is left to EventBridge's retries."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -13,13 +14,14 @@ import pytest
 
 from functions import connect, disconnect, session_ended
 from tests import finalizers
-from tests.conftest import EventBus
+from tests.conftest import EventBus, SessionFactory
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
     claims,
     json_lines,
     load_event,
+    metrics,
     sign,
     with_query,
     ws_event,
@@ -27,6 +29,7 @@ from tests.support import (
 from tether import runtime
 from tether.drivers.postgres import PostgresStore
 from tether.errors import ConfigurationError, FinalizerError, InvalidInputError
+from tether.models import FinalizeOutcome
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -89,7 +92,7 @@ def test_concurrent_delivery_while_finalizing_is_retried_later(
     try:
         # Another delivery holds the claim.
         assert (
-            store.begin_finalize(UUID(event["detail"]["session_id"]), lease_seconds=60).value
+            store.begin_finalize(UUID(event["detail"]["session_id"]), lease_seconds=60).outcome
             == "claimed"
         )
     finally:
@@ -100,10 +103,56 @@ def test_concurrent_delivery_while_finalizing_is_retried_later(
 
 
 @pytest.mark.usefixtures("recording_finalizer")
-def test_event_for_an_unknown_session_does_not_retry_forever() -> None:
+def test_an_event_for_a_session_this_database_does_not_hold_fails_with_a_metric(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A subscriber pointed at the wrong database must not acknowledge (and so drop)
+    # every finalization: it fails, EventBridge retries, the dead-letter queue keeps it.
     event = load_event("session_ended")
-    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "unknown"}
+    with pytest.raises(FinalizerError, match="not in this database"):
+        session_ended.lambda_handler(event, FakeLambdaContext())
     assert finalizers.calls == []
+    assert ("FinalizeUnknownSession", 1.0, {}) in metrics(capsys.readouterr().out)
+
+
+def test_a_stale_claim_holder_can_neither_release_nor_finish_a_newer_claim(
+    store: PostgresStore, make_session: SessionFactory
+) -> None:
+    session_id = make_session(started_seconds_ago=60, ended_seconds_ago=1)["session_id"]
+    assert isinstance(session_id, UUID)
+    first = store.begin_finalize(session_id, lease_seconds=0.2)
+    assert first.outcome is FinalizeOutcome.CLAIMED and first.token is not None
+    # The first holder stalls past its lease; a retry claims the session.
+    deadline = time.monotonic() + 10
+    while (second := store.begin_finalize(session_id, lease_seconds=60)).outcome is not (
+        FinalizeOutcome.CLAIMED
+    ):
+        assert time.monotonic() < deadline, second
+    assert second.token is not None and second.token != first.token
+    # The stale holder fails: its release must not free the newer claim...
+    assert store.finish_finalize(session_id, first.token, succeeded=False) is False
+    third = store.begin_finalize(session_id, lease_seconds=60)
+    assert third.outcome is FinalizeOutcome.IN_PROGRESS
+    # ...nor can it finish it; the holder in force can.
+    assert store.finish_finalize(session_id, first.token, succeeded=True) is False
+    assert store.finish_finalize(session_id, second.token, succeeded=True) is True
+    assert store.begin_finalize(session_id, lease_seconds=60).outcome is (
+        FinalizeOutcome.ALREADY_FINALIZED
+    )
+
+
+def test_the_claim_lasts_at_least_as_long_as_the_invocation(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, database_url: str
+) -> None:
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:lease_probe")
+    lambda_env.setenv("TETHER_FINALIZE_LEASE_SECONDS", "1")
+    runtime.reset()
+    finalizers.lease_probe_url = database_url
+    finalizers.leases_seen.clear()
+    event = _ended_event(event_bus, "lease=")
+    context = FakeLambdaContext(time_limit_seconds=120)
+    assert session_ended.lambda_handler(event, context) == {"outcome": "finalized"}
+    assert finalizers.leases_seen and finalizers.leases_seen[0] > 115
 
 
 @pytest.mark.usefixtures("lambda_env")

@@ -24,6 +24,7 @@ from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
     claims,
+    json_lines,
     load_event,
     metrics,
     sign,
@@ -70,6 +71,9 @@ def gateway(lambda_env: pytest.MonkeyPatch) -> Iterator[ConnectionsStandIn]:
     with connections_standin.serve() as state:
         lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", state.url)
         lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+        # One check per run, and a 410 ends at once, unless a test says otherwise.
+        lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "60")
+        lambda_env.setenv("TETHER_GONE_SETTLE_SECONDS", "0")
         runtime.reset()
         yield state
 
@@ -93,7 +97,7 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
 ) -> None:
     lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
     runtime.reset()
-    make_session(connection_id="fresh=", started_seconds_ago=30)
+    make_session(connection_id="fresh=", started_seconds_ago=10)
     make_session(connection_id="idle=", started_seconds_ago=1800, seen_seconds_ago=1200)
     make_session(connection_id="old=", started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     make_session(connection_id="gone=", started_seconds_ago=600, seen_seconds_ago=300)
@@ -101,7 +105,12 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
     gateway.set_alive("alive=", idle_seconds=5)
     make_session(connection_id="silent=", started_seconds_ago=3600, seen_seconds_ago=300)
     gateway.set_alive("silent=", idle_seconds=400)  # connected, but no heartbeat for 5 minutes
-    make_session(connection_id="unannounced=", started_seconds_ago=900, ended_seconds_ago=600)
+    make_session(
+        connection_id="unannounced=",
+        started_seconds_ago=900,
+        ended_seconds_ago=600,
+        failed_announcements=1,
+    )
 
     report = _run()
 
@@ -136,10 +145,6 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
     assert report["redelivered"] == 1
     delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
     assert delivered == Counter(["idle=", "old=", "gone=", "silent=", "unannounced="])
-    assert (
-        all(row["announced_at"] is not None for c, row in rows.items() if not row["is_active"])
-        or True
-    )
     assert db.execute(
         "select count(*) as n from public.conversation_sessions"
         " where not is_active and announced_at is null"
@@ -158,8 +163,13 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
 
 
 def test_without_heartbeats_a_silent_but_connected_client_is_kept(
-    gateway: ConnectionsStandIn, db: Conn, make_session: SessionFactory
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
 ) -> None:
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "off")
+    runtime.reset()
     make_session(connection_id="quiet=", started_seconds_ago=3600, seen_seconds_ago=550)
     gateway.set_alive("quiet=", idle_seconds=500)
     _run()
@@ -246,6 +256,8 @@ def test_two_sweeps_at_once_end_and_announce_each_session_once(
     assert set(delivered.values()) == {1}
     # The leased suspects were asked about once, not once per sweep.
     assert len([c for c in gateway.calls if c[0] == "GET"]) == 60
+    # Nothing failed: the other sweep's first announcements are not redeliveries.
+    assert sum(r["redelivered"] for r in reports) == 0
 
 
 def test_stops_taking_batches_when_time_runs_short(
@@ -287,6 +299,9 @@ def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
         time_margin_seconds=10,
         announce_lease_seconds=60,
         suspect_lease_seconds=30,
+        gone_settle_seconds=0,
+        check_every_seconds=10,
+        keep_checking_seconds=0,
     )
     runs = 0
     try:
@@ -327,7 +342,11 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     make_session: SessionFactory,
     event_bus: EventBus,
 ) -> None:
-    lambda_env.setenv("TETHER_SUSPECT_LEASE_SECONDS", "0.2")
+    # The stated bound: recovery + one check period (here 1 s), whatever the failed
+    # run left leased.
+    period = 1.0
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", str(period))
+    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", str(period))
     runtime.reset()
     for index in range(5):
         make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
@@ -361,7 +380,15 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
             )
         )
     gateway.on_request = None
-    time.sleep(0.3)  # the failed run's suspect leases run out
+    recovered = time.monotonic()
+    with psycopg.connect(database_url) as plain:
+        left_leased = plain.execute(
+            "select extract(epoch from max(check_after) - now())::float8"
+            " from public.conversation_sessions where is_active"
+        ).fetchone()
+    assert left_leased is not None and left_leased[0] is not None
+    assert left_leased[0] < period  # nothing the dead run held outlives one period
+    time.sleep(max(0.0, period - (time.monotonic() - recovered)))  # the next scheduled check
     runtime.reset()
 
     report = _run()
@@ -378,16 +405,29 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
 
 
 def test_put_events_down_then_up_announces_every_end(
-    lambda_env: pytest.MonkeyPatch, db: Conn, make_session: SessionFactory, event_bus: EventBus
+    lambda_env: pytest.MonkeyPatch,
+    db: Conn,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for _ in range(12):
         make_session(started_seconds_ago=3 * 3600)
     lambda_env.setenv("TETHER_EVENT_BUS_NAME", "no-such-bus")
     lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "60")
     runtime.reset()
     first = _run()
     assert first["ended"] == 12
     assert first["announce_failed"] >= 12
+    # An outage is one log line per kind of refusal, not one per session.
+    refused = [
+        line
+        for line in json_lines(capsys.readouterr().out)
+        if line.get("message", "").startswith("EventBridge did not accept")
+    ]
+    assert len(refused) == 1
+    assert refused[0]["sessions"] == 12
     assert db.execute(
         "select count(*) as n from public.conversation_sessions where announced_at is null"
     ).fetchone() == {"n": 12}
@@ -436,6 +476,7 @@ def test_each_live_suspect_is_asked_about_once_per_run(
 ) -> None:
     lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "2")
     lambda_env.setenv("TETHER_SUSPECT_AFTER_SECONDS", "0")
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "off")
     runtime.reset()
     for index in range(5):
         make_session(connection_id=f"idle{index}=", started_seconds_ago=300, seen_seconds_ago=200)
@@ -444,6 +485,17 @@ def test_each_live_suspect_is_asked_about_once_per_run(
     assert first["checked"] == 5
     assert first["stopped_for_time"] is False
     assert sorted(c for m, c in gateway.calls if m == "GET") == [f"idle{i}=" for i in range(5)]
-    # And every run asks again.
-    time.sleep(0.01)
+    # And every run asks again (the run's clock is the database's: no skew can hide them).
     assert _run()["checked"] == 5
+
+
+def test_a_database_url_libpq_cannot_parse_never_reaches_the_sweep_s_logs(
+    lambda_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.setenv("TETHER_DATABASE_URL", "postgress://tether:hunter2-pass@db.example.com/db")
+    runtime.reset()
+    with pytest.raises(Exception) as failure:
+        _run()
+    captured = capsys.readouterr()
+    assert "hunter2-pass" not in captured.out + captured.err + str(failure.value)
+    assert "postgress://" in captured.out  # it still says what is wrong

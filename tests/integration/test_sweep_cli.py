@@ -43,7 +43,7 @@ def orphans(make_session: SessionFactory) -> None:
         [9, 12, 20, 26, 33, 40, 51, 70, 90, 120, 150, 200, 250, 300, 350, 400, 430, 444]
     ):
         make_session(connection_id=f"orphan{index:02d}=", started_seconds_ago=hours * 3600)
-    make_session(connection_id="live=", started_seconds_ago=60)
+    make_session(connection_id="live=", started_seconds_ago=5)
 
 
 @pytest.mark.usefixtures("orphans")
@@ -182,7 +182,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     assert _state(db) == before
 
     with connections_standin.serve() as gateway:
-        env = {"TETHER_ANNOUNCE_TO": "log"}
+        env = {"TETHER_ANNOUNCE_TO": "log", "TETHER_GONE_SETTLE_SECONDS": "0"}
         result = _tether(
             "sweep",
             "--json",
@@ -200,3 +200,94 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     assert report["announced"] == 19
     assert report["active_sessions"] == 1
     assert report["orphaned_sessions"] == 0
+
+
+def _without_region(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"}
+    }
+    env["HOME"] = str(home)  # no ~/.aws/config with a region either
+    env["AWS_CONFIG_FILE"] = str(home / "no-such-config")
+    return {**env, **extra}
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queue(
+    database_url: str, db: Conn, tmp_path: Path
+) -> None:
+    result = subprocess.run(  # noqa: S603 - our own console script
+        [
+            str(Path(sys.executable).with_name("tether")),
+            "close-orphans",
+            "--older-than",
+            "2h",
+            "--apply",
+            "--yes",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=_without_region(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ended 18 session(s) with reason orphan_cleanup; announced 0" in result.stdout
+    assert "18 announcement(s) stay queued for the sweep to deliver" in result.stdout
+    assert "no AWS region configured" in result.stdout
+    # Nothing stays leased: the next sweep (or --announce-to log) takes them at once.
+    assert db.execute(
+        "select count(*) as n from public.conversation_session_announcements"
+        " where announce_after > now()"
+    ).fetchone() == {"n": 0}
+
+    logged = _tether(
+        "close-orphans",
+        "--older-than",
+        "2h",
+        "--apply",
+        "--yes",
+        "--database-url",
+        database_url,
+        "--announce-to",
+        "log",
+    )
+    assert "no active session started more than 2.0 hours ago" in logged.stdout
+    swept = _tether("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
+    assert json.loads(swept.stdout)["announced"] == 18
+
+
+@pytest.mark.usefixtures("orphans")
+def test_aws_region_alone_is_enough(
+    database_url: str, db: Conn, event_bus: EventBus, aws: str, tmp_path: Path
+) -> None:
+    env = _without_region(
+        tmp_path,
+        AWS_REGION="us-east-1",
+        TETHER_AWS_ENDPOINT_URL=aws,
+        TETHER_EVENT_BUS_NAME=event_bus.name,
+    )
+    result = subprocess.run(  # noqa: S603 - our own console script
+        [
+            str(Path(sys.executable).with_name("tether")),
+            "close-orphans",
+            "--older-than",
+            "2h",
+            "--apply",
+            "--yes",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "announced 18" in result.stdout
+    assert len(event_bus.received()) == 18

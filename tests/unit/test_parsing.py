@@ -116,3 +116,23 @@ def test_percentiles() -> None:
     assert percentile(values, 0.95) == 95.0
     assert percentile(values, 0.99) == 99.0
     assert percentile([3.0], 0.99) == 3.0
+
+
+def test_verbose_goes_before_or_after_the_command() -> None:
+    from tether.cli import build_parser  # noqa: PLC0415
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "sweep"]).verbose is True
+    assert parser.parse_args(["sweep", "-v"]).verbose is True
+    assert getattr(parser.parse_args(["sweep"]), "verbose", False) is False
+
+
+def test_every_dev_and_simulate_option_has_help_and_shows_its_default() -> None:
+    from tether.cli import build_parser  # noqa: PLC0415
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("dev", "simulate"):
+        sub = commands.choices[name]  # type: ignore[index]
+        options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+        assert all(a.help for a in options), [a.dest for a in options if not a.help]
+        assert "(default: 3001)" in sub.format_help() or name == "simulate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -56,15 +57,29 @@ class EventBridgeAnnouncer:
             # A redelivery backlog is thousands of PutEvents calls: a few at once.
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
                 outcomes = list(pool.map(lambda batch: self._put(client, batch), batches))
-        for outcome in outcomes:
+        refusals: Counter[str] = Counter()
+        for outcome, codes in outcomes:
             result.announced.extend(outcome.announced)
             result.failed.extend(outcome.failed)
+            refusals.update(codes)
+        # One line per kind of refusal: an outage refuses thousands of entries.
+        for code, count in sorted(refusals.items()):
+            logger.warning(
+                "EventBridge did not accept SessionEnded; the sweep will redeliver",
+                extra={"error_code": code, "sessions": count},
+            )
+        if refusals:
+            result.error = ", ".join(sorted(refusals))
         return result
 
-    def _put(self, client: EventBridgeClient, batch: Sequence[SessionEnded]) -> AnnounceResult:
+    def _put(
+        self, client: EventBridgeClient, batch: Sequence[SessionEnded]
+    ) -> tuple[AnnounceResult, list[str]]:
+        """What was accepted, and the error code of each entry that was not."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         result = AnnounceResult()
+        codes: list[str] = []
         entries = [
             {
                 "Source": self._source,
@@ -78,12 +93,9 @@ class EventBridgeAnnouncer:
         try:
             response = client.put_events(Entries=entries)  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as exc:
-            logger.warning(
-                "PutEvents failed; the sweep will redeliver",
-                extra={"sessions": len(batch), "error": str(exc)},
-            )
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
             result.failed.extend(session.session_id for session in batch)
-            return result
+            return result, [str(code)] * len(batch)
         # Entries answer in order; a failed one carries an ErrorCode.
         answers = response.get("Entries", [])
         for index, session in enumerate(batch):
@@ -91,12 +103,6 @@ class EventBridgeAnnouncer:
             if entry.get("EventId") and not entry.get("ErrorCode"):
                 result.announced.append(session.session_id)
             else:
-                logger.warning(
-                    "EventBridge refused an entry",
-                    extra={
-                        "session_id": str(session.session_id),
-                        "error_code": entry.get("ErrorCode"),
-                    },
-                )
+                codes.append(str(entry.get("ErrorCode") or "NoEventId"))
                 result.failed.append(session.session_id)
-        return result
+        return result, codes

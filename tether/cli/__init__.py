@@ -13,10 +13,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tether.cli.common import configured_url
-from tether.dburl import scrub
+from tether.dburl import hide_secrets, scrub
 from tether.errors import TetherError
 
 Command = Callable[[argparse.Namespace], int]
+
+
+class _HideSecrets(logging.Filter):
+    """Libraries log at debug level what they send (a URL with ?token=, a DSN): hide it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = hide_secrets(record.getMessage())
+        record.args = None
+        return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HideSecrets())
     from tether.aws.observability import logger, logs_to_stderr  # noqa: PLC0415
 
     if args.command != "dev":
         logs_to_stderr()
     if verbose:
         logger.setLevel(logging.DEBUG)
-    handler: Command = args.handler
+    command: Command = args.handler
     try:
-        return handler(args)
+        return command(args)
     except TetherError as exc:
         message = str(exc)
         for url in (getattr(args, "database_url", None), configured_url()):

@@ -34,6 +34,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=check(args.database_url) if args.database_url else configured_url(),
         sweep_interval=args.sweep_interval,
+        check_every=args.check_every,
         heartbeat_grace=args.heartbeat_grace,
         idle_timeout=args.idle_timeout,
         max_duration=args.max_duration,
@@ -41,6 +42,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         disconnect_loss=args.disconnect_loss,
         routes=args.route,
         route_selection=args.route_selection,
+        max_connections=args.max_connections,
+        handshake_timeout=args.handshake_timeout,
     )
     return run(options, say)
 
@@ -85,17 +88,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     latency = report.detection_latency_s
     say(
-        f"clients {report.clients}: connected {report.connected},"
-        f" dropped {report.dropped}, failed {report.failed}"
+        f"clients {report.clients}: connected {report.connected}, dropped {report.dropped},"
+        f" closed by the server {report.closed_by_server}, failed {report.failed}"
     )
     say(f"sessions opened {report.opened}")
     for reason, ended in report.ended_by_reason.items():
         say(f"  ended {reason}: {ended}")
     say(f"still active {report.active}, orphaned {report.orphaned}")
-    say(f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s, max {latency['max']} s")
+    say(
+        f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s,"
+        f" p99 {latency['p99']} s, max {latency['max']} s"
+    )
+    cost = report.cost_per_connection_minute
+    say(
+        f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes,"
+        f" {cost['get_connection_calls']} GetConnection calls"
+    )
     for error in report.errors:
         say(f"  client error: {error}")
     return 0
+
+
+def _grace(text: str) -> float:
+    from tether.local.dev import HEARTBEATS_OFF  # noqa: PLC0415
+
+    return HEARTBEATS_OFF if text.strip().lower() == "off" else duration(text)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -113,14 +130,26 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="use this Postgres instead of the embedded one (also $DATABASE_URL)",
     )
     dev_cmd.add_argument(
-        "--sweep-interval", type=duration, default=60.0, metavar="DURATION", help="sweep period"
+        "--sweep-interval",
+        type=duration,
+        default=60.0,
+        metavar="DURATION",
+        help="how often a sweep run starts, as EventBridge schedules it",
     )
     dev_cmd.add_argument(
-        "--heartbeat-grace",
+        "--check-every",
         type=duration,
         default=None,
         metavar="DURATION",
-        help="disconnect clients silent this long (default: heartbeats not required)",
+        help="how often a sweep run checks (default: TETHER_SWEEP_CHECK_EVERY_SECONDS, 10s)",
+    )
+    dev_cmd.add_argument(
+        "--heartbeat-grace",
+        type=_grace,
+        default=None,
+        metavar="DURATION|off",
+        help="disconnect clients silent this long; off: heartbeats not required"
+        " (default: TETHER_HEARTBEAT_GRACE_SECONDS, 30s)",
     )
     dev_cmd.add_argument(
         "--idle-timeout",
@@ -163,6 +192,21 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="EXPRESSION",
         help="the API's route selection expression",
     )
+    dev_cmd.add_argument(
+        "--max-connections",
+        type=count,
+        default=None,
+        metavar="N",
+        help="refuse new connections (503) beyond this many (default: what the process's"
+        " file limit allows)",
+    )
+    dev_cmd.add_argument(
+        "--handshake-timeout",
+        type=duration,
+        default=10.0,
+        metavar="DURATION",
+        help="close a connection that has not completed its request by then (408)",
+    )
     dev_cmd.set_defaults(handler=cmd_dev)
 
     sim_cmd = commands.add_parser(
@@ -193,9 +237,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sim_cmd.add_argument(
         "--heartbeat",
         type=duration,
-        default=0.0,
+        default=limits.HEARTBEAT_INTERVAL_SECONDS,
         metavar="DURATION",
-        help="heartbeat interval (0: none)",
+        help="heartbeat interval, as tether asks of clients (0: none)",
     )
     sim_cmd.add_argument(
         "--settle",

@@ -67,7 +67,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say("dry run: nothing was changed")
         return 0
     deadline = time.monotonic() + args.time_limit
-    report = run_sweep(lambda: deadline - time.monotonic(), metrics=args.metrics)
+    report = run_sweep(
+        lambda: deadline - time.monotonic(), metrics=args.metrics, keep_checking=args.keep_checking
+    )
     if args.json:
         say_json(report.as_dict())
         return 0
@@ -207,6 +209,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         default=300.0,
         metavar="DURATION",
         help="stop taking new batches after this long (default: 5m)",
+    )
+    sweep_cmd.add_argument(
+        "--keep-checking",
+        action="store_true",
+        help="check at the configured cadence for a whole schedule period, as the scheduled"
+        " run does (default: one check)",
     )
     sweep_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     sweep_cmd.add_argument("--metrics", action="store_true", help="also print EMF metric lines")

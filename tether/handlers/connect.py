@@ -12,7 +12,7 @@ from typing import Any
 
 from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
-from tether.errors import AuthenticationError, TetherError
+from tether.errors import AuthenticationError, ConflictError, TetherError
 from tether.events import parse_websocket_event
 from tether.lifecycle import PROTOCOL_HEADER, open_connection
 from tether.responses import Response, error_code, error_response, respond
@@ -34,6 +34,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     add_log_keys(
         correlation_id=request.request_context.request_id, connection_id=request.connection_id
     )
+    if request.dropped_fields:
+        logger.warning(
+            "malformed optional fields left out", extra={"fields": request.dropped_fields}
+        )
     try:
         config = runtime.settings()
         result = open_connection(
@@ -46,6 +50,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         # The cause is a fixed code; the token itself is never logged.
         logger.info("connection refused", extra={"cause": exc.cause})
         return _reject(exc, exc.cause)
+    except ConflictError as exc:
+        logger.warning("connection refused", extra={"error": str(exc)})
+        return _reject(exc, "reused_connection_id")
     except TetherError as exc:
         logger.error("connection refused: could not open the session", extra={"error": str(exc)})
         return _reject(exc, error_code(exc)[1])

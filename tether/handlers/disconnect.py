@@ -30,6 +30,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     add_log_keys(
         correlation_id=request.request_context.request_id, connection_id=request.connection_id
     )
+    if request.dropped_fields:
+        # The session still ends: only the bad detail is lost.
+        logger.warning(
+            "malformed optional fields left out", extra={"fields": request.dropped_fields}
+        )
     try:
         result = end_connection(
             request,
@@ -61,6 +66,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         },
     )
     emit_metric("SessionsEnded", dimensions={"Reason": session.end_reason.value})
-    if result.announcement and result.announcement.failed:
-        emit_metric("AnnouncementsDeferred", len(result.announcement.failed))
+    announcement = result.announcement
+    if announcement and announcement.failed:
+        emit_metric("AnnouncementsDeferred", len(announcement.failed))
+    if announcement and announcement.unrecorded:
+        emit_metric("AnnouncementsUnrecorded", len(announcement.unrecorded))
     return respond(200)

@@ -31,10 +31,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         if action != HEARTBEAT_ACTION:
             known = ", ".join(KNOWN_ACTIONS)
             raise InvalidInputError(f"unknown action {action[:64]!r}; known actions: {known}")
+        config = runtime.settings()
         touched = heartbeat(
             request.connection_id,
             store=runtime.store(),
-            throttle_seconds=runtime.settings().heartbeat_throttle_seconds,
+            throttle_seconds=config.heartbeat_throttle_seconds,
         )
     except TetherError as exc:
         logger.info("message refused", extra={"error": str(exc)})
@@ -42,4 +43,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
 
     if touched.outcome is TouchOutcome.UNKNOWN:
         return respond(410, {"error": "gone", "message": "no active session for this connection"})
-    return respond(200, {"action": HEARTBEAT_ACTION, "status": touched.outcome.value})
+    # Every reply says how often to come back: a client library can follow it.
+    return respond(
+        200,
+        {
+            "action": HEARTBEAT_ACTION,
+            "status": touched.outcome.value,
+            "heartbeat_seconds": config.heartbeat_interval_seconds,
+        },
+    )

@@ -67,6 +67,18 @@ def parse_event(event: Any) -> SessionEndedEvent:
     return parsed
 
 
+# The claim must outlive the invocation that holds it, or a retry could claim the
+# session while this one still runs the finalizer.
+LEASE_MARGIN_SECONDS = 5.0
+
+
+def _lease_seconds(configured: float, context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return configured
+    return max(configured, float(remaining()) / 1000 + LEASE_MARGIN_SECONDS)
+
+
 @invocation
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     parsed = parse_event(event)  # a malformed event fails loudly: it belongs in the DLQ
@@ -76,14 +88,20 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     finalizer = load_finalizer(config.finalizer)
     store = runtime.store()
 
-    outcome = store.begin_finalize(detail.session_id, lease_seconds=config.finalize_lease_seconds)
+    claim = store.begin_finalize(
+        detail.session_id, lease_seconds=_lease_seconds(config.finalize_lease_seconds, context)
+    )
+    outcome = claim.outcome
     if outcome is FinalizeOutcome.ALREADY_FINALIZED:
         logger.info("redelivered SessionEnded: already finalized")
         return {"outcome": outcome.value}
     if outcome is FinalizeOutcome.UNKNOWN:
+        # Most likely this subscriber reads another database than the producer:
+        # fail, so the event ends in the dead-letter queue rather than being lost.
+        emit_metric("FinalizeUnknownSession")
         logger.error("SessionEnded for a session this database does not hold")
-        return {"outcome": outcome.value}
-    if outcome is not FinalizeOutcome.CLAIMED:
+        raise FinalizerError(f"session {detail.session_id} is not in this database")
+    if outcome is not FinalizeOutcome.CLAIMED or claim.token is None:
         # Another delivery holds the claim (or the event raced ahead of its end):
         # fail so EventBridge retries after it has finished.
         raise FinalizerError(f"session {detail.session_id} is not ready: {outcome.value}")
@@ -93,10 +111,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     except Exception as exc:
         # The application's code may raise anything; record, release, and let
         # EventBridge retry.
-        store.finish_finalize(detail.session_id, succeeded=False)
+        store.finish_finalize(detail.session_id, claim.token, succeeded=False)
         emit_metric("FinalizeFailed")
         logger.exception("finalizer failed; EventBridge will retry")
         raise FinalizerError(f"finalizer {config.finalizer} failed: {exc}") from exc
-    store.finish_finalize(detail.session_id, succeeded=True)
+    if not store.finish_finalize(detail.session_id, claim.token, succeeded=True):
+        # The lease ran out and another delivery claimed the session: its result stands.
+        emit_metric("FinalizeLeaseLost")
+        logger.warning("finalized after the claim ran out; the newer claim decides")
+        return {"outcome": "lease_lost"}
     emit_metric("SessionsFinalized")
     return {"outcome": "finalized"}

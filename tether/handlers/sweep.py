@@ -14,16 +14,23 @@ from typing import Any
 from tether import runtime
 from tether.aws.observability import emit_metric, invocation, logger
 from tether.errors import TetherError
-from tether.sweep import RemainingSeconds, SweepReport
+from tether.sweep import RemainingSeconds, Sleep, SweepReport
 from tether.sweep_metrics import emit_sweep_metrics
 
 
-def run_sweep(remaining_seconds: RemainingSeconds, *, metrics: bool = True) -> SweepReport:
-    """Run one sweep from this process's configuration; log and (optionally) emit
-    its metrics; a failure is logged with what the run had done, and raised."""
+def run_sweep(
+    remaining_seconds: RemainingSeconds,
+    *,
+    metrics: bool = True,
+    keep_checking: bool = True,
+    sleep: Sleep | None = None,
+) -> SweepReport:
+    """Run one sweep from this process's configuration: checks at its cadence for
+    its schedule period (``keep_checking``), or one check. Logs and (optionally)
+    emits its metrics; a failure is logged with what the run had done, and raised."""
     sweep = None
     try:
-        sweep = runtime.sweep(remaining_seconds)
+        sweep = runtime.sweep(remaining_seconds, keep_checking=keep_checking, sleep=sleep)
         report = sweep.run()
     except TetherError as exc:
         if metrics:

@@ -4,16 +4,21 @@ An embedded Postgres (or any ``--database-url``), the migrations, the local
 gateway invoking the real handlers, and the sweep on its schedule asking the
 gateway's own ``@connections`` API. Ctrl-C or SIGTERM closes every connection
 and runs its ``$disconnect`` before exiting, so the table is left with no active
-session; a ``kill -9`` leaves rows for the first sweeps of the next start.
+session; a ``kill -9`` leaves rows for the first checks of the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import os
+import resource
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,18 +32,18 @@ from tether.dburl import redact
 from tether.errors import ConfigurationError, TetherError
 from tether.loading import load_callable
 from tether.local import embedded
-from tether.local.gateway import (
-    FRAME_LIMIT,
-    MESSAGE_LIMIT,
-    Limits,
-    LocalGateway,
-    protocol_for,
-)
-from tether.settings import load_settings
+from tether.local.gateway import Limits, LocalGateway
+from tether.local.output import LineAtomicStream
+from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
+from tether.settings import Settings, load_settings
 
 logger = logging.getLogger("tether.dev")
 
 STAGE = "local"
+HEARTBEATS_OFF = 0.0
+"""--heartbeat-grace off: silent clients are left to the idle timeout."""
+# File descriptors kept for the database, the sweep and the @connections calls.
+RESERVED_DESCRIPTORS = 256
 
 
 @dataclass
@@ -47,13 +52,19 @@ class DevOptions:
     port: int = 3001
     database_url: str | None = None
     sweep_interval: float = 60.0
+    """The schedule: how often a sweep run starts (EventBridge: every minute)."""
+    check_every: float | None = None
+    """How often a run checks (default: the setting, at most the schedule)."""
     heartbeat_grace: float | None = None
+    """None: the setting's default; HEARTBEATS_OFF: heartbeats not required."""
     idle_timeout: float = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
     max_duration: float = limits.GATEWAY_MAX_CONNECTION_SECONDS
     suspect_after: float | None = None
     disconnect_loss: float = 0.0
     routes: list[str] = field(default_factory=list)
     route_selection: str = "$request.body.action"
+    max_connections: int | None = None
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
 
 
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
@@ -110,11 +121,8 @@ def routing(options: DevOptions) -> Routing:
     return Routing(routes=routes, selection_key=selection_key(options.route_selection))
 
 
-def build(
-    options: DevOptions, database_url: str, routed: Routing
-) -> tuple[LocalGateway, uvicorn.Server]:
-    from tether.handlers import connect, disconnect  # noqa: PLC0415
-
+def dev_settings(options: DevOptions, database_url: str) -> Settings:
+    """The production settings, with what a laptop run changes."""
     endpoint = f"http://{options.host}:{options.port}/{STAGE}"
     overrides: dict[str, Any] = {
         "database_url": database_url,
@@ -123,12 +131,60 @@ def build(
         "connections_endpoint": endpoint,
         "idle_timeout_seconds": options.idle_timeout,
         "max_duration_seconds": options.max_duration,
-        "heartbeat_grace_seconds": options.heartbeat_grace,
+        "sweep_schedule_seconds": options.sweep_interval,
     }
+    if not os.environ.get("TETHER_JWT_ISSUER") and not os.environ.get("SUPABASE_URL"):
+        # Tokens minted for the local run name this issuer (the banner says so).
+        overrides["jwt_issuer"] = f"http://{options.host}:{options.port}/auth/v1"
+    if options.heartbeat_grace is not None:
+        overrides["heartbeat_grace_seconds"] = (
+            None if options.heartbeat_grace == HEARTBEATS_OFF else options.heartbeat_grace
+        )
     if options.suspect_after is not None:
         overrides["suspect_after_seconds"] = options.suspect_after
-    runtime.install(load_settings(**overrides))
+    defaults = load_settings()
+    every = options.check_every or defaults.sweep_check_every_seconds
+    overrides["sweep_check_every_seconds"] = min(every, options.sweep_interval)
+    return load_settings(**overrides)
 
+
+def bind(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound before anything says it is ready."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {host} is already in use (another tether dev?): stop it,"
+                f" or pick another port: tether dev --port {port + 1}"
+                f' (make dev ARGS="--port {port + 1}")'
+            ) from None
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock  # uvicorn listens on it once it is ready to serve
+
+
+def connection_limit(requested: int | None) -> int:
+    """At most as many connections as this process has file descriptors for: raise
+    the soft limit as far as the hard one allows, and keep a reserve."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    available = max(16, soft - RESERVED_DESCRIPTORS)
+    return min(requested, available) if requested else available
+
+
+def build(
+    options: DevOptions, config: Settings, routed: Routing
+) -> tuple[LocalGateway, uvicorn.Server]:
+    from tether.handlers import connect, disconnect  # noqa: PLC0415
+
+    runtime.install(config)
     gateway = LocalGateway(
         connect=connect.lambda_handler,
         disconnect=disconnect.lambda_handler,
@@ -136,8 +192,6 @@ def build(
         limits=Limits(
             idle_timeout_seconds=options.idle_timeout,
             max_duration_seconds=options.max_duration,
-            frame_bytes=FRAME_LIMIT,
-            message_bytes=MESSAGE_LIMIT,
         ),
         route_selection_key=routed.selection_key,
         stage=STAGE,
@@ -145,41 +199,90 @@ def build(
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
     )
-    config = uvicorn.Config(
+    uvicorn_config = uvicorn.Config(
         gateway,
-        host=options.host,
-        port=options.port,
-        ws=protocol_for(gateway.limits),
+        http=http_protocol(
+            max_connections=connection_limit(options.max_connections),
+            handshake_timeout=options.handshake_timeout,
+        ),
+        ws=websocket_protocol(gateway.limits.frame_bytes),
         ws_max_size=gateway.limits.message_bytes,
         ws_ping_interval=None,
         lifespan="on",
         log_level="warning",
     )
-    return gateway, _Server(config)
+    return gateway, _Server(uvicorn_config)
 
 
-async def _sweep_forever(interval: float, server: uvicorn.Server) -> None:
-    from tether.handlers.sweep import run_sweep  # noqa: PLC0415
+class _Schedule:
+    """The sweep on its schedule, as EventBridge runs it: one run every interval,
+    checking at its cadence; stopping ends the run at its next check."""
+
+    def __init__(self, interval: float, margin: float) -> None:
+        self._interval = interval
+        self._margin = margin
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _one_run(self) -> None:
+        from tether.handlers.sweep import run_sweep  # noqa: PLC0415
+
+        # Like the scheduled Lambda: time for one period, plus the margin at which
+        # the run stops taking batches.
+        deadline = time.monotonic() + self._interval + self._margin
+
+        def remaining() -> float:
+            return 0.0 if self._stopping.is_set() else deadline - time.monotonic()
+
+        run_sweep(remaining, sleep=self._stopping.wait)
+
+    async def forever(self, server: uvicorn.Server) -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        while not server.should_exit:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self._one_run)
+            except TetherError:
+                pass  # run_sweep logged it; the next run tries again, as on AWS
+            except Exception:  # a bug must not stop the schedule either
+                logger.exception("sweep crashed; the next run tries again")
+            await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+
+
+def _describe_tokens(config: Settings) -> str:
+    if config.jwt_secret or config.signing_keys_url:
+        how = (
+            "HS256 signed with TETHER_JWT_SECRET"
+            if config.jwt_secret
+            else "signed by the JWKS keys"
+        )
+        roles = ", ".join(sorted(config.role_allow_list))
+        return (
+            f"tokens: {how}; aud {config.jwt_audience!r}, iss {config.issuer!r},"
+            f" role in {{{roles}}}, exp/iat/nbf checked with {config.jwt_leeway_seconds:g}s"
+            " leeway;"
+            " ?token=... or the sub-protocol"
+            + ("; no token: anonymous" if config.allow_anonymous else "; no token: refused")
+        )
+    if config.allow_anonymous:
+        return (
+            "tokens: not verified (set TETHER_JWT_SECRET or TETHER_JWKS_URL to verify them);"
+            " every client connects as anonymous"
+        )
+    return "tokens: required, but nothing to verify them with: every connection is refused"
+
+
+def _leftovers(config: Settings) -> int:
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
-    while not server.started:
-        await asyncio.sleep(0.05)
-    policy = SweepPolicy.from_settings(runtime.settings())
-    while not server.should_exit:
-
-        def one_run() -> None:
-            # Like the scheduled Lambda: time to work for one period, plus the margin
-            # at which the sweep stops taking batches.
-            deadline = time.monotonic() + max(interval, 1.0) + policy.time_margin_seconds
-            run_sweep(lambda: deadline - time.monotonic())
-
-        try:
-            await asyncio.to_thread(one_run)
-        except TetherError:
-            pass  # run_sweep logged it; the next run tries again, as on AWS
-        except Exception:  # a bug must not stop the schedule either
-            logger.exception("sweep crashed; the next run tries again")
-        await asyncio.sleep(interval)
+    policy = SweepPolicy.from_settings(config)
+    health = runtime.store().session_health(
+        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+    )
+    return health.active_sessions
 
 
 def _write_state(database_url: str, ws_url: str) -> None:
@@ -191,35 +294,96 @@ def _write_state(database_url: str, ws_url: str) -> None:
     )
 
 
+def _banner(
+    say: Callable[[str], None],
+    *,
+    options: DevOptions,
+    config: Settings,
+    url: str,
+    database: embedded.EmbeddedPostgres | None,
+    applied: int,
+    leftovers: int,
+) -> None:
+    """Every effective setting, and a first command to try: said once the port is bound."""
+    ws_url = f"ws://{options.host}:{options.port}"
+    where = f"embedded, data in {database.data_dir}" if database else "given"
+    every = config.sweep_check_every_seconds
+    grace = config.heartbeat_grace_seconds
+    say(f"tether dev: listening on {ws_url}")
+    say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
+    say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
+    say(
+        f"  sweep         a run every {options.sweep_interval:g}s, checking every {every:g}s;"
+        f" suspects after {config.suspect_after_seconds:g}s of silence"
+    )
+    say(
+        f"  heartbeats    every {config.heartbeat_interval_seconds:g}s"
+        + (f", clients silent {grace:g}s are disconnected" if grace else ", not required")
+    )
+    say(
+        f"  limits        idle {options.idle_timeout:g}s, max {options.max_duration:g}s,"
+        f" frames {limits.GATEWAY_FRAME_BYTES // 1024} KB,"
+        f" messages {limits.GATEWAY_MESSAGE_BYTES // 1024} KB;"
+        f" $disconnect lost for {options.disconnect_loss:.0%} of drops"
+    )
+    say(f"  {_describe_tokens(config)}")
+    if leftovers:
+        bound = config.suspect_after_seconds + 2 * every + config.gone_settle_seconds
+        say(
+            f"  {leftovers} session(s) are still marked active from an earlier run; their"
+            f" connections are gone, and the sweep ends them within about {bound:g}s"
+        )
+    say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
+    say("                tether simulate   (in another terminal)")
+    say("  Ctrl-C closes every connection and ends its session")
+
+
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
+    sys.stdout = LineAtomicStream(sys.stdout)  # whole lines from every thread
     logging.getLogger("tether.dev").setLevel(logging.INFO)
     logging.getLogger("tether.gateway").setLevel(logging.INFO)
     routed = routing(options)
+    listener = bind(options.host, options.port)
     database = None
     url = options.database_url
-    if url is None:
-        database = embedded.start(embedded.DEFAULT_DATA_DIR)
-        url = database.url
-    applied = migrate.migrate(url)
-    gateway, server = build(options, url, routed)
+    try:
+        if url is None:
+            database = embedded.start(embedded.DEFAULT_DATA_DIR)
+            url = database.url
+        applied = migrate.migrate(url)
+        config = dev_settings(options, url)
+        gateway, server = build(options, config, routed)
+        leftovers = _leftovers(config)
+    except BaseException:
+        listener.close()
+        raise
+    ws_url = f"ws://{options.host}:{options.port}"
+    schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
 
-    where = f"embedded in {database.data_dir}" if database else "given"
-    say(f"tether dev: database ({where}) {redact(url)}")
-    say(f"  migrations applied now: {len(applied)}")
-    say(f"  WebSocket     ws://{options.host}:{options.port}")
-    say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
-    say(
-        f"  sweep every {options.sweep_interval:g}s;"
-        f" idle {options.idle_timeout:g}s, max {options.max_duration:g}s"
-    )
-    say("  Ctrl-C closes every connection and ends its session")
-    _write_state(url, f"ws://{options.host}:{options.port}")
+    async def ready() -> None:
+        # Said once the gateway serves: the first command to try works at once.
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.02)
+        _banner(
+            say,
+            options=options,
+            config=config,
+            url=url,
+            database=database,
+            applied=len(applied),
+            leftovers=leftovers,
+        )
+        _write_state(url, ws_url)
 
     async def main() -> None:
-        sweeper = asyncio.create_task(_sweep_forever(options.sweep_interval, server))
+        asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
+        sweeper = asyncio.create_task(schedule.forever(server))
         try:
-            await server.serve()
+            await server.serve(sockets=[listener])
         finally:
+            schedule.stop()
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
 

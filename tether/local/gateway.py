@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 
 from tether import limits
+from tether.events import json_object
 from tether.local.lambda_context import LocalLambdaContext
 
 logger = logging.getLogger("tether.gateway")
@@ -57,6 +58,7 @@ TOO_BIG = 1009
 IDLE_REASON = "Idle timeout exceeded"
 DURATION_REASON = "Maximum connection duration exceeded"
 DELETED_REASON = "Connection closed by the @connections API"
+HANDSHAKE_LOST_REASON = "Connection closed before the handshake completed"
 
 
 @dataclass(frozen=True)
@@ -65,43 +67,6 @@ class Limits:
     max_duration_seconds: float = limits.GATEWAY_MAX_CONNECTION_SECONDS
     frame_bytes: int = FRAME_LIMIT
     message_bytes: int = MESSAGE_LIMIT
-
-
-def protocol_for(limits: Limits) -> type[WebSocketsSansIOProtocol]:
-    """uvicorn's WebSocket protocol class, enforcing these limits' frame size."""
-    return type("GatewayProtocol", (FrameLimitedProtocol,), {"frame_limit": limits.frame_bytes})
-
-
-class FrameLimitedProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus API Gateway's 32 KB frame limit and
-    1006 (not 1005) for a connection that drops without a close frame."""
-
-    frame_limit = FRAME_LIMIT
-
-    def _frame_fits(self, data: bytes) -> bool:
-        if len(data) <= self.frame_limit:
-            return True
-        self.conn.send_close(TOO_BIG, "Frame size exceeds the limit")
-        self.handle_parser_exception()
-        return False
-
-    def handle_text(self, event: Any) -> None:
-        if self._frame_fits(event.data):
-            super().handle_text(event)
-
-    def handle_bytes(self, event: Any) -> None:
-        if self._frame_fits(event.data):
-            super().handle_bytes(event)
-
-    def handle_cont(self, event: Any) -> None:
-        if self._frame_fits(event.data):
-            super().handle_cont(event)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
-            # The peer vanished: no close frame, so no status code of its own.
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": ABNORMAL})
-        super().connection_lost(exc)
 
 
 @dataclass
@@ -282,13 +247,22 @@ class LocalGateway:
         subprotocol = next(
             (v for k, v in response_headers.items() if k.lower() == "sec-websocket-protocol"), None
         )
-        await send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self.connections[connection.connection_id] = connection
+        # $connect has opened the session: from here on, whatever happens (the client
+        # gone before the handshake completes, a crash, shutdown), exactly one
+        # $disconnect follows, as API Gateway sends it.
         self.stats.opened += 1
-        self._notify("opened", connection.connection_id)
-        code, reason = 1011, "Internal server error"
+        code, reason = ABNORMAL, HANDSHAKE_LOST_REASON
         try:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            self.connections[connection.connection_id] = connection
+            self._notify("opened", connection.connection_id)
+            code, reason = 1011, "Internal server error"
             code, reason = await self._serve(connection, receive, send)
+        except ClientDisconnected:
+            logger.info(
+                "client gone during the handshake",
+                extra={"connection_id": connection.connection_id},
+            )
         finally:
             # Whatever ended the connection, the gateway forgets it and (best effort)
             # tells $disconnect, as API Gateway does.
@@ -368,11 +342,8 @@ class LocalGateway:
             )
             return
         route_key = "$default"
-        try:
-            selected = json.loads(body)
-        except json.JSONDecodeError:
-            selected = None
-        if isinstance(selected, dict):
+        selected = json_object(body)  # hostile JSON selects $default, as on AWS
+        if selected is not None:
             value = selected.get(self._selection_key)
             if isinstance(value, str) and value in self._routes:
                 route_key = value
@@ -427,13 +398,29 @@ class LocalGateway:
 
     # --- the @connections API --------------------------------------------------------
 
+    async def _bounded_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The body, or None when it exceeds the message limit: refused as soon as its
+        declared length says so, or while it streams in."""
+        limit = self.limits.message_bytes
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return None
+                except ValueError:
+                    return None
+        return await _read_bounded(receive, limit)
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await self._bounded_body(scope, receive)
+        if body is None:
+            await _json(
+                send,
+                413,
+                {"message": f"Payload too large: the limit is {self.limits.message_bytes} bytes"},
+                error_type="PayloadTooLargeException",
+            )
+            return
         match = CONNECTIONS_PATH.match(scope.get("path", ""))
         if match is None:
             await _json(send, 404, {"message": "Not Found"})
@@ -457,14 +444,6 @@ class LocalGateway:
                 },
             )
         elif method == "POST":
-            if len(body) > self.limits.message_bytes:
-                await _json(
-                    send,
-                    413,
-                    {"message": "Payload too large"},
-                    error_type="PayloadTooLargeException",
-                )
-                return
             try:
                 outgoing: Message = {"type": "websocket.send", "text": body.decode("utf-8")}
             except UnicodeDecodeError:
@@ -478,6 +457,21 @@ class LocalGateway:
             await _json(send, 204, None)
         else:
             await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
+
+
+async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes ``limit``: nothing more is kept."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 async def _send_quietly(send: Send, message: Message) -> None:

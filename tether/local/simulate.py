@@ -2,12 +2,15 @@
 from the session table.
 
 Each client identifies itself by its User-Agent (``tether-simulate/<run>/<n>``),
-which ``$connect`` stores, so its row can be found afterwards. A fraction of the
-clients vanish without a close frame (the socket is torn down). After the run the
-table is polled for ``--settle`` seconds (time for the sweep to work), and the
-report says how many sessions opened, how they ended, what is still active, what
-is orphaned (active, though its client is certainly gone), and how long it took
-for each row to end after its client did.
+which ``$connect`` stores, so its row can be found afterwards. Clients send
+heartbeats at the interval tether asks for. A fraction of them vanish without a
+close frame (the socket is torn down). A client the server closes is counted as
+such, and its end is the moment it was closed. After the run the table is polled
+for ``--settle`` seconds (time for the sweep to work), and the report says how
+many sessions opened, how they ended, what is still active, what is orphaned
+(active, though its client is certainly gone), how long each row took to end after
+its client went away, and what the run cost: heartbeat writes and the sweep's
+GetConnection calls, per connection per minute.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -38,8 +42,12 @@ class ClientOutcome:
     index: int
     dropped: bool
     connected: bool = False
+    connected_at: float | None = None
     ended_at: float | None = None
-    """time.time() when the client closed or vanished."""
+    """time.time() when the client went away: it closed, vanished, or was closed."""
+    closed_by_server: bool = False
+    heartbeat_writes: int = 0
+    """Heartbeats the server answered "touched" (a write to the table)."""
     error: str | None = None
 
 
@@ -53,7 +61,9 @@ class SimulationReport:
     clients: int
     connected: int
     dropped: int
+    closed_by_server: int
     failed: int
+    cost_per_connection_minute: dict[str, float | None]
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,7 +76,9 @@ class SimulationReport:
             "clients": self.clients,
             "connected": self.connected,
             "dropped": self.dropped,
+            "closed_by_server": self.closed_by_server,
             "failed": self.failed,
+            "cost_per_connection_minute": self.cost_per_connection_minute,
         }
 
 
@@ -97,6 +109,15 @@ class Progress:
             sys.stderr.flush()
 
 
+async def _read(ws: ClientConnection, outcome: ClientOutcome) -> None:
+    """Consume what the server sends (heartbeat replies) until the connection ends."""
+    with contextlib.suppress(WebSocketException):
+        async for message in ws:
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(message).get("status") == "touched":
+                    outcome.heartbeat_writes += 1
+
+
 async def _client(
     url: str,
     run_id: str,
@@ -115,35 +136,65 @@ async def _client(
             ws: ClientConnection = await connect(
                 target, user_agent_header=agent, open_timeout=15, ping_interval=None
             )
-        outcome.connected = True
-        connected.append(outcome.index)
-        deadline = time.monotonic() + duration
-        while (left := deadline - time.monotonic()) > 0:
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return
+    outcome.connected = True
+    outcome.connected_at = time.time()
+    connected.append(outcome.index)
+    reader = asyncio.create_task(_read(ws, outcome))
+    deadline = time.monotonic() + duration
+    try:
+        while (left := deadline - time.monotonic()) > 0 and not reader.done():
             if heartbeat > 0:
-                await ws.send(json.dumps({"action": "heartbeat"}))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ws.recv(), timeout=min(heartbeat, left))
-            pause = heartbeat if heartbeat > 0 else left
-            await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-        if outcome.dropped:
+                with contextlib.suppress(WebSocketException):
+                    await ws.send(json.dumps({"action": "heartbeat"}))
+            pause = min(heartbeat, left) if heartbeat > 0 else left
+            # Wake early if the server closes the connection meanwhile.
+            await asyncio.wait({reader}, timeout=pause)
+        if reader.done():
+            outcome.closed_by_server = True
+        elif outcome.dropped:
             # No close frame: the socket is torn down, as when a laptop lid closes.
             ws.transport.abort()
         else:
             await ws.close(code=1000)
         outcome.ended_at = time.time()
-    except (OSError, WebSocketException, TimeoutError) as exc:
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.ended_at = outcome.ended_at or time.time()
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
 
 
 def _rows(database_url: str, run_id: str) -> dict[int, dict[str, Any]]:
     with psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10) as conn:
         rows = conn.execute(
-            "select user_agent, is_active, end_reason from public.conversation_sessions"
-            " where user_agent like %s",
+            "select user_agent, is_active, end_reason, session_end"
+            " from public.conversation_sessions where user_agent like %s",
             (f"tether-simulate/{run_id}/%",),
         ).fetchall()
     return {int(str(row["user_agent"]).rsplit("/", 1)[1]): row for row in rows}
+
+
+def _gateway_checks(database_url: str, since: datetime) -> int | None:
+    """GetConnection calls of the sweep runs that started since ``since`` (None where
+    the sweep's history cannot be read)."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            row = conn.execute(
+                "select coalesce(sum((report->>'checked')::bigint), 0)"
+                " from tether.sweep_runs where started_at >= %s",
+                (since,),
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
+def _database_now(database_url: str) -> datetime:
+    with psycopg.connect(database_url, connect_timeout=10) as conn:
+        cursor = conn.execute("select now()")
+        moment: datetime = cursor.fetchall()[0][0]
+    return moment
 
 
 async def simulate(
@@ -164,6 +215,7 @@ async def simulate(
     bar = Progress(progress)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     connected: list[int] = []
+    began = await asyncio.to_thread(_database_now, database_url)
     tasks = [
         asyncio.create_task(
             _client(
@@ -181,7 +233,7 @@ async def simulate(
     ]
     started = time.monotonic()
     while not all(task.done() for task in tasks):
-        if len(connected) < clients:
+        if len(connected) < clients and not all(o.connected or o.error for o in outcomes):
             bar.show("connecting", len(connected), clients)
         else:
             bar.show("running", round(min(time.monotonic() - started, duration), 1), duration)
@@ -204,7 +256,20 @@ async def simulate(
             break
         await asyncio.sleep(POLL_SECONDS)
     bar.done()
+    checks = await asyncio.to_thread(_gateway_checks, database_url, began)
+    return _report(outcomes, rows, detected, clients=clients, dropped=dropped, checks=checks)
 
+
+def _report(
+    outcomes: list[ClientOutcome],
+    rows: dict[int, dict[str, Any]],
+    detected: dict[int, float],
+    *,
+    clients: int,
+    dropped: set[int],
+    checks: int | None,
+) -> SimulationReport:
+    # From the moment each client actually went away to when its row was seen ended.
     latencies = [
         max(0.0, detected[o.index] - o.ended_at)
         for o in outcomes
@@ -213,6 +278,12 @@ async def simulate(
     active = [index for index, row in rows.items() if row["is_active"]]
     gone = {o.index for o in outcomes if o.ended_at is not None}
     reasons = Counter(str(row["end_reason"]) for row in rows.values() if not row["is_active"])
+    minutes = sum(
+        (o.ended_at - o.connected_at) / 60
+        for o in outcomes
+        if o.connected_at is not None and o.ended_at is not None
+    )
+    writes = sum(o.heartbeat_writes for o in outcomes)
     return SimulationReport(
         opened=len(rows),
         ended_by_reason=dict(sorted(reasons.items())),
@@ -221,11 +292,19 @@ async def simulate(
         detection_latency_s={
             "p50": percentile(latencies, 0.50),
             "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99),
             "max": round(max(latencies), 3) if latencies else None,
         },
         clients=clients,
         connected=sum(1 for o in outcomes if o.connected),
         dropped=len(dropped),
+        closed_by_server=sum(1 for o in outcomes if o.closed_by_server),
         failed=sum(1 for o in outcomes if o.error),
+        cost_per_connection_minute={
+            "heartbeat_writes": round(writes / minutes, 3) if minutes else None,
+            "get_connection_calls": (
+                round(checks / minutes, 3) if minutes and checks is not None else None
+            ),
+        },
         errors=[o.error for o in outcomes if o.error][:5],
     )

@@ -1,0 +1,201 @@
+"""`tether dev` and `tether simulate` as a newcomer meets them: what they say, and
+that what they say is true."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run, token
+from tests.support import HS256_SECRET, ISSUER, claims, json_lines, sign
+
+
+def _tether(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}}
+    return subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _tether(
+            "dev", "--port", str(port), "--database-url", database_url, cwd=tmp_path, timeout=60
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert f"--port {port + 1}" in result.stderr
+    assert "listening" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_the_banner_shows_every_effective_setting_and_hides_the_password(
+    start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
+) -> None:
+    # Trust authentication ignores the password; the banner must not show it anyway.
+    params = conninfo_to_dict(database_url)
+    with_password = make_conninfo("", **params, password="s3cret-pw")
+    server = start_dev("--sweep-interval", "30s", "--heartbeat-grace", "45s")
+    server.stop()
+    second = start_dev("--database-url", with_password, port=free_port())
+    banner = second.log.read_text()
+    first = server.log.read_text()
+    assert f"listening on ws://127.0.0.1:{server.port}" in first
+    assert "a run every 30s, checking every 10s" in first
+    assert "clients silent 45s are disconnected" in first
+    assert f"wscat -c ws://127.0.0.1:{server.port}" in first
+    assert f"iss '{ISSUER}'" in first and "HS256" in first
+    assert "s3cret-pw" not in banner
+    assert "password=***" in banner
+
+
+def test_a_restart_after_a_crash_says_what_it_left_and_when_it_ends(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def crash_under_two() -> None:
+        clients = [await open_client(server), await open_client(server)]
+        server.wait_for(lambda r: len(r) == 2)
+        server.stop(signal.SIGKILL)
+        for ws in clients:
+            ws.transport.abort()
+
+    run(crash_under_two())
+    again = start_dev(port=free_port())
+    text = again.log.read_text()
+    match = re.search(r"(\d+) session\(s\) are still marked active .* within about (\d+)s", text)
+    assert match is not None, text
+    assert match.group(1) == "2"
+
+
+def test_every_log_line_is_whole_and_names_its_own_connection(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def burst() -> None:
+        opened = await asyncio.gather(
+            *(open_client(server) for _ in range(40)), return_exceptions=True
+        )
+        clients = [ws for ws in opened if not isinstance(ws, BaseException)]
+        await asyncio.gather(*(ws.close() for ws in clients))
+        assert len(clients) == 40, [e for e in opened if isinstance(e, BaseException)][:3]
+
+    run(burst())
+    rows = server.wait_for(lambda r: len(r) == 40 and not any(x["is_active"] for x in r))
+    server.stop()
+    truth = {str(r["session_id"]): str(r["connection_id"]) for r in rows}
+    lines = [line for line in server.log.read_text().splitlines() if line.startswith("{")]
+    parsed = json_lines("\n".join(lines))
+    assert len(parsed) == len(lines), "some lines were glued together or cut"
+    named = [p for p in parsed if p.get("message") in {"session opened", "session ended"}]
+    assert len(named) >= 80
+    for line in named:
+        assert truth[line["session_id"]] == line["connection_id"], line
+
+
+def _simulate(server: DevServer, *args: str, cwd: Path) -> dict[str, Any]:
+    result = _tether("simulate", "--json", *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_simulate_finds_tether_dev_and_reports_what_it_cost(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    server = start_dev("--sweep-interval", "1s", "--suspect-after", "1s")
+    # Run from where tether dev runs: no --url, no --database-url.
+    report = _simulate(
+        server,
+        "--clients",
+        "6",
+        "--duration",
+        "3s",
+        "--heartbeat",
+        "1s",
+        "--drop-rate",
+        "0.5",
+        "--settle",
+        "20s",
+        cwd=tmp_path,
+    )
+    assert report["opened"] == 6 and report["connected"] == 6
+    assert report["orphaned"] == 0 and report["active"] == 0
+    assert report["closed_by_server"] == 0 and report["failed"] == 0
+    cost = report["cost_per_connection_minute"]
+    assert cost["heartbeat_writes"] > 0  # throttle 0 here: every heartbeat is a write
+    assert cost["get_connection_calls"] is not None
+
+
+def test_simulate_counts_clients_the_server_closed_and_measures_from_then(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    server = start_dev("--idle-timeout", "2s")
+    report = _simulate(
+        server,
+        "--clients",
+        "4",
+        "--duration",
+        "8s",
+        "--heartbeat",
+        "0",
+        "--settle",
+        "5s",
+        cwd=tmp_path,
+    )
+    assert report["closed_by_server"] == 4
+    assert report["failed"] == 0
+    assert report["ended_by_reason"] == {"idle_timeout": 4}
+    # Measured from the close, not from the end the client had planned (8 s).
+    assert report["detection_latency_s"]["max"] < 3
+
+
+def test_simulate_with_a_token_never_logs_it(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    server = start_dev()
+    secret = sign(claims(), HS256_SECRET, "HS256")
+    result = _tether(
+        "-v",
+        "simulate",
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--settle",
+        "3s",
+        "--token",
+        secret,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG" in result.stderr  # verbose indeed
+    assert secret not in result.stderr + result.stdout
+    assert secret.split(".")[2] not in result.stderr
+    assert token() != secret
+    with psycopg.connect(server.database_url) as conn:
+        assert conn.execute("select count(*) from public.conversation_sessions").fetchone() == (2,)

@@ -1,0 +1,158 @@
+"""The local gateway under abuse: it refuses cleanly and keeps serving what it has,
+and every connection whose $connect succeeded gets exactly one $disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from websockets.exceptions import InvalidStatus
+
+from tests.e2e.conftest import DevServer, open_client, run
+
+UPGRADE = (
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    "User-Agent: {agent}\r\n{extra}\r\n"
+)
+
+
+def _raw(server: DevServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_client_gone_during_the_handshake_still_gets_its_disconnect(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+    for index in range(20):
+        sock = _raw(server)
+        sock.sendall(UPGRADE.format(agent=f"vanishing/{index}", extra="").encode())
+        if index % 2:
+            # RST instead of FIN: linger on, zero timeout.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # before the 101, while $connect is writing the row
+    time.sleep(0.5)  # let the last handshakes reach $connect
+    rows = server.wait_for(lambda r: bool(r) and not any(x["is_active"] for x in r), timeout=20)
+    assert rows, "no $connect ran at all"
+    assert {r["end_reason"] for r in rows} == {"connection_lost"}
+    # Ctrl-C finds nothing left, and its summary counts every one of them once.
+    assert server.stop() == 0
+    summary = server.log.read_text().splitlines()[-1]
+    assert f"{len(rows)} opened, {len(rows)} ended" in summary
+
+
+def test_a_handshake_that_never_comes_is_closed_with_408(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--handshake-timeout", "1s")
+    started = time.monotonic()
+    with _raw(server) as sock:
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 5
+
+
+def test_headers_over_8_kb_are_refused_with_431(start_dev: Callable[..., DevServer]) -> None:
+    server = start_dev()
+    with _raw(server) as sock:
+        sock.sendall(
+            UPGRADE.format(agent="big", extra="X-Padding: " + "a" * 9000 + "\r\n").encode()
+        )
+        assert _answer(sock).startswith(b"HTTP/1.1 431")
+    assert server.rows() == []
+
+
+def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--max-connections", "4")
+
+    async def scenario() -> None:
+        clients = [await open_client(server) for _ in range(4)]
+        server.wait_for(lambda r: len(r) == 4)
+        try:
+            await open_client(server)
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 503
+        else:
+            raise AssertionError("the fifth connection was accepted")
+        for ws in clients:
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv())["action"] == "heartbeat"
+            await ws.close()
+
+    run(scenario())
+    assert len(server.rows()) == 4
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_huge_post_to_connections_is_refused_before_it_is_read(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        # Declared too large: refused from the header alone, nothing is read.
+        with _raw(server) as sock:
+            sock.sendall(
+                f"POST /local/@connections/{row['connection_id']} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {200 * 1024 * 1024}\r\n\r\n".encode()
+                + b"x" * 1024
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+        # Streamed without a length: refused once it passes 128 KB.
+        chunks = (b"y" * 65536 for _ in range(8))
+        request = urllib.request.Request(url, data=chunks, method="POST")  # noqa: S310
+        try:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 413
+        else:
+            raise AssertionError("a 512 KB message was accepted")
+        # The connection itself is untouched.
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        assert json.loads(await ws.recv())["status"] in {"touched", "throttled"}
+        await ws.close()
+
+    run(scenario())
+
+
+def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        await ws.send("[" * 1000 + "]" * 1000)
+        error = json.loads(await ws.recv())
+        assert error == {
+            "error": "bad_request",
+            "message": "message is not valid JSON: nested too deeply",
+        }
+        await ws.send('{"action": "heartbeat", "n": ' + "9" * 5000 + "}")
+        assert "a number is too long" in json.loads(await ws.recv())["message"]
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        assert json.loads(await ws.recv())["action"] == "heartbeat"
+        await ws.close()
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert row["end_reason"] == "client_disconnect"

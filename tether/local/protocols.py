@@ -1,0 +1,146 @@
+"""uvicorn's protocols, held to what API Gateway allows.
+
+- WebSocket: 32 KB frames (a larger one closes with 1009), and 1006 for a peer that
+  vanished without a close frame.
+- HTTP, before a request is complete: a handshake must arrive within a timeout (408),
+  its headers must fit a limit (431), and past a maximum of open connections new
+  ones are refused with 503 at once, so the process never runs out of file
+  descriptors and keeps serving the connections it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from tether import limits
+
+logger = logging.getLogger("tether.gateway")
+
+ABNORMAL = 1006
+TOO_BIG = 1009
+
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+HEADER_LIMIT_BYTES = 8 * 1024
+
+
+class FrameLimitedProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus API Gateway's 32 KB frame limit and
+    1006 (not 1005) for a connection that drops without a close frame."""
+
+    frame_limit = limits.GATEWAY_FRAME_BYTES
+
+    def _frame_fits(self, data: bytes) -> bool:
+        if len(data) <= self.frame_limit:
+            return True
+        self.conn.send_close(TOO_BIG, "Frame size exceeds the limit")
+        self.handle_parser_exception()
+        return False
+
+    def handle_text(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_bytes(event)
+
+    def handle_cont(self, event: Any) -> None:
+        if self._frame_fits(event.data):
+            super().handle_cont(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
+            # The peer vanished: no close frame, so no status code of its own.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": ABNORMAL})
+        super().connection_lost(exc)
+
+
+_REASONS = {
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+class GuardedHttpProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, refusing what would tie the gateway up."""
+
+    handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
+    header_limit = HEADER_LIMIT_BYTES
+    max_connections = 10_000
+
+    _deadline: asyncio.TimerHandle | None = None
+    _head: bytes = b""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, "too many connections")
+            return
+        self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and not self._head_fits(data):
+            self._refuse(431, "request headers over the limit")
+            return
+        super().data_received(data)
+
+    def _head_fits(self, data: bytes) -> bool:
+        """Whether the request line and headers (up to the blank line) fit the limit;
+        the body that may follow in the same read does not count."""
+        self._head = (self._head + data)[: self.header_limit + 4]
+        end = self._head.find(b"\r\n\r\n")
+        if end != -1:
+            self._head = b""
+            return end <= self.header_limit
+        return len(self._head) <= self.header_limit
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        # Upgraded to a WebSocket, or a request under way: not ours to time out.
+        if self.transport.get_protocol() is not self or self.cycle is not None:
+            return
+        self._refuse(408, "no complete request within the handshake timeout")
+
+    def _refuse(self, status: int, why: str) -> None:
+        self._cancel_deadline()
+        if self.transport.is_closing():
+            return
+        logger.info("connection refused", extra={"status": status, "why": why})
+        head = (
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+            "content-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode())
+        self.transport.close()
+
+
+def websocket_protocol(frame_bytes: int) -> type[WebSocketsSansIOProtocol]:
+    """The WebSocket protocol class for this frame limit."""
+    return type("GatewayWebSocketProtocol", (FrameLimitedProtocol,), {"frame_limit": frame_bytes})
+
+
+def http_protocol(
+    *, max_connections: int, handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+) -> type[H11Protocol]:
+    """The HTTP protocol class with these limits."""
+    return type(
+        "GatewayHttpProtocol",
+        (GuardedHttpProtocol,),
+        {"max_connections": max_connections, "handshake_timeout": handshake_timeout},
+    )
