@@ -49,7 +49,7 @@ def runtime_python() -> tuple[str, str]:
         )
         if probe.returncode == 0 and probe.stdout.strip() == PREFERRED:
             return candidate, PREFERRED
-    return sys.executable, "%d.%d" % sys.version_info[:2]
+    return sys.executable, "{}.{}".format(*sys.version_info[:2])
 
 
 def host_architecture() -> str:

@@ -22,6 +22,7 @@ import pytest
 from cfnlint.decode import decode_str
 
 from tests.conftest import ROOT
+from tether.deploy import template_text
 
 TEMPLATE = ROOT / "infra" / "template.yaml"
 LAMBDA = "AWS::Lambda::Function"
@@ -131,11 +132,10 @@ def role_statements(role: str) -> list[dict[str, Any]]:
     found = []
     for owner, statement in statements():
         kind = resources()[owner]["Type"]
-        if owner == role or owner in attached:
-            found.append(statement)
-        elif kind in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} and role in references(
+        attaches = kind in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} and role in references(
             props(owner).get("Roles", [])
-        ):
+        )
+        if owner == role or owner in attached or attaches:
             found.append(statement)
     return found
 
@@ -156,8 +156,6 @@ def test_cfn_lint_passes() -> None:
 
 
 def test_the_installed_package_carries_this_template() -> None:
-    from tether.deploy import template_text
-
     assert template_text() == TEMPLATE.read_text()
 
 

@@ -123,7 +123,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         or previous.get("BundleBucket")
         or stacks.default_bucket(account, stacks.region_of(aws))
     )
-    stacks.ensure_bucket(aws, bucket, say)
     defaults = stacks.template_defaults(aws, template, bucket)
     parameters = _parameters(args, aws, defaults, previous)
     if args.migrate:
@@ -149,6 +148,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"bundle {bundle.digest[:16]}: {bundle.files} files, "
         f"{bundle.unzipped_bytes / 2**20:.1f} MiB unzipped, {bundle.size / 2**20:.1f} MiB zipped"
     )
+    stacks.ensure_bucket(aws, bucket, say)
     stacks.upload_bundle(aws, bucket, bundle, say)
 
     parameters["BundleBucket"] = bucket

@@ -369,6 +369,7 @@ def _template_source(aws: Aws, bucket: str, template: str) -> dict[str, str]:
         return {"TemplateBody": template}
     digest = hashlib.sha256(template.encode()).hexdigest()[:40]
     key = f"tether/templates/{digest}.yaml"
+    ensure_bucket(aws, bucket, lambda _line: None)
     s3 = aws.client("s3")
     s3.put_object(Bucket=bucket, Key=key, Body=template.encode())
     url = s3.generate_presigned_url(
