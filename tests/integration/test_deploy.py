@@ -60,7 +60,8 @@ def deploy_args(aws: str, *extra: str) -> list[str]:
 
 
 def aws_client(service: str, endpoint: str) -> Any:
-    return boto3.client(service, endpoint_url=endpoint, region_name=AWS_REGION)
+    factory: Any = boto3.client
+    return factory(service, endpoint_url=endpoint, region_name=AWS_REGION)
 
 
 def physical_ids(endpoint: str) -> dict[str, str]:
