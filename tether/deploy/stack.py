@@ -280,9 +280,9 @@ def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | N
 
 def revision(bundle_digest: str, template: str, parameters: Mapping[str, str]) -> str:
     """Changes with the code, the template or any parameter: a new function version then."""
-    payload = json.dumps(
-        [bundle_digest, hashlib.sha256(template.encode()).hexdigest(), sorted(parameters.items())]
-    )
+    # An empty value and an absent one are the same to the template: count neither.
+    settings = sorted((key, value) for key, value in parameters.items() if value != "")
+    payload = json.dumps([bundle_digest, hashlib.sha256(template.encode()).hexdigest(), settings])
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -347,7 +347,10 @@ def deploy(
             _forget_review_stack(aws, stack)
         return Outcome(changed=False, state=before, declined=True)
     started = datetime.now(UTC)
-    cfn.execute_change_set(ChangeSetName=created["Id"])
+    try:
+        cfn.execute_change_set(ChangeSetName=created["Id"])
+    except ClientError as exc:
+        raise DeployError(f"CloudFormation could not run the change set: {_message(exc)}") from None
     state = wait(
         aws,
         stack,
