@@ -3,3 +3,8 @@
 Handler strings are ``functions.<name>.lambda_handler``. The deployment bundle is
 this folder plus the installed ``tether`` package and its runtime dependencies.
 """
+
+from tether.aws import snapstart
+
+# With SnapStart, a restored snapshot forgets the connection and secrets it was taken with.
+snapstart.register()

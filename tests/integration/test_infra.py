@@ -1,0 +1,510 @@
+"""The template, read as CloudFormation reads it: cfn-lint passes; every route reaches a
+function of the template through an integration, with an invoke permission for that API
+only; the schedule reaches the sweep; SessionEnded reaches its subscriber with retries
+and a dead-letter queue; IAM is least privilege; secrets are references, never values;
+the alarms watch what the sweep reports.
+
+moto's CloudFormation creates no ``AWS::ApiGatewayV2::*`` resources (nor alarms, invoke
+configs, queue policies): the deploy test cannot see them, this test covers them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode_str
+
+from tests.conftest import ROOT
+from tether.deploy import template_text
+
+TEMPLATE = ROOT / "infra" / "template.yaml"
+LAMBDA = "AWS::Lambda::Function"
+WEBSOCKET_ROUTES = {"$connect", "$disconnect", "$default", "heartbeat"}
+SECRET_PARAMETERS = {"DatabaseSecret", "JwtSecret", "OperatorKeySecret"}
+SECRET_SETTINGS = {
+    "TETHER_DATABASE_URL",
+    "TETHER_SUPABASE_SERVICE_KEY",
+    "TETHER_JWT_SECRET",
+    "TETHER_OPERATOR_KEY",
+}
+
+
+@cache
+def load_template() -> dict[str, Any]:
+    template, problems = decode_str(TEMPLATE.read_text())
+    assert not problems, problems
+    assert template is not None
+    return dict(template)
+
+
+def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
+    every: dict[str, dict[str, Any]] = load_template()["Resources"]
+    return {k: v for k, v in every.items() if kind is None or v["Type"] == kind}
+
+
+def props(logical_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = resources()[logical_id].get("Properties", {})
+    return properties
+
+
+def handlers() -> dict[str, str]:
+    """Function logical id -> handler string, from the template."""
+    return {name: str(r["Properties"]["Handler"]) for name, r in resources(LAMBDA).items()}
+
+
+def references(node: Any) -> set[str]:
+    """Every resource or parameter a node refers to (Ref, GetAtt, ${...} in Sub)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref":
+                found.add(str(value))
+            elif key == "Fn::GetAtt":
+                found.add(str(value[0]))
+            elif key == "Fn::Sub":
+                text, names = (value, {}) if isinstance(value, str) else (value[0], value[1])
+                for name in re.findall(r"\$\{([^}!]+)\}", text):
+                    if name not in names:
+                        found.add(name.split(".")[0])
+                found |= references(names)
+            elif key == "Fn::If":
+                found |= references(value[1]) | references(value[2])
+            else:
+                found |= references(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= references(item)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
+def branches(node: Any) -> list[Any]:
+    """Both sides of an Fn::If (SnapStart on and off), or the node itself."""
+    if isinstance(node, dict) and "Fn::If" in node:
+        return [node["Fn::If"][1], node["Fn::If"][2]]
+    return [node]
+
+
+def function_of(node: Any) -> str:
+    """The function a target names: itself, or the function of its version."""
+    (target,) = references(node) - {"EnableSnapStart"}
+    kind = resources()[target]["Type"]
+    if kind == "AWS::Lambda::Version":
+        (function,) = references(props(target)["FunctionName"])
+        return function
+    assert kind == LAMBDA, f"{target} is a {kind}, not a function"
+    return target
+
+
+def target_of(node: Any) -> Any:
+    """The invocation target inside an integration URI (Sub with a Target variable)."""
+    if isinstance(node, dict) and "Fn::Sub" in node and isinstance(node["Fn::Sub"], list):
+        return node["Fn::Sub"][1]["Target"]
+    return node
+
+
+def statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(policy owner, statement) for every inline and managed policy of the template."""
+    for name, resource in resources().items():
+        kind = resource["Type"]
+        if kind == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies", []):
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    yield name, statement
+        elif kind in {"AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"}:
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                yield name, statement
+
+
+def listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def role_statements(role: str) -> list[dict[str, Any]]:
+    """What a role may do: its inline policies and every policy attached to it."""
+    attached = {name for name in references(props(role).get("ManagedPolicyArns", []))}
+    found = []
+    for owner, statement in statements():
+        kind = resources()[owner]["Type"]
+        attaches = kind in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} and role in references(
+            props(owner).get("Roles", [])
+        )
+        if owner == role or owner in attached or attaches:
+            found.append(statement)
+    return found
+
+
+def actions_of(role: str) -> set[str]:
+    return {action for s in role_statements(role) for action in listed(s["Action"])}
+
+
+# --- lint -----------------------------------------------------------------------------------
+
+
+def test_cfn_lint_passes() -> None:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    done = subprocess.run(  # noqa: S603 - the linter of the dev extra
+        [str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_installed_package_carries_this_template() -> None:
+    assert template_text() == TEMPLATE.read_text()
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def test_the_websocket_api_routes_on_the_action() -> None:
+    (api,) = [
+        name
+        for name, r in resources("AWS::ApiGatewayV2::Api").items()
+        if r["Properties"]["ProtocolType"] == "WEBSOCKET"
+    ]
+    assert props(api)["RouteSelectionExpression"] == "$request.body.action"
+    keys = {
+        r["Properties"]["RouteKey"]
+        for r in resources("AWS::ApiGatewayV2::Route").values()
+        if references(r["Properties"]["ApiId"]) == {api}
+    }
+    assert keys == WEBSOCKET_ROUTES
+
+
+def test_every_route_reaches_a_function_allowed_for_this_api_only() -> None:
+    permissions = resources("AWS::Lambda::Permission")
+    routes = resources("AWS::ApiGatewayV2::Route")
+    assert routes
+    for name, route in routes.items():
+        api = references(route["Properties"]["ApiId"])
+        target = route["Properties"]["Target"]["Fn::Sub"]
+        match = re.fullmatch(r"integrations/\$\{(\w+)\}", target)
+        assert match, f"{name}: target {target}"
+        integration = props(match.group(1))
+        assert references(integration["ApiId"]) == api, name
+        assert integration["IntegrationType"] == "AWS_PROXY", name
+        targets = branches(target_of(integration["IntegrationUri"]))
+        functions = {function_of(t) for t in targets}
+        assert len(functions) == 1, f"{name} reaches {functions}"
+        (function,) = functions
+        # Each invocation target (the version with SnapStart, the function without) has a
+        # permission for API Gateway, scoped to this API's ARN.
+        for each in targets:
+            allowed = [
+                p
+                for p in permissions.values()
+                if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+                and each in branches(p["Properties"]["FunctionName"])
+            ]
+            assert allowed, f"{name}: no permission for {each}"
+            for permission in allowed:
+                source = permission["Properties"]["SourceArn"]["Fn::Sub"]
+                (api_name,) = api
+                assert source.startswith(
+                    f"arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:"
+                    f"${{{api_name}}}/"
+                ), f"{name}: permission not scoped to {api_name}: {source}"
+        assert resources()[function]["Type"] == LAMBDA
+
+
+def test_routes_that_answer_the_client_have_a_route_response() -> None:
+    answering = {
+        r["Properties"]["RouteKey"]
+        for name, r in resources("AWS::ApiGatewayV2::Route").items()
+        if any(
+            references(rr["Properties"]["RouteId"]) == {name}
+            for rr in resources("AWS::ApiGatewayV2::RouteResponse").values()
+        )
+    }
+    assert answering == {"$default", "heartbeat"}
+
+
+def test_the_admin_api_is_an_http_api_with_payload_format_2() -> None:
+    (api,) = [
+        name
+        for name, r in resources("AWS::ApiGatewayV2::Api").items()
+        if r["Properties"]["ProtocolType"] == "HTTP"
+    ]
+    (route,) = [
+        r
+        for r in resources("AWS::ApiGatewayV2::Route").values()
+        if references(r["Properties"]["ApiId"]) == {api}
+    ]
+    assert route["Properties"]["RouteKey"] in {"$default", "ANY /{proxy+}"}
+    integration = props(re.findall(r"\$\{(\w+)\}", route["Properties"]["Target"]["Fn::Sub"])[0])
+    assert integration["PayloadFormatVersion"] == "2.0"
+    function = {function_of(t) for t in branches(integration["IntegrationUri"])}
+    assert function == {"AdminFunction"}
+    assert props("AdminFunction")["Handler"] == "functions.admin.lambda_handler"
+
+
+def test_the_stages_throttle_and_log_access() -> None:
+    for name, stage in resources("AWS::ApiGatewayV2::Stage").items():
+        settings = stage["Properties"]
+        assert settings["AutoDeploy"] is True, name
+        assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(
+            settings["DefaultRouteSettings"]
+        ), name
+        (group,) = references(settings["AccessLogSettings"]["DestinationArn"])
+        assert resources()[group]["Type"] == "AWS::Logs::LogGroup", name
+        assert "$context.requestId" in settings["AccessLogSettings"]["Format"], name
+
+
+def test_the_schedule_runs_the_sweep() -> None:
+    (rule,) = [
+        name
+        for name, r in resources("AWS::Events::Rule").items()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    (target,) = props(rule)["Targets"]
+    sweep = function_of(target["Arn"])
+    assert props(sweep)["Handler"] == "functions.sweep.lambda_handler"
+    assert references(props(rule)["ScheduleExpression"]) == {"SweepRate"}
+    assert any(
+        p["Properties"]["Principal"] == "events.amazonaws.com"
+        and references(p["Properties"]["FunctionName"]) == {sweep}
+        and references(p["Properties"]["SourceArn"]) == {rule}
+        for p in resources("AWS::Lambda::Permission").values()
+    )
+    # Runs cannot pile up: reserved concurrency, no retries, a one-minute event age.
+    assert "ReservedConcurrentExecutions" in props(sweep)
+    (config,) = [
+        c["Properties"]
+        for c in resources("AWS::Lambda::EventInvokeConfig").values()
+        if references(c["Properties"]["FunctionName"]) == {sweep}
+    ]
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["MaximumEventAgeInSeconds"] <= 60
+    assert props(sweep)["Timeout"] < 60
+
+
+def test_session_ended_goes_to_its_bus_and_subscriber_with_retries_and_dead_letters() -> None:
+    (rule,) = [
+        name
+        for name, r in resources("AWS::Events::Rule").items()
+        if "EventBusName" in r["Properties"]
+    ]
+    (bus,) = references(props(rule)["EventBusName"])
+    assert resources()[bus]["Type"] == "AWS::Events::EventBus"
+    assert props(rule)["EventPattern"]["detail-type"] == ["SessionEnded"]
+    (target,) = props(rule)["Targets"]
+    subscriber = function_of(target["Arn"])
+    assert props(subscriber)["Handler"] == "functions.session_ended.lambda_handler"
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    (queue,) = references(target["DeadLetterConfig"]["Arn"])
+    assert resources()[queue]["Type"] == "AWS::SQS::Queue"
+    # A finalizer that fails: Lambda's own retries, then the same queue.
+    (config,) = [
+        c["Properties"]
+        for c in resources("AWS::Lambda::EventInvokeConfig").values()
+        if references(c["Properties"]["FunctionName"]) == {subscriber}
+    ]
+    assert references(config["DestinationConfig"]["OnFailure"]["Destination"]) == {queue}
+    (policy,) = resources("AWS::SQS::QueuePolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert references(statement["Condition"]) == {rule}
+
+
+def test_functions_run_the_current_runtime_with_their_own_log_group() -> None:
+    parameters = load_template()["Parameters"]
+    assert parameters["Architecture"]["Default"] == "arm64"
+    for name, function in resources(LAMBDA).items():
+        settings = function["Properties"]
+        assert settings["Runtime"] == "python3.13", name
+        assert references(settings["Architectures"]) == {"Architecture"}, name
+        assert settings["Handler"].startswith("functions."), name
+        assert settings["Handler"].endswith(".lambda_handler"), name
+        (group,) = listed(function["DependsOn"])
+        group_name = props(group)["LogGroupName"]["Fn::Sub"]
+        assert group_name == "/aws/lambda/" + settings["FunctionName"]["Fn::Sub"], name
+        assert "RetentionInDays" in props(group), name
+
+
+def test_snapstart_serves_the_websocket_routes_and_the_admin_api() -> None:
+    with_snapstart = {
+        name for name, r in resources(LAMBDA).items() if "SnapStart" in r["Properties"]
+    }
+    assert with_snapstart == {
+        "ConnectFunction",
+        "DisconnectFunction",
+        "MessageFunction",
+        "AdminFunction",
+    }
+    versions = {
+        function_of(v["Properties"]["FunctionName"])
+        for v in resources("AWS::Lambda::Version").values()
+    }
+    assert versions == with_snapstart
+    for version in resources("AWS::Lambda::Version").values():
+        # A new version for every new code or configuration.
+        assert "CodeRevision" in references(version["Properties"]["Description"])
+
+
+def test_the_outputs_name_the_endpoints() -> None:
+    outputs = load_template()["Outputs"]
+    assert outputs["WebSocketUrl"]["Value"]["Fn::Sub"].startswith("wss://${WebSocketApi}.")
+    endpoint = outputs["ConnectionsEndpoint"]["Value"]["Fn::Sub"]
+    assert endpoint.startswith("https://${WebSocketApi}.") and endpoint.endswith("/${Stage}")
+    assert props("SweepFunction")["Environment"]["Variables"]["TETHER_CONNECTIONS_ENDPOINT"] == {
+        "Fn::Sub": endpoint
+    }
+    assert outputs["AdminUrl"]["Value"]["Fn::Sub"].startswith("https://${AdminApi}.")
+    assert references(outputs["EventBusName"]["Value"]) == {"SessionEventBus"}
+
+
+# --- IAM ------------------------------------------------------------------------------------
+
+
+def test_one_role_per_function() -> None:
+    roles = {name: function_of_role(name) for name in resources(LAMBDA)}
+    assert len(set(roles.values())) == len(roles), roles
+    for role in roles.values():
+        (statement,) = props(role)["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+def function_of_role(function: str) -> str:
+    (role,) = references(props(function)["Role"])
+    assert resources()[role]["Type"] == "AWS::IAM::Role"
+    return role
+
+
+def test_no_wildcard_action_and_no_unscoped_resource() -> None:
+    seen = 0
+    for owner, statement in statements():
+        seen += 1
+        for action in listed(statement["Action"]):
+            assert "*" not in action, f"{owner}: action {action}"
+        for resource in listed(statement["Resource"]):
+            assert resource != "*", f"{owner}: {statement.get('Sid')} on every resource"
+            assert references(resource) or resource.startswith("arn:"), (owner, resource)
+    assert seen > 10
+
+
+def test_manage_connections_only_on_this_apis_connections() -> None:
+    allowed = re.compile(
+        r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+        r"\$\{WebSocketApi\}/\$\{Stage\}/(GET|POST|DELETE)/@connections/\*"
+    )
+    holders = set()
+    for owner, statement in statements():
+        if "execute-api:ManageConnections" in listed(statement["Action"]):
+            holders.add(owner)
+            for resource in listed(statement["Resource"]):
+                assert allowed.fullmatch(resource["Fn::Sub"]), resource
+    assert holders == {"SweepRole", "AdminRole"}
+
+
+def test_put_events_only_on_this_bus() -> None:
+    holders = set()
+    for owner, statement in statements():
+        if "events:PutEvents" in listed(statement["Action"]):
+            holders.add(owner)
+            assert listed(statement["Resource"]) == [{"Fn::GetAtt": ["SessionEventBus", "Arn"]}]
+    assert holders == {"DisconnectRole", "SweepRole", "AdminRole"}
+
+
+def test_secrets_readable_only_by_their_exact_arns() -> None:
+    readers = {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
+    for owner, statement in statements():
+        if readers & set(listed(statement["Action"])):
+            for resource in listed(statement["Resource"]):
+                assert references(resource) <= SECRET_PARAMETERS, (owner, resource)
+    for function in resources(LAMBDA):
+        role = function_of_role(function)
+        readable = {
+            name
+            for s in role_statements(role)
+            if readers & set(listed(s["Action"]))
+            for name in references(s["Resource"])
+        }
+        assert "DatabaseSecret" in readable, function
+        assert readable <= SECRET_PARAMETERS
+    assert "JwtSecret" in {
+        n for s in role_statements("ConnectRole") for n in references(s["Resource"])
+    }
+    assert "OperatorKeySecret" in {
+        n for s in role_statements("AdminRole") for n in references(s["Resource"])
+    }
+
+
+def test_each_function_writes_only_its_own_logs() -> None:
+    for function in resources(LAMBDA):
+        role = function_of_role(function)
+        (group,) = listed(resources()[function]["DependsOn"])
+        for statement in role_statements(role):
+            if any(action.startswith("logs:") for action in listed(statement["Action"])):
+                assert references(statement["Resource"]) == {group}, function
+        assert "logs:PutLogEvents" in actions_of(role)
+        assert not any(a.startswith("cloudwatch:") for a in actions_of(role))  # EMF: logs
+
+
+def test_secrets_reach_the_functions_as_references_never_values() -> None:
+    parameters = load_template()["Parameters"]
+    for name in SECRET_PARAMETERS:
+        assert parameters[name]["AllowedPattern"].lstrip("^(").startswith("arn:aws"), name
+    for function, resource in resources(LAMBDA).items():
+        variables = resource["Properties"]["Environment"]["Variables"]
+        for key, value in variables.items():
+            if key in SECRET_SETTINGS:
+                assert references(value) <= SECRET_PARAMETERS | {
+                    "UsePostgres",
+                    "UseSupabase",
+                    "HasJwtSecret",
+                    "HasOperatorKey",
+                }, (function, key)
+        assert "TETHER_DATABASE_URL" in variables or "TETHER_SUPABASE_SERVICE_KEY" in variables
+    # No parameter takes a secret's value itself.
+    for name, parameter in parameters.items():
+        assert parameter.get("NoEcho") is None, name
+        assert not re.search(r"(Url|Key|Password)$", name) or name in {
+            "SupabaseUrl",
+            "JwksUrl",
+            "BundleKey",
+        }, name
+
+
+# --- alarms ---------------------------------------------------------------------------------
+
+
+def test_the_orphan_alarm_watches_the_sweeps_metric_above_five() -> None:
+    alarm = props("OrphanedSessionsAlarm")
+    assert alarm["MetricName"] == "OrphanedSessions"
+    assert (
+        alarm["Namespace"]
+        == props("SweepFunction")["Environment"]["Variables"]["TETHER_METRICS_NAMESPACE"]
+    )
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert references(alarm["Threshold"]) == {"OrphanAlarmThreshold"}
+    assert load_template()["Parameters"]["OrphanAlarmThreshold"]["Default"] == 5
+    assert references(alarm["AlarmActions"]) == {"AlarmTopic"}
+
+
+def test_sweep_errors_and_dead_letters_raise_alarms() -> None:
+    errors = props("SweepErrorsAlarm")
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert references(errors["Dimensions"]) == {"SweepFunction"}
+    dead = props("DeadLetterQueueAlarm")
+    assert (dead["Namespace"], dead["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert references(dead["Dimensions"]) == {"SessionEndedDeadLetterQueue"}
+    assert dead["Threshold"] == 0 and dead["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+@pytest.mark.parametrize("function", sorted(handlers()))
+def test_every_handler_names_a_module_of_functions(function: str) -> None:
+    module = handlers()[function].rsplit(".", 1)[0]
+    path = ROOT / Path(*module.split(".")).with_suffix(".py")
+    if module == "functions.admin" and not path.exists():
+        pytest.skip("functions/admin.py (the operators' API) is not on this branch yet")
+    assert path.is_file(), f"{function}: {path} missing"
+    assert "lambda_handler" in path.read_text()

@@ -1,0 +1,351 @@
+"""``tether deploy`` and ``tether destroy``: from a checkout to a running stack, and back.
+
+``deploy`` builds the bundle for the target runtime and architecture, uploads it unless
+that content is already there, creates or updates the stack through a change set it shows
+first, waits, and prints the endpoints. ``--migrate`` applies the migrations first (new SQL
+functions before the code that calls them). An update keeps every setting not given again.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tether.cli.common import confirm, duration, say
+from tether.errors import InvalidInputError
+
+DEFAULT_CACHE = Path(".tether") / "bundle-cache"
+
+# Command-line options and the template parameters they set.
+OPTION_PARAMETERS = {
+    "stage": "Stage",
+    "driver": "DatabaseDriver",
+    "supabase_url": "SupabaseUrl",
+    "kms_key": "SecretsKmsKeyArn",
+    "jwks_url": "JwksUrl",
+    "jwt_issuer": "JwtIssuer",
+    "jwt_audience": "JwtAudience",
+    "architecture": "Architecture",
+    "memory": "MemorySize",
+    "finalizer": "Finalizer",
+    "alarm_email": "AlarmEmail",
+    "metrics_namespace": "MetricsNamespace",
+}
+
+
+def _aws(args: argparse.Namespace) -> Any:
+    from tether.deploy.stack import Aws  # noqa: PLC0415
+
+    return Aws(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
+
+
+def _minutes(seconds: float, option: str) -> int:
+    minutes, rest = divmod(int(seconds), 60)
+    if rest or seconds != int(seconds) or not 1 <= minutes <= 59:
+        raise InvalidInputError(f"{option}: whole minutes from 1m to 59m, got {seconds:g}s")
+    return minutes
+
+
+def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
+    """What this command line sets; everything else keeps its current (or default) value."""
+    chosen: dict[str, str] = {}
+    for option, parameter in OPTION_PARAMETERS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            chosen[parameter] = str(value)
+    if args.allow_anonymous is not None:
+        chosen["AllowAnonymous"] = "true" if args.allow_anonymous else "false"
+    if args.snapstart is not None:
+        chosen["SnapStart"] = "true" if args.snapstart else "false"
+    if args.sweep_rate is not None:
+        minutes = _minutes(args.sweep_rate, "--sweep-rate")
+        chosen["SweepRate"] = f"rate({minutes} minute{'s' if minutes > 1 else ''})"
+    for option, parameter in (
+        ("heartbeat_grace", "HeartbeatGraceSeconds"),
+        ("suspect_after", "SuspectAfterSeconds"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            if value > 7200:
+                raise InvalidInputError(f"--{option.replace('_', '-')}: at most 2h")
+            chosen[parameter] = str(round(value))
+    for item in args.parameter:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise InvalidInputError(f"--parameter: expected KEY=VALUE, got {item!r}")
+        chosen[key] = value
+    return chosen
+
+
+def _parameters(
+    args: argparse.Namespace, aws: Any, defaults: dict[str, str | None], previous: dict[str, str]
+) -> dict[str, str]:
+    """Every parameter, explicitly: the template's default, else the stack's current value,
+    else this command line's. Secrets are checked to exist and named by their full ARN."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    requested = requested_parameters(args)
+    unknown = sorted(set(requested) - set(defaults))
+    if unknown:
+        raise InvalidInputError(f"--parameter: the template has no {', '.join(unknown)}")
+    parameters: dict[str, str] = {k: v for k, v in defaults.items() if v is not None}
+    parameters.update({k: v for k, v in previous.items() if k in defaults})
+    parameters.update(requested)
+    for option, key, what in (
+        (args.database_secret, "DatabaseSecret", "--database-secret"),
+        (args.jwt_secret, "JwtSecret", "--jwt-secret"),
+        (args.operator_key, "OperatorKeySecret", "--operator-key"),
+    ):
+        if option:
+            parameters[key] = stacks.secret_arn(aws, option, what=what)
+    if "DatabaseSecret" not in parameters:
+        raise InvalidInputError(
+            "--database-secret: required to create the stack (the ARN or name of the secret "
+            "holding the database URL, or ssm:/name of a SecureString parameter)"
+        )
+    return parameters
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from tether.deploy import bundle as bundles  # noqa: PLC0415
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+    from tether.deploy import template_text  # noqa: PLC0415
+
+    name = stacks.check_stack_name(args.stack)
+    aws = _aws(args)
+    template = template_text()
+    current = stacks.describe(aws, name)
+    previous = current.parameters
+    account = stacks.account_id(aws)
+    bucket = (
+        args.bucket
+        or previous.get("BundleBucket")
+        or stacks.default_bucket(account, stacks.region_of(aws))
+    )
+    defaults = stacks.template_defaults(aws, template, bucket)
+    parameters = _parameters(args, aws, defaults, previous)
+    if args.migrate:
+        _migrate(args, aws, parameters)
+
+    architecture = parameters.get("Architecture", "arm64")
+    if architecture not in ("arm64", "x86_64"):
+        raise InvalidInputError(f"--architecture: arm64 or x86_64, not {architecture!r}")
+    driver = parameters.get("DatabaseDriver", "psycopg")
+    if driver not in ("psycopg", "supabase"):
+        raise InvalidInputError(f"--driver: psycopg or supabase, not {driver!r}")
+    target = bundles.Target(architecture=architecture)  # type: ignore[arg-type]
+    say(f"building the bundle for {target.runtime} {target.architecture} ...")
+    bundle = bundles.build_bundle(
+        functions_dir=Path(args.functions),
+        target=target,
+        driver=driver,  # type: ignore[arg-type]
+        include=[Path(p) for p in args.include],
+        cache_dir=Path(args.cache_dir),
+        refresh=args.rebuild,
+    )
+    say(
+        f"bundle {bundle.digest[:16]}: {bundle.files} files, "
+        f"{bundle.unzipped_bytes / 2**20:.1f} MiB unzipped, {bundle.size / 2**20:.1f} MiB zipped"
+    )
+    stacks.ensure_bucket(aws, bucket, say)
+    stacks.upload_bundle(aws, bucket, bundle, say)
+
+    parameters["BundleBucket"] = bucket
+    parameters["BundleKey"] = bundle.key
+    if previous.get("CreateApiGatewayLogsRole") == "true" or stacks.needs_logs_role(aws):
+        parameters["CreateApiGatewayLogsRole"] = "true"
+    parameters.pop("CodeRevision", None)
+    parameters["CodeRevision"] = stacks.revision(bundle.digest, template, parameters)
+
+    outcome = stacks.deploy(
+        aws,
+        stack=name,
+        template=template,
+        parameters=dict(sorted(parameters.items())),
+        bucket=bucket,
+        report=say,
+        confirm=lambda question: confirm(question, assume_yes=args.yes),
+        poll_seconds=args.poll_seconds,
+    )
+    if outcome.declined:
+        say("nothing was changed")
+        return 1
+    state = outcome.state if outcome.changed else stacks.describe(aws, name)
+    if outcome.problems or state.status not in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}:
+        say(f"stack {name} is {state.status}")
+        for problem in outcome.problems:
+            say(f"  {problem}")
+        return 1
+    say(f"stack {name} is {state.status}")
+    for key, value in sorted(state.outputs.items()):
+        say(f"  {key:<20} {value}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
+    from tether import migrate  # noqa: PLC0415
+    from tether.cli.common import configured_url  # noqa: PLC0415
+    from tether.dburl import check  # noqa: PLC0415
+    from tether.deploy.stack import read_secret  # noqa: PLC0415
+
+    url = args.database_url or configured_url()
+    if not url:
+        if parameters.get("DatabaseDriver", "psycopg") != "psycopg":
+            raise InvalidInputError(
+                "--migrate: the secret holds a Supabase service key, not a Postgres URL; "
+                "pass --database-url (or run `supabase db push`)"
+            )
+        url = read_secret(aws, parameters["DatabaseSecret"])
+    done = migrate.migrate(check(url))
+    for migration in done:
+        say(f"applied  {migration.filename}")
+    say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    name = stacks.check_stack_name(args.stack)
+    aws = _aws(args)
+    current = stacks.describe(aws, name)
+    if current.status is None:
+        raise InvalidInputError(f"--stack: stack {name} does not exist")
+    bucket = args.bucket or current.parameters.get("BundleBucket")
+    question = (
+        f"delete stack {name} ({current.status}): its APIs, functions, schedule, bus, "
+        "queue, alarms and logs?"
+    )
+    if not confirm(question, assume_yes=args.yes):
+        say("nothing was changed")
+        return 1
+    outcome = stacks.destroy(aws, stack=name, report=say, poll_seconds=args.poll_seconds)
+    if outcome.state.status not in {None, "DELETE_COMPLETE"}:
+        say(f"stack {name} is {outcome.state.status}")
+        for problem in outcome.problems:
+            say(f"  {problem}")
+        return 1
+    say(f"stack {name} deleted")
+    if bucket and args.delete_bucket:
+        stacks.delete_bucket(aws, bucket, say)
+    elif bucket:
+        say(f"kept: bucket {bucket} with the bundles (--delete-bucket removes it)")
+    if current.parameters.get("CreateApiGatewayLogsRole") == "true":
+        say("kept: API Gateway's account-wide CloudWatch role (other APIs may use it)")
+    say("kept: the database and its secrets, which the stack never owned")
+    return 0
+
+
+def _add_aws_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", required=True, metavar="NAME", help="the CloudFormation stack")
+    parser.add_argument("--region", help="AWS region (default: $AWS_REGION, the profile's)")
+    parser.add_argument("--profile", help="AWS profile (default: $AWS_PROFILE)")
+    parser.add_argument(
+        "--endpoint-url", metavar="URL", help="send every AWS call here (a local moto server)"
+    )
+    parser.add_argument(
+        "--bucket", metavar="NAME", help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)"
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask before changing anything")
+    parser.add_argument("--poll-seconds", type=float, default=5.0, help=argparse.SUPPRESS)
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    deploy_cmd = commands.add_parser(
+        "deploy",
+        parents=[common],
+        help="build, upload and create or update the AWS stack",
+        description="Create or update the stack; settings not given keep their current value.",
+    )
+    _add_aws_options(deploy_cmd)
+    group = deploy_cmd.add_argument_group("database")
+    group.add_argument(
+        "--database-secret",
+        metavar="ARN",
+        help="secret with the database URL (or the Supabase service key): a Secrets Manager "
+        "ARN or name, or ssm:/name of a SecureString; required to create",
+    )
+    group.add_argument("--driver", choices=["psycopg", "supabase"], help="default psycopg")
+    group.add_argument("--supabase-url", metavar="URL", help="https://PROJECT.supabase.co")
+    group.add_argument("--kms-key", metavar="ARN", help="customer managed key of the secrets")
+    group.add_argument(
+        "--migrate", action="store_true", help="apply the migrations before updating the code"
+    )
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="for --migrate (default: $DATABASE_URL, else the URL in the database secret)",
+    )
+    group = deploy_cmd.add_argument_group("authentication")
+    group.add_argument("--jwks-url", metavar="URL", help="default: from --supabase-url")
+    group.add_argument("--jwt-issuer", metavar="ISS", help="default: from --supabase-url")
+    group.add_argument("--jwt-audience", metavar="AUD", help="default: authenticated")
+    group.add_argument("--jwt-secret", metavar="ARN", help="secret with a legacy HS256 JWT secret")
+    group.add_argument(
+        "--allow-anonymous",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="accept connections without a token",
+    )
+    group.add_argument("--operator-key", metavar="ARN", help="secret with the operators' API key")
+    group = deploy_cmd.add_argument_group("sessions")
+    group.add_argument("--stage", help="WebSocket stage name (default: prod)")
+    group.add_argument(
+        "--sweep-rate", type=duration, metavar="DURATION", help="1m to 59m (default: 1m)"
+    )
+    group.add_argument(
+        "--heartbeat-grace",
+        type=duration,
+        metavar="DURATION",
+        help="disconnect clients silent this long (0: heartbeats optional, the default)",
+    )
+    group.add_argument(
+        "--suspect-after",
+        type=duration,
+        metavar="DURATION",
+        help="ask the gateway about sessions silent this long (default: 2m)",
+    )
+    group.add_argument("--finalizer", metavar="MODULE:FUNCTION", help="called per SessionEnded")
+    group = deploy_cmd.add_argument_group("functions")
+    group.add_argument("--architecture", choices=["arm64", "x86_64"], help="default arm64")
+    group.add_argument("--memory", type=int, metavar="MB", help="per function (default: 512)")
+    group.add_argument(
+        "--snapstart",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SnapStart on the WebSocket and admin functions (default: on)",
+    )
+    group.add_argument(
+        "--functions", default="functions", metavar="DIR", help="the entry points (./functions)"
+    )
+    group.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also ship this module or package (your finalizer, your routes)",
+    )
+    group.add_argument(
+        "--cache-dir", default=str(DEFAULT_CACHE), metavar="DIR", help=argparse.SUPPRESS
+    )
+    group.add_argument("--rebuild", action="store_true", help="download the dependencies again")
+    group = deploy_cmd.add_argument_group("alarms and the rest")
+    group.add_argument("--alarm-email", metavar="ADDRESS", help="subscribed to the alarm topic")
+    group.add_argument("--metrics-namespace", metavar="NS", help="default tether/STACK")
+    group.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other template parameter (e.g. LogRetentionDays=90)",
+    )
+    deploy_cmd.set_defaults(handler=cmd_deploy)
+
+    destroy_cmd = commands.add_parser(
+        "destroy", parents=[common], help="delete the AWS stack (asks first)"
+    )
+    _add_aws_options(destroy_cmd)
+    destroy_cmd.add_argument(
+        "--delete-bucket", action="store_true", help="also empty and delete the bundle bucket"
+    )
+    destroy_cmd.set_defaults(handler=cmd_destroy)

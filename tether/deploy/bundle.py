@@ -1,0 +1,303 @@
+"""The Lambda bundle: ``functions/``, the installed ``tether`` and its runtime
+dependencies, built for the target runtime and architecture whatever machine builds it.
+
+Dependencies come from pip with ``--platform``, ``--python-version``,
+``--implementation cp`` and ``--only-binary=:all:``, so an x86 laptop builds an arm64
+bundle with arm64 wheels (psycopg's libpq, pydantic-core, cryptography). The zip is
+deterministic: sorted entries, one fixed timestamp, fixed permissions, no bytecode, no
+installer records. Its digest is taken over names and contents, so an unchanged build has
+the same digest (and S3 key) on any machine, and is not uploaded again.
+
+Never in a bundle: ``tether.local`` (the local runtime) and ``tether.deploy`` (this
+tooling), the local extra's dependencies, tests, benchmarks, console scripts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import tether
+from tether.errors import ConfigurationError, InvalidInputError
+
+log = logging.getLogger("tether.deploy")
+
+Architecture = Literal["arm64", "x86_64"]
+Driver = Literal["psycopg", "supabase"]
+
+DEFAULT_PYTHON = "3.13"
+"""The Lambda runtime the template names (python3.13)."""
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o100644  # a regular file, rw-r--r--
+UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024  # Lambda's limit for code and layers, unzipped
+
+# Packages of tether that never run in Lambda.
+LOCAL_ONLY_PACKAGES = ("local", "deploy")
+# Installer bookkeeping that differs between machines and means nothing at run time.
+DIST_INFO_DROPPED = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+SKIPPED_DIRS = frozenset({"__pycache__"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the bundle runs on: the Lambda runtime's Python and the architecture."""
+
+    architecture: Architecture = "arm64"
+    python_version: str = DEFAULT_PYTHON
+
+    @property
+    def machine(self) -> str:
+        return "aarch64" if self.architecture == "arm64" else "x86_64"
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Wheel platform tags the runtime accepts (Amazon Linux 2023: glibc 2.34)."""
+        return tuple(
+            f"{tag}_{self.machine}"
+            for tag in ("manylinux_2_34", "manylinux_2_28", "manylinux_2_17", "manylinux2014")
+        )
+
+    @property
+    def runtime(self) -> str:
+        return f"python{self.python_version}"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    digest: str
+    """sha-256 over every entry's name and content: the same for the same files."""
+    target: Target
+    files: int
+    unzipped_bytes: int
+    requirements: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The S3 key: named by content, so an unchanged bundle is already there."""
+        return f"tether/bundles/{self.digest[:40]}.zip"
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def runtime_requirements(extras: Iterable[str]) -> tuple[str, ...]:
+    """tether's dependencies, plus those of the given extras, from its installed metadata."""
+    wanted = set(extras)
+    try:
+        declared = metadata.requires("tether") or []
+    except metadata.PackageNotFoundError:
+        raise ConfigurationError(
+            "tether is not installed as a package (pip install tether); cannot tell its "
+            "dependencies"
+        ) from None
+    chosen: list[str] = []
+    for line in declared:
+        requirement, _, marker = (part.strip() for part in line.partition(";"))
+        if marker:
+            extra = _extra_of(marker)
+            if extra is None:
+                chosen.append(line)  # an environment marker: pip evaluates it
+            elif extra in wanted:
+                chosen.append(requirement)
+        else:
+            chosen.append(requirement)
+    return tuple(sorted(set(chosen), key=str.lower))
+
+
+def _extra_of(marker: str) -> str | None:
+    """The extra of a marker that is only ``extra == "name"``, else None."""
+    text = marker.replace(" ", "")
+    for quote in ('"', "'"):
+        prefix = f"extra=={quote}"
+        if text.startswith(prefix) and text.endswith(quote) and text.count(quote) == 2:
+            return text[len(prefix) : -1]
+    return None
+
+
+def bundle_extras(driver: Driver) -> tuple[str, ...]:
+    """The admin function ships in the same bundle; supabase-py only for its driver."""
+    return ("admin", "supabase") if driver == "supabase" else ("admin",)
+
+
+def build_bundle(
+    *,
+    functions_dir: Path,
+    target: Target,
+    driver: Driver = "psycopg",
+    include: Sequence[Path] = (),
+    cache_dir: Path,
+    refresh: bool = False,
+) -> Bundle:
+    """Build the zip into ``cache_dir/bundles`` and describe it."""
+    if not (functions_dir / "__init__.py").is_file():
+        raise InvalidInputError(
+            f"--functions: {functions_dir} is not the functions package (no __init__.py); run "
+            "from the project's checkout or pass --functions DIR"
+        )
+    requirements = runtime_requirements(bundle_extras(driver))
+    site = dependencies(requirements, target, cache_dir=cache_dir, refresh=refresh)
+    entries = _collect(site, functions_dir, include)
+    unzipped = sum(path.stat().st_size for path in entries.values())
+    if unzipped > UNZIPPED_LIMIT_BYTES:
+        raise InvalidInputError(
+            f"the bundle would hold {unzipped / 2**20:.0f} MiB unzipped, over Lambda's "
+            f"{UNZIPPED_LIMIT_BYTES / 2**20:.0f} MiB"
+        )
+    digest = _digest(entries, target)
+    out = cache_dir / "bundles" / f"tether-{target.architecture}-{digest[:16]}.zip"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_zip(out, entries)
+    return Bundle(
+        path=out,
+        digest=digest,
+        target=target,
+        files=len(entries),
+        unzipped_bytes=unzipped,
+        requirements=requirements,
+    )
+
+
+def dependencies(
+    requirements: Sequence[str], target: Target, *, cache_dir: Path, refresh: bool = False
+) -> Path:
+    """The dependencies installed for the target, once per requirement set (cached)."""
+    key = hashlib.sha256(
+        json.dumps([list(requirements), target.python_version, list(target.platforms)]).encode()
+    ).hexdigest()[:16]
+    site = cache_dir / "site" / f"{target.runtime}-{target.architecture}-{key}"
+    if site.is_dir() and not refresh:
+        return site
+    site.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=site.parent))
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--no-compile",
+        "--target",
+        str(staging),
+        "--cache-dir",
+        str(cache_dir / "pip"),
+        "--implementation",
+        "cp",
+        "--python-version",
+        target.python_version,
+        "--only-binary=:all:",
+        *(option for platform in target.platforms for option in ("--platform", platform)),
+        *requirements,
+    ]
+    log.info("installing dependencies for %s %s", target.runtime, target.architecture)
+    try:
+        done = subprocess.run(  # noqa: S603 - pip, with arguments built here
+            command, capture_output=True, text=True, check=False, timeout=900
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigurationError(f"pip could not run: {exc}") from None
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise ConfigurationError(
+            f"pip could not install the dependencies for {target.runtime} "
+            f"{target.architecture}: " + " / ".join(detail)
+        )
+    if site.exists():
+        shutil.rmtree(site)
+    staging.rename(site)
+    return site
+
+
+def _collect(site: Path, functions_dir: Path, include: Sequence[Path]) -> dict[str, Path]:
+    """Every file of the bundle, by its name in the zip."""
+    entries: dict[str, Path] = {}
+
+    def add(name: str, path: Path) -> None:
+        if name in entries:
+            raise InvalidInputError(f"two files would be {name} in the bundle")
+        entries[name] = path
+
+    for name, path in _walk(site):
+        top = name.split("/", 1)[0]
+        if top == "bin":
+            continue  # console scripts, with this machine's interpreter in their first line
+        if top == "tether" or top.startswith("tether-"):
+            continue  # tether comes from the installed package, below
+        if top.endswith(".dist-info") and name.rsplit("/", 1)[-1] in DIST_INFO_DROPPED:
+            continue
+        add(name, path)
+    package = Path(tether.__file__).resolve().parent
+    for name, path in _walk(package):
+        if name.split("/", 1)[0] in LOCAL_ONLY_PACKAGES:
+            continue
+        add(f"tether/{name}", path)
+    for name, path in _walk(functions_dir):
+        if name.endswith(".py"):
+            add(f"functions/{name}", path)
+    for extra in include:
+        for name, path in _included(extra):
+            add(name, path)
+    return entries
+
+
+def _included(extra: Path) -> Iterable[tuple[str, Path]]:
+    """An application module or package shipped at the bundle's root."""
+    if not extra.exists():
+        raise InvalidInputError(f"--include: {extra} does not exist")
+    if extra.is_file():
+        yield extra.name, extra
+        return
+    for name, path in _walk(extra):
+        yield f"{extra.name}/{name}", path
+
+
+def _walk(root: Path) -> Iterable[tuple[str, Path]]:
+    """Files under root (following links, as tether/sql is one), as relative names."""
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        here = Path(folder)
+        for file in sorted(files):
+            if file.endswith(SKIPPED_SUFFIXES) or file.startswith("."):
+                continue
+            path = here / file
+            yield path.relative_to(root).as_posix(), path
+
+
+def _digest(entries: dict[str, Path], target: Target) -> str:
+    digest = hashlib.sha256(f"{target.runtime} {target.architecture}\n".encode())
+    for name in sorted(entries):
+        content = hashlib.sha256(entries[name].read_bytes()).hexdigest()
+        digest.update(f"{name}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _write_zip(out: Path, entries: dict[str, Path]) -> None:
+    partial = out.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.external_attr = FILE_MODE << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the permissions above are read
+            z.writestr(info, entries[name].read_bytes())
+    partial.replace(out)

@@ -1,0 +1,563 @@
+"""The stack: the bucket for bundles, change sets, waiting with progress, teardown.
+
+Every boto3 client comes from ``tether.aws.clients.client``, so ``--endpoint-url``,
+``AWS_REGION``/``AWS_DEFAULT_REGION`` and profiles work the same everywhere (and a local
+moto server stands in for AWS). Nothing here writes to the terminal: progress goes to
+the ``report`` callable the command passes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.aws.clients import client
+from tether.deploy.bundle import Bundle
+from tether.errors import ConfigurationError, InvalidInputError, TetherError
+
+Report = Callable[[str], None]
+Confirm = Callable[[str], bool]
+
+CAPABILITIES = ["CAPABILITY_IAM"]
+TEMPLATE_BODY_LIMIT = 51_200  # larger templates must be read from S3
+NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+STACK_NAME_MAX = 40  # function names are <stack>-session-ended, at most 64 characters
+IN_PROGRESS = "_IN_PROGRESS"
+FAILED_STATES = frozenset(
+    {
+        "CREATE_FAILED",
+        "ROLLBACK_COMPLETE",
+        "ROLLBACK_FAILED",
+        "DELETE_FAILED",
+        "UPDATE_ROLLBACK_COMPLETE",
+        "UPDATE_ROLLBACK_FAILED",
+        "UPDATE_FAILED",
+    }
+)
+
+
+class DeployError(TetherError):
+    """The stack could not be created, updated or deleted; the message says why."""
+
+
+@dataclass(frozen=True)
+class Aws:
+    """Where the commands talk to: a region, a profile, an endpoint (moto, LocalStack)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+    def client(self, service: str) -> Any:
+        return client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            profile=self.profile,
+            timeout_seconds=30.0,
+            max_attempts=5,
+        )
+
+
+@dataclass
+class StackState:
+    name: str
+    status: str | None
+    """None when the stack does not exist."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    stack_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changed: bool
+    state: StackState
+    problems: tuple[str, ...] = ()
+    declined: bool = False
+
+
+def check_stack_name(name: str) -> str:
+    ok = (
+        0 < len(name) <= STACK_NAME_MAX
+        and name[0].isalpha()
+        and all(c.isalnum() or c == "-" for c in name)
+    )
+    if not ok:
+        raise InvalidInputError(
+            f"--stack: {name!r} is not a stack name (a letter, then letters, digits and "
+            f"hyphens, at most {STACK_NAME_MAX} characters)"
+        )
+    return name
+
+
+def describe(aws: Aws, name: str) -> StackState:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        stacks = aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return StackState(name=name, status=None)
+        raise DeployError(f"cannot describe stack {name}: {_code(exc)}") from None
+    stack = stacks[0]
+    return StackState(
+        name=name,
+        status=stack["StackStatus"],
+        stack_id=stack["StackId"],
+        parameters={
+            p["ParameterKey"]: str(p.get("ParameterValue", "")) for p in stack.get("Parameters", [])
+        },
+        outputs={o["OutputKey"]: str(o["OutputValue"]) for o in stack.get("Outputs", [])},
+    )
+
+
+# --- the bucket -----------------------------------------------------------------------------
+
+
+def account_id(aws: Aws) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    try:
+        return str(aws.client("sts").get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigurationError(f"no usable AWS credentials: {_code(exc)}") from None
+
+
+def region_of(aws: Aws) -> str:
+    return str(aws.client("s3").meta.region_name)
+
+
+def default_bucket(account: str, region: str) -> str:
+    return f"tether-deploy-{account}-{region}"
+
+
+def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
+    """The bundle bucket: private, encrypted, created if missing."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    s3 = aws.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            raise DeployError(f"cannot use bucket {bucket}: {_code(exc)}") from None
+    else:
+        return
+    region = s3.meta.region_name
+    create: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**create)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+    except ClientError as exc:
+        raise DeployError(f"cannot create bucket {bucket}: {_code(exc)}") from None
+    report(f"created bucket {bucket}")
+
+
+def upload_bundle(aws: Aws, bucket: str, bundle: Bundle, report: Report) -> bool:
+    """Upload unless an object of that content key is there already; True if uploaded."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    s3 = aws.client("s3")
+    try:
+        s3.head_object(Bucket=bucket, Key=bundle.key)
+    except ClientError as exc:
+        if _code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+            raise DeployError(f"cannot read s3://{bucket}/{bundle.key}: {_code(exc)}") from None
+    else:
+        report(f"bundle unchanged: s3://{bucket}/{bundle.key}")
+        return False
+    with bundle.path.open("rb") as body:
+        s3.put_object(
+            Bucket=bucket,
+            Key=bundle.key,
+            Body=body,
+            Metadata={"sha256": bundle.digest, "runtime": bundle.target.runtime},
+        )
+    report(f"uploaded s3://{bucket}/{bundle.key} ({bundle.size / 2**20:.1f} MiB)")
+    return True
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
+    """The full ARN of a secret (Secrets Manager name or ARN, ``ssm:/name`` or an SSM ARN),
+    checked to exist; its value is never read here."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        if reference.startswith("ssm:") or reference.startswith("arn:aws:ssm:"):
+            name = reference[4:] if reference.startswith("ssm:") else reference
+            ssm = aws.client("ssm")
+            parameter = ssm.get_parameter(Name=name, WithDecryption=False)["Parameter"]
+            if parameter.get("Type") != "SecureString":
+                raise InvalidInputError(
+                    f"{what}: parameter {name} is a {parameter.get('Type')}, not a SecureString"
+                )
+            return str(parameter["ARN"])
+        answer = aws.client("secretsmanager").describe_secret(SecretId=reference)
+        return str(answer["ARN"])
+    except ClientError as exc:
+        raise InvalidInputError(f"{what}: cannot find {reference}: {_code(exc)}") from None
+
+
+def read_secret(aws: Aws, arn: str) -> str:
+    """The value of a secret (for ``--migrate``): a plain string, or the one field of a
+    JSON object as the console's key/value editor writes it."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        if arn.startswith("arn:aws:ssm:"):
+            answer = aws.client("ssm").get_parameter(Name=arn, WithDecryption=True)
+            return str(answer["Parameter"]["Value"])
+        value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+    except (ClientError, KeyError) as exc:
+        raise ConfigurationError(f"cannot read secret {arn}: {_code(exc)}") from None
+    if value.lstrip().startswith("{"):
+        try:
+            document = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(document, dict) and len(document) == 1:
+            return str(next(iter(document.values())))
+    return value
+
+
+def needs_logs_role(aws: Aws) -> bool:
+    """True when API Gateway has no CloudWatch role in this account and region yet."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    try:
+        account = aws.client("apigateway").get_account()
+    except (BotoCoreError, ClientError):
+        return False  # cannot tell: leave the account as it is
+    return not account.get("cloudwatchRoleArn")
+
+
+# --- the change set -------------------------------------------------------------------------
+
+
+def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | None]:
+    """Every parameter the template declares, with its default (None: required).
+
+    A deploy passes every parameter explicitly, so the same inputs give the same request
+    (and an unchanged stack is recognised as unchanged), whatever the defaults become."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        summary = aws.client("cloudformation").get_template_summary(
+            **_template_source(aws, bucket, template)
+        )
+    except ClientError as exc:
+        raise DeployError(f"CloudFormation refused the template: {_message(exc)}") from None
+    return {
+        p["ParameterKey"]: None if p.get("DefaultValue") is None else str(p["DefaultValue"])
+        for p in summary.get("Parameters", [])
+    }
+
+
+def revision(bundle_digest: str, template: str, parameters: Mapping[str, str]) -> str:
+    """Changes with the code, the template or any parameter: a new function version then."""
+    # An empty value and an absent one are the same to the template: count neither.
+    settings = sorted((key, value) for key, value in parameters.items() if value != "")
+    payload = json.dumps([bundle_digest, hashlib.sha256(template.encode()).hexdigest(), settings])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def deploy(
+    aws: Aws,
+    *,
+    stack: str,
+    template: str,
+    parameters: Mapping[str, str],
+    bucket: str,
+    report: Report,
+    confirm: Confirm,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 3600.0,
+) -> Outcome:
+    """Create or update the stack through a change set shown before it runs."""
+    cfn = aws.client("cloudformation")
+    before = describe(aws, stack)
+    if before.status in {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED"}:
+        raise DeployError(
+            f"stack {stack} is {before.status} and cannot be updated: remove it with "
+            f"`tether destroy --stack {stack}` and deploy again"
+        )
+    if (
+        before.status
+        and before.status.endswith(IN_PROGRESS)
+        and before.status != ("REVIEW_IN_PROGRESS")
+    ):
+        raise DeployError(f"stack {stack} is busy ({before.status}); try again when it is done")
+    creating = before.status in {None, "REVIEW_IN_PROGRESS"}
+    name = f"tether-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    request: dict[str, Any] = {
+        "StackName": stack,
+        "ChangeSetName": name,
+        "ChangeSetType": "CREATE" if creating else "UPDATE",
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        "Capabilities": CAPABILITIES,
+        "Description": "tether deploy",
+        "Tags": [{"Key": "tether:stack", "Value": stack}],
+    }
+    request.update(_template_source(aws, bucket, template))
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        created = cfn.create_change_set(**request)
+    except ClientError as exc:
+        raise DeployError(f"CloudFormation refused the change set: {_message(exc)}") from None
+    change_set = _wait_for_change_set(cfn, created["Id"], poll_seconds, timeout_seconds)
+    if change_set["Status"] == "FAILED":
+        reason = change_set.get("StatusReason", "")
+        cfn.delete_change_set(ChangeSetName=created["Id"])
+        if any(text in reason for text in NO_CHANGES):
+            report(f"stack {stack} is up to date")
+            return Outcome(changed=False, state=before)
+        raise DeployError(f"the change set failed: {reason}")
+    report(f"{'creating' if creating else 'updating'} stack {stack}:")
+    for line in describe_changes(change_set.get("Changes", [])):
+        report(line)
+    if not confirm(f"{'create' if creating else 'update'} stack {stack} with these changes?"):
+        cfn.delete_change_set(ChangeSetName=created["Id"])
+        if creating:
+            _forget_review_stack(aws, stack)
+        return Outcome(changed=False, state=before, declined=True)
+    started = datetime.now(UTC)
+    try:
+        cfn.execute_change_set(ChangeSetName=created["Id"])
+    except ClientError as exc:
+        raise DeployError(f"CloudFormation could not run the change set: {_message(exc)}") from None
+    state = wait(
+        aws,
+        stack,
+        since=started,
+        report=report,
+        poll_seconds=poll_seconds,
+        timeout_seconds=timeout_seconds,
+    )
+    problems = (
+        ()
+        if state.status in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+        else failures(aws, stack, since=started)
+    )
+    return Outcome(changed=True, state=state, problems=problems)
+
+
+def _template_source(aws: Aws, bucket: str, template: str) -> dict[str, str]:
+    if len(template.encode()) <= TEMPLATE_BODY_LIMIT:
+        return {"TemplateBody": template}
+    digest = hashlib.sha256(template.encode()).hexdigest()[:40]
+    key = f"tether/templates/{digest}.yaml"
+    ensure_bucket(aws, bucket, lambda _line: None)
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=template.encode())
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+    )
+    return {"TemplateURL": str(url)}
+
+
+def _wait_for_change_set(
+    cfn: Any, change_set_id: str, poll_seconds: float, timeout_seconds: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        change_set: dict[str, Any] = cfn.describe_change_set(ChangeSetName=change_set_id)
+        if change_set["Status"] in {"CREATE_COMPLETE", "FAILED"}:
+            # Large change sets come in pages.
+            changes = list(change_set.get("Changes", []))
+            token = change_set.get("NextToken")
+            while token:
+                page = cfn.describe_change_set(ChangeSetName=change_set_id, NextToken=token)
+                changes.extend(page.get("Changes", []))
+                token = page.get("NextToken")
+            change_set["Changes"] = changes
+            return change_set
+        if time.monotonic() > deadline:
+            raise DeployError("the change set took too long to be computed")
+        time.sleep(poll_seconds)
+
+
+def describe_changes(changes: list[dict[str, Any]]) -> list[str]:
+    """One line per resource: + add, ~ modify (replacement said), - remove."""
+    marks = {"Add": "+", "Modify": "~", "Remove": "-", "Import": "<", "Dynamic": "?"}
+    lines = []
+    for change in changes:
+        resource = change.get("ResourceChange", {})
+        action = resource.get("Action", "?")
+        replacement = resource.get("Replacement")
+        note = ""
+        if action == "Modify" and replacement in {"True", "Conditional"}:
+            note = "  (replaced)" if replacement == "True" else "  (may be replaced)"
+        lines.append(
+            f"  {marks.get(action, '?')} {resource.get('LogicalResourceId', '?'):<36}"
+            f" {resource.get('ResourceType', '')}{note}"
+        )
+    return sorted(lines, key=lambda line: line[4:]) or ["  (no resource changes)"]
+
+
+def _forget_review_stack(aws: Aws, stack: str) -> None:
+    """A refused first change set leaves an empty stack in REVIEW_IN_PROGRESS: remove it."""
+    state = describe(aws, stack)
+    if state.status == "REVIEW_IN_PROGRESS":
+        aws.client("cloudformation").delete_stack(StackName=stack)
+
+
+# --- waiting and reporting ------------------------------------------------------------------
+
+
+def wait(
+    aws: Aws,
+    stack: str,
+    *,
+    since: datetime,
+    report: Report,
+    poll_seconds: float,
+    timeout_seconds: float,
+    stack_id: str | None = None,
+) -> StackState:
+    """Follow the stack's events until it settles; one progress line per event."""
+    cfn = aws.client("cloudformation")
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_seconds
+    target = stack_id or stack
+    while True:
+        for event in reversed(_events(cfn, target, since)):
+            if event["EventId"] in seen:
+                continue
+            seen.add(event["EventId"])
+            reason = event.get("ResourceStatusReason") or ""
+            stamp = event["Timestamp"].astimezone(UTC).strftime("%H:%M:%S")
+            report(
+                f"  {stamp}  {event.get('ResourceStatus', ''):<24} "
+                f"{event.get('LogicalResourceId', '')}"
+                + (f"  {reason}" if reason and "FAILED" in event.get("ResourceStatus", "") else "")
+            )
+        state = describe(aws, target)
+        if state.status is None or not state.status.endswith(IN_PROGRESS):
+            return state
+        if time.monotonic() > deadline:
+            raise DeployError(f"stack {stack} is still {state.status}; stopped waiting")
+        time.sleep(poll_seconds)
+
+
+def _events(cfn: Any, stack: str, since: datetime) -> list[dict[str, Any]]:
+    """Events newer than ``since``, newest first."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    try:
+        while True:
+            page = cfn.describe_stack_events(
+                StackName=stack, **({"NextToken": token} if token else {})
+            )
+            for event in page.get("StackEvents", []):
+                if event["Timestamp"] < since:
+                    return events
+                events.append(event)
+            token = page.get("NextToken")
+            if not token:
+                return events
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return events
+        raise
+
+
+def failures(aws: Aws, stack: str, *, since: datetime) -> tuple[str, ...]:
+    """The resources that failed since the deploy started, with CloudFormation's reasons."""
+    cfn = aws.client("cloudformation")
+    lines = []
+    for event in reversed(_events(cfn, stack, since)):
+        status = event.get("ResourceStatus", "")
+        if status.endswith("_FAILED") and event.get("LogicalResourceId") != stack:
+            lines.append(
+                f"{event.get('LogicalResourceId')} ({event.get('ResourceType')}): "
+                f"{event.get('ResourceStatusReason') or status}"
+            )
+    return tuple(dict.fromkeys(lines))
+
+
+# --- teardown -------------------------------------------------------------------------------
+
+
+def destroy(
+    aws: Aws,
+    *,
+    stack: str,
+    report: Report,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 3600.0,
+) -> Outcome:
+    before = describe(aws, stack)
+    if before.status is None:
+        raise DeployError(f"stack {stack} does not exist")
+    started = datetime.now(UTC)
+    aws.client("cloudformation").delete_stack(StackName=stack)
+    state = wait(
+        aws,
+        stack,
+        since=started,
+        report=report,
+        poll_seconds=poll_seconds,
+        timeout_seconds=timeout_seconds,
+        stack_id=before.stack_id,
+    )
+    problems: tuple[str, ...] = ()
+    if state.status not in {None, "DELETE_COMPLETE"}:
+        problems = failures(aws, before.stack_id or stack, since=started)
+    return Outcome(changed=True, state=state, problems=problems)
+
+
+def delete_bucket(aws: Aws, bucket: str, report: Report) -> None:
+    """Empty the bundle bucket (every version) and delete it."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    s3 = aws.client("s3")
+    try:
+        paginator = s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket):
+            doomed = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if doomed:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+        s3.delete_bucket(Bucket=bucket)
+    except ClientError as exc:
+        raise DeployError(f"cannot delete bucket {bucket}: {_code(exc)}") from None
+    report(f"deleted bucket {bucket}")
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
+
+
+def _message(exc: Exception) -> str:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Message") or error.get("Code") or exc)
