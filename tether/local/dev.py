@@ -2,7 +2,8 @@
 
 An embedded Postgres (or any ``--database-url``), the migrations, the local
 gateway invoking the real handlers, and the sweep on its schedule asking the
-gateway's own ``@connections`` API. Ctrl-C or SIGTERM closes every connection
+gateway's own ``@connections`` API, and the operators' API and page under ``/admin``
+with a key made for the run. Ctrl-C or SIGTERM closes every connection
 and runs its ``$disconnect`` before exiting, so the table is left with no active
 session; a ``kill -9`` leaves rows for the first sweeps of the next start.
 """
@@ -13,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -113,6 +115,7 @@ def routing(options: DevOptions) -> Routing:
 def build(
     options: DevOptions, database_url: str, routed: Routing
 ) -> tuple[LocalGateway, uvicorn.Server]:
+    from tether.admin.app import create_app  # noqa: PLC0415
     from tether.handlers import connect, disconnect  # noqa: PLC0415
 
     endpoint = f"http://{options.host}:{options.port}/{STAGE}"
@@ -127,6 +130,9 @@ def build(
     }
     if options.suspect_after is not None:
         overrides["suspect_after_seconds"] = options.suspect_after
+    if not os.environ.get("TETHER_OPERATOR_KEY"):
+        # A key for this run only, printed at start: curl and a browser work at once.
+        overrides["operator_key"] = secrets.token_urlsafe(24)
     runtime.install(load_settings(**overrides))
 
     gateway = LocalGateway(
@@ -144,6 +150,7 @@ def build(
         domain_name=f"{options.host}:{options.port}",
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
+        admin=create_app(),
     )
     config = uvicorn.Config(
         gateway,
@@ -208,6 +215,13 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
     say(f"  migrations applied now: {len(applied)}")
     say(f"  WebSocket     ws://{options.host}:{options.port}")
     say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
+    admin = f"http://{options.host}:{options.port}/admin"
+    key = "$TETHER_OPERATOR_KEY" if os.environ.get("TETHER_OPERATOR_KEY") else None
+    key = key or runtime.settings().operator_key or ""
+    say(f"  operator key  {key}")
+    say(f"  live page     {admin}/dashboard?key={key}")
+    say(f"  API           curl -H 'Authorization: Bearer {key}' {admin}/sessions?active=true")
+    say(f"                (schema: {admin}/openapi.json)")
     say(
         f"  sweep every {options.sweep_interval:g}s;"
         f" idle {options.idle_timeout:g}s, max {options.max_duration:g}s"
