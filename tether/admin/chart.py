@@ -19,11 +19,11 @@ LINE_COLOR = "#f2a93b"
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 times a power of ten at or above ``value`` (1 for 0)."""
+    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value`` (1 for 0)."""
     if value <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
+    for step in (1, 2, 2.5, 5, 10):
         if value <= step * power:
             return float(step * power)
     return float(10 * power)  # pragma: no cover - the loop always returns
@@ -31,6 +31,23 @@ def nice_ceiling(value: float) -> float:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+
+
+def _scale(largest: float, *, whole: bool) -> float:
+    """The axis top: four equal ticks of a round step (whole steps for counts)."""
+    step = nice_ceiling(largest / 4)
+    if whole:
+        step = max(1.0, math.ceil(step))
+    return step * 4
+
+
+def _duration_unit(largest_seconds: float) -> tuple[float, str, str]:
+    """(seconds per unit, suffix, name) that keeps the duration axis readable."""
+    if largest_seconds < 120:
+        return 1.0, "s", "seconds"
+    if largest_seconds < 2 * 3600:
+        return 60.0, "m", "minutes"
+    return 3600.0, "h", "hours"
 
 
 def daily_chart(stats: Sequence[DailyStats]) -> str:
@@ -52,9 +69,10 @@ def daily_chart(stats: Sequence[DailyStats]) -> str:
         parts.append("</g></svg>")
         return "".join(parts)
 
-    top_count = nice_ceiling(max(day.total_sessions for day in days))
+    top_count = _scale(max(day.total_sessions for day in days), whole=True)
     durations = [day.avg_duration_seconds or 0.0 for day in days]
-    top_minutes = nice_ceiling(max(durations) / 60)
+    per_unit, suffix, unit_name = _duration_unit(max(durations))
+    top_duration = _scale(max(durations) / per_unit, whole=False)
     slot = plot_w / len(days)
     bar_w = max(2.0, slot * 0.62)
 
@@ -71,7 +89,7 @@ def daily_chart(stats: Sequence[DailyStats]) -> str:
         )
         parts.append(
             f'<text x="{LEFT + plot_w + 8}" y="{y + 4:.1f}">'
-            f"{_number(top_minutes * tick / 4)}m</text>"
+            f"{_number(top_duration * tick / 4)}{suffix}</text>"
         )
 
     label_every = max(1, math.ceil(len(days) / 10))
@@ -93,7 +111,7 @@ def daily_chart(stats: Sequence[DailyStats]) -> str:
         )
         center = LEFT + slot * index + slot / 2
         if average is not None:
-            line_y = TOP + plot_h - plot_h * (average / 60) / top_minutes
+            line_y = TOP + plot_h - plot_h * (average / per_unit) / top_duration
             points.append(f"{center:.1f},{line_y:.1f}")
         if index % label_every == 0 or index == len(days) - 1:
             parts.append(
@@ -116,6 +134,6 @@ def daily_chart(stats: Sequence[DailyStats]) -> str:
         f'<line x1="{LEFT + 150}" x2="{LEFT + 170}" y1="14" y2="14"'
         f' stroke="{LINE_COLOR}" stroke-width="2.5"/>'
     )
-    parts.append(f'<text x="{LEFT + 176}" y="18">average duration (minutes)</text>')
+    parts.append(f'<text x="{LEFT + 176}" y="18">average duration ({unit_name})</text>')
     parts.append("</g></svg>")
     return "".join(parts)
