@@ -364,15 +364,25 @@ stable
 security definer
 set search_path = ''
 as $$
+declare
+  v_tether regclass := to_regclass('tether.schema_migrations');
+  v_supabase regclass := to_regclass('supabase_migrations.schema_migrations');
 begin
-  if to_regclass('tether.schema_migrations') is not null then
-    return query execute
-      'select ''tether''::text, m.version::text, m.name::text from tether.schema_migrations m';
+  -- Each ledger is named by the regclass found at run time: either may not exist.
+  if v_tether is not null then
+    for ledger, version, name in execute format(
+      'select ''tether''::text, m.version::text, m.name::text from %s m', v_tether)
+    loop
+      return next;
+    end loop;
   end if;
-  if to_regclass('supabase_migrations.schema_migrations') is not null then
-    return query execute
-      'select ''supabase''::text, m.version::text, coalesce(m.name, '''')::text
-       from supabase_migrations.schema_migrations m';
+  if v_supabase is not null then
+    for ledger, version, name in execute format(
+      'select ''supabase''::text, m.version::text, coalesce(m.name, '''')::text from %s m',
+      v_supabase)
+    loop
+      return next;
+    end loop;
   end if;
 end;
 $$;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -526,3 +527,16 @@ def test_health_when_the_database_is_unreachable(database_url: str) -> None:
 def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
     _problem(api.client.get("/nothing-here", headers=AUTH), 404)
     _problem(api.client.delete("/sessions", headers=AUTH), 405)
+
+
+def test_health_reads_supabase_s_ledger_after_db_push(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_supabase_cli import _project, _supabase  # noqa: PLC0415
+
+    pushed = _supabase(supabase_cli, _project(tmp_path), "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+    with admin_api(pg15_database) as running:
+        response = running.client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json()["migrations"]["pending"] == []
