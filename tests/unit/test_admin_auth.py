@@ -3,6 +3,8 @@ role or claim says so; everything else is refused with a cause that names no sec
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support import AUDIENCE, HS256_SECRET, ISSUER, claims, sign
@@ -20,7 +22,7 @@ def settings() -> Settings:
     )
 
 
-def _token(**extra: object) -> str:
+def _token(**extra: Any) -> str:
     return sign(claims(**extra), HS256_SECRET, "HS256")
 
 
