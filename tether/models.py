@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -182,3 +183,67 @@ class SessionHealth(_Row):
     oldest_active_start: datetime | None
     orphaned_sessions: int
     unannounced: int
+
+
+# --- what the operators' API, page and commands read ------------------------------
+
+
+class SessionRecord(_Row):
+    """A session as operators see it: every column but the sweep's bookkeeping."""
+
+    session_id: UUID
+    user_id: UUID | None
+    connection_id: str
+    is_active: bool
+    session_start: datetime
+    session_end: datetime | None
+    duration_seconds: float | None
+    last_seen_at: datetime
+    end_reason: EndReason | None
+    disconnect_status_code: int | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    api_id: str | None = None
+    stage: str | None = None
+    announced_at: datetime | None = None
+    finalized_at: datetime | None = None
+
+
+class SessionFilter(_Row):
+    """Which sessions a listing shows; every field left out matches everything."""
+
+    active: bool | None = None
+    user_id: UUID | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    end_reason: EndReason | None = None
+
+
+class DailyStats(_Row):
+    """One UTC day of the origin's daily statistics."""
+
+    day: date
+    total_sessions: int
+    still_active: int
+    ended_sessions: int
+    avg_duration_seconds: float | None
+    max_duration_seconds: float | None
+
+
+class SweepState(_Row):
+    """The limits the sweep last ran with, its last run and report, and the database clock."""
+
+    idle_limit_seconds: float
+    max_age_seconds: float
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    last_report: dict[str, Any] | None
+    checked_at: datetime
+
+
+class AppliedMigration(_Row):
+    """A migration a database records, in tether's ledger or in Supabase's."""
+
+    ledger: str
+    version: str
+    name: str

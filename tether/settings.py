@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     """Send AWS API calls (EventBridge, secrets) here: moto or a local stack."""
 
+    # The operators' API (tether.admin).
+    operator_key: str | None = None
+    """A static key for the operators' API, or where it is kept (a secret reference)."""
+    operator_roles: str = "service_role"
+    """Comma-separated token roles that make an operator."""
+    operator_claim: str | None = "app_metadata.tether_operator"
+    """A claim (dotted path) that makes a token's user an operator when it is true."""
+
     @field_validator("heartbeat_throttle_seconds", "jwks_cache_seconds")
     @classmethod
     def _finite(cls, value: float) -> float:
@@ -156,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def role_allow_list(self) -> frozenset[str]:
         return frozenset(role.strip() for role in self.allowed_roles.split(",") if role.strip())
+
+    @property
+    def operator_role_set(self) -> frozenset[str]:
+        return frozenset(role.strip() for role in self.operator_roles.split(",") if role.strip())
 
     def require_store(self) -> None:
         if not self.database_url and not (self.supabase_url and self.supabase_service_key):

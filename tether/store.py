@@ -19,6 +19,8 @@ from pydantic import TypeAdapter
 
 from tether.errors import InvalidInputError
 from tether.models import (
+    AppliedMigration,
+    DailyStats,
     EndOutcome,
     EndReason,
     EndResult,
@@ -28,9 +30,12 @@ from tether.models import (
     OrphanSummary,
     QueuedSession,
     SessionEnded,
+    SessionFilter,
     SessionHealth,
+    SessionRecord,
     Suspect,
     SweepPreview,
+    SweepState,
     TouchOutcome,
     TouchResult,
 )
@@ -56,6 +61,15 @@ ORPHAN_SUMMARY = "tether_orphan_summary_v1"
 SWEEP_PREVIEW = "tether_sweep_preview_v1"
 SESSION_HEALTH = "tether_session_health_v2"
 RECORD_SWEEP = "tether_record_sweep_v1"
+# The operators' API, page and commands.
+LIST_SESSIONS = "tether_list_sessions_v1"
+GET_SESSION = "tether_get_session_v1"
+FORCE_CLOSE = "tether_force_close_v1"
+FORCE_CLOSE_USER = "tether_force_close_user_v1"
+DAILY_STATS = "tether_daily_stats_v1"
+RECENT_ENDS = "tether_recent_ends_v1"
+SWEEP_STATE = "tether_sweep_state_v1"
+APPLIED_MIGRATIONS = "tether_applied_migrations_v1"
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,6 +77,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # One validation call for a whole batch: the announcer takes thousands at once.
 _QUEUED_SESSIONS = TypeAdapter(list[QueuedSession])
+_SESSION_RECORDS = TypeAdapter(list[SessionRecord])
 
 
 def _counts(rows: list[Row]) -> dict[EndReason, int]:
@@ -324,3 +339,89 @@ class SessionStore(ABC):
         )
         moment = rows[0]["last_started_at"] if report is None else rows[0]["last_finished_at"]
         return _timestamp(moment)
+
+    # --- the operators' API, page and commands ---------------------------------------
+
+    def list_sessions(
+        self,
+        where: SessionFilter,
+        *,
+        after: tuple[datetime, UUID] | None = None,
+        limit: int = 50,
+    ) -> list[SessionRecord]:
+        """A page of sessions, newest first, after a position (the last row's
+        ``session_start`` and ``session_id`` of the page before)."""
+        rows = self.call(
+            LIST_SESSIONS,
+            {
+                "p_active": where.active,
+                "p_user_id": where.user_id,
+                "p_started_after": where.started_after,
+                "p_started_before": where.started_before,
+                "p_end_reason": where.end_reason.value if where.end_reason else None,
+                "p_after_start": after[0] if after else None,
+                "p_after_session_id": after[1] if after else None,
+                "p_limit": int(limit),
+            },
+        )
+        return _SESSION_RECORDS.validate_python(rows)
+
+    def get_session(self, session_id: UUID) -> SessionRecord | None:
+        rows = self.call(GET_SESSION, {"p_session_id": session_id})
+        return SessionRecord.model_validate(rows[0]) if rows else None
+
+    def force_close(
+        self,
+        session_id: UUID,
+        *,
+        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
+    ) -> EndResult | None:
+        """End one session now as ``forced_close`` (first end wins); None for an unknown id."""
+        rows = self.call(
+            FORCE_CLOSE,
+            {
+                "p_session_id": session_id,
+                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
+            },
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return EndResult(
+            outcome=EndOutcome(row["outcome"]),
+            connection_id=str(row["connection_id"]),
+            session=SessionEnded.model_validate(row),
+        )
+
+    def force_close_user(
+        self,
+        user_id: UUID,
+        *,
+        announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
+    ) -> list[SessionEnded]:
+        """End every live session of a user now as ``forced_close``; those it ended."""
+        rows = self.call(
+            FORCE_CLOSE_USER,
+            {
+                "p_user_id": user_id,
+                "p_announce_lease_seconds": _finite("announce lease", announce_lease_seconds),
+            },
+        )
+        return [SessionEnded.model_validate(row) for row in rows]
+
+    def daily_stats(self, *, days: int = 7) -> list[DailyStats]:
+        """The origin's daily statistics for the last ``days`` UTC days, newest first."""
+        rows = self.call(DAILY_STATS, {"p_days": int(days)})
+        return [DailyStats.model_validate(row) for row in rows]
+
+    def recent_ends(self, *, seconds: float) -> dict[EndReason, int]:
+        """How many sessions ended in the last ``seconds``, by reason."""
+        rows = self.call(RECENT_ENDS, {"p_seconds": _finite("window", seconds)})
+        return _counts(rows)
+
+    def sweep_state(self) -> SweepState:
+        rows = self.call(SWEEP_STATE, {})
+        return SweepState.model_validate(rows[0])
+
+    def applied_migrations(self) -> list[AppliedMigration]:
+        return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]

@@ -2,7 +2,8 @@
 
 An embedded Postgres (or any ``--database-url``), the migrations, the local
 gateway invoking the real handlers, and the sweep on its schedule asking the
-gateway's own ``@connections`` API. Ctrl-C or SIGTERM closes every connection
+gateway's own ``@connections`` API, and the operators' API and page under ``/admin``
+with a key made for the run. Ctrl-C or SIGTERM closes every connection
 and runs its ``$disconnect`` before exiting, so the table is left with no active
 session; a ``kill -9`` leaves rows for the first checks of the next start.
 """
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import socket
 import sys
 import threading
@@ -142,6 +144,9 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
         )
     if options.suspect_after is not None:
         overrides["suspect_after_seconds"] = options.suspect_after
+    if not os.environ.get("TETHER_OPERATOR_KEY"):
+        # A key for this run only, printed at start: curl and a browser work at once.
+        overrides["operator_key"] = secrets.token_urlsafe(24)
     defaults = load_settings()
     every = options.check_every or defaults.sweep_check_every_seconds
     overrides["sweep_check_every_seconds"] = min(every, options.sweep_interval)
@@ -182,6 +187,7 @@ def connection_limit(requested: int | None) -> int:
 def build(
     options: DevOptions, config: Settings, routed: Routing
 ) -> tuple[LocalGateway, uvicorn.Server]:
+    from tether.admin.app import create_app  # noqa: PLC0415
     from tether.handlers import connect, disconnect  # noqa: PLC0415
 
     runtime.install(config)
@@ -198,6 +204,7 @@ def build(
         domain_name=f"{options.host}:{options.port}",
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
+        admin=create_app(),
     )
     uvicorn_config = uvicorn.Config(
         gateway,
@@ -312,6 +319,12 @@ def _banner(
     say(f"tether dev: listening on {ws_url}")
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
     say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
+    admin = f"http://{options.host}:{options.port}/admin"
+    key = "$TETHER_OPERATOR_KEY" if os.environ.get("TETHER_OPERATOR_KEY") else config.operator_key
+    say(f"  operator key  {key}")
+    say(f"  live page     {admin}/dashboard?key={key}")
+    say(f"  API           curl -H 'Authorization: Bearer {key}' {admin}/sessions?active=true")
+    say(f"                (schema: {admin}/openapi.json)")
     say(
         f"  sweep         a run every {options.sweep_interval:g}s, checking every {every:g}s;"
         f" suspects after {config.suspect_after_seconds:g}s of silence"

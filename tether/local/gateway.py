@@ -10,7 +10,9 @@ It invokes the real handlers in-process, with the events API Gateway sends:
 - API Gateway's limits: idle timeout, maximum duration, 32 KB frames and 128 KB
   messages (close 1009);
 - the ``@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
-  ids), so boto3 works against it through ``endpoint_url``.
+  ids), so boto3 works against it through ``endpoint_url``;
+- optionally, another ASGI application (the operators' API) for HTTP requests under
+  ``/admin``, which it sees as its ``root_path``.
 
 ``disconnect_loss`` makes ``$disconnect`` best-effort, as on AWS: that fraction of
 connections that drop without a close frame never produce one, and only the sweep
@@ -50,6 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 FRAME_LIMIT = limits.GATEWAY_FRAME_BYTES
 MESSAGE_LIMIT = limits.GATEWAY_MESSAGE_BYTES
 CONNECTIONS_PATH = re.compile(r"^(?:/[^/@]+)?/@connections/(?P<id>[^/]+)$")
+ADMIN_PREFIX = "/admin"
 
 # Close codes and the reasons API Gateway gives with them.
 GOING_AWAY = 1001
@@ -142,6 +145,7 @@ class LocalGateway:
         domain_name: str = "localhost",
         disconnect_loss: float = 0.0,
         on_event: Callable[[str, str], None] | None = None,
+        admin: Callable[..., Awaitable[None]] | None = None,
     ) -> None:
         if "$default" not in routes:
             raise ValueError("a $default route is required")
@@ -155,6 +159,7 @@ class LocalGateway:
         self.domain_name = domain_name
         self._disconnect_loss = disconnect_loss
         self._on_event = on_event
+        self._admin = admin
         self.connections: dict[str, LocalConnection] = {}
         self.stats = GatewayStats()
 
@@ -412,6 +417,11 @@ class LocalGateway:
         return await _read_bounded(receive, limit)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if self._admin is not None and (path + "/").startswith(ADMIN_PREFIX + "/"):
+            root = scope.get("root_path", "") + ADMIN_PREFIX
+            await self._admin({**scope, "root_path": root}, receive, send)
+            return
         body = await self._bounded_body(scope, receive)
         if body is None:
             await _json(

@@ -1,0 +1,251 @@
+"""The operators' API and live page in `tether dev`: served under /admin on the
+gateway's port with the key it prints, forced closes that reach real WebSocket
+clients through the local gateway's @connections DELETE, and the page in headless
+Chromium showing the numbers the API returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import ROOT
+from tests.e2e.conftest import DevServer
+from tests.support import HS256_SECRET, claims, sign
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / ".tether" / "artifacts"
+DELETED_REASON = "Connection closed by the @connections API"
+
+
+def _key(server: DevServer) -> str:
+    match = re.search(r"^  operator key  (\S+)$", server.log.read_text(), re.MULTILINE)
+    assert match, server.log.read_text()
+    return match.group(1)
+
+
+def _call(
+    server: DevServer, method: str, path: str, key: str | None
+) -> tuple[int, dict[str, str], Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/admin{path}", method=method)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, dict(response.headers), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+
+async def _client(server: DevServer, user: uuid.UUID) -> ClientConnection:
+    token = sign(claims(sub=str(user)), HS256_SECRET, "HS256")
+    return await connect(f"{server.ws_url}/?token={token}", ping_interval=None)
+
+
+async def _closed_by_server(ws: ClientConnection) -> tuple[int | None, str | None]:
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), timeout=10)
+    frame = closed.value.rcvd
+    return (frame.code, frame.reason) if frame else (None, None)
+
+
+def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    status, headers, _ = _call(server, "GET", "/sessions?active=true", None)
+    assert (status, headers["content-type"]) == (401, "application/problem+json")
+    assert _call(server, "GET", "/sessions?active=true", key)[0] == 200
+    assert _call(server, "GET", "/health", None)[2]["status"] == "ok"
+    log = server.log.read_text()
+    assert f"/admin/dashboard?key={key}" in log
+    assert f"curl -H 'Authorization: Bearer {key}'" in log
+
+
+def test_a_forced_close_reaches_the_client_and_ends_the_row_once(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    user = uuid.uuid4()
+
+    async def scenario() -> None:
+        ws = await _client(server, user)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        status, _, presence = await asyncio.to_thread(
+            _call, server, "GET", f"/users/{user}/presence", key
+        )
+        assert (status, presence["online"]) == (200, True)
+        assert presence["connections"][0]["connection_id"] == row["connection_id"]
+
+        status, _, closed = await asyncio.to_thread(
+            _call, server, "POST", f"/sessions/{row['session_id']}/close", key
+        )
+        assert status == 200, closed
+        assert (closed["outcome"], closed["connection"]) == ("closed", "disconnected")
+        # The client hears API Gateway's close for a deleted connection.
+        assert await _closed_by_server(ws) == (1001, DELETED_REASON)
+
+    asyncio.run(scenario())
+    # The $disconnect the close caused found the session already ended: first end wins.
+    server.wait_for(lambda r: "ended" in server.log.read_text() and not r[0]["is_active"])
+    time.sleep(0.5)
+    [row] = server.rows()
+    assert (row["end_reason"], row["disconnect_status_code"]) == ("forced_close", None)
+    assert row["announced_at"] is not None
+
+    status, _, again = _call(server, "POST", f"/sessions/{row['session_id']}/close", key)
+    assert (status, again["outcome"], again["connection"]) == (
+        200,
+        "already_closed",
+        "already_gone",
+    )
+    assert _call(server, "GET", f"/users/{user}/presence", key)[2]["online"] is False
+
+
+def test_disconnecting_a_user_closes_each_of_their_clients_only(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    user, other = uuid.uuid4(), uuid.uuid4()
+
+    async def scenario() -> None:
+        mine = [await _client(server, user), await _client(server, user)]
+        theirs = await _client(server, other)
+        server.wait_for(lambda r: len(r) == 3)
+        status, _, result = await asyncio.to_thread(
+            _call, server, "POST", f"/users/{user}/disconnect", key
+        )
+        assert (status, result["closed"]) == (200, 2), result
+        for ws in mine:
+            assert await _closed_by_server(ws) == (1001, DELETED_REASON)
+        await theirs.send(json.dumps({"action": "heartbeat"}))
+        assert json.loads(await theirs.recv())["status"] == "touched"
+        await theirs.close()
+
+    asyncio.run(scenario())
+    rows = server.wait_for(lambda r: not any(row["is_active"] for row in r))
+    reasons = sorted((str(r["user_id"]) == str(user), r["end_reason"]) for r in rows)
+    assert reasons == [(False, "client_disconnect"), (True, "forced_close"), (True, "forced_close")]
+
+
+# --- the live page in Chromium --------------------------------------------------------
+
+
+def _chromium_or_skip() -> Any:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian's chromium is not installed (`make test` installs it as root with"
+            " apt-get; elsewhere: apt-get install chromium): the live page test needs it"
+        )
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    return sync_playwright
+
+
+def test_the_live_page_shows_what_the_api_returns(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    user = uuid.uuid4()
+
+    async def traffic() -> list[ClientConnection]:
+        clients = [await _client(server, user) for _ in range(4)]
+        server.wait_for(lambda r: len(r) == 4)
+        for ws in clients[:2]:
+            await ws.close()
+        server.wait_for(lambda r: sum(not row["is_active"] for row in r) == 2)
+        live_rows = [r for r in server.rows() if r["is_active"]]
+        await asyncio.to_thread(
+            _call, server, "POST", f"/sessions/{live_rows[0]['session_id']}/close", key
+        )
+        await _closed_by_server(clients[2])
+        return clients[3:]
+
+    async def main() -> None:
+        open_clients = await traffic()
+        await asyncio.to_thread(_look, server, key, sync_playwright)
+        for ws in open_clients:
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
+    live = _call(server, "GET", "/stats/live", key)[2]
+    daily = _call(server, "GET", "/stats/daily?days=14", key)[2]
+    assert (live["active_sessions"], live["ended_last_hour"]) == (1, 3)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--headless",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(
+                "console",
+                lambda message: errors.append(message.text) if message.type == "error" else None,
+            )
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard?key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            # The key left the address bar for the tab's sessionStorage.
+            assert "key=" not in page.url
+
+            def shown(name: str) -> str:
+                return str(page.inner_text(f'[data-metric="{name}"]')).strip()
+
+            assert shown("active_sessions") == str(live["active_sessions"])
+            assert shown("ended_last_hour") == str(live["ended_last_hour"])
+            assert shown("orphaned_sessions") == str(live["orphaned_sessions"])
+            assert shown("unannounced") == str(live["unannounced"])
+            for reason, count in live["ended_last_hour_by_reason"].items():
+                assert page.inner_text(f'li[data-reason="{reason}"] b') == str(count)
+            today = daily["stats"][0]
+            assert shown("today_sessions") == str(today["total_sessions"])
+            bars = page.locator("#chart rect.bar")
+            assert bars.count() == len(daily["stats"])
+            drawn = page.get_attribute(f'#chart rect[data-day="{today["day"]}"]', "data-sessions")
+            assert drawn == str(today["total_sessions"])
+            row = page.locator(f'#days tr[data-day="{today["day"]}"] td')
+            assert row.nth(1).inner_text() == str(today["total_sessions"])
+            assert row.nth(2).inner_text() == str(today["still_active"])
+            assert page.locator("#live tr[data-session-id]").count() == live["active_sessions"]
+            assert errors == []
+
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"dashboard screenshot: {shot}")  # noqa: T201 - the test's artifact
+
+            # A key that is not accepted brings the sign-in form back.
+            page.evaluate("sessionStorage.setItem('tether.operatorKey', 'wrong-key-0123456789')")
+            page.reload()
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            assert "not accepted" in page.inner_text("#login-error")
+        finally:
+            browser.close()

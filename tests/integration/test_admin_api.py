@@ -1,0 +1,542 @@
+"""The operators' API on a real Postgres, route by route, as an operator uses it:
+credentials, filters and pages, forced closes, presence, statistics, the sweep, health."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
+from tests.conftest import SessionFactory
+from tether.admin import cursor
+from tether.models import SessionFilter
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+@pytest.fixture
+def api(database_url: str) -> Iterator[AdminApi]:
+    with admin_api(database_url) as running:
+        yield running
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return body
+
+
+def _fields(response: Any) -> list[str]:
+    body = _problem(response, 400)
+    return [error["field"] for error in body["errors"]]
+
+
+# --- credentials ------------------------------------------------------------------
+
+
+def _routes(api: AdminApi) -> list[tuple[str, str]]:
+    schema = api.client.get("/openapi.json").json()
+    sample = str(uuid.uuid4())
+    found = []
+    for path, item in schema["paths"].items():
+        for method in item:
+            found.append(
+                (method.upper(), path.replace("{session_id}", sample).replace("{user_id}", sample))
+            )
+    found.append(("GET", "/dashboard/chart.svg"))
+    return found
+
+
+def test_every_route_but_health_refuses_a_caller_without_credentials(api: AdminApi) -> None:
+    routes = _routes(api)
+    assert len(routes) >= 10
+    for method, path in routes:
+        response = api.client.request(method, path)
+        if path == "/health":
+            assert response.status_code == 200, response.text
+            continue
+        body = _problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "operator key" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": f"Bearer {OPERATOR_KEY}x"},
+        {"Authorization": f"Bearer {OPERATOR_KEY[:-1]}"},
+        {"X-Tether-Operator-Key": "guess"},
+        {"Authorization": f"Basic {OPERATOR_KEY}"},
+        {"Authorization": "Bearer " + token(role="service_role", expires_in=-60)},
+        {"Authorization": "Bearer " + token(role="service_role", iss="https://elsewhere/auth/v1")},
+        {"Authorization": "Bearer " + token(role="service_role")[:-4] + "AAAA"},
+    ],
+    ids=[
+        "longer-key",
+        "shorter-key",
+        "wrong-header-key",
+        "basic",
+        "expired",
+        "issuer",
+        "signature",
+    ],
+)
+def test_credentials_that_do_not_verify_get_401(api: AdminApi, headers: dict[str, str]) -> None:
+    response = api.client.get("/sessions", headers=headers)
+    body = _problem(response, 401)
+    assert OPERATOR_KEY not in response.text
+    assert body["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"role": "authenticated"},
+        {"role": "anon"},
+        {"role": "authenticated", "app_metadata": {"tether_operator": "yes"}},
+    ],
+    ids=["user", "anon", "claim-not-true"],
+)
+def test_a_valid_token_of_a_non_operator_gets_403(api: AdminApi, claims: dict[str, Any]) -> None:
+    response = api.client.get("/sessions", headers={"Authorization": f"Bearer {token(**claims)}"})
+    body = _problem(response, 403)
+    assert body["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        AUTH,
+        {"X-Tether-Operator-Key": OPERATOR_KEY},
+        {"Authorization": "Bearer " + token(role="service_role")},
+        {"Authorization": "Bearer " + token(app_metadata={"tether_operator": True})},
+    ],
+    ids=["bearer-key", "header-key", "operator-role", "operator-claim"],
+)
+def test_operators_get_in(api: AdminApi, headers: dict[str, str]) -> None:
+    response = api.client.get("/sessions", headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_the_key_may_be_kept_in_ssm(database_url: str, aws: str) -> None:
+    import boto3  # noqa: PLC0415
+
+    boto3.client("ssm", endpoint_url=aws).put_parameter(
+        Name="/tether/operator-key", Value=OPERATOR_KEY, Type="SecureString"
+    )
+    with admin_api(
+        database_url, operator_key="ssm:/tether/operator-key", aws_endpoint_url=aws
+    ) as running:
+        assert running.client.get("/sessions", headers=AUTH).status_code == 200
+        _problem(running.client.get("/sessions", headers={"Authorization": "Bearer nope"}), 401)
+
+
+def test_a_short_operator_key_is_refused_as_a_configuration_error(database_url: str) -> None:
+    with admin_api(database_url, operator_key="short") as running:
+        body = _problem(
+            running.client.get("/sessions", headers={"Authorization": "Bearer short"}), 500
+        )
+        assert "TETHER_OPERATOR_KEY" in body["detail"]
+        assert "short" not in body["detail"].replace("at least", "")
+
+
+# --- listing and pages ------------------------------------------------------------
+
+
+def test_filters(api: AdminApi, make_session: SessionFactory) -> None:
+    user = uuid.uuid4()
+    live_mine = make_session(user_id=user, started_seconds_ago=30)
+    ended_mine = make_session(
+        user_id=user, started_seconds_ago=7200, ended_seconds_ago=3600, end_reason="gone"
+    )
+    make_session(started_seconds_ago=10)
+    make_session(started_seconds_ago=90000, ended_seconds_ago=86000, end_reason="idle_timeout")
+
+    def ids(**params: Any) -> list[str]:
+        response = api.client.get("/sessions", params=params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        return [s["session_id"] for s in response.json()["sessions"]]
+
+    assert len(ids()) == 4
+    assert len(ids(active="true")) == 2
+    assert len(ids(active="false")) == 2
+    assert ids(user_id=str(user)) == [str(live_mine["session_id"]), str(ended_mine["session_id"])]
+    assert ids(user_id=str(user), active="true") == [str(live_mine["session_id"])]
+    assert ids(end_reason="gone") == [str(ended_mine["session_id"])]
+    assert len(ids(started_after="2000-01-01T00:00:00Z")) == 4
+    recent = ids(started_after=_ago_iso(api, 3600))
+    assert len(recent) == 2
+    assert len(ids(started_before=_ago_iso(api, 3600))) == 2
+
+
+def _ago_iso(api: AdminApi, seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+def test_one_session_and_an_unknown_one(api: AdminApi, make_session: SessionFactory) -> None:
+    row = make_session(started_seconds_ago=5)
+    response = api.client.get(f"/sessions/{row['session_id']}", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["connection_id"], body["is_active"]) == (row["connection_id"], True)
+    missing = uuid.uuid4()
+    problem = _problem(api.client.get(f"/sessions/{missing}", headers=AUTH), 404)
+    assert str(missing) in problem["detail"]
+    assert _fields(api.client.get("/sessions/not-a-uuid", headers=AUTH)) == ["session_id"]
+
+
+def test_pages_skip_and_repeat_nothing_while_sessions_open_in_between(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    # 23 sessions, some started in the same microsecond (ties are broken by session_id).
+    existing = set()
+    for index in range(23):
+        row = make_session(started_seconds_ago=600 - (index // 2) * 10)
+        existing.add(str(row["session_id"]))
+    seen: list[str] = []
+    page_cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 5}
+        if page_cursor:
+            params["cursor"] = page_cursor
+        response = api.client.get("/sessions", params=params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen.extend(s["session_id"] for s in page["sessions"])
+        pages += 1
+        # New connections arrive between pages, as they do in production.
+        make_session(started_seconds_ago=0)
+        make_session(started_seconds_ago=0)
+        page_cursor = page["next_cursor"]
+        if page_cursor is None:
+            break
+    assert len(seen) == len(set(seen)), "a row was repeated"
+    assert set(seen) == existing, "a row was skipped (or a newer one crept in)"
+    assert pages == 5
+    starts = api.client.get("/sessions", params={"limit": 500}, headers=AUTH).json()["sessions"]
+    assert len(starts) == 23 + 2 * pages
+
+
+def test_a_cursor_is_bound_to_its_filters(api: AdminApi, make_session: SessionFactory) -> None:
+    for _ in range(3):
+        make_session()
+    page = api.client.get("/sessions", params={"limit": 1, "active": "true"}, headers=AUTH).json()
+    again = api.client.get(
+        "/sessions", params={"limit": 1, "cursor": page["next_cursor"]}, headers=AUTH
+    )
+    assert _fields(again) == ["cursor"]
+    assert "other filters" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/sessions", {"limit": 0}, "limit"),
+        ("/sessions", {"limit": 501}, "limit"),
+        ("/sessions", {"limit": "ten"}, "limit"),
+        ("/sessions", {"active": "maybe"}, "active"),
+        ("/sessions", {"user_id": "bob"}, "user_id"),
+        ("/sessions", {"started_after": "yesterday"}, "started_after"),
+        ("/sessions", {"started_after": "2026-11-01T00:00:00"}, "started_after"),
+        ("/sessions", {"end_reason": "bored"}, "end_reason"),
+        ("/sessions", {"cursor": "x" * 600}, "cursor"),
+        ("/sessions", {"cursor": "not-a-cursor"}, "cursor"),
+        (
+            "/sessions",
+            {"started_after": "2026-11-02T00:00:00Z", "started_before": "2026-11-01T00:00:00Z"},
+            "started_before",
+        ),
+        ("/stats/daily", {"days": 0}, "days"),
+        ("/stats/daily", {"days": 367}, "days"),
+        ("/stats/orphans", {"older_than": "soon"}, "older_than"),
+        ("/stats/orphans", {"older_than": "400d"}, "older_than"),
+        ("/stats/orphans", {"alert_above": -1}, "alert_above"),
+        ("/users/bob/presence", {}, "user_id"),
+    ],
+)
+def test_bad_values_get_a_400_naming_the_field(
+    api: AdminApi, path: str, params: dict[str, Any], field: str
+) -> None:
+    response = api.client.get(path, params=params, headers=AUTH)
+    assert _fields(response) == [field]
+    assert field in response.json()["detail"]
+
+
+def test_a_tampered_cursor_is_refused(api: AdminApi, make_session: SessionFactory) -> None:
+    for _ in range(3):
+        make_session()
+    issued = api.client.get("/sessions", params={"limit": 1}, headers=AUTH).json()["next_cursor"]
+    position = cursor.decode(issued, SessionFilter())
+    # Same shape, another position: the checksum no longer matches.
+    forged = cursor.encode(position[0], uuid.uuid4(), SessionFilter())
+    tampered = forged[:-6] + issued[-6:]
+    response = api.client.get("/sessions", params={"cursor": tampered}, headers=AUTH)
+    assert _fields(response) == ["cursor"]
+
+
+# --- forced closes ----------------------------------------------------------------
+
+
+def _row(db: Conn, session_id: object) -> dict[str, Any]:
+    row = db.execute(
+        "select s.*, exists (select 1 from public.conversation_session_announcements a"
+        " where a.session_id = s.session_id) as queued"
+        " from public.conversation_sessions s where s.session_id = %s",
+        (session_id,),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def test_forced_close_ends_announces_and_disconnects_once(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    assert api.gateway is not None
+    row = make_session(started_seconds_ago=60)
+    api.gateway.set_alive(str(row["connection_id"]))
+    first = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["outcome"], body["connection"], body["announced"]) == (
+        "closed",
+        "disconnected",
+        True,
+    )
+    assert body["session"]["end_reason"] == "forced_close"
+    assert ("DELETE", row["connection_id"]) in api.gateway.calls
+    after = _row(db, row["session_id"])
+    assert (after["is_active"], after["end_reason"]) == (False, "forced_close")
+    assert after["announced_at"] is not None and not after["queued"]
+
+    again = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
+    assert (again["outcome"], again["connection"], again["announced"]) == (
+        "already_closed",
+        "already_gone",
+        None,
+    )
+    assert "already ended (forced_close)" in again["detail"]
+    assert _row(db, row["session_id"])["session_end"] == after["session_end"]
+
+
+def test_a_gone_connection_still_ends_the_row(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    row = make_session(started_seconds_ago=60)  # the stand-in never heard of it: 410
+    body = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
+    assert (body["outcome"], body["connection"]) == ("closed", "already_gone")
+    assert _row(db, row["session_id"])["end_reason"] == "forced_close"
+
+
+def test_closing_an_ended_session_keeps_its_first_end(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    row = make_session(started_seconds_ago=60, ended_seconds_ago=30, end_reason="gone")
+    body = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
+    assert body["outcome"] == "already_closed"
+    assert _row(db, row["session_id"])["end_reason"] == "gone"
+
+
+def test_a_gateway_that_does_not_answer_leaves_the_row_ended_and_says_so(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    assert api.gateway is not None
+    row = make_session(started_seconds_ago=60)
+    connection_id = str(row["connection_id"])
+    api.gateway.set_alive(connection_id)
+    api.gateway.throttle[connection_id] = 100
+    body = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
+    assert (body["outcome"], body["connection"]) == ("closed", "failed")
+    assert _row(db, row["session_id"])["end_reason"] == "forced_close"
+    # Closing again retries the gateway.
+    api.gateway.throttle[connection_id] = 0
+    retry = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
+    assert (retry["outcome"], retry["connection"]) == ("already_closed", "disconnected")
+
+
+def test_closing_an_unknown_session_is_404(api: AdminApi) -> None:
+    _problem(api.client.post(f"/sessions/{uuid.uuid4()}/close", headers=AUTH), 404)
+
+
+def test_without_a_gateway_endpoint_a_close_changes_nothing(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    row = make_session(started_seconds_ago=60)
+    with admin_api(database_url, gateway=False) as running:
+        body = _problem(
+            running.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH), 500
+        )
+    assert "TETHER_CONNECTIONS_ENDPOINT" in body["detail"]
+    assert _row(db, row["session_id"])["is_active"] is True
+
+
+# --- users ------------------------------------------------------------------------
+
+
+def test_presence_and_disconnecting_a_user(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    assert api.gateway is not None
+    user = uuid.uuid4()
+    live = [make_session(user_id=user, started_seconds_ago=s) for s in (30, 20)]
+    make_session(user_id=user, started_seconds_ago=900, ended_seconds_ago=600)
+    other = make_session(user_id=uuid.uuid4())
+    for row in live:
+        api.gateway.set_alive(str(row["connection_id"]))
+
+    presence = api.client.get(f"/users/{user}/presence", headers=AUTH).json()
+    assert presence["online"] is True
+    assert {c["session_id"] for c in presence["connections"]} == {
+        str(r["session_id"]) for r in live
+    }
+
+    closed = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert closed["closed"] == 2
+    assert {s["connection"] for s in closed["sessions"]} == {"disconnected"}
+    assert all(_row(db, r["session_id"])["end_reason"] == "forced_close" for r in live)
+    assert _row(db, other["session_id"])["is_active"] is True
+
+    assert api.client.get(f"/users/{user}/presence", headers=AUTH).json() == {
+        "user_id": str(user),
+        "online": False,
+        "connections": [],
+    }
+    assert api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()["closed"] == 0
+
+
+# --- statistics and the sweep -----------------------------------------------------
+
+
+def test_daily_stats_are_the_origin_s_query(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(started_seconds_ago=0)
+    make_session(started_seconds_ago=0, ended_seconds_ago=0)
+    make_session(started_seconds_ago=3 * 86400, ended_seconds_ago=3 * 86400 - 60)
+    body = api.client.get("/stats/daily", params={"days": 7}, headers=AUTH).json()
+    assert body["days"] == 7 and len(body["stats"]) == 7
+    origin = db.execute(
+        """
+        select date(session_start at time zone 'UTC') as date, count(*) as total_sessions,
+               count(*) filter (where is_active) as still_active
+        from conversation_sessions
+        where session_start > now() - interval '7 days'
+        group by 1 order by 1 desc
+        """
+    ).fetchall()
+    by_day = {s["day"]: s for s in body["stats"]}
+    for expected in origin:
+        day = by_day[str(expected["date"])]
+        assert (day["total_sessions"], day["still_active"]) == (
+            expected["total_sessions"],
+            expected["still_active"],
+        )
+    assert sum(s["total_sessions"] for s in body["stats"]) == 3
+
+
+def test_orphan_alert_with_its_threshold(api: AdminApi, make_session: SessionFactory) -> None:
+    for hours in (3, 5, 9):
+        make_session(started_seconds_ago=hours * 3600)
+    make_session(started_seconds_ago=60)
+    body = api.client.get("/stats/orphans", headers=AUTH).json()
+    assert (body["older_than_seconds"], body["orphans"], body["alerting"]) == (7200, 3, False)
+    body = api.client.get(
+        "/stats/orphans", params={"older_than": "4h", "alert_above": 1}, headers=AUTH
+    ).json()
+    assert (body["orphans"], body["alerting"]) == (2, True)
+
+
+def test_live_stats_and_a_sweep_run_through_the_api(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    make_session(started_seconds_ago=30)
+    make_session(started_seconds_ago=3 * 3600)  # past API Gateway's 2 hours: an orphan
+    make_session(started_seconds_ago=600, ended_seconds_ago=300, end_reason="gone")
+    make_session(started_seconds_ago=6000, ended_seconds_ago=5000, end_reason="gone")
+    live = api.client.get("/stats/live", headers=AUTH).json()
+    assert (live["active_sessions"], live["orphaned_sessions"]) == (2, 1)
+    assert (live["ended_last_hour"], live["ended_last_hour_by_reason"]) == (1, {"gone": 1})
+    assert live["sweep"]["last_finished_at"] is None
+
+    swept = api.client.post("/sweep", headers=AUTH)
+    assert swept.status_code == 200, swept.text
+    summary = swept.json()
+    assert summary["ended_by_reason"] == {"max_duration": 1}
+    assert summary["active_sessions"] == 1
+
+    after = api.client.get("/stats/live", headers=AUTH).json()
+    assert (after["active_sessions"], after["orphaned_sessions"]) == (1, 0)
+    assert after["sweep"]["last_report"]["ended"] == 1
+    health = api.client.get("/health").json()
+    assert health["sweep"]["last_finished_at"] == after["sweep"]["last_finished_at"]
+
+
+# --- health -----------------------------------------------------------------------
+
+
+def test_health_when_all_is_well(api: AdminApi) -> None:
+    response = api.client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["database"], body["migrations"]["pending"]) == (
+        "ok",
+        "reachable",
+        [],
+    )
+
+
+def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
+    db.execute("delete from tether.schema_migrations where name = 'operators'")
+    response = api.client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["migrations"]["pending"] == ["20261129001000_operators.sql"]
+
+
+def test_health_when_the_database_is_unreachable(database_url: str) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nowhere = f"postgresql://tether:secret-password@127.0.0.1:{port}/none"
+    with admin_api(nowhere) as running:
+        response = running.client.get("/health")
+        assert response.status_code == 503
+        assert response.json() == {
+            "status": "unavailable",
+            "database": "unreachable",
+            "migrations": None,
+            "sweep": None,
+        }
+        problem = _problem(running.client.get("/sessions", headers=AUTH), 503)
+        assert "secret-password" not in problem["detail"]
+
+
+def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
+    _problem(api.client.get("/nothing-here", headers=AUTH), 404)
+    _problem(api.client.delete("/sessions", headers=AUTH), 405)
+
+
+def test_health_reads_supabase_s_ledger_after_db_push(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_supabase_cli import _project, _supabase  # noqa: PLC0415
+
+    pushed = _supabase(supabase_cli, _project(tmp_path), "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+    with admin_api(pg15_database) as running:
+        response = running.client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json()["migrations"]["pending"] == []

@@ -1,0 +1,173 @@
+"""`tether sessions`, `tether stats` and `tether kick`, run as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import connections_standin
+from tests.conftest import SessionFactory
+from tests.connections_standin import ConnectionsStandIn
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    tether = Path(sys.executable).with_name("tether")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(  # noqa: S603 - our own console script
+        [str(tether), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.fixture
+def gateway() -> Iterator[ConnectionsStandIn]:
+    with connections_standin.serve() as state:
+        yield state
+
+
+def test_sessions_as_a_table_and_as_json(database_url: str, make_session: SessionFactory) -> None:
+    user = uuid.uuid4()
+    live = make_session(user_id=user, started_seconds_ago=90)
+    make_session(started_seconds_ago=3600, ended_seconds_ago=3000, end_reason="gone")
+    table = _tether("sessions", "--database-url", database_url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "SESSION",
+        "USER",
+        "STARTED",
+        "(UTC)",
+        "STATE",
+        "DURATION",
+        "LAST",
+        "SEEN",
+    ]
+    assert str(live["session_id"]) in lines[1] and "active" in lines[1]
+    assert "gone" in lines[2] and "10.0m" in lines[2]
+
+    only = _tether(
+        "sessions", "--active", "--user", str(user), "--json", "--database-url", database_url
+    )
+    page = json.loads(only.stdout)
+    assert [s["session_id"] for s in page["sessions"]] == [str(live["session_id"])]
+
+    capped = _tether("sessions", "--limit", "1", "--database-url", database_url)
+    assert "more with --limit" in capped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["sessions", "--limit", "501"], "between 1 and 500"),
+        (["sessions", "--user", "bob"], "not a UUID"),
+        (["sessions", "--active", "--ended"], "not allowed with"),
+        (["stats", "--days", "0"], "between 1 and 366"),
+        (["kick"], "one of the arguments --user --session is required"),
+        (
+            ["kick", "--user", str(uuid.UUID(int=1)), "--session", str(uuid.UUID(int=2))],
+            "not allowed",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(
+    database_url: str, args: list[str], says: str
+) -> None:
+    result = _tether(*args, "--database-url", database_url)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stats_show_now_the_last_hour_and_the_days(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    make_session(started_seconds_ago=60)
+    make_session(started_seconds_ago=600, ended_seconds_ago=120, end_reason="client_disconnect")
+    text = _tether("stats", "--days", "3", "--database-url", database_url)
+    assert text.returncode == 0, text.stderr
+    assert "active now 1" in text.stdout
+    assert "ended in the last hour 1 (client_disconnect 1)" in text.stdout
+    assert "sweep last finished never" in text.stdout
+    days = [line for line in text.stdout.splitlines() if line[:4].isdigit()]
+    assert len(days) == 3
+    assert days[0].split()[1:4] == ["2", "1", "1"]
+
+    numbers = json.loads(_tether("stats", "--json", "--database-url", database_url).stdout)
+    assert numbers["live"]["active_sessions"] == 1
+    assert len(numbers["daily"]["stats"]) == 7
+
+
+def test_kick_asks_first_and_a_script_must_say_yes(
+    database_url: str, db: Conn, make_session: SessionFactory, gateway: ConnectionsStandIn
+) -> None:
+    row = make_session(started_seconds_ago=60)
+    result = _tether(
+        "kick", "--session", str(row["session_id"]), "--endpoint-url", gateway.url,
+        "--announce-to", "log", "--database-url", database_url,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "pass --yes to confirm" in result.stdout
+    assert "nothing was changed" in result.stdout
+    assert gateway.calls == []
+    state = db.execute(
+        "select is_active from public.conversation_sessions where session_id = %s",
+        (row["session_id"],),
+    ).fetchone()
+    assert state == {"is_active": True}
+
+
+def test_kick_a_session_then_a_user(
+    database_url: str, db: Conn, make_session: SessionFactory, gateway: ConnectionsStandIn
+) -> None:
+    user = uuid.uuid4()
+    one = make_session(user_id=user, started_seconds_ago=60)
+    two = make_session(user_id=user, started_seconds_ago=30)
+    for row in (one, two):
+        gateway.set_alive(str(row["connection_id"]))
+    common = ["--endpoint-url", gateway.url, "--announce-to", "log", "--yes"]
+    common += ["--database-url", database_url]
+
+    kicked = _tether("kick", "--session", str(one["session_id"]), *common)
+    assert kicked.returncode == 0, kicked.stderr
+    assert "closed: ended it; the gateway closed the connection" in kicked.stdout
+    again = _tether("kick", "--session", str(one["session_id"]), *common, "--json")
+    assert json.loads(again.stdout)["outcome"] == "already_closed"
+
+    user_kick = _tether("kick", "--user", str(user), *common)
+    assert user_kick.returncode == 0, user_kick.stderr
+    assert "user" in user_kick.stdout and "1 live session(s)" in user_kick.stdout
+    assert f"closed 1 session(s) of user {user}" in user_kick.stdout
+    reasons = db.execute(
+        "select end_reason from public.conversation_sessions where user_id = %s", (user,)
+    ).fetchall()
+    assert [r["end_reason"] for r in reasons] == ["forced_close", "forced_close"]
+    assert (
+        _tether("kick", "--user", str(user), *common).stdout.strip().endswith("has no live session")
+    )
+
+
+def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> None:
+    without = _tether("kick", "--user", str(uuid.uuid4()), "--yes", "--database-url", database_url)
+    assert without.returncode == 1
+    assert "--endpoint-url" in without.stderr
+    unknown = _tether(
+        "kick", "--session", str(uuid.uuid4()), "--yes", "--endpoint-url", "http://127.0.0.1:9/x",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert "no session" in unknown.stderr

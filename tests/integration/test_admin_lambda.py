@@ -1,0 +1,113 @@
+"""The admin function as Lambda runs it: API Gateway HTTP API (payload v2) events,
+shaped as AWS sends them, through ``functions.admin.lambda_handler`` (Mangum)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.admin_support import OPERATOR_KEY
+from tests.conftest import ROOT, SessionFactory
+from tests.support import FakeLambdaContext, load_event
+from tether import runtime
+
+
+@pytest.fixture
+def lambda_admin(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("DATABASE_URL", "SUPABASE_URL", "TETHER_CONNECTIONS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TETHER_DATABASE_URL", database_url)
+    monkeypatch.setenv("TETHER_OPERATOR_KEY", OPERATOR_KEY)
+    monkeypatch.setenv("TETHER_ANNOUNCE_TO", "log")
+    runtime.reset()
+    from functions import admin  # noqa: PLC0415
+
+    yield admin.lambda_handler
+    runtime.reset()
+
+
+def _event(path: str, query: str = "", *, key: str | None = OPERATOR_KEY) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("admin_http_v2"))
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["rawQueryString"] = query
+    params = dict(part.split("=", 1) for part in query.split("&") if part)
+    if params:
+        event["queryStringParameters"] = params
+    else:
+        event.pop("queryStringParameters")
+    if key is None:
+        del event["headers"]["authorization"]
+    else:
+        event["headers"]["authorization"] = f"Bearer {key}"
+    return event
+
+
+def test_an_http_api_v2_event_lists_sessions(
+    lambda_admin: Any, make_session: SessionFactory
+) -> None:
+    rows = [make_session(started_seconds_ago=s) for s in (30, 20, 10)]
+    make_session(started_seconds_ago=60, ended_seconds_ago=30)
+    event = load_event("admin_http_v2")
+    event["headers"]["authorization"] = f"Bearer {OPERATOR_KEY}"
+    response = lambda_admin(event, FakeLambdaContext(function_name="tether-admin"))
+    assert response["statusCode"] == 200, response
+    assert response["isBase64Encoded"] is False
+    assert response["headers"]["content-type"] == "application/json"
+    body = json.loads(response["body"])
+    assert [s["session_id"] for s in body["sessions"]] == [
+        str(rows[2]["session_id"]),
+        str(rows[1]["session_id"]),
+    ]
+    assert body["next_cursor"]
+    following = lambda_admin(
+        _event("/sessions", f"active=true&limit=2&cursor={body['next_cursor']}"),
+        FakeLambdaContext(),
+    )
+    assert [s["session_id"] for s in json.loads(following["body"])["sessions"]] == [
+        str(rows[0]["session_id"])
+    ]
+
+
+def test_problems_and_the_page_come_back_as_text(lambda_admin: Any) -> None:
+    refused = lambda_admin(_event("/sessions", key=None), FakeLambdaContext())
+    assert refused["statusCode"] == 401
+    assert refused["isBase64Encoded"] is False
+    assert refused["headers"]["content-type"] == "application/problem+json"
+    assert json.loads(refused["body"])["code"] == "unauthorized"
+
+    page = lambda_admin(_event("/dashboard", key=None), FakeLambdaContext())
+    assert page["statusCode"] == 200
+    assert page["isBase64Encoded"] is False
+    assert "<title>tether" in page["body"]
+    script = lambda_admin(_event("/dashboard/static/dashboard.js", key=None), FakeLambdaContext())
+    assert script["statusCode"] == 200
+    assert "sessionStorage" in script["body"]
+
+    health = lambda_admin(_event("/health", key=None), FakeLambdaContext())
+    assert health["statusCode"] == 200
+    assert json.loads(health["body"])["status"] == "ok"
+
+
+def test_importing_the_entry_point_starts_nothing() -> None:
+    probe = (
+        "import sys, threading; import functions.admin as a;"
+        " assert callable(a.lambda_handler);"
+        " assert threading.active_count() == 1, threading.enumerate();"
+        " assert 'psycopg' not in sys.modules, 'connected at import'"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr

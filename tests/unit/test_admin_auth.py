@@ -1,0 +1,102 @@
+"""Who is an operator: the key (compared in constant time) or a verified token whose
+role or claim says so; everything else is refused with a cause that names no secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import AUDIENCE, HS256_SECRET, ISSUER, claims, sign
+from tether.admin.auth import authenticate, describe
+from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
+from tether.settings import Settings, load_settings
+
+KEY = "a-long-enough-operator-key"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings(
+        operator_key=KEY, jwt_secret=HS256_SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE
+    )
+
+
+def _token(**extra: Any) -> str:
+    return sign(claims(**extra), HS256_SECRET, "HS256")
+
+
+def test_the_key_by_either_header(settings: Settings) -> None:
+    assert authenticate(KEY, None, settings).via == "operator-key"
+    assert authenticate(None, KEY, settings).via == "operator-key"
+
+
+@pytest.mark.parametrize(
+    ("bearer", "header", "cause"),
+    [
+        (None, None, "missing_credentials"),
+        ("", "", "missing_credentials"),
+        (KEY + " ", None, "wrong_operator_key"),
+        (None, KEY.upper(), "wrong_operator_key"),
+        ("é" * 30, None, "wrong_operator_key"),
+        (_token(role="service_role", expires_in=-10), None, "expired"),
+        (_token(role="service_role", aud="elsewhere"), None, "wrong_audience"),
+    ],
+)
+def test_refusals_are_401_with_a_cause(
+    settings: Settings, bearer: str | None, header: str | None, cause: str
+) -> None:
+    with pytest.raises(AuthenticationError) as refused:
+        authenticate(bearer, header, settings)
+    assert not isinstance(refused.value, ForbiddenError)
+    assert refused.value.cause == cause
+    assert KEY not in describe(cause)
+
+
+def test_operators_by_role_or_claim(settings: Settings) -> None:
+    by_role = authenticate(
+        _token(role="service_role", sub="00000000-0000-0000-0000-00000000000a"), None, settings
+    )
+    assert (by_role.via, by_role.subject) == ("token", "00000000-0000-0000-0000-00000000000a")
+    assert (
+        authenticate(_token(app_metadata={"tether_operator": True}), None, settings).via == "token"
+    )
+    custom = load_settings(
+        jwt_secret=HS256_SECRET, jwt_issuer=ISSUER, operator_roles="ops_admin", operator_claim="ops"
+    )
+    assert authenticate(_token(role="authenticated", ops=True), None, custom).via == "token"
+    with pytest.raises(ForbiddenError):
+        authenticate(_token(role="service_role"), None, custom)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"app_metadata": {"tether_operator": "true"}},
+        {"user_metadata": {"tether_operator": True}},
+        {"role": "anon"},
+        {"app_metadata": {"tether_operator": True}, "is_anonymous": True},
+    ],
+    ids=["plain-user", "string-claim", "user-editable-metadata", "anon", "anonymous-user"],
+)
+def test_valid_tokens_of_non_operators_are_403(
+    settings: Settings, extra: dict[str, object]
+) -> None:
+    with pytest.raises(ForbiddenError):
+        authenticate(_token(**extra), None, settings)
+
+
+def test_without_a_key_or_token_verification_nothing_gets_in() -> None:
+    bare = Settings()
+    with pytest.raises(AuthenticationError) as no_key:
+        authenticate("anything-at-all-0000", None, bare)
+    assert no_key.value.cause == "operator_key_not_configured"
+    with pytest.raises(AuthenticationError) as no_jwt:
+        authenticate(_token(role="service_role"), None, bare)
+    assert no_jwt.value.cause == "token_verification_not_configured"
+
+
+def test_a_short_key_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        authenticate("short", None, load_settings(operator_key="short"))

@@ -1,0 +1,137 @@
+"""Who may use the operators' API: the holder of the operator key, or an operator's
+Supabase access token.
+
+- The operator key (``TETHER_OPERATOR_KEY``: the value, or where it is kept in Secrets
+  Manager or SSM) comes as ``Authorization: Bearer <key>`` or ``X-Tether-Operator-Key``,
+  and is compared in constant time.
+- A token is verified exactly as ``$connect`` verifies one (same keys, algorithms,
+  audience, issuer); its holder is an operator when its ``role`` is one of
+  ``TETHER_OPERATOR_ROLES`` or the claim named by ``TETHER_OPERATOR_CLAIM`` is true
+  (``app_metadata`` is writable by the project's service role only).
+
+No credentials, or credentials that do not verify: 401. A valid token whose holder is
+not an operator: 403. Neither the key nor a token ever reaches a log or a response.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from tether.auth import TokenVerifier, looks_like_jwt
+from tether.aws.secrets import resolve_secret
+from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
+from tether.settings import Settings
+
+KEY_HEADER = "X-Tether-Operator-Key"
+MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who acted, as the logs name them: the key's holder, or a token's user."""
+
+    via: str
+    subject: str
+
+    def __str__(self) -> str:
+        return f"{self.via}:{self.subject}"
+
+
+def operator_key(settings: Settings) -> str | None:
+    """The configured key, read from its secret once per container."""
+    if not settings.operator_key:
+        return None
+    key = resolve_secret(settings.operator_key, settings.aws_endpoint_url)
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigurationError(
+            f"TETHER_OPERATOR_KEY must be at least {MIN_KEY_LENGTH} characters"
+        )
+    return key
+
+
+@functools.lru_cache(maxsize=4)
+def _verifier(settings: Settings) -> TokenVerifier | None:
+    if not settings.jwt_secret and not settings.signing_keys_url:
+        return None
+    if not settings.issuer:
+        return None
+    secret = (
+        resolve_secret(settings.jwt_secret, settings.aws_endpoint_url)
+        if settings.jwt_secret
+        else None
+    )
+    return TokenVerifier(
+        audience=settings.jwt_audience,
+        issuer=settings.issuer,
+        jwks_url=settings.signing_keys_url,
+        hs256_secret=secret,
+        # Any role that may hold an operator claim verifies; the operator check follows.
+        allowed_roles=settings.operator_role_set | settings.role_allow_list,
+        allow_anonymous_users=False,
+        jwks_cache_seconds=settings.jwks_cache_seconds,
+        jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
+    )
+
+
+def _claim(claims: dict[str, Any], path: str) -> object:
+    value: object = claims
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _by_key(given: str, settings: Settings) -> Operator:
+    key = operator_key(settings)
+    if key is None:
+        raise AuthenticationError("operator_key_not_configured")
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise AuthenticationError("wrong_operator_key")
+    return Operator(via="operator-key", subject="key")
+
+
+def _by_token(token: str, settings: Settings) -> Operator:
+    verifier = _verifier(settings)
+    if verifier is None:
+        raise AuthenticationError("token_verification_not_configured")
+    identity = verifier.verify(token)
+    claim = settings.operator_claim
+    if identity.role in settings.operator_role_set or (
+        claim and _claim(identity.claims, claim) is True
+    ):
+        return Operator(via="token", subject=str(identity.user_id))
+    raise ForbiddenError("not_an_operator")
+
+
+def authenticate(bearer: str | None, key_header: str | None, settings: Settings) -> Operator:
+    """The operator these credentials name, or AuthenticationError / ForbiddenError."""
+    if key_header:
+        return _by_key(key_header, settings)
+    if bearer:
+        if looks_like_jwt(bearer):
+            return _by_token(bearer, settings)
+        return _by_key(bearer, settings)
+    raise AuthenticationError("missing_credentials")
+
+
+DETAILS = {
+    "missing_credentials": "send the operator key (Authorization: Bearer <key>, or"
+    f" {KEY_HEADER}) or an operator's access token (Authorization: Bearer <token>)",
+    "wrong_operator_key": "the operator key was not accepted",
+    "operator_key_not_configured": "no operator key is configured (TETHER_OPERATOR_KEY)",
+    "token_verification_not_configured": "access tokens cannot be verified here: set"
+    " TETHER_JWKS_URL (or SUPABASE_URL) or TETHER_JWT_SECRET",
+    "not_an_operator": "the token is valid, but its holder is not an operator",
+    "role_not_allowed": "the token is valid, but its role is not an operator's",
+    "anonymous_user_not_allowed": "anonymous users are not operators",
+}
+"""What each cause tells the caller; other causes (expired, bad_signature, ...) are
+already plain codes."""
+
+
+def describe(cause: str) -> str:
+    return DETAILS.get(cause, f"the access token was not accepted ({cause})")

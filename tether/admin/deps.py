@@ -1,0 +1,61 @@
+"""The dependencies every route declares, as short ``Annotated`` aliases.
+
+The store, the settings, the announcer and the @connections API come from
+``tether.runtime``: the same per-container singletons the Lambda handlers use.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from tether import runtime
+from tether.admin.auth import KEY_HEADER, Operator, authenticate
+from tether.aws.connections import ConnectionsApi
+from tether.outbox import Announcer
+from tether.settings import Settings
+from tether.store import SessionStore
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorBearer",
+    description="The operator key, or an operator's Supabase access token.",
+)
+key_header = APIKeyHeader(
+    name=KEY_HEADER, auto_error=False, scheme_name="OperatorKey", description="The operator key."
+)
+
+
+def get_settings() -> Settings:
+    return runtime.settings()
+
+
+def get_store() -> SessionStore:
+    return runtime.store()
+
+
+def get_announcer() -> Announcer:
+    return runtime.announcer()
+
+
+def get_connections() -> ConnectionsApi | None:
+    return runtime.connections()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[SessionStore, Depends(get_store)]
+AnnouncerDep = Annotated[Announcer, Depends(get_announcer)]
+ConnectionsDep = Annotated[ConnectionsApi | None, Depends(get_connections)]
+
+
+def require_operator(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: Annotated[str | None, Security(key_header)],
+) -> Operator:
+    return authenticate(credentials.credentials if credentials else None, key, settings)
+
+
+OperatorDep = Annotated[Operator, Depends(require_operator)]

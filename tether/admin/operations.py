@@ -1,0 +1,340 @@
+"""What operators ask and do, shared by the API, the live page and the commands.
+
+Nothing here knows about HTTP: each function takes the store (and, to close
+connections, the @connections API and the announcer) and returns the models of
+``tether.admin.schemas``.
+
+A forced close ends the row first (reason ``forced_close``, into the outbox with
+the end, as every end), announces it, then asks the gateway to close the
+connection. The ``$disconnect`` that the close causes finds the session already
+ended: the first end wins. A connection already gone (410) is no failure: the row
+was ended. Closing again is safe: it says the session was already closed, and asks
+the gateway again, so a close whose gateway call failed can simply be retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from tether import migrate
+from tether.admin import cursor
+from tether.admin.errors import InvalidFieldError
+from tether.admin.schemas import (
+    CloseOutcome,
+    DailyStatsReport,
+    DayStats,
+    Disconnection,
+    Health,
+    LiveConnection,
+    LiveStats,
+    MigrationsHealth,
+    OrphanReport,
+    SessionClosed,
+    SessionPublic,
+    SessionsPage,
+    SweepRun,
+    SweepSummary,
+    SweepTimes,
+    UserDisconnected,
+    UserPresence,
+)
+from tether.aws.connections import ConnectionsApi
+from tether.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    GatewayError,
+)
+from tether.models import EndOutcome, SessionEnded, SessionFilter, SessionRecord, SweepState
+from tether.outbox import Announcer, announce_and_mark
+from tether.settings import Settings
+from tether.store import SessionStore
+from tether.sweep import SweepPolicy
+
+logger = logging.getLogger("tether.admin")
+
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
+"""The hard cap of one page; the SQL function refuses more."""
+PRESENCE_LIMIT = PAGE_SIZE_MAX
+RECENT_WINDOW_SECONDS = 3600.0
+ORPHAN_AGE_DEFAULT_SECONDS = 7200.0
+"""The origin's alert query: active and started more than 2 hours ago (API Gateway's limit)."""
+ORPHAN_ALERT_DEFAULT = 5
+"""The origin's alert fired above 5 such sessions."""
+SWEEP_BUDGET_SECONDS = 25.0
+"""A sweep run through the API stops taking batches within this time: an API Gateway HTTP
+API integration answers within 30 seconds."""
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def list_page(
+    store: SessionStore, where: SessionFilter, *, cursor_text: str | None, limit: int
+) -> SessionsPage:
+    if not 1 <= limit <= PAGE_SIZE_MAX:
+        raise InvalidFieldError("limit", f"must be between 1 and {PAGE_SIZE_MAX}, got {limit}")
+    if (
+        where.started_after is not None
+        and where.started_before is not None
+        and where.started_after >= where.started_before
+    ):
+        raise InvalidFieldError("started_before", "must be later than started_after")
+    after = cursor.decode(cursor_text, where) if cursor_text is not None else None
+    rows = store.list_sessions(where, after=after, limit=limit)
+    next_cursor = None
+    if len(rows) == limit:
+        last = rows[-1]
+        next_cursor = cursor.encode(last.session_start, last.session_id, where)
+    return SessionsPage(
+        sessions=[_public(row) for row in rows], next_cursor=next_cursor, limit=limit
+    )
+
+
+def _public(row: SessionRecord) -> SessionPublic:
+    return SessionPublic.model_validate(row.model_dump())
+
+
+def get_session(store: SessionStore, session_id: UUID) -> SessionPublic | None:
+    row = store.get_session(session_id)
+    return _public(row) if row else None
+
+
+def presence(store: SessionStore, user_id: UUID) -> UserPresence:
+    rows = store.list_sessions(SessionFilter(active=True, user_id=user_id), limit=PRESENCE_LIMIT)
+    connections = [
+        LiveConnection(
+            session_id=row.session_id,
+            connection_id=row.connection_id,
+            session_start=row.session_start,
+            last_seen_at=row.last_seen_at,
+            source_ip=row.source_ip,
+            user_agent=row.user_agent,
+        )
+        for row in rows
+    ]
+    return UserPresence(user_id=user_id, online=bool(connections), connections=connections)
+
+
+def daily(store: SessionStore, days: int) -> DailyStatsReport:
+    stats = [DayStats.model_validate(day.model_dump()) for day in store.daily_stats(days=days)]
+    return DailyStatsReport(days=days, stats=stats)
+
+
+def orphans(store: SessionStore, *, older_than_seconds: float, alert_above: int) -> OrphanReport:
+    summary = store.orphan_summary(older_than_seconds=older_than_seconds)
+    return OrphanReport(
+        older_than_seconds=older_than_seconds,
+        orphans=summary.orphans,
+        oldest_start=summary.oldest_start,
+        newest_start=summary.newest_start,
+        alert_above=alert_above,
+        alerting=summary.orphans > alert_above,
+    )
+
+
+def _since(moment: datetime | None, now: datetime) -> float | None:
+    return round((now - moment).total_seconds(), 3) if moment else None
+
+
+def sweep_run(state: SweepState) -> SweepRun:
+    return SweepRun(
+        last_started_at=state.last_started_at,
+        last_finished_at=state.last_finished_at,
+        seconds_since_finished=_since(state.last_finished_at, state.checked_at),
+        idle_limit_seconds=state.idle_limit_seconds,
+        max_age_seconds=state.max_age_seconds,
+        last_report=state.last_report,
+    )
+
+
+def live(store: SessionStore, settings: Settings) -> LiveStats:
+    """Right now: live sessions, orphans by the sweep's limits, the last hour's ends by
+    reason, and the sweep's last run."""
+    policy = SweepPolicy.from_settings(settings)
+    health = store.session_health(
+        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+    )
+    recent = store.recent_ends(seconds=RECENT_WINDOW_SECONDS)
+    state = store.sweep_state()
+    by_reason = {reason.value: count for reason, count in recent.items()}
+    return LiveStats(
+        active_sessions=health.active_sessions,
+        oldest_active_start=health.oldest_active_start,
+        orphaned_sessions=health.orphaned_sessions,
+        unannounced=health.unannounced,
+        ended_last_hour=sum(by_reason.values()),
+        ended_last_hour_by_reason=by_reason,
+        sweep=sweep_run(state),
+        checked_at=state.checked_at,
+    )
+
+
+def health(store: SessionStore) -> Health:
+    """Whether the database answers, which shipped migrations it lacks, and when the
+    sweep last ran. Never raises for the database's sake: it reports."""
+    try:
+        state: SweepState | None = store.sweep_state()
+    except DatabaseUnavailableError as exc:
+        logger.warning("health: database unreachable", extra={"error": str(exc)})
+        return Health(status="unavailable", database="unreachable", migrations=None, sweep=None)
+    except DatabaseError:
+        state = None  # reachable, but older than the function: a migration is pending
+    shipped = migrate.discover()
+    try:
+        applied = store.applied_migrations()
+    except DatabaseError:
+        applied = []
+    tether_versions = {a.version for a in applied if a.ledger == "tether"}
+    pushed = {a.version for a in applied if a.ledger == "supabase"} | {
+        a.name for a in applied if a.ledger == "supabase"
+    }
+    pending = [
+        m.filename
+        for m in shipped
+        if m.version not in tether_versions
+        and not ({m.version, m.name, f"tether_{m.name}"} & pushed)
+    ]
+    migrations = MigrationsHealth(
+        current=not pending, applied=len(shipped) - len(pending), pending=pending
+    )
+    sweep = None
+    if state is not None:
+        sweep = SweepTimes(
+            last_started_at=state.last_started_at,
+            last_finished_at=state.last_finished_at,
+            seconds_since_finished=_since(state.last_finished_at, state.checked_at),
+        )
+    return Health(
+        status="ok" if not pending else "degraded",
+        database="reachable",
+        migrations=migrations,
+        sweep=sweep,
+    )
+
+
+# --- acting ---------------------------------------------------------------------------
+
+
+def _require(connections: ConnectionsApi | None) -> ConnectionsApi:
+    if connections is None:
+        # Ending the row without closing the connection would leave a client connected
+        # and untracked: refuse before anything is written.
+        raise ConfigurationError(
+            "no @connections endpoint configured: set TETHER_CONNECTIONS_ENDPOINT"
+            " (https://{api}.execute-api.{region}.amazonaws.com/{stage}) so a forced close"
+            " can disconnect the client"
+        )
+    return connections
+
+
+def _disconnect(connections: ConnectionsApi, connection_id: str) -> tuple[Disconnection, str]:
+    try:
+        closed = connections.delete(connection_id)
+    except GatewayError as exc:
+        logger.warning(
+            "DeleteConnection failed; the session is ended, close it again to retry",
+            extra={"connection_id": connection_id, "error": str(exc)},
+        )
+        return Disconnection.FAILED, "the gateway could not be told to close the connection"
+    if closed:
+        return Disconnection.DISCONNECTED, "the gateway closed the connection"
+    return Disconnection.ALREADY_GONE, "the connection was already gone"
+
+
+def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]) -> bool:
+    """Announce fresh ends now; what fails stays queued for the sweep."""
+    if not sessions:
+        return True
+    try:
+        result = announce_and_mark(store, announcer, sessions)
+    except DatabaseUnavailableError:
+        logger.warning("could not record the announcement; it will be redelivered")
+        return False
+    return not result.failed
+
+
+def close_session(
+    session_id: UUID,
+    *,
+    store: SessionStore,
+    connections: ConnectionsApi | None,
+    announcer: Announcer,
+    announce_lease_seconds: float,
+    operator: str,
+) -> SessionClosed | None:
+    """Force one session closed; None when no session has that id."""
+    gateway = _require(connections)
+    end = store.force_close(session_id, announce_lease_seconds=announce_lease_seconds)
+    if end is None or end.session is None:
+        return None
+    ended = end.outcome is EndOutcome.ENDED
+    announced = _announce(store, announcer, [end.session]) if ended else None
+    connection, said = _disconnect(gateway, end.connection_id)
+    outcome = CloseOutcome.CLOSED if ended else CloseOutcome.ALREADY_CLOSED
+    logger.info(
+        "forced close",
+        extra={
+            "session_id": str(session_id),
+            "outcome": outcome.value,
+            "connection": connection.value,
+            "operator": operator,
+        },
+    )
+    before = "ended it" if ended else f"it had already ended ({end.session.end_reason.value})"
+    return SessionClosed(
+        session_id=session_id,
+        outcome=outcome,
+        connection=connection,
+        announced=announced,
+        detail=f"{before}; {said}",
+        session=get_session(store, session_id),
+    )
+
+
+def close_user(
+    user_id: UUID,
+    *,
+    store: SessionStore,
+    connections: ConnectionsApi | None,
+    announcer: Announcer,
+    announce_lease_seconds: float,
+    operator: str,
+) -> UserDisconnected:
+    """Force every live session of a user closed (sign-out, ban); what it closed."""
+    gateway = _require(connections)
+    ended = store.force_close_user(user_id, announce_lease_seconds=announce_lease_seconds)
+    announced = _announce(store, announcer, ended)
+    closed = []
+    for session in ended:
+        connection, said = _disconnect(gateway, session.connection_id)
+        closed.append(
+            SessionClosed(
+                session_id=session.session_id,
+                outcome=CloseOutcome.CLOSED,
+                connection=connection,
+                announced=announced,
+                detail=f"ended it; {said}",
+            )
+        )
+    logger.info(
+        "user disconnected",
+        extra={"user_id": str(user_id), "closed": len(closed), "operator": operator},
+    )
+    return UserDisconnected(user_id=user_id, closed=len(closed), sessions=closed)
+
+
+def sweep_now(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepSummary:
+    """One sweep from this process's configuration, within the budget (the one way a
+    sweep is run: ``tether.handlers.sweep.run_sweep``)."""
+    from tether.handlers.sweep import run_sweep  # noqa: PLC0415 - boto3 only when sweeping
+
+    deadline = time.monotonic() + budget_seconds
+    # One check, not a whole scheduled run: the caller waits for the answer.
+    report = run_sweep(lambda: deadline - time.monotonic(), keep_checking=False)
+    return SweepSummary.model_validate(report.as_dict())

@@ -1,0 +1,151 @@
+"""Errors as problem details (RFC 9457), mapped in this one place.
+
+Every error the API answers is ``application/problem+json`` with ``type``, ``title``,
+``status``, ``detail``, ``instance`` and tether's stable ``code``; a request that
+fails validation also lists each field at fault under ``errors``. Server-side
+failures say no more than that they happened: the log has the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from tether.admin.auth import describe
+from tether.admin.errors import InvalidFieldError, NotFoundError
+from tether.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    GatewayError,
+    InvalidInputError,
+    TetherError,
+)
+from tether.responses import error_code
+
+logger = logging.getLogger("tether.admin")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:tether:problem:"
+REALM = 'Bearer realm="tether operators"'
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The parameter at fault, such as `limit` or `cursor`.")
+    location: str = Field(description="Where it was: query, path, header or body.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details."""
+
+    type: str = Field(description="A URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(default=None, description="The path of the request.")
+    code: str = Field(description="tether's stable error code, for programs to match on.")
+    errors: list[FieldError] | None = None
+
+
+def problem(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=TYPE_PREFIX + code,
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        code=code,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    found = []
+    for item in exc.errors():
+        location = [str(part) for part in item.get("loc", ())]
+        where = location[0] if location else "request"
+        name = ".".join(location[1:]) or where
+        # Only the message: never the input, which could be a credential.
+        found.append(FieldError(field=name, location=where, message=str(item.get("msg", ""))))
+    return found
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    errors = _field_errors(cast(RequestValidationError, exc))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "the request is invalid"
+    return problem(request, 400, "bad_request", detail, errors=errors)
+
+
+async def _tether(request: Request, error: Exception) -> JSONResponse:
+    exc = cast(TetherError, error)
+    if isinstance(exc, NotFoundError):
+        return problem(request, 404, "not_found", str(exc))
+    if isinstance(exc, InvalidFieldError):
+        field = FieldError(field=exc.field, location=exc.location, message=str(exc))
+        return problem(request, 400, "bad_request", f"{exc.field}: {exc}", errors=[field])
+    if isinstance(exc, ForbiddenError):
+        return problem(request, 403, "forbidden", describe(exc.cause))
+    if isinstance(exc, AuthenticationError):
+        return problem(
+            request,
+            401,
+            "unauthorized",
+            describe(exc.cause),
+            headers={"WWW-Authenticate": REALM},
+        )
+    if isinstance(exc, GatewayError):
+        logger.error("the gateway did not answer", extra={"error": str(exc)})
+        return problem(request, 502, "gateway_error", "the API Gateway did not answer")
+    status, code = error_code(exc)
+    if isinstance(exc, InvalidInputError):
+        return problem(request, status, code, str(exc))
+    logger.error("request failed", extra={"error": str(exc), "code": code})
+    detail = "the service could not complete the request"
+    if code == "misconfigured":
+        # Our own message, naming the setting; never a value.
+        detail = str(exc)
+    return problem(request, status, code, detail)
+
+
+async def _http(request: Request, error: Exception) -> JSONResponse:
+    exc = cast(HTTPException, error)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404:
+        detail = f"nothing at {request.url.path}"
+    return problem(
+        request, exc.status_code, code, detail, headers=dict(exc.headers) if exc.headers else None
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error", exc_info=exc)
+    return problem(request, 500, "internal_error", "the service could not complete the request")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(TetherError, _tether)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

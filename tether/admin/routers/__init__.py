@@ -1,0 +1,1 @@
+"""One router per resource: health, sessions, users, stats, sweep, and the live page."""

@@ -1,0 +1,60 @@
+"""``/stats``: the origin's daily statistics and orphan alert, and the numbers right now."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from tether.admin import operations
+from tether.admin.deps import SettingsDep, StoreDep, require_operator
+from tether.admin.errors import InvalidFieldError
+from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
+from tether.durations import parse_duration
+from tether.errors import InvalidInputError
+
+router = APIRouter(prefix="/stats", tags=["stats"], dependencies=[Depends(require_operator)])
+
+MAX_AGE_SECONDS = 366 * 86400.0
+
+
+def _age(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except InvalidInputError as exc:
+        raise InvalidFieldError("older_than", str(exc)) from None
+    if not 0 < seconds <= MAX_AGE_SECONDS:
+        raise InvalidFieldError("older_than", "must be more than 0 and at most 366 days")
+    return seconds
+
+
+@router.get("/daily", response_model=DailyStatsReport, summary="Sessions per UTC day")
+def daily(
+    store: StoreDep,
+    days: Annotated[int, Query(ge=1, le=366, description="How many days, today included")] = 7,
+) -> DailyStatsReport:
+    return operations.daily(store, days)
+
+
+@router.get(
+    "/orphans", response_model=OrphanReport, summary="Active sessions older than a threshold"
+)
+def orphans(
+    store: StoreDep,
+    older_than: Annotated[
+        str,
+        Query(
+            max_length=32,
+            description="Age with its unit (90s, 15m, 2h, 1d); a bare number is seconds",
+        ),
+    ] = "2h",
+    alert_above: Annotated[
+        int, Query(ge=0, le=1_000_000, description="Alert when more than this many")
+    ] = operations.ORPHAN_ALERT_DEFAULT,
+) -> OrphanReport:
+    return operations.orphans(store, older_than_seconds=_age(older_than), alert_above=alert_above)
+
+
+@router.get("/live", response_model=LiveStats, summary="Right now: what the live page shows")
+def live(store: StoreDep, settings: SettingsDep) -> LiveStats:
+    return operations.live(store, settings)

@@ -1,0 +1,228 @@
+// The live page: reads the operators' API of this origin every few seconds and
+// writes what it reads with textContent (the chart is SVG drawn by the server).
+"use strict";
+
+(function () {
+  const base = document.body.dataset.base || "";
+  const STORAGE = "tether.operatorKey";
+  const EVERY_MS = 5000;
+  let timer = null;
+
+  const $ = (selector) => document.querySelector(selector);
+  const metric = (name) => document.querySelector(`[data-metric="${name}"]`);
+
+  function setText(name, value) {
+    const node = metric(name);
+    if (node) node.textContent = value;
+  }
+
+  // ?key= once: kept in this tab's sessionStorage, then taken out of the address bar.
+  const params = new URLSearchParams(window.location.search);
+  if (params.has("key")) {
+    sessionStorage.setItem(STORAGE, params.get("key"));
+    params.delete("key");
+    const rest = params.toString();
+    history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
+  }
+
+  class AuthError extends Error {}
+
+  async function api(path, type) {
+    const response = await fetch(base + path, {
+      headers: {
+        Authorization: `Bearer ${sessionStorage.getItem(STORAGE) || ""}`,
+        Accept: type || "application/json",
+      },
+      cache: "no-store",
+    });
+    if (response.status === 401 || response.status === 403) {
+      let detail = "the key was not accepted";
+      try {
+        detail = (await response.json()).detail || detail;
+      } catch (ignored) {
+        /* not a problem document */
+      }
+      throw new AuthError(detail);
+    }
+    if (!response.ok) {
+      let detail = `${response.status} ${response.statusText}`;
+      try {
+        detail = (await response.json()).detail || detail;
+      } catch (ignored) {
+        /* not a problem document */
+      }
+      throw new Error(detail);
+    }
+    return type === "image/svg+xml" ? response.text() : response.json();
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const s = Number(seconds);
+    if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+    if (s < 3600) return `${(s / 60).toFixed(1)} min`;
+    if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+    return `${(s / 86400).toFixed(1)} days`;
+  }
+
+  function ago(iso, now) {
+    if (!iso) return "never";
+    const seconds = Math.max(0, (now - new Date(iso).getTime()) / 1000);
+    return `${duration(seconds)} ago`;
+  }
+
+  function shortId(id) {
+    return id ? `${String(id).slice(0, 8)}…` : "–";
+  }
+
+  function cell(row, text, title) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (title) td.title = title;
+    row.appendChild(td);
+    return td;
+  }
+
+  function showLogin(message) {
+    $("#board").hidden = true;
+    $("#login").hidden = false;
+    $("#sign-out").hidden = true;
+    const error = $("#login-error");
+    error.hidden = !message;
+    error.textContent = message || "";
+    $("#status").textContent = "signed out";
+    $("#key").focus();
+  }
+
+  function renderLive(live) {
+    const now = new Date(live.checked_at).getTime();
+    setText("active_sessions", live.active_sessions.toLocaleString("en"));
+    setText("oldest_active", live.oldest_active_start ? ago(live.oldest_active_start, now) : "–");
+    setText("ended_last_hour", live.ended_last_hour.toLocaleString("en"));
+    setText("orphaned_sessions", live.orphaned_sessions.toLocaleString("en"));
+    setText("unannounced", live.unannounced.toLocaleString("en"));
+    setText("idle_limit", duration(live.sweep.idle_limit_seconds));
+    setText("max_age", duration(live.sweep.max_age_seconds));
+    $("#orphan-card").classList.toggle("alert", live.orphaned_sessions > 0);
+
+    const reasons = $("#reasons");
+    reasons.replaceChildren();
+    const entries = Object.entries(live.ended_last_hour_by_reason);
+    if (entries.length === 0) {
+      const li = document.createElement("li");
+      li.className = "dim";
+      li.textContent = "none";
+      reasons.appendChild(li);
+    }
+    for (const [reason, count] of entries) {
+      const li = document.createElement("li");
+      li.dataset.reason = reason;
+      const name = document.createElement("span");
+      name.textContent = reason.replaceAll("_", " ");
+      const value = document.createElement("b");
+      value.textContent = String(count);
+      li.append(name, value);
+      reasons.appendChild(li);
+    }
+
+    const sweep = live.sweep;
+    setText("sweep_last", sweep.last_finished_at ? ago(sweep.last_finished_at, now) : "never ran");
+    const report = sweep.last_report;
+    setText(
+      "sweep_report",
+      report
+        ? `ended ${report.ended}, checked ${report.checked}, announced ${report.announced}` +
+            (report.stopped_for_time ? " (stopped for time)" : "")
+        : "no report yet",
+    );
+  }
+
+  function renderDaily(daily) {
+    const today = daily.stats[0];
+    setText("today_sessions", today ? today.total_sessions.toLocaleString("en") : "–");
+    setText("today_average", today ? duration(today.avg_duration_seconds) : "–");
+    const body = $("#days");
+    body.replaceChildren();
+    for (const day of daily.stats) {
+      const row = document.createElement("tr");
+      row.dataset.day = day.day;
+      cell(row, day.day);
+      cell(row, day.total_sessions.toLocaleString("en"));
+      cell(row, day.still_active.toLocaleString("en"));
+      cell(row, day.ended_sessions.toLocaleString("en"));
+      cell(row, duration(day.avg_duration_seconds));
+      cell(row, duration(day.max_duration_seconds));
+      body.appendChild(row);
+    }
+  }
+
+  function renderSessions(page, now) {
+    const body = $("#live");
+    body.replaceChildren();
+    if (page.sessions.length === 0) {
+      const row = document.createElement("tr");
+      const td = cell(row, "no live session");
+      td.colSpan = 5;
+      td.className = "dim";
+      body.appendChild(row);
+    }
+    for (const session of page.sessions) {
+      const row = document.createElement("tr");
+      row.dataset.sessionId = session.session_id;
+      cell(row, shortId(session.session_id), session.session_id);
+      cell(row, session.user_id ? shortId(session.user_id) : "anonymous", session.user_id || "");
+      cell(row, ago(session.session_start, now), session.session_start);
+      cell(row, ago(session.last_seen_at, now), session.last_seen_at);
+      cell(row, session.source_ip || "–", session.user_agent || "");
+      body.appendChild(row);
+    }
+  }
+
+  async function refresh() {
+    if (!sessionStorage.getItem(STORAGE)) {
+      showLogin("");
+      return;
+    }
+    try {
+      const [live, daily, chart, sessions] = await Promise.all([
+        api("/stats/live"),
+        api("/stats/daily?days=14"),
+        api("/dashboard/chart.svg?days=14", "image/svg+xml"),
+        api("/sessions?active=true&limit=10"),
+      ]);
+      renderLive(live);
+      renderDaily(daily);
+      $("#chart").innerHTML = chart; // drawn by this server, every text escaped
+      renderSessions(sessions, new Date(live.checked_at).getTime());
+      $("#login").hidden = true;
+      $("#board").hidden = false;
+      $("#sign-out").hidden = false;
+      $("#status").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
+      $("#status").classList.remove("error");
+      document.body.dataset.loaded = "true";
+    } catch (error) {
+      if (error instanceof AuthError) {
+        sessionStorage.removeItem(STORAGE);
+        showLogin(error.message);
+        return;
+      }
+      $("#status").textContent = `could not refresh: ${error.message}`;
+      $("#status").classList.add("error");
+    }
+  }
+
+  $("#login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(STORAGE, $("#key").value.trim());
+    $("#key").value = "";
+    refresh();
+  });
+  $("#sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(STORAGE);
+    showLogin("");
+  });
+
+  refresh();
+  timer = setInterval(refresh, EVERY_MS);
+  window.addEventListener("pagehide", () => clearInterval(timer));
+})();

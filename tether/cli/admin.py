@@ -1,0 +1,296 @@
+"""``tether sessions``, ``tether stats`` and ``tether kick``: the operators' API's
+questions and forced closes, as tables on the command line (``--json`` prints what the
+API answers)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from tether import runtime
+from tether.cli.common import add_database_options, confirm, database_url, say, say_json
+from tether.errors import ConfigurationError, InvalidInputError
+from tether.models import SessionFilter
+from tether.settings import Settings, load_settings
+
+DAYS_MAX = 366
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {"database_url": database_url(args)}
+    if getattr(args, "endpoint_url", None):
+        overrides["connections_endpoint"] = args.endpoint_url
+    if getattr(args, "announce_to", None):
+        overrides["announce_to"] = args.announce_to
+    config = load_settings(**overrides)
+    runtime.install(config)
+    return config
+
+
+def human(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    return f"{human((now - moment).total_seconds())} ago" if moment else "never"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def _limit(text: str) -> int:
+    from tether.admin.operations import PAGE_SIZE_MAX  # noqa: PLC0415
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= PAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"between 1 and {PAGE_SIZE_MAX}, got {text!r}")
+    return value
+
+
+def _days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= DAYS_MAX:
+        raise argparse.ArgumentTypeError(f"between 1 and {DAYS_MAX}, got {text!r}")
+    return value
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from tether.admin import operations  # noqa: PLC0415
+
+    _settings(args)
+    active = True if args.active else (False if args.ended else None)
+    where = SessionFilter(active=active, user_id=args.user)
+    page = operations.list_page(runtime.store(), where, cursor_text=None, limit=args.limit)
+    if args.json:
+        say_json(page.model_dump(mode="json"))
+        return 0
+    if not page.sessions:
+        say("no session matches")
+        return 0
+    now = datetime.now(UTC)
+    rows = []
+    for s in page.sessions:
+        if s.is_active:
+            state, length = "active", human((now - s.session_start).total_seconds())
+        else:
+            state = s.end_reason.value if s.end_reason else "ended"
+            length = human(s.duration_seconds)
+        rows.append(
+            [
+                str(s.session_id),
+                str(s.user_id) if s.user_id else "-",
+                _when(s.session_start),
+                state,
+                length,
+                _ago(s.last_seen_at, now),
+            ]
+        )
+    for text in table(["SESSION", "USER", "STARTED (UTC)", "STATE", "DURATION", "LAST SEEN"], rows):
+        say(text)
+    if page.next_cursor:
+        say(f"(the newest {len(page.sessions)}; more with --limit, up to 500, or the API's cursor)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from tether.admin import operations  # noqa: PLC0415
+
+    config = _settings(args)
+    store = runtime.store()
+    live = operations.live(store, config)
+    daily = operations.daily(store, args.days)
+    if args.json:
+        say_json({"live": live.model_dump(mode="json"), "daily": daily.model_dump(mode="json")})
+        return 0
+    now = live.checked_at
+    oldest = (
+        f" (oldest started {_ago(live.oldest_active_start, now)})" if live.active_sessions else ""
+    )
+    say(
+        f"active now {live.active_sessions}{oldest}; orphaned {live.orphaned_sessions};"
+        f" unannounced {live.unannounced}"
+    )
+    reasons = ", ".join(f"{r} {n}" for r, n in live.ended_last_hour_by_reason.items())
+    say(f"ended in the last hour {live.ended_last_hour}" + (f" ({reasons})" if reasons else ""))
+    sweep = live.sweep
+    report: dict[str, Any] = sweep.last_report or {}
+    done = f" (ended {report.get('ended')}, checked {report.get('checked')})" if report else ""
+    say(f"sweep last finished {_ago(sweep.last_finished_at, now)}{done}")
+    say("")
+    rows = [
+        [
+            day.day.isoformat(),
+            str(day.total_sessions),
+            str(day.still_active),
+            str(day.ended_sessions),
+            human(day.avg_duration_seconds),
+            human(day.max_duration_seconds),
+        ]
+        for day in daily.stats
+    ]
+    for text in table(["DAY (UTC)", "SESSIONS", "ACTIVE", "ENDED", "AVERAGE", "LONGEST"], rows):
+        say(text)
+    return 0
+
+
+def cmd_kick(args: argparse.Namespace) -> int:
+
+    config = _settings(args)
+    store = runtime.store()
+    connections = runtime.connections()
+    if connections is None:
+        raise ConfigurationError(
+            "kick disconnects clients through the @connections API: pass --endpoint-url"
+            " https://{api}.execute-api.{region}.amazonaws.com/{stage} (or set"
+            " TETHER_CONNECTIONS_ENDPOINT); `tether dev` prints its own"
+        )
+    common: dict[str, Any] = {
+        "store": store,
+        "connections": connections,
+        "announcer": runtime.announcer(),
+        "announce_lease_seconds": config.announce_lease_seconds,
+        "operator": "cli",
+    }
+    if args.session is not None:
+        return _kick_session(args, common)
+    return _kick_user(args, common)
+
+
+def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    from tether.admin import operations  # noqa: PLC0415
+
+    store = common["store"]
+    found = operations.get_session(store, args.session)
+    if found is None:
+        raise InvalidInputError(f"no session {args.session}")
+    state = (
+        "live"
+        if found.is_active
+        else f"already ended ({found.end_reason.value if found.end_reason else ''})"
+    )
+    if not args.json:
+        say(f"session {found.session_id} of user {found.user_id or '-'}: {state}")
+    if not confirm(f"close session {found.session_id}?", assume_yes=args.yes):
+        say("nothing was changed")
+        return 1
+    closed = operations.close_session(args.session, **common)
+    if closed is None:  # deleted meanwhile
+        raise InvalidInputError(f"no session {args.session}")
+    if args.json:
+        say_json(closed.model_dump(mode="json"))
+    else:
+        say(f"{closed.outcome.value}: {closed.detail}")
+    return 0
+
+
+def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    from tether.admin import operations  # noqa: PLC0415
+
+    live = operations.presence(common["store"], args.user)
+    if not live.connections:
+        if args.json:
+            say_json({"user_id": str(args.user), "closed": 0, "sessions": []})
+        else:
+            say(f"user {args.user} has no live session")
+        return 0
+    if not args.json:
+        say(f"user {args.user} has {len(live.connections)} live session(s):")
+        for connection in live.connections:
+            say(f"  {connection.session_id}  since {_when(connection.session_start)}")
+    if not confirm(
+        f"close {len(live.connections)} session(s) of user {args.user}?", assume_yes=args.yes
+    ):
+        say("nothing was changed")
+        return 1
+    result = operations.close_user(args.user, **common)
+    if args.json:
+        say_json(result.model_dump(mode="json"))
+        return 0
+    for each in result.sessions:
+        say(f"  {each.session_id}: {each.connection.value}")
+    say(f"closed {result.closed} session(s) of user {args.user}")
+    return 0
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    sessions_cmd = commands.add_parser(
+        "sessions", parents=[common], help="list sessions, newest first"
+    )
+    state = sessions_cmd.add_mutually_exclusive_group()
+    state.add_argument("--active", action="store_true", help="live sessions only")
+    state.add_argument("--ended", action="store_true", help="ended sessions only")
+    sessions_cmd.add_argument("--user", type=_uuid, metavar="ID", help="only this user's")
+    sessions_cmd.add_argument(
+        "--limit", type=_limit, default=50, metavar="N", help="how many (default 50, at most 500)"
+    )
+    sessions_cmd.add_argument("--json", action="store_true", help="print the page as JSON")
+    add_database_options(sessions_cmd)
+    sessions_cmd.set_defaults(handler=cmd_sessions)
+
+    stats_cmd = commands.add_parser(
+        "stats", parents=[common], help="sessions now, the last hour's ends, sessions per day"
+    )
+    stats_cmd.add_argument(
+        "--days", type=_days, default=7, metavar="N", help="days of history (default 7)"
+    )
+    stats_cmd.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    add_database_options(stats_cmd)
+    stats_cmd.set_defaults(handler=cmd_stats)
+
+    kick_cmd = commands.add_parser(
+        "kick", parents=[common], help="end sessions now and disconnect their clients"
+    )
+    target = kick_cmd.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", type=_uuid, metavar="ID", help="every live session of a user")
+    target.add_argument("--session", type=_uuid, metavar="ID", help="one session")
+    kick_cmd.add_argument("--yes", action="store_true", help="do not ask before acting")
+    kick_cmd.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the @connections endpoint (default: $TETHER_CONNECTIONS_ENDPOINT)",
+    )
+    kick_cmd.add_argument(
+        "--announce-to",
+        choices=("eventbridge", "log"),
+        help="where SessionEnded goes (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
+    )
+    kick_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_database_options(kick_cmd)
+    kick_cmd.set_defaults(handler=cmd_kick)
