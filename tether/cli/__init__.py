@@ -20,7 +20,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tether.cli import local, migrations, sweep  # noqa: PLC0415
+    from tether.cli import adopt, local, migrations, sweep  # noqa: PLC0415
 
     # Accepted before or after the command: `tether -v sweep` and `tether sweep -v`.
     common = argparse.ArgumentParser(add_help=False)
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (migrations, sweep, local):
+    for module in (migrations, adopt, sweep, local):
         module.register(commands, common)
     return parser
 
