@@ -530,6 +530,64 @@ def test_the_old_server_s_writes_stay_consistent_during_the_transition(
         assert disagreeing == {"n": 0}
 
 
+def test_the_old_server_may_write_as_the_service_role_mid_adoption(adoptable: Adoptable) -> None:
+    """Stopped after the trigger went in, before the backfill: the old server, writing
+    as Supabase's service role, ends rows the backfill has not read yet."""
+
+    def stop(name: str) -> None:
+        if name == "columns":
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, lock=FAST, checkpoint=stop)
+    unknown = adoptable.origin.by_label("inactive_nothing")[0]
+    orphan = adoptable.origin.orphans[0]
+    with psycopg.connect(adoptable.url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("set role service_role")
+        before = conn.execute("select now() as t").fetchone()["t"]  # type: ignore[index]
+        for row in (unknown, orphan):
+            conn.execute(OLD_END, (row.session_id,))
+        sid = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()["session_id"]  # type: ignore[index]
+    rows = _rows(adoptable.url)
+    # Already ended (at an unknown time): that end stays, read by the rules.
+    assert rows[unknown.session_id]["end_reason"] == "end_unknown"
+    assert rows[unknown.session_id]["session_end"] == unknown.session_start
+    # Still active: this write ends it, now.
+    assert rows[orphan.session_id]["end_reason"] == "unrecorded"
+    assert rows[orphan.session_id]["session_end"] >= before
+    assert rows[sid]["connection_id"] == f"legacy:{sid}"
+    with _connect(adoptable.url) as conn:
+        kept = conn.execute(
+            "select kinds from tether.adoption_corrections where session_id = %s",
+            (unknown.session_id,),
+        ).fetchone()
+    assert kept is not None and "inactive_without_end" in kept["kinds"]
+
+    apply(adoptable.url, lock=FAST)
+    assert _rows(adoptable.url)[orphan.session_id]["end_reason"] == "unrecorded"
+    _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Server) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    role = f"tether_app_{uuid.uuid4().hex[:8]}"
+    with _connect(url) as conn:
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("grant select, insert, update on public.conversation_sessions to {}").format(
+                sql.Identifier(role)
+            )
+        )
+    try:
+        report = inspect(url)
+        assert any(role in w and "BYPASSRLS" in w for w in report.warnings), report.warnings
+    finally:
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def _daily_stats(url: str) -> list[dict[str, Any]]:
     with _connect(url) as conn:
         conn.execute("set timezone = 'UTC'")
@@ -833,6 +891,27 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     # And once more: nothing to do.
     again = _tether("adopt", "--finish", "--yes", "--database-url", url)
     assert again.returncode == 0 and "nothing left to do" in again.stdout
+
+
+def test_finish_refuses_what_it_cannot_recreate_and_changes_nothing(
+    adoptable: Adoptable,
+) -> None:
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create materialized view public.team_live as"
+            " select count(*) as n from public.conversation_sessions where is_active"
+        )
+    planned = plan_finish(adoptable.url)
+    assert any("materialized view public.team_live" in r for r in planned.refusals)
+    before = _snapshot(adoptable.url)
+    with pytest.raises(AdoptionError, match="team_live"):
+        finish(adoptable.url, lock=FAST)
+    assert _snapshot(adoptable.url) == before
+    with _connect(adoptable.url) as conn:
+        conn.execute("drop materialized view public.team_live")
+    finish(adoptable.url, lock=FAST)
+    assert plan_finish(adoptable.url).state == "adopted and finished"
 
 
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:

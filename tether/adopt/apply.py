@@ -175,10 +175,16 @@ def step_columns(run: _Run) -> None:
             added.append(name)
         conn.execute(
             "alter table public.conversation_sessions"
-            " alter column session_id set default public.tether_uuid_v7(),"
             " alter column session_start set default now(),"
             " alter column last_seen_at set default now()"
         )
+        if shape.columns["session_id"].default is None:
+            # tether's functions insert without an id. (A default the old writers
+            # rely on stays until --finish: their role may not call tether_uuid_v7.)
+            conn.execute(
+                "alter table public.conversation_sessions"
+                " alter column session_id set default public.tether_uuid_v7()"
+            )
         if shape.primary_key_name not in (None, "conversation_sessions_pkey"):
             conn.execute(
                 sql.SQL(

@@ -173,6 +173,8 @@ class Shape:
     bytes: int = 0
     public_grants: dict[str, list[str]] = field(default_factory=dict)
     """privileges anon, authenticated and PUBLIC hold on the table."""
+    writers_under_rls: list[str] = field(default_factory=list)
+    """Other roles allowed to write the table whom row level security would stop."""
     publications: list[str] = field(default_factory=list)
     referenced_by: list[str] = field(default_factory=list)
     """foreign keys of other tables onto this one."""
@@ -319,6 +321,18 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     ]
     for grantee, privilege in conn.execute(_GRANTS, params).fetchall():
         shape.public_grants.setdefault(str(grantee), []).append(str(privilege))
+    shape.writers_under_rls = [
+        str(r[0])
+        for r in conn.execute(
+            "select distinct r.rolname from pg_catalog.pg_class c"
+            " cross join lateral aclexplode(c.relacl) a"
+            " join pg_catalog.pg_roles r on r.oid = a.grantee"
+            " where c.oid = %(oid)s and a.privilege_type in ('INSERT', 'UPDATE')"
+            " and a.grantee <> c.relowner and not r.rolsuper and not r.rolbypassrls"
+            " and r.rolname not in ('anon', 'authenticated') order by 1",
+            params,
+        ).fetchall()
+    ]
     shape.publications = [
         str(r[0])
         for r in conn.execute(

@@ -255,9 +255,10 @@ def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
             )
     session_id = shape.columns.get("session_id")
     if session_id and "tether_uuid_v7" not in (session_id.default or ""):
+        when = "at --finish" if session_id.default else "at --apply"
         converted.append(
             f"session_id: default {session_id.default or 'none'} -> public.tether_uuid_v7()"
-            " (time-ordered)"
+            f" (time-ordered), {when}"
         )
     for name in ("session_start", "connection_id", "last_seen_at"):
         column = shape.columns.get(name)
@@ -267,23 +268,36 @@ def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
     return added, converted, kept
 
 
-def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[list[str], list[str]]:
+def _security_warnings(shape: Shape) -> list[str]:
     warnings: list[str] = []
+    if shape.steps.get("security"):
+        return warnings
+    if shape.public_grants:
+        granted = "; ".join(
+            f"{role}: {', '.join(sorted(privileges))}"
+            for role, privileges in sorted(shape.public_grants.items())
+        )
+        warnings.append(
+            f"--apply revokes what the public API's roles hold on the table ({granted}),"
+            " enables row level security and lets signed-in users read only their own"
+            " rows. An old server writing with the anon key or a user's token would be"
+            " refused from then on: it must use the service role (or the table owner)"
+        )
+    elif not shape.rls_enabled:
+        warnings.append("--apply enables row level security on the table")
+    if shape.writers_under_rls and not shape.rls_enabled:
+        warnings.append(
+            f"role(s) {', '.join(shape.writers_under_rls)} may write the table but do not"
+            " bypass row level security: once --apply enables it, their writes are"
+            " refused. If the old server writes as one of them, give it BYPASSRLS, or have"
+            " it use the service role or the table's owner, before --apply"
+        )
+    return warnings
+
+
+def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[list[str], list[str]]:
+    warnings = _security_warnings(shape)
     finish_refusals: list[str] = []
-    if not shape.steps.get("security"):
-        if shape.public_grants:
-            granted = "; ".join(
-                f"{role}: {', '.join(sorted(privileges))}"
-                for role, privileges in sorted(shape.public_grants.items())
-            )
-            warnings.append(
-                f"--apply revokes what the public API's roles hold on the table ({granted}),"
-                " enables row level security and lets signed-in users read only their own"
-                " rows. An old server writing with the anon key or a user's token would be"
-                " refused from then on: it must use the service role (or the table owner)"
-            )
-        elif not shape.rls_enabled:
-            warnings.append("--apply enables row level security on the table")
     if shape.policies:
         foreign = [p for p in shape.policies if p not in TETHER_OBJECTS]
         if foreign:

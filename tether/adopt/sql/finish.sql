@@ -8,7 +8,8 @@ alter table public.conversation_sessions
   add column is_active boolean generated always as (session_end is null) stored,
   add column duration_seconds numeric generated always as (
     extract(epoch from (session_end - session_start))
-  ) stored{add_ended_at};
+  ) stored{add_ended_at},
+  alter column session_id set default public.tether_uuid_v7();
 
 comment on column public.conversation_sessions.is_active is
   'Generated: true exactly while session_end is null.';

@@ -14,9 +14,11 @@
 -- generated columns. Its arguments: the name of the ended_at column it keeps in step
 -- ('' if none), and whether duration_seconds and is_active were the old writers'
 -- (not added by the adoption). The backfill, which writes rows already in step, sets
--- tether.adoption_backfill.
+-- tether.adoption_backfill. It runs with its owner's rights, so that whichever role
+-- the old server writes as may record a correction.
 create or replace function tether.adoption_sync_row() returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $fn$
 declare
