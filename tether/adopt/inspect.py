@@ -322,8 +322,21 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
     if shape.publications:
         warnings.append(
             f"the table is in publication(s) {', '.join(shape.publications)}: the columns"
-            " tether adds are published too"
+            " tether adds are published too, and the backfill's update of every row reaches"
+            " their subscribers (Supabase Realtime, replicas) as one change per row"
         )
+    if not shape.steps.get("backfill"):
+        updating = sorted(
+            name
+            for name, definition in shape.triggers.items()
+            if name not in TETHER_OBJECTS and " UPDATE" in definition.upper()
+        )
+        if updating:
+            warnings.append(
+                f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
+                " (every row, once): one that stamps a column (an updated_at) or writes an"
+                " audit trail will do so for the whole history"
+            )
     if shape.referenced_by:
         warnings.append(
             f"foreign keys of other tables point at it ({', '.join(shape.referenced_by)}):"
