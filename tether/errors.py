@@ -37,6 +37,11 @@ class MigrationError(TetherError):
     """A migration cannot be applied (edited after it was applied, or it failed)."""
 
 
+class AdoptionError(TetherError):
+    """A table cannot be adopted as it is, or a step of the adoption could not run;
+    the message says what to do. Nothing of the failed step was kept."""
+
+
 class AuthenticationError(TetherError):
     """No credentials, or credentials that do not verify. ``cause`` is safe to log."""
 

@@ -43,6 +43,9 @@ SUPABASE_LEDGER = "supabase_migrations.schema_migrations"
 # The migration that creates the session table: a database holding the table
 # without it in either ledger has a table of its own, to adopt, not to create.
 TABLE_MIGRATION_NAME = "conversation_sessions"
+ADOPTED = "adopt"
+"""``recorded_from`` of the table's migration when ``tether adopt`` took an existing
+table over in its place."""
 
 _SEPARATORS = re.compile(r"[\s;]+")
 
@@ -140,8 +143,42 @@ create table if not exists tether.schema_migrations (
 );
 alter table tether.schema_migrations add column if not exists recorded_from text;
 comment on column tether.schema_migrations.recorded_from is
-  'Set when supabase db push applied this migration: its version in supabase_migrations.';
+  'Set when tether migrate did not run this file: the version supabase db push applied it'
+  ' as, or adopt for the table tether adopt took over in its place.';
 """
+
+
+def ensure_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Create tether's ledger if it does not exist yet (in the caller's transaction)."""
+    conn.execute(_CREATE_LEDGER)
+
+
+def record(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    migration: Migration,
+    *,
+    recorded_from: str | None = None,
+    run: bool = True,
+) -> None:
+    """Run one migration (unless ``run`` is false) and record it in the ledger, in the
+    caller's transaction."""
+    if run:
+        _run(conn, migration)
+    conn.execute(
+        "insert into tether.schema_migrations"
+        " (version, name, checksum, recorded_from) values (%s, %s, %s, %s)",
+        (migration.version, migration.name, migration.checksum, recorded_from),
+    )
+
+
+def pending(
+    conn: psycopg.Connection[tuple[Any, ...]], migrations: list[Migration]
+) -> list[Migration]:
+    """The migrations the ledger does not record yet (edited ones refused by name)."""
+    applied = _applied(conn)
+    _check_unchanged(migrations, applied)
+    done = {entry.version for entry in applied}
+    return [m for m in migrations if m.version not in done]
 
 
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
@@ -266,23 +303,18 @@ def migrate(url: str, directory: Path | None = None) -> list[Migration]:
             with conn.transaction():
                 # One runner at a time; a second waits, then finds nothing pending.
                 conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-                conn.execute(_CREATE_LEDGER)
+                ensure_ledger(conn)
                 plan = _plan(conn, migrations)
                 for migration in plan.pending:
                     recorded_from = plan.applied_by_supabase.get(migration.version)
                     if recorded_from is None:
                         logger.info("applying migration", extra={"migration": migration.filename})
-                        _run(conn, migration)
                     else:
                         logger.info(
                             "recording migration applied by supabase db push",
                             extra={"migration": migration.filename, "version": recorded_from},
                         )
-                    conn.execute(
-                        "insert into tether.schema_migrations"
-                        " (version, name, checksum, recorded_from) values (%s, %s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum, recorded_from),
-                    )
+                    record(conn, migration, recorded_from=recorded_from, run=recorded_from is None)
                     done_now.append(migration)
         except psycopg.Error as exc:
             raise MigrationError(

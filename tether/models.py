@@ -28,6 +28,12 @@ class EndReason(StrEnum):
     ORPHAN_CLEANUP = "orphan_cleanup"
     FORCED_CLOSE = "forced_close"
     SHUTDOWN = "shutdown"
+    UNRECORDED = "unrecorded"
+    """Ended by a writer other than tether (an adopted table's old server, before or
+    during ``tether adopt``'s transition): it recorded when, not why."""
+    END_UNKNOWN = "end_unknown"
+    """Found ended by ``tether adopt`` with no believable recorded time:
+    ``session_end`` is a lower bound (the last sign of life known)."""
 
     @classmethod
     def parse(cls, value: str | EndReason) -> EndReason:

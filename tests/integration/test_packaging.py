@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.origin_fixture import build_origin
 from tether import migrate
 
 
@@ -64,6 +65,8 @@ def test_the_wheel_holds_tether_only_and_its_sql(wheel: Path) -> None:
     assert top == {"tether"}
     shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("tether/sql/"))
     assert shipped == [m.filename for m in migrate.discover()]
+    adoption = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("tether/adopt/sql/"))
+    assert adoption == sorted(p.name for p in (ROOT / "tether" / "adopt" / "sql").glob("*.sql"))
 
 
 def test_installed_elsewhere_it_migrates_a_fresh_database(
@@ -78,6 +81,22 @@ def test_installed_elsewhere_it_migrates_a_fresh_database(
     assert ", 0 pending" in again.stdout
     where = _run(tether, "migrations", "path", cwd=venv)
     assert "site-packages/tether/sql" in where.stdout
+
+
+def test_installed_elsewhere_it_adopts_an_existing_table(
+    venv: Path, empty_database_url: str
+) -> None:
+    build_origin(empty_database_url, team_objects=False)
+    tether = venv / "venv" / "bin" / "tether"
+    checked = _run(tether, "adopt", "--check", "--database-url", empty_database_url, cwd=venv)
+    assert checked.returncode == 0, checked.stderr
+    assert "85 rows" in checked.stdout
+    applied = _run(
+        tether, "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=venv
+    )
+    assert applied.returncode == 0, applied.stderr
+    status = _run(tether, "migrate", "--status", "--database-url", empty_database_url, cwd=venv)
+    assert ", 0 pending" in status.stdout
 
 
 def test_installed_elsewhere_nothing_named_functions_comes_with_it(venv: Path) -> None:

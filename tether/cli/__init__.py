@@ -29,7 +29,7 @@ class _HideSecrets(logging.Filter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tether.cli import admin, deploy, local, migrations, sweep  # noqa: PLC0415
+    from tether.cli import admin, adopt, deploy, local, migrations, sweep  # noqa: PLC0415
 
     # Accepted before or after the command: `tether -v sweep` and `tether sweep -v`.
     common = argparse.ArgumentParser(add_help=False)
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (migrations, sweep, admin, local, deploy):
+    for module in (migrations, adopt, sweep, admin, local, deploy):
         module.register(commands, common)
     return parser
 

@@ -24,9 +24,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             )
             return 0
         for record in state.applied:
-            source = (
-                f"  (by supabase db push: {record.recorded_from})" if record.recorded_from else ""
-            )
+            if record.recorded_from == migrate.ADOPTED:
+                source = "  (an existing table taken over by tether adopt)"
+            elif record.recorded_from:
+                source = f"  (by supabase db push: {record.recorded_from})"
+            else:
+                source = ""
             say(
                 f"applied  {record.version}_{record.name}.sql"
                 f"  {record.applied_at:%Y-%m-%d %H:%M:%S%z}{source}"

@@ -1,0 +1,1106 @@
+"""`tether adopt`: the origin's table, taken over in place, on Postgres 18 (embedded)
+and on Postgres 15 (Supabase's production version) where it can be installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+from psycopg.rows import dict_row
+
+from tests.conftest import EventBus, with_database
+from tests.origin_fixture import (
+    DAILY_STATS,
+    OLD_END,
+    OLD_INSERT,
+    OLD_SHUTDOWN,
+    ORPHAN_ALERT,
+    Origin,
+    OriginRow,
+    build_origin,
+    fill_history,
+)
+from tests.support import FakeLambdaContext, ws_event
+from tether import migrate, runtime
+from tether.adopt.apply import apply
+from tether.adopt.finish import finish, plan_finish
+from tether.adopt.inspect import inspect
+from tether.adopt.locks import LockPolicy
+from tether.errors import AdoptionError, MigrationError
+
+TETHER = str(Path(sys.executable).with_name("tether"))
+Conn = psycopg.Connection[dict[str, Any]]
+FAST = LockPolicy(timeout_seconds=0.5, attempts=40, first_pause_seconds=0.1)
+
+
+# --- a server per Postgres version, and databases on it ---------------------------
+
+
+@dataclass
+class Server:
+    label: str
+    admin_url: str
+    created: list[str] = field(default_factory=list)
+
+    def database(self, *, migrated: bool = False) -> str:
+        name = f"tether_adopt_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        url = with_database(self.admin_url, name)
+        if migrated:
+            migrate.migrate(url)
+        return url
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            for name in self.created:
+                admin.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                )
+
+
+@pytest.fixture(params=["postgres18", "postgres15"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The embedded Postgres 18, and Postgres 15 from the system's packages (the
+    tests skip on it, saying why, where it cannot be installed)."""
+    if request.param == "postgres18":
+        admin = str(request.getfixturevalue("server_url"))
+    else:
+        admin = request.getfixturevalue("pg15").url()
+    found = Server(str(request.param), admin)
+    yield found
+    found.drop_all()
+
+
+@dataclass
+class Adoptable:
+    url: str
+    origin: Origin
+
+
+@pytest.fixture
+def adoptable(server: Server) -> Adoptable:
+    url = server.database()
+    return Adoptable(url, build_origin(url))
+
+
+def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
+    }
+    return subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**clean, **(env or {})},
+    )
+
+
+def _rows(url: str) -> dict[uuid.UUID, dict[str, Any]]:
+    with _connect(url) as conn:
+        return {
+            r["session_id"]: r
+            for r in conn.execute("select * from public.conversation_sessions").fetchall()
+        }
+
+
+def _expected_end(row: OriginRow, start: datetime) -> datetime | None:
+    if row.expect_end == "start":
+        return start
+    assert not isinstance(row.expect_end, str)
+    return row.expect_end
+
+
+def _snapshot(url: str) -> dict[str, Any]:
+    """Everything --check must leave as it was: the rows, and the catalog's objects."""
+    with _connect(url) as conn:
+        rows = conn.execute(
+            "select to_jsonb(s) as r from public.conversation_sessions s order by session_id"
+        ).fetchall()
+        objects = conn.execute(
+            "select (select count(*) from pg_class) as relations,"
+            " (select count(*) from pg_proc) as functions,"
+            " (select count(*) from pg_namespace) as schemas,"
+            " (select count(*) from pg_type) as types,"
+            " (select count(*) from pg_constraint) as constraints,"
+            " (select count(*) from pg_trigger) as triggers"
+        ).fetchone()
+    return {"rows": [r["r"] for r in rows], "objects": objects}
+
+
+# --- --check -------------------------------------------------------------------------
+
+
+def test_check_reports_what_it_finds_and_changes_nothing(adoptable: Adoptable) -> None:
+    origin = adoptable.origin
+    before = _snapshot(adoptable.url)
+
+    result = _tether("adopt", "--check", "--json", "--database-url", adoptable.url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+
+    assert report["state"] == "not adopted"
+    assert report["refusals"] == []
+    assert report["rows"] == 85
+    assert report["marked_active"] == 24  # what the table says: 18 orphans, 2 live, 4 ended
+    assert report["active"] == 20
+    assert report["live"] == 2
+    assert sum(report["orphans"].values()) == 18
+    oldest = datetime.fromisoformat(report["oldest_active_start"])
+    assert oldest == origin.now - timedelta(hours=444)
+    assert report["ended_unrecorded"] == sum(r.expect_reason == "unrecorded" for r in origin.rows)
+    assert report["ended_unknown"] == sum(r.expect_reason == "end_unknown" for r in origin.rows)
+    assert report["corrected"] == sum(r.corrected for r in origin.rows) == 28
+
+    expected_kinds: dict[str, set[str]] = {}
+    for row in origin.rows:
+        for kind in row.kinds:
+            expected_kinds.setdefault(kind, set()).add(str(row.session_id))
+    found = {k["kind"]: k for k in report["kinds"]}
+    assert set(found) == set(expected_kinds)
+    for kind, ids in expected_kinds.items():
+        assert found[kind]["rows"] == len(ids), kind
+        assert set(found[kind]["examples"]) <= ids
+        assert len(found[kind]["examples"]) == min(5, len(ids))
+        assert found[kind]["rule"]
+
+    assert report["columns_kept"] == ["agent_id text", "metadata jsonb"]
+    assert "connection_id text" in report["columns_added"]
+    assert any(
+        c.startswith("duration_seconds: double precision -> numeric")
+        for c in report["columns_converted"]
+    )
+    dependents = {(d["kind"], d["name"]) for d in report["dependents"]}
+    assert {
+        ("view", "public.team_session_stats"),
+        ("index", "conversation_sessions_is_active_idx"),
+        ("policy", "Agents read active sessions"),
+        ("function source", "close_all_sessions()"),
+    } <= dependents
+    assert any("anon" in w and "row level security" in w for w in report["warnings"])
+
+    steps = [(s["name"], s["lock"], s["blocks_writes"]) for s in report["steps"]]
+    assert [name for name, _, _ in steps] == [
+        "ledger",
+        "prepare",
+        "columns",
+        "backfill",
+        "vacuum",
+        "validate",
+        "duration",
+        "indexes",
+        "security",
+        "migrations",
+    ]
+    assert dict((n, lock) for n, lock, _ in steps)["columns"] == "ACCESS EXCLUSIVE"
+    assert not dict((n, b) for n, _, b in steps)["backfill"]
+    assert all(s["estimate_seconds"] > 0 and s["holds"] for s in report["steps"])
+    assert report["finish"]["lock"] == "ACCESS EXCLUSIVE"
+    assert "rewrite" in report["finish"]["holds"]
+
+    text = _tether("adopt", "--check", "--database-url", adoptable.url)
+    assert text.returncode == 0, text.stderr
+    assert "public.conversation_sessions: not adopted" in text.stdout
+    assert "inactive_without_end: 11" in text.stdout
+    assert "kept as they are: agent_id text, metadata jsonb" in text.stdout
+    assert "this was a check: nothing was changed" in text.stdout
+
+    assert _snapshot(adoptable.url) == before
+    with _connect(adoptable.url) as conn:
+        assert conn.execute("select to_regnamespace('tether') as n").fetchone() == {"n": None}
+
+
+def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) -> None:
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id text primary key,"
+            " is_active boolean, session_start timestamp, session_end timestamptz,"
+            " connection_id text, duration_seconds text)"
+        )
+    report = inspect(url)
+    reasons = " | ".join(report.refusals)
+    assert "session_id must exist and be a uuid" in reasons
+    assert "session_start is timestamp without time zone" in reasons
+    assert "duration_seconds is text" in reasons
+    assert "already has column(s) tether adds: connection_id" in reasons
+    before = _snapshot(url)
+    with pytest.raises(AdoptionError, match="cannot be adopted as it is"):
+        apply(url)
+    assert _snapshot(url) == before
+
+
+def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute("create index team_duration_idx on conversation_sessions (duration_seconds)")
+    report = inspect(url)
+    assert any("team_duration_idx" in r and "drop it" in r for r in report.refusals)
+    with pytest.raises(AdoptionError, match="team_duration_idx"):
+        apply(url)
+
+
+# --- --apply ----------------------------------------------------------------------------
+
+
+def _assert_adopted_by_the_rules(url: str, origin: Origin) -> None:
+    rows = _rows(url)
+    assert len(rows) == 85
+    with _connect(url) as conn:
+        corrections = {
+            r["session_id"]: r
+            for r in conn.execute("select * from tether.adoption_corrections").fetchall()
+        }
+        applied_at = conn.execute(
+            "select started_at from tether.adoption_steps where step = 'backfill'"
+        ).fetchone()
+    assert applied_at is not None
+    for expected in origin.rows:
+        row = rows[expected.session_id]
+        label = expected.label
+        # What the application owns survives untouched.
+        assert row["user_id"] == expected.user_id, label
+        assert row["agent_id"] == expected.agent_id, label
+        assert row["metadata"] == expected.metadata, label
+        # The start: kept, unless it was missing or in the future.
+        start = row["session_start"]
+        if "no_start" in expected.kinds:
+            assert start == expected.session_end, label
+        elif "start_in_future" in expected.kinds:
+            assert origin.now <= start <= datetime.now(UTC), label
+        else:
+            assert start == expected.session_start, label
+        end = _expected_end(expected, start)
+        assert row["session_end"] == end, label
+        assert row["end_reason"] == expected.expect_reason, label
+        assert row["is_active"] is (end is None), label
+        assert row["ended_at"] == end, label
+        if end is None:
+            assert row["duration_seconds"] is None, label
+        else:
+            assert row["duration_seconds"] == Decimal(str((end - start).total_seconds())), label
+        assert row["connection_id"] == f"legacy:{expected.session_id}", label
+        assert row["last_seen_at"] == (end or start), label
+        assert row["announced_at"] is None, label
+        # Every value changed is kept as it was.
+        if expected.corrected:
+            kept = corrections[expected.session_id]
+            assert set(kept["kinds"]) == set(expected.kinds), label
+            original = kept["original"]
+            assert original["is_active"] == expected.is_active, label
+            assert original["duration_seconds"] == expected.duration_seconds, label
+            for column in ("session_start", "session_end", "ended_at"):
+                value = original[column]
+                assert (None if value is None else datetime.fromisoformat(value)) == getattr(
+                    expected, column
+                ), (label, column)
+        else:
+            assert expected.session_id not in corrections, label
+    assert set(corrections) == {r.session_id for r in origin.rows if r.corrected}
+
+
+def test_apply_takes_the_table_over_by_the_written_rules(adoptable: Adoptable) -> None:
+    predicted = inspect(adoptable.url)
+    result = _tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert result.returncode == 0, result.stderr
+    assert "adopted: 85 row(s) read by the rules" in result.stdout
+    assert "tether adopt --finish" in result.stdout
+
+    _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+    with _connect(adoptable.url) as conn:
+        by_reason = {
+            r["end_reason"]: r["n"]
+            for r in conn.execute(
+                "select end_reason, count(*) as n from conversation_sessions group by 1"
+            ).fetchall()
+        }
+        invalid = conn.execute(
+            "select count(*) as n from pg_constraint where not convalidated"
+            " and conrelid = 'public.conversation_sessions'::regclass"
+        ).fetchone()
+    # What --check predicted is what --apply did.
+    assert by_reason == {
+        None: predicted.active,
+        "unrecorded": predicted.ended_unrecorded,
+        "end_unknown": predicted.ended_unknown,
+    }
+    assert invalid == {"n": 0}
+
+    # The team's objects are there, the view on duration_seconds now numeric.
+    with _connect(adoptable.url) as conn:
+        stats = conn.execute(
+            "select pg_typeof(avg_duration)::text as t from public.team_session_stats limit 1"
+        ).fetchone()
+        assert stats == {"t": "numeric"}
+        assert conn.execute("select count(*) as n from public.team_busy_days").fetchone()
+        comment = conn.execute(
+            "select obj_description('public.team_session_stats'::regclass) as c,"
+            " has_table_privilege('authenticated', 'public.team_session_stats', 'select') as g"
+        ).fetchone()
+        assert comment == {"c": "The team's dashboard.", "g": True}
+
+    # tether migrate finds nothing to do, and says where the table came from.
+    assert migrate.status(adoptable.url).pending == []
+    status = _tether("migrate", "--status", "--database-url", adoptable.url)
+    assert "conversation_sessions.sql  " in status.stdout
+    assert "(an existing table taken over by tether adopt)" in status.stdout
+    again = _tether("migrate", "--database-url", adoptable.url)
+    assert again.returncode == 0, again.stderr
+    assert "database is up to date" in again.stdout
+
+
+def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
+    apply(adoptable.url, lock=FAST)
+    before = _snapshot(adoptable.url)
+    result = apply(adoptable.url, lock=FAST)
+    assert result.ran == []
+    assert _snapshot(adoptable.url) == before
+    cli = _tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert cli.returncode == 0, cli.stderr
+    assert "nothing left to do" in cli.stdout
+    assert _snapshot(adoptable.url) == before
+
+
+class Interrupted(Exception):
+    """Stands for a run that stopped: a crash, a lost connection, Ctrl-C."""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "ledger",
+        "columns",
+        "backfill batch",
+        "backfill",
+        "validate",
+        "duration",
+        "index conversation_sessions_last_seen_at_active_idx",
+        "security",
+    ],
+)
+def test_an_interrupted_apply_finishes_when_run_again(adoptable: Adoptable, where: str) -> None:
+    def stop(name: str) -> None:
+        if name == where:
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, batch_size=20, lock=FAST, checkpoint=stop)
+    # The table keeps working for the old server in between.
+    with _connect(adoptable.url) as conn:
+        sid = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()["session_id"]  # type: ignore[index]
+        conn.execute(OLD_END, (sid,))
+    # Stopped mid-way, `tether migrate` still refuses rather than guess.
+    with pytest.raises(MigrationError, match="tether adopt --check"):
+        migrate.migrate(adoptable.url)
+
+    result = apply(adoptable.url, batch_size=20, lock=FAST)
+    assert result.ran, "the second run had work left"
+    with _connect(adoptable.url) as conn:
+        conn.execute("delete from public.conversation_sessions where session_id = %s", (sid,))
+        conn.execute("delete from tether.adoption_corrections where session_id = %s", (sid,))
+    _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+    assert migrate.status(adoptable.url).pending == []
+
+
+def test_an_interrupted_concurrent_index_build_is_built_again(adoptable: Adoptable) -> None:
+    def stop(name: str) -> None:
+        if name == "validate":
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, lock=FAST, checkpoint=stop)
+    a, b = (row.session_id for row in adoptable.origin.by_label("clean")[:2])
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "update conversation_sessions set connection_id = 'same=' where session_id in (%s, %s)",
+            (a, b),
+        )
+    with pytest.raises(AdoptionError, match="indexes failed"):
+        apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        left = conn.execute(
+            "select indisvalid as valid from pg_index"
+            " where indexrelid = 'public.conversation_sessions_connection_id_key'::regclass"
+        ).fetchone()
+        assert left == {"valid": False}
+        conn.execute(
+            "update conversation_sessions set connection_id = 'legacy:' || session_id"
+            " where session_id in (%s, %s)",
+            (a, b),
+        )
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        rebuilt = conn.execute(
+            "select i.indisvalid as valid, c.contype as kind from pg_index i"
+            " join pg_constraint c on c.conindid = i.indexrelid"
+            " where i.indexrelid = 'public.conversation_sessions_connection_id_key'::regclass"
+        ).fetchone()
+    assert rebuilt == {"valid": True, "kind": "u"}
+    _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+
+
+# --- the cut-over: the old server still writes --------------------------------------
+
+
+def test_the_old_server_s_writes_stay_consistent_during_the_transition(
+    adoptable: Adoptable,
+) -> None:
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        user = uuid.uuid4()
+        sid = conn.execute(OLD_INSERT, (user,)).fetchone()["session_id"]  # type: ignore[index]
+        opened = conn.execute(
+            "select * from conversation_sessions where session_id = %s", (sid,)
+        ).fetchone()
+        assert opened is not None
+        assert opened["connection_id"] == f"legacy:{sid}"
+        assert opened["is_active"] is True
+        assert opened["session_end"] is opened["end_reason"] is opened["duration_seconds"] is None
+        assert opened["last_seen_at"] is not None
+
+        conn.execute(OLD_END, (sid,))
+        ended = conn.execute(
+            "select * from conversation_sessions where session_id = %s", (sid,)
+        ).fetchone()
+        assert ended is not None
+        assert ended["is_active"] is False
+        assert ended["ended_at"] == ended["session_end"] is not None
+        assert ended["duration_seconds"] == Decimal(
+            str((ended["session_end"] - ended["session_start"]).total_seconds())
+        )
+        assert ended["end_reason"] == "unrecorded"
+
+        # Ended again (a retry, the shutdown handler): the first end stays.
+        time.sleep(0.01)
+        conn.execute(OLD_END, (sid,))
+        again = conn.execute(
+            "select session_end, end_reason from conversation_sessions where session_id = %s",
+            (sid,),
+        ).fetchone()
+        assert again == {"session_end": ended["session_end"], "end_reason": "unrecorded"}
+
+        # is_active = false alone: ended when written.
+        other = conn.execute(OLD_INSERT, (user,)).fetchone()["session_id"]  # type: ignore[index]
+        before = conn.execute("select now() as t").fetchone()["t"]  # type: ignore[index]
+        conn.execute(
+            "update conversation_sessions set is_active = false where session_id = %s", (other,)
+        )
+        closed = conn.execute(
+            "select session_end, ended_at, is_active from conversation_sessions"
+            " where session_id = %s",
+            (other,),
+        ).fetchone()
+        assert closed is not None
+        assert closed["is_active"] is False and closed["session_end"] >= before
+        assert closed["ended_at"] == closed["session_end"]
+
+        # The old shutdown handler ends every active row, orphans included, as it
+        # always did; nothing is left disagreeing.
+        conn.execute(OLD_SHUTDOWN)
+        disagreeing = conn.execute(
+            "select count(*) as n from conversation_sessions"
+            " where is_active is distinct from (session_end is null)"
+            "    or ended_at is distinct from session_end"
+            "    or duration_seconds"
+            "       is distinct from extract(epoch from session_end - session_start)"
+            "    or (session_end is null) <> (end_reason is null)"
+        ).fetchone()
+        assert disagreeing == {"n": 0}
+
+
+def test_the_old_server_may_write_as_the_service_role_mid_adoption(adoptable: Adoptable) -> None:
+    """Stopped after the trigger went in, before the backfill: the old server, writing
+    as Supabase's service role, ends rows the backfill has not read yet."""
+
+    def stop(name: str) -> None:
+        if name == "columns":
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, lock=FAST, checkpoint=stop)
+    unknown = adoptable.origin.by_label("inactive_nothing")[0]
+    orphan = adoptable.origin.orphans[0]
+    with psycopg.connect(adoptable.url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("set role service_role")
+        before = conn.execute("select now() as t").fetchone()["t"]  # type: ignore[index]
+        for row in (unknown, orphan):
+            conn.execute(OLD_END, (row.session_id,))
+        sid = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()["session_id"]  # type: ignore[index]
+    rows = _rows(adoptable.url)
+    # Already ended (at an unknown time): that end stays, read by the rules.
+    assert rows[unknown.session_id]["end_reason"] == "end_unknown"
+    assert rows[unknown.session_id]["session_end"] == unknown.session_start
+    # Still active: this write ends it, now.
+    assert rows[orphan.session_id]["end_reason"] == "unrecorded"
+    assert rows[orphan.session_id]["session_end"] >= before
+    assert rows[sid]["connection_id"] == f"legacy:{sid}"
+    with _connect(adoptable.url) as conn:
+        kept = conn.execute(
+            "select kinds from tether.adoption_corrections where session_id = %s",
+            (unknown.session_id,),
+        ).fetchone()
+    assert kept is not None and "inactive_without_end" in kept["kinds"]
+
+    apply(adoptable.url, lock=FAST)
+    assert _rows(adoptable.url)[orphan.session_id]["end_reason"] == "unrecorded"
+    _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Server) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    role = f"tether_app_{uuid.uuid4().hex[:8]}"
+    with _connect(url) as conn:
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("grant select, insert, update on public.conversation_sessions to {}").format(
+                sql.Identifier(role)
+            )
+        )
+    try:
+        report = inspect(url)
+        assert any(role in w and "BYPASSRLS" in w for w in report.warnings), report.warnings
+    finally:
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def _daily_stats(url: str) -> list[dict[str, Any]]:
+    with _connect(url) as conn:
+        conn.execute("set timezone = 'UTC'")
+        return conn.execute(DAILY_STATS.encode()).fetchall()
+
+
+def _expected_daily_stats(origin: Origin, url: str) -> list[dict[str, Any]]:
+    rows = _rows(url)
+    days: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows.values():
+        if row["session_start"] > datetime.now(UTC) - timedelta(days=7):
+            days.setdefault(row["session_start"].astimezone(UTC).date(), []).append(row)
+    expected = []
+    for day in sorted(days, reverse=True):
+        durations = [
+            Decimal(str((r["session_end"] - r["session_start"]).total_seconds()))
+            for r in days[day]
+            if r["session_end"] is not None
+        ]
+        expected.append(
+            {
+                "date": day,
+                "total_sessions": len(days[day]),
+                "avg_duration": sum(durations) / len(durations) if durations else None,
+                "still_active": sum(1 for r in days[day] if r["session_end"] is None),
+            }
+        )
+    return expected
+
+
+def test_the_operators_queries_answer_correctly_before_and_after(adoptable: Adoptable) -> None:
+    url = adoptable.url
+    with _connect(url) as conn:
+        before = conn.execute(ORPHAN_ALERT.encode()).fetchone()
+    # As the old table says: the 18 orphans, and 4 ended rows still marked active.
+    assert before == {"orphaned_count": 22}
+
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        assert conn.execute(ORPHAN_ALERT.encode()).fetchone() == {"orphaned_count": 18}
+    stats = _daily_stats(url)
+    expected = _expected_daily_stats(adoptable.origin, url)
+    assert [(s["date"], s["total_sessions"], s["still_active"]) for s in stats] == [
+        (e["date"], e["total_sessions"], e["still_active"]) for e in expected
+    ]
+    for got, want in zip(stats, expected, strict=True):
+        assert (got["avg_duration"] is None) == (want["avg_duration"] is None)
+        if want["avg_duration"] is not None:
+            assert abs(got["avg_duration"] - want["avg_duration"]) < Decimal("0.000001")
+
+    finish(url, lock=FAST)
+    with _connect(url) as conn:
+        assert conn.execute(ORPHAN_ALERT.encode()).fetchone() == {"orphaned_count": 18}
+    assert _daily_stats(url) == stats
+
+
+# --- the handlers, the sweep and close-orphans on the adopted table ------------------
+
+
+@pytest.fixture
+def adopted_env(
+    adoptable: Adoptable, event_bus: EventBus, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    for name in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_JWT_SECRET", "TETHER_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "TETHER_DATABASE_URL": adoptable.url,
+        "TETHER_AWS_ENDPOINT_URL": aws,
+        "TETHER_EVENT_BUS_NAME": event_bus.name,
+        "TETHER_ALLOW_ANONYMOUS": "true",
+        "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    yield env
+    runtime.reset()
+
+
+@pytest.mark.parametrize("stage", ["transitional", "finished"])
+def test_handlers_sweep_and_close_orphans_work_on_the_adopted_table(
+    adoptable: Adoptable, adopted_env: dict[str, str], event_bus: EventBus, stage: str
+) -> None:
+    from functions import connect, disconnect  # noqa: PLC0415
+
+    apply(adoptable.url, lock=FAST)
+    if stage == "finished":
+        finish(adoptable.url, lock=FAST)
+    url = adoptable.url
+
+    assert (
+        connect.lambda_handler(ws_event("connect", "adopted1="), FakeLambdaContext())["statusCode"]
+        == 200
+    )
+    assert (
+        disconnect.lambda_handler(ws_event("disconnect", "adopted1="), FakeLambdaContext())[
+            "statusCode"
+        ]
+        == 200
+    )
+    with _connect(url) as conn:
+        row = conn.execute(
+            "select is_active, end_reason, duration_seconds is not null as timed, ended_at"
+            " = session_end as in_step, announced_at is not null as announced"
+            " from conversation_sessions where connection_id = 'adopted1='"
+        ).fetchone()
+    assert row == {
+        "is_active": False,
+        "end_reason": "client_disconnect",
+        "timed": True,
+        "in_step": True,
+        "announced": True,
+    }
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["adopted1="]
+
+    env = {**adopted_env, "TETHER_ANNOUNCE_TO": "log"}
+    orphans = _tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--database-url", url, env=env
+    )
+    assert orphans.returncode == 0, orphans.stderr
+    assert "18 active session(s) started more than 2.0 hours ago" in orphans.stdout
+    assert "ended 18 session(s) with reason orphan_cleanup" in orphans.stdout
+    rows = _rows(url)
+    for orphan in adoptable.origin.orphans:
+        row = rows[orphan.session_id]
+        # Ended at its last sign of life known: its start, not the clean-up's moment.
+        assert row["end_reason"] == "orphan_cleanup"
+        assert row["session_end"] == row["session_start"] == orphan.session_start
+        assert row["is_active"] is False
+
+    sweep = _tether("sweep", "--database-url", url, "--json", env=env)
+    assert sweep.returncode == 0, sweep.stderr
+    report = json.loads(sweep.stdout)
+    # The old server's session silent for 30 minutes ends as idle at its last sign of
+    # life; the one 5 minutes old stays.
+    assert report["ended_by_reason"] == {"idle_timeout": 1}
+    rows = _rows(url)
+    states = sorted(
+        (rows[r.session_id]["is_active"], rows[r.session_id]["end_reason"])
+        for r in adoptable.origin.by_label("live")
+    )
+    assert states == [(False, "idle_timeout"), (True, None)]
+
+
+# --- --finish ----------------------------------------------------------------------------
+
+
+def _catalog(url: str) -> dict[str, Any]:
+    """What tether's schema consists of, on the session table and around it; the
+    application's columns and the team's own objects left out."""
+    with _connect(url) as conn:
+        columns = conn.execute(
+            "select a.attname, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull,"
+            " a.attgenerated, pg_get_expr(d.adbin, d.adrelid) as expr,"
+            " col_description(a.attrelid, a.attnum) as comment"
+            " from pg_attribute a left join pg_attrdef d"
+            "   on d.adrelid = a.attrelid and d.adnum = a.attnum"
+            " where a.attrelid = 'public.conversation_sessions'::regclass and a.attnum > 0"
+            "   and not a.attisdropped and a.attname <> all (%s)",
+            (["agent_id", "metadata", "ended_at"],),
+        ).fetchall()
+        constraints = conn.execute(
+            "select conname, contype, pg_get_constraintdef(oid) as def, convalidated"
+            " from pg_constraint where conrelid = 'public.conversation_sessions'::regclass"
+        ).fetchall()
+        indexes = conn.execute(
+            "select indexname, indexdef from pg_indexes"
+            " where schemaname = 'public' and tablename = 'conversation_sessions'"
+            "   and indexname <> 'conversation_sessions_is_active_idx'"
+        ).fetchall()
+        policies = conn.execute(
+            "select policyname, permissive, roles, cmd, qual, with_check from pg_policies"
+            " where tablename = 'conversation_sessions'"
+            "   and policyname <> 'Agents read active sessions'"
+        ).fetchall()
+        triggers = conn.execute(
+            "select tgname, pg_get_triggerdef(oid) as def from pg_trigger"
+            " where tgrelid = 'public.conversation_sessions'::regclass and not tgisinternal"
+        ).fetchall()
+        table = conn.execute(
+            "select relrowsecurity, relforcerowsecurity, reloptions,"
+            " obj_description(oid, 'pg_class') as comment,"
+            " array(select (a.grantee::regrole::text, a.privilege_type)::text"
+            "       from aclexplode(relacl) a where a.grantee <> 0 order by 1) as grants"
+            " from pg_class where oid = 'public.conversation_sessions'::regclass"
+        ).fetchone()
+        views = conn.execute(
+            "select c.relname, pg_get_viewdef(c.oid) as def, c.reloptions"
+            " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relkind = 'v' and c.relname like 'conversation%%'"
+        ).fetchall()
+        functions = conn.execute(
+            "select p.oid::regprocedure::text as name, pg_get_functiondef(p.oid) as def,"
+            " array(select a::text from aclexplode(p.proacl) a order by 1) as acl"
+            " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname in ('public', 'tether') and p.proname like 'tether%%'"
+        ).fetchall()
+        domain = conn.execute(
+            "select pg_get_constraintdef(c.oid) as def, c.convalidated from pg_constraint c"
+            " where c.contypid = 'public.tether_end_reason'::regtype"
+        ).fetchall()
+        outbox = conn.execute(
+            "select (select array_agg(attname::text order by attnum) from pg_attribute"
+            "        where attrelid = 'public.conversation_session_announcements'::regclass"
+            "          and attnum > 0) as columns,"
+            " (select array_agg(indexdef order by indexname) from pg_indexes"
+            "        where tablename = 'conversation_session_announcements') as indexes,"
+            " (select array_agg(policyname::text) from pg_policies"
+            "        where tablename = 'conversation_session_announcements') as policies"
+        ).fetchone()
+        tables = conn.execute(
+            "select n.nspname || '.' || c.relname as name from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname in ('public', 'tether') and c.relkind = 'r'"
+            "   and c.relname not like 'adoption%%'"
+        ).fetchall()
+
+    def by(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        return sorted(rows, key=lambda r: str(r[name]))
+
+    return {
+        "columns": by(columns, "attname"),
+        "constraints": by(constraints, "conname"),
+        "indexes": by(indexes, "indexname"),
+        "policies": by(policies, "policyname"),
+        "triggers": by(triggers, "tgname"),
+        "table": table,
+        "views": by(views, "relname"),
+        "functions": by(functions, "name"),
+        "domain": domain,
+        "outbox": outbox,
+        "tables": sorted(r["name"] for r in tables),
+    }
+
+
+def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
+    server: Server, adoptable: Adoptable
+) -> None:
+    url = adoptable.url
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        views_before = {
+            r["relname"]: r["def"]
+            for r in conn.execute(
+                "select relname, pg_get_viewdef(oid) as def from pg_class"
+                " where relname in ('team_session_stats', 'team_busy_days')"
+            ).fetchall()
+        }
+
+    asked = _tether("adopt", "--finish", "--database-url", url)
+    assert asked.returncode == 1
+    assert "ACCESS EXCLUSIVE on public.conversation_sessions for the whole rewrite" in asked.stdout
+    assert "estimated at" in asked.stdout
+    assert "team_session_stats" in asked.stdout
+    assert "20 session(s) the old server opened are still active" in asked.stdout
+    assert "nothing was changed" in asked.stdout
+    assert plan_finish(url).state == "adopted, transitional"
+
+    done = _tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert done.returncode == 0, done.stderr
+    assert "finished: the table has its final shape" in done.stdout
+    assert plan_finish(url).state == "adopted and finished"
+
+    fresh = _catalog(server.database(migrated=True))
+    adopted = _catalog(url)
+    for part in fresh:
+        assert adopted[part] == fresh[part], part
+
+    with _connect(url) as conn:
+        generated = conn.execute(
+            "select column_name, generation_expression from information_schema.columns"
+            " where table_name = 'conversation_sessions' and is_generated = 'ALWAYS'"
+            " order by 1"
+        ).fetchall()
+        assert [(g["column_name"], g["generation_expression"]) for g in generated] == [
+            ("duration_seconds", "EXTRACT(epoch FROM (session_end - session_start))"),
+            ("ended_at", "session_end"),
+            ("is_active", "(session_end IS NULL)"),
+        ]
+        views_after = {
+            r["relname"]: r["def"]
+            for r in conn.execute(
+                "select relname, pg_get_viewdef(oid) as def from pg_class"
+                " where relname in ('team_session_stats', 'team_busy_days')"
+            ).fetchall()
+        }
+        assert views_after == views_before
+        assert conn.execute(
+            "select has_table_privilege('authenticated', 'public.team_session_stats', 'select')"
+            " as g, obj_description('public.team_session_stats'::regclass) as c"
+        ).fetchone() == {"g": True, "c": "The team's dashboard."}
+        assert conn.execute(
+            "select indexdef from pg_indexes"
+            " where indexname = 'conversation_sessions_is_active_idx'"
+        ).fetchone()
+        # The old server's writes have no place any more: is_active is generated.
+        with pytest.raises(errors.GeneratedAlways):
+            conn.execute(OLD_INSERT, (uuid.uuid4(),))
+    _assert_adopted_by_the_rules(url, adoptable.origin)
+
+    # And once more: nothing to do.
+    again = _tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert again.returncode == 0 and "nothing left to do" in again.stdout
+
+
+def test_finish_refuses_what_it_cannot_recreate_and_changes_nothing(
+    adoptable: Adoptable,
+) -> None:
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create materialized view public.team_live as"
+            " select count(*) as n from public.conversation_sessions where is_active"
+        )
+    planned = plan_finish(adoptable.url)
+    assert any("materialized view public.team_live" in r for r in planned.refusals)
+    before = _snapshot(adoptable.url)
+    with pytest.raises(AdoptionError, match="team_live"):
+        finish(adoptable.url, lock=FAST)
+    assert _snapshot(adoptable.url) == before
+    with _connect(adoptable.url) as conn:
+        conn.execute("drop materialized view public.team_live")
+    finish(adoptable.url, lock=FAST)
+    assert plan_finish(adoptable.url).state == "adopted and finished"
+
+
+def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
+    result = _tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert result.returncode == 1
+    assert "run `tether adopt --apply` first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- no downtime --------------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """$connect and $disconnect while the adoption runs: the old server's SQL
+    throughout, tether's handlers once their functions exist. Every call is timed."""
+
+    url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    waits: list[float] = field(default_factory=list)
+    tether_calls: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def old_server(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                try:
+                    started = time.perf_counter()
+                    row = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()
+                    self.waits.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    conn.execute(OLD_END, (row[0] if row else None,))
+                    self.waits.append(time.perf_counter() - started)
+                except psycopg.Error as exc:
+                    self.failures.append(f"old server: {exc}")
+                time.sleep(0.005)
+
+    def handlers(self) -> None:
+        from functions import connect, disconnect  # noqa: PLC0415
+
+        with psycopg.connect(self.url, autocommit=True) as probe:
+            while not self.stop.is_set():
+                ready = probe.execute(
+                    "select to_regproc('public.tether_end_session_v1') is not null"
+                ).fetchone()
+                if ready and ready[0]:
+                    break
+                time.sleep(0.02)
+        while not self.stop.is_set():
+            connection_id = f"live{uuid.uuid4().hex[:12]}="
+            for handler, event in (
+                (connect, ws_event("connect", connection_id)),
+                (disconnect, ws_event("disconnect", connection_id)),
+            ):
+                started = time.perf_counter()
+                status = handler.lambda_handler(event, FakeLambdaContext())["statusCode"]
+                self.waits.append(time.perf_counter() - started)
+                if status != 200:
+                    self.failures.append(f"{handler.__name__}: {status}")
+            self.tether_calls += 1
+            time.sleep(0.005)
+
+    def run(self, work: Callable[[], object]) -> None:
+        threads = [
+            threading.Thread(target=self.old_server, daemon=True),
+            threading.Thread(target=self.handlers, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.3)
+            work()
+            time.sleep(0.5)
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+
+
+def test_connects_and_disconnects_keep_working_while_apply_runs(
+    adoptable: Adoptable, adopted_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill_history(adoptable.url, 50_000)
+    traffic = Traffic(adoptable.url)
+    traffic.run(lambda: apply(adoptable.url, batch_size=2_000, lock=FAST))
+    capsys.readouterr()
+    assert traffic.failures == []
+    assert traffic.tether_calls > 0
+    assert len(traffic.waits) > 100
+    # Every lock that stops writes is waited for at most 0.5 s here (then retried):
+    # with the time a write takes on a busy machine, none waits much over that.
+    assert max(traffic.waits) < 2.0, sorted(traffic.waits)[-5:]
+    with _connect(adoptable.url) as conn:
+        wrong = conn.execute(
+            "select count(*) as n from conversation_sessions"
+            " where connection_id is null or is_active is distinct from (session_end is null)"
+            "    or ended_at is distinct from session_end"
+            "    or duration_seconds"
+            "       is distinct from extract(epoch from session_end - session_start)"
+        ).fetchone()
+    assert wrong == {"n": 0}
+
+
+@pytest.mark.usefixtures("adopted_env")
+def test_a_busy_table_makes_apply_wait_without_holding_writers_back(
+    adoptable: Adoptable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long transaction holds the table: each try of a locking step gives up after
+    the lock timeout, so writers queued behind it go on; the step succeeds later."""
+    holder_ready = threading.Event()
+    release = threading.Event()
+    lines: list[str] = []
+
+    def hold() -> None:
+        with psycopg.connect(adoptable.url) as conn:
+            conn.execute("select count(*) from conversation_sessions")  # ACCESS SHARE, kept
+            holder_ready.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold, daemon=True)
+
+    def start_holder(name: str) -> None:
+        if name == "prepare":
+            holder.start()
+            holder_ready.wait(10)
+            threading.Timer(3.0, release.set).start()
+
+    traffic = Traffic(adoptable.url)
+    traffic.run(
+        lambda: apply(
+            adoptable.url,
+            lock=LockPolicy(timeout_seconds=0.3, attempts=60, first_pause_seconds=0.2),
+            progress=lines.append,
+            checkpoint=start_holder,
+        )
+    )
+    holder.join(10)
+    capsys.readouterr()
+    assert any("the table is busy" in line and "trying again" in line for line in lines), lines
+    assert traffic.failures == []
+    assert max(traffic.waits) < 1.5, sorted(traffic.waits)[-5:]
+    _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+def _assert_adopted_by_the_rules_loosely(url: str) -> None:
+    with _connect(url) as conn:
+        state = conn.execute(
+            "select count(*) filter (where connection_id is null) as unread,"
+            " bool_and(is_active = (session_end is null)) as in_step"
+            " from conversation_sessions"
+        ).fetchone()
+    assert state == {"unread": 0, "in_step": True}
+    assert migrate.status(url).pending == []
+
+
+def test_another_apply_at_once_is_refused(adoptable: Adoptable) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(name: str) -> None:
+        if name == "ledger":
+            started.set()
+            release.wait(10)
+
+    first = threading.Thread(
+        target=lambda: apply(adoptable.url, lock=FAST, checkpoint=slow), daemon=True
+    )
+    first.start()
+    started.wait(10)
+    try:
+        with pytest.raises(AdoptionError, match="another tether adopt is running"):
+            apply(adoptable.url, lock=FAST)
+    finally:
+        release.set()
+        first.join(30)
+    _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+
+
+def test_adopt_needs_a_database_url(tmp_path: Path) -> None:
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "adopt", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={
+            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
+        },
+    )
+    assert result.returncode == 1
+    assert "no database URL" in result.stderr

@@ -1,0 +1,489 @@
+"""What the catalog says about the table to adopt: its columns, what the team built
+on it, what tether already did to it. Reads only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from tether.dburl import check, scrub
+from tether.errors import DatabaseUnavailableError, error_from_psycopg
+
+if TYPE_CHECKING:
+    import psycopg
+
+TABLE = "public.conversation_sessions"
+TABLE_NAME = "conversation_sessions"
+LEGACY_PREFIX = "legacy:"
+"""Connection ids of rows tether did not open: API Gateway's ids never hold a colon
+(``tether.events.CONNECTION_ID_PATTERN``), so no real id can ever collide."""
+
+SYNC_TRIGGER = "zz_tether_adoption_sync"
+"""The transition's trigger. Postgres fires a table's BEFORE triggers in name order:
+the zz prefix makes it the last word on the row, after any trigger of the team's."""
+SYNC_FUNCTION = "tether.adoption_sync_row"
+CONVERTED_DURATION = "tether_duration_seconds"
+"""The numeric column that replaces a duration_seconds of another type (filled, then
+swapped in under its name)."""
+
+TIMESTAMPTZ = "timestamp with time zone"
+
+# Columns of the origin's table tether keeps and manages, with the types it accepts.
+# session_start and session_id must exist; the others are added when absent.
+DURATION_TYPES = frozenset({"double precision", "real", "numeric", "integer", "bigint", "smallint"})
+
+# Columns that tether's table migration (20261126000200) creates and the origin's
+# table lacks: added by the columns step, nullable and without a default (so the
+# catalog alone changes), then filled by the backfill.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("connection_id", "text"),
+    ("last_seen_at", "timestamptz"),
+    ("end_reason", "public.tether_end_reason"),
+    ("disconnect_status_code", "integer"),
+    ("source_ip", "text"),
+    ("user_agent", "text"),
+    ("api_id", "text"),
+    ("stage", "text"),
+    ("announced_at", "timestamptz"),
+    ("finalize_after", "timestamptz"),
+    ("finalized_at", "timestamptz"),
+)
+ADDED_BY_LATER_MIGRATIONS = ("check_after",)
+"""Columns a later migration adds to the table (20261126000600): it runs as written."""
+
+TETHER_COLUMNS = frozenset(
+    {
+        "session_id",
+        "user_id",
+        "session_start",
+        "session_end",
+        "is_active",
+        "duration_seconds",
+        *(name for name, _ in ADDED_COLUMNS),
+        *ADDED_BY_LATER_MIGRATIONS,
+    }
+)
+"""Every column of a fresh install's table (a test compares this with one)."""
+
+FUNCTION_SOURCE = "function source"
+"""A function whose source mentions the table and a column: the catalog does not
+track it, nothing breaks it at the database's level, the team should read it."""
+
+TETHER_CHECKS = (
+    "conversation_sessions_connection_id_check",
+    "conversation_sessions_end_after_start_check",
+    "conversation_sessions_end_has_reason_check",
+    "conversation_sessions_announced_after_end_check",
+    "conversation_sessions_text_sizes_check",
+)
+"""The table migration's checks (``sql/checks.sql`` adds them NOT VALID)."""
+
+TRANSITIONAL_CONSTRAINTS = (
+    "tether_adoption_connection_id_not_null",
+    "tether_adoption_session_start_not_null",
+    "tether_adoption_last_seen_at_not_null",
+)
+
+
+def trusted(text: str) -> sql.SQL:
+    """SQL text tether did not type here but trusts: its own files, and definitions
+    Postgres itself wrote (``pg_get_viewdef``, ``pg_get_indexdef``, ...)."""
+    return sql.SQL(text)
+
+
+def sql_file(name: str) -> str:
+    """One of the adoption's SQL files, shipped in the package (``tether/adopt/sql``)."""
+    return (resources.files("tether.adopt") / "sql" / name).read_text()
+
+
+def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    import psycopg  # noqa: PLC0415
+
+    url = check(url)
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            prepare_threshold=None,
+            connect_timeout=10,
+            application_name="tether adopt",
+        )
+    except psycopg.Error as exc:
+        reason = scrub(str(error_from_psycopg(exc)), url)
+        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+    # Scans, index builds and validations of a long history take what they take; what
+    # could make writers wait is bounded by lock_timeout instead, step by step.
+    conn.execute("set statement_timeout = 0")
+    return conn
+
+
+def backend(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    row = conn.execute("select pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool
+    default: str | None
+    generated: str | None
+    attnum: int
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """An object of the database's that depends on columns of the table."""
+
+    kind: str
+    """view, materialized view, policy, trigger, index, constraint, function, ..."""
+    name: str
+    columns: tuple[str, ...]
+    """The table's columns it uses (for functions: those its source mentions)."""
+    mine: bool = False
+    """tether's own object (recreated as tether made it)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "columns": list(self.columns)}
+
+
+@dataclass
+class Shape:
+    """The table as the catalog has it now."""
+
+    exists: bool
+    oid: int = 0
+    relkind: str = ""
+    columns: dict[str, Column] = field(default_factory=dict)
+    primary_key: tuple[str, ...] = ()
+    primary_key_name: str | None = None
+    constraints: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """name -> (definition, validated)"""
+    indexes: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """name -> (definition, valid)"""
+    triggers: dict[str, str] = field(default_factory=dict)
+    policies: list[str] = field(default_factory=list)
+    rls_enabled: bool = False
+    has_children: bool = False
+    has_rules: bool = False
+    bytes: int = 0
+    public_grants: dict[str, list[str]] = field(default_factory=dict)
+    """privileges anon, authenticated and PUBLIC hold on the table."""
+    writers_under_rls: list[str] = field(default_factory=list)
+    """Other roles allowed to write the table whom row level security would stop."""
+    publications: list[str] = field(default_factory=list)
+    referenced_by: list[str] = field(default_factory=list)
+    """foreign keys of other tables onto this one."""
+    ledger: dict[str, str | None] = field(default_factory=dict)
+    """tether's ledger: version -> recorded_from."""
+    steps: dict[str, bool] = field(default_factory=dict)
+    """adoption steps recorded: name -> finished."""
+    added: frozenset[str] = frozenset()
+    """columns the adoption added (not the old writers')."""
+
+    def original(self, column: str) -> bool:
+        """The column was the old writers' (not added by the adoption)."""
+        return column in self.columns and column not in self.added
+
+    @property
+    def ended_at_managed(self) -> bool:
+        """ended_at is the old duplicate of session_end that tether keeps in step."""
+        column = self.columns.get("ended_at")
+        return column is not None and column.type == TIMESTAMPTZ and column.generated is None
+
+    @property
+    def application_columns(self) -> list[Column]:
+        managed = set(TETHER_COLUMNS) | {CONVERTED_DURATION}
+        if self.ended_at_managed:
+            managed.add("ended_at")
+        return [c for c in self.columns.values() if c.name not in managed]
+
+
+_COLUMNS = """
+select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       case when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end,
+       case when a.attgenerated <> '' then pg_get_expr(d.adbin, d.adrelid) end,
+       a.attnum
+from pg_catalog.pg_attribute a
+left join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+where a.attrelid = %(oid)s and a.attnum > 0 and not a.attisdropped
+order by a.attnum
+"""
+
+_CONSTRAINTS = """
+select conname, pg_get_constraintdef(oid), convalidated, contype
+from pg_catalog.pg_constraint
+where conrelid = %(oid)s
+"""
+
+_INDEXES = """
+select c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid
+from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid
+where i.indrelid = %(oid)s
+"""
+
+_TRIGGERS = """
+select tgname, pg_get_triggerdef(oid) from pg_catalog.pg_trigger
+where tgrelid = %(oid)s and not tgisinternal
+"""
+
+_GRANTS = """
+select case when a.grantee = 0 then 'PUBLIC' else r.rolname end, a.privilege_type
+from pg_catalog.pg_class c
+cross join lateral aclexplode(c.relacl) a
+left join pg_catalog.pg_roles r on r.oid = a.grantee
+where c.oid = %(oid)s
+  and (a.grantee = 0 or r.rolname in ('anon', 'authenticated'))
+order by 1, 2
+"""
+
+
+def _relation(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> int | None:
+    row = conn.execute("select to_regclass(%s)::oid", (name,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
+    """The table's shape, what tether's ledger and the adoption's steps record."""
+    shape = Shape(exists=False)
+    if _relation(conn, "tether.schema_migrations") is not None:
+        source = (
+            sql.Identifier("recorded_from")
+            if _has_column(conn, "tether", "schema_migrations", "recorded_from")
+            else sql.SQL("null")
+        )
+        rows = conn.execute(
+            sql.SQL("select version, {} from tether.schema_migrations").format(source)
+        ).fetchall()
+        shape.ledger = {str(v): (str(r) if r is not None else None) for v, r in rows}
+    if _relation(conn, "tether.adoption_steps") is not None:
+        rows = conn.execute(
+            "select step, finished_at is not null, detail -> 'added' from tether.adoption_steps"
+        ).fetchall()
+        shape.steps = {str(s): bool(f) for s, f, _ in rows}
+        shape.added = frozenset(
+            str(name) for _, _, added in rows if isinstance(added, list) for name in added
+        )
+    oid = _relation(conn, TABLE)
+    if oid is None:
+        return shape
+    shape.exists = True
+    shape.oid = oid
+    params = {"oid": oid}
+    row = conn.execute(
+        "select c.relkind, c.relrowsecurity, c.relhasrules,"
+        " exists (select 1 from pg_catalog.pg_inherits i where i.inhparent = c.oid),"
+        " pg_total_relation_size(c.oid)"
+        " from pg_catalog.pg_class c where c.oid = %(oid)s",
+        params,
+    ).fetchone()
+    if row is None:  # dropped between the two reads
+        return Shape(exists=False, ledger=shape.ledger, steps=shape.steps, added=shape.added)
+    shape.relkind, shape.rls_enabled, shape.has_rules, shape.has_children, shape.bytes = (
+        str(row[0]),
+        bool(row[1]),
+        bool(row[2]),
+        bool(row[3]),
+        int(row[4]),
+    )
+    for name, type_, not_null, default, generated, attnum in conn.execute(
+        _COLUMNS, params
+    ).fetchall():
+        shape.columns[str(name)] = Column(
+            str(name), str(type_), bool(not_null), default, generated, int(attnum)
+        )
+    for name, definition, validated, contype in conn.execute(_CONSTRAINTS, params).fetchall():
+        shape.constraints[str(name)] = (str(definition), bool(validated))
+        if contype == "p":
+            shape.primary_key_name = str(name)
+    pk = conn.execute(
+        "select array_agg(a.attname::text order by k.ord)"
+        " from pg_catalog.pg_index i"
+        " cross join lateral unnest(i.indkey) with ordinality k (attnum, ord)"
+        " join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum"
+        " where i.indrelid = %(oid)s and i.indisprimary",
+        params,
+    ).fetchone()
+    shape.primary_key = tuple(pk[0] or ()) if pk else ()
+    for name, definition, valid in conn.execute(_INDEXES, params).fetchall():
+        shape.indexes[str(name)] = (str(definition), bool(valid))
+    for name, definition in conn.execute(_TRIGGERS, params).fetchall():
+        shape.triggers[str(name)] = str(definition)
+    shape.policies = [
+        str(r[0])
+        for r in conn.execute(
+            "select polname from pg_catalog.pg_policy where polrelid = %(oid)s order by 1", params
+        ).fetchall()
+    ]
+    for grantee, privilege in conn.execute(_GRANTS, params).fetchall():
+        shape.public_grants.setdefault(str(grantee), []).append(str(privilege))
+    shape.writers_under_rls = [
+        str(r[0])
+        for r in conn.execute(
+            "select distinct r.rolname from pg_catalog.pg_class c"
+            " cross join lateral aclexplode(c.relacl) a"
+            " join pg_catalog.pg_roles r on r.oid = a.grantee"
+            " where c.oid = %(oid)s and a.privilege_type in ('INSERT', 'UPDATE')"
+            " and a.grantee <> c.relowner and not r.rolsuper and not r.rolbypassrls"
+            " and r.rolname not in ('anon', 'authenticated') order by 1",
+            params,
+        ).fetchall()
+    ]
+    shape.publications = [
+        str(r[0])
+        for r in conn.execute(
+            "select p.pubname from pg_catalog.pg_publication_rel r"
+            " join pg_catalog.pg_publication p on p.oid = r.prpubid"
+            " where r.prrelid = %(oid)s order by 1",
+            params,
+        ).fetchall()
+    ]
+    shape.referenced_by = [
+        str(r[0])
+        for r in conn.execute(
+            "select conrelid::regclass::text || '.' || conname from pg_catalog.pg_constraint"
+            " where confrelid = %(oid)s and contype = 'f' order by 1",
+            params,
+        ).fetchall()
+    ]
+    return shape
+
+
+def _has_column(
+    conn: psycopg.Connection[tuple[Any, ...]], schema: str, table: str, column: str
+) -> bool:
+    row = conn.execute(
+        "select exists (select 1 from information_schema.columns"
+        " where table_schema = %s and table_name = %s and column_name = %s)",
+        (schema, table, column),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+# --- what depends on the columns adoption changes ------------------------------------
+
+_DEPENDENTS = """
+with cols as (
+  select a.attnum, a.attname::text as attname
+  from pg_catalog.pg_attribute a
+  where a.attrelid = %(oid)s and a.attname = any (%(columns)s)
+), deps as (
+  select d.classid, d.objid, cols.attname
+  from pg_catalog.pg_depend d
+  join cols on d.refobjsubid = cols.attnum
+  where d.refclassid = 'pg_catalog.pg_class'::regclass
+    and d.refobjid = %(oid)s
+    and d.deptype in ('n', 'a')
+)
+select kind, name, array_agg(distinct attname order by attname)
+from (
+  select case c.relkind when 'm' then 'materialized view' else 'view' end as kind,
+         quote_ident(n.nspname) || '.' || quote_ident(c.relname) as name, deps.attname
+  from deps
+  join pg_catalog.pg_rewrite r on deps.classid = 'pg_catalog.pg_rewrite'::regclass
+                               and r.oid = deps.objid
+  join pg_catalog.pg_class c on c.oid = r.ev_class
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  where c.oid <> %(oid)s
+  union all
+  select 'index', c.relname::text, deps.attname
+  from deps
+  join pg_catalog.pg_class c on deps.classid = 'pg_catalog.pg_class'::regclass
+                             and c.oid = deps.objid and c.relkind in ('i', 'I')
+  union all
+  select case k.contype when 'c' then 'constraint' else 'key constraint' end,
+         k.conname::text, deps.attname
+  from deps
+  join pg_catalog.pg_constraint k on deps.classid = 'pg_catalog.pg_constraint'::regclass
+                                  and k.oid = deps.objid
+  where k.contype <> 'n'
+  union all
+  select 'policy', p.polname::text, deps.attname
+  from deps
+  join pg_catalog.pg_policy p on deps.classid = 'pg_catalog.pg_policy'::regclass
+                              and p.oid = deps.objid
+  union all
+  select 'trigger', t.tgname::text, deps.attname
+  from deps
+  join pg_catalog.pg_trigger t on deps.classid = 'pg_catalog.pg_trigger'::regclass
+                               and t.oid = deps.objid
+  union all
+  select 'function', p.oid::regprocedure::text, deps.attname
+  from deps
+  join pg_catalog.pg_proc p on deps.classid = 'pg_catalog.pg_proc'::regclass
+                            and p.oid = deps.objid
+  union all
+  select 'generated column', a.attname::text, deps.attname
+  from deps
+  join pg_catalog.pg_attrdef ad on deps.classid = 'pg_catalog.pg_attrdef'::regclass
+                                and ad.oid = deps.objid
+  join pg_catalog.pg_attribute a on a.attrelid = ad.adrelid and a.attnum = ad.adnum
+  where a.attname <> deps.attname
+  union all
+  select 'statistics', s.stxname::text, deps.attname
+  from deps
+  join pg_catalog.pg_statistic_ext s on deps.classid = 'pg_catalog.pg_statistic_ext'::regclass
+                                     and s.oid = deps.objid
+  union all
+  select 'publication', p.pubname::text, deps.attname
+  from deps
+  join pg_catalog.pg_publication_rel pr
+    on deps.classid = 'pg_catalog.pg_publication_rel'::regclass and pr.oid = deps.objid
+  join pg_catalog.pg_publication p on p.oid = pr.prpubid
+) found
+group by kind, name
+order by kind, name
+"""
+
+# Functions are not tracked by the catalog unless their body is SQL-standard; a
+# function whose source names the table and a column is listed for the team to read.
+_FUNCTIONS = """
+select p.oid::regprocedure::text,
+       array(select c from unnest(%(columns)s::text[]) c
+             where p.prosrc ~* ('\\m' || c || '\\M') order by c)
+from pg_catalog.pg_proc p
+join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+where p.prosrc ~* '\\mconversation_sessions\\M'
+  and n.nspname not in ('pg_catalog', 'information_schema', 'tether')
+  and p.proname not like 'tether%%'
+"""
+
+
+def dependents(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
+) -> list[Dependent]:
+    """Objects that use any of ``columns`` of the table: what the catalog tracks, and
+    functions whose source mentions the table and the column."""
+    found = [
+        Dependent(str(kind), str(name), tuple(cols))
+        for kind, name, cols in conn.execute(
+            _DEPENDENTS, {"oid": oid, "columns": columns}
+        ).fetchall()
+    ]
+    tracked = {d.name for d in found if d.kind == "function"}
+    for name, cols in conn.execute(_FUNCTIONS, {"columns": columns}).fetchall():
+        if cols and str(name) not in tracked:
+            found.append(Dependent(FUNCTION_SOURCE, str(name), tuple(cols)))
+    return found
+
+
+def views_on_table(conn: psycopg.Connection[tuple[Any, ...]], oid: int) -> list[str]:
+    """Every view that reads the table, directly."""
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "select distinct quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+            " from pg_catalog.pg_depend d"
+            " join pg_catalog.pg_rewrite r on r.oid = d.objid"
+            " join pg_catalog.pg_class c on c.oid = r.ev_class"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
+            "   and d.refclassid = 'pg_catalog.pg_class'::regclass"
+            "   and d.refobjid = %s and c.oid <> %s order by 1",
+            (oid, oid),
+        ).fetchall()
+    ]

@@ -1,0 +1,351 @@
+"""Dropping a column drops or refuses what depends on it. When adoption replaces a
+column (the numeric duration at --apply, the generated columns at --finish), it
+saves each dependent's definition first and recreates it afterwards, in the same
+transaction: views (with their options, owner, grants and comments, and the views
+built on them), indexes, check constraints, triggers and policies. What it cannot
+recreate faithfully it refuses to touch, by name, before changing anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from tether.adopt.catalog import FUNCTION_SOURCE, Dependent, dependents, trusted
+
+if TYPE_CHECKING:
+    import psycopg
+
+RECREATED_KINDS = frozenset({"view", "index", "constraint", "policy", "trigger"})
+REFUSED_HOW = {
+    "materialized view": "recreating it would run its query under the table's lock",
+    "key constraint": "a key on a column that is replaced cannot be rebuilt without a scan",
+    "function": "its SQL-standard body is bound to the column",
+    "generated column": "it is computed from the column",
+    "statistics": "extended statistics are bound to the column",
+    "publication": "a publication's column list names the column",
+}
+
+
+@dataclass
+class SavedView:
+    oid: int
+    schema: str
+    name: str
+    definition: str
+    options: list[str]
+    owner: str
+    comment: str | None
+    column_comments: dict[str, str]
+    grants: list[tuple[str | None, str, bool]]
+    """(grantee, privilege, grantable); grantee None is PUBLIC."""
+    triggers: list[str]
+    depends_on: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Saved:
+    """The definitions of what depends on the columns being replaced."""
+
+    views: list[SavedView] = field(default_factory=list)
+    indexes: list[tuple[str, str]] = field(default_factory=list)
+    constraints: list[tuple[str, str]] = field(default_factory=list)
+    triggers: list[tuple[str, str]] = field(default_factory=list)
+    policies: list[tuple[str, sql.Composed]] = field(default_factory=list)
+    found: list[Dependent] = field(default_factory=list)
+
+    def refused(self) -> list[Dependent]:
+        return [d for d in self.found if d.kind not in RECREATED_KINDS]
+
+
+def refusal(dependent: Dependent) -> str:
+    why = REFUSED_HOW.get(dependent.kind, "adoption cannot recreate it")
+    return (
+        f"{dependent.kind} {dependent.name} depends on {', '.join(dependent.columns)}: {why}."
+        " Drop it, run the command again, then create it again"
+    )
+
+
+def tracked(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
+) -> list[Dependent]:
+    """What the catalog tracks as depending on the columns."""
+    return [d for d in dependents(conn, oid, columns) if d.kind != FUNCTION_SOURCE]
+
+
+def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]) -> Saved:
+    saved = Saved(found=tracked(conn, oid, columns))
+    names = {(d.kind, d.name) for d in saved.found}
+    column_attnums = [
+        int(r[0])
+        for r in conn.execute(
+            "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
+            (oid, columns),
+        ).fetchall()
+    ]
+    for name, definition in conn.execute(
+        "select c.relname, pg_get_indexdef(i.indexrelid) from pg_catalog.pg_index i"
+        " join pg_catalog.pg_class c on c.oid = i.indexrelid"
+        " where i.indrelid = %s and not exists (select 1 from pg_catalog.pg_constraint k"
+        "   where k.conindid = i.indexrelid and k.conrelid = i.indrelid)",
+        (oid,),
+    ).fetchall():
+        if ("index", str(name)) in names:
+            saved.indexes.append((str(name), str(definition)))
+    for name, definition in conn.execute(
+        "select conname, pg_get_constraintdef(oid) from pg_catalog.pg_constraint"
+        " where conrelid = %s and contype = 'c'",
+        (oid,),
+    ).fetchall():
+        if ("constraint", str(name)) in names:
+            saved.constraints.append((str(name), str(definition)))
+    for name, definition in conn.execute(
+        "select tgname, pg_get_triggerdef(oid) from pg_catalog.pg_trigger"
+        " where tgrelid = %s and not tgisinternal",
+        (oid,),
+    ).fetchall():
+        if ("trigger", str(name)) in names:
+            saved.triggers.append((str(name), str(definition)))
+    for name, statement in _policies(conn, oid):
+        if ("policy", name) in names:
+            saved.policies.append((name, statement))
+    saved.views = _views(conn, oid, column_attnums)
+    return saved
+
+
+def _policies(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int
+) -> list[tuple[str, sql.Composed]]:
+    commands = {"r": "select", "a": "insert", "w": "update", "d": "delete", "*": "all"}
+    found: list[tuple[str, sql.Composed]] = []
+    for name, command, permissive, roles, qual, check in conn.execute(
+        "select p.polname, p.polcmd, p.polpermissive,"
+        " array(select case when r = 0 then null else r::regrole::text end"
+        "       from unnest(p.polroles) r),"
+        " pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)"
+        " from pg_catalog.pg_policy p where p.polrelid = %s",
+        (oid,),
+    ).fetchall():
+        roles_sql = sql.SQL(", ").join(
+            sql.SQL("public") if role is None else sql.Identifier(role) for role in roles
+        )
+        parts: list[sql.Composable] = [
+            sql.SQL("create policy {} on public.conversation_sessions as {} for {} to {}").format(
+                sql.Identifier(str(name)),
+                sql.SQL("permissive" if permissive else "restrictive"),
+                sql.SQL(commands[str(command)]),
+                roles_sql,
+            )
+        ]
+        if qual is not None:
+            parts.append(sql.SQL("using ({})").format(trusted(str(qual))))
+        if check is not None:
+            parts.append(sql.SQL("with check ({})").format(trusted(str(check))))
+        found.append((str(name), sql.SQL(" ").join(parts)))
+    return found
+
+
+_VIEWS = """
+with recursive found (oid) as (
+  select r.ev_class
+  from pg_catalog.pg_depend d
+  join pg_catalog.pg_rewrite r on r.oid = d.objid
+  where d.classid = 'pg_catalog.pg_rewrite'::regclass
+    and d.refclassid = 'pg_catalog.pg_class'::regclass
+    and d.refobjid = %(oid)s and d.refobjsubid = any (%(attnums)s)
+    and r.ev_class <> %(oid)s
+  union
+  select r.ev_class
+  from found f
+  join pg_catalog.pg_depend d on d.refobjid = f.oid
+   and d.refclassid = 'pg_catalog.pg_class'::regclass
+   and d.classid = 'pg_catalog.pg_rewrite'::regclass
+  join pg_catalog.pg_rewrite r on r.oid = d.objid
+  where r.ev_class <> f.oid
+)
+select c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),
+       coalesce(c.reloptions, '{}'), pg_get_userbyid(c.relowner),
+       obj_description(c.oid, 'pg_class')
+from (select distinct oid from found) f
+join pg_catalog.pg_class c on c.oid = f.oid
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+"""
+
+
+def _views(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, attnums: list[int]
+) -> list[SavedView]:
+    views: dict[int, SavedView] = {}
+    for view_oid, schema, name, relkind, definition, options, owner, comment in conn.execute(
+        _VIEWS, {"oid": oid, "attnums": attnums}
+    ).fetchall():
+        if relkind != "v":
+            # A materialized view is refused by name (save().refused()); one built on a
+            # view that is recreated would be dropped with it: refused the same way.
+            continue
+        saved = SavedView(
+            oid=int(view_oid),
+            schema=str(schema),
+            name=str(name),
+            definition=str(definition).strip().rstrip(";"),
+            options=[str(o) for o in options],
+            owner=str(owner),
+            comment=comment,
+            column_comments={
+                str(col): str(text)
+                for col, text in conn.execute(
+                    "select a.attname, d.description from pg_catalog.pg_description d"
+                    " join pg_catalog.pg_attribute a on a.attrelid = d.objoid"
+                    "  and a.attnum = d.objsubid"
+                    " where d.objoid = %s and d.classoid = 'pg_catalog.pg_class'::regclass"
+                    "  and d.objsubid > 0",
+                    (view_oid,),
+                ).fetchall()
+            },
+            grants=[
+                (grantee, str(privilege), bool(grantable))
+                for grantee, privilege, grantable in conn.execute(
+                    "select case when a.grantee = 0 then null"
+                    " else a.grantee::regrole::text end, a.privilege_type, a.is_grantable"
+                    " from pg_catalog.pg_class c cross join lateral aclexplode(c.relacl) a"
+                    " where c.oid = %s",
+                    (view_oid,),
+                ).fetchall()
+            ],
+            triggers=[
+                str(r[0])
+                for r in conn.execute(
+                    "select pg_get_triggerdef(oid) from pg_catalog.pg_trigger"
+                    " where tgrelid = %s and not tgisinternal",
+                    (view_oid,),
+                ).fetchall()
+            ],
+        )
+        views[saved.oid] = saved
+    for view_oid, used in conn.execute(
+        "select distinct r.ev_class, d.refobjid from pg_catalog.pg_depend d"
+        " join pg_catalog.pg_rewrite r on r.oid = d.objid"
+        " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
+        " and d.refclassid = 'pg_catalog.pg_class'::regclass"
+        " and r.ev_class = any (%s) and d.refobjid = any (%s) and d.refobjid <> r.ev_class",
+        (list(views), list(views)),
+    ).fetchall():
+        views[int(view_oid)].depends_on.add(int(used))
+    ordered: list[SavedView] = []
+    placed: set[int] = set()
+    while len(ordered) < len(views):
+        ready = sorted(
+            (v for v in views.values() if v.oid not in placed and v.depends_on <= placed),
+            key=lambda v: (v.schema, v.name),
+        )
+        if not ready:  # pragma: no cover - views cannot depend on each other in a cycle
+            raise AssertionError("views depend on each other in a cycle")
+        for view in ready:
+            ordered.append(view)
+            placed.add(view.oid)
+    return ordered
+
+
+def matviews_on_views(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> list[Dependent]:
+    """Materialized views (or anything not a view) built on the views to recreate."""
+    if not saved.views:
+        return []
+    return [
+        Dependent(str(kind), str(name), ())
+        for kind, name in conn.execute(
+            "select distinct case c.relkind when 'm' then 'materialized view' else 'view' end,"
+            " quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+            " from pg_catalog.pg_depend d"
+            " join pg_catalog.pg_rewrite r on r.oid = d.objid"
+            " join pg_catalog.pg_class c on c.oid = r.ev_class"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
+            " and d.refobjid = any (%s) and c.relkind <> 'v'",
+            ([v.oid for v in saved.views],),
+        ).fetchall()
+    ]
+
+
+def drop(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> None:
+    """Drop what was saved (inside the caller's transaction, under its lock)."""
+    for view in reversed(saved.views):
+        conn.execute(sql.SQL("drop view {}").format(sql.Identifier(view.schema, view.name)))
+    for name, _ in saved.policies:
+        conn.execute(
+            sql.SQL("drop policy {} on public.conversation_sessions").format(sql.Identifier(name))
+        )
+    for name, _ in saved.triggers:
+        conn.execute(
+            sql.SQL("drop trigger {} on public.conversation_sessions").format(sql.Identifier(name))
+        )
+    for name, _ in saved.constraints:
+        conn.execute(
+            sql.SQL("alter table public.conversation_sessions drop constraint {}").format(
+                sql.Identifier(name)
+            )
+        )
+    for name, _ in saved.indexes:
+        conn.execute(sql.SQL("drop index public.{}").format(sql.Identifier(name)))
+
+
+def recreate(
+    conn: psycopg.Connection[tuple[Any, ...]], saved: Saved, *, constraints_not_valid: bool
+) -> list[str]:
+    """Create again what was saved, in order. Returns the constraints added NOT VALID
+    (to validate after the transaction, under a lock that lets writes through)."""
+    for _, definition in saved.indexes:
+        conn.execute(trusted(definition))
+    to_validate: list[str] = []
+    for name, definition in saved.constraints:
+        conn.execute(
+            sql.SQL("alter table public.conversation_sessions add constraint {} {}{}").format(
+                sql.Identifier(name),
+                trusted(definition),
+                sql.SQL(" not valid" if constraints_not_valid else ""),
+            )
+        )
+        if constraints_not_valid:
+            to_validate.append(name)
+    for _, definition in saved.triggers:
+        conn.execute(trusted(definition))
+    for _, statement in saved.policies:
+        conn.execute(statement)
+    for view in saved.views:
+        target = sql.Identifier(view.schema, view.name)
+        options = (
+            sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
+            if view.options
+            else sql.SQL("")
+        )
+        conn.execute(
+            sql.SQL("create view {}{} as {}").format(target, options, trusted(view.definition))
+        )
+        conn.execute(
+            sql.SQL("alter view {} owner to {}").format(target, sql.Identifier(view.owner))
+        )
+        if view.comment is not None:
+            conn.execute(sql.SQL("comment on view {} is {}").format(target, view.comment))
+        for column, text in view.column_comments.items():
+            conn.execute(
+                sql.SQL("comment on column {} is {}").format(
+                    sql.Identifier(view.schema, view.name, column), text
+                )
+            )
+        if view.grants:
+            # The saved privileges exactly: take back what creation gave, give what was.
+            conn.execute(
+                sql.SQL("revoke all on {} from {}").format(target, sql.Identifier(view.owner))
+            )
+            for grantee, privilege, grantable in view.grants:
+                conn.execute(
+                    sql.SQL("grant {} on {} to {}{}").format(
+                        trusted(privilege),
+                        target,
+                        sql.SQL("public") if grantee is None else sql.Identifier(grantee),
+                        sql.SQL(" with grant option" if grantable else ""),
+                    )
+                )
+        for definition in view.triggers:
+            conn.execute(trusted(definition))
+    return to_validate

@@ -1,0 +1,520 @@
+"""``tether adopt --check``: what adopting the table would find and do, read-only.
+
+Everything here runs in one READ ONLY transaction: it creates, changes and locks
+nothing beyond what a SELECT does."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from tether import migrate
+from tether.adopt import plan, rules
+from tether.adopt.catalog import (
+    ADDED_BY_LATER_MIGRATIONS,
+    ADDED_COLUMNS,
+    CONVERTED_DURATION,
+    DURATION_TYPES,
+    FUNCTION_SOURCE,
+    TIMESTAMPTZ,
+    Dependent,
+    Shape,
+    connect,
+    dependents,
+    read_shape,
+    views_on_table,
+)
+from tether.adopt.dependents import RECREATED_KINDS, refusal
+from tether.adopt.plan import BATCH_SIZE
+
+if TYPE_CHECKING:
+    import psycopg
+
+EXAMPLES = 5
+ORPHAN_AGE = "2 hours"
+"""API Gateway's maximum connection duration: an active row older than this is an
+orphan for tether (the origin's own alert query used the same bound)."""
+
+TETHER_OBJECTS = frozenset(
+    {
+        "conversation_sessions_pkey",
+        "conversation_sessions_connection_id_key",
+        "conversation_sessions_last_seen_at_active_idx",
+        "conversation_sessions_session_start_active_idx",
+        "conversation_sessions_user_id_active_idx",
+        "conversation_sessions_user_id_idx",
+        "public.conversation_session_daily_stats",
+        "public.conversation_session_orphans",
+        "conversation_session_daily_stats",
+        "conversation_session_orphans",
+        "Users can read their own sessions",
+        "conversation_sessions_forget_announcement",
+        "conversation_sessions_end_after_start_check",
+        "conversation_sessions_end_has_reason_check",
+        "conversation_sessions_announced_after_end_check",
+        "conversation_sessions_connection_id_check",
+        "conversation_sessions_text_sizes_check",
+        "zz_tether_adoption_sync",
+    }
+)
+"""tether's own objects on the table (recreated as tether made them)."""
+
+TETHER_INDEXES = (
+    "conversation_sessions_connection_id_key",
+    "conversation_sessions_last_seen_at_active_idx",
+    "conversation_sessions_session_start_active_idx",
+    "conversation_sessions_user_id_active_idx",
+    "conversation_sessions_user_id_idx",
+)
+
+# States of the table, as --check reports them.
+ABSENT = "absent"
+TETHERS_OWN = "tether's own"
+NOT_ADOPTED = "not adopted"
+IN_PROGRESS = "adoption in progress"
+TRANSITIONAL = "adopted, transitional"
+FINISHED = "adopted and finished"
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    rows: int
+    examples: list[str]
+    rule: str
+
+
+@dataclass
+class Report:
+    state: str
+    table: str = "public.conversation_sessions"
+    refusals: list[str] = field(default_factory=list)
+    """What stops --apply, each with what to do."""
+    warnings: list[str] = field(default_factory=list)
+    finish_refusals: list[str] = field(default_factory=list)
+    """What would stop --finish (it can be dealt with during the transition)."""
+    rows: int = 0
+    bytes: int = 0
+    marked_active: int = 0
+    """Rows with is_active = true, as the table says now."""
+    active: int = 0
+    """Rows active as tether reads them."""
+    live: int = 0
+    """Active and started less than 2 hours ago."""
+    orphans: dict[str, int] = field(default_factory=dict)
+    oldest_active_start: datetime | None = None
+    ended_unrecorded: int = 0
+    ended_unknown: int = 0
+    corrected: int = 0
+    """Rows whose recorded values change (their originals kept in tether.adoption_corrections)."""
+    unread: int = 0
+    """Rows the backfill has still to read."""
+    kinds: list[Kind] = field(default_factory=list)
+    columns_added: list[str] = field(default_factory=list)
+    columns_converted: list[str] = field(default_factory=list)
+    columns_kept: list[str] = field(default_factory=list)
+    dependents: list[dict[str, Any]] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
+    policies: list[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    steps: list[plan.Step] = field(default_factory=list)
+    finish: plan.Step | None = None
+    scan_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["steps"] = [step.as_dict() for step in self.steps]
+        payload["finish"] = self.finish.as_dict() if self.finish else None
+        return payload
+
+
+def state_of(shape: Shape) -> str:
+    if not shape.exists:
+        return ABSENT
+    table_version = _table_migration().version
+    if table_version in shape.ledger:
+        if shape.ledger[table_version] != migrate.ADOPTED:
+            return TETHERS_OWN
+        return FINISHED if shape.steps.get(plan.FINISH) else TRANSITIONAL
+    if shape.steps:
+        return IN_PROGRESS
+    return NOT_ADOPTED
+
+
+def _table_migration() -> migrate.Migration:
+    return next(m for m in migrate.discover() if m.name == migrate.TABLE_MIGRATION_NAME)
+
+
+def refusals(shape: Shape) -> list[str]:
+    """What makes the table impossible to adopt in place as it is, and what to do."""
+    found: list[str] = []
+    if shape.relkind != "r":
+        found.append(
+            "public.conversation_sessions is not a plain table"
+            f" (relkind {shape.relkind!r}): tether adopt takes over an ordinary table"
+        )
+    if shape.has_children:
+        found.append("public.conversation_sessions has inheritance children: not supported")
+    if shape.has_rules:
+        found.append("public.conversation_sessions has rules: drop them first")
+    columns = shape.columns
+    session_id = columns.get("session_id")
+    if session_id is None or session_id.type != "uuid":
+        found.append("session_id must exist and be a uuid (tether's key)")
+    if shape.primary_key != ("session_id",):
+        found.append(
+            "the primary key must be (session_id), found"
+            f" ({', '.join(shape.primary_key) or 'none'})"
+        )
+    found += _column_refusals(shape)
+    return found
+
+
+def _column_refusals(shape: Shape) -> list[str]:
+    found: list[str] = []
+    columns = shape.columns
+    start = columns.get("session_start")
+    if start is None:
+        found.append("session_start must exist (timestamptz)")
+    elif start.type != TIMESTAMPTZ:
+        found.append(
+            f"session_start is {start.type}; tether needs timestamptz. Convert it first, e.g."
+            " alter table public.conversation_sessions alter column session_start type"
+            " timestamptz using session_start at time zone 'UTC' (this rewrites the table)"
+        )
+    expected = {
+        "session_end": {TIMESTAMPTZ},
+        "user_id": {"uuid"},
+        "is_active": {"boolean"},
+        "duration_seconds": DURATION_TYPES,
+    }
+    for name, types in expected.items():
+        column = columns.get(name)
+        if column is None or name in shape.added:
+            continue
+        if column.type not in types:
+            found.append(
+                f"{name} is {column.type}; tether needs {' or '.join(sorted(types))}:"
+                " convert it first"
+            )
+        elif column.generated is not None and not shape.steps.get(plan.FINISH):
+            found.append(f"{name} is already a generated column: not the old writers' shape")
+    if not shape.steps.get("columns"):
+        taken = [
+            name
+            for name in (
+                *(n for n, _ in ADDED_COLUMNS),
+                *ADDED_BY_LATER_MIGRATIONS,
+                CONVERTED_DURATION,
+            )
+            if name in columns
+        ]
+        if taken:
+            found.append(
+                f"the table already has column(s) tether adds: {', '.join(taken)}. Rename them"
+                " aside (alter table ... rename column), then run --check again"
+            )
+    return found
+
+
+def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
+    added = [
+        f"{name} {type_}"
+        for name, type_ in (
+            ("user_id", "uuid"),
+            ("session_end", "timestamptz"),
+            ("is_active", "boolean"),
+            ("duration_seconds", "numeric"),
+            *ADDED_COLUMNS,
+        )
+        if name not in shape.columns or name in shape.added
+    ]
+    added += [f"{name} (by a later migration)" for name in ADDED_BY_LATER_MIGRATIONS]
+    converted: list[str] = []
+    converting = plan.duration_conversion(shape)
+    if converting:
+        converted.append(
+            f"duration_seconds: {converting} -> numeric (at --apply), then generated from"
+            " session_end - session_start (at --finish)"
+        )
+    elif not shape.steps.get(plan.FINISH):
+        converted.append("duration_seconds: generated from session_end - session_start at --finish")
+    if not shape.steps.get(plan.FINISH):
+        converted.append(
+            "is_active: kept in step with session_end by a trigger, generated as"
+            " (session_end is null) at --finish"
+        )
+        if shape.ended_at_managed:
+            converted.append(
+                "ended_at: kept equal to session_end by the trigger, generated as session_end"
+                " at --finish"
+            )
+    session_id = shape.columns.get("session_id")
+    if session_id and "tether_uuid_v7" not in (session_id.default or ""):
+        when = "at --finish" if session_id.default else "at --apply"
+        converted.append(
+            f"session_id: default {session_id.default or 'none'} -> public.tether_uuid_v7()"
+            f" (time-ordered), {when}"
+        )
+    for name in ("session_start", "connection_id", "last_seen_at"):
+        column = shape.columns.get(name)
+        if column is None or not column.not_null:
+            converted.append(f"{name}: NOT NULL")
+    kept = [f"{c.name} {c.type}" for c in shape.application_columns]
+    return added, converted, kept
+
+
+def _security_warnings(shape: Shape) -> list[str]:
+    warnings: list[str] = []
+    if shape.steps.get("security"):
+        return warnings
+    if shape.public_grants:
+        granted = "; ".join(
+            f"{role}: {', '.join(sorted(privileges))}"
+            for role, privileges in sorted(shape.public_grants.items())
+        )
+        warnings.append(
+            f"--apply revokes what the public API's roles hold on the table ({granted}),"
+            " enables row level security and lets signed-in users read only their own"
+            " rows. An old server writing with the anon key or a user's token would be"
+            " refused from then on: it must use the service role (or the table owner)"
+        )
+    elif not shape.rls_enabled:
+        warnings.append("--apply enables row level security on the table")
+    if shape.writers_under_rls and not shape.rls_enabled:
+        warnings.append(
+            f"role(s) {', '.join(shape.writers_under_rls)} may write the table but do not"
+            " bypass row level security: once --apply enables it, their writes are"
+            " refused. If the old server writes as one of them, give it BYPASSRLS, or have"
+            " it use the service role or the table's owner, before --apply"
+        )
+    return warnings
+
+
+def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[list[str], list[str]]:
+    warnings = _security_warnings(shape)
+    finish_refusals: list[str] = []
+    if shape.policies:
+        foreign = [p for p in shape.policies if p not in TETHER_OBJECTS]
+        if foreign:
+            warnings.append(
+                f"the table's own policies are kept as they are: {', '.join(foreign)}"
+                " (permissive policies add to tether's)"
+            )
+    for dependent in found:
+        if dependent.kind == FUNCTION_SOURCE:
+            warnings.append(
+                f"function {dependent.name} mentions {', '.join(dependent.columns)}: once"
+                " --finish has run, is_active and duration_seconds cannot be written"
+                " (generated); read it before --finish"
+            )
+        elif dependent.kind not in RECREATED_KINDS:
+            finish_refusals.append(refusal(dependent))
+    if shape.ended_at_managed is False and "ended_at" in shape.columns:
+        warnings.append(
+            f"ended_at is {shape.columns['ended_at'].type}, not timestamptz: tether keeps it"
+            " as an application column and does not keep it in step with session_end"
+        )
+    if shape.publications:
+        warnings.append(
+            f"the table is in publication(s) {', '.join(shape.publications)}: the columns"
+            " tether adds are published too, and the backfill's update of every row reaches"
+            " their subscribers (Supabase Realtime, replicas) as one change per row"
+        )
+    if not shape.steps.get("backfill"):
+        updating = sorted(
+            name
+            for name, definition in shape.triggers.items()
+            if name not in TETHER_OBJECTS and " UPDATE" in definition.upper()
+        )
+        if updating:
+            warnings.append(
+                f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
+                " (every row, once): one that stamps a column (an updated_at) or writes an"
+                " audit trail will do so for the whole history"
+            )
+    if shape.referenced_by:
+        warnings.append(
+            f"foreign keys of other tables point at it ({', '.join(shape.referenced_by)}):"
+            " they are kept; no session_id changes"
+        )
+    if report.live:
+        warnings.append(
+            f"{report.live} session(s) look live (active, started within {ORPHAN_AGE}): the old"
+            " server's sessions send no heartbeats, so until it is gone, run tether's sweep"
+            " only as the README's cut-over says"
+        )
+    return warnings, finish_refusals
+
+
+_TOTALS = """
+with r as materialized (
+  select s.session_id, {normalised} as normalised,
+         case when {normalised} then {current_start} else b.new_start end as start_at,
+         case when {normalised} then {current_end} else b.new_end end as end_at,
+         case when {normalised} then {current_reason} else b.new_reason end as reason,
+         case when {normalised} then array[]::text[] else b.kinds end as kinds,
+         not {normalised} and b.changed as changed,
+         {marked} as marked
+  from public.conversation_sessions s
+  cross join lateral ({row}) o
+  cross join lateral ({belief}) b
+)
+select
+  (select jsonb_build_object(
+     'rows', count(*),
+     'marked_active', count(*) filter (where r.marked),
+     'active', count(*) filter (where r.end_at is null),
+     'live', count(*) filter (where r.end_at is null and r.start_at >= now() - {age}),
+     'orphans_2h_1d', count(*) filter (where r.end_at is null and r.start_at < now() - {age}
+                                         and r.start_at >= now() - interval '1 day'),
+     'orphans_1d_7d', count(*) filter (where r.end_at is null
+                                         and r.start_at < now() - interval '1 day'
+                                         and r.start_at >= now() - interval '7 days'),
+     'orphans_over_7d', count(*) filter (where r.end_at is null
+                                           and r.start_at < now() - interval '7 days'),
+     'oldest_active', min(r.start_at) filter (where r.end_at is null),
+     'unrecorded', count(*) filter (where not r.normalised and r.reason = 'unrecorded'),
+     'end_unknown', count(*) filter (where not r.normalised and r.reason = 'end_unknown'),
+     'corrected', count(*) filter (where r.changed),
+     'unread', count(*) filter (where not r.normalised))
+   from r),
+  (select coalesce(jsonb_agg(jsonb_build_object('kind', k.kind, 'rows', k.n,
+                                                'examples', k.examples) order by k.kind),
+                   '[]'::jsonb)
+   from (select x.kind, count(*) as n,
+                (array_agg(x.session_id::text order by x.session_id)
+                   filter (where x.rank <= {examples})) as examples
+         from (select r.session_id, u.kind,
+                      row_number() over (partition by u.kind order by r.session_id) as rank
+               from r cross join lateral unnest(r.kinds) as u (kind)) x
+         group by x.kind) k)
+"""
+
+
+def _totals(
+    conn: psycopg.Connection[tuple[Any, ...]], shape: Shape
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    # Rows the backfill (or the transition's trigger) has read are in step already.
+    in_step = "connection_id" in shape.columns and "end_reason" in shape.columns
+    normalised = sql.SQL("(s.connection_id is not null)" if in_step else "false")
+    marked = (
+        sql.SQL("coalesce(s.is_active, false)")
+        if "is_active" in shape.columns
+        else sql.SQL("false")
+    )
+    query = sql.SQL(_TOTALS).format(
+        normalised=normalised,
+        current_start=sql.SQL("s.session_start" if in_step else "null::timestamptz"),
+        current_end=sql.SQL("s.session_end" if in_step else "null::timestamptz"),
+        current_reason=sql.SQL("s.end_reason::text" if in_step else "null::text"),
+        marked=marked,
+        row=rules.row_input(shape),
+        belief=rules.belief(),
+        age=sql.SQL("interval {}").format(sql.Literal(ORPHAN_AGE)),
+        examples=sql.Literal(EXAMPLES),
+    )
+    row = conn.execute(query).fetchone()
+    return (row[0], row[1]) if row else ({}, [])
+
+
+def scan_seconds(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, float]:
+    """Rows, and the time of one sequential scan of the table on this server."""
+    started = time.perf_counter()
+    # The whole row, so that every row's tuple is read from the heap (a count alone may
+    # be answered from an index).
+    row = conn.execute(
+        "select count(*), sum(pg_column_size(s)) from public.conversation_sessions s"
+    ).fetchone()
+    return (int(row[0]) if row else 0), time.perf_counter() - started
+
+
+def sizing(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> plan.Sizing:
+    rows, seconds = scan_seconds(conn)
+    return plan.Sizing(rows, shape.bytes, seconds, len(shape.indexes))
+
+
+def inspect(url: str, *, batch_size: int = BATCH_SIZE, lock_timeout: float = 1.0) -> Report:
+    """The report of ``tether adopt --check``."""
+    with connect(url) as conn, conn.transaction():
+        conn.execute("set transaction read only")
+        return inspect_with(conn, batch_size=batch_size, lock_timeout=lock_timeout)
+
+
+def inspect_with(
+    conn: psycopg.Connection[tuple[Any, ...]], *, batch_size: int, lock_timeout: float
+) -> Report:
+    shape = read_shape(conn)
+    report = Report(state=state_of(shape))
+    if report.state in (ABSENT, TETHERS_OWN):
+        return report
+    report.bytes = shape.bytes
+    report.refusals = refusals(shape)
+    report.columns_added, report.columns_converted, report.columns_kept = _columns_report(shape)
+    report.views = views_on_table(conn, shape.oid)
+    report.policies = list(shape.policies)
+    report.triggers = [t for t in shape.triggers if t not in TETHER_OBJECTS]
+    watched = ["is_active", "duration_seconds", "session_end", "session_start"]
+    if shape.ended_at_managed:
+        watched.append("ended_at")
+    found = [
+        d
+        for d in dependents(conn, shape.oid, [c for c in watched if c in shape.columns])
+        if d.name not in TETHER_OBJECTS
+    ]
+    report.dependents = [d.as_dict() for d in found]
+    if report.refusals and "session_start" not in shape.columns:
+        return report
+    measured = sizing(conn, shape)
+    report.scan_seconds = measured.scan_seconds
+    if not report.refusals:
+        totals, kinds = _totals(conn, shape)
+        report.rows = int(totals["rows"])
+        report.marked_active = int(totals["marked_active"])
+        report.active = int(totals["active"])
+        report.live = int(totals["live"])
+        report.orphans = {
+            "2h to 1 day": int(totals["orphans_2h_1d"]),
+            "1 to 7 days": int(totals["orphans_1d_7d"]),
+            "over 7 days": int(totals["orphans_over_7d"]),
+        }
+        oldest = totals["oldest_active"]
+        report.oldest_active_start = datetime.fromisoformat(oldest) if oldest else None
+        report.ended_unrecorded = int(totals["unrecorded"])
+        report.ended_unknown = int(totals["end_unknown"])
+        report.corrected = int(totals["corrected"])
+        report.unread = int(totals["unread"])
+        report.kinds = [
+            Kind(str(k["kind"]), int(k["rows"]), list(k["examples"]), rules.KINDS[str(k["kind"])])
+            for k in kinds
+        ]
+    else:
+        report.rows = measured.rows
+    finish_affected = [
+        d for d in found if set(d.columns) & {"is_active", "duration_seconds", "ended_at"}
+    ]
+    report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
+    converting = plan.duration_conversion(shape)
+    if converting:
+        for dependent in found:
+            if (
+                "duration_seconds" in dependent.columns
+                and dependent.kind != FUNCTION_SOURCE
+                and (dependent.kind == "index" or dependent.kind not in RECREATED_KINDS)
+            ):
+                report.refusals.append(
+                    f"{dependent.kind} {dependent.name} is built on duration_seconds, which"
+                    f" --apply converts from {converting} to numeric: drop it, adopt, then"
+                    " create it again"
+                )
+    report.steps = plan.apply_steps(
+        shape, measured, batch_size=batch_size, lock_timeout=lock_timeout
+    )
+    # --finish rebuilds the indexes --apply adds too.
+    missing = sum(1 for name in TETHER_INDEXES if name not in shape.indexes)
+    report.finish = plan.finish_step(shape, replace(measured, indexes=measured.indexes + missing))
+    return report

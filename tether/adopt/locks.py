@@ -1,0 +1,100 @@
+"""Taking a lock that stops writes without stopping them for long.
+
+A statement waiting for a lock also makes every later writer of the table wait
+behind it. So each transaction that takes a lock conflicting with writes sets
+``lock_timeout``: if the lock is not free within it (a long transaction holds the
+table), the transaction gives up, everything waiting behind it goes on, and it
+tries again after a pause that grows each time. Once the lock is taken, what runs
+under it touches the catalog only, for milliseconds."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import AdoptionError
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger("tether.adopt")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    timeout_seconds: float = 1.0
+    """The longest a lock request may make the table's writers wait."""
+    attempts: int = 30
+    """Tries before giving up (the pauses between them grow to ``max_pause_seconds``)."""
+    first_pause_seconds: float = 0.5
+    max_pause_seconds: float = 15.0
+
+    def pause(self, attempt: int) -> float:
+        base = min(self.max_pause_seconds, self.first_pause_seconds * 2 ** (attempt - 1))
+        return float(base) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not security
+
+
+def holders(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
+    """Who holds the table now (what made the lock wait): pid, application, state and
+    the age of its transaction. Never the query text, which may hold secrets."""
+    rows = conn.execute(
+        "select a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),"
+        " coalesce(round(extract(epoch from now() - a.xact_start)::numeric, 1), 0)"
+        " from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid"
+        " where l.locktype = 'relation' and l.granted and l.pid <> pg_backend_pid()"
+        " and l.relation = to_regclass('public.conversation_sessions')"
+        " group by 1, 2, 3, 4 order by 4 desc limit 3"
+    ).fetchall()
+    if not rows:
+        return "no transaction holds it now"
+    return "; ".join(
+        f"pid {pid} ({app}, {state}, in a transaction for {age}s)" for pid, app, state, age in rows
+    )
+
+
+def with_lock_timeout(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    step: str,
+    work: Callable[[psycopg.Connection[tuple[Any, ...]]], None],
+    *,
+    policy: LockPolicy,
+    progress: Progress,
+) -> None:
+    """Run ``work`` in one transaction whose every lock request waits at most
+    ``policy.timeout_seconds``; on a timeout, roll back, pause, and try again."""
+    import psycopg  # noqa: PLC0415
+
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "select set_config('lock_timeout', %s, true)",
+                    (f"{max(1, round(policy.timeout_seconds * 1000))}ms",),
+                )
+                work(conn)
+        except psycopg.errors.LockNotAvailable:
+            who = holders(conn)
+            if attempt == policy.attempts:
+                raise AdoptionError(
+                    f"{step}: the table stayed busy through {policy.attempts} tries, each"
+                    f" waiting at most {policy.timeout_seconds:g}s ({who}). Nothing of this"
+                    " step was changed; run the command again when the table is quieter"
+                ) from None
+            pause = policy.pause(attempt)
+            logger.info(
+                "lock not available; trying again",
+                extra={"step": step, "attempt": attempt, "pause_seconds": pause},
+            )
+            progress(
+                f"  {step}: the table is busy ({who}); waited {policy.timeout_seconds:g}s,"
+                f" trying again in {pause:.1f}s"
+            )
+            time.sleep(pause)
+        else:
+            return

@@ -1,0 +1,132 @@
+-- The transition's trigger: while the old server still writes is_active,
+-- session_end, ended_at and duration_seconds itself, every write to the table
+-- passes here, before it is stored, and leaves the row in step:
+--   * a write that ends a session ends it at the time it gives (session_end, else
+--     ended_at, else now), never before the start nor after now, as
+--     tether_end_session_v1 does; reason unrecorded when the writer gives none;
+--   * an end is final, whoever writes again (the first end wins, as in tether);
+--   * a row the backfill has not reached yet is first read by adoption's rules
+--     (belief.sql), and what they correct is kept in tether.adoption_corrections;
+--   * is_active, duration_seconds and ended_at follow session_end; an insert
+--     without a connection id gets 'legacy:' || session_id (API Gateway ids never
+--     hold a colon), and last_seen_at its last sign of life.
+-- tether adopt --finish drops it, when is_active and duration_seconds become
+-- generated columns. Its arguments: the name of the ended_at column it keeps in step
+-- ('' if none), and whether duration_seconds and is_active were the old writers'
+-- (not added by the adoption). The backfill, which writes rows already in step, sets
+-- tether.adoption_backfill. It runs with its owner's rights, so that whichever role
+-- the old server writes as may record a correction.
+create or replace function tether.adoption_sync_row() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $fn$
+declare
+  v_ended_at_column text := nullif(tg_argv[0], '');
+  v_had_duration boolean := coalesce(tg_argv[1], 'true')::boolean;
+  v_had_is_active boolean := coalesce(tg_argv[2], 'true')::boolean;
+  v_ended_at timestamptz;
+  v_old_ended_at timestamptz;
+  v_old_end timestamptz;
+  v_old_reason text;
+  v_belief record;
+  v_duration numeric;
+  v_sync jsonb;
+begin
+  if current_setting('tether.adoption_backfill', true) = 'on' then
+    return new;
+  end if;
+
+  if v_ended_at_column is not null then
+    v_ended_at := (to_jsonb(new) ->> v_ended_at_column)::timestamptz;
+    if tg_op = 'UPDATE' then
+      v_old_ended_at := (to_jsonb(old) ->> v_ended_at_column)::timestamptz;
+    end if;
+  end if;
+
+  if tg_op = 'UPDATE' then
+    if old.connection_id is not null then
+      v_old_end := old.session_end;
+      v_old_reason := old.end_reason;
+    else
+      select b.* into v_belief
+      from (
+        select case when v_had_is_active then old.is_active
+                    else old.session_end is null end as is_active,
+               old.session_start as session_start,
+               old.session_end as session_end,
+               v_old_ended_at as ended_at,
+               case when v_had_duration
+                    then (to_jsonb(old) ->> 'duration_seconds')::numeric end as duration_seconds,
+               v_ended_at_column is not null as has_ended_at,
+               v_had_duration as has_duration
+      ) o
+      cross join lateral (
+{belief}
+      ) b;
+      if v_belief.changed then
+        insert into tether.adoption_corrections (session_id, kinds, original)
+        values (
+          old.session_id,
+          v_belief.kinds,
+          jsonb_build_object(
+            'is_active', old.is_active,
+            'session_start', old.session_start,
+            'session_end', old.session_end,
+            'ended_at', v_old_ended_at,
+            'duration_seconds', to_jsonb(old) -> 'duration_seconds'
+          )
+        )
+        on conflict (session_id) do nothing;
+      end if;
+      if new.session_start is not distinct from old.session_start then
+        new.session_start := v_belief.new_start;
+      end if;
+      v_old_end := v_belief.new_end;
+      v_old_reason := v_belief.new_reason;
+    end if;
+  end if;
+
+  if v_old_end is not null then
+    -- Already ended: that end stays, with its reason.
+    new.session_end := v_old_end;
+    new.end_reason := v_old_reason;
+  elsif (tg_op = 'INSERT'
+         and (new.session_end is not null or v_ended_at is not null or new.is_active is false))
+     or (tg_op = 'UPDATE'
+         and ((new.session_end is not null and new.session_end is distinct from old.session_end)
+              or (v_ended_at is not null and v_ended_at is distinct from v_old_ended_at)
+              or (new.is_active is false and old.is_active is distinct from false))) then
+    -- This write ends the session.
+    new.session_start := coalesce(new.session_start, now());
+    new.session_end := greatest(
+      least(coalesce(new.session_end, v_ended_at, now()), now()),
+      new.session_start
+    );
+    new.end_reason := coalesce(new.end_reason, 'unrecorded');
+  else
+    new.session_start := coalesce(new.session_start, now());
+    new.session_end := null;
+    new.end_reason := null;
+  end if;
+
+  new.is_active := new.session_end is null;
+  new.connection_id := coalesce(new.connection_id, 'legacy:' || new.session_id::text);
+  new.last_seen_at := coalesce(new.last_seen_at, new.session_end, new.session_start);
+  v_duration := extract(epoch from (new.session_end - new.session_start));
+  v_sync := jsonb_build_object(
+    'duration_seconds', v_duration,
+    'tether_duration_seconds', v_duration
+  );
+  if v_ended_at_column is not null then
+    v_sync := v_sync || jsonb_build_object(v_ended_at_column, new.session_end);
+  end if;
+  new := jsonb_populate_record(new, v_sync);
+  return new;
+end;
+$fn$;
+
+revoke execute on function tether.adoption_sync_row() from public;
+
+comment on function tether.adoption_sync_row is
+  'tether adopt''s transition: keeps is_active, duration_seconds and ended_at in step with session_end while the old server writes them; dropped by tether adopt --finish.';

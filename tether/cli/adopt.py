@@ -1,0 +1,306 @@
+"""``tether adopt``: take over a conversation_sessions table tether did not create."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tether.cli.common import (
+    add_database_options,
+    confirm,
+    count,
+    database_url,
+    duration,
+    say,
+    say_json,
+)
+from tether.durations import describe_seconds
+
+if TYPE_CHECKING:
+    from tether.adopt.inspect import Report
+    from tether.adopt.plan import Step
+
+
+FUNCTION_SOURCE = "function source"
+"""tether.adopt.catalog.FUNCTION_SOURCE (not imported here: it would load psycopg
+for every command)."""
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "?"
+    return describe_seconds((datetime.now(UTC) - moment).total_seconds())
+
+
+def _about(seconds: float) -> str:
+    if seconds < 1:
+        return "< 1s"
+    if seconds < 90:
+        return f"~{seconds:.0f}s"
+    return f"~{seconds / 60:.0f} min"
+
+
+def _steps(steps: list[Step]) -> None:
+    width = max(len(step.name) for step in steps)
+    for number, step in enumerate(steps, 1):
+        mark = "done" if step.done else _about(step.estimate_seconds)
+        stops = "writes wait while it is held" if step.blocks_writes else "writes go on"
+        say(f"  {number:>2}. {step.name:<{width}}  [{mark}] {step.lock}; {stops}")
+        say(f"      {step.does}")
+        if step.holds != "-":
+            say(f"      held: {step.holds}")
+
+
+def _numbers(report: Report, not_adopted: bool) -> None:
+    say(
+        f"  {report.rows} rows ({report.bytes / 2**20:.1f} MB);"
+        f" as the table says, {report.marked_active} with is_active = true"
+    )
+    orphans = sum(report.orphans.values())
+    buckets = ", ".join(f"{name}: {n}" for name, n in report.orphans.items() if n)
+    say(
+        f"  as tether reads them: {report.active} active, of which {report.live} started within"
+        f" 2 hours and {orphans} are orphans" + (f" ({buckets})" if buckets else "")
+    )
+    if report.oldest_active_start:
+        say(f"  the oldest active session started {_ago(report.oldest_active_start)} ago")
+    if report.unread or not_adopted:
+        say(
+            f"  ended: {report.ended_unrecorded} at the time recorded (reason unrecorded),"
+            f" {report.ended_unknown} at an unknown time (end_unknown, recorded at their start)"
+        )
+        say(
+            f"  {report.corrected} row(s) have recorded values that change; their originals are"
+            " kept in tether.adoption_corrections"
+        )
+    if report.kinds:
+        say("")
+        say("inconsistencies (rows; a few session_ids; the rule):")
+        for kind in report.kinds:
+            say(f"  {kind.kind}: {kind.rows}  {' '.join(kind.examples)}")
+            say(f"      {kind.rule}")
+
+
+def _shape(report: Report) -> None:
+    say("")
+    say("columns:")
+    if report.columns_added:
+        say(f"  added: {', '.join(report.columns_added)}")
+    for line in report.columns_converted:
+        say(f"  changed: {line}")
+    say(f"  kept as they are: {', '.join(report.columns_kept) or 'none'}")
+    if report.views or report.policies or report.triggers or report.dependents:
+        say("")
+        say("built on the table:")
+        if report.views:
+            say(f"  views reading it: {', '.join(report.views)}")
+        if report.policies:
+            say(f"  policies: {', '.join(report.policies)}")
+        if report.triggers:
+            say(f"  triggers of yours (they fire before tether's): {', '.join(report.triggers)}")
+        for dependent in report.dependents:
+            kind, name = dependent["kind"], dependent["name"]
+            uses = ", ".join(dependent["columns"])
+            if kind == FUNCTION_SOURCE:
+                say(f"  function {name}: its source mentions {uses}")
+            else:
+                say(f"  {kind} {name} uses {uses}")
+    for title, lines in (
+        ("refused (what stops --apply)", report.refusals),
+        ("what would stop --finish", report.finish_refusals),
+        ("to know", report.warnings),
+    ):
+        if lines:
+            say("")
+            say(f"{title}:")
+            for line in lines:
+                say(f"  - {line}")
+
+
+def _report(report: Report) -> None:
+    from tether.adopt import inspect  # noqa: PLC0415
+
+    say(f"{report.table}: {report.state}")
+    if report.state == inspect.ABSENT:
+        say("there is no table to adopt: `tether migrate` creates tether's own")
+        return
+    if report.state == inspect.TETHERS_OWN:
+        say("tether migrate created this table: there is nothing to adopt")
+        return
+    _numbers(report, report.state == inspect.NOT_ADOPTED)
+    _shape(report)
+    if report.steps:
+        say("")
+        say("the steps of --apply (lock; held; estimated time on this server):")
+        _steps(report.steps)
+    if report.finish:
+        say("then, once the old writers are gone, --finish:")
+        _steps([report.finish])
+    say("")
+    if report.refusals:
+        say("nothing can be applied until what is refused above is dealt with")
+    elif report.state in (inspect.NOT_ADOPTED, inspect.IN_PROGRESS):
+        say("next: tether adopt --apply")
+    elif report.state == inspect.TRANSITIONAL:
+        say("next: move every writer to tether's functions, then tether adopt --finish")
+    say("this was a check: nothing was changed")
+
+
+def _lock_timeout(text: str) -> float:
+    value = duration(text)
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"between 0 and 60 seconds, got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = count(text)
+    if value > 100_000:
+        raise argparse.ArgumentTypeError(f"at most 100000 rows, got {text!r}")
+    return value
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from tether.adopt.locks import LockPolicy  # noqa: PLC0415
+
+    return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from tether.adopt.inspect import inspect  # noqa: PLC0415
+
+    url = database_url(args)
+    if args.check:
+        report = inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+        if args.json:
+            say_json(report.as_dict())
+        else:
+            _report(report)
+        return 0
+    if args.apply:
+        return _apply(args, url)
+    return _finish(args, url)
+
+
+def _apply(args: argparse.Namespace, url: str) -> int:
+    from tether.adopt import inspect as inspection  # noqa: PLC0415
+    from tether.adopt.apply import apply  # noqa: PLC0415
+
+    report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+    if report.state in (inspection.TRANSITIONAL, inspection.FINISHED):
+        say(f"{report.table}: {report.state}; --apply has nothing left to do")
+        return 0
+    if not report.refusals:
+        left = [step for step in report.steps if not step.done]
+        say(
+            f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
+            f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
+            " shows each)"
+        )
+        if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
+            say("nothing was changed")
+            return 1
+    result = apply(
+        url,
+        batch_size=args.batch_size,
+        lock=_policy(args),
+        progress=say,
+    )
+    if args.json:
+        say_json(result.as_dict())
+        return 0
+    say(
+        f"adopted: {result.rows_read} row(s) read by the rules; tether's functions, the sweep and"
+        " close-orphans work on the table, and the old server's writes are kept in step"
+    )
+    say(
+        "next: move every writer to tether's functions (and end the old server's orphans with"
+        " `tether close-orphans`), then `tether adopt --finish`"
+    )
+    return 0
+
+
+def _finish(args: argparse.Namespace, url: str) -> int:
+    from tether.adopt import inspect as inspection  # noqa: PLC0415
+    from tether.adopt.finish import finish, plan_finish  # noqa: PLC0415
+    from tether.errors import AdoptionError  # noqa: PLC0415
+
+    planned = plan_finish(url)
+    if planned.state == inspection.FINISHED:
+        say("public.conversation_sessions: adopted and finished; nothing left to do")
+        return 0
+    if planned.refusals or planned.step is None:
+        raise AdoptionError("cannot finish:\n  - " + "\n  - ".join(planned.refusals))
+    step = planned.step
+    say(f"--finish: {step.does}")
+    say(
+        f"  lock: {step.lock} on public.conversation_sessions for the whole rewrite,"
+        f" estimated at {_about(step.estimate_seconds)} on this server: every read and write"
+        " of the table (each $connect, $disconnect and heartbeat) waits that long"
+    )
+    if planned.recreated:
+        names = ", ".join(f"{d['kind']} {d['name']}" for d in planned.recreated)
+        say(f"  dropped and created again in the same transaction: {names}")
+    if planned.legacy_active:
+        say(
+            f"  {planned.legacy_active} session(s) the old server opened are still active (the"
+            f" newest started {_ago(planned.newest_legacy_start)} ago). After --finish the old"
+            " server's writes fail: is_active and duration_seconds become generated"
+        )
+    if not confirm("rewrite the table now?", assume_yes=args.yes):
+        say("nothing was changed")
+        return 1
+    result = finish(url, lock=_policy(args), progress=say)
+    if args.json:
+        say_json({"lock_held_seconds": result.lock_held_seconds, "recreated": result.recreated})
+        return 0
+    say(
+        f"finished: the table has its final shape; it was locked for"
+        f" {result.lock_held_seconds:.2f}s"
+    )
+    return 0
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    adopt_cmd = commands.add_parser(
+        "adopt",
+        parents=[common],
+        help="take over an existing conversation_sessions table in place",
+        description=(
+            "Take over a conversation_sessions table tether did not create, keeping its rows:"
+            " --check reports (read-only), --apply adopts it without stopping its writers,"
+            " --finish gives it its final shape once the old writers are gone."
+        ),
+    )
+    action = adopt_cmd.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="report; change nothing")
+    action.add_argument("--apply", action="store_true", help="adopt the table in place")
+    action.add_argument(
+        "--finish", action="store_true", help="generated columns (rewrites the table)"
+    )
+    adopt_cmd.add_argument("--yes", action="store_true", help="do not ask before changing")
+    adopt_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    adopt_cmd.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=5000,
+        metavar="N",
+        help="rows per backfill transaction (default 5000)",
+    )
+    adopt_cmd.add_argument(
+        "--lock-timeout",
+        type=_lock_timeout,
+        default=1.0,
+        metavar="D",
+        help="the longest a lock request may hold writers back (default 1s)",
+    )
+    adopt_cmd.add_argument(
+        "--attempts",
+        type=count,
+        default=30,
+        metavar="N",
+        help="tries for each lock before giving up (default 30)",
+    )
+    add_database_options(adopt_cmd)
+    adopt_cmd.set_defaults(handler=cmd_adopt)
