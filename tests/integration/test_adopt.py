@@ -36,6 +36,7 @@ from tests.origin_fixture import (
 )
 from tests.support import FakeLambdaContext, ws_event
 from tether import migrate, runtime
+from tether import store as store_module
 from tether.adopt.apply import apply
 from tether.adopt.finish import finish, plan_finish
 from tether.adopt.inspect import inspect
@@ -952,10 +953,17 @@ class Traffic:
     def handlers(self) -> None:
         from functions import connect, disconnect  # noqa: PLC0415
 
+        # The handlers are deployed once every function they call exists.
+        called = [
+            f"public.{value}"
+            for name, value in vars(store_module).items()
+            if name.isupper() and isinstance(value, str) and value.startswith("tether_")
+        ]
         with psycopg.connect(self.url, autocommit=True) as probe:
             while not self.stop.is_set():
                 ready = probe.execute(
-                    "select to_regproc('public.tether_end_session_v1') is not null"
+                    "select bool_and(to_regproc(f) is not null) from unnest(%s::text[]) f",
+                    (called,),
                 ).fetchone()
                 if ready and ready[0]:
                     break

@@ -54,6 +54,14 @@ def props(logical_id: str) -> dict[str, Any]:
     return properties
 
 
+def pick(value: Any, conditions: dict[str, bool]) -> Any:
+    """A value with its Fn::If resolved for these conditions."""
+    while isinstance(value, dict) and "Fn::If" in value:
+        condition, when_true, when_false = value["Fn::If"]
+        value = when_true if conditions[condition] else when_false
+    return value
+
+
 def handlers() -> dict[str, str]:
     """Function logical id -> handler string, from the template."""
     return {name: str(r["Properties"]["Handler"]) for name, r in resources(LAMBDA).items()}
@@ -265,7 +273,6 @@ def test_the_schedule_runs_the_sweep() -> None:
     (target,) = props(rule)["Targets"]
     sweep = function_of(target["Arn"])
     assert props(sweep)["Handler"] == "functions.sweep.lambda_handler"
-    assert references(props(rule)["ScheduleExpression"]) == {"SweepRate"}
     assert any(
         p["Properties"]["Principal"] == "events.amazonaws.com"
         and references(p["Properties"]["FunctionName"]) == {sweep}
@@ -281,7 +288,22 @@ def test_the_schedule_runs_the_sweep() -> None:
     ]
     assert config["MaximumRetryAttempts"] == 0
     assert config["MaximumEventAgeInSeconds"] <= 60
-    assert props(sweep)["Timeout"] < 60
+    # A run checks for its whole period: for each period its schedule, its setting and a
+    # timeout that outlasts the period by less than 20 s agree.
+    environment = props(sweep)["Environment"]["Variables"]
+    assert environment["TETHER_SWEEP_SCHEDULE_SECONDS"] == {"Ref": "SweepPeriodSeconds"}
+    periods = load_template()["Parameters"]["SweepPeriodSeconds"]["AllowedValues"]
+    for period in periods:
+        chosen = {
+            "SweepEvery60": period == "60",
+            "SweepEvery120": period == "120",
+            "SweepEvery300": period == "300",
+        }
+        timeout = pick(props(sweep)["Timeout"], chosen)
+        assert int(period) < timeout <= int(period) + 20
+        minutes = int(period) // 60
+        rate = pick(props(rule)["ScheduleExpression"], chosen)
+        assert rate == f"rate({minutes} minute{'s' if minutes > 1 else ''})"
 
 
 def test_session_ended_goes_to_its_bus_and_subscriber_with_retries_and_dead_letters() -> None:

@@ -91,6 +91,15 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+HEARTBEATS_OFF = 0.0
+"""A heartbeat grace of "off": heartbeats not required."""
+
+
+def grace(text: str) -> float:
+    """A heartbeat grace: a duration, or "off"."""
+    return HEARTBEATS_OFF if text.strip().lower() == "off" else duration(text)
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)

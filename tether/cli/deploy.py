@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether.cli.common import confirm, duration, say
+from tether.cli.common import HEARTBEATS_OFF, confirm, duration, grace, say
 from tether.errors import InvalidInputError
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
@@ -40,10 +40,15 @@ def _aws(args: argparse.Namespace) -> Any:
     return Aws(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
 
 
+SWEEP_PERIODS = (1, 2, 5, 10)
+"""Sweep schedules the template offers, in minutes."""
+
+
 def _minutes(seconds: float, option: str) -> int:
     minutes, rest = divmod(int(seconds), 60)
-    if rest or seconds != int(seconds) or not 1 <= minutes <= 59:
-        raise InvalidInputError(f"{option}: whole minutes from 1m to 59m, got {seconds:g}s")
+    if rest or seconds != int(seconds) or minutes not in SWEEP_PERIODS:
+        choices = ", ".join(f"{m}m" for m in SWEEP_PERIODS)
+        raise InvalidInputError(f"{option}: one of {choices}, got {seconds:g}s")
     return minutes
 
 
@@ -59,14 +64,17 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
     if args.snapstart is not None:
         chosen["SnapStart"] = "true" if args.snapstart else "false"
     if args.sweep_rate is not None:
-        minutes = _minutes(args.sweep_rate, "--sweep-rate")
-        chosen["SweepRate"] = f"rate({minutes} minute{'s' if minutes > 1 else ''})"
+        chosen["SweepPeriodSeconds"] = str(60 * _minutes(args.sweep_rate, "--sweep-rate"))
     for option, parameter in (
         ("heartbeat_grace", "HeartbeatGraceSeconds"),
         ("suspect_after", "SuspectAfterSeconds"),
+        ("check_every", "CheckEverySeconds"),
+        ("heartbeat_interval", "HeartbeatIntervalSeconds"),
     ):
-        value = getattr(args, option)
-        if value is not None:
+        value = getattr(args, option, None)
+        if value == HEARTBEATS_OFF and option == "heartbeat_grace":
+            chosen[parameter] = "off"
+        elif value is not None:
             if value > 7200:
                 raise InvalidInputError(f"--{option.replace('_', '-')}: at most 2h")
             chosen[parameter] = str(round(value))
@@ -291,19 +299,34 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     group = deploy_cmd.add_argument_group("sessions")
     group.add_argument("--stage", help="WebSocket stage name (default: prod)")
     group.add_argument(
-        "--sweep-rate", type=duration, metavar="DURATION", help="1m to 59m (default: 1m)"
+        "--sweep-rate",
+        type=duration,
+        metavar="DURATION",
+        help="how often a sweep run starts: 1m, 2m, 5m or 10m (default: 1m)",
+    )
+    group.add_argument(
+        "--check-every",
+        type=duration,
+        metavar="DURATION",
+        help="how often a sweep run checks (default: 10s)",
+    )
+    group.add_argument(
+        "--heartbeat-interval",
+        type=duration,
+        metavar="DURATION",
+        help="how often clients are asked to send a heartbeat (default: 15s)",
     )
     group.add_argument(
         "--heartbeat-grace",
-        type=duration,
-        metavar="DURATION",
-        help="disconnect clients silent this long (0: heartbeats optional, the default)",
+        type=grace,
+        metavar="DURATION|off",
+        help="disconnect clients silent this long; off: heartbeats optional (default: 30s)",
     )
     group.add_argument(
         "--suspect-after",
         type=duration,
         metavar="DURATION",
-        help="ask the gateway about sessions silent this long (default: 2m)",
+        help="ask the gateway about sessions silent this long (default: 20s)",
     )
     group.add_argument("--finalizer", metavar="MODULE:FUNCTION", help="called per SessionEnded")
     group = deploy_cmd.add_argument_group("functions")

@@ -14,6 +14,7 @@ from tether.cli.common import (
     count,
     duration,
     fraction,
+    grace,
     port,
     require_extra,
     say,
@@ -109,12 +110,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grace(text: str) -> float:
-    from tether.local.dev import HEARTBEATS_OFF  # noqa: PLC0415
-
-    return HEARTBEATS_OFF if text.strip().lower() == "off" else duration(text)
-
-
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd = commands.add_parser(
         "dev",
@@ -145,7 +140,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     dev_cmd.add_argument(
         "--heartbeat-grace",
-        type=_grace,
+        type=grace,
         default=None,
         metavar="DURATION|off",
         help="disconnect clients silent this long; off: heartbeats not required"

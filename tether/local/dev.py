@@ -29,7 +29,7 @@ from typing import Any
 import uvicorn
 
 from tether import limits, migrate, runtime
-from tether.cli.common import LOCAL_STATE
+from tether.cli.common import HEARTBEATS_OFF, LOCAL_STATE
 from tether.dburl import redact
 from tether.errors import ConfigurationError, TetherError
 from tether.loading import load_callable
@@ -42,8 +42,6 @@ from tether.settings import Settings, load_settings
 logger = logging.getLogger("tether.dev")
 
 STAGE = "local"
-HEARTBEATS_OFF = 0.0
-"""--heartbeat-grace off: silent clients are left to the idle timeout."""
 # File descriptors kept for the database, the sweep and the @connections calls.
 RESERVED_DESCRIPTORS = 256
 
