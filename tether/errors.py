@@ -68,6 +68,9 @@ class FinalizerError(TetherError):
 # insufficient resources (too many connections).
 _INPUT_CLASSES = frozenset({"22", "23"})
 _UNAVAILABLE_CLASSES = frozenset({"08", "57", "53"})
+# Transient: a lock not obtained within lock_timeout, a deadlock, a serialization
+# failure. Worth a retry; nothing was written.
+_UNAVAILABLE_STATES = frozenset({"55P03", "40P01", "40001"})
 
 
 def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
@@ -75,7 +78,7 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
     klass = (sqlstate or "")[:2]
     if klass in _INPUT_CLASSES:
         return InvalidInputError(message)
-    if klass in _UNAVAILABLE_CLASSES:
+    if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
         return DatabaseUnavailableError(message)
     return DatabaseError(f"{sqlstate or 'unknown'}: {message}")
 

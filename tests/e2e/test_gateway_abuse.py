@@ -156,3 +156,27 @@ def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
     run(scenario())
     [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert row["end_reason"] == "client_disconnect"
+
+
+def test_a_flooding_client_is_rate_limited_and_keeps_its_connection(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--message-rate", "20")
+
+    async def scenario() -> tuple[int, int]:
+        ws = await open_client(server)
+        for _ in range(200):
+            await ws.send(json.dumps({"action": "heartbeat"}))
+        answers = [json.loads(await ws.recv()) for _ in range(200)]
+        limited = sum(1 for a in answers if a.get("message") == "Too Many Requests")
+        handled = sum(1 for a in answers if a.get("action") == "heartbeat")
+        await asyncio.sleep(1.0)  # the bucket refills
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        assert json.loads(await ws.recv())["action"] == "heartbeat"
+        await ws.close()
+        return limited, handled
+
+    limited, handled = run(scenario())
+    # A burst of 40 (twice the rate), a few more as the bucket refills; the rest refused.
+    assert 40 <= handled < 100
+    assert limited == 200 - handled

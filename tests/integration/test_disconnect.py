@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from typing import Any
 
@@ -209,3 +210,25 @@ def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(
         assert conn.execute(
             "select count(*) from public.conversation_session_announcements"
         ).fetchone() == (1,)
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_locked_row_is_waited_for_seconds_not_until_api_gateway_gives_up(
+    db: Conn, database_url: str
+) -> None:
+    _open("locked=")
+    with psycopg.connect(database_url) as holder:
+        # Something else (a long transaction) holds the session's row.
+        holder.execute(
+            "select 1 from public.conversation_sessions where connection_id = 'locked=' for update"
+        )
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            _disconnect("locked=")
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert 2.5 < waited < 10  # the functions' 3 s lock timeout, far under API Gateway's 29 s
+    assert _row(db, "locked=")["is_active"] is True
+    # Released, the next end goes through.
+    assert _disconnect("locked=")["statusCode"] == 200
+    assert _row(db, "locked=")["is_active"] is False

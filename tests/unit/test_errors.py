@@ -28,6 +28,8 @@ from tether.responses import error_code, error_response
         ("08006", DatabaseUnavailableError),
         ("57P01", DatabaseUnavailableError),
         ("53300", DatabaseUnavailableError),
+        ("55P03", DatabaseUnavailableError),
+        ("40P01", DatabaseUnavailableError),
         ("42883", DatabaseError),
         ("XX000", DatabaseError),
         (None, DatabaseError),

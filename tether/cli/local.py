@@ -45,6 +45,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         route_selection=args.route_selection,
         max_connections=args.max_connections,
         handshake_timeout=args.handshake_timeout,
+        message_rate=args.message_rate,
     )
     return run(options, say)
 
@@ -108,6 +109,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for error in report.errors:
         say(f"  client error: {error}")
     return 0
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError(f"a rate above 0, at most 100000, got {text!r}")
+    return value
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -194,6 +205,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="refuse new connections (503) beyond this many (default: what the process's"
         " file limit allows)",
+    )
+    dev_cmd.add_argument(
+        "--message-rate",
+        type=_rate,
+        default=100.0,
+        metavar="N",
+        help="messages per second a connection may send (bursts of twice as many); over it,"
+        " the client gets a Too Many Requests frame",
     )
     dev_cmd.add_argument(
         "--handshake-timeout",

@@ -65,6 +65,7 @@ class DevOptions:
     route_selection: str = "$request.body.action"
     max_connections: int | None = None
     handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    message_rate: float = 100.0
 
 
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
@@ -196,6 +197,7 @@ def build(
         limits=Limits(
             idle_timeout_seconds=options.idle_timeout,
             max_duration_seconds=options.max_duration,
+            messages_per_second=options.message_rate,
         ),
         route_selection_key=routed.selection_key,
         stage=STAGE,

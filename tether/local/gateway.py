@@ -70,6 +70,31 @@ class Limits:
     max_duration_seconds: float = limits.GATEWAY_MAX_CONNECTION_SECONDS
     frame_bytes: int = FRAME_LIMIT
     message_bytes: int = MESSAGE_LIMIT
+    messages_per_second: float = 100.0
+    """Per connection, with a burst of twice as many: a client flooding its route
+    gets "Too Many Requests" frames, and the route is not invoked for them."""
+
+
+@dataclass
+class RateLimit:
+    """A token bucket: ``rate`` per second, holding at most ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass
@@ -79,6 +104,7 @@ class LocalConnection:
     source_ip: str
     user_agent: str
     last_active_at: datetime
+    rate: RateLimit
     outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
 
 
@@ -228,6 +254,9 @@ class LocalGateway:
             source_ip=str(client[0]),
             user_agent=headers.get("User-Agent", ""),
             last_active_at=now,
+            rate=RateLimit(
+                rate=self.limits.messages_per_second, burst=2 * self.limits.messages_per_second
+            ),
         )
         event: dict[str, Any] = {
             "headers": headers,
@@ -344,6 +373,17 @@ class LocalGateway:
             # The protocol enforces this first; kept for messages it lets through.
             await connection.outbox.put(
                 {"type": "close", "code": TOO_BIG, "reason": "Message too big"}
+            )
+            return
+        if not connection.rate.allow():
+            await _send_quietly(
+                send,
+                {
+                    "type": "websocket.send",
+                    "text": json.dumps(
+                        {"message": "Too Many Requests", "connectionId": connection.connection_id}
+                    ),
+                },
             )
             return
         route_key = "$default"
