@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from tether import limits
@@ -46,6 +48,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         handshake_timeout=args.handshake_timeout,
         message_rate=args.message_rate,
+        fault_file=Path(args.fault_file) if args.fault_file else None,
     )
     return run(options, say)
 
@@ -109,6 +112,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for error in report.errors:
         say(f"  client error: {error}")
     return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    require_extra("local", *LOCAL_MODULES)
+    from tether.local.chaos import run_chaos  # noqa: PLC0415
+
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        if not args.json or sys.stderr.isatty():
+            sys.stderr.write(f"[{time.monotonic() - started:5.0f}s] {line}\n")
+            sys.stderr.flush()
+
+    report = run_chaos(
+        clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
+    )
+    if args.json:
+        say_json(report.as_dict())
+        return 0 if report.passed else 1
+    figures = report.as_dict()
+    say(f"clients {report.clients}, attempts {report.attempts}, accepted {report.accepted}")
+    say("faults: " + "; ".join(report.faults))
+    for key in (
+        "orphaned",
+        "double_ends",
+        "ends_before_start",
+        "unannounced",
+        "untracked_connections",
+        "phantom_rows",
+        "wrong_reasons",
+        "secrets_leaked",
+        "late_detections",
+    ):
+        say(f"  {key:<22} {figures[key]}")
+    say(
+        f"detection latency: max {report.max_detection_latency_s} s,"
+        f" p99 {report.detection_latency_p99_s} s (bound {report.bound_s:g} s)"
+    )
+    say(f"ended by reason: {report.ended_by_reason}")
+    for kind, cases in report.examples.items():
+        say(f"  e.g. {kind}: {', '.join(cases)}")
+    say("PASSED: every promise held" if report.passed else "FAILED: see above")
+    return 0 if report.passed else 1
+
+
+def _minutes(text: str) -> float:
+    value = duration(text) / 60 if not text.strip().replace(".", "", 1).isdigit() else float(text)
+    if not 0.25 <= value <= 120:
+        raise argparse.ArgumentTypeError(f"from 0.25 to 120 minutes, got {text!r}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -215,6 +268,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         " the client gets a Too Many Requests frame",
     )
     dev_cmd.add_argument(
+        "--fault-file",
+        metavar="PATH",
+        help="inject faults read from this JSON file, as `tether chaos` does"
+        ' (e.g. {"connections_throttle": 0.5})',
+    )
+    dev_cmd.add_argument(
         "--handshake-timeout",
         type=duration,
         default=10.0,
@@ -265,3 +324,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sim_cmd.add_argument("--token", help="access token each client presents")
     sim_cmd.add_argument("--json", action="store_true", help="print the report as one JSON object")
     sim_cmd.set_defaults(handler=cmd_simulate)
+
+    chaos_cmd = commands.add_parser(
+        "chaos",
+        parents=[common],
+        help="real clients and injected faults on the local runtime, then every promise checked",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    chaos_cmd.add_argument("--clients", type=count, default=200, help="clients at once")
+    chaos_cmd.add_argument(
+        "--minutes", type=_minutes, default=3.0, help="length of the run (a number, or 90s)"
+    )
+    chaos_cmd.add_argument("--seed", type=int, default=1, help="the clients' random choices")
+    chaos_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    chaos_cmd.set_defaults(handler=cmd_chaos)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -34,7 +35,7 @@ from tether.dburl import redact
 from tether.errors import ConfigurationError, TetherError
 from tether.loading import load_callable
 from tether.local import embedded
-from tether.local.gateway import Limits, LocalGateway
+from tether.local.gateway import Faults, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
 from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
 from tether.settings import Settings, load_settings
@@ -66,6 +67,8 @@ class DevOptions:
     max_connections: int | None = None
     handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
     message_rate: float = 100.0
+    fault_file: Path | None = None
+    """Faults to inject (`tether chaos`): see ``tether.local.gateway.Faults``."""
 
 
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
@@ -205,6 +208,7 @@ def build(
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
         admin=create_app(),
+        faults=Faults(options.fault_file),
     )
     uvicorn_config = uvicorn.Config(
         gateway,

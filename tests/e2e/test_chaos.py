@@ -1,0 +1,64 @@
+"""`tether chaos`, short: real clients and every fault the promise must survive
+(PutEvents down, Postgres stopped fast and immediate, @connections throttled, two
+sweeps at once, the gateway killed with SIGKILL), then every promise checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import TETHER
+
+KEYS = {
+    "clients",
+    "faults",
+    "orphaned",
+    "double_ends",
+    "unannounced",
+    "untracked_connections",
+    "wrong_reasons",
+    "max_detection_latency_s",
+    "bound_s",
+}
+
+
+def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
+    result = subprocess.run(  # noqa: S603 - our own command
+        [TETHER, "chaos", "--clients", "30", "--minutes", "1", "--seed", "7", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.stdout.strip(), result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert set(report) >= KEYS
+    assert len(report["faults"]) == 6, report["faults"]
+    assert report["accepted"] > 100, report  # clients came and went all along
+    assert set(report["ended_by_reason"]) >= {
+        "client_disconnect",
+        "connection_lost",
+        "gone",
+        "heartbeat_timeout",
+    }, report
+    for key in (
+        "orphaned",
+        "double_ends",
+        "ends_before_start",
+        "unannounced",
+        "untracked_connections",
+        "phantom_rows",
+        "wrong_reasons",
+        "secrets_leaked",
+        "late_detections",
+    ):
+        assert report[key] == 0, (key, report["examples"])
+    # Measured where no fault was near (late_detections counts those over the bound).
+    latency = report["max_detection_latency_s"]
+    assert latency is None or latency <= report["bound_s"] + 3, report
+    assert result.returncode == 0, result.stderr[-3000:]
