@@ -28,7 +28,7 @@ import jwt
 from bench.common import Entry, Run, entry, report, spread
 from bench.database import scratch_database
 
-SECRET = "bench-jwt-secret-with-at-least-thirty-two-characters"
+SECRET = "bench-jwt-secret-with-at-least-thirty-two-characters"  # noqa: S105 - a test key for a local run
 ISSUER = "https://bench.supabase.co/auth/v1"
 IMPORT_TETHER = "import functions.connect"
 IMPORT_BASELINE = "from supabase import create_client; import boto3"

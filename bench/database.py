@@ -4,6 +4,7 @@ database per benchmark on it."""
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,12 @@ from tether.local import embedded
 
 BENCH_DATA_DIR = Path(".tether") / "bench-pgdata"
 
+TEMPLATE = "tether_bench_template"
+
 _server: embedded.EmbeddedPostgres | None = None
+
+
+_template_lock = threading.Lock()
 
 
 def start_fresh() -> embedded.EmbeddedPostgres:
@@ -29,6 +35,11 @@ def start_fresh() -> embedded.EmbeddedPostgres:
         embedded.EmbeddedPostgres(path, "", False).stop()
     shutil.rmtree(path, ignore_errors=True)
     _server = embedded.start(path)
+    # Migrated once, copied for each benchmark: the migrations create cluster-wide roles,
+    # which two benchmarks migrating at once would both try to create.
+    with psycopg.connect(_server.url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE)))
+    migrate.migrate(with_database(_server.url, TEMPLATE))
     return _server
 
 
@@ -62,12 +73,13 @@ def scratch_database(label: str, *, migrated: bool = True) -> Iterator[str]:
     """A database of its own (migrated unless told otherwise), dropped afterwards."""
     base = server_url()
     name = f"tether_bench_{label}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    create = sql.SQL("create database {}").format(sql.Identifier(name))
+    if migrated:
+        create = sql.SQL("{} template {}").format(create, sql.Identifier(TEMPLATE))
+    with _template_lock, psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(create)
     url = with_database(base, name)
     try:
-        if migrated:
-            migrate.migrate(url)
         yield url
     finally:
         with psycopg.connect(base, autocommit=True) as admin:

@@ -72,7 +72,7 @@ def _pgbench_tps(url: str) -> float:
     raise RuntimeError(f"pgbench printed no tps:\n{output}")
 
 
-_LOG = tempfile.TemporaryFile()
+_LOG = tempfile.TemporaryFile()  # noqa: SIM115 - tether dev's log, kept for the process
 
 
 def _start_dev(url: str, port: int) -> subprocess.Popen[bytes]:

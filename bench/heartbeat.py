@@ -18,7 +18,6 @@ tether's WAL bytes per heartbeat over the naive table's (the write amplification
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
@@ -110,22 +109,28 @@ def run(mode: Run) -> dict[str, Entry]:
         }
         for label, r in results.items()
     }
-    wal = {label: s["wal_bytes_per_heartbeat"]["median"] for label, s in summary.items()}
-    tps = {label: s["heartbeats_per_second"]["median"] for label, s in summary.items()}
+    wal_of: dict[str, float] = {
+        label: s["wal_bytes_per_heartbeat"]["median"] for label, s in summary.items()
+    }
+    tps_of: dict[str, float] = {
+        label: s["heartbeats_per_second"]["median"] for label, s in summary.items()
+    }
     for label in summary:
-        report(f"heartbeat   {label}: {tps[label]:.0f}/s, {wal[label]:.0f} WAL bytes each")
+        report(f"heartbeat   {label}: {tps_of[label]:.0f}/s, {wal_of[label]:.0f} WAL bytes each")
     result = entry(
         f"pgbench heartbeats to random sessions among {LIVE:,} live ({LIVE + HISTORY:,} rows),"
         f" one client, {seconds} s x {repeats}: tether's touch function, the same without the"
         " idle index, and a plain update on the naive table",
         measured={k: v for k, v in summary.items() if k != "naive"},
         baseline={"naive": summary["naive"]},
-        ratio=wal["tether"] / wal["naive"],
+        ratio=wal_of["tether"] / wal_of["naive"],
         notes="ratio: WAL bytes per heartbeat, tether over naive (no goal)",
     )
-    result["idle_index_wal_bytes_per_heartbeat"] = wal["tether"] - wal["tether_without_idle_index"]
+    result["idle_index_wal_bytes_per_heartbeat"] = (
+        wal_of["tether"] - wal_of["tether_without_idle_index"]
+    )
     result["spread_note"] = (
-        f"WAL/heartbeat tether {wal['tether']:.0f}, no idle index"
-        f" {wal['tether_without_idle_index']:.0f}, naive {wal['naive']:.0f}"
+        f"WAL/heartbeat tether {wal_of['tether']:.0f}, no idle index"
+        f" {wal_of['tether_without_idle_index']:.0f}, naive {wal_of['naive']:.0f}"
     )
     return {"heartbeat_cost": result}

@@ -233,7 +233,7 @@ def capture(url: str, out: str) -> None:
         )
         return rows
 
-    postgres._execute = recording  # type: ignore[assignment]
+    postgres._execute = recording
     context = _Context()
     invocations: list[dict[str, Any]] = []
     for _ in range(3):  # the first is cold; the last two are what a warm pair sends
@@ -251,7 +251,12 @@ def capture(url: str, out: str) -> None:
     Path(out).write_text(json.dumps(invocations))
 
 
-def pgbench_script(pair: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _substitute(query: str, expressions: list[str]) -> str:
+    """The query with each ``$n`` replaced by its expression."""
+    return re.sub(r"\$(\d+)\b", lambda match: expressions[int(match.group(1)) - 1], query)
+
+
+def pgbench_script(pair: dict[str, Any]) -> tuple[str, dict[str, str]]:  # noqa: PLR0912
     """A pgbench script sending what one connect + disconnect pair sent, and its -D
     variables (every constant stays a bind parameter, as psycopg sent it)."""
     from psycopg import postgres  # noqa: PLC0415
@@ -297,9 +302,7 @@ def pgbench_script(pair: dict[str, Any]) -> tuple[str, dict[str, str]]:
             )
             if cast and expression == "null":
                 expressions[-1] = f"null{cast}"
-        query = re.sub(
-            r"\$(\d+)\b", lambda match: expressions[int(match.group(1)) - 1], statement["query"]
-        )
+        query = _substitute(statement["query"], list(expressions))
         bodies.append(query)
         for row in statement["rows"][:1]:
             produced += [(k, column, str(v)) for column, v in row.items() if v is not None]
@@ -363,7 +366,7 @@ def _handlers(url: str, clients: int, seconds: float) -> float:
             for w in workers:
                 if w.poll() is None:
                     w.kill()
-    return sum(r["pairs"] for r in results) / max(r["seconds"] for r in results)
+    return float(sum(r["pairs"] for r in results) / max(r["seconds"] for r in results))
 
 
 def run(mode: Run) -> dict[str, Entry]:

@@ -79,12 +79,8 @@ def _record(
 ) -> logging.LogRecord:
     exc_info = None
     if exc:
-        try:
-            raise RuntimeError("boom")
-        except RuntimeError:
-            import sys  # noqa: PLC0415
-
-            exc_info = sys.exc_info()
+        error = RuntimeError("boom")
+        exc_info = (RuntimeError, error, None)
     record = logging.LogRecord("tether", logging.INFO, __file__, 10, message, args, exc_info)
     record.funcName = "handler"
     record.__dict__.update(extra)
