@@ -78,7 +78,9 @@ def _token(role: str = "authenticated") -> str:
 
 def _seconds(code: str, env: dict[str, str], *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *args], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, env=env, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - started
 
 
