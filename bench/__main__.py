@@ -1,22 +1,100 @@
-"""``make bench``: every benchmark, one after the other; results in bench/results/."""
+"""``make bench`` / ``make bench-quick``: every benchmark against a fresh embedded
+Postgres, one table, ``bench/results/latest.json`` (and a dated copy) and
+``bench/results/ratios.svg``.
+
+``python -m bench [--quick] [NAME ...]`` runs the benchmarks named (an entry's name or
+its module's), all by default.
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import importlib
+import threading
+import time
+import traceback
+from datetime import UTC, datetime
+from typing import Any
 
-from bench import cold_start, gateway_throughput, sweep_cost
+from bench import database
+from bench.common import Entry, Run, meta, report, table, write_results
 
-BENCHMARKS = {
-    "cold_start": cold_start.main,
-    "sweep_cost": sweep_cost.main,
-    "gateway_throughput": gateway_throughput.main,
+# Module, and the entries it reports, in the order they run. detection_latency runs
+# in real time (production timings): it starts first and runs beside the others.
+MODULES: dict[str, tuple[str, ...]] = {
+    "detection_latency": ("detection_latency",),
+    "lifecycle": ("lifecycle_throughput",),
+    "cold_start": ("connect_cold_start",),
+    "heartbeat": ("heartbeat_cost",),
+    "active_queries": ("active_query_vs_naive",),
+    "gateway_throughput": ("gateway_connect_rate", "gateway_memory_per_connection"),
+    "sweep_cost": ("sweep_history_independence", "sweep_vs_bulk_update"),
+    "adoption_blocking": ("adoption_blocking",),
 }
+IN_BACKGROUND = {"detection_latency"}
+
+
+def _chosen(names: list[str]) -> list[str]:
+    if not names:
+        return list(MODULES)
+    chosen = []
+    for name in names:
+        found = [m for m, entries in MODULES.items() if name == m or name in entries]
+        if not found:
+            known = ", ".join(e for entries in MODULES.values() for e in entries)
+            raise SystemExit(f"unknown benchmark {name!r}; known: {known}")
+        chosen += [m for m in found if m not in chosen]
+    return chosen
+
+
+def _run_module(module: str, mode: Run, into: dict[str, Entry]) -> None:
+    started = time.monotonic()
+    try:
+        results = importlib.import_module(f"bench.{module}").run(mode)
+    except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
+        traceback.print_exc()
+        results = {name: {"error": f"{type(exc).__name__}: {exc}"} for name in MODULES[module]}
+    for result in results.values():
+        result["seconds"] = round(time.monotonic() - started, 1)
+    into.update(results)
 
 
 def main() -> None:
-    chosen = sys.argv[1:] or list(BENCHMARKS)
-    for name in chosen:
-        BENCHMARKS[name]()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the reduced version (under 2 min)")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    mode = Run(quick=args.quick)
+    chosen = _chosen(args.names)
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    database.start_fresh()
+    results: dict[str, Entry] = {}
+    background: list[threading.Thread] = []
+    try:
+        for module in chosen:
+            if module in IN_BACKGROUND:
+                thread = threading.Thread(target=_run_module, args=(module, mode, results))
+                thread.start()
+                background.append(thread)
+            else:
+                _run_module(module, mode, results)
+        for thread in background:
+            thread.join()
+        version = database.server_version()
+    finally:
+        database.stop()
+    ordered = {name: results[name] for m in chosen for name in MODULES[m] if name in results}
+    extra: dict[str, Any] = {
+        "seconds": round(time.monotonic() - clock, 1),
+        "sizes": {name: r.get("size") for name, r in ordered.items() if r.get("size")},
+    }
+    document = {"meta": meta(mode, version, started, extra), "benchmarks": ordered}
+    paths = write_results(document)
+    report("")
+    report(table(document))
+    report("")
+    report(f"written: {', '.join(str(p) for p in paths)} ({extra['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

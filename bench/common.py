@@ -1,34 +1,200 @@
-"""What every benchmark shares: where results go, and how they are printed."""
+"""What every benchmark shares: the run's mode, medians and spreads, the result
+entries, and the one writer of results (JSON, a table, an SVG chart)."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import statistics
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    document = {
-        "benchmark": name,
-        "measured_at": datetime.now(UTC).isoformat(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        **payload,
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+Entry = dict[str, Any]
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+@dataclass(frozen=True)
+class Run:
+    """How a benchmark runs: ``quick`` is the reduced version (``make bench-quick``)."""
+
+    quick: bool = False
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
 
 
 def report(line: str) -> None:
     print(line, flush=True)
+
+
+def spread(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
+    """Median, the extremes and each run, for a repeated (noisy) measurement."""
+    ordered = sorted(values)
+    return {
+        "median": round(statistics.median(ordered), digits),
+        "min": round(ordered[0], digits),
+        "max": round(ordered[-1], digits),
+        "runs": [round(v, digits) for v in values],
+    }
+
+
+def goal_met(value: float | None, goal: str | None) -> bool | None:
+    """``goal`` is ``"<= 1.3"`` or ``">= 500"``."""
+    if goal is None or value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    operator, _, threshold = goal.partition(" ")
+    limit = float(threshold)
+    return value <= limit if operator == "<=" else value >= limit
+
+
+def entry(
+    workload: str,
+    *,
+    measured: dict[str, Any],
+    baseline: dict[str, Any] | None = None,
+    ratio: float | None = None,
+    goal: str | None = None,
+    goal_on: str = "ratio",
+    value: float | None = None,
+    notes: str | None = None,
+) -> Entry:
+    """One benchmark's result. The goal applies to ``ratio`` unless ``goal_on`` names
+    another figure, whose value is then ``value``."""
+    figure = ratio if goal_on == "ratio" else value
+    result: Entry = {
+        "workload": workload,
+        "measured": measured,
+        "baseline": baseline,
+        "ratio": None if ratio is None else round(ratio, 4),
+        "goal": goal,
+        "goal_on": goal_on,
+        "goal_met": goal_met(figure, goal),
+    }
+    if goal_on != "ratio":
+        result["value"] = None if value is None else round(value, 4)
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def meta(run: Run, postgres_version: str, started: datetime, extra: dict[str, Any]) -> Entry:
+    memory = _memory_bytes()
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "mode": "quick" if run.quick else "full",
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1) if memory else None,
+        "postgres_version": postgres_version,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **extra,
+    }
+
+
+def write_results(document: dict[str, Any]) -> list[Path]:
+    """``latest.json``, a dated copy, and ``ratios.svg``."""
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(document, indent=2, default=str) + "\n"
+    stamp = document["meta"]["date"].replace(":", "").replace("+0000", "Z")
+    latest = RESULTS / "latest.json"
+    dated = RESULTS / f"{stamp}-{document['meta']['mode']}.json"
+    latest.write_text(text)
+    dated.write_text(text)
+    chart = RESULTS / "ratios.svg"
+    chart.write_text(svg_chart(document))
+    return [latest, dated, chart]
+
+
+def _figure(result: Entry) -> float | None:
+    value = result["ratio"] if result.get("goal_on", "ratio") == "ratio" else result.get("value")
+    return None if value is None else float(value)
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def table(document: dict[str, Any]) -> str:
+    """The one table: each benchmark, the figure its goal is on, the goal, met or not."""
+    meta_ = document["meta"]
+    lines = [
+        f"tether benchmarks, {meta_['mode']} run of {meta_['date']}: {meta_['cpu_count']} CPUs,"
+        f" {meta_['memory_gib']} GiB, Postgres {meta_['postgres_version']}",
+        "",
+        f"{'benchmark':<32} {'figure':<28} {'value':>10}  {'goal':<10} {'met':<4} spread",
+        "-" * 100,
+    ]
+    for name, result in document["benchmarks"].items():
+        if "error" in result:
+            lines.append(f"{name:<32} failed: {result['error']}")
+            continue
+        figure = result.get("goal_on", "ratio")
+        met = {True: "yes", False: "NO", None: "-"}[result.get("goal_met")]
+        lines.append(
+            f"{name:<32} {figure:<28} {_format(_figure(result)):>10}  {result['goal'] or '-':<10}"
+            f" {met:<4} {result.get('spread_note', '')}"
+        )
+    return "\n".join(lines)
+
+
+def svg_chart(document: dict[str, Any]) -> str:
+    """Each goal's figure against its goal, as a bar scaled so the goal sits at one
+    line: a bar on the right side of the line has missed it."""
+    rows = [
+        (name, result)
+        for name, result in document["benchmarks"].items()
+        if "error" not in result and result.get("goal") and _figure(result) is not None
+    ]
+    width, left, bar_area, row_height = 760, 250, 360, 28
+    goal_x = left + bar_area / 2
+    height = 60 + row_height * len(rows)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        ' font-family="sans-serif" font-size="12">',
+        f'<text x="10" y="20" font-size="14">tether benchmarks: each figure against its goal'
+        f" ({document['meta']['mode']}, {document['meta']['date']})</text>",
+        f'<line x1="{goal_x}" y1="30" x2="{goal_x}" y2="{height - 10}" stroke="#333"'
+        ' stroke-dasharray="4 3"/>',
+        f'<text x="{goal_x + 4}" y="42" fill="#333">goal</text>',
+    ]
+    for index, (name, result) in enumerate(rows):
+        figure = _figure(result) or 0.0
+        operator, _, threshold = str(result["goal"]).partition(" ")
+        limit = float(threshold)
+        # Where the figure sits, the goal being 1: lower is better for "<=" goals,
+        # higher for ">=" ones; either way the bar must stay left of the line.
+        relative = figure / limit if operator == "<=" else (limit / figure if figure else 2.0)
+        length = min(relative, 2.0) * bar_area / 2
+        y = 50 + index * row_height
+        colour = "#2e7d32" if result.get("goal_met") else "#c62828"
+        parts += [
+            f'<text x="10" y="{y + 14}">{name}</text>',
+            f'<rect x="{left}" y="{y + 3}" width="{max(length, 1):.1f}" height="16"'
+            f' fill="{colour}"/>',
+            f'<text x="{left + bar_area + 8}" y="{y + 14}">{_format(figure)}'
+            f" ({result['goal_on']} {result['goal']})</text>",
+        ]
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def timed_median(fn: Callable[[], float], repeats: int) -> dict[str, Any]:
+    return spread([fn() for _ in range(repeats)])

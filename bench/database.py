@@ -1,38 +1,85 @@
-"""A scratch database per benchmark, on DATABASE_URL or the embedded server."""
+"""The benchmarks' Postgres: a fresh embedded server per suite run, and a scratch
+database per benchmark on it."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tether import migrate
-from tether.cli.common import configured_url
 from tether.local import embedded
 
-BENCH_DATA_DIR = ".tether/pgdata"
+BENCH_DATA_DIR = Path(".tether") / "bench-pgdata"
+
+TEMPLATE = "tether_bench_template"
+
+_server: embedded.EmbeddedPostgres | None = None
+
+
+_template_lock = threading.Lock()
+
+
+def start_fresh() -> embedded.EmbeddedPostgres:
+    """A new cluster (initdb), so no earlier run's tables, bloat or statistics count."""
+    global _server  # noqa: PLW0603 - one server per suite run
+    path = BENCH_DATA_DIR.resolve()
+    if embedded.is_running(path):
+        embedded.EmbeddedPostgres(path, "", False).stop()
+    shutil.rmtree(path, ignore_errors=True)
+    _server = embedded.start(path)
+    # Migrated once, copied for each benchmark: the migrations create cluster-wide roles,
+    # which two benchmarks migrating at once would both try to create.
+    with psycopg.connect(_server.url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE)))
+    migrate.migrate(with_database(_server.url, TEMPLATE))
+    return _server
+
+
+def stop() -> None:
+    global _server  # noqa: PLW0603
+    if _server is not None:
+        _server.stop()
+        _server = None
 
 
 def server_url() -> str:
-    return configured_url() or embedded.start(BENCH_DATA_DIR).url
+    """The suite's server; a benchmark run on its own starts it (and leaves it running
+    for the next: ``make clean`` or the next suite run stops it)."""
+    return (_server or start_fresh()).url
+
+
+def with_database(url: str, name: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = name
+    return make_conninfo("", **params)
+
+
+def server_version() -> str:
+    with psycopg.connect(server_url()) as conn:
+        row = conn.execute("show server_version").fetchone()
+    return str(row[0]) if row else "unknown"
 
 
 @contextmanager
-def scratch_database(label: str) -> Iterator[str]:
-    """A migrated database of its own, dropped afterwards."""
+def scratch_database(label: str, *, migrated: bool = True) -> Iterator[str]:
+    """A database of its own (migrated unless told otherwise), dropped afterwards."""
     base = server_url()
     name = f"tether_bench_{label}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(base)
-    params["dbname"] = name
-    url = make_conninfo("", **params)
+    create = sql.SQL("create database {}").format(sql.Identifier(name))
+    if migrated:
+        create = sql.SQL("{} template {}").format(create, sql.Identifier(TEMPLATE))
+    with _template_lock, psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(create)
+    url = with_database(base, name)
     try:
-        migrate.migrate(url)
         yield url
     finally:
         with psycopg.connect(base, autocommit=True) as admin:

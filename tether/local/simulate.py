@@ -4,7 +4,9 @@ from the session table.
 Each client identifies itself by its User-Agent (``tether-simulate/<run>/<n>``),
 which ``$connect`` stores, so its row can be found afterwards. Clients send
 heartbeats at the interval tether asks for. A fraction of them vanish without a
-close frame (the socket is torn down). A client the server closes is counted as
+close frame (the socket is torn down), and a fraction go silent: they stop sending
+but keep their connection open (half-open, as behind a dead NAT or a frozen laptop:
+the gateway cannot tell), until the server closes it. A client the server closes is counted as
 such, and its end is the moment it was closed. After the run the table is polled
 for ``--settle`` seconds (time for the sweep to work), and the report says how
 many sessions opened, how they ended, what is still active, what is orphaned
@@ -41,10 +43,13 @@ POLL_SECONDS = 0.2
 class ClientOutcome:
     index: int
     dropped: bool
+    silent: bool = False
+    """Stops sending after its duration, its connection left open."""
     connected: bool = False
     connected_at: float | None = None
     ended_at: float | None = None
-    """time.time() when the client went away: it closed, vanished, or was closed."""
+    """time.time() when the client went away: it closed, vanished, went silent, or was
+    closed."""
     closed_by_server: bool = False
     heartbeat_writes: int = 0
     """Heartbeats the server answered "touched" (a write to the table)."""
@@ -64,6 +69,9 @@ class SimulationReport:
     closed_by_server: int
     failed: int
     cost_per_connection_minute: dict[str, float | None]
+    silent: int = 0
+    detection_latency_by_kind_s: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """The latencies of clients that closed, were dropped, or went silent, apart."""
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,9 +84,11 @@ class SimulationReport:
             "clients": self.clients,
             "connected": self.connected,
             "dropped": self.dropped,
+            "silent": self.silent,
             "closed_by_server": self.closed_by_server,
             "failed": self.failed,
             "cost_per_connection_minute": self.cost_per_connection_minute,
+            "detection_latency_by_kind_s": self.detection_latency_by_kind_s,
         }
 
 
@@ -128,6 +138,7 @@ async def _client(
     token: str | None,
     gate: asyncio.Semaphore,
     connected: list[int],
+    silent_hold: float = 0.0,
 ) -> None:
     agent = f"tether-simulate/{run_id}/{outcome.index}"
     target = url if token is None else f"{url}{'&' if '?' in url else '?'}token={token}"
@@ -157,6 +168,13 @@ async def _client(
         elif outcome.dropped:
             # No close frame: the socket is torn down, as when a laptop lid closes.
             ws.transport.abort()
+        elif outcome.silent:
+            # Mute from now on, its connection left open: only the server can end it.
+            outcome.ended_at = time.time()
+            await asyncio.wait({reader}, timeout=silent_hold)
+            if not reader.done():
+                ws.transport.abort()
+            return
         else:
             await ws.close(code=1000)
         outcome.ended_at = time.time()
@@ -173,6 +191,13 @@ def _rows(database_url: str, run_id: str) -> dict[int, dict[str, Any]]:
             (f"tether-simulate/{run_id}/%",),
         ).fetchall()
     return {int(str(row["user_agent"]).rsplit("/", 1)[1]): row for row in rows}
+
+
+def _seen(rows: dict[int, dict[str, Any]], detected: dict[int, float]) -> None:
+    now = time.time()
+    for index, row in rows.items():
+        if not row["is_active"] and index not in detected:
+            detected[index] = now
 
 
 def _gateway_checks(database_url: str, since: datetime) -> int | None:
@@ -208,10 +233,19 @@ async def simulate(
     settle: float,
     token: str | None = None,
     progress: bool = True,
+    silent_rate: float = 0.0,
 ) -> SimulationReport:
     run_id = uuid.uuid4().hex[:10]
-    dropped = set(random.sample(range(clients), round(clients * drop_rate)))
-    outcomes = [ClientOutcome(index=i, dropped=i in dropped) for i in range(clients)]
+    if drop_rate + silent_rate > 1:
+        raise ValueError("the drop rate and the silent rate add up to more than 1")
+    chosen = random.sample(
+        range(clients), round(clients * drop_rate) + round(clients * silent_rate)
+    )
+    dropped = set(chosen[: round(clients * drop_rate)])
+    silent = set(chosen[round(clients * drop_rate) :])
+    outcomes = [
+        ClientOutcome(index=i, dropped=i in dropped, silent=i in silent) for i in range(clients)
+    ]
     bar = Progress(progress)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     connected: list[int] = []
@@ -227,29 +261,30 @@ async def simulate(
                 token=token,
                 gate=gate,
                 connected=connected,
+                silent_hold=settle,
             )
         )
         for outcome in outcomes
     ]
     started = time.monotonic()
+    detected: dict[int, float] = {}
     while not all(task.done() for task in tasks):
         if len(connected) < clients and not all(o.connected or o.error for o in outcomes):
             bar.show("connecting", len(connected), clients)
         else:
             bar.show("running", round(min(time.monotonic() - started, duration), 1), duration)
-        await asyncio.sleep(0.2)
+        if any(o.ended_at is not None for o in outcomes):
+            # Ends are seen as they happen, while other clients still run (or stay silent).
+            _seen(await asyncio.to_thread(_rows, database_url, run_id), detected)
+        await asyncio.sleep(POLL_SECONDS)
     await asyncio.gather(*tasks)
     bar.done()
 
-    detected: dict[int, float] = {}
     settle_started = time.monotonic()
     rows: dict[int, dict[str, Any]] = {}
     while True:
         rows = await asyncio.to_thread(_rows, database_url, run_id)
-        now = time.time()
-        for index, row in rows.items():
-            if not row["is_active"] and index not in detected:
-                detected[index] = now
+        _seen(rows, detected)
         waited = time.monotonic() - settle_started
         bar.show("settling", round(min(waited, settle), 1), settle)
         if waited >= settle or (rows and all(not r["is_active"] for r in rows.values())):
@@ -258,6 +293,15 @@ async def simulate(
     bar.done()
     checks = await asyncio.to_thread(_gateway_checks, database_url, began)
     return _report(outcomes, rows, detected, clients=clients, dropped=dropped, checks=checks)
+
+
+def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": percentile(latencies, 0.50),
+        "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
+        "max": round(max(latencies), 3) if latencies else None,
+    }
 
 
 def _report(
@@ -270,11 +314,22 @@ def _report(
     checks: int | None,
 ) -> SimulationReport:
     # From the moment each client actually went away to when its row was seen ended.
-    latencies = [
-        max(0.0, detected[o.index] - o.ended_at)
+    latency_of = {
+        o.index: max(0.0, detected[o.index] - o.ended_at)
         for o in outcomes
         if o.index in detected and o.ended_at is not None and o.connected
-    ]
+    }
+    latencies = list(latency_of.values())
+
+    def kind(o: ClientOutcome) -> str:
+        if o.closed_by_server:
+            return "closed_by_server"
+        return "dropped" if o.dropped else "silent" if o.silent else "closed"
+
+    by_kind: dict[str, list[float]] = {}
+    for o in outcomes:
+        if o.index in latency_of:
+            by_kind.setdefault(kind(o), []).append(latency_of[o.index])
     active = [index for index, row in rows.items() if row["is_active"]]
     gone = {o.index for o in outcomes if o.ended_at is not None}
     reasons = Counter(str(row["end_reason"]) for row in rows.values() if not row["is_active"])
@@ -289,12 +344,9 @@ def _report(
         ended_by_reason=dict(sorted(reasons.items())),
         active=len(active),
         orphaned=len([index for index in active if index in gone]),
-        detection_latency_s={
-            "p50": percentile(latencies, 0.50),
-            "p95": percentile(latencies, 0.95),
-            "p99": percentile(latencies, 0.99),
-            "max": round(max(latencies), 3) if latencies else None,
-        },
+        detection_latency_s=_latency_summary(latencies),
+        detection_latency_by_kind_s={k: _latency_summary(v) for k, v in sorted(by_kind.items())},
+        silent=sum(1 for o in outcomes if o.silent),
         clients=clients,
         connected=sum(1 for o in outcomes if o.connected),
         dropped=len(dropped),

@@ -1,0 +1,121 @@
+"""The fast paths of tether's logs and metrics write what Powertools writes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+
+import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from tether.aws import observability
+
+TIMESTAMP = re.compile(r'"Timestamp":(\d+)')
+
+
+def _powertools_line(
+    name: str, value: float, unit: MetricUnit, dimensions: dict[str, str], namespace: str
+) -> str:
+    out = io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        single_metric(name=name, unit=unit, value=value, namespace=namespace) as metric,
+    ):
+        for key, dimension in dimensions.items():
+            metric.add_dimension(name=key, value=dimension)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "unit", "dimensions"),
+    [
+        ("SessionsOpened", 1.0, MetricUnit.Count, {}),
+        ("SessionsEnded", 1, MetricUnit.Count, {"Reason": "client_disconnect"}),
+        ("OldestActiveSessionAgeSeconds", 12.5, MetricUnit.Seconds, {"A": "x", "B": "y"}),
+        (" Padded ", 3, MetricUnit.Count, {"Cause": 'ümlaut "quoted"'}),
+    ],
+)
+@pytest.mark.parametrize("service", [None, "tether-prod"])
+def test_an_emf_line_is_byte_for_byte_what_powertools_prints(
+    name: str,
+    value: float,
+    unit: MetricUnit,
+    dimensions: dict[str, str],
+    service: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if service:
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
+    else:
+        monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+    ours = observability.emf_line(name, value, unit=unit, dimensions=dimensions, namespace="ns")
+    theirs = _powertools_line(name, value, unit, dimensions, "ns")
+    ours_ms = int(TIMESTAMP.findall(ours)[0])
+    theirs_ms = int(TIMESTAMP.findall(theirs)[0])
+    assert abs(ours_ms - theirs_ms) < 1000
+    assert TIMESTAMP.sub("T", ours) == TIMESTAMP.sub("T", theirs)
+
+
+def test_emit_metric_writes_one_whole_line_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    observability.emit_metric("SessionsOpened")
+    observability.emit_metric("SessionsEnded", dimensions={"Reason": "gone"})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.count('"_aws"') for line in lines] == [1, 1]
+    assert lines[1].endswith('"Reason":"gone","SessionsEnded":[1.0]}')
+
+
+def test_a_metric_with_a_bad_name_or_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="1 to 255"):
+        observability.emf_line(" ")
+    with pytest.raises(TypeError, match="not a number"):
+        observability.emf_line("X", "1")  # type: ignore[arg-type]
+
+
+def _record(
+    message: object, *args: object, exc: bool = False, **extra: object
+) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        error = RuntimeError("boom")
+        exc_info = (RuntimeError, error, None)
+    record = logging.LogRecord("tether", logging.INFO, __file__, 10, message, args, exc_info)
+    record.funcName = "handler"
+    record.__dict__.update(extra)
+    return record
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        _record("session opened", connection_id="abc=", user_id=""),
+        _record('{"a": 1, "b": [true, null]}'),
+        _record("  [1, 2]"),
+        _record("123"),
+        _record("nothing to end"),
+        _record("tabs\tand\nnew lines \u00e9"),
+        _record(""),
+        _record("   "),
+        _record("%s opened", "session"),
+        _record({"already": "a dict"}),
+        _record("failed", exc=True, error="x"),
+    ],
+)
+def test_the_formatter_writes_what_powertools_writes(record: logging.LogRecord) -> None:
+    ours = observability._Formatter()
+    theirs = LambdaPowertoolsFormatter()
+    for formatter in (ours, theirs):
+        formatter.append_keys(service="tether")
+    assert ours.format(record) == theirs.format(record)
+
+
+def test_the_timestamp_changes_with_the_second() -> None:
+    formatter = observability._Formatter()
+    reference = LambdaPowertoolsFormatter()
+    for created in (1_795_893_083.867, 1_795_893_083.999, 1_795_893_084.001, 1_795_893_090.5):
+        record = _record("tick")
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert formatter.formatTime(record) == reference.formatTime(record)
