@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +215,21 @@ def capture(url: str, out: str) -> None:
     from tether.drivers import postgres  # noqa: PLC0415
 
     statements: list[dict[str, Any]] = []
-    original = postgres._execute
+    original = postgres.PostgresStore.call
 
-    def recording(connection: Any, query: bytes, params: list[Any]) -> list[Any]:
-        rows = original(connection, query, params)
+    def recording(
+        self: postgres.PostgresStore, function: str, args: Mapping[str, object]
+    ) -> list[Any]:
+        rows = original(self, function, args)
+        query, params = postgres.PostgresStore.statement(function, args)
+        connection = self._connection
         sent = Transformer(connection)
         sent.dump_sequence(params, [PyFormat.AUTO] * len(params))
         text = Transformer(connection).dump_sequence(params, [PyFormat.TEXT] * len(params))
+        numbered = iter(range(1, len(params) + 1))
         statements.append(
             {
-                "query": query.decode(),
+                "query": re.sub("%s", lambda _: f"${next(numbered)}", query),
                 "values": [None if v is None else bytes(v).decode() for v in text],
                 "types": [int(t) for t in (sent.types or [0] * len(params))],
                 "rows": [
@@ -233,7 +239,7 @@ def capture(url: str, out: str) -> None:
         )
         return rows
 
-    postgres._execute = recording
+    postgres.PostgresStore.call = recording  # type: ignore[method-assign]
     context = _Context()
     invocations: list[dict[str, Any]] = []
     for _ in range(3):  # the first is cold; the last two are what a warm pair sends

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import jwt
 
 from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
+
+if TYPE_CHECKING:
+    from tether.settings import Settings
 
 logger = logging.getLogger("tether.auth")
 
@@ -139,6 +142,33 @@ class TokenVerifier:
         if claims.get("is_anonymous") is True and not self._allow_anonymous_users:
             raise ForbiddenError("anonymous_user_not_allowed")
         return Identity(user_id=user_id, role=role, claims=claims)
+
+
+def verifier_for(
+    settings: Settings, *, allowed_roles: frozenset[str], allow_anonymous_users: bool
+) -> TokenVerifier | None:
+    """The verifier these settings describe (signing keys, secret, audience, issuer,
+    leeway), for the roles given; None when nothing to verify with is configured."""
+    if not settings.jwt_secret and not settings.signing_keys_url:
+        return None
+    from tether.aws.secrets import resolve_secret  # noqa: PLC0415
+
+    secret = (
+        resolve_secret(settings.jwt_secret, settings.aws_endpoint_url)
+        if settings.jwt_secret
+        else None
+    )
+    return TokenVerifier(
+        audience=settings.jwt_audience,
+        issuer=settings.issuer or "",
+        jwks_url=settings.signing_keys_url,
+        hs256_secret=secret,
+        allowed_roles=allowed_roles,
+        allow_anonymous_users=allow_anonymous_users,
+        jwks_cache_seconds=settings.jwks_cache_seconds,
+        jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
 
 
 def looks_like_jwt(value: str) -> bool:

@@ -17,6 +17,10 @@ class InvalidInputError(TetherError):
     """The request itself is wrong (bad reason, bad bound, malformed event). Nothing was written."""
 
 
+class NotFoundError(TetherError):
+    """No such session (or other resource) by that id."""
+
+
 class ConflictError(TetherError):
     """The request contradicts what is recorded (a connection id whose session ended)."""
 

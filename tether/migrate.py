@@ -17,9 +17,11 @@ files apply to any Postgres, and:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -181,6 +183,23 @@ def pending(
     return [m for m in migrations if m.version not in done]
 
 
+@functools.cache
+def shipped() -> tuple[Migration, ...]:
+    """This release's migrations, read once per process."""
+    return tuple(discover())
+
+
+def outstanding(
+    migrations: Sequence[Migration],
+    recorded: set[str],
+    pushed: Iterable[Sequence[str] | None],
+) -> list[Migration]:
+    """The migrations neither ledger holds: tether's by version (``recorded``), Supabase's
+    by content (the statements ``supabase db push`` recorded, ``pushed``)."""
+    by_content = {fingerprint(" ".join(statements)) for statements in pushed if statements}
+    return [m for m in migrations if m.version not in recorded and m.fingerprint not in by_content]
+
+
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     import psycopg  # noqa: PLC0415
 
@@ -205,10 +224,15 @@ def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration
         " where table_schema = 'tether' and table_name = 'schema_migrations'"
         " and column_name = 'recorded_from')"
     ).fetchone()
-    source = "recorded_from" if has_source and has_source[0] else "null"
+    from psycopg import sql  # noqa: PLC0415
+
+    # A ledger from before recorded_from existed reads as null there.
+    source = sql.Identifier("recorded_from") if has_source and has_source[0] else sql.NULL
     rows = conn.execute(
-        f"select version, name, checksum, applied_at, {source}"  # noqa: S608 - a column name
-        " from tether.schema_migrations order by version"
+        sql.SQL(
+            "select version, name, checksum, applied_at, {}"
+            " from tether.schema_migrations order by version"
+        ).format(source)
     ).fetchall()
     return [AppliedMigration(str(v), str(n), str(c), a, r) for v, n, c, a, r in rows]
 

@@ -253,3 +253,5 @@ class AppliedMigration(_Row):
     ledger: str
     version: str
     name: str
+    statements: list[str] | None = None
+    """Supabase's rows: the statements ``supabase db push`` ran (a file's content)."""

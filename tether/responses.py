@@ -11,7 +11,9 @@ from tether.errors import (
     ConflictError,
     DatabaseUnavailableError,
     ForbiddenError,
+    GatewayError,
     InvalidInputError,
+    NotFoundError,
     TetherError,
 )
 
@@ -39,6 +41,10 @@ def error_code(exc: TetherError) -> tuple[int, str]:
         return 400, "bad_request"
     if isinstance(exc, ConflictError):
         return 409, "conflict"
+    if isinstance(exc, NotFoundError):
+        return 404, "not_found"
+    if isinstance(exc, GatewayError):
+        return 502, "gateway_error"
     if isinstance(exc, DatabaseUnavailableError):
         return 503, "unavailable"
     if isinstance(exc, ConfigurationError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from tether.aws.secrets import resolve_secret
@@ -30,21 +31,42 @@ def settings() -> Settings:
 
 
 _stores = threading.local()
-_all_stores: list[SessionStore] = []
+_all_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
 _stores_lock = threading.Lock()
+
+
+class _ThreadStore:
+    """Holds a thread's store; when the thread ends, its local data goes, and with it
+    the store's connection (a worker thread per request must not leak one each)."""
+
+    def __init__(self, held: SessionStore) -> None:
+        self.store = held
+        weakref.finalize(self, held.close)
 
 
 def store() -> SessionStore:
     """The session store of this container, which on Lambda is this thread. The local
     runtime runs several invocations at once, one per worker thread: each thread gets
     a store (a database connection) of its own, as each Lambda container does."""
-    existing: SessionStore | None = getattr(_stores, "store", None)
-    if existing is None:
-        existing = _new_store()
-        _stores.store = existing
+    holder: _ThreadStore | None = getattr(_stores, "holder", None)
+    if holder is None:
+        holder = _ThreadStore(_new_store())
+        _stores.holder = holder
         with _stores_lock:
-            _all_stores.append(existing)
-    return existing
+            _all_stores.add(holder.store)
+    return holder.store
+
+
+@functools.cache
+def shared_store() -> SessionStore:
+    """One store for the whole process, its calls taken one at a time: for callers
+    whose threads come and go with each request (the operators' API)."""
+    from tether.store import SerializedStore  # noqa: PLC0415
+
+    shared = SerializedStore(_new_store())
+    with _stores_lock:
+        _all_stores.add(shared)
+    return shared
 
 
 def _new_store() -> SessionStore:
@@ -67,22 +89,12 @@ def verifier() -> TokenVerifier | None:
     """The token verifier, or None when only anonymous connections are configured."""
     config = settings()
     config.require_authentication()
-    if not config.jwt_secret and not config.signing_keys_url:
-        return None
-    from tether.auth import TokenVerifier  # noqa: PLC0415
+    from tether.auth import verifier_for  # noqa: PLC0415
 
-    endpoint = config.aws_endpoint_url
-    secret = resolve_secret(config.jwt_secret, endpoint) if config.jwt_secret else None
-    return TokenVerifier(
-        audience=config.jwt_audience,
-        issuer=config.issuer or "",
-        jwks_url=config.signing_keys_url,
-        hs256_secret=secret,
+    return verifier_for(
+        config,
         allowed_roles=config.role_allow_list,
         allow_anonymous_users=config.allow_anonymous,
-        jwks_cache_seconds=config.jwks_cache_seconds,
-        jwks_refresh_cooldown_seconds=config.jwks_refresh_cooldown_seconds,
-        leeway_seconds=config.jwt_leeway_seconds,
     )
 
 
@@ -139,12 +151,12 @@ _installed: list[Settings] = []
 def reset() -> None:
     """Forget every singleton (tests, and the local runtime after a config change)."""
     with _stores_lock:
-        for each in _all_stores:
+        for each in list(_all_stores):
             each.close()
         _all_stores.clear()
     global _stores  # noqa: PLW0603 - a fresh thread-local forgets every thread's store
     _stores = threading.local()
-    for cached in (verifier, announcer, connections):
+    for cached in (verifier, announcer, connections, shared_store):
         cached.cache_clear()
     settings.cache_clear()
     resolve_secret.cache_clear()

@@ -9,6 +9,7 @@ models, so both drivers return the same thing.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -425,3 +426,19 @@ class SessionStore(ABC):
 
     def applied_migrations(self) -> list[AppliedMigration]:
         return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]
+
+
+class SerializedStore(SessionStore):
+    """Another store's calls, one at a time, from any thread."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        with self._lock:
+            return self._inner.call(function, args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._inner.close()

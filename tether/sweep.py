@@ -230,6 +230,8 @@ class Sweep:
         """Heartbeat timeouts: the end is recorded as an intent first, so the
         $disconnect the delete causes ends the row with the same reason and time."""
         intended = self._store.intend_end(EndReason.HEARTBEAT_TIMEOUT, to_close)
+        for session_id in to_close.keys() - intended.keys():
+            answers.still_connected[session_id] = None  # alive after all: a heartbeat came
         for session_id, connection_id in intended.items():
             try:
                 connections.delete(connection_id)

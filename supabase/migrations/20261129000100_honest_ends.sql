@@ -146,12 +146,14 @@ begin
       from unnest(p_session_ids, p_ended_ats) as i (session_id, ended_at)
      where s.session_id = i.session_id
        and s.is_active
+       -- A sign of life since the caller looked (a heartbeat meanwhile): not silent.
+       and s.last_seen_at <= i.ended_at
     returning s.session_id, s.connection_id, s.end_intent_at;
 end;
 $$;
 
 comment on function public.tether_intend_end_v1 is
-  'Records why and when these sessions end, before the sweep closes their connections at the gateway.';
+  'Records why and when these sessions end, before the sweep closes their connections at the gateway; a session seen alive since is left out.';
 
 
 create function public.tether_settle_gone_v1(

@@ -358,7 +358,7 @@ comment on function public.tether_sweep_state_v1 is
 -- `supabase db push` applied them), for /health to name the pending ones. Either
 -- ledger may be missing: the statements are read only where their table exists.
 create function public.tether_applied_migrations_v1()
-returns table (ledger text, version text, name text)
+returns table (ledger text, version text, name text, statements text[])
 language plpgsql
 stable
 security definer
@@ -369,16 +369,19 @@ declare
   v_supabase regclass := to_regclass('supabase_migrations.schema_migrations');
 begin
   -- Each ledger is named by the regclass found at run time: either may not exist.
+  -- Supabase's rows carry their statements: a file is known there by its content.
   if v_tether is not null then
-    for ledger, version, name in execute format(
-      'select ''tether''::text, m.version::text, m.name::text from %s m', v_tether)
+    for ledger, version, name, statements in execute format(
+      'select ''tether''::text, m.version::text, m.name::text, null::text[] from %s m',
+      v_tether)
     loop
       return next;
     end loop;
   end if;
   if v_supabase is not null then
-    for ledger, version, name in execute format(
-      'select ''supabase''::text, m.version::text, coalesce(m.name, '''')::text from %s m',
+    for ledger, version, name, statements in execute format(
+      'select ''supabase''::text, m.version::text, coalesce(m.name, '''')::text,'
+      ' m.statements from %s m',
       v_supabase)
     loop
       return next;

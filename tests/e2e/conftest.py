@@ -101,9 +101,10 @@ def start_dev(database_url: str, tmp_path: Path) -> Iterator[Callable[..., DevSe
             )
         server = DevServer(process, port, database_url, log)
         started.append(server)
-        # Ready when it says so: the banner comes once the gateway serves.
+        # Ready when it says so: the banner comes once the gateway serves (its last
+        # line, so every line of it can be read).
         deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text():
+        while "Ctrl-C closes every connection" not in log.read_text():
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"tether dev did not start:\n{log.read_text()}")
             time.sleep(0.05)

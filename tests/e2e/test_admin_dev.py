@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import DevServer
-from tests.support import HS256_SECRET, claims, sign
+from tests.support import HS256_SECRET, claims, json_lines, sign
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / ".tether" / "artifacts"
@@ -99,10 +98,18 @@ def test_a_forced_close_reaches_the_client_and_ends_the_row_once(
         assert await _closed_by_server(ws) == (1001, DELETED_REASON)
 
     asyncio.run(scenario())
-    # The $disconnect the close caused found the session already ended: first end wins.
-    server.wait_for(lambda r: "ended" in server.log.read_text() and not r[0]["is_active"])
-    time.sleep(0.5)
-    [row] = server.rows()
+
+    # The $disconnect the close caused ran, and found the session already ended: the
+    # first end wins.
+    def disconnect_ran(rows: list[dict[str, Any]]) -> bool:
+        return any(
+            line.get("message") == "nothing to end"
+            and line.get("outcome") == "already_ended"
+            and line.get("connection_id") == rows[0]["connection_id"]
+            for line in json_lines(server.log.read_text())
+        )
+
+    [row] = server.wait_for(disconnect_ran)
     assert (row["end_reason"], row["disconnect_status_code"]) == ("forced_close", None)
     assert row["announced_at"] is not None
 

@@ -121,8 +121,8 @@ def test_kick_asks_first_and_a_script_must_say_yes(
         "--announce-to", "log", "--database-url", database_url,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "pass --yes to confirm" in result.stdout
-    assert "nothing was changed" in result.stdout
+    assert "pass --yes to confirm" in result.stderr
+    assert "nothing was changed" in result.stderr
     assert gateway.calls == []
     state = db.execute(
         "select is_active from public.conversation_sessions where session_id = %s",

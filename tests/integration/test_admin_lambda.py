@@ -111,3 +111,19 @@ def test_importing_the_entry_point_starts_nothing() -> None:
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_warm_container_keeps_one_database_connection_however_many_requests(
+    lambda_admin: Any, db: Any, database_url: str
+) -> None:
+    def connections() -> int:
+        row = db.execute(
+            "select count(*) as n from pg_stat_activity"
+            " where application_name = 'tether' and datname = current_database()"
+        ).fetchone()
+        return int(row["n"])
+
+    for _ in range(12):
+        response = lambda_admin(_event("/sessions", "active=true"), FakeLambdaContext())
+        assert response["statusCode"] == 200
+    assert connections() == 1

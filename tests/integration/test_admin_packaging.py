@@ -5,10 +5,6 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from tests.integration.test_packaging import wheel
-
-__all__ = ["wheel"]  # the module's fixture: the wheel built from this checkout
-
 
 def test_the_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:

@@ -844,7 +844,7 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     assert "estimated at" in asked.stdout
     assert "team_session_stats" in asked.stdout
     assert "20 session(s) the old server opened are still active" in asked.stdout
-    assert "nothing was changed" in asked.stdout
+    assert "nothing was changed" in asked.stderr
     assert plan_finish(url).state == "adopted, transitional"
 
     done = _tether("adopt", "--finish", "--yes", "--database-url", url)

@@ -168,7 +168,7 @@ def test_deploy_migrate_redeploy_and_destroy(
     code = main(tether(aws, "destroy"))
     refused = capsys.readouterr()
     assert code == 1
-    assert "nothing was changed" in refused.out
+    assert "nothing was changed" in refused.err
     assert cfn.describe_stacks(StackName=STACK)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
     code = main([*tether(aws, "destroy"), "--yes"])
@@ -189,10 +189,10 @@ def test_a_refused_change_set_changes_nothing(
     )
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, no --yes
     code = main(deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"))
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
     assert code == 1
-    assert "create stack tether-test with these changes? [y/N] no" in out
-    assert "nothing was changed" in out
+    assert "create stack tether-test with these changes? [y/N] no" in said.err
+    assert "the stack was not changed" in said.out
     stacks = aws_client("cloudformation", aws).list_stacks()["StackSummaries"]
     assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == STACK)
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
@@ -217,5 +217,18 @@ def test_bad_input_is_refused_before_anything_changes(
     err = capsys.readouterr().err
     assert code == 1
     assert f"stack {STACK} does not exist" in err
+    # Heartbeat settings the functions could not load are refused before any build.
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    for flags, says in (
+        (("--heartbeat-interval", "30s"), "heartbeat_grace_seconds (30) must be more than"),
+        (("--heartbeat-interval", "10s"), "heartbeat_throttle_seconds (10) must be under"),
+        (("--check-every", "2m"), "must not be longer than the sweep's period"),
+    ):
+        code = main(deploy_args(aws, "--database-secret", "tether/db", *flags, "--yes"))
+        err = capsys.readouterr().err
+        assert code == 1, flags
+        assert says in err, err
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []

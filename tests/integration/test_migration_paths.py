@@ -16,6 +16,7 @@ import pytest
 from tests.support import ORIGIN_TABLE
 from tether import migrate
 from tether.errors import MigrationError
+from tether.local import embedded
 
 TETHER = str(Path(sys.executable).with_name("tether"))
 
@@ -187,3 +188,22 @@ def test_migrations_path_names_the_shipped_files(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     folder = Path(result.stdout.strip())
     assert sorted(p.name for p in folder.glob("*.sql")) == [m.filename for m in migrate.discover()]
+
+
+def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: Path) -> None:
+    production = "postgresql://app:never-used@production.example.com/postgres"
+    both = _tether("migrate", "--status", "--embedded", "--database-url", production, cwd=tmp_path)
+    assert both.returncode == 1
+    assert "not both" in both.stderr
+    # DATABASE_URL points at production; --embedded must not act on it.
+    chosen = _tether(
+        "migrate", "--status", "--embedded", cwd=tmp_path, env={"DATABASE_URL": production}
+    )
+    data = tmp_path / ".tether" / "pgdata"
+    try:
+        assert chosen.returncode == 0, chosen.stderr
+        assert "production.example.com" not in chosen.stdout + chosen.stderr
+        assert data.is_dir()
+    finally:
+        if embedded.is_running(data):
+            embedded.EmbeddedPostgres(data.resolve(), "", started_here=True).stop()

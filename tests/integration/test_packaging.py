@@ -33,17 +33,6 @@ def _run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    built = _run(
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, ROOT, cwd=out
-    )
-    assert built.returncode == 0, built.stderr
-    (path,) = out.glob("tether-*.whl")
-    return path
-
-
-@pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh environment outside the checkout with the wheel (no extras) installed."""
     place = tmp_path_factory.mktemp("elsewhere")

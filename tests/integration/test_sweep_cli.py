@@ -136,8 +136,9 @@ def test_close_orphans_asks_before_applying_and_a_script_must_say_yes(
         "close-orphans", "--older-than", "2h", "--apply", "--database-url", database_url
     )
     assert result.returncode == 1
-    assert "pass --yes to confirm" in result.stdout
-    assert "nothing was changed" in result.stdout
+    # The prompt and the refusal are on stderr: stdout stays the report alone.
+    assert "pass --yes to confirm" in result.stderr
+    assert "nothing was changed" in result.stderr
     assert _state(db) == before
 
 

@@ -198,3 +198,23 @@ def test_a_run_stops_checking_before_its_time_runs_out(
     report = sweep.lambda_handler(load_event("scheduled"), context)
     assert report["checks"] == 2
     assert context.get_remaining_time_in_millis() > 1000
+
+
+def test_a_heartbeat_while_the_gateway_is_asked_keeps_the_client_connected(
+    gateway: ConnectionsStandIn, db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="late=", started_seconds_ago=3600, seen_seconds_ago=300)
+    gateway.set_alive("late=", idle_seconds=300)
+
+    def heartbeat_during_get(method: str, connection_id: str) -> None:
+        if (method, connection_id) == ("GET", "late="):
+            # The client's heartbeat lands while the sweep waits for the gateway's answer.
+            db.execute("select * from public.tether_touch_session_v1('late=', 0)")
+
+    gateway.on_request = heartbeat_during_get
+    report = _run()
+    assert report["ended"] == 0
+    assert ("DELETE", "late=") not in gateway.calls
+    row = _row(db, "late=")
+    assert row["is_active"] is True
+    assert row["end_intent_reason"] is None

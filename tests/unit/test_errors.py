@@ -9,10 +9,13 @@ import pytest
 from tether.errors import (
     AuthenticationError,
     ConfigurationError,
+    ConflictError,
     DatabaseError,
     DatabaseUnavailableError,
     ForbiddenError,
+    GatewayError,
     InvalidInputError,
+    NotFoundError,
     TetherError,
     error_for_sqlstate,
     error_from_postgrest,
@@ -55,6 +58,9 @@ def test_postgrest_errors_map_like_sqlstates() -> None:
         (InvalidInputError("bad"), 400, "bad_request"),
         (DatabaseUnavailableError("down"), 503, "unavailable"),
         (ConfigurationError("missing"), 500, "misconfigured"),
+        (NotFoundError("no such session"), 404, "not_found"),
+        (GatewayError("throttled"), 502, "gateway_error"),
+        (ConflictError("reused"), 409, "conflict"),
         (DatabaseError("odd"), 500, "internal_error"),
     ],
 )

@@ -20,7 +20,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-from tether.auth import TokenVerifier, looks_like_jwt
+from tether.auth import TokenVerifier, looks_like_jwt, verifier_for
 from tether.aws.secrets import resolve_secret
 from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
 from tether.settings import Settings
@@ -54,25 +54,13 @@ def operator_key(settings: Settings) -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def _verifier(settings: Settings) -> TokenVerifier | None:
-    if not settings.jwt_secret and not settings.signing_keys_url:
-        return None
     if not settings.issuer:
-        return None
-    secret = (
-        resolve_secret(settings.jwt_secret, settings.aws_endpoint_url)
-        if settings.jwt_secret
-        else None
-    )
-    return TokenVerifier(
-        audience=settings.jwt_audience,
-        issuer=settings.issuer,
-        jwks_url=settings.signing_keys_url,
-        hs256_secret=secret,
-        # Any role that may hold an operator claim verifies; the operator check follows.
+        return None  # no issuer to check: operator tokens are not accepted at all
+    # Any role that may hold an operator claim verifies; the operator check follows.
+    return verifier_for(
+        settings,
         allowed_roles=settings.operator_role_set | settings.role_allow_list,
         allow_anonymous_users=False,
-        jwks_cache_seconds=settings.jwks_cache_seconds,
-        jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
     )
 
 

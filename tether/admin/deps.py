@@ -33,7 +33,9 @@ def get_settings() -> Settings:
 
 
 def get_store() -> SessionStore:
-    return runtime.store()
+    # FastAPI runs each request in a worker thread that may not outlive it: one
+    # connection for the process, not one per thread.
+    return runtime.shared_store()
 
 
 def get_announcer() -> Announcer:

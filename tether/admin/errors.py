@@ -1,13 +1,9 @@
-"""The operators' API's own typed errors (mapped to problem details in one place,
-``tether.admin.problems``)."""
+"""The operators' API's own typed error (statuses come from ``tether.responses``, the
+problem details' shape from ``tether.admin.problems``)."""
 
 from __future__ import annotations
 
-from tether.errors import InvalidInputError, TetherError
-
-
-class NotFoundError(TetherError):
-    """No such session (or other resource) by that id."""
+from tether.errors import InvalidInputError
 
 
 class InvalidFieldError(InvalidInputError):

@@ -62,8 +62,6 @@ PAGE_SIZE_MAX = 500
 """The hard cap of one page; the SQL function refuses more."""
 PRESENCE_LIMIT = PAGE_SIZE_MAX
 RECENT_WINDOW_SECONDS = 3600.0
-ORPHAN_AGE_DEFAULT_SECONDS = 7200.0
-"""The origin's alert query: active and started more than 2 hours ago (API Gateway's limit)."""
 ORPHAN_ALERT_DEFAULT = 5
 """The origin's alert fired above 5 such sessions."""
 SWEEP_BUDGET_SECONDS = 25.0
@@ -185,20 +183,19 @@ def health(store: SessionStore) -> Health:
         return Health(status="unavailable", database="unreachable", migrations=None, sweep=None)
     except DatabaseError:
         state = None  # reachable, but older than the function: a migration is pending
-    shipped = migrate.discover()
+    shipped = migrate.shipped()
     try:
         applied = store.applied_migrations()
     except DatabaseError:
         applied = []
-    tether_versions = {a.version for a in applied if a.ledger == "tether"}
-    pushed = {a.version for a in applied if a.ledger == "supabase"} | {
-        a.name for a in applied if a.ledger == "supabase"
-    }
+    # The runner's own rule: tether's ledger by version, Supabase's by content.
     pending = [
         m.filename
-        for m in shipped
-        if m.version not in tether_versions
-        and not ({m.version, m.name, f"tether_{m.name}"} & pushed)
+        for m in migrate.outstanding(
+            shipped,
+            {a.version for a in applied if a.ledger == "tether"},
+            (a.statements for a in applied if a.ledger == "supabase"),
+        )
     ]
     migrations = MigrationsHealth(
         current=not pending, applied=len(shipped) - len(pending), pending=pending

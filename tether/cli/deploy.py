@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether.cli.common import HEARTBEATS_OFF, confirm, duration, grace, say
+from tether.cli.common import HEARTBEATS_OFF, confirm, declined, duration, grace, say
 from tether.errors import InvalidInputError
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
@@ -133,15 +133,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     defaults = stacks.template_defaults(aws, template, bucket)
     parameters = _parameters(args, aws, defaults, previous)
-    if args.migrate:
-        _migrate(args, aws, parameters)
-
+    # Everything is checked before anything is built, uploaded or migrated.
     architecture = parameters.get("Architecture", "arm64")
     if architecture not in ("arm64", "x86_64"):
         raise InvalidInputError(f"--architecture: arm64 or x86_64, not {architecture!r}")
     driver = parameters.get("DatabaseDriver", "psycopg")
     if driver not in ("psycopg", "supabase"):
         raise InvalidInputError(f"--driver: psycopg or supabase, not {driver!r}")
+    _check_settings(parameters)
     target = bundles.Target(architecture=architecture)  # type: ignore[arg-type]
     say(f"building the bundle for {target.runtime} {target.architecture} ...")
     bundle = bundles.build_bundle(
@@ -166,6 +165,19 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     parameters.pop("CodeRevision", None)
     parameters["CodeRevision"] = stacks.revision(bundle.digest, template, parameters)
 
+    migrated = False
+
+    def confirmed(question: str) -> bool:
+        # The migrations go in once the change set is accepted and before it runs:
+        # a new tether_*_vN+1 is in place before the code that calls it.
+        nonlocal migrated
+        if not confirm(question, assume_yes=args.yes):
+            return False
+        if args.migrate:
+            _migrate(args, aws, parameters)
+            migrated = True
+        return True
+
     outcome = stacks.deploy(
         aws,
         stack=name,
@@ -173,12 +185,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         parameters=dict(sorted(parameters.items())),
         bucket=bucket,
         report=say,
-        confirm=lambda question: confirm(question, assume_yes=args.yes),
+        confirm=confirmed,
         poll_seconds=args.poll_seconds,
     )
     if outcome.declined:
-        say("nothing was changed")
+        say(f"the stack was not changed (the bundle stays in s3://{bucket}/{bundle.key})")
         return 1
+    if args.migrate and not migrated:
+        _migrate(args, aws, parameters)
     state = outcome.state if outcome.changed else stacks.describe(aws, name)
     if outcome.problems or state.status not in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}:
         say(f"stack {name} is {state.status}")
@@ -189,6 +203,27 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for key, value in sorted(state.outputs.items()):
         say(f"  {key:<20} {value}")
     return 0
+
+
+def _check_settings(parameters: dict[str, str]) -> None:
+    """The functions' settings as this stack would set them must load, or every
+    function would fail at its first invocation: refuse now, naming what is wrong."""
+    from tether.settings import load_settings  # noqa: PLC0415
+
+    grace = parameters.get("HeartbeatGraceSeconds", "30")
+    every = float(parameters.get("CheckEverySeconds", "10"))
+    period = float(parameters.get("SweepPeriodSeconds", "60"))
+    if every > period:
+        raise InvalidInputError(
+            f"--check-every ({every:g}s) must not be longer than the sweep's period ({period:g}s)"
+        )
+    load_settings(
+        heartbeat_interval_seconds=float(parameters.get("HeartbeatIntervalSeconds", "15")),
+        heartbeat_grace_seconds=None if grace == "off" else float(grace),
+        suspect_after_seconds=float(parameters.get("SuspectAfterSeconds", "20")),
+        sweep_check_every_seconds=every,
+        sweep_schedule_seconds=period,
+    )
 
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
@@ -225,8 +260,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         "queue, alarms and logs?"
     )
     if not confirm(question, assume_yes=args.yes):
-        say("nothing was changed")
-        return 1
+        return declined()
     outcome = stacks.destroy(aws, stack=name, report=say, poll_seconds=args.poll_seconds)
     if outcome.state.status not in {None, "DELETE_COMPLETE"}:
         say(f"stack {name} is {outcome.state.status}")

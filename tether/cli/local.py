@@ -238,7 +238,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         type=duration,
         default=None,
         metavar="DURATION",
-        help="ask the gateway about sessions silent this long (default: the setting, 120s)",
+        help=(
+            "ask the gateway about sessions silent this long"
+            " (default: TETHER_SUSPECT_AFTER_SECONDS, 20s)"
+        ),
     )
     dev_cmd.add_argument(
         "--disconnect-loss",

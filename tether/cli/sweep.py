@@ -12,6 +12,7 @@ from tether.cli.common import (
     add_database_options,
     confirm,
     database_url,
+    declined,
     duration,
     say,
     say_json,
@@ -129,8 +130,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             say("dry run: nothing was changed; add --apply to end them (reason orphan_cleanup)")
         return 0
     if not confirm(f"end {summary.orphans} session(s) as orphan_cleanup?", assume_yes=args.yes):
-        say("nothing was changed")
-        return 1
+        return declined()
     ended = 0
     progress = not args.json
     while batch := store.close_orphans(

@@ -224,9 +224,11 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
 
 
 def read_secret(aws: Aws, arn: str) -> str:
-    """The value of a secret (for ``--migrate``): a plain string, or the one field of a
-    JSON object as the console's key/value editor writes it."""
+    """The value of a secret (for ``--migrate``), through this command's AWS session
+    (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    from tether.aws.secrets import single_value  # noqa: PLC0415
 
     try:
         if arn.startswith("arn:aws:ssm:"):
@@ -235,14 +237,7 @@ def read_secret(aws: Aws, arn: str) -> str:
         value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
     except (ClientError, KeyError) as exc:
         raise ConfigurationError(f"cannot read secret {arn}: {_code(exc)}") from None
-    if value.lstrip().startswith("{"):
-        try:
-            document = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-        if isinstance(document, dict) and len(document) == 1:
-            return str(next(iter(document.values())))
-    return value
+    return single_value(value, arn)
 
 
 def needs_logs_role(aws: Aws) -> bool:

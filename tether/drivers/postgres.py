@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tether.store")
 
-_queries: dict[tuple[str, tuple[str, ...]], bytes] = {}
+TCP_USER_TIMEOUT_MS = 10_000
+
+_queries: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
-def _query(function: str, names: tuple[str, ...], connection: psycopg.Connection[Row]) -> bytes:
-    """``select * from public.<function>(name => $1, ...)``, composed once per function
+def _query(function: str, names: tuple[str, ...]) -> str:
+    """``select * from public.<function>(name => %s, ...)``, composed once per function
     and argument names, then reused by every warm invocation."""
     key = (function, names)
     query = _queries.get(key)
@@ -29,46 +31,11 @@ def _query(function: str, names: tuple[str, ...], connection: psycopg.Connection
 
         composed = sql.SQL("select * from {}({})").format(
             sql.Identifier("public", function),
-            sql.SQL(", ").join(
-                sql.SQL("{} => {}").format(sql.Identifier(name), sql.SQL(f"${position}"))
-                for position, name in enumerate(names, start=1)
-            ),
+            sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(name)) for name in names),
         )
-        query = composed.as_bytes(connection)
+        query = composed.as_string()
         _queries[key] = query
     return query
-
-
-def _execute(connection: psycopg.Connection[Row], query: bytes, params: list[Any]) -> list[Row]:
-    """One statement, what a psycopg cursor does for it, step for step, without the
-    cursor: psycopg's own adapters dump the parameters and load the rows, the
-    extended protocol with unnamed statements carries them (nothing prepared, as the
-    transaction pooler needs), psycopg's own errors are raised. A cursor costs several
-    times the client time of these steps, and on a warm invocation that client time is
-    most of what tether adds to the database's own."""
-    from psycopg import errors, generators, pq  # noqa: PLC0415
-    from psycopg.adapt import PyFormat, Transformer  # noqa: PLC0415
-
-    transformer = Transformer(connection)
-    values = transformer.dump_sequence(params, [PyFormat.AUTO] * len(params))
-    pgconn = connection.pgconn
-    with connection.lock:
-        pgconn.send_query_params(
-            query,
-            values,
-            param_types=transformer.types,
-            param_formats=transformer.formats,
-            result_format=pq.Format.TEXT,
-        )
-        results = connection.wait(generators.execute(pgconn))
-    encoding = connection.info.encoding
-    for result in results:
-        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            raise errors.error_from_result(result, encoding=encoding)
-    result = results[-1]
-    transformer.set_pgresult(result)
-    names = [(result.fname(column) or b"").decode(encoding) for column in range(result.nfields)]
-    return transformer.load_rows(0, result.ntuples, lambda row: dict(zip(names, row, strict=True)))
 
 
 class PostgresStore(SessionStore):
@@ -85,6 +52,7 @@ class PostgresStore(SessionStore):
         self._url = check(url)
         self._connect_timeout = connect_timeout
         self._connection: psycopg.Connection[Row] | None = None
+        self._cursor: psycopg.Cursor[Row] | None = None
 
     def _connect(self) -> psycopg.Connection[Row]:
         import psycopg  # noqa: PLC0415 - keeps supabase-only deployments free of it
@@ -98,30 +66,47 @@ class PostgresStore(SessionStore):
                 row_factory=dict_row,
                 connect_timeout=max(1, math.ceil(self._connect_timeout)),
                 application_name="tether",
+                # A server that stops answering mid-call (a network gone quiet) is
+                # given up after this long, not after the kernel's minutes.
+                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             # libpq may echo the URL it was given, password and all.
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
 
-    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
-        import psycopg  # noqa: PLC0415
-
+    @staticmethod
+    def statement(function: str, args: Mapping[str, object]) -> tuple[str, list[Any]]:
+        """The one statement ``call`` sends for this function and these arguments."""
         params: list[Any] = list(args.values())
         if any(isinstance(value, dict) for value in params):
             from psycopg.types.json import Jsonb  # noqa: PLC0415
 
             params = [Jsonb(value) if isinstance(value, dict) else value for value in params]
-        names = tuple(args)
+        return _query(function, tuple(args)), params
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        import psycopg  # noqa: PLC0415
+
+        query, params = self.statement(function, args)
         reused = self._connection is not None
         for attempt in (1, 2):
-            connection = self._connection or self._connect()
-            self._connection = connection
+            if self._connection is None or self._cursor is None:
+                self._connection = self._connect()
+                # One cursor for the connection's life: a new one per call costs
+                # as much client time as the rest of the call.
+                self._cursor = self._connection.cursor()
+            connection, cursor = self._connection, self._cursor
             try:
-                return _execute(connection, _query(function, names, connection), params)
+                cursor.execute(query, params)
+                return cursor.fetchall()
             except psycopg.Error as exc:
                 if connection.broken or connection.closed:
-                    self._connection = None
+                    self._connection = self._cursor = None
                     # Retry only a connection kept from an earlier invocation: the
                     # server may have dropped it while the container was frozen.
                     if reused and attempt == 1:
@@ -139,4 +124,4 @@ class PostgresStore(SessionStore):
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
-            self._connection = None
+        self._connection = self._cursor = None

@@ -206,7 +206,7 @@ class Gateway:
                 cwd=self.workdir,
             )
         deadline = time.monotonic() + 60
-        while b"listening on" not in log.read_bytes():
+        while b"Ctrl-C closes every connection" not in log.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"tether dev did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.05)

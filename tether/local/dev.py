@@ -299,10 +299,11 @@ def _leftovers(config: Settings) -> int:
 def _write_state(database_url: str, ws_url: str) -> None:
     """Tell `tether simulate` (and the curious) which database and gateway run here."""
     LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
-    LOCAL_STATE.touch(mode=0o600)  # the URL may carry a password
-    LOCAL_STATE.write_text(
-        json.dumps({"database_url": database_url, "ws_url": ws_url, "pid": os.getpid()})
-    )
+    # The URL may carry a password: readable by this user alone, even if it existed.
+    descriptor = os.open(LOCAL_STATE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as note:
+        note.write(json.dumps({"database_url": database_url, "ws_url": ws_url, "pid": os.getpid()}))
 
 
 def _banner(

