@@ -37,3 +37,12 @@ def describe_seconds(seconds: float) -> str:
     if hours >= 1:
         return f"{hours:.1f} hours"
     return f"{seconds / 60:.0f} minutes"
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest text ``parse_duration`` reads back as ``seconds``: 600 -> 10m."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

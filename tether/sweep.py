@@ -41,7 +41,7 @@ from typing import Any
 from uuid import UUID
 
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
-from tether.errors import GatewayError, TetherError
+from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
 from tether.models import EndOutcome, EndReason, SessionHealth, Suspect
 from tether.outbox import Announcer, drain_outbox
 from tether.settings import Settings
@@ -105,6 +105,8 @@ class SweepReport:
     refreshed: int = 0
     gone_waiting: int = 0
     gateway_errors: int = 0
+    failed_checks: int = 0
+    """Checks the database's absence cut short (the run carried on)."""
     announced: int = 0
     redelivered: int = 0
     announce_failed: int = 0
@@ -127,6 +129,7 @@ class SweepReport:
             "refreshed": self.refreshed,
             "gone_waiting": self.gone_waiting,
             "gateway_errors": self.gateway_errors,
+            "failed_checks": self.failed_checks,
             "announced": self.announced,
             "redelivered": self.redelivered,
             "announce_failed": self.announce_failed,
@@ -334,19 +337,39 @@ class Sweep:
     def run(self) -> SweepReport:
         started = time.monotonic()
         idle, max_age = self._policy.idle_limit_seconds, self._policy.max_age_seconds
-        run_started = self._store.record_sweep(idle_limit_seconds=idle, max_age_seconds=max_age)
         every = self._policy.check_every_seconds
+        run_started: datetime | None = None
+        clock_origin = started
+        failure: DatabaseUnavailableError | None = None
         next_check = 0.0
         while True:
-            elapsed = time.monotonic() - started
-            self.check(run_started + timedelta(seconds=elapsed))
+            # The database gone for a few seconds costs this run a check or two,
+            # not the rest of its period: after recovery, the next check is on time.
+            try:
+                if run_started is None:
+                    run_started = self._store.record_sweep(
+                        idle_limit_seconds=idle, max_age_seconds=max_age
+                    )
+                    clock_origin = time.monotonic()
+                self.check(run_started + timedelta(seconds=time.monotonic() - clock_origin))
+                failure = None
+            except DatabaseUnavailableError as exc:
+                failure = exc
+                self.report.failed_checks += 1
             next_check += every
             # Another check only if it fits in this run's period and its time.
             wait = next_check - (time.monotonic() - started)
             if next_check > self._policy.keep_checking_seconds or not self._fits(wait):
                 break
+            if failure is not None:
+                logger.warning(
+                    "check failed: the database is unavailable; the next check tries again",
+                    extra={"error": str(failure)},
+                )
             if wait > 0:
                 self._sleep(wait)
+        if failure is not None:
+            raise failure
         self.report.health = self._store.session_health(
             idle_limit_seconds=idle, max_age_seconds=max_age
         )

