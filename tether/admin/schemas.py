@@ -127,6 +127,7 @@ class SweepSummary(_Model):
     checked: int
     refreshed: int
     gateway_errors: int
+    failed_checks: int = Field(0, description="Checks cut short by the database's absence.")
     announced: int
     redelivered: int
     announce_failed: int

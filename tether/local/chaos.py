@@ -577,9 +577,10 @@ def _check(
         if seen is None or attempt.gone_at is None:
             continue
         latency = max(0.0, seen - attempt.gone_at)
-        if not nearby:
-            latencies.append(latency)
-        if seen > _deadline(attempt.gone_at, run.faults) + SLACK_SECONDS:
+        deadline = _deadline(attempt.gone_at, run.faults)
+        if not nearby and deadline <= attempt.gone_at + BOUND_SECONDS:
+            latencies.append(latency)  # the figure for the bound: no fault in the wait
+        if seen > deadline + SLACK_SECONDS:
             late += 1
             note(
                 "late_detections",
