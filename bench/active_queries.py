@@ -5,7 +5,9 @@ Workload. The same rows in two tables: tether's ``conversation_sessions`` (gener
 ``is_active``, partial indexes ``where is_active``) and the naive one of the origin
 (a plain ``is_active boolean``, its primary key and a unique ``connection_id``, no
 partial index), each with 2M sessions spread over a year of history and 1% active
-(a few of those orphans). Three queries: the origin's orphan alert, its daily
+(a few of those orphans). The rows lie in both tables in the order of their start, as
+``$connect`` inserts them: the live ones among the newest pages, each orphan among the
+sessions of its day. Three queries: the origin's orphan alert, its daily
 statistics (last 7 days), and "who is online" (every active session's user,
 connection and start). Each is timed by the server (``EXPLAIN ANALYZE``'s execution
 time, so the rows' transfer to the client, equal on both sides, does not blur the
@@ -38,19 +40,21 @@ create table public.naive_sessions (
 """
 # Session g: ended 5 minutes after its start, spread over a year; 1 in 100 active
 # (started within the last 2 hours), of which 1 in 50 is an orphan (a day old).
+# Inserted in order of start, as $connect writes them.
 FILL_TETHER = """
 insert into public.conversation_sessions
   (connection_id, user_id, session_start, last_seen_at, session_end, end_reason, announced_at)
 select 'c' || g, md5(g::text)::uuid, t.start, coalesce(t.ended, t.start), t.ended,
        case when t.ended is null then null else 'client_disconnect' end,
        case when t.ended is null then null else t.ended end
-from generate_series(%(first)s::bigint, %(last)s::bigint) g
+from generate_series(1, %(rows)s::bigint) g
 cross join lateral (
   select s.start, case when g %% 100 = 0 then null else s.start + interval '5 minutes' end as ended
   from (select case when g %% 5000 = 0 then now() - interval '1 day'
                     when g %% 100 = 0 then now() - make_interval(secs => g %% 7000)
                     else now() - make_interval(secs => (g * 7919) %% 31536000) end as start) s
 ) t
+order by t.start
 """
 FILL_NAIVE = """
 insert into public.naive_sessions
@@ -59,6 +63,7 @@ insert into public.naive_sessions
 select connection_id, user_id, is_active, session_start, last_seen_at, session_end, session_end,
        duration_seconds
 from public.conversation_sessions
+order by session_start
 """
 QUERIES: dict[str, tuple[str, str]] = {
     "orphan_alert": (
@@ -97,8 +102,7 @@ def run(mode: Run) -> dict[str, Entry]:
     rows = mode.pick(2_000_000, 400_000)
     per_query: dict[str, Any] = {}
     with scratch_database("active") as url, psycopg.connect(url, autocommit=True) as conn:
-        for first in range(1, rows + 1, 500_000):
-            conn.execute(FILL_TETHER, {"first": first, "last": min(first + 499_999, rows)})
+        conn.execute(FILL_TETHER, {"rows": rows})
         conn.execute(NAIVE_TABLE)
         conn.execute(FILL_NAIVE)
         conn.execute("vacuum analyze public.conversation_sessions")

@@ -37,7 +37,7 @@ from tests.origin_fixture import (
 from tests.support import FakeLambdaContext, ws_event
 from tether import migrate, runtime
 from tether import store as store_module
-from tether.adopt.apply import apply
+from tether.adopt.apply import apply, unbuilt_indexes
 from tether.adopt.finish import finish, plan_finish
 from tether.adopt.inspect import inspect
 from tether.adopt.locks import LockPolicy
@@ -460,6 +460,42 @@ def test_an_interrupted_concurrent_index_build_is_built_again(adoptable: Adoptab
         ).fetchone()
     assert rebuilt == {"valid": True, "kind": "u"}
     _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+
+
+def test_no_migration_builds_an_index_or_rewrites_the_adopted_table(
+    adoptable: Adoptable,
+) -> None:
+    # A migration runs in one transaction under a lock that stops the table's writes:
+    # an index built there, or a column whose adding rewrites the table, holds them for
+    # seconds on a long history. The earlier steps make both beforehand (the indexes
+    # concurrently); the migrations step keeps what they made.
+    assert unbuilt_indexes(migrate.discover()) == []
+
+    def stop(name: str) -> None:
+        if name == "indexes":
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, lock=FAST, checkpoint=stop)
+    names = ["conversation_sessions_session_start_idx", "conversation_sessions_session_end_idx"]
+    query = (
+        "select c.relname as name, c.oid as oid, i.indisvalid as valid from pg_index i"
+        " join pg_class c on c.oid = i.indexrelid where c.relname = any(%s) order by 1"
+    )
+    storage = (
+        "select relfilenode from pg_class where oid = 'public.conversation_sessions'::regclass"
+    )
+    with _connect(adoptable.url) as conn:
+        before = conn.execute(query, (names,)).fetchall()
+        stored = conn.execute(storage).fetchone()
+    assert [(r["name"], r["valid"]) for r in before] == [(n, True) for n in sorted(names)]
+
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        assert conn.execute(query, (names,)).fetchall() == before
+        assert conn.execute(storage).fetchone() == stored, "the table was rewritten"
+    _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+    assert migrate.status(adoptable.url).pending == []
 
 
 # --- the cut-over: the old server still writes --------------------------------------

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -30,6 +30,7 @@ from tether.adopt.catalog import (
     Shape,
     backend,
     connect,
+    index_statements,
     read_shape,
     sql_file,
     trusted,
@@ -423,24 +424,6 @@ def step_duration(run: _Run) -> None:
             )
 
 
-_INDEX_NAME = re.compile(r"\bindex\s+concurrently\s+(\w+)", re.IGNORECASE)
-
-
-def index_statements() -> list[tuple[str, str]]:
-    """(name, statement) of each index in ``indexes.sql``."""
-    text = "\n".join(
-        line for line in sql_file("indexes.sql").splitlines() if not line.startswith("--")
-    )
-    found: list[tuple[str, str]] = []
-    for statement in (part.strip() for part in text.split(";")):
-        if statement:
-            match = _INDEX_NAME.search(statement)
-            if match is None:  # pragma: no cover - the file is ours
-                raise AdoptionError(f"indexes.sql: no index name in {statement!r}")
-            found.append((match.group(1), statement))
-    return found
-
-
 def step_indexes(run: _Run) -> None:
     conn = run.conn
     for name, statement in index_statements():
@@ -478,6 +461,47 @@ def step_security(run: _Run) -> None:
     run.locked("security", work)
 
 
+_CREATES_INDEX = re.compile(
+    r"\bcreate\s+index\s+(\w+)\s+on\s+public\.conversation_sessions\b", re.IGNORECASE
+)
+_ADDS_COLUMN = re.compile(r"\badd\s+column\s+(?!if\s+not\s+exists\b)(\w+)", re.IGNORECASE)
+
+
+def _as_prepared(migration: migrate.Migration) -> migrate.Migration:
+    """The migration, with each index and column on the table that the earlier steps
+    made beforehand (the indexes concurrently, the columns before the end-reason
+    domain had its check) made only if missing: made under the migration's lock, each
+    would stop the table's writes for as long as a build or a rewrite of the table
+    takes. Its checksum stays the file's."""
+    built = {name for name, _ in index_statements()}
+    added = {name for name, _ in ADDED_COLUMNS}
+
+    def index(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in built:
+            return match.group(0)
+        return f"create index if not exists {name} on public.conversation_sessions"
+
+    def column(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"add column if not exists {name}" if name in added else match.group(0)
+
+    text = _ADDS_COLUMN.sub(column, _CREATES_INDEX.sub(index, migration.sql))
+    return replace(migration, sql=text)
+
+
+def unbuilt_indexes(migrations: list[migrate.Migration]) -> list[str]:
+    """Indexes on the table that a migration creates and the indexes step does not
+    build: each would stop the table's writes for as long as its build takes."""
+    built = {name for name, _ in index_statements()}
+    return [
+        f"{m.filename}: {name}"
+        for m in migrations
+        for name in _CREATES_INDEX.findall(m.sql)
+        if name not in built
+    ]
+
+
 def step_migrations(run: _Run) -> None:
     migrations = migrate.discover()
     table = _table_migration(migrations)
@@ -500,7 +524,7 @@ def step_migrations(run: _Run) -> None:
         ) -> None:
             conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
             if any(p.version == m.version for p in migrate.pending(conn, migrations)):
-                migrate.record(conn, m)
+                migrate.record(conn, _as_prepared(m))
 
         run.progress(f"  applying {migration.filename}")
         run.locked(f"migration {migration.filename}", work)

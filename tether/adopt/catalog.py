@@ -3,6 +3,7 @@ on it, what tether already did to it. Reads only."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from tether.dburl import check, scrub
-from tether.errors import DatabaseUnavailableError, error_from_psycopg
+from tether.errors import AdoptionError, DatabaseUnavailableError, error_from_psycopg
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,9 +51,17 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("announced_at", "timestamptz"),
     ("finalize_after", "timestamptz"),
     ("finalized_at", "timestamptz"),
+    # A later migration's (20261129000100), added here before the end-reason domain
+    # has its check: a column of a domain with a check, added after, makes Postgres
+    # rewrite the whole table under a lock that stops its writes.
+    ("end_intent_reason", "public.tether_end_reason"),
+    ("end_intent_at", "timestamptz"),
+    ("gone_seen_at", "timestamptz"),
+    ("finalize_token", "uuid"),
 )
 ADDED_BY_LATER_MIGRATIONS = ("check_after",)
-"""Columns a later migration adds to the table (20261126000600): it runs as written."""
+"""Columns a later migration adds to the table (20261126000600): it runs as written
+(the catalog alone changes)."""
 
 TETHER_COLUMNS = frozenset(
     {
@@ -487,3 +496,21 @@ def views_on_table(conn: psycopg.Connection[tuple[Any, ...]], oid: int) -> list[
             (oid, oid),
         ).fetchall()
     ]
+
+
+_INDEX_NAME = re.compile(r"\bindex\s+concurrently\s+(\w+)", re.IGNORECASE)
+
+
+def index_statements() -> list[tuple[str, str]]:
+    """(name, statement) of each index in ``indexes.sql``."""
+    text = "\n".join(
+        line for line in sql_file("indexes.sql").splitlines() if not line.startswith("--")
+    )
+    found: list[tuple[str, str]] = []
+    for statement in (part.strip() for part in text.split(";")):
+        if statement:
+            match = _INDEX_NAME.search(statement)
+            if match is None:  # pragma: no cover - the file is ours
+                raise AdoptionError(f"indexes.sql: no index name in {statement!r}")
+            found.append((match.group(1), statement))
+    return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tether.adopt.catalog import ADDED_COLUMNS, DURATION_TYPES, Shape
+from tether.adopt.catalog import ADDED_COLUMNS, DURATION_TYPES, Shape, index_statements
 
 BATCH_SIZE = 5_000
 """Rows per backfill transaction: their row locks are held for a fraction of a second."""
@@ -171,11 +171,11 @@ def apply_steps(
             "indexes",
             "build CONCURRENTLY: connection_id unique (then attached as"
             " conversation_sessions_connection_id_key), the partial indexes where is_active,"
-            " user_id",
+            " user_id, session_start and the ended rows' session_end",
             "SHARE UPDATE EXCLUSIVE, then ACCESS EXCLUSIVE",
             True,
             f"builds let writes through; attaching the key takes milliseconds; {waits}",
-            5 * INDEX_SCANS_EACH * scan + CATALOG_SECONDS,
+            len(index_statements()) * INDEX_SCANS_EACH * scan + CATALOG_SECONDS,
         ),
         Step(
             "security",
