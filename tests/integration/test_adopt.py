@@ -257,10 +257,18 @@ def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> 
     build_origin(url, team_objects=False)
     with _connect(url) as conn:
         conn.execute("create index team_duration_idx on conversation_sessions (duration_seconds)")
+    before = _snapshot(url)
     report = inspect(url)
     assert any("team_duration_idx" in r and "drop it" in r for r in report.refusals)
+    # Refused before the first step: nothing written, and no question asked.
     with pytest.raises(AdoptionError, match="team_duration_idx"):
         apply(url)
+    assert _snapshot(url) == before
+    refused = _tether("adopt", "--apply", "--database-url", url)
+    assert refused.returncode != 0
+    assert "cannot adopt" in refused.stderr and "team_duration_idx" in refused.stderr
+    assert "?" not in refused.stderr
+    assert _snapshot(url) == before
 
 
 # --- --apply ----------------------------------------------------------------------------
@@ -355,7 +363,8 @@ def test_apply_takes_the_table_over_by_the_written_rules(adoptable: Adoptable) -
             "select pg_typeof(avg_duration)::text as t from public.team_session_stats limit 1"
         ).fetchone()
         assert stats == {"t": "numeric"}
-        assert conn.execute("select count(*) as n from public.team_busy_days").fetchone()
+        busy = conn.execute("select count(*) as n from public.team_busy_days").fetchone()
+        assert busy is not None and int(busy["n"]) > 0
         comment = conn.execute(
             "select obj_description('public.team_session_stats'::regclass) as c,"
             " has_table_privilege('authenticated', 'public.team_session_stats', 'select') as g"

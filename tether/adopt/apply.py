@@ -586,6 +586,9 @@ def apply(
                     " there is nothing to adopt"
                 )
             problems = inspect.refusals(shape)
+            if "duration_seconds" in shape.columns:
+                on_duration = dependents.tracked(conn, shape.oid, ["duration_seconds"])
+                problems += inspect.conversion_refusals(shape, on_duration)
             if problems:
                 raise AdoptionError(
                     "the table cannot be adopted as it is:\n  - " + "\n  - ".join(problems)

@@ -25,6 +25,7 @@ from tether.adopt.catalog import (
     Shape,
     connect,
     dependents,
+    index_statements,
     read_shape,
     views_on_table,
 )
@@ -42,11 +43,7 @@ orphan for tether (the origin's own alert query used the same bound)."""
 TETHER_OBJECTS = frozenset(
     {
         "conversation_sessions_pkey",
-        "conversation_sessions_connection_id_key",
-        "conversation_sessions_last_seen_at_active_idx",
-        "conversation_sessions_session_start_active_idx",
-        "conversation_sessions_user_id_active_idx",
-        "conversation_sessions_user_id_idx",
+        *(name for name, _ in index_statements()),
         "public.conversation_session_daily_stats",
         "public.conversation_session_orphans",
         "conversation_session_daily_stats",
@@ -63,13 +60,7 @@ TETHER_OBJECTS = frozenset(
 )
 """tether's own objects on the table (recreated as tether made them)."""
 
-TETHER_INDEXES = (
-    "conversation_sessions_connection_id_key",
-    "conversation_sessions_last_seen_at_active_idx",
-    "conversation_sessions_session_start_active_idx",
-    "conversation_sessions_user_id_active_idx",
-    "conversation_sessions_user_id_idx",
-)
+TETHER_INDEXES = tuple(name for name, _ in index_statements())
 
 # States of the table, as --check reports them.
 ABSENT = "absent"
@@ -219,6 +210,23 @@ def _column_refusals(shape: Shape) -> list[str]:
                 " aside (alter table ... rename column), then run --check again"
             )
     return found
+
+
+def conversion_refusals(shape: Shape, found: list[Dependent]) -> list[str]:
+    """What stops --apply converting duration_seconds to numeric: the objects built on
+    it that adoption cannot drop and recreate around the conversion."""
+    converting = plan.duration_conversion(shape)
+    if not converting:
+        return []
+    return [
+        f"{dependent.kind} {dependent.name} is built on duration_seconds, which --apply"
+        f" converts from {converting} to numeric: drop it, adopt, then create it again"
+        for dependent in found
+        if "duration_seconds" in dependent.columns
+        and dependent.kind != FUNCTION_SOURCE
+        and (dependent.kind == "index" or dependent.kind not in RECREATED_KINDS)
+        and dependent.name not in TETHER_OBJECTS
+    ]
 
 
 def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
@@ -498,19 +506,7 @@ def inspect_with(
         d for d in found if set(d.columns) & {"is_active", "duration_seconds", "ended_at"}
     ]
     report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
-    converting = plan.duration_conversion(shape)
-    if converting:
-        for dependent in found:
-            if (
-                "duration_seconds" in dependent.columns
-                and dependent.kind != FUNCTION_SOURCE
-                and (dependent.kind == "index" or dependent.kind not in RECREATED_KINDS)
-            ):
-                report.refusals.append(
-                    f"{dependent.kind} {dependent.name} is built on duration_seconds, which"
-                    f" --apply converts from {converting} to numeric: drop it, adopt, then"
-                    " create it again"
-                )
+    report.refusals += conversion_refusals(shape, found)
     report.steps = plan.apply_steps(
         shape, measured, batch_size=batch_size, lock_timeout=lock_timeout
     )

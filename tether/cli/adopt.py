@@ -187,20 +187,22 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace, url: str) -> int:
     from tether.adopt import inspect as inspection  # noqa: PLC0415
     from tether.adopt.apply import apply  # noqa: PLC0415
+    from tether.errors import AdoptionError  # noqa: PLC0415
 
     report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
     if report.state in (inspection.TRANSITIONAL, inspection.FINISHED):
         say(f"{report.table}: {report.state}; --apply has nothing left to do")
         return 0
-    if not report.refusals:
-        left = [step for step in report.steps if not step.done]
-        say(
-            f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
-            f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
-            " shows each)"
-        )
-        if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
-            return declined()
+    if report.refusals:
+        raise AdoptionError("cannot adopt:\n  - " + "\n  - ".join(report.refusals))
+    left = [step for step in report.steps if not step.done]
+    say(
+        f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
+        f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
+        " shows each)"
+    )
+    if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
+        return declined()
     result = apply(
         url,
         batch_size=args.batch_size,
