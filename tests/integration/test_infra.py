@@ -449,12 +449,31 @@ def test_secrets_readable_only_by_their_exact_arns() -> None:
         }
         assert "DatabaseSecret" in readable, function
         assert readable <= SECRET_PARAMETERS
-    assert "JwtSecret" in {
-        n for s in role_statements("ConnectRole") for n in references(s["Resource"])
-    }
+    for role in ("ConnectRole", "AdminRole"):  # both verify tokens
+        assert "JwtSecret" in {
+            n for s in role_statements(role) for n in references(s["Resource"])
+        }, role
     assert "OperatorKeySecret" in {
         n for s in role_statements("AdminRole") for n in references(s["Resource"])
     }
+
+
+def test_operator_tokens_are_verified_with_the_settings_connect_uses() -> None:
+    # The operators' API accepts the same tokens as $connect: same keys, issuer, audience.
+    token_settings = {
+        "SUPABASE_URL",
+        "TETHER_JWKS_URL",
+        "TETHER_JWT_ISSUER",
+        "TETHER_JWT_AUDIENCE",
+        "TETHER_JWT_SECRET",
+    }
+
+    def token_environment(function: str) -> dict[str, Any]:
+        variables = props(function)["Environment"]["Variables"]
+        return {key: variables.get(key) for key in token_settings}
+
+    assert token_environment("AdminFunction") == token_environment("ConnectFunction")
+    assert all(token_environment("ConnectFunction").values())
 
 
 def test_each_function_writes_only_its_own_logs() -> None:
