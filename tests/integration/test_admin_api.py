@@ -504,7 +504,9 @@ def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
     assert body["migrations"]["pending"] == ["20261129001000_operators.sql"]
 
 
-def test_health_when_the_database_is_unreachable(database_url: str) -> None:
+def test_health_when_the_database_is_unreachable(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     import socket  # noqa: PLC0415
 
     with socket.socket() as probe:
@@ -522,6 +524,10 @@ def test_health_when_the_database_is_unreachable(database_url: str) -> None:
         }
         problem = _problem(running.client.get("/sessions", headers=AUTH), 503)
         assert "secret-password" not in problem["detail"]
+    # The failure is logged with its cause (every field of each record), never the password.
+    logged = " ".join(str(vars(record)) for record in caplog.records)
+    assert "127.0.0.1" in logged
+    assert "secret-password" not in logged
 
 
 def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:

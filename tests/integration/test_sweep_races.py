@@ -91,7 +91,6 @@ def test_a_heartbeat_after_the_intent_voids_it(
 ) -> None:
     make_session(connection_id="back=", started_seconds_ago=3600, seen_seconds_ago=300)
     gateway.set_alive("back=", idle_seconds=300)
-    gateway.throttle["back="] = 0
     # The delete fails (throttled past the retries): the session stays, with its intent.
     original = gateway._answer
 
@@ -103,7 +102,9 @@ def test_a_heartbeat_after_the_intent_voids_it(
     gateway._answer = refuse_delete  # type: ignore[method-assign]
     report = _run()
     assert report["gateway_errors"] == 1
-    assert _row(db, "back=")["is_active"] is True
+    intended = _row(db, "back=")
+    assert intended["is_active"] is True
+    assert intended["end_intent_reason"] == "heartbeat_timeout"
     # The client was alive after all: a heartbeat, then a clean close.
     db.execute(
         "update public.conversation_sessions set last_seen_at = now() where connection_id = 'back='"
