@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -194,7 +194,3 @@ def svg_chart(document: dict[str, Any]) -> str:
         ]
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-
-
-def timed_median(fn: Callable[[], float], repeats: int) -> dict[str, Any]:
-    return spread([fn() for _ in range(repeats)])

@@ -63,19 +63,26 @@ def announce_and_mark(
         # claim so the next attempt need not wait for the lease.
         logger.warning("could not announce; the ends stay queued", extra={"error": str(exc)})
         result = AnnounceResult(failed=[s.session_id for s in sessions], error=str(exc))
-    try:
-        if result.announced:
+    if result.announced:
+        try:
             store.mark_announced(result.announced)
-        if result.failed:
+        except DatabaseUnavailableError:
+            # Announced, but not recorded: once the lease runs out they are announced
+            # again, and consumers dedupe by session_id. Nothing is lost.
+            logger.warning(
+                "announced, but the database could not record it; it will be announced again",
+                extra={"sessions": len(result.announced)},
+            )
+            result.unrecorded = list(result.announced)
+    if result.failed:
+        try:
             store.release_announcements(result.failed)
-    except DatabaseUnavailableError:
-        # Announced, but not recorded: once the lease runs out they are announced
-        # again, and consumers dedupe by session_id. Nothing is lost.
-        logger.warning(
-            "announced, but the database could not record it; it will be announced again",
-            extra={"sessions": len(result.announced)},
-        )
-        result.unrecorded = list(result.announced)
+        except DatabaseUnavailableError:
+            # Still queued: they are retried once their lease runs out instead of at once.
+            logger.warning(
+                "could not release the failed announcements; they are retried after their lease",
+                extra={"sessions": len(result.failed)},
+            )
     return result
 
 

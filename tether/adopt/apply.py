@@ -201,8 +201,6 @@ def step_columns(run: _Run) -> None:
             conn.execute(_domain_check())
         conn.execute(sql_file("checks.sql").encode())
         conn.execute(sync_function())
-        after = read_shape(conn)
-        shape.added = frozenset(added)
         conn.execute(
             sql.SQL(
                 "create or replace trigger {} before insert or update"
@@ -211,7 +209,7 @@ def step_columns(run: _Run) -> None:
                 " execute function tether.adoption_sync_row({}, {}, {})"
             ).format(
                 sql.Identifier(SYNC_TRIGGER),
-                sql.Literal("ended_at" if after.ended_at_managed else ""),
+                sql.Literal("ended_at" if shape.ended_at_managed else ""),
                 sql.Literal(str(shape.original("duration_seconds")).lower()),
                 sql.Literal(str(shape.original("is_active")).lower()),
             )

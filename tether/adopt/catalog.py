@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     import psycopg
 
 TABLE = "public.conversation_sessions"
-TABLE_NAME = "conversation_sessions"
 LEGACY_PREFIX = "legacy:"
 """Connection ids of rows tether did not open: API Gateway's ids never hold a colon
 (``tether.events.CONNECTION_ID_PATTERN``), so no real id can ever collide."""

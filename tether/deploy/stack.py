@@ -28,17 +28,6 @@ TEMPLATE_BODY_LIMIT = 51_200  # larger templates must be read from S3
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 STACK_NAME_MAX = 40  # function names are <stack>-session-ended, at most 64 characters
 IN_PROGRESS = "_IN_PROGRESS"
-FAILED_STATES = frozenset(
-    {
-        "CREATE_FAILED",
-        "ROLLBACK_COMPLETE",
-        "ROLLBACK_FAILED",
-        "DELETE_FAILED",
-        "UPDATE_ROLLBACK_COMPLETE",
-        "UPDATE_ROLLBACK_FAILED",
-        "UPDATE_FAILED",
-    }
-)
 
 
 class DeployError(TetherError):
