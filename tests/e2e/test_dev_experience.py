@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
@@ -50,6 +51,23 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     assert f"--port {port + 1}" in result.stderr
     assert "listening" not in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--idle-timeout", "20m"), "TETHER_IDLE_TIMEOUT_SECONDS"),
+        (("--heartbeat-grace", "10s"), "grace"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_a_database_starts(
+    flags: tuple[str, ...], said: str, tmp_path: Path
+) -> None:
+    result = _tether("dev", *flags, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "invalid configuration" in result.stderr and said in result.stderr
+    # No embedded database was created, let alone left running.
+    assert not (tmp_path / ".tether").exists()
 
 
 def test_the_banner_shows_every_effective_setting_and_hides_the_password(

@@ -361,6 +361,9 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
     logging.getLogger("tether.dev").setLevel(logging.INFO)
     logging.getLogger("tether.gateway").setLevel(logging.INFO)
     routed = routing(options)
+    # The flags are checked before anything starts (the embedded database's URL is
+    # not known yet: any URL stands in for it), so a bad one starts nothing.
+    dev_settings(options, options.database_url or "postgresql://localhost/tether")
     listener = bind(options.host, options.port)
     database = None
     url = options.database_url
@@ -374,6 +377,8 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         leftovers = _leftovers(config)
     except BaseException:
         listener.close()
+        if database is not None and database.started_here:
+            database.stop()
         raise
     ws_url = f"ws://{options.host}:{options.port}"
     schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
