@@ -124,13 +124,18 @@ def connections() -> ConnectionsApi | None:
 
 
 def sweep(
-    remaining_seconds: RemainingSeconds, *, keep_checking: bool = True, sleep: Sleep | None = None
+    remaining_seconds: RemainingSeconds,
+    *,
+    keep_checking: bool = True,
+    sleep: Sleep | None = None,
+    session_store: SessionStore | None = None,
 ) -> Sweep:
-    """A sweep built from this container's configuration."""
+    """A sweep built from this container's configuration, on the store given (the
+    operators' API passes its one shared store) or this thread's."""
     from tether.sweep import Sweep, SweepPolicy  # noqa: PLC0415
 
     return Sweep(
-        store=store(),
+        store=session_store or store(),
         announcer=announcer(),
         policy=SweepPolicy.from_settings(settings(), keep_checking=keep_checking),
         connections=connections(),

@@ -326,12 +326,12 @@ def close_user(
     return UserDisconnected(user_id=user_id, closed=len(closed), sessions=closed)
 
 
-def sweep_now(budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepSummary:
+def sweep_now(store: SessionStore, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepSummary:
     """One sweep from this process's configuration, within the budget (the one way a
     sweep is run: ``tether.handlers.sweep.run_sweep``)."""
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415 - boto3 only when sweeping
 
     deadline = time.monotonic() + budget_seconds
     # One check, not a whole scheduled run: the caller waits for the answer.
-    report = run_sweep(lambda: deadline - time.monotonic(), keep_checking=False)
+    report = run_sweep(lambda: deadline - time.monotonic(), keep_checking=False, store=store)
     return SweepSummary.model_validate(report.as_dict())

@@ -9,13 +9,16 @@ stays, and the next run carries on from there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import runtime
 from tether.aws.observability import emit_metric, invocation, logger
 from tether.errors import TetherError
 from tether.sweep import RemainingSeconds, Sleep, SweepReport
 from tether.sweep_metrics import emit_sweep_metrics
+
+if TYPE_CHECKING:
+    from tether.store import SessionStore
 
 
 def run_sweep(
@@ -24,13 +27,16 @@ def run_sweep(
     metrics: bool = True,
     keep_checking: bool = True,
     sleep: Sleep | None = None,
+    store: SessionStore | None = None,
 ) -> SweepReport:
     """Run one sweep from this process's configuration: checks at its cadence for
     its schedule period (``keep_checking``), or one check. Logs and (optionally)
     emits its metrics; a failure is logged with what the run had done, and raised."""
     sweep = None
     try:
-        sweep = runtime.sweep(remaining_seconds, keep_checking=keep_checking, sleep=sleep)
+        sweep = runtime.sweep(
+            remaining_seconds, keep_checking=keep_checking, sleep=sleep, session_store=store
+        )
         report = sweep.run()
     except TetherError as exc:
         if metrics:

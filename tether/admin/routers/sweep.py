@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from tether.admin import operations
-from tether.admin.deps import require_operator
+from tether.admin.deps import StoreDep, require_operator
 from tether.admin.schemas import SweepSummary
 
 router = APIRouter(tags=["sweep"], dependencies=[Depends(require_operator)])
 
 
 @router.post("/sweep", response_model=SweepSummary, summary="Run one sweep now")
-def sweep() -> SweepSummary:
-    return operations.sweep_now()
+def sweep(store: StoreDep) -> SweepSummary:
+    return operations.sweep_now(store)
