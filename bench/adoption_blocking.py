@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Entry, Run, entry, report
-from bench.database import server_url
+from bench.database import scratch_database
 from tether.adopt.apply import apply as adopt_apply
 from tether.adopt.finish import finish as adopt_finish
 from tether.adopt.finish import plan_finish
@@ -198,23 +196,6 @@ class Writers:
                 thread.join(timeout=30)
 
 
-@contextmanager
-def empty_database() -> Iterator[str]:
-    base = server_url()
-    name = f"tether_bench_adopt_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        yield make_conninfo("", **params)
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
-
-
 def _fill(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(ORIGIN_TABLE)
@@ -238,7 +219,7 @@ def _worst(timings: list[Timings]) -> float:
 
 def run(mode: Run) -> dict[str, Entry]:
     rows = mode.pick(ROWS, QUICK_ROWS)
-    with empty_database() as url:
+    with scratch_database("adopt", migrated=False) as url:
         started = time.perf_counter()
         _fill(url, rows)
         built = time.perf_counter() - started

@@ -58,6 +58,7 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     [
         (("--idle-timeout", "20m"), "TETHER_IDLE_TIMEOUT_SECONDS"),
         (("--heartbeat-grace", "10s"), "grace"),
+        (("--check-every", "0"), "TETHER_SWEEP_CHECK_EVERY_SECONDS"),
     ],
 )
 def test_a_bad_setting_is_refused_before_a_database_starts(

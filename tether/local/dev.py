@@ -149,8 +149,10 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
     if not os.environ.get("TETHER_OPERATOR_KEY"):
         # A key for this run only, printed at start: curl and a browser work at once.
         overrides["operator_key"] = secrets.token_urlsafe(24)
-    defaults = load_settings()
-    every = options.check_every or defaults.sweep_check_every_seconds
+    # Never longer than a run: a check every 10 s is no use to a run every 5 s.
+    every = options.check_every
+    if every is None:
+        every = load_settings().sweep_check_every_seconds
     overrides["sweep_check_every_seconds"] = min(every, options.sweep_interval)
     return load_settings(**overrides)
 
