@@ -80,8 +80,8 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
             else f"public.conversation_sessions is {result.state}: there is nothing to finish"
         )
         return result
-    found = dependents.tracked(conn, shape.oid, _columns(shape))
     saved_views = dependents.save(conn, shape.oid, _columns(shape))
+    found = saved_views.found
     blocked = [d for d in found if d.kind not in dependents.RECREATED_KINDS]
     blocked += dependents.matviews_on_views(conn, saved_views)
     result.refusals = [dependents.refusal(d) for d in blocked]
