@@ -189,7 +189,7 @@ def connection_limit(requested: int | None) -> int:
 
 
 def build(
-    options: DevOptions, config: Settings, routed: Routing
+    options: DevOptions, config: Settings, routed: Routing, faults: Faults
 ) -> tuple[LocalGateway, uvicorn.Server]:
     from tether.admin.app import create_app  # noqa: PLC0415
     from tether.handlers import connect, disconnect  # noqa: PLC0415
@@ -210,7 +210,7 @@ def build(
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
         admin=create_app(),
-        faults=Faults(options.fault_file),
+        faults=faults,
     )
     uvicorn_config = uvicorn.Config(
         gateway,
@@ -366,6 +366,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
     # The flags are checked before anything starts (the embedded database's URL is
     # not known yet: any URL stands in for it), so a bad one starts nothing.
     dev_settings(options, options.database_url or "postgresql://localhost/tether")
+    faults = Faults(options.fault_file)
     listener = bind(options.host, options.port)
     database = None
     url = options.database_url
@@ -375,7 +376,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             url = database.url
         applied = migrate.migrate(url)
         config = dev_settings(options, url)
-        gateway, server = build(options, config, routed)
+        gateway, server = build(options, config, routed, faults)
         leftovers = _leftovers(config)
     except BaseException:
         listener.close()

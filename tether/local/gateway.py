@@ -39,6 +39,7 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 
 from tether import limits
+from tether.errors import ConfigurationError
 from tether.events import json_object
 from tether.local.lambda_context import LocalLambdaContext
 
@@ -118,6 +119,17 @@ class Faults:
         self._path = path
         self._read_at = 0.0
         self._current: dict[str, Any] = {}
+        if path is not None:
+            # Checked once, at start: a file that is missing or not a JSON object is a
+            # mistake, not "no faults". Later reads may catch a file mid-rewrite.
+            try:
+                loaded = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"--fault-file {path}: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigurationError(f"--fault-file {path}: not a JSON object")
+            self._current = loaded
+            self._read_at = time.monotonic()
 
     def _values(self) -> dict[str, Any]:
         if self._path is None:
