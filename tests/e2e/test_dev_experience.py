@@ -60,6 +60,7 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
         (("--heartbeat-grace", "10s"), "grace"),
         (("--check-every", "0"), "TETHER_SWEEP_CHECK_EVERY_SECONDS"),
         (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]"),
+        (("--handshake-timeout", "0"), "--handshake-timeout must be above 0"),
     ],
 )
 def test_a_bad_setting_is_refused_before_a_database_starts(

@@ -70,6 +70,13 @@ class DevOptions:
     fault_file: Path | None = None
     """Faults to inject (`tether chaos`): see ``tether.local.gateway.Faults``."""
 
+    def __post_init__(self) -> None:
+        if not self.handshake_timeout > 0:
+            # A zero deadline would answer every handshake 408 before it could complete.
+            raise ConfigurationError(
+                f"--handshake-timeout must be above 0, got {self.handshake_timeout:g}s"
+            )
+
 
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
     routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
