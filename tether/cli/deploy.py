@@ -75,9 +75,13 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
         if value == HEARTBEATS_OFF and option == "heartbeat_grace":
             chosen[parameter] = "off"
         elif value is not None:
+            flag = f"--{option.replace('_', '-')}"
             if value > 7200:
-                raise InvalidInputError(f"--{option.replace('_', '-')}: at most 2h")
-            chosen[parameter] = str(round(value))
+                raise InvalidInputError(f"{flag}: at most 2h")
+            if value != int(value):
+                # The stack takes whole seconds; rounding 0.4s to 0 would change its meaning.
+                raise InvalidInputError(f"{flag}: whole seconds only, got {value:g}s")
+            chosen[parameter] = str(int(value))
     for item in args.parameter:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
