@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from bench.common import Entry, Run, entry, report
-from bench.database import scratch_database
+from bench.database import indexes_rebuilt_after, scratch_database
 from tether.adopt.apply import apply as adopt_apply
 from tether.adopt.finish import finish as adopt_finish
 from tether.adopt.finish import plan_finish
@@ -63,9 +63,10 @@ create table public.conversation_sessions (
 # of each inconsistency (no end, an end while active, an end before the start,
 # durations from the wrong end).
 HISTORY = """
-insert into public.conversation_sessions (user_id, is_active, session_start, session_end,
-                                          ended_at, duration_seconds, agent_id, metadata)
-select gen_random_uuid(),
+insert into public.conversation_sessions (session_id, user_id, is_active, session_start,
+                                          session_end, ended_at, duration_seconds, agent_id,
+                                          metadata)
+select md5('s' || g)::uuid, md5('u' || g)::uuid,
        g %% 50 = 0 or g %% 89 = 0,
        t.start,
        case when g %% 50 = 0 or g %% 97 = 0 then null
@@ -199,11 +200,12 @@ class Writers:
 def _fill(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(ORIGIN_TABLE)
-        done = 0
-        while done < rows:
-            count = min(200_000, rows - done)
-            conn.execute(HISTORY, (done + 1, done + count))
-            done += count
+        with indexes_rebuilt_after(conn):
+            done = 0
+            while done < rows:
+                count = min(200_000, rows - done)
+                conn.execute(HISTORY, (done + 1, done + count))
+                done += count
         conn.execute(
             "create view public.team_session_stats as select date(session_start) as date,"
             " count(*) as total, avg(duration_seconds) as avg_duration,"

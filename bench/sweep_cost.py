@@ -4,6 +4,9 @@
    ended rows of history: the ratio should stay near 1 (goal <= 1.3).
 2. Ending 100k stale sessions with the sweep's batched, SKIP LOCKED function
    against one hand-written bulk UPDATE of the same rows (goal <= 1.5x).
+
+The history is written with the table's indexes dropped and built again after it (the
+same indexes, by one sort each), which saves minutes at 5M rows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 import psycopg
 
 from bench.common import Entry, Run, entry, report, spread
-from bench.database import scratch_database
+from bench.database import indexes_rebuilt_after, scratch_database, uuid_v7_at
 from tether.drivers.postgres import PostgresStore
 from tether.models import SessionEnded
 from tether.outbox import AnnounceResult
@@ -26,7 +29,7 @@ STALE = 2_000
 REPEATS = 5
 SMALL_HISTORY = 100_000
 LARGE_HISTORY = int(os.environ.get("TETHER_BENCH_HISTORY", "5000000"))
-QUICK_LARGE_HISTORY = 1_000_000
+QUICK_LARGE_HISTORY = 500_000
 BULK = 100_000
 QUICK_BULK = 20_000
 
@@ -54,16 +57,19 @@ class AcceptingAnnouncer:
 
 
 def _history(conn: psycopg.Connection[tuple[object, ...]], rows: int) -> None:
-    conn.execute(
-        """
-        insert into public.conversation_sessions
-          (connection_id, session_start, last_seen_at, session_end, end_reason, announced_at)
-        select 'h' || g, now() - interval '30 days', now() - interval '30 days',
-               now() - interval '29 days', 'client_disconnect', now() - interval '29 days'
-        from generate_series(1, %s) g
-        """,
-        (rows,),
-    )
+    with indexes_rebuilt_after(conn):
+        conn.execute(
+            f"""
+            insert into public.conversation_sessions
+              (session_id, connection_id, session_start, last_seen_at, session_end, end_reason,
+               announced_at)
+            select {uuid_v7_at("now() - interval '30 days'", "g")}, 'h' || g,
+                   now() - interval '30 days', now() - interval '30 days',
+                   now() - interval '29 days', 'client_disconnect', now() - interval '29 days'
+            from generate_series(1, %s) g
+            """,
+            (rows,),
+        )
     conn.execute(
         """
         insert into public.conversation_sessions (connection_id)
