@@ -110,6 +110,8 @@ class SweepReport:
     announced: int = 0
     redelivered: int = 0
     announce_failed: int = 0
+    announce_unrecorded: int = 0
+    """Announced, but the database could not record it: announced again after the lease."""
     announce_error: str | None = None
     stopped_for_time: bool = False
     health: SessionHealth | None = None
@@ -133,6 +135,7 @@ class SweepReport:
             "announced": self.announced,
             "redelivered": self.redelivered,
             "announce_failed": self.announce_failed,
+            "announce_unrecorded": self.announce_unrecorded,
             "announce_error": self.announce_error,
             "stopped_for_time": self.stopped_for_time,
             "active_sessions": health.active_sessions if health else None,
@@ -325,6 +328,7 @@ class Sweep:
         self.report.announced += drained.announced
         self.report.redelivered += drained.redelivered
         self.report.announce_failed += drained.failed
+        self.report.announce_unrecorded += drained.unrecorded
         self.report.announce_error = self.report.announce_error or drained.error
 
     def check(self, check_started: datetime) -> None:

@@ -16,7 +16,11 @@ def emit_sweep_metrics(report: SweepReport) -> None:
         emit_metric("SessionsEnded", count, dimensions={"Reason": reason})
     emit_metric("AnnouncementsRedelivered", report.redelivered)
     emit_metric("AnnouncementsFailed", report.announce_failed)
+    emit_metric("AnnouncementsUnrecorded", report.announce_unrecorded)
     emit_metric("GatewayErrors", report.gateway_errors)
+    # A check the database's absence cut short: the run carried on, but an outage
+    # long enough to cost checks is worth an alarm of its own.
+    emit_metric("SweepChecksFailed", report.failed_checks)
     health = report.health
     if health is not None:
         emit_metric("ActiveSessions", health.active_sessions)

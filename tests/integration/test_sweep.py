@@ -402,6 +402,24 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     assert len(delivered) == 10 and set(delivered.values()) == {1}
 
 
+def _allow_connections(server_url: str, database_url: str, allowed: bool) -> None:
+    """Let clients connect to the test database again, or turn them away and end every
+    connection it has: the database gone, as far as tether can tell."""
+    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            psycopg.sql.SQL("alter database {} allow_connections {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allowed else "false")
+            )
+        )
+        if not allowed:
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = %s and pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
 def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,
@@ -409,6 +427,7 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
     database_url: str,
     make_session: SessionFactory,
     event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The database away for its first checks: the run does not give up its period
     # (on AWS, a minute), so the bound after recovery stays one check, not a schedule.
@@ -418,22 +437,7 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
     runtime.reset()
     for index in range(5):
         make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
-    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
-
-    def allow_connections(allowed: bool) -> None:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                psycopg.sql.SQL("alter database {} allow_connections {}").format(
-                    psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allowed else "false")
-                )
-            )
-            if not allowed:
-                admin.execute(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where datname = %s and pid <> pg_backend_pid()",
-                    (name,),
-                )
-
+    allow_connections = functools.partial(_allow_connections, server_url, database_url)
     allow_connections(False)
     back = threading.Timer(1.2, allow_connections, args=(True,))
     back.start()
@@ -443,6 +447,8 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
         back.join()
         allow_connections(True)
     assert report["failed_checks"] >= 2
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted["SweepChecksFailed"] == report["failed_checks"]
     assert report["ended_by_reason"] == {"max_duration": 5}
     assert report["announced"] == 5
     with psycopg.connect(database_url) as conn:
@@ -450,6 +456,58 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
             "select count(*) from public.conversation_sessions where is_active"
         ).fetchone()
     assert active == (0,)
+
+
+def test_ends_announced_while_the_database_went_away_are_counted_and_announced_again(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    server_url: str,
+    database_url: str,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # EventBridge takes the ends, then the database is gone before they are marked:
+    # nothing records that they went out, so they are announced again after the lease.
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
+    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "4")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    runtime.reset()
+    for index in range(3):
+        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+    allow_connections = functools.partial(_allow_connections, server_url, database_url)
+    event_bridge = runtime.announcer()
+    outages: list[threading.Timer] = []
+
+    class AwayAfterTheFirstAnnouncement:
+        def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+            result = event_bridge.announce(sessions)
+            if not outages:
+                allow_connections(False)
+                outages.append(threading.Timer(0.3, allow_connections, args=(True,)))
+                outages[0].start()
+            return result
+
+    # Cached, as runtime's own is (runtime.reset clears it).
+    lambda_env.setattr(runtime, "announcer", functools.cache(AwayAfterTheFirstAnnouncement))
+    try:
+        report = _run(FakeLambdaContext(time_limit_seconds=10))
+    finally:
+        for outage in outages:
+            outage.join()
+        allow_connections(True)
+    assert report["ended_by_reason"] == {"max_duration": 3}
+    assert report["announce_unrecorded"] == 3
+    assert report["redelivered"] == 3
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted["AnnouncementsUnrecorded"] == 3
+    delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
+    assert delivered == Counter({f"old{index}=": 2 for index in range(3)})
+    with psycopg.connect(database_url) as conn:
+        unannounced = conn.execute(
+            "select count(*) from public.conversation_sessions where announced_at is null"
+        ).fetchone()
+    assert unannounced == (0,)
 
 
 def test_put_events_down_then_up_announces_every_end(

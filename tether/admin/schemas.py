@@ -131,6 +131,9 @@ class SweepSummary(_Model):
     announced: int
     redelivered: int
     announce_failed: int
+    announce_unrecorded: int = Field(
+        0, description="Announced, but not recorded (the database was away): announced again."
+    )
     announce_error: str | None
     stopped_for_time: bool
     active_sessions: int | None
