@@ -420,9 +420,23 @@ def _allow_connections(server_url: str, database_url: str, allowed: bool) -> Non
             )
 
 
+@pytest.fixture
+def quick_checks(lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn) -> None:
+    """A run of 4 s checking every 0.5 s: an outage of a second costs it checks."""
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
+    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "4")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    runtime.reset()
+
+
+def _too_old(make_session: SessionFactory, count: int) -> None:
+    """Sessions past the age limit, old0= onwards: the sweep ends them (max_duration)."""
+    for index in range(count):
+        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+
+
 def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
-    lambda_env: pytest.MonkeyPatch,
-    gateway: ConnectionsStandIn,
+    quick_checks: None,
     server_url: str,
     database_url: str,
     make_session: SessionFactory,
@@ -431,12 +445,7 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
 ) -> None:
     # The database away for its first checks: the run does not give up its period
     # (on AWS, a minute), so the bound after recovery stays one check, not a schedule.
-    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
-    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "4")
-    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
-    runtime.reset()
-    for index in range(5):
-        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+    _too_old(make_session, 5)
     allow_connections = functools.partial(_allow_connections, server_url, database_url)
     allow_connections(False)
     back = threading.Timer(1.2, allow_connections, args=(True,))
@@ -460,7 +469,7 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
 
 def test_ends_announced_while_the_database_went_away_are_counted_and_announced_again(
     lambda_env: pytest.MonkeyPatch,
-    gateway: ConnectionsStandIn,
+    quick_checks: None,
     server_url: str,
     database_url: str,
     make_session: SessionFactory,
@@ -469,12 +478,7 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
 ) -> None:
     # EventBridge takes the ends, then the database is gone before they are marked:
     # nothing records that they went out, so they are announced again after the lease.
-    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
-    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "4")
-    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
-    runtime.reset()
-    for index in range(3):
-        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+    _too_old(make_session, 3)
     allow_connections = functools.partial(_allow_connections, server_url, database_url)
     event_bridge = runtime.announcer()
     outages: list[threading.Timer] = []
