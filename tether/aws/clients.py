@@ -76,3 +76,16 @@ def client(
         ),
         **credentials,
     )
+
+
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore error (``ResourceNotFoundException``, ``404``),
+    or the exception's class name when AWS sent none (a network or credentials error)."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Code") or type(exc).__name__)
+
+
+def error_message(exc: Exception) -> str:
+    """AWS's own words for the error, else its code, else the exception's text."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Message") or error.get("Code") or exc)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from tether.aws.clients import error_code
 from tether.models import SESSION_ENDED, SessionEnded
 from tether.outbox import AnnounceResult
 
@@ -93,9 +94,8 @@ class EventBridgeAnnouncer:
         try:
             response = client.put_events(Entries=entries)  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
             result.failed.extend(session.session_id for session in batch)
-            return result, [str(code)] * len(batch)
+            return result, [error_code(exc)] * len(batch)
         # Entries answer in order; a failed one carries an ErrorCode.
         answers = response.get("Entries", [])
         for index, session in enumerate(batch):

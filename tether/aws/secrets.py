@@ -38,15 +38,14 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
 def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from tether.aws.clients import client  # noqa: PLC0415
+    from tether.aws.clients import client, error_code  # noqa: PLC0415
 
     try:
         answer = client("secretsmanager", endpoint_url=endpoint_url).get_secret_value(
             SecretId=reference
         )
     except (BotoCoreError, ClientError) as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise ConfigurationError(f"cannot read secret {reference}: {code}") from None
+        raise ConfigurationError(f"cannot read secret {reference}: {error_code(exc)}") from None
     value = answer.get("SecretString")
     if not value:
         raise ConfigurationError(f"secret {reference} has no SecretString")
@@ -56,7 +55,7 @@ def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
 def _from_ssm(reference: str, endpoint_url: str | None) -> str:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from tether.aws.clients import client  # noqa: PLC0415
+    from tether.aws.clients import client, error_code  # noqa: PLC0415
 
     # GetParameter takes a full ARN as the name as well as a plain name.
     name = reference if reference.startswith(SSM_ARN_PREFIX) else reference[len(SSM_PREFIX) :]
@@ -65,8 +64,7 @@ def _from_ssm(reference: str, endpoint_url: str | None) -> str:
             Name=name, WithDecryption=True
         )
     except (BotoCoreError, ClientError) as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise ConfigurationError(f"cannot read parameter {reference}: {code}") from None
+        raise ConfigurationError(f"cannot read parameter {reference}: {error_code(exc)}") from None
     return str(parameter["Parameter"]["Value"])
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.aws.clients import client
+from tether.aws.clients import client, error_code, error_message
 from tether.deploy.bundle import Bundle
 from tether.errors import ConfigurationError, InvalidInputError, TetherError
 
@@ -93,7 +93,7 @@ def describe(aws: Aws, name: str) -> StackState:
     except ClientError as exc:
         if "does not exist" in str(exc):
             return StackState(name=name, status=None)
-        raise DeployError(f"cannot describe stack {name}: {_code(exc)}") from None
+        raise DeployError(f"cannot describe stack {name}: {error_code(exc)}") from None
     stack = stacks[0]
     return StackState(
         name=name,
@@ -115,7 +115,7 @@ def account_id(aws: Aws) -> str:
     try:
         return str(aws.client("sts").get_caller_identity()["Account"])
     except (BotoCoreError, ClientError) as exc:
-        raise ConfigurationError(f"no usable AWS credentials: {_code(exc)}") from None
+        raise ConfigurationError(f"no usable AWS credentials: {error_code(exc)}") from None
 
 
 def region_of(aws: Aws) -> str:
@@ -134,8 +134,8 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
-            raise DeployError(f"cannot use bucket {bucket}: {_code(exc)}") from None
+        if error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            raise DeployError(f"cannot use bucket {bucket}: {error_code(exc)}") from None
     else:
         return
     region = s3.meta.region_name
@@ -160,7 +160,7 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
             },
         )
     except ClientError as exc:
-        raise DeployError(f"cannot create bucket {bucket}: {_code(exc)}") from None
+        raise DeployError(f"cannot create bucket {bucket}: {error_code(exc)}") from None
     report(f"created bucket {bucket}")
 
 
@@ -172,8 +172,10 @@ def upload_bundle(aws: Aws, bucket: str, bundle: Bundle, report: Report) -> bool
     try:
         s3.head_object(Bucket=bucket, Key=bundle.key)
     except ClientError as exc:
-        if _code(exc) not in {"404", "NoSuchKey", "NotFound"}:
-            raise DeployError(f"cannot read s3://{bucket}/{bundle.key}: {_code(exc)}") from None
+        if error_code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+            raise DeployError(
+                f"cannot read s3://{bucket}/{bundle.key}: {error_code(exc)}"
+            ) from None
     else:
         report(f"bundle unchanged: s3://{bucket}/{bundle.key}")
         return False
@@ -196,9 +198,11 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
     checked to exist; its value is never read here."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
+    from tether.aws.secrets import SSM_ARN_PREFIX, SSM_PREFIX  # noqa: PLC0415
+
     try:
-        if reference.startswith("ssm:") or reference.startswith("arn:aws:ssm:"):
-            name = reference[4:] if reference.startswith("ssm:") else reference
+        if reference.startswith((SSM_PREFIX, SSM_ARN_PREFIX)):
+            name = reference[len(SSM_PREFIX) :] if reference.startswith(SSM_PREFIX) else reference
             ssm = aws.client("ssm")
             parameter = ssm.get_parameter(Name=name, WithDecryption=False)["Parameter"]
             if parameter.get("Type") != "SecureString":
@@ -209,7 +213,7 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
         answer = aws.client("secretsmanager").describe_secret(SecretId=reference)
         return str(answer["ARN"])
     except ClientError as exc:
-        raise InvalidInputError(f"{what}: cannot find {reference}: {_code(exc)}") from None
+        raise InvalidInputError(f"{what}: cannot find {reference}: {error_code(exc)}") from None
 
 
 def read_secret(aws: Aws, arn: str) -> str:
@@ -217,15 +221,15 @@ def read_secret(aws: Aws, arn: str) -> str:
     (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    from tether.aws.secrets import single_value  # noqa: PLC0415
+    from tether.aws.secrets import SSM_ARN_PREFIX, single_value  # noqa: PLC0415
 
     try:
-        if arn.startswith("arn:aws:ssm:"):
+        if arn.startswith(SSM_ARN_PREFIX):
             answer = aws.client("ssm").get_parameter(Name=arn, WithDecryption=True)
             return str(answer["Parameter"]["Value"])
         value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
     except (ClientError, KeyError) as exc:
-        raise ConfigurationError(f"cannot read secret {arn}: {_code(exc)}") from None
+        raise ConfigurationError(f"cannot read secret {arn}: {error_code(exc)}") from None
     return single_value(value, arn)
 
 
@@ -255,7 +259,7 @@ def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | N
             **_template_source(aws, bucket, template)
         )
     except ClientError as exc:
-        raise DeployError(f"CloudFormation refused the template: {_message(exc)}") from None
+        raise DeployError(f"CloudFormation refused the template: {error_message(exc)}") from None
     return {
         p["ParameterKey"]: None if p.get("DefaultValue") is None else str(p["DefaultValue"])
         for p in summary.get("Parameters", [])
@@ -313,7 +317,7 @@ def deploy(
     try:
         created = cfn.create_change_set(**request)
     except ClientError as exc:
-        raise DeployError(f"CloudFormation refused the change set: {_message(exc)}") from None
+        raise DeployError(f"CloudFormation refused the change set: {error_message(exc)}") from None
     change_set = _wait_for_change_set(cfn, created["Id"], poll_seconds, timeout_seconds)
     if change_set["Status"] == "FAILED":
         reason = change_set.get("StatusReason", "")
@@ -334,7 +338,9 @@ def deploy(
     try:
         cfn.execute_change_set(ChangeSetName=created["Id"])
     except ClientError as exc:
-        raise DeployError(f"CloudFormation could not run the change set: {_message(exc)}") from None
+        raise DeployError(
+            f"CloudFormation could not run the change set: {error_message(exc)}"
+        ) from None
     state = wait(
         aws,
         stack,
@@ -534,14 +540,5 @@ def delete_bucket(aws: Aws, bucket: str, report: Report) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
         s3.delete_bucket(Bucket=bucket)
     except ClientError as exc:
-        raise DeployError(f"cannot delete bucket {bucket}: {_code(exc)}") from None
+        raise DeployError(f"cannot delete bucket {bucket}: {error_code(exc)}") from None
     report(f"deleted bucket {bucket}")
-
-
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
-
-
-def _message(exc: Exception) -> str:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Message") or error.get("Code") or exc)
