@@ -12,29 +12,18 @@ from uuid import UUID
 
 from tether import runtime
 from tether.cli.common import (
+    add_announce_option,
     add_database_options,
     confirm,
-    database_url,
     declined,
+    installed_settings,
     say,
     say_json,
 )
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.models import SessionFilter
-from tether.settings import Settings, load_settings
 
 DAYS_MAX = 366
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, object] = {"database_url": database_url(args)}
-    if getattr(args, "endpoint_url", None):
-        overrides["connections_endpoint"] = args.endpoint_url
-    if getattr(args, "announce_to", None):
-        overrides["announce_to"] = args.announce_to
-    config = load_settings(**overrides)
-    runtime.install(config)
-    return config
 
 
 def human(seconds: float | None) -> str:
@@ -101,7 +90,7 @@ def _days(text: str) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     from tether.admin import operations  # noqa: PLC0415
 
-    _settings(args)
+    installed_settings(args)
     active = True if args.active else (False if args.ended else None)
     where = SessionFilter(active=active, user_id=args.user)
     page = operations.list_page(runtime.store(), where, cursor_text=None, limit=args.limit)
@@ -139,7 +128,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from tether.admin import operations  # noqa: PLC0415
 
-    config = _settings(args)
+    config = installed_settings(args)
     store = runtime.store()
     live = operations.live(store, config)
     daily = operations.daily(store, args.days)
@@ -179,7 +168,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_kick(args: argparse.Namespace) -> int:
 
-    config = _settings(args)
+    config = installed_settings(args)
     store = runtime.store()
     connections = runtime.connections()
     if connections is None:
@@ -291,11 +280,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the @connections endpoint (default: $TETHER_CONNECTIONS_ENDPOINT)",
     )
-    kick_cmd.add_argument(
-        "--announce-to",
-        choices=("eventbridge", "log"),
-        help="where SessionEnded goes (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
-    )
+    add_announce_option(kick_cmd)
     kick_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_database_options(kick_cmd)
     kick_cmd.set_defaults(handler=cmd_kick)

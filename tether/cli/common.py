@@ -9,11 +9,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check
 from tether.durations import parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
+
+if TYPE_CHECKING:
+    from tether.settings import Settings
 
 URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
 LOCAL_STATE = Path(".tether") / "dev.json"
@@ -152,3 +155,31 @@ def declined() -> int:
     stdout stays empty. Returns the command's exit status."""
     sys.stderr.write("nothing was changed\n")
     return 1
+
+
+ANNOUNCE_CHOICES = ("eventbridge", "log")
+
+
+def add_announce_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--announce-to",
+        choices=ANNOUNCE_CHOICES,
+        help="where SessionEnded goes: EventBridge (needs AWS credentials and a region)"
+        " or a log line on stderr (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
+    )
+
+
+def installed_settings(args: argparse.Namespace) -> Settings:
+    """The settings a command runs with (the environment's, then its own options:
+    database, gateway endpoint, announcements), installed for the runtime to use."""
+    from tether import runtime  # noqa: PLC0415
+    from tether.settings import load_settings  # noqa: PLC0415
+
+    overrides: dict[str, object] = {"database_url": database_url(args)}
+    if getattr(args, "endpoint_url", None):
+        overrides["connections_endpoint"] = args.endpoint_url
+    if getattr(args, "announce_to", None):
+        overrides["announce_to"] = args.announce_to
+    config = load_settings(**overrides)
+    runtime.install(config)
+    return config

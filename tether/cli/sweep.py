@@ -9,47 +9,24 @@ from typing import Any
 
 from tether import limits, runtime
 from tether.cli.common import (
+    add_announce_option,
     add_database_options,
     confirm,
-    database_url,
     declined,
     duration,
+    installed_settings,
     say,
     say_json,
 )
 from tether.durations import describe_seconds
 from tether.errors import InvalidInputError
-from tether.settings import Settings, load_settings
-
-ANNOUNCE_CHOICES = ("eventbridge", "log")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, object] = {"database_url": database_url(args)}
-    endpoint = getattr(args, "endpoint_url", None)
-    if endpoint:
-        overrides["connections_endpoint"] = endpoint
-    if getattr(args, "announce_to", None):
-        overrides["announce_to"] = args.announce_to
-    config = load_settings(**overrides)
-    runtime.install(config)
-    return config
-
-
-def _add_announce_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--announce-to",
-        choices=ANNOUNCE_CHOICES,
-        help="where SessionEnded goes: EventBridge (needs AWS credentials and a region)"
-        " or a log line on stderr (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
-    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
-    config = _settings(args)
+    config = installed_settings(args)
     if args.dry_run:
         policy = SweepPolicy.from_settings(config)
         preview = runtime.store().sweep_preview(
@@ -108,7 +85,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             f" {describe_seconds(limits.GATEWAY_MAX_CONNECTION_SECONDS)}, so only older ones are"
             " certainly orphans. Use 2h or more, or add --force if you mean it"
         )
-    config = _settings(args)
+    config = installed_settings(args)
     store = runtime.store()
     summary = store.orphan_summary(older_than_seconds=older_than)
     if summary.orphans == 0:
@@ -201,7 +178,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the @connections endpoint for suspects (default: $TETHER_CONNECTIONS_ENDPOINT)",
     )
-    _add_announce_option(sweep_cmd)
+    add_announce_option(sweep_cmd)
     sweep_cmd.add_argument("--dry-run", action="store_true", help="report what a run would do")
     sweep_cmd.add_argument(
         "--time-limit",
@@ -239,7 +216,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     orphans_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_database_options(orphans_cmd)
-    _add_announce_option(orphans_cmd)
+    add_announce_option(orphans_cmd)
     orphans_cmd.set_defaults(handler=cmd_close_orphans)
 
 
