@@ -99,24 +99,55 @@ def _start_dev(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"tether dev did not start: {_LOG.read().decode()[-800:]}")
 
 
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # a server process that ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 async def _open_many(
     url: str, count: int, process: psutil.Process
-) -> tuple[float, float, list[ClientConnection]]:
+) -> tuple[float, float, dict[str, float], list[ClientConnection]]:
     """Open ``count`` connections at once (``CONCURRENCY`` handshakes in flight) and
-    hold them: new connections per second, and the server's memory per connection."""
+    hold them: new connections per second, the server's memory per connection, and
+    the CPU time each connection cost the gateway, this client and Postgres."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> ClientConnection:
         async with gate:
             return await connect(url, ping_interval=None, open_timeout=60)
 
+    me = psutil.Process()
     before = process.memory_info().rss
+    cpu_before = {
+        "gateway": _cpu_seconds([process]),
+        "client": _cpu_seconds([me]),
+        "postgres": _cpu_seconds(_postgres_processes()),
+    }
     started = time.perf_counter()
     clients = await asyncio.gather(*(one() for _ in range(count)))
     rate = count / (time.perf_counter() - started)
+    # Postgres backends started during the run count whole (they had no time before).
+    cpu_after = {
+        "gateway": _cpu_seconds([process]),
+        "client": _cpu_seconds([me]),
+        "postgres": _cpu_seconds(_postgres_processes()),
+    }
+    cpu_ms = {
+        name: round((cpu_after[name] - cpu_before[name]) / count * 1000, 2) for name in cpu_before
+    }
     await asyncio.sleep(1.0)
     per_connection = (process.memory_info().rss - before) / count
-    return rate, per_connection, list(clients)
+    return rate, per_connection, cpu_ms, list(clients)
 
 
 def run(mode: Run) -> dict[str, Entry]:
@@ -130,31 +161,40 @@ def run(mode: Run) -> dict[str, Entry]:
         ws_url = f"ws://127.0.0.1:{port}"
         try:
 
-            async def opened() -> tuple[float, float, int, int]:
+            async def opened() -> tuple[float, float, dict[str, float], int, int]:
                 server = psutil.Process(process.pid)
-                rate, per_connection, clients = await _open_many(ws_url, connections, server)
+                rate, per_connection, cpu_ms, clients = await _open_many(
+                    ws_url, connections, server
+                )
                 with psycopg.connect(url) as conn:
                     row = conn.execute(
                         "select count(*) from public.conversation_sessions where is_active"
                     ).fetchone()
                 for client in clients:
                     await client.close()
-                return rate, per_connection, len(clients), int(row[0]) if row else 0
+                return rate, per_connection, cpu_ms, len(clients), int(row[0]) if row else 0
 
-            rate, per_connection, held, written = asyncio.run(opened())
+            rate, per_connection, cpu_ms, held, written = asyncio.run(opened())
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
     report(
         f"gateway     {rate:.0f} new connections/s, each written ({written} active rows);"
         f" pgbench open_session {baseline:.0f}/s; {per_connection / 1024:.1f} KiB per"
-        f" open connection ({held} held)"
+        f" open connection ({held} held); CPU ms per connection: "
+        + ", ".join(f"{name} {ms}" for name, ms in cpu_ms.items())
     )
     rate_entry = entry(
         f"{connections:,} WebSocket handshakes through tether dev's gateway ({CONCURRENCY} in"
         " flight), each invoking the real $connect handler and writing its row; against"
         " pgbench calling tether_open_session_v1 (8 clients)",
-        measured={"connections_per_second": round(rate, 1), "rows_written": written},
+        measured={
+            "connections_per_second": round(rate, 1),
+            "rows_written": written,
+            # Where the machine's CPUs went: the rate cannot exceed CPUs / their sum,
+            # nor 1 / the gateway's share (one interpreter, one lock).
+            "cpu_ms_per_connection": cpu_ms,
+        },
         baseline={"pgbench_open_session_per_second": round(baseline, 1)},
         ratio=rate / baseline,
         goal=">= 500",
