@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.auth import looks_like_jwt, split_protocols
+from tether.cli.deploy import whole_seconds
 from tether.durations import describe_seconds, parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.lifecycle import reason_for_close
@@ -136,3 +137,14 @@ def test_every_dev_and_simulate_option_has_help_and_shows_its_default() -> None:
         options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
         assert all(a.help for a in options), [a.dest for a in options if not a.help]
         assert "(default: 3001)" in sub.format_help() or name == "simulate"
+
+
+@pytest.mark.parametrize(
+    ("text", "whole"),
+    [("4.1m", 246), ("8.3m", 498), ("0.1h", 360), ("90s", 90), ("0.4s", None), ("10.5s", None)],
+)
+def test_stack_durations_are_whole_seconds_despite_floating_point(
+    text: str, whole: int | None
+) -> None:
+    # 4.1m parses to 245.99999999999997: whole, and 246 as the stack's parameter.
+    assert whole_seconds(parse_duration(text)) == whole

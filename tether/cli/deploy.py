@@ -44,9 +44,17 @@ SWEEP_PERIODS = (1, 2, 5, 10)
 """Sweep schedules the template offers, in minutes."""
 
 
+def whole_seconds(seconds: float) -> int | None:
+    """``seconds`` as a whole number, or None if it has a fraction. A parsed duration
+    such as 4.1m is 245.99999999999997 in floating point: that is 246, not a fraction."""
+    whole = round(seconds)
+    return whole if abs(seconds - whole) < 1e-6 else None
+
+
 def _minutes(seconds: float, option: str) -> int:
-    minutes, rest = divmod(int(seconds), 60)
-    if rest or seconds != int(seconds) or minutes not in SWEEP_PERIODS:
+    whole = whole_seconds(seconds)
+    minutes, rest = divmod(whole or 0, 60)
+    if whole is None or rest or minutes not in SWEEP_PERIODS:
         choices = ", ".join(f"{m}m" for m in SWEEP_PERIODS)
         raise InvalidInputError(f"{option}: one of {choices}, got {seconds:g}s")
     return minutes
@@ -78,10 +86,11 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
             flag = f"--{option.replace('_', '-')}"
             if value > 7200:
                 raise InvalidInputError(f"{flag}: at most 2h")
-            if value != int(value):
+            whole = whole_seconds(value)
+            if whole is None:
                 # The stack takes whole seconds; rounding 0.4s to 0 would change its meaning.
                 raise InvalidInputError(f"{flag}: whole seconds only, got {value:g}s")
-            chosen[parameter] = str(int(value))
+            chosen[parameter] = str(whole)
     for item in args.parameter:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
