@@ -10,17 +10,23 @@ from tether.aws.observability import emit_metric
 from tether.sweep import SweepReport
 
 
+def emit_unrecorded_metrics(report: SweepReport) -> None:
+    """What a run could not record: emitted by every run, a failed one too (an outage
+    that fails the run is the one these are there to show)."""
+    emit_metric("AnnouncementsUnrecorded", report.announce_unrecorded)
+    # A check the database's absence cut short: the run carried on, but an outage
+    # long enough to cost checks is worth an alarm of its own.
+    emit_metric("SweepChecksFailed", report.failed_checks)
+
+
 def emit_sweep_metrics(report: SweepReport) -> None:
     """EMF metrics for one run."""
     for reason, count in sorted(report.ended_by_reason.items()):
         emit_metric("SessionsEnded", count, dimensions={"Reason": reason})
     emit_metric("AnnouncementsRedelivered", report.redelivered)
     emit_metric("AnnouncementsFailed", report.announce_failed)
-    emit_metric("AnnouncementsUnrecorded", report.announce_unrecorded)
     emit_metric("GatewayErrors", report.gateway_errors)
-    # A check the database's absence cut short: the run carried on, but an outage
-    # long enough to cost checks is worth an alarm of its own.
-    emit_metric("SweepChecksFailed", report.failed_checks)
+    emit_unrecorded_metrics(report)
     health = report.health
     if health is not None:
         emit_metric("ActiveSessions", health.active_sessions)

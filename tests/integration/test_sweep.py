@@ -339,6 +339,7 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     db: Conn,
     make_session: SessionFactory,
     event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The stated bound: recovery + one check period (here 1 s), whatever the failed
     # run left leased.
@@ -349,34 +350,22 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     for index in range(5):
         make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
         make_session(connection_id=f"gone{index}=", started_seconds_ago=900, seen_seconds_ago=300)
-    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
     went_down = threading.Event()
 
     def database_goes_down(method: str, connection_id: str) -> None:
-        if went_down.is_set():
-            return
-        went_down.set()
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                psycopg.sql.SQL("alter database {} allow_connections false").format(
-                    psycopg.sql.Identifier(str(dbname))
-                )
-            )
-            admin.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity"
-                " where datname = %s and pid <> pg_backend_pid()",
-                (dbname,),
-            )
+        if not went_down.is_set():
+            went_down.set()
+            _allow_connections(server_url, database_url, False)
 
     gateway.on_request = database_goes_down
     with pytest.raises(DatabaseUnavailableError):
         _run()
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            psycopg.sql.SQL("alter database {} allow_connections true").format(
-                psycopg.sql.Identifier(str(dbname))
-            )
-        )
+    _allow_connections(server_url, database_url, True)
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    # The failed run still says what it could not do.
+    assert emitted["SweepFailed"] == 1
+    assert emitted["SweepChecksFailed"] == 1
+    assert emitted["AnnouncementsUnrecorded"] == 0
     gateway.on_request = None
     recovered = time.monotonic()
     with psycopg.connect(database_url) as plain:
@@ -413,8 +402,9 @@ def _allow_connections(server_url: str, database_url: str, allowed: bool) -> Non
             )
         )
         if not allowed:
+            # Waits (up to 5 s) until each is gone, so none answers one more query.
             admin.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity"
+                "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
                 " where datname = %s and pid <> pg_backend_pid()",
                 (name,),
             )
@@ -488,7 +478,7 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
             result = event_bridge.announce(sessions)
             if not outages:
                 allow_connections(False)
-                outages.append(threading.Timer(0.3, allow_connections, args=(True,)))
+                outages.append(threading.Timer(1.0, allow_connections, args=(True,)))
                 outages[0].start()
             return result
 
