@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.common import Entry, Run, entry, report
-from bench.database import scratch_database
+from bench.database import BENCH_DATA_DIR, scratch_database
 from tether.local import embedded
 
 CONNECTIONS = int(os.environ.get("TETHER_BENCH_CONNECTIONS", "3000"))
@@ -111,7 +111,14 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 def _postgres_processes() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    """The benchmark server's processes: its postmaster and every child (backends,
+    writers), not another cluster's on the same machine."""
+    try:
+        pid = int((BENCH_DATA_DIR / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        return [postmaster, *postmaster.children()]
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return []
 
 
 async def _open_many(
@@ -126,11 +133,12 @@ async def _open_many(
         async with gate:
             return await connect(url, ping_interval=None, open_timeout=60)
 
-    me = psutil.Process()
     before = process.memory_info().rss
+    # The client is this thread's event loop: its own CPU time, not the process's
+    # (a full run has another benchmark's thread in this process).
     cpu_before = {
         "gateway": _cpu_seconds([process]),
-        "client": _cpu_seconds([me]),
+        "client": time.thread_time(),
         "postgres": _cpu_seconds(_postgres_processes()),
     }
     started = time.perf_counter()
@@ -139,7 +147,7 @@ async def _open_many(
     # Postgres backends started during the run count whole (they had no time before).
     cpu_after = {
         "gateway": _cpu_seconds([process]),
-        "client": _cpu_seconds([me]),
+        "client": time.thread_time(),
         "postgres": _cpu_seconds(_postgres_processes()),
     }
     cpu_ms = {
