@@ -203,6 +203,51 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     assert report["orphaned_sessions"] == 0
 
 
+def test_sweep_says_which_checks_an_outage_cut_short(
+    database_url: str, server_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600)
+    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("alter database {} allow_connections {}").format(
+                    psycopg.sql.Identifier(name), psycopg.sql.SQL(str(allowed).lower())
+                )
+            )
+
+    env = {
+        **os.environ,
+        "TETHER_ANNOUNCE_TO": "log",
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": "0.5",
+        "TETHER_SWEEP_SCHEDULE_SECONDS": "4",
+        "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+    }
+    db.close()  # the database turns new connections away; this one would outlive that
+    allow_connections(False)
+    tether = Path(sys.executable).with_name("tether")
+    command = [str(tether), "sweep", "--keep-checking", "--database-url", database_url]
+    failed = 0
+    try:
+        with subprocess.Popen(  # noqa: S603 - our own console script
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as sweep:
+            assert sweep.stderr is not None and sweep.stdout is not None
+            for line in sweep.stderr:
+                if "check failed: the database is unavailable" in line:
+                    failed += 1
+                    if failed == 2:  # the database is back for the run's next checks
+                        allow_connections(True)
+            stdout = sweep.stdout.read()
+            assert sweep.wait(timeout=60) == 0
+    finally:
+        allow_connections(True)
+    assert failed >= 2
+    assert f"{failed} check(s) cut short: the database was unavailable" in stdout
+    assert "ended 1 session(s): 1 max_duration" in stdout
+
+
 def _without_region(home: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v

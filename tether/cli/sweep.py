@@ -61,6 +61,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"{report.announce_failed} announcement(s) failed and stay queued for the next"
             f" sweep: {report.announce_error or 'refused by EventBridge'}"
         )
+    if report.announce_unrecorded:
+        say(
+            f"{report.announce_unrecorded} announcement(s) went out but could not be recorded"
+            " (the database went away): they will be announced again"
+        )
+    if report.failed_checks:
+        say(f"{report.failed_checks} check(s) cut short: the database was unavailable")
     if report.health:
         health = report.health
         say(f"{health.active_sessions} active, {health.orphaned_sessions} orphaned")
