@@ -3,6 +3,7 @@ on it, what tether already did to it. Reads only."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -500,8 +501,9 @@ def views_on_table(conn: psycopg.Connection[tuple[Any, ...]], oid: int) -> list[
 _INDEX_NAME = re.compile(r"\bindex\s+concurrently\s+(\w+)", re.IGNORECASE)
 
 
-def index_statements() -> list[tuple[str, str]]:
-    """(name, statement) of each index in ``indexes.sql``."""
+@functools.cache
+def index_statements() -> tuple[tuple[str, str], ...]:
+    """(name, statement) of each index in ``indexes.sql`` (a shipped file: read once)."""
     text = "\n".join(
         line for line in sql_file("indexes.sql").splitlines() if not line.startswith("--")
     )
@@ -512,4 +514,4 @@ def index_statements() -> list[tuple[str, str]]:
             if match is None:  # pragma: no cover - the file is ours
                 raise AdoptionError(f"indexes.sql: no index name in {statement!r}")
             found.append((match.group(1), statement))
-    return found
+    return tuple(found)

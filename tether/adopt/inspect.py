@@ -40,10 +40,12 @@ ORPHAN_AGE = "2 hours"
 """API Gateway's maximum connection duration: an active row older than this is an
 orphan for tether (the origin's own alert query used the same bound)."""
 
+TETHER_INDEXES = tuple(name for name, _ in index_statements())
+
 TETHER_OBJECTS = frozenset(
     {
         "conversation_sessions_pkey",
-        *(name for name, _ in index_statements()),
+        *TETHER_INDEXES,
         "public.conversation_session_daily_stats",
         "public.conversation_session_orphans",
         "conversation_session_daily_stats",
@@ -59,8 +61,6 @@ TETHER_OBJECTS = frozenset(
     }
 )
 """tether's own objects on the table (recreated as tether made them)."""
-
-TETHER_INDEXES = tuple(name for name, _ in index_statements())
 
 # States of the table, as --check reports them.
 ABSENT = "absent"
