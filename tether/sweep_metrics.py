@@ -10,9 +10,10 @@ from tether.aws.observability import emit_metric
 from tether.sweep import SweepReport
 
 
-def emit_unrecorded_metrics(report: SweepReport) -> None:
-    """What a run could not record: emitted by every run, a failed one too (an outage
-    that fails the run is the one these are there to show)."""
+def emit_outage_metrics(report: SweepReport) -> None:
+    """What a database outage cost the run (announcements it could not record, checks
+    it cut short): emitted by every run, a failed one too, since an outage that fails
+    the run is the one these are there to show."""
     emit_metric("AnnouncementsUnrecorded", report.announce_unrecorded)
     # A check the database's absence cut short: the run carried on, but an outage
     # long enough to cost checks is worth an alarm of its own.
@@ -26,7 +27,7 @@ def emit_sweep_metrics(report: SweepReport) -> None:
     emit_metric("AnnouncementsRedelivered", report.redelivered)
     emit_metric("AnnouncementsFailed", report.announce_failed)
     emit_metric("GatewayErrors", report.gateway_errors)
-    emit_unrecorded_metrics(report)
+    emit_outage_metrics(report)
     health = report.health
     if health is not None:
         emit_metric("ActiveSessions", health.active_sessions)

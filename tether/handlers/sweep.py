@@ -15,7 +15,7 @@ from tether import runtime
 from tether.aws.observability import emit_metric, invocation, logger
 from tether.errors import TetherError
 from tether.sweep import RemainingSeconds, Sleep, SweepReport
-from tether.sweep_metrics import emit_sweep_metrics, emit_unrecorded_metrics
+from tether.sweep_metrics import emit_outage_metrics, emit_sweep_metrics
 
 if TYPE_CHECKING:
     from tether.store import SessionStore
@@ -42,7 +42,7 @@ def run_sweep(
         if metrics:
             emit_metric("SweepFailed")
             if sweep is not None:
-                emit_unrecorded_metrics(sweep.report)
+                emit_outage_metrics(sweep.report)
         done = sweep.report.as_dict() if sweep is not None else {}
         logger.error("sweep failed; the next run carries on", extra={"error": str(exc), **done})
         raise
