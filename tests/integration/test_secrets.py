@@ -19,3 +19,32 @@ def test_secrets_by_reference_from_secrets_manager_and_ssm(aws: str) -> None:
     assert resolve_secret("plain-value", aws) == "plain-value"
     with pytest.raises(ConfigurationError, match="cannot read parameter ssm:/tether/missing"):
         resolve_secret("ssm:/tether/missing", aws)
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"), [("us-gov-west-1", "aws-us-gov"), ("cn-north-1", "aws-cn")]
+)
+def test_secret_arns_of_every_partition_are_read_not_taken_as_values(
+    aws: str, monkeypatch: pytest.MonkeyPatch, region: str, partition: str
+) -> None:
+    """The template accepts ARNs of any partition; the functions must read them too, not
+    take ``arn:aws-us-gov:...`` for the database URL itself."""
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    secrets = boto3.client("secretsmanager", endpoint_url=aws, region_name=region)
+    arn = secrets.create_secret(Name="tether/db", SecretString="postgresql://gov/db")["ARN"]
+    ssm = boto3.client("ssm", endpoint_url=aws, region_name=region)
+    ssm.put_parameter(Name="/tether/jwt", Value="from-gov-ssm", Type="SecureString")
+    parameter_arn = ssm.get_parameter(Name="/tether/jwt")["Parameter"]["ARN"]
+    assert arn.startswith(f"arn:{partition}:secretsmanager:")
+    assert parameter_arn.startswith(f"arn:{partition}:ssm:")
+
+    assert resolve_secret(arn, aws) == "postgresql://gov/db"
+    assert resolve_secret(parameter_arn, aws) == "from-gov-ssm"
+
+
+def test_look_alike_prefixes_are_plain_values() -> None:
+    """Only a real ARN prefix is a reference: a value that merely resembles one is the
+    value itself (no AWS call is made for it)."""
+    for value in ("arn:awsx:ssm:us-east-1:1:parameter/x", "arn:aws:s3:::bucket", "xarn:aws:ssm:"):
+        assert resolve_secret(value, None) == value

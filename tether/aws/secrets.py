@@ -1,24 +1,43 @@
 """Secrets kept in AWS Secrets Manager or SSM Parameter Store, read once per container.
 
 A secret-bearing setting takes either the value itself or a reference:
-``arn:aws:secretsmanager:...``, ``arn:aws:ssm:...`` or ``ssm:/parameter/name``.
-boto3 is imported only when a reference is resolved.
+``arn:aws:secretsmanager:...``, ``arn:aws:ssm:...`` (in any partition: ``aws-cn``,
+``aws-us-gov``, ...) or ``ssm:/parameter/name``. boto3 is imported only when a
+reference is resolved.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 
 from tether.errors import ConfigurationError
 
-SECRETS_MANAGER_PREFIX = "arn:aws:secretsmanager:"
-SSM_ARN_PREFIX = "arn:aws:ssm:"
 SSM_PREFIX = "ssm:"
+# The partition is "aws" or "aws-" and a suffix (aws-cn, aws-us-gov, aws-iso-b, ...),
+# as the template's parameter patterns accept.
+_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:(secretsmanager|ssm):")
 
 
-def is_reference(value: str) -> bool:
-    return value.startswith((SECRETS_MANAGER_PREFIX, SSM_ARN_PREFIX, SSM_PREFIX))
+def _arn_service(reference: str) -> str | None:
+    found = _ARN.match(reference)
+    return found.group(1) if found else None
+
+
+def is_secrets_manager_arn(reference: str) -> bool:
+    return _arn_service(reference) == "secretsmanager"
+
+
+def is_ssm_reference(reference: str) -> bool:
+    """``ssm:/name`` or an SSM parameter's ARN."""
+    return reference.startswith(SSM_PREFIX) or _arn_service(reference) == "ssm"
+
+
+def ssm_parameter_name(reference: str) -> str:
+    """What GetParameter takes for ``reference``: the name after ``ssm:``, or the ARN
+    itself (GetParameter takes a full ARN as the name too)."""
+    return reference[len(SSM_PREFIX) :] if reference.startswith(SSM_PREFIX) else reference
 
 
 @functools.cache
@@ -28,9 +47,9 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
     A Secrets Manager secret holding a JSON object of one field (as the console's
     key/value editor writes it) yields that field's value.
     """
-    if reference.startswith(SECRETS_MANAGER_PREFIX):
+    if is_secrets_manager_arn(reference):
         return _from_secrets_manager(reference, endpoint_url)
-    if reference.startswith((SSM_ARN_PREFIX, SSM_PREFIX)):
+    if is_ssm_reference(reference):
         return _from_ssm(reference, endpoint_url)
     return reference
 
@@ -57,11 +76,9 @@ def _from_ssm(reference: str, endpoint_url: str | None) -> str:
 
     from tether.aws.clients import client, error_code  # noqa: PLC0415
 
-    # GetParameter takes a full ARN as the name as well as a plain name.
-    name = reference if reference.startswith(SSM_ARN_PREFIX) else reference[len(SSM_PREFIX) :]
     try:
         parameter = client("ssm", endpoint_url=endpoint_url).get_parameter(
-            Name=name, WithDecryption=True
+            Name=ssm_parameter_name(reference), WithDecryption=True
         )
     except (BotoCoreError, ClientError) as exc:
         raise ConfigurationError(f"cannot read parameter {reference}: {error_code(exc)}") from None

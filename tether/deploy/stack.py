@@ -198,11 +198,11 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
     checked to exist; its value is never read here."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    from tether.aws.secrets import SSM_ARN_PREFIX, SSM_PREFIX  # noqa: PLC0415
+    from tether.aws.secrets import is_ssm_reference, ssm_parameter_name  # noqa: PLC0415
 
     try:
-        if reference.startswith((SSM_PREFIX, SSM_ARN_PREFIX)):
-            name = reference[len(SSM_PREFIX) :] if reference.startswith(SSM_PREFIX) else reference
+        if is_ssm_reference(reference):
+            name = ssm_parameter_name(reference)
             ssm = aws.client("ssm")
             parameter = ssm.get_parameter(Name=name, WithDecryption=False)["Parameter"]
             if parameter.get("Type") != "SecureString":
@@ -221,10 +221,10 @@ def read_secret(aws: Aws, arn: str) -> str:
     (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    from tether.aws.secrets import SSM_ARN_PREFIX, single_value  # noqa: PLC0415
+    from tether.aws.secrets import is_ssm_reference, single_value  # noqa: PLC0415
 
     try:
-        if arn.startswith(SSM_ARN_PREFIX):
+        if is_ssm_reference(arn):
             answer = aws.client("ssm").get_parameter(Name=arn, WithDecryption=True)
             return str(answer["Parameter"]["Value"])
         value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
