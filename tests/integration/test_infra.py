@@ -10,6 +10,7 @@ configs, queue policies): the deploy test cannot see them, this test covers them
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -539,6 +540,63 @@ def test_sweep_errors_and_dead_letters_raise_alarms() -> None:
     )
     assert references(dead["Dimensions"]) == {"SessionEndedDeadLetterQueue"}
     assert dead["Threshold"] == 0 and dead["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def _sweep_metric_names(capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """The names of the metrics a sweep run emits, read from its EMF lines."""
+    from tether.models import SessionHealth  # noqa: PLC0415
+    from tether.sweep import SweepReport  # noqa: PLC0415
+    from tether.sweep_metrics import emit_sweep_metrics  # noqa: PLC0415
+
+    report = SweepReport()
+    report.ended_by_reason["idle_timeout"] = 1
+    report.health = SessionHealth(
+        active_sessions=1, oldest_active_start=None, orphaned_sessions=0, unannounced=0
+    )
+    capsys.readouterr()
+    emit_sweep_metrics(report)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return {
+        metric["Name"]
+        for line in lines
+        for directive in line["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+
+
+def test_failing_checks_and_refused_announcements_raise_alarms(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emitted = _sweep_metric_names(capsys)
+    namespace = props("SweepFunction")["Environment"]["Variables"]["TETHER_METRICS_NAMESPACE"]
+    for alarm_id, metric, periods in (
+        ("SweepChecksFailingAlarm", "SweepChecksFailed", 2),
+        ("AnnouncementsFailingAlarm", "AnnouncementsFailed", 3),
+    ):
+        alarm = props(alarm_id)
+        assert alarm["MetricName"] == metric
+        assert metric in emitted, f"{alarm_id} watches {metric}, which the sweep never emits"
+        assert alarm["Namespace"] == namespace
+        assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        # Persistent, not one blip: every period of the window must breach.
+        assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == periods
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert references(alarm["AlarmActions"]) == {"AlarmTopic"}
+
+
+def test_every_alarm_on_tether_s_namespace_watches_a_metric_the_sweep_emits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emitted = _sweep_metric_names(capsys)
+    namespace = props("SweepFunction")["Environment"]["Variables"]["TETHER_METRICS_NAMESPACE"]
+    watched = {
+        alarm_id: alarm["Properties"]["MetricName"]
+        for alarm_id, alarm in resources("AWS::CloudWatch::Alarm").items()
+        if alarm["Properties"]["Namespace"] == namespace
+    }
+    assert len(watched) >= 3
+    assert {alarm_id: name for alarm_id, name in watched.items() if name not in emitted} == {}
 
 
 @pytest.mark.parametrize("function", sorted(handlers()))
