@@ -173,16 +173,6 @@ def record(
     )
 
 
-def pending(
-    conn: psycopg.Connection[tuple[Any, ...]], migrations: list[Migration]
-) -> list[Migration]:
-    """The migrations the ledger does not record yet (edited ones refused by name)."""
-    applied = _applied(conn)
-    _check_unchanged(migrations, applied)
-    done = {entry.version for entry in applied}
-    return [m for m in migrations if m.version not in done]
-
-
 @functools.cache
 def shipped() -> tuple[Migration, ...]:
     """This release's migrations, read once per process."""
@@ -251,7 +241,7 @@ def _supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tu
     return found
 
 
-def _check_unchanged(migrations: list[Migration], applied: list[AppliedMigration]) -> None:
+def _check_unchanged(migrations: Sequence[Migration], applied: list[AppliedMigration]) -> None:
     by_version = {migration.version: migration for migration in migrations}
     for record in applied:
         migration = by_version.get(record.version)
@@ -266,9 +256,15 @@ def _check_unchanged(migrations: list[Migration], applied: list[AppliedMigration
             )
 
 
-def _plan(
-    conn: psycopg.Connection[tuple[Any, ...]], migrations: list[Migration]
+def plan(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    migrations: Sequence[Migration],
+    *,
+    adopting: bool = False,
 ) -> MigrationStatus:
+    """What both ledgers hold and what is left to run or to record. Refuses an edited
+    migration and a pushed copy that differs from this release's; refuses an existing
+    table it did not create unless ``adopting`` (adoption takes that table over)."""
     applied = _applied(conn)
     _check_unchanged(migrations, applied)
     done = {record.version for record in applied}
@@ -277,8 +273,35 @@ def _plan(
     recognised = {
         m.version: by_supabase[m.fingerprint][0] for m in pending if m.fingerprint in by_supabase
     }
-    _refuse_undecidable(conn, pending, recognised, by_supabase)
+    _refuse_undecidable(conn, pending, recognised, by_supabase, adopting=adopting)
     return MigrationStatus(applied, pending, recognised)
+
+
+def run_or_record(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    migration: Migration,
+    status: MigrationStatus,
+    *,
+    prepared: Migration | None = None,
+) -> None:
+    """Record ``migration`` as applied by ``supabase db push`` when Supabase's ledger
+    holds its content, or run it (``prepared``, when given: the same file made safe for
+    a table in use) and record it; in the caller's transaction."""
+    recorded_from = status.applied_by_supabase.get(migration.version)
+    if recorded_from is None:
+        logger.info("applying migration", extra={"migration": migration.filename})
+        record(conn, prepared or migration)
+    else:
+        logger.info(
+            "recording migration applied by supabase db push",
+            extra={"migration": migration.filename, "version": recorded_from},
+        )
+        record(conn, migration, recorded_from=recorded_from, run=False)
+
+
+def table_migration(migrations: Sequence[Migration]) -> Migration:
+    """The migration that creates ``public.conversation_sessions``."""
+    return next(m for m in migrations if m.name == TABLE_MIGRATION_NAME)
 
 
 def _refuse_undecidable(
@@ -286,6 +309,8 @@ def _refuse_undecidable(
     pending: list[Migration],
     recognised: dict[str, str],
     by_supabase: dict[str, tuple[str, str]],
+    *,
+    adopting: bool,
 ) -> None:
     to_run = [m for m in pending if m.version not in recognised]
     names = {version_name[1] for version_name in by_supabase.values()}
@@ -299,8 +324,10 @@ def _refuse_undecidable(
                 " Compare it with `tether migrations export`, then either push this release's"
                 " files with supabase db push, or record the difference by hand"
             )
-    if any(m.name == TABLE_MIGRATION_NAME for m in to_run) and _exists(
-        conn, "public.conversation_sessions"
+    if (
+        not adopting
+        and any(m.name == TABLE_MIGRATION_NAME for m in to_run)
+        and _exists(conn, "public.conversation_sessions")
     ):
         raise MigrationError(
             "public.conversation_sessions already exists, and tether did not create it:"
@@ -312,7 +339,7 @@ def _refuse_undecidable(
 def status(url: str, directory: Path | None = None) -> MigrationStatus:
     migrations = discover(directory)
     with _connect(url) as conn, conn.transaction():
-        return _plan(conn, migrations)
+        return plan(conn, migrations)
 
 
 def migrate(url: str, directory: Path | None = None) -> list[Migration]:
@@ -328,17 +355,9 @@ def migrate(url: str, directory: Path | None = None) -> list[Migration]:
                 # One runner at a time; a second waits, then finds nothing pending.
                 conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
                 ensure_ledger(conn)
-                plan = _plan(conn, migrations)
-                for migration in plan.pending:
-                    recorded_from = plan.applied_by_supabase.get(migration.version)
-                    if recorded_from is None:
-                        logger.info("applying migration", extra={"migration": migration.filename})
-                    else:
-                        logger.info(
-                            "recording migration applied by supabase db push",
-                            extra={"migration": migration.filename, "version": recorded_from},
-                        )
-                    record(conn, migration, recorded_from=recorded_from, run=recorded_from is None)
+                status = plan(conn, migrations)
+                for migration in status.pending:
+                    run_or_record(conn, migration, status)
                     done_now.append(migration)
         except psycopg.Error as exc:
             raise MigrationError(

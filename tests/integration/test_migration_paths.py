@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.origin_fixture import build_origin
 from tests.support import ORIGIN_TABLE
 from tether import migrate
 from tether.errors import MigrationError
@@ -104,6 +105,54 @@ def test_migrate_refuses_a_table_it_did_not_create_and_points_at_adopt(
             " (select count(*) from pg_proc where proname like 'tether%%')"
         ).fetchone()
     assert left == (None, None, 0)
+
+
+def _stopped_push_on_a_team_table(url: str) -> tuple[list[migrate.Migration], list[str]]:
+    """A team with its own table who first tried `supabase db push` of tether's exported
+    files: the push applied the files before the table's, then stopped on the table."""
+    build_origin(url)
+    table = migrate.table_migration(migrate.discover())
+    before = [m for m in migrate.discover() if m.version < table.version]
+    versions = [f"2027010100{index:04d}" for index in range(len(before))]
+    _push_like_supabase(url, before, versions)
+    return before, versions
+
+
+def test_adoption_records_what_db_push_applied_instead_of_running_it_again(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    before, versions = _stopped_push_on_a_team_table(empty_database_url)
+    adopted = _tether(
+        "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
+    )
+    assert adopted.returncode == 0, adopted.stderr
+
+    files = migrate.discover()
+    table = migrate.table_migration(files)
+    assert _ledger(empty_database_url) == [
+        *((m.version, v) for m, v in zip(before, versions, strict=True)),
+        (table.version, migrate.ADOPTED),
+        *((m.version, None) for m in files if m.version > table.version),
+    ]
+    assert migrate.migrate(empty_database_url) == []
+
+
+def test_adoption_refuses_a_pushed_copy_it_cannot_tell_apart_and_writes_nothing(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    build_origin(empty_database_url)
+    first = migrate.discover()[0]
+    edited = migrate.Migration(
+        first.version, first.name, first.sql + "\ncreate table public.extra (id int);\n", "x"
+    )
+    _push_like_supabase(empty_database_url, [edited], ["20270101000000"])
+    adopted = _tether(
+        "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
+    )
+    assert adopted.returncode != 0
+    assert "content differs" in adopted.stderr
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
 
 
 def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -112,20 +112,25 @@ def _lock_table(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
 # --- the steps ---------------------------------------------------------------------
 
 
-def _table_migration(migrations: list[migrate.Migration]) -> migrate.Migration:
-    return next(m for m in migrations if m.name == migrate.TABLE_MIGRATION_NAME)
+def _pending(
+    conn: psycopg.Connection[tuple[Any, ...]], migrations: Sequence[migrate.Migration]
+) -> migrate.MigrationStatus:
+    """The ledgers' plan as ``tether migrate`` reads it (a file ``supabase db push``
+    applied is recorded, not run again), with the table being taken over allowed."""
+    return migrate.plan(conn, migrations, adopting=True)
 
 
 def step_ledger(run: _Run) -> None:
-    migrations = migrate.discover()
-    table = _table_migration(migrations)
+    migrations = migrate.shipped()
+    table = migrate.table_migration(migrations)
     with run.conn.transaction():
         run.conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
         migrate.ensure_ledger(run.conn)
-        for migration in migrate.pending(run.conn, migrations):
+        status = _pending(run.conn, migrations)
+        for migration in status.pending:
             if migration.version < table.version:
                 run.progress(f"  applying {migration.filename}")
-                migrate.record(run.conn, migration)
+                migrate.run_or_record(run.conn, migration, status)
         run.conn.execute(sql_file("state.sql").encode())
         _mark(run.conn, "ledger")
 
@@ -501,18 +506,18 @@ def unbuilt_indexes(migrations: list[migrate.Migration]) -> list[str]:
 
 
 def step_migrations(run: _Run) -> None:
-    migrations = migrate.discover()
-    table = _table_migration(migrations)
+    migrations = migrate.shipped()
+    table = migrate.table_migration(migrations)
 
     def record_table(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
-        if any(m.version == table.version for m in migrate.pending(conn, migrations)):
+        if any(m.version == table.version for m in _pending(conn, migrations).pending):
             migrate.record(conn, table, recorded_from=migrate.ADOPTED, run=False)
 
     run.locked("migrations", record_table)
     while True:
         with run.conn.transaction():
-            left = migrate.pending(run.conn, migrations)
+            left = _pending(run.conn, migrations).pending
         if not left:
             break
         migration = left[0]
@@ -521,8 +526,9 @@ def step_migrations(run: _Run) -> None:
             conn: psycopg.Connection[tuple[Any, ...]], m: migrate.Migration = migration
         ) -> None:
             conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
-            if any(p.version == m.version for p in migrate.pending(conn, migrations)):
-                migrate.record(conn, _as_prepared(m))
+            status = _pending(conn, migrations)
+            if any(p.version == m.version for p in status.pending):
+                migrate.run_or_record(conn, m, status, prepared=_as_prepared(m))
 
         run.progress(f"  applying {migration.filename}")
         run.locked(f"migration {migration.filename}", work)

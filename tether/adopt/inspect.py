@@ -126,7 +126,7 @@ class Report:
 def state_of(shape: Shape) -> str:
     if not shape.exists:
         return ABSENT
-    table_version = _table_migration().version
+    table_version = migrate.table_migration(migrate.shipped()).version
     if table_version in shape.ledger:
         if shape.ledger[table_version] != migrate.ADOPTED:
             return TETHERS_OWN
@@ -134,10 +134,6 @@ def state_of(shape: Shape) -> str:
     if shape.steps:
         return IN_PROGRESS
     return NOT_ADOPTED
-
-
-def _table_migration() -> migrate.Migration:
-    return next(m for m in migrate.discover() if m.name == migrate.TABLE_MIGRATION_NAME)
 
 
 def refusals(shape: Shape) -> list[str]:
