@@ -9,6 +9,7 @@ connection cannot be put in on demand (alive but silent for an hour).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +36,9 @@ class ConnectionsStandIn:
     """connection id -> how many more requests answer 429."""
     calls: list[tuple[str, str]] = field(default_factory=list)
     on_request: Callable[[str, str], None] | None = None
+    deletes_meet: threading.Barrier | None = None
+    """When set, each DELETE waits (outside the lock) until as many DELETEs as the
+    barrier's parties are in flight at once; a wait that times out breaks it."""
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,6 +95,10 @@ def serve() -> Iterator[ConnectionsStandIn]:
                 self.end_headers()
                 return
             connection_id = unquote(path.split(PREFIX, 1)[1])
+            if method == "DELETE" and state.deletes_meet is not None:
+                # A wait that times out breaks the barrier: the test reads .broken.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    state.deletes_meet.wait()
             status, headers, body = state._answer(method, connection_id)
             data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)

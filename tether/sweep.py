@@ -230,20 +230,35 @@ class Sweep:
             self.report.refreshed += 1
         answers.still_connected[suspect.session_id] = info.last_active_at
 
+    @staticmethod
+    def _delete(connections: ConnectionsApi, connection_id: str) -> GatewayError | None:
+        # Runs in the pool: only the HTTP call, no shared state.
+        try:
+            connections.delete(connection_id)
+        except GatewayError as exc:
+            return exc
+        return None
+
     def _close_silent(
-        self, connections: ConnectionsApi, to_close: dict[UUID, datetime], answers: _Answers
+        self,
+        connections: ConnectionsApi,
+        pool: ThreadPoolExecutor,
+        to_close: dict[UUID, datetime],
+        answers: _Answers,
     ) -> None:
         """Heartbeat timeouts: the end is recorded as an intent first, so the
-        $disconnect the delete causes ends the row with the same reason and time."""
+        $disconnect the delete causes ends the row with the same reason and time.
+        The deletes go out at once, as the questions did: under mass silence, one
+        at a time would spend the check's time waiting on the gateway."""
         intended = self._store.intend_end(EndReason.HEARTBEAT_TIMEOUT, to_close)
         for session_id in to_close.keys() - intended.keys():
             answers.still_connected[session_id] = None  # alive after all: a heartbeat came
-        for session_id, connection_id in intended.items():
-            try:
-                connections.delete(connection_id)
-            except GatewayError as exc:
+        closing = list(intended.items())
+        refusals = pool.map(lambda item: self._delete(connections, item[1]), closing)
+        for (session_id, connection_id), refused in zip(closing, refusals, strict=True):
+            if refused is not None:
                 # The session stays active with its intent; the next check retries.
-                answers.errors.append(exc)
+                answers.errors.append(refused)
                 answers.still_connected[session_id] = None
                 continue
             result = self._store.end_session(
@@ -292,7 +307,7 @@ class Sweep:
         ):
             self._sort(suspect, info, now, answers)
         if answers.to_close:
-            self._close_silent(connections, answers.to_close, answers)
+            self._close_silent(connections, pool, answers.to_close, answers)
         ended_gone = self._store.settle_gone(
             answers.gone, settle_seconds=self._policy.gone_settle_seconds
         )

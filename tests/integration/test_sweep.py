@@ -162,6 +162,37 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
     assert len(summary) == 1 and json.loads(summary[0])["ended"] == 4
 
 
+def test_silent_clients_are_closed_at_once_not_one_after_another(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+    event_bus: EventBus,
+) -> None:
+    """Mass silence (a network partition, a client bug): the DELETEs go out together,
+    as the questions do. The stand-in holds each DELETE until all four are in flight;
+    one at a time, the first would wait alone until the barrier gave up."""
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    runtime.reset()
+    silent = [f"silent-{n}=" for n in range(4)]
+    for connection_id in silent:
+        make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300)
+        gateway.set_alive(connection_id, idle_seconds=400)
+    gateway.deletes_meet = threading.Barrier(len(silent), timeout=10)
+
+    report = _run()
+
+    assert not gateway.deletes_meet.broken, "the DELETEs were not in flight together"
+    assert sorted(c for m, c in gateway.calls if m == "DELETE") == silent
+    assert report["ended_by_reason"] == {"heartbeat_timeout": 4}
+    rows = _by_connection(db)
+    assert {rows[c]["end_reason"] for c in silent} == {"heartbeat_timeout"}
+    for connection_id in silent:
+        assert rows[connection_id]["session_end"] == rows[connection_id]["last_seen_at"]
+    delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
+    assert delivered == Counter(silent)
+
+
 def test_without_heartbeats_a_silent_but_connected_client_is_kept(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,
