@@ -20,7 +20,7 @@ from tether.cli.common import (
     say,
     say_json,
 )
-from tether.errors import ConfigurationError, InvalidInputError
+from tether.errors import ConfigurationError, NotFoundError
 from tether.models import SessionFilter
 
 DAYS_MAX = 366
@@ -195,7 +195,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
     store = common["store"]
     found = operations.get_session(store, args.session)
     if found is None:
-        raise InvalidInputError(f"no session {args.session}")
+        raise NotFoundError(f"no session {args.session}")
     state = (
         "live"
         if found.is_active
@@ -207,7 +207,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
         return declined()
     closed = operations.close_session(args.session, **common)
     if closed is None:  # deleted meanwhile
-        raise InvalidInputError(f"no session {args.session}")
+        raise NotFoundError(f"no session {args.session}")
     if args.json:
         say_json(closed.model_dump(mode="json"))
     else:
