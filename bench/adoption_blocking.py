@@ -247,9 +247,11 @@ def run(mode: Run) -> dict[str, Entry]:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in applied.seconds.items())
         report(f"adoption    --apply {apply_seconds:.0f}s ({steps})")
         for name, summary in apply_writes.items():
+            p99 = summary["p99_seconds"]
             report(
                 f"            {name}: {summary['writes']} writes,"
-                f" longest {summary['max_seconds']}s, p99 {summary['p99_seconds']}s,"
+                f" longest {summary['max_seconds']}s,"
+                f" p99 {'(under 100 writes)' if p99 is None else f'{p99}s'},"
                 f" {summary['failures']} failed"
             )
         report(
