@@ -283,10 +283,11 @@ def run_or_record(
     status: MigrationStatus,
     *,
     prepared: Migration | None = None,
-) -> None:
+) -> str | None:
     """Record ``migration`` as applied by ``supabase db push`` when Supabase's ledger
     holds its content, or run it (``prepared``, when given: the same file made safe for
-    a table in use) and record it; in the caller's transaction."""
+    a table in use) and record it; in the caller's transaction. Returns the push's
+    version when it was only recorded, None when it ran."""
     recorded_from = status.applied_by_supabase.get(migration.version)
     if recorded_from is None:
         logger.info("applying migration", extra={"migration": migration.filename})
@@ -297,6 +298,7 @@ def run_or_record(
             extra={"migration": migration.filename, "version": recorded_from},
         )
         record(conn, migration, recorded_from=recorded_from, run=False)
+    return recorded_from
 
 
 def table_migration(migrations: Sequence[Migration]) -> Migration:
@@ -313,10 +315,18 @@ def _refuse_undecidable(
     adopting: bool,
 ) -> None:
     to_run = [m for m in pending if m.version not in recognised]
-    names = {version_name[1] for version_name in by_supabase.values()}
+    pushed = set(by_supabase.values())
     for migration in to_run:
-        # Same name, other content: an older or edited copy of tether's file was pushed.
-        twins = [n for n in names if n in {migration.name, f"tether_{migration.name}"}]
+        # Same name, other content: an older or edited copy of tether's file was pushed,
+        # exported (tether_<name>, any version) or straight from the repository (<name>
+        # at tether's version). A team's own file of the same bare name, at its own
+        # version (its `supabase migration new conversation_sessions`), is not one.
+        twins = [
+            name
+            for version, name in pushed
+            if name == f"tether_{migration.name}"
+            or (name == migration.name and version == migration.version)
+        ]
         if twins:
             raise MigrationError(
                 f"{migration.filename}: supabase db push applied a migration named {twins[0]!r}"
@@ -355,9 +365,9 @@ def migrate(url: str, directory: Path | None = None) -> list[Migration]:
                 # One runner at a time; a second waits, then finds nothing pending.
                 conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
                 ensure_ledger(conn)
-                status = plan(conn, migrations)
-                for migration in status.pending:
-                    run_or_record(conn, migration, status)
+                planned = plan(conn, migrations)
+                for migration in planned.pending:
+                    run_or_record(conn, migration, planned)
                     done_now.append(migration)
         except psycopg.Error as exc:
             raise MigrationError(

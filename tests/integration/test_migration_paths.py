@@ -126,6 +126,11 @@ def test_adoption_records_what_db_push_applied_instead_of_running_it_again(
         "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
     )
     assert adopted.returncode == 0, adopted.stderr
+    for migration, version in zip(before, versions, strict=True):
+        assert (
+            f"recorded {migration.filename} (applied by supabase db push as {version})"
+            in adopted.stdout
+        )
 
     files = migrate.discover()
     table = migrate.table_migration(files)
@@ -146,6 +151,8 @@ def test_adoption_refuses_a_pushed_copy_it_cannot_tell_apart_and_writes_nothing(
         first.version, first.name, first.sql + "\ncreate table public.extra (id int);\n", "x"
     )
     _push_like_supabase(empty_database_url, [edited], ["20270101000000"])
+    checked = _tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
+    assert "content differs" in checked.stdout
     adopted = _tether(
         "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
     )
@@ -153,6 +160,33 @@ def test_adoption_refuses_a_pushed_copy_it_cannot_tell_apart_and_writes_nothing(
     assert "content differs" in adopted.stderr
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
+
+
+def test_a_team_s_own_migration_named_like_tether_s_is_not_taken_for_a_copy(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """`supabase migration new conversation_sessions` is how many teams made the table
+    they now adopt: that file, at the team's own version, is theirs, not a pushed copy
+    of tether's."""
+    build_origin(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "create schema supabase_migrations;"
+            " create table supabase_migrations.schema_migrations"
+            " (version text primary key, statements text[], name text)"
+        )
+        conn.execute(
+            "insert into supabase_migrations.schema_migrations values (%s, %s, %s)",
+            ("20250301120000", _split(ORIGIN_TABLE), "conversation_sessions"),
+        )
+    checked = _tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
+    assert "content differs" not in checked.stdout + checked.stderr
+    adopted = _tether(
+        "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
+    )
+    assert adopted.returncode == 0, adopted.stderr
+    table = migrate.table_migration(migrate.discover())
+    assert (table.version, migrate.ADOPTED) in _ledger(empty_database_url)
 
 
 def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:

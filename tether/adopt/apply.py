@@ -112,12 +112,21 @@ def _lock_table(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
 # --- the steps ---------------------------------------------------------------------
 
 
-def _pending(
+def _ledgers(
     conn: psycopg.Connection[tuple[Any, ...]], migrations: Sequence[migrate.Migration]
 ) -> migrate.MigrationStatus:
     """The ledgers' plan as ``tether migrate`` reads it (a file ``supabase db push``
     applied is recorded, not run again), with the table being taken over allowed."""
     return migrate.plan(conn, migrations, adopting=True)
+
+
+def _say_done(run: _Run, migration: migrate.Migration, pushed_as: str | None) -> None:
+    if pushed_as is None:
+        run.progress(f"  applied {migration.filename}")
+    else:
+        run.progress(
+            f"  recorded {migration.filename} (applied by supabase db push as {pushed_as})"
+        )
 
 
 def step_ledger(run: _Run) -> None:
@@ -126,13 +135,16 @@ def step_ledger(run: _Run) -> None:
     with run.conn.transaction():
         run.conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
         migrate.ensure_ledger(run.conn)
-        status = _pending(run.conn, migrations)
-        for migration in status.pending:
-            if migration.version < table.version:
-                run.progress(f"  applying {migration.filename}")
-                migrate.run_or_record(run.conn, migration, status)
+        ledgers = _ledgers(run.conn, migrations)
+        done = [
+            (migration, migrate.run_or_record(run.conn, migration, ledgers))
+            for migration in ledgers.pending
+            if migration.version < table.version
+        ]
         run.conn.execute(sql_file("state.sql").encode())
         _mark(run.conn, "ledger")
+    for migration, pushed_as in done:
+        _say_done(run, migration, pushed_as)
 
 
 def step_prepare(run: _Run) -> None:
@@ -511,27 +523,33 @@ def step_migrations(run: _Run) -> None:
 
     def record_table(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
-        if any(m.version == table.version for m in _pending(conn, migrations).pending):
+        if any(m.version == table.version for m in _ledgers(conn, migrations).pending):
             migrate.record(conn, table, recorded_from=migrate.ADOPTED, run=False)
 
     run.locked("migrations", record_table)
     while True:
         with run.conn.transaction():
-            left = _pending(run.conn, migrations).pending
+            left = _ledgers(run.conn, migrations).pending
         if not left:
             break
         migration = left[0]
 
-        def work(
-            conn: psycopg.Connection[tuple[Any, ...]], m: migrate.Migration = migration
-        ) -> None:
-            conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
-            status = _pending(conn, migrations)
-            if any(p.version == m.version for p in status.pending):
-                migrate.run_or_record(conn, m, status, prepared=_as_prepared(m))
+        done: list[str | None] = []
 
-        run.progress(f"  applying {migration.filename}")
+        def work(
+            conn: psycopg.Connection[tuple[Any, ...]],
+            m: migrate.Migration = migration,
+            done: list[str | None] = done,
+        ) -> None:
+            done.clear()  # a try the lock timeout undid says nothing
+            conn.execute("select pg_advisory_xact_lock(%s)", (migrate.ADVISORY_LOCK_KEY,))
+            ledgers = _ledgers(conn, migrations)
+            if any(p.version == m.version for p in ledgers.pending):
+                done.append(migrate.run_or_record(conn, m, ledgers, prepared=_as_prepared(m)))
+
         run.locked(f"migration {migration.filename}", work)
+        if done:
+            _say_done(run, migration, done[0])
     with run.conn.transaction():
         _mark(run.conn, "migrations")
     run.conn.execute("analyze public.conversation_sessions")
@@ -589,7 +607,7 @@ def apply(
                     "public.conversation_sessions is tether's own (tether migrate created it):"
                     " there is nothing to adopt"
                 )
-            problems = inspect.refusals(shape)
+            problems = inspect.refusals(shape) + inspect.ledger_refusals(conn)
             if "duration_seconds" in shape.columns:
                 on_duration = dependents.tracked(conn, shape.oid, ["duration_seconds"])
                 problems += inspect.conversion_refusals(shape, on_duration)

@@ -31,6 +31,7 @@ from tether.adopt.catalog import (
 )
 from tether.adopt.dependents import RECREATED_KINDS, refusal
 from tether.adopt.plan import BATCH_SIZE
+from tether.errors import MigrationError
 
 if TYPE_CHECKING:
     import psycopg
@@ -159,6 +160,17 @@ def refusals(shape: Shape) -> list[str]:
         )
     found += _column_refusals(shape)
     return found
+
+
+def ledger_refusals(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
+    """What tether's and Supabase's migration ledgers make --apply refuse: a copy of
+    one of tether's files that ``supabase db push`` applied with other content, or one
+    of them edited after it was applied. Reads only."""
+    try:
+        migrate.plan(conn, migrate.shipped(), adopting=True)
+    except MigrationError as exc:
+        return [str(exc)]
+    return []
 
 
 def _column_refusals(shape: Shape) -> list[str]:
@@ -457,7 +469,7 @@ def inspect_with(
     if report.state in (ABSENT, TETHERS_OWN):
         return report
     report.bytes = shape.bytes
-    report.refusals = refusals(shape)
+    report.refusals = refusals(shape) + ledger_refusals(conn)
     report.columns_added, report.columns_converted, report.columns_kept = _columns_report(shape)
     report.views = views_on_table(conn, shape.oid)
     report.policies = list(shape.policies)
