@@ -120,7 +120,9 @@ def connections() -> ConnectionsApi | None:
         return None
     from tether.aws.connections import ConnectionsApi  # noqa: PLC0415
 
-    return ConnectionsApi(config.connections_endpoint)
+    return ConnectionsApi(
+        config.connections_endpoint, concurrency=max(10, config.sweep_concurrency)
+    )
 
 
 def sweep(

@@ -168,13 +168,15 @@ def test_silent_clients_are_closed_at_once_not_one_after_another(
     db: Conn,
     make_session: SessionFactory,
     event_bus: EventBus,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Mass silence (a network partition, a client bug): the DELETEs go out together,
-    as the questions do. The stand-in holds each DELETE until all four are in flight;
-    one at a time, the first would wait alone until the barrier gave up."""
+    as the questions do. The stand-in holds each DELETE until all twelve are in flight;
+    one at a time, the first would wait alone until the barrier gave up. Twelve is more
+    than botocore's default pool of 10 HTTP connections, which would overflow."""
     lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
     runtime.reset()
-    silent = [f"silent-{n}=" for n in range(4)]
+    silent = [f"silent-{n:02d}=" for n in range(12)]
     for connection_id in silent:
         make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300)
         gateway.set_alive(connection_id, idle_seconds=400)
@@ -184,7 +186,8 @@ def test_silent_clients_are_closed_at_once_not_one_after_another(
 
     assert not gateway.deletes_meet.broken, "the DELETEs were not in flight together"
     assert sorted(c for m, c in gateway.calls if m == "DELETE") == silent
-    assert report["ended_by_reason"] == {"heartbeat_timeout": 4}
+    assert report["ended_by_reason"] == {"heartbeat_timeout": len(silent)}
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
     rows = _by_connection(db)
     assert {rows[c]["end_reason"] for c in silent} == {"heartbeat_timeout"}
     for connection_id in silent:

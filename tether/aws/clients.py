@@ -45,6 +45,7 @@ def client(
     timeout_seconds: float = 5.0,
     max_attempts: int = 3,
     profile: str | None = None,
+    max_pool_connections: int | None = None,
 ) -> Any:
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
@@ -73,6 +74,8 @@ def client(
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=timeout_seconds,
             read_timeout=timeout_seconds,
+            # botocore keeps 10 by default: callers that send more at once say so.
+            max_pool_connections=max_pool_connections or 10,
         ),
         **credentials,
     )

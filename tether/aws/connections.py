@@ -37,14 +37,17 @@ class ConnectionsApi:
         *,
         max_attempts: int = 4,
         timeout_seconds: float = 5.0,
+        concurrency: int = 10,
         client: ApiGatewayManagementApiClient | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         if client is None:
-            client = self._client(max_attempts, timeout_seconds)
+            client = self._client(max_attempts, timeout_seconds, concurrency)
         self._api = client
 
-    def _client(self, max_attempts: int, timeout_seconds: float) -> ApiGatewayManagementApiClient:
+    def _client(
+        self, max_attempts: int, timeout_seconds: float, concurrency: int
+    ) -> ApiGatewayManagementApiClient:
         from tether.aws.clients import client  # noqa: PLC0415 - boto3 only where it is used
 
         client_: ApiGatewayManagementApiClient = client(
@@ -52,6 +55,8 @@ class ConnectionsApi:
             endpoint_url=self.endpoint_url,
             timeout_seconds=timeout_seconds,
             max_attempts=max_attempts,
+            # One pooled HTTP connection per call the sweep has in flight at once.
+            max_pool_connections=concurrency,
         )
         return client_
 
