@@ -23,6 +23,7 @@ import pytest
 from cfnlint.decode import decode_str
 
 from tests.conftest import ROOT
+from tether.aws.secrets import resolve_secret
 from tether.deploy import template_text
 
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -488,6 +489,32 @@ def test_each_function_writes_only_its_own_logs() -> None:
         assert not any(a.startswith("cloudwatch:") for a in actions_of(role))  # EMF: logs
 
 
+@pytest.mark.parametrize(
+    ("value", "reference"),
+    [
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:tether/db-AbCdEf", True),
+        ("arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db-AbCdEf", True),
+        ("arn:aws-cn:ssm:cn-north-1:123456789012:parameter/tether/db", True),
+        ("arn:aws-iso-b:ssm:us-isob-east-1:123456789012:parameter/tether/db", True),
+        ("arn:awsx:ssm:us-east-1:123456789012:parameter/tether/db", False),
+        ("arn:aws:s3:::bucket", False),
+        ("xarn:aws:ssm:us-east-1:123456789012:parameter/tether/db", False),
+    ],
+)
+def test_the_template_accepts_as_a_secret_exactly_what_the_functions_read_as_one(
+    value: str, reference: bool
+) -> None:
+    """A parameter the template accepts reaches the functions as a reference they must
+    resolve: were the two to disagree, an ARN would be taken for the secret's value."""
+    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+
+    pattern = load_template()["Parameters"]["DatabaseSecret"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is reference
+    assert (is_secrets_manager_arn(value) or is_ssm_reference(value)) is reference
+    if not reference:  # a plain value is the value: no AWS call is made for it
+        assert resolve_secret(value, None) == value
+
+
 def test_secrets_reach_the_functions_as_references_never_values() -> None:
     parameters = load_template()["Parameters"]
     for name in SECRET_PARAMETERS:
@@ -542,8 +569,9 @@ def test_sweep_errors_and_dead_letters_raise_alarms() -> None:
     assert dead["Threshold"] == 0 and dead["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-def _sweep_metric_names(capsys: pytest.CaptureFixture[str]) -> set[str]:
-    """The names of the metrics a sweep run emits, read from its EMF lines."""
+def _sweep_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, set[frozenset[str]]]:
+    """The metrics a sweep run emits, read from its EMF lines: each name with the
+    dimension sets it is emitted with (an alarm matches a metric's dimensions exactly)."""
     from tether.models import SessionHealth  # noqa: PLC0415
     from tether.sweep import SweepReport  # noqa: PLC0415
     from tether.sweep_metrics import emit_sweep_metrics  # noqa: PLC0415
@@ -555,19 +583,19 @@ def _sweep_metric_names(capsys: pytest.CaptureFixture[str]) -> set[str]:
     )
     capsys.readouterr()
     emit_sweep_metrics(report)
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    return {
-        metric["Name"]
-        for line in lines
-        for directive in line["_aws"]["CloudWatchMetrics"]
-        for metric in directive["Metrics"]
-    }
+    emitted: dict[str, set[frozenset[str]]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                for dimension_set in directive["Dimensions"]:
+                    emitted.setdefault(metric["Name"], set()).add(frozenset(dimension_set))
+    return emitted
 
 
 def test_failing_checks_and_refused_announcements_raise_alarms(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    emitted = _sweep_metric_names(capsys)
+    emitted = _sweep_metrics(capsys)
     namespace = props("SweepFunction")["Environment"]["Variables"]["TETHER_METRICS_NAMESPACE"]
     for alarm_id, metric, periods in (
         ("SweepChecksFailingAlarm", "SweepChecksFailed", 2),
@@ -588,15 +616,24 @@ def test_failing_checks_and_refused_announcements_raise_alarms(
 def test_every_alarm_on_tether_s_namespace_watches_a_metric_the_sweep_emits(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    emitted = _sweep_metric_names(capsys)
+    emitted = _sweep_metrics(capsys)
     namespace = props("SweepFunction")["Environment"]["Variables"]["TETHER_METRICS_NAMESPACE"]
     watched = {
-        alarm_id: alarm["Properties"]["MetricName"]
+        alarm_id: (
+            alarm["Properties"]["MetricName"],
+            frozenset(d["Name"] for d in alarm["Properties"].get("Dimensions", [])),
+        )
         for alarm_id, alarm in resources("AWS::CloudWatch::Alarm").items()
         if alarm["Properties"]["Namespace"] == namespace
     }
     assert len(watched) >= 3
-    assert {alarm_id: name for alarm_id, name in watched.items() if name not in emitted} == {}
+    # A name the sweep never emits, or dimensions it never emits it with: never fires.
+    never_fire = {
+        alarm_id: (name, sorted(dimensions))
+        for alarm_id, (name, dimensions) in watched.items()
+        if dimensions not in emitted.get(name, set())
+    }
+    assert never_fire == {}
 
 
 @pytest.mark.parametrize("function", sorted(handlers()))

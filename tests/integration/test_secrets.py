@@ -41,10 +41,3 @@ def test_secret_arns_of_every_partition_are_read_not_taken_as_values(
 
     assert resolve_secret(arn, aws) == "postgresql://gov/db"
     assert resolve_secret(parameter_arn, aws) == "from-gov-ssm"
-
-
-def test_look_alike_prefixes_are_plain_values() -> None:
-    """Only a real ARN prefix is a reference: a value that merely resembles one is the
-    value itself (no AWS call is made for it)."""
-    for value in ("arn:awsx:ssm:us-east-1:1:parameter/x", "arn:aws:s3:::bucket", "xarn:aws:ssm:"):
-        assert resolve_secret(value, None) == value

@@ -221,11 +221,17 @@ def read_secret(aws: Aws, arn: str) -> str:
     (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    from tether.aws.secrets import is_ssm_reference, single_value  # noqa: PLC0415
+    from tether.aws.secrets import (  # noqa: PLC0415
+        is_ssm_reference,
+        single_value,
+        ssm_parameter_name,
+    )
 
     try:
         if is_ssm_reference(arn):
-            answer = aws.client("ssm").get_parameter(Name=arn, WithDecryption=True)
+            answer = aws.client("ssm").get_parameter(
+                Name=ssm_parameter_name(arn), WithDecryption=True
+            )
             return str(answer["Parameter"]["Value"])
         value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
     except (ClientError, KeyError) as exc:
