@@ -247,10 +247,10 @@ def run(mode: Run) -> dict[str, Entry]:
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in applied.seconds.items())
         report(f"adoption    --apply {apply_seconds:.0f}s ({steps})")
         for name, summary in apply_writes.items():
-            p99 = summary["p99_seconds"]
+            longest, p99 = summary["max_seconds"], summary["p99_seconds"]
             report(
                 f"            {name}: {summary['writes']} writes,"
-                f" longest {summary['max_seconds']}s,"
+                f" longest {'-' if longest is None else f'{longest}s'},"
                 f" p99 {'(under 100 writes)' if p99 is None else f'{p99}s'},"
                 f" {summary['failures']} failed"
             )
