@@ -171,3 +171,31 @@ def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> No
     )  # fmt: skip
     assert unknown.returncode == 1
     assert "no session" in unknown.stderr
+
+
+def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told(
+    database_url: str, make_session: SessionFactory, gateway: ConnectionsStandIn
+) -> None:
+    common = ["--announce-to", "log", "--yes", "--database-url", database_url]
+    shown = make_session(started_seconds_ago=60)
+    gateway.set_alive(str(shown["connection_id"]))
+    # The .../@connections/{id} form, as `tether dev`'s banner and the console show it.
+    kicked = _tether(
+        "kick", "--session", str(shown["session_id"]),
+        "--endpoint-url", f"{gateway.url}/@connections/{{id}}", *common,
+    )  # fmt: skip
+    assert kicked.returncode == 0, kicked.stderr
+    assert "the gateway closed the connection" in kicked.stdout
+    assert ("DELETE", str(shown["connection_id"])) in gateway.calls
+
+    # Nothing answers there: the row is ended (the first end wins), but the client may
+    # still be connected, and a script must see it.
+    unreachable = make_session(started_seconds_ago=60)
+    failed = _tether(
+        "kick", "--session", str(unreachable["session_id"]),
+        "--endpoint-url", "http://127.0.0.1:9/prod", *common,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert "the gateway could not be told to close the connection" in failed.stdout
+    assert "could not be told to close 1 connection(s)" in failed.stderr
+    assert "run the same kick again" in failed.stderr

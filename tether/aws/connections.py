@@ -7,6 +7,7 @@ on throttling (``LimitExceededException``, 429).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,6 +31,17 @@ class ConnectionInfo:
     last_active_at: datetime | None = None
 
 
+_CONNECTIONS_PATH = re.compile(r"/@connections(?:/(?:\{id\}|%7Bid%7D)?)?/*$", re.IGNORECASE)
+
+
+def stage_endpoint(url: str) -> str:
+    """The stage's base URL, which boto3 wants: ``https://{api}.execute-api.{region}
+    .amazonaws.com/{stage}``. Given the full ``.../@connections/{id}`` form (as the console
+    and ``tether dev`` show it) or ``.../@connections``, the tail is taken off: left on,
+    every call would go to a path that does not exist and answer 404."""
+    return _CONNECTIONS_PATH.sub("", url.strip()).rstrip("/")
+
+
 class ConnectionsApi:
     def __init__(
         self,
@@ -40,7 +52,7 @@ class ConnectionsApi:
         concurrency: int = 10,
         client: ApiGatewayManagementApiClient | None = None,
     ) -> None:
-        self.endpoint_url = endpoint_url.rstrip("/")
+        self.endpoint_url = stage_endpoint(endpoint_url)
         if client is None:
             client = self._client(max_attempts, timeout_seconds, concurrency)
         self._api = client

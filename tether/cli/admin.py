@@ -5,9 +5,10 @@ API answers)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tether import runtime
@@ -22,6 +23,9 @@ from tether.cli.common import (
 )
 from tether.errors import ConfigurationError, NotFoundError
 from tether.models import SessionFilter
+
+if TYPE_CHECKING:
+    from tether.admin.schemas import Disconnection
 
 DAYS_MAX = 366
 
@@ -212,7 +216,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
         say_json(closed.model_dump(mode="json"))
     else:
         say(f"{closed.outcome.value}: {closed.detail}")
-    return 0
+    return _kicked([closed.connection])
 
 
 def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
@@ -236,11 +240,27 @@ def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
     result = operations.close_user(args.user, **common)
     if args.json:
         say_json(result.model_dump(mode="json"))
+    else:
+        for each in result.sessions:
+            say(f"  {each.session_id}: {each.connection.value}")
+        say(f"closed {result.closed} session(s) of user {args.user}")
+    return _kicked([each.connection for each in result.sessions])
+
+
+def _kicked(connections: list[Disconnection]) -> int:
+    """0 when every client was disconnected (or already gone). A row ended while the
+    gateway could not be told leaves its client connected: a script must see that."""
+    from tether.admin.schemas import Disconnection  # noqa: PLC0415
+
+    failed = sum(1 for connection in connections if connection is Disconnection.FAILED)
+    if not failed:
         return 0
-    for each in result.sessions:
-        say(f"  {each.session_id}: {each.connection.value}")
-    say(f"closed {result.closed} session(s) of user {args.user}")
-    return 0
+    sys.stderr.write(
+        f"tether kick: the gateway could not be told to close {failed} connection(s);"
+        " their rows are ended but the clients may still be connected. Check the"
+        " @connections endpoint and run the same kick again (it asks the gateway again)\n"
+    )
+    return 1
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
