@@ -937,6 +937,12 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     # And once more: nothing to do.
     again = _tether("adopt", "--finish", "--yes", "--database-url", url)
     assert again.returncode == 0 and "nothing left to do" in again.stdout
+    # --check of the finished table counts ended_at as tether's, generated from session_end.
+    checked = _tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    (kept,) = [line for line in checked.stdout.splitlines() if line.strip().startswith("kept as")]
+    assert "ended_at" not in kept
+    assert "keeps it as an application column" not in checked.stdout
 
 
 def test_finish_refuses_what_it_cannot_recreate_and_changes_nothing(

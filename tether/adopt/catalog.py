@@ -205,9 +205,15 @@ class Shape:
         return column is not None and column.type == TIMESTAMPTZ and column.generated is None
 
     @property
+    def ended_at_generated(self) -> bool:
+        """ended_at as --finish leaves it: generated from session_end."""
+        column = self.columns.get("ended_at")
+        return column is not None and (column.generated or "").strip("()") == "session_end"
+
+    @property
     def application_columns(self) -> list[Column]:
         managed = set(TETHER_COLUMNS) | {CONVERTED_DURATION}
-        if self.ended_at_managed:
+        if self.ended_at_managed or self.ended_at_generated:
             managed.add("ended_at")
         return [c for c in self.columns.values() if c.name not in managed]
 

@@ -330,7 +330,7 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
             )
         elif dependent.kind not in RECREATED_KINDS:
             finish_refusals.append(refusal(dependent))
-    if shape.ended_at_managed is False and "ended_at" in shape.columns:
+    if not (shape.ended_at_managed or shape.ended_at_generated) and "ended_at" in shape.columns:
         warnings.append(
             f"ended_at is {shape.columns['ended_at'].type}, not timestamptz: tether keeps it"
             " as an application column and does not keep it in step with session_end"
