@@ -4,12 +4,14 @@ that what they say is true."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
 from tests.support import HS256_SECRET, ISSUER, claims, json_lines, sign
@@ -284,3 +288,54 @@ def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -
     )
     assert result.returncode != 0
     assert "add up to more than 1" in result.stderr
+
+
+def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:
+    """`make dev`'s stack (an embedded Postgres in .tether/pgdata), then `tether kick
+    --embedded` from the same folder with nothing else said: it finds the database, the
+    gateway's @connections endpoint and the log announcer that `tether dev` uses."""
+    port = free_port()
+    log = tmp_path / "dev.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    with log.open("w") as handle:
+        process = subprocess.Popen(  # noqa: S603 - our own console script
+            [TETHER, "dev", "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C closes every connection" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        state = json.loads((tmp_path / ".tether" / "dev.json").read_text())
+        assert state["connections_endpoint"] == f"http://127.0.0.1:{port}/local"
+
+        async def kicked() -> tuple[subprocess.CompletedProcess[str], int | None]:
+            client = await connect(f"ws://127.0.0.1:{port}", ping_interval=None)
+            listed = await asyncio.to_thread(
+                _tether, "sessions", "--embedded", "--active", "--json", cwd=tmp_path
+            )
+            assert listed.returncode == 0, listed.stderr
+            (session,) = json.loads(listed.stdout)["sessions"]
+            result = await asyncio.to_thread(
+                _tether, "kick", "--embedded", "--session", session["session_id"], "--yes",
+                cwd=tmp_path,
+            )  # fmt: skip
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), timeout=10)
+            return result, client.close_code
+
+        result, close_code = run(kicked())
+        assert result.returncode == 0, result.stderr
+        assert "the gateway closed the connection" in result.stdout
+        assert close_code is not None  # the client was really disconnected
+        assert "SessionEnded" in result.stderr  # announced to the log, as tether dev does
+        assert "no AWS region" not in result.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()[-2000:]

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
 LOCAL_STATE = Path(".tether") / "dev.json"
+ENDPOINT_ENV = "TETHER_CONNECTIONS_ENDPOINT"
+ANNOUNCE_ENV = "TETHER_ANNOUNCE_TO"
 """Where a running ``tether dev`` says which database and gateway it serves."""
 
 
@@ -183,8 +185,31 @@ def add_announce_option(parser: argparse.ArgumentParser) -> None:
         "--announce-to",
         choices=ANNOUNCE_CHOICES,
         help="where SessionEnded goes: EventBridge (needs AWS credentials and a region)"
-        " or a log line on stderr (default: $TETHER_ANNOUNCE_TO, else eventbridge)",
+        " or a log line on stderr (default: $TETHER_ANNOUNCE_TO, else eventbridge;"
+        " log with --embedded)",
     )
+
+
+def local_state() -> dict[str, Any]:
+    """What the running `tether dev` wrote of itself in this folder; {} without one."""
+    try:
+        state = json.loads(LOCAL_STATE.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _local_stack_defaults(args: argparse.Namespace) -> dict[str, object]:
+    """With --embedded, what the environment does not set is the local stack's: the
+    running `tether dev`'s @connections endpoint, and announcements to the log (as
+    `tether dev` makes them; there is no EventBridge on a laptop)."""
+    defaults: dict[str, object] = {}
+    endpoint = local_state().get("connections_endpoint")
+    if hasattr(args, "endpoint_url") and endpoint and not os.environ.get(ENDPOINT_ENV):
+        defaults["connections_endpoint"] = str(endpoint)
+    if hasattr(args, "announce_to") and not os.environ.get(ANNOUNCE_ENV):
+        defaults["announce_to"] = "log"
+    return defaults
 
 
 def installed_settings(args: argparse.Namespace) -> Settings:
@@ -194,6 +219,8 @@ def installed_settings(args: argparse.Namespace) -> Settings:
     from tether.settings import load_settings  # noqa: PLC0415
 
     overrides: dict[str, object] = {"database_url": database_url(args)}
+    if getattr(args, "embedded", False):
+        overrides.update(_local_stack_defaults(args))
     if getattr(args, "endpoint_url", None):
         overrides["connections_endpoint"] = args.endpoint_url
     if getattr(args, "announce_to", None):

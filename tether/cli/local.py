@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,12 +10,12 @@ from typing import Any
 
 from tether import limits
 from tether.cli.common import (
-    LOCAL_STATE,
     configured_url,
     count,
     duration,
     fraction,
     grace,
+    local_state,
     port,
     require_extra,
     say,
@@ -64,21 +63,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run(options, say)
 
 
-def _local_state() -> dict[str, Any]:
-    try:
-        state = json.loads(LOCAL_STATE.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     import asyncio  # noqa: PLC0415
 
     from tether.local.simulate import simulate  # noqa: PLC0415
 
-    state = _local_state()
+    state = local_state()
     url = args.url or state.get("ws_url")
     database_url = args.database_url or configured_url() or state.get("database_url")
     if not url or not database_url:

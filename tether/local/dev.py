@@ -305,14 +305,24 @@ def _leftovers(config: Settings) -> int:
     return health.active_sessions
 
 
-def _write_state(database_url: str, ws_url: str) -> None:
-    """Tell `tether simulate` (and the curious) which database and gateway run here."""
+def _write_state(database_url: str, ws_url: str, connections_endpoint: str) -> None:
+    """Tell `tether simulate`, the commands run with --embedded (and the curious) which
+    database, gateway and @connections endpoint run here."""
     LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
     # The URL may carry a password: readable by this user alone, even if it existed.
     descriptor = os.open(LOCAL_STATE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as note:
-        note.write(json.dumps({"database_url": database_url, "ws_url": ws_url, "pid": os.getpid()}))
+        note.write(
+            json.dumps(
+                {
+                    "database_url": database_url,
+                    "ws_url": ws_url,
+                    "connections_endpoint": connections_endpoint,
+                    "pid": os.getpid(),
+                }
+            )
+        )
 
 
 def _banner(
@@ -408,7 +418,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             applied=len(applied),
             leftovers=leftovers,
         )
-        _write_state(url, ws_url)
+        _write_state(url, ws_url, f"http://{options.host}:{options.port}/{STAGE}")
 
     async def main() -> None:
         asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
