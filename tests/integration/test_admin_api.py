@@ -3,6 +3,7 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,10 @@ def test_one_session_and_an_unknown_one(api: AdminApi, make_session: SessionFact
     problem = _problem(api.client.get(f"/sessions/{missing}", headers=AUTH), 404)
     assert str(missing) in problem["detail"]
     assert _fields(api.client.get("/sessions/not-a-uuid", headers=AUTH)) == ["session_id"]
+    # The value is never echoed, not even one character of it.
+    secretish = _problem(api.client.get("/sessions/zq-secret-value", headers=AUTH), 400)
+    assert secretish["detail"] == "session_id: Input should be a valid UUID"
+    assert "`" not in json.dumps(secretish)
 
 
 def test_pages_skip_and_repeat_nothing_while_sessions_open_in_between(

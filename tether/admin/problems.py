@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -85,8 +85,18 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
         where = location[0] if location else "request"
         name = ".".join(location[1:]) or where
         # Only the message: never the input, which could be a credential.
-        found.append(FieldError(field=name, location=where, message=str(item.get("msg", ""))))
+        found.append(FieldError(field=name, location=where, message=_without_input(item)))
     return found
+
+
+def _without_input(item: Any) -> str:
+    """pydantic's message, less a parser's detail that quotes the input (a UUID's
+    "invalid character: found `x` at 0")."""
+    message = str(item.get("msg", ""))
+    detail = str((item.get("ctx") or {}).get("error", ""))
+    if "`" in detail:
+        return message.removesuffix(detail).rstrip(", ")
+    return message
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
