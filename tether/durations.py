@@ -36,7 +36,8 @@ def describe_seconds(seconds: float) -> str:
         return f"{hours / 24:.1f} days"
     if hours >= 1:
         return f"{hours:.1f} hours"
-    return f"{seconds / 60:.0f} minutes"
+    minutes = round(seconds / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def format_duration(seconds: float) -> str:

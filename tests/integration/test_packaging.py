@@ -70,6 +70,13 @@ def test_installed_elsewhere_it_migrates_a_fresh_database(
     assert ", 0 pending" in again.stdout
     where = _run(tether, "migrations", "path", cwd=venv)
     assert "site-packages/tether/sql" in where.stdout
+    # The installed version, as the package's metadata has it.
+    version = _run(tether, "--version", cwd=venv)
+    python = venv / "venv" / "bin" / "python"
+    metadata = _run(
+        python, "-c", "import importlib.metadata as m; print(m.version('tether'))", cwd=venv
+    )
+    assert version.stdout.strip() == f"tether {metadata.stdout.strip()}"
 
 
 def test_installed_elsewhere_it_adopts_an_existing_table(

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from tether import __version__
 from tether.cli.common import configured_url
 from tether.dburl import hide_secrets, scrub
 from tether.errors import TetherError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep the session table of a serverless WebSocket app true.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"tether {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (migrations, adopt, sweep, admin, local, deploy):
         module.register(commands, common)
