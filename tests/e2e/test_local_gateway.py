@@ -79,7 +79,7 @@ def test_heartbeats_move_last_seen_and_routes_are_selected(
             assert json.loads(await ws.recv()) == {
                 "action": "heartbeat",
                 "status": "touched",
-                "heartbeat_seconds": 15.0,
+                "heartbeat_seconds": 15,
             }
             [after] = server.rows()
             assert after["last_seen_at"] > first["last_seen_at"]

@@ -46,8 +46,9 @@ def test_heartbeat_moves_last_seen(db: Conn, make_session: SessionFactory) -> No
     assert json.loads(response["body"]) == {
         "action": "heartbeat",
         "status": "touched",
-        "heartbeat_seconds": 15.0,  # the interval the client is asked to keep
+        "heartbeat_seconds": 15,  # the interval the client is asked to keep
     }
+    assert '"heartbeat_seconds":15}' in response["body"].replace(" ", "")
     assert _last_seen(db, "hb=") > before
 
 

@@ -44,11 +44,13 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     if touched.outcome is TouchOutcome.UNKNOWN:
         return respond(410, {"error": "gone", "message": "no active session for this connection"})
     # Every reply says how often to come back: a client library can follow it.
+    interval = config.heartbeat_interval_seconds
     return respond(
         200,
         {
             "action": HEARTBEAT_ACTION,
             "status": touched.outcome.value,
-            "heartbeat_seconds": config.heartbeat_interval_seconds,
+            # 15, as the README shows it, not 15.0: whole seconds as a JSON integer.
+            "heartbeat_seconds": int(interval) if float(interval).is_integer() else interval,
         },
     )
