@@ -337,3 +337,16 @@ def test_aws_region_alone_is_enough(
     assert result.returncode == 0, result.stderr
     assert "announced 18" in result.stdout
     assert len(event_bus.received()) == 18
+
+
+def test_a_one_off_sweep_that_cannot_reach_the_database_says_so_and_fails() -> None:
+    """Said by a one-off command, "the next run carries on" would promise a run that
+    nobody scheduled; the password is never shown."""
+    result = _tether(
+        "sweep", "--database-url", "postgresql://tether:hunter2-secret@127.0.0.1:9/app",
+        env={"TETHER_ANNOUNCE_TO": "log"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot connect to the database" in result.stderr
+    assert "next run" not in result.stderr
+    assert "hunter2-secret" not in result.stdout + result.stderr

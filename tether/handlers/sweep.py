@@ -44,7 +44,7 @@ def run_sweep(
             if sweep is not None:
                 emit_outage_metrics(sweep.report)
         done = sweep.report.as_dict() if sweep is not None else {}
-        logger.error("sweep failed; the next run carries on", extra={"error": str(exc), **done})
+        logger.error("sweep failed; what it did is kept", extra={"error": str(exc), **done})
         raise
     if metrics:
         emit_sweep_metrics(report)
