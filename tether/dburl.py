@@ -14,7 +14,7 @@ from tether.errors import ConfigurationError
 
 SCHEMES = ("postgresql://", "postgres://")
 _PASSWORD_IN_URL = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]*)@", re.I
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]+)@", re.I
 )
 _PASSWORD_IN_CONNINFO = re.compile(
     r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I

@@ -36,6 +36,10 @@ def test_redact_hides_the_password_only() -> None:
     assert redact(URL) == "postgresql://app:***@db.example.com:6543/postgres?sslmode=require"
     assert redact("host=h password='a b' user=u") == "host=h password=*** user=u"
     assert redact("postgresql://app@h/db") == "postgresql://app@h/db"
+    # No password to hide (a local trust server's URL): no *** pretending there is one.
+    assert redact("postgresql://postgres:@/postgres?host=/run/pg") == (
+        "postgresql://postgres:@/postgres?host=/run/pg"
+    )
 
 
 def test_scrub_removes_the_password_wherever_libpq_echoed_it() -> None:
