@@ -290,6 +290,13 @@ def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -
     assert "add up to more than 1" in result.stderr
 
 
+def _plain(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A command run with only the environment given (no TETHER_* of the test run's)."""
+    return subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd, env=env
+    )
+
+
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:
     """`make dev`'s stack (an embedded Postgres in .tether/pgdata), then `tether kick
     --embedded` from the same folder with nothing else said: it finds the database, the
@@ -318,13 +325,13 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
         async def kicked() -> tuple[subprocess.CompletedProcess[str], int | None]:
             client = await connect(f"ws://127.0.0.1:{port}", ping_interval=None)
             listed = await asyncio.to_thread(
-                _tether, "sessions", "--embedded", "--active", "--json", cwd=tmp_path
+                _plain, "sessions", "--embedded", "--active", "--json", cwd=tmp_path, env=env
             )
             assert listed.returncode == 0, listed.stderr
             (session,) = json.loads(listed.stdout)["sessions"]
             result = await asyncio.to_thread(
-                _tether, "kick", "--embedded", "--session", session["session_id"], "--yes",
-                cwd=tmp_path,
+                _plain, "kick", "--embedded", "--session", session["session_id"], "--yes",
+                cwd=tmp_path, env=env,
             )  # fmt: skip
             with contextlib.suppress(ConnectionClosed):
                 await asyncio.wait_for(client.recv(), timeout=10)

@@ -199,3 +199,13 @@ def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told
     assert "the gateway could not be told to close the connection" in failed.stdout
     assert "could not be told to close 1 connection(s)" in failed.stderr
     assert "run the same kick again" in failed.stderr
+
+    # A user's: once ended, its sessions are no longer live to --user, so the way to ask
+    # again is by session.
+    user = uuid.uuid4()
+    live = make_session(user_id=user, started_seconds_ago=60)
+    by_user = _tether(
+        "kick", "--user", str(user), "--endpoint-url", "http://127.0.0.1:9/prod", *common
+    )
+    assert by_user.returncode == 1
+    assert f"`tether kick --session {live['session_id']}`" in by_user.stderr

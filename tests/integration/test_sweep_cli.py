@@ -348,5 +348,6 @@ def test_a_one_off_sweep_that_cannot_reach_the_database_says_so_and_fails() -> N
     )  # fmt: skip
     assert result.returncode == 1
     assert "cannot connect to the database" in result.stderr
+    assert "sweep failed; what it did is kept" in result.stderr
     assert "next run" not in result.stderr
     assert "hunter2-secret" not in result.stdout + result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.auth import looks_like_jwt, split_protocols
+from tether.aws.connections import stage_endpoint
 from tether.cli.deploy import whole_seconds
 from tether.durations import describe_seconds, parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
@@ -148,3 +149,22 @@ def test_stack_durations_are_whole_seconds_despite_floating_point(
 ) -> None:
     # 4.1m parses to 245.99999999999997: whole, and 246 as the stack's parameter.
     assert whole_seconds(parse_duration(text)) == whole
+
+
+@pytest.mark.parametrize(
+    ("given", "endpoint"),
+    [
+        ("https://a1.execute-api.eu-west-1.amazonaws.com/prod", "https://a1.execute-api.eu-west-1.amazonaws.com/prod"),
+        ("https://a1.execute-api.eu-west-1.amazonaws.com/prod/", "https://a1.execute-api.eu-west-1.amazonaws.com/prod"),
+        ("https://a1.execute-api.eu-west-1.amazonaws.com/prod/@connections", "https://a1.execute-api.eu-west-1.amazonaws.com/prod"),
+        ("http://127.0.0.1:3001/local/@connections/{id}", "http://127.0.0.1:3001/local"),
+        ("https://a1/prod/@connections/{connection_id}", "https://a1/prod"),
+        ("https://a1/prod/@connections/%7BconnectionId%7D", "https://a1/prod"),
+        # A real connection id is not a placeholder: left for the call to refuse.
+        ("https://a1/prod/@connections/Cz1bXfH0oAMCIxQ=", "https://a1/prod/@connections/Cz1bXfH0oAMCIxQ="),
+    ],
+)  # fmt: skip
+def test_the_connections_endpoint_is_the_stage_s_url_however_it_is_given(
+    given: str, endpoint: str
+) -> None:
+    assert stage_endpoint(given) == endpoint

@@ -31,7 +31,10 @@ class ConnectionInfo:
     last_active_at: datetime | None = None
 
 
-_CONNECTIONS_PATH = re.compile(r"/@connections(?:/(?:\{id\}|%7Bid%7D)?)?/*$", re.IGNORECASE)
+# .../@connections, or with a placeholder for the id: {id}, {connection_id}, %7Bid%7D.
+_CONNECTIONS_PATH = re.compile(
+    r"/@connections(?:/(?:\{[^/{}]*\}|%7B[^/]*?%7D)?)?/*$", re.IGNORECASE
+)
 
 
 def stage_endpoint(url: str) -> str:

@@ -25,7 +25,7 @@ from tether.errors import ConfigurationError, NotFoundError
 from tether.models import SessionFilter
 
 if TYPE_CHECKING:
-    from tether.admin.schemas import Disconnection
+    from tether.admin.schemas import SessionClosed
 
 DAYS_MAX = 366
 
@@ -216,7 +216,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
         say_json(closed.model_dump(mode="json"))
     else:
         say(f"{closed.outcome.value}: {closed.detail}")
-    return _kicked([closed.connection])
+    return _kicked([closed], by_user=False)
 
 
 def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
@@ -244,21 +244,27 @@ def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
         for each in result.sessions:
             say(f"  {each.session_id}: {each.connection.value}")
         say(f"closed {result.closed} session(s) of user {args.user}")
-    return _kicked([each.connection for each in result.sessions])
+    return _kicked(result.sessions, by_user=True)
 
 
-def _kicked(connections: list[Disconnection]) -> int:
+def _kicked(closed: list[SessionClosed], *, by_user: bool) -> int:
     """0 when every client was disconnected (or already gone). A row ended while the
-    gateway could not be told leaves its client connected: a script must see that."""
+    gateway could not be told leaves its client connected: a script must see that, and
+    be told how to ask again (a user's ended sessions are no longer "live" to --user)."""
     from tether.admin.schemas import Disconnection  # noqa: PLC0415
 
-    failed = sum(1 for connection in connections if connection is Disconnection.FAILED)
+    failed = [each.session_id for each in closed if each.connection is Disconnection.FAILED]
     if not failed:
         return 0
+    again = (
+        "; ask again with " + ", ".join(f"`tether kick --session {sid}`" for sid in failed)
+        if by_user
+        else "; run the same kick again to ask the gateway again"
+    )
     sys.stderr.write(
-        f"tether kick: the gateway could not be told to close {failed} connection(s);"
+        f"tether kick: the gateway could not be told to close {len(failed)} connection(s);"
         " their rows are ended but the clients may still be connected. Check the"
-        " @connections endpoint and run the same kick again (it asks the gateway again)\n"
+        f" @connections endpoint{again}\n"
     )
     return 1
 
@@ -298,7 +304,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     kick_cmd.add_argument(
         "--endpoint-url",
         metavar="URL",
-        help="the @connections endpoint (default: $TETHER_CONNECTIONS_ENDPOINT)",
+        help="the @connections endpoint (default: $TETHER_CONNECTIONS_ENDPOINT; with"
+        " --embedded, the running tether dev's)",
     )
     add_announce_option(kick_cmd)
     kick_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")

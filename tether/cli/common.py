@@ -6,8 +6,10 @@ import argparse
 import atexit
 import importlib.util
 import json
+import logging
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +19,13 @@ from tether.durations import parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
+    from tether.local.embedded import EmbeddedPostgres
     from tether.settings import Settings
+
+logger = logging.getLogger("tether.cli")
 
 URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
 LOCAL_STATE = Path(".tether") / "dev.json"
-ENDPOINT_ENV = "TETHER_CONNECTIONS_ENDPOINT"
-ANNOUNCE_ENV = "TETHER_ANNOUNCE_TO"
 """Where a running ``tether dev`` says which database and gateway it serves."""
 
 
@@ -90,9 +93,26 @@ def _embedded_url() -> str:
         )
     server = embedded.start(data_dir)
     if server.started_here:
-        # `tether dev` is not running: leave the server as this command found it.
-        atexit.register(server.stop)
+        # Nobody was using it: leave it as this command found it, unless someone
+        # (`tether dev`, another command) has come to use it meanwhile.
+        atexit.register(_stop_if_unused, server)
     return server.url
+
+
+def _stop_if_unused(server: EmbeddedPostgres) -> None:
+    import psycopg  # noqa: PLC0415
+
+    try:
+        with psycopg.connect(server.url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "select count(*) from pg_stat_activity"
+                " where backend_type = 'client backend' and pid <> pg_backend_pid()"
+            ).fetchone()
+        if (row and row[0]) or _dev_running():
+            return
+        server.stop()
+    except (psycopg.Error, OSError, subprocess.SubprocessError):
+        logger.warning("could not stop the embedded Postgres this command started")
 
 
 def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:
@@ -199,15 +219,35 @@ def local_state() -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _local_stack_defaults(args: argparse.Namespace) -> dict[str, object]:
+def _dev_running(state: dict[str, Any] | None = None) -> bool:
+    """True when the `tether dev` that wrote the state is alive (a killed one leaves it)."""
+    pid = (local_state() if state is None else state).get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local_stack_defaults(args: argparse.Namespace, url: str) -> dict[str, object]:
     """With --embedded, what the environment does not set is the local stack's: the
-    running `tether dev`'s @connections endpoint, and announcements to the log (as
-    `tether dev` makes them; there is no EventBridge on a laptop)."""
+    @connections endpoint of the `tether dev` running on this database, and
+    announcements to the log (as `tether dev` makes them; no EventBridge on a laptop)."""
+    from tether.settings import from_environment  # noqa: PLC0415
+
+    given = from_environment()
     defaults: dict[str, object] = {}
-    endpoint = local_state().get("connections_endpoint")
-    if hasattr(args, "endpoint_url") and endpoint and not os.environ.get(ENDPOINT_ENV):
+    state = local_state()
+    endpoint = state.get("connections_endpoint")
+    # Only the endpoint of a live `tether dev` serving this very database.
+    serves_this = bool(endpoint) and state.get("database_url") == url and _dev_running(state)
+    if hasattr(args, "endpoint_url") and "connections_endpoint" not in given and serves_this:
         defaults["connections_endpoint"] = str(endpoint)
-    if hasattr(args, "announce_to") and not os.environ.get(ANNOUNCE_ENV):
+    if hasattr(args, "announce_to") and "announce_to" not in given:
         defaults["announce_to"] = "log"
     return defaults
 
@@ -218,9 +258,10 @@ def installed_settings(args: argparse.Namespace) -> Settings:
     from tether import runtime  # noqa: PLC0415
     from tether.settings import load_settings  # noqa: PLC0415
 
-    overrides: dict[str, object] = {"database_url": database_url(args)}
+    url = database_url(args)
+    overrides: dict[str, object] = {"database_url": url}
     if getattr(args, "embedded", False):
-        overrides.update(_local_stack_defaults(args))
+        overrides.update(_local_stack_defaults(args, url))
     if getattr(args, "endpoint_url", None):
         overrides["connections_endpoint"] = args.endpoint_url
     if getattr(args, "announce_to", None):

@@ -183,7 +183,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sweep_cmd.add_argument(
         "--endpoint-url",
         metavar="URL",
-        help="the @connections endpoint for suspects (default: $TETHER_CONNECTIONS_ENDPOINT)",
+        help="the @connections endpoint for suspects (default: $TETHER_CONNECTIONS_ENDPOINT;"
+        " with --embedded, the running tether dev's)",
     )
     add_announce_option(sweep_cmd)
     sweep_cmd.add_argument("--dry-run", action="store_true", help="report what a run would do")
