@@ -68,14 +68,18 @@ def redact(url: str) -> str:
 
 
 def scrub(message: str, url: str | None) -> str:
-    """A message with the URL's password (and any URL-shaped password) hidden."""
-    text = redact(message)
+    """A message with the URL's password (and any URL-shaped password) hidden.
+
+    The URL's own passwords go first, longest first: a password holding an ``@``
+    (``u:p@ss@h``) would otherwise be cut at its first ``@`` by ``redact``, and its
+    tail left in view."""
+    text = message
     if url:
-        text = text.replace(url, redact(url)).replace(url.strip(), redact(url.strip()))
-        for secret in passwords(url):
+        for secret in sorted(set(passwords(url)), key=len, reverse=True):
             if len(secret) >= 3:
                 text = text.replace(secret, HIDDEN)
-    return text
+        text = text.replace(url, redact(url)).replace(url.strip(), redact(url.strip()))
+    return redact(text)
 
 
 def hide_secrets(text: str) -> str:

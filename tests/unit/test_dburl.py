@@ -47,4 +47,9 @@ def test_scrub_removes_the_password_wherever_libpq_echoed_it() -> None:
     cleaned = scrub(message, URL)
     assert "s3cr%40t-pw" not in cleaned
     assert "s3cr@t-pw" not in scrub("password s3cr@t-pw rejected", URL)
+    # A password with an unescaped @, which libpq reads up to the last @ of the netloc.
+    with_at = "postgresql://app:p4ss@w0rd@db.example.com/postgres"
+    for shown in (f'could not parse "{with_at}"', "authentication failed for p4ss@w0rd"):
+        cleaned = scrub(shown, with_at)
+        assert "p4ss" not in cleaned and "w0rd" not in cleaned, cleaned
     assert "***" in cleaned
