@@ -279,8 +279,10 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
     assert both.returncode == 1
     assert "not both" in both.stderr
     data = tmp_path / ".tether" / "pgdata"
-    # `tether dev` made its database here, and is not running now.
-    embedded.start(data).stop()
+    # `tether dev` made (and migrated) its database here, and is not running now.
+    made = embedded.start(data)
+    migrate.migrate(made.url)
+    made.stop()
     # DATABASE_URL points at production; --embedded must not act on it.
     chosen = _tether(
         "migrate", "--status", "--embedded", cwd=tmp_path, env={"DATABASE_URL": production}
@@ -290,6 +292,10 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
         assert "production.example.com" not in chosen.stdout + chosen.stderr
         assert "migration(s)" in chosen.stdout or "pending" in chosen.stdout.lower()
         # Started for the command alone, and stopped with it.
+        assert not embedded.is_running(data)
+        # The same for a command that keeps tether's own connection open to the end.
+        listed = _tether("sessions", "--embedded", "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
         assert not embedded.is_running(data)
     finally:
         if embedded.is_running(data):

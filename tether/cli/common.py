@@ -102,6 +102,11 @@ def _embedded_url() -> str:
 def _stop_if_unused(server: EmbeddedPostgres) -> None:
     import psycopg  # noqa: PLC0415
 
+    runtime = sys.modules.get("tether.runtime")
+    if runtime is not None:
+        # This command's own connections first: left open, they would count as
+        # someone else's (whether they are closed by now depends on exit order).
+        runtime.reset()
     try:
         with psycopg.connect(server.url, connect_timeout=5) as conn:
             row = conn.execute(
@@ -229,7 +234,7 @@ def _dev_running(state: dict[str, Any] | None = None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # alive, run by another user
     return True
 
 

@@ -51,6 +51,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
             "action": HEARTBEAT_ACTION,
             "status": touched.outcome.value,
             # 15, as the README shows it, not 15.0: whole seconds as a JSON integer.
-            "heartbeat_seconds": int(interval) if float(interval).is_integer() else interval,
+            "heartbeat_seconds": int(interval) if interval.is_integer() else interval,
         },
     )

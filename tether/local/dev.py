@@ -418,7 +418,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             applied=len(applied),
             leftovers=leftovers,
         )
-        _write_state(url, ws_url, f"http://{options.host}:{options.port}/{STAGE}")
+        _write_state(url, ws_url, config.connections_endpoint or "")
 
     async def main() -> None:
         asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
