@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -368,7 +368,7 @@ def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
 def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,
-    server_url: str,
+    database_switch: Callable[[bool], None],
     database_url: str,
     db: Conn,
     make_session: SessionFactory,
@@ -389,12 +389,12 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     def database_goes_down(method: str, connection_id: str) -> None:
         if not went_down.is_set():
             went_down.set()
-            _allow_connections(server_url, database_url, False)
+            database_switch(False)
 
     gateway.on_request = database_goes_down
     with pytest.raises(DatabaseUnavailableError):
         _run()
-    _allow_connections(server_url, database_url, True)
+    database_switch(True)
     emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
     # The failed run still says what it could not do.
     assert emitted["SweepFailed"] == 1
@@ -445,6 +445,15 @@ def _allow_connections(server_url: str, database_url: str, allowed: bool) -> Non
 
 
 @pytest.fixture
+def database_switch(server_url: str, database_url: str) -> Iterator[Callable[[bool], None]]:
+    """Turns the test database away (False) or lets it back (True); back, whatever the
+    test did, once it ends."""
+    switch = functools.partial(_allow_connections, server_url, database_url)
+    yield switch
+    switch(True)
+
+
+@pytest.fixture
 def quick_checks(lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn) -> None:
     """A run of 4 s checking every 0.5 s: an outage of a second costs it checks."""
     lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "0.5")
@@ -461,7 +470,7 @@ def _too_old(make_session: SessionFactory, count: int) -> None:
 
 def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
     quick_checks: None,
-    server_url: str,
+    database_switch: Callable[[bool], None],
     database_url: str,
     make_session: SessionFactory,
     event_bus: EventBus,
@@ -470,15 +479,13 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
     # The database away for its first checks: the run does not give up its period
     # (on AWS, a minute), so the bound after recovery stays one check, not a schedule.
     _too_old(make_session, 5)
-    allow_connections = functools.partial(_allow_connections, server_url, database_url)
-    allow_connections(False)
-    back = threading.Timer(1.2, allow_connections, args=(True,))
+    database_switch(False)
+    back = threading.Timer(1.2, database_switch, args=(True,))
     back.start()
     try:
         report = _run(FakeLambdaContext(time_limit_seconds=10))
     finally:
         back.join()
-        allow_connections(True)
     assert report["failed_checks"] >= 2
     emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
     assert emitted["SweepChecksFailed"] == report["failed_checks"]
@@ -494,7 +501,7 @@ def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
 def test_ends_announced_while_the_database_went_away_are_counted_and_announced_again(
     lambda_env: pytest.MonkeyPatch,
     quick_checks: None,
-    server_url: str,
+    database_switch: Callable[[bool], None],
     database_url: str,
     make_session: SessionFactory,
     event_bus: EventBus,
@@ -503,7 +510,6 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
     # EventBridge takes the ends, then the database is gone before they are marked:
     # nothing records that they went out, so they are announced again after the lease.
     _too_old(make_session, 3)
-    allow_connections = functools.partial(_allow_connections, server_url, database_url)
     event_bridge = runtime.announcer()
     outages: list[threading.Timer] = []
 
@@ -511,8 +517,8 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
         def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
             result = event_bridge.announce(sessions)
             if not outages:
-                allow_connections(False)
-                outages.append(threading.Timer(1.0, allow_connections, args=(True,)))
+                database_switch(False)
+                outages.append(threading.Timer(1.0, database_switch, args=(True,)))
                 outages[0].start()
             return result
 
@@ -523,7 +529,6 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
     finally:
         for outage in outages:
             outage.join()
-        allow_connections(True)
     assert report["ended_by_reason"] == {"max_duration": 3}
     assert report["announce_unrecorded"] == 3
     assert report["redelivered"] == 3
