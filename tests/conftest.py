@@ -50,6 +50,25 @@ def with_database(url: str, dbname: str) -> str:
     return make_conninfo("", **params)
 
 
+def allow_connections(server_url: str, database_url: str, allowed: bool) -> None:
+    """Let clients connect to the test database again, or turn them away and end every
+    connection it has: the database gone, as far as tether can tell."""
+    name = str(conninfo_to_dict(database_url)["dbname"])
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("alter database {} allow_connections {}").format(
+                sql.Identifier(name), sql.SQL("true" if allowed else "false")
+            )
+        )
+        if not allowed:
+            # Waits (up to 5 s) until each is gone, so none answers one more query.
+            admin.execute(
+                "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                " where datname = %s and pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A Postgres server for the run: DATABASE_URL if given, else the embedded one."""

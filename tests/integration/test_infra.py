@@ -23,7 +23,7 @@ import pytest
 from cfnlint.decode import decode_str
 
 from tests.conftest import ROOT
-from tether.aws.secrets import resolve_secret
+from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference, resolve_secret
 from tether.deploy import template_text
 
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -506,8 +506,6 @@ def test_the_template_accepts_as_a_secret_exactly_what_the_functions_read_as_one
 ) -> None:
     """A parameter the template accepts reaches the functions as a reference they must
     resolve: were the two to disagree, an ARN would be taken for the secret's value."""
-    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
-
     pattern = load_template()["Parameters"]["DatabaseSecret"]["AllowedPattern"]
     assert bool(re.fullmatch(pattern, value)) is reference
     assert (is_secrets_manager_arn(value) or is_ssm_reference(value)) is reference

@@ -18,7 +18,7 @@ import pytest
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
-from tests.conftest import EventBus, SessionFactory, with_database
+from tests.conftest import EventBus, SessionFactory, allow_connections, with_database
 from tests.connections_standin import ConnectionsStandIn
 from tests.support import (
     HS256_SECRET,
@@ -425,30 +425,11 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     assert len(delivered) == 10 and set(delivered.values()) == {1}
 
 
-def _allow_connections(server_url: str, database_url: str, allowed: bool) -> None:
-    """Let clients connect to the test database again, or turn them away and end every
-    connection it has: the database gone, as far as tether can tell."""
-    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            psycopg.sql.SQL("alter database {} allow_connections {}").format(
-                psycopg.sql.Identifier(name), psycopg.sql.SQL("true" if allowed else "false")
-            )
-        )
-        if not allowed:
-            # Waits (up to 5 s) until each is gone, so none answers one more query.
-            admin.execute(
-                "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
-                " where datname = %s and pid <> pg_backend_pid()",
-                (name,),
-            )
-
-
 @pytest.fixture
 def database_switch(server_url: str, database_url: str) -> Iterator[Callable[[bool], None]]:
     """Turns the test database away (False) or lets it back (True); back, whatever the
     test did, once it ends."""
-    switch = functools.partial(_allow_connections, server_url, database_url)
+    switch = functools.partial(allow_connections, server_url, database_url)
     yield switch
     switch(True)
 

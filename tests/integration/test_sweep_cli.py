@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import psycopg
 import pytest
 
 from tests import connections_standin
-from tests.conftest import EventBus, SessionFactory
+from tests.conftest import EventBus, SessionFactory, allow_connections
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -207,16 +208,7 @@ def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
     make_session(connection_id="old=", started_seconds_ago=3 * 3600)
-    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
-
-    def allow_connections(allowed: bool) -> None:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                psycopg.sql.SQL("alter database {} allow_connections {}").format(
-                    psycopg.sql.Identifier(name), psycopg.sql.SQL(str(allowed).lower())
-                )
-            )
-
+    switch = functools.partial(allow_connections, server_url, database_url)
     env = {
         **os.environ,
         "TETHER_ANNOUNCE_TO": "log",
@@ -225,7 +217,7 @@ def test_sweep_says_which_checks_an_outage_cut_short(
         "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
     }
     db.close()  # the database turns new connections away; this one would outlive that
-    allow_connections(False)
+    switch(False)
     tether = Path(sys.executable).with_name("tether")
     command = [str(tether), "sweep", "--keep-checking", "--database-url", database_url]
     failed = 0
@@ -238,11 +230,11 @@ def test_sweep_says_which_checks_an_outage_cut_short(
                 if "check failed: the database is unavailable" in line:
                     failed += 1
                     if failed == 2:  # the database is back for the run's next checks
-                        allow_connections(True)
+                        switch(True)
             stdout = sweep.stdout.read()
             assert sweep.wait(timeout=60) == 0
     finally:
-        allow_connections(True)
+        switch(True)
     assert failed >= 2
     assert f"{failed} check(s) cut short: the database was unavailable" in stdout
     assert "ended 1 session(s): 1 max_duration" in stdout
