@@ -31,6 +31,11 @@ def parse_duration(text: str) -> float:
 
 
 def describe_seconds(seconds: float) -> str:
+    """In words, to one decimal from hours up: an average of 20 s is "20 seconds", not
+    "0 minutes"."""
+    if seconds < 59.5:
+        whole = max(0, round(seconds))
+        return "1 second" if whole == 1 else f"{whole} seconds"
     hours = seconds / 3600
     if hours >= 48:
         return f"{hours / 24:.1f} days"

@@ -147,6 +147,11 @@ def test_kick_a_session_then_a_user(
     assert "closed: ended it; the gateway closed the connection" in kicked.stdout
     again = _tether("kick", "--session", str(one["session_id"]), *common, "--json")
     assert json.loads(again.stdout)["outcome"] == "already_closed"
+    # Asked again without --yes, it says what is left to do: the row stays as it ended.
+    without_yes = [arg for arg in common if arg != "--yes"]
+    unsure = _tether("kick", "--session", str(one["session_id"]), *without_yes)
+    assert "already ended (forced_close)" in unsure.stdout
+    assert f"ask the gateway to close session {one['session_id']}'s connection" in unsure.stderr
 
     user_kick = _tether("kick", "--user", str(user), *common)
     assert user_kick.returncode == 0, user_kick.stderr

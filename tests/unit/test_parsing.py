@@ -42,7 +42,16 @@ def test_bad_durations_say_what_a_duration_is(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(60, "1 minute"), (90, "2 minutes"), (7200, "2.0 hours"), (444 * 3600, "18.5 days")],
+    [
+        (0, "0 seconds"),
+        (1, "1 second"),
+        (20.4, "20 seconds"),
+        (59.6, "1 minute"),
+        (60, "1 minute"),
+        (90, "2 minutes"),
+        (7200, "2.0 hours"),
+        (444 * 3600, "18.5 days"),
+    ],
 )
 def test_durations_are_described_for_people(seconds: float, text: str) -> None:
     assert describe_seconds(seconds) == text

@@ -207,7 +207,14 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
     )
     if not args.json:
         say(f"session {found.session_id} of user {found.user_id or '-'}: {state}")
-    if not confirm(f"close session {found.session_id}?", assume_yes=args.yes):
+    # An ended row is not ended again; what is left to do is to make sure its client
+    # is gone (the gateway may not have been told the first time).
+    question = (
+        f"close session {found.session_id}?"
+        if found.is_active
+        else f"ask the gateway to close session {found.session_id}'s connection, if it is open?"
+    )
+    if not confirm(question, assume_yes=args.yes):
         return declined()
     closed = operations.close_session(args.session, **common)
     if closed is None:  # deleted meanwhile
