@@ -24,6 +24,8 @@ CONNECTION_ID_MAX_LENGTH = 128
 # configured interval); with the sweep's defaults, a client that vanishes is ended
 # within 45 s (README: "The bounds you can state").
 HEARTBEAT_INTERVAL_SECONDS = 15.0
+HEARTBEATS_OFF = 0.0
+"""A heartbeat grace of "off" (the commands' flag): heartbeats not required."""
 
 # Ranges accepted by the settings and checked again by the SQL functions.
 HEARTBEAT_THROTTLE_MAX_SECONDS = 300.0

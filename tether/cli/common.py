@@ -11,12 +11,13 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check
 from tether.durations import parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
+from tether.limits import HEARTBEATS_OFF
+from tether.local import state as dev_state
 
 if TYPE_CHECKING:
     from tether.local.embedded import EmbeddedPostgres
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.cli")
 
 URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
-LOCAL_STATE = Path(".tether") / "dev.json"
-"""Where a running ``tether dev`` says which database and gateway it serves."""
 
 
 def say(text: str = "") -> None:
@@ -113,7 +112,7 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
                 "select count(*) from pg_stat_activity"
                 " where backend_type = 'client backend' and pid <> pg_backend_pid()"
             ).fetchone()
-        if (row and row[0]) or _dev_running():
+        if (row and row[0]) or dev_state.running():
             return
         server.stop()
     except (psycopg.Error, OSError, subprocess.SubprocessError):
@@ -140,10 +139,6 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except InvalidInputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-HEARTBEATS_OFF = 0.0
-"""A heartbeat grace of "off": heartbeats not required."""
 
 
 def grace(text: str) -> float:
@@ -215,29 +210,6 @@ def add_announce_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def local_state() -> dict[str, Any]:
-    """What the running `tether dev` wrote of itself in this folder; {} without one."""
-    try:
-        state = json.loads(LOCAL_STATE.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def _dev_running(state: dict[str, Any] | None = None) -> bool:
-    """True when the `tether dev` that wrote the state is alive (a killed one leaves it)."""
-    pid = (local_state() if state is None else state).get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, run by another user
-    return True
-
-
 def _local_stack_defaults(args: argparse.Namespace, url: str) -> dict[str, object]:
     """With --embedded, what the environment does not set is the local stack's: the
     @connections endpoint of the `tether dev` running on this database, and
@@ -246,10 +218,10 @@ def _local_stack_defaults(args: argparse.Namespace, url: str) -> dict[str, objec
 
     given = from_environment()
     defaults: dict[str, object] = {}
-    state = local_state()
+    state = dev_state.running()
     endpoint = state.get("connections_endpoint")
     # Only the endpoint of a live `tether dev` serving this very database.
-    serves_this = bool(endpoint) and state.get("database_url") == url and _dev_running(state)
+    serves_this = bool(endpoint) and state.get("database_url") == url
     if hasattr(args, "endpoint_url") and "connections_endpoint" not in given and serves_this:
         defaults["connections_endpoint"] = str(endpoint)
     if hasattr(args, "announce_to") and "announce_to" not in given:

