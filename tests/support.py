@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +22,35 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 EVENTS = Path(__file__).parent / "events"
+TETHER = str(Path(sys.executable).with_name("tether"))
+"""The console script of the tether under test."""
+
+
+def run_tether(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    inherit_settings: bool = True,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """A tether command run as an operator runs it, its output captured. The test
+    process's database URL is never inherited (each test names its own database);
+    without ``inherit_settings``, no other TETHER_ setting is either."""
+    dropped = {"DATABASE_URL", "TETHER_DATABASE_URL"}
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in dropped and (inherit_settings or not name.startswith("TETHER_"))
+    }
+    return subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env={**clean, **(env or {})},
+    )
 
 
 def load_event(name: str, **context_overrides: Any) -> dict[str, Any]:

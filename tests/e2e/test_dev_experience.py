@@ -24,20 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
-from tests.support import HS256_SECRET, ISSUER, claims, json_lines, sign
-
-
-def _tether(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}}
-    return subprocess.run(  # noqa: S603 - our own console script
-        [TETHER, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
+from tests.support import HS256_SECRET, ISSUER, claims, json_lines, run_tether, sign
 
 
 def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
@@ -47,7 +34,7 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = _tether(
+        result = run_tether(
             "dev", "--port", str(port), "--database-url", database_url, cwd=tmp_path, timeout=60
         )
     assert result.returncode == 1
@@ -70,7 +57,7 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
 def test_a_bad_setting_is_refused_before_a_database_starts(
     flags: tuple[str, ...], said: str, tmp_path: Path
 ) -> None:
-    result = _tether("dev", *flags, cwd=tmp_path, timeout=60)
+    result = run_tether("dev", *flags, cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("tether dev: ") and said in result.stderr
     # No embedded database was created, let alone left running.
@@ -144,7 +131,7 @@ def test_every_log_line_is_whole_and_names_its_own_connection(
 
 
 def _simulate(server: DevServer, *args: str, cwd: Path) -> dict[str, Any]:
-    result = _tether("simulate", "--json", *args, cwd=cwd)
+    result = run_tether("simulate", "--json", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
     return report
@@ -206,7 +193,7 @@ def test_simulate_with_a_token_never_logs_it(
     server = start_dev()
     user = str(uuid.uuid4())
     secret = sign(claims(sub=user), HS256_SECRET, "HS256")
-    result = _tether(
+    result = run_tether(
         "-v",
         "simulate",
         "--clients",
@@ -274,7 +261,7 @@ def test_simulate_tells_silent_clients_from_dropped_ones_and_times_each(
 
 
 def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -> None:
-    result = _tether(
+    result = run_tether(
         "simulate",
         "--url",
         "ws://127.0.0.1:9",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,22 +13,14 @@ import pytest
 from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
+from tests.support import run_tether
 
 Conn = psycopg.Connection[dict[str, object]]
 
 
-def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    tether = Path(sys.executable).with_name("tether")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    clean.pop("DATABASE_URL", None)
-    return subprocess.run(  # noqa: S603 - our own console script
-        [str(tether), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**clean, **(env or {})},
-    )
+def _tether(*args: str) -> subprocess.CompletedProcess[str]:
+    """With none of the test process's settings: only what the command line says."""
+    return run_tether(*args, inherit_settings=False)
 
 
 @pytest.fixture

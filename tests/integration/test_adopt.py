@@ -4,9 +4,6 @@ and on Postgres 15 (Supabase's production version) where it can be installed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,7 +31,7 @@ from tests.origin_fixture import (
     build_origin,
     fill_history,
 )
-from tests.support import FakeLambdaContext, ws_event
+from tests.support import FakeLambdaContext, run_tether, ws_event
 from tether import migrate, runtime
 from tether import store as store_module
 from tether.adopt.apply import apply, unbuilt_indexes
@@ -43,7 +40,6 @@ from tether.adopt.inspect import inspect
 from tether.adopt.locks import LockPolicy
 from tether.errors import AdoptionError, MigrationError
 
-TETHER = str(Path(sys.executable).with_name("tether"))
 Conn = psycopg.Connection[dict[str, Any]]
 FAST = LockPolicy(timeout_seconds=0.5, attempts=40, first_pause_seconds=0.1)
 
@@ -104,20 +100,6 @@ def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 
 
-def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
-    }
-    return subprocess.run(  # noqa: S603 - our own console script
-        [TETHER, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={**clean, **(env or {})},
-    )
-
-
 def _rows(url: str) -> dict[uuid.UUID, dict[str, Any]]:
     with _connect(url) as conn:
         return {
@@ -157,7 +139,7 @@ def test_check_reports_what_it_finds_and_changes_nothing(adoptable: Adoptable) -
     origin = adoptable.origin
     before = _snapshot(adoptable.url)
 
-    result = _tether("adopt", "--check", "--json", "--database-url", adoptable.url)
+    result = run_tether("adopt", "--check", "--json", "--database-url", adoptable.url)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
 
@@ -220,7 +202,7 @@ def test_check_reports_what_it_finds_and_changes_nothing(adoptable: Adoptable) -
     assert report["finish"]["lock"] == "ACCESS EXCLUSIVE"
     assert "rewrite" in report["finish"]["holds"]
 
-    text = _tether("adopt", "--check", "--database-url", adoptable.url)
+    text = run_tether("adopt", "--check", "--database-url", adoptable.url)
     assert text.returncode == 0, text.stderr
     assert "public.conversation_sessions: not adopted" in text.stdout
     assert "inactive_without_end: 11" in text.stdout
@@ -264,7 +246,7 @@ def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> 
     with pytest.raises(AdoptionError, match="team_duration_idx"):
         apply(url)
     assert _snapshot(url) == before
-    refused = _tether("adopt", "--apply", "--database-url", url)
+    refused = run_tether("adopt", "--apply", "--database-url", url)
     assert refused.returncode != 0
     assert "cannot adopt" in refused.stderr and "team_duration_idx" in refused.stderr
     assert "?" not in refused.stderr
@@ -332,7 +314,7 @@ def _assert_adopted_by_the_rules(url: str, origin: Origin) -> None:
 
 def test_apply_takes_the_table_over_by_the_written_rules(adoptable: Adoptable) -> None:
     predicted = inspect(adoptable.url)
-    result = _tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    result = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 0, result.stderr
     assert "adopted: 85 row(s) read by the rules" in result.stdout
     assert "tether adopt --finish" in result.stdout
@@ -373,10 +355,10 @@ def test_apply_takes_the_table_over_by_the_written_rules(adoptable: Adoptable) -
 
     # tether migrate finds nothing to do, and says where the table came from.
     assert migrate.status(adoptable.url).pending == []
-    status = _tether("migrate", "--status", "--database-url", adoptable.url)
+    status = run_tether("migrate", "--status", "--database-url", adoptable.url)
     assert "conversation_sessions.sql  " in status.stdout
     assert "(an existing table taken over by tether adopt)" in status.stdout
-    again = _tether("migrate", "--database-url", adoptable.url)
+    again = run_tether("migrate", "--database-url", adoptable.url)
     assert again.returncode == 0, again.stderr
     assert "database is up to date" in again.stdout
 
@@ -387,7 +369,7 @@ def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
     result = apply(adoptable.url, lock=FAST)
     assert result.ran == []
     assert _snapshot(adoptable.url) == before
-    cli = _tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    cli = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
     assert cli.returncode == 0, cli.stderr
     assert "nothing left to do" in cli.stdout
     assert _snapshot(adoptable.url) == before
@@ -750,7 +732,7 @@ def test_handlers_sweep_and_close_orphans_work_on_the_adopted_table(
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["adopted1="]
 
     env = {**adopted_env, "TETHER_ANNOUNCE_TO": "log"}
-    orphans = _tether(
+    orphans = run_tether(
         "close-orphans", "--older-than", "2h", "--apply", "--yes", "--database-url", url, env=env
     )
     assert orphans.returncode == 0, orphans.stderr
@@ -764,7 +746,7 @@ def test_handlers_sweep_and_close_orphans_work_on_the_adopted_table(
         assert row["session_end"] == row["session_start"] == orphan.session_start
         assert row["is_active"] is False
 
-    sweep = _tether("sweep", "--database-url", url, "--json", env=env)
+    sweep = run_tether("sweep", "--database-url", url, "--json", env=env)
     assert sweep.returncode == 0, sweep.stderr
     report = json.loads(sweep.stdout)
     # The old server's session silent for 30 minutes ends as idle at its last sign of
@@ -883,7 +865,7 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
             ).fetchall()
         }
 
-    asked = _tether("adopt", "--finish", "--database-url", url)
+    asked = run_tether("adopt", "--finish", "--database-url", url)
     assert asked.returncode == 1
     assert "ACCESS EXCLUSIVE on public.conversation_sessions for the whole rewrite" in asked.stdout
     assert "estimated at" in asked.stdout
@@ -892,7 +874,7 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     assert "nothing was changed" in asked.stderr
     assert plan_finish(url).state == "adopted, transitional"
 
-    done = _tether("adopt", "--finish", "--yes", "--database-url", url)
+    done = run_tether("adopt", "--finish", "--yes", "--database-url", url)
     assert done.returncode == 0, done.stderr
     assert "finished: the table has its final shape" in done.stdout
     assert plan_finish(url).state == "adopted and finished"
@@ -935,10 +917,10 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     _assert_adopted_by_the_rules(url, adoptable.origin)
 
     # And once more: nothing to do.
-    again = _tether("adopt", "--finish", "--yes", "--database-url", url)
+    again = run_tether("adopt", "--finish", "--yes", "--database-url", url)
     assert again.returncode == 0 and "nothing left to do" in again.stdout
     # --check of the finished table counts ended_at as tether's, generated from session_end.
-    checked = _tether("adopt", "--check", "--database-url", url)
+    checked = run_tether("adopt", "--check", "--database-url", url)
     assert checked.returncode == 0, checked.stderr
     (kept,) = [line for line in checked.stdout.splitlines() if line.strip().startswith("kept as")]
     assert "ended_at" not in kept
@@ -967,7 +949,7 @@ def test_finish_refuses_what_it_cannot_recreate_and_changes_nothing(
 
 
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
-    result = _tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1
     assert "run `tether adopt --apply` first" in result.stderr
     assert "Traceback" not in result.stderr
@@ -1150,16 +1132,6 @@ def test_another_apply_at_once_is_refused(adoptable: Adoptable) -> None:
 
 
 def test_adopt_needs_a_database_url(tmp_path: Path) -> None:
-    result = subprocess.run(  # noqa: S603
-        [TETHER, "adopt", "--check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env={
-            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
-        },
-    )
+    result = run_tether("adopt", "--check", cwd=tmp_path)
     assert result.returncode == 1
     assert "no database URL" in result.stderr

@@ -4,22 +4,17 @@ of files exported into a team's own supabase/migrations."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.origin_fixture import build_origin
-from tests.support import ORIGIN_TABLE
+from tests.support import ORIGIN_TABLE, run_tether
 from tether import migrate
 from tether.errors import MigrationError
 from tether.local import embedded
-
-TETHER = str(Path(sys.executable).with_name("tether"))
 
 
 def _split(sql_text: str) -> list[str]:
@@ -122,7 +117,7 @@ def test_adoption_records_what_db_push_applied_instead_of_running_it_again(
     empty_database_url: str, tmp_path: Path
 ) -> None:
     before, versions = _stopped_push_on_a_team_table(empty_database_url)
-    adopted = _tether(
+    adopted = run_tether(
         "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
     )
     assert adopted.returncode == 0, adopted.stderr
@@ -151,9 +146,9 @@ def test_adoption_refuses_a_pushed_copy_it_cannot_tell_apart_and_writes_nothing(
         first.version, first.name, first.sql + "\ncreate table public.extra (id int);\n", "x"
     )
     _push_like_supabase(empty_database_url, [edited], ["20270101000000"])
-    checked = _tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
+    checked = run_tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
     assert "content differs" in checked.stdout
-    adopted = _tether(
+    adopted = run_tether(
         "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
     )
     assert adopted.returncode != 0
@@ -179,9 +174,9 @@ def test_a_team_s_own_migration_named_like_tether_s_is_not_taken_for_a_copy(
             "insert into supabase_migrations.schema_migrations values (%s, %s, %s)",
             ("20250301120000", _split(ORIGIN_TABLE), "conversation_sessions"),
         )
-    checked = _tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
+    checked = run_tether("adopt", "--check", "--database-url", empty_database_url, cwd=tmp_path)
     assert "content differs" not in checked.stdout + checked.stderr
-    adopted = _tether(
+    adopted = run_tether(
         "adopt", "--apply", "--yes", "--database-url", empty_database_url, cwd=tmp_path
     )
     assert adopted.returncode == 0, adopted.stderr
@@ -218,23 +213,6 @@ def test_export_refuses_a_prefix_before_the_team_s_latest(tmp_path: Path) -> Non
     assert written[0].name.startswith("20300101000001_tether_")
 
 
-def _tether(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}
-    }
-    return subprocess.run(  # noqa: S603 - our own console script
-        [TETHER, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-        env={**clean, **(env or {})},
-    )
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -247,7 +225,7 @@ def _tether(
 def test_commands_on_real_data_need_a_url_and_never_start_a_database(
     command: list[str], tmp_path: Path
 ) -> None:
-    result = _tether(*command, cwd=tmp_path)
+    result = run_tether(*command, cwd=tmp_path)
     assert result.returncode == 1
     assert "no database URL" in result.stderr
     assert "--embedded" in result.stderr
@@ -258,8 +236,8 @@ def test_commands_on_real_data_need_a_url_and_never_start_a_database(
 def test_a_mistyped_url_is_refused_without_its_password(tmp_path: Path) -> None:
     url = "postgress://app:hunter2-secret@db.example.com/postgres"
     for result in (
-        _tether("migrate", "--database-url", url, cwd=tmp_path),
-        _tether("sweep", cwd=tmp_path, env={"DATABASE_URL": f" {url}"}),
+        run_tether("migrate", "--database-url", url, cwd=tmp_path),
+        run_tether("sweep", cwd=tmp_path, env={"DATABASE_URL": f" {url}"}),
     ):
         assert result.returncode == 1
         assert "postgress://" in result.stderr
@@ -267,7 +245,7 @@ def test_a_mistyped_url_is_refused_without_its_password(tmp_path: Path) -> None:
 
 
 def test_migrations_path_names_the_shipped_files(tmp_path: Path) -> None:
-    result = _tether("migrations", "path", cwd=tmp_path)
+    result = run_tether("migrations", "path", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = Path(result.stdout.strip())
     assert sorted(p.name for p in folder.glob("*.sql")) == [m.filename for m in migrate.discover()]
@@ -275,7 +253,9 @@ def test_migrations_path_names_the_shipped_files(tmp_path: Path) -> None:
 
 def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: Path) -> None:
     production = "postgresql://app:never-used@production.example.com/postgres"
-    both = _tether("migrate", "--status", "--embedded", "--database-url", production, cwd=tmp_path)
+    both = run_tether(
+        "migrate", "--status", "--embedded", "--database-url", production, cwd=tmp_path
+    )
     assert both.returncode == 1
     assert "not both" in both.stderr
     data = tmp_path / ".tether" / "pgdata"
@@ -284,7 +264,7 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
     migrate.migrate(made.url)
     made.stop()
     # DATABASE_URL points at production; --embedded must not act on it.
-    chosen = _tether(
+    chosen = run_tether(
         "migrate", "--status", "--embedded", cwd=tmp_path, env={"DATABASE_URL": production}
     )
     try:
@@ -294,7 +274,7 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
         # Started for the command alone, and stopped with it.
         assert not embedded.is_running(data)
         # The same for a command that keeps tether's own connection open to the end.
-        listed = _tether("sessions", "--embedded", "--json", cwd=tmp_path)
+        listed = run_tether("sessions", "--embedded", "--json", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
         assert not embedded.is_running(data)
     finally:
@@ -306,7 +286,7 @@ def test_embedded_in_a_folder_without_tether_dev_s_database_makes_none(tmp_path:
     """Run from the wrong folder, --embedded would have answered from a new, empty
     database (and left it running): it says where it looked instead."""
     for command in (["migrate", "--status"], ["sessions"], ["adopt", "--check"]):
-        result = _tether(*command, "--embedded", cwd=tmp_path)
+        result = run_tether(*command, "--embedded", cwd=tmp_path)
         assert result.returncode == 1, command
         assert "no embedded database in" in result.stderr
         assert "tether dev" in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -14,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.conftest import with_database
+from tests.support import run_tether
 from tether import migrate
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseUnavailableError, MigrationError
@@ -151,36 +150,29 @@ def test_missing_database_is_a_clear_error(server_url: str) -> None:
         store.open_session(OpenSessionRequest(connection_id="x="))
 
 
-def _tether(*args: str) -> subprocess.CompletedProcess[str]:
-    tether = Path(sys.executable).with_name("tether")
-    return subprocess.run(  # noqa: S603 - our own console script
-        [str(tether), *args], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 def test_cli_migrate_then_status(empty_database_url: str) -> None:
     count = len(list(MIGRATIONS.glob("*.sql")))
-    before = _tether("migrate", "--status", "--database-url", empty_database_url)
+    before = run_tether("migrate", "--status", "--database-url", empty_database_url)
     assert before.returncode == 0, before.stderr
     assert f"0 applied, {count} pending" in before.stdout
 
-    first = _tether("migrate", "--database-url", empty_database_url)
+    first = run_tether("migrate", "--database-url", empty_database_url)
     assert first.returncode == 0, first.stderr
     assert f"{count} migration(s) applied" in first.stdout
     for path in MIGRATIONS.glob("*.sql"):
         assert f"applied  {path.name}" in first.stdout
 
-    again = _tether("migrate", "--database-url", empty_database_url)
+    again = run_tether("migrate", "--database-url", empty_database_url)
     assert again.returncode == 0, again.stderr
     assert "database is up to date" in again.stdout
 
-    after = _tether("migrate", "--status", "--database-url", empty_database_url)
+    after = run_tether("migrate", "--status", "--database-url", empty_database_url)
     assert f"{count} applied, 0 pending" in after.stdout
     assert "pending  " not in after.stdout
 
 
 def test_cli_reports_an_unreachable_database(server_url: str) -> None:
-    result = _tether("migrate", "--database-url", with_database(server_url, "nope_db"))
+    result = run_tether("migrate", "--database-url", with_database(server_url, "nope_db"))
     assert result.returncode == 1
     assert "tether migrate:" in result.stderr
     assert "nope_db" in result.stderr

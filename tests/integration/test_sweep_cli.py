@@ -14,20 +14,9 @@ import pytest
 
 from tests import connections_standin
 from tests.conftest import EventBus, SessionFactory, allow_connections
+from tests.support import run_tether
 
 Conn = psycopg.Connection[dict[str, object]]
-
-
-def _tether(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    tether = Path(sys.executable).with_name("tether")
-    return subprocess.run(  # noqa: S603 - our own console script
-        [str(tether), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def _state(db: Conn) -> list[dict[str, object]]:
@@ -50,7 +39,7 @@ def orphans(make_session: SessionFactory) -> None:
 @pytest.mark.usefixtures("orphans")
 def test_close_orphans_dry_run_changes_nothing(database_url: str, db: Conn) -> None:
     before = _state(db)
-    result = _tether("close-orphans", "--older-than", "2h", "--database-url", database_url)
+    result = run_tether("close-orphans", "--older-than", "2h", "--database-url", database_url)
     assert result.returncode == 0, result.stderr
     assert "18 active session(s) started more than 2.0 hours ago" in result.stdout
     assert "oldest 18.5 days" in result.stdout
@@ -63,7 +52,7 @@ def test_close_orphans_apply_ends_and_announces(
     database_url: str, db: Conn, event_bus: EventBus, aws: str
 ) -> None:
     env = {"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": event_bus.name}
-    result = _tether(
+    result = run_tether(
         "close-orphans",
         "--older-than",
         "2h",
@@ -81,7 +70,7 @@ def test_close_orphans_apply_ends_and_announces(
     assert {r["end_reason"] for r in ended} == {"orphan_cleanup"}
     assert all(r["announced_at"] is not None for r in ended)
     assert len(event_bus.received()) == 18
-    again = _tether(
+    again = run_tether(
         "close-orphans",
         "--older-than",
         "2h",
@@ -107,7 +96,7 @@ def test_close_orphans_apply_ends_and_announces(
     ],
 )
 def test_close_orphans_refuses_a_bad_duration(database_url: str, bad: str, says: str) -> None:
-    result = _tether("close-orphans", f"--older-than={bad}", "--database-url", database_url)
+    result = run_tether("close-orphans", f"--older-than={bad}", "--database-url", database_url)
     assert result.returncode == 2
     assert says in result.stderr
     assert "Traceback" not in result.stderr
@@ -119,7 +108,7 @@ def test_close_orphans_refuses_ages_at_which_a_session_can_still_be_live(
     database_url: str, db: Conn, age: str
 ) -> None:
     before = _state(db)
-    result = _tether(
+    result = run_tether(
         "close-orphans", "--older-than", age, "--apply", "--yes", "--database-url", database_url
     )
     assert result.returncode == 1
@@ -133,7 +122,7 @@ def test_close_orphans_asks_before_applying_and_a_script_must_say_yes(
     database_url: str, db: Conn
 ) -> None:
     before = _state(db)
-    result = _tether(
+    result = run_tether(
         "close-orphans", "--older-than", "2h", "--apply", "--database-url", database_url
     )
     assert result.returncode == 1
@@ -147,7 +136,7 @@ def test_close_orphans_asks_before_applying_and_a_script_must_say_yes(
 def test_close_orphans_forced_under_two_hours_ends_only_what_is_older(
     database_url: str, db: Conn
 ) -> None:
-    result = _tether(
+    result = run_tether(
         "close-orphans",
         "--older-than",
         "30m",
@@ -173,7 +162,7 @@ def test_close_orphans_forced_under_two_hours_ends_only_what_is_older(
 def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: SessionFactory) -> None:
     make_session(connection_id="gone=", started_seconds_ago=900, seen_seconds_ago=300)
     before = _state(db)
-    dry = _tether("sweep", "--dry-run", "--json", "--database-url", database_url)
+    dry = run_tether("sweep", "--dry-run", "--json", "--database-url", database_url)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout) == {
         "past_max_age": 18,
@@ -185,7 +174,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
 
     with connections_standin.serve() as gateway:
         env = {"TETHER_ANNOUNCE_TO": "log", "TETHER_GONE_SETTLE_SECONDS": "0"}
-        result = _tether(
+        result = run_tether(
             "sweep",
             "--json",
             "--database-url",
@@ -283,7 +272,7 @@ def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queu
         " where announce_after > now()"
     ).fetchone() == {"n": 0}
 
-    logged = _tether(
+    logged = run_tether(
         "close-orphans",
         "--older-than",
         "2h",
@@ -295,7 +284,7 @@ def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queu
         "log",
     )
     assert "no active session started more than 2.0 hours ago" in logged.stdout
-    swept = _tether("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
+    swept = run_tether("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
     assert json.loads(swept.stdout)["announced"] == 18
 
 
@@ -334,7 +323,7 @@ def test_aws_region_alone_is_enough(
 def test_a_one_off_sweep_that_cannot_reach_the_database_says_so_and_fails() -> None:
     """Said by a one-off command, "the next run carries on" would promise a run that
     nobody scheduled; the password is never shown."""
-    result = _tether(
+    result = run_tether(
         "sweep", "--database-url", "postgresql://tether:hunter2-secret@127.0.0.1:9/app",
         env={"TETHER_ANNOUNCE_TO": "log"},
     )  # fmt: skip
