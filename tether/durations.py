@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from tether.errors import InvalidInputError
@@ -10,12 +11,22 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, *, zero_allowed: bool = False) -> float:
+    """Seconds, more than 0 (or 0 itself, where it means "none"): ``90`` (a bare number
+    is seconds), ``90s``, ``1d12h``. The errors never quote the text: the operators'
+    API answers with them."""
     value = text.strip().lower()
     if not value:
         raise InvalidInputError("a duration is required, such as 90s, 15m, 2h or 1d")
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
+    seconds = float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else _with_units(value)
+    if seconds < 0 or (seconds == 0 and not zero_allowed):
+        raise InvalidInputError("a duration must be more than 0")
+    if seconds == math.inf:
+        raise InvalidInputError("too long a duration")
+    return seconds
+
+
+def _with_units(value: str) -> float:
     position = 0
     seconds = 0.0
     for match in _PART.finditer(value):
@@ -23,9 +34,9 @@ def parse_duration(text: str) -> float:
             break
         seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
-    if position != len(value) or seconds <= 0:
+    if position != len(value):
         raise InvalidInputError(
-            f"not a duration: {text!r}; use a number with s, m, h or d, such as 90s, 2h or 1d12h"
+            "not a duration; use a number with s, m, h or d, such as 90s, 2h or 1d12h"
         )
     return seconds
 

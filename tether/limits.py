@@ -38,3 +38,7 @@ SOURCE_IP_MAX_LENGTH = 64
 USER_AGENT_MAX_LENGTH = 1024
 API_ID_MAX_LENGTH = 64
 STAGE_MAX_LENGTH = 128
+
+# The longest age `close-orphans` and the API's orphan query take: a year of history,
+# as far back as the daily statistics go.
+ORPHAN_AGE_MAX_SECONDS = 366 * 86400.0

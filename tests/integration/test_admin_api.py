@@ -197,7 +197,32 @@ def test_one_session_and_an_unknown_one(api: AdminApi, make_session: SessionFact
     # The value is never echoed, not even one character of it.
     secretish = _problem(api.client.get("/sessions/zq-secret-value", headers=AUTH), 400)
     assert secretish["detail"] == "session_id: Input should be a valid UUID"
+    assert secretish["instance"] == "/sessions/{session_id}"
     assert "`" not in json.dumps(secretish)
+    assert "secret" not in json.dumps(secretish)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        ("/sessions/' OR 1=1--zq", {}, 400),
+        ("/sessions/" + "zq" * 2500, {}, 400),
+        ("/stats/orphans", {"older_than": "2zq"}, 400),
+        ("/stats/orphans", {"older_than": "-1zq"}, 400),
+        ("/users/zq<script>/presence", {}, 400),
+        ("/nowhere/<script>zq</script>", {}, 404),
+        ("/sessions/zq%FF%FE", {}, 400),
+    ],
+)
+def test_no_answer_echoes_what_was_sent(
+    api: AdminApi, path: str, params: dict[str, str], status: int
+) -> None:
+    for headers in (AUTH, {}):
+        response = api.client.get(path, params=params, headers=headers)
+        expected = status if headers or status == 404 else 401
+        body = _problem(response, expected)
+        assert "zq" not in response.text, body
+        assert "<script>" not in response.text
 
 
 def test_pages_skip_and_repeat_nothing_while_sessions_open_in_between(

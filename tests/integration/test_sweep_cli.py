@@ -88,8 +88,9 @@ def test_close_orphans_apply_ends_and_announces(
     [
         ("soon", "not a duration"),
         ("-2h", "not a duration"),
-        ("0s", "not a duration"),
-        ("2x", "not a duration"),
+        ("0s", "'0s': a duration must be more than 0"),
+        ("2x", "'2x': not a duration"),
+        ("367d", "'367d': must be at most 366 days"),
         ("", "a duration is required"),
         ("2", "with its unit"),
         ("7200", "with its unit"),
@@ -100,6 +101,14 @@ def test_close_orphans_refuses_a_bad_duration(database_url: str, bad: str, says:
     assert result.returncode == 2
     assert says in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "0s", "soon"])
+def test_sweep_refuses_a_time_limit_that_is_no_time(database_url: str, limit: str) -> None:
+    result = run_tether("sweep", "--time-limit", limit, "--database-url", database_url)
+    assert result.returncode == 2
+    assert "argument --time-limit" in result.stderr
+    assert "stopped for time" not in result.stdout
 
 
 @pytest.mark.usefixtures("orphans")
@@ -177,6 +186,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
         result = run_tether(
             "sweep",
             "--json",
+            "--metrics",
             "--database-url",
             database_url,
             "--endpoint-url",
@@ -184,8 +194,17 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
             env=env,
         )
     assert result.returncode == 0, result.stderr
-    # Logs go to stderr on the command line: stdout is the report alone.
+    # Logs and metric lines go to stderr with --json: stdout is the report alone.
     report = json.loads(result.stdout)
+    ended_metrics = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and '"SessionsEnded"' in line
+    ]
+    assert sorted((m["Reason"], m["SessionsEnded"]) for m in ended_metrics) == [
+        ("gone", [1.0]),
+        ("max_duration", [18.0]),
+    ]
     assert result.stderr.count('"message":"SessionEnded"') == 19
     assert report["ended_by_reason"] == {"max_duration": 18, "gone": 1}
     assert report["announced"] == 19

@@ -27,17 +27,31 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
         ("1d12h", 129600.0),
         (" 2H ", 7200.0),
         ("1.5m", 90.0),
-        ("0", 0.0),
     ],
 )
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.parametrize("text", ["0", "0s", "0h0m"])
+def test_zero_where_it_means_none(text: str) -> None:
+    assert parse_duration(text, zero_allowed=True) == 0.0
+
+
 @pytest.mark.parametrize("text", ["", "soon", "-2h", "2x", "h", "2h3", "0s", "1e3"])
 def test_bad_durations_say_what_a_duration_is(text: str) -> None:
     with pytest.raises(InvalidInputError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("0", "more than 0"), ("0s", "more than 0"), ("0h0m", "more than 0"), ("9" * 400, "too long")],
+)
+def test_durations_are_more_than_nothing_and_finite(text: str, says: str) -> None:
+    with pytest.raises(InvalidInputError, match=says) as refused:
+        parse_duration(text)
+    assert repr(text) not in str(refused.value)  # the API answers with the message
 
 
 @pytest.mark.parametrize(

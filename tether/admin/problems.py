@@ -47,7 +47,11 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str | None = Field(default=None, description="The path of the request.")
+    instance: str | None = Field(
+        default=None,
+        description="The route that answered, as its template (`/sessions/{session_id}`):"
+        " a value sent in the path is never echoed.",
+    )
     code: str = Field(description="tether's stable error code, for programs to match on.")
     errors: list[FieldError] | None = None
 
@@ -66,7 +70,7 @@ def problem(
         title=HTTPStatus(status).phrase,
         status=status,
         detail=detail,
-        instance=request.url.path,
+        instance=_route(request),
         code=code,
         errors=errors,
     )
@@ -76,6 +80,15 @@ def problem(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+def _route(request: Request) -> str | None:
+    """The matched route's template, or None for a path no route serves."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None)
+    if not isinstance(template, str):
+        return None
+    return str(request.scope.get("root_path", "")) + template
 
 
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
@@ -130,7 +143,8 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404:
-        detail = f"nothing at {request.url.path}"
+        # Never the path itself: whatever was sent in it stays out of the answer.
+        detail = "no route serves this path; /openapi.json lists them"
     return problem(
         request, exc.status_code, code, detail, headers=dict(exc.headers) if exc.headers else None
     )

@@ -133,12 +133,18 @@ def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = Tr
         )
 
 
-def duration(text: str) -> float:
-    """A duration: 90, 90s, 15m, 2h, 1d12h (a bare number is seconds)."""
+def duration(text: str, *, zero_allowed: bool = False) -> float:
+    """A duration: 90, 90s, 15m, 2h, 1d12h (a bare number is seconds), more than 0."""
     try:
-        return parse_duration(text)
+        return parse_duration(text, zero_allowed=zero_allowed)
     except InvalidInputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        # The command line's own input, shown back so the typo is plain to see.
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def duration_or_zero(text: str) -> float:
+    """A duration, or 0 where it means "none"."""
+    return duration(text, zero_allowed=True)
 
 
 def grace(text: str) -> float:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether.cli.common import confirm, declined, duration, grace, say
+from tether.cli.common import confirm, declined, duration, duration_or_zero, grace, say
 from tether.errors import InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 
@@ -372,7 +372,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--suspect-after",
-        type=duration,
+        type=duration_or_zero,
         metavar="DURATION",
         help="ask the gateway about sessions silent this long (default: 20s)",
     )

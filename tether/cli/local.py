@@ -13,6 +13,7 @@ from tether.cli.common import (
     configured_url,
     count,
     duration,
+    duration_or_zero,
     fraction,
     grace,
     port,
@@ -242,7 +243,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     dev_cmd.add_argument(
         "--suspect-after",
-        type=duration,
+        type=duration_or_zero,
         default=None,
         metavar="DURATION",
         help=(
@@ -340,14 +341,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sim_cmd.add_argument(
         "--heartbeat",
-        type=duration,
+        type=duration_or_zero,
         default=format_duration(limits.HEARTBEAT_INTERVAL_SECONDS),
         metavar="DURATION",
         help="heartbeat interval, as tether asks of clients (0: none)",
     )
     sim_cmd.add_argument(
         "--settle",
-        type=duration,
+        type=duration_or_zero,
         default=format_duration(10.0),
         metavar="DURATION",
         help="how long to wait for the sweep after the clients are done",

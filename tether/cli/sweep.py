@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -45,9 +47,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say("dry run: nothing was changed")
         return 0
     deadline = time.monotonic() + args.time_limit
-    report = run_sweep(
-        lambda: deadline - time.monotonic(), metrics=args.metrics, keep_checking=args.keep_checking
-    )
+    # With --json, stdout is the report alone: the metric lines go to stderr.
+    metrics_to = sys.stderr if args.json else sys.stdout
+    with contextlib.redirect_stdout(metrics_to):
+        report = run_sweep(
+            lambda: deadline - time.monotonic(),
+            metrics=args.metrics,
+            keep_checking=args.keep_checking,
+        )
     if args.json:
         say_json(report.as_dict())
         return 0
@@ -202,7 +209,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         " run does (default: one check)",
     )
     sweep_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
-    sweep_cmd.add_argument("--metrics", action="store_true", help="also print EMF metric lines")
+    sweep_cmd.add_argument(
+        "--metrics", action="store_true", help="also print EMF metric lines (on stderr with --json)"
+    )
     sweep_cmd.set_defaults(handler=cmd_sweep)
 
     orphans_cmd = commands.add_parser(
@@ -233,4 +242,7 @@ def _age(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
         )
-    return duration(text)
+    seconds = duration(text)
+    if seconds > limits.ORPHAN_AGE_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at most 366 days")
+    return seconds

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from tether import limits
 from tether.admin import operations
 from tether.admin.deps import SettingsDep, StoreDep, require_operator
 from tether.admin.errors import InvalidFieldError
@@ -15,16 +16,14 @@ from tether.errors import InvalidInputError
 
 router = APIRouter(prefix="/stats", tags=["stats"], dependencies=[Depends(require_operator)])
 
-MAX_AGE_SECONDS = 366 * 86400.0
-
 
 def _age(text: str) -> float:
     try:
         seconds = parse_duration(text)
     except InvalidInputError as exc:
         raise InvalidFieldError("older_than", str(exc)) from None
-    if not 0 < seconds <= MAX_AGE_SECONDS:
-        raise InvalidFieldError("older_than", "must be more than 0 and at most 366 days")
+    if seconds > limits.ORPHAN_AGE_MAX_SECONDS:
+        raise InvalidFieldError("older_than", "must be at most 366 days")
     return seconds
 
 
