@@ -95,7 +95,9 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthenticationError("missing_token")
-        if len(token) > MAX_TOKEN_LENGTH:
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            # A JWT is base64url and dots: anything else is refused before PyJWT
+            # (which would fail encoding a lone surrogate, not refuse it).
             raise AuthenticationError("malformed_token")
         try:
             header = jwt.get_unverified_header(token)

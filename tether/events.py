@@ -159,6 +159,9 @@ def parse_websocket_event(
     """Validate a raw Lambda event, or raise InvalidInputError saying what is wrong."""
     if not isinstance(event, dict):
         raise InvalidInputError(f"event must be a JSON object, got {type(event).__name__}")
+    if expected != "MESSAGE":
+        # Only a message's body is read: a bad one must not stop a $disconnect.
+        event = {k: v for k, v in event.items() if k not in {"body", "isBase64Encoded"}}
     body = event.get("body")
     if isinstance(body, str) and len(body) > MAX_MESSAGE_BYTES * 4 // 3 + 4:
         raise InvalidInputError(f"message body exceeds {MAX_MESSAGE_BYTES} bytes")
@@ -177,16 +180,42 @@ def parse_websocket_event(
         raise InvalidInputError(
             f"expected a {expected} event, got {parsed.request_context.event_type}"
         )
-    if parsed.body is not None and len(parsed.text_body().encode()) > MAX_MESSAGE_BYTES:
+    if parsed.body is not None and len(_utf8(parsed.text_body())) > MAX_MESSAGE_BYTES:
         raise InvalidInputError(f"message body exceeds {MAX_MESSAGE_BYTES} bytes")
     return parsed
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no frame API Gateway passes holds one
+        raise InvalidInputError("message body is not valid UTF-8") from None
+
+
+class _NotJsonError(ValueError):
+    """What Python's decoder accepts but JSON (RFC 8259) does not."""
+
+
+def _not_json(constant: str) -> Any:
+    # NaN, Infinity and -Infinity: Python's extension, never JSON.
+    raise _NotJsonError(f"{constant} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        # Which one counts differs between parsers: the route taken could differ too.
+        raise _NotJsonError("an object repeats a key")
+    return found
 
 
 def load_json(text: str) -> Any:
     """A message body's JSON, or InvalidInputError saying why not; hostile frames
     (nesting too deep to decode, integers too long to convert) included."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, object_pairs_hook=_unique_keys)
+    except _NotJsonError as exc:
+        raise InvalidInputError(f"message is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"message is not valid JSON: {exc.msg} at position {exc.pos}"

@@ -189,6 +189,8 @@ def _rejections(keys: SigningKeys) -> dict[str, tuple[str | None, int, str]]:
             "algorithm_not_allowed",
         ),
         "garbage": ("not-a-jwt-at-all", 401, "malformed_token"),
+        # A lone surrogate cannot be encoded: refused, not a crash.
+        "not ascii": ("eyJ\ud800.eyJ.c2ln", 401, "malformed_token"),
         "no sub": (
             sign(
                 {k: v for k, v in claims().items() if k != "sub"},

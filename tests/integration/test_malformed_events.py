@@ -46,27 +46,25 @@ bad_connection_ids = st.one_of(
 )
 
 
+EVENT_FAULTS = [
+    "not_a_dict",
+    "no_context",
+    "context_not_a_dict",
+    "drop_required",
+    "connection_id_type",
+    "connection_id_shape",
+    "event_type",
+    "headers_type",
+]
+BODY_FAULTS = ["body_type", "huge_body", "base64_flag", "lone_surrogate"]
+"""Only a message's body is read: on $connect and $disconnect these are ignored."""
+
+
 @st.composite
-def corrupted(draw: st.DrawFn, template: str) -> Any:
+def corrupted(draw: st.DrawFn, template: str, kinds: list[str]) -> Any:
     event = copy.deepcopy(ws_event(template, "prop="))
     context = event["requestContext"]
-    kind = draw(
-        st.sampled_from(
-            [
-                "not_a_dict",
-                "no_context",
-                "context_not_a_dict",
-                "drop_required",
-                "connection_id_type",
-                "connection_id_shape",
-                "event_type",
-                "headers_type",
-                "body_type",
-                "huge_body",
-                "base64_flag",
-            ]
-        )
-    )
+    kind = draw(st.sampled_from(kinds))
     if kind == "not_a_dict":
         return draw(
             st.one_of(
@@ -111,7 +109,9 @@ def corrupted(draw: st.DrawFn, template: str) -> Any:
             {"action": "heartbeat", "pad": "x" * (MAX_MESSAGE_BYTES + draw(st.integers(1, 5000)))}
         )
     elif kind == "base64_flag":
-        event["isBase64Encoded"] = draw(st.sampled_from(["yes", 1, None, [True]]))
+        event["isBase64Encoded"] = draw(st.sampled_from(["yes", 1, None, [True], "false"]))
+    elif kind == "lone_surrogate":
+        event["body"] = '{"action": "heartbeat", "note": "\ud800"}'
     return event
 
 
@@ -121,13 +121,14 @@ def test_malformed_events_get_400_and_write_nothing(
     name: str, db: psycopg.Connection[dict[str, object]]
 ) -> None:
     handler, template = HANDLERS[name]
+    kinds = EVENT_FAULTS + (BODY_FAULTS if name == "message" else [])
 
     @settings(
         max_examples=60,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    @given(event=corrupted(template))
+    @given(event=corrupted(template, kinds))
     def check(event: Any) -> None:
         response = handler(event, FakeLambdaContext())
         assert response["statusCode"] == 400, (
@@ -172,6 +173,17 @@ def bad_optional_fields(draw: st.DrawFn) -> dict[str, Any]:
     return {name: draw(bad_optional_values[name]) for name in names}
 
 
+def _with_body_fault(event: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The event with a bad body of this kind, as a corrupted message has one."""
+    faults: dict[str, dict[str, Any]] = {
+        "body_type": {"body": [1, 2]},
+        "huge_body": {"body": "x" * (MAX_MESSAGE_BYTES * 2)},
+        "base64_flag": {"isBase64Encoded": "false"},
+        "lone_surrogate": {"body": '{"note": "\ud800"}'},
+    }
+    return {**event, **faults[kind]}
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_a_malformed_optional_field_is_dropped_and_the_session_still_ends(
     db: psycopg.Connection[dict[str, object]],
@@ -184,15 +196,18 @@ def test_a_malformed_optional_field_is_dropped_and_the_session_still_ends(
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    @given(bad=bad_optional_fields(), bad_on_connect=st.booleans())
-    def check(bad: dict[str, Any], bad_on_connect: bool) -> None:
+    @given(
+        bad=bad_optional_fields(), bad_on_connect=st.booleans(), body=st.sampled_from(BODY_FAULTS)
+    )
+    def check(bad: dict[str, Any], bad_on_connect: bool, body: str) -> None:
         connection_id = f"opt{next(counter)}="
         opening = with_query(ws_event("connect", connection_id), token=token)
         if bad_on_connect:
             opening["requestContext"].update(bad)
+            opening = _with_body_fault(opening, body)
         opened = connect.lambda_handler(opening, FakeLambdaContext())
         assert opened["statusCode"] == 200, opened
-        closing = ws_event("disconnect", connection_id)
+        closing = _with_body_fault(ws_event("disconnect", connection_id), body)
         closing["requestContext"].update(bad)
         ended = disconnect.lambda_handler(closing, FakeLambdaContext())
         assert ended["statusCode"] == 200, ended

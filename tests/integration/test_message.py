@@ -84,7 +84,11 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
         ('"heartbeat"', "must be a JSON object"),
         ("{}", 'no "action"'),
         ('{"action": 42}', 'no "action"'),
-        ('{"action": "sendmessage"}', "unknown action 'sendmessage'; known actions: heartbeat"),
+        ('{"action": "sendmessage"}', "unknown action; known actions: heartbeat"),
+        ('{"action": "heartbeat", "x": NaN}', "NaN is not a JSON number"),
+        ('{"action": "heartbeat", "x": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"action": "nope", "action": "heartbeat"}', "an object repeats a key"),
+        ('{"action": "heartbeat", "x": "\ud800"}', "not valid UTF-8"),
         ("", "must be a JSON object"),
         (None, "must be a JSON object"),
         # Hostile frames: 2 KB nested 1,000 deep, an integer of 5,000 digits.
@@ -143,6 +147,20 @@ def test_a_failed_touch_never_breaks_the_application_route(
         return "handled"
 
     assert route(ws_event("message_default", "x="), FakeLambdaContext()) == "handled"
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize("connection_id", ["\ud800", "a\x00b=", "x" * 129, "", 42])
+def test_an_impossible_connection_id_never_breaks_the_application_route(
+    db: Conn, connection_id: object
+) -> None:
+    @counts_as_sign_of_life
+    def route(event: dict[str, Any], context: Any) -> str:
+        return "handled"
+
+    event = ws_event("message_default", "x=")
+    event["requestContext"]["connectionId"] = connection_id
+    assert route(event, FakeLambdaContext()) == "handled"
 
 
 def test_a_misconfigured_sign_of_life_is_an_error_with_a_metric(
