@@ -43,6 +43,24 @@ def test_connection_becomes_a_row_and_clean_close_ends_it(
     assert (row["end_reason"], row["disconnect_status_code"]) == ("client_disconnect", 4001)
 
 
+def test_a_client_cannot_name_the_gateway_s_reasons_for_its_own_close(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        for words in ("Idle timeout exceeded", "max duration reached"):
+            ws = await open_client(server)
+            await ws.close(code=1001, reason=words)
+
+    run(scenario())
+    rows = server.wait_for(lambda r: len(r) == 2 and not any(row["is_active"] for row in r))
+    # A client going away is not the gateway's idle or age limit.
+    assert {(row["end_reason"], row["disconnect_status_code"]) for row in rows} == {
+        ("server_disconnect", 1001)
+    }
+
+
 def test_refused_token_gets_401_at_the_handshake_and_no_row(
     start_dev: Callable[..., DevServer],
 ) -> None:

@@ -395,7 +395,10 @@ class LocalGateway:
                     message = inbound.result()
                     if message["type"] == "websocket.disconnect":
                         code = int(message.get("code") or 1005)
-                        return code, str(message.get("reason") or _close_reason(code))
+                        # The reason is the gateway's own words for the code, never the
+                        # client's text: "idle" from a client must not read as the
+                        # gateway's idle timeout.
+                        return code, _close_reason(code)
                     last_active = time.monotonic()
                     connection.last_active_at = datetime.now(UTC)
                     await self._route(connection, message, send)
