@@ -31,7 +31,8 @@ MAX_TOKEN_LENGTH = 16 * 1024
 
 @dataclass(frozen=True)
 class Identity:
-    user_id: UUID
+    user_id: UUID | None
+    """The ``sub`` claim as a user id; None only where no subject is required."""
     role: str
     claims: dict[str, Any]
 
@@ -46,6 +47,7 @@ class TokenVerifier:
         hs256_secret: str | None = None,
         allowed_roles: frozenset[str] = frozenset({"authenticated"}),
         allow_anonymous_users: bool = False,
+        subject_required: bool = True,
         jwks_cache_seconds: float = 300.0,
         jwks_refresh_cooldown_seconds: float = 30.0,
         jwks_timeout_seconds: float = 3.0,
@@ -58,6 +60,10 @@ class TokenVerifier:
         self._secret = hs256_secret
         self._allowed_roles = allowed_roles
         self._allow_anonymous_users = allow_anonymous_users
+        self._subject_required = subject_required
+        self._required_claims = [
+            claim for claim in REQUIRED_CLAIMS if subject_required or claim != "sub"
+        ]
         self._leeway = leeway_seconds
         self._jwks: jwt.PyJWKClient | None = None
         if jwks_url:
@@ -115,7 +121,7 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": REQUIRED_CLAIMS, "verify_signature": True},
+                options={"require": self._required_claims, "verify_signature": True},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthenticationError("expired") from exc
@@ -134,10 +140,12 @@ class TokenVerifier:
         return self._identity(claims)
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
+        user_id = None
         try:
             user_id = UUID(str(claims["sub"]))
-        except ValueError as exc:
-            raise AuthenticationError("malformed_subject") from exc
+        except (KeyError, ValueError) as exc:
+            if self._subject_required:
+                raise AuthenticationError("malformed_subject") from exc
         role = str(claims.get("role") or "")
         if role not in self._allowed_roles:
             raise ForbiddenError("role_not_allowed")
@@ -147,7 +155,11 @@ class TokenVerifier:
 
 
 def verifier_for(
-    settings: Settings, *, allowed_roles: frozenset[str], allow_anonymous_users: bool
+    settings: Settings,
+    *,
+    allowed_roles: frozenset[str],
+    allow_anonymous_users: bool,
+    subject_required: bool = True,
 ) -> TokenVerifier | None:
     """The verifier these settings describe (signing keys, secret, audience, issuer,
     leeway), for the roles given; None when nothing to verify with is configured."""
@@ -167,6 +179,7 @@ def verifier_for(
         hs256_secret=secret,
         allowed_roles=allowed_roles,
         allow_anonymous_users=allow_anonymous_users,
+        subject_required=subject_required,
         jwks_cache_seconds=settings.jwks_cache_seconds,
         jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
         leeway_seconds=settings.jwt_leeway_seconds,

@@ -119,8 +119,9 @@ def test_a_valid_token_of_a_non_operator_gets_403(api: AdminApi, claims: dict[st
         {"X-Tether-Operator-Key": OPERATOR_KEY},
         {"Authorization": "Bearer " + token(role="service_role")},
         {"Authorization": "Bearer " + token(app_metadata={"tether_operator": True})},
+        {"Authorization": f"bearer {OPERATOR_KEY}"},
     ],
-    ids=["bearer-key", "header-key", "operator-role", "operator-claim"],
+    ids=["bearer-key", "header-key", "operator-role", "operator-claim", "scheme-in-lower-case"],
 )
 def test_operators_get_in(api: AdminApi, headers: dict[str, str]) -> None:
     response = api.client.get("/sessions", headers=headers)

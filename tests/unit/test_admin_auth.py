@@ -69,6 +69,41 @@ def test_operators_by_role_or_claim(settings: Settings) -> None:
         authenticate(_token(role="service_role"), None, custom)
 
 
+def _without_sub(**extra: Any) -> str:
+    payload = {k: v for k, v in claims(**extra).items() if k != "sub"}
+    return sign(payload, HS256_SECRET, "HS256")
+
+
+def test_a_service_token_names_no_user_and_is_an_operator_by_its_role(
+    settings: Settings,
+) -> None:
+    # As a service's token is minted: the role, no user (no sub, or one of its own).
+    assert authenticate(_without_sub(role="service_role"), None, settings).subject == (
+        "role:service_role"
+    )
+    assert authenticate(_token(role="service_role", sub="ops"), None, settings).subject == (
+        "role:service_role"
+    )
+    # The claim is a user's: a token naming no user does not get in by it.
+    with pytest.raises(ForbiddenError):
+        authenticate(_without_sub(app_metadata={"tether_operator": True}), None, settings)
+
+
+@pytest.mark.parametrize(
+    ("bearer", "header"),
+    [
+        (KEY, "wrong-but-long-enough-key"),
+        ("wrong-but-long-enough-key", KEY),
+        (_token(role="service_role", expires_in=-10), KEY),
+    ],
+    ids=["wrong-header", "wrong-bearer", "expired-bearer"],
+)
+def test_two_credentials_must_both_hold(settings: Settings, bearer: str, header: str) -> None:
+    with pytest.raises(AuthenticationError):
+        authenticate(bearer, header, settings)
+    assert authenticate(KEY, KEY, settings).via == "operator-key"
+
+
 @pytest.mark.parametrize(
     "extra",
     [

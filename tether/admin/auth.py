@@ -6,10 +6,12 @@ Supabase access token.
   and is compared in constant time.
 - A token is verified exactly as ``$connect`` verifies one (same keys, algorithms,
   audience, issuer); its holder is an operator when its ``role`` is one of
-  ``TETHER_OPERATOR_ROLES`` or the claim named by ``TETHER_OPERATOR_CLAIM`` is true
-  (``app_metadata`` is writable by the project's service role only).
+  ``TETHER_OPERATOR_ROLES`` (a service's token may name no user) or the claim named by
+  ``TETHER_OPERATOR_CLAIM`` is true on a user's token (``app_metadata`` is writable by
+  the project's service role only).
 
-No credentials, or credentials that do not verify: 401. A valid token whose holder is
+No credentials, or credentials that do not verify: 401; sent both ways, both must
+verify. A valid token whose holder is
 not an operator: 403. Neither the key nor a token ever reaches a log or a response.
 """
 
@@ -61,6 +63,8 @@ def _verifier(settings: Settings) -> TokenVerifier | None:
         settings,
         allowed_roles=settings.operator_role_set | settings.role_allow_list,
         allow_anonymous_users=False,
+        # A service's token (role service_role) names no user: its role is the operator.
+        subject_required=False,
     )
 
 
@@ -87,23 +91,29 @@ def _by_token(token: str, settings: Settings) -> Operator:
     if verifier is None:
         raise AuthenticationError("token_verification_not_configured")
     identity = verifier.verify(token)
+    if identity.role in settings.operator_role_set:
+        # Logged as its user when it names one, else as its role.
+        return Operator(via="token", subject=str(identity.user_id or f"role:{identity.role}"))
     claim = settings.operator_claim
-    if identity.role in settings.operator_role_set or (
-        claim and _claim(identity.claims, claim) is True
-    ):
+    if identity.user_id is not None and claim and _claim(identity.claims, claim) is True:
+        # The claim is a user's (app_metadata): a token without a user cannot hold it.
         return Operator(via="token", subject=str(identity.user_id))
     raise ForbiddenError("not_an_operator")
 
 
 def authenticate(bearer: str | None, key_header: str | None, settings: Settings) -> Operator:
-    """The operator these credentials name, or AuthenticationError / ForbiddenError."""
-    if key_header:
-        return _by_key(key_header, settings)
+    """The operator these credentials name, or AuthenticationError / ForbiddenError.
+    Sent both ways, both must hold: a wrong credential is never passed over."""
+    operator = None
     if bearer:
-        if looks_like_jwt(bearer):
-            return _by_token(bearer, settings)
-        return _by_key(bearer, settings)
-    raise AuthenticationError("missing_credentials")
+        operator = (
+            _by_token(bearer, settings) if looks_like_jwt(bearer) else _by_key(bearer, settings)
+        )
+    if key_header:
+        operator = _by_key(key_header, settings)
+    if operator is None:
+        raise AuthenticationError("missing_credentials")
+    return operator
 
 
 DETAILS = {
