@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import struct
 import time
@@ -55,6 +56,22 @@ def test_a_client_gone_during_the_handshake_still_gets_its_disconnect(
     assert f"{opened} opened, {opened} ended" in summary
     assert not any(r["is_active"] for r in rows)
     assert {r["end_reason"] for r in rows} == {"connection_lost"}
+
+
+def test_a_header_that_is_not_ascii_gets_400_and_the_gateway_still_stops(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+    with _raw(server) as sock:
+        request = UPGRADE.format(agent="latin", extra="Sec-WebSocket-Protocol: t\xe9ther\r\n")
+        sock.sendall(request.encode("latin-1"))
+        assert _answer(sock).startswith(b"HTTP/1.1 400")
+    assert server.rows() == []
+    # Ctrl-C once is enough: no half-made connection holds the shutdown up.
+    started = time.monotonic()
+    assert server.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 15
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_a_handshake_that_never_comes_is_closed_with_408(

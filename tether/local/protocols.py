@@ -54,6 +54,21 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         if self._frame_fits(event.data):
             super().handle_cont(event)
 
+    def handle_connect(self, event: Any) -> None:
+        try:
+            super().handle_connect(event)
+        except UnicodeError:
+            # A header value that is not ASCII: websockets fails writing its own
+            # refusal, which would leave this connection half made (and the server
+            # waiting on it at shutdown). API Gateway answers such a request 400.
+            logger.info("handshake refused: a header value is not ASCII")
+            self.handshake_complete = True
+            self.close_sent = True
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
             # The peer vanished: no close frame, so no status code of its own.
