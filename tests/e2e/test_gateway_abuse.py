@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import struct
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import DevServer, open_client, run
@@ -199,3 +201,33 @@ def test_a_flooding_client_is_rate_limited_and_keeps_its_connection(
     # A burst of 40 (twice the rate), a few more as the bucket refills; the rest refused.
     assert 40 <= handled < 100
     assert limited == 200 - handled
+
+
+def test_a_client_that_pings_without_reading_its_pongs_is_read_no_more(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+    with _raw(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its pongs back up soon
+        sock.sendall(UPGRADE.format(agent="pinger", extra="").encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        mask = os.urandom(4)
+        payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(b"p" * 125))
+        pings = (bytes([0x89, 0x80 | 125]) + mask + payload) * 500
+        sock.settimeout(3)
+        sent = 0
+        with pytest.raises(TimeoutError):
+            # Unchecked, the gateway read on and kept every pong: 130 MB in 8 s.
+            while sent < 256 * 2**20:
+                sock.sendall(pings)
+                sent += len(pings)
+        assert sent < 64 * 2**20
+        # Meanwhile everyone else is served as before.
+
+        async def heartbeat() -> dict[str, object]:
+            async with await open_client(server) as ws:
+                await ws.send(json.dumps({"action": "heartbeat"}))
+                answer: dict[str, object] = json.loads(await ws.recv())
+                return answer
+
+        assert run(heartbeat())["action"] == "heartbeat"

@@ -1,7 +1,8 @@
 """uvicorn's protocols, held to what API Gateway allows.
 
-- WebSocket: 32 KB frames (a larger one closes with 1009), and 1006 for a peer that
-  vanished without a close frame.
+- WebSocket: 32 KB frames (a larger one closes with 1009), 1006 for a peer that
+  vanished without a close frame, 400 for a handshake header that is not ASCII, and
+  nothing more read from a peer that pings without reading its pongs.
 - HTTP, before a request is complete: a handshake must arrive within a timeout (408),
   its headers must fit a limit (431), and past a maximum of open connections new
   ones are refused with 503 at once, so the process never runs out of file
@@ -34,6 +35,7 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     1006 (not 1005) for a connection that drops without a close frame."""
 
     frame_limit = limits.GATEWAY_FRAME_BYTES
+    _paused_for_pongs = False
 
     def _frame_fits(self, data: bytes) -> bool:
         if len(data) <= self.frame_limit:
@@ -53,6 +55,21 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     def handle_cont(self, event: Any) -> None:
         if self._frame_fits(event.data):
             super().handle_cont(event)
+
+    def handle_ping(self) -> None:
+        super().handle_ping()
+        if not self.writable.is_set() and not self._paused_for_pongs:
+            # A peer that pings without reading its pongs: read nothing more from it
+            # until it has, or the pongs would pile up in memory without bound.
+            self._paused_for_pongs = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._paused_for_pongs:
+            self._paused_for_pongs = False
+            if not self.read_paused:  # uvicorn's own pause stays as it is
+                self.transport.resume_reading()
 
     def handle_connect(self, event: Any) -> None:
         try:
