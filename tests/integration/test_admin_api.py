@@ -577,3 +577,22 @@ def test_health_reads_supabase_s_ledger_after_db_push(
         response = running.client.get("/health")
     assert response.status_code == 200, response.text
     assert response.json()["migrations"]["pending"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "takes"),
+    [
+        ("/sessions", {"zqactiv": "true"}, "active, cursor, end_reason, limit"),
+        ("/stats/daily", {"zqday": "3"}, "days"),
+        ("/stats/live", {"zq": "1"}, "no query parameters"),
+    ],
+)
+def test_a_parameter_the_route_does_not_take_is_refused_not_passed_over(
+    api: AdminApi, path: str, params: dict[str, str], takes: str
+) -> None:
+    response = api.client.get(path, params={**params}, headers=AUTH)
+    assert _fields(response) == ["query"]
+    assert takes in response.json()["detail"]
+    assert "zq" not in response.text  # the name sent is not echoed
+    # Without credentials, the answer is still 401: nothing is told before that.
+    assert api.client.get(path, params=params).status_code == 401

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tether import runtime
 from tether.admin.auth import KEY_HEADER, Operator, authenticate
+from tether.admin.errors import InvalidFieldError
 from tether.aws.connections import ConnectionsApi
 from tether.outbox import Announcer
 from tether.settings import Settings
@@ -61,3 +64,22 @@ def require_operator(
 
 
 OperatorDep = Annotated[Operator, Depends(require_operator)]
+
+
+def known_query_only(request: Request) -> None:
+    """A query parameter the route does not take is refused, not passed over: a typo
+    such as ``activ=true`` would otherwise list every session. Its name is not echoed."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    if set(request.query_params) - known:
+        takes = ", ".join(sorted(known)) if known else "no query parameters"
+        raise InvalidFieldError("query", f"a parameter this route does not take; it takes {takes}")
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for each in dependant.dependencies:
+        names |= _query_names(each)
+    return names

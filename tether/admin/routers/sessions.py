@@ -15,13 +15,18 @@ from tether.admin.deps import (
     OperatorDep,
     SettingsDep,
     StoreDep,
+    known_query_only,
     require_operator,
 )
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
 
-router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/sessions",
+    tags=["sessions"],
+    dependencies=[Depends(require_operator), Depends(known_query_only)],
+)
 
 
 @router.get("", response_model=SessionsPage, summary="Sessions, newest first, a page at a time")

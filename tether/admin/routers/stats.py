@@ -8,13 +8,17 @@ from fastapi import APIRouter, Depends, Query
 
 from tether import limits
 from tether.admin import operations
-from tether.admin.deps import SettingsDep, StoreDep, require_operator
+from tether.admin.deps import SettingsDep, StoreDep, known_query_only, require_operator
 from tether.admin.errors import InvalidFieldError
 from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
 from tether.durations import parse_duration
 from tether.errors import InvalidInputError
 
-router = APIRouter(prefix="/stats", tags=["stats"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/stats",
+    tags=["stats"],
+    dependencies=[Depends(require_operator), Depends(known_query_only)],
+)
 
 
 def _age(text: str) -> float:

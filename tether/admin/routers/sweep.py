@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from tether.admin import operations
-from tether.admin.deps import StoreDep, require_operator
+from tether.admin.deps import StoreDep, known_query_only, require_operator
 from tether.admin.schemas import SweepSummary
 
-router = APIRouter(tags=["sweep"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    tags=["sweep"], dependencies=[Depends(require_operator), Depends(known_query_only)]
+)
 
 
 @router.post("/sweep", response_model=SweepSummary, summary="Run one sweep now")

@@ -13,11 +13,16 @@ from tether.admin.deps import (
     OperatorDep,
     SettingsDep,
     StoreDep,
+    known_query_only,
     require_operator,
 )
 from tether.admin.schemas import UserDisconnected, UserPresence
 
-router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/users",
+    tags=["users"],
+    dependencies=[Depends(require_operator), Depends(known_query_only)],
+)
 
 
 @router.get(
