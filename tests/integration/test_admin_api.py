@@ -434,6 +434,10 @@ def test_presence_and_disconnecting_a_user(
     closed = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
     assert closed["closed"] == 2
     assert {s["connection"] for s in closed["sessions"]} == {"disconnected"}
+    # Each as it stands now, as a single close answers it.
+    assert {
+        (s["session"]["end_reason"], s["session"]["is_active"]) for s in closed["sessions"]
+    } == {("forced_close", False)}
     assert all(_row(db, r["session_id"])["end_reason"] == "forced_close" for r in live)
     assert _row(db, other["session_id"])["is_active"] is True
 

@@ -317,6 +317,7 @@ def close_user(
                 connection=connection,
                 announced=announced,
                 detail=f"ended it; {said}",
+                session=get_session(store, session.session_id),
             )
         )
     logger.info(
