@@ -71,6 +71,8 @@ def test_sessions_as_a_table_and_as_json(database_url: str, make_session: Sessio
             ["kick", "--user", str(uuid.UUID(int=1)), "--session", str(uuid.UUID(int=2))],
             "not allowed",
         ),
+        # With the command's own usage, not only tether's.
+        (["sessions", "--bogus"], "tether sessions: error: unrecognized arguments: --bogus"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_runs(
