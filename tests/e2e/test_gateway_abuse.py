@@ -4,6 +4,7 @@ and every connection whose $connect succeeded gets exactly one $disconnect."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -203,6 +204,16 @@ def test_a_flooding_client_is_rate_limited_and_keeps_its_connection(
     assert limited == 200 - handled
 
 
+def _masked(opcode: int, payload: bytes) -> bytes:
+    """One client frame (FIN, masked), as RFC 6455 has a client send it."""
+    mask = os.urandom(4)
+    return (
+        bytes([0x80 | opcode, 0x80 | len(payload)])
+        + mask
+        + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    )
+
+
 def test_a_client_that_pings_without_reading_its_pongs_is_read_no_more(
     start_dev: Callable[..., DevServer],
 ) -> None:
@@ -211,9 +222,8 @@ def test_a_client_that_pings_without_reading_its_pongs_is_read_no_more(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its pongs back up soon
         sock.sendall(UPGRADE.format(agent="pinger", extra="").encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 101")
-        mask = os.urandom(4)
-        payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(b"p" * 125))
-        pings = (bytes([0x89, 0x80 | 125]) + mask + payload) * 500
+        # Pings with a heartbeat among them: handling a message must not lift the pause.
+        pings = (_masked(0x9, b"p" * 125) * 50 + _masked(0x1, b'{"action":"heartbeat"}')) * 10
         sock.settimeout(3)
         sent = 0
         with pytest.raises(TimeoutError):
@@ -231,3 +241,21 @@ def test_a_client_that_pings_without_reading_its_pongs_is_read_no_more(
                 return answer
 
         assert run(heartbeat())["action"] == "heartbeat"
+
+
+def test_a_client_that_reads_nothing_is_still_ended_at_the_idle_timeout(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--idle-timeout", "2s", "--heartbeat-grace", "off")
+    with _raw(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(UPGRADE.format(agent="deaf", extra="").encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        sock.settimeout(3)
+        with contextlib.suppress(TimeoutError):
+            while True:  # until the gateway reads no more: its pongs fill every buffer
+                sock.sendall(_masked(0x9, b"p" * 125) * 500)
+        # Pings are not activity: the idle timeout closes it, though the close frame
+        # can never be delivered.
+        [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"], timeout=30)
+    assert row["end_reason"] == "idle_timeout"

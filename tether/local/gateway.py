@@ -65,6 +65,8 @@ DURATION_REASON = "Maximum connection duration exceeded"
 DELETED_REASON = "Connection closed by the @connections API"
 HANDSHAKE_LOST_REASON = "Connection closed before the handshake completed"
 FAULTS_REREAD_SECONDS = 0.5
+CLOSE_WAIT_SECONDS = 5.0
+"""How long a close frame may wait on a client that is not reading."""
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,13 @@ class LocalGateway:
                 task.cancel()
 
     async def _close(self, send: Send, code: int, reason: str) -> None:
-        await _send_quietly(send, {"type": "websocket.close", "code": code, "reason": reason})
+        close = {"type": "websocket.close", "code": code, "reason": reason}
+        try:
+            await asyncio.wait_for(_send_quietly(send, close), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            # A client that reads nothing never takes its close frame: the connection
+            # ends all the same, and its $disconnect follows.
+            logger.info("close frame not taken in time", extra={"code": code})
 
     async def _route(self, connection: LocalConnection, message: Message, send: Send) -> None:
         text = message.get("text")

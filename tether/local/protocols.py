@@ -58,7 +58,7 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
 
     def handle_ping(self) -> None:
         super().handle_ping()
-        if not self.writable.is_set() and not self._paused_for_pongs:
+        if not self.writable.is_set():
             # A peer that pings without reading its pongs: read nothing more from it
             # until it has, or the pongs would pile up in memory without bound.
             self._paused_for_pongs = True
@@ -70,6 +70,16 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             self._paused_for_pongs = False
             if not self.read_paused:  # uvicorn's own pause stays as it is
                 self.transport.resume_reading()
+
+    async def receive(self) -> Any:
+        # uvicorn's, except that its resume leaves a pause for unread pongs in place:
+        # a text frame between the pings would otherwise lift it for good.
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self._paused_for_pongs:
+                self.transport.resume_reading()
+        return message
 
     def handle_connect(self, event: Any) -> None:
         try:
