@@ -141,10 +141,12 @@ class TokenVerifier:
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         user_id = None
-        try:
-            user_id = UUID(str(claims["sub"]))
-        except (KeyError, ValueError) as exc:
-            if self._subject_required:
+        if "sub" in claims or self._subject_required:
+            # Optional (a service's token names no user), but never malformed: the
+            # logs name who acted by it.
+            try:
+                user_id = UUID(str(claims["sub"]))
+            except ValueError as exc:
                 raise AuthenticationError("malformed_subject") from exc
         role = str(claims.get("role") or "")
         if role not in self._allowed_roles:

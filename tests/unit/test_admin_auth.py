@@ -77,13 +77,14 @@ def _without_sub(**extra: Any) -> str:
 def test_a_service_token_names_no_user_and_is_an_operator_by_its_role(
     settings: Settings,
 ) -> None:
-    # As a service's token is minted: the role, no user (no sub, or one of its own).
+    # As a service's token is minted: the role, and no user.
     assert authenticate(_without_sub(role="service_role"), None, settings).subject == (
         "role:service_role"
     )
-    assert authenticate(_token(role="service_role", sub="ops"), None, settings).subject == (
-        "role:service_role"
-    )
+    # A subject it does give must be a user id: the logs name who acted by it.
+    with pytest.raises(AuthenticationError) as malformed:
+        authenticate(_token(role="service_role", sub="ops"), None, settings)
+    assert malformed.value.cause == "malformed_subject"
     # The claim is a user's: a token naming no user does not get in by it.
     with pytest.raises(ForbiddenError):
         authenticate(_without_sub(app_metadata={"tether_operator": True}), None, settings)
