@@ -49,9 +49,8 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     [
         (("--idle-timeout", "20m"), "TETHER_IDLE_TIMEOUT_SECONDS"),
         (("--heartbeat-grace", "10s"), "grace"),
-        (("--check-every", "0"), "TETHER_SWEEP_CHECK_EVERY_SECONDS"),
+        (("--sweep-interval", "2h"), "TETHER_SWEEP_SCHEDULE_SECONDS"),
         (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]"),
-        (("--handshake-timeout", "0"), "--handshake-timeout must be above 0"),
     ],
 )
 def test_a_bad_setting_is_refused_before_a_database_starts(
@@ -61,6 +60,18 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     assert result.returncode == 1
     assert result.stderr.startswith("tether dev: ") and said in result.stderr
     # No embedded database was created, let alone left running.
+    assert not (tmp_path / ".tether").exists()
+
+
+@pytest.mark.parametrize(
+    "flag", ["--check-every", "--handshake-timeout", "--sweep-interval", "--heartbeat-grace"]
+)
+def test_a_duration_of_nothing_is_refused_with_the_usage(flag: str, tmp_path: Path) -> None:
+    result = run_tether("dev", flag, "0", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert f"argument {flag}: '0': a duration must be more than 0" in result.stderr
+    if flag == "--heartbeat-grace":
+        assert "or off, for no heartbeats" in result.stderr
     assert not (tmp_path / ".tether").exists()
 
 

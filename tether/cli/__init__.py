@@ -46,17 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (migrations, adopt, sweep, admin, local, deploy):
         module.register(commands, common)
-    for command_parser in commands.choices.values():
-        # So an unknown flag is reported with the command's own usage, not tether's.
-        command_parser.set_defaults(command_parser=command_parser)
+    _know_own_parsers(parser)
     return parser
+
+
+def _know_own_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command remembers its parser, so an unknown flag is reported with the
+    command's own usage, not tether's."""
+    # argparse lists subcommands nowhere but in its private _actions.
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command_parser in action.choices.values():
+                command_parser.set_defaults(command_parser=command_parser)
+                _know_own_parsers(command_parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(given)
     if unknown:
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        # Before the command, the flag is tether's; after it, the command's.
+        before = args.command in given and given.index(unknown[0]) < given.index(args.command)
+        (parser if before else args.command_parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,

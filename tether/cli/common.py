@@ -149,7 +149,12 @@ def duration_or_zero(text: str) -> float:
 
 def grace(text: str) -> float:
     """A heartbeat grace: a duration, or "off"."""
-    return HEARTBEATS_OFF if text.strip().lower() == "off" else duration(text)
+    if text.strip().lower() == "off":
+        return HEARTBEATS_OFF
+    try:
+        return duration(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or off, for no heartbeats") from None
 
 
 def fraction(text: str) -> float:
