@@ -16,7 +16,9 @@ def test_every_error_response_is_a_problem_document() -> None:
         for method, operation in item.items():
             responses = operation["responses"]
             assert "422" not in responses, (method, path)
-            assert "400" in responses and "500" in responses
+            assert "500" in responses
+            assert ("400" in responses) is (path != "/health")
+            assert ("404" in responses) is ("{" in path), (method, path)
             for status, response in responses.items():
                 if int(status) >= 400 and path != "/health":
                     assert list(response["content"]) == ["application/problem+json"], status

@@ -63,7 +63,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.update(problem_schema.pop("$defs", {}))
     components["Problem"] = problem_schema
     reference = {"$ref": "#/components/schemas/Problem"}
-    for path_item in schema.get("paths", {}).values():
+    for path, path_item in schema.get("paths", {}).items():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
@@ -71,6 +71,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if status in responses:
                     continue
                 if status in {"401", "403"} and "security" not in operation:
+                    continue
+                # Only what the operation can answer: a 404 needs an id in the path, a
+                # 400 something to get wrong (parameters, or the query the routes check).
+                if status == "404" and "{" not in path:
+                    continue
+                if (
+                    status == "400"
+                    and not operation.get("parameters")
+                    and "security" not in operation
+                ):
                     continue
                 responses[status] = {
                     "description": description,
