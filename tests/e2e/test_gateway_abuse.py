@@ -241,6 +241,12 @@ def test_a_client_that_pings_without_reading_its_pongs_is_read_no_more(
                 return answer
 
         assert run(heartbeat())["action"] == "heartbeat"
+        # Ctrl-C is not held up by it: the pongs it never reads are dropped with it.
+        started = time.monotonic()
+        assert server.stop(signal.SIGINT) == 0
+        assert time.monotonic() - started < 20
+    rows = server.rows()
+    assert {row["end_reason"] for row in rows} == {"client_disconnect", "shutdown"}
 
 
 def test_a_client_that_reads_nothing_is_still_ended_at_the_idle_timeout(

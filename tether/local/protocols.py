@@ -1,8 +1,9 @@
 """uvicorn's protocols, held to what API Gateway allows.
 
 - WebSocket: 32 KB frames (a larger one closes with 1009), 1006 for a peer that
-  vanished without a close frame, 400 for a handshake header that is not ASCII, and
-  nothing more read from a peer that pings without reading its pongs.
+  vanished without a close frame, 400 for a handshake header that is not ASCII,
+  nothing more read from a peer that pings without reading its pongs, and a closing
+  connection dropped after 5 s if its client reads nothing.
 - HTTP, before a request is complete: a handshake must arrive within a timeout (408),
   its headers must fit a limit (431), and past a maximum of open connections new
   ones are refused with 503 at once, so the process never runs out of file
@@ -26,6 +27,8 @@ logger = logging.getLogger("tether.gateway")
 ABNORMAL = 1006
 TOO_BIG = 1009
 
+ABANDON_AFTER_SECONDS = 5.0
+"""How long a closing connection may wait for its client to read what is left."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 HEADER_LIMIT_BYTES = 8 * 1024
 
@@ -80,6 +83,23 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             if not self._paused_for_pongs:
                 self.transport.resume_reading()
         return message
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._abandon_later()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        self._abandon_later()
+
+    def _abandon_later(self) -> None:
+        # The connection is closing, but closing waits for what is buffered to be
+        # read: a client that reads nothing would hold it, and Ctrl-C, forever.
+        self.loop.call_later(ABANDON_AFTER_SECONDS, self._abandon)
+
+    def _abandon(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
 
     def handle_connect(self, event: Any) -> None:
         try:
