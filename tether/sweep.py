@@ -104,6 +104,10 @@ class SweepReport:
     checked: int = 0
     refreshed: int = 0
     gone_waiting: int = 0
+    closed_silent: int = 0
+    """Connections this run closed at the gateway for silence. Their $disconnect may
+    record the end before this run does: ``ended_by_reason`` counts only the ends this
+    run recorded, so a metric never counts one end twice."""
     gateway_errors: int = 0
     failed_checks: int = 0
     """Checks the database's absence cut short (the run carried on)."""
@@ -130,6 +134,7 @@ class SweepReport:
             "checked": self.checked,
             "refreshed": self.refreshed,
             "gone_waiting": self.gone_waiting,
+            "closed_silent": self.closed_silent,
             "gateway_errors": self.gateway_errors,
             "failed_checks": self.failed_checks,
             "announced": self.announced,
@@ -261,6 +266,7 @@ class Sweep:
                 answers.errors.append(refused)
                 answers.still_connected[session_id] = None
                 continue
+            self.report.closed_silent += 1
             result = self._store.end_session(
                 connection_id,
                 EndReason.HEARTBEAT_TIMEOUT,

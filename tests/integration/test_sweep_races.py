@@ -83,6 +83,7 @@ def test_a_heartbeat_timeout_says_so_whichever_end_comes_first(
         assert row["session_end"] == row["last_seen_at"]  # its last sign of life
     assert first["disconnect_status_code"] == 1001
     assert report["ended_by_reason"] == {"heartbeat_timeout": 1}  # the other one, its $disconnect
+    assert report["closed_silent"] == 2  # both closed by this run, whoever recorded the end
     assert ("DELETE", "first=") in gateway.calls and ("DELETE", "second=") in gateway.calls
 
 

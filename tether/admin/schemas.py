@@ -126,6 +126,11 @@ class SweepSummary(_Model):
     ended_by_reason: dict[str, int]
     checked: int
     refreshed: int
+    closed_silent: int = Field(
+        0,
+        description="Connections closed at the gateway for silence (heartbeat_timeout);"
+        " their $disconnect may record the end first, and `ended` counts only this run's.",
+    )
     gateway_errors: int
     failed_checks: int = Field(0, description="Checks cut short by the database's absence.")
     announced: int

@@ -62,6 +62,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     reasons = ", ".join(f"{count} {reason}" for reason, count in ended_by) or "none"
     say(f"ended {report.ended} session(s): {reasons}")
     say(f"checked {report.checked} suspect(s) with the gateway, refreshed {report.refreshed}")
+    if report.closed_silent:
+        say(
+            f"closed {report.closed_silent} silent connection(s) at the gateway"
+            " (heartbeat_timeout; an end their $disconnect recorded first is not counted above)"
+        )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
         say(
