@@ -148,6 +148,9 @@ def test_deploy_migrate_redeploy_and_destroy(
     assert bundle["Key"] == parameters["BundleKey"]
     assert f"uploaded s3://{bucket}/{bundle['Key']}" in first.out
     assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert {"Key": "tether:bundles", "Value": "true"} in s3.get_bucket_tagging(Bucket=bucket)[
+        "TagSet"
+    ]
 
     # Again, with nothing changed: nothing uploaded, no change set run.
     events_before = len(cfn.describe_stack_events(StackName=STACK)["StackEvents"])
@@ -233,3 +236,64 @@ def test_bad_input_is_refused_before_anything_changes(
         assert says in err, err
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
+
+
+_BARE_STACK = """
+Parameters:
+  BundleBucket: {Type: String}
+Resources:
+  Topic: {Type: "AWS::SNS::Topic"}
+"""
+
+
+def _bare_stack(aws: str, name: str, bucket: str) -> None:
+    """A stack that keeps its bundles in ``bucket``, made without a build: destroy's
+    refusals come before anything else it does."""
+    aws_client("cloudformation", aws).create_stack(
+        StackName=name,
+        TemplateBody=_BARE_STACK,
+        Parameters=[{"ParameterKey": "BundleBucket", "ParameterValue": bucket}],
+    )
+
+
+def _destroy(aws: str, name: str, *extra: str) -> list[str]:
+    return ["destroy", "--stack", name, "--endpoint-url", aws, "--poll-seconds", "0.05", *extra]
+
+
+def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3 = aws_client("s3", aws)
+    cfn = aws_client("cloudformation", aws)
+    s3.create_bucket(Bucket="important-data")
+    s3.put_object(Bucket="important-data", Key="customers.csv", Body=b"keep me")
+    _bare_stack(aws, "wrong", "important-data")
+    code = main([*_destroy(aws, "wrong", "--delete-bucket"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1
+    assert "important-data is not a bucket tether deploy created; nothing was deleted" in said.err
+    assert s3.get_object(Bucket="important-data", Key="customers.csv")["Body"].read()
+    assert cfn.describe_stacks(StackName="wrong")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+    # The default bucket, shared by two stacks: not while the other one uses it.
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    shared = f"tether-deploy-{account}-{AWS_REGION}"
+    s3.create_bucket(Bucket=shared)
+    _bare_stack(aws, "one", shared)
+    _bare_stack(aws, "two", shared)
+    code = main([*_destroy(aws, "one", "--delete-bucket"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1
+    assert f"stack(s) two keep their bundles in {shared}; nothing was deleted" in said.err
+    assert cfn.describe_stacks(StackName="one")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+    # The last user goes, and its bucket with it; the prompt names the bucket.
+    assert main(_destroy(aws, "two")) == 1
+    assert f"then bucket {shared} and every bundle in it?" not in capsys.readouterr().err
+    assert main([*_destroy(aws, "two"), "--yes"]) == 0
+    capsys.readouterr()
+    assert main(_destroy(aws, "one", "--delete-bucket")) == 1
+    assert f"then bucket {shared} and every bundle in it? [y/N] no" in capsys.readouterr().err
+    assert main([*_destroy(aws, "one", "--delete-bucket"), "--yes"]) == 0
+    assert f"deleted bucket {shared}" in capsys.readouterr().out
+    assert shared not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -269,9 +269,12 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     if current.status is None:
         raise InvalidInputError(f"--stack: stack {name} does not exist")
     bucket = args.bucket or current.parameters.get("BundleBucket")
+    if args.delete_bucket:
+        _check_bucket_may_go(aws, bucket, name)
     question = (
         f"delete stack {name} ({current.status}): its APIs, functions, schedule, bus, "
-        "queue, alarms and logs?"
+        "queue, alarms and logs"
+        + (f", then bucket {bucket} and every bundle in it?" if args.delete_bucket else "?")
     )
     if not confirm(question, assume_yes=args.yes):
         return declined()
@@ -290,6 +293,25 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         say("kept: API Gateway's account-wide CloudWatch role (other APIs may use it)")
     say("kept: the database and its secrets, which the stack never owned")
     return 0
+
+
+def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
+    """Before anything is deleted: only a bucket tether made, and only its last user."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    if not bucket:
+        raise InvalidInputError("--delete-bucket: the stack names no bundle bucket")
+    if not stacks.bucket_is_tethers(aws, bucket):
+        raise InvalidInputError(
+            f"--delete-bucket: {bucket} is not a bucket tether deploy created; nothing was"
+            " deleted (delete it yourself if you mean to)"
+        )
+    others = stacks.stacks_using_bucket(aws, bucket, besides=stack)
+    if others:
+        raise InvalidInputError(
+            f"--delete-bucket: stack(s) {', '.join(others)} keep their bundles in {bucket};"
+            " nothing was deleted (destroy without --delete-bucket)"
+        )
 
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:

@@ -126,6 +126,39 @@ def default_bucket(account: str, region: str) -> str:
     return f"tether-deploy-{account}-{region}"
 
 
+BUCKET_TAG = {"Key": "tether:bundles", "Value": "true"}
+"""Marks a bucket `tether deploy` created: the only kind `tether destroy` deletes."""
+
+
+def bucket_is_tethers(aws: Aws, bucket: str) -> bool:
+    """True for a bucket tether created (tagged, or its default name)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    if bucket == default_bucket(account_id(aws), region_of(aws)):
+        return True
+    try:
+        tags = aws.client("s3").get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+    except ClientError:
+        return False  # no tags at all (NoSuchTagSet), or not ours to read
+    return BUCKET_TAG in tags
+
+
+def stacks_using_bucket(aws: Aws, bucket: str, *, besides: str) -> list[str]:
+    """The other stacks whose bundles are in this bucket."""
+    cloudformation = aws.client("cloudformation")
+    users = []
+    for page in cloudformation.get_paginator("describe_stacks").paginate():
+        for stack in page.get("Stacks", []):
+            if stack["StackName"] == besides or stack.get("StackStatus") == "DELETE_COMPLETE":
+                continue
+            parameters = {
+                p["ParameterKey"]: p.get("ParameterValue") for p in stack.get("Parameters", [])
+            }
+            if parameters.get("BundleBucket") == bucket:
+                users.append(str(stack["StackName"]))
+    return sorted(users)
+
+
 def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
     """The bundle bucket: private, encrypted, created if missing."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
@@ -159,6 +192,7 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
         )
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [BUCKET_TAG]})
     except ClientError as exc:
         raise DeployError(f"cannot create bucket {bucket}: {error_code(exc)}") from None
     report(f"created bucket {bucket}")
