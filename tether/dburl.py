@@ -22,6 +22,11 @@ _PASSWORD_IN_CONNINFO = re.compile(
 HIDDEN = "***"
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(r"(?P<head>[?&](?:token|access_token|apikey|key)=)[^&\s\"']+", re.I)
+# What botocore logs at debug level of a signed request: the session token (a header,
+# and a line of the canonical request) and the signature.
+_AWS_CREDENTIAL = re.compile(
+    r"(?P<head>x-amz-security-token['\"]?\s*[:=]\s*(?:b?['\"])?|Signature=)[^'\"\s,}&]+", re.I
+)
 
 
 def check(url: str) -> str:
@@ -83,7 +88,9 @@ def scrub(message: str, url: str | None) -> str:
 
 
 def hide_secrets(text: str) -> str:
-    """Text with passwords in URLs, access tokens (JWTs) and token query parameters hidden:
-    for lines logged by libraries that do not know what they carry."""
+    """Text with passwords in URLs, access tokens (JWTs), token query parameters and AWS
+    session tokens and signatures hidden: for lines logged by libraries that do not know
+    what they carry."""
     hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(text))
+    hidden = _AWS_CREDENTIAL.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     return _JWT.sub(HIDDEN, hidden)

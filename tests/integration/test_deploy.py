@@ -56,13 +56,16 @@ def tether(aws: str, *args: str) -> list[str]:
     ]
 
 
-def deploy_args(aws: str, *extra: str) -> list[str]:
+def deploy_args(aws: str, *extra: str, verifying: bool = True) -> list[str]:
+    """A deploy of this repository's functions; ``verifying``: with what verifies
+    tokens, as the README's deploy has it (--supabase-url)."""
     return [
         *tether(aws, "deploy"),
         "--functions",
         str(ROOT / "functions"),
         "--cache-dir",
         str(CACHE),
+        *(("--supabase-url", "https://project.supabase.co") if verifying else ()),
         *extra,
     ]
 
@@ -220,6 +223,15 @@ def test_bad_input_is_refused_before_anything_changes(
     err = capsys.readouterr().err
     assert code == 1
     assert f"stack {STACK} does not exist" in err
+    # botocore's own refusals are one line, not a traceback.
+    for flags, says in (
+        (("--profile", "nope"), "AWS: The config profile (nope) could not be found"),
+        (("--region", "not a region"), "AWS: Provided region_name 'not a region'"),
+    ):
+        code = main([*tether(aws, "destroy"), *flags, "--yes"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert says in err and "Traceback" not in err
     # Heartbeat settings the functions could not load are refused before any build.
     aws_client("secretsmanager", aws).create_secret(
         Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
@@ -234,6 +246,20 @@ def test_bad_input_is_refused_before_anything_changes(
         err = capsys.readouterr().err
         assert code == 1, flags
         assert says in err, err
+    # A stack whose $connect could verify no token (and may not let anyone in without
+    # one) would refuse every connection: refused before any build.
+    unverified: list[tuple[tuple[str, ...], str]] = [
+        ((), "every $connect would be refused, with no way to verify access tokens"),
+        (("--jwks-url", "https://keys.example/jwks.json"), "with --jwt-issuer"),
+        (("--allow-anonymous", "--driver", "supabase"), "--driver supabase: needs --supabase-url"),
+        (("--parameter", "SweepConcurrency=4", "--parameter", "CheckEverySeconds=abc"), "'abc'"),
+    ]
+    for more, why in unverified:
+        args = deploy_args(aws, "--database-secret", "tether/db", *more, "--yes", verifying=False)
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 1, more
+        assert why in err, err
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
 

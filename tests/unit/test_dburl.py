@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.dburl import check, redact, scrub
+from tether.dburl import check, hide_secrets, redact, scrub
 from tether.errors import ConfigurationError
 
 URL = "postgresql://app:s3cr%40t-pw@db.example.com:6543/postgres?sslmode=require"
@@ -53,3 +53,21 @@ def test_scrub_removes_the_password_wherever_libpq_echoed_it() -> None:
         cleaned = scrub(shown, with_at)
         assert "p4ss" not in cleaned and "w0rd" not in cleaned, cleaned
     assert "***" in cleaned
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # botocore at debug level: the prepared request's headers, the canonical request,
+        # and a presigned URL.
+        "headers={'X-Amz-Security-Token': b'IQoJb3JpZ2luX2VjSECRET//wEaCXVz', 'Authorization':"
+        " b'AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20261129/us-east-1/s3/aws4_request,"
+        " SignedHeaders=host, Signature=SECRETf2b1c9d8e7a'}",
+        "x-amz-security-token:FwoGZXIvYXdzSECRET//////wEaDN\nx-amz-date:20261129T000000Z",
+        "https://s3.amazonaws.com/b/k?X-Amz-Security-Token=FwoSECRET%2F&X-Amz-Signature=SECRETab",
+    ],
+)
+def test_aws_session_tokens_and_signatures_are_hidden(line: str) -> None:
+    hidden = hide_secrets(line)
+    assert "SECRET" not in hidden
+    assert "x-amz" in hidden.lower()  # what was there stays legible

@@ -9,11 +9,13 @@ functions before the code that calls them). An update keeps every setting not gi
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tether.cli.common import confirm, declined, duration, duration_or_zero, grace, say
-from tether.errors import InvalidInputError
+from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
@@ -33,6 +35,31 @@ OPTION_PARAMETERS = {
     "alarm_email": "AlarmEmail",
     "metrics_namespace": "MetricsNamespace",
 }
+
+
+def _aws_errors_said(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """botocore's own refusals (no credentials, an unknown profile, a malformed region
+    or request) as one line naming the cause, not a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from botocore.exceptions import BotoCoreError, NoCredentialsError  # noqa: PLC0415
+
+        from tether.deploy.stack import DeployError  # noqa: PLC0415
+
+        try:
+            return command(args)
+        except NoCredentialsError:
+            raise DeployError(
+                "no AWS credentials: set them in the environment (AWS_ACCESS_KEY_ID, ...),"
+                " or name a profile with --profile"
+            ) from None
+        except BotoCoreError as exc:
+            raise DeployError(f"AWS: {exc}") from None
+
+    return run
 
 
 def _aws(args: argparse.Namespace) -> Any:
@@ -224,20 +251,43 @@ def _check_settings(parameters: dict[str, str]) -> None:
     function would fail at its first invocation: refuse now, naming what is wrong."""
     from tether.settings import load_settings  # noqa: PLC0415
 
+    def seconds(key: str, default: str) -> float:
+        value = parameters.get(key, default)
+        try:
+            return float(value)
+        except ValueError:
+            raise InvalidInputError(f"{key}: a number of seconds, got {value!r}") from None
+
     grace = parameters.get("HeartbeatGraceSeconds", "30")
-    every = float(parameters.get("CheckEverySeconds", "10"))
-    period = float(parameters.get("SweepPeriodSeconds", "60"))
+    every = seconds("CheckEverySeconds", "10")
+    period = seconds("SweepPeriodSeconds", "60")
     if every > period:
         raise InvalidInputError(
             f"--check-every ({every:g}s) must not be longer than the sweep's period ({period:g}s)"
         )
-    load_settings(
-        heartbeat_interval_seconds=float(parameters.get("HeartbeatIntervalSeconds", "15")),
-        heartbeat_grace_seconds=None if grace == "off" else float(grace),
-        suspect_after_seconds=float(parameters.get("SuspectAfterSeconds", "20")),
+    config = load_settings(
+        heartbeat_interval_seconds=seconds("HeartbeatIntervalSeconds", "15"),
+        heartbeat_grace_seconds=None if grace == "off" else seconds("HeartbeatGraceSeconds", "30"),
+        suspect_after_seconds=seconds("SuspectAfterSeconds", "20"),
         sweep_check_every_seconds=every,
         sweep_schedule_seconds=period,
+        # Only whether each is set matters here (the secret is its ARN).
+        supabase_url=parameters.get("SupabaseUrl") or None,
+        jwks_url=parameters.get("JwksUrl") or None,
+        jwt_issuer=parameters.get("JwtIssuer") or None,
+        jwt_secret=parameters.get("JwtSecret") or None,
+        allow_anonymous=parameters.get("AllowAnonymous") == "true",
     )
+    try:
+        config.require_authentication()
+    except ConfigurationError:
+        raise InvalidInputError(
+            "every $connect would be refused, with no way to verify access tokens: pass"
+            " --supabase-url, or --jwks-url or --jwt-secret with --jwt-issuer, or"
+            " --allow-anonymous"
+        ) from None
+    if parameters.get("DatabaseDriver") == "supabase" and not config.supabase_url:
+        raise InvalidInputError("--driver supabase: needs --supabase-url")
 
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
@@ -432,7 +482,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="any other template parameter (e.g. LogRetentionDays=90)",
     )
-    deploy_cmd.set_defaults(handler=cmd_deploy)
+    deploy_cmd.set_defaults(handler=_aws_errors_said(cmd_deploy))
 
     destroy_cmd = commands.add_parser(
         "destroy", parents=[common], help="delete the AWS stack (asks first)"
@@ -441,4 +491,4 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     destroy_cmd.add_argument(
         "--delete-bucket", action="store_true", help="also empty and delete the bundle bucket"
     )
-    destroy_cmd.set_defaults(handler=cmd_destroy)
+    destroy_cmd.set_defaults(handler=_aws_errors_said(cmd_destroy))
