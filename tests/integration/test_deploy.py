@@ -323,3 +323,22 @@ def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses
     assert main([*_destroy(aws, "one", "--delete-bucket"), "--yes"]) == 0
     assert f"deleted bucket {shared}" in capsys.readouterr().out
     assert shared not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_a_migration_that_fails_leaves_no_stack_and_no_change_set(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:9/app"
+    )
+    unreachable = "postgresql://tether:never-shown@127.0.0.1:9/app"
+    args = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--yes")
+    code = main([*args, "--migrate", "--database-url", unreachable])
+    said = capsys.readouterr()
+    assert code == 1
+    assert "never-shown" not in said.out + said.err
+    # Nothing that could be run later from the console: no change set, no stack.
+    cfn = aws_client("cloudformation", aws)
+    live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert live == []
+    assert aws_client("lambda", aws).list_functions()["Functions"] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 from tether.aws.clients import client, error_code, error_message
 from tether.deploy.bundle import Bundle
 from tether.errors import ConfigurationError, InvalidInputError, TetherError
+
+logger = logging.getLogger("tether.deploy")
 
 Report = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -369,15 +372,22 @@ def deploy(
     report(f"{'creating' if creating else 'updating'} stack {stack}:")
     for line in describe_changes(change_set.get("Changes", [])):
         report(line)
-    if not confirm(f"{'create' if creating else 'update'} stack {stack} with these changes?"):
-        cfn.delete_change_set(ChangeSetName=created["Id"])
-        if creating:
-            _forget_review_stack(aws, stack)
+    try:
+        # What runs on acceptance (the migrations) may fail: nothing is left behind then.
+        accepted = confirm(
+            f"{'create' if creating else 'update'} stack {stack} with these changes?"
+        )
+    except BaseException:
+        _discard(aws, created["Id"], stack, creating=creating)
+        raise
+    if not accepted:
+        _discard(aws, created["Id"], stack, creating=creating)
         return Outcome(changed=False, state=before, declined=True)
     started = datetime.now(UTC)
     try:
         cfn.execute_change_set(ChangeSetName=created["Id"])
     except ClientError as exc:
+        _discard(aws, created["Id"], stack, creating=creating)
         raise DeployError(
             f"CloudFormation could not run the change set: {error_message(exc)}"
         ) from None
@@ -448,6 +458,19 @@ def describe_changes(changes: list[dict[str, Any]]) -> list[str]:
             f" {resource.get('ResourceType', '')}{note}"
         )
     return sorted(lines, key=lambda line: line[4:]) or ["  (no resource changes)"]
+
+
+def _discard(aws: Aws, change_set: str, stack: str, *, creating: bool) -> None:
+    """A change set not run is deleted, so nobody runs it later from the console; a new
+    stack that never got one is removed."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        aws.client("cloudformation").delete_change_set(ChangeSetName=change_set)
+    except ClientError as exc:
+        logger.warning("could not delete the change set", extra={"error": error_message(exc)})
+    if creating:
+        _forget_review_stack(aws, stack)
 
 
 def _forget_review_stack(aws: Aws, stack: str) -> None:
