@@ -248,6 +248,23 @@ def test_bad_input_is_refused_before_anything_changes(
         assert says in err, err
     # A stack whose $connect could verify no token (and may not let anyone in without
     # one) would refuse every connection: refused before any build.
+    # What the template would refuse only after the build and upload: refused now.
+    refused_now: list[tuple[tuple[str, ...], str]] = [
+        (("--stage", "pr od"), "--stage: 'pr od' is not allowed: must match"),
+        (("--memory", "99999"), "--memory: '99999' is not allowed: at most 10240"),
+        (("--alarm-email", "notanemail"), "--alarm-email: 'notanemail' is not allowed"),
+        (("--finalizer", "notafinalizer"), "--finalizer: 'notafinalizer' is not allowed"),
+        (("--parameter", "LogRetentionDays=2"), "--parameter LogRetentionDays: '2' is not"),
+        (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
+    ]
+    for more, why in refused_now:
+        code = main(deploy_args(aws, "--database-secret", "tether/db", *more, "--yes"))
+        err = capsys.readouterr().err
+        assert code == 1, more
+        assert why in err, err
+    code = main([*tether(aws, "deploy"), "--stack", "stäck", "--yes"])
+    assert code == 1
+    assert "is not a stack name" in capsys.readouterr().err
     unverified: list[tuple[tuple[str, ...], str]] = [
         ((), "every $connect would be refused, with no way to verify access tokens"),
         (("--jwks-url", "https://keys.example/jwks.json"), "with --jwt-issuer"),
@@ -342,3 +359,17 @@ def test_a_migration_that_fails_leaves_no_stack_and_no_change_set(
     live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
     assert live == []
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
+
+
+def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    finalizer = ("--finalizer", "nosuch.module:finalize")
+    code = main(deploy_args(aws, "--database-secret", "tether/db", *finalizer, "--yes"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--finalizer: module nosuch.module is not in the bundle; ship it with --include" in err
+    assert aws_client("s3", aws).list_buckets()["Buckets"] == []

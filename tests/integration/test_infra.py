@@ -642,3 +642,21 @@ def test_every_handler_names_a_module_of_functions(function: str) -> None:
         pytest.skip("functions/admin.py (the operators' API) is not on this branch yet")
     assert path.is_file(), f"{function}: {path} missing"
     assert "lambda_handler" in path.read_text()
+
+
+def test_tether_deploy_reads_every_parameter_constraint_as_cloudformation_does() -> None:
+    """`tether deploy` checks values against the template before it builds; its reading
+    of the Parameters section must be the template's, parameter for parameter."""
+    from tether.deploy.stack import parameter_constraints  # noqa: PLC0415
+
+    read = parameter_constraints(template_text())
+    declared = load_template()["Parameters"]
+    assert set(read) == set(declared)
+    for name, spec in declared.items():
+        constraint = read[name]
+        assert constraint.pattern == spec.get("AllowedPattern"), name
+        allowed = spec.get("AllowedValues")
+        assert constraint.allowed == (tuple(str(v) for v in allowed) if allowed else None), name
+        for field, key in (("minimum", "MinValue"), ("maximum", "MaxValue")):
+            bound = spec.get(key)
+            assert getattr(constraint, field) == (None if bound is None else float(bound)), name

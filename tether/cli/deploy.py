@@ -174,14 +174,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     defaults = stacks.template_defaults(aws, template, bucket)
     parameters = _parameters(args, aws, defaults, previous)
-    # Everything is checked before anything is built, uploaded or migrated.
-    architecture = parameters.get("Architecture", "arm64")
-    if architecture not in ("arm64", "x86_64"):
-        raise InvalidInputError(f"--architecture: arm64 or x86_64, not {architecture!r}")
-    driver = parameters.get("DatabaseDriver", "psycopg")
-    if driver not in ("psycopg", "supabase"):
-        raise InvalidInputError(f"--driver: psycopg or supabase, not {driver!r}")
+    # Everything is checked before anything is built, uploaded or migrated (the
+    # template's constraints include the architectures and drivers there are).
+    _check_template_constraints(template, parameters)
     _check_settings(parameters)
+    architecture = parameters.get("Architecture", "arm64")
+    driver = parameters.get("DatabaseDriver", "psycopg")
     target = bundles.Target(architecture=architecture)  # type: ignore[arg-type]
     say(f"building the bundle for {target.runtime} {target.architecture} ...")
     bundle = bundles.build_bundle(
@@ -196,6 +194,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"bundle {bundle.digest[:16]}: {bundle.files} files, "
         f"{bundle.unzipped_bytes / 2**20:.1f} MiB unzipped, {bundle.size / 2**20:.1f} MiB zipped"
     )
+    _check_finalizer_ships(parameters.get("Finalizer"), bundle.path)
     stacks.ensure_bucket(aws, bucket, say)
     stacks.upload_bundle(aws, bucket, bundle, say)
 
@@ -244,6 +243,53 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for key, value in sorted(state.outputs.items()):
         say(f"  {key:<20} {value}")
     return 0
+
+
+FLAG_OF_PARAMETER = {
+    parameter: f"--{option.replace('_', '-')}" for option, parameter in OPTION_PARAMETERS.items()
+} | {
+    "DatabaseSecret": "--database-secret",
+    "JwtSecret": "--jwt-secret",
+    "OperatorKeySecret": "--operator-key",
+    "SweepPeriodSeconds": "--sweep-rate",
+    "CheckEverySeconds": "--check-every",
+    "HeartbeatIntervalSeconds": "--heartbeat-interval",
+    "HeartbeatGraceSeconds": "--heartbeat-grace",
+    "SuspectAfterSeconds": "--suspect-after",
+    "BundleBucket": "--bucket",
+}
+
+
+def _check_template_constraints(template: str, parameters: dict[str, str]) -> None:
+    """What CloudFormation would refuse only after the build and the upload, refused now:
+    each value against the template's own AllowedPattern, AllowedValues and bounds."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    for key, constraint in stacks.parameter_constraints(template).items():
+        value = parameters.get(key)
+        why = None if value is None else constraint.refusal(value)
+        if why:
+            flag = FLAG_OF_PARAMETER.get(key, f"--parameter {key}")
+            raise InvalidInputError(f"{flag}: {value!r} is not allowed: {why}")
+
+
+def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
+    """The finalizer's module must be in the bundle (or Python's own): otherwise every
+    SessionEnded would fail to import it."""
+    import sys  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    module = (finalizer or "").partition(":")[0]
+    if not module or module.split(".")[0] in sys.stdlib_module_names:
+        return
+    path = module.replace(".", "/")
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+    if f"{path}.py" not in names and f"{path}/__init__.py" not in names:
+        raise InvalidInputError(
+            f"--finalizer: module {module} is not in the bundle; ship it with --include"
+            " (nothing was uploaded)"
+        )
 
 
 def _check_settings(parameters: dict[str, str]) -> None:

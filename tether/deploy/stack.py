@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class Outcome:
 def check_stack_name(name: str) -> str:
     ok = (
         0 < len(name) <= STACK_NAME_MAX
+        and name.isascii()  # CloudFormation's letters and digits are ASCII only
         and name[0].isalpha()
         and all(c.isalnum() or c == "-" for c in name)
     )
@@ -307,6 +309,61 @@ def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | N
         p["ParameterKey"]: None if p.get("DefaultValue") is None else str(p["DefaultValue"])
         for p in summary.get("Parameters", [])
     }
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What the template allows of one parameter: CloudFormation refuses anything else,
+    but only once the change set is asked for, after the build and the upload."""
+
+    pattern: str | None = None
+    allowed: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def refusal(self, value: str) -> str | None:
+        """Why the template refuses ``value``; None when it allows it."""
+        if self.allowed is not None and value not in self.allowed:
+            return f"one of {', '.join(self.allowed)}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"must match {self.pattern}"
+        if self.minimum is not None or self.maximum is not None:
+            try:
+                number = float(value)
+            except ValueError:
+                return "must be a number"
+            if self.minimum is not None and number < self.minimum:
+                return f"at least {self.minimum:g}"
+            if self.maximum is not None and number > self.maximum:
+                return f"at most {self.maximum:g}"
+        return None
+
+
+_PARAMETER = re.compile(r"^  (?P<name>[A-Za-z0-9]+):\n(?P<body>(?:    .*\n)+)", re.MULTILINE)
+
+
+def parameter_constraints(template: str) -> dict[str, Constraint]:
+    """Each parameter's AllowedPattern, AllowedValues, MinValue and MaxValue, read from
+    the template's own Parameters section (PyYAML is not a runtime dependency, and that
+    section is plain YAML: one key per line, patterns double-quoted)."""
+    section = template.split("\nParameters:\n", 1)[1]
+    section = re.split(r"^\S", section, maxsplit=1, flags=re.MULTILINE)[0]
+    constraints = {}
+    for match in _PARAMETER.finditer(section):
+        fields = dict(
+            line.strip().split(": ", 1) for line in match.group("body").splitlines() if ": " in line
+        )
+        allowed = fields.get("AllowedValues")
+        constraints[match.group("name")] = Constraint(
+            # YAML's double-quoted escapes are JSON's for these patterns (\\s, \\.).
+            pattern=json.loads(fields["AllowedPattern"]) if "AllowedPattern" in fields else None,
+            allowed=tuple(v.strip().strip('"') for v in allowed.strip("[]").split(","))
+            if allowed
+            else None,
+            minimum=float(fields["MinValue"]) if "MinValue" in fields else None,
+            maximum=float(fields["MaxValue"]) if "MaxValue" in fields else None,
+        )
+    return constraints
 
 
 def revision(bundle_digest: str, template: str, parameters: Mapping[str, str]) -> str:
