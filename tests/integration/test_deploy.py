@@ -237,7 +237,7 @@ def test_bad_input_is_refused_before_anything_changes(
         Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
     )
     for flags, says in (
-        (("--heartbeat-interval", "30s"), "heartbeat_grace_seconds (30) must be more than"),
+        (("--heartbeat-interval", "30s"), "--heartbeat-grace (30) must be more than"),
         (("--heartbeat-interval", "10s"), "heartbeat_throttle_seconds (10) must be under"),
         (("--check-every", "2m"), "must not be longer than the sweep's period"),
         (("--check-every", "0.4s"), "--check-every: whole seconds only, got 0.4s"),

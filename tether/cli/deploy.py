@@ -292,6 +292,23 @@ def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
         )
 
 
+_SETTING_FLAGS = {
+    "heartbeat_interval_seconds": "--heartbeat-interval",
+    "heartbeat_grace_seconds": "--heartbeat-grace",
+    "suspect_after_seconds": "--suspect-after",
+    "sweep_check_every_seconds": "--check-every",
+    "sweep_schedule_seconds": "--sweep-rate",
+}
+
+
+def _in_flags(message: str) -> str:
+    """A settings message in this command's words: --heartbeat-grace, not
+    heartbeat_grace_seconds or TETHER_HEARTBEAT_GRACE_SECONDS."""
+    for setting, flag in _SETTING_FLAGS.items():
+        message = message.replace(f"TETHER_{setting.upper()}", flag).replace(setting, flag)
+    return message.removeprefix("invalid configuration: ")
+
+
 def _check_settings(parameters: dict[str, str]) -> None:
     """The functions' settings as this stack would set them must load, or every
     function would fail at its first invocation: refuse now, naming what is wrong."""
@@ -311,19 +328,24 @@ def _check_settings(parameters: dict[str, str]) -> None:
         raise InvalidInputError(
             f"--check-every ({every:g}s) must not be longer than the sweep's period ({period:g}s)"
         )
-    config = load_settings(
-        heartbeat_interval_seconds=seconds("HeartbeatIntervalSeconds", "15"),
-        heartbeat_grace_seconds=None if grace == "off" else seconds("HeartbeatGraceSeconds", "30"),
-        suspect_after_seconds=seconds("SuspectAfterSeconds", "20"),
-        sweep_check_every_seconds=every,
-        sweep_schedule_seconds=period,
-        # Only whether each is set matters here (the secret is its ARN).
-        supabase_url=parameters.get("SupabaseUrl") or None,
-        jwks_url=parameters.get("JwksUrl") or None,
-        jwt_issuer=parameters.get("JwtIssuer") or None,
-        jwt_secret=parameters.get("JwtSecret") or None,
-        allow_anonymous=parameters.get("AllowAnonymous") == "true",
-    )
+    try:
+        config = load_settings(
+            heartbeat_interval_seconds=seconds("HeartbeatIntervalSeconds", "15"),
+            heartbeat_grace_seconds=None
+            if grace == "off"
+            else seconds("HeartbeatGraceSeconds", "30"),
+            suspect_after_seconds=seconds("SuspectAfterSeconds", "20"),
+            sweep_check_every_seconds=every,
+            sweep_schedule_seconds=period,
+            # Only whether each is set matters here (the secret is its ARN).
+            supabase_url=parameters.get("SupabaseUrl") or None,
+            jwks_url=parameters.get("JwksUrl") or None,
+            jwt_issuer=parameters.get("JwtIssuer") or None,
+            jwt_secret=parameters.get("JwtSecret") or None,
+            allow_anonymous=parameters.get("AllowAnonymous") == "true",
+        )
+    except ConfigurationError as exc:
+        raise InvalidInputError(_in_flags(str(exc))) from None
     try:
         config.require_authentication()
     except ConfigurationError:
