@@ -269,6 +269,8 @@ def test_bad_input_is_refused_before_anything_changes(
         ((), "every $connect would be refused, with no way to verify access tokens"),
         (("--jwks-url", "https://keys.example/jwks.json"), "with --jwt-issuer"),
         (("--allow-anonymous", "--driver", "supabase"), "--driver supabase: needs --supabase-url"),
+        (("--supabase-url", "ftp://x y"), "--supabase-url: an https:// address is expected"),
+        (("--jwks-url", "http://keys.example/jwks.json", "--jwt-issuer", "iss"), "--jwks-url: an"),
         (("--parameter", "SweepConcurrency=4", "--parameter", "CheckEverySeconds=abc"), "'abc'"),
     ]
     for more, why in unverified:

@@ -309,6 +309,18 @@ def _in_flags(message: str) -> str:
     return message.removeprefix("invalid configuration: ")
 
 
+def _check_https(key: str, url: str | None) -> None:
+    """An address the functions fetch from (Supabase, its signing keys): https, a host."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
+        flag = FLAG_OF_PARAMETER.get(key, key)
+        raise InvalidInputError(f"{flag}: an https:// address is expected, got {url!r}")
+
+
 def _check_settings(parameters: dict[str, str]) -> None:
     """The functions' settings as this stack would set them must load, or every
     function would fail at its first invocation: refuse now, naming what is wrong."""
@@ -354,6 +366,8 @@ def _check_settings(parameters: dict[str, str]) -> None:
             " --supabase-url, or --jwks-url or --jwt-secret with --jwt-issuer, or"
             " --allow-anonymous"
         ) from None
+    for key in ("SupabaseUrl", "JwksUrl"):
+        _check_https(key, parameters.get(key))
     if parameters.get("DatabaseDriver") == "supabase" and not config.supabase_url:
         raise InvalidInputError("--driver supabase: needs --supabase-url")
 
