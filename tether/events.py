@@ -27,7 +27,7 @@ from tether.errors import InvalidInputError
 
 MAX_MESSAGE_BYTES = limits.GATEWAY_MESSAGE_BYTES
 """API Gateway's WebSocket message limit; a larger body cannot be real."""
-CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_\-=+/]{1,128}$"
+CONNECTION_ID_PATTERN = limits.CONNECTION_ID_PATTERN
 # Milliseconds since the epoch: API Gateway did not exist before 2015, and a date
 # past year 3000 cannot be converted, let alone be true.
 EARLIEST_MS = 1_420_070_400_000

@@ -19,6 +19,9 @@ GATEWAY_MESSAGE_BYTES = 128 * 1024
 GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29.0
 """The longest API Gateway waits for a route's integration to answer."""
 CONNECTION_ID_MAX_LENGTH = 128
+CONNECTION_ID_PATTERN = rf"^[A-Za-z0-9_\-=+/]{{1,{CONNECTION_ID_MAX_LENGTH}}}$"
+"""The shape of an API Gateway connection id (here, not in tether.events, so that an
+application route's sign of life does not import the event models)."""
 
 # The heartbeat clients are asked to keep (every reply to a heartbeat says the
 # configured interval); with the sweep's defaults, a client that vanishes is ended

@@ -18,9 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tether import runtime
+from tether import limits, runtime
 from tether.errors import ConfigurationError, TetherError
-from tether.events import CONNECTION_ID_PATTERN
 from tether.models import TouchResult
 
 R = TypeVar("R")
@@ -35,7 +34,9 @@ def record_sign_of_life(event: dict[str, Any]) -> TouchResult | None:
 
     context = event.get("requestContext") if isinstance(event, dict) else None
     connection_id = context.get("connectionId") if isinstance(context, dict) else None
-    if not isinstance(connection_id, str) or not re.fullmatch(CONNECTION_ID_PATTERN, connection_id):
+    if not isinstance(connection_id, str) or not re.fullmatch(
+        limits.CONNECTION_ID_PATTERN, connection_id
+    ):
         logger.warning("no connectionId of API Gateway's shape in the event; nothing to touch")
         return None
     try:
