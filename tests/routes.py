@@ -15,3 +15,8 @@ def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "statusCode": 200,
         "body": json.dumps({"echo": body, "route": event["requestContext"]["routeKey"]}),
     }
+
+
+def quiet(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A route that answers nothing back (a fire-and-forget message)."""
+    return {"statusCode": 200}

@@ -63,7 +63,9 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         super().handle_ping()
         if not self.writable.is_set():
             # A peer that pings without reading its pongs: read nothing more from it
-            # until it has, or the pongs would pile up in memory without bound.
+            # until it has, or the pongs would pile up in memory without bound. Checked
+            # at every ping, so uvicorn resuming reads after a message lets at most one
+            # more read in before the pause is back.
             self._paused_for_pongs = True
             self.transport.pause_reading()
 
@@ -73,16 +75,6 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             self._paused_for_pongs = False
             if not self.read_paused:  # uvicorn's own pause stays as it is
                 self.transport.resume_reading()
-
-    async def receive(self) -> Any:
-        # uvicorn's, except that its resume leaves a pause for unread pongs in place:
-        # a text frame between the pings would otherwise lift it for good.
-        message = await self.queue.get()
-        if self.read_paused and self.queue.empty():
-            self.read_paused = False
-            if not self._paused_for_pongs:
-                self.transport.resume_reading()
-        return message
 
     def shutdown(self) -> None:
         super().shutdown()
