@@ -256,6 +256,7 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--finalizer", "notafinalizer"), "--finalizer: 'notafinalizer' is not allowed"),
         (("--parameter", "LogRetentionDays=2"), "--parameter LogRetentionDays: '2' is not"),
         (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
+        (("--parameter", "CheckEverySeconds=abc"), "--check-every: 'abc' is not allowed: must"),
     ]
     for more, why in refused_now:
         code = main(deploy_args(aws, "--database-secret", "tether/db", *more, "--yes"))
@@ -271,7 +272,6 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--allow-anonymous", "--driver", "supabase"), "--driver supabase: needs --supabase-url"),
         (("--supabase-url", "ftp://x y"), "--supabase-url: an https:// address is expected"),
         (("--jwks-url", "http://keys.example/jwks.json", "--jwt-issuer", "iss"), "--jwks-url: an"),
-        (("--parameter", "SweepConcurrency=4", "--parameter", "CheckEverySeconds=abc"), "'abc'"),
     ]
     for more, why in unverified:
         args = deploy_args(aws, "--database-secret", "tether/db", *more, "--yes", verifying=False)

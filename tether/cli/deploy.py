@@ -327,11 +327,8 @@ def _check_settings(parameters: dict[str, str]) -> None:
     from tether.settings import load_settings  # noqa: PLC0415
 
     def seconds(key: str, default: str) -> float:
-        value = parameters.get(key, default)
-        try:
-            return float(value)
-        except ValueError:
-            raise InvalidInputError(f"{key}: a number of seconds, got {value!r}") from None
+        # Digits: the template's patterns were checked first (_check_template_constraints).
+        return float(parameters.get(key, default))
 
     grace = parameters.get("HeartbeatGraceSeconds", "30")
     every = seconds("CheckEverySeconds", "10")
