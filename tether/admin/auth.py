@@ -11,8 +11,8 @@ Supabase access token.
   the project's service role only).
 
 No credentials, or credentials that do not verify: 401; sent both ways, both must
-verify. A valid token whose holder is
-not an operator: 403. Neither the key nor a token ever reaches a log or a response.
+verify. A valid token whose holder is not an operator: 403. Neither the key nor a token
+ever reaches a log or a response.
 """
 
 from __future__ import annotations

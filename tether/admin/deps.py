@@ -83,3 +83,9 @@ def _query_names(dependant: Dependant) -> set[str]:
     for each in dependant.dependencies:
         names |= _query_names(each)
     return names
+
+
+OPERATOR_ROUTES = [Depends(require_operator), Depends(known_query_only)]
+"""What every router but /health declares: an operator, then no query parameter the
+route does not take (checked after the credentials, so a caller without them learns
+nothing of the routes)."""

@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from tether.admin import operations
 from tether.admin.deps import (
+    OPERATOR_ROUTES,
     AnnouncerDep,
     ConnectionsDep,
     OperatorDep,
     SettingsDep,
     StoreDep,
-    known_query_only,
-    require_operator,
 )
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
@@ -25,7 +24,7 @@ from tether.models import EndReason, SessionFilter
 router = APIRouter(
     prefix="/sessions",
     tags=["sessions"],
-    dependencies=[Depends(require_operator), Depends(known_query_only)],
+    dependencies=OPERATOR_ROUTES,
 )
 
 

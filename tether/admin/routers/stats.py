@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from tether import limits
 from tether.admin import operations
-from tether.admin.deps import SettingsDep, StoreDep, known_query_only, require_operator
+from tether.admin.deps import OPERATOR_ROUTES, SettingsDep, StoreDep
 from tether.admin.errors import InvalidFieldError
 from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
 from tether.durations import parse_duration
@@ -17,7 +17,7 @@ from tether.errors import InvalidInputError
 router = APIRouter(
     prefix="/stats",
     tags=["stats"],
-    dependencies=[Depends(require_operator), Depends(known_query_only)],
+    dependencies=OPERATOR_ROUTES,
 )
 
 

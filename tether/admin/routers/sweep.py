@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from tether.admin import operations
-from tether.admin.deps import StoreDep, known_query_only, require_operator
+from tether.admin.deps import OPERATOR_ROUTES, StoreDep
 from tether.admin.schemas import SweepSummary
 
-router = APIRouter(
-    tags=["sweep"], dependencies=[Depends(require_operator), Depends(known_query_only)]
-)
+router = APIRouter(tags=["sweep"], dependencies=OPERATOR_ROUTES)
 
 
 @router.post("/sweep", response_model=SweepSummary, summary="Run one sweep now")

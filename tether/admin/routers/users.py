@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from tether.admin import operations
 from tether.admin.deps import (
+    OPERATOR_ROUTES,
     AnnouncerDep,
     ConnectionsDep,
     OperatorDep,
     SettingsDep,
     StoreDep,
-    known_query_only,
-    require_operator,
 )
 from tether.admin.schemas import UserDisconnected, UserPresence
 
 router = APIRouter(
     prefix="/users",
     tags=["users"],
-    dependencies=[Depends(require_operator), Depends(known_query_only)],
+    dependencies=OPERATOR_ROUTES,
 )
 
 
