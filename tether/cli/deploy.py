@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,9 +278,6 @@ def _check_template_constraints(template: str, parameters: dict[str, str]) -> No
 def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
     """The finalizer's module must be in the bundle (or Python's own): otherwise every
     SessionEnded would fail to import it."""
-    import sys  # noqa: PLC0415
-    import zipfile  # noqa: PLC0415
-
     module = (finalizer or "").partition(":")[0]
     if not module or module.split(".")[0] in sys.stdlib_module_names:
         return
