@@ -392,7 +392,7 @@ def fill_history(url: str, rows: int, *, batch: int = 100_000) -> None:
                 "   end,"
                 "   case when g %% 50 <> 0 then 300 end,"
                 "   'agent-' || g %% 7, jsonb_build_object('n', g)"
-                " from generate_series(%s, %s) g",
+                " from generate_series(%s::int, %s::int) g",
                 (done + 1, done + count),
             )
             done += count

@@ -206,6 +206,11 @@ def _exists(conn: psycopg.Connection[tuple[Any, ...]], relation: str) -> bool:
     return bool(row and row[0])
 
 
+def has_supabase_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    """Whether ``supabase db push`` keeps its ledger in this database."""
+    return _exists(conn, SUPABASE_LEDGER)
+
+
 def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration]:
     if not _exists(conn, "tether.schema_migrations"):
         return []
@@ -229,7 +234,7 @@ def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration
 
 def _supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
     """Supabase's ledger: fingerprint → (version, name), for rows that carry statements."""
-    if not _exists(conn, SUPABASE_LEDGER):
+    if not has_supabase_ledger(conn):
         return {}
     rows = conn.execute(
         "select version, coalesce(name, ''), statements from supabase_migrations.schema_migrations"

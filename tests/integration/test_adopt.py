@@ -4,6 +4,8 @@ and on Postgres 15 (Supabase's production version) where it can be installed."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -17,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tests.conftest import EventBus, with_database
@@ -31,7 +34,7 @@ from tests.origin_fixture import (
     build_origin,
     fill_history,
 )
-from tests.support import FakeLambdaContext, run_tether, ws_event
+from tests.support import TETHER, FakeLambdaContext, run_tether, ws_event
 from tether import migrate, runtime
 from tether import store as store_module
 from tether.adopt.apply import apply, unbuilt_indexes
@@ -234,6 +237,72 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
     assert _snapshot(url) == before
 
 
+def test_apply_on_no_table_or_tether_s_own_says_only_that(server: Server) -> None:
+    for url, why in (
+        (server.database(), "`tether migrate` creates tether's own"),
+        (server.database(migrated=True), "is tether's own"),
+    ):
+        refused = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+        assert refused.returncode == 1
+        assert why in refused.stderr
+        # No summary of steps to run before the refusal.
+        assert refused.stdout == ""
+
+
+def _as_role(url: str, role: str, password: str) -> str:
+    return make_conninfo(url, user=role, password=password)
+
+
+def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    suffix = uuid.uuid4().hex[:8]
+    stranger, reader, password = f"stranger_{suffix}", f"reader_{suffix}", f"pw-{suffix}"
+    with _connect(url) as conn:
+        for role in (stranger, reader):
+            conn.execute(
+                sql.SQL("create role {} login password {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+        conn.execute(
+            sql.SQL("grant select on public.conversation_sessions to {}").format(
+                sql.Identifier(reader)
+            )
+        )
+    try:
+        before = _snapshot(url)
+        # A role that cannot read the table: one line, for --check as for --apply.
+        for action in ("--check", "--apply"):
+            refused = run_tether(
+                "adopt", action, "--yes", "--database-url", _as_role(url, stranger, password)
+            )
+            assert refused.returncode == 1
+            assert "Traceback" not in refused.stderr
+            assert f"the role {stranger} cannot read public.conversation_sessions" in refused.stderr
+            assert "connect as the table's owner" in refused.stderr
+            assert password not in refused.stdout + refused.stderr
+        # A role that can read it but not alter it: --check says so, --apply refuses
+        # before its first step.
+        checked = run_tether("adopt", "--check", "--database-url", _as_role(url, reader, password))
+        assert checked.returncode == 0, checked.stderr
+        assert f"the role {reader} does not own public.conversation_sessions" in checked.stdout
+        assert "cannot create tether's schema" in checked.stdout
+        assert "nothing can be applied until what is refused above is dealt with" in checked.stdout
+        refused = run_tether(
+            "adopt", "--apply", "--yes", "--database-url", _as_role(url, reader, password)
+        )
+        assert refused.returncode == 1
+        assert "cannot adopt" in refused.stderr and "does not own" in refused.stderr
+        assert refused.stdout == ""
+        assert _snapshot(url) == before
+    finally:
+        with _connect(url) as conn:
+            for role in (stranger, reader):
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> None:
     url = server.database()
     build_origin(url, team_objects=False)
@@ -373,6 +442,59 @@ def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
     assert cli.returncode == 0, cli.stderr
     assert "nothing left to do" in cli.stdout
     assert _snapshot(adoptable.url) == before
+
+
+def test_apply_and_finish_print_json_alone_with_json(adoptable: Adoptable) -> None:
+    applied = run_tether("adopt", "--apply", "--yes", "--json", "--database-url", adoptable.url)
+    assert applied.returncode == 0, applied.stderr
+    outcome = json.loads(applied.stdout)
+    assert outcome["rows_read"] == 85 and "backfill" in outcome["ran"]
+    # The steps under way are told beside it.
+    assert "backfill ..." in applied.stderr
+    again = run_tether("adopt", "--apply", "--yes", "--json", "--database-url", adoptable.url)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["ran"] == []
+    assert "nothing left to do" in again.stderr
+
+    finished = run_tether("adopt", "--finish", "--yes", "--json", "--database-url", adoptable.url)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["lock_held_seconds"] > 0
+    assert "ACCESS EXCLUSIVE" in finished.stderr
+    done = run_tether("adopt", "--finish", "--yes", "--json", "--database-url", adoptable.url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"lock_held_seconds": 0.0, "recreated": []}
+
+
+def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
+    fill_history(adoptable.url, 20_000)
+    started = subprocess.Popen(  # noqa: S603 - our own console script
+        [
+            TETHER,
+            "adopt",
+            "--apply",
+            "--yes",
+            "--batch-size",
+            "100",
+            "--database-url",
+            adoptable.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert started.stdout is not None
+    for line in started.stdout:
+        if line.startswith("backfill ..."):
+            break
+    time.sleep(0.3)
+    started.send_signal(signal.SIGINT)
+    _, said = started.communicate(timeout=60)
+    assert started.returncode == 130
+    assert "interrupted" in said and "run `tether adopt --apply` again to resume" in said
+    assert "Traceback" not in said
+    resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "adopted:" in resumed.stdout
 
 
 class Interrupted(Exception):
@@ -556,6 +678,44 @@ def test_the_old_server_s_writes_stay_consistent_during_the_transition(
             "    or (session_end is null) <> (end_reason is null)"
         ).fetchone()
         assert disagreeing == {"n": 0}
+
+
+def test_a_start_the_old_server_writes_after_now_is_now(adoptable: Adoptable) -> None:
+    """A naive local clock read as UTC, as the origin's rows show: the trigger reads it
+    as the backfill does, so the session's end is never after now either."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        ahead = conn.execute("select now() + interval '3 hours' as t").fetchone()["t"]  # type: ignore[index]
+        sid = conn.execute(
+            "insert into conversation_sessions (user_id, is_active, session_start)"
+            " values (%s, true, %s) returning session_id",
+            (uuid.uuid4(), ahead),
+        ).fetchone()["session_id"]  # type: ignore[index]
+        opened = conn.execute(
+            "select session_start, last_seen_at, now() as now from conversation_sessions"
+            " where session_id = %s",
+            (sid,),
+        ).fetchone()
+        assert opened is not None
+        assert opened["session_start"] <= opened["now"]
+        assert opened["last_seen_at"] >= opened["session_start"]
+        kept = conn.execute(
+            "select kinds, original from tether.adoption_corrections where session_id = %s",
+            (sid,),
+        ).fetchone()
+        assert kept is not None
+        assert kept["kinds"] == ["start_in_future"]
+        assert datetime.fromisoformat(kept["original"]["session_start"]) == ahead
+
+        conn.execute(OLD_END, (sid,))
+        ended = conn.execute(
+            "select session_end, duration_seconds, now() as now from conversation_sessions"
+            " where session_id = %s",
+            (sid,),
+        ).fetchone()
+        assert ended is not None
+        assert ended["session_end"] <= ended["now"]
+        assert ended["duration_seconds"] >= 0
 
 
 def test_the_old_server_may_write_as_the_service_role_mid_adoption(adoptable: Adoptable) -> None:

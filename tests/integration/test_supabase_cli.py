@@ -14,6 +14,8 @@ import pytest
 
 from tests import pg15 as pg15_support
 from tests.conftest import ROOT
+from tests.origin_fixture import build_origin
+from tests.support import run_tether
 from tether import migrate
 
 
@@ -90,6 +92,57 @@ def test_exported_files_push_after_a_team_s_newer_migrations(
     assert len(recorded) == len(written)
     exported_versions = [p.name.split("_", 1)[0] for p in written]
     assert [r for _, r in _ledger(pg15_database)] == exported_versions
+
+
+def _supabase_versions(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select version from supabase_migrations.schema_migrations").fetchall()
+    return {str(v) for (v,) in rows}
+
+
+def test_an_adopted_table_s_exported_files_are_marked_applied_then_db_push_goes_on(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    """A team on the export + push path whose database already has the table: the push
+    stops at the table's file, `tether adopt --apply` takes over, and `supabase migration
+    repair` (as the adoption says) lets later pushes carry the team's own files."""
+    build_origin(pg15_database, team_objects=False)
+    project = _project(tmp_path, with_tether=False)
+    folder = project / "supabase" / "migrations"
+    written = migrate.export(folder)
+    stopped = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert stopped.returncode != 0
+    assert "already exists" in stopped.stdout + stopped.stderr
+
+    adopted = run_tether("adopt", "--apply", "--yes", "--database-url", pg15_database)
+    assert adopted.returncode == 0, adopted.stderr
+    assert "supabase migration repair --status applied" in adopted.stdout
+
+    unknown = [
+        p.name.split("_", 1)[0]
+        for p in written
+        if p.name.split("_", 1)[0] not in _supabase_versions(pg15_database)
+    ]
+    assert unknown
+    repaired = _supabase(
+        supabase_cli,
+        project,
+        "migration",
+        "repair",
+        "--status",
+        "applied",
+        *unknown,
+        "--db-url",
+        pg15_database,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    team = folder / "20991231000000_team_tables.sql"
+    team.write_text("create table public.team_notes (id bigint primary key, body text);\n")
+    pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "20991231000000" in _supabase_versions(pg15_database)
+    # tether's own ledger is unmoved: every file applied, nothing pending.
+    assert migrate.status(pg15_database).pending == []
 
 
 def test_db_lint_finds_nothing(

@@ -60,6 +60,9 @@ class ApplyResult:
     skipped: list[str] = field(default_factory=list)
     rows_read: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    supabase_ledger: bool = False
+    """The database has ``supabase db push``'s ledger, which does not know what
+    adoption applied."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class ApplyResult:
             "skipped": self.skipped,
             "rows_read": self.rows_read,
             "seconds": self.seconds,
+            "supabase_ledger": self.supabase_ledger,
         }
 
 
@@ -596,18 +600,11 @@ def apply(
             )
         try:
             shape = read_shape(conn)
-            state = inspect.state_of(shape)
-            if state == inspect.ABSENT:
-                raise AdoptionError(
-                    "there is no public.conversation_sessions to adopt: `tether migrate`"
-                    " creates tether's own"
-                )
-            if state == inspect.TETHERS_OWN:
-                raise AdoptionError(
-                    "public.conversation_sessions is tether's own (tether migrate created it):"
-                    " there is nothing to adopt"
-                )
-            problems = inspect.refusals(shape) + inspect.ledger_refusals(conn)
+            nothing = inspect.nothing_to_adopt(inspect.state_of(shape))
+            if nothing:
+                raise AdoptionError(nothing)
+            problems = inspect.check_role(conn, shape).refusals
+            problems += inspect.refusals(shape) + inspect.ledger_refusals(conn)
             if "duration_seconds" in shape.columns:
                 on_duration = dependents.tracked(conn, shape.oid, ["duration_seconds"])
                 problems += inspect.conversion_refusals(shape, on_duration)
@@ -646,6 +643,7 @@ def apply(
                     "adoption step done", extra={"step": name, "seconds": result.seconds[name]}
                 )
                 run.checkpoint(name)
+            result.supabase_ledger = migrate.has_supabase_ledger(conn)
         finally:
             if not conn.closed and not conn.broken:
                 conn.execute("select pg_advisory_unlock(%s)", (ADOPT_LOCK_KEY,))

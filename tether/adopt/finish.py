@@ -80,6 +80,10 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
             else f"public.conversation_sessions is {result.state}: there is nothing to finish"
         )
         return result
+    role = inspect.check_role(conn, shape)
+    if role.refusals:
+        result.refusals = role.refusals
+        return result
     saved_views = dependents.save(conn, shape.oid, _columns(shape))
     found = saved_views.found
     blocked = [d for d in found if d.kind not in dependents.RECREATED_KINDS]

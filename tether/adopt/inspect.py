@@ -31,7 +31,7 @@ from tether.adopt.catalog import (
 )
 from tether.adopt.dependents import RECREATED_KINDS, refusal
 from tether.adopt.plan import BATCH_SIZE
-from tether.errors import MigrationError
+from tether.errors import AdoptionError, MigrationError
 
 if TYPE_CHECKING:
     import psycopg
@@ -137,6 +137,21 @@ def state_of(shape: Shape) -> str:
     return NOT_ADOPTED
 
 
+def nothing_to_adopt(state: str) -> str | None:
+    """Why --apply has no table to take over, if it has none."""
+    if state == ABSENT:
+        return (
+            "there is no public.conversation_sessions to adopt: `tether migrate` creates"
+            " tether's own"
+        )
+    if state == TETHERS_OWN:
+        return (
+            "public.conversation_sessions is tether's own (tether migrate created it):"
+            " there is nothing to adopt"
+        )
+    return None
+
+
 def refusals(shape: Shape) -> list[str]:
     """What makes the table impossible to adopt in place as it is, and what to do."""
     found: list[str] = []
@@ -160,6 +175,48 @@ def refusals(shape: Shape) -> list[str]:
         )
     found += _column_refusals(shape)
     return found
+
+
+_ROLE = """
+select current_user,
+       has_table_privilege(%(oid)s::oid, 'select'),
+       pg_has_role((select relowner from pg_catalog.pg_class where oid = %(oid)s), 'usage'),
+       has_database_privilege(current_database(), 'create')
+         or coalesce(has_schema_privilege(to_regnamespace('tether'), 'create'), false)
+"""
+
+
+@dataclass(frozen=True)
+class RoleCheck:
+    readable: bool
+    refusals: list[str]
+
+
+def check_role(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> RoleCheck:
+    """What the connecting role lacks: reading the table (for --check), and what --apply
+    and --finish do, altering the table (its owner's right) and creating tether's schema.
+    Refused before anything is read or changed, rather than a step failing halfway."""
+    row = conn.execute(_ROLE, {"oid": shape.oid}).fetchone()
+    if row is None:
+        return RoleCheck(True, [])
+    role, can_read, owns, can_create = row
+    run_as = "connect as the table's owner (on Supabase: the postgres role)"
+    if not can_read:
+        return RoleCheck(
+            False, [f"the role {role} cannot read public.conversation_sessions: {run_as}"]
+        )
+    found = []
+    if not owns:
+        found.append(
+            f"the role {role} does not own public.conversation_sessions, and adopting alters"
+            f" it: {run_as}"
+        )
+    if not can_create:
+        found.append(
+            f"the role {role} cannot create tether's schema in this database (no CREATE on"
+            f" it): {run_as}"
+        )
+    return RoleCheck(True, found)
 
 
 def ledger_refusals(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
@@ -469,7 +526,12 @@ def inspect_with(
     if report.state in (ABSENT, TETHERS_OWN):
         return report
     report.bytes = shape.bytes
-    report.refusals = refusals(shape) + ledger_refusals(conn)
+    role = check_role(conn, shape)
+    if not role.readable:
+        raise AdoptionError(role.refusals[0])
+    # A finished adoption alters nothing more.
+    report.refusals = role.refusals if report.state != FINISHED else []
+    report.refusals += refusals(shape) + ledger_refusals(conn)
     report.columns_added, report.columns_converted, report.columns_kept = _columns_report(shape)
     report.views = views_on_table(conn, shape.oid)
     report.policies = list(shape.policies)

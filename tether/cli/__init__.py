@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from tether import __version__
 from tether.cli.common import configured_url
 from tether.dburl import hide_secrets, scrub
-from tether.errors import TetherError
+from tether.errors import TetherError, error_from_psycopg
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -89,13 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except TetherError as exc:
-        message = str(exc)
-        for url in (getattr(args, "database_url", None), configured_url()):
-            message = scrub(message, url)
-        sys.stderr.write(f"tether {args.command}: {message}\n")
-        return 1
+        return _failed(args, exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A database error no command mapped itself (a privilege missing, say) is still
+        # one line, like every other failure, not a traceback.
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.Error):
+            raise
+        return _failed(args, error_from_psycopg(exc))
+
+
+def _failed(args: argparse.Namespace, exc: TetherError) -> int:
+    message = str(exc)
+    for url in (getattr(args, "database_url", None), configured_url()):
+        message = scrub(message, url)
+    sys.stderr.write(f"tether {args.command}: {message}\n")
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ from tether.cli.common import (
     declined,
     duration,
     say,
+    say_aside,
     say_json,
 )
 from tether.durations import describe_seconds
@@ -186,29 +187,35 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace, url: str) -> int:
     from tether.adopt import inspect as inspection  # noqa: PLC0415
-    from tether.adopt.apply import apply  # noqa: PLC0415
+    from tether.adopt.apply import ApplyResult, apply  # noqa: PLC0415
     from tether.errors import AdoptionError  # noqa: PLC0415
 
+    # With --json, stdout is the outcome alone: the steps are told beside it.
+    tell = say_aside if args.json else say
     report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+    nothing = inspection.nothing_to_adopt(report.state)
+    if nothing:
+        raise AdoptionError(nothing)
     if report.state in (inspection.TRANSITIONAL, inspection.FINISHED):
-        say(f"{report.table}: {report.state}; --apply has nothing left to do")
+        tell(f"{report.table}: {report.state}; --apply has nothing left to do")
+        if args.json:
+            say_json(ApplyResult().as_dict())
         return 0
     if report.refusals:
         raise AdoptionError("cannot adopt:\n  - " + "\n  - ".join(report.refusals))
     left = [step for step in report.steps if not step.done]
-    say(
+    tell(
         f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
         f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
         " shows each)"
     )
     if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
         return declined()
-    result = apply(
-        url,
-        batch_size=args.batch_size,
-        lock=_policy(args),
-        progress=say,
-    )
+    try:
+        result = apply(url, batch_size=args.batch_size, lock=_policy(args), progress=tell)
+    except KeyboardInterrupt:
+        say_aside(_INTERRUPTED.format(action="--apply"))
+        raise
     if args.json:
         say_json(result.as_dict())
         return 0
@@ -216,6 +223,13 @@ def _apply(args: argparse.Namespace, url: str) -> int:
         f"adopted: {result.rows_read} row(s) read by the rules; tether's functions, the sweep and"
         " close-orphans work on the table, and the old server's writes are kept in step"
     )
+    if result.supabase_ledger:
+        say(
+            "`supabase db push` keeps a ledger here too, and it does not know what --apply"
+            " applied: if tether's files are exported into your supabase/migrations, mark"
+            " those `supabase migration list` shows unapplied with `supabase migration repair"
+            " --status applied VERSION ...`, so that later pushes carry only your own files"
+        )
     say(
         "next: move every writer to tether's functions (and end the old server's orphans with"
         " `tether close-orphans`), then `tether adopt --finish`"
@@ -223,36 +237,49 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+_INTERRUPTED = (
+    "interrupted: what the step under way had done is kept or rolled back whole;"
+    " run `tether adopt {action}` again to resume"
+)
+
+
 def _finish(args: argparse.Namespace, url: str) -> int:
     from tether.adopt import inspect as inspection  # noqa: PLC0415
     from tether.adopt.finish import finish, plan_finish  # noqa: PLC0415
     from tether.errors import AdoptionError  # noqa: PLC0415
 
+    tell = say_aside if args.json else say
     planned = plan_finish(url)
     if planned.state == inspection.FINISHED:
-        say("public.conversation_sessions: adopted and finished; nothing left to do")
+        tell("public.conversation_sessions: adopted and finished; nothing left to do")
+        if args.json:
+            say_json({"lock_held_seconds": 0.0, "recreated": []})
         return 0
     if planned.refusals or planned.step is None:
         raise AdoptionError("cannot finish:\n  - " + "\n  - ".join(planned.refusals))
     step = planned.step
-    say(f"--finish: {step.does}")
-    say(
+    tell(f"--finish: {step.does}")
+    tell(
         f"  lock: {step.lock} on public.conversation_sessions for the whole rewrite,"
         f" estimated at {_about(step.estimate_seconds)} on this server: every read and write"
         " of the table (each $connect, $disconnect and heartbeat) waits that long"
     )
     if planned.recreated:
         names = ", ".join(f"{d['kind']} {d['name']}" for d in planned.recreated)
-        say(f"  dropped and created again in the same transaction: {names}")
+        tell(f"  dropped and created again in the same transaction: {names}")
     if planned.legacy_active:
-        say(
+        tell(
             f"  {planned.legacy_active} session(s) the old server opened are still active (the"
             f" newest started {_ago(planned.newest_legacy_start)} ago). After --finish the old"
             " server's writes fail: is_active and duration_seconds become generated"
         )
     if not confirm("rewrite the table now?", assume_yes=args.yes):
         return declined()
-    result = finish(url, lock=_policy(args), progress=say)
+    try:
+        result = finish(url, lock=_policy(args), progress=tell)
+    except KeyboardInterrupt:
+        say_aside(_INTERRUPTED.format(action="--finish"))
+        raise
     if args.json:
         say_json({"lock_held_seconds": result.lock_held_seconds, "recreated": result.recreated})
         return 0

@@ -34,6 +34,12 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
+def say_aside(text: str = "") -> None:
+    """A line beside the command's output (stderr): progress, kept off a --json stdout."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def say_json(payload: Any) -> None:
     say(json.dumps(payload, default=str))
 

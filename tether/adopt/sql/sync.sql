@@ -1,6 +1,8 @@
 -- The transition's trigger: while the old server still writes is_active,
 -- session_end, ended_at and duration_seconds itself, every write to the table
 -- passes here, before it is stored, and leaves the row in step:
+--   * a start written after now is now (the original kept in
+--     tether.adoption_corrections), as the backfill reads one;
 --   * a write that ends a session ends it at the time it gives (session_end, else
 --     ended_at, else now), never before the start nor after now, as
 --     tether_end_session_v1 does; reason unrecorded when the writer gives none;
@@ -85,6 +87,19 @@ begin
       v_old_end := v_belief.new_end;
       v_old_reason := v_belief.new_reason;
     end if;
+  end if;
+
+  if new.session_start > now()
+     and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
+    -- A start after now is not believable (a local clock read as UTC): it starts now,
+    -- the latest it can, as the backfill reads such a row; the original is kept.
+    insert into tether.adoption_corrections as c (session_id, kinds, original)
+    values (new.session_id, array['start_in_future'],
+            jsonb_build_object('session_start', new.session_start))
+    on conflict (session_id) do update
+      set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
+          original = excluded.original || c.original;
+    new.session_start := now();
   end if;
 
   if v_old_end is not null then

@@ -1,0 +1,32 @@
+"""A command that fails says so in one line on stderr, whatever raised."""
+
+from __future__ import annotations
+
+import argparse
+
+import psycopg
+import pytest
+
+from tether.cli import adopt, main
+
+
+def test_a_database_error_no_command_mapped_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(_: argparse.Namespace) -> int:
+        raise psycopg.errors.InsufficientPrivilege("permission denied for table t")
+
+    monkeypatch.setattr(adopt, "cmd_adopt", refused)
+    assert main(["adopt", "--check"]) == 1
+    said = capsys.readouterr()
+    assert said.err == "tether adopt: 42501: permission denied for table t\n"
+    assert said.out == ""
+
+
+def test_any_other_error_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_: argparse.Namespace) -> int:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(adopt, "cmd_adopt", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["adopt", "--check"])
