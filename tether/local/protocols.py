@@ -1,9 +1,10 @@
 """uvicorn's protocols, held to what API Gateway allows.
 
 - WebSocket: 32 KB frames (a larger one closes with 1009), 1006 for a peer that
-  vanished without a close frame, 400 for a handshake header that is not ASCII,
-  nothing more read from a peer that pings without reading its pongs, and a closing
-  connection dropped after 5 s if its client reads nothing.
+  vanished without a close frame, 400 for a handshake websockets cannot take (a header
+  that is not ASCII, or holds a control character), nothing more read from a peer
+  that pings without reading its pongs, and a closing connection dropped after 5 s
+  if its client reads nothing.
 - HTTP, before a request is complete: a handshake must arrive within a timeout (408),
   its headers must fit a limit (431), and past a maximum of open connections new
   ones are refused with 503 at once, so the process never runs out of file
@@ -76,7 +77,18 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             if not self.read_paused:  # uvicorn's own pause stays as it is
                 self.transport.resume_reading()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_complete:
+            # websockets could not parse the request (a control character in a
+            # header, say): it gives up without an answer, which would leave the
+            # connection open, past the handshake timeout, until the client leaves.
+            self._refuse_handshake("the request is not a valid HTTP request")
+
     def shutdown(self) -> None:
+        if self.conn.handshake_exc is not None and not self.handshake_complete:
+            self.transport.close()  # refused already: nothing of websockets' to close
+            return
         super().shutdown()
         self._abandon_later()
 
@@ -99,14 +111,18 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         except UnicodeError:
             # A header value that is not ASCII: websockets fails writing its own
             # refusal, which would leave this connection half made (and the server
-            # waiting on it at shutdown). API Gateway answers such a request 400.
-            logger.info("handshake refused: a header value is not ASCII")
-            self.handshake_complete = True
-            self.close_sent = True
-            self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            self.transport.close()
+            # waiting on it at shutdown).
+            self._refuse_handshake("a header value is not ASCII")
+
+    def _refuse_handshake(self, why: str) -> None:
+        """API Gateway's answer to a request it cannot take: 400, then the end."""
+        logger.info("handshake refused", extra={"why": why})
+        self.handshake_complete = True
+        self.close_sent = True
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
