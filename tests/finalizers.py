@@ -35,3 +35,15 @@ def lease_probe(detail: SessionEnded) -> None:
         ).fetchone()
     assert row is not None
     leases_seen.append(float(row[0]))
+
+
+LEAKED_PASSWORD = "S3cretPass"  # the secret the test looks for
+LEAKED_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcDEF123"
+
+
+def leaky(detail: SessionEnded) -> None:
+    """Fails as a careless finalizer does: with its connection string in the message."""
+    raise RuntimeError(
+        f"could not reach postgresql://mem:{LEAKED_PASSWORD}@db.example.com:5432/mem"
+        f" with token={LEAKED_TOKEN}"
+    )

@@ -3,11 +3,12 @@ EventBridge delivers, and a failure is left to EventBridge's retries."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -67,6 +68,64 @@ def test_finalizer_runs_once_however_often_the_event_comes(
     assert [str(d.session_id) for d in recording_finalizer] == [event["detail"]["session_id"]]
     row = db.execute("select finalized_at from public.conversation_sessions").fetchone()
     assert row is not None and row["finalized_at"] is not None
+
+
+def test_the_finalizer_gets_the_session_as_recorded_not_as_the_event_says(
+    recording_finalizer: list[Any], event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    genuine = _ended_event(event_bus, "forged=")
+    forged = copy.deepcopy(genuine)
+    forged["detail"].update(
+        user_id=str(uuid4()),
+        end_reason="forced_close",
+        duration_seconds=1e9,
+        connection_id="Z" * 500,
+        session_end="1970-01-01T00:00:00+00:00",
+        disconnect_status_code=4999,
+    )
+    capsys.readouterr()
+    # Whichever comes first, the finalizer acts on what the database recorded.
+    assert session_ended.lambda_handler(forged, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert session_ended.lambda_handler(genuine, FakeLambdaContext()) == {
+        "outcome": "already_finalized"
+    }
+    [finalized] = recording_finalizer
+    assert finalized.model_dump(mode="json") == genuine["detail"]
+    out = capsys.readouterr().out
+    assert ("FinalizeDetailMismatch", 1.0, {}) in metrics(out)
+    [warning] = [line for line in json_lines(out) if line.get("differing_fields")]
+    assert warning["differing_fields"] == [
+        "connection_id",
+        "disconnect_status_code",
+        "duration_seconds",
+        "end_reason",
+        "session_end",
+        "user_id",
+    ]
+    assert "Z" * 50 not in out and "forced_close" not in out
+
+
+def test_a_genuine_event_differs_in_nothing(
+    recording_finalizer: list[Any], event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = _ended_event(event_bus, "genuine=")
+    capsys.readouterr()
+    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert "FinalizeDetailMismatch" not in capsys.readouterr().out
+
+
+def test_a_finalizer_s_secrets_stay_out_of_the_error_and_the_log(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:leaky")
+    runtime.reset()
+    event = _ended_event(event_bus, "leaky=")
+    with pytest.raises(FinalizerError, match="could not reach") as raised:
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    said = str(raised.value) + capsys.readouterr().out
+    assert "RuntimeError" in said  # the traceback is still logged
+    assert finalizers.LEAKED_PASSWORD not in said
+    assert finalizers.LEAKED_TOKEN not in said
 
 
 def test_failing_finalizer_raises_then_the_retry_succeeds(

@@ -81,6 +81,22 @@ class _Formatter(LambdaPowertoolsFormatter):
             return message
         return super()._extract_log_message(log_record)
 
+    # A logged exception quotes whatever the failing code put in its message (the
+    # application's finalizer, say, with a database URL or a token in it), twice: in the
+    # traceback's text and in its structured copy.
+    def formatException(self, ei: Any) -> str:
+        from tether.dburl import hide_secrets  # noqa: PLC0415 - only when one is logged
+
+        return hide_secrets(super().formatException(ei))
+
+    def _serialize_stacktrace(self, log_record: logging.LogRecord) -> Any:
+        from tether.dburl import hide_secrets  # noqa: PLC0415 - only when one is logged
+
+        trace = super()._serialize_stacktrace(log_record)
+        if trace is not None:
+            trace["value"] = hide_secrets(str(trace["value"]))
+        return trace
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if self.use_rfc3339_iso8601 or datefmt is not None or self.datefmt is not None:
             return super().formatTime(record, datefmt)

@@ -2,24 +2,33 @@
 
 EventBridge delivers each ``SessionEnded`` at least once. This handler claims
 the session, calls the finalizer named by ``TETHER_FINALIZER``
-(``module:function``, called with the event's detail), and records that the
-session was finalized, so a redelivered event does nothing twice. A failing
-finalizer raises: EventBridge's retry policy and dead-letter queue take over.
+(``module:function``, called with the session as the database recorded it), and
+records that the session was finalized, so a redelivered event does nothing twice. A
+failing finalizer raises: EventBridge's retry policy and dead-letter queue take over.
+
+The event names the session; its other fields are not believed. Anyone allowed to put
+events on the bus could send a detail of their own, and the finalizer would then act on
+another user or a duration that never was, once and for good: finalizing cannot be
+redone.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
+from tether.dburl import hide_secrets
 from tether.errors import FinalizerError, InvalidInputError
 from tether.loading import load_callable
 from tether.models import SESSION_ENDED, FinalizeOutcome, SessionEnded
+
+if TYPE_CHECKING:
+    from tether.store import SessionStore
 
 
 class SessionEndedEvent(BaseModel):
@@ -79,6 +88,37 @@ def _lease_seconds(configured: float, context: Any) -> float:
     return max(configured, float(remaining()) / 1000 + LEASE_MARGIN_SECONDS)
 
 
+def _as_recorded(store: SessionStore, detail: SessionEnded) -> SessionEnded:
+    """The session as the database recorded its end, whatever the event said of it."""
+    record = store.get_session(detail.session_id)
+    if record is None or record.session_end is None or record.end_reason is None:
+        # The claim found it ended a moment ago: only a deleted row gets here.
+        raise FinalizerError(f"session {detail.session_id} is no longer in this database")
+    recorded = SessionEnded(
+        session_id=record.session_id,
+        connection_id=record.connection_id,
+        user_id=record.user_id,
+        session_start=record.session_start,
+        session_end=record.session_end,
+        duration_seconds=record.duration_seconds or 0.0,
+        end_reason=record.end_reason,
+        disconnect_status_code=record.disconnect_status_code,
+    )
+    differing = sorted(
+        name
+        for name in SessionEnded.model_fields
+        if getattr(detail, name) != getattr(recorded, name)
+    )
+    if differing:
+        # Names only: the values are the sender's, and may be anything.
+        emit_metric("FinalizeDetailMismatch")
+        logger.warning(
+            "SessionEnded's detail differs from the session as recorded; the record is finalized",
+            extra={"differing_fields": differing},
+        )
+    return recorded
+
+
 @invocation
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     parsed = parse_event(event)  # a malformed event fails loudly: it belongs in the DLQ
@@ -107,14 +147,21 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         raise FinalizerError(f"session {detail.session_id} is not ready: {outcome.value}")
 
     try:
-        finalizer(detail)
+        recorded = _as_recorded(store, detail)
+    except Exception:
+        store.finish_finalize(detail.session_id, claim.token, succeeded=False)
+        raise
+    try:
+        finalizer(recorded)
     except Exception as exc:
         # The application's code may raise anything; record, release, and let
         # EventBridge retry.
         store.finish_finalize(detail.session_id, claim.token, succeeded=False)
         emit_metric("FinalizeFailed")
         logger.exception("finalizer failed; EventBridge will retry")
-        raise FinalizerError(f"finalizer {config.finalizer} failed: {exc}") from exc
+        raise FinalizerError(
+            f"finalizer {config.finalizer} failed: {hide_secrets(str(exc))}"
+        ) from exc
     if not store.finish_finalize(detail.session_id, claim.token, succeeded=True):
         # The lease ran out and another delivery claimed the session: its result stands.
         emit_metric("FinalizeLeaseLost")
