@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -261,5 +262,92 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
             page.reload()
             page.wait_for_selector("#login:not([hidden])", timeout=15000)
             assert "not accepted" in page.inner_text("#login-error")
+        finally:
+            browser.close()
+
+
+# A fetch that answers late, and counts what is in flight: the page's own requests,
+# as a slow or stopped database makes them.
+SLOW_FETCH = """
+window.__delayMs = 0;
+window.__inflight = 0;
+window.__maxInflight = 0;
+const realFetch = window.fetch;
+window.fetch = (url, init) => {
+  window.__inflight += 1;
+  window.__maxInflight = Math.max(window.__maxInflight, window.__inflight);
+  return new Promise((resolve, reject) => {
+    const later = setTimeout(() => realFetch(url, init).then(resolve, reject), window.__delayMs);
+    if (init && init.signal) {
+      init.signal.addEventListener("abort", () => {
+        clearTimeout(later);
+        reject(new DOMException("aborted", "AbortError"));
+      });
+    }
+  }).finally(() => { window.__inflight -= 1; });
+};
+"""
+
+
+def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.add_init_script(SLOW_FETCH)
+
+            def until(expression: str, seconds: float) -> None:
+                # Polled from here: the page's policy forbids the eval waiting inside it takes.
+                deadline = time.monotonic() + seconds
+                while not page.evaluate(expression):
+                    assert time.monotonic() < deadline, expression
+                    page.wait_for_timeout(50)
+
+            def signed_out() -> bool:
+                return bool(page.is_visible("#login") and not page.is_visible("#board"))
+
+            # A key that cannot be sent in a header is refused, and the tab stays usable.
+            page.goto(f"{page_url}?key=abc%0Adef")
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            assert "that is not a key" in page.inner_text("#login-error")
+            page.goto(page_url)
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            page.fill("#key", key)
+            page.click("#login-form button")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+
+            # Signed out while a refresh is under way: what it brings is not shown.
+            page.evaluate("window.__delayMs = 2000")
+            until("window.__inflight > 0", 15)
+            page.click("#sign-out")
+            page.wait_for_timeout(3000)
+            assert signed_out()
+            assert page.inner_text("#status") == "signed out"
+
+            # The reason a key was refused outlives the next refresh.
+            page.evaluate("window.__delayMs = 0")
+            page.fill("#key", "wrong-key-0123456789")
+            page.click("#login-form button")
+            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+            page.wait_for_timeout(6000)
+            assert "not accepted" in page.inner_text("#login-error")
+
+            # An API that does not answer: the page says so, and sends no more while
+            # it waits (4 requests a refresh).
+            page.fill("#key", key)
+            page.click("#login-form button")
+            page.wait_for_selector("#board:not([hidden])", timeout=15000)
+            page.evaluate("window.__delayMs = 60000; window.__maxInflight = window.__inflight")
+            until("document.querySelector('#status').textContent.includes('did not answer')", 25)
+            assert "within 10 s" in page.inner_text("#status")
+            assert page.evaluate("window.__maxInflight") <= 4
         finally:
             browser.close()

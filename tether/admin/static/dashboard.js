@@ -6,7 +6,15 @@
   const base = document.body.dataset.base || "";
   const STORAGE = "tether.operatorKey";
   const EVERY_MS = 5000;
+  const TIMEOUT_MS = 10000;
+  // What an operator key or an access token is made of: visible ASCII. Anything else
+  // cannot be sent in a header, and would fail every refresh after it.
+  const KEY_SHAPE = /^[\x21-\x7e]{1,8192}$/;
+  const NOT_A_KEY = "that is not a key: a key or token is letters, digits and signs, no spaces";
   let timer = null;
+  // Bumped at every sign-in and sign-out: what a refresh begun before brings is dropped.
+  let generation = 0;
+  let inFlight = null; // the generation of the refresh under way
 
   const $ = (selector) => document.querySelector(selector);
   const metric = (name) => document.querySelector(`[data-metric="${name}"]`);
@@ -18,8 +26,15 @@
 
   // ?key= once: kept in this tab's sessionStorage, then taken out of the address bar.
   const params = new URLSearchParams(window.location.search);
+  let keyProblem = "";
   if (params.has("key")) {
-    sessionStorage.setItem(STORAGE, params.get("key"));
+    const given = (params.get("key") || "").trim();
+    if (KEY_SHAPE.test(given)) {
+      sessionStorage.setItem(STORAGE, given);
+    } else {
+      sessionStorage.removeItem(STORAGE);
+      keyProblem = NOT_A_KEY;
+    }
     params.delete("key");
     const rest = params.toString();
     history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
@@ -28,12 +43,29 @@
   class AuthError extends Error {}
 
   async function api(path, type) {
+    // A request that hangs (the database stopped mid-query) ends here, said as such.
+    const abort = new AbortController();
+    const timeout = setTimeout(() => abort.abort(), TIMEOUT_MS);
+    try {
+      return await answer(path, type, abort.signal);
+    } catch (error) {
+      if (abort.signal.aborted) {
+        throw new Error(`the API did not answer within ${TIMEOUT_MS / 1000} s`);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  async function answer(path, type, signal) {
     const response = await fetch(base + path, {
       headers: {
         Authorization: `Bearer ${sessionStorage.getItem(STORAGE) || ""}`,
         Accept: type || "application/json",
       },
       cache: "no-store",
+      signal,
     });
     if (response.status === 401 || response.status === 403) {
       let detail = "the key was not accepted";
@@ -179,10 +211,16 @@
   }
 
   async function refresh() {
-    if (!sessionStorage.getItem(STORAGE)) {
-      showLogin("");
+    const key = sessionStorage.getItem(STORAGE);
+    if (!key || !KEY_SHAPE.test(key)) {
+      // Shown once: a tick must not wipe the reason a key was refused.
+      if (key) sessionStorage.removeItem(STORAGE);
+      if ($("#login").hidden) showLogin(key ? NOT_A_KEY : "");
       return;
     }
+    const started = generation;
+    if (inFlight === started) return; // the last refresh still waits: no pile of requests
+    inFlight = started;
     try {
       const [live, daily, chart, sessions] = await Promise.all([
         api("/stats/live"),
@@ -190,6 +228,7 @@
         api("/dashboard/chart.svg?days=14", "image/svg+xml"),
         api("/sessions?active=true&limit=10"),
       ]);
+      if (started !== generation) return; // signed out (or in again) meanwhile
       renderLive(live);
       renderDaily(daily);
       $("#chart").innerHTML = chart; // drawn by this server, every text escaped
@@ -201,6 +240,7 @@
       $("#status").classList.remove("error");
       document.body.dataset.loaded = "true";
     } catch (error) {
+      if (started !== generation) return;
       if (error instanceof AuthError) {
         sessionStorage.removeItem(STORAGE);
         showLogin(error.message);
@@ -208,20 +248,30 @@
       }
       $("#status").textContent = `could not refresh: ${error.message}`;
       $("#status").classList.add("error");
+    } finally {
+      if (inFlight === started) inFlight = null;
     }
   }
 
   $("#login-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    sessionStorage.setItem(STORAGE, $("#key").value.trim());
+    const given = $("#key").value.trim();
     $("#key").value = "";
+    if (!KEY_SHAPE.test(given)) {
+      showLogin(NOT_A_KEY);
+      return;
+    }
+    generation += 1;
+    sessionStorage.setItem(STORAGE, given);
     refresh();
   });
   $("#sign-out").addEventListener("click", () => {
+    generation += 1;
     sessionStorage.removeItem(STORAGE);
     showLogin("");
   });
 
+  if (keyProblem) showLogin(keyProblem);
   refresh();
   timer = setInterval(refresh, EVERY_MS);
   window.addEventListener("pagehide", () => clearInterval(timer));
