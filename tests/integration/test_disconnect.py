@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -159,6 +162,49 @@ def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
         store.close()
     assert [s.connection_id for s in queued] == ["noevents="]
     assert event_bus.received(wait_seconds=0) == []
+
+
+@pytest.fixture
+def hanging_up_endpoint() -> Iterator[str]:
+    """An endpoint that takes each connection and drops it unanswered, as a load
+    balancer does in a brownout: botocore's ConnectionClosedError, with no response."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_an_eventbridge_that_hangs_up_keeps_the_end_and_queues_the_announcement(
+    lambda_env: pytest.MonkeyPatch, db: Conn, database_url: str, hanging_up_endpoint: str
+) -> None:
+    _open("hangup=")
+    lambda_env.setenv("TETHER_AWS_ENDPOINT_URL", hanging_up_endpoint)
+    lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+    runtime.reset()
+    assert _disconnect("hangup=")["statusCode"] == 200
+    row = _row(db, "hangup=")
+    assert row["is_active"] is False and row["announced_at"] is None
+    store = PostgresStore(database_url)
+    try:
+        queued = store.claim_unannounced(limit=10)
+    finally:
+        store.close()
+    assert [s.connection_id for s in queued] == ["hangup="]
 
 
 def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(

@@ -81,14 +81,21 @@ def client(
     )
 
 
+def _aws_error(exc: Exception) -> dict[str, Any]:
+    # botocore's timeouts and dropped connections carry ``response = None``.
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error") if isinstance(response, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
 def error_code(exc: Exception) -> str:
     """The AWS error code of a botocore error (``ResourceNotFoundException``, ``404``),
-    or the exception's class name when AWS sent none (a network or credentials error)."""
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code") or type(exc).__name__)
+    or the exception's class name when AWS sent none (a network or credentials error,
+    a timeout)."""
+    return str(_aws_error(exc).get("Code") or type(exc).__name__)
 
 
 def error_message(exc: Exception) -> str:
     """AWS's own words for the error, else its code, else the exception's text."""
-    error = getattr(exc, "response", {}).get("Error", {})
+    error = _aws_error(exc)
     return str(error.get("Message") or error.get("Code") or exc)
