@@ -15,7 +15,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import DevServer, open_client, run
@@ -275,3 +279,38 @@ def test_a_client_that_reads_nothing_is_still_ended_at_the_idle_timeout(
         # can never be delivered.
         [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"], timeout=30)
     assert row["end_reason"] == "idle_timeout"
+
+
+def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(
+    start_dev: Callable[..., DevServer], server_url: str
+) -> None:
+    server = start_dev("--sweep-interval", "1h")
+    dbname = conninfo_to_dict(server.database_url)["dbname"]
+
+    async def connected() -> list[ClientConnection]:
+        return [await open_client(server) for _ in range(2)]
+
+    clients = run(connected())
+    server.wait_for(lambda rows: sum(r["is_active"] for r in rows) == 2)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("alter database {} allow_connections false").format(sql.Identifier(dbname))
+        )
+        admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = %s and pid <> pg_backend_pid()",
+            (dbname,),
+        )
+        try:
+            assert server.stop(signal.SIGINT) == 0
+        finally:
+            admin.execute(
+                sql.SQL("alter database {} allow_connections true").format(sql.Identifier(dbname))
+            )
+    log = server.log.read_text()
+    assert "tether dev: stopped; 2 opened, 2 ended" in log
+    assert "2 $disconnect(s) failed" in log
+    assert "stay active until a sweep ends them" in log
+    # Left for the sweep, as the line says: nothing was lost.
+    assert sum(r["is_active"] for r in server.rows()) == 2
+    del clients

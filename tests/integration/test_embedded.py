@@ -52,3 +52,14 @@ def test_start_twice_reuses_then_survives_a_stale_pid_file(data_dir: Path) -> No
     third = embedded.start(data_dir)
     assert third.started_here
     assert _ping(third.url) == 1
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_stopping_a_server_someone_else_stopped_is_not_an_error(data_dir: Path) -> None:
+    """`tether dev`'s Ctrl-C after its database was stopped under it (pg_ctl stop, a
+    crash): its own stop finds nothing to stop and says nothing of it."""
+    server = embedded.start(data_dir)
+    embedded.EmbeddedPostgres(data_dir, server.url, started_here=False).stop("immediate")
+    assert not embedded.is_running(data_dir)
+    server.stop()
+    assert not embedded.is_running(data_dir)

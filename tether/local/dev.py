@@ -34,7 +34,7 @@ from tether.errors import ConfigurationError, TetherError
 from tether.loading import load_callable
 from tether.local import embedded
 from tether.local import state as dev_state
-from tether.local.gateway import Faults, Limits, LocalGateway
+from tether.local.gateway import Faults, GatewayStats, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
 from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
 from tether.settings import Settings, load_settings
@@ -418,9 +418,15 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         runtime.reset()
         if database is not None and database.started_here:
             database.stop()
-    say(
-        f"tether dev: stopped; {gateway.stats.opened} opened, {gateway.stats.ended} ended,"
-        f" {gateway.stats.refused} refused"
-    )
-    sys.stdout.flush()
+    _say_stopped(gateway.stats, say)
     return 0
+
+
+def _say_stopped(stats: GatewayStats, say: Callable[[str], None]) -> None:
+    say(f"tether dev: stopped; {stats.opened} opened, {stats.ended} ended, {stats.refused} refused")
+    if stats.disconnects_failed:
+        say(
+            f"  {stats.disconnects_failed} $disconnect(s) failed (the log above says why):"
+            " their sessions stay active until a sweep ends them, the next `tether dev`'s first"
+        )
+    sys.stdout.flush()

@@ -157,6 +157,9 @@ class GatewayStats:
     refused: int = 0
     ended: int = 0
     disconnects_lost: int = 0
+    disconnects_failed: int = 0
+    """$disconnect invocations that raised or answered an error: their sessions stay
+    active until a sweep ends them."""
 
 
 def new_connection_id() -> str:
@@ -488,11 +491,15 @@ class LocalGateway:
             "isBase64Encoded": False,
         }
         try:
-            await self._invoke("disconnect", self._disconnect, event)
+            response = await self._invoke("disconnect", self._disconnect, event)
         except Exception:  # as on AWS, a failed $disconnect is logged and not retried
             logger.exception(
                 "$disconnect handler raised", extra={"connection_id": connection.connection_id}
             )
+            response = {"statusCode": 500}
+        status = response.get("statusCode", 200) if isinstance(response, dict) else 200
+        if not (isinstance(status, int) and 200 <= status < 300):
+            self.stats.disconnects_failed += 1
         self._notify("ended", connection.connection_id)
 
     # --- the @connections API --------------------------------------------------------
