@@ -36,6 +36,14 @@ def check(url: str) -> str:
     if not cleaned:
         raise ConfigurationError("the database URL is empty")
     if cleaned.lower().startswith(SCHEMES):
+        authority = re.split(r"[/?#]", cleaned.split("://", 1)[1], maxsplit=1)[0]
+        if authority.count("@") > 1:
+            # libpq and Python split such a URL at different '@'s: the server would be
+            # asked for part of the password as its host name, and say so in its error.
+            raise ConfigurationError(
+                "the database URL has more than one '@' before its host: write an '@' in the"
+                " user name or password as %40"
+            )
         return cleaned
     scheme = cleaned.split("://", 1)[0] if "://" in cleaned else None
     if scheme is not None:

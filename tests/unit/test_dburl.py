@@ -32,6 +32,28 @@ def test_other_urls_are_refused_without_echoing_them(url: str, says: str) -> Non
     assert "hunter2pass" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:hunter2pass@prod@db.internal.invalid:5432/app",
+        "postgresql://bob:Pa@ss:w0rdhunter2pass@127.0.0.1/db",
+        "postgres://a@b:hunter2pass@h",
+    ],
+)
+def test_an_unescaped_at_before_the_host_is_refused(url: str) -> None:
+    """libpq would take part of the password for the host, and name it in its error."""
+    with pytest.raises(ConfigurationError, match="%40") as refused:
+        check(url)
+    for part in ("hunter2pass", "prod", "ss:w0rd"):
+        assert part not in str(refused.value)
+
+
+def test_an_at_after_the_host_is_not_counted() -> None:
+    assert check("postgresql://u:p@h/db?options=-c%20x=a@b") == (
+        "postgresql://u:p@h/db?options=-c%20x=a@b"
+    )
+
+
 def test_redact_hides_the_password_only() -> None:
     assert redact(URL) == "postgresql://app:***@db.example.com:6543/postgres?sslmode=require"
     assert redact("host=h password='a b' user=u") == "host=h password=*** user=u"
