@@ -217,8 +217,9 @@ def load_json(text: str) -> Any:
     except _NotJsonError as exc:
         raise InvalidInputError(f"message is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
+        # One of the json module's messages ends in "at" already.
         raise InvalidInputError(
-            f"message is not valid JSON: {exc.msg} at position {exc.pos}"
+            f"message is not valid JSON: {exc.msg.removesuffix(' at')} at position {exc.pos}"
         ) from None
     except RecursionError:
         raise InvalidInputError("message is not valid JSON: nested too deeply") from None

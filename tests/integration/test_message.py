@@ -80,6 +80,7 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
     ("body", "fragment"),
     [
         ("{not json", "not valid JSON"),
+        ('{"action": "heart\x01beat"}', "Invalid control character at position 17"),
         ("[1, 2, 3]", "must be a JSON object"),
         ('"heartbeat"', "must be a JSON object"),
         ("{}", 'no "action"'),

@@ -238,15 +238,21 @@ def test_bad_finalizer_setting_names_itself(
     [
         lambda e: e.pop("detail"),
         lambda e: e.update({"detail-type": "Scheduled Event"}),
+        lambda e: e.update({"detail-type": "X" * 100_000}),
+        lambda e: e.update({"id": "X" * 100_000}),
         lambda e: e["detail"].update(session_id="not-a-uuid"),
         lambda e: e["detail"].update(end_reason="exploded"),
     ],
 )
-def test_malformed_session_ended_events_are_refused(mutate: Any) -> None:
+def test_malformed_session_ended_events_are_refused(
+    mutate: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     event = json.loads(json.dumps(load_event("session_ended")))
     mutate(event)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError) as refused:
         session_ended.lambda_handler(event, FakeLambdaContext())
+    # What the sender wrote is not repeated, in the error or the log.
+    assert "X" * 100 not in str(refused.value) + capsys.readouterr().out
 
 
 def test_default_finalizer_logs(

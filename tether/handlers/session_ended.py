@@ -36,7 +36,8 @@ class SessionEndedEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    id: str | None = None
+    # EventBridge's ids are UUIDs; this one goes into every log line of the invocation.
+    id: str | None = Field(default=None, max_length=128)
     detail_type: str = Field(alias="detail-type")
     source: str
     detail: SessionEnded
@@ -72,7 +73,8 @@ def parse_event(event: Any) -> SessionEndedEvent:
         )
         raise InvalidInputError(f"malformed SessionEnded event: {problems}") from None
     if parsed.detail_type != SESSION_ENDED:
-        raise InvalidInputError(f"expected a SessionEnded event, got {parsed.detail_type!r}")
+        # Not quoted: it is the sender's, of any size.
+        raise InvalidInputError("expected a SessionEnded event: detail-type is another")
     return parsed
 
 
