@@ -122,6 +122,31 @@ def test_kick_asks_first_and_a_script_must_say_yes(
     assert state == {"is_active": True}
 
 
+def test_kick_says_when_the_announcement_is_left_to_the_sweep(
+    database_url: str,
+    db: Conn,
+    make_session: SessionFactory,
+    gateway: ConnectionsStandIn,
+    aws: str,
+) -> None:
+    row = make_session(started_seconds_ago=60)
+    gateway.set_alive(str(row["connection_id"]))
+    # A bus that does not exist: EventBridge refuses the PutEvents.
+    kicked = run_tether(
+        "kick", "--session", str(row["session_id"]), "--endpoint-url", gateway.url,
+        "--announce-to", "eventbridge", "--yes", "--database-url", database_url,
+        env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
+    )  # fmt: skip
+    assert kicked.returncode == 0, kicked.stderr
+    assert "closed: ended it; the gateway closed the connection" in kicked.stdout
+    assert "its SessionEnded is queued: the sweep announces it" in kicked.stdout
+    queued = db.execute(
+        "select count(*) as n from public.conversation_session_announcements where session_id = %s",
+        (row["session_id"],),
+    ).fetchone()
+    assert queued == {"n": 1}
+
+
 def test_kick_a_session_then_a_user(
     database_url: str, db: Conn, make_session: SessionFactory, gateway: ConnectionsStandIn
 ) -> None:

@@ -256,6 +256,11 @@ def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[Sess
     return not result.failed
 
 
+def _queued(announced: bool | None) -> str:
+    """What the detail adds when SessionEnded could not be announced now."""
+    return "; its SessionEnded is queued: the sweep announces it" if announced is False else ""
+
+
 def close_session(
     session_id: UUID,
     *,
@@ -289,7 +294,7 @@ def close_session(
         outcome=outcome,
         connection=connection,
         announced=announced,
-        detail=f"{before}; {said}",
+        detail=f"{before}; {said}{_queued(announced)}",
         session=get_session(store, session_id),
     )
 
@@ -316,7 +321,7 @@ def close_user(
                 outcome=CloseOutcome.CLOSED,
                 connection=connection,
                 announced=announced,
-                detail=f"ended it; {said}",
+                detail=f"ended it; {said}{_queued(announced)}",
                 session=get_session(store, session.session_id),
             )
         )
