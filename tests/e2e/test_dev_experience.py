@@ -47,9 +47,12 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
-        (("--idle-timeout", "20m"), "TETHER_IDLE_TIMEOUT_SECONDS"),
-        (("--heartbeat-grace", "10s"), "grace"),
-        (("--sweep-interval", "2h"), "TETHER_SWEEP_SCHEDULE_SECONDS"),
+        (("--idle-timeout", "20m"), "--idle-timeout"),
+        (
+            ("--heartbeat-grace", "10s"),
+            "--heartbeat-grace (10) must be more than TETHER_HEARTBEAT_INTERVAL_SECONDS (15)",
+        ),
+        (("--sweep-interval", "2h"), "--sweep-interval"),
         (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]"),
     ],
 )
@@ -59,6 +62,8 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     result = run_tether("dev", *flags, cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("tether dev: ") and said in result.stderr
+    # In the command's words: its flags, not the settings' names.
+    assert "_seconds" not in result.stderr
     # No embedded database was created, let alone left running.
     assert not (tmp_path / ".tether").exists()
 

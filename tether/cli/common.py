@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check
@@ -38,6 +39,14 @@ def say_aside(text: str = "") -> None:
     """A line beside the command's output (stderr): progress, kept off a --json stdout."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def in_flags(message: str, flags: Mapping[str, str]) -> str:
+    """A settings message in a command's words: the flag it takes for a setting
+    (--heartbeat-grace, not heartbeat_grace_seconds or TETHER_HEARTBEAT_GRACE_SECONDS)."""
+    for setting, flag in flags.items():
+        message = message.replace(f"TETHER_{setting.upper()}", flag).replace(setting, flag)
+    return message.removeprefix("invalid configuration: ")
 
 
 def say_json(payload: Any) -> None:

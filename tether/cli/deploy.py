@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tether.cli.common import confirm, declined, duration, duration_or_zero, grace, say
+from tether.cli.common import (
+    confirm,
+    declined,
+    duration,
+    duration_or_zero,
+    grace,
+    in_flags,
+    say,
+)
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 
@@ -300,14 +308,6 @@ _SETTING_FLAGS = {
 }
 
 
-def _in_flags(message: str) -> str:
-    """A settings message in this command's words: --heartbeat-grace, not
-    heartbeat_grace_seconds or TETHER_HEARTBEAT_GRACE_SECONDS."""
-    for setting, flag in _SETTING_FLAGS.items():
-        message = message.replace(f"TETHER_{setting.upper()}", flag).replace(setting, flag)
-    return message.removeprefix("invalid configuration: ")
-
-
 def _check_https(key: str, url: str | None) -> None:
     """An address the functions fetch from (Supabase, its signing keys): https, a host."""
     from urllib.parse import urlsplit  # noqa: PLC0415
@@ -353,7 +353,7 @@ def _check_settings(parameters: dict[str, str]) -> None:
             allow_anonymous=parameters.get("AllowAnonymous") == "true",
         )
     except ConfigurationError as exc:
-        raise InvalidInputError(_in_flags(str(exc))) from None
+        raise InvalidInputError(in_flags(str(exc), _SETTING_FLAGS)) from None
     try:
         config.require_authentication()
     except ConfigurationError:

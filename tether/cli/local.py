@@ -16,6 +16,7 @@ from tether.cli.common import (
     duration_or_zero,
     fraction,
     grace,
+    in_flags,
     port,
     require_extra,
     say,
@@ -61,7 +62,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
         message_rate=args.message_rate,
         fault_file=Path(args.fault_file) if args.fault_file else None,
     )
-    return run(options, say)
+    try:
+        return run(options, say)
+    except ConfigurationError as exc:
+        raise ConfigurationError(in_flags(str(exc), _DEV_SETTING_FLAGS)) from None
+
+
+# The settings `tether dev` takes as flags; the others come from the environment.
+_DEV_SETTING_FLAGS = {
+    "heartbeat_grace_seconds": "--heartbeat-grace",
+    "suspect_after_seconds": "--suspect-after",
+    "sweep_check_every_seconds": "--check-every",
+    "sweep_schedule_seconds": "--sweep-interval",
+    "idle_timeout_seconds": "--idle-timeout",
+    "max_duration_seconds": "--max-duration",
+    "heartbeat_interval_seconds": "TETHER_HEARTBEAT_INTERVAL_SECONDS",
+}
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
