@@ -19,7 +19,6 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import DevServer, open_client, run
@@ -287,30 +286,39 @@ def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(
     server = start_dev("--sweep-interval", "1h")
     dbname = conninfo_to_dict(server.database_url)["dbname"]
 
-    async def connected() -> list[ClientConnection]:
-        return [await open_client(server) for _ in range(2)]
-
-    clients = run(connected())
-    server.wait_for(lambda rows: sum(r["is_active"] for r in rows) == 2)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("alter database {} allow_connections false").format(sql.Identifier(dbname))
-        )
-        admin.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity"
-            " where datname = %s and pid <> pg_backend_pid()",
-            (dbname,),
-        )
-        try:
-            assert server.stop(signal.SIGINT) == 0
-        finally:
+    def stop_with_the_database_gone() -> int:
+        with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(
-                sql.SQL("alter database {} allow_connections true").format(sql.Identifier(dbname))
+                sql.SQL("alter database {} allow_connections false").format(sql.Identifier(dbname))
             )
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = %s and pid <> pg_backend_pid()",
+                (dbname,),
+            )
+            try:
+                return server.stop(signal.SIGINT)
+            finally:
+                admin.execute(
+                    sql.SQL("alter database {} allow_connections true").format(
+                        sql.Identifier(dbname)
+                    )
+                )
+
+    async def scenario() -> int:
+        clients = [await open_client(server) for _ in range(2)]
+        await asyncio.to_thread(
+            server.wait_for, lambda rows: sum(r["is_active"] for r in rows) == 2
+        )
+        stopped = await asyncio.to_thread(stop_with_the_database_gone)
+        for ws in clients:
+            await ws.close()
+        return stopped
+
+    assert run(scenario()) == 0
     log = server.log.read_text()
     assert "tether dev: stopped; 2 opened, 2 ended" in log
     assert "2 $disconnect(s) failed" in log
     assert "stay active until a sweep ends them" in log
     # Left for the sweep, as the line says: nothing was lost.
     assert sum(r["is_active"] for r in server.rows()) == 2
-    del clients
