@@ -36,8 +36,7 @@ def check(url: str) -> str:
     if not cleaned:
         raise ConfigurationError("the database URL is empty")
     if cleaned.lower().startswith(SCHEMES):
-        authority = re.split(r"[/?#]", cleaned.split("://", 1)[1], maxsplit=1)[0]
-        if authority.count("@") > 1:
+        if _at_in_host(cleaned):
             # libpq and Python split such a URL at different '@'s: the server would be
             # asked for part of the password as its host name, and say so in its error.
             raise ConfigurationError(
@@ -55,6 +54,16 @@ def check(url: str) -> str:
     raise ConfigurationError(
         "the database URL must look like postgresql://user:password@host:5432/dbname"
     )
+
+
+def _at_in_host(url: str) -> bool:
+    """Whether libpq would read an '@' as part of the host: it takes the user and
+    password up to the first '@' before any '/', and the hosts from there to a '/' or
+    a '?'."""
+    head = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in head:
+        return False
+    return "@" in head.split("@", 1)[1].split("?", 1)[0]
 
 
 def passwords(url: str) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import errors, sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from tests.conftest import EventBus, with_database
@@ -257,9 +257,10 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
     url = server.database()
     build_origin(url, team_objects=False)
     suffix = uuid.uuid4().hex[:8]
-    stranger, reader, password = f"stranger_{suffix}", f"reader_{suffix}", f"pw-{suffix}"
+    stranger, reader, owner = f"stranger_{suffix}", f"reader_{suffix}", f"owner_{suffix}"
+    password = f"pw-{suffix}"
     with _connect(url) as conn:
-        for role in (stranger, reader):
+        for role in (stranger, reader, owner):
             conn.execute(
                 sql.SQL("create role {} login password {}").format(
                     sql.Identifier(role), sql.Literal(password)
@@ -282,13 +283,22 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
             assert f"the role {stranger} cannot read public.conversation_sessions" in refused.stderr
             assert "connect as the table's owner" in refused.stderr
             assert password not in refused.stdout + refused.stderr
-        # A role that can read it but not alter it: --check says so, --apply refuses
-        # before its first step.
+        # A role that can read it but not alter it: --check says so, with the table's
+        # numbers as its owner reads them, and --apply refuses before its first step.
         checked = run_tether("adopt", "--check", "--database-url", _as_role(url, reader, password))
         assert checked.returncode == 0, checked.stderr
         assert f"the role {reader} does not own public.conversation_sessions" in checked.stdout
         assert "cannot create tether's schema" in checked.stdout
         assert "nothing can be applied until what is refused above is dealt with" in checked.stdout
+        as_reader = json.loads(
+            run_tether(
+                "adopt", "--check", "--json", "--database-url", _as_role(url, reader, password)
+            ).stdout
+        )
+        as_owner = inspect(url).as_dict()
+        for number in ("rows", "marked_active", "active", "orphans", "ended_unrecorded"):
+            assert as_reader[number] == as_owner[number], number
+        assert as_owner["active"] > 0
         refused = run_tether(
             "adopt", "--apply", "--yes", "--database-url", _as_role(url, reader, password)
         )
@@ -296,9 +306,32 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
         assert "cannot adopt" in refused.stderr and "does not own" in refused.stderr
         assert refused.stdout == ""
         assert _snapshot(url) == before
+        # The table's owner, allowed to create a schema but not in public, where
+        # tether's functions and outbox go.
+        with _connect(url) as conn:
+            conn.execute(
+                sql.SQL("alter table public.conversation_sessions owner to {}").format(
+                    sql.Identifier(owner)
+                )
+            )
+            conn.execute(
+                sql.SQL("grant create on database {} to {}").format(
+                    sql.Identifier(conninfo_to_dict(url)["dbname"]), sql.Identifier(owner)
+                )
+            )
+            conn.execute(sql.SQL("revoke create on schema public from public"))
+        before = _snapshot(url)
+        refused = run_tether(
+            "adopt", "--apply", "--yes", "--database-url", _as_role(url, owner, password)
+        )
+        assert refused.returncode == 1
+        assert f"the role {owner} cannot create in schema public" in refused.stderr
+        assert "does not own" not in refused.stderr
+        assert _snapshot(url) == before
     finally:
         with _connect(url) as conn:
-            for role in (stranger, reader):
+            conn.execute("alter table public.conversation_sessions owner to current_user")
+            for role in (stranger, reader, owner):
                 conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
@@ -682,8 +715,17 @@ def test_the_old_server_s_writes_stay_consistent_during_the_transition(
 
 def test_a_start_the_old_server_writes_after_now_is_now(adoptable: Adoptable) -> None:
     """A naive local clock read as UTC, as the origin's rows show: the trigger reads it
-    as the backfill does, so the session's end is never after now either."""
+    as the backfill does, so the session's end is never after now either. A transition
+    begun by an earlier version gets this reading from `--apply` run again."""
     apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create or replace function tether.adoption_sync_row() returns trigger"
+            " language plpgsql as $$ begin return new; end $$"
+        )
+    again = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert again.returncode == 0, again.stderr
+    assert "nothing left to do" in again.stdout
     with _connect(adoptable.url) as conn:
         ahead = conn.execute("select now() + interval '3 hours' as t").fetchone()["t"]  # type: ignore[index]
         sid = conn.execute(

@@ -23,8 +23,9 @@ from tether.admin.routers import dashboard, health, sessions, stats, sweep, user
 TITLE = "tether operators' API"
 DESCRIPTION = (
     "Sessions, forced closes, presence, statistics and the sweep of a tether deployment."
-    " Every route but `/health` needs the operator key (`Authorization: Bearer <key>` or"
-    " `X-Tether-Operator-Key`) or an operator's Supabase access token. Errors are"
+    " Every route that reads or changes sessions needs the operator key (`Authorization:"
+    " Bearer <key>` or `X-Tether-Operator-Key`) or an operator's Supabase access token;"
+    " `/health`, this schema and the live page's shell answer without. Errors are"
     " `application/problem+json` (RFC 9457)."
 )
 STATIC = Path(__file__).parent / "static"

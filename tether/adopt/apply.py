@@ -24,6 +24,7 @@ from tether.adopt import dependents, inspect, plan, rules
 from tether.adopt.catalog import (
     ADDED_COLUMNS,
     CONVERTED_DURATION,
+    SYNC_FUNCTION,
     SYNC_TRIGGER,
     TETHER_CHECKS,
     TRANSITIONAL_CONSTRAINTS,
@@ -155,6 +156,11 @@ def step_prepare(run: _Run) -> None:
     with run.conn.transaction():
         run.conn.execute(sql_file("prepare.sql").encode())
         _mark(run.conn, "prepare")
+
+
+def _transition_running(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    row = conn.execute("select to_regprocedure(%s) is not null", (f"{SYNC_FUNCTION}()",)).fetchone()
+    return bool(row and row[0])
 
 
 def sync_function() -> sql.Composed:
@@ -643,6 +649,10 @@ def apply(
                     "adoption step done", extra={"step": name, "seconds": result.seconds[name]}
                 )
                 run.checkpoint(name)
+            if _transition_running(conn):
+                # A transition begun by an earlier tether keeps this one's reading of the
+                # old server's writes from here on (the function only; no lock on the table).
+                conn.execute(sync_function())
             result.supabase_ledger = migrate.has_supabase_ledger(conn)
         finally:
             if not conn.closed and not conn.broken:

@@ -181,8 +181,10 @@ _ROLE = """
 select current_user,
        has_table_privilege(%(oid)s::oid, 'select'),
        pg_has_role((select relowner from pg_catalog.pg_class where oid = %(oid)s), 'usage'),
-       has_database_privilege(current_database(), 'create')
-         or coalesce(has_schema_privilege(to_regnamespace('tether'), 'create'), false)
+       case when to_regnamespace('tether') is null
+            then has_database_privilege(current_database(), 'create')
+            else has_schema_privilege(to_regnamespace('tether'), 'create') end,
+       has_schema_privilege('public', 'create')
 """
 
 
@@ -199,7 +201,7 @@ def check_role(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> RoleC
     row = conn.execute(_ROLE, {"oid": shape.oid}).fetchone()
     if row is None:
         return RoleCheck(True, [])
-    role, can_read, owns, can_create = row
+    role, can_read, owns, can_create, can_create_public = row
     run_as = "connect as the table's owner (on Supabase: the postgres role)"
     if not can_read:
         return RoleCheck(
@@ -215,6 +217,11 @@ def check_role(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> RoleC
         found.append(
             f"the role {role} cannot create tether's schema in this database (no CREATE on"
             f" it): {run_as}"
+        )
+    if not can_create_public:
+        found.append(
+            f"the role {role} cannot create in schema public (no CREATE on it), where tether's"
+            f" functions and outbox go: {run_as}"
         )
     return RoleCheck(True, found)
 
@@ -529,9 +536,7 @@ def inspect_with(
     role = check_role(conn, shape)
     if not role.readable:
         raise AdoptionError(role.refusals[0])
-    # A finished adoption alters nothing more.
-    report.refusals = role.refusals if report.state != FINISHED else []
-    report.refusals += refusals(shape) + ledger_refusals(conn)
+    report.refusals = refusals(shape) + ledger_refusals(conn)
     report.columns_added, report.columns_converted, report.columns_kept = _columns_report(shape)
     report.views = views_on_table(conn, shape.oid)
     report.policies = list(shape.policies)
@@ -577,6 +582,12 @@ def inspect_with(
     ]
     report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
     report.refusals += conversion_refusals(shape, found)
+    # What the role lacks stops the next step there is: --finish once applied; nothing
+    # once finished. The table's numbers above are read all the same.
+    if report.state == TRANSITIONAL:
+        report.finish_refusals += role.refusals
+    elif report.state != FINISHED:
+        report.refusals += role.refusals
     report.steps = plan.apply_steps(
         shape, measured, batch_size=batch_size, lock_timeout=lock_timeout
     )

@@ -196,10 +196,17 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     nothing = inspection.nothing_to_adopt(report.state)
     if nothing:
         raise AdoptionError(nothing)
-    if report.state in (inspection.TRANSITIONAL, inspection.FINISHED):
+    if report.state == inspection.FINISHED:
         tell(f"{report.table}: {report.state}; --apply has nothing left to do")
         if args.json:
             say_json(ApplyResult().as_dict())
+        return 0
+    if report.state == inspection.TRANSITIONAL:
+        # Run all the same: it brings the transition's trigger up to this version.
+        again = apply(url, batch_size=args.batch_size, lock=_policy(args), progress=tell)
+        tell(f"{report.table}: {report.state}; --apply has nothing left to do")
+        if args.json:
+            say_json(again.as_dict())
         return 0
     if report.refusals:
         raise AdoptionError("cannot adopt:\n  - " + "\n  - ".join(report.refusals))

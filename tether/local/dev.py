@@ -426,7 +426,8 @@ def _say_stopped(stats: GatewayStats, say: Callable[[str], None]) -> None:
     say(f"tether dev: stopped; {stats.opened} opened, {stats.ended} ended, {stats.refused} refused")
     if stats.disconnects_failed:
         say(
-            f"  {stats.disconnects_failed} $disconnect(s) failed (the log above says why):"
-            " their sessions stay active until a sweep ends them, the next `tether dev`'s first"
+            f"  of those ends, {stats.disconnects_failed} $disconnect(s) failed (the log above"
+            " says why): their sessions stay active until a sweep ends them, the next"
+            " `tether dev`'s first"
         )
     sys.stdout.flush()

@@ -86,9 +86,6 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             self._refuse_handshake("the request is not a valid HTTP request")
 
     def shutdown(self) -> None:
-        if self.conn.handshake_exc is not None and not self.handshake_complete:
-            self.transport.close()  # refused already: nothing of websockets' to close
-            return
         super().shutdown()
         self._abandon_later()
 

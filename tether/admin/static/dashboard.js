@@ -7,10 +7,10 @@
   const STORAGE = "tether.operatorKey";
   const EVERY_MS = 5000;
   const TIMEOUT_MS = 10000;
-  // What an operator key or an access token is made of: visible ASCII. Anything else
-  // cannot be sent in a header, and would fail every refresh after it.
-  const KEY_SHAPE = /^[\x21-\x7e]{1,8192}$/;
-  const NOT_A_KEY = "that is not a key: a key or token is letters, digits and signs, no spaces";
+  // What a header can carry: printable ASCII on one line. Anything else makes fetch
+  // throw, for this refresh and every one after it.
+  const KEY_SHAPE = /^[\x20-\x7e]{1,8192}$/;
+  const NOT_A_KEY = "that is not a key: a key or token is printable ASCII, on one line";
   let timer = null;
   // Bumped at every sign-in and sign-out: what a refresh begun before brings is dropped.
   let generation = 0;
@@ -42,23 +42,7 @@
 
   class AuthError extends Error {}
 
-  async function api(path, type) {
-    // A request that hangs (the database stopped mid-query) ends here, said as such.
-    const abort = new AbortController();
-    const timeout = setTimeout(() => abort.abort(), TIMEOUT_MS);
-    try {
-      return await answer(path, type, abort.signal);
-    } catch (error) {
-      if (abort.signal.aborted) {
-        throw new Error(`the API did not answer within ${TIMEOUT_MS / 1000} s`);
-      }
-      throw error;
-    } finally {
-      clearTimeout(timeout);
-    }
-  }
-
-  async function answer(path, type, signal) {
+  async function api(path, type, signal) {
     const response = await fetch(base + path, {
       headers: {
         Authorization: `Bearer ${sessionStorage.getItem(STORAGE) || ""}`,
@@ -221,12 +205,20 @@
     const started = generation;
     if (inFlight === started) return; // the last refresh still waits: no pile of requests
     inFlight = started;
+    // One signal for the refresh's requests: a hung one ends at the timeout, and those
+    // still out when another fails end with the refresh, so none outlives it.
+    const abort = new AbortController();
+    let timedOut = false;
+    const timeout = setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, TIMEOUT_MS);
     try {
       const [live, daily, chart, sessions] = await Promise.all([
-        api("/stats/live"),
-        api("/stats/daily?days=14"),
-        api("/dashboard/chart.svg?days=14", "image/svg+xml"),
-        api("/sessions?active=true&limit=10"),
+        api("/stats/live", undefined, abort.signal),
+        api("/stats/daily?days=14", undefined, abort.signal),
+        api("/dashboard/chart.svg?days=14", "image/svg+xml", abort.signal),
+        api("/sessions?active=true&limit=10", undefined, abort.signal),
       ]);
       if (started !== generation) return; // signed out (or in again) meanwhile
       renderLive(live);
@@ -246,9 +238,12 @@
         showLogin(error.message);
         return;
       }
-      $("#status").textContent = `could not refresh: ${error.message}`;
+      const why = timedOut ? `the API did not answer within ${TIMEOUT_MS / 1000} s` : error.message;
+      $("#status").textContent = `could not refresh: ${why}`;
       $("#status").classList.add("error");
     } finally {
+      clearTimeout(timeout);
+      abort.abort();
       if (inFlight === started) inFlight = null;
     }
   }
