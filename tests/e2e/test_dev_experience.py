@@ -44,6 +44,32 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     assert "Traceback" not in result.stderr
 
 
+def test_a_second_dev_in_the_same_folder_is_refused_and_the_first_goes_on(
+    start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
+) -> None:
+    first = start_dev("--sweep-interval", "1h")
+    note = json.loads((tmp_path / ".tether" / "dev.json").read_text())
+
+    async def connected() -> None:
+        async with await open_client(first) as ws:
+            first.wait_for(lambda rows: len(rows) == 1)
+            second = await asyncio.to_thread(
+                run_tether,
+                "dev", "--port", str(free_port()), "--database-url", database_url,
+                "--suspect-after", "0", cwd=tmp_path, timeout=60,
+            )  # fmt: skip
+            assert second.returncode == 1
+            assert "another tether dev is running in this folder" in second.stderr
+            assert f"pid {first.process.pid}" in second.stderr
+            # The first one's note and sessions are as they were.
+            assert json.loads((tmp_path / ".tether" / "dev.json").read_text()) == note
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv())["status"] in ("touched", "throttled")
+            assert [r["is_active"] for r in first.rows()] == [True]
+
+    run(connected())
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

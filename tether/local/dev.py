@@ -354,6 +354,19 @@ def _banner(
     say("  Ctrl-C closes every connection and ends its session")
 
 
+def _refuse_a_second_run() -> None:
+    """One `tether dev` per folder: a second would share its embedded database, and its
+    sweep, asking its own gateway about the first one's clients, would end their live
+    sessions as gone; its note would also replace the first one's."""
+    other = dev_state.running()
+    if other:
+        raise ConfigurationError(
+            f"another tether dev is running in this folder (pid {other.get('pid')},"
+            f" {other.get('ws_url', 'its gateway')}): stop it first, or run this one from"
+            " another folder"
+        )
+
+
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
     sys.stdout = LineAtomicStream(sys.stdout)  # whole lines from every thread
     logging.getLogger("tether.dev").setLevel(logging.INFO)
@@ -362,6 +375,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
     # The flags are checked before anything starts (the embedded database's URL is
     # not known yet: any URL stands in for it), so a bad one starts nothing.
     dev_settings(options, options.database_url or "postgresql://localhost/tether")
+    _refuse_a_second_run()
     faults = Faults(options.fault_file)
     listener = bind(options.host, options.port)
     database = None
