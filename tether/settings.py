@@ -138,6 +138,18 @@ class Settings(BaseModel):
             raise ValueError("must be a finite number of seconds")
         return value
 
+    @field_validator("connections_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from tether.aws.connections import endpoint_problem  # noqa: PLC0415
+
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
     @field_validator("heartbeat_grace_seconds", mode="before")
     @classmethod
     def _off(cls, value: object) -> object:

@@ -194,6 +194,44 @@ def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> No
     assert "no session" in unknown.stderr
 
 
+@pytest.mark.parametrize(
+    "url", ["foo", "", "http://", "ftp://gw.example/prod", "https//ops:s3cretpass@gw.example/p"]
+)
+def test_kick_and_sweep_refuse_an_endpoint_that_is_not_one_before_anything(
+    database_url: str, make_session: SessionFactory, url: str
+) -> None:
+    row = make_session(started_seconds_ago=60)
+    for command in (
+        ["kick", "--session", str(row["session_id"]), "--yes"],
+        ["sweep"],
+    ):
+        refused = _tether(*command, "--endpoint-url", url, "--database-url", database_url)
+        assert refused.returncode == 2, refused.stderr
+        assert "--endpoint-url" in refused.stderr and "http(s) URL" in refused.stderr
+        assert "Traceback" not in refused.stderr and "s3cretpass" not in refused.stderr
+    with psycopg.connect(database_url) as conn:
+        active = conn.execute(
+            "select is_active from public.conversation_sessions where session_id = %s",
+            (row["session_id"],),
+        ).fetchone()
+    assert active == (True,)
+
+
+def test_credentials_in_the_endpoint_are_never_shown(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    row = make_session(started_seconds_ago=60)
+    failed = _tether(
+        "kick", "--session", str(row["session_id"]), "--yes", "--announce-to", "log",
+        "--endpoint-url", "http://admin:hunter2secret@127.0.0.1:9/local?token=tok123secret",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    said = failed.stdout + failed.stderr
+    assert "could not be told to close" in said
+    assert "hunter2secret" not in said and "tok123secret" not in said
+
+
 def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told(
     database_url: str, make_session: SessionFactory, gateway: ConnectionsStandIn
 ) -> None:

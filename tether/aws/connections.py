@@ -37,6 +37,28 @@ _CONNECTIONS_PATH = re.compile(
 )
 
 
+ENDPOINT_SHAPE = "https://{api}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as the @connections endpoint, without repeating it (it
+    may carry credentials); None when it is usable."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        return f"the @connections endpoint must be an http(s) URL: {ENDPOINT_SHAPE}"
+    if any(c.isspace() or not c.isprintable() for c in text):
+        return "the @connections endpoint holds a space or a control character"
+    return None
+
+
 def stage_endpoint(url: str) -> str:
     """The stage's base URL, which boto3 wants: ``https://{api}.execute-api.{region}
     .amazonaws.com/{stage}``. Given the full ``.../@connections/{id}`` form (as the console
@@ -83,7 +105,7 @@ class ConnectionsApi:
         except self._api.exceptions.GoneException:
             return ConnectionInfo(ConnectionState.GONE)
         except (BotoCoreError, ClientError) as exc:
-            raise GatewayError(f"GetConnection failed: {exc}") from exc
+            raise GatewayError(f"GetConnection failed: {_said(exc)}") from exc
         return ConnectionInfo(
             ConnectionState.ALIVE,
             connected_at=answer.get("ConnectedAt"),
@@ -99,5 +121,12 @@ class ConnectionsApi:
         except self._api.exceptions.GoneException:
             return False
         except (BotoCoreError, ClientError) as exc:
-            raise GatewayError(f"DeleteConnection failed: {exc}") from exc
+            raise GatewayError(f"DeleteConnection failed: {_said(exc)}") from exc
         return True
+
+
+def _said(exc: Exception) -> str:
+    # botocore quotes the URL it called, with whatever credentials were put in it.
+    from tether.dburl import hide_secrets  # noqa: PLC0415
+
+    return hide_secrets(str(exc))

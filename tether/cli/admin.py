@@ -17,6 +17,7 @@ from tether.cli.common import (
     add_database_options,
     confirm,
     declined,
+    endpoint,
     installed_settings,
     say,
     say_json,
@@ -310,6 +311,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     kick_cmd.add_argument("--yes", action="store_true", help="do not ask before acting")
     kick_cmd.add_argument(
         "--endpoint-url",
+        type=endpoint,
         metavar="URL",
         help="the @connections endpoint (default: $TETHER_CONNECTIONS_ENDPOINT; with"
         " --embedded, the running tether dev's)",

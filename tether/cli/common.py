@@ -35,6 +35,16 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
+def endpoint(text: str) -> str:
+    """An @connections endpoint given on the command line (http or https, a host)."""
+    from tether.aws.connections import endpoint_problem  # noqa: PLC0415
+
+    problem = endpoint_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip()
+
+
 def say_aside(text: str = "") -> None:
     """A line beside the command's output (stderr): progress, kept off a --json stdout."""
     sys.stderr.write(text + "\n")

@@ -16,6 +16,7 @@ from tether.cli.common import (
     confirm,
     declined,
     duration,
+    endpoint,
     installed_settings,
     say,
     say_json,
@@ -194,6 +195,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     add_database_options(sweep_cmd)
     sweep_cmd.add_argument(
         "--endpoint-url",
+        type=endpoint,
         metavar="URL",
         help="the @connections endpoint for suspects (default: $TETHER_CONNECTIONS_ENDPOINT;"
         " with --embedded, the running tether dev's)",
