@@ -212,6 +212,22 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     assert report["orphaned_sessions"] == 0
 
 
+def test_a_short_time_limit_still_takes_batches_until_it_is_up(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """The limit is when batches stop being taken; under the run's 10 s margin (kept on
+    Lambda for the invocation's end) it used to take none, and say to run again."""
+    make_session(started_seconds_ago=3 * 3600)
+    result = run_tether(
+        "sweep", "--time-limit", "5s", "--json", "--database-url", database_url,
+        env={"TETHER_ANNOUNCE_TO": "log"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ended_by_reason"] == {"max_duration": 1}
+    assert report["orphaned_sessions"] == 0
+
+
 def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

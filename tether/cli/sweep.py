@@ -47,7 +47,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say(f"would announce {preview.unannounced} unannounced end(s)")
         say("dry run: nothing was changed")
         return 0
-    deadline = time.monotonic() + args.time_limit
+    # The limit is when batches stop being taken: the run's margin (kept on Lambda for
+    # the invocation's end) is added back, or a limit under it would take none.
+    deadline = time.monotonic() + args.time_limit + config.sweep_time_margin_seconds
     # With --json, stdout is the report alone: the metric lines go to stderr.
     metrics_to = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(metrics_to):
