@@ -392,6 +392,76 @@ def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> Non
         ) from None
 
 
+# The names `supabase db push` takes: a version of digits, an underscore, any name.
+SUPABASE_FILE = re.compile(r"^(?P<version>\d+)_.*\.sql$")
+LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _folder_versions(to: Path) -> tuple[set[str], int | None]:
+    """The fingerprints and the latest version of the migrations a project's folder
+    holds, read as the Supabase CLI reads it: any ``<digits>_<name>.sql`` file."""
+    if not to.exists():
+        return set(), None
+    if not to.is_dir():
+        raise MigrationError(f"--to {to} is not a folder")
+    held: set[str] = set()
+    latest: int | None = None
+    try:
+        for path in to.iterdir():
+            match = SUPABASE_FILE.match(path.name)
+            if match is None or not path.is_file():
+                continue
+            # Undecodable bytes cannot equal one of tether's files; they still count.
+            held.add(fingerprint(path.read_bytes().decode(errors="replace")))
+            version = int(match["version"])
+            latest = version if latest is None else max(latest, version)
+    except OSError as exc:
+        raise MigrationError(f"cannot read {to}: {exc.strerror or exc}") from None
+    return held, latest
+
+
+def _moment(version_prefix: str) -> datetime | None:
+    """The moment a --version-prefix writes, or None when it writes none."""
+    if not re.fullmatch(r"[0-9]{14}", version_prefix):
+        return None
+    try:
+        moment = datetime.strptime(version_prefix, VERSION_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    # Four digits of year: strftime writes year 999 as "999", and the version is short.
+    return moment if moment.year >= 1000 else None
+
+
+def _first_version(version_prefix: str | None, latest: int | None, now: datetime) -> datetime:
+    if version_prefix is not None:
+        start = _moment(version_prefix)
+        if start is None:
+            raise MigrationError(
+                "--version-prefix must be a moment written YYYYMMDDHHMMSS (year 1000 or later)"
+            )
+        if latest is not None and int(version_prefix) <= latest:
+            raise MigrationError(
+                f"--version-prefix {version_prefix} is not after the folder's latest"
+                f" migration ({latest}): supabase db push would refuse to insert before it"
+            )
+        return start
+    start = now.replace(microsecond=0)
+    if latest is None:
+        return start
+    try:
+        after_latest = datetime.strptime(str(latest), VERSION_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        if latest < int(start.strftime(VERSION_FORMAT)):
+            return start  # a short version (0001_init.sql): any timestamp comes after it
+        raise MigrationError(
+            f"the folder's latest version ({latest}) is no moment tether's files can come"
+            " after (YYYYMMDDHHMMSS)"
+        ) from None
+    if after_latest >= LAST_MOMENT:
+        raise MigrationError(f"no version comes after the folder's latest ({latest})")
+    return max(start, after_latest + timedelta(seconds=1))
+
+
 def export(
     to: Path, *, version_prefix: str | None = None, now: datetime | None = None
 ) -> list[Path]:
@@ -400,34 +470,23 @@ def export(
 
     Files whose content the folder already holds (an earlier export) are skipped.
     The content is written unchanged, so ``tether migrate`` knows them as its own.
+    Everything is checked before the first file is written.
     """
-    existing = discover(to) if to.exists() else []
-    held = {migration.fingerprint for migration in existing}
-    latest = max((migration.version for migration in existing), default=None)
-    if version_prefix is not None:
-        if not re.fullmatch(r"\d{14}", version_prefix):
-            raise MigrationError(
-                f"--version-prefix must be a timestamp YYYYMMDDHHMMSS, got {version_prefix!r}"
-            )
-        start = datetime.strptime(version_prefix, VERSION_FORMAT).replace(tzinfo=UTC)
-        if latest is not None and version_prefix <= latest:
-            raise MigrationError(
-                f"--version-prefix {version_prefix} is not after the folder's latest"
-                f" migration ({latest}): supabase db push would refuse to insert before it"
-            )
-    else:
-        start = (now or datetime.now(UTC)).replace(microsecond=0)
-        if latest is not None:
-            after_latest = datetime.strptime(latest, VERSION_FORMAT).replace(tzinfo=UTC)
-            start = max(start, after_latest + timedelta(seconds=1))
-    to.mkdir(parents=True, exist_ok=True)
+    held, latest = _folder_versions(to)
+    start = _first_version(version_prefix, latest, now or datetime.now(UTC))
+    missing = [migration for migration in discover() if migration.fingerprint not in held]
+    if missing and (LAST_MOMENT - start).total_seconds() < len(missing) - 1:
+        raise MigrationError(f"no room for {len(missing)} versions after {start:%Y%m%d%H%M%S}")
     written: list[Path] = []
     moment = start
-    for migration in discover():
-        if migration.fingerprint in held:
-            continue
-        target = to / f"{moment.strftime(VERSION_FORMAT)}_tether_{migration.name}.sql"
-        target.write_bytes(migration.sql.encode())
-        written.append(target)
-        moment += timedelta(seconds=1)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+        for migration in missing:
+            target = to / f"{moment.strftime(VERSION_FORMAT)}_tether_{migration.name}.sql"
+            target.write_bytes(migration.sql.encode())
+            written.append(target)
+            moment += timedelta(seconds=1)
+    except OSError as exc:
+        done = f" ({len(written)} written before it)" if written else ""
+        raise MigrationError(f"cannot write to {to}: {exc.strerror or exc}{done}") from None
     return written

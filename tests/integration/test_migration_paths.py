@@ -5,6 +5,7 @@ of files exported into a team's own supabase/migrations."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -211,6 +212,54 @@ def test_export_refuses_a_prefix_before_the_team_s_latest(tmp_path: Path) -> Non
         migrate.export(tmp_path, version_prefix="2030")
     written = migrate.export(tmp_path, version_prefix="20300101000001")
     assert written[0].name.startswith("20300101000001_tether_")
+
+
+def test_export_reads_a_folder_as_the_supabase_cli_does(tmp_path: Path) -> None:
+    """Any <digits>_<name>.sql is a migration to the CLI: kebab case, capitals, short
+    versions; other files, folders and undecodable bytes are no reason to stop."""
+    (tmp_path / "0001_init.sql").write_text("select 1;\n")
+    (tmp_path / "20240101000000_create-users.sql").write_text("select 2;\n")
+    (tmp_path / "20240101000001_Init.sql").write_bytes(b"select '\xff';\n")
+    (tmp_path / "README.md").write_text("notes\n")
+    (tmp_path / "20240101000002_folder.sql").mkdir()
+    written = migrate.export(tmp_path, now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert written[0].name.startswith("20260101000000_tether_")
+    assert migrate.export(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("prefix", "says"),
+    [
+        ("99999999999999", "YYYYMMDDHHMMSS"),
+        ("20260230000000", "YYYYMMDDHHMMSS"),
+        ("00000000000000", "YYYYMMDDHHMMSS"),
+        ("00010101000000", "year 1000 or later"),
+        ("\uff12\uff10\uff12\uff16" + "0" * 10, "YYYYMMDDHHMMSS"),  # full-width digits
+        ("99991231235959", "no room for"),
+    ],
+)
+def test_export_refuses_a_prefix_that_writes_no_version_before_writing(
+    tmp_path: Path, prefix: str, says: str
+) -> None:
+    with pytest.raises(MigrationError, match=says):
+        migrate.export(tmp_path, version_prefix=prefix)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_folder_it_cannot_follow_or_write(tmp_path: Path) -> None:
+    (tmp_path / "99991231235959_future.sql").write_text("select 1;\n")
+    with pytest.raises(MigrationError, match="no version comes after"):
+        migrate.export(tmp_path)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(MigrationError, match="is not a folder"):
+        migrate.export(a_file)
+    with pytest.raises(MigrationError, match="cannot write to"):
+        migrate.export(a_file / "sub")
+    cli = run_tether("migrations", "export", "--to", str(a_file / "sub"))
+    assert cli.returncode == 1
+    assert cli.stderr.startswith("tether migrations export: cannot write to")
+    assert "Traceback" not in cli.stderr
 
 
 @pytest.mark.parametrize(

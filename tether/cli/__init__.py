@@ -105,7 +105,12 @@ def _failed(args: argparse.Namespace, exc: TetherError) -> int:
     message = str(exc)
     for url in (getattr(args, "database_url", None), configured_url()):
         message = scrub(message, url)
-    sys.stderr.write(f"tether {args.command}: {message}\n")
+    # The (sub)command that failed, as its usage names it: tether migrations export.
+    parser = getattr(args, "command_parser", None)
+    said_by = (
+        parser.prog if isinstance(parser, argparse.ArgumentParser) else f"tether {args.command}"
+    )
+    sys.stderr.write(f"{said_by}: {message}\n")
     return 1
 
 
