@@ -319,6 +319,26 @@ def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -
     assert "add up to more than 1" in result.stderr
 
 
+@pytest.mark.parametrize("url", ["foo", "http://127.0.0.1:9", "ws://"])
+def test_simulate_refuses_a_url_that_is_no_gateway_s(url: str, tmp_path: Path) -> None:
+    result = run_tether(
+        "simulate", "--url", url, "--database-url", "postgresql://x@/y", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "--url" in result.stderr and "ws:// or wss://" in result.stderr
+
+
+def test_simulate_fails_when_no_client_could_connect(database_url: str, tmp_path: Path) -> None:
+    for output in ([], ["--json"]):
+        result = run_tether(
+            "simulate", "--url", f"ws://127.0.0.1:{free_port()}", "--database-url", database_url,
+            "--clients", "2", "--duration", "1s", "--settle", "0", *output, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(result.stdout)["failed"] == 2
+    assert "Traceback" not in result.stderr
+
+
 def _plain(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """A command run with only the environment given (no TETHER_* of the test run's)."""
     return subprocess.run(  # noqa: S603 - our own console script

@@ -116,9 +116,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             progress=not args.json and sys.stderr.isatty(),
         )
     )
+    # A run in which no client connected measured nothing: a script must see it.
+    outcome = 0 if report.connected else 1
     if args.json:
         say_json(report.as_dict())
-        return 0
+        return outcome
     latency = report.detection_latency_s
     say(
         f"clients {report.clients}: connected {report.connected}, dropped {report.dropped},"
@@ -142,7 +144,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     for error in report.errors:
         say(f"  client error: {error}")
-    return 0
+    if not report.connected:
+        sys.stderr.write("tether simulate: no client could connect: nothing was measured\n")
+    return outcome
+
+
+def _ws_url(text: str) -> str:
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(text.strip())
+        host = parts.hostname
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in ("ws", "wss") or not host:
+        raise argparse.ArgumentTypeError("a ws:// or wss:// URL with a host is expected")
+    return text.strip()
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -325,7 +343,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     sim_cmd.add_argument(
-        "--url", help="ws:// or wss:// URL of the gateway (default: the running `tether dev`)"
+        "--url",
+        type=_ws_url,
+        help="ws:// or wss:// URL of the gateway (default: the running `tether dev`)",
     )
     sim_cmd.add_argument(
         "--database-url",
