@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
+
+import psutil
 
 from tests.e2e.conftest import TETHER
 
@@ -62,3 +65,31 @@ def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     latency = report["max_detection_latency_s"]
     assert latency is None or latency <= report["bound_s"] + 3, report
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_chaos_run_stopped_with_sigterm_leaves_nothing_running(tmp_path: Path) -> None:
+    """As a cancelled CI job or `timeout` stops it: its gateway and its embedded
+    Postgres are stopped, and its folder is removed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TETHER_DATABASE_URL")}
+    started = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "chaos", "--clients", "5", "--minutes", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert started.stderr is not None
+    for line in started.stderr:
+        if "clients for" in line:
+            break
+    started.send_signal(signal.SIGTERM)
+    started.communicate(timeout=60)
+    assert started.returncode == 130
+    left = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert left == []
+    assert list((tmp_path / ".tether").glob("chaos-*")) == []

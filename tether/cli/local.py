@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -163,6 +164,10 @@ def _ws_url(text: str) -> str:
     return text.strip()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     from tether.local.chaos import run_chaos  # noqa: PLC0415
@@ -174,6 +179,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             sys.stderr.write(f"[{time.monotonic() - started:5.0f}s] {line}\n")
             sys.stderr.flush()
 
+    # SIGTERM (a cancelled CI job, `timeout`) stops the run as Ctrl-C does: its gateway
+    # and embedded Postgres are stopped and its folder removed, not left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     report = run_chaos(
         clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
     )
