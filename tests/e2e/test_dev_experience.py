@@ -395,3 +395,9 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    # With tether dev stopped, a command starts the database for itself alone, and says
+    # nothing of it unless asked (-v).
+    alone = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["sessions"]
+    assert alone.stderr == ""

@@ -4,6 +4,7 @@ of files exported into a team's own supabase/migrations."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,17 @@ def test_a_team_s_own_migration_named_like_tether_s_is_not_taken_for_a_copy(
     assert adopted.returncode == 0, adopted.stderr
     table = migrate.table_migration(migrate.discover())
     assert (table.version, migrate.ADOPTED) in _ledger(empty_database_url)
+
+
+def test_migrate_json_is_json_alone(empty_database_url: str) -> None:
+    first = run_tether("migrate", "--json", "--database-url", empty_database_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["applied"] == [m.filename for m in migrate.discover()]
+    again = run_tether("migrate", "--json", "--database-url", empty_database_url)
+    assert json.loads(again.stdout) == {"applied": []}
+    status = run_tether("migrate", "--status", "--json", "--database-url", empty_database_url)
+    applied_at = json.loads(status.stdout)["applied"][0]["applied_at"]
+    assert "T" in applied_at and datetime.fromisoformat(applied_at).tzinfo is not None
 
 
 def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:

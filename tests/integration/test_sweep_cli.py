@@ -228,6 +228,18 @@ def test_a_short_time_limit_still_takes_batches_until_it_is_up(
     assert report["orphaned_sessions"] == 0
 
 
+def test_sweep_says_when_the_gateway_could_not_be_asked(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    make_session(connection_id="silent=", started_seconds_ago=900, seen_seconds_ago=300)
+    result = run_tether(
+        "sweep", "--database-url", database_url, "--endpoint-url", "http://127.0.0.1:9/prod",
+        env={"TETHER_ANNOUNCE_TO": "log"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "call(s) to the gateway failed" in result.stdout
+
+
 def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -17,7 +17,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if args.json:
             say_json(
                 {
-                    "applied": [record.__dict__ for record in state.applied],
+                    "applied": [
+                        {**record.__dict__, "applied_at": record.applied_at.isoformat()}
+                        for record in state.applied
+                    ],
                     "pending": [m.filename for m in state.pending],
                     "applied_by_supabase": state.applied_by_supabase,
                 }
@@ -43,6 +46,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         say(f"{len(state.applied)} applied, {len(state.pending)} pending")
         return 0
     done = migrate.migrate(url)
+    if args.json:
+        say_json({"applied": [migration.filename for migration in done]})
+        return 0
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
@@ -73,7 +79,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     migrate_cmd.add_argument(
         "--status", action="store_true", help="list applied and pending migrations, change nothing"
     )
-    migrate_cmd.add_argument("--json", action="store_true", help="with --status: print JSON")
+    migrate_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
     migrate_cmd.set_defaults(handler=cmd_migrate)
 
     group = commands.add_parser(

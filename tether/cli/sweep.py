@@ -70,6 +70,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"closed {report.closed_silent} silent connection(s) at the gateway"
             " (heartbeat_timeout; an end their $disconnect recorded first is not counted above)"
         )
+    if report.gateway_errors:
+        say(
+            f"{report.gateway_errors} call(s) to the gateway failed: those suspects are"
+            " asked about again at the next run"
+        )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
         say(

