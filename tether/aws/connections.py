@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from tether.errors import GatewayError
+from tether.errors import ConfigurationError, GatewayError
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -42,20 +42,34 @@ ENDPOINT_SHAPE = "https://{api}.execute-api.{region}.amazonaws.com/{stage}"
 
 def endpoint_problem(url: str) -> str | None:
     """What makes ``url`` unusable as the @connections endpoint, without repeating it (it
-    may carry credentials); None when it is usable."""
+    may carry credentials); None when it is usable. botocore's own check of a host is
+    the one applied, so what passes here is what its client takes."""
     from urllib.parse import urlsplit  # noqa: PLC0415
 
+    from botocore.utils import (  # noqa: PLC0415
+        is_valid_endpoint_url,
+        is_valid_ipv6_endpoint_url,
+    )
+
     text = url.strip()
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname
-    except ValueError:
-        host = None
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        return f"the @connections endpoint must be an http(s) URL: {ENDPOINT_SHAPE}"
+    shape = f"the @connections endpoint must be an http(s) URL: {ENDPOINT_SHAPE}"
     if any(c.isspace() or not c.isprintable() for c in text):
         return "the @connections endpoint holds a space or a control character"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not one
+    except ValueError:
+        return shape
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return shape
+    base = stage_endpoint(text)
+    if not (is_valid_endpoint_url(base) or is_valid_ipv6_endpoint_url(base)):
+        return f"the @connections endpoint's host is not a valid host name: {ENDPOINT_SHAPE}"
+    if "/@connections" in base.lower():
+        return (
+            "the @connections endpoint names a connection: give the stage's URL, or"
+            " .../@connections/{id} with {id} as it is"
+        )
     return None
 
 
@@ -87,6 +101,10 @@ class ConnectionsApi:
     ) -> ApiGatewayManagementApiClient:
         from tether.aws.clients import client  # noqa: PLC0415 - boto3 only where it is used
 
+        problem = endpoint_problem(self.endpoint_url)
+        if problem:
+            # botocore would say it with the URL, credentials and all.
+            raise ConfigurationError(problem)
         client_: ApiGatewayManagementApiClient = client(
             "apigatewaymanagementapi",
             endpoint_url=self.endpoint_url,
