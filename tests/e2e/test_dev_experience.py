@@ -44,6 +44,46 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     assert "Traceback" not in result.stderr
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_an_ipv6_host_serves_and_its_endpoint_works(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    if not _ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    server = start_dev("--host", "::1", "--sweep-interval", "1h")
+    assert f"ws://[::1]:{server.port}" in server.log.read_text()
+
+    async def heartbeat() -> dict[str, Any]:
+        async with connect(f"ws://[::1]:{server.port}", ping_interval=None) as ws:
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            answer: dict[str, Any] = json.loads(await ws.recv())
+            return answer
+
+    assert run(heartbeat())["action"] == "heartbeat"
+    note = json.loads((tmp_path / ".tether" / "dev.json").read_text())
+    assert note["connections_endpoint"] == f"http://[::1]:{server.port}/local"
+
+
+def test_a_note_left_by_a_crash_does_not_stop_the_next_start(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """The note of a killed run names a pid the system may have given to any process
+    since (here, this test's own): only a run that holds the folder stops another."""
+    (tmp_path / ".tether").mkdir()
+    note = tmp_path / ".tether" / "dev.json"
+    note.write_text(json.dumps({"pid": os.getpid(), "ws_url": "ws://127.0.0.1:1"}))
+    server = start_dev("--sweep-interval", "1h")
+    assert json.loads(note.read_text())["pid"] == server.process.pid
+
+
 def test_a_second_dev_in_the_same_folder_is_refused_and_the_first_goes_on(
     start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
 ) -> None:

@@ -93,3 +93,34 @@ def test_simulate_says_the_tether_dev_that_ran_here_has_stopped(folder: Path) ->
     assert result.returncode != 0
     assert "no gateway to simulate against (the one that ran here has stopped)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_takes_away_its_own_note_only(folder: Path) -> None:
+    _written_by(_dead_pid())
+    dev_state.clear()
+    assert dev_state.PATH.exists()  # another run's: it is not this process's to clear
+    _written_by(os.getpid())
+    dev_state.clear()
+    assert not dev_state.PATH.exists()
+
+
+def test_the_folder_is_held_by_one_process_at_a_time(folder: Path) -> None:
+    held = dev_state.hold()
+    assert held is not None
+    other = subprocess.run(
+        [sys.executable, "-c", "from tether.local import state; print(state.hold() is None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+    )
+    assert other.stdout.strip() == "True"
+    held.close()
+    again = subprocess.run(
+        [sys.executable, "-c", "from tether.local import state; print(state.hold() is None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+    )
+    assert again.stdout.strip() == "False"

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 
@@ -133,7 +133,7 @@ def routing(options: DevOptions) -> Routing:
 
 def dev_settings(options: DevOptions, database_url: str) -> Settings:
     """The production settings, with what a laptop run changes."""
-    endpoint = f"http://{options.host}:{options.port}/{STAGE}"
+    endpoint = f"http://{_netloc(options)}/{STAGE}"
     overrides: dict[str, Any] = {
         "database_url": database_url,
         "allow_anonymous": _env_flag("TETHER_ALLOW_ANONYMOUS", default=True),
@@ -145,7 +145,7 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
     }
     if not os.environ.get("TETHER_JWT_ISSUER") and not os.environ.get("SUPABASE_URL"):
         # Tokens minted for the local run name this issuer (the banner says so).
-        overrides["jwt_issuer"] = f"http://{options.host}:{options.port}/auth/v1"
+        overrides["jwt_issuer"] = f"http://{_netloc(options)}/auth/v1"
     if options.heartbeat_grace is not None:
         overrides["heartbeat_grace_seconds"] = (
             None if options.heartbeat_grace == limits.HEARTBEATS_OFF else options.heartbeat_grace
@@ -212,7 +212,7 @@ def build(
         ),
         route_selection_key=routed.selection_key,
         stage=STAGE,
-        domain_name=f"{options.host}:{options.port}",
+        domain_name=_netloc(options),
         disconnect_loss=options.disconnect_loss,
         on_event=lambda what, connection_id: logger.info("%s %s", what, connection_id),
         admin=create_app(),
@@ -315,14 +315,14 @@ def _banner(
     leftovers: int,
 ) -> None:
     """Every effective setting, and a first command to try: said once the port is bound."""
-    ws_url = f"ws://{options.host}:{options.port}"
+    ws_url = f"ws://{_netloc(options)}"
     where = f"embedded, data in {database.data_dir}" if database else "given"
     every = config.sweep_check_every_seconds
     grace = config.heartbeat_grace_seconds
     say(f"tether dev: listening on {ws_url}")
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
-    say(f"  @connections  http://{options.host}:{options.port}/{STAGE}/@connections/{{id}}")
-    admin = f"http://{options.host}:{options.port}/admin"
+    say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
+    admin = f"http://{_netloc(options)}/admin"
     key = "$TETHER_OPERATOR_KEY" if os.environ.get("TETHER_OPERATOR_KEY") else config.operator_key
     say(f"  operator key  {key}")
     say(f"  live page     {admin}/dashboard?key={key}")
@@ -354,33 +354,51 @@ def _banner(
     say("  Ctrl-C closes every connection and ends its session")
 
 
-def _refuse_a_second_run() -> None:
+def _netloc(options: DevOptions) -> str:
+    """host:port for a URL: an IPv6 address goes in brackets (http://[::1]:3001)."""
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return f"{host}:{options.port}"
+
+
+def _hold_the_folder() -> IO[str]:
     """One `tether dev` per folder: a second would share its embedded database, and its
     sweep, asking its own gateway about the first one's clients, would end their live
-    sessions as gone; its note would also replace the first one's."""
-    other = dev_state.running()
-    if other:
+    sessions as gone; its note would also replace the first one's. A lock, not the note:
+    the system lets it go when its holder dies, whatever became of its pid."""
+    held = dev_state.hold()
+    if held is None:
+        other = dev_state.read()
+        which = f" (pid {other['pid']}, {other.get('ws_url', '')})" if "pid" in other else ""
         raise ConfigurationError(
-            f"another tether dev is running in this folder (pid {other.get('pid')},"
-            f" {other.get('ws_url', 'its gateway')}): stop it first, or run this one from"
-            " another folder"
+            f"another tether dev is running in this folder{which}: stop it first, or run"
+            " this one from another folder with its own database"
         )
+    return held
+
+
+def _checked(options: DevOptions) -> tuple[Routing, Faults]:
+    """The flags, checked before anything starts (the embedded database's URL is not
+    known yet: any URL stands in for it), so a bad one starts nothing."""
+    routed = routing(options)
+    dev_settings(options, options.database_url or "postgresql://localhost/tether")
+    return routed, Faults(options.fault_file)
+
+
+def _dev_output() -> None:
+    sys.stdout = LineAtomicStream(sys.stdout)  # whole lines from every thread
+    for name in ("tether.dev", "tether.gateway"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
-    sys.stdout = LineAtomicStream(sys.stdout)  # whole lines from every thread
-    logging.getLogger("tether.dev").setLevel(logging.INFO)
-    logging.getLogger("tether.gateway").setLevel(logging.INFO)
-    routed = routing(options)
-    # The flags are checked before anything starts (the embedded database's URL is
-    # not known yet: any URL stands in for it), so a bad one starts nothing.
-    dev_settings(options, options.database_url or "postgresql://localhost/tether")
-    _refuse_a_second_run()
-    faults = Faults(options.fault_file)
-    listener = bind(options.host, options.port)
+    _dev_output()
+    routed, faults = _checked(options)
+    folder = _hold_the_folder()
+    listener: socket.socket | None = None
     database = None
     url = options.database_url
     try:
+        listener = bind(options.host, options.port)
         if url is None:
             database = embedded.start(embedded.DEFAULT_DATA_DIR)
             url = database.url
@@ -389,11 +407,13 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         gateway, server = build(options, config, routed, faults)
         leftovers = _leftovers(config)
     except BaseException:
-        listener.close()
+        if listener is not None:
+            listener.close()
         if database is not None and database.started_here:
             database.stop()
+        folder.close()
         raise
-    ws_url = f"ws://{options.host}:{options.port}"
+    ws_url = f"ws://{_netloc(options)}"
     schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
 
     async def ready() -> None:
@@ -402,6 +422,10 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             if server.should_exit:
                 return
             await asyncio.sleep(0.02)
+        # The note first: once the banner says so, simulate and --embedded find it.
+        dev_state.write(
+            database_url=url, ws_url=ws_url, connections_endpoint=config.connections_endpoint or ""
+        )
         _banner(
             say,
             options=options,
@@ -410,9 +434,6 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             database=database,
             applied=len(applied),
             leftovers=leftovers,
-        )
-        dev_state.write(
-            database_url=url, ws_url=ws_url, connections_endpoint=config.connections_endpoint or ""
         )
 
     async def main() -> None:
@@ -432,6 +453,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         runtime.reset()
         if database is not None and database.started_here:
             database.stop()
+        folder.close()
     _say_stopped(gateway.stats, say)
     return 0
 

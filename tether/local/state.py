@@ -5,19 +5,37 @@ the ``local`` extra."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 PATH = Path(".tether") / "dev.json"
+LOCK = Path(".tether") / "dev.lock"
+
+
+def hold() -> IO[str] | None:
+    """This folder's `tether dev` lock, held until the returned file is closed or the
+    process ends (a crash included: the system releases it); None when another process
+    holds it."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    handle = LOCK.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def write(*, database_url: str, ws_url: str, connections_endpoint: str) -> None:
     """Say which database, gateway and @connections endpoint this process serves."""
     PATH.parent.mkdir(parents=True, exist_ok=True)
-    # The URL may carry a password: readable by this user alone, even if it existed.
-    descriptor = os.open(PATH, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written aside and renamed: a reader sees the whole note or none. The URL may carry
+    # a password: readable by this user alone.
+    partial = PATH.with_suffix(f".{os.getpid()}.tmp")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as note:
         note.write(
@@ -30,10 +48,13 @@ def write(*, database_url: str, ws_url: str, connections_endpoint: str) -> None:
                 }
             )
         )
+    os.replace(partial, PATH)
 
 
 def clear() -> None:
-    PATH.unlink(missing_ok=True)
+    """Take this process's note away (another's stays)."""
+    if read().get("pid") == os.getpid():
+        PATH.unlink(missing_ok=True)
 
 
 def read() -> dict[str, Any]:
