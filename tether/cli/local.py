@@ -164,7 +164,10 @@ def _ws_url(text: str) -> str:
     return text.strip()
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt_once(signum: int, frame: object) -> None:
+    # A second SIGTERM (CI sends more than one) must not cut short the clean-up the
+    # first one asked for.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -181,10 +184,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
     # SIGTERM (a cancelled CI job, `timeout`) stops the run as Ctrl-C does: its gateway
     # and embedded Postgres are stopped and its folder removed, not left behind.
-    signal.signal(signal.SIGTERM, _interrupt)
-    report = run_chaos(
-        clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
-    )
+    previous = signal.signal(signal.SIGTERM, _interrupt_once)
+    try:
+        report = run_chaos(
+            clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         say_json(report.as_dict())
         return 0 if report.passed else 1

@@ -695,9 +695,9 @@ def run_chaos(
     with tempfile.TemporaryDirectory(prefix="chaos-", dir=base) as scratch, eventbus.serve() as bus:
         workdir = Path(scratch).resolve()
         workdir.chmod(0o755)  # the embedded server's own user must reach its data
-        database = embedded.start(workdir / "pgdata")
         gateway: Gateway | None = None
         try:
+            database = embedded.start(workdir / "pgdata")
             # Trust authentication ignores a password; the run checks it never shows.
             password = secrets.token_urlsafe(12)
             url = make_conninfo("", **conninfo_to_dict(database.url), password=password)
@@ -748,5 +748,9 @@ def run_chaos(
         finally:
             if gateway is not None:
                 gateway.kill()
+            # Whether or not its start had returned: stopped while starting, it may run.
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                database.stop("immediate")
+                if embedded.is_running(workdir / "pgdata"):
+                    embedded.EmbeddedPostgres(workdir / "pgdata", "", started_here=True).stop(
+                        "immediate"
+                    )
