@@ -397,15 +397,16 @@ SUPABASE_FILE = re.compile(r"^(?P<version>\d+)_.*\.sql$")
 LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-def _folder_versions(to: Path) -> tuple[set[str], int | None]:
+def _folder_versions(to: Path) -> tuple[set[str], str | None]:
     """The fingerprints and the latest version of the migrations a project's folder
-    holds, read as the Supabase CLI reads it: any ``<digits>_<name>.sql`` file."""
+    holds, read as the Supabase CLI reads it: any ``<digits>_<name>.sql`` file, the
+    versions compared as text (as db push compares them)."""
     if not to.exists():
         return set(), None
     if not to.is_dir():
         raise MigrationError(f"--to {to} is not a folder")
     held: set[str] = set()
-    latest: int | None = None
+    latest: str | None = None
     try:
         for path in to.iterdir():
             match = SUPABASE_FILE.match(path.name)
@@ -413,7 +414,7 @@ def _folder_versions(to: Path) -> tuple[set[str], int | None]:
                 continue
             # Undecodable bytes cannot equal one of tether's files; they still count.
             held.add(fingerprint(path.read_bytes().decode(errors="replace")))
-            version = int(match["version"])
+            version = match["version"]
             latest = version if latest is None else max(latest, version)
     except OSError as exc:
         raise MigrationError(f"cannot read {to}: {exc.strerror or exc}") from None
@@ -432,34 +433,39 @@ def _moment(version_prefix: str) -> datetime | None:
     return moment if moment.year >= 1000 else None
 
 
-def _first_version(version_prefix: str | None, latest: int | None, now: datetime) -> datetime:
+def _sorts_after(version: str, latest: str) -> bool:
+    """Whether db push takes a file of ``version`` after one of ``latest``: it walks the
+    files in name order and compares versions as text, and the two must agree (after
+    9_users.sql, no 14-digit version does: 90000101000000_x.sql sorts first by name)."""
+    return version > latest and f"{version}_" > f"{latest}_"
+
+
+def _first_version(version_prefix: str | None, latest: str | None, now: datetime) -> datetime:
+    """The moment of the first version written: after the folder's latest in db push's
+    order."""
     if version_prefix is not None:
         start = _moment(version_prefix)
         if start is None:
             raise MigrationError(
                 "--version-prefix must be a moment written YYYYMMDDHHMMSS (year 1000 or later)"
             )
-        if latest is not None and int(version_prefix) <= latest:
+        if latest is not None and not _sorts_after(version_prefix, latest):
             raise MigrationError(
                 f"--version-prefix {version_prefix} is not after the folder's latest"
                 f" migration ({latest}): supabase db push would refuse to insert before it"
             )
         return start
     start = now.replace(microsecond=0)
-    if latest is None:
+    if latest is None or _sorts_after(start.strftime(VERSION_FORMAT), latest):
         return start
-    try:
-        after_latest = datetime.strptime(str(latest), VERSION_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        if latest < int(start.strftime(VERSION_FORMAT)):
-            return start  # a short version (0001_init.sql): any timestamp comes after it
-        raise MigrationError(
-            f"the folder's latest version ({latest}) is no moment tether's files can come"
-            " after (YYYYMMDDHHMMSS)"
-        ) from None
-    if after_latest >= LAST_MOMENT:
-        raise MigrationError(f"no version comes after the folder's latest ({latest})")
-    return max(start, after_latest + timedelta(seconds=1))
+    after_latest = _moment(latest) if len(latest) == len("YYYYMMDDHHMMSS") else None
+    if after_latest is not None and after_latest < LAST_MOMENT:
+        return after_latest + timedelta(seconds=1)
+    raise MigrationError(
+        f"no version of tether's form (YYYYMMDDHHMMSS) comes after the folder's latest"
+        f" ({latest}) in the order supabase db push takes them (versions compared as text,"
+        " files by name)"
+    )
 
 
 def export(
@@ -477,15 +483,17 @@ def export(
     missing = [migration for migration in discover() if migration.fingerprint not in held]
     if missing and (LAST_MOMENT - start).total_seconds() < len(missing) - 1:
         raise MigrationError(f"no room for {len(missing)} versions after {start:%Y%m%d%H%M%S}")
+    # Named before the first is written: the last may be the last moment there is.
+    targets = [
+        to / f"{(start + timedelta(seconds=n)).strftime(VERSION_FORMAT)}_tether_{m.name}.sql"
+        for n, m in enumerate(missing)
+    ]
     written: list[Path] = []
-    moment = start
     try:
         to.mkdir(parents=True, exist_ok=True)
-        for migration in missing:
-            target = to / f"{moment.strftime(VERSION_FORMAT)}_tether_{migration.name}.sql"
+        for target, migration in zip(targets, missing, strict=True):
             target.write_bytes(migration.sql.encode())
             written.append(target)
-            moment += timedelta(seconds=1)
     except OSError as exc:
         done = f" ({len(written)} written before it)" if written else ""
         raise MigrationError(f"cannot write to {to}: {exc.strerror or exc}{done}") from None

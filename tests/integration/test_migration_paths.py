@@ -189,9 +189,9 @@ def test_a_team_s_own_migration_named_like_tether_s_is_not_taken_for_a_copy(
 def test_migrate_json_is_json_alone(empty_database_url: str) -> None:
     first = run_tether("migrate", "--json", "--database-url", empty_database_url)
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["applied"] == [m.filename for m in migrate.discover()]
+    assert json.loads(first.stdout)["applied_now"] == [m.filename for m in migrate.discover()]
     again = run_tether("migrate", "--json", "--database-url", empty_database_url)
-    assert json.loads(again.stdout) == {"applied": []}
+    assert json.loads(again.stdout) == {"applied_now": []}
     status = run_tether("migrate", "--status", "--json", "--database-url", empty_database_url)
     applied_at = json.loads(status.stdout)["applied"][0]["applied_at"]
     assert "T" in applied_at and datetime.fromisoformat(applied_at).tzinfo is not None
@@ -239,6 +239,43 @@ def test_export_reads_a_folder_as_the_supabase_cli_does(tmp_path: Path) -> None:
     assert migrate.export(tmp_path) == []
 
 
+@pytest.mark.parametrize("latest", ["9_users.sql", "2_users.sql", "99991231235959_future.sql"])
+def test_export_refuses_a_folder_no_timestamp_can_follow_in_db_push_s_order(
+    tmp_path: Path, latest: str
+) -> None:
+    """db push walks the files by name and compares versions as text: after 2_users.sql,
+    20260101000000_x.sql sorts first by name, and would be refused as inserted before."""
+    (tmp_path / "1_init.sql").write_text("select 1;\n")
+    (tmp_path / latest).write_text("select 9;\n")
+    with pytest.raises(MigrationError, match="comes after the folder's latest"):
+        migrate.export(tmp_path, now=datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(MigrationError, match="not after the folder's latest"):
+        migrate.export(tmp_path, version_prefix="20300101000000")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1_init.sql", latest])
+
+
+def test_export_after_9_users_takes_no_prefix_either(tmp_path: Path) -> None:
+    (tmp_path / "9_users.sql").write_text("select 9;\n")
+    # Greater as text, but 90000101000000_x.sql sorts before 9_users.sql by name.
+    with pytest.raises(MigrationError, match="not after the folder's latest"):
+        migrate.export(tmp_path, version_prefix="90000101000000")
+
+
+def test_export_follows_a_short_version_it_sorts_after(tmp_path: Path) -> None:
+    (tmp_path / "0001_init.sql").write_text("select 1;\n")
+    (tmp_path / "1_users.sql").write_text("select 2;\n")
+    written = migrate.export(tmp_path, now=datetime(2026, 1, 1, tzinfo=UTC))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[-len(written) :] == sorted(p.name for p in written)
+
+
+def test_export_may_end_at_the_last_moment_there_is(tmp_path: Path) -> None:
+    written = migrate.export(tmp_path, now=datetime(2026, 1, 1, tzinfo=UTC))
+    written[-1].unlink()
+    (last,) = migrate.export(tmp_path, version_prefix="99991231235959")
+    assert last.name.startswith("99991231235959_tether_")
+
+
 @pytest.mark.parametrize(
     ("prefix", "says"),
     [
@@ -260,7 +297,7 @@ def test_export_refuses_a_prefix_that_writes_no_version_before_writing(
 
 def test_export_refuses_a_folder_it_cannot_follow_or_write(tmp_path: Path) -> None:
     (tmp_path / "99991231235959_future.sql").write_text("select 1;\n")
-    with pytest.raises(MigrationError, match="no version comes after"):
+    with pytest.raises(MigrationError, match="comes after the folder's latest"):
         migrate.export(tmp_path)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")

@@ -47,7 +47,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
     done = migrate.migrate(url)
     if args.json:
-        say_json({"applied": [migration.filename for migration in done]})
+        say_json({"applied_now": [migration.filename for migration in done]})
         return 0
     for migration in done:
         say(f"applied  {migration.filename}")
