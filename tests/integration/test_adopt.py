@@ -498,6 +498,10 @@ def test_apply_and_finish_print_json_alone_with_json(adoptable: Adoptable) -> No
     assert json.loads(done.stdout) == {"lock_held_seconds": 0.0, "recreated": []}
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
     fill_history(adoptable.url, 20_000)
     started = subprocess.Popen(  # noqa: S603 - our own console script
@@ -514,6 +518,9 @@ def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal: a job started in the background (CI's, often) inherits
+        # SIGINT ignored, and Python then installs no Ctrl-C handler at all.
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
     )
     assert started.stdout is not None
     for line in started.stdout:
