@@ -21,7 +21,11 @@ _PASSWORD_IN_CONNINFO = re.compile(
 )
 HIDDEN = "***"
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
-_TOKEN_PARAMETER = re.compile(r"(?P<head>[?&](?:token|access_token|apikey|key)=)[^&\s\"']+", re.I)
+_TOKEN_PARAMETER = re.compile(
+    r"(?P<head>[?&](?:token|access_token|id_token|apikey|api_key|key|secret|client_secret"
+    r"|password|sig|signature|auth)=)[^&\s\"']+",
+    re.I,
+)
 # What botocore logs at debug level of a signed request: the session token (a header,
 # and a line of the canonical request) and the signature.
 _AWS_CREDENTIAL = re.compile(

@@ -102,3 +102,12 @@ def test_aws_session_tokens_and_signatures_are_hidden(line: str) -> None:
     hidden = hide_secrets(line)
     assert "SECRET" not in hidden
     assert "x-amz" in hidden.lower()  # what was there stays legible
+
+
+@pytest.mark.parametrize(
+    "parameter", ["token", "api_key", "secret", "client_secret", "password", "sig", "auth"]
+)
+def test_secret_query_parameters_are_hidden(parameter: str) -> None:
+    hidden = hide_secrets(f"GET https://gw.example/p?a=1&{parameter}=SECRETvalue&b=2 failed")
+    assert "SECRETvalue" not in hidden
+    assert "a=1" in hidden
