@@ -207,6 +207,29 @@ def test_an_eventbridge_that_hangs_up_keeps_the_end_and_queues_the_announcement(
     assert [s.connection_id for s in queued] == ["hangup="]
 
 
+def test_an_eventbridge_that_never_answers_leaves_disconnect_well_inside_its_timeout(
+    lambda_env: pytest.MonkeyPatch, db: Conn, database_url: str
+) -> None:
+    """A brownout: connections are taken and never answered. $disconnect gives up on
+    the announcement in time for its 10 s Lambda timeout; the end is kept and queued."""
+    _open("silent-bus=")
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts, never answers
+        lambda_env.setenv("TETHER_AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+        runtime.reset()
+        started = time.monotonic()
+        assert _disconnect("silent-bus=")["statusCode"] == 200
+        took = time.monotonic() - started
+    assert took < 8, took
+    row = _row(db, "silent-bus=")
+    assert row["is_active"] is False and row["announced_at"] is None
+    store = PostgresStore(database_url)
+    try:
+        assert [s.connection_id for s in store.claim_unannounced(limit=10)] == ["silent-bus="]
+    finally:
+        store.close()
+
+
 def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(
     lambda_env: pytest.MonkeyPatch,
     server_url: str,

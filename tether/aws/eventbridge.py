@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.eventbridge")
 
 PUT_EVENTS_BATCH = 10  # EventBridge's limit of entries per PutEvents call
+# PutEvents answers in tens of milliseconds. A call that takes seconds belongs to an
+# outage: two tries of at most 1.5 s to connect and 1.5 s to read keep $disconnect well
+# inside its 10 s timeout, and what is not accepted stays queued for the sweep.
+CALL_TIMEOUT_SECONDS = 1.5
+CALL_ATTEMPTS = 2
 
 
 class EventBridgeAnnouncer:
@@ -40,7 +45,12 @@ class EventBridgeAnnouncer:
         if self._client is None:
             from tether.aws.clients import client  # noqa: PLC0415 - boto3 only where announcing
 
-            self._client = client("events", endpoint_url=self._endpoint_url, timeout_seconds=5)
+            self._client = client(
+                "events",
+                endpoint_url=self._endpoint_url,
+                timeout_seconds=CALL_TIMEOUT_SECONDS,
+                max_attempts=CALL_ATTEMPTS,
+            )
         return self._client
 
     def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
