@@ -284,7 +284,7 @@ def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(
     start_dev: Callable[..., DevServer], server_url: str
 ) -> None:
     server = start_dev("--sweep-interval", "1h")
-    dbname = conninfo_to_dict(server.database_url)["dbname"]
+    dbname = str(conninfo_to_dict(server.database_url)["dbname"])
 
     def stop_with_the_database_gone() -> int:
         with psycopg.connect(server_url, autocommit=True) as admin:

@@ -316,7 +316,7 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
             )
             conn.execute(
                 sql.SQL("grant create on database {} to {}").format(
-                    sql.Identifier(conninfo_to_dict(url)["dbname"]), sql.Identifier(owner)
+                    sql.Identifier(str(conninfo_to_dict(url)["dbname"])), sql.Identifier(owner)
                 )
             )
             conn.execute(sql.SQL("revoke create on schema public from public"))
