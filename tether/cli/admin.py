@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from tether import runtime
 from tether.cli.common import (
     add_announce_option,
     add_database_options,
@@ -23,7 +22,6 @@ from tether.cli.common import (
     say_json,
 )
 from tether.errors import ConfigurationError, NotFoundError
-from tether.models import SessionFilter
 
 if TYPE_CHECKING:
     from tether.admin.schemas import SessionClosed
@@ -93,7 +91,9 @@ def _days(text: str) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
+    from tether import runtime  # noqa: PLC0415 - the command line starts without pydantic
     from tether.admin import operations  # noqa: PLC0415
+    from tether.models import SessionFilter  # noqa: PLC0415
 
     installed_settings(args)
     active = True if args.active else (False if args.ended else None)
@@ -131,6 +131,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from tether import runtime  # noqa: PLC0415
     from tether.admin import operations  # noqa: PLC0415
 
     config = installed_settings(args)
@@ -172,6 +173,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_kick(args: argparse.Namespace) -> int:
+    from tether import runtime  # noqa: PLC0415
 
     config = installed_settings(args)
     store = runtime.store()

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tether import limits, runtime
+from tether import limits
 from tether.cli.common import (
     add_announce_option,
     add_database_options,
@@ -26,6 +26,7 @@ from tether.errors import InvalidInputError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from tether import runtime  # noqa: PLC0415 - the command line starts without pydantic
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
@@ -101,6 +102,7 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 
 def cmd_close_orphans(args: argparse.Namespace) -> int:
+    from tether import runtime  # noqa: PLC0415
     from tether.outbox import drain_outbox  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
