@@ -14,6 +14,7 @@ from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
 from tests.support import run_tether
+from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -194,27 +195,38 @@ def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> No
     assert "no session" in unknown.stderr
 
 
-@pytest.mark.parametrize(
-    "url", ["foo", "", "http://", "ftp://gw.example/prod", "https//ops:s3cretpass@gw.example/p"]
-)
-def test_kick_and_sweep_refuse_an_endpoint_that_is_not_one_before_anything(
-    database_url: str, make_session: SessionFactory, url: str
+def test_kick_refuses_an_endpoint_that_is_not_one_before_anything(
+    database_url: str, make_session: SessionFactory
 ) -> None:
     row = make_session(started_seconds_ago=60)
-    for command in (
-        ["kick", "--session", str(row["session_id"]), "--yes"],
-        ["sweep"],
-    ):
-        refused = _tether(*command, "--endpoint-url", url, "--database-url", database_url)
-        assert refused.returncode == 2, refused.stderr
-        assert "--endpoint-url" in refused.stderr and "http(s) URL" in refused.stderr
-        assert "Traceback" not in refused.stderr and "s3cretpass" not in refused.stderr
+    refused = _tether(
+        "kick", "--session", str(row["session_id"]), "--yes", "--endpoint-url", "foo",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "--endpoint-url" in refused.stderr and "http(s) URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
     with psycopg.connect(database_url) as conn:
         active = conn.execute(
             "select is_active from public.conversation_sessions where session_id = %s",
             (row["session_id"],),
         ).fetchone()
     assert active == (True,)
+
+
+@pytest.mark.parametrize(
+    "url", ["", "http://", "ftp://gw.example/prod", "https//ops:s3cretpass@gw.example/p"]
+)
+@pytest.mark.parametrize("command", [["kick", "--session", str(uuid.uuid4()), "--yes"], ["sweep"]])
+def test_every_endpoint_that_is_not_one_is_a_usage_error(
+    command: list[str], url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--endpoint-url", url, "--database-url", "postgresql://x@/y"])
+    assert exited.value.code == 2
+    said = capsys.readouterr().err
+    assert "--endpoint-url" in said and "http(s) URL" in said
+    assert "s3cretpass" not in said
 
 
 def test_credentials_in_the_endpoint_are_never_shown(

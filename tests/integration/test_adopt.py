@@ -87,6 +87,10 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     found.drop_all()
 
 
+# The command line's own behaviour: one Postgres is enough.
+ON_ONE_SERVER = pytest.mark.parametrize("server", ["postgres18"], indirect=True)
+
+
 @dataclass
 class Adoptable:
     url: str
@@ -237,6 +241,7 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
     assert _snapshot(url) == before
 
 
+@ON_ONE_SERVER
 def test_apply_on_no_table_or_tether_s_own_says_only_that(server: Server) -> None:
     for url, why in (
         (server.database(), "`tether migrate` creates tether's own"),
@@ -477,6 +482,7 @@ def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
     assert _snapshot(adoptable.url) == before
 
 
+@ON_ONE_SERVER
 def test_apply_and_finish_print_json_alone_with_json(adoptable: Adoptable) -> None:
     applied = run_tether("adopt", "--apply", "--yes", "--json", "--database-url", adoptable.url)
     assert applied.returncode == 0, applied.stderr
@@ -502,6 +508,7 @@ def _ctrl_c_as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@ON_ONE_SERVER
 def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
     fill_history(adoptable.url, 20_000)
     started = subprocess.Popen(  # noqa: S603 - our own console script
