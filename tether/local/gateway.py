@@ -162,6 +162,17 @@ class GatewayStats:
     active until a sweep ends them."""
 
 
+def _status_code(response: object) -> int:
+    """The status a handler answered, as API Gateway reads it: 200 when it names none,
+    500 when what it names is no status."""
+    if not isinstance(response, dict):
+        return 200
+    try:
+        return int(response.get("statusCode", 200))
+    except (TypeError, ValueError):
+        return 500
+
+
 def new_connection_id() -> str:
     # API Gateway ids are 16 base64 characters ending in '='; url-safe here so
     # they sit in an @connections path unescaped.
@@ -320,7 +331,7 @@ class LocalGateway:
         except Exception:  # a crashing handler is a 500 at the handshake, as on AWS
             logger.exception("$connect handler raised")
             response = {"statusCode": 500}
-        status = int(response.get("statusCode", 200)) if isinstance(response, dict) else 200
+        status = _status_code(response)
         if not 200 <= status < 300:
             self.stats.refused += 1
             await self._deny(send, status, response)
@@ -497,8 +508,7 @@ class LocalGateway:
                 "$disconnect handler raised", extra={"connection_id": connection.connection_id}
             )
             response = {"statusCode": 500}
-        status = response.get("statusCode", 200) if isinstance(response, dict) else 200
-        if not (isinstance(status, int) and 200 <= status < 300):
+        if not 200 <= _status_code(response) < 300:
             self.stats.disconnects_failed += 1
         self._notify("ended", connection.connection_id)
 
