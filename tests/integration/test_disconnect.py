@@ -143,6 +143,19 @@ def test_database_down_fails_the_invocation_and_leaves_the_row_for_the_sweep(
     assert event_bus.received(wait_seconds=0) == []
 
 
+def _assert_ended_and_queued(db: Conn, database_url: str, connection_id: str) -> None:
+    """The session ended, its SessionEnded not announced, and waiting in the outbox."""
+    row = _row(db, connection_id)
+    assert row["is_active"] is False
+    assert row["announced_at"] is None
+    store = PostgresStore(database_url)
+    try:
+        queued = store.claim_unannounced(limit=10)
+    finally:
+        store.close()
+    assert [s.connection_id for s in queued] == [connection_id]
+
+
 def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
     lambda_env: pytest.MonkeyPatch, db: Conn, database_url: str, event_bus: EventBus
 ) -> None:
@@ -152,15 +165,7 @@ def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
     lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
     runtime.reset()
     assert _disconnect("noevents=")["statusCode"] == 200
-    row = _row(db, "noevents=")
-    assert row["is_active"] is False
-    assert row["announced_at"] is None
-    store = PostgresStore(database_url)
-    try:
-        queued = store.claim_unannounced(limit=10)
-    finally:
-        store.close()
-    assert [s.connection_id for s in queued] == ["noevents="]
+    _assert_ended_and_queued(db, database_url, "noevents=")
     assert event_bus.received(wait_seconds=0) == []
 
 
@@ -197,14 +202,7 @@ def test_an_eventbridge_that_hangs_up_keeps_the_end_and_queues_the_announcement(
     lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
     runtime.reset()
     assert _disconnect("hangup=")["statusCode"] == 200
-    row = _row(db, "hangup=")
-    assert row["is_active"] is False and row["announced_at"] is None
-    store = PostgresStore(database_url)
-    try:
-        queued = store.claim_unannounced(limit=10)
-    finally:
-        store.close()
-    assert [s.connection_id for s in queued] == ["hangup="]
+    _assert_ended_and_queued(db, database_url, "hangup=")
 
 
 def test_an_eventbridge_that_never_answers_leaves_disconnect_well_inside_its_timeout(
@@ -221,13 +219,7 @@ def test_an_eventbridge_that_never_answers_leaves_disconnect_well_inside_its_tim
         assert _disconnect("silent-bus=")["statusCode"] == 200
         took = time.monotonic() - started
     assert took < 8, took
-    row = _row(db, "silent-bus=")
-    assert row["is_active"] is False and row["announced_at"] is None
-    store = PostgresStore(database_url)
-    try:
-        assert [s.connection_id for s in store.claim_unannounced(limit=10)] == ["silent-bus="]
-    finally:
-        store.close()
+    _assert_ended_and_queued(db, database_url, "silent-bus=")
 
 
 def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(

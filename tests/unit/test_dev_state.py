@@ -104,9 +104,8 @@ def test_a_run_takes_away_its_own_note_only(folder: Path) -> None:
     assert not dev_state.PATH.exists()
 
 
-def test_the_folder_is_held_by_one_process_at_a_time(folder: Path) -> None:
-    held = dev_state.hold()
-    assert held is not None
+def _held_elsewhere(folder: Path) -> bool:
+    """Whether another process finds the folder held."""
     other = subprocess.run(
         [sys.executable, "-c", "from tether.local import state; print(state.hold() is None)"],
         capture_output=True,
@@ -114,13 +113,12 @@ def test_the_folder_is_held_by_one_process_at_a_time(folder: Path) -> None:
         check=True,
         cwd=folder,
     )
-    assert other.stdout.strip() == "True"
+    return other.stdout.strip() == "True"
+
+
+def test_the_folder_is_held_by_one_process_at_a_time(folder: Path) -> None:
+    held = dev_state.hold()
+    assert held is not None
+    assert _held_elsewhere(folder)
     held.close()
-    again = subprocess.run(
-        [sys.executable, "-c", "from tether.local import state; print(state.hold() is None)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=folder,
-    )
-    assert again.stdout.strip() == "False"
+    assert not _held_elsewhere(folder)
