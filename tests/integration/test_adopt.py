@@ -37,7 +37,8 @@ from tests.origin_fixture import (
 from tests.support import TETHER, FakeLambdaContext, run_tether, ws_event
 from tether import migrate, runtime
 from tether import store as store_module
-from tether.adopt.apply import apply, unbuilt_indexes
+from tether.adopt import catalog
+from tether.adopt.apply import ADOPT_LOCK_KEY, _release_adopt_lock, apply, unbuilt_indexes
 from tether.adopt.finish import finish, plan_finish
 from tether.adopt.inspect import inspect
 from tether.adopt.locks import LockPolicy
@@ -536,7 +537,7 @@ def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
     time.sleep(0.3)
     started.send_signal(signal.SIGINT)
     _, said = started.communicate(timeout=60)
-    assert started.returncode == 130
+    assert started.returncode == 130, said
     assert "interrupted" in said and "run `tether adopt --apply` again to resume" in said
     assert "Traceback" not in said
     resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
@@ -1345,6 +1346,28 @@ def test_another_apply_at_once_is_refused(adoptable: Adoptable) -> None:
         release.set()
         first.join(30)
     _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
+
+
+@ON_ONE_SERVER
+def test_a_ctrl_c_between_a_statement_and_its_answer_still_frees_the_adoption(
+    adoptable: Adoptable,
+) -> None:
+    """What `--apply` does last, with the interruption under way: the statement left
+    unanswered is cancelled and the lock freed, and no error takes the Ctrl-C's place
+    (it used to: "another command is already in progress", exit 1)."""
+    conn = catalog.connect(adoptable.url)
+    assert conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone() == (True,)
+    conn.pgconn.send_query(b"select pg_sleep(60)")
+    _release_adopt_lock(conn)
+    assert conn.closed
+    with _connect(adoptable.url) as other:
+        deadline = time.monotonic() + 10
+        while other.execute(
+            "select count(*) as n from pg_stat_activity where query = 'select pg_sleep(60)'"
+        ).fetchone() != {"n": 0}:
+            assert time.monotonic() < deadline, "the unanswered statement still runs"
+            time.sleep(0.05)
+    assert apply(adoptable.url, lock=FAST).ran  # no adoption is left holding the lock
 
 
 def test_adopt_needs_a_database_url(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from tether import migrate
@@ -655,6 +656,19 @@ def apply(
                 conn.execute(sync_function())
             result.supabase_ledger = migrate.has_supabase_ledger(conn)
         finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("select pg_advisory_unlock(%s)", (ADOPT_LOCK_KEY,))
+            _release_adopt_lock(conn)
     return result
+
+
+def _release_adopt_lock(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Unlock, or end the session, which releases its lock as surely. A Ctrl-C that
+    landed between sending a statement and reading its answer leaves the connection
+    unable to run another: an unlock then would raise and hide the interruption, so
+    the statement is cancelled and the connection closed instead."""
+    if conn.closed or conn.broken:
+        return
+    if conn.info.transaction_status is TransactionStatus.IDLE:
+        conn.execute("select pg_advisory_unlock(%s)", (ADOPT_LOCK_KEY,))
+        return
+    conn.cancel_safe(timeout=5.0)
+    conn.close()
