@@ -17,7 +17,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -169,6 +171,27 @@ def test_the_bundle_is_deterministic(host_bundle: Bundle) -> None:
     assert [i.filename for i in infos] == sorted(i.filename for i in infos)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
+
+
+def test_two_builds_at_once_both_get_the_whole_bundle(host_bundle: Bundle) -> None:
+    """Two deploys (or CI jobs) building from one cache at the same moment: each gets the
+    whole zip and nothing half-written is left (they used to share one partial file)."""
+    host_bundle.path.unlink()
+    start = threading.Barrier(2)
+
+    def build() -> Bundle:
+        start.wait(10)
+        return build_bundle(
+            functions_dir=ROOT / "functions", target=host_bundle.target, cache_dir=CACHE
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        built = [future.result() for future in [pool.submit(build) for _ in range(2)]]
+    assert {bundle.path for bundle in built} == {host_bundle.path}
+    with zipfile.ZipFile(host_bundle.path) as archive:
+        assert archive.testzip() is None
+        assert len(archive.namelist()) == host_bundle.files
+    assert list(host_bundle.path.parent.glob("*.partial")) == []
 
 
 def test_the_default_bundle_is_for_arm64_whatever_builds_it(arm64_bundle: Bundle) -> None:

@@ -222,9 +222,17 @@ def dependencies(
             f"pip could not install the dependencies for {target.runtime} "
             f"{target.architecture}: " + " / ".join(detail)
         )
-    if site.exists():
+    if refresh and site.exists():
         shutil.rmtree(site)
-    staging.rename(site)
+    try:
+        staging.rename(site)
+    except OSError:
+        if not site.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # Another build installed the same requirements meanwhile; it may be zipping
+        # them now, so its copy stays and this one goes.
+        shutil.rmtree(staging, ignore_errors=True)
     return site
 
 
@@ -292,12 +300,17 @@ def _digest(entries: dict[str, Path], target: Target) -> str:
 
 
 def _write_zip(out: Path, entries: dict[str, Path]) -> None:
-    partial = out.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        for name in sorted(entries):
-            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
-            info.external_attr = FILE_MODE << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # unix, so the permissions above are read
-            z.writestr(info, entries[name].read_bytes())
-    partial.replace(out)
+    # A partial file of this build's own: two builds of one bundle at once each write
+    # theirs, and the zip appears whole or not at all.
+    partial = out.with_name(f".{out.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+            for name in sorted(entries):
+                info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+                info.external_attr = FILE_MODE << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3  # unix, so the permissions above are read
+                z.writestr(info, entries[name].read_bytes())
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
