@@ -42,8 +42,11 @@ LEAKED_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcDEF123"
 
 
 def leaky(detail: SessionEnded) -> None:
-    """Fails as a careless finalizer does: with its connection string in the message."""
-    raise RuntimeError(
+    """Fails as a careless finalizer does: with its connection string in the message,
+    and a token in a note added on the way up."""
+    failure = RuntimeError(
         f"could not reach postgresql://mem:{LEAKED_PASSWORD}@db.example.com:5432/mem"
         f" with token={LEAKED_TOKEN}"
     )
+    failure.add_note(f"while calling https://memory.example.com/v1/save?token={LEAKED_TOKEN}")
+    raise failure

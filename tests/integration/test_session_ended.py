@@ -124,6 +124,7 @@ def test_a_finalizer_s_secrets_stay_out_of_the_error_and_the_log(
         session_ended.lambda_handler(event, FakeLambdaContext())
     said = str(raised.value) + capsys.readouterr().out
     assert "RuntimeError" in said  # the traceback is still logged
+    assert '"exception_notes":["while calling https://memory.example.com/v1/save' in said
     assert finalizers.LEAKED_PASSWORD not in said
     assert finalizers.LEAKED_TOKEN not in said
 

@@ -89,6 +89,17 @@ class _Formatter(LambdaPowertoolsFormatter):
 
         return hide_secrets(super().formatException(ei))
 
+    def _extract_log_exception(
+        self, log_record: logging.LogRecord
+    ) -> tuple[str, str, list[Any]] | tuple[None, None, None]:
+        extracted = super()._extract_log_exception(log_record)
+        if extracted[2]:
+            from tether.dburl import hide_secrets  # noqa: PLC0415 - only when one is logged
+
+            # The exception's notes (add_note) are a third copy, logged as they are.
+            return extracted[0], extracted[1], [hide_secrets(str(note)) for note in extracted[2]]
+        return extracted
+
     def _serialize_stacktrace(self, log_record: logging.LogRecord) -> Any:
         from tether.dburl import hide_secrets  # noqa: PLC0415 - only when one is logged
 
