@@ -84,9 +84,11 @@ def test_a_note_left_by_a_crash_does_not_stop_the_next_start(
     assert json.loads(note.read_text())["pid"] == server.process.pid
 
 
-def test_a_second_dev_in_the_same_folder_is_refused_and_the_first_goes_on(
+def test_a_second_dev_in_the_same_folder_or_on_the_same_database_is_refused(
     start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
 ) -> None:
+    """Its sweep, asking its own gateway about the first one's clients, would end their
+    live sessions as gone; the first goes on untouched."""
     first = start_dev("--sweep-interval", "1h")
     note = json.loads((tmp_path / ".tether" / "dev.json").read_text())
 
@@ -101,6 +103,16 @@ def test_a_second_dev_in_the_same_folder_is_refused_and_the_first_goes_on(
             assert second.returncode == 1
             assert "another tether dev is running in this folder" in second.stderr
             assert f"pid {first.process.pid}" in second.stderr
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
+            third = await asyncio.to_thread(
+                run_tether,
+                "dev", "--port", str(free_port()), "--database-url", database_url,
+                "--suspect-after", "0", "--sweep-interval", "0.5", cwd=elsewhere, timeout=60,
+            )  # fmt: skip
+            assert third.returncode == 1
+            assert "another tether dev is running on this database" in third.stderr
+            assert not (elsewhere / ".tether" / "dev.json").exists()
             # The first one's note and sessions are as they were.
             assert json.loads((tmp_path / ".tether" / "dev.json").read_text()) == note
             await ws.send(json.dumps({"action": "heartbeat"}))

@@ -24,13 +24,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import uvicorn
 
 from tether import limits, migrate, runtime
-from tether.dburl import redact
-from tether.errors import ConfigurationError, TetherError
+from tether.dburl import check, redact, scrub
+from tether.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    TetherError,
+    error_from_psycopg,
+)
 from tether.loading import load_callable
 from tether.local import embedded
 from tether.local import state as dev_state
@@ -38,6 +43,9 @@ from tether.local.gateway import Faults, GatewayStats, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
 from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
 from tether.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger("tether.dev")
 
@@ -376,6 +384,42 @@ def _hold_the_folder() -> IO[str]:
     return held
 
 
+DEV_LOCK_KEY = 7_460_501_003
+"""Session advisory lock: one `tether dev` per database."""
+DEV_LOCK_WAIT_SECONDS = 3.0
+
+
+def _hold_the_database(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """One `tether dev` per database, from whatever folder: two would each sweep the
+    other's sessions as gone (neither gateway knows the other's clients). A session lock
+    on a connection of its own, held for the dev's life and let go by the server when
+    that connection ends, a crash included (a dev killed a moment ago may still hold it,
+    hence the short wait)."""
+    import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
+
+    url = check(url)
+    try:
+        conn = psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name="tether dev"
+        )
+    except psycopg.Error as exc:
+        reason = scrub(str(error_from_psycopg(exc)), url)
+        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+    deadline = time.monotonic() + DEV_LOCK_WAIT_SECONDS
+    while True:
+        row = conn.execute("select pg_try_advisory_lock(%s)", (DEV_LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            return conn
+        if time.monotonic() >= deadline:
+            conn.close()
+            raise ConfigurationError(
+                "another tether dev is running on this database: each would end the"
+                " other's sessions as gone. Stop it, or give this one a database of its own"
+                " (--database-url)"
+            )
+        time.sleep(0.1)
+
+
 def _checked(options: DevOptions) -> tuple[Routing, Faults]:
     """The flags, checked before anything starts (the embedded database's URL is not
     known yet: any URL stands in for it), so a bad one starts nothing."""
@@ -393,67 +437,59 @@ def _dev_output() -> None:
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
     _dev_output()
     routed, faults = _checked(options)
-    folder = _hold_the_folder()
-    listener: socket.socket | None = None
-    database = None
-    url = options.database_url
-    try:
-        listener = bind(options.host, options.port)
+    # What it holds is let go in reverse, whether it stops or fails to start.
+    with contextlib.ExitStack() as held:
+        held.enter_context(_hold_the_folder())
+        listener = held.enter_context(bind(options.host, options.port))
+        url, database = options.database_url, None
         if url is None:
             database = embedded.start(embedded.DEFAULT_DATA_DIR)
             url = database.url
+            if database.started_here:
+                held.callback(database.stop)
+        held.callback(_hold_the_database(url).close)  # close() never raises, a lost server or not
         applied = migrate.migrate(url)
         config = dev_settings(options, url)
         gateway, server = build(options, config, routed, faults)
+        held.callback(runtime.reset)
+        held.callback(dev_state.clear)
         leftovers = _leftovers(config)
-    except BaseException:
-        if listener is not None:
-            listener.close()
-        if database is not None and database.started_here:
-            database.stop()
-        folder.close()
-        raise
-    ws_url = f"ws://{_netloc(options)}"
-    schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
+        ws_url = f"ws://{_netloc(options)}"
+        schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
 
-    async def ready() -> None:
-        # Said once the gateway serves: the first command to try works at once.
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.02)
-        # The note first: once the banner says so, simulate and --embedded find it.
-        dev_state.write(
-            database_url=url, ws_url=ws_url, connections_endpoint=config.connections_endpoint or ""
-        )
-        _banner(
-            say,
-            options=options,
-            config=config,
-            url=url,
-            database=database,
-            applied=len(applied),
-            leftovers=leftovers,
-        )
+        async def ready() -> None:
+            # Said once the gateway serves: the first command to try works at once.
+            while not server.started:
+                if server.should_exit:
+                    return
+                await asyncio.sleep(0.02)
+            # The note first: once the banner says so, simulate and --embedded find it.
+            dev_state.write(
+                database_url=url,
+                ws_url=ws_url,
+                connections_endpoint=config.connections_endpoint or "",
+            )
+            _banner(
+                say,
+                options=options,
+                config=config,
+                url=url,
+                database=database,
+                applied=len(applied),
+                leftovers=leftovers,
+            )
 
-    async def main() -> None:
-        asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
-        sweeper = asyncio.create_task(schedule.forever(server))
-        try:
-            await server.serve(sockets=[listener])
-        finally:
-            schedule.stop()
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+        async def main() -> None:
+            asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
+            sweeper = asyncio.create_task(schedule.forever(server))
+            try:
+                await server.serve(sockets=[listener])
+            finally:
+                schedule.stop()
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
 
-    try:
         asyncio.run(main())
-    finally:
-        dev_state.clear()
-        runtime.reset()
-        if database is not None and database.started_here:
-            database.stop()
-        folder.close()
     _say_stopped(gateway.stats, say)
     return 0
 
