@@ -69,5 +69,5 @@ sql-contract: $(STAMP)
 	$(BIN)/python -m tests.sql_contract
 
 clean:
-	-test -x $(BIN)/python && $(BIN)/python -c 'from tether.local import embedded; from pathlib import Path; [embedded.EmbeddedPostgres(p.resolve(), "", False).stop() for p in (Path(".tether/pgdata"), Path(".tether/test-pgdata"), Path(".tether/bench-pgdata")) if embedded.is_running(p)]'
+	-test -x $(BIN)/python && $(BIN)/python -c 'from tether.local import embedded; from pathlib import Path; [embedded.EmbeddedPostgres(p.resolve(), "", False).stop() for p in (Path(".tether/pgdata"), *Path(".tether").glob("test-pgdata*"), Path(".tether/bench-pgdata")) if embedded.is_running(p)]'
 	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,10 @@ from tether.drivers.postgres import PostgresStore
 from tether.local import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_DATA_DIR = ROOT / ".tether" / "test-pgdata"
+# pytest-xdist runs the suite in workers (gw0, gw1, ...): each has a server of its own,
+# so one worker's databases, connections and terminations never touch another's.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+TEST_DATA_DIR = ROOT / ".tether" / "-".join(filter(None, ("test-pgdata", XDIST_WORKER)))
 
 
 LAYERS = ("unit", "integration", "e2e")

@@ -58,6 +58,18 @@ def test_the_wheel_holds_tether_only_and_its_sql(wheel: Path) -> None:
     assert adoption == sorted(p.name for p in (ROOT / "tether" / "adopt" / "sql").glob("*.sql"))
 
 
+def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {
+        "tether/admin/app.py",
+        "tether/admin/routers/sessions.py",
+        "tether/admin/templates/dashboard.html",
+        "tether/admin/static/dashboard.js",
+        "tether/admin/static/dashboard.css",
+    } <= names
+
+
 def test_installed_elsewhere_it_migrates_a_fresh_database(
     venv: Path, empty_database_url: str
 ) -> None:
