@@ -113,6 +113,12 @@ def test_a_second_dev_in_the_same_folder_or_on_the_same_database_is_refused(
             assert third.returncode == 1
             assert "another tether dev is running on this database" in third.stderr
             assert not (elsewhere / ".tether" / "dev.json").exists()
+            # The first one's lock keeps no row from vacuum.
+            with psycopg.connect(database_url) as conn:
+                assert conn.execute(
+                    "select backend_xmin from pg_stat_activity"
+                    " where application_name = 'tether dev' and datname = current_database()"
+                ).fetchall() == [(None,)]
             # The first one's note and sessions are as they were.
             assert json.loads((tmp_path / ".tether" / "dev.json").read_text()) == note
             await ws.send(json.dumps({"action": "heartbeat"}))

@@ -385,29 +385,35 @@ def _hold_the_folder() -> IO[str]:
 
 
 DEV_LOCK_KEY = 7_460_501_003
-"""Session advisory lock: one `tether dev` per database."""
+"""Advisory lock: one `tether dev` per database."""
 DEV_LOCK_WAIT_SECONDS = 3.0
 
 
 def _hold_the_database(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     """One `tether dev` per database, from whatever folder: two would each sweep the
-    other's sessions as gone (neither gateway knows the other's clients). A session lock
-    on a connection of its own, held for the dev's life and let go by the server when
-    that connection ends, a crash included (a dev killed a moment ago may still hold it,
-    hence the short wait)."""
+    other's sessions as gone (neither gateway knows the other's clients).
+
+    The lock belongs to a transaction left open on a connection of its own for the
+    dev's life, not to the session: through a transaction pooler a session lock would
+    stay on a pooled server process after the dev ends, and refuse every later one. The
+    transaction holds no snapshot between statements, so it keeps no row from vacuum;
+    it ends, and the lock with it, when the connection does, a crash included (a dev
+    killed a moment ago may still hold it, hence the short wait)."""
     import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
+    from psycopg import sql  # noqa: PLC0415
 
     url = check(url)
     try:
-        conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=10, application_name="tether dev"
-        )
+        conn = psycopg.connect(url, connect_timeout=10, application_name="tether dev")
     except psycopg.Error as exc:
         reason = scrub(str(error_from_psycopg(exc)), url)
         raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+    # The key as a literal, not a parameter: a parameter's statement would leave its
+    # portal open in the transaction, and the portal's snapshot held back vacuum.
+    try_lock = sql.SQL("select pg_try_advisory_xact_lock({})").format(DEV_LOCK_KEY)
     deadline = time.monotonic() + DEV_LOCK_WAIT_SECONDS
     while True:
-        row = conn.execute("select pg_try_advisory_lock(%s)", (DEV_LOCK_KEY,)).fetchone()
+        row = conn.execute(try_lock).fetchone()
         if row and row[0]:
             return conn
         if time.monotonic() >= deadline:
