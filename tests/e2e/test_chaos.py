@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 
 import psutil
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.e2e.conftest import TETHER
+from tests.e2e.conftest import TETHER, free_port
+from tether.local import chaos
 
 KEYS = {
     "clients",
@@ -93,3 +95,21 @@ def test_a_chaos_run_stopped_with_sigterm_leaves_nothing_running(tmp_path: Path)
     ]
     assert left == []
     assert list((tmp_path / ".tether").glob("chaos-*")) == []
+
+
+def test_the_restarted_gateway_keeps_the_database_password_off_its_command_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The run's gateway is `tether dev` in a process of its own; `ps` shows every
+    process's arguments to every user of the machine."""
+    url = make_conninfo("", **conninfo_to_dict(database_url), password="Chaos-Pass-1")
+    gateway = chaos.Gateway(tmp_path, free_port(), url, chaos._gateway_environment("", "k" * 32))
+    gateway.start()
+    try:
+        assert gateway.process is not None
+        arguments = " ".join(psutil.Process(gateway.process.pid).cmdline())
+        assert "tether" in arguments
+        assert "Chaos-Pass-1" not in arguments
+        assert "Chaos-Pass-1" not in gateway.logs[0].read_text()
+    finally:
+        gateway.stop()

@@ -183,8 +183,6 @@ class Gateway:
             "dev",
             "--port",
             str(self.port),
-            "--database-url",
-            self.database_url,
             "--sweep-interval",
             "10s",
             "--check-every",
@@ -207,7 +205,9 @@ class Gateway:
                 command,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                # The URL through the environment: on the command line, its password
+                # would show in `ps` to every user of the machine.
+                env={**self.env, "TETHER_DATABASE_URL": self.database_url},
                 cwd=self.workdir,
             )
         deadline = time.monotonic() + 60
