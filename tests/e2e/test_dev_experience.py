@@ -23,8 +23,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.conftest import SessionFactory
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
 from tests.support import HS256_SECRET, ISSUER, claims, json_lines, run_tether, sign
+from tether.local.dev import CLAIM_CHECK_SECONDS, DEV_LOCK_KEY
 
 
 def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
@@ -126,6 +128,58 @@ def test_a_second_dev_in_the_same_folder_or_on_the_same_database_is_refused(
             assert [r["is_active"] for r in first.rows()] == [True]
 
     run(connected())
+
+
+def _end_the_dev_s_lock_connection(database_url: str) -> None:
+    """What a database restart (or a server's idle-transaction timeout) does to it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ended = conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where application_name = 'tether dev' and datname = current_database()"
+        ).fetchall()
+    assert ended == [(True,)]
+
+
+def test_a_dev_whose_lock_went_to_another_stands_its_sweep_down_until_it_is_back(
+    start_dev: Callable[..., DevServer], database_url: str, make_session: SessionFactory
+) -> None:
+    server = start_dev("--sweep-interval", "0.5", "--suspect-after", "0")
+    # Another dev (this test's transaction) takes the database while the first one's
+    # lock connection is gone.
+    with psycopg.connect(database_url) as other:
+        _end_the_dev_s_lock_connection(database_url)
+        taken = other.execute(f"select pg_try_advisory_xact_lock({DEV_LOCK_KEY})").fetchone()
+        assert taken == (True,)
+        # A session of the other dev's: the first one's gateway has never heard of it.
+        theirs = make_session(started_seconds_ago=120)
+        time.sleep(3 * CLAIM_CHECK_SECONDS)
+        assert "this one's sweep stands down" in server.log.read_text()
+        assert [r["is_active"] for r in server.rows()] == [True]
+    # The other one is gone: the first takes the database back, and its sweep goes on.
+    rows = server.wait_for(lambda r: not r[0]["is_active"], timeout=20)
+    assert (rows[0]["session_id"], rows[0]["end_reason"]) == (theirs["session_id"], "gone")
+    assert "holds its database again" in server.log.read_text()
+
+
+def test_a_dev_takes_its_lock_back_after_losing_its_connection(
+    start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
+) -> None:
+    start_dev("--sweep-interval", "1h")
+    _end_the_dev_s_lock_connection(database_url)
+    deadline = time.monotonic() + 5 * CLAIM_CHECK_SECONDS
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while conn.execute(f"select pg_try_advisory_lock({DEV_LOCK_KEY})").fetchone() == (True,):
+            conn.execute("select pg_advisory_unlock_all()")
+            assert time.monotonic() < deadline, "the dev did not take its lock back"
+            time.sleep(0.2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = run_tether(
+        "dev", "--port", str(free_port()), "--database-url", database_url, cwd=elsewhere,
+        timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert "another tether dev is running on this database" in second.stderr
 
 
 @pytest.mark.parametrize(

@@ -245,9 +245,10 @@ class _Schedule:
     """The sweep on its schedule, as EventBridge runs it: one run every interval,
     checking at its cadence; stopping ends the run at its next check."""
 
-    def __init__(self, interval: float, margin: float) -> None:
+    def __init__(self, interval: float, margin: float, claim: DatabaseClaim) -> None:
         self._interval = interval
         self._margin = margin
+        self._claim = claim
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -261,9 +262,13 @@ class _Schedule:
         deadline = time.monotonic() + self._interval + self._margin
 
         def remaining() -> float:
-            return 0.0 if self._stopping.is_set() else deadline - time.monotonic()
+            # Without the database's lock another dev may be serving its clients.
+            if self._stopping.is_set() or not self._claim.held:
+                return 0.0
+            return deadline - time.monotonic()
 
-        run_sweep(remaining, sleep=self._stopping.wait)
+        if self._claim.held:
+            run_sweep(remaining, sleep=self._stopping.wait)
 
     async def forever(self, server: uvicorn.Server) -> None:
         while not server.started:
@@ -387,9 +392,10 @@ def _hold_the_folder() -> IO[str]:
 DEV_LOCK_KEY = 7_460_501_003
 """Advisory lock: one `tether dev` per database."""
 DEV_LOCK_WAIT_SECONDS = 3.0
+CLAIM_CHECK_SECONDS = 2.0
 
 
-def _hold_the_database(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+class DatabaseClaim:
     """One `tether dev` per database, from whatever folder: two would each sweep the
     other's sessions as gone (neither gateway knows the other's clients).
 
@@ -397,33 +403,91 @@ def _hold_the_database(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     dev's life, not to the session: through a transaction pooler a session lock would
     stay on a pooled server process after the dev ends, and refuse every later one. The
     transaction holds no snapshot between statements, so it keeps no row from vacuum;
-    it ends, and the lock with it, when the connection does, a crash included (a dev
-    killed a moment ago may still hold it, hence the short wait)."""
-    import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
-    from psycopg import sql  # noqa: PLC0415
+    it ends, and the lock with it, when the connection does, a crash included.
 
-    url = check(url)
-    try:
-        conn = psycopg.connect(url, connect_timeout=10, application_name="tether dev")
-    except psycopg.Error as exc:
-        reason = scrub(str(error_from_psycopg(exc)), url)
-        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
-    # The key as a literal, not a parameter: a parameter's statement would leave its
-    # portal open in the transaction, and the portal's snapshot held back vacuum.
-    try_lock = sql.SQL("select pg_try_advisory_xact_lock({})").format(DEV_LOCK_KEY)
-    deadline = time.monotonic() + DEV_LOCK_WAIT_SECONDS
-    while True:
-        row = conn.execute(try_lock).fetchone()
-        if row and row[0]:
-            return conn
-        if time.monotonic() >= deadline:
-            conn.close()
-            raise ConfigurationError(
-                "another tether dev is running on this database: each would end the"
-                " other's sessions as gone. Stop it, or give this one a database of its own"
-                " (--database-url)"
+    A connection lost while the dev runs (a database restart) loses the lock: the dev
+    checks every few seconds, takes it back, and while another dev holds it, its sweep
+    stands down."""
+
+    def __init__(self, url: str) -> None:
+        self._url = check(url)
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self.held = False
+
+    def take(self, wait_seconds: float = 0.0) -> bool:
+        """Take the lock, waiting up to ``wait_seconds`` for a holder that is going
+        away (a dev killed a moment ago). Raises DatabaseUnavailableError."""
+        import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
+
+        self._drop()
+        try:
+            conn = psycopg.connect(self._url, connect_timeout=10, application_name="tether dev")
+            # Some servers end a transaction left idle; this one must stay open.
+            conn.execute("set idle_in_transaction_session_timeout = 0")
+            # Literal statements only: a parameter's would leave its portal open in the
+            # transaction, and the portal's snapshot would hold back vacuum.
+            try_lock = f"select pg_try_advisory_xact_lock({DEV_LOCK_KEY:d})"
+            deadline = time.monotonic() + wait_seconds
+            while conn.execute(try_lock).fetchone() != (True,):
+                if time.monotonic() >= deadline:
+                    conn.close()
+                    return False
+                time.sleep(0.1)
+        except psycopg.Error as exc:
+            reason = scrub(str(error_from_psycopg(exc)), self._url)
+            raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        self._conn, self.held = conn, True
+        return True
+
+    def check(self) -> bool:
+        """Whether the lock is still this dev's, taking it back if its connection was lost."""
+        import psycopg  # noqa: PLC0415
+
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("select 1")
+                return True
+        was_held = self.held
+        try:
+            self.held = self.take()
+        except DatabaseUnavailableError:
+            # Nobody takes it while the database is down: the sweep carries on, failing
+            # on its own and saying so, and is back at once when the database is.
+            return self.held
+        if was_held and not self.held:
+            logger.warning(
+                "another tether dev took this database while this one's connection to it"
+                " was lost: this one's sweep stands down, or it would end that one's"
+                " sessions as gone"
             )
-        time.sleep(0.1)
+        elif self.held and not was_held:
+            logger.info("this tether dev holds its database again; its sweep goes on")
+        return self.held
+
+    async def watch(self, server: uvicorn.Server) -> None:
+        while not server.should_exit:
+            await asyncio.sleep(CLAIM_CHECK_SECONDS)
+            await asyncio.to_thread(self.check)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # never raises, a lost server or not
+        self._conn = None
+
+    def close(self) -> None:
+        self._drop()
+        self.held = False
+
+
+def _hold_the_database(url: str) -> DatabaseClaim:
+    claim = DatabaseClaim(url)
+    if not claim.take(DEV_LOCK_WAIT_SECONDS):
+        raise ConfigurationError(
+            "another tether dev is running on this database (from another folder): each"
+            " would end the other's sessions as gone. Stop it, or point this one at a"
+            " database of its own"
+        )
+    return claim
 
 
 def _checked(options: DevOptions) -> tuple[Routing, Faults]:
@@ -453,7 +517,8 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             url = database.url
             if database.started_here:
                 held.callback(database.stop)
-        held.callback(_hold_the_database(url).close)  # close() never raises, a lost server or not
+        claim = _hold_the_database(url)
+        held.callback(claim.close)
         applied = migrate.migrate(url)
         config = dev_settings(options, url)
         gateway, server = build(options, config, routed, faults)
@@ -461,7 +526,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         held.callback(dev_state.clear)
         leftovers = _leftovers(config)
         ws_url = f"ws://{_netloc(options)}"
-        schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds)
+        schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds, claim)
 
         async def ready() -> None:
             # Said once the gateway serves: the first command to try works at once.
@@ -488,12 +553,14 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         async def main() -> None:
             asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
             sweeper = asyncio.create_task(schedule.forever(server))
+            watcher = asyncio.create_task(claim.watch(server))
             try:
                 await server.serve(sockets=[listener])
             finally:
                 schedule.stop()
                 sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
+                watcher.cancel()
+                await asyncio.gather(sweeper, watcher, return_exceptions=True)
 
         asyncio.run(main())
     _say_stopped(gateway.stats, say)
