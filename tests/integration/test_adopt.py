@@ -586,6 +586,28 @@ def test_an_interrupted_apply_finishes_when_run_again(adoptable: Adoptable, wher
     assert migrate.status(adoptable.url).pending == []
 
 
+@ON_ONE_SERVER
+def test_a_run_resumed_amid_its_migrations_says_it_adopted(adoptable: Adoptable) -> None:
+    """Stopped after the first of tether's migrations: the table already reads as
+    adopted, but the run that applies the rest is the one that finishes the adoption,
+    and says so (it used to say it had nothing left to do)."""
+
+    def stop(name: str) -> None:
+        if name.startswith("migration "):
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, lock=FAST, checkpoint=stop)
+    resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "migrations ..." in resumed.stdout
+    assert "adopted:" in resumed.stdout and "next: move every writer" in resumed.stdout
+    assert "nothing left to do" not in resumed.stdout
+    assert migrate.status(adoptable.url).pending == []
+    again = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
+    assert "adopted, transitional; --apply has nothing left to do" in again.stdout
+
+
 def test_an_interrupted_concurrent_index_build_is_built_again(adoptable: Adoptable) -> None:
     def stop(name: str) -> None:
         if name == "validate":

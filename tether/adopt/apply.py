@@ -561,6 +561,7 @@ def step_migrations(run: _Run) -> None:
         run.locked(f"migration {migration.filename}", work)
         if done:
             _say_done(run, migration, done[0])
+        run.checkpoint(f"migration {migration.filename}")
     with run.conn.transaction():
         _mark(run.conn, "migrations")
     run.conn.execute("analyze public.conversation_sessions")

@@ -201,7 +201,8 @@ def _apply(args: argparse.Namespace, url: str) -> int:
         if args.json:
             say_json(ApplyResult().as_dict())
         return 0
-    if report.state == inspection.TRANSITIONAL:
+    left = [step for step in report.steps if not step.done]
+    if report.state == inspection.TRANSITIONAL and not left:
         # Run all the same: it brings the transition's trigger up to this version.
         again = apply(url, batch_size=args.batch_size, lock=_policy(args), progress=tell)
         tell(f"{report.table}: {report.state}; --apply has nothing left to do")
@@ -210,7 +211,6 @@ def _apply(args: argparse.Namespace, url: str) -> int:
         return 0
     if report.refusals:
         raise AdoptionError("cannot adopt:\n  - " + "\n  - ".join(report.refusals))
-    left = [step for step in report.steps if not step.done]
     tell(
         f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
         f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
