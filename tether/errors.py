@@ -92,7 +92,9 @@ def error_from_psycopg(exc: Exception) -> TetherError:
     import psycopg  # noqa: PLC0415
 
     if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
-        return DatabaseUnavailableError(str(exc).strip() or type(exc).__name__)
+        # libpq's connection failures run over lines (a hint after a tab): one line
+        # reads the same in a terminal and a log.
+        return DatabaseUnavailableError(" ".join(str(exc).split()) or type(exc).__name__)
     if isinstance(exc, psycopg.Error):
         diag_message = exc.diag.message_primary or str(exc)
         return error_for_sqlstate(exc.sqlstate, diag_message)

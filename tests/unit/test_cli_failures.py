@@ -30,3 +30,12 @@ def test_any_other_error_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adopt, "cmd_adopt", broken)
     with pytest.raises(ZeroDivisionError):
         main(["adopt", "--check"])
+
+
+def test_a_server_that_cannot_be_reached_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """libpq says it in two lines (a hint on the second, after a tab)."""
+    assert main(["migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/x"]) == 1
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "\t" not in said
+    assert said.startswith("tether migrate: cannot connect to the database: connection failed:")
+    assert "Is the server running on that host" in said
