@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -26,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import SessionFactory
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
 from tests.support import HS256_SECRET, ISSUER, claims, json_lines, run_tether, sign
+from tether.local import embedded
 from tether.local.dev import CLAIM_CHECK_SECONDS, DEV_LOCK_KEY
 
 
@@ -456,6 +458,45 @@ def _plain(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
     return subprocess.run(  # noqa: S603 - our own console script
         [TETHER, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd, env=env
     )
+
+
+def _start_embedded_dev(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    log = folder / f"dev-{time.monotonic_ns()}.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(  # noqa: S603 - our own console script
+            [TETHER, "dev", "--port", str(free_port()), "--sweep-interval", "1h"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=folder,
+        )
+    deadline = time.monotonic() + 90
+    while "Ctrl-C closes every connection" not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return process
+
+
+def test_a_dev_after_a_kill_9_stops_the_database_the_killed_one_left(tmp_path: Path) -> None:
+    """`make dev` after a crash: the embedded Postgres the killed dev left is reused,
+    and Ctrl-C stops it as if this dev had started it (it used to run on for good)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    killed = _start_embedded_dev(tmp_path, env)
+    killed.kill()
+    killed.wait(timeout=30)
+    data = tmp_path / ".tether" / "pgdata"
+    postmaster = psutil.Process(int((data / "postmaster.pid").read_text().split()[0]))
+    try:
+        again = _start_embedded_dev(tmp_path, env)
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=30) == 0
+        postmaster.wait(timeout=30)
+        assert not embedded.is_running(data)
+    finally:
+        if embedded.is_running(data):
+            embedded.EmbeddedPostgres(data.resolve(), "", started_here=True).stop()
 
 
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:

@@ -126,20 +126,17 @@ def _embedded_url() -> str:
 def _stop_if_unused(server: EmbeddedPostgres) -> None:
     import psycopg  # noqa: PLC0415
 
+    from tether.local import embedded  # noqa: PLC0415
+
     runtime = sys.modules.get("tether.runtime")
     if runtime is not None:
         # This command's own connections first: left open, they would count as
         # someone else's (whether they are closed by now depends on exit order).
         runtime.reset()
+    if dev_state.running():
+        return
     try:
-        with psycopg.connect(server.url, connect_timeout=5) as conn:
-            row = conn.execute(
-                "select count(*) from pg_stat_activity"
-                " where backend_type = 'client backend' and pid <> pg_backend_pid()"
-            ).fetchone()
-        if (row and row[0]) or dev_state.running():
-            return
-        server.stop()
+        embedded.stop_if_unused(server)
     except (psycopg.Error, OSError, subprocess.SubprocessError):
         logger.warning("could not stop the embedded Postgres this command started")
 

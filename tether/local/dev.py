@@ -18,6 +18,7 @@ import os
 import resource
 import secrets
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -490,6 +491,15 @@ def _hold_the_database(url: str) -> DatabaseClaim:
     return claim
 
 
+def _stop_left(database: embedded.EmbeddedPostgres) -> None:
+    import psycopg  # noqa: PLC0415
+
+    try:
+        embedded.stop_if_unused(database)
+    except (psycopg.Error, OSError, subprocess.SubprocessError):
+        logger.warning("could not stop the embedded Postgres", exc_info=True)
+
+
 def _checked(options: DevOptions) -> tuple[Routing, Faults]:
     """The flags, checked before anything starts (the embedded database's URL is not
     known yet: any URL stands in for it), so a bad one starts nothing."""
@@ -517,6 +527,10 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             url = database.url
             if database.started_here:
                 held.callback(database.stop)
+            else:
+                # One a killed dev left: this one stops it as its own, unless a command
+                # is using it.
+                held.callback(_stop_left, database)
         claim = _hold_the_database(url)
         held.callback(claim.close)
         applied = migrate.migrate(url)

@@ -46,6 +46,22 @@ class EmbeddedPostgres:
             logger.debug("embedded postgres was already stopped")
 
 
+def stop_if_unused(server: EmbeddedPostgres) -> bool:
+    """Stop the server unless a client other than this check is connected to it; True
+    when it stopped. The caller closes its own connections first."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(server.url, connect_timeout=5) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity"
+            " where backend_type = 'client backend' and pid <> pg_backend_pid()"
+        ).fetchone()
+    if row and row[0]:
+        return False
+    server.stop()
+    return True
+
+
 def binary(name: str) -> Path:
     """A program shipped with the embedded server (psql, pgbench, ...)."""
     with warnings.catch_warnings():
