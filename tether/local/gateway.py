@@ -39,7 +39,7 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 
 from tether import limits
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, TetherError
 from tether.events import json_object
 from tether.local.lambda_context import LocalLambdaContext
 
@@ -503,6 +503,14 @@ class LocalGateway:
         }
         try:
             response = await self._invoke("disconnect", self._disconnect, event)
+        except TetherError as exc:
+            # A failure the handler knows (the database down) and has logged itself:
+            # failed, as on AWS, and not retried; no traceback to read.
+            logger.error(  # noqa: TRY400 - a known failure, said in a line
+                "$disconnect failed",
+                extra={"connection_id": connection.connection_id, "error": str(exc)},
+            )
+            response = {"statusCode": 500}
         except Exception:  # as on AWS, a failed $disconnect is logged and not retried
             logger.exception(
                 "$disconnect handler raised", extra={"connection_id": connection.connection_id}
