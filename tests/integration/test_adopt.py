@@ -602,6 +602,7 @@ def test_a_run_resumed_amid_its_migrations_says_it_adopted(adoptable: Adoptable)
     assert resumed.returncode == 0, resumed.stderr
     assert "migrations ..." in resumed.stdout
     assert "adopted:" in resumed.stdout and "next: move every writer" in resumed.stdout
+    assert "(this run, which resumed an earlier one)" in resumed.stdout
     assert "nothing left to do" not in resumed.stdout
     assert migrate.status(adoptable.url).pending == []
     again = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)

@@ -39,3 +39,17 @@ def test_a_server_that_cannot_be_reached_is_one_line(capsys: pytest.CaptureFixtu
     assert said.count("\n") == 1 and "\t" not in said
     assert said.startswith("tether migrate: cannot connect to the database: connection failed:")
     assert "Is the server running on that host" in said
+
+
+def test_ctrl_c_while_adopt_reads_the_table_says_nothing_changed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tether.adopt import inspect  # noqa: PLC0415
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inspect, "inspect", interrupted)
+    url = "postgresql://nobody@127.0.0.1:1/x"
+    assert main(["adopt", "--apply", "--yes", "--database-url", url]) == 130
+    assert capsys.readouterr().err == "interrupted while reading the table: nothing was changed\n"

@@ -192,7 +192,11 @@ def _apply(args: argparse.Namespace, url: str) -> int:
 
     # With --json, stdout is the outcome alone: the steps are told beside it.
     tell = say_aside if args.json else say
-    report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+    try:
+        report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+    except KeyboardInterrupt:
+        say_aside("interrupted while reading the table: nothing was changed")
+        raise
     nothing = inspection.nothing_to_adopt(report.state)
     if nothing:
         raise AdoptionError(nothing)
@@ -226,9 +230,12 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     if args.json:
         say_json(result.as_dict())
         return 0
+    # A run that resumed one that stopped read only the rows left to it.
+    resumed = " (this run, which resumed an earlier one)" if result.skipped else ""
     say(
-        f"adopted: {result.rows_read} row(s) read by the rules; tether's functions, the sweep and"
-        " close-orphans work on the table, and the old server's writes are kept in step"
+        f"adopted: {result.rows_read} row(s) read by the rules{resumed}; tether's functions,"
+        " the sweep and close-orphans work on the table, and the old server's writes are kept"
+        " in step"
     )
     if result.supabase_ledger:
         say(
