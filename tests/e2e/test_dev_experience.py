@@ -136,7 +136,7 @@ def _end_the_dev_s_lock_connection(database_url: str) -> None:
     """What a database restart (or a server's idle-transaction timeout) does to it."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         ended = conn.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity"
+            "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
             " where application_name = 'tether dev' and datname = current_database()"
         ).fetchall()
     assert ended == [(True,)]
@@ -154,7 +154,9 @@ def test_a_dev_whose_lock_went_to_another_stands_its_sweep_down_until_it_is_back
         assert taken == (True,)
         # A session of the other dev's: the first one's gateway has never heard of it.
         theirs = make_session(started_seconds_ago=120)
-        time.sleep(3 * CLAIM_CHECK_SECONDS)
+        # Long enough for a sweep that did not stand down to have ended it: the
+        # settle time (5 s by default), a check and a sweep run.
+        time.sleep(5 + 2 * CLAIM_CHECK_SECONDS + 1)
         assert "this one's sweep stands down" in server.log.read_text()
         assert [r["is_active"] for r in server.rows()] == [True]
     # The other one is gone: the first takes the database back, and its sweep goes on.

@@ -31,6 +31,7 @@ import uvicorn
 
 from tether import limits, migrate, runtime
 from tether.dburl import check, redact, scrub
+from tether.drivers.postgres import TCP_USER_TIMEOUT_MS
 from tether.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -402,9 +403,11 @@ class DatabaseClaim:
 
     The lock belongs to a transaction left open on a connection of its own for the
     dev's life, not to the session: through a transaction pooler a session lock would
-    stay on a pooled server process after the dev ends, and refuse every later one. The
-    transaction holds no snapshot between statements, so it keeps no row from vacuum;
-    it ends, and the lock with it, when the connection does, a crash included.
+    stay on a pooled server process after the dev ends, and refuse every later one. In
+    read committed, with plain statements (no parameters, never prepared: either would
+    leave a portal open), the transaction holds no snapshot between statements, so it
+    keeps nothing from vacuum or from a concurrent index build. It ends, and the lock
+    with it, when the connection does, a crash included.
 
     A connection lost while the dev runs (a database restart) loses the lock: the dev
     checks every few seconds, takes it back, and while another dev holds it, its sweep
@@ -413,32 +416,70 @@ class DatabaseClaim:
     def __init__(self, url: str) -> None:
         self._url = check(url)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        # The server process that held the lock last, and when it started.
+        self._backend: tuple[int, object] | None = None
         self.held = False
 
     def take(self, wait_seconds: float = 0.0) -> bool:
         """Take the lock, waiting up to ``wait_seconds`` for a holder that is going
         away (a dev killed a moment ago). Raises DatabaseUnavailableError."""
         import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
+        from psycopg import sql  # noqa: PLC0415
 
         self._drop()
+        conn = None
         try:
-            conn = psycopg.connect(self._url, connect_timeout=10, application_name="tether dev")
+            conn = psycopg.connect(
+                self._url,
+                connect_timeout=10,
+                application_name="tether dev",
+                prepare_threshold=None,
+                # A server gone quiet (a laptop asleep, another network) is given up
+                # in seconds, as the store's connections are.
+                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+            )
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
             # Some servers end a transaction left idle; this one must stay open.
             conn.execute("set idle_in_transaction_session_timeout = 0")
-            # Literal statements only: a parameter's would leave its portal open in the
-            # transaction, and the portal's snapshot would hold back vacuum.
-            try_lock = f"select pg_try_advisory_xact_lock({DEV_LOCK_KEY:d})"
+            if conn.info.server_version >= 170000:  # Postgres 17 has this timeout too
+                conn.execute("set transaction_timeout = 0")
+            self._end_own_leftover(conn)
+            try_lock = sql.SQL(
+                "select pg_try_advisory_xact_lock({}), pid, backend_start"
+                " from pg_stat_activity where pid = pg_backend_pid()"
+            ).format(DEV_LOCK_KEY)
             deadline = time.monotonic() + wait_seconds
-            while conn.execute(try_lock).fetchone() != (True,):
+            while (row := conn.execute(try_lock).fetchone()) is None or not row[0]:
                 if time.monotonic() >= deadline:
                     conn.close()
                     return False
                 time.sleep(0.1)
         except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
-        self._conn, self.held = conn, True
+        self._conn, self._backend, self.held = conn, (int(row[1]), row[2]), True
         return True
+
+    def _end_own_leftover(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """The server process of this dev's lost connection may still hold the lock (a
+        network that went quiet is noticed by the server only at its keepalive): it is
+        this dev's own, so it is ended rather than taken for another dev's."""
+        from psycopg import sql  # noqa: PLC0415
+
+        if self._backend is not None:
+            pid, started = self._backend
+            conn.execute(
+                sql.SQL(
+                    "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                    " where pid = {} and backend_start = {}"
+                ).format(pid, sql.Literal(started))
+            )
 
     def check(self) -> bool:
         """Whether the lock is still this dev's, taking it back if its connection was lost."""
@@ -468,7 +509,10 @@ class DatabaseClaim:
     async def watch(self, server: uvicorn.Server) -> None:
         while not server.should_exit:
             await asyncio.sleep(CLAIM_CHECK_SECONDS)
-            await asyncio.to_thread(self.check)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:  # a bug must not end the watch: the lock is checked again
+                logger.exception("checking the database lock failed")
 
     def _drop(self) -> None:
         if self._conn is not None:
