@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,18 +47,27 @@ class EmbeddedPostgres:
             logger.debug("embedded postgres was already stopped")
 
 
+CLIENTS_GONE_SECONDS = 2.0
+
+
 def stop_if_unused(server: EmbeddedPostgres) -> bool:
     """Stop the server unless a client other than this check is connected to it; True
-    when it stopped. The caller closes its own connections first."""
+    when it stopped. The caller closes its own connections first: their server
+    processes may take a moment to go, so the check waits a little for them."""
     import psycopg  # noqa: PLC0415
 
-    with psycopg.connect(server.url, connect_timeout=5) as conn:
-        row = conn.execute(
-            "select count(*) from pg_stat_activity"
-            " where backend_type = 'client backend' and pid <> pg_backend_pid()"
-        ).fetchone()
-    if row and row[0]:
-        return False
+    deadline = time.monotonic() + CLIENTS_GONE_SECONDS
+    with psycopg.connect(server.url, connect_timeout=5, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "select count(*) from pg_stat_activity"
+                " where backend_type = 'client backend' and pid <> pg_backend_pid()"
+            ).fetchone()
+            if not (row and row[0]):
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
     server.stop()
     return True
 
