@@ -68,11 +68,8 @@ bench-quick: $(STAMP)
 sql-contract: $(STAMP)
 	$(BIN)/python -m tests.sql_contract
 
-# A running `tether dev` would go on without its database and its .venv: it is stopped
-# first. Every embedded Postgres under .tether (dev's, the tests', bench's, one a killed
-# `tether chaos` left) is stopped before its data goes.
+# Refused while a `tether dev` runs here; every embedded Postgres under .tether is
+# stopped before its data goes (tether/local/clean.py).
 clean:
-	@if test -x $(BIN)/python; then $(BIN)/python -c 'import sys; from tether.local import state; sys.exit(3 if state.hold() is None else 0)'; \
-		if [ $$? -eq 3 ]; then echo "a tether dev is running in this folder: stop it (Ctrl-C) first"; exit 1; fi; fi
-	-test -x $(BIN)/python && $(BIN)/python -c 'from tether.local import embedded; from pathlib import Path; [embedded.EmbeddedPostgres(p.resolve(), "", False).stop() for pattern in ("pgdata", "test-pgdata*", "bench-pgdata", "chaos-*/pgdata") for p in Path(".tether").glob(pattern) if embedded.is_running(p)]'
+	@if test -x $(BIN)/python; then $(BIN)/python -m tether.local.clean; [ $$? -ne 3 ] || exit 1; fi
 	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache

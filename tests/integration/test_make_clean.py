@@ -55,12 +55,18 @@ def test_clean_waits_for_the_dev_then_stops_what_a_killed_chaos_run_left(project
     server = embedded.start(data)
     postmaster = psutil.Process(int((data / "postmaster.pid").read_text().split()[0]))
 
-    with (project / ".tether" / "dev.lock").open("a") as dev:
-        fcntl.flock(dev, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `tether dev` does
-        refused = _make_clean(project)
-    assert refused.returncode != 0
-    assert "a tether dev is running in this folder: stop it (Ctrl-C) first" in refused.stdout
-    assert (project / ".venv").exists() and embedded.is_running(data)
+    # This folder's `tether dev`, then the one a running `tether chaos` started.
+    (data.parent / ".tether").mkdir()
+    for lock, where in (
+        (project / ".tether" / "dev.lock", project),
+        (data.parent / ".tether" / "dev.lock", data.parent),
+    ):
+        with lock.open("a") as dev:
+            fcntl.flock(dev, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `tether dev` does
+            refused = _make_clean(project)
+        assert refused.returncode != 0
+        assert f"a tether dev is running in {where}: stop it (Ctrl-C) first" in refused.stderr
+        assert (project / ".venv").exists() and embedded.is_running(data)
 
     cleaned = _make_clean(project)
     assert cleaned.returncode == 0, cleaned.stderr
