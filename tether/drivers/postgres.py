@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from tether.dburl import check, scrub
 from tether.errors import DatabaseUnavailableError, InvalidInputError, error_from_psycopg
@@ -17,6 +17,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.store")
 
 TCP_USER_TIMEOUT_MS = 10_000
+
+
+class _NetworkTimeouts(TypedDict):
+    """A server that stops answering mid-call (a network gone quiet, a laptop asleep) is
+    given up after TCP_USER_TIMEOUT_MS, not after the kernel's minutes; an idle
+    connection is probed, so each side learns when the other is gone."""
+
+    tcp_user_timeout: int
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+
+
+NETWORK_TIMEOUTS = _NetworkTimeouts(
+    tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+    keepalives=1,
+    keepalives_idle=30,
+    keepalives_interval=10,
+    keepalives_count=3,
+)
 
 _queries: dict[tuple[str, tuple[str, ...]], str] = {}
 
@@ -66,13 +87,7 @@ class PostgresStore(SessionStore):
                 row_factory=dict_row,
                 connect_timeout=max(1, math.ceil(self._connect_timeout)),
                 application_name="tether",
-                # A server that stops answering mid-call (a network gone quiet) is
-                # given up after this long, not after the kernel's minutes.
-                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                keepalives=1,
-                keepalives_idle=30,
-                keepalives_interval=10,
-                keepalives_count=3,
+                **NETWORK_TIMEOUTS,
             )
         except psycopg.Error as exc:
             # libpq may echo the URL it was given, password and all.

@@ -31,7 +31,7 @@ import uvicorn
 
 from tether import limits, migrate, runtime
 from tether.dburl import check, redact, scrub
-from tether.drivers.postgres import TCP_USER_TIMEOUT_MS
+from tether.drivers.postgres import NETWORK_TIMEOUTS
 from tether.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -434,13 +434,7 @@ class DatabaseClaim:
                 connect_timeout=10,
                 application_name="tether dev",
                 prepare_threshold=None,
-                # A server gone quiet (a laptop asleep, another network) is given up
-                # in seconds, as the store's connections are.
-                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                keepalives=1,
-                keepalives_idle=30,
-                keepalives_interval=10,
-                keepalives_count=3,
+                **NETWORK_TIMEOUTS,
             )
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
             # Some servers end a transaction left idle; this one must stay open.
