@@ -20,13 +20,16 @@ from tether.local import embedded
 
 @pytest.fixture
 def project() -> Iterator[Path]:
-    """A folder with the project's Makefile and a .venv that is this interpreter's.
+    """A folder with the project's Makefile and a .venv that runs this interpreter.
     Inside the checkout: the embedded server's own user must be able to reach it."""
     place = ROOT / ".tether" / f"clean-test-{os.getpid()}"
     (place / ".venv" / "bin").mkdir(parents=True)
     place.chmod(0o755)
     shutil.copy(ROOT / "Makefile", place / "Makefile")
-    (place / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    # A script, not a symlink: Python finds its environment from the path it was run by.
+    python = place / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     yield place
     # Whatever still runs from here (a clean that removed a server's data under it).
     for process in psutil.process_iter(["cmdline"]):
