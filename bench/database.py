@@ -32,8 +32,7 @@ def start_fresh() -> embedded.EmbeddedPostgres:
     """A new cluster (initdb), so no earlier run's tables, bloat or statistics count."""
     global _server  # noqa: PLW0603 - one server per suite run
     path = BENCH_DATA_DIR.resolve()
-    if embedded.is_running(path):
-        embedded.EmbeddedPostgres(path, "", False).stop()
+    embedded.stop_if_running(path)
     shutil.rmtree(path, ignore_errors=True)
     _server = embedded.start(path)
     # Migrated once, copied for each benchmark: the migrations create cluster-wide roles,

@@ -497,8 +497,7 @@ def test_a_dev_after_a_kill_9_stops_the_database_the_killed_one_left(tmp_path: P
         postmaster.wait(timeout=30)
         assert not embedded.is_running(data)
     finally:
-        if embedded.is_running(data):
-            embedded.EmbeddedPostgres(data.resolve(), "", started_here=True).stop()
+        embedded.stop_if_running(data)
 
 
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:

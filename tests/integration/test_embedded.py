@@ -20,8 +20,7 @@ def data_dir() -> Iterator[Path]:
     # Inside the project: the wheel's server user must be able to reach it.
     path = ROOT / ".tether" / f"embedded-test-{os.getpid()}"
     yield path
-    if embedded.is_running(path):
-        embedded.EmbeddedPostgres(path, "", started_here=True).stop()
+    embedded.stop_if_running(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -376,8 +376,7 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
         assert listed.returncode == 0, listed.stderr
         assert not embedded.is_running(data)
     finally:
-        if embedded.is_running(data):
-            embedded.EmbeddedPostgres(data.resolve(), "", started_here=True).stop()
+        embedded.stop_if_running(data)
 
 
 def test_embedded_in_a_folder_without_tether_dev_s_database_makes_none(tmp_path: Path) -> None:

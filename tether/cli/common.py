@@ -6,10 +6,8 @@ import argparse
 import atexit
 import importlib.util
 import json
-import logging
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
     from tether.local.embedded import EmbeddedPostgres
     from tether.settings import Settings
 
-logger = logging.getLogger("tether.cli")
 
 URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
 
@@ -124,8 +121,6 @@ def _embedded_url() -> str:
 
 
 def _stop_if_unused(server: EmbeddedPostgres) -> None:
-    import psycopg  # noqa: PLC0415
-
     from tether.local import embedded  # noqa: PLC0415
 
     runtime = sys.modules.get("tether.runtime")
@@ -133,12 +128,8 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
         # This command's own connections first: left open, they would count as
         # someone else's (whether they are closed by now depends on exit order).
         runtime.reset()
-    if dev_state.running():
-        return
-    try:
+    if not dev_state.running():
         embedded.stop_if_unused(server)
-    except (psycopg.Error, OSError, subprocess.SubprocessError):
-        logger.warning("could not stop the embedded Postgres this command started")
 
 
 def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:

@@ -750,7 +750,4 @@ def run_chaos(
                 gateway.kill()
             # Whether or not its start had returned: stopped while starting, it may run.
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                if embedded.is_running(workdir / "pgdata"):
-                    embedded.EmbeddedPostgres(workdir / "pgdata", "", started_here=True).stop(
-                        "immediate"
-                    )
+                embedded.stop_if_running(workdir / "pgdata", "immediate")

@@ -42,10 +42,8 @@ def main() -> int:
         return REFUSED
     failed = []
     for data in (data for pattern in DATA_DIRS for data in base.glob(pattern)):
-        if not embedded.is_running(data):
-            continue
         try:
-            embedded.EmbeddedPostgres(data.resolve(), "", started_here=False).stop()
+            embedded.stop_if_running(data)
         except Exception as exc:  # noqa: BLE001 - said, and nothing is removed
             failed.append(f"{data}: {exc}")
     if failed:

@@ -18,7 +18,6 @@ import os
 import resource
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -529,15 +528,6 @@ def _hold_the_database(url: str) -> DatabaseClaim:
     return claim
 
 
-def _stop_left(database: embedded.EmbeddedPostgres) -> None:
-    import psycopg  # noqa: PLC0415
-
-    try:
-        embedded.stop_if_unused(database)
-    except (psycopg.Error, OSError, subprocess.SubprocessError):
-        logger.warning("could not stop the embedded Postgres", exc_info=True)
-
-
 def _checked(options: DevOptions) -> tuple[Routing, Faults]:
     """The flags, checked before anything starts (the embedded database's URL is not
     known yet: any URL stands in for it), so a bad one starts nothing."""
@@ -568,7 +558,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
             else:
                 # One a killed dev left: this one stops it as its own, unless a command
                 # is using it.
-                held.callback(_stop_left, database)
+                held.callback(embedded.stop_if_unused, database)
         claim = _hold_the_database(url)
         held.callback(claim.close)
         applied = migrate.migrate(url)

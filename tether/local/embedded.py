@@ -53,22 +53,36 @@ CLIENTS_GONE_SECONDS = 2.0
 def stop_if_unused(server: EmbeddedPostgres) -> bool:
     """Stop the server unless a client other than this check is connected to it; True
     when it stopped. The caller closes its own connections first: their server
-    processes may take a moment to go, so the check waits a little for them."""
+    processes may take a moment to go, so the check waits a little for them. A server
+    that cannot be checked or stopped is left running, with a warning: the caller is
+    on its way out."""
     import psycopg  # noqa: PLC0415
 
     deadline = time.monotonic() + CLIENTS_GONE_SECONDS
-    with psycopg.connect(server.url, connect_timeout=5, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "select count(*) from pg_stat_activity"
-                " where backend_type = 'client backend' and pid <> pg_backend_pid()"
-            ).fetchone()
-            if not (row and row[0]):
-                break
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-    server.stop()
+    try:
+        with psycopg.connect(server.url, connect_timeout=5, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "select count(*) from pg_stat_activity"
+                    " where backend_type = 'client backend' and pid <> pg_backend_pid()"
+                ).fetchone()
+                if not (row and row[0]):
+                    break
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
+        server.stop()
+    except (psycopg.Error, OSError, subprocess.SubprocessError) as exc:
+        logger.warning("could not stop the embedded Postgres in %s: %s", server.data_dir, exc)
+        return False
+    return True
+
+
+def stop_if_running(data_dir: Path, mode: str = "fast") -> bool:
+    """Stop the server of ``data_dir`` whoever started it; True when one was running."""
+    if not is_running(data_dir):
+        return False
+    EmbeddedPostgres(Path(data_dir).resolve(), "", started_here=False).stop(mode)
     return True
 
 
