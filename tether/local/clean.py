@@ -5,11 +5,11 @@ has its data removed from under it."""
 
 from __future__ import annotations
 
-import fcntl
 import sys
 from pathlib import Path
 
 from tether.local import embedded
+from tether.local import state as dev_state
 
 BASE = Path(".tether")
 # tether dev's, the tests' (one per worker), the benchmarks', a killed chaos run's, and
@@ -19,11 +19,10 @@ DEV_LOCKS = ("dev.lock", "chaos-*/.tether/dev.lock")
 
 
 def _held_elsewhere(lock: Path) -> bool:
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
+    handle = dev_state.hold(lock)
+    if handle is None:
+        return True
+    handle.close()
     return False
 
 

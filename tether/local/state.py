@@ -15,12 +15,12 @@ PATH = Path(".tether") / "dev.json"
 LOCK = Path(".tether") / "dev.lock"
 
 
-def hold() -> IO[str] | None:
-    """This folder's `tether dev` lock, held until the returned file is closed or the
-    process ends (a crash included: the system releases it); None when another process
-    holds it."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    handle = LOCK.open("a")
+def hold(lock: Path = LOCK) -> IO[str] | None:
+    """This folder's `tether dev` lock (or the one at ``lock``), held until the returned
+    file is closed or the process ends (a crash included: the system releases it); None
+    when another process holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock.open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
