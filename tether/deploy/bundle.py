@@ -227,12 +227,11 @@ def dependencies(
     try:
         staging.rename(site)
     except OSError:
-        if not site.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        shutil.rmtree(staging, ignore_errors=True)
         # Another build installed the same requirements meanwhile; it may be zipping
         # them now, so its copy stays and this one goes.
-        shutil.rmtree(staging, ignore_errors=True)
+        if not site.is_dir():
+            raise
     return site
 
 
