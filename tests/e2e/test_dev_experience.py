@@ -462,11 +462,15 @@ def _plain(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
     )
 
 
-def _start_embedded_dev(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    log = folder / f"dev-{time.monotonic_ns()}.log"
+def _start_embedded_dev(
+    folder: Path, env: dict[str, str], *flags: str, port: int | None = None
+) -> tuple[subprocess.Popen[str], Path]:
+    """`make dev`'s stack, in ``folder``: `tether dev` on its embedded Postgres."""
+    port = port or free_port()
+    log = folder / f"dev-{port}.log"
     with log.open("w") as handle:
         process = subprocess.Popen(  # noqa: S603 - our own console script
-            [TETHER, "dev", "--port", str(free_port()), "--sweep-interval", "1h"],
+            [TETHER, "dev", "--port", str(port), *flags],
             stdout=handle,
             stderr=subprocess.STDOUT,
             text=True,
@@ -475,9 +479,11 @@ def _start_embedded_dev(folder: Path, env: dict[str, str]) -> subprocess.Popen[s
         )
     deadline = time.monotonic() + 90
     while "Ctrl-C closes every connection" not in log.read_text():
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"tether dev did not start:\n{log.read_text()}")
         time.sleep(0.05)
-    return process
+    return process, log
 
 
 def test_a_dev_after_a_kill_9_stops_the_database_the_killed_one_left(tmp_path: Path) -> None:
@@ -485,13 +491,13 @@ def test_a_dev_after_a_kill_9_stops_the_database_the_killed_one_left(tmp_path: P
     and Ctrl-C stops it as if this dev had started it (it used to run on for good)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env.pop("DATABASE_URL", None)
-    killed = _start_embedded_dev(tmp_path, env)
+    killed, _ = _start_embedded_dev(tmp_path, env, "--sweep-interval", "1h")
     killed.kill()
     killed.wait(timeout=30)
     data = tmp_path / ".tether" / "pgdata"
     postmaster = psutil.Process(int((data / "postmaster.pid").read_text().split()[0]))
     try:
-        again = _start_embedded_dev(tmp_path, env)
+        again, _ = _start_embedded_dev(tmp_path, env, "--sweep-interval", "1h")
         again.send_signal(signal.SIGINT)
         assert again.wait(timeout=30) == 0
         postmaster.wait(timeout=30)
@@ -505,23 +511,10 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
     --embedded` from the same folder with nothing else said: it finds the database, the
     gateway's @connections endpoint and the log announcer that `tether dev` uses."""
     port = free_port()
-    log = tmp_path / "dev.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env.pop("DATABASE_URL", None)
-    with log.open("w") as handle:
-        process = subprocess.Popen(  # noqa: S603 - our own console script
-            [TETHER, "dev", "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-        )
+    process, log = _start_embedded_dev(tmp_path, env, port=port)
     try:
-        deadline = time.monotonic() + 90
-        while "Ctrl-C closes every connection" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         state = json.loads((tmp_path / ".tether" / "dev.json").read_text())
         assert state["connections_endpoint"] == f"http://127.0.0.1:{port}/local"
 
