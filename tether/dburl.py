@@ -20,6 +20,9 @@ _PASSWORD_IN_CONNINFO = re.compile(
     r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
 )
 HIDDEN = "***"
+# A web URL's user part alone (``https://TOKEN@host``) is how tokens ride in URLs for
+# git hosts and webhooks. A database URL's user alone is a role name, and stays.
+_USER_ONLY_IN_WEB_URL = re.compile(r"(?P<head>\b(?:https?|wss?)://)[^:/?#@\s]+@", re.I)
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(
     r"(?P<head>[?&](?:token|access_token|id_token|apikey|api_key|key|secret|client_secret"
@@ -109,9 +112,10 @@ def scrub(message: str, url: str | None) -> str:
 
 
 def hide_secrets(text: str) -> str:
-    """Text with passwords in URLs, access tokens (JWTs), token query parameters and AWS
-    session tokens and signatures hidden: for lines logged by libraries that do not know
-    what they carry."""
+    """Text with passwords in URLs, a web URL's user part, access tokens (JWTs), token
+    query parameters and AWS session tokens and signatures hidden: for lines logged by
+    libraries that do not know what they carry."""
     hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(text))
+    hidden = _USER_ONLY_IN_WEB_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", hidden)
     hidden = _AWS_CREDENTIAL.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     return _JWT.sub(HIDDEN, hidden)

@@ -111,3 +111,22 @@ def test_secret_query_parameters_are_hidden(parameter: str) -> None:
     hidden = hide_secrets(f"GET https://gw.example/p?a=1&{parameter}=SECRETvalue&b=2 failed")
     assert "SECRETvalue" not in hidden
     assert "a=1" in hidden
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Client error '401 Unauthorized' for url 'https://ghp_SECRETtoken@api.example.com/hook'",
+        "POST HTTPS://SECRETkey@hooks.example.com/x failed",
+        "cannot reach wss://SECRET0123@push.example.com",
+    ],
+)
+def test_a_web_urls_user_part_is_hidden(line: str) -> None:
+    hidden = hide_secrets(line)
+    assert "SECRET" not in hidden
+    assert "example.com" in hidden  # the host stays legible
+
+
+def test_a_database_urls_user_name_alone_stays() -> None:
+    line = 'connection to "postgresql://postgres@db.example.com:5432/app" failed'
+    assert hide_secrets(line) == line
