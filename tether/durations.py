@@ -7,7 +7,9 @@ import re
 
 from tether.errors import InvalidInputError
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+# ASCII digits only: \d would also read full-width and other scripts' digits.
+_BARE_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -18,12 +20,17 @@ def parse_duration(text: str, *, zero_allowed: bool = False) -> float:
     value = text.strip().lower()
     if not value:
         raise InvalidInputError("a duration is required, such as 90s, 15m, 2h or 1d")
-    seconds = float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else _with_units(value)
+    seconds = float(value) if is_bare_number(value) else _with_units(value)
     if seconds < 0 or (seconds == 0 and not zero_allowed):
         raise InvalidInputError("a duration must be more than 0")
     if seconds == math.inf:
         raise InvalidInputError("too long a duration")
     return seconds
+
+
+def is_bare_number(text: str) -> bool:
+    """Whether the text is a number without a unit, such as 90 or 1.5."""
+    return _BARE_NUMBER.fullmatch(text.strip()) is not None
 
 
 def _with_units(value: str) -> float:

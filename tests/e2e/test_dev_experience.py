@@ -431,7 +431,7 @@ def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -
         "0.6",
         cwd=tmp_path,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "add up to more than 1" in result.stderr
 
 

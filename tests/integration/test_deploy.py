@@ -209,19 +209,19 @@ def test_bad_input_is_refused_before_anything_changes(
 ) -> None:
     code = main(deploy_args(aws, "--yes"))
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # refused input: nothing was done
     assert "--database-secret: required to create the stack" in err
     code = main(deploy_args(aws, "--database-secret", "tether/missing", "--yes"))
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "--database-secret: cannot find tether/missing" in err
     code = main([*tether(aws, "deploy"), "--stack", "9-bad", "--yes"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "--stack: '9-bad' is not a stack name" in err
     code = main([*tether(aws, "destroy"), "--yes"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert f"stack {STACK} does not exist" in err
     # botocore's own refusals are one line, not a traceback.
     for flags, says in (
@@ -244,7 +244,7 @@ def test_bad_input_is_refused_before_anything_changes(
     ):
         code = main(deploy_args(aws, "--database-secret", "tether/db", *flags, "--yes"))
         err = capsys.readouterr().err
-        assert code == 1, flags
+        assert code == 2, flags
         assert says in err, err
     # A stack whose $connect could verify no token (and may not let anyone in without
     # one) would refuse every connection: refused before any build.
@@ -261,10 +261,10 @@ def test_bad_input_is_refused_before_anything_changes(
     for more, why in refused_now:
         code = main(deploy_args(aws, "--database-secret", "tether/db", *more, "--yes"))
         err = capsys.readouterr().err
-        assert code == 1, more
+        assert code == 2, more
         assert why in err, err
     code = main([*tether(aws, "deploy"), "--stack", "stäck", "--yes"])
-    assert code == 1
+    assert code == 2
     assert "is not a stack name" in capsys.readouterr().err
     unverified: list[tuple[tuple[str, ...], str]] = [
         ((), "every $connect would be refused, with no way to verify access tokens"),
@@ -277,7 +277,7 @@ def test_bad_input_is_refused_before_anything_changes(
         args = deploy_args(aws, "--database-secret", "tether/db", *more, "--yes", verifying=False)
         code = main(args)
         err = capsys.readouterr().err
-        assert code == 1, more
+        assert code == 2, more
         assert why in err, err
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
@@ -315,7 +315,7 @@ def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses
     _bare_stack(aws, "wrong", "important-data")
     code = main([*_destroy(aws, "wrong", "--delete-bucket"), "--yes"])
     said = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert "important-data is not a bucket tether deploy created; nothing was deleted" in said.err
     assert s3.get_object(Bucket="important-data", Key="customers.csv")["Body"].read()
     assert cfn.describe_stacks(StackName="wrong")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -328,7 +328,7 @@ def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses
     _bare_stack(aws, "two", shared)
     code = main([*_destroy(aws, "one", "--delete-bucket"), "--yes"])
     said = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert f"stack(s) two keep their bundles in {shared}; nothing was deleted" in said.err
     assert cfn.describe_stacks(StackName="one")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
@@ -372,6 +372,6 @@ def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
     finalizer = ("--finalizer", "nosuch.module:finalize")
     code = main(deploy_args(aws, "--database-secret", "tether/db", *finalizer, "--yes"))
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "--finalizer: module nosuch.module is not in the bundle; ship it with --include" in err
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []

@@ -120,7 +120,7 @@ def test_close_orphans_refuses_ages_at_which_a_session_can_still_be_live(
     result = run_tether(
         "close-orphans", "--older-than", age, "--apply", "--yes", "--database-url", database_url
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # the command line asked for it: a usage error
     assert "could end sessions that are still connected" in result.stderr
     assert "--force" in result.stderr
     assert _state(db) == before

@@ -22,3 +22,51 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         main(argv)
     assert exited.value.code == 2
     assert blamed in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        # Digits of other scripts: int() and float() read them, nobody means them.
+        (["sessions", "--limit", "\uff15\uff10"], "not a whole number"),
+        (["dev", "--port", "\uff13\uff10\uff10\uff11"], "not a port"),
+        (["simulate", "--clients", "\u0968"], "not a whole number"),
+        (["sweep", "--time-limit", "\uff11m"], "not a duration"),
+        # Read before anything runs, and never repeated: a URL may hold a password.
+        (["migrate", "--database-url", "mysql://u:hunter2-secret@h/db"], "postgresql://"),
+        (["sweep", "--database-url", "postgresql://u:p@ss@h/db"], "more than one '@'"),
+    ],
+)
+def test_a_flag_value_it_cannot_use_is_a_usage_error(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert "hunter2-secret" not in err
+    assert "p@ss" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["migrate", "--status", "--embedded", "--database-url", "postgresql://u@h/db"],
+            "not both",
+        ),
+        (
+            [
+                *("simulate", "--url", "ws://127.0.0.1:9", "--database-url", "postgresql:///x"),
+                *("--drop-rate", "0.6", "--silent-rate", "0.5"),
+            ],
+            "add up to more than 1",
+        ),
+    ],
+)
+def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from tether import __version__
 from tether.cli.common import configured_url
 from tether.dburl import hide_secrets, scrub
-from tether.errors import TetherError, error_from_psycopg
+from tether.errors import InvalidInputError, TetherError, error_from_psycopg
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -101,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args, error_from_psycopg(exc))
 
 
+# What argparse answers a flag it cannot read with; the same for input a command
+# refused once read (flags that contradict each other, a bound the database refused):
+# nothing was done. 1 is for a failure.
+USAGE_EXIT = 2
+
+
 def _failed(args: argparse.Namespace, exc: TetherError) -> int:
     message = str(exc)
     for url in (getattr(args, "database_url", None), configured_url()):
@@ -111,7 +117,7 @@ def _failed(args: argparse.Namespace, exc: TetherError) -> int:
         parser.prog if isinstance(parser, argparse.ArgumentParser) else f"tether {args.command}"
     )
     sys.stderr.write(f"{said_by}: {message}\n")
-    return 1
+    return USAGE_EXIT if isinstance(exc, InvalidInputError) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

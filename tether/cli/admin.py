@@ -14,6 +14,7 @@ from uuid import UUID
 from tether.cli.common import (
     add_announce_option,
     add_database_options,
+    ascii_number,
     confirm,
     declined,
     endpoint,
@@ -72,7 +73,7 @@ def _limit(text: str) -> int:
     from tether.admin.operations import PAGE_SIZE_MAX  # noqa: PLC0415
 
     try:
-        value = int(text)
+        value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= PAGE_SIZE_MAX:
@@ -82,7 +83,7 @@ def _limit(text: str) -> int:
 
 def _days(text: str) -> int:
     try:
-        value = int(text)
+        value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= DAYS_MAX:

@@ -86,7 +86,7 @@ def database_url(args: argparse.Namespace) -> str:
     explicit: str | None = getattr(args, "database_url", None)
     if getattr(args, "embedded", False):
         if explicit:
-            raise ConfigurationError("give --database-url or --embedded, not both")
+            raise InvalidInputError("give --database-url or --embedded, not both")
         return _embedded_url()
     if explicit:
         return check(explicit)
@@ -132,9 +132,19 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
         embedded.stop_if_unused(server)
 
 
+def database_url_flag(text: str) -> str:
+    """A --database-url: a malformed one is refused as the command line is read. The
+    message never repeats the URL, which may hold a password."""
+    try:
+        return check(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:
     parser.add_argument(
         "--database-url",
+        type=database_url_flag,
         metavar="URL",
         help="Postgres URL (default: $TETHER_DATABASE_URL, then $DATABASE_URL)",
     )
@@ -170,9 +180,18 @@ def grace(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{exc}; or off, for no heartbeats") from None
 
 
+def ascii_number(text: str) -> str:
+    """The text of a number, if written in ASCII digits: int() and float() also read
+    full-width and other scripts' digits, which nobody means in a flag. A ValueError
+    otherwise, as int() and float() raise."""
+    if not text.isascii():
+        raise ValueError(text)
+    return text
+
+
 def fraction(text: str) -> float:
     try:
-        value = float(text)
+        value = float(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or not 0 <= value <= 1:
@@ -182,7 +201,7 @@ def fraction(text: str) -> float:
 
 def count(text: str) -> int:
     try:
-        value = int(text)
+        value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
@@ -192,7 +211,7 @@ def count(text: str) -> int:
 
 def port(text: str) -> int:
     try:
-        value = int(text)
+        value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
     if not 0 <= value <= 65535:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tether.cli.common import (
     confirm,
+    database_url_flag,
     declined,
     duration,
     duration_or_zero,
@@ -479,6 +480,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--database-url",
+        type=database_url_flag,
         metavar="URL",
         help="for --migrate (default: $DATABASE_URL, else the URL in the database secret)",
     )

@@ -11,8 +11,10 @@ from typing import Any
 
 from tether import limits
 from tether.cli.common import (
+    ascii_number,
     configured_url,
     count,
+    database_url_flag,
     duration,
     duration_or_zero,
     fraction,
@@ -24,7 +26,7 @@ from tether.cli.common import (
     say_json,
 )
 from tether.dburl import check
-from tether.durations import format_duration
+from tether.durations import format_duration, is_bare_number
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.local import state as dev_state
 
@@ -223,7 +225,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _minutes(text: str) -> float:
-    value = duration(text) / 60 if not text.strip().replace(".", "", 1).isdigit() else float(text)
+    value = float(text) if is_bare_number(text) else duration(text) / 60
     if not 0.25 <= value <= 120:
         raise argparse.ArgumentTypeError(f"from 0.25 to 120 minutes, got {text!r}")
     return value
@@ -231,7 +233,7 @@ def _minutes(text: str) -> float:
 
 def _rate(text: str) -> float:
     try:
-        value = float(text)
+        value = float(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value <= 100_000:
@@ -250,6 +252,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd.add_argument("--port", type=port, default=3001, help="port of the gateway")
     dev_cmd.add_argument(
         "--database-url",
+        type=database_url_flag,
         metavar="URL",
         help="use this Postgres instead of the embedded one (also $DATABASE_URL)",
     )
@@ -363,6 +366,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sim_cmd.add_argument(
         "--database-url",
+        type=database_url_flag,
         metavar="URL",
         help="the session table to check (default: $DATABASE_URL, else `tether dev`'s)",
     )

@@ -21,7 +21,7 @@ from tether.cli.common import (
     say,
     say_json,
 )
-from tether.durations import describe_seconds
+from tether.durations import describe_seconds, is_bare_number
 from tether.errors import InvalidInputError
 
 
@@ -254,7 +254,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _age(text: str) -> float:
-    if text.strip().replace(".", "", 1).isdigit():
+    if is_bare_number(text):
         raise argparse.ArgumentTypeError(
             f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
         )

@@ -34,6 +34,7 @@ from tether.drivers.postgres import NETWORK_TIMEOUTS
 from tether.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    InvalidInputError,
     TetherError,
     error_from_psycopg,
 )
@@ -81,7 +82,7 @@ class DevOptions:
     def __post_init__(self) -> None:
         if not self.handshake_timeout > 0:
             # A zero deadline would answer every handshake 408 before it could complete.
-            raise ConfigurationError(
+            raise InvalidInputError(
                 f"--handshake-timeout must be above 0, got {self.handshake_timeout:g}s"
             )
 
@@ -91,7 +92,7 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
     for spec in specs:
         name, separator, reference = spec.partition("=")
         if not separator or not name or not reference:
-            raise ConfigurationError(f"--route takes NAME=module:function, got {spec!r}")
+            raise InvalidInputError(f"--route takes NAME=module:function, got {spec!r}")
         routes[name] = load_callable(reference, what="handler", default_attribute="lambda_handler")
     return routes
 
@@ -111,7 +112,7 @@ def selection_key(expression: str) -> str:
     key = expression.strip().removeprefix("${").removesuffix("}")
     key = key if key.startswith("$") else "$" + key.lstrip("$")
     if not key.startswith(prefix) or not key[len(prefix) :].isidentifier():
-        raise ConfigurationError(
+        raise InvalidInputError(
             f"route selection must look like $request.body.<key>, got {expression!r}"
         )
     return key[len(prefix) :]
