@@ -195,6 +195,46 @@ def test_a_parameterised_predicate_misses_the_partial_indexes(db: Conn) -> None:
     assert "_active_idx" not in plan, plan
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        # The origin's daily statistics.
+        "select date(session_start) as date, count(*) as total_sessions,"
+        " avg(duration_seconds) as avg_duration, count(*) filter (where is_active) as still_active"
+        " from public.conversation_sessions where session_start > now() - interval '7 days'"
+        " group by date(session_start) order by date desc",
+        # tether_daily_stats_v1's, by UTC day.
+        "select (s.session_start at time zone 'UTC')::date as day, count(*),"
+        " round(avg(s.duration_seconds), 3), max(s.duration_seconds)"
+        " from public.conversation_sessions s"
+        " where s.session_start >= now() - interval '7 days' group by 1",
+    ],
+)
+def test_daily_statistics_are_counted_by_day_not_sorted_row_by_row(db: Conn, query: str) -> None:
+    # A month of history, a session every two minutes: a week of it is 5,000 rows
+    # on 8 days.
+    db.execute(
+        """
+        insert into public.conversation_sessions
+          (connection_id, session_start, last_seen_at, session_end, end_reason)
+        select 'd' || g, now() - g * interval '2 minutes', now() - g * interval '2 minutes',
+               now() - g * interval '2 minutes' + interval '1 minute', 'client_disconnect'
+        from generate_series(1, 21600) g
+        """
+    )
+    db.execute("analyze public.conversation_sessions")
+    row = db.execute(("explain (format json) " + query).encode()).fetchone()
+    assert row is not None
+    plan = next(iter(row.values()))[0]["Plan"]
+    aggregate = next(
+        node for node in (plan, *plan.get("Plans", [])) if node["Node Type"] == "Aggregate"
+    )
+    # Without statistics on the day's expression the planner takes every start for a
+    # day of its own (about 5,000 groups) and sorts the week's rows to count them.
+    assert aggregate["Plan Rows"] <= 60, aggregate["Plan Rows"]
+    assert aggregate["Strategy"] == "Hashed", plan
+
+
 @pytest.mark.usefixtures("history")
 def test_the_orphan_view_reads_only_live_rows(db: Conn) -> None:
     plan = _plan(db, "select * from public.conversation_session_orphans")
