@@ -87,6 +87,11 @@ def test_durations_are_described_for_people(seconds: float, text: str) -> None:
         (1001, "Idle timeout exceeded", EndReason.IDLE_TIMEOUT),
         (1001, "Maximum connection duration exceeded", EndReason.MAX_DURATION),
         (4321, "application code", EndReason.CLIENT_DISCONNECT),
+        # The client's own close frame, whatever its code: a browser tab closing sends
+        # 1001, and a client may send any code it likes.
+        (1001, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
+        (1009, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
+        (1012, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
         (None, None, EndReason.CLIENT_DISCONNECT),
     ],
 )

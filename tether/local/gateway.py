@@ -42,6 +42,7 @@ from tether import limits
 from tether.errors import ConfigurationError, TetherError
 from tether.events import json_object
 from tether.local.lambda_context import LocalLambdaContext
+from tether.local.protocols import CLOSED_BY_CLIENT
 
 logger = logging.getLogger("tether.gateway")
 
@@ -58,6 +59,7 @@ ADMIN_PREFIX = "/admin"
 
 # Close codes and the reasons API Gateway gives with them.
 GOING_AWAY = 1001
+NO_STATUS = 1005
 ABNORMAL = 1006
 TOO_BIG = 1009
 IDLE_REASON = "Idle timeout exceeded"
@@ -350,7 +352,7 @@ class LocalGateway:
             self.connections[connection.connection_id] = connection
             self._notify("opened", connection.connection_id)
             code, reason = 1011, "Internal server error"
-            code, reason = await self._serve(connection, receive, send)
+            code, reason = await self._serve(connection, scope, receive, send)
         except ClientDisconnected:
             logger.info(
                 "client gone during the handshake",
@@ -379,7 +381,7 @@ class LocalGateway:
         await send({"type": "websocket.http.response.body", "body": body})
 
     async def _serve(
-        self, connection: LocalConnection, receive: Receive, send: Send
+        self, connection: LocalConnection, scope: Scope, receive: Receive, send: Send
     ) -> tuple[int, str]:
         """Pump messages both ways until the connection ends; its close code and reason."""
         started = time.monotonic()
@@ -411,10 +413,10 @@ class LocalGateway:
                     message = inbound.result()
                     if message["type"] == "websocket.disconnect":
                         code = int(message.get("code") or 1005)
-                        # The reason is the gateway's own words for the code, never the
-                        # client's text: "idle" from a client must not read as the
-                        # gateway's idle timeout.
-                        return code, _close_reason(code)
+                        # The reason is the gateway's own words, never the client's
+                        # text: "idle" from a client must not read as the gateway's
+                        # idle timeout, nor its 1012 as the gateway's shutdown.
+                        return code, _close_reason(code, by_client=CLOSED_BY_CLIENT in scope)
                     last_active = time.monotonic()
                     connection.last_active_at = datetime.now(UTC)
                     await self._route(connection, message, send)
@@ -616,15 +618,26 @@ async def _send_quietly(send: Send, message: Message) -> None:
         logger.debug("not sent: the connection is already gone", extra={"type": message["type"]})
 
 
-def _close_reason(code: int) -> str:
-    return {
-        1000: "Client-side close frame status code",
-        1001: "Going away",
-        1005: "Client-side close frame without status code",
-        1006: "Connection closed abnormally",
-        1009: "Message too big",
-        1012: "Service restart",
-    }.get(code, "Client-side close frame status code")
+# Closes the server started below the gateway's own code: a frame or message over the
+# limit, a frame that breaks the protocol, the server shutting down.
+_SERVER_CLOSE_REASONS = {
+    1002: "Protocol error",
+    1007: "Invalid frame payload data",
+    1009: "Message too big",
+    1012: "Service restart",
+}
+
+
+def _close_reason(code: int, *, by_client: bool) -> str:
+    """The reason for a close the gateway's own code did not send: the client's close
+    frame (with or without a code), the connection dropping (1006), or the server."""
+    if code == ABNORMAL:
+        return "Connection closed abnormally"
+    if by_client:
+        if code == NO_STATUS:
+            return "Client-side close frame without status code"
+        return "Client-side close frame status code"
+    return _SERVER_CLOSE_REASONS.get(code, "Connection closed by the server")
 
 
 async def _json(send: Send, status: int, payload: object, *, error_type: str | None = None) -> None:

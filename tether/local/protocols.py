@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -27,6 +27,10 @@ logger = logging.getLogger("tether.gateway")
 
 ABNORMAL = 1006
 TOO_BIG = 1009
+
+CLOSED_BY_CLIENT = "tether.closed_by_client"
+"""Set in a connection's ASGI scope when the client's close frame came first: the close
+is the client's, whatever code it chose (a browser tab closing sends 1001)."""
 
 ABANDON_AFTER_SECONDS = 5.0
 """How long a closing connection may wait for its client to read what is left."""
@@ -59,6 +63,13 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     def handle_cont(self, event: Any) -> None:
         if self._frame_fits(event.data):
             super().handle_cont(event)
+
+    def handle_close(self, event: Any) -> None:
+        if not self.close_sent:
+            # The same scope the gateway holds: the disconnect message that follows
+            # carries the client's code alone, as a close the gateway started does.
+            cast("dict[str, Any]", self.scope)[CLOSED_BY_CLIENT] = True
+        super().handle_close(event)
 
     def handle_ping(self) -> None:
         super().handle_ping()
