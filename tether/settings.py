@@ -36,6 +36,19 @@ Seconds = Annotated[float, Field(ge=0)]
 
 ENV_PREFIX = "TETHER_"
 
+OPERATOR_KEY_MIN_LENGTH = 16
+
+
+def operator_key_problem(key: str) -> str | None:
+    """What makes a key unfit for the operators' API, or None. Never quotes the key."""
+    if len(key) < OPERATOR_KEY_MIN_LENGTH:
+        return f"must be at least {OPERATOR_KEY_MIN_LENGTH} characters"
+    if not all("!" <= character <= "~" for character in key):
+        # HTTP carries a header's bytes as Latin-1, so a key of other characters (or
+        # with spaces, which clients trim) could never be sent as typed.
+        return "must be printable ASCII without spaces (letters, digits, punctuation)"
+    return None
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
@@ -149,6 +162,20 @@ class Settings(BaseModel):
         if problem:
             raise ValueError(problem)
         return value.strip()
+
+    @field_validator("operator_key")
+    @classmethod
+    def _operator_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+
+        if is_secrets_manager_arn(value) or is_ssm_reference(value):
+            return value  # checked once read (tether.admin.auth)
+        problem = operator_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("heartbeat_grace_seconds", mode="before")
     @classmethod

@@ -210,6 +210,19 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     assert not (tmp_path / ".tether").exists()
 
 
+def test_an_operator_key_no_client_could_send_is_refused_before_a_database_starts(
+    tmp_path: Path,
+) -> None:
+    # Too short, it used to start and answer every operator request 500; not ASCII,
+    # no client could ever send it as typed.
+    for key in ("short", "\u043a\u043b\u044e\u0447-" * 5):
+        result = run_tether("dev", cwd=tmp_path, env={"TETHER_OPERATOR_KEY": key}, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.startswith("tether dev: ") and "TETHER_OPERATOR_KEY" in result.stderr
+        assert key not in result.stderr + result.stdout
+        assert not (tmp_path / ".tether").exists()
+
+
 @pytest.mark.parametrize(
     "flag", ["--check-every", "--handshake-timeout", "--sweep-interval", "--heartbeat-grace"]
 )

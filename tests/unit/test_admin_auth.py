@@ -133,6 +133,23 @@ def test_without_a_key_or_token_verification_nothing_gets_in() -> None:
     assert no_jwt.value.cause == "token_verification_not_configured"
 
 
-def test_a_short_key_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="at least 16"):
-        authenticate("short", None, load_settings(operator_key="short"))
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("short", "at least 16"),
+        # What no header carries as typed: HTTP reads a header's bytes as Latin-1, and
+        # clients trim spaces.
+        (
+            "\u043a\u043b\u044e\u0447-\u043a\u043b\u044e\u0447-\u043a\u043b\u044e\u0447-1",
+            "printable ASCII",
+        ),
+        ("correct horse battery staple", "printable ASCII"),
+    ],
+)
+def test_a_key_no_header_could_carry_is_refused_as_the_settings_are_read(
+    key: str, says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        load_settings(operator_key=key)
+    assert "TETHER_OPERATOR_KEY" in str(refused.value)
+    assert key not in str(refused.value)

@@ -25,10 +25,9 @@ from typing import Any
 from tether.auth import TokenVerifier, looks_like_jwt, verifier_for
 from tether.aws.secrets import resolve_secret
 from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
-from tether.settings import Settings
+from tether.settings import Settings, operator_key_problem
 
 KEY_HEADER = "X-Tether-Operator-Key"
-MIN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,9 @@ def operator_key(settings: Settings) -> str | None:
     if not settings.operator_key:
         return None
     key = resolve_secret(settings.operator_key, settings.aws_endpoint_url)
-    if len(key) < MIN_KEY_LENGTH:
-        raise ConfigurationError(
-            f"TETHER_OPERATOR_KEY must be at least {MIN_KEY_LENGTH} characters"
-        )
+    problem = operator_key_problem(key)
+    if problem:
+        raise ConfigurationError(f"TETHER_OPERATOR_KEY {problem}")
     return key
 
 
