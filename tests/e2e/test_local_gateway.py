@@ -93,6 +93,10 @@ def test_refused_token_gets_401_at_the_handshake_and_no_row(
     run(scenario())
     rows = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert rows[0]["user_id"] is not None
+    # A refusal is the gateway's answer, not an error of the server under it: every
+    # line it logs is JSON, and none is an ERROR.
+    log = server.log.read_text()
+    assert "without completing handshake" not in log, log[-2000:]
 
 
 def test_heartbeats_move_last_seen_and_routes_are_selected(

@@ -64,6 +64,14 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         if self._frame_fits(event.data):
             super().handle_cont(event)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # The refusal is on the wire. uvicorn's sans-I/O protocol leaves the handshake
+            # "incomplete" and logs an ERROR line for every refused handshake when the
+            # app returns; its wsproto protocol marks it complete, as here.
+            self.handshake_complete = True
+
     def handle_close(self, event: Any) -> None:
         if not self.close_sent:
             # The same scope the gateway holds: the disconnect message that follows
