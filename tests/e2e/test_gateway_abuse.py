@@ -324,7 +324,10 @@ def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(
     log = server.log.read_text()
     assert "tether dev: stopped; 2 opened, 2 ended" in log
     assert "2 $disconnect(s) failed" in log
-    assert "stay active until a sweep ends them" in log
+    assert (
+        "stay active until a sweep ends them (this run's, if it came after, or the next"
+        " `tether dev`'s first)\n" in log
+    )
     assert "$disconnect failed" in log and "Traceback" not in log
     # Left for the sweep, as the line says: nothing was lost.
     assert sum(r["is_active"] for r in server.rows()) == 2

@@ -615,7 +615,7 @@ def _say_stopped(stats: GatewayStats, say: Callable[[str], None]) -> None:
     if stats.disconnects_failed:
         say(
             f"  of those ends, {stats.disconnects_failed} $disconnect(s) failed (the log above"
-            " says why): their sessions stay active until a sweep ends them, the next"
-            " `tether dev`'s first"
+            " says why): their sessions stay active until a sweep ends them (this run's, if"
+            " it came after, or the next `tether dev`'s first)"
         )
     sys.stdout.flush()
