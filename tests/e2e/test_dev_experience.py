@@ -552,6 +552,13 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
         assert close_code is not None  # the client was really disconnected
         assert "SessionEnded" in result.stderr  # announced to the log, as tether dev does
         assert "no AWS region" not in result.stderr
+        # The dev's database stopped under it: a command does not start it behind its back.
+        data = tmp_path / ".tether" / "pgdata"
+        assert embedded.stop_if_running(data)
+        refused = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
+        assert refused.returncode == 1
+        assert "has lost its database" in refused.stderr
+        assert not embedded.is_running(data)
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()[-2000:]

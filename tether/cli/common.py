@@ -112,6 +112,14 @@ def _embedded_url() -> str:
             f"no embedded database in {data_dir}: `tether dev` makes it there. Run this"
             " command in the folder where you run `tether dev`, or pass --database-url"
         )
+    if dev_state.running() and not embedded.is_running(data_dir):
+        # Started here, it would end an outage someone is making or living through, under
+        # a dev that does not expect it.
+        raise ConfigurationError(
+            "the `tether dev` running in this folder has lost its database (the embedded"
+            " Postgres is stopped): this command does not start it under the dev; restart"
+            " `tether dev`"
+        )
     server = embedded.start(data_dir)
     if server.started_here:
         # Nobody was using it: leave it as this command found it, unless someone
