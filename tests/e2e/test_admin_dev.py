@@ -69,12 +69,14 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
     assert (status, headers["content-type"]) == (401, "application/problem+json")
     assert _call(server, "GET", "/sessions?active=true", key)[0] == 200
     assert _call(server, "GET", "/health", None)[2]["status"] == "ok"
-    # A wrong path is told where the routes are listed, under this prefix.
-    status, _, problem = _call(server, "GET", "/nowhere", key)
-    assert (status, problem["detail"]) == (
-        404,
-        "no route serves this path; /admin/openapi.json lists them",
-    )
+    # A wrong path is told where the routes are listed, under this prefix; under the
+    # live page's static files too, which are mounted apart.
+    for wrong in ("/nowhere", "/dashboard/static/nowhere.js"):
+        status, _, problem = _call(server, "GET", wrong, key)
+        assert (status, problem["detail"]) == (
+            404,
+            "no route serves this path; /admin/openapi.json lists them",
+        )
     assert _call(server, "GET", "/openapi.json", None)[0] == 200
     log = server.log.read_text()
     assert f"/admin/dashboard?key={key}" in log

@@ -144,7 +144,10 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     detail = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404:
         # Never the path itself: whatever was sent in it stays out of the answer.
-        schema = str(request.scope.get("root_path", "")).rstrip("/") + "/openapi.json"
+        # The app's own root: under a mount (the live page's static files), root_path
+        # has the mount's path added.
+        root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+        schema = str(root).rstrip("/") + "/openapi.json"
         detail = f"no route serves this path; {schema} lists them"
     return problem(
         request, exc.status_code, code, detail, headers=dict(exc.headers) if exc.headers else None
