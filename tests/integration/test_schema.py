@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -225,7 +226,8 @@ def test_daily_statistics_are_counted_by_day_not_sorted_row_by_row(db: Conn, que
     db.execute("analyze public.conversation_sessions")
     row = db.execute(("explain (format json) " + query).encode()).fetchone()
     assert row is not None
-    plan = next(iter(row.values()))[0]["Plan"]
+    explained = cast("list[dict[str, Any]]", next(iter(row.values())))
+    plan = explained[0]["Plan"]
     aggregate = next(
         node for node in (plan, *plan.get("Plans", [])) if node["Node Type"] == "Aggregate"
     )
