@@ -98,6 +98,32 @@ def test_credentials_that_do_not_verify_get_401(api: AdminApi, headers: dict[str
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        [
+            ("Authorization", f"Bearer {OPERATOR_KEY}"),
+            ("Authorization", "Bearer wrong-key-0000000"),
+        ],
+        [("X-Tether-Operator-Key", OPERATOR_KEY), ("X-Tether-Operator-Key", "wrong-key-0000000")],
+        [("Authorization", f"Bearer {OPERATOR_KEY}"), ("Authorization", f"Bearer {OPERATOR_KEY}")],
+    ],
+    ids=["bearer-then-wrong", "key-then-wrong", "the-same-twice"],
+)
+def test_a_credential_sent_twice_is_refused_not_read_once(
+    api: AdminApi, headers: list[tuple[str, str]]
+) -> None:
+    body = _problem(api.client.get("/sessions", headers=headers), 401)
+    assert "send each credential once" in body["detail"]
+    assert OPERATOR_KEY not in json.dumps(body)
+
+
+def test_a_query_parameter_given_twice_is_refused(api: AdminApi) -> None:
+    response = api.client.get("/sessions", params=[("limit", "5"), ("limit", "500")], headers=AUTH)
+    assert _fields(response) == ["query"]
+    assert "more than once" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
     "claims",
     [
         {"role": "authenticated"},

@@ -117,6 +117,8 @@ def authenticate(bearer: str | None, key_header: str | None, settings: Settings)
 DETAILS = {
     "missing_credentials": "send the operator key (Authorization: Bearer <key>, or"
     f" {KEY_HEADER}) or an operator's access token (Authorization: Bearer <token>)",
+    "repeated_credentials": "send each credential once: one Authorization header, one"
+    f" {KEY_HEADER}",
     "wrong_operator_key": "the operator key was not accepted",
     "operator_key_not_configured": "no operator key is configured (TETHER_OPERATOR_KEY)",
     "token_verification_not_configured": "access tokens cannot be verified here: set"

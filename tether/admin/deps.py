@@ -17,6 +17,7 @@ from tether import runtime
 from tether.admin.auth import KEY_HEADER, Operator, authenticate
 from tether.admin.errors import InvalidFieldError
 from tether.aws.connections import ConnectionsApi
+from tether.errors import AuthenticationError
 from tether.outbox import Announcer
 from tether.settings import Settings
 from tether.store import SessionStore
@@ -56,10 +57,15 @@ ConnectionsDep = Annotated[ConnectionsApi | None, Depends(get_connections)]
 
 
 def require_operator(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     key: Annotated[str | None, Security(key_header)],
 ) -> Operator:
+    # A header sent twice is read once, the first: a second, wrong credential would be
+    # passed over.
+    if any(len(request.headers.getlist(name)) > 1 for name in ("authorization", KEY_HEADER)):
+        raise AuthenticationError("repeated_credentials")
     return authenticate(credentials.credentials if credentials else None, key, settings)
 
 
@@ -76,6 +82,9 @@ def known_query_only(request: Request) -> None:
     if set(request.query_params) - known:
         takes = ", ".join(sorted(known)) if known else "no query parameters"
         raise InvalidFieldError("query", f"a parameter this route does not take; it takes {takes}")
+    if len(request.query_params.multi_items()) > len(request.query_params):
+        # No route takes a list: ?limit=5&limit=500 would be read as its last value.
+        raise InvalidFieldError("query", "a parameter given more than once; give each once")
 
 
 def _query_names(dependant: Dependant) -> set[str]:
