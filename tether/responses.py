@@ -19,6 +19,17 @@ from tether.errors import (
 
 Response = dict[str, Any]
 
+SERVER_FAILED = "the service could not complete the request"
+# What a caller is told of a failure on the server's side: its kind, never its detail
+# (hosts, settings), which stays in the logs.
+_SERVER_SIDE_MESSAGES = {
+    "unavailable": "the database is unavailable or busy; try again shortly",
+}
+
+
+def server_side_message(code: str) -> str:
+    return _SERVER_SIDE_MESSAGES.get(code, SERVER_FAILED)
+
 
 def respond(
     status_code: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -57,5 +68,5 @@ def error_response(exc: TetherError) -> Response:
     # Authentication causes are safe codes; other messages are ours, never input.
     message = exc.cause if isinstance(exc, AuthenticationError) else str(exc)
     if status >= 500:
-        message = "the service could not complete the request"
+        message = server_side_message(code)
     return respond(status, {"error": code, "message": message})

@@ -597,6 +597,8 @@ def test_health_when_the_database_is_unreachable(
         }
         problem = _problem(running.client.get("/sessions", headers=AUTH), 503)
         assert "secret-password" not in problem["detail"]
+        # What failed is said (the database), not where it is.
+        assert problem["detail"] == "the database is unavailable or busy; try again shortly"
     # The failure is logged with its cause (every field of each record), never the password.
     logged = " ".join(str(vars(record)) for record in caplog.records)
     assert "127.0.0.1" in logged

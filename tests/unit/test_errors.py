@@ -71,7 +71,11 @@ def test_typed_errors_map_to_responses(error: TetherError, status: int, code: st
     body = json.loads(response["body"])
     assert body["error"] == code
     if status >= 500:
-        # Server-side detail (hosts, settings) stays in the logs.
-        assert body["message"] == "the service could not complete the request"
+        # Server-side detail (hosts, settings) stays in the logs; the kind is said.
+        assert body["message"] == (
+            "the database is unavailable or busy; try again shortly"
+            if code == "unavailable"
+            else "the service could not complete the request"
+        )
     elif isinstance(error, AuthenticationError):
         assert body["message"] == error.cause

@@ -25,7 +25,7 @@ from tether.errors import (
     GatewayError,
     TetherError,
 )
-from tether.responses import error_code
+from tether.responses import SERVER_FAILED, error_code, server_side_message
 
 logger = logging.getLogger("tether.admin")
 
@@ -135,7 +135,7 @@ async def _tether(request: Request, error: Exception) -> JSONResponse:
         # Our own message: the bad value's field, the setting's name; never a value.
         return problem(request, status, code, str(exc))
     logger.error("request failed", extra={"error": str(exc), "code": code})
-    return problem(request, status, code, "the service could not complete the request")
+    return problem(request, status, code, server_side_message(code))
 
 
 async def _http(request: Request, error: Exception) -> JSONResponse:
@@ -156,7 +156,7 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error", exc_info=exc)
-    return problem(request, 500, "internal_error", "the service could not complete the request")
+    return problem(request, 500, "internal_error", SERVER_FAILED)
 
 
 def install(app: FastAPI) -> None:
