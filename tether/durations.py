@@ -36,10 +36,15 @@ def is_bare_number(text: str) -> bool:
 def _with_units(value: str) -> float:
     position = 0
     seconds = 0.0
+    smallest = math.inf
     for match in _PART.finditer(value):
-        if match.start() != position:
+        size = _UNIT_SECONDS[match.group(2)]
+        # Each unit once, largest first (1d12h, not 5m5m nor 30m1h): a repeated unit
+        # is more likely a slip than a sum.
+        if match.start() != position or size >= smallest:
             break
-        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds += float(match.group(1)) * size
+        smallest = size
         position = match.end()
     if position != len(value):
         raise InvalidInputError(

@@ -41,7 +41,10 @@ def test_zero_where_it_means_none(text: str) -> None:
 @pytest.mark.parametrize(
     # Full-width and Devanagari digits: Python's float() reads them, nobody types them.
     "text",
-    ["", "soon", "-2h", "2x", "h", "2h3", "0s", "1e3", "\uff12h", "\uff19\uff10", "\u0969m"],
+    [
+        *("", "soon", "-2h", "2x", "h", "2h3", "0s", "1e3", "5m5m", "30m1h"),
+        *("\uff12h", "\uff19\uff10", "\u0969m"),
+    ],
 )
 def test_bad_durations_say_what_a_duration_is(text: str) -> None:
     with pytest.raises(InvalidInputError, match="duration"):
