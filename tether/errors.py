@@ -84,7 +84,8 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
         return InvalidInputError(message)
     if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
         return DatabaseUnavailableError(message)
-    return DatabaseError(f"{sqlstate or 'unknown'}: {message}")
+    # A client-side error has no SQLSTATE: its message alone, not "unknown: ...".
+    return DatabaseError(f"{sqlstate}: {message}" if sqlstate else message)
 
 
 def error_from_psycopg(exc: Exception) -> TetherError:

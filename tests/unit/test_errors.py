@@ -39,7 +39,11 @@ from tether.responses import error_code, error_response
     ],
 )
 def test_sqlstates_map_to_typed_errors(sqlstate: str | None, kind: type[TetherError]) -> None:
-    assert type(error_for_sqlstate(sqlstate, "message")) is kind
+    error = error_for_sqlstate(sqlstate, "message")
+    assert type(error) is kind
+    # The SQLSTATE is named where there is one; none is not called "unknown".
+    assert str(error) in ("message", f"{sqlstate}: message")
+    assert "unknown" not in str(error)
 
 
 def test_postgrest_errors_map_like_sqlstates() -> None:
