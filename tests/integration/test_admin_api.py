@@ -318,6 +318,9 @@ def test_a_cursor_is_bound_to_its_filters(api: AdminApi, make_session: SessionFa
         ("/sessions", {"user_id": "bob"}, "user_id"),
         ("/sessions", {"started_after": "yesterday"}, "started_after"),
         ("/sessions", {"started_after": "2026-11-01T00:00:00"}, "started_after"),
+        # Not Unix seconds, though pydantic would read them so.
+        ("/sessions", {"started_after": "0"}, "started_after"),
+        ("/sessions", {"started_before": "1764417600.5"}, "started_before"),
         ("/sessions", {"end_reason": "bored"}, "end_reason"),
         ("/sessions", {"cursor": "x" * 600}, "cursor"),
         ("/sessions", {"cursor": "not-a-cursor"}, "cursor"),
@@ -340,6 +343,15 @@ def test_bad_values_get_a_400_naming_the_field(
     response = api.client.get(path, params=params, headers=AUTH)
     assert _fields(response) == [field]
     assert field in response.json()["detail"]
+
+
+def test_an_unencoded_plus_in_a_time_is_explained(api: AdminApi) -> None:
+    # A bare '+' in a query string is a space: the offset is lost on the way.
+    response = api.client.get("/sessions?started_after=2026-11-01T00:00:00+00:00", headers=AUTH)
+    assert _fields(response) == ["started_after"]
+    assert "%2B" in response.json()["detail"]
+    encoded = api.client.get("/sessions?started_after=2026-11-01T00:00:00%2B00:00", headers=AUTH)
+    assert encoded.status_code == 200, encoded.text
 
 
 def test_a_tampered_cursor_is_refused(api: AdminApi, make_session: SessionFactory) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from tether.admin import operations
 from tether.admin.deps import (
@@ -20,6 +21,24 @@ from tether.admin.deps import (
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
+
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+
+
+def _written_as_a_moment(value: object) -> object:
+    """ISO 8601 only: pydantic also reads a number as Unix seconds (0 is 1970), and a
+    '+' sent unencoded arrives as a space, which it calls "extra characters"."""
+    if isinstance(value, str):
+        if _NUMBER.fullmatch(value.strip()):
+            raise ValueError(
+                "an ISO 8601 time with an offset is expected, such as 2026-11-29T12:00Z"
+            )
+        if " " in value.strip():
+            raise ValueError("a '+' in a URL must be written %2B (a bare '+' reads as a space)")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_written_as_a_moment)]
 
 router = APIRouter(
     prefix="/sessions",
@@ -37,10 +56,10 @@ def list_sessions(
     ] = None,
     user_id: Annotated[UUID | None, Query(description="Only this user's sessions")] = None,
     started_after: Annotated[
-        AwareDatetime | None, Query(description="Started at or after (ISO 8601 with offset)")
+        Moment | None, Query(description="Started at or after (ISO 8601 with offset)")
     ] = None,
     started_before: Annotated[
-        AwareDatetime | None, Query(description="Started before (ISO 8601 with offset)")
+        Moment | None, Query(description="Started before (ISO 8601 with offset)")
     ] = None,
     end_reason: Annotated[EndReason | None, Query(description="Ended for this reason")] = None,
     cursor: Annotated[
