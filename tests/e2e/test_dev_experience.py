@@ -210,6 +210,18 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     assert not (tmp_path / ".tether").exists()
 
 
+def test_a_bad_setting_from_the_environment_is_named_as_the_environment_names_it(
+    tmp_path: Path,
+) -> None:
+    result = run_tether(
+        "dev", cwd=tmp_path, env={"TETHER_HEARTBEAT_GRACE_SECONDS": "abc"}, timeout=60
+    )
+    assert result.returncode == 1
+    assert "TETHER_HEARTBEAT_GRACE_SECONDS: Input should be a valid number" in result.stderr
+    assert "--heartbeat-grace" not in result.stderr  # a flag nobody passed
+    assert not (tmp_path / ".tether").exists()
+
+
 def test_an_operator_key_no_client_could_send_is_refused_before_a_database_starts(
     tmp_path: Path,
 ) -> None:

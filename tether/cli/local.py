@@ -65,10 +65,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
         message_rate=args.message_rate,
         fault_file=Path(args.fault_file) if args.fault_file else None,
     )
+    # A setting is named by its flag only when the flag gave it: one read from the
+    # environment keeps the environment's name.
+    named = {
+        setting: name
+        for setting, name in _DEV_SETTING_FLAGS.items()
+        if not name.startswith("--") or getattr(args, name[2:].replace("-", "_")) is not None
+    }
     try:
         return run(options, say)
     except ConfigurationError as exc:
-        raise ConfigurationError(in_flags(str(exc), _DEV_SETTING_FLAGS)) from None
+        raise ConfigurationError(in_flags(str(exc), named)) from None
 
 
 # The settings `tether dev` takes as flags; the others come from the environment.
