@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check, scrub
-from tether.errors import DatabaseUnavailableError, MigrationError, error_from_psycopg
+from tether.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    MigrationError,
+    error_from_psycopg,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -446,11 +451,11 @@ def _first_version(version_prefix: str | None, latest: str | None, now: datetime
     if version_prefix is not None:
         start = _moment(version_prefix)
         if start is None:
-            raise MigrationError(
+            raise InvalidInputError(
                 "--version-prefix must be a moment written YYYYMMDDHHMMSS (year 1000 or later)"
             )
         if latest is not None and not _sorts_after(version_prefix, latest):
-            raise MigrationError(
+            raise InvalidInputError(
                 f"--version-prefix {version_prefix} is not after the folder's latest"
                 f" migration ({latest}): supabase db push would refuse to insert before it"
             )

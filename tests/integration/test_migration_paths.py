@@ -15,7 +15,7 @@ import pytest
 from tests.origin_fixture import build_origin
 from tests.support import ORIGIN_TABLE, run_tether
 from tether import migrate
-from tether.errors import MigrationError
+from tether.errors import InvalidInputError, MigrationError
 from tether.local import embedded
 
 
@@ -218,9 +218,9 @@ def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:
 
 def test_export_refuses_a_prefix_before_the_team_s_latest(tmp_path: Path) -> None:
     (tmp_path / "20300101000000_team.sql").write_text("select 1;\n")
-    with pytest.raises(MigrationError, match="not after the folder's latest"):
+    with pytest.raises(InvalidInputError, match="not after the folder's latest"):
         migrate.export(tmp_path, version_prefix="20290101000000")
-    with pytest.raises(MigrationError, match="YYYYMMDDHHMMSS"):
+    with pytest.raises(InvalidInputError, match="YYYYMMDDHHMMSS"):
         migrate.export(tmp_path, version_prefix="2030")
     written = migrate.export(tmp_path, version_prefix="20300101000001")
     assert written[0].name.startswith("20300101000001_tether_")
@@ -249,7 +249,7 @@ def test_export_refuses_a_folder_no_timestamp_can_follow_in_db_push_s_order(
     (tmp_path / latest).write_text("select 9;\n")
     with pytest.raises(MigrationError, match="comes after the folder's latest"):
         migrate.export(tmp_path, now=datetime(2026, 1, 1, tzinfo=UTC))
-    with pytest.raises(MigrationError, match="not after the folder's latest"):
+    with pytest.raises(InvalidInputError, match="not after the folder's latest"):
         migrate.export(tmp_path, version_prefix="20300101000000")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1_init.sql", latest])
 
@@ -257,7 +257,7 @@ def test_export_refuses_a_folder_no_timestamp_can_follow_in_db_push_s_order(
 def test_export_after_9_users_takes_no_prefix_either(tmp_path: Path) -> None:
     (tmp_path / "9_users.sql").write_text("select 9;\n")
     # Greater as text, but 90000101000000_x.sql sorts before 9_users.sql by name.
-    with pytest.raises(MigrationError, match="not after the folder's latest"):
+    with pytest.raises(InvalidInputError, match="not after the folder's latest"):
         migrate.export(tmp_path, version_prefix="90000101000000")
 
 
@@ -277,20 +277,21 @@ def test_export_may_end_at_the_last_moment_there_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "says"),
+    ("prefix", "says", "kind"),
     [
-        ("99999999999999", "YYYYMMDDHHMMSS"),
-        ("20260230000000", "YYYYMMDDHHMMSS"),
-        ("00000000000000", "YYYYMMDDHHMMSS"),
-        ("00010101000000", "year 1000 or later"),
-        ("\uff12\uff10\uff12\uff16" + "0" * 10, "YYYYMMDDHHMMSS"),  # full-width digits
-        ("99991231235959", "no room for"),
+        # A prefix that is no moment is bad input (the command exits 2).
+        ("99999999999999", "YYYYMMDDHHMMSS", InvalidInputError),
+        ("20260230000000", "YYYYMMDDHHMMSS", InvalidInputError),
+        ("00000000000000", "YYYYMMDDHHMMSS", InvalidInputError),
+        ("00010101000000", "year 1000 or later", InvalidInputError),
+        ("\uff12\uff10\uff12\uff16" + "0" * 10, "YYYYMMDDHHMMSS", InvalidInputError),
+        ("99991231235959", "no room for", MigrationError),
     ],
 )
 def test_export_refuses_a_prefix_that_writes_no_version_before_writing(
-    tmp_path: Path, prefix: str, says: str
+    tmp_path: Path, prefix: str, says: str, kind: type[Exception]
 ) -> None:
-    with pytest.raises(MigrationError, match=says):
+    with pytest.raises(kind, match=says):
         migrate.export(tmp_path, version_prefix=prefix)
     assert list(tmp_path.iterdir()) == []
 

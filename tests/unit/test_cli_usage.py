@@ -63,6 +63,7 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
             ],
             "add up to more than 1",
         ),
+        (["migrations", "export", "--version-prefix", "abc", "--to", "."], "YYYYMMDDHHMMSS"),
     ],
 )
 def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
