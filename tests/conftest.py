@@ -46,6 +46,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, layer))
 
 
+@pytest.fixture(autouse=True)
+def logs_stay_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in the test process (``tether.cli.main``) sends logs to stderr for
+    good; the tests after it expect the functions' logs on stdout, as Lambda writes them."""
+    from tether.aws import observability  # noqa: PLC0415
+
+    monkeypatch.setattr(observability._stream, "to_stderr", observability._stream.to_stderr)
+
+
 def with_database(url: str, dbname: str) -> str:
     """The same server URL, pointed at another database."""
     params = conninfo_to_dict(url)

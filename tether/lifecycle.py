@@ -42,6 +42,7 @@ _REASON_BY_CLOSE_CODE = {
     1009: EndReason.MESSAGE_TOO_BIG,
     1012: EndReason.SHUTDOWN,  # service restart: the local gateway stopping
 }
+ABNORMAL_CLOSURE = 1006
 # The reason API Gateway gives a close the client started (its close frame): whatever
 # code the client chose (1001 when a browser tab closes, say), the client ended it.
 _CLIENT_CLOSE_REASON = "client-side close frame"
@@ -55,7 +56,11 @@ _GOING_AWAY_REASONS = (
 def reason_for_close(status_code: int | None, reason: str | None = None) -> EndReason:
     if status_code is None:
         return EndReason.CLIENT_DISCONNECT
-    if reason and reason.lower().startswith(_CLIENT_CLOSE_REASON):
+    if (
+        reason
+        and reason.lower().startswith(_CLIENT_CLOSE_REASON)
+        and status_code != ABNORMAL_CLOSURE  # never in a close frame: the network's doing
+    ):
         return EndReason.CLIENT_DISCONNECT
     if status_code == 1001 and reason:
         lowered = reason.lower()

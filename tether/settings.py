@@ -43,10 +43,13 @@ def operator_key_problem(key: str) -> str | None:
     """What makes a key unfit for the operators' API, or None. Never quotes the key."""
     if len(key) < OPERATOR_KEY_MIN_LENGTH:
         return f"must be at least {OPERATOR_KEY_MIN_LENGTH} characters"
-    if not all("!" <= character <= "~" for character in key):
-        # HTTP carries a header's bytes as Latin-1, so a key of other characters (or
-        # with spaces, which clients trim) could never be sent as typed.
-        return "must be printable ASCII without spaces (letters, digits, punctuation)"
+    if key != key.strip() or not all(" " <= character <= "~" for character in key):
+        # HTTP carries a header's bytes as Latin-1, so a key of other characters could
+        # never be sent as typed; spaces around a header's value are trimmed.
+        return (
+            "must be printable ASCII (letters, digits, punctuation, spaces between them),"
+            " with no space at either end"
+        )
     return None
 
 

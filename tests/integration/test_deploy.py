@@ -27,7 +27,6 @@ from tests.conftest import AWS_REGION, ROOT
 from tests.integration.test_bundle import CACHE
 from tests.integration.test_infra import handlers
 from tether import migrate
-from tether.aws import observability
 from tether.cli import main
 
 STACK = "tether-test"
@@ -35,13 +34,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
     pytest.mark.timeout(300),
 ]
-
-
-@pytest.fixture(autouse=True)
-def logs_back_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command line sends logs to stderr for good; the tests after these expect the
-    functions' logs on stdout again, as Lambda writes them."""
-    monkeypatch.setattr(observability._stream, "to_stderr", observability._stream.to_stderr)
 
 
 def tether(aws: str, *args: str) -> list[str]:

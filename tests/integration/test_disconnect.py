@@ -83,17 +83,22 @@ def test_disconnect_ends_the_session_and_announces_it(
 
 @pytest.mark.usefixtures("lambda_env")
 @pytest.mark.parametrize(
-    ("status", "reason"),
+    ("status", "said", "reason"),
     [
-        (1000, "client_disconnect"),
-        (1001, "server_disconnect"),
-        (1006, "connection_lost"),
-        (1009, "message_too_big"),
+        (1000, "Client-side close frame status code", "client_disconnect"),
+        (1001, "Going away", "server_disconnect"),
+        (1006, "Connection closed abnormally", "connection_lost"),
+        (1009, "Message too big", "message_too_big"),
+        # The client's own close frame, whatever code it chose (a browser tab: 1001).
+        (1001, "Client-side close frame status code", "client_disconnect"),
+        (1009, "Client-side close frame status code", "client_disconnect"),
+        # 1006 is never in a close frame: whatever the text, the connection was lost.
+        (1006, "Client-side close frame status code", "connection_lost"),
     ],
 )
-def test_close_code_sets_the_reason(db: Conn, status: int, reason: str) -> None:
+def test_close_code_sets_the_reason(db: Conn, status: int, said: str, reason: str) -> None:
     _open("code=")
-    _disconnect("code=", disconnectStatusCode=status)
+    _disconnect("code=", disconnectStatusCode=status, disconnectReason=said)
     row = _row(db, "code=")
     assert (row["end_reason"], row["disconnect_status_code"]) == (reason, status)
 

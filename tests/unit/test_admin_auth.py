@@ -143,7 +143,8 @@ def test_without_a_key_or_token_verification_nothing_gets_in() -> None:
             "\u043a\u043b\u044e\u0447-\u043a\u043b\u044e\u0447-\u043a\u043b\u044e\u0447-1",
             "printable ASCII",
         ),
-        ("correct horse battery staple", "printable ASCII"),
+        ("correct horse battery staple ", "no space at either end"),
+        ("\tcorrect-horse-battery-staple", "printable ASCII"),
     ],
 )
 def test_a_key_no_header_could_carry_is_refused_as_the_settings_are_read(

@@ -95,6 +95,8 @@ def test_durations_are_described_for_people(seconds: float, text: str) -> None:
         (1001, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
         (1009, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
         (1012, "Client-side close frame status code", EndReason.CLIENT_DISCONNECT),
+        # 1006 is never sent in a close frame: the connection was lost, whatever the text.
+        (1006, "Client-side close frame status code", EndReason.CONNECTION_LOST),
         (None, None, EndReason.CLIENT_DISCONNECT),
     ],
 )
