@@ -20,9 +20,10 @@ _PASSWORD_IN_CONNINFO = re.compile(
     r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
 )
 HIDDEN = "***"
-# A web URL's user part alone (``https://TOKEN@host``) is how tokens ride in URLs for
-# git hosts and webhooks. A database URL's user alone is a role name, and stays.
-_USER_ONLY_IN_WEB_URL = re.compile(r"(?P<head>\b(?:https?|wss?)://)[^:/?#@\s]+@", re.I)
+# A web URL's user part (``https://TOKEN@host``, ``https://TOKEN:x-oauth-basic@host``) is
+# how tokens ride in URLs for git hosts and webhooks: all of it is hidden. A database
+# URL's user alone is a role name, and stays.
+_USER_PART_IN_WEB_URL = re.compile(r"(?P<head>\b(?:https?|wss?)://)[^/?#@\s]+@", re.I)
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(
     r"(?P<head>[?&](?:token|access_token|id_token|apikey|api_key|key|secret|client_secret"
@@ -51,15 +52,20 @@ def check(url: str) -> str:
                 " user name or password as %40"
             )
         return cleaned
-    scheme = cleaned.split("://", 1)[0] if "://" in cleaned else None
+    head = cleaned.split("://", 1)[0] if "://" in cleaned else None
+    # A scheme is what comes before "://" when nothing there is a key=value pair's
+    # (host=db password=a://b is a connection string, and its text is not repeated).
+    scheme = head if head is not None and not re.search(r"[=\s]", head) else None
     if scheme is not None:
         raise ConfigurationError(
             f"the database URL must start with postgresql:// or postgres://, not {scheme[:20]}://"
         )
     if "=" in cleaned:
         return cleaned  # a libpq key=value connection string
+    # The example names no password in URL form: scrubbed, it would read user:***@host.
     raise ConfigurationError(
-        "the database URL must look like postgresql://user:password@host:5432/dbname"
+        "the database URL must look like postgresql://user@host:5432/dbname (with"
+        " user:password@host where it needs a password)"
     )
 
 
@@ -115,7 +121,7 @@ def hide_secrets(text: str) -> str:
     """Text with passwords in URLs, a web URL's user part, access tokens (JWTs), token
     query parameters and AWS session tokens and signatures hidden: for lines logged by
     libraries that do not know what they carry."""
-    hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(text))
-    hidden = _USER_ONLY_IN_WEB_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", hidden)
+    hidden = _USER_PART_IN_WEB_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
+    hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(hidden))
     hidden = _AWS_CREDENTIAL.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     return _JWT.sub(HIDDEN, hidden)

@@ -49,6 +49,7 @@ def _with_units(value: str) -> float:
     if position != len(value):
         raise InvalidInputError(
             "not a duration; use a number with s, m, h or d, such as 90s, 2h or 1d12h"
+            " (each unit once, largest first)"
         )
     return seconds
 

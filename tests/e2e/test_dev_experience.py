@@ -187,22 +187,24 @@ def test_a_dev_takes_its_lock_back_after_losing_its_connection(
 
 
 @pytest.mark.parametrize(
-    ("flags", "said"),
+    ("flags", "said", "status"),
     [
-        (("--idle-timeout", "20m"), "--idle-timeout"),
+        # 2: flags the settings refuse; 1: a file named cannot be read here.
+        (("--idle-timeout", "20m"), "--idle-timeout", 2),
         (
             ("--heartbeat-grace", "10s"),
             "--heartbeat-grace (10) must be more than TETHER_HEARTBEAT_INTERVAL_SECONDS (15)",
+            2,
         ),
-        (("--sweep-interval", "2h"), "--sweep-interval"),
-        (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]"),
+        (("--sweep-interval", "2h"), "--sweep-interval", 2),
+        (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]", 1),
     ],
 )
 def test_a_bad_setting_is_refused_before_a_database_starts(
-    flags: tuple[str, ...], said: str, tmp_path: Path
+    flags: tuple[str, ...], said: str, status: int, tmp_path: Path
 ) -> None:
     result = run_tether("dev", *flags, cwd=tmp_path, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == status
     assert result.stderr.startswith("tether dev: ") and said in result.stderr
     # In the command's words: its flags, not the settings' names.
     assert "_seconds" not in result.stderr
@@ -529,6 +531,24 @@ def test_a_dev_after_a_kill_9_stops_the_database_the_killed_one_left(tmp_path: P
         assert not embedded.is_running(data)
     finally:
         embedded.stop_if_running(data)
+
+
+def test_a_dev_on_another_database_leaves_the_folder_s_embedded_one_to_the_commands(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """An embedded database an earlier dev left here, stopped, and a dev running on a
+    --database-url: a command with --embedded starts the embedded one for itself, and
+    stops it after, as with no dev running."""
+    data = tmp_path / ".tether" / "pgdata"
+    embedded.start(data)
+    assert embedded.stop_if_running(data)
+    start_dev("--sweep-interval", "1h")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    result = _plain("migrate", "--status", "--embedded", cwd=tmp_path, env=env)
+    assert "lost its database" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert not embedded.is_running(data)
 
 
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:

@@ -352,6 +352,11 @@ def test_an_unencoded_plus_in_a_time_is_explained(api: AdminApi) -> None:
     assert "%2B" in response.json()["detail"]
     encoded = api.client.get("/sessions?started_after=2026-11-01T00:00:00%2B00:00", headers=AUTH)
     assert encoded.status_code == 200, encoded.text
+    # A space between date and time (as Python writes a datetime) is no lost '+'.
+    spaced = api.client.get(
+        "/sessions", params={"started_after": "2026-11-01 00:00:00+00:00"}, headers=AUTH
+    )
+    assert spaced.status_code == 200, spaced.text
 
 
 def test_a_tampered_cursor_is_refused(api: AdminApi, make_session: SessionFactory) -> None:

@@ -23,6 +23,19 @@ def test_a_database_error_no_command_mapped_is_one_line(
     assert said.out == ""
 
 
+def test_a_data_error_raised_mid_command_is_a_failure_not_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Input refused before any work exits 2; a constraint broken partway through a
+    # command may follow work already done: 1.
+    def midway(_: argparse.Namespace) -> int:
+        raise psycopg.errors.CheckViolation("new row violates check constraint")
+
+    monkeypatch.setattr(adopt, "cmd_adopt", midway)
+    assert main(["adopt", "--check"]) == 1
+    assert "violates check constraint" in capsys.readouterr().err
+
+
 def test_any_other_error_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(_: argparse.Namespace) -> int:
         raise ZeroDivisionError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.cli import main
+from tether.cli import build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -32,9 +32,14 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["dev", "--port", "\uff13\uff10\uff10\uff11"], "not a port"),
         (["simulate", "--clients", "\u0968"], "not a whole number"),
         (["sweep", "--time-limit", "\uff11m"], "not a duration"),
+        (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
+        (["chaos", "--seed", "\u0663"], "not a whole number"),
+        (["chaos", "--minutes", "\u0661"], "not a duration"),
         # Read before anything runs, and never repeated: a URL may hold a password.
         (["migrate", "--database-url", "mysql://u:hunter2-secret@h/db"], "postgresql://"),
         (["sweep", "--database-url", "postgresql://u:p@ss@h/db"], "more than one '@'"),
+        # The example it gives is whole, not scrubbed into user:***@host.
+        (["sweep", "--database-url", "not a url"], "must look like postgresql://user@host:5432"),
     ],
 )
 def test_a_flag_value_it_cannot_use_is_a_usage_error(
@@ -47,6 +52,7 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
     assert says in err
     assert "hunter2-secret" not in err
     assert "p@ss" not in err
+    assert "***" not in err
 
 
 @pytest.mark.parametrize(
@@ -71,3 +77,8 @@ def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
 ) -> None:
     assert main(argv) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("1", 1.0), (".5", 0.5), ("1.", 1.0), ("90s", 1.5)])
+def test_chaos_minutes_are_a_bare_number_or_a_duration(text: str, minutes: float) -> None:
+    assert build_parser().parse_args(["chaos", "--minutes", text]).minutes == minutes

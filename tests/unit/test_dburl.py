@@ -22,7 +22,7 @@ def test_a_postgres_url_passes_stripped() -> None:
         ("postgress://app:hunter2pass@h/db", "not postgress://"),
         ("mysql://app:hunter2pass@h/db", "not mysql://"),
         ("https://app:hunter2pass@h/db", "not https://"),
-        ("just-a-word", "postgresql://user:password@host"),
+        ("just-a-word", "postgresql://user@host"),
         ("   ", "empty"),
     ],
 )
@@ -119,6 +119,9 @@ def test_secret_query_parameters_are_hidden(parameter: str) -> None:
         "Client error '401 Unauthorized' for url 'https://ghp_SECRETtoken@api.example.com/hook'",
         "POST HTTPS://SECRETkey@hooks.example.com/x failed",
         "cannot reach wss://SECRET0123@push.example.com",
+        # A token with a password part: the token is the secret, not only what follows.
+        "git clone https://ghp_SECRETtoken:x-oauth-basic@git.example.com/o/r failed",
+        "POST https://SECRETtoken:@api.example.com/x failed",
     ],
 )
 def test_a_web_urls_user_part_is_hidden(line: str) -> None:

@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         psycopg = sys.modules.get("psycopg")
         if psycopg is None or not isinstance(exc, psycopg.Error):
             raise
-        return _failed(args, error_from_psycopg(exc))
+        # Raised mid-command, whatever its SQLSTATE: some work may be done (exit 1).
+        return _failed(args, error_from_psycopg(exc), before_any_work=False)
 
 
 # What argparse answers a flag it cannot read with; the same for input a command
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 USAGE_EXIT = 2
 
 
-def _failed(args: argparse.Namespace, exc: TetherError) -> int:
+def _failed(args: argparse.Namespace, exc: TetherError, *, before_any_work: bool = True) -> int:
     message = str(exc)
     for url in (getattr(args, "database_url", None), configured_url()):
         message = scrub(message, url)
@@ -117,7 +118,7 @@ def _failed(args: argparse.Namespace, exc: TetherError) -> int:
         parser.prog if isinstance(parser, argparse.ArgumentParser) else f"tether {args.command}"
     )
     sys.stderr.write(f"{said_by}: {message}\n")
-    return USAGE_EXIT if isinstance(exc, InvalidInputError) else 1
+    return USAGE_EXIT if before_any_work and isinstance(exc, InvalidInputError) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,9 +10,10 @@ import math
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.dburl import check
+from tether.dburl import check, scrub
 from tether.durations import parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
@@ -112,7 +113,7 @@ def _embedded_url() -> str:
             f"no embedded database in {data_dir}: `tether dev` makes it there. Run this"
             " command in the folder where you run `tether dev`, or pass --database-url"
         )
-    if dev_state.running() and not embedded.is_running(data_dir):
+    if _dev_uses(data_dir) and not embedded.is_running(data_dir):
         # Started here, it would end an outage someone is making or living through, under
         # a dev that does not expect it.
         raise ConfigurationError(
@@ -128,6 +129,21 @@ def _embedded_url() -> str:
     return server.url
 
 
+def _dev_uses(data_dir: Path) -> bool:
+    """Whether a `tether dev` running in this folder uses the embedded server of
+    ``data_dir`` (its URL's socket is there), not a --database-url of its own."""
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    running_dev = dev_state.running()
+    if not running_dev:
+        return False
+    try:
+        host = conninfo_to_dict(str(running_dev.get("database_url") or "")).get("host")
+    except Exception:  # noqa: BLE001 - a URL it cannot read is not the embedded one
+        return False
+    return isinstance(host, str) and host.startswith("/") and Path(host).resolve() == data_dir
+
+
 def _stop_if_unused(server: EmbeddedPostgres) -> None:
     from tether.local import embedded  # noqa: PLC0415
 
@@ -136,7 +152,7 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
         # This command's own connections first: left open, they would count as
         # someone else's (whether they are closed by now depends on exit order).
         runtime.reset()
-    if not dev_state.running():
+    if not _dev_uses(server.data_dir):
         embedded.stop_if_unused(server)
 
 
@@ -146,7 +162,8 @@ def database_url_flag(text: str) -> str:
     try:
         return check(text)
     except ConfigurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        # argparse prints it as it is: scrubbed here, as every other message is.
+        raise argparse.ArgumentTypeError(scrub(str(exc), text)) from None
 
 
 def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = True) -> None:
@@ -204,6 +221,25 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """Any whole number, in ASCII digits."""
+    try:
+        return int(ascii_number(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds, in ASCII digits, more than 0."""
+    try:
+        value = float(ascii_number(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"more than 0 seconds, got {text!r}")
     return value
 
 

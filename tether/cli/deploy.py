@@ -24,7 +24,9 @@ from tether.cli.common import (
     duration_or_zero,
     grace,
     in_flags,
+    positive_seconds,
     say,
+    whole_number,
 )
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
@@ -454,7 +456,9 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
         "--bucket", metavar="NAME", help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)"
     )
     parser.add_argument("--yes", action="store_true", help="do not ask before changing anything")
-    parser.add_argument("--poll-seconds", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--poll-seconds", type=positive_seconds, default=5.0, help=argparse.SUPPRESS
+    )
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -531,7 +535,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     group.add_argument("--finalizer", metavar="MODULE:FUNCTION", help="called per SessionEnded")
     group = deploy_cmd.add_argument_group("functions")
     group.add_argument("--architecture", choices=["arm64", "x86_64"], help="default arm64")
-    group.add_argument("--memory", type=int, metavar="MB", help="per function (default: 512)")
+    group.add_argument(
+        "--memory", type=whole_number, metavar="MB", help="per function (default: 512)"
+    )
     group.add_argument(
         "--snapstart",
         action=argparse.BooleanOptionalAction,

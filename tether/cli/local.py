@@ -24,9 +24,10 @@ from tether.cli.common import (
     require_extra,
     say,
     say_json,
+    whole_number,
 )
 from tether.dburl import check
-from tether.durations import format_duration, is_bare_number
+from tether.durations import format_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.local import state as dev_state
 
@@ -75,7 +76,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         return run(options, say)
     except ConfigurationError as exc:
-        raise ConfigurationError(in_flags(str(exc), named)) from None
+        message = in_flags(str(exc), named)
+        if any(name in message for name in named.values() if name.startswith("--")):
+            # The flags asked for what the settings refuse: refused input (exit 2).
+            raise InvalidInputError(message) from None
+        raise ConfigurationError(message) from None
 
 
 # The settings `tether dev` takes as flags; the others come from the environment.
@@ -232,7 +237,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _minutes(text: str) -> float:
-    value = float(text) if is_bare_number(text) else duration(text) / 60
+    try:
+        value = float(ascii_number(text))  # a bare number is minutes: 1, .5, 1.
+    except ValueError:
+        value = duration(text) / 60
     if not 0.25 <= value <= 120:
         raise argparse.ArgumentTypeError(f"from 0.25 to 120 minutes, got {text!r}")
     return value
@@ -428,6 +436,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     chaos_cmd.add_argument(
         "--minutes", type=_minutes, default=3.0, help="length of the run (a number, or 90s)"
     )
-    chaos_cmd.add_argument("--seed", type=int, default=1, help="the clients' random choices")
+    chaos_cmd.add_argument(
+        "--seed", type=whole_number, default=1, help="the clients' random choices"
+    )
     chaos_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     chaos_cmd.set_defaults(handler=cmd_chaos)

@@ -252,7 +252,17 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
         answer = aws.client("secretsmanager").describe_secret(SecretId=reference)
         return str(answer["ARN"])
     except ClientError as exc:
-        raise InvalidInputError(f"{what}: cannot find {reference}: {error_code(exc)}") from None
+        code = error_code(exc)
+        if code in _NOT_FOUND_CODES:
+            raise InvalidInputError(f"{what}: cannot find {reference}: {code}") from None
+        # Access denied, an expired session, throttling: AWS failed, not the flag.
+        raise DeployError(f"{what}: cannot read {reference}: {code}") from None
+
+
+# What AWS answers for a secret or parameter that is not there (a wrong flag).
+_NOT_FOUND_CODES = frozenset(
+    {"ResourceNotFoundException", "ParameterNotFound", "ValidationException"}
+)
 
 
 def read_secret(aws: Aws, arn: str) -> str:

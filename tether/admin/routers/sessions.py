@@ -23,6 +23,10 @@ from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
 
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+# A time, then an offset whose '+' arrived as a space: "...T12:00:00 01:00".
+_OFFSET_WITHOUT_SIGN = re.compile(
+    r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$"
+)
 
 
 def _written_as_a_moment(value: object) -> object:
@@ -33,7 +37,7 @@ def _written_as_a_moment(value: object) -> object:
             raise ValueError(
                 "an ISO 8601 time with an offset is expected, such as 2026-11-29T12:00Z"
             )
-        if " " in value.strip():
+        if _OFFSET_WITHOUT_SIGN.search(value.strip()):
             raise ValueError("a '+' in a URL must be written %2B (a bare '+' reads as a space)")
     return value
 
