@@ -3,8 +3,8 @@
 -- Without statistics on those expressions the planner takes each session's day for a
 -- group of its own (as many groups as rows) and sorts every row of the week before it
 -- counts them; with them it knows a week holds 7 or 8 days, and counts them in a hash
--- table: about 40% less time on a year of history. ANALYZE (autovacuum's too) gathers
--- them, at no cost to any write.
+-- table, sorting nothing (10 to 40% less time on a year of history, as measured here).
+-- ANALYZE (autovacuum's too) gathers them, at no cost to any write.
 create statistics public.conversation_sessions_start_date_stats
   on (date(session_start)) from public.conversation_sessions;
 
