@@ -105,7 +105,8 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
 def _without_input(item: Any) -> str:
     """pydantic's message, less a parser's detail that quotes the input (a UUID's
     "invalid character: found `x` at 0")."""
-    message = str(item.get("msg", ""))
+    # Our own validators' words come prefixed by pydantic's "Value error, ".
+    message = str(item.get("msg", "")).removeprefix("Value error, ")
     detail = str((item.get("ctx") or {}).get("error", ""))
     if "`" in detail:
         return message.removesuffix(detail).rstrip(", ")
