@@ -14,13 +14,13 @@ from uuid import UUID
 from tether.cli.common import (
     add_announce_option,
     add_database_options,
-    ascii_number,
     confirm,
     declined,
     endpoint,
     installed_settings,
     say,
     say_json,
+    whole_number,
 )
 from tether.errors import ConfigurationError, NotFoundError
 
@@ -72,20 +72,14 @@ def _uuid(text: str) -> UUID:
 def _limit(text: str) -> int:
     from tether.admin.operations import PAGE_SIZE_MAX  # noqa: PLC0415
 
-    try:
-        value = int(ascii_number(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = whole_number(text)
     if not 1 <= value <= PAGE_SIZE_MAX:
         raise argparse.ArgumentTypeError(f"between 1 and {PAGE_SIZE_MAX}, got {text!r}")
     return value
 
 
 def _days(text: str) -> int:
-    try:
-        value = int(ascii_number(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = whole_number(text)
     if not 1 <= value <= DAYS_MAX:
         raise argparse.ArgumentTypeError(f"between 1 and {DAYS_MAX}, got {text!r}")
     return value

@@ -214,40 +214,39 @@ def ascii_number(text: str) -> str:
     return text
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(ascii_number(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1, got {text!r}")
-    return value
-
-
 def whole_number(text: str) -> int:
-    """Any whole number, in ASCII digits."""
+    """Any whole number, in ASCII digits: what every whole-number flag reads first."""
     try:
         return int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
-def positive_seconds(text: str) -> float:
-    """A number of seconds, in ASCII digits, more than 0."""
+def number(text: str) -> float:
+    """Any number, in ASCII digits: what every fractional flag reads first."""
     try:
-        value = float(ascii_number(text))
+        return float(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def fraction(text: str) -> float:
+    value = number(text)
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds, more than 0."""
+    value = number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"more than 0 seconds, got {text!r}")
     return value
 
 
 def count(text: str) -> int:
-    try:
-        value = int(ascii_number(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value

@@ -20,6 +20,7 @@ from tether.cli.common import (
     fraction,
     grace,
     in_flags,
+    number,
     port,
     require_extra,
     say,
@@ -247,10 +248,7 @@ def _minutes(text: str) -> float:
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(ascii_number(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = number(text)
     if not 0 < value <= 100_000:
         raise argparse.ArgumentTypeError(f"a rate above 0, at most 100000, got {text!r}")
     return value
