@@ -11,7 +11,6 @@ from typing import Any
 
 from tether import limits
 from tether.cli.common import (
-    ascii_number,
     configured_url,
     count,
     database_url_flag,
@@ -239,8 +238,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 def _minutes(text: str) -> float:
     try:
-        value = float(ascii_number(text))  # a bare number is minutes: 1, .5, 1.
-    except ValueError:
+        value = number(text)  # a bare number is minutes: 1, .5, 1.
+    except argparse.ArgumentTypeError:
         value = duration(text) / 60
     if not 0.25 <= value <= 120:
         raise argparse.ArgumentTypeError(f"from 0.25 to 120 minutes, got {text!r}")
