@@ -19,6 +19,12 @@ connection id a pgbench variable, the session id taken from the end's row with
 2: pgbench clients, handler processes), interleaved: each repeat runs pgbench, then
 the handlers, and the ratio is taken per repeat. The median ratio of the repeats is
 the figure.
+
+The floor. Each repeat also runs psycopg alone: processes connected as the driver
+connects, sending the captured statements back to back with the same parameters and
+types (checked before the clock starts) and nothing else. Its own ratio to pgbench is
+the most any client written on psycopg could reach here, so the handlers' distance to
+the goal splits into psycopg's share and tether's.
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +184,25 @@ def _pair(connect: Any, disconnect: Any, context: _Context, events: tuple[Any, A
         raise RuntimeError("$disconnect failed")
 
 
+def _timed(folder: str, index: int, seconds: float, pair: Callable[[], object]) -> None:
+    """Say this worker is ready, wait for the word, run pairs for ``seconds``, and write
+    how many ran."""
+    (Path(folder) / f"ready-{index}").touch()
+    go = Path(folder) / "go"
+    while not go.exists():
+        time.sleep(0.002)
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        pair()
+        done += 1
+    elapsed = time.perf_counter() - started
+    (Path(folder) / f"result-{index}.json").write_text(
+        json.dumps({"pairs": done, "seconds": elapsed})
+    )
+
+
 def worker(url: str, seconds: float, folder: str, index: int) -> None:
     """One warm container: invoke pairs for ``seconds`` once told to go."""
     _worker_environment(url)
@@ -189,19 +217,11 @@ def worker(url: str, seconds: float, folder: str, index: int) -> None:
     for pair in batch(WARM_PAIRS):
         _pair(connect, disconnect, context, pair)
     ready = batch(int(seconds * 1500))
-    (Path(folder) / f"ready-{index}").touch()
-    go = Path(folder) / "go"
-    while not go.exists():
-        time.sleep(0.002)
-    done = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while time.perf_counter() < deadline:
-        _pair(connect, disconnect, context, ready.pop() if ready else batch(1)[0])
-        done += 1
-    elapsed = time.perf_counter() - started
-    (Path(folder) / f"result-{index}.json").write_text(
-        json.dumps({"pairs": done, "seconds": elapsed})
+    _timed(
+        folder,
+        index,
+        seconds,
+        lambda: _pair(connect, disconnect, context, ready.pop() if ready else batch(1)[0]),
     )
 
 
@@ -262,59 +282,163 @@ def _substitute(query: str, expressions: list[str]) -> str:
     return re.sub(r"\$(\d+)\b", lambda match: expressions[int(match.group(1)) - 1], query)
 
 
-def pgbench_script(pair: dict[str, Any]) -> tuple[str, dict[str, str]]:  # noqa: PLR0912
+# Where each parameter of a captured pair comes from: the pair's connection id, a
+# column of an earlier statement's first row (as itself or as a one-element array),
+# a constant (its captured text), or null.
+Source = tuple[str, ...]
+
+
+def parameter_sources(pair: dict[str, Any]) -> list[list[Source]]:
+    """For each statement a connect + disconnect pair sent, its parameters' sources."""
+    statements = pair["connect"]["statements"] + pair["disconnect"]["statements"]
+    produced: list[tuple[int, str, str]] = []  # (statement, column, value)
+    sources: list[list[Source]] = []
+    for k, statement in enumerate(statements):
+        found: list[Source] = []
+        for value in statement["values"]:
+            if value is None:
+                found.append(("null",))
+                continue
+            if value == pair["connection_id"]:
+                found.append(("cid",))
+                continue
+            # The latest statement's row first: where the handler took it from.
+            # (psycopg writes a uuid without its dashes, Postgres with them.)
+            bare = value.replace("-", "")
+            source: Source = ("constant", value)
+            for j, column, earlier in reversed(produced):
+                if bare == earlier.replace("-", ""):
+                    source = ("row", str(j), column, "")
+                elif bare == "{" + earlier.replace("-", "") + "}":
+                    source = ("row", str(j), column, "array")
+                if source[0] == "row":
+                    break
+            found.append(source)
+        sources.append(found)
+        for row in statement["rows"][:1]:
+            produced += [(k, column, str(v)) for column, v in row.items() if v is not None]
+    return sources
+
+
+def pgbench_script(pair: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """A pgbench script sending what one connect + disconnect pair sent, and its -D
     variables (every constant stays a bind parameter, as psycopg sent it)."""
     from psycopg import postgres  # noqa: PLC0415
 
     statements = pair["connect"]["statements"] + pair["disconnect"]["statements"]
-    cid = pair["connection_id"]
     constants: dict[str, str] = {}
-    produced: list[tuple[int, str, str]] = []  # (statement, column, value)
     referenced: set[int] = set()
     lines = ["\\set cid random(1, 9223372036854775806)"]
     bodies: list[str] = []
-    for k, statement in enumerate(statements):
+    for k, (statement, sources) in enumerate(zip(statements, parameter_sources(pair), strict=True)):
         expressions: list[str] = []
-        for n, (value, oid) in enumerate(zip(statement["values"], statement["types"], strict=True)):
+        for n, (source, oid) in enumerate(zip(sources, statement["types"], strict=True)):
             cast = ""
             if oid:
                 info = postgres.types.get(oid)
                 # psycopg's registry finds a type by its array's oid too.
                 cast = f"::{info.name}{'[]' if info.oid != oid else ''}" if info else ""
-            if value is None:
+            if source[0] == "null":
                 expression = "null"
-            elif value == cid:
+            elif source[0] == "cid":
                 expression = ":cid"
+            elif source[0] == "row":
+                j, column, shape = int(source[1]), source[2], source[3]
+                referenced.add(j)
+                expression = f"('{{' || :s{j}_{column} || '}}')" if shape else f":s{j}_{column}"
             else:
-                expression = ""
-                # The latest statement's row first: where the handler took it from.
-                # (psycopg writes a uuid without its dashes, Postgres with them.)
-                bare = value.replace("-", "")
-                for j, column, earlier in reversed(produced):
-                    if bare == earlier.replace("-", ""):
-                        expression = f":s{j}_{column}"
-                    elif bare == "{" + earlier.replace("-", "") + "}":
-                        expression = f"('{{' || :s{j}_{column} || '}}')"
-                    if expression:
-                        referenced.add(j)
-                        break
-                if not expression:
-                    name = f"c{k}_{n + 1}"
-                    constants[name] = value
-                    expression = f":{name}"
-            expressions.append(
-                f"{expression}{cast}" if cast and expression != "null" else expression
-            )
-            if cast and expression == "null":
-                expressions[-1] = f"null{cast}"
-        query = _substitute(statement["query"], list(expressions))
-        bodies.append(query)
-        for row in statement["rows"][:1]:
-            produced += [(k, column, str(v)) for column, v in row.items() if v is not None]
+                name = f"c{k}_{n + 1}"
+                constants[name] = source[1]
+                expression = f":{name}"
+            expressions.append(f"{expression}{cast}")
+        bodies.append(_substitute(statement["query"], expressions))
     for k, query in enumerate(bodies):
         lines.append(f"{query} \\gset s{k}_" if k in referenced else f"{query};")
     return "\n".join(lines) + "\n", constants
+
+
+def _rebuilders() -> dict[int, Callable[[str], object]]:
+    """From a captured constant's text back to the Python value psycopg dumps with the
+    captured type (0: a str, which psycopg sends untyped)."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    return {
+        0: str,
+        16: lambda text: text == "t",
+        20: int,
+        21: int,
+        23: int,
+        700: float,
+        701: float,
+        1184: datetime.fromisoformat,
+        1700: Decimal,
+        2950: uuid.UUID,
+        3802: lambda text: Jsonb(json.loads(text)),
+    }
+
+
+def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: str) -> None:
+    """psycopg alone, connected as the driver connects, sending a captured pair's
+    statements back to back with the same parameters: the most any client written on
+    psycopg can reach, since it does nothing else."""
+    import psycopg  # noqa: PLC0415
+    from psycopg.adapt import PyFormat, Transformer  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
+
+    from tether.drivers.postgres import NETWORK_TIMEOUTS  # noqa: PLC0415
+
+    pair = json.loads(Path(captured).read_text())[-1]
+    statements = pair["connect"]["statements"] + pair["disconnect"]["statements"]
+    sources = parameter_sources(pair)
+    rebuild = _rebuilders()
+    queries = [re.sub(r"\$\d+\b", "%s", statement["query"]) for statement in statements]
+    constants: list[dict[int, object]] = []
+    for statement, found in zip(statements, sources, strict=True):
+        values: dict[int, object] = {}
+        for n, (source, oid) in enumerate(zip(found, statement["types"], strict=True)):
+            if source[0] == "constant":
+                if oid not in rebuild:
+                    raise RuntimeError(f"a captured parameter has type {oid}, not rebuilt here")
+                values[n] = rebuild[oid](source[1])
+        constants.append(values)
+    connection = psycopg.connect(
+        url,
+        autocommit=True,
+        prepare_threshold=None,
+        row_factory=dict_row,
+        application_name="tether",
+        **NETWORK_TIMEOUTS,
+    )
+    cursor = connection.cursor()
+
+    def send_pair() -> list[list[Any]]:
+        cid = _connection_id()
+        rows: list[list[Any]] = []
+        sent: list[list[Any]] = []
+        for query, found, values in zip(queries, sources, constants, strict=True):
+            params: list[Any] = []
+            for n, source in enumerate(found):
+                if source[0] == "cid":
+                    params.append(cid)
+                elif source[0] == "row":
+                    value = rows[int(source[1])][0][source[2]]
+                    params.append([value] if source[3] else value)
+                else:
+                    params.append(values.get(n))
+            cursor.execute(query, params)
+            rows.append(cursor.fetchall())
+            sent.append(params)
+        return sent
+
+    # The same statements as the handlers', parameter types included.
+    for statement, params in zip(statements, send_pair(), strict=True):
+        dumper = Transformer(connection)
+        dumper.dump_sequence(params, [PyFormat.AUTO] * len(params))
+        if [int(t) for t in (dumper.types or [0] * len(params))] != statement["types"]:
+            raise RuntimeError(f"psycopg alone would send other types than {statement['query']}")
+    for _ in range(WARM_PAIRS):
+        send_pair()
+    _timed(folder, index, seconds, send_pair)
 
 
 def _pgbench(
@@ -338,7 +462,9 @@ def _pgbench(
     return float(found.group(1))
 
 
-def _handlers(url: str, clients: int, seconds: float) -> float:
+def _pairs_per_second(kind: str, url: str, clients: int, seconds: float, *more: str) -> float:
+    """Pairs per second from ``clients`` worker processes of ``kind`` (``worker``: the
+    handlers; ``psycopg``: psycopg alone) started together."""
     with tempfile.TemporaryDirectory() as folder:
         workers = [
             subprocess.Popen(
@@ -346,11 +472,12 @@ def _handlers(url: str, clients: int, seconds: float) -> float:
                     sys.executable,
                     "-m",
                     "bench.lifecycle",
-                    "worker",
+                    kind,
                     url,
                     str(seconds),
                     folder,
                     str(i),
+                    *more,
                 ]
             )
             for i in range(clients)
@@ -359,12 +486,12 @@ def _handlers(url: str, clients: int, seconds: float) -> float:
             deadline = time.monotonic() + 120
             while not all((Path(folder) / f"ready-{i}").exists() for i in range(clients)):
                 if any(w.poll() not in (None, 0) for w in workers) or time.monotonic() > deadline:
-                    raise RuntimeError("a handler worker failed to start")
+                    raise RuntimeError(f"a {kind} worker failed to start")
                 time.sleep(0.01)
             (Path(folder) / "go").touch()
             for w in workers:
                 if w.wait(timeout=seconds + 120) != 0:
-                    raise RuntimeError("a handler worker failed")
+                    raise RuntimeError(f"a {kind} worker failed")
             results = [
                 json.loads((Path(folder) / f"result-{i}.json").read_text()) for i in range(clients)
             ]
@@ -398,40 +525,58 @@ def run(mode: Run) -> dict[str, Entry]:
         Path(folder).chmod(0o755)
         by_concurrency: dict[str, Any] = {}
         for clients in (1, 2):
-            baseline, measured, ratios = [], [], []
+            baseline, measured, alone, ratios, floors = [], [], [], [], []
             for _ in range(repeats):
                 pg = _pgbench(url, script, constants, clients, seconds)
-                ours = _handlers(url, clients, seconds)
+                ours = _pairs_per_second("worker", url, clients, seconds)
+                bare = _pairs_per_second("psycopg", url, clients, seconds, str(captured_path))
                 baseline.append(pg)
                 measured.append(ours)
+                alone.append(bare)
                 ratios.append(ours / pg)
-            ratio = spread(ratios, 3)
+                floors.append(bare / pg)
+            ratio, floor = spread(ratios, 3), spread(floors, 3)
             by_concurrency[str(clients)] = {
                 "handler_pairs_per_second": spread(measured, 1),
                 "pgbench_pairs_per_second": spread(baseline, 1),
+                "psycopg_alone_pairs_per_second": spread(alone, 1),
                 "ratio": ratio,
+                "psycopg_alone_ratio": floor,
             }
             report(
                 f"lifecycle   c={clients}: handlers {spread(measured, 1)['median']:.0f} pairs/s,"
                 f" pgbench {spread(baseline, 1)['median']:.0f}/s, ratio {ratio['median']:.2f}"
-                f" (runs {', '.join(f'{r:.2f}' for r in ratios)})"
+                f" (runs {', '.join(f'{r:.2f}' for r in ratios)}); psycopg alone"
+                f" {spread(alone, 1)['median']:.0f}/s, ratio {floor['median']:.2f}"
+                f" (runs {', '.join(f'{r:.2f}' for r in floors)})"
             )
     worst = min(c["ratio"]["median"] for c in by_concurrency.values())
     result = entry(
         f"connect + disconnect pairs through the warm handlers, {seconds:g} s per run,"
         f" {repeats} interleaved repeats per concurrency (1 and 2), against pgbench"
-        " running the captured statements",
+        " running the captured statements; psycopg alone sending them, connected as the"
+        " driver connects, measured beside them as the floor of any client on psycopg",
         measured={c: v["handler_pairs_per_second"] for c, v in by_concurrency.items()}
         | {"round_trips_per_invocation": round_trips},
         baseline={c: v["pgbench_pairs_per_second"] for c, v in by_concurrency.items()}
-        | {"pgbench_script": script_text},
+        | {"pgbench_script": script_text}
+        | {
+            f"psycopg_alone_{c}": v["psycopg_alone_pairs_per_second"]
+            for c, v in by_concurrency.items()
+        },
         ratio=worst,
         goal=GOAL,
         notes="ratio is the lower of the two concurrencies' median ratios",
     )
     result["ratios_by_concurrency"] = {c: v["ratio"] for c, v in by_concurrency.items()}
+    # What psycopg itself reaches against pgbench: no handler on it can pass this.
+    result["psycopg_alone_ratios_by_concurrency"] = {
+        c: v["psycopg_alone_ratio"] for c, v in by_concurrency.items()
+    }
     result["spread_note"] = " ".join(
-        f"c={c}: {v['ratio']['min']:.2f}-{v['ratio']['max']:.2f}" for c, v in by_concurrency.items()
+        f"c={c}: {v['ratio']['min']:.2f}-{v['ratio']['max']:.2f}"
+        f" (psycopg alone {v['psycopg_alone_ratio']['median']:.2f})"
+        for c, v in by_concurrency.items()
     )
     return {"lifecycle_throughput": result}
 
@@ -439,5 +584,7 @@ def run(mode: Run) -> dict[str, Entry]:
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
         worker(sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    elif sys.argv[1] == "psycopg":
+        psycopg_worker(sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
     elif sys.argv[1] == "capture":
         capture(sys.argv[2], sys.argv[3])
