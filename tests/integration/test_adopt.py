@@ -1397,3 +1397,84 @@ def test_adopt_needs_a_database_url(tmp_path: Path) -> None:
     result = run_tether("adopt", "--check", cwd=tmp_path)
     assert result.returncode == 1
     assert "no database URL" in result.stderr
+
+
+def _column_privileges(url: str, role: str) -> list[tuple[str, str, bool]]:
+    with _connect(url) as conn:
+        return [
+            (r["attname"], r["privilege_type"], r["is_grantable"])
+            for r in conn.execute(
+                "select a.attname, x.privilege_type, x.is_grantable from pg_attribute a"
+                " cross join lateral aclexplode(a.attacl) x"
+                " where a.attrelid = 'public.conversation_sessions'::regclass"
+                "   and pg_get_userbyid(x.grantee) = %s order by 1, 2",
+                (role,),
+            ).fetchall()
+        ]
+
+
+@ON_ONE_SERVER
+def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptable) -> None:
+    # --apply replaces duration_seconds, --finish is_active and ended_at: a privilege
+    # granted on such a column went with it, and the role lost its reads unannounced.
+    url = adoptable.url
+    reporting = f"Reporting {uuid.uuid4().hex[:8]}"  # a name that must be quoted
+    role = sql.Identifier(reporting)
+    with _connect(url) as conn:
+        conn.execute(sql.SQL("create role {}").format(role))
+        conn.execute(
+            sql.SQL(
+                "grant select (session_id, is_active, duration_seconds, ended_at)"
+                " on public.conversation_sessions to {}"
+            ).format(role)
+        )
+        conn.execute(
+            sql.SQL(
+                "grant update (is_active) on public.conversation_sessions to {} with grant option"
+            ).format(role)
+        )
+        # The recreated view's grant and policy name the same role.
+        conn.execute(sql.SQL("grant select on public.team_session_stats to {}").format(role))
+        conn.execute(
+            sql.SQL(
+                "create policy reporting_reads on public.conversation_sessions"
+                " for select to {} using (is_active or duration_seconds > 0)"
+            ).format(role)
+        )
+    granted = [
+        ("duration_seconds", "SELECT", False),
+        ("ended_at", "SELECT", False),
+        ("is_active", "SELECT", False),
+        ("is_active", "UPDATE", True),
+        ("session_id", "SELECT", False),
+    ]
+    assert _column_privileges(url, reporting) == granted
+    try:
+        checked = run_tether("adopt", "--check", "--database-url", url)
+        assert checked.returncode == 0, checked.stderr
+        assert f"column privilege select to {reporting} uses is_active" in checked.stdout
+        assert f"column privilege update to {reporting} with grant option" in checked.stdout
+
+        apply(url, lock=FAST)
+        assert _column_privileges(url, reporting) == granted
+        planned = plan_finish(url)
+        assert {"kind": "column privilege", "name": f"select to {reporting}",
+                "columns": ["ended_at"]} in planned.recreated  # fmt: skip
+        finish(url, lock=FAST)
+        assert _column_privileges(url, reporting) == granted
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("set role {}").format(role))
+            conn.execute(
+                "select count(is_active), sum(duration_seconds), max(ended_at)"
+                " from public.conversation_sessions"
+            )
+            conn.execute("select * from public.team_session_stats limit 1")
+            conn.execute("reset role")
+            assert conn.execute(
+                "select pg_get_userbyid(r) as role from pg_policy p, unnest(p.polroles) r"
+                " where p.polname = 'reporting_reads'"
+            ).fetchone() == {"role": reporting}
+    finally:
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("drop owned by {}").format(role))
+            conn.execute(sql.SQL("drop role {}").format(role))

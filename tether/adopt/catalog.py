@@ -211,6 +211,11 @@ class Shape:
         return column is not None and (column.generated or "").strip("()") == "session_end"
 
     @property
+    def replaced_columns(self) -> list[str]:
+        """The old writers' columns that --finish drops and adds again as generated."""
+        return ["is_active", "duration_seconds"] + (["ended_at"] if self.ended_at_managed else [])
+
+    @property
     def application_columns(self) -> list[Column]:
         managed = set(TETHER_COLUMNS) | {CONVERTED_DURATION}
         if self.ended_at_managed or self.ended_at_generated:
@@ -484,6 +489,44 @@ def dependents(
         if cols and str(name) not in tracked:
             found.append(Dependent(FUNCTION_SOURCE, str(name), tuple(cols)))
     return found
+
+
+COLUMN_PRIVILEGE = "column privilege"
+"""A privilege granted on a column (``grant select (is_active) on ...``): it goes
+with the column when the column is replaced, so adoption grants it again."""
+
+
+@dataclass(frozen=True)
+class ColumnPrivilege:
+    column: str
+    grantee: str | None
+    """The role's name as it is (not quoted); None is PUBLIC."""
+    privilege: str
+    grantable: bool
+
+    def dependent(self) -> Dependent:
+        option = " with grant option" if self.grantable else ""
+        to = "public" if self.grantee is None else self.grantee
+        return Dependent(
+            COLUMN_PRIVILEGE, f"{self.privilege.lower()} to {to}{option}", (self.column,)
+        )
+
+
+def column_privileges(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
+) -> list[ColumnPrivilege]:
+    """The privileges granted on ``columns`` of the table itself (not through the table)."""
+    return [
+        ColumnPrivilege(str(column), None if grantee is None else str(grantee), str(kind), bool(g))
+        for column, grantee, kind, g in conn.execute(
+            "select a.attname, case when x.grantee <> 0 then pg_get_userbyid(x.grantee) end,"
+            " x.privilege_type, x.is_grantable"
+            " from pg_catalog.pg_attribute a cross join lateral aclexplode(a.attacl) x"
+            " where a.attrelid = %s and a.attname = any (%s) and not a.attisdropped"
+            " order by 1, 2, 3",
+            (oid, columns),
+        ).fetchall()
+    ]
 
 
 def views_on_table(conn: psycopg.Connection[tuple[Any, ...]], oid: int) -> list[str]:

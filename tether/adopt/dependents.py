@@ -2,7 +2,8 @@
 column (the numeric duration at --apply, the generated columns at --finish), it
 saves each dependent's definition first and recreates it afterwards, in the same
 transaction: views (with their options, owner, grants and comments, and the views
-built on them), indexes, check constraints, triggers and policies. What it cannot
+built on them), indexes, check constraints, triggers, policies, and the privileges
+granted on the column itself. What it cannot
 recreate faithfully it refuses to touch, by name, before changing anything."""
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from tether.adopt.catalog import FUNCTION_SOURCE, Dependent, dependents, trusted
+from tether.adopt.catalog import (
+    COLUMN_PRIVILEGE,
+    FUNCTION_SOURCE,
+    ColumnPrivilege,
+    Dependent,
+    column_privileges,
+    dependents,
+    trusted,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-RECREATED_KINDS = frozenset({"view", "index", "constraint", "policy", "trigger"})
+RECREATED_KINDS = frozenset({"view", "index", "constraint", "policy", "trigger", COLUMN_PRIVILEGE})
 REFUSED_HOW = {
     "materialized view": "recreating it would run its query under the table's lock",
     "key constraint": "a key on a column that is replaced cannot be rebuilt without a scan",
@@ -53,6 +62,7 @@ class Saved:
     constraints: list[tuple[str, str]] = field(default_factory=list)
     triggers: list[tuple[str, str]] = field(default_factory=list)
     policies: list[tuple[str, sql.Composed]] = field(default_factory=list)
+    privileges: list[ColumnPrivilege] = field(default_factory=list)
     found: list[Dependent] = field(default_factory=list)
 
     def refused(self) -> list[Dependent]:
@@ -76,6 +86,8 @@ def tracked(
 
 def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]) -> Saved:
     saved = Saved(found=tracked(conn, oid, columns))
+    saved.privileges = column_privileges(conn, oid, columns)
+    saved.found += [privilege.dependent() for privilege in saved.privileges]
     names = {(d.kind, d.name) for d in saved.found}
     column_attnums = [
         int(r[0])
@@ -121,7 +133,7 @@ def _policies(
     found: list[tuple[str, sql.Composed]] = []
     for name, command, permissive, roles, qual, check in conn.execute(
         "select p.polname, p.polcmd, p.polpermissive,"
-        " array(select case when r = 0 then null else r::regrole::text end"
+        " array(select case when r = 0 then null else pg_get_userbyid(r) end"
         "       from unnest(p.polroles) r),"
         " pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)"
         " from pg_catalog.pg_policy p where p.polrelid = %s",
@@ -207,7 +219,7 @@ def _views(
                 (grantee, str(privilege), bool(grantable))
                 for grantee, privilege, grantable in conn.execute(
                     "select case when a.grantee = 0 then null"
-                    " else a.grantee::regrole::text end, a.privilege_type, a.is_grantable"
+                    " else pg_get_userbyid(a.grantee) end, a.privilege_type, a.is_grantable"
                     " from pg_catalog.pg_class c cross join lateral aclexplode(c.relacl) a"
                     " where c.oid = %s",
                     (view_oid,),
@@ -348,4 +360,13 @@ def recreate(
                 )
         for definition in view.triggers:
             conn.execute(trusted(definition))
+    for granted in saved.privileges:
+        conn.execute(
+            sql.SQL("grant {} ({}) on public.conversation_sessions to {}{}").format(
+                trusted(granted.privilege),
+                sql.Identifier(granted.column),
+                sql.SQL("public") if granted.grantee is None else sql.Identifier(granted.grantee),
+                sql.SQL(" with grant option" if granted.grantable else ""),
+            )
+        )
     return to_validate

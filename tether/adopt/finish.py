@@ -23,7 +23,6 @@ from tether.adopt.catalog import (
     LEGACY_PREFIX,
     SYNC_FUNCTION,
     SYNC_TRIGGER,
-    Shape,
     connect,
     read_shape,
     sql_file,
@@ -61,13 +60,6 @@ class FinishResult:
     recreated: list[dict[str, Any]]
 
 
-def _columns(shape: Shape) -> list[str]:
-    columns = ["is_active", "duration_seconds"]
-    if shape.ended_at_managed:
-        columns.append("ended_at")
-    return columns
-
-
 def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     shape = read_shape(conn)
     result = FinishPlan(state=inspect.state_of(shape))
@@ -84,7 +76,7 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     if role.refusals:
         result.refusals = role.refusals
         return result
-    saved_views = dependents.save(conn, shape.oid, _columns(shape))
+    saved_views = dependents.save(conn, shape.oid, shape.replaced_columns)
     found = saved_views.found
     blocked = [d for d in found if d.kind not in dependents.RECREATED_KINDS]
     blocked += dependents.matviews_on_views(conn, saved_views)
@@ -132,7 +124,7 @@ def finish(
             conn.execute("lock table public.conversation_sessions in access exclusive mode")
             locked_at = time.perf_counter()
             shape = read_shape(conn)
-            columns = _columns(shape)
+            columns = shape.replaced_columns
             saved = dependents.save(conn, shape.oid, columns)
             blocked = saved.refused() + dependents.matviews_on_views(conn, saved)
             if blocked:

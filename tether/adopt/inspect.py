@@ -23,6 +23,7 @@ from tether.adopt.catalog import (
     TIMESTAMPTZ,
     Dependent,
     Shape,
+    column_privileges,
     connect,
     dependents,
     index_statements,
@@ -548,6 +549,12 @@ def inspect_with(
         d
         for d in dependents(conn, shape.oid, [c for c in watched if c in shape.columns])
         if d.name not in TETHER_OBJECTS
+    ]
+    found += [
+        privilege.dependent()
+        for privilege in column_privileges(
+            conn, shape.oid, [c for c in shape.replaced_columns if c in shape.columns]
+        )
     ]
     report.dependents = [d.as_dict() for d in found]
     if report.refusals and "session_start" not in shape.columns:
