@@ -247,6 +247,11 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--alarm-email", "notanemail"), "--alarm-email: 'notanemail' is not allowed"),
         (("--finalizer", "notafinalizer"), "--finalizer: 'notafinalizer' is not allowed"),
         (("--parameter", "LogRetentionDays=2"), "--parameter LogRetentionDays: '2' is not"),
+        # A namespace CloudWatch refuses would leave three alarms silent.
+        (("--metrics-namespace", "bad ns!"), "--metrics-namespace: 'bad ns!' is not allowed"),
+        (("--metrics-namespace", "AWS/Lambda"), "--metrics-namespace: 'AWS/Lambda' is not"),
+        (("--metrics-namespace", "   "), "--metrics-namespace: '   ' is not allowed"),
+        (("--metrics-namespace", "n" * 256), "--metrics-namespace: 'nnnn"),
         (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
         (("--parameter", "CheckEverySeconds=abc"), "--check-every: 'abc' is not allowed: must"),
     ]
