@@ -17,7 +17,9 @@ What moto's CloudFormation does with this template, checked against moto 5:
 
 from __future__ import annotations
 
+import http.server
 import io
+import threading
 from typing import Any
 
 import boto3
@@ -371,4 +373,49 @@ def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
     err = capsys.readouterr().err
     assert code == 2
     assert "--finalizer: module nosuch.module is not in the bundle; ship it with --include" in err
+    # The module ships but has no such function: every SessionEnded would fail to load it.
+    finalizer = ("--finalizer", "tether.handlers.session_ended:nope")
+    code = main(deploy_args(aws, "--database-secret", "tether/db", *finalizer, "--yes"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--finalizer: module tether.handlers.session_ended defines no nope" in err
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
+
+
+class _NotAws(http.server.BaseHTTPRequestHandler):
+    """What a proxy or an emulator in trouble answers: an HTML error page."""
+
+    def _page(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b"<!doctype html>\n<title>500 Internal Server Error</title>\n<h1>Oops</h1>\n"
+        self.send_response(500)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_an_answer_that_is_no_aws_response_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAws)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        code = main([*tether(endpoint, "destroy"), "--region", AWS_REGION, "--yes"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "answered with something that is not an AWS response: Unable to parse" in err
+    assert "Traceback" not in err and "<h1>" not in err

@@ -9,6 +9,7 @@ functions before the code that calls them). An update keeps every setting not gi
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import sys
 import zipfile
@@ -54,11 +55,17 @@ def _aws_errors_said(
     command: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
     """botocore's own refusals (no credentials, an unknown profile, a malformed region
-    or request) as one line naming the cause, not a traceback."""
+    or request), AWS's refusals no step expected, and answers that are no AWS response,
+    as one line naming the cause, not a traceback."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
-        from botocore.exceptions import BotoCoreError, NoCredentialsError  # noqa: PLC0415
+        from botocore.exceptions import (  # noqa: PLC0415
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+        )
+        from botocore.parsers import ResponseParserError  # noqa: PLC0415
 
         from tether.deploy.stack import DeployError  # noqa: PLC0415
 
@@ -69,8 +76,16 @@ def _aws_errors_said(
                 "no AWS credentials: set them in the environment (AWS_ACCESS_KEY_ID, ...),"
                 " or name a profile with --profile"
             ) from None
-        except BotoCoreError as exc:
+        except (BotoCoreError, ClientError) as exc:
             raise DeployError(f"AWS: {exc}") from None
+        except ResponseParserError as exc:
+            # An answer that is no AWS response (a proxy's error page, an emulator's
+            # 500): its first line, not botocore's traceback with the page's HTML.
+            said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DeployError(
+                f"AWS (or --endpoint-url) answered with something that is not an AWS response:"
+                f" {said.rstrip(':')}"
+            ) from None
 
     return run
 
@@ -286,19 +301,54 @@ def _check_template_constraints(template: str, parameters: dict[str, str]) -> No
             raise InvalidInputError(f"{flag}: {value!r} is not allowed: {why}")
 
 
+def _top_level_names(source: bytes) -> set[str] | None:
+    """The names a module's source binds at its top level, or None when that cannot be
+    told without running it (a syntax error, ``import *``, a module ``__getattr__``)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    # The module's own scope: its statements, and those under if/try/with/for, not the
+    # bodies of its functions and classes.
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update((a.asname or a.name).partition(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        pending.extend(ast.iter_child_nodes(node))
+    return None if "__getattr__" in names else names
+
+
 def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
-    """The finalizer's module must be in the bundle (or Python's own): otherwise every
-    SessionEnded would fail to import it."""
-    module = (finalizer or "").partition(":")[0]
+    """The finalizer's module must be in the bundle (or Python's own), and define the
+    function: otherwise every SessionEnded would fail to load it, and go to the
+    dead-letter queue."""
+    module, _, function = (finalizer or "").partition(":")
     if not module or module.split(".")[0] in sys.stdlib_module_names:
         return
     path = module.replace(".", "/")
     with zipfile.ZipFile(bundle) as archive:
         names = set(archive.namelist())
-    if f"{path}.py" not in names and f"{path}/__init__.py" not in names:
+        source_name = next((n for n in (f"{path}.py", f"{path}/__init__.py") if n in names), None)
+        if source_name is None:
+            raise InvalidInputError(
+                f"--finalizer: module {module} is not in the bundle; ship it with --include"
+                " (nothing was uploaded)"
+            )
+        defined = _top_level_names(archive.read(source_name))
+    if function and defined is not None and function not in defined:
         raise InvalidInputError(
-            f"--finalizer: module {module} is not in the bundle; ship it with --include"
-            " (nothing was uploaded)"
+            f"--finalizer: module {module} defines no {function} (nothing was uploaded)"
         )
 
 
