@@ -39,6 +39,10 @@ class ConnectionsStandIn:
     deletes_meet: threading.Barrier | None = None
     """When set, each DELETE waits (outside the lock) until as many DELETEs as the
     barrier's parties are in flight at once; a wait that times out breaks it."""
+    silent: set[str] = field(default_factory=set)
+    """Connection ids whose requests are taken and never answered (until the stand-in
+    stops): a gateway gone quiet."""
+    released: threading.Event = field(default_factory=threading.Event)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,6 +99,12 @@ def serve() -> Iterator[ConnectionsStandIn]:
                 self.end_headers()
                 return
             connection_id = unquote(path.split(PREFIX, 1)[1])
+            if connection_id in state.silent:
+                with state.lock:
+                    state.calls.append((method, connection_id))
+                state.released.wait(60)
+                self.close_connection = True
+                return
             if method == "DELETE" and state.deletes_meet is not None:
                 # A wait that times out breaks the barrier: the test reads .broken.
                 with contextlib.suppress(threading.BrokenBarrierError):
@@ -122,6 +132,7 @@ def serve() -> Iterator[ConnectionsStandIn]:
     try:
         yield state
     finally:
+        state.released.set()
         server.shutdown()
         server.server_close()
         thread.join()

@@ -4,6 +4,7 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
-from tether.admin import cursor
+from tether.admin import cursor, operations
 from tether.models import SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -450,6 +451,36 @@ def test_a_gateway_that_does_not_answer_leaves_the_row_ended_and_says_so(
     api.gateway.throttle[connection_id] = 0
     retry = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
     assert (retry["outcome"], retry["connection"]) == ("already_closed", "disconnected")
+
+
+def test_a_gateway_gone_quiet_does_not_hold_the_answer_past_api_gateway_s_limit(
+    api: AdminApi, db: Conn, make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each DeleteConnection to a gateway that takes requests and never answers waits
+    # out its timeouts and retries (about 20 s); a user's sessions closed one after
+    # another ran past the 29 s API Gateway gives the answer, which was then lost.
+    assert api.gateway is not None
+    monkeypatch.setattr(operations, "DISCONNECT_BUDGET_SECONDS", 1.0)
+    user = uuid.uuid4()
+    rows = [make_session(user_id=user, started_seconds_ago=30) for _ in range(3)]
+    api.gateway.silent.update(str(r["connection_id"]) for r in rows)
+    started = time.monotonic()
+    closed = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    waited = time.monotonic() - started
+    assert closed["closed"] == 3
+    assert [s["connection"] for s in closed["sessions"]] == ["failed"] * 3
+    assert all("did not answer in time" in s["detail"] for s in closed["sessions"])
+    # Asked all at once: the gateway heard every close before the answer came.
+    assert sorted(c for m, c in api.gateway.calls if m == "DELETE") == sorted(
+        str(r["connection_id"]) for r in rows
+    )
+    assert waited < 10, waited  # the budget, not 3 x 20 s
+    assert all(_row(db, r["session_id"])["end_reason"] == "forced_close" for r in rows)
+    # A single close keeps to the budget too, and says to retry.
+    single = make_session(started_seconds_ago=30)
+    api.gateway.silent.add(str(single["connection_id"]))
+    body = api.client.post(f"/sessions/{single['session_id']}/close", headers=AUTH).json()
+    assert (body["outcome"], body["connection"]) == ("closed", "failed")
 
 
 def test_closing_an_unknown_session_is_404(api: AdminApi) -> None:

@@ -15,6 +15,7 @@ the gateway again, so a close whose gateway call failed can simply be retried.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -67,6 +68,11 @@ ORPHAN_ALERT_DEFAULT = 5
 SWEEP_BUDGET_SECONDS = 25.0
 """A sweep run through the API stops taking batches within this time: an API Gateway HTTP
 API integration answers within 30 seconds."""
+DISCONNECT_BUDGET_SECONDS = 12.0
+"""A forced close waits this long at most for the gateway's answers (a user's sessions
+asked at once), so its answer, listing what to retry, comes within API Gateway's 29 s;
+a DeleteConnection still unanswered then is reported failed."""
+DISCONNECT_CONCURRENCY = 10
 
 
 # --- reading --------------------------------------------------------------------------
@@ -244,6 +250,43 @@ def _disconnect(connections: ConnectionsApi, connection_id: str) -> tuple[Discon
     return Disconnection.ALREADY_GONE, "the connection was already gone"
 
 
+def _disconnect_all(
+    connections: ConnectionsApi, connection_ids: Sequence[str], budget_seconds: float
+) -> list[tuple[Disconnection, str]]:
+    """Ask the gateway to close each connection, all at once, for ``budget_seconds`` at
+    most: a gateway that does not answer must not hold the operator's answer past API
+    Gateway's limit, one close after another. A call still unanswered then is reported
+    failed; its thread is a daemon, so a command's exit does not wait for it."""
+    answers: list[tuple[Disconnection, str] | None] = [None] * len(connection_ids)
+    slots = threading.BoundedSemaphore(DISCONNECT_CONCURRENCY)
+
+    def ask(index: int, connection_id: str) -> None:
+        with slots:
+            try:
+                answers[index] = _disconnect(connections, connection_id)
+            except Exception:  # a bug: said, and this connection reported failed
+                logger.exception("DeleteConnection raised", extra={"connection_id": connection_id})
+
+    threads = [
+        threading.Thread(target=ask, args=(n, cid), name="tether-disconnect", daemon=True)
+        for n, cid in enumerate(connection_ids)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + budget_seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    late = (Disconnection.FAILED, "the gateway did not answer in time to close the connection")
+    for connection_id, answer in zip(connection_ids, answers, strict=True):
+        if answer is None:
+            logger.warning(
+                "DeleteConnection did not answer in time; the session is ended, close it"
+                " again to retry",
+                extra={"connection_id": connection_id, "waited_seconds": budget_seconds},
+            )
+    return [late if answer is None else answer for answer in answers]
+
+
 def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]) -> bool:
     """Announce fresh ends now; what fails stays queued for the sweep."""
     if not sessions:
@@ -277,7 +320,7 @@ def close_session(
         return None
     ended = end.outcome is EndOutcome.ENDED
     announced = _announce(store, announcer, [end.session]) if ended else None
-    connection, said = _disconnect(gateway, end.connection_id)
+    ((connection, said),) = _disconnect_all(gateway, [end.connection_id], DISCONNECT_BUDGET_SECONDS)
     outcome = CloseOutcome.CLOSED if ended else CloseOutcome.ALREADY_CLOSED
     logger.info(
         "forced close",
@@ -313,8 +356,10 @@ def close_user(
     ended = store.force_close_user(user_id, announce_lease_seconds=announce_lease_seconds)
     announced = _announce(store, announcer, ended)
     closed = []
-    for session in ended:
-        connection, said = _disconnect(gateway, session.connection_id)
+    answers = _disconnect_all(
+        gateway, [session.connection_id for session in ended], DISCONNECT_BUDGET_SECONDS
+    )
+    for session, (connection, said) in zip(ended, answers, strict=True):
         closed.append(
             SessionClosed(
                 session_id=session.session_id,
