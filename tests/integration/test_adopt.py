@@ -230,7 +230,18 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
             " is_active boolean, session_start timestamp, session_end timestamptz,"
             " connection_id text, duration_seconds text)"
         )
+        conn.execute(
+            "insert into public.conversation_sessions (session_id, is_active, session_start)"
+            " values ('a', true, now()), ('b', true, now())"
+        )
     report = inspect(url)
+    # The rules cannot read a table they refuse: no counts, rather than zeros.
+    assert not report.counted
+    payload = report.as_dict()
+    assert payload["marked_active"] is None and payload["active"] is None
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert "not read by the rules while something is refused" in checked.stdout
+    assert "0 with is_active = true" not in checked.stdout
     reasons = " | ".join(report.refusals)
     assert "session_id must exist and be a uuid" in reasons
     assert "session_start is timestamp without time zone" in reasons

@@ -117,12 +117,31 @@ class Report:
     steps: list[plan.Step] = field(default_factory=list)
     finish: plan.Step | None = None
     scan_seconds: float = 0.0
+    counted: bool = False
+    """The rows were read by the rules; while something is refused they are not, and
+    the counts above mean nothing (the JSON gives them as null)."""
 
     def as_dict(self) -> dict[str, Any]:
         payload = asdict(self)
+        if not self.counted:
+            payload.update(dict.fromkeys(_COUNTS))
         payload["steps"] = [step.as_dict() for step in self.steps]
         payload["finish"] = self.finish.as_dict() if self.finish else None
         return payload
+
+
+# What only a read of the rows by the rules can say.
+_COUNTS = (
+    "marked_active",
+    "active",
+    "live",
+    "orphans",
+    "oldest_active_start",
+    "ended_unrecorded",
+    "ended_unknown",
+    "corrected",
+    "unread",
+)
 
 
 def state_of(shape: Shape) -> str:
@@ -563,6 +582,7 @@ def inspect_with(
     report.scan_seconds = measured.scan_seconds
     if not report.refusals:
         totals, kinds = _totals(conn, shape)
+        report.counted = True
         report.rows = int(totals["rows"])
         report.marked_active = int(totals["marked_active"])
         report.active = int(totals["active"])

@@ -55,6 +55,12 @@ def _steps(steps: list[Step]) -> None:
 
 
 def _numbers(report: Report, not_adopted: bool) -> None:
+    if not report.counted:
+        say(
+            f"  about {report.rows} rows ({report.bytes / 2**20:.1f} MB); not read by the rules"
+            " while something is refused (below): the counts come once it is dealt with"
+        )
+        return
     say(
         f"  {report.rows} rows ({report.bytes / 2**20:.1f} MB);"
         f" as the table says, {report.marked_active} with is_active = true"
