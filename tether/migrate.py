@@ -402,28 +402,44 @@ SUPABASE_FILE = re.compile(r"^(?P<version>\d+)_.*\.sql$")
 LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-def _folder_versions(to: Path) -> tuple[set[str], str | None]:
-    """The fingerprints and the latest version of the migrations a project's folder
-    holds, read as the Supabase CLI reads it: any ``<digits>_<name>.sql`` file, the
-    versions compared as text (as db push compares them)."""
+# The name export gives a file: <version>_tether_<migration's name>.sql.
+EXPORTED_FILE = re.compile(r"^\d+_tether_(?P<name>.+)\.sql$")
+
+
+@dataclass(frozen=True)
+class _Folder:
+    held: set[str]
+    """The fingerprints of the migrations it holds."""
+    latest: str | None
+    exported: dict[str, list[Path]]
+    """Files by the name of the tether migration an export wrote them as."""
+
+
+def _read_folder(to: Path) -> _Folder:
+    """The migrations a project's folder holds, read as the Supabase CLI reads it: any
+    ``<digits>_<name>.sql`` file, the versions compared as text (as db push compares
+    them)."""
+    folder = _Folder(set(), None, {})
     if not to.exists():
-        return set(), None
+        return folder
     if not to.is_dir():
         raise MigrationError(f"--to {to} is not a folder")
-    held: set[str] = set()
     latest: str | None = None
     try:
-        for path in to.iterdir():
+        for path in sorted(to.iterdir()):
             match = SUPABASE_FILE.match(path.name)
             if match is None or not path.is_file():
                 continue
             # Undecodable bytes cannot equal one of tether's files; they still count.
-            held.add(fingerprint(path.read_bytes().decode(errors="replace")))
+            folder.held.add(fingerprint(path.read_bytes().decode(errors="replace")))
             version = match["version"]
             latest = version if latest is None else max(latest, version)
+            exported = EXPORTED_FILE.match(path.name)
+            if exported:
+                folder.exported.setdefault(exported["name"], []).append(path)
     except OSError as exc:
         raise MigrationError(f"cannot read {to}: {exc.strerror or exc}") from None
-    return held, latest
+    return _Folder(folder.held, latest, folder.exported)
 
 
 def _moment(version_prefix: str) -> datetime | None:
@@ -483,9 +499,20 @@ def export(
     The content is written unchanged, so ``tether migrate`` knows them as its own.
     Everything is checked before the first file is written.
     """
-    held, latest = _folder_versions(to)
-    start = _first_version(version_prefix, latest, now or datetime.now(UTC))
-    missing = [migration for migration in discover() if migration.fingerprint not in held]
+    folder = _read_folder(to)
+    start = _first_version(version_prefix, folder.latest, now or datetime.now(UTC))
+    missing = [m for m in discover() if m.fingerprint not in folder.held]
+    for migration in missing:
+        # A released migration never changes: a file of its name with other content is
+        # a copy edited since an export, which db push may well have run already.
+        edited = folder.exported.get(migration.name)
+        if edited:
+            raise MigrationError(
+                f"{edited[0]} is tether's {migration.name} migration, edited since it was"
+                " exported: exporting again would write it a second time, and supabase db"
+                " push would run it twice. Put back the content tether wrote (or, if it was"
+                " never pushed, remove the file), then export again"
+            )
     if missing and (LAST_MOMENT - start).total_seconds() < len(missing) - 1:
         raise MigrationError(f"no room for {len(missing)} versions after {start:%Y%m%d%H%M%S}")
     # Named before the first is written: the last may be the last moment there is.

@@ -216,6 +216,24 @@ def test_export_versions_files_after_the_team_s_own(tmp_path: Path) -> None:
     assert migrate.export(folder) == []
 
 
+def test_export_refuses_to_write_again_a_migration_whose_copy_was_edited(
+    tmp_path: Path,
+) -> None:
+    # A comment added to an exported file: its content no longer matches, and an export
+    # wrote the migration a second time, which db push would then run twice.
+    written = migrate.export(tmp_path)
+    edited = written[-1]
+    edited.write_text(edited.read_text() + "-- reviewed by the team\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(MigrationError, match="edited since it was exported") as refused:
+        migrate.export(tmp_path)
+    assert edited.name in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    cli = run_tether("migrations", "export", "--to", str(tmp_path))
+    assert cli.returncode == 1 and edited.name in cli.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_export_refuses_a_prefix_before_the_team_s_latest(tmp_path: Path) -> None:
     (tmp_path / "20300101000000_team.sql").write_text("select 1;\n")
     with pytest.raises(InvalidInputError, match="not after the folder's latest"):
