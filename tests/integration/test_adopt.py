@@ -1489,3 +1489,61 @@ def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptab
         with _connect(url) as conn:
             conn.execute(sql.SQL("drop owned by {}").format(role))
             conn.execute(sql.SQL("drop role {}").format(role))
+
+
+@ON_ONE_SERVER
+def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
+    # Postgres takes -infinity and dates back to 4713 BC; Python (and tether's commands)
+    # cannot read them. History holding them, or an old writer sending one mid-transition,
+    # left rows that made `tether sessions`, `stats` and `close-orphans` fail.
+    url = server.database()
+    build_origin(url)
+
+    def without_start() -> int:
+        return sum(k.rows for k in inspect(url).kinds if k.kind == "no_start")
+
+    before = without_start()
+    with _connect(url) as conn:
+        ancient = conn.execute(
+            "insert into conversation_sessions (user_id, is_active, session_start, session_end,"
+            " ended_at, duration_seconds) values (%s, false, '4713-01-01 BC', '4713-01-02 BC',"
+            " '4713-01-02 BC', 86400) returning session_id",
+            (uuid.uuid4(),),
+        ).fetchone()["session_id"]  # type: ignore[index]
+        endless = conn.execute(
+            "insert into conversation_sessions (user_id, is_active, session_start)"
+            " values (%s, true, '-infinity') returning session_id",
+            (uuid.uuid4(),),
+        ).fetchone()["session_id"]  # type: ignore[index]
+    assert without_start() == before + 2
+
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        written = conn.execute(
+            "insert into conversation_sessions (user_id, is_active, session_start)"
+            " values (%s, true, '-infinity') returning session_id",
+            (uuid.uuid4(),),
+        ).fetchone()["session_id"]  # type: ignore[index]
+        opened = conn.execute(
+            "select is_active, now() - session_start < interval '1 minute' as recent"
+            " from conversation_sessions where session_id = %s",
+            (written,),
+        ).fetchone()
+        assert opened == {"is_active": True, "recent": True}
+        kept = conn.execute(
+            "select kinds, original from tether.adoption_corrections where session_id = %s",
+            (written,),
+        ).fetchone()
+        assert kept == {"kinds": ["no_start"], "original": {"session_start": "-infinity"}}
+    rows = _rows(url)  # every row readable
+    for sid in (ancient, endless):
+        assert (rows[sid]["is_active"], rows[sid]["end_reason"]) == (False, "end_unknown")
+    for command in (
+        ("sessions", "--ended"),
+        ("sessions", "--active"),
+        ("stats",),
+        ("close-orphans", "--older-than", "2h"),
+    ):
+        result = run_tether(*command, "--database-url", url)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Traceback" not in result.stderr

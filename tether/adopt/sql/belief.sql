@@ -7,8 +7,10 @@
 -- duration_seconds numeric, has_ended_at, has_duration). now() is the moment of
 -- reading: no recorded moment after it is believable.
 --
---  1. The start is session_start, never after now. A row without a (finite) start
---     starts at its recorded end, else now, and counts as ended: it cannot be live.
+--  1. The start is session_start, never after now. A row without a start (or with
+--     an infinite one, or one before year 1, which Postgres takes and few clients can
+--     read) starts at its recorded end, else now, and counts as ended: it cannot be
+--     live. Such a recorded end is no moment either (rule 3).
 --  2. A row says it ended when is_active is false, or it holds session_end or
 --     ended_at (is_active is not believed against a recorded moment).
 --  3. Its end is the first believable moment among session_end, ended_at, and
@@ -66,10 +68,10 @@ from (
         select
           s.*,
           case
-            when isfinite(o.session_end)
+            when (isfinite(o.session_end) and o.session_end >= '0001-01-02 00:00:00+00')
                  and o.session_end >= s.new_start and o.session_end <= now()
               then o.session_end
-            when isfinite(o.ended_at)
+            when (isfinite(o.ended_at) and o.ended_at >= '0001-01-02 00:00:00+00')
                  and o.ended_at >= s.new_start and o.ended_at <= now()
               then o.ended_at
             when s.by_duration >= s.new_start and s.by_duration <= now()
@@ -77,13 +79,13 @@ from (
           end as moment
         from (
           select
-            coalesce(isfinite(o.session_start), false) as start_known,
+            coalesce((isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'), false) as start_known,
             case
-              when isfinite(o.session_start) then least(o.session_start, now())
+              when (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00') then least(o.session_start, now())
               else least(
                 coalesce(
-                  case when isfinite(o.session_end) then o.session_end end,
-                  case when isfinite(o.ended_at) then o.ended_at end,
+                  case when (isfinite(o.session_end) and o.session_end >= '0001-01-02 00:00:00+00') then o.session_end end,
+                  case when (isfinite(o.ended_at) and o.ended_at >= '0001-01-02 00:00:00+00') then o.ended_at end,
                   now()
                 ),
                 now()
@@ -93,11 +95,11 @@ from (
               o.is_active is false
               or o.session_end is not null
               or o.ended_at is not null
-              or not isfinite(o.session_start),
+              or not (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'),
               true
             ) as said_ended,
             case
-              when isfinite(o.session_start)
+              when (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00')
                    and o.duration_seconds >= 0 and o.duration_seconds < 315576000
                 then o.session_start + make_interval(secs => o.duration_seconds::double precision)
             end as by_duration

@@ -2,7 +2,8 @@
 -- session_end, ended_at and duration_seconds itself, every write to the table
 -- passes here, before it is stored, and leaves the row in step:
 --   * a start written after now is now (the original kept in
---     tether.adoption_corrections), as the backfill reads one;
+--     tether.adoption_corrections), as the backfill reads one; so is an infinite one,
+--     or one before year 1;
 --   * a write that ends a session ends it at the time it gives (session_end, else
 --     ended_at, else now), never before the start nor after now, as
 --     tether_end_session_v1 does; reason unrecorded when the writer gives none;
@@ -87,6 +88,20 @@ begin
       v_old_end := v_belief.new_end;
       v_old_reason := v_belief.new_reason;
     end if;
+  end if;
+
+  if not (isfinite(new.session_start) and new.session_start >= '0001-01-02 00:00:00+00')
+     and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
+    -- An infinite start, or one before year 1 (which Postgres takes and few clients can
+    -- read: tether's commands could not), is no moment: it starts now, as a start not
+    -- given does; the original is kept.
+    insert into tether.adoption_corrections as c (session_id, kinds, original)
+    values (new.session_id, array['no_start'],
+            jsonb_build_object('session_start', new.session_start))
+    on conflict (session_id) do update
+      set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
+          original = excluded.original || c.original;
+    new.session_start := now();
   end if;
 
   if new.session_start > now()
