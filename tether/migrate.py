@@ -22,7 +22,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -100,6 +100,8 @@ class MigrationStatus:
     pending: list[Migration]
     applied_by_supabase: dict[str, str]
     """Pending tether versions that ``supabase db push`` already applied → its version."""
+    refused: list[str] = field(default_factory=list)
+    """Why ``migrate`` would refuse to run (``status`` says it instead of refusing)."""
 
 
 def migrations_path() -> Path:
@@ -357,9 +359,17 @@ def _refuse_undecidable(
 
 
 def status(url: str, directory: Path | None = None) -> MigrationStatus:
+    """What is applied and pending; what would stop ``migrate`` is said, not raised: a
+    status is asked for to see, among others, what is in the way."""
     migrations = discover(directory)
     with _connect(url) as conn, conn.transaction():
-        return plan(conn, migrations)
+        applied = _applied(conn)
+        done = {record.version for record in applied}
+        pending = [m for m in migrations if m.version not in done]
+        try:
+            return plan(conn, migrations)
+        except MigrationError as exc:
+            return MigrationStatus(applied, pending, {}, refused=[str(exc)])
 
 
 def migrate(url: str, directory: Path | None = None) -> list[Migration]:

@@ -96,6 +96,15 @@ def test_migrate_refuses_a_table_it_did_not_create_and_points_at_adopt(
         conn.execute(ORIGIN_TABLE)
     with pytest.raises(MigrationError, match="tether adopt --check"):
         migrate.migrate(empty_database_url)
+    # --status lists what is pending, and says what stops migrate (exit 1).
+    status = run_tether("migrate", "--status", "--database-url", empty_database_url)
+    assert status.returncode == 1
+    assert f"pending  {migrate.discover()[0].filename}" in status.stdout
+    assert "migrate would refuse: public.conversation_sessions already exists" in status.stderr
+    assert "tether adopt --check" in status.stderr
+    as_json = run_tether("migrate", "--status", "--json", "--database-url", empty_database_url)
+    assert as_json.returncode == 1
+    assert "tether adopt --check" in json.loads(as_json.stdout)["refused"][0]
     with psycopg.connect(empty_database_url) as conn:
         left = conn.execute(
             "select to_regnamespace('tether'), to_regtype('public.tether_end_reason'),"

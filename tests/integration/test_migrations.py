@@ -86,8 +86,11 @@ def test_edited_migration_is_refused_by_name(
     newer.write_text("create table public.must_not_exist (id int);\n")
     with pytest.raises(MigrationError, match=re.escape(edited.name)):
         migrate.migrate(empty_database_url, migrations_copy)
-    with pytest.raises(MigrationError, match="edited after it was applied"):
-        migrate.status(empty_database_url, migrations_copy)
+    # The status says it rather than refusing: what is applied, what is pending, and
+    # what stops migrate.
+    state = migrate.status(empty_database_url, migrations_copy)
+    assert [m.filename for m in state.pending] == [newer.name]
+    assert len(state.refused) == 1 and "edited after it was applied" in state.refused[0]
     with psycopg.connect(empty_database_url) as conn:
         row = conn.execute("select to_regclass('public.must_not_exist')").fetchone()
     assert row == (None,)

@@ -8,6 +8,17 @@ from typing import Any
 
 from tether import migrate
 from tether.cli.common import add_database_options, database_url, say, say_json
+from tether.errors import MigrationError
+
+
+def _refusals_said(args: argparse.Namespace, refused: list[str]) -> int:
+    """What would stop `tether migrate`, on stderr as any failure's reason; exit 1 then,
+    so a script asking for the status learns that migrating is blocked."""
+    from tether.cli import _failed  # noqa: PLC0415 - the one place a failure is said
+
+    for reason in refused:
+        _failed(args, MigrationError(f"migrate would refuse: {reason}"))
+    return 1 if refused else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -23,9 +34,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                     ],
                     "pending": [m.filename for m in state.pending],
                     "applied_by_supabase": state.applied_by_supabase,
+                    "refused": state.refused,
                 }
             )
-            return 0
+            return _refusals_said(args, state.refused)
         for record in state.applied:
             if record.recorded_from == migrate.ADOPTED:
                 source = "  (an existing table taken over by tether adopt)"
@@ -44,7 +56,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             )
             say(f"pending  {pending.filename}{note}")
         say(f"{len(state.applied)} applied, {len(state.pending)} pending")
-        return 0
+        return _refusals_said(args, state.refused)
     done = migrate.migrate(url)
     if args.json:
         say_json({"applied_now": [migration.filename for migration in done]})
