@@ -616,6 +616,9 @@ def test_health_when_all_is_well(api: AdminApi) -> None:
         "reachable",
         [],
     )
+    # Uptime checks often ask with HEAD: the same status, no body, no credentials.
+    head = api.client.head("/health")
+    assert (head.status_code, head.content) == (200, b"")
 
 
 def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
@@ -625,6 +628,7 @@ def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
     body = response.json()
     assert body["status"] == "degraded"
     assert body["migrations"]["pending"] == ["20261129001000_operators.sql"]
+    assert api.client.head("/health").status_code == 503
 
 
 def test_health_when_the_database_is_unreachable(
@@ -679,6 +683,7 @@ def test_health_reads_supabase_s_ledger_after_db_push(
         ("/sessions", {"zqactiv": "true"}, "active, cursor, end_reason, limit"),
         ("/stats/daily", {"zqday": "3"}, "days"),
         ("/stats/live", {"zq": "1"}, "no query parameters"),
+        ("/dashboard/chart.svg", {"zqdays": "3"}, "days"),
     ],
 )
 def test_a_parameter_the_route_does_not_take_is_refused_not_passed_over(

@@ -11,13 +11,13 @@ from importlib import resources
 from string import Template
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tether import __version__
 from tether.admin import operations
 from tether.admin.chart import daily_chart
-from tether.admin.deps import StoreDep, require_operator
+from tether.admin.deps import OPERATOR_ROUTES, StoreDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -56,7 +56,8 @@ def dashboard(request: Request) -> HTMLResponse:
     )
 
 
-@router.get("/dashboard/chart.svg", dependencies=[Depends(require_operator)])
+# Data, as the API's routes are: an operator, and no query parameter it does not take.
+@router.get("/dashboard/chart.svg", dependencies=OPERATOR_ROUTES)
 def chart(
     store: StoreDep,
     days: Annotated[int, Query(ge=1, le=366)] = 14,
