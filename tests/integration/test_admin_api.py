@@ -315,6 +315,12 @@ def test_a_cursor_is_bound_to_its_filters(api: AdminApi, make_session: SessionFa
         ("/sessions", {"limit": 0}, "limit"),
         ("/sessions", {"limit": 501}, "limit"),
         ("/sessions", {"limit": "ten"}, "limit"),
+        # Digits alone: pydantic reads these as 5, 5 and 50.
+        ("/sessions", {"limit": "5.0"}, "limit"),
+        ("/sessions", {"limit": "+5"}, "limit"),
+        ("/sessions", {"limit": "5_0"}, "limit"),
+        ("/stats/daily", {"days": "0x7"}, "days"),
+        ("/stats/orphans", {"alert_above": "5.0"}, "alert_above"),
         ("/sessions", {"active": "maybe"}, "active"),
         ("/sessions", {"user_id": "bob"}, "user_id"),
         ("/sessions", {"started_after": "yesterday"}, "started_after"),

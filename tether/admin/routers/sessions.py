@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BeforeValidator
 
 from tether.admin import operations
 from tether.admin.deps import (
@@ -18,31 +16,10 @@ from tether.admin.deps import (
     SettingsDep,
     StoreDep,
 )
+from tether.admin.queries import Moment, WholeNumber
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
-
-_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
-# A time, then an offset whose '+' arrived as a space: "...T12:00:00 01:00".
-_OFFSET_WITHOUT_SIGN = re.compile(
-    r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? [0-9]{2}(:?[0-9]{2})?$"
-)
-
-
-def _written_as_a_moment(value: object) -> object:
-    """ISO 8601 only: pydantic also reads a number as Unix seconds (0 is 1970), and a
-    '+' sent unencoded arrives as a space, which it calls "extra characters"."""
-    if isinstance(value, str):
-        if _NUMBER.fullmatch(value.strip()):
-            raise ValueError(
-                "an ISO 8601 time with an offset is expected, such as 2026-11-29T12:00Z"
-            )
-        if _OFFSET_WITHOUT_SIGN.search(value.strip()):
-            raise ValueError("a '+' in a URL must be written %2B (a bare '+' reads as a space)")
-    return value
-
-
-Moment = Annotated[AwareDatetime, BeforeValidator(_written_as_a_moment)]
 
 router = APIRouter(
     prefix="/sessions",
@@ -75,7 +52,7 @@ def list_sessions(
         ),
     ] = None,
     limit: Annotated[
-        int,
+        WholeNumber,
         Query(ge=1, le=operations.PAGE_SIZE_MAX, description="Rows per page"),
     ] = operations.PAGE_SIZE_DEFAULT,
 ) -> SessionsPage:

@@ -10,6 +10,7 @@ from tether import limits
 from tether.admin import operations
 from tether.admin.deps import OPERATOR_ROUTES, SettingsDep, StoreDep
 from tether.admin.errors import InvalidFieldError
+from tether.admin.queries import WholeNumber
 from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
 from tether.durations import parse_duration
 from tether.errors import InvalidInputError
@@ -34,7 +35,9 @@ def _age(text: str) -> float:
 @router.get("/daily", response_model=DailyStatsReport, summary="Sessions per UTC day")
 def daily(
     store: StoreDep,
-    days: Annotated[int, Query(ge=1, le=366, description="How many days, today included")] = 7,
+    days: Annotated[
+        WholeNumber, Query(ge=1, le=366, description="How many days, today included")
+    ] = 7,
 ) -> DailyStatsReport:
     return operations.daily(store, days)
 
@@ -52,7 +55,7 @@ def orphans(
         ),
     ] = "2h",
     alert_above: Annotated[
-        int, Query(ge=0, le=1_000_000, description="Alert when more than this many")
+        WholeNumber, Query(ge=0, le=1_000_000, description="Alert when more than this many")
     ] = operations.ORPHAN_ALERT_DEFAULT,
 ) -> OrphanReport:
     return operations.orphans(store, older_than_seconds=_age(older_than), alert_above=alert_above)
