@@ -213,6 +213,17 @@ def _exists(conn: psycopg.Connection[tuple[Any, ...]], relation: str) -> bool:
     return bool(row and row[0])
 
 
+def _adoption_under_way(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    """`tether adopt --apply` began and did not reach the end of its migrations step."""
+    if not _exists(conn, "tether.adoption_steps"):
+        return False
+    row = conn.execute(
+        "select not exists (select 1 from tether.adoption_steps"
+        " where step = 'migrations' and finished_at is not null)"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def has_supabase_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     """Whether ``supabase db push`` keeps its ledger in this database."""
     return _exists(conn, SUPABASE_LEDGER)
@@ -327,6 +338,14 @@ def _refuse_undecidable(
     adopting: bool,
 ) -> None:
     to_run = [m for m in pending if m.version not in recognised]
+    if not adopting and to_run and _adoption_under_way(conn):
+        # Its migrations step runs each file made safe for the table in use (the
+        # indexes already built concurrently); the file as it is would stop on them.
+        raise MigrationError(
+            "an adoption of public.conversation_sessions is under way, stopped before it"
+            " applied tether's migrations: run `tether adopt --apply` to resume it (it"
+            " applies them itself); nothing was changed"
+        )
     pushed = set(by_supabase.values())
     for migration in to_run:
         # Same name, other content: an older or edited copy of tether's file was pushed,

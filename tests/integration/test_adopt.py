@@ -584,8 +584,9 @@ def test_an_interrupted_apply_finishes_when_run_again(adoptable: Adoptable, wher
     with _connect(adoptable.url) as conn:
         sid = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()["session_id"]  # type: ignore[index]
         conn.execute(OLD_END, (sid,))
-    # Stopped mid-way, `tether migrate` still refuses rather than guess.
-    with pytest.raises(MigrationError, match="tether adopt --check"):
+    # Stopped mid-way, `tether migrate` still refuses rather than guess, and says how
+    # to go on.
+    with pytest.raises(MigrationError, match="run `tether adopt --apply` to resume it"):
         migrate.migrate(adoptable.url)
 
     result = apply(adoptable.url, batch_size=20, lock=FAST)
@@ -609,6 +610,14 @@ def test_a_run_resumed_amid_its_migrations_says_it_adopted(adoptable: Adoptable)
 
     with pytest.raises(Interrupted):
         apply(adoptable.url, lock=FAST, checkpoint=stop)
+    # `tether migrate` in between would run the files as they are, and stop on the
+    # indexes the adoption built: it points at --apply instead, changing nothing.
+    pending = migrate.status(adoptable.url).pending
+    migrated = run_tether("migrate", "--database-url", adoptable.url)
+    assert migrated.returncode == 1
+    assert "run `tether adopt --apply` to resume it" in migrated.stderr
+    assert "already exists" not in migrated.stderr
+    assert migrate.status(adoptable.url).pending == pending
     resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
     assert resumed.returncode == 0, resumed.stderr
     assert "migrations ..." in resumed.stdout
