@@ -618,6 +618,11 @@ def test_a_run_resumed_amid_its_migrations_says_it_adopted(adoptable: Adoptable)
     assert "run `tether adopt --apply` to resume it" in migrated.stderr
     assert "already exists" not in migrated.stderr
     assert migrate.status(adoptable.url).pending == pending
+    finished = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert finished.returncode == 1
+    assert "stopped part way through --apply: run `tether adopt --apply` to resume it" in (
+        finished.stderr
+    )
     resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
     assert resumed.returncode == 0, resumed.stderr
     assert "migrations ..." in resumed.stdout

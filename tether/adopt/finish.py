@@ -66,11 +66,16 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     if result.state == inspect.FINISHED:
         return result
     if result.state != inspect.TRANSITIONAL or not shape.steps.get("migrations"):
-        result.refusals.append(
-            "the adoption is not applied yet: run `tether adopt --apply` first"
-            if result.state in (inspect.NOT_ADOPTED, inspect.IN_PROGRESS)
-            else f"public.conversation_sessions is {result.state}: there is nothing to finish"
-        )
+        if result.state == inspect.NOT_ADOPTED:
+            said = "the adoption is not applied yet: run `tether adopt --apply` first"
+        elif result.state in (inspect.IN_PROGRESS, inspect.TRANSITIONAL):
+            said = (
+                "the adoption stopped part way through --apply: run `tether adopt --apply`"
+                " to resume it, then --finish"
+            )
+        else:
+            said = f"public.conversation_sessions is {result.state}: there is nothing to finish"
+        result.refusals.append(said)
         return result
     role = inspect.check_role(conn, shape)
     if role.refusals:
