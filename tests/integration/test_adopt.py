@@ -205,6 +205,14 @@ def test_check_reports_what_it_finds_and_changes_nothing(adoptable: Adoptable) -
         "migrations",
     ]
     assert dict((n, lock) for n, lock, _ in steps)["columns"] == "ACCESS EXCLUSIVE"
+    # The origin's session_id has its own default, which the old writers rely on: it
+    # changes at --finish, and the plan of --apply does not say otherwise.
+    columns_step = next(s for s in report["steps"] if s["name"] == "columns")
+    assert "tether_uuid_v7" not in columns_step["does"]
+    assert any(
+        c.startswith("session_id: default gen_random_uuid()") and c.endswith("at --finish")
+        for c in report["columns_converted"]
+    )
     assert not dict((n, b) for n, _, b in steps)["backfill"]
     assert all(s["estimate_seconds"] > 0 and s["holds"] for s in report["steps"])
     assert report["finish"]["lock"] == "ACCESS EXCLUSIVE"
@@ -239,8 +247,10 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
     assert not report.counted
     payload = report.as_dict()
     assert payload["marked_active"] is None and payload["active"] is None
+    assert payload["rows"] is None
     checked = run_tether("adopt", "--check", "--database-url", url)
-    assert "not read by the rules while something is refused" in checked.stdout
+    assert "its rows are not read by the rules while something is refused" in checked.stdout
+    assert " 0 rows" not in checked.stdout
     assert "0 with is_active = true" not in checked.stdout
     reasons = " | ".join(report.refusals)
     assert "session_id must exist and be a uuid" in reasons
@@ -1458,8 +1468,9 @@ def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptab
                 "grant update (is_active) on public.conversation_sessions to {} with grant option"
             ).format(role)
         )
-        # The recreated view's grant and policy name the same role.
+        # The recreated view's grants (its columns' too) and policy name the same role.
         conn.execute(sql.SQL("grant select on public.team_session_stats to {}").format(role))
+        conn.execute(sql.SQL("grant update (date) on public.team_session_stats to {}").format(role))
         conn.execute(
             sql.SQL(
                 "create policy reporting_reads on public.conversation_sessions"
@@ -1499,6 +1510,11 @@ def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptab
                 "select pg_get_userbyid(r) as role from pg_policy p, unnest(p.polroles) r"
                 " where p.polname = 'reporting_reads'"
             ).fetchone() == {"role": reporting}
+            assert conn.execute(
+                "select has_column_privilege(%s, 'public.team_session_stats', 'date', 'update')"
+                " as granted",
+                (reporting,),
+            ).fetchone() == {"granted": True}
     finally:
         with _connect(url) as conn:
             conn.execute(sql.SQL("drop owned by {}").format(role))
@@ -1549,6 +1565,41 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
             (written,),
         ).fetchone()
         assert kept == {"kinds": ["no_start"], "original": {"session_start": "-infinity"}}
+        # An update writing such a start, or one after now, keeps the start known: now
+        # would fall after the session's end, which its check refuses.
+        conn.execute(OLD_END, (written,))
+        ended = conn.execute(
+            "select session_start, session_end from conversation_sessions where session_id = %s",
+            (written,),
+        ).fetchone()
+        for start in ("-infinity", "infinity", "4713-01-01 BC"):
+            conn.execute(
+                "update conversation_sessions set session_start = %s where session_id = %s",
+                (start, written),
+            )
+        conn.execute(
+            "update conversation_sessions set session_start = now() + interval '3 hours'"
+            " where session_id = %s",
+            (written,),
+        )
+        assert (
+            conn.execute(
+                "select session_start, session_end from conversation_sessions"
+                " where session_id = %s",
+                (written,),
+            ).fetchone()
+            == ended
+        )
+        # An insert with no readable start but an end starts at that end, as the backfill
+        # reads such a row.
+        row = conn.execute(
+            "insert into conversation_sessions (user_id, is_active, session_start, session_end)"
+            " values (%s, false, '-infinity', now() - interval '1 hour')"
+            " returning session_start, session_end, now() - interval '1 hour' as given",
+            (uuid.uuid4(),),
+        ).fetchone()
+        assert row is not None
+        assert row["session_start"] == row["session_end"] == row["given"]
     rows = _rows(url)  # every row readable
     for sid in (ancient, endless):
         assert (rows[sid]["is_active"], rows[sid]["end_reason"]) == (False, "end_unknown")

@@ -309,7 +309,9 @@ def step_backfill(run: _Run) -> None:
     after = str(row[0]) if row and row[0] else NIL_UUID
     done = int(row[1]) if row else 0
     total_row = conn.execute("select reltuples::bigint from pg_class where oid = %s", (shape.oid,))
-    total = max(0, int((total_row.fetchone() or (0,))[0]))
+    # The planner's estimate; a table never analysed has none (-1), and then the
+    # progress says no total rather than "of ~0".
+    total = int((total_row.fetchone() or (-1,))[0])
     by_range = _backfill_statement(
         shape, sql.SQL("s.session_id > %(after)s and s.session_id <= %(upto)s")
     )
@@ -338,7 +340,8 @@ def step_backfill(run: _Run) -> None:
         run.result.rows_read += read
         if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
             last_report = time.monotonic()
-            run.progress(f"  backfill: {done} rows read, up to session_id {after} (of ~{total})")
+            of = f" (of ~{total})" if total > 0 else ""
+            run.progress(f"  backfill: {done} rows read, up to session_id {after}{of}")
         run.checkpoint("backfill batch")
     # What the ranges did not cover (a nil session_id, rows another writer left
     # unread): few or none, found by one scan.

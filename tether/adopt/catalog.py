@@ -513,18 +513,20 @@ class ColumnPrivilege:
 
 
 def column_privileges(
-    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str] | None
 ) -> list[ColumnPrivilege]:
-    """The privileges granted on ``columns`` of the table itself (not through the table)."""
+    """The privileges granted on ``columns`` (None: every column) of the relation itself,
+    not through the relation."""
     return [
         ColumnPrivilege(str(column), None if grantee is None else str(grantee), str(kind), bool(g))
         for column, grantee, kind, g in conn.execute(
             "select a.attname, case when x.grantee <> 0 then pg_get_userbyid(x.grantee) end,"
             " x.privilege_type, x.is_grantable"
             " from pg_catalog.pg_attribute a cross join lateral aclexplode(a.attacl) x"
-            " where a.attrelid = %s and a.attname = any (%s) and not a.attisdropped"
+            " where a.attrelid = %(oid)s and not a.attisdropped and a.attnum > 0"
+            "   and (%(columns)s::text[] is null or a.attname = any (%(columns)s::text[]))"
             " order by 1, 2, 3",
-            (oid, columns),
+            {"oid": oid, "columns": columns},
         ).fetchall()
     ]
 

@@ -49,6 +49,7 @@ class SavedView:
     column_comments: dict[str, str]
     grants: list[tuple[str | None, str, bool]]
     """(grantee, privilege, grantable); grantee None is PUBLIC."""
+    column_grants: list[ColumnPrivilege]
     triggers: list[str]
     depends_on: set[int] = field(default_factory=set)
 
@@ -225,6 +226,7 @@ def _views(
                     (view_oid,),
                 ).fetchall()
             ],
+            column_grants=column_privileges(conn, int(view_oid), None),
             triggers=[
                 str(r[0])
                 for r in conn.execute(
@@ -324,49 +326,60 @@ def recreate(
     for _, statement in saved.policies:
         conn.execute(statement)
     for view in saved.views:
-        target = sql.Identifier(view.schema, view.name)
-        options = (
-            sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
-            if view.options
-            else sql.SQL("")
-        )
-        conn.execute(
-            sql.SQL("create view {}{} as {}").format(target, options, trusted(view.definition))
-        )
-        conn.execute(
-            sql.SQL("alter view {} owner to {}").format(target, sql.Identifier(view.owner))
-        )
-        if view.comment is not None:
-            conn.execute(sql.SQL("comment on view {} is {}").format(target, view.comment))
-        for column, text in view.column_comments.items():
-            conn.execute(
-                sql.SQL("comment on column {} is {}").format(
-                    sql.Identifier(view.schema, view.name, column), text
-                )
-            )
-        if view.grants:
-            # The saved privileges exactly: take back what creation gave, give what was.
-            conn.execute(
-                sql.SQL("revoke all on {} from {}").format(target, sql.Identifier(view.owner))
-            )
-            for grantee, privilege, grantable in view.grants:
-                conn.execute(
-                    sql.SQL("grant {} on {} to {}{}").format(
-                        trusted(privilege),
-                        target,
-                        sql.SQL("public") if grantee is None else sql.Identifier(grantee),
-                        sql.SQL(" with grant option" if grantable else ""),
-                    )
-                )
-        for definition in view.triggers:
-            conn.execute(trusted(definition))
+        _recreate_view(conn, view)
     for granted in saved.privileges:
+        _grant_column(conn, sql.Identifier("public", "conversation_sessions"), granted)
+    return to_validate
+
+
+def _grant_column(
+    conn: psycopg.Connection[tuple[Any, ...]], target: sql.Composable, granted: ColumnPrivilege
+) -> None:
+    conn.execute(
+        sql.SQL("grant {} ({}) on {} to {}{}").format(
+            trusted(granted.privilege),
+            sql.Identifier(granted.column),
+            target,
+            sql.SQL("public") if granted.grantee is None else sql.Identifier(granted.grantee),
+            sql.SQL(" with grant option" if granted.grantable else ""),
+        )
+    )
+
+
+def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -> None:
+    """The view as it was: options, owner, comments, privileges (its columns' too), and
+    triggers."""
+    target = sql.Identifier(view.schema, view.name)
+    options = (
+        sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
+        if view.options
+        else sql.SQL("")
+    )
+    conn.execute(
+        sql.SQL("create view {}{} as {}").format(target, options, trusted(view.definition))
+    )
+    conn.execute(sql.SQL("alter view {} owner to {}").format(target, sql.Identifier(view.owner)))
+    if view.comment is not None:
+        conn.execute(sql.SQL("comment on view {} is {}").format(target, view.comment))
+    for column, text in view.column_comments.items():
         conn.execute(
-            sql.SQL("grant {} ({}) on public.conversation_sessions to {}{}").format(
-                trusted(granted.privilege),
-                sql.Identifier(granted.column),
-                sql.SQL("public") if granted.grantee is None else sql.Identifier(granted.grantee),
-                sql.SQL(" with grant option" if granted.grantable else ""),
+            sql.SQL("comment on column {} is {}").format(
+                sql.Identifier(view.schema, view.name, column), text
             )
         )
-    return to_validate
+    if view.grants:
+        # The saved privileges exactly: take back what creation gave, give what was.
+        conn.execute(sql.SQL("revoke all on {} from {}").format(target, sql.Identifier(view.owner)))
+        for grantee, privilege, grantable in view.grants:
+            conn.execute(
+                sql.SQL("grant {} on {} to {}{}").format(
+                    trusted(privilege),
+                    target,
+                    sql.SQL("public") if grantee is None else sql.Identifier(grantee),
+                    sql.SQL(" with grant option" if grantable else ""),
+                )
+            )
+    for granted in view.column_grants:
+        _grant_column(conn, target, granted)
+    for definition in view.triggers:
+        conn.execute(trusted(definition))

@@ -132,6 +132,7 @@ class Report:
 
 # What only a read of the rows by the rules can say.
 _COUNTS = (
+    "rows",
     "marked_active",
     "active",
     "live",
@@ -142,6 +143,10 @@ _COUNTS = (
     "corrected",
     "unread",
 )
+
+
+SECURITY_REVOKES = frozenset({None, "anon", "authenticated"})
+"""The roles sql/security.sql revokes everything on the table from (None: PUBLIC)."""
 
 
 def state_of(shape: Shape) -> str:
@@ -574,6 +579,9 @@ def inspect_with(
         for privilege in column_privileges(
             conn, shape.oid, [c for c in shape.replaced_columns if c in shape.columns]
         )
+        # --apply's security step takes every privilege of these from the table, as a
+        # fresh install has it: theirs are not granted again.
+        if shape.steps.get("security") or privilege.grantee not in SECURITY_REVOKES
     ]
     report.dependents = [d.as_dict() for d in found]
     if report.refusals and "session_start" not in shape.columns:

@@ -119,7 +119,12 @@ def apply_steps(
             "columns",
             f"add {', '.join(missing) or 'no column'} (nullable, no default: the catalog only)"
             + (f"; a numeric copy of duration_seconds ({converted})" if converted else "")
-            + "; session_id defaults to tether_uuid_v7(); tether's checks, NOT VALID;"
+            + (
+                "; session_id defaults to tether_uuid_v7()"
+                if "session_id" in shape.columns and shape.columns["session_id"].default is None
+                else ""
+            )
+            + "; tether's checks, NOT VALID;"
             " the transition's trigger",
             "ACCESS EXCLUSIVE",
             True,

@@ -57,8 +57,8 @@ def _steps(steps: list[Step]) -> None:
 def _numbers(report: Report, not_adopted: bool) -> None:
     if not report.counted:
         say(
-            f"  about {report.rows} rows ({report.bytes / 2**20:.1f} MB); not read by the rules"
-            " while something is refused (below): the counts come once it is dealt with"
+            f"  {report.bytes / 2**20:.1f} MB; its rows are not read by the rules while"
+            " something is refused (below): the counts come once it is dealt with"
         )
         return
     say(

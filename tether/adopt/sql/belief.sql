@@ -27,7 +27,7 @@ select
   t.new_duration,
   array_remove(array[
     case when not t.start_known then 'no_start' end,
-    case when o.session_start > now() then 'start_in_future' end,
+    case when o.session_start > now() and isfinite(o.session_start) then 'start_in_future' end,
     case when o.is_active is null then 'is_active_null' end,
     case when o.is_active and (o.session_end is not null or o.ended_at is not null)
          then 'active_with_end' end,

@@ -33,6 +33,8 @@ declare
   v_old_end timestamptz;
   v_old_reason text;
   v_belief record;
+  v_known_start timestamptz;
+  v_given_end timestamptz;
   v_duration numeric;
   v_sync jsonb;
 begin
@@ -48,6 +50,7 @@ begin
   end if;
 
   if tg_op = 'UPDATE' then
+    v_known_start := old.session_start;
     if old.connection_id is not null then
       v_old_end := old.session_end;
       v_old_reason := old.end_reason;
@@ -82,6 +85,7 @@ begin
         )
         on conflict (session_id) do nothing;
       end if;
+      v_known_start := v_belief.new_start;
       if new.session_start is not distinct from old.session_start then
         new.session_start := v_belief.new_start;
       end if;
@@ -93,28 +97,30 @@ begin
   if not (isfinite(new.session_start) and new.session_start >= '0001-01-02 00:00:00+00')
      and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
     -- An infinite start, or one before year 1 (which Postgres takes and few clients can
-    -- read: tether's commands could not), is no moment: it starts now, as a start not
-    -- given does; the original is kept.
+    -- read: tether's commands could not), is no moment: as if none were written (an
+    -- update keeps the start known; an insert's is then its end, else now). The
+    -- original is kept.
     insert into tether.adoption_corrections as c (session_id, kinds, original)
     values (new.session_id, array['no_start'],
             jsonb_build_object('session_start', new.session_start))
     on conflict (session_id) do update
       set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
           original = excluded.original || c.original;
-    new.session_start := now();
+    new.session_start := v_known_start;
   end if;
 
   if new.session_start > now()
      and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
     -- A start after now is not believable (a local clock read as UTC): it starts now,
-    -- the latest it can, as the backfill reads such a row; the original is kept.
+    -- the latest it can, as the backfill reads such a row (an update keeps the start
+    -- known: now could fall after the session's end); the original is kept.
     insert into tether.adoption_corrections as c (session_id, kinds, original)
     values (new.session_id, array['start_in_future'],
             jsonb_build_object('session_start', new.session_start))
     on conflict (session_id) do update
       set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
           original = excluded.original || c.original;
-    new.session_start := now();
+    new.session_start := coalesce(v_known_start, now());
   end if;
 
   if v_old_end is not null then
@@ -127,8 +133,16 @@ begin
          and ((new.session_end is not null and new.session_end is distinct from old.session_end)
               or (v_ended_at is not null and v_ended_at is distinct from v_old_ended_at)
               or (new.is_active is false and old.is_active is distinct from false))) then
-    -- This write ends the session.
-    new.session_start := coalesce(new.session_start, now());
+    -- This write ends the session. Without a start, the end it gives is its start, as
+    -- the backfill reads such a row (else now).
+    if new.session_start is null then
+      v_given_end := coalesce(new.session_end, v_ended_at);
+      new.session_start := case
+        when isfinite(v_given_end) and v_given_end >= '0001-01-02 00:00:00+00'
+          then least(v_given_end, now())
+        else now()
+      end;
+    end if;
     new.session_end := greatest(
       least(coalesce(new.session_end, v_ended_at, now()), now()),
       new.session_start
