@@ -214,8 +214,11 @@ def _exists(conn: psycopg.Connection[tuple[Any, ...]], relation: str) -> bool:
 
 
 def _adoption_under_way(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
-    """`tether adopt --apply` began and did not reach the end of its migrations step."""
-    if not _exists(conn, "tether.adoption_steps"):
+    """`tether adopt --apply` began on the table there is, and did not reach the end of
+    its migrations step."""
+    if not _exists(conn, "tether.adoption_steps") or not _exists(
+        conn, "public.conversation_sessions"
+    ):
         return False
     row = conn.execute(
         "select not exists (select 1 from tether.adoption_steps"
@@ -264,7 +267,18 @@ def _supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tu
     return found
 
 
-def _check_unchanged(migrations: Sequence[Migration], applied: list[AppliedMigration]) -> None:
+def _refuse(message: str, refusals: list[str] | None) -> None:
+    """Refuse (raise), or, for a status, note the refusal and go on."""
+    if refusals is None:
+        raise MigrationError(message)
+    refusals.append(message)
+
+
+def _check_unchanged(
+    migrations: Sequence[Migration],
+    applied: list[AppliedMigration],
+    refusals: list[str] | None = None,
+) -> None:
     by_version = {migration.version: migration for migration in migrations}
     for record in applied:
         migration = by_version.get(record.version)
@@ -272,10 +286,11 @@ def _check_unchanged(migrations: Sequence[Migration], applied: list[AppliedMigra
             # Applied by a newer release; nothing to compare against.
             continue
         if migration.checksum != record.checksum:
-            raise MigrationError(
+            _refuse(
                 f"{migration.filename} was edited after it was applied "
                 f"(recorded sha256 {record.checksum[:12]}, file now {migration.checksum[:12]}); "
-                "add a new migration instead of changing an applied one"
+                "add a new migration instead of changing an applied one",
+                refusals,
             )
 
 
@@ -284,20 +299,24 @@ def plan(
     migrations: Sequence[Migration],
     *,
     adopting: bool = False,
+    refusals: list[str] | None = None,
 ) -> MigrationStatus:
     """What both ledgers hold and what is left to run or to record. Refuses an edited
     migration and a pushed copy that differs from this release's; refuses an existing
-    table it did not create unless ``adopting`` (adoption takes that table over)."""
+    table it did not create unless ``adopting`` (adoption takes that table over). Given
+    ``refusals``, it notes each refusal there instead, and the status says them."""
     applied = _applied(conn)
-    _check_unchanged(migrations, applied)
+    _check_unchanged(migrations, applied, refusals)
     done = {record.version for record in applied}
     pending = [m for m in migrations if m.version not in done]
     by_supabase = _supabase_applied(conn)
     recognised = {
         m.version: by_supabase[m.fingerprint][0] for m in pending if m.fingerprint in by_supabase
     }
-    _refuse_undecidable(conn, pending, recognised, by_supabase, adopting=adopting)
-    return MigrationStatus(applied, pending, recognised)
+    _refuse_undecidable(
+        conn, pending, recognised, by_supabase, adopting=adopting, refusals=refusals
+    )
+    return MigrationStatus(applied, pending, recognised, refused=list(refusals or []))
 
 
 def run_or_record(
@@ -336,15 +355,18 @@ def _refuse_undecidable(
     by_supabase: dict[str, tuple[str, str]],
     *,
     adopting: bool,
+    refusals: list[str] | None = None,
 ) -> None:
     to_run = [m for m in pending if m.version not in recognised]
-    if not adopting and to_run and _adoption_under_way(conn):
+    under_way = not adopting and bool(to_run) and _adoption_under_way(conn)
+    if under_way:
         # Its migrations step runs each file made safe for the table in use (the
         # indexes already built concurrently); the file as it is would stop on them.
-        raise MigrationError(
+        _refuse(
             "an adoption of public.conversation_sessions is under way, stopped before it"
             " applied tether's migrations: run `tether adopt --apply` to resume it (it"
-            " applies them itself); nothing was changed"
+            " applies them itself); nothing was changed",
+            refusals,
         )
     pushed = set(by_supabase.values())
     for migration in to_run:
@@ -359,21 +381,24 @@ def _refuse_undecidable(
             or (name == migration.name and version == migration.version)
         ]
         if twins:
-            raise MigrationError(
+            _refuse(
                 f"{migration.filename}: supabase db push applied a migration named {twins[0]!r}"
                 " whose content differs from this release's; tether cannot tell what it did."
                 " Compare it with `tether migrations export`, then either push this release's"
-                " files with supabase db push, or record the difference by hand"
+                " files with supabase db push, or record the difference by hand",
+                refusals,
             )
     if (
         not adopting
+        and not under_way
         and any(m.name == TABLE_MIGRATION_NAME for m in to_run)
         and _exists(conn, "public.conversation_sessions")
     ):
-        raise MigrationError(
+        _refuse(
             "public.conversation_sessions already exists, and tether did not create it:"
             " nothing was changed. To take an existing table over in place, run"
-            " `tether adopt --check` and follow the README's 'Adopting an existing table'"
+            " `tether adopt --check` and follow the README's 'Adopting an existing table'",
+            refusals,
         )
 
 
@@ -382,13 +407,7 @@ def status(url: str, directory: Path | None = None) -> MigrationStatus:
     status is asked for to see, among others, what is in the way."""
     migrations = discover(directory)
     with _connect(url) as conn, conn.transaction():
-        applied = _applied(conn)
-        done = {record.version for record in applied}
-        pending = [m for m in migrations if m.version not in done]
-        try:
-            return plan(conn, migrations)
-        except MigrationError as exc:
-            return MigrationStatus(applied, pending, {}, refused=[str(exc)])
+        return plan(conn, migrations, refusals=[])
 
 
 def migrate(url: str, directory: Path | None = None) -> list[Migration]:

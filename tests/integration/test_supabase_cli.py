@@ -55,9 +55,13 @@ def test_db_push_then_tether_migrate_records_and_runs_nothing(
     pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
     assert pushed.returncode == 0, pushed.stderr
 
-    recorded = migrate.migrate(pg15_database)
+    # The command says what it only recorded, not "applied".
+    said = run_tether("migrate", "--database-url", pg15_database)
+    assert said.returncode == 0, said.stderr
     files = migrate.discover()
-    assert [m.filename for m in recorded] == [m.filename for m in files]
+    for m in files:
+        assert f"recorded {m.filename}  (applied by supabase db push: {m.version})" in said.stdout
+    assert "applied  " not in said.stdout
     # Recorded from Supabase's ledger (same versions here), not run a second time.
     assert _ledger(pg15_database) == [(m.version, m.version) for m in files]
     assert migrate.migrate(pg15_database) == []

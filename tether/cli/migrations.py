@@ -8,17 +8,6 @@ from typing import Any
 
 from tether import migrate
 from tether.cli.common import add_database_options, database_url, say, say_json
-from tether.errors import MigrationError
-
-
-def _refusals_said(args: argparse.Namespace, refused: list[str]) -> int:
-    """What would stop `tether migrate`, on stderr as any failure's reason; exit 1 then,
-    so a script asking for the status learns that migrating is blocked."""
-    from tether.cli import _failed  # noqa: PLC0415 - the one place a failure is said
-
-    for reason in refused:
-        _failed(args, MigrationError(f"migrate would refuse: {reason}"))
-    return 1 if refused else 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -37,7 +26,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                     "refused": state.refused,
                 }
             )
-            return _refusals_said(args, state.refused)
+            return 0
         for record in state.applied:
             if record.recorded_from == migrate.ADOPTED:
                 source = "  (an existing table taken over by tether adopt)"
@@ -56,13 +45,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             )
             say(f"pending  {pending.filename}{note}")
         say(f"{len(state.applied)} applied, {len(state.pending)} pending")
-        return _refusals_said(args, state.refused)
+        for reason in state.refused:
+            say(f"migrate would refuse: {reason}")
+        return 0
     done = migrate.migrate(url)
+    # What supabase db push had already applied was recorded, not run: said so.
+    by_push = {
+        record.version: record.recorded_from
+        for record in (migrate.status(url).applied if done else [])
+        if record.recorded_from and record.recorded_from != migrate.ADOPTED
+    }
     if args.json:
-        say_json({"applied_now": [migration.filename for migration in done]})
+        say_json(
+            {
+                "applied_now": [migration.filename for migration in done],
+                "recorded_from_supabase": [m.filename for m in done if m.version in by_push],
+            }
+        )
         return 0
     for migration in done:
-        say(f"applied  {migration.filename}")
+        if migration.version in by_push:
+            say(
+                f"recorded {migration.filename}"
+                f"  (applied by supabase db push: {by_push[migration.version]})"
+            )
+        else:
+            say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
     return 0
 
