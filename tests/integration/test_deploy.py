@@ -253,6 +253,7 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--metrics-namespace", "bad ns!"), "--metrics-namespace: 'bad ns!' is not allowed"),
         (("--metrics-namespace", "AWS/Lambda"), "--metrics-namespace: 'AWS/Lambda' is not"),
         (("--metrics-namespace", "   "), "--metrics-namespace: '   ' is not allowed"),
+        (("--metrics-namespace", ":app"), "--metrics-namespace: ':app' is not allowed"),
         (("--metrics-namespace", "n" * 256), "--metrics-namespace: 'nnnn"),
         (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
         (("--parameter", "CheckEverySeconds=abc"), "--check-every: 'abc' is not allowed: must"),

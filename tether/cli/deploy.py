@@ -303,14 +303,23 @@ def _check_template_constraints(template: str, parameters: dict[str, str]) -> No
 
 def _top_level_names(source: bytes) -> set[str] | None:
     """The names a module's source binds at its top level, or None when that cannot be
-    told without running it (a syntax error, ``import *``, a module ``__getattr__``)."""
+    told without running it (a syntax error, ``import *``, ``globals()``, a module
+    ``__getattr__``)."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+        everything = list(ast.walk(tree))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    names: set[str] = set()
-    # The module's own scope: its statements, and those under if/try/with/for, not the
-    # bodies of its functions and classes.
+    if any(
+        (isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names))
+        or (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "globals")
+        for node in everything
+    ):
+        return None
+    # A function may bind a module name through `global`.
+    names = {name for node in everything if isinstance(node, ast.Global) for name in node.names}
+    # The module's own scope: its statements, and those under if/try/with/for/match, not
+    # the bodies of its functions, classes and lambdas, nor a comprehension's variables.
     pending: list[ast.AST] = list(tree.body)
     while pending:
         node = pending.pop()
@@ -319,12 +328,19 @@ def _top_level_names(source: bytes) -> set[str] | None:
             continue
         if isinstance(node, ast.Lambda):
             continue
+        if isinstance(node, ast.comprehension):
+            pending.extend([node.iter, *node.ifs])
+            continue
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            continue  # `finalize: Callable` declares, binds nothing
         if isinstance(node, ast.Import | ast.ImportFrom):
-            if any(alias.name == "*" for alias in node.names):
-                return None
             names.update((a.asname or a.name).partition(".")[0] for a in node.names)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
+        elif isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
         pending.extend(ast.iter_child_nodes(node))
     return None if "__getattr__" in names else names
 
@@ -339,7 +355,8 @@ def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
     path = module.replace(".", "/")
     with zipfile.ZipFile(bundle) as archive:
         names = set(archive.namelist())
-        source_name = next((n for n in (f"{path}.py", f"{path}/__init__.py") if n in names), None)
+        # A package is what Python imports when a module of the same name sits beside it.
+        source_name = next((n for n in (f"{path}/__init__.py", f"{path}.py") if n in names), None)
         if source_name is None:
             raise InvalidInputError(
                 f"--finalizer: module {module} is not in the bundle; ship it with --include"
