@@ -266,6 +266,10 @@ def _disconnect_all(
                 answers[index] = _disconnect(connections, connection_id)
             except Exception:  # a bug: said, and this connection reported failed
                 logger.exception("DeleteConnection raised", extra={"connection_id": connection_id})
+                answers[index] = (
+                    Disconnection.FAILED,
+                    "the gateway could not be told to close the connection",
+                )
 
     threads = [
         threading.Thread(target=ask, args=(n, cid), name="tether-disconnect", daemon=True)
@@ -277,14 +281,16 @@ def _disconnect_all(
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     late = (Disconnection.FAILED, "the gateway did not answer in time to close the connection")
-    for connection_id, answer in zip(connection_ids, answers, strict=True):
+    # Read once: a thread finishing now must not be logged late and reported answered.
+    settled = list(answers)
+    for connection_id, answer in zip(connection_ids, settled, strict=True):
         if answer is None:
             logger.warning(
                 "DeleteConnection did not answer in time; the session is ended, close it"
                 " again to retry",
                 extra={"connection_id": connection_id, "waited_seconds": budget_seconds},
             )
-    return [late if answer is None else answer for answer in answers]
+    return [late if answer is None else answer for answer in settled]
 
 
 def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]) -> bool:
