@@ -503,7 +503,7 @@ def _pairs_per_second(kind: str, url: str, clients: int, seconds: float, *more: 
 
 
 def run(mode: Run) -> dict[str, Entry]:
-    seconds = mode.pick(4.0, 2.0)
+    seconds = mode.pick(3.0, 2.0)
     repeats = mode.pick(5, 2)
     with scratch_database("lifecycle") as url, tempfile.TemporaryDirectory() as folder:
         captured_path = Path(folder) / "captured.json"
