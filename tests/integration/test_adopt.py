@@ -1582,6 +1582,23 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
             " where session_id = %s",
             (written,),
         )
+        # No start at all, and one after the end kept (but not after now): the same.
+        conn.execute(
+            "update conversation_sessions set session_start = null where session_id = %s",
+            (written,),
+        )
+        conn.execute(
+            "update conversation_sessions set session_start = now() where session_id = %s",
+            (written,),
+        )
+        # An upsert's insert runs first, and its row is what the update writes.
+        conn.execute(
+            "insert into conversation_sessions (session_id, user_id, is_active, session_start)"
+            " values (%s, %s, true, now() + interval '3 hours')"
+            " on conflict (session_id) do update set session_start = excluded.session_start,"
+            " is_active = excluded.is_active",
+            (written, uuid.uuid4()),
+        )
         assert (
             conn.execute(
                 "select session_start, session_end from conversation_sessions"
@@ -1591,7 +1608,16 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
             == ended
         )
         # An insert with no readable start but an end starts at that end, as the backfill
-        # reads such a row.
+        # reads such a row: the first readable one.
+        row = conn.execute(
+            "insert into conversation_sessions"
+            " (user_id, is_active, session_start, session_end, ended_at)"
+            " values (%s, false, null, 'infinity', now() - interval '2 hours')"
+            " returning session_start, session_end, now() - interval '2 hours' as given",
+            (uuid.uuid4(),),
+        ).fetchone()
+        assert row is not None
+        assert row["session_start"] == row["session_end"] == row["given"]
         row = conn.execute(
             "insert into conversation_sessions (user_id, is_active, session_start, session_end)"
             " values (%s, false, '-infinity', now() - interval '1 hour')"

@@ -4,8 +4,8 @@
 --   * a start written after now is now (the original kept in
 --     tether.adoption_corrections), as the backfill reads one; so is an infinite one,
 --     or one before year 1;
---   * a write that ends a session ends it at the time it gives (session_end, else
---     ended_at, else now), never before the start nor after now, as
+--   * a write that ends a session ends it at the first readable time it gives
+--     (session_end, else ended_at, else now), never before the start nor after now, as
 --     tether_end_session_v1 does; reason unrecorded when the writer gives none;
 --   * an end is final, whoever writes again (the first end wins, as in tether);
 --   * a row the backfill has not reached yet is first read by adoption's rules
@@ -94,12 +94,22 @@ begin
     end if;
   end if;
 
-  if not (isfinite(new.session_start) and new.session_start >= '0001-01-02 00:00:00+00')
+  if tg_op = 'INSERT' then
+    -- An upsert's insert comes first, and its row is what the update then writes: the
+    -- start known of a row with this id is kept, as an update keeps it.
+    select s.session_start into v_known_start
+    from public.conversation_sessions s
+    where s.session_id = new.session_id
+      and isfinite(s.session_start) and s.session_start >= '0001-01-02 00:00:00+00';
+  end if;
+
+  if (not (isfinite(new.session_start) and new.session_start >= '0001-01-02 00:00:00+00')
+      or (tg_op = 'UPDATE' and new.session_start is null))
      and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
     -- An infinite start, or one before year 1 (which Postgres takes and few clients can
     -- read: tether's commands could not), is no moment: as if none were written (an
-    -- update keeps the start known; an insert's is then its end, else now). The
-    -- original is kept.
+    -- update keeps the start known, as it does when it writes none; an insert's is then
+    -- its end, else now). The original is kept.
     insert into tether.adoption_corrections as c (session_id, kinds, original)
     values (new.session_id, array['no_start'],
             jsonb_build_object('session_start', new.session_start))
@@ -124,29 +134,32 @@ begin
   end if;
 
   if v_old_end is not null then
-    -- Already ended: that end stays, with its reason.
+    -- Already ended: that end stays, with its reason, and a start written after it is
+    -- not believed.
     new.session_end := v_old_end;
     new.end_reason := v_old_reason;
+    if new.session_start > v_old_end then
+      new.session_start := v_known_start;
+    end if;
   elsif (tg_op = 'INSERT'
          and (new.session_end is not null or v_ended_at is not null or new.is_active is false))
      or (tg_op = 'UPDATE'
          and ((new.session_end is not null and new.session_end is distinct from old.session_end)
               or (v_ended_at is not null and v_ended_at is distinct from v_old_ended_at)
               or (new.is_active is false and old.is_active is distinct from false))) then
-    -- This write ends the session. Without a start, the end it gives is its start, as
-    -- the backfill reads such a row (else now).
-    if new.session_start is null then
-      v_given_end := coalesce(new.session_end, v_ended_at);
-      new.session_start := case
-        when isfinite(v_given_end) and v_given_end >= '0001-01-02 00:00:00+00'
-          then least(v_given_end, now())
-        else now()
-      end;
-    end if;
-    new.session_end := greatest(
-      least(coalesce(new.session_end, v_ended_at, now()), now()),
-      new.session_start
+    -- This write ends the session, at the first readable end it gives (session_end,
+    -- else ended_at), else now. Without a start, that end is its start, as the backfill
+    -- reads such a row.
+    v_given_end := coalesce(
+      case when isfinite(new.session_end) and new.session_end >= '0001-01-02 00:00:00+00'
+           then new.session_end end,
+      case when isfinite(v_ended_at) and v_ended_at >= '0001-01-02 00:00:00+00'
+           then v_ended_at end
     );
+    if new.session_start is null then
+      new.session_start := least(coalesce(v_given_end, now()), now());
+    end if;
+    new.session_end := greatest(least(coalesce(v_given_end, now()), now()), new.session_start);
     new.end_reason := coalesce(new.end_reason, 'unrecorded');
   else
     new.session_start := coalesce(new.session_start, now());
