@@ -1638,3 +1638,29 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
         result = run_tether(*command, "--database-url", url)
         assert result.returncode == 0, (command, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+@ON_ONE_SERVER
+def test_check_says_which_of_the_team_s_comments_tether_replaces(adoptable: Adoptable) -> None:
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute("comment on table public.conversation_sessions is 'Our sessions.'")
+        conn.execute("comment on column public.conversation_sessions.is_active is 'Live?'")
+        conn.execute("comment on column public.conversation_sessions.agent_id is 'Kept.'")
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "the comments on the table, is_active are replaced by tether's" in checked.stdout
+    assert "agent_id" not in checked.stdout.split("the comments on", 1)[1].split("\n", 1)[0]
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        kept = conn.execute(
+            "select obj_description('public.conversation_sessions'::regclass, 'pg_class') as t,"
+            " col_description('public.conversation_sessions'::regclass,"
+            "   (select attnum from pg_attribute where attname = 'agent_id'"
+            "    and attrelid = 'public.conversation_sessions'::regclass)) as a"
+        ).fetchone()
+    assert kept == {"t": "One row per WebSocket connection. Written only through the tether_*"
+                    " functions.", "a": "Kept."}  # fmt: skip
+    # Adopted, the comments are tether's: nothing more to say.
+    again = run_tether("adopt", "--check", "--database-url", url)
+    assert "the comments on" not in again.stdout

@@ -456,6 +456,35 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
     return warnings, finish_refusals
 
 
+# What tether writes its own comment on: the table, and the old writers' columns it
+# takes over (sql/security.sql, sql/transitional_comments.sql, sql/finish*.sql).
+_COMMENTED_COLUMNS = ("session_end", "is_active", "duration_seconds", "ended_at")
+
+
+def _comment_warnings(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
+    """The team's comments that tether's own replace, said before --apply does."""
+    columns = [c for c in _COMMENTED_COLUMNS if c in shape.columns]
+    if "ended_at" in columns and not shape.ended_at_managed:
+        columns.remove("ended_at")
+    rows = conn.execute(
+        "select coalesce(a.attname, 'the table') from pg_catalog.pg_description d"
+        " left join pg_catalog.pg_attribute a on a.attrelid = d.objoid"
+        "  and a.attnum = d.objsubid and d.objsubid > 0"
+        " where d.objoid = %s and d.classoid = 'pg_catalog.pg_class'::regclass"
+        "  and (d.objsubid = 0 or a.attname = any (%s))"
+        " order by d.objsubid",
+        (shape.oid, columns),
+    ).fetchall()
+    named = [str(r[0]) for r in rows]
+    if not named:
+        return []
+    return [
+        f"the comments on {', '.join(named)} are replaced by tether's, which say what tether"
+        " keeps there (at --apply; those on is_active, duration_seconds and ended_at again"
+        " at --finish): keep a copy of yours if you need them"
+    ]
+
+
 _TOTALS = """
 with r as materialized (
   select s.session_id, {normalised} as normalised,
@@ -616,6 +645,8 @@ def inspect_with(
         d for d in found if set(d.columns) & {"is_active", "duration_seconds", "ended_at"}
     ]
     report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
+    if report.state == NOT_ADOPTED:
+        report.warnings += _comment_warnings(conn, shape)
     report.refusals += conversion_refusals(shape, found)
     # What the role lacks stops the next step there is: --finish once applied; nothing
     # once finished. The table's numbers above are read all the same.
