@@ -68,41 +68,44 @@ from (
         select
           s.*,
           case
-            when (isfinite(o.session_end) and o.session_end >= '0001-01-02 00:00:00+00')
-                 and o.session_end >= s.new_start and o.session_end <= now()
-              then o.session_end
-            when (isfinite(o.ended_at) and o.ended_at >= '0001-01-02 00:00:00+00')
-                 and o.ended_at >= s.new_start and o.ended_at <= now()
-              then o.ended_at
+            when s.readable_end >= s.new_start and s.readable_end <= now()
+              then s.readable_end
+            when s.readable_ended_at >= s.new_start and s.readable_ended_at <= now()
+              then s.readable_ended_at
             when s.by_duration >= s.new_start and s.by_duration <= now()
               then s.by_duration
           end as moment
         from (
           select
-            coalesce((isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'), false) as start_known,
+            r.start is not null as start_known,
             case
-              when (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00') then least(o.session_start, now())
-              else least(
-                coalesce(
-                  case when (isfinite(o.session_end) and o.session_end >= '0001-01-02 00:00:00+00') then o.session_end end,
-                  case when (isfinite(o.ended_at) and o.ended_at >= '0001-01-02 00:00:00+00') then o.ended_at end,
-                  now()
-                ),
-                now()
-              )
+              when r.start is not null then least(r.start, now())
+              else least(coalesce(r.session_end, r.ended_at, now()), now())
             end as new_start,
             coalesce(
               o.is_active is false
               or o.session_end is not null
               or o.ended_at is not null
-              or not (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'),
+              or r.start is null,
               true
             ) as said_ended,
             case
-              when (isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00')
-                   and o.duration_seconds >= 0 and o.duration_seconds < 315576000
-                then o.session_start + make_interval(secs => o.duration_seconds::double precision)
-            end as by_duration
+              when o.duration_seconds >= 0 and o.duration_seconds < 315576000
+                then r.start + make_interval(secs => o.duration_seconds::double precision)
+            end as by_duration,
+            r.session_end as readable_end,
+            r.ended_at as readable_ended_at
+          from (
+            -- Each recorded moment, if it is one: an infinite one, or one before year 1
+            -- (Postgres takes them, few clients can read them), is none.
+            select
+              case when isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'
+                   then o.session_start end as start,
+              case when isfinite(o.session_end) and o.session_end >= '0001-01-02 00:00:00+00'
+                   then o.session_end end as session_end,
+              case when isfinite(o.ended_at) and o.ended_at >= '0001-01-02 00:00:00+00'
+                   then o.ended_at end as ended_at
+          ) r
         ) s
       ) c
     ) m

@@ -34,7 +34,11 @@ declare
   v_old_reason text;
   v_belief record;
   v_known_start timestamptz;
+  v_start_kind text;
   v_given_end timestamptz;
+  -- The earliest moment read as one: Postgres takes infinities and years BC, few
+  -- clients can read them (tether's commands could not).
+  v_earliest constant timestamptz := '0001-01-02 00:00:00+00';
   v_duration numeric;
   v_sync jsonb;
 begin
@@ -100,37 +104,35 @@ begin
     select s.session_start into v_known_start
     from public.conversation_sessions s
     where s.session_id = new.session_id
-      and isfinite(s.session_start) and s.session_start >= '0001-01-02 00:00:00+00';
+      and isfinite(s.session_start) and s.session_start >= v_earliest;
   end if;
 
-  if (not (isfinite(new.session_start) and new.session_start >= '0001-01-02 00:00:00+00')
-      or (tg_op = 'UPDATE' and new.session_start is null))
-     and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
-    -- An infinite start, or one before year 1 (which Postgres takes and few clients can
-    -- read: tether's commands could not), is no moment: as if none were written (an
-    -- update keeps the start known, as it does when it writes none; an insert's is then
-    -- its end, else now). The original is kept.
+  -- A start written that cannot be believed, the original kept:
+  --   * no_start: an infinite one, or one before year 1, is no moment (nor is none
+  --     written by an update): as if none were written, an update keeps the start it
+  --     knows, an insert's is then its end, else now;
+  --   * start_in_future: one after now (a local clock read as UTC) starts now, the
+  --     latest it can, as the backfill reads such a row; an update keeps the start it
+  --     knows, since now could fall after the session's end.
+  if tg_op = 'INSERT' or new.session_start is distinct from old.session_start then
+    v_start_kind := case
+      when new.session_start is null then case when tg_op = 'UPDATE' then 'no_start' end
+      when not (isfinite(new.session_start) and new.session_start >= v_earliest)
+        then 'no_start'
+      when new.session_start > now() then 'start_in_future'
+    end;
+  end if;
+  if v_start_kind is not null then
     insert into tether.adoption_corrections as c (session_id, kinds, original)
-    values (new.session_id, array['no_start'],
+    values (new.session_id, array[v_start_kind],
             jsonb_build_object('session_start', new.session_start))
     on conflict (session_id) do update
       set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
           original = excluded.original || c.original;
-    new.session_start := v_known_start;
-  end if;
-
-  if new.session_start > now()
-     and (tg_op = 'INSERT' or new.session_start is distinct from old.session_start) then
-    -- A start after now is not believable (a local clock read as UTC): it starts now,
-    -- the latest it can, as the backfill reads such a row (an update keeps the start
-    -- known: now could fall after the session's end); the original is kept.
-    insert into tether.adoption_corrections as c (session_id, kinds, original)
-    values (new.session_id, array['start_in_future'],
-            jsonb_build_object('session_start', new.session_start))
-    on conflict (session_id) do update
-      set kinds = array(select distinct k from unnest(c.kinds || excluded.kinds) k order by k),
-          original = excluded.original || c.original;
-    new.session_start := coalesce(v_known_start, now());
+    new.session_start := case
+      when v_start_kind = 'no_start' then v_known_start
+      else coalesce(v_known_start, now())
+    end;
   end if;
 
   if v_old_end is not null then
@@ -151,10 +153,9 @@ begin
     -- else ended_at), else now. Without a start, that end is its start, as the backfill
     -- reads such a row.
     v_given_end := coalesce(
-      case when isfinite(new.session_end) and new.session_end >= '0001-01-02 00:00:00+00'
+      case when isfinite(new.session_end) and new.session_end >= v_earliest
            then new.session_end end,
-      case when isfinite(v_ended_at) and v_ended_at >= '0001-01-02 00:00:00+00'
-           then v_ended_at end
+      case when isfinite(v_ended_at) and v_ended_at >= v_earliest then v_ended_at end
     );
     if new.session_start is null then
       new.session_start := least(coalesce(v_given_end, now()), now());
