@@ -327,21 +327,37 @@ def recreate(
         conn.execute(statement)
     for view in saved.views:
         _recreate_view(conn, view)
+    table = sql.Identifier("public", "conversation_sessions")
     for granted in saved.privileges:
-        _grant_column(conn, sql.Identifier("public", "conversation_sessions"), granted)
+        _grant(
+            conn,
+            granted.privilege,
+            table,
+            granted.grantee,
+            granted.grantable,
+            column=granted.column,
+        )
     return to_validate
 
 
-def _grant_column(
-    conn: psycopg.Connection[tuple[Any, ...]], target: sql.Composable, granted: ColumnPrivilege
+def _grant(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    privilege: str,
+    target: sql.Composable,
+    grantee: str | None,
+    grantable: bool,
+    *,
+    column: str | None = None,
 ) -> None:
+    """``grant PRIVILEGE [(COLUMN)] on TARGET to GRANTEE [with grant option]``; grantee
+    None is PUBLIC."""
     conn.execute(
-        sql.SQL("grant {} ({}) on {} to {}{}").format(
-            trusted(granted.privilege),
-            sql.Identifier(granted.column),
+        sql.SQL("grant {}{} on {} to {}{}").format(
+            trusted(privilege),
+            sql.SQL(" ({})").format(sql.Identifier(column)) if column else sql.SQL(""),
             target,
-            sql.SQL("public") if granted.grantee is None else sql.Identifier(granted.grantee),
-            sql.SQL(" with grant option" if granted.grantable else ""),
+            sql.SQL("public") if grantee is None else sql.Identifier(grantee),
+            sql.SQL(" with grant option" if grantable else ""),
         )
     )
 
@@ -371,15 +387,15 @@ def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -
         # The saved privileges exactly: take back what creation gave, give what was.
         conn.execute(sql.SQL("revoke all on {} from {}").format(target, sql.Identifier(view.owner)))
         for grantee, privilege, grantable in view.grants:
-            conn.execute(
-                sql.SQL("grant {} on {} to {}{}").format(
-                    trusted(privilege),
-                    target,
-                    sql.SQL("public") if grantee is None else sql.Identifier(grantee),
-                    sql.SQL(" with grant option" if grantable else ""),
-                )
-            )
+            _grant(conn, privilege, target, grantee, grantable)
     for granted in view.column_grants:
-        _grant_column(conn, target, granted)
+        _grant(
+            conn,
+            granted.privilege,
+            target,
+            granted.grantee,
+            granted.grantable,
+            column=granted.column,
+        )
     for definition in view.triggers:
         conn.execute(trusted(definition))

@@ -456,16 +456,11 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
     return warnings, finish_refusals
 
 
-# What tether writes its own comment on: the table, and the old writers' columns it
-# takes over (sql/security.sql, sql/transitional_comments.sql, sql/finish*.sql).
-_COMMENTED_COLUMNS = ("session_end", "is_active", "duration_seconds", "ended_at")
-
-
 def _comment_warnings(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
-    """The team's comments that tether's own replace, said before --apply does."""
-    columns = [c for c in _COMMENTED_COLUMNS if c in shape.columns]
-    if "ended_at" in columns and not shape.ended_at_managed:
-        columns.remove("ended_at")
+    """The team's comments that tether's own replace, said before --apply does: on the
+    table and session_end (sql/security.sql), and on the columns --finish replaces
+    (sql/transitional_comments.sql, sql/finish*.sql)."""
+    columns = [c for c in ("session_end", *shape.replaced_columns) if c in shape.columns]
     rows = conn.execute(
         "select coalesce(a.attname, 'the table') from pg_catalog.pg_description d"
         " left join pg_catalog.pg_attribute a on a.attrelid = d.objoid"
