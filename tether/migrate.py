@@ -413,10 +413,16 @@ def status(url: str, directory: Path | None = None) -> MigrationStatus:
 def migrate(url: str, directory: Path | None = None) -> list[Migration]:
     """Apply every pending migration, all in one transaction. Returns those run or
     recorded; raises MigrationError (with nothing changed) if any fails."""
+    return [migration for migration, _ in apply_pending(url, directory)]
+
+
+def apply_pending(url: str, directory: Path | None = None) -> list[tuple[Migration, str | None]]:
+    """``migrate``, saying of each migration done the version ``supabase db push``
+    applied it as, when it was only recorded (None: it ran)."""
     import psycopg  # noqa: PLC0415
 
     migrations = discover(directory)
-    done_now: list[Migration] = []
+    done_now: list[tuple[Migration, str | None]] = []
     with _connect(url) as conn:
         try:
             with conn.transaction():
@@ -425,8 +431,7 @@ def migrate(url: str, directory: Path | None = None) -> list[Migration]:
                 ensure_ledger(conn)
                 planned = plan(conn, migrations)
                 for migration in planned.pending:
-                    run_or_record(conn, migration, planned)
-                    done_now.append(migration)
+                    done_now.append((migration, run_or_record(conn, migration, planned)))
         except psycopg.Error as exc:
             raise MigrationError(
                 f"migration failed and was rolled back: {error_from_psycopg(exc)}"
@@ -459,35 +464,35 @@ class _Folder:
     held: set[str]
     """The fingerprints of the migrations it holds."""
     latest: str | None
-    exported: dict[str, list[Path]]
-    """Files by the name of the tether migration an export wrote them as."""
+    exported: dict[str, Path]
+    """A file by the name of the tether migration an export wrote it as (the first)."""
 
 
 def _read_folder(to: Path) -> _Folder:
     """The migrations a project's folder holds, read as the Supabase CLI reads it: any
     ``<digits>_<name>.sql`` file, the versions compared as text (as db push compares
     them)."""
-    folder = _Folder(set(), None, {})
+    held: set[str] = set()
+    latest: str | None = None
+    exported: dict[str, Path] = {}
     if not to.exists():
-        return folder
+        return _Folder(held, latest, exported)
     if not to.is_dir():
         raise MigrationError(f"--to {to} is not a folder")
-    latest: str | None = None
     try:
         for path in sorted(to.iterdir()):
             match = SUPABASE_FILE.match(path.name)
             if match is None or not path.is_file():
                 continue
             # Undecodable bytes cannot equal one of tether's files; they still count.
-            folder.held.add(fingerprint(path.read_bytes().decode(errors="replace")))
+            held.add(fingerprint(path.read_bytes().decode(errors="replace")))
             version = match["version"]
             latest = version if latest is None else max(latest, version)
-            exported = EXPORTED_FILE.match(path.name)
-            if exported:
-                folder.exported.setdefault(exported["name"], []).append(path)
+            if named := EXPORTED_FILE.match(path.name):
+                exported.setdefault(named["name"], path)
     except OSError as exc:
         raise MigrationError(f"cannot read {to}: {exc.strerror or exc}") from None
-    return _Folder(folder.held, latest, folder.exported)
+    return _Folder(held, latest, exported)
 
 
 def _moment(version_prefix: str) -> datetime | None:
@@ -556,7 +561,7 @@ def export(
         edited = folder.exported.get(migration.name)
         if edited:
             raise MigrationError(
-                f"{edited[0]} is tether's {migration.name} migration, edited since it was"
+                f"{edited} is tether's {migration.name} migration, edited since it was"
                 " exported: exporting again would write it a second time, and supabase db"
                 " push would run it twice. Put back the content tether wrote (or, if it was"
                 " never pushed, remove the file), then export again"

@@ -48,27 +48,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         for reason in state.refused:
             say(f"migrate would refuse: {reason}")
         return 0
-    done = migrate.migrate(url)
-    # What supabase db push had already applied was recorded, not run: said so.
-    by_push = {
-        record.version: record.recorded_from
-        for record in (migrate.status(url).applied if done else [])
-        if record.recorded_from and record.recorded_from != migrate.ADOPTED
-    }
+    done = migrate.apply_pending(url)
     if args.json:
         say_json(
             {
-                "applied_now": [migration.filename for migration in done],
-                "recorded_from_supabase": [m.filename for m in done if m.version in by_push],
+                "applied_now": [migration.filename for migration, _ in done],
+                # What supabase db push had already applied was recorded, not run.
+                "recorded_from_supabase": [m.filename for m, pushed in done if pushed],
             }
         )
         return 0
-    for migration in done:
-        if migration.version in by_push:
-            say(
-                f"recorded {migration.filename}"
-                f"  (applied by supabase db push: {by_push[migration.version]})"
-            )
+    for migration, pushed in done:
+        if pushed:
+            say(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
         else:
             say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
