@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -225,6 +225,15 @@ def worker(url: str, seconds: float, folder: str, index: int) -> None:
     )
 
 
+def _types_sent(connection: Any, params: Sequence[Any]) -> list[int]:
+    """The type of each parameter as psycopg sends it (0: untyped, as a str goes)."""
+    from psycopg.adapt import PyFormat, Transformer  # noqa: PLC0415
+
+    sent = Transformer(connection)
+    sent.dump_sequence(params, [PyFormat.AUTO] * len(params))
+    return [int(t) for t in (sent.types or [0] * len(params))]
+
+
 def capture(url: str, out: str) -> None:
     """Run real handler invocations and record every statement the driver sends:
     the query, each parameter as psycopg dumps it (its text and type), and the rows."""
@@ -243,15 +252,13 @@ def capture(url: str, out: str) -> None:
         rows = original(self, function, args)
         query, params = postgres.PostgresStore.statement(function, args)
         connection = self._connection
-        sent = Transformer(connection)
-        sent.dump_sequence(params, [PyFormat.AUTO] * len(params))
         text = Transformer(connection).dump_sequence(params, [PyFormat.TEXT] * len(params))
         numbered = iter(range(1, len(params) + 1))
         statements.append(
             {
                 "query": re.sub("%s", lambda _: f"${next(numbered)}", query),
                 "values": [None if v is None else bytes(v).decode() for v in text],
-                "types": [int(t) for t in (sent.types or [0] * len(params))],
+                "types": _types_sent(connection, params),
                 "rows": [
                     {k: None if v is None else str(v) for k, v in row.items()} for row in rows
                 ],
@@ -381,11 +388,7 @@ def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: 
     """psycopg alone, connected as the driver connects, sending a captured pair's
     statements back to back with the same parameters: the most any client written on
     psycopg can reach, since it does nothing else."""
-    import psycopg  # noqa: PLC0415
-    from psycopg.adapt import PyFormat, Transformer  # noqa: PLC0415
-    from psycopg.rows import dict_row  # noqa: PLC0415
-
-    from tether.drivers.postgres import NETWORK_TIMEOUTS  # noqa: PLC0415
+    from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
 
     pair = json.loads(Path(captured).read_text())[-1]
     statements = pair["connect"]["statements"] + pair["disconnect"]["statements"]
@@ -401,14 +404,7 @@ def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: 
                     raise RuntimeError(f"a captured parameter has type {oid}, not rebuilt here")
                 values[n] = rebuild[oid](source[1])
         constants.append(values)
-    connection = psycopg.connect(
-        url,
-        autocommit=True,
-        prepare_threshold=None,
-        row_factory=dict_row,
-        application_name="tether",
-        **NETWORK_TIMEOUTS,
-    )
+    connection = PostgresStore(url)._connect()  # as the driver connects, options and all
     cursor = connection.cursor()
 
     def send_pair() -> list[list[Any]]:
@@ -432,9 +428,7 @@ def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: 
 
     # The same statements as the handlers', parameter types included.
     for statement, params in zip(statements, send_pair(), strict=True):
-        dumper = Transformer(connection)
-        dumper.dump_sequence(params, [PyFormat.AUTO] * len(params))
-        if [int(t) for t in (dumper.types or [0] * len(params))] != statement["types"]:
+        if _types_sent(connection, params) != statement["types"]:
             raise RuntimeError(f"psycopg alone would send other types than {statement['query']}")
     for _ in range(WARM_PAIRS):
         send_pair()
