@@ -1532,28 +1532,28 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
     def without_start() -> int:
         return sum(k.rows for k in inspect(url).kinds if k.kind == "no_start")
 
+    def inserted(conn: Conn, columns: str, values: str) -> Any:
+        row = conn.execute(
+            f"insert into conversation_sessions (user_id, {columns})"
+            f" values (%s, {values}) returning session_id",
+            (uuid.uuid4(),),
+        ).fetchone()
+        assert row is not None
+        return row["session_id"]
+
     before = without_start()
     with _connect(url) as conn:
-        ancient = conn.execute(
-            "insert into conversation_sessions (user_id, is_active, session_start, session_end,"
-            " ended_at, duration_seconds) values (%s, false, '4713-01-01 BC', '4713-01-02 BC',"
-            " '4713-01-02 BC', 86400) returning session_id",
-            (uuid.uuid4(),),
-        ).fetchone()["session_id"]  # type: ignore[index]
-        endless = conn.execute(
-            "insert into conversation_sessions (user_id, is_active, session_start)"
-            " values (%s, true, '-infinity') returning session_id",
-            (uuid.uuid4(),),
-        ).fetchone()["session_id"]  # type: ignore[index]
+        ancient = inserted(
+            conn,
+            "is_active, session_start, session_end, ended_at, duration_seconds",
+            "false, '4713-01-01 BC', '4713-01-02 BC', '4713-01-02 BC', 86400",
+        )
+        endless = inserted(conn, "is_active, session_start", "true, '-infinity'")
     assert without_start() == before + 2
 
     apply(url, lock=FAST)
     with _connect(url) as conn:
-        written = conn.execute(
-            "insert into conversation_sessions (user_id, is_active, session_start)"
-            " values (%s, true, '-infinity') returning session_id",
-            (uuid.uuid4(),),
-        ).fetchone()["session_id"]  # type: ignore[index]
+        written = inserted(conn, "is_active, session_start", "true, '-infinity'")
         opened = conn.execute(
             "select is_active, now() - session_start < interval '1 minute' as recent"
             " from conversation_sessions where session_id = %s",

@@ -10,30 +10,35 @@ import pytest
 from tether.cli import adopt, main
 
 
-def test_a_database_error_no_command_mapped_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (
+            psycopg.errors.InsufficientPrivilege("permission denied for table t"),
+            "42501: permission denied for table t",
+        ),
+        # Input refused before any work exits 2; a constraint broken partway through a
+        # command may follow work already done: 1, whatever its SQLSTATE.
+        (
+            psycopg.errors.CheckViolation("new row violates check constraint"),
+            "new row violates check constraint",
+        ),
+    ],
+)
+def test_a_database_error_no_command_mapped_is_one_line_and_a_failure(
+    error: psycopg.Error,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    def refused(_: argparse.Namespace) -> int:
-        raise psycopg.errors.InsufficientPrivilege("permission denied for table t")
+    def raising(_: argparse.Namespace) -> int:
+        raise error
 
-    monkeypatch.setattr(adopt, "cmd_adopt", refused)
+    monkeypatch.setattr(adopt, "cmd_adopt", raising)
     assert main(["adopt", "--check"]) == 1
-    said = capsys.readouterr()
-    assert said.err == "tether adopt: 42501: permission denied for table t\n"
-    assert said.out == ""
-
-
-def test_a_data_error_raised_mid_command_is_a_failure_not_a_usage_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Input refused before any work exits 2; a constraint broken partway through a
-    # command may follow work already done: 1.
-    def midway(_: argparse.Namespace) -> int:
-        raise psycopg.errors.CheckViolation("new row violates check constraint")
-
-    monkeypatch.setattr(adopt, "cmd_adopt", midway)
-    assert main(["adopt", "--check"]) == 1
-    assert "violates check constraint" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert printed.err == f"tether adopt: {said}\n"
+    assert printed.out == ""
 
 
 def test_any_other_error_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
