@@ -60,9 +60,19 @@ BODY_FAULTS = ["body_type", "huge_body", "base64_flag", "lone_surrogate"]
 """Only a message's body is read: on $connect and $disconnect these are ignored."""
 
 
+OPEN = "prop="
+"""The session every malformed event aims at (a $connect aims at a new connection)."""
+NEW = "fresh="
+
+
 @st.composite
 def corrupted(draw: st.DrawFn, template: str, kinds: list[str]) -> Any:
-    event = copy.deepcopy(ws_event(template, "prop="))
+    # A $connect carries a valid token for a connection not yet open, so a parser that
+    # let the fault through would open a session; the others aim at an open session.
+    if template == "connect":
+        event = with_query(ws_event(template, NEW), token=sign(claims(), HS256_SECRET, "HS256"))
+    else:
+        event = copy.deepcopy(ws_event(template, OPEN))
     context = event["requestContext"]
     kind = draw(st.sampled_from(kinds))
     if kind == "not_a_dict":
@@ -115,6 +125,14 @@ def corrupted(draw: st.DrawFn, template: str, kinds: list[str]) -> Any:
     return event
 
 
+def _everything(db: psycopg.Connection[dict[str, object]]) -> list[list[dict[str, object]]]:
+    """Every session and every queued announcement, as they are now."""
+    return [
+        db.execute(f"select * from public.{table} order by 1").fetchall()
+        for table in ("conversation_sessions", "conversation_session_announcements")
+    ]
+
+
 @pytest.mark.usefixtures("lambda_env")
 @pytest.mark.parametrize("name", sorted(HANDLERS))
 def test_malformed_events_get_400_and_write_nothing(
@@ -122,6 +140,14 @@ def test_malformed_events_get_400_and_write_nothing(
 ) -> None:
     handler, template = HANDLERS[name]
     kinds = EVENT_FAULTS + (BODY_FAULTS if name == "message" else [])
+    token = sign(claims(), HS256_SECRET, "HS256")
+    opened = connect.lambda_handler(
+        with_query(ws_event("connect", OPEN), token=token), FakeLambdaContext()
+    )
+    assert opened["statusCode"] == 200, opened
+    # Heartbeats are not throttled here: a touch let through would move last_seen_at.
+    before = _everything(db)
+    assert len(before[0]) == 1
 
     @settings(
         max_examples=60,
@@ -138,11 +164,15 @@ def test_malformed_events_get_400_and_write_nothing(
         body = json.loads(response["body"])
         assert body["error"] == "bad_request"
         assert body["message"]
+        assert _everything(db) == before, event
 
     check()
-    assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
-        "n": 0
-    }
+    # The session is still open, untouched: a well-formed event for it still works.
+    well_formed = ws_event(template, OPEN if name != "connect" else NEW)
+    if name == "connect":
+        well_formed = with_query(well_formed, token=token)
+    assert handler(well_formed, FakeLambdaContext())["statusCode"] == 200
+    assert _everything(db) != before
 
 
 bad_optional_values: dict[str, st.SearchStrategy[Any]] = {
