@@ -13,12 +13,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions import connect, disconnect
-from tests.conftest import EventBus, with_database
+from psycopg.rows import dict_row
+
+from functions import connect, disconnect, sweep
+from tests import connections_standin
+from tests.conftest import EventBus, allow_connections, with_database
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
     claims,
+    load_event,
     metrics,
     sign,
     with_query,
@@ -137,15 +141,41 @@ def test_disconnect_before_connect_is_a_logged_no_op(
 
 
 def test_database_down_fails_the_invocation_and_leaves_the_row_for_the_sweep(
-    lambda_env: pytest.MonkeyPatch, server_url: str, db: Conn, event_bus: EventBus
+    lambda_env: pytest.MonkeyPatch,
+    server_url: str,
+    database_url: str,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _open("dbdown=")
-    lambda_env.setenv("TETHER_DATABASE_URL", with_database(server_url, "tether_is_down"))
-    runtime.reset()
-    with pytest.raises(DatabaseUnavailableError):
-        _disconnect("dbdown=")
-    assert _row(db, "dbdown=")["is_active"] is True
+    _open("dbdown=")  # the container's connection is warm: it is lost, not refused
+    allow_connections(server_url, database_url, False)
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            _disconnect("dbdown=")
+    finally:
+        allow_connections(server_url, database_url, True)
+    assert ("DisconnectFailed", 1.0) in [(n, v) for n, v, _ in metrics(capsys.readouterr().out)]
+    with psycopg.connect(database_url, row_factory=dict_row) as db:
+        assert _row(db, "dbdown=")["is_active"] is True
+        assert db.execute(
+            "select count(*) as n from public.conversation_session_announcements"
+        ).fetchone() == {"n": 0}
     assert event_bus.received(wait_seconds=0) == []
+
+    # The next sweep finds the connection gone, ends the session and announces it.
+    with connections_standin.serve() as gone_gateway:
+        lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", gone_gateway.url)
+        lambda_env.setenv("TETHER_GONE_SETTLE_SECONDS", "0")
+        lambda_env.setenv("TETHER_SUSPECT_AFTER_SECONDS", "0")
+        lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "60")  # one check
+        runtime.reset()
+        sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext())
+    with psycopg.connect(database_url, row_factory=dict_row) as db:
+        row = _row(db, "dbdown=")
+    assert row["is_active"] is False
+    assert row["end_reason"] == "gone"
+    [announced] = event_bus.received()
+    assert announced["detail"]["connection_id"] == "dbdown="
 
 
 def _assert_ended_and_queued(db: Conn, database_url: str, connection_id: str) -> None:
