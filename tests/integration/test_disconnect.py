@@ -12,12 +12,11 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from psycopg.rows import dict_row
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
-from tests.conftest import EventBus, allow_connections, with_database
+from tests.conftest import EventBus, allow_connections
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,

@@ -65,14 +65,17 @@ OPEN = "prop="
 NEW = "fresh="
 
 
+def _well_formed(template: str) -> dict[str, Any]:
+    """A $connect with a valid token for a connection not yet open, so a parser that let
+    a fault through would open a session; any other event aims at the open session."""
+    if template == "connect":
+        return with_query(ws_event(template, NEW), token=sign(claims(), HS256_SECRET, "HS256"))
+    return copy.deepcopy(ws_event(template, OPEN))
+
+
 @st.composite
 def corrupted(draw: st.DrawFn, template: str, kinds: list[str]) -> Any:
-    # A $connect carries a valid token for a connection not yet open, so a parser that
-    # let the fault through would open a session; the others aim at an open session.
-    if template == "connect":
-        event = with_query(ws_event(template, NEW), token=sign(claims(), HS256_SECRET, "HS256"))
-    else:
-        event = copy.deepcopy(ws_event(template, OPEN))
+    event = _well_formed(template)
     context = event["requestContext"]
     kind = draw(st.sampled_from(kinds))
     if kind == "not_a_dict":
@@ -140,9 +143,9 @@ def test_malformed_events_get_400_and_write_nothing(
 ) -> None:
     handler, template = HANDLERS[name]
     kinds = EVENT_FAULTS + (BODY_FAULTS if name == "message" else [])
-    token = sign(claims(), HS256_SECRET, "HS256")
     opened = connect.lambda_handler(
-        with_query(ws_event("connect", OPEN), token=token), FakeLambdaContext()
+        with_query(ws_event("connect", OPEN), token=sign(claims(), HS256_SECRET, "HS256")),
+        FakeLambdaContext(),
     )
     assert opened["statusCode"] == 200, opened
     # Heartbeats are not throttled here: a touch let through would move last_seen_at.
@@ -168,10 +171,7 @@ def test_malformed_events_get_400_and_write_nothing(
 
     check()
     # The session is still open, untouched: a well-formed event for it still works.
-    well_formed = ws_event(template, OPEN if name != "connect" else NEW)
-    if name == "connect":
-        well_formed = with_query(well_formed, token=token)
-    assert handler(well_formed, FakeLambdaContext())["statusCode"] == 200
+    assert handler(_well_formed(template), FakeLambdaContext())["statusCode"] == 200
     assert _everything(db) != before
 
 
