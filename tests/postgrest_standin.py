@@ -2,8 +2,9 @@
 
 It is not PostgREST: it does just enough of what PostgREST does for an rpc call
 (look the function up by name, cast each JSON argument to the declared type,
-run it as the role named by the bearer token, answer rows as a JSON array and
-errors as ``{"code", "message", "details", "hint"}`` with status 400) to let
+run it as the role named by the bearer token, answer rows as a JSON array,
+errors as ``{"code", "message", "details", "hint"}`` with status 400, and 503
+``PGRST001`` while the database cannot be reached) to let
 supabase-py drive tether's SQL functions on the test's real database.
 """
 
@@ -72,7 +73,15 @@ def _handler_for(database_url: str, jwt_secret: str) -> type[BaseHTTPRequestHand
             length = int(self.headers.get("Content-Length") or 0)
             args: dict[str, object] = json.loads(self.rfile.read(length) or b"{}")
             try:
-                with psycopg.connect(database_url) as conn:
+                conn = psycopg.connect(database_url)
+            except psycopg.OperationalError:
+                # What PostgREST answers while its database cannot be reached.
+                self._reply(
+                    503, {"code": "PGRST001", "message": "Database client error. Retrying."}
+                )
+                return
+            try:
+                with conn:
                     types = _argument_types(conn, function)
                     if types is None or not set(args) <= set(types):
                         self._reply(

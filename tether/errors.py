@@ -102,11 +102,20 @@ def error_from_psycopg(exc: Exception) -> TetherError:
     return DatabaseError(str(exc))
 
 
+# PostgREST's group 0: it could not reach the database (PGRST000 to PGRST003, the last
+# a request that timed out waiting for a pooled connection), answered 503 or 504.
+_POSTGREST_UNAVAILABLE = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
+# With no PostgREST body (a proxy's error page), supabase-py's code is the HTTP status.
+_GATEWAY_STATUSES = frozenset({"502", "503", "504"})
+
+
 def error_from_postgrest(payload: dict[str, Any]) -> TetherError:
     """Map a PostgREST error body (``{"code", "message", ...}``)."""
     code = payload.get("code")
     message = str(payload.get("message") or "request refused by PostgREST")
-    # PostgREST's own errors start with PGRST; PGRST202 is a function it cannot find.
+    if isinstance(code, str) and (code in _POSTGREST_UNAVAILABLE or code in _GATEWAY_STATUSES):
+        return DatabaseUnavailableError(f"{code}: {message}")
+    # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.
     if isinstance(code, str) and code.startswith("PGRST"):
         return DatabaseError(f"{code}: {message}")
     return error_for_sqlstate(code if isinstance(code, str) else None, message)

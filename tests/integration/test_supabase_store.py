@@ -12,13 +12,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import psycopg
 import pytest
 
 from tests import postgrest_standin
-from tests.conftest import SessionFactory
+from tests.conftest import SessionFactory, allow_connections
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
 from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
@@ -128,6 +129,44 @@ def test_unreachable_supabase_is_database_unavailable() -> None:
     store = SupabaseStore(f"http://127.0.0.1:{port}", _key("service_role"))
     with pytest.raises(DatabaseUnavailableError):
         store.end_session("x=", "gone")
+
+
+def test_a_database_outage_behind_postgrest_is_database_unavailable(
+    supabase_store: SupabaseStore, server_url: str, database_url: str
+) -> None:
+    """PostgREST answers 503 PGRST001 while its database is gone: the handlers and the
+    sweep must read it as an outage (retry, DisconnectFailed), as psycopg's is read."""
+    allow_connections(server_url, database_url, False)
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="PGRST001"):
+            supabase_store.end_session("x=", "gone")
+    finally:
+        allow_connections(server_url, database_url, True)
+    assert supabase_store.end_session("x=", "gone").outcome is EndOutcome.UNKNOWN
+
+
+def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable() -> None:
+    class BadGateway(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BadGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
+        with pytest.raises(DatabaseUnavailableError, match="502"):
+            store.end_session("x=", "gone")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_concurrent_rpc_ends_exactly_one_wins(

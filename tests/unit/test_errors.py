@@ -55,6 +55,18 @@ def test_postgrest_errors_map_like_sqlstates() -> None:
 
 
 @pytest.mark.parametrize(
+    "code",
+    # PostgREST without its database (503), or out of pooled connections (504); a
+    # proxy's error page in front of it, which supabase-py reports by its status.
+    ["PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"],
+)
+def test_postgrest_without_its_database_is_unavailable(code: str) -> None:
+    error = error_from_postgrest({"code": code, "message": "m"})
+    assert type(error) is DatabaseUnavailableError
+    assert str(error) == f"{code}: m"
+
+
+@pytest.mark.parametrize(
     ("error", "status", "code"),
     [
         (ForbiddenError("role_not_allowed"), 403, "forbidden"),
