@@ -23,7 +23,9 @@ EventBridge's one-minute schedule allows. Each check, in order:
 Then the run reports its numbers (``tether.sweep_metrics`` turns them into metrics).
 Every batch is its own short transaction with ``FOR UPDATE SKIP LOCKED``, so two
 sweeps at once share the work and a backlog drains across runs. No new batch is
-taken once the remaining time falls below the margin. The run's clock is the
+taken once the remaining time falls below the margin, and no call to the gateway is
+waited for past it: a gateway that takes calls and never answers leaves those suspects
+to the next check, not the run killed by Lambda before its report. The run's clock is the
 database's: its start is read from the database, and later moments are that plus
 the time elapsed here.
 """
@@ -34,13 +36,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
+from tether.bounded_calls import call_all
 from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
 from tether.models import EndOutcome, EndReason, SessionHealth, Suspect
 from tether.outbox import Announcer, drain_outbox
@@ -160,6 +162,8 @@ class _Answers:
     still_connected: dict[UUID, datetime | None] = field(default_factory=dict)
     """Alive (LastActiveAt), or unanswered (None): their leases end now."""
     errors: list[GatewayError] = field(default_factory=list)
+    unanswered: int = 0
+    """Calls with no answer before the run's margin: asked again by the next check."""
 
 
 class Sweep:
@@ -187,6 +191,21 @@ class Sweep:
         self.report.stopped_for_time = True
         return False
 
+    def _calls_budget(self) -> float:
+        """How long this run's calls to the gateway may take: until its margin. A
+        gateway that takes calls and never answers must not keep the run past its
+        time, where Lambda would kill it before its report."""
+        return self._remaining() - self._policy.time_margin_seconds
+
+    def _call_all(self, call: Callable[[Any], Any], items: list[Any], name: str) -> list[Any]:
+        return call_all(
+            call,
+            items,
+            concurrency=self._policy.concurrency,
+            seconds=self._calls_budget(),
+            name=name,
+        )
+
     def _count_ends(self, ended: dict[EndReason, int]) -> None:
         for reason, count in ended.items():
             self.report.ended_by_reason[reason.value] += count
@@ -204,7 +223,7 @@ class Sweep:
 
     @staticmethod
     def _ask(connections: ConnectionsApi, suspect: Suspect) -> ConnectionInfo | GatewayError:
-        # Runs in the pool: only the HTTP call, no shared state.
+        # Runs on a thread of its own: only the HTTP call, no shared state.
         try:
             return connections.get(suspect.connection_id)
         except GatewayError as exc:
@@ -236,18 +255,17 @@ class Sweep:
         answers.still_connected[suspect.session_id] = info.last_active_at
 
     @staticmethod
-    def _delete(connections: ConnectionsApi, connection_id: str) -> GatewayError | None:
-        # Runs in the pool: only the HTTP call, no shared state.
+    def _delete(connections: ConnectionsApi, connection_id: str) -> GatewayError | ConnectionState:
+        # Runs on a thread of its own: only the HTTP call, no shared state.
         try:
             connections.delete(connection_id)
         except GatewayError as exc:
             return exc
-        return None
+        return ConnectionState.GONE
 
     def _close_silent(
         self,
         connections: ConnectionsApi,
-        pool: ThreadPoolExecutor,
         to_close: dict[UUID, datetime],
         answers: _Answers,
     ) -> None:
@@ -259,11 +277,16 @@ class Sweep:
         for session_id in to_close.keys() - intended.keys():
             answers.still_connected[session_id] = None  # alive after all: a heartbeat came
         closing = list(intended.items())
-        refusals = pool.map(lambda item: self._delete(connections, item[1]), closing)
-        for (session_id, connection_id), refused in zip(closing, refusals, strict=True):
-            if refused is not None:
+        closed = self._call_all(
+            lambda item: self._delete(connections, item[1]), closing, "tether-sweep-delete"
+        )
+        for (session_id, connection_id), outcome in zip(closing, closed, strict=True):
+            if outcome is not ConnectionState.GONE:
                 # The session stays active with its intent; the next check retries.
-                answers.errors.append(refused)
+                if outcome is None:
+                    answers.unanswered += 1
+                else:
+                    answers.errors.append(outcome)
                 answers.still_connected[session_id] = None
                 continue
             self.report.closed_silent += 1
@@ -280,40 +303,39 @@ class Sweep:
         connections = self._connections
         if connections is None:
             return
-        with ThreadPoolExecutor(
-            max_workers=self._policy.concurrency, thread_name_prefix="tether-sweep"
-        ) as pool:
-            while self._time_left():
-                suspects = self._store.claim_suspects(
-                    silent_seconds=self._policy.suspect_after_seconds,
-                    limit=self._policy.batch_size,
-                    lease_seconds=self._policy.suspect_lease_seconds,
-                    run_started=check_started,
-                )
-                try:
-                    self._settle_batch(connections, pool, suspects, check_started)
-                except TetherError:
-                    # Leave nothing leased behind: the next check asks again at once.
-                    self._release([s.session_id for s in suspects])
-                    raise
-                if len(suspects) < self._policy.batch_size:
-                    return
+        while self._time_left():
+            suspects = self._store.claim_suspects(
+                silent_seconds=self._policy.suspect_after_seconds,
+                limit=self._policy.batch_size,
+                lease_seconds=self._policy.suspect_lease_seconds,
+                run_started=check_started,
+            )
+            try:
+                self._settle_batch(connections, suspects, check_started)
+            except TetherError:
+                # Leave nothing leased behind: the next check asks again at once.
+                self._release([s.session_id for s in suspects])
+                raise
+            if len(suspects) < self._policy.batch_size:
+                return
 
     def _settle_batch(
         self,
         connections: ConnectionsApi,
-        pool: ThreadPoolExecutor,
         suspects: list[Suspect],
         check_started: datetime,
     ) -> None:
         answers = _Answers()
         now = check_started
-        for suspect, info in zip(
-            suspects, pool.map(lambda s: self._ask(connections, s), suspects), strict=True
-        ):
+        infos = self._call_all(lambda s: self._ask(connections, s), suspects, "tether-sweep-get")
+        for suspect, info in zip(suspects, infos, strict=True):
+            if info is None:
+                answers.unanswered += 1
+                answers.still_connected[suspect.session_id] = None
+                continue
             self._sort(suspect, info, now, answers)
         if answers.to_close:
-            self._close_silent(connections, pool, answers.to_close, answers)
+            self._close_silent(connections, answers.to_close, answers)
         ended_gone = self._store.settle_gone(
             answers.gone, settle_seconds=self._policy.gone_settle_seconds
         )
@@ -324,6 +346,13 @@ class Sweep:
         for session_id in answers.gone:
             answers.still_connected.setdefault(session_id, None)
         self._store.settle_suspects(answers.still_connected)
+        if answers.unanswered:
+            self.report.stopped_for_time = True
+            logger.warning(
+                "the gateway did not answer before the run's time ran out; those suspects"
+                " wait for the next check",
+                extra={"unanswered": answers.unanswered},
+            )
         if answers.errors:
             # One line per batch, not one per suspect: an outage means thousands.
             self.report.gateway_errors += len(answers.errors)

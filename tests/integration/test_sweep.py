@@ -309,6 +309,38 @@ def test_stops_taking_batches_when_time_runs_short(
     assert _run()["ended"] == 15
 
 
+def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+) -> None:
+    """GetConnection taken and never answered (each call would wait through its
+    timeouts and retries, about 25 s): the run ends within its time and reports, and
+    the suspects it could not ask are left, unleased, for the next check."""
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "2")
+    lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "4")
+    runtime.reset()
+    hung = [f"hung{index}=" for index in range(12)]
+    for connection_id in hung:
+        make_session(connection_id=connection_id, started_seconds_ago=120)
+    gateway.silent.update(hung)
+    started = time.monotonic()
+    report = _run(FakeLambdaContext(time_limit_seconds=5))
+    assert time.monotonic() - started < 5
+    assert report["stopped_for_time"] is True
+    assert report["checked"] == 0
+    # Still active, and free for the next check to ask at once (no lease left running).
+    left = db.execute(
+        "select count(*) filter (where is_active and check_after <= now()) as n"
+        " from public.conversation_sessions where connection_id like 'hung%'"
+    ).fetchone()
+    assert left == {"n": len(hung)}
+    # The run recorded its report: it was not cut off before the end.
+    recorded = db.execute("select count(*) as n from tether.sweep_runs").fetchone()
+    assert recorded == {"n": 1}
+
+
 def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
     database_url: str, db: Conn
 ) -> None:

@@ -15,7 +15,6 @@ the gateway again, so a close whose gateway call failed can simply be retried.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -44,6 +43,7 @@ from tether.admin.schemas import (
     UserPresence,
 )
 from tether.aws.connections import ConnectionsApi
+from tether.bounded_calls import call_all
 from tether.errors import (
     ConfigurationError,
     DatabaseError,
@@ -257,32 +257,22 @@ def _disconnect_all(
     most: a gateway that does not answer must not hold the operator's answer past API
     Gateway's limit, one close after another. A call still unanswered then is reported
     failed; its thread is a daemon, so a command's exit does not wait for it."""
-    answers: list[tuple[Disconnection, str] | None] = [None] * len(connection_ids)
-    slots = threading.BoundedSemaphore(DISCONNECT_CONCURRENCY)
 
-    def ask(index: int, connection_id: str) -> None:
-        with slots:
-            try:
-                answers[index] = _disconnect(connections, connection_id)
-            except Exception:  # a bug: said, and this connection reported failed
-                logger.exception("DeleteConnection raised", extra={"connection_id": connection_id})
-                answers[index] = (
-                    Disconnection.FAILED,
-                    "the gateway could not be told to close the connection",
-                )
+    def ask(connection_id: str) -> tuple[Disconnection, str]:
+        try:
+            return _disconnect(connections, connection_id)
+        except Exception:  # a bug: said, and this connection reported failed
+            logger.exception("DeleteConnection raised", extra={"connection_id": connection_id})
+            return Disconnection.FAILED, "the gateway could not be told to close the connection"
 
-    threads = [
-        threading.Thread(target=ask, args=(n, cid), name="tether-disconnect", daemon=True)
-        for n, cid in enumerate(connection_ids)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + budget_seconds
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    settled = call_all(
+        ask,
+        connection_ids,
+        concurrency=DISCONNECT_CONCURRENCY,
+        seconds=budget_seconds,
+        name="tether-disconnect",
+    )
     late = (Disconnection.FAILED, "the gateway did not answer in time to close the connection")
-    # Read once: a thread finishing now must not be logged late and reported answered.
-    settled = list(answers)
     for connection_id, answer in zip(connection_ids, settled, strict=True):
         if answer is None:
             logger.warning(

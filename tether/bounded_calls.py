@@ -1,0 +1,60 @@
+"""Calls to a remote API made at once and waited for until a deadline, no longer.
+
+A remote API that takes requests and never answers (a gateway gone quiet) would hold a
+caller as long as its clients' timeouts and retries allow, call after call: longer
+than a Lambda invocation or API Gateway's 29 s. Here each call runs on a daemon
+thread, at most ``concurrency`` at once; none starts once the deadline has passed,
+and the caller gets what was answered by then. A call still in flight at the deadline
+holds neither the caller nor the process's exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+logger = logging.getLogger("tether.bounded_calls")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def call_all(
+    call: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    concurrency: int,
+    seconds: float,
+    name: str,
+) -> list[R | None]:
+    """``call(item)`` for each item, in order; None where no answer came within
+    ``seconds`` (or the call raised, which is logged: a bug, not an answer)."""
+    answers: list[R | None] = [None] * len(items)
+    deadline = time.monotonic() + max(seconds, 0.0)
+    next_index = iter(range(len(items)))
+    taking = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with taking:
+                index = next(next_index, None)
+            if index is None or time.monotonic() >= deadline:
+                return
+            try:
+                answers[index] = call(items[index])
+            except Exception:
+                logger.exception("%s raised", name)
+
+    workers = [
+        threading.Thread(target=work, name=name, daemon=True)
+        for _ in range(min(max(concurrency, 1), len(items)))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    # Read once: an answer arriving now is too late to be counted as answered.
+    return list(answers)
