@@ -192,10 +192,14 @@ class Sweep:
         return False
 
     def _calls_budget(self) -> float:
-        """How long this run's calls to the gateway may take: until its margin. A
-        gateway that takes calls and never answers must not keep the run past its
-        time, where Lambda would kill it before its report."""
-        return self._remaining() - self._policy.time_margin_seconds
+        """How long a batch's calls to the gateway may take: until the run's margin,
+        and no longer than a check period. A gateway that takes calls and never answers
+        must neither keep the run past its time (Lambda would kill it before its
+        report) nor hold a check from its announcements."""
+        return min(
+            self._remaining() - self._policy.time_margin_seconds,
+            self._policy.check_every_seconds,
+        )
 
     def _call_all(self, call: Callable[[Any], Any], items: list[Any], name: str) -> list[Any]:
         return call_all(

@@ -314,22 +314,28 @@ def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
     gateway: ConnectionsStandIn,
     db: Conn,
     make_session: SessionFactory,
+    event_bus: EventBus,
 ) -> None:
     """GetConnection taken and never answered (each call would wait through its
-    timeouts and retries, about 25 s): the run ends within its time and reports, and
+    timeouts and retries, about 25 s): each check waits at most a check period for
+    the gateway and still announces, the run ends within its time and reports, and
     the suspects it could not ask are left, unleased, for the next check."""
     lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "2")
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "2")
     lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "4")
     runtime.reset()
     hung = [f"hung{index}=" for index in range(12)]
     for connection_id in hung:
         make_session(connection_id=connection_id, started_seconds_ago=120)
     gateway.silent.update(hung)
+    make_session(connection_id="ended=", started_seconds_ago=60, ended_seconds_ago=30)
     started = time.monotonic()
-    report = _run(FakeLambdaContext(time_limit_seconds=5))
-    assert time.monotonic() - started < 5
+    report = _run(FakeLambdaContext(time_limit_seconds=7))
+    assert time.monotonic() - started < 7
     assert report["stopped_for_time"] is True
     assert report["checked"] == 0
+    assert report["checks"] >= 2
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["ended="]
     # Still active, and free for the next check to ask at once (no lease left running).
     left = db.execute(
         "select count(*) filter (where is_active and check_after <= now()) as n"
