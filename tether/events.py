@@ -8,8 +8,9 @@ optional because emulators often omit them.
 An optional field of the request context that is malformed (a status code out of
 range, a reason too long, an impossible ``connectedAt``) is dropped and named in
 ``dropped_fields``: a ``$disconnect`` must still end its session over a bad
-detail. Only what identifies the request (connection id, event type, route) or
-authenticates it (headers, query) makes the event malformed as a whole.
+detail. Only what identifies the request (connection id, event type, route), what
+authenticates a ``$connect`` (headers, query) and a message's body make the event
+malformed as a whole; the parts a handler never reads are not looked at.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ DROPPABLE = frozenset(
         "disconnectReason",
     }
 )
+
+
+_BODY = frozenset({"body", "isBase64Encoded"})
+_REQUEST = frozenset(
+    {"headers", "multiValueHeaders", "queryStringParameters", "multiValueQueryStringParameters"}
+)
+_UNREAD: dict[str, frozenset[str]] = {
+    "CONNECT": _BODY,  # the handshake has no body; its headers and query authenticate
+    "DISCONNECT": _BODY | _REQUEST,
+    "MESSAGE": _REQUEST,
+}
+"""Per event type, the parts of the event its handler never reads."""
 
 
 class _Model(BaseModel):
@@ -159,9 +172,9 @@ def parse_websocket_event(
     """Validate a raw Lambda event, or raise InvalidInputError saying what is wrong."""
     if not isinstance(event, dict):
         raise InvalidInputError(f"event must be a JSON object, got {type(event).__name__}")
-    if expected != "MESSAGE":
-        # Only a message's body is read: a bad one must not stop a $disconnect.
-        event = {k: v for k, v in event.items() if k not in {"body", "isBase64Encoded"}}
+    # What an event's handler never reads must not refuse it: a bad header must not
+    # stop a $disconnect from ending its session.
+    event = {k: v for k, v in event.items() if k not in _UNREAD[expected]}
     body = event.get("body")
     if isinstance(body, str) and len(body) > MAX_MESSAGE_BYTES * 4 // 3 + 4:
         raise InvalidInputError(f"message body exceeds {MAX_MESSAGE_BYTES} bytes")

@@ -54,8 +54,10 @@ EVENT_FAULTS = [
     "connection_id_type",
     "connection_id_shape",
     "event_type",
-    "headers_type",
 ]
+CONNECT_FAULTS = ["headers_type"]
+"""Only $connect reads its headers (the token, the sub-protocol): elsewhere they are
+ignored, bad or not."""
 BODY_FAULTS = ["body_type", "huge_body", "base64_flag", "lone_surrogate"]
 """Only a message's body is read: on $connect and $disconnect these are ignored."""
 
@@ -142,7 +144,7 @@ def test_malformed_events_get_400_and_write_nothing(
     name: str, db: psycopg.Connection[dict[str, object]]
 ) -> None:
     handler, template = HANDLERS[name]
-    kinds = EVENT_FAULTS + (BODY_FAULTS if name == "message" else [])
+    kinds = EVENT_FAULTS + {"connect": CONNECT_FAULTS, "message": BODY_FAULTS}.get(name, [])
     opened = connect.lambda_handler(
         with_query(ws_event("connect", OPEN), token=sign(claims(), HS256_SECRET, "HS256")),
         FakeLambdaContext(),
@@ -252,3 +254,34 @@ def test_a_malformed_optional_field_is_dropped_and_the_session_still_ends(
             assert row["disconnect_status_code"] is None
 
     check()
+
+
+@pytest.mark.usefixtures("lambda_env")
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"headers": {"X-Forwarded-For": None}},
+        {"headers": ["Host"]},
+        {"queryStringParameters": {"token": None}},
+    ],
+    ids=["null_header", "headers_list", "null_query"],
+)
+def test_a_disconnect_with_bad_headers_or_query_still_ends_its_session(
+    bad: dict[str, Any], db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """A $disconnect reads neither: a bad one must not leave the session to the sweep,
+    which would lose the close code and the reason."""
+    opening = with_query(
+        ws_event("connect", "badhdr="), token=sign(claims(), HS256_SECRET, "HS256")
+    )
+    assert connect.lambda_handler(opening, FakeLambdaContext())["statusCode"] == 200
+    closing = {**ws_event("disconnect", "badhdr="), **bad}
+    assert disconnect.lambda_handler(closing, FakeLambdaContext())["statusCode"] == 200
+    row = db.execute(
+        "select is_active, end_reason, disconnect_status_code from public.conversation_sessions"
+    ).fetchone()
+    assert row == {
+        "is_active": False,
+        "end_reason": "client_disconnect",
+        "disconnect_status_code": 1000,
+    }
