@@ -442,12 +442,28 @@ def apply_pending(url: str, directory: Path | None = None) -> list[tuple[Migrati
 def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> None:
     import psycopg  # noqa: PLC0415
 
+    def warned(diagnostic: psycopg.errors.Diagnostic) -> None:
+        # What a migration raises as a warning is meant for the operator (rows it
+        # could not hold to a check, say); psycopg would drop it unread.
+        if diagnostic.severity_nonlocalized == "WARNING":
+            logger.warning(
+                "migration warning",
+                extra={
+                    "migration": migration.filename,
+                    "warning": diagnostic.message_primary,
+                    "hint": diagnostic.message_hint,
+                },
+            )
+
+    conn.add_notice_handler(warned)
     try:
         conn.execute(migration.sql.encode())
     except psycopg.Error as exc:
         raise MigrationError(
             f"{migration.filename} failed; nothing of this run was kept: {error_from_psycopg(exc)}"
         ) from None
+    finally:
+        conn.remove_notice_handler(warned)
 
 
 # The names `supabase db push` takes: a version of digits, an underscore, any name.

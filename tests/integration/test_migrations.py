@@ -76,6 +76,41 @@ def test_two_runners_at_once_apply_each_migration_once(empty_database_url: str) 
     assert sorted(results) == [0, len(list(MIGRATIONS.glob("*.sql")))]
 
 
+def test_rows_an_earlier_version_let_in_leave_the_value_checks_unvalidated_not_stuck(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """A start no client can read, written before the checks existed: the migration
+    that validates them says so and goes on; new writes are checked all the same."""
+    later = sorted(migrations_copy.glob("2026112900[6-9]*.sql"))
+    assert [p.name for p in later][:2] == [
+        "20261129006000_readable_values.sql",
+        "20261129006100_readable_values_validated.sql",
+    ]
+    for path in later:
+        path.unlink()
+    migrate.migrate(empty_database_url, migrations_copy)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("select public.tether_open_session_v1('old=', null, '-infinity')")
+    result = run_tether("migrate", "--database-url", empty_database_url)
+    assert result.returncode == 0, result.stderr
+    assert "applied  20261129006100_readable_values_validated.sql" in result.stdout
+    # The operator is told, with the query that finds the rows.
+    assert "the checks stay unvalidated" in result.stderr
+    assert "where not (isfinite(session_start)" in result.stderr
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        validated = conn.execute(
+            "select conname, convalidated from pg_constraint"
+            " where conname in ('conversation_sessions_start_readable_check',"
+            " 'conversation_sessions_status_code_check') order by 1"
+        ).fetchall()
+        assert validated == [
+            ("conversation_sessions_start_readable_check", False),
+            ("conversation_sessions_status_code_check", False),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("select public.tether_open_session_v1('new=', null, '-infinity')")
+
+
 def test_edited_migration_is_refused_by_name(
     empty_database_url: str, migrations_copy: Path
 ) -> None:

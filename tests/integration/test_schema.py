@@ -90,6 +90,31 @@ def test_constraints_are_named_and_enforced(db: Conn, make_session: SessionFacto
         make_session(connection_id=str(session["connection_id"]))
 
 
+@pytest.mark.parametrize("start", ["-infinity", "4713-01-01 BC", "0001-01-01 00:00:00+00"])
+def test_a_start_no_client_can_read_is_refused_and_writes_nothing(db: Conn, start: str) -> None:
+    """Postgres takes these; Python cannot read them, and the sweep cannot subtract
+    them from now: one such live session stopped every sweep."""
+    with pytest.raises(errors.CheckViolation, match="conversation_sessions_start_readable_check"):
+        db.execute("select * from public.tether_open_session_v1('unreadable=', null, %s)", (start,))
+    assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
+        "n": 0
+    }
+
+
+@pytest.mark.parametrize("code", [-5, 10000])
+def test_a_close_code_out_of_range_is_refused_and_ends_nothing(
+    db: Conn, make_session: SessionFactory, code: int
+) -> None:
+    make_session(connection_id="coded=")
+    with pytest.raises(errors.CheckViolation, match="conversation_sessions_status_code_check"):
+        db.execute(
+            "select * from public.tether_end_session_v2('coded=', 'client_disconnect', %s)",
+            (code,),
+        )
+    row = db.execute("select is_active from public.conversation_sessions").fetchone()
+    assert row == {"is_active": True}
+
+
 def test_end_reason_domain_matches_the_python_enum(db: Conn) -> None:
     row = db.execute(
         """
