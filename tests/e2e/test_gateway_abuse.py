@@ -173,6 +173,37 @@ def test_a_huge_post_to_connections_is_refused_before_it_is_read(
     run(scenario())
 
 
+def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        path = f"/local/@connections/{row['connection_id']}"
+        whole = b'{"order":"transfer 100 to alice"}'
+        with _raw(server) as sock:  # says 34 bytes, sends 20, leaves
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(whole)}\r\n\r\n".encode()
+                + whole[:20]
+            )
+        with _raw(server) as sock:  # chunked: one chunk, then gone before the last
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                + b"5\r\nhello\r\n"
+            )
+        request = urllib.request.Request(  # noqa: S310
+            f"{server.endpoint}/@connections/{row['connection_id']}", data=b"whole", method="POST"
+        )
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        # The first message the client gets is the one that arrived whole.
+        assert await asyncio.wait_for(ws.recv(), 10) == "whole"
+        await ws.close()
+
+    run(scenario())
+
+
 def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
     start_dev: Callable[..., DevServer],
 ) -> None:
@@ -283,6 +314,39 @@ def test_a_client_that_reads_nothing_is_still_ended_at_the_idle_timeout(
         # can never be delivered.
         [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"], timeout=30)
     assert row["end_reason"] == "idle_timeout"
+
+
+def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Messages posted to a client that reads none back up; a DELETE (a forced close,
+    the sweep's heartbeat timeout) must still close it, not wait behind them."""
+    server = start_dev("--heartbeat-grace", "off")
+    with _raw(server) as deaf:
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.sendall(UPGRADE.format(agent="deaf", extra="").encode())
+        assert deaf.recv(4096).startswith(b"HTTP/1.1 101")
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        for _ in range(200):  # 20 MB: more than the sockets' buffers hold
+            posted = urllib.request.Request(url, data=b"z" * 100_000, method="POST")  # noqa: S310
+            with urllib.request.urlopen(posted, timeout=10) as answer:  # noqa: S310
+                assert answer.status == 200
+        deleted = urllib.request.Request(url, method="DELETE")  # noqa: S310
+        with urllib.request.urlopen(deleted, timeout=10) as answer:  # noqa: S310
+            assert answer.status == 204
+        started = time.monotonic()
+        [ended] = server.wait_for(lambda r: not r[0]["is_active"], timeout=30)
+        # The queued messages get a close frame's wait, the close frame its own: 10 s.
+        assert time.monotonic() - started < 15
+        assert (ended["end_reason"], ended["disconnect_status_code"]) == (
+            "server_disconnect",
+            1001,
+        )
+        # Gone from the gateway too: its @connections answer is 410.
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(url, timeout=10)  # noqa: S310
+        assert gone.value.code == 410
 
 
 def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(

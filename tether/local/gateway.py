@@ -113,6 +113,16 @@ class LocalConnection:
     last_active_at: datetime
     rate: RateLimit
     outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    """What goes to the client, in order: @connections POSTs, route responses."""
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the gateway must close the connection (DELETE, a message too big):
+    a close never waits behind data a client does not read."""
+    close_with: tuple[int, str] = (GOING_AWAY, DELETED_REASON)
+
+    def request_close(self, code: int, reason: str) -> None:
+        if not self.closing.is_set():
+            self.close_with = (code, reason)
+            self.closing.set()
 
 
 class Faults:
@@ -386,30 +396,41 @@ class LocalGateway:
         """Pump messages both ways until the connection ends; its close code and reason."""
         started = time.monotonic()
         last_active = started
-        inbound = asyncio.ensure_future(receive())
+        inbound: asyncio.Future[Message] | None = asyncio.ensure_future(receive())
         outbound = asyncio.ensure_future(connection.outbox.get())
+        closer = asyncio.ensure_future(connection.closing.wait())
+        # One send at a time, waited for beside the rest: a client that reads nothing
+        # holds its own data back, never its close or its limits. Nothing more is read
+        # from it meanwhile (uvicorn reads on only when asked): its messages' answers
+        # would otherwise pile up unsent, without bound.
+        sending: asyncio.Future[None] | None = None
         try:
             while True:
                 now = time.monotonic()
                 idle_left = self.limits.idle_timeout_seconds - (now - last_active)
                 duration_left = self.limits.max_duration_seconds - (now - started)
                 if idle_left <= 0 or duration_left <= 0:
-                    reason = IDLE_REASON if idle_left <= 0 else DURATION_REASON
-                    await self._close(send, GOING_AWAY, reason)
-                    return GOING_AWAY, reason
+                    connection.request_close(
+                        GOING_AWAY, IDLE_REASON if idle_left <= 0 else DURATION_REASON
+                    )
+                if connection.closing.is_set():
+                    code, reason = connection.close_with
+                    await self._flush_then_close(connection, send, sending, outbound)
+                    return code, reason
+                waiting = {closer, sending or outbound}
                 done, _ = await asyncio.wait(
-                    {inbound, outbound},
+                    waiting | ({inbound} if inbound else set()),
                     timeout=min(idle_left, duration_left),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                if outbound in done:
-                    command = outbound.result()
-                    if command["type"] == "close":
-                        await self._close(send, command["code"], command["reason"])
-                        return command["code"], command["reason"]
-                    await _send_quietly(send, command)
+                if sending is not None and sending in done:
+                    sending = None
                     outbound = asyncio.ensure_future(connection.outbox.get())
-                if inbound in done:
+                elif sending is None and outbound in done:
+                    sending = asyncio.ensure_future(_send_quietly(send, outbound.result()))
+                if inbound is None and sending is None:
+                    inbound = asyncio.ensure_future(receive())
+                if inbound is not None and inbound in done:
                     message = inbound.result()
                     if message["type"] == "websocket.disconnect":
                         code = int(message.get("code") or 1005)
@@ -419,11 +440,37 @@ class LocalGateway:
                         return code, _close_reason(code, by_client=CLOSED_BY_CLIENT in scope)
                     last_active = time.monotonic()
                     connection.last_active_at = datetime.now(UTC)
-                    await self._route(connection, message, send)
-                    inbound = asyncio.ensure_future(receive())
+                    await self._route(connection, message)
+                    inbound = None if sending else asyncio.ensure_future(receive())
         finally:
-            for task in (inbound, outbound):
-                task.cancel()
+            for task in (inbound, outbound, closer, sending):
+                if task is not None:
+                    task.cancel()
+
+    async def _flush_then_close(
+        self,
+        connection: LocalConnection,
+        send: Send,
+        sending: asyncio.Future[None] | None,
+        outbound: asyncio.Future[Message],
+    ) -> None:
+        """What was queued before the close goes first (a "goodbye" posted before a
+        DELETE), for as long as a close frame may wait; then the close."""
+
+        async def flush() -> None:
+            if sending is not None:
+                await sending
+            elif outbound.done():
+                await _send_quietly(send, outbound.result())
+            while not connection.outbox.empty():
+                await _send_quietly(send, connection.outbox.get_nowait())
+
+        try:
+            await asyncio.wait_for(flush(), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            logger.info("queued messages not taken before the close")
+        code, reason = connection.close_with
+        await self._close(send, code, reason)
 
     async def _close(self, send: Send, code: int, reason: str) -> None:
         close = {"type": "websocket.close", "code": code, "reason": reason}
@@ -434,20 +481,17 @@ class LocalGateway:
             # ends all the same, and its $disconnect follows.
             logger.info("close frame not taken in time", extra={"code": code})
 
-    async def _route(self, connection: LocalConnection, message: Message, send: Send) -> None:
+    async def _route(self, connection: LocalConnection, message: Message) -> None:
         text = message.get("text")
         data = message.get("bytes")
         body = text if text is not None else (data or b"").decode("utf-8", errors="replace")
         size = len(body.encode()) if text is not None else len(data or b"")
         if size > self.limits.message_bytes:
             # The protocol enforces this first; kept for messages it lets through.
-            await connection.outbox.put(
-                {"type": "close", "code": TOO_BIG, "reason": "Message too big"}
-            )
+            connection.request_close(TOO_BIG, "Message too big")
             return
         if not connection.rate.allow():
-            await _send_quietly(
-                send,
+            connection.outbox.put_nowait(
                 {
                     "type": "websocket.send",
                     "text": json.dumps(
@@ -479,10 +523,10 @@ class LocalGateway:
                 "connectionId": connection.connection_id,
                 "requestId": event["requestContext"]["requestId"],
             }
-            await _send_quietly(send, {"type": "websocket.send", "text": json.dumps(error)})
+            connection.outbox.put_nowait({"type": "websocket.send", "text": json.dumps(error)})
             return
         if isinstance(response, dict) and isinstance(response.get("body"), str):
-            await _send_quietly(send, {"type": "websocket.send", "text": response["body"]})
+            connection.outbox.put_nowait({"type": "websocket.send", "text": response["body"]})
 
     async def _deliver_disconnect(
         self, connection: LocalConnection, code: int, reason: str
@@ -543,7 +587,12 @@ class LocalGateway:
             root = scope.get("root_path", "") + ADMIN_PREFIX
             await self._admin({**scope, "root_path": root}, receive, send)
             return
-        body = await self._bounded_body(scope, receive)
+        try:
+            body = await self._bounded_body(scope, receive)
+        except _RequestCutOff:
+            # Half a message is not a message: nothing is delivered, nobody to answer.
+            logger.info("request cut off before its body was whole", extra={"path": path})
+            return
         if body is None:
             await _json(
                 send,
@@ -584,15 +633,17 @@ class LocalGateway:
                 outgoing: Message = {"type": "websocket.send", "text": body.decode("utf-8")}
             except UnicodeDecodeError:
                 outgoing = {"type": "websocket.send", "bytes": body}
-            await connection.outbox.put(outgoing)
+            connection.outbox.put_nowait(outgoing)
             await _json(send, 200, None)
         elif method == "DELETE":
-            await connection.outbox.put(
-                {"type": "close", "code": GOING_AWAY, "reason": DELETED_REASON}
-            )
+            connection.request_close(GOING_AWAY, DELETED_REASON)
             await _json(send, 204, None)
         else:
             await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
+
+
+class _RequestCutOff(Exception):
+    """The client left before its request's body was whole."""
 
 
 async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
@@ -601,6 +652,8 @@ async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _RequestCutOff
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
