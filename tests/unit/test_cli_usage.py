@@ -30,6 +30,10 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         # Digits of other scripts: int() and float() read them, nobody means them.
         (["sessions", "--limit", "\uff15\uff10"], "not a whole number"),
         (["dev", "--port", "\uff13\uff10\uff10\uff11"], "not a port"),
+        # Port 0 would listen on a port no banner, dev.json or endpoint could name.
+        (["dev", "--port", "0"], "a port between 1 and 65535"),
+        # A burst under one message: every message would be refused.
+        (["dev", "--message-rate", "0.4"], "a rate of at least 0.5"),
         (["simulate", "--clients", "\u0968"], "not a whole number"),
         (["sweep", "--time-limit", "\uff11m"], "not a duration"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),

@@ -257,8 +257,9 @@ def port(text: str) -> int:
         value = int(ascii_number(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port between 0 and 65535, got {text!r}")
+    # Not 0: the port the system picked would be unknown to every address it gives.
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port between 1 and 65535, got {text!r}")
     return value
 
 

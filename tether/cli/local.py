@@ -248,8 +248,9 @@ def _minutes(text: str) -> float:
 
 def _rate(text: str) -> float:
     value = number(text)
-    if not 0 < value <= 100_000:
-        raise argparse.ArgumentTypeError(f"a rate above 0, at most 100000, got {text!r}")
+    # The burst is twice the rate: under 0.5 it never holds a whole message.
+    if not 0.5 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"a rate of at least 0.5, at most 100000, got {text!r}")
     return value
 
 

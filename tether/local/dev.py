@@ -93,6 +93,12 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
         name, separator, reference = spec.partition("=")
         if not separator or not name or not reference:
             raise InvalidInputError(f"--route takes NAME=module:function, got {spec!r}")
+        if name in ("$connect", "$disconnect"):
+            # A message naming it would select it; the handshake and the close would not.
+            raise InvalidInputError(
+                f"--route cannot take {name}: it is tether's own handler (routes are for"
+                " messages; $default replaces the default message route)"
+            )
         routes[name] = load_callable(reference, what="handler", default_attribute="lambda_handler")
     return routes
 
