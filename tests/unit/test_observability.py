@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
+import sys
 
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -119,3 +121,21 @@ def test_the_timestamp_changes_with_the_second() -> None:
         record.created = created
         record.msecs = (created - int(created)) * 1000
         assert formatter.formatTime(record) == reference.formatTime(record)
+
+
+def _fail_with_a_url_in_its_source() -> None:
+    raise RuntimeError("could not reach postgresql://app:PW-in-source-123@db.internal/app")
+
+
+def test_a_secret_in_a_failing_line_of_source_is_hidden_everywhere_the_log_quotes_it() -> None:
+    try:
+        _fail_with_a_url_in_its_source()
+    except RuntimeError:
+        record = logging.LogRecord(
+            "tether", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    line = observability._Formatter().format(record)
+    assert "PW-in-source-123" not in line
+    # The frames are still there, the failing statement among them.
+    frames = json.loads(line)["stack_trace"]["frames"]
+    assert any("raise RuntimeError" in str(frame["statement"]) for frame in frames)

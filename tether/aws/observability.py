@@ -106,6 +106,10 @@ class _Formatter(LambdaPowertoolsFormatter):
         trace = super()._serialize_stacktrace(log_record)
         if trace is not None:
             trace["value"] = hide_secrets(str(trace["value"]))
+            # Each frame quotes its line of source, a secret written there included.
+            for frame in trace["frames"]:
+                if frame.get("statement"):
+                    frame["statement"] = hide_secrets(str(frame["statement"]))
         return trace
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
