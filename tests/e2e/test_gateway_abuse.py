@@ -129,6 +129,13 @@ def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
             assert refused.response.status_code == 503
         else:
             raise AssertionError("the fifth connection was accepted")
+        # The @connections API and /admin still answer: the sweep and the operators
+        # must reach a full gateway's clients.
+        [row, *_] = server.rows()
+        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        for address in (url, f"http://127.0.0.1:{server.port}/admin/health"):
+            with await asyncio.to_thread(urllib.request.urlopen, address, timeout=10) as answer:
+                assert answer.status == 200, address
         for ws in clients:
             await ws.send(json.dumps({"action": "heartbeat"}))
             assert json.loads(await ws.recv())["action"] == "heartbeat"

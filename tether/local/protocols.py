@@ -7,8 +7,9 @@
   if its client reads nothing.
 - HTTP, before a request is complete: a handshake must arrive within a timeout (408),
   its headers must fit a limit (431), and past a maximum of open connections new
-  ones are refused with 503 at once, so the process never runs out of file
-  descriptors and keeps serving the connections it has.
+  WebSockets are refused with 503 (plain HTTP requests, the @connections API and
+  /admin, have a reserve of their own past it, then are refused too), so the process
+  never runs out of file descriptors and keeps serving the connections it has.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ is the client's, whatever code it chose (a browser tab closing sends 1001)."""
 
 ABANDON_AFTER_SECONDS = 5.0
 """How long a closing connection may wait for its client to read what is left."""
+HTTP_RESERVE = 64
+"""Connections past the maximum that may still make plain HTTP requests (the
+@connections API, /admin); beyond them, every new connection is refused at once."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 HEADER_LIMIT_BYTES = 8 * 1024
 
@@ -160,16 +164,25 @@ class GuardedHttpProtocol(H11Protocol):
     handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
     header_limit = HEADER_LIMIT_BYTES
     max_connections = 10_000
+    http_reserve = HTTP_RESERVE
 
     _deadline: asyncio.TimerHandle | None = None
     _head: bytes = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections + self.http_reserve:
             self._refuse(503, "too many connections")
             return
         self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The maximum is of WebSockets: a full gateway still answers the @connections
+        # API and /admin, or the sweep and the operators could not reach its clients.
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, "too many connections")
+            return
+        super().handle_websocket_upgrade(event)
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE and not self._head_fits(data):
