@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import ROOT
 from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
 from tests.support import HS256_SECRET, claims, sign
+from tether import migrate
 
 
 def test_connection_becomes_a_row_and_clean_close_ends_it(
@@ -286,6 +287,24 @@ def test_kill_9_leaves_rows_that_the_next_start_sweeps(start_dev: Callable[..., 
     assert {r["end_reason"] for r in rows} == {"gone"}
 
 
+def test_simulate_reading_another_database_than_the_gateway_s_fails(
+    start_dev: Callable[..., DevServer], empty_database_url: str
+) -> None:
+    """Clients connected, no session anywhere it looks: untracked connections, which a
+    clean-looking run must not hide."""
+    migrate.migrate(empty_database_url)
+    server = start_dev()
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "simulate", "--url", server.ws_url, "--database-url", empty_database_url,
+         "--clients", "3", "--duration", "1", "--settle", "0", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["connected"], report["opened"], report["untracked"]) == (3, 0, 3)
+    assert "3 client(s) connected with no session in the table" in result.stderr
+
+
 def test_simulate_with_drops_leaves_no_orphan(start_dev: Callable[..., DevServer]) -> None:
     server = start_dev("--disconnect-loss", "1", "--sweep-interval", "0.5", "--suspect-after", "0")
     result = subprocess.run(  # noqa: S603
@@ -318,6 +337,7 @@ def test_simulate_with_drops_leaves_no_orphan(start_dev: Callable[..., DevServer
     assert report["opened"] == 12
     assert report["orphaned"] == 0
     assert report["active"] == 0
+    assert report["untracked"] == 0
     assert report["ended_by_reason"] == {"client_disconnect": 6, "gone": 6}
     latency = report["detection_latency_s"]
     assert latency["max"] is not None and latency["p50"] <= latency["p95"] <= latency["max"] < 10

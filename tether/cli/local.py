@@ -131,8 +131,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             progress=not args.json and sys.stderr.isatty(),
         )
     )
-    # A run in which no client connected measured nothing: a script must see it.
-    outcome = 0 if report.connected else 1
+    # A run in which no client connected measured nothing, and one whose connections
+    # have no session broke the promise (or read another database): a script must see it.
+    outcome = 0 if report.connected and not report.untracked else 1
+    if report.untracked:
+        sys.stderr.write(
+            f"tether simulate: {report.untracked} client(s) connected with no session in the"
+            " table: is --database-url the gateway's database?\n"
+        )
     if args.json:
         say_json(report.as_dict())
         return outcome
@@ -145,7 +151,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     say(f"sessions opened {report.opened}")
     for reason, ended in report.ended_by_reason.items():
         say(f"  ended {reason}: {ended}")
-    say(f"still active {report.active}, orphaned {report.orphaned}")
+    say(
+        f"still active {report.active}, orphaned {report.orphaned},"
+        f" untracked (connected, no session) {report.untracked}"
+    )
     say(
         f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s,"
         f" p99 {latency['p99']} s, max {latency['max']} s"

@@ -70,6 +70,10 @@ class SimulationReport:
     failed: int
     cost_per_connection_minute: dict[str, float | None]
     silent: int = 0
+    untracked: int = 0
+    """Clients that connected and whose session never appeared in the table: the
+    connections tether exists to keep track of (or a --database-url that is not the
+    gateway's)."""
     detection_latency_by_kind_s: dict[str, dict[str, float | None]] = field(default_factory=dict)
     """The latencies of clients that closed, were dropped, or went silent, apart."""
     errors: list[str] = field(default_factory=list)
@@ -87,6 +91,7 @@ class SimulationReport:
             "silent": self.silent,
             "closed_by_server": self.closed_by_server,
             "failed": self.failed,
+            "untracked": self.untracked,
             "cost_per_connection_minute": self.cost_per_connection_minute,
             "detection_latency_by_kind_s": self.detection_latency_by_kind_s,
         }
@@ -352,6 +357,7 @@ def _report(
         dropped=len(dropped),
         closed_by_server=sum(1 for o in outcomes if o.closed_by_server),
         failed=sum(1 for o in outcomes if o.error),
+        untracked=sum(1 for o in outcomes if o.connected and o.index not in rows),
         cost_per_connection_minute={
             "heartbeat_writes": round(writes / minutes, 3) if minutes else None,
             "get_connection_calls": (
