@@ -243,6 +243,9 @@ def build(
         ws=websocket_protocol(gateway.limits.frame_bytes),
         ws_max_size=gateway.limits.message_bytes,
         ws_ping_interval=None,
+        # API Gateway's sourceIp is the address the connection came from: a client's
+        # X-Forwarded-For (trusted from loopback by default) must not set it.
+        proxy_headers=False,
         lifespan="on",
         log_level="warning",
     )
