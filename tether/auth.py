@@ -16,7 +16,12 @@ from uuid import UUID
 
 import jwt
 
-from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
+from tether.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ForbiddenError,
+    SigningKeysUnavailableError,
+)
 
 if TYPE_CHECKING:
     from tether.settings import Settings
@@ -87,8 +92,12 @@ class TokenVerifier:
             try:
                 signing_key = self._jwks.get_signing_key_from_jwt(token)
             except jwt.PyJWKClientConnectionError as exc:
+                # The issuer's failure, not the caller's: 503, to retry, not a 401 that
+                # a client would take for a bad token (and sign its user out).
                 logger.warning("signing keys unavailable", extra={"error": str(exc)})
-                raise AuthenticationError("signing_keys_unavailable") from exc
+                raise SigningKeysUnavailableError(
+                    "the issuer's signing keys could not be fetched"
+                ) from exc
             except jwt.PyJWKClientError as exc:
                 raise AuthenticationError("unknown_signing_key") from exc
             except jwt.PyJWTError as exc:

@@ -58,6 +58,11 @@ class ForbiddenError(AuthenticationError):
     """Valid credentials that are not allowed to connect."""
 
 
+class SigningKeysUnavailableError(TetherError):
+    """The issuer's signing keys (its JWKS) could not be fetched: no token can be
+    verified now, and nothing says the caller's is bad. Worth a retry."""
+
+
 class GatewayError(TetherError):
     """The @connections API did not answer (throttled past retries, forbidden, down)."""
 

@@ -14,6 +14,7 @@ from tether.errors import (
     GatewayError,
     InvalidInputError,
     NotFoundError,
+    SigningKeysUnavailableError,
     TetherError,
 )
 
@@ -24,6 +25,7 @@ SERVER_FAILED = "the service could not complete the request"
 # (hosts, settings), which stays in the logs.
 _SERVER_SIDE_MESSAGES = {
     "unavailable": "the database is unavailable or busy; try again shortly",
+    "signing_keys_unavailable": "tokens cannot be verified right now; try again shortly",
 }
 
 
@@ -58,6 +60,8 @@ def error_code(exc: TetherError) -> tuple[int, str]:
         return 502, "gateway_error"
     if isinstance(exc, DatabaseUnavailableError):
         return 503, "unavailable"
+    if isinstance(exc, SigningKeysUnavailableError):
+        return 503, "signing_keys_unavailable"
     if isinstance(exc, ConfigurationError):
         return 500, "misconfigured"
     return 500, "internal_error"

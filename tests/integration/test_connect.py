@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -246,6 +247,32 @@ def test_rejections_answer_non_2xx_write_nothing_and_never_log_the_token(
     assert f'"cause":"{cause}"' in out.replace(" ", "")
     if token:
         assert token not in out
+
+
+def test_signing_keys_that_cannot_be_fetched_answer_503_not_401(
+    db: Conn, keys: SigningKeys, lambda_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issuer's outage says nothing of the token: a 401 would tell the client its
+    token is bad (and it might sign its user out); a 503 tells it to try again."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lambda_env.delenv("TETHER_JWT_SECRET")
+    lambda_env.setenv("TETHER_JWKS_URL", f"http://127.0.0.1:{port}/jwks.json")
+    runtime.reset()
+    token = sign(claims(), keys.es256, "ES256", kid=keys.es256_kid)
+    response = _connect(with_query(ws_event("connect", "nokeys="), token=token))
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"]) == {
+        "error": "signing_keys_unavailable",
+        "message": "tokens cannot be verified right now; try again shortly",
+    }
+    assert _sessions(db) == []
+    out = capsys.readouterr().out
+    assert ("ConnectRejected", {"Cause": "signing_keys_unavailable"}) in [
+        (n, {k: d for k, d in dims.items() if k == "Cause"}) for n, _, dims in metrics(out)
+    ]
+    assert token not in out
 
 
 @pytest.mark.usefixtures("lambda_env")

@@ -46,7 +46,7 @@ _PROBLEM_STATUSES = {
     "404": "No such resource",
     "500": "The service failed, or is misconfigured (the detail names the setting)",
     "502": "The API Gateway did not answer",
-    "503": "The database is unreachable",
+    "503": "The database, or the token issuer's signing keys, cannot be reached",
 }
 
 

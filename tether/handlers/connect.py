@@ -12,7 +12,12 @@ from typing import Any
 
 from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
-from tether.errors import AuthenticationError, ConflictError, TetherError
+from tether.errors import (
+    AuthenticationError,
+    ConflictError,
+    SigningKeysUnavailableError,
+    TetherError,
+)
 from tether.events import parse_websocket_event
 from tether.lifecycle import PROTOCOL_HEADER, open_connection
 from tether.responses import Response, error_code, error_response, respond
@@ -53,6 +58,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     except ConflictError as exc:
         logger.warning("connection refused", extra={"error": str(exc)})
         return _reject(exc, "reused_connection_id")
+    except SigningKeysUnavailableError as exc:
+        logger.warning("connection refused: tokens cannot be verified now")
+        return _reject(exc, "signing_keys_unavailable")
     except TetherError as exc:
         logger.error("connection refused: could not open the session", extra={"error": str(exc)})
         return _reject(exc, error_code(exc)[1])
