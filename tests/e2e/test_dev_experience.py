@@ -282,11 +282,21 @@ def test_a_restart_after_a_crash_says_what_it_left_and_when_it_ends(
             ws.transport.abort()
 
     run(crash_under_two())
-    again = start_dev(port=free_port())
+    # Short timings, so that the promised bound is seconds, and is kept.
+    again = start_dev(
+        *("--suspect-after", "1s", "--check-every", "1s", "--sweep-interval", "2s"),
+        port=free_port(),
+    )
+    started = time.monotonic()
     text = again.log.read_text()
     match = re.search(r"(\d+) session\(s\) are still marked active .* within about (\d+)s", text)
     assert match is not None, text
     assert match.group(1) == "2"
+    bound = int(match.group(2))
+    assert 0 < bound <= 10
+    ended = again.wait_for(lambda r: len(r) == 2 and not any(x["is_active"] for x in r), 30)
+    assert time.monotonic() - started <= bound + 5
+    assert {row["end_reason"] for row in ended} == {"gone"}
 
 
 def test_every_log_line_is_whole_and_names_its_own_connection(

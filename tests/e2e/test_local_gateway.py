@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
-from tests.support import HS256_SECRET, claims, sign
+from tests.support import HS256_SECRET, claims, json_lines, sign
 from tether import migrate
 
 
@@ -99,10 +99,14 @@ def test_refused_token_gets_401_at_the_handshake_and_no_row(
     run(scenario())
     rows = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert rows[0]["user_id"] is not None
-    # A refusal is the gateway's answer, not an error of the server under it: every
-    # line it logs is JSON, and none is an ERROR.
+    # A refusal is the gateway's answer, not an error of the server under it: no log
+    # line, JSON or the server's own, is an ERROR.
     log = server.log.read_text()
     assert "without completing handshake" not in log, log[-2000:]
+    logged = json_lines(log)
+    assert logged
+    assert [line for line in logged if line.get("level") == "ERROR"] == []
+    assert "ERROR" not in "\n".join(x for x in log.splitlines() if not x.startswith("{"))
 
 
 def test_heartbeats_move_last_seen_and_routes_are_selected(

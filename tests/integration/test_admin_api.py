@@ -16,6 +16,7 @@ import pytest
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
 from tether.admin import cursor, operations
+from tether.aws import eventbridge
 from tether.models import SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -457,6 +458,15 @@ def test_a_gateway_that_does_not_answer_leaves_the_row_ended_and_says_so(
     api.gateway.throttle[connection_id] = 0
     retry = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH).json()
     assert (retry["outcome"], retry["connection"]) == ("already_closed", "disconnected")
+
+
+def test_a_forced_close_s_worst_case_fits_in_api_gateway_s_29_seconds() -> None:
+    """The test below shortens the budget to run quickly; the real one, with the
+    announcement's own worst case before it (each attempt's connect and read timeouts,
+    and botocore's backoff of at most a second between two attempts), must leave the
+    database's statements room inside API Gateway's 29 s."""
+    announcing = eventbridge.CALL_ATTEMPTS * 2 * eventbridge.CALL_TIMEOUT_SECONDS + 1.0
+    assert operations.DISCONNECT_BUDGET_SECONDS + announcing <= 29 - 5
 
 
 def test_a_gateway_gone_quiet_does_not_hold_the_answer_past_api_gateway_s_limit(

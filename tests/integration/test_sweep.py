@@ -33,7 +33,7 @@ from tests.support import (
 )
 from tether import runtime
 from tether.drivers.postgres import PostgresStore
-from tether.errors import DatabaseUnavailableError
+from tether.errors import ConfigurationError, DatabaseUnavailableError
 from tether.models import SessionEnded
 from tether.outbox import AnnounceResult
 from tether.sweep import Sweep, SweepPolicy
@@ -652,7 +652,7 @@ def test_a_database_url_libpq_cannot_parse_never_reaches_the_sweep_s_logs(
 ) -> None:
     lambda_env.setenv("TETHER_DATABASE_URL", "postgress://tether:hunter2-pass@db.example.com/db")
     runtime.reset()
-    with pytest.raises(Exception) as failure:
+    with pytest.raises(ConfigurationError) as failure:
         _run()
     captured = capsys.readouterr()
     assert "hunter2-pass" not in captured.out + captured.err + str(failure.value)

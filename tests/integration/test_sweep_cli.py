@@ -143,8 +143,11 @@ def test_close_orphans_asks_before_applying_and_a_script_must_say_yes(
 
 @pytest.mark.usefixtures("orphans")
 def test_close_orphans_forced_under_two_hours_ends_only_what_is_older(
-    database_url: str, db: Conn
+    database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
+    # Between the age asked for and API Gateway's 2 hours: only --force reaches them.
+    make_session(connection_id="older=", started_seconds_ago=45 * 60)
+    make_session(connection_id="younger=", started_seconds_ago=20 * 60)
     result = run_tether(
         "close-orphans",
         "--older-than",
@@ -160,11 +163,11 @@ def test_close_orphans_forced_under_two_hours_ends_only_what_is_older(
     )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
-    assert outcome["ended"] == 18
-    assert outcome["announced"] == 18
+    assert outcome["ended"] == 19
+    assert outcome["announced"] == 19
     assert outcome["queued"] == 0
-    live = [r for r in _state(db) if r["connection_id"] == "live="]
-    assert live[0]["is_active"] is True
+    active = {r["connection_id"]: r["is_active"] for r in _state(db)}
+    assert (active["older="], active["younger="], active["live="]) == (False, True, True)
 
 
 @pytest.mark.usefixtures("orphans")

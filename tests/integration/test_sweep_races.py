@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions import disconnect, sweep
+from functions import disconnect, message, sweep
 from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
@@ -106,10 +107,11 @@ def test_a_heartbeat_after_the_intent_voids_it(
     intended = _row(db, "back=")
     assert intended["is_active"] is True
     assert intended["end_intent_reason"] == "heartbeat_timeout"
-    # The client was alive after all: a heartbeat, then a clean close.
-    db.execute(
-        "update public.conversation_sessions set last_seen_at = now() where connection_id = 'back='"
-    )
+    # The client was alive after all: a heartbeat (through the heartbeat route, as the
+    # client sends it), then a clean close.
+    beat = message.lambda_handler(ws_event("message_heartbeat", "back="), FakeLambdaContext())
+    assert beat["statusCode"] == 200
+    assert json.loads(beat["body"])["status"] == "touched"
     assert _disconnect("back=", 1000, "Client-side close frame status code")["statusCode"] == 200
     row = _row(db, "back=")
     assert row["end_reason"] == "client_disconnect"
