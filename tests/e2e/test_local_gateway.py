@@ -4,6 +4,7 @@ handlers, a real Postgres, and the sweep on its schedule."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -158,6 +159,30 @@ def test_oversized_frame_closes_1009_and_ends_the_row(start_dev: Callable[..., D
     assert run(scenario()) == 1009
     [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert (row["end_reason"], row["disconnect_status_code"]) == ("message_too_big", 1009)
+
+
+def test_a_message_over_128_kb_in_fragments_always_reaches_its_client_as_1009(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """The client is still sending when the gateway refuses the message: closing the
+    socket over its unread data made the kernel reset the connection, and the close
+    frame was lost to the client (1006) one time in three."""
+    server = start_dev()
+    parts = ['{"action":"heartbeat","pad":"', *(["x" * 30_000] * 5), '"}']
+
+    async def one() -> int | None:
+        ws = await open_client(server, max_size=None)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(iter(parts))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout=10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert [run(one()) for _ in range(10)] == [1009] * 10
+    rows = server.wait_for(lambda r: len(r) == 10 and not any(x["is_active"] for x in r))
+    assert {(r["end_reason"], r["disconnect_status_code"]) for r in rows} == {
+        ("message_too_big", 1009)
+    }
 
 
 def test_idle_and_duration_limits_end_with_their_reasons(

@@ -100,7 +100,30 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             if not self.read_paused:  # uvicorn's own pause stays as it is
                 self.transport.resume_reading()
 
+    _draining = False
+
+    def handle_parser_exception(self) -> None:
+        # uvicorn writes the close frame (1009 for a message too big, say) and closes
+        # the socket at once: with the client's data still unread, the kernel answers
+        # with a reset, which can destroy the close frame before the client reads it
+        # (it sees 1006). Here the frame is followed by a half-close, and what the
+        # client still sends is read and dropped until it closes too, or is abandoned.
+        sent = self.conn.close_sent
+        code, reason = (sent.code, sent.reason) if sent is not None else (ABNORMAL, "")
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self._draining = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()
+        self._abandon_later()
+
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.handshake_complete:
             # websockets could not parse the request (a control character in a
