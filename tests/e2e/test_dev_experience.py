@@ -263,6 +263,13 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
     assert f"listening on ws://127.0.0.1:{server.port}" in first
     assert "a run every 30s, checking every 10s" in first
     assert "clients silent 45s are disconnected" in first
+    # A grace under the suspect age is checked only from that age: the banner says so.
+    second.stop()
+    third = start_dev("--heartbeat-grace", "20s", "--suspect-after", "30s", port=free_port())
+    assert (
+        "clients silent 30s are disconnected (a suspect's age; the grace alone is 20s)"
+        in third.log.read_text()
+    )
     assert f"wscat -c ws://127.0.0.1:{server.port}" in first
     assert f"iss '{ISSUER}'" in first and "HS256" in first
     assert "s3cret-pw" not in banner

@@ -356,10 +356,19 @@ def _banner(
         f"  sweep         a run every {options.sweep_interval:g}s, checking every {every:g}s;"
         f" suspects after {config.suspect_after_seconds:g}s of silence"
     )
-    say(
-        f"  heartbeats    every {config.heartbeat_interval_seconds:g}s"
-        + (f", clients silent {grace:g}s are disconnected" if grace else ", not required")
-    )
+    beats = f"  heartbeats    every {config.heartbeat_interval_seconds:g}s"
+    if not grace:
+        say(beats + ", not required")
+    elif grace >= config.suspect_after_seconds:
+        say(beats + f", clients silent {grace:g}s are disconnected")
+    else:
+        # The grace is checked on suspects only: shorter than --suspect-after, it
+        # disconnects at the suspect age, not its own.
+        suspect = config.suspect_after_seconds
+        say(
+            beats + f", clients silent {suspect:g}s are disconnected (a suspect's age;"
+            f" the grace alone is {grace:g}s)"
+        )
     say(
         f"  limits        idle {options.idle_timeout:g}s, max {options.max_duration:g}s,"
         f" frames {limits.GATEWAY_FRAME_BYTES // 1024} KB,"
