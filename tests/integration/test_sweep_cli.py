@@ -197,6 +197,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
             env=env,
         )
     assert result.returncode == 0, result.stderr
+    assert "no @connections endpoint" not in result.stderr
     # Logs and metric lines go to stderr with --json: stdout is the report alone.
     report = json.loads(result.stdout)
     ended_metrics = [
@@ -229,6 +230,9 @@ def test_a_short_time_limit_still_takes_batches_until_it_is_up(
     report = json.loads(result.stdout)
     assert report["ended_by_reason"] == {"max_duration": 1}
     assert report["orphaned_sessions"] == 0
+    # No endpoint: the run still did its part, and says what it could not do.
+    assert "no @connections endpoint" in result.stderr
+    assert "silent sessions are not asked about" in result.stderr
 
 
 def test_sweep_says_when_the_gateway_could_not_be_asked(

@@ -48,6 +48,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say(f"would announce {preview.unannounced} unannounced end(s)")
         say("dry run: nothing was changed")
         return 0
+    if not config.connections_endpoint:
+        sys.stderr.write(
+            "tether sweep: no @connections endpoint (--endpoint-url or"
+            " TETHER_CONNECTIONS_ENDPOINT): silent sessions are not asked about, only the"
+            " idle and age limits end sessions\n"
+        )
     # The limit is when batches stop being taken: the run's margin (kept on Lambda for
     # the invocation's end) is added back, or a limit under it would take none.
     deadline = time.monotonic() + args.time_limit + config.sweep_time_margin_seconds
