@@ -76,11 +76,13 @@ def test_two_runners_at_once_apply_each_migration_once(empty_database_url: str) 
     assert sorted(results) == [0, len(list(MIGRATIONS.glob("*.sql")))]
 
 
-def test_rows_an_earlier_version_let_in_leave_the_value_checks_unvalidated_not_stuck(
+def test_a_start_an_earlier_version_let_in_is_moved_to_a_readable_one(
     empty_database_url: str, migrations_copy: Path
 ) -> None:
-    """A start no client can read, written before the checks existed: the migration
-    that validates them says so and goes on; new writes are checked all the same."""
+    """Written before the check existed: the migration that validates it moves each such
+    start to the first readable moment its row holds, says how many, and the check
+    holds for every row from then on (an unreadable start also made its row
+    impossible to end, announce or finalize)."""
     later = sorted(migrations_copy.glob("2026112900[6-9]*.sql"))
     assert [p.name for p in later][:2] == [
         "20261129006000_readable_values.sql",
@@ -90,25 +92,33 @@ def test_rows_an_earlier_version_let_in_leave_the_value_checks_unvalidated_not_s
         path.unlink()
     migrate.migrate(empty_database_url, migrations_copy)
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        conn.execute("select public.tether_open_session_v1('old=', null, '-infinity')")
+        conn.execute("select public.tether_open_session_v1('live=', null, '-infinity')")
+        conn.execute("select public.tether_open_session_v1('bc=', null, '4713-01-01 BC')")
+        conn.execute("select public.tether_open_session_v1('fine=', null, now() - interval '1h')")
+        seen = conn.execute(
+            "select connection_id, last_seen_at from public.conversation_sessions"
+        ).fetchall()
     result = run_tether("migrate", "--database-url", empty_database_url)
     assert result.returncode == 0, result.stderr
     assert "applied  20261129006100_readable_values_validated.sql" in result.stdout
-    # The operator is told, with the query that finds the rows.
-    assert "the checks stay unvalidated" in result.stderr
-    assert "where not (isfinite(session_start)" in result.stderr
+    # The operator is told.
+    assert "2 session(s) had a start no client can read" in result.stderr
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        validated = conn.execute(
-            "select conname, convalidated from pg_constraint"
-            " where conname in ('conversation_sessions_start_readable_check',"
-            " 'conversation_sessions_status_code_check') order by 1"
-        ).fetchall()
-        assert validated == [
-            ("conversation_sessions_start_readable_check", False),
-            ("conversation_sessions_status_code_check", False),
-        ]
+        starts = dict(
+            conn.execute(
+                "select connection_id, session_start from public.conversation_sessions"
+            ).fetchall()
+        )
+        assert conn.execute(
+            "select convalidated from pg_constraint"
+            " where conname = 'conversation_sessions_start_readable_check'"
+        ).fetchone() == (True,)
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("select public.tether_open_session_v1('new=', null, '-infinity')")
+    last_seen = dict(seen)
+    assert starts["live="] == last_seen["live="]
+    assert starts["bc="] == last_seen["bc="]
+    assert starts["fine="] < last_seen["fine="]  # untouched: an hour before it was seen
 
 
 def test_edited_migration_is_refused_by_name(

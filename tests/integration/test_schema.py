@@ -101,20 +101,6 @@ def test_a_start_no_client_can_read_is_refused_and_writes_nothing(db: Conn, star
     }
 
 
-@pytest.mark.parametrize("code", [-5, 10000])
-def test_a_close_code_out_of_range_is_refused_and_ends_nothing(
-    db: Conn, make_session: SessionFactory, code: int
-) -> None:
-    make_session(connection_id="coded=")
-    with pytest.raises(errors.CheckViolation, match="conversation_sessions_status_code_check"):
-        db.execute(
-            "select * from public.tether_end_session_v2('coded=', 'client_disconnect', %s)",
-            (code,),
-        )
-    row = db.execute("select is_active from public.conversation_sessions").fetchone()
-    assert row == {"is_active": True}
-
-
 def test_end_reason_domain_matches_the_python_enum(db: Conn) -> None:
     row = db.execute(
         """
