@@ -20,3 +20,9 @@ def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def quiet(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A route that answers nothing back (a fire-and-forget message)."""
     return {"statusCode": 200}
+
+
+def unsendable(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A route whose answer is not valid text (a lone surrogate, as json.loads of a
+    client's "\\ud800" gives): it cannot be sent."""
+    return {"statusCode": 200, "body": "half a character: \ud800"}

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import DevServer, open_client, run
+from tests.support import json_lines
 
 UPGRADE = (
     "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -325,6 +326,24 @@ def test_a_client_that_reads_nothing_is_still_ended_at_the_idle_timeout(
     assert row["end_reason"] == "idle_timeout"
 
 
+def test_an_answer_that_cannot_be_sent_is_said_and_the_connection_carries_on(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--route", "unsendable=tests.routes:unsendable")
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        await ws.send(json.dumps({"action": "unsendable"}))
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        # The next answer arrives: the connection did not stall or end on the bad one.
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "heartbeat"
+        await ws.close()
+
+    run(scenario())
+    logged = [line for line in json_lines(server.log.read_text()) if line.get("level") == "ERROR"]
+    assert [line["message"] for line in logged] == ["a message could not be sent"]
+
+
 def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
     start_dev: Callable[..., DevServer],
 ) -> None:
@@ -346,7 +365,7 @@ def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
             assert answer.status == 204
         started = time.monotonic()
         [ended] = server.wait_for(lambda r: not r[0]["is_active"], timeout=30)
-        # The queued messages get a close frame's wait, the close frame its own: 10 s.
+        # The queued messages and the close frame share one close frame's wait: 5 s.
         assert time.monotonic() - started < 15
         assert (ended["end_reason"], ended["disconnect_status_code"]) == (
             "server_disconnect",

@@ -465,17 +465,22 @@ class LocalGateway:
             while not connection.outbox.empty():
                 await _send_quietly(send, connection.outbox.get_nowait())
 
+        # One wait for both: a client that did not take its messages in time will not
+        # take the close frame after them either.
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         try:
             await asyncio.wait_for(flush(), CLOSE_WAIT_SECONDS)
         except TimeoutError:
             logger.info("queued messages not taken before the close")
         code, reason = connection.close_with
-        await self._close(send, code, reason)
+        await self._close(send, code, reason, wait=max(0.0, deadline - time.monotonic()))
 
-    async def _close(self, send: Send, code: int, reason: str) -> None:
+    async def _close(
+        self, send: Send, code: int, reason: str, *, wait: float = CLOSE_WAIT_SECONDS
+    ) -> None:
         close = {"type": "websocket.close", "code": code, "reason": reason}
         try:
-            await asyncio.wait_for(_send_quietly(send, close), CLOSE_WAIT_SECONDS)
+            await asyncio.wait_for(_send_quietly(send, close), wait)
         except TimeoutError:
             # A client that reads nothing never takes its close frame: the connection
             # ends all the same, and its $disconnect follows.
@@ -669,6 +674,10 @@ async def _send_quietly(send: Send, message: Message) -> None:
         await send(message)
     except (OSError, RuntimeError):
         logger.debug("not sent: the connection is already gone", extra={"type": message["type"]})
+    except Exception:
+        # A message that cannot be sent (a route's body that is not valid text, say):
+        # said, and the connection carries on; unseen, the send would fail in silence.
+        logger.exception("a message could not be sent", extra={"type": message["type"]})
 
 
 # Closes the server started below the gateway's own code: a frame or message over the
