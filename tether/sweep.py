@@ -55,6 +55,9 @@ RemainingSeconds = Callable[[], float]
 LEASE_SHARE = 0.8
 """Of the time between two checks, how much a suspect's lease may last."""
 Sleep = Callable[[float], object]
+MIN_GATEWAY_WAIT_SECONDS = 1.0
+"""The least a batch waits for the gateway's answers, however short its leases (a
+check every half second, as tests and chaos runs use): a first call builds its client."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,9 @@ class _Answers:
     """Alive (LastActiveAt), or unanswered (None): their leases end now."""
     errors: list[GatewayError] = field(default_factory=list)
     unanswered: int = 0
-    """Calls with no answer before the run's margin: asked again by the next check."""
+    """Calls with no answer in time: asked again by the next check."""
+    run_out: bool = False
+    """Whether the run's own time, not the batch's leases, ended the wait."""
 
 
 class Sweep:
@@ -191,22 +196,24 @@ class Sweep:
         self.report.stopped_for_time = True
         return False
 
-    def _calls_budget(self) -> float:
-        """How long a batch's calls to the gateway may take: until the run's margin,
-        and no longer than a check period. A gateway that takes calls and never answers
-        must neither keep the run past its time (Lambda would kill it before its
-        report) nor hold a check from its announcements."""
-        return min(
-            self._remaining() - self._policy.time_margin_seconds,
-            self._policy.check_every_seconds,
-        )
+    def _batch_deadline(self) -> tuple[float, bool]:
+        """Until when a batch's calls to the gateway are waited for, and whether the
+        run's own time is what ends the wait. A gateway that takes calls and never
+        answers must neither keep the run past its time (Lambda would kill it before
+        its report) nor outlast the batch's leases (another run would ask again) and
+        hold a check from its announcements."""
+        run_left = self._remaining() - self._policy.time_margin_seconds
+        lease = max(self._policy.suspect_lease_seconds, MIN_GATEWAY_WAIT_SECONDS)
+        return time.monotonic() + min(run_left, lease), run_left <= lease
 
-    def _call_all(self, call: Callable[[Any], Any], items: list[Any], name: str) -> list[Any]:
+    def _call_all(
+        self, call: Callable[[Any], Any], items: list[Any], name: str, deadline: float
+    ) -> list[Any]:
         return call_all(
             call,
             items,
             concurrency=self._policy.concurrency,
-            seconds=self._calls_budget(),
+            seconds=deadline - time.monotonic(),
             name=name,
         )
 
@@ -272,6 +279,7 @@ class Sweep:
         connections: ConnectionsApi,
         to_close: dict[UUID, datetime],
         answers: _Answers,
+        deadline: float,
     ) -> None:
         """Heartbeat timeouts: the end is recorded as an intent first, so the
         $disconnect the delete causes ends the row with the same reason and time.
@@ -282,7 +290,10 @@ class Sweep:
             answers.still_connected[session_id] = None  # alive after all: a heartbeat came
         closing = list(intended.items())
         closed = self._call_all(
-            lambda item: self._delete(connections, item[1]), closing, "tether-sweep-delete"
+            lambda item: self._delete(connections, item[1]),
+            closing,
+            "tether-sweep-delete",
+            deadline,
         )
         for (session_id, connection_id), outcome in zip(closing, closed, strict=True):
             if outcome is not ConnectionState.GONE:
@@ -331,7 +342,10 @@ class Sweep:
     ) -> None:
         answers = _Answers()
         now = check_started
-        infos = self._call_all(lambda s: self._ask(connections, s), suspects, "tether-sweep-get")
+        deadline, answers.run_out = self._batch_deadline()
+        infos = self._call_all(
+            lambda s: self._ask(connections, s), suspects, "tether-sweep-get", deadline
+        )
         for suspect, info in zip(suspects, infos, strict=True):
             if info is None:
                 answers.unanswered += 1
@@ -339,7 +353,7 @@ class Sweep:
                 continue
             self._sort(suspect, info, now, answers)
         if answers.to_close:
-            self._close_silent(connections, answers.to_close, answers)
+            self._close_silent(connections, answers.to_close, answers, deadline)
         ended_gone = self._store.settle_gone(
             answers.gone, settle_seconds=self._policy.gone_settle_seconds
         )
@@ -351,11 +365,16 @@ class Sweep:
             answers.still_connected.setdefault(session_id, None)
         self._store.settle_suspects(answers.still_connected)
         if answers.unanswered:
-            self.report.stopped_for_time = True
+            if answers.run_out:
+                self.report.stopped_for_time = True
+            else:
+                self.report.gateway_errors += answers.unanswered
             logger.warning(
-                "the gateway did not answer before the run's time ran out; those suspects"
-                " wait for the next check",
-                extra={"unanswered": answers.unanswered},
+                "the gateway did not answer in time; those suspects wait for the next check",
+                extra={
+                    "unanswered": answers.unanswered,
+                    "waited_until": "the run's margin" if answers.run_out else "the leases' end",
+                },
             )
         if answers.errors:
             # One line per batch, not one per suspect: an outage means thousands.

@@ -332,7 +332,10 @@ def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
     started = time.monotonic()
     report = _run(FakeLambdaContext(time_limit_seconds=7))
     assert time.monotonic() - started < 7
+    # Each check waited as long as its leases last, and called that a gateway failure;
+    # the last one waited until the run's margin, and said it stopped for time.
     assert report["stopped_for_time"] is True
+    assert report["gateway_errors"] >= 12
     assert report["checked"] == 0
     assert report["checks"] >= 2
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["ended="]
