@@ -110,16 +110,22 @@ def error_from_psycopg(exc: Exception) -> TetherError:
 # PostgREST's group 0: it could not reach the database (PGRST000 to PGRST003, the last
 # a request that timed out waiting for a pooled connection), answered 503 or 504.
 _POSTGREST_UNAVAILABLE = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
-# With no PostgREST body (a proxy's error page), supabase-py's code is the HTTP status.
-_GATEWAY_STATUSES = frozenset({"502", "503", "504"})
+# A gateway's outage statuses (Cloudflare's 520 to 524 among them): with no PostgREST
+# body (a proxy's error page), supabase-py gives the status as the code.
+_GATEWAY_STATUSES = frozenset({502, 503, 504, 520, 521, 522, 523, 524})
 
 
-def error_from_postgrest(payload: dict[str, Any]) -> TetherError:
-    """Map a PostgREST error body (``{"code", "message", ...}``)."""
+def error_from_postgrest(payload: dict[str, Any], *, status: int | None = None) -> TetherError:
+    """Map a PostgREST error body (``{"code", "message", ...}``), and the HTTP status it
+    came with where known: a proxy's outage answers in a body of its own."""
     code = payload.get("code")
     message = str(payload.get("message") or "request refused by PostgREST")
-    if isinstance(code, str) and (code in _POSTGREST_UNAVAILABLE or code in _GATEWAY_STATUSES):
-        return DatabaseUnavailableError(f"{code}: {message}")
+    if (
+        status in _GATEWAY_STATUSES
+        or code in _POSTGREST_UNAVAILABLE
+        or code in {str(s) for s in _GATEWAY_STATUSES}
+    ):
+        return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.
     if isinstance(code, str) and code.startswith("PGRST"):
         return DatabaseError(f"{code}: {message}")

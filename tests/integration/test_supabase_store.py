@@ -145,15 +145,27 @@ def test_a_database_outage_behind_postgrest_is_database_unavailable(
     assert supabase_store.end_session("x=", "gone").outcome is EndOutcome.UNKNOWN
 
 
-def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable() -> None:
+@pytest.mark.parametrize(
+    ("status", "kind", "page"),
+    [
+        (502, "text/html", b"<html><body>502 Bad Gateway</body></html>"),
+        # Kong's own JSON, with no code: only the status says what happened.
+        (502, "application/json", b'{"message":"An invalid response was received from'
+         b' the upstream server"}'),
+        (504, "application/json", b'{"message":"The upstream server is timing out"}'),
+        (522, "text/html", b"<html><body>Connection timed out</body></html>"),  # Cloudflare
+    ],
+)  # fmt: skip
+def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable(
+    status: int, kind: str, page: bytes
+) -> None:
     class BadGateway(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             """Quiet."""
 
         def do_POST(self) -> None:
-            page = b"<html><body>502 Bad Gateway</body></html>"
-            self.send_response(502)
-            self.send_header("Content-Type", "text/html")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
             self.wfile.write(page)
@@ -162,7 +174,7 @@ def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable() -> N
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
-        with pytest.raises(DatabaseUnavailableError, match="502"):
+        with pytest.raises(DatabaseUnavailableError, match=str(status)):
             store.end_session("x=", "gone")
     finally:
         server.shutdown()

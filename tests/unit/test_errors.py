@@ -58,12 +58,19 @@ def test_postgrest_errors_map_like_sqlstates() -> None:
     "code",
     # PostgREST without its database (503), or out of pooled connections (504); a
     # proxy's error page in front of it, which supabase-py reports by its status.
-    ["PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"],
+    ["PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504", "522"],
 )
 def test_postgrest_without_its_database_is_unavailable(code: str) -> None:
     error = error_from_postgrest({"code": code, "message": "m"})
     assert type(error) is DatabaseUnavailableError
     assert str(error) == f"{code}: m"
+
+
+def test_a_proxy_s_own_json_body_is_read_by_its_status() -> None:
+    """Kong answers an upstream failure in JSON with no code: only the status tells."""
+    said = {"message": "An invalid response was received from the upstream server"}
+    assert type(error_from_postgrest(said, status=502)) is DatabaseUnavailableError
+    assert type(error_from_postgrest(said, status=400)) is DatabaseError
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,10 @@ class SupabaseStore(SessionStore):
         timeout_seconds: float = 10.0,
         client: Any | None = None,
     ) -> None:
+        # The HTTP status of this thread's last answer: a proxy in front of PostgREST
+        # (Kong, Cloudflare) answers an outage with a body of its own, often JSON with
+        # no code, where only the status says what happened.
+        self._statuses = threading.local()
         if client is None:
             if not url or not service_key:
                 raise InvalidInputError("SupabaseStore needs SUPABASE_URL and a service key")
@@ -47,8 +52,13 @@ class SupabaseStore(SessionStore):
 
             from supabase import create_client  # noqa: PLC0415
 
+            def remember(response: httpx.Response) -> None:
+                self._statuses.last = response.status_code
+
             options = SyncClientOptions(
-                httpx_client=httpx.Client(timeout=timeout_seconds),
+                httpx_client=httpx.Client(
+                    timeout=timeout_seconds, event_hooks={"response": [remember]}
+                ),
                 # The handshake waits on this call: fail fast rather than sleep
                 # through retries. The SQL functions are idempotent; callers retry.
                 postgrest_client_retry=False,
@@ -61,10 +71,12 @@ class SupabaseStore(SessionStore):
         from postgrest.exceptions import APIError  # noqa: PLC0415
 
         payload = {name: _to_json(value) for name, value in args.items()}
+        self._statuses.last = None
         try:
             response = self._client.rpc(function, payload).execute()
         except APIError as exc:
-            raise error_from_postgrest(exc.json()) from exc
+            status = getattr(self._statuses, "last", None)
+            raise error_from_postgrest(exc.json(), status=status) from exc
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
         data = response.data
