@@ -122,6 +122,11 @@ def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
     server = start_dev("--max-connections", "4")
 
     async def scenario() -> None:
+        # A kept-alive HTTP connection (as the sweep's calls to @connections are) is
+        # not one of the WebSockets the maximum counts.
+        kept = _raw(server)
+        kept.sendall(b"GET /admin/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200")
         clients = [await open_client(server) for _ in range(4)]
         server.wait_for(lambda r: len(r) == 4)
         try:
@@ -141,6 +146,7 @@ def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
             await ws.send(json.dumps({"action": "heartbeat"}))
             assert json.loads(await ws.recv())["action"] == "heartbeat"
             await ws.close()
+        kept.close()
 
     run(scenario())
     assert len(server.rows()) == 4

@@ -43,7 +43,12 @@ from tether.local import embedded
 from tether.local import state as dev_state
 from tether.local.gateway import Faults, GatewayStats, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
-from tether.local.protocols import HANDSHAKE_TIMEOUT_SECONDS, http_protocol, websocket_protocol
+from tether.local.protocols import (
+    HANDSHAKE_TIMEOUT_SECONDS,
+    OpenWebSockets,
+    http_protocol,
+    websocket_protocol,
+)
 from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -234,13 +239,15 @@ def build(
         admin=create_app(),
         faults=faults,
     )
+    open_sockets = OpenWebSockets()
     uvicorn_config = uvicorn.Config(
         gateway,
         http=http_protocol(
             max_connections=connection_limit(options.max_connections),
+            open_sockets=open_sockets,
             handshake_timeout=options.handshake_timeout,
         ),
-        ws=websocket_protocol(gateway.limits.frame_bytes),
+        ws=websocket_protocol(gateway.limits.frame_bytes, open_sockets),
         ws_max_size=gateway.limits.message_bytes,
         ws_ping_interval=None,
         # API Gateway's sourceIp is the address the connection came from: a client's

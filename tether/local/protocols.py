@@ -42,12 +42,26 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0
 HEADER_LIMIT_BYTES = 8 * 1024
 
 
+class OpenWebSockets:
+    """How many WebSockets a gateway holds: what --max-connections caps."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus API Gateway's 32 KB frame limit and
     1006 (not 1005) for a connection that drops without a close frame."""
 
     frame_limit = limits.GATEWAY_FRAME_BYTES
+    open_sockets = OpenWebSockets()
     _paused_for_pongs = False
+    _counted = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.open_sockets.count += 1
+        self._counted = True
 
     def _frame_fits(self, data: bytes) -> bool:
         if len(data) <= self.frame_limit:
@@ -168,6 +182,9 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.open_sockets.count -= 1
         if self.handshake_complete and self.conn.close_rcvd is None and not self.close_sent:
             # The peer vanished: no close frame, so no status code of its own.
             self.queue.put_nowait({"type": "websocket.disconnect", "code": ABNORMAL})
@@ -188,6 +205,7 @@ class GuardedHttpProtocol(H11Protocol):
     header_limit = HEADER_LIMIT_BYTES
     max_connections = 10_000
     http_reserve = HTTP_RESERVE
+    open_sockets = OpenWebSockets()
 
     _deadline: asyncio.TimerHandle | None = None
     _head: bytes = b""
@@ -201,8 +219,9 @@ class GuardedHttpProtocol(H11Protocol):
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         # The maximum is of WebSockets: a full gateway still answers the @connections
-        # API and /admin, or the sweep and the operators could not reach its clients.
-        if len(self.connections) > self.max_connections:
+        # API and /admin (the sweep's kept-alive calls among them), or the sweep and
+        # the operators could not reach its clients.
+        if self.open_sockets.count >= self.max_connections:
             self._refuse(503, "too many connections")
             return
         super().handle_websocket_upgrade(event)
@@ -252,17 +271,31 @@ class GuardedHttpProtocol(H11Protocol):
         self.transport.close()
 
 
-def websocket_protocol(frame_bytes: int) -> type[WebSocketsSansIOProtocol]:
-    """The WebSocket protocol class for this frame limit."""
-    return type("GatewayWebSocketProtocol", (FrameLimitedProtocol,), {"frame_limit": frame_bytes})
+def websocket_protocol(
+    frame_bytes: int, open_sockets: OpenWebSockets
+) -> type[WebSocketsSansIOProtocol]:
+    """The WebSocket protocol class for this frame limit, counting into ``open_sockets``."""
+    return type(
+        "GatewayWebSocketProtocol",
+        (FrameLimitedProtocol,),
+        {"frame_limit": frame_bytes, "open_sockets": open_sockets},
+    )
 
 
 def http_protocol(
-    *, max_connections: int, handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    *,
+    max_connections: int,
+    open_sockets: OpenWebSockets,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
 ) -> type[H11Protocol]:
-    """The HTTP protocol class with these limits."""
+    """The HTTP protocol class with these limits: at most ``max_connections`` of
+    ``open_sockets``."""
     return type(
         "GatewayHttpProtocol",
         (GuardedHttpProtocol,),
-        {"max_connections": max_connections, "handshake_timeout": handshake_timeout},
+        {
+            "max_connections": max_connections,
+            "handshake_timeout": handshake_timeout,
+            "open_sockets": open_sockets,
+        },
     )
