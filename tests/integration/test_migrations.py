@@ -6,6 +6,7 @@ import re
 import shutil
 import threading
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -104,7 +105,7 @@ def test_a_start_an_earlier_version_let_in_is_moved_to_a_readable_one(
     # The operator is told.
     assert "2 session(s) had a start no client can read" in result.stderr
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        starts = dict(
+        starts: dict[str, datetime] = dict(
             conn.execute(
                 "select connection_id, session_start from public.conversation_sessions"
             ).fetchall()
@@ -115,7 +116,7 @@ def test_a_start_an_earlier_version_let_in_is_moved_to_a_readable_one(
         ).fetchone() == (True,)
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("select public.tether_open_session_v1('new=', null, '-infinity')")
-    last_seen = dict(seen)
+    last_seen: dict[str, datetime] = dict(seen)
     assert starts["live="] == last_seen["live="]
     assert starts["bc="] == last_seen["bc="]
     assert starts["fine="] < last_seen["fine="]  # untouched: an hour before it was seen
