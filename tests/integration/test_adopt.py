@@ -1428,6 +1428,34 @@ def test_a_ctrl_c_between_a_statement_and_its_answer_still_frees_the_adoption(
     assert apply(adoptable.url, lock=FAST).ran  # no adoption is left holding the lock
 
 
+@ON_ONE_SERVER
+def test_a_statement_whose_cancel_was_lost_stops_once_its_connection_is_closed(
+    adoptable: Adoptable,
+) -> None:
+    """A Ctrl-C's cancel that reaches the server before its statement has started is
+    lost: closing the connection must still stop the statement, or it runs on with
+    the adoption's lock held (a minute here; a batch of the backfill in life)."""
+    conn = catalog.connect(adoptable.url)
+    assert conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone() == (True,)
+    conn.pgconn.send_query(b"select pg_sleep(61)")
+    with _connect(adoptable.url) as other:
+        deadline = time.monotonic() + 10
+        while other.execute(
+            "select count(*) as n from pg_stat_activity"
+            " where query = 'select pg_sleep(61)' and state = 'active'"
+        ).fetchone() != {"n": 1}:
+            assert time.monotonic() < deadline, "the statement never started"
+            time.sleep(0.05)
+        conn.close()  # no cancel: as if it had been lost
+        deadline = time.monotonic() + 10
+        while other.execute(
+            "select count(*) as n from pg_stat_activity where query = 'select pg_sleep(61)'"
+        ).fetchone() != {"n": 0}:
+            assert time.monotonic() < deadline, "the statement runs on without its client"
+            time.sleep(0.05)
+    assert apply(adoptable.url, lock=FAST).ran  # no adoption is left holding the lock
+
+
 def test_adopt_needs_a_database_url(tmp_path: Path) -> None:
     result = run_tether("adopt", "--check", cwd=tmp_path)
     assert result.returncode == 1

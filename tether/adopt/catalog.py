@@ -3,6 +3,7 @@ on it, what tether already did to it. Reads only."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from dataclasses import dataclass, field
@@ -126,6 +127,12 @@ def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     # Scans, index builds and validations of a long history take what they take; what
     # could make writers wait is bounded by lock_timeout instead, step by step.
     conn.execute("set statement_timeout = 0")
+    # A statement whose client is gone stops within a second (Postgres 14 and later):
+    # a Ctrl-C's cancel can reach the server before the statement has started, and is
+    # then lost, and the statement would run on, the adoption's lock held, after the
+    # command has closed its connection.
+    with contextlib.suppress(psycopg.errors.UndefinedObject):
+        conn.execute("set client_connection_check_interval = '1s'")
     return conn
 
 
