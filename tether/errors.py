@@ -113,20 +113,18 @@ _POSTGREST_UNAVAILABLE = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST00
 # A gateway's outage statuses (Cloudflare's 520 to 524 among them): with no PostgREST
 # body (a proxy's error page), supabase-py gives the status as the code.
 _GATEWAY_STATUSES = frozenset({502, 503, 504, 520, 521, 522, 523, 524})
+_UNAVAILABLE_CODES = _POSTGREST_UNAVAILABLE | {str(status) for status in _GATEWAY_STATUSES}
 
 
 def error_from_postgrest(payload: dict[str, Any], *, status: int | None = None) -> TetherError:
     """Map a PostgREST error body (``{"code", "message", ...}``), and the HTTP status it
     came with where known: a proxy's outage answers in a body of its own."""
-    code = payload.get("code")
+    found = payload.get("code")
+    code = found if isinstance(found, str) else None  # a body's code may be any JSON
     message = str(payload.get("message") or "request refused by PostgREST")
-    if (
-        status in _GATEWAY_STATUSES
-        or code in _POSTGREST_UNAVAILABLE
-        or code in {str(s) for s in _GATEWAY_STATUSES}
-    ):
+    if status in _GATEWAY_STATUSES or code in _UNAVAILABLE_CODES:
         return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.
-    if isinstance(code, str) and code.startswith("PGRST"):
+    if code is not None and code.startswith("PGRST"):
         return DatabaseError(f"{code}: {message}")
-    return error_for_sqlstate(code if isinstance(code, str) else None, message)
+    return error_for_sqlstate(code, message)

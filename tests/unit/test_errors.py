@@ -73,6 +73,12 @@ def test_a_proxy_s_own_json_body_is_read_by_its_status() -> None:
     assert type(error_from_postgrest(said, status=400)) is DatabaseError
 
 
+@pytest.mark.parametrize("code", [["PGRST001"], {"a": 1}, 503, None])
+def test_a_code_that_is_not_a_string_is_read_as_none(code: object) -> None:
+    """A proxy's body may hold anything under "code": never a crash while mapping it."""
+    assert type(error_from_postgrest({"code": code, "message": "m"})) is DatabaseError
+
+
 @pytest.mark.parametrize(
     ("error", "status", "code"),
     [
