@@ -46,6 +46,13 @@ class DevServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/local"
 
+    def connection_path(self, row: dict[str, Any]) -> str:
+        """The @connections path of a session's connection, as a raw request names it."""
+        return f"/local/@connections/{row['connection_id']}"
+
+    def connection_url(self, row: dict[str, Any]) -> str:
+        return f"http://127.0.0.1:{self.port}{self.connection_path(row)}"
+
     def rows(self) -> list[dict[str, Any]]:
         with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
             return conn.execute(

@@ -138,7 +138,7 @@ def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
         # The @connections API and /admin still answer: the sweep and the operators
         # must reach a full gateway's clients.
         [row, *_] = server.rows()
-        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        url = server.connection_url(row)
         for address in (url, f"http://127.0.0.1:{server.port}/admin/health"):
             with await asyncio.to_thread(urllib.request.urlopen, address, timeout=10) as answer:
                 assert answer.status == 200, address
@@ -161,11 +161,11 @@ def test_a_huge_post_to_connections_is_refused_before_it_is_read(
     async def scenario() -> None:
         ws = await open_client(server)
         [row] = server.wait_for(lambda r: len(r) == 1)
-        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        url = server.connection_url(row)
         # Declared too large: refused from the header alone, nothing is read.
         with _raw(server) as sock:
             sock.sendall(
-                f"POST /local/@connections/{row['connection_id']} HTTP/1.1\r\nHost: x\r\n"
+                f"POST {server.connection_path(row)} HTTP/1.1\r\nHost: x\r\n"
                 f"Content-Length: {200 * 1024 * 1024}\r\n\r\n".encode()
                 + b"x" * 1024
             )
@@ -196,7 +196,7 @@ def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
     async def scenario() -> None:
         ws = await open_client(server)
         [row] = server.wait_for(lambda r: len(r) == 1)
-        path = f"/local/@connections/{row['connection_id']}"
+        path = server.connection_path(row)
         whole = b'{"order":"transfer 100 to alice"}'
         with _raw(server) as sock:  # says 34 bytes, sends 20, leaves
             sock.sendall(
@@ -209,7 +209,7 @@ def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
                 + b"5\r\nhello\r\n"
             )
         request = urllib.request.Request(  # noqa: S310
-            f"{server.endpoint}/@connections/{row['connection_id']}", data=b"whole", method="POST"
+            server.connection_url(row), data=b"whole", method="POST"
         )
         with await asyncio.to_thread(urllib.request.urlopen, request, timeout=10) as answer:
             assert answer.status == 200
@@ -361,7 +361,7 @@ def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
         deaf.sendall(UPGRADE.format(agent="deaf", extra="").encode())
         assert deaf.recv(4096).startswith(b"HTTP/1.1 101")
         [row] = server.wait_for(lambda r: len(r) == 1)
-        url = f"{server.endpoint}/@connections/{row['connection_id']}"
+        url = server.connection_url(row)
         for _ in range(200):  # 20 MB: more than the sockets' buffers hold
             posted = urllib.request.Request(url, data=b"z" * 100_000, method="POST")  # noqa: S310
             with urllib.request.urlopen(posted, timeout=10) as answer:  # noqa: S310

@@ -1406,6 +1406,23 @@ def test_another_apply_at_once_is_refused(adoptable: Adoptable) -> None:
     _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
 
 
+def _running(conn: psycopg.Connection[dict[str, Any]], query: str, *, active: bool = False) -> int:
+    """Backends whose last statement is ``query`` (and, with ``active``, still running it)."""
+    row = conn.execute(
+        "select count(*) as n from pg_stat_activity"
+        " where query = %s and (not %s or state = 'active')",
+        (query, active),
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def _until(holds: Callable[[], bool], failure: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not holds():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 @ON_ONE_SERVER
 def test_a_ctrl_c_between_a_statement_and_its_answer_still_frees_the_adoption(
     adoptable: Adoptable,
@@ -1419,12 +1436,10 @@ def test_a_ctrl_c_between_a_statement_and_its_answer_still_frees_the_adoption(
     _release_adopt_lock(conn)
     assert conn.closed
     with _connect(adoptable.url) as other:
-        deadline = time.monotonic() + 10
-        while other.execute(
-            "select count(*) as n from pg_stat_activity where query = 'select pg_sleep(60)'"
-        ).fetchone() != {"n": 0}:
-            assert time.monotonic() < deadline, "the unanswered statement still runs"
-            time.sleep(0.05)
+        _until(
+            lambda: _running(other, "select pg_sleep(60)") == 0,
+            "the unanswered statement still runs",
+        )
     assert apply(adoptable.url, lock=FAST).ran  # no adoption is left holding the lock
 
 
@@ -1439,20 +1454,10 @@ def test_a_statement_whose_cancel_was_lost_stops_once_its_connection_is_closed(
     assert conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone() == (True,)
     conn.pgconn.send_query(b"select pg_sleep(61)")
     with _connect(adoptable.url) as other:
-        deadline = time.monotonic() + 10
-        while other.execute(
-            "select count(*) as n from pg_stat_activity"
-            " where query = 'select pg_sleep(61)' and state = 'active'"
-        ).fetchone() != {"n": 1}:
-            assert time.monotonic() < deadline, "the statement never started"
-            time.sleep(0.05)
+        sleeping = "select pg_sleep(61)"
+        _until(lambda: _running(other, sleeping, active=True) == 1, "the statement never started")
         conn.close()  # no cancel: as if it had been lost
-        deadline = time.monotonic() + 10
-        while other.execute(
-            "select count(*) as n from pg_stat_activity where query = 'select pg_sleep(61)'"
-        ).fetchone() != {"n": 0}:
-            assert time.monotonic() < deadline, "the statement runs on without its client"
-            time.sleep(0.05)
+        _until(lambda: _running(other, sleeping) == 0, "the statement runs on without its client")
     assert apply(adoptable.url, lock=FAST).ran  # no adoption is left holding the lock
 
 

@@ -317,9 +317,9 @@ def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
     event_bus: EventBus,
 ) -> None:
     """GetConnection taken and never answered (each call would wait through its
-    timeouts and retries, about 25 s): each check waits at most a check period for
-    the gateway and still announces, the run ends within its time and reports, and
-    the suspects it could not ask are left, unleased, for the next check."""
+    timeouts and retries, about 25 s): each check waits for the gateway no longer than
+    its suspects' leases and still announces, the run ends within its time and
+    reports, and the suspects it could not ask are left, unleased, for the next check."""
     lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "2")
     lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "2")
     lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "4")

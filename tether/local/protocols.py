@@ -57,6 +57,7 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     open_sockets = OpenWebSockets()
     _paused_for_pongs = False
     _counted = False
+    _draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -113,8 +114,6 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             self._paused_for_pongs = False
             if not self.read_paused:  # uvicorn's own pause stays as it is
                 self.transport.resume_reading()
-
-    _draining = False
 
     def handle_parser_exception(self) -> None:
         # uvicorn writes the close frame (1009 for a message too big, say) and closes
