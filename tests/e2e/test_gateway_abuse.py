@@ -220,6 +220,42 @@ def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
     run(scenario())
 
 
+def test_connections_calls_naming_another_stage_are_refused_and_deliver_nothing(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """An application posting to the wrong stage finds out here, not once deployed."""
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        wrong = [
+            server.connection_url(row).replace("/local/", "/prod/"),
+            server.connection_url(row).replace("/local/", "/"),
+        ]
+        for url in wrong:
+            for method in ("POST", "GET", "DELETE"):
+                request = urllib.request.Request(  # noqa: S310
+                    url, data=b"misrouted" if method == "POST" else None, method=method
+                )
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+                refused.value.close()
+                assert refused.value.code == 403, (url, method)
+        request = urllib.request.Request(  # noqa: S310
+            server.connection_url(row), data=b"routed", method="POST"
+        )
+        with await asyncio.to_thread(urllib.request.urlopen, request, timeout=10) as answer:
+            assert answer.status == 200
+        # Nothing misrouted arrived, and the DELETEs closed nothing.
+        assert await asyncio.wait_for(ws.recv(), 10) == "routed"
+        await ws.close()
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: r[0]["end_reason"] is not None)
+    assert row["end_reason"] == "client_disconnect"
+
+
 def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
     start_dev: Callable[..., DevServer],
 ) -> None:

@@ -9,7 +9,7 @@ It invokes the real handlers in-process, with the events API Gateway sends:
   ``disconnectStatusCode`` and ``disconnectReason``;
 - API Gateway's limits: idle timeout, maximum duration, 32 KB frames and 128 KB
   messages (close 1009);
-- the ``@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
+- the ``{stage}/@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
   ids), so boto3 works against it through ``endpoint_url``;
 - optionally, another ASGI application (the operators' API) for HTTP requests under
   ``/admin``, which it sees as its ``root_path``.
@@ -54,7 +54,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 FRAME_LIMIT = limits.GATEWAY_FRAME_BYTES
 MESSAGE_LIMIT = limits.GATEWAY_MESSAGE_BYTES
-CONNECTIONS_PATH = re.compile(r"^(?:/[^/@]+)?/@connections/(?P<id>[^/]+)$")
+CONNECTIONS_PATH = re.compile(r"^(?:/(?P<stage>[^/@]*))?/@connections/(?P<id>[^/]+)$")
 ADMIN_PREFIX = "/admin"
 
 # Close codes and the reasons API Gateway gives with them.
@@ -609,6 +609,11 @@ class LocalGateway:
         match = CONNECTIONS_PATH.match(scope.get("path", ""))
         if match is None:
             await _json(send, 404, {"message": "Not Found"})
+            return
+        if match["stage"] != self.stage:
+            # API Gateway knows no such stage: code that posts to the wrong one fails
+            # here as it would on AWS, not only once deployed.
+            await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
             return
         if self.faults.throttled():
             await _json(
