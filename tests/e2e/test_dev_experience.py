@@ -249,6 +249,18 @@ def test_a_duration_of_nothing_is_refused_with_the_usage(flag: str, tmp_path: Pa
     assert not (tmp_path / ".tether").exists()
 
 
+def test_a_check_every_longer_than_the_sweep_interval_is_refused_not_shortened(
+    tmp_path: Path,
+) -> None:
+    # It used to run with the checks silently every 5s, not the 30s asked for.
+    result = run_tether(
+        "dev", "--sweep-interval", "5s", "--check-every", "30s", cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2
+    assert "--check-every (30s) must not be longer than --sweep-interval (5s)" in result.stderr
+    assert not (tmp_path / ".tether").exists()
+
+
 def test_the_banner_shows_every_effective_setting_and_hides_the_password(
     start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
 ) -> None:

@@ -48,6 +48,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     from tether.local.dev import DevOptions, run  # noqa: PLC0415
 
+    if args.check_every is not None and args.check_every > args.sweep_interval:
+        # As `tether deploy` refuses it: a run never lasts long enough to check again.
+        # Only the default (or the environment's value) is shortened to the period.
+        raise InvalidInputError(
+            f"--check-every ({args.check_every:g}s) must not be longer than"
+            f" --sweep-interval ({args.sweep_interval:g}s)"
+        )
     options = DevOptions(
         host=args.host,
         port=args.port,
