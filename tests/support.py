@@ -236,3 +236,17 @@ create table public.conversation_sessions (
 )
 """
 """The origin report's table, as the old server created it, with two application columns."""
+
+
+def definer_functions_reading_temporary_types(conn: Any) -> tuple[list[str], list[str]]:
+    """The functions in tether's schemas that run with their owner's rights, and those
+    of them whose search_path lets the caller's temporary types be read first."""
+    rows = conn.execute(
+        "select p.oid::regprocedure::text as signature,"
+        "       coalesce(p.proconfig, '{}') as config"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where p.prosecdef and n.nspname in ('public', 'tether')"
+    ).fetchall()
+    signatures = [(row["signature"], row["config"]) for row in rows]
+    loose = [s for s, config in signatures if "search_path=pg_catalog, pg_temp" not in config]
+    return [s for s, _config in signatures], loose

@@ -34,7 +34,13 @@ from tests.origin_fixture import (
     build_origin,
     fill_history,
 )
-from tests.support import TETHER, FakeLambdaContext, run_tether, ws_event
+from tests.support import (
+    TETHER,
+    FakeLambdaContext,
+    definer_functions_reading_temporary_types,
+    run_tether,
+    ws_event,
+)
 from tether import migrate, runtime
 from tether import store as store_module
 from tether.adopt import catalog
@@ -860,6 +866,10 @@ def test_the_old_server_may_write_as_the_service_role_mid_adoption(adoptable: Ad
     assert rows[orphan.session_id]["session_end"] >= before
     assert rows[sid]["connection_id"] == f"legacy:{sid}"
     with _connect(adoptable.url) as conn:
+        # The trigger the old server's writes ran reads none of the writer's own types.
+        definers, loose = definer_functions_reading_temporary_types(conn)
+        assert "tether.adoption_sync_row()" in definers
+        assert loose == []
         kept = conn.execute(
             "select kinds from tether.adoption_corrections where session_id = %s",
             (unknown.session_id,),

@@ -20,6 +20,7 @@ from psycopg import errors, sql
 from psycopg.rows import dict_row
 
 from tests.conftest import SessionFactory
+from tests.support import definer_functions_reading_temporary_types
 
 Conn = psycopg.Connection[dict[str, object]]
 PUBLIC_ROLES = ["anon", "authenticated"]
@@ -135,3 +136,43 @@ def test_a_signed_in_user_sees_only_their_own_sessions_through_every_readable_pa
         assert conn.execute(
             "select count(*) as n from public.conversation_sessions"
         ).fetchone() == {"n": 0}
+
+
+def test_every_function_running_with_its_owner_s_rights_reads_the_system_s_types_first(
+    db: Conn,
+) -> None:
+    # An empty search_path lets the caller's temporary schema be read first for types.
+    definers, loose = definer_functions_reading_temporary_types(db)
+    assert len(definers) > 30
+    assert loose == []
+
+
+def test_a_caller_s_temporary_types_never_run_with_the_functions_owner_s_rights(
+    database_url: str, db: Conn
+) -> None:
+    """A caller that may create temporary objects (every role may, by default) defines
+    pg_temp.uuid as a domain whose check writes where only the functions' owner may.
+    The functions must read the system's uuid, so the check never runs as their owner."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("set role service_role")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("insert into tether.sweep_runs (started_at, report) values (now(), '{}')")
+        conn.execute(
+            "create function pg_temp.hijack(value pg_catalog.text) returns boolean"
+            " language plpgsql as $$ begin"
+            "   insert into tether.sweep_runs (started_at, report)"
+            '   values (pg_catalog.now(), \'{"via": "hijack"}\');'
+            "   return true; end $$"
+        )
+        conn.execute(
+            "create domain pg_temp.uuid as pg_catalog.uuid"
+            " check (pg_temp.hijack(value::pg_catalog.text))"
+        )
+        # Its filters cast their parameters by name (`$1::uuid is null`) as the call runs.
+        for filters in ("", "p_active => true"):
+            listed = conn.execute(
+                f"select count(*) as n from public.tether_list_sessions_v1({filters})"
+            ).fetchone()
+            assert listed == {"n": 0}
+    hijacked = db.execute("select count(*) as n from tether.sweep_runs where report ? 'via'")
+    assert hijacked.fetchone() == {"n": 0}

@@ -59,7 +59,7 @@ create index if not exists conversation_session_announcements_announce_after_idx
 create or replace function public.tether_forget_announcement() returns trigger
 language plpgsql
 security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   delete from public.conversation_session_announcements a where a.session_id = old.session_id;

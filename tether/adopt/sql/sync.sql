@@ -22,7 +22,7 @@
 create or replace function tether.adoption_sync_row() returns trigger
 language plpgsql
 security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_ended_at_column text := nullif(tg_argv[0], '');
