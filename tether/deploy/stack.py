@@ -254,9 +254,19 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
     except ClientError as exc:
         code = error_code(exc)
         if code in _NOT_FOUND_CODES:
-            raise InvalidInputError(f"{what}: cannot find {reference}: {code}") from None
+            raise InvalidInputError(f"{what}: cannot find {_named(reference)}: {code}") from None
         # Access denied, an expired session, throttling: AWS failed, not the flag.
-        raise DeployError(f"{what}: cannot read {reference}: {code}") from None
+        raise DeployError(f"{what}: cannot read {_named(reference)}: {code}") from None
+
+
+def _named(reference: str) -> str:
+    """A secret's reference as an error may repeat it. An ARN or ``ssm:`` reference has
+    a shape no secret has; anything else may be the secret's value itself, given where
+    its name was expected (the settings of the same names hold values), so it is not
+    repeated."""
+    if reference.startswith(("arn:", "ssm:")):
+        return reference
+    return "a secret by the name given (not repeated: it may be the secret's value itself)"
 
 
 # What AWS answers for a secret or parameter that is not there (a wrong flag).
