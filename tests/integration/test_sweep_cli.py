@@ -183,6 +183,15 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
         "unannounced": 0,
     }
     assert _state(db) == before
+    # A dry run checks once and runs nothing: flags for a real run contradict it.
+    for flags, named in (
+        (("--keep-checking",), "--keep-checking"),
+        (("--metrics", "--keep-checking"), "--keep-checking and --metrics"),
+    ):
+        refused = run_tether("sweep", "--dry-run", *flags, "--database-url", database_url)
+        assert refused.returncode == 2
+        assert f"--dry-run counts once and runs nothing: it takes no {named}" in refused.stderr
+        assert refused.stdout == ""
 
     with connections_standin.serve() as gateway:
         env = {"TETHER_ANNOUNCE_TO": "log", "TETHER_GONE_SETTLE_SECONDS": "0"}

@@ -30,6 +30,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
+    if args.dry_run and (args.keep_checking or args.metrics):
+        given = " and ".join(
+            flag
+            for flag, on in (("--keep-checking", args.keep_checking), ("--metrics", args.metrics))
+            if on
+        )
+        raise InvalidInputError(f"--dry-run counts once and runs nothing: it takes no {given}")
     config = installed_settings(args)
     if args.dry_run:
         policy = SweepPolicy.from_settings(config)
