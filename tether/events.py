@@ -130,9 +130,15 @@ class WebSocketEvent(_Model):
         if not self.is_base64_encoded:
             return self.body
         try:
-            return base64.b64decode(self.body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise InvalidInputError("message body is not valid base64-encoded UTF-8") from exc
+            decoded = base64.b64decode(self.body, validate=True)
+        except binascii.Error as exc:
+            # API Gateway's own encoding, broken: the event, not the client, is at fault.
+            raise InvalidInputError("the event's body is not valid base64") from exc
+        try:
+            return decoded.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # A binary frame: the client sent bytes, and knows nothing of base64.
+            raise InvalidInputError("a binary message must hold UTF-8 text") from exc
 
 
 def _summary(error: ValidationError) -> str:

@@ -73,6 +73,17 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
     make_session(connection_id="b64=", started_seconds_ago=300)
     body = base64.b64encode(b'{"action":"heartbeat"}').decode()
     assert _send("b64=", body, isBase64Encoded=True)["statusCode"] == 200
+    # A binary frame that is not text is the client's; a body API Gateway could not
+    # have encoded is the event's. Neither writes anything.
+    seen = _last_seen(db, "b64=")
+    for sent, says in (
+        (base64.b64encode(b"\x00\xff").decode(), "a binary message must hold UTF-8 text"),
+        ("not base64!", "the event's body is not valid base64"),
+    ):
+        refused = _send("b64=", sent, isBase64Encoded=True)
+        assert refused["statusCode"] == 400
+        assert says in json.loads(refused["body"])["message"]
+    assert _last_seen(db, "b64=") == seen
 
 
 @pytest.mark.usefixtures("lambda_env")
