@@ -390,7 +390,7 @@ def test_security_definer_functions_pin_search_path(db: Conn) -> None:
         assert row["proconfig"] == expected, row["proname"]
     for row in rows:
         pinned = "search_path=pg_catalog, pg_temp" if row["prosecdef"] else 'search_path=""'
-        assert pinned in row["proconfig"], row["proname"]
+        assert pinned in str(row["proconfig"]), row["proname"]
 
 
 def test_deleting_a_session_takes_its_queue_entry_with_it(
