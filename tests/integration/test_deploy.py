@@ -198,6 +198,27 @@ def test_a_refused_change_set_changes_nothing(
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
 
 
+def test_bad_values_are_refused_before_aws_is_asked_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No credentials and nothing listening: a typo is still named as a typo (exit 2),
+    # not hidden behind AWS's failure (exit 1).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    nowhere = "http://127.0.0.1:9"
+    for flags, says in (
+        (("--memory", "5"), "--memory: '5' is not allowed"),
+        (("--supabase-url", "http://project.supabase.co"), "--supabase-url: an https://"),
+    ):
+        code = main([*deploy_args(nowhere, verifying=False), "--region", "us-east-1", *flags])
+        said = capsys.readouterr()
+        assert code == 2, said.err
+        assert says in said.err
+        assert said.out == ""
+
+
 def test_bad_input_is_refused_before_anything_changes(
     aws: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

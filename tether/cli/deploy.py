@@ -190,8 +190,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from tether.deploy import template_text  # noqa: PLC0415
 
     name = stacks.check_stack_name(args.stack)
-    aws = _aws(args)
     template = template_text()
+    # The values on the command line are refused before AWS is asked anything: a typo
+    # is named as such, not hidden behind missing credentials or an unreachable region.
+    requested = requested_parameters(args)
+    _check_template_constraints(template, requested)
+    for key in ("SupabaseUrl", "JwksUrl"):
+        _check_https(key, requested.get(key))
+    aws = _aws(args)
     current = stacks.describe(aws, name)
     previous = current.parameters
     account = stacks.account_id(aws)
