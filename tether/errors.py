@@ -82,6 +82,14 @@ _UNAVAILABLE_CLASSES = frozenset({"08", "57", "53"})
 _UNAVAILABLE_STATES = frozenset({"55P03", "40P01", "40001"})
 
 
+# A function of tether's that is not there: the database was never migrated, or is
+# migrated only part way (an older release, an adoption stopped before its migrations).
+_NOT_MIGRATED = (
+    " (tether's migrations are not all applied to this database: `tether migrate` applies"
+    " them, or says what stops it)"
+)
+
+
 def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
     """Map a Postgres SQLSTATE (from psycopg or PostgREST) to a tether error."""
     klass = (sqlstate or "")[:2]
@@ -89,6 +97,8 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
         return InvalidInputError(message)
     if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
         return DatabaseUnavailableError(message)
+    if sqlstate == "42883" and "tether_" in message:
+        return DatabaseError(f"{sqlstate}: {message}{_NOT_MIGRATED}")
     # A client-side error has no SQLSTATE: its message alone, not "unknown: ...".
     return DatabaseError(f"{sqlstate}: {message}" if sqlstate else message)
 
@@ -126,5 +136,6 @@ def error_from_postgrest(payload: dict[str, Any], *, status: int | None = None) 
         return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.
     if code is not None and code.startswith("PGRST"):
-        return DatabaseError(f"{code}: {message}")
+        missing = _NOT_MIGRATED if code == "PGRST202" and "tether_" in message else ""
+        return DatabaseError(f"{code}: {message}{missing}")
     return error_for_sqlstate(code, message)

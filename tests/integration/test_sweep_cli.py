@@ -395,3 +395,18 @@ def test_a_one_off_sweep_that_cannot_reach_the_database_says_so_and_fails() -> N
     assert "sweep failed; what it did is kept" in result.stderr
     assert "next run" not in result.stderr
     assert "hunter2-secret" not in result.stdout + result.stderr
+
+
+def test_commands_on_a_database_without_tether_s_sql_say_to_migrate(
+    empty_database_url: str,
+) -> None:
+    # A raw "function ... does not exist" named no way out.
+    for command in (
+        ("sweep", "--announce-to", "log"),
+        ("close-orphans", "--older-than", "2h"),
+        ("sessions",),
+    ):
+        result = run_tether(*command, "--database-url", empty_database_url)
+        assert result.returncode == 1, result.stderr
+        assert "`tether migrate` applies them" in result.stderr, result.stderr
+        assert result.stdout == ""

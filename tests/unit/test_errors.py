@@ -51,7 +51,21 @@ def test_postgrest_errors_map_like_sqlstates() -> None:
     unknown = error_from_postgrest({"code": "PGRST202", "message": "no such function"})
     assert isinstance(unknown, DatabaseError)
     assert "PGRST202" in str(unknown)
+    assert "tether migrate" not in str(unknown)  # not one of tether's
     assert isinstance(error_from_postgrest({}), DatabaseError)
+
+
+def test_a_missing_tether_function_says_to_migrate() -> None:
+    missing = error_for_sqlstate(
+        "42883", "function public.tether_orphan_summary_v1(p_older_than_seconds => ...)"
+    )
+    assert type(missing) is DatabaseError
+    assert "`tether migrate` applies them" in str(missing)
+    through_postgrest = error_from_postgrest(
+        {"code": "PGRST202", "message": "Could not find the function public.tether_touch_v9"}
+    )
+    assert "`tether migrate` applies them" in str(through_postgrest)
+    assert "tether migrate" not in str(error_for_sqlstate("42883", "function public.f()"))
 
 
 @pytest.mark.parametrize(
