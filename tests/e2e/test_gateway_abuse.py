@@ -256,6 +256,29 @@ def test_connections_calls_naming_another_stage_are_refused_and_deliver_nothing(
     assert row["end_reason"] == "client_disconnect"
 
 
+def test_a_client_whose_session_ended_without_its_connection_is_closed_at_its_next_heartbeat(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A forced close whose DeleteConnection never reached the gateway (here: made in
+    SQL alone) leaves the client connected without its row until it next speaks."""
+    server = start_dev()
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        with psycopg.connect(server.database_url, autocommit=True) as conn:
+            conn.execute("select public.tether_force_close_v1(%s)", (row["session_id"],))
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code == 1001
+
+    run(scenario())
+    [row] = server.rows()
+    # Its $disconnect found the session ended: the operator's end stays.
+    assert row["end_reason"] == "forced_close"
+    assert "a connection without a session: closed" in server.log.read_text()
+
+
 def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
     start_dev: Callable[..., DevServer],
 ) -> None:

@@ -424,7 +424,15 @@ def test_manage_connections_only_on_this_apis_connections() -> None:
             holders.add(owner)
             for resource in listed(statement["Resource"]):
                 assert allowed.fullmatch(resource["Fn::Sub"]), resource
-    assert holders == {"SweepRole", "AdminRole"}
+    # The message function closes a connection without a session: DELETE alone.
+    assert holders == {"SweepRole", "AdminRole", "MessageRole"}
+    for owner, statement in statements():
+        if owner == "MessageRole" and "execute-api:ManageConnections" in listed(
+            statement["Action"]
+        ):
+            assert [r["Fn::Sub"].split("/")[-3] for r in listed(statement["Resource"])] == [
+                "DELETE"
+            ]
 
 
 def test_put_events_only_on_this_bus() -> None:

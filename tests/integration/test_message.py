@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +12,11 @@ import psycopg
 import pytest
 
 from functions import message
+from tests import connections_standin
 from tests.conftest import SessionFactory, with_database
 from tests.support import FakeLambdaContext, json_lines, metrics, ws_event
 from tether import runtime
+from tether.handlers.message import CLOSE_WAIT_SECONDS
 from tether.liveness import counts_as_sign_of_life
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -129,6 +132,48 @@ def test_heartbeat_without_a_session_says_gone(db: Conn) -> None:
     assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
         "n": 0
     }
+
+
+def test_a_heartbeat_from_a_connection_whose_session_ended_closes_it(
+    db: Conn, make_session: SessionFactory, lambda_env: pytest.MonkeyPatch
+) -> None:
+    """An operator's forced close whose DeleteConnection failed, or a clean-up with
+    close-orphans --force, ends a session whose client is still connected: the client's
+    next heartbeat closes it, and the end it had stays as it was."""
+    ended = make_session(connection_id="ended=", started_seconds_ago=300, ended_seconds_ago=60)
+    with connections_standin.serve() as gateway:
+        for connection_id in ("ended=", "never="):
+            gateway.set_alive(connection_id)
+        lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", gateway.url)
+        runtime.reset()
+        for connection_id in ("ended=", "never="):
+            response = _send(connection_id, '{"action":"heartbeat"}')
+            assert response["statusCode"] == 410
+        live = make_session(connection_id="live=", started_seconds_ago=300)
+        assert _send("live=", '{"action":"heartbeat"}')["statusCode"] == 200
+    assert gateway.calls == [("DELETE", "ended="), ("DELETE", "never=")]
+    rows = {
+        row["connection_id"]: row
+        for row in db.execute("select * from public.conversation_sessions").fetchall()
+    }
+    assert rows["ended="]["session_end"] == ended["session_end"]
+    assert rows["ended="]["end_reason"] == ended["end_reason"]
+    assert rows["live="]["is_active"] is True and live["is_active"] is True
+    assert set(rows) == {"ended=", "live="}
+
+
+def test_a_heartbeat_without_a_session_waits_briefly_for_a_gateway_that_does_not_answer(
+    lambda_env: pytest.MonkeyPatch,
+) -> None:
+    with connections_standin.serve() as gateway:
+        gateway.silent.add("hung=")
+        lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", gateway.url)
+        runtime.reset()
+        started = time.monotonic()
+        response = _send("hung=", '{"action":"heartbeat"}')
+        waited = time.monotonic() - started
+    assert response["statusCode"] == 410
+    assert waited < CLOSE_WAIT_SECONDS + 2
 
 
 @pytest.mark.usefixtures("lambda_env")

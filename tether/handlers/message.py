@@ -2,7 +2,8 @@
 
 ``{"action": "heartbeat"}`` touches ``last_seen_at`` through the throttled SQL
 function. Malformed JSON or an unknown action answers 400 with a JSON body and
-writes nothing.
+writes nothing. A heartbeat from a connection with no active session closes that
+connection: no connection stays up without its row.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 from tether import runtime
 from tether.aws.observability import add_log_keys, invocation, logger
-from tether.errors import InvalidInputError, TetherError
+from tether.bounded_calls import call_all
+from tether.errors import GatewayError, InvalidInputError, TetherError
 from tether.events import parse_websocket_event
 from tether.lifecycle import HEARTBEAT_ACTION, KNOWN_ACTIONS, heartbeat, parse_action
 from tether.models import TouchOutcome
@@ -43,6 +45,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         return error_response(exc)
 
     if touched.outcome is TouchOutcome.UNKNOWN:
+        _close_sessionless(request.connection_id)
         return respond(410, {"error": "gone", "message": "no active session for this connection"})
     # Every reply says how often to come back: a client library can follow it.
     interval = config.heartbeat_interval_seconds
@@ -55,3 +58,41 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
             "heartbeat_seconds": int(interval) if interval.is_integer() else interval,
         },
     )
+
+
+CLOSE_WAIT_SECONDS = 3.0
+"""How long a heartbeat waits for the gateway to take a close: well within the message
+function's timeout, whatever the client's retries would allow."""
+
+
+def _close_sessionless(connection_id: str) -> None:
+    """Close a connection whose session has ended while it stayed up: an operator's
+    forced close whose DeleteConnection failed, a clean-up with ``close-orphans
+    --force``. Its $disconnect then finds the session already ended and ends nothing.
+    Without an @connections endpoint the gateway's idle timeout closes it."""
+    try:
+        connections = runtime.connections()
+    except TetherError as exc:
+        logger.warning("cannot close a connection without a session", extra={"error": str(exc)})
+        return
+    if connections is None:
+        logger.info("a connection without a session stays open: no @connections endpoint")
+        return
+
+    def close(target: str) -> str:
+        try:
+            return "closed" if connections.delete(target) else "already gone"
+        except GatewayError as exc:
+            return f"refused: {exc}"
+
+    [outcome] = call_all(
+        close, [connection_id], concurrency=1, seconds=CLOSE_WAIT_SECONDS, name="tether-close"
+    )
+    if outcome in ("closed", "already gone"):
+        logger.info("a connection without a session: " + outcome)
+    else:
+        # It stays up until the next heartbeat tries again, or the gateway's idle timeout.
+        logger.warning(
+            "could not close a connection without a session",
+            extra={"error": outcome or f"no answer within {CLOSE_WAIT_SECONDS:g}s"},
+        )
