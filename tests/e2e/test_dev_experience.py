@@ -286,6 +286,22 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
     assert f"iss '{ISSUER}'" in first and "HS256" in first
     assert "s3cret-pw" not in banner
     assert "password=***" in banner
+    third.stop()
+    # Anonymous clients refused: the lines to try carry a token, or both would get 401.
+    closed = start_dev(port=free_port(), env_extra={"TETHER_ALLOW_ANONYMOUS": "false"})
+    said = closed.log.read_text()
+    assert "no token: refused" in said
+    assert f"wscat -c 'ws://127.0.0.1:{closed.port}/?token=$ACCESS_TOKEN'" in said
+    assert 'tether simulate --token "$ACCESS_TOKEN"' in said
+    assert f"wscat -c ws://127.0.0.1:{closed.port} " not in said
+
+    async def as_the_banner_says() -> None:
+        token = sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256")
+        async with connect(f"{closed.ws_url}/?token={token}") as ws:
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv())["action"] == "heartbeat"
+
+    run(as_the_banner_says())
 
 
 def test_a_restart_after_a_crash_says_what_it_left_and_when_it_ends(

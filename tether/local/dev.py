@@ -389,8 +389,16 @@ def _banner(
             f"  {leftovers} session(s) are still marked active from an earlier run; their"
             f" connections are gone, and the sweep ends them within about {bound:g}s"
         )
-    say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
-    say("                tether simulate   (in another terminal)")
+    if config.allow_anonymous:
+        say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
+        say("                tether simulate   (in another terminal)")
+    else:
+        # Without a token both would be refused (401): the lines say where it goes.
+        say(
+            f"  try:          wscat -c '{ws_url}/?token=$ACCESS_TOKEN'"
+            '   (then send {"action": "heartbeat"})'
+        )
+        say('                tether simulate --token "$ACCESS_TOKEN"   (in another terminal)')
     say("  Ctrl-C closes every connection and ends its session")
 
 
