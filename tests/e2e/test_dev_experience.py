@@ -523,6 +523,11 @@ def test_simulate_fails_when_no_client_could_connect(database_url: str, tmp_path
             "--clients", "2", "--duration", "1s", "--settle", "0", *output, cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 1, result.stdout + result.stderr
+        if not output:
+            # Nothing measured: nothing on stdout (it printed a report of "None s").
+            assert result.stdout == ""
+            assert "no client could connect: nothing was measured" in result.stderr
+            assert "client error:" in result.stderr
     assert json.loads(result.stdout)["failed"] == 2
     assert "Traceback" not in result.stderr
 

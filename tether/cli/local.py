@@ -149,6 +149,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         say_json(report.as_dict())
         return outcome
+    if not report.connected:
+        # Nothing was measured: the why goes to stderr, and stdout stays empty, as for
+        # every command that fails.
+        for error in report.errors:
+            sys.stderr.write(f"  client error: {error}\n")
+        sys.stderr.write("tether simulate: no client could connect: nothing was measured\n")
+        return outcome
     latency = report.detection_latency_s
     say(
         f"clients {report.clients}: connected {report.connected}, dropped {report.dropped},"
@@ -163,21 +170,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f" untracked (connected, no session) {report.untracked}"
     )
     say(
-        f"detection latency p50 {latency['p50']} s, p95 {latency['p95']} s,"
-        f" p99 {latency['p99']} s, max {latency['max']} s"
+        f"detection latency p50 {_seconds(latency['p50'])}, p95 {_seconds(latency['p95'])},"
+        f" p99 {_seconds(latency['p99'])}, max {_seconds(latency['max'])}"
     )
     for kind, each in report.detection_latency_by_kind_s.items():
-        say(f"  {kind}: p50 {each['p50']} s, p99 {each['p99']} s, max {each['max']} s")
+        say(
+            f"  {kind}: p50 {_seconds(each['p50'])}, p99 {_seconds(each['p99'])},"
+            f" max {_seconds(each['max'])}"
+        )
     cost = report.cost_per_connection_minute
-    say(
-        f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes,"
-        f" {cost['get_connection_calls']} GetConnection calls"
-    )
+    if cost["heartbeat_writes"] is not None:
+        say(
+            f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes,"
+            f" {cost['get_connection_calls']} GetConnection calls"
+        )
     for error in report.errors:
         say(f"  client error: {error}")
-    if not report.connected:
-        sys.stderr.write("tether simulate: no client could connect: nothing was measured\n")
     return outcome
+
+
+def _seconds(value: float | None) -> str:
+    """A measured time, or a dash where nothing was measured (no session ended)."""
+    return "-" if value is None else f"{value} s"
 
 
 def _ws_url(text: str) -> str:
