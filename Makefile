@@ -72,4 +72,4 @@ sql-contract: $(STAMP)
 # stopped before its data goes (tether/local/clean.py).
 clean:
 	@if test -x $(BIN)/python; then $(BIN)/python -m tether.local.clean; [ $$? -ne 3 ] || exit 1; fi
-	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

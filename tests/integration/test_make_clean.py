@@ -71,8 +71,13 @@ def test_clean_waits_for_the_dev_then_stops_what_a_killed_chaos_run_left(project
         assert f"a tether dev is running in {where}: stop it (Ctrl-C) first" in refused.stderr
         assert (project / ".venv").exists() and embedded.is_running(data)
 
+    # What installing and building leave beside the sources goes too.
+    left = [project / name for name in ("build", "dist", "tether.egg-info", ".hypothesis")]
+    for folder in left:
+        folder.mkdir()
     cleaned = _make_clean(project)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not (project / ".tether").exists() and not (project / ".venv").exists()
+    assert [folder for folder in left if folder.exists()] == []
     postmaster.wait(timeout=30)  # it stopped: its data was not removed from under it
     assert server.started_here
