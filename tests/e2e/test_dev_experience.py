@@ -641,9 +641,19 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
         assert refused.returncode == 1
         assert "has lost its database" in refused.stderr
         assert not embedded.is_running(data)
+        # The dev says so too, once: its checks failing as "unavailable" did not say
+        # that nothing would start it again.
+        deadline = time.monotonic() + 10
+        while "the embedded Postgres has stopped" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    said = log.read_text()
+    assert said.count("the embedded Postgres has stopped") == 1
+    # Its stop at Ctrl-C finds nothing to stop, and says nothing of it.
+    assert "Failed postgres command" not in said
     # With tether dev stopped, a command starts the database for itself alone, and says
     # nothing of it unless asked (-v).
     alone = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)

