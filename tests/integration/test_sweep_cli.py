@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -14,7 +16,7 @@ import pytest
 
 from tests import connections_standin
 from tests.conftest import EventBus, SessionFactory, allow_connections
-from tests.support import run_tether
+from tests.support import TETHER, run_tether
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -410,3 +412,33 @@ def test_commands_on_a_database_without_tether_s_sql_say_to_migrate(
         assert result.returncode == 1, result.stderr
         assert "`tether migrate` applies them" in result.stderr, result.stderr
         assert result.stdout == ""
+
+
+def _ctrl_c_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_says_it_was_heard_and_what_became_of_the_work(database_url: str) -> None:
+    started = subprocess.Popen(  # noqa: S603 - our own console script
+        [
+            TETHER,
+            "sweep",
+            "--keep-checking",
+            "--announce-to",
+            "log",
+            "--database-url",
+            database_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As at a terminal: a job started in the background (CI's, often) inherits
+        # SIGINT ignored, and Python then installs no Ctrl-C handler at all.
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+    time.sleep(3)  # checking, every 10 s, for a minute
+    started.send_signal(signal.SIGINT)
+    out, err = started.communicate(timeout=60)
+    assert started.returncode == 130, err
+    assert "tether sweep: interrupted; what was done is kept" in err
+    assert out == ""

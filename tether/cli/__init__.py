@@ -61,6 +61,10 @@ def _know_own_parsers(parser: argparse.ArgumentParser) -> None:
                 _know_own_parsers(command_parser)
 
 
+# Commands that say, when interrupted, what to do next in their own words.
+_SAY_THEIR_OWN_INTERRUPTION = frozenset({"adopt"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     given = list(sys.argv[1:] if argv is None else argv)
@@ -91,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TetherError as exc:
         return _failed(args, exc)
     except KeyboardInterrupt:
+        if args.command not in _SAY_THEIR_OWN_INTERRUPTION:
+            # Otherwise the prompt comes back with nothing said of what became of the work.
+            sys.stderr.write(
+                f"tether {args.command}: interrupted; what was done is kept, and running it"
+                " again goes on from there\n"
+            )
         return 130
     except Exception as exc:
         # A database error no command mapped itself (a privilege missing, say) is still
