@@ -440,5 +440,5 @@ def test_ctrl_c_says_it_was_heard_and_what_became_of_the_work(database_url: str)
     started.send_signal(signal.SIGINT)
     out, err = started.communicate(timeout=60)
     assert started.returncode == 130, err
-    assert "tether sweep: interrupted; what was done is kept" in err
+    assert "tether sweep: interrupted; what it had done is kept" in err
     assert out == ""

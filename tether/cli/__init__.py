@@ -97,10 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command not in _SAY_THEIR_OWN_INTERRUPTION:
             # Otherwise the prompt comes back with nothing said of what became of the work.
-            sys.stderr.write(
-                f"tether {args.command}: interrupted; what was done is kept, and running it"
-                " again goes on from there\n"
-            )
+            sys.stderr.write(f"tether {args.command}: interrupted; what it had done is kept\n")
         return 130
     except Exception as exc:
         # A database error no command mapped itself (a privilege missing, say) is still
