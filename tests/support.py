@@ -238,14 +238,16 @@ create table public.conversation_sessions (
 """The origin report's table, as the old server created it, with two application columns."""
 
 
-def definer_functions_reading_temporary_types(conn: Any) -> tuple[list[str], list[str]]:
-    """The functions in tether's schemas that run with their owner's rights, and those
-    of them whose search_path lets the caller's temporary types be read first."""
+def functions_reading_temporary_types(conn: Any) -> tuple[list[str], list[str]]:
+    """tether's functions (its schema's, and public's tether_*), and those of them whose
+    search_path lets a caller's temporary types be read first. Every one counts, not only
+    those running with their owner's rights: a helper they call runs with those rights."""
     rows = conn.execute(
         "select p.oid::regprocedure::text as signature,"
         "       coalesce(p.proconfig, '{}') as config"
         " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
-        " where p.prosecdef and n.nspname in ('public', 'tether')"
+        " where p.prokind in ('f', 'p')"
+        "   and (n.nspname = 'tether' or (n.nspname = 'public' and p.proname like 'tether\\_%%'))"
     ).fetchall()
     signatures = [(row["signature"], row["config"]) for row in rows]
     loose = [s for s, config in signatures if "search_path=pg_catalog, pg_temp" not in config]

@@ -37,7 +37,7 @@ from tests.origin_fixture import (
 from tests.support import (
     TETHER,
     FakeLambdaContext,
-    definer_functions_reading_temporary_types,
+    functions_reading_temporary_types,
     run_tether,
     ws_event,
 )
@@ -867,7 +867,7 @@ def test_the_old_server_may_write_as_the_service_role_mid_adoption(adoptable: Ad
     assert rows[sid]["connection_id"] == f"legacy:{sid}"
     with _connect(adoptable.url) as conn:
         # The trigger the old server's writes ran reads none of the writer's own types.
-        definers, loose = definer_functions_reading_temporary_types(conn)
+        definers, loose = functions_reading_temporary_types(conn)
         assert "tether.adoption_sync_row()" in definers
         assert loose == []
         kept = conn.execute(

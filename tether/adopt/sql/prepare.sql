@@ -20,7 +20,7 @@ create or replace function public.tether_uuid_v7() returns uuid
 language sql
 volatile
 parallel safe
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
   select encode(
     set_bit(
