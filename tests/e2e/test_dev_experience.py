@@ -291,13 +291,22 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
     closed = start_dev(port=free_port(), env_extra={"TETHER_ALLOW_ANONYMOUS": "false"})
     said = closed.log.read_text()
     assert "no token: refused" in said
-    assert f"wscat -c 'ws://127.0.0.1:{closed.port}/?token=$ACCESS_TOKEN'" in said
+    # Double quotes: the shell puts the token in.
+    assert f'wscat -c "ws://127.0.0.1:{closed.port}/?token=$ACCESS_TOKEN"' in said
     assert 'tether simulate --token "$ACCESS_TOKEN"' in said
     assert f"wscat -c ws://127.0.0.1:{closed.port} " not in said
 
+    # The address as a shell gives it to wscat, with the token in the environment.
+    token = sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256")
+    [quoted] = re.findall(r"wscat -c (\"[^\"]*\")", said)
+    address = subprocess.run(  # noqa: S603 - the banner's own line, as a user runs it
+        ["sh", "-c", f"printf %s {quoted}"],  # noqa: S607 - the user's shell
+        capture_output=True, text=True, check=True, env={"ACCESS_TOKEN": token},
+    ).stdout  # fmt: skip
+    assert address == f"{closed.ws_url}/?token={token}"
+
     async def as_the_banner_says() -> None:
-        token = sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256")
-        async with connect(f"{closed.ws_url}/?token={token}") as ws:
+        async with connect(address) as ws:
             await ws.send(json.dumps({"action": "heartbeat"}))
             assert json.loads(await ws.recv())["action"] == "heartbeat"
 

@@ -395,7 +395,7 @@ def _banner(
     else:
         # Without a token both would be refused (401): the lines say where it goes.
         say(
-            f"  try:          wscat -c '{ws_url}/?token=$ACCESS_TOKEN'"
+            f'  try:          wscat -c "{ws_url}/?token=$ACCESS_TOKEN"'
             '   (then send {"action": "heartbeat"})'
         )
         say('                tether simulate --token "$ACCESS_TOKEN"   (in another terminal)')
