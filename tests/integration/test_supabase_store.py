@@ -181,6 +181,33 @@ def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable(
         server.server_close()
 
 
+@pytest.mark.parametrize("body", [b"", b"null"])
+def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(body: bytes) -> None:
+    """A proxy answering 200 with an empty body (or null) is not PostgREST: read as no
+    rows, a heartbeat's session would be gone and its live connection closed."""
+
+    class EmptyAnswer(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EmptyAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
+        with pytest.raises(DatabaseUnavailableError, match="no rows array"):
+            store.touch_session("x=", 60)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_concurrent_rpc_ends_exactly_one_wins(
     supabase_url: str, make_session: SessionFactory
 ) -> None:

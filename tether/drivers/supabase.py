@@ -54,6 +54,10 @@ class SupabaseStore(SessionStore):
 
             def remember(response: httpx.Response) -> None:
                 self._statuses.last = response.status_code
+                # Read here (httpx keeps it for the caller): postgrest-py reads an empty
+                # body as no rows, which PostgREST never answers for a function
+                # returning a table.
+                self._statuses.empty = not response.read()
 
             options = SyncClientOptions(
                 httpx_client=httpx.Client(
@@ -72,6 +76,7 @@ class SupabaseStore(SessionStore):
 
         payload = {name: _to_json(value) for name, value in args.items()}
         self._statuses.last = None
+        self._statuses.empty = False
         try:
             response = self._client.rpc(function, payload).execute()
         except APIError as exc:
@@ -80,8 +85,14 @@ class SupabaseStore(SessionStore):
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
         data = response.data
-        if data is None:
-            return []
+        if data is None or (data == [] and getattr(self._statuses, "empty", False)):
+            # Not PostgREST's answer (every tether function returns a table, answered as
+            # a JSON array): a proxy's. Read as no rows, a heartbeat would be told its
+            # session is gone, and its connection closed.
+            status = getattr(self._statuses, "last", None)
+            raise DatabaseUnavailableError(
+                f"{function}: Supabase answered {status} with no rows array, not PostgREST's answer"
+            )
         if not isinstance(data, list):
             raise DatabaseError(f"{function} returned {type(data).__name__}, expected rows")
         return [dict(row) for row in data]
