@@ -16,7 +16,7 @@ from tests import connections_standin
 from tests.conftest import SessionFactory, with_database
 from tests.support import FakeLambdaContext, json_lines, metrics, ws_event
 from tether import runtime
-from tether.handlers.message import CLOSE_WAIT_SECONDS
+from tether.handlers.message import CLOSE_MARGIN_SECONDS, CLOSE_WAIT_SECONDS
 from tether.liveness import counts_as_sign_of_life
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -165,15 +165,27 @@ def test_a_heartbeat_from_a_connection_whose_session_ended_closes_it(
 def test_a_heartbeat_without_a_session_waits_briefly_for_a_gateway_that_does_not_answer(
     lambda_env: pytest.MonkeyPatch,
 ) -> None:
+    """The close is tried, and waited for CLOSE_WAIT_SECONDS at most, or less when the
+    invocation has less time left: its answer must still go out in time."""
     with connections_standin.serve() as gateway:
-        gateway.silent.add("hung=")
+        gateway.silent.update({"hung=", "late="})
         lambda_env.setenv("TETHER_CONNECTIONS_ENDPOINT", gateway.url)
         runtime.reset()
+        runtime.connections()  # built before the clock: the wait, not the set-up, is timed
+        _send("warm=", '{"action":"heartbeat"}')  # the database connection too
         started = time.monotonic()
         response = _send("hung=", '{"action":"heartbeat"}')
         waited = time.monotonic() - started
-    assert response["statusCode"] == 410
-    assert waited < CLOSE_WAIT_SECONDS + 2
+        assert response["statusCode"] == 410
+        assert waited < CLOSE_WAIT_SECONDS + 1.5
+        # An invocation with 2 s left keeps CLOSE_MARGIN_SECONDS of it for its answer.
+        event = ws_event("message_default", "late=", routeKey="$default")
+        event["body"] = '{"action":"heartbeat"}'
+        started = time.monotonic()
+        late = message.lambda_handler(event, FakeLambdaContext(time_limit_seconds=2.0))
+        assert late["statusCode"] == 410
+        assert time.monotonic() - started < 2.0 - CLOSE_MARGIN_SECONDS + 0.9
+        assert ("DELETE", "hung=") in gateway.calls and ("DELETE", "late=") in gateway.calls
 
 
 @pytest.mark.usefixtures("lambda_env")

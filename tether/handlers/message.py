@@ -45,7 +45,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         return error_response(exc)
 
     if touched.outcome is TouchOutcome.UNKNOWN:
-        _close_sessionless(request.connection_id)
+        _close_sessionless(request.connection_id, _close_budget(context))
         return respond(410, {"error": "gone", "message": "no active session for this connection"})
     # Every reply says how often to come back: a client library can follow it.
     interval = config.heartbeat_interval_seconds
@@ -63,9 +63,24 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
 CLOSE_WAIT_SECONDS = 3.0
 """How long a heartbeat waits for the gateway to take a close: well within the message
 function's timeout, whatever the client's retries would allow."""
+CLOSE_MARGIN_SECONDS = 1.0
+"""Kept of the invocation's time for the answer, after a close that could not be made."""
 
 
-def _close_sessionless(connection_id: str) -> None:
+def _close_budget(context: Any) -> float:
+    """The wait for the close: CLOSE_WAIT_SECONDS, or less when the invocation (a cold
+    start, a slow database) has less left than that and its margin."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return CLOSE_WAIT_SECONDS
+    try:
+        left = float(remaining()) / 1000 - CLOSE_MARGIN_SECONDS
+    except (TypeError, ValueError):
+        return CLOSE_WAIT_SECONDS
+    return max(0.0, min(CLOSE_WAIT_SECONDS, left))
+
+
+def _close_sessionless(connection_id: str, seconds: float) -> None:
     """Close a connection whose session has ended while it stayed up: an operator's
     forced close whose DeleteConnection failed, a clean-up with ``close-orphans
     --force``. Its $disconnect then finds the session already ended and ends nothing.
@@ -86,7 +101,7 @@ def _close_sessionless(connection_id: str) -> None:
             return f"refused: {exc}"
 
     [outcome] = call_all(
-        close, [connection_id], concurrency=1, seconds=CLOSE_WAIT_SECONDS, name="tether-close"
+        close, [connection_id], concurrency=1, seconds=seconds, name="tether-close"
     )
     if outcome in ("closed", "already gone"):
         logger.info("a connection without a session: " + outcome)
@@ -94,5 +109,5 @@ def _close_sessionless(connection_id: str) -> None:
         # It stays up until the next heartbeat tries again, or the gateway's idle timeout.
         logger.warning(
             "could not close a connection without a session",
-            extra={"error": outcome or f"no answer within {CLOSE_WAIT_SECONDS:g}s"},
+            extra={"error": outcome or f"no answer within {seconds:g}s"},
         )
