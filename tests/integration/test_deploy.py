@@ -211,12 +211,15 @@ def test_bad_values_are_refused_before_aws_is_asked_anything(
     for flags, says in (
         (("--memory", "5"), "--memory: '5' is not allowed"),
         (("--supabase-url", "http://project.supabase.co"), "--supabase-url: an https://"),
+        # A secret's value where its reference belongs is not repeated.
+        (("--parameter", "JwtSecret=mysupersecretjwt"), "the value given is not allowed"),
     ):
         code = main([*deploy_args(nowhere, verifying=False), "--region", "us-east-1", *flags])
         said = capsys.readouterr()
         assert code == 2, said.err
         assert says in said.err
         assert said.out == ""
+        assert "mysupersecretjwt" not in said.err
 
 
 def test_bad_input_is_refused_before_anything_changes(

@@ -294,6 +294,9 @@ FLAG_OF_PARAMETER = {
 }
 
 
+_SECRET_PARAMETERS = frozenset({"DatabaseSecret", "JwtSecret", "OperatorKeySecret"})
+
+
 def _check_template_constraints(template: str, parameters: dict[str, str]) -> None:
     """What CloudFormation would refuse only after the build and the upload, refused now:
     each value against the template's own AllowedPattern, AllowedValues and bounds."""
@@ -304,7 +307,9 @@ def _check_template_constraints(template: str, parameters: dict[str, str]) -> No
         why = None if value is None else constraint.refusal(value)
         if why:
             flag = FLAG_OF_PARAMETER.get(key, f"--parameter {key}")
-            raise InvalidInputError(f"{flag}: {value!r} is not allowed: {why}")
+            # A secret's reference may be the secret itself, given by mistake.
+            shown = "the value given" if key in _SECRET_PARAMETERS else repr(value)
+            raise InvalidInputError(f"{flag}: {shown} is not allowed: {why}")
 
 
 def _top_level_names(source: bytes) -> set[str] | None:
