@@ -88,6 +88,12 @@ _NOT_MIGRATED = (
     " (tether's migrations are not all applied to this database: `tether migrate` applies"
     " them, or says what stops it)"
 )
+# Through PostgREST, also a schema cache older than the migrations.
+_NOT_MIGRATED_OR_NOT_RELOADED = (
+    " (tether's migrations are not all applied to this database, or PostgREST has not"
+    " reloaded its schema since: `tether migrate` applies them, and"
+    " `notify pgrst, 'reload schema'` reloads it)"
+)
 
 
 def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
@@ -97,7 +103,7 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
         return InvalidInputError(message)
     if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
         return DatabaseUnavailableError(message)
-    if sqlstate == "42883" and "tether_" in message:
+    if sqlstate == "42883" and "function public.tether_" in message:
         return DatabaseError(f"{sqlstate}: {message}{_NOT_MIGRATED}")
     # A client-side error has no SQLSTATE: its message alone, not "unknown: ...".
     return DatabaseError(f"{sqlstate}: {message}" if sqlstate else message)
@@ -136,6 +142,10 @@ def error_from_postgrest(payload: dict[str, Any], *, status: int | None = None) 
         return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.
     if code is not None and code.startswith("PGRST"):
-        missing = _NOT_MIGRATED if code == "PGRST202" and "tether_" in message else ""
+        missing = (
+            _NOT_MIGRATED_OR_NOT_RELOADED
+            if code == "PGRST202" and "function public.tether_" in message
+            else ""
+        )
         return DatabaseError(f"{code}: {message}{missing}")
     return error_for_sqlstate(code, message)

@@ -65,7 +65,12 @@ def test_a_missing_tether_function_says_to_migrate() -> None:
         {"code": "PGRST202", "message": "Could not find the function public.tether_touch_v9"}
     )
     assert "`tether migrate` applies them" in str(through_postgrest)
-    assert "tether migrate" not in str(error_for_sqlstate("42883", "function public.f()"))
+    assert "notify pgrst, 'reload schema'" in str(through_postgrest)
+    for other in (
+        "function public.f()",
+        "operator does not exist: public.tether_end_reason = integer",
+    ):
+        assert "tether migrate" not in str(error_for_sqlstate("42883", other))
 
 
 @pytest.mark.parametrize(
