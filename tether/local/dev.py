@@ -652,7 +652,11 @@ async def _watch_embedded(server: uvicorn.Server, database: embedded.EmbeddedPos
     stopped = False
     while not server.should_exit:
         await asyncio.sleep(CLAIM_CHECK_SECONDS)
-        running = await asyncio.to_thread(embedded.is_running, database.data_dir)
+        try:
+            running = await asyncio.to_thread(embedded.is_running, database.data_dir)
+        except Exception:  # a bug must not end the watch: it looks again
+            logger.exception("checking the embedded Postgres failed")
+            continue
         if not running and not stopped:
             logger.error(
                 "the embedded Postgres has stopped: connections are refused (503) and the"
