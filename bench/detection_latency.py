@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,15 @@ def run(mode: Run) -> dict[str, Entry]:
     tether = str(Path(sys.executable).with_name("tether"))
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TETHER_DATABASE_URL"}}
     env["TETHER_ALLOW_ANONYMOUS"] = "true"
-    with scratch_database("detection") as url:
+    # tether dev runs one per folder: this one's own, since the others run beside it.
+    with scratch_database("detection") as url, tempfile.TemporaryDirectory() as folder:
         port = _free_port()
         dev = subprocess.Popen(
             [tether, "dev", "--port", str(port), "--database-url", url, "--disconnect-loss", "1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            cwd=folder,
         )
         try:
             deadline = time.monotonic() + 120

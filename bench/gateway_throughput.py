@@ -73,6 +73,9 @@ def _pgbench_tps(url: str) -> float:
 
 
 _LOG = tempfile.TemporaryFile()  # noqa: SIM115 - tether dev's log, kept for the process
+# tether dev runs one per folder: this one's own, so the detection benchmark's, running
+# beside it, is not taken for it.
+_FOLDER = tempfile.TemporaryDirectory(prefix="tether-bench-gateway-")
 
 
 def _start_dev(url: str, port: int) -> subprocess.Popen[bytes]:
@@ -86,6 +89,7 @@ def _start_dev(url: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=_LOG,
         env=env,
+        cwd=_FOLDER.name,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
