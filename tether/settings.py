@@ -249,10 +249,33 @@ class Settings(BaseModel):
             )
 
 
+# Bounds on a duration, in the words its flags and settings take (10m, not 600).
+_BOUND_WORDS = {
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+}
+
+
+def _duration_bound(item: Any) -> str | None:
+    """A bound a duration setting broke, said as a duration: "at most 10m (600 s)"."""
+    words = _BOUND_WORDS.get(str(item.get("type")))
+    name = str(item["loc"][-1]) if item.get("loc") else ""
+    bound = (item.get("ctx") or {}).get(words[0]) if words else None
+    if words is None or not name.endswith("_seconds") or not isinstance(bound, int | float):
+        return None
+    from tether.durations import format_duration  # noqa: PLC0415 - only on a refusal
+
+    if bound == 0:
+        return f"{words[1]} 0"
+    return f"{words[1]} {format_duration(float(bound))} ({bound:g} s)"
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        message = str(item["msg"]).removeprefix("Value error, ")
+        message = _duration_bound(item) or str(item["msg"]).removeprefix("Value error, ")
         if item["loc"]:
             message = "TETHER_" + "_".join(str(p) for p in item["loc"]).upper() + f": {message}"
         parts.append(message)

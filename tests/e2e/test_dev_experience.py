@@ -249,6 +249,13 @@ def test_a_duration_of_nothing_is_refused_with_the_usage(flag: str, tmp_path: Pa
     assert not (tmp_path / ".tether").exists()
 
 
+def test_a_gateway_limit_beyond_api_gateway_s_is_refused_in_durations(tmp_path: Path) -> None:
+    result = run_tether("dev", "--idle-timeout", "3h", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "--idle-timeout: at most 10m (600 s)" in result.stderr
+    assert not (tmp_path / ".tether").exists()
+
+
 def test_a_check_every_longer_than_the_sweep_interval_is_refused_not_shortened(
     tmp_path: Path,
 ) -> None:

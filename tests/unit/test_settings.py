@@ -47,6 +47,30 @@ def test_bad_values_name_the_setting(
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        # A duration out of bounds is said as a duration, not pydantic's "Input should
+        # be less than or equal to 600".
+        ("TETHER_IDLE_TIMEOUT_SECONDS", "3600", "TETHER_IDLE_TIMEOUT_SECONDS: at most 10m (600 s)"),
+        (
+            "TETHER_MAX_DURATION_SECONDS",
+            "10800",
+            "TETHER_MAX_DURATION_SECONDS: at most 2h (7200 s)",
+        ),
+        ("TETHER_IDLE_TIMEOUT_SECONDS", "0", "TETHER_IDLE_TIMEOUT_SECONDS: more than 0"),
+    ],
+)
+def test_a_duration_out_of_bounds_is_said_as_a_duration(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert says in str(refused.value)
+    assert "Input should be" not in str(refused.value)
+
+
 def test_supabase_url_gives_issuer_and_jwks_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
     settings = load_settings()
