@@ -51,7 +51,7 @@ def check(url: str) -> str:
                 "the database URL has more than one '@' before its host: write an '@' in the"
                 " user name or password as %40"
             )
-        return cleaned
+        return _readable(cleaned)
     head = cleaned.split("://", 1)[0] if "://" in cleaned else None
     # A scheme is what comes before "://" when nothing there is a key=value pair's
     # (host=db password=a://b is a connection string, and its text is not repeated).
@@ -61,12 +61,40 @@ def check(url: str) -> str:
             f"the database URL must start with postgresql:// or postgres://, not {scheme[:20]}://"
         )
     if "=" in cleaned:
-        return cleaned  # a libpq key=value connection string
+        return _readable(cleaned)  # a libpq key=value connection string
     # The example names no password in URL form: scrubbed, it would read user:***@host.
     raise ConfigurationError(
         "the database URL must look like postgresql://user@host:5432/dbname (with"
         " user:password@host where it needs a password)"
     )
+
+
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _readable(conninfo: str) -> str:
+    """The connection string, if libpq can read it and its port and sslmode are values
+    libpq takes: else refused now, as bad input, rather than failing to connect later
+    as if the database were down. Nothing given is repeated (a password may be in it)."""
+    from psycopg import ProgrammingError  # noqa: PLC0415 - only the commands check URLs
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except ProgrammingError:
+        raise ConfigurationError(
+            "the database URL cannot be read (a quote or an escape out of place?)"
+        ) from None
+    for port in str(params.get("port") or "").split(","):
+        # One port per host; an empty one is the default (5432).
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigurationError("the database URL's port must be a number from 1 to 65535")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in _SSL_MODES:
+        raise ConfigurationError(
+            f"the database URL's sslmode must be one of {', '.join(_SSL_MODES)}"
+        )
+    return conninfo
 
 
 def _at_in_host(url: str) -> bool:

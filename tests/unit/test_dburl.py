@@ -14,6 +14,12 @@ def test_a_postgres_url_passes_stripped() -> None:
     assert check(f"  {URL}\n") == URL
     assert check("postgres://u@h/db") == "postgres://u@h/db"
     assert check("host=/tmp dbname=x") == "host=/tmp dbname=x"
+    # Several hosts, each with its port (or the default), as libpq takes them.
+    for url in (
+        "postgresql://u@h1:5432,h2:5433/db",
+        "postgresql://u@h1:5432,h2/db?sslmode=require",
+    ):
+        assert check(url) == url
 
 
 @pytest.mark.parametrize(
@@ -24,6 +30,13 @@ def test_a_postgres_url_passes_stripped() -> None:
         ("https://app:hunter2pass@h/db", "not https://"),
         ("just-a-word", "postgresql://user@host"),
         ("   ", "empty"),
+        # Values libpq would refuse only when connecting, as if the database were down.
+        ("postgresql://app:hunter2pass@h:notaport/db", "port must be a number from 1 to"),
+        ("postgresql://app:hunter2pass@h:99999/db", "port must be a number from 1 to"),
+        ("postgresql://app:hunter2pass@h/db?port=0", "port must be a number from 1 to"),
+        ("host=h port=x password=hunter2pass", "port must be a number from 1 to"),
+        ("postgresql://app:hunter2pass@h/db?sslmode=bogus", "sslmode must be one of"),
+        ("host=h password='hunter2pass", "cannot be read"),
     ],
 )
 def test_other_urls_are_refused_without_echoing_them(url: str, says: str) -> None:
