@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -159,50 +160,43 @@ def test_a_database_outage_behind_postgrest_is_database_unavailable(
 def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable(
     status: int, kind: str, page: bytes
 ) -> None:
-    class BadGateway(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet."""
-
-        def do_POST(self) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BadGateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
-        with pytest.raises(DatabaseUnavailableError, match=str(status)):
-            store.end_session("x=", "gone")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        _answering(status, kind, page) as store,
+        pytest.raises(DatabaseUnavailableError, match=str(status)),
+    ):
+        store.end_session("x=", "gone")
 
 
 @pytest.mark.parametrize("body", [b"", b"null"])
 def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(body: bytes) -> None:
     """A proxy answering 200 with an empty body (or null) is not PostgREST: read as no
     rows, a heartbeat's session would be gone and its live connection closed."""
+    with (
+        _answering(200, "application/json", body) as store,
+        pytest.raises(DatabaseUnavailableError, match="no rows array"),
+    ):
+        store.touch_session("x=", 60)
 
-    class EmptyAnswer(BaseHTTPRequestHandler):
+
+@contextmanager
+def _answering(status: int, kind: str, body: bytes) -> Iterator[SupabaseStore]:
+    """A store whose every call a proxy in front of PostgREST answers with this."""
+
+    class Proxy(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             """Quiet."""
 
         def do_POST(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EmptyAnswer)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
-        with pytest.raises(DatabaseUnavailableError, match="no rows array"):
-            store.touch_session("x=", 60)
+        yield SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
     finally:
         server.shutdown()
         server.server_close()
