@@ -222,6 +222,13 @@ def _settle_after_cold_start() -> None:
         gc.set_threshold(WARM_GC_THRESHOLD, *older)
 
 
+def remaining_seconds(context: Any) -> float | None:
+    """What the Lambda context says is left of the invocation; None from a caller that
+    passes no context able to say."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return float(remaining()) / 1000 if callable(remaining) else None
+
+
 def invocation(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
     """The prologue of every entry point: clean per-invocation log keys, the Lambda
     context's request id as the correlation id, and the cold start flag."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tether import runtime
-from tether.aws.observability import add_log_keys, invocation, logger
+from tether.aws.observability import add_log_keys, invocation, logger, remaining_seconds
 from tether.bounded_calls import call_all
 from tether.errors import GatewayError, InvalidInputError, TetherError
 from tether.events import parse_websocket_event
@@ -70,14 +70,10 @@ CLOSE_MARGIN_SECONDS = 1.0
 def _close_budget(context: Any) -> float:
     """The wait for the close: CLOSE_WAIT_SECONDS, or less when the invocation (a cold
     start, a slow database) has less left than that and its margin."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if not callable(remaining):
+    left = remaining_seconds(context)
+    if left is None:
         return CLOSE_WAIT_SECONDS
-    try:
-        left = float(remaining()) / 1000 - CLOSE_MARGIN_SECONDS
-    except (TypeError, ValueError):
-        return CLOSE_WAIT_SECONDS
-    return max(0.0, min(CLOSE_WAIT_SECONDS, left))
+    return max(0.0, min(CLOSE_WAIT_SECONDS, left - CLOSE_MARGIN_SECONDS))
 
 
 def _close_sessionless(connection_id: str, seconds: float) -> None:

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether import runtime
-from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
+from tether.aws.observability import (
+    add_log_keys,
+    emit_metric,
+    invocation,
+    logger,
+    remaining_seconds,
+)
 from tether.dburl import hide_secrets
 from tether.errors import FinalizerError, InvalidInputError
 from tether.loading import load_callable
@@ -84,10 +90,10 @@ LEASE_MARGIN_SECONDS = 5.0
 
 
 def _lease_seconds(configured: float, context: Any) -> float:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
+    left = remaining_seconds(context)
+    if left is None:
         return configured
-    return max(configured, float(remaining()) / 1000 + LEASE_MARGIN_SECONDS)
+    return max(configured, left + LEASE_MARGIN_SECONDS)
 
 
 def _as_recorded(store: SessionStore, detail: SessionEnded) -> SessionEnded:
