@@ -261,9 +261,10 @@ _BOUND_WORDS = {
 def _duration_bound(item: Any) -> str | None:
     """A bound a duration setting broke, said as a duration: "at most 10m (600 s)"."""
     words = _BOUND_WORDS.get(str(item.get("type")))
-    name = str(item["loc"][-1]) if item.get("loc") else ""
-    bound = (item.get("ctx") or {}).get(words[0]) if words else None
-    if words is None or not name.endswith("_seconds") or not isinstance(bound, int | float):
+    if words is None or not item.get("loc") or not str(item["loc"][-1]).endswith("_seconds"):
+        return None
+    bound = (item.get("ctx") or {}).get(words[0])
+    if not isinstance(bound, int | float):
         return None
     from tether.durations import format_duration  # noqa: PLC0415 - only on a refusal
 

@@ -30,13 +30,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
-    if args.dry_run and (args.keep_checking or args.metrics):
-        given = " and ".join(
-            flag
-            for flag, on in (("--keep-checking", args.keep_checking), ("--metrics", args.metrics))
-            if on
+    running = [
+        flag
+        for flag, on in (("--keep-checking", args.keep_checking), ("--metrics", args.metrics))
+        if on
+    ]
+    if args.dry_run and running:
+        raise InvalidInputError(
+            f"--dry-run counts once and runs nothing: it takes no {' and '.join(running)}"
         )
-        raise InvalidInputError(f"--dry-run counts once and runs nothing: it takes no {given}")
     config = installed_settings(args)
     if args.dry_run:
         policy = SweepPolicy.from_settings(config)

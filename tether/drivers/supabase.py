@@ -80,18 +80,17 @@ class SupabaseStore(SessionStore):
         try:
             response = self._client.rpc(function, payload).execute()
         except APIError as exc:
-            status = getattr(self._statuses, "last", None)
-            raise error_from_postgrest(exc.json(), status=status) from exc
+            raise error_from_postgrest(exc.json(), status=self._statuses.last) from exc
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
         data = response.data
-        if data is None or (data == [] and getattr(self._statuses, "empty", False)):
+        if data is None or (data == [] and self._statuses.empty):
             # Not PostgREST's answer (every tether function returns a table, answered as
             # a JSON array): a proxy's. Read as no rows, a heartbeat would be told its
             # session is gone, and its connection closed.
-            status = getattr(self._statuses, "last", None)
             raise DatabaseUnavailableError(
-                f"{function}: Supabase answered {status} with no rows array, not PostgREST's answer"
+                f"{function}: Supabase answered {self._statuses.last} with no rows array,"
+                " not PostgREST's answer"
             )
         if not isinstance(data, list):
             raise DatabaseError(f"{function} returned {type(data).__name__}, expected rows")
