@@ -91,6 +91,11 @@ def _timestamp(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+def _uuid(value: object) -> UUID:
+    """A uuid column as psycopg gives it (a UUID) or as PostgREST does (its text)."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
 def _finite(name: str, value: float) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -229,7 +234,7 @@ class SessionStore(ABC):
                 "p_ended_ats": [ended_at[i] for i in ids],
             },
         )
-        return {row["session_id"]: str(row["connection_id"]) for row in rows}
+        return {_uuid(row["session_id"]): str(row["connection_id"]) for row in rows}
 
     def settle_gone(
         self, session_ids: Iterable[UUID], *, settle_seconds: float

@@ -104,6 +104,20 @@ def test_queue_and_stale_sweep_through_rpc(
         postgres_store.close()
 
 
+def test_the_sweep_s_intents_come_back_keyed_by_session_id(
+    supabase_store: SupabaseStore, make_session: SessionFactory
+) -> None:
+    """The sweep closes at the gateway what intend_end returns, looked up by session id.
+    PostgREST answers ids as text; read as text, no intent matched its session, and
+    every silent client looked alive after all."""
+    silent = make_session(started_seconds_ago=600, seen_seconds_ago=300)
+    session_id = uuid.UUID(str(silent["session_id"]))
+    intended = supabase_store.intend_end(
+        EndReason.HEARTBEAT_TIMEOUT, {session_id: datetime.now(UTC)}
+    )
+    assert intended == {session_id: silent["connection_id"]}
+
+
 def test_bad_input_maps_to_the_same_typed_errors(
     supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
 ) -> None:
