@@ -103,8 +103,15 @@ def _handler_for(database_url: str, jwt_secret: str) -> type[BaseHTTPRequestHand
                             for name in args
                         ),
                     )
+                    # A JSON argument is passed on as its text, as PostgREST does.
+                    values = {
+                        name: json.dumps(value)
+                        if types[name] in ("json", "jsonb") and value is not None
+                        else value
+                        for name, value in args.items()
+                    }
                     conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
-                    row = conn.execute(call, args).fetchone()
+                    row = conn.execute(call, values).fetchone()
             except psycopg.Error as exc:
                 self._reply(
                     400,

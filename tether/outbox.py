@@ -76,7 +76,7 @@ def announce_and_mark(
             result.unrecorded = list(result.announced)
     if result.failed:
         try:
-            store.release_announcements(result.failed)
+            store.release_announcements(_claims_held(sessions, result.failed))
         except DatabaseUnavailableError:
             # Still queued: they are retried once their lease runs out instead of at once.
             logger.warning(
@@ -84,6 +84,17 @@ def announce_and_mark(
                 extra={"sessions": len(result.failed)},
             )
     return result
+
+
+def _claims_held(sessions: Sequence[SessionEnded], failed: Sequence[UUID]) -> dict[UUID, int]:
+    """Each failed end by the claim count it was claimed with: an end just made was
+    queued leased to its caller before any claim, so its own try holds claim 0."""
+    refused = set(failed)
+    return {
+        session.session_id: session.claim_count if isinstance(session, QueuedSession) else 0
+        for session in sessions
+        if session.session_id in refused
+    }
 
 
 @dataclass

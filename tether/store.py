@@ -52,16 +52,16 @@ CLAIM_UNANNOUNCED = "tether_claim_unannounced_v2"
 MARK_ANNOUNCED = "tether_mark_announced_v1"
 BEGIN_FINALIZE = "tether_begin_finalize_v2"
 FINISH_FINALIZE = "tether_finish_finalize_v2"
-INTEND_END = "tether_intend_end_v1"
+INTEND_END = "tether_intend_end_v2"
 SETTLE_GONE = "tether_settle_gone_v1"
 CLAIM_SUSPECTS = "tether_claim_suspects_v1"
-SETTLE_SUSPECTS = "tether_settle_suspects_v1"
-CLOSE_ORPHANS = "tether_close_orphans_v1"
-RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v1"
-ORPHAN_SUMMARY = "tether_orphan_summary_v1"
-SWEEP_PREVIEW = "tether_sweep_preview_v1"
+SETTLE_SUSPECTS = "tether_settle_suspects_v2"
+CLOSE_ORPHANS = "tether_close_orphans_v2"
+RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v2"
+ORPHAN_SUMMARY = "tether_orphan_summary_v2"
+SWEEP_PREVIEW = "tether_sweep_preview_v2"
 SESSION_HEALTH = "tether_session_health_v2"
-RECORD_SWEEP = "tether_record_sweep_v1"
+RECORD_SWEEP = "tether_record_sweep_v2"
 # The operators' API, page and commands.
 LIST_SESSIONS = "tether_list_sessions_v1"
 GET_SESSION = "tether_get_session_v1"
@@ -193,17 +193,23 @@ class SessionStore(ABC):
         )
         return _QUEUED_SESSIONS.validate_python(rows)
 
-    def _for_sessions(self, function: str, session_ids: Iterable[UUID]) -> int:
-        ids: Sequence[UUID] = list(session_ids)
-        return len(self.call(function, {"p_session_ids": ids})) if ids else 0
-
     def mark_announced(self, session_ids: Iterable[UUID]) -> int:
         """Record that EventBridge accepted these; how many were newly marked."""
-        return self._for_sessions(MARK_ANNOUNCED, session_ids)
+        ids: Sequence[UUID] = list(session_ids)
+        return len(self.call(MARK_ANNOUNCED, {"p_session_ids": ids})) if ids else 0
 
-    def release_announcements(self, session_ids: Iterable[UUID]) -> int:
-        """Let the next sweep retry these at once (their announcement failed)."""
-        return self._for_sessions(RELEASE_ANNOUNCEMENTS, session_ids)
+    def release_announcements(self, claims: Mapping[UUID, int]) -> int:
+        """Let the next sweep retry these at once (their announcement failed): each end
+        by the claim count it was claimed with (0 for the end's own try). An end claimed
+        since by another announcer stays theirs. How many were released."""
+        if not claims:
+            return 0
+        ids = list(claims)
+        rows = self.call(
+            RELEASE_ANNOUNCEMENTS,
+            {"p_session_ids": ids, "p_claim_counts": [int(claims[i]) for i in ids]},
+        )
+        return len(rows)
 
     def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeClaim:
         rows = self.call(

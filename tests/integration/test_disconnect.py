@@ -203,6 +203,29 @@ def test_put_events_failing_keeps_the_end_and_queues_the_announcement(
     assert event_bus.received(wait_seconds=0) == []
 
 
+def test_a_refused_announcement_is_retried_at_once_and_counted_as_a_redelivery(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _open("refused=")
+    lambda_env.setenv("TETHER_EVENT_BUS_NAME", "no-such-bus")
+    runtime.reset()
+    assert _disconnect("refused=")["statusCode"] == 200
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted.get("AnnouncementsDeferred") == 1
+
+    # The bus is back. The end's lease (60 s by default) was released when EventBridge
+    # refused, so the next sweep announces it now, and says it was a second try.
+    lambda_env.setenv("TETHER_EVENT_BUS_NAME", event_bus.name)
+    runtime.reset()
+    # One check: the run has a second past its margin, less than its cadence.
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert report["redelivered"] == 1
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted.get("AnnouncementsRedelivered") == 1
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["refused="]
+
+
 @pytest.fixture
 def hanging_up_endpoint() -> Iterator[str]:
     """An endpoint that takes each connection and drops it unanswered, as a load

@@ -57,7 +57,7 @@ def _every_call(store: SessionStore, tag: str) -> None:
     store.open_session(OpenSessionRequest(connection_id=f"{tag}-b"))
     failed = store.end_session(f"{tag}-b", EndReason.CLIENT_DISCONNECT).session
     assert failed is not None
-    store.release_announcements([failed.session_id])
+    store.release_announcements({failed.session_id: 0})
     store.claim_unannounced(limit=5, lease_seconds=30)
     store.close_stale(idle_seconds=3600, max_age_seconds=7200)
     live = [

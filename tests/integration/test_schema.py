@@ -132,6 +132,24 @@ def test_tables_and_columns_are_commented(db: Conn) -> None:
     assert {"is_active", "duration_seconds", "connection_id", "last_seen_at", "end_reason"} <= names
 
 
+def test_every_function_of_the_sql_api_says_what_it_does(db: Conn) -> None:
+    """`\\df+` and Supabase's dashboard show a function's comment: each versioned one has
+    one, a superseded one naming its successor."""
+    rows = db.execute(
+        r"""
+        select p.proname, obj_description(p.oid, 'pg_proc') as comment from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'public' and p.proname ~ '^tether_.*_v[0-9]+$'
+          and p.proname <> 'tether_uuid_v7'
+        """
+    ).fetchall()
+    assert len(rows) >= 30
+    assert [r["proname"] for r in rows if not r["comment"]] == []
+    comments = {str(r["proname"]): str(r["comment"]) for r in rows}
+    for name in ("settle_suspects", "release_announcements", "orphan_summary", "sweep_preview"):
+        assert f"Superseded by tether_{name}_v2" in comments[f"tether_{name}_v1"]
+
+
 # --- the hot queries use the partial indexes -------------------------------------
 
 

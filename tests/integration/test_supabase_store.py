@@ -118,6 +118,39 @@ def test_the_sweep_s_intents_come_back_keyed_by_session_id(
     assert intended == {session_id: silent["connection_id"]}
 
 
+def test_the_sweep_s_and_the_commands_calls_through_rpc(
+    supabase_store: SupabaseStore, make_session: SessionFactory
+) -> None:
+    """Arrays of ids, times and counts, JSON reports and ranges reach the SQL functions
+    through PostgREST as they do through psycopg."""
+    silent, alive, orphan = (
+        uuid.UUID(str(make_session(started_seconds_ago=age, seen_seconds_ago=seen)["session_id"]))
+        for age, seen in ((600, 300), (600, 300), (3 * 86400, 86400))
+    )
+    preview = supabase_store.sweep_preview(
+        idle_seconds=3600, max_age_seconds=7200, silent_seconds=20
+    )
+    assert (preview.past_max_age, preview.suspects) == (1, 2)
+
+    seen = datetime.now(UTC) - timedelta(seconds=5)
+    assert supabase_store.settle_suspects({alive: seen, silent: None}) == 2
+
+    assert supabase_store.orphan_summary(older_than_seconds=86400).orphans == 1
+    assert supabase_store.close_orphans(older_than_seconds=86400, limit=10) == 1
+    claimed = supabase_store.claim_unannounced(limit=10, lease_seconds=600)
+    assert [s.session_id for s in claimed] == [orphan]
+    assert supabase_store.release_announcements({orphan: 0}) == 0  # not the claim in force
+    assert supabase_store.release_announcements({orphan: 1}) == 1
+
+    started = supabase_store.record_sweep(idle_limit_seconds=600, max_age_seconds=7200)
+    finished = supabase_store.record_sweep(
+        idle_limit_seconds=600, max_age_seconds=7200, report={"ended": 1}, started_at=started
+    )
+    assert finished >= started
+    with pytest.raises(InvalidInputError, match="at most 31622400 seconds"):
+        supabase_store.orphan_summary(older_than_seconds=10**9)
+
+
 def test_bad_input_maps_to_the_same_typed_errors(
     supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
 ) -> None:
