@@ -224,6 +224,31 @@ def test_a_bad_setting_from_the_environment_is_named_as_the_environment_names_it
     assert not (tmp_path / ".tether").exists()
 
 
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        # The grace nobody set is named by the flag that changes it, not by its field.
+        (
+            {"TETHER_HEARTBEAT_INTERVAL_SECONDS": "9999"},
+            "--heartbeat-grace (30) must be more than TETHER_HEARTBEAT_INTERVAL_SECONDS (9999)",
+        ),
+        (
+            {"TETHER_HEARTBEAT_INTERVAL_SECONDS": "25", "TETHER_HEARTBEAT_GRACE_SECONDS": "20"},
+            "TETHER_HEARTBEAT_GRACE_SECONDS (20) must be more than"
+            " TETHER_HEARTBEAT_INTERVAL_SECONDS (25)",
+        ),
+    ],
+)
+def test_settings_that_disagree_are_named_as_the_user_can_change_them(
+    env: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    result = run_tether("dev", cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 1  # the environment's, not refused flags
+    assert said in result.stderr
+    assert "_seconds" not in result.stderr
+    assert not (tmp_path / ".tether").exists()
+
+
 def test_an_operator_key_no_client_could_send_is_refused_before_a_database_starts(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -73,18 +74,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
         message_rate=args.message_rate,
         fault_file=Path(args.fault_file) if args.fault_file else None,
     )
-    # A setting is named by its flag only when the flag gave it: one read from the
-    # environment keeps the environment's name.
+    given = {
+        flag
+        for flag in _DEV_SETTING_FLAGS.values()
+        if flag.startswith("--") and getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    # A setting read from the environment keeps the environment's name; any other is
+    # named by its flag, the way to change it here (a default included).
     named = {
         setting: name
+        if name in given or f"TETHER_{setting.upper()}" not in os.environ
+        else f"TETHER_{setting.upper()}"
         for setting, name in _DEV_SETTING_FLAGS.items()
-        if not name.startswith("--") or getattr(args, name[2:].replace("-", "_")) is not None
     }
     try:
         return run(options, say)
     except ConfigurationError as exc:
         message = in_flags(str(exc), named)
-        if any(name in message for name in named.values() if name.startswith("--")):
+        if any(flag in message for flag in given):
             # The flags asked for what the settings refuse: refused input (exit 2).
             raise InvalidInputError(message) from None
         raise ConfigurationError(message) from None
