@@ -189,17 +189,20 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _heartbeats_agree(self) -> Settings:
+        # Named as the environment names them; a command renames its flags' settings.
         interval = self.heartbeat_interval_seconds
         if self.heartbeat_throttle_seconds >= interval:
             raise ValueError(
-                f"heartbeat_throttle_seconds ({self.heartbeat_throttle_seconds:g}) must be under"
-                f" heartbeat_interval_seconds ({interval:g}), or heartbeats would not all count"
+                f"TETHER_HEARTBEAT_THROTTLE_SECONDS ({self.heartbeat_throttle_seconds:g}) must be"
+                f" under TETHER_HEARTBEAT_INTERVAL_SECONDS ({interval:g}), or heartbeats would"
+                " not all count"
             )
         grace = self.heartbeat_grace_seconds
         if grace is not None and grace <= interval:
             raise ValueError(
-                f"heartbeat_grace_seconds ({grace:g}) must be more than"
-                f" heartbeat_interval_seconds ({interval:g}), or live clients would be cut off"
+                f"TETHER_HEARTBEAT_GRACE_SECONDS ({grace:g}) must be more than"
+                f" TETHER_HEARTBEAT_INTERVAL_SECONDS ({interval:g}), or live clients would be"
+                " cut off"
             )
         return self
 

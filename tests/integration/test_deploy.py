@@ -271,7 +271,10 @@ def test_bad_input_is_refused_before_anything_changes(
     )
     for flags, says in (
         (("--heartbeat-interval", "30s"), "--heartbeat-grace (30) must be more than"),
-        (("--heartbeat-interval", "10s"), "heartbeat_throttle_seconds (10) must be under"),
+        (
+            ("--heartbeat-interval", "10s"),
+            "the heartbeat throttle (10) must be under --heartbeat-interval (10)",
+        ),
         (("--check-every", "2m"), "must not be longer than the sweep's period"),
         (("--check-every", "0.4s"), "--check-every: whole seconds only, got 0.4s"),
     ):

@@ -71,6 +71,32 @@ def test_a_duration_out_of_bounds_is_said_as_a_duration(
     assert "Input should be" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        (
+            {"TETHER_HEARTBEAT_INTERVAL_SECONDS": "9999"},
+            "TETHER_HEARTBEAT_GRACE_SECONDS (30) must be more than"
+            " TETHER_HEARTBEAT_INTERVAL_SECONDS (9999)",
+        ),
+        (
+            {"TETHER_HEARTBEAT_INTERVAL_SECONDS": "8", "TETHER_HEARTBEAT_GRACE_SECONDS": "off"},
+            "TETHER_HEARTBEAT_THROTTLE_SECONDS (10) must be under"
+            " TETHER_HEARTBEAT_INTERVAL_SECONDS (8)",
+        ),
+    ],
+)
+def test_settings_that_disagree_are_named_as_the_environment_names_them(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], says: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert says in str(refused.value)
+    assert "_seconds" not in str(refused.value)
+
+
 def test_supabase_url_gives_issuer_and_jwks_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
     settings = load_settings()

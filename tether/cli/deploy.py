@@ -386,6 +386,8 @@ _SETTING_FLAGS = {
     "suspect_after_seconds": "--suspect-after",
     "sweep_check_every_seconds": "--check-every",
     "sweep_schedule_seconds": "--sweep-rate",
+    # Not a parameter of the stack: its functions keep the default.
+    "heartbeat_throttle_seconds": "the heartbeat throttle",
 }
 
 
