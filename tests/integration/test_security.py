@@ -139,6 +139,29 @@ def test_a_signed_in_user_sees_only_their_own_sessions_through_every_readable_pa
         ).fetchone() == {"n": 0}
 
 
+def test_a_connection_reused_after_a_request_reads_as_nobody_not_as_an_error(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """PostgREST sets a request's claims for its transaction only; afterwards Postgres
+    leaves the setting empty, not unset. The next read on that connection without claims
+    of its own sees nothing, as on Supabase, rather than failing on the empty JSON."""
+    me = uuid.uuid4()
+    mine = make_session(user_id=me)["session_id"]
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        conn.execute("set role authenticated")
+        claims = json.dumps({"role": "authenticated", "sub": str(me)})
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
+        seen = conn.execute("select session_id from public.conversation_sessions").fetchall()
+        assert [r["session_id"] for r in seen] == [mine]
+        conn.commit()
+        assert conn.execute(
+            "select current_setting('request.jwt.claims', true) as claims"
+        ).fetchone() == {"claims": ""}
+        assert conn.execute(
+            "select count(*) as n from public.conversation_sessions"
+        ).fetchone() == {"n": 0}
+
+
 def test_every_function_of_tether_s_reads_the_system_s_types_first(db: Conn) -> None:
     # An empty search_path lets the caller's temporary schema be read first for types:
     # in a function running with its owner's rights, and in every helper it calls.
