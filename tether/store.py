@@ -8,17 +8,18 @@ models, so both drivers return the same thing.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from tether.errors import InvalidInputError
+from tether.errors import DatabaseError, InvalidInputError
 from tether.models import (
     AppliedMigration,
     DailyStats,
@@ -85,10 +86,37 @@ def _counts(rows: list[Row]) -> dict[EndReason, int]:
     return {EndReason(row["end_reason"]): int(row["ended"]) for row in rows}
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A row the models cannot take (a moment outside Python's years, written around
+    the SQL functions) fails as a DatabaseError through either driver: psycopg refuses
+    it as it reads it, PostgREST hands it over as text for the models to refuse."""
+
+    @functools.wraps(method)
+    def reading(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except ValidationError as exc:
+            # The value itself stays out of the message: rows hold personal data.
+            problem = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise DatabaseError(
+                f"{method.__name__}: a row tether cannot read ({where}: {problem['msg']})"
+            ) from None
+
+    return reading
+
+
 def _timestamp(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value))
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise DatabaseError("a moment tether cannot read") from None
 
 
 def _uuid(value: object) -> UUID:
@@ -114,6 +142,7 @@ class SessionStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release what the store holds."""
 
+    @_reads_rows
     def open_session(self, request: OpenSessionRequest) -> OpenedSession:
         rows = self.call(
             OPEN_SESSION,
@@ -129,6 +158,7 @@ class SessionStore(ABC):
         )
         return OpenedSession.model_validate(rows[0])
 
+    @_reads_rows
     def touch_session(self, connection_id: str, throttle_seconds: float) -> TouchResult:
         rows = self.call(
             TOUCH_SESSION,
@@ -145,6 +175,7 @@ class SessionStore(ABC):
             outcome=outcome, session_id=row["session_id"], last_seen_at=row["last_seen_at"]
         )
 
+    @_reads_rows
     def end_session(
         self,
         connection_id: str,
@@ -184,6 +215,7 @@ class SessionStore(ABC):
         )
         return _counts(rows)
 
+    @_reads_rows
     def claim_unannounced(
         self, *, limit: int = 100, lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS
     ) -> list[QueuedSession]:
@@ -211,6 +243,7 @@ class SessionStore(ABC):
         )
         return len(rows)
 
+    @_reads_rows
     def begin_finalize(self, session_id: UUID, *, lease_seconds: float) -> FinalizeClaim:
         rows = self.call(
             BEGIN_FINALIZE,
@@ -260,6 +293,7 @@ class SessionStore(ABC):
             ended[reason] = ended.get(reason, 0) + 1
         return ended
 
+    @_reads_rows
     def claim_suspects(
         self,
         *,
@@ -300,12 +334,14 @@ class SessionStore(ABC):
         )
         return sum(_counts(rows).values())
 
+    @_reads_rows
     def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:
         rows = self.call(
             ORPHAN_SUMMARY, {"p_older_than_seconds": _finite("age", older_than_seconds)}
         )
         return OrphanSummary.model_validate(rows[0])
 
+    @_reads_rows
     def sweep_preview(
         self, *, idle_seconds: float, max_age_seconds: float, silent_seconds: float
     ) -> SweepPreview:
@@ -319,6 +355,7 @@ class SessionStore(ABC):
         )
         return SweepPreview.model_validate(rows[0])
 
+    @_reads_rows
     def session_health(self, *, idle_limit_seconds: float, max_age_seconds: float) -> SessionHealth:
         """Live sessions, orphans by these limits, ends not yet announced."""
         rows = self.call(
@@ -354,6 +391,7 @@ class SessionStore(ABC):
 
     # --- the operators' API, page and commands ---------------------------------------
 
+    @_reads_rows
     def list_sessions(
         self,
         where: SessionFilter,
@@ -378,10 +416,12 @@ class SessionStore(ABC):
         )
         return _SESSION_RECORDS.validate_python(rows)
 
+    @_reads_rows
     def get_session(self, session_id: UUID) -> SessionRecord | None:
         rows = self.call(GET_SESSION, {"p_session_id": session_id})
         return SessionRecord.model_validate(rows[0]) if rows else None
 
+    @_reads_rows
     def force_close(
         self,
         session_id: UUID,
@@ -405,6 +445,7 @@ class SessionStore(ABC):
             session=SessionEnded.model_validate(row),
         )
 
+    @_reads_rows
     def force_close_user(
         self,
         user_id: UUID,
@@ -421,6 +462,7 @@ class SessionStore(ABC):
         )
         return [SessionEnded.model_validate(row) for row in rows]
 
+    @_reads_rows
     def daily_stats(self, *, days: int = 7) -> list[DailyStats]:
         """The origin's daily statistics for the last ``days`` UTC days, newest first."""
         rows = self.call(DAILY_STATS, {"p_days": int(days)})
@@ -431,10 +473,12 @@ class SessionStore(ABC):
         rows = self.call(RECENT_ENDS, {"p_seconds": _finite("window", seconds)})
         return _counts(rows)
 
+    @_reads_rows
     def sweep_state(self) -> SweepState:
         rows = self.call(SWEEP_STATE, {})
         return SweepState.model_validate(rows[0])
 
+    @_reads_rows
     def applied_migrations(self) -> list[AppliedMigration]:
         return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]
 

@@ -24,7 +24,7 @@ from tests.conftest import SessionFactory, allow_connections
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
 from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
-from tether.models import EndOutcome, EndReason, OpenSessionRequest, TouchOutcome
+from tether.models import EndOutcome, EndReason, OpenSessionRequest, SessionFilter, TouchOutcome
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
@@ -149,6 +149,37 @@ def test_the_sweep_s_and_the_commands_calls_through_rpc(
     assert finished >= started
     with pytest.raises(InvalidInputError, match="at most 31622400 seconds"):
         supabase_store.orphan_summary(older_than_seconds=10**9)
+
+
+@pytest.mark.parametrize("driver", ["postgres", "supabase"])
+def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
+    driver: str,
+    supabase_url: str,
+    database_url: str,
+    db: psycopg.Connection[dict[str, object]],
+    make_session: SessionFactory,
+) -> None:
+    """A moment outside Python's years, written around the SQL functions: psycopg
+    refuses it as it reads it; through PostgREST it arrives as text, and the models'
+    refusal escaped every `except TetherError` (an application route's sign of life,
+    the message handler's answer, the sweep's clean-up)."""
+    make_session(connection_id="far=", started_seconds_ago=100)
+    db.execute(
+        "update public.conversation_sessions set last_seen_at = 'infinity'"
+        " where connection_id = 'far='"
+    )
+    store = (
+        SupabaseStore(supabase_url, _key("service_role"))
+        if driver == "supabase"
+        else PostgresStore(database_url)
+    )
+    try:
+        with pytest.raises(DatabaseError):
+            store.touch_session("far=", 0)
+        with pytest.raises(DatabaseError):
+            store.list_sessions(SessionFilter())
+    finally:
+        store.close()
 
 
 def test_bad_input_maps_to_the_same_typed_errors(
