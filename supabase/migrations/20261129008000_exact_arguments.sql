@@ -7,8 +7,9 @@
 --   batch another announcer was sending back to the queue, which sent it twice), and
 --   counts the end's own failed try, so the sweep's retry is reported as a redelivery;
 -- * tether_intend_end_v2 and tether_settle_suspects_v2 refuse missing arrays, arrays
---   of unequal length and null session ids (v1 read a missing array as "nothing
---   qualified", and settle_suspects_v1 paired unequal arrays with nulls);
+--   of unequal length, null or repeated session ids and infinite times (v1 read a
+--   missing array as "nothing qualified", paired unequal arrays with nulls, and took
+--   'infinity' as now);
 -- * tether_close_orphans_v2, tether_orphan_summary_v2 and tether_sweep_preview_v2
 --   refuse an age, limit or silence out of range (an infinite age failed with an
 --   interval error, and a missing one counted every live session as an orphan);
@@ -44,6 +45,10 @@ begin
   end if;
   if array_position(p_session_ids, null) is not null then
     raise exception using errcode = '22023', message = 'a session id cannot be null';
+  end if;
+  -- Listed twice, a session would take whichever of its values the join met first.
+  if cardinality(p_session_ids) <> (select count(distinct i.id) from unnest(p_session_ids) as i (id)) then
+    raise exception using errcode = '22023', message = 'a session is listed more than once';
   end if;
   if not p_values_nullable and array_position(p_values, null) is not null then
     raise exception using errcode = '22023', message = format('a session''s %s cannot be null', p_value_name);
@@ -116,6 +121,9 @@ begin
   end if;
   perform p_reason::public.tether_end_reason;
   perform public.tether_require_pairs(p_session_ids, p_ended_ats, 'end time', false);
+  if exists (select 1 from unnest(p_ended_ats) as t (at) where not isfinite(t.at)) then
+    raise exception using errcode = '22023', message = 'an end time must be a finite moment';
+  end if;
 
   -- As v1: the intended end is the last sign of life the caller knows (the gateway's
   -- LastActiveAt may be fresher than last_seen_at), and it becomes the last seen too.
@@ -153,6 +161,9 @@ as $$
 begin
   -- A null time is the gateway's "no answer", as in v1.
   perform public.tether_require_pairs(p_session_ids, p_last_active_ats, 'last active time', true);
+  if exists (select 1 from unnest(p_last_active_ats) as t (at) where not isfinite(t.at)) then
+    raise exception using errcode = '22023', message = 'a last active time must be a finite moment';
+  end if;
 
   return query
     update public.conversation_sessions as s

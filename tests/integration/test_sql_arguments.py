@@ -36,6 +36,23 @@ REFUSED: list[tuple[str, str]] = [
         "a session's end time cannot be null",
     ),
     (
+        "tether_intend_end_v2(array[:id, :id], 'gone', array[now() - interval '8 minutes',"
+        " now() - interval '2 minutes'])",
+        "a session is listed more than once",
+    ),
+    (
+        "tether_intend_end_v2(array[:id], 'gone', array['infinity']::timestamptz[])",
+        "an end time must be a finite moment",
+    ),
+    (
+        "tether_settle_suspects_v2(array[:id], array['infinity']::timestamptz[])",
+        "a last active time must be a finite moment",
+    ),
+    (
+        "tether_release_announcements_v2(array[:ended, :ended], array[0, 7])",
+        "a session is listed more than once",
+    ),
+    (
         "tether_settle_suspects_v2(array[:id, :ended], array[now()])",
         "one last active time per session is required, got 1 for 2 session(s)",
     ),
