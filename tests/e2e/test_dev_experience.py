@@ -237,6 +237,12 @@ def test_a_bad_setting_from_the_environment_is_named_as_the_environment_names_it
             "TETHER_HEARTBEAT_GRACE_SECONDS (20) must be more than"
             " TETHER_HEARTBEAT_INTERVAL_SECONDS (25)",
         ),
+        # Settings read the environment's names in any case; so does the message.
+        (
+            {"TETHER_HEARTBEAT_INTERVAL_SECONDS": "25", "tether_heartbeat_grace_seconds": "20"},
+            "TETHER_HEARTBEAT_GRACE_SECONDS (20) must be more than"
+            " TETHER_HEARTBEAT_INTERVAL_SECONDS (25)",
+        ),
     ],
 )
 def test_settings_that_disagree_are_named_as_the_user_can_change_them(
@@ -701,3 +707,14 @@ def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path
     assert alone.returncode == 0, alone.stderr
     assert json.loads(alone.stdout)["sessions"]
     assert alone.stderr == ""
+
+
+def test_a_flag_that_settles_a_disagreement_is_taken(start_dev: Callable[..., DevServer]) -> None:
+    """The grace given as a flag is the one checked against the environment's interval,
+    whatever other flags are given (it was checked as its default of 30 s)."""
+    server = start_dev(
+        "--heartbeat-grace", "3h", env_extra={"TETHER_HEARTBEAT_INTERVAL_SECONDS": "9999"}
+    )
+    assert "heartbeats    every 9999s, clients silent 10800s are disconnected" in (
+        server.log.read_text()
+    )

@@ -81,9 +81,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     }
     # A setting read from the environment keeps the environment's name; any other is
     # named by its flag, the way to change it here (a default included).
+    environment = {key.upper() for key in os.environ}  # read in any case, as settings are
     named = {
         setting: name
-        if name in given or f"TETHER_{setting.upper()}" not in os.environ
+        if name in given or f"TETHER_{setting.upper()}" not in environment
         else f"TETHER_{setting.upper()}"
         for setting, name in _DEV_SETTING_FLAGS.items()
     }

@@ -179,7 +179,9 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
     # Never longer than a run: a check every 10 s is no use to a run every 5 s.
     every = options.check_every
     if every is None:
-        every = load_settings().sweep_check_every_seconds
+        # Read with the flags given: without them, a flag's value would be checked
+        # as its default against the environment's settings.
+        every = load_settings(**overrides).sweep_check_every_seconds
     overrides["sweep_check_every_seconds"] = min(every, options.sweep_interval)
     return load_settings(**overrides)
 
