@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from tether import limits
 from tether.errors import InvalidInputError
@@ -48,6 +48,16 @@ class EndReason(StrEnum):
 
 class _Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def _in_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC or moment.tzinfo is None else moment.astimezone(UTC)
+
+
+Moment = Annotated[datetime, AfterValidator(_in_utc)]
+"""A moment read from the database, in UTC whatever the server's TimeZone: psycopg
+gives the server's zone, in which two moments around a change of clocks subtract by
+their wall-clock readings (an hour off), and the announced events mixed offsets."""
 
 
 SESSION_ENDED = "SessionEnded"
@@ -92,7 +102,7 @@ class OpenedSession(_Row):
     session_id: UUID
     connection_id: str
     user_id: UUID | None
-    session_start: datetime
+    session_start: Moment
     is_active: bool
     opened: bool
     """False when the connection already had a row (a repeated ``$connect``)."""
@@ -108,7 +118,7 @@ class TouchOutcome(StrEnum):
 class TouchResult(_Row):
     outcome: TouchOutcome
     session_id: UUID | None = None
-    last_seen_at: datetime | None = None
+    last_seen_at: Moment | None = None
 
 
 class SessionEnded(_Row):
@@ -119,8 +129,8 @@ class SessionEnded(_Row):
     session_id: UUID
     connection_id: str
     user_id: UUID | None
-    session_start: datetime
-    session_end: datetime
+    session_start: Moment
+    session_end: Moment
     duration_seconds: float
     end_reason: EndReason
     disconnect_status_code: int | None = None
@@ -129,7 +139,7 @@ class SessionEnded(_Row):
 class QueuedSession(SessionEnded):
     """An ended session waiting in the outbox for its SessionEnded."""
 
-    enqueued_at: datetime
+    enqueued_at: Moment
     claim_count: int = 1
     """How many times an announcer claimed it, this claim included: above 1, a redelivery."""
 
@@ -167,14 +177,14 @@ class Suspect(_Row):
     session_id: UUID
     connection_id: str
     user_id: UUID | None
-    session_start: datetime
-    last_seen_at: datetime
+    session_start: Moment
+    last_seen_at: Moment
 
 
 class OrphanSummary(_Row):
     orphans: int
-    oldest_start: datetime | None
-    newest_start: datetime | None
+    oldest_start: Moment | None
+    newest_start: Moment | None
 
 
 class SweepPreview(_Row):
@@ -186,7 +196,7 @@ class SweepPreview(_Row):
 
 class SessionHealth(_Row):
     active_sessions: int
-    oldest_active_start: datetime | None
+    oldest_active_start: Moment | None
     orphaned_sessions: int
     unannounced: int
 
@@ -201,18 +211,18 @@ class SessionRecord(_Row):
     user_id: UUID | None
     connection_id: str
     is_active: bool
-    session_start: datetime
-    session_end: datetime | None
+    session_start: Moment
+    session_end: Moment | None
     duration_seconds: float | None
-    last_seen_at: datetime
+    last_seen_at: Moment
     end_reason: EndReason | None
     disconnect_status_code: int | None = None
     source_ip: str | None = None
     user_agent: str | None = None
     api_id: str | None = None
     stage: str | None = None
-    announced_at: datetime | None = None
-    finalized_at: datetime | None = None
+    announced_at: Moment | None = None
+    finalized_at: Moment | None = None
 
 
 class SessionFilter(_Row):
@@ -241,10 +251,10 @@ class SweepState(_Row):
 
     idle_limit_seconds: float
     max_age_seconds: float
-    last_started_at: datetime | None
-    last_finished_at: datetime | None
+    last_started_at: Moment | None
+    last_finished_at: Moment | None
     last_report: dict[str, Any] | None
-    checked_at: datetime
+    checked_at: Moment
 
 
 class AppliedMigration(_Row):

@@ -111,12 +111,12 @@ def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 def _timestamp(value: object) -> datetime:
-    if isinstance(value, datetime):
-        return value
+    """A moment in UTC, as the models read every moment (tether.models.Moment)."""
     try:
-        return datetime.fromisoformat(str(value))
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     except ValueError:
         raise DatabaseError("a moment tether cannot read") from None
+    return moment.astimezone(UTC)
 
 
 def _uuid(value: object) -> UUID:

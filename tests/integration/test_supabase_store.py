@@ -182,6 +182,40 @@ def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
         store.close()
 
 
+@pytest.mark.parametrize("driver", ["postgres", "supabase"])
+def test_moments_are_read_in_utc_whatever_the_server_s_time_zone(
+    driver: str, supabase_url: str, database_url: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """A server in New York, a session whose last sign of life came 20 s after its start,
+    across the night the clocks went forward. psycopg gave both moments in the server's
+    zone, where they subtract by their wall-clock readings: an hour and 20 s, enough for
+    the sweep to take a live client for a silent one. Both drivers now read UTC."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    db.execute(
+        psycopg.sql.SQL("alter database {} set timezone to 'America/New_York'").format(
+            psycopg.sql.Identifier(str(dbname))
+        )
+    )
+    db.execute(
+        "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
+        " values ('dst=', '2026-03-08 06:59:50+00', '2026-03-08 07:00:10+00')"
+    )
+    store = (
+        SupabaseStore(supabase_url, _key("service_role"))
+        if driver == "supabase"
+        else PostgresStore(database_url)
+    )
+    try:
+        [record] = store.list_sessions(SessionFilter())
+        suspects = store.claim_suspects(silent_seconds=0, limit=10, lease_seconds=1)
+    finally:
+        store.close()
+    assert record.last_seen_at - record.session_start == timedelta(seconds=20)
+    assert record.session_start == datetime(2026, 3, 8, 6, 59, 50, tzinfo=UTC)
+    assert record.session_start.tzinfo is UTC
+    assert [s.last_seen_at.tzinfo for s in suspects] == [UTC]
+
+
 def test_bad_input_maps_to_the_same_typed_errors(
     supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
 ) -> None:
