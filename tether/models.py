@@ -51,7 +51,13 @@ class _Row(BaseModel):
 
 
 def _in_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is UTC or moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is UTC or moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Read in a zone west of UTC, year 9999's last hours are year 10000's in UTC.
+        raise ValueError("a moment outside the years Python can hold in UTC") from None
 
 
 Moment = Annotated[datetime, AfterValidator(_in_utc)]

@@ -216,6 +216,37 @@ def test_moments_are_read_in_utc_whatever_the_server_s_time_zone(
     assert [s.last_seen_at.tzinfo for s in suspects] == [UTC]
 
 
+@pytest.mark.parametrize("driver", ["postgres", "supabase"])
+def test_a_moment_past_python_s_years_in_utc_is_a_database_error(
+    driver: str, supabase_url: str, database_url: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """A "never" typed on a New York server, '9999-12-31 23:59:59', is in year 10000 in
+    UTC: read in the server's zone it converted to UTC with an OverflowError, which
+    escaped every `except TetherError`."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    db.execute(
+        psycopg.sql.SQL("alter database {} set timezone to 'America/New_York'").format(
+            psycopg.sql.Identifier(str(dbname))
+        )
+    )
+    db.execute(
+        "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
+        " values ('never=', now(), '9999-12-31 23:59:59-05')"
+    )
+    store = (
+        SupabaseStore(supabase_url, _key("service_role"))
+        if driver == "supabase"
+        else PostgresStore(database_url)
+    )
+    try:
+        with pytest.raises(DatabaseError):
+            store.list_sessions(SessionFilter())
+        with pytest.raises(DatabaseError):
+            store.touch_session("never=", 0)
+    finally:
+        store.close()
+
+
 def test_bad_input_maps_to_the_same_typed_errors(
     supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
 ) -> None:
