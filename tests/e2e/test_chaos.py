@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.e2e.conftest import TETHER, free_port
@@ -113,3 +115,41 @@ def test_the_restarted_gateway_keeps_the_database_password_off_its_command_line(
         assert "Chaos-Pass-1" not in gateway.logs[0].read_text()
     finally:
         gateway.stop()
+
+
+def test_a_session_across_the_clocks_going_back_did_not_end_before_it_started(
+    database_url: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """Started 01:59 EDT, ended 01:01 EST, two minutes later, on a server in New York (a
+    laptop's embedded Postgres takes the machine's zone): read by psycopg in that zone,
+    the two compared by their wall-clock readings, and the run failed."""
+    dbname = conninfo_to_dict(database_url)["dbname"]
+    db.execute(
+        sql.SQL("alter database {} set timezone to 'America/New_York'").format(
+            sql.Identifier(str(dbname))
+        )
+    )
+    row = db.execute(
+        "insert into public.conversation_sessions"
+        " (connection_id, user_agent, session_start, last_seen_at, session_end, end_reason)"
+        " values ('c=', 'tether-chaos/run1/0', '2026-11-01 05:59:00+00',"
+        " '2026-11-01 05:59:00+00', '2026-11-01 06:01:00+00', 'client_disconnect')"
+        " returning session_id"
+    ).fetchone()
+    assert row is not None
+    report = chaos._check(
+        chaos.Run(clients=1, seconds=1, seed=0, progress=lambda _: None),
+        rows=chaos.Table(database_url, "run1").rows(),
+        ended_seen={},
+        announced=[
+            {
+                "session_id": str(row["session_id"]),
+                "end_reason": "client_disconnect",
+                "session_end": "2026-11-01T06:01:00Z",
+            }
+        ],
+        outputs="",
+        secrets_to_hide=[],
+    )
+    assert report.ends_before_start == 0
+    assert report.passed

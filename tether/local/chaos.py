@@ -36,6 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -542,8 +543,13 @@ def _check(
     orphaned = [row for row in rows if row["is_active"]]
     for row in orphaned:
         note("orphaned", str(row["user_agent"]))
+    # In UTC: psycopg reads both in the server's zone, where two moments either side of
+    # the clocks going back compare by their wall-clock readings.
     ends_before_start = [
-        r for r in rows if r["session_end"] is not None and r["session_end"] < r["session_start"]
+        r
+        for r in rows
+        if r["session_end"] is not None
+        and r["session_end"].astimezone(UTC) < r["session_start"].astimezone(UTC)
     ]
     versions: dict[str, set[tuple[str, str]]] = {}
     for detail in announced:
