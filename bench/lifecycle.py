@@ -388,7 +388,7 @@ def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: 
     """psycopg alone, connected as the driver connects, sending a captured pair's
     statements back to back with the same parameters: the most any client written on
     psycopg can reach, since it does nothing else."""
-    from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
+    from tether.drivers.postgres import PostgresStore, results_cursor  # noqa: PLC0415
 
     pair = json.loads(Path(captured).read_text())[-1]
     statements = pair["connect"]["statements"] + pair["disconnect"]["statements"]
@@ -405,7 +405,7 @@ def psycopg_worker(url: str, seconds: float, folder: str, index: int, captured: 
                 values[n] = rebuild[oid](source[1])
         constants.append(values)
     connection = PostgresStore(url)._connect()  # as the driver connects, options and all
-    cursor = connection.cursor()
+    cursor = results_cursor(connection)  # and reads, results in binary
 
     def send_pair() -> list[list[Any]]:
         cid = _connection_id()

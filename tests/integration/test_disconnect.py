@@ -226,6 +226,31 @@ def test_a_refused_announcement_is_retried_at_once_and_counted_as_a_redelivery(
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["refused="]
 
 
+@pytest.mark.parametrize("datestyle", ["SQL, DMY", "German", "Postgres, MDY"])
+def test_a_server_that_writes_dates_its_own_way_serves_the_whole_lifecycle(
+    lambda_env: pytest.MonkeyPatch,
+    database_url: str,
+    db: Conn,
+    event_bus: EventBus,
+    datestyle: str,
+) -> None:
+    """psycopg reads a timestamp sent as text only in the ISO DateStyle: on a database
+    set to another, every call failed after it had run (a session opened, its $connect
+    answered 502)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    db.execute(
+        psycopg.sql.SQL("alter database {} set datestyle = {}").format(
+            psycopg.sql.Identifier(str(dbname)), psycopg.sql.Literal(datestyle)
+        )
+    )
+    runtime.reset()
+    _open("datestyle=")
+    assert _disconnect("datestyle=")["statusCode"] == 200
+    assert _row(db, "datestyle=")["end_reason"] == "client_disconnect"
+    [announced] = event_bus.received()
+    assert announced["detail"]["connection_id"] == "datestyle="
+
+
 @pytest.fixture
 def hanging_up_endpoint() -> Iterator[str]:
     """An endpoint that takes each connection and drops it unanswered, as a load

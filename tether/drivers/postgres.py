@@ -59,6 +59,13 @@ def _query(function: str, names: tuple[str, ...]) -> str:
     return query
 
 
+def results_cursor(connection: psycopg.Connection[Row]) -> psycopg.Cursor[Row]:
+    """The cursor the store sends its calls through. Its results come in binary: psycopg
+    reads a timestamp sent as text only in the ISO DateStyle, and a server (or database,
+    or role) set to 'SQL', 'German' or 'Postgres' failed every call after it had run."""
+    return connection.cursor(binary=True)
+
+
 class PostgresStore(SessionStore):
     """psycopg 3 to any Postgres 14+, Supabase's transaction pooler included.
 
@@ -114,7 +121,7 @@ class PostgresStore(SessionStore):
                 self._connection = self._connect()
                 # One cursor for the connection's life: a new one per call costs
                 # as much client time as the rest of the call.
-                self._cursor = self._connection.cursor()
+                self._cursor = results_cursor(self._connection)
             connection, cursor = self._connection, self._cursor
             try:
                 cursor.execute(query, params)
