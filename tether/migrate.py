@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check, scrub
+from tether.drivers.postgres import read_iso_dates
 from tether.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
@@ -201,11 +202,17 @@ def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     import psycopg  # noqa: PLC0415
 
     url = check(url)
+    conn = None
     try:
-        return psycopg.connect(url, prepare_threshold=None, connect_timeout=10)
+        conn = psycopg.connect(url, prepare_threshold=None, connect_timeout=10)
+        read_iso_dates(conn)
+        conn.commit()
     except psycopg.Error as exc:
+        if conn is not None:
+            conn.close()
         reason = scrub(str(error_from_psycopg(exc)), url)
         raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+    return conn
 
 
 def _exists(conn: psycopg.Connection[tuple[Any, ...]], relation: str) -> bool:

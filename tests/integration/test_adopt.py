@@ -511,6 +511,29 @@ def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
 
 
 @ON_ONE_SERVER
+def test_a_database_that_writes_dates_its_own_way_is_adopted(adoptable: Adoptable) -> None:
+    """psycopg reads a moment sent as text only in the ISO DateStyle: on a database set
+    to another, --apply stopped part way with a NotImplementedError, and
+    `tether migrate --status` failed likewise."""
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(
+                sql.Identifier(str(conninfo_to_dict(adoptable.url)["dbname"]))
+            )
+        )
+    for command in (
+        ("adopt", "--apply", "--yes"),
+        ("migrate", "--status"),
+        ("adopt", "--finish", "--yes"),
+    ):
+        result = run_tether(*command, "--database-url", adoptable.url)
+        assert result.returncode == 0, result.stderr
+        assert "Error" not in result.stderr
+    assert "0 pending" in run_tether("migrate", "--status", "--database-url", adoptable.url).stdout
+    _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+@ON_ONE_SERVER
 def test_apply_and_finish_print_json_alone_with_json(adoptable: Adoptable) -> None:
     applied = run_tether("adopt", "--apply", "--yes", "--json", "--database-url", adoptable.url)
     assert applied.returncode == 0, applied.stderr

@@ -66,6 +66,12 @@ def results_cursor(connection: psycopg.Connection[Row]) -> psycopg.Cursor[Row]:
     return connection.cursor(binary=True)
 
 
+def read_iso_dates(connection: psycopg.Connection[Any]) -> None:
+    """Moments sent as text in the ISO DateStyle, the only one psycopg reads: for the
+    commands' own connections, which read their results as text."""
+    connection.execute("set datestyle = 'ISO'")
+
+
 class PostgresStore(SessionStore):
     """psycopg 3 to any Postgres 14+, Supabase's transaction pooler included.
 
