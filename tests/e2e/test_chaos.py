@@ -153,3 +153,18 @@ def test_a_session_across_the_clocks_going_back_did_not_end_before_it_started(
     )
     assert report.ends_before_start == 0
     assert report.passed
+
+
+def test_chaos_reads_a_database_that_writes_dates_its_own_way(
+    database_url: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    dbname = conninfo_to_dict(database_url)["dbname"]
+    db.execute(
+        sql.SQL("alter database {} set datestyle = 'German'").format(sql.Identifier(str(dbname)))
+    )
+    db.execute(
+        "insert into public.conversation_sessions (connection_id, user_agent, session_start)"
+        " values ('c=', 'tether-chaos/run1/0', now())"
+    )
+    [row] = chaos.Table(database_url, "run1").rows()
+    assert row["is_active"] is True

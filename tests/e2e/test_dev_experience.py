@@ -441,6 +441,23 @@ def test_simulate_finds_tether_dev_and_reports_what_it_cost(
     assert cost["get_connection_calls"] is not None
 
 
+def test_dev_and_simulate_serve_a_database_that_writes_dates_its_own_way(
+    start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
+) -> None:
+    """psycopg reads a moment sent as text only in the ISO DateStyle: pointed at a
+    database set to another, `tether dev` stopped at start with a NotImplementedError,
+    and so did `tether simulate`."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(
+                psycopg.sql.Identifier(str(conninfo_to_dict(database_url)["dbname"]))
+            )
+        )
+    server = start_dev()
+    report = _simulate(server, "--clients", "3", "--duration", "2s", cwd=tmp_path)
+    assert report["opened"] == 3 and report["active"] == 0 and report["failed"] == 0
+
+
 def test_simulate_counts_clients_the_server_closed_and_measures_from_then(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from tether.drivers.postgres import read_iso_dates
+
 CONNECT_CONCURRENCY = 32
 POLL_SECONDS = 0.2
 
@@ -188,8 +190,14 @@ async def _client(
         await asyncio.gather(reader, return_exceptions=True)
 
 
+def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
+    conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
+    read_iso_dates(conn)
+    return conn
+
+
 def _rows(database_url: str, run_id: str) -> dict[int, dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10) as conn:
+    with _connect(database_url) as conn:
         rows = conn.execute(
             "select user_agent, is_active, end_reason, session_end"
             " from public.conversation_sessions where user_agent like %s",
@@ -209,21 +217,20 @@ def _gateway_checks(database_url: str, since: datetime) -> int | None:
     """GetConnection calls of the sweep runs that started since ``since`` (None where
     the sweep's history cannot be read)."""
     try:
-        with psycopg.connect(database_url, connect_timeout=10) as conn:
+        with _connect(database_url) as conn:
             row = conn.execute(
-                "select coalesce(sum((report->>'checked')::bigint), 0)"
+                "select coalesce(sum((report->>'checked')::bigint), 0) as checked"
                 " from tether.sweep_runs where started_at >= %s",
                 (since,),
             ).fetchone()
     except psycopg.Error:
         return None
-    return int(row[0]) if row else None
+    return int(row["checked"]) if row else None
 
 
 def _database_now(database_url: str) -> datetime:
-    with psycopg.connect(database_url, connect_timeout=10) as conn:
-        cursor = conn.execute("select now()")
-        moment: datetime = cursor.fetchall()[0][0]
+    with _connect(database_url) as conn:
+        moment: datetime = conn.execute("select now() as now").fetchall()[0]["now"]
     return moment
 
 
