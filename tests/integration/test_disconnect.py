@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
-from tests.conftest import EventBus, allow_connections
+from tests.conftest import EventBus, allow_connections, with_database
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
@@ -27,7 +27,7 @@ from tests.support import (
     with_query,
     ws_event,
 )
-from tether import runtime
+from tether import migrate, runtime
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseUnavailableError
 
@@ -249,6 +249,39 @@ def test_a_server_that_writes_dates_its_own_way_serves_the_whole_lifecycle(
     assert _row(db, "datestyle=")["end_reason"] == "client_disconnect"
     [announced] = event_bus.received()
     assert announced["detail"]["connection_id"] == "datestyle="
+
+
+def test_a_database_that_keeps_text_as_bytes_serves_the_whole_lifecycle(
+    lambda_env: pytest.MonkeyPatch, server_url: str, event_bus: EventBus
+) -> None:
+    """A SQL_ASCII database (an old self-hosted one) hands text over as bytes unless the
+    client asks for UTF-8: every end failed after it had run ("b'ended' is not a valid
+    EndOutcome"), and no session was announced."""
+    name = f"tether_ascii_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            psycopg.sql.SQL(
+                "create database {} encoding 'SQL_ASCII' lc_collate 'C' lc_ctype 'C'"
+                " template template0"
+            ).format(psycopg.sql.Identifier(name))
+        )
+    url = with_database(server_url, name)
+    try:
+        migrate.migrate(url)
+        lambda_env.setenv("TETHER_DATABASE_URL", url)
+        runtime.reset()
+        _open("ascii=")
+        assert _disconnect("ascii=")["statusCode"] == 200
+        [announced] = event_bus.received()
+        assert announced["detail"]["end_reason"] == "client_disconnect"
+    finally:
+        runtime.reset()
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("drop database {} with (force)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
 
 
 @pytest.fixture

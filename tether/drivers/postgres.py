@@ -93,7 +93,7 @@ class PostgresStore(SessionStore):
         from psycopg.rows import dict_row  # noqa: PLC0415
 
         try:
-            return psycopg.connect(
+            connection = psycopg.connect(
                 self._url,
                 autocommit=True,
                 prepare_threshold=None,
@@ -106,6 +106,16 @@ class PostgresStore(SessionStore):
             # libpq may echo the URL it was given, password and all.
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        if connection.info.encoding != "utf-8":
+            # A SQL_ASCII database hands text over as bytes, and a LATIN1 one cannot take
+            # all a client may send: in UTF-8 the server converts (or refuses, as bad
+            # input) and psycopg reads text as text.
+            try:
+                connection.execute("set client_encoding = 'UTF8'")
+            except psycopg.Error as exc:
+                connection.close()
+                raise DatabaseUnavailableError(f"cannot set the client encoding: {exc}") from None
+        return connection
 
     @staticmethod
     def statement(function: str, args: Mapping[str, object]) -> tuple[str, list[Any]]:
