@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check, scrub
-from tether.drivers.postgres import read_iso_dates
+from tether.drivers.postgres import read_plainly
 from tether.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
@@ -205,7 +205,7 @@ def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     conn = None
     try:
         conn = psycopg.connect(url, prepare_threshold=None, connect_timeout=10)
-        read_iso_dates(conn)
+        read_plainly(conn)
         conn.commit()
     except psycopg.Error as exc:
         if conn is not None:

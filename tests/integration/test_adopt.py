@@ -63,10 +63,15 @@ class Server:
     admin_url: str
     created: list[str] = field(default_factory=list)
 
-    def database(self, *, migrated: bool = False) -> str:
+    def database(self, *, migrated: bool = False, encoding: str | None = None) -> str:
         name = f"tether_adopt_{uuid.uuid4().hex[:12]}"
+        create = sql.SQL("create database {}").format(sql.Identifier(name))
+        if encoding:
+            create = sql.SQL(
+                "{} encoding {} lc_collate 'C' lc_ctype 'C' template template0"
+            ).format(create, sql.Literal(encoding))
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            admin.execute(create)
         self.created.append(name)
         url = with_database(self.admin_url, name)
         if migrated:
@@ -531,6 +536,22 @@ def test_a_database_that_writes_dates_its_own_way_is_adopted(adoptable: Adoptabl
         assert "Error" not in result.stderr
     assert "0 pending" in run_tether("migrate", "--status", "--database-url", adoptable.url).stdout
     _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+@ON_ONE_SERVER
+def test_a_database_that_keeps_text_as_bytes_is_adopted(server: Server) -> None:
+    """A SQL_ASCII database hands text over as bytes unless the client asks for UTF-8:
+    --check and --apply stopped at once with a TypeError."""
+    url = server.database(encoding="SQL_ASCII")
+    build_origin(url)
+    for command in (
+        ("adopt", "--check"),
+        ("adopt", "--apply", "--yes"),
+        ("adopt", "--finish", "--yes"),
+    ):
+        result = run_tether(*command, "--database-url", url)
+        assert result.returncode == 0, result.stderr
+    _assert_adopted_by_the_rules_loosely(url)
 
 
 @ON_ONE_SERVER

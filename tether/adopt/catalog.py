@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from tether.dburl import check, scrub
-from tether.drivers.postgres import read_iso_dates
+from tether.drivers.postgres import read_plainly
 from tether.errors import AdoptionError, DatabaseUnavailableError, error_from_psycopg
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     # Scans, index builds and validations of a long history take what they take; what
     # could make writers wait is bounded by lock_timeout instead, step by step.
     conn.execute("set statement_timeout = 0")
-    read_iso_dates(conn)
+    read_plainly(conn)
     # A statement whose client is gone stops within a second (Postgres 14 and later):
     # a Ctrl-C's cancel can reach the server before the statement has started, and is
     # then lost, and the statement would run on, the adoption's lock held, after the

@@ -66,10 +66,19 @@ def results_cursor(connection: psycopg.Connection[Row]) -> psycopg.Cursor[Row]:
     return connection.cursor(binary=True)
 
 
-def read_iso_dates(connection: psycopg.Connection[Any]) -> None:
-    """Moments sent as text in the ISO DateStyle, the only one psycopg reads: for the
-    commands' own connections, which read their results as text."""
+def speak_utf8(connection: psycopg.Connection[Any]) -> None:
+    """Text in UTF-8 whatever the database's encoding: a SQL_ASCII database hands text
+    over as bytes, and a LATIN1 one cannot take all a client may send (in UTF-8 the
+    server converts, or refuses as bad input, and psycopg reads text as text)."""
+    if connection.info.encoding != "utf-8":
+        connection.execute("set client_encoding = 'UTF8'")
+
+
+def read_plainly(connection: psycopg.Connection[Any]) -> None:
+    """A command's own connection, which reads its results as text: moments in the ISO
+    DateStyle, the only one psycopg reads, and text in UTF-8."""
     connection.execute("set datestyle = 'ISO'")
+    speak_utf8(connection)
 
 
 class PostgresStore(SessionStore):
@@ -106,15 +115,11 @@ class PostgresStore(SessionStore):
             # libpq may echo the URL it was given, password and all.
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
-        if connection.info.encoding != "utf-8":
-            # A SQL_ASCII database hands text over as bytes, and a LATIN1 one cannot take
-            # all a client may send: in UTF-8 the server converts (or refuses, as bad
-            # input) and psycopg reads text as text.
-            try:
-                connection.execute("set client_encoding = 'UTF8'")
-            except psycopg.Error as exc:
-                connection.close()
-                raise DatabaseUnavailableError(f"cannot set the client encoding: {exc}") from None
+        try:
+            speak_utf8(connection)
+        except psycopg.Error as exc:
+            connection.close()
+            raise DatabaseUnavailableError(f"cannot set the client encoding: {exc}") from None
         return connection
 
     @staticmethod

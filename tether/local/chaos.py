@@ -48,7 +48,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tether import migrate
-from tether.drivers.postgres import read_iso_dates
+from tether.drivers.postgres import read_plainly
 from tether.local import embedded, eventbus
 from tether.local.simulate import percentile
 
@@ -255,7 +255,7 @@ class Table:
 
     def rows(self) -> list[dict[str, Any]]:
         with psycopg.connect(self._url, row_factory=dict_row, connect_timeout=5) as conn:
-            read_iso_dates(conn)
+            read_plainly(conn)
             return conn.execute(
                 "select session_id, user_agent, is_active, session_start, session_end,"
                 " end_reason from public.conversation_sessions where user_agent like %s",

@@ -30,7 +30,7 @@ import uvicorn
 
 from tether import limits, migrate, runtime
 from tether.dburl import check, redact, scrub
-from tether.drivers.postgres import NETWORK_TIMEOUTS, read_iso_dates
+from tether.drivers.postgres import NETWORK_TIMEOUTS, read_plainly
 from tether.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -472,7 +472,7 @@ class DatabaseClaim:
                 **NETWORK_TIMEOUTS,
             )
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-            read_iso_dates(conn)  # it reads its backend's start
+            read_plainly(conn)  # it reads its backend's start as a moment
             # Some servers end a transaction left idle; this one must stay open.
             conn.execute("set idle_in_transaction_session_timeout = 0")
             if conn.info.server_version >= 170000:  # Postgres 17 has this timeout too

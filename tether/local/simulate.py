@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tether.drivers.postgres import read_iso_dates
+from tether.drivers.postgres import read_plainly
 
 CONNECT_CONCURRENCY = 32
 POLL_SECONDS = 0.2
@@ -192,7 +192,7 @@ async def _client(
 
 def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
     conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
-    read_iso_dates(conn)
+    read_plainly(conn)
     return conn
 
 
