@@ -81,6 +81,18 @@ def allow_connections(server_url: str, database_url: str, allowed: bool) -> None
             )
 
 
+def set_for_database(database_url: str, setting: str, value: str) -> None:
+    """A setting every new connection to the test database starts with, as a server
+    (or its administrator) may have it: a time zone, a date style, an isolation level."""
+    name = str(conninfo_to_dict(database_url)["dbname"])
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("alter database {} set {} = {}").format(
+                sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)
+            )
+        )
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A Postgres server for the run: DATABASE_URL if given, else the embedded one."""

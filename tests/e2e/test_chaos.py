@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.conftest import set_for_database
 from tests.e2e.conftest import TETHER, free_port
 from tether.local import chaos
 
@@ -123,12 +123,7 @@ def test_a_session_across_the_clocks_going_back_did_not_end_before_it_started(
     """Started 01:59 EDT, ended 01:01 EST, two minutes later, on a server in New York (a
     laptop's embedded Postgres takes the machine's zone): read by psycopg in that zone,
     the two compared by their wall-clock readings, and the run failed."""
-    dbname = conninfo_to_dict(database_url)["dbname"]
-    db.execute(
-        sql.SQL("alter database {} set timezone to 'America/New_York'").format(
-            sql.Identifier(str(dbname))
-        )
-    )
+    set_for_database(database_url, "timezone", "America/New_York")
     row = db.execute(
         "insert into public.conversation_sessions"
         " (connection_id, user_agent, session_start, last_seen_at, session_end, end_reason)"
@@ -158,10 +153,7 @@ def test_a_session_across_the_clocks_going_back_did_not_end_before_it_started(
 def test_chaos_reads_a_database_that_writes_dates_its_own_way(
     database_url: str, db: psycopg.Connection[dict[str, object]]
 ) -> None:
-    dbname = conninfo_to_dict(database_url)["dbname"]
-    db.execute(
-        sql.SQL("alter database {} set datestyle = 'German'").format(sql.Identifier(str(dbname)))
-    )
+    set_for_database(database_url, "datestyle", "German")
     db.execute(
         "insert into public.conversation_sessions (connection_id, user_agent, session_start)"
         " values ('c=', 'tether-chaos/run1/0', now())"

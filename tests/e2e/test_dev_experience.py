@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import SessionFactory
+from tests.conftest import SessionFactory, set_for_database
 from tests.e2e.conftest import TETHER, DevServer, free_port, open_client, run
 from tests.support import HS256_SECRET, ISSUER, claims, json_lines, run_tether, sign
 from tether.local import embedded
@@ -447,12 +447,7 @@ def test_dev_and_simulate_serve_a_database_that_writes_dates_its_own_way(
     """psycopg reads a moment sent as text only in the ISO DateStyle: pointed at a
     database set to another, `tether dev` stopped at start with a NotImplementedError,
     and so did `tether simulate`."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(
-                psycopg.sql.Identifier(str(conninfo_to_dict(database_url)["dbname"]))
-            )
-        )
+    set_for_database(database_url, "datestyle", "SQL, DMY")
     server = start_dev()
     report = _simulate(server, "--clients", "3", "--duration", "2s", cwd=tmp_path)
     assert report["opened"] == 3 and report["active"] == 0 and report["failed"] == 0

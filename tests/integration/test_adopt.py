@@ -22,7 +22,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from tests.conftest import EventBus, with_database
+from tests.conftest import EventBus, set_for_database, with_database
 from tests.origin_fixture import (
     DAILY_STATS,
     OLD_END,
@@ -520,12 +520,7 @@ def test_a_database_that_writes_dates_its_own_way_is_adopted(adoptable: Adoptabl
     """psycopg reads a moment sent as text only in the ISO DateStyle: on a database set
     to another, --apply stopped part way with a NotImplementedError, and
     `tether migrate --status` failed likewise."""
-    with _connect(adoptable.url) as conn:
-        conn.execute(
-            sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(
-                sql.Identifier(str(conninfo_to_dict(adoptable.url)["dbname"]))
-            )
-        )
+    set_for_database(adoptable.url, "datestyle", "SQL, DMY")
     for command in (
         ("adopt", "--apply", "--yes"),
         ("migrate", "--status"),

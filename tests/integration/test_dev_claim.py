@@ -4,9 +4,8 @@ dev's life, which must keep nothing from vacuum and survive a lost connection.""
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
+from tests.conftest import set_for_database
 from tether.local.dev import DatabaseClaim
 
 CLAIMS = (
@@ -20,12 +19,7 @@ def test_the_lock_keeps_no_snapshot_however_often_it_is_checked(database_url: st
     prepared (or parameterised) one leaves a portal, and its snapshot, open in the
     transaction. A database whose default isolation is repeatable read would keep one
     snapshot for the dev's life."""
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL(
-                "alter database {} set default_transaction_isolation = 'repeatable read'"
-            ).format(sql.Identifier(str(conninfo_to_dict(database_url)["dbname"])))
-        )
+    set_for_database(database_url, "default_transaction_isolation", "repeatable read")
     claim = DatabaseClaim(database_url)
     assert claim.take()
     try:

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
-from tests.conftest import EventBus, allow_connections, with_database
+from tests.conftest import EventBus, allow_connections, set_for_database, with_database
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
@@ -237,12 +237,7 @@ def test_a_server_that_writes_dates_its_own_way_serves_the_whole_lifecycle(
     """psycopg reads a timestamp sent as text only in the ISO DateStyle: on a database
     set to another, every call failed after it had run (a session opened, its $connect
     answered 502)."""
-    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
-    db.execute(
-        psycopg.sql.SQL("alter database {} set datestyle = {}").format(
-            psycopg.sql.Identifier(str(dbname)), psycopg.sql.Literal(datestyle)
-        )
-    )
+    set_for_database(database_url, "datestyle", datestyle)
     runtime.reset()
     _open("datestyle=")
     assert _disconnect("datestyle=")["statusCode"] == 200

@@ -20,11 +20,12 @@ import psycopg
 import pytest
 
 from tests import postgrest_standin
-from tests.conftest import SessionFactory, allow_connections
+from tests.conftest import SessionFactory, allow_connections, set_for_database
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
 from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
 from tether.models import EndOutcome, EndReason, OpenSessionRequest, SessionFilter, TouchOutcome
+from tether.store import SessionStore
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
@@ -47,6 +48,21 @@ def supabase_url(database_url: str) -> Iterator[str]:
 @pytest.fixture
 def supabase_store(supabase_url: str) -> SupabaseStore:
     return SupabaseStore(supabase_url, _key("service_role"))
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def either_store(
+    request: pytest.FixtureRequest, supabase_url: str, database_url: str
+) -> Iterator[SessionStore]:
+    """Each driver in turn on the test's database; neither connects before its first call,
+    so a test may set the database up first."""
+    store: SessionStore = (
+        SupabaseStore(supabase_url, _key("service_role"))
+        if request.param == "supabase"
+        else PostgresStore(database_url)
+    )
+    yield store
+    store.close()
 
 
 def test_full_lifecycle_matches_the_postgres_driver(
@@ -151,11 +167,8 @@ def test_the_sweep_s_and_the_commands_calls_through_rpc(
         supabase_store.orphan_summary(older_than_seconds=10**9)
 
 
-@pytest.mark.parametrize("driver", ["postgres", "supabase"])
 def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
-    driver: str,
-    supabase_url: str,
-    database_url: str,
+    either_store: SessionStore,
     db: psycopg.Connection[dict[str, object]],
     make_session: SessionFactory,
 ) -> None:
@@ -168,83 +181,47 @@ def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
         "update public.conversation_sessions set last_seen_at = 'infinity'"
         " where connection_id = 'far='"
     )
-    store = (
-        SupabaseStore(supabase_url, _key("service_role"))
-        if driver == "supabase"
-        else PostgresStore(database_url)
-    )
-    try:
-        with pytest.raises(DatabaseError):
-            store.touch_session("far=", 0)
-        with pytest.raises(DatabaseError):
-            store.list_sessions(SessionFilter())
-    finally:
-        store.close()
+    with pytest.raises(DatabaseError):
+        either_store.touch_session("far=", 0)
+    with pytest.raises(DatabaseError):
+        either_store.list_sessions(SessionFilter())
 
 
-@pytest.mark.parametrize("driver", ["postgres", "supabase"])
 def test_moments_are_read_in_utc_whatever_the_server_s_time_zone(
-    driver: str, supabase_url: str, database_url: str, db: psycopg.Connection[dict[str, object]]
+    either_store: SessionStore, database_url: str, db: psycopg.Connection[dict[str, object]]
 ) -> None:
     """A server in New York, a session whose last sign of life came 20 s after its start,
     across the night the clocks went forward. psycopg gave both moments in the server's
     zone, where they subtract by their wall-clock readings: an hour and 20 s, enough for
     the sweep to take a live client for a silent one. Both drivers now read UTC."""
-    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
-    db.execute(
-        psycopg.sql.SQL("alter database {} set timezone to 'America/New_York'").format(
-            psycopg.sql.Identifier(str(dbname))
-        )
-    )
+    set_for_database(database_url, "timezone", "America/New_York")
     db.execute(
         "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
         " values ('dst=', '2026-03-08 06:59:50+00', '2026-03-08 07:00:10+00')"
     )
-    store = (
-        SupabaseStore(supabase_url, _key("service_role"))
-        if driver == "supabase"
-        else PostgresStore(database_url)
-    )
-    try:
-        [record] = store.list_sessions(SessionFilter())
-        suspects = store.claim_suspects(silent_seconds=0, limit=10, lease_seconds=1)
-    finally:
-        store.close()
+    [record] = either_store.list_sessions(SessionFilter())
+    suspects = either_store.claim_suspects(silent_seconds=0, limit=10, lease_seconds=1)
     assert record.last_seen_at - record.session_start == timedelta(seconds=20)
     assert record.session_start == datetime(2026, 3, 8, 6, 59, 50, tzinfo=UTC)
     assert record.session_start.tzinfo is UTC
     assert [s.last_seen_at.tzinfo for s in suspects] == [UTC]
 
 
-@pytest.mark.parametrize("driver", ["postgres", "supabase"])
 def test_a_moment_past_python_s_years_in_utc_is_a_database_error(
-    driver: str, supabase_url: str, database_url: str, db: psycopg.Connection[dict[str, object]]
+    either_store: SessionStore, database_url: str, db: psycopg.Connection[dict[str, object]]
 ) -> None:
     """A "never" typed on a New York server, '9999-12-31 23:59:59', is in year 10000 in
     UTC: read in the server's zone it converted to UTC with an OverflowError, which
     escaped every `except TetherError`."""
-    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
-    db.execute(
-        psycopg.sql.SQL("alter database {} set timezone to 'America/New_York'").format(
-            psycopg.sql.Identifier(str(dbname))
-        )
-    )
+    set_for_database(database_url, "timezone", "America/New_York")
     db.execute(
         "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
         " values ('never=', now(), '9999-12-31 23:59:59-05')"
     )
-    store = (
-        SupabaseStore(supabase_url, _key("service_role"))
-        if driver == "supabase"
-        else PostgresStore(database_url)
-    )
-    try:
-        with pytest.raises(DatabaseError):
-            store.list_sessions(SessionFilter())
-        with pytest.raises(DatabaseError):
-            store.touch_session("never=", 0)
-    finally:
-        store.close()
+    with pytest.raises(DatabaseError):
+        either_store.list_sessions(SessionFilter())
+    with pytest.raises(DatabaseError):
+        either_store.touch_session("never=", 0)
 
 
 def test_bad_input_maps_to_the_same_typed_errors(
