@@ -27,6 +27,7 @@ from tether.models import (
     EndReason,
     EndResult,
     FinalizeClaim,
+    Moment,
     OpenedSession,
     OpenSessionRequest,
     OrphanSummary,
@@ -80,6 +81,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # One validation call for a whole batch: the announcer takes thousands at once.
 _QUEUED_SESSIONS = TypeAdapter(list[QueuedSession])
 _SESSION_RECORDS = TypeAdapter(list[SessionRecord])
+# Read as the models read them, whichever driver answered: a moment in UTC, a session id
+# as a UUID (PostgREST answers both as text).
+_MOMENT = TypeAdapter(Moment)
+_CONNECTIONS_BY_SESSION = TypeAdapter(dict[UUID, str])
 
 
 def _counts(rows: list[Row]) -> dict[EndReason, int]:
@@ -108,20 +113,6 @@ def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
             ) from None
 
     return reading
-
-
-def _timestamp(value: object) -> datetime:
-    """A moment in UTC, as the models read every moment (tether.models.Moment)."""
-    try:
-        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    except ValueError:
-        raise DatabaseError("a moment tether cannot read") from None
-    return moment.astimezone(UTC)
-
-
-def _uuid(value: object) -> UUID:
-    """A uuid column as psycopg gives it (a UUID) or as PostgREST does (its text)."""
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _finite(name: str, value: float) -> float:
@@ -259,6 +250,7 @@ class SessionStore(ABC):
         )
         return bool(rows)
 
+    @_reads_rows
     def intend_end(self, reason: EndReason, ended_at: Mapping[UUID, datetime]) -> dict[UUID, str]:
         """Record why and when these sessions end before closing their connections;
         the connection id of each still active."""
@@ -273,7 +265,9 @@ class SessionStore(ABC):
                 "p_ended_ats": [ended_at[i] for i in ids],
             },
         )
-        return {_uuid(row["session_id"]): str(row["connection_id"]) for row in rows}
+        return _CONNECTIONS_BY_SESSION.validate_python(
+            {row["session_id"]: row["connection_id"] for row in rows}
+        )
 
     def settle_gone(
         self, session_ids: Iterable[UUID], *, settle_seconds: float
@@ -367,6 +361,7 @@ class SessionStore(ABC):
         )
         return SessionHealth.model_validate(rows[0])
 
+    @_reads_rows
     def record_sweep(
         self,
         *,
@@ -387,7 +382,7 @@ class SessionStore(ABC):
             },
         )
         moment = rows[0]["last_started_at"] if report is None else rows[0]["last_finished_at"]
-        return _timestamp(moment)
+        return _MOMENT.validate_python(moment)
 
     # --- the operators' API, page and commands ---------------------------------------
 
