@@ -7,6 +7,9 @@ files apply to any Postgres, and:
 
 - runs every pending file in one transaction, under an advisory lock: a failure
   leaves no schema, role or ledger row of that run behind;
+- lets each of its lock requests wait a second at most, then rolls back, pauses and
+  tries again (``tether.locks``): a long transaction on a table a migration alters
+  does not hold every writer of it for as long as it runs;
 - refuses, by name, a file edited after it was applied;
 - recognises files that ``supabase db push`` already applied (Supabase's ledger,
   ``supabase_migrations.schema_migrations``, matched by content, whatever their
@@ -36,6 +39,7 @@ from tether.errors import (
     MigrationError,
     error_from_psycopg,
 )
+from tether.locks import LockPolicy, Progress, with_lock_timeout
 
 if TYPE_CHECKING:
     import psycopg
@@ -417,33 +421,73 @@ def status(url: str, directory: Path | None = None) -> MigrationStatus:
         return plan(conn, migrations, refusals=[])
 
 
-def migrate(url: str, directory: Path | None = None) -> list[Migration]:
+def migrate(
+    url: str,
+    directory: Path | None = None,
+    *,
+    lock: LockPolicy | None = None,
+    progress: Progress | None = None,
+) -> list[Migration]:
     """Apply every pending migration, all in one transaction. Returns those run or
     recorded; raises MigrationError (with nothing changed) if any fails."""
-    return [migration for migration, _ in apply_pending(url, directory)]
+    done = apply_pending(url, directory, lock=lock, progress=progress)
+    return [migration for migration, _ in done]
 
 
-def apply_pending(url: str, directory: Path | None = None) -> list[tuple[Migration, str | None]]:
+def apply_pending(
+    url: str,
+    directory: Path | None = None,
+    *,
+    lock: LockPolicy | None = None,
+    progress: Progress | None = None,
+) -> list[tuple[Migration, str | None]]:
     """``migrate``, saying of each migration done the version ``supabase db push``
-    applied it as, when it was only recorded (None: it ran)."""
+    applied it as, when it was only recorded (None: it ran).
+
+    A migration that alters a table in use waits for the transactions reading it, and
+    every writer of the table queues behind that wait: so each lock request waits at
+    most ``lock.timeout_seconds``, then the whole run rolls back, pauses and tries
+    again (``tether.locks``); ``progress`` hears of each try."""
     import psycopg  # noqa: PLC0415
 
     migrations = discover(directory)
     done_now: list[tuple[Migration, str | None]] = []
+
+    def one_runner_at_a_time(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        # A second runner waits here, queueing no writer, then finds nothing pending.
+        conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+
+    def apply_all(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        done_now.clear()
+        ensure_ledger(conn)
+        planned = plan(conn, migrations)
+        for migration in planned.pending:
+            done_now.append((migration, run_or_record(conn, migration, planned)))
+
     with _connect(url) as conn:
         try:
-            with conn.transaction():
-                # One runner at a time; a second waits, then finds nothing pending.
-                conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-                ensure_ledger(conn)
-                planned = plan(conn, migrations)
-                for migration in planned.pending:
-                    done_now.append((migration, run_or_record(conn, migration, planned)))
+            with_lock_timeout(
+                conn,
+                "the migrations",
+                apply_all,
+                policy=lock or LockPolicy(),
+                progress=progress or _log_progress,
+                gives_up_with=MigrationError,
+                again=(
+                    "run `tether migrate` again when the table is quieter, or let it wait"
+                    " longer (--lock-timeout, --attempts)"
+                ),
+                first=one_runner_at_a_time,
+            )
         except psycopg.Error as exc:
             raise MigrationError(
                 f"migration failed and was rolled back: {error_from_psycopg(exc)}"
             ) from None
     return done_now
+
+
+def _log_progress(line: str) -> None:
+    logger.info("migrations waiting for a lock", extra={"progress": line.strip()})
 
 
 def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> None:
@@ -465,6 +509,8 @@ def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> Non
     conn.add_notice_handler(warned)
     try:
         conn.execute(migration.sql.encode())
+    except psycopg.errors.LockNotAvailable:
+        raise  # the run is tried again (tether.locks), not failed
     except psycopg.Error as exc:
         raise MigrationError(
             f"{migration.filename} failed; nothing of this run was kept: {error_from_psycopg(exc)}"

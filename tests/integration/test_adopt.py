@@ -47,8 +47,8 @@ from tether.adopt import catalog
 from tether.adopt.apply import ADOPT_LOCK_KEY, _release_adopt_lock, apply, unbuilt_indexes
 from tether.adopt.finish import finish, plan_finish
 from tether.adopt.inspect import inspect
-from tether.adopt.locks import LockPolicy
 from tether.errors import AdoptionError, MigrationError
+from tether.locks import LockPolicy
 
 Conn = psycopg.Connection[dict[str, Any]]
 FAST = LockPolicy(timeout_seconds=0.5, attempts=40, first_pause_seconds=0.1)
@@ -1418,6 +1418,44 @@ def test_a_busy_table_makes_apply_wait_without_holding_writers_back(
     assert any("the table is busy" in line and "trying again" in line for line in lines), lines
     assert traffic.failures == []
     assert max(traffic.waits) < 1.5, sorted(traffic.waits)[-5:]
+    _assert_adopted_by_the_rules_loosely(adoptable.url)
+
+
+def test_a_busy_table_in_the_migrations_step_makes_it_wait_not_fail(
+    adoptable: Adoptable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long read holds the table as the migrations step begins: a migration that
+    alters the table gives way after the lock timeout and is tried again, as every
+    other locking step is; it used to stop the adoption as a failed migration."""
+    release = threading.Event()
+    holding = threading.Event()
+    lines: list[str] = []
+
+    def hold() -> None:
+        with psycopg.connect(adoptable.url) as conn:
+            conn.execute("select count(*) from conversation_sessions")  # ACCESS SHARE, kept
+            holding.set()
+            release.wait(20)
+
+    def start_holder(name: str) -> None:
+        if name == "security":  # the step before the migrations
+            threading.Thread(target=hold, daemon=True).start()
+            assert holding.wait(10)
+            threading.Timer(2.0, release.set).start()
+
+    result = apply(
+        adoptable.url,
+        lock=LockPolicy(timeout_seconds=0.3, attempts=60, first_pause_seconds=0.2),
+        progress=lines.append,
+        checkpoint=start_holder,
+    )
+    capsys.readouterr()
+    assert release.is_set()
+    assert any(
+        "migration " in line and "the table is busy" in line and "trying again" in line
+        for line in lines
+    ), lines
+    assert "migrations" in result.ran
     _assert_adopted_by_the_rules_loosely(adoptable.url)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from tests.support import run_tether
 from tether import migrate
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseUnavailableError, MigrationError
+from tether.locks import LockPolicy
 from tether.models import OpenSessionRequest
 
 MIGRATIONS = migrate.migrations_path()
@@ -226,3 +230,160 @@ def test_cli_reports_an_unreachable_database(server_url: str) -> None:
     assert "tether migrate:" in result.stderr
     assert "nope_db" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# A migration of a later release that alters the session table, as an upgrade runs it.
+ALTERS_THE_TABLE = "alter table public.conversation_sessions add column operator_note text;\n"
+
+
+@contextlib.contextmanager
+def _long_read(url: str) -> Iterator[int]:
+    """A transaction that read the session table and stays open (a report, a client
+    left idle in its transaction): it holds the table's ACCESS SHARE lock. Yields its pid."""
+    with psycopg.connect(url) as conn:
+        conn.execute("select count(*) from public.conversation_sessions")
+        row = conn.execute("select pg_backend_pid()").fetchone()
+        assert row is not None
+        yield int(row[0])
+        conn.rollback()
+
+
+def _has_column(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select count(*) from information_schema.columns"
+            " where table_name = 'conversation_sessions' and column_name = 'operator_note'"
+        ).fetchone()
+    return row == (1,)
+
+
+def _waits_for_a_lock(url: str, besides: int) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity"
+            " where wait_event_type = 'Lock' and datname = current_database() and pid <> %s",
+            (besides,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_long_transaction_makes_migrate_give_way_to_writers_then_apply(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """Without a lock timeout, the ALTER waits for the long read and every $connect
+    queues behind the ALTER until its own 3 s lock timeout fails it: an outage for as
+    long as the read runs. With it, migrate gives way, the $connect is answered, and
+    the migration applies once the read ends."""
+    migrate.migrate(empty_database_url)
+    (migrations_copy / "29991231000000_operator_note.sql").write_text(ALTERS_THE_TABLE)
+    lines: list[str] = []
+    outcome: list[object] = []
+    policy = LockPolicy(
+        timeout_seconds=0.3, attempts=200, first_pause_seconds=0.1, max_pause_seconds=0.3
+    )
+
+    def upgrade() -> None:
+        try:
+            outcome.append(
+                migrate.migrate(
+                    empty_database_url, migrations_copy, lock=policy, progress=lines.append
+                )
+            )
+        except BaseException as exc:  # recorded for the assertions below
+            outcome.append(exc)
+
+    store = PostgresStore(empty_database_url)
+    try:
+        with _long_read(empty_database_url) as reader:
+            runner = threading.Thread(target=upgrade, daemon=True)
+            runner.start()
+            deadline = time.monotonic() + 10
+            while not _waits_for_a_lock(empty_database_url, besides=reader):
+                assert time.monotonic() < deadline, "migrate never asked for the table's lock"
+                time.sleep(0.02)
+            # A $connect while migrate waits for the table.
+            assert store.open_session(OpenSessionRequest(connection_id="during=")).opened
+            deadline = time.monotonic() + 10
+            while not lines:
+                assert time.monotonic() < deadline, "migrate never gave way"
+                time.sleep(0.02)
+            assert not _has_column(empty_database_url)
+        runner.join(30)
+    finally:
+        store.close()
+    applied = outcome[0]
+    assert isinstance(applied, list), outcome
+    assert [m.filename for m in applied] == ["29991231000000_operator_note.sql"]
+    assert _has_column(empty_database_url)
+    assert "29991231000000" in _ledger(empty_database_url)
+    assert all("the table is busy" in line and "trying again" in line for line in lines), lines
+    assert f"pid {reader}" in lines[0]
+
+
+def test_migrate_gives_up_on_a_table_busy_throughout_with_nothing_changed(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    migrate.migrate(empty_database_url)
+    (migrations_copy / "29991231000000_operator_note.sql").write_text(ALTERS_THE_TABLE)
+    before = _ledger(empty_database_url)
+    policy = LockPolicy(timeout_seconds=0.2, attempts=2, first_pause_seconds=0.05)
+    with _long_read(empty_database_url) as reader, pytest.raises(MigrationError) as refused:
+        migrate.migrate(empty_database_url, migrations_copy, lock=policy, progress=print)
+    message = str(refused.value)
+    assert "stayed busy through 2 tries, each waiting at most 0.2s" in message
+    assert f"pid {reader} (" in message
+    assert "Nothing of this step was changed" in message
+    assert "--lock-timeout" in message
+    assert _ledger(empty_database_url) == before
+    assert not _has_column(empty_database_url)
+
+
+def test_cli_migrate_waits_for_a_busy_table_as_told_then_says_so(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    # A database at an earlier release: the shipped migrations from the one that adds
+    # a check to the session table on are pending.
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    for path in MIGRATIONS.glob("*.sql"):
+        if path.name < "20261129006000":
+            shutil.copy(path, earlier / path.name)
+    migrate.migrate(empty_database_url, earlier)
+    pending = len(migrate.status(empty_database_url).pending)
+    assert pending > 0
+    with _long_read(empty_database_url) as reader:
+        refused = run_tether(
+            "migrate",
+            "--lock-timeout",
+            "0.2",
+            "--attempts",
+            "2",
+            "--database-url",
+            empty_database_url,
+        )
+    assert refused.returncode == 1, refused.stderr
+    assert "tether migrate: the migrations: the table stayed busy through 2 tries" in refused.stderr
+    assert f"pid {reader} (" in refused.stderr
+    assert "the table is busy" in refused.stderr  # the try it gave way, said as it happened
+    assert refused.stdout == ""
+    assert len(migrate.status(empty_database_url).pending) == pending
+    # Once the table is quiet, the same command applies them.
+    applied = run_tether("migrate", "--database-url", empty_database_url)
+    assert applied.returncode == 0, applied.stderr
+    assert f"{pending} migration(s) applied" in applied.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--lock-timeout", "0", "more than 0"),
+        ("--lock-timeout", "2m", "between 0 and 60 seconds"),
+        ("--attempts", "0", "must be at least 1"),
+        ("--attempts", "many", "not a whole number"),
+    ],
+)
+def test_cli_migrate_refuses_a_bad_lock_option(flag: str, value: str, said: str) -> None:
+    result = run_tether("migrate", flag, value, "--database-url", "postgresql://nowhere/x")
+    assert result.returncode == 2
+    assert flag in result.stderr
+    assert said in result.stderr

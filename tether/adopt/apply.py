@@ -37,9 +37,9 @@ from tether.adopt.catalog import (
     sql_file,
     trusted,
 )
-from tether.adopt.locks import LockPolicy, Progress, with_lock_timeout
 from tether.adopt.plan import BATCH_SIZE
 from tether.errors import AdoptionError
+from tether.locks import LockPolicy, Progress, with_lock_timeout
 from tether.models import EndReason
 
 if TYPE_CHECKING:
@@ -91,7 +91,14 @@ class _Run:
     def locked(
         self, step: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], None]
     ) -> None:
-        with_lock_timeout(self.conn, step, work, policy=self.lock, progress=self.progress)
+        with_lock_timeout(
+            self.conn,
+            step,
+            work,
+            policy=self.lock,
+            progress=self.progress,
+            gives_up_with=AdoptionError,
+        )
 
 
 def _mark(

@@ -28,8 +28,8 @@ from tether.adopt.catalog import (
     sql_file,
     trusted,
 )
-from tether.adopt.locks import LockPolicy, Progress, with_lock_timeout
 from tether.errors import AdoptionError
+from tether.locks import LockPolicy, Progress, with_lock_timeout
 
 if TYPE_CHECKING:
     import psycopg
@@ -167,7 +167,14 @@ def finish(
 
         say("finish ...")
         started = time.perf_counter()
-        with_lock_timeout(conn, "finish", work, policy=lock or LockPolicy(), progress=say)
+        with_lock_timeout(
+            conn,
+            "finish",
+            work,
+            policy=lock or LockPolicy(),
+            progress=say,
+            gives_up_with=AdoptionError,
+        )
         held += 0.0 if held else time.perf_counter() - started
         conn.execute("analyze public.conversation_sessions")
     logger.info("adoption finished", extra={"lock_held_seconds": round(held, 3)})

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from tether.cli.common import (
     add_database_options,
+    add_lock_options,
     confirm,
     count,
     database_url,
     declined,
-    duration,
+    lock_policy,
     say,
     say_aside,
     say_json,
@@ -155,24 +156,11 @@ def _report(report: Report) -> None:
     say("this was a check: nothing was changed")
 
 
-def _lock_timeout(text: str) -> float:
-    value = duration(text)
-    if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError(f"between 0 and 60 seconds, got {text!r}")
-    return value
-
-
 def _batch_size(text: str) -> int:
     value = count(text)
     if value > 100_000:
         raise argparse.ArgumentTypeError(f"at most 100000 rows, got {text!r}")
     return value
-
-
-def _policy(args: argparse.Namespace) -> Any:
-    from tether.adopt.locks import LockPolicy  # noqa: PLC0415
-
-    return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
 
 
 def cmd_adopt(args: argparse.Namespace) -> int:
@@ -214,7 +202,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     left = [step for step in report.steps if not step.done]
     if report.state == inspection.TRANSITIONAL and not left:
         # Run all the same: it brings the transition's trigger up to this version.
-        again = apply(url, batch_size=args.batch_size, lock=_policy(args), progress=tell)
+        again = apply(url, batch_size=args.batch_size, lock=lock_policy(args), progress=tell)
         tell(f"{report.table}: {report.state}; --apply has nothing left to do")
         if args.json:
             say_json(again.as_dict())
@@ -229,7 +217,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
         return declined()
     try:
-        result = apply(url, batch_size=args.batch_size, lock=_policy(args), progress=tell)
+        result = apply(url, batch_size=args.batch_size, lock=lock_policy(args), progress=tell)
     except KeyboardInterrupt:
         say_aside(_INTERRUPTED.format(action="--apply"))
         raise
@@ -296,7 +284,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
     if not confirm("rewrite the table now?", assume_yes=args.yes):
         return declined()
     try:
-        result = finish(url, lock=_policy(args), progress=tell)
+        result = finish(url, lock=lock_policy(args), progress=tell)
     except KeyboardInterrupt:
         say_aside(_INTERRUPTED.format(action="--finish"))
         raise
@@ -336,19 +324,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="rows per backfill transaction (default 5000)",
     )
-    adopt_cmd.add_argument(
-        "--lock-timeout",
-        type=_lock_timeout,
-        default=1.0,
-        metavar="D",
-        help="the longest a lock request may hold writers back (default 1s)",
-    )
-    adopt_cmd.add_argument(
-        "--attempts",
-        type=count,
-        default=30,
-        metavar="N",
-        help="tries for each lock before giving up (default 30)",
-    )
+    add_lock_options(adopt_cmd)
     add_database_options(adopt_cmd)
     adopt_cmd.set_defaults(handler=cmd_adopt)

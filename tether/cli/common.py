@@ -263,6 +263,38 @@ def port(text: str) -> int:
     return value
 
 
+def lock_timeout(text: str) -> float:
+    value = duration(text)
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"between 0 and 60 seconds, got {text!r}")
+    return value
+
+
+def add_lock_options(parser: argparse.ArgumentParser) -> None:
+    """--lock-timeout and --attempts: how a command that alters a table in use waits
+    for it (tether.locks)."""
+    parser.add_argument(
+        "--lock-timeout",
+        type=lock_timeout,
+        default=1.0,
+        metavar="D",
+        help="the longest a lock request may hold writers back (default 1s)",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=count,
+        default=30,
+        metavar="N",
+        help="tries for each lock before giving up (default 30)",
+    )
+
+
+def lock_policy(args: argparse.Namespace) -> Any:
+    from tether.locks import LockPolicy  # noqa: PLC0415
+
+    return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
+
+
 def confirm(question: str, *, assume_yes: bool) -> bool:
     """Ask before a destructive step; scripts pass --yes. Without a terminal and
     without --yes, the answer is no."""

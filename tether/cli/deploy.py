@@ -453,7 +453,7 @@ def _check_settings(parameters: dict[str, str]) -> None:
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
     from tether import migrate  # noqa: PLC0415
-    from tether.cli.common import configured_url  # noqa: PLC0415
+    from tether.cli.common import configured_url, say_aside  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
     from tether.deploy.stack import read_secret  # noqa: PLC0415
 
@@ -465,7 +465,8 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
                 "pass --database-url (or run `supabase db push`)"
             )
         url = read_secret(aws, parameters["DatabaseSecret"])
-    done = migrate.migrate(check(url))
+    # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
+    done = migrate.migrate(check(url), progress=say_aside)
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from tether import migrate
-from tether.cli.common import add_database_options, database_url, say, say_json
+from tether.cli.common import (
+    add_database_options,
+    add_lock_options,
+    database_url,
+    lock_policy,
+    say,
+    say_aside,
+    say_json,
+)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -48,7 +56,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         for reason in state.refused:
             say(f"migrate would refuse: {reason}")
         return 0
-    done = migrate.apply_pending(url)
+    done = migrate.apply_pending(url, lock=lock_policy(args), progress=say_aside)
     if args.json:
         say_json(
             {
@@ -92,6 +100,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--status", action="store_true", help="list applied and pending migrations, change nothing"
     )
     migrate_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_lock_options(migrate_cmd)
     migrate_cmd.set_defaults(handler=cmd_migrate)
 
     group = commands.add_parser(

@@ -1,11 +1,11 @@
 """Taking a lock that stops writes without stopping them for long.
 
 A statement waiting for a lock also makes every later writer of the table wait
-behind it. So each transaction that takes a lock conflicting with writes sets
-``lock_timeout``: if the lock is not free within it (a long transaction holds the
-table), the transaction gives up, everything waiting behind it goes on, and it
-tries again after a pause that grows each time. Once the lock is taken, what runs
-under it touches the catalog only, for milliseconds."""
+behind it. So each transaction that takes a lock conflicting with writes (an
+adoption's step, a migration run) sets ``lock_timeout``: if the lock is not free
+within it (a long transaction holds the table), the transaction gives up,
+everything waiting behind it goes on, and it tries again after a pause that grows
+each time."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import AdoptionError
-
 if TYPE_CHECKING:
     import psycopg
 
-logger = logging.getLogger("tether.adopt")
+    from tether.errors import TetherError
+
+logger = logging.getLogger("tether.locks")
 
 Progress = Callable[[str], None]
+Work = Callable[["psycopg.Connection[tuple[Any, ...]]"], None]
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,18 @@ class LockPolicy:
 
 
 def holders(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
-    """Who holds the table now (what made the lock wait): pid, application, state and
-    the age of its transaction. Never the query text, which may hold secrets."""
+    """Who holds tether's tables now (what made the lock wait): pid, application, state
+    and the age of its transaction. Never the query text, which may hold secrets."""
     rows = conn.execute(
         "select a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),"
         " coalesce(round(extract(epoch from now() - a.xact_start)::numeric, 1), 0)"
         " from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid"
         " where l.locktype = 'relation' and l.granted and l.pid <> pg_backend_pid()"
-        " and l.relation = to_regclass('public.conversation_sessions')"
+        " and l.database = (select oid from pg_catalog.pg_database"
+        "                   where datname = current_database())"
+        " and (l.relation = to_regclass('public.conversation_sessions')"
+        "      or l.relation in (select c.oid from pg_catalog.pg_class c"
+        "                        where c.relnamespace = to_regnamespace('tether')))"
         " group by 1, 2, 3, 4 order by 4 desc limit 3"
     ).fetchall()
     if not rows:
@@ -61,18 +66,26 @@ def holders(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
 def with_lock_timeout(
     conn: psycopg.Connection[tuple[Any, ...]],
     step: str,
-    work: Callable[[psycopg.Connection[tuple[Any, ...]]], None],
+    work: Work,
     *,
     policy: LockPolicy,
     progress: Progress,
+    gives_up_with: type[TetherError],
+    again: str = "run the command again when the table is quieter",
+    first: Work | None = None,
 ) -> None:
     """Run ``work`` in one transaction whose every lock request waits at most
-    ``policy.timeout_seconds``; on a timeout, roll back, pause, and try again."""
+    ``policy.timeout_seconds``; on a timeout, roll back, pause, and try again. After
+    the last try, raise ``gives_up_with``, saying who held the table and ``again``.
+    ``first`` runs in the same transaction before the timeout applies: a lock only
+    its own kind waits for (an advisory lock) may wait as long as it takes."""
     import psycopg  # noqa: PLC0415
 
     for attempt in range(1, policy.attempts + 1):
         try:
             with conn.transaction():
+                if first is not None:
+                    first(conn)
                 conn.execute(
                     "select set_config('lock_timeout', %s, true)",
                     (f"{max(1, round(policy.timeout_seconds * 1000))}ms",),
@@ -81,10 +94,10 @@ def with_lock_timeout(
         except psycopg.errors.LockNotAvailable:
             who = holders(conn)
             if attempt == policy.attempts:
-                raise AdoptionError(
+                raise gives_up_with(
                     f"{step}: the table stayed busy through {policy.attempts} tries, each"
                     f" waiting at most {policy.timeout_seconds:g}s ({who}). Nothing of this"
-                    " step was changed; run the command again when the table is quieter"
+                    f" step was changed; {again}"
                 ) from None
             pause = policy.pause(attempt)
             logger.info(
