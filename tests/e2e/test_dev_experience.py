@@ -660,6 +660,48 @@ def test_a_dev_on_another_database_leaves_the_folder_s_embedded_one_to_the_comma
     assert not embedded.is_running(data)
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    """`timeout`, `kill` or a cancelled job stops a long command with SIGTERM: the
+    embedded Postgres it started for itself is stopped too, as on Ctrl-C. Python's
+    default for SIGTERM ran no clean-up, and the database kept running after it."""
+    data = tmp_path / ".tether" / "pgdata"
+    embedded.start(data)
+    assert embedded.stop_if_running(data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    migrated = _plain("migrate", "--embedded", cwd=tmp_path, env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert not embedded.is_running(data)
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "sweep", "--embedded", "--keep-checking"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not embedded.is_running(data):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the command never started the database"
+            time.sleep(0.1)
+        time.sleep(0.5)  # into its checks
+        process.send_signal(how)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+        assert "interrupted" in stderr
+        assert "Traceback" not in stderr
+        assert not embedded.is_running(data)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        embedded.stop_if_running(data)
+
+
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:
     """`make dev`'s stack (an embedded Postgres in .tether/pgdata), then `tether kick
     --embedded` from the same folder with nothing else said: it finds the database, the

@@ -8,9 +8,12 @@ output stays parseable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from tether import __version__
 from tether.cli.common import configured_url
@@ -91,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.setLevel(logging.DEBUG)
     command: Command = args.handler
     try:
-        return command(args)
+        with _terminated_as_interrupted():
+            return command(args)
     except TetherError as exc:
         return _failed(args, exc)
     except KeyboardInterrupt:
@@ -107,6 +111,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Raised mid-command, whatever its SQLSTATE: some work may be done (exit 1).
         return _failed(args, error_from_psycopg(exc), before_any_work=False)
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    # A second SIGTERM (CI sends more than one) must not cut short the clean-up the
+    # first one asked for.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM (`timeout`, `kill`, a cancelled CI job) stops a command as Ctrl-C does:
+    what it started is stopped (the embedded Postgres an --embedded command started
+    for itself, a dev's gateway), not left running, since Python's default for it
+    runs no clean-up at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # What argparse answers a flag it cannot read with; the same for input a command

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -216,13 +215,6 @@ def _ws_url(text: str) -> str:
     return text.strip()
 
 
-def _interrupt_once(signum: int, frame: object) -> None:
-    # A second SIGTERM (CI sends more than one) must not cut short the clean-up the
-    # first one asked for.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def cmd_chaos(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     from tether.local.chaos import run_chaos  # noqa: PLC0415
@@ -234,15 +226,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             sys.stderr.write(f"[{time.monotonic() - started:5.0f}s] {line}\n")
             sys.stderr.flush()
 
-    # SIGTERM (a cancelled CI job, `timeout`) stops the run as Ctrl-C does: its gateway
-    # and embedded Postgres are stopped and its folder removed, not left behind.
-    previous = signal.signal(signal.SIGTERM, _interrupt_once)
-    try:
-        report = run_chaos(
-            clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM stops the run as Ctrl-C does (tether.cli.main): its gateway and embedded
+    # Postgres are stopped and its folder removed, not left behind.
+    report = run_chaos(
+        clients=args.clients, minutes=args.minutes, seed=args.seed, progress=progress
+    )
     if args.json:
         say_json(report.as_dict())
         return 0 if report.passed else 1
