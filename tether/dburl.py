@@ -13,8 +13,14 @@ from urllib.parse import unquote, urlsplit
 from tether.errors import ConfigurationError
 
 SCHEMES = ("postgresql://", "postgres://")
+# A password runs to the last '@' before a space, '/' included: libpq echoes a URL whose
+# password holds a raw '/' (it reads the part before it as a host and port). Not in a
+# web URL, whose user part ends at the first '/' (_USER_PART_IN_WEB_URL hides it): there
+# a port and a path holding an '@' (API Gateway's /@connections/) are no password.
 _PASSWORD_IN_URL = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]+)@", re.I
+    r"(?P<head>(?<![a-z0-9+.-])(?!(?:https?|wss?)://)[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)"
+    r"(?P<secret>[^@\s]+)@",
+    re.I,
 )
 _PASSWORD_IN_CONNINFO = re.compile(
     r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I

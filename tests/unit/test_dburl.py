@@ -146,3 +146,26 @@ def test_a_web_urls_user_part_is_hidden(line: str) -> None:
 def test_a_database_urls_user_name_alone_stays() -> None:
     line = 'connection to "postgresql://postgres@db.example.com:5432/app" failed'
     assert hide_secrets(line) == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # botocore on a local @connections endpoint: a port, then a path with an '@'.
+        'Could not connect to the endpoint URL: "http://127.0.0.1:47299/local/@connections/a="',
+        "POST https://abc.execute-api.eu-west-1.amazonaws.com:443/prod/@connections/a= failed",
+        "ws://localhost:3001/@connections closed",
+    ],
+)
+def test_a_web_urls_port_and_path_stay_legible(line: str) -> None:
+    """The port and stage are what an operator needs to see why the endpoint failed:
+    they were hidden as if they were a password."""
+    assert hide_secrets(line) == line
+
+
+def test_a_database_password_holding_a_slash_is_still_hidden() -> None:
+    line = (
+        'invalid integer value "pa" for connection option "port" in postgresql://u:pa/SECRET@h/db'
+    )
+    assert "SECRET" not in hide_secrets(line)
+    assert "SECRET" not in redact("postgresql://u:pa/SECRET@h/db")
