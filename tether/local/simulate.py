@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from tether.drivers.postgres import read_plainly
+from tether.errors import DatabaseError
 
 CONNECT_CONCURRENCY = 32
 POLL_SECONDS = 0.2
@@ -228,9 +229,34 @@ def _gateway_checks(database_url: str, since: datetime) -> int | None:
     return int(row["checked"]) if row else None
 
 
+# What the run reads of each client's session (_rows).
+COLUMNS_READ = ("user_agent", "is_active", "end_reason", "session_end")
+
+
 def _database_now(database_url: str) -> datetime:
+    """The database's clock, once the database is known to hold tether's session table:
+    checked before any client connects, so a wrong or unmigrated database is said at
+    once, not as a bare SQL error when the run is over."""
     with _connect(database_url) as conn:
-        moment: datetime = conn.execute("select now() as now").fetchall()[0]["now"]
+        row = conn.execute(
+            "select now() as now, array(select column_name::text"
+            " from information_schema.columns where table_schema = 'public'"
+            " and table_name = 'conversation_sessions' and column_name = any(%s)) as found",
+            (list(COLUMNS_READ),),
+        ).fetchall()[0]
+    missing = [column for column in COLUMNS_READ if column not in row["found"]]
+    if missing:
+        what = (
+            "no public.conversation_sessions table"
+            if len(missing) == len(COLUMNS_READ)
+            else f"a conversation_sessions table without tether's {', '.join(missing)}"
+        )
+        raise DatabaseError(
+            f"the database has {what}: is --database-url the gateway's database? (tether's"
+            " migrations create the table: `tether migrate` applies them, `tether adopt`"
+            " takes an existing one over)"
+        )
+    moment: datetime = row["now"]
     return moment
 
 
