@@ -418,6 +418,7 @@ def test_simulate_finds_tether_dev_and_reports_what_it_cost(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:
     server = start_dev("--sweep-interval", "1s", "--suspect-after", "1s")
+    assert "closed as idle too" not in server.log.read_text()  # the defaults agree
     # Run from where tether dev runs: no --url, no --database-url.
     report = _simulate(
         server,
@@ -472,6 +473,11 @@ def test_simulate_counts_clients_the_server_closed_and_measures_from_then(
     assert report["closed_by_server"] == 4
     assert report["failed"] == 0
     assert report["ended_by_reason"] == {"idle_timeout": 4}
+    # Allowed, and said: at 2 s, a client heartbeating every 15 s is idle too.
+    assert (
+        "idle 2s is not more than the heartbeat interval (15s): clients that heartbeat on"
+        " time are closed as idle too"
+    ) in server.log.read_text()
     # Measured from the close, not from the end the client had planned (8 s).
     assert report["detection_latency_s"]["max"] < 3
 

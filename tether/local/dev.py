@@ -384,6 +384,13 @@ def _banner(
         f" messages {limits.GATEWAY_MESSAGE_BYTES // 1024} KB;"
         f" $disconnect lost for {options.disconnect_loss:.0%} of drops"
     )
+    if options.idle_timeout <= config.heartbeat_interval_seconds:
+        # Allowed (it shows the idle timeout at work quickly), but a surprise unsaid.
+        say(
+            f"                idle {options.idle_timeout:g}s is not more than the heartbeat"
+            f" interval ({config.heartbeat_interval_seconds:g}s): clients that heartbeat on"
+            " time are closed as idle too"
+        )
     say(f"  {_describe_tokens(config)}")
     if leftovers:
         bound = config.suspect_after_seconds + 2 * every + config.gone_settle_seconds
