@@ -185,6 +185,12 @@ class Settings(BaseModel):
     def _off(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in {"off", "none", ""}:
             return None
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                # pydantic's own message would not say that "off" is the other choice.
+                raise ValueError(f"a number of seconds, or off; got {value.strip()!r}") from None
         return value
 
     @model_validator(mode="after")

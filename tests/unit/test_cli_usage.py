@@ -74,6 +74,8 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
             "add up to more than 1",
         ),
         (["migrations", "export", "--version-prefix", "abc", "--to", "."], "YYYYMMDDHHMMSS"),
+        # Said back as it was written (it read "got 180s").
+        (["deploy", "--stack", "x", "--sweep-rate", "3m"], "one of 1m, 2m, 5m, 10m, got 3m"),
     ],
 )
 def test_flags_that_contradict_each_other_exit_2_having_done_nothing(

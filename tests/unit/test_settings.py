@@ -71,6 +71,26 @@ def test_a_duration_out_of_bounds_is_said_as_a_duration(
     assert "Input should be" not in str(refused.value)
 
 
+@pytest.mark.parametrize("value", ["banana", "30 seconds", "1e"])
+def test_a_heartbeat_grace_that_is_no_number_says_off_is_the_other_choice(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert "TETHER_HEARTBEAT_GRACE_SECONDS: a number of seconds, or off" in str(refused.value)
+    assert "Input should be" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", " 45 ", "45.5"])
+def test_a_heartbeat_grace_of_a_number_or_off_is_taken(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", value)
+    expected = None if value.lower() == "off" else float(value)
+    assert load_settings().heartbeat_grace_seconds == expected
+
+
 @pytest.mark.parametrize(
     ("environment", "says"),
     [

@@ -29,6 +29,7 @@ from tether.cli.common import (
     say,
     whole_number,
 )
+from tether.durations import format_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 
@@ -112,7 +113,7 @@ def _minutes(seconds: float, option: str) -> int:
     minutes, rest = divmod(whole or 0, 60)
     if whole is None or rest or minutes not in SWEEP_PERIODS:
         choices = ", ".join(f"{m}m" for m in SWEEP_PERIODS)
-        raise InvalidInputError(f"{option}: one of {choices}, got {seconds:g}s")
+        raise InvalidInputError(f"{option}: one of {choices}, got {format_duration(seconds)}")
     return minutes
 
 
