@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.store")
 
 TCP_USER_TIMEOUT_MS = 10_000
+ANSWER_WITHIN_SECONDS = 5.0
+"""The longest a call waits for the server's answer once sent. A server that stops
+answering with its connection up (stopped, stalled on its disk, a frozen pooler or VM)
+still has its kernel acknowledge every byte and keepalive probe, so no TCP timeout
+fires: without this a call waited as long as the server hung (a handler past API
+Gateway's 29 s, a sweep past its time limit). Above the functions' 3 s lock timeout,
+so a call that waits on a lock is told so by the server first."""
 
 
 class _NetworkTimeouts(TypedDict):
@@ -81,6 +88,27 @@ def read_plainly(connection: psycopg.Connection[Any]) -> None:
     speak_utf8(connection)
 
 
+_answering: type[psycopg.Connection[Row]] | None = None
+
+
+def _answering_connection() -> type[psycopg.Connection[Row]]:
+    """psycopg's connection, its every wait on the server bounded by ``answer_within``
+    (psycopg 3.3's ``wait`` takes a timeout; its cursors never pass one)."""
+    global _answering  # noqa: PLW0603 - the class is made once, on first use
+    if _answering is None:
+        import psycopg  # noqa: PLC0415
+
+        class AnsweringConnection(psycopg.Connection[Row]):
+            answer_within: float | None = None
+
+            def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+                bound = self.answer_within if timeout is None else timeout
+                return super().wait(gen, interval, bound)
+
+        _answering = AnsweringConnection
+    return _answering
+
+
 class PostgresStore(SessionStore):
     """psycopg 3 to any Postgres 14+, Supabase's transaction pooler included.
 
@@ -89,11 +117,18 @@ class PostgresStore(SessionStore):
     statements are off because the transaction pooler cannot keep them.
     """
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        answer_within: float = ANSWER_WITHIN_SECONDS,
+    ) -> None:
         if not url:
             raise InvalidInputError("a database URL is required")
         self._url = check(url)
         self._connect_timeout = connect_timeout
+        self._answer_within = answer_within
         self._connection: psycopg.Connection[Row] | None = None
         self._cursor: psycopg.Cursor[Row] | None = None
 
@@ -102,7 +137,7 @@ class PostgresStore(SessionStore):
         from psycopg.rows import dict_row  # noqa: PLC0415
 
         try:
-            connection = psycopg.connect(
+            connection = _answering_connection().connect(
                 self._url,
                 autocommit=True,
                 prepare_threshold=None,
@@ -115,6 +150,7 @@ class PostgresStore(SessionStore):
             # libpq may echo the URL it was given, password and all.
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        connection.answer_within = self._answer_within  # type: ignore[attr-defined]
         try:
             speak_utf8(connection)
         except psycopg.Error as exc:
@@ -134,6 +170,7 @@ class PostgresStore(SessionStore):
 
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
         import psycopg  # noqa: PLC0415
+        from psycopg.errors import _WaitTimeout  # noqa: PLC0415
 
         query, params = self.statement(function, args)
         reused = self._connection is not None
@@ -147,6 +184,14 @@ class PostgresStore(SessionStore):
             try:
                 cursor.execute(query, params)
                 return cursor.fetchall()
+            except _WaitTimeout:
+                # Sent, unanswered: the connection's state is unknown, and it is dropped.
+                # Not retried: the server that did not answer would be asked again.
+                self.close()
+                raise DatabaseUnavailableError(
+                    f"the database did not answer {function} within {self._answer_within:g}s"
+                    " (a server stopped or stalled); the connection was dropped"
+                ) from None
             except psycopg.Error as exc:
                 if connection.broken or connection.closed:
                     self._connection = self._cursor = None
