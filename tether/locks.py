@@ -92,7 +92,12 @@ def with_lock_timeout(
                 )
                 work(conn)
         except psycopg.errors.LockNotAvailable:
-            who = holders(conn)
+            # In a transaction of its own, ended at once: on a connection that is not in
+            # autocommit, the read would open one that stayed open through the pause
+            # (idle in transaction, each later try a savepoint of it, each later read
+            # of pg_stat_activity the first one's snapshot).
+            with conn.transaction():
+                who = holders(conn)
             if attempt == policy.attempts:
                 raise gives_up_with(
                     f"{step}: the table stayed busy through {policy.attempts} tries, each"

@@ -421,16 +421,21 @@ def status(url: str, directory: Path | None = None) -> MigrationStatus:
         return plan(conn, migrations, refusals=[])
 
 
+WHEN_QUIETER = "run the command again when the table is quieter"
+"""What to do when the migrations gave up on a busy table (a command says its flags)."""
+
+
 def migrate(
     url: str,
     directory: Path | None = None,
     *,
     lock: LockPolicy | None = None,
     progress: Progress | None = None,
+    again: str = WHEN_QUIETER,
 ) -> list[Migration]:
     """Apply every pending migration, all in one transaction. Returns those run or
     recorded; raises MigrationError (with nothing changed) if any fails."""
-    done = apply_pending(url, directory, lock=lock, progress=progress)
+    done = apply_pending(url, directory, lock=lock, progress=progress, again=again)
     return [migration for migration, _ in done]
 
 
@@ -440,6 +445,7 @@ def apply_pending(
     *,
     lock: LockPolicy | None = None,
     progress: Progress | None = None,
+    again: str = WHEN_QUIETER,
 ) -> list[tuple[Migration, str | None]]:
     """``migrate``, saying of each migration done the version ``supabase db push``
     applied it as, when it was only recorded (None: it ran).
@@ -447,7 +453,8 @@ def apply_pending(
     A migration that alters a table in use waits for the transactions reading it, and
     every writer of the table queues behind that wait: so each lock request waits at
     most ``lock.timeout_seconds``, then the whole run rolls back, pauses and tries
-    again (``tether.locks``); ``progress`` hears of each try."""
+    again (``tether.locks``); ``progress`` hears of each try, and ``again`` is what the
+    message says to do once the last try gave up."""
     import psycopg  # noqa: PLC0415
 
     migrations = discover(directory)
@@ -473,10 +480,7 @@ def apply_pending(
                 policy=lock or LockPolicy(),
                 progress=progress or _log_progress,
                 gives_up_with=MigrationError,
-                again=(
-                    "run `tether migrate` again when the table is quieter, or let it wait"
-                    " longer (--lock-timeout, --attempts)"
-                ),
+                again=again,
                 first=one_runner_at_a_time,
             )
         except psycopg.Error as exc:

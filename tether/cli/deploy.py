@@ -467,7 +467,14 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
             )
         url = read_secret(aws, parameters["DatabaseSecret"])
     # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
-    done = migrate.migrate(check(url), progress=say_aside)
+    done = migrate.migrate(
+        check(url),
+        progress=say_aside,
+        again=(
+            "run the deploy again when the table is quieter, or first `tether migrate`,"
+            " which can wait longer (--lock-timeout, --attempts)"
+        ),
+    )
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")

@@ -56,7 +56,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         for reason in state.refused:
             say(f"migrate would refuse: {reason}")
         return 0
-    done = migrate.apply_pending(url, lock=lock_policy(args), progress=say_aside)
+    done = migrate.apply_pending(
+        url,
+        lock=lock_policy(args),
+        progress=say_aside,
+        again=(
+            "run `tether migrate` again when the table is quieter, or let it wait"
+            " longer (--lock-timeout, --attempts)"
+        ),
+    )
     if args.json:
         say_json(
             {
