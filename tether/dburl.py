@@ -18,7 +18,7 @@ SCHEMES = ("postgresql://", "postgres://")
 # web URL, whose user part ends at the first '/' (_USER_PART_IN_WEB_URL hides it): there
 # a port and a path holding an '@' (API Gateway's /@connections/) are no password.
 _PASSWORD_IN_URL = re.compile(
-    r"(?P<head>(?<![a-z0-9+.-])(?!(?:https?|wss?)://)[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)"
+    r"(?P<head>(?<![a-z])(?!(?:https?|wss?)://)[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)"
     r"(?P<secret>[^@\s]+)@",
     re.I,
 )
@@ -30,6 +30,10 @@ HIDDEN = "***"
 # how tokens ride in URLs for git hosts and webhooks: all of it is hidden. A database
 # URL's user alone is a role name, and stays.
 _USER_PART_IN_WEB_URL = re.compile(r"(?P<head>\b(?:https?|wss?)://)[^/?#@\s]+@", re.I)
+# A web URL's password, where its user stays (redact: a URL the user gave, shown back).
+_PASSWORD_IN_WEB_URL = re.compile(
+    r"(?P<head>(?<![a-z])(?:https?|wss?)://[^:/?#@\s]*:)(?P<secret>[^/?#@\s]*)@", re.I
+)
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(
     r"(?P<head>[?&](?:token|access_token|id_token|apikey|api_key|key|secret|client_secret"
@@ -133,6 +137,7 @@ def passwords(url: str) -> list[str]:
 def redact(url: str) -> str:
     """The URL with its password replaced by ***."""
     hidden = _PASSWORD_IN_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", url)
+    hidden = _PASSWORD_IN_WEB_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", hidden)
     return _PASSWORD_IN_CONNINFO.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
 
 

@@ -169,3 +169,25 @@ def test_a_database_password_holding_a_slash_is_still_hidden() -> None:
     )
     assert "SECRET" not in hide_secrets(line)
     assert "SECRET" not in redact("postgresql://u:pa/SECRET@h/db")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "--jwks-url: an https:// address is expected, got 'http://user:SECRET@example.com/jwks'",
+        "cannot reach wss://user:SECRET@push.example.com:443/prod/@connections/a=",
+    ],
+)
+def test_a_web_urls_password_is_hidden_by_scrub_and_redact(line: str) -> None:
+    """What a command says of a URL it was given goes through scrub: a web URL's
+    password is hidden there too, not only in library logs."""
+    for hidden in (scrub(line, None), redact(line)):
+        assert "SECRET" not in hidden
+        assert "user:***@" in hidden
+
+
+@pytest.mark.parametrize("glued", ["1", "-", ".", "+", "("])
+def test_a_database_url_glued_to_what_comes_before_it_is_still_hidden(glued: str) -> None:
+    line = f"bad value {glued}postgresql://u:SECRET@h/db"
+    assert "SECRET" not in hide_secrets(line)
+    assert "SECRET" not in scrub(line, None)
