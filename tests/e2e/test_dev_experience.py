@@ -666,9 +666,19 @@ def test_a_dev_on_another_database_leaves_the_folder_s_embedded_one_to_the_comma
     assert not embedded.is_running(data)
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("how", "after", "times"),
+    [
+        (signal.SIGTERM, 0.5, 1),
+        (signal.SIGINT, 0.5, 1),
+        # As the database starts: the stop was registered only once it had started.
+        (signal.SIGTERM, 0.0, 1),
+        # CI sends more than one: the second must not cut the database's stop short.
+        (signal.SIGTERM, 0.5, 2),
+    ],
+)
 def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
-    tmp_path: Path, how: signal.Signals
+    tmp_path: Path, how: signal.Signals, after: float, times: int
 ) -> None:
     """`timeout`, `kill` or a cancelled job stops a long command with SIGTERM: the
     embedded Postgres it started for itself is stopped too, as on Ctrl-C. Python's
@@ -695,8 +705,10 @@ def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the command never started the database"
             time.sleep(0.1)
-        time.sleep(0.5)  # into its checks
-        process.send_signal(how)
+        time.sleep(after)
+        for _ in range(times):
+            process.send_signal(how)
+            time.sleep(0.05)
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 130, stderr
         assert "interrupted" in stderr

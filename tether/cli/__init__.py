@@ -133,7 +133,10 @@ def _terminated_as_interrupted() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Once it fired (or a command set it so), SIGTERM stays ignored: the clean-up
+        # still to come (atexit: an embedded Postgres to stop) is not cut short.
+        if signal.getsignal(signal.SIGTERM) is _interrupt_once:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # What argparse answers a flag it cannot read with; the same for input a command

@@ -121,7 +121,15 @@ def _embedded_url() -> str:
             " Postgres is stopped): this command does not start it under the dev; restart"
             " `tether dev`"
         )
-    server = embedded.start(data_dir)
+    was_running = embedded.is_running(data_dir)
+    try:
+        server = embedded.start(data_dir)
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM) or failed while the server started: what this
+        # command started, it stops, as it would after its work.
+        if not was_running and not _dev_uses(data_dir):
+            embedded.stop_if_running(data_dir)
+        raise
     if server.started_here:
         # Nobody was using it: leave it as this command found it, unless someone
         # (`tether dev`, another command) has come to use it meanwhile.
