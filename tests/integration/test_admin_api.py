@@ -599,7 +599,8 @@ def test_live_stats_and_a_sweep_run_through_the_api(
     api: AdminApi, make_session: SessionFactory
 ) -> None:
     make_session(started_seconds_ago=30)
-    make_session(started_seconds_ago=3 * 3600)  # past API Gateway's 2 hours: an orphan
+    # Past API Gateway's 2 hours, heard from a minute ago: an orphan of the age limit.
+    make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     make_session(started_seconds_ago=600, ended_seconds_ago=300, end_reason="gone")
     make_session(started_seconds_ago=6000, ended_seconds_ago=5000, end_reason="gone")
     live = api.client.get("/stats/live", headers=AUTH).json()

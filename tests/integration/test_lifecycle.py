@@ -87,7 +87,7 @@ def test_duration_right(store: PostgresStore, db: Conn) -> None:
 
 def test_bulk_close(store: PostgresStore, db: Conn, make_session: SessionFactory) -> None:
     for _ in range(5):
-        make_session(started_seconds_ago=3 * 3600)
+        make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     for _ in range(3):
         make_session(started_seconds_ago=60, seen_seconds_ago=20 * 60)
     fresh = make_session(started_seconds_ago=30)

@@ -105,7 +105,7 @@ def test_queue_and_stale_sweep_through_rpc(
     supabase_store: SupabaseStore, database_url: str, make_session: SessionFactory
 ) -> None:
     for _ in range(3):
-        make_session(started_seconds_ago=3 * 3600)
+        make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     closed = supabase_store.close_stale(idle_seconds=600, max_age_seconds=7200, limit=10)
     assert closed == {EndReason.MAX_DURATION: 3}
     make_session(started_seconds_ago=100, ended_seconds_ago=10)

@@ -162,6 +162,49 @@ def test_each_state_ends_with_its_reason_at_its_last_sign_of_life(
     assert len(summary) == 1 and json.loads(summary[0])["ended"] == 4
 
 
+def test_a_session_past_both_limits_is_ended_for_the_one_it_reached_first(
+    store: PostgresStore, db: Conn, make_session: SessionFactory
+) -> None:
+    """Found long after (a sweep down overnight): a session silent from its first
+    minute reached the idle limit first, and API Gateway closed it then; it was ended
+    max_duration, with a duration of a minute."""
+    idle, max_age = 660.0, 7260.0  # the sweep's limits, grace included
+    # Silent from its first minute, found 3 hours later.
+    make_session(
+        connection_id="idle-first=", started_seconds_ago=3 * 3600, seen_seconds_ago=3 * 3600 - 60
+    )
+    # Chatty until the sweep: the age limit came first.
+    make_session(connection_id="age-first=", started_seconds_ago=3 * 3600, seen_seconds_ago=60)
+    # Silent 5 minutes before the age limit: the idle limit (11 min later) would have
+    # come after it.
+    make_session(
+        connection_id="age-just-first=",
+        started_seconds_ago=3 * 3600,
+        seen_seconds_ago=3 * 3600 - (max_age - 300),
+    )
+    make_session(connection_id="idle=", started_seconds_ago=3600, seen_seconds_ago=1800)
+    preview = store.sweep_preview(idle_seconds=idle, max_age_seconds=max_age, silent_seconds=20)
+    ended = store.close_stale(idle_seconds=idle, max_age_seconds=max_age)
+    rows = _by_connection(db)
+    assert {c: rows[c]["end_reason"] for c in rows} == {
+        "idle-first=": "idle_timeout",
+        "age-first=": "max_duration",
+        "age-just-first=": "max_duration",
+        "idle=": "idle_timeout",
+    }
+    assert {reason.value: n for reason, n in ended.items()} == {
+        "idle_timeout": 2,
+        "max_duration": 2,
+    }
+    # What the dry run says is what the sweep did.
+    assert (preview.past_idle, preview.past_max_age) == (2, 2)
+    # The ends are the last sign of life, never past the age limit.
+    for connection in ("idle-first=", "idle=", "age-just-first="):
+        assert rows[connection]["session_end"] == rows[connection]["last_seen_at"], connection
+    age_first = rows["age-first="]
+    assert age_first["session_end"] == age_first["session_start"] + timedelta(seconds=max_age)  # type: ignore[operator]
+
+
 def test_silent_clients_are_closed_at_once_not_one_after_another(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,
@@ -252,7 +295,9 @@ def test_two_sweeps_at_once_end_and_announce_each_session_once(
     lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "60")
     runtime.reset()
     for index in range(150):
-        make_session(connection_id=f"stale{index}=", started_seconds_ago=3 * 3600)
+        make_session(
+            connection_id=f"stale{index}=", started_seconds_ago=3 * 3600, seen_seconds_ago=60
+        )
     for index in range(60):
         make_session(connection_id=f"gone{index}=", started_seconds_ago=900, seen_seconds_ago=300)
     config = runtime.settings()
@@ -298,7 +343,7 @@ def test_stops_taking_batches_when_time_runs_short(
     lambda_env.setenv("TETHER_SWEEP_BATCH_SIZE", "10")
     runtime.reset()
     for _ in range(35):
-        make_session(started_seconds_ago=3 * 3600)
+        make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     # Time for two batches, then less than the 10-second margin.
     report = _run(ScriptedContext([30, 30, 5]))
     assert report["stopped_for_time"] is True
@@ -356,7 +401,7 @@ def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
     db.execute(
         """
         insert into public.conversation_sessions (connection_id, session_start, last_seen_at)
-        select 'backlog' || g, now() - interval '3 hours', now() - interval '3 hours'
+        select 'backlog' || g, now() - interval '3 hours', now() - interval '1 minute'
         from generate_series(1, 100000) g
         """
     )
@@ -423,7 +468,9 @@ def test_database_down_mid_sweep_fails_cleanly_and_the_next_run_finishes(
     lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", str(period))
     runtime.reset()
     for index in range(5):
-        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+        make_session(
+            connection_id=f"old{index}=", started_seconds_ago=3 * 3600, seen_seconds_ago=60
+        )
         make_session(connection_id=f"gone{index}=", started_seconds_ago=900, seen_seconds_ago=300)
     went_down = threading.Event()
 
@@ -487,7 +534,9 @@ def quick_checks(lambda_env: pytest.MonkeyPatch, gateway: ConnectionsStandIn) ->
 def _too_old(make_session: SessionFactory, count: int) -> None:
     """Sessions past the age limit, old0= onwards: the sweep ends them (max_duration)."""
     for index in range(count):
-        make_session(connection_id=f"old{index}=", started_seconds_ago=3 * 3600)
+        make_session(
+            connection_id=f"old{index}=", started_seconds_ago=3 * 3600, seen_seconds_ago=60
+        )
 
 
 def test_a_run_carries_on_through_a_short_outage_and_ends_what_it_must_after_it(
@@ -573,7 +622,7 @@ def test_put_events_down_then_up_announces_every_end(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     for _ in range(12):
-        make_session(started_seconds_ago=3 * 3600)
+        make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     lambda_env.setenv("TETHER_EVENT_BUS_NAME", "no-such-bus")
     lambda_env.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
     lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "60")

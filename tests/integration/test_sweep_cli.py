@@ -178,9 +178,11 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     before = _state(db)
     dry = run_tether("sweep", "--dry-run", "--json", "--database-url", database_url)
     assert dry.returncode == 0, dry.stderr
+    # The report's orphans were never heard from after their start: past both limits,
+    # they reached the idle limit first.
     assert json.loads(dry.stdout) == {
-        "past_max_age": 18,
-        "past_idle": 0,
+        "past_max_age": 0,
+        "past_idle": 18,
         "suspects": 1,
         "unannounced": 0,
     }
@@ -218,10 +220,10 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     ]
     assert sorted((m["Reason"], m["SessionsEnded"]) for m in ended_metrics) == [
         ("gone", [1.0]),
-        ("max_duration", [18.0]),
+        ("idle_timeout", [18.0]),
     ]
     assert result.stderr.count('"message":"SessionEnded"') == 19
-    assert report["ended_by_reason"] == {"max_duration": 18, "gone": 1}
+    assert report["ended_by_reason"] == {"idle_timeout": 18, "gone": 1}
     assert report["announced"] == 19
     assert report["active_sessions"] == 1
     assert report["orphaned_sessions"] == 0
@@ -232,7 +234,7 @@ def test_a_short_time_limit_still_takes_batches_until_it_is_up(
 ) -> None:
     """The limit is when batches stop being taken; under the run's 10 s margin (kept on
     Lambda for the invocation's end) it used to take none, and say to run again."""
-    make_session(started_seconds_ago=3 * 3600)
+    make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     result = run_tether(
         "sweep", "--time-limit", "5s", "--json", "--database-url", database_url,
         env={"TETHER_ANNOUNCE_TO": "log"},
@@ -261,7 +263,7 @@ def test_sweep_says_when_the_gateway_could_not_be_asked(
 def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
-    make_session(connection_id="old=", started_seconds_ago=3 * 3600)
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     switch = functools.partial(allow_connections, server_url, database_url)
     env = {
         **os.environ,
