@@ -554,6 +554,15 @@ class LocalGateway:
         }
         try:
             response = await self._invoke("disconnect", self._disconnect, event)
+        except asyncio.CancelledError:
+            # Cut short (a second Ctrl-C while the database hangs): it may not have run
+            # at all. Counted as failed, so the last line says a sweep ends the session.
+            self.stats.disconnects_failed += 1
+            logger.warning(
+                "$disconnect cut short by the stop; a sweep ends the session",
+                extra={"connection_id": connection.connection_id},
+            )
+            raise
         except TetherError as exc:
             # A failure the handler knows (the database down) and has logged itself:
             # failed, as on AWS, and not retried; no traceback to read.
