@@ -41,25 +41,36 @@ class LockPolicy:
         return float(base) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not security
 
 
+_HOLDERS = """
+select a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),
+       coalesce(round(extract(epoch from now() - a.xact_start)::numeric, 1), 0)
+from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid
+where l.locktype = 'relation' and l.granted and l.pid <> pg_backend_pid()
+  and l.database = (select oid from pg_catalog.pg_database where datname = current_database())
+  and ({tables})
+group by 1, 2, 3, 4 order by 4 desc limit 3
+"""
+_TETHERS_TABLES = (
+    "l.relation = to_regclass('public.conversation_sessions')"
+    " or l.relation in (select c.oid from pg_catalog.pg_class c"
+    " where c.relnamespace = to_regnamespace('tether'))"
+)
+
+
 def holders(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
-    """Who holds tether's tables now (what made the lock wait): pid, application, state
-    and the age of its transaction. Never the query text, which may hold secrets."""
-    rows = conn.execute(
-        "select a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),"
-        " coalesce(round(extract(epoch from now() - a.xact_start)::numeric, 1), 0)"
-        " from pg_catalog.pg_locks l join pg_catalog.pg_stat_activity a on a.pid = l.pid"
-        " where l.locktype = 'relation' and l.granted and l.pid <> pg_backend_pid()"
-        " and l.database = (select oid from pg_catalog.pg_database"
-        "                   where datname = current_database())"
-        " and (l.relation = to_regclass('public.conversation_sessions')"
-        "      or l.relation in (select c.oid from pg_catalog.pg_class c"
-        "                        where c.relnamespace = to_regnamespace('tether')))"
-        " group by 1, 2, 3, 4 order by 4 desc limit 3"
-    ).fetchall()
+    """Who holds tether's tables now (what made the lock wait), or, when none does, any
+    table (a migration may wait on another schema's): pid, application, state and the
+    age of its transaction. Never the query text, which may hold secrets."""
+    from tether.dburl import hide_secrets  # noqa: PLC0415
+
+    rows = conn.execute(_HOLDERS.format(tables=_TETHERS_TABLES)).fetchall()
+    if not rows:
+        rows = conn.execute(_HOLDERS.format(tables="true")).fetchall()
     if not rows:
         return "no transaction holds it now"
     return "; ".join(
-        f"pid {pid} ({app}, {state}, in a transaction for {age}s)" for pid, app, state, age in rows
+        f"pid {pid} ({hide_secrets(str(app))}, {state}, in a transaction for {age}s)"
+        for pid, app, state, age in rows
     )
 
 
@@ -100,7 +111,8 @@ def with_lock_timeout(
                 who = holders(conn)
             if attempt == policy.attempts:
                 raise gives_up_with(
-                    f"{step}: the table stayed busy through {policy.attempts} tries, each"
+                    f"{step}: the table stayed busy through {policy.attempts}"
+                    f" {'try' if policy.attempts == 1 else 'tries, each'}"
                     f" waiting at most {policy.timeout_seconds:g}s ({who}). Nothing of this"
                     f" step was changed; {again}"
                 ) from None

@@ -392,3 +392,29 @@ def test_cli_migrate_refuses_a_bad_lock_option(flag: str, value: str, said: str)
     assert result.returncode == 2
     assert flag in result.stderr
     assert said in result.stderr
+
+
+def test_a_wait_on_another_schemas_table_names_its_holder_without_secrets(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """A migration may wait on a table that is not tether's (a team's own, Supabase's):
+    its holder is named all the same (it was "no transaction holds it now"), and an
+    application name carrying a URL's password is shown without it."""
+    migrate.migrate(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("create table public.team_notes (id int)")
+    (migrations_copy / "29991231000000_team_notes.sql").write_text(
+        "alter table public.team_notes add column note text;\n"
+    )
+    policy = LockPolicy(timeout_seconds=0.2, attempts=1)
+    with psycopg.connect(
+        empty_database_url, application_name="report postgresql://u:SECRETpw@h/db"
+    ) as holder:
+        holder.execute("select count(*) from public.team_notes")
+        pid = holder.info.backend_pid
+        with pytest.raises(MigrationError) as refused:
+            migrate.migrate(empty_database_url, migrations_copy, lock=policy)
+    message = str(refused.value)
+    assert f"pid {pid} (report postgresql://u:***@h/db, idle in transaction" in message
+    assert "SECRETpw" not in message
+    assert "no transaction holds it now" not in message

@@ -605,7 +605,8 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 held.callback(embedded.stop_if_unused, database)
         claim = _hold_the_database(url)
         held.callback(claim.close)
-        applied = migrate.migrate(url)
+        # A busy table makes it wait (its lock timeout, then a pause): said as it waits.
+        applied = migrate.migrate(url, progress=say)
         config = dev_settings(options, url)
         gateway, server = build(options, config, routed, faults)
         held.callback(runtime.reset)
