@@ -88,7 +88,7 @@ def test_a_start_an_earlier_version_let_in_is_moved_to_a_readable_one(
     start to the first readable moment its row holds, says how many, and the check
     holds for every row from then on (an unreadable start also made its row
     impossible to end, announce or finalize)."""
-    later = sorted(migrations_copy.glob("2026112900[6-9]*.sql"))
+    later = sorted(p for p in migrations_copy.glob("*.sql") if p.name >= "20261129006000")
     assert [p.name for p in later][:2] == [
         "20261129006000_readable_values.sql",
         "20261129006100_readable_values_validated.sql",
