@@ -30,9 +30,13 @@ HIDDEN = "***"
 # how tokens ride in URLs for git hosts and webhooks: all of it is hidden. A database
 # URL's user alone is a role name, and stays.
 _USER_PART_IN_WEB_URL = re.compile(r"(?P<head>\b(?:https?|wss?)://)[^/?#@\s]+@", re.I)
-# A web URL's password, where its user stays (redact: a URL the user gave, shown back).
+# A web URL's password, where its user stays (redact: a URL the user gave, shown back):
+# up to the first '@', '/' included (a password may hold one raw), unless what follows
+# the ':' is a port (digits, then the path), as in http://127.0.0.1:3001/local/@connections.
 _PASSWORD_IN_WEB_URL = re.compile(
-    r"(?P<head>(?<![a-z])(?:https?|wss?)://[^:/?#@\s]*:)(?P<secret>[^/?#@\s]*)@", re.I
+    r"(?P<head>(?<![a-z])(?:https?|wss?)://[^:/?#@\s]*:)(?![0-9]+(?:[/?#\s'\"]|$))"
+    r"(?P<secret>[^@\s]*?)@",
+    re.I,
 )
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(

@@ -191,3 +191,16 @@ def test_a_database_url_glued_to_what_comes_before_it_is_still_hidden(glued: str
     line = f"bad value {glued}postgresql://u:SECRET@h/db"
     assert "SECRET" not in hide_secrets(line)
     assert "SECRET" not in scrub(line, None)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET https://user:pa/SECRET@example.com/jwks failed",
+        "GET https://user:pa?SECRET@example.com/jwks failed",
+        "GET https://user:pa#SECRET@example.com/jwks failed",
+    ],
+)
+def test_a_web_password_holding_a_raw_slash_is_hidden(line: str) -> None:
+    assert "SECRET" not in hide_secrets(line)
+    assert "SECRET" not in scrub(line, None)
