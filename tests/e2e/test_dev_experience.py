@@ -723,6 +723,62 @@ def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
         embedded.stop_if_running(data)
 
 
+def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """kill -9 stops a command before it can stop the embedded Postgres it started: the
+    next --embedded command, which finds it running for nobody, stops it after its
+    work (it left it running, as every later one did)."""
+    data = tmp_path / ".tether" / "pgdata"
+    embedded.start(data)
+    assert embedded.stop_if_running(data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    assert _plain("migrate", "--embedded", cwd=tmp_path, env=env).returncode == 0
+    killed = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "sweep", "--embedded", "--keep-checking"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (embedded.is_running(data) and data.with_name("pgdata.started-by").exists()):
+            assert killed.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        killed.kill()
+        killed.wait(timeout=10)
+        assert embedded.is_running(data)  # left behind
+        listed = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert not embedded.is_running(data)
+        # One it did not start, while the one that did still runs, it leaves alone.
+        holder = subprocess.Popen(  # noqa: S603 - our own console script
+            [TETHER, "sweep", "--embedded", "--keep-checking"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not (embedded.is_running(data) and data.with_name("pgdata.started-by").exists()):
+                assert holder.poll() is None and time.monotonic() < deadline + 30
+                time.sleep(0.1)
+            beside = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
+            assert beside.returncode == 0, beside.stderr
+            assert embedded.is_running(data)
+        finally:
+            holder.terminate()
+            holder.wait(timeout=30)
+        assert not embedded.is_running(data)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.wait()
+        embedded.stop_if_running(data)
+
+
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:
     """`make dev`'s stack (an embedded Postgres in .tether/pgdata), then `tether kick
     --embedded` from the same folder with nothing else said: it finds the database, the

@@ -130,11 +130,37 @@ def _embedded_url() -> str:
         if not was_running and not _dev_uses(data_dir):
             embedded.stop_if_running(data_dir)
         raise
-    if server.started_here:
-        # Nobody was using it: leave it as this command found it, unless someone
-        # (`tether dev`, another command) has come to use it meanwhile.
+    left_running = not server.started_here and _left_by_a_command_gone(data_dir)
+    if server.started_here or left_running:
+        # Nobody was using it (or only a command killed before its stop): leave it as
+        # this command found it, unless someone (`tether dev`, another command) has
+        # come to use it meanwhile.
+        _started_by(data_dir).write_text(str(os.getpid()))
         atexit.register(_stop_if_unused, server)
     return server.url
+
+
+def _started_by(data_dir: Path) -> Path:
+    """Beside the data: the pid of the command that started the server for itself."""
+    return data_dir.with_name(f"{data_dir.name}.started-by")
+
+
+def _left_by_a_command_gone(data_dir: Path) -> bool:
+    """The server runs for a command that is gone, killed before it could stop it
+    (kill -9): no later command would have stopped it, since none had started it."""
+    if _dev_uses(data_dir):
+        return False
+    try:
+        pid = int(_started_by(data_dir).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _dev_uses(data_dir: Path) -> bool:
@@ -160,8 +186,8 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
         # This command's own connections first: left open, they would count as
         # someone else's (whether they are closed by now depends on exit order).
         runtime.reset()
-    if not _dev_uses(server.data_dir):
-        embedded.stop_if_unused(server)
+    if not _dev_uses(server.data_dir) and embedded.stop_if_unused(server):
+        _started_by(server.data_dir).unlink(missing_ok=True)
 
 
 def database_url_flag(text: str) -> str:
