@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.dburl import hide_secrets
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -61,8 +63,6 @@ def holders(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
     """Who holds tether's tables now (what made the lock wait), or, when none does, any
     table (a migration may wait on another schema's): pid, application, state and the
     age of its transaction. Never the query text, which may hold secrets."""
-    from tether.dburl import hide_secrets  # noqa: PLC0415
-
     rows = conn.execute(_HOLDERS.format(tables=_TETHERS_TABLES)).fetchall()
     if not rows:
         rows = conn.execute(_HOLDERS.format(tables="true")).fetchall()

@@ -39,10 +39,11 @@ from tether.errors import (
     MigrationError,
     error_from_psycopg,
 )
-from tether.locks import LockPolicy, Progress, with_lock_timeout
 
 if TYPE_CHECKING:
     import psycopg
+
+    from tether.locks import LockPolicy, Progress
 
 logger = logging.getLogger("tether.migrate")
 
@@ -456,6 +457,9 @@ def apply_pending(
     again (``tether.locks``); ``progress`` hears of each try, and ``again`` is what the
     message says to do once the last try gave up."""
     import psycopg  # noqa: PLC0415
+
+    # Here, not at the top: the operators' API reads the ledger through this module.
+    from tether.locks import LockPolicy, with_lock_timeout  # noqa: PLC0415
 
     migrations = discover(directory)
     done_now: list[tuple[Migration, str | None]] = []
