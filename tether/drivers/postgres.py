@@ -101,8 +101,12 @@ def _answering_connection() -> type[psycopg.Connection[Row]]:
         class AnsweringConnection(psycopg.Connection[Row]):
             answer_within: float | None = None
 
-            def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            def wait(
+                self, gen: Any, interval: float | None = None, timeout: float | None = None
+            ) -> Any:
                 bound = self.answer_within if timeout is None else timeout
+                if interval is None:  # psycopg's own default
+                    return super().wait(gen, timeout=bound)
                 return super().wait(gen, interval, bound)
 
         _answering = AnsweringConnection
