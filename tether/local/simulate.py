@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
@@ -191,6 +192,10 @@ async def _client(
         await asyncio.gather(reader, return_exceptions=True)
 
 
+# What the run reads of each client's session (_rows), checked before the run (_database_now).
+COLUMNS_READ = ("user_agent", "is_active", "end_reason", "session_end")
+
+
 def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
     conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
     read_plainly(conn)
@@ -200,8 +205,9 @@ def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
 def _rows(database_url: str, run_id: str) -> dict[int, dict[str, Any]]:
     with _connect(database_url) as conn:
         rows = conn.execute(
-            "select user_agent, is_active, end_reason, session_end"
-            " from public.conversation_sessions where user_agent like %s",
+            sql.SQL("select {} from public.conversation_sessions where user_agent like %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS_READ))
+            ),
             (f"tether-simulate/{run_id}/%",),
         ).fetchall()
     return {int(str(row["user_agent"]).rsplit("/", 1)[1]): row for row in rows}
@@ -227,10 +233,6 @@ def _gateway_checks(database_url: str, since: datetime) -> int | None:
     except psycopg.Error:
         return None
     return int(row["checked"]) if row else None
-
-
-# What the run reads of each client's session (_rows).
-COLUMNS_READ = ("user_agent", "is_active", "end_reason", "session_end")
 
 
 def _database_now(database_url: str) -> datetime:
