@@ -668,6 +668,48 @@ def test_a_dev_on_another_database_leaves_the_folder_s_embedded_one_to_the_comma
     assert not embedded.is_running(data)
 
 
+def _migrated_embedded_folder(folder: Path) -> dict[str, str]:
+    """``folder`` as `tether dev` leaves it (its embedded Postgres made, migrated and
+    stopped); returns an environment that names no database, so --embedded decides."""
+    data = folder / ".tether" / "pgdata"
+    embedded.start(data)
+    assert embedded.stop_if_running(data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    migrated = _plain("migrate", "--embedded", cwd=folder, env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert not embedded.is_running(data)
+    return env
+
+
+def _embedded_sweep(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A long --embedded command: `tether sweep --keep-checking`."""
+    return subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "sweep", "--embedded", "--keep-checking"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _until(process: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the command never got the database going"
+        time.sleep(0.1)
+
+
+def _ended(process: subprocess.Popen[str]) -> None:
+    """Killed if it still runs, and reaped, its pipes closed (left to the garbage
+    collector, they fail whichever test runs then)."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
 @pytest.mark.parametrize(
     ("how", "after", "times"),
     [
@@ -686,27 +728,10 @@ def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
     embedded Postgres it started for itself is stopped too, as on Ctrl-C. Python's
     default for SIGTERM ran no clean-up, and the database kept running after it."""
     data = tmp_path / ".tether" / "pgdata"
-    embedded.start(data)
-    assert embedded.stop_if_running(data)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    env.pop("DATABASE_URL", None)
-    migrated = _plain("migrate", "--embedded", cwd=tmp_path, env=env)
-    assert migrated.returncode == 0, migrated.stderr
-    assert not embedded.is_running(data)
-    process = subprocess.Popen(  # noqa: S603 - our own console script
-        [TETHER, "sweep", "--embedded", "--keep-checking"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = _migrated_embedded_folder(tmp_path)
+    process = _embedded_sweep(tmp_path, env)
     try:
-        deadline = time.monotonic() + 30
-        while not embedded.is_running(data):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the command never started the database"
-            time.sleep(0.1)
+        _until(process, lambda: embedded.is_running(data))
         time.sleep(after)
         for _ in range(times):
             process.send_signal(how)
@@ -717,9 +742,7 @@ def test_an_embedded_command_stopped_by_a_signal_stops_the_database_it_started(
         assert "Traceback" not in stderr
         assert not embedded.is_running(data)
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()  # reaped, its pipes closed
+        _ended(process)
         embedded.stop_if_running(data)
 
 
@@ -730,23 +753,15 @@ def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
     next --embedded command, which finds it running for nobody, stops it after its
     work (it left it running, as every later one did)."""
     data = tmp_path / ".tether" / "pgdata"
-    embedded.start(data)
-    assert embedded.stop_if_running(data)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    env.pop("DATABASE_URL", None)
-    assert _plain("migrate", "--embedded", cwd=tmp_path, env=env).returncode == 0
-    killed = subprocess.Popen(  # noqa: S603 - our own console script
-        [TETHER, "sweep", "--embedded", "--keep-checking"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = _migrated_embedded_folder(tmp_path)
+
+    def started_for_it() -> bool:
+        return embedded.is_running(data) and data.with_name("pgdata.started-by").exists()
+
+    killed = _embedded_sweep(tmp_path, env)
+    holder = None
     try:
-        deadline = time.monotonic() + 30
-        while not (embedded.is_running(data) and data.with_name("pgdata.started-by").exists()):
-            assert killed.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        _until(killed, started_for_it)
         killed.kill()
         killed.wait(timeout=10)
         assert embedded.is_running(data)  # left behind
@@ -754,28 +769,18 @@ def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
         assert listed.returncode == 0, listed.stderr
         assert not embedded.is_running(data)
         # One it did not start, while the one that did still runs, it leaves alone.
-        holder = subprocess.Popen(  # noqa: S603 - our own console script
-            [TETHER, "sweep", "--embedded", "--keep-checking"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while not (embedded.is_running(data) and data.with_name("pgdata.started-by").exists()):
-                assert holder.poll() is None and time.monotonic() < deadline + 30
-                time.sleep(0.1)
-            beside = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
-            assert beside.returncode == 0, beside.stderr
-            assert embedded.is_running(data)
-        finally:
-            holder.terminate()
-            holder.wait(timeout=30)
+        holder = _embedded_sweep(tmp_path, env)
+        _until(holder, started_for_it)
+        beside = _plain("sessions", "--embedded", "--json", cwd=tmp_path, env=env)
+        assert beside.returncode == 0, beside.stderr
+        assert embedded.is_running(data)
+        holder.terminate()
+        holder.communicate(timeout=30)
         assert not embedded.is_running(data)
     finally:
-        if killed.poll() is None:
-            killed.kill()
-            killed.wait()
+        for process in (killed, holder):
+            if process is not None:
+                _ended(process)
         embedded.stop_if_running(data)
 
 
