@@ -784,6 +784,44 @@ def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
         embedded.stop_if_running(data)
 
 
+def _tether_clients(data: Path) -> int:
+    """How many of tether's own connections the embedded server in ``data`` has."""
+    with psycopg.connect(embedded.start(data).url, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity where application_name = 'tether'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_last_of_two_commands_stops_the_database_the_first_started(
+    tmp_path: Path,
+) -> None:
+    """Two long --embedded commands, and the one that started the database ends first:
+    it leaves the database to the other, which stops it as it ends. It used to stay
+    running until some later command came."""
+    data = tmp_path / ".tether" / "pgdata"
+    env = _migrated_embedded_folder(tmp_path)
+    starter = _embedded_sweep(tmp_path, env)
+    joiner = None
+    try:
+        _until(starter, lambda: data.with_name("pgdata.started-by").exists())
+        joiner = _embedded_sweep(tmp_path, env)
+        _until(joiner, lambda: _tether_clients(data) >= 2)
+        starter.terminate()
+        starter.communicate(timeout=30)
+        assert embedded.is_running(data)  # the other still uses it
+        joiner.terminate()
+        _, stderr = joiner.communicate(timeout=30)
+        assert joiner.returncode == 130, stderr
+        assert not embedded.is_running(data)
+        assert not data.with_name("pgdata.started-by").exists()
+    finally:
+        for process in (starter, joiner):
+            if process is not None:
+                _ended(process)
+        embedded.stop_if_running(data)
+
+
 def test_commands_with_embedded_act_on_the_running_stack_as_it_is(tmp_path: Path) -> None:
     """`make dev`'s stack (an embedded Postgres in .tether/pgdata), then `tether kick
     --embedded` from the same folder with nothing else said: it finds the database, the

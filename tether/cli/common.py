@@ -137,6 +137,11 @@ def _embedded_url() -> str:
         # come to use it meanwhile.
         _started_by(data_dir).write_text(str(os.getpid()))
         atexit.register(_stop_if_unused, server)
+    elif _started_by(data_dir).exists():
+        # Another command started it for itself and still runs. Should that one end
+        # first, it leaves the server to this one, which it sees connected: this one
+        # stops it then, as the last of the commands using it.
+        atexit.register(_stop_if_left_to_this_command, server)
     return server.url
 
 
@@ -161,6 +166,12 @@ def _left_by_a_command_gone(data_dir: Path) -> bool:
     except PermissionError:
         return False  # alive, another user's
     return False
+
+
+def _stop_if_left_to_this_command(server: EmbeddedPostgres) -> None:
+    if _left_by_a_command_gone(server.data_dir):
+        _started_by(server.data_dir).write_text(str(os.getpid()))
+        _stop_if_unused(server)
 
 
 def _dev_uses(data_dir: Path) -> bool:
