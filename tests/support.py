@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import psutil
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -252,3 +255,36 @@ def functions_reading_temporary_types(conn: Any) -> tuple[list[str], list[str]]:
     signatures = [(row["signature"], row["config"]) for row in rows]
     loose = [s for s, config in signatures if "search_path=pg_catalog, pg_temp" not in config]
     return [s for s, _config in signatures], loose
+
+
+def _server_processes(data_dir: Path) -> list[psutil.Process]:
+    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
+def thaw(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, psutil.Error):
+        for process in _server_processes(data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)
+
+
+THAWED_AFTER_SECONDS = 20.0
+"""However the test goes: a call that waits for the thaw returns then, and fails the
+test by how long it waited, instead of hanging it."""
+
+
+@contextlib.contextmanager
+def frozen(data_dir: Path) -> Iterator[None]:
+    """The Postgres of ``data_dir`` stopped with SIGSTOP, every process of it: its
+    kernel still acknowledges every byte, so no TCP timeout fires."""
+    processes = _server_processes(data_dir)
+    thaw_later = threading.Timer(THAWED_AFTER_SECONDS, thaw, (data_dir,))
+    for process in processes:
+        os.kill(process.pid, signal.SIGSTOP)
+    thaw_later.start()
+    try:
+        yield
+    finally:
+        thaw_later.cancel()
+        thaw(data_dir)

@@ -5,20 +5,15 @@ one serves the other tests."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from functions import connect, message
-from tests.support import FakeLambdaContext, ws_event
+from tests.support import FakeLambdaContext, frozen, thaw, ws_event
 from tether import migrate, runtime
 from tether.drivers.postgres import ANSWER_WITHIN_SECONDS, PostgresStore
 from tether.errors import DatabaseUnavailableError
@@ -39,46 +34,15 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         migrate.migrate(server.url)
         yield Server(server.url, server.data_dir)
     finally:
-        _thaw(server.data_dir)
+        thaw(server.data_dir)
         server.stop("immediate")
-
-
-def _server_processes(data_dir: Path) -> list[psutil.Process]:
-    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
-    return [postmaster, *postmaster.children(recursive=True)]
-
-
-def _thaw(data_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError, psutil.Error):
-        for process in _server_processes(data_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)
-
-
-THAWED_AFTER_SECONDS = 20.0
-"""However the test goes: a call that waits for the thaw returns then, and fails the
-test by how long it waited, instead of hanging it."""
-
-
-@contextlib.contextmanager
-def _frozen(data_dir: Path) -> Iterator[None]:
-    processes = _server_processes(data_dir)
-    thaw = threading.Timer(THAWED_AFTER_SECONDS, _thaw, (data_dir,))
-    for process in processes:
-        os.kill(process.pid, signal.SIGSTOP)
-    thaw.start()
-    try:
-        yield
-    finally:
-        thaw.cancel()
-        _thaw(data_dir)
 
 
 def test_a_call_to_a_frozen_server_gives_up_then_the_next_reconnects(own_server: Server) -> None:
     store = PostgresStore(own_server.url, answer_within=1.0)
     try:
         opened = store.open_session(OpenSessionRequest(connection_id="warm="))  # kept open
-        with _frozen(own_server.data_dir):
+        with frozen(own_server.data_dir):
             started = time.monotonic()
             with pytest.raises(DatabaseUnavailableError) as unanswered:
                 store.touch_session("warm=", 0)
@@ -107,7 +71,7 @@ def test_a_handler_answers_503_within_its_timeout_while_the_server_is_frozen(
     try:
         warm = connect.lambda_handler(ws_event("connect", "frozen-warm="), FakeLambdaContext())
         assert warm["statusCode"] == 200
-        with _frozen(own_server.data_dir):
+        with frozen(own_server.data_dir):
             started = time.monotonic()
             refused = connect.lambda_handler(
                 ws_event("connect", "frozen-new="), FakeLambdaContext()
