@@ -88,17 +88,17 @@ def read_plainly(connection: psycopg.Connection[Any]) -> None:
     speak_utf8(connection)
 
 
-_answering: type[psycopg.Connection[Row]] | None = None
+_answering: type[psycopg.Connection[Any]] | None = None
 
 
-def _answering_connection() -> type[psycopg.Connection[Row]]:
+def answering_connection() -> type[psycopg.Connection[Any]]:
     """psycopg's connection, its every wait on the server bounded by ``answer_within``
     (psycopg 3.3's ``wait`` takes a timeout; its cursors never pass one)."""
     global _answering  # noqa: PLW0603 - the class is made once, on first use
     if _answering is None:
         import psycopg  # noqa: PLC0415
 
-        class AnsweringConnection(psycopg.Connection[Row]):
+        class AnsweringConnection(psycopg.Connection[Any]):
             answer_within: float | None = None
 
             def wait(
@@ -141,7 +141,7 @@ class PostgresStore(SessionStore):
         from psycopg.rows import dict_row  # noqa: PLC0415
 
         try:
-            connection = _answering_connection().connect(
+            connection = answering_connection().connect(
                 self._url,
                 autocommit=True,
                 prepare_threshold=None,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import resource
 import secrets
@@ -30,7 +31,12 @@ import uvicorn
 
 from tether import limits, migrate, runtime
 from tether.dburl import check, redact, scrub
-from tether.drivers.postgres import NETWORK_TIMEOUTS, read_plainly
+from tether.drivers.postgres import (
+    ANSWER_WITHIN_SECONDS,
+    NETWORK_TIMEOUTS,
+    answering_connection,
+    read_plainly,
+)
 from tether.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -462,7 +468,7 @@ class DatabaseClaim:
         self._backend: tuple[int, object] | None = None
         self.held = False
 
-    def take(self, wait_seconds: float = 0.0) -> bool:
+    def take(self, wait_seconds: float = 0.0, connect_timeout: int = 10) -> bool:
         """Take the lock, waiting up to ``wait_seconds`` for a holder that is going
         away (a dev killed a moment ago). Raises DatabaseUnavailableError."""
         import psycopg  # noqa: PLC0415 - the dev's dependency, not its command line's
@@ -471,13 +477,16 @@ class DatabaseClaim:
         self._drop()
         conn = None
         try:
-            conn = psycopg.connect(
+            conn = answering_connection().connect(
                 self._url,
-                connect_timeout=10,
+                connect_timeout=connect_timeout,
                 application_name="tether dev",
                 prepare_threshold=None,
                 **NETWORK_TIMEOUTS,
             )
+            # Bounded as the handlers' calls are: a check that waited on a hung server
+            # would hold the dev's stop until the server came back.
+            conn.answer_within = ANSWER_WITHIN_SECONDS  # type: ignore[attr-defined]
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
             read_plainly(conn)  # it reads its backend's start as a moment
             # Some servers end a transaction left idle; this one must stay open.
@@ -528,7 +537,7 @@ class DatabaseClaim:
                 return True
         was_held = self.held
         try:
-            self.held = self.take()
+            self.held = self.take(connect_timeout=math.ceil(ANSWER_WITHIN_SECONDS))
         except DatabaseUnavailableError:
             # Nobody takes it while the database is down: the sweep carries on, failing
             # on its own and saying so, and is back at once when the database is.

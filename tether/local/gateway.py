@@ -293,12 +293,18 @@ class LocalGateway:
     # --- ASGI entry ----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        try:
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            elif scope["type"] == "http":
+                await self._http(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+        except asyncio.CancelledError:
+            # Only the server's forced stop (a second Ctrl-C) cancels these tasks, and
+            # what it cut short is said where it was cut. Raised on, it would be
+            # printed as a traceback per connection, as if the gateway had failed.
+            return
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
