@@ -7,7 +7,7 @@ import copy
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -132,3 +132,94 @@ def test_a_warm_container_keeps_one_database_connection_however_many_requests(
         response = lambda_admin(copy.deepcopy(sweep), FakeLambdaContext())
         assert response["statusCode"] == 200, response
         assert connections() == 1
+
+
+def _without(event: dict[str, Any], *path: str) -> dict[str, Any]:
+    holder = event
+    for part in path[:-1]:
+        holder = holder[part]
+    del holder[path[-1]]
+    return event
+
+
+def _with(event: dict[str, Any], value: Any, *path: str) -> dict[str, Any]:
+    holder = event
+    for part in path[:-1]:
+        holder = holder[part]
+    holder[path[-1]] = value
+    return event
+
+
+MALFORMED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "not an object": (lambda e: None, "the event must be a JSON object, got NoneType"),
+    "a list": (lambda e: [e], "the event must be a JSON object, got list"),
+    "empty": (lambda e: {}, "not an API Gateway HTTP event"),
+    "no version": (lambda e: _without(e, "version"), "not an API Gateway HTTP event"),
+    "no request context": (lambda e: _without(e, "requestContext"), "requestContext: Field"),
+    "version 1.0 on a 2.0 event": (lambda e: _with(e, "1.0", "version"), "httpMethod"),
+    "version 3.0": (lambda e: _with(e, "3.0", "version"), "not an API Gateway HTTP event"),
+    "no http": (lambda e: _without(e, "requestContext", "http"), "requestContext.http"),
+    "no method": (
+        lambda e: _without(e, "requestContext", "http", "method"),
+        "requestContext.http.method",
+    ),
+    "headers null": (lambda e: _with(e, None, "headers"), "headers"),
+    "a header a number": (lambda e: _with(e, 7, "headers", "accept"), "headers.accept"),
+    "a header a list": (lambda e: _with(e, ["a"], "headers", "accept"), "headers.accept"),
+    "query null": (lambda e: _with(e, None, "rawQueryString"), "rawQueryString"),
+    "body a number": (lambda e: _with(e, 5, "body"), "body"),
+    "body an object": (lambda e: _with(e, {"a": 1}, "body"), "body"),
+    "body not base64": (
+        lambda e: _with(_with(e, True, "isBase64Encoded"), "%%%not base64", "body"),
+        "the body is not base64",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_a_malformed_event_is_refused_with_a_problem_and_closes_nothing(
+    name: str, lambda_admin: Any, make_session: SessionFactory, db: Any
+) -> None:
+    """A direct invoke, a console test event or an integration set up by hand: Mangum
+    trusted every field and escaped as a KeyError or AttributeError (a 502 behind API
+    Gateway). Each is a 400 saying which field, and the request is not run: a close
+    of a live session leaves it live."""
+    session = make_session(started_seconds_ago=30)
+    close = _event(f"/sessions/{session['session_id']}/close")
+    close["requestContext"]["http"]["method"] = "POST"
+    change, said = MALFORMED[name]
+    event = change(close)
+
+    response = lambda_admin(event, FakeLambdaContext())
+
+    assert response["statusCode"] == 400, response
+    assert response["headers"]["content-type"] == "application/problem+json"
+    problem = json.loads(response["body"])
+    assert problem["code"] == "malformed_event"
+    assert problem["status"] == 400
+    assert said in problem["detail"], problem
+    assert OPERATOR_KEY not in response["body"]
+    row = db.execute(
+        "select is_active from public.conversation_sessions where session_id = %s",
+        (session["session_id"],),
+    ).fetchone()
+    assert row["is_active"] is True
+
+
+def test_a_payload_1_0_event_is_still_served(lambda_admin: Any) -> None:
+    event = {
+        "version": "1.0",
+        "resource": "/{proxy+}",
+        "path": "/health",
+        "httpMethod": "GET",
+        "headers": {"host": "example.execute-api.us-east-1.amazonaws.com"},
+        "multiValueHeaders": None,
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "requestContext": {"identity": {"sourceIp": "203.0.113.10"}},
+        "body": None,
+        "isBase64Encoded": False,
+    }
+    response = lambda_admin(event, FakeLambdaContext())
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"])["status"] == "ok"
