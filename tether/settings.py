@@ -50,6 +50,11 @@ def operator_key_problem(key: str) -> str | None:
             "must be printable ASCII (letters, digits, punctuation, spaces between them),"
             " with no space at either end"
         )
+    from tether.auth import looks_like_jwt  # noqa: PLC0415 - only where a key is set
+
+    if looks_like_jwt(key):
+        # Sent as a Bearer, it would be verified as an access token and never compared.
+        return "must not look like an access token (three parts, dot-separated, 'ey' first)"
     return None
 
 

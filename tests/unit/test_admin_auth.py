@@ -145,6 +145,8 @@ def test_without_a_key_or_token_verification_nothing_gets_in() -> None:
         ),
         ("correct horse battery staple ", "no space at either end"),
         ("\tcorrect-horse-battery-staple", "printable ASCII"),
+        # Sent as a Bearer, it is verified as an access token: it could never match.
+        ("eyJ0eXAiOiJrZXkifQ.eyJvcGVyYXRvciI6MX0.c2VjcmV0", "look like an access token"),
     ],
 )
 def test_a_key_no_header_could_carry_is_refused_as_the_settings_are_read(
