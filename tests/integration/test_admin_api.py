@@ -119,6 +119,24 @@ def test_a_credential_sent_twice_is_refused_not_read_once(
     assert OPERATOR_KEY not in json.dumps(body)
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [f"Basic {OPERATOR_KEY}", "Bearer", "Bearer ", "Digest x=1", "garbage"],
+)
+def test_an_authorization_that_is_no_bearer_is_refused_beside_a_valid_key(
+    api: AdminApi, authorization: str
+) -> None:
+    """Sent both ways, both must verify: an Authorization of another scheme, or an
+    empty Bearer, was read as none and passed over beside a valid key header."""
+    response = api.client.get(
+        "/sessions",
+        headers={"Authorization": authorization, "X-Tether-Operator-Key": OPERATOR_KEY},
+    )
+    body = _problem(response, 401)
+    assert "Authorization must be 'Bearer <key or token>'" in body["detail"]
+    assert OPERATOR_KEY not in response.text
+
+
 def test_a_query_parameter_given_twice_is_refused(api: AdminApi) -> None:
     response = api.client.get("/sessions", params=[("limit", "5"), ("limit", "500")], headers=AUTH)
     assert _fields(response) == ["query"]

@@ -119,6 +119,7 @@ DETAILS = {
     f" {KEY_HEADER}) or an operator's access token (Authorization: Bearer <token>)",
     "repeated_credentials": "send each credential once: one Authorization header, one"
     f" {KEY_HEADER}",
+    "unsupported_authorization": "Authorization must be 'Bearer <key or token>'",
     "wrong_operator_key": "the operator key was not accepted",
     "operator_key_not_configured": "no operator key is configured (TETHER_OPERATOR_KEY)",
     "token_verification_not_configured": "access tokens cannot be verified here: set"

@@ -66,6 +66,10 @@ def require_operator(
     # passed over.
     if any(len(request.headers.getlist(name)) > 1 for name in ("authorization", KEY_HEADER)):
         raise AuthenticationError("repeated_credentials")
+    if credentials is None and "authorization" in request.headers:
+        # Another scheme (Basic, ...) or an empty Bearer, which the Bearer scheme reads
+        # as none: beside a valid key header it would be passed over.
+        raise AuthenticationError("unsupported_authorization")
     return authenticate(credentials.credentials if credentials else None, key, settings)
 
 
