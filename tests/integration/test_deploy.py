@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import AWS_REGION, ROOT
 from tests.integration.test_bundle import CACHE
@@ -79,11 +80,18 @@ def physical_ids(endpoint: str) -> dict[str, str]:
 
 
 def test_deploy_migrate_redeploy_and_destroy(
-    aws: str, empty_database_url: str, capsys: pytest.CaptureFixture[str]
+    aws: str,
+    empty_database_url: str,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = aws_client("secretsmanager", aws).create_secret(
         Name="tether/test-database", SecretString=empty_database_url
     )["ARN"]
+    # Another database in the shell (the quick start's): --migrate migrates the one
+    # the functions will use, the secret's. It migrated this one, "up to date".
+    monkeypatch.setenv("DATABASE_URL", database_url)
 
     code = main(
         [
@@ -94,6 +102,10 @@ def test_deploy_migrate_redeploy_and_destroy(
     )
     first = capsys.readouterr()
     assert code == 0, first.out + first.err
+    (said,) = [line for line in first.out.splitlines() if line.startswith("migrating")]
+    dbname = conninfo_to_dict(empty_database_url)["dbname"]
+    assert said.startswith(f"migrating database {dbname} on "), said
+    assert said.endswith(f"from the secret {secret}"), said
     assert f"{len(migrate.discover())} migration(s) applied" in first.out
     assert migrate.status(empty_database_url).pending == []
     assert f"stack {STACK} is CREATE_COMPLETE" in first.out

@@ -454,11 +454,14 @@ def _check_settings(parameters: dict[str, str]) -> None:
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
     from tether import migrate  # noqa: PLC0415
-    from tether.cli.common import configured_url, say_aside  # noqa: PLC0415
+    from tether.cli.common import say_aside  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
     from tether.deploy.stack import read_secret  # noqa: PLC0415
 
-    url = args.database_url or configured_url()
+    # The database the functions will use, the one in the secret, unless named on the
+    # command line: a DATABASE_URL left in the shell (the quick start's) would have
+    # been migrated instead, and the new code deployed on an unmigrated database.
+    url, source = args.database_url, "--database-url"
     if not url:
         if parameters.get("DatabaseDriver", "psycopg") != "psycopg":
             raise InvalidInputError(
@@ -466,6 +469,8 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
                 "pass --database-url (or run `supabase db push`)"
             )
         url = read_secret(aws, parameters["DatabaseSecret"])
+        source = f"the secret {parameters['DatabaseSecret']}"
+    say(f"migrating {_database_named(check(url))}, from {source}")
     # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
     done = migrate.migrate(
         check(url),
@@ -478,6 +483,15 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+
+
+def _database_named(url: str) -> str:
+    """Which database a URL names, as an operator would check it: never its password."""
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    parts = conninfo_to_dict(url)
+    host, port = parts.get("host") or "localhost", parts.get("port")
+    return f"database {parts.get('dbname') or '(default)'} on {host}{f':{port}' if port else ''}"
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
@@ -575,7 +589,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--database-url",
         type=database_url_flag,
         metavar="URL",
-        help="for --migrate (default: $DATABASE_URL, else the URL in the database secret)",
+        help="for --migrate (default: the URL in the database secret; $DATABASE_URL is not read)",
     )
     group = deploy_cmd.add_argument_group("authentication")
     group.add_argument("--jwks-url", metavar="URL", help="default: from --supabase-url")
