@@ -9,11 +9,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.conftest import with_database
 from tests.support import run_tether
@@ -124,6 +125,73 @@ def test_a_start_an_earlier_version_let_in_is_moved_to_a_readable_one(
     assert starts["live="] == last_seen["live="]
     assert starts["bc="] == last_seen["bc="]
     assert starts["fine="] < last_seen["fine="]  # untouched: an hour before it was seen
+
+
+def test_moments_an_earlier_version_let_in_are_moved_to_readable_ones(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """Written before the check existed (by hand, or by an old server after adoption):
+    the migration that validates it gives each unreadable moment a readable one from
+    what its row holds, says how many rows it changed, and the check holds from then
+    on. Rows that could be read are left as they were."""
+    later = sorted(p for p in migrations_copy.glob("*.sql") if p.name >= "20261130002000")
+    assert [p.name for p in later][:2] == [
+        "20261130002000_readable_moments.sql",
+        "20261130002100_readable_moments_validated.sql",
+    ]
+    for path in later:
+        path.unlink()
+    migrate.migrate(empty_database_url, migrations_copy)
+    insert = (
+        "insert into public.conversation_sessions"
+        " (connection_id, session_start, session_end, end_reason, last_seen_at, announced_at)"
+        " values (%s, %s, %s, %s, %s, %s)"
+    )
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        (now,) = conn.execute("select now()").fetchone() or (None,)
+        assert now is not None
+        hour = timedelta(hours=1)
+        rows = [
+            ("end-inf=", now - hour, "infinity", "client_disconnect", now - hour / 2, None),
+            ("seen-far=", now - hour, None, None, "10000-01-01 00:00:00+00", None),
+            ("start-far=", "10000-01-01 00:00:00+00", None, None, now - hour, None),
+            ("announced-inf=", now - hour, now - hour / 4, "gone", now - hour / 4, "infinity"),
+            ("fine=", now - hour, now - hour / 3, "gone", now - hour / 3, now - hour / 3),
+        ]
+        for row in rows:
+            conn.execute(insert, row)
+    result = run_tether("migrate", "--database-url", empty_database_url)
+    assert result.returncode == 0, result.stderr
+    assert "applied  20261130002100_readable_moments_validated.sql" in result.stdout
+    assert "4 session(s) held a moment no client can read" in result.stderr
+    with psycopg.connect(empty_database_url, autocommit=True, row_factory=dict_row) as conn:
+        found = {
+            row["connection_id"]: row
+            for row in conn.execute(
+                "select connection_id, session_start, session_end, last_seen_at, announced_at"
+                " from public.conversation_sessions"
+            ).fetchall()
+        }
+        assert conn.execute(
+            "select convalidated from pg_constraint"
+            " where conname = 'conversation_sessions_moments_readable_check'"
+        ).fetchone() == {"convalidated": True}
+    # An end: its last readable sign of life.
+    assert found["end-inf="]["session_end"] == now - hour / 2
+    # A last sign of life: its start (it has no end).
+    assert found["seen-far="]["last_seen_at"] == now - hour
+    # A start: its first readable moment.
+    assert found["start-far="]["session_start"] == now - hour
+    # An announcement: when the migration ran.
+    assert found["announced-inf="]["announced_at"] >= now
+    assert found["announced-inf="]["session_end"] == now - hour / 4
+    assert found["fine="] == {
+        "connection_id": "fine=",
+        "session_start": now - hour,
+        "session_end": now - hour / 3,
+        "last_seen_at": now - hour / 3,
+        "announced_at": now - hour / 3,
+    }
 
 
 def test_edited_migration_is_refused_by_name(

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.rows import dict_row
 
 from tests.conftest import SessionFactory
@@ -99,6 +99,44 @@ def test_a_start_no_client_can_read_is_refused_and_writes_nothing(db: Conn, star
     assert db.execute("select count(*) as n from public.conversation_sessions").fetchone() == {
         "n": 0
     }
+
+
+@pytest.mark.parametrize(
+    ("column", "moment"),
+    [
+        ("session_end", "infinity"),
+        ("session_end", "10000-01-01 00:00:00+00"),
+        ("last_seen_at", "infinity"),
+        ("last_seen_at", "10000-01-01 00:00:00+00"),
+        ("last_seen_at", "0001-01-01 00:00:00+00"),
+        ("announced_at", "infinity"),
+        ("session_start", "10000-01-01 00:00:00+00"),
+    ],
+)
+def test_a_moment_no_client_can_read_is_refused_and_writes_nothing(
+    db: Conn, make_session: SessionFactory, column: str, moment: str
+) -> None:
+    """A hand-written UPDATE, or a team's old server after adoption: one such row made
+    every page of /sessions that held it, and the live page, answer 500."""
+    # Live, for the start: an end before a start is refused by a check of its own.
+    ended = {} if column == "session_start" else {"ended_seconds_ago": 60}
+    session = make_session(started_seconds_ago=600, **ended)
+    before = db.execute(
+        "select * from public.conversation_sessions where session_id = %s",
+        (session["session_id"],),
+    ).fetchone()
+    with pytest.raises(errors.CheckViolation, match="conversation_sessions_moments_readable"):
+        db.execute(
+            sql.SQL("update public.conversation_sessions set {} = %s where session_id = %s").format(
+                sql.Identifier(column)
+            ),
+            (moment, session["session_id"]),
+        )
+    after = db.execute(
+        "select * from public.conversation_sessions where session_id = %s",
+        (session["session_id"],),
+    ).fetchone()
+    assert after == before
 
 
 def test_end_reason_domain_matches_the_python_enum(db: Conn) -> None:
