@@ -317,6 +317,27 @@ def test_pages_skip_and_repeat_nothing_while_sessions_open_in_between(
     assert len(starts) == 23 + 2 * pages
 
 
+@pytest.mark.parametrize(("rows", "limit"), [(5, 5), (4, 2), (500, 500), (501, 500)])
+def test_a_page_has_a_next_cursor_only_while_more_rows_follow(
+    api: AdminApi, make_session: SessionFactory, rows: int, limit: int
+) -> None:
+    """A last page that happened to be full came with a cursor, which led to an empty
+    page: a script that pages until the cursor is gone made a request for nothing, and
+    a person saw "more" where there was none."""
+    for index in range(rows):
+        make_session(started_seconds_ago=1000 - index)
+    listed = 0
+    params: dict[str, Any] = {"limit": limit, "active": "true"}
+    while True:
+        page = api.client.get("/sessions", params=params, headers=AUTH).json()
+        assert page["sessions"], "a cursor led to an empty page"
+        listed += len(page["sessions"])
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": limit, "active": "true", "cursor": page["next_cursor"]}
+    assert listed == rows
+
+
 def test_a_cursor_is_bound_to_its_filters(api: AdminApi, make_session: SessionFactory) -> None:
     for _ in range(3):
         make_session()

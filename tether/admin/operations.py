@@ -90,9 +90,19 @@ def list_page(
     ):
         raise InvalidFieldError("started_before", "must be later than started_after")
     after = cursor.decode(cursor_text, where) if cursor_text is not None else None
-    rows = store.list_sessions(where, after=after, limit=limit)
+    # One row more than the page, to know whether another page follows: a cursor on a
+    # last page that happened to be full led to an empty one. The largest page asks
+    # for the row after it on its own (the SQL function's pages are at most 500).
+    rows = store.list_sessions(where, after=after, limit=min(limit + 1, PAGE_SIZE_MAX))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not more and len(rows) == PAGE_SIZE_MAX:
+        last = rows[-1]
+        more = bool(
+            store.list_sessions(where, after=(last.session_start, last.session_id), limit=1)
+        )
     next_cursor = None
-    if len(rows) == limit:
+    if more:
         last = rows[-1]
         next_cursor = cursor.encode(last.session_start, last.session_id, where)
     return SessionsPage(
