@@ -119,8 +119,9 @@ def test_a_moment_no_client_can_read_is_refused_and_writes_nothing(
     """A hand-written UPDATE, or a team's old server after adoption: one such row made
     every page of /sessions that held it, and the live page, answer 500."""
     # Live, for the start: an end before a start is refused by a check of its own.
-    ended = {} if column == "session_start" else {"ended_seconds_ago": 60}
-    session = make_session(started_seconds_ago=600, **ended)
+    session = make_session(
+        started_seconds_ago=600, ended_seconds_ago=None if column == "session_start" else 60
+    )
     before = db.execute(
         "select * from public.conversation_sessions where session_id = %s",
         (session["session_id"],),
