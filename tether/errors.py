@@ -63,6 +63,11 @@ class SigningKeysUnavailableError(TetherError):
     verified now, and nothing says the caller's is bad. Worth a retry."""
 
 
+class SecretUnavailableError(TetherError):
+    """Secrets Manager or SSM did not answer (a timeout, throttling, its own failure):
+    nothing says the secret or the setting is wrong. Worth a retry."""
+
+
 class GatewayError(TetherError):
     """The @connections API did not answer (throttled past retries, forbidden, down)."""
 

@@ -14,6 +14,7 @@ from tether.errors import (
     GatewayError,
     InvalidInputError,
     NotFoundError,
+    SecretUnavailableError,
     SigningKeysUnavailableError,
     TetherError,
 )
@@ -26,6 +27,7 @@ SERVER_FAILED = "the service could not complete the request"
 _SERVER_SIDE_MESSAGES = {
     "unavailable": "the database is unavailable or busy; try again shortly",
     "signing_keys_unavailable": "tokens cannot be verified right now; try again shortly",
+    "secret_unavailable": "a secret could not be read right now; try again shortly",
 }
 
 
@@ -62,6 +64,8 @@ def error_code(exc: TetherError) -> tuple[int, str]:
         return 503, "unavailable"
     if isinstance(exc, SigningKeysUnavailableError):
         return 503, "signing_keys_unavailable"
+    if isinstance(exc, SecretUnavailableError):
+        return 503, "secret_unavailable"
     if isinstance(exc, ConfigurationError):
         return 500, "misconfigured"
     return 500, "internal_error"

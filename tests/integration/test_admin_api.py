@@ -4,6 +4,7 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -185,6 +186,26 @@ def test_the_key_may_be_kept_in_ssm(database_url: str, aws: str) -> None:
     ) as running:
         assert running.client.get("/sessions", headers=AUTH).status_code == 200
         _problem(running.client.get("/sessions", headers={"Authorization": "Bearer nope"}), 401)
+
+
+def test_a_key_store_that_does_not_answer_is_a_503_that_names_nothing(
+    database_url: str,
+) -> None:
+    """Secrets Manager or SSM down or throttling: the caller is told to retry, not that
+    tether is misconfigured, and learns nothing of where the key is kept."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with admin_api(
+        database_url, operator_key="ssm:/tether/operator-key", aws_endpoint_url=nowhere
+    ) as running:
+        response = running.client.get(
+            "/sessions", headers={"Authorization": "Bearer any-key-at-all-00"}
+        )
+        body = _problem(response, 503)
+        assert body["code"] == "secret_unavailable"
+        assert "try again" in body["detail"]
+        assert "ssm:" not in response.text and "operator-key" not in response.text
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import boto3
 import pytest
 
 from tether.aws.secrets import resolve_secret
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, SecretUnavailableError
+
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tether/db-AbCdEf"
 
 
 def test_secrets_by_reference_from_secrets_manager_and_ssm(aws: str) -> None:
@@ -41,3 +45,24 @@ def test_secret_arns_of_every_partition_are_read_not_taken_as_values(
 
     assert resolve_secret(arn, aws) == "postgresql://gov/db"
     assert resolve_secret(parameter_arn, aws) == "from-gov-ssm"
+
+
+def _nothing_listening() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("reference", ["ssm:/tether/jwt", SECRET_ARN])
+def test_a_store_that_does_not_answer_is_unavailable_not_a_wrong_setting(reference: str) -> None:
+    """A secret store down or throttling says nothing of the setting: the caller is
+    told to retry (503), not that tether is misconfigured (500)."""
+    with pytest.raises(SecretUnavailableError, match="EndpointConnectionError"):
+        resolve_secret(reference, _nothing_listening())
+
+
+def test_a_store_that_answers_no_is_a_wrong_setting(aws: str) -> None:
+    with pytest.raises(ConfigurationError, match="ParameterNotFound"):
+        resolve_secret("ssm:/tether/never-made", aws)
+    with pytest.raises(ConfigurationError, match="ResourceNotFoundException"):
+        resolve_secret(SECRET_ARN, aws)

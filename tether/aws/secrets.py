@@ -12,7 +12,7 @@ import functools
 import json
 import re
 
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, SecretUnavailableError
 
 SSM_PREFIX = "ssm:"
 # The partition is "aws" or "aws-" and a suffix (aws-cn, aws-us-gov, aws-iso-b, ...),
@@ -64,7 +64,7 @@ def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
             SecretId=reference
         )
     except (BotoCoreError, ClientError) as exc:
-        raise ConfigurationError(f"cannot read secret {reference}: {error_code(exc)}") from None
+        raise _failure(f"cannot read secret {reference}: {error_code(exc)}", exc) from None
     value = answer.get("SecretString")
     if not value:
         raise ConfigurationError(f"secret {reference} has no SecretString")
@@ -81,8 +81,47 @@ def _from_ssm(reference: str, endpoint_url: str | None) -> str:
             Name=ssm_parameter_name(reference), WithDecryption=True
         )
     except (BotoCoreError, ClientError) as exc:
-        raise ConfigurationError(f"cannot read parameter {reference}: {error_code(exc)}") from None
+        raise _failure(f"cannot read parameter {reference}: {error_code(exc)}", exc) from None
     return str(parameter["Parameter"]["Value"])
+
+
+# What the service says when it, not the request, failed: the same read may work next.
+_PASSING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def _failure(message: str, exc: Exception) -> Exception:
+    """A store that did not answer is unavailable (503, retried); one that answered
+    no (not found, access denied, no credentials) is a setting to fix (500)."""
+    from botocore.exceptions import (  # noqa: PLC0415
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    from tether.aws.clients import error_code  # noqa: PLC0415
+
+    unanswered = (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+    passing = isinstance(exc, unanswered) or error_code(exc) in _PASSING_CODES
+    return SecretUnavailableError(message) if passing else ConfigurationError(message)
 
 
 def single_value(value: str, reference: str) -> str:
