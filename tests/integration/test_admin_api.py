@@ -383,6 +383,11 @@ def test_a_cursor_is_bound_to_its_filters(api: AdminApi, make_session: SessionFa
         ("/stats/daily", {"days": "0x7"}, "days"),
         ("/stats/orphans", {"alert_above": "5.0"}, "alert_above"),
         ("/sessions", {"active": "maybe"}, "active"),
+        # true or false alone: pydantic reads these as true.
+        ("/sessions", {"active": "yes"}, "active"),
+        ("/sessions", {"active": "1"}, "active"),
+        ("/sessions", {"active": "on"}, "active"),
+        ("/sessions", {"active": "TRUE"}, "active"),
         ("/sessions", {"user_id": "bob"}, "user_id"),
         ("/sessions", {"started_after": "yesterday"}, "started_after"),
         ("/sessions", {"started_after": "2026-11-01T00:00:00"}, "started_after"),

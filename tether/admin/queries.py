@@ -1,5 +1,6 @@
 """The types query parameters are read as, where pydantic's lax reading would take
-what nobody meant: a number for a time, ``5.0``, ``+5`` or ``5_0`` for a count."""
+what nobody meant: a number for a time, ``5.0``, ``+5`` or ``5_0`` for a count, ``yes``
+or ``1`` for true."""
 
 from __future__ import annotations
 
@@ -42,3 +43,13 @@ def _written_in_digits(value: object) -> object:
 
 
 WholeNumber = Annotated[int, BeforeValidator(_written_in_digits)]
+
+
+def _written_as_true_or_false(value: object) -> object:
+    """``true`` or ``false``: pydantic also reads yes, on, 1, y, t and their opposites."""
+    if isinstance(value, str) and value not in {"true", "false"}:
+        raise ValueError("true or false is expected")
+    return value
+
+
+TrueOrFalse = Annotated[bool, BeforeValidator(_written_as_true_or_false)]

@@ -16,7 +16,7 @@ from tether.admin.deps import (
     SettingsDep,
     StoreDep,
 )
-from tether.admin.queries import Moment, WholeNumber
+from tether.admin.queries import Moment, TrueOrFalse, WholeNumber
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
 from tether.models import EndReason, SessionFilter
@@ -33,7 +33,8 @@ def list_sessions(
     *,
     store: StoreDep,
     active: Annotated[
-        bool | None, Query(description="true: live sessions only; false: ended ones only")
+        TrueOrFalse | None,
+        Query(description="true: live sessions only; false: ended ones only"),
     ] = None,
     user_id: Annotated[UUID | None, Query(description="Only this user's sessions")] = None,
     started_after: Annotated[
