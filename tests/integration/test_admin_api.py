@@ -746,6 +746,24 @@ def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
     _problem(api.client.delete("/sessions", headers=AUTH), 405)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        # Two routes serve /health: the methods of both are said, not the first's.
+        ("POST", "/health", "GET, HEAD"),
+        ("OPTIONS", "/health", "GET, HEAD"),
+        ("DELETE", "/sessions", "GET"),
+        ("GET", "/sessions/0193b5a4-0000-7000-8000-000000000000/close", "POST"),
+    ],
+)
+def test_a_method_not_allowed_names_every_method_the_path_takes(
+    api: AdminApi, method: str, path: str, allowed: str
+) -> None:
+    response = api.client.request(method, path, headers=AUTH)
+    _problem(response, 405)
+    assert response.headers["allow"] == allowed
+
+
 def test_health_reads_supabase_s_ledger_after_db_push(
     supabase_cli: Path, pg15_database: str, tmp_path: Path
 ) -> None:

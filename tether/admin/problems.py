@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from tether.admin.auth import describe
 from tether.admin.errors import InvalidFieldError
@@ -150,9 +151,28 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
         root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
         schema = str(root).rstrip("/") + "/openapi.json"
         detail = f"no route serves this path; {schema} lists them"
-    return problem(
-        request, exc.status_code, code, detail, headers=dict(exc.headers) if exc.headers else None
-    )
+    headers = dict(exc.headers) if exc.headers else None
+    allowed = _methods_of(request) if exc.status_code == 405 else []
+    if allowed:
+        # Starlette names the methods of the first route of this path only: GET /health
+        # and HEAD /health are two routes, and HEAD, served, went unsaid.
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return problem(request, exc.status_code, code, detail, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route serves at this request's path."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
