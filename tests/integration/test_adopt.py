@@ -393,6 +393,52 @@ def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> 
     assert _snapshot(url) == before
 
 
+TEAM_LOG_TRIGGER = """
+create table public.session_log (sid uuid, active boolean);
+create function public.log_session() returns trigger language plpgsql as $$
+begin
+  insert into session_log (sid, active) values (new.session_id, new.is_active);
+  return new;
+end
+$$;
+create trigger log_session after insert or update on conversation_sessions
+  for each row execute function log_session();
+"""
+
+
+def test_a_trigger_that_would_fail_under_tether_s_search_path_is_refused_with_the_fix(
+    server: Server,
+) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(TEAM_LOG_TRIGGER)
+    fix = "alter function public.log_session() set search_path = public"
+    report = inspect(url)
+    assert any("trigger log_session" in r and fix in r for r in report.refusals), report.refusals
+    before = _snapshot(url)
+    with pytest.raises(AdoptionError, match=r"alter function public\.log_session\(\)"):
+        apply(url)
+    assert _snapshot(url) == before
+
+    # The fix the refusal gives is enough: tether's own writes then fire the trigger.
+    with _connect(url) as conn:
+        conn.execute(fix)
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        opened = conn.execute(
+            "select session_id from public.tether_open_session_v1('logged1=')"
+        ).fetchone()
+        assert opened is not None
+        conn.execute("select * from public.tether_end_session_v2('logged1=', 'client_disconnect')")
+        logged = conn.execute(
+            "select active from public.session_log where sid = %s order by active desc",
+            (opened["session_id"],),
+        ).fetchall()
+    assert [r["active"] for r in logged] == [True, False]
+
+
 # --- --apply ----------------------------------------------------------------------------
 
 

@@ -169,6 +169,21 @@ class Dependent:
         return {"kind": self.kind, "name": self.name, "columns": list(self.columns)}
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger on the table, and the function it runs."""
+
+    name: str
+    definition: str
+    function: str
+    """schema.name(), quoted as SQL needs it."""
+    schema: str
+    """The function's schema, quoted as SQL needs it."""
+    own_search_path: bool
+    """The function sets its own search_path (``alter function ... set search_path``),
+    or resolves no names through one (C, internal, Postgres's own)."""
+
+
 @dataclass
 class Shape:
     """The table as the catalog has it now."""
@@ -183,7 +198,7 @@ class Shape:
     """name -> (definition, validated)"""
     indexes: dict[str, tuple[str, bool]] = field(default_factory=dict)
     """name -> (definition, valid)"""
-    triggers: dict[str, str] = field(default_factory=dict)
+    triggers: dict[str, Trigger] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
     rls_enabled: bool = False
     has_children: bool = False
@@ -256,8 +271,16 @@ where i.indrelid = %(oid)s
 """
 
 _TRIGGERS = """
-select tgname, pg_get_triggerdef(oid) from pg_catalog.pg_trigger
-where tgrelid = %(oid)s and not tgisinternal
+select t.tgname, pg_get_triggerdef(t.oid),
+       quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '()',
+       quote_ident(n.nspname),
+       l.lanname in ('c', 'internal') or n.nspname = 'pg_catalog'
+         or exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%%')
+from pg_catalog.pg_trigger t
+join pg_catalog.pg_proc p on p.oid = t.tgfoid
+join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+join pg_catalog.pg_language l on l.oid = p.prolang
+where t.tgrelid = %(oid)s and not t.tgisinternal
 """
 
 _GRANTS = """
@@ -340,8 +363,12 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     shape.primary_key = tuple(pk[0] or ()) if pk else ()
     for name, definition, valid in conn.execute(_INDEXES, params).fetchall():
         shape.indexes[str(name)] = (str(definition), bool(valid))
-    for name, definition in conn.execute(_TRIGGERS, params).fetchall():
-        shape.triggers[str(name)] = str(definition)
+    for name, definition, function, schema, own_search_path in conn.execute(
+        _TRIGGERS, params
+    ).fetchall():
+        shape.triggers[str(name)] = Trigger(
+            str(name), str(definition), str(function), str(schema), bool(own_search_path)
+        )
     shape.policies = [
         str(r[0])
         for r in conn.execute(

@@ -199,7 +199,26 @@ def refusals(shape: Shape) -> list[str]:
             f" ({', '.join(shape.primary_key) or 'none'})"
         )
     found += _column_refusals(shape)
+    if not shape.steps.get(plan.FINISH):
+        found += search_path_problems(shape)
     return found
+
+
+def search_path_problems(shape: Shape) -> list[str]:
+    """The team's triggers that would make tether's own writes fail: a trigger's function
+    runs with the search_path of the statement that fired it, and tether's functions
+    run theirs with pg_catalog, pg_temp only (so that no object of another schema can
+    stand in for one they use). A function that sets its own is left its own."""
+    return [
+        f"trigger {trigger.name} runs {trigger.function}, which has no search_path of its"
+        " own: fired by tether's functions (each $connect and $disconnect, the sweep,"
+        " close-orphans), it runs with theirs (pg_catalog, pg_temp), where a table it names"
+        " without its schema does not exist, and the write fails. Give it its own:"
+        f" alter function {trigger.function} set search_path = {trigger.schema} (or the"
+        " schemas it names tables from)"
+        for name, trigger in sorted(shape.triggers.items())
+        if name not in TETHER_OBJECTS and not trigger.own_search_path
+    ]
 
 
 _ROLE = """
@@ -433,8 +452,8 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
     if not shape.steps.get("backfill"):
         updating = sorted(
             name
-            for name, definition in shape.triggers.items()
-            if name not in TETHER_OBJECTS and " UPDATE" in definition.upper()
+            for name, trigger in shape.triggers.items()
+            if name not in TETHER_OBJECTS and " UPDATE" in trigger.definition.upper()
         )
         if updating:
             warnings.append(
@@ -442,6 +461,9 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
                 " (every row, once): one that stamps a column (an updated_at) or writes an"
                 " audit trail will do so for the whole history"
             )
+    if shape.steps.get(plan.FINISH):
+        # Nothing left to apply: said all the same, since tether's writes fail.
+        warnings += search_path_problems(shape)
     if shape.referenced_by:
         warnings.append(
             f"foreign keys of other tables point at it ({', '.join(shape.referenced_by)}):"
