@@ -393,6 +393,57 @@ def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> 
     assert _snapshot(url) == before
 
 
+def test_a_table_that_inherits_or_is_a_partition_is_refused_with_how_to_detach_it(
+    server: Server,
+) -> None:
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.base_sessions (session_id uuid not null default"
+            " gen_random_uuid(), user_id uuid, is_active boolean default true, session_start"
+            " timestamptz default now(), session_end timestamptz, ended_at timestamptz,"
+            " duration_seconds double precision)"
+        )
+        conn.execute(
+            "create table public.conversation_sessions (agent_id text, primary key"
+            " (session_id)) inherits (public.base_sessions)"
+        )
+        conn.execute("insert into public.conversation_sessions (user_id) values (null)")
+    fix = "alter table public.conversation_sessions no inherit public.base_sessions"
+    assert any(fix in r for r in inspect(url).refusals)
+    before = _snapshot(url)
+    # Refused before the first step, rather than stuck at the duration step for good.
+    with pytest.raises(AdoptionError, match=r"no inherit public\.base_sessions"):
+        apply(url)
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute(fix)
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    finish(url, lock=FAST)
+
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.all_sessions (session_id uuid not null, user_id uuid,"
+            " is_active boolean, session_start timestamptz not null, session_end timestamptz,"
+            " duration_seconds double precision) partition by range (session_start)"
+        )
+        conn.execute(
+            "create table public.conversation_sessions partition of public.all_sessions"
+            " (primary key (session_id)) for values from (minvalue) to (maxvalue)"
+        )
+    refusals = inspect(url).refusals
+    assert any(
+        "alter table public.all_sessions detach partition public.conversation_sessions" in r
+        for r in refusals
+    ), refusals
+    before = _snapshot(url)
+    with pytest.raises(AdoptionError, match="detach partition"):
+        apply(url)
+    assert _snapshot(url) == before
+
+
 TEAM_LOG_TRIGGER = """
 create table public.session_log (sid uuid, active boolean);
 create function public.log_session() returns trigger language plpgsql as $$

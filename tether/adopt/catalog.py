@@ -202,6 +202,9 @@ class Shape:
     policies: list[str] = field(default_factory=list)
     rls_enabled: bool = False
     has_children: bool = False
+    parents: list[str] = field(default_factory=list)
+    """The tables it inherits from, or the one it is a partition of."""
+    is_partition: bool = False
     has_rules: bool = False
     bytes: int = 0
     public_grants: dict[str, list[str]] = field(default_factory=dict)
@@ -342,6 +345,17 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         bool(row[3]),
         int(row[4]),
     )
+    rows = conn.execute(
+        "select quote_ident(n.nspname) || '.' || quote_ident(p.relname), c.relispartition"
+        " from pg_catalog.pg_inherits i"
+        " join pg_catalog.pg_class c on c.oid = i.inhrelid"
+        " join pg_catalog.pg_class p on p.oid = i.inhparent"
+        " join pg_catalog.pg_namespace n on n.oid = p.relnamespace"
+        " where i.inhrelid = %(oid)s order by i.inhseqno",
+        params,
+    ).fetchall()
+    shape.parents = [str(parent) for parent, _ in rows]
+    shape.is_partition = any(bool(partition) for _, partition in rows)
     for name, type_, not_null, default, generated, attnum in conn.execute(
         _COLUMNS, params
     ).fetchall():

@@ -187,6 +187,21 @@ def refusals(shape: Shape) -> list[str]:
         )
     if shape.has_children:
         found.append("public.conversation_sessions has inheritance children: not supported")
+    # Adopting drops and replaces columns, which an inherited column cannot be.
+    for parent in shape.parents:
+        if shape.is_partition:
+            found.append(
+                f"public.conversation_sessions is a partition of {parent}: tether adopt takes"
+                f" over an ordinary table. Detach it first: alter table {parent} detach"
+                " partition public.conversation_sessions"
+            )
+        else:
+            found.append(
+                f"public.conversation_sessions inherits from {parent}, and adopting replaces"
+                " columns it would inherit: make it a table of its own first (its columns"
+                " and rows stay): alter table public.conversation_sessions no inherit"
+                f" {parent}"
+            )
     if shape.has_rules:
         found.append("public.conversation_sessions has rules: drop them first")
     columns = shape.columns
