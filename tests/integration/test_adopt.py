@@ -444,6 +444,22 @@ def test_a_table_that_inherits_or_is_a_partition_is_refused_with_how_to_detach_i
     assert _snapshot(url) == before
 
 
+def test_rules_dropped_as_check_says_no_longer_stop_apply(server: Server) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            "create rule keep_history as on delete to public.conversation_sessions do instead"
+            " nothing"
+        )
+    drop = "drop rule keep_history on public.conversation_sessions"
+    assert any(drop in r for r in inspect(url).refusals)
+    with _connect(url) as conn:
+        conn.execute(drop)
+    # Postgres clears pg_class.relhasrules only at the table's next vacuum.
+    assert inspect(url).refusals == []
+
+
 TEAM_LOG_TRIGGER = """
 create table public.session_log (sid uuid, active boolean);
 create function public.log_session() returns trigger language plpgsql as $$

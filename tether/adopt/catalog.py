@@ -205,7 +205,8 @@ class Shape:
     parents: list[str] = field(default_factory=list)
     """The tables it inherits from, or the one it is a partition of."""
     is_partition: bool = False
-    has_rules: bool = False
+    rules: list[str] = field(default_factory=list)
+    """Its rules, quoted as SQL needs them."""
     bytes: int = 0
     public_grants: dict[str, list[str]] = field(default_factory=dict)
     """privileges anon, authenticated and PUBLIC hold on the table."""
@@ -330,7 +331,10 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     shape.oid = oid
     params = {"oid": oid}
     row = conn.execute(
-        "select c.relkind, c.relrowsecurity, c.relhasrules,"
+        # pg_class.relhasrules stays true after the last rule is dropped, until a vacuum.
+        "select c.relkind, c.relrowsecurity,"
+        " array(select quote_ident(r.rulename) from pg_catalog.pg_rewrite r"
+        "       where r.ev_class = c.oid order by 1),"
         " exists (select 1 from pg_catalog.pg_inherits i where i.inhparent = c.oid),"
         " pg_total_relation_size(c.oid)"
         " from pg_catalog.pg_class c where c.oid = %(oid)s",
@@ -338,10 +342,10 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     ).fetchone()
     if row is None:  # dropped between the two reads
         return Shape(exists=False, ledger=shape.ledger, steps=shape.steps, added=shape.added)
-    shape.relkind, shape.rls_enabled, shape.has_rules, shape.has_children, shape.bytes = (
+    shape.relkind, shape.rls_enabled, shape.rules, shape.has_children, shape.bytes = (
         str(row[0]),
         bool(row[1]),
-        bool(row[2]),
+        [str(rule) for rule in row[2]],
         bool(row[3]),
         int(row[4]),
     )

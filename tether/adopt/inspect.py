@@ -202,8 +202,11 @@ def refusals(shape: Shape) -> list[str]:
                 " and rows stay): alter table public.conversation_sessions no inherit"
                 f" {parent}"
             )
-    if shape.has_rules:
-        found.append("public.conversation_sessions has rules: drop them first")
+    if shape.rules and shape.relkind != "v":  # a view's rule is the view itself
+        drops = "; ".join(
+            f"drop rule {rule} on public.conversation_sessions" for rule in shape.rules
+        )
+        found.append(f"public.conversation_sessions has rules: drop them first: {drops}")
     columns = shape.columns
     session_id = columns.get("session_id")
     if session_id is None or session_id.type != "uuid":
