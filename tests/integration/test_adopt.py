@@ -506,6 +506,64 @@ def test_a_trigger_that_would_fail_under_tether_s_search_path_is_refused_with_th
     assert [r["active"] for r in logged] == [True, False]
 
 
+TEAM_DURATION_TRIGGER = """
+create function public.update_duration() returns trigger language plpgsql
+set search_path = public as $$
+begin
+  new.duration_seconds := extract(epoch from (now() - new.session_start));
+  return new;
+end
+$$;
+create trigger zz_update_duration before insert or update on conversation_sessions
+  for each row execute function update_duration();
+"""
+
+
+def test_a_before_trigger_that_would_fire_after_tether_s_is_refused_with_the_rename(
+    server: Server,
+) -> None:
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(TEAM_DURATION_TRIGGER)
+    rename = (
+        "alter trigger zz_update_duration on public.conversation_sessions"
+        " rename to team_zz_update_duration"
+    )
+    report = inspect(url)
+    assert any(rename in r for r in report.refusals), report.refusals
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert "triggers of yours: zz_update_duration" in checked.stdout
+    assert f"tether's {catalog.SYNC_TRIGGER} must come last" in checked.stdout
+    before = _snapshot(url)
+    with pytest.raises(AdoptionError, match="rename to team_zz_update_duration"):
+        apply(url)
+    assert _snapshot(url) == before
+
+    # Renamed as told, it fires before tether's, which has the last word: an active
+    # session has no duration.
+    with _connect(url) as conn:
+        conn.execute(rename)
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        inserted = conn.execute(OLD_INSERT.replace("%s", "null")).fetchone()
+        assert inserted is not None
+        row = conn.execute(
+            "select is_active, duration_seconds from conversation_sessions where session_id = %s",
+            (inserted["session_id"],),
+        ).fetchone()
+    assert row == {"is_active": True, "duration_seconds": None}
+
+
+def test_the_command_line_s_copies_of_adoption_s_names_are_the_same() -> None:
+    from tether.adopt import inspect as inspection  # noqa: PLC0415
+    from tether.cli import adopt as adopt_cli  # noqa: PLC0415
+
+    assert adopt_cli.SYNC_TRIGGER == catalog.SYNC_TRIGGER
+    assert adopt_cli.FINISHED == inspection.FINISHED
+    assert adopt_cli.FUNCTION_SOURCE == catalog.FUNCTION_SOURCE
+
+
 # --- --apply ----------------------------------------------------------------------------
 
 

@@ -25,8 +25,9 @@ LEGACY_PREFIX = "legacy:"
 (``tether.events.CONNECTION_ID_PATTERN``), so no real id can ever collide."""
 
 SYNC_TRIGGER = "zz_tether_adoption_sync"
-"""The transition's trigger. Postgres fires a table's BEFORE triggers in name order:
-the zz prefix makes it the last word on the row, after any trigger of the team's."""
+"""The transition's trigger. Postgres fires a table's BEFORE row triggers in name order
+(byte order): it must have the last word on the row, so a team's BEFORE row trigger
+named after it is refused (``inspect.trigger_order_refusals``)."""
 SYNC_FUNCTION = "tether.adoption_sync_row"
 CONVERTED_DURATION = "tether_duration_seconds"
 """The numeric column that replaces a duration_seconds of another type (filled, then
@@ -182,6 +183,8 @@ class Trigger:
     own_search_path: bool
     """The function sets its own search_path (``alter function ... set search_path``),
     or resolves no names through one (C, internal, Postgres's own)."""
+    before_row_write: bool = False
+    """BEFORE INSERT or UPDATE, FOR EACH ROW: it can change the row being written."""
 
 
 @dataclass
@@ -279,7 +282,9 @@ select t.tgname, pg_get_triggerdef(t.oid),
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '()',
        quote_ident(n.nspname),
        l.lanname in ('c', 'internal') or n.nspname = 'pg_catalog'
-         or exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%%')
+         or exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%%'),
+       -- tgtype's bits: 1 row, 2 before, 4 insert, 16 update
+       t.tgtype::int & 3 = 3 and t.tgtype::int & 20 <> 0
 from pg_catalog.pg_trigger t
 join pg_catalog.pg_proc p on p.oid = t.tgfoid
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
@@ -381,11 +386,16 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     shape.primary_key = tuple(pk[0] or ()) if pk else ()
     for name, definition, valid in conn.execute(_INDEXES, params).fetchall():
         shape.indexes[str(name)] = (str(definition), bool(valid))
-    for name, definition, function, schema, own_search_path in conn.execute(
+    for name, definition, function, schema, own_search_path, before_row_write in conn.execute(
         _TRIGGERS, params
     ).fetchall():
         shape.triggers[str(name)] = Trigger(
-            str(name), str(definition), str(function), str(schema), bool(own_search_path)
+            str(name),
+            str(definition),
+            str(function),
+            str(schema),
+            bool(own_search_path),
+            bool(before_row_write),
         )
     shape.policies = [
         str(r[0])

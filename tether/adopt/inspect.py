@@ -5,6 +5,7 @@ nothing beyond what a SELECT does."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -20,6 +21,7 @@ from tether.adopt.catalog import (
     CONVERTED_DURATION,
     DURATION_TYPES,
     FUNCTION_SOURCE,
+    SYNC_TRIGGER,
     TIMESTAMPTZ,
     Dependent,
     Shape,
@@ -219,6 +221,52 @@ def refusals(shape: Shape) -> list[str]:
     found += _column_refusals(shape)
     if not shape.steps.get(plan.FINISH):
         found += search_path_problems(shape)
+        found += trigger_order_refusals(shape)
+    return found
+
+
+NAME_BYTES = 63
+"""Postgres's longest identifier (NAMEDATALEN - 1), in bytes."""
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def _quoted(name: str) -> str:
+    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
+def _name_before_sync(name: str, taken: set[str]) -> str:
+    """A new name for a team's trigger that sorts before tether's (any name that starts
+    with "team" does), free on the table."""
+    number = 1
+    while True:
+        prefix = "team_" if number == 1 else f"team{number}_"
+        candidate = (prefix + name).encode()[:NAME_BYTES].decode(errors="ignore")
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
+def trigger_order_refusals(shape: Shape) -> list[str]:
+    """The team's BEFORE row triggers that would fire after tether's transition trigger:
+    Postgres fires them in name order (byte order), and one after it could write
+    is_active, duration_seconds or ended_at out of step with session_end."""
+    found: list[str] = []
+    for name, trigger in sorted(shape.triggers.items()):
+        if (
+            name in TETHER_OBJECTS
+            or not trigger.before_row_write
+            or name.encode() < SYNC_TRIGGER.encode()
+        ):
+            continue
+        renamed = _name_before_sync(name, set(shape.triggers))
+        found.append(
+            f"trigger {name} is a BEFORE row trigger named after tether's {SYNC_TRIGGER},"
+            " and Postgres fires those in name order: it would have the last word on the"
+            " row, and could leave is_active, duration_seconds or ended_at out of step with"
+            " session_end. Rename it to sort before: alter trigger"
+            f" {_quoted(name)} on public.conversation_sessions rename to {_quoted(renamed)}"
+        )
     return found
 
 

@@ -25,9 +25,13 @@ if TYPE_CHECKING:
     from tether.adopt.plan import Step
 
 
+# tether.adopt's names (not imported here: it would load psycopg for every command).
 FUNCTION_SOURCE = "function source"
-"""tether.adopt.catalog.FUNCTION_SOURCE (not imported here: it would load psycopg
-for every command)."""
+"""tether.adopt.catalog.FUNCTION_SOURCE"""
+SYNC_TRIGGER = "zz_tether_adoption_sync"
+"""tether.adopt.catalog.SYNC_TRIGGER"""
+FINISHED = "adopted and finished"
+"""tether.adopt.inspect.FINISHED"""
 
 
 def _ago(moment: datetime | None) -> str:
@@ -100,21 +104,7 @@ def _shape(report: Report) -> None:
         say(f"  changed: {line}")
     say(f"  kept as they are: {', '.join(report.columns_kept) or 'none'}")
     if report.views or report.policies or report.triggers or report.dependents:
-        say("")
-        say("built on the table:")
-        if report.views:
-            say(f"  views reading it: {', '.join(report.views)}")
-        if report.policies:
-            say(f"  policies: {', '.join(report.policies)}")
-        if report.triggers:
-            say(f"  triggers of yours (they fire before tether's): {', '.join(report.triggers)}")
-        for dependent in report.dependents:
-            kind, name = dependent["kind"], dependent["name"]
-            uses = ", ".join(dependent["columns"])
-            if kind == FUNCTION_SOURCE:
-                say(f"  function {name}: its source mentions {uses}")
-            else:
-                say(f"  {kind} {name} uses {uses}")
+        _built_on(report)
     for title, lines in (
         ("refused (what stops --apply)", report.refusals),
         ("what would stop --finish", report.finish_refusals),
@@ -125,6 +115,30 @@ def _shape(report: Report) -> None:
             say(f"{title}:")
             for line in lines:
                 say(f"  - {line}")
+
+
+def _built_on(report: Report) -> None:
+    say("")
+    say("built on the table:")
+    if report.views:
+        say(f"  views reading it: {', '.join(report.views)}")
+    if report.policies:
+        say(f"  policies: {', '.join(report.policies)}")
+    if report.triggers:
+        say(f"  triggers of yours: {', '.join(report.triggers)}")
+        if report.state != FINISHED:
+            say(
+                f"      Postgres fires BEFORE row triggers in name order: tether's {SYNC_TRIGGER}"
+                " must come last, for is_active, duration_seconds and ended_at to follow"
+                " session_end (one of yours named after it is refused below)"
+            )
+    for dependent in report.dependents:
+        kind, name = dependent["kind"], dependent["name"]
+        uses = ", ".join(dependent["columns"])
+        if kind == FUNCTION_SOURCE:
+            say(f"  function {name}: its source mentions {uses}")
+        else:
+            say(f"  {kind} {name} uses {uses}")
 
 
 def _report(report: Report) -> None:
