@@ -287,6 +287,50 @@ def test_apply_on_no_table_or_tether_s_own_says_only_that(server: Server) -> Non
         assert refused.stdout == ""
 
 
+@ON_ONE_SERVER
+def test_a_conversation_sessions_in_another_schema_is_named_with_how_to_adopt_it(
+    server: Server,
+) -> None:
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute("create schema app")
+        conn.execute(
+            "create table app.conversation_sessions (session_id uuid primary key default"
+            " gen_random_uuid(), user_id uuid, is_active boolean default true, session_start"
+            " timestamptz default now(), session_end timestamptz, duration_seconds double"
+            " precision)"
+        )
+        conn.execute(
+            sql.SQL("alter database {} set search_path = app, public").format(
+                sql.Identifier(str(conninfo_to_dict(url)["dbname"]))
+            )
+        )
+    move = "alter table app.conversation_sessions set schema public"
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "public.conversation_sessions: absent" in checked.stdout
+    assert "found app.conversation_sessions" in checked.stdout
+    assert "tether adopts public.conversation_sessions only" in checked.stdout
+    assert move in checked.stdout
+    assert "`tether migrate` creates a new, empty public.conversation_sessions" in checked.stdout
+    assert inspect(url).as_dict()["elsewhere"] == ["app.conversation_sessions"]
+    refused = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert refused.returncode == 1
+    assert move in refused.stderr
+
+    # Moved as told, it is the table to adopt; another one left in app is said aside.
+    with _connect(url) as conn:
+        conn.execute(move)
+        conn.execute("create table app.conversation_sessions (session_id uuid primary key)")
+    report = inspect(url)
+    assert report.state == "not adopted"
+    assert report.refusals == []
+    assert any(
+        w.startswith("app.conversation_sessions: another table of that name")
+        for w in report.warnings
+    ), report.warnings
+
+
 def _as_role(url: str, role: str, password: str) -> str:
     return make_conninfo(url, user=role, password=password)
 

@@ -618,7 +618,7 @@ def apply(
             )
         try:
             shape = read_shape(conn)
-            nothing = inspect.nothing_to_adopt(inspect.state_of(shape))
+            nothing = inspect.nothing_to_adopt(inspect.state_of(shape), shape.elsewhere)
             if nothing:
                 raise AdoptionError(nothing)
             problems = inspect.check_role(conn, shape).refusals

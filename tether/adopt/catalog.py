@@ -224,6 +224,9 @@ class Shape:
     """adoption steps recorded: name -> finished."""
     added: frozenset[str] = frozenset()
     """columns the adoption added (not the old writers')."""
+    elsewhere: list[str] = field(default_factory=list)
+    """Tables named conversation_sessions in other schemas, schema-qualified and quoted:
+    tether adopts public's only."""
 
     def original(self, column: str) -> bool:
         """The column was the old writers' (not added by the adoption)."""
@@ -329,6 +332,18 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         shape.added = frozenset(
             str(name) for _, _, added in rows if isinstance(added, list) for name in added
         )
+    shape.elsewhere = [
+        str(r[0])
+        for r in conn.execute(
+            "select quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+            " from pg_catalog.pg_class c"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where c.relname = 'conversation_sessions' and c.relkind in ('r', 'p')"
+            "   and n.nspname not in ('public', 'pg_catalog', 'information_schema', 'tether')"
+            "   and n.nspname not like 'pg\\_%'"
+            " order by 1"
+        ).fetchall()
+    ]
     oid = _relation(conn, TABLE)
     if oid is None:
         return shape
@@ -346,7 +361,13 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         params,
     ).fetchone()
     if row is None:  # dropped between the two reads
-        return Shape(exists=False, ledger=shape.ledger, steps=shape.steps, added=shape.added)
+        return Shape(
+            exists=False,
+            ledger=shape.ledger,
+            steps=shape.steps,
+            added=shape.added,
+            elsewhere=shape.elsewhere,
+        )
     shape.relkind, shape.rls_enabled, shape.rules, shape.has_children, shape.bytes = (
         str(row[0]),
         bool(row[1]),

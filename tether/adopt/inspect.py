@@ -116,6 +116,8 @@ class Report:
     views: list[str] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
+    """Tables named conversation_sessions in other schemas (not adopted)."""
     steps: list[plan.Step] = field(default_factory=list)
     finish: plan.Step | None = None
     scan_seconds: float = 0.0
@@ -164,9 +166,13 @@ def state_of(shape: Shape) -> str:
     return NOT_ADOPTED
 
 
-def nothing_to_adopt(state: str) -> str | None:
+def nothing_to_adopt(state: str, elsewhere: list[str]) -> str | None:
     """Why --apply has no table to take over, if it has none."""
     if state == ABSENT:
+        if elsewhere:
+            return (
+                f"there is no public.conversation_sessions to adopt; {found_elsewhere(elsewhere)}"
+            )
         return (
             "there is no public.conversation_sessions to adopt: `tether migrate` creates"
             " tether's own"
@@ -177,6 +183,18 @@ def nothing_to_adopt(state: str) -> str | None:
             " there is nothing to adopt"
         )
     return None
+
+
+def found_elsewhere(elsewhere: list[str]) -> str:
+    """What to do with a conversation_sessions of another schema, public having none."""
+    moves = " or ".join(f"alter table {table} set schema public" for table in elsewhere)
+    return (
+        f"found {', '.join(elsewhere)}, but tether adopts public.conversation_sessions only."
+        f" To adopt it, move it first ({moves}), then run `tether adopt --check` again."
+        " Otherwise `tether migrate` creates a new, empty public.conversation_sessions"
+        " beside it, and code whose search_path lists its schema before public goes on"
+        " using the old one"
+    )
 
 
 def refusals(shape: Shape) -> list[str]:
@@ -485,6 +503,26 @@ def _security_warnings(shape: Shape) -> list[str]:
     return warnings
 
 
+def _trigger_warnings(shape: Shape) -> list[str]:
+    warnings: list[str] = []
+    if not shape.steps.get("backfill"):
+        updating = sorted(
+            name
+            for name, trigger in shape.triggers.items()
+            if name not in TETHER_OBJECTS and " UPDATE" in trigger.definition.upper()
+        )
+        if updating:
+            warnings.append(
+                f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
+                " (every row, once): one that stamps a column (an updated_at) or writes an"
+                " audit trail will do so for the whole history"
+            )
+    if shape.steps.get(plan.FINISH):
+        # Nothing left to apply: said all the same, since tether's writes fail.
+        warnings += search_path_problems(shape)
+    return warnings
+
+
 def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[list[str], list[str]]:
     warnings = _security_warnings(shape)
     finish_refusals: list[str] = []
@@ -515,21 +553,13 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
             " tether adds are published too, and the backfill's update of every row reaches"
             " their subscribers (Supabase Realtime, replicas) as one change per row"
         )
-    if not shape.steps.get("backfill"):
-        updating = sorted(
-            name
-            for name, trigger in shape.triggers.items()
-            if name not in TETHER_OBJECTS and " UPDATE" in trigger.definition.upper()
+    warnings += _trigger_warnings(shape)
+    if shape.elsewhere:
+        warnings.append(
+            f"{', '.join(shape.elsewhere)}: another table of that name. tether adopts, reads"
+            " and writes public.conversation_sessions only; code whose search_path lists that"
+            " schema before public reads and writes the other"
         )
-        if updating:
-            warnings.append(
-                f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
-                " (every row, once): one that stamps a column (an updated_at) or writes an"
-                " audit trail will do so for the whole history"
-            )
-    if shape.steps.get(plan.FINISH):
-        # Nothing left to apply: said all the same, since tether's writes fail.
-        warnings += search_path_problems(shape)
     if shape.referenced_by:
         warnings.append(
             f"foreign keys of other tables point at it ({', '.join(shape.referenced_by)}):"
@@ -666,7 +696,7 @@ def inspect_with(
     conn: psycopg.Connection[tuple[Any, ...]], *, batch_size: int, lock_timeout: float
 ) -> Report:
     shape = read_shape(conn)
-    report = Report(state=state_of(shape))
+    report = Report(state=state_of(shape), elsewhere=list(shape.elsewhere))
     if report.state in (ABSENT, TETHERS_OWN):
         return report
     report.bytes = shape.bytes

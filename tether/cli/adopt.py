@@ -146,7 +146,10 @@ def _report(report: Report) -> None:
 
     say(f"{report.table}: {report.state}")
     if report.state == inspect.ABSENT:
-        say("there is no table to adopt: `tether migrate` creates tether's own")
+        if report.elsewhere:
+            say(inspect.found_elsewhere(report.elsewhere))
+        else:
+            say("there is no table to adopt: `tether migrate` creates tether's own")
         return
     if report.state == inspect.TETHERS_OWN:
         say("tether migrate created this table: there is nothing to adopt")
@@ -205,7 +208,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     except KeyboardInterrupt:
         say_aside("interrupted while reading the table: nothing was changed")
         raise
-    nothing = inspection.nothing_to_adopt(report.state)
+    nothing = inspection.nothing_to_adopt(report.state, report.elsewhere)
     if nothing:
         raise AdoptionError(nothing)
     if report.state == inspection.FINISHED:
