@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -19,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
+from tests.e2e.slow_routes import SLOW_SECONDS
 from tests.support import HS256_SECRET, claims, json_lines, sign
 from tether import migrate
 
@@ -211,6 +214,49 @@ def test_idle_and_duration_limits_end_with_their_reasons(
     rows = server.wait_for(lambda r: len(r) == 2 and not any(x["is_active"] for x in r))
     reasons = {row["user_agent"]: row["end_reason"] for row in rows}
     assert reasons == {"idle": "idle_timeout", "chatty": "max_duration"}
+
+
+def test_a_client_that_keeps_sending_is_not_closed_as_idle_while_its_handler_is_slow(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Its heartbeats are activity however slow the handler of an earlier message is, as
+    on AWS: they sat unread behind it, and the client was closed as idle (1001) the
+    moment it returned, its @connections lastActiveAt stale all the while."""
+    server = start_dev(
+        "--route",
+        "slow=tests.e2e.slow_routes:slow",
+        "--idle-timeout",
+        "2s",
+        "--heartbeat-grace",
+        "off",
+    )
+
+    async def scenario() -> tuple[list[dict[str, object]], float]:
+        async with await open_client(server) as ws:
+            [row] = server.wait_for(lambda r: len(r) == 1)
+            url = server.connection_url(row)
+            await ws.send(json.dumps({"action": "slow"}))
+            started = time.monotonic()
+            staleness = 0.0
+            answers: list[dict[str, object]] = []
+            # Twice the idle timeout and more, sending all the while.
+            while time.monotonic() - started < SLOW_SECONDS + 1:
+                await ws.send(json.dumps({"action": "heartbeat"}))
+                answers.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+                with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
+                    last_active = json.loads(answer.read())["lastActiveAt"]
+                seen = datetime.fromisoformat(last_active.replace("Z", "+00:00"))
+                staleness = max(staleness, (datetime.now(UTC) - seen).total_seconds())
+                await asyncio.sleep(0.5)
+            return answers, staleness
+
+    answers, staleness = run(scenario())
+    assert {"route": "slow"} in answers
+    assert sum(1 for answer in answers if answer.get("action") == "heartbeat") >= 8
+    # Read as each message arrives: never a handler's time behind.
+    assert staleness < 1.5
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert row["end_reason"] == "client_disconnect"
 
 
 def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> None:

@@ -4,7 +4,9 @@ It invokes the real handlers in-process, with the events API Gateway sends:
 - the handshake becomes ``$connect``; a non-2xx ``statusCode`` refuses it with that
   HTTP status, and the sub-protocol the handler returns is echoed;
 - messages are routed on ``$request.body.<key>`` (``action`` by default), else
-  ``$default``; a route's response body goes back to the client;
+  ``$default``, each invoking its route on its own as it arrives (at most
+  ``Limits.messages_in_flight`` of a connection's at once); a route's response body
+  goes back to the client;
 - a close by either side, or the network dropping, becomes ``$disconnect`` with
   ``disconnectStatusCode`` and ``disconnectReason``;
 - API Gateway's limits: idle timeout, maximum duration, 32 KB frames and 128 KB
@@ -80,6 +82,9 @@ class Limits:
     messages_per_second: float = 100.0
     """Per connection, with a burst of twice as many: a client flooding its route
     gets "Too Many Requests" frames, and the route is not invoked for them."""
+    messages_in_flight: int = 10
+    """Per connection: its messages whose handlers are running at once. Past them, its
+    next message is read when one has answered (the idle timeout stands still)."""
 
 
 @dataclass
@@ -410,10 +415,17 @@ class LocalGateway:
         # from it meanwhile (uvicorn reads on only when asked): its messages' answers
         # would otherwise pile up unsent, without bound.
         sending: asyncio.Future[None] | None = None
+        # Each message is routed on its own, as API Gateway invokes a Lambda per
+        # message: the client's next messages are read (its activity) while a slow
+        # handler runs. At most so many at once, or a client sending faster than its
+        # handlers answer would hold threads, and answers, without bound.
+        routing: set[asyncio.Task[None]] = set()
+        held = False  # its next message waits on the gateway's handlers, not on it
         try:
             while True:
                 now = time.monotonic()
-                idle_left = self.limits.idle_timeout_seconds - (now - last_active)
+                # A client is not idle while its messages wait on the gateway.
+                idle_left = self.limits.idle_timeout_seconds - (0 if held else now - last_active)
                 duration_left = self.limits.max_duration_seconds - (now - started)
                 if idle_left <= 0 or duration_left <= 0:
                     connection.request_close(
@@ -423,19 +435,18 @@ class LocalGateway:
                     code, reason = connection.close_with
                     await self._flush_then_close(connection, send, sending, outbound)
                     return code, reason
-                waiting = {closer, sending or outbound}
+                waiting = {closer, sending or outbound, *routing}
                 done, _ = await asyncio.wait(
                     waiting | ({inbound} if inbound else set()),
                     timeout=min(idle_left, duration_left),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                _collect(routing, done)
                 if sending is not None and sending in done:
                     sending = None
                     outbound = asyncio.ensure_future(connection.outbox.get())
                 elif sending is None and outbound in done:
                     sending = asyncio.ensure_future(_send_quietly(send, outbound.result()))
-                if inbound is None and sending is None:
-                    inbound = asyncio.ensure_future(receive())
                 if inbound is not None and inbound in done:
                     message = inbound.result()
                     if message["type"] == "websocket.disconnect":
@@ -446,10 +457,19 @@ class LocalGateway:
                         return code, _close_reason(code, by_client=CLOSED_BY_CLIENT in scope)
                     last_active = time.monotonic()
                     connection.last_active_at = datetime.now(UTC)
-                    await self._route(connection, message)
-                    inbound = None if sending else asyncio.ensure_future(receive())
+                    routing.add(asyncio.create_task(self._route(connection, message)))
+                    inbound = None
+                if held and len(routing) < self.limits.messages_in_flight:
+                    # Its idle time counts from when the gateway can read it again: a
+                    # message that waited meanwhile is read before any idle check.
+                    last_active = max(last_active, time.monotonic())
+                held = len(routing) >= self.limits.messages_in_flight
+                if inbound is None and sending is None and not held:
+                    inbound = asyncio.ensure_future(receive())
         finally:
-            for task in (inbound, outbound, closer, sending):
+            # A handler still running goes on in its thread, as a Lambda would; its
+            # answer has nowhere to go.
+            for task in (inbound, outbound, closer, sending, *routing):
                 if task is not None:
                     task.cancel()
 
@@ -686,6 +706,14 @@ async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _collect(routing: set[asyncio.Task[None]], done: set[Any]) -> None:
+    """Forget the routes that have answered; a fault of the gateway's own (not a
+    handler's: those are answered as errors) ends the connection, 1011."""
+    for routed in routing & done:
+        routing.discard(routed)
+        routed.result()
 
 
 async def _send_quietly(send: Send, message: Message) -> None:
