@@ -72,5 +72,9 @@ def test_a_second_stop_while_the_database_hangs_says_what_it_cut_short_without_t
     assert "Exception in" not in log, log
     assert "$disconnect cut short by the stop; a sweep ends the session" in log
     assert "stay active until a sweep ends them" in log
-    # Nothing was lost: the three sessions wait, active, for the sweep.
-    assert sum(row["is_active"] for row in server.rows()) == 3
+    # Nothing was lost: each session waits, active, for the sweep, unless its
+    # $disconnect's statement reached the server before the stop (a handler's thread
+    # kept a connection from an earlier invocation) and the thawed server ran it.
+    rows = server.rows()
+    assert len(rows) == 3
+    assert all(row["is_active"] or row["end_reason"] == "shutdown" for row in rows), rows

@@ -21,9 +21,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
-from tests.e2e.slow_routes import SLOW_SECONDS
+from tests.e2e.slow_routes import SLOW_SECONDS, SLOWER_SECONDS
 from tests.support import HS256_SECRET, claims, json_lines, sign
 from tether import migrate
+from tether.local.gateway import HANDLER_THREADS, Limits
 
 
 def test_connection_becomes_a_row_and_clean_close_ends_it(
@@ -257,6 +258,77 @@ def test_a_client_that_keeps_sending_is_not_closed_as_idle_while_its_handler_is_
     assert staleness < 1.5
     [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert row["end_reason"] == "client_disconnect"
+
+
+def test_slow_handlers_of_other_clients_do_not_hold_up_a_new_client(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Each invocation has a thread, as each has a Lambda on AWS: they shared the loop's
+    default pool (cpus + 4 threads), and a handshake waited behind other clients' slow
+    handlers until it timed out."""
+    server = start_dev("--route", "slow=tests.e2e.slow_routes:slow")
+    # More than the loop's default pool holds, on any machine.
+    busy = min(32, (os.cpu_count() or 1) + 4) + 4
+
+    async def scenario() -> float:
+        clients = [await open_client(server) for _ in range(busy)]
+        for ws in clients:
+            await ws.send(json.dumps({"action": "slow"}))
+        await asyncio.sleep(0.5)  # every slow handler is running
+        started = time.monotonic()
+        async with await open_client(server, open_timeout=SLOW_SECONDS + 5) as newcomer:
+            await newcomer.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await newcomer.recv())["action"] == "heartbeat"
+        served_in = time.monotonic() - started
+        for ws in clients:
+            assert json.loads(await ws.recv()) == {"route": "slow"}
+            await ws.close()
+        return served_in
+
+    assert run(scenario()) < SLOW_SECONDS / 2
+
+
+def test_the_sweep_runs_while_every_handler_thread_is_busy(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """The sweep has a thread of its own: it waited on the handlers' pool, and ended
+    nothing while clients' slow handlers held every thread."""
+    server = start_dev(
+        "--route",
+        "slower=tests.e2e.slow_routes:slower",
+        "--disconnect-loss",
+        "1",
+        "--sweep-interval",
+        "1",
+        "--suspect-after",
+        "0",
+        env_extra={"TETHER_GONE_SETTLE_SECONDS": "1"},
+    )
+    per_client = Limits().messages_in_flight
+
+    async def scenario() -> float:
+        dropped = await open_client(server)
+        server.wait_for(lambda r: len(r) == 1)
+        clients = [await open_client(server) for _ in range(HANDLER_THREADS // per_client + 1)]
+        for ws in clients:
+            for _ in range(per_client):
+                await ws.send(json.dumps({"action": "slower"}))
+        await asyncio.sleep(0.5)  # every handler thread is taken
+        dropped.transport.abort()  # its $disconnect is lost: only the sweep ends it
+        dropped_at = time.monotonic()
+        await asyncio.to_thread(
+            server.wait_for,
+            lambda rows: any(not row["is_active"] for row in rows),
+            SLOWER_SECONDS - 2,
+        )
+        detected_after = time.monotonic() - dropped_at
+        for ws in clients:
+            await ws.close()
+        return detected_after
+
+    assert run(scenario()) < SLOWER_SECONDS - 2
+    [ended] = [row for row in server.rows() if not row["is_active"]]
+    assert ended["end_reason"] == "gone"
 
 
 def test_connections_api_through_boto3(start_dev: Callable[..., DevServer]) -> None:

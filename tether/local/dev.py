@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -296,13 +297,14 @@ class _Schedule:
         if self._claim.held:
             run_sweep(remaining, sleep=self._stopping.wait)
 
-    async def forever(self, server: uvicorn.Server) -> None:
+    async def forever(self, server: uvicorn.Server, thread: Executor) -> None:
         while not server.started:
             await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
         while not server.should_exit:
             started = time.monotonic()
             try:
-                await asyncio.to_thread(self._one_run)
+                await loop.run_in_executor(thread, self._one_run)
             except TetherError:
                 pass  # run_sweep logged it; the next run tries again, as on AWS
             except Exception:  # a bug must not stop the schedule either
@@ -552,11 +554,12 @@ class DatabaseClaim:
             logger.info("this tether dev holds its database again; its sweep goes on")
         return self.held
 
-    async def watch(self, server: uvicorn.Server) -> None:
+    async def watch(self, server: uvicorn.Server, thread: Executor) -> None:
+        loop = asyncio.get_running_loop()
         while not server.should_exit:
             await asyncio.sleep(CLAIM_CHECK_SECONDS)
             try:
-                await asyncio.to_thread(self.check)
+                await loop.run_in_executor(thread, self.check)
             except Exception:  # a bug must not end the watch: the lock is checked again
                 logger.exception("checking the database lock failed")
 
@@ -646,12 +649,20 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 leftovers=leftovers,
             )
 
+        # The sweep and each watcher on a thread of its own, one call at a time: the
+        # handlers (on the gateway's pool) and they cannot hold each other up. The
+        # sweep's one thread keeps its one database connection.
+        sweep_thread = held.enter_context(ThreadPoolExecutor(1, "tether-sweep"))
+        watch_threads = held.enter_context(ThreadPoolExecutor(2, "tether-watch"))
+
         async def main() -> None:
             asyncio.create_task(ready())  # noqa: RUF006 - it ends on its own, quickly
-            sweeper = asyncio.create_task(schedule.forever(server))
-            watchers = [asyncio.create_task(claim.watch(server))]
+            sweeper = asyncio.create_task(schedule.forever(server, sweep_thread))
+            watchers = [asyncio.create_task(claim.watch(server, watch_threads))]
             if database is not None:
-                watchers.append(asyncio.create_task(_watch_embedded(server, database)))
+                watchers.append(
+                    asyncio.create_task(_watch_embedded(server, database, watch_threads))
+                )
             try:
                 await server.serve(sockets=[listener])
             finally:
@@ -660,20 +671,26 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                     task.cancel()
                 await asyncio.gather(sweeper, *watchers, return_exceptions=True)
 
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        finally:
+            gateway.close()
     _say_stopped(gateway.stats, say)
     return 0
 
 
-async def _watch_embedded(server: uvicorn.Server, database: embedded.EmbeddedPostgres) -> None:
+async def _watch_embedded(
+    server: uvicorn.Server, database: embedded.EmbeddedPostgres, thread: Executor
+) -> None:
     """Say when the embedded Postgres stops under the dev (killed, say), and when it is
     back: every check failing as "unavailable" does not tell that nothing will restart
     it."""
+    loop = asyncio.get_running_loop()
     stopped = False
     while not server.should_exit:
         await asyncio.sleep(CLAIM_CHECK_SECONDS)
         try:
-            running = await asyncio.to_thread(embedded.is_running, database.data_dir)
+            running = await loop.run_in_executor(thread, embedded.is_running, database.data_dir)
         except Exception:  # a bug must not end the watch: it looks again
             logger.exception("checking the embedded Postgres failed")
             continue

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
+import functools
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +72,12 @@ DURATION_REASON = "Maximum connection duration exceeded"
 DELETED_REASON = "Connection closed by the @connections API"
 HANDSHAKE_LOST_REASON = "Connection closed before the handshake completed"
 FAULTS_REREAD_SECONDS = 0.5
+HANDLER_THREADS = 64
+"""Handler invocations running at once, each on a thread of the gateway's own (as each
+Lambda invocation has its container), so none waits on the loop's small default pool or
+on the dev's sweep. tether keeps one database connection per thread, as a container
+does: 64, with the sweep's, the lock's and the operators' API's, stay well within the
+100 a Postgres allows by default. Past them, an invocation waits for a thread."""
 CLOSE_WAIT_SECONDS = 5.0
 """How long a close frame may wait on a client that is not reading."""
 
@@ -247,9 +256,11 @@ class LocalGateway:
         on_event: Callable[[str, str], None] | None = None,
         admin: Callable[..., Awaitable[None]] | None = None,
         faults: Faults | None = None,
+        handler_threads: int = HANDLER_THREADS,
     ) -> None:
         if "$default" not in routes:
             raise ValueError("a $default route is required")
+        self._handlers = ThreadPoolExecutor(handler_threads, thread_name_prefix="tether-handler")
         self._connect = connect
         self._disconnect = disconnect
         self._routes = dict(routes)
@@ -289,7 +300,15 @@ class LocalGateway:
 
     async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
         context = LocalLambdaContext(function_name=f"tether-{name}")
-        return await asyncio.to_thread(handler, event, context)
+        # As asyncio.to_thread calls it (in a copy of this context), on the handlers' pool.
+        call = functools.partial(contextvars.copy_context().run, handler, event, context)
+        return await asyncio.get_running_loop().run_in_executor(self._handlers, call)
+
+    def close(self) -> None:
+        """Once the server has stopped: an invocation still waiting for a thread is
+        dropped, and those running (cut short by a second Ctrl-C, say) are waited for,
+        so none outlives the stores and the database they use."""
+        self._handlers.shutdown(wait=True, cancel_futures=True)
 
     def _notify(self, what: str, connection_id: str) -> None:
         if self._on_event is not None:
