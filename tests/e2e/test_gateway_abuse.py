@@ -323,11 +323,11 @@ def test_a_flooding_client_is_rate_limited_and_keeps_its_connection(
     assert limited == 200 - handled
 
 
-def _masked(opcode: int, payload: bytes) -> bytes:
-    """One client frame (FIN, masked), as RFC 6455 has a client send it."""
+def _masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client frame (masked, FIN unless told), as RFC 6455 has a client send it."""
     mask = os.urandom(4)
     return (
-        bytes([0x80 | opcode, 0x80 | len(payload)])
+        bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)])
         + mask
         + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
     )
@@ -478,3 +478,34 @@ def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(
     assert "$disconnect failed" in log and "Traceback" not in log
     # Left for the sweep, as the line says: nothing was lost.
     assert sum(r["is_active"] for r in server.rows()) == 2
+
+
+def test_a_text_message_that_is_not_utf8_is_closed_1007_with_one_log_line_and_no_traceback(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """The client's close is right (1007), and the log says so in one line: it got
+    uvicorn's ERROR line and a traceback of the UnicodeDecodeError, for each such client."""
+    server = start_dev()
+    body = b'{"action":"heartbeat","s":"\xff\xfe"}'
+    sends = {
+        "whole": _masked(0x1, body),
+        "fragmented": _masked(0x1, body[:20], fin=False) + _masked(0x0, body[20:]),
+    }
+    for agent, frames in sends.items():
+        with _raw(server) as sock:
+            sock.sendall(UPGRADE.format(agent=agent, extra="").encode())
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+            sock.sendall(frames)
+            close = _answer(sock)
+        # An unmasked close frame, its code first.
+        assert close[0] == 0x88, (agent, close)
+        assert struct.unpack("!H", close[2:4]) == (1007,), agent
+    rows = server.wait_for(lambda r: len(r) == 2 and not any(x["is_active"] for x in r))
+    assert {row["disconnect_status_code"] for row in rows} == {1007}
+    log = server.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert [line for line in log.splitlines() if "UTF-8" in line] == [
+        line for line in log.splitlines() if line.startswith("{") and "UTF-8" in line
+    ]
+    said = [line for line in json_lines(log) if "UTF-8" in line.get("message", "")]
+    assert [line["level"] for line in said] == ["INFO", "INFO"], said

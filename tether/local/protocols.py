@@ -1,6 +1,7 @@
 """uvicorn's protocols, held to what API Gateway allows.
 
-- WebSocket: 32 KB frames (a larger one closes with 1009), 1006 for a peer that
+- WebSocket: 32 KB frames (a larger one closes with 1009), 1007 for a text message that
+  is not UTF-8 (said in one line), 1006 for a peer that
   vanished without a close frame, 400 for a handshake websockets cannot take (a header
   that is not ASCII, or holds a control character), nothing more read from a peer
   that pings without reading its pongs, and a closing connection dropped after 5 s
@@ -27,6 +28,7 @@ from tether import limits
 logger = logging.getLogger("tether.gateway")
 
 ABNORMAL = 1006
+INVALID_DATA = 1007
 TOO_BIG = 1009
 
 CLOSED_BY_CLIENT = "tether.closed_by_client"
@@ -82,6 +84,21 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     def handle_cont(self, event: Any) -> None:
         if self._frame_fits(event.data):
             super().handle_cont(event)
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                # A text message that is not UTF-8 is the client's fault, closed 1007 as
+                # uvicorn does, said in one line: uvicorn logs it as an ERROR of its own,
+                # traceback and all.
+                self.frames = []
+                logger.info("message refused: not valid UTF-8", extra={"code": INVALID_DATA})
+                self.conn.send_close(INVALID_DATA)
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     async def send(self, message: Any) -> None:
         await super().send(message)
