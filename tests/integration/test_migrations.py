@@ -144,19 +144,22 @@ def test_moments_an_earlier_version_let_in_are_moved_to_readable_ones(
     migrate.migrate(empty_database_url, migrations_copy)
     insert = (
         "insert into public.conversation_sessions"
-        " (connection_id, session_start, session_end, end_reason, last_seen_at, announced_at)"
-        " values (%s, %s, %s, %s, %s, %s)"
+        " (connection_id, session_start, session_end, end_reason, last_seen_at, announced_at,"
+        " finalized_at) values (%s, %s, %s, %s, %s, %s, %s)"
     )
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         (now,) = conn.execute("select now()").fetchone() or (None,)
         assert now is not None
         hour = timedelta(hours=1)
         rows = [
-            ("end-inf=", now - hour, "infinity", "client_disconnect", now - hour / 2, None),
-            ("seen-far=", now - hour, None, None, "10000-01-01 00:00:00+00", None),
-            ("start-far=", "10000-01-01 00:00:00+00", None, None, now - hour, None),
-            ("announced-inf=", now - hour, now - hour / 4, "gone", now - hour / 4, "infinity"),
-            ("fine=", now - hour, now - hour / 3, "gone", now - hour / 3, now - hour / 3),
+            ("end-inf=", now - hour, "infinity", "client_disconnect", now - hour / 2, None, None),
+            ("seen-far=", now - hour, None, None, "10000-01-01 00:00:00+00", None, None),
+            ("start-far=", "10000-01-01 00:00:00+00", None, None, now - hour, None, None),
+            (
+                "announced-inf=",
+                *(now - hour, now - hour / 4, "gone", now - hour / 4, "infinity", "infinity"),
+            ),
+            ("fine=", now - hour, now - hour / 3, "gone", now - hour / 3, now - hour / 3, None),
         ]
         for row in rows:
             conn.execute(insert, row)
@@ -168,8 +171,8 @@ def test_moments_an_earlier_version_let_in_are_moved_to_readable_ones(
         found = {
             row["connection_id"]: row
             for row in conn.execute(
-                "select connection_id, session_start, session_end, last_seen_at, announced_at"
-                " from public.conversation_sessions"
+                "select connection_id, session_start, session_end, last_seen_at, announced_at,"
+                " finalized_at from public.conversation_sessions"
             ).fetchall()
         }
         assert conn.execute(
@@ -184,6 +187,7 @@ def test_moments_an_earlier_version_let_in_are_moved_to_readable_ones(
     assert found["start-far="]["session_start"] == now - hour
     # An announcement: when the migration ran.
     assert found["announced-inf="]["announced_at"] >= now
+    assert found["announced-inf="]["finalized_at"] >= now
     assert found["announced-inf="]["session_end"] == now - hour / 4
     assert found["fine="] == {
         "connection_id": "fine=",
@@ -191,6 +195,7 @@ def test_moments_an_earlier_version_let_in_are_moved_to_readable_ones(
         "session_end": now - hour / 3,
         "last_seen_at": now - hour / 3,
         "announced_at": now - hour / 3,
+        "finalized_at": None,
     }
 
 

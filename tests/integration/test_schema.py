@@ -110,6 +110,7 @@ def test_a_start_no_client_can_read_is_refused_and_writes_nothing(db: Conn, star
         ("last_seen_at", "10000-01-01 00:00:00+00"),
         ("last_seen_at", "0001-01-01 00:00:00+00"),
         ("announced_at", "infinity"),
+        ("finalized_at", "infinity"),
         ("session_start", "10000-01-01 00:00:00+00"),
     ],
 )

@@ -167,6 +167,15 @@ def test_the_sweep_s_and_the_commands_calls_through_rpc(
         supabase_store.orphan_summary(older_than_seconds=10**9)
 
 
+def _without_the_readable_moments_check(db: psycopg.Connection[dict[str, object]]) -> None:
+    """The table as it was before migration 20261130002000, which now refuses such
+    moments: the rows it left, until the next one repaired them, are read so."""
+    db.execute(
+        "alter table public.conversation_sessions"
+        " drop constraint conversation_sessions_moments_readable_check"
+    )
+
+
 def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
     either_store: SessionStore,
     db: psycopg.Connection[dict[str, object]],
@@ -177,6 +186,7 @@ def test_a_row_tether_cannot_read_is_a_database_error_through_either_driver(
     refusal escaped every `except TetherError` (an application route's sign of life,
     the message handler's answer, the sweep's clean-up)."""
     make_session(connection_id="far=", started_seconds_ago=100)
+    _without_the_readable_moments_check(db)
     db.execute(
         "update public.conversation_sessions set last_seen_at = 'infinity'"
         " where connection_id = 'far='"
@@ -214,6 +224,7 @@ def test_a_moment_past_python_s_years_in_utc_is_a_database_error(
     UTC: read in the server's zone it converted to UTC with an OverflowError, which
     escaped every `except TetherError`."""
     set_for_database(database_url, "timezone", "America/New_York")
+    _without_the_readable_moments_check(db)
     db.execute(
         "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
         " values ('never=', now(), '9999-12-31 23:59:59-05')"
