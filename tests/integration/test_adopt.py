@@ -731,6 +731,19 @@ def test_apply_again_changes_nothing(adoptable: Adoptable) -> None:
 
 
 @ON_ONE_SERVER
+def test_check_after_apply_lists_none_of_tether_s_own_objects_as_the_team_s(
+    adoptable: Adoptable,
+) -> None:
+    """What --check lists as built on the table is the team's: tether's own checks and
+    statistics, added by its migrations, were listed with the team's view and index."""
+    apply(adoptable.url, lock=FAST)
+    names = {dependent["name"] for dependent in inspect(adoptable.url).dependents}
+    assert "public.team_session_stats" in names  # the team's own, still listed
+    ours = {name for name in names if "readable" in name or name.endswith("_stats")}
+    assert ours <= {"public.team_session_stats"}, ours
+
+
+@ON_ONE_SERVER
 def test_a_database_that_writes_dates_its_own_way_is_adopted(adoptable: Adoptable) -> None:
     """psycopg reads a moment sent as text only in the ISO DateStyle: on a database set
     to another, --apply stopped part way with a NotImplementedError, and

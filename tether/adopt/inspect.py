@@ -61,6 +61,10 @@ TETHER_OBJECTS = frozenset(
         "conversation_sessions_announced_after_end_check",
         "conversation_sessions_connection_id_check",
         "conversation_sessions_text_sizes_check",
+        "conversation_sessions_start_readable_check",
+        "conversation_sessions_moments_readable_check",
+        "conversation_sessions_start_date_stats",
+        "conversation_sessions_start_utc_day_stats",
         "zz_tether_adoption_sync",
     }
 )
