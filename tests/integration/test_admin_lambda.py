@@ -158,6 +158,19 @@ MALFORMED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "no request context": (lambda e: _without(e, "requestContext"), "requestContext: Field"),
     "version 1.0 on a 2.0 event": (lambda e: _with(e, "1.0", "version"), "httpMethod"),
     "version 3.0": (lambda e: _with(e, "3.0", "version"), "not an API Gateway HTTP event"),
+    # Mangum knows a payload 1.0 by its version or its resource, not by an httpMethod.
+    "1.0 with neither version nor resource": (
+        lambda e: {"httpMethod": "GET", "path": "/health", "requestContext": {}},
+        "not an API Gateway HTTP event",
+    ),
+    "an ALB's event": (
+        lambda e: {
+            "httpMethod": "GET",
+            "path": "/health",
+            "requestContext": {"elb": {"targetGroupArn": "arn:aws:elb"}},
+        },
+        "an Application Load Balancer's event",
+    ),
     "no http": (lambda e: _without(e, "requestContext", "http"), "requestContext.http"),
     "no method": (
         lambda e: _without(e, "requestContext", "http", "method"),

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from tether.admin.problems import PROBLEM_JSON, TYPE_PREFIX
+from tether.admin.problems import PROBLEM_JSON, problem_body
 
 logger = logging.getLogger("tether.admin")
 
@@ -86,13 +86,7 @@ def refusal(event: Any) -> dict[str, Any] | None:
     if problem is None:
         return None
     logger.warning("malformed HTTP event", extra={"error": problem})
-    body = {
-        "type": TYPE_PREFIX + "malformed_event",
-        "title": "Bad Request",
-        "status": 400,
-        "detail": f"malformed event: {problem}",
-        "code": "malformed_event",
-    }
+    body = problem_body(400, "malformed_event", f"malformed event: {problem}")
     return {
         "statusCode": 400,
         "headers": {"content-type": PROBLEM_JSON},
@@ -104,12 +98,19 @@ def refusal(event: Any) -> dict[str, Any] | None:
 def _problem(event: Any) -> str | None:
     if not isinstance(event, dict):
         return f"the event must be a JSON object, got {type(event).__name__}"
+    context = event.get("requestContext")
+    if isinstance(context, dict) and "elb" in context:
+        return "an Application Load Balancer's event, not API Gateway's"
+    # As Mangum tells them apart: by a version (HTTP API), else by a resource (REST API).
     if event.get("version") == "2.0":
         model: type[_Body] = _EventV2
-    elif "httpMethod" in event or event.get("version") == "1.0" or "resource" in event:
+    elif event.get("version") == "1.0" or "resource" in event:
         model = _EventV1
     else:
-        return "not an API Gateway HTTP event (payload 2.0 or 1.0)"
+        return (
+            "not an API Gateway HTTP event (payload 2.0 or 1.0: a version, or a REST API's"
+            " resource)"
+        )
     try:
         parsed = model.model_validate(event)
     except ValidationError as exc:

@@ -66,21 +66,33 @@ def problem(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, code, detail, instance=_route(request), errors=errors),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_body(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+) -> dict[str, Any]:
+    """The problem document itself, for an answer made outside the app too."""
     body = Problem(
         type=TYPE_PREFIX + code,
         title=HTTPStatus(status).phrase,
         status=status,
         detail=detail,
-        instance=_route(request),
+        instance=instance,
         code=code,
         errors=errors,
     )
-    return JSONResponse(
-        body.model_dump(exclude_none=True),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+    return body.model_dump(exclude_none=True)
 
 
 def _route(request: Request) -> str | None:
