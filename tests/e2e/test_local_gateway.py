@@ -252,10 +252,11 @@ def test_a_client_that_keeps_sending_is_not_closed_as_idle_while_its_handler_is_
             return answers, staleness
 
     answers, staleness = run(scenario())
-    assert {"route": "slow"} in answers
-    assert sum(1 for answer in answers if answer.get("action") == "heartbeat") >= 8
-    # Read as each message arrives: never a handler's time behind.
-    assert staleness < 1.5
+    # Heartbeats were answered while the slow handler ran, not after it.
+    assert answers.index({"route": "slow"}) >= 2, answers
+    # Read as each message arrives: never a handler's time behind, nor idle by the
+    # gateway's own measure.
+    assert staleness < 2.0
     [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
     assert row["end_reason"] == "client_disconnect"
 
