@@ -785,7 +785,10 @@ def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
 
 
 def _tether_clients(data: Path) -> int:
-    """How many of tether's own connections the embedded server in ``data`` has."""
+    """How many of tether's own connections the embedded server in ``data`` has (none
+    when it is not running: it is not started to be asked)."""
+    if not embedded.is_running(data):
+        return 0
     with psycopg.connect(embedded.start(data).url, autocommit=True) as conn:
         row = conn.execute(
             "select count(*) from pg_stat_activity where application_name = 'tether'"

@@ -490,7 +490,7 @@ def _database_named(url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
     parts = conninfo_to_dict(url)
-    host, port = parts.get("host") or "localhost", parts.get("port")
+    host, port = parts.get("host") or "the local socket", parts.get("port")
     return f"database {parts.get('dbname') or '(default)'} on {host}{f':{port}' if port else ''}"
 
 
