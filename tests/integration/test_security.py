@@ -219,3 +219,45 @@ def test_a_caller_s_temporary_types_never_run_with_the_functions_owner_s_rights(
                 conn.execute(call)
     assert [line for line in said if "hijacked" in line] == []
     db.execute("delete from public.conversation_sessions where connection_id = 'hijack='")
+
+
+@pytest.mark.parametrize(
+    "table", ["public.conversation_sessions", "public.conversation_session_announcements"]
+)
+def test_service_role_cannot_attach_a_trigger_that_runs_with_the_owner_s_rights(
+    db: Conn, make_session: SessionFactory, table: str
+) -> None:
+    """A trigger runs inside tether's functions with their owner's rights: one that
+    service_role attached, calling a function of its own in pg_temp, made a member of
+    service_role the owner (superuser on plain Postgres) at the next $disconnect. Nor
+    may it empty the outbox of queued announcements, or hold a foreign key on them."""
+    session = make_session(started_seconds_ago=60)
+    db.execute("set role service_role")
+    try:
+        db.execute(
+            "create function pg_temp.spy() returns trigger language plpgsql as"
+            " $$ begin perform set_config('tether.spied', current_user, true); return new; end $$"
+        )
+        with pytest.raises(errors.InsufficientPrivilege):
+            db.execute(
+                sql.SQL(
+                    "create trigger zz_spy before update on {} for each row"
+                    " execute function pg_temp.spy()"
+                ).format(sql.SQL(table))
+            )
+        db.rollback()
+        db.execute("set role service_role")
+        with pytest.raises(errors.InsufficientPrivilege):
+            db.execute(sql.SQL("truncate {}").format(sql.SQL(table)))
+        db.rollback()
+        # What it is for still works: calling tether's functions, reading the rows.
+        db.execute("set role service_role")
+        ended = db.execute(
+            "select outcome from public.tether_end_session_v2(%s, 'client_disconnect')",
+            (session["connection_id"],),
+        ).fetchone()
+        assert ended == {"outcome": "ended"}
+        assert db.execute(sql.SQL("select count(*) as n from {}").format(sql.SQL(table))).fetchone()
+    finally:
+        db.rollback()
+        db.execute("reset role")

@@ -68,5 +68,7 @@ end;
 $$;
 
 alter table public.conversation_session_announcements enable row level security;
-revoke all on table public.conversation_session_announcements from public, anon, authenticated;
-grant all on table public.conversation_session_announcements to service_role;
+revoke all on table public.conversation_session_announcements
+  from public, anon, authenticated, service_role;
+grant select, insert, update, delete on table public.conversation_session_announcements
+  to service_role;

@@ -7,9 +7,11 @@ alter table public.conversation_sessions set (fillfactor = 90);
 
 alter table public.conversation_sessions enable row level security;
 
-revoke all on table public.conversation_sessions from public, anon, authenticated;
+-- service_role as 20261130003000 leaves it: no TRIGGER, TRUNCATE or REFERENCES, which
+-- Supabase's default privileges had given it on the team's table.
+revoke all on table public.conversation_sessions from public, anon, authenticated, service_role;
 grant select on table public.conversation_sessions to authenticated;
-grant all on table public.conversation_sessions to service_role;
+grant select, insert, update, delete on table public.conversation_sessions to service_role;
 
 do $$
 begin
