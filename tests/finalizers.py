@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from tether.models import SessionEnded
 
 calls: list[SessionEnded] = []
@@ -50,3 +53,38 @@ def leaky(detail: SessionEnded) -> None:
     )
     failure.add_note(f"while calling https://memory.example.com/v1/save?token={LEAKED_TOKEN}")
     raise failure
+
+
+async def recording_async(detail: SessionEnded) -> None:
+    """An ``async def`` finalizer, as an application on an async client writes one."""
+    await asyncio.sleep(0)
+    calls.append(detail)
+
+
+row_locker_url: str | None = None
+row_locker: list[Any] = []
+"""The connection holding the session's row, kept open until the test closes it."""
+
+
+def _lock_the_row(detail: SessionEnded) -> None:
+    """What a finalizer that writes the same row from its own connection may do: hold it,
+    so that recording the finalizer's outcome waits past its lock timeout."""
+    import psycopg  # noqa: PLC0415
+
+    assert row_locker_url is not None
+    conn = psycopg.connect(row_locker_url)
+    conn.execute(
+        "select 1 from public.conversation_sessions where session_id = %s for update",
+        (detail.session_id,),
+    )
+    row_locker.append(conn)
+
+
+def lock_then_fail(detail: SessionEnded) -> None:
+    _lock_the_row(detail)
+    raise RuntimeError("memory service said no")
+
+
+def lock_then_succeed(detail: SessionEnded) -> None:
+    _lock_the_row(detail)
+    calls.append(detail)

@@ -29,7 +29,7 @@ from tests.support import (
 )
 from tether import runtime
 from tether.drivers.postgres import PostgresStore
-from tether.errors import ConfigurationError, FinalizerError, InvalidInputError
+from tether.errors import ConfigurationError, FinalizerError, InvalidInputError, TetherError
 from tether.models import FinalizeOutcome
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -141,6 +141,67 @@ def test_failing_finalizer_raises_then_the_retry_succeeds(
     # EventBridge retries; the claim was released, so the retry runs at once.
     assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
     assert len(recording_finalizer) == 1
+
+
+def test_an_async_finalizer_is_run_to_its_end_before_the_session_is_finalized(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, db: Conn
+) -> None:
+    """An ``async def`` finalizer returned a coroutine that was never awaited: it never
+    ran, and the session was recorded as finalized, so no redelivery ran it either."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:recording_async")
+    runtime.reset()
+    finalizers.calls.clear()
+    event = _ended_event(event_bus, "async=")
+    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert [str(d.session_id) for d in finalizers.calls] == [event["detail"]["session_id"]]
+    finalizers.calls.clear()
+
+
+@pytest.fixture
+def row_locker(lambda_env: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    finalizers.row_locker_url = database_url
+    finalizers.calls.clear()
+    yield
+    for conn in finalizers.row_locker:
+        conn.close()
+    finalizers.row_locker.clear()
+    finalizers.calls.clear()
+
+
+@pytest.mark.usefixtures("row_locker")
+def test_a_failing_finalizer_is_said_even_when_its_claim_cannot_be_released(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The release came first: when it failed too (the row held past its lock timeout),
+    the finalizer's own error, its log line and its metric were lost."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:lock_then_fail")
+    runtime.reset()
+    event = _ended_event(event_bus, "unreleased=")
+    capsys.readouterr()
+    with pytest.raises(FinalizerError, match="memory service said no"):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    out = capsys.readouterr().out
+    assert "finalizer failed; EventBridge will retry" in out
+    assert "FinalizeFailed" in out
+    assert "could not release the claim" in out
+
+
+@pytest.mark.usefixtures("row_locker")
+def test_a_finalizer_done_but_not_recorded_is_said_and_counted(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It ran, and recording that failed: the next delivery runs it again. That was
+    said nowhere; a finalizer must be idempotent, and the operator told."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:lock_then_succeed")
+    runtime.reset()
+    event = _ended_event(event_bus, "unrecorded=")
+    capsys.readouterr()
+    with pytest.raises(TetherError):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    out = capsys.readouterr().out
+    assert len(finalizers.calls) == 1
+    assert "the finalizer succeeded but could not be recorded" in out
+    assert "FinalizeUnrecorded" in out
 
 
 def test_concurrent_delivery_while_finalizing_is_retried_later(

@@ -14,7 +14,9 @@ redone.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from tether.aws.observability import (
     remaining_seconds,
 )
 from tether.dburl import hide_secrets
-from tether.errors import FinalizerError, InvalidInputError
+from tether.errors import FinalizerError, InvalidInputError, TetherError
 from tether.loading import load_callable
 from tether.models import SESSION_ENDED, FinalizeOutcome, SessionEnded
 
@@ -49,7 +51,8 @@ class SessionEndedEvent(BaseModel):
     detail: SessionEnded
 
 
-Finalizer = Callable[[SessionEnded], None]
+Finalizer = Callable[[SessionEnded], object]
+"""Called with each ended session; an ``async def`` one is run to its end."""
 
 
 def log_finalizer(detail: SessionEnded) -> None:
@@ -67,6 +70,19 @@ def log_finalizer(detail: SessionEnded) -> None:
 @functools.cache
 def load_finalizer(reference: str) -> Finalizer:
     return load_callable(reference, what="TETHER_FINALIZER")
+
+
+def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
+    """Call the finalizer to its end: an ``async def`` one returns a coroutine, which,
+    left unawaited, never ran, while the session was recorded as finalized."""
+    result = finalizer(recorded)
+    if inspect.isawaitable(result):
+        awaitable = result
+
+        async def awaited() -> None:
+            await awaitable
+
+        asyncio.run(awaited())
 
 
 def parse_event(event: Any) -> SessionEndedEvent:
@@ -160,17 +176,33 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         store.finish_finalize(detail.session_id, claim.token, succeeded=False)
         raise
     try:
-        finalizer(recorded)
+        _run(finalizer, recorded)
     except Exception as exc:
-        # The application's code may raise anything; record, release, and let
-        # EventBridge retry.
-        store.finish_finalize(detail.session_id, claim.token, succeeded=False)
+        # The application's code may raise anything: said first, then the claim is
+        # released, and EventBridge retries. A release that fails too must not hide why.
         emit_metric("FinalizeFailed")
         logger.exception("finalizer failed; EventBridge will retry")
+        try:
+            store.finish_finalize(detail.session_id, claim.token, succeeded=False)
+        except TetherError as release_failed:
+            logger.warning(
+                "could not release the claim: a retry waits until it runs out",
+                extra={"error": str(release_failed)},
+            )
         raise FinalizerError(
             f"finalizer {config.finalizer} failed: {hide_secrets(str(exc))}"
         ) from exc
-    if not store.finish_finalize(detail.session_id, claim.token, succeeded=True):
+    try:
+        recorded_done = store.finish_finalize(detail.session_id, claim.token, succeeded=True)
+    except TetherError as exc:
+        # Done but not recorded: the redelivery that follows runs it again.
+        emit_metric("FinalizeUnrecorded")
+        logger.error(
+            "the finalizer succeeded but could not be recorded; the next delivery runs it again",
+            extra={"error": str(exc)},
+        )
+        raise
+    if not recorded_done:
         # The lease ran out and another delivery claimed the session: its result stands.
         emit_metric("FinalizeLeaseLost")
         logger.warning("finalized after the claim ran out; the newer claim decides")
