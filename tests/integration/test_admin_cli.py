@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
-from tests.support import run_tether
+from tests.support import TETHER, run_tether
 from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -282,3 +283,24 @@ def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told
     )
     assert by_user.returncode == 1
     assert f"`tether kick --session {live['session_id']}`" in by_user.stderr
+
+
+def test_output_piped_into_head_ends_quietly(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """`tether sessions --json | head -c 0`: the reader stops, and the command printed
+    a BrokenPipeError traceback and exited 1. It ends quietly, as the shell's own
+    tools do (128 + SIGPIPE)."""
+    for index in range(500):
+        make_session(started_seconds_ago=1000 + index)
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "sessions", "--database-url", database_url, "--limit", "500", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as head does once it has its lines: here, before the first
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 128 + signal.SIGPIPE, stderr
+    assert stderr == ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -98,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command(args)
     except TetherError as exc:
         return _failed(args, exc)
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # Its reader stopped reading (`| head`): nothing more to say, to anyone. What
+        # the command had done is kept, as on Ctrl-C.
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         if args.command not in _SAY_THEIR_OWN_INTERRUPTION:
             # Otherwise the prompt comes back with nothing said of what became of the work.
@@ -111,6 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Raised mid-command, whatever its SQLSTATE: some work may be done (exit 1).
         return _failed(args, error_from_psycopg(exc), before_any_work=False)
+
+
+def _stdout_gone() -> bool:
+    """Whether the pipe that broke is standard output (a pipe whose reader has gone
+    polls as an error). If so, it is pointed at nothing, so that the interpreter's last
+    flush of what is left does not fail once more."""
+    try:
+        out = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured, closed)
+        return False
+    poller = select.poll()
+    poller.register(out, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, out)
+    return True
 
 
 def _interrupt_once(signum: int, frame: object) -> None:
