@@ -86,6 +86,31 @@ def test_bad_arguments_are_refused_before_anything_runs(
     assert "Traceback" not in result.stderr
 
 
+def test_a_flag_given_twice_is_refused_and_nothing_is_closed(
+    database_url: str, make_session: SessionFactory, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """argparse keeps the last of several: `kick --session A --session B --yes` closed B
+    alone and said nothing of A."""
+    first, second = make_session(), make_session()
+    result = _tether(
+        "kick",
+        "--session",
+        str(first["session_id"]),
+        "--session",
+        str(second["session_id"]),
+        "--yes",
+        "--database-url",
+        database_url,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "argument --session: given more than once: give it once" in result.stderr
+    assert result.stdout == ""
+    live = db.execute(
+        "select count(*) as n from public.conversation_sessions where is_active"
+    ).fetchone()
+    assert live == {"n": 2}
+
+
 def test_stats_show_now_the_last_hour_and_the_days(
     database_url: str, make_session: SessionFactory
 ) -> None:

@@ -39,11 +39,11 @@ pytestmark = [
 ]
 
 
-def tether(aws: str, *args: str) -> list[str]:
+def tether(aws: str, *args: str, stack: str = STACK) -> list[str]:
     return [
         *args,
         "--stack",
-        STACK,
+        stack,
         "--endpoint-url",
         aws,
         "--poll-seconds",
@@ -260,7 +260,7 @@ def test_bad_input_is_refused_before_anything_changes(
         assert code == 2
         assert f"{flag}: cannot find " in said.err
         assert (given in said.err + said.out) is given.startswith("arn:")
-    code = main([*tether(aws, "deploy"), "--stack", "9-bad", "--yes"])
+    code = main([*tether(aws, "deploy", stack="9-bad"), "--yes"])
     err = capsys.readouterr().err
     assert code == 2
     assert "--stack: '9-bad' is not a stack name" in err
@@ -317,7 +317,7 @@ def test_bad_input_is_refused_before_anything_changes(
         err = capsys.readouterr().err
         assert code == 2, more
         assert why in err, err
-    code = main([*tether(aws, "deploy"), "--stack", "stäck", "--yes"])
+    code = main([*tether(aws, "deploy", stack="stäck"), "--yes"])
     assert code == 2
     assert "is not a stack name" in capsys.readouterr().err
     unverified: list[tuple[tuple[str, ...], str]] = [

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from tether import __version__
 from tether.cli.common import configured_url
@@ -34,15 +35,42 @@ class _HideSecrets(logging.Filter):
         return True
 
 
+class _GivenOnce(argparse._StoreAction):
+    """A flag that takes a value takes it once: argparse keeps the last of several, and
+    `kick --session A --session B` closed B alone, saying nothing of A."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        seen: set[str] = namespace.__dict__.setdefault("_flags_given", set())
+        if option_string is not None and self.dest in seen:
+            raise argparse.ArgumentError(self, "given more than once: give it once")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """tether's parsers, its commands' included (argparse makes them of this class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _GivenOnce)
+        self.register("action", "store", _GivenOnce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tether.cli import admin, adopt, deploy, local, migrations, sweep  # noqa: PLC0415
 
     # Accepted before or after the command: `tether -v sweep` and `tether sweep -v`.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at debug level"
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tether",
         description="Keep the session table of a serverless WebSocket app true.",
         parents=[common],
