@@ -204,3 +204,25 @@ def test_a_database_url_glued_to_what_comes_before_it_is_still_hidden(glued: str
 def test_a_web_password_holding_a_raw_slash_is_hidden(line: str) -> None:
     assert "SECRET" not in hide_secrets(line)
     assert "SECRET" not in scrub(line, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A signed request's canonical form logs its query string on a line of its own.
+        "GET\n/local/@connections/k7a\ntoken=SECRETvalue\nhost:127.0.0.1:1",
+        "token=SECRETvalue",
+        # An opaque API key as a bearer: no JWT, so that pattern passed it over.
+        "Authorization: Bearer sb_secret_SECRETvalue",
+        "headers={'authorization': 'bearer SECRETvalue'}",
+    ],
+)
+def test_a_token_alone_on_its_line_or_as_an_opaque_bearer_is_hidden(text: str) -> None:
+    hidden = hide_secrets(text)
+    assert "SECRETvalue" not in hidden
+    assert "***" in hidden
+
+
+def test_a_bearer_placeholder_in_our_own_words_stays_legible() -> None:
+    said = "Authorization must be 'Bearer <key or token>'"
+    assert hide_secrets(said) == said

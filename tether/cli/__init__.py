@@ -32,7 +32,16 @@ class _HideSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = hide_secrets(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes its exception's message, the URL it could not reach
+            # and all: formatted here, hidden, and kept as the text every handler prints.
+            record.exc_text = hide_secrets(_FORMATTER.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = hide_secrets(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 class _GivenOnce(argparse._StoreAction):
