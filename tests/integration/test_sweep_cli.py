@@ -85,6 +85,46 @@ def test_close_orphans_apply_ends_and_announces(
     assert "no active session started more than 2.0 hours ago" in again.stdout
 
 
+def test_close_orphans_ends_only_the_sessions_it_asked_about(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """The question counts the orphans; the sessions that crossed the age limit while
+    the operator read it were ended too ("end 1 session(s)?" y: "ended 3")."""
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600)
+    for name in ("almost-a=", "almost-b="):
+        make_session(connection_id=name, started_seconds_ago=2 * 3600 - 2)
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
+    terminal, operator = os.openpty()  # the question is asked only on a terminal
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [
+            *(TETHER, "close-orphans", "--older-than", "2h", "--apply"),
+            *("--announce-to", "log", "--database-url", database_url),
+        ],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+    )
+    try:
+        assert process.stderr is not None
+        asked = process.stderr.read(len("end 1 session(s) as orphan_cleanup?"))
+        assert asked == "end 1 session(s) as orphan_cleanup?", asked
+        time.sleep(4)  # the two others are past 2 hours now
+        os.write(operator, b"y\n")
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(operator)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "ended 1 session(s)" in out, out
+    active = {str(r["connection_id"]): r["is_active"] for r in _state(db)}
+    assert active == {"old=": False, "almost-a=": True, "almost-b=": True}
+
+
 @pytest.mark.parametrize(
     ("bad", "says"),
     [

@@ -131,6 +131,9 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         )
     config = installed_settings(args)
     store = runtime.store()
+    # The sessions ended are those counted here and shown before the question, none
+    # younger: each batch reaches back as far as this moment's age limit.
+    counted_at = time.monotonic()
     summary = store.orphan_summary(older_than_seconds=older_than)
     if summary.orphans == 0:
         _report(args, found=0, ended=0, announced=0, queued=0, error=None)
@@ -155,7 +158,10 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     ended = 0
     progress = not args.json
     while batch := store.close_orphans(
-        older_than_seconds=older_than, limit=config.sweep_batch_size
+        older_than_seconds=min(
+            older_than + (time.monotonic() - counted_at), limits.ORPHAN_AGE_MAX_SECONDS
+        ),
+        limit=config.sweep_batch_size,
     ):
         ended += batch
         if progress and summary.orphans > config.sweep_batch_size:
