@@ -119,7 +119,7 @@ class Writers:
         self.old_connect = Timings("old server $connect (insert)")
         self.old_disconnect = Timings("old server $disconnect (update)")
         self.connect = Timings("tether $connect (tether_open_session_v1)")
-        self.disconnect = Timings("tether $disconnect (tether_end_session_v2)")
+        self.disconnect = Timings("tether $disconnect (tether_end_session_v3)")
         self.threads = [
             threading.Thread(target=self._old_server, daemon=True),
             threading.Thread(target=self._tether, daemon=True),
@@ -146,7 +146,7 @@ class Writers:
 
     def _tether_ready(self, conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
         row = conn.execute(
-            "select to_regprocedure('public.tether_end_session_v2"
+            "select to_regprocedure('public.tether_end_session_v3"
             "(text, text, integer, timestamptz, double precision)') is not null"
         ).fetchone()
         return bool(row and row[0])

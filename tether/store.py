@@ -48,7 +48,7 @@ Row = dict[str, Any]
 # Versioned names of the SQL functions this code speaks to.
 OPEN_SESSION = "tether_open_session_v1"
 TOUCH_SESSION = "tether_touch_session_v1"
-END_SESSION = "tether_end_session_v2"
+END_SESSION = "tether_end_session_v3"
 CLOSE_STALE = "tether_close_stale_v2"
 CLAIM_UNANNOUNCED = "tether_claim_unannounced_v2"
 MARK_ANNOUNCED = "tether_mark_announced_v1"

@@ -435,6 +435,7 @@ def test_security_definer_functions_pin_search_path(db: Conn) -> None:
         "tether_touch_session_v1",
         "tether_end_session_v1",
         "tether_end_session_v2",
+        "tether_end_session_v3",
     }
     for row in api:
         # The versioned API writes as its owner: callers need no table rights; no

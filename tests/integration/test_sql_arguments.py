@@ -6,6 +6,7 @@ another announcer holds now."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -161,3 +162,66 @@ def test_a_release_of_no_known_end_releases_nothing(database_url: str) -> None:
         assert store.release_announcements({uuid.uuid4(): 0}) == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ("'gone', null, 'infinity'", "the end time must be a moment a client can read"),
+        ("'gone', null, '-infinity'", "the end time must be a moment a client can read"),
+        ("'gone', null, '0001-01-01 00:00:00+00'", "the end time must be a moment"),
+        ("'gone', -99999, null", "status code must be between 1000 and 4999"),
+        ("'gone', 5000, null", "status code must be between 1000 and 4999"),
+    ],
+)
+def test_an_end_no_client_can_read_is_refused_with_nothing_written(
+    database_url: str, db: Conn, make_session: SessionFactory, arguments: str, says: str
+) -> None:
+    """v2 took 'infinity' as now, and '-infinity' as the start: a session an hour old
+    ended with a duration of 0; and it stored any status code."""
+    live = make_session(started_seconds_ago=3600, seen_seconds_ago=60)
+    before = _everything(db)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        with pytest.raises(errors.InvalidParameterValue) as refused:
+            conn.execute(
+                f"select * from public.tether_end_session_v3(%(connection)s, {arguments})",
+                {"connection": live["connection_id"]},
+            )
+    assert says in str(refused.value)
+    assert _everything(db) == before
+
+
+def test_an_end_never_comes_before_the_last_sign_of_life(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """The sweep found the session silent and intended its end at its last sign of
+    life; a heartbeat came before the sweep's close; the sweep's end still carries the
+    earlier moment. v2 recorded it: an end five minutes before the last heartbeat."""
+    live = make_session(started_seconds_ago=600, seen_seconds_ago=300)
+    store = PostgresStore(database_url)
+    try:
+        silent_since = db.execute(
+            "select last_seen_at from public.conversation_sessions where session_id = %s",
+            (live["session_id"],),
+        ).fetchone()
+        assert silent_since is not None
+        silent_at = silent_since["last_seen_at"]
+        assert isinstance(silent_at, datetime)
+        session_id = uuid.UUID(str(live["session_id"]))
+        store.intend_end(EndReason.HEARTBEAT_TIMEOUT, {session_id: silent_at})
+        store.touch_session(str(live["connection_id"]), 0)  # the heartbeat
+        ended = store.end_session(
+            str(live["connection_id"]), EndReason.HEARTBEAT_TIMEOUT, ended_at=silent_at
+        )
+    finally:
+        store.close()
+    assert ended.session is not None
+    row = db.execute(
+        "select session_end, last_seen_at from public.conversation_sessions where session_id = %s",
+        (live["session_id"],),
+    ).fetchone()
+    assert row is not None
+    session_end, last_seen_at = row["session_end"], row["last_seen_at"]
+    assert isinstance(session_end, datetime) and isinstance(last_seen_at, datetime)
+    assert session_end >= last_seen_at > silent_at
