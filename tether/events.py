@@ -85,7 +85,10 @@ class RequestContext(_Model):
     domain_name: StrictStr | None = Field(default=None, alias="domainName", max_length=256)
     identity: Identity | None = None
     disconnect_status_code: StrictInt | None = Field(
-        default=None, alias="disconnectStatusCode", ge=0, le=limits.DISCONNECT_STATUS_CODE_MAX
+        default=None,
+        alias="disconnectStatusCode",
+        ge=limits.DISCONNECT_STATUS_CODE_MIN,
+        le=limits.DISCONNECT_STATUS_CODE_MAX,
     )
     disconnect_reason: StrictStr | None = Field(
         default=None, alias="disconnectReason", max_length=limits.DISCONNECT_REASON_MAX_LENGTH

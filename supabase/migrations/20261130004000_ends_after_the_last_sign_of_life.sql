@@ -9,7 +9,7 @@
 --   as the session's start (a duration of 0 for a session an hour old): v3 refuses
 --   an end time no client can read (SQLSTATE 22023), and nothing is written.
 -- * A status code that is no WebSocket close code (1000 to 4999) was stored as given:
---   v3 refuses it, as the handlers drop one from an event.
+--   v3 refuses it (the handlers drop such a code from an event, and end the session).
 --
 -- v2 stays as it is until a later release drops it. v3 pins its search_path and
 -- lock_timeout in its definition; like v2, it keeps its plans (it is on the hot path).
@@ -52,7 +52,8 @@ begin
       message = 'the end time must be a moment a client can read (years 1 to 9999)';
   end if;
   if p_status_code is not null then
-    perform public.tether_require_range('status code', p_status_code, 1000, 4999, true, '');
+    perform public.tether_require_range('status code', p_status_code, 1000, 4999, true,
+                                        '(a WebSocket close code)');
   end if;
 
   -- The first end wins, as in _v1. An end intent still in force (no sign of life
