@@ -11,8 +11,8 @@ revoke trigger, truncate, references
   on table public.conversation_sessions, public.conversation_session_announcements
   from service_role;
 
--- Postgres 17's MAINTAIN (VACUUM, ANALYZE, REINDEX, LOCK TABLE) is the owner's too: a
--- LOCK TABLE held by a caller stops every handler.
+-- Postgres 17's MAINTAIN (VACUUM, ANALYZE, REINDEX, CLUSTER) is the owner's too. (A
+-- writer may still LOCK TABLE, as UPDATE lets it; the functions wait 3 s at most.)
 do $$
 begin
   if current_setting('server_version_num')::int >= 170000 then
