@@ -40,15 +40,22 @@ _PASSWORD_IN_WEB_URL = re.compile(
 )
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _TOKEN_PARAMETER = re.compile(
-    # After ? or &, or alone at a word's start: a signed request's canonical form logs
-    # its query string on a line of its own.
-    r"(?P<head>(?:[?&]|(?<!\S))(?:token|access_token|id_token|apikey|api_key|key|secret"
-    r"|client_secret|password|sig|signature|auth)=)[^&\s\"']+",
+    r"(?P<head>[?&](?:token|access_token|id_token|apikey|api_key|key|secret|client_secret"
+    r"|password|sig|signature|auth)=)[^&\s\"']+",
+    re.I,
+)
+# A query string on a line of its own, as a signed request's canonical form logs it:
+# only the names that are never anything but credentials, and a value as long as one
+# (so that `key=line` in a traceback's source line stays legible).
+_TOKEN_ALONE = re.compile(
+    r"(?P<head>(?<!\S)(?:token|access_token|id_token|apikey|api_key|client_secret"
+    r"|password|signature)=)[^&\s\"']{8,}",
     re.I,
 )
 # A bearer credential that is no JWT (an opaque API key, sb_secret_...): the JWT pattern
-# below would pass it over. Not a placeholder (<key>) nor one already hidden.
-_BEARER = re.compile(r"(?P<head>\bBearer\s+)(?!\*\*\*|<)[^\s\"',;]+", re.I)
+# below would pass it over. As long as a credential is: not a word of prose, nor a
+# placeholder (<key>), nor one already hidden.
+_BEARER = re.compile(r"(?P<head>\bBearer[ \t]+)[A-Za-z0-9._~+/=-]{16,}", re.I)
 # What botocore logs at debug level of a signed request: the session token (a header,
 # and a line of the canonical request) and the signature.
 _AWS_CREDENTIAL = re.compile(
@@ -172,5 +179,6 @@ def hide_secrets(text: str) -> str:
     hidden = _USER_PART_IN_WEB_URL.sub(lambda m: f"{m.group('head')}{HIDDEN}@", text)
     hidden = _TOKEN_PARAMETER.sub(lambda m: f"{m.group('head')}{HIDDEN}", redact(hidden))
     hidden = _AWS_CREDENTIAL.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
+    hidden = _TOKEN_ALONE.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     hidden = _BEARER.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     return _JWT.sub(HIDDEN, hidden)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import uuid
@@ -310,18 +311,22 @@ def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told
     assert f"`tether kick --session {live['session_id']}`" in by_user.stderr
 
 
+@pytest.mark.parametrize("rows", [500, 1])
 def test_output_piped_into_head_ends_quietly(
-    database_url: str, make_session: SessionFactory
+    database_url: str, make_session: SessionFactory, rows: int
 ) -> None:
     """`tether sessions --json | head -c 0`: the reader stops, and the command printed
     a BrokenPipeError traceback and exited 1. It ends quietly, as the shell's own
     tools do (128 + SIGPIPE)."""
-    for index in range(500):
+    for index in range(rows):
         make_session(started_seconds_ago=1000 + index)
+    # Buffered as a pipe is: a short output is written only as the command ends.
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONUNBUFFERED", "DATABASE_URL"}}
     process = subprocess.Popen(  # noqa: S603 - our own console script
         [TETHER, "sessions", "--database-url", database_url, "--limit", "500", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()  # as head does once it has its lines: here, before the first

@@ -32,10 +32,14 @@ class _HideSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = hide_secrets(record.getMessage())
         record.args = None
-        if record.exc_info and not record.exc_text:
+        if record.exc_info or record.exc_text:
             # A traceback quotes its exception's message, the URL it could not reach
-            # and all: formatted here, hidden, and kept as the text every handler prints.
-            record.exc_text = hide_secrets(_FORMATTER.formatException(record.exc_info))
+            # and all: formatted here (or as a handler before this one did), hidden, and
+            # kept as the text every handler prints.
+            text = record.exc_text
+            if not text and record.exc_info:
+                text = _FORMATTER.formatException(record.exc_info)
+            record.exc_text = hide_secrets(text or "")
         if record.stack_info:
             record.stack_info = hide_secrets(record.stack_info)
         return True
@@ -134,7 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.handler
     try:
         with _terminated_as_interrupted():
-            return command(args)
+            status = command(args)
+            # What is still buffered goes now, where a reader gone is caught below,
+            # not at the interpreter's exit.
+            sys.stdout.flush()
+            return status
     except TetherError as exc:
         return _failed(args, exc)
     except BrokenPipeError:
@@ -166,9 +174,12 @@ def _stdout_gone() -> bool:
         out = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # not a file (captured, closed)
         return False
+    if not hasattr(select, "poll"):  # not on Windows
+        return False
     poller = select.poll()
     poller.register(out, select.POLLOUT)
-    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+    # Linux says POLLERR; the BSDs and macOS, POLLHUP.
+    if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
         return False
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, out)
