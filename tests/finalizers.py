@@ -55,8 +55,18 @@ def leaky(detail: SessionEnded) -> None:
     raise failure
 
 
+async_client_loop: list[asyncio.AbstractEventLoop] = []
+
+
 async def recording_async(detail: SessionEnded) -> None:
-    """An ``async def`` finalizer, as an application on an async client writes one."""
+    """An ``async def`` finalizer, as an application on an async client writes one: the
+    client, made at its first call and kept (a pool), works on the loop it was made on
+    only, as httpx's and asyncpg's do."""
+    loop = asyncio.get_running_loop()
+    if not async_client_loop:
+        async_client_loop.append(loop)
+    if async_client_loop[0] is not loop:
+        raise RuntimeError("the client is bound to a different event loop")
     await asyncio.sleep(0)
     calls.append(detail)
 

@@ -151,9 +151,15 @@ def test_an_async_finalizer_is_run_to_its_end_before_the_session_is_finalized(
     lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:recording_async")
     runtime.reset()
     finalizers.calls.clear()
-    event = _ended_event(event_bus, "async=")
-    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
-    assert [str(d.session_id) for d in finalizers.calls] == [event["detail"]["session_id"]]
+    first = _ended_event(event_bus, "async=")
+    assert session_ended.lambda_handler(first, FakeLambdaContext()) == {"outcome": "finalized"}
+    # A warm container's next invocation: its client, kept, is on the same loop.
+    second = _ended_event(event_bus, "async-warm=")
+    assert session_ended.lambda_handler(second, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert [str(d.session_id) for d in finalizers.calls] == [
+        first["detail"]["session_id"],
+        second["detail"]["session_id"],
+    ]
     finalizers.calls.clear()
 
 

@@ -31,11 +31,13 @@ from tether.aws.observability import (
     remaining_seconds,
 )
 from tether.dburl import hide_secrets
-from tether.errors import FinalizerError, InvalidInputError, TetherError
+from tether.errors import ConfigurationError, FinalizerError, InvalidInputError, TetherError
 from tether.loading import load_callable
 from tether.models import SESSION_ENDED, FinalizeOutcome, SessionEnded
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from tether.store import SessionStore
 
 
@@ -72,17 +74,38 @@ def load_finalizer(reference: str) -> Finalizer:
     return load_callable(reference, what="TETHER_FINALIZER")
 
 
+_runner: asyncio.Runner | None = None
+
+
 def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     """Call the finalizer to its end: an ``async def`` one returns a coroutine, which,
-    left unawaited, never ran, while the session was recorded as finalized."""
+    left unawaited, never ran, while the session was recorded as finalized. It runs on
+    one event loop for the container's life, so a client it keeps between invocations
+    (a connection pool) stays on the loop it was made on."""
+    global _runner  # noqa: PLW0603 - one loop per container, made on first use
     result = finalizer(recorded)
-    if inspect.isawaitable(result):
-        awaitable = result
+    if not inspect.isawaitable(result):
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        # Called from async code (a wrapper, a test): its loop cannot be run from here.
+        if inspect.iscoroutine(result):
+            result.close()
+        raise ConfigurationError(
+            "an async finalizer is run by the SessionEnded handler on a loop of its own:"
+            " call the handler outside a running event loop"
+        )
+    awaitable = result
 
-        async def awaited() -> None:
-            await awaitable
+    async def awaited() -> None:
+        await awaitable
 
-        asyncio.run(awaited())
+    if _runner is None:
+        _runner = asyncio.Runner()
+    _runner.run(awaited())
 
 
 def parse_event(event: Any) -> SessionEndedEvent:
@@ -143,6 +166,18 @@ def _as_recorded(store: SessionStore, detail: SessionEnded) -> SessionEnded:
     return recorded
 
 
+def _release(store: SessionStore, detail: SessionEnded, token: UUID) -> None:
+    """Let the next delivery claim the session at once. A release that fails must not
+    hide why the finalization did not happen: said, and the claim runs out by itself."""
+    try:
+        store.finish_finalize(detail.session_id, token, succeeded=False)
+    except TetherError as exc:
+        logger.warning(
+            "could not release the claim: a retry waits until it runs out",
+            extra={"error": str(exc)},
+        )
+
+
 @invocation
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     parsed = parse_event(event)  # a malformed event fails loudly: it belongs in the DLQ
@@ -173,7 +208,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     try:
         recorded = _as_recorded(store, detail)
     except Exception:
-        store.finish_finalize(detail.session_id, claim.token, succeeded=False)
+        _release(store, detail, claim.token)
         raise
     try:
         _run(finalizer, recorded)
@@ -182,13 +217,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         # released, and EventBridge retries. A release that fails too must not hide why.
         emit_metric("FinalizeFailed")
         logger.exception("finalizer failed; EventBridge will retry")
-        try:
-            store.finish_finalize(detail.session_id, claim.token, succeeded=False)
-        except TetherError as release_failed:
-            logger.warning(
-                "could not release the claim: a retry waits until it runs out",
-                extra={"error": str(release_failed)},
-            )
+        _release(store, detail, claim.token)
         raise FinalizerError(
             f"finalizer {config.finalizer} failed: {hide_secrets(str(exc))}"
         ) from exc
