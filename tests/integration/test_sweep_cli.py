@@ -92,7 +92,7 @@ def test_close_orphans_ends_only_the_sessions_it_asked_about(
     the operator read it were ended too ("end 1 session(s)?" y: "ended 3")."""
     make_session(connection_id="old=", started_seconds_ago=3 * 3600)
     for name in ("almost-a=", "almost-b="):
-        make_session(connection_id=name, started_seconds_ago=2 * 3600 - 2)
+        make_session(connection_id=name, started_seconds_ago=2 * 3600 - 8)
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
     terminal, operator = os.openpty()  # the question is asked only on a terminal
     process = subprocess.Popen(  # noqa: S603 - our own console script
@@ -110,7 +110,7 @@ def test_close_orphans_ends_only_the_sessions_it_asked_about(
         assert process.stderr is not None
         asked = process.stderr.read(len("end 1 session(s) as orphan_cleanup?"))
         assert asked == "end 1 session(s) as orphan_cleanup?", asked
-        time.sleep(4)  # the two others are past 2 hours now
+        time.sleep(10)  # the two others are past 2 hours now
         os.write(operator, b"y\n")
         out, err = process.communicate(timeout=60)
     finally:

@@ -157,12 +157,17 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         return declined()
     ended = 0
     progress = not args.json
-    while batch := store.close_orphans(
-        older_than_seconds=min(
-            older_than + (time.monotonic() - counted_at), limits.ORPHAN_AGE_MAX_SECONDS
-        ),
-        limit=config.sweep_batch_size,
-    ):
+    while True:
+        reach = older_than + (time.monotonic() - counted_at)
+        if reach > limits.ORPHAN_AGE_MAX_SECONDS:
+            # Past the functions' year and a day, the count's moment cannot be kept.
+            raise InvalidInputError(
+                f"ended {ended} session(s); the rest are older than the 366 days a run"
+                " reaches back: run it again with --older-than 366d"
+            )
+        batch = store.close_orphans(older_than_seconds=reach, limit=config.sweep_batch_size)
+        if not batch:
+            break
         ended += batch
         if progress and summary.orphans > config.sweep_batch_size:
             say(f"  ended {ended} of about {summary.orphans}")
