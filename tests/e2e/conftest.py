@@ -97,9 +97,11 @@ def start_dev(database_url: str, tmp_path: Path) -> Iterator[Callable[..., DevSe
         }
         env.pop("DATABASE_URL", None)
         env["PYTHONPATH"] = str(ROOT)
+        # The test's own database unless it names one (a flag is given once).
+        database = [] if "--database-url" in flags else ["--database-url", database_url]
         with log.open("w") as handle:
             process = subprocess.Popen(  # noqa: S603 - our own console script
-                [TETHER, "dev", "--port", str(port), "--database-url", database_url, *flags],
+                [TETHER, "dev", "--port", str(port), *database, *flags],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -542,7 +542,7 @@ def test_a_trigger_that_would_fail_under_tether_s_search_path_is_refused_with_th
             "select session_id from public.tether_open_session_v1('logged1=')"
         ).fetchone()
         assert opened is not None
-        conn.execute("select * from public.tether_end_session_v2('logged1=', 'client_disconnect')")
+        conn.execute("select * from public.tether_end_session_v3('logged1=', 'client_disconnect')")
         logged = conn.execute(
             "select active from public.session_log where sid = %s order by active desc",
             (opened["session_id"],),

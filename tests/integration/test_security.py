@@ -184,6 +184,7 @@ HIJACKED_CALLS = {
         # tether_require_range quotes a value out of range as `::text`.
         "select * from public.tether_touch_session_v1('hijack=', 1000)",
         "select * from public.tether_end_session_v2('hijack=', 'client_disconnect')",
+        "select * from public.tether_end_session_v3('hijack=', 'client_disconnect')",
     ],
 }
 
@@ -253,11 +254,12 @@ def test_service_role_cannot_attach_a_trigger_that_runs_with_the_owner_s_rights(
         # What it is for still works: calling tether's functions, reading the rows.
         db.execute("set role service_role")
         ended = db.execute(
-            "select outcome from public.tether_end_session_v2(%s, 'client_disconnect')",
+            "select outcome from public.tether_end_session_v3(%s, 'client_disconnect')",
             (session["connection_id"],),
         ).fetchone()
         assert ended == {"outcome": "ended"}
-        assert db.execute(sql.SQL("select count(*) as n from {}").format(sql.SQL(table))).fetchone()
+        counted = db.execute(sql.SQL("select count(*) as n from {}").format(sql.SQL(table)))
+        assert counted.fetchone() == {"n": 1}
     finally:
         db.rollback()
         db.execute("reset role")
