@@ -71,6 +71,11 @@ async def recording_async(detail: SessionEnded) -> None:
     calls.append(detail)
 
 
+async def cancelled_async(detail: SessionEnded) -> None:
+    """An async finalizer whose work was cancelled (a task it awaited, cut short)."""
+    raise asyncio.CancelledError
+
+
 row_locker_url: str | None = None
 row_locker: list[Any] = []
 """The connection holding the session's row, kept open until the test closes it."""

@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -161,6 +162,32 @@ def test_an_async_finalizer_is_run_to_its_end_before_the_session_is_finalized(
         second["detail"]["session_id"],
     ]
     finalizers.calls.clear()
+
+
+def test_a_cancelled_async_finalizer_fails_as_any_failing_one_does(
+    lambda_env: pytest.MonkeyPatch,
+    event_bus: EventBus,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CancelledError is no Exception: it passed the failure's handling by, uncounted,
+    and the claim was held until its lease ran out."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:cancelled_async")
+    runtime.reset()
+    event = _ended_event(event_bus, "cancelled=")
+    capsys.readouterr()
+    with pytest.raises(FinalizerError):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    assert "FinalizeFailed" in capsys.readouterr().out
+    row = db.execute(
+        "select finalized_at, finalize_after from public.conversation_sessions"
+    ).fetchone()
+    assert row is not None and row["finalized_at"] is None
+    # Released: a retry may claim it at once.
+    released_until = row["finalize_after"]
+    assert released_until is None or (
+        isinstance(released_until, datetime) and released_until <= datetime.now(UTC)
+    )
 
 
 @pytest.fixture

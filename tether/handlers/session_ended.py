@@ -212,7 +212,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         raise
     try:
         _run(finalizer, recorded)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
+        # (An async finalizer's cancelled task raises CancelledError, no Exception.)
         # The application's code may raise anything: said first, then the claim is
         # released, and EventBridge retries. A release that fails too must not hide why.
         emit_metric("FinalizeFailed")
