@@ -91,7 +91,17 @@ def read_plainly(connection: psycopg.Connection[Any]) -> None:
 _answering: type[psycopg.Connection[Any]] | None = None
 
 
-def answering_connection() -> type[psycopg.Connection[Any]]:
+def connect_answering(
+    conninfo: str, *, answer_within: float = ANSWER_WITHIN_SECONDS, **kwargs: Any
+) -> psycopg.Connection[Any]:
+    """``psycopg.connect``, with every wait on the server bounded by ``answer_within``
+    seconds once connected (past it, psycopg raises its ``_WaitTimeout``)."""
+    connection = _answering_connection().connect(conninfo, **kwargs)
+    connection.answer_within = answer_within  # type: ignore[attr-defined]
+    return connection
+
+
+def _answering_connection() -> type[psycopg.Connection[Any]]:
     """psycopg's connection, its every wait on the server bounded by ``answer_within``
     (psycopg 3.3's ``wait`` takes a timeout; its cursors never pass one)."""
     global _answering  # noqa: PLW0603 - the class is made once, on first use
@@ -141,8 +151,9 @@ class PostgresStore(SessionStore):
         from psycopg.rows import dict_row  # noqa: PLC0415
 
         try:
-            connection = answering_connection().connect(
+            connection = connect_answering(
                 self._url,
+                answer_within=self._answer_within,
                 autocommit=True,
                 prepare_threshold=None,
                 row_factory=dict_row,
@@ -154,7 +165,6 @@ class PostgresStore(SessionStore):
             # libpq may echo the URL it was given, password and all.
             reason = scrub(str(error_from_psycopg(exc)), self._url)
             raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
-        connection.answer_within = self._answer_within  # type: ignore[attr-defined]
         try:
             speak_utf8(connection)
         except psycopg.Error as exc:

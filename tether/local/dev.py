@@ -35,7 +35,7 @@ from tether.dburl import check, redact, scrub
 from tether.drivers.postgres import (
     ANSWER_WITHIN_SECONDS,
     NETWORK_TIMEOUTS,
-    answering_connection,
+    connect_answering,
     read_plainly,
 )
 from tether.errors import (
@@ -479,16 +479,15 @@ class DatabaseClaim:
         self._drop()
         conn = None
         try:
-            conn = answering_connection().connect(
+            # Bounded as the handlers' calls are: a check that waited on a hung server
+            # would hold the dev's stop until the server came back.
+            conn = connect_answering(
                 self._url,
                 connect_timeout=connect_timeout,
                 application_name="tether dev",
                 prepare_threshold=None,
                 **NETWORK_TIMEOUTS,
             )
-            # Bounded as the handlers' calls are: a check that waited on a hung server
-            # would hold the dev's stop until the server came back.
-            conn.answer_within = ANSWER_WITHIN_SECONDS  # type: ignore[attr-defined]
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
             read_plainly(conn)  # it reads its backend's start as a moment
             # Some servers end a transaction left idle; this one must stay open.
