@@ -14,7 +14,6 @@ redone.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from tether.loading import load_callable
 from tether.models import SESSION_ENDED, FinalizeOutcome, SessionEnded
 
 if TYPE_CHECKING:
+    import asyncio
     from uuid import UUID
 
     from tether.store import SessionStore
@@ -86,6 +86,8 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     result = finalizer(recorded)
     if not inspect.isawaitable(result):
         return
+    import asyncio  # noqa: PLC0415 - only for an async finalizer: off the cold start
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -105,7 +107,12 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
 
     if _runner is None:
         _runner = asyncio.Runner()
-    _runner.run(awaited())
+    try:
+        _runner.run(awaited())
+    except asyncio.CancelledError:
+        # No Exception: as one, it fails as any failing finalizer does (counted, its
+        # claim released), not past that handling.
+        raise RuntimeError("the async finalizer was cancelled") from None
 
 
 def parse_event(event: Any) -> SessionEndedEvent:
@@ -212,8 +219,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         raise
     try:
         _run(finalizer, recorded)
-    except (Exception, asyncio.CancelledError) as exc:
-        # (An async finalizer's cancelled task raises CancelledError, no Exception.)
+    except Exception as exc:
         # The application's code may raise anything: said first, then the claim is
         # released, and EventBridge retries. A release that fails too must not hide why.
         emit_metric("FinalizeFailed")
