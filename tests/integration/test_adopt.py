@@ -241,6 +241,15 @@ def test_check_reports_what_it_finds_and_changes_nothing(adoptable: Adoptable) -
         assert conn.execute("select to_regnamespace('tether') as n").fetchone() == {"n": None}
 
 
+def _apply_is_refused_and_changes_nothing(url: str, says: str) -> None:
+    """--apply refuses (its message matching ``says``) before its first step: the
+    table, its data and the catalog are as they were."""
+    before = _snapshot(url)
+    with pytest.raises(AdoptionError, match=says):
+        apply(url)
+    assert _snapshot(url) == before
+
+
 def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) -> None:
     url = server.database()
     with _connect(url) as conn:
@@ -268,10 +277,7 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
     assert "session_start is timestamp without time zone" in reasons
     assert "duration_seconds is text" in reasons
     assert "already has column(s) tether adds: connection_id" in reasons
-    before = _snapshot(url)
-    with pytest.raises(AdoptionError, match="cannot be adopted as it is"):
-        apply(url)
-    assert _snapshot(url) == before
+    _apply_is_refused_and_changes_nothing(url, "cannot be adopted as it is")
 
 
 @ON_ONE_SERVER
@@ -455,11 +461,8 @@ def test_a_table_that_inherits_or_is_a_partition_is_refused_with_how_to_detach_i
         conn.execute("insert into public.conversation_sessions (user_id) values (null)")
     fix = "alter table public.conversation_sessions no inherit public.base_sessions"
     assert any(fix in r for r in inspect(url).refusals)
-    before = _snapshot(url)
     # Refused before the first step, rather than stuck at the duration step for good.
-    with pytest.raises(AdoptionError, match=r"no inherit public\.base_sessions"):
-        apply(url)
-    assert _snapshot(url) == before
+    _apply_is_refused_and_changes_nothing(url, r"no inherit public\.base_sessions")
     with _connect(url) as conn:
         conn.execute(fix)
     assert inspect(url).refusals == []
@@ -482,10 +485,7 @@ def test_a_table_that_inherits_or_is_a_partition_is_refused_with_how_to_detach_i
         "alter table public.all_sessions detach partition public.conversation_sessions" in r
         for r in refusals
     ), refusals
-    before = _snapshot(url)
-    with pytest.raises(AdoptionError, match="detach partition"):
-        apply(url)
-    assert _snapshot(url) == before
+    _apply_is_refused_and_changes_nothing(url, "detach partition")
 
 
 def test_rules_dropped_as_check_says_no_longer_stop_apply(server: Server) -> None:
@@ -527,10 +527,7 @@ def test_a_trigger_that_would_fail_under_tether_s_search_path_is_refused_with_th
     fix = "alter function public.log_session() set search_path = public"
     report = inspect(url)
     assert any("trigger log_session" in r and fix in r for r in report.refusals), report.refusals
-    before = _snapshot(url)
-    with pytest.raises(AdoptionError, match=r"alter function public\.log_session\(\)"):
-        apply(url)
-    assert _snapshot(url) == before
+    _apply_is_refused_and_changes_nothing(url, r"alter function public\.log_session\(\)")
 
     # The fix the refusal gives is enough: tether's own writes then fire the trigger.
     with _connect(url) as conn:
@@ -579,10 +576,7 @@ def test_a_before_trigger_that_would_fire_after_tether_s_is_refused_with_the_ren
     checked = run_tether("adopt", "--check", "--database-url", url)
     assert "triggers of yours: zz_update_duration" in checked.stdout
     assert f"tether's {catalog.SYNC_TRIGGER} must come last" in checked.stdout
-    before = _snapshot(url)
-    with pytest.raises(AdoptionError, match="rename to team_zz_update_duration"):
-        apply(url)
-    assert _snapshot(url) == before
+    _apply_is_refused_and_changes_nothing(url, "rename to team_zz_update_duration")
 
     # Renamed as told, it fires before tether's, which has the last word: an active
     # session has no duration.
