@@ -26,7 +26,13 @@ class ConflictError(TetherError):
 
 
 class ConfigurationError(TetherError):
-    """A setting is missing or malformed; the message names it."""
+    """A setting is missing or malformed; the message names it. ``public`` is what a
+    caller of the operators' API is told: the same, less what only the operator's logs
+    should carry (a secret's reference names an account and a secret)."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 class DatabaseUnavailableError(TetherError):

@@ -741,6 +741,32 @@ def test_health_when_the_database_is_unreachable(
     assert "secret-password" not in logged
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/tether/db-AbCdEf",
+        "ssm:/prod/tether/database-url",
+    ],
+)
+def test_a_secret_that_cannot_be_read_is_not_named_to_callers(
+    aws: str, reference: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/health answers anyone: a database URL kept in a secret that cannot be read is
+    said to be a configuration problem, without the reference (an account, a secret's
+    name), which the operator's logs carry."""
+    with admin_api(reference, aws_endpoint_url=aws) as running:
+        for response in (
+            running.client.get("/health"),
+            running.client.get("/sessions", headers=AUTH),
+        ):
+            body = _problem(response, 500)
+            assert body["code"] == "misconfigured"
+            assert "prod/tether" not in response.text and "123456789012" not in response.text
+            assert "a setting names" in body["detail"] and "the logs name it" in body["detail"]
+    logged = " ".join(str(vars(record)) for record in caplog.records)
+    assert "prod/tether" in logged
+
+
 def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
     _problem(api.client.get("/nothing-here", headers=AUTH), 404)
     _problem(api.client.delete("/sessions", headers=AUTH), 405)

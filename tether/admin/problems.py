@@ -23,6 +23,7 @@ from tether.admin.auth import describe
 from tether.admin.errors import InvalidFieldError
 from tether.errors import (
     AuthenticationError,
+    ConfigurationError,
     GatewayError,
     TetherError,
 )
@@ -145,8 +146,12 @@ async def _tether(request: Request, error: Exception) -> JSONResponse:
     if isinstance(exc, GatewayError):
         logger.error("the gateway did not answer", extra={"error": str(exc)})
         return problem(request, status, code, "the API Gateway did not answer")
-    if status < 500 or code == "misconfigured":
-        # Our own message: the bad value's field, the setting's name; never a value.
+    if isinstance(exc, ConfigurationError):
+        # The setting's name, never its value; the logs have the rest (which secret).
+        logger.error("request failed", extra={"error": str(exc), "code": code})
+        return problem(request, status, code, exc.public)
+    if status < 500:
+        # Our own message: the bad value's field; never a value.
         return problem(request, status, code, str(exc))
     logger.error("request failed", extra={"error": str(exc), "code": code})
     return problem(request, status, code, server_side_message(code))

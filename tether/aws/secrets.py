@@ -64,10 +64,17 @@ def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
             SecretId=reference
         )
     except (BotoCoreError, ClientError) as exc:
-        raise _failure(f"cannot read secret {reference}: {error_code(exc)}", exc) from None
+        raise _failure(
+            f"cannot read secret {reference}: {error_code(exc)}",
+            exc,
+            public=f"cannot read a Secrets Manager secret a setting names: {error_code(exc)}",
+        ) from None
     value = answer.get("SecretString")
     if not value:
-        raise ConfigurationError(f"secret {reference} has no SecretString")
+        raise ConfigurationError(
+            f"secret {reference} has no SecretString",
+            public=f"a Secrets Manager secret a setting names has no SecretString{_SEE_LOGS}",
+        )
     return single_value(value, reference)
 
 
@@ -81,7 +88,11 @@ def _from_ssm(reference: str, endpoint_url: str | None) -> str:
             Name=ssm_parameter_name(reference), WithDecryption=True
         )
     except (BotoCoreError, ClientError) as exc:
-        raise _failure(f"cannot read parameter {reference}: {error_code(exc)}", exc) from None
+        raise _failure(
+            f"cannot read parameter {reference}: {error_code(exc)}",
+            exc,
+            public=f"cannot read an SSM parameter a setting names: {error_code(exc)}",
+        ) from None
     return str(parameter["Parameter"]["Value"])
 
 
@@ -102,7 +113,11 @@ _PASSING_CODES = frozenset(
 )
 
 
-def _failure(message: str, exc: Exception) -> Exception:
+# What callers of the operators' API are told instead of the reference.
+_SEE_LOGS = "; the logs name it"
+
+
+def _failure(message: str, exc: Exception, *, public: str) -> Exception:
     """A store that did not answer is unavailable (503, retried); one that answered
     no (not found, access denied, no credentials) is a setting to fix (500)."""
     from botocore.exceptions import (  # noqa: PLC0415
@@ -121,7 +136,9 @@ def _failure(message: str, exc: Exception) -> Exception:
         ReadTimeoutError,
     )
     passing = isinstance(exc, unanswered) or error_code(exc) in _PASSING_CODES
-    return SecretUnavailableError(message) if passing else ConfigurationError(message)
+    if passing:
+        return SecretUnavailableError(message)
+    return ConfigurationError(message, public=public + _SEE_LOGS)
 
 
 def single_value(value: str, reference: str) -> str:
@@ -136,7 +153,9 @@ def single_value(value: str, reference: str) -> str:
         return value
     if len(document) == 1:
         return str(next(iter(document.values())))
+    fields = ", ".join(sorted(document))
     raise ConfigurationError(
-        f"secret {reference} holds several fields ({', '.join(sorted(document))}); "
-        "store the value alone"
+        f"secret {reference} holds several fields ({fields}); store the value alone",
+        public=f"a secret a setting names holds several fields ({fields}); store the value"
+        f" alone{_SEE_LOGS}",
     )
