@@ -73,13 +73,19 @@ class TokenVerifier:
         self._jwks: jwt.PyJWKClient | None = None
         if jwks_url:
             # PyJWKClient caches the key set and refetches it once for an unknown kid.
-            self._jwks = jwt.PyJWKClient(
-                jwks_url,
-                cache_jwk_set=True,
-                lifespan=int(jwks_cache_seconds),
-                timeout=int(max(1, jwks_timeout_seconds)),
-                cooldown_duration=jwks_refresh_cooldown_seconds,
-            )
+            try:
+                self._jwks = jwt.PyJWKClient(
+                    jwks_url,
+                    cache_jwk_set=True,
+                    lifespan=int(jwks_cache_seconds),
+                    timeout=int(max(1, jwks_timeout_seconds)),
+                    cooldown_duration=jwks_refresh_cooldown_seconds,
+                )
+            except jwt.PyJWKClientError as exc:
+                # The settings refuse what PyJWT does; a caller of its own gets it typed.
+                raise ConfigurationError(
+                    f"TETHER_JWKS_URL or TETHER_JWKS_CACHE_SECONDS: {exc}"
+                ) from None
 
     def _key_for(self, token: str, algorithm: str) -> Any:
         if algorithm == SYMMETRIC_ALGORITHM:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -87,7 +88,8 @@ class Settings(BaseModel):
     allow_anonymous: bool = False
     jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
     """Clock skew allowed when checking exp, iat and nbf."""
-    jwks_cache_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    jwks_cache_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    """PyJWT keeps the key set for whole seconds, at least one."""
     jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Least time between refetches forced by unknown key ids (a flood of them costs one)."""
 
@@ -158,6 +160,20 @@ class Settings(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
+
+    @field_validator("supabase_url", "jwks_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        # PyJWT fetches keys over http(s) only; anything else failed every $connect.
+        if value is None or not value.strip():
+            return None
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, such as https://<project>.supabase.co")
+        return value.strip()
 
     @field_validator("connections_endpoint")
     @classmethod

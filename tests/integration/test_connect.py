@@ -332,6 +332,30 @@ def test_missing_configuration_refuses_and_names_the_setting(
     assert _sessions(db) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TETHER_JWKS_CACHE_SECONDS", "0.5"), ("TETHER_JWKS_URL", "x.supabase.co/jwks.json")],
+)
+def test_key_settings_the_token_library_cannot_take_refuse_and_name_the_setting(
+    lambda_env: pytest.MonkeyPatch,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+) -> None:
+    # Anonymous or not, every $connect builds the verifier: it failed untyped, past the
+    # handler's answer.
+    lambda_env.setenv("TETHER_ALLOW_ANONYMOUS", "true")
+    lambda_env.setenv("TETHER_JWKS_URL", "https://keys.example.invalid/jwks.json")
+    lambda_env.setenv(name, value)
+    runtime.reset()
+    response = _connect(ws_event("connect", "keys-misconfigured="))
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["error"] == "misconfigured"
+    assert name in capsys.readouterr().out
+    assert _sessions(db) == []
+
+
 def test_connect_module_does_not_import_boto3_or_supabase() -> None:
     code = (
         "import sys, functions.connect as c; "

@@ -37,6 +37,13 @@ def test_missing_database_names_the_setting() -> None:
         ("TETHER_HEARTBEAT_THROTTLE_SECONDS", "nan"),
         ("TETHER_HEARTBEAT_THROTTLE_SECONDS", "soon"),
         ("TETHER_ALLOW_ANONYMOUS", "perhaps"),
+        # PyJWT's key client takes whole seconds, more than 0, and http(s) URLs only:
+        # refused here, not at the first $connect.
+        ("TETHER_JWKS_CACHE_SECONDS", "0.5"),
+        ("TETHER_JWKS_URL", "x.supabase.co/auth/v1/.well-known/jwks.json"),
+        ("TETHER_JWKS_URL", "file:///etc/jwks.json"),
+        ("SUPABASE_URL", "x.supabase.co"),
+        ("TETHER_SUPABASE_URL", "ftp://x.supabase.co"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -128,3 +135,21 @@ def test_supabase_url_gives_issuer_and_jwks_defaults(monkeypatch: pytest.MonkeyP
 def test_no_verification_and_no_anonymous_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="TETHER_ALLOW_ANONYMOUS"):
         load_settings().require_authentication()
+
+
+@pytest.mark.parametrize(
+    ("jwks_url", "cache_seconds"),
+    [("keys.example.invalid/jwks.json", 300.0), ("https://keys.example.invalid/jwks.json", 0.5)],
+)
+def test_a_verifier_made_with_keys_the_token_library_refuses_is_a_configuration_error(
+    jwks_url: str, cache_seconds: float
+) -> None:
+    from tether.auth import TokenVerifier  # noqa: PLC0415
+
+    with pytest.raises(ConfigurationError, match="TETHER_JWKS_URL"):
+        TokenVerifier(
+            audience="authenticated",
+            issuer="https://keys.example.invalid/auth/v1",
+            jwks_url=jwks_url,
+            jwks_cache_seconds=cache_seconds,
+        )
