@@ -15,7 +15,6 @@ import contextlib
 import errno
 import logging
 import math
-import os
 import resource
 import secrets
 import socket
@@ -56,7 +55,7 @@ from tether.local.protocols import (
     http_protocol,
     websocket_protocol,
 )
-from tether.settings import Settings, load_settings
+from tether.settings import Settings, from_environment, load_settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -136,11 +135,6 @@ def selection_key(expression: str) -> str:
     return key[len(prefix) :]
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 @dataclass(frozen=True)
 class Routing:
     routes: dict[str, Callable[[dict[str, Any], Any], Any]]
@@ -159,19 +153,28 @@ def routing(options: DevOptions) -> Routing:
     return Routing(routes=routes, selection_key=selection_key(options.route_selection))
 
 
+def _given_in_environment() -> set[str]:
+    """The settings the environment sets, read as production reads them (names in any
+    case, every alias); one set empty is left to the laptop's choice."""
+    return {name for name, value in from_environment().items() if str(value).strip()}
+
+
 def dev_settings(options: DevOptions, database_url: str) -> Settings:
     """The production settings, with what a laptop run changes."""
     endpoint = f"http://{_netloc(options)}/{STAGE}"
+    given = _given_in_environment()
     overrides: dict[str, Any] = {
         "database_url": database_url,
-        "allow_anonymous": _env_flag("TETHER_ALLOW_ANONYMOUS", default=True),
-        "announce_to": os.environ.get("TETHER_ANNOUNCE_TO", "log"),
         "connections_endpoint": endpoint,
         "idle_timeout_seconds": options.idle_timeout,
         "max_duration_seconds": options.max_duration,
         "sweep_schedule_seconds": options.sweep_interval,
     }
-    if not os.environ.get("TETHER_JWT_ISSUER") and not os.environ.get("SUPABASE_URL"):
+    if "allow_anonymous" not in given:
+        overrides["allow_anonymous"] = True
+    if "announce_to" not in given:
+        overrides["announce_to"] = "log"
+    if "jwt_issuer" not in given and "supabase_url" not in given:
         # Tokens minted for the local run name this issuer (the banner says so).
         overrides["jwt_issuer"] = f"http://{_netloc(options)}/auth/v1"
     if options.heartbeat_grace is not None:
@@ -180,7 +183,7 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
         )
     if options.suspect_after is not None:
         overrides["suspect_after_seconds"] = options.suspect_after
-    if not os.environ.get("TETHER_OPERATOR_KEY"):
+    if "operator_key" not in given:
         # A key for this run only, printed at start: curl and a browser work at once.
         overrides["operator_key"] = secrets.token_urlsafe(24)
     # Never longer than a run: a check every 10 s is no use to a run every 5 s.
@@ -364,7 +367,9 @@ def _banner(
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
     say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
     admin = f"http://{_netloc(options)}/admin"
-    key = "$TETHER_OPERATOR_KEY" if os.environ.get("TETHER_OPERATOR_KEY") else config.operator_key
+    key = (
+        "$TETHER_OPERATOR_KEY" if "operator_key" in _given_in_environment() else config.operator_key
+    )
     say(f"  operator key  {key}")
     say(f"  live page     {admin}/dashboard?key={key}")
     say(f"  API           curl -H 'Authorization: Bearer {key}' {admin}/sessions?active=true")

@@ -1,0 +1,60 @@
+"""`tether dev`'s settings: the production ones, read as production reads them, with
+what a laptop run changes only where the environment is silent."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.errors import ConfigurationError
+from tether.local.dev import DevOptions, dev_settings
+
+DATABASE = "postgresql://postgres@localhost/postgres"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os  # noqa: PLC0415
+
+    for name in list(os.environ):
+        if name.upper().startswith(("TETHER_", "SUPABASE_")) or name.upper() == "DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
+def test_a_silent_environment_gets_the_laptop_s_choices() -> None:
+    config = dev_settings(DevOptions(port=4711), DATABASE)
+    assert config.allow_anonymous is True
+    assert config.announce_to == "log"
+    assert config.jwt_issuer == "http://127.0.0.1:4711/auth/v1"
+    assert config.operator_key
+
+
+@pytest.mark.parametrize("name", ["TETHER_SUPABASE_URL", "SUPABASE_URL", "supabase_url"])
+def test_a_supabase_project_named_by_any_of_its_names_keeps_its_issuer(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # With the project's keys and the laptop's issuer, every real token was refused.
+    monkeypatch.setenv(name, "https://proj.supabase.co")
+    config = dev_settings(DevOptions(port=4711), DATABASE)
+    assert config.jwt_issuer is None
+    assert config.issuer == "https://proj.supabase.co/auth/v1"
+    assert config.signing_keys_url == "https://proj.supabase.co/auth/v1/.well-known/jwks.json"
+
+
+def test_settings_given_in_lower_case_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("tether_jwt_issuer", "https://issuer.example/auth/v1")
+    monkeypatch.setenv("tether_operator_key", "an-operator-key-of-mine-0123")
+    monkeypatch.setenv("tether_allow_anonymous", "false")
+    monkeypatch.setenv("tether_announce_to", "eventbridge")
+    config = dev_settings(DevOptions(port=4711), DATABASE)
+    assert config.jwt_issuer == "https://issuer.example/auth/v1"
+    assert config.operator_key == "an-operator-key-of-mine-0123"
+    assert config.allow_anonymous is False
+    assert config.announce_to == "eventbridge"
+
+
+def test_a_malformed_anonymous_setting_is_refused_as_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TETHER_ALLOW_ANONYMOUS", "ture")
+    with pytest.raises(ConfigurationError, match="TETHER_ALLOW_ANONYMOUS"):
+        dev_settings(DevOptions(port=4711), DATABASE)
