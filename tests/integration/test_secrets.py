@@ -66,3 +66,28 @@ def test_a_store_that_answers_no_is_a_wrong_setting(aws: str) -> None:
         resolve_secret("ssm:/tether/never-made", aws)
     with pytest.raises(ConfigurationError, match="ResourceNotFoundException"):
         resolve_secret(SECRET_ARN, aws)
+
+
+def test_the_command_line_reads_a_database_url_kept_in_a_secret(
+    aws: str, database_url: str
+) -> None:
+    """As the functions do: DATABASE_URL (or --database-url) may name a secret holding
+    the URL. The commands refused it as a URL that does not start with postgresql://."""
+    from tests.support import run_tether  # noqa: PLC0415
+
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    arn = secrets.create_secret(Name="tether/cli-db", SecretString=database_url)["ARN"]
+    boto3.client("ssm", endpoint_url=aws).put_parameter(
+        Name="/tether/cli-db", Value=database_url, Type="SecureString"
+    )
+    env = {"TETHER_AWS_ENDPOINT_URL": aws}
+    migrated = run_tether("migrate", env={**env, "DATABASE_URL": arn})
+    assert migrated.returncode == 0, migrated.stderr
+    assert "up to date" in migrated.stdout or "applied" in migrated.stdout
+    listed = run_tether("sessions", "--json", "--database-url", "ssm:/tether/cli-db", env=env)
+    assert listed.returncode == 0, listed.stderr
+    # One that cannot be read is a setting to fix, said without a traceback.
+    missing = run_tether("sessions", "--database-url", "ssm:/tether/none", env=env)
+    assert missing.returncode == 1
+    assert "cannot read parameter ssm:/tether/none: ParameterNotFound" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -220,7 +220,8 @@ USAGE_EXIT = 2
 
 def _failed(args: argparse.Namespace, exc: TetherError, *, before_any_work: bool = True) -> int:
     message = str(exc)
-    for url in (getattr(args, "database_url", None), configured_url()):
+    named = (getattr(args, "database_url", None), configured_url())
+    for url in (*named, getattr(args, "database_url_behind_reference", None)):
         message = scrub(message, url)
     # The (sub)command that failed, as its usage names it: tether migrations export.
     parser = getattr(args, "command_parser", None)

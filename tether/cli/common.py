@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from tether.settings import Settings
 
 
-URL_ENV_VARS = ("TETHER_DATABASE_URL", "DATABASE_URL")
-
-
 def say(text: str = "") -> None:
     """A line of the command's output (stdout); logs go to stderr."""
     sys.stdout.write(text + "\n")
@@ -62,12 +59,29 @@ def say_json(payload: Any) -> None:
 
 
 def configured_url() -> str | None:
-    """The database URL from the environment, if one is set."""
-    for name in URL_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
+    """The database URL setting from the environment, if one is set: read as the
+    functions read it (TETHER_DATABASE_URL, else DATABASE_URL, in any case). It may be
+    a secret's reference: ``database_url`` reads the URL behind it."""
+    from tether.settings import from_environment  # noqa: PLC0415
+
+    value = str(from_environment().get("database_url") or "").strip()
+    return value or None
+
+
+def _behind_reference(value: str, args: argparse.Namespace) -> str:
+    """The URL itself, where the setting names a secret holding it (as the functions
+    take it); kept on ``args`` so that a failure's message hides its password too."""
+    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+
+    if not (is_secrets_manager_arn(value) or is_ssm_reference(value)):
+        return value
+    from tether.aws.secrets import resolve_secret  # noqa: PLC0415
+    from tether.settings import from_environment  # noqa: PLC0415
+
+    endpoint = from_environment().get("aws_endpoint_url") or None
+    url = resolve_secret(value, str(endpoint) if endpoint else None)
+    args.database_url_behind_reference = url
+    return url
 
 
 def require_extra(extra: str, *modules: str) -> None:
@@ -90,10 +104,10 @@ def database_url(args: argparse.Namespace) -> str:
             raise InvalidInputError("give --database-url or --embedded, not both")
         return _embedded_url()
     if explicit:
-        return check(explicit)
+        return check(_behind_reference(explicit, args))
     configured = configured_url()
     if configured:
-        return check(configured)
+        return check(_behind_reference(configured, args))
     raise ConfigurationError(
         "no database URL: pass --database-url or set DATABASE_URL (or TETHER_DATABASE_URL);"
         " to act on the embedded Postgres of `tether dev`, pass --embedded"
@@ -202,8 +216,13 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
 
 
 def database_url_flag(text: str) -> str:
-    """A --database-url: a malformed one is refused as the command line is read. The
-    message never repeats the URL, which may hold a password."""
+    """A --database-url: a malformed one is refused as the command line is read (a
+    secret's reference is read when the command runs). The message never repeats the
+    URL, which may hold a password."""
+    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+
+    if is_secrets_manager_arn(text.strip()) or is_ssm_reference(text.strip()):
+        return text.strip()
     try:
         return check(text)
     except ConfigurationError as exc:
@@ -216,7 +235,8 @@ def add_database_options(parser: argparse.ArgumentParser, *, embedded: bool = Tr
         "--database-url",
         type=database_url_flag,
         metavar="URL",
-        help="Postgres URL (default: $TETHER_DATABASE_URL, then $DATABASE_URL)",
+        help="Postgres URL, or a secret's reference holding it (default:"
+        " $TETHER_DATABASE_URL, then $DATABASE_URL)",
     )
     if embedded:
         parser.add_argument(

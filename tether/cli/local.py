@@ -13,6 +13,7 @@ from tether import limits
 from tether.cli.common import (
     configured_url,
     count,
+    database_url,
     database_url_flag,
     duration,
     duration_or_zero,
@@ -58,7 +59,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     options = DevOptions(
         host=args.host,
         port=args.port,
-        database_url=check(args.database_url) if args.database_url else configured_url(),
+        # Given or set, as every command reads it (a secret's reference included);
+        # neither: the embedded one.
+        database_url=database_url(args) if args.database_url or configured_url() else None,
         sweep_interval=args.sweep_interval,
         check_every=args.check_every,
         heartbeat_grace=args.heartbeat_grace,
