@@ -63,27 +63,35 @@ def announce_and_mark(
         # claim so the next attempt need not wait for the lease.
         logger.warning("could not announce; the ends stay queued", extra={"error": str(exc)})
         result = AnnounceResult(failed=[s.session_id for s in sessions], error=str(exc))
+    # The ends are committed before this: a database gone or refusing these calls
+    # leaves them queued, never undoes them, and is not the caller's failure.
     if result.announced:
         try:
             store.mark_announced(result.announced)
-        except DatabaseUnavailableError:
+        except TetherError as exc:
             # Announced, but not recorded: once the lease runs out they are announced
             # again, and consumers dedupe by session_id. Nothing is lost.
-            logger.warning(
+            _log_for(exc)(
                 "announced, but the database could not record it; it will be announced again",
-                extra={"sessions": len(result.announced)},
+                extra={"sessions": len(result.announced), "error": str(exc)},
             )
             result.unrecorded = list(result.announced)
     if result.failed:
         try:
             store.release_announcements(_claims_held(sessions, result.failed))
-        except DatabaseUnavailableError:
+        except TetherError as exc:
             # Still queued: they are retried once their lease runs out instead of at once.
-            logger.warning(
+            _log_for(exc)(
                 "could not release the failed announcements; they are retried after their lease",
-                extra={"sessions": len(result.failed)},
+                extra={"sessions": len(result.failed), "error": str(exc)},
             )
     return result
+
+
+def _log_for(exc: TetherError) -> Callable[..., None]:
+    """A database away is expected now and then; one refusing the call (a privilege
+    taken away, a trigger) refuses every time, and every end is announced twice."""
+    return logger.warning if isinstance(exc, DatabaseUnavailableError) else logger.error
 
 
 def _claims_held(sessions: Sequence[SessionEnded], failed: Sequence[UUID]) -> dict[UUID, int]:

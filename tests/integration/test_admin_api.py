@@ -490,6 +490,35 @@ def test_forced_close_ends_announces_and_disconnects_once(
     assert _row(db, row["session_id"])["session_end"] == after["session_end"]
 
 
+def test_a_forced_close_whose_announcement_cannot_be_recorded_still_disconnects(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    """The row ended: its client must go too, or it stays connected to an ended
+    session. The error recording the announcement had skipped the gateway's close."""
+    from tests.integration.test_disconnect import REFUSE_RECORDING  # noqa: PLC0415
+
+    assert api.gateway is not None
+    row = make_session(started_seconds_ago=60)
+    api.gateway.set_alive(str(row["connection_id"]))
+    db.execute(REFUSE_RECORDING)
+    response = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # SessionEnded went out; unrecorded, it stays queued and goes out once more.
+    assert (body["outcome"], body["connection"], body["announced"]) == (
+        "closed",
+        "disconnected",
+        True,
+    )
+    assert ("DELETE", row["connection_id"]) in api.gateway.calls
+    after = _row(db, row["session_id"])
+    assert (after["is_active"], after["end_reason"], after["queued"]) == (
+        False,
+        "forced_close",
+        True,
+    )
+
+
 def test_a_gone_connection_still_ends_the_row(
     api: AdminApi, db: Conn, make_session: SessionFactory
 ) -> None:

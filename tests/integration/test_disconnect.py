@@ -383,6 +383,50 @@ def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(
         ).fetchone() == (1,)
 
 
+# A team's trigger (or a privilege taken away) refusing the record of an announcement:
+# an error of the database's, not its absence.
+REFUSE_RECORDING = """
+create function public.refuse_recording() returns trigger language plpgsql as $$
+begin
+  if new.announced_at is distinct from old.announced_at then
+    raise exception 'announced_at is not to be written here';
+  end if;
+  return new;
+end $$;
+create trigger refuse_recording before update on public.conversation_sessions
+  for each row execute function public.refuse_recording();
+"""
+
+
+def test_an_end_whose_announcement_cannot_be_recorded_still_answers_that_it_ended(
+    lambda_env: pytest.MonkeyPatch,
+    db: Conn,
+    event_bus: EventBus,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The end is committed and SessionEnded went out: answering 500, "could not end the
+    session", was untrue, and API Gateway does not retry a $disconnect anyway."""
+    _open("refused-record=")
+    db.execute(REFUSE_RECORDING)
+    assert _disconnect("refused-record=")["statusCode"] == 200
+    row = _row(db, "refused-record=")
+    assert (row["is_active"], row["end_reason"], row["announced_at"]) == (
+        False,
+        "client_disconnect",
+        None,
+    )
+    assert len(event_bus.received()) == 1
+    # Still queued: announced again once its lease ends.
+    assert db.execute(
+        "select count(*) as n from public.conversation_session_announcements"
+    ).fetchone() == {"n": 1}
+    out = capsys.readouterr().out
+    emitted = {name: value for name, value, _ in metrics(out)}
+    assert emitted.get("AnnouncementsUnrecorded") == 1
+    assert "could not end the session" not in out
+    assert "announced_at is not to be written here" in out
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_a_locked_row_is_waited_for_seconds_not_until_api_gateway_gives_up(
     db: Conn, database_url: str
