@@ -109,7 +109,6 @@ class Settings(BaseModel):
     announce_lease_seconds: Annotated[float, Field(ge=0, le=limits.LEASE_MAX_SECONDS)] = 60.0
     finalizer: str = "tether.handlers.session_ended:log_finalizer"
     finalize_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 300.0
-    metrics_namespace: str = "tether"
 
     # The sweep. API Gateway closes a connection after 10 minutes idle and after
     # 2 hours in all; the grace covers clock skew and the heartbeat throttle.

@@ -134,6 +134,9 @@ logger = Logger(
 )
 
 NAMESPACE_ENV = "TETHER_METRICS_NAMESPACE"
+"""Where the metrics go (the stack sets it): read from the environment, not the settings,
+since a metric is written even when the settings cannot be read (ConnectRejected for a
+misconfigured function)."""
 _MAX_METRIC_NAME_LENGTH = 255
 _MAX_DIMENSIONS = 29
 _metric_encoder = json.JSONEncoder(separators=(",", ":"))
