@@ -85,6 +85,27 @@ def test_close_orphans_apply_ends_and_announces(
     assert "no active session started more than 2.0 hours ago" in again.stdout
 
 
+def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """--older-than 366d, the most it takes: each batch's reach (the age plus the time
+    since the count) was past what the functions take from the first batch on, so the
+    run refused, and told to run it again with --older-than 366d."""
+    make_session(connection_id="ancient=", started_seconds_ago=400 * 86400)
+    make_session(connection_id="recent=", started_seconds_ago=300 * 86400)
+    result = run_tether(
+        "close-orphans", "--older-than", "366d", "--apply", "--yes", "--database-url", database_url
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ended 1 session(s) with reason orphan_cleanup" in result.stdout
+    rows = {str(r["connection_id"]): r for r in _state(db)}
+    assert (rows["ancient="]["is_active"], rows["ancient="]["end_reason"]) == (
+        False,
+        "orphan_cleanup",
+    )
+    assert rows["recent="]["is_active"] is True
+
+
 def test_close_orphans_ends_only_the_sessions_it_asked_about(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -158,13 +158,9 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     ended = 0
     progress = not args.json
     while True:
-        reach = older_than + (time.monotonic() - counted_at)
-        if reach > limits.ORPHAN_AGE_MAX_SECONDS:
-            # Past the functions' year and a day, the count's moment cannot be kept.
-            raise InvalidInputError(
-                f"ended {ended} session(s); the rest are older than the 366 days a run"
-                " reaches back: run it again with --older-than 366d"
-            )
+        # The functions reach back a year and a day at most: there, a session that came
+        # of that age during the run is ended too, an orphan for certain at that age.
+        reach = min(older_than + (time.monotonic() - counted_at), limits.ORPHAN_AGE_MAX_SECONDS)
         batch = store.close_orphans(older_than_seconds=reach, limit=config.sweep_batch_size)
         if not batch:
             break
