@@ -225,6 +225,9 @@ def test_bad_values_are_refused_before_aws_is_asked_anything(
         (("--supabase-url", "http://project.supabase.co"), "--supabase-url: an https://"),
         # A secret's value where its reference belongs is not repeated.
         (("--parameter", "JwtSecret=mysupersecretjwt"), "the value given is not allowed"),
+        # Malformed: a value with no key, or a key no parameter could have.
+        (("--parameter", "mysupersecretjwt"), "--parameter: expected KEY=VALUE"),
+        (("--parameter", "Jwt-Secret=mysupersecretjwt"), "is no parameter's name"),
     ):
         code = main([*deploy_args(nowhere, verifying=False), "--region", "us-east-1", *flags])
         said = capsys.readouterr()

@@ -148,12 +148,22 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
                 # The stack takes whole seconds; rounding 0.4s to 0 would change its meaning.
                 raise InvalidInputError(f"{flag}: whole seconds only, got {value:g}s")
             chosen[parameter] = str(whole)
-    for item in args.parameter:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise InvalidInputError(f"--parameter: expected KEY=VALUE, got {item!r}")
-        chosen[key] = value
+    chosen.update(_key_and_value(item) for item in args.parameter)
     return chosen
+
+
+def _key_and_value(item: str) -> tuple[str, str]:
+    """A --parameter KEY=VALUE; refused without ever repeating the value, which may be a
+    secret given where its reference belongs."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise InvalidInputError("--parameter: expected KEY=VALUE, such as Stage=prod")
+    if not key.isidentifier():
+        raise InvalidInputError(
+            "--parameter: what comes before '=' is no parameter's name (letters, digits"
+            " and _); expected KEY=VALUE, such as Stage=prod"
+        )
+    return key, value
 
 
 def _parameters(
