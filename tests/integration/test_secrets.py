@@ -91,3 +91,20 @@ def test_the_command_line_reads_a_database_url_kept_in_a_secret(
     assert missing.returncode == 1
     assert "cannot read parameter ssm:/tether/none: ParameterNotFound" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_tether_deploy_reads_a_secret_as_the_functions_do(aws: str) -> None:
+    """`tether deploy --migrate` reads the stack's database secret through its own AWS
+    session, with the functions' reader: a binary secret is said to hold no string
+    (it was a KeyError), a throttled store to be unavailable."""
+    from tether.deploy.stack import Aws, read_secret  # noqa: PLC0415
+
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    binary = secrets.create_secret(Name="tether/binary", SecretBinary=b"\x00\x01")["ARN"]
+    text = secrets.create_secret(Name="tether/text", SecretString='{"url": "postgresql://x/y"}')
+    session = Aws(region="us-east-1", endpoint_url=aws)
+    assert read_secret(session, text["ARN"]) == "postgresql://x/y"
+    with pytest.raises(ConfigurationError, match="has no SecretString"):
+        read_secret(session, binary)
+    with pytest.raises(SecretUnavailableError, match="EndpointConnectionError"):
+        read_secret(Aws(region="us-east-1", endpoint_url=_nothing_listening()), binary)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
+from typing import Any
 
 from tether.errors import ConfigurationError, SecretUnavailableError
 
@@ -47,22 +49,29 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
     A Secrets Manager secret holding a JSON object of one field (as the console's
     key/value editor writes it) yields that field's value.
     """
-    if is_secrets_manager_arn(reference):
-        return _from_secrets_manager(reference, endpoint_url)
+    if not (is_secrets_manager_arn(reference) or is_ssm_reference(reference)):
+        return reference
+    from tether.aws.clients import client  # noqa: PLC0415
+
+    return read_reference(lambda service: client(service, endpoint_url=endpoint_url), reference)
+
+
+def read_reference(client_for: Callable[[str], Any], reference: str) -> str:
+    """The value behind a reference, read through the clients ``client_for`` makes (a
+    command's own AWS session: its profile, region and endpoint): an SSM one from
+    Parameter Store, any other from Secrets Manager."""
     if is_ssm_reference(reference):
-        return _from_ssm(reference, endpoint_url)
-    return reference
+        return _from_ssm(client_for("ssm"), reference)
+    return _from_secrets_manager(client_for("secretsmanager"), reference)
 
 
-def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
+def _from_secrets_manager(secretsmanager: Any, reference: str) -> str:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from tether.aws.clients import client, error_code  # noqa: PLC0415
+    from tether.aws.clients import error_code  # noqa: PLC0415
 
     try:
-        answer = client("secretsmanager", endpoint_url=endpoint_url).get_secret_value(
-            SecretId=reference
-        )
+        answer = secretsmanager.get_secret_value(SecretId=reference)
     except (BotoCoreError, ClientError) as exc:
         raise _failure(
             f"cannot read secret {reference}: {error_code(exc)}",
@@ -78,15 +87,13 @@ def _from_secrets_manager(reference: str, endpoint_url: str | None) -> str:
     return single_value(value, reference)
 
 
-def _from_ssm(reference: str, endpoint_url: str | None) -> str:
+def _from_ssm(ssm: Any, reference: str) -> str:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from tether.aws.clients import client, error_code  # noqa: PLC0415
+    from tether.aws.clients import error_code  # noqa: PLC0415
 
     try:
-        parameter = client("ssm", endpoint_url=endpoint_url).get_parameter(
-            Name=ssm_parameter_name(reference), WithDecryption=True
-        )
+        parameter = ssm.get_parameter(Name=ssm_parameter_name(reference), WithDecryption=True)
     except (BotoCoreError, ClientError) as exc:
         raise _failure(
             f"cannot read parameter {reference}: {error_code(exc)}",

@@ -278,24 +278,9 @@ _NOT_FOUND_CODES = frozenset(
 def read_secret(aws: Aws, arn: str) -> str:
     """The value of a secret (for ``--migrate``), through this command's AWS session
     (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from tether.aws.secrets import read_reference  # noqa: PLC0415
 
-    from tether.aws.secrets import (  # noqa: PLC0415
-        is_ssm_reference,
-        single_value,
-        ssm_parameter_name,
-    )
-
-    try:
-        if is_ssm_reference(arn):
-            answer = aws.client("ssm").get_parameter(
-                Name=ssm_parameter_name(arn), WithDecryption=True
-            )
-            return str(answer["Parameter"]["Value"])
-        value = str(aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
-    except (ClientError, KeyError) as exc:
-        raise ConfigurationError(f"cannot read secret {arn}: {error_code(exc)}") from None
-    return single_value(value, arn)
+    return read_reference(aws.client, arn)
 
 
 def needs_logs_role(aws: Aws) -> bool:
