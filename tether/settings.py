@@ -14,7 +14,6 @@ secret) take either the value itself or a reference to where it is kept
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -152,13 +151,6 @@ class Settings(BaseModel):
     """Comma-separated token roles that make an operator."""
     operator_claim: str | None = "app_metadata.tether_operator"
     """A claim (dotted path) that makes a token's user an operator when it is true."""
-
-    @field_validator("heartbeat_throttle_seconds", "jwks_cache_seconds")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number of seconds")
-        return value
 
     @field_validator("supabase_url", "jwks_url")
     @classmethod
