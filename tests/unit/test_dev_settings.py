@@ -58,3 +58,17 @@ def test_a_malformed_anonymous_setting_is_refused_as_in_production(
     monkeypatch.setenv("TETHER_ALLOW_ANONYMOUS", "ture")
     with pytest.raises(ConfigurationError, match="TETHER_ALLOW_ANONYMOUS"):
         dev_settings(DevOptions(port=4711), DATABASE)
+
+
+def test_a_run_gives_the_process_its_stdout_back() -> None:
+    """A run wraps stdout for whole lines from every thread; an embedding process (a
+    test, a tool) that runs it twice wrapped the wrapper, for good."""
+    import sys  # noqa: PLC0415
+
+    from tether.errors import InvalidInputError  # noqa: PLC0415
+    from tether.local.dev import run  # noqa: PLC0415
+
+    before = sys.stdout
+    with pytest.raises(InvalidInputError, match="route selection"):
+        run(DevOptions(port=4711, route_selection="body.action"), lambda _: None)
+    assert sys.stdout is before

@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -596,17 +596,29 @@ def _checked(options: DevOptions) -> tuple[Routing, Faults]:
     return routed, Faults(options.fault_file)
 
 
-def _dev_output() -> None:
-    sys.stdout = LineAtomicStream(sys.stdout)  # whole lines from every thread
-    for name in ("tether.dev", "tether.gateway"):
-        logging.getLogger(name).setLevel(logging.INFO)
+@contextlib.contextmanager
+def _dev_output() -> Iterator[None]:
+    """Whole lines on stdout from every thread, and the gateway's own lines, for the
+    run's life: the process's stdout and log levels are given back after it."""
+    previous = sys.stdout
+    sys.stdout = LineAtomicStream(previous)
+    loggers = [logging.getLogger(name) for name in ("tether.dev", "tether.gateway")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        sys.stdout = previous
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
 
 
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
-    _dev_output()
-    routed, faults = _checked(options)
     # What it holds is let go in reverse, whether it stops or fails to start.
     with contextlib.ExitStack() as held:
+        held.enter_context(_dev_output())
+        routed, faults = _checked(options)
         held.enter_context(_hold_the_folder())
         listener = held.enter_context(bind(options.host, options.port))
         url, database = options.database_url, None
