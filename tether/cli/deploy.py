@@ -15,7 +15,7 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 from tether.cli.common import (
     confirm,
@@ -152,6 +152,17 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
     return chosen
 
 
+def _checked_choice(value: str, choices: tuple[str, ...]) -> str:
+    """A template parameter's value among the bundle's own choices: the template's
+    AllowedValues were checked already, so one it has that the bundle does not is a
+    template out of step with the code."""
+    if value not in choices:
+        raise ConfigurationError(
+            f"the template allows {value!r}, which this version of tether cannot build for"
+        )
+    return value
+
+
 def _key_and_value(item: str) -> tuple[str, str]:
     """A --parameter KEY=VALUE; refused without ever repeating the value, which may be a
     secret given where its reference belongs."""
@@ -223,14 +234,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     # template's constraints include the architectures and drivers there are).
     _check_template_constraints(template, parameters)
     _check_settings(parameters)
-    architecture = parameters.get("Architecture", "arm64")
-    driver = parameters.get("DatabaseDriver", "psycopg")
-    target = bundles.Target(architecture=architecture)  # type: ignore[arg-type]
+    architecture = cast(
+        "bundles.Architecture",
+        _checked_choice(parameters.get("Architecture", "arm64"), get_args(bundles.Architecture)),
+    )
+    driver = cast(
+        "bundles.Driver",
+        _checked_choice(parameters.get("DatabaseDriver", "psycopg"), get_args(bundles.Driver)),
+    )
+    target = bundles.Target(architecture=architecture)
     say(f"building the bundle for {target.runtime} {target.architecture} ...")
     bundle = bundles.build_bundle(
         functions_dir=Path(args.functions),
         target=target,
-        driver=driver,  # type: ignore[arg-type]
+        driver=driver,
         include=[Path(p) for p in args.include],
         cache_dir=Path(args.cache_dir),
         refresh=args.rebuild,
