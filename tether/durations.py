@@ -69,6 +69,15 @@ def describe_seconds(seconds: float) -> str:
     return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
+def estimate(seconds: float) -> str:
+    """An estimate in words, no more precise than it is: "about 12s", "about 3 min"."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {seconds:.0f}s"
+    return f"about {seconds / 60:.0f} min"
+
+
 def format_duration(seconds: float) -> str:
     """The shortest text ``parse_duration`` reads back as ``seconds``: 600 -> 10m."""
     for unit in ("d", "h", "m"):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tether.adopt.catalog import ADDED_COLUMNS, DURATION_TYPES, Shape, index_statements
+from tether.durations import estimate
 
 BATCH_SIZE = 5_000
 """Rows per backfill transaction: their row locks are held for a fraction of a second."""
@@ -80,14 +81,6 @@ def duration_conversion(shape: Shape) -> str | None:
     return column.type
 
 
-def _seconds(value: float) -> str:
-    if value < 1:
-        return "under a second"
-    if value < 90:
-        return f"about {value:.0f}s"
-    return f"about {value / 60:.0f} min"
-
-
 def apply_steps(
     shape: Shape, sizing: Sizing, *, batch_size: int, lock_timeout: float
 ) -> list[Step]:
@@ -137,7 +130,7 @@ def apply_steps(
             f" of life) in {batches} batch(es) of {batch_size} by session_id",
             "ROW EXCLUSIVE and the row locks of one batch",
             False,
-            f"one batch's rows for {_seconds(backfill / batches)} each; inserts never wait",
+            f"one batch's rows for {estimate(backfill / batches)} each; inserts never wait",
             backfill,
         ),
         Step(
@@ -145,7 +138,7 @@ def apply_steps(
             "vacuum and analyze: the backfill left an old version of every row behind",
             "SHARE UPDATE EXCLUSIVE",
             False,
-            _seconds(VACUUM_SCANS * scan),
+            estimate(VACUUM_SCANS * scan),
             VACUUM_SCANS * scan,
         ),
         Step(
@@ -214,7 +207,7 @@ def finish_estimate(sizing: Sizing) -> float:
 
 
 def finish_step(shape: Shape, sizing: Sizing) -> Step:
-    estimate = finish_estimate(sizing)
+    rewrite_seconds = finish_estimate(sizing)
     extra = " and ended_at" if shape.ended_at_managed else ""
     return Step(
         FINISH,
@@ -224,7 +217,7 @@ def finish_step(shape: Shape, sizing: Sizing) -> Step:
         " recreated, the transition's trigger dropped",
         "ACCESS EXCLUSIVE",
         True,
-        f"the whole rewrite, {_seconds(estimate)}: reads and writes of the table wait",
-        estimate,
+        f"the whole rewrite, {estimate(rewrite_seconds)}: reads and writes of the table wait",
+        rewrite_seconds,
         shape.steps.get(FINISH, False),
     )

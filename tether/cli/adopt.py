@@ -18,7 +18,7 @@ from tether.cli.common import (
     say_aside,
     say_json,
 )
-from tether.durations import describe_seconds
+from tether.durations import describe_seconds, estimate
 
 if TYPE_CHECKING:
     from tether.adopt.inspect import Report
@@ -40,18 +40,10 @@ def _ago(moment: datetime | None) -> str:
     return describe_seconds((datetime.now(UTC) - moment).total_seconds())
 
 
-def _about(seconds: float) -> str:
-    if seconds < 1:
-        return "< 1s"
-    if seconds < 90:
-        return f"~{seconds:.0f}s"
-    return f"~{seconds / 60:.0f} min"
-
-
 def _steps(steps: list[Step]) -> None:
     width = max(len(step.name) for step in steps)
     for number, step in enumerate(steps, 1):
-        mark = "done" if step.done else _about(step.estimate_seconds)
+        mark = "done" if step.done else estimate(step.estimate_seconds)
         stops = "writes wait while it is held" if step.blocks_writes else "writes go on"
         say(f"  {number:>2}. {step.name:<{width}}  [{mark}] {step.lock}; {stops}")
         say(f"      {step.does}")
@@ -286,7 +278,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
     tell(f"--finish: {step.does}")
     tell(
         f"  lock: {step.lock} on public.conversation_sessions for the whole rewrite,"
-        f" estimated at {_about(step.estimate_seconds)} on this server: every read and write"
+        f" estimated at {estimate(step.estimate_seconds)} on this server: every read and write"
         " of the table (each $connect, $disconnect and heartbeat) waits that long"
     )
     if planned.recreated:
