@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -80,7 +81,42 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
     assert _call(server, "GET", "/openapi.json", None)[0] == 200
     log = server.log.read_text()
     assert f"/admin/dashboard?key={key}" in log
-    assert f"curl -H 'Authorization: Bearer {key}'" in log
+    assert f'curl -H "Authorization: Bearer {key}"' in log
+
+
+def test_the_banner_s_lines_work_as_a_shell_reads_them_with_a_key_of_yours(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Single quotes kept the shell from putting TETHER_OPERATOR_KEY in (401), and a
+    shell could glob the unquoted URL's '?'. The key itself is named, never shown; the
+    gateway's limits are said too."""
+    key = "an-operator-key-of-mine-0123"
+    server = start_dev(
+        "--sweep-interval",
+        "1h",
+        "--handshake-timeout",
+        "2s",
+        "--message-rate",
+        "5",
+        env_extra={"TETHER_OPERATOR_KEY": key},
+    )
+    log = server.log.read_text()
+    assert key not in log
+    assert "handshakes within 2s, 5 messages/s per connection" in log
+    [line] = re.findall(r"^  API +curl (.*)$", log, re.MULTILINE)
+    words = subprocess.run(  # noqa: S603 - the banner's own line, as a user's shell reads it
+        ["sh", "-c", f"for word in {line}; do printf '%s\\0' \"$word\"; done"],  # noqa: S607
+        capture_output=True, text=True, check=True, env={"TETHER_OPERATOR_KEY": key},
+    ).stdout.split("\0")[:-1]  # fmt: skip
+    assert words[0] == "-H" and len(words) == 3, words
+    name, value = words[1].split(": ", 1)
+    assert words[2].startswith(f"http://127.0.0.1:{server.port}/")
+    request = urllib.request.Request(words[2])  # noqa: S310 - checked above
+    request.add_header(name, value)
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 200
+    [page] = re.findall(r"^  live page +(\S+)", log, re.MULTILINE)
+    assert "key=" not in page
 
 
 def test_a_forced_close_reaches_the_client_and_ends_the_row_once(

@@ -373,7 +373,7 @@ def test_a_restart_after_a_crash_says_what_it_left_and_when_it_ends(
     )
     started = time.monotonic()
     text = again.log.read_text()
-    match = re.search(r"(\d+) session\(s\) are still marked active .* within about (\d+)s", text)
+    match = re.search(r"(\d+) session\(s\) are still marked active\b.* within about (\d+)s", text)
     assert match is not None, text
     assert match.group(1) == "2"
     bound = int(match.group(2))

@@ -367,12 +367,17 @@ def _banner(
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
     say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
     admin = f"http://{_netloc(options)}/admin"
-    key = (
-        "$TETHER_OPERATOR_KEY" if "operator_key" in _given_in_environment() else config.operator_key
-    )
-    say(f"  operator key  {key}")
-    say(f"  live page     {admin}/dashboard?key={key}")
-    say(f"  API           curl -H 'Authorization: Bearer {key}' {admin}/sessions?active=true")
+    sessions = f'"{admin}/sessions?active=true"'  # quoted: a shell globs the '?'
+    if "operator_key" in _given_in_environment():
+        # Yours: named, not shown. Double quotes, so that the shell puts it in.
+        say("  operator key  yours, from TETHER_OPERATOR_KEY")
+        say(f"  live page     {admin}/dashboard   (it asks for the key)")
+        say(f'  API           curl -H "Authorization: Bearer $TETHER_OPERATOR_KEY" {sessions}')
+    else:
+        key = config.operator_key
+        say(f"  operator key  {key}")
+        say(f"  live page     {admin}/dashboard?key={key}")
+        say(f'  API           curl -H "Authorization: Bearer {key}" {sessions}')
     say(f"                (schema: {admin}/openapi.json)")
     say(
         f"  sweep         a run every {options.sweep_interval:g}s, checking every {every:g}s;"
@@ -397,6 +402,16 @@ def _banner(
         f" messages {limits.GATEWAY_MESSAGE_BYTES // 1024} KB;"
         f" $disconnect lost for {options.disconnect_loss:.0%} of drops"
     )
+    most = connection_limit(options.max_connections)
+    capped = (
+        f" (the process's file limit; --max-connections asked {options.max_connections})"
+        if options.max_connections and most < options.max_connections
+        else ""
+    )
+    say(
+        f"                handshakes within {options.handshake_timeout:g}s,"
+        f" {options.message_rate:g} messages/s per connection, {most} connections{capped}"
+    )
     if options.idle_timeout <= config.heartbeat_interval_seconds:
         # Allowed (it shows the idle timeout at work quickly), but a surprise unsaid.
         say(
@@ -408,8 +423,9 @@ def _banner(
     if leftovers:
         bound = config.suspect_after_seconds + 2 * every + config.gone_settle_seconds
         say(
-            f"  {leftovers} session(s) are still marked active from an earlier run; their"
-            f" connections are gone, and the sweep ends them within about {bound:g}s"
+            f"  {leftovers} session(s) are still marked active, left by an earlier run or"
+            " another server (an adopted table's orphans); no connection of this gateway is"
+            f" theirs, and the sweep ends them within about {bound:g}s"
         )
     if config.allow_anonymous:
         say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
