@@ -35,6 +35,9 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         # A burst under one message: every message would be refused.
         (["dev", "--message-rate", "0.4"], "a rate of at least 0.5"),
         (["simulate", "--clients", "\u0968"], "not a whole number"),
+        # Taken, they filled memory before a single client connected.
+        (["simulate", "--clients", "1000000000"], "at most 10,000"),
+        (["chaos", "--clients", "10001"], "at most 10,000"),
         (["sweep", "--time-limit", "\uff11m"], "not a duration"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),

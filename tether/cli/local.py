@@ -112,6 +112,18 @@ _DEV_SETTING_FLAGS = {
 }
 
 
+# Clients of one process on a laptop: each holds a socket, and a count far past what the
+# machine can open was taken, and filled memory before a single client connected.
+LOCAL_CLIENTS_MAX = 10_000
+
+
+def _clients(text: str) -> int:
+    value = count(text)
+    if value > LOCAL_CLIENTS_MAX:
+        raise argparse.ArgumentTypeError(f"at most {LOCAL_CLIENTS_MAX:,}, got {value:,}")
+    return value
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     import asyncio  # noqa: PLC0415
@@ -412,7 +424,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the session table to check (default: $DATABASE_URL, else `tether dev`'s)",
     )
-    sim_cmd.add_argument("--clients", type=count, default=20, help="how many clients")
+    sim_cmd.add_argument(
+        "--clients",
+        type=_clients,
+        default=20,
+        help=f"how many clients (at most {LOCAL_CLIENTS_MAX:,})",
+    )
     sim_cmd.add_argument(
         "--duration",
         type=duration,
@@ -459,7 +476,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="real clients and injected faults on the local runtime, then every promise checked",
         formatter_class=DefaultsHelpFormatter,
     )
-    chaos_cmd.add_argument("--clients", type=count, default=200, help="clients at once")
+    chaos_cmd.add_argument(
+        "--clients",
+        type=_clients,
+        default=200,
+        help=f"clients at once (at most {LOCAL_CLIENTS_MAX:,})",
+    )
     chaos_cmd.add_argument(
         "--minutes", type=_minutes, default=3.0, help="length of the run (a number, or 90s)"
     )
