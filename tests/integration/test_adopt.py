@@ -826,7 +826,9 @@ def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
     started.send_signal(signal.SIGINT)
     _, said = started.communicate(timeout=60)
     assert started.returncode == 130, said
-    assert "interrupted" in said and "run `tether adopt --apply` again to resume" in said
+    assert "tether adopt: interrupted" in said
+    assert "a backfill keeps the batches it recorded" in said
+    assert "run `tether adopt --apply` again to resume" in said
     assert "Traceback" not in said
     resumed = run_tether("adopt", "--apply", "--yes", "--database-url", adoptable.url)
     assert resumed.returncode == 0, resumed.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -505,3 +506,45 @@ def test_ctrl_c_says_it_was_heard_and_what_became_of_the_work(database_url: str)
     assert started.returncode == 130, err
     assert "tether sweep: interrupted; what it had done is kept" in err
     assert out == ""
+
+
+def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
+    database_url: str, db: Conn
+) -> None:
+    """It said only 'interrupted; what it had done is kept': not how many were ended,
+    nor that their announcements wait for the sweep."""
+    db.execute(
+        "insert into public.conversation_sessions"
+        " (connection_id, user_id, session_start, last_seen_at)"
+        " select 'old' || g, gen_random_uuid(), now() - interval '3 days',"
+        " now() - interval '3 days' from generate_series(1, 20000) g"
+    )
+    started = subprocess.Popen(  # noqa: S603 - our own console script
+        [
+            TETHER,
+            *("close-orphans", "--older-than", "2h", "--apply", "--yes"),
+            *("--announce-to", "log", "--database-url", database_url),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TETHER_SWEEP_BATCH_SIZE": "50"},
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+    assert started.stdout is not None
+    for line in started.stdout:
+        if line.startswith("  ended "):
+            break
+    started.send_signal(signal.SIGINT)
+    _, err = started.communicate(timeout=60)
+    assert started.returncode == 130, err
+    said = re.search(r"interrupted after ending (\d+) session\(s\)", err)
+    assert said is not None, err
+    ended = db.execute(
+        "select count(*) as n from public.conversation_sessions where not is_active"
+    ).fetchone()
+    assert ended is not None
+    # Said is what it knew of; a batch under way may have ended one more batch.
+    assert 0 < int(said.group(1)) <= int(str(ended["n"])) <= int(said.group(1)) + 50
+    assert "wait in the outbox for the sweep" in err
+    assert "Traceback" not in err

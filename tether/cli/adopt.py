@@ -198,7 +198,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     try:
         report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
     except KeyboardInterrupt:
-        say_aside("interrupted while reading the table: nothing was changed")
+        say_aside("tether adopt: interrupted while reading the table: nothing was changed")
         raise
     nothing = inspection.nothing_to_adopt(report.state, report.elsewhere)
     if nothing:
@@ -255,8 +255,9 @@ def _apply(args: argparse.Namespace, url: str) -> int:
 
 
 _INTERRUPTED = (
-    "interrupted: what the step under way had done is kept or rolled back whole;"
-    " run `tether adopt {action}` again to resume"
+    "tether adopt: interrupted: what the step under way had done is kept or rolled back"
+    " whole (a backfill keeps the batches it recorded); run `tether adopt {action}` again"
+    " to resume from there"
 )
 
 

@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import limits
 from tether.cli.common import (
@@ -19,10 +19,15 @@ from tether.cli.common import (
     endpoint,
     installed_settings,
     say,
+    say_aside,
     say_json,
 )
 from tether.durations import describe_seconds, is_bare_number
 from tether.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from tether.outbox import DrainResult
+    from tether.store import SessionStore
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -116,9 +121,12 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return describe_seconds((now - moment).total_seconds()) if moment else "?"
 
 
+# What an interrupted command exits with (128 + SIGINT), as tether.cli says it for others.
+INTERRUPTED_EXIT = 130
+
+
 def cmd_close_orphans(args: argparse.Namespace) -> int:
     from tether import runtime  # noqa: PLC0415
-    from tether.outbox import drain_outbox  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
 
     older_than = args.older_than
@@ -155,26 +163,18 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         return 0
     if not confirm(f"end {summary.orphans} session(s) as orphan_cleanup?", assume_yes=args.yes):
         return declined()
-    ended = 0
-    progress = not args.json
-    while True:
-        # The functions reach back a year and a day at most: there, a session that came
-        # of that age during the run is ended too, an orphan for certain at that age.
-        reach = min(older_than + (time.monotonic() - counted_at), limits.ORPHAN_AGE_MAX_SECONDS)
-        batch = store.close_orphans(older_than_seconds=reach, limit=config.sweep_batch_size)
-        if not batch:
-            break
-        ended += batch
-        if progress and summary.orphans > config.sweep_batch_size:
-            say(f"  ended {ended} of about {summary.orphans}")
-    # Their ends wait in the outbox; announce them now rather than at the next sweep.
-    drained = drain_outbox(
-        store,
-        runtime.announcer(),
-        batch_size=config.sweep_batch_size,
-        lease_seconds=max(config.announce_lease_seconds, 1.0),
-        time_left=lambda: True,
-    )
+    try:
+        ended, drained = _end_and_announce(
+            store,
+            older_than=older_than,
+            counted_at=counted_at,
+            about=summary.orphans,
+            batch_size=config.sweep_batch_size,
+            lease_seconds=max(config.announce_lease_seconds, 1.0),
+            progress=not args.json,
+        )
+    except KeyboardInterrupt:
+        return INTERRUPTED_EXIT  # said where it was heard
     policy = SweepPolicy.from_settings(config)
     queued = store.session_health(
         idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
@@ -188,6 +188,59 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         error=drained.error,
     )
     return 0
+
+
+def _end_and_announce(
+    store: SessionStore,
+    *,
+    older_than: float,
+    counted_at: float,
+    about: int,
+    batch_size: int,
+    lease_seconds: float,
+    progress: bool,
+) -> tuple[int, DrainResult]:
+    """End the orphans counted, batch by batch, then announce their ends. Interrupted,
+    it says how far it got before the interruption goes on."""
+    from tether import runtime  # noqa: PLC0415
+    from tether.outbox import drain_outbox  # noqa: PLC0415
+
+    ended = 0
+    try:
+        while True:
+            # The functions reach back a year and a day at most: there, a session that
+            # came of that age during the run is ended too, an orphan for certain.
+            reach = min(older_than + (time.monotonic() - counted_at), limits.ORPHAN_AGE_MAX_SECONDS)
+            batch = store.close_orphans(older_than_seconds=reach, limit=batch_size)
+            if not batch:
+                break
+            ended += batch
+            if progress and about > batch_size:
+                say(f"  ended {ended} of about {about}")
+    except KeyboardInterrupt:
+        # A batch under way may have committed before its answer came back.
+        say_aside(
+            f"tether close-orphans: interrupted after ending {ended} session(s) (a batch under"
+            " way may have ended more); their SessionEnded wait in the outbox for the sweep;"
+            " run it again to end the rest"
+        )
+        raise
+    # Their ends wait in the outbox; announce them now rather than at the next sweep.
+    try:
+        drained = drain_outbox(
+            store,
+            runtime.announcer(),
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
+            time_left=lambda: True,
+        )
+    except KeyboardInterrupt:
+        say_aside(
+            f"tether close-orphans: interrupted while announcing; {ended} session(s) were"
+            " ended, and what was not announced waits in the outbox for the sweep"
+        )
+        raise
+    return ended, drained
 
 
 def _report(
