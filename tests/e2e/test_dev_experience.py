@@ -444,6 +444,17 @@ def test_simulate_finds_tether_dev_and_reports_what_it_cost(
     assert cost["get_connection_calls"] is not None
 
 
+def test_a_simulation_shorter_than_a_sweep_run_does_not_say_it_cost_no_calls(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """A run's report is written as it ends, a minute in at the defaults: a shorter
+    simulation counted no run and said 0 GetConnection calls, whatever the sweep did."""
+    server = start_dev()
+    report = _simulate(server, "--clients", "2", "--duration", "1s", "--settle", "1s", cwd=tmp_path)
+    assert report["opened"] == 2
+    assert report["cost_per_connection_minute"]["get_connection_calls"] is None
+
+
 def test_dev_and_simulate_serve_a_database_that_writes_dates_its_own_way(
     start_dev: Callable[..., DevServer], database_url: str, tmp_path: Path
 ) -> None:

@@ -205,10 +205,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     cost = report.cost_per_connection_minute
     if cost["heartbeat_writes"] is not None:
-        say(
-            f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes,"
-            f" {cost['get_connection_calls']} GetConnection calls"
+        calls = cost["get_connection_calls"]
+        said = (
+            f"{calls} GetConnection calls"
+            if calls is not None
+            else "GetConnection calls not measured (no sweep run both began and ended during"
+            " the simulation: run it for longer than the sweep's schedule)"
         )
+        say(f"cost per connection per minute: {cost['heartbeat_writes']} heartbeat writes, {said}")
     for error in report.errors:
         say(f"  client error: {error}")
     return outcome

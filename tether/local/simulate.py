@@ -221,18 +221,23 @@ def _seen(rows: dict[int, dict[str, Any]], detected: dict[int, float]) -> None:
 
 
 def _gateway_checks(database_url: str, since: datetime) -> int | None:
-    """GetConnection calls of the sweep runs that started since ``since`` (None where
-    the sweep's history cannot be read)."""
+    """GetConnection calls of the sweep runs that started since ``since``; None where
+    none has finished (a run's report is written as it ends, and a scheduled run lasts
+    most of its period: a shorter simulation has none to count, which is not 0 calls),
+    or where the sweep's history cannot be read."""
     try:
         with _connect(database_url) as conn:
             row = conn.execute(
-                "select coalesce(sum((report->>'checked')::bigint), 0) as checked"
+                "select count(*) as runs,"
+                " coalesce(sum((report->>'checked')::bigint), 0) as checked"
                 " from tether.sweep_runs where started_at >= %s",
                 (since,),
             ).fetchone()
     except psycopg.Error:
         return None
-    return int(row["checked"]) if row else None
+    if row is None or not row["runs"]:
+        return None
+    return int(row["checked"])
 
 
 def _database_now(database_url: str) -> datetime:
