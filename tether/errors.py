@@ -6,6 +6,7 @@ Handlers never look at error text: they catch these types, and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -107,6 +108,9 @@ _NOT_MIGRATED_OR_NOT_RELOADED = (
 )
 
 
+_TETHER_FUNCTION = re.compile(r"function (public\.tether_\w+)\(")
+
+
 def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
     """Map a Postgres SQLSTATE (from psycopg or PostgREST) to a tether error."""
     klass = (sqlstate or "")[:2]
@@ -114,8 +118,10 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
         return InvalidInputError(message)
     if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
         return DatabaseUnavailableError(message)
-    if sqlstate == "42883" and "function public.tether_" in message:
-        return DatabaseError(f"{sqlstate}: {message}{_NOT_MIGRATED}")
+    missing = _TETHER_FUNCTION.search(message) if sqlstate == "42883" else None
+    if missing:
+        # Its name, not Postgres's whole signature of the call (p_limit => smallint ...).
+        return DatabaseError(f"this database has no {missing.group(1)}{_NOT_MIGRATED}")
     # A client-side error has no SQLSTATE: its message alone, not "unknown: ...".
     return DatabaseError(f"{sqlstate}: {message}" if sqlstate else message)
 
