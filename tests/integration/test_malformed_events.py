@@ -290,3 +290,24 @@ def test_a_disconnect_with_bad_headers_or_query_still_ends_its_session(
         "end_reason": "client_disconnect",
         "disconnect_status_code": 1000,
     }
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_every_websocket_handler_says_which_optional_fields_it_left_out(
+    db: psycopg.Connection[dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$connect and $disconnect said so; a heartbeat went on without a word."""
+    opening = with_query(ws_event("connect", "said="), token=sign(claims(), HS256_SECRET, "HS256"))
+    for handler, event in (
+        (connect.lambda_handler, opening),
+        (message.lambda_handler, ws_event("message_heartbeat", "said=")),
+        (disconnect.lambda_handler, ws_event("disconnect", "said=")),
+    ):
+        event["requestContext"]["identity"] = "not an object"
+        assert handler(event, FakeLambdaContext())["statusCode"] == 200
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+        left_out = [
+            line for line in lines if line.get("message") == "malformed optional fields left out"
+        ]
+        assert [line["fields"] for line in left_out] == [["requestContext.identity"]], lines
+        assert left_out[0]["connection_id"] == "said="

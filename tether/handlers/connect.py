@@ -19,6 +19,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.events import parse_websocket_event
+from tether.handlers import tag_invocation
 from tether.lifecycle import PROTOCOL_HEADER, open_connection
 from tether.responses import Response, error_code, error_response, respond
 
@@ -36,13 +37,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         logger.warning("malformed $connect event", extra={"error": str(exc)})
         return _reject(exc, "malformed_event")
 
-    add_log_keys(
-        correlation_id=request.request_context.request_id, connection_id=request.connection_id
-    )
-    if request.dropped_fields:
-        logger.warning(
-            "malformed optional fields left out", extra={"fields": request.dropped_fields}
-        )
+    tag_invocation(request)
     try:
         config = runtime.settings()
         result = open_connection(

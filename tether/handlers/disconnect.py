@@ -14,6 +14,7 @@ from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
 from tether.errors import DatabaseUnavailableError, TetherError
 from tether.events import parse_websocket_event
+from tether.handlers import tag_invocation
 from tether.lifecycle import end_connection
 from tether.models import EndOutcome
 from tether.responses import Response, error_response, respond
@@ -27,14 +28,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         logger.warning("malformed $disconnect event", extra={"error": str(exc)})
         return error_response(exc)
 
-    add_log_keys(
-        correlation_id=request.request_context.request_id, connection_id=request.connection_id
-    )
-    if request.dropped_fields:
-        # The session still ends: only the bad detail is lost.
-        logger.warning(
-            "malformed optional fields left out", extra={"fields": request.dropped_fields}
-        )
+    tag_invocation(request)
     try:
         result = end_connection(
             request,

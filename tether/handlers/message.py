@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from tether import runtime
-from tether.aws.observability import add_log_keys, invocation, logger, remaining_seconds
+from tether.aws.observability import invocation, logger, remaining_seconds
 from tether.bounded_calls import call_all
 from tether.errors import GatewayError, InvalidInputError, TetherError
 from tether.events import parse_websocket_event
+from tether.handlers import tag_invocation
 from tether.lifecycle import HEARTBEAT_ACTION, KNOWN_ACTIONS, heartbeat, parse_action
 from tether.models import TouchOutcome
 from tether.responses import Response, error_response, respond
@@ -24,11 +25,7 @@ from tether.responses import Response, error_response, respond
 def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     try:
         request = parse_websocket_event(event, "MESSAGE")
-        add_log_keys(
-            correlation_id=request.request_context.request_id,
-            connection_id=request.connection_id,
-            route_key=request.request_context.route_key,
-        )
+        tag_invocation(request, route_key=request.request_context.route_key)
         action, _payload = parse_action(request)
         if action != HEARTBEAT_ACTION:
             known = ", ".join(KNOWN_ACTIONS)
