@@ -70,4 +70,6 @@ def test_ctrl_c_while_adopt_reads_the_table_says_nothing_changed(
     monkeypatch.setattr(inspect, "inspect", interrupted)
     url = "postgresql://nobody@127.0.0.1:1/x"
     assert main(["adopt", "--apply", "--yes", "--database-url", url]) == 130
-    assert capsys.readouterr().err == "interrupted while reading the table: nothing was changed\n"
+    assert capsys.readouterr().err == (
+        "tether adopt: interrupted while reading the table: nothing was changed\n"
+    )
