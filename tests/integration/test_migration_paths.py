@@ -406,6 +406,14 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
         listed = run_tether("sessions", "--embedded", "--json", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
         assert not embedded.is_running(data)
+        # kick takes the running dev's @connections endpoint: none runs, and it says so.
+        kicked = run_tether(
+            "kick", "--user", "0193b5a4-0000-7000-8000-000000000000", "--embedded", "--yes",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert kicked.returncode == 1
+        assert "no tether dev is running in this folder" in kicked.stderr
+        assert not embedded.is_running(data)
     finally:
         embedded.stop_if_running(data)
 

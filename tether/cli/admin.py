@@ -174,9 +174,15 @@ def cmd_kick(args: argparse.Namespace) -> int:
     store = runtime.store()
     connections = runtime.connections()
     if connections is None:
+        # With --embedded, the endpoint is the running dev's: none runs here.
+        no_dev = (
+            "no tether dev is running in this folder, whose endpoint --embedded takes; "
+            if getattr(args, "embedded", False)
+            else ""
+        )
         raise ConfigurationError(
-            "kick disconnects clients through the @connections API: pass --endpoint-url"
-            " https://{api}.execute-api.{region}.amazonaws.com/{stage} (or set"
+            f"kick disconnects clients through the @connections API: {no_dev}pass"
+            " --endpoint-url https://{api}.execute-api.{region}.amazonaws.com/{stage} (or set"
             " TETHER_CONNECTIONS_ENDPOINT); `tether dev` prints its own"
         )
     common: dict[str, Any] = {
