@@ -164,9 +164,19 @@ def test_deploy_migrate_redeploy_and_destroy(
     # Again, with nothing changed: nothing uploaded, no change set run.
     events_before = len(cfn.describe_stack_events(StackName=STACK)["StackEvents"])
     change_sets_before = cfn.list_change_sets(StackName=STACK)["Summaries"]
-    code = main(deploy_args(aws, "--yes"))
+    # --database-url names another database, kept in a secret as it may be everywhere.
+    aws_client("ssm", aws).put_parameter(
+        Name="/tether/other-database", Value=database_url, Type="SecureString"
+    )
+    code = main(
+        [*deploy_args(aws, "--yes"), "--migrate", "--database-url", "ssm:/tether/other-database"]
+    )
     second = capsys.readouterr()
     assert code == 0, second.out + second.err
+    other = conninfo_to_dict(database_url)["dbname"]
+    (said,) = [line for line in second.out.splitlines() if line.startswith("migrating")]
+    assert said.startswith(f"migrating database {other} on ") and "--database-url" in said
+    assert database_url not in second.out + second.err
     assert "bundle unchanged" in second.out
     assert "uploaded" not in second.out
     assert f"stack {STACK} is up to date" in second.out
