@@ -91,6 +91,12 @@ def test_the_command_line_reads_a_database_url_kept_in_a_secret(
     assert missing.returncode == 1
     assert "cannot read parameter ssm:/tether/none: ParameterNotFound" in missing.stderr
     assert "Traceback" not in missing.stderr
+    # tether simulate reads it the same way.
+    simulated = run_tether(
+        "simulate", "--url", "ws://127.0.0.1:9", "--database-url", "ssm:/tether/none", env=env
+    )
+    assert simulated.returncode == 1
+    assert "cannot read parameter ssm:/tether/none: ParameterNotFound" in simulated.stderr
 
 
 def test_tether_deploy_reads_a_secret_as_the_functions_do(aws: str) -> None:

@@ -135,8 +135,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     state = dev_state.running()
     url = args.url or state.get("ws_url")
-    database_url = args.database_url or configured_url() or state.get("database_url")
-    if not url or not database_url:
+    # Given or set, as every command reads it (a secret's reference included); else
+    # the running dev's.
+    named = args.database_url or configured_url()
+    tables = database_url(args) if named else state.get("database_url")
+    if not url or not tables:
         # A killed `tether dev` leaves its note: its gateway is not there to answer.
         gone = " (the one that ran here has stopped)" if dev_state.read() else ""
         raise ConfigurationError(
@@ -152,7 +155,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     report = asyncio.run(
         simulate(
             url=url,
-            database_url=check(database_url),
+            database_url=check(tables),
             clients=args.clients,
             duration=args.duration,
             drop_rate=args.drop_rate,
