@@ -310,13 +310,22 @@ def test_database_down_refuses_the_handshake(
     )
 
 
-def test_anonymous_only_when_enabled(lambda_env: pytest.MonkeyPatch, db: Conn) -> None:
+def test_anonymous_only_when_enabled(
+    lambda_env: pytest.MonkeyPatch, db: Conn, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _connect(ws_event("connect", "anon1="))["statusCode"] == 401
     lambda_env.setenv("TETHER_ALLOW_ANONYMOUS", "true")
     runtime.reset()
     assert _connect(ws_event("connect", "anon2="))["statusCode"] == 200
     [row] = _sessions(db)
     assert row["connection_id"] == "anon2=" and row["user_id"] is None
+    # No user is not a user named "": the API and SessionEnded say null.
+    [opened] = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if '"session opened"' in line
+    ]
+    assert opened.get("user_id") is None  # left out, as Powertools leaves out a null
     # A token that is presented is still verified.
     assert _connect(with_query(ws_event("connect", "anon3="), token="garbage"))["statusCode"] == 401
 

@@ -63,7 +63,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
     session = result.session
     add_log_keys(session_id=str(session.session_id))
     if session.opened:
-        logger.info("session opened", extra={"user_id": str(session.user_id or "")})
+        # No user for an anonymous client (the API and SessionEnded say null), not "".
+        logger.info(
+            "session opened", extra={"user_id": str(session.user_id) if session.user_id else None}
+        )
         emit_metric("SessionsOpened")
     else:
         logger.info("repeated $connect; the session was already open")
