@@ -38,6 +38,9 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         # Taken, they filled memory before a single client connected.
         (["simulate", "--clients", "1000000000"], "at most 10,000"),
         (["chaos", "--clients", "10001"], "at most 10,000"),
+        # A sweep run every millisecond: the laptop would run little else.
+        (["dev", "--sweep-interval", "0.001s"], "at least 0.1s"),
+        (["dev", "--check-every", "0.05s"], "at least 0.1s"),
         (["sweep", "--time-limit", "\uff11m"], "not a duration"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),

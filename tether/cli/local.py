@@ -127,6 +127,19 @@ def _clients(text: str) -> int:
     return value
 
 
+# A sweep every millisecond was taken: the laptop then ran little but the sweep.
+SWEEP_PERIOD_MIN_SECONDS = 0.1
+
+
+def _sweep_period(text: str) -> float:
+    value = duration(text)
+    if value < SWEEP_PERIOD_MIN_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at least {SWEEP_PERIOD_MIN_SECONDS:g}s, got {format_duration(value)}"
+        )
+    return value
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
     import asyncio  # noqa: PLC0415
@@ -340,14 +353,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     dev_cmd.add_argument(
         "--sweep-interval",
-        type=duration,
+        type=_sweep_period,
         default=format_duration(60.0),
         metavar="DURATION",
         help="how often a sweep run starts, as EventBridge schedules it",
     )
     dev_cmd.add_argument(
         "--check-every",
-        type=duration,
+        type=_sweep_period,
         default=None,
         metavar="DURATION",
         help="how often a sweep run checks (default: TETHER_SWEEP_CHECK_EVERY_SECONDS, 10s)",
