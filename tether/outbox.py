@@ -31,6 +31,10 @@ class AnnounceResult:
     """Why the announcer could not announce at all (no region, no credentials)."""
     unrecorded: list[UUID] = field(default_factory=list)
     """Announced, but the database could not record it: they will be announced again."""
+    refusal: TetherError | None = None
+    """The database refused (not: was away for) recording or releasing them: a privilege
+    taken away, a trigger. Each end is kept and announced again, but it lasts: the
+    sweep fails on it, to be seen, where a caller with an end of its own goes on."""
 
 
 class Announcer(Protocol):
@@ -71,6 +75,7 @@ def announce_and_mark(
         except TetherError as exc:
             # Announced, but not recorded: once the lease runs out they are announced
             # again, and consumers dedupe by session_id. Nothing is lost.
+            result.refusal = _refusal(exc)
             _log_for(exc)(
                 "announced, but the database could not record it; it will be announced again",
                 extra={"sessions": len(result.announced), "error": str(exc)},
@@ -81,11 +86,16 @@ def announce_and_mark(
             store.release_announcements(_claims_held(sessions, result.failed))
         except TetherError as exc:
             # Still queued: they are retried once their lease runs out instead of at once.
+            result.refusal = result.refusal or _refusal(exc)
             _log_for(exc)(
                 "could not release the failed announcements; they are retried after their lease",
                 extra={"sessions": len(result.failed), "error": str(exc)},
             )
     return result
+
+
+def _refusal(exc: TetherError) -> TetherError | None:
+    return None if isinstance(exc, DatabaseUnavailableError) else exc
 
 
 def _log_for(exc: TetherError) -> Callable[..., None]:
@@ -142,6 +152,10 @@ def drain_outbox(
         drained.failed += len(outcome.failed)
         drained.unrecorded += len(outcome.unrecorded)
         drained.error = drained.error or outcome.error
+        if outcome.refusal is not None:
+            # Every end would be announced again each lease, for good: the run fails,
+            # as before this was caught, so that it is counted and alarmed on.
+            raise outcome.refusal
         if len(batch) < batch_size or outcome.failed or outcome.unrecorded:
             break
     return drained

@@ -548,3 +548,27 @@ def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
     assert 0 < int(said.group(1)) <= int(str(ended["n"])) <= int(said.group(1)) + 50
     assert "wait in the outbox for the sweep" in err
     assert "Traceback" not in err
+
+
+def test_a_database_that_refuses_to_record_announcements_fails_the_run(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Every end would be announced again at each lease, for good: the run fails, so
+    that the failure is counted and alarmed on. The ends themselves are kept."""
+    from tests.integration.test_disconnect import REFUSE_RECORDING  # noqa: PLC0415
+
+    make_session(connection_id="refused=", started_seconds_ago=3 * 3600)
+    db.execute(REFUSE_RECORDING)
+    closed = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--announce-to", "log",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert closed.returncode == 1, closed.stdout + closed.stderr
+    assert "announced_at is not to be written here" in closed.stderr
+    [row] = _state(db)
+    assert (row["is_active"], row["end_reason"]) == (False, "orphan_cleanup")
+    # Its lease over, the sweep claims it again, announces it, is refused again.
+    db.execute("update public.conversation_session_announcements set announce_after = now()")
+    swept = run_tether("sweep", "--announce-to", "log", "--database-url", database_url)
+    assert swept.returncode == 1, swept.stdout + swept.stderr
+    assert "announced_at is not to be written here" in swept.stderr

@@ -297,11 +297,9 @@ def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[Sess
     """Announce fresh ends now; what fails stays queued for the sweep."""
     if not sessions:
         return True
-    try:
-        result = announce_and_mark(store, announcer, sessions)
-    except DatabaseUnavailableError:
-        logger.warning("could not record the announcement; it will be redelivered")
-        return False
+    # The end is committed: what the database does not record stays queued, logged
+    # there, and the close goes on to the gateway.
+    result = announce_and_mark(store, announcer, sessions)
     return not result.failed
 
 
