@@ -114,3 +114,21 @@ def test_tether_deploy_reads_a_secret_as_the_functions_do(aws: str) -> None:
         read_secret(session, binary)
     with pytest.raises(SecretUnavailableError, match="EndpointConnectionError"):
         read_secret(Aws(region="us-east-1", endpoint_url=_nothing_listening()), binary)
+
+
+def test_verbose_commands_never_show_a_secret_they_read(aws: str) -> None:
+    """-v logs at debug level, and botocore's debug lines hold the whole answer of
+    GetSecretValue: an RDS-managed secret (JSON, its password a field) was shown."""
+    from tests.support import run_tether  # noqa: PLC0415
+
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    arn = secrets.create_secret(
+        Name="tether/rds-managed",
+        SecretString='{"username": "tether", "password": "Hunter2SecretRds"}',
+    )["ARN"]
+    result = run_tether(
+        "-v", "sessions", "--database-url", arn, env={"TETHER_AWS_ENDPOINT_URL": aws}
+    )
+    assert result.returncode == 1
+    assert "holds several fields" in result.stderr
+    assert "Hunter2SecretRds" not in result.stdout + result.stderr

@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HideSecrets())
+    # botocore's debug lines hold whole response bodies: a secret's value read by
+    # reference (an RDS secret's JSON password) in the clear, whatever -v asks for.
+    logging.getLogger("botocore").setLevel(logging.INFO)
     from tether.aws.observability import logger, logs_to_stderr  # noqa: PLC0415
 
     if args.command != "dev":
