@@ -182,10 +182,10 @@ def verifier_for(
     leeway), for the roles given; None when nothing to verify with is configured."""
     if not settings.jwt_secret and not settings.signing_keys_url:
         return None
-    from tether.aws.secrets import resolve_secret  # noqa: PLC0415
+    from tether.aws.secrets import resolve_setting  # noqa: PLC0415
 
     secret = (
-        resolve_secret(settings.jwt_secret, settings.aws_endpoint_url)
+        resolve_setting("TETHER_JWT_SECRET", settings.jwt_secret, settings.aws_endpoint_url)
         if settings.jwt_secret
         else None
     )

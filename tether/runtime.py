@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-from tether.aws.secrets import resolve_secret
+from tether.aws.secrets import resolve_secret, resolve_setting
 from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -75,12 +75,18 @@ def _new_store() -> SessionStore:
     if config.database_url:
         from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
 
-        return PostgresStore(resolve_secret(config.database_url, config.aws_endpoint_url))
+        return PostgresStore(
+            resolve_setting("TETHER_DATABASE_URL", config.database_url, config.aws_endpoint_url)
+        )
     from tether.drivers.supabase import SupabaseStore  # noqa: PLC0415
 
     return SupabaseStore(
         config.supabase_url or "",
-        resolve_secret(config.supabase_service_key or "", config.aws_endpoint_url),
+        resolve_setting(
+            "TETHER_SUPABASE_SERVICE_KEY",
+            config.supabase_service_key or "",
+            config.aws_endpoint_url,
+        ),
     )
 
 

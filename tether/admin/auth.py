@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.auth import TokenVerifier, looks_like_jwt, verifier_for
-from tether.aws.secrets import resolve_secret
+from tether.aws.secrets import resolve_setting
 from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
 from tether.settings import Settings, operator_key_problem
 
@@ -45,7 +45,7 @@ def operator_key(settings: Settings) -> str | None:
     """The configured key, read from its secret once per container."""
     if not settings.operator_key:
         return None
-    key = resolve_secret(settings.operator_key, settings.aws_endpoint_url)
+    key = resolve_setting("TETHER_OPERATOR_KEY", settings.operator_key, settings.aws_endpoint_url)
     problem = operator_key_problem(key)
     if problem:
         raise ConfigurationError(f"TETHER_OPERATOR_KEY {problem}")

@@ -56,6 +56,15 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
     return read_reference(lambda service: client(service, endpoint_url=endpoint_url), reference)
 
 
+def resolve_setting(setting: str, reference: str, endpoint_url: str | None = None) -> str:
+    """``resolve_secret`` for the setting named (TETHER_DATABASE_URL, ...): what cannot
+    be read is said with the setting's name, to callers as to the logs."""
+    try:
+        return resolve_secret(reference, endpoint_url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{setting}: {exc}", public=f"{setting}: {exc.public}") from None
+
+
 def read_reference(client_for: Callable[[str], Any], reference: str) -> str:
     """The value behind a reference, read through the clients ``client_for`` makes (a
     command's own AWS session: its profile, region and endpoint): an SSM one from
@@ -76,13 +85,13 @@ def _from_secrets_manager(secretsmanager: Any, reference: str) -> str:
         raise _failure(
             f"cannot read secret {reference}: {error_code(exc)}",
             exc,
-            public=f"cannot read a Secrets Manager secret a setting names: {error_code(exc)}",
+            public=f"cannot read the Secrets Manager secret it names: {error_code(exc)}",
         ) from None
     value = answer.get("SecretString")
     if not value:
         raise ConfigurationError(
             f"secret {reference} has no SecretString",
-            public=f"a Secrets Manager secret a setting names has no SecretString{_SEE_LOGS}",
+            public=f"the Secrets Manager secret it names has no SecretString{_SEE_LOGS}",
         )
     return single_value(value, reference)
 
@@ -98,7 +107,7 @@ def _from_ssm(ssm: Any, reference: str) -> str:
         raise _failure(
             f"cannot read parameter {reference}: {error_code(exc)}",
             exc,
-            public=f"cannot read an SSM parameter a setting names: {error_code(exc)}",
+            public=f"cannot read the SSM parameter it names: {error_code(exc)}",
         ) from None
     return str(parameter["Parameter"]["Value"])
 
@@ -163,6 +172,6 @@ def single_value(value: str, reference: str) -> str:
     fields = ", ".join(sorted(document))
     raise ConfigurationError(
         f"secret {reference} holds several fields ({fields}); store the value alone",
-        public=f"a secret a setting names holds several fields ({fields}); store the value"
+        public=f"the secret it names holds several fields ({fields}); store the value"
         f" alone{_SEE_LOGS}",
     )
