@@ -1,5 +1,7 @@
 """The operators' API and live page (FastAPI through Mangum), behind an API Gateway HTTP API."""
 
+import asyncio
+import atexit
 from typing import Any
 
 from mangum import Mangum
@@ -8,13 +10,24 @@ from tether.admin.app import TEXT_MIME_TYPES, create_app
 from tether.admin.http_events import refusal
 from tether.aws.observability import invocation
 
+# Mangum runs each request on the thread's current event loop, and makes one if there is
+# none, held by asyncio alone. Whatever else runs a loop in the process (asyncio.run, the
+# SessionEnded handler's runner) replaces the current loop and then leaves none: that
+# loop was dropped unclosed, and the next request failed for want of one. This loop is
+# the module's, made current before Mangum looks for one and again for each request.
+_loop = asyncio.new_event_loop()
+atexit.register(_loop.close)
+asyncio.set_event_loop(_loop)
 _asgi = Mangum(create_app(), lifespan="off", text_mime_types=TEXT_MIME_TYPES)
 
 
 @invocation
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     refused = refusal(event)
-    return refused if refused is not None else _asgi(event, context)
+    if refused is not None:
+        return refused
+    asyncio.set_event_loop(_loop)
+    return _asgi(event, context)
 
 
 __all__ = ["lambda_handler"]

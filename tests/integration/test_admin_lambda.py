@@ -3,10 +3,13 @@ shaped as AWS sends them, through ``functions.admin.lambda_handler`` (Mangum).""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import gc
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -236,3 +239,20 @@ def test_a_payload_1_0_event_is_still_served(lambda_admin: Any) -> None:
     response = lambda_admin(event, FakeLambdaContext())
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["status"] == "ok"
+
+
+def test_a_loop_run_elsewhere_in_the_process_leaves_the_handler_its_own(
+    lambda_admin: Any,
+) -> None:
+    """Mangum runs each request on the thread's current event loop, which asyncio.run
+    (the SessionEnded handler's runner too) replaces and then clears: the loop Mangum had
+    made was dropped unclosed, a ResourceWarning in whichever later test the collector
+    ran, and the next request failed for want of a current loop."""
+    health = _event("/health", key=None)
+    assert lambda_admin(health, FakeLambdaContext())["statusCode"] == 200
+    asyncio.run(asyncio.sleep(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert lambda_admin(health, FakeLambdaContext())["statusCode"] == 200
