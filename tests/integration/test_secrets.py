@@ -132,3 +132,11 @@ def test_verbose_commands_never_show_a_secret_they_read(aws: str) -> None:
     assert result.returncode == 1
     assert "holds several fields" in result.stderr
     assert "Hunter2SecretRds" not in result.stdout + result.stderr
+
+
+def test_a_secret_is_read_in_the_region_its_arn_names(aws: str) -> None:
+    """A laptop set to one region, a secret kept in another: its ARN says where."""
+    secrets = boto3.client("secretsmanager", endpoint_url=aws, region_name="eu-west-1")
+    arn = secrets.create_secret(Name="tether/elsewhere", SecretString="postgresql://eu/db")["ARN"]
+    assert ":eu-west-1:" in arn
+    assert resolve_secret(arn, aws) == "postgresql://eu/db"

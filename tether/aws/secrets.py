@@ -53,7 +53,19 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
         return reference
     from tether.aws.clients import client  # noqa: PLC0415
 
-    return read_reference(lambda service: client(service, endpoint_url=endpoint_url), reference)
+    # An ARN names its region: read there, not in whatever region this process is set to.
+    region = _arn_region(reference)
+    return read_reference(
+        lambda service: client(service, endpoint_url=endpoint_url, region_name=region), reference
+    )
+
+
+def _arn_region(reference: str) -> str | None:
+    """arn:PARTITION:SERVICE:REGION:ACCOUNT:...: its region, when it is an ARN."""
+    if not _ARN.match(reference):
+        return None
+    parts = reference.split(":")
+    return parts[3] or None if len(parts) > 3 else None
 
 
 def resolve_setting(setting: str, reference: str, endpoint_url: str | None = None) -> str:
