@@ -121,10 +121,6 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return describe_seconds((now - moment).total_seconds()) if moment else "?"
 
 
-# What an interrupted command exits with (128 + SIGINT), as tether.cli says it for others.
-INTERRUPTED_EXIT = 130
-
-
 def cmd_close_orphans(args: argparse.Namespace) -> int:
     from tether import runtime  # noqa: PLC0415
     from tether.sweep import SweepPolicy  # noqa: PLC0415
@@ -140,7 +136,8 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     config = installed_settings(args)
     store = runtime.store()
     # The sessions ended are those counted here and shown before the question, none
-    # younger: each batch reaches back as far as this moment's age limit.
+    # younger: each batch reaches back as far as this moment's age limit (up to the
+    # functions' year and a day, past which any session is an orphan for certain).
     counted_at = time.monotonic()
     summary = store.orphan_summary(older_than_seconds=older_than)
     if summary.orphans == 0:
@@ -163,18 +160,15 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         return 0
     if not confirm(f"end {summary.orphans} session(s) as orphan_cleanup?", assume_yes=args.yes):
         return declined()
-    try:
-        ended, drained = _end_and_announce(
-            store,
-            older_than=older_than,
-            counted_at=counted_at,
-            about=summary.orphans,
-            batch_size=config.sweep_batch_size,
-            lease_seconds=max(config.announce_lease_seconds, 1.0),
-            progress=not args.json,
-        )
-    except KeyboardInterrupt:
-        return INTERRUPTED_EXIT  # said where it was heard
+    ended, drained = _end_and_announce(
+        store,
+        older_than=older_than,
+        counted_at=counted_at,
+        about=summary.orphans,
+        batch_size=config.sweep_batch_size,
+        lease_seconds=max(config.announce_lease_seconds, 1.0),
+        progress=not args.json,
+    )
     policy = SweepPolicy.from_settings(config)
     queued = store.session_health(
         idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
