@@ -84,8 +84,9 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
     assert f'curl -H "Authorization: Bearer {key}"' in log
 
 
+@pytest.mark.parametrize("variable", ["TETHER_OPERATOR_KEY", "tether_operator_key"])
 def test_the_banner_s_lines_work_as_a_shell_reads_them_with_a_key_of_yours(
-    start_dev: Callable[..., DevServer],
+    start_dev: Callable[..., DevServer], variable: str
 ) -> None:
     """Single quotes kept the shell from putting TETHER_OPERATOR_KEY in (401), and a
     shell could glob the unquoted URL's '?'. The key itself is named, never shown; the
@@ -98,7 +99,7 @@ def test_the_banner_s_lines_work_as_a_shell_reads_them_with_a_key_of_yours(
         "2s",
         "--message-rate",
         "5",
-        env_extra={"TETHER_OPERATOR_KEY": key},
+        env_extra={variable: key},
     )
     log = server.log.read_text()
     assert key not in log
@@ -106,7 +107,7 @@ def test_the_banner_s_lines_work_as_a_shell_reads_them_with_a_key_of_yours(
     [line] = re.findall(r"^  API +curl (.*)$", log, re.MULTILINE)
     words = subprocess.run(  # noqa: S603 - the banner's own line, as a user's shell reads it
         ["sh", "-c", f"for word in {line}; do printf '%s\\0' \"$word\"; done"],  # noqa: S607
-        capture_output=True, text=True, check=True, env={"TETHER_OPERATOR_KEY": key},
+        capture_output=True, text=True, check=True, env={variable: key},
     ).stdout.split("\0")[:-1]  # fmt: skip
     assert words[0] == "-H" and len(words) == 3, words
     name, value = words[1].split(": ", 1)

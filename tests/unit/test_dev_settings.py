@@ -72,3 +72,27 @@ def test_a_run_gives_the_process_its_stdout_back() -> None:
     with pytest.raises(InvalidInputError, match="route selection"):
         run(DevOptions(port=4711, route_selection="body.action"), lambda _: None)
     assert sys.stdout is before
+
+
+def test_a_key_kept_in_a_secret_is_not_offered_as_the_variable_s_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$TETHER_OPERATOR_KEY would put the secret's reference in the header, not the key."""
+    from tether.local.dev import _banner  # noqa: PLC0415
+
+    monkeypatch.setenv("TETHER_OPERATOR_KEY", "ssm:/tether/operator-key")
+    options = DevOptions(port=4711)
+    said: list[str] = []
+    _banner(
+        said.append,
+        options=options,
+        config=dev_settings(options, DATABASE),
+        url=DATABASE,
+        database=None,
+        applied=0,
+        leftovers=0,
+    )
+    banner = "\n".join(said)
+    assert "kept in the secret TETHER_OPERATOR_KEY" in banner
+    assert "$TETHER_OPERATOR_KEY" not in banner
+    assert "Bearer <the key in that secret>" in banner

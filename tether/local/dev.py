@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import resource
 import secrets
 import socket
@@ -30,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import uvicorn
 
 from tether import limits, migrate, runtime
+from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference
 from tether.dburl import check, redact, scrub
 from tether.drivers.postgres import (
     ANSWER_WITHIN_SECONDS,
@@ -157,6 +159,18 @@ def _given_in_environment() -> set[str]:
     """The settings the environment sets, read as production reads them (names in any
     case, every alias); one set empty is left to the laptop's choice."""
     return {name for name, value in from_environment().items() if str(value).strip()}
+
+
+def _operator_key_variable() -> str | None:
+    """The environment variable holding the operator key, spelled as it is set (names
+    are read in any case), or None when the run makes its own key."""
+    if "operator_key" not in _given_in_environment():
+        return None
+    return next(
+        name
+        for name, value in os.environ.items()
+        if name.upper() == "TETHER_OPERATOR_KEY" and value.strip()
+    )
 
 
 def dev_settings(options: DevOptions, database_url: str) -> Settings:
@@ -368,11 +382,15 @@ def _banner(
     say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
     admin = f"http://{_netloc(options)}/admin"
     sessions = f'"{admin}/sessions?active=true"'  # quoted: a shell globs the '?'
-    if "operator_key" in _given_in_environment():
-        # Yours: named, not shown. Double quotes, so that the shell puts it in.
-        say("  operator key  yours, from TETHER_OPERATOR_KEY")
+    yours = _operator_key_variable()
+    if yours is not None:
+        # Yours: named, not shown. Double quotes, so that the shell puts it in: the
+        # variable as it is spelled, unless it names a secret (then the key is not in it).
+        kept = is_secrets_manager_arn(os.environ[yours]) or is_ssm_reference(os.environ[yours])
+        bearer = "<the key in that secret>" if kept else f"${yours}"
+        say(f"  operator key  yours, {'kept in the secret ' if kept else 'from '}{yours}")
         say(f"  live page     {admin}/dashboard   (it asks for the key)")
-        say(f'  API           curl -H "Authorization: Bearer $TETHER_OPERATOR_KEY" {sessions}')
+        say(f'  API           curl -H "Authorization: Bearer {bearer}" {sessions}')
     else:
         key = config.operator_key
         say(f"  operator key  {key}")
