@@ -406,3 +406,25 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             assert "could not refresh" in page.inner_text("#status")
         finally:
             browser.close()
+
+
+def test_kick_embedded_beside_a_dev_of_another_database_says_so(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """--embedded takes the endpoint of the dev serving the embedded database; a dev
+    here serving another database is not it, and was said not to be running at all."""
+    from tests.support import run_tether  # noqa: PLC0415
+    from tether.local import embedded  # noqa: PLC0415
+
+    data = tmp_path / ".tether" / "pgdata"
+    made = embedded.start(data)  # `tether dev` made it once, and is not serving it now
+    made.stop()
+    start_dev()  # in tmp_path, on the test's own database
+    try:
+        kicked = run_tether(
+            "kick", "--user", str(uuid.uuid4()), "--embedded", "--yes", cwd=tmp_path
+        )
+    finally:
+        embedded.stop_if_running(data)
+    assert kicked.returncode == 1
+    assert "the tether dev running in this folder serves another database" in kicked.stderr

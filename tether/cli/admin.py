@@ -174,12 +174,16 @@ def cmd_kick(args: argparse.Namespace) -> int:
     store = runtime.store()
     connections = runtime.connections()
     if connections is None:
-        # With --embedded, the endpoint is the running dev's: none runs here.
-        no_dev = (
-            "no tether dev is running in this folder, whose endpoint --embedded takes; "
-            if getattr(args, "embedded", False)
-            else ""
-        )
+        no_dev = ""
+        if getattr(args, "embedded", False):
+            # With --embedded, the endpoint is that of the dev serving its database.
+            from tether.local import state as dev_state  # noqa: PLC0415
+
+            no_dev = (
+                "the tether dev running in this folder serves another database; "
+                if dev_state.running()
+                else "no tether dev is running in this folder, whose endpoint --embedded takes; "
+            )
         raise ConfigurationError(
             f"kick disconnects clients through the @connections API: {no_dev}pass"
             " --endpoint-url https://{api}.execute-api.{region}.amazonaws.com/{stage} (or set"
