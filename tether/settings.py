@@ -183,9 +183,9 @@ class Settings(BaseModel):
     def _operator_key(cls, value: str | None) -> str | None:
         if not value:
             return None
-        from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+        from tether.aws.secrets import is_reference  # noqa: PLC0415
 
-        if is_secrets_manager_arn(value) or is_ssm_reference(value):
+        if is_reference(value):
             return value  # checked once read (tether.admin.auth)
         problem = operator_key_problem(value)
         if problem:

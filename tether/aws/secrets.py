@@ -36,6 +36,12 @@ def is_ssm_reference(reference: str) -> bool:
     return reference.startswith(SSM_PREFIX) or _arn_service(reference) == "ssm"
 
 
+def is_reference(value: str) -> bool:
+    """Whether a secret-bearing setting names where the secret is kept (a Secrets
+    Manager or SSM ARN, ``ssm:/name``) rather than holding it."""
+    return is_secrets_manager_arn(value) or is_ssm_reference(value)
+
+
 def ssm_parameter_name(reference: str) -> str:
     """What GetParameter takes for ``reference``: the name after ``ssm:``, or the ARN
     itself (GetParameter takes a full ARN as the name too)."""
@@ -49,7 +55,7 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
     A Secrets Manager secret holding a JSON object of one field (as the console's
     key/value editor writes it) yields that field's value.
     """
-    if not (is_secrets_manager_arn(reference) or is_ssm_reference(reference)):
+    if not is_reference(reference):
         return reference
     from tether.aws.clients import client  # noqa: PLC0415
 
@@ -64,8 +70,7 @@ def _arn_region(reference: str) -> str | None:
     """arn:PARTITION:SERVICE:REGION:ACCOUNT:...: its region, when it is an ARN."""
     if not _ARN.match(reference):
         return None
-    parts = reference.split(":")
-    return parts[3] or None if len(parts) > 3 else None
+    return reference.split(":")[3] or None  # the pattern matched: four parts at least
 
 
 def resolve_setting(setting: str, reference: str, endpoint_url: str | None = None) -> str:

@@ -71,11 +71,10 @@ def configured_url() -> str | None:
 def _behind_reference(value: str, args: argparse.Namespace) -> str:
     """The URL itself, where the setting names a secret holding it (as the functions
     take it); kept on ``args`` so that a failure's message hides its password too."""
-    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+    from tether.aws.secrets import is_reference, resolve_secret  # noqa: PLC0415
 
-    if not (is_secrets_manager_arn(value) or is_ssm_reference(value)):
+    if not is_reference(value):
         return value
-    from tether.aws.secrets import resolve_secret  # noqa: PLC0415
     from tether.settings import from_environment  # noqa: PLC0415
 
     endpoint = from_environment().get("aws_endpoint_url") or None
@@ -219,9 +218,9 @@ def database_url_flag(text: str) -> str:
     """A --database-url: a malformed one is refused as the command line is read (a
     secret's reference is read when the command runs). The message never repeats the
     URL, which may hold a password."""
-    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+    from tether.aws.secrets import is_reference  # noqa: PLC0415
 
-    if is_secrets_manager_arn(text.strip()) or is_ssm_reference(text.strip()):
+    if is_reference(text.strip()):
         return text.strip()
     try:
         return check(text)

@@ -481,7 +481,7 @@ def _check_settings(parameters: dict[str, str]) -> None:
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
     from tether import migrate  # noqa: PLC0415
-    from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference  # noqa: PLC0415
+    from tether.aws.secrets import is_reference  # noqa: PLC0415
     from tether.cli.common import say_aside  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
     from tether.deploy.stack import read_secret  # noqa: PLC0415
@@ -490,7 +490,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     # command line: a DATABASE_URL left in the shell (the quick start's) would have
     # been migrated instead, and the new code deployed on an unmigrated database.
     url, source = args.database_url, "--database-url"
-    if url and (is_secrets_manager_arn(url) or is_ssm_reference(url)):
+    if url and is_reference(url):
         # A secret's reference, as --database-url takes everywhere: read through this
         # command's AWS session, as the stack's own secret is.
         url = read_secret(aws, url)

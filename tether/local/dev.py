@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import uvicorn
 
 from tether import limits, migrate, runtime
-from tether.aws.secrets import is_secrets_manager_arn, is_ssm_reference
+from tether.aws.secrets import is_reference
 from tether.dburl import check, redact, scrub
 from tether.drivers.postgres import (
     ANSWER_WITHIN_SECONDS,
@@ -386,7 +386,7 @@ def _banner(
     if yours is not None:
         # Yours: named, not shown. Double quotes, so that the shell puts it in: the
         # variable as it is spelled, unless it names a secret (then the key is not in it).
-        kept = is_secrets_manager_arn(os.environ[yours]) or is_ssm_reference(os.environ[yours])
+        kept = is_reference(os.environ[yours])
         bearer = "<the key in that secret>" if kept else f"${yours}"
         say(f"  operator key  yours, {'kept in the secret ' if kept else 'from '}{yours}")
         say(f"  live page     {admin}/dashboard   (it asks for the key)")
