@@ -3,7 +3,7 @@ one bound after a fault that overlapped the wait (the README's "recovery + bound
 
 from __future__ import annotations
 
-from tether.local.chaos import BOUND_SECONDS, Fault, Report, _deadline
+from tether.local.chaos import BOUND_SECONDS, PROMISES, Fault, Report, _deadline
 
 
 def test_with_no_fault_nearby_the_bound_is_all_there_is() -> None:
@@ -35,20 +35,7 @@ def _report(**figures: object) -> Report:
         "attempts": 12,
         "accepted": 11,
         "faults": ["PutEvents failing"],
-        **dict.fromkeys(
-            (
-                "orphaned",
-                "double_ends",
-                "ends_before_start",
-                "unannounced",
-                "untracked_connections",
-                "phantom_rows",
-                "wrong_reasons",
-                "secrets_leaked",
-                "late_detections",
-            ),
-            0,
-        ),
+        **dict.fromkeys(PROMISES, 0),
         "max_detection_latency_s": 4.25,
         "detection_latency_p99_s": 4.0,
         "bound_s": 5.0,

@@ -279,23 +279,14 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 def chaos_lines(report: Report) -> list[str]:
     """The run's report in words."""
+    from tether.local.chaos import PROMISES  # noqa: PLC0415
+
     figures = report.as_dict()
     lines = [
         f"clients {report.clients}, attempts {report.attempts}, accepted {report.accepted}",
         "faults: " + "; ".join(report.faults),
     ]
-    for key in (
-        "orphaned",
-        "double_ends",
-        "ends_before_start",
-        "unannounced",
-        "untracked_connections",
-        "phantom_rows",
-        "wrong_reasons",
-        "secrets_leaked",
-        "late_detections",
-    ):
-        lines.append(f"  {key:<22} {figures[key]}")
+    lines += [f"  {promise:<22} {figures[promise]}" for promise in PROMISES]
     if report.max_detection_latency_s is None or report.detection_latency_p99_s is None:
         # A short run can lose every client while a fault is under way: those are
         # held to the fault's own deadline (late_detections), not to the bound.

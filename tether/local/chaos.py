@@ -95,6 +95,20 @@ class Fault:
     ended: float | None = None
 
 
+PROMISES = (
+    "orphaned",
+    "double_ends",
+    "ends_before_start",
+    "unannounced",
+    "untracked_connections",
+    "phantom_rows",
+    "wrong_reasons",
+    "secrets_leaked",
+    "late_detections",
+)
+"""The report's counts of broken promises: a run passes when each is 0."""
+
+
 @dataclass
 class Report:
     clients: int
@@ -120,17 +134,7 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not (
-            self.orphaned
-            or self.double_ends
-            or self.ends_before_start
-            or self.unannounced
-            or self.untracked_connections
-            or self.phantom_rows
-            or self.wrong_reasons
-            or self.secrets_leaked
-            or self.late_detections
-        )
+        return not any(getattr(self, promise) for promise in PROMISES)
 
     def as_dict(self) -> dict[str, Any]:
         return {
