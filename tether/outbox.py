@@ -76,7 +76,7 @@ def announce_and_mark(
             # Announced, but not recorded: once the lease runs out they are announced
             # again, and consumers dedupe by session_id. Nothing is lost.
             result.refusal = _refusal(exc)
-            _log_for(exc)(
+            _log_for(result.refusal)(
                 "announced, but the database could not record it; it will be announced again",
                 extra={"sessions": len(result.announced), "error": str(exc)},
             )
@@ -86,8 +86,9 @@ def announce_and_mark(
             store.release_announcements(_claims_held(sessions, result.failed))
         except TetherError as exc:
             # Still queued: they are retried once their lease runs out instead of at once.
-            result.refusal = result.refusal or _refusal(exc)
-            _log_for(exc)(
+            refused = _refusal(exc)
+            result.refusal = result.refusal or refused
+            _log_for(refused)(
                 "could not release the failed announcements; they are retried after their lease",
                 extra={"sessions": len(result.failed), "error": str(exc)},
             )
@@ -98,10 +99,10 @@ def _refusal(exc: TetherError) -> TetherError | None:
     return None if isinstance(exc, DatabaseUnavailableError) else exc
 
 
-def _log_for(exc: TetherError) -> Callable[..., None]:
+def _log_for(refusal: TetherError | None) -> Callable[..., None]:
     """A database away is expected now and then; one refusing the call (a privilege
     taken away, a trigger) refuses every time, and every end is announced twice."""
-    return logger.warning if isinstance(exc, DatabaseUnavailableError) else logger.error
+    return logger.warning if refusal is None else logger.error
 
 
 def _claims_held(sessions: Sequence[SessionEnded], failed: Sequence[UUID]) -> dict[UUID, int]:
