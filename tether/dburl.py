@@ -22,8 +22,12 @@ _PASSWORD_IN_URL = re.compile(
     r"(?P<secret>[^@\s]+)@",
     re.I,
 )
+# Quoted, the value may hold spaces; in a Python repr of text that holds both kinds of
+# quote, its quotes are escaped (\'a b\').
 _PASSWORD_IN_CONNINFO = re.compile(
-    r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I
+    r"(?P<head>\bpassword\s*=\s*)"
+    r"(?P<secret>\\'(?:[^'\\]|\\\\\\'|\\\\)*\\'|'(?:[^'\\]|\\.)*'|\S+)",
+    re.I,
 )
 HIDDEN = "***"
 # A web URL's user part (``https://TOKEN@host``, ``https://TOKEN:x-oauth-basic@host``) is

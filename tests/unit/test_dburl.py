@@ -86,6 +86,23 @@ def test_redact_hides_the_password_only() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=h password='pw one two' user=u",
+        "host=h password='pw\\'one two' user=u",
+        "host=h password='pw one two\\\\' user=u",
+    ],
+)
+def test_a_quoted_password_is_hidden_whole_in_a_repr(conninfo: str) -> None:
+    # A traceback or a logged object shows text as its repr: holding both kinds of quote,
+    # the password's quotes come escaped.
+    shown = redact(repr(f'it said "no" for {conninfo}'))
+    for word in ("pw", "one", "two"):
+        assert word not in shown, shown
+    assert "user=u" in shown
+
+
 def test_scrub_removes_the_password_wherever_libpq_echoed_it() -> None:
     message = f'missing "=" after "{URL}" in connection info string'
     cleaned = scrub(message, URL)
