@@ -189,7 +189,42 @@ MALFORMED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
         lambda e: _with(_with(e, True, "isBase64Encoded"), "%%%not base64", "body"),
         "the body is not base64",
     ),
+    # Mangum reads the server's port as an int, from the Host header or X-Forwarded-Port:
+    # anything else raised ValueError in it.
+    "a host whose port is a word": (
+        lambda e: _with(
+            e, "r3pmxmplak.execute-api.us-east-1.amazonaws.com:https", "headers", "host"
+        ),
+        "headers.host",
+    ),
+    "a host that is an IPv6 literal": (
+        lambda e: _with(e, "[::1]:443", "headers", "host"),
+        "headers.host",
+    ),
+    "a forwarded port that is a word": (
+        lambda e: _with(e, "https", "headers", "x-forwarded-port"),
+        "headers.x-forwarded-port",
+    ),
+    "a 1.0 event's forwarded port given twice": (
+        lambda e: _as_1_0(e, multi_value_headers={"X-Forwarded-Port": ["443", "443"]}),
+        "headers.x-forwarded-port",
+    ),
 }
+
+
+def _as_1_0(event: dict[str, Any], *, multi_value_headers: dict[str, list[str]]) -> dict[str, Any]:
+    """The same request as a REST API (payload 1.0) sends it."""
+    return {
+        "version": "1.0",
+        "resource": "/{proxy+}",
+        "path": event["rawPath"],
+        "httpMethod": event["requestContext"]["http"]["method"],
+        "headers": {"host": "example.com", "authorization": event["headers"]["authorization"]},
+        "multiValueHeaders": multi_value_headers,
+        "requestContext": {"identity": {"sourceIp": "203.0.113.10"}},
+        "body": None,
+        "isBase64Encoded": False,
+    }
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))

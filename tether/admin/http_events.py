@@ -120,7 +120,40 @@ def _problem(event: Any) -> str | None:
             base64.b64decode(parsed.body, validate=True)
         except (binascii.Error, ValueError):
             return "body: isBase64Encoded is true but the body is not base64"
+    return _port_problem(_headers_as_mangum_reads_them(parsed))
+
+
+def _headers_as_mangum_reads_them(parsed: _Body) -> dict[str, str]:
+    """The request's headers by lowercase name, a payload 1.0's multi-value ones joined
+    over its single ones, as Mangum merges them."""
+    if isinstance(parsed, _EventV2):
+        return {name.lower(): value for name, value in parsed.headers.items()}
+    if not isinstance(parsed, _EventV1):
+        return {}
+    headers = {name.lower(): value for name, value in (parsed.headers or {}).items()}
+    for name, values in (parsed.multi_value_headers or {}).items():
+        headers[name.lower()] = ", ".join(values)
+    return headers
+
+
+def _port_problem(headers: dict[str, str]) -> str | None:
+    """Mangum reads the server's port from the Host header (after its one ':') or else
+    X-Forwarded-Port, as an int, and raised ValueError on anything else (a port that is a
+    word, an IPv6 literal, a forwarded port given twice): a 502 with a traceback."""
+    host = headers.get("host")
+    if host is not None and ":" in host:
+        port = host.partition(":")[2]
+        if ":" in port or not _digits(port):
+            return "headers.host: a port, after the host name, must be a number"
+        return None
+    forwarded = headers.get("x-forwarded-port")
+    if forwarded is not None and not _digits(forwarded):
+        return "headers.x-forwarded-port: must be a number"
     return None
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _summary(exc: ValidationError) -> str:
