@@ -117,6 +117,50 @@ def test_a_handshake_that_never_comes_is_closed_with_408(
     assert time.monotonic() - started < 5
 
 
+def test_a_kept_alive_connection_s_next_request_that_never_comes_whole_is_closed_with_408(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """The handshake's time holds for every request, not the connection's first alone:
+    a byte now and then of a next request's headers held the connection for good."""
+    server = start_dev("--handshake-timeout", "1s")
+    with _raw(server) as sock:
+        sock.sendall(b"GET /admin/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        sock.sendall(b"GET /admin/health HTTP/1.1\r\nHo")
+        time.sleep(0.5)
+        sock.sendall(b"st")  # a sign of life that keeps no request coming
+        answer = _answer(sock)
+    assert b"HTTP/1.1 408" in answer, answer
+    assert time.monotonic() - started < 5
+
+
+def test_a_post_whose_body_trickles_in_is_closed_and_delivers_nothing(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    server = start_dev("--handshake-timeout", "1s")
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        with _raw(server) as sock:
+            sock.sendall(
+                f"POST {server.connection_path(row)} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Length: 100\r\n\r\n".encode()
+                + b"slow"
+            )
+            started = time.monotonic()
+            answer = await asyncio.to_thread(_answer, sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 5
+        # Nothing of it reached the client: the next message is the first it gets.
+        assert await asyncio.to_thread(_status, server.connection_url(row), "POST", b"whole") == 200
+        assert await asyncio.wait_for(ws.recv(), 10) == "whole"
+        await ws.close()
+
+    run(scenario())
+
+
 def test_headers_over_8_kb_are_refused_with_431(start_dev: Callable[..., DevServer]) -> None:
     server = start_dev()
     with _raw(server) as sock:

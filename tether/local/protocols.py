@@ -6,8 +6,9 @@
   that is not ASCII, or holds a control character), nothing more read from a peer
   that pings without reading its pongs, and a closing connection dropped after 5 s
   if its client reads nothing.
-- HTTP, before a request is complete: a handshake must arrive within a timeout (408),
-  its headers must fit a limit (431), and past a maximum of open connections new
+- HTTP, before a request is complete: each request, a handshake or the next one on a
+  kept-alive connection, must arrive whole (headers and body) within a timeout of its
+  first byte (408), its headers must fit a limit (431), and past a maximum of open connections new
   WebSockets are refused with 503 (plain HTTP requests, the @connections API and
   /admin, have a reserve of their own past it, then are refused too), so the process
   never runs out of file descriptors and keeps serving the connections it has.
@@ -247,6 +248,26 @@ class GuardedHttpProtocol(H11Protocol):
             self._refuse(431, "request headers over the limit")
             return
         super().data_received(data)
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        if not self._request_pending():
+            self._cancel_deadline()
+        elif self._deadline is None:
+            # A request begun on a kept-alive connection, or headers whose body still
+            # trickles in: each gets the handshake's time from here, or a client sending a
+            # byte now and then would hold the connection for good.
+            self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
+
+    def _request_pending(self) -> bool:
+        """Whether a request is yet to arrive whole: none has come on this connection
+        yet, or one is part-way in (its headers, or its body). Between requests, uvicorn's
+        keep-alive timeout closes a connection that sends nothing."""
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            return True
+        if state is h11.IDLE:
+            return self.cycle is None or bool(self.conn.trailing_data[0])
+        return False
 
     def _head_fits(self, data: bytes) -> bool:
         """Whether the request line and headers (up to the blank line) fit the limit;
@@ -269,8 +290,15 @@ class GuardedHttpProtocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        # Upgraded to a WebSocket, or a request under way: not ours to time out.
-        if self.transport.get_protocol() is not self or self.cycle is not None:
+        # Upgraded to a WebSocket, or a request whole and being answered (however long
+        # its handler takes): not ours to time out.
+        if self.transport.get_protocol() is not self or not self._request_pending():
+            return
+        if self.conn.their_state is h11.SEND_BODY and self.cycle and self.cycle.response_started:
+            # Answered before its body was whole (413 on its declared length): a 408
+            # would follow that answer on the wire; the connection just ends.
+            logger.info("connection closed: the request's body did not arrive in time")
+            self.transport.close()
             return
         self._refuse(408, "no complete request within the handshake timeout")
 
