@@ -45,6 +45,12 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),
         (["chaos", "--minutes", "\u0661"], "not a duration"),
+        # What websockets cannot connect to: each client crashed on it (a port out of
+        # range), or said the URL back with the --token appended to it.
+        (["simulate", "--url", "ws://127.0.0.1:99999"], "its port a number up to 65535"),
+        (["simulate", "--url", "ws://127.0.0.1:3001/#top"], "without a #fragment"),
+        (["simulate", "--url", "ws://127.0.0.1:3001/#"], "without a #fragment"),
+        (["simulate", "--url", "ws://hunter2-secret@127.0.0.1:3001"], "needs its password"),
         # Read before anything runs, and never repeated: a URL may hold a password.
         (["migrate", "--database-url", "mysql://u:hunter2-secret@h/db"], "postgresql://"),
         (["sweep", "--database-url", "postgresql://u:p@ss@h/db"], "more than one '@'"),

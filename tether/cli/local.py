@@ -240,16 +240,27 @@ def _seconds(value: float | None) -> str:
 
 
 def _ws_url(text: str) -> str:
+    """A URL every client can connect to: what websockets refuses (a port out of range, a
+    fragment, a user without a password) is refused here, as the command line is read,
+    not by each client, which said the URL back, token and all, or crashed."""
     from urllib.parse import urlsplit  # noqa: PLC0415
 
+    expected = "a ws:// or wss:// URL with a host is expected"
     try:
         parts = urlsplit(text.strip())
         host = parts.hostname
     except ValueError:
-        host = None
-        parts = None
-    if parts is None or parts.scheme not in ("ws", "wss") or not host:
-        raise argparse.ArgumentTypeError("a ws:// or wss:// URL with a host is expected")
+        raise argparse.ArgumentTypeError(expected) from None
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise argparse.ArgumentTypeError(expected)
+    try:
+        parts.port  # noqa: B018 - read for its ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{expected}, its port a number up to 65535") from None
+    if parts.fragment or text.strip().endswith("#"):
+        raise argparse.ArgumentTypeError(f"{expected}, without a #fragment")
+    if parts.username is not None and parts.password is None:
+        raise argparse.ArgumentTypeError(f"{expected}: a user in it needs its password")
     return text.strip()
 
 
