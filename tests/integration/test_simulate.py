@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -37,3 +40,45 @@ def test_simulate_on_a_database_without_tethers_table_says_so_before_it_runs(
     assert "42P01" not in result.stderr
     assert "42703" not in result.stderr
     assert time.monotonic() - started < 20  # not after the run's 30 s
+
+
+@pytest.fixture
+def redirecting_gateway() -> Iterator[str]:
+    """A gateway that answers every handshake with a redirect websockets cannot follow
+    (to a #fragment of the same URL, its query kept)."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "#moved")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_client_error_never_shows_the_token(database_url: str, redirecting_gateway: str) -> None:
+    """websockets said the URL it could not follow, with the ?token= the clients present:
+    the report printed the access token in full."""
+    token = "opaque-access-token-0123456789"
+    result = run_tether(
+        *("simulate", "--url", redirecting_gateway, "--database-url", database_url),
+        *("--clients", "1", "--duration", "1s", "--settle", "1s", "--token", token),
+    )
+    said = result.stdout + result.stderr
+    assert "client error: InvalidURI" in said, said
+    assert token not in said
+    assert "token=***" in said

@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from tether.dburl import hide_secrets
 from tether.drivers.postgres import read_plainly
 from tether.errors import DatabaseError
 
@@ -157,7 +158,9 @@ async def _client(
                 target, user_agent_header=agent, open_timeout=15, ping_interval=None
             )
     except (OSError, WebSocketException, TimeoutError) as exc:
-        outcome.error = f"{type(exc).__name__}: {exc}"
+        # websockets may say the URL it was given, ?token= and all (a redirect it cannot
+        # follow): the report is printed, and the token must not be.
+        outcome.error = hide_secrets(f"{type(exc).__name__}: {exc}")
         return
     outcome.connected = True
     outcome.connected_at = time.time()
