@@ -16,6 +16,8 @@ GATEWAY_MAX_CONNECTION_SECONDS = 7200.0
 """No connection lasts more than 2 hours; it cannot be raised."""
 GATEWAY_FRAME_BYTES = 32 * 1024
 GATEWAY_MESSAGE_BYTES = 128 * 1024
+GATEWAY_URL_CHARACTERS = 4096
+"""The longest URL a client may connect with, its query (a ?token=) included."""
 GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29.0
 """The longest API Gateway waits for a route's integration to answer."""
 CONNECTION_ID_MAX_LENGTH = 128

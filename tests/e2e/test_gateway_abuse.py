@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.e2e.conftest import DevServer, open_client, run
@@ -159,6 +160,28 @@ def test_a_post_whose_body_trickles_in_is_closed_and_delivers_nothing(
         await ws.close()
 
     run(scenario())
+
+
+def test_a_url_over_api_gateway_s_4096_characters_is_refused_with_414(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """API Gateway takes a WebSocket URL of 4096 characters at most: a ?token= (or junk)
+    that made it longer connected here, and would fail only once deployed."""
+    server = start_dev()
+    url = f"{server.ws_url}/?pad="
+
+    async def scenario() -> None:
+        fits = url + "x" * (4096 - len(url))
+        async with connect(fits, ping_interval=None) as ws:
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv())["action"] == "heartbeat"
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(fits + "x", ping_interval=None)
+        assert refused.value.response.status_code == 414
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert row["end_reason"] == "client_disconnect"
 
 
 def test_headers_over_8_kb_are_refused_with_431(start_dev: Callable[..., DevServer]) -> None:

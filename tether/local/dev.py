@@ -417,7 +417,8 @@ def _banner(
     say(
         f"  limits        idle {options.idle_timeout:g}s, max {options.max_duration:g}s,"
         f" frames {limits.GATEWAY_FRAME_BYTES // 1024} KB,"
-        f" messages {limits.GATEWAY_MESSAGE_BYTES // 1024} KB;"
+        f" messages {limits.GATEWAY_MESSAGE_BYTES // 1024} KB,"
+        f" URLs {limits.GATEWAY_URL_CHARACTERS} characters;"
         f" $disconnect lost for {options.disconnect_loss:.0%} of drops"
     )
     most = connection_limit(options.max_connections)

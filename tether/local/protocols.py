@@ -8,7 +8,8 @@
   if its client reads nothing.
 - HTTP, before a request is complete: each request, a handshake or the next one on a
   kept-alive connection, must arrive whole (headers and body) within a timeout of its
-  first byte (408), its headers must fit a limit (431), and past a maximum of open connections new
+  first byte (408), its headers must fit a limit (431), a handshake's URL API Gateway's
+  4096 characters (414), and past a maximum of open connections new
   WebSockets are refused with 503 (plain HTTP requests, the @connections API and
   /admin, have a reserve of their own past it, then are refused too), so the process
   never runs out of file descriptors and keeps serving the connections it has.
@@ -210,6 +211,7 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
 
 _REASONS = {
     408: "Request Timeout",
+    414: "URI Too Long",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
@@ -240,6 +242,10 @@ class GuardedHttpProtocol(H11Protocol):
         # the operators could not reach its clients.
         if self.open_sockets.count >= self.max_connections:
             self._refuse(503, "too many connections")
+            return
+        if _url_characters(event) > limits.GATEWAY_URL_CHARACTERS:
+            # API Gateway refuses it: a token that only fits here would fail once deployed.
+            self._refuse(414, f"a URL over {limits.GATEWAY_URL_CHARACTERS} characters")
             return
         super().handle_websocket_upgrade(event)
 
@@ -313,6 +319,12 @@ class GuardedHttpProtocol(H11Protocol):
         )
         self.transport.write(head.encode())
         self.transport.close()
+
+
+def _url_characters(request: h11.Request) -> int:
+    """The length of the URL the client connected with: ws://, its host, path and query."""
+    host = next((value for name, value in request.headers if name == b"host"), b"")
+    return len(b"ws://") + len(host) + len(request.target)
 
 
 def websocket_protocol(
