@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -566,6 +567,48 @@ def test_simulate_tells_silent_clients_from_dropped_ones_and_times_each(
     # A silent client outlasts the grace (3 s) before its end; a closed one does not wait.
     assert kinds["silent"]["p50"] >= 2.5
     assert kinds["closed"]["max"] < kinds["silent"]["p50"]
+
+
+def _more_than(count: int, rows: list[dict[str, Any]]) -> bool:
+    return len(rows) > count
+
+
+def test_simulate_stopped_by_sigterm_while_busy_stops_as_on_ctrl_c(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """`timeout` or a cancelled job stops it with SIGTERM while its clients connect: it
+    stops at once and says so, as on Ctrl-C. Raised inside its event loop, the
+    interruption was lost (a weakref callback swallowed it: the run went on to its
+    end), came out as a traceback, or left a task its shutdown waited for, for ever."""
+    server = start_dev()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TETHER_DATABASE_URL")}
+    for attempt in range(8):
+        opened = len(server.rows())
+        process = subprocess.Popen(  # noqa: S603 - our own console script
+            [TETHER, "simulate", "--clients", "300", "--duration", "30s"],
+            cwd=tmp_path,  # where tether dev runs: simulate finds it
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # While the clients connect: the loop is at its busiest.
+            server.wait_for(functools.partial(_more_than, opened), timeout=30)
+            time.sleep(0.1 * attempt)
+            process.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            _, stderr = process.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            _ended(process)
+        assert process.returncode == 130, (attempt, stderr[-3000:])
+        assert stderr.endswith("tether simulate: interrupted; what it had done is kept\n"), (
+            attempt,
+            stderr[-3000:],
+        )
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+        assert took < 10, (attempt, took)
 
 
 def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -> None:

@@ -201,7 +201,8 @@ def _terminated_as_interrupted() -> Iterator[None]:
     """SIGTERM (`timeout`, `kill`, a cancelled CI job) stops a command as Ctrl-C does:
     what it started is stopped (the embedded Postgres an --embedded command started
     for itself, a dev's gateway), not left running, since Python's default for it
-    runs no clean-up at all."""
+    runs no clean-up at all. A command's event loop cancels its work instead
+    (tether.local.stopping): raised inside the loop, the interruption can be lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

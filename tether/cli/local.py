@@ -142,8 +142,7 @@ def _sweep_period(text: str) -> float:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     require_extra("local", *LOCAL_MODULES)
-    import asyncio  # noqa: PLC0415
-
+    from tether.local import stopping  # noqa: PLC0415
     from tether.local.simulate import simulate  # noqa: PLC0415
 
     state = dev_state.running()
@@ -165,7 +164,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"--drop-rate ({args.drop_rate:g}) and --silent-rate ({args.silent_rate:g})"
             " add up to more than 1"
         )
-    report = asyncio.run(
+    report = stopping.run(
         simulate(
             url=url,
             database_url=check(tables),

@@ -49,7 +49,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tether import migrate
 from tether.drivers.postgres import read_plainly
-from tether.local import embedded, eventbus
+from tether.local import embedded, eventbus, stopping
 from tether.local.simulate import percentile
 
 # The shortened limits the run's gateway and sweep use; the bound follows from them.
@@ -739,7 +739,7 @@ def run_chaos(
                 await asyncio.gather(*tasks)
                 await timeline
 
-            asyncio.run(scenario())
+            stopping.run(scenario())
             _settle(run, table, bus)
             rows = table.rows()
             gateway.stop()

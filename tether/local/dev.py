@@ -47,7 +47,7 @@ from tether.errors import (
     error_from_psycopg,
 )
 from tether.loading import load_callable
-from tether.local import embedded
+from tether.local import embedded, stopping
 from tether.local import state as dev_state
 from tether.local.gateway import Faults, GatewayStats, Limits, LocalGateway
 from tether.local.output import LineAtomicStream
@@ -723,7 +723,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 await asyncio.gather(sweeper, *watchers, return_exceptions=True)
 
         try:
-            asyncio.run(main())
+            stopping.run(main())
         finally:
             gateway.close()
     _say_stopped(gateway.stats, say)
