@@ -42,6 +42,9 @@ class ConnectionsStandIn:
     silent: set[str] = field(default_factory=set)
     """Connection ids whose requests are taken and never answered (until the stand-in
     stops): a gateway gone quiet."""
+    malformed: set[str] = field(default_factory=set)
+    """Connection ids whose GetConnection answer names no time but "yesterday": an
+    answer tether cannot read, whose call raises what it does not expect."""
     released: threading.Event = field(default_factory=threading.Event)
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,6 +76,8 @@ class ConnectionsStandIn:
             if method == "DELETE":
                 del self.alive[connection_id]
                 return 204, {}, None
+            if connection_id in self.malformed:
+                return 200, {}, {"connectedAt": "yesterday", "lastActiveAt": "yesterday"}
             return (
                 200,
                 {},

@@ -14,12 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 logger = logging.getLogger("tether.bounded_calls")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Raised:
+    """A call that raised what its caller does not expect: a bug, not the remote API's
+    answer nor its silence (logged with its traceback where it was caught)."""
+
+    error: Exception
 
 
 def call_all(
@@ -29,10 +38,10 @@ def call_all(
     concurrency: int,
     seconds: float,
     name: str,
-) -> list[R | None]:
+) -> list[R | Raised | None]:
     """``call(item)`` for each item, in order; None where no answer came within
-    ``seconds`` (or the call raised, which is logged: a bug, not an answer)."""
-    answers: list[R | None] = [None] * len(items)
+    ``seconds``, Raised where the call raised (a bug, logged)."""
+    answers: list[R | Raised | None] = [None] * len(items)
     deadline = time.monotonic() + max(seconds, 0.0)
     next_index = iter(range(len(items)))
     taking = threading.Lock()
@@ -45,8 +54,9 @@ def call_all(
                 return
             try:
                 answers[index] = call(items[index])
-            except Exception:
+            except Exception as exc:
                 logger.exception("%s raised", name)
+                answers[index] = Raised(exc)
 
     workers = [
         threading.Thread(target=work, name=name, daemon=True)

@@ -42,7 +42,7 @@ from typing import Any
 from uuid import UUID
 
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
-from tether.bounded_calls import call_all
+from tether.bounded_calls import Raised, call_all
 from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
 from tether.models import EndOutcome, EndReason, SessionHealth, Suspect
 from tether.outbox import Announcer, drain_outbox
@@ -114,6 +114,10 @@ class SweepReport:
     record the end before this run does: ``ended_by_reason`` counts only the ends this
     run recorded, so a metric never counts one end twice."""
     gateway_errors: int = 0
+    bugs: int = 0
+    """Calls to the gateway that raised what tether does not expect (a bug, its
+    traceback in the log), counted apart from the gateway's errors and silence: their
+    sessions are neither ended nor dropped, and are asked about again at the next check."""
     failed_checks: int = 0
     """Checks the database's absence cut short (the run carried on)."""
     announced: int = 0
@@ -141,6 +145,7 @@ class SweepReport:
             "gone_waiting": self.gone_waiting,
             "closed_silent": self.closed_silent,
             "gateway_errors": self.gateway_errors,
+            "bugs": self.bugs,
             "failed_checks": self.failed_checks,
             "announced": self.announced,
             "redelivered": self.redelivered,
@@ -164,6 +169,8 @@ class _Answers:
     """Silent beyond the heartbeat grace: their last sign of life."""
     still_connected: dict[UUID, datetime | None] = field(default_factory=dict)
     """Alive (LastActiveAt), or unanswered (None): their leases end now."""
+    raised: int = 0
+    """Calls that raised what tether does not expect (a bug): not answers."""
     errors: list[GatewayError] = field(default_factory=list)
     unanswered: int = 0
     """Calls with no answer in time: asked again by the next check."""
@@ -300,6 +307,8 @@ class Sweep:
                 # The session stays active with its intent; the next check retries.
                 if outcome is None:
                     answers.unanswered += 1
+                elif isinstance(outcome, Raised):
+                    answers.raised += 1
                 else:
                     answers.errors.append(outcome)
                 answers.still_connected[session_id] = None
@@ -347,6 +356,10 @@ class Sweep:
             lambda s: self._ask(connections, s), suspects, "tether-sweep-get", deadline
         )
         for suspect, info in zip(suspects, infos, strict=True):
+            if isinstance(info, Raised):
+                answers.raised += 1
+                answers.still_connected[suspect.session_id] = None
+                continue
             if info is None:
                 answers.unanswered += 1
                 answers.still_connected[suspect.session_id] = None
@@ -375,6 +388,13 @@ class Sweep:
                     "unanswered": answers.unanswered,
                     "waited_until": "the run's margin" if answers.run_out else "the leases' end",
                 },
+            )
+        if answers.raised:
+            self.report.bugs += answers.raised
+            logger.error(
+                "calls to the gateway raised an unexpected error (a bug: each traceback is"
+                " logged); those suspects wait for the next check",
+                extra={"raised": answers.raised},
             )
         if answers.errors:
             # One line per batch, not one per suspect: an outage means thousands.

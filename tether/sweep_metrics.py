@@ -27,6 +27,7 @@ def emit_sweep_metrics(report: SweepReport) -> None:
     emit_metric("AnnouncementsRedelivered", report.redelivered)
     emit_metric("AnnouncementsFailed", report.announce_failed)
     emit_metric("GatewayErrors", report.gateway_errors)
+    emit_metric("SweepBugs", report.bugs)
     emit_outage_metrics(report)
     health = report.health
     if health is not None:

@@ -283,6 +283,34 @@ def test_gateway_that_keeps_refusing_leaves_the_suspect_for_the_next_run(
     assert _by_connection(db)["refused="]["end_reason"] == "gone"
 
 
+def test_a_call_that_raises_is_counted_as_a_bug_not_as_the_gateways_error(
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An answer tether cannot read raises what it does not expect: a bug, counted as
+    one. It was counted as the gateway's silence (GatewayErrors, or time run out): an
+    alarm on the gateway, for tether's own fault."""
+    make_session(connection_id="unreadable=", started_seconds_ago=600, seen_seconds_ago=300)
+    gateway.set_alive("unreadable=", idle_seconds=5)
+    gateway.malformed.add("unreadable=")
+    report = _run()
+    assert report["bugs"] == 1
+    assert report["gateway_errors"] == 0
+    assert report["stopped_for_time"] is False
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted["SweepBugs"] == 1
+    assert emitted["GatewayErrors"] == 0
+    # Neither ended nor held: the very next run asks about it again.
+    assert _by_connection(db)["unreadable="]["is_active"] is True
+    gateway.malformed.clear()
+    del gateway.alive["unreadable="]
+    report = _run()
+    assert report["bugs"] == 0
+    assert _by_connection(db)["unreadable="]["end_reason"] == "gone"
+
+
 def test_two_sweeps_at_once_end_and_announce_each_session_once(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,

@@ -290,7 +290,8 @@ def _disconnect_all(
                 " again to retry",
                 extra={"connection_id": connection_id, "waited_seconds": budget_seconds},
             )
-    return [late if answer is None else answer for answer in settled]
+    # ask answers for its own bugs: what is not an answer is silence.
+    return [answer if isinstance(answer, tuple) else late for answer in settled]
 
 
 def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]) -> bool:

@@ -132,6 +132,11 @@ class SweepSummary(_Model):
         " their $disconnect may record the end first, and `ended` counts only this run's.",
     )
     gateway_errors: int
+    bugs: int = Field(
+        0,
+        description="Calls to the gateway that raised an unexpected error (a bug, logged):"
+        " their suspects are asked about again at the next check.",
+    )
     failed_checks: int = Field(0, description="Checks cut short by the database's absence.")
     announced: int
     redelivered: int

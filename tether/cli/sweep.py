@@ -28,6 +28,7 @@ from tether.errors import InvalidInputError
 if TYPE_CHECKING:
     from tether.outbox import DrainResult
     from tether.store import SessionStore
+    from tether.sweep import SweepReport
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -82,6 +83,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         say_json(report.as_dict())
         return 0
+    _say_report(report)
+    return 0
+
+
+def _say_report(report: SweepReport) -> None:
+    """A run's report in words."""
     ended_by = sorted(report.ended_by_reason.items())
     reasons = ", ".join(f"{count} {reason}" for reason, count in ended_by) or "none"
     say(f"ended {report.ended} session(s): {reasons}")
@@ -95,6 +102,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say(
             f"{report.gateway_errors} call(s) to the gateway failed: those suspects are"
             " asked about again at the next run"
+        )
+    if report.bugs:
+        say(
+            f"{report.bugs} call(s) to the gateway raised an unexpected error (a bug: its"
+            " traceback is in the log): those suspects are asked about again at the next run"
         )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
@@ -114,7 +126,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say(f"{health.active_sessions} active, {health.orphaned_sessions} orphaned")
     if report.stopped_for_time:
         say("stopped for time: run again to finish")
-    return 0
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from tether import runtime
 from tether.aws.observability import invocation, logger, remaining_seconds
-from tether.bounded_calls import call_all
+from tether.bounded_calls import Raised, call_all
 from tether.errors import GatewayError, InvalidInputError, TetherError
 from tether.events import parse_websocket_event
 from tether.handlers import tag_invocation
@@ -100,7 +100,10 @@ def _close_sessionless(connection_id: str, seconds: float) -> None:
         logger.info("a connection without a session: " + outcome)
     else:
         # It stays up until the next heartbeat tries again, or the gateway's idle timeout.
-        logger.warning(
-            "could not close a connection without a session",
-            extra={"error": outcome or f"no answer within {seconds:g}s"},
-        )
+        if outcome is None:
+            error = f"no answer within {seconds:g}s"
+        elif isinstance(outcome, Raised):
+            error = f"a bug: {type(outcome.error).__name__} (logged above)"
+        else:
+            error = outcome
+        logger.warning("could not close a connection without a session", extra={"error": error})
