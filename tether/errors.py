@@ -18,6 +18,12 @@ class InvalidInputError(TetherError):
     """The request itself is wrong (bad reason, bad bound, malformed event). Nothing was written."""
 
 
+class PartlyDoneError(TetherError):
+    """A command failed after some of its work was committed, and is kept: the message
+    says what was done before what stopped it. Not a refusal of the input, whatever
+    stopped it: the command line exits 1, not 2 (nothing done)."""
+
+
 class NotFoundError(TetherError):
     """No such session (or other resource) by that id."""
 

@@ -550,6 +550,33 @@ def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
     assert "Traceback" not in err
 
 
+def test_close_orphans_refused_after_a_batch_was_ended_says_what_it_ended(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """A later batch refused by the database (a constraint of the table's, class 23)
+    came after earlier ones were committed: it exited 2, the code that says nothing was
+    done, with the refusal alone. It exits 1, the code of a failure, saying what it had
+    ended."""
+    for index in range(4):
+        make_session(connection_id=f"old{index}=", started_seconds_ago=(9 - index) * 3600)
+    # The newest orphan, in the last batch, cannot be ended as the table now stands.
+    make_session(connection_id="kept=", started_seconds_ago=3 * 3600)
+    db.execute(
+        "alter table public.conversation_sessions add constraint kept_stays_open"
+        " check (connection_id <> 'kept=' or session_end is null) not valid"
+    )
+    result = run_tether(
+        *("close-orphans", "--older-than", "2h", "--apply", "--yes"),
+        *("--announce-to", "log", "--database-url", database_url),
+        env={"TETHER_SWEEP_BATCH_SIZE": "2"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "kept_stays_open" in result.stderr
+    assert "ended 4 session(s) before" in result.stderr, result.stderr
+    ended = {row["connection_id"]: row["is_active"] for row in _state(db)}
+    assert ended == {"kept=": True, **{f"old{index}=": False for index in range(4)}}
+
+
 def test_a_database_that_refuses_to_record_announcements_fails_the_run(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -218,7 +218,8 @@ def _terminated_as_interrupted() -> Iterator[None]:
 
 # What argparse answers a flag it cannot read with; the same for input a command
 # refused once read (flags that contradict each other, a bound the database refused):
-# nothing was done. 1 is for a failure.
+# nothing was done. 1 is for a failure, one after part of the work was committed
+# included (PartlyDoneError, whatever stopped it: a later batch refused, say).
 USAGE_EXIT = 2
 
 

@@ -23,7 +23,7 @@ from tether.cli.common import (
     say_json,
 )
 from tether.durations import describe_seconds, is_bare_number
-from tether.errors import InvalidInputError
+from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
     from tether.outbox import DrainResult
@@ -230,6 +230,14 @@ def _end_and_announce(
             " run it again to end the rest"
         )
         raise
+    except TetherError as exc:
+        if not ended:
+            raise  # nothing was done: a refusal stays one
+        # The batches before it were committed: not "nothing was done".
+        raise PartlyDoneError(
+            f"ended {ended} session(s) before this stopped it: {exc}; their SessionEnded"
+            " wait in the outbox for the sweep; run it again to end the rest"
+        ) from exc
     # Their ends wait in the outbox; announce them now rather than at the next sweep.
     try:
         drained = drain_outbox(
@@ -245,6 +253,13 @@ def _end_and_announce(
             " ended, and what was not announced waits in the outbox for the sweep"
         )
         raise
+    except TetherError as exc:
+        if not ended:
+            raise
+        raise PartlyDoneError(
+            f"ended {ended} session(s), then announcing them failed: {exc}; what was not"
+            " announced waits in the outbox for the sweep"
+        ) from exc
     return ended, drained
 
 
