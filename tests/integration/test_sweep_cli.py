@@ -17,7 +17,7 @@ import pytest
 
 from tests import connections_standin
 from tests.conftest import EventBus, SessionFactory, allow_connections
-from tests.support import TETHER, run_tether
+from tests.support import TETHER, json_lines, run_tether
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -573,6 +573,36 @@ def test_close_orphans_refused_after_a_batch_was_ended_says_what_it_ended(
     assert result.returncode == 1, result.stderr
     assert "kept_stays_open" in result.stderr
     assert "ended 4 session(s) before" in result.stderr, result.stderr
+    ended = {row["connection_id"]: row["is_active"] for row in _state(db)}
+    assert ended == {"kept=": True, **{f"old{index}=": False for index in range(4)}}
+
+
+def test_a_sweep_refused_after_a_batch_was_ended_fails_and_says_what_it_did(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """As close-orphans: a later batch refused by the database exited 2, the code that
+    says nothing was done, after the earlier ones were committed."""
+    for index in range(4):
+        make_session(
+            connection_id=f"old{index}=",
+            started_seconds_ago=(9 - index) * 3600,
+            seen_seconds_ago=(9 - index) * 3600,
+        )
+    make_session(connection_id="kept=", started_seconds_ago=3 * 3600, seen_seconds_ago=3 * 3600)
+    db.execute(
+        "alter table public.conversation_sessions add constraint kept_stays_open"
+        " check (connection_id <> 'kept=' or session_end is null) not valid"
+    )
+    result = run_tether(
+        *("sweep", "--announce-to", "log", "--database-url", database_url),
+        env={"TETHER_SWEEP_BATCH_SIZE": "2"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "tether sweep: stopped part way" in result.stderr
+    assert "kept_stays_open" in result.stderr
+    said = json_lines(result.stderr)
+    [failed] = [line for line in said if line.get("message") == "sweep failed; what it did is kept"]
+    assert failed["ended"] == 4
     ended = {row["connection_id"]: row["is_active"] for row in _state(db)}
     assert ended == {"kept=": True, **{f"old{index}=": False for index in range(4)}}
 

@@ -75,11 +75,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # With --json, stdout is the report alone: the metric lines go to stderr.
     metrics_to = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(metrics_to):
-        report = run_sweep(
-            lambda: deadline - time.monotonic(),
-            metrics=args.metrics,
-            keep_checking=args.keep_checking,
-        )
+        try:
+            report = run_sweep(
+                lambda: deadline - time.monotonic(),
+                metrics=args.metrics,
+                keep_checking=args.keep_checking,
+            )
+        except InvalidInputError as exc:
+            # The database refusing a row mid-run (a constraint of the table's), not
+            # this command's flags, read before: what the run had done is kept.
+            raise PartlyDoneError(
+                f"stopped part way: {exc}; what the run had done is kept (the line"
+                " 'sweep failed; what it did is kept' above counts it)"
+            ) from exc
     if args.json:
         say_json(report.as_dict())
         return 0
