@@ -611,6 +611,46 @@ def test_simulate_stopped_by_sigterm_while_busy_stops_as_on_ctrl_c(
         assert took < 10, (attempt, took)
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("after", [0.0, 0.01, 0.03, 0.06, 0.1, 0.2])
+def test_ctrl_c_while_tether_dev_loads_ends_it_quietly(
+    database_url: str, tmp_path: Path, after: float
+) -> None:
+    """Ctrl-C in its first fraction of a second, while its imports load: it printed a
+    traceback of whichever import it interrupted, where a later one says it was
+    interrupted and exits 130."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "dev", "--port", str(free_port()), "--database-url", database_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As at a terminal: a job started in the background inherits SIGINT ignored.
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+    try:
+        # Once the interpreter's own start is over (a Ctrl-C there is Python's to say):
+        # `select` is the first extension module the command line loads.
+        loading = psutil.Process(process.pid)
+        deadline = time.monotonic() + 30
+        while not any("select." in m.path for m in loading.memory_maps()):
+            assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(after)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        _ended(process)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "KeyboardInterrupt" not in stderr
+    assert "interrupted" in stderr
+
+
 def test_simulate_refuses_more_drops_and_silences_than_clients(tmp_path: Path) -> None:
     result = run_tether(
         "simulate",
