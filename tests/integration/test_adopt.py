@@ -38,6 +38,7 @@ from tests.support import (
     TETHER,
     FakeLambdaContext,
     functions_reading_temporary_types,
+    load_event,
     run_tether,
     ws_event,
 )
@@ -1306,6 +1307,33 @@ def test_handlers_sweep_and_close_orphans_work_on_the_adopted_table(
         for r in adoptable.origin.by_label("live")
     )
     assert states == [(False, "idle_timeout"), (True, None)]
+
+
+@ON_ONE_SERVER
+def test_the_old_server_s_shutdown_ending_tether_s_sessions_is_announced(
+    adoptable: Adoptable, adopted_env: dict[str, str], event_bus: EventBus
+) -> None:
+    """The old shutdown handler ends every active row, tether's own sessions included:
+    their SessionEnded is sent, as for any end of theirs; the old server's own sessions
+    keep their old finalizing."""
+    from functions import connect, sweep  # noqa: PLC0415
+
+    apply(adoptable.url, lock=FAST)
+    assert (
+        connect.lambda_handler(ws_event("connect", "tethers="), FakeLambdaContext())["statusCode"]
+        == 200
+    )
+    with _connect(adoptable.url) as conn:
+        conn.execute(OLD_INSERT, (uuid.uuid4(),))
+        conn.execute(OLD_SHUTDOWN)
+
+    # One check: the run has a second past its margin, less than its cadence.
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert report["unannounced"] == 0
+    assert [
+        (e["detail"]["connection_id"], e["detail"]["end_reason"]) for e in event_bus.received()
+    ] == [("tethers=", "unrecorded")]
 
 
 # --- --finish ----------------------------------------------------------------------------

@@ -56,6 +56,7 @@ TETHER_OBJECTS = frozenset(
         "conversation_session_orphans",
         "Users can read their own sessions",
         "conversation_sessions_forget_announcement",
+        "conversation_sessions_queue_direct_end",
         "conversation_sessions_end_after_start_check",
         "conversation_sessions_end_has_reason_check",
         "conversation_sessions_announced_after_end_check",
