@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -508,11 +509,8 @@ def test_ctrl_c_says_it_was_heard_and_what_became_of_the_work(database_url: str)
     assert out == ""
 
 
-def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
-    database_url: str, db: Conn
-) -> None:
-    """It said only 'interrupted; what it had done is kept': not how many were ended,
-    nor that their announcements wait for the sweep."""
+def _close_orphans_under_way(database_url: str, db: Conn, **popen: Any) -> subprocess.Popen[str]:
+    """close-orphans over 20,000 orphans, 50 a batch, once it said it ended its first."""
     db.execute(
         "insert into public.conversation_sessions"
         " (connection_id, user_id, session_start, last_seen_at)"
@@ -529,12 +527,21 @@ def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "TETHER_SWEEP_BATCH_SIZE": "50"},
-        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+        **popen,
     )
     assert started.stdout is not None
     for line in started.stdout:
         if line.startswith("  ended "):
             break
+    return started
+
+
+def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
+    database_url: str, db: Conn
+) -> None:
+    """It said only 'interrupted; what it had done is kept': not how many were ended,
+    nor that their announcements wait for the sweep."""
+    started = _close_orphans_under_way(database_url, db, preexec_fn=_ctrl_c_as_at_a_terminal)
     started.send_signal(signal.SIGINT)
     _, err = started.communicate(timeout=60)
     assert started.returncode == 130, err
@@ -605,6 +612,34 @@ def test_a_sweep_refused_after_a_batch_was_ended_fails_and_says_what_it_did(
     assert failed["ended"] == 4
     ended = {row["connection_id"]: row["is_active"] for row in _state(db)}
     assert ended == {"kept=": True, **{f"old{index}=": False for index in range(4)}}
+
+
+def test_a_close_orphans_the_database_left_says_how_many_it_had_ended(
+    server_url: str, database_url: str, db: Conn
+) -> None:
+    """Cut short by the database going away, it says that it had ended sessions already,
+    that their announcements wait for the sweep, and to run it again; and it exits 1,
+    not 2 (nothing done)."""
+    started = _close_orphans_under_way(database_url, db)
+    try:
+        allow_connections(server_url, database_url, False)
+        _, err = started.communicate(timeout=60)
+    finally:
+        allow_connections(server_url, database_url, True)
+    assert started.returncode == 1, err
+    said = re.search(r"ended (\d+) session\(s\) before this stopped it", err)
+    assert said is not None, err
+    assert "wait in the outbox for the sweep; run it again to end the rest" in err
+    assert "cannot connect to the database" in err
+    assert "Traceback" not in err
+    with psycopg.connect(database_url) as conn:
+        ended, queued = conn.execute(
+            "select (select count(*) from public.conversation_sessions where not is_active),"
+            " (select count(*) from public.conversation_session_announcements)"
+        ).fetchone() or (0, 0)
+    # Said is what it knew of; a batch under way may have ended one more batch.
+    assert 0 < int(said.group(1)) <= ended <= int(said.group(1)) + 50
+    assert queued == ended
 
 
 def test_a_database_that_refuses_to_record_announcements_fails_the_run(
