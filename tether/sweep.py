@@ -411,11 +411,14 @@ class Sweep:
             logger.warning("could not release the suspects this run held; their leases run out")
 
     def announce(self) -> None:
+        # A claim never outlasts the run: killed holding one (its Lambda timeout), its
+        # ends go to the next run at once, not after the rest of a minute's lease.
+        lease = min(self._policy.announce_lease_seconds, self._remaining())
         drained = drain_outbox(
             self._store,
             self._announcer,
             batch_size=self._policy.batch_size,
-            lease_seconds=max(self._policy.announce_lease_seconds, 1.0),
+            lease_seconds=max(lease, 1.0),
             time_left=self._time_left,
         )
         self.report.announced += drained.announced

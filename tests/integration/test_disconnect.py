@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -16,7 +19,13 @@ from psycopg.rows import dict_row
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
-from tests.conftest import EventBus, allow_connections, set_for_database, with_database
+from tests.conftest import (
+    ROOT,
+    EventBus,
+    allow_connections,
+    set_for_database,
+    with_database,
+)
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
@@ -330,6 +339,44 @@ def test_an_eventbridge_that_never_answers_leaves_disconnect_well_inside_its_tim
         took = time.monotonic() - started
     assert took < 8, took
     _assert_ended_and_queued(db, database_url, "silent-bus=")
+
+
+# One $disconnect in a process of its own, with 3 s to live.
+_DISCONNECT_WITH_3S = (
+    "from functions import disconnect; from tests.support import FakeLambdaContext, ws_event;"
+    " disconnect.lambda_handler(ws_event('disconnect', 'killed='),"
+    " FakeLambdaContext(time_limit_seconds=3))"
+)
+
+
+def test_a_disconnect_killed_after_its_end_leaves_the_announcement_to_the_next_check(
+    lambda_env: pytest.MonkeyPatch, db: Conn, event_bus: EventBus
+) -> None:
+    """Killed between its end and its announcement (its Lambda timeout while PutEvents
+    hangs, its container lost), a $disconnect held the end's announcement for the
+    rest of a minute's lease. It holds it no longer than its own time."""
+    _open("killed=")
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts, never answers
+        bus = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        child = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
+            [sys.executable, "-c", _DISCONNECT_WITH_3S],
+            cwd=ROOT,
+            env={**os.environ, "TETHER_AWS_ENDPOINT_URL": bus},
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            while _row(db, "killed=")["is_active"]:
+                assert time.monotonic() - started < 20, "the end was never written"
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    # Its 3 s began before its end: they are over by then, a minute's lease is not.
+    time.sleep(3.2)
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["killed="]
 
 
 def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(

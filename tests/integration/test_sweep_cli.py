@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -640,6 +641,46 @@ def test_a_close_orphans_the_database_left_says_how_many_it_had_ended(
     # Said is what it knew of; a batch under way may have ended one more batch.
     assert 0 < int(said.group(1)) <= ended <= int(said.group(1)) + 50
     assert queued == ended
+
+
+def test_a_sweep_killed_while_announcing_leaves_its_claims_to_the_next_run(
+    aws: str, database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Killed while PutEvents hangs (its Lambda timeout), a run held the ends it had
+    claimed for the rest of a minute's lease. It holds them no longer than its own time."""
+    make_session(connection_id="claimed=", started_seconds_ago=60, ended_seconds_ago=30)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts, never answers
+        started = time.monotonic()
+        run = subprocess.Popen(  # noqa: S603 - our own console script
+            [
+                TETHER,
+                *("sweep", "--time-limit", "3s", "--announce-to", "eventbridge"),
+                *("--database-url", database_url),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "TETHER_AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+            },
+        )
+        try:
+            while not db.execute(
+                "select 1 from public.conversation_session_announcements where claim_count > 0"
+            ).fetchone():
+                assert time.monotonic() - started < 20, "the run never claimed the end"
+                time.sleep(0.05)
+        finally:
+            run.kill()
+            run.wait()
+    # Its time (3 s, and the margin's 1 s to finish) began before its claim: it is over
+    # by then, a minute's lease is not.
+    time.sleep(4.2)
+    again = run_tether("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["announced"], report["redelivered"]) == (1, 1)
 
 
 def test_a_database_that_refuses_to_record_announcements_fails_the_run(

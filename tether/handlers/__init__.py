@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.aws.observability import add_log_keys, logger
 
@@ -24,3 +24,14 @@ def tag_invocation(request: WebSocketEvent, **keys: object) -> None:
         logger.warning(
             "malformed optional fields left out", extra={"fields": request.dropped_fields}
         )
+
+
+def lease_within_invocation(context: Any, lease_seconds: float) -> float:
+    """How long an end this invocation makes stays leased to it for its announcement: the
+    lease configured, and never past the invocation's own time. Once that has passed the
+    invocation is gone (killed by its timeout, its container lost), and the sweep's next
+    check announces the end instead of waiting out the rest of the lease."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return lease_seconds
+    return max(0.0, min(lease_seconds, float(remaining()) / 1000))

@@ -14,7 +14,7 @@ from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
 from tether.errors import DatabaseUnavailableError, TetherError
 from tether.events import parse_websocket_event
-from tether.handlers import tag_invocation
+from tether.handlers import lease_within_invocation, tag_invocation
 from tether.lifecycle import end_connection
 from tether.models import EndOutcome
 from tether.responses import Response, error_response, respond
@@ -34,7 +34,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
             request,
             store=runtime.store(),
             announcer=runtime.announcer(),
-            announce_lease_seconds=runtime.settings().announce_lease_seconds,
+            announce_lease_seconds=lease_within_invocation(
+                context, runtime.settings().announce_lease_seconds
+            ),
         )
     except DatabaseUnavailableError as exc:
         logger.error("could not end the session; the sweep will end it", extra={"error": str(exc)})
