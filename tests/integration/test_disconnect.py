@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from psycopg.rows import dict_row
 
 from functions import connect, disconnect, sweep
 from tests import connections_standin
+from tests.admin_support import OPERATOR_KEY
 from tests.conftest import (
     ROOT,
     EventBus,
@@ -377,6 +379,59 @@ def test_a_disconnect_killed_after_its_end_leaves_the_announcement_to_the_next_c
     report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
     assert report["announced"] == 1
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["killed="]
+
+
+# One forced close through the admin function, in a process of its own with 3 s to live.
+_FORCED_CLOSE_WITH_3S = (
+    "import json, sys; from functions import admin; from tests.support import"
+    " FakeLambdaContext; admin.lambda_handler(json.loads(sys.argv[1]),"
+    " FakeLambdaContext(time_limit_seconds=3))"
+)
+
+
+def test_a_forced_close_killed_after_its_end_leaves_the_announcement_to_the_next_check(
+    lambda_env: pytest.MonkeyPatch, db: Conn, event_bus: EventBus
+) -> None:
+    """The operators' forced close, killed between its end and its announcement (the
+    admin function's timeout while PutEvents hangs), held the end's announcement for
+    the rest of a minute's lease. It holds it no longer than its own time."""
+    _open("forced=")
+    close = load_event("admin_http_v2")
+    close["rawPath"] = close["requestContext"]["http"]["path"] = (
+        f"/sessions/{_row(db, 'forced=')['session_id']}/close"
+    )
+    close["requestContext"]["http"]["method"] = "POST"
+    close.pop("queryStringParameters", None)
+    close["rawQueryString"] = ""
+    close["headers"]["authorization"] = f"Bearer {OPERATOR_KEY}"
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts, never answers
+        nowhere = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        child = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
+            [sys.executable, "-c", _FORCED_CLOSE_WITH_3S, json.dumps(close)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "TETHER_AWS_ENDPOINT_URL": nowhere,
+                "TETHER_CONNECTIONS_ENDPOINT": nowhere,
+                "TETHER_OPERATOR_KEY": OPERATOR_KEY,
+            },
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            while _row(db, "forced=")["is_active"]:
+                assert time.monotonic() - started < 20, "the forced close never ended it"
+                assert child.poll() is None, "the admin function gave up before the end"
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    assert _row(db, "forced=")["end_reason"] == "forced_close"
+    # Its 3 s began before its end: they are over by then, a minute's lease is not.
+    time.sleep(3.2)
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["forced="]
 
 
 def test_announced_but_not_recorded_is_counted_as_such_and_announced_again(

@@ -18,6 +18,7 @@ from tether.admin.auth import KEY_HEADER, Operator, authenticate
 from tether.admin.errors import InvalidFieldError
 from tether.aws.connections import ConnectionsApi
 from tether.errors import AuthenticationError
+from tether.handlers import lease_within_invocation
 from tether.outbox import Announcer
 from tether.settings import Settings
 from tether.store import SessionStore
@@ -54,6 +55,18 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[SessionStore, Depends(get_store)]
 AnnouncerDep = Annotated[Announcer, Depends(get_announcer)]
 ConnectionsDep = Annotated[ConnectionsApi | None, Depends(get_connections)]
+
+
+def get_announce_lease(request: Request, settings: SettingsDep) -> float:
+    """How long a forced close's end stays leased to this request for its announcement:
+    never past the Lambda invocation's time (Mangum passes its context), so an end whose
+    invocation was killed mid-announcement goes to the sweep's next check."""
+    return lease_within_invocation(
+        request.scope.get("aws.context"), settings.announce_lease_seconds
+    )
+
+
+AnnounceLeaseDep = Annotated[float, Depends(get_announce_lease)]
 
 
 def require_operator(

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query
 from tether.admin import operations
 from tether.admin.deps import (
     OPERATOR_ROUTES,
+    AnnounceLeaseDep,
     AnnouncerDep,
     ConnectionsDep,
     OperatorDep,
-    SettingsDep,
     StoreDep,
 )
 from tether.admin.queries import Moment, TrueOrFalse, WholeNumber
@@ -84,7 +84,7 @@ def close_session(
     *,
     session_id: UUID,
     store: StoreDep,
-    settings: SettingsDep,
+    announce_lease: AnnounceLeaseDep,
     announcer: AnnouncerDep,
     connections: ConnectionsDep,
     operator: OperatorDep,
@@ -94,7 +94,7 @@ def close_session(
         store=store,
         connections=connections,
         announcer=announcer,
-        announce_lease_seconds=settings.announce_lease_seconds,
+        announce_lease_seconds=announce_lease,
         operator=str(operator),
     )
     if closed is None:

@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from tether.admin import operations
 from tether.admin.deps import (
     OPERATOR_ROUTES,
+    AnnounceLeaseDep,
     AnnouncerDep,
     ConnectionsDep,
     OperatorDep,
-    SettingsDep,
     StoreDep,
 )
 from tether.admin.schemas import UserDisconnected, UserPresence
@@ -42,7 +42,7 @@ def disconnect(
     *,
     user_id: UUID,
     store: StoreDep,
-    settings: SettingsDep,
+    announce_lease: AnnounceLeaseDep,
     announcer: AnnouncerDep,
     connections: ConnectionsDep,
     operator: OperatorDep,
@@ -52,6 +52,6 @@ def disconnect(
         store=store,
         connections=connections,
         announcer=announcer,
-        announce_lease_seconds=settings.announce_lease_seconds,
+        announce_lease_seconds=announce_lease,
         operator=str(operator),
     )
