@@ -59,3 +59,44 @@ def test_an_end_the_service_role_writes_itself_is_announced_by_the_next_sweep(
     assert event["detail"]["connection_id"] == "direct="
     assert event["detail"]["end_reason"] == "forced_close"
     assert _unannounced(database_url) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "session_end = session_end + interval '1 second'",
+        "end_reason = 'gone'",
+        "disconnect_status_code = 1006",
+        "session_end = null, end_reason = null",
+    ],
+    ids=["moved", "another_reason", "another_code", "opened_again"],
+)
+@pytest.mark.usefixtures("lambda_env")
+def test_an_ended_session_keeps_its_end_whoever_writes(database_url: str, change: str) -> None:
+    """The first end and its reason stay, as tether's functions keep them: a direct write
+    that moves an end, changes its reason or opens the session again is refused, with
+    nothing written, after its SessionEnded went out with the first."""
+    _open("ended=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("select public.tether_end_session_v3('ended=', 'client_disconnect', 1000)")
+        before = conn.execute(
+            "select * from public.conversation_sessions where connection_id = 'ended='"
+        ).fetchone()
+        conn.execute("set role service_role")
+        with pytest.raises(psycopg.errors.CheckViolation, match="its end is final"):
+            conn.execute(
+                f"update public.conversation_sessions set {change} where connection_id = 'ended='"
+            )
+        # What an ended row may still take: its finalization, as the finalizer writes it.
+        conn.execute(
+            "update public.conversation_sessions set finalized_at = now()"
+            " where connection_id = 'ended='"
+        )
+        after = conn.execute(
+            "select * from public.conversation_sessions where connection_id = 'ended='"
+        ).fetchone()
+    assert before is not None and after is not None
+    assert {k: after[k] for k in ("session_end", "end_reason", "disconnect_status_code")} == {
+        k: before[k] for k in ("session_end", "end_reason", "disconnect_status_code")
+    }
+    assert after["finalized_at"] is not None

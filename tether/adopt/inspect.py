@@ -57,6 +57,7 @@ TETHER_OBJECTS = frozenset(
         "Users can read their own sessions",
         "conversation_sessions_forget_announcement",
         "conversation_sessions_queue_direct_end",
+        "conversation_sessions_ends_are_final",
         "conversation_sessions_end_after_start_check",
         "conversation_sessions_end_has_reason_check",
         "conversation_sessions_announced_after_end_check",
