@@ -140,3 +140,18 @@ def test_a_secret_is_read_in_the_region_its_arn_names(aws: str) -> None:
     arn = secrets.create_secret(Name="tether/elsewhere", SecretString="postgresql://eu/db")["ARN"]
     assert ":eu-west-1:" in arn
     assert resolve_secret(arn, aws) == "postgresql://eu/db"
+
+
+def test_commands_reading_a_secret_say_only_their_own_words(aws: str) -> None:
+    """Without -v, botocore's info lines stayed on stderr ("INFO botocore.credentials:
+    Found credentials in environment variables.") above every command's own answer."""
+    from tests.support import run_tether  # noqa: PLC0415
+
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    arn = secrets.create_secret(
+        Name="tether/rds-managed", SecretString='{"username": "tether", "password": "x"}'
+    )["ARN"]
+    result = run_tether("sessions", "--database-url", arn, env={"TETHER_AWS_ENDPOINT_URL": aws})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "holds several fields" in result.stderr

@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.addFilter(_HideSecrets())
     # botocore's debug lines hold whole response bodies: a secret's value read by
     # reference (an RDS secret's JSON password) in the clear, whatever -v asks for.
-    logging.getLogger("botocore").setLevel(logging.INFO)
+    # Without -v its info lines stay out too ("Found credentials in ..."): a logger's
+    # own level is the only one its records meet before the root's handlers.
+    logging.getLogger("botocore").setLevel(logging.INFO if verbose else logging.WARNING)
     from tether.aws.observability import logger, logs_to_stderr  # noqa: PLC0415
 
     if args.command != "dev":
