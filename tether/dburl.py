@@ -112,6 +112,14 @@ def _readable(conninfo: str) -> str:
     try:
         params = conninfo_to_dict(conninfo)
     except ProgrammingError:
+        unknown = _unknown_query_parameters(conninfo)
+        if unknown:
+            # An ORM's URL (Prisma's ?pgbouncer=true) is the usual way to meet one.
+            which, them = ("a parameter", "it") if len(unknown) == 1 else ("parameters", "them")
+            raise ConfigurationError(
+                f"the database URL has {which} Postgres's clients do not take:"
+                f" {', '.join(unknown)} (an ORM's setting?): remove {them}"
+            ) from None
         raise ConfigurationError(
             "the database URL cannot be read (a quote or an escape out of place?)"
         ) from None
@@ -125,6 +133,25 @@ def _readable(conninfo: str) -> str:
             f"the database URL's sslmode must be one of {', '.join(_SSL_MODES)}"
         )
     return conninfo
+
+
+def _unknown_query_parameters(url: str) -> list[str]:
+    """The names in a URL's query string that libpq does not know (the names alone,
+    never their values: one may be a password)."""
+    from psycopg import pq  # noqa: PLC0415
+
+    # After the last '@': a password may hold a '?' (and what looks like a name).
+    after_credentials = url.rsplit("@", 1)[-1]
+    if not url.lower().startswith(SCHEMES) or "?" not in after_credentials:
+        return []
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    query = after_credentials.split("?", 1)[1]
+    names = [pair.split("=", 1)[0] for pair in query.split("&") if pair]
+    return [
+        f"?{unquote(name)}"
+        for name in names
+        if unquote(name) not in known and re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", unquote(name))
+    ]
 
 
 def _at_in_host(url: str) -> bool:

@@ -37,6 +37,14 @@ def test_a_postgres_url_passes_stripped() -> None:
         ("host=h port=x password=hunter2pass", "port must be a number from 1 to"),
         ("postgresql://app:hunter2pass@h/db?sslmode=bogus", "sslmode must be one of"),
         ("host=h password='hunter2pass", "cannot be read"),
+        # An ORM's parameter is no misplaced quote: it is named, so it can be removed.
+        ("postgresql://app:hunter2pass@h:6543/db?pgbouncer=true", r"do not take: \?pgbouncer \("),
+        (
+            "postgresql://app:hunter2pass@h/db?sslmode=require&connection_limit=1",
+            r"do not take: \?connection_limit \(",
+        ),
+        # A '?' in the password is no query: nothing of it is named.
+        ("postgresql://app:p?hunter2pass=x@h/db?pgbouncer=true", r"take: \?pgbouncer \("),
     ],
 )
 def test_other_urls_are_refused_without_echoing_them(url: str, says: str) -> None:
