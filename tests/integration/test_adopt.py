@@ -2042,3 +2042,31 @@ def test_check_says_which_of_the_team_s_comments_tether_replaces(adoptable: Adop
     # Adopted, the comments are tether's: nothing more to say.
     again = run_tether("adopt", "--check", "--database-url", url)
     assert "the comments on" not in again.stdout
+
+
+@ON_ONE_SERVER
+def test_a_session_end_without_time_zone_is_refused_with_the_statement_that_converts_it(
+    server: Server,
+) -> None:
+    """The old server wrote datetime.utcnow() into it: --check said only "convert it
+    first", where for session_start it gave the statement."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id uuid, is_active boolean, session_start timestamptz,"
+            " session_end timestamp, duration_seconds double precision)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions values"
+            " (gen_random_uuid(), gen_random_uuid(), false, '2026-11-01 10:00+00',"
+            " '2026-11-01 10:05', 300)"
+        )
+    (refusal,) = [r for r in inspect(url).refusals if "session_end" in r]
+    statement = refusal.split("e.g. ", 1)[1].split(" (", 1)[0]
+    with _connect(url) as conn:
+        conn.execute(statement)
+    assert inspect(url).refusals == []
+    with _connect(url) as conn:
+        row = conn.execute("select session_end from public.conversation_sessions").fetchone()
+    assert row is not None and row["session_end"] == datetime(2026, 11, 1, 10, 5, tzinfo=UTC)

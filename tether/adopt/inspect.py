@@ -393,7 +393,14 @@ def _column_refusals(shape: Shape) -> list[str]:
         column = columns.get(name)
         if column is None or name in shape.added:
             continue
-        if column.type not in types:
+        if name == "session_end" and column.type == "timestamp without time zone":
+            found.append(
+                "session_end is timestamp without time zone; tether needs timestamptz. Convert"
+                " it first, e.g. alter table public.conversation_sessions alter column"
+                " session_end type timestamptz using session_end at time zone 'UTC' (the zone"
+                " its values were written in; this rewrites the table)"
+            )
+        elif column.type not in types:
             found.append(
                 f"{name} is {column.type}; tether needs {' or '.join(sorted(types))}:"
                 " convert it first"
