@@ -155,3 +155,21 @@ def test_commands_reading_a_secret_say_only_their_own_words(aws: str) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "holds several fields" in result.stderr
+
+
+def test_tether_deploy_finds_and_reads_a_secret_in_the_region_its_arn_names(aws: str) -> None:
+    """A stack deployed in one region with its database secret kept in another: the
+    functions read it there, but deploy asked its own region and refused the ARN
+    (cannot find it: ResourceNotFoundException), and --migrate could not read it."""
+    from tether.deploy.stack import Aws, read_secret, secret_arn  # noqa: PLC0415
+
+    secrets = boto3.client("secretsmanager", endpoint_url=aws, region_name="eu-west-1")
+    arn = secrets.create_secret(Name="tether/eu", SecretString="postgresql://eu/db")["ARN"]
+    ssm = boto3.client("ssm", endpoint_url=aws, region_name="eu-west-1")
+    ssm.put_parameter(Name="/tether/eu", Value="postgresql://eu/p", Type="SecureString")
+    parameter = ssm.get_parameter(Name="/tether/eu")["Parameter"]["ARN"]
+    session = Aws(region="us-east-1", endpoint_url=aws)
+    assert secret_arn(session, arn, what="--database-secret") == arn
+    assert read_secret(session, arn) == "postgresql://eu/db"
+    assert secret_arn(session, parameter, what="--database-secret") == parameter
+    assert read_secret(session, parameter) == "postgresql://eu/p"

@@ -60,13 +60,13 @@ def resolve_secret(reference: str, endpoint_url: str | None = None) -> str:
     from tether.aws.clients import client  # noqa: PLC0415
 
     # An ARN names its region: read there, not in whatever region this process is set to.
-    region = _arn_region(reference)
+    region = arn_region(reference)
     return read_reference(
         lambda service: client(service, endpoint_url=endpoint_url, region_name=region), reference
     )
 
 
-def _arn_region(reference: str) -> str | None:
+def arn_region(reference: str) -> str | None:
     """arn:PARTITION:SERVICE:REGION:ACCOUNT:...: its region, when it is an ARN."""
     if not _ARN.match(reference):
         return None

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -239,6 +239,7 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
 
     from tether.aws.secrets import is_ssm_reference, ssm_parameter_name  # noqa: PLC0415
 
+    aws = _where_kept(aws, reference)
     try:
         if is_ssm_reference(reference):
             name = ssm_parameter_name(reference)
@@ -280,7 +281,16 @@ def read_secret(aws: Aws, arn: str) -> str:
     (profile, endpoint); read as the functions read it (``tether.aws.secrets``)."""
     from tether.aws.secrets import read_reference  # noqa: PLC0415
 
-    return read_reference(aws.client, arn)
+    return read_reference(_where_kept(aws, arn).client, arn)
+
+
+def _where_kept(aws: Aws, reference: str) -> Aws:
+    """This session, asking in the region a secret's ARN names, where the functions
+    read it too: a secret kept in another region than the stack's is found there."""
+    from tether.aws.secrets import arn_region  # noqa: PLC0415
+
+    region = arn_region(reference)
+    return replace(aws, region=region) if region else aws
 
 
 def needs_logs_role(aws: Aws) -> bool:
