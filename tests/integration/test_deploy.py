@@ -257,7 +257,7 @@ def test_bad_input_is_refused_before_anything_changes(
     code = main(deploy_args(aws, "--database-secret", "tether/missing", "--yes"))
     err = capsys.readouterr().err
     assert code == 2
-    assert "--database-secret: cannot find a secret by the name given" in err
+    assert "--database-secret: cannot find, in us-east-1, a secret by the name given" in err
     # A secret's value given where its name belongs is not repeated; an ARN is.
     aws_client("secretsmanager", aws).create_secret(
         Name="tether/db-found", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
@@ -271,7 +271,7 @@ def test_bad_input_is_refused_before_anything_changes(
         code = main(deploy_args(aws, "--database-secret", "tether/db-found", flag, given, "--yes"))
         said = capsys.readouterr()
         assert code == 2
-        assert f"{flag}: cannot find " in said.err
+        assert f"{flag}: cannot find, in us-east-1, " in said.err
         assert (given in said.err + said.out) is given.startswith("arn:")
     code = main([*tether(aws, "deploy", stack="9-bad"), "--yes"])
     err = capsys.readouterr().err

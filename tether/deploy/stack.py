@@ -240,22 +240,26 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
     from tether.aws.secrets import is_ssm_reference, ssm_parameter_name  # noqa: PLC0415
 
     aws = _where_kept(aws, reference)
+    store = aws.client("ssm" if is_ssm_reference(reference) else "secretsmanager")
     try:
         if is_ssm_reference(reference):
             name = ssm_parameter_name(reference)
-            ssm = aws.client("ssm")
-            parameter = ssm.get_parameter(Name=name, WithDecryption=False)["Parameter"]
+            parameter = store.get_parameter(Name=name, WithDecryption=False)["Parameter"]
             if parameter.get("Type") != "SecureString":
                 raise InvalidInputError(
                     f"{what}: parameter {name} is a {parameter.get('Type')}, not a SecureString"
                 )
             return str(parameter["ARN"])
-        answer = aws.client("secretsmanager").describe_secret(SecretId=reference)
+        answer = store.describe_secret(SecretId=reference)
         return str(answer["ARN"])
     except ClientError as exc:
         code = error_code(exc)
         if code in _NOT_FOUND_CODES:
-            raise InvalidInputError(f"{what}: cannot find {_named(reference)}: {code}") from None
+            # A secret kept in another region is the usual cause: say which was asked.
+            region = store.meta.region_name
+            raise InvalidInputError(
+                f"{what}: cannot find, in {region}, {_named(reference)}: {code}"
+            ) from None
         # Access denied, an expired session, throttling: AWS failed, not the flag.
         raise DeployError(f"{what}: cannot read {_named(reference)}: {code}") from None
 
