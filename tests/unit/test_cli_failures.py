@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -72,4 +73,27 @@ def test_ctrl_c_while_adopt_reads_the_table_says_nothing_changed(
     assert main(["adopt", "--apply", "--yes", "--database-url", url]) == 130
     assert capsys.readouterr().err == (
         "tether adopt: interrupted while reading the table: nothing was changed\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["deploy", "destroy"])
+def test_deploy_and_destroy_without_a_region_name_their_own_flag(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """They said to set AWS_REGION, as the functions are told, where the command itself
+    takes --region; and exited 1, as if AWS had failed, for a flag left out."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert main([command, "--stack", "tether-prod", "--yes"]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err == (
+        f"tether {command}: no AWS region: pass --region, or set AWS_REGION (or a region in"
+        " your AWS profile)\n"
     )

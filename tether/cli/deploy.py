@@ -92,8 +92,20 @@ def _aws_errors_said(
 
 
 def _aws(args: argparse.Namespace) -> Any:
+    import boto3  # noqa: PLC0415
+
+    from tether.aws.clients import configured_region, is_local  # noqa: PLC0415
     from tether.deploy.stack import Aws  # noqa: PLC0415
 
+    if not (args.region or is_local(args.endpoint_url) or configured_region(args.endpoint_url)):
+        profile_region = (
+            boto3.session.Session(profile_name=args.profile).region_name if args.profile else None
+        )
+        if not profile_region:
+            # The clients' own words name only the environment: this command has a flag.
+            raise InvalidInputError(
+                "no AWS region: pass --region, or set AWS_REGION (or a region in your AWS profile)"
+            )
     return Aws(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
 
 
