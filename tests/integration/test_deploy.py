@@ -238,6 +238,11 @@ def test_bad_values_are_refused_before_aws_is_asked_anything(
         # Malformed: a value with no key, or a key no parameter could have.
         (("--parameter", "mysupersecretjwt"), "--parameter: expected KEY=VALUE"),
         (("--parameter", "Jwt-Secret=mysupersecretjwt"), "is no parameter's name"),
+        # A database named without --migrate would be read by nothing.
+        (
+            ("--database-url", "postgresql://u:mysupersecretjwt@127.0.0.1:9/app"),
+            "--database-url names the database --migrate applies the migrations to",
+        ),
     ):
         code = main([*deploy_args(nowhere, verifying=False), "--region", "us-east-1", *flags])
         said = capsys.readouterr()

@@ -218,12 +218,25 @@ def _parameters(
     return parameters
 
 
+def _checked_stack_and_flags(args: argparse.Namespace) -> str:
+    """The stack's name, once it and the flags that go together are checked."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    if args.database_url and not args.migrate:
+        # Left alone it would be read by nothing: the deploy would go on unmigrated.
+        raise InvalidInputError(
+            "--database-url names the database --migrate applies the migrations to: add"
+            " --migrate, or leave it out"
+        )
+    return stacks.check_stack_name(args.stack)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tether.deploy import bundle as bundles  # noqa: PLC0415
     from tether.deploy import stack as stacks  # noqa: PLC0415
     from tether.deploy import template_text  # noqa: PLC0415
 
-    name = stacks.check_stack_name(args.stack)
+    name = _checked_stack_and_flags(args)
     template = template_text()
     # The values on the command line are refused before AWS is asked anything: a typo
     # is named as such, not hidden behind missing credentials or an unreachable region.
