@@ -178,6 +178,18 @@ class Settings(BaseModel):
             raise ValueError(problem)
         return value.strip()
 
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _aws_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from tether.aws.clients import endpoint_url_problem  # noqa: PLC0415
+
+        problem = endpoint_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
     @field_validator("operator_key")
     @classmethod
     def _operator_key(cls, value: str | None) -> str | None:

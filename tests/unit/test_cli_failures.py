@@ -9,6 +9,8 @@ import psycopg
 import pytest
 
 from tether.cli import adopt, main
+from tether.errors import ConfigurationError
+from tether.settings import load_settings
 
 
 @pytest.mark.parametrize(
@@ -97,3 +99,30 @@ def test_deploy_and_destroy_without_a_region_name_their_own_flag(
         f"tether {command}: no AWS region: pass --region, or set AWS_REGION (or a region in"
         " your AWS profile)\n"
     )
+
+
+@pytest.mark.parametrize("given", ["notaurl", "ftp://127.0.0.1:5000", "http://bad host:5000"])
+def test_an_aws_endpoint_that_is_no_url_is_one_line_not_a_traceback(
+    given: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """botocore raised a bare ValueError ("Invalid endpoint: notaurl") at the first
+    client: a traceback from deploy, destroy, and any command reading a secret."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for command in ("deploy", "destroy"):
+        with pytest.raises(SystemExit) as refused:
+            main([command, "--stack", "tether-prod", "--endpoint-url", given, "--yes"])
+        assert refused.value.code == 2
+        assert capsys.readouterr().err.endswith(
+            f"tether {command}: error: argument --endpoint-url: must be an http(s) URL"
+            " with a host, such as http://127.0.0.1:5000"
+            + (" (its host is not a valid host name)\n" if " " in given else "\n")
+        )
+    monkeypatch.setenv("TETHER_AWS_ENDPOINT_URL", given)
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tether/db-AbCdEf"
+    assert main(["sessions", "--database-url", secret]) == 1
+    assert capsys.readouterr().err.startswith(
+        "tether sessions: TETHER_AWS_ENDPOINT_URL must be an http(s) URL with a host"
+    )
+    monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql://tether@127.0.0.1/app")
+    with pytest.raises(ConfigurationError, match="TETHER_AWS_ENDPOINT_URL: must be an http"):
+        load_settings()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from tether.errors import ConfigurationError
 
@@ -31,6 +31,25 @@ def configured_region(endpoint_url: str | None = None) -> str | None:
     import boto3  # noqa: PLC0415 - only callers that talk to AWS load it
 
     return boto3.session.Session().region_name
+
+
+def endpoint_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an AWS endpoint (botocore would raise a bare
+    ValueError at the first client), without repeating it; None when it is usable."""
+    from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url  # noqa: PLC0415
+
+    shape = "must be an http(s) URL with a host, such as http://127.0.0.1:5000"
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not one
+    except ValueError:
+        return shape
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return shape
+    if not (is_valid_endpoint_url(text) or is_valid_ipv6_endpoint_url(text)):
+        return f"{shape} (its host is not a valid host name)"
+    return None
 
 
 def is_local(endpoint_url: str | None) -> bool:

@@ -40,6 +40,16 @@ def endpoint(text: str) -> str:
     return text.strip()
 
 
+def aws_endpoint(text: str) -> str:
+    """Where every AWS call goes instead (a moto server): http or https, a host."""
+    from tether.aws.clients import endpoint_url_problem  # noqa: PLC0415
+
+    problem = endpoint_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip()
+
+
 def say_aside(text: str = "") -> None:
     """A line beside the command's output (stderr): progress, kept off a --json stdout."""
     sys.stderr.write(text + "\n")
@@ -71,14 +81,18 @@ def configured_url() -> str | None:
 def _behind_reference(value: str, args: argparse.Namespace) -> str:
     """The URL itself, where the setting names a secret holding it (as the functions
     take it); kept on ``args`` so that a failure's message hides its password too."""
+    from tether.aws.clients import endpoint_url_problem  # noqa: PLC0415
     from tether.aws.secrets import is_reference, resolve_secret  # noqa: PLC0415
 
     if not is_reference(value):
         return value
     from tether.settings import from_environment  # noqa: PLC0415
 
-    endpoint = from_environment().get("aws_endpoint_url") or None
-    url = resolve_secret(value, str(endpoint) if endpoint else None)
+    endpoint = str(from_environment().get("aws_endpoint_url") or "").strip() or None
+    problem = endpoint_url_problem(endpoint) if endpoint else None
+    if problem:
+        raise ConfigurationError(f"TETHER_AWS_ENDPOINT_URL {problem}")
+    url = resolve_secret(value, endpoint)
     args.database_url_behind_reference = url
     return url
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from tether.cli.common import (
+    aws_endpoint,
     confirm,
     database_url_flag,
     declined,
@@ -610,7 +611,10 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region (default: $AWS_REGION, the profile's)")
     parser.add_argument("--profile", help="AWS profile (default: $AWS_PROFILE)")
     parser.add_argument(
-        "--endpoint-url", metavar="URL", help="send every AWS call here (a local moto server)"
+        "--endpoint-url",
+        type=aws_endpoint,
+        metavar="URL",
+        help="send every AWS call here (a local moto server)",
     )
     parser.add_argument(
         "--bucket", metavar="NAME", help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)"
