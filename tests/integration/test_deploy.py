@@ -238,6 +238,11 @@ def test_bad_values_are_refused_before_aws_is_asked_anything(
         # Malformed: a value with no key, or a key no parameter could have.
         (("--parameter", "mysupersecretjwt"), "--parameter: expected KEY=VALUE"),
         (("--parameter", "Jwt-Secret=mysupersecretjwt"), "is no parameter's name"),
+        # A --parameter that would be lost without a word: given twice, or by its flag
+        # too, or one each deploy sets from what it built.
+        (("--parameter", "Stage=blue", "--parameter", "Stage=green"), "given more than once"),
+        (("--parameter", "Stage=blue", "--stage", "green"), "Stage and --stage both set it"),
+        (("--parameter", "BundleKey=mine.zip"), "--parameter BundleKey: tether deploy sets it"),
         # A database named without --migrate would be read by nothing.
         (
             ("--database-url", "postgresql://u:mysupersecretjwt@127.0.0.1:9/app"),
@@ -278,6 +283,26 @@ def test_bad_input_is_refused_before_anything_changes(
         assert code == 2
         assert f"{flag}: cannot find, in us-east-1, " in said.err
         assert (given in said.err + said.out) is given.startswith("arn:")
+    # A secret given as --parameter is checked as its flag's is, and not by both.
+    code = main(deploy_args(aws, "--parameter", f"DatabaseSecret={arn}", "--yes"))
+    said = capsys.readouterr()
+    assert code == 2
+    assert f"--parameter DatabaseSecret: cannot find, in us-east-1, {arn}" in said.err
+    code = main(
+        deploy_args(
+            aws,
+            "--database-secret",
+            "tether/db-found",
+            "--parameter",
+            f"JwtSecret={arn}",
+            "--jwt-secret",
+            arn,
+            "--yes",
+        )
+    )
+    said = capsys.readouterr()
+    assert code == 2
+    assert "--parameter JwtSecret and --jwt-secret both set it" in said.err
     code = main([*tether(aws, "deploy", stack="9-bad"), "--yes"])
     err = capsys.readouterr().err
     assert code == 2

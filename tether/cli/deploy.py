@@ -161,8 +161,29 @@ def requested_parameters(args: argparse.Namespace) -> dict[str, str]:
                 # The stack takes whole seconds; rounding 0.4s to 0 would change its meaning.
                 raise InvalidInputError(f"{flag}: whole seconds only, got {value:g}s")
             chosen[parameter] = str(whole)
-    chosen.update(_key_and_value(item) for item in args.parameter)
-    return chosen
+    return chosen | _given_parameters(args.parameter, set_by_flags=chosen)
+
+
+def _given_parameters(items: list[str], *, set_by_flags: dict[str, str]) -> dict[str, str]:
+    """The --parameter KEY=VALUE pairs, refused where one would be lost without a word:
+    a key given twice, or also by its own flag, or one each deploy sets itself."""
+    given: dict[str, str] = {}
+    for item in items:
+        key, value = _key_and_value(item)
+        if key in given:
+            raise InvalidInputError(f"--parameter {key}: given more than once: give it once")
+        if key in set_by_flags:
+            raise InvalidInputError(
+                f"--parameter {key} and {FLAG_OF_PARAMETER[key]} both set it: give one"
+            )
+        if key in _SET_BY_DEPLOY:
+            # It would be replaced by what this deploy builds and uploads.
+            raise InvalidInputError(
+                f"--parameter {key}: tether deploy sets it itself"
+                + (" (name the bucket with --bucket)" if key == "BundleBucket" else "")
+            )
+        given[key] = value
+    return given
 
 
 def _checked_choice(value: str, choices: tuple[str, ...]) -> str:
@@ -209,8 +230,12 @@ def _parameters(
         (args.jwt_secret, "JwtSecret", "--jwt-secret"),
         (args.operator_key, "OperatorKeySecret", "--operator-key"),
     ):
-        if option:
-            parameters[key] = stacks.secret_arn(aws, option, what=what)
+        if option and key in requested:
+            raise InvalidInputError(f"--parameter {key} and {what} both set it: give one")
+        # A secret given as --parameter is checked to exist as its flag's is.
+        reference, said = (option, what) if option else (requested.get(key), f"--parameter {key}")
+        if reference:
+            parameters[key] = stacks.secret_arn(aws, reference, what=said)
     if "DatabaseSecret" not in parameters:
         raise InvalidInputError(
             "--database-secret: required to create the stack (the ARN or name of the secret "
@@ -349,6 +374,8 @@ FLAG_OF_PARAMETER = {
 
 
 _SECRET_PARAMETERS = frozenset({"DatabaseSecret", "JwtSecret", "OperatorKeySecret"})
+# What each deploy sets from what it built and uploaded.
+_SET_BY_DEPLOY = frozenset({"BundleBucket", "BundleKey", "CodeRevision"})
 
 
 def _check_template_constraints(template: str, parameters: dict[str, str]) -> None:
