@@ -35,6 +35,7 @@ from tests.origin_fixture import (
     fill_history,
 )
 from tests.support import (
+    ORIGIN_TABLE,
     TETHER,
     FakeLambdaContext,
     functions_reading_temporary_types,
@@ -2070,3 +2071,22 @@ def test_a_session_end_without_time_zone_is_refused_with_the_statement_that_conv
     with _connect(url) as conn:
         row = conn.execute("select session_end from public.conversation_sessions").fetchone()
     assert row is not None and row["session_end"] == datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
+
+
+@ON_ONE_SERVER
+def test_a_table_forcing_row_level_security_on_its_owner_is_refused_with_the_statement(
+    server: Server,
+) -> None:
+    """tether's functions run with the owner's rights: on a table that forces row level
+    security on its owner, --apply went through, and then every session they opened
+    was refused by the table's policies and the sweep read no active session."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(ORIGIN_TABLE)
+        conn.execute("alter table public.conversation_sessions enable row level security")
+        conn.execute("alter table public.conversation_sessions force row level security")
+    (refusal,) = [r for r in inspect(url).refusals if "forces row level security" in r]
+    _apply_is_refused_and_changes_nothing(url, "cannot be adopted as it is")
+    with _connect(url) as conn:
+        conn.execute(refusal.split("Stop forcing it first: ", 1)[1])
+    assert inspect(url).refusals == []

@@ -204,6 +204,8 @@ class Shape:
     triggers: dict[str, Trigger] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
     rls_enabled: bool = False
+    rls_forced: bool = False
+    """Row level security forced on the table's owner too (relforcerowsecurity)."""
     has_children: bool = False
     parents: list[str] = field(default_factory=list)
     """The tables it inherits from, or the one it is a partition of."""
@@ -356,7 +358,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         " array(select quote_ident(r.rulename) from pg_catalog.pg_rewrite r"
         "       where r.ev_class = c.oid order by 1),"
         " exists (select 1 from pg_catalog.pg_inherits i where i.inhparent = c.oid),"
-        " pg_total_relation_size(c.oid)"
+        " pg_total_relation_size(c.oid), c.relforcerowsecurity"
         " from pg_catalog.pg_class c where c.oid = %(oid)s",
         params,
     ).fetchone()
@@ -375,6 +377,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         bool(row[3]),
         int(row[4]),
     )
+    shape.rls_forced = bool(row[5])
     rows = conn.execute(
         "select quote_ident(n.nspname) || '.' || quote_ident(p.relname), c.relispartition"
         " from pg_catalog.pg_inherits i"
