@@ -1166,6 +1166,29 @@ def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Serv
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_warns_of_the_table_s_own_uniqueness_that_would_refuse_connections(
+    server: Server,
+) -> None:
+    """A team's unique index on user_id where is_active (one session per user) was kept
+    by --apply and --finish without a word: each user's second connection was then
+    refused. --check names it, and only it (not tether's own unique index, nor the key)."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            "create unique index one_live_session_per_user"
+            " on public.conversation_sessions (user_id) where is_active"
+        )
+    said = [w for w in inspect(url).warnings if "uniqueness" in w]
+    assert len(said) == 1, said
+    assert "one_live_session_per_user ((user_id) WHERE is_active)" in said[0]
+    assert "a user's second connection" in said[0]
+
+    apply(url, lock=FAST)
+    after = [w for w in inspect(url).warnings if "uniqueness" in w]
+    assert len(after) == 1 and "connection_id_key" not in after[0], after
+
+
 def _daily_stats(url: str) -> list[dict[str, Any]]:
     with _connect(url) as conn:
         conn.execute("set timezone = 'UTC'")

@@ -576,6 +576,7 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
             " their subscribers (Supabase Realtime, replicas) as one change per row"
         )
     warnings += _trigger_warnings(shape)
+    warnings += _uniqueness_warnings(shape)
     if shape.elsewhere:
         warnings.append(
             f"{', '.join(shape.elsewhere)}: another table of that name. tether adopts, reads"
@@ -594,6 +595,32 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
             " only as the README's cut-over says"
         )
     return warnings, finish_refusals
+
+
+def _uniqueness_warnings(shape: Shape) -> list[str]:
+    """The team's own unique indexes and exclusion constraints, kept as they are: tether
+    opens one row per connection, and one they refuse (a user's second connection under
+    a unique index on user_id) is a $connect refused, the client's handshake with it."""
+    own = [
+        # "CREATE UNIQUE INDEX n ON t USING btree (user_id) WHERE is_active": its columns on.
+        f"{name} ({definition.split(' USING ', 1)[-1].split(' ', 1)[-1]})"
+        for name, (definition, _) in shape.indexes.items()
+        if name not in TETHER_OBJECTS
+        and name != shape.primary_key_name
+        and definition.upper().startswith("CREATE UNIQUE INDEX")
+    ]
+    own += [
+        f"{name} ({definition})"
+        for name, (definition, _) in shape.constraints.items()
+        if name not in TETHER_OBJECTS and definition.upper().startswith("EXCLUDE")
+    ]
+    if not own:
+        return []
+    return [
+        f"the table's own uniqueness is kept: {'; '.join(own)}. tether opens a row for every"
+        " connection, so each $connect whose row it refuses (a user's second connection,"
+        " say) is refused with its handshake; drop it before --apply unless that is meant"
+    ]
 
 
 def _comment_warnings(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
