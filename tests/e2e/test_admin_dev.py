@@ -6,14 +6,17 @@ Chromium showing the numbers the API returns."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import re
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import DevServer
+from tests.e2e.conftest import DevServer, free_port
 from tests.support import HS256_SECRET, claims, json_lines, sign
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -303,6 +306,113 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
             assert "not accepted" in page.inner_text("#login-error")
         finally:
             browser.close()
+
+
+# Another site's page, as an attacker would host it: the live page and the API in
+# frames (to trick a click on "sign out", or one day on a button that ends sessions), a
+# form that posts a forced close, and a script that asks the API for sessions.
+ATTACKER_PAGE = """<!doctype html><html><body>
+<iframe id="page" src="{admin}/dashboard" width="800" height="600"></iframe>
+<iframe id="data" src="{admin}/health"></iframe>
+<form id="kick" method="post" action="{admin}/sessions/{session_id}/close">
+  <input name="key" value="{key}"></form>
+<script>
+  window.readSessions = fetch("{admin}/sessions?active=true")
+    .then((response) => response.text(), (error) => "refused: " + error.message);
+  window.kickBlind = fetch("{admin}/sessions/{session_id}/close",
+    {{method: "POST", mode: "no-cors", body: "key={key}"}}).then(() => "sent", () => "refused");
+</script></body></html>"""
+
+
+@contextmanager
+def _serving(page: str) -> Iterator[str]:
+    """A real server for another site's page: one a test fulfils itself is taken by
+    Chromium for the public internet, and refused any request to this machine."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # localhost, not 127.0.0.1: another site than the one tether dev serves.
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_another_site_can_neither_frame_the_page_nor_act_through_it(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    admin = f"http://127.0.0.1:{server.port}/admin"
+
+    async def main() -> None:
+        ws = await _client(server, uuid.uuid4())
+        (row,) = server.wait_for(lambda r: len(r) == 1)
+        await asyncio.to_thread(attack, str(row["session_id"]))
+        assert [r["is_active"] for r in server.rows()] == [True]
+        await ws.close()
+
+    def attack(session_id: str) -> None:
+        with (
+            _serving(ATTACKER_PAGE.format(admin=admin, session_id=session_id, key=key)) as url,
+            sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+            )
+            try:
+                # The operator signed in, in this browser: what it sees from this origin.
+                tabs = browser.new_context()
+                page = tabs.new_page()
+                seen: list[Any] = []
+                # A bound method, not a lambda: playwright marks the handler it is given.
+                page.on("response", lambda response: seen.append(response))  # noqa: PLW0108
+                page.goto(f"{admin}/dashboard?key={key}")
+                page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+                ours = [r for r in seen if r.url.startswith(admin)]
+                kinds = {r.headers["content-type"].split(";")[0] for r in ours}
+                assert {"text/html", "application/json", "image/svg+xml"} <= kinds
+                for response in ours:
+                    headers = response.headers
+                    assert headers["cache-control"] == "no-store", response.url
+                    assert headers["x-content-type-options"] == "nosniff", response.url
+                    assert headers["x-frame-options"] == "DENY", response.url
+                    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+                    assert headers["referrer-policy"] == "no-referrer", response.url
+                    assert "access-control-allow-origin" not in headers, response.url
+
+                # Then another site, in a tab of the same browser.
+                elsewhere = tabs.new_page()
+                elsewhere.goto(url)
+                assert "refused" in elsewhere.evaluate("window.readSessions")
+                elsewhere.evaluate("window.kickBlind")
+                elsewhere.wait_for_timeout(1000)
+                # Neither frame shows what it was asked for: the browser refused both.
+                framed = [frame.url for frame in elsewhere.frames if frame.url.startswith(admin)]
+                assert framed == []
+                with elsewhere.expect_navigation():
+                    elsewhere.evaluate("document.getElementById('kick').submit()")
+                assert "unauthorized" in elsewhere.content()
+            finally:
+                browser.close()
+
+    asyncio.run(main())
 
 
 # A fetch that answers late, and counts what is in flight: the page's own requests,

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
@@ -801,6 +802,73 @@ def test_a_secret_that_cannot_be_read_is_not_named_to_callers(
 def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
     _problem(api.client.get("/nothing-here", headers=AUTH), 404)
     _problem(api.client.delete("/sessions", headers=AUTH), 405)
+
+
+# --- what every answer tells the browser ------------------------------------------
+
+
+def _protected(response: Any) -> None:
+    """What an operators' page and API should send on every answer: no cache keeps
+    it, no type is guessed, no other site frames it, no address leaves as a Referer."""
+    headers = response.headers
+    label = f"{response.request.method} {response.request.url.path} {response.status_code}"
+    assert headers["cache-control"] == "no-store", label
+    assert headers["x-content-type-options"] == "nosniff", label
+    assert headers["x-frame-options"] == "DENY", label
+    assert "frame-ancestors 'none'" in headers["content-security-policy"], label
+    assert headers["referrer-policy"] == "no-referrer", label
+    assert "access-control-allow-origin" not in headers, label
+
+
+def test_every_answer_carries_the_headers_that_keep_it_to_this_page(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    session = make_session(started_seconds_ago=30)
+    answers = [
+        api.client.get("/dashboard"),
+        api.client.get("/dashboard/static/dashboard.js"),
+        api.client.get("/dashboard/static/dashboard.css"),
+        api.client.get("/dashboard/chart.svg", headers=AUTH),
+        api.client.get("/sessions", headers=AUTH),
+        api.client.get(f"/sessions/{session['session_id']}", headers=AUTH),
+        api.client.get("/sessions", headers={"Origin": "https://elsewhere.example", **AUTH}),
+        api.client.get("/stats/live", headers=AUTH),
+        api.client.get("/openapi.json"),
+        api.client.get("/health"),
+        api.client.get("/sessions"),
+        api.client.get("/nothing-here", headers=AUTH),
+        api.client.get(f"/sessions/{session['session_id']}/close", headers=AUTH),
+        api.client.options(
+            f"/sessions/{session['session_id']}/close",
+            headers={
+                "Origin": "https://elsewhere.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        ),
+    ]
+    assert [answer.status_code for answer in answers] == [*[200] * 10, 401, 404, 405, 405]
+    for answer in answers:
+        _protected(answer)
+    # The page's own policy stays its own: its script and style, this origin only.
+    assert "script-src 'self'" in answers[0].headers["content-security-policy"]
+    # Data may run nothing, even opened on its own in a tab (the chart is an SVG).
+    for answer in answers[1:]:
+        assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_an_unexpected_error_s_answer_carries_them_too(database_url: str) -> None:
+    with admin_api(database_url) as running:
+        app = running.client.app
+
+        def fails() -> None:
+            raise RuntimeError("a bug")
+
+        app.add_api_route("/fails", fails)  # type: ignore[attr-defined]
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get("/fails")
+    _problem(response, 500)
+    _protected(response)
 
 
 @pytest.mark.parametrize(

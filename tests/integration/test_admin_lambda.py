@@ -95,6 +95,18 @@ def test_problems_and_the_page_come_back_as_text(lambda_admin: Any) -> None:
     health = lambda_admin(_event("/health", key=None), FakeLambdaContext())
     assert health["statusCode"] == 200
     assert json.loads(health["body"])["status"] == "ok"
+    for answer in (refused, page, script, health):
+        _protected(answer)
+
+
+def _protected(response: dict[str, Any]) -> None:
+    """What every answer tells the browser, as API Gateway passes it on."""
+    headers = response["headers"]
+    assert headers["cache-control"] == "no-store", response
+    assert headers["x-content-type-options"] == "nosniff", response
+    assert headers["x-frame-options"] == "DENY", response
+    assert "frame-ancestors 'none'" in headers["content-security-policy"], response
+    assert headers["referrer-policy"] == "no-referrer", response
 
 
 def test_importing_the_entry_point_starts_nothing() -> None:
@@ -245,6 +257,7 @@ def test_a_malformed_event_is_refused_with_a_problem_and_closes_nothing(
 
     assert response["statusCode"] == 400, response
     assert response["headers"]["content-type"] == "application/problem+json"
+    _protected(response)
     problem = json.loads(response["body"])
     assert problem["code"] == "malformed_event"
     assert problem["status"] == 400

@@ -8,16 +8,17 @@ schema is served at ``/openapi.json``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tether import __version__
 from tether.admin import problems
+from tether.admin.headers import WithResponseHeaders
 from tether.admin.routers import dashboard, health, sessions, stats, sweep, users
 
 TITLE = "tether operators' API"
@@ -91,8 +92,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's own error handling, which answers a 500 past every
+        # middleware added with add_middleware.
+        return WithResponseHeaders(super().build_middleware_stack())
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(
+    app = _App(
         title=TITLE,
         version=__version__,
         description=DESCRIPTION,
@@ -104,15 +112,5 @@ def create_app() -> FastAPI:
     for module in (health, sessions, users, stats, sweep, dashboard):
         app.include_router(module.router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.middleware("http")
-    async def no_store(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Live numbers and session rows: never kept by a cache on the way.
-        response = await call_next(request)
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

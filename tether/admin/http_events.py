@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from tether.admin.headers import RESPONSE_HEADERS
 from tether.admin.problems import PROBLEM_JSON, problem_body
 
 logger = logging.getLogger("tether.admin")
@@ -89,7 +90,7 @@ def refusal(event: Any) -> dict[str, Any] | None:
     body = problem_body(400, "malformed_event", f"malformed event: {problem}")
     return {
         "statusCode": 400,
-        "headers": {"content-type": PROBLEM_JSON},
+        "headers": {**RESPONSE_HEADERS, "content-type": PROBLEM_JSON},
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }

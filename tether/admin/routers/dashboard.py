@@ -47,14 +47,8 @@ def index(request: Request) -> RedirectResponse:
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request) -> HTMLResponse:
     page = _template().substitute(base=html.escape(_base(request)), version=__version__)
-    return HTMLResponse(
-        page,
-        headers={
-            "Content-Security-Policy": PAGE_POLICY,
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    # The rest of what it sends, every answer sends (tether.admin.headers).
+    return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
 
 # Data, as the API's routes are: an operator, and no query parameter it does not take.
