@@ -467,6 +467,10 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
                     assert time.monotonic() < deadline, expression
                     page.wait_for_timeout(50)
 
+            def opacity() -> float:
+                style = "getComputedStyle(document.querySelector('#board')).opacity"
+                return float(page.evaluate(style))
+
             def signed_out() -> bool:
                 return bool(page.is_visible("#login") and not page.is_visible("#board"))
 
@@ -505,6 +509,10 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             until("document.querySelector('#status').textContent.includes('did not answer')", 25)
             assert "within 10 s" in page.inner_text("#status")
             assert page.evaluate("window.__maxInflight") <= 4
+            # What the board still shows is not live ("last seen 3 s ago" stops being
+            # true): greyed, and said to be what was read at the last refresh.
+            assert re.search(r"showing what was read at \d\d:\d\d:\d\d", page.inner_text("#status"))
+            assert opacity() < 1
 
             # One request failing at once while the others hang: they end with their
             # refresh, so the next one does not add to them.
@@ -514,6 +522,12 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             page.wait_for_timeout(11000)
             assert page.evaluate("window.__maxInflight") <= 4
             assert "could not refresh" in page.inner_text("#status")
+            assert opacity() < 1
+
+            # The API back: live again.
+            page.evaluate("window.__failPath = null; window.__delayMs = 0")
+            until("document.querySelector('#status').textContent.startsWith('updated')", 25)
+            assert opacity() == 1
         finally:
             browser.close()
 

@@ -15,6 +15,7 @@
   // Bumped at every sign-in and sign-out: what a refresh begun before brings is dropped.
   let generation = 0;
   let inFlight = null; // the generation of the refresh under way
+  let shownAt = null; // when what the board shows was read
 
   const $ = (selector) => document.querySelector(selector);
   const metric = (name) => document.querySelector(`[data-metric="${name}"]`);
@@ -100,7 +101,9 @@
   }
 
   function showLogin(message) {
+    shownAt = null;
     $("#board").hidden = true;
+    $("#board").classList.remove("stale");
     $("#login").hidden = false;
     $("#sign-out").hidden = true;
     const error = $("#login-error");
@@ -228,8 +231,10 @@
       $("#login").hidden = true;
       $("#board").hidden = false;
       $("#sign-out").hidden = false;
-      $("#status").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
+      shownAt = new Date();
+      $("#status").textContent = `updated ${shownAt.toLocaleTimeString("en-GB")}`;
       $("#status").classList.remove("error");
+      $("#board").classList.remove("stale");
       document.body.dataset.loaded = "true";
     } catch (error) {
       if (started !== generation) return;
@@ -239,8 +244,12 @@
         return;
       }
       const why = timedOut ? `the API did not answer within ${TIMEOUT_MS / 1000} s` : error.message;
-      $("#status").textContent = `could not refresh: ${why}`;
+      // What the board shows is no longer live ("last seen 3 s ago" is not true for
+      // long): it is greyed, and said to be as it was read then.
+      const then = shownAt ? `; showing what was read at ${shownAt.toLocaleTimeString("en-GB")}` : "";
+      $("#status").textContent = `could not refresh: ${why}${then}`;
       $("#status").classList.add("error");
+      $("#board").classList.add("stale");
     } finally {
       clearTimeout(timeout);
       abort.abort();
