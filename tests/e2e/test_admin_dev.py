@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -304,6 +305,73 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
             page.reload()
             page.wait_for_selector("#login:not([hidden])", timeout=15000)
             assert "not accepted" in page.inner_text("#login-error")
+        finally:
+            browser.close()
+
+
+# What a row's text may hold once a team's table is adopted, or the service role
+# writes it: markup, a script's end, a javascript: address, a right-to-left override,
+# zero-width spaces, a terminal's escapes; the page must show each as text.
+HOSTILE_TEXTS = [
+    '<img src=x onerror="window.__ran = 1">',
+    "</script><script>window.__ran = 2</script>",
+    "javascript:window.__ran = 3",
+    '"><svg onload="window.__ran = 4">',
+    "\u202egnp.exe\u202c 10.0.0.1",
+    "\u200b" * 40,
+    "\x1b[31mred\x1b[0m",
+]
+
+
+def test_a_row_s_text_is_shown_as_text_and_keeps_the_page_s_width(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    sync_playwright = _chromium_or_skip()
+    # No client holds these rows' connections: the sweep must not end them meanwhile.
+    server = start_dev("--sweep-interval", "1h", "--suspect-after", "1h")
+    key = _key(server)
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        # An adopted table's history is checked last (the check is added NOT VALID
+        # first): until then a row may hold more than tether would write.
+        conn.execute(
+            "alter table public.conversation_sessions"
+            " drop constraint conversation_sessions_text_sizes_check"
+        )
+        conn.execute("set role service_role")
+        for index, text in enumerate(HOSTILE_TEXTS):
+            conn.execute(
+                "insert into public.conversation_sessions"
+                " (user_id, connection_id, source_ip, user_agent, api_id, stage)"
+                " values (%s, %s, %s, %s, %s, %s)",
+                (uuid.uuid4(), f"{text[:100]}{index}", text, text, text, text),
+            )
+        unbroken = "2001:db8:" + "f" * 600
+        conn.execute(
+            "insert into public.conversation_sessions (connection_id, source_ip, user_agent)"
+            " values ('long-one', %s, %s)",
+            (unbroken, "B" * 20000),
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            said: list[str] = []
+            page.on("pageerror", lambda error: said.append(str(error)))
+            page.on("console", lambda message: said.append(message.text))
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard?key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            page.wait_for_timeout(500)
+            assert page.evaluate("window.__ran") is None
+            assert said == []
+            shown = [cell.inner_text() for cell in page.locator("#live td:nth-child(5)").all()]
+            assert sorted(shown) == sorted([*HOSTILE_TEXTS, unbroken])
+            # However long a row's text, the page keeps to the window's width.
+            width = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert width[0] <= width[1], width
         finally:
             browser.close()
 
