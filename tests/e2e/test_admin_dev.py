@@ -84,7 +84,7 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
         )
     assert _call(server, "GET", "/openapi.json", None)[0] == 200
     log = server.log.read_text()
-    assert f"/admin/dashboard?key={key}" in log
+    assert f"/admin/dashboard#key={key}" in log
     assert f'curl -H "Authorization: Bearer {key}"' in log
 
 
@@ -269,10 +269,16 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
                 "console",
                 lambda message: errors.append(message.text) if message.type == "error" else None,
             )
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard?key={key}")
+            sent: list[str] = []
+            page.on("request", lambda request: sent.append(request.url))
+            [link] = re.findall(r"^  live page +(\S+)$", server.log.read_text(), re.MULTILINE)
+            page.goto(link)
             page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            # The key left the address bar for the tab's sessionStorage.
+            # The key left the address bar for the tab's sessionStorage, and the link's
+            # key reached no server: no request's address holds it.
             assert "key=" not in page.url
+            assert len(sent) > 4
+            assert [url for url in sent if key in url] == []
 
             def shown(name: str) -> str:
                 return str(page.inner_text(f'[data-metric="{name}"]')).strip()
@@ -515,9 +521,9 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
     start_dev: Callable[..., DevServer],
 ) -> None:
     sync_playwright = _chromium_or_skip()
-    # A key with spaces: the API takes it (the bearer is what follows "Bearer "), so
-    # the page must too.
-    key = "correct horse battery staple"
+    # A key with spaces, a plus and a slash: the API takes it (the bearer is what
+    # follows "Bearer "), so the page must too.
+    key = "correct horse+battery/staple="
     server = start_dev("--sweep-interval", "1h", env_extra={"TETHER_OPERATOR_KEY": key})
     page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
     with sync_playwright() as playwright:
@@ -541,6 +547,14 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
 
             def signed_out() -> bool:
                 return bool(page.is_visible("#login") and not page.is_visible("#board"))
+
+            # A link's key is read as written: a '+' is a plus (half of the keys
+            # `openssl rand -base64 32` makes hold one), in a fragment as in a query.
+            for link in (f"{page_url}#key={key.replace(' ', '%20')}", f"{page_url}?key={key}"):
+                page.goto(link)
+                page.wait_for_selector("#board:not([hidden])", timeout=15000)
+                assert page.url == page_url
+                page.click("#sign-out")
 
             # A key that cannot be sent in a header is refused, and the tab stays usable.
             page.goto(f"{page_url}?key=abc%0Adef")

@@ -27,6 +27,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import uvicorn
 
@@ -394,7 +395,8 @@ def _banner(
     else:
         key = config.operator_key
         say(f"  operator key  {key}")
-        say(f"  live page     {admin}/dashboard?key={key}")
+        # After '#': the browser keeps it, no request carries it.
+        say(f"  live page     {admin}/dashboard#key={quote(key or '', safe='')}")
         say(f'  API           curl -H "Authorization: Bearer {key}" {sessions}')
     say(f"                (schema: {admin}/openapi.json)")
     say(

@@ -25,19 +25,30 @@
     if (node) node.textContent = value;
   }
 
-  // ?key= once: kept in this tab's sessionStorage, then taken out of the address bar.
-  const params = new URLSearchParams(window.location.search);
+  // #key=<key> (a fragment never leaves the browser: no server, proxy or log sees it),
+  // or ?key=<key> as older links have it, once: kept in this tab's sessionStorage, then
+  // taken out of the address bar. Read as written, %xx decoded: a '+' is a plus, as
+  // base64 keys hold them, not a space as a form would have it.
+  const fragment = window.location.hash.slice(1);
+  const query = window.location.search.slice(1).split("&").filter((part) => part);
+  const queried = query.find((part) => part.startsWith("key="));
+  const written = fragment.startsWith("key=") ? fragment.slice(4) : queried?.slice(4);
   let keyProblem = "";
-  if (params.has("key")) {
-    const given = (params.get("key") || "").trim();
+  if (written !== undefined) {
+    let given = written;
+    try {
+      given = decodeURIComponent(written);
+    } catch (ignored) {
+      /* a lone '%': the key as written */
+    }
+    given = given.trim();
     if (KEY_SHAPE.test(given)) {
       sessionStorage.setItem(STORAGE, given);
     } else {
       sessionStorage.removeItem(STORAGE);
       keyProblem = NOT_A_KEY;
     }
-    params.delete("key");
-    const rest = params.toString();
+    const rest = query.filter((part) => !part.startsWith("key=")).join("&");
     history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
   }
 
