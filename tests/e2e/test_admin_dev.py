@@ -610,6 +610,27 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             page.evaluate("window.__failPath = null; window.__delayMs = 0")
             until("document.querySelector('#status').textContent.startsWith('updated')", 25)
             assert opacity() == 1
+
+            # A 403 that is not the API's (a proxy's, a firewall's) says nothing of the
+            # key: the page keeps it, says what came, and is live again once it passes.
+            page.route(
+                "**/stats/live",
+                lambda route: route.fulfill(
+                    status=403, content_type="application/json", body='{"message":"Forbidden"}'
+                ),
+            )
+            until("document.querySelector('#status').textContent.includes('403')", 15)
+            assert page.is_visible("#board") and opacity() < 1
+            page.unroute("**/stats/live")
+            until("document.querySelector('#status').textContent.startsWith('updated')", 15)
+            assert opacity() == 1
+
+            # The API's own 403, a valid token whose holder is not an operator, signs out.
+            page.click("#sign-out")
+            page.fill("#key", sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256"))
+            page.click("#login-form button")
+            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+            assert "not an operator" in page.inner_text("#login-error")
         finally:
             browser.close()
 

@@ -63,7 +63,13 @@
       cache: "no-store",
       signal,
     });
-    if (response.status === 401 || response.status === 403) {
+    // 401 is always about the credentials; a 403 is only when the API says so (its
+    // problem document): one from a proxy or a firewall on the way says nothing of
+    // the key, which is kept.
+    const fromTheApi = (response.headers.get("Content-Type") || "").startsWith(
+      "application/problem+json",
+    );
+    if (response.status === 401 || (response.status === 403 && fromTheApi)) {
       let detail = "the key was not accepted";
       try {
         detail = (await response.json()).detail || detail;
