@@ -599,7 +599,7 @@ def _sweep_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, set[frozense
     return emitted
 
 
-def test_failing_checks_and_refused_announcements_raise_alarms(
+def test_failing_checks_refused_announcements_and_bugs_raise_alarms(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     emitted = _sweep_metrics(capsys)
@@ -607,6 +607,7 @@ def test_failing_checks_and_refused_announcements_raise_alarms(
     for alarm_id, metric, periods in (
         ("SweepChecksFailingAlarm", "SweepChecksFailed", 2),
         ("AnnouncementsFailingAlarm", "AnnouncementsFailed", 3),
+        ("SweepBugsAlarm", "SweepBugs", 1),
     ):
         alarm = props(alarm_id)
         assert alarm["MetricName"] == metric
