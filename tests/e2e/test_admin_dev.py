@@ -612,14 +612,22 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             assert opacity() == 1
 
             # A 403 that is not the API's (a proxy's, a firewall's) says nothing of the
-            # key: the page keeps it, says what came, and is live again once it passes.
+            # key: the page keeps it, says what came (its message: over HTTP/2, as API
+            # Gateway serves a browser, there is no status text), and is live again once
+            # it passes.
             page.route(
                 "**/stats/live",
                 lambda route: route.fulfill(
-                    status=403, content_type="application/json", body='{"message":"Forbidden"}'
+                    status=403,
+                    content_type="application/json",
+                    body='{"message":"Blocked by the office proxy"}',
                 ),
             )
-            until("document.querySelector('#status').textContent.includes('403')", 15)
+            until(
+                "document.querySelector('#status').textContent"
+                ".includes('403 Blocked by the office proxy')",
+                15,
+            )
             assert page.is_visible("#board") and opacity() < 1
             page.unroute("**/stats/live")
             until("document.querySelector('#status').textContent.startsWith('updated')", 15)

@@ -79,11 +79,15 @@
       throw new AuthError(detail);
     }
     if (!response.ok) {
-      let detail = `${response.status} ${response.statusText}`;
+      // Over HTTP/2, as API Gateway serves browsers, statusText is empty: the body says
+      // what came (the API's problem document its detail, API Gateway's own answer, a
+      // throttle's 429 or a 502, its message).
+      let detail = `${response.status} ${response.statusText}`.trim();
       try {
-        detail = (await response.json()).detail || detail;
+        const body = await response.json();
+        detail = body.detail || (body.message ? `${response.status} ${body.message}` : detail);
       } catch (ignored) {
-        /* not a problem document */
+        /* no JSON body */
       }
       throw new Error(detail);
     }
