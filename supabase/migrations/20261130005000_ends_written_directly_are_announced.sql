@@ -14,28 +14,12 @@
 --   * an end written as announced already.
 --
 -- tether's functions queue their ends in the statement that writes them, with the
--- lease they need: each one that does carries tether.queues_its_ends, and the trigger
--- is not even called for their writes (a call per end made the sweep's batches half
--- again as slow). A function added later that queues its ends sets it in its
--- definition (`set "tether.queues_its_ends" = 'on'`). The condition is checked before
--- any call, so heartbeats and the outbox's marks cost nothing more.
-
-do $$
-declare
-  f regprocedure;
-begin
-  for f in
-    select p.oid::regprocedure
-    from pg_catalog.pg_proc p
-    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-    where n.nspname = 'public'
-      and p.proname ~ '^tether_.*_v[0-9]+$'
-      and p.prosrc ~* 'insert\s+into\s+public\.conversation_session_announcements'
-  loop
-    execute format('alter function %s set "tether.queues_its_ends" = %L', f, 'on');
-  end loop;
-end
-$$;
+-- lease they need (a data-modifying WITH: the row is in the outbox before this
+-- trigger runs, at the statement's end), so for their ends the insert below finds it
+-- there and does nothing. Telling their writes apart instead (a setting on each of
+-- them) would spare that call, but only a superuser may attach a custom setting to a
+-- function, and Supabase's postgres, which migrates, is none. The condition is
+-- checked before any call: heartbeats and the outbox's marks cost nothing more.
 
 create function public.tether_queue_direct_end() returns trigger
 language plpgsql
@@ -56,14 +40,13 @@ comment on function public.tether_queue_direct_end is
 revoke execute on function public.tether_queue_direct_end() from public, anon, authenticated;
 
 create trigger conversation_sessions_queue_direct_end
-  after update on public.conversation_sessions
+  after update of session_end on public.conversation_sessions
   for each row
   when (
     old.session_end is null
     and new.session_end is not null
     and new.announced_at is null
     and new.connection_id not like 'legacy:%'
-    and current_setting('tether.queues_its_ends', true) is distinct from 'on'
     and current_setting('tether.adoption_backfill', true) is distinct from 'on'
   )
   execute function public.tether_queue_direct_end();

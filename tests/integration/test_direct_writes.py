@@ -100,3 +100,25 @@ def test_an_ended_session_keeps_its_end_whoever_writes(database_url: str, change
         k: before[k] for k in ("session_end", "end_reason", "disconnect_status_code")
     }
     assert after["finalized_at"] is not None
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_tether_s_own_end_keeps_the_lease_it_queued_with(database_url: str) -> None:
+    """The trigger that queues an end written around tether's functions runs for their
+    ends too (only a superuser could mark their writes apart): it finds their row in the
+    outbox, queued by the same statement with the caller's lease, and leaves it as it is,
+    so the sweep does not announce an end its $disconnect is announcing."""
+    _open("leased=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(
+            "select * from public.tether_end_session_v3('leased=', 'client_disconnect', 1000,"
+            " null, 60)"
+        )
+        queued = conn.execute(
+            "select a.announce_after - now() as lease"
+            " from public.conversation_session_announcements a"
+            " join public.conversation_sessions s using (session_id)"
+            " where s.connection_id = 'leased='"
+        ).fetchall()
+    assert len(queued) == 1
+    assert queued[0]["lease"].total_seconds() > 50

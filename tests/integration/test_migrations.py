@@ -22,7 +22,7 @@ from tether import migrate
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseUnavailableError, MigrationError
 from tether.locks import LockPolicy
-from tether.models import OpenSessionRequest
+from tether.models import EndOutcome, EndReason, OpenSessionRequest
 
 MIGRATIONS = migrate.migrations_path()
 
@@ -491,3 +491,36 @@ def test_a_wait_on_another_schemas_table_names_its_holder_without_secrets(
     assert f"pid {pid} (report postgresql://u:***@h/db, idle in transaction" in message
     assert "SECRETpw" not in message
     assert "no transaction holds it now" not in message
+
+
+def test_migrations_apply_as_an_owner_that_is_no_superuser(server_url: str) -> None:
+    """Supabase's `postgres`, which runs `supabase db push`, is no superuser: it owns the
+    database and may create roles, bypass row level security and replicate, no more.
+    Every migration must apply as such an owner, and the schema then work: the suite's
+    own runs, as the server's superuser, would not see a step only a superuser may take."""
+    owner = f"tether_owner_{uuid.uuid4().hex[:10]}"
+    database = f"tether_nosuper_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            f'create role "{owner}" login nosuperuser createrole createdb replication bypassrls'
+        )
+        admin.execute(f'create database "{database}" owner "{owner}"')
+    url = with_database(server_url, database)
+    as_owner = psycopg.conninfo.make_conninfo(url, user=owner)
+    try:
+        applied = migrate.migrate(as_owner)
+        assert [m.filename for m in applied] == sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+        store = PostgresStore(as_owner)
+        try:
+            opened = store.open_session(
+                OpenSessionRequest(connection_id="owner=", user_id=uuid.uuid4())
+            )
+            assert opened.connection_id == "owner="
+            ended = store.end_session("owner=", EndReason.CLIENT_DISCONNECT)
+            assert ended.outcome is EndOutcome.ENDED
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{database}" with (force)')
+            admin.execute(f'drop role if exists "{owner}"')
