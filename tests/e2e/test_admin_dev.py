@@ -556,6 +556,14 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
                 assert page.url == page_url
                 page.click("#sign-out")
 
+            # The link opened in the tab already on the page (signed out, or under a
+            # key of an earlier run): only the fragment changes, and the browser does
+            # not load the page again for it. The page signed in from nothing.
+            page.goto(f"{page_url}#key={key.replace(' ', '%20')}")
+            page.wait_for_selector("#board:not([hidden])", timeout=15000)
+            assert page.url == page_url
+            page.click("#sign-out")
+
             # A key that cannot be sent in a header is refused, and the tab stays usable.
             page.goto(f"{page_url}?key=abc%0Adef")
             page.wait_for_selector("#login:not([hidden])", timeout=15000)

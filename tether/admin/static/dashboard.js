@@ -29,12 +29,16 @@
   // or ?key=<key> as older links have it, once: kept in this tab's sessionStorage, then
   // taken out of the address bar. Read as written, %xx decoded: a '+' is a plus, as
   // base64 keys hold them, not a space as a form would have it.
-  const fragment = window.location.hash.slice(1);
-  const query = window.location.search.slice(1).split("&").filter((part) => part);
-  const queried = query.find((part) => part.startsWith("key="));
-  const written = fragment.startsWith("key=") ? fragment.slice(4) : queried?.slice(4);
-  let keyProblem = "";
-  if (written !== undefined) {
+  // Read at load and at every change of the fragment: a #key= link opened in a tab
+  // already on the page (signed out, say) changes only the fragment, and the browser
+  // does not load the page again for it. What is wrong with a key, or "" if all is well.
+  function keyFromAddress() {
+    const fragment = window.location.hash.slice(1);
+    const query = window.location.search.slice(1).split("&").filter((part) => part);
+    const queried = query.find((part) => part.startsWith("key="));
+    const written = fragment.startsWith("key=") ? fragment.slice(4) : queried?.slice(4);
+    if (written === undefined) return "";
+    let problem = "";
     let given = written;
     try {
       given = decodeURIComponent(written);
@@ -46,11 +50,13 @@
       sessionStorage.setItem(STORAGE, given);
     } else {
       sessionStorage.removeItem(STORAGE);
-      keyProblem = NOT_A_KEY;
+      problem = NOT_A_KEY;
     }
     const rest = query.filter((part) => !part.startsWith("key=")).join("&");
     history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
+    return problem;
   }
+  const keyProblem = keyFromAddress();
 
   class AuthError extends Error {}
 
@@ -294,6 +300,14 @@
     generation += 1;
     sessionStorage.removeItem(STORAGE);
     showLogin("");
+  });
+
+  window.addEventListener("hashchange", () => {
+    if (!window.location.hash.startsWith("#key=")) return;
+    const problem = keyFromAddress();
+    generation += 1; // what a refresh under the key before brings is dropped
+    if (problem) showLogin(problem);
+    else refresh();
   });
 
   if (keyProblem) showLogin(keyProblem);
