@@ -131,10 +131,11 @@ def drain_outbox(
     announcer: Announcer,
     *,
     batch_size: int,
-    lease_seconds: float,
+    lease_seconds: float | Callable[[], float],
     time_left: Callable[[], bool],
 ) -> DrainResult:
     """Announce what waits in the outbox, a leased batch at a time, while time is left.
+    ``lease_seconds`` may be read anew for each batch (what the run has left).
 
     Stops at the first refusal: the bus is likely down, and the next run retries
     at once (refused ends are released) rather than this one spinning on them.
@@ -142,7 +143,8 @@ def drain_outbox(
     drained = DrainResult()
     while time_left():
         batch: list[QueuedSession] = store.claim_unannounced(
-            limit=batch_size, lease_seconds=lease_seconds
+            limit=batch_size,
+            lease_seconds=lease_seconds() if callable(lease_seconds) else lease_seconds,
         )
         outcome = announce_and_mark(store, announcer, batch)
         accepted = set(outcome.announced)

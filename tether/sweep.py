@@ -412,13 +412,16 @@ class Sweep:
 
     def announce(self) -> None:
         # A claim never outlasts the run: killed holding one (its Lambda timeout), its
-        # ends go to the next run at once, not after the rest of a minute's lease.
-        lease = min(self._policy.announce_lease_seconds, self._remaining())
+        # ends go to the next run at once, not after the rest of a minute's lease. Read
+        # at each batch's claim: a later batch has less of the run left than the first.
+        def lease() -> float:
+            return max(min(self._policy.announce_lease_seconds, self._remaining()), 1.0)
+
         drained = drain_outbox(
             self._store,
             self._announcer,
             batch_size=self._policy.batch_size,
-            lease_seconds=max(lease, 1.0),
+            lease_seconds=lease,
             time_left=self._time_left,
         )
         self.report.announced += drained.announced

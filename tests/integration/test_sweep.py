@@ -737,3 +737,59 @@ def test_a_database_url_libpq_cannot_parse_never_reaches_the_sweep_s_logs(
     captured = capsys.readouterr()
     assert "hunter2-pass" not in captured.out + captured.err + str(failure.value)
     assert "postgress://" in captured.out  # it still says what is wrong
+
+
+def test_each_announcement_claim_ends_with_the_run_s_time_however_late_it_is_taken(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """A run's later batches were claimed for as long as its first, from the time it had
+    when it began announcing: killed with one (its Lambda timeout while PutEvents hangs),
+    those ends waited past the run's end for the rest of that lease."""
+    for index in range(3):
+        make_session(connection_id=f"queued{index}=", started_seconds_ago=60, ended_seconds_ago=30)
+    remaining = [50.0]  # the invocation's time left, as its context says it
+    held_for: list[tuple[float, float]] = []  # (time left at the claim, lease the outbox holds)
+
+    class SlowAnnouncer:
+        """Each PutEvents takes 15 s of the invocation's time."""
+
+        def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+            for session in sessions:
+                row = db.execute(
+                    "select extract(epoch from announce_after - now())::float8 as lease"
+                    " from public.conversation_session_announcements where session_id = %s",
+                    (session.session_id,),
+                ).fetchone()
+                assert row is not None
+                held_for.append((remaining[0], float(str(row["lease"]))))
+            remaining[0] -= 15
+            return AnnounceResult(announced=[session.session_id for session in sessions])
+
+    store = PostgresStore(database_url)
+    try:
+        report = Sweep(
+            store=store,
+            announcer=SlowAnnouncer(),
+            policy=SweepPolicy(
+                idle_limit_seconds=660,
+                max_age_seconds=7260,
+                suspect_after_seconds=120,
+                heartbeat_grace_seconds=None,
+                batch_size=1,
+                concurrency=1,
+                time_margin_seconds=5,
+                announce_lease_seconds=60,
+                suspect_lease_seconds=30,
+                gone_settle_seconds=0,
+                check_every_seconds=10,
+                keep_checking_seconds=0,
+            ),
+            connections=None,
+            remaining_seconds=lambda: remaining[0],
+        ).run()
+    finally:
+        store.close()
+    assert report.announced == 3
+    assert [left for left, _ in held_for] == [50.0, 35.0, 20.0]
+    # Each claim ends when the run's time does, not later (a second for the clocks).
+    assert all(lease <= left + 1 for left, lease in held_for), held_for
