@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import DevServer, free_port
+from tests.e2e.conftest import DevServer
 from tests.support import HS256_SECRET, claims, json_lines, sign
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -415,7 +415,8 @@ def _serving(page: str) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    # Port 0: the kernel picks a free one as it binds (none to race for with another worker).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
