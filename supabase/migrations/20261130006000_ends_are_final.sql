@@ -11,9 +11,10 @@
 -- Left free, as before:
 --   * every other column of an ended row (its announcement, its finalization);
 --   * the rows `tether adopt`'s backfill corrects (ends found in the history), and,
---     while an adoption is under way, every write its sync trigger has passed: that
---     trigger turns an old server's second end back into the first, and reads a row
---     the backfill has not reached by adoption's rules, which may correct its end.
+--     while an adoption is under way, the rows it has not reached yet (no connection
+--     id): its sync trigger reads such a row by adoption's rules, which may correct
+--     its end. A row it has reached keeps its end through that trigger too (an old
+--     server's second end is turned back into the first), and its status code here.
 -- An operator who must correct an end on purpose does so as the table's owner, with
 -- this trigger disabled for that transaction.
 
@@ -22,13 +23,6 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  -- While an adoption is under way its sync trigger decides what the old server's
-  -- writes do to a row (it reads a row the backfill has not reached by adoption's
-  -- rules, which may correct its end): that trigger's word stands.
-  if exists (select from pg_catalog.pg_trigger t
-              where t.tgrelid = tg_relid and t.tgname = 'zz_tether_adoption_sync') then
-    return null;
-  end if;
   raise exception 'session % has ended (%, %): its end is final', old.session_id,
       old.end_reason, old.session_end
     using errcode = 'check_violation',
@@ -48,6 +42,8 @@ create trigger conversation_sessions_ends_are_final
   for each row
   when (
     old.session_end is not null
+    -- A row an adoption's backfill has not reached yet is read by adoption's rules.
+    and old.connection_id is not null
     and (new.session_end is distinct from old.session_end
          or new.end_reason is distinct from old.end_reason
          or new.disconnect_status_code is distinct from old.disconnect_status_code)

@@ -1360,6 +1360,36 @@ def test_the_old_server_s_shutdown_ending_tether_s_sessions_is_announced(
     ] == [("tethers=", "unrecorded")]
 
 
+def test_an_ended_session_keeps_its_status_code_during_the_transition(
+    adoptable: Adoptable,
+) -> None:
+    """While the old server still writes, tether's ended session keeps its end, reason
+    and status code: the old server's second end is turned back into the first, and a
+    script's write changing the code is refused as it is once the adoption is over."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute("select public.tether_open_session_v1('tethers=')")
+        conn.execute("select public.tether_end_session_v3('tethers=', 'client_disconnect', 1000)")
+        ended = conn.execute(
+            "select session_id, session_end, end_reason, disconnect_status_code"
+            " from conversation_sessions where connection_id = 'tethers='"
+        ).fetchone()
+        assert ended is not None
+        conn.execute(OLD_END, (ended["session_id"],))
+        conn.execute("set role service_role")
+        with pytest.raises(errors.CheckViolation, match="its end is final"):
+            conn.execute(
+                "update conversation_sessions set disconnect_status_code = 4000"
+                " where connection_id = 'tethers='"
+            )
+        conn.execute("reset role")
+        after = conn.execute(
+            "select session_id, session_end, end_reason, disconnect_status_code"
+            " from conversation_sessions where connection_id = 'tethers='"
+        ).fetchone()
+    assert after == ended
+
+
 # --- --finish ----------------------------------------------------------------------------
 
 
