@@ -10,11 +10,12 @@
 --
 -- Left free, as before:
 --   * every other column of an ended row (its announcement, its finalization);
---   * the rows `tether adopt`'s backfill corrects (ends found in the history), and,
---     while an adoption is under way, the rows it has not reached yet (no connection
---     id): its sync trigger reads such a row by adoption's rules, which may correct
+--   * while an adoption is under way, the rows its backfill has not reached yet (no
+--     connection id): the backfill corrects their ends from the history, and until
+--     then its sync trigger reads such a row by adoption's rules, which may correct
 --     its end. A row it has reached keeps its end through that trigger too (an old
 --     server's second end is turned back into the first), and its status code here.
+--     What tells those rows is the row itself, not a setting a writer could make.
 -- An operator who must correct an end on purpose does so as the table's owner, with
 -- this trigger disabled for that transaction.
 
@@ -47,6 +48,5 @@ create trigger conversation_sessions_ends_are_final
     and (new.session_end is distinct from old.session_end
          or new.end_reason is distinct from old.end_reason
          or new.disconnect_status_code is distinct from old.disconnect_status_code)
-    and current_setting('tether.adoption_backfill', true) is distinct from 'on'
   )
   execute function public.tether_refuse_changed_end();

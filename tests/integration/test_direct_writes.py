@@ -122,3 +122,23 @@ def test_tether_s_own_end_keeps_the_lease_it_queued_with(database_url: str) -> N
         ).fetchall()
     assert len(queued) == 1
     assert queued[0]["lease"].total_seconds() > 50
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_ended_session_keeps_its_end_under_the_adoption_s_setting(database_url: str) -> None:
+    """The setting `tether adopt`'s backfill makes is every role's to make: a script
+    that makes it too is still refused, with nothing written."""
+    _open("ended=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("select public.tether_end_session_v3('ended=', 'client_disconnect', 1000)")
+        conn.execute("set role service_role")
+        conn.execute("set tether.adoption_backfill = 'on'")
+        with pytest.raises(psycopg.errors.CheckViolation, match="its end is final"):
+            conn.execute(
+                "update public.conversation_sessions set end_reason = 'gone'"
+                " where connection_id = 'ended='"
+            )
+        row = conn.execute(
+            "select end_reason from public.conversation_sessions where connection_id = 'ended='"
+        ).fetchone()
+    assert row == {"end_reason": "client_disconnect"}
