@@ -10,7 +10,8 @@
 -- is queued (announced by the next sweep). Left out, as before:
 --   * the sessions an old server opened (connection ids 'legacy:...'): it finalizes
 --     its own; close-orphans and the sweep still announce the ends they write;
---   * the rows `tether adopt`'s backfill corrects (ends found in the history);
+--   * the rows `tether adopt`'s backfill corrects (ends found in the history): it
+--     gives them their 'legacy:' connection id in that write;
 --   * an end written as announced already.
 --
 -- tether's functions queue their ends in the statement that writes them, with the
@@ -47,6 +48,5 @@ create trigger conversation_sessions_queue_direct_end
     and new.session_end is not null
     and new.announced_at is null
     and new.connection_id not like 'legacy:%'
-    and current_setting('tether.adoption_backfill', true) is distinct from 'on'
   )
   execute function public.tether_queue_direct_end();

@@ -142,3 +142,25 @@ def test_an_ended_session_keeps_its_end_under_the_adoption_s_setting(database_ur
             "select end_reason from public.conversation_sessions where connection_id = 'ended='"
         ).fetchone()
     assert row == {"end_reason": "client_disconnect"}
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_end_written_under_the_adoption_s_setting_is_announced(
+    database_url: str, event_bus: EventBus
+) -> None:
+    """A script that makes the setting `tether adopt`'s backfill makes (every role's to
+    make) still has its end queued and announced by the next sweep."""
+    _open("script=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("set role service_role")
+        conn.execute("set tether.adoption_backfill = 'on'")
+        conn.execute(
+            "update public.conversation_sessions"
+            " set session_end = now(), end_reason = 'forced_close'"
+            " where connection_id = 'script='"
+        )
+    assert _unannounced(database_url) == 1
+
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["script="]
