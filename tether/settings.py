@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -166,26 +167,18 @@ class Settings(BaseModel):
             raise ValueError("must be an http(s) URL, such as https://<project>.supabase.co")
         return value.strip()
 
-    @field_validator("connections_endpoint")
+    @field_validator("connections_endpoint", "aws_endpoint_url")
     @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        from tether.aws.connections import endpoint_problem  # noqa: PLC0415
-
-        problem = endpoint_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value.strip()
-
-    @field_validator("aws_endpoint_url")
-    @classmethod
-    def _aws_endpoint(cls, value: str | None) -> str | None:
+    def _endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
         from tether.aws.clients import endpoint_url_problem  # noqa: PLC0415
+        from tether.aws.connections import endpoint_problem  # noqa: PLC0415
 
-        problem = endpoint_url_problem(value)
+        check = (
+            endpoint_problem if info.field_name == "connections_endpoint" else endpoint_url_problem
+        )
+        problem = check(value)
         if problem:
             raise ValueError(problem)
         return value.strip()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 from urllib.parse import urlparse, urlsplit
 
 from tether.errors import ConfigurationError
@@ -33,21 +34,36 @@ def configured_region(endpoint_url: str | None = None) -> str | None:
     return boto3.session.Session().region_name
 
 
-def endpoint_url_problem(url: str) -> str | None:
-    """What makes ``url`` unusable as an AWS endpoint (botocore would raise a bare
-    ValueError at the first client), without repeating it; None when it is usable."""
+def endpoint_flaw(
+    text: str, *, as_called: Callable[[str], str] | None = None
+) -> Literal["shape", "host"] | None:
+    """Whether botocore can take ``text`` as an endpoint (it raises a bare ValueError at
+    the first client otherwise): "shape" for no http(s) URL with a host and a numeric
+    port, "host" for a host botocore's own check refuses (applied to ``as_called(text)``,
+    the URL as a client is given it), None when it can."""
     from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url  # noqa: PLC0415
 
-    shape = "must be an http(s) URL with a host, such as http://127.0.0.1:5000"
-    text = url.strip()
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises on a port that is not one
     except ValueError:
-        return shape
+        return "shape"
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "shape"
+    called = as_called(text) if as_called else text
+    if not (is_valid_endpoint_url(called) or is_valid_ipv6_endpoint_url(called)):
+        return "host"
+    return None
+
+
+def endpoint_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an AWS endpoint, without repeating it; None when
+    it is usable."""
+    shape = "must be an http(s) URL with a host, such as http://127.0.0.1:5000"
+    flaw = endpoint_flaw(url.strip())
+    if flaw == "shape":
         return shape
-    if not (is_valid_endpoint_url(text) or is_valid_ipv6_endpoint_url(text)):
+    if flaw == "host":
         return f"{shape} (its host is not a valid host name)"
     return None
 

@@ -43,29 +43,19 @@ ENDPOINT_SHAPE = "https://{api}.execute-api.{region}.amazonaws.com/{stage}"
 def endpoint_problem(url: str) -> str | None:
     """What makes ``url`` unusable as the @connections endpoint, without repeating it (it
     may carry credentials); None when it is usable. botocore's own check of a host is
-    the one applied, so what passes here is what its client takes."""
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
-    from botocore.utils import (  # noqa: PLC0415
-        is_valid_endpoint_url,
-        is_valid_ipv6_endpoint_url,
-    )
+    the one applied, to the stage's URL the client is given, so what passes here is what
+    its client takes."""
+    from tether.aws.clients import endpoint_flaw  # noqa: PLC0415
 
     text = url.strip()
-    shape = f"the @connections endpoint must be an http(s) URL: {ENDPOINT_SHAPE}"
     if any(c.isspace() or not c.isprintable() for c in text):
         return "the @connections endpoint holds a space or a control character"
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises on a port that is not one
-    except ValueError:
-        return shape
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return shape
-    base = stage_endpoint(text)
-    if not (is_valid_endpoint_url(base) or is_valid_ipv6_endpoint_url(base)):
+    flaw = endpoint_flaw(text, as_called=stage_endpoint)
+    if flaw == "shape":
+        return f"the @connections endpoint must be an http(s) URL: {ENDPOINT_SHAPE}"
+    if flaw == "host":
         return f"the @connections endpoint's host is not a valid host name: {ENDPOINT_SHAPE}"
-    if "/@connections" in base.lower():
+    if "/@connections" in stage_endpoint(text).lower():
         return (
             "the @connections endpoint names a connection: give the stage's URL, or"
             " .../@connections/{id} with {id} as it is"
