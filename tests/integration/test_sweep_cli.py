@@ -558,6 +558,22 @@ def test_an_interrupted_close_orphans_says_how_many_it_had_ended(
     assert "Traceback" not in err
 
 
+def _four_ended_then_one_refused(db: Conn, make_session: SessionFactory, *, silent: bool) -> None:
+    """Four old sessions (orphans; silent as long, for the sweep), then the newest, in
+    the last batch of 2, which the table's constraint refuses to end."""
+    for hours in (9, 8, 7, 6, 3):
+        name = "kept=" if hours == 3 else f"old{9 - hours}="
+        make_session(
+            connection_id=name,
+            started_seconds_ago=hours * 3600,
+            seen_seconds_ago=hours * 3600 if silent else None,
+        )
+    db.execute(
+        "alter table public.conversation_sessions add constraint kept_stays_open"
+        " check (connection_id <> 'kept=' or session_end is null) not valid"
+    )
+
+
 def test_close_orphans_refused_after_a_batch_was_ended_says_what_it_ended(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
@@ -565,14 +581,7 @@ def test_close_orphans_refused_after_a_batch_was_ended_says_what_it_ended(
     came after earlier ones were committed: it exited 2, the code that says nothing was
     done, with the refusal alone. It exits 1, the code of a failure, saying what it had
     ended."""
-    for index in range(4):
-        make_session(connection_id=f"old{index}=", started_seconds_ago=(9 - index) * 3600)
-    # The newest orphan, in the last batch, cannot be ended as the table now stands.
-    make_session(connection_id="kept=", started_seconds_ago=3 * 3600)
-    db.execute(
-        "alter table public.conversation_sessions add constraint kept_stays_open"
-        " check (connection_id <> 'kept=' or session_end is null) not valid"
-    )
+    _four_ended_then_one_refused(db, make_session, silent=False)
     result = run_tether(
         *("close-orphans", "--older-than", "2h", "--apply", "--yes"),
         *("--announce-to", "log", "--database-url", database_url),
@@ -590,17 +599,7 @@ def test_a_sweep_refused_after_a_batch_was_ended_fails_and_says_what_it_did(
 ) -> None:
     """As close-orphans: a later batch refused by the database exited 2, the code that
     says nothing was done, after the earlier ones were committed."""
-    for index in range(4):
-        make_session(
-            connection_id=f"old{index}=",
-            started_seconds_ago=(9 - index) * 3600,
-            seen_seconds_ago=(9 - index) * 3600,
-        )
-    make_session(connection_id="kept=", started_seconds_ago=3 * 3600, seen_seconds_ago=3 * 3600)
-    db.execute(
-        "alter table public.conversation_sessions add constraint kept_stays_open"
-        " check (connection_id <> 'kept=' or session_end is null) not valid"
-    )
+    _four_ended_then_one_refused(db, make_session, silent=True)
     result = run_tether(
         *("sweep", "--announce-to", "log", "--database-url", database_url),
         env={"TETHER_SWEEP_BATCH_SIZE": "2"},
