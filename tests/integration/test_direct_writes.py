@@ -36,6 +36,21 @@ def _unannounced(database_url: str) -> int | None:
         store.close()
 
 
+def _end_as_the_service_role(database_url: str, connection_id: str, *first: str) -> None:
+    """An UPDATE that ends the session, written as the service key writes, after the
+    statements ``first`` (a setting the writer makes)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        for statement in first:
+            conn.execute(statement)
+        conn.execute(
+            "update public.conversation_sessions"
+            " set session_end = now(), end_reason = 'forced_close'"
+            " where connection_id = %s",
+            (connection_id,),
+        )
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_an_end_the_service_role_writes_itself_is_announced_by_the_next_sweep(
     database_url: str, event_bus: EventBus
@@ -43,13 +58,7 @@ def test_an_end_the_service_role_writes_itself_is_announced_by_the_next_sweep(
     _open("direct=")
     _open("untouched=")
     # A team's script, or an operator in the dashboard, with the service key.
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("set role service_role")
-        conn.execute(
-            "update public.conversation_sessions"
-            " set session_end = now(), end_reason = 'forced_close'"
-            " where connection_id = 'direct='"
-        )
+    _end_as_the_service_role(database_url, "direct=")
     assert _unannounced(database_url) == 1
 
     # One check: the run has a second past its margin, less than its cadence.
@@ -151,14 +160,7 @@ def test_an_end_written_under_the_adoption_s_setting_is_announced(
     """A script that makes the setting `tether adopt`'s backfill makes (every role's to
     make) still has its end queued and announced by the next sweep."""
     _open("script=")
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("set role service_role")
-        conn.execute("set tether.adoption_backfill = 'on'")
-        conn.execute(
-            "update public.conversation_sessions"
-            " set session_end = now(), end_reason = 'forced_close'"
-            " where connection_id = 'script='"
-        )
+    _end_as_the_service_role(database_url, "script=", "set tether.adoption_backfill = 'on'")
     assert _unannounced(database_url) == 1
 
     report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
