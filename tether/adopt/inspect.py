@@ -380,6 +380,15 @@ def ledger_refusals(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
     return []
 
 
+def _not_timestamptz(name: str, type_: str) -> str:
+    """A moment column of another type, refused with the statement that converts it."""
+    return (
+        f"{name} is {type_}; tether needs timestamptz. Convert it first, e.g. alter table"
+        f" public.conversation_sessions alter column {name} type timestamptz using {name}"
+        " at time zone 'UTC' (the zone its values were written in; this rewrites the table)"
+    )
+
+
 def _column_refusals(shape: Shape) -> list[str]:
     found: list[str] = []
     columns = shape.columns
@@ -387,11 +396,7 @@ def _column_refusals(shape: Shape) -> list[str]:
     if start is None:
         found.append("session_start must exist (timestamptz)")
     elif start.type != TIMESTAMPTZ:
-        found.append(
-            f"session_start is {start.type}; tether needs timestamptz. Convert it first, e.g."
-            " alter table public.conversation_sessions alter column session_start type"
-            " timestamptz using session_start at time zone 'UTC' (this rewrites the table)"
-        )
+        found.append(_not_timestamptz("session_start", start.type))
     expected = {
         "session_end": {TIMESTAMPTZ},
         "user_id": {"uuid"},
@@ -403,12 +408,7 @@ def _column_refusals(shape: Shape) -> list[str]:
         if column is None or name in shape.added:
             continue
         if name == "session_end" and column.type == "timestamp without time zone":
-            found.append(
-                "session_end is timestamp without time zone; tether needs timestamptz. Convert"
-                " it first, e.g. alter table public.conversation_sessions alter column"
-                " session_end type timestamptz using session_end at time zone 'UTC' (the zone"
-                " its values were written in; this rewrites the table)"
-            )
+            found.append(_not_timestamptz(name, column.type))
         elif column.type not in types:
             found.append(
                 f"{name} is {column.type}; tether needs {' or '.join(sorted(types))}:"
