@@ -46,6 +46,12 @@ class DatabaseUnavailableError(TetherError):
     """The database could not be reached or dropped the connection."""
 
 
+class DatabaseBusyError(DatabaseUnavailableError):
+    """The database answered, but the call lost to another's hold on its rows: a lock
+    not obtained within ``lock_timeout``, a deadlock, a serialization failure. Nothing
+    was written, and another try may succeed."""
+
+
 class DatabaseError(TetherError):
     """The database refused the call for a reason that is not the caller's input."""
 
@@ -97,7 +103,7 @@ _INPUT_CLASSES = frozenset({"22", "23"})
 _UNAVAILABLE_CLASSES = frozenset({"08", "57", "53"})
 # Transient: a lock not obtained within lock_timeout, a deadlock, a serialization
 # failure. Worth a retry; nothing was written.
-_UNAVAILABLE_STATES = frozenset({"55P03", "40P01", "40001"})
+_BUSY_STATES = frozenset({"55P03", "40P01", "40001"})
 
 
 # A function of tether's that is not there: the database was never migrated, or is
@@ -122,7 +128,9 @@ def error_for_sqlstate(sqlstate: str | None, message: str) -> TetherError:
     klass = (sqlstate or "")[:2]
     if klass in _INPUT_CLASSES:
         return InvalidInputError(message)
-    if klass in _UNAVAILABLE_CLASSES or sqlstate in _UNAVAILABLE_STATES:
+    if sqlstate in _BUSY_STATES:
+        return DatabaseBusyError(message)
+    if klass in _UNAVAILABLE_CLASSES:
         return DatabaseUnavailableError(message)
     missing = _TETHER_FUNCTION.search(message) if sqlstate == "42883" else None
     if missing:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
     AuthenticationError,
     ConflictError,
+    DatabaseBusyError,
     InvalidInputError,
 )
 from tether.events import WebSocketEvent, load_json
@@ -32,6 +34,10 @@ HEARTBEAT_ACTION = "heartbeat"
 KNOWN_ACTIONS = (HEARTBEAT_ACTION,)
 TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - a parameter name, not a secret
 PROTOCOL_HEADER = "Sec-WebSocket-Protocol"
+END_ATTEMPTS = 3
+"""How many times $disconnect tries its end while another transaction holds the row:
+API Gateway never calls $disconnect again, and a sweep's later end loses the client's
+reason and close code."""
 
 # WebSocket close codes (RFC 6455) as API Gateway reports them in $disconnect.
 _REASON_BY_CLOSE_CODE = {
@@ -130,16 +136,31 @@ def end_connection(
     *,
     store: SessionStore,
     announcer: Announcer,
-    announce_lease_seconds: float,
+    announce_lease_seconds: Callable[[], float],
+    another_try: Callable[[], bool] = lambda: False,
 ) -> DisconnectResult:
-    """End the session (committed first), then announce it; a failed announcement stays queued."""
+    """End the session (committed first), then announce it; a failed announcement stays
+    queued. An end that lost to another transaction's hold on the row (nothing written)
+    is tried again while ``another_try`` says there is time for it."""
     context = event.request_context
-    end = store.end_session(
-        context.connection_id,
-        reason_for_close(context.disconnect_status_code, context.disconnect_reason),
-        status_code=context.disconnect_status_code,
-        announce_lease_seconds=announce_lease_seconds,
-    )
+    attempt = 1
+    while True:
+        try:
+            end = store.end_session(
+                context.connection_id,
+                reason_for_close(context.disconnect_status_code, context.disconnect_reason),
+                status_code=context.disconnect_status_code,
+                announce_lease_seconds=announce_lease_seconds(),
+            )
+            break
+        except DatabaseBusyError as exc:
+            if attempt >= END_ATTEMPTS or not another_try():
+                raise
+            logger.warning(
+                "the session's row is held by another transaction; trying the end again",
+                extra={"attempt": attempt, "error": str(exc)},
+            )
+            attempt += 1
     if end.outcome is not EndOutcome.ENDED or end.session is None:
         return DisconnectResult(end=end, announcement=None)
     announcement = announce_and_mark(store, announcer, [end.session])

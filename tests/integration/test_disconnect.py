@@ -529,9 +529,19 @@ def test_an_end_whose_announcement_cannot_be_recorded_still_answers_that_it_ende
     assert "announced_at is not to be written here" in out
 
 
+# The $disconnect function's timeout in infra/template.yaml.
+DISCONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def _disconnect_within(connection_id: str, seconds: float) -> dict[str, Any]:
+    return disconnect.lambda_handler(
+        ws_event("disconnect", connection_id), FakeLambdaContext(time_limit_seconds=seconds)
+    )
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_a_locked_row_is_waited_for_seconds_not_until_api_gateway_gives_up(
-    db: Conn, database_url: str
+    db: Conn, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _open("locked=")
     with psycopg.connect(database_url) as holder:
@@ -541,11 +551,45 @@ def test_a_locked_row_is_waited_for_seconds_not_until_api_gateway_gives_up(
         )
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailableError):
-            _disconnect("locked=")
+            _disconnect_within("locked=", DISCONNECT_TIMEOUT_SECONDS)
         waited = time.monotonic() - started
         holder.rollback()
-    assert 2.5 < waited < 10  # the functions' 3 s lock timeout, far under API Gateway's 29 s
+    # Two 3 s lock waits (the functions' lock timeout): a third would not leave the
+    # invocation time to say how it ended.
+    assert 5.5 < waited < DISCONNECT_TIMEOUT_SECONDS - 1
+    assert "trying the end again" in capsys.readouterr().out
     assert _row(db, "locked=")["is_active"] is True
     # Released, the next end goes through.
     assert _disconnect("locked=")["statusCode"] == 200
     assert _row(db, "locked=")["is_active"] is False
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_a_row_held_for_a_few_seconds_still_ends_with_the_clients_close(
+    db: Conn, database_url: str, event_bus: EventBus
+) -> None:
+    """API Gateway calls $disconnect once: had it given up, the sweep would end the
+    session later as idle, without the client's close code."""
+    _open("held=")
+    holder = psycopg.connect(database_url)
+    holder.execute(
+        "select 1 from public.conversation_sessions where connection_id = 'held=' for update"
+    )
+    release = threading.Timer(4.0, holder.rollback)
+    release.start()
+    try:
+        response = disconnect.lambda_handler(
+            ws_event("disconnect", "held=", disconnectStatusCode=4001),
+            FakeLambdaContext(time_limit_seconds=DISCONNECT_TIMEOUT_SECONDS),
+        )
+    finally:
+        release.join()
+        holder.close()
+    assert response["statusCode"] == 200
+    row = _row(db, "held=")
+    assert (row["is_active"], row["end_reason"], row["disconnect_status_code"]) == (
+        False,
+        "client_disconnect",
+        4001,
+    )
+    assert [event["detail"]["connection_id"] for event in event_bus.received()] == ["held="]

@@ -35,3 +35,19 @@ def lease_within_invocation(context: Any, lease_seconds: float) -> float:
     if remaining is None:
         return lease_seconds
     return max(0.0, min(lease_seconds, float(remaining()) / 1000))
+
+
+LOCK_WAIT_SECONDS = 3.0
+"""How long tether's functions wait for a row another transaction holds before they
+give up (their ``lock_timeout``, set by migration 20261129003000)."""
+REPORT_SECONDS = 1.5
+"""What an invocation keeps, after its last try, to log and answer before its timeout."""
+
+
+def time_for_another_try(context: Any) -> bool:
+    """Whether the invocation can wait out another lock wait and still report how it
+    ended before its timeout kills it."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return False
+    return float(remaining()) / 1000 > LOCK_WAIT_SECONDS + REPORT_SECONDS

@@ -2,8 +2,10 @@
 
 The end is committed before the announcement. If EventBridge refuses, the
 session stays queued for the sweep to redeliver and this function still
-succeeds. If the database is down the invocation fails (and shows in the
-function's error metric); the sweep ends the session after recovery.
+succeeds. An end that loses to another transaction's hold on the row is tried again
+while the invocation has time for it. If the database is down, or the row stays held,
+the invocation fails (and shows in the function's error metric); the sweep ends the
+session after recovery.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tether import runtime
 from tether.aws.observability import add_log_keys, emit_metric, invocation, logger
 from tether.errors import DatabaseUnavailableError, TetherError
 from tether.events import parse_websocket_event
-from tether.handlers import lease_within_invocation, tag_invocation
+from tether.handlers import lease_within_invocation, tag_invocation, time_for_another_try
 from tether.lifecycle import end_connection
 from tether.models import EndOutcome
 from tether.responses import Response, error_response, respond
@@ -29,14 +31,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Response:
         return error_response(exc)
 
     tag_invocation(request)
+    lease_seconds = runtime.settings().announce_lease_seconds
     try:
         result = end_connection(
             request,
             store=runtime.store(),
             announcer=runtime.announcer(),
-            announce_lease_seconds=lease_within_invocation(
-                context, runtime.settings().announce_lease_seconds
-            ),
+            announce_lease_seconds=lambda: lease_within_invocation(context, lease_seconds),
+            another_try=lambda: time_for_another_try(context),
         )
     except DatabaseUnavailableError as exc:
         logger.error("could not end the session; the sweep will end it", extra={"error": str(exc)})
