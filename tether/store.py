@@ -49,6 +49,7 @@ Row = dict[str, Any]
 OPEN_SESSION = "tether_open_session_v1"
 TOUCH_SESSION = "tether_touch_session_v1"
 END_SESSION = "tether_end_session_v3"
+END_SESSIONS = "tether_end_sessions_v1"
 CLOSE_STALE = "tether_close_stale_v2"
 CLAIM_UNANNOUNCED = "tether_claim_unannounced_v2"
 MARK_ANNOUNCED = "tether_mark_announced_v1"
@@ -190,6 +191,29 @@ class SessionStore(ABC):
         outcome = EndOutcome(row["outcome"])
         session = None if outcome is EndOutcome.UNKNOWN else SessionEnded.model_validate(row)
         return EndResult(outcome=outcome, connection_id=connection_id, session=session)
+
+    def end_sessions(
+        self, reason: EndReason | str, ended_at: Mapping[UUID, datetime]
+    ) -> dict[EndReason, int]:
+        """End these sessions in one call, each as ``end_session`` would (the first end
+        wins, an intent in force gives the reason and time); how many, by reason. Their
+        announcements wait in the outbox, free to take at once."""
+        if not ended_at:
+            return {}
+        ids = list(ended_at)
+        rows = self.call(
+            END_SESSIONS,
+            {
+                "p_session_ids": ids,
+                "p_reason": EndReason.parse(reason).value,
+                "p_ended_ats": [ended_at[i] for i in ids],
+            },
+        )
+        ended: dict[EndReason, int] = {}
+        for row in rows:
+            ended_reason = EndReason(row["end_reason"])
+            ended[ended_reason] = ended.get(ended_reason, 0) + 1
+        return ended
 
     def close_stale(
         self, *, idle_seconds: float, max_age_seconds: float, limit: int = 500

@@ -44,7 +44,7 @@ from uuid import UUID
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
 from tether.bounded_calls import Raised, call_all
 from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
-from tether.models import EndOutcome, EndReason, SessionHealth, Suspect
+from tether.models import EndReason, SessionHealth, Suspect
 from tether.outbox import Announcer, drain_outbox
 from tether.settings import Settings
 from tether.store import SessionStore
@@ -302,7 +302,8 @@ class Sweep:
             "tether-sweep-delete",
             deadline,
         )
-        for (session_id, connection_id), outcome in zip(closing, closed, strict=True):
+        ended_at: dict[UUID, datetime] = {}
+        for (session_id, _), outcome in zip(closing, closed, strict=True):
             if outcome is not ConnectionState.GONE:
                 # The session stays active with its intent; the next check retries.
                 if outcome is None:
@@ -314,14 +315,11 @@ class Sweep:
                 answers.still_connected[session_id] = None
                 continue
             self.report.closed_silent += 1
-            result = self._store.end_session(
-                connection_id,
-                EndReason.HEARTBEAT_TIMEOUT,
-                ended_at=to_close[session_id],
-                announce_lease_seconds=0,  # announced by this run's announce step
-            )
-            if result.outcome is EndOutcome.ENDED and result.session is not None:
-                self.report.ended_by_reason[result.session.end_reason.value] += 1
+            ended_at[session_id] = to_close[session_id]
+        # One call for the batch: one per end would cost a round trip each, and under
+        # mass silence outlast the run. A $disconnect that ended one first is kept;
+        # only the ends recorded here are counted. Announced by this run's announce step.
+        self._count_ends(self._store.end_sessions(EndReason.HEARTBEAT_TIMEOUT, ended_at))
 
     def check_suspects(self, check_started: datetime) -> None:
         connections = self._connections

@@ -68,7 +68,8 @@ def _every_call(store: SessionStore, tag: str) -> None:
     suspects: list[UUID] = live[:4]
     store.settle_suspects(dict.fromkeys(suspects[:2]))
     store.intend_end(EndReason.HEARTBEAT_TIMEOUT, dict.fromkeys(suspects[2:4], datetime.now(UTC)))
-    store.settle_gone(suspects[2:4], settle_seconds=0)
+    store.end_sessions(EndReason.HEARTBEAT_TIMEOUT, dict.fromkeys(suspects[2:3], datetime.now(UTC)))
+    store.settle_gone(suspects[3:4], settle_seconds=0)
     claim = store.begin_finalize(ended.session_id, lease_seconds=30)
     if claim.token is not None:
         store.finish_finalize(ended.session_id, claim.token, succeeded=True)
@@ -144,6 +145,7 @@ CALLED = {
     store_module.CLAIM_SUSPECTS,
     store_module.SETTLE_SUSPECTS,
     store_module.INTEND_END,
+    store_module.END_SESSIONS,
     store_module.SETTLE_GONE,
     store_module.BEGIN_FINALIZE,
     store_module.FINISH_FINALIZE,

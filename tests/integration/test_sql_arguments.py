@@ -46,6 +46,32 @@ REFUSED: list[tuple[str, str]] = [
         "an end time must be a finite moment",
     ),
     (
+        "tether_end_sessions_v1(array[:id], null, array[now()])",
+        "an end reason is required",
+    ),
+    (
+        "tether_end_sessions_v1(array[:id, :ended], 'heartbeat_timeout', array[now()])",
+        "one end time per session is required, got 1 for 2 session(s)",
+    ),
+    (
+        "tether_end_sessions_v1(array[:id, :id], 'heartbeat_timeout', array[now(), now()])",
+        "a session is listed more than once",
+    ),
+    (
+        "tether_end_sessions_v1(array[:id], 'heartbeat_timeout', array[null]::timestamptz[])",
+        "a session's end time cannot be null",
+    ),
+    (
+        "tether_end_sessions_v1(array[:id], 'heartbeat_timeout',"
+        " array['-infinity']::timestamptz[])",
+        "an end time must be a moment a client can read (years 1 to 9999)",
+    ),
+    (
+        "tether_end_sessions_v1(array[:id], 'heartbeat_timeout',"
+        " array['0001-01-01 12:00+00']::timestamptz[])",
+        "an end time must be a moment a client can read (years 1 to 9999)",
+    ),
+    (
         "tether_settle_suspects_v2(array[:id], array['infinity']::timestamptz[])",
         "a last active time must be a finite moment",
     ),

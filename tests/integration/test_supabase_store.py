@@ -134,6 +134,67 @@ def test_the_sweep_s_intents_come_back_keyed_by_session_id(
     assert intended == {session_id: silent["connection_id"]}
 
 
+def test_the_sweep_s_ends_of_a_batch_are_one_call_through_either_driver(
+    either_store: SessionStore,
+    db: psycopg.Connection[dict[str, object]],
+    make_session: SessionFactory,
+) -> None:
+    """Ids and end times reach the function as arrays through PostgREST as through
+    psycopg; an end a $disconnect recorded first is kept, and not counted."""
+    closed = {
+        uuid.UUID(str(make_session(started_seconds_ago=600, seen_seconds_ago=300)["session_id"]))
+        for _ in range(3)
+    }
+    last_sign = datetime.now(UTC) - timedelta(seconds=300)
+    intended = either_store.intend_end(
+        EndReason.HEARTBEAT_TIMEOUT, dict.fromkeys(closed, last_sign)
+    )
+    assert intended.keys() == closed
+    first_disconnected = sorted(closed)[0]
+    assert (
+        either_store.end_session(
+            intended[first_disconnected], EndReason.CLIENT_DISCONNECT, status_code=1001
+        ).outcome
+        is EndOutcome.ENDED
+    )
+
+    ended = either_store.end_sessions(EndReason.HEARTBEAT_TIMEOUT, dict.fromkeys(closed, last_sign))
+
+    assert ended == {EndReason.HEARTBEAT_TIMEOUT: 2}
+    assert (
+        either_store.end_sessions(EndReason.HEARTBEAT_TIMEOUT, dict.fromkeys(closed, last_sign))
+        == {}
+    )
+    rows = db.execute(
+        "select s.end_reason, s.session_end = s.last_seen_at as at_last_sign,"
+        " s.disconnect_status_code, a.session_id is not null as queued"
+        " from public.conversation_sessions s"
+        " left join public.conversation_session_announcements a using (session_id)"
+        " where s.session_id = any(%s)",
+        (list(closed),),
+    ).fetchall()
+    assert sorted(rows, key=str) == sorted(
+        [
+            {
+                "end_reason": "heartbeat_timeout",
+                "at_last_sign": True,
+                "disconnect_status_code": 1001,
+                "queued": True,
+            },
+        ]
+        + [
+            {
+                "end_reason": "heartbeat_timeout",
+                "at_last_sign": True,
+                "disconnect_status_code": None,
+                "queued": True,
+            },
+        ]
+        * 2,
+        key=str,
+    )
+
+
 def test_the_sweep_s_and_the_commands_calls_through_rpc(
     supabase_store: SupabaseStore, make_session: SessionFactory
 ) -> None:

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -32,11 +32,14 @@ from tests.support import (
     ws_event,
 )
 from tether import runtime
+from tether import store as store_module
+from tether.aws.connections import ConnectionsApi
 from tether.drivers.postgres import PostgresStore
 from tether.errors import ConfigurationError, DatabaseUnavailableError
 from tether.models import SessionEnded
 from tether.outbox import AnnounceResult
-from tether.sweep import Sweep, SweepPolicy
+from tether.store import Row, SessionStore
+from tether.sweep import Sweep, SweepPolicy, SweepReport
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -237,6 +240,84 @@ def test_silent_clients_are_closed_at_once_not_one_after_another(
         assert rows[connection_id]["session_end"] == rows[connection_id]["last_seen_at"]
     delivered = Counter(e["detail"]["connection_id"] for e in event_bus.received())
     assert delivered == Counter(silent)
+
+
+class CountingStore(SessionStore):
+    """The real store, its calls to the database counted by SQL function."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        self.calls[function] += 1
+        return self._inner.call(function, args)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _sweep_counted(
+    database_url: str, gateway: ConnectionsStandIn
+) -> tuple[SweepReport, Counter[str]]:
+    """One run, its calls to the database counted."""
+    store = CountingStore(PostgresStore(database_url))
+    try:
+        report = Sweep(
+            store=store,
+            announcer=RecordingAnnouncer(),
+            policy=SweepPolicy(
+                idle_limit_seconds=660,
+                max_age_seconds=7260,
+                suspect_after_seconds=120,
+                heartbeat_grace_seconds=200,
+                batch_size=500,
+                concurrency=8,
+                time_margin_seconds=5,
+                announce_lease_seconds=60,
+                suspect_lease_seconds=30,
+                gone_settle_seconds=0,
+                check_every_seconds=60,
+                keep_checking_seconds=0,
+            ),
+            connections=ConnectionsApi(gateway.url),
+            remaining_seconds=lambda: 60.0,
+        ).run()
+    finally:
+        store.close()
+    return report, store.calls
+
+
+def test_a_batch_of_silent_clients_costs_the_database_calls_one_does(
+    database_url: str, gateway: ConnectionsStandIn, db: Conn, make_session: SessionFactory
+) -> None:
+    """Each silent client closed at the gateway was ended with a call of its own: with
+    the database 100 ms away, 500 of them took 50 s and outlasted the run, its report
+    lost. The batch's ends are now one call, whatever the number of clients."""
+    calls: dict[int, Counter[str]] = {}
+    for clients in (1, 40):
+        silent = [f"silent-{clients}-{n:02d}=" for n in range(clients)]
+        for connection_id in silent:
+            make_session(
+                connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300
+            )
+            gateway.set_alive(connection_id, idle_seconds=400)
+
+        report, calls[clients] = _sweep_counted(database_url, gateway)
+
+        assert report.closed_silent == clients
+        assert report.ended_by_reason == {"heartbeat_timeout": clients}
+        assert report.announced == clients
+        rows = _by_connection(db)
+        for connection_id in silent:
+            row = rows[connection_id]
+            assert row["end_reason"] == "heartbeat_timeout", connection_id
+            assert row["session_end"] == row["last_seen_at"], connection_id
+            assert row["announced_at"] is not None, connection_id
+    # Forty ends cost the run the calls one does: one for the batch's ends.
+    assert calls[40] == calls[1]
+    assert calls[40][store_module.END_SESSIONS] == 1
+    assert store_module.END_SESSION not in calls[40]
 
 
 def test_without_heartbeats_a_silent_but_connected_client_is_kept(
