@@ -133,14 +133,16 @@ def drain_outbox(
     batch_size: int,
     lease_seconds: float | Callable[[], float],
     time_left: Callable[[], bool],
+    into: DrainResult | None = None,
 ) -> DrainResult:
     """Announce what waits in the outbox, a leased batch at a time, while time is left.
-    ``lease_seconds`` may be read anew for each batch (what the run has left).
+    ``lease_seconds`` may be read anew for each batch (what the run has left). Counted
+    ``into`` the result given, if any: read after a failure, it says what went out.
 
     Stops at the first refusal: the bus is likely down, and the next run retries
     at once (refused ends are released) rather than this one spinning on them.
     """
-    drained = DrainResult()
+    drained = DrainResult() if into is None else into
     while time_left():
         batch: list[QueuedSession] = store.claim_unannounced(
             limit=batch_size,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tether.aws.connections import ConnectionsApi
     from tether.outbox import Announcer
     from tether.store import SessionStore
-    from tether.sweep import RemainingSeconds, Sleep, Sweep
+    from tether.sweep import RemainingSeconds, Sleep, Sweep, SweepReport
 
 
 @functools.cache
@@ -137,9 +137,11 @@ def sweep(
     keep_checking: bool = True,
     sleep: Sleep | None = None,
     session_store: SessionStore | None = None,
+    report: SweepReport | None = None,
 ) -> Sweep:
     """A sweep built from this container's configuration, on the store given (the
-    operators' API passes its one shared store) or this thread's."""
+    operators' API passes its one shared store) or this thread's, filling the report
+    given, if any."""
     from tether.sweep import Sweep, SweepPolicy  # noqa: PLC0415
 
     return Sweep(
@@ -149,6 +151,7 @@ def sweep(
         connections=connections(),
         remaining_seconds=remaining_seconds,
         sleep=sleep or time.sleep,
+        report=report,
     )
 
 

@@ -45,7 +45,7 @@ from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionSta
 from tether.bounded_calls import Raised, call_all
 from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
 from tether.models import EndReason, SessionHealth, Suspect
-from tether.outbox import Announcer, drain_outbox
+from tether.outbox import Announcer, DrainResult, drain_outbox
 from tether.settings import Settings
 from tether.store import SessionStore
 
@@ -134,6 +134,12 @@ class SweepReport:
     def ended(self) -> int:
         return sum(self.ended_by_reason.values())
 
+    @property
+    def ended_closed_or_announced(self) -> bool:
+        """Whether the run ended a session, closed a connection at the gateway or sent
+        an announcement: what a failure part way leaves done."""
+        return bool(self.ended or self.closed_silent or self.announced or self.announce_unrecorded)
+
     def as_dict(self) -> dict[str, Any]:
         health = self.health
         return {
@@ -188,6 +194,7 @@ class Sweep:
         connections: ConnectionsApi | None,
         remaining_seconds: RemainingSeconds,
         sleep: Sleep = time.sleep,
+        report: SweepReport | None = None,
     ) -> None:
         self._store = store
         self._announcer = announcer
@@ -195,7 +202,8 @@ class Sweep:
         self._connections = connections
         self._remaining = remaining_seconds
         self._sleep = sleep
-        self.report = SweepReport()
+        self.report = SweepReport() if report is None else report
+        """What the run has done so far; a caller that passed it reads it after a failure."""
 
     def _time_left(self) -> bool:
         if self._remaining() > self._policy.time_margin_seconds:
@@ -415,18 +423,23 @@ class Sweep:
         def lease() -> float:
             return max(min(self._policy.announce_lease_seconds, self._remaining()), 1.0)
 
-        drained = drain_outbox(
-            self._store,
-            self._announcer,
-            batch_size=self._policy.batch_size,
-            lease_seconds=lease,
-            time_left=self._time_left,
-        )
-        self.report.announced += drained.announced
-        self.report.redelivered += drained.redelivered
-        self.report.announce_failed += drained.failed
-        self.report.announce_unrecorded += drained.unrecorded
-        self.report.announce_error = self.report.announce_error or drained.error
+        drained = DrainResult()
+        try:
+            drain_outbox(
+                self._store,
+                self._announcer,
+                batch_size=self._policy.batch_size,
+                lease_seconds=lease,
+                time_left=self._time_left,
+                into=drained,
+            )
+        finally:
+            # Counted when the database refuses to record them too: they went out.
+            self.report.announced += drained.announced
+            self.report.redelivered += drained.redelivered
+            self.report.announce_failed += drained.failed
+            self.report.announce_unrecorded += drained.unrecorded
+            self.report.announce_error = self.report.announce_error or drained.error
 
     def check(self, check_started: datetime) -> None:
         """One check: hard limits, suspects, announcements."""

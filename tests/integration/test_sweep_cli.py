@@ -614,6 +614,56 @@ def test_a_sweep_refused_after_a_batch_was_ended_fails_and_says_what_it_did(
     assert ended == {"kept=": True, **{f"old{index}=": False for index in range(4)}}
 
 
+def test_a_sweep_refused_at_its_first_end_says_nothing_was_done(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Refused by the database (a constraint of the table's) at its very first end, it
+    exited 1 saying that what the run had done is kept, though it had done nothing. It
+    exits 2 with the refusal and says nothing was done, as close-orphans does when its
+    first batch is refused."""
+    make_session(connection_id="kept=", started_seconds_ago=3 * 3600, seen_seconds_ago=3 * 3600)
+    db.execute(
+        "alter table public.conversation_sessions add constraint kept_stays_open"
+        " check (connection_id <> 'kept=' or session_end is null) not valid"
+    )
+    result = run_tether("sweep", "--announce-to", "log", "--database-url", database_url)
+    assert result.returncode == 2, result.stderr
+    assert "kept_stays_open" in result.stderr
+    assert "nothing was done: no session was ended" in result.stderr, result.stderr
+    assert "what the run had done is kept" not in result.stderr
+    assert [row["is_active"] for row in _state(db)] == [True]
+
+
+def test_a_sweep_whose_announcements_went_out_before_a_refusal_says_it_did_something(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Its only work, announcing an end, went out before the database refused to record
+    it (a check of the table's, class 23): the run did something, and says so."""
+    make_session(connection_id="queued=", started_seconds_ago=600, ended_seconds_ago=300)
+    db.execute(
+        """
+        create function public.refuse_recording_as_a_check() returns trigger
+        language plpgsql as $$
+        begin
+          if new.announced_at is distinct from old.announced_at then
+            raise exception using errcode = 'check_violation',
+              message = 'announced_at is not to be written here';
+          end if;
+          return new;
+        end $$;
+        create trigger refuse_recording_as_a_check before update on public.conversation_sessions
+          for each row execute function public.refuse_recording_as_a_check();
+        """
+    )
+    result = run_tether("sweep", "--announce-to", "log", "--database-url", database_url)
+    assert result.returncode == 1, result.stderr
+    assert "tether sweep: stopped part way" in result.stderr
+    assert "announced_at is not to be written here" in result.stderr
+    said = json_lines(result.stderr)
+    [failed] = [line for line in said if line.get("message") == "sweep failed; what it did is kept"]
+    assert failed["announce_unrecorded"] == 1
+
+
 def test_a_close_orphans_the_database_left_says_how_many_it_had_ended(
     server_url: str, database_url: str, db: Conn
 ) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tether import runtime  # noqa: PLC0415 - the command line starts without pydantic
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
-    from tether.sweep import SweepPolicy  # noqa: PLC0415
+    from tether.sweep import SweepPolicy, SweepReport  # noqa: PLC0415
 
     running = [
         flag
@@ -74,16 +74,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.time_limit + config.sweep_time_margin_seconds
     # With --json, stdout is the report alone: the metric lines go to stderr.
     metrics_to = sys.stderr if args.json else sys.stdout
+    so_far = SweepReport()
     with contextlib.redirect_stdout(metrics_to):
         try:
             report = run_sweep(
                 lambda: deadline - time.monotonic(),
                 metrics=args.metrics,
                 keep_checking=args.keep_checking,
+                report=so_far,
             )
         except InvalidInputError as exc:
             # The database refusing a row mid-run (a constraint of the table's), not
-            # this command's flags, read before: what the run had done is kept.
+            # this command's flags, read before. Refused before the run did anything,
+            # a refusal stays one, as close-orphans' first batch does.
+            if not so_far.ended_closed_or_announced:
+                raise InvalidInputError(
+                    f"{exc}; nothing was done: no session was ended, no connection closed,"
+                    " nothing announced"
+                ) from exc
+            # What the run had done is kept.
             raise PartlyDoneError(
                 f"stopped part way: {exc}; what the run had done is kept (the line"
                 " 'sweep failed; what it did is kept' above counts it)"

@@ -28,14 +28,20 @@ def run_sweep(
     keep_checking: bool = True,
     sleep: Sleep | None = None,
     store: SessionStore | None = None,
+    report: SweepReport | None = None,
 ) -> SweepReport:
     """Run one sweep from this process's configuration: checks at its cadence for
     its schedule period (``keep_checking``), or one check. Logs and (optionally)
-    emits its metrics; a failure is logged with what the run had done, and raised."""
+    emits its metrics; a failure is logged with what the run had done, and raised.
+    A ``report`` given is filled as the run goes: after a failure, it says what was done."""
     sweep = None
     try:
         sweep = runtime.sweep(
-            remaining_seconds, keep_checking=keep_checking, sleep=sleep, session_store=store
+            remaining_seconds,
+            keep_checking=keep_checking,
+            sleep=sleep,
+            session_store=store,
+            report=report,
         )
         report = sweep.run()
     except TetherError as exc:
