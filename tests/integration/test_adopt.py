@@ -1360,6 +1360,34 @@ def test_the_old_server_s_shutdown_ending_tether_s_sessions_is_announced(
     ] == [("tethers=", "unrecorded")]
 
 
+@ON_ONE_SERVER
+def test_the_old_server_ending_a_tether_session_by_is_active_alone_is_announced(
+    adoptable: Adoptable, adopted_env: dict[str, str], event_bus: EventBus
+) -> None:
+    """`set is_active = false` names no end column: the adoption's sync trigger writes
+    the end. It is announced as an end the old server wrote in full would be."""
+    from functions import connect, sweep  # noqa: PLC0415
+
+    apply(adoptable.url, lock=FAST)
+    assert (
+        connect.lambda_handler(ws_event("connect", "tethers="), FakeLambdaContext())["statusCode"]
+        == 200
+    )
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "update conversation_sessions set is_active = false where connection_id = 'tethers='"
+        )
+
+    # The run also ends the old server's orphans: only tether's session is looked at.
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["unannounced"] == 0
+    assert [
+        e["detail"]["end_reason"]
+        for e in event_bus.received()
+        if e["detail"]["connection_id"] == "tethers="
+    ] == ["unrecorded"]
+
+
 def test_an_ended_session_keeps_its_status_code_during_the_transition(
     adoptable: Adoptable,
 ) -> None:

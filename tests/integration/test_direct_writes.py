@@ -166,3 +166,63 @@ def test_an_end_written_under_the_adoption_s_setting_is_announced(
     report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
     assert report["announced"] == 1
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["script="]
+
+
+# A team's own trigger, as the table's owner may attach: an update that marks a row
+# "closed" in a column of the team's ends the session, without naming session_end.
+_TEAM_TRIGGER = """
+create function public.team_closes_on_mark() returns trigger language plpgsql as $$
+begin
+  if new.user_agent = 'closed by the team' and old.user_agent is distinct from new.user_agent then
+    new.session_end := coalesce(old.session_end, now()) + case
+      when old.session_end is null then interval '0' else interval '1 minute' end;
+    new.end_reason := coalesce(old.end_reason, 'forced_close');
+  end if;
+  return new;
+end $$;
+create trigger team_closes_on_mark before update on public.conversation_sessions
+  for each row execute function public.team_closes_on_mark();
+"""
+
+
+def _mark_closed_by_the_team(database_url: str, connection_id: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_TEAM_TRIGGER)
+        conn.execute("set role service_role")
+        conn.execute(
+            "update public.conversation_sessions set user_agent = 'closed by the team'"
+            " where connection_id = %s",
+            (connection_id,),
+        )
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_end_a_team_s_trigger_writes_is_announced(
+    database_url: str, event_bus: EventBus
+) -> None:
+    """The update names none of the end's columns: the team's BEFORE trigger writes them.
+    The end is queued all the same, as an end the update wrote itself."""
+    _open("marked=")
+    _mark_closed_by_the_team(database_url, "marked=")
+    assert _unannounced(database_url) == 1
+
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 1
+    assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["marked="]
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_end_a_team_s_trigger_moves_is_refused(database_url: str) -> None:
+    _open("moved=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("select public.tether_end_session_v3('moved=', 'client_disconnect', 1000)")
+        before = conn.execute(
+            "select session_end from public.conversation_sessions where connection_id = 'moved='"
+        ).fetchone()
+    with pytest.raises(psycopg.errors.CheckViolation, match="its end is final"):
+        _mark_closed_by_the_team(database_url, "moved=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        after = conn.execute(
+            "select session_end from public.conversation_sessions where connection_id = 'moved='"
+        ).fetchone()
+    assert after == before
