@@ -168,6 +168,34 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def plain_owner_url(server_url: str, template_database: str) -> Iterator[str]:
+    """An empty database owned by a role that is no superuser and has no BYPASSRLS (a
+    self-hosted Postgres's application owner), as that role: tether's functions, which
+    it would own once it migrates, are judged by row level security a table forces."""
+    # The roles tether's migrations grant to are the server's, made by the template's.
+    del template_database
+    owner = f"tether_owner_{uuid.uuid4().hex[:10]}"
+    name = f"tether_plain_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create role {} login nosuperuser nobypassrls").format(sql.Identifier(owner))
+        )
+        admin.execute(
+            sql.SQL("create database {} owner {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
+    try:
+        yield make_conninfo(with_database(server_url, name), user=owner)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+            admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(owner)))
+
+
+@pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
     """A plain connection to the test's database, for setup and assertions."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:

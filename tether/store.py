@@ -19,6 +19,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
+from tether import row_security
 from tether.errors import DatabaseError, InvalidInputError
 from tether.models import (
     AppliedMigration,
@@ -74,6 +75,7 @@ DAILY_STATS = "tether_daily_stats_v1"
 RECENT_ENDS = "tether_recent_ends_v1"
 SWEEP_STATE = "tether_sweep_state_v1"
 APPLIED_MIGRATIONS = "tether_applied_migrations_v1"
+ROW_SECURITY_PROBLEMS = row_security.PROBLEMS_FUNCTION
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -500,6 +502,10 @@ class SessionStore(ABC):
     @_reads_rows
     def applied_migrations(self) -> list[AppliedMigration]:
         return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]
+
+    def row_security_problems(self) -> list[row_security.Judged]:
+        """tether's tables whose row level security judges tether's functions."""
+        return row_security.judged_tables(self.call(ROW_SECURITY_PROBLEMS, {}))
 
 
 class SerializedStore(SessionStore):

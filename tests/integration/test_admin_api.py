@@ -17,9 +17,12 @@ from fastapi.testclient import TestClient
 
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
+from tether import migrate
 from tether.admin import cursor, operations
 from tether.aws import eventbridge
-from tether.models import SessionFilter
+from tether.drivers.postgres import PostgresStore
+from tether.errors import DatabaseError
+from tether.models import OpenSessionRequest, SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
 
@@ -743,6 +746,43 @@ def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
     assert api.client.head("/health").status_code == 503
 
 
+def test_health_says_when_row_level_security_refuses_tether_s_functions(
+    plain_owner_url: str,
+) -> None:
+    """tether's functions run as the role that migrated, here one that is no superuser
+    and has no BYPASSRLS: a session table that then forces row level security on its
+    owner refuses every session they open, and /health said all was well."""
+    migrate.migrate(plain_owner_url)
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+    store = PostgresStore(plain_owner_url)
+    try:
+        with pytest.raises(DatabaseError, match="row-level security policy"):
+            store.open_session(OpenSessionRequest(connection_id="rls=", user_id=uuid.uuid4()))
+    finally:
+        store.close()
+    with admin_api(plain_owner_url) as running:
+        response = running.client.get("/health")
+        assert response.status_code == 503, response.text
+        body = response.json()
+        assert (body["status"], body["database"], body["migrations"]["pending"]) == (
+            "degraded",
+            "reachable",
+            [],
+        )
+        (problem,) = body["problems"]
+        assert problem.startswith("public.conversation_sessions forces row level security")
+        assert problem.endswith(
+            "alter table public.conversation_sessions no force row level security"
+        )
+        assert running.client.head("/health").status_code == 503
+        # What it says to do is what mends it.
+        with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+            owner.execute(problem.split("Stop forcing it first: ", 1)[1])
+        mended = running.client.get("/health")
+        assert (mended.status_code, mended.json()["problems"]) == (200, [])
+
+
 def test_health_when_the_database_is_unreachable(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -760,6 +800,7 @@ def test_health_when_the_database_is_unreachable(
             "database": "unreachable",
             "migrations": None,
             "sweep": None,
+            "problems": None,
         }
         problem = _problem(running.client.get("/sessions", headers=AUTH), 503)
         assert "secret-password" not in problem["detail"]

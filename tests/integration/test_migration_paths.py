@@ -201,7 +201,11 @@ def test_migrate_json_is_json_alone(empty_database_url: str) -> None:
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["applied_now"] == [m.filename for m in migrate.discover()]
     again = run_tether("migrate", "--json", "--database-url", empty_database_url)
-    assert json.loads(again.stdout) == {"applied_now": [], "recorded_from_supabase": []}
+    assert json.loads(again.stdout) == {
+        "applied_now": [],
+        "recorded_from_supabase": [],
+        "problems": [],
+    }
     status = run_tether("migrate", "--status", "--json", "--database-url", empty_database_url)
     applied_at = json.loads(status.stdout)["applied"][0]["applied_at"]
     assert "T" in applied_at and datetime.fromisoformat(applied_at).tzinfo is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import threading
@@ -524,3 +525,32 @@ def test_migrations_apply_as_an_owner_that_is_no_superuser(server_url: str) -> N
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'drop database if exists "{database}" with (force)')
             admin.execute(f'drop role if exists "{owner}"')
+
+
+def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses_it(
+    plain_owner_url: str,
+) -> None:
+    """A session table forcing row level security after migrating, its owner (tether's
+    functions' role) no superuser and without BYPASSRLS: every session opened is refused,
+    and the next `tether migrate` said only that the database was up to date."""
+    first = run_tether("migrate", "--database-url", plain_owner_url)
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+
+    again = run_tether("migrate", "--database-url", plain_owner_url)
+    assert again.returncode == 1, again.stdout
+    assert "database is up to date" in again.stdout
+    (said,) = [line for line in again.stderr.splitlines() if "row level security" in line]
+    assert said.startswith(
+        "tether migrate: public.conversation_sessions forces row level security on its owner"
+    )
+    assert said.endswith("alter table public.conversation_sessions no force row level security")
+    as_json = run_tether("migrate", "--json", "--database-url", plain_owner_url)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["problems"] == [said.removeprefix("tether migrate: ")]
+
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute(said.split("Stop forcing it first: ", 1)[1])
+    mended = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (mended.returncode, mended.stderr) == (0, "")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from tether import migrate
+from tether import migrate, row_security
 from tether.admin import cursor
 from tether.admin.errors import InvalidFieldError
 from tether.admin.schemas import (
@@ -216,6 +216,7 @@ def health(store: SessionStore) -> Health:
     migrations = MigrationsHealth(
         current=not pending, applied=len(shipped) - len(pending), pending=pending
     )
+    problems = _row_security_problems(store)
     sweep = None
     if state is not None:
         sweep = SweepTimes(
@@ -224,11 +225,26 @@ def health(store: SessionStore) -> Health:
             seconds_since_finished=_since(state.last_finished_at, state.checked_at),
         )
     return Health(
-        status="ok" if not pending else "degraded",
+        status="ok" if not pending and not problems else "degraded",
         database="reachable",
         migrations=migrations,
         sweep=sweep,
+        problems=problems,
     )
+
+
+def _row_security_problems(store: SessionStore) -> list[str]:
+    """Each table whose row level security refuses tether's functions, and what to do."""
+    try:
+        judged = store.row_security_problems()
+    except DatabaseError:
+        return []  # older than the function: its migration is pending, and said
+    for table in judged:
+        logger.error(
+            "row level security refuses tether's functions",
+            extra={"table": table.table, "forced": table.forced},
+        )
+    return [row_security.describe(table) for table in judged]
 
 
 # --- acting ---------------------------------------------------------------------------

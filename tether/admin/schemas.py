@@ -171,3 +171,9 @@ class Health(_Model):
     database: Literal["reachable", "unreachable"]
     migrations: MigrationsHealth | None
     sweep: SweepTimes | None
+    problems: list[str] | None = Field(
+        default=None,
+        description="What in the database stops tether's functions (row level security"
+        " forced on a table of tether's, say), each with what to do; null when the"
+        " database is unreachable.",
+    )

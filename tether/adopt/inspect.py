@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from tether import migrate
+from tether import migrate, row_security
 from tether.adopt import plan, rules
 from tether.adopt.catalog import (
     ADDED_BY_LATER_MIGRATIONS,
@@ -234,14 +234,8 @@ def refusals(shape: Shape) -> list[str]:
         )
         found.append(f"public.conversation_sessions has rules: drop them first: {drops}")
     if shape.rls_forced:
-        # tether's functions run with the owner's rights: forced, the table's policies
-        # judge them, and none of tether's lets them write.
-        found.append(
-            "public.conversation_sessions forces row level security on its owner, whose"
-            " rights tether's functions run with: the sessions they open and end would be"
-            " refused by the table's policies, and the sweep would read none. Stop forcing"
-            " it first: alter table public.conversation_sessions no force row level security"
-        )
+        # Before tether's functions exist, their owner is not known: forced is refused.
+        found.append(row_security.forced_on_owner("public.conversation_sessions"))
     columns = shape.columns
     session_id = columns.get("session_id")
     if session_id is None or session_id.type != "uuid":

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether import migrate
+from tether import migrate, row_security
 from tether.cli.common import (
     add_database_options,
     add_lock_options,
@@ -21,41 +21,7 @@ from tether.cli.common import (
 def cmd_migrate(args: argparse.Namespace) -> int:
     url = database_url(args)
     if args.status:
-        state = migrate.status(url)
-        if args.json:
-            say_json(
-                {
-                    "applied": [
-                        {**record.__dict__, "applied_at": record.applied_at.isoformat()}
-                        for record in state.applied
-                    ],
-                    "pending": [m.filename for m in state.pending],
-                    "applied_by_supabase": state.applied_by_supabase,
-                    "refused": state.refused,
-                }
-            )
-            return 0
-        for record in state.applied:
-            if record.recorded_from == migrate.ADOPTED:
-                source = "  (an existing table taken over by tether adopt)"
-            elif record.recorded_from:
-                source = f"  (by supabase db push: {record.recorded_from})"
-            else:
-                source = ""
-            say(
-                f"applied  {record.version}_{record.name}.sql"
-                f"  {record.applied_at:%Y-%m-%d %H:%M:%S%z}{source}"
-            )
-        for pending in state.pending:
-            pushed = state.applied_by_supabase.get(pending.version)
-            note = (
-                f"  (applied by supabase db push as {pushed}: will be recorded)" if pushed else ""
-            )
-            say(f"pending  {pending.filename}{note}")
-        say(f"{len(state.applied)} applied, {len(state.pending)} pending")
-        for reason in state.refused:
-            say(f"migrate would refuse: {reason}")
-        return 0
+        return _status(args, url)
     done = migrate.apply_pending(
         url,
         lock=lock_policy(args),
@@ -65,21 +31,65 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             " longer (--lock-timeout, --attempts)"
         ),
     )
+    # Up to date is not working: row level security a table forces after migrating
+    # refuses every session tether's functions open. Said as a failure (exit 1), so a
+    # deploy that migrates first stops there instead of shipping functions that cannot
+    # open a session; what was applied stays applied.
+    problems = [row_security.describe(judged) for judged in migrate.row_security_problems(url)]
     if args.json:
         say_json(
             {
                 "applied_now": [migration.filename for migration, _ in done],
                 # What supabase db push had already applied was recorded, not run.
                 "recorded_from_supabase": [m.filename for m, pushed in done if pushed],
+                "problems": problems,
             }
         )
-        return 0
+        return 1 if problems else 0
     for migration, pushed in done:
         if pushed:
             say(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
         else:
             say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+    for problem in problems:
+        say_aside(f"tether migrate: {problem}")
+    return 1 if problems else 0
+
+
+def _status(args: argparse.Namespace, url: str) -> int:
+    state = migrate.status(url)
+    if args.json:
+        say_json(
+            {
+                "applied": [
+                    {**record.__dict__, "applied_at": record.applied_at.isoformat()}
+                    for record in state.applied
+                ],
+                "pending": [m.filename for m in state.pending],
+                "applied_by_supabase": state.applied_by_supabase,
+                "refused": state.refused,
+            }
+        )
+        return 0
+    for record in state.applied:
+        if record.recorded_from == migrate.ADOPTED:
+            source = "  (an existing table taken over by tether adopt)"
+        elif record.recorded_from:
+            source = f"  (by supabase db push: {record.recorded_from})"
+        else:
+            source = ""
+        say(
+            f"applied  {record.version}_{record.name}.sql"
+            f"  {record.applied_at:%Y-%m-%d %H:%M:%S%z}{source}"
+        )
+    for pending in state.pending:
+        pushed = state.applied_by_supabase.get(pending.version)
+        note = f"  (applied by supabase db push as {pushed}: will be recorded)" if pushed else ""
+        say(f"pending  {pending.filename}{note}")
+    say(f"{len(state.applied)} applied, {len(state.pending)} pending")
+    for reason in state.refused:
+        say(f"migrate would refuse: {reason}")
     return 0
 
 

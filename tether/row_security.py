@@ -1,0 +1,57 @@
+"""Row level security that judges tether's own functions, said in one place.
+
+tether's functions are security definer: they run as the role that applied the
+migrations. A table of tether's that forces row level security on its owner judges
+them by its policies, and none lets that role write: every session opened is refused
+(SQLSTATE 42501), the sweep and the operators' reads see no rows. ``tether adopt
+--check`` refuses a team's table that forces it, before any function exists; once
+they do, ``tether migrate`` and ``/health`` ask the database itself, as the functions'
+owner (``tether_row_security_problems_v1``: a superuser or a role with BYPASSRLS is
+never judged). All three say it in these words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PROBLEMS_FUNCTION = "tether_row_security_problems_v1"
+"""Which of tether's tables judge its functions, asked as their owner."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A table of tether's whose row level security judges tether's functions."""
+
+    table: str
+    """Schema-qualified and quoted as SQL needs it."""
+    forced: bool
+    """The table forces row level security on its owner (else its owner is another role)."""
+
+
+def forced_on_owner(table: str) -> str:
+    """What a table that forces row level security does to tether, and what to do."""
+    return (
+        f"{table} forces row level security on its owner, whose rights tether's functions"
+        " run with: the sessions they open and end would be refused by the table's"
+        " policies, and the sweep would read none. Stop forcing it first: alter table"
+        f" {table} no force row level security"
+    )
+
+
+def describe(judged: Judged) -> str:
+    """The problem in an operator's words; it names the table, never a role."""
+    if judged.forced:
+        return forced_on_owner(judged.table)
+    return (
+        f"row level security on {judged.table} judges tether's functions, whose role"
+        " neither owns the table nor bypasses row level security: the sessions they open"
+        " and end are refused by the table's policies, and the sweep reads none. Give the"
+        " table to the role that applied tether's migrations"
+        f" (alter table {judged.table} owner to ...)"
+    )
+
+
+def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:
+    """The rows of ``tether_row_security_problems_v1``, whichever driver read them."""
+    return [Judged(table=str(row["table_name"]), forced=bool(row["forced"])) for row in rows]
