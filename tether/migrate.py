@@ -266,7 +266,7 @@ def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration
     return [AppliedMigration(str(v), str(n), str(c), a, r) for v, n, c, a, r in rows]
 
 
-def _supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
+def supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
     """Supabase's ledger: fingerprint → (version, name), for rows that carry statements."""
     if not has_supabase_ledger(conn):
         return {}
@@ -322,7 +322,7 @@ def plan(
     _check_unchanged(migrations, applied, refusals)
     done = {record.version for record in applied}
     pending = [m for m in migrations if m.version not in done]
-    by_supabase = _supabase_applied(conn)
+    by_supabase = supabase_applied(conn)
     recognised = {
         m.version: by_supabase[m.fingerprint][0] for m in pending if m.fingerprint in by_supabase
     }

@@ -66,6 +66,30 @@ def test_db_push_then_tether_migrate_records_and_runs_nothing(
     assert migrate.migrate(pg15_database) == []
 
 
+def test_adopt_check_knows_a_table_supabase_db_push_made_as_tether_s_own(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    """After `supabase db push` alone, --check took tether's own table for a team's and
+    refused it for having tether's columns; once `tether migrate` had recorded the push,
+    it said that tether migrate had created it."""
+    pushed = _supabase(supabase_cli, _project(tmp_path), "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+    for recorded in (False, True):
+        if recorded:
+            said = run_tether("migrate", "--database-url", pg15_database)
+            assert said.returncode == 0, said.stderr
+        checked = run_tether("adopt", "--check", "--database-url", pg15_database)
+        assert checked.returncode == 0, checked.stderr
+        assert checked.stdout.splitlines()[:2] == [
+            "public.conversation_sessions: tether's own",
+            "tether's migrations created this table: there is nothing to adopt",
+        ], (recorded, checked.stdout)
+        refused = run_tether("adopt", "--apply", "--yes", "--database-url", pg15_database)
+        assert refused.returncode == 1
+        assert "tether's own (tether's migrations created it" in refused.stderr
+        assert "tether migrate created" not in refused.stderr
+
+
 def test_exported_files_push_after_a_team_s_newer_migrations(
     supabase_cli: Path, pg15_database: str, tmp_path: Path
 ) -> None:

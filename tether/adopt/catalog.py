@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from tether import migrate
 from tether.dburl import check, scrub
 from tether.drivers.postgres import read_plainly
 from tether.errors import AdoptionError, DatabaseUnavailableError, error_from_psycopg
@@ -222,6 +223,9 @@ class Shape:
     """foreign keys of other tables onto this one."""
     ledger: dict[str, str | None] = field(default_factory=dict)
     """tether's ledger: version -> recorded_from."""
+    pushed: frozenset[str] = frozenset()
+    """The fingerprints of the files Supabase's ledger holds (supabase db push applied
+    them), which tether's ledger records only once tether migrate has run."""
     steps: dict[str, bool] = field(default_factory=dict)
     """adoption steps recorded: name -> finished."""
     added: frozenset[str] = frozenset()
@@ -326,6 +330,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             sql.SQL("select version, {} from tether.schema_migrations").format(source)
         ).fetchall()
         shape.ledger = {str(v): (str(r) if r is not None else None) for v, r in rows}
+    shape.pushed = frozenset(migrate.supabase_applied(conn))
     if _relation(conn, "tether.adoption_steps") is not None:
         rows = conn.execute(
             "select step, finished_at is not null, detail -> 'added' from tether.adoption_steps"
@@ -366,6 +371,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         return Shape(
             exists=False,
             ledger=shape.ledger,
+            pushed=shape.pushed,
             steps=shape.steps,
             added=shape.added,
             elsewhere=shape.elsewhere,

@@ -162,11 +162,14 @@ SECURITY_REVOKES = frozenset({None, "anon", "authenticated"})
 def state_of(shape: Shape) -> str:
     if not shape.exists:
         return ABSENT
-    table_version = migrate.table_migration(migrate.shipped()).version
-    if table_version in shape.ledger:
-        if shape.ledger[table_version] != migrate.ADOPTED:
+    table = migrate.table_migration(migrate.shipped())
+    if table.version in shape.ledger:
+        if shape.ledger[table.version] != migrate.ADOPTED:
             return TETHERS_OWN
         return FINISHED if shape.steps.get(plan.FINISH) else TRANSITIONAL
+    # supabase db push applied tether's files, and no tether migrate has recorded them.
+    if table.fingerprint in shape.pushed:
+        return TETHERS_OWN
     if shape.steps:
         return IN_PROGRESS
     return NOT_ADOPTED
@@ -185,8 +188,8 @@ def nothing_to_adopt(state: str, elsewhere: list[str]) -> str | None:
         )
     if state == TETHERS_OWN:
         return (
-            "public.conversation_sessions is tether's own (tether migrate created it):"
-            " there is nothing to adopt"
+            "public.conversation_sessions is tether's own (tether's migrations created it,"
+            " applied by tether migrate or supabase db push): there is nothing to adopt"
         )
     return None
 

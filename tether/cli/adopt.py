@@ -144,7 +144,7 @@ def _report(report: Report) -> None:
             say("there is no table to adopt: `tether migrate` creates tether's own")
         return
     if report.state == inspect.TETHERS_OWN:
-        say("tether migrate created this table: there is nothing to adopt")
+        say("tether's migrations created this table: there is nothing to adopt")
         return
     _numbers(report, report.state == inspect.NOT_ADOPTED)
     _shape(report)
