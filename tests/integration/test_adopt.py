@@ -4,6 +4,7 @@ and on Postgres 15 (Supabase's production version) where it can be installed."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -877,6 +878,59 @@ def test_an_interrupted_apply_finishes_when_run_again(adoptable: Adoptable, wher
         conn.execute("delete from tether.adoption_corrections where session_id = %s", (sid,))
     _assert_adopted_by_the_rules(adoptable.url, adoptable.origin)
     assert migrate.status(adoptable.url).pending == []
+
+
+@ON_ONE_SERVER
+def test_check_amid_an_interrupted_backfill_says_which_rows_its_counts_cover(
+    adoptable: Adoptable,
+) -> None:
+    """Stopped after the backfill's first batch, --check printed the table's row total
+    beside counts of ends, corrections and inconsistencies that cover only the rows not
+    yet read, as if they were the whole table's."""
+
+    def stop(name: str) -> None:
+        if name == "backfill batch":
+            raise Interrupted(name)
+
+    with pytest.raises(Interrupted):
+        apply(adoptable.url, batch_size=20, lock=FAST, checkpoint=stop)
+    with _connect(adoptable.url) as conn:
+        counted = conn.execute(
+            "select count(*) as total, count(*) filter (where connection_id is null) as unread"
+            " from public.conversation_sessions"
+        ).fetchone()
+    assert counted is not None
+    total, unread = counted["total"], counted["unread"]
+    assert 0 < unread < total
+
+    checked = run_tether("adopt", "--check", "--database-url", adoptable.url)
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[0] == "public.conversation_sessions: adoption in progress"
+    assert lines[1].startswith(f"  {total} rows ")
+    at = lines.index(
+        f"  the backfill has read {total - unread} of the {total} rows, written as tether reads"
+        f" them; of the {unread} it has still to read:"
+    )
+    ended = re.fullmatch(
+        r"    ended: (\d+) at the time recorded \(reason unrecorded\), (\d+) at an unknown"
+        r" time \(end_unknown, recorded at their start\)",
+        lines[at + 1],
+    )
+    assert ended is not None, lines[at + 1]
+    # Counts of those rows alone: no more ends than they hold.
+    assert int(ended[1]) + int(ended[2]) <= unread
+    changed = re.fullmatch(
+        r"    (\d+) row\(s\) have recorded values that change; .*", lines[at + 2]
+    )
+    assert changed is not None and int(changed[1]) <= unread
+    assert f"inconsistencies of the {unread} rows still to read (rows; a few session_ids;" in (
+        checked.stdout
+    )
+    as_json = json.loads(
+        run_tether("adopt", "--check", "--json", "--database-url", adoptable.url).stdout
+    )
+    assert (as_json["rows"], as_json["unread"]) == (total, unread)
 
 
 @ON_ONE_SERVER

@@ -109,11 +109,13 @@ class Report:
     orphans: dict[str, int] = field(default_factory=dict)
     oldest_active_start: datetime | None = None
     ended_unrecorded: int = 0
+    """Of the rows still to read (``unread``), like the three below: those the backfill
+    has read are written as tether reads them already."""
     ended_unknown: int = 0
     corrected: int = 0
     """Rows whose recorded values change (their originals kept in tether.adoption_corrections)."""
     unread: int = 0
-    """Rows the backfill has still to read."""
+    """Rows the backfill has still to read (all of them before --apply)."""
     kinds: list[Kind] = field(default_factory=list)
     columns_added: list[str] = field(default_factory=list)
     columns_converted: list[str] = field(default_factory=list)

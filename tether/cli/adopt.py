@@ -70,18 +70,30 @@ def _numbers(report: Report, not_adopted: bool) -> None:
     )
     if report.oldest_active_start:
         say(f"  the oldest active session started {_ago(report.oldest_active_start)} ago")
+    # The rows the backfill has read are written as tether reads them already: what
+    # follows counts only those it has still to read, and says so when that is not all.
+    partly_read = report.unread < report.rows
+    of_unread = f" of the {report.unread} rows still to read" if partly_read else ""
     if report.unread or not_adopted:
+        indent = "  "
+        if partly_read:
+            say(
+                f"  the backfill has read {report.rows - report.unread} of the {report.rows}"
+                f" rows, written as tether reads them; of the {report.unread} it has still to"
+                " read:"
+            )
+            indent = "    "
         say(
-            f"  ended: {report.ended_unrecorded} at the time recorded (reason unrecorded),"
+            f"{indent}ended: {report.ended_unrecorded} at the time recorded (reason unrecorded),"
             f" {report.ended_unknown} at an unknown time (end_unknown, recorded at their start)"
         )
         say(
-            f"  {report.corrected} row(s) have recorded values that change; their originals are"
-            " kept in tether.adoption_corrections"
+            f"{indent}{report.corrected} row(s) have recorded values that change; their"
+            " originals are kept in tether.adoption_corrections"
         )
     if report.kinds:
         say("")
-        say("inconsistencies (rows; a few session_ids; the rule):")
+        say(f"inconsistencies{of_unread} (rows; a few session_ids; the rule):")
         for kind in report.kinds:
             say(f"  {kind.kind}: {kind.rows}  {' '.join(kind.examples)}")
             say(f"      {kind.rule}")
