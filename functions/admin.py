@@ -7,6 +7,7 @@ from typing import Any
 from mangum import Mangum
 
 from tether.admin.app import TEXT_MIME_TYPES, create_app
+from tether.admin.headers import with_response_headers
 from tether.admin.http_events import refusal
 from tether.aws.observability import invocation
 
@@ -27,7 +28,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if refused is not None:
         return refused
     asyncio.set_event_loop(_loop)
-    return _asgi(event, context)
+    return with_response_headers(_asgi(event, context))
 
 
 __all__ = ["lambda_handler"]

@@ -109,6 +109,57 @@ def _protected(response: dict[str, Any]) -> None:
     assert headers["referrer-policy"] == "no-referrer", response
 
 
+# A warm container whose every file descriptor is taken: the static file's headers are
+# sent, then its open fails, and Mangum answers the error with a 500 of its own.
+_OUT_OF_DESCRIPTORS = """
+import json, os, resource
+import functions.admin as admin
+from tests.support import FakeLambdaContext, load_event
+
+event = load_event("admin_http_v2")
+event["rawPath"] = event["requestContext"]["http"]["path"] = "/dashboard/static/dashboard.css"
+event["rawQueryString"] = ""
+event.pop("queryStringParameters", None)
+assert admin.lambda_handler(event, FakeLambdaContext())["statusCode"] == 200
+
+def in_use(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+# A new descriptor takes the lowest free number: the limit is set there.
+lowest_free = next(fd for fd in range(65536) if not in_use(fd))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+answer = admin.lambda_handler(event, FakeLambdaContext())
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("answer: " + json.dumps(answer))
+"""
+
+
+def test_mangum_s_own_500_carries_the_headers_every_answer_does() -> None:
+    """An error after the app began its answer never reaches the app's error handling:
+    Mangum answers 500 itself, and its answer came without nosniff, frame-ancestors,
+    X-Frame-Options, Referrer-Policy or no-store."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    (said,) = [line for line in result.stdout.splitlines() if line.startswith("answer: ")]
+    answer = json.loads(said.removeprefix("answer: "))
+    assert "Too many open files" in result.stdout + result.stderr  # the path it took
+    assert answer["statusCode"] == 500, answer
+    _protected(answer)
+
+
 def test_importing_the_entry_point_starts_nothing() -> None:
     probe = (
         "import sys, threading; import functions.admin as a;"

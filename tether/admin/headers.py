@@ -6,6 +6,8 @@ run, load or frame nothing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,3 +44,15 @@ class WithResponseHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def with_response_headers(answer: dict[str, Any]) -> dict[str, Any]:
+    """A Lambda answer with each of RESPONSE_HEADERS it lacks. Mangum answers an error
+    raised after the app began its answer (a static file that could not be opened once
+    its headers were sent) with a 500 of its own, which no part of the app sees."""
+    headers = dict(answer.get("headers") or {})
+    present = {name.lower() for name in (*headers, *(answer.get("multiValueHeaders") or {}))}
+    for name, value in RESPONSE_HEADERS.items():
+        if name not in present:
+            headers[name] = value
+    return {**answer, "headers": headers}
