@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -458,6 +459,30 @@ def test_a_migration_that_fails_leaves_no_stack_and_no_change_set(
     live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
     assert live == []
     assert aws_client("lambda", aws).list_functions()["Functions"] == []
+
+
+def test_a_database_whose_row_security_refuses_tether_stops_the_deploy_before_its_stack(
+    aws: str, plain_owner_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Migrated, but a table forcing row level security on its owner (no superuser, no
+    BYPASSRLS) refuses every session tether's functions open: as `tether migrate` says,
+    so does the deploy that migrates, before the new code goes out."""
+    migrate.migrate(plain_owner_url)
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:9/app"
+    )
+    args = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--yes")
+    code = main([*args, "--migrate", "--database-url", plain_owner_url])
+    said = capsys.readouterr()
+    assert code == 1
+    assert "database is up to date" in said.out
+    assert "public.conversation_sessions forces row level security on its owner" in said.err
+    assert "the stack was not changed" in said.err
+    cfn = aws_client("cloudformation", aws)
+    live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert live == []
 
 
 def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(

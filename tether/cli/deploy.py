@@ -31,7 +31,7 @@ from tether.cli.common import (
     whole_number,
 )
 from tether.durations import format_duration
-from tether.errors import ConfigurationError, InvalidInputError
+from tether.errors import ConfigurationError, InvalidInputError, PartlyDoneError
 from tether.limits import HEARTBEATS_OFF
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
@@ -533,7 +533,7 @@ def _check_settings(parameters: dict[str, str]) -> None:
 
 
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
-    from tether import migrate  # noqa: PLC0415
+    from tether import migrate, row_security  # noqa: PLC0415
     from tether.aws.secrets import is_reference  # noqa: PLC0415
     from tether.cli.common import say_aside  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
@@ -568,6 +568,15 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+    # As `tether migrate` does: up to date is not working, and new code would open no
+    # session either. Before the change set runs, so the stack is left as it was.
+    judged = migrate.row_security_problems(check(url))
+    problems = [row_security.describe(table) for table in judged]
+    if problems:
+        raise PartlyDoneError(
+            f"{'; '.join(problems)}. The migrations are applied; the stack was not changed:"
+            " mend the table, then deploy again"
+        )
 
 
 def _database_named(url: str) -> str:
