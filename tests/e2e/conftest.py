@@ -23,6 +23,12 @@ from tests.conftest import ROOT
 from tests.support import HS256_SECRET, ISSUER, claims, sign
 
 TETHER = str(Path(sys.executable).with_name("tether"))
+SIGNED = (
+    "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/execute-api/aws4_request,"
+    " SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
+)
+"""An Authorization header as boto3 signs a call to @connections: a raw request needs
+one (the gateway checks it is there, not what it signs)."""
 
 
 def free_port() -> int:

@@ -15,14 +15,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 
+import boto3
 import psycopg
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.conftest import DevServer, open_client, run
+from tests.e2e.conftest import SIGNED, DevServer, open_client, run
 from tests.support import json_lines
 
 UPGRADE = (
@@ -31,14 +35,20 @@ UPGRADE = (
     "User-Agent: {agent}\r\n{extra}\r\n"
 )
 
+HEAD = f"Host: 127.0.0.1\r\nAuthorization: {SIGNED}\r\n"
+"""A raw @connections request's headers, as boto3 sends them."""
+
 
 def _raw(server: DevServer) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
 
 def _status(url: str, method: str, data: bytes | Iterable[bytes] | None = None) -> int:
-    """The status an HTTP call to the gateway answers; its response closed either way."""
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    """The status a signed HTTP call to the gateway answers; its response closed either
+    way."""
+    request = urllib.request.Request(  # noqa: S310
+        url, data=data, method=method, headers={"Authorization": SIGNED}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
             return int(answer.status)
@@ -146,7 +156,7 @@ def test_a_post_whose_body_trickles_in_is_closed_and_delivers_nothing(
         [row] = server.wait_for(lambda r: len(r) == 1)
         with _raw(server) as sock:
             sock.sendall(
-                f"POST {server.connection_path(row)} HTTP/1.1\r\nHost: x\r\n"
+                f"POST {server.connection_path(row)} HTTP/1.1\r\n{HEAD}"
                 "Content-Length: 100\r\n\r\n".encode()
                 + b"slow"
             )
@@ -242,7 +252,7 @@ def test_a_huge_post_to_connections_is_refused_before_it_is_read(
         # Declared too large: refused from the header alone, nothing is read.
         with _raw(server) as sock:
             sock.sendall(
-                f"POST {server.connection_path(row)} HTTP/1.1\r\nHost: x\r\n"
+                f"POST {server.connection_path(row)} HTTP/1.1\r\n{HEAD}"
                 f"Content-Length: {200 * 1024 * 1024}\r\n\r\n".encode()
                 + b"x" * 1024
             )
@@ -270,12 +280,12 @@ def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
         whole = b'{"order":"transfer 100 to alice"}'
         with _raw(server) as sock:  # says 34 bytes, sends 20, leaves
             sock.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(whole)}\r\n\r\n".encode()
+                f"POST {path} HTTP/1.1\r\n{HEAD}Content-Length: {len(whole)}\r\n\r\n".encode()
                 + whole[:20]
             )
         with _raw(server) as sock:  # chunked: one chunk, then gone before the last
             sock.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                f"POST {path} HTTP/1.1\r\n{HEAD}Transfer-Encoding: chunked\r\n\r\n".encode()
                 + b"5\r\nhello\r\n"
             )
         assert await asyncio.to_thread(_status, server.connection_url(row), "POST", b"whole") == 200
@@ -308,6 +318,88 @@ def test_connections_calls_naming_another_stage_are_refused_and_deliver_nothing(
         )
         # Nothing misrouted arrived, and the DELETEs closed nothing.
         assert await asyncio.wait_for(ws.recv(), 10) == "routed"
+        await ws.close()
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: r[0]["end_reason"] is not None)
+    assert row["end_reason"] == "client_disconnect"
+
+
+def _call(
+    url: str, method: str, headers: dict[str, str], data: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lowercased) and body of an HTTP call to the gateway."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+    except urllib.error.HTTPError as refused:
+        with refused:
+            return refused.code, {k.lower(): v for k, v in refused.headers.items()}, refused.read()
+
+
+def test_a_page_on_another_site_cannot_reach_a_client_through_connections(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A page the developer visits may send a "simple" request to localhost without
+    asking (fetch with mode no-cors, a form), but none signed; nor may it reach the
+    gateway under a name of its own (DNS rebinding)."""
+    server = start_dev()
+    page = {"Origin": "https://elsewhere.example", "Content-Type": "text/plain"}
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        url = server.connection_url(row)
+        for method, data in (("POST", b'{"order":"pushed"}'), ("GET", None), ("DELETE", None)):
+            status, headers, body = await asyncio.to_thread(_call, url, method, page, data)
+            assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+            assert headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+        # The preflight a page needs before it may add an Authorization header is never
+        # approved.
+        preflight = {
+            **page,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        status, headers, _ = await asyncio.to_thread(_call, url, "OPTIONS", preflight)
+        assert status == 403
+        assert not any(name.startswith("access-control-allow") for name in headers)
+        # Signed, but under another site's name: refused all the same.
+        for host in ("elsewhere.example", f"elsewhere.example:{server.port}"):
+            rebound = {"Host": host, "Authorization": SIGNED}
+            for method, data in (("POST", b"rebound"), ("DELETE", None)):
+                status, _, body = await asyncio.to_thread(_call, url, method, rebound, data)
+                assert (status, json.loads(body)) == (403, {"message": "Forbidden"}), host
+        # boto3 unsigned (as a page is) is told why, in API Gateway's words.
+        unsigned = boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            config=Config(signature_version=UNSIGNED),
+        )
+        with pytest.raises(ClientError) as refused:
+            await asyncio.to_thread(
+                unsigned.post_to_connection, ConnectionId=row["connection_id"], Data=b"x"
+            )
+        assert refused.value.response["Error"] == {
+            "Code": "MissingAuthenticationTokenException",
+            "Message": "Missing Authentication Token",
+        }
+        # boto3 signing, under the gateway's address or localhost, still gets through.
+        for endpoint in (server.endpoint, server.endpoint.replace("127.0.0.1", "localhost")):
+            signed = boto3.client(
+                "apigatewaymanagementapi",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+            )
+            await asyncio.to_thread(
+                signed.post_to_connection, ConnectionId=row["connection_id"], Data=b"signed"
+            )
+        # Nothing refused reached the client, and the DELETEs closed nothing.
+        assert [await asyncio.wait_for(ws.recv(), 10) for _ in range(2)] == ["signed"] * 2
         await ws.close()
 
     run(scenario())

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import TETHER, DevServer, open_client, run, token
+from tests.e2e.conftest import SIGNED, TETHER, DevServer, open_client, run, token
 from tests.e2e.slow_routes import SLOW_SECONDS, SLOWER_SECONDS
 from tests.support import HS256_SECRET, claims, json_lines, sign
 from tether import migrate
@@ -244,7 +244,8 @@ def test_a_client_that_keeps_sending_is_not_closed_as_idle_while_its_handler_is_
             while time.monotonic() - started < SLOW_SECONDS + 1:
                 await ws.send(json.dumps({"action": "heartbeat"}))
                 answers.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
-                with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
+                request = urllib.request.Request(url, headers={"Authorization": SIGNED})  # noqa: S310
+                with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
                     last_active = json.loads(answer.read())["lastActiveAt"]
                 seen = datetime.fromisoformat(last_active.replace("Z", "+00:00"))
                 staleness = max(staleness, (datetime.now(UTC) - seen).total_seconds())

@@ -12,7 +12,8 @@ It invokes the real handlers in-process, with the events API Gateway sends:
 - API Gateway's limits: idle timeout, maximum duration, 32 KB frames and 128 KB
   messages (close 1009);
 - the ``{stage}/@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
-  ids), so boto3 works against it through ``endpoint_url``;
+  ids), so boto3 works against it through ``endpoint_url``; as on AWS, a call must be
+  signed (SigV4), and one naming a host that is not the gateway's own is refused;
 - optionally, another ASGI application (the operators' API) for HTTP requests under
   ``/admin``, which it sees as its ``root_path``.
 
@@ -27,6 +28,7 @@ import asyncio
 import base64
 import contextvars
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -61,6 +64,9 @@ FRAME_LIMIT = limits.GATEWAY_FRAME_BYTES
 MESSAGE_LIMIT = limits.GATEWAY_MESSAGE_BYTES
 CONNECTIONS_PATH = re.compile(r"^(?:/(?P<stage>[^/@]*))?/@connections/(?P<id>[^/]+)$")
 ADMIN_PREFIX = "/admin"
+SIGV4_SCHEME = b"AWS4-HMAC-SHA256 "
+"""How every SigV4-signed request's Authorization header starts (boto3's, the AWS
+CLI's, curl --aws-sigv4's)."""
 
 # Close codes and the reasons API Gateway gives with them.
 GOING_AWAY = 1001
@@ -640,11 +646,43 @@ class LocalGateway:
                     return None
         return await _read_bounded(receive, limit)
 
+    def _refused_caller(self, scope: Scope) -> tuple[str, str, str] | None:
+        """Why a caller may not use the @connections API (in the log's words, then API
+        Gateway's message and error type); None when it may."""
+        if not self._is_own_host(scope):
+            # DNS rebinding: a page on another site whose name now resolves to this
+            # machine reaches the gateway under that name.
+            return "not this gateway's host", "Forbidden", "ForbiddenException"
+        if not _signed(scope):
+            return (
+                "not signed",
+                "Missing Authentication Token",
+                "MissingAuthenticationTokenException",
+            )
+        return None
+
+    def _is_own_host(self, scope: Scope) -> bool:
+        """Whether the request names this gateway: its own host name, ``localhost``, or
+        an IP address (its port aside). A name another site controls (DNS rebinding) is
+        none of them; an address cannot be rebound."""
+        own = _host_name(self.domain_name)
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"host":
+                host = _host_name(value.decode("latin-1"))
+                return host is not None and (host in (own, "localhost") or _is_address(host))
+        return False
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if self._admin is not None and (path + "/").startswith(ADMIN_PREFIX + "/"):
             root = scope.get("root_path", "") + ADMIN_PREFIX
             await self._admin({**scope, "root_path": root}, receive, send)
+            return
+        refusal = self._refused_caller(scope)
+        if refusal is not None:  # before the body is read: none of it is wanted
+            why, message, error_type = refusal
+            logger.info("@connections call refused", extra={"path": path, "why": why})
+            await _json(send, 403, {"message": message}, error_type=error_type)
             return
         try:
             body = await self._bounded_body(scope, receive)
@@ -675,10 +713,16 @@ class LocalGateway:
             )
             return
         connection = self.connections.get(match["id"])
-        method = scope["method"]
         if connection is None:
             await _json(send, 410, {"message": "Gone"}, error_type="GoneException")
             return
+        await self._operate(connection, scope["method"], body, send)
+
+    async def _operate(
+        self, connection: LocalConnection, method: str, body: bytes, send: Send
+    ) -> None:
+        """A call on a connection the gateway has: GetConnection, PostToConnection or
+        DeleteConnection, by its method."""
         if method == "GET":
             await _json(
                 send,
@@ -704,6 +748,39 @@ class LocalGateway:
             await _json(send, 204, None)
         else:
             await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
+
+
+def _signed(scope: Scope) -> bool:
+    """Whether the call carries a SigV4 Authorization header, as boto3 always sends.
+
+    The signature is not checked: the credentials are local and arbitrary. The header's
+    presence is what keeps web pages out: a page on another site can send a "simple"
+    request (a form, fetch in no-cors mode) without asking, but no Authorization header
+    with it; to add one, the browser first asks the gateway (a CORS preflight), which
+    the gateway never approves. A presigned URL (the signature in the query) is a
+    simple request, so it is not taken either."""
+    return any(
+        name.lower() == b"authorization" and value.startswith(SIGV4_SCHEME)
+        for name, value in scope.get("headers", [])
+    )
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a Host header, lowercased, without its port or an IPv6 address's
+    brackets; None for one that is not a host."""
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+    return name or None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _RequestCutOff(Exception):
