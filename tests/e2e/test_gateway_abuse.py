@@ -576,8 +576,8 @@ def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
         assert deaf.recv(4096).startswith(b"HTTP/1.1 101")
         [row] = server.wait_for(lambda r: len(r) == 1)
         url = server.connection_url(row)
-        for _ in range(200):  # 20 MB: more than the sockets' buffers hold
-            assert _status(url, "POST", b"z" * 100_000) == 200
+        for _ in range(200):  # 20 MB: more than the sockets' buffers and its outbox hold
+            assert _status(url, "POST", b"z" * 100_000) in {200, 429}
         assert _status(url, "DELETE") == 204
         started = time.monotonic()
         [ended] = server.wait_for(lambda r: not r[0]["is_active"], timeout=30)
@@ -589,6 +589,58 @@ def test_a_client_that_reads_nothing_is_still_closed_by_a_delete(
         )
         # Gone from the gateway too: its @connections answer is 410.
         assert _status(url, "GET") == 410
+
+
+def test_posts_to_a_client_that_reads_nothing_are_refused_once_its_buffer_is_full(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A sender cannot make the gateway hold without bound what a client does not read:
+    past what the sockets and the client's outbox hold, a POST gets 429
+    (LimitExceededException, as API Gateway answers when "the WebSocket client side
+    buffer is full"). Once the client reads, it gets every message that was taken, in
+    order, and posts are taken again."""
+    server = start_dev("--heartbeat-grace", "off")
+    api = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}),  # the first refusal, not a retry's
+    )
+
+    async def scenario() -> None:
+        # It stops reading from its socket while one message waits for recv(), and its
+        # socket holds little.
+        deaf = socket.socket()
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        deaf.connect(("127.0.0.1", server.port))
+        ws = await connect(server.ws_url, ping_interval=None, max_queue=1, sock=deaf)
+        [row] = server.wait_for(lambda r: len(r) == 1)
+        taken = 0
+        for sequence in range(400):  # 40 MB at most
+            # Random, so compression (permessage-deflate) does not shrink it to nothing.
+            message = json.dumps({"n": sequence, "pad": os.urandom(50_000).hex()}).encode()
+            try:
+                await asyncio.to_thread(
+                    api.post_to_connection, ConnectionId=row["connection_id"], Data=message
+                )
+            except api.exceptions.LimitExceededException:
+                break
+            taken += 1
+        else:
+            raise AssertionError("every POST to a client that reads nothing was taken")
+        received = [json.loads(await asyncio.wait_for(ws.recv(), 10))["n"] for _ in range(taken)]
+        assert received == list(range(taken))
+        await asyncio.to_thread(
+            api.post_to_connection, ConnectionId=row["connection_id"], Data=b"again"
+        )
+        assert await asyncio.wait_for(ws.recv(), 10) == "again"
+        await ws.close()
+
+    run(scenario())
+    [row] = server.wait_for(lambda r: r[0]["end_reason"] is not None)
+    assert row["end_reason"] == "client_disconnect"
 
 
 def test_ctrl_c_with_the_database_gone_says_which_sessions_stay_active(

@@ -13,7 +13,8 @@ It invokes the real handlers in-process, with the events API Gateway sends:
   messages (close 1009);
 - the ``{stage}/@connections/{id}`` API on the same port (POST, GET, DELETE, 410 for gone
   ids), so boto3 works against it through ``endpoint_url``; as on AWS, a call must be
-  signed (SigV4), and one naming a host that is not the gateway's own is refused;
+  signed (SigV4), and one naming a host that is not the gateway's own is refused; a
+  POST to a client whose outbox is full (it does not read) gets 429;
 - optionally, another ASGI application (the operators' API) for HTTP requests under
   ``/admin``, which it sees as its ``root_path``.
 
@@ -86,6 +87,9 @@ does: 64, with the sweep's, the lock's and the operators' API's, stay well withi
 100 a Postgres allows by default. Past them, an invocation waits for a thread."""
 CLOSE_WAIT_SECONDS = 5.0
 """How long a close frame may wait on a client that is not reading."""
+OUTBOX_BYTES = 1024 * 1024
+"""What may wait for a client that does not read, past what the sockets hold: eight
+messages of API Gateway's largest. Its own buffer's size is not published."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ class Limits:
     messages_in_flight: int = 10
     """Per connection: its messages whose handlers are running at once. Past them, its
     next message is read when one has answered (the idle timeout stands still)."""
+    outbox_bytes: int = OUTBOX_BYTES
+    """Per connection: what waits to be sent to it. An @connections POST that would
+    pass it is refused with 429, as API Gateway refuses one when "the WebSocket client
+    side buffer is full"."""
 
 
 @dataclass
@@ -134,10 +142,28 @@ class LocalConnection:
     rate: RateLimit
     outbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     """What goes to the client, in order: @connections POSTs, route responses."""
+    outbox_bytes: int = 0
+    """The size of what the outbox holds."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the gateway must close the connection (DELETE, a message too big):
     a close never waits behind data a client does not read."""
     close_with: tuple[int, str] = (GOING_AWAY, DELETED_REASON)
+
+    def queue(self, message: Message) -> None:
+        """Put a message in the outbox, counted."""
+        self.outbox_bytes += _outgoing_size(message)
+        self.outbox.put_nowait(message)
+
+    async def next_outgoing(self) -> Message:
+        """The outbox's next message, once there is one; no longer counted."""
+        return self._taken(await self.outbox.get())
+
+    def next_outgoing_nowait(self) -> Message:
+        return self._taken(self.outbox.get_nowait())
+
+    def _taken(self, message: Message) -> Message:
+        self.outbox_bytes -= _outgoing_size(message)
+        return message
 
     def request_close(self, code: int, reason: str) -> None:
         if not self.closing.is_set():
@@ -433,7 +459,7 @@ class LocalGateway:
         started = time.monotonic()
         last_active = started
         inbound: asyncio.Future[Message] | None = asyncio.ensure_future(receive())
-        outbound = asyncio.ensure_future(connection.outbox.get())
+        outbound = asyncio.ensure_future(connection.next_outgoing())
         closer = asyncio.ensure_future(connection.closing.wait())
         # One send at a time, waited for beside the rest: a client that reads nothing
         # holds its own data back, never its close or its limits. Nothing more is read
@@ -469,7 +495,7 @@ class LocalGateway:
                 _collect(routing, done)
                 if sending is not None and sending in done:
                     sending = None
-                    outbound = asyncio.ensure_future(connection.outbox.get())
+                    outbound = asyncio.ensure_future(connection.next_outgoing())
                 elif sending is None and outbound in done:
                     sending = asyncio.ensure_future(_send_quietly(send, outbound.result()))
                 if inbound is not None and inbound in done:
@@ -514,7 +540,7 @@ class LocalGateway:
             elif outbound.done():
                 await _send_quietly(send, outbound.result())
             while not connection.outbox.empty():
-                await _send_quietly(send, connection.outbox.get_nowait())
+                await _send_quietly(send, connection.next_outgoing_nowait())
 
         # One wait for both: a client that did not take its messages in time will not
         # take the close frame after them either.
@@ -547,7 +573,7 @@ class LocalGateway:
             connection.request_close(TOO_BIG, "Message too big")
             return
         if not connection.rate.allow():
-            connection.outbox.put_nowait(
+            connection.queue(
                 {
                     "type": "websocket.send",
                     "text": json.dumps(
@@ -579,10 +605,10 @@ class LocalGateway:
                 "connectionId": connection.connection_id,
                 "requestId": event["requestContext"]["requestId"],
             }
-            connection.outbox.put_nowait({"type": "websocket.send", "text": json.dumps(error)})
+            connection.queue({"type": "websocket.send", "text": json.dumps(error)})
             return
         if isinstance(response, dict) and isinstance(response.get("body"), str):
-            connection.outbox.put_nowait({"type": "websocket.send", "text": response["body"]})
+            connection.queue({"type": "websocket.send", "text": response["body"]})
 
     async def _deliver_disconnect(
         self, connection: LocalConnection, code: int, reason: str
@@ -737,11 +763,23 @@ class LocalGateway:
                 },
             )
         elif method == "POST":
+            if connection.outbox_bytes + len(body) > self.limits.outbox_bytes:
+                # A client that does not read: the sender is told, as on AWS, and may
+                # retry (botocore's standard mode does), rather than the gateway holding
+                # whatever it is sent.
+                logger.info(
+                    "@connections POST refused: the client is not taking its messages",
+                    extra={"connection_id": connection.connection_id},
+                )
+                await _json(
+                    send, 429, {"message": "Too Many Requests"}, error_type="LimitExceededException"
+                )
+                return
             try:
                 outgoing: Message = {"type": "websocket.send", "text": body.decode("utf-8")}
             except UnicodeDecodeError:
                 outgoing = {"type": "websocket.send", "bytes": body}
-            connection.outbox.put_nowait(outgoing)
+            connection.queue(outgoing)
             await _json(send, 200, None)
         elif method == "DELETE":
             connection.request_close(GOING_AWAY, DELETED_REASON)
@@ -781,6 +819,15 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _outgoing_size(message: Message) -> int:
+    text = message.get("text")
+    if text is None:
+        return len(message.get("bytes") or b"")
+    # A route's answer may not be valid text (a lone surrogate): counted all the same,
+    # its send fails later, where it is said.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class _RequestCutOff(Exception):
