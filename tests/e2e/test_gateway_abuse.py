@@ -371,6 +371,9 @@ def test_a_page_on_another_site_cannot_reach_a_client_through_connections(
             for method, data in (("POST", b"rebound"), ("DELETE", None)):
                 status, _, body = await asyncio.to_thread(_call, url, method, rebound, data)
                 assert (status, json.loads(body)) == (403, {"message": "Forbidden"}), host
+        # The developer's own caller under a name (a container calling the laptop) learns
+        # from the dev's output why, which the 403 does not say.
+        assert "call it by its --host, localhost or an IP address" in server.log.read_text()
         # boto3 unsigned (as a page is) is told why, in API Gateway's words.
         unsigned = boto3.client(
             "apigatewaymanagementapi",

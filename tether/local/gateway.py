@@ -678,7 +678,12 @@ class LocalGateway:
         if not self._is_own_host(scope):
             # DNS rebinding: a page on another site whose name now resolves to this
             # machine reaches the gateway under that name.
-            return "not this gateway's host", "Forbidden", "ForbiddenException"
+            return (
+                "the host it names is not this gateway's: call it by its --host, localhost"
+                " or an IP address",
+                "Forbidden",
+                "ForbiddenException",
+            )
         if not _signed(scope):
             return (
                 "not signed",
@@ -707,7 +712,9 @@ class LocalGateway:
         refusal = self._refused_caller(scope)
         if refusal is not None:  # before the body is read: none of it is wanted
             why, message, error_type = refusal
-            logger.info("@connections call refused", extra={"path": path, "why": why})
+            # A warning: a caller of the developer's own (a container calling the
+            # laptop by name, say) learns here why, which a 403 alone does not say.
+            logger.warning("@connections call refused", extra={"path": path, "why": why})
             await _json(send, 403, {"message": message}, error_type=error_type)
             return
         try:
