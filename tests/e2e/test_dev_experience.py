@@ -989,3 +989,35 @@ def test_a_flag_that_settles_a_disagreement_is_taken(start_dev: Callable[..., De
     assert "heartbeats    every 9999s, clients silent 10800s are disconnected" in (
         server.log.read_text()
     )
+
+
+def test_a_dev_listening_on_every_interface_is_reached_by_its_own_commands(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """`tether dev --host 0.0.0.0` (phones on the LAN, containers): the URLs it hands out
+    named 0.0.0.0, no place to connect to, which AWS clients took for a remote host, so
+    `tether kick --embedded` asked for an AWS region, and the gateway's own sweep too."""
+    server = start_dev("--host", "0.0.0.0")  # noqa: S104 - what is under test
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "AWS_"))}
+    env.pop("DATABASE_URL", None)
+    state = json.loads((tmp_path / ".tether" / "dev.json").read_text())
+    assert state["connections_endpoint"] == f"http://127.0.0.1:{server.port}/local"
+    assert state["ws_url"] == f"ws://127.0.0.1:{server.port}"
+
+    async def kicked() -> tuple[subprocess.CompletedProcess[str], int | None]:
+        client = await open_client(server)
+        (row,) = server.wait_for(lambda rows: len(rows) == 1)
+        result = await asyncio.to_thread(
+            _plain, "kick", "--session", str(row["session_id"]), "--yes",
+            "--database-url", server.database_url, "--announce-to", "log",
+            "--endpoint-url", state["connections_endpoint"], cwd=tmp_path, env=env,
+        )  # fmt: skip
+        if result.returncode == 0:  # else said below, without waiting on the client
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), timeout=10)
+        return result, client.close_code
+
+    result, close_code = run(kicked())
+    assert result.returncode == 0, result.stderr
+    assert "the gateway closed the connection" in result.stdout
+    assert close_code is not None

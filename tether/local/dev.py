@@ -461,9 +461,17 @@ def _banner(
     say("  Ctrl-C closes every connection and ends its session")
 
 
+# Listening on every interface, the dev is reached here through loopback: a wildcard
+# address is no place to connect to (browsers refuse it, and AWS clients take it for a
+# remote host that needs a region and credentials).
+_REACHED_THROUGH = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - addresses, not binds
+
+
 def _netloc(options: DevOptions) -> str:
-    """host:port for a URL: an IPv6 address goes in brackets (http://[::1]:3001)."""
-    host = f"[{options.host}]" if ":" in options.host else options.host
+    """host:port for the URLs the dev hands out: an IPv6 address goes in brackets
+    (http://[::1]:3001)."""
+    host = _REACHED_THROUGH.get(options.host, options.host)
+    host = f"[{host}]" if ":" in host else host
     return f"{host}:{options.port}"
 
 
