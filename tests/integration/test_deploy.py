@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import threading
+import urllib.parse
 from typing import Any
 
 import boto3
@@ -483,6 +485,40 @@ def test_a_database_whose_row_security_refuses_tether_stops_the_deploy_before_it
     cfn = aws_client("cloudformation", aws)
     live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
     assert live == []
+
+
+def test_a_secret_in_another_region_may_be_decrypted_with_its_own_key(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A customer managed key lives in its secret's region, and KMS is asked through
+    that region's Secrets Manager: the stack's region alone refused the decrypt."""
+    elsewhere = boto3.client("secretsmanager", endpoint_url=aws, region_name="eu-west-1")
+    secret = elsewhere.create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )["ARN"]
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    args = deploy_args(aws, "--database-secret", secret, "--kms-key", key, "--no-snapstart")
+    code = main([*args, "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    iam = aws_client("iam", aws)
+    (policy,) = [
+        p
+        for p in iam.list_policies(Scope="Local")["Policies"]
+        if p["PolicyName"].startswith(f"{STACK}-SecretsKeyDecryptPolicy")
+    ]
+    version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])[
+        "PolicyVersion"
+    ]
+    document = version["Document"]
+    if isinstance(document, str):
+        document = json.loads(urllib.parse.unquote(document))
+    (statement,) = document["Statement"]
+    assert statement["Resource"] == key
+    assert statement["Condition"]["StringEquals"]["kms:ViaService"] == [
+        "secretsmanager.eu-west-1.amazonaws.com",
+        "ssm.eu-west-1.amazonaws.com",
+    ]
 
 
 def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
