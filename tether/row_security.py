@@ -2,12 +2,14 @@
 
 tether's functions are security definer: they run as the role that applied the
 migrations. A table of tether's that forces row level security on its owner judges
-them by its policies, and none lets that role write: every session opened is refused
-(SQLSTATE 42501), the sweep and the operators' reads see no rows. ``tether adopt
+them by its policies, and none of tether's lets that role in: unless the team gave it
+policies of its own, every session opened is refused (SQLSTATE 42501), the sweep and
+the operators' reads see no rows. ``tether adopt
 --check`` refuses a team's table that forces it, before any function exists; once
 they do, ``tether migrate`` and ``/health`` ask the database itself, as the functions'
 owner (``tether_row_security_problems_v1``: a superuser or a role with BYPASSRLS is
-never judged). All three say it in these words.
+never judged, nor a table whose policies let that role in). All three say it in these
+words.
 """
 
 from __future__ import annotations

@@ -554,3 +554,41 @@ def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses
         owner.execute(said.split("Stop forcing it first: ", 1)[1])
     mended = run_tether("migrate", "--database-url", plain_owner_url)
     assert (mended.returncode, mended.stderr) == (0, "")
+
+
+def test_a_table_forcing_row_level_security_with_policies_for_tether_s_role_is_no_problem(
+    plain_owner_url: str,
+) -> None:
+    """A team that forces row level security and gives tether's functions' role (the
+    owner) policies of its own: the functions open and end sessions, and `tether
+    migrate` said they would be refused, exited 1 and so stopped the deploy."""
+    first = run_tether("migrate", "--database-url", plain_owner_url)
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+        owner.execute(
+            "create policy team_lets_its_owner_in on public.conversation_sessions"
+            " for all to current_user using (true) with check (true)"
+        )
+    store = PostgresStore(plain_owner_url)
+    try:
+        store.open_session(OpenSessionRequest(connection_id="let-in=", user_id=uuid.uuid4()))
+        assert store.end_session("let-in=", EndReason.CLIENT_DISCONNECT).outcome is (
+            EndOutcome.ENDED
+        )
+    finally:
+        store.close()
+
+    again = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (again.returncode, again.stderr) == (0, ""), again.stderr
+
+    # A policy that covers reads alone lets no session be written: still said.
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("drop policy team_lets_its_owner_in on public.conversation_sessions")
+        owner.execute(
+            "create policy team_lets_its_owner_read on public.conversation_sessions"
+            " for select to public using (true)"
+        )
+    reads_only = run_tether("migrate", "--database-url", plain_owner_url)
+    assert reads_only.returncode == 1
+    assert "public.conversation_sessions forces row level security" in reads_only.stderr
