@@ -7,9 +7,9 @@
 -- unseen. They now fire on any UPDATE whose row changes so. Their conditions, read
 -- before any call and unchanged, keep heartbeats and marks from paying more than them.
 
-drop trigger conversation_sessions_queue_direct_end on public.conversation_sessions;
-
-create trigger conversation_sessions_queue_direct_end
+-- Replaced in place (Postgres 14+): no moment without them, and a lighter lock than a
+-- drop's.
+create or replace trigger conversation_sessions_queue_direct_end
   after update on public.conversation_sessions
   for each row
   when (
@@ -20,9 +20,7 @@ create trigger conversation_sessions_queue_direct_end
   )
   execute function public.tether_queue_direct_end();
 
-drop trigger conversation_sessions_ends_are_final on public.conversation_sessions;
-
-create trigger conversation_sessions_ends_are_final
+create or replace trigger conversation_sessions_ends_are_final
   after update on public.conversation_sessions
   for each row
   when (

@@ -39,7 +39,8 @@ def lease_within_invocation(context: Any, lease_seconds: float) -> float:
 
 LOCK_WAIT_SECONDS = 3.0
 """How long tether's functions wait for a row another transaction holds before they
-give up (their ``lock_timeout``, set by migration 20261129003000)."""
+give up (the ``lock_timeout`` each sets: migration 20261129003000 for the first ones,
+each later one in its own definition)."""
 REPORT_SECONDS = 1.5
 """What an invocation keeps, after its last try, to log and answer before its timeout."""
 
