@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import psycopg
 
     from tether.locks import LockPolicy, Progress
-    from tether.row_security import Judged
 
 logger = logging.getLogger("tether.migrate")
 
@@ -493,18 +492,6 @@ def apply_pending(
                 f"migration failed and was rolled back: {error_from_psycopg(exc)}"
             ) from None
     return done_now
-
-
-def row_security_problems(url: str) -> list[Judged]:
-    """tether's tables whose row level security refuses tether's functions, as the
-    database answers for their owner (a table forcing it after migrating, say)."""
-    from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
-
-    store = PostgresStore(check(url))
-    try:
-        return store.row_security_problems()
-    finally:
-        store.close()
 
 
 def _log_progress(line: str) -> None:

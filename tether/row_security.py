@@ -17,9 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-PROBLEMS_FUNCTION = "tether_row_security_problems_v1"
-"""Which of tether's tables judge its functions, asked as their owner."""
-
 
 @dataclass(frozen=True)
 class Judged:
@@ -57,3 +54,16 @@ def describe(judged: Judged) -> str:
 def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:
     """The rows of ``tether_row_security_problems_v1``, whichever driver read them."""
     return [Judged(table=str(row["table_name"]), forced=bool(row["forced"])) for row in rows]
+
+
+def problems_at(url: str) -> list[str]:
+    """What row level security refuses tether's functions at this database, in an
+    operator's words: asked once its migrations are applied (``tether migrate``,
+    ``tether deploy --migrate``)."""
+    from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
+
+    store = PostgresStore(url)
+    try:
+        return [describe(judged) for judged in store.row_security_problems()]
+    finally:
+        store.close()

@@ -570,8 +570,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
     # As `tether migrate` does: up to date is not working, and new code would open no
     # session either. Before the change set runs, so the stack is left as it was.
-    judged = migrate.row_security_problems(check(url))
-    problems = [row_security.describe(table) for table in judged]
+    problems = row_security.problems_at(check(url))
     if problems:
         raise PartlyDoneError(
             f"{'; '.join(problems)}. The migrations are applied; the stack was not changed:"

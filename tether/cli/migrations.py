@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tether import migrate, row_security
+from tether import dburl, migrate, row_security
 from tether.cli.common import (
     add_database_options,
     add_lock_options,
@@ -31,11 +31,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             " longer (--lock-timeout, --attempts)"
         ),
     )
+    if not args.json:
+        # Said before the question below: if it fails, what was applied is known.
+        for migration, pushed in done:
+            if pushed:
+                say(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
+            else:
+                say(f"applied  {migration.filename}")
+        say(f"{len(done)} migration(s) applied" if done else "database is up to date")
     # Up to date is not working: row level security a table forces after migrating
     # refuses every session tether's functions open. Said as a failure (exit 1), so a
     # deploy that migrates first stops there instead of shipping functions that cannot
     # open a session; what was applied stays applied.
-    problems = [row_security.describe(judged) for judged in migrate.row_security_problems(url)]
+    problems = row_security.problems_at(dburl.check(url))
     if args.json:
         say_json(
             {
@@ -45,15 +53,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 "problems": problems,
             }
         )
-        return 1 if problems else 0
-    for migration, pushed in done:
-        if pushed:
-            say(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
-        else:
-            say(f"applied  {migration.filename}")
-    say(f"{len(done)} migration(s) applied" if done else "database is up to date")
-    for problem in problems:
-        say_aside(f"tether migrate: {problem}")
+    else:
+        for problem in problems:
+            say_aside(f"tether migrate: {problem}")
     return 1 if problems else 0
 
 
