@@ -460,7 +460,7 @@ def test_a_one_off_sweep_that_cannot_reach_the_database_says_so_and_fails() -> N
     )  # fmt: skip
     assert result.returncode == 1
     assert "cannot connect to the database" in result.stderr
-    assert "sweep failed; what it did is kept" in result.stderr
+    assert "sweep failed; nothing done" in result.stderr
     assert "next run" not in result.stderr
     assert "hunter2-secret" not in result.stdout + result.stderr
 
@@ -631,6 +631,9 @@ def test_a_sweep_refused_at_its_first_end_says_nothing_was_done(
     assert "kept_stays_open" in result.stderr
     assert "nothing was done: no session was ended" in result.stderr, result.stderr
     assert "what the run had done is kept" not in result.stderr
+    # Its log line, as the function's would read in CloudWatch, says so too.
+    assert "sweep failed; nothing done" in result.stderr
+    assert "what it did is kept" not in result.stderr
     assert [row["is_active"] for row in _state(db)] == [True]
 
 

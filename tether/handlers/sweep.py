@@ -50,7 +50,11 @@ def run_sweep(
             if sweep is not None:
                 emit_outage_metrics(sweep.report)
         done = sweep.report.as_dict() if sweep is not None else {}
-        logger.error("sweep failed; what it did is kept", extra={"error": str(exc), **done})
+        did_something = sweep is not None and sweep.report.ended_closed_or_announced
+        logger.error(
+            "sweep failed; what it did is kept" if did_something else "sweep failed; nothing done",
+            extra={"error": str(exc), **done},
+        )
         raise
     if metrics:
         emit_sweep_metrics(report)
