@@ -96,3 +96,23 @@ def test_a_key_kept_in_a_secret_is_not_offered_as_the_variable_s_value(
     assert "kept in the secret TETHER_OPERATOR_KEY" in banner
     assert "$TETHER_OPERATOR_KEY" not in banner
     assert "Bearer <the key in that secret>" in banner
+
+
+@pytest.mark.parametrize(
+    ("host", "reached_at"),
+    [
+        ("0.0.0.0", "127.0.0.1"),  # noqa: S104 - a host under test, not a bind
+        ("::", "[::1]"),
+        ("::0", "[::1]"),
+        ("0:0:0:0:0:0:0:0", "[::1]"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("192.168.1.20", "192.168.1.20"),
+        ("::1", "[::1]"),
+        ("laptop.local", "laptop.local"),
+    ],
+)
+def test_a_dev_on_every_interface_hands_out_loopback(host: str, reached_at: str) -> None:
+    """A wildcard address, however spelled, is no place to connect to: AWS clients take
+    it for a remote host that needs a region and credentials."""
+    config = dev_settings(DevOptions(host=host, port=4711), DATABASE)
+    assert config.connections_endpoint == f"http://{reached_at}:4711/local"

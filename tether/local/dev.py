@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import math
 import os
@@ -461,16 +462,23 @@ def _banner(
     say("  Ctrl-C closes every connection and ends its session")
 
 
-# Listening on every interface, the dev is reached here through loopback: a wildcard
-# address is no place to connect to (browsers refuse it, and AWS clients take it for a
-# remote host that needs a region and credentials).
-_REACHED_THROUGH = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - addresses, not binds
+def _reached_through(host: str) -> str:
+    """Listening on every interface (0.0.0.0, ::, however spelled), the dev is reached
+    here through loopback: a wildcard address is no place to connect to (browsers refuse
+    it, and AWS clients take it for a remote host that needs a region and credentials)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name
+    if not address.is_unspecified:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"
 
 
 def _netloc(options: DevOptions) -> str:
     """host:port for the URLs the dev hands out: an IPv6 address goes in brackets
     (http://[::1]:3001)."""
-    host = _REACHED_THROUGH.get(options.host, options.host)
+    host = _reached_through(options.host)
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{options.port}"
 
