@@ -118,6 +118,19 @@ def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return reading
 
 
+def _ends_by_session(
+    reason: EndReason | str, ended_at: Mapping[UUID, datetime]
+) -> dict[str, object]:
+    """The arguments of a function that ends (or intends to end) sessions, each at its
+    own moment, for one reason: two arrays in step."""
+    ids = list(ended_at)
+    return {
+        "p_session_ids": ids,
+        "p_reason": EndReason.parse(reason).value,
+        "p_ended_ats": [ended_at[i] for i in ids],
+    }
+
+
 def _finite(name: str, value: float) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -202,15 +215,7 @@ class SessionStore(ABC):
         announcements wait in the outbox, free to take at once."""
         if not ended_at:
             return {}
-        ids = list(ended_at)
-        rows = self.call(
-            END_SESSIONS,
-            {
-                "p_session_ids": ids,
-                "p_reason": EndReason.parse(reason).value,
-                "p_ended_ats": [ended_at[i] for i in ids],
-            },
-        )
+        rows = self.call(END_SESSIONS, _ends_by_session(reason, ended_at))
         ended: dict[EndReason, int] = {}
         for row in rows:
             ended_reason = EndReason(row["end_reason"])
@@ -282,15 +287,7 @@ class SessionStore(ABC):
         the connection id of each still active."""
         if not ended_at:
             return {}
-        ids = list(ended_at)
-        rows = self.call(
-            INTEND_END,
-            {
-                "p_session_ids": ids,
-                "p_reason": EndReason.parse(reason).value,
-                "p_ended_ats": [ended_at[i] for i in ids],
-            },
-        )
+        rows = self.call(INTEND_END, _ends_by_session(reason, ended_at))
         return _CONNECTIONS_BY_SESSION.validate_python(
             {row["session_id"]: row["connection_id"] for row in rows}
         )

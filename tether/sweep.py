@@ -21,8 +21,10 @@ EventBridge's one-minute schedule allows. Each check, in order:
    whose announcement failed (at least once).
 
 Then the run reports its numbers (``tether.sweep_metrics`` turns them into metrics).
-Every batch is its own short transaction with ``FOR UPDATE SKIP LOCKED``, so two
-sweeps at once share the work and a backlog drains across runs. No new batch is
+Every batch is its own short transaction, and what a batch takes it claims with ``FOR
+UPDATE SKIP LOCKED`` (its silent clients' ends alone wait for their rows, a few seconds
+at most: each is ended once, as a $disconnect's), so two sweeps at once share the work
+and a backlog drains across runs. No new batch is
 taken once the remaining time falls below the margin, and no call to the gateway is
 waited for past it: a gateway that takes calls and never answers leaves those suspects
 to the next check, not the run killed by Lambda before its report. The run's clock is the

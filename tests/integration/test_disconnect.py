@@ -28,6 +28,7 @@ from tests.conftest import (
     set_for_database,
     with_database,
 )
+from tests.integration.test_infra import load_template
 from tests.support import (
     HS256_SECRET,
     FakeLambdaContext,
@@ -529,8 +530,10 @@ def test_an_end_whose_announcement_cannot_be_recorded_still_answers_that_it_ende
     assert "announced_at is not to be written here" in out
 
 
-# The $disconnect function's timeout in infra/template.yaml.
-DISCONNECT_TIMEOUT_SECONDS = 10.0
+# The $disconnect function's timeout, as deployed.
+DISCONNECT_TIMEOUT_SECONDS = float(
+    load_template()["Resources"]["DisconnectFunction"]["Properties"]["Timeout"]
+)
 
 
 def _disconnect_within(connection_id: str, seconds: float) -> dict[str, Any]:
