@@ -418,6 +418,15 @@ def test_embedded_wins_over_the_environment_and_refuses_a_second_url(tmp_path: P
         assert kicked.returncode == 1
         assert "no tether dev is running in this folder" in kicked.stderr
         assert not embedded.is_running(data)
+        # So does sweep, which runs all the same: its endpoint is that dev's too, and
+        # naming the flag and setting alone left the developer to guess why.
+        swept = run_tether("sweep", "--embedded", cwd=tmp_path)
+        assert swept.returncode == 0, swept.stderr
+        (said,) = [line for line in swept.stderr.splitlines() if "@connections" in line]
+        assert said.startswith(
+            "tether sweep: no @connections endpoint (no tether dev is running in this folder,"
+        )
+        assert not embedded.is_running(data)
     finally:
         embedded.stop_if_running(data)
 

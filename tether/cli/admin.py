@@ -16,6 +16,7 @@ from tether.cli.common import (
     add_database_options,
     confirm,
     declined,
+    embedded_endpoint_missing,
     endpoint,
     installed_settings,
     say,
@@ -174,18 +175,9 @@ def cmd_kick(args: argparse.Namespace) -> int:
     store = runtime.store()
     connections = runtime.connections()
     if connections is None:
-        no_dev = ""
-        if getattr(args, "embedded", False):
-            # With --embedded, the endpoint is that of the dev serving its database.
-            from tether.local import state as dev_state  # noqa: PLC0415
-
-            no_dev = (
-                "the tether dev running in this folder serves another database; "
-                if dev_state.running()
-                else "no tether dev is running in this folder, whose endpoint --embedded takes; "
-            )
         raise ConfigurationError(
-            f"kick disconnects clients through the @connections API: {no_dev}pass"
+            "kick disconnects clients through the @connections API:"
+            f" {embedded_endpoint_missing(args)}pass"
             " --endpoint-url https://{api}.execute-api.{region}.amazonaws.com/{stage} (or set"
             " TETHER_CONNECTIONS_ENDPOINT); `tether dev` prints its own"
         )

@@ -426,6 +426,16 @@ def _local_stack_defaults(args: argparse.Namespace, url: str) -> dict[str, objec
     return defaults
 
 
+def embedded_endpoint_missing(args: argparse.Namespace) -> str:
+    """Why --embedded found no @connections endpoint, in a clause ending in '; ' (empty
+    without --embedded): it takes the endpoint of the dev serving its database."""
+    if not getattr(args, "embedded", False):
+        return ""
+    if dev_state.running():
+        return "the tether dev running in this folder serves another database; "
+    return "no tether dev is running in this folder, whose endpoint --embedded takes; "
+
+
 def installed_settings(args: argparse.Namespace) -> Settings:
     """The settings a command runs with (the environment's, then its own options:
     database, gateway endpoint, announcements), installed for the runtime to use."""

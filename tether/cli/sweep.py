@@ -16,6 +16,7 @@ from tether.cli.common import (
     confirm,
     declined,
     duration,
+    embedded_endpoint_missing,
     endpoint,
     installed_settings,
     say,
@@ -64,10 +65,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say("dry run: nothing was changed")
         return 0
     if not config.connections_endpoint:
+        # With --embedded and no dev serving its database, the flag and setting alone
+        # would not say why: the endpoint --embedded takes is the running dev's.
+        missing = embedded_endpoint_missing(args)
         sys.stderr.write(
-            "tether sweep: no @connections endpoint (--endpoint-url or"
-            " TETHER_CONNECTIONS_ENDPOINT): silent sessions are not asked about, only the"
-            " idle and age limits end sessions\n"
+            f"tether sweep: no @connections endpoint ({missing}{'else ' if missing else ''}"
+            "--endpoint-url or TETHER_CONNECTIONS_ENDPOINT): silent sessions are not asked"
+            " about, only the idle and age limits end sessions\n"
         )
     # The limit is when batches stop being taken: the run's margin (kept on Lambda for
     # the invocation's end) is added back, or a limit under it would take none.
