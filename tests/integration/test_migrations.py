@@ -527,6 +527,33 @@ def test_migrations_apply_as_an_owner_that_is_no_superuser(server_url: str) -> N
             admin.execute(f'drop role if exists "{owner}"')
 
 
+def test_status_as_a_role_that_may_not_judge_row_level_security_still_answers(
+    database_url: str,
+) -> None:
+    """Only the functions' owner and service_role may ask which tables' row level
+    security judges tether's functions: a role that reads the ledger alone (a
+    monitor's) still gets its status, and is told what was not judged."""
+    reader = f"tether_reader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f'create role "{reader}" login')
+        admin.execute(f'grant usage on schema tether to "{reader}"')
+        admin.execute(f'grant select on all tables in schema tether to "{reader}"')
+    try:
+        as_reader = psycopg.conninfo.make_conninfo(database_url, user=reader)
+        status = run_tether("migrate", "--status", "--database-url", as_reader)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.splitlines()[-1] == (
+            "row level security not judged: this role may not ask; the role that applied"
+            " the migrations may"
+        )
+        as_json = run_tether("migrate", "--status", "--json", "--database-url", as_reader)
+        assert json.loads(as_json.stdout)["problems"] is None
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f'drop owned by "{reader}"')
+            admin.execute(f'drop role "{reader}"')
+
+
 def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses_it(
     plain_owner_url: str,
 ) -> None:
@@ -549,11 +576,21 @@ def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses
     as_json = run_tether("migrate", "--json", "--database-url", plain_owner_url)
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout)["problems"] == [said.removeprefix("tether migrate: ")]
+    # --status says what would stop migrate: this too, in the same words, changing nothing.
+    status = run_tether("migrate", "--status", "--database-url", plain_owner_url)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[-1] == said.replace(
+        "tether migrate: ", "migrate would fail: "
+    )
+    status_json = run_tether("migrate", "--status", "--json", "--database-url", plain_owner_url)
+    assert json.loads(status_json.stdout)["problems"] == [said.removeprefix("tether migrate: ")]
 
     with psycopg.connect(plain_owner_url, autocommit=True) as owner:
         owner.execute(said.split("Stop forcing it first: ", 1)[1])
     mended = run_tether("migrate", "--database-url", plain_owner_url)
     assert (mended.returncode, mended.stderr) == (0, "")
+    status = run_tether("migrate", "--status", "--json", "--database-url", plain_owner_url)
+    assert json.loads(status.stdout)["problems"] == []
 
 
 def test_a_table_forcing_row_level_security_with_policies_for_tether_s_role_is_no_problem(

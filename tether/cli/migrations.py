@@ -61,6 +61,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace, url: str) -> int:
     state = migrate.status(url)
+    # What makes migrate fail once it has migrated (row level security refusing
+    # tether's functions), as migrate says it: asked of a function of tether's, once it
+    # is there and this role may call it (None: not asked).
+    problems = (
+        row_security.problems_at(dburl.check(url)) if migrate.may_judge_row_security(url) else None
+    )
     if args.json:
         say_json(
             {
@@ -71,6 +77,7 @@ def _status(args: argparse.Namespace, url: str) -> int:
                 "pending": [m.filename for m in state.pending],
                 "applied_by_supabase": state.applied_by_supabase,
                 "refused": state.refused,
+                "problems": problems,
             }
         )
         return 0
@@ -92,6 +99,13 @@ def _status(args: argparse.Namespace, url: str) -> int:
     say(f"{len(state.applied)} applied, {len(state.pending)} pending")
     for reason in state.refused:
         say(f"migrate would refuse: {reason}")
+    for problem in problems or []:
+        say(f"migrate would fail: {problem}")
+    if problems is None and not state.pending:
+        say(
+            "row level security not judged: this role may not ask; the role that applied"
+            " the migrations may"
+        )
     return 0
 
 
