@@ -100,3 +100,21 @@ def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
 @pytest.mark.parametrize(("text", "minutes"), [("1", 1.0), (".5", 0.5), ("1.", 1.0), ("90s", 1.5)])
 def test_chaos_minutes_are_a_bare_number_or_a_duration(text: str, minutes: float) -> None:
     assert build_parser().parse_args(["chaos", "--minutes", text]).minutes == minutes
+
+
+@pytest.mark.parametrize("command", ["dev", "simulate", "chaos"])
+def test_help_shows_no_python_value_for_an_option_without_a_default(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tether dev --help` showed "(default: None)" beside --database-url, --fault-file
+    and simulate's --token, "(default: False)" beside --json, "(default: [])" beside
+    --route: Python's words, not a default anyone can give."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for python_value in ("(default: None)", "(default: False)", "(default: [])"):
+        assert python_value not in shown
+    if command != "chaos":
+        # Where the database comes from when the flag is left out, as the command reads it.
+        assert "(default: $TETHER_DATABASE_URL, then $DATABASE_URL, else" in shown

