@@ -1003,6 +1003,11 @@ def test_a_dev_listening_on_every_interface_is_reached_by_its_own_commands(
     state = json.loads((tmp_path / ".tether" / "dev.json").read_text())
     assert state["connections_endpoint"] == f"http://127.0.0.1:{server.port}/local"
     assert state["ws_url"] == f"ws://127.0.0.1:{server.port}"
+    # The banner names loopback as the URL, and says the rest of the network reaches it.
+    assert (
+        f"tether dev: listening on ws://127.0.0.1:{server.port}, and on every interface"
+        " (--host 0.0.0.0): other devices call it by this machine's IP address"
+    ) in server.log.read_text()
 
     async def kicked() -> tuple[subprocess.CompletedProcess[str], int | None]:
         client = await open_client(server)

@@ -379,7 +379,7 @@ def _banner(
     where = f"embedded, data in {database.data_dir}" if database else "given"
     every = config.sweep_check_every_seconds
     grace = config.heartbeat_grace_seconds
-    say(f"tether dev: listening on {ws_url}")
+    say(_listening(options, ws_url))
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
     say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
     admin = f"http://{_netloc(options)}/admin"
@@ -473,6 +473,18 @@ def _reached_through(host: str) -> str:
     if not address.is_unspecified:
         return host
     return "::1" if address.version == 6 else "127.0.0.1"
+
+
+def _listening(options: DevOptions, ws_url: str) -> str:
+    """The banner's first line. On every interface the URL names loopback: the line
+    says the rest of the network reaches it too, and by what (a name is refused, for
+    DNS rebinding), or nothing said it was there for phones and containers."""
+    if _reached_through(options.host) == options.host:  # not a wildcard
+        return f"tether dev: listening on {ws_url}"
+    return (
+        f"tether dev: listening on {ws_url}, and on every interface (--host"
+        f" {options.host}): other devices call it by this machine's IP address"
+    )
 
 
 def _netloc(options: DevOptions) -> str:
