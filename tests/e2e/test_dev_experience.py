@@ -1026,3 +1026,23 @@ def test_a_dev_listening_on_every_interface_is_reached_by_its_own_commands(
     assert result.returncode == 0, result.stderr
     assert "the gateway closed the connection" in result.stdout
     assert close_code is not None
+
+
+def test_a_dev_whose_functions_row_level_security_refuses_says_so_as_it_starts(
+    start_dev: Callable[..., DevServer], plain_owner_url: str
+) -> None:
+    """A session table forcing row level security on its owner (no superuser, no
+    BYPASSRLS): tether migrate exits 1 over it and /health says degraded, but tether dev
+    started with its usual banner, and every connection then failed (500), its log
+    naming no statement to mend it."""
+    migrated = run_tether("migrate", "--database-url", plain_owner_url)
+    assert migrated.returncode == 0, migrated.stderr
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+    server = start_dev("--database-url", plain_owner_url)
+    (said,) = [line for line in server.log.read_text().splitlines() if "PROBLEM" in line]
+    assert said.startswith(
+        "  PROBLEM       every connection will fail: public.conversation_sessions forces row"
+        " level security on its owner"
+    )
+    assert said.endswith("alter table public.conversation_sessions no force row level security")

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import uvicorn
 
-from tether import limits, migrate, runtime
+from tether import limits, migrate, row_security, runtime
 from tether.aws.secrets import is_reference
 from tether.dburl import check, redact, scrub
 from tether.drivers.postgres import (
@@ -364,6 +364,13 @@ def _leftovers(config: Settings) -> int:
     return health.active_sessions
 
 
+def _problems() -> tuple[str, ...]:
+    """What tether migrate exits 1 over (row level security refusing tether's functions):
+    every connection would fail while the banner alone said all was well."""
+    judged = runtime.store().row_security_problems()
+    return tuple(row_security.describe(table) for table in judged)
+
+
 def _banner(
     say: Callable[[str], None],
     *,
@@ -373,6 +380,7 @@ def _banner(
     database: embedded.EmbeddedPostgres | None,
     applied: int,
     leftovers: int,
+    problems: tuple[str, ...] = (),
 ) -> None:
     """Every effective setting, and a first command to try: said once the port is bound."""
     ws_url = f"ws://{_netloc(options)}"
@@ -449,6 +457,8 @@ def _banner(
             " another server (an adopted table's orphans); no connection of this gateway is"
             f" theirs, and the sweep ends them within about {bound:g}s"
         )
+    for problem in problems:
+        say(f"  PROBLEM       every connection will fail: {problem}")
     if config.allow_anonymous:
         say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
         say("                tether simulate   (in another terminal)")
@@ -704,7 +714,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         gateway, server = build(options, config, routed, faults)
         held.callback(runtime.reset)
         held.callback(dev_state.clear)
-        leftovers = _leftovers(config)
+        leftovers, problems = _leftovers(config), _problems()
         ws_url = f"ws://{_netloc(options)}"
         schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds, claim)
 
@@ -728,6 +738,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 database=database,
                 applied=len(applied),
                 leftovers=leftovers,
+                problems=problems,
             )
 
         # The sweep and each watcher on a thread of its own, one call at a time: the
