@@ -536,11 +536,25 @@ def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> Non
     except psycopg.errors.LockNotAvailable:
         raise  # the run is tried again (tether.locks), not failed
     except psycopg.Error as exc:
-        raise MigrationError(
+        said = (
             f"{migration.filename} failed; nothing of this run was kept: {error_from_psycopg(exc)}"
-        ) from None
+        )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "create role" in str(exc):
+            said += ROLES_TO_MAKE_FIRST
+        raise MigrationError(said) from None
     finally:
         conn.remove_notice_handler(warned)
+
+
+ROLES_TO_MAKE_FIRST = (
+    ". On plain Postgres the roles tether's grants and policies name are made where"
+    " they are missing, which takes CREATEROLE, and BYPASSRLS for service_role: have a"
+    " superuser make those missing first (create role anon nologin noinherit; create"
+    " role authenticated nologin noinherit; create role service_role nologin noinherit"
+    " bypassrls), or migrate as a role that may"
+)
+"""What a role that may not create roles does (a self-hosted Postgres's application
+owner): Postgres's refusal names no role and no way on."""
 
 
 # The names `supabase db push` takes: a version of digits, an underscore, any name.

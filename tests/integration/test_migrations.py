@@ -554,6 +554,25 @@ def test_status_as_a_role_that_may_not_judge_row_level_security_still_answers(
             admin.execute(f'drop role "{reader}"')
 
 
+def test_an_owner_that_may_not_create_the_roles_is_told_how_to_have_them_made(
+    plain_owner_url: str, migrations_copy: Path
+) -> None:
+    """A self-hosted Postgres's application owner (no CREATEROLE, no BYPASSRLS) on a
+    server without one of the roles tether's grants name: Postgres's refusal, 'permission
+    denied to create role', named no role and no way on."""
+    missing = f"service_role_{uuid.uuid4().hex[:8]}"  # a server that lacks it
+    (shim,) = migrations_copy.glob("*_auth_shim.sql")
+    shim.write_text(shim.read_text().replace("service_role", missing))
+    with pytest.raises(MigrationError) as refused:
+        migrate.migrate(plain_owner_url, migrations_copy)
+    said = str(refused.value)
+    assert said.startswith(
+        f"{shim.name} failed; nothing of this run was kept: 42501: permission denied to"
+        " create role. "
+    )
+    assert "create role service_role nologin noinherit bypassrls" in said
+
+
 def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses_it(
     plain_owner_url: str,
 ) -> None:
