@@ -323,6 +323,17 @@ def test_connections_calls_naming_another_stage_are_refused_and_deliver_nothing(
     run(scenario())
     [row] = server.wait_for(lambda r: r[0]["end_reason"] is not None)
     assert row["end_reason"] == "client_disconnect"
+    # The dev's output says why, at its default level: a bare 403 did not say that the
+    # endpoint lacked /local (boto3 given http://127.0.0.1:3001) or named AWS's stage.
+    refusals = {
+        line["why"]
+        for line in json_lines(server.log.read_text())
+        if line.get("message") == "@connections call refused"
+    }
+    assert refusals == {
+        "stage 'prod' is not this gateway's: its stage is 'local', its endpoint ending in /local",
+        "the path names no stage: its stage is 'local', its endpoint ending in /local",
+    }
 
 
 def _call(

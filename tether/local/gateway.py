@@ -737,7 +737,21 @@ class LocalGateway:
             return
         if match["stage"] != self.stage:
             # API Gateway knows no such stage: code that posts to the wrong one fails
-            # here as it would on AWS, not only once deployed.
+            # here as it would on AWS, not only once deployed. Said at the default level,
+            # as a refused host is: a bare 403 does not say that the endpoint lacks
+            # /local, or names the deployed stage.
+            logger.warning(
+                "@connections call refused",
+                extra={
+                    "path": path,
+                    "why": (
+                        f"stage {match['stage']!r} is not this gateway's"
+                        if match["stage"]
+                        else "the path names no stage"
+                    )
+                    + f": its stage is {self.stage!r}, its endpoint ending in /{self.stage}",
+                },
+            )
             await _json(send, 403, {"message": "Forbidden"}, error_type="ForbiddenException")
             return
         if self.faults.throttled():
