@@ -355,7 +355,7 @@ def add_lock_options(parser: argparse.ArgumentParser) -> None:
         "--lock-timeout",
         type=lock_timeout,
         default=1.0,
-        metavar="D",
+        metavar="DURATION",
         help="the longest a lock request may hold writers back (default 1s)",
     )
     parser.add_argument(

@@ -127,11 +127,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     migrate_cmd = commands.add_parser(
-        "migrate", parents=[common], help="apply pending migrations (all in one transaction)"
+        "migrate",
+        parents=[common],
+        help="apply pending migrations (all in one transaction)",
+        description="Apply tether's pending migrations, all in one transaction. Exits 1"
+        " when they cannot be applied, and also when, applied, tether's functions would"
+        " still be refused (row level security a table forces on their role): it says the"
+        " statement that mends it.",
     )
     add_database_options(migrate_cmd)
     migrate_cmd.add_argument(
-        "--status", action="store_true", help="list applied and pending migrations, change nothing"
+        "--status",
+        action="store_true",
+        help="list applied and pending migrations, and what would stop or fail migrate;"
+        " change nothing",
     )
     migrate_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_lock_options(migrate_cmd)

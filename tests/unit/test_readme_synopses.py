@@ -1,0 +1,57 @@
+"""The README's command synopses name only flags the commands take: one that drifted
+would send a newcomer to an error."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from tether.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+FENCE = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
+COMMAND = re.compile(r"^tether ((?:migrations )?[a-z-]+)")
+FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
+
+
+def _synopses() -> list[tuple[str, str]]:
+    """Each command a synopsis in a ```sh block names, and the flags it gives it (its
+    continuation lines are indented; a comment after `#` is prose)."""
+    found: list[tuple[str, str]] = []
+    for block in FENCE.findall((ROOT / "README.md").read_text()):
+        command = None
+        for line in block.splitlines():
+            text = line.split("#", 1)[0]
+            started = COMMAND.match(text)
+            if started:
+                command = started.group(1)
+            elif not line.startswith(" ") or command is None:
+                command = None
+                continue
+            found.extend((command, flag) for flag in FLAG.findall(text))
+    return found
+
+
+def _subcommand(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser:
+    for word in words:
+        (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = action.choices[word]
+    return parser
+
+
+SYNOPSES = _synopses()
+
+
+def test_the_readme_gives_synopses_to_check() -> None:
+    commands = {command for command, _ in SYNOPSES}
+    assert {"dev", "sweep", "kick", "migrate", "deploy", "adopt"} <= commands
+
+
+@pytest.mark.parametrize(("command", "flag"), sorted(set(SYNOPSES)))
+def test_every_flag_of_a_synopsis_is_one_its_command_takes(command: str, flag: str) -> None:
+    parser = _subcommand(build_parser(), command.split())
+    taken = {option for action in parser._actions for option in action.option_strings}
+    assert flag in taken, f"README: `tether {command}` has no {flag}"
