@@ -878,6 +878,41 @@ def test_the_database_a_killed_command_left_running_is_stopped_by_the_next(
         embedded.stop_if_running(data)
 
 
+@pytest.mark.parametrize("command", [("sessions", "--json"), ("sweep",)], ids=["sessions", "sweep"])
+def test_the_database_a_killed_dev_left_running_is_stopped_by_the_next_command(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """kill -9 of `tether dev` left its embedded Postgres running: every later
+    --embedded command used it and left it so, until the next dev. The next command now
+    stops it after its work; one beside a live dev leaves the dev's database alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    data = tmp_path / ".tether" / "pgdata"
+    killed, _ = _start_embedded_dev(tmp_path, env, "--sweep-interval", "1h")
+    again = None
+    try:
+        killed.kill()
+        killed.wait(timeout=30)
+        assert embedded.is_running(data)  # left behind
+        after = _plain(command[0], "--embedded", *command[1:], cwd=tmp_path, env=env)
+        assert after.returncode == 0, after.stderr
+        assert not embedded.is_running(data)
+        again, _ = _start_embedded_dev(tmp_path, env, "--sweep-interval", "1h")
+        beside = _plain(command[0], "--embedded", *command[1:], cwd=tmp_path, env=env)
+        assert beside.returncode == 0, beside.stderr
+        assert embedded.is_running(data)  # the live dev's
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=30) == 0
+        assert not embedded.is_running(data)
+        assert not data.with_name("pgdata.started-by").exists()
+    finally:
+        for process in (killed, again):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+        embedded.stop_if_running(data)
+
+
 def _tether_clients(data: Path) -> int:
     """How many of tether's own connections the embedded server in ``data`` has (none
     when it is not running: it is not started to be asked)."""

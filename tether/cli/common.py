@@ -157,30 +157,30 @@ def _embedded_url() -> str:
         if not was_running and not _dev_uses(data_dir):
             embedded.stop_if_running(data_dir)
         raise
-    left_running = not server.started_here and _left_by_a_command_gone(data_dir)
+    left_running = not server.started_here and _left_by_a_starter_gone(data_dir)
     if server.started_here or left_running:
-        # Nobody was using it (or only a command killed before its stop): leave it as
-        # this command found it, unless someone (`tether dev`, another command) has
-        # come to use it meanwhile.
+        # Nobody was using it (or only a command or a dev killed before its stop): leave
+        # it as this command found it, unless someone (`tether dev`, another command)
+        # has come to use it meanwhile.
         _started_by(data_dir).write_text(str(os.getpid()))
         atexit.register(_stop_if_unused, server)
     elif _started_by(data_dir).exists():
-        # Another command started it for itself and still runs. Should that one end
-        # first, it leaves the server to this one, which it sees connected: this one
+        # Another command (or a dev) started it for itself and still runs. Should that
+        # one end first, it leaves the server to this one, which it sees connected: this one
         # stops it then, as the last of the commands using it.
         atexit.register(_stop_if_left_to_this_command, server)
     return server.url
 
 
 def _started_by(data_dir: Path) -> Path:
-    """Beside the data: the pid of the command that started the server for itself."""
-    return data_dir.with_name(f"{data_dir.name}.started-by")
+    return dev_state.started_by(data_dir)
 
 
-def _left_by_a_command_gone(data_dir: Path) -> bool:
-    """The server runs for a command that is gone, killed before it could stop it
-    (kill -9): no later command would have stopped it, since none had started it."""
-    if _dev_uses(data_dir):
+def _left_by_a_starter_gone(data_dir: Path) -> bool:
+    """The server runs for a command or a `tether dev` that is gone, killed before it
+    could stop it (kill -9): no later command would have stopped it, since none had
+    started it. Never while a dev holds the folder: one starting may be taking it over."""
+    if _dev_uses(data_dir) or dev_state.held_elsewhere():
         return False
     try:
         pid = int(_started_by(data_dir).read_text().strip())
@@ -196,7 +196,7 @@ def _left_by_a_command_gone(data_dir: Path) -> bool:
 
 
 def _stop_if_left_to_this_command(server: EmbeddedPostgres) -> None:
-    if _left_by_a_command_gone(server.data_dir):
+    if _left_by_a_starter_gone(server.data_dir):
         _started_by(server.data_dir).write_text(str(os.getpid()))
         _stop_if_unused(server)
 

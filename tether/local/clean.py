@@ -18,14 +18,6 @@ DATA_DIRS = ("pgdata", "test-pgdata*", "bench-pgdata", "chaos-*/pgdata", "tmp*/p
 DEV_LOCKS = ("dev.lock", "chaos-*/.tether/dev.lock")
 
 
-def _held_elsewhere(lock: Path) -> bool:
-    handle = dev_state.hold(lock)
-    if handle is None:
-        return True
-    handle.close()
-    return False
-
-
 REFUSED = 3
 """The exit status that stops `make clean`; any other failure (this module not even
 importable) lets it go on removing, as it is the way out of a broken install."""
@@ -34,7 +26,7 @@ importable) lets it go on removing, as it is the way out of a broken install."""
 def main() -> int:
     base = BASE.resolve()
     running = [lock for pattern in DEV_LOCKS for lock in base.glob(pattern)]
-    running = [lock for lock in running if lock.is_file() and _held_elsewhere(lock)]
+    running = [lock for lock in running if lock.is_file() and dev_state.held_elsewhere(lock)]
     if running:
         where = ", ".join(str(lock.parent.parent) for lock in running)
         sys.stderr.write(f"a tether dev is running in {where}: stop it (Ctrl-C) first\n")

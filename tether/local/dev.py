@@ -652,6 +652,20 @@ class DatabaseClaim:
         self.held = False
 
 
+def _let_go_of(database: embedded.EmbeddedPostgres) -> None:
+    """Stop the embedded Postgres this dev ran on: at once if it started it; one a
+    killed dev or command left, unless a command is using it."""
+    stopped = True
+    if database.started_here:
+        database.stop()
+    else:
+        stopped = embedded.stop_if_unused(database)
+    starter = dev_state.started_by(database.data_dir)
+    with contextlib.suppress(OSError, ValueError):
+        if stopped and int(starter.read_text().strip()) == os.getpid():
+            starter.unlink()
+
+
 def _hold_the_database(url: str) -> DatabaseClaim:
     claim = DatabaseClaim(url)
     if not claim.take(DEV_LOCK_WAIT_SECONDS):
@@ -700,12 +714,10 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         if url is None:
             database = embedded.start(embedded.DEFAULT_DATA_DIR)
             url = database.url
-            if database.started_here:
-                held.callback(database.stop)
-            else:
-                # One a killed dev left: this one stops it as its own, unless a command
-                # is using it.
-                held.callback(embedded.stop_if_unused, database)
+            held.callback(_let_go_of, database)
+            # Whoever started it, this dev stops it now: if it is killed before, the
+            # next command, finding its starter gone, stops it instead.
+            dev_state.started_by(database.data_dir).write_text(str(os.getpid()))
         claim = _hold_the_database(url)
         held.callback(claim.close)
         # A busy table makes it wait (its lock timeout, then a pause): said as it waits.

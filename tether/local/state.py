@@ -29,6 +29,22 @@ def hold(lock: Path = LOCK) -> IO[str] | None:
     return handle
 
 
+def held_elsewhere(lock: Path = LOCK) -> bool:
+    """Whether another process holds this folder's `tether dev` lock (or the one at
+    ``lock``): a dev runs here, whatever its note says."""
+    handle = hold(lock)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
+def started_by(data_dir: Path) -> Path:
+    """Beside an embedded Postgres's data: the pid of the process that started it for
+    itself (a command, or `tether dev`), so that one left by a killed starter is known."""
+    return data_dir.with_name(f"{data_dir.name}.started-by")
+
+
 def write(*, database_url: str, ws_url: str, connections_endpoint: str) -> None:
     """Say which database, gateway and @connections endpoint this process serves."""
     PATH.parent.mkdir(parents=True, exist_ok=True)
