@@ -22,6 +22,7 @@ from bench.database import indexes_rebuilt_after, scratch_database, uuid_v7_at
 from tether.drivers.postgres import PostgresStore
 from tether.models import SessionEnded
 from tether.outbox import AnnounceResult
+from tether.store import CLOSE_STALE
 from tether.sweep import Sweep, SweepPolicy
 
 LIVE = 2_000
@@ -207,7 +208,7 @@ def run(mode: Run) -> dict[str, Entry]:
     history_entry["size"] = f"{large_history:,} rows of history"
     history_entry["spread_note"] = f"{history['min']:.2f}-{history['max']:.2f}"
     bulk_entry = entry(
-        f"ending {bulk_rows:,} stale sessions with tether_close_stale_v2 in batches of 5,000"
+        f"ending {bulk_rows:,} stale sessions with {CLOSE_STALE} in batches of 5,000"
         " (FOR UPDATE SKIP LOCKED, outbox entries) against one UPDATE of the same rows;"
         f" {bulk_repeats} interleaved runs, each on a fresh, checkpointed database",
         measured={"batched_seconds": spread(batched_runs), "rows": bulk_rows},
