@@ -1081,3 +1081,30 @@ def test_a_dev_whose_functions_row_level_security_refuses_says_so_as_it_starts(
         " level security on its owner"
     )
     assert said.endswith("alter table public.conversation_sessions no force row level security")
+
+
+def test_a_dev_in_a_deep_folder_is_still_seen_serving_its_embedded_database(
+    tmp_path: Path,
+) -> None:
+    """A folder too deep for a socket beside the data (over about 107 characters): the
+    embedded server keeps its socket elsewhere, and commands took the dev's database for
+    one of its own: with its Postgres stopped under it, `tether sessions --embedded`
+    started it again behind the dev's back instead of saying it was lost."""
+    deep = tmp_path / ("project-" + "d" * 60) / ("checkout-" + "e" * 30)
+    deep.mkdir(parents=True)
+    assert len(str(deep / ".tether" / "pgdata" / ".s.PGSQL.5432")) > 107
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    process, log = _start_embedded_dev(deep, env, "--sweep-interval", "1h")
+    data = deep / ".tether" / "pgdata"
+    try:
+        assert embedded.stop_if_running(data)
+        refused = _plain("sessions", "--embedded", "--json", cwd=deep, env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert "has lost its database" in refused.stderr
+        assert not embedded.is_running(data)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        embedded.stop_if_running(data)
+    assert "Traceback" not in log.read_text()

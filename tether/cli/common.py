@@ -203,12 +203,16 @@ def _stop_if_left_to_this_command(server: EmbeddedPostgres) -> None:
 
 def _dev_uses(data_dir: Path) -> bool:
     """Whether a `tether dev` running in this folder uses the embedded server of
-    ``data_dir`` (its URL's socket is there), not a --database-url of its own."""
+    ``data_dir``, not a --database-url of its own: as its note says, or, in a note that
+    does not say, by its URL's socket being there."""
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
     running_dev = dev_state.running()
     if not running_dev:
         return False
+    if "embedded_data_dir" in running_dev:
+        recorded = running_dev["embedded_data_dir"]
+        return isinstance(recorded, str) and Path(recorded).resolve() == data_dir.resolve()
     try:
         host = conninfo_to_dict(str(running_dev.get("database_url") or "")).get("host")
     except Exception:  # noqa: BLE001 - a URL it cannot read is not the embedded one

@@ -741,6 +741,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 database_url=url,
                 ws_url=ws_url,
                 connections_endpoint=config.connections_endpoint or "",
+                embedded_data_dir=database.data_dir if database else None,
             )
             _banner(
                 say,

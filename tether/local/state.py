@@ -45,8 +45,16 @@ def started_by(data_dir: Path) -> Path:
     return data_dir.with_name(f"{data_dir.name}.started-by")
 
 
-def write(*, database_url: str, ws_url: str, connections_endpoint: str) -> None:
-    """Say which database, gateway and @connections endpoint this process serves."""
+def write(
+    *,
+    database_url: str,
+    ws_url: str,
+    connections_endpoint: str,
+    embedded_data_dir: Path | None = None,
+) -> None:
+    """Say which database, gateway and @connections endpoint this process serves, and
+    the embedded server's data it runs on, if any (its URL's socket alone does not say:
+    a deep folder's socket is kept elsewhere, its path too long for one)."""
     PATH.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed: a reader sees the whole note or none. The URL may carry
     # a password: readable by this user alone.
@@ -60,6 +68,7 @@ def write(*, database_url: str, ws_url: str, connections_endpoint: str) -> None:
                     "database_url": database_url,
                     "ws_url": ws_url,
                     "connections_endpoint": connections_endpoint,
+                    "embedded_data_dir": str(embedded_data_dir) if embedded_data_dir else None,
                     "pid": os.getpid(),
                 }
             )
