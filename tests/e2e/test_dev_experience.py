@@ -1108,3 +1108,20 @@ def test_a_dev_in_a_deep_folder_is_still_seen_serving_its_embedded_database(
         process.wait(timeout=30)
         embedded.stop_if_running(data)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_folder_with_no_room_for_a_socket_is_told_what_to_do(tmp_path: Path) -> None:
+    """Too deep for a socket beside the data, and the runtime folder too: the wheel's
+    RuntimeError came out as a traceback."""
+    deep = tmp_path / ("project-" + "d" * 60) / ("checkout-" + "e" * 30)
+    runtime = tmp_path / ("runtime-" + "r" * 100)
+    deep.mkdir(parents=True)
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.pop("DATABASE_URL", None)
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    result = _plain("dev", "--port", str(free_port()), cwd=deep, env=env)
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "has no place for its socket" in result.stderr
+    assert "set XDG_RUNTIME_DIR to a short folder" in result.stderr

@@ -171,7 +171,18 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
         # a handle to a server that has since stopped would never restart it.
         PostgresServer._instances.pop(path, None)
     # cleanup_mode=None: the server outlives this process; stop() ends it.
-    server = get_server(path, cleanup_mode=None)
+    try:
+        server = get_server(path, cleanup_mode=None)
+    except RuntimeError as exc:
+        if "suitable socket path" not in str(exc):
+            raise
+        # A Unix socket's path has about 107 characters: beside the data, else in the
+        # user's runtime folder, whose path the wheel takes from XDG_RUNTIME_DIR or TMPDIR.
+        raise ConfigurationError(
+            f"the embedded Postgres has no place for its socket: {path} is too deep for one"
+            " beside its data, and so is the runtime folder (XDG_RUNTIME_DIR, else"
+            " TMPDIR); run from a shorter path, or set XDG_RUNTIME_DIR to a short folder"
+        ) from None
     url = server.get_uri()
     if not already_running:
         logger.debug("started embedded postgres", extra={"data_dir": str(path)})
