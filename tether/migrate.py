@@ -494,22 +494,6 @@ def apply_pending(
     return done_now
 
 
-def may_judge_row_security(url: str) -> bool:
-    """Whether tether's row level security question can be asked here: its function
-    migrated, and this role allowed to call it (only the functions' owner and
-    service_role are; a read-only role may still read the ledger)."""
-    from tether.store import ROW_SECURITY_PROBLEMS  # noqa: PLC0415
-
-    signature = f"public.{ROW_SECURITY_PROBLEMS}()"
-    with _connect(url) as conn:
-        row = conn.execute(
-            "select case when pg_catalog.to_regprocedure(%s) is null then false"
-            " else pg_catalog.has_function_privilege(%s, 'execute') end",
-            (signature, signature),
-        ).fetchone()
-    return bool(row and row[0])
-
-
 def _log_progress(line: str) -> None:
     logger.info("migrations waiting for a lock", extra={"progress": line.strip()})
 

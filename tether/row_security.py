@@ -15,7 +15,12 @@ words.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from tether.store import SessionStore
 
 
 @dataclass(frozen=True)
@@ -56,14 +61,28 @@ def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:
     return [Judged(table=str(row["table_name"]), forced=bool(row["forced"])) for row in rows]
 
 
+def problems(store: SessionStore) -> list[str]:
+    """What row level security refuses tether's functions, in an operator's words."""
+    return [describe(judged) for judged in store.row_security_problems()]
+
+
 def problems_at(url: str) -> list[str]:
-    """What row level security refuses tether's functions at this database, in an
-    operator's words: asked once its migrations are applied (``tether migrate``,
-    ``tether deploy --migrate``)."""
+    """``problems`` at this database: asked once its migrations are applied (``tether
+    migrate``, ``tether deploy --migrate``)."""
     from tether.drivers.postgres import PostgresStore  # noqa: PLC0415
 
     store = PostgresStore(url)
     try:
-        return [describe(judged) for judged in store.row_security_problems()]
+        return problems(store)
     finally:
         store.close()
+
+
+def problems_if_askable(url: str) -> list[str] | None:
+    """``problems_at``, or None where the question cannot be asked: its function not
+    migrated yet, or this role not allowed to call it (only the functions' owner and
+    service_role are; a read-only role may still read the ledger)."""
+    try:
+        return problems_at(url)
+    except DatabaseError:
+        return None

@@ -64,9 +64,7 @@ def _status(args: argparse.Namespace, url: str) -> int:
     # What makes migrate fail once it has migrated (row level security refusing
     # tether's functions), as migrate says it: asked of a function of tether's, once it
     # is there and this role may call it (None: not asked).
-    problems = (
-        row_security.problems_at(dburl.check(url)) if migrate.may_judge_row_security(url) else None
-    )
+    problems = row_security.problems_if_askable(dburl.check(url))
     if args.json:
         say_json(
             {

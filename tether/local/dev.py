@@ -364,13 +364,6 @@ def _leftovers(config: Settings) -> int:
     return health.active_sessions
 
 
-def _problems() -> tuple[str, ...]:
-    """What tether migrate exits 1 over (row level security refusing tether's functions):
-    every connection would fail while the banner alone said all was well."""
-    judged = runtime.store().row_security_problems()
-    return tuple(row_security.describe(table) for table in judged)
-
-
 def _banner(
     say: Callable[[str], None],
     *,
@@ -726,7 +719,9 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
         gateway, server = build(options, config, routed, faults)
         held.callback(runtime.reset)
         held.callback(dev_state.clear)
-        leftovers, problems = _leftovers(config), _problems()
+        # What tether migrate exits 1 over: every connection would fail while the banner
+        # alone said all was well.
+        leftovers, problems = _leftovers(config), tuple(row_security.problems(runtime.store()))
         ws_url = f"ws://{_netloc(options)}"
         schedule = _Schedule(options.sweep_interval, config.sweep_time_margin_seconds, claim)
 
