@@ -162,18 +162,14 @@ def _embedded_url() -> str:
         # Nobody was using it (or only a command or a dev killed before its stop): leave
         # it as this command found it, unless someone (`tether dev`, another command)
         # has come to use it meanwhile.
-        _started_by(data_dir).write_text(str(os.getpid()))
+        dev_state.started_by(data_dir).write_text(str(os.getpid()))
         atexit.register(_stop_if_unused, server)
-    elif _started_by(data_dir).exists():
+    elif dev_state.started_by(data_dir).exists():
         # Another command (or a dev) started it for itself and still runs. Should that
         # one end first, it leaves the server to this one, which it sees connected: this one
         # stops it then, as the last of the commands using it.
         atexit.register(_stop_if_left_to_this_command, server)
     return server.url
-
-
-def _started_by(data_dir: Path) -> Path:
-    return dev_state.started_by(data_dir)
 
 
 def _left_by_a_starter_gone(data_dir: Path) -> bool:
@@ -183,7 +179,7 @@ def _left_by_a_starter_gone(data_dir: Path) -> bool:
     if _dev_uses(data_dir) or dev_state.held_elsewhere():
         return False
     try:
-        pid = int(_started_by(data_dir).read_text().strip())
+        pid = int(dev_state.started_by(data_dir).read_text().strip())
     except (OSError, ValueError):
         return False
     try:
@@ -197,7 +193,7 @@ def _left_by_a_starter_gone(data_dir: Path) -> bool:
 
 def _stop_if_left_to_this_command(server: EmbeddedPostgres) -> None:
     if _left_by_a_starter_gone(server.data_dir):
-        _started_by(server.data_dir).write_text(str(os.getpid()))
+        dev_state.started_by(server.data_dir).write_text(str(os.getpid()))
         _stop_if_unused(server)
 
 
@@ -229,7 +225,7 @@ def _stop_if_unused(server: EmbeddedPostgres) -> None:
         # someone else's (whether they are closed by now depends on exit order).
         runtime.reset()
     if not _dev_uses(server.data_dir) and embedded.stop_if_unused(server):
-        _started_by(server.data_dir).unlink(missing_ok=True)
+        dev_state.started_by(server.data_dir).unlink(missing_ok=True)
 
 
 def database_url_flag(text: str) -> str:
