@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -79,6 +80,23 @@ def gateway(lambda_env: pytest.MonkeyPatch) -> Iterator[ConnectionsStandIn]:
         lambda_env.setenv("TETHER_GONE_SETTLE_SECONDS", "0")
         runtime.reset()
         yield state
+
+
+ONE_CHECK = SweepPolicy(
+    idle_limit_seconds=660,
+    max_age_seconds=7260,
+    suspect_after_seconds=120,
+    heartbeat_grace_seconds=None,
+    batch_size=500,
+    concurrency=1,
+    time_margin_seconds=5,
+    announce_lease_seconds=60,
+    suspect_lease_seconds=30,
+    gone_settle_seconds=0,
+    check_every_seconds=60,
+    keep_checking_seconds=0,
+)
+"""A run of one check at the production limits; each test changes what it is about."""
 
 
 def _run(context: FakeLambdaContext | None = None) -> dict[str, Any]:
@@ -266,20 +284,7 @@ def _sweep_counted(
         report = Sweep(
             store=store,
             announcer=RecordingAnnouncer(),
-            policy=SweepPolicy(
-                idle_limit_seconds=660,
-                max_age_seconds=7260,
-                suspect_after_seconds=120,
-                heartbeat_grace_seconds=200,
-                batch_size=500,
-                concurrency=8,
-                time_margin_seconds=5,
-                announce_lease_seconds=60,
-                suspect_lease_seconds=30,
-                gone_settle_seconds=0,
-                check_every_seconds=60,
-                keep_checking_seconds=0,
-            ),
+            policy=replace(ONE_CHECK, heartbeat_grace_seconds=200, batch_size=500, concurrency=8),
             connections=ConnectionsApi(gateway.url),
             remaining_seconds=lambda: 60.0,
         ).run()
@@ -516,19 +521,8 @@ def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
     )
     store = PostgresStore(database_url)
     announcer = RecordingAnnouncer()
-    policy = SweepPolicy(
-        idle_limit_seconds=660,
-        max_age_seconds=7260,
-        suspect_after_seconds=120,
-        heartbeat_grace_seconds=None,
-        batch_size=5000,
-        concurrency=4,
-        time_margin_seconds=10,
-        announce_lease_seconds=60,
-        suspect_lease_seconds=30,
-        gone_settle_seconds=0,
-        check_every_seconds=10,
-        keep_checking_seconds=0,
+    policy = replace(
+        ONE_CHECK, batch_size=5000, concurrency=4, time_margin_seconds=10, check_every_seconds=10
     )
     runs = 0
     try:
@@ -851,20 +845,7 @@ def test_each_announcement_claim_ends_with_the_run_s_time_however_late_it_is_tak
         report = Sweep(
             store=store,
             announcer=SlowAnnouncer(),
-            policy=SweepPolicy(
-                idle_limit_seconds=660,
-                max_age_seconds=7260,
-                suspect_after_seconds=120,
-                heartbeat_grace_seconds=None,
-                batch_size=1,
-                concurrency=1,
-                time_margin_seconds=5,
-                announce_lease_seconds=60,
-                suspect_lease_seconds=30,
-                gone_settle_seconds=0,
-                check_every_seconds=10,
-                keep_checking_seconds=0,
-            ),
+            policy=replace(ONE_CHECK, batch_size=1, concurrency=1, check_every_seconds=10),
             connections=None,
             remaining_seconds=lambda: remaining[0],
         ).run()
