@@ -312,16 +312,30 @@ def test_a_short_time_limit_still_takes_batches_until_it_is_up(
     assert "silent sessions are not asked about" in result.stderr
 
 
-def test_sweep_says_when_the_gateway_could_not_be_asked(
-    database_url: str, make_session: SessionFactory
+@pytest.mark.parametrize("as_json", [False, True], ids=["words", "json"])
+def test_a_sweep_whose_gateway_could_not_be_asked_says_so_and_fails(
+    database_url: str, make_session: SessionFactory, as_json: bool
 ) -> None:
+    """A suspect left unchecked stays active: a script running one sweep must see that
+    (exit 1), not a success promising a next run nobody scheduled; the report of what
+    was done is still printed, as a kick's is."""
     make_session(connection_id="silent=", started_seconds_ago=900, seen_seconds_ago=300)
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600, seen_seconds_ago=60)
     result = run_tether(
         "sweep", "--database-url", database_url, "--endpoint-url", "http://127.0.0.1:9/prod",
-        env={"TETHER_ANNOUNCE_TO": "log"},
+        *(["--json"] if as_json else []), env={"TETHER_ANNOUNCE_TO": "log"},
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "call(s) to the gateway failed" in result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "1 call(s) to the gateway failed" in result.stderr
+    assert "run the sweep again" in result.stderr
+    assert "next run" not in result.stdout + result.stderr
+    if as_json:
+        report = json.loads(result.stdout)
+        assert report["gateway_errors"] == 1
+        assert report["ended_by_reason"] == {"max_duration": 1}
+    else:
+        assert "1 call(s) to the gateway failed: those suspects were not checked" in result.stdout
+        assert "ended 1 session(s): 1 max_duration" in result.stdout
 
 
 def test_sweep_says_which_checks_an_outage_cut_short(

@@ -103,9 +103,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             ) from exc
     if args.json:
         say_json(report.as_dict())
+    else:
+        _say_report(report)
+    return _unchecked(report)
+
+
+def _unchecked(report: SweepReport) -> int:
+    """0 when every suspect was asked about. One the gateway could not be asked about
+    stays active, as live as ever to its readers: a script must see that, as it sees a
+    kick the gateway could not be told of (the report above says what was done)."""
+    unchecked = report.gateway_errors + report.bugs
+    if not unchecked:
         return 0
-    _say_report(report)
-    return 0
+    sys.stderr.write(
+        f"tether sweep: {unchecked} call(s) to the gateway failed, so some suspects were"
+        " not checked and their sessions stay active; check the @connections endpoint and"
+        " run the sweep again\n"
+    )
+    return 1
 
 
 def _say_report(report: SweepReport) -> None:
@@ -121,13 +136,13 @@ def _say_report(report: SweepReport) -> None:
         )
     if report.gateway_errors:
         say(
-            f"{report.gateway_errors} call(s) to the gateway failed: those suspects are"
-            " asked about again at the next run"
+            f"{report.gateway_errors} call(s) to the gateway failed: those suspects were not"
+            " checked"
         )
     if report.bugs:
         say(
             f"{report.bugs} call(s) to the gateway raised an unexpected error (a bug: its"
-            " traceback is in the log): those suspects are asked about again at the next run"
+            " traceback is in the log): those suspects were not checked"
         )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
