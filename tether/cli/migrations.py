@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import dburl, migrate, row_security
 from tether.cli.common import (
@@ -16,6 +16,10 @@ from tether.cli.common import (
     say_aside,
     say_json,
 )
+from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -31,32 +35,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             " longer (--lock-timeout, --attempts)"
         ),
     )
-    if not args.json:
-        # Said before the question below: if it fails, what was applied is known.
-        for migration, pushed in done:
-            if pushed:
-                say(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
-            else:
-                say(f"applied  {migration.filename}")
-        say(f"{len(done)} migration(s) applied" if done else "database is up to date")
-    # Up to date is not working: row level security a table forces after migrating
-    # refuses every session tether's functions open. Said as a failure (exit 1), so a
-    # deploy that migrates first stops there instead of shipping functions that cannot
-    # open a session; what was applied stays applied.
-    problems = row_security.problems_at(dburl.check(url))
+    try:
+        # Up to date is not working: row level security a table forces after migrating
+        # refuses every session tether's functions open. Said as a failure (exit 1), so
+        # a deploy that migrates first stops there instead of shipping functions that
+        # cannot open a session; what was applied stays applied.
+        problems = row_security.problems_at(dburl.check(url))
+    except TetherError:
+        _say_done(done, say_aside)  # a failure prints nothing on stdout
+        raise
+    if problems:
+        # A failure prints nothing on stdout, --json or not: stderr says what was done.
+        _say_done(done, say_aside)
+        for problem in problems:
+            say_aside(f"tether migrate: {problem}")
+        return 1
     if args.json:
         say_json(
             {
                 "applied_now": [migration.filename for migration, _ in done],
                 # What supabase db push had already applied was recorded, not run.
                 "recorded_from_supabase": [m.filename for m, pushed in done if pushed],
-                "problems": problems,
+                "problems": problems,  # none: with any, it failed above
             }
         )
     else:
-        for problem in problems:
-            say_aside(f"tether migrate: {problem}")
-    return 1 if problems else 0
+        _say_done(done, say)
+    return 0
+
+
+def _say_done(done: list[tuple[migrate.Migration, str | None]], to: Callable[[str], None]) -> None:
+    """The migrations this run applied or recorded, and how the database stands."""
+    for migration, pushed in done:
+        if pushed:
+            to(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
+        else:
+            to(f"applied  {migration.filename}")
+    to(f"{len(done)} migration(s) applied" if done else "database is up to date")
 
 
 def _status(args: argparse.Namespace, url: str) -> int:
