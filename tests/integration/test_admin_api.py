@@ -4,6 +4,7 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 import uuid
@@ -781,6 +782,48 @@ def test_health_says_when_row_level_security_refuses_tether_s_functions(
             owner.execute(problem.split("Stop forcing it first: ", 1)[1])
         mended = running.client.get("/health")
         assert (mended.status_code, mended.json()["problems"]) == (200, [])
+
+
+def test_health_logs_a_lasting_row_level_security_problem_once_not_per_call(
+    plain_owner_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/health is open and may be polled every few seconds: a table refusing tether's
+    functions was logged as an error on every call, for as long as it lasted. It is
+    logged when it appears and when it is mended, and said in every response."""
+    migrate.migrate(plain_owner_url)
+    table = "public.conversation_sessions"
+
+    def logged(message: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "tether.admin" and r.msg == message]
+
+    refusing = "row level security refuses tether's functions"
+    mended = "row level security no longer refuses tether's functions"
+    caplog.set_level(logging.INFO, logger="tether.admin")
+    with admin_api(plain_owner_url) as running:
+        with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+            owner.execute(f"alter table {table} force row level security")
+        for _ in range(5):
+            response = running.client.get("/health")
+            assert response.status_code == 503
+            assert len(response.json()["problems"]) == 1
+        assert running.client.head("/health").status_code == 503
+        (record,) = logged(refusing)
+        assert (record.levelno, vars(record)["table"]) == (logging.ERROR, table)
+
+        with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+            owner.execute(f"alter table {table} no force row level security")
+        for _ in range(3):
+            assert running.client.get("/health").status_code == 200
+        (record,) = logged(mended)
+        assert vars(record)["table"] == table
+
+        # Back again: a change, so logged again, once.
+        with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+            owner.execute(f"alter table {table} force row level security")
+        for _ in range(3):
+            assert running.client.get("/health").status_code == 503
+        assert len(logged(refusing)) == 2
+        assert len(logged(mended)) == 1
 
 
 def test_health_when_the_database_is_unreachable(

@@ -15,7 +15,9 @@ the gateway again, so a close whose gateway call failed can simply be retried.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
@@ -233,18 +235,41 @@ def health(store: SessionStore) -> Health:
     )
 
 
+_said_refusing: weakref.WeakKeyDictionary[SessionStore, frozenset[row_security.Judged]] = (
+    weakref.WeakKeyDictionary()
+)
+"""What each store's /health last logged as refusing tether's functions: /health is open
+and may be polled every few seconds, so a lasting problem is logged when it appears (and
+when it is mended), not on every call."""
+_said_lock = threading.Lock()
+
+
 def _row_security_problems(store: SessionStore) -> list[str]:
     """Each table whose row level security refuses tether's functions, and what to do."""
     try:
         judged = store.row_security_problems()
     except DatabaseError:
         return []  # older than the function: its migration is pending, and said
-    for table in judged:
+    _log_changes(store, frozenset(judged))
+    return [row_security.describe(table) for table in judged]
+
+
+def _log_changes(store: SessionStore, judged: frozenset[row_security.Judged]) -> None:
+    """Logs the tables that began or stopped refusing tether's functions since the
+    last call for this store."""
+    with _said_lock:
+        before = _said_refusing.get(store, frozenset())
+        _said_refusing[store] = judged
+    for table in sorted(judged - before, key=lambda t: t.table):
         logger.error(
             "row level security refuses tether's functions",
             extra={"table": table.table, "forced": table.forced},
         )
-    return [row_security.describe(table) for table in judged]
+    for table in sorted(before - judged, key=lambda t: t.table):
+        logger.info(
+            "row level security no longer refuses tether's functions",
+            extra={"table": table.table, "forced": table.forced},
+        )
 
 
 # --- acting ---------------------------------------------------------------------------
