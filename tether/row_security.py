@@ -2,14 +2,14 @@
 
 tether's functions are security definer: they run as the role that applied the
 migrations. A table of tether's that forces row level security on its owner judges
-them by its policies, and none of tether's lets that role in: unless the team gave it
-policies of its own, every session opened is refused (SQLSTATE 42501), the sweep and
-the operators' reads see no rows. ``tether adopt
---check`` refuses a team's table that forces it, before any function exists; once
-they do, ``tether migrate`` and ``/health`` ask the database itself, as the functions'
-owner (``tether_row_security_problems_v1``: a superuser or a role with BYPASSRLS is
-never judged, nor a table whose policies let that role in). All three say it in these
-words.
+them by its policies: unless the team gave that role permissive policies of its own,
+for each command the functions run there, every session opened is refused (SQLSTATE
+42501), the sweep and the operators' reads see no rows. One rule judges it, the query
+of ``tether_row_security_problems_v1`` (a superuser or a role with BYPASSRLS is never
+judged, nor a table whose policies let that role in): ``tether migrate`` and
+``/health`` call the function, as the functions' owner; ``tether adopt --check``, before
+it exists, asks its query as shipped (``released_rule``), as the role that will own
+the functions. All three say it in these words.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import DatabaseError
+from tether.errors import DatabaseError, MigrationError
 
 if TYPE_CHECKING:
     from tether.store import SessionStore
@@ -37,7 +37,8 @@ def forced_on_owner(table: str) -> str:
     """What a table that forces row level security does to tether, and what to do."""
     return (
         f"{table} forces row level security on its owner, whose rights tether's functions"
-        " run with: the sessions they open and end would be refused by the table's"
+        " run with, and no permissive policy of its own lets that role in for each command"
+        " they run there: the sessions they open and end would be refused by the table's"
         " policies, and the sweep would read none. Stop forcing it first: alter table"
         f" {table} no force row level security"
     )
@@ -54,6 +55,23 @@ def describe(judged: Judged) -> str:
         " table to the role that applied tether's migrations"
         f" (alter table {judged.table} owner to ...)"
     )
+
+
+FUNCTION = "tether_row_security_problems_v1"
+
+
+def released_rule() -> str:
+    """The query of ``tether_row_security_problems_v1`` as its shipped migration has it
+    (a released function never changes). Asked before the function exists, as the role
+    that will own it, it answers as the function will: it runs with its owner's rights,
+    and judges for that role (row_security_active, pg_has_role of current_user)."""
+    from tether import migrate  # noqa: PLC0415
+
+    for migration in migrate.shipped():
+        _, found, definition = migration.sql.partition(f"create function public.{FUNCTION}()")
+        if found:
+            return definition.split("$$", 2)[1].strip().removesuffix(";")
+    raise MigrationError(f"no shipped migration creates {FUNCTION}")
 
 
 def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:

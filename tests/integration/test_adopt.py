@@ -2208,20 +2208,96 @@ def test_a_session_end_without_time_zone_is_refused_with_the_statement_that_conv
     assert row is not None and row["session_end"] == datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
 
 
-@ON_ONE_SERVER
-def test_a_table_forcing_row_level_security_on_its_owner_is_refused_with_the_statement(
-    server: Server,
-) -> None:
-    """tether's functions run with the owner's rights: on a table that forces row level
-    security on its owner, --apply went through, and then every session they opened
-    was refused by the table's policies and the sweep read no active session."""
-    url = server.database()
+FORCED = "public.conversation_sessions forces row level security on its owner"
+
+
+def _forcing_row_level_security(url: str, *policies: str) -> None:
+    """The origin's table, a session in it, forcing row level security on its owner
+    (the role connected: no superuser, no BYPASSRLS) with these policies of its own."""
     with _connect(url) as conn:
         conn.execute(ORIGIN_TABLE)
+        conn.execute(
+            "insert into public.conversation_sessions (user_id, is_active)"
+            " values (gen_random_uuid(), true)"
+        )
         conn.execute("alter table public.conversation_sessions enable row level security")
         conn.execute("alter table public.conversation_sessions force row level security")
-    (refusal,) = [r for r in inspect(url).refusals if "forces row level security" in r]
+        for policy in policies:
+            conn.execute(policy)
+
+
+def test_a_table_forcing_row_level_security_on_its_owner_is_refused_with_the_statement(
+    plain_owner_url: str,
+) -> None:
+    """tether's functions run with the adopting role's rights: on a table that forces
+    row level security on that role, with no policy letting it write, every session they
+    opened would be refused by the table's policies. A policy for reads alone is not
+    enough: the functions insert and update there too."""
+    url = plain_owner_url
+    _forcing_row_level_security(
+        url,
+        "create policy team_reads on public.conversation_sessions for select to public"
+        " using (true)",
+    )
+    (refusal,) = [r for r in inspect(url).refusals if "row level security" in r]
+    assert refusal.startswith(
+        f"{FORCED}, whose rights tether's functions run with, and no permissive policy of"
+        " its own lets that role in for each command they run there"
+    )
+    assert refusal.endswith(
+        "Stop forcing it first: alter table public.conversation_sessions no force row level"
+        " security"
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert f"  - {refusal}" in checked.stdout.splitlines(), checked.stdout
     _apply_is_refused_and_changes_nothing(url, "cannot be adopted as it is")
     with _connect(url) as conn:
         conn.execute(refusal.split("Stop forcing it first: ", 1)[1])
     assert inspect(url).refusals == []
+
+
+def test_a_table_forcing_row_level_security_whose_policies_let_its_owner_in_is_adopted(
+    plain_owner_url: str,
+) -> None:
+    """A team that forces row level security and gives its owner, the adopting role,
+    permissive policies for each command tether's functions run there: `tether migrate`
+    and /health accept it, but --check refused it as if it had none, so it could not be
+    adopted."""
+    url = plain_owner_url
+    _forcing_row_level_security(
+        url,
+        *(
+            f"create policy team_owner_{command} on public.conversation_sessions"
+            f" for {command} to current_user {clause}"
+            for command, clause in (
+                ("select", "using (true)"),
+                ("insert", "with check (true)"),
+                ("update", "using (true) with check (true)"),
+            )
+        ),
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "forces row level security" not in checked.stdout, checked.stdout
+    assert "next: tether adopt --apply" in checked.stdout
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 0, applied.stderr
+    # tether's functions, as the role that adopted: the table's policies let them in.
+    with _connect(url) as conn:
+        opened = conn.execute(
+            "select session_id from public.tether_open_session_v1('forced-rls=')"
+        ).fetchone()
+        assert opened is not None
+        ended = conn.execute(
+            "select * from public.tether_end_session_v3('forced-rls=', 'client_disconnect')"
+        ).fetchone()
+        assert ended is not None
+        row = conn.execute(
+            "select is_active, session_end is not null as ended"
+            " from public.conversation_sessions where session_id = %s",
+            (opened["session_id"],),
+        ).fetchone()
+    assert row == {"is_active": False, "ended": True}
+    # And migrate judges it as --check did: no problem.
+    migrated = run_tether("migrate", "--database-url", url)
+    assert (migrated.returncode, migrated.stderr) == (0, ""), migrated.stderr

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from tether import migrate
+from tether import migrate, row_security
 from tether.dburl import check, scrub
 from tether.drivers.postgres import read_plainly
 from tether.errors import AdoptionError, DatabaseUnavailableError, error_from_psycopg
@@ -207,6 +207,9 @@ class Shape:
     rls_enabled: bool = False
     rls_forced: bool = False
     """Row level security forced on the table's owner too (relforcerowsecurity)."""
+    rls_refuses: list[row_security.Judged] = field(default_factory=list)
+    """tether's tables (this one among them) whose row level security would refuse
+    tether's functions, owned by the role connected: the released rule's answer."""
     has_children: bool = False
     parents: list[str] = field(default_factory=list)
     """The tables it inherits from, or the one it is a partition of."""
@@ -384,6 +387,14 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         int(row[4]),
     )
     shape.rls_forced = bool(row[5])
+    # The rule tether_row_security_problems_v1 will apply once it exists, asked now as
+    # the role whose rights tether's functions will run with.
+    shape.rls_refuses = row_security.judged_tables(
+        [
+            {"table_name": table, "forced": forced}
+            for table, forced in conn.execute(row_security.released_rule()).fetchall()
+        ]
+    )
     rows = conn.execute(
         "select quote_ident(n.nspname) || '.' || quote_ident(p.relname), c.relispartition"
         " from pg_catalog.pg_inherits i"
