@@ -196,6 +196,8 @@ class OrphanSummary(_Row):
 class SweepPreview(_Row):
     past_max_age: int
     past_idle: int
+    intended: int
+    """Ended with the reason of their end intent in force (the sweep's own closes)."""
     suspects: int
     unannounced: int
 

@@ -247,6 +247,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
     assert json.loads(dry.stdout) == {
         "past_max_age": 0,
         "past_idle": 18,
+        "intended": 0,
         "suspects": 1,
         "unannounced": 0,
     }

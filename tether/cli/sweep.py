@@ -59,6 +59,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0
         say(f"would end {preview.past_max_age} past the age limit (max_duration)")
         say(f"would end {preview.past_idle} past the idle limit (idle_timeout)")
+        say(
+            f"would end {preview.intended} with the reason their end intent gave"
+            " (a sweep closed their connections)"
+        )
         asked = "would ask the gateway about" if config.connections_endpoint else "no gateway for"
         say(f"{asked} {preview.suspects} suspect(s)")
         say(f"would announce {preview.unannounced} unannounced end(s)")

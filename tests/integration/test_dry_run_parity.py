@@ -1,0 +1,184 @@
+"""What a dry run counts is what the real run then does: for any session table, the
+sweep's dry run gives, per reason, the ends the run reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import SessionFactory
+from tests.support import run_tether
+from tether import runtime
+from tether.drivers.postgres import PostgresStore
+from tether.handlers.sweep import run_sweep
+from tether.settings import load_settings
+from tether.sweep import SweepPolicy
+
+Conn = psycopg.Connection[dict[str, object]]
+
+# The sweep's limits with the default settings, grace included (11 minutes, 2 hours 1
+# minute); every moment drawn stays a minute off each of their edges, so the few
+# milliseconds between the dry run and the run never move a session across one.
+IDLE = 660
+MAX_AGE = 7260
+MARGIN = 60
+SPAN = 3 * MAX_AGE
+
+
+@dataclass(frozen=True)
+class Row:
+    started_ago: int
+    seen_ago: int
+    intent_ago: int | None
+    """When its end intent was recorded (heartbeat_timeout); in force while no sign of
+    life came after it (intent_ago <= seen_ago)."""
+    ended_ago: int | None
+    announced: bool
+
+
+def _off_the_edges(row: Row) -> bool:
+    edges = [
+        row.started_ago - MAX_AGE,  # past the age limit
+        row.seen_ago - IDLE,  # past the idle limit
+        (row.started_ago - row.seen_ago) - (MAX_AGE - IDLE),  # which limit came first
+    ]
+    if row.intent_ago is not None:
+        edges.append(row.started_ago - row.intent_ago - MAX_AGE)  # intent before the age limit
+    return all(abs(edge) >= MARGIN for edge in edges)
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> Row:
+    started_ago = draw(st.integers(0, SPAN))
+    seen_ago = draw(st.integers(0, started_ago))
+    intent = draw(st.sampled_from(["none", "in force", "void"]))
+    intent_ago = None
+    if intent == "in force":
+        intent_ago = draw(st.integers(0, seen_ago))
+    elif intent == "void" and seen_ago < started_ago:
+        intent_ago = draw(st.integers(seen_ago + 1, started_ago))
+    ended_ago = draw(st.none() | st.integers(0, seen_ago))
+    row = Row(started_ago, seen_ago, intent_ago, ended_ago, draw(st.booleans()))
+    # Redrawn, rarely, rather than nudged: a nudged moment would break the order above.
+    return draw(st.just(row).filter(_off_the_edges))
+
+
+def _place(db: Conn, table: list[Row]) -> None:
+    """The whole table in one statement, so every moment is counted from one now()."""
+    db.execute("delete from public.conversation_sessions")
+    db.execute("delete from public.conversation_session_announcements")
+    for index, row in enumerate(table):
+        placed = db.execute(
+            """
+            insert into public.conversation_sessions
+              (connection_id, session_start, last_seen_at, end_intent_reason, end_intent_at,
+               session_end, end_reason, announced_at)
+            values (
+              %(connection_id)s,
+              now() - make_interval(secs => %(started)s),
+              now() - make_interval(secs => %(seen)s),
+              case when %(intent)s::int is not null then 'heartbeat_timeout' end,
+              now() - make_interval(secs => %(intent)s),
+              now() - make_interval(secs => %(ended)s),
+              case when %(ended)s::int is not null then 'client_disconnect' end,
+              case when %(ended)s::int is not null and %(announced)s then now() end
+            )
+            returning session_id, session_end is not null and announced_at is null as queued
+            """,
+            {
+                "connection_id": f"row{index:03d}=",
+                "started": row.started_ago,
+                "seen": row.seen_ago,
+                "intent": row.intent_ago,
+                "ended": row.ended_ago,
+                "announced": row.announced,
+            },
+        ).fetchone()
+        assert placed is not None
+        if placed["queued"]:
+            # Ended, not yet announced: waiting in the outbox.
+            db.execute(
+                "insert into public.conversation_session_announcements (session_id) values (%s)",
+                (placed["session_id"],),
+            )
+
+
+@pytest.fixture
+def no_gateway(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresStore]:
+    """The sweep as `tether sweep` runs it without an @connections endpoint, announcing
+    to the log, on this test's database."""
+    for name in ("DATABASE_URL", "SUPABASE_URL", "TETHER_CONNECTIONS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TETHER_DATABASE_URL", database_url)
+    monkeypatch.setenv("TETHER_ANNOUNCE_TO", "log")
+    runtime.reset()
+    store = PostgresStore(database_url)
+    yield store
+    store.close()
+    runtime.reset()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
+@given(table=st.lists(rows(), max_size=12))
+def test_the_sweep_s_dry_run_counts_what_the_run_ends_per_reason(
+    table: list[Row], no_gateway: PostgresStore, db: Conn
+) -> None:
+    _place(db, table)
+    policy = SweepPolicy.from_settings(load_settings())
+    assert (policy.idle_limit_seconds, policy.max_age_seconds) == (IDLE, MAX_AGE)
+    preview = no_gateway.sweep_preview(
+        idle_seconds=policy.idle_limit_seconds,
+        max_age_seconds=policy.max_age_seconds,
+        silent_seconds=policy.suspect_after_seconds,
+    )
+    report = run_sweep(lambda: 60.0, metrics=False, keep_checking=False, store=no_gateway)
+    said = {
+        "max_duration": preview.past_max_age,
+        "idle_timeout": preview.past_idle,
+        "heartbeat_timeout": preview.intended,
+    }
+    assert {reason: n for reason, n in said.items() if n} == dict(report.ended_by_reason)
+    # Every end waiting is announced, and every end the run made.
+    assert report.announced == preview.unannounced + report.ended
+
+
+def test_the_sweep_s_dry_run_says_which_ends_an_end_intent_gives(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """A sweep killed after closing silent clients at the gateway left their end intents;
+    the dry run said it would end them past the idle limit, the run ended them as
+    heartbeat_timeout."""
+    for name in ("closed-a=", "closed-b="):
+        make_session(connection_id=name, started_seconds_ago=3600, seen_seconds_ago=1800)
+    make_session(connection_id="idle=", started_seconds_ago=3600, seen_seconds_ago=1800)
+    db.execute(
+        "update public.conversation_sessions set end_intent_reason = 'heartbeat_timeout',"
+        " end_intent_at = last_seen_at where connection_id like 'closed-%'"
+    )
+    env = {"TETHER_ANNOUNCE_TO": "log"}
+    dry = run_tether("sweep", "--dry-run", "--database-url", database_url, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would end 0 past the age limit (max_duration)" in dry.stdout
+    assert "would end 1 past the idle limit (idle_timeout)" in dry.stdout
+    assert "would end 2 with the reason their end intent gave" in dry.stdout
+    dry_json = run_tether("sweep", "--dry-run", "--json", "--database-url", database_url, env=env)
+    assert json.loads(dry_json.stdout) == {
+        "past_max_age": 0,
+        "past_idle": 1,
+        "intended": 2,
+        "suspects": 0,
+        "unannounced": 0,
+    }
+    result = run_tether("sweep", "--database-url", database_url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ended 3 session(s): 2 heartbeat_timeout, 1 idle_timeout" in result.stdout
