@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests.conftest import SessionFactory
 from tests.support import run_tether
 from tether import runtime
+from tether.cli import main
 from tether.drivers.postgres import PostgresStore
 from tether.handlers.sweep import run_sweep
 from tether.settings import load_settings
@@ -182,3 +183,60 @@ def test_the_sweep_s_dry_run_says_which_ends_an_end_intent_gives(
     result = run_tether("sweep", "--database-url", database_url, env=env)
     assert result.returncode == 0, result.stderr
     assert "ended 3 session(s): 2 heartbeat_timeout, 1 idle_timeout" in result.stdout
+
+
+# --- tether close-orphans: the dry run's count is what --apply ends -------------------
+
+ORPHAN_AGE = 2 * 3600
+
+
+@st.composite
+def orphan_rows(draw: st.DrawFn) -> Row:
+    """Sessions either side of the age asked for, some past the sweep's limits, some
+    with an end intent, some ended; a minute off the age's edge."""
+    started_ago = draw(
+        st.integers(0, ORPHAN_AGE - MARGIN) | st.integers(ORPHAN_AGE + MARGIN, 20 * 86400)
+    )
+    seen_ago = draw(st.integers(0, started_ago))
+    intent_ago = draw(st.none() | st.integers(0, seen_ago))
+    ended_ago = draw(st.none() | st.integers(0, seen_ago))
+    return Row(started_ago, seen_ago, intent_ago, ended_ago, draw(st.booleans()))
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """A command run in this process, as the operator runs it; its status and stdout."""
+    capsys.readouterr()
+    try:
+        status = main(list(args))
+    finally:
+        runtime.reset()
+    return status, capsys.readouterr().out
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(table=st.lists(orphan_rows(), max_size=12))
+def test_close_orphans_ends_what_its_dry_run_counted(
+    table: list[Row],
+    no_gateway: PostgresStore,
+    database_url: str,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _place(db, table)
+    command = ("close-orphans", "--older-than", "2h", "--json", "--database-url", database_url)
+    status, out = _run(capsys, *command)
+    assert status == 0
+    dry = json.loads(out)
+    status, out = _run(capsys, *command, "--apply", "--yes", "--announce-to", "log")
+    assert status == 0
+    applied = json.loads(out)
+    assert applied["ended"] == dry["found"] == applied["found"]
+    left = db.execute(
+        "select count(*) as n from public.conversation_sessions"
+        " where is_active and session_start < now() - interval '2 hours'"
+    ).fetchone()
+    assert left == {"n": 0}
