@@ -4,14 +4,16 @@ sweep's dry run gives, per reason, the ends the run reports."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.support import run_tether
 from tether import runtime
@@ -240,3 +242,66 @@ def test_close_orphans_ends_what_its_dry_run_counted(
         " where is_active and session_start < now() - interval '2 hours'"
     ).fetchone()
     assert left == {"n": 0}
+
+
+# --- tether kick --user: the sessions it lists are those it closes --------------------
+
+KICKED = uuid.UUID(int=7)
+
+
+def _place_user(db: Conn, live: int, ended: int, others: int) -> None:
+    """The user's live and ended sessions, and another user's live ones, any age."""
+    db.execute("delete from public.conversation_sessions")
+    db.execute(
+        """
+        insert into public.conversation_sessions
+          (connection_id, user_id, session_start, last_seen_at, session_end, end_reason)
+        select 'kick' || n || '=',
+               case when n < %(live)s + %(ended)s then %(user)s else gen_random_uuid() end,
+               now() - make_interval(secs => n * 37 %% 20000),
+               now() - make_interval(secs => n * 37 %% 20000),
+               case when n >= %(live)s and n < %(live)s + %(ended)s then now() end,
+               case when n >= %(live)s and n < %(live)s + %(ended)s
+                    then 'client_disconnect' end
+        from generate_series(0, %(live)s + %(ended)s + %(others)s - 1) as n
+        """,
+        {"user": KICKED, "live": live, "ended": ended, "others": others},
+    )
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(live=st.integers(0, 4), ended=st.integers(0, 3), others=st.integers(0, 3))
+# The operators' pages hold 500 sessions at most: both sides of a full one.
+@example(live=500, ended=1, others=1)
+@example(live=501, ended=0, others=2)
+def test_kick_closes_the_sessions_it_listed(
+    live: int,
+    ended: int,
+    others: int,
+    no_gateway: PostgresStore,
+    database_url: str,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _place_user(db, live, ended, others)
+    with connections_standin.serve() as gateway:
+        status, out = _run(
+            capsys,
+            "kick", "--user", str(KICKED), "--yes", "--announce-to", "log",
+            "--endpoint-url", gateway.url, "--database-url", database_url,
+        )  # fmt: skip
+    assert status == 0
+    lines = out.splitlines()
+    if not live:
+        assert lines == [f"user {KICKED} has no live session"]
+        return
+    assert lines[0] == f"user {KICKED} has {live} live session(s):"
+    listed = {line.split()[0] for line in lines[1:] if " since " in line}
+    closed = {line.split(":")[0].strip() for line in lines if line.endswith(": already_gone")}
+    assert lines[-1] == f"closed {live} session(s) of user {KICKED}"
+    assert listed == closed
+    assert len(listed) == live

@@ -121,8 +121,18 @@ def get_session(store: SessionStore, session_id: UUID) -> SessionPublic | None:
     return _public(row) if row else None
 
 
-def presence(store: SessionStore, user_id: UUID) -> UserPresence:
-    rows = store.list_sessions(SessionFilter(active=True, user_id=user_id), limit=PRESENCE_LIMIT)
+def presence(store: SessionStore, user_id: UUID, *, every_page: bool = False) -> UserPresence:
+    """A user's live connections: the newest page, or with ``every_page`` all of them
+    (what closing the user ends, to be listed before it is asked)."""
+    where = SessionFilter(active=True, user_id=user_id)
+    page = store.list_sessions(where, limit=PRESENCE_LIMIT)
+    rows = list(page)
+    while every_page and len(page) == PRESENCE_LIMIT:
+        last = page[-1]
+        page = store.list_sessions(
+            where, after=(last.session_start, last.session_id), limit=PRESENCE_LIMIT
+        )
+        rows.extend(page)
     connections = [
         LiveConnection(
             session_id=row.session_id,

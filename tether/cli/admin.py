@@ -229,7 +229,8 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
 def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
     from tether.admin import operations  # noqa: PLC0415
 
-    live = operations.presence(common["store"], args.user)
+    # Every page: the sessions listed and counted before the question are those closed.
+    live = operations.presence(common["store"], args.user, every_page=True)
     if not live.connections:
         if args.json:
             say_json({"user_id": str(args.user), "closed": 0, "sessions": []})
