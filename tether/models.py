@@ -199,7 +199,12 @@ class SweepPreview(_Row):
     intended: int
     """Ended with the reason of their end intent in force (the sweep's own closes)."""
     suspects: int
+    """Those a run would ask about: none a run under way is asking about."""
     unannounced: int
+    """Ends waiting to be announced that a run would take now."""
+    unannounced_held: int
+    """Ends a lease holds for the caller announcing them (a $disconnect, a kick, a run),
+    or, that caller gone, for a later run once the lease ends."""
 
 
 class SessionHealth(_Row):

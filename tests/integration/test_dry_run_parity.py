@@ -1,5 +1,7 @@
-"""What a dry run counts is what the real run then does: for any session table, the
-sweep's dry run gives, per reason, the ends the run reports."""
+"""What a dry run counts is what the real run then does, for any session table: the
+sweep's dry run gives, per reason, the ends the run reports, the suspects it asks about
+and the ends it announces; close-orphans' dry run, what --apply ends; kick lists what it
+closes."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests import connections_standin
 from tests.conftest import SessionFactory
+from tests.connections_standin import ConnectionsStandIn
 from tests.support import run_tether
 from tether import runtime
 from tether.cli import main
@@ -26,12 +29,16 @@ from tether.sweep import SweepPolicy
 Conn = psycopg.Connection[dict[str, object]]
 
 # The sweep's limits with the default settings, grace included (11 minutes, 2 hours 1
-# minute); every moment drawn stays a minute off each of their edges, so the few
-# milliseconds between the dry run and the run never move a session across one.
+# minute), and its suspects' silence; every moment drawn stays a minute off each limit's
+# edges and seconds off the silence's, so the few milliseconds between the dry run and
+# the run never move a session across one.
 IDLE = 660
 MAX_AGE = 7260
 MARGIN = 60
 SPAN = 3 * MAX_AGE
+SUSPECT_AFTER = 20
+SUSPECT_MARGIN = 5
+LEASE = 300
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,11 @@ class Row:
     life came after it (intent_ago <= seen_ago)."""
     ended_ago: int | None
     announced: bool
+    asked: str = "never"
+    """Its last question to the gateway: "never", "expired" (a lease ended), or "held"
+    (a run under way is asking about it)."""
+    held: bool = False
+    """Its end waits in the outbox leased to a caller announcing it."""
 
 
 def _off_the_edges(row: Row) -> bool:
@@ -51,6 +63,8 @@ def _off_the_edges(row: Row) -> bool:
         row.seen_ago - IDLE,  # past the idle limit
         (row.started_ago - row.seen_ago) - (MAX_AGE - IDLE),  # which limit came first
     ]
+    if abs(row.seen_ago - SUSPECT_AFTER) < SUSPECT_MARGIN:  # silent enough to ask about
+        return False
     if row.intent_ago is not None:
         edges.append(row.started_ago - row.intent_ago - MAX_AGE)  # intent before the age limit
     return all(abs(edge) >= MARGIN for edge in edges)
@@ -67,21 +81,31 @@ def rows(draw: st.DrawFn) -> Row:
     elif intent == "void" and seen_ago < started_ago:
         intent_ago = draw(st.integers(seen_ago + 1, started_ago))
     ended_ago = draw(st.none() | st.integers(0, seen_ago))
-    row = Row(started_ago, seen_ago, intent_ago, ended_ago, draw(st.booleans()))
+    row = Row(
+        started_ago,
+        seen_ago,
+        intent_ago,
+        ended_ago,
+        announced=draw(st.booleans()),
+        asked=draw(st.sampled_from(["never", "expired", "held"])),
+        held=draw(st.booleans()),
+    )
     # Redrawn, rarely, rather than nudged: a nudged moment would break the order above.
     return draw(st.just(row).filter(_off_the_edges))
 
 
-def _place(db: Conn, table: list[Row]) -> None:
-    """The whole table in one statement, so every moment is counted from one now()."""
+def _place(db: Conn, table: list[Row]) -> list[str]:
+    """The table, each row's moments counted from its statement's now(); the
+    connections of its active sessions."""
     db.execute("delete from public.conversation_sessions")
     db.execute("delete from public.conversation_session_announcements")
+    active = []
     for index, row in enumerate(table):
         placed = db.execute(
             """
             insert into public.conversation_sessions
               (connection_id, session_start, last_seen_at, end_intent_reason, end_intent_at,
-               session_end, end_reason, announced_at)
+               session_end, end_reason, announced_at, check_after)
             values (
               %(connection_id)s,
               now() - make_interval(secs => %(started)s),
@@ -90,9 +114,12 @@ def _place(db: Conn, table: list[Row]) -> None:
               now() - make_interval(secs => %(intent)s),
               now() - make_interval(secs => %(ended)s),
               case when %(ended)s::int is not null then 'client_disconnect' end,
-              case when %(ended)s::int is not null and %(announced)s then now() end
+              case when %(ended)s::int is not null and %(announced)s then now() end,
+              case %(asked)s when 'expired' then now() - make_interval(secs => %(lease)s)
+                             when 'held' then now() + make_interval(secs => %(lease)s) end
             )
-            returning session_id, session_end is not null and announced_at is null as queued
+            returning session_id, connection_id, is_active,
+                      session_end is not null and announced_at is null as queued
             """,
             {
                 "connection_id": f"row{index:03d}=",
@@ -101,21 +128,27 @@ def _place(db: Conn, table: list[Row]) -> None:
                 "intent": row.intent_ago,
                 "ended": row.ended_ago,
                 "announced": row.announced,
+                "asked": row.asked,
+                "lease": LEASE,
             },
         ).fetchone()
         assert placed is not None
+        if placed["is_active"]:
+            active.append(str(placed["connection_id"]))
         if placed["queued"]:
             # Ended, not yet announced: waiting in the outbox.
             db.execute(
-                "insert into public.conversation_session_announcements (session_id) values (%s)",
-                (placed["session_id"],),
+                "insert into public.conversation_session_announcements"
+                " (session_id, announce_after) values (%s, now() + make_interval(secs => %s))",
+                (placed["session_id"], LEASE if row.held else 0),
             )
+    return active
 
 
 @pytest.fixture
-def no_gateway(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresStore]:
-    """The sweep as `tether sweep` runs it without an @connections endpoint, announcing
-    to the log, on this test's database."""
+def local_store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresStore]:
+    """The settings the commands run with on this test's database, announcing to the
+    log, with no @connections endpoint."""
     for name in ("DATABASE_URL", "SUPABASE_URL", "TETHER_CONNECTIONS_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TETHER_DATABASE_URL", database_url)
@@ -127,31 +160,49 @@ def no_gateway(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     runtime.reset()
 
 
+@pytest.fixture
+def gateway(
+    local_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ConnectionsStandIn]:
+    """The suite's @connections stand-in as the sweep's gateway."""
+    with connections_standin.serve() as state:
+        monkeypatch.setenv("TETHER_CONNECTIONS_ENDPOINT", state.url)
+        runtime.reset()
+        yield state
+
+
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
 )
 @given(table=st.lists(rows(), max_size=12))
-def test_the_sweep_s_dry_run_counts_what_the_run_ends_per_reason(
-    table: list[Row], no_gateway: PostgresStore, db: Conn
+def test_the_sweep_s_dry_run_counts_what_the_run_does(
+    table: list[Row], local_store: PostgresStore, gateway: ConnectionsStandIn, db: Conn
 ) -> None:
-    _place(db, table)
+    """Per reason, the ends the run reports; the suspects it asks the gateway about
+    (every connection alive, just heard from); the ends it announces."""
+    gateway.alive.clear()
+    for connection_id in _place(db, table):
+        gateway.set_alive(connection_id, idle_seconds=0)
     policy = SweepPolicy.from_settings(load_settings())
-    assert (policy.idle_limit_seconds, policy.max_age_seconds) == (IDLE, MAX_AGE)
-    preview = no_gateway.sweep_preview(
+    limits = (policy.idle_limit_seconds, policy.max_age_seconds, policy.suspect_after_seconds)
+    assert limits == (IDLE, MAX_AGE, SUSPECT_AFTER)
+    preview = local_store.sweep_preview(
         idle_seconds=policy.idle_limit_seconds,
         max_age_seconds=policy.max_age_seconds,
         silent_seconds=policy.suspect_after_seconds,
     )
-    report = run_sweep(lambda: 60.0, metrics=False, keep_checking=False, store=no_gateway)
+    report = run_sweep(lambda: 60.0, metrics=False, keep_checking=False, store=local_store)
     said = {
         "max_duration": preview.past_max_age,
         "idle_timeout": preview.past_idle,
         "heartbeat_timeout": preview.intended,
     }
     assert {reason: n for reason, n in said.items() if n} == dict(report.ended_by_reason)
-    # Every end waiting is announced, and every end the run made.
+    assert report.checked == preview.suspects
+    # Every end waiting is announced, and every end the run made; those a lease holds
+    # are left to whoever holds them.
     assert report.announced == preview.unannounced + report.ended
 
 
@@ -181,10 +232,33 @@ def test_the_sweep_s_dry_run_says_which_ends_an_end_intent_gives(
         "intended": 2,
         "suspects": 0,
         "unannounced": 0,
+        "unannounced_held": 0,
     }
     result = run_tether("sweep", "--database-url", database_url, env=env)
     assert result.returncode == 0, result.stderr
     assert "ended 3 session(s): 2 heartbeat_timeout, 1 idle_timeout" in result.stdout
+
+
+def test_the_sweep_s_dry_run_leaves_out_what_a_lease_holds(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """A $disconnect announcing its own end holds it by a lease; the dry run counted it
+    as an end it would announce, and the run then announced none."""
+    held = make_session(started_seconds_ago=600, ended_seconds_ago=10)
+    make_session(started_seconds_ago=600, ended_seconds_ago=10)
+    db.execute(
+        "update public.conversation_session_announcements"
+        " set announce_after = now() + interval '5 minutes' where session_id = %s",
+        (held["session_id"],),
+    )
+    env = {"TETHER_ANNOUNCE_TO": "log"}
+    dry = run_tether("sweep", "--dry-run", "--database-url", database_url, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would announce 1 unannounced end(s)" in dry.stdout
+    assert "1 more end(s) held for whoever is announcing them" in dry.stdout
+    result = run_tether("sweep", "--database-url", database_url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "announced 1, redelivered 0" in result.stdout
 
 
 # --- tether close-orphans: the dry run's count is what --apply ends -------------------
@@ -223,7 +297,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 @given(table=st.lists(orphan_rows(), max_size=12))
 def test_close_orphans_ends_what_its_dry_run_counted(
     table: list[Row],
-    no_gateway: PostgresStore,
+    local_store: PostgresStore,
     database_url: str,
     db: Conn,
     capsys: pytest.CaptureFixture[str],
@@ -282,7 +356,7 @@ def test_kick_closes_the_sessions_it_listed(
     live: int,
     ended: int,
     others: int,
-    no_gateway: PostgresStore,
+    local_store: PostgresStore,
     database_url: str,
     db: Conn,
     capsys: pytest.CaptureFixture[str],

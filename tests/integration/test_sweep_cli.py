@@ -250,6 +250,7 @@ def test_sweep_dry_run_then_run(database_url: str, db: Conn, make_session: Sessi
         "intended": 0,
         "suspects": 1,
         "unannounced": 0,
+        "unannounced_held": 0,
     }
     assert _state(db) == before
     # A dry run checks once and runs nothing: flags for a real run contradict it.

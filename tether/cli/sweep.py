@@ -66,6 +66,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         asked = "would ask the gateway about" if config.connections_endpoint else "no gateway for"
         say(f"{asked} {preview.suspects} suspect(s)")
         say(f"would announce {preview.unannounced} unannounced end(s)")
+        if preview.unannounced_held:
+            say(
+                f"{preview.unannounced_held} more end(s) held for whoever is announcing them"
+                " (a $disconnect, a kick, a run) until their lease ends: not this run's"
+            )
         say("dry run: nothing was changed")
         return 0
     if not config.connections_endpoint:
