@@ -63,7 +63,7 @@ SETTLE_SUSPECTS = "tether_settle_suspects_v2"
 CLOSE_ORPHANS = "tether_close_orphans_v2"
 RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v2"
 ORPHAN_SUMMARY = "tether_orphan_summary_v2"
-SWEEP_PREVIEW = "tether_sweep_preview_v5"
+SWEEP_PREVIEW = "tether_sweep_preview_v4"
 SESSION_HEALTH = "tether_session_health_v2"
 RECORD_SWEEP = "tether_record_sweep_v2"
 # The operators' API, page and commands.
