@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from tether.dburl import hide_secrets
 from tether.errors import ConfigurationError
 
 
@@ -24,6 +25,13 @@ def load_callable(
     except ImportError as exc:
         raise ConfigurationError(
             f"cannot load {what} {reference!r}: cannot import {module_name!r}: {exc}"
+        ) from exc
+    except Exception as exc:
+        # The module itself failed as it ran (a syntax error, a setting it reads at
+        # import): named in one line, as any other reference that cannot be loaded.
+        raise ConfigurationError(
+            f"cannot load {what} {reference!r}: importing {module_name!r} raised"
+            f" {type(exc).__name__}: {hide_secrets(str(exc))}"
         ) from exc
     target = getattr(module, attribute, None)
     if not callable(target):

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
 import pytest
@@ -541,3 +542,29 @@ def test_bad_dev_flags_are_refused_clearly(
     assert result.returncode == status, result.stderr
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("def echo(:\n", "SyntaxError: invalid syntax"),
+        ("raise RuntimeError('no API_URL set')\n", "RuntimeError: no API_URL set"),
+    ],
+    ids=["syntax-error", "raises-on-import"],
+)
+def test_a_route_module_that_fails_to_import_is_named_in_one_line(
+    source: str, fragment: str, tmp_path: Path
+) -> None:
+    (tmp_path / "my_routes.py").write_text(source)
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused", "--route", "x=my_routes:echo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("tether dev: cannot load handler 'my_routes:echo'")
+    assert fragment in result.stderr
