@@ -183,6 +183,25 @@ class Settings(BaseModel):
             raise ValueError(problem)
         return value.strip()
 
+    @field_validator("jwt_audience", "event_bus_name", "event_source", "finalizer")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # A blank one (an .env template's) refused every token, or failed every
+        # announcement or finalizer, long after the start that could have said so.
+        if not value.strip():
+            raise ValueError("is empty: give a value, or leave it unset for the default")
+        return value
+
+    @field_validator("allowed_roles")
+    @classmethod
+    def _some_role(cls, value: str) -> str:
+        if not any(role.strip() for role in value.split(",")):
+            raise ValueError(
+                "names no role, so every token would be refused: give the roles that may"
+                " connect (comma-separated), or leave it unset for authenticated"
+            )
+        return value
+
     @field_validator("operator_key")
     @classmethod
     def _operator_key(cls, value: str | None) -> str | None:

@@ -545,6 +545,33 @@ def test_bad_dev_flags_are_refused_clearly(
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Each left blank, as an .env template leaves them: every token would be refused,
+        # or every announcement or finalizer fail, with nothing said at the start.
+        ("TETHER_JWT_AUDIENCE", ""),
+        ("TETHER_ALLOWED_ROLES", " , "),
+        ("TETHER_EVENT_BUS_NAME", " "),
+        ("TETHER_FINALIZER", ""),
+    ],
+    ids=["audience", "roles", "event-bus", "finalizer"],
+)
+def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TETHER_JWT_SECRET": HS256_SECRET, name: value},
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{name}: " in result.stderr
+    assert "listening" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("source", "fragment"),
     [
         ("def echo(:\n", "SyntaxError: invalid syntax"),

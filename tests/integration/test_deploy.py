@@ -335,6 +335,8 @@ def test_bad_input_is_refused_before_anything_changes(
         ),
         (("--check-every", "2m"), "must not be longer than the sweep's period"),
         (("--check-every", "0.4s"), "--check-every: whole seconds only, got 0.4s"),
+        # Blank, every access token would be refused as not meant for this stack.
+        (("--jwt-audience", " "), "--jwt-audience: is empty"),
     ):
         code = main(deploy_args(aws, "--database-secret", "tether/db", *flags, "--yes"))
         err = capsys.readouterr().err

@@ -467,6 +467,7 @@ _SETTING_FLAGS = {
     "suspect_after_seconds": "--suspect-after",
     "sweep_check_every_seconds": "--check-every",
     "sweep_schedule_seconds": "--sweep-rate",
+    "jwt_audience": "--jwt-audience",
     # Not a parameter of the stack: its functions keep the default.
     "heartbeat_throttle_seconds": "the heartbeat throttle",
 }
@@ -514,6 +515,7 @@ def _check_settings(parameters: dict[str, str]) -> None:
             jwks_url=parameters.get("JwksUrl") or None,
             jwt_issuer=parameters.get("JwtIssuer") or None,
             jwt_secret=parameters.get("JwtSecret") or None,
+            jwt_audience=parameters.get("JwtAudience", "authenticated"),
             allow_anonymous=parameters.get("AllowAnonymous") == "true",
         )
     except ConfigurationError as exc:
