@@ -569,6 +569,33 @@ def test_simulate_tells_silent_clients_from_dropped_ones_and_times_each(
     assert kinds["closed"]["max"] < kinds["silent"]["p50"]
 
 
+def test_simulate_reports_silent_clients_the_server_has_not_ended_as_orphaned(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    # The grace (30 s) outlasts the settle: nothing on the server ends them in the run.
+    # Their connections stay open until the table is read, so their ends are not the
+    # simulation's own hanging up, counted as the server's detection.
+    server = start_dev()
+    report = _simulate(
+        server,
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--heartbeat",
+        "0.5s",
+        "--silent-rate",
+        "1",
+        "--settle",
+        "2s",
+        cwd=tmp_path,
+    )
+    assert report["silent"] == 2
+    assert report["active"] == 2 and report["orphaned"] == 2
+    assert report["ended_by_reason"] == {}
+    assert report["detection_latency_by_kind_s"] == {}
+
+
 def _more_than(count: int, rows: list[dict[str, Any]]) -> bool:
     return len(rows) > count
 

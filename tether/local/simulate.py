@@ -148,7 +148,7 @@ async def _client(
     token: str | None,
     gate: asyncio.Semaphore,
     connected: list[int],
-    silent_hold: float = 0.0,
+    held_open: list[ClientConnection],
 ) -> None:
     agent = f"tether-simulate/{run_id}/{outcome.index}"
     target = url if token is None else f"{url}{'&' if '?' in url else '?'}token={token}"
@@ -181,11 +181,10 @@ async def _client(
             # No close frame: the socket is torn down, as when a laptop lid closes.
             ws.transport.abort()
         elif outcome.silent:
-            # Mute from now on, its connection left open: only the server can end it.
+            # Mute from now on, its connection left open until the table has been read:
+            # only the server can end it, and the run hanging up is no detection.
             outcome.ended_at = time.time()
-            await asyncio.wait({reader}, timeout=silent_hold)
-            if not reader.done():
-                ws.transport.abort()
+            held_open.append(ws)
             return
         else:
             await ws.close(code=1000)
@@ -298,47 +297,54 @@ async def simulate(
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     connected: list[int] = []
     began = await asyncio.to_thread(_database_now, database_url)
-    tasks = [
-        asyncio.create_task(
-            _client(
-                url,
-                run_id,
-                outcome,
-                duration=duration,
-                heartbeat=heartbeat,
-                token=token,
-                gate=gate,
-                connected=connected,
-                silent_hold=settle,
+    held_open: list[ClientConnection] = []
+    try:
+        tasks = [
+            asyncio.create_task(
+                _client(
+                    url,
+                    run_id,
+                    outcome,
+                    duration=duration,
+                    heartbeat=heartbeat,
+                    token=token,
+                    gate=gate,
+                    connected=connected,
+                    held_open=held_open,
+                )
             )
-        )
-        for outcome in outcomes
-    ]
-    started = time.monotonic()
-    detected: dict[int, float] = {}
-    while not all(task.done() for task in tasks):
-        if len(connected) < clients and not all(o.connected or o.error for o in outcomes):
-            bar.show("connecting", len(connected), clients)
-        else:
-            bar.show("running", round(min(time.monotonic() - started, duration), 1), duration)
-        if any(o.ended_at is not None for o in outcomes):
-            # Ends are seen as they happen, while other clients still run (or stay silent).
-            _seen(await asyncio.to_thread(_rows, database_url, run_id), detected)
-        await asyncio.sleep(POLL_SECONDS)
-    await asyncio.gather(*tasks)
-    bar.done()
+            for outcome in outcomes
+        ]
+        started = time.monotonic()
+        detected: dict[int, float] = {}
+        while not all(task.done() for task in tasks):
+            if len(connected) < clients and not all(o.connected or o.error for o in outcomes):
+                bar.show("connecting", len(connected), clients)
+            else:
+                bar.show("running", round(min(time.monotonic() - started, duration), 1), duration)
+            if any(o.ended_at is not None for o in outcomes):
+                # Ends are seen as they happen, while other clients still run (or stay silent).
+                _seen(await asyncio.to_thread(_rows, database_url, run_id), detected)
+            await asyncio.sleep(POLL_SECONDS)
+        await asyncio.gather(*tasks)
+        bar.done()
 
-    settle_started = time.monotonic()
-    rows: dict[int, dict[str, Any]] = {}
-    while True:
-        rows = await asyncio.to_thread(_rows, database_url, run_id)
-        _seen(rows, detected)
-        waited = time.monotonic() - settle_started
-        bar.show("settling", round(min(waited, settle), 1), settle)
-        if waited >= settle or (rows and all(not r["is_active"] for r in rows.values())):
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    bar.done()
+        settle_started = time.monotonic()
+        rows: dict[int, dict[str, Any]] = {}
+        while True:
+            rows = await asyncio.to_thread(_rows, database_url, run_id)
+            _seen(rows, detected)
+            waited = time.monotonic() - settle_started
+            bar.show("settling", round(min(waited, settle), 1), settle)
+            if waited >= settle or (rows and all(not r["is_active"] for r in rows.values())):
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        bar.done()
+    finally:
+        # The silent clients hang up only once the table has been read (or the run
+        # stopped): their sessions' ends until then are the server's alone.
+        for ws in held_open:
+            ws.transport.abort()
     checks = await asyncio.to_thread(_gateway_checks, database_url, began)
     return _report(outcomes, rows, detected, clients=clients, dropped=dropped, checks=checks)
 
