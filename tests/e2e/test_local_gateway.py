@@ -520,6 +520,9 @@ def test_route_selection_expression_is_configurable(start_dev: Callable[..., Dev
         # 2: the command line is wrong; 1: what it names cannot be loaded here.
         (("--route", "echo"), "NAME=module:function", 2),
         (("--route", "echo=tests.nowhere:echo"), "cannot load handler", 1),
+        (("--route", "echo=:echo"), "NAME=module:function", 2),
+        (("--route", "echo=tests.routes:echo:again"), "NAME=module:function", 2),
+        (("--route", "echo=tests/routes.py:echo"), "NAME=module:function", 2),
         # A message could select it; the handshake and the close would not.
         (("--route", "$connect=tests.routes:echo"), "tether's own handler", 2),
         (("--route-selection", "$request.header.x"), "route selection must look like", 2),

@@ -106,7 +106,13 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
     routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
     for spec in specs:
         name, separator, reference = spec.partition("=")
-        if not separator or not name or not reference:
+        module, _, function = reference.partition(":")
+        # A reference no Python name could be is the command line's fault (exit 2);
+        # one that names what cannot be loaded here is not (exit 1, when loaded).
+        written_as_one = all(part.isidentifier() for part in module.split(".")) and (
+            not function or function.isidentifier()
+        )
+        if not separator or not name or not written_as_one:
             raise InvalidInputError(f"--route takes NAME=module:function, got {spec!r}")
         if name in ("$connect", "$disconnect"):
             # A message naming it would select it; the handshake and the close would not.
