@@ -189,6 +189,9 @@ class Suspect(_Row):
 
 class OrphanSummary(_Row):
     orphans: int
+    intended: int
+    """Of the orphans, those ended with the reason of their end intent in force (a
+    sweep closed their connections), not as orphan_cleanup."""
     oldest_start: Moment | None
     newest_start: Moment | None
 

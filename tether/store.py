@@ -60,9 +60,9 @@ INTEND_END = "tether_intend_end_v2"
 SETTLE_GONE = "tether_settle_gone_v1"
 CLAIM_SUSPECTS = "tether_claim_suspects_v1"
 SETTLE_SUSPECTS = "tether_settle_suspects_v2"
-CLOSE_ORPHANS = "tether_close_orphans_v2"
+CLOSE_ORPHANS = "tether_close_orphans_v3"
 RELEASE_ANNOUNCEMENTS = "tether_release_announcements_v2"
-ORPHAN_SUMMARY = "tether_orphan_summary_v2"
+ORPHAN_SUMMARY = "tether_orphan_summary_v3"
 SWEEP_PREVIEW = "tether_sweep_preview_v4"
 SESSION_HEALTH = "tether_session_health_v2"
 RECORD_SWEEP = "tether_record_sweep_v2"
@@ -88,6 +88,7 @@ _SESSION_RECORDS = TypeAdapter(list[SessionRecord])
 # as a UUID (PostgREST answers both as text).
 _MOMENT = TypeAdapter(Moment)
 _CONNECTIONS_BY_SESSION = TypeAdapter(dict[UUID, str])
+_ENDED_SESSIONS = TypeAdapter(dict[UUID, EndReason])
 
 
 def _counts(rows: list[Row]) -> dict[EndReason, int]:
@@ -343,13 +344,19 @@ class SessionStore(ABC):
         rows = self.call(SETTLE_SUSPECTS, {"p_session_ids": ids, "p_last_active_ats": times})
         return len(rows)
 
-    def close_orphans(self, *, older_than_seconds: float, limit: int = 500) -> int:
-        """End one batch of sessions started before the age given; how many."""
+    @_reads_rows
+    def close_orphans(
+        self, *, older_than_seconds: float, limit: int = 500
+    ) -> dict[UUID, EndReason]:
+        """End one batch of sessions started before the age given; each one ended, with
+        its reason (orphan_cleanup, or that of its end intent in force)."""
         rows = self.call(
             CLOSE_ORPHANS,
             {"p_older_than_seconds": _finite("age", older_than_seconds), "p_limit": int(limit)},
         )
-        return sum(_counts(rows).values())
+        return _ENDED_SESSIONS.validate_python(
+            {row["session_id"]: row["end_reason"] for row in rows}
+        )
 
     @_reads_rows
     def orphan_summary(self, *, older_than_seconds: float) -> OrphanSummary:

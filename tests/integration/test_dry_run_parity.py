@@ -1,7 +1,7 @@
 """What a dry run counts is what the real run then does, for any session table: the
 sweep's dry run gives, per reason, the ends the run reports, the suspects it asks about
-and the ends it announces; close-orphans' dry run, what --apply ends; kick lists what it
-closes."""
+and the ends it announces; close-orphans' dry run, per reason, what --apply ends; kick lists
+what it closes."""
 
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def test_the_sweep_s_dry_run_leaves_out_what_a_lease_holds(
     assert "announced 1, redelivered 0" in result.stdout
 
 
-# --- tether close-orphans: the dry run's count is what --apply ends -------------------
+# --- tether close-orphans: the dry run's counts are what --apply ends -----------------
 
 ORPHAN_AGE = 2 * 3600
 
@@ -269,12 +269,17 @@ ORPHAN_AGE = 2 * 3600
 @st.composite
 def orphan_rows(draw: st.DrawFn) -> Row:
     """Sessions either side of the age asked for, some past the sweep's limits, some
-    with an end intent, some ended; a minute off the age's edge."""
+    with an end intent in force or void, some ended; a minute off the age's edge."""
     started_ago = draw(
         st.integers(0, ORPHAN_AGE - MARGIN) | st.integers(ORPHAN_AGE + MARGIN, 20 * 86400)
     )
     seen_ago = draw(st.integers(0, started_ago))
-    intent_ago = draw(st.none() | st.integers(0, seen_ago))
+    intent = draw(st.sampled_from(["none", "in force", "void"]))
+    intent_ago = None
+    if intent == "in force":
+        intent_ago = draw(st.integers(0, seen_ago))
+    elif intent == "void" and seen_ago < started_ago:
+        intent_ago = draw(st.integers(seen_ago + 1, started_ago))
     ended_ago = draw(st.none() | st.integers(0, seen_ago))
     return Row(started_ago, seen_ago, intent_ago, ended_ago, draw(st.booleans()))
 
@@ -311,6 +316,9 @@ def test_close_orphans_ends_what_its_dry_run_counted(
     assert status == 0
     applied = json.loads(out)
     assert applied["ended"] == dry["found"] == applied["found"]
+    # Reason by reason: an end intent in force (heartbeat_timeout here) keeps its reason.
+    said = {"orphan_cleanup": dry["found"] - dry["intended"], "heartbeat_timeout": dry["intended"]}
+    assert {reason: n for reason, n in said.items() if n} == applied["ended_by_reason"]
     left = db.execute(
         "select count(*) as n from public.conversation_sessions"
         " where is_active and session_start < now() - interval '2 hours'"

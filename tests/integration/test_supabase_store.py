@@ -213,7 +213,9 @@ def test_the_sweep_s_and_the_commands_calls_through_rpc(
     assert supabase_store.settle_suspects({alive: seen, silent: None}) == 2
 
     assert supabase_store.orphan_summary(older_than_seconds=86400).orphans == 1
-    assert supabase_store.close_orphans(older_than_seconds=86400, limit=10) == 1
+    assert supabase_store.close_orphans(older_than_seconds=86400, limit=10) == {
+        orphan: EndReason.ORPHAN_CLEANUP
+    }
     claimed = supabase_store.claim_unannounced(limit=10, lease_seconds=600)
     assert [s.session_id for s in claimed] == [orphan]
     assert supabase_store.release_announcements({orphan: 0}) == 0  # not the claim in force

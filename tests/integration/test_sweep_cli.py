@@ -109,6 +109,50 @@ def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
     assert rows["recent="]["is_active"] is True
 
 
+def test_close_orphans_keeps_an_end_intent_in_force(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """A sweep closed a silent connection, recorded its end intent, and was stopped
+    before ending it: --apply ended it as orphan_cleanup, where every other end keeps
+    the intent's reason and time. A void intent (a sign of life after it) is not kept."""
+    for name in ("closed=", "void=", "orphan="):
+        make_session(connection_id=name, started_seconds_ago=3 * 3600, seen_seconds_ago=3600)
+    # The intent's time is its last sign of life as the sweep saw it; here two minutes
+    # on (a heartbeat the sweep had not seen), so that the end's time tells which it is.
+    db.execute(
+        "update public.conversation_sessions set end_intent_reason = 'heartbeat_timeout',"
+        " end_intent_at = last_seen_at + case connection_id when 'closed=' then interval"
+        " '2 minutes' else interval '-5 minutes' end"
+        " where connection_id in ('closed=', 'void=')"
+    )
+    env = {"TETHER_ANNOUNCE_TO": "log"}
+    command = ("close-orphans", "--older-than", "2h", "--database-url", database_url)
+    dry = run_tether(*command, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        "add --apply to end them (2 with reason orphan_cleanup, 1 with the reason of their end"
+        " intent: a sweep closed their connections)"
+    ) in dry.stdout
+    dry_json = json.loads(run_tether(*command, "--json", env=env).stdout)
+    assert (dry_json["found"], dry_json["intended"]) == (3, 1)
+
+    result = run_tether(*command, "--apply", "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ended 3 session(s): 1 heartbeat_timeout, 2 orphan_cleanup; announced 3" in (
+        result.stdout
+    )
+    ends = db.execute(
+        "select connection_id, end_reason,"
+        " extract(epoch from session_end - last_seen_at)::int as after_last_seen"
+        " from public.conversation_sessions order by connection_id"
+    ).fetchall()
+    assert ends == [
+        {"connection_id": "closed=", "end_reason": "heartbeat_timeout", "after_last_seen": 120},
+        {"connection_id": "orphan=", "end_reason": "orphan_cleanup", "after_last_seen": 0},
+        {"connection_id": "void=", "end_reason": "orphan_cleanup", "after_last_seen": 0},
+    ]
+
+
 def test_close_orphans_ends_only_the_sessions_it_asked_about(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from tether.durations import describe_seconds, is_bare_number
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
+    from tether.models import EndReason, OrphanSummary
     from tether.outbox import DrainResult
     from tether.store import SessionStore
     from tether.sweep import SweepReport
@@ -197,7 +199,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     counted_at = time.monotonic()
     summary = store.orphan_summary(older_than_seconds=older_than)
     if summary.orphans == 0:
-        _report(args, found=0, ended=0, announced=0, queued=0, error=None)
+        _report(args, summary=summary, ended={}, announced=0, queued=0, error=None)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
         return 0
@@ -210,11 +212,16 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         )
     if not args.apply:
         if args.json:
-            _report(args, found=summary.orphans, ended=0, announced=0, queued=0, error=None)
+            _report(args, summary=summary, ended={}, announced=0, queued=0, error=None)
         else:
-            say("dry run: nothing was changed; add --apply to end them (reason orphan_cleanup)")
+            say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
         return 0
-    if not confirm(f"end {summary.orphans} session(s) as orphan_cleanup?", assume_yes=args.yes):
+    question = (
+        f"end {summary.orphans} session(s) ({_reasons(summary)})?"
+        if summary.intended
+        else f"end {summary.orphans} session(s) as orphan_cleanup?"
+    )
+    if not confirm(question, assume_yes=args.yes):
         return declined()
     ended, drained = _end_and_announce(
         store,
@@ -231,13 +238,27 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     ).unannounced
     _report(
         args,
-        found=summary.orphans,
+        summary=summary,
         ended=ended,
         announced=drained.announced,
         queued=queued,
         error=drained.error,
     )
     return 0
+
+
+def _reasons(summary: OrphanSummary) -> str:
+    """The reasons the orphans counted end with: orphan_cleanup, but an end intent in
+    force (a sweep closed the connection, then stopped) keeps its own."""
+    if not summary.intended:
+        return "reason orphan_cleanup"
+    if summary.intended == summary.orphans:
+        return "each with the reason of its end intent: a sweep closed their connections"
+    return (
+        f"{summary.orphans - summary.intended} with reason orphan_cleanup,"
+        f" {summary.intended} with the reason of their end intent: a sweep closed their"
+        " connections"
+    )
 
 
 def _end_and_announce(
@@ -249,12 +270,14 @@ def _end_and_announce(
     batch_size: int,
     lease_seconds: float,
     progress: bool,
-) -> tuple[int, DrainResult]:
-    """End the orphans counted, batch by batch, then announce their ends. Interrupted,
-    it says how far it got before the interruption goes on."""
+) -> tuple[dict[EndReason, int], DrainResult]:
+    """End the orphans counted, batch by batch, then announce their ends; how many
+    were ended, by reason. Interrupted, it says how far it got before the interruption
+    goes on."""
     from tether import runtime  # noqa: PLC0415
     from tether.outbox import drain_outbox  # noqa: PLC0415
 
+    ended_by_reason: Counter[EndReason] = Counter()
     ended = 0
     try:
         while True:
@@ -264,7 +287,8 @@ def _end_and_announce(
             batch = store.close_orphans(older_than_seconds=reach, limit=batch_size)
             if not batch:
                 break
-            ended += batch
+            ended_by_reason.update(batch.values())
+            ended += len(batch)
             if progress and about > batch_size:
                 say(f"  ended {ended} of about {about}")
     except KeyboardInterrupt:
@@ -305,23 +329,26 @@ def _end_and_announce(
             f"ended {ended} session(s), then announcing them failed: {exc}; what was not"
             " announced waits in the outbox for the sweep"
         ) from exc
-    return ended, drained
+    return dict(ended_by_reason), drained
 
 
 def _report(
     args: argparse.Namespace,
     *,
-    found: int,
-    ended: int,
+    summary: OrphanSummary,
+    ended: dict[EndReason, int],
     announced: int,
     queued: int,
     error: str | None,
 ) -> None:
+    total = sum(ended.values())
     if args.json:
         say_json(
             {
-                "found": found,
-                "ended": ended,
+                "found": summary.orphans,
+                "intended": summary.intended,
+                "ended": total,
+                "ended_by_reason": {reason.value: n for reason, n in sorted(ended.items())},
                 "announced": announced,
                 "queued": queued,
                 "announce_error": error,
@@ -329,9 +356,15 @@ def _report(
             }
         )
         return
-    if not ended:
+    if not total:
         return
-    say(f"ended {ended} session(s) with reason orphan_cleanup; announced {announced}")
+    # As the sweep says it, unless all are orphan_cleanup, as they were before end
+    # intents were kept.
+    if set(ended) == {"orphan_cleanup"}:
+        how = " with reason orphan_cleanup"
+    else:
+        how = ": " + ", ".join(f"{n} {reason}" for reason, n in sorted(ended.items()))
+    say(f"ended {total} session(s){how}; announced {announced}")
     if queued:
         why = f": {error}" if error else ""
         say(f"{queued} announcement(s) stay queued for the sweep to deliver{why}")
