@@ -124,6 +124,9 @@ class DrainResult:
     failed: int = 0
     unrecorded: int = 0
     error: str | None = None
+    announced_sessions: set[UUID] = field(default_factory=set)
+    """The sessions whose end was announced: which ends they were, for a caller that
+    made some of them."""
 
 
 def drain_outbox(
@@ -151,6 +154,7 @@ def drain_outbox(
         outcome = announce_and_mark(store, announcer, batch)
         accepted = set(outcome.announced)
         drained.announced += len(accepted)
+        drained.announced_sessions |= accepted
         drained.redelivered += sum(
             1 for queued in batch if queued.session_id in accepted and queued.claim_count > 1
         )

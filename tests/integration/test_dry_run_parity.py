@@ -319,6 +319,13 @@ def test_close_orphans_ends_what_its_dry_run_counted(
     # Reason by reason: an end intent in force (heartbeat_timeout here) keeps its reason.
     said = {"orphan_cleanup": dry["found"] - dry["intended"], "heartbeat_timeout": dry["intended"]}
     assert {reason: n for reason, n in said.items() if n} == applied["ended_by_reason"]
+    # The ends waiting before are announced too (when it found any to end), and said
+    # apart from its own.
+    waiting = sum(1 for row in table if row.ended_ago is not None and not row.announced)
+    if not dry["found"]:
+        waiting = 0  # nothing to end: nothing is announced either
+    assert applied["announced_others"] == waiting
+    assert applied["announced"] == applied["ended"] + waiting
     left = db.execute(
         "select count(*) as n from public.conversation_sessions"
         " where is_active and session_start < now() - interval '2 hours'"

@@ -88,6 +88,34 @@ def test_close_orphans_apply_ends_and_announces(
     assert "no active session started more than 2.0 hours ago" in again.stdout
 
 
+@pytest.mark.usefixtures("orphans")
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_close_orphans_tells_its_ends_from_others_it_announced(
+    database_url: str, db: Conn, make_session: SessionFactory, as_json: bool
+) -> None:
+    """Two ends made elsewhere wait in the outbox (their announcement failed): the run
+    announces them with its own, and said "ended 18 ...; announced 20" as if all were
+    its own."""
+    for name in ("left-a=", "left-b="):
+        make_session(connection_id=name, started_seconds_ago=600, ended_seconds_ago=300)
+    result = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes",
+        *(["--json"] if as_json else []),
+        "--announce-to", "log", "--database-url", database_url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if as_json:
+        outcome = json.loads(result.stdout)
+        assert (outcome["ended"], outcome["announced"], outcome["announced_others"]) == (18, 20, 2)
+    else:
+        assert (
+            "ended 18 session(s) with reason orphan_cleanup; announced 20 (2 of them other ends"
+            " that were waiting in the outbox)"
+        ) in result.stdout
+    waiting = db.execute("select count(*) as n from public.conversation_session_announcements")
+    assert waiting.fetchone() == {"n": 0}
+
+
 def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

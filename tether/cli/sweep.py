@@ -28,6 +28,8 @@ from tether.durations import describe_seconds, is_bare_number
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from tether.models import EndReason, OrphanSummary
     from tether.outbox import DrainResult
     from tether.store import SessionStore
@@ -199,7 +201,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     counted_at = time.monotonic()
     summary = store.orphan_summary(older_than_seconds=older_than)
     if summary.orphans == 0:
-        _report(args, summary=summary, ended={}, announced=0, queued=0, error=None)
+        _report(args, summary=summary, ended={}, drained=None, queued=0)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
         return 0
@@ -212,7 +214,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         )
     if not args.apply:
         if args.json:
-            _report(args, summary=summary, ended={}, announced=0, queued=0, error=None)
+            _report(args, summary=summary, ended={}, drained=None, queued=0)
         else:
             say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
         return 0
@@ -236,14 +238,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     queued = store.session_health(
         idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
     ).unannounced
-    _report(
-        args,
-        summary=summary,
-        ended=ended,
-        announced=drained.announced,
-        queued=queued,
-        error=drained.error,
-    )
+    _report(args, summary=summary, ended=ended, drained=drained, queued=queued)
     return 0
 
 
@@ -270,14 +265,14 @@ def _end_and_announce(
     batch_size: int,
     lease_seconds: float,
     progress: bool,
-) -> tuple[dict[EndReason, int], DrainResult]:
-    """End the orphans counted, batch by batch, then announce their ends; how many
-    were ended, by reason. Interrupted, it says how far it got before the interruption
-    goes on."""
+) -> tuple[dict[UUID, EndReason], DrainResult]:
+    """End the orphans counted, batch by batch, then announce their ends (and any other
+    end waiting in the outbox); each session ended, with its reason. Interrupted, it
+    says how far it got before the interruption goes on."""
     from tether import runtime  # noqa: PLC0415
     from tether.outbox import drain_outbox  # noqa: PLC0415
 
-    ended_by_reason: Counter[EndReason] = Counter()
+    ended_sessions: dict[UUID, EndReason] = {}
     ended = 0
     try:
         while True:
@@ -287,7 +282,7 @@ def _end_and_announce(
             batch = store.close_orphans(older_than_seconds=reach, limit=batch_size)
             if not batch:
                 break
-            ended_by_reason.update(batch.values())
+            ended_sessions.update(batch)
             ended += len(batch)
             if progress and about > batch_size:
                 say(f"  ended {ended} of about {about}")
@@ -329,44 +324,49 @@ def _end_and_announce(
             f"ended {ended} session(s), then announcing them failed: {exc}; what was not"
             " announced waits in the outbox for the sweep"
         ) from exc
-    return dict(ended_by_reason), drained
+    return ended_sessions, drained
 
 
 def _report(
     args: argparse.Namespace,
     *,
     summary: OrphanSummary,
-    ended: dict[EndReason, int],
-    announced: int,
+    ended: dict[UUID, EndReason],
+    drained: DrainResult | None,
     queued: int,
-    error: str | None,
 ) -> None:
-    total = sum(ended.values())
+    ended_by_reason = sorted(Counter(ended.values()).items())
+    announced = drained.announced if drained else 0
+    # The outbox is drained whole: ends made elsewhere (a $disconnect whose announcement
+    # failed, a sweep's) go out too, and are told apart from this run's own.
+    others = len(drained.announced_sessions - ended.keys()) if drained else 0
     if args.json:
         say_json(
             {
                 "found": summary.orphans,
                 "intended": summary.intended,
-                "ended": total,
-                "ended_by_reason": {reason.value: n for reason, n in sorted(ended.items())},
+                "ended": len(ended),
+                "ended_by_reason": {reason.value: n for reason, n in ended_by_reason},
                 "announced": announced,
+                "announced_others": others,
                 "queued": queued,
-                "announce_error": error,
+                "announce_error": drained.error if drained else None,
                 "applied": bool(args.apply),
             }
         )
         return
-    if not total:
+    if not ended:
         return
     # As the sweep says it, unless all are orphan_cleanup, as they were before end
     # intents were kept.
-    if set(ended) == {"orphan_cleanup"}:
+    if [reason for reason, _ in ended_by_reason] == ["orphan_cleanup"]:
         how = " with reason orphan_cleanup"
     else:
-        how = ": " + ", ".join(f"{n} {reason}" for reason, n in sorted(ended.items()))
-    say(f"ended {total} session(s){how}; announced {announced}")
+        how = ": " + ", ".join(f"{n} {reason}" for reason, n in ended_by_reason)
+    besides = f" ({others} of them other ends that were waiting in the outbox)" if others else ""
+    say(f"ended {len(ended)} session(s){how}; announced {announced}{besides}")
     if queued:
-        why = f": {error}" if error else ""
+        why = f": {drained.error}" if drained and drained.error else ""
         say(f"{queued} announcement(s) stay queued for the sweep to deliver{why}")
 
 
