@@ -1,11 +1,14 @@
-"""The typed results both data drivers return, whatever the wire format."""
+"""The typed results both data drivers return, whatever the wire format: here, those the
+WebSocket handlers and the SessionEnded finalizer read; the sweep's and the operators'
+are in ``tether.sweep_and_admin_models``, which no handler's cold start builds.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -46,7 +49,9 @@ class EndReason(StrEnum):
             ) from None
 
 
-class _Row(BaseModel):
+class RowModel(BaseModel):
+    """A row as tether reads it: frozen, columns it does not know ignored."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
@@ -81,7 +86,7 @@ def storable_text(value: str | None, max_length: int) -> str | None:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))[:max_length]
 
 
-class OpenSessionRequest(_Row):
+class OpenSessionRequest(RowModel):
     connection_id: str = Field(min_length=1, max_length=limits.CONNECTION_ID_MAX_LENGTH)
     user_id: UUID | None = None
     connected_at: datetime | None = None
@@ -104,7 +109,7 @@ _METADATA_LENGTHS = {
 }
 
 
-class OpenedSession(_Row):
+class OpenedSession(RowModel):
     session_id: UUID
     connection_id: str
     user_id: UUID | None
@@ -121,13 +126,13 @@ class TouchOutcome(StrEnum):
     """No active session for that connection (never opened, or already ended)."""
 
 
-class TouchResult(_Row):
+class TouchResult(RowModel):
     outcome: TouchOutcome
     session_id: UUID | None = None
     last_seen_at: Moment | None = None
 
 
-class SessionEnded(_Row):
+class SessionEnded(RowModel):
     """A session that has ended: the row as the lifecycle functions return it, and the
     detail of the ``SessionEnded`` event, for its producer and its subscribers alike.
     Consumers dedupe by ``session_id``: the event is delivered at least once."""
@@ -156,7 +161,7 @@ class EndOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
-class EndResult(_Row):
+class EndResult(RowModel):
     outcome: EndOutcome
     connection_id: str
     session: SessionEnded | None = None
@@ -171,113 +176,7 @@ class FinalizeOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
-class FinalizeClaim(_Row):
+class FinalizeClaim(RowModel):
     outcome: FinalizeOutcome
     token: UUID | None = None
     """Present when claimed: only this token may finish or release the claim."""
-
-
-class Suspect(_Row):
-    """An active session silent long enough that the sweep asks the gateway about it."""
-
-    session_id: UUID
-    connection_id: str
-    user_id: UUID | None
-    session_start: Moment
-    last_seen_at: Moment
-
-
-class OrphanSummary(_Row):
-    orphans: int
-    intended: int
-    """Of the orphans, those ended with the reason of their end intent in force (a
-    sweep closed their connections), not as orphan_cleanup."""
-    oldest_start: Moment | None
-    newest_start: Moment | None
-
-
-class SweepPreview(_Row):
-    past_max_age: int
-    past_idle: int
-    intended: int
-    """Ended with the reason of their end intent in force (the sweep's own closes)."""
-    suspects: int
-    """Those a run would ask about: none a run under way is asking about."""
-    unannounced: int
-    """Ends waiting to be announced that a run would take now."""
-    unannounced_held: int
-    """Ends a lease holds for the caller announcing them (a $disconnect, a kick, a run),
-    or, that caller gone, for a later run once the lease ends."""
-
-
-class SessionHealth(_Row):
-    active_sessions: int
-    oldest_active_start: Moment | None
-    orphaned_sessions: int
-    unannounced: int
-
-
-# --- what the operators' API, page and commands read ------------------------------
-
-
-class SessionRecord(_Row):
-    """A session as operators see it: every column but the sweep's bookkeeping."""
-
-    session_id: UUID
-    user_id: UUID | None
-    connection_id: str
-    is_active: bool
-    session_start: Moment
-    session_end: Moment | None
-    duration_seconds: float | None
-    last_seen_at: Moment
-    end_reason: EndReason | None
-    disconnect_status_code: int | None = None
-    source_ip: str | None = None
-    user_agent: str | None = None
-    api_id: str | None = None
-    stage: str | None = None
-    announced_at: Moment | None = None
-    finalized_at: Moment | None = None
-
-
-class SessionFilter(_Row):
-    """Which sessions a listing shows; every field left out matches everything."""
-
-    active: bool | None = None
-    user_id: UUID | None = None
-    started_after: datetime | None = None
-    started_before: datetime | None = None
-    end_reason: EndReason | None = None
-
-
-class DailyStats(_Row):
-    """One UTC day of the origin's daily statistics."""
-
-    day: date
-    total_sessions: int
-    still_active: int
-    ended_sessions: int
-    avg_duration_seconds: float | None
-    max_duration_seconds: float | None
-
-
-class SweepState(_Row):
-    """The limits the sweep last ran with, its last run and report, and the database clock."""
-
-    idle_limit_seconds: float
-    max_age_seconds: float
-    last_started_at: Moment | None
-    last_finished_at: Moment | None
-    last_report: dict[str, Any] | None
-    checked_at: Moment
-
-
-class AppliedMigration(_Row):
-    """A migration a database records, in tether's ledger or in Supabase's."""
-
-    ledger: str
-    version: str
-    name: str
-    statements: list[str] | None = None
-    """Supabase's rows: the statements ``supabase db push`` ran (a file's content)."""

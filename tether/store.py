@@ -14,16 +14,13 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
-from tether import row_security
 from tether.errors import DatabaseError, InvalidInputError
 from tether.models import (
-    AppliedMigration,
-    DailyStats,
     EndOutcome,
     EndReason,
     EndResult,
@@ -31,18 +28,27 @@ from tether.models import (
     Moment,
     OpenedSession,
     OpenSessionRequest,
-    OrphanSummary,
     QueuedSession,
     SessionEnded,
-    SessionFilter,
-    SessionHealth,
-    SessionRecord,
-    Suspect,
-    SweepPreview,
-    SweepState,
     TouchOutcome,
     TouchResult,
 )
+
+# The sweep's and the operators' models (and the row security judgement) are imported by
+# the methods that return them, so that a handler's cold start never builds them.
+if TYPE_CHECKING:
+    from tether.row_security import Judged
+    from tether.sweep_and_admin_models import (
+        AppliedMigration,
+        DailyStats,
+        OrphanSummary,
+        SessionFilter,
+        SessionHealth,
+        SessionRecord,
+        Suspect,
+        SweepPreview,
+        SweepState,
+    )
 
 Row = dict[str, Any]
 
@@ -81,14 +87,36 @@ DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-# One validation call for a whole batch: the announcer takes thousands at once.
-_QUEUED_SESSIONS = TypeAdapter(list[QueuedSession])
-_SESSION_RECORDS = TypeAdapter(list[SessionRecord])
+# One validation call for a whole batch: the announcer takes thousands at once. These
+# validators, the sweep's and the operators' alone, are built on first use, as their models
+# are: no handler's cold start pays for them.
+@functools.cache
+def _queued_sessions() -> TypeAdapter[list[QueuedSession]]:
+    return TypeAdapter(list[QueuedSession])
+
+
+@functools.cache
+def _session_records() -> TypeAdapter[list[SessionRecord]]:
+    from tether.sweep_and_admin_models import SessionRecord  # noqa: PLC0415
+
+    return TypeAdapter(list[SessionRecord])
+
+
 # Read as the models read them, whichever driver answered: a moment in UTC, a session id
 # as a UUID (PostgREST answers both as text).
-_MOMENT = TypeAdapter(Moment)
-_CONNECTIONS_BY_SESSION = TypeAdapter(dict[UUID, str])
-_ENDED_SESSIONS = TypeAdapter(dict[UUID, EndReason])
+@functools.cache
+def _moment() -> TypeAdapter[datetime]:
+    return TypeAdapter(Moment)
+
+
+@functools.cache
+def _connections_by_session() -> TypeAdapter[dict[UUID, str]]:
+    return TypeAdapter(dict[UUID, str])
+
+
+@functools.cache
+def _ended_sessions() -> TypeAdapter[dict[UUID, EndReason]]:
+    return TypeAdapter(dict[UUID, EndReason])
 
 
 def _counts(rows: list[Row]) -> dict[EndReason, int]:
@@ -246,7 +274,7 @@ class SessionStore(ABC):
             CLAIM_UNANNOUNCED,
             {"p_limit": int(limit), "p_lease_seconds": _finite("lease", lease_seconds)},
         )
-        return _QUEUED_SESSIONS.validate_python(rows)
+        return _queued_sessions().validate_python(rows)
 
     def mark_announced(self, session_ids: Iterable[UUID]) -> int:
         """Record that EventBridge accepted these; how many were newly marked."""
@@ -289,7 +317,7 @@ class SessionStore(ABC):
         if not ended_at:
             return {}
         rows = self.call(INTEND_END, _ends_by_session(reason, ended_at))
-        return _CONNECTIONS_BY_SESSION.validate_python(
+        return _connections_by_session().validate_python(
             {row["session_id"]: row["connection_id"] for row in rows}
         )
 
@@ -330,6 +358,8 @@ class SessionStore(ABC):
                 "p_run_started": run_started,
             },
         )
+        from tether.sweep_and_admin_models import Suspect  # noqa: PLC0415
+
         return [Suspect.model_validate(row) for row in rows]
 
     def settle_suspects(self, last_active: Mapping[UUID, datetime | None]) -> int:
@@ -354,7 +384,7 @@ class SessionStore(ABC):
             CLOSE_ORPHANS,
             {"p_older_than_seconds": _finite("age", older_than_seconds), "p_limit": int(limit)},
         )
-        return _ENDED_SESSIONS.validate_python(
+        return _ended_sessions().validate_python(
             {row["session_id"]: row["end_reason"] for row in rows}
         )
 
@@ -363,6 +393,8 @@ class SessionStore(ABC):
         rows = self.call(
             ORPHAN_SUMMARY, {"p_older_than_seconds": _finite("age", older_than_seconds)}
         )
+        from tether.sweep_and_admin_models import OrphanSummary  # noqa: PLC0415
+
         return OrphanSummary.model_validate(rows[0])
 
     @_reads_rows
@@ -377,6 +409,8 @@ class SessionStore(ABC):
                 "p_silent_seconds": _finite("silence", silent_seconds),
             },
         )
+        from tether.sweep_and_admin_models import SweepPreview  # noqa: PLC0415
+
         return SweepPreview.model_validate(rows[0])
 
     @_reads_rows
@@ -389,6 +423,8 @@ class SessionStore(ABC):
                 "p_max_age_seconds": _finite("age limit", max_age_seconds),
             },
         )
+        from tether.sweep_and_admin_models import SessionHealth  # noqa: PLC0415
+
         return SessionHealth.model_validate(rows[0])
 
     @_reads_rows
@@ -412,7 +448,7 @@ class SessionStore(ABC):
             },
         )
         moment = rows[0]["last_started_at"] if report is None else rows[0]["last_finished_at"]
-        return _MOMENT.validate_python(moment)
+        return _moment().validate_python(moment)
 
     # --- the operators' API, page and commands ---------------------------------------
 
@@ -439,11 +475,13 @@ class SessionStore(ABC):
                 "p_limit": int(limit),
             },
         )
-        return _SESSION_RECORDS.validate_python(rows)
+        return _session_records().validate_python(rows)
 
     @_reads_rows
     def get_session(self, session_id: UUID) -> SessionRecord | None:
         rows = self.call(GET_SESSION, {"p_session_id": session_id})
+        from tether.sweep_and_admin_models import SessionRecord  # noqa: PLC0415
+
         return SessionRecord.model_validate(rows[0]) if rows else None
 
     @_reads_rows
@@ -491,6 +529,8 @@ class SessionStore(ABC):
     def daily_stats(self, *, days: int = 7) -> list[DailyStats]:
         """The origin's daily statistics for the last ``days`` UTC days, newest first."""
         rows = self.call(DAILY_STATS, {"p_days": int(days)})
+        from tether.sweep_and_admin_models import DailyStats  # noqa: PLC0415
+
         return [DailyStats.model_validate(row) for row in rows]
 
     def recent_ends(self, *, seconds: float) -> dict[EndReason, int]:
@@ -501,14 +541,20 @@ class SessionStore(ABC):
     @_reads_rows
     def sweep_state(self) -> SweepState:
         rows = self.call(SWEEP_STATE, {})
+        from tether.sweep_and_admin_models import SweepState  # noqa: PLC0415
+
         return SweepState.model_validate(rows[0])
 
     @_reads_rows
     def applied_migrations(self) -> list[AppliedMigration]:
+        from tether.sweep_and_admin_models import AppliedMigration  # noqa: PLC0415
+
         return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]
 
-    def row_security_problems(self) -> list[row_security.Judged]:
+    def row_security_problems(self) -> list[Judged]:
         """tether's tables whose row level security judges tether's functions."""
+        from tether import row_security  # noqa: PLC0415 - the operators' question alone
+
         return row_security.judged_tables(self.call(ROW_SECURITY_PROBLEMS, {}))
 
 

@@ -46,10 +46,11 @@ from uuid import UUID
 from tether.aws.connections import ConnectionInfo, ConnectionsApi, ConnectionState
 from tether.bounded_calls import Raised, call_all
 from tether.errors import DatabaseUnavailableError, GatewayError, TetherError
-from tether.models import EndReason, SessionHealth, Suspect
+from tether.models import EndReason
 from tether.outbox import Announcer, DrainResult, drain_outbox
 from tether.settings import Settings
 from tether.store import SessionStore
+from tether.sweep_and_admin_models import SessionHealth, Suspect
 
 logger = logging.getLogger("tether.sweep")
 

@@ -23,7 +23,8 @@ from tether.admin import cursor, operations
 from tether.aws import eventbridge
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseError
-from tether.models import OpenSessionRequest, SessionFilter
+from tether.models import OpenSessionRequest
+from tether.sweep_and_admin_models import SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
 

@@ -378,6 +378,35 @@ def test_connect_module_does_not_import_boto3_or_supabase() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_connect_module_builds_none_of_the_sweeps_or_operators_models() -> None:
+    # Each pydantic model built is cold start time; no WebSocket handler reads these.
+    sweep_and_operator_models = {
+        "Suspect",
+        "OrphanSummary",
+        "SweepPreview",
+        "SessionHealth",
+        "SessionRecord",
+        "SessionFilter",
+        "DailyStats",
+        "SweepState",
+        "AppliedMigration",
+    }
+    code = (
+        "import functions.connect, pydantic\n"
+        "def built(model):\n"
+        "    for sub in model.__subclasses__():\n"
+        "        yield sub\n"
+        "        yield from built(sub)\n"
+        "print(' '.join(sorted({m.__name__ for m in built(pydantic.BaseModel)})))\n"
+    )
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    built = set(result.stdout.split())
+    assert {"Settings", "WebSocketEvent", "OpenSessionRequest", "OpenedSession"} <= built
+    assert built.isdisjoint(sweep_and_operator_models), built & sweep_and_operator_models
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_a_reused_connection_id_whose_session_ended_is_refused(db: Conn) -> None:
     token = sign(claims(), HS256_SECRET, "HS256")

@@ -579,8 +579,8 @@ def test_sweep_errors_and_dead_letters_raise_alarms() -> None:
 def _sweep_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, set[frozenset[str]]]:
     """The metrics a sweep run emits, read from its EMF lines: each name with the
     dimension sets it is emitted with (an alarm matches a metric's dimensions exactly)."""
-    from tether.models import SessionHealth  # noqa: PLC0415
     from tether.sweep import SweepReport  # noqa: PLC0415
+    from tether.sweep_and_admin_models import SessionHealth  # noqa: PLC0415
     from tether.sweep_metrics import emit_sweep_metrics  # noqa: PLC0415
 
     report = SweepReport()

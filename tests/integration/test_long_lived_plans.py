@@ -14,8 +14,9 @@ from psycopg.rows import dict_row
 
 from tether import store as store_module
 from tether.drivers.postgres import PostgresStore
-from tether.models import EndReason, OpenSessionRequest, SessionFilter
+from tether.models import EndReason, OpenSessionRequest
 from tether.store import Row, SessionStore
+from tether.sweep_and_admin_models import SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
 

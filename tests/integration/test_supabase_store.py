@@ -24,8 +24,9 @@ from tests.conftest import SessionFactory, allow_connections, set_for_database
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
 from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
-from tether.models import EndOutcome, EndReason, OpenSessionRequest, SessionFilter, TouchOutcome
+from tether.models import EndOutcome, EndReason, OpenSessionRequest, TouchOutcome
 from tether.store import SessionStore
+from tether.sweep_and_admin_models import SessionFilter
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 
 from tether.admin.chart import daily_chart, nice_ceiling
-from tether.models import DailyStats
+from tether.sweep_and_admin_models import DailyStats
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tether.admin import cursor
-from tether.models import EndReason, SessionFilter
+from tether.models import EndReason
+from tether.sweep_and_admin_models import SessionFilter
 
 START = datetime(2026, 11, 28, 12, 30, 15, 123456, tzinfo=UTC)
 ID = uuid.UUID("01a22367-0000-7000-8000-000000000001")

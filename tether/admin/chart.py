@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 from tether.durations import describe_seconds
-from tether.models import DailyStats
+from tether.sweep_and_admin_models import DailyStats
 
 WIDTH = 760
 HEIGHT = 280

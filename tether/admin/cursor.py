@@ -17,7 +17,7 @@ from datetime import datetime
 from uuid import UUID
 
 from tether.admin.errors import InvalidFieldError
-from tether.models import SessionFilter
+from tether.sweep_and_admin_models import SessionFilter
 
 VERSION = 1
 _CHECKSUM_LENGTH = 16

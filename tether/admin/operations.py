@@ -52,11 +52,12 @@ from tether.errors import (
     DatabaseUnavailableError,
     GatewayError,
 )
-from tether.models import EndOutcome, SessionEnded, SessionFilter, SessionRecord, SweepState
+from tether.models import EndOutcome, SessionEnded
 from tether.outbox import Announcer, announce_and_mark
 from tether.settings import Settings
 from tether.store import SessionStore
 from tether.sweep import SweepPolicy
+from tether.sweep_and_admin_models import SessionFilter, SessionRecord, SweepState
 
 logger = logging.getLogger("tether.admin")
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.models import DailyStats, SessionRecord
+from tether.sweep_and_admin_models import DailyStats, SessionRecord
 
 
 class _Model(BaseModel):

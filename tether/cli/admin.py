@@ -89,7 +89,7 @@ def _days(text: str) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     from tether import runtime  # noqa: PLC0415 - the command line starts without pydantic
     from tether.admin import operations  # noqa: PLC0415
-    from tether.models import SessionFilter  # noqa: PLC0415
+    from tether.sweep_and_admin_models import SessionFilter  # noqa: PLC0415
 
     installed_settings(args)
     active = True if args.active else (False if args.ended else None)

@@ -19,7 +19,8 @@ from tether.admin.deps import (
 from tether.admin.queries import Moment, TrueOrFalse, WholeNumber
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
-from tether.models import EndReason, SessionFilter
+from tether.models import EndReason
+from tether.sweep_and_admin_models import SessionFilter
 
 router = APIRouter(
     prefix="/sessions",
