@@ -57,21 +57,20 @@ def describe(judged: Judged) -> str:
     )
 
 
-FUNCTION = "tether_row_security_problems_v1"
-
-
 def released_rule() -> str:
     """The query of ``tether_row_security_problems_v1`` as its shipped migration has it
     (a released function never changes). Asked before the function exists, as the role
     that will own it, it answers as the function will: it runs with its owner's rights,
     and judges for that role (row_security_active, pg_has_role of current_user)."""
     from tether import migrate  # noqa: PLC0415
+    from tether.store import ROW_SECURITY_PROBLEMS  # noqa: PLC0415
 
+    creates = f"create function public.{ROW_SECURITY_PROBLEMS}()"
     for migration in migrate.shipped():
-        _, found, definition = migration.sql.partition(f"create function public.{FUNCTION}()")
+        _, found, definition = migration.sql.partition(creates)
         if found:
             return definition.split("$$", 2)[1].strip().removesuffix(";")
-    raise MigrationError(f"no shipped migration creates {FUNCTION}")
+    raise MigrationError(f"no shipped migration creates {ROW_SECURITY_PROBLEMS}")
 
 
 def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:

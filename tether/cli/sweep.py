@@ -30,10 +30,11 @@ from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from tether.models import EndReason, OrphanSummary
+    from tether.models import EndReason
     from tether.outbox import DrainResult
     from tether.store import SessionStore
     from tether.sweep import SweepReport
+    from tether.sweep_and_admin_models import OrphanSummary
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
