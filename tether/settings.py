@@ -219,7 +219,13 @@ class Settings(BaseModel):
     @field_validator("heartbeat_grace_seconds", mode="before")
     @classmethod
     def _off(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in {"off", "none", ""}:
+        if isinstance(value, str) and not value.strip():
+            # A blank one (an .env template's) would drop the bound without a word.
+            raise ValueError(
+                "is empty: give a number of seconds, or off to not require heartbeats,"
+                " or leave it unset for the default"
+            )
+        if isinstance(value, str) and value.strip().lower() in {"off", "none"}:
             return None
         if isinstance(value, str):
             try:

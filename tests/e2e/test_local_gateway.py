@@ -556,8 +556,10 @@ def test_bad_dev_flags_are_refused_clearly(
         ("TETHER_ALLOWED_ROLES", " , "),
         ("TETHER_EVENT_BUS_NAME", " "),
         ("TETHER_FINALIZER", ""),
+        # Taken as off, it dropped the bound on silent clients without a word.
+        ("TETHER_HEARTBEAT_GRACE_SECONDS", ""),
     ],
-    ids=["audience", "roles", "event-bus", "finalizer"],
+    ids=["audience", "roles", "event-bus", "finalizer", "heartbeat-grace"],
 )
 def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
     result = subprocess.run(  # noqa: S603

@@ -89,6 +89,19 @@ def test_a_heartbeat_grace_that_is_no_number_says_off_is_the_other_choice(
     assert "Input should be" not in str(refused.value)
 
 
+@pytest.mark.parametrize("value", ["", "  "], ids=["empty", "spaces"])
+def test_a_blank_heartbeat_grace_is_refused_not_taken_as_off(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An .env template's empty line: taken as off, it dropped the bound on silent
+    clients without a word."""
+    monkeypatch.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert "TETHER_HEARTBEAT_GRACE_SECONDS: is empty" in str(refused.value)
+    assert "off" in str(refused.value)
+
+
 @pytest.mark.parametrize("value", ["off", "OFF", " 45 ", "45.5"])
 def test_a_heartbeat_grace_of_a_number_or_off_is_taken(
     monkeypatch: pytest.MonkeyPatch, value: str
