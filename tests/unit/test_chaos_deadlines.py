@@ -3,7 +3,19 @@ one bound after a fault that overlapped the wait (the README's "recovery + bound
 
 from __future__ import annotations
 
-from tether.local.chaos import BOUND_SECONDS, PROMISES, Fault, Report, _deadline
+import uuid
+from datetime import UTC, datetime
+
+from tether.local.chaos import (
+    BOUND_SECONDS,
+    PROMISES,
+    Attempt,
+    Fault,
+    Report,
+    Run,
+    _check,
+    _deadline,
+)
 
 
 def test_with_no_fault_nearby_the_bound_is_all_there_is() -> None:
@@ -59,3 +71,47 @@ def test_the_report_is_said_in_words_not_python_s_reprs() -> None:
     )
     assert "detection latency: none measured against the 5 s bound" in short
     assert "None" not in short
+
+
+def _judged(attempt: Attempt, ended_seen_at: float) -> Report:
+    """A run of one client, judged from its row ended and announced."""
+    session = str(uuid.uuid4())
+    start = datetime.fromtimestamp(attempt.started, UTC)
+    end = datetime.fromtimestamp(ended_seen_at, UTC)
+    run = Run(clients=1, seconds=60, seed=1, progress=lambda _: None, began=attempt.started)
+    run.attempts.append(attempt)
+    return _check(
+        run,
+        rows=[
+            {
+                "session_id": session,
+                "user_agent": attempt.agent,
+                "is_active": False,
+                "session_start": start,
+                "session_end": end,
+                "end_reason": "heartbeat_timeout",
+            }
+        ],
+        ended_seen={attempt.agent: ended_seen_at},
+        announced=[
+            {"session_id": session, "end_reason": "heartbeat_timeout", "session_end": str(end)}
+        ],
+        outputs="",
+        secrets_to_hide=[],
+    )
+
+
+def test_a_silent_client_is_timed_from_its_last_word_not_from_the_server_s_close() -> None:
+    """Its row ended 12 s after it went mute, with the grace 4 s: late, though the close
+    that followed the end came at once."""
+    muted = 1_000_000.0
+    silent = Attempt(agent="tether-chaos/run1/0/0", plan="silent", started=muted - 3)
+    silent.accepted = True
+    silent.muted_at = muted
+    silent.fate = "server_closed"
+    silent.close_code = 1001
+    silent.gone_at = muted + 12.3  # when the client saw the server's close
+    report = _judged(silent, ended_seen_at=muted + 12.0)
+    assert report.late_detections == 1, report.examples
+    assert report.max_detection_latency_s == 12.0
+    assert not report.passed

@@ -86,6 +86,14 @@ class Attempt:
     lost_in_handshake (no answer: the client cannot tell whether $connect ran)."""
     gone_at: float | None = None
     close_code: int | None = None
+    muted_at: float | None = None
+    """When a silent or idle client sent its last word: the heartbeat grace counts from
+    there, not from the close the server sends once it has ended the row."""
+
+    @property
+    def went_away_at(self) -> float | None:
+        """The moment the bound counts from: a mute client's last word, else its going."""
+        return self.muted_at if self.muted_at is not None else self.gone_at
 
 
 @dataclass
@@ -361,6 +369,7 @@ async def _one_attempt(
         await _heartbeats(ws, talking, reader)
         if not reader.done() and attempt.plan in {"silent", "idle"}:
             # Mute but connected: only the heartbeat grace can tell.
+            attempt.muted_at = time.time()
             await asyncio.wait({reader}, timeout=GRACE_SECONDS + 3 * CHECK_EVERY_SECONDS + 2)
         if reader.done():
             attempt.fate = "server_closed" if ws.close_code not in {None, 1006} else "dropped"
@@ -586,17 +595,18 @@ def _check(
             wrong += 1
             note("wrong_reasons", f"{attempt.agent} {attempt.fate} -> {found['end_reason']}")
         seen = ended_seen.get(attempt.agent)
-        if seen is None or attempt.gone_at is None:
+        went = attempt.went_away_at
+        if seen is None or went is None:
             continue
-        latency = max(0.0, seen - attempt.gone_at)
-        deadline = _deadline(attempt.gone_at, run.faults)
-        if not nearby and deadline <= attempt.gone_at + BOUND_SECONDS:
+        latency = max(0.0, seen - went)
+        deadline = _deadline(went, run.faults)
+        if not near_fault(went) and deadline <= went + BOUND_SECONDS:
             latencies.append(latency)  # the figure for the bound: no fault in the wait
         if seen > deadline + SLACK_SECONDS:
             late += 1
             note(
                 "late_detections",
-                f"{attempt.agent} {attempt.fate} at {attempt.gone_at - run.began:.0f}s,"
+                f"{attempt.agent} {attempt.fate} at {went - run.began:.0f}s,"
                 f" ended {latency:.1f}s later",
             )
 
