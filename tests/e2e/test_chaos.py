@@ -28,6 +28,7 @@ KEYS = {
     "wrong_reasons",
     "max_detection_latency_s",
     "bound_s",
+    "unmeasured",
 }
 
 
@@ -55,9 +56,11 @@ def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     }, report
     for promise in chaos.PROMISES:
         assert report[promise] == 0, (promise, report["examples"])
-    # Measured where no fault was near (late_detections counts those over the bound).
+    # Measured where no fault was near (late_detections counts those over the bound),
+    # for vanished and silent clients alike, however short the run.
+    assert report["unmeasured"] == [], report
     latency = report["max_detection_latency_s"]
-    assert latency is None or latency <= report["bound_s"] + 3, report
+    assert latency is not None and latency <= report["bound_s"] + 3, report
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -137,7 +140,8 @@ def test_a_session_across_the_clocks_going_back_did_not_end_before_it_started(
         secrets_to_hide=[],
     )
     assert report.ends_before_start == 0
-    assert report.passed
+    # No promise broken (the bound itself is timed on clients, and this run has none).
+    assert not any(getattr(report, promise) for promise in chaos.PROMISES), report.examples
 
 
 def test_chaos_reads_a_database_that_writes_dates_its_own_way(

@@ -71,15 +71,19 @@ def test_the_report_is_said_in_words_not_python_s_reprs() -> None:
     )
     assert "detection latency: none measured against the 5 s bound" in short
     assert "None" not in short
+    untimed = "\n".join(chaos_lines(_report(unmeasured=["silent"])))
+    assert "not measured: no silent client went away with no fault near" in untimed
+    assert untimed.endswith("FAILED: see above")
 
 
-def _judged(attempt: Attempt, ended_seen_at: float) -> Report:
+def _judged(attempt: Attempt, ended_seen_at: float, faults: list[Fault] | None = None) -> Report:
     """A run of one client, judged from its row ended and announced."""
     session = str(uuid.uuid4())
     start = datetime.fromtimestamp(attempt.started, UTC)
     end = datetime.fromtimestamp(ended_seen_at, UTC)
     run = Run(clients=1, seconds=60, seed=1, progress=lambda _: None, began=attempt.started)
     run.attempts.append(attempt)
+    run.faults.extend(faults or [])
     return _check(
         run,
         rows=[
@@ -115,3 +119,24 @@ def test_a_silent_client_is_timed_from_its_last_word_not_from_the_server_s_close
     assert report.late_detections == 1, report.examples
     assert report.max_detection_latency_s == 12.0
     assert not report.passed
+
+
+def test_a_run_that_timed_no_vanished_or_silent_client_does_not_pass() -> None:
+    """A short run whose one lost client went away while Postgres was down: held to
+    the fault's deadline, it timed nothing against the bound, and passed with the
+    latency null."""
+    gone = 1_000_000.0
+    vanished = Attempt(agent="tether-chaos/run1/0/0", plan="vanish", started=gone - 3)
+    vanished.accepted = True
+    vanished.fate = "vanished"
+    vanished.gone_at = gone
+    report = _judged(
+        vanished,
+        ended_seen_at=gone + 2,
+        faults=[Fault("postgres stopped", started=gone - 1, ended=gone + 1)],
+    )
+    assert not any(getattr(report, promise) for promise in PROMISES), report.examples
+    assert report.max_detection_latency_s is None
+    assert report.unmeasured == ["silent", "vanished"]
+    assert not report.passed
+    assert report.as_dict()["passed"] is False

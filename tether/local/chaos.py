@@ -70,6 +70,8 @@ AUDIENCE = "authenticated"
 OWN_SETTINGS = ("TETHER_", "DATABASE_URL")
 """Settings the run sets itself, never inherited from the caller's environment."""
 PLANS = {"clean": 4, "vanish": 3, "silent": 2, "idle": 1, "handshake_abort": 1}
+KINDS = {"vanish": "vanished", "silent": "silent", "idle": "silent"}
+"""The clients the bound is about, by plan: a run passes only if it timed each kind."""
 
 
 @dataclass
@@ -136,13 +138,16 @@ class Report:
     detection_latency_p99_s: float | None
     bound_s: float
     ended_by_reason: dict[str, int]
+    unmeasured: list[str] = field(default_factory=list)
+    """The kinds of client (KINDS) whose end no run's timing could hold to the bound."""
     examples: dict[str, list[str]] = field(default_factory=dict)
     logs: str | None = None
     """Where a failed run left its gateway's logs (a passed run keeps nothing)."""
 
     @property
     def passed(self) -> bool:
-        return not any(getattr(self, promise) for promise in PROMISES)
+        # A bound that was never timed was not kept, whatever else held.
+        return not any(getattr(self, promise) for promise in PROMISES) and not self.unmeasured
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +168,7 @@ class Report:
             "detection_latency_p99_s": self.detection_latency_p99_s,
             "bound_s": self.bound_s,
             "ended_by_reason": self.ended_by_reason,
+            "unmeasured": self.unmeasured,
             "passed": self.passed,
             "examples": self.examples,
             "logs": self.logs,
@@ -390,6 +396,22 @@ async def _one_attempt(
         await asyncio.gather(reader, return_exceptions=True)
 
 
+async def _measure_with_no_fault_near(run: Run, run_id: str, port: int, token: str) -> None:
+    """One client that vanishes and one that goes silent, once the last fault is a bound
+    behind: in a short run the faults' waits can cover every client's going, and the
+    bound would go untimed."""
+    last = max((f.ended or time.time() for f in run.faults), default=time.time())
+    await asyncio.sleep(max(0.0, last + BOUND_SECONDS + SLACK_SECONDS - time.time()))
+    run.progress("one client vanishing and one going silent, with no fault near")
+    rng = random.Random(run.seed)  # noqa: S311 - a simulation
+    attempts = [
+        Attempt(agent=f"tether-chaos/{run_id}/unfaulted/{plan}", plan=plan, started=time.time())
+        for plan in ("vanish", "silent")
+    ]
+    run.attempts.extend(attempts)
+    await asyncio.gather(*(_one_attempt(run, port, token, a, rng) for a in attempts))
+
+
 async def _client(run: Run, number: int, run_id: str, port: int, token: str) -> None:
     rng = random.Random(run.seed * 100_003 + number)  # noqa: S311 - a simulation
     plans, weights = zip(*PLANS.items(), strict=True)
@@ -580,6 +602,7 @@ def _check(
 
     untracked = phantom = wrong = late = 0
     latencies: list[float] = []
+    timed: set[str] = set()
     for attempt in run.attempts:
         found = by_agent.get(attempt.agent)
         if attempt.accepted and found is None:
@@ -602,6 +625,7 @@ def _check(
         deadline = _deadline(went, run.faults)
         if not near_fault(went) and deadline <= went + BOUND_SECONDS:
             latencies.append(latency)  # the figure for the bound: no fault in the wait
+            timed.add(KINDS.get(attempt.plan, attempt.plan))
         if seen > deadline + SLACK_SECONDS:
             late += 1
             note(
@@ -629,6 +653,7 @@ def _check(
         detection_latency_p99_s=percentile(latencies, 0.99),
         bound_s=BOUND_SECONDS,
         ended_by_reason=dict(Counter(str(r["end_reason"]) for r in rows if not r["is_active"])),
+        unmeasured=sorted(set(KINDS.values()) - timed),
         examples=examples,
     )
 
@@ -748,6 +773,7 @@ def run_chaos(
                     progress(f"{len(run.attempts)} attempts, {live} connected; faults: {faults}")
                 await asyncio.gather(*tasks)
                 await timeline
+                await _measure_with_no_fault_near(run, run_id, port, tokens[0])
 
             stopping.run(scenario())
             _settle(run, table, bus)
