@@ -323,11 +323,30 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
         "clients silent 30s are disconnected (a suspect's age; the grace alone is 20s)"
         in third.log.read_text()
     )
+    assert (
+        "routes        chosen by $request.body.action: heartbeat and $default -> tether's own"
+        in first
+    )
     assert f"wscat -c ws://127.0.0.1:{server.port}" in first
     assert f"iss '{ISSUER}'" in first and "HS256" in first
     assert "s3cret-pw" not in banner
     assert "password=***" in banner
     third.stop()
+    # The application's routes, and the expression choosing among them.
+    routed = start_dev(
+        "--route",
+        "echo=tests.routes:echo",
+        "--route",
+        "$default=tests.routes:quiet",
+        "--route-selection",
+        "$request.body.type",
+        port=free_port(),
+    )
+    assert (
+        "routes        chosen by $request.body.type: echo -> tests.routes:echo,"
+        " $default -> tests.routes:quiet, heartbeat -> tether's own"
+    ) in routed.log.read_text()
+    routed.stop()
     # Anonymous clients refused: the lines to try carry a token, or both would get 401.
     closed = start_dev(port=free_port(), env_extra={"TETHER_ALLOW_ANONYMOUS": "false"})
     said = closed.log.read_text()

@@ -385,7 +385,6 @@ def _banner(
     ws_url = f"ws://{_netloc(options)}"
     where = f"embedded, data in {database.data_dir}" if database else "given"
     every = config.sweep_check_every_seconds
-    grace = config.heartbeat_grace_seconds
     say(_listening(options, ws_url))
     say(f"  database      {redact(url)} ({where}); migrations applied now: {applied}")
     say(f"  @connections  http://{_netloc(options)}/{STAGE}/@connections/{{id}}")
@@ -411,19 +410,7 @@ def _banner(
         f"  sweep         a run every {options.sweep_interval:g}s, checking every {every:g}s;"
         f" suspects after {config.suspect_after_seconds:g}s of silence"
     )
-    beats = f"  heartbeats    every {config.heartbeat_interval_seconds:g}s"
-    if not grace:
-        say(beats + ", not required")
-    elif grace >= config.suspect_after_seconds:
-        say(beats + f", clients silent {grace:g}s are disconnected")
-    else:
-        # The grace is checked on suspects only: shorter than --suspect-after, it
-        # disconnects at the suspect age, not its own.
-        suspect = config.suspect_after_seconds
-        say(
-            beats + f", clients silent {suspect:g}s are disconnected (a suspect's age;"
-            f" the grace alone is {grace:g}s)"
-        )
+    say(f"  heartbeats    {_describe_heartbeats(config)}")
     say(
         f"  limits        idle {options.idle_timeout:g}s, max {options.max_duration:g}s,"
         f" frames {limits.GATEWAY_FRAME_BYTES // 1024} KB,"
@@ -448,6 +435,7 @@ def _banner(
             f" interval ({config.heartbeat_interval_seconds:g}s): clients that heartbeat on"
             " time are closed as idle too"
         )
+    say(f"  routes        {_describe_routes(options)}")
     say(f"  {_describe_tokens(config)}")
     if leftovers:
         bound = config.suspect_after_seconds + 2 * every + config.gone_settle_seconds
@@ -469,6 +457,37 @@ def _banner(
         )
         say('                tether simulate --token "$ACCESS_TOKEN"   (in another terminal)')
     say("  Ctrl-C closes every connection and ends its session")
+
+
+def _describe_heartbeats(config: Settings) -> str:
+    beats = f"every {config.heartbeat_interval_seconds:g}s"
+    grace = config.heartbeat_grace_seconds
+    if not grace:
+        return beats + ", not required"
+    if grace >= config.suspect_after_seconds:
+        return beats + f", clients silent {grace:g}s are disconnected"
+    # The grace is checked on suspects only: shorter than --suspect-after, it
+    # disconnects at the suspect age, not its own.
+    suspect = config.suspect_after_seconds
+    return (
+        beats + f", clients silent {suspect:g}s are disconnected (a suspect's age;"
+        f" the grace alone is {grace:g}s)"
+    )
+
+
+def _describe_routes(options: DevOptions) -> str:
+    """The message routes as --route gave them, tether's own where none replaced them,
+    and the expression that chooses among them."""
+    given: dict[str, str] = {}
+    for spec in options.routes:
+        name, _, reference = spec.partition("=")
+        given[name] = reference  # the last one given for a name, as parse_routes takes it
+    own = [name for name in ("heartbeat", "$default") if name not in given]
+    listed = [f"{name} -> {reference}" for name, reference in given.items()]
+    if own:
+        listed.append(f"{' and '.join(own)} -> tether's own")
+    chosen_by = "$request.body." + selection_key(options.route_selection)
+    return f"chosen by {chosen_by}: {', '.join(listed)}"
 
 
 def _reached_through(host: str) -> str:
