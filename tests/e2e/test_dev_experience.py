@@ -49,6 +49,40 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     assert "Traceback" not in result.stderr
 
 
+def test_tether_dev_s_log_is_its_output_on_stdout(database_url: str, tmp_path: Path) -> None:
+    """As the README says: the banner, then the log of what it runs, one stream to pipe
+    (`tether dev | tee dev.log`); nothing on stderr for a run that went well."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "dev", "--port", str(port), "--database-url", database_url],
+        cwd=tmp_path,
+        env={**env, "TETHER_ALLOW_ANONYMOUS": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Ctrl-C closes every connection" in line:
+            break
+
+    async def one_session() -> None:
+        async with connect(f"ws://127.0.0.1:{port}", ping_interval=None) as ws:
+            await ws.send('{"action": "heartbeat"}')
+            await ws.recv()
+
+    run(one_session())
+    time.sleep(1)  # the $disconnect's log line
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert stderr == ""
+    assert any(line.get("message") == "session ended" for line in json_lines(stdout)), stdout
+    assert "tether dev: stopped; 1 opened, 1 ended" in stdout
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:

@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tether.aws.observability import logger, logs_to_stderr  # noqa: PLC0415
 
     if args.command != "dev":
+        # tether dev's log is its output: on stdout, one stream with its banner, as a
+        # Lambda's log is what CloudWatch keeps.
         logs_to_stderr()
     if verbose:
         logger.setLevel(logging.DEBUG)
