@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.test_infra import handlers
+from tether.deploy import bundle as bundles
 from tether.deploy.bundle import Bundle, Target, build_bundle
 
 CACHE = ROOT / ".tether" / "bundle-cache"
@@ -141,6 +142,47 @@ def test_a_snapstart_restore_forgets_the_containers_state(unpacked: Path, tmp_pa
     assert done.stdout.strip() == "0"
 
 
+def test_a_cold_start_from_the_bundle_compiles_none_of_its_modules(unpacked: Path) -> None:
+    """Lambda unpacks the bundle into a read-only /var/task: a module shipped without
+    bytecode is compiled again at every cold start, about as long again as the import."""
+    modules = sorted({handler.rsplit(".", 1)[0] for handler in handlers().values()})
+    done = run_in_bundle(
+        unpacked,
+        "import importlib._bootstrap_external as loading, json, sys\n"
+        "sys.dont_write_bytecode = True\n"
+        "compiled = []\n"
+        "to_code = loading.SourceLoader.source_to_code\n"
+        "def counted(self, data, path, *args, **kwargs):\n"
+        "    compiled.append(str(path))\n"
+        "    return to_code(self, data, path, *args, **kwargs)\n"
+        "loading.SourceLoader.source_to_code = counted\n"
+        f"for module in {modules!r}:\n"
+        "    __import__(module)\n"
+        "print(json.dumps([sys.modules['tether'].__file__, compiled]))",
+    )
+    assert done.returncode == 0, done.stderr
+    tether_file, compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(tether_file).is_relative_to(unpacked)
+    assert [path for path in compiled if Path(path).is_relative_to(unpacked)] == []
+
+
+def test_without_the_runtime_s_python_the_bundle_ships_no_bytecode_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytecode of another Python is never used: none is better than that, and the
+    slower cold starts are said, with what would mend them."""
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with caplog.at_level("WARNING", logger="tether.deploy"):
+        shipped = bundles._bytecode(
+            {"module.py": module}, Target("arm64", "3.99"), cache_dir=tmp_path / "cache"
+        )
+    assert shipped == {}
+    assert "the bundle ships no bytecode (no Python 3.99 here" in caplog.text
+    assert "python3.99 on PATH" in caplog.text
+
+
 def test_the_bundle_holds_no_local_tooling(host_bundle: Bundle) -> None:
     with zipfile.ZipFile(host_bundle.path) as archive:
         names = archive.namelist()
@@ -149,7 +191,15 @@ def test_the_bundle_holds_no_local_tooling(host_bundle: Bundle) -> None:
     for name in names:
         assert not name.startswith(("tether/local/", "tether/deploy/", "tests/", "bench/")), name
         assert not name.startswith(("bin/", "infra/", "supabase/")), name
-        assert "__pycache__" not in name and not name.endswith(".pyc"), name
+        if name.endswith(".pyc"):
+            # Only the runtime's own bytecode, beside the source it was compiled from.
+            folder, cache_dir, file = name.rsplit("/", 2)
+            module, tag, _ = file.rsplit(".", 2)
+            assert cache_dir == "__pycache__", name
+            assert tag == host_bundle.target.runtime.replace("python3.", "cpython-3"), name
+            assert f"{folder}/{module}.py" in names, name
+        else:
+            assert "__pycache__" not in name, name
         assert name.rsplit("/", 1)[-1] not in {"RECORD", "INSTALLER", "direct_url.json"}, name
     for package in LOCAL_ONLY:
         assert package not in tops, package

@@ -4,9 +4,11 @@ dependencies, built for the target runtime and architecture whatever machine bui
 Dependencies come from pip with ``--platform``, ``--python-version``,
 ``--implementation cp`` and ``--only-binary=:all:``, so an x86 laptop builds an arm64
 bundle with arm64 wheels (psycopg's libpq, pydantic-core, cryptography). The zip is
-deterministic: sorted entries, one fixed timestamp, fixed permissions, no bytecode, no
-installer records. Its digest is taken over names and contents, so an unchanged build has
-the same digest (and S3 key) on any machine, and is not uploaded again.
+deterministic: sorted entries, one fixed timestamp, fixed permissions, no installer
+records, and the bytecode of every module compiled by the runtime's own Python when this
+machine has it (``_bytecode``). Its digest is taken over names and contents, so an
+unchanged build has the same digest (and S3 key) on any machine with that Python, and is
+not uploaded again.
 
 Never in a bundle: ``tether.local`` (the local runtime) and ``tether.deploy`` (this
 tooling), the local extra's dependencies, tests, benchmarks, console scripts.
@@ -50,6 +52,26 @@ LOCAL_ONLY_PACKAGES = ("local", "deploy")
 DIST_INFO_DROPPED = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
 SKIPPED_DIRS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
+LAMBDA_TASK_ROOT = "/var/task"
+"""Where Lambda unpacks the bundle: the file name each module's bytecode records."""
+
+# Run by the runtime's Python: compiles the (source, bytecode, name) triples read from
+# stdin, says how many could not be compiled (a module of another Python's, in a test
+# folder of a dependency, say: never imported), and refuses to compile for another tag.
+_COMPILE = """
+import json, py_compile, sys
+tag, jobs = json.load(sys.stdin)
+if sys.implementation.cache_tag != tag:
+    sys.exit(3)
+failed = 0
+for source, cfile, dfile in jobs:
+    try:
+        py_compile.compile(source, cfile=cfile, dfile=dfile, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError:
+        failed += 1
+print(failed)
+"""
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,7 @@ def build_bundle(
     requirements = runtime_requirements(bundle_extras(driver))
     site = dependencies(requirements, target, cache_dir=cache_dir, refresh=refresh)
     entries = _collect(site, functions_dir, include)
+    entries.update(_bytecode(entries, target, cache_dir=cache_dir))
     unzipped = sum(path.stat().st_size for path in entries.values())
     if unzipped > UNZIPPED_LIMIT_BYTES:
         raise InvalidInputError(
@@ -265,6 +288,77 @@ def _collect(site: Path, functions_dir: Path, include: Sequence[Path]) -> dict[s
         for name, path in _included(extra):
             add(name, path)
     return entries
+
+
+def _bytecode(entries: dict[str, Path], target: Target, *, cache_dir: Path) -> dict[str, Path]:
+    """The bytecode of every module in ``entries``, by its name in the zip, compiled by
+    the target's Python; none (said once) when this machine has no such Python.
+
+    Lambda unpacks the bundle into a read-only /var/task, where Python cannot keep what
+    it compiles: without bytecode in the bundle, every cold start compiles each module
+    it imports, about as long again as the import itself. The bytecode is hash-based
+    and unchecked (PEP 552): the zip's fixed timestamps would make timestamp-checked
+    bytecode stale, and nothing changes the files under it. Each file's is compiled
+    once, kept by its name and content in the cache."""
+    tag = f"cpython-{target.python_version.replace('.', '')}"
+    python = _runtime_python(target)
+    if python is None:
+        _without_bytecode(target, f"no Python {target.python_version} here to compile it with")
+        return {}
+    store = cache_dir / "bytecode" / tag
+    made: dict[str, Path] = {}
+    missing: list[tuple[str, str, str]] = []
+    for name, path in entries.items():
+        if not name.endswith(".py"):
+            continue
+        key = hashlib.sha256(name.encode() + b"\0" + path.read_bytes()).hexdigest()
+        compiled = store / key[:2] / f"{key}.pyc"
+        folder, _, file = name.rpartition("/")
+        made[f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")] = compiled
+        if not compiled.is_file():
+            missing.append((str(path), str(compiled), f"{LAMBDA_TASK_ROOT}/{name}"))
+    if missing:
+        log.info("compiling %d module(s) for %s", len(missing), target.runtime)
+        try:
+            done = subprocess.run(  # noqa: S603 - a Python interpreter, with our own script
+                [python, "-I", "-c", _COMPILE],
+                input=json.dumps([tag, missing]),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=900,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _without_bytecode(target, f"{python} could not run: {exc}")
+            return {}
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            why = "is not CPython" if done.returncode == 3 else "failed: " + " ".join(detail)
+            _without_bytecode(target, f"{python} {why}")
+            return {}
+    # A module the runtime's Python cannot compile ships without: it fails as it would.
+    return {name: compiled for name, compiled in made.items() if compiled.is_file()}
+
+
+def _without_bytecode(target: Target, why: str) -> None:
+    """The bundle still works without bytecode, slower to start: said, not refused."""
+    log.warning(
+        "the bundle ships no bytecode (%s): each cold start will compile every module it"
+        " imports, about twice the import's time; build with Python %s, or with python%s"
+        " on PATH",
+        why,
+        target.python_version,
+        target.python_version,
+    )
+
+
+def _runtime_python(target: Target) -> str | None:
+    """A CPython of the target's version: this one, or python3.X on PATH."""
+    if sys.implementation.name == "cpython" and target.python_version == "{}.{}".format(
+        *sys.version_info[:2]
+    ):
+        return sys.executable
+    return shutil.which(f"python{target.python_version}")
 
 
 def _included(extra: Path) -> Iterable[tuple[str, Path]]:
