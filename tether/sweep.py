@@ -121,6 +121,10 @@ class SweepReport:
     """Calls to the gateway that raised what tether does not expect (a bug, its
     traceback in the log), counted apart from the gateway's errors and silence: their
     sessions are neither ended nor dropped, and are asked about again at the next check."""
+    unchecked: int = 0
+    """The calls to the gateway that failed or raised in the run's last check: their
+    suspects are left for another run. An earlier check's were asked about again by
+    the next, as every suspect a check finds is, unless the run's time cut one short."""
     failed_checks: int = 0
     """Checks the database's absence cut short (the run carried on)."""
     announced: int = 0
@@ -447,8 +451,13 @@ class Sweep:
     def check(self, check_started: datetime) -> None:
         """One check: hard limits, suspects, announcements."""
         self.report.checks += 1
+        failed_before = self.report.gateway_errors + self.report.bugs
         self.end_hard_limits()
         self.check_suspects(check_started)
+        failed_now = self.report.gateway_errors + self.report.bugs - failed_before
+        # A check cut short for time may not have asked again what an earlier one could not.
+        earlier = self.report.unchecked if self.report.stopped_for_time else 0
+        self.report.unchecked = failed_now + earlier
         self.announce()
 
     def run(self) -> SweepReport:

@@ -412,6 +412,48 @@ def test_a_sweep_whose_gateway_could_not_be_asked_says_so_and_fails(
         assert "ended 1 session(s): 1 max_duration" in result.stdout
 
 
+def test_a_run_whose_later_check_asked_again_what_failed_succeeds(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """--keep-checking: a suspect's question failed in the first check and was answered
+    in the next. The run exited 1, saying the suspect was not checked and stayed active,
+    though its own next check had asked about it."""
+    make_session(connection_id="busy=", started_seconds_ago=900, seen_seconds_ago=300)
+    env = {
+        "TETHER_ANNOUNCE_TO": "log",
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": "0.5",
+        "TETHER_SWEEP_SCHEDULE_SECONDS": "2",
+        "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+    }
+
+    def answer_after_the_first_question(method: str, connection_id: str) -> None:
+        if gateway.calls.count((method, connection_id)) > 1:
+            gateway.malformed.discard(connection_id)
+
+    with connections_standin.serve() as gateway:
+        gateway.set_alive("busy=", idle_seconds=0)
+        # The first answer cannot be read: its call fails, once, with no retry.
+        gateway.malformed.add("busy=")
+        gateway.on_request = answer_after_the_first_question
+        result = run_tether(
+            "sweep", "--keep-checking", "--database-url", database_url,
+            "--endpoint-url", gateway.url, env=env,
+        )  # fmt: skip
+    assert gateway.calls.count(("GET", "busy=")) == 2
+    assert result.returncode == 0, result.stderr
+    assert "not checked" not in result.stdout + result.stderr
+    assert (
+        "1 call(s) to the gateway raised an unexpected error (a bug: its traceback is in the"
+        " log): a later check asked again about those suspects"
+    ) in result.stdout
+    # Asked about: the gateway's last sign of life is now the session's.
+    row = db.execute(
+        "select is_active, last_seen_at > now() - interval '1 minute' as refreshed"
+        " from public.conversation_sessions where connection_id = 'busy='"
+    ).fetchone()
+    assert row == {"is_active": True, "refreshed": True}
+
+
 def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

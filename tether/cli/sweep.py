@@ -125,12 +125,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _unchecked(report: SweepReport) -> int:
     """0 when every suspect was asked about. One the gateway could not be asked about
     stays active, as live as ever to its readers: a script must see that, as it sees a
-    kick the gateway could not be told of (the report above says what was done)."""
-    unchecked = report.gateway_errors + report.bugs
-    if not unchecked:
+    kick the gateway could not be told of (the report above says what was done). With
+    --keep-checking, what an earlier check could not ask the next asked again."""
+    if not report.unchecked:
         return 0
     sys.stderr.write(
-        f"tether sweep: {unchecked} call(s) to the gateway failed, so some suspects were"
+        f"tether sweep: {report.unchecked} call(s) to the gateway failed, so some suspects were"
         " not checked and their sessions stay active; check the @connections endpoint and"
         " run the sweep again\n"
     )
@@ -148,15 +148,17 @@ def _say_report(report: SweepReport) -> None:
             f"closed {report.closed_silent} silent connection(s) at the gateway"
             " (heartbeat_timeout; an end their $disconnect recorded first is not counted above)"
         )
+    left = (
+        "those suspects were not checked"
+        if report.unchecked
+        else "a later check asked again about those suspects"
+    )
     if report.gateway_errors:
-        say(
-            f"{report.gateway_errors} call(s) to the gateway failed: those suspects were not"
-            " checked"
-        )
+        say(f"{report.gateway_errors} call(s) to the gateway failed: {left}")
     if report.bugs:
         say(
             f"{report.bugs} call(s) to the gateway raised an unexpected error (a bug: its"
-            " traceback is in the log): those suspects were not checked"
+            f" traceback is in the log): {left}"
         )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
