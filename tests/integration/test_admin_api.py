@@ -827,6 +827,37 @@ def test_health_logs_a_lasting_row_level_security_problem_once_not_per_call(
         assert len(logged(mended)) == 1
 
 
+def test_health_does_not_log_as_mended_a_table_that_still_refuses_for_another_reason(
+    plain_owner_url: str, server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table another role owns, forced: /health says to stop forcing it. Once it is
+    not forced, the table still refuses tether's functions (their role does not own it),
+    and /health says so; the log said it was no longer refusing."""
+    migrate.migrate(plain_owner_url)
+    table = "public.conversation_sessions"
+    dbname = psycopg.conninfo.conninfo_to_dict(plain_owner_url)["dbname"]
+    as_superuser = psycopg.conninfo.make_conninfo(server_url, dbname=dbname)
+    with psycopg.connect(as_superuser, autocommit=True) as admin:
+        admin.execute(f"alter table {table} owner to service_role")
+        admin.execute(f"alter table {table} force row level security")
+    caplog.set_level(logging.INFO, logger="tether.admin")
+    with admin_api(plain_owner_url) as running:
+        (forced,) = running.client.get("/health").json()["problems"]
+        assert forced.endswith(
+            f"Stop forcing it first: alter table {table} no force row level security"
+        )
+        with psycopg.connect(as_superuser, autocommit=True) as admin:
+            admin.execute(forced.split("Stop forcing it first: ", 1)[1])
+        (owned_by_another,) = running.client.get("/health").json()["problems"]
+        assert owned_by_another.startswith(f"row level security on {table} judges tether's")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "tether.admin" and vars(r).get("table") == table
+    ]
+    assert said == [(logging.ERROR, "row level security refuses tether's functions")] * 2
+
+
 def test_health_when_the_database_is_unreachable(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

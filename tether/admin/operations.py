@@ -276,11 +276,15 @@ def _log_changes(store: SessionStore, judged: frozenset[row_security.Judged]) ->
             "row level security refuses tether's functions",
             extra={"table": table.table, "forced": table.forced},
         )
+    # A table judged otherwise (no longer forced, but another role's) is not mended: it
+    # was logged above as refusing, for its new reason.
+    refusing = {table.table for table in judged}
     for table in sorted(before - judged, key=lambda t: t.table):
-        logger.info(
-            "row level security no longer refuses tether's functions",
-            extra={"table": table.table, "forced": table.forced},
-        )
+        if table.table not in refusing:
+            logger.info(
+                "row level security no longer refuses tether's functions",
+                extra={"table": table.table, "forced": table.forced},
+            )
 
 
 # --- acting ---------------------------------------------------------------------------
