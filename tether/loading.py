@@ -26,9 +26,10 @@ def load_callable(
         raise ConfigurationError(
             f"cannot load {what} {reference!r}: cannot import {module_name!r}: {exc}"
         ) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The module itself failed as it ran (a syntax error, a setting it reads at
-        # import): named in one line, as any other reference that cannot be loaded.
+        # import, a sys.exit of a script's): named in one line, as any other reference
+        # that cannot be loaded.
         raise ConfigurationError(
             f"cannot load {what} {reference!r}: importing {module_name!r} raised"
             f" {type(exc).__name__}: {hide_secrets(str(exc))}"

@@ -581,8 +581,10 @@ def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
     [
         ("def echo(:\n", "SyntaxError: invalid syntax"),
         ("raise RuntimeError('no API_URL set')\n", "RuntimeError: no API_URL set"),
+        # A script's habit: it would end tether dev with the module's status and nothing said.
+        ("import sys\nsys.exit('no API_URL set')\n", "SystemExit: no API_URL set"),
     ],
-    ids=["syntax-error", "raises-on-import"],
+    ids=["syntax-error", "raises-on-import", "exits-on-import"],
 )
 def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     source: str, fragment: str, tmp_path: Path
