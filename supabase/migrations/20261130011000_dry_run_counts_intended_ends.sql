@@ -83,6 +83,9 @@ $$;
 comment on function public.tether_sweep_preview_v4 is
   'What a sweep with these limits would do now, writing nothing: sessions it would end for the age limit and for the idle limit (each for the limit it reached first), with the reason of their end intent in force (intended), suspects it would ask the gateway about, ends it would announce, and ends whose lease holds them for the caller announcing them (unannounced_held).';
 
+comment on function public.tether_sweep_preview_v3 is
+  'What a sweep with these limits would do now, writing nothing: sessions it would end for the age limit and for the idle limit (each for the limit it reached first), silent enough to ask the gateway about, and ends not yet announced. Superseded by tether_sweep_preview_v4, which counts as the run ends and takes.';
+
 revoke execute on function
   public.tether_sweep_preview_v4(double precision, double precision, double precision)
 from public, anon, authenticated;
