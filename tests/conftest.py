@@ -196,6 +196,27 @@ def plain_owner_url(server_url: str, template_database: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def noinherit_policy_role(server_url: str, plain_owner_url: str) -> Iterator[str]:
+    """A role whose member ``plain_owner_url``'s owner is without inheriting its
+    privileges (NOINHERIT): a policy for it does not apply to the owner."""
+    role = f"tether_policy_{uuid.uuid4().hex[:10]}"
+    target = conninfo_to_dict(plain_owner_url)
+    owner, database = sql.Identifier(str(target["user"])), str(target["dbname"])
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
+        # Before the grant: from Postgres 16 a grant takes its role's INHERIT as it is then.
+        admin.execute(sql.SQL("alter role {} noinherit").format(owner))
+        admin.execute(sql.SQL("grant {} to {}").format(sql.Identifier(role), owner))
+    try:
+        yield role
+    finally:
+        # Its policies are in the owner's database, dropped after this.
+        with psycopg.connect(with_database(server_url, database), autocommit=True) as admin:
+            admin.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
     """A plain connection to the test's database, for setup and assertions."""
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:

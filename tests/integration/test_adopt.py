@@ -2301,3 +2301,23 @@ def test_a_table_forcing_row_level_security_whose_policies_let_its_owner_in_is_a
     # And migrate judges it as --check did: no problem.
     migrated = run_tether("migrate", "--database-url", url)
     assert (migrated.returncode, migrated.stderr) == (0, ""), migrated.stderr
+
+
+def test_a_table_forcing_row_level_security_for_a_role_its_owner_does_not_inherit_is_refused(
+    plain_owner_url: str, noinherit_policy_role: str
+) -> None:
+    """The table's policies are all for a role the adopting role is a member of without
+    inheriting its privileges (NOINHERIT): Postgres applies none of them to it, so every
+    session tether's functions opened would be refused, yet --check said it could be
+    adopted."""
+    url = plain_owner_url
+    _forcing_row_level_security(
+        url,
+        "create policy team_role on public.conversation_sessions"
+        f' for all to "{noinherit_policy_role}" using (true) with check (true)',
+    )
+    (refusal,) = [r for r in inspect(url).refusals if "row level security" in r]
+    assert refusal.startswith(FORCED)
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert f"  - {refusal}" in checked.stdout.splitlines(), checked.stdout
+    _apply_is_refused_and_changes_nothing(url, "cannot be adopted as it is")

@@ -654,3 +654,39 @@ def test_a_table_forcing_row_level_security_with_policies_for_tether_s_role_is_n
     reads_only = run_tether("migrate", "--database-url", plain_owner_url)
     assert reads_only.returncode == 1
     assert "public.conversation_sessions forces row level security" in reads_only.stderr
+
+
+def test_a_policy_for_a_role_whose_privileges_tether_s_role_does_not_inherit_is_no_way_in(
+    server_url: str, plain_owner_url: str, noinherit_policy_role: str
+) -> None:
+    """The functions' owner a member of the policies' role without inheriting its
+    privileges (NOINHERIT): Postgres applies none of them to it, and every session
+    opened was refused, while `tether migrate` said the database was up to date."""
+    first = run_tether("migrate", "--database-url", plain_owner_url)
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+        owner.execute(
+            "create policy team_lets_its_role_in on public.conversation_sessions"
+            f' for all to "{noinherit_policy_role}" using (true) with check (true)'
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            owner.execute("select * from public.tether_open_session_v1('noinherit=')")
+
+    again = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (again.returncode, again.stdout) == (1, ""), again.stderr
+    assert (
+        "tether migrate: public.conversation_sessions forces row level security on its owner"
+        in again.stderr
+    )
+
+    # A member that inherits them is let in by the same policy: nothing to say.
+    owner_role = psycopg.conninfo.conninfo_to_dict(plain_owner_url)["user"]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'revoke "{noinherit_policy_role}" from "{owner_role}"')
+        admin.execute(f'alter role "{owner_role}" inherit')
+        admin.execute(f'grant "{noinherit_policy_role}" to "{owner_role}"')
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("select * from public.tether_open_session_v1('inherits=')")
+    mended = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (mended.returncode, mended.stderr) == (0, ""), mended.stderr
