@@ -656,6 +656,44 @@ def test_a_table_forcing_row_level_security_with_policies_for_tether_s_role_is_n
     assert "public.conversation_sessions forces row level security" in reads_only.stderr
 
 
+def test_a_restrictive_policy_for_tether_s_role_is_reported_though_a_permissive_one_lets_it_in(
+    plain_owner_url: str,
+) -> None:
+    """A table forcing row level security, a permissive policy letting the functions'
+    owner in, and a restrictive one for that role that its rows never pass: every
+    session opened was refused, while `tether migrate` said the database was up to
+    date, /health found nothing wrong, and a deploy that migrates first went on."""
+    first = run_tether("migrate", "--database-url", plain_owner_url)
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("alter table public.conversation_sessions force row level security")
+        owner.execute(
+            "create policy team_lets_its_owner_in on public.conversation_sessions"
+            " for all to current_user using (true) with check (true)"
+        )
+        owner.execute(
+            "create policy team_holds_back_writes on public.conversation_sessions"
+            " as restrictive for insert to public with check (false)"
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            owner.execute("select * from public.tether_open_session_v1('held-back=')")
+
+    again = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (again.returncode, again.stdout) == (1, ""), again.stderr
+    assert (
+        "tether migrate: public.conversation_sessions forces row level security on its owner"
+        in again.stderr
+    )
+    assert "or a restrictive one applies to that role" in again.stderr
+
+    # Gone, the permissive policy lets the functions in again: nothing to say.
+    with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+        owner.execute("drop policy team_holds_back_writes on public.conversation_sessions")
+        owner.execute("select * from public.tether_open_session_v1('let-in=')")
+    mended = run_tether("migrate", "--database-url", plain_owner_url)
+    assert (mended.returncode, mended.stderr) == (0, ""), mended.stderr
+
+
 def test_a_policy_for_a_role_whose_privileges_tether_s_role_does_not_inherit_is_no_way_in(
     server_url: str, plain_owner_url: str, noinherit_policy_role: str
 ) -> None:
