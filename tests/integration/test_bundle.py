@@ -183,6 +183,37 @@ def test_without_the_runtime_s_python_the_bundle_ships_no_bytecode_and_says_so(
     assert "python3.99 on PATH" in caplog.text
 
 
+def test_a_runtime_python_on_path_that_does_not_run_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pyenv shim of a version installed but not selected is python3.X on PATH, yet
+    exits 127: the warning says it does not run and why, not the last line of its tip."""
+    shim = tmp_path / "bin" / "python3.99"
+    shim.parent.mkdir()
+    shim.write_text(
+        "#!/bin/sh\n"
+        "echo 'pyenv: python3.99: command not found' >&2\n"
+        "echo '' >&2\n"
+        "echo 'Note: See pyenv help global for tips on allowing multiple' >&2\n"
+        "echo 'Python versions to be found at the same time.' >&2\n"
+        "exit 127\n"
+    )
+    shim.chmod(0o755)
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}/bin{os.pathsep}/usr/bin")
+    with caplog.at_level("WARNING", logger="tether.deploy"):
+        shipped = bundles._bytecode(
+            {"module.py": module}, Target("arm64", "3.99"), cache_dir=tmp_path / "cache"
+        )
+    assert shipped == {}
+    assert (
+        f"the bundle ships no bytecode ({shim} does not run: exit status 127,"
+        " pyenv: python3.99: command not found)" in caplog.text
+    )
+    assert "at the same time" not in caplog.text
+
+
 def test_the_bundle_holds_no_local_tooling(host_bundle: Bundle) -> None:
     with zipfile.ZipFile(host_bundle.path) as archive:
         names = archive.namelist()

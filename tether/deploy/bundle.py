@@ -318,6 +318,10 @@ def _bytecode(entries: dict[str, Path], target: Target, *, cache_dir: Path) -> d
         if not compiled.is_file():
             missing.append((str(path), str(compiled), f"{LAMBDA_TASK_ROOT}/{name}"))
     if missing:
+        broken = _does_not_run(python)
+        if broken is not None:
+            _without_bytecode(target, broken)
+            return {}
         log.info("compiling %d module(s) for %s", len(missing), target.runtime)
         try:
             done = subprocess.run(  # noqa: S603 - a Python interpreter, with our own script
@@ -350,6 +354,28 @@ def _without_bytecode(target: Target, why: str) -> None:
         target.python_version,
         target.python_version,
     )
+
+
+def _does_not_run(python: str) -> str | None:
+    """Why ``python`` cannot run a script, or None. A pyenv shim of a version that is
+    installed but not selected is on PATH all the same: it exits 127, its first line
+    saying why, its last a tip that would read as a compiler's failure."""
+    try:
+        probe = subprocess.run(  # noqa: S603 - a Python interpreter, with nothing of ours
+            [python, "-I", "-c", "pass"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} could not run: {exc}"
+    if probe.returncode == 0:
+        return None
+    said = next(
+        (line.strip() for line in (probe.stderr + probe.stdout).splitlines() if line.strip()), ""
+    )
+    return f"{python} does not run: exit status {probe.returncode}" + (f", {said}" if said else "")
 
 
 def _runtime_python(target: Target) -> str | None:
