@@ -454,6 +454,40 @@ def test_a_run_whose_later_check_asked_again_what_failed_succeeds(
     assert row == {"is_active": True, "refreshed": True}
 
 
+def test_a_run_whose_every_check_failed_says_how_many_its_last_left_unchecked(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """--keep-checking against a gateway that never answers: each check asked about the
+    one suspect, and failed. The report said every one of those calls left its suspects
+    unchecked ("3 call(s) ... failed: those suspects were not checked"), where stderr
+    said 1: only the last check's were, the others were asked again."""
+    make_session(connection_id="silent=", started_seconds_ago=900, seen_seconds_ago=300)
+    env = {
+        "TETHER_ANNOUNCE_TO": "log",
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": "0.5",
+        "TETHER_SWEEP_SCHEDULE_SECONDS": "2",
+        "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+    }
+    result = run_tether(
+        "sweep", "--keep-checking", "--json", "--database-url", database_url,
+        "--endpoint-url", "http://127.0.0.1:9/prod", env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    calls = json.loads(result.stdout)["gateway_errors"]
+    assert calls > 1
+    assert "tether sweep: 1 call(s) to the gateway failed" in result.stderr
+    words = run_tether(
+        "sweep", "--keep-checking", "--database-url", database_url,
+        "--endpoint-url", "http://127.0.0.1:9/prod", env=env,
+    )  # fmt: skip
+    assert words.returncode == 1, words.stderr
+    failed_line = next(line for line in words.stdout.splitlines() if "failed:" in line)
+    assert failed_line.endswith(
+        ": the 1 of its last check left their suspects unchecked; a later check asked again"
+        " about the others"
+    ), failed_line
+
+
 def test_sweep_says_which_checks_an_outage_cut_short(
     database_url: str, server_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -148,11 +148,17 @@ def _say_report(report: SweepReport) -> None:
             f"closed {report.closed_silent} silent connection(s) at the gateway"
             " (heartbeat_timeout; an end their $disconnect recorded first is not counted above)"
         )
-    left = (
-        "those suspects were not checked"
-        if report.unchecked
-        else "a later check asked again about those suspects"
-    )
+    failed = report.gateway_errors + report.bugs
+    if not report.unchecked:
+        left = "a later check asked again about those suspects"
+    elif report.unchecked >= failed:
+        left = "those suspects were not checked"
+    else:
+        # --keep-checking: each check asks again about what the one before could not.
+        left = (
+            f"the {report.unchecked} of its last check left their suspects unchecked;"
+            " a later check asked again about the others"
+        )
     if report.gateway_errors:
         say(f"{report.gateway_errors} call(s) to the gateway failed: {left}")
     if report.bugs:
