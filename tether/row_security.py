@@ -6,7 +6,7 @@ them by its policies: unless the team gave that role permissive policies of its 
 for each command the functions run there, and no restrictive one applies to it (a row
 must pass every restrictive policy too), every session opened is refused (SQLSTATE
 42501), the sweep and the operators' reads see no rows. One rule judges it, the query
-of ``tether_row_security_problems_v3`` (a superuser or a role with BYPASSRLS is never
+of ``tether_row_security_problems_v2`` (a superuser or a role with BYPASSRLS is never
 judged, nor a table whose policies let that role in): ``tether migrate`` and
 ``/health`` call the function, as the functions' owner; ``tether adopt --check``, before
 it exists, asks its query as shipped (``released_rule``), as the role that will own
@@ -60,7 +60,7 @@ def describe(judged: Judged) -> str:
 
 
 def released_rule() -> str:
-    """The query of ``tether_row_security_problems_v3`` as its shipped migration has it
+    """The query of ``tether_row_security_problems_v2`` as its shipped migration has it
     (a released function never changes). Asked before the function exists, as the role
     that will own it, it answers as the function will: it runs with its owner's rights,
     and judges for that role (row_security_active, pg_has_role of current_user)."""
@@ -76,7 +76,7 @@ def released_rule() -> str:
 
 
 def judged_tables(rows: list[dict[str, Any]]) -> list[Judged]:
-    """The rows of ``tether_row_security_problems_v3``, whichever driver read them."""
+    """The rows of ``tether_row_security_problems_v2``, whichever driver read them."""
     return [Judged(table=str(row["table_name"]), forced=bool(row["forced"])) for row in rows]
 
 

@@ -81,7 +81,7 @@ DAILY_STATS = "tether_daily_stats_v1"
 RECENT_ENDS = "tether_recent_ends_v1"
 SWEEP_STATE = "tether_sweep_state_v1"
 APPLIED_MIGRATIONS = "tether_applied_migrations_v1"
-ROW_SECURITY_PROBLEMS = "tether_row_security_problems_v3"
+ROW_SECURITY_PROBLEMS = "tether_row_security_problems_v2"
 
 DEFAULT_ANNOUNCE_LEASE_SECONDS = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,14 +1,20 @@
 -- tether_row_security_problems_v1 (/health, `tether migrate`, `tether adopt --check`)
--- counted a permissive policy as applying to tether's functions' owner when that role
--- was a member of the policy's role. Postgres applies a policy only to the roles whose
--- privileges the user has: a member that does not inherit them (a NOINHERIT role or,
--- on Postgres 16 and later, a grant WITH INHERIT FALSE) is not let in. A table that
--- forces row level security with policies only for such a role refused every call of
--- tether's functions (SQLSTATE 42501), and the rule said nothing was wrong.
+-- missed two ways a table forcing row level security refuses tether's functions
+-- (SQLSTATE 42501) while the rule said nothing was wrong:
+-- * it counted a permissive policy as applying to the functions' owner when that role
+--   was a member of the policy's role. Postgres applies a policy only to the roles
+--   whose privileges the user has: a member that does not inherit them (a NOINHERIT
+--   role or, on Postgres 16 and later, a grant WITH INHERIT FALSE) is not let in;
+-- * it took one permissive policy that applies for enough, whatever restrictive
+--   policies the table also had. Postgres lets a row through only when every
+--   restrictive policy that applies passes too (`as restrictive ... using (false)`, or
+--   one on auth.uid(), which tether's functions never have).
 --
--- * tether_row_security_problems_v2 judges as v1 does, but counts a policy's role only
---   when the functions' owner has its privileges (pg_has_role 'usage', as Postgres
---   decides whether a policy applies), or the policy is for public.
+-- * tether_row_security_problems_v2 counts a policy's role only when the functions'
+--   owner has its privileges (pg_has_role 'usage', as Postgres decides whether a policy
+--   applies), or the policy is for public; and it also reports a table where a
+--   restrictive policy applies to that role for a command the functions run there (one
+--   that would pass is reported too: the rule cannot read its expression).
 --
 -- tether_row_security_problems_v1 stays as it is until a later release drops it.
 
@@ -35,25 +41,36 @@ as $$
     and exists (
       select 1 from pg_catalog.unnest(t.commands) as needed (command)
       where not exists (
-        select 1 from pg_catalog.pg_policy p
-        where p.polrelid = c.oid
-          and p.polpermissive
-          and p.polcmd::text in (needed.command, '*')
-          and exists (
-            select 1 from pg_catalog.unnest(p.polroles) as r (role)
-            where case when r.role = 0 then true
-                       else pg_catalog.pg_has_role(current_user, r.role, 'usage') end
-          )
-      )
+          select 1 from pg_catalog.pg_policy p
+          where p.polrelid = c.oid
+            and p.polpermissive
+            and p.polcmd::text in (needed.command, '*')
+            and exists (
+              select 1 from pg_catalog.unnest(p.polroles) as r (role)
+              where case when r.role = 0 then true
+                         else pg_catalog.pg_has_role(current_user, r.role, 'usage') end
+            )
+        )
+        or exists (
+          select 1 from pg_catalog.pg_policy p
+          where p.polrelid = c.oid
+            and not p.polpermissive
+            and p.polcmd::text in (needed.command, '*')
+            and exists (
+              select 1 from pg_catalog.unnest(p.polroles) as r (role)
+              where case when r.role = 0 then true
+                         else pg_catalog.pg_has_role(current_user, r.role, 'usage') end
+            )
+        )
     )
   order by 1;
 $$;
 
 comment on function public.tether_row_security_problems_v2 is
-  'tether''s tables whose row level security refuses tether''s functions (their owner, to whom no permissive policy applies for a command they run there: none for public or for a role whose privileges it has), and whether the table forces it.';
+  'tether''s tables whose row level security refuses tether''s functions (their owner, to whom no permissive policy applies for a command they run there, or a restrictive one does: a policy applies for public or for a role whose privileges it has), and whether the table forces it.';
 
 comment on function public.tether_row_security_problems_v1 is
-  'tether''s tables whose row level security refuses tether''s functions (their owner, to whom no permissive policy applies for a command they run there), and whether the table forces it. Superseded by tether_row_security_problems_v2, which counts a policy only for a role whose privileges the owner has.';
+  'tether''s tables whose row level security refuses tether''s functions (their owner, to whom no permissive policy applies for a command they run there), and whether the table forces it. Superseded by tether_row_security_problems_v2, which counts a policy only for a role whose privileges the owner has, and restrictive policies too.';
 
 revoke execute on function public.tether_row_security_problems_v2()
   from public, anon, authenticated;

@@ -387,7 +387,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         int(row[4]),
     )
     shape.rls_forced = bool(row[5])
-    # The rule tether_row_security_problems_v3 will apply once it exists, asked now as
+    # The rule tether_row_security_problems_v2 will apply once it exists, asked now as
     # the role whose rights tether's functions will run with.
     shape.rls_refuses = row_security.judged_tables(
         [
