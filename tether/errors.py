@@ -56,6 +56,10 @@ class DatabaseError(TetherError):
     """The database refused the call for a reason that is not the caller's input."""
 
 
+class EmbeddedPostgresError(TetherError):
+    """The embedded Postgres could not be stopped; the message carries pg_ctl's own words."""
+
+
 class MigrationError(TetherError):
     """A migration cannot be applied (edited after it was applied, or it failed)."""
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tether.cli.common import configured_url
+from tether.errors import EmbeddedPostgresError
 from tether.local import embedded
 
 
@@ -62,3 +63,35 @@ def test_stopping_a_server_someone_else_stopped_is_not_an_error(data_dir: Path) 
     assert not embedded.is_running(data_dir)
     server.stop()
     assert not embedded.is_running(data_dir)
+
+
+def _failing_pg_ctl(folder: Path, message: str) -> Path:
+    """A pg_ctl that fails as the real one does, on stderr: where the server's user can
+    run it, as the real one runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stand_in = folder / "pg_ctl"
+    stand_in.write_text(
+        f"#!/bin/sh\necho 'waiting for server to shut down...'\necho '{message}' >&2\nexit 1\n"
+    )
+    stand_in.chmod(0o755)
+    return stand_in
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_a_stop_that_fails_says_what_pg_ctl_said(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = embedded.start(data_dir)
+    said = "pg_ctl: could not send stop signal (PID: 4242): Operation not permitted"
+    stand_in = _failing_pg_ctl(data_dir.with_name(data_dir.name + "-bin"), said)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(embedded, "binary", lambda name: stand_in)
+            with pytest.raises(EmbeddedPostgresError) as failed:
+                server.stop()
+    finally:
+        shutil.rmtree(stand_in.parent, ignore_errors=True)
+    assert said in str(failed.value)
+    assert str(data_dir) in str(failed.value)
+    # Nothing was stopped: the server still answers.
+    assert _ping(server.url) == 1

@@ -49,6 +49,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tether import migrate
 from tether.drivers.postgres import read_plainly
+from tether.errors import EmbeddedPostgresError
 from tether.local import embedded, eventbus, stopping
 from tether.local.simulate import percentile
 
@@ -797,5 +798,5 @@ def run_chaos(
             if gateway is not None:
                 gateway.kill()
             # Whether or not its start had returned: stopped while starting, it may run.
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
+            with contextlib.suppress(OSError, EmbeddedPostgresError):
                 embedded.stop_if_running(workdir / "pgdata", "immediate")

