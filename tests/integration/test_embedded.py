@@ -95,3 +95,19 @@ def test_a_stop_that_fails_says_what_pg_ctl_said(
     assert str(data_dir) in str(failed.value)
     # Nothing was stopped: the server still answers.
     assert _ping(server.url) == 1
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only as root does the server run as another user")
+def test_a_server_stops_after_a_folder_above_it_was_closed_to_others(data_dir: Path) -> None:
+    """A pytest session starting while the server runs closes its pytest-of-<user> folder
+    to other users (0700), the server's among them: the stop still stops it."""
+    above = data_dir / "above"
+    server = embedded.start(above / "pgdata")
+    try:
+        above.chmod(0o700)
+        server.stop()
+        assert not embedded.is_running(above / "pgdata")
+    finally:
+        above.chmod(0o755)
+        embedded.stop_if_running(above / "pgdata")

