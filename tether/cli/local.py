@@ -314,6 +314,8 @@ def chaos_lines(report: Report) -> list[str]:
             f"  not measured: no {' or '.join(report.unmeasured)} client went away with no"
             " fault near, so the bound was not checked for them"
         )
+    for fault in report.not_injected:
+        lines.append(f"  not injected, so the promise went untested under it: {fault}")
     ended = ", ".join(f"{reason} {n}" for reason, n in sorted(report.ended_by_reason.items()))
     lines.append(f"ended by reason: {ended or 'none'}")
     for kind, cases in report.examples.items():
