@@ -159,6 +159,7 @@ class SweepReport:
             "closed_silent": self.closed_silent,
             "gateway_errors": self.gateway_errors,
             "bugs": self.bugs,
+            "unchecked": self.unchecked,
             "failed_checks": self.failed_checks,
             "announced": self.announced,
             "redelivered": self.redelivered,

@@ -475,6 +475,8 @@ def test_a_run_whose_every_check_failed_says_how_many_its_last_left_unchecked(
     assert result.returncode == 1, result.stderr
     calls = json.loads(result.stdout)["gateway_errors"]
     assert calls > 1
+    # What the exit status stands for, readable by the script that got it.
+    assert json.loads(result.stdout)["unchecked"] == 1
     assert "tether sweep: 1 call(s) to the gateway failed" in result.stderr
     words = run_tether(
         "sweep", "--keep-checking", "--database-url", database_url,
