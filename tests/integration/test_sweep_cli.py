@@ -98,6 +98,16 @@ def test_close_orphans_tells_its_ends_from_others_it_announced(
     its own."""
     for name in ("left-a=", "left-b="):
         make_session(connection_id=name, started_seconds_ago=600, ended_seconds_ago=300)
+    # The dry run says so first: --apply drains the outbox whole.
+    dry = run_tether(
+        "close-orphans", "--older-than", "2h", *(["--json"] if as_json else []),
+        "--announce-to", "log", "--database-url", database_url,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    if as_json:
+        assert (json.loads(dry.stdout)["found"], json.loads(dry.stdout)["queued"]) == (18, 2)
+    else:
+        assert "--apply also announces the 2 other end(s) waiting in the outbox" in dry.stdout
     result = run_tether(
         "close-orphans", "--older-than", "2h", "--apply", "--yes",
         *(["--json"] if as_json else []),

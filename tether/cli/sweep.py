@@ -221,11 +221,22 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             f" {describe_seconds(older_than)} ago (oldest {_ago(summary.oldest_start, now)},"
             f" newest {_ago(summary.newest_start, now)})"
         )
+    policy = SweepPolicy.from_settings(config)
+
+    def waiting() -> int:
+        return store.session_health(
+            idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+        ).unannounced
+
     if not args.apply:
+        # --apply drains the outbox whole: the ends already waiting there go out too.
+        others = waiting()
         if args.json:
-            _report(args, summary=summary, ended={}, drained=None, queued=0)
+            _report(args, summary=summary, ended={}, drained=None, queued=others)
         else:
             say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
+            if others:
+                say(f"--apply also announces the {others} other end(s) waiting in the outbox")
         return 0
     question = (
         f"end {summary.orphans} session(s) ({_reasons(summary)})?"
@@ -243,11 +254,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         lease_seconds=max(config.announce_lease_seconds, 1.0),
         progress=not args.json,
     )
-    policy = SweepPolicy.from_settings(config)
-    queued = store.session_health(
-        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
-    ).unannounced
-    _report(args, summary=summary, ended=ended, drained=drained, queued=queued)
+    _report(args, summary=summary, ended=ended, drained=drained, queued=waiting())
     return 0
 
 
