@@ -126,6 +126,36 @@ def test_close_orphans_tells_its_ends_from_others_it_announced(
     assert waiting.fetchone() == {"n": 0}
 
 
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_dry_run_counts_only_the_ends_apply_would_announce(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Two ends wait in the outbox, one of them held by whoever is announcing it (its
+    lease): the dry run said --apply would also announce both, and --apply then
+    announced one of them."""
+    for name in ("left-a=", "left-b="):
+        make_session(connection_id=name, started_seconds_ago=600, ended_seconds_ago=300)
+    db.execute("select * from public.tether_claim_unannounced_v2(1, 600)")
+    dry = run_tether(
+        "close-orphans", "--older-than", "2h", "--announce-to", "log",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "--apply also announces the 1 other end(s) waiting in the outbox" in dry.stdout
+    assert "1 more end(s) held for whoever is announcing them" in dry.stdout
+    dry_json = run_tether(
+        "close-orphans", "--older-than", "2h", "--json", "--announce-to", "log",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert json.loads(dry_json.stdout)["queued"] == 1, dry_json.stdout
+    applied = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--json",
+        "--announce-to", "log", "--database-url", database_url,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["announced_others"] == 1, applied.stdout
+
+
 def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -229,14 +229,25 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         ).unannounced
 
     if not args.apply:
-        # --apply drains the outbox whole: the ends already waiting there go out too.
-        others = waiting()
+        # --apply drains the outbox: the ends already waiting there go out too, but not
+        # those a lease holds for whoever is announcing them (a $disconnect, a sweep).
+        outbox = store.sweep_preview(
+            idle_seconds=policy.idle_limit_seconds,
+            max_age_seconds=policy.max_age_seconds,
+            silent_seconds=policy.suspect_after_seconds,
+        )
+        others = outbox.unannounced
         if args.json:
             _report(args, summary=summary, ended={}, drained=None, queued=others)
         else:
             say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
             if others:
                 say(f"--apply also announces the {others} other end(s) waiting in the outbox")
+            if outbox.unannounced_held:
+                say(
+                    f"{outbox.unannounced_held} more end(s) held for whoever is announcing"
+                    " them until their lease ends: not --apply's"
+                )
         return 0
     question = (
         f"end {summary.orphans} session(s) ({_reasons(summary)})?"
