@@ -4,6 +4,7 @@ pg_ctl's own words, instead of ending it in a traceback."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -99,3 +100,22 @@ def test_a_database_that_will_not_stop_fails_the_run_saying_why(
     assert report.as_dict()["not_injected"] == [f"{fault.name}: {why}"]
     said = "\n".join(chaos_lines(report))
     assert "not injected" in said and REFUSAL in said and "FAILED" in said
+
+
+def test_a_database_that_will_not_stop_at_the_end_is_named_and_its_data_kept(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = embedded.start(data_dir)
+    pid = _postmaster(data_dir)
+    stand_in = _pg_ctl_failing(data_dir.parent / "bin", times=1_000)
+    monkeypatch.setattr(embedded, "binary", lambda name: stand_in)
+
+    with caplog.at_level(logging.WARNING, logger="tether.local.chaos"):
+        chaos._clean_up(data_dir.parent)
+
+    said = caplog.text
+    assert f"could not stop the embedded Postgres in {data_dir}" in said and REFUSAL in said
+    assert f"kill -INT {pid}" in said
+    # Left running on its data, not on a folder removed under it.
+    assert (data_dir / "PG_VERSION").exists()
+    assert _answers(server.url)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import secrets
@@ -52,6 +53,8 @@ from tether.drivers.postgres import read_plainly
 from tether.errors import EmbeddedPostgresError
 from tether.local import embedded, eventbus, stopping
 from tether.local.simulate import percentile
+
+logger = logging.getLogger(__name__)
 
 # The shortened limits the run's gateway and sweep use; the bound follows from them.
 HEARTBEAT_SECONDS = 1.0
@@ -764,8 +767,11 @@ def run_chaos(
     jwt_secret = secrets.token_urlsafe(32)
     base = Path(".tether")
     base.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="chaos-", dir=base) as scratch, eventbus.serve() as bus:
-        workdir = Path(scratch).resolve()
+    # Not a TemporaryDirectory: its removal would not wait for a server that would not stop.
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-", dir=base)).resolve()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_clean_up, workdir)
+        bus = cleanup.enter_context(eventbus.serve())
         workdir.chmod(0o755)  # the embedded server's own user must reach its data
         gateway: Gateway | None = None
         try:
@@ -821,6 +827,27 @@ def run_chaos(
         finally:
             if gateway is not None:
                 gateway.kill()
-            # Whether or not its start had returned: stopped while starting, it may run.
-            with contextlib.suppress(OSError, EmbeddedPostgresError):
-                embedded.stop_if_running(workdir / "pgdata", "immediate")
+
+
+def _clean_up(workdir: Path) -> None:
+    """Stop the run's database, whether or not its start had returned (stopped while
+    starting, it may run), and remove the run's folder; a database that would not stop
+    keeps its folder: removed under a running server, nothing would say what to stop."""
+    data_dir = workdir / "pgdata"
+    try:
+        embedded.stop_if_running(data_dir, "immediate")
+    except (OSError, EmbeddedPostgresError) as failed:
+        pid = embedded.postmaster_pid(data_dir)
+        if pid is not None:
+            logger.warning(
+                "%s; it is left running, its data kept in %s: stop it with `kill -INT %d`"
+                " (or `pg_ctl -D %s stop -m immediate`), then remove %s",
+                failed,
+                data_dir,
+                pid,
+                data_dir,
+                workdir,
+                extra={"data_dir": str(data_dir), "pid": pid},
+            )
+            return
+    shutil.rmtree(workdir, ignore_errors=True)

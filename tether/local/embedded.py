@@ -176,13 +176,18 @@ def remove_stale_pid_file(data_dir: Path) -> bool:
     return True
 
 
-def is_running(data_dir: Path) -> bool:
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The process id of the server running on ``data_dir``, if one is."""
     pid_file = data_dir.resolve() / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().splitlines()[0].strip())
     except (FileNotFoundError, IndexError, ValueError):
-        return False
-    return _pid_is_this_server(pid, data_dir.resolve())
+        return None
+    return pid if _pid_is_this_server(pid, data_dir.resolve()) else None
+
+
+def is_running(data_dir: Path) -> bool:
+    return postmaster_pid(data_dir) is not None
 
 
 def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
