@@ -57,7 +57,8 @@ class DatabaseError(TetherError):
 
 
 class EmbeddedPostgresError(TetherError):
-    """The embedded Postgres could not be stopped; the message carries pg_ctl's own words."""
+    """The embedded Postgres could not be started or stopped; the message carries
+    initdb's or pg_ctl's own words."""
 
 
 class MigrationError(TetherError):

@@ -154,3 +154,25 @@ def test_chaos_reads_a_database_that_writes_dates_its_own_way(
     )
     [row] = chaos.Table(database_url, "run1").rows()
     assert row["is_active"] is True
+
+
+def test_a_chaos_run_whose_postgres_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    """initdb refuses (here, a locale that does not exist; a full disk alike): one line
+    with initdb's own words and exit 1, not a traceback, and nothing left behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
+    result = subprocess.run(  # noqa: S603 - our own command
+        [TETHER, "chaos", "--clients", "2", "--minutes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**env, "LC_ALL": "xx_XX.nowhere"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("tether chaos: ")]
+    assert len(said) == 1, result.stderr
+    assert "could not start the embedded Postgres" in said[0]
+    assert "initdb: error: invalid locale settings" in said[0], said
+    assert list((tmp_path / ".tether").glob("chaos-*")) == []

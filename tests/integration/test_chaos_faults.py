@@ -4,13 +4,17 @@ pg_ctl's own words, instead of ending it in a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -119,3 +123,52 @@ def test_a_database_that_will_not_stop_at_the_end_is_named_and_its_data_kept(
     # Left running on its data, not on a folder removed under it.
     assert (data_dir / "PG_VERSION").exists()
     assert _answers(server.url)
+
+
+def _poison_once_running(base: Path, done: threading.Event) -> None:
+    """Once the run's server runs, give it a setting it will refuse at its next start:
+    the running server does not read it, so the fault's stop works and its start fails."""
+    while not done.is_set():
+        for data in base.glob("chaos-*/pgdata"):
+            ready = False
+            with contextlib.suppress(OSError, IndexError):  # not there yet, or half written
+                ready = (data / "postmaster.pid").read_text().split()[-1] == "ready"
+            if ready:
+                with (data / "postgresql.auto.conf").open("a") as conf:
+                    conf.write("max_connections = 'many'\n")
+                return
+        time.sleep(0.1)
+
+
+def test_a_database_that_will_not_start_again_ends_the_run_saying_so(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = data_dir.parent
+    workdir.mkdir(parents=True)
+    monkeypatch.chdir(workdir)
+    done = threading.Event()
+    poisoner = threading.Thread(target=_poison_once_running, args=(workdir / ".tether", done))
+    poisoner.start()
+    said: list[str] = []
+    try:
+        report = chaos.run_chaos(clients=2, minutes=0.2, seed=7, progress=said.append)
+    finally:
+        done.set()
+        poisoner.join()
+
+    assert not report.passed
+    assert report.broken is not None
+    assert "postgres stopped (fast)" in report.broken
+    assert "could not start the embedded Postgres" in report.broken
+    assert 'postgresql.auto.conf" contains errors' in report.broken
+    assert report.as_dict()["orphaned"] is None  # never checked, not 0
+    lines = "\n".join(chaos_lines(report))
+    assert "broke the system under test" in lines and "FAILED" in lines
+    assert not any("gateway killed" in fault for fault in report.faults)  # ended early
+    # What it started is stopped, and its folder removed.
+    assert list((workdir / ".tether").glob("chaos-*")) == []
+    assert not any(
+        "tether-chaos" in " ".join(p.cmdline()) or str(workdir) in " ".join(p.cmdline())
+        for p in psutil.process_iter()
+        if p.pid != os.getpid() and p.name() in {"postgres", "tether"}
+    )

@@ -111,3 +111,18 @@ def test_a_server_stops_after_a_folder_above_it_was_closed_to_others(data_dir: P
     finally:
         above.chmod(0o755)
         embedded.stop_if_running(above / "pgdata")
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_a_server_that_cannot_be_created_says_what_initdb_said(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LC_ALL", "xx_XX.nowhere")  # initdb refuses it, as it would a full disk
+
+    with pytest.raises(EmbeddedPostgresError) as failed:
+        embedded.start(data_dir)
+
+    said = str(failed.value)
+    assert f"could not start the embedded Postgres in {data_dir}" in said
+    assert "initdb: error: invalid locale settings" in said
+    assert not embedded.is_running(data_dir)

@@ -299,6 +299,18 @@ def chaos_lines(report: Report) -> list[str]:
         f"clients {report.clients}, attempts {report.attempts}, accepted {report.accepted}",
         "faults: " + "; ".join(report.faults),
     ]
+    if report.broken:
+        # Its counts would say 0 of promises never checked.
+        lines.append(
+            "the fault broke the system under test rather than testing it, and the run"
+            f" ended there, with no promise checked: {report.broken}"
+        )
+        for fault in report.not_injected:
+            lines.append(f"  not injected, so the promise went untested under it: {fault}")
+        if report.logs:
+            lines.append(f"the gateway's logs are kept in {report.logs}")
+        lines.append("FAILED: see above")
+        return lines
     lines += [f"  {promise:<22} {figures[promise]}" for promise in PROMISES]
     if report.max_detection_latency_s is None or report.detection_latency_p99_s is None:
         lines.append(f"detection latency: none measured against the {report.bound_s:g} s bound")

