@@ -707,9 +707,14 @@ def _check(
         bound_s=BOUND_SECONDS,
         ended_by_reason=dict(Counter(str(r["end_reason"]) for r in rows if not r["is_active"])),
         unmeasured=sorted(set(KINDS.values()) - timed),
-        not_injected=[f"{f.name}: {f.not_injected}" for f in run.faults if f.not_injected],
+        not_injected=_not_injected(run),
         examples=examples,
     )
+
+
+def _not_injected(run: Run) -> list[str]:
+    """The faults that could not be made, each with why."""
+    return [f"{fault.name}: {fault.not_injected}" for fault in run.faults if fault.not_injected]
 
 
 def _broken(run: Run, why: str, logs: Path) -> Report:
@@ -732,7 +737,7 @@ def _broken(run: Run, why: str, logs: Path) -> Report:
         detection_latency_p99_s=None,
         bound_s=BOUND_SECONDS,
         ended_by_reason={},
-        not_injected=[f"{f.name}: {f.not_injected}" for f in run.faults if f.not_injected],
+        not_injected=_not_injected(run),
         broken=why,
         logs=str(logs),
     )
