@@ -340,6 +340,8 @@ def _bytecode(entries: dict[str, Path], target: Target, *, cache_dir: Path) -> d
             why = "is not CPython" if done.returncode == 3 else "failed: " + " ".join(detail)
             _without_bytecode(target, f"{python} {why}")
             return {}
+        if done.stdout.strip() not in {"", "0"}:
+            log.info("%s module(s) could not be compiled: they ship as source", done.stdout.strip())
     # A module the runtime's Python cannot compile ships without: it fails as it would.
     return {name: compiled for name, compiled in made.items() if compiled.is_file()}
 
