@@ -222,12 +222,6 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             f" newest {_ago(summary.newest_start, now)})"
         )
     policy = SweepPolicy.from_settings(config)
-
-    def waiting() -> int:
-        return store.session_health(
-            idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
-        ).unannounced
-
     if not args.apply:
         # --apply drains the outbox: the ends already waiting there go out too, but not
         # those a lease holds for whoever is announcing them (a $disconnect, a sweep).
@@ -265,7 +259,10 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         lease_seconds=max(config.announce_lease_seconds, 1.0),
         progress=not args.json,
     )
-    _report(args, summary=summary, ended=ended, drained=drained, queued=waiting())
+    queued = store.session_health(
+        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+    ).unannounced
+    _report(args, summary=summary, ended=ended, drained=drained, queued=queued)
     return 0
 
 
