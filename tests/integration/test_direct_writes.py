@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -18,6 +20,7 @@ from tests.support import (
     ws_event,
 )
 from tether.drivers.postgres import PostgresStore
+from tether.store import CLOSE_STALE
 
 
 def _open(connection_id: str) -> None:
@@ -113,10 +116,11 @@ def test_an_ended_session_keeps_its_end_whoever_writes(database_url: str, change
 
 @pytest.mark.usefixtures("lambda_env")
 def test_tether_s_own_end_keeps_the_lease_it_queued_with(database_url: str) -> None:
-    """The trigger that queues an end written around tether's functions runs for their
-    ends too (only a superuser could mark their writes apart): it finds their row in the
-    outbox, queued by the same statement with the caller's lease, and leaves it as it is,
-    so the sweep does not announce an end its $disconnect is announcing."""
+    """The trigger that queues an end written around tether's functions runs for the
+    ends of a single session too (the sweep's batches alone tell it theirs are queued):
+    it finds their row in the outbox, queued by the same statement with the caller's
+    lease, and leaves it as it is, so the sweep does not announce an end its $disconnect
+    is announcing."""
     _open("leased=")
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         conn.execute(
@@ -226,3 +230,95 @@ def test_an_end_a_team_s_trigger_moves_is_refused(database_url: str) -> None:
             "select session_end from public.conversation_sessions where connection_id = 'moved='"
         ).fetchone()
     assert after == before
+
+
+def _silent(conn: psycopg.Connection[Any], *connection_ids: str) -> None:
+    conn.execute(
+        "update public.conversation_sessions set last_seen_at = now() - interval '1 hour'"
+        " where connection_id = any(%s)",
+        (list(connection_ids),),
+    )
+
+
+def _queued(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "select s.connection_id from public.conversation_session_announcements a"
+        " join public.conversation_sessions s using (session_id) order by 1"
+    ).fetchall()
+    return [row["connection_id"] for row in rows]
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_the_sweep_s_batch_queues_its_ends_without_the_trigger_s_second_look(
+    database_url: str,
+) -> None:
+    """Its statement queues every end it writes; the trigger calling its function for
+    each of them as well, to find it queued, was a third of a large batch's time."""
+    for name in ("a=", "b=", "c="):
+        _open(name)
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:  # one transaction
+        conn.execute("set local track_functions = 'all'")
+        _silent(conn, "a=", "b=", "c=")
+        ended = conn.execute(f"select * from public.{CLOSE_STALE}(600, 7200, 100)").fetchall()
+        calls = conn.execute(
+            "select coalesce(pg_stat_get_xact_function_calls("
+            "'public.tether_queue_direct_end()'::regprocedure), 0) as calls"
+        ).fetchone()
+        assert ended == [{"end_reason": "idle_timeout", "ended": 3}]
+        assert _queued(conn) == ["a=", "b=", "c="]
+    assert calls == {"calls": 0}
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_end_written_after_the_sweep_s_batch_in_its_transaction_is_queued(
+    database_url: str,
+) -> None:
+    """What the batch tells the trigger lasts its own update, not the transaction."""
+    _open("swept=")
+    _open("direct=")
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:  # one transaction
+        _silent(conn, "swept=")
+        conn.execute(f"select * from public.{CLOSE_STALE}(600, 7200, 100)")
+        conn.execute("set local role service_role")
+        conn.execute(
+            "update public.conversation_sessions set session_end = now(),"
+            " end_reason = 'forced_close' where connection_id = 'direct='"
+        )
+        assert _queued(conn) == ["direct=", "swept="]
+
+
+# A team's own trigger that ends a companion session when its primary ends: an end
+# written during tether's update, by a write of the team's.
+_TEAM_CASCADE = """
+create function public.team_ends_the_companion() returns trigger language plpgsql as $$
+begin
+  update public.conversation_sessions set session_end = now(), end_reason = 'forced_close'
+   where connection_id = 'companion=' and session_end is null;
+  return null;
+end $$;
+create trigger team_ends_the_companion after update on public.conversation_sessions
+  for each row when (old.session_end is null and new.session_end is not null
+                     and new.connection_id = 'primary=')
+  execute function public.team_ends_the_companion();
+"""
+
+
+@pytest.mark.usefixtures("lambda_env")
+def test_an_end_a_team_s_trigger_writes_during_the_sweep_s_batch_is_queued(
+    database_url: str, event_bus: EventBus
+) -> None:
+    _open("primary=")
+    _open("companion=")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(_TEAM_CASCADE)
+        _silent(conn, "primary=")
+        ended = conn.execute(f"select * from public.{CLOSE_STALE}(600, 7200, 100)").fetchall()
+        assert ended == [{"end_reason": "idle_timeout", "ended": 1}]
+        assert _queued(conn) == ["companion=", "primary="]
+
+    report = sweep.lambda_handler(load_event("scheduled"), FakeLambdaContext(time_limit_seconds=11))
+    assert report["announced"] == 2
+    assert sorted(e["detail"]["connection_id"] for e in event_bus.received()) == [
+        "companion=",
+        "primary=",
+    ]

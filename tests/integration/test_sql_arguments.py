@@ -129,6 +129,9 @@ REFUSED: list[tuple[str, str]] = [
     ("tether_close_stale_v3('Infinity', 7200, 10)", "idle limit must be more than 0"),
     ("tether_close_stale_v3(600, null, 10)", "age limit must be more than 0"),
     ("tether_close_stale_v3(600, 7200, 0)", "batch size must be between 1 and 10000"),
+    ("tether_close_stale_v4('Infinity', 7200, 10)", "idle limit must be more than 0"),
+    ("tether_close_stale_v4(600, null, 10)", "age limit must be more than 0"),
+    ("tether_close_stale_v4(600, 7200, 0)", "batch size must be between 1 and 10000"),
     (
         "tether_record_sweep_v2(600, 7200, '[1, 2]'::jsonb, null)",
         "a sweep report must be a JSON object, got array",
