@@ -12,6 +12,10 @@
 --   of its own) is still queued. The setting gives a writer nothing it did not have:
 --   an end written with `announced_at` set was never queued either.
 --
+-- v4 also reads the rows it ends by their ctid whatever the table's size: v3's update
+-- scanned a table of up to several hundred thousand rows whole for each batch of
+-- thousands, the planner preferring that to reading as many rows by their ctid.
+--
 -- tether_close_stale_v3 stays as it is until a later release drops it; its ends still
 -- pass the trigger, which finds them queued.
 
@@ -98,7 +102,10 @@ begin
                then s.end_intent_reason
                when s.last_seen_at + v_idle <= s.session_start + v_max_age
                then 'idle_timeout' else 'max_duration' end
-       where s.ctid = any (v_too_old || v_silent)
+       -- An array read when the update runs, not a constant of the plan: for a
+       -- constant of thousands the planner would rather scan a table of a few
+       -- hundred thousand rows whole than read those rows by their ctid.
+       where s.ctid = any (array(select unnest(v_too_old || v_silent)))
          and s.is_active
       returning s.session_id, s.end_reason
     ), queued as (

@@ -158,3 +158,25 @@ CALLED = {
     store_module.CLOSE_ORPHANS,
     store_module.SESSION_HEALTH,
 }
+
+
+def test_a_large_sweep_batch_reads_its_rows_by_their_ctid(container: _Container, db: Conn) -> None:
+    """A batch of thousands among tens of thousands of live sessions, analysed: the
+    rows it locked are read by their ctid, not by a scan of the table per batch."""
+    db.execute(
+        "insert into public.conversation_sessions (connection_id, user_id)"
+        " select 'live' || g, gen_random_uuid() from generate_series(1, 20000) g"
+    )
+    db.execute(
+        "insert into public.conversation_sessions (connection_id, session_start, last_seen_at)"
+        " select 'stale' || g, now() - interval '30 minutes', now() - interval '20 minutes'"
+        " from generate_series(1, 2000) g"
+    )
+    db.execute("analyze public.conversation_sessions")
+    container.conn.autocommit = False  # one transaction: its own scan counts
+    try:
+        ended = container.close_stale(idle_seconds=600, max_age_seconds=7200, limit=2000)
+    finally:
+        container.conn.rollback()
+    assert sum(ended.values()) == 2000
+    assert container.scans[store_module.CLOSE_STALE] == {}
