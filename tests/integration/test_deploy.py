@@ -17,6 +17,7 @@ What moto's CloudFormation does with this template, checked against moto 5:
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import io
 import json
@@ -580,3 +581,108 @@ def test_an_answer_that_is_no_aws_response_is_one_line(
     assert code == 1
     assert "answered with something that is not an AWS response: Unable to parse" in err
     assert "Traceback" not in err and "<h1>" not in err
+
+
+class _Between(http.server.BaseHTTPRequestHandler):
+    """A way to the moto server that breaks as AWS does mid-deploy: the calls named in
+    ``dropped`` get no answer (their connection closed), and once a call named
+    ``last`` went through, no call gets one (AWS unreachable from then on)."""
+
+    upstream = ""
+    dropped: frozenset[str] = frozenset()
+    last = ""
+    cut = threading.Event()
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        form = urllib.parse.parse_qs(body.decode("latin-1"))
+        action = form.get("Action", [""])[0]
+        if self.cut.is_set() or action in self.dropped:
+            self.close_connection = True
+            self.connection.close()
+            return
+        if action and action == self.last:
+            self.cut.set()
+        target = urllib.parse.urlsplit(self.upstream)
+        upstream = http.client.HTTPConnection(target.netloc, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        upstream.request(self.command, self.path, body=body or None, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _deploy_between(aws: str, *, dropped: frozenset[str], last: str) -> int:
+    handler = type(
+        "Between",
+        (_Between,),
+        {"upstream": aws, "dropped": dropped, "last": last, "cut": threading.Event()},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        way = f"http://127.0.0.1:{server.server_address[1]}"
+        return main(
+            [*deploy_args(way, "--database-secret", "tether/db", "--no-snapstart"), "--yes"]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("dropped", "last"),
+    [
+        pytest.param(frozenset({"DescribeChangeSet"}), "", id="change-set-unread"),
+        pytest.param(frozenset(), "CreateChangeSet", id="aws-gone-after-change-set"),
+    ],
+)
+def test_a_deploy_cut_off_before_its_change_set_ran_leaves_none_to_run_and_a_rerun_finishes(
+    aws: str,
+    dropped: frozenset[str],
+    last: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AWS stops answering once the change set is made (moto killed, a network gone):
+    the deploy fails (exit 1). What it can still reach, it removes (the change set that
+    nobody saw, the empty stack made for it); what it cannot, the next deploy does, and
+    that deploy creates the stack."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    code = _deploy_between(aws, dropped=dropped, last=last)
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert "tether deploy: AWS: " in said.err
+    cfn = aws_client("cloudformation", aws)
+    live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    if not last:
+        # AWS still answered the clean-up: no stack, so no change set left to run.
+        assert live == []
+    else:
+        assert [s["StackStatus"] for s in live] == ["REVIEW_IN_PROGRESS"]
+
+    code = main([*deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert f"stack {STACK} is CREATE_COMPLETE" in said.out
+    (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert {f["FunctionName"] for f in aws_client("lambda", aws).list_functions()["Functions"]} >= {
+        f"{STACK}-admin"
+    }

@@ -419,6 +419,21 @@ def deploy(
         and before.status != ("REVIEW_IN_PROGRESS")
     ):
         raise DeployError(f"stack {stack} is busy ({before.status}); try again when it is done")
+    if before.status == "REVIEW_IN_PROGRESS":
+        # A first deploy cut off before its change set ran (AWS unreachable, the command
+        # killed): an empty stack, whose change set nobody saw run. Removed, so this one
+        # starts as that one should have, and no change set of it stays runnable.
+        report(f"removing stack {stack}: an earlier deploy left it empty ({before.status})")
+        _forget_review_stack(aws, stack)
+        wait(
+            aws,
+            stack,
+            since=datetime.now(UTC),
+            report=report,
+            poll_seconds=poll_seconds,
+            timeout_seconds=timeout_seconds,
+            stack_id=before.stack_id,
+        )
     creating = before.status in {None, "REVIEW_IN_PROGRESS"}
     name = f"tether-{datetime.now(UTC):%Y%m%d%H%M%S}"
     request: dict[str, Any] = {
@@ -431,25 +446,24 @@ def deploy(
         "Tags": [{"Key": "tether:stack", "Value": stack}],
     }
     request.update(_template_source(aws, bucket, template))
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     try:
         created = cfn.create_change_set(**request)
     except ClientError as exc:
         raise DeployError(f"CloudFormation refused the change set: {error_message(exc)}") from None
-    change_set = _wait_for_change_set(cfn, created["Id"], poll_seconds, timeout_seconds)
-    if change_set["Status"] == "FAILED":
-        reason = change_set.get("StatusReason", "")
-        cfn.delete_change_set(ChangeSetName=created["Id"])
-        if any(text in reason for text in NO_CHANGES):
+    try:
+        # Whatever stops the deploy before the change set runs (AWS unreachable while it
+        # is computed, what runs on acceptance failing: the migrations) leaves nothing
+        # behind that could be run later from the console.
+        change_set = _computed(cfn, created["Id"], poll_seconds, timeout_seconds)
+        if change_set is None:
+            _discard(aws, created["Id"], stack, creating=creating)
             report(f"stack {stack} is up to date")
             return Outcome(changed=False, state=before)
-        raise DeployError(f"the change set failed: {reason}")
-    report(f"{'creating' if creating else 'updating'} stack {stack}:")
-    for line in describe_changes(change_set.get("Changes", [])):
-        report(line)
-    try:
-        # What runs on acceptance (the migrations) may fail: nothing is left behind then.
+        report(f"{'creating' if creating else 'updating'} stack {stack}:")
+        for line in describe_changes(change_set.get("Changes", [])):
+            report(line)
         accepted = confirm(
             f"{'create' if creating else 'update'} stack {stack} with these changes?"
         )
@@ -467,6 +481,11 @@ def deploy(
         raise DeployError(
             f"CloudFormation could not run the change set: {error_message(exc)}"
         ) from None
+    except BotoCoreError:
+        # No answer: if the change set did start, it can no longer be deleted, and the
+        # stack is no longer empty; both are left as they are.
+        _discard(aws, created["Id"], stack, creating=creating)
+        raise
     state = wait(
         aws,
         stack,
@@ -495,6 +514,20 @@ def _template_source(aws: Aws, bucket: str, template: str) -> dict[str, str]:
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
     )
     return {"TemplateURL": str(url)}
+
+
+def _computed(
+    cfn: Any, change_set_id: str, poll_seconds: float, timeout_seconds: float
+) -> dict[str, Any] | None:
+    """The change set once computed, None when it changes nothing; DeployError if it
+    failed."""
+    change_set = _wait_for_change_set(cfn, change_set_id, poll_seconds, timeout_seconds)
+    if change_set["Status"] != "FAILED":
+        return change_set
+    reason = str(change_set.get("StatusReason", ""))
+    if any(text in reason for text in NO_CHANGES):
+        return None
+    raise DeployError(f"the change set failed: {reason}")
 
 
 def _wait_for_change_set(
@@ -539,14 +572,31 @@ def describe_changes(changes: list[dict[str, Any]]) -> list[str]:
 def _discard(aws: Aws, change_set: str, stack: str, *, creating: bool) -> None:
     """A change set not run is deleted, so nobody runs it later from the console; a new
     stack that never got one is removed."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+    # Said, not raised: the error that stopped the deploy is the one to report (AWS
+    # unreachable fails these too). The next deploy removes an empty stack left so.
     try:
         aws.client("cloudformation").delete_change_set(ChangeSetName=change_set)
-    except ClientError as exc:
-        logger.warning("could not delete the change set", extra={"error": error_message(exc)})
-    if creating:
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning(
+            "could not delete the change set",
+            extra={"change_set": change_set, "error": _said(exc)},
+        )
+    if not creating:
+        return
+    try:
         _forget_review_stack(aws, stack)
+    except (BotoCoreError, ClientError, DeployError) as exc:
+        logger.warning(
+            "could not remove the stack left empty", extra={"stack": stack, "error": _said(exc)}
+        )
+
+
+def _said(exc: Exception) -> str:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    return error_message(exc) if isinstance(exc, ClientError) else str(exc)
 
 
 def _forget_review_stack(aws: Aws, stack: str) -> None:
