@@ -459,6 +459,10 @@ def test_a_migration_that_fails_leaves_no_stack_and_no_change_set(
     said = capsys.readouterr()
     assert code == 1
     assert "never-shown" not in said.out + said.err
+    # The change set was listed as the stack to create: what became of it is said.
+    assert "creating stack tether-test:" in said.out
+    assert said.out.splitlines()[-1].startswith("the stack was not changed (the bundle stays in")
+    assert "tether deploy: cannot connect to the database" in said.err
     # Nothing that could be run later from the console: no change set, no stack.
     cfn = aws_client("cloudformation", aws)
     live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from tether.cli.common import (
     aws_endpoint,
@@ -33,6 +33,9 @@ from tether.cli.common import (
 from tether.durations import format_duration
 from tether.errors import ConfigurationError, InvalidInputError, PartlyDoneError
 from tether.limits import HEARTBEATS_OFF
+
+if TYPE_CHECKING:
+    from tether.deploy.stack import Aws, Outcome
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
 
@@ -319,6 +322,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     parameters["CodeRevision"] = stacks.revision(bundle.digest, template, parameters)
 
     migrated = False
+    unchanged = f"the stack was not changed (the bundle stays in s3://{bucket}/{bundle.key})"
 
     def confirmed(question: str) -> bool:
         # The migrations go in once the change set is accepted and before it runs:
@@ -327,7 +331,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if not confirm(question, assume_yes=args.yes):
             return False
         if args.migrate:
-            _migrate(args, aws, parameters)
+            try:
+                _migrate(args, aws, parameters)
+            except BaseException:
+                # The change set listed above is deleted, not run: said after that list,
+                # as a declined one is, whatever stopped the migrations.
+                say(unchanged)
+                raise
             migrated = True
         return True
 
@@ -342,10 +352,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
     )
     if outcome.declined:
-        say(f"the stack was not changed (the bundle stays in s3://{bucket}/{bundle.key})")
+        say(unchanged)
         return 1
     if args.migrate and not migrated:
         _migrate(args, aws, parameters)
+    return _said_where_the_stack_is(aws, name, outcome)
+
+
+def _said_where_the_stack_is(aws: Aws, name: str, outcome: Outcome) -> int:
+    """The stack's state once deployed, with its failures or its outputs; the exit status."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
     state = outcome.state if outcome.changed else stacks.describe(aws, name)
     if outcome.problems or state.status not in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}:
         say(f"stack {name} is {state.status}")
