@@ -589,8 +589,9 @@ def test_an_answer_that_is_no_aws_response_is_one_line(
 
 class _Between(http.server.BaseHTTPRequestHandler):
     """A way to the moto server that breaks as AWS does mid-deploy: the calls named in
-    ``dropped`` get no answer (their connection closed), and once a call named
-    ``last`` went through, no call gets one (AWS unreachable from then on)."""
+    ``dropped`` (an action, or an S3 setting such as ``tagging``) get no answer (their
+    connection closed), and once a call named ``last`` went through, no call gets one
+    (AWS unreachable from then on)."""
 
     upstream = ""
     dropped: frozenset[str] = frozenset()
@@ -601,7 +602,11 @@ class _Between(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         form = urllib.parse.parse_qs(body.decode("latin-1"))
         action = form.get("Action", [""])[0]
-        if self.cut.is_set() or action in self.dropped:
+        # S3 names its bucket's settings in the query: PUT /bucket?tagging.
+        query = urllib.parse.parse_qs(
+            urllib.parse.urlsplit(self.path).query, keep_blank_values=True
+        )
+        if self.cut.is_set() or {action, *query} & self.dropped:
             self.close_connection = True
             self.connection.close()
             return
@@ -629,7 +634,7 @@ class _Between(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _deploy_between(aws: str, *, dropped: frozenset[str], last: str) -> int:
+def _deploy_between(aws: str, *extra: str, dropped: frozenset[str], last: str = "") -> int:
     handler = type(
         "Between",
         (_Between,),
@@ -640,7 +645,7 @@ def _deploy_between(aws: str, *, dropped: frozenset[str], last: str) -> int:
     try:
         way = f"http://127.0.0.1:{server.server_address[1]}"
         return main(
-            [*deploy_args(way, "--database-secret", "tether/db", "--no-snapstart"), "--yes"]
+            [*deploy_args(way, "--database-secret", "tether/db", "--no-snapstart", *extra), "--yes"]
         )
     finally:
         server.shutdown()
@@ -690,3 +695,33 @@ def test_a_deploy_cut_off_before_its_change_set_ran_leaves_none_to_run_and_a_rer
     assert {f["FunctionName"] for f in aws_client("lambda", aws).list_functions()["Functions"]} >= {
         f"{STACK}-admin"
     }
+
+
+def test_a_bucket_that_could_not_be_set_up_is_not_left_for_the_next_deploy(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS stops answering once the bucket is made, before it is tagged as tether's (and
+    private): the deploy removes it, so the next one makes it whole rather than use it
+    as it was left."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    code = _deploy_between(aws, "--bucket", "team-bundles", dropped=frozenset({"tagging"}))
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert "tether deploy: cannot set up bucket team-bundles: " in said.err
+    assert "it was removed: deploy again" in said.err
+    s3 = aws_client("s3", aws)
+    assert "team-bundles" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+    deploy = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart")
+    code = main([*deploy, "--bucket", "team-bundles", "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert "created bucket team-bundles" in said.out
+    assert {"Key": "tether:bundles", "Value": "true"} in s3.get_bucket_tagging(
+        Bucket="team-bundles"
+    )["TagSet"]
+    blocked = s3.get_public_access_block(Bucket="team-bundles")["PublicAccessBlockConfiguration"]
+    assert all(blocked.values())

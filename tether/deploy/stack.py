@@ -166,7 +166,7 @@ def stacks_using_bucket(aws: Aws, bucket: str, *, besides: str) -> list[str]:
 
 def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
     """The bundle bucket: private, encrypted, created if missing."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     s3 = aws.client("s3")
     try:
@@ -182,25 +182,50 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
         create["CreateBucketConfiguration"] = {"LocationConstraint": region}
     try:
         s3.create_bucket(**create)
-        s3.put_public_access_block(
-            Bucket=bucket,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-        s3.put_bucket_encryption(
-            Bucket=bucket,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-        )
-        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [BUCKET_TAG]})
     except ClientError as exc:
         raise DeployError(f"cannot create bucket {bucket}: {error_code(exc)}") from None
+    try:
+        _set_up_bucket(s3, bucket)
+    except (BotoCoreError, ClientError) as exc:
+        # An existing bucket is used as it is: left half set up (public access not
+        # blocked, not tagged as tether's to delete), the next deploy would use it so.
+        said = error_code(exc) if isinstance(exc, ClientError) else str(exc)
+        raise DeployError(
+            f"cannot set up bucket {bucket}: {said}; {_removed_empty(s3, bucket)}"
+        ) from None
     report(f"created bucket {bucket}")
+
+
+def _set_up_bucket(s3: Any, bucket: str) -> None:
+    """A new bundle bucket made private, encrypted and tether's."""
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [BUCKET_TAG]})
+
+
+def _removed_empty(s3: Any, bucket: str) -> str:
+    """Removes the bucket just created, still empty; what became of it, in words."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    try:
+        s3.delete_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("could not remove the bucket", extra={"bucket": bucket, "error": str(exc)})
+        return "it could not be removed: delete it (it is empty), then deploy again"
+    return "it was removed: deploy again"
 
 
 def upload_bundle(aws: Aws, bucket: str, bundle: Bundle, report: Report) -> bool:
