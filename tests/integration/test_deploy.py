@@ -725,3 +725,54 @@ def test_a_bucket_that_could_not_be_set_up_is_not_left_for_the_next_deploy(
     )["TagSet"]
     blocked = s3.get_public_access_block(Bucket="team-bundles")["PublicAccessBlockConfiguration"]
     assert all(blocked.values())
+
+
+def _destroy_between(aws: str, *args: str, dropped: frozenset[str]) -> int:
+    handler = type(
+        "Between",
+        (_Between,),
+        {"upstream": aws, "dropped": dropped, "last": "", "cut": threading.Event()},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return main([*_destroy(f"http://127.0.0.1:{server.server_address[1]}", *args), "--yes"])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_destroy_whose_bucket_could_not_go_says_how_to_finish_and_that_finishes(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack is deleted, then AWS does not answer as the bucket is emptied: the
+    stack no longer names the bucket, so the error says the command that deletes it,
+    and that command does."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3 = aws_client("s3", aws)
+    s3.create_bucket(Bucket="team-bundles")
+    s3.put_bucket_tagging(
+        Bucket="team-bundles", Tagging={"TagSet": [{"Key": "tether:bundles", "Value": "true"}]}
+    )
+    s3.put_object(Bucket="team-bundles", Key="tether/bundles/old.zip", Body=b"zip")
+    _bare_stack(aws, STACK, "team-bundles")
+
+    code = _destroy_between(aws, STACK, "--delete-bucket", dropped=frozenset({"delete"}))
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert f"stack {STACK} deleted" in said.out
+    finish = f"tether destroy --stack {STACK} --delete-bucket --bucket team-bundles"
+    assert (
+        f"tether destroy: stack {STACK} is deleted; cannot delete bucket team-bundles" in said.err
+    )
+    assert f"`{finish}` deletes it" in said.err
+    assert "team-bundles" in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+    code = main([*_destroy(aws, STACK, "--delete-bucket", "--bucket", "team-bundles"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert "deleted bucket team-bundles" in said.out
+    assert "team-bundles" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    # Without --delete-bucket, or a bucket to delete, a stack that is not there is refused.
+    assert main([*_destroy(aws, STACK), "--yes"]) == 2
+    assert f"--stack: stack {STACK} does not exist" in capsys.readouterr().err

@@ -613,6 +613,9 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     aws = _aws(args)
     current = stacks.describe(aws, name)
     if current.status is None:
+        if args.delete_bucket and args.bucket:
+            # What an earlier destroy left: its stack deleted, its bucket not.
+            return _delete_bucket_of_deleted_stack(aws, args.bucket, name, assume_yes=args.yes)
         raise InvalidInputError(f"--stack: stack {name} does not exist")
     bucket = args.bucket or current.parameters.get("BundleBucket")
     if args.delete_bucket:
@@ -632,13 +635,43 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         return 1
     say(f"stack {name} deleted")
     if bucket and args.delete_bucket:
-        stacks.delete_bucket(aws, bucket, say)
+        _delete_bucket(aws, bucket, name)
     elif bucket:
         say(f"kept: bucket {bucket} with the bundles (--delete-bucket removes it)")
     if current.parameters.get("CreateApiGatewayLogsRole") == "true":
         say("kept: API Gateway's account-wide CloudWatch role (other APIs may use it)")
     say("kept: the database and its secrets, which the stack never owned")
     return 0
+
+
+def _delete_bucket_of_deleted_stack(aws: Aws, bucket: str, stack: str, *, assume_yes: bool) -> int:
+    _check_bucket_may_go(aws, bucket, stack)
+    question = f"stack {stack} is already deleted: delete bucket {bucket} and every bundle in it?"
+    if not confirm(question, assume_yes=assume_yes):
+        return declined()
+    _delete_bucket(aws, bucket, stack)
+    return 0
+
+
+def _delete_bucket(aws: Aws, bucket: str, stack: str) -> None:
+    """Deletes the bundle bucket once its stack is gone; if it cannot, says how to finish:
+    the stack is no longer there to name it."""
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    try:
+        stacks.delete_bucket(aws, bucket, say)
+    except (BotoCoreError, stacks.DeployError) as exc:
+        said = (
+            str(exc)
+            if isinstance(exc, stacks.DeployError)
+            else f"cannot delete bucket {bucket}: {exc}"
+        )
+        raise stacks.DeployError(
+            f"stack {stack} is deleted; {said}. `tether destroy --stack {stack}"
+            f" --delete-bucket --bucket {bucket}` deletes it"
+        ) from None
 
 
 def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
