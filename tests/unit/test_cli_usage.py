@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tether.cli import build_parser, main
@@ -118,3 +120,20 @@ def test_help_shows_no_python_value_for_an_option_without_a_default(
     if command != "chaos":
         # Where the database comes from when the flag is left out, as the command reads it.
         assert "(default: $TETHER_DATABASE_URL, then $DATABASE_URL, else" in shown
+
+
+@pytest.mark.parametrize("folder", [pytest.param("", id="empty"), pytest.param("  ", id="spaces")])
+def test_migrations_export_refuses_a_blank_folder_and_writes_nothing(
+    folder: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--to ""` wrote every migration into the current folder, and `--to " "` into a
+    new folder named by the spaces."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["migrations", "export", "--to", folder])
+    assert exited.value.code == 2
+    assert "argument --to: a folder is required" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

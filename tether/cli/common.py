@@ -341,6 +341,14 @@ def port(text: str) -> int:
     return value
 
 
+def folder(text: str) -> str:
+    """A folder to write into. A blank one is refused: an empty path is the current
+    folder, and one of spaces a new folder of that name, neither of which anyone means."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a folder is required, such as supabase/migrations")
+    return text
+
+
 def lock_timeout(text: str) -> float:
     value = duration(text)
     if not 0 < value <= 60:

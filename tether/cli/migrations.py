@@ -11,6 +11,7 @@ from tether.cli.common import (
     add_database_options,
     add_lock_options,
     database_url,
+    folder,
     lock_policy,
     say,
     say_aside,
@@ -172,7 +173,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="write tether's migrations into your supabase/migrations for `supabase db push`",
     )
-    export_cmd.add_argument("--to", required=True, metavar="DIR", help="e.g. supabase/migrations")
+    export_cmd.add_argument(
+        "--to", required=True, type=folder, metavar="DIR", help="e.g. supabase/migrations"
+    )
     export_cmd.add_argument(
         "--version-prefix",
         metavar="YYYYMMDDHHMMSS",
