@@ -34,6 +34,10 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["dev", "--port", "\uff13\uff10\uff10\uff11"], "not a port"),
         # Port 0 would listen on a port no banner, dev.json or endpoint could name.
         (["dev", "--port", "0"], "a port between 1 and 65535"),
+        # Refused, they blamed a malformed TETHER_CONNECTIONS_ENDPOINT nobody had set.
+        (["dev", "--host", "bad host"], "argument --host: an IP address or a host name"),
+        (["dev", "--host", ""], "argument --host: an IP address or a host name"),
+        (["dev", "--host", "127.0.0.1:80"], "argument --host: an IP address or a host name"),
         # A burst under one message: every message would be refused.
         (["dev", "--message-rate", "0.4"], "a rate of at least 0.5"),
         (["simulate", "--clients", "\u0968"], "not a whole number"),
@@ -137,3 +141,11 @@ def test_migrations_export_refuses_a_blank_folder_and_writes_nothing(
     assert exited.value.code == 2
     assert "argument --to: a folder is required" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "dev-box.lan"],  # noqa: S104 - under test
+)
+def test_dev_listens_on_an_address_or_a_host_name(host: str) -> None:
+    assert build_parser().parse_args(["dev", "--host", host]).host == host

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -356,6 +358,27 @@ def _rate(text: str) -> float:
     return value
 
 
+# A host name as DNS writes it: labels of letters, digits and inner hyphens, dot-separated.
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
+def _listen_host(text: str) -> str:
+    """--host: an IP address or a host name. Anything else (blank, a space, a port, a
+    URL) was taken, then refused as a malformed TETHER_CONNECTIONS_ENDPOINT, a setting
+    nobody had set, built from it."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(text):
+            raise argparse.ArgumentTypeError(
+                "an IP address or a host name, such as 127.0.0.1, 0.0.0.0, :: or localhost,"
+                f" got {text!r}"
+            ) from None
+    return text
+
+
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev_cmd = commands.add_parser(
         "dev",
@@ -363,7 +386,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="run the whole system on this machine",
         formatter_class=DefaultsHelpFormatter,
     )
-    dev_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dev_cmd.add_argument(
+        "--host", type=_listen_host, default="127.0.0.1", help="address to listen on"
+    )
     dev_cmd.add_argument("--port", type=port, default=3001, help="port of the gateway")
     dev_cmd.add_argument(
         "--database-url",
