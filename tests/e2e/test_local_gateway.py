@@ -525,6 +525,8 @@ def test_route_selection_expression_is_configurable(start_dev: Callable[..., Dev
         (("--route", "echo=tests/routes.py:echo"), "NAME=module:function", 2),
         # A message could select it; the handshake and the close would not.
         (("--route", "$connect=tests.routes:echo"), "tether's own handler", 2),
+        # The last one won, and the first was dropped without a word.
+        (("--route", "echo=tests.routes:echo", "--route", "echo=tests.routes:quiet"), "twice", 2),
         (("--route-selection", "$request.header.x"), "route selection must look like", 2),
         (("--disconnect-loss", "2"), "between 0 and 1", 2),
         (("--idle-timeout", "soon"), "not a duration", 2),

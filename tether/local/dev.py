@@ -104,6 +104,7 @@ class DevOptions:
 
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
     routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
+    given: dict[str, str] = {}
     for spec in specs:
         name, separator, reference = spec.partition("=")
         module, _, function = reference.partition(":")
@@ -120,6 +121,12 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
                 f"--route cannot take {name}: it is tether's own handler (routes are for"
                 " messages; $default replaces the default message route)"
             )
+        if name in given:
+            # The last one would win, and the first be dropped without a word.
+            raise InvalidInputError(
+                f"--route {name} given twice ({given[name]} and {reference}): give each route once"
+            )
+        given[name] = reference
         routes[name] = load_callable(reference, what="handler", default_attribute="lambda_handler")
     return routes
 
