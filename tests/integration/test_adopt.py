@@ -1660,6 +1660,27 @@ def test_finish_refuses_what_it_cannot_recreate_and_changes_nothing(
     assert plan_finish(adoptable.url).state == "adopted and finished"
 
 
+@ON_ONE_SERVER
+def test_finish_names_each_view_it_recreates_once_however_sql_quotes_it(
+    adoptable: Adoptable,
+) -> None:
+    """A view whose name SQL quotes was listed twice among what --finish recreates:
+    'view public."Team Live"' and 'view public.Team Live'."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            'create view public."Team Live" as'
+            " select session_id, is_active from public.conversation_sessions"
+        )
+    done = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert done.returncode == 0, done.stderr
+    (listed,) = [line for line in done.stdout.splitlines() if "created again" in line]
+    names = listed.split(": ", 1)[1].split(", ")
+    assert names.count('view public."Team Live"') == 1
+    assert len(names) == len(set(names)), names
+    assert "view public.Team Live" not in names
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

@@ -42,6 +42,8 @@ class SavedView:
     oid: int
     schema: str
     name: str
+    qualified: str
+    """schema.name, quoted as SQL needs it, as every other dependent is named."""
     definition: str
     options: list[str]
     owner: str
@@ -177,7 +179,8 @@ with recursive found (oid) as (
   join pg_catalog.pg_rewrite r on r.oid = d.objid
   where r.ev_class <> f.oid
 )
-select c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),
+select c.oid, n.nspname, c.relname,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relkind, pg_get_viewdef(c.oid),
        coalesce(c.reloptions, '{}'), pg_get_userbyid(c.relowner),
        obj_description(c.oid, 'pg_class')
 from (select distinct oid from found) f
@@ -190,9 +193,17 @@ def _views(
     conn: psycopg.Connection[tuple[Any, ...]], oid: int, attnums: list[int]
 ) -> list[SavedView]:
     views: dict[int, SavedView] = {}
-    for view_oid, schema, name, relkind, definition, options, owner, comment in conn.execute(
-        _VIEWS, {"oid": oid, "attnums": attnums}
-    ).fetchall():
+    for (
+        view_oid,
+        schema,
+        name,
+        qualified,
+        relkind,
+        definition,
+        options,
+        owner,
+        comment,
+    ) in conn.execute(_VIEWS, {"oid": oid, "attnums": attnums}).fetchall():
         if relkind != "v":
             # A materialized view is refused by name (save().refused()); one built on a
             # view that is recreated would be dropped with it: refused the same way.
@@ -201,6 +212,7 @@ def _views(
             oid=int(view_oid),
             schema=str(schema),
             name=str(name),
+            qualified=str(qualified),
             definition=str(definition).strip().rstrip(";"),
             options=[str(o) for o in options],
             owner=str(owner),

@@ -89,9 +89,9 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     result.recreated = [d.as_dict() for d in found if d.kind in dependents.RECREATED_KINDS]
     listed = {d["name"] for d in result.recreated}
     result.recreated += [
-        {"kind": "view", "name": f"{v.schema}.{v.name}", "columns": []}
+        {"kind": "view", "name": v.qualified, "columns": []}
         for v in saved_views.views
-        if f"{v.schema}.{v.name}" not in listed
+        if v.qualified not in listed
     ]
     row = conn.execute(
         "select count(*), max(session_start) from public.conversation_sessions"
