@@ -424,6 +424,24 @@ def test_bad_values_get_a_400_naming_the_field(
     assert field in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "field", "bound"),
+    [
+        ("/sessions?limit=-1", "limit", "greater than or equal to 1"),
+        ("/stats/daily?days=-7", "days", "greater than or equal to 1"),
+        ("/stats/orphans?alert_above=-1", "alert_above", "greater than or equal to 0"),
+    ],
+)
+def test_a_negative_number_is_told_the_bound_it_is_under(
+    api: AdminApi, path: str, field: str, bound: str
+) -> None:
+    """limit=-1 was answered "a whole number written in digits is expected, such as 50",
+    which -1 is; the command line says "between 1 and 500" of the same value."""
+    response = api.client.get(path, headers=AUTH)
+    assert _fields(response) == [field]
+    assert bound in response.json()["detail"]
+
+
 def test_an_unencoded_plus_in_a_time_is_explained(api: AdminApi) -> None:
     # A bare '+' in a query string is a space: the offset is lost on the way.
     response = api.client.get("/sessions?started_after=2026-11-01T00:00:00+00:00", headers=AUTH)

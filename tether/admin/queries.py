@@ -32,7 +32,9 @@ def _written_as_a_moment(value: object) -> object:
 Moment = Annotated[AwareDatetime, BeforeValidator(_written_as_a_moment)]
 
 
-_DIGITS = re.compile(r"[0-9]+")
+# A minus sign may lead: a negative number is a number, which the route's bounds refuse
+# by saying them ("greater than or equal to 1"), not as digits it is not written in.
+_DIGITS = re.compile(r"-?[0-9]+")
 
 
 def _written_in_digits(value: object) -> object:
