@@ -83,6 +83,40 @@ def test_tether_dev_s_log_is_its_output_on_stdout(database_url: str, tmp_path: P
     assert "tether dev: stopped; 1 opened, 1 ended" in stdout
 
 
+def test_a_request_the_gateway_cannot_read_is_logged_as_json_on_stdout(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each bad request (a scanner, a TLS hello to the plain port) wrote uvicorn's bare
+    "WARNING:  Invalid HTTP request received." to stderr, which a run that went well
+    leaves empty; it is one log line among the others now."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "dev", "--port", str(port), "--database-url", database_url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Ctrl-C closes every connection" in line:
+            break
+    for unreadable in (b"GARBAGE\r\n\r\n", b"\x16\x03\x01\x00\x05hello"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(unreadable)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert stderr == ""
+    said = [line for line in json_lines(stdout) if "Invalid HTTP" in line.get("message", "")]
+    assert [line["level"] for line in said] == ["WARNING", "WARNING"], stdout[-3000:]
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:

@@ -296,6 +296,8 @@ def build(
         proxy_headers=False,
         lifespan="on",
         log_level="warning",
+        # Its own handlers would write bare text to stderr: the run's output gives it ours.
+        log_config=None,
     )
     return gateway, _Server(uvicorn_config)
 
@@ -720,12 +722,19 @@ def _dev_output() -> Iterator[None]:
     levels = [each.level for each in loggers]
     for each in loggers:
         each.setLevel(logging.INFO)
+    # uvicorn's own lines (a request it cannot parse, from any scanner of the port) went
+    # to stderr as bare text: they go the way of every other log line, JSON on stdout.
+    server_log = logging.getLogger("uvicorn")
+    kept = (server_log.handlers, server_log.propagate)
+    server_log.handlers = list(logging.getLogger("tether").handlers)
+    server_log.propagate = False
     try:
         yield
     finally:
         sys.stdout = previous
         for each, level in zip(loggers, levels, strict=True):
             each.setLevel(level)
+        server_log.handlers, server_log.propagate = kept
 
 
 def run(options: DevOptions, say: Callable[[str], None]) -> int:
