@@ -191,16 +191,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"tether simulate: {report.untracked} client(s) connected with no session in the"
             " table: is --database-url the gateway's database?\n"
         )
+    if not report.connected:
+        # Nothing was measured: the why goes to stderr, --json or not (a script sees the
+        # exit status and the report's counts; a person needs the clients' errors).
+        for error in report.errors:
+            sys.stderr.write(f"  client error: {error}\n")
+        sys.stderr.write("tether simulate: no client could connect: nothing was measured\n")
     if args.json:
         say_json(report.as_dict())
         return outcome
     if not report.connected:
-        # Nothing was measured: the why goes to stderr, and stdout stays empty, as for
-        # every command that fails.
-        for error in report.errors:
-            sys.stderr.write(f"  client error: {error}\n")
-        sys.stderr.write("tether simulate: no client could connect: nothing was measured\n")
-        return outcome
+        return outcome  # stdout stays empty, as for every command that fails
     latency = report.detection_latency_s
     say(
         f"clients {report.clients}: connected {report.connected}, dropped {report.dropped},"
