@@ -60,7 +60,11 @@ def operator_key_problem(key: str) -> str | None:
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # nan broke whichever bound was checked first ("at most 1d" said of nan), and inf
+    # (1e309 reads as it) stood for a time: neither is a number of seconds.
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("TETHER_DATABASE_URL", "DATABASE_URL")
@@ -311,6 +315,8 @@ _BOUND_WORDS = {
 
 def _duration_bound(item: Any) -> str | None:
     """A bound a duration setting broke, said as a duration: "at most 10m (600 s)"."""
+    if item.get("type") == "finite_number":
+        return "a finite number, such as 15 (nan and infinities are none)"
     words = _BOUND_WORDS.get(str(item.get("type")))
     if words is None or not item.get("loc") or not str(item["loc"][-1]).endswith("_seconds"):
         return None

@@ -66,6 +66,10 @@ def test_bad_values_name_the_setting(
             "TETHER_MAX_DURATION_SECONDS: at most 2h (7200 s)",
         ),
         ("TETHER_IDLE_TIMEOUT_SECONDS", "0", "TETHER_IDLE_TIMEOUT_SECONDS: more than 0"),
+        # nan was told whichever bound it broke first: "at most 1d (86400 s)".
+        ("TETHER_HEARTBEAT_INTERVAL_SECONDS", "nan", "_SECONDS: a finite number"),
+        ("TETHER_GONE_SETTLE_SECONDS", "nan", "_SECONDS: a finite number"),
+        ("TETHER_SWEEP_SCHEDULE_SECONDS", "1e309", "_SECONDS: a finite number"),
     ],
 )
 def test_a_duration_out_of_bounds_is_said_as_a_duration(
