@@ -92,6 +92,11 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
             "add up to more than 1",
         ),
         (["migrations", "export", "--version-prefix", "abc", "--to", "."], "YYYYMMDDHHMMSS"),
+        # A dry run takes no batches: a time limit given to it was taken and did nothing.
+        (
+            ["sweep", "--dry-run", "--time-limit", "5m", "--database-url", "postgresql://u@h/db"],
+            "--dry-run counts once and runs nothing: it takes no --time-limit",
+        ),
         # Said back as it was written (it read "got 180s").
         (["deploy", "--stack", "x", "--sweep-rate", "3m"], "one of 1m, 2m, 5m, 10m, got 3m"),
     ],
@@ -101,6 +106,14 @@ def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
 ) -> None:
     assert main(argv) == 2
     assert says in capsys.readouterr().err
+
+
+def test_sweep_help_says_the_time_limit_a_run_takes_when_none_is_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "new batches after this long (default: 5m)" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize(("text", "minutes"), [("1", 1.0), (".5", 0.5), ("1.", 1.0), ("90s", 1.5)])

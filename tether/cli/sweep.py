@@ -24,7 +24,7 @@ from tether.cli.common import (
     say_aside,
     say_json,
 )
-from tether.durations import describe_seconds, is_bare_number
+from tether.durations import describe_seconds, format_duration, is_bare_number
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from tether.sweep_and_admin_models import OrphanSummary
 
 
+# --time-limit left out; None there tells it from a limit given, which --dry-run refuses.
+SWEEP_TIME_LIMIT_SECONDS = 300.0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tether import runtime  # noqa: PLC0415 - the command line starts without pydantic
     from tether.handlers.sweep import run_sweep  # noqa: PLC0415
@@ -44,7 +48,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     running = [
         flag
-        for flag, on in (("--keep-checking", args.keep_checking), ("--metrics", args.metrics))
+        for flag, on in (
+            ("--time-limit", args.time_limit is not None),
+            ("--keep-checking", args.keep_checking),
+            ("--metrics", args.metrics),
+        )
         if on
     ]
     if args.dry_run and running:
@@ -89,7 +97,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     # The limit is when batches stop being taken: the run's margin (kept on Lambda for
     # the invocation's end) is added back, or a limit under it would take none.
-    deadline = time.monotonic() + args.time_limit + config.sweep_time_margin_seconds
+    time_limit = SWEEP_TIME_LIMIT_SECONDS if args.time_limit is None else args.time_limit
+    deadline = time.monotonic() + time_limit + config.sweep_time_margin_seconds
     # With --json, stdout is the report alone: the metric lines go to stderr.
     metrics_to = sys.stderr if args.json else sys.stdout
     so_far = SweepReport()
@@ -411,9 +420,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sweep_cmd.add_argument(
         "--time-limit",
         type=duration,
-        default=300.0,
+        default=None,
         metavar="DURATION",
-        help="stop taking new batches after this long (default: 5m)",
+        help="stop taking new batches after this long"
+        f" (default: {format_duration(SWEEP_TIME_LIMIT_SECONDS)})",
     )
     sweep_cmd.add_argument(
         "--keep-checking",
