@@ -352,7 +352,7 @@ def folder(text: str) -> str:
 def lock_timeout(text: str) -> float:
     value = duration(text)
     if not 0 < value <= 60:
-        raise argparse.ArgumentTypeError(f"between 0 and 60 seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"more than 0 and at most 60 seconds, got {text!r}")
     return value
 
 
