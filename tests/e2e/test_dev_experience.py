@@ -258,7 +258,8 @@ def test_a_dev_takes_its_lock_back_after_losing_its_connection(
 @pytest.mark.parametrize(
     ("flags", "said", "status"),
     [
-        # 2: flags the settings refuse; 1: a file named cannot be read here.
+        # 2: flags the settings refuse, and a file named that cannot be read (it exited 1
+        # with a bare "[Errno 2] ...").
         (("--idle-timeout", "20m"), "--idle-timeout", 2),
         (
             ("--heartbeat-grace", "10s"),
@@ -266,7 +267,11 @@ def test_a_dev_takes_its_lock_back_after_losing_its_connection(
             2,
         ),
         (("--sweep-interval", "2h"), "--sweep-interval", 2),
-        (("--fault-file", "missing.json"), "--fault-file missing.json: [Errno 2]", 1),
+        (
+            ("--fault-file", "missing.json"),
+            "--fault-file missing.json: cannot be read: no such file or directory",
+            2,
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_before_a_database_starts(
@@ -278,6 +283,24 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     # In the command's words: its flags, not the settings' names.
     assert "_seconds" not in result.stderr
     # No embedded database was created, let alone left running.
+    assert not (tmp_path / ".tether").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("connections_throttle: 0.5", "not JSON (Expecting value"),
+        ("[0.5]", 'not a JSON object, such as {"connections_throttle": 0.5}'),
+    ],
+    ids=["not-json", "not-an-object"],
+)
+def test_a_fault_file_it_cannot_use_is_refused_by_its_flag(
+    content: str, said: str, tmp_path: Path
+) -> None:
+    (tmp_path / "faults.json").write_text(content)
+    result = run_tether("dev", "--fault-file", "faults.json", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tether dev: --fault-file faults.json: {said}")
     assert not (tmp_path / ".tether").exists()
 
 

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 from uvicorn.protocols.utils import ClientDisconnected
 
 from tether import limits
-from tether.errors import ConfigurationError, TetherError
+from tether.errors import InvalidInputError, TetherError
 from tether.events import json_object
 from tether.local.lambda_context import LocalLambdaContext
 from tether.local.protocols import CLOSED_BY_CLIENT
@@ -181,13 +181,20 @@ class Faults:
         self._current: dict[str, Any] = {}
         if path is not None:
             # Checked once, at start: a file that is missing or not a JSON object is a
-            # mistake, not "no faults". Later reads may catch a file mid-rewrite.
+            # mistake, not "no faults", and the flag's value, refused as one (exit 2).
+            # Later reads may catch a file mid-rewrite.
             try:
                 loaded = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ConfigurationError(f"--fault-file {path}: {exc}") from None
+            except OSError as exc:
+                why = (exc.strerror or type(exc).__name__).lower()
+                raise InvalidInputError(f"--fault-file {path}: cannot be read: {why}") from None
+            except ValueError as exc:
+                raise InvalidInputError(f"--fault-file {path}: not JSON ({exc})") from None
             if not isinstance(loaded, dict):
-                raise ConfigurationError(f"--fault-file {path}: not a JSON object")
+                raise InvalidInputError(
+                    f"--fault-file {path}: not a JSON object, such as"
+                    ' {"connections_throttle": 0.5}'
+                )
             self._current = loaded
             self._read_at = time.monotonic()
 
