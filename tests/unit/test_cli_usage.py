@@ -48,6 +48,12 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["dev", "--sweep-interval", "0.001s"], "at least 0.1s"),
         (["dev", "--check-every", "0.05s"], "at least 0.1s"),
         (["sweep", "--time-limit", "\uff11m"], "not a duration"),
+        # Past any run meant, a typo: taken, they ran on (or tried) for ever.
+        (["sweep", "--time-limit", "99999999999999999999d", "--keep-checking"], "at most 1d"),
+        (["sweep", "--time-limit", "1d1s"], "argument --time-limit: at most 1d, got '1d1s'"),
+        (["simulate", "--duration", "99999999999999999999d"], "argument --duration: at most 1d"),
+        (["adopt", "--apply", "--attempts", "999999999999"], "argument --attempts: at most 1000"),
+        (["migrate", "--attempts", "1001"], "argument --attempts: at most 1000, got '1001'"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),
         (["chaos", "--minutes", "\u0661"], "not a duration"),
@@ -113,7 +119,23 @@ def test_sweep_help_says_the_time_limit_a_run_takes_when_none_is_given(
 ) -> None:
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
-    assert "new batches after this long (default: 5m)" in " ".join(capsys.readouterr().out.split())
+    assert "new batches after this long (default: 5m, at most 1d)" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "--time-limit", "1d"],
+        ["simulate", "--duration", "1d"],
+        ["adopt", "--check", "--attempts", "1000"],
+        ["migrate", "--attempts", "1000"],
+    ],
+    ids=["sweep-time-limit", "simulate-duration", "adopt-attempts", "migrate-attempts"],
+)
+def test_a_value_at_its_upper_bound_is_taken(argv: list[str]) -> None:
+    build_parser().parse_args(argv)
 
 
 @pytest.mark.parametrize(("text", "minutes"), [("1", 1.0), (".5", 0.5), ("1.", 1.0), ("90s", 1.5)])

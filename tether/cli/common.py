@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.dburl import check, scrub
-from tether.durations import parse_duration
+from tether.durations import format_duration, parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 from tether.local import state as dev_state
@@ -268,6 +268,21 @@ def duration(text: str, *, zero_allowed: bool = False) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+# The longest a command may be asked to run for (sweep --time-limit, simulate
+# --duration): past a day, a value is a typo (99999d), not a plan, and was taken.
+RUN_MAX_SECONDS = 86400.0
+
+
+def run_length(text: str) -> float:
+    """A duration a command runs for: more than 0, at most a day."""
+    value = duration(text)
+    if value > RUN_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {format_duration(RUN_MAX_SECONDS)}, got {text!r}"
+        )
+    return value
+
+
 def duration_or_zero(text: str) -> float:
     """A duration, or 0 where it means "none"."""
     return duration(text, zero_allowed=True)
@@ -349,6 +364,18 @@ def folder(text: str) -> str:
     return text
 
 
+# Tries for a lock: each waits up to --lock-timeout, then a pause of up to 15 s; a
+# thousand are hours of trying, past which a count is a typo.
+LOCK_ATTEMPTS_MAX = 1000
+
+
+def lock_attempts(text: str) -> int:
+    value = count(text)
+    if value > LOCK_ATTEMPTS_MAX:
+        raise argparse.ArgumentTypeError(f"at most {LOCK_ATTEMPTS_MAX}, got {text!r}")
+    return value
+
+
 def lock_timeout(text: str) -> float:
     value = duration(text)
     if not 0 < value <= 60:
@@ -368,10 +395,10 @@ def add_lock_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--attempts",
-        type=count,
+        type=lock_attempts,
         default=30,
         metavar="N",
-        help="tries for each lock before giving up (default 30)",
+        help=f"tries for each lock before giving up (default 30, at most {LOCK_ATTEMPTS_MAX})",
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import limits
 from tether.cli.common import (
+    RUN_MAX_SECONDS,
     configured_url,
     count,
     database_url,
@@ -25,6 +26,7 @@ from tether.cli.common import (
     number,
     port,
     require_extra,
+    run_length,
     say,
     say_json,
     whole_number,
@@ -521,10 +523,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sim_cmd.add_argument(
         "--duration",
-        type=duration,
+        type=run_length,
         default=format_duration(10),
         metavar="DURATION",
-        help="how long each stays",
+        help=f"how long each stays (at most {format_duration(RUN_MAX_SECONDS)})",
     )
     sim_cmd.add_argument(
         "--drop-rate",

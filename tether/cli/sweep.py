@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import limits
 from tether.cli.common import (
+    RUN_MAX_SECONDS,
     add_announce_option,
     add_database_options,
     confirm,
@@ -20,6 +21,7 @@ from tether.cli.common import (
     embedded_endpoint_missing,
     endpoint,
     installed_settings,
+    run_length,
     say,
     say_aside,
     say_json,
@@ -419,11 +421,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     sweep_cmd.add_argument("--dry-run", action="store_true", help="report what a run would do")
     sweep_cmd.add_argument(
         "--time-limit",
-        type=duration,
+        type=run_length,
         default=None,
         metavar="DURATION",
         help="stop taking new batches after this long"
-        f" (default: {format_duration(SWEEP_TIME_LIMIT_SECONDS)})",
+        f" (default: {format_duration(SWEEP_TIME_LIMIT_SECONDS)},"
+        f" at most {format_duration(RUN_MAX_SECONDS)})",
     )
     sweep_cmd.add_argument(
         "--keep-checking",
