@@ -921,7 +921,7 @@ def test_check_amid_an_interrupted_backfill_says_which_rows_its_counts_cover(
     # Counts of those rows alone: no more ends than they hold.
     assert int(ended[1]) + int(ended[2]) <= unread
     changed = re.fullmatch(
-        r"    (\d+) row\(s\) have recorded values that change; .*", lines[at + 2]
+        r"    (\d+) rows? ha(?:s|ve) recorded values that change; .*", lines[at + 2]
     )
     assert changed is not None and int(changed[1]) <= unread
     assert f"inconsistencies of the {unread} rows still to read (rows; a few session_ids;" in (
@@ -931,6 +931,38 @@ def test_check_amid_an_interrupted_backfill_says_which_rows_its_counts_cover(
         run_tether("adopt", "--check", "--json", "--database-url", adoptable.url).stdout
     )
     assert (as_json["rows"], as_json["unread"]) == (total, unread)
+
+
+@ON_ONE_SERVER
+def test_check_s_counts_agree_with_their_words(server: Server) -> None:
+    """--check said "of which 1 started within 2 hours and 1 are orphans", "1 row(s)
+    have recorded values that change", "1 session(s) look live" and "1 rows"."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(ORIGIN_TABLE)
+        conn.execute(
+            "insert into public.conversation_sessions"
+            " (is_active, session_start, session_end, ended_at, duration_seconds) values"
+            " (true, now() - interval '10 minutes', null, null, null),"
+            " (true, now() - interval '9 hours', null, null, null),"
+            " (false, now() - interval '3 hours', now() - interval '2 hours',"
+            "  now() - interval '2 hours', 5)"
+        )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "  3 rows (" in checked.stdout
+    assert "  as tether reads them: 2 active, of which 1 started within 2 hours and 1 is an" in (
+        checked.stdout
+    )
+    assert "  1 row has recorded values that change;" in checked.stdout
+    assert "  - 1 session looks live (active, started within 2 hours)" in checked.stdout
+
+    with _connect(url) as conn:
+        conn.execute("delete from public.conversation_sessions where is_active")
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "  1 row (" in checked.stdout
+    assert "of which 0 started within 2 hours and 0 are orphans" in checked.stdout
 
 
 @ON_ONE_SERVER
@@ -1582,7 +1614,7 @@ def test_finish_says_what_it_locks_then_leaves_the_shape_of_a_fresh_install(
     assert "ACCESS EXCLUSIVE on public.conversation_sessions for the whole rewrite" in asked.stdout
     assert "estimated at" in asked.stdout
     assert "team_session_stats" in asked.stdout
-    assert "20 session(s) the old server opened are still active" in asked.stdout
+    assert "20 sessions the old server opened are still active" in asked.stdout
     assert "nothing was changed" in asked.stderr
     assert plan_finish(url).state == "adopted, transitional"
 

@@ -589,7 +589,8 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
         )
     if report.live:
         warnings.append(
-            f"{report.live} session(s) look live (active, started within {ORPHAN_AGE}): the old"
+            f"{report.live} {'session looks' if report.live == 1 else 'sessions look'} live"
+            f" (active, started within {ORPHAN_AGE}): the old"
             " server's sessions send no heartbeats, so until it is gone, run tether's sweep"
             " only as the README's cut-over says"
         )

@@ -40,6 +40,12 @@ def _ago(moment: datetime | None) -> str:
     return describe_seconds((datetime.now(UTC) - moment).total_seconds())
 
 
+def _counted(number: int, one: str, more: str | None = None) -> str:
+    """A count and the words that agree with it: 1 row, 2 rows; 1 is an orphan, 2 are
+    orphans."""
+    return f"{number} {one if number == 1 else more or one + 's'}"
+
+
 def _steps(steps: list[Step]) -> None:
     width = max(len(step.name) for step in steps)
     for number, step in enumerate(steps, 1):
@@ -59,28 +65,29 @@ def _numbers(report: Report, not_adopted: bool) -> None:
         )
         return
     say(
-        f"  {report.rows} rows ({report.bytes / 2**20:.1f} MB);"
+        f"  {_counted(report.rows, 'row')} ({report.bytes / 2**20:.1f} MB);"
         f" as the table says, {report.marked_active} with is_active = true"
     )
     orphans = sum(report.orphans.values())
     buckets = ", ".join(f"{name}: {n}" for name, n in report.orphans.items() if n)
     say(
         f"  as tether reads them: {report.active} active, of which {report.live} started within"
-        f" 2 hours and {orphans} are orphans" + (f" ({buckets})" if buckets else "")
+        f" 2 hours and {_counted(orphans, 'is an orphan', 'are orphans')}"
+        + (f" ({buckets})" if buckets else "")
     )
     if report.oldest_active_start:
         say(f"  the oldest active session started {_ago(report.oldest_active_start)} ago")
     # The rows the backfill has read are written as tether reads them already: what
     # follows counts only those it has still to read, and says so when that is not all.
     partly_read = report.unread < report.rows
-    of_unread = f" of the {report.unread} rows still to read" if partly_read else ""
+    of_unread = f" of the {_counted(report.unread, 'row')} still to read" if partly_read else ""
     if report.unread or not_adopted:
         indent = "  "
         if partly_read:
             say(
-                f"  the backfill has read {report.rows - report.unread} of the {report.rows}"
-                f" rows, written as tether reads them; of the {report.unread} it has still to"
-                " read:"
+                f"  the backfill has read {report.rows - report.unread} of the"
+                f" {_counted(report.rows, 'row')}, written as tether reads them; of the"
+                f" {report.unread} it has still to read:"
             )
             indent = "    "
         say(
@@ -88,8 +95,8 @@ def _numbers(report: Report, not_adopted: bool) -> None:
             f" {report.ended_unknown} at an unknown time (end_unknown, recorded at their start)"
         )
         say(
-            f"{indent}{report.corrected} row(s) have recorded values that change; their"
-            " originals are kept in tether.adoption_corrections"
+            f"{indent}{_counted(report.corrected, 'row has', 'rows have')} recorded values that"
+            " change; their originals are kept in tether.adoption_corrections"
         )
     if report.kinds:
         say("")
@@ -231,7 +238,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     if report.refusals:
         raise AdoptionError("cannot adopt:\n  - " + "\n  - ".join(report.refusals))
     tell(
-        f"{report.table}: {report.rows} rows; {len(left)} step(s) to run, none stopping"
+        f"{report.table}: {_counted(report.rows, 'row')}; {len(left)} step(s) to run, none stopping"
         f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
         " shows each)"
     )
@@ -299,7 +306,8 @@ def _finish(args: argparse.Namespace, url: str) -> int:
         tell(f"  dropped and created again in the same transaction: {names}")
     if planned.legacy_active:
         tell(
-            f"  {planned.legacy_active} session(s) the old server opened are still active (the"
+            f"  {_counted(planned.legacy_active, 'session', 'sessions')} the old server opened"
+            f" {'is' if planned.legacy_active == 1 else 'are'} still active (the"
             f" newest started {_ago(planned.newest_legacy_start)} ago). After --finish the old"
             " server's writes fail: is_active and duration_seconds become generated"
         )
