@@ -234,6 +234,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def load_json(text: str) -> Any:
     """A message body's JSON, or InvalidInputError saying why not; hostile frames
     (nesting too deep to decode, integers too long to convert) included."""
+    if not text:
+        # An empty frame (or an event without a body): no JSON, as any other such text.
+        raise InvalidInputError("message is not valid JSON: it is empty")
     try:
         return json.loads(text, parse_constant=_not_json, object_pairs_hook=_unique_keys)
     except _NotJsonError as exc:

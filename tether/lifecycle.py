@@ -170,7 +170,7 @@ def end_connection(
 def parse_action(event: WebSocketEvent) -> tuple[str, dict[str, Any]]:
     """The message's action (route selection on ``$request.body.action``) and its payload."""
     text = event.text_body()
-    payload = load_json(text) if text else None
+    payload = load_json(text)
     if not isinstance(payload, dict):
         raise InvalidInputError('message must be a JSON object such as {"action": "heartbeat"}')
     action = payload.get("action")

@@ -463,6 +463,13 @@ def test_hostile_json_gets_an_error_frame_and_the_connection_stays(
         }
         await ws.send('{"action": "heartbeat", "n": ' + "9" * 5000 + "}")
         assert "a number is too long" in json.loads(await ws.recv())["message"]
+        # An empty frame, text or binary, is no JSON either (it was "must be a JSON object").
+        for empty in ("", b""):
+            await ws.send(empty)
+            assert json.loads(await ws.recv()) == {
+                "error": "bad_request",
+                "message": "message is not valid JSON: it is empty",
+            }
         await ws.send(json.dumps({"action": "heartbeat"}))
         assert json.loads(await ws.recv())["action"] == "heartbeat"
         await ws.close()

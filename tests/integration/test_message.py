@@ -104,8 +104,10 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
         ('{"action": "heartbeat", "x": -Infinity}', "-Infinity is not a JSON number"),
         ('{"action": "nope", "action": "heartbeat"}', "an object repeats a key"),
         ('{"action": "heartbeat", "x": "\ud800"}', "not valid UTF-8"),
-        ("", "must be a JSON object"),
-        (None, "must be a JSON object"),
+        # An empty frame is text that is no JSON, as any other (it was "must be a JSON
+        # object"); an event without a body, the same.
+        ("", "message is not valid JSON: it is empty"),
+        (None, "message is not valid JSON: it is empty"),
         # Hostile frames: 2 KB nested 1,000 deep, an integer of 5,000 digits.
         ("[" * 1000 + "]" * 1000, "nested too deeply"),
         ('{"action": "heartbeat", "n": ' + "9" * 5000 + "}", "a number is too long"),
