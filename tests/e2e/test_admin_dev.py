@@ -83,6 +83,12 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
             "no route serves this path; /admin/openapi.json lists them",
         )
     assert _call(server, "GET", "/openapi.json", None)[0] == 200
+    # HEAD wherever GET is served: its status and headers, no body.
+    for path, with_key in (("/sessions", key), ("/sessions", None), ("/openapi.json", None)):
+        get_status, get_headers, _ = _call(server, "GET", path, with_key)
+        status, headers, body = _call(server, "HEAD", path, with_key)
+        assert (status, body) == (get_status, None), path
+        assert headers["content-length"] == get_headers["content-length"], path
     log = server.log.read_text()
     assert f"/admin/dashboard#key={key}" in log
     assert f'curl -H "Authorization: Bearer {key}"' in log

@@ -1008,10 +1008,10 @@ def test_an_unexpected_error_s_answer_carries_them_too(database_url: str) -> Non
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        # Two routes serve /health: the methods of both are said, not the first's.
         ("POST", "/health", "GET, HEAD"),
         ("OPTIONS", "/health", "GET, HEAD"),
-        ("DELETE", "/sessions", "GET"),
+        ("DELETE", "/sessions", "GET, HEAD"),
+        ("PUT", "/stats/live", "GET, HEAD"),
         ("GET", "/sessions/0193b5a4-0000-7000-8000-000000000000/close", "POST"),
     ],
 )
@@ -1021,6 +1021,40 @@ def test_a_method_not_allowed_names_every_method_the_path_takes(
     response = api.client.request(method, path, headers=AUTH)
     _problem(response, 405)
     assert response.headers["allow"] == allowed
+
+
+def _every_get_path(api: AdminApi, session_id: str, user_id: str) -> list[str]:
+    """Each path a GET is served at: the schema's, and the live page's beside them."""
+    schema = api.client.get("/openapi.json").json()
+    listed = [
+        path.format(session_id=session_id, user_id=user_id)
+        for path, operations in schema["paths"].items()
+        if "get" in operations
+    ]
+    page = ["/", "/dashboard", "/dashboard/chart.svg", "/dashboard/static/dashboard.js"]
+    return [*listed, *page, "/openapi.json"]
+
+
+def test_head_answers_wherever_get_does_with_its_headers_and_no_body(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    """RFC 9110 expects HEAD wherever GET is served: HEAD /sessions was a 405 (Allow:
+    GET), and so was every GET route's HEAD but /health's."""
+    row = make_session(started_seconds_ago=30, user_id=uuid.uuid4())
+    paths = _every_get_path(api, str(row["session_id"]), str(row["user_id"]))
+    assert len(paths) == 12, paths
+    for path in paths:
+        for headers in (AUTH, {}):
+            get = api.client.get(path, headers=headers, follow_redirects=False)
+            head = api.client.head(path, headers=headers, follow_redirects=False)
+            label = f"HEAD {path} {'with' if headers else 'without'} credentials"
+            assert (head.status_code, head.content) == (get.status_code, b""), label
+            assert head.status_code != 405, label
+            for name in ("content-type", "content-length", "www-authenticate", "location"):
+                assert head.headers.get(name) == get.headers.get(name), (label, name)
+    # The schema lists each operation once: HEAD is not a second copy of each route.
+    schema = api.client.get("/openapi.json").json()
+    assert not [path for path, operations in schema["paths"].items() if "head" in operations]
 
 
 def test_health_reads_supabase_s_ledger_after_db_push(

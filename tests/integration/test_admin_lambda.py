@@ -99,6 +99,21 @@ def test_problems_and_the_page_come_back_as_text(lambda_admin: Any) -> None:
         _protected(answer)
 
 
+def test_head_is_answered_as_get_is_without_a_body(lambda_admin: Any) -> None:
+    """HEAD /sessions came back 405 (Allow: GET) through API Gateway, as every GET
+    route's HEAD but /health's did."""
+    for path, key in (("/sessions", OPERATOR_KEY), ("/stats/live", None), ("/dashboard", None)):
+        get = lambda_admin(_event(path, key=key), FakeLambdaContext())
+        head_event = _event(path, key=key)
+        head_event["requestContext"]["http"]["method"] = "HEAD"
+        head = lambda_admin(head_event, FakeLambdaContext())
+        assert (head["statusCode"], head["body"]) == (get["statusCode"], ""), path
+        assert get["body"], path
+        for name in ("content-type", "content-length"):
+            assert head["headers"][name] == get["headers"][name], (path, name)
+        _protected(head)
+
+
 def _protected(response: dict[str, Any]) -> None:
     """What every answer tells the browser, as API Gateway passes it on."""
     headers = response["headers"]

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from tether import __version__
 from tether.admin import problems
+from tether.admin.head import HeadAsGet
 from tether.admin.headers import WithResponseHeaders
 from tether.admin.routers import dashboard, health, sessions, stats, sweep, users
 
@@ -96,7 +97,7 @@ class _App(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's own error handling, which answers a 500 past every
         # middleware added with add_middleware.
-        return WithResponseHeaders(super().build_middleware_stack())
+        return HeadAsGet(WithResponseHeaders(super().build_middleware_stack()))
 
 
 def create_app() -> FastAPI:

@@ -171,25 +171,28 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     headers = dict(exc.headers) if exc.headers else None
     allowed = _methods_of(request) if exc.status_code == 405 else []
     if allowed:
-        # Starlette names the methods of the first route of this path only: GET /health
-        # and HEAD /health are two routes, and HEAD, served, went unsaid.
+        # Starlette names the methods of the first route of this path only, and never
+        # the HEAD that every GET route answers (tether.admin.head).
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return problem(request, exc.status_code, code, detail, headers=headers)
 
 
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _methods_of(request: Request) -> list[str]:
-    """Every method some route serves at this request's path."""
+    """Every method some route serves at this request's path: HEAD beside each GET."""
     routes = request.app.router.routes
-    return [
+    served = [
         method
         for method in _METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
         )
     ]
+    if "GET" in served:
+        served.insert(1, "HEAD")
+    return served
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 
 from tether.admin import operations
 from tether.admin.deps import StoreDep
@@ -22,9 +22,3 @@ def health(store: StoreDep) -> JSONResponse:
     report = operations.health(store)
     status = 200 if report.status == "ok" else 503
     return JSONResponse(report.model_dump(mode="json"), status_code=status)
-
-
-@router.head("/health", include_in_schema=False)
-def health_head(store: StoreDep) -> Response:
-    """The same status without the body: uptime checks often ask with HEAD."""
-    return Response(status_code=200 if operations.health(store).status == "ok" else 503)
