@@ -6,6 +6,7 @@ Chromium showing the numbers the API returns."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import http.server
 import json
 import re
@@ -83,6 +84,19 @@ def test_the_key_printed_at_start_opens_the_api_and_nothing_else_does(
             "no route serves this path; /admin/openapi.json lists them",
         )
     assert _call(server, "GET", "/openapi.json", None)[0] == 200
+    # A slash too many is a 404 that says so, not a redirect built from the Host header.
+    status, headers, problem = _call(server, "GET", "/sessions/", key)
+    assert (status, problem["detail"]) == (
+        404,
+        "no route serves this path: drop its trailing slash; /admin/openapi.json lists them",
+    )
+    assert "Location" not in headers
+    # The prefix alone still leads to the live page.
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("GET", "/admin")
+    answer = connection.getresponse()
+    assert (answer.status, answer.getheader("Location")) == (307, "/admin/dashboard")
+    connection.close()
     # HEAD wherever GET is served: its status and headers, no body.
     for path, with_key in (("/sessions", key), ("/sessions", None), ("/openapi.json", None)):
         get_status, get_headers, _ = _call(server, "GET", path, with_key)

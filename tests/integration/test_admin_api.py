@@ -938,6 +938,31 @@ def test_unknown_paths_and_methods_are_problems_too(api: AdminApi) -> None:
     _problem(api.client.delete("/sessions", headers=AUTH), 405)
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_a_trailing_slash_is_a_404_problem_not_a_redirect_built_from_the_host(
+    api: AdminApi, method: str
+) -> None:
+    """GET /sessions/ answered a bare 307 to http://<Host>/sessions: behind a custom
+    domain's base path (or a stage's), a Location that led elsewhere."""
+    paths = {"GET": "/sessions/", "HEAD": "/stats/live/", "POST": "/sweep/"}
+    response = api.client.request(
+        method,
+        paths[method],
+        headers={"Host": "ops.example.com", **AUTH},
+        follow_redirects=False,
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    if method != "HEAD":
+        assert _problem(response, 404)["detail"] == (
+            "no route serves this path: drop its trailing slash; /openapi.json lists them"
+        )
+    # A path served with no slash to drop keeps the plain answer.
+    assert _problem(api.client.get("/nowhere/", headers=AUTH), 404)["detail"] == (
+        "no route serves this path; /openapi.json lists them"
+    )
+
+
 # --- what every answer tells the browser ------------------------------------------
 
 

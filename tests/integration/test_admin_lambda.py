@@ -114,6 +114,20 @@ def test_head_is_answered_as_get_is_without_a_body(lambda_admin: Any) -> None:
         _protected(head)
 
 
+def test_a_trailing_slash_is_a_404_problem_with_no_location(lambda_admin: Any) -> None:
+    """Behind a custom domain's base path the redirect Starlette made from the Host
+    header (https://<domain>/sessions, the base path lost) led elsewhere."""
+    event = _event("/sessions/")
+    event["headers"]["host"] = "ops.example.com"
+    answer = lambda_admin(event, FakeLambdaContext())
+    assert answer["statusCode"] == 404, answer
+    assert "location" not in answer["headers"]
+    assert answer["headers"]["content-type"] == "application/problem+json"
+    assert json.loads(answer["body"])["detail"] == (
+        "no route serves this path: drop its trailing slash; /openapi.json lists them"
+    )
+
+
 def _protected(response: dict[str, Any]) -> None:
     """What every answer tells the browser, as API Gateway passes it on."""
     headers = response["headers"]

@@ -108,6 +108,10 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,  # Swagger UI loads its assets from a CDN: read /openapi.json instead
         redoc_url=None,
+        # A path with a slash too many is a 404 like any unknown path. Starlette's
+        # redirect to the path without it was a bare 307 whose Location it built from
+        # the Host header, wrong behind a custom domain's base path.
+        redirect_slashes=False,
     )
     problems.install(app)
     for module in (health, sessions, users, stats, sweep, dashboard):

@@ -168,6 +168,8 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
         root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
         schema = str(root).rstrip("/") + "/openapi.json"
         detail = f"no route serves this path; {schema} lists them"
+        if _served_without_its_trailing_slash(request):
+            detail = f"no route serves this path: drop its trailing slash; {schema} lists them"
     headers = dict(exc.headers) if exc.headers else None
     allowed = _methods_of(request) if exc.status_code == 405 else []
     if allowed:
@@ -175,6 +177,14 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
         # the HEAD that every GET route answers (tether.admin.head).
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return problem(request, exc.status_code, code, detail, headers=headers)
+
+
+def _served_without_its_trailing_slash(request: Request) -> bool:
+    path = str(request.scope.get("path", ""))
+    if not path.endswith("/"):
+        return False
+    trimmed = {**request.scope, "path": path.rstrip("/")}
+    return any(route.matches(trimmed)[0] != Match.NONE for route in request.app.router.routes)
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -714,7 +714,10 @@ class LocalGateway:
         path = scope.get("path", "")
         if self._admin is not None and (path + "/").startswith(ADMIN_PREFIX + "/"):
             root = scope.get("root_path", "") + ADMIN_PREFIX
-            await self._admin({**scope, "root_path": root}, receive, send)
+            if path == ADMIN_PREFIX:
+                # The app's root, as API Gateway passes an empty path on: "/".
+                path = ADMIN_PREFIX + "/"
+            await self._admin({**scope, "path": path, "root_path": root}, receive, send)
             return
         refusal = self._refused_caller(scope)
         if refusal is not None:  # before the body is read: none of it is wanted
