@@ -386,6 +386,27 @@ def test_bad_input_is_refused_before_anything_changes(
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
 
 
+def test_a_bucket_name_s3_refuses_is_refused_before_anything_is_built_or_made(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bucket Bad_Bucket failed only after the bundle was built, and moto, which does
+    not check names, made the bucket and deployed the stack."""
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(deploy_args(aws, "--database-secret", "tether/db", "--bucket", "Bad_Bucket", "--yes"))
+    said = capsys.readouterr()
+    assert exited.value.code == 2
+    assert (
+        "argument --bucket: 'Bad_Bucket' is not an S3 bucket name: lowercase letters, digits,"
+        " periods (.) and hyphens (-) only"
+    ) in said.err
+    assert "building the bundle" not in said.out + said.err
+    assert aws_client("s3", aws).list_buckets()["Buckets"] == []
+    assert aws_client("cloudformation", aws).describe_stacks()["Stacks"] == []
+
+
 _BARE_STACK = """
 Parameters:
   BundleBucket: {Type: String}

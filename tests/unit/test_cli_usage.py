@@ -184,3 +184,45 @@ def test_migrations_export_refuses_a_blank_folder_and_writes_nothing(
 )
 def test_dev_listens_on_an_address_or_a_host_name(host: str) -> None:
     assert build_parser().parse_args(["dev", "--host", host]).host == host
+
+
+@pytest.mark.parametrize(
+    ("bucket", "rule"),
+    [
+        ("Bad_Bucket", "lowercase letters, digits, periods (.) and hyphens (-) only"),
+        ("ab", "between 3 and 63 characters, got 2"),
+        ("b" * 64, "between 3 and 63 characters, got 64"),
+        ("-bundles", "must begin and end with a letter or a digit"),
+        ("bundles.", "must begin and end with a letter or a digit"),
+        ("my..bundles", "must not hold two adjacent periods"),
+        ("192.168.5.4", "must not be formatted as an IP address"),
+        ("xn--bundles", "must not begin with xn--, which S3 reserves"),
+        ("sthree-bundles", "must not begin with sthree-, which S3 reserves"),
+        ("amzn-s3-demo-bundles", "must not begin with amzn-s3-demo-, which S3 reserves"),
+        ("bundles-s3alias", "must not end with -s3alias, which S3 reserves"),
+        ("bundles--ol-s3", "must not end with --ol-s3, which S3 reserves"),
+        ("bundles.mrap", "must not end with .mrap, which S3 reserves"),
+        ("bundles--x-s3", "must not end with --x-s3, which S3 reserves"),
+        ("bundles--table-s3", "must not end with --table-s3, which S3 reserves"),
+    ],
+    ids=lambda value: value[:24],
+)
+@pytest.mark.parametrize("command", ["deploy", "destroy"])
+def test_a_bucket_name_s3_refuses_is_a_usage_error_naming_the_rule(
+    command: str, bucket: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tether deploy --bucket Bad_Bucket built the bundle before S3 refused the name (and
+    an emulator took it): the name is now checked as the command line is read."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--stack", "x", f"--bucket={bucket}", "--region", "us-east-1"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--bucket: {bucket!r} is not an S3 bucket name: {rule}" in err
+
+
+@pytest.mark.parametrize(
+    "bucket", ["tether-deploy-123456789012-us-east-1", "my.bundles.example", "b0x", "1.2.3"]
+)
+def test_a_bucket_name_s3_takes_is_taken(bucket: str) -> None:
+    parsed = build_parser().parse_args(["deploy", "--stack", "x", "--bucket", bucket])
+    assert parsed.bucket == bucket

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import ipaddress
 import sys
 import zipfile
 from collections.abc import Callable
@@ -693,6 +694,46 @@ def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
         )
 
 
+# S3's names for general purpose buckets: a name it refuses failed only once the
+# bundle was built, and an emulator took it.
+_BUCKET_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """The S3 bucket naming rule ``name`` breaks, or None when it keeps them all."""
+    if not 3 <= len(name) <= 63:
+        return f"between 3 and 63 characters, got {len(name)}"
+    if not set(name) <= _BUCKET_NAME_CHARACTERS:
+        return "lowercase letters, digits, periods (.) and hyphens (-) only"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "must begin and end with a letter or a digit"
+    if ".." in name:
+        return "must not hold two adjacent periods"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "must not be formatted as an IP address"
+    for prefix in _RESERVED_BUCKET_PREFIXES:
+        if name.startswith(prefix):
+            return f"must not begin with {prefix}, which S3 reserves"
+    for suffix in _RESERVED_BUCKET_SUFFIXES:
+        if name.endswith(suffix):
+            return f"must not end with {suffix}, which S3 reserves"
+    return None
+
+
+def bucket_name(text: str) -> str:
+    """--bucket: a name S3 takes for a general purpose bucket."""
+    problem = bucket_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an S3 bucket name: {problem}")
+    return text
+
+
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", required=True, metavar="NAME", help="the CloudFormation stack")
     parser.add_argument("--region", help="AWS region (default: $AWS_REGION, the profile's)")
@@ -704,7 +745,10 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
         help="send every AWS call here (a local moto server)",
     )
     parser.add_argument(
-        "--bucket", metavar="NAME", help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)"
+        "--bucket",
+        type=bucket_name,
+        metavar="NAME",
+        help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask before changing anything")
     parser.add_argument(
