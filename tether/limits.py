@@ -18,6 +18,11 @@ GATEWAY_FRAME_BYTES = 32 * 1024
 GATEWAY_MESSAGE_BYTES = 128 * 1024
 GATEWAY_URL_CHARACTERS = 4096
 """The longest URL a client may connect with, its query (a ?token=) included."""
+GATEWAY_HEADER_BYTES = 10240
+"""The most the request line and the header values of one request may come to: the HTTP
+API's quota (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+http-api-quotas.html), the operators' API's; the WebSocket API documents none beside its
+URL's 4096 characters, and the local gateway holds its handshake to the same."""
 GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29.0
 """The longest API Gateway waits for a route's integration to answer."""
 CONNECTION_ID_MAX_LENGTH = 128

@@ -8,7 +8,8 @@
   if its client reads nothing.
 - HTTP, before a request is complete: each request, a handshake or the next one on a
   kept-alive connection, must arrive whole (headers and body) within a timeout of its
-  first byte (408), its headers must fit a limit (431), a handshake's URL API Gateway's
+  first byte (408), its request line and header values API Gateway's 10,240 bytes (431,
+  with a body that says so), a handshake's URL API Gateway's
   4096 characters (414), and past a maximum of open connections new
   WebSockets are refused with 503 (plain HTTP requests, the @connections API and
   /admin, have a reserve of their own past it, then are refused too), so the process
@@ -18,12 +19,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import http11 as websockets_http11
 
 from tether import limits
 
@@ -43,7 +46,16 @@ HTTP_RESERVE = 64
 """Connections past the maximum that may still make plain HTTP requests (the
 @connections API, /admin); beyond them, every new connection is refused at once."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
-HEADER_LIMIT_BYTES = 8 * 1024
+HEADER_LIMIT_BYTES = limits.GATEWAY_HEADER_BYTES
+"""What the request line and the header values may come to, as API Gateway counts."""
+HEAD_BYTES_MAX = HEADER_LIMIT_BYTES + 8 * 1024
+"""The most a request's head may take on the wire before it ends: the values the limit
+counts, with room for the header names and line ends it does not."""
+
+# The handshake is parsed again by websockets, which refuses any line over 8 KiB (its
+# WEBSOCKETS_MAX_LINE_LENGTH): one header of 9 KB, within API Gateway's limit, would be
+# a 400 here and not deployed.
+websockets_http11.MAX_LINE_LENGTH = max(websockets_http11.MAX_LINE_LENGTH, HEAD_BYTES_MAX)
 
 
 class OpenWebSockets:
@@ -229,6 +241,12 @@ class GuardedHttpProtocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
     _head: bytes = b""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # h11 gives up on a head over 16 KiB with a bare 400: this one may be longer,
+        # and is refused here past HEAD_BYTES_MAX.
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_BYTES_MAX + 4)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections + self.http_reserve:
@@ -250,9 +268,11 @@ class GuardedHttpProtocol(H11Protocol):
         super().handle_websocket_upgrade(event)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE and not self._head_fits(data):
-            self._refuse(431, "request headers over the limit")
-            return
+        if self.conn.their_state is h11.IDLE:
+            oversize = self._head_oversize(data)
+            if oversize is not None:
+                self._refuse_headers(oversize)
+                return
         super().data_received(data)
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
@@ -275,15 +295,34 @@ class GuardedHttpProtocol(H11Protocol):
             return self.cycle is None or bool(self.conn.trailing_data[0])
         return False
 
-    def _head_fits(self, data: bytes) -> bool:
-        """Whether the request line and headers (up to the blank line) fit the limit;
-        the body that may follow in the same read does not count."""
-        self._head = (self._head + data)[: self.header_limit + 4]
+    def _head_oversize(self, data: bytes) -> tuple[bytes, int | None] | None:
+        """None while the request's head fits; else its request line and the size its
+        request line and header values come to (None when the head never ended). The
+        body that may follow in the same read does not count."""
+        self._head = (self._head + data)[: HEAD_BYTES_MAX + 4]
         end = self._head.find(b"\r\n\r\n")
-        if end != -1:
-            self._head = b""
-            return end <= self.header_limit
-        return len(self._head) <= self.header_limit
+        if end == -1:
+            if len(self._head) <= HEAD_BYTES_MAX:
+                return None
+            return self._head.partition(b"\r\n")[0], None
+        head, self._head = self._head[:end], b""
+        size = counted_head_bytes(head)
+        return None if size <= self.header_limit else (head.partition(b"\r\n")[0], size)
+
+    def _refuse_headers(self, oversize: tuple[bytes, int | None]) -> None:
+        request_line, size = oversize
+        counted = (
+            f"they come to {size} bytes"
+            if size is not None
+            else f"its head ran past {HEAD_BYTES_MAX} bytes without ending"
+        )
+        message = (
+            f"Request Header Fields Too Large: the request line and header values may come"
+            f" to {self.header_limit} bytes, as API Gateway allows; {counted}"
+        )
+        # A HEAD's answer has no body (RFC 9110); every other one says why.
+        body = b"" if request_line.startswith(b"HEAD ") else json.dumps({"message": message})
+        self._refuse(431, "request headers over the limit", body=body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
@@ -308,17 +347,32 @@ class GuardedHttpProtocol(H11Protocol):
             return
         self._refuse(408, "no complete request within the handshake timeout")
 
-    def _refuse(self, status: int, why: str) -> None:
+    def _refuse(self, status: int, why: str, *, body: str | bytes = b"") -> None:
         self._cancel_deadline()
         if self.transport.is_closing():
             return
         logger.info("connection refused", extra={"status": status, "why": why})
+        content = body.encode() if isinstance(body, str) else body
+        content_type = "content-type: application/json\r\n" if content else ""
         head = (
-            f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            "content-length: 0\r\nconnection: close\r\n\r\n"
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\n{content_type}"
+            f"content-length: {len(content)}\r\nconnection: close\r\n\r\n"
         )
-        self.transport.write(head.encode())
+        self.transport.write(head.encode() + content)
         self.transport.close()
+
+
+def counted_head_bytes(head: bytes) -> int:
+    """What API Gateway counts of a request's head: its request line and its header
+    values (not the names, nor the separators and line ends)."""
+    request_line, *fields = head.split(b"\r\n")
+    size = len(request_line)
+    for field in fields:
+        if field[:1] in (b" ", b"\t"):  # a folded line: more of the value above
+            size += len(field.strip(b" \t"))
+            continue
+        size += len(field.partition(b":")[2].strip(b" \t"))
+    return size
 
 
 def _url_characters(request: h11.Request) -> int:
