@@ -100,6 +100,7 @@ def test_deploy_migrate_redeploy_and_destroy(
     code = main(
         [
             *deploy_args(aws, "--database-secret", "tether/test-database", "--no-snapstart"),
+            *("--parameter", "AdminThrottlingRateLimit=20"),
             "--migrate",
             "--yes",
         ]
@@ -121,6 +122,11 @@ def test_deploy_migrate_redeploy_and_destroy(
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert parameters["DatabaseSecret"] == secret
+    # The operators' API's throttle, shared by every caller, is the stack's to set.
+    assert (parameters["AdminThrottlingRateLimit"], parameters["AdminThrottlingBurstLimit"]) == (
+        "20",
+        "100",
+    )
 
     # The functions, with the template's handlers, their own roles, and the secret's ARN.
     ids = physical_ids(aws)
@@ -189,6 +195,8 @@ def test_deploy_migrate_redeploy_and_destroy(
     assert len(cfn.describe_stack_events(StackName=STACK)["StackEvents"]) == events_before
     # The empty change set was removed again.
     assert cfn.list_change_sets(StackName=STACK)["Summaries"] == change_sets_before
+    kept = cfn.describe_stacks(StackName=STACK)["Stacks"][0]["Parameters"]
+    assert {"ParameterKey": "AdminThrottlingRateLimit", "ParameterValue": "20"} in kept
 
     # Destroy asks first: without a terminal and without --yes, the answer is no.
     code = main(tether(aws, "destroy"))
@@ -352,6 +360,10 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--alarm-email", "notanemail"), "--alarm-email: 'notanemail' is not allowed"),
         (("--finalizer", "notafinalizer"), "--finalizer: 'notafinalizer' is not allowed"),
         (("--parameter", "LogRetentionDays=2"), "--parameter LogRetentionDays: '2' is not"),
+        (
+            ("--parameter", "AdminThrottlingRateLimit=0"),
+            "--parameter AdminThrottlingRateLimit: '0' is not allowed: at least 1",
+        ),
         # A namespace CloudWatch refuses would leave three alarms silent.
         (("--metrics-namespace", "bad ns!"), "--metrics-namespace: 'bad ns!' is not allowed"),
         (("--metrics-namespace", "AWS/Lambda"), "--metrics-namespace: 'AWS/Lambda' is not"),

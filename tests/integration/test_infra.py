@@ -267,6 +267,22 @@ def test_the_stages_throttle_and_log_access() -> None:
         assert "$context.requestId" in settings["AccessLogSettings"]["Format"], name
 
 
+def test_the_operators_api_throttle_is_a_parameter_apart_from_the_websocket_stage_s() -> None:
+    """The operators' API's only throttle is its stage's, shared by every caller (those
+    without credentials too): it was written into the template, 50/s and 100 at once."""
+    parameters = load_template()["Parameters"]
+    for name, stage, default in (
+        ("AdminThrottlingRateLimit", "AdminStage", 50),
+        ("AdminThrottlingBurstLimit", "AdminStage", 100),
+        ("ThrottlingRateLimit", "WebSocketStage", 500),
+        ("ThrottlingBurstLimit", "WebSocketStage", 1000),
+    ):
+        assert parameters[name]["Default"] == default, name
+        assert parameters[name]["MinValue"] == 1, name
+        setting = name.removeprefix("Admin")
+        assert props(stage)["DefaultRouteSettings"][setting] == {"Ref": name}, name
+
+
 def test_the_schedule_runs_the_sweep() -> None:
     (rule,) = [
         name
