@@ -54,6 +54,12 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["simulate", "--duration", "99999999999999999999d"], "argument --duration: at most 1d"),
         (["adopt", "--apply", "--attempts", "999999999999"], "argument --attempts: at most 1000"),
         (["migrate", "--attempts", "1001"], "argument --attempts: at most 1000, got '1001'"),
+        (["simulate", "--settle", "99999999999999999999d"], "argument --settle: at most 1d"),
+        (["simulate", "--heartbeat", "1d1s"], "argument --heartbeat: at most 1d, got '1d1s'"),
+        (["dev", "--handshake-timeout", "99999999999999999999d"], "at most 10m"),
+        (["dev", "--handshake-timeout", "11m"], "argument --handshake-timeout: at most 10m"),
+        (["dev", "--max-connections", "999999999999999"], "at most 1,000,000, got"),
+        (["dev", "--max-connections", "1000001"], "argument --max-connections: at most 1,000,000"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),
         (["chaos", "--minutes", "\u0661"], "not a duration"),
@@ -131,11 +137,42 @@ def test_sweep_help_says_the_time_limit_a_run_takes_when_none_is_given(
         ["simulate", "--duration", "1d"],
         ["adopt", "--check", "--attempts", "1000"],
         ["migrate", "--attempts", "1000"],
+        ["simulate", "--settle", "1d"],
+        ["simulate", "--heartbeat", "1d"],
+        ["dev", "--handshake-timeout", "10m"],
+        ["dev", "--max-connections", "1000000"],
     ],
-    ids=["sweep-time-limit", "simulate-duration", "adopt-attempts", "migrate-attempts"],
+    ids=[
+        "sweep-time-limit",
+        "simulate-duration",
+        "adopt-attempts",
+        "migrate-attempts",
+        "simulate-settle",
+        "simulate-heartbeat",
+        "dev-handshake-timeout",
+        "dev-max-connections",
+    ],
 )
 def test_a_value_at_its_upper_bound_is_taken(argv: list[str]) -> None:
     build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("simulate", "how long to wait for the sweep after the clients are done (at most 1d)"),
+        ("simulate", "heartbeat interval, as tether asks of clients (0: none; at most 1d)"),
+        ("dev", "by then (408; at most 10m)"),
+        ("dev", "file limit allows, at most 1,000,000)"),
+    ],
+    ids=["simulate-settle", "simulate-heartbeat", "dev-handshake-timeout", "dev-max-connections"],
+)
+def test_help_says_each_upper_bound(
+    command: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert says in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize(("text", "minutes"), [("1", 1.0), (".5", 0.5), ("1.", 1.0), ("90s", 1.5)])

@@ -288,6 +288,17 @@ def duration_or_zero(text: str) -> float:
     return duration(text, zero_allowed=True)
 
 
+def wait_or_zero(text: str) -> float:
+    """A wait a command makes (simulate --settle, --heartbeat), or 0 for none: at most
+    a day, as a run is."""
+    value = duration_or_zero(text)
+    if value > RUN_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {format_duration(RUN_MAX_SECONDS)}, got {text!r}"
+        )
+    return value
+
+
 def grace(text: str) -> float:
     """A heartbeat grace: a duration, or "off"."""
     if text.strip().lower() == "off":

@@ -29,6 +29,7 @@ from tether.cli.common import (
     run_length,
     say,
     say_json,
+    wait_or_zero,
     whole_number,
 )
 from tether.dburl import check
@@ -131,6 +132,32 @@ def _clients(text: str) -> int:
     value = count(text)
     if value > LOCAL_CLIENTS_MAX:
         raise argparse.ArgumentTypeError(f"at most {LOCAL_CLIENTS_MAX:,}, got {value:,}")
+    return value
+
+
+# Past what any machine's file limit allows (Linux's own ceiling is 1,048,576 files), a
+# count is a typo: one of a quadrillion was taken.
+MAX_CONNECTIONS_MAX = 1_000_000
+
+
+def _max_connections(text: str) -> int:
+    value = count(text)
+    if value > MAX_CONNECTIONS_MAX:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CONNECTIONS_MAX:,}, got {text!r}")
+    return value
+
+
+# A handshake held open for hours was taken; API Gateway itself closes a connection
+# idle for 10 minutes, and no client takes longer to send its request.
+HANDSHAKE_TIMEOUT_MAX_SECONDS = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
+
+
+def _handshake_timeout(text: str) -> float:
+    value = duration(text)
+    if value > HANDSHAKE_TIMEOUT_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {format_duration(HANDSHAKE_TIMEOUT_MAX_SECONDS)}, got {text!r}"
+        )
     return value
 
 
@@ -468,11 +495,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     dev_cmd.add_argument(
         "--max-connections",
-        type=count,
+        type=_max_connections,
         default=None,
         metavar="N",
         help="refuse new connections (503) beyond this many (default: what the process's"
-        " file limit allows)",
+        f" file limit allows, at most {MAX_CONNECTIONS_MAX:,})",
     )
     dev_cmd.add_argument(
         "--message-rate",
@@ -490,10 +517,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     dev_cmd.add_argument(
         "--handshake-timeout",
-        type=duration,
+        type=_handshake_timeout,
         default=format_duration(10.0),
         metavar="DURATION",
-        help="close a connection that has not completed its request by then (408)",
+        help="close a connection that has not completed its request by then (408;"
+        f" at most {format_duration(HANDSHAKE_TIMEOUT_MAX_SECONDS)})",
     )
     dev_cmd.set_defaults(handler=cmd_dev)
 
@@ -545,17 +573,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sim_cmd.add_argument(
         "--heartbeat",
-        type=duration_or_zero,
+        type=wait_or_zero,
         default=format_duration(limits.HEARTBEAT_INTERVAL_SECONDS),
         metavar="DURATION",
-        help="heartbeat interval, as tether asks of clients (0: none)",
+        help="heartbeat interval, as tether asks of clients (0: none;"
+        f" at most {format_duration(RUN_MAX_SECONDS)})",
     )
     sim_cmd.add_argument(
         "--settle",
-        type=duration_or_zero,
+        type=wait_or_zero,
         default=format_duration(10.0),
         metavar="DURATION",
-        help="how long to wait for the sweep after the clients are done",
+        help="how long to wait for the sweep after the clients are done"
+        f" (at most {format_duration(RUN_MAX_SECONDS)})",
     )
     sim_cmd.add_argument("--token", help="access token each client presents")
     sim_cmd.add_argument("--json", action="store_true", help="print the report as one JSON object")
