@@ -214,8 +214,10 @@ def test_kick_a_session_then_a_user(
 
 def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> None:
     without = _tether("kick", "--user", str(uuid.uuid4()), "--yes", "--database-url", database_url)
+    # A setting it needs, not set: refused with 1, as the README's exit codes say.
     assert without.returncode == 1
     assert "--endpoint-url" in without.stderr
+    assert without.stdout == ""
     unknown = _tether(
         "kick", "--session", str(uuid.uuid4()), "--yes", "--endpoint-url", "http://127.0.0.1:9/x",
         "--database-url", database_url,

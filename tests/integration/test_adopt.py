@@ -775,6 +775,17 @@ def test_a_database_that_keeps_text_as_bytes_is_adopted(server: Server) -> None:
 
 
 @ON_ONE_SERVER
+def test_finish_before_apply_refuses_with_1_and_changes_nothing(adoptable: Adoptable) -> None:
+    # As the README's exit codes say: a step the database is not ready for is refused
+    # with 1 (what the command found), not 2 (a command line it could not take).
+    before = _snapshot(adoptable.url)
+    refused = run_tether("adopt", "--finish", "--yes", "--json", "--database-url", adoptable.url)
+    assert refused.returncode == 1, refused.stderr
+    assert "cannot finish" in refused.stderr and "--apply" in refused.stderr
+    assert refused.stdout == ""
+    assert _snapshot(adoptable.url) == before
+
+
 def test_apply_and_finish_print_json_alone_with_json(adoptable: Adoptable) -> None:
     applied = run_tether("adopt", "--apply", "--yes", "--json", "--database-url", adoptable.url)
     assert applied.returncode == 0, applied.stderr

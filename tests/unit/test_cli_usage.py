@@ -263,3 +263,17 @@ def test_a_bucket_name_s3_refuses_is_a_usage_error_naming_the_rule(
 def test_a_bucket_name_s3_takes_is_taken(bucket: str) -> None:
     parsed = build_parser().parse_args(["deploy", "--stack", "x", "--bucket", bucket])
     assert parsed.bucket == bucket
+
+
+def test_the_readme_says_a_refusal_for_what_was_found_exits_1() -> None:
+    """kick without an @connections endpoint and adopt --finish before --apply refuse,
+    nothing done, with 1 (tests/integration): the README said 2 was for every refusal
+    where nothing was done."""
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    exits = readme[readme.index("Every command exits 0") :]
+    exits = exits[: exits.index("130 when interrupted")]
+    usage, failure = exits.split(", 1 when it failed", 1)
+    assert "2 when it refused the command line as given" in usage
+    assert "refused for what it found rather than for what it was given" in failure
+    assert "`kick` without an `@connections` endpoint" in failure
+    assert "`adopt --finish` before `--apply`" in failure
