@@ -64,6 +64,23 @@ def _answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def _refusal(answer: bytes, status: int) -> str:
+    """The JSON message of a refusal the gateway answered with ``status``."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert b"content-type: application/json" in head.lower(), head
+    assert f"content-length: {len(body)}".encode() in head.lower(), head
+    message = json.loads(body)["message"]
+    assert isinstance(message, str)
+    return message
+
+
+def _bodiless(answer: bytes, status: int) -> None:
+    """A refusal of a HEAD: the status, and no body (RFC 9110)."""
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert answer.endswith(b"content-length: 0\r\nconnection: close\r\n\r\n"), answer
+
+
 def test_a_client_gone_during_the_handshake_still_gets_its_disconnect(
     start_dev: Callable[..., DevServer],
 ) -> None:
@@ -124,8 +141,18 @@ def test_a_handshake_that_never_comes_is_closed_with_408(
     started = time.monotonic()
     with _raw(server) as sock:
         answer = _answer(sock)
-    assert answer.startswith(b"HTTP/1.1 408")
+    assert _refusal(answer, 408) == (
+        "Request Timeout: a request must arrive whole within 1s of its first byte (the local"
+        " gateway's handshake timeout); nothing came"
+    )
     assert time.monotonic() - started < 5
+    with _raw(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: webs")
+        assert "; 46 bytes of its head came" in _refusal(_answer(sock), 408)
+    # A HEAD's answer has no body.
+    with _raw(server) as sock:
+        sock.sendall(b"HEAD /admin/health HTTP/1.1\r\nHo")
+        _bodiless(_answer(sock), 408)
 
 
 def test_a_kept_alive_connection_s_next_request_that_never_comes_whole_is_closed_with_408(
@@ -143,6 +170,7 @@ def test_a_kept_alive_connection_s_next_request_that_never_comes_whole_is_closed
         sock.sendall(b"st")  # a sign of life that keeps no request coming
         answer = _answer(sock)
     assert b"HTTP/1.1 408" in answer, answer
+    assert answer.endswith(b'; 32 bytes of its head came"}'), answer
     assert time.monotonic() - started < 5
 
 
@@ -162,7 +190,7 @@ def test_a_post_whose_body_trickles_in_is_closed_and_delivers_nothing(
             )
             started = time.monotonic()
             answer = await asyncio.to_thread(_answer, sock)
-        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert _refusal(answer, 408).endswith("; its head came, its body did not arrive whole")
         assert time.monotonic() - started < 5
         # Nothing of it reached the client: the next message is the first it gets.
         assert await asyncio.to_thread(_status, server.connection_url(row), "POST", b"whole") == 200
@@ -187,7 +215,20 @@ def test_a_url_over_api_gateway_s_4096_characters_is_refused_with_414(
             assert json.loads(await ws.recv())["action"] == "heartbeat"
         with pytest.raises(InvalidStatus) as refused:
             await connect(fits + "x", ping_interval=None)
-        assert refused.value.response.status_code == 414
+        response = refused.value.response
+        assert response.status_code == 414
+        assert response.headers["Content-Type"] == "application/json"
+        assert json.loads(response.body) == {
+            "message": "URI Too Long: a WebSocket URL may have 4096 characters, as API Gateway"
+            " allows; this one has 4097"
+        }
+        with _raw(server) as sock:
+            sock.sendall(
+                UPGRADE.replace("GET / ", f"HEAD /?pad={'x' * 4096} ")
+                .format(agent="head", extra="")
+                .encode()
+            )
+            _bodiless(await asyncio.to_thread(_answer, sock), 414)
 
     run(scenario())
     [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
@@ -277,8 +318,25 @@ def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
             await open_client(server)
         except InvalidStatus as refused:
             assert refused.response.status_code == 503
+            assert json.loads(refused.response.body) == {
+                "message": "Service Unavailable: the gateway holds its maximum of 4 WebSocket"
+                " connections; try again once one closes"
+            }
         else:
             raise AssertionError("the fifth connection was accepted")
+        with _raw(server) as sock:
+            sock.sendall(UPGRADE.replace("GET ", "HEAD ").format(agent="head", extra="").encode())
+            _bodiless(await asyncio.to_thread(_answer, sock), 503)
+        # Past the reserve for plain HTTP too, a connection is refused before it is read:
+        # with the kept-alive one, 63 more fill the 64 of the reserve.
+        reserve = [_raw(server) for _ in range(63)]
+        with _raw(server) as sock:
+            assert _refusal(await asyncio.to_thread(_answer, sock), 503) == (
+                "Service Unavailable: the gateway holds its 4 WebSocket connections (its"
+                " maximum) and 64 more for plain HTTP requests; try again once one closes"
+            )
+        for held in reserve:
+            held.close()
         # The @connections API and /admin still answer: the sweep and the operators
         # must reach a full gateway's clients.
         [row, *_] = server.rows()

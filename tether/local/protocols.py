@@ -8,12 +8,14 @@
   if its client reads nothing.
 - HTTP, before a request is complete: each request, a handshake or the next one on a
   kept-alive connection, must arrive whole (headers and body) within a timeout of its
-  first byte (408), its request line and header values API Gateway's 10,240 bytes (431,
-  with a body that says so), a handshake's URL API Gateway's
+  first byte (408), its request line and header values API Gateway's 10,240 bytes
+  (431), a handshake's URL API Gateway's
   4096 characters (414), and past a maximum of open connections new
   WebSockets are refused with 503 (plain HTTP requests, the @connections API and
   /admin, have a reserve of their own past it, then are refused too), so the process
-  never runs out of file descriptors and keeps serving the connections it has.
+  never runs out of file descriptors and keeps serving the connections it has. Each
+  refusal's body is a JSON ``message`` saying the limit (and what the request came to,
+  where known), but a HEAD's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets import http11 as websockets_http11
 
 from tether import limits
+from tether.durations import format_duration
 
 logger = logging.getLogger("tether.gateway")
 
@@ -250,7 +253,15 @@ class GuardedHttpProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections + self.http_reserve:
-            self._refuse(503, "too many connections")
+            # Answered before any request is read: its method is unknown, so the answer
+            # says why as every other refusal does.
+            self._refuse(
+                503,
+                "too many connections",
+                message=f"Service Unavailable: the gateway holds its {self.max_connections}"
+                f" WebSocket connections (its maximum) and {self.http_reserve} more for"
+                " plain HTTP requests; try again once one closes",
+            )
             return
         self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
 
@@ -258,12 +269,26 @@ class GuardedHttpProtocol(H11Protocol):
         # The maximum is of WebSockets: a full gateway still answers the @connections
         # API and /admin (the sweep's kept-alive calls among them), or the sweep and
         # the operators could not reach its clients.
+        head_request = event.method == b"HEAD"
         if self.open_sockets.count >= self.max_connections:
-            self._refuse(503, "too many connections")
+            self._refuse(
+                503,
+                "too many connections",
+                message="Service Unavailable: the gateway holds its maximum of"
+                f" {self.max_connections} WebSocket connections; try again once one closes",
+                head_request=head_request,
+            )
             return
-        if _url_characters(event) > limits.GATEWAY_URL_CHARACTERS:
+        url_characters = _url_characters(event)
+        if url_characters > limits.GATEWAY_URL_CHARACTERS:
             # API Gateway refuses it: a token that only fits here would fail once deployed.
-            self._refuse(414, f"a URL over {limits.GATEWAY_URL_CHARACTERS} characters")
+            self._refuse(
+                414,
+                f"a URL over {limits.GATEWAY_URL_CHARACTERS} characters",
+                message=f"URI Too Long: a WebSocket URL may have {limits.GATEWAY_URL_CHARACTERS}"
+                f" characters, as API Gateway allows; this one has {url_characters}",
+                head_request=head_request,
+            )
             return
         super().handle_websocket_upgrade(event)
 
@@ -320,9 +345,12 @@ class GuardedHttpProtocol(H11Protocol):
             f"Request Header Fields Too Large: the request line and header values may come"
             f" to {self.header_limit} bytes, as API Gateway allows; {counted}"
         )
-        # A HEAD's answer has no body (RFC 9110); every other one says why.
-        body = b"" if request_line.startswith(b"HEAD ") else json.dumps({"message": message})
-        self._refuse(431, "request headers over the limit", body=body)
+        self._refuse(
+            431,
+            "request headers over the limit",
+            message=message,
+            head_request=request_line.startswith(b"HEAD "),
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
@@ -345,14 +373,32 @@ class GuardedHttpProtocol(H11Protocol):
             logger.info("connection closed: the request's body did not arrive in time")
             self.transport.close()
             return
-        self._refuse(408, "no complete request within the handshake timeout")
+        if self.conn.their_state is h11.SEND_BODY:
+            method = self.cycle.scope["method"] if self.cycle else ""
+            came = "its head came, its body did not arrive whole"
+        else:
+            # The part of a head read so far (_head_oversize keeps it until it ends).
+            method = self._head.partition(b" ")[0].decode("ascii", "replace")
+            came = f"{len(self._head)} bytes of its head came" if self._head else "nothing came"
+        self._refuse(
+            408,
+            "no complete request within the handshake timeout",
+            message="Request Timeout: a request must arrive whole within"
+            f" {format_duration(self.handshake_timeout)} of its first byte (the local"
+            f" gateway's handshake timeout); {came}",
+            head_request=method == "HEAD",
+        )
 
-    def _refuse(self, status: int, why: str, *, body: str | bytes = b"") -> None:
+    def _refuse(
+        self, status: int, why: str, *, message: str = "", head_request: bool = False
+    ) -> None:
+        """Answer ``status`` and close. The body is a JSON ``message`` saying why, as
+        the 431 of API Gateway's own limits does, except to a HEAD (RFC 9110: no body)."""
         self._cancel_deadline()
         if self.transport.is_closing():
             return
         logger.info("connection refused", extra={"status": status, "why": why})
-        content = body.encode() if isinstance(body, str) else body
+        content = b"" if head_request or not message else json.dumps({"message": message}).encode()
         content_type = "content-type: application/json\r\n" if content else ""
         head = (
             f"HTTP/1.1 {status} {_REASONS[status]}\r\n{content_type}"
