@@ -9,9 +9,9 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.dburl import check, scrub
 from tether.durations import format_duration, parse_duration
@@ -273,14 +273,26 @@ def duration(text: str, *, zero_allowed: bool = False) -> float:
 RUN_MAX_SECONDS = 86400.0
 
 
-def run_length(text: str) -> float:
-    """A duration a command runs for: more than 0, at most a day."""
-    value = duration(text)
-    if value > RUN_MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"at most {format_duration(RUN_MAX_SECONDS)}, got {text!r}"
-        )
-    return value
+Number = TypeVar("Number", int, float)
+
+
+def at_most(parse: Callable[[str], Number], bound: Number, said: str) -> Callable[[str], Number]:
+    """``parse``, refusing a value past ``bound`` (``said`` as the user writes it): far
+    past any use, a value is a typo (99999d), not a plan, and was taken."""
+
+    def bounded(text: str) -> Number:
+        value = parse(text)
+        if value > bound:
+            raise argparse.ArgumentTypeError(f"at most {said}, got {text!r}")
+        return value
+
+    # argparse names a type by it where a parse fails otherwise.
+    bounded.__name__ = getattr(parse, "__name__", "value")
+    return bounded
+
+
+run_length = at_most(duration, RUN_MAX_SECONDS, format_duration(RUN_MAX_SECONDS))
+"""A duration a command runs for: more than 0, at most a day."""
 
 
 def duration_or_zero(text: str) -> float:
@@ -288,15 +300,9 @@ def duration_or_zero(text: str) -> float:
     return duration(text, zero_allowed=True)
 
 
-def wait_or_zero(text: str) -> float:
-    """A wait a command makes (simulate --settle, --heartbeat), or 0 for none: at most
-    a day, as a run is."""
-    value = duration_or_zero(text)
-    if value > RUN_MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"at most {format_duration(RUN_MAX_SECONDS)}, got {text!r}"
-        )
-    return value
+wait_or_zero = at_most(duration_or_zero, RUN_MAX_SECONDS, format_duration(RUN_MAX_SECONDS))
+"""A wait a command makes (simulate --settle, --heartbeat), or 0 for none: at most a
+day, as a run is."""
 
 
 def grace(text: str) -> float:
@@ -380,11 +386,7 @@ def folder(text: str) -> str:
 LOCK_ATTEMPTS_MAX = 1000
 
 
-def lock_attempts(text: str) -> int:
-    value = count(text)
-    if value > LOCK_ATTEMPTS_MAX:
-        raise argparse.ArgumentTypeError(f"at most {LOCK_ATTEMPTS_MAX}, got {text!r}")
-    return value
+lock_attempts = at_most(count, LOCK_ATTEMPTS_MAX, str(LOCK_ATTEMPTS_MAX))
 
 
 def lock_timeout(text: str) -> float:

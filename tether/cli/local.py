@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tether import limits
 from tether.cli.common import (
     RUN_MAX_SECONDS,
+    at_most,
     configured_url,
     count,
     database_url,
@@ -128,11 +129,7 @@ _DEV_SETTING_FLAGS = {
 LOCAL_CLIENTS_MAX = 10_000
 
 
-def _clients(text: str) -> int:
-    value = count(text)
-    if value > LOCAL_CLIENTS_MAX:
-        raise argparse.ArgumentTypeError(f"at most {LOCAL_CLIENTS_MAX:,}, got {value:,}")
-    return value
+_clients = at_most(count, LOCAL_CLIENTS_MAX, f"{LOCAL_CLIENTS_MAX:,}")
 
 
 # Past what any machine's file limit allows (Linux's own ceiling is 1,048,576 files), a
@@ -140,11 +137,7 @@ def _clients(text: str) -> int:
 MAX_CONNECTIONS_MAX = 1_000_000
 
 
-def _max_connections(text: str) -> int:
-    value = count(text)
-    if value > MAX_CONNECTIONS_MAX:
-        raise argparse.ArgumentTypeError(f"at most {MAX_CONNECTIONS_MAX:,}, got {text!r}")
-    return value
+_max_connections = at_most(count, MAX_CONNECTIONS_MAX, f"{MAX_CONNECTIONS_MAX:,}")
 
 
 # A handshake held open for hours was taken; API Gateway itself closes a connection
@@ -152,13 +145,9 @@ def _max_connections(text: str) -> int:
 HANDSHAKE_TIMEOUT_MAX_SECONDS = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
 
 
-def _handshake_timeout(text: str) -> float:
-    value = duration(text)
-    if value > HANDSHAKE_TIMEOUT_MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"at most {format_duration(HANDSHAKE_TIMEOUT_MAX_SECONDS)}, got {text!r}"
-        )
-    return value
+_handshake_timeout = at_most(
+    duration, HANDSHAKE_TIMEOUT_MAX_SECONDS, format_duration(HANDSHAKE_TIMEOUT_MAX_SECONDS)
+)
 
 
 # A sweep every millisecond was taken: the laptop then ran little but the sweep.
