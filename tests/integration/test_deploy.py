@@ -342,7 +342,10 @@ def test_bad_input_is_refused_before_anything_changes(
             ("--heartbeat-interval", "10s"),
             "the heartbeat throttle (10) must be under --heartbeat-interval (10)",
         ),
-        (("--check-every", "2m"), "must not be longer than the sweep's period"),
+        (
+            ("--check-every", "2m"),
+            "--check-every (2m) must not be longer than the sweep's period (1m)",
+        ),
         (("--check-every", "0.4s"), "--check-every: whole seconds only, got 0.4s"),
         # Blank, every access token would be refused as not meant for this stack.
         (("--jwt-audience", " "), "--jwt-audience: is empty"),

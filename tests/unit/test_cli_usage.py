@@ -109,6 +109,15 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
             ["sweep", "--dry-run", "--time-limit", "5m", "--database-url", "postgresql://u@h/db"],
             "--dry-run counts once and runs nothing: it takes no --time-limit",
         ),
+        # Durations said as they are written (they read "(120s)", and 99999d "(8.64e+09s)").
+        (
+            ["dev", "--check-every", "2m", "--sweep-interval", "1m"],
+            "--check-every (2m) must not be longer than --sweep-interval (1m)",
+        ),
+        (
+            ["dev", "--check-every", "99999d", "--sweep-interval", "1m"],
+            "--check-every (99999d) must not be longer",
+        ),
         # Said back as it was written (it read "got 180s").
         (["deploy", "--stack", "x", "--sweep-rate", "3m"], "one of 1m, 2m, 5m, 10m, got 3m"),
     ],

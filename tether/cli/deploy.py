@@ -517,7 +517,8 @@ def _check_settings(parameters: dict[str, str]) -> None:
     period = seconds("SweepPeriodSeconds", "60")
     if every > period:
         raise InvalidInputError(
-            f"--check-every ({every:g}s) must not be longer than the sweep's period ({period:g}s)"
+            f"--check-every ({format_duration(every)}) must not be longer than the sweep's"
+            f" period ({format_duration(period)})"
         )
     try:
         config = load_settings(

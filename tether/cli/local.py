@@ -65,8 +65,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         # As `tether deploy` refuses it: a run never lasts long enough to check again.
         # Only the default (or the environment's value) is shortened to the period.
         raise InvalidInputError(
-            f"--check-every ({args.check_every:g}s) must not be longer than"
-            f" --sweep-interval ({args.sweep_interval:g}s)"
+            f"--check-every ({format_duration(args.check_every)}) must not be longer than"
+            f" --sweep-interval ({format_duration(args.sweep_interval)})"
         )
     options = DevOptions(
         host=args.host,
