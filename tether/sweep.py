@@ -452,18 +452,17 @@ class Sweep:
     def check(self, check_started: datetime) -> None:
         """One check: hard limits, suspects, announcements."""
         self.report.checks += 1
+        checked_before = self.report.checked
         failed_before = self.report.gateway_errors + self.report.bugs
-        asked_before = self.report.checked + failed_before
         self.end_hard_limits()
         self.check_suspects(check_started)
-        failed_now = self.report.gateway_errors + self.report.bugs - failed_before
-        asked_now = self.report.checked + self.report.gateway_errors + self.report.bugs
+        failed = self.report.gateway_errors + self.report.bugs - failed_before
         # A check that asked nobody (none due yet: one run late, right after the check
         # that failed) has not asked again what an earlier one could not; nor may one
         # cut short for time have.
-        if asked_now > asked_before:
+        if self.report.checked > checked_before or failed:
             earlier = self.report.unchecked if self.report.stopped_for_time else 0
-            self.report.unchecked = failed_now + earlier
+            self.report.unchecked = failed + earlier
         self.announce()
 
     def run(self) -> SweepReport:
