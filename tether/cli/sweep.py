@@ -307,8 +307,7 @@ def _end_and_announce(
     from tether import runtime  # noqa: PLC0415
     from tether.outbox import drain_outbox  # noqa: PLC0415
 
-    ended_sessions: dict[UUID, EndReason] = {}
-    ended = 0
+    ended: dict[UUID, EndReason] = {}
     try:
         while True:
             # The functions reach back a year and a day at most: there, a session that
@@ -317,14 +316,13 @@ def _end_and_announce(
             batch = store.close_orphans(older_than_seconds=reach, limit=batch_size)
             if not batch:
                 break
-            ended_sessions.update(batch)
-            ended += len(batch)
+            ended.update(batch)
             if progress and about > batch_size:
-                say(f"  ended {ended} of about {about}")
+                say(f"  ended {len(ended)} of about {about}")
     except KeyboardInterrupt:
         # A batch under way may have committed before its answer came back.
         say_aside(
-            f"tether close-orphans: interrupted after ending {ended} session(s) (a batch under"
+            f"tether close-orphans: interrupted after ending {len(ended)} session(s) (a batch under"
             " way may have ended more); their SessionEnded wait in the outbox for the sweep;"
             " run it again to end the rest"
         )
@@ -334,7 +332,7 @@ def _end_and_announce(
             raise  # nothing was done: a refusal stays one
         # The batches before it were committed: not "nothing was done".
         raise PartlyDoneError(
-            f"ended {ended} session(s) before this stopped it: {exc}; their SessionEnded"
+            f"ended {len(ended)} session(s) before this stopped it: {exc}; their SessionEnded"
             " wait in the outbox for the sweep; run it again to end the rest"
         ) from exc
     # Their ends wait in the outbox; announce them now rather than at the next sweep.
@@ -348,7 +346,7 @@ def _end_and_announce(
         )
     except KeyboardInterrupt:
         say_aside(
-            f"tether close-orphans: interrupted while announcing; {ended} session(s) were"
+            f"tether close-orphans: interrupted while announcing; {len(ended)} session(s) were"
             " ended, and what was not announced waits in the outbox for the sweep"
         )
         raise
@@ -356,10 +354,10 @@ def _end_and_announce(
         if not ended:
             raise
         raise PartlyDoneError(
-            f"ended {ended} session(s), then announcing them failed: {exc}; what was not"
+            f"ended {len(ended)} session(s), then announcing them failed: {exc}; what was not"
             " announced waits in the outbox for the sweep"
         ) from exc
-    return ended_sessions, drained
+    return ended, drained
 
 
 def _report(
