@@ -487,10 +487,7 @@ def _describe_heartbeats(config: Settings) -> str:
 def _describe_routes(options: DevOptions) -> str:
     """The message routes as --route gave them, tether's own where none replaced them,
     and the expression that chooses among them."""
-    given: dict[str, str] = {}
-    for spec in options.routes:
-        name, _, reference = spec.partition("=")
-        given[name] = reference  # the last one given for a name, as parse_routes takes it
+    given = dict(spec.partition("=")[::2] for spec in options.routes)  # each name once
     own = [name for name in ("heartbeat", "$default") if name not in given]
     listed = [f"{name} -> {reference}" for name, reference in given.items()]
     if own:
