@@ -49,15 +49,16 @@ def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     assert "Traceback" not in result.stderr
 
 
-def test_tether_dev_s_log_is_its_output_on_stdout(database_url: str, tmp_path: Path) -> None:
-    """As the README says: the banner, then the log of what it runs, one stream to pipe
-    (`tether dev | tee dev.log`); nothing on stderr for a run that went well."""
-    port = free_port()
+def _dev_with_its_streams_apart(
+    database_url: str, tmp_path: Path, port: int, **settings: str
+) -> subprocess.Popen[str]:
+    """tether dev as a terminal runs it, stdout and stderr each read apart (the start_dev
+    fixture joins them), once its banner is out; only the settings given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
     process = subprocess.Popen(  # noqa: S603 - our own console script
         [TETHER, "dev", "--port", str(port), "--database-url", database_url],
         cwd=tmp_path,
-        env={**env, "TETHER_ALLOW_ANONYMOUS": "true"},
+        env={**env, **settings},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -67,6 +68,16 @@ def test_tether_dev_s_log_is_its_output_on_stdout(database_url: str, tmp_path: P
     for line in process.stdout:
         if "Ctrl-C closes every connection" in line:
             break
+    return process
+
+
+def test_tether_dev_s_log_is_its_output_on_stdout(database_url: str, tmp_path: Path) -> None:
+    """As the README says: the banner, then the log of what it runs, one stream to pipe
+    (`tether dev | tee dev.log`); nothing on stderr for a run that went well."""
+    port = free_port()
+    process = _dev_with_its_streams_apart(
+        database_url, tmp_path, port, TETHER_ALLOW_ANONYMOUS="true"
+    )
 
     async def one_session() -> None:
         async with connect(f"ws://127.0.0.1:{port}", ping_interval=None) as ws:
@@ -90,20 +101,7 @@ def test_a_request_the_gateway_cannot_read_is_logged_as_json_on_stdout(
     "WARNING:  Invalid HTTP request received." to stderr, which a run that went well
     leaves empty; it is one log line among the others now."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "DATABASE_URL"))}
-    process = subprocess.Popen(  # noqa: S603 - our own console script
-        [TETHER, "dev", "--port", str(port), "--database-url", database_url],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Ctrl-C closes every connection" in line:
-            break
+    process = _dev_with_its_streams_apart(database_url, tmp_path, port)
     for unreadable in (b"GARBAGE\r\n\r\n", b"\x16\x03\x01\x00\x05hello"):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(unreadable)
