@@ -286,3 +286,28 @@ def test_the_readme_says_a_refusal_for_what_was_found_exits_1() -> None:
     assert "refused for what it found rather than for what it was given" in failure
     assert "`kick` without an `@connections` endpoint" in failure
     assert "`adopt --finish` before `--apply`" in failure
+
+
+@pytest.mark.parametrize(
+    ("argv", "blamed"),
+    [
+        # The URL given without its flag.
+        (["migrate", "postgresql://app:S3cr3tPW-xyz@db.example.com/app"], "postgresql://app:***@"),
+        (["sessions", "host=db.example.com password=S3cr3tPW-xyz"], "password=***"),
+        # A misspelt flag, its value joined or apart.
+        (["migrate", "--databse-url=postgresql://app:S3cr3tPW-xyz@db/app"], ": --databse-url\n"),
+        (["simulate", "--tokn", "S3cr3tPW-xyz-opaque"], ": --tokn\n"),
+        (["simulate", "--tokn=S3cr3tPW-xyz-opaque"], ": --tokn\n"),
+        # An abbreviation that fits more than one flag.
+        (["deploy", "--stack", "s", "--data=postgresql://app:S3cr3tPW-xyz@db/app"], "--data could"),
+    ],
+)
+def test_arguments_it_cannot_place_are_named_without_their_secrets(
+    argv: list[str], blamed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert blamed in err
+    assert "S3cr3tPW" not in err

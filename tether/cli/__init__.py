@@ -11,12 +11,13 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import select
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from tether import __version__
 from tether.cli.common import configured_url
@@ -74,6 +75,16 @@ class _Parser(argparse.ArgumentParser):
         self.register("action", None, _GivenOnce)
         self.register("action", "store", _GivenOnce)
 
+    def error(self, message: str) -> NoReturn:
+        # argparse repeats what it could not place: a URL given without its flag
+        # (`tether migrate postgresql://user:pw@host/db`), a misspelt or ambiguous
+        # `--databse-url=...`, a choice it refused.
+        super().error(hide_secrets(_AMBIGUOUS_VALUE.sub(r"\g<option>", message)))
+
+
+# An ambiguous `--flag=value` is named by its flag alone: its value may be anything.
+_AMBIGUOUS_VALUE = re.compile(r"(?<=ambiguous option: )(?P<option>-[^=\s]*)=\S*")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tether.cli import admin, adopt, deploy, local, migrations, sweep  # noqa: PLC0415
@@ -107,6 +118,22 @@ def _know_own_parsers(parser: argparse.ArgumentParser) -> None:
                 _know_own_parsers(command_parser)
 
 
+def _named(unknown: Sequence[str]) -> list[str]:
+    """The arguments argparse could not place, as its error names them: a flag by its
+    name alone, without the value given to it (`--tokn=TOKEN`, `--databse-url URL`)."""
+    named: list[str] = []
+    after_flag = False
+    for arg in unknown:
+        if arg.startswith("-") and len(arg) > 1:
+            named.append(arg.split("=", 1)[0])
+            after_flag = "=" not in arg
+        elif after_flag:
+            after_flag = False
+        else:
+            named.append(arg)
+    return named
+
+
 # Commands that say, when interrupted, what to do next in their own words.
 _SAY_THEIR_OWN_INTERRUPTION = frozenset({"adopt"})
 
@@ -119,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before the command, the flag is tether's; after it, the command's.
         before = args.command in given and given.index(unknown[0]) < given.index(args.command)
         (parser if before else args.command_parser).error(
-            f"unrecognized arguments: {' '.join(unknown)}"
+            f"unrecognized arguments: {' '.join(_named(unknown))}"
         )
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(
