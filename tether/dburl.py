@@ -112,13 +112,19 @@ def _readable(conninfo: str) -> str:
     try:
         params = conninfo_to_dict(conninfo)
     except ProgrammingError:
-        unknown = _unknown_query_parameters(conninfo)
+        unknown, after_password = _unknown_query_parameters(conninfo)
         if unknown:
             # An ORM's URL (Prisma's ?pgbouncer=true) is the usual way to meet one.
             which, them = ("a parameter", "it") if len(unknown) == 1 else ("parameters", "them")
             raise ConfigurationError(
                 f"the database URL has {which} Postgres's clients do not take:"
                 f" {', '.join(unknown)} (an ORM's setting?): remove {them}"
+            ) from None
+        if after_password:
+            raise ConfigurationError(
+                "the database URL has a parameter Postgres's clients do not take after its"
+                " ?password= (not named: it may be the rest of the password; write an '&'"
+                " in the password as %26)"
             ) from None
         raise ConfigurationError(
             "the database URL cannot be read (a quote or an escape out of place?)"
@@ -135,23 +141,31 @@ def _readable(conninfo: str) -> str:
     return conninfo
 
 
-def _unknown_query_parameters(url: str) -> list[str]:
+def _unknown_query_parameters(url: str) -> tuple[list[str], bool]:
     """The names in a URL's query string that libpq does not know (the names alone,
-    never their values: one may be a password)."""
+    never their values: one may be a password), and whether one follows a ``password``
+    parameter: a raw '&' in its value (``?password=a&b``) makes the rest of the password
+    look like a name, so none after it is named."""
     from psycopg import pq  # noqa: PLC0415
 
     # After the last '@': a password may hold a '?' (and what looks like a name).
     after_credentials = url.rsplit("@", 1)[-1]
     if not url.lower().startswith(SCHEMES) or "?" not in after_credentials:
-        return []
+        return [], False
     known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
     query = after_credentials.split("?", 1)[1]
-    names = [pair.split("=", 1)[0] for pair in query.split("&") if pair]
-    return [
-        f"?{unquote(name)}"
-        for name in names
-        if unquote(name) not in known and re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", unquote(name))
-    ]
+    names = [unquote(pair.split("=", 1)[0]) for pair in query.split("&") if pair]
+    named: list[str] = []
+    password_seen = False
+    for name in names:
+        if name == "password":
+            password_seen = True
+        elif name not in known:
+            if password_seen:
+                return named, True
+            if re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
+                named.append(f"?{name}")
+    return named, False
 
 
 def _at_in_host(url: str) -> bool:

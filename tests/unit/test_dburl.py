@@ -45,6 +45,13 @@ def test_a_postgres_url_passes_stripped() -> None:
         ),
         # A '?' in the password is no query: nothing of it is named.
         ("postgresql://app:p?hunter2pass=x@h/db?pgbouncer=true", r"take: \?pgbouncer \("),
+        # A raw '&' in a ?password= cuts it: the rest is no parameter's name to repeat.
+        ("postgresql://app@h/db?password=Pa&hunter2pass", r"after its \?password= \(not named"),
+        ("postgresql://app@h/db?password=Pa&hunter2pass=x", r"after its \?password= \(not named"),
+        (
+            "postgresql://app@h/db?pgbouncer=true&password=Pa&hunter2pass",
+            r"take: \?pgbouncer \(",
+        ),
     ],
 )
 def test_other_urls_are_refused_without_echoing_them(url: str, says: str) -> None:
