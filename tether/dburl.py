@@ -111,6 +111,13 @@ def _readable(conninfo: str) -> str:
 
     try:
         params = conninfo_to_dict(conninfo)
+    except UnicodeDecodeError:
+        # A %-escape of another encoding's byte (Latin-1's %E9 for é), or one cut short:
+        # psycopg raises it bare, and argparse would repeat the URL it was given.
+        raise ConfigurationError(
+            "the database URL has a %-escape that is not UTF-8: write each character"
+            " outside ASCII as the %XX of its UTF-8 bytes (é is %C3%A9)"
+        ) from None
     except ProgrammingError:
         unknown, after_password = _unknown_query_parameters(conninfo)
         if unknown:

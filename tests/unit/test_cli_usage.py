@@ -298,6 +298,8 @@ def test_the_readme_says_a_refusal_for_what_was_found_exits_1() -> None:
         (["migrate", "--databse-url=postgresql://app:S3cr3tPW-xyz@db/app"], ": --databse-url\n"),
         (["simulate", "--tokn", "S3cr3tPW-xyz-opaque"], ": --tokn\n"),
         (["simulate", "--tokn=S3cr3tPW-xyz-opaque"], ": --tokn\n"),
+        # A %-escape that is no UTF-8: refused as such, not as the value repeated.
+        (["migrate", "--database-url", "postgresql://app:S3cr3tPW-xyz%E9@db/app"], "not UTF-8"),
         # An abbreviation that fits more than one flag.
         (["deploy", "--stack", "s", "--data=postgresql://app:S3cr3tPW-xyz@db/app"], "--data could"),
     ],

@@ -45,6 +45,9 @@ def test_a_postgres_url_passes_stripped() -> None:
         ),
         # A '?' in the password is no query: nothing of it is named.
         ("postgresql://app:p?hunter2pass=x@h/db?pgbouncer=true", r"take: \?pgbouncer \("),
+        # A %-escape that is no UTF-8 (Latin-1's é, one cut short) is no crash.
+        ("postgresql://app:hunter2pass%E9@h/db", "not UTF-8"),
+        ("postgresql://app@h/db?password=hunter2pass%C3", "not UTF-8"),
         # A raw '&' in a ?password= cuts it: the rest is no parameter's name to repeat.
         ("postgresql://app@h/db?password=Pa&hunter2pass", r"after its \?password= \(not named"),
         ("postgresql://app@h/db?password=Pa&hunter2pass=x", r"after its \?password= \(not named"),
