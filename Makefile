@@ -40,9 +40,10 @@ $(TOOLS_STAMP): Makefile
 
 tools: $(TOOLS_STAMP)
 
-# `make dev ARGS="--port 4000 --sweep-interval 10s"` passes flags to `tether dev`.
+# `make dev ARGS="--port 4000 --sweep-interval 10s"` passes flags to `tether dev`; not
+# echoed, since they may hold a --database-url with its password.
 dev: $(STAMP)
-	$(BIN)/tether dev $(ARGS)
+	@$(BIN)/tether dev $(ARGS)
 
 # pytest exits 5 when it collected nothing: a suite that ran no test has failed.
 test: $(STAMP) $(TOOLS_STAMP)
