@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tether.errors import ConfigurationError
-from tether.local.dev import DevOptions, dev_settings
+from tether.local.dev import DevOptions, _describe_tokens, dev_settings
 
 DATABASE = "postgresql://postgres@localhost/postgres"
 
@@ -116,3 +116,13 @@ def test_a_dev_on_every_interface_hands_out_loopback(host: str, reached_at: str)
     it for a remote host that needs a region and credentials."""
     config = dev_settings(DevOptions(host=host, port=4711), DATABASE)
     assert config.connections_endpoint == f"http://{reached_at}:4711/local"
+
+
+def test_the_banner_names_the_issuer_without_credentials_in_its_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPABASE_URL", "https://user:S3cr3tPW-xyz@proj.supabase.co")
+    config = dev_settings(DevOptions(port=4711), DATABASE)
+    line = _describe_tokens(config)
+    assert "iss 'https://***@proj.supabase.co/auth/v1'" in line
+    assert "S3cr3tPW" not in line

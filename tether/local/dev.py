@@ -34,7 +34,7 @@ import uvicorn
 
 from tether import limits, migrate, row_security, runtime
 from tether.aws.secrets import is_reference
-from tether.dburl import check, redact, scrub
+from tether.dburl import check, hide_secrets, redact, scrub
 from tether.drivers.postgres import (
     ANSWER_WITHIN_SECONDS,
     NETWORK_TIMEOUTS,
@@ -354,8 +354,11 @@ def _describe_tokens(config: Settings) -> str:
             else "signed by the JWKS keys"
         )
         roles = ", ".join(sorted(config.role_allow_list))
+        # The issuer comes from SUPABASE_URL or TETHER_JWT_ISSUER as written: an address
+        # with credentials in it is shown without them.
+        issuer = hide_secrets(config.issuer) if config.issuer else None
         return (
-            f"tokens: {how}; aud {config.jwt_audience!r}, iss {config.issuer!r},"
+            f"tokens: {how}; aud {config.jwt_audience!r}, iss {issuer!r},"
             f" role in {{{roles}}}, exp/iat/nbf checked with {config.jwt_leeway_seconds:g}s"
             " leeway;"
             " ?token=... or the sub-protocol"
