@@ -126,3 +126,28 @@ def test_an_aws_endpoint_that_is_no_url_is_one_line_not_a_traceback(
     monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql://tether@127.0.0.1/app")
     with pytest.raises(ConfigurationError, match="TETHER_AWS_ENDPOINT_URL: must be an http"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("flag", "given", "said"),
+    [
+        ("--jwks-url", "http://proj.supabase.co/jwks?apikey=S3cr3tPW-opaque", "?apikey=***"),
+        ("--supabase-url", "http://proj.supabase.co/?token=S3cr3tPW-opaque", "?token=***"),
+    ],
+)
+def test_a_failure_repeats_no_credential_in_what_it_quotes(
+    flag: str,
+    given: str,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refusal that quotes its input hides what logs hide: the key a JWKS address was
+    written with was shown back in full."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    argv = ["deploy", "--stack", "tether-prod", "--jwt-issuer", "https://x/auth/v1"]
+    assert main([*argv, flag, given, "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "an https:// address is expected" in err
+    assert said in err
+    assert "S3cr3tPW" not in err

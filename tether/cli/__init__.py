@@ -259,6 +259,9 @@ def _failed(args: argparse.Namespace, exc: TetherError, *, before_any_work: bool
     named = (getattr(args, "database_url", None), configured_url())
     for url in (*named, getattr(args, "database_url_behind_reference", None)):
         message = scrub(message, url)
+    # A refusal may quote what it was given (an address with ?apikey= in it), an AWS
+    # error its canonical request (x-amz-security-token): hidden as the logs hide them.
+    message = hide_secrets(message)
     # The (sub)command that failed, as its usage names it: tether migrations export.
     parser = getattr(args, "command_parser", None)
     said_by = (
