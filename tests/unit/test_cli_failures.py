@@ -151,3 +151,14 @@ def test_a_failure_repeats_no_credential_in_what_it_quotes(
     assert "an https:// address is expected" in err
     assert said in err
     assert "S3cr3tPW" not in err
+
+
+@pytest.mark.parametrize("flag", ["--supabase-url", "--jwks-url"])
+def test_an_address_python_cannot_split_is_refused_not_a_traceback(
+    flag: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """urlsplit raised a bare ValueError ("Invalid IPv6 URL") out of deploy's checks."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    argv = ["deploy", "--stack", "tether-prod", "--jwt-issuer", "https://x/auth/v1"]
+    assert main([*argv, flag, "https://[proj.supabase.co", "--yes"]) == 2
+    assert f"{flag}: an https:// address is expected" in capsys.readouterr().err

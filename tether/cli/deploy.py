@@ -497,8 +497,12 @@ def _check_https(key: str, url: str | None) -> None:
 
     if not url:
         return
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unclosed '[' (Invalid IPv6 URL): no address at all
+        parts, hostname = None, None
+    if parts is None or parts.scheme != "https" or not hostname or any(c.isspace() for c in url):
         flag = FLAG_OF_PARAMETER.get(key, key)
         raise InvalidInputError(f"{flag}: an https:// address is expected, got {url!r}")
 
