@@ -1263,6 +1263,71 @@ def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Serv
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Server) -> None:
+    """A role that only reads the table (the monitoring that runs the origin's orphan
+    alert, an analytics login) counted every row before --apply and none after it, since
+    --apply enables row level security: the alert went quiet with 18 orphans in the table,
+    and --check had not named the role. It names each such role (granted the table or
+    some of its columns) with the policy that keeps it reading."""
+    url = server.database()
+    origin = build_origin(url, team_objects=False)
+    suffix = uuid.uuid4().hex[:8]
+    reader, column_reader, with_policy = (
+        f"monitoring_{suffix}",
+        f"analytics_{suffix}",
+        f"readers_{suffix}",
+    )
+    roles = (reader, column_reader, with_policy)
+    with _connect(url) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("grant select on public.conversation_sessions to {}, {}").format(
+                sql.Identifier(reader), sql.Identifier(with_policy)
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "grant select (session_id, is_active, session_start)"
+                " on public.conversation_sessions to {}"
+            ).format(sql.Identifier(column_reader))
+        )
+        conn.execute(
+            sql.SQL(
+                "create policy team_reads on public.conversation_sessions"
+                " for select to {} using (true)"
+            ).format(sql.Identifier(with_policy))
+        )
+    try:
+        report = inspect(url)
+        named = [w for w in report.warnings if "may read the table" in w]
+        assert len(named) == 1, report.warnings
+        assert reader in named[0] and column_reader in named[0], named
+        assert with_policy not in named[0], named
+        statement = re.search(r"create policy .* using \(true\)", named[0])
+        assert statement is not None, named
+        # The statement names the first of them (sorted); the other takes the same.
+        assert column_reader in statement.group(0), statement.group(0)
+        with _connect(url) as conn:
+            conn.execute(statement.group(0))
+            conn.execute(statement.group(0).replace(column_reader, reader))
+        assert not [w for w in inspect(url).warnings if "may read the table" in w]
+
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+                counted = conn.execute(ORPHAN_ALERT).fetchone()
+                assert counted is not None
+                assert counted["orphaned_count"] == len(origin.orphans), role
+                conn.execute("reset role")
+    finally:
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_warns_of_the_table_s_own_uniqueness_that_would_refuse_connections(
     server: Server,
 ) -> None:

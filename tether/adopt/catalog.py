@@ -188,6 +188,32 @@ class Trigger:
     """BEFORE INSERT or UPDATE, FOR EACH ROW: it can change the row being written."""
 
 
+# Roles granted SELECT on the table or on some of its columns who neither own it nor
+# bypass row level security, and to whom no permissive policy for reads applies: once
+# it is enabled they read no rows. anon and authenticated are tether's to settle.
+_READERS_UNDER_RLS = """
+select r.rolname
+from pg_catalog.pg_class c
+join pg_catalog.pg_roles r on r.oid in (
+  select a.grantee from aclexplode(c.relacl) a where a.privilege_type = 'SELECT'
+  union
+  select a.grantee from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
+  where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
+    and a.privilege_type = 'SELECT')
+where c.oid = %(oid)s
+  and not r.rolsuper and not r.rolbypassrls
+  and not pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
+  and r.rolname not in ('anon', 'authenticated')
+  and not exists (
+    select 1 from pg_catalog.pg_policy p
+    where p.polrelid = c.oid and p.polpermissive and p.polcmd in ('r', '*')
+      and (0 = any(p.polroles)
+           or exists (select 1 from unnest(p.polroles) as pr(oid)
+                      where pg_catalog.pg_has_role(r.oid, pr.oid, 'USAGE'))))
+order by 1
+"""
+
+
 @dataclass
 class Shape:
     """The table as the catalog has it now."""
@@ -221,6 +247,9 @@ class Shape:
     """privileges anon, authenticated and PUBLIC hold on the table."""
     writers_under_rls: list[str] = field(default_factory=list)
     """Other roles allowed to write the table whom row level security would stop."""
+    readers_under_rls: list[str] = field(default_factory=list)
+    """Other roles allowed only to read the table (all of it or some of its columns)
+    to whom no policy would show a row once row level security is enabled."""
     publications: list[str] = field(default_factory=list)
     referenced_by: list[str] = field(default_factory=list)
     """foreign keys of other tables onto this one."""
@@ -457,6 +486,11 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             " and r.rolname not in ('anon', 'authenticated') order by 1",
             params,
         ).fetchall()
+    ]
+    shape.readers_under_rls = [
+        str(r[0])
+        for r in conn.execute(_READERS_UNDER_RLS, params).fetchall()
+        if str(r[0]) not in shape.writers_under_rls
     ]
     shape.publications = [
         str(r[0])

@@ -521,6 +521,17 @@ def _security_warnings(shape: Shape) -> list[str]:
             " refused. If the old server writes as one of them, give it BYPASSRLS, or have"
             " it use the service role or the table's owner, before --apply"
         )
+    if shape.readers_under_rls and not shape.rls_enabled:
+        readers = shape.readers_under_rls
+        example = readers[0]
+        warnings.append(
+            f"role(s) {', '.join(readers)} may read the table but do not bypass row level"
+            " security, and no policy lets them read: once --apply enables it, they read"
+            " no rows, and a dashboard or alert querying as one of them counts none (the"
+            " orphans included). Before --apply, give each a policy, e.g. create policy"
+            f" {_quoted(example + ' reads sessions')} on public.conversation_sessions for"
+            f" select to {_quoted(example)} using (true)"
+        )
     return warnings
 
 
