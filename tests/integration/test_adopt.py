@@ -2337,6 +2337,41 @@ def test_a_session_end_without_time_zone_is_refused_with_the_statement_that_conv
     assert row is not None and row["session_end"] == datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
 
 
+def test_an_ended_at_without_time_zone_is_refused_with_the_statement_that_converts_it(
+    server: Server,
+) -> None:
+    """The old server's shutdown wrote datetime.utcnow() into an ended_at without time
+    zone: --check listed it among the application's columns kept as they are, and --apply
+    read none of its ends, so a row ended by ended_at alone was recorded as ended at its
+    start (end_unknown, 0 seconds). It is refused as session_end is, with the statement
+    that converts it; converted, that row ends at its ended_at."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id uuid, is_active boolean, session_start timestamptz,"
+            " session_end timestamptz, ended_at timestamp, duration_seconds double precision)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions values"
+            " (gen_random_uuid(), gen_random_uuid(), false, '2026-11-01 10:00+00', null,"
+            " '2026-11-01 10:05', null)"
+        )
+    (refusal,) = [r for r in inspect(url).refusals if "ended_at" in r]
+    assert "ended_at is timestamp without time zone" in refusal, refusal
+    statement = refusal.split("e.g. ", 1)[1].split(" (", 1)[0]
+    with _connect(url) as conn:
+        conn.execute(statement)
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        row = conn.execute(
+            "select session_end, ended_at, end_reason from public.conversation_sessions"
+        ).fetchone()
+    ended = datetime(2026, 11, 1, 10, 5, tzinfo=UTC)
+    assert row == {"session_end": ended, "ended_at": ended, "end_reason": "unrecorded"}
+
+
 FORCED = "public.conversation_sessions forces row level security on its owner"
 
 

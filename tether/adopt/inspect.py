@@ -396,6 +396,15 @@ def _column_refusals(shape: Shape) -> list[str]:
         found.append("session_start must exist (timestamptz)")
     elif start.type != TIMESTAMPTZ:
         found.append(_not_timestamptz("session_start", start.type))
+    ended_at = columns.get("ended_at")
+    if (
+        ended_at is not None
+        and ended_at.type == "timestamp without time zone"
+        and not shape.steps.get("columns")
+    ):
+        # Read as an application column, its ends would be lost to the rules (an ended
+        # row with only ended_at would end at its start, end_unknown) and left out of step.
+        found.append(_not_timestamptz("ended_at", ended_at.type))
     expected = {
         "session_end": {TIMESTAMPTZ},
         "user_id": {"uuid"},
