@@ -283,6 +283,36 @@ def test_check_and_apply_refuse_a_table_they_cannot_take_over(server: Server) ->
     _apply_is_refused_and_changes_nothing(url, "cannot be adopted as it is")
 
 
+def test_a_column_of_tether_s_already_taken_is_refused_with_the_rename(server: Server) -> None:
+    """A WebSocket team's table had its own connection_id (a socket's id, the same one
+    written twice after a reconnect): --check said only "alter table ... rename column",
+    leaving the name and the old server to be guessed. It gives the statement, with a
+    free name, and says the old server must write that name from then on; renamed so,
+    the table is adopted and the team's ids are kept."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute("alter table public.conversation_sessions add column connection_id text")
+        conn.execute("alter table public.conversation_sessions add column app_connection_id int")
+        conn.execute("update public.conversation_sessions set connection_id = 'sock-1'")
+    (refusal,) = [r for r in inspect(url).refusals if "tether adds" in r]
+    assert "old server" in refusal, refusal
+    statement = re.search(r"alter table \S+ rename column \S+ to [a-z0-9_]+", refusal)
+    assert statement is not None, refusal
+    assert statement.group(0).endswith(" to app2_connection_id"), statement.group(0)
+    with _connect(url) as conn:
+        conn.execute(statement.group(0))
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        kept = conn.execute(
+            "select count(*) filter (where app2_connection_id = 'sock-1') as kept,"
+            " count(*) filter (where connection_id like 'legacy:%%') as legacy, count(*)"
+            " from public.conversation_sessions"
+        ).fetchone()
+    assert kept is not None and kept["kept"] == kept["legacy"] == kept["count"] == 85
+
+
 @ON_ONE_SERVER
 def test_apply_on_no_table_or_tether_s_own_says_only_that(server: Server) -> None:
     for url, why in (

@@ -435,11 +435,29 @@ def _column_refusals(shape: Shape) -> list[str]:
             if name in columns
         ]
         if taken:
+            renames = "; ".join(
+                f"alter table public.conversation_sessions rename column {_quoted(name)}"
+                f" to {_quoted(_name_aside(name, set(columns)))}"
+                for name in taken
+            )
             found.append(
-                f"the table already has column(s) tether adds: {', '.join(taken)}. Rename them"
-                " aside (alter table ... rename column), then run --check again"
+                f"the table already has column(s) tether adds: {', '.join(taken)}. Rename"
+                f" them aside: {renames}; and have the old server write the new name at"
+                " the same time: its writes naming the old one fail until --apply adds"
+                " tether's, and then write into tether's. Then run --check again"
             )
     return found
+
+
+def _name_aside(name: str, taken: set[str]) -> str:
+    """A free name for the team's own column that tether's takes the place of."""
+    number = 1
+    while True:
+        prefix = "app_" if number == 1 else f"app{number}_"
+        aside = prefix + name
+        if aside not in taken:
+            return aside
+        number += 1
 
 
 def conversion_refusals(shape: Shape, found: list[Dependent]) -> list[str]:
