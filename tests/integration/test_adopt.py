@@ -2402,6 +2402,52 @@ def test_an_ended_at_without_time_zone_is_refused_with_the_statement_that_conver
     assert row == {"session_end": ended, "ended_at": ended, "end_reason": "unrecorded"}
 
 
+def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> None:
+    """--check's statement converting a session_start without time zone failed as given
+    on a table with the team's dashboard view ("cannot alter type of a column used by a
+    view or rule"), and a user_id of text was refused with "convert it first" alone.
+    Each refusal now gives its statement and names the views and policies built on the
+    column; dropped, converted and created again, the table is adopted."""
+    url = server.database()
+    view = (
+        "create view public.daily as select date(session_start) as d, count(*) as n,"
+        " count(distinct user_id) as users from public.conversation_sessions group by 1"
+    )
+    policy = (
+        "create policy own on public.conversation_sessions for select"
+        " using (user_id = current_setting('app.user', true))"
+    )
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id varchar(64), is_active boolean, session_start timestamp,"
+            " session_end timestamptz, duration_seconds double precision)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions values (gen_random_uuid(),"
+            " gen_random_uuid()::text, false, '2026-11-01 10:00', '2026-11-01 10:05+00', 300)"
+        )
+        conn.execute(view)
+        conn.execute(policy)
+    found = {r.split(" is ", 1)[0]: r for r in inspect(url).refusals}
+    assert set(found) == {"session_start", "user_id"}, found
+    assert "view public.daily" in found["session_start"], found
+    assert "policy own" not in found["session_start"], found
+    assert "view public.daily" in found["user_id"] and "policy own" in found["user_id"], found
+    with _connect(url) as conn:
+        conn.execute("drop view public.daily")
+        conn.execute("drop policy own on public.conversation_sessions")
+        for refusal in found.values():
+            conn.execute(refusal.split("e.g. ", 1)[1].split(" (", 1)[0])
+        conn.execute(view)
+        conn.execute(policy.replace("current_setting('app.user', true)", "gen_random_uuid()"))
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        row = conn.execute("select n, users from public.daily").fetchone()
+    assert row == {"n": 1, "users": 1}
+
+
 FORCED = "public.conversation_sessions forces row level security on its owner"
 
 

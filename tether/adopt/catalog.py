@@ -145,6 +145,13 @@ def backend(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     return int(row[0]) if row else 0
 
 
+CONVERTIBLE_COLUMNS = ("session_start", "session_end", "ended_at", "user_id")
+"""The old writers' columns of a type adoption may refuse, with the statement that
+converts them."""
+TYPE_PINNING_KINDS = frozenset({"view", "materialized view", "policy", "trigger"})
+"""What Postgres refuses to change a column's type under (alter table ... type)."""
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -251,6 +258,9 @@ class Shape:
     """Other roles allowed only to read the table (all of it or some of its columns)
     to whom no policy would show a row once row level security is enabled."""
     publications: list[str] = field(default_factory=list)
+    typed_by: dict[str, list[str]] = field(default_factory=dict)
+    """The columns whose type adoption may ask the team to convert -> the views,
+    policies and triggers built on each, under which Postgres changes no column's type."""
     referenced_by: list[str] = field(default_factory=list)
     """foreign keys of other tables onto this one."""
     ledger: dict[str, str | None] = field(default_factory=dict)
@@ -509,7 +519,18 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             params,
         ).fetchall()
     ]
+    shape.typed_by = _typed_by(conn, shape)
     return shape
+
+
+def _typed_by(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    converted = [c for c in CONVERTIBLE_COLUMNS if c in shape.columns]
+    for dependent in dependents(conn, shape.oid, converted):
+        if dependent.kind in TYPE_PINNING_KINDS:
+            for column in dependent.columns:
+                found.setdefault(column, []).append(f"{dependent.kind} {dependent.name}")
+    return found
 
 
 def _has_column(

@@ -379,12 +379,28 @@ def ledger_refusals(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
     return []
 
 
-def _not_timestamptz(name: str, type_: str) -> str:
+TEXT_TYPES = frozenset({"text", "character varying", "character"})
+"""user_id types whose uuid values convert with a cast (varchar(n) read without its n)."""
+
+
+def _not_timestamptz(shape: Shape, name: str, type_: str) -> str:
     """A moment column of another type, refused with the statement that converts it."""
     return (
         f"{name} is {type_}; tether needs timestamptz. Convert it first, e.g. alter table"
         f" public.conversation_sessions alter column {name} type timestamptz using {name}"
         " at time zone 'UTC' (the zone its values were written in; this rewrites the table)"
+        + _typed_by(shape, name)
+    )
+
+
+def _typed_by(shape: Shape, name: str) -> str:
+    """What stops the statement converting ``name``, said with it."""
+    pinning = shape.typed_by.get(name)
+    if not pinning:
+        return ""
+    return (
+        f". Postgres changes no column's type under what is built on it: first drop"
+        f" {', '.join(pinning)} (and what is built on those), then create them again"
     )
 
 
@@ -395,7 +411,7 @@ def _column_refusals(shape: Shape) -> list[str]:
     if start is None:
         found.append("session_start must exist (timestamptz)")
     elif start.type != TIMESTAMPTZ:
-        found.append(_not_timestamptz("session_start", start.type))
+        found.append(_not_timestamptz(shape, "session_start", start.type))
     ended_at = columns.get("ended_at")
     if (
         ended_at is not None
@@ -404,7 +420,7 @@ def _column_refusals(shape: Shape) -> list[str]:
     ):
         # Read as an application column, its ends would be lost to the rules (an ended
         # row with only ended_at would end at its start, end_unknown) and left out of step.
-        found.append(_not_timestamptz("ended_at", ended_at.type))
+        found.append(_not_timestamptz(shape, "ended_at", ended_at.type))
     expected = {
         "session_end": {TIMESTAMPTZ},
         "user_id": {"uuid"},
@@ -416,7 +432,16 @@ def _column_refusals(shape: Shape) -> list[str]:
         if column is None or name in shape.added:
             continue
         if name == "session_end" and column.type == "timestamp without time zone":
-            found.append(_not_timestamptz(name, column.type))
+            found.append(_not_timestamptz(shape, name, column.type))
+        elif name == "user_id" and column.type.split("(")[0] in TEXT_TYPES:
+            found.append(
+                f"user_id is {column.type}; tether needs uuid (Supabase Auth's user id, which"
+                " its policy compares with auth.uid()). If the values are uuids, convert it"
+                " first, e.g. alter table public.conversation_sessions alter column user_id"
+                " type uuid using user_id::uuid (a value that is no uuid makes it fail: set"
+                " those to null, keeping them in a column of your own if you need them)"
+                + _typed_by(shape, name)
+            )
         elif column.type not in types:
             found.append(
                 f"{name} is {column.type}; tether needs {' or '.join(sorted(types))}:"
