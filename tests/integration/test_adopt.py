@@ -30,6 +30,7 @@ from tests.origin_fixture import (
     OLD_INSERT,
     OLD_SHUTDOWN,
     ORPHAN_ALERT,
+    TEAM_OBJECTS,
     Origin,
     OriginRow,
     build_origin,
@@ -454,6 +455,97 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
             conn.execute("alter table public.conversation_sessions owner to current_user")
             for role in (stranger, reader, owner):
                 conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_a_view_whose_owner_the_role_cannot_act_as_is_refused_before_anything_changes(
+    server: Server,
+) -> None:
+    """A reporting role's view on duration_seconds, on Supabase where postgres is no
+    superuser: --check said nothing, and --apply ran its ledger, columns, backfill and
+    validate steps, then failed at the duration step ("must be able to SET ROLE"), again
+    each time it was run, the table left mid-adoption. --check and --apply now refuse it
+    by name before the first step, saying how to let the role act as the view's owner;
+    once it may, the table is adopted and finished, the view its owner's still."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    suffix = uuid.uuid4().hex[:8]
+    owner, reporter = f"owner_{suffix}", f"reporter_{suffix}"
+    password = f"pw-{suffix}"
+    view = f"public.durations_{suffix}"
+    with _connect(url) as conn:
+        # The roles tether grants to, as Supabase has them (making them takes CREATEROLE).
+        conn.execute(TEAM_OBJECTS.split("grant all", 1)[0])
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(
+                sql.Identifier(owner), sql.Literal(password)
+            )
+        )
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(reporter)))
+        conn.execute(
+            sql.SQL("alter table public.conversation_sessions owner to {}").format(
+                sql.Identifier(owner)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant create on database {} to {}").format(
+                sql.Identifier(str(conninfo_to_dict(url)["dbname"])), sql.Identifier(owner)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant create on schema public to {}, {}").format(
+                sql.Identifier(owner), sql.Identifier(reporter)
+            )
+        )
+        conn.execute(
+            sql.SQL("grant select on public.conversation_sessions to {}").format(
+                sql.Identifier(reporter)
+            )
+        )
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(reporter)))
+        conn.execute(
+            f"create view {view} as select count(*) as n, sum(duration_seconds) as total"
+            " from public.conversation_sessions"
+        )
+        conn.execute("reset role")
+        # As --check says of a role that reads the table: a policy keeps it reading.
+        conn.execute(
+            sql.SQL(
+                "create policy reporting on public.conversation_sessions"
+                " for select to {} using (true)"
+            ).format(sql.Identifier(reporter))
+        )
+    as_owner = _as_role(url, owner, password)
+    try:
+        report = inspect(as_owner)
+        (refused,) = [r for r in report.refusals if view in r]
+        assert f"owned by {reporter}" in refused and f"grant {reporter} to {owner}" in refused
+        assert any(view in r for r in report.finish_refusals), report.finish_refusals
+        before = _snapshot(url)
+        applied = run_tether("adopt", "--apply", "--yes", "--database-url", as_owner)
+        assert applied.returncode == 1, applied.stdout
+        assert "cannot adopt" in applied.stderr and f"owned by {reporter}" in applied.stderr
+        assert password not in applied.stdout + applied.stderr
+        assert _snapshot(url) == before
+
+        with _connect(url) as conn:
+            conn.execute(
+                sql.SQL("grant {} to {}").format(sql.Identifier(reporter), sql.Identifier(owner))
+            )
+        assert inspect(as_owner).refusals == []
+        apply(as_owner, lock=FAST)
+        finish(as_owner, lock=FAST)
+        with _connect(url) as conn:
+            row = conn.execute(
+                f"select n, pg_get_userbyid(c.relowner) as owner from {view},"
+                f" pg_class c where c.oid = '{view}'::regclass"
+            ).fetchone()
+        assert row == {"n": 85, "owner": reporter}
+    finally:
+        with _connect(url) as conn:
+            conn.execute("alter table public.conversation_sessions owner to current_user")
+            for role in (reporter, owner):
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 

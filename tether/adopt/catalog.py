@@ -145,6 +145,14 @@ def backend(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     return int(row[0]) if row else 0
 
 
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def quoted(name: str) -> str:
+    """An identifier as SQL needs it written: bare where it can be."""
+    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
 CONVERTIBLE_COLUMNS = ("session_start", "session_end", "ended_at", "user_id")
 """The old writers' columns of a type adoption may refuse, with the statement that
 converts them."""

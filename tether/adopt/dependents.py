@@ -20,6 +20,7 @@ from tether.adopt.catalog import (
     Dependent,
     column_privileges,
     dependents,
+    quoted,
     trusted,
 )
 
@@ -290,6 +291,41 @@ def matviews_on_views(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -
             " and d.refobjid = any (%s) and c.relkind <> 'v'",
             ([v.oid for v in saved.views],),
         ).fetchall()
+    ]
+
+
+def owner_refusals(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str], command: str
+) -> list[str]:
+    """The views ``command`` would recreate around ``columns`` that the role connected
+    cannot give back to their owner (``alter view ... owner to`` needs it to be able to
+    act as that role): refused before anything changes, not halfway through a step."""
+    attnums = [
+        int(r[0])
+        for r in conn.execute(
+            "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
+            (oid, columns),
+        ).fetchall()
+    ]
+    views = _views(conn, oid, attnums)
+    if not views:
+        return []
+    # Postgres 16 split SET from membership; before it, a member could act as the role.
+    how = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    role, out_of_reach = conn.execute(
+        "select current_user::text, coalesce(array_agg(r.rolname::text order by r.rolname)"
+        "  filter (where not pg_catalog.pg_has_role(current_user, r.oid, %s)), '{}')"
+        " from pg_catalog.pg_roles r where r.rolname = any (%s)",
+        (how, sorted({v.owner for v in views})),
+    ).fetchone() or ("", [])
+    return [
+        f"view {view.qualified} is owned by {view.owner}, which the role {role} cannot act"
+        f" as, and {command} drops it and creates it again around {', '.join(columns)}:"
+        f" first let it, with grant {quoted(view.owner)} to {quoted(role)} (run as a"
+        f" superuser, or a role that administers {view.owner}), or give it the view:"
+        f" alter view {view.qualified} owner to {quoted(role)}"
+        for view in views
+        if view.owner in out_of_reach
     ]
 
 

@@ -86,6 +86,9 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     blocked = [d for d in found if d.kind not in dependents.RECREATED_KINDS]
     blocked += dependents.matviews_on_views(conn, saved_views)
     result.refusals = [dependents.refusal(d) for d in blocked]
+    result.refusals += dependents.owner_refusals(
+        conn, shape.oid, shape.replaced_columns, "--finish"
+    )
     result.recreated = [d.as_dict() for d in found if d.kind in dependents.RECREATED_KINDS]
     listed = {d["name"] for d in result.recreated}
     result.recreated += [

@@ -5,7 +5,6 @@ nothing beyond what a SELECT does."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -29,10 +28,11 @@ from tether.adopt.catalog import (
     connect,
     dependents,
     index_statements,
+    quoted,
     read_shape,
     views_on_table,
 )
-from tether.adopt.dependents import RECREATED_KINDS, refusal
+from tether.adopt.dependents import RECREATED_KINDS, owner_refusals, refusal
 from tether.adopt.plan import BATCH_SIZE
 from tether.errors import AdoptionError, MigrationError
 
@@ -260,12 +260,6 @@ def refusals(shape: Shape) -> list[str]:
 NAME_BYTES = 63
 """Postgres's longest identifier (NAMEDATALEN - 1), in bytes."""
 
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
-
-
-def _quoted(name: str) -> str:
-    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
-
 
 def _name_before_sync(name: str, taken: set[str]) -> str:
     """A new name for a team's trigger that sorts before tether's (any name that starts
@@ -297,7 +291,7 @@ def trigger_order_refusals(shape: Shape) -> list[str]:
             " and Postgres fires those in name order: it would have the last word on the"
             " row, and could leave is_active, duration_seconds or ended_at out of step with"
             " session_end. Rename it to sort before: alter trigger"
-            f" {_quoted(name)} on public.conversation_sessions rename to {_quoted(renamed)}"
+            f" {quoted(name)} on public.conversation_sessions rename to {quoted(renamed)}"
         )
     return found
 
@@ -461,8 +455,8 @@ def _column_refusals(shape: Shape) -> list[str]:
         ]
         if taken:
             renames = "; ".join(
-                f"alter table public.conversation_sessions rename column {_quoted(name)}"
-                f" to {_quoted(_name_aside(name, set(columns)))}"
+                f"alter table public.conversation_sessions rename column {quoted(name)}"
+                f" to {quoted(_name_aside(name, set(columns)))}"
                 for name in taken
             )
             found.append(
@@ -581,8 +575,8 @@ def _security_warnings(shape: Shape) -> list[str]:
             " security, and no policy lets them read: once --apply enables it, they read"
             " no rows, and a dashboard or alert querying as one of them counts none (the"
             " orphans included). Before --apply, give each a policy, e.g. create policy"
-            f" {_quoted(example + ' reads sessions')} on public.conversation_sessions for"
-            f" select to {_quoted(example)} using (true)"
+            f" {quoted(example + ' reads sessions')} on public.conversation_sessions for"
+            f" select to {quoted(example)} using (true)"
         )
     return warnings
 
@@ -804,6 +798,20 @@ def inspect(url: str, *, batch_size: int = BATCH_SIZE, lock_timeout: float = 1.0
         return inspect_with(conn, batch_size=batch_size, lock_timeout=lock_timeout)
 
 
+def _refuse_what_cannot_be_recreated(
+    conn: psycopg.Connection[tuple[Any, ...]], shape: Shape, found: list[Dependent], report: Report
+) -> None:
+    """What --apply (converting duration_seconds) and --finish would recreate and
+    cannot: what is built on the column, and views whose owner the role connected
+    cannot give them back to."""
+    report.refusals += conversion_refusals(shape, found)
+    if plan.duration_conversion(shape) and not shape.steps.get("duration"):
+        report.refusals += owner_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
+    if report.state != FINISHED:
+        replaced = [c for c in shape.replaced_columns if c in shape.columns]
+        report.finish_refusals += owner_refusals(conn, shape.oid, replaced, "--finish")
+
+
 def inspect_with(
     conn: psycopg.Connection[tuple[Any, ...]], *, batch_size: int, lock_timeout: float
 ) -> Report:
@@ -872,7 +880,7 @@ def inspect_with(
     report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
     if report.state == NOT_ADOPTED:
         report.warnings += _comment_warnings(conn, shape)
-    report.refusals += conversion_refusals(shape, found)
+    _refuse_what_cannot_be_recreated(conn, shape, found, report)
     # What the role lacks stops the next step there is: --finish once applied; nothing
     # once finished. The table's numbers above are read all the same.
     if report.state == TRANSITIONAL:
