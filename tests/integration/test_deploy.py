@@ -215,6 +215,32 @@ def test_deploy_migrate_redeploy_and_destroy(
     s3.head_bucket(Bucket=bucket)  # kept, with the bundles
 
 
+def test_the_sweep_s_schedule_is_held_off_while_an_adopted_table_s_old_server_writes(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tether adopt's cut-over deploys tether's functions while the old server still
+    writes, and the sweep must wait for it to stop (its sessions send no heartbeats: the
+    sweep ends each at its start once past the idle limit, and announces it). The stack's
+    schedule was always ENABLED: deploying as the README said put the sweep to work at
+    once. SweepScheduleState=DISABLED deploys it off, and ENABLED puts it on again (moto
+    makes no alarms: test_infra checks the not-running alarm is silent meanwhile)."""
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    events = aws_client("events", aws)
+    for state in ("DISABLED", "ENABLED"):
+        code = main(
+            [
+                *deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--yes"),
+                *("--parameter", f"SweepScheduleState={state}"),
+            ]
+        )
+        said = capsys.readouterr()
+        assert code == 0, said.out + said.err
+        (rule,) = events.list_rules(NamePrefix=f"{STACK}-sweep")["Rules"]
+        assert rule["State"] == state
+
+
 def test_a_refused_change_set_changes_nothing(
     aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -325,6 +325,29 @@ def test_the_schedule_runs_the_sweep() -> None:
         assert rate == f"rate({minutes} minute{'s' if minutes > 1 else ''})"
 
 
+def test_the_schedule_may_be_held_off_and_its_alarm_with_it() -> None:
+    """While an adopted table's old server still writes, the sweep must not run (tether
+    adopt's cut-over); the stack deploys its schedule DISABLED on request, and the alarm
+    that the sweep has not run notifies no one then."""
+    parameter = load_template()["Parameters"]["SweepScheduleState"]
+    assert parameter["Default"] == "ENABLED"
+    assert parameter["AllowedValues"] == ["ENABLED", "DISABLED"]
+    (rule,) = [
+        name
+        for name, r in resources("AWS::Events::Rule").items()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    assert props(rule)["State"] == {"Ref": "SweepScheduleState"}
+    assert load_template()["Conditions"]["SweepScheduled"] == {
+        "Fn::Equals": [{"Ref": "SweepScheduleState"}, "ENABLED"]
+    }
+    actions = props("SweepNotRunningAlarm")["ActionsEnabled"]
+    assert (pick(actions, {"SweepScheduled": True}), pick(actions, {"SweepScheduled": False})) == (
+        True,
+        False,
+    )
+
+
 def test_session_ended_goes_to_its_bus_and_subscriber_with_retries_and_dead_letters() -> None:
     (rule,) = [
         name
