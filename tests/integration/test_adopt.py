@@ -1450,6 +1450,54 @@ def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Ser
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: Server) -> None:
+    """The team's updated_at trigger stamped every row of the history with the moment of
+    the backfill: --check warned that it would, but not what to do. It now gives the
+    statements that hold the triggers off for --apply; followed, every updated_at stays."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            "alter table public.conversation_sessions"
+            " add column updated_at timestamptz not null default '2026-01-01 00:00+00'"
+        )
+        conn.execute(
+            "create function public.stamp() returns trigger language plpgsql"
+            " set search_path = public as $$ begin new.updated_at := now(); return new; end $$"
+        )
+        conn.execute(
+            'create trigger "Stamp" before update on public.conversation_sessions'
+            " for each row execute function public.stamp()"
+        )
+    (warning,) = [w for w in inspect(url).warnings if "the backfill updates" in w]
+    statements = re.findall(r"alter table \S+ disable trigger \S+?(?=;| \()", warning)
+    assert statements == ['alter table public.conversation_sessions disable trigger "Stamp"'], (
+        warning
+    )
+    with _connect(url) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        for statement in statements:
+            conn.execute(statement.replace(" disable ", " enable "))
+        stamped = conn.execute(
+            "select count(*) filter (where updated_at = '2026-01-01 00:00+00') as kept,"
+            " count(*) from public.conversation_sessions"
+        ).fetchone()
+        assert stamped is not None and stamped["kept"] == stamped["count"] == 85
+        # Enabled again, it stamps the old server's writes as before.
+        conn.execute(
+            "update public.conversation_sessions set agent_id = 'x'"
+            " where session_id = (select session_id from public.conversation_sessions limit 1)"
+        )
+        row = conn.execute(
+            "select count(*) from public.conversation_sessions"
+            " where updated_at > now() - '1 minute'::interval"
+        ).fetchone()
+    assert row is not None and row["count"] == 1
+
+
 def test_check_warns_of_the_table_s_own_uniqueness_that_would_refuse_connections(
     server: Server,
 ) -> None:

@@ -592,8 +592,15 @@ def _trigger_warnings(shape: Shape) -> list[str]:
         if updating:
             warnings.append(
                 f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
-                " (every row, once): one that stamps a column (an updated_at) or writes an"
-                " audit trail will do so for the whole history"
+                " (every row, once): one that stamps a column (an updated_at), writes an"
+                " audit trail or calls a webhook will do so for the whole history. To spare"
+                " the history, disable them for --apply and enable them after, knowing the"
+                " old server's writes skip them meanwhile too: "
+                + "; ".join(
+                    f"alter table public.conversation_sessions disable trigger {quoted(name)}"
+                    for name in updating
+                )
+                + " (and enable trigger each the same way after)"
             )
     if shape.steps.get(plan.FINISH):
         # Nothing left to apply: said all the same, since tether's writes fail.
