@@ -549,6 +549,35 @@ def test_a_view_whose_owner_the_role_cannot_act_as_is_refused_before_anything_ch
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_a_read_only_connection_is_refused_before_the_first_step(server: Server) -> None:
+    """A database (or role, or URL) whose transactions are read-only by default, as a
+    standby's are: --check said nothing, and --apply failed in its first step ("cannot
+    execute CREATE SCHEMA in a read-only transaction") saying to run it again to resume,
+    which failed the same. Both now refuse it up front, saying how to turn it off for
+    the run; with PGOPTIONS as said, the table is adopted."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            sql.SQL("alter database {} set default_transaction_read_only = on").format(
+                sql.Identifier(str(conninfo_to_dict(url)["dbname"]))
+            )
+        )
+    (refusal,) = [r for r in inspect(url).refusals if "read-only" in r]
+    assert "PGOPTIONS='-c default_transaction_read_only=off'" in refusal, refusal
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1, applied.stdout
+    assert "cannot adopt" in applied.stderr and "read-only" in applied.stderr
+    assert "run `tether adopt --apply` again" not in applied.stderr
+    with _connect(url) as conn:
+        schema = conn.execute("select to_regnamespace('tether') as s").fetchone()
+    assert schema == {"s": None}
+    env = {"PGOPTIONS": "-c default_transaction_read_only=off"}
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "adopted: 85 row(s) read by the rules" in applied.stdout
+
+
 def test_an_index_on_a_converted_duration_is_refused_by_name(server: Server) -> None:
     url = server.database()
     build_origin(url, team_objects=False)

@@ -320,7 +320,9 @@ select current_user,
        case when to_regnamespace('tether') is null
             then has_database_privilege(current_database(), 'create')
             else has_schema_privilege(to_regnamespace('tether'), 'create') end,
-       has_schema_privilege('public', 'create')
+       has_schema_privilege('public', 'create'),
+       pg_catalog.pg_is_in_recovery(),
+       current_setting('default_transaction_read_only')::boolean
 """
 
 
@@ -337,7 +339,7 @@ def check_role(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> RoleC
     row = conn.execute(_ROLE, {"oid": shape.oid}).fetchone()
     if row is None:
         return RoleCheck(True, [])
-    role, can_read, owns, can_create, can_create_public = row
+    role, can_read, owns, can_create, can_create_public, standby, read_only = row
     run_as = "connect as the table's owner (on Supabase: the postgres role)"
     if not can_read:
         return RoleCheck(
@@ -358,6 +360,19 @@ def check_role(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> RoleC
         found.append(
             f"the role {role} cannot create in schema public (no CREATE on it), where tether's"
             f" functions and outbox go: {run_as}"
+        )
+    # Else the first step's first write fails, and running it again fails the same.
+    if standby:
+        found.append(
+            "this server is a standby (a read replica): nothing can be written to it."
+            " Connect to the primary (on Supabase, the project's database, not a replica)"
+        )
+    elif read_only:
+        found.append(
+            "this connection's transactions are read-only (default_transaction_read_only is"
+            f" on, for the role {role}, the database or the URL), and adopting writes: turn"
+            " it off for this run: drop it from the URL's options, or, where the role or"
+            " the database sets it, run with PGOPTIONS='-c default_transaction_read_only=off'"
         )
     return RoleCheck(True, found)
 
