@@ -371,6 +371,42 @@ def test_a_conversation_sessions_in_another_schema_is_named_with_how_to_adopt_it
     ), report.warnings
 
 
+@ON_ONE_SERVER
+def test_a_table_named_like_conversation_sessions_is_named_with_the_rename(
+    server: Server,
+) -> None:
+    """A team's table spelled otherwise (conversation_session, an ORM's
+    "ConversationSessions"): --check said only "there is no table to adopt: `tether
+    migrate` creates tether's own", which would have left the team's history beside a new,
+    empty table. It names each with the rename that makes it the table to adopt."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(ORIGIN_TABLE.replace("conversation_sessions", "conversation_session"))
+        conn.execute("create schema app")
+        conn.execute('create table app."ConversationSessions" (id int)')
+    rename = "alter table public.conversation_session rename to conversation_sessions"
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "public.conversation_sessions: absent" in checked.stdout
+    assert "there is no table to adopt" not in checked.stdout
+    assert rename in checked.stdout
+    assert (
+        'alter table app."ConversationSessions" rename to conversation_sessions;'
+        " alter table app.conversation_sessions set schema public"
+    ) in checked.stdout
+    assert [s["table"] for s in inspect(url).as_dict()["similar"]] == [
+        'app."ConversationSessions"',
+        "public.conversation_session",
+    ]
+    refused = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert refused.returncode == 1
+    assert rename in refused.stderr
+    with _connect(url) as conn:
+        conn.execute(rename)
+    report = inspect(url)
+    assert (report.state, report.refusals, report.similar) == ("not adopted", [], [])
+
+
 def _as_role(url: str, role: str, password: str) -> str:
     return make_conninfo(url, user=role, password=password)
 

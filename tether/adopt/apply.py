@@ -618,7 +618,9 @@ def apply(
             )
         try:
             shape = read_shape(conn)
-            nothing = inspect.nothing_to_adopt(inspect.state_of(shape), shape.elsewhere)
+            nothing = inspect.nothing_to_adopt(
+                inspect.state_of(shape), shape.elsewhere, inspect.similar_tables(shape)
+            )
             if nothing:
                 raise AdoptionError(nothing)
             problems = inspect.check_role(conn, shape).refusals

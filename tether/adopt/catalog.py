@@ -283,6 +283,9 @@ class Shape:
     elsewhere: list[str] = field(default_factory=list)
     """Tables named conversation_sessions in other schemas, schema-qualified and quoted:
     tether adopts public's only."""
+    similar: list[tuple[str, str]] = field(default_factory=list)
+    """Tables named like it (conversation_session, "ConversationSessions", ...), as
+    (schema, name): a team's table under another spelling, which tether does not adopt."""
 
     def original(self, column: str) -> bool:
         """The column was the old writers' (not added by the adoption)."""
@@ -401,6 +404,19 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             " order by 1"
         ).fetchall()
     ]
+    shape.similar = [
+        (str(schema), str(name))
+        for schema, name in conn.execute(
+            "select n.nspname, c.relname from pg_catalog.pg_class c"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where c.relkind in ('r', 'p') and c.relname <> 'conversation_sessions'"
+            "   and lower(regexp_replace(c.relname, '[^A-Za-z0-9]', '', 'g'))"
+            "       in ('conversationsessions', 'conversationsession')"
+            "   and n.nspname not in ('pg_catalog', 'information_schema', 'tether')"
+            "   and n.nspname not like 'pg\\_%'"
+            " order by 1, 2"
+        ).fetchall()
+    ]
     oid = _relation(conn, TABLE)
     if oid is None:
         return shape
@@ -425,6 +441,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             steps=shape.steps,
             added=shape.added,
             elsewhere=shape.elsewhere,
+            similar=shape.similar,
         )
     shape.relkind, shape.rls_enabled, shape.rules, shape.has_children, shape.bytes = (
         str(row[0]),

@@ -126,6 +126,9 @@ class Report:
     triggers: list[str] = field(default_factory=list)
     elsewhere: list[str] = field(default_factory=list)
     """Tables named conversation_sessions in other schemas (not adopted)."""
+    similar: list[dict[str, str]] = field(default_factory=list)
+    """Tables named like it, public having none: each its name and the rename that
+    would make it public.conversation_sessions."""
     steps: list[plan.Step] = field(default_factory=list)
     finish: plan.Step | None = None
     scan_seconds: float = 0.0
@@ -177,13 +180,17 @@ def state_of(shape: Shape) -> str:
     return NOT_ADOPTED
 
 
-def nothing_to_adopt(state: str, elsewhere: list[str]) -> str | None:
+def nothing_to_adopt(
+    state: str, elsewhere: list[str], similar: list[dict[str, str]] | None = None
+) -> str | None:
     """Why --apply has no table to take over, if it has none."""
     if state == ABSENT:
         if elsewhere:
             return (
                 f"there is no public.conversation_sessions to adopt; {found_elsewhere(elsewhere)}"
             )
+        if similar:
+            return f"there is no public.conversation_sessions to adopt; {found_similar(similar)}"
         return (
             "there is no public.conversation_sessions to adopt: `tether migrate` creates"
             " tether's own"
@@ -194,6 +201,34 @@ def nothing_to_adopt(state: str, elsewhere: list[str]) -> str | None:
             " applied by tether migrate or supabase db push): there is nothing to adopt"
         )
     return None
+
+
+def similar_tables(shape: Shape) -> list[dict[str, str]]:
+    """The tables named like conversation_sessions, each with its rename to it, while
+    public has none."""
+    found: list[dict[str, str]] = []
+    if shape.exists:
+        return found
+    for schema, name in shape.similar:
+        table = f"{quoted(schema)}.{quoted(name)}"
+        rename = f"alter table {table} rename to conversation_sessions"
+        if schema != "public":
+            rename += f"; alter table {quoted(schema)}.conversation_sessions set schema public"
+        found.append({"table": table, "rename": rename})
+    return found
+
+
+def found_similar(similar: list[dict[str, str]]) -> str:
+    """What to do with a table named like conversation_sessions, public having none."""
+    tables = ", ".join(s["table"] for s in similar)
+    renames = " or ".join(s["rename"] for s in similar)
+    return (
+        f"found {tables}, named like it, but tether adopts public.conversation_sessions"
+        f" only. To adopt it, rename it first ({renames}), with the old server changed to"
+        " write the new name at the same time, then run `tether adopt --check` again."
+        " Otherwise `tether migrate` creates a new, empty public.conversation_sessions"
+        " beside it"
+    )
 
 
 def found_elsewhere(elsewhere: list[str]) -> str:
@@ -838,7 +873,9 @@ def inspect_with(
     conn: psycopg.Connection[tuple[Any, ...]], *, batch_size: int, lock_timeout: float
 ) -> Report:
     shape = read_shape(conn)
-    report = Report(state=state_of(shape), elsewhere=list(shape.elsewhere))
+    report = Report(
+        state=state_of(shape), elsewhere=list(shape.elsewhere), similar=similar_tables(shape)
+    )
     if report.state in (ABSENT, TETHERS_OWN):
         return report
     report.bytes = shape.bytes

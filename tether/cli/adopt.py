@@ -159,6 +159,8 @@ def _report(report: Report) -> None:
     if report.state == inspect.ABSENT:
         if report.elsewhere:
             say(inspect.found_elsewhere(report.elsewhere))
+        elif report.similar:
+            say(inspect.found_similar(report.similar))
         else:
             say("there is no table to adopt: `tether migrate` creates tether's own")
         return
@@ -219,7 +221,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     except KeyboardInterrupt:
         say_aside("tether adopt: interrupted while reading the table: nothing was changed")
         raise
-    nothing = inspection.nothing_to_adopt(report.state, report.elsewhere)
+    nothing = inspection.nothing_to_adopt(report.state, report.elsewhere, report.similar)
     if nothing:
         raise AdoptionError(nothing)
     if report.state == inspection.FINISHED:
