@@ -2653,6 +2653,46 @@ def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> No
     assert row == {"n": 1, "users": 1}
 
 
+def test_a_team_s_generated_is_active_is_refused_with_the_statement_that_keeps_it(
+    server: Server,
+) -> None:
+    """A team that had already made is_active and duration_seconds generated from
+    session_end was refused with "already a generated column: not the old writers'
+    shape", and nothing to do about it. Each refusal now gives the alter table that makes
+    it a plain column, values kept; so done, the table is adopted and finished."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key"
+            " default gen_random_uuid(), user_id uuid, session_start timestamptz default now(),"
+            " session_end timestamptz,"
+            " is_active boolean generated always as (session_end is null) stored,"
+            " duration_seconds double precision generated always as"
+            " (extract(epoch from (session_end - session_start))) stored)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions (session_start, session_end) values"
+            " ('2026-11-01 10:00+00', '2026-11-01 10:05+00'), (now(), null)"
+        )
+    refusals = inspect(url).refusals
+    assert len(refusals) == 2, refusals
+    with _connect(url) as conn:
+        for refusal in refusals:
+            conn.execute(refusal.split(" with ", 1)[1])
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+    finish(url, lock=FAST)
+    with _connect(url) as conn:
+        rows = conn.execute(
+            "select is_active, duration_seconds from public.conversation_sessions"
+            " order by session_start"
+        ).fetchall()
+    assert rows == [
+        {"is_active": False, "duration_seconds": Decimal(300)},
+        {"is_active": True, "duration_seconds": None},
+    ]
+
+
 FORCED = "public.conversation_sessions forces row level security on its owner"
 
 

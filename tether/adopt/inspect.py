@@ -492,7 +492,12 @@ def _column_refusals(shape: Shape) -> list[str]:
                 " convert it first"
             )
         elif column.generated is not None and not shape.steps.get(plan.FINISH):
-            found.append(f"{name} is already a generated column: not the old writers' shape")
+            found.append(
+                f"{name} is already a generated column, which the old writers' shape has not:"
+                " make it a plain column first, its values kept (--finish makes it generated"
+                f" again), with alter table public.conversation_sessions alter column {name}"
+                " drop expression"
+            )
     if not shape.steps.get("columns"):
         taken = [
             name
