@@ -1542,6 +1542,13 @@ def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: 
     with _connect(url) as conn:
         for statement in statements:
             conn.execute(statement)
+        # One on a column the backfill leaves alone does not fire for it: not named.
+        conn.execute(
+            "create trigger on_agent after update of agent_id on public.conversation_sessions"
+            " for each row execute function public.stamp()"
+        )
+    # Disabled as said, they are no longer said to fire.
+    assert not [w for w in inspect(url).warnings if "the backfill updates" in w]
     apply(url, lock=FAST)
     with _connect(url) as conn:
         for statement in statements:

@@ -201,6 +201,10 @@ class Trigger:
     or resolves no names through one (C, internal, Postgres's own)."""
     before_row_write: bool = False
     """BEFORE INSERT or UPDATE, FOR EACH ROW: it can change the row being written."""
+    enabled: bool = True
+    """Fired by an ordinary session's writes (not disabled, not for replicas only)."""
+    update_of: tuple[str, ...] = ()
+    """The columns of an UPDATE OF trigger (empty: any update fires it)."""
 
 
 # Roles granted SELECT on the table or on some of its columns who neither own it nor
@@ -346,7 +350,11 @@ select t.tgname, pg_get_triggerdef(t.oid),
        l.lanname in ('c', 'internal') or n.nspname = 'pg_catalog'
          or exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%%'),
        -- tgtype's bits: 1 row, 2 before, 4 insert, 16 update
-       t.tgtype::int & 3 = 3 and t.tgtype::int & 20 <> 0
+       t.tgtype::int & 3 = 3 and t.tgtype::int & 20 <> 0,
+       -- fired by a session in the default (origin) replication role
+       t.tgenabled in ('O', 'A'),
+       array(select a.attname::text from unnest(t.tgattr::int2[]) k
+             join pg_catalog.pg_attribute a on a.attrelid = t.tgrelid and a.attnum = k)
 from pg_catalog.pg_trigger t
 join pg_catalog.pg_proc p on p.oid = t.tgfoid
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
@@ -491,9 +499,16 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     shape.primary_key = tuple(pk[0] or ()) if pk else ()
     for name, definition, valid in conn.execute(_INDEXES, params).fetchall():
         shape.indexes[str(name)] = (str(definition), bool(valid))
-    for name, definition, function, schema, own_search_path, before_row_write in conn.execute(
-        _TRIGGERS, params
-    ).fetchall():
+    for (
+        name,
+        definition,
+        function,
+        schema,
+        own_search_path,
+        before_row_write,
+        enabled,
+        update_of,
+    ) in conn.execute(_TRIGGERS, params).fetchall():
         shape.triggers[str(name)] = Trigger(
             str(name),
             str(definition),
@@ -501,6 +516,8 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             str(schema),
             bool(own_search_path),
             bool(before_row_write),
+            bool(enabled),
+            tuple(str(column) for column in update_of),
         )
     shape.policies = [
         str(r[0])

@@ -636,13 +636,33 @@ def _security_warnings(shape: Shape) -> list[str]:
     return warnings
 
 
+BACKFILL_SETS = frozenset(
+    {
+        "session_start",
+        "session_end",
+        "end_reason",
+        "is_active",
+        "duration_seconds",
+        CONVERTED_DURATION,
+        "ended_at",
+        "connection_id",
+        "last_seen_at",
+    }
+)
+"""The columns the backfill's update sets (apply's _BACKFILL): an UPDATE OF trigger on
+none of them does not fire for it."""
+
+
 def _trigger_warnings(shape: Shape) -> list[str]:
     warnings: list[str] = []
     if not shape.steps.get("backfill"):
         updating = sorted(
             name
             for name, trigger in shape.triggers.items()
-            if name not in TETHER_OBJECTS and " UPDATE" in trigger.definition.upper()
+            if name not in TETHER_OBJECTS
+            and " UPDATE" in trigger.definition.upper()
+            and trigger.enabled
+            and (not trigger.update_of or not BACKFILL_SETS.isdisjoint(trigger.update_of))
         )
         if updating:
             warnings.append(
