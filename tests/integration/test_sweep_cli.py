@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -963,3 +965,59 @@ def test_a_database_that_refuses_to_record_announcements_fails_the_run(
     swept = run_tether("sweep", "--announce-to", "log", "--database-url", database_url)
     assert swept.returncode == 1, swept.stdout + swept.stderr
     assert "announced_at is not to be written here" in swept.stderr
+
+
+@pytest.mark.usefixtures("orphans")
+def test_a_close_orphans_the_database_left_after_announcing_says_what_it_had_done(
+    server_url: str, database_url: str
+) -> None:
+    """The database going away once the ends were made and announced (the announcements
+    then unrecorded), close-orphans said only that it could not connect: an operator
+    read that nothing was done, though 18 sessions were ended. It says what it did."""
+
+    class PutEventsThenTheDatabaseGoes(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            entries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["Entries"]
+            with gone:  # PutEvents calls come a few at a time: the database goes once
+                if not gone_already:
+                    allow_connections(server_url, database_url, False)
+                    gone_already.append(True)
+            body = json.dumps(
+                {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in entries]}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    gone, gone_already = threading.Lock(), list[bool]()
+    bus = ThreadingHTTPServer(("127.0.0.1", 0), PutEventsThenTheDatabaseGoes)
+    threading.Thread(target=bus.serve_forever, daemon=True).start()
+    try:
+        result = run_tether(
+            *("close-orphans", "--older-than", "2h", "--apply", "--yes"),
+            *("--announce-to", "eventbridge", "--database-url", database_url),
+            env={
+                "TETHER_AWS_ENDPOINT_URL": f"http://127.0.0.1:{bus.server_address[1]}",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        )
+    finally:
+        bus.shutdown()
+        bus.server_close()
+        allow_connections(server_url, database_url, True)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ended 18 session(s) and announced 18" in result.stderr, result.stderr
+    assert "18 of them went out but could not be recorded" in result.stderr
+    assert "cannot connect to the database" in result.stderr
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "select count(*) from public.conversation_sessions where not is_active"
+        ).fetchone() == (18,)

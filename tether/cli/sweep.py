@@ -270,11 +270,31 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         lease_seconds=max(config.announce_lease_seconds, 1.0),
         progress=not args.json,
     )
-    queued = store.session_health(
-        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
-    ).unannounced
+    try:
+        queued = store.session_health(
+            idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+        ).unannounced
+    except TetherError as exc:
+        # The ends are committed and announced: "cannot connect" alone would read as
+        # nothing done.
+        raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
     _report(args, summary=summary, ended=ended, drained=drained, queued=queued)
     return 0
+
+
+def _done_before_failing(
+    ended: dict[UUID, EndReason], drained: DrainResult, exc: TetherError
+) -> str:
+    unrecorded = (
+        f" ({drained.unrecorded} of them went out but could not be recorded: they will be"
+        " announced again)"
+        if drained.unrecorded
+        else ""
+    )
+    return (
+        f"ended {len(ended)} session(s) and announced {drained.announced}{unrecorded}, then the"
+        f" database failed: {exc}; what was not announced waits in the outbox for the sweep"
+    )
 
 
 def _reasons(summary: OrphanSummary) -> str:
