@@ -65,6 +65,23 @@ def test_stopping_a_server_someone_else_stopped_is_not_an_error(data_dir: Path) 
     assert not embedded.is_running(data_dir)
 
 
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_a_server_that_died_under_its_users_is_not_one_left_running(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command, or a `tether dev` on a server a killed one left, whose database died
+    under it (killed, stopped) ended with a warning that it could not stop the server,
+    quoting the refused connection: read as a server left running. Nothing runs, so
+    nothing is said, and it counts as stopped."""
+    server = embedded.start(data_dir)
+    left = embedded.EmbeddedPostgres(data_dir, server.url, started_here=False)
+    left.stop("immediate")
+    with caplog.at_level("WARNING", logger="tether"):
+        assert embedded.stop_if_unused(left)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    assert not embedded.is_running(data_dir)
+
+
 def _failing_pg_ctl(folder: Path, message: str) -> Path:
     """A pg_ctl that fails as the real one does, on stderr: where the server's user can
     run it, as the real one runs."""

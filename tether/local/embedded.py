@@ -104,6 +104,9 @@ def stop_if_unused(server: EmbeddedPostgres) -> bool:
                 time.sleep(0.1)
         server.stop()
     except (psycopg.Error, OSError, EmbeddedPostgresError) as exc:
+        if not is_running(server.data_dir):
+            # It died under its users (killed, stopped): nothing is left running.
+            return True
         logger.warning("could not stop the embedded Postgres in %s: %s", server.data_dir, exc)
         return False
     return True
