@@ -38,19 +38,25 @@ def call_all(
     concurrency: int,
     seconds: float,
     name: str,
+    enough: Callable[[Sequence[R | Raised | None]], bool] | None = None,
+    enough_after: float = 0.0,
 ) -> list[R | Raised | None]:
     """``call(item)`` for each item, in order; None where no answer came within
-    ``seconds``, Raised where the call raised (a bug, logged)."""
+    ``seconds``, Raised where the call raised (a bug, logged). With ``enough``: once
+    ``enough_after`` seconds have passed, the answers so far are returned if it finds
+    them enough, and no further call starts."""
     answers: list[R | Raised | None] = [None] * len(items)
-    deadline = time.monotonic() + max(seconds, 0.0)
+    started = time.monotonic()
+    deadline = started + max(seconds, 0.0)
     next_index = iter(range(len(items)))
     taking = threading.Lock()
+    stopped = threading.Event()
 
     def work() -> None:
         while True:
             with taking:
                 index = next(next_index, None)
-            if index is None or time.monotonic() >= deadline:
+            if index is None or stopped.is_set() or time.monotonic() >= deadline:
                 return
             try:
                 answers[index] = call(items[index])
@@ -64,6 +70,14 @@ def call_all(
     ]
     for worker in workers:
         worker.start()
+    if enough is not None:
+        early = min(started + max(enough_after, 0.0), deadline)
+        for worker in workers:
+            worker.join(max(0.0, early - time.monotonic()))
+        so_far = list(answers)
+        if any(worker.is_alive() for worker in workers) and enough(so_far):
+            stopped.set()
+            return so_far
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
     # Read once: an answer arriving now is too late to be counted as answered.

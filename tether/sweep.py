@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +58,9 @@ RemainingSeconds = Callable[[], float]
 LEASE_SHARE = 0.8
 """Of the time between two checks, how much a suspect's lease may last."""
 Sleep = Callable[[float], object]
+ASKING_SHARE = 0.5
+"""Of a batch's wait for the gateway, how much its GetConnection calls may take once
+they have found a silent connection to close: its DeleteConnection has the rest."""
 MIN_GATEWAY_WAIT_SECONDS = 1.0
 """The least a batch waits for the gateway's answers, however short its leases (a
 check every half second, as tests and chaos runs use): a first call builds its client."""
@@ -279,14 +282,26 @@ class Sweep:
         if info.state is ConnectionState.GONE:
             answers.gone.append(suspect.session_id)
             return
-        last_sign = max(filter(None, (suspect.last_seen_at, info.last_active_at)))
-        grace = self._policy.heartbeat_grace_seconds
-        if grace is not None and last_sign < now - timedelta(seconds=grace):
-            answers.to_close[suspect.session_id] = last_sign
+        silent_since = self._silent_since(suspect, info, now)
+        if silent_since is not None:
+            answers.to_close[suspect.session_id] = silent_since
             return
         if info.last_active_at is not None and info.last_active_at > suspect.last_seen_at:
             self.report.refreshed += 1
         answers.still_connected[suspect.session_id] = info.last_active_at
+
+    def _silent_since(
+        self, suspect: Suspect, info: ConnectionInfo, now: datetime
+    ) -> datetime | None:
+        """The last sign of life of a connection still up but silent past the heartbeat
+        grace, to be closed; None for one that is not."""
+        if info.state is ConnectionState.GONE:
+            return None
+        last_sign = max(filter(None, (suspect.last_seen_at, info.last_active_at)))
+        grace = self._policy.heartbeat_grace_seconds
+        if grace is not None and last_sign < now - timedelta(seconds=grace):
+            return last_sign
+        return None
 
     @staticmethod
     def _delete(connections: ConnectionsApi, connection_id: str) -> GatewayError | ConnectionState:
@@ -366,8 +381,25 @@ class Sweep:
         answers = _Answers()
         now = check_started
         deadline, answers.run_out = self._batch_deadline()
-        infos = self._call_all(
-            lambda s: self._ask(connections, s), suspects, "tether-sweep-get", deadline
+        wait = deadline - time.monotonic()
+
+        def silent_found(infos: Sequence[object]) -> bool:
+            return any(
+                isinstance(info, ConnectionInfo) and self._silent_since(s, info, now) is not None
+                for s, info in zip(suspects, infos, strict=True)
+            )
+
+        # Questions slow to answer (throttled, retried) would take all of the wait, and
+        # the silent connections the others found would never be closed, check after
+        # check: once they have had their share of it, the deletes have the rest.
+        infos = call_all(
+            lambda s: self._ask(connections, s),
+            suspects,
+            concurrency=self._policy.concurrency,
+            seconds=wait,
+            name="tether-sweep-get",
+            enough=silent_found,
+            enough_after=max(wait * ASKING_SHARE, min(wait, MIN_GATEWAY_WAIT_SECONDS)),
         )
         for suspect, info in zip(suspects, infos, strict=True):
             if isinstance(info, Raised):

@@ -509,6 +509,38 @@ def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
     assert recorded == {"n": 1}
 
 
+def test_silent_connections_found_while_other_questions_hang_are_closed_in_that_check(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+) -> None:
+    """Questions the gateway is slow to answer (throttled, retried with backoff) took
+    the whole of a check's wait, and the silent connections the answered ones found
+    were never closed: none of their DELETEs could start after it. Check after check
+    the same, until API Gateway's idle timeout closed them, 10 minutes, not the 40 s of
+    the heartbeat grace. The questions now leave the deletes part of the wait."""
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "5")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    runtime.reset()
+    slow = [f"slow{index}=" for index in range(4)]
+    silent = [f"silent{index}=" for index in range(4)]
+    for connection_id in [*slow, *silent]:
+        make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300)
+    gateway.silent.update(slow)
+    for connection_id in silent:
+        gateway.set_alive(connection_id, idle_seconds=400)
+
+    report = _run(FakeLambdaContext(time_limit_seconds=6))
+
+    rows = _by_connection(db)
+    assert {c: rows[c]["end_reason"] for c in silent} == dict.fromkeys(silent, "heartbeat_timeout")
+    assert all(("DELETE", c) in gateway.calls for c in silent)
+    assert report["closed_silent"] == 4
+    assert all(rows[c]["is_active"] for c in slow)
+
+
 def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(
     database_url: str, db: Conn
 ) -> None:
