@@ -1021,3 +1021,21 @@ def test_a_close_orphans_the_database_left_after_announcing_says_what_it_had_don
         assert conn.execute(
             "select count(*) from public.conversation_sessions where not is_active"
         ).fetchone() == (18,)
+
+
+def test_close_orphans_with_none_to_end_says_what_still_waits_to_be_announced(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """Run again after an earlier run was cut short while announcing, it found no
+    orphan and answered "queued": 0 (and, without --json, said nothing of them), though
+    its ends still waited in the outbox: a script read that all had gone out."""
+    for _ in range(3):
+        make_session(started_seconds_ago=3 * 3600, ended_seconds_ago=600)
+    common = ("close-orphans", "--older-than", "2h", "--announce-to", "log")
+    applied = run_tether(*common, "--apply", "--yes", "--json", "--database-url", database_url)
+    assert applied.returncode == 0, applied.stderr
+    report = json.loads(applied.stdout)
+    assert (report["found"], report["announced"], report["queued"]) == (0, 0, 3)
+    said = run_tether(*common, "--apply", "--yes", "--database-url", database_url)
+    assert "no active session started more than 2.0 hours ago" in said.stdout
+    assert "3 announcement(s) stay queued for the sweep to deliver" in said.stdout

@@ -220,10 +220,23 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     # functions' year and a day, past which any session is an orphan for certain).
     counted_at = time.monotonic()
     summary = store.orphan_summary(older_than_seconds=older_than)
+    policy = SweepPolicy.from_settings(config)
     if summary.orphans == 0:
-        _report(args, summary=summary, ended={}, drained=None, queued=0)
+        # Nothing to end, so nothing announced: what waits in the outbox (an earlier run
+        # cut short) stays queued for the sweep, and an --apply says how much, not 0.
+        queued = (
+            store.session_health(
+                idle_limit_seconds=policy.idle_limit_seconds,
+                max_age_seconds=policy.max_age_seconds,
+            ).unannounced
+            if args.apply
+            else 0
+        )
+        _report(args, summary=summary, ended={}, drained=None, queued=queued)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
+            if queued:
+                say(f"{queued} announcement(s) stay queued for the sweep to deliver")
         return 0
     now = datetime.now(UTC)
     if not args.json:
@@ -232,7 +245,6 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             f" {describe_seconds(older_than)} ago (oldest {_ago(summary.oldest_start, now)},"
             f" newest {_ago(summary.newest_start, now)})"
         )
-    policy = SweepPolicy.from_settings(config)
     if not args.apply:
         # --apply drains the outbox: the ends already waiting there go out too, but not
         # those a lease holds for whoever is announcing them (a $disconnect, a sweep).
