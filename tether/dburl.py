@@ -128,10 +128,11 @@ def _readable(conninfo: str) -> str:
                 f" {', '.join(unknown)} (an ORM's setting?): remove {them}"
             ) from None
         if after_password:
+            # Said without "password=": what follows it would be hidden as a password.
             raise ConfigurationError(
                 "the database URL has a parameter Postgres's clients do not take after its"
-                " ?password= (not named: it may be the rest of the password; write an '&'"
-                " in the password as %26)"
+                " password parameter (not named: it may be the rest of the password; write"
+                " an '&' in the password as %26)"
             ) from None
         raise ConfigurationError(
             "the database URL cannot be read (a quote or an escape out of place?)"

@@ -313,3 +313,23 @@ def test_arguments_it_cannot_place_are_named_without_their_secrets(
     err = capsys.readouterr().err
     assert blamed in err
     assert "S3cr3tPW" not in err
+
+
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_a_password_cut_by_a_raw_ampersand_is_explained_in_words_the_cli_keeps(
+    given: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the refusal says survives the hiding of secrets on its way out: it read
+    "after its ?password= *** named: it may be ...", its own words taken for a password."""
+    url = "postgresql://app@db.example.com/app?password=Pa&S3cr3tPW-xyz"
+    if given == "flag":
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate", "--database-url", url])
+        assert exited.value.code == 2
+    else:
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert main(["migrate"]) != 0
+    err = capsys.readouterr().err
+    assert "(not named: it may be the rest of the password; write" in err, err
+    assert "***" not in err, err
+    assert "S3cr3tPW" not in err
