@@ -1515,6 +1515,38 @@ def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Ser
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_warns_of_a_reader_of_every_table_that_row_level_security_would_blind(
+    server: Server,
+) -> None:
+    """A monitoring login granted pg_read_all_data (Postgres's role for reading every
+    table, no grant on the table itself) ran the origin's orphan alert and counted 0 after
+    --apply, and --check had not named it. It is named with the others, with the policy
+    that keeps it reading; given that policy, it counts every orphan."""
+    url = server.database()
+    origin = build_origin(url, team_objects=False)
+    monitor = f"monitor_{uuid.uuid4().hex[:8]}"
+    with _connect(url) as conn:
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(monitor)))
+        conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(monitor)))
+    try:
+        named = [w for w in inspect(url).warnings if "may read the table" in w]
+        assert len(named) == 1 and monitor in named[0], named
+        statement = re.search(r"create policy .* using \(true\)", named[0])
+        assert statement is not None, named
+        with _connect(url) as conn:
+            conn.execute(statement.group(0))
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(monitor)))
+            counted = conn.execute(ORPHAN_ALERT).fetchone()
+            conn.execute("reset role")
+        assert counted == {"orphaned_count": len(origin.orphans)}
+    finally:
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(monitor)))
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(monitor)))
+
+
 def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: Server) -> None:
     """The team's updated_at trigger stamped every row of the history with the moment of
     the backfill: --check warned that it would, but not what to do. It now gives the

@@ -207,7 +207,8 @@ class Trigger:
     """The columns of an UPDATE OF trigger (empty: any update fires it)."""
 
 
-# Roles granted SELECT on the table or on some of its columns who neither own it nor
+# Roles granted SELECT on the table or on some of its columns, or reading every table
+# through pg_read_all_data (a monitoring login's usual grant), who neither own it nor
 # bypass row level security, and to whom no permissive policy for reads applies: once
 # it is enabled they read no rows. anon and authenticated are tether's to settle.
 _READERS_UNDER_RLS = """
@@ -218,7 +219,11 @@ join pg_catalog.pg_roles r on r.oid in (
   union
   select a.grantee from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
   where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
-    and a.privilege_type = 'SELECT')
+    and a.privilege_type = 'SELECT'
+  union
+  select m.oid from pg_catalog.pg_roles m, pg_catalog.pg_roles everything
+  where everything.rolname = 'pg_read_all_data' and m.oid <> everything.oid
+    and pg_catalog.pg_has_role(m.oid, everything.oid, 'USAGE'))
 where c.oid = %(oid)s
   and not r.rolsuper and not r.rolbypassrls
   and not pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
