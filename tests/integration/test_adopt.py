@@ -585,6 +585,75 @@ def test_a_view_whose_owner_the_role_cannot_act_as_is_refused_before_anything_ch
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_a_role_without_inherit_is_told_how_to_drop_the_view_it_recreates(
+    server: Server,
+) -> None:
+    """The table's owner was a role without INHERIT: granted the view's owner as --check
+    said, it could give the view back but not drop it (that takes the owner's privileges,
+    which such a role does not use), so --check passed it and --apply failed at the
+    duration step with "must be owner of view". --check keeps refusing it until the role
+    may do both, and says how; so done, the table is adopted."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    suffix = uuid.uuid4().hex[:8]
+    owner, reporter, password = f"owner_{suffix}", f"reporter_{suffix}", f"pw-{suffix}"
+    view = f"public.durations_{suffix}"
+    with _connect(url) as conn:
+        conn.execute(
+            sql.SQL("create role {} login noinherit password {}").format(
+                sql.Identifier(owner), sql.Literal(password)
+            )
+        )
+        conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(reporter)))
+        for statement in (
+            "alter table public.conversation_sessions owner to {owner}",
+            "grant create on database {db} to {owner}",
+            "grant create on schema public to {owner}, {reporter}",
+            "grant select on public.conversation_sessions to {reporter}",
+            "create policy reporting on public.conversation_sessions for select"
+            " to {reporter} using (true)",
+        ):
+            conn.execute(
+                sql.SQL(statement).format(
+                    owner=sql.Identifier(owner),
+                    reporter=sql.Identifier(reporter),
+                    db=sql.Identifier(str(conninfo_to_dict(url)["dbname"])),
+                )
+            )
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(reporter)))
+        conn.execute(
+            f"create view {view} as select sum(duration_seconds) as total"
+            " from public.conversation_sessions"
+        )
+        conn.execute("reset role")
+    as_owner = _as_role(url, owner, password)
+    try:
+        # The plain grant alone (as the refusal said before) leaves it refused.
+        with _connect(url) as conn:
+            conn.execute(
+                sql.SQL("grant {} to {}").format(sql.Identifier(reporter), sql.Identifier(owner))
+            )
+        (refused,) = [r for r in inspect(as_owner).refusals if view in r]
+        said = refused.split("first let it, with ", 1)[1].split(" (run as", 1)[0]
+        with _connect(url) as conn:
+            for statement in said.split("; "):
+                conn.execute(statement)
+        assert inspect(as_owner).refusals == []
+        apply(as_owner, lock=FAST)
+        with _connect(url) as conn:
+            row = conn.execute(
+                f"select pg_get_userbyid(relowner) as owner from pg_class where oid = '{view}'"
+                "::regclass"
+            ).fetchone()
+        assert row == {"owner": reporter}
+    finally:
+        with _connect(url) as conn:
+            conn.execute("alter table public.conversation_sessions owner to current_user")
+            for role in (reporter, owner):
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_a_read_only_connection_is_refused_before_the_first_step(server: Server) -> None:
     """A database (or role, or URL) whose transactions are read-only by default, as a
     standby's are: --check said nothing, and --apply failed in its first step ("cannot

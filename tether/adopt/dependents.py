@@ -310,23 +310,37 @@ def owner_refusals(
     views = _views(conn, oid, attnums)
     if not views:
         return []
-    # Postgres 16 split SET from membership; before it, a member could act as the role.
-    how = "SET" if conn.info.server_version >= 160000 else "MEMBER"
-    role, out_of_reach = conn.execute(
-        "select current_user::text, coalesce(array_agg(r.rolname::text order by r.rolname)"
-        "  filter (where not pg_catalog.pg_has_role(current_user, r.oid, %s)), '{}')"
+    # Dropping the view takes its owner's privileges (inherited: USAGE); giving it back,
+    # being able to act as the owner (SET since Postgres 16; before it, membership).
+    sixteen = conn.info.server_version >= 160000
+    role, inherits, out_of_reach = conn.execute(
+        "select current_user::text, (select rolinherit from pg_catalog.pg_roles"
+        "  where rolname = current_user), coalesce(array_agg(r.rolname::text"
+        "  order by r.rolname) filter (where not (pg_catalog.pg_has_role(current_user,"
+        "  r.oid, 'USAGE') and pg_catalog.pg_has_role(current_user, r.oid, %s))), '{}')"
         " from pg_catalog.pg_roles r where r.rolname = any (%s)",
-        (how, sorted({v.owner for v in views})),
-    ).fetchone() or ("", [])
+        ("SET" if sixteen else "MEMBER", sorted({v.owner for v in views})),
+    ).fetchone() or ("", True, [])
     return [
         f"view {view.qualified} is owned by {view.owner}, which the role {role} cannot act"
         f" as, and {command} drops it and creates it again around {', '.join(columns)}:"
-        f" first let it, with grant {quoted(view.owner)} to {quoted(role)} (run as a"
-        f" superuser, or a role that administers {view.owner}), or give it the view:"
-        f" alter view {view.qualified} owner to {quoted(role)}"
+        f" first let it, with {_grant_owner(view.owner, role, sixteen, bool(inherits))}"
+        f" (run as a superuser, or a role that administers {view.owner}), or give it the"
+        f" view: alter view {view.qualified} owner to {quoted(role)}"
         for view in views
         if view.owner in out_of_reach
     ]
+
+
+def _grant_owner(owner: str, role: str, sixteen: bool, inherits: bool) -> str:
+    """The statement(s) that let ``role`` drop ``owner``'s view and give it back."""
+    grant = f"grant {quoted(owner)} to {quoted(role)}"
+    if sixteen:
+        # Each grant has its own INHERIT and SET (INHERIT as the member's rolinherit,
+        # unless told); said so, it also mends an existing grant that lacks one.
+        return f"{grant} with inherit true, set true"
+    # Before 16, a role without INHERIT uses no membership's privileges.
+    return grant if inherits else f"{grant}; alter role {quoted(role)} inherit"
 
 
 def drop(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> None:
