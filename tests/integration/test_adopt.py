@@ -2761,6 +2761,41 @@ def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> No
     assert row == {"n": 1, "users": 1}
 
 
+def test_a_conversion_names_an_index_on_an_expression_of_the_column(server: Server) -> None:
+    """A team with an index on date(session_start) for its daily statistics, its
+    session_start without time zone: --check's statement converting it failed as given
+    ("functions in index expression must be marked IMMUTABLE": date() of a timestamptz
+    depends on the time zone). The refusal names the index with the others, and how to
+    write its expression for timestamptz; a plain index on the column is rebuilt by the
+    conversion and not named. So done, the table is adopted."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id uuid, is_active boolean, session_start timestamp,"
+            " session_end timestamptz, duration_seconds double precision)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions values (gen_random_uuid(),"
+            " gen_random_uuid(), false, '2026-11-01 10:00', '2026-11-01 10:05+00', 300)"
+        )
+        conn.execute("create index by_day on public.conversation_sessions (date(session_start))")
+        conn.execute("create index by_start on public.conversation_sessions (session_start)")
+    (refusal,) = inspect(url).refusals
+    assert "index public.by_day" in refusal, refusal
+    assert "by_start" not in refusal, refusal
+    assert "date(session_start at time zone 'UTC') where it read date(session_start)" in refusal
+    with _connect(url) as conn:
+        conn.execute("drop index public.by_day")
+        conn.execute(refusal.split("e.g. ", 1)[1].split(" (", 1)[0])
+        conn.execute(
+            "create index by_day on public.conversation_sessions"
+            " (date(session_start at time zone 'UTC'))"
+        )
+    assert inspect(url).refusals == []
+    apply(url, lock=FAST)
+
+
 def test_a_team_s_generated_is_active_is_refused_with_the_statement_that_keeps_it(
     server: Server,
 ) -> None:

@@ -157,7 +157,9 @@ CONVERTIBLE_COLUMNS = ("session_start", "session_end", "ended_at", "user_id")
 """The old writers' columns of a type adoption may refuse, with the statement that
 converts them."""
 TYPE_PINNING_KINDS = frozenset({"view", "materialized view", "policy", "trigger"})
-"""What Postgres refuses to change a column's type under (alter table ... type)."""
+"""What Postgres refuses to change a column's type under (alter table ... type); an
+index on an expression of the column too, where the expression does not hold for the
+new type (read apart)."""
 
 
 @dataclass(frozen=True)
@@ -570,6 +572,25 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     return shape
 
 
+# Indexes on an expression of a column (date(session_start), lower(user_id)): Postgres
+# rebuilds them with the new type, and refuses where the expression no longer holds for
+# it (date() of a timestamptz is not immutable; lower() takes no uuid).
+_EXPRESSION_INDEXES = """
+select distinct a.attname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname)
+from pg_catalog.pg_index i
+join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+join pg_catalog.pg_namespace n on n.oid = ic.relnamespace
+join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_class'::regclass
+                            and d.objid = i.indexrelid
+                            and d.refclassid = 'pg_catalog.pg_class'::regclass
+                            and d.refobjid = i.indrelid
+join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = d.refobjsubid
+where i.indrelid = %(oid)s and i.indexprs is not null
+  and a.attname = any (%(columns)s) and a.attnum <> all (i.indkey::int2[])
+order by 1, 2
+"""
+
+
 def _typed_by(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     converted = [c for c in CONVERTIBLE_COLUMNS if c in shape.columns]
@@ -577,6 +598,10 @@ def _typed_by(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> dict[s
         if dependent.kind in TYPE_PINNING_KINDS:
             for column in dependent.columns:
                 found.setdefault(column, []).append(f"{dependent.kind} {dependent.name}")
+    for column, index in conn.execute(
+        _EXPRESSION_INDEXES, {"oid": shape.oid, "columns": converted}
+    ).fetchall():
+        found.setdefault(str(column), []).append(f"index {index}")
     return found
 
 

@@ -442,10 +442,19 @@ def _typed_by(shape: Shape, name: str) -> str:
     pinning = shape.typed_by.get(name)
     if not pinning:
         return ""
-    return (
+    said = (
         f". Postgres changes no column's type under what is built on it: first drop"
         f" {', '.join(pinning)} (and what is built on those), then create them again"
     )
+    if any(p.startswith("index ") for p in pinning):
+        # Created again as it was, date(session_start) of a timestamptz is refused.
+        said += (
+            f", an index with its expression written for the new type"
+            f" (date({name} at time zone 'UTC') where it read date({name}))"
+            if name != "user_id"
+            else ", an index with its expression written for a uuid"
+        )
+    return said
 
 
 def _column_refusals(shape: Shape) -> list[str]:
