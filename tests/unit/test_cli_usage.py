@@ -333,3 +333,24 @@ def test_a_password_cut_by_a_raw_ampersand_is_explained_in_words_the_cli_keeps(
     assert "(not named: it may be the rest of the password; write" in err, err
     assert "***" not in err, err
     assert "S3cr3tPW" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["migrate", "postgresql://app:S3cr3t PW-xyz@db.example.com/app"],
+        ["postgresql://app:S3cr3t PW-xyz@db.example.com/app"],
+        ["migrate", "--databse-url", "postgresql://app:S3cr3t PW-xyz@db.example.com/app"],
+        ["deploy", "--stack", "s", "--data=postgresql://app:S3cr3t PW-xyz@db.example.com/app"],
+    ],
+)
+def test_a_url_whose_password_has_a_space_is_not_repeated_when_misplaced(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password typed with a space in it (not %20) ends where no pattern can tell: the
+    URL given without its flag was named with the password whole."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "S3cr3t" not in err and "PW-xyz" not in err, err

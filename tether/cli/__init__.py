@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -79,7 +80,20 @@ class _Parser(argparse.ArgumentParser):
         # argparse repeats what it could not place: a URL given without its flag
         # (`tether migrate postgresql://user:pw@host/db`), a misspelt or ambiguous
         # `--databse-url=...`, a choice it refused.
+        # Each argument is whole here: a password with a space in it, which no pattern
+        # can tell from the words after it, is known by the URL it came in (a flag's
+        # `--name=URL` included).
+        for argument in _ARGUMENTS.get():
+            for url in (argument, argument.partition("=")[2]):
+                if "://" in url or "password" in url.lower():
+                    message = scrub(message, url)
         super().error(hide_secrets(_AMBIGUOUS_VALUE.sub(r"\g<option>", message)))
+
+
+# The command line being read, for its parsers' errors.
+_ARGUMENTS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "tether_arguments", default=()
+)
 
 
 # An ambiguous `--flag=value` is named by its flag alone: its value may be anything.
@@ -141,6 +155,7 @@ _SAY_THEIR_OWN_INTERRUPTION = frozenset({"adopt"})
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     given = list(sys.argv[1:] if argv is None else argv)
+    _ARGUMENTS.set(tuple(given))
     args, unknown = parser.parse_known_args(given)
     if unknown:
         # Before the command, the flag is tether's; after it, the command's.
