@@ -1671,6 +1671,44 @@ def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: 
     assert row is not None and row["count"] == 1
 
 
+def test_check_gives_back_a_trigger_enabled_always_as_it_was(server: Server) -> None:
+    """A team's audit trigger ENABLE ALWAYS (so that it fires on a logical replica too):
+    --check said to disable it for --apply and "enable trigger each the same way after",
+    which makes it an ordinary trigger, silent from then on on the replica. --check now
+    gives each statement that enables it again as it was."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            "create function public.audit() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        for name in ("audit", "stamp"):
+            conn.execute(
+                f"create trigger {name} after update on public.conversation_sessions"
+                " for each row execute function public.audit()"
+            )
+        conn.execute("alter table public.conversation_sessions enable always trigger audit")
+    (warning,) = [w for w in inspect(url).warnings if "the backfill updates" in w]
+    disable = re.findall(r"alter table \S+ disable trigger \w+", warning)
+    enable = re.findall(r"alter table \S+ enable (?:always )?trigger \w+", warning)
+    assert enable == [
+        "alter table public.conversation_sessions enable always trigger audit",
+        "alter table public.conversation_sessions enable trigger stamp",
+    ], warning
+    with _connect(url) as conn:
+        for statement in disable:
+            conn.execute(statement)
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        for statement in enable:
+            conn.execute(statement)
+        modes = conn.execute(
+            "select tgname, tgenabled from pg_trigger where tgname in ('audit', 'stamp') order by 1"
+        ).fetchall()
+    assert modes == [{"tgname": "audit", "tgenabled": "A"}, {"tgname": "stamp", "tgenabled": "O"}]
+
+
 def test_check_warns_of_the_table_s_own_uniqueness_that_would_refuse_connections(
     server: Server,
 ) -> None:

@@ -205,6 +205,8 @@ class Trigger:
     """BEFORE INSERT or UPDATE, FOR EACH ROW: it can change the row being written."""
     enabled: bool = True
     """Fired by an ordinary session's writes (not disabled, not for replicas only)."""
+    always: bool = False
+    """ENABLE ALWAYS: fired in a replica session too (a logical replication apply)."""
     update_of: tuple[str, ...] = ()
     """The columns of an UPDATE OF trigger (empty: any update fires it)."""
 
@@ -360,6 +362,7 @@ select t.tgname, pg_get_triggerdef(t.oid),
        t.tgtype::int & 3 = 3 and t.tgtype::int & 20 <> 0,
        -- fired by a session in the default (origin) replication role
        t.tgenabled in ('O', 'A'),
+       t.tgenabled = 'A',
        array(select a.attname::text from unnest(t.tgattr::int2[]) k
              join pg_catalog.pg_attribute a on a.attrelid = t.tgrelid and a.attnum = k)
 from pg_catalog.pg_trigger t
@@ -514,6 +517,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         own_search_path,
         before_row_write,
         enabled,
+        always,
         update_of,
     ) in conn.execute(_TRIGGERS, params).fetchall():
         shape.triggers[str(name)] = Trigger(
@@ -524,6 +528,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             bool(own_search_path),
             bool(before_row_write),
             bool(enabled),
+            bool(always),
             tuple(str(column) for column in update_of),
         )
     shape.policies = [

@@ -684,7 +684,13 @@ def _trigger_warnings(shape: Shape) -> list[str]:
                     f"alter table public.conversation_sessions disable trigger {quoted(name)}"
                     for name in updating
                 )
-                + " (and enable trigger each the same way after)"
+                + "; and after --apply, enable them again as they were: "
+                + "; ".join(
+                    # enable trigger alone would leave an ALWAYS one silent on a replica.
+                    f"alter table public.conversation_sessions enable"
+                    f"{' always' if shape.triggers[name].always else ''} trigger {quoted(name)}"
+                    for name in updating
+                )
             )
     if shape.steps.get(plan.FINISH):
         # Nothing left to apply: said all the same, since tether's writes fail.
