@@ -228,17 +228,20 @@ def test_the_sweep_s_schedule_is_held_off_while_an_adopted_table_s_old_server_wr
         Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
     )
     events = aws_client("events", aws)
-    for state in ("DISABLED", "ENABLED"):
+    off = "the sweep is off its schedule (SweepScheduleState=DISABLED)"
+    # A deploy that does not name it keeps the stack's: said each time while it is off.
+    for given, state in (("DISABLED", "DISABLED"), (None, "DISABLED"), ("ENABLED", "ENABLED")):
         code = main(
             [
                 *deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--yes"),
-                *("--parameter", f"SweepScheduleState={state}"),
+                *(("--parameter", f"SweepScheduleState={given}") if given else ()),
             ]
         )
         said = capsys.readouterr()
         assert code == 0, said.out + said.err
         (rule,) = events.list_rules(NamePrefix=f"{STACK}-sweep")["Rules"]
         assert rule["State"] == state
+        assert (off in said.out + said.err) == (state == "DISABLED"), said.out + said.err
 
 
 def test_a_refused_change_set_changes_nothing(

@@ -357,7 +357,19 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 1
     if args.migrate and not migrated:
         _migrate(args, aws, parameters)
+    _say_if_the_sweep_is_held_off(parameters)
     return _said_where_the_stack_is(aws, name, outcome)
+
+
+def _say_if_the_sweep_is_held_off(parameters: dict[str, str]) -> None:
+    # Kept from the stack by every later deploy, and its alarm is silenced with it: said
+    # each time, or a schedule held off for an adoption's cut-over is forgotten off.
+    if parameters.get("SweepScheduleState") == "DISABLED":
+        say(
+            "the sweep is off its schedule (SweepScheduleState=DISABLED): sessions whose"
+            " $disconnect is lost stay active, and the sweep-not-running alarm notifies no"
+            " one, until a deploy with --parameter SweepScheduleState=ENABLED"
+        )
 
 
 def _said_where_the_stack_is(aws: Aws, name: str, outcome: Outcome) -> int:
