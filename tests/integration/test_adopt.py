@@ -2765,7 +2765,7 @@ def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> No
         " count(distinct user_id) as users from public.conversation_sessions group by 1"
     )
     policy = (
-        "create policy own on public.conversation_sessions for select"
+        'create policy "Own" on public.conversation_sessions for select'
         " using (user_id = current_setting('app.user', true))"
     )
     with _connect(url) as conn:
@@ -2783,11 +2783,12 @@ def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> No
     found = {r.split(" is ", 1)[0]: r for r in inspect(url).refusals}
     assert set(found) == {"session_start", "user_id"}, found
     assert "view public.daily" in found["session_start"], found
-    assert "policy own" not in found["session_start"], found
-    assert "view public.daily" in found["user_id"] and "policy own" in found["user_id"], found
+    assert "policy" not in found["session_start"], found
+    assert "view public.daily" in found["user_id"] and 'policy "Own"' in found["user_id"], found
     with _connect(url) as conn:
         conn.execute("drop view public.daily")
-        conn.execute("drop policy own on public.conversation_sessions")
+        # As named, the mixed-case name quoted.
+        conn.execute('drop policy "Own" on public.conversation_sessions')
         for refusal in found.values():
             conn.execute(refusal.split("e.g. ", 1)[1].split(" (", 1)[0])
         conn.execute(view)

@@ -601,8 +601,11 @@ def _typed_by(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> dict[s
     converted = [c for c in CONVERTIBLE_COLUMNS if c in shape.columns]
     for dependent in dependents(conn, shape.oid, converted):
         if dependent.kind in TYPE_PINNING_KINDS:
+            # A view's name comes quoted and schema-qualified; a policy's or a trigger's
+            # as the catalog has it ("Stamp"), to be written as drop would need it.
+            name = dependent.name if "view" in dependent.kind else quoted(dependent.name)
             for column in dependent.columns:
-                found.setdefault(column, []).append(f"{dependent.kind} {dependent.name}")
+                found.setdefault(column, []).append(f"{dependent.kind} {name}")
     for column, index in conn.execute(
         _EXPRESSION_INDEXES, {"oid": shape.oid, "columns": converted}
     ).fetchall():
