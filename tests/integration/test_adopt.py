@@ -2170,6 +2170,49 @@ def test_finish_names_each_view_it_recreates_once_however_sql_quotes_it(
     assert "view public.Team Live" not in names
 
 
+@ON_ONE_SERVER
+def test_finish_creates_the_team_s_triggers_again_firing_as_they_did(
+    adoptable: Adoptable,
+) -> None:
+    """--finish recreates a trigger built on is_active from its definition, which does
+    not say whether it fires: one the team had disabled came back enabled."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create function public.team_noop() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        for name, firing in (
+            ("team_off", "disable"),
+            ("team_on_replicas", "enable replica"),
+            ("team_always", "enable always"),
+            ("team_plain", None),
+        ):
+            conn.execute(
+                f"create trigger {name} after update on public.conversation_sessions"
+                " for each row when (old.is_active and not new.is_active)"
+                " execute function public.team_noop()"
+            )
+            if firing:
+                conn.execute(f"alter table public.conversation_sessions {firing} trigger {name}")
+    finish(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        firing_now = {
+            r["tgname"]: r["tgenabled"]
+            for r in conn.execute(
+                "select tgname, tgenabled::text from pg_trigger"
+                " where tgrelid = 'public.conversation_sessions'::regclass"
+                "   and tgname like 'team\\_%'"
+            ).fetchall()
+        }
+    assert firing_now == {
+        "team_off": "D",
+        "team_on_replicas": "R",
+        "team_always": "A",
+        "team_plain": "O",
+    }
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

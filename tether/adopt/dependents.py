@@ -64,7 +64,8 @@ class Saved:
     views: list[SavedView] = field(default_factory=list)
     indexes: list[tuple[str, str]] = field(default_factory=list)
     constraints: list[tuple[str, str]] = field(default_factory=list)
-    triggers: list[tuple[str, str]] = field(default_factory=list)
+    triggers: list[tuple[str, str, str]] = field(default_factory=list)
+    """(name, definition, pg_trigger.tgenabled): created again enabled as it was."""
     policies: list[tuple[str, sql.Composed]] = field(default_factory=list)
     privileges: list[ColumnPrivilege] = field(default_factory=list)
     found: list[Dependent] = field(default_factory=list)
@@ -116,13 +117,13 @@ def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
     ).fetchall():
         if ("constraint", str(name)) in names:
             saved.constraints.append((str(name), str(definition)))
-    for name, definition in conn.execute(
-        "select tgname, pg_get_triggerdef(oid) from pg_catalog.pg_trigger"
+    for name, definition, enabled in conn.execute(
+        "select tgname, pg_get_triggerdef(oid), tgenabled::text from pg_catalog.pg_trigger"
         " where tgrelid = %s and not tgisinternal",
         (oid,),
     ).fetchall():
         if ("trigger", str(name)) in names:
-            saved.triggers.append((str(name), str(definition)))
+            saved.triggers.append((str(name), str(definition), str(enabled)))
     for name, statement in _policies(conn, oid):
         if ("policy", name) in names:
             saved.policies.append((name, statement))
@@ -351,7 +352,7 @@ def drop(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> None:
         conn.execute(
             sql.SQL("drop policy {} on public.conversation_sessions").format(sql.Identifier(name))
         )
-    for name, _ in saved.triggers:
+    for name, _, _ in saved.triggers:
         conn.execute(
             sql.SQL("drop trigger {} on public.conversation_sessions").format(sql.Identifier(name))
         )
@@ -383,8 +384,16 @@ def recreate(
         )
         if constraints_not_valid:
             to_validate.append(name)
-    for _, definition in saved.triggers:
+    for name, definition, enabled in saved.triggers:
         conn.execute(trusted(definition))
+        # pg_get_triggerdef leaves out whether it fires: a trigger the team disabled (or
+        # set to fire on replicas) is created again as it was, not enabled.
+        if enabled in _TRIGGER_FIRING:
+            conn.execute(
+                sql.SQL("alter table public.conversation_sessions {} trigger {}").format(
+                    sql.SQL(_TRIGGER_FIRING[enabled]), sql.Identifier(name)
+                )
+            )
     for _, statement in saved.policies:
         conn.execute(statement)
     for view in saved.views:
@@ -400,6 +409,11 @@ def recreate(
             column=granted.column,
         )
     return to_validate
+
+
+_TRIGGER_FIRING = {"D": "disable", "R": "enable replica", "A": "enable always"}
+"""pg_trigger.tgenabled other than 'O' (fires in the default replication role) -> the
+ALTER TABLE that sets it."""
 
 
 def _grant(
