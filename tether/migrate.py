@@ -417,9 +417,17 @@ def _refuse_undecidable(
 def status(url: str, directory: Path | None = None) -> MigrationStatus:
     """What is applied and pending; what would stop ``migrate`` is said, not raised: a
     status is asked for to see, among others, what is in the way."""
+    import psycopg  # noqa: PLC0415
+
     migrations = discover(directory)
-    with _connect(url) as conn, conn.transaction():
-        return plan(conn, migrations, refusals=[])
+    with _connect(url) as conn:
+        try:
+            with conn.transaction():
+                return plan(conn, migrations, refusals=[])
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationError(
+                f"cannot read tether's ledger: {error_from_psycopg(exc)}{_who_migrates(conn)}"
+            ) from None
 
 
 WHEN_QUIETER = "run the command again when the table is quieter"
@@ -487,11 +495,60 @@ def apply_pending(
                 again=again,
                 first=one_runner_at_a_time,
             )
+        except _NotAllowed as exc:
+            raise MigrationError(f"{exc}{_who_migrates(conn)}") from None
         except psycopg.Error as exc:
-            raise MigrationError(
-                f"migration failed and was rolled back: {error_from_psycopg(exc)}"
-            ) from None
+            said = f"migration failed and was rolled back: {error_from_psycopg(exc)}"
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                said += _who_migrates(conn)
+            raise MigrationError(said) from None
     return done_now
+
+
+class _NotAllowed(MigrationError):
+    """A migration the role connected may not apply: the caller, its transaction over,
+    says which role may."""
+
+
+def _who_migrates(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
+    """Which role may migrate, when the one connected was refused a privilege and is not
+    it: Postgres names the object refused, not the role to run as. Empty when that role
+    has the owner's rights already (the refusal is something else) or cannot be told."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        conn.rollback()
+        with conn.transaction():
+            row = conn.execute(_OWNER_AND_ROLE).fetchone()
+    except psycopg.Error:
+        return ""
+    if row is None or row[0] is None or row[2]:
+        return ""
+    owner, connected, _, what = row
+    return (
+        f". tether's migrations run as the owner of {what}, {owner}; this connection's"
+        f" role, {connected}, neither is it nor has its rights: run the command again"
+        f" with {owner}'s database URL"
+    )
+
+
+_OWNER_AND_ROLE = """
+with owner as (
+  select o.role, o.what from (
+    select pg_get_userbyid(n.nspowner) as role, 'tether''s schema' as what, 1 as rank
+      from pg_namespace n where n.nspname = 'tether'
+    union all
+    select pg_get_userbyid(c.relowner), 'public.conversation_sessions', 2
+      from pg_class c
+     where c.oid = to_regclass('public.conversation_sessions')
+    union all
+    select pg_get_userbyid(d.datdba), 'the database', 3
+      from pg_database d where d.datname = current_database()
+  ) o order by o.rank limit 1
+)
+select owner.role, current_user, pg_has_role(current_user, owner.role, 'USAGE'), owner.what
+  from owner
+"""
 
 
 def _log_progress(line: str) -> None:
@@ -523,8 +580,11 @@ def _run(conn: psycopg.Connection[tuple[Any, ...]], migration: Migration) -> Non
         said = (
             f"{migration.filename} failed; nothing of this run was kept: {error_from_psycopg(exc)}"
         )
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "create role" in str(exc):
-            said += ROLES_TO_MAKE_FIRST
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            if "create role" in str(exc):
+                said += ROLES_TO_MAKE_FIRST
+            else:
+                raise _NotAllowed(said) from None
         raise MigrationError(said) from None
     finally:
         conn.remove_notice_handler(warned)

@@ -528,6 +528,59 @@ def test_migrations_apply_as_an_owner_that_is_no_superuser(server_url: str) -> N
             admin.execute(f'drop role if exists "{owner}"')
 
 
+def test_an_upgrade_run_as_a_role_that_does_not_own_tether_s_schema_names_the_one_that_does(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """An upgrade run with another role's URL (the application's, a CI user's) was
+    refused with Postgres's words alone, 'permission denied for schema tether' or 'for
+    database ...', naming no role to run it as; it now names the owner to migrate as,
+    and still changes nothing and prints no password."""
+    for path in migrations_copy.glob("*.sql"):
+        if path.name >= "20261130001000":
+            path.unlink()
+    migrate.migrate(empty_database_url, migrations_copy)
+    before = _ledger(empty_database_url)
+    other = f"tether_ci_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(empty_database_url, autocommit=True) as admin:
+        owner = admin.execute("select current_user").fetchone()
+        admin.execute(f'create role "{other}" login')
+    assert owner is not None
+    as_other = psycopg.conninfo.make_conninfo(
+        empty_database_url, user=other, password="not-for-output"
+    )
+    way_on = (
+        f"tether's migrations run as the owner of tether's schema, {owner[0]}; this"
+        f" connection's role, {other}, neither is it nor has its rights: run the command"
+        f" again with {owner[0]}'s database URL"
+    )
+    try:
+        for readable in (False, True):
+            if readable:  # a monitor's role, which may read the ledger
+                with psycopg.connect(empty_database_url, autocommit=True) as admin:
+                    admin.execute(f'grant usage on schema tether to "{other}"')
+                    admin.execute(f'grant select on tether.schema_migrations to "{other}"')
+            said = run_tether("migrate", "--database-url", as_other)
+            assert said.returncode == 1
+            assert said.stdout == ""
+            assert "42501: permission denied" in said.stderr
+            assert way_on in said.stderr, said.stderr
+            assert "not-for-output" not in said.stderr
+            status = run_tether("migrate", "--status", "--database-url", as_other)
+            if readable:
+                assert status.returncode == 0, status.stderr
+                assert "pending  20261130001000_limit_reached_first.sql" in status.stdout
+            else:
+                assert status.returncode == 1
+                assert "cannot read tether's ledger: 42501: permission denied" in status.stderr
+                assert way_on in status.stderr, status.stderr
+            assert "not-for-output" not in status.stdout + status.stderr
+        assert _ledger(empty_database_url) == before
+    finally:
+        with psycopg.connect(empty_database_url, autocommit=True) as admin:
+            admin.execute(f'drop owned by "{other}"')
+            admin.execute(f'drop role "{other}"')
+
+
 def test_status_as_a_role_that_may_not_judge_row_level_security_still_answers(
     database_url: str,
 ) -> None:
