@@ -203,6 +203,11 @@ def outstanding(
     return [m for m in migrations if m.version not in recorded and m.fingerprint not in by_content]
 
 
+IDLE_IN_TRANSACTION_SECONDS = 5
+"""How long a run's transaction may wait on the runner between statements: it never
+waits that long between two of its own (it pauses between tries outside any)."""
+
+
 def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     import psycopg  # noqa: PLC0415
 
@@ -473,6 +478,7 @@ def apply_pending(
     done_now: list[tuple[Migration, str | None]] = []
 
     def one_runner_at_a_time(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        _not_held_by_a_runner_gone(conn)
         # A second runner waits here, queueing no writer, then finds nothing pending.
         conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
 
@@ -549,6 +555,19 @@ with owner as (
 select owner.role, current_user, pg_has_role(current_user, owner.role, 'USAGE'), owner.what
   from owner
 """
+
+
+def _not_held_by_a_runner_gone(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Bound, for this run's transaction, how long the server keeps it for a runner that
+    no longer drives it. Set for the transaction alone: through a transaction pooler,
+    the server connection that runs it has the settings, and no other client's does."""
+    # A runner that stalls mid-run (stopped, its machine or network gone) would hold
+    # the session table's lock until the server noticed, hours later, and every
+    # $connect and $disconnect fail meanwhile: the server ends the transaction instead.
+    conn.execute(
+        "select set_config('idle_in_transaction_session_timeout', %s, true)",
+        (f"{IDLE_IN_TRANSACTION_SECONDS}s",),
+    )
 
 
 def _log_progress(line: str) -> None:

@@ -6,6 +6,9 @@ import contextlib
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ from tests.conftest import with_database
 from tests.support import run_tether
 from tether import migrate
 from tether.drivers.postgres import PostgresStore
-from tether.errors import DatabaseUnavailableError, MigrationError
+from tether.errors import DatabaseBusyError, DatabaseUnavailableError, MigrationError
 from tether.locks import LockPolicy
 from tether.models import EndOutcome, EndReason, OpenSessionRequest
 
@@ -396,6 +399,66 @@ def test_a_long_transaction_makes_migrate_give_way_to_writers_then_apply(
     ages = [float(age) for age in re.findall(r"in a transaction for ([0-9.]+)s", " ".join(lines))]
     assert len(lines) >= 2, lines
     assert ages[-1] > ages[0], lines
+
+
+def test_a_runner_stalled_mid_run_does_not_hold_the_table_until_the_server_notices(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """A runner stopped after the table's lock was taken (its machine suspended, its
+    network gone, a CI job frozen) left its transaction idle and the lock held: every
+    $connect and $disconnect failed after its 3 s until the server noticed, hours later
+    for a lost network. The server now ends such a transaction after a few seconds;
+    nothing of the run stays and the next run applies it."""
+    migrate.migrate(empty_database_url)
+    (migrations_copy / "29991231000000_operator_note.sql").write_text(
+        ALTERS_THE_TABLE + "select pg_sleep(0.5);\n"
+    )
+    runner = subprocess.Popen(  # noqa: S603 - this interpreter, running tether's migrate
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from tether import migrate;"
+            " migrate.migrate(sys.argv[1], Path(sys.argv[2]))",
+            empty_database_url,
+            str(migrations_copy),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = PostgresStore(empty_database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while not _table_locked_for_altering(empty_database_url):
+            assert runner.poll() is None, "the run ended before it was stopped"
+            assert time.monotonic() < deadline, "the run never took the table's lock"
+            time.sleep(0.01)
+        runner.send_signal(signal.SIGSTOP)  # mid-statement: idle in its transaction next
+        stopped = time.monotonic()
+        opened = False
+        while not opened and time.monotonic() - stopped < 15:
+            with contextlib.suppress(DatabaseBusyError):  # its 3 s passed: try again
+                opened = store.open_session(OpenSessionRequest(connection_id="after=")).opened
+        assert opened, "the stalled run held the session table"
+        assert time.monotonic() - stopped < 12
+    finally:
+        runner.send_signal(signal.SIGCONT)
+        runner.wait(30)
+        store.close()
+    assert runner.returncode != 0
+    assert not _has_column(empty_database_url)
+    assert [m.filename for m in migrate.migrate(empty_database_url, migrations_copy)] == [
+        "29991231000000_operator_note.sql"
+    ]
+
+
+def _table_locked_for_altering(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*) from pg_locks"
+            " where relation = 'public.conversation_sessions'::regclass"
+            " and mode = 'AccessExclusiveLock' and granted"
+        ).fetchone()
+    return row == (1,)
 
 
 def test_migrate_gives_up_on_a_table_busy_throughout_with_nothing_changed(
