@@ -561,6 +561,8 @@ def _not_held_by_a_runner_gone(conn: psycopg.Connection[tuple[Any, ...]]) -> Non
     """Bound, for this run's transaction, how long the server keeps it for a runner that
     no longer drives it. Set for the transaction alone: through a transaction pooler,
     the server connection that runs it has the settings, and no other client's does."""
+    import psycopg  # noqa: PLC0415
+
     # A runner that stalls mid-run (stopped, its machine or network gone) would hold
     # the session table's lock until the server noticed, hours later, and every
     # $connect and $disconnect fail meanwhile: the server ends the transaction instead.
@@ -568,6 +570,15 @@ def _not_held_by_a_runner_gone(conn: psycopg.Connection[tuple[Any, ...]]) -> Non
         "select set_config('idle_in_transaction_session_timeout', %s, true)",
         (f"{IDLE_IN_TRANSACTION_SECONDS}s",),
     )
+    # A runner killed mid-statement (kill -9, a CI job's timeout, the OOM killer) sends
+    # no cancel: the statement (a check validated on a long history) would run on, the
+    # table's lock held, until its end. Postgres 14 and later stop it within a second of
+    # its client going, as adoption's connections do.
+    try:
+        with conn.transaction():
+            conn.execute("select set_config('client_connection_check_interval', '1s', true)")
+    except (psycopg.errors.UndefinedObject, psycopg.errors.InvalidParameterValue):
+        pass  # before Postgres 14, or a platform without the check
 
 
 def _log_progress(line: str) -> None:

@@ -451,6 +451,53 @@ def test_a_runner_stalled_mid_run_does_not_hold_the_table_until_the_server_notic
     ]
 
 
+def test_a_runner_killed_mid_statement_does_not_leave_it_holding_the_table(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    """A runner killed with no chance to cancel (kill -9, a CI job's timeout) while a
+    statement ran (a check validated on a long history) left it running on the server,
+    the table's lock held and every $connect and $disconnect failing, until it ended.
+    The server now stops it within a second or so of its client going."""
+    migrate.migrate(empty_database_url)
+    (migrations_copy / "29991231000000_operator_note.sql").write_text(
+        ALTERS_THE_TABLE + "select pg_sleep(30);\n"
+    )
+    runner = subprocess.Popen(  # noqa: S603 - this interpreter, running tether's migrate
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from tether import migrate;"
+            " migrate.migrate(sys.argv[1], Path(sys.argv[2]))",
+            empty_database_url,
+            str(migrations_copy),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = PostgresStore(empty_database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while not _table_locked_for_altering(empty_database_url):
+            assert runner.poll() is None, "the run ended before it was killed"
+            assert time.monotonic() < deadline, "the run never took the table's lock"
+            time.sleep(0.01)
+        runner.kill()
+        runner.wait(10)
+        killed = time.monotonic()
+        opened = False
+        while not opened and time.monotonic() - killed < 12:
+            with contextlib.suppress(DatabaseBusyError):  # its 3 s passed: try again
+                opened = store.open_session(OpenSessionRequest(connection_id="after=")).opened
+        assert opened, "the killed run's statement held the session table"
+    finally:
+        store.close()
+    assert not _has_column(empty_database_url)
+    (migrations_copy / "29991231000000_operator_note.sql").write_text(ALTERS_THE_TABLE)
+    assert [m.filename for m in migrate.migrate(empty_database_url, migrations_copy)] == [
+        "29991231000000_operator_note.sql"
+    ]
+
+
 def _table_locked_for_altering(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
