@@ -55,3 +55,21 @@ def test_every_flag_of_a_synopsis_is_one_its_command_takes(command: str, flag: s
     parser = _subcommand(build_parser(), command.split())
     taken = {option for action in parser._actions for option in action.option_strings}
     assert flag in taken, f"README: `tether {command}` has no {flag}"
+
+
+def _takes(command: str) -> set[str]:
+    parser = _subcommand(build_parser(), command.split())
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+@pytest.mark.parametrize(
+    "command", sorted({command for command, flag in SYNOPSES if flag == "--database-url"})
+)
+def test_a_synopsis_that_names_a_database_url_names_embedded_where_it_is_taken(
+    command: str,
+) -> None:
+    """A newcomer reads the synopsis to find how to point a command at `tether dev`'s
+    database: one that gives --database-url and not --embedded, which the command
+    takes, leaves them without the way."""
+    if "--embedded" in _takes(command):
+        assert (command, "--embedded") in SYNOPSES, f"README: `tether {command}` has no --embedded"
