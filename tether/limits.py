@@ -32,7 +32,7 @@ application route's sign of life does not import the event models)."""
 
 # The heartbeat clients are asked to keep (every reply to a heartbeat says the
 # configured interval); with the sweep's defaults, a client that vanishes is ended
-# within 45 s (README: "The bounds you can state").
+# within 40 s (README: "The bounds, at the defaults").
 HEARTBEAT_INTERVAL_SECONDS = 15.0
 HEARTBEATS_OFF = 0.0
 """A heartbeat grace of "off" (the commands' flag): heartbeats not required."""
