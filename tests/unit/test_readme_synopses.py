@@ -73,3 +73,19 @@ def test_a_synopsis_that_names_a_database_url_names_embedded_where_it_is_taken(
     takes, leaves them without the way."""
     if "--embedded" in _takes(command):
         assert (command, "--embedded") in SYNOPSES, f"README: `tether {command}` has no --embedded"
+
+
+def test_every_python_m_the_readme_gives_runs_something() -> None:
+    """`python -m bench.adoption_blocking`, as the README once gave it, imported a module
+    with no main and exited 0 having run nothing: each `python -m NAME` must name a
+    package with a __main__ or a module that runs when executed."""
+    readmes = " ".join((ROOT / doc).read_text() for doc in ("README.md", "bench/README.md"))
+    names = re.findall(r"python -m ([A-Za-z_][\w.]*)", " ".join(readmes.split()))
+    assert names or "python -m" not in readmes
+    for name in names:
+        path = ROOT.joinpath(*name.split("."))
+        if path.is_dir():
+            assert (path / "__main__.py").exists(), f"README: python -m {name}: no __main__"
+        elif path.with_suffix(".py").exists():
+            source = path.with_suffix(".py").read_text()
+            assert 'if __name__ == "__main__"' in source, f"README: python -m {name} runs nothing"
