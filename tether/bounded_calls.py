@@ -40,12 +40,15 @@ def call_all(
     name: str,
     enough: Callable[[Sequence[R | Raised | None]], bool] | None = None,
     enough_after: float = 0.0,
+    made_out: list[bool] | None = None,
 ) -> list[R | Raised | None]:
     """``call(item)`` for each item, in order; None where no answer came within
     ``seconds``, Raised where the call raised (a bug, logged). With ``enough``: once
     ``enough_after`` seconds have passed, the answers so far are returned if it finds
-    them enough, and no further call starts."""
+    them enough, and no further call starts. ``made_out``, if given, is filled with
+    whether each call was made: a None from a call never made is no answer refused."""
     answers: list[R | Raised | None] = [None] * len(items)
+    made = [False] * len(items)
     started = time.monotonic()
     deadline = started + max(seconds, 0.0)
     next_index = iter(range(len(items)))
@@ -56,8 +59,9 @@ def call_all(
         while True:
             with taking:
                 index = next(next_index, None)
-            if index is None or stopped.is_set() or time.monotonic() >= deadline:
-                return
+                if index is None or stopped.is_set() or time.monotonic() >= deadline:
+                    return
+                made[index] = True
             try:
                 answers[index] = call(items[index])
             except Exception as exc:
@@ -76,9 +80,23 @@ def call_all(
             worker.join(max(0.0, early - time.monotonic()))
         so_far = list(answers)
         if any(worker.is_alive() for worker in workers) and enough(so_far):
-            stopped.set()
-            return so_far
+            return _stop(stopped, taking, made, made_out, so_far)
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
     # Read once: an answer arriving now is too late to be counted as answered.
-    return list(answers)
+    return _stop(stopped, taking, made, made_out, list(answers))
+
+
+def _stop(
+    stopped: threading.Event,
+    taking: threading.Lock,
+    made: list[bool],
+    made_out: list[bool] | None,
+    answers: list[R | Raised | None],
+) -> list[R | Raised | None]:
+    # Under the lock: no call starts after what was started is read.
+    with taking:
+        stopped.set()
+        if made_out is not None:
+            made_out[:] = made
+    return answers

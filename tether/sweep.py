@@ -120,14 +120,26 @@ class SweepReport:
     record the end before this run does: ``ended_by_reason`` counts only the ends this
     run recorded, so a metric never counts one end twice."""
     gateway_errors: int = 0
+    """Calls to the gateway that failed: refused, or made and not answered in time."""
+    left_unasked: int = 0
+    """Suspects whose GetConnection never started: the check's questions had had their
+    share of its wait for the gateway (the deletes have the rest). Not failures; the
+    next check asks about them."""
+    left_unclosed: int = 0
+    """Silent connections found whose DeleteConnection never started: the check's wait
+    for the gateway ran out first. Not failures; the next check closes them."""
     bugs: int = 0
     """Calls to the gateway that raised what tether does not expect (a bug, its
     traceback in the log), counted apart from the gateway's errors and silence: their
     sessions are neither ended nor dropped, and are asked about again at the next check."""
     unchecked: int = 0
-    """The calls to the gateway that failed or raised in the run's last check: their
-    suspects are left for another run. An earlier check's were asked about again by
-    the next, as every suspect a check finds is, unless the run's time cut one short."""
+    """The calls to the gateway that failed or raised, or never started for want of
+    the check's time, in the run's last check: their suspects are left for another
+    run. An earlier check's were asked about again by the next, as every suspect a
+    check finds is, unless the run's time cut one short."""
+    unchecked_for_time: int = 0
+    """Of ``unchecked``, the suspects whose calls never started (left unasked or
+    unclosed for want of time): no call of theirs failed."""
     failed_checks: int = 0
     """Checks the database's absence cut short (the run carried on)."""
     announced: int = 0
@@ -161,8 +173,11 @@ class SweepReport:
             "gone_waiting": self.gone_waiting,
             "closed_silent": self.closed_silent,
             "gateway_errors": self.gateway_errors,
+            "left_unasked": self.left_unasked,
+            "left_unclosed": self.left_unclosed,
             "bugs": self.bugs,
             "unchecked": self.unchecked,
+            "unchecked_for_time": self.unchecked_for_time,
             "failed_checks": self.failed_checks,
             "announced": self.announced,
             "redelivered": self.redelivered,
@@ -190,7 +205,11 @@ class _Answers:
     """Calls that raised what tether does not expect (a bug): not answers."""
     errors: list[GatewayError] = field(default_factory=list)
     unanswered: int = 0
-    """Calls with no answer in time: asked again by the next check."""
+    """Calls made with no answer in time: asked again by the next check."""
+    unasked: int = 0
+    """Questions never started (the questions' share of the wait was over)."""
+    unclosed: int = 0
+    """Deletes never started (the wait was over)."""
     run_out: bool = False
     """Whether the run's own time, not the batch's leases, ended the wait."""
 
@@ -231,17 +250,6 @@ class Sweep:
         run_left = self._remaining() - self._policy.time_margin_seconds
         lease = max(self._policy.suspect_lease_seconds, MIN_GATEWAY_WAIT_SECONDS)
         return time.monotonic() + min(run_left, lease), run_left <= lease
-
-    def _call_all(
-        self, call: Callable[[Any], Any], items: list[Any], name: str, deadline: float
-    ) -> list[Any]:
-        return call_all(
-            call,
-            items,
-            concurrency=self._policy.concurrency,
-            seconds=deadline - time.monotonic(),
-            name=name,
-        )
 
     def _count_ends(self, ended: dict[EndReason, int]) -> None:
         for reason, count in ended.items():
@@ -327,21 +335,27 @@ class Sweep:
         for session_id in to_close.keys() - intended.keys():
             answers.still_connected[session_id] = None  # alive after all: a heartbeat came
         closing = list(intended.items())
-        closed = self._call_all(
+        started: list[bool] = []
+        closed = call_all(
             lambda item: self._delete(connections, item[1]),
             closing,
-            "tether-sweep-delete",
-            deadline,
+            concurrency=self._policy.concurrency,
+            seconds=deadline - time.monotonic(),
+            name="tether-sweep-delete",
+            made_out=started,
         )
         ended_at: dict[UUID, datetime] = {}
-        for (session_id, _), outcome in zip(closing, closed, strict=True):
+        for (session_id, _), outcome, made in zip(closing, closed, started, strict=True):
             if outcome is not ConnectionState.GONE:
                 # The session stays active with its intent; the next check retries.
                 if outcome is None:
-                    answers.unanswered += 1
+                    if made:
+                        answers.unanswered += 1
+                    else:
+                        answers.unclosed += 1
                 elif isinstance(outcome, Raised):
                     answers.raised += 1
-                else:
+                elif isinstance(outcome, GatewayError):
                     answers.errors.append(outcome)
                 answers.still_connected[session_id] = None
                 continue
@@ -392,6 +406,7 @@ class Sweep:
         # Questions slow to answer (throttled, retried) would take all of the wait, and
         # the silent connections the others found would never be closed, check after
         # check: once they have had their share of it, the deletes have the rest.
+        started: list[bool] = []
         infos = call_all(
             lambda s: self._ask(connections, s),
             suspects,
@@ -400,14 +415,18 @@ class Sweep:
             name="tether-sweep-get",
             enough=silent_found,
             enough_after=max(wait * ASKING_SHARE, min(wait, MIN_GATEWAY_WAIT_SECONDS)),
+            made_out=started,
         )
-        for suspect, info in zip(suspects, infos, strict=True):
+        for suspect, info, made in zip(suspects, infos, started, strict=True):
             if isinstance(info, Raised):
                 answers.raised += 1
                 answers.still_connected[suspect.session_id] = None
                 continue
             if info is None:
-                answers.unanswered += 1
+                if made:
+                    answers.unanswered += 1
+                else:
+                    answers.unasked += 1
                 answers.still_connected[suspect.session_id] = None
                 continue
             self._sort(suspect, info, now, answers)
@@ -423,6 +442,11 @@ class Sweep:
         for session_id in answers.gone:
             answers.still_connected.setdefault(session_id, None)
         self._store.settle_suspects(answers.still_connected)
+        self._count_left(answers)
+
+    def _count_left(self, answers: _Answers) -> None:
+        """Count, and log once per batch, the calls of a batch that left its suspects
+        for the next check: failed, raised, unanswered, never started."""
         if answers.unanswered:
             if answers.run_out:
                 self.report.stopped_for_time = True
@@ -434,6 +458,20 @@ class Sweep:
                     "unanswered": answers.unanswered,
                     "waited_until": "the run's margin" if answers.run_out else "the leases' end",
                 },
+            )
+        if answers.unasked or answers.unclosed:
+            # Calls never made failed nothing: the run's time, when it is what ran out,
+            # says so as it always has; else the check's wait did, and they are counted
+            # apart from the gateway's errors.
+            if answers.run_out:
+                self.report.stopped_for_time = True
+            else:
+                self.report.left_unasked += answers.unasked
+                self.report.left_unclosed += answers.unclosed
+            logger.warning(
+                "the check's wait for the gateway ran out before some calls started; those"
+                " suspects wait for the next check",
+                extra={"unasked": answers.unasked, "unclosed": answers.unclosed},
             )
         if answers.raised:
             self.report.bugs += answers.raised
@@ -486,16 +524,24 @@ class Sweep:
         self.report.checks += 1
         checked_before = self.report.checked
         failed_before = self.report.gateway_errors + self.report.bugs
+        left_before = self._left_for_time()
         self.end_hard_limits()
         self.check_suspects(check_started)
         failed = self.report.gateway_errors + self.report.bugs - failed_before
+        left = self._left_for_time() - left_before
         # A check that asked nobody (none due yet: one run late, right after the check
         # that failed) has not asked again what an earlier one could not; nor may one
         # cut short for time have.
-        if self.report.checked > checked_before or failed:
-            earlier = self.report.unchecked if self.report.stopped_for_time else 0
-            self.report.unchecked = failed + earlier
+        if self.report.checked > checked_before or failed or left:
+            carried = self.report.stopped_for_time
+            earlier = self.report.unchecked if carried else 0
+            earlier_for_time = self.report.unchecked_for_time if carried else 0
+            self.report.unchecked = failed + left + earlier
+            self.report.unchecked_for_time = left + earlier_for_time
         self.announce()
+
+    def _left_for_time(self) -> int:
+        return self.report.left_unasked + self.report.left_unclosed
 
     def run(self) -> SweepReport:
         started = time.monotonic()

@@ -27,6 +27,8 @@ def emit_sweep_metrics(report: SweepReport) -> None:
     emit_metric("AnnouncementsRedelivered", report.redelivered)
     emit_metric("AnnouncementsFailed", report.announce_failed)
     emit_metric("GatewayErrors", report.gateway_errors)
+    # Calls never started for want of a check's time: no failure, so not GatewayErrors.
+    emit_metric("SuspectsLeftForTime", report.left_unasked + report.left_unclosed)
     emit_metric("SweepBugs", report.bugs)
     emit_outage_metrics(report)
     health = report.health

@@ -491,10 +491,12 @@ def test_a_gateway_that_never_answers_does_not_keep_the_run_past_its_time(
     started = time.monotonic()
     report = _run(FakeLambdaContext(time_limit_seconds=7))
     assert time.monotonic() - started < 7
-    # Each check waited as long as its leases last, and called that a gateway failure;
-    # the last one waited until the run's margin, and said it stopped for time.
+    # Each check waited as long as its leases last, and called the calls it made (4 at a
+    # time) gateway failures, the suspects it never got to ask left unasked; the last
+    # one waited until the run's margin, and said it stopped for time.
     assert report["stopped_for_time"] is True
-    assert report["gateway_errors"] >= 12
+    assert report["gateway_errors"] >= 4
+    assert report["gateway_errors"] + report["left_unasked"] >= 12
     assert report["checked"] == 0
     assert report["checks"] >= 2
     assert [e["detail"]["connection_id"] for e in event_bus.received()] == ["ended="]
@@ -539,6 +541,91 @@ def test_silent_connections_found_while_other_questions_hang_are_closed_in_that_
     assert all(("DELETE", c) in gateway.calls for c in silent)
     assert report["closed_silent"] == 4
     assert all(rows[c]["is_active"] for c in slow)
+
+
+def test_suspects_a_cut_short_check_never_asked_about_are_not_counted_as_failed_calls(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once a check's questions have had their share of its wait and found a silent
+    connection, no more start: the suspects never asked were counted as calls to the
+    gateway that failed (GatewayErrors), though no call was made for them. They are
+    counted apart, as left unasked, and the call still in flight as the failure."""
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "5")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "1")
+    runtime.reset()
+    # Asked oldest first, one at a time: the silent one, then the one that hangs.
+    make_session(connection_id="silent=", started_seconds_ago=3600, seen_seconds_ago=500)
+    make_session(connection_id="slow=", started_seconds_ago=3600, seen_seconds_ago=400)
+    later = [f"later{index}=" for index in range(3)]
+    for connection_id in later:
+        make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300)
+        gateway.set_alive(connection_id, idle_seconds=0)
+    gateway.set_alive("silent=", idle_seconds=400)
+    gateway.silent.add("slow=")
+
+    report = _run(FakeLambdaContext(time_limit_seconds=6))
+
+    asked = {c for method, c in gateway.calls if method == "GET"}
+    assert asked == {"silent=", "slow="}
+    assert report["closed_silent"] == 1
+    assert report["gateway_errors"] == 1
+    assert report["left_unasked"] == 3
+    assert report["left_unclosed"] == 0
+    assert report["unchecked"] == 4
+    assert report["unchecked_for_time"] == 3
+    emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
+    assert emitted["GatewayErrors"] == 1
+    assert emitted["SuspectsLeftForTime"] == 3
+    rows = _by_connection(db)
+    assert all(rows[c]["is_active"] for c in [*later, "slow="])
+
+
+def test_silent_connections_whose_delete_never_started_are_not_counted_as_failed_calls(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+) -> None:
+    """The deletes of a check's silent connections, one at a time, the first never
+    answered: the others, never started, were counted as calls to the gateway that
+    failed. They are counted apart, as left unclosed, for the next check to close."""
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    # One check, whose wait for the gateway is its leases' (1.6 s), not the run's time.
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "2")
+    lambda_env.setenv("TETHER_SWEEP_SCHEDULE_SECONDS", "2")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "1")
+    runtime.reset()
+    silent = [f"silent{index}=" for index in range(3)]
+    for connection_id in silent:
+        make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=500)
+        gateway.set_alive(connection_id, idle_seconds=400)
+
+    def hang_deletes(method: str, connection_id: str) -> None:
+        # Answered, its DeleteConnection is taken and never answered.
+        gateway.silent.add(connection_id)
+
+    gateway.on_request = hang_deletes
+
+    report = _run(FakeLambdaContext(time_limit_seconds=30))
+
+    deletes = [c for method, c in gateway.calls if method == "DELETE"]
+    assert len(deletes) == 1
+    assert report["checked"] == 3
+    assert report["closed_silent"] == 0
+    assert report["gateway_errors"] == 1
+    assert report["left_unclosed"] == 2
+    assert report["left_unasked"] == 0
+    assert report["unchecked"] == 3
+    assert report["unchecked_for_time"] == 2
+    rows = _by_connection(db)
+    assert all(rows[c]["is_active"] for c in silent)
 
 
 def test_backlog_of_100k_drains_across_runs_with_nothing_ended_twice(

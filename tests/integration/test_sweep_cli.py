@@ -454,6 +454,54 @@ def test_a_sweep_whose_gateway_could_not_be_asked_says_so_and_fails(
         assert "ended 1 session(s): 1 max_duration" in result.stdout
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["words", "json"])
+def test_a_sweep_tells_calls_that_failed_from_suspects_left_for_want_of_time(
+    database_url: str, make_session: SessionFactory, as_json: bool
+) -> None:
+    """Under a slow gateway a check's questions stop once they have had their share of
+    its wait and found a silent connection: the suspects never asked were counted, and
+    said to be, calls to the gateway that failed ("4 call(s) ... failed" for 1). The
+    exit status is as it was: they stay active, unchecked."""
+    make_session(connection_id="silent=", started_seconds_ago=3600, seen_seconds_ago=500)
+    make_session(connection_id="slow=", started_seconds_ago=3600, seen_seconds_ago=400)
+    later = [f"later{index}=" for index in range(3)]
+    for connection_id in later:
+        make_session(connection_id=connection_id, started_seconds_ago=3600, seen_seconds_ago=300)
+    env = {
+        "TETHER_ANNOUNCE_TO": "log",
+        "TETHER_HEARTBEAT_GRACE_SECONDS": "200",
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": "4",
+        "TETHER_SWEEP_CONCURRENCY": "1",
+    }
+    with connections_standin.serve() as gateway:
+        gateway.set_alive("silent=", idle_seconds=400)
+        for connection_id in later:
+            gateway.set_alive(connection_id)
+        gateway.silent.add("slow=")
+        result = run_tether(
+            "sweep", "--database-url", database_url, "--endpoint-url", gateway.url,
+            *(["--json"] if as_json else []), env=env,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert (
+        "tether sweep: 1 call(s) to the gateway failed and 3 suspect(s) were left unasked or"
+        " unclosed: the check's wait for the gateway ran out before their calls started"
+    ) in result.stderr
+    if as_json:
+        report = json.loads(result.stdout)
+        assert report["gateway_errors"] == 1
+        assert (report["left_unasked"], report["left_unclosed"]) == (3, 0)
+        assert (report["unchecked"], report["unchecked_for_time"]) == (4, 3)
+    else:
+        assert "1 call(s) to the gateway failed: those suspects were not checked" in result.stdout
+        assert (
+            "3 suspect(s) left unasked, 0 silent connection(s) left unclosed: the check's wait"
+            " for the gateway ran out before their calls started (no call failed for them):"
+            " those suspects were not checked"
+        ) in result.stdout
+        assert "closed 1 silent connection(s) at the gateway" in result.stdout
+
+
 def test_a_run_whose_later_check_asked_again_what_failed_succeeds(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:

@@ -13,6 +13,7 @@ from tether.bounded_calls import Raised, call_all
 def test_answers_found_enough_end_the_wait_and_start_no_other_call() -> None:
     release = threading.Event()
     started: list[str] = []
+    made: list[bool] = []
 
     def call(item: str) -> str:
         started.append(item)
@@ -33,11 +34,14 @@ def test_answers_found_enough_end_the_wait_and_start_no_other_call() -> None:
             name="test",
             enough=enough,
             enough_after=0.2,
+            made_out=made,
         )
     finally:
         release.set()
     assert time.monotonic() - began < 2
     assert answers == ["fast", None, None, None, None]
+    # The unanswered told apart: asked and waiting, or never asked.
+    assert made == [True, True, True, True, False]
     time.sleep(0.2)  # the released calls return: none takes the item left
     assert "later" not in started
 

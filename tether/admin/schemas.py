@@ -132,6 +132,16 @@ class SweepSummary(_Model):
         " their $disconnect may record the end first, and `ended` counts only this run's.",
     )
     gateway_errors: int
+    left_unasked: int = Field(
+        0,
+        description="Suspects whose GetConnection never started: the check's wait for the"
+        " gateway ran out first (not a failure); the next check asks about them.",
+    )
+    left_unclosed: int = Field(
+        0,
+        description="Silent connections whose DeleteConnection never started: the check's"
+        " wait for the gateway ran out first (not a failure); the next check closes them.",
+    )
     bugs: int = Field(
         0,
         description="Calls to the gateway that raised an unexpected error (a bug, logged):"

@@ -140,10 +140,19 @@ def _unchecked(report: SweepReport) -> int:
     --keep-checking, what an earlier check could not ask the next asked again."""
     if not report.unchecked:
         return 0
+    failed = report.unchecked - report.unchecked_for_time
+    why = []
+    if failed:
+        why.append(f"{failed} call(s) to the gateway failed")
+    if report.unchecked_for_time:
+        why.append(
+            f"{report.unchecked_for_time} suspect(s) were left unasked or unclosed: the check's"
+            " wait for the gateway ran out before their calls started"
+        )
+    advice = "check the @connections endpoint and " if failed else ""
     sys.stderr.write(
-        f"tether sweep: {report.unchecked} call(s) to the gateway failed, so some suspects were"
-        " not checked and their sessions stay active; check the @connections endpoint and"
-        " run the sweep again\n"
+        f"tether sweep: {' and '.join(why)}, so some suspects were not checked and their"
+        f" sessions stay active; {advice}run the sweep again\n"
     )
     return 1
 
@@ -159,7 +168,8 @@ def _say_report(report: SweepReport) -> None:
             f"closed {report.closed_silent} silent connection(s) at the gateway"
             " (heartbeat_timeout; an end their $disconnect recorded first is not counted above)"
         )
-    failed = report.gateway_errors + report.bugs
+    left_for_time = report.left_unasked + report.left_unclosed
+    failed = report.gateway_errors + report.bugs + left_for_time
     if not report.unchecked:
         left = "a later check asked again about those suspects"
     elif report.unchecked >= failed:
@@ -176,6 +186,14 @@ def _say_report(report: SweepReport) -> None:
         say(
             f"{report.bugs} call(s) to the gateway raised an unexpected error (a bug: its"
             f" traceback is in the log): {left}"
+        )
+    if left_for_time:
+        # Not failures: the questions had had their share of the check's wait (the
+        # deletes have the rest), or the deletes had had it all, before these started.
+        say(
+            f"{report.left_unasked} suspect(s) left unasked, {report.left_unclosed} silent"
+            " connection(s) left unclosed: the check's wait for the gateway ran out before"
+            f" their calls started (no call failed for them): {left}"
         )
     say(f"announced {report.announced}, redelivered {report.redelivered}")
     if report.announce_failed:
