@@ -1087,3 +1087,70 @@ def test_close_orphans_with_none_to_end_says_what_still_waits_to_be_announced(
     said = run_tether(*common, "--apply", "--yes", "--database-url", database_url)
     assert "no active session started more than 2.0 hours ago" in said.stdout
     assert "3 announcement(s) stay queued for the sweep to deliver" in said.stdout
+
+
+@pytest.mark.usefixtures("orphans")
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_close_orphans_whose_announcements_went_out_unrecorded_says_so(
+    database_url: str, as_json: bool
+) -> None:
+    """The database could not record the announcements as sent (their rows held past the
+    lock timeout), then answered again: close-orphans exited 0 saying "announced 18" and
+    "18 announcement(s) stay queued for the sweep to deliver", not that those went out
+    and will be announced again (--json: nothing of them at all)."""
+
+    class PutEventsThenTheRowsAreHeld(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            entries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["Entries"]
+            with holding:
+                if not held.info.transaction_status:  # idle: not yet held
+                    held.execute(
+                        "select 1 from public.conversation_session_announcements for update"
+                    )
+            body = json.dumps(
+                {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in entries]}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    holding = threading.Lock()
+    bus = ThreadingHTTPServer(("127.0.0.1", 0), PutEventsThenTheRowsAreHeld)
+    threading.Thread(target=bus.serve_forever, daemon=True).start()
+    with psycopg.connect(database_url) as held:
+        try:
+            result = run_tether(
+                *("close-orphans", "--older-than", "2h", "--apply", "--yes"),
+                *(["--json"] if as_json else []),
+                *("--announce-to", "eventbridge", "--database-url", database_url),
+                env={
+                    "TETHER_AWS_ENDPOINT_URL": f"http://127.0.0.1:{bus.server_address[1]}",
+                    "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local",
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                },
+            )
+        finally:
+            bus.shutdown()
+            bus.server_close()
+            held.rollback()
+    assert result.returncode == 0, result.stderr
+    if as_json:
+        report = json.loads(result.stdout)
+        assert (report["ended"], report["announced"]) == (18, 18)
+        assert report["announced_unrecorded"] == 18
+    else:
+        assert "ended 18 session(s) with reason orphan_cleanup; announced 18" in result.stdout
+        assert (
+            "18 announcement(s) went out but the database could not record them as sent:"
+            " they will be announced again"
+        ) in result.stdout, result.stdout
+        assert (
+            "18 announcement(s) stay queued for the sweep to deliver, the unrecorded ones"
+            " among them"
+        ) in result.stdout

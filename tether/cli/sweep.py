@@ -420,6 +420,9 @@ def _report(
 ) -> None:
     ended_by_reason = sorted(Counter(ended.values()).items())
     announced = drained.announced if drained else 0
+    # Sent, but the database could not record them so (away, or their rows held past
+    # the lock timeout): they stay queued and go out again (at least once).
+    unrecorded = drained.unrecorded if drained else 0
     # The outbox is drained whole: ends made elsewhere (a $disconnect whose announcement
     # failed, a sweep's) go out too, and are told apart from this run's own.
     others = len(drained.announced_sessions - ended.keys()) if drained else 0
@@ -432,6 +435,7 @@ def _report(
                 "ended_by_reason": {reason.value: n for reason, n in ended_by_reason},
                 "announced": announced,
                 "announced_others": others,
+                "announced_unrecorded": unrecorded,
                 "queued": queued,
                 "announce_error": drained.error if drained else None,
                 "applied": bool(args.apply),
@@ -448,9 +452,15 @@ def _report(
         how = ": " + ", ".join(f"{n} {reason}" for reason, n in ended_by_reason)
     besides = f" ({others} of them other ends that were waiting in the outbox)" if others else ""
     say(f"ended {len(ended)} session(s){how}; announced {announced}{besides}")
+    if unrecorded:
+        say(
+            f"{unrecorded} announcement(s) went out but the database could not record them as"
+            " sent: they will be announced again (consumers dedupe by session_id)"
+        )
     if queued:
         why = f": {drained.error}" if drained and drained.error else ""
-        say(f"{queued} announcement(s) stay queued for the sweep to deliver{why}")
+        again = ", the unrecorded ones among them" if unrecorded else ""
+        say(f"{queued} announcement(s) stay queued for the sweep to deliver{again}{why}")
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
