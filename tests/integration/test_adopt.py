@@ -1709,6 +1709,53 @@ def test_check_gives_back_a_trigger_enabled_always_as_it_was(server: Server) -> 
     assert modes == [{"tgname": "audit", "tgenabled": "A"}, {"tgname": "stamp", "tgenabled": "O"}]
 
 
+def test_names_are_written_as_postgres_quotes_them(server: Server) -> None:
+    """A team's update triggers named user and order: --check told the team to run
+    `alter table public.conversation_sessions disable trigger user`, a syntax error, since
+    every lower-case name was written bare, keyword or not. Names are now quoted as
+    quote_ident() quotes them, and the statements run as written. Every keyword this
+    Postgres quotes is in tether's list (a newer Postgres's new ones are caught here)."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        keywords = conn.execute(
+            "select word, catcode <> 'U' as quotes from pg_get_keywords()"
+        ).fetchall()
+        missing = sorted(
+            k["word"] for k in keywords if k["quotes"] and k["word"] not in catalog.QUOTED_KEYWORDS
+        )
+        assert not missing, f"keywords missing from catalog.QUOTED_KEYWORDS: {missing}"
+        names = [
+            # An older Postgres may take bare a word a newer one reserves: quoted all the same.
+            *(
+                k["word"]
+                for k in keywords
+                if k["quotes"] or k["word"] not in catalog.QUOTED_KEYWORDS
+            ),
+            *("plain_name", "_x1", "a$b", "Stamp", "1x", "\u00e9t\u00e9", 'say "hi"', "two words"),
+        ]
+        for name in names:
+            written = conn.execute("select quote_ident(%s) as q", (name,)).fetchone()
+            assert written is not None and catalog.quoted(name) == written["q"], name
+        conn.execute(
+            "create function public.audit() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        for name in ("user", "order"):
+            conn.execute(
+                sql.SQL(
+                    "create trigger {} after update on public.conversation_sessions"
+                    " for each row execute function public.audit()"
+                ).format(sql.Identifier(name))
+            )
+    (warning,) = [w for w in inspect(url).warnings if "the backfill updates" in w]
+    statements = re.findall(r'alter table \S+ (?:disable|enable) trigger (?:"[^"]*"|\w+)', warning)
+    assert len(statements) == 4, warning
+    with _connect(url) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
 def test_check_warns_of_the_table_s_own_uniqueness_that_would_refuse_connections(
     server: Server,
 ) -> None:

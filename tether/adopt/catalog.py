@@ -145,12 +145,39 @@ def backend(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     return int(row[0]) if row else 0
 
 
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+# Postgres's keywords that quote_ident() quotes (pg_get_keywords(): catcode C, T and R;
+# an unreserved one, U, can stand bare), as Postgres 18 has them: a policy or a trigger
+# named user, order or left, written bare, is a syntax error. A test compares this with
+# the running server's, so that a newer Postgres's new keywords are added here.
+_QUOTED_KEYWORDS = """
+    between bigint bit boolean char character coalesce dec decimal exists extract float
+    greatest grouping inout int integer interval json json_array json_arrayagg json_exists
+    json_object json_objectagg json_query json_scalar json_serialize json_table json_value
+    least merge_action national nchar none normalize nullif numeric out overlay position
+    precision real row setof smallint substring time timestamp treat trim values varchar
+    xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi
+    xmlroot xmlserialize xmltable
+    authorization binary collation concurrently cross current_schema freeze full ilike inner
+    is isnull join left like natural notnull outer overlaps right similar tablesample verbose
+    all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create current_catalog current_date current_role current_time
+    current_timestamp current_user default deferrable desc distinct do else end except false
+    fetch for foreign from grant group having in initially intersect into lateral leading
+    limit localtime localtimestamp not null offset on only or order placing primary
+    references returning select session_user some symmetric system_user table then to
+    trailing true union unique user using variadic when where window with
+"""
+QUOTED_KEYWORDS = frozenset(_QUOTED_KEYWORDS.split())
 
 
 def quoted(name: str) -> str:
-    """An identifier as SQL needs it written: bare where it can be."""
-    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+    """An identifier as SQL needs it written, as quote_ident() writes it: bare where it
+    can be (lower case, digits and underscores, no keyword that needs quotes)."""
+    if _PLAIN_NAME.fullmatch(name) and name not in QUOTED_KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 CONVERTIBLE_COLUMNS = ("session_start", "session_end", "ended_at", "user_id")
