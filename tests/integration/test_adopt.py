@@ -1519,6 +1519,90 @@ def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Serv
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_names_every_writer_that_row_level_security_would_stop_and_only_those(
+    server: Server,
+) -> None:
+    """--check named only the roles granted INSERT or UPDATE on the table itself: a
+    login granted pg_write_all_data, or writing through a group role it inherits from
+    (BYPASSRLS, which the group had, is not inherited), or granted some columns, had its
+    writes refused after --apply unwarned; and a role whose policies already let it write
+    was named all the same. Each is now judged as row level security will judge it."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    s = uuid.uuid4().hex[:8]
+    everything, group, member, columns, covered, half = (
+        f"{name}_{s}" for name in ("everything", "group", "member", "columns", "covered", "half")
+    )
+    roles = (everything, member, group, columns, covered, half)
+    table = sql.SQL("public.conversation_sessions")
+    with _connect(url) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("grant pg_write_all_data to {}").format(sql.Identifier(everything)))
+        conn.execute(sql.SQL("alter role {} bypassrls").format(sql.Identifier(group)))
+        conn.execute(
+            sql.SQL("grant {} to {}").format(sql.Identifier(group), sql.Identifier(member))
+        )
+        for role in (group, covered, half):
+            conn.execute(
+                sql.SQL("grant select, insert, update on {} to {}").format(
+                    table, sql.Identifier(role)
+                )
+            )
+        conn.execute(
+            sql.SQL("grant select, update (session_end, is_active) on {} to {}").format(
+                table, sql.Identifier(columns)
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "create policy covered_writes on {} for all to {} using (true) with check (true)"
+            ).format(table, sql.Identifier(covered))
+        )
+        # A policy for inserts alone: its updates would still find no row.
+        conn.execute(
+            sql.SQL("create policy half_inserts on {} for insert to {} with check (true)").format(
+                table, sql.Identifier(half)
+            )
+        )
+    try:
+        report = inspect(url)
+        (warning,) = [w for w in report.warnings if "may write the table" in w]
+        named = set(re.findall(r"\w+_" + s, warning.split(" may write")[0]))
+        assert named == {everything, member, columns, half}, warning
+        assert not any(covered in w or group in w for w in report.warnings), report.warnings
+
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            conn.execute("set search_path = public")
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(covered)))
+            sid = conn.execute(OLD_INSERT, (uuid.uuid4(),)).fetchone()["session_id"]  # type: ignore[index]
+            assert conn.execute(OLD_END, (sid,)).rowcount == 1
+            conn.execute("reset role")
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(member)))
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(OLD_INSERT, (uuid.uuid4(),))
+            conn.execute("reset role")
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(half)))
+            assert conn.execute(OLD_END, (sid,)).rowcount == 0
+            conn.execute("reset role")
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(columns)))
+            assert (
+                conn.execute(
+                    "update conversation_sessions set session_end = now(), is_active = false"
+                    " where session_id = %s",
+                    (sid,),
+                ).rowcount
+                == 0
+            )
+            conn.execute("reset role")
+    finally:
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Server) -> None:
     """A role that only reads the table (the monitoring that runs the origin's orphan
     alert, an analytics login) counted every row before --apply and none after it, since

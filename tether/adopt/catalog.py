@@ -269,6 +269,57 @@ order by 1
 """
 
 
+# Roles that may insert into or update the table, or some of its columns, through a
+# grant to them or to a role whose rights they inherit, or through pg_write_all_data,
+# who neither own it nor bypass row level security themselves (BYPASSRLS is not
+# inherited), and whom the permissive policies do not already let write: once it is
+# enabled their writes are refused, or change no row. A write of each command held
+# needs a policy for it, and a read policy besides: an update finds its rows through
+# a where clause, and an insert ... returning reads its row back.
+_WRITERS_UNDER_RLS = """
+select r.rolname
+from pg_catalog.pg_class c
+cross join pg_catalog.pg_roles r
+cross join lateral (
+  select w.command
+  from (values ('INSERT', 'a'), ('UPDATE', 'w')) as w (privilege, command)
+  where exists (
+      select 1 from aclexplode(c.relacl) a
+      where a.privilege_type = w.privilege and a.grantee <> 0
+        and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
+      union all
+      select 1 from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
+      where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
+        and a.privilege_type = w.privilege and a.grantee <> 0
+        and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
+      union all
+      select 1 from pg_catalog.pg_roles everything
+      where everything.rolname = 'pg_write_all_data'
+        and pg_catalog.pg_has_role(r.oid, everything.oid, 'USAGE'))
+) held
+where c.oid = %(oid)s
+  and r.rolname !~ '^pg_'
+  and not r.rolsuper and not r.rolbypassrls
+  and not pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
+  and r.rolname not in ('anon', 'authenticated')
+  and not (
+    exists (
+      select 1 from pg_catalog.pg_policy p
+      where p.polrelid = c.oid and p.polpermissive and p.polcmd in (held.command, '*')
+        and (0 = any(p.polroles)
+             or exists (select 1 from unnest(p.polroles) as pr(oid)
+                        where pg_catalog.pg_has_role(r.oid, pr.oid, 'USAGE'))))
+    and exists (
+      select 1 from pg_catalog.pg_policy p
+      where p.polrelid = c.oid and p.polpermissive and p.polcmd in ('r', '*')
+        and (0 = any(p.polroles)
+             or exists (select 1 from unnest(p.polroles) as pr(oid)
+                        where pg_catalog.pg_has_role(r.oid, pr.oid, 'USAGE')))))
+group by r.rolname
+order by 1
+"""
+
+
 @dataclass
 class Shape:
     """The table as the catalog has it now."""
@@ -301,7 +352,8 @@ class Shape:
     public_grants: dict[str, list[str]] = field(default_factory=dict)
     """privileges anon, authenticated and PUBLIC hold on the table."""
     writers_under_rls: list[str] = field(default_factory=list)
-    """Other roles allowed to write the table whom row level security would stop."""
+    """Other roles allowed to write the table (by a grant, a role they inherit, or
+    pg_write_all_data) whom row level security would stop, no policy letting them."""
     readers_under_rls: list[str] = field(default_factory=list)
     """Other roles allowed only to read the table (all of it or some of its columns)
     to whom no policy would show a row once row level security is enabled."""
@@ -567,16 +619,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     for grantee, privilege in conn.execute(_GRANTS, params).fetchall():
         shape.public_grants.setdefault(str(grantee), []).append(str(privilege))
     shape.writers_under_rls = [
-        str(r[0])
-        for r in conn.execute(
-            "select distinct r.rolname from pg_catalog.pg_class c"
-            " cross join lateral aclexplode(c.relacl) a"
-            " join pg_catalog.pg_roles r on r.oid = a.grantee"
-            " where c.oid = %(oid)s and a.privilege_type in ('INSERT', 'UPDATE')"
-            " and a.grantee <> c.relowner and not r.rolsuper and not r.rolbypassrls"
-            " and r.rolname not in ('anon', 'authenticated') order by 1",
-            params,
-        ).fetchall()
+        str(r[0]) for r in conn.execute(_WRITERS_UNDER_RLS, params).fetchall()
     ]
     shape.readers_under_rls = [
         str(r[0])

@@ -626,10 +626,13 @@ def _security_warnings(shape: Shape) -> list[str]:
         warnings.append("--apply enables row level security on the table")
     if shape.writers_under_rls and not shape.rls_enabled:
         warnings.append(
-            f"role(s) {', '.join(shape.writers_under_rls)} may write the table but do not"
-            " bypass row level security: once --apply enables it, their writes are"
-            " refused. If the old server writes as one of them, give it BYPASSRLS, or have"
-            " it use the service role or the table's owner, before --apply"
+            f"role(s) {', '.join(shape.writers_under_rls)} may write the table (granted it,"
+            " through a role they inherit, or pg_write_all_data) but do not bypass row"
+            " level security themselves, and no policy lets them write and read back what"
+            " they write: once --apply enables it, their inserts are refused and their"
+            " updates change no row. If the old server writes as one of them, give it"
+            " BYPASSRLS, or have it use the service role or the table's owner, before"
+            " --apply"
         )
     if shape.readers_under_rls and not shape.rls_enabled:
         readers = shape.readers_under_rls
