@@ -1700,6 +1700,46 @@ def test_check_warns_of_a_reader_of_every_table_that_row_level_security_would_bl
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(monitor)))
 
 
+def test_check_says_how_to_keep_a_role_reading_that_reads_through_public(server: Server) -> None:
+    """SELECT granted to PUBLIC: a reporting login with no grant of its own read the table
+    through it, and was refused after --apply, which revokes it. --check had listed
+    "PUBLIC: SELECT" among what --apply revokes, and nothing of who reads through it. It
+    says so now, with the grant and the policy that keep such a role reading: given them,
+    it counts every orphan; one not given them is refused."""
+    url = server.database()
+    origin = build_origin(url, team_objects=False)
+    s = uuid.uuid4().hex[:8]
+    reporting, forgotten = f"reporting_{s}", f"forgotten_{s}"
+    with _connect(url) as conn:
+        for role in (reporting, forgotten):
+            conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+        conn.execute("grant select on public.conversation_sessions to public")
+    try:
+        (warning,) = [w for w in inspect(url).warnings if "PUBLIC: SELECT" in w]
+        assert "reads the table only through PUBLIC" in warning, warning
+        statements = re.findall(
+            r"grant select on \S+ to <role>|create policy .*? using \(true\)", warning
+        )
+        assert len(statements) == 2, warning
+        with _connect(url) as conn:
+            for statement in statements:
+                conn.execute(statement.replace("<role>", reporting))
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(reporting)))
+            counted = conn.execute(ORPHAN_ALERT).fetchone()
+            conn.execute("reset role")
+            assert counted == {"orphaned_count": len(origin.orphans)}
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(forgotten)))
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(ORPHAN_ALERT)
+    finally:
+        with _connect(url) as conn:
+            for role in (reporting, forgotten):
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: Server) -> None:
     """The team's updated_at trigger stamped every row of the history with the moment of
     the backfill: --check warned that it would, but not what to do. It now gives the

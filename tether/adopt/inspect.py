@@ -607,6 +607,17 @@ def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
     return added, converted, kept
 
 
+# PUBLIC is every role: one that reads through it holds no grant of its own to be named
+# by, so the statements name the role for the team to fill in.
+_THROUGH_PUBLIC = (
+    ". A role that reads the table only through PUBLIC's grant (a dashboard, a report, a"
+    " monitoring login) holds no grant of its own, and is refused once --apply has run."
+    " Before --apply, grant each such role its own, with a policy to read by: grant select"
+    ' on public.conversation_sessions to <role>; create policy "<role> reads sessions"'
+    " on public.conversation_sessions for select to <role> using (true)"
+)
+
+
 def _security_warnings(shape: Shape) -> list[str]:
     warnings: list[str] = []
     if shape.steps.get("security"):
@@ -621,6 +632,7 @@ def _security_warnings(shape: Shape) -> list[str]:
             " enables row level security and lets signed-in users read only their own"
             " rows. An old server writing with the anon key or a user's token would be"
             " refused from then on: it must use the service role (or the table owner)"
+            + (_THROUGH_PUBLIC if "SELECT" in shape.public_grants.get("PUBLIC", ()) else "")
         )
     elif not shape.rls_enabled:
         warnings.append("--apply enables row level security on the table")
