@@ -407,6 +407,35 @@ def test_a_table_named_like_conversation_sessions_is_named_with_the_rename(
     assert (report.state, report.refusals, report.similar) == ("not adopted", [], [])
 
 
+@ON_ONE_SERVER
+def test_a_django_model_s_table_is_named_with_the_rename(server: Server) -> None:
+    """Django names a model's table <app>_<model> (chat_conversationsession): --check
+    said only that there was no table to adopt, `tether migrate` creating a new one
+    beside the team's history. It names it with the rename, and no table whose name
+    only holds the words among others (an archive, a log)."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(ORIGIN_TABLE.replace("conversation_sessions", "chat_conversationsession"))
+        for other in (
+            "archived_conversation_sessions",
+            "conversation_sessions_archive",
+            "conversationsession_log",
+            "chat_conversationsession_tags",
+        ):
+            conn.execute(sql.SQL("create table {} (id int)").format(sql.Identifier(other)))
+    report = inspect(url)
+    assert report.similar == [
+        {
+            "table": "public.chat_conversationsession",
+            "rename": "alter table public.chat_conversationsession rename to conversation_sessions",
+        }
+    ]
+    with _connect(url) as conn:
+        conn.execute(report.similar[0]["rename"])
+    report = inspect(url)
+    assert (report.state, report.refusals, report.similar) == ("not adopted", [], [])
+
+
 def _as_role(url: str, role: str, password: str) -> str:
     return make_conninfo(url, user=role, password=password)
 

@@ -376,8 +376,9 @@ class Shape:
     """Tables named conversation_sessions in other schemas, schema-qualified and quoted:
     tether adopts public's only."""
     similar: list[tuple[str, str]] = field(default_factory=list)
-    """Tables named like it (conversation_session, "ConversationSessions", ...), as
-    (schema, name): a team's table under another spelling, which tether does not adopt."""
+    """Tables named like it (conversation_session, "ConversationSessions", Django's
+    chat_conversationsession, ...), as (schema, name): a team's table under another
+    spelling, which tether does not adopt."""
 
     def original(self, column: str) -> bool:
         """The column was the old writers' (not added by the adoption)."""
@@ -507,8 +508,10 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             "select n.nspname, c.relname from pg_catalog.pg_class c"
             " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
             " where c.relkind in ('r', 'p') and c.relname <> 'conversation_sessions'"
-            "   and lower(regexp_replace(c.relname, '[^A-Za-z0-9]', '', 'g'))"
-            "       in ('conversationsessions', 'conversationsession')"
+            "   and (lower(regexp_replace(c.relname, '[^A-Za-z0-9]', '', 'g'))"
+            "        in ('conversationsessions', 'conversationsession')"
+            # Django's <app>_<model>: the model's name lower-cased, run together.
+            "        or c.relname ~ '^[a-z0-9_]+_conversationsessions?$')"
             "   and n.nspname not in ('pg_catalog', 'information_schema', 'tether')"
             "   and n.nspname not like 'pg\\_%'"
             " order by 1, 2"
