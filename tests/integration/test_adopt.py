@@ -1862,6 +1862,40 @@ def test_check_gives_back_a_trigger_enabled_always_as_it_was(server: Server) -> 
     assert modes == [{"tgname": "audit", "tgenabled": "A"}, {"tgname": "stamp", "tgenabled": "O"}]
 
 
+def test_check_says_a_statement_trigger_fires_once_per_backfill_batch(server: Server) -> None:
+    """A team's FOR EACH STATEMENT update trigger (a summary refreshed after each update)
+    was said to fire for each row the backfill updates, and to be disabled to spare the
+    history. The backfill updates the rows batch by batch, one statement each (and one of
+    tether's migrations runs one more): --check now says it fires once per statement, and
+    how many times, which is what it does."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute("create table public.summary_refreshes (rows bigint not null)")
+        conn.execute(
+            "create function public.refresh_summary() returns trigger language plpgsql"
+            " set search_path = public as $$ begin"
+            " insert into public.summary_refreshes select count(*) from changed;"
+            " return null; end $$"
+        )
+        conn.execute(
+            "create trigger refresh_summary after update on public.conversation_sessions"
+            " referencing new table as changed"
+            " for each statement execute function public.refresh_summary()"
+        )
+    warnings = inspect(url, batch_size=20).warnings
+    assert not [w for w in warnings if "for each row the backfill updates" in w], warnings
+    (warning,) = [w for w in warnings if "once per UPDATE statement" in w]
+    said = re.search(r"about (\d+) for this table's (\d+) rows", warning)
+    assert said is not None and "refresh_summary" in warning, warning
+    assert (int(said.group(1)), int(said.group(2))) == (5, 85), warning
+    apply(url, lock=FAST, batch_size=20)
+    with _connect(url) as conn:
+        fired = [r["rows"] for r in conn.execute("select rows from public.summary_refreshes")]
+    # The batches' 20, 20, 20, 20 and 5 rows, and the migration's update of none.
+    assert sorted(fired, reverse=True) == [20, 20, 20, 20, 5, 0], fired
+
+
 def test_names_are_written_as_postgres_quotes_them(server: Server) -> None:
     """A team's update triggers named user and order: --check told the team to run
     `alter table public.conversation_sessions disable trigger user`, a syntax error, since

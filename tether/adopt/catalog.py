@@ -236,6 +236,8 @@ class Trigger:
     """ENABLE ALWAYS: fired in a replica session too (a logical replication apply)."""
     update_of: tuple[str, ...] = ()
     """The columns of an UPDATE OF trigger (empty: any update fires it)."""
+    for_each_row: bool = True
+    """FOR EACH ROW (else FOR EACH STATEMENT: once per statement, whatever it changes)."""
 
 
 # Roles granted SELECT on the table or on some of its columns, or reading every table
@@ -444,7 +446,8 @@ select t.tgname, pg_get_triggerdef(t.oid),
        t.tgenabled in ('O', 'A'),
        t.tgenabled = 'A',
        array(select a.attname::text from unnest(t.tgattr::int2[]) k
-             join pg_catalog.pg_attribute a on a.attrelid = t.tgrelid and a.attnum = k)
+             join pg_catalog.pg_attribute a on a.attrelid = t.tgrelid and a.attnum = k),
+       t.tgtype::int & 1 = 1
 from pg_catalog.pg_trigger t
 join pg_catalog.pg_proc p on p.oid = t.tgfoid
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
@@ -601,6 +604,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         enabled,
         always,
         update_of,
+        for_each_row,
     ) in conn.execute(_TRIGGERS, params).fetchall():
         shape.triggers[str(name)] = Trigger(
             str(name),
@@ -612,6 +616,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             bool(enabled),
             bool(always),
             tuple(str(column) for column in update_of),
+            bool(for_each_row),
         )
     shape.policies = [
         str(r[0])

@@ -677,35 +677,57 @@ BACKFILL_SETS = frozenset(
 none of them does not fire for it."""
 
 
-def _trigger_warnings(shape: Shape) -> list[str]:
+def _held_off(shape: Shape, names: list[str]) -> str:
+    """The statements that disable the triggers for --apply, and enable them after."""
+    return (
+        "; ".join(
+            f"alter table public.conversation_sessions disable trigger {quoted(name)}"
+            for name in names
+        )
+        + "; and after --apply, enable them again as they were: "
+        + "; ".join(
+            # enable trigger alone would leave an ALWAYS one silent on a replica.
+            f"alter table public.conversation_sessions enable"
+            f"{' always' if shape.triggers[name].always else ''} trigger {quoted(name)}"
+            for name in names
+        )
+    )
+
+
+def _trigger_warnings(shape: Shape, rows: int, batch_size: int) -> list[str]:
     warnings: list[str] = []
     if not shape.steps.get("backfill"):
-        updating = sorted(
+        updating = [
             name
-            for name, trigger in shape.triggers.items()
+            for name, trigger in sorted(shape.triggers.items())
             if name not in TETHER_OBJECTS
             and " UPDATE" in trigger.definition.upper()
             and trigger.enabled
             and (not trigger.update_of or not BACKFILL_SETS.isdisjoint(trigger.update_of))
-        )
-        if updating:
+        ]
+        per_row = [name for name in updating if shape.triggers[name].for_each_row]
+        per_statement = [name for name in updating if not shape.triggers[name].for_each_row]
+        if per_row:
             warnings.append(
-                f"trigger(s) {', '.join(updating)} fire for each row the backfill updates"
+                f"trigger(s) {', '.join(per_row)} fire for each row the backfill updates"
                 " (every row, once): one that stamps a column (an updated_at), writes an"
                 " audit trail or calls a webhook will do so for the whole history. To spare"
                 " the history, disable them for --apply and enable them after, knowing the"
-                " old server's writes skip them meanwhile too: "
-                + "; ".join(
-                    f"alter table public.conversation_sessions disable trigger {quoted(name)}"
-                    for name in updating
-                )
-                + "; and after --apply, enable them again as they were: "
-                + "; ".join(
-                    # enable trigger alone would leave an ALWAYS one silent on a replica.
-                    f"alter table public.conversation_sessions enable"
-                    f"{' always' if shape.triggers[name].always else ''} trigger {quoted(name)}"
-                    for name in updating
-                )
+                " old server's writes skip them meanwhile too: " + _held_off(shape, per_row)
+            )
+        if per_statement:
+            # The backfill updates the rows batch by batch, one statement each (apply's
+            # step_backfill); migration 20261129006100 runs one more, on the whole table.
+            batches = -(-rows // batch_size)
+            warnings.append(
+                f"statement trigger(s) {', '.join(per_statement)} (FOR EACH STATEMENT) fire"
+                " once per UPDATE statement, not once per row: the backfill runs one per"
+                f" batch of up to {batch_size} rows, about {batches} for this table's {rows}"
+                " rows, and one of tether's migrations one more. One that does costly work"
+                " each time (refreshes a summary, sends a notice) will do so that many times;"
+                " one reading its transition table sees a batch's rows. If that is too many,"
+                " disable them for --apply and enable them after, knowing the old server's"
+                " writes skip them meanwhile too: " + _held_off(shape, per_statement)
             )
     if shape.steps.get(plan.FINISH):
         # Nothing left to apply: said all the same, since tether's writes fail.
@@ -713,7 +735,9 @@ def _trigger_warnings(shape: Shape) -> list[str]:
     return warnings
 
 
-def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[list[str], list[str]]:
+def _warnings(
+    shape: Shape, found: list[Dependent], report: Report, batch_size: int
+) -> tuple[list[str], list[str]]:
     warnings = _security_warnings(shape)
     finish_refusals: list[str] = []
     if shape.policies:
@@ -743,7 +767,7 @@ def _warnings(shape: Shape, found: list[Dependent], report: Report) -> tuple[lis
             " tether adds are published too, and the backfill's update of every row reaches"
             " their subscribers (Supabase Realtime, replicas) as one change per row"
         )
-    warnings += _trigger_warnings(shape)
+    warnings += _trigger_warnings(shape, report.rows, batch_size)
     warnings += _uniqueness_warnings(shape)
     if shape.elsewhere:
         warnings.append(
@@ -991,7 +1015,7 @@ def inspect_with(
     finish_affected = [
         d for d in found if set(d.columns) & {"is_active", "duration_seconds", "ended_at"}
     ]
-    report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report)
+    report.warnings, report.finish_refusals = _warnings(shape, finish_affected, report, batch_size)
     if report.state == NOT_ADOPTED:
         report.warnings += _comment_warnings(conn, shape)
     _refuse_what_cannot_be_recreated(conn, shape, found, report)
