@@ -1729,6 +1729,60 @@ def test_check_warns_of_a_reader_of_every_table_that_row_level_security_would_bl
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(monitor)))
 
 
+def test_check_names_every_reader_that_row_level_security_would_blind_and_only_those(
+    server: Server,
+) -> None:
+    """--check named the group role granted SELECT, not the login reading through it;
+    and a login reading through a group with BYPASSRLS (which is not inherited) was not
+    named at all: after --apply both counted no orphan, unwarned. Each role that reads
+    is now judged as row level security will judge it, and one that does not inherit
+    the group's rights (it reads nothing now) is not named."""
+    url = server.database()
+    origin = build_origin(url, team_objects=False)
+    s = uuid.uuid4().hex[:8]
+    bypassing, through_bypassing, group, member, apart = (
+        f"{name}_{s}" for name in ("bypassing", "viabypass", "group", "member", "apart")
+    )
+    roles = (through_bypassing, member, apart, bypassing, group)
+    with _connect(url) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("alter role {} bypassrls").format(sql.Identifier(bypassing)))
+        conn.execute(sql.SQL("alter role {} noinherit").format(sql.Identifier(apart)))
+        for role, inherited in ((through_bypassing, bypassing), (member, group), (apart, group)):
+            conn.execute(
+                sql.SQL("grant {} to {}").format(sql.Identifier(inherited), sql.Identifier(role))
+            )
+        conn.execute(
+            sql.SQL("grant select on public.conversation_sessions to {}, {}").format(
+                sql.Identifier(bypassing), sql.Identifier(group)
+            )
+        )
+    try:
+        (warning,) = [w for w in inspect(url).warnings if "may read the table" in w]
+        named = set(re.findall(r"\w+_" + s, warning.split(" may read")[0]))
+        assert named == {through_bypassing, group, member}, warning
+
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+                if role == apart:
+                    with pytest.raises(errors.InsufficientPrivilege):
+                        conn.execute(ORPHAN_ALERT)
+                else:
+                    counted = conn.execute(ORPHAN_ALERT).fetchone()
+                    assert counted is not None
+                    expected = len(origin.orphans) if role == bypassing else 0
+                    assert counted["orphaned_count"] == expected, role
+                conn.execute("reset role")
+    finally:
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_says_how_to_keep_a_role_reading_that_reads_through_public(server: Server) -> None:
     """SELECT granted to PUBLIC: a reporting login with no grant of its own read the table
     through it, and was refused after --apply, which revokes it. --check had listed

@@ -240,27 +240,34 @@ class Trigger:
     """FOR EACH ROW (else FOR EACH STATEMENT: once per statement, whatever it changes)."""
 
 
-# Roles granted SELECT on the table or on some of its columns, or reading every table
-# through pg_read_all_data (a monitoring login's usual grant), who neither own it nor
-# bypass row level security, and to whom no permissive policy for reads applies: once
-# it is enabled they read no rows. anon and authenticated are tether's to settle.
+# Roles that may read the table, or some of its columns, through a grant to them or to a
+# role whose rights they inherit, or through pg_read_all_data (a monitoring login's usual
+# grant), who neither own it nor bypass row level security themselves (BYPASSRLS is not
+# inherited: a login reading through a group that has it is judged all the same), and to
+# whom no permissive policy for reads applies: once it is enabled they read no rows.
+# anon and authenticated are tether's to settle.
 _READERS_UNDER_RLS = """
 select r.rolname
 from pg_catalog.pg_class c
-join pg_catalog.pg_roles r on r.oid in (
-  select a.grantee from aclexplode(c.relacl) a where a.privilege_type = 'SELECT'
-  union
-  select a.grantee from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
-  where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
-    and a.privilege_type = 'SELECT'
-  union
-  select m.oid from pg_catalog.pg_roles m, pg_catalog.pg_roles everything
-  where everything.rolname = 'pg_read_all_data' and m.oid <> everything.oid
-    and pg_catalog.pg_has_role(m.oid, everything.oid, 'USAGE'))
+cross join pg_catalog.pg_roles r
 where c.oid = %(oid)s
+  and r.rolname !~ '^pg_'
   and not r.rolsuper and not r.rolbypassrls
   and not pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
   and r.rolname not in ('anon', 'authenticated')
+  and exists (
+    select 1 from aclexplode(c.relacl) a
+    where a.privilege_type = 'SELECT' and a.grantee <> 0
+      and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
+    union all
+    select 1 from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
+    where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
+      and a.privilege_type = 'SELECT' and a.grantee <> 0
+      and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
+    union all
+    select 1 from pg_catalog.pg_roles everything
+    where everything.rolname = 'pg_read_all_data'
+      and pg_catalog.pg_has_role(r.oid, everything.oid, 'USAGE'))
   and not exists (
     select 1 from pg_catalog.pg_policy p
     where p.polrelid = c.oid and p.polpermissive and p.polcmd in ('r', '*')
@@ -357,8 +364,9 @@ class Shape:
     """Other roles allowed to write the table (by a grant, a role they inherit, or
     pg_write_all_data) whom row level security would stop, no policy letting them."""
     readers_under_rls: list[str] = field(default_factory=list)
-    """Other roles allowed only to read the table (all of it or some of its columns)
-    to whom no policy would show a row once row level security is enabled."""
+    """Other roles allowed only to read the table (all of it or some of its columns; by
+    a grant, a role they inherit, or pg_read_all_data) who do not bypass row level
+    security themselves, to whom no policy would show a row once it is enabled."""
     publications: list[str] = field(default_factory=list)
     typed_by: dict[str, list[str]] = field(default_factory=dict)
     """The columns whose type adoption may ask the team to convert -> the views,

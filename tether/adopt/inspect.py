@@ -650,8 +650,9 @@ def _security_warnings(shape: Shape) -> list[str]:
         readers = shape.readers_under_rls
         example = readers[0]
         warnings.append(
-            f"role(s) {', '.join(readers)} may read the table but do not bypass row level"
-            " security, and no policy lets them read: once --apply enables it, they read"
+            f"role(s) {', '.join(readers)} may read the table (granted it, through a role"
+            " they inherit, or pg_read_all_data) but do not bypass row level security"
+            " themselves, and no policy lets them read: once --apply enables it, they read"
             " no rows, and a dashboard or alert querying as one of them counts none (the"
             " orphans included). Before --apply, give each a policy, e.g. create policy"
             f" {quoted(example + ' reads sessions')} on public.conversation_sessions for"
