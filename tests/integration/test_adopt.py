@@ -1632,6 +1632,61 @@ def test_check_names_every_writer_that_row_level_security_would_stop_and_only_th
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_names_a_role_that_only_deletes_that_row_level_security_would_stop(
+    server: Server,
+) -> None:
+    """A clean-up job's role, granted SELECT and DELETE (it deletes old ended sessions),
+    was not named by --check, which looked at inserts and updates only: after --apply
+    its deletes deleted nothing, and the history grew unwarned. It is named now, as is
+    one with a policy for deletes but none to read by (a delete's where clause reads the
+    rows); one given both is not, and deletes what it did."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    s = uuid.uuid4().hex[:8]
+    cleanup, half, covered = (f"{name}_{s}" for name in ("cleanup", "half", "covered"))
+    roles = (cleanup, half, covered)
+    table = sql.SQL("public.conversation_sessions")
+    with _connect(url) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("grant select, delete on {} to {}").format(table, sql.Identifier(role))
+            )
+        for role in (half, covered):
+            conn.execute(
+                sql.SQL("create policy {} on {} for delete to {} using (true)").format(
+                    sql.Identifier(f"{role} deletes"), table, sql.Identifier(role)
+                )
+            )
+        conn.execute(
+            sql.SQL("create policy {} on {} for select to {} using (true)").format(
+                sql.Identifier(f"{covered} reads"), table, sql.Identifier(covered)
+            )
+        )
+    ended = "public.conversation_sessions where session_end is not null"
+    try:
+        (warning,) = [w for w in inspect(url).warnings if "may write the table" in w]
+        named = set(re.findall(r"\w+_" + s, warning.split(" may write")[0]))
+        assert named == {cleanup, half}, warning
+        assert "deletes change no row" in warning, warning
+
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            row = conn.execute(f"select count(*) from {ended}").fetchone()
+            assert row is not None and row["count"] > 0
+            deleted = {}
+            for role in roles:
+                conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+                deleted[role] = conn.execute(f"delete from {ended}").rowcount
+                conn.execute("reset role")
+        assert deleted == {cleanup: 0, half: 0, covered: row["count"]}
+    finally:
+        with _connect(url) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Server) -> None:
     """A role that only reads the table (the monitoring that runs the origin's orphan
     alert, an analytics login) counted every row before --apply and none after it, since

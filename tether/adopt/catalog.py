@@ -278,20 +278,20 @@ order by 1
 """
 
 
-# Roles that may insert into or update the table, or some of its columns, through a
-# grant to them or to a role whose rights they inherit, or through pg_write_all_data,
-# who neither own it nor bypass row level security themselves (BYPASSRLS is not
-# inherited), and whom the permissive policies do not already let write: once it is
-# enabled their writes are refused, or change no row. A write of each command held
-# needs a policy for it, and a read policy besides: an update finds its rows through
-# a where clause, and an insert ... returning reads its row back.
+# Roles that may insert into, update or delete from the table (an update of some of its
+# columns too), through a grant to them or to a role whose rights they inherit, or
+# through pg_write_all_data, who neither own it nor bypass row level security themselves
+# (BYPASSRLS is not inherited), and whom the permissive policies do not already let
+# write: once it is enabled their writes are refused, or change no row. A write of each
+# command held needs a policy for it, and a read policy besides: an update or a delete
+# finds its rows through a where clause, and an insert ... returning reads its row back.
 _WRITERS_UNDER_RLS = """
 select r.rolname
 from pg_catalog.pg_class c
 cross join pg_catalog.pg_roles r
 cross join lateral (
   select w.command
-  from (values ('INSERT', 'a'), ('UPDATE', 'w')) as w (privilege, command)
+  from (values ('INSERT', 'a'), ('UPDATE', 'w'), ('DELETE', 'd')) as w (privilege, command)
   where exists (
       select 1 from aclexplode(c.relacl) a
       where a.privilege_type = w.privilege and a.grantee <> 0

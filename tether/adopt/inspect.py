@@ -640,11 +640,11 @@ def _security_warnings(shape: Shape) -> list[str]:
         warnings.append(
             f"role(s) {', '.join(shape.writers_under_rls)} may write the table (granted it,"
             " through a role they inherit, or pg_write_all_data) but do not bypass row"
-            " level security themselves, and no policy lets them write and read back what"
+            " level security themselves, and no policy lets them write and read the rows"
             " they write: once --apply enables it, their inserts are refused and their"
-            " updates change no row. If the old server writes as one of them, give it"
-            " BYPASSRLS, or have it use the service role or the table's owner, before"
-            " --apply"
+            " updates and deletes change no row. If the old server (or a clean-up job)"
+            " writes as one of them, give it BYPASSRLS, or have it use the service role or"
+            " the table's owner, before --apply"
         )
     if shape.readers_under_rls and not shape.rls_enabled:
         readers = shape.readers_under_rls
