@@ -1933,6 +1933,36 @@ def test_check_says_how_to_spare_the_history_the_team_s_update_triggers(server: 
     assert row is not None and row["count"] == 1
 
 
+def test_check_reads_the_events_a_trigger_fires_on_from_the_catalog(server: Server) -> None:
+    """--check took a trigger to fire on UPDATE when its definition's text said UPDATE
+    anywhere: an insert trigger named "audit update", or one whose WHEN clause compares
+    with 'manual update', was said to fire for each row the backfill updates, and the
+    team was told to disable it. It reads the events from the catalog now; a trigger on
+    insert or update is still named."""
+    url = server.database()
+    build_origin(url, team_objects=False)
+    with _connect(url) as conn:
+        conn.execute(
+            "create function public.audit() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        conn.execute(
+            'create trigger "audit update" after insert on public.conversation_sessions'
+            " for each row execute function public.audit()"
+        )
+        conn.execute(
+            "create trigger audit_insert after insert on public.conversation_sessions"
+            " for each row when (new.user_id::text <> 'manual update')"
+            " execute function public.audit()"
+        )
+        conn.execute(
+            "create trigger audit_write after insert or update on public.conversation_sessions"
+            " for each row execute function public.audit()"
+        )
+    (warning,) = [w for w in inspect(url).warnings if "the backfill updates" in w]
+    assert warning.startswith("trigger(s) audit_write fire"), warning
+
+
 def test_check_gives_back_a_trigger_enabled_always_as_it_was(server: Server) -> None:
     """A team's audit trigger ENABLE ALWAYS (so that it fires on a logical replica too):
     --check said to disable it for --apply and "enable trigger each the same way after",

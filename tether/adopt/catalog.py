@@ -238,6 +238,9 @@ class Trigger:
     """The columns of an UPDATE OF trigger (empty: any update fires it)."""
     for_each_row: bool = True
     """FOR EACH ROW (else FOR EACH STATEMENT: once per statement, whatever it changes)."""
+    on_update: bool = False
+    """Fired by UPDATE (alone or with other events), as the catalog has it: the
+    definition's text may say UPDATE in a name or a WHEN clause."""
 
 
 # Roles that may read the table, or some of its columns, through a grant to them or to a
@@ -455,7 +458,8 @@ select t.tgname, pg_get_triggerdef(t.oid),
        t.tgenabled = 'A',
        array(select a.attname::text from unnest(t.tgattr::int2[]) k
              join pg_catalog.pg_attribute a on a.attrelid = t.tgrelid and a.attnum = k),
-       t.tgtype::int & 1 = 1
+       t.tgtype::int & 1 = 1,
+       t.tgtype::int & 16 <> 0
 from pg_catalog.pg_trigger t
 join pg_catalog.pg_proc p on p.oid = t.tgfoid
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
@@ -613,6 +617,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
         always,
         update_of,
         for_each_row,
+        on_update,
     ) in conn.execute(_TRIGGERS, params).fetchall():
         shape.triggers[str(name)] = Trigger(
             str(name),
@@ -625,6 +630,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             bool(always),
             tuple(str(column) for column in update_of),
             bool(for_each_row),
+            bool(on_update),
         )
     shape.policies = [
         str(r[0])

@@ -702,7 +702,7 @@ def _trigger_warnings(shape: Shape, rows: int, batch_size: int) -> list[str]:
             name
             for name, trigger in sorted(shape.triggers.items())
             if name not in TETHER_OBJECTS
-            and " UPDATE" in trigger.definition.upper()
+            and trigger.on_update
             and trigger.enabled
             and (not trigger.update_of or not BACKFILL_SETS.isdisjoint(trigger.update_of))
         ]
