@@ -1838,6 +1838,78 @@ def test_check_names_every_reader_that_row_level_security_would_blind_and_only_t
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
+def test_check_says_what_the_team_s_restrictive_policies_do_once_in_force(
+    server: Server,
+) -> None:
+    """A team's restrictive policy (rows of agent-0 kept from every role), written but
+    not in force while row level security was off: --check listed it among the policies
+    that "add to tether's", and said nothing of it. After --apply, a reporting role with
+    a permissive policy of its own counted fewer rows than before, and a signed-in user
+    no longer read their own agent-0 session. --check now says which policies are
+    restrictive, for which command and roles, and what they do once in force, without
+    naming the reporting role among those that would read no rows (it reads some); a
+    role with no permissive policy is named, a restrictive one letting no row in alone."""
+    url = server.database()
+    origin = build_origin(url, team_objects=False)
+    s = uuid.uuid4().hex[:8]
+    # unpoliced: no permissive policy of its own, the restrictive one lets nothing in.
+    reporting, unpoliced = f"reporting_{s}", f"unpoliced_{s}"
+    table = sql.SQL("public.conversation_sessions")
+    with _connect(url) as conn:
+        for role in (reporting, unpoliced):
+            conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("grant select on {} to {}").format(table, sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("create policy reporting_reads on {} for select to {} using (true)").format(
+                table, sql.Identifier(reporting)
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "create policy not_agent_0 on {} as restrictive for select to public"
+                " using (agent_id <> 'agent-0')"
+            ).format(table)
+        )
+        kept = conn.execute(
+            "select count(*) filter (where agent_id <> 'agent-0') as kept, count(*) as every"
+            " from public.conversation_sessions"
+        ).fetchone()
+    assert kept is not None and 0 < kept["kept"] < kept["every"]
+    agent_0 = next(row for row in origin.rows if row.agent_id == "agent-0")
+    try:
+        warnings = inspect(url).warnings
+        (warning,) = [w for w in warnings if "restrictive policies" in w]
+        assert "not_agent_0 (for select, to PUBLIC)" in warning, warning
+        assert "once --apply enables row level security" in warning, warning
+        assert not [w for w in warnings if "not_agent_0" in w and w != warning], warnings
+        assert not [w for w in warnings if reporting in w], warnings
+        (readers,) = [w for w in warnings if "may read the table" in w]
+        assert readers.startswith(f"role(s) {unpoliced} may read"), readers
+
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            for role, expected in ((reporting, kept["kept"]), (unpoliced, 0)):
+                conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+                counted = conn.execute(
+                    "select count(*) from public.conversation_sessions"
+                ).fetchone()
+                conn.execute("reset role")
+                assert counted == {"count": expected}, role
+            conn.execute("set role authenticated")
+            conn.execute(
+                "select set_config('request.jwt.claims', %s, false)",
+                (json.dumps({"role": "authenticated", "sub": str(agent_0.user_id)}),),
+            )
+            own = conn.execute("select count(*) from public.conversation_sessions").fetchone()
+            conn.execute("reset role")
+            assert own == {"count": 0}
+    finally:
+        with _connect(url) as conn:
+            for role in (reporting, unpoliced):
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
 def test_check_says_how_to_keep_a_role_reading_that_reads_through_public(server: Server) -> None:
     """SELECT granted to PUBLIC: a reporting login with no grant of its own read the table
     through it, and was refused after --apply, which revokes it. --check had listed

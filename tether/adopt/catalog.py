@@ -348,6 +348,8 @@ class Shape:
     """name -> (definition, valid)"""
     triggers: dict[str, Trigger] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
+    restrictive_policies: dict[str, str] = field(default_factory=dict)
+    """The restrictive ones among them: name -> its command and roles."""
     rls_enabled: bool = False
     rls_forced: bool = False
     """Row level security forced on the table's owner too (relforcerowsecurity)."""
@@ -465,6 +467,20 @@ join pg_catalog.pg_proc p on p.oid = t.tgfoid
 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
 join pg_catalog.pg_language l on l.oid = p.prolang
 where t.tgrelid = %(oid)s and not t.tgisinternal
+"""
+
+# A restrictive policy lets no row through on its own: it narrows what the permissive
+# ones let through, for the commands and roles it names.
+_RESTRICTIVE_POLICIES = """
+select p.polname, 'for '
+       || case p.polcmd when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
+                        when 'd' then 'delete' else 'all' end
+       || ', to ' || array_to_string(array(
+            select case when pr.oid = 0 then 'PUBLIC' else pg_catalog.pg_get_userbyid(pr.oid) end
+            from unnest(p.polroles) with ordinality as pr(oid, n) order by pr.n), ', ')
+from pg_catalog.pg_policy p
+where p.polrelid = %(oid)s and not p.polpermissive
+order by p.polname
 """
 
 _GRANTS = """
@@ -638,6 +654,9 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
             "select polname from pg_catalog.pg_policy where polrelid = %(oid)s order by 1", params
         ).fetchall()
     ]
+    shape.restrictive_policies = {
+        str(r[0]): str(r[1]) for r in conn.execute(_RESTRICTIVE_POLICIES, params).fetchall()
+    }
     for grantee, privilege in conn.execute(_GRANTS, params).fetchall():
         shape.public_grants.setdefault(str(grantee), []).append(str(privilege))
     shape.writers_under_rls = [

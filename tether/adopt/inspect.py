@@ -661,6 +661,24 @@ def _security_warnings(shape: Shape) -> list[str]:
     return warnings
 
 
+def _restrictive_warning(shape: Shape) -> str:
+    # Their expressions are the team's and cannot be judged here: say what they do, not
+    # which rows they keep out, nor that a role loses its rows.
+    named = ", ".join(f"{name} ({said})" for name, said in shape.restrictive_policies.items())
+    warning = (
+        f"the table's restrictive policies are kept as they are: {named}. A row must pass"
+        " each one that applies to a role and command as well as a permissive policy,"
+        " tether's (signed-in users read their own rows) included where one applies to"
+        " authenticated or PUBLIC"
+    )
+    if not shape.rls_enabled:
+        warning += (
+            "; they are not in force now, and are once --apply enables row level security:"
+            " a role they apply to then reads and writes only the rows that pass them"
+        )
+    return warning
+
+
 BACKFILL_SETS = frozenset(
     {
         "session_start",
@@ -742,12 +760,18 @@ def _warnings(
     warnings = _security_warnings(shape)
     finish_refusals: list[str] = []
     if shape.policies:
-        foreign = [p for p in shape.policies if p not in TETHER_OBJECTS]
+        foreign = [
+            p
+            for p in shape.policies
+            if p not in TETHER_OBJECTS and p not in shape.restrictive_policies
+        ]
         if foreign:
             warnings.append(
                 f"the table's own policies are kept as they are: {', '.join(foreign)}"
                 " (permissive policies add to tether's)"
             )
+        if shape.restrictive_policies:
+            warnings.append(_restrictive_warning(shape))
     for dependent in found:
         if dependent.kind == FUNCTION_SOURCE:
             warnings.append(
