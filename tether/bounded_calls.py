@@ -78,13 +78,16 @@ def call_all(
         early = min(started + max(enough_after, 0.0), deadline)
         for worker in workers:
             worker.join(max(0.0, early - time.monotonic()))
-        so_far = list(answers)
-        if any(worker.is_alive() for worker in workers) and enough(so_far):
-            return _stop(stopped, taking, made, made_out, so_far)
+        # Judged under the lock: a call started meanwhile would be counted as made and
+        # unanswered (a failure) though it started after the answers were enough.
+        with taking:
+            if any(worker.is_alive() for worker in workers) and enough(list(answers)):
+                stopped.set()
+        if stopped.is_set():
+            return _stop(stopped, taking, made, made_out, answers)
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
-    # Read once: an answer arriving now is too late to be counted as answered.
-    return _stop(stopped, taking, made, made_out, list(answers))
+    return _stop(stopped, taking, made, made_out, answers)
 
 
 def _stop(
@@ -94,9 +97,10 @@ def _stop(
     made_out: list[bool] | None,
     answers: list[R | Raised | None],
 ) -> list[R | Raised | None]:
-    # Under the lock: no call starts after what was started is read.
+    # Under the lock: no call starts after what was started is read, and the answers
+    # are read with it (one arriving later is too late to be counted as answered).
     with taking:
         stopped.set()
         if made_out is not None:
             made_out[:] = made
-    return answers
+        return list(answers)

@@ -61,3 +61,48 @@ def test_answers_not_enough_are_waited_for_until_the_deadline() -> None:
         enough_after=0.1,
     )
     assert answers == [0.0, 0.5]
+
+
+def test_answers_judged_enough_keep_an_answer_that_came_meanwhile_and_start_no_call() -> None:
+    """While the answers so far are judged, a call may answer and a worker be free: the
+    answer is kept, not reported missing (its call counted as failed), and no call
+    starts after the answers were found enough."""
+    answer_slow = threading.Event()
+    slow_answered = threading.Event()
+    hold_later = threading.Event()
+    started: list[str] = []
+    made: list[bool] = []
+
+    def call(item: str) -> str:
+        started.append(item)
+        if item == "slow":
+            answer_slow.wait(10)
+            slow_answered.set()
+        elif item == "later":
+            hold_later.wait(10)
+        return item
+
+    def enough(answers: Sequence[str | Raised | None]) -> bool:
+        # Judging takes a moment, during which the slow call answers.
+        answer_slow.set()
+        slow_answered.wait(5)
+        time.sleep(0.2)  # its answer is stored, and its worker free for another call
+        return "silent" in answers
+
+    try:
+        answers = call_all(
+            call,
+            ["silent", "slow", "later"],
+            concurrency=1,
+            seconds=5,
+            name="test",
+            enough=enough,
+            enough_after=0.2,
+            made_out=made,
+        )
+    finally:
+        hold_later.set()
+    assert answers == ["silent", "slow", None]
+    assert made == [True, True, False]
+    time.sleep(0.1)
+    assert "later" not in started
