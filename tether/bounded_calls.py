@@ -22,6 +22,11 @@ logger = logging.getLogger("tether.bounded_calls")
 T = TypeVar("T")
 R = TypeVar("R")
 
+JUDGE_EVERY_SECONDS = 0.1
+"""How often, once ``enough_after`` has passed, the answers so far are judged: often
+enough to stop soon after one makes them enough, seldom enough to cost little with
+thousands of answers."""
+
 
 @dataclass(frozen=True)
 class Raised:
@@ -43,9 +48,9 @@ def call_all(
     made_out: list[bool] | None = None,
 ) -> list[R | Raised | None]:
     """``call(item)`` for each item, in order; None where no answer came within
-    ``seconds``, Raised where the call raised (a bug, logged). With ``enough``: once
-    ``enough_after`` seconds have passed, the answers so far are returned if it finds
-    them enough, and no further call starts. ``made_out``, if given, is filled with
+    ``seconds``, Raised where the call raised (a bug, logged). With ``enough``: from
+    ``enough_after`` seconds on, as soon as it finds the answers so far enough they are
+    returned, and no further call starts. ``made_out``, if given, is filled with
     whether each call was made: a None from a call never made is no answer refused."""
     answers: list[R | Raised | None] = [None] * len(items)
     made = [False] * len(items)
@@ -75,16 +80,22 @@ def call_all(
     for worker in workers:
         worker.start()
     if enough is not None:
-        early = min(started + max(enough_after, 0.0), deadline)
-        for worker in workers:
-            worker.join(max(0.0, early - time.monotonic()))
-        # Judged under the lock: a call started meanwhile would be counted as made and
-        # unanswered (a failure) though it started after the answers were enough.
-        with taking:
-            if any(worker.is_alive() for worker in workers) and enough(list(answers)):
-                stopped.set()
-        if stopped.is_set():
-            return _stop(stopped, taking, made, made_out, answers)
+        # Judged again and again until the deadline, not once: answers found enough
+        # only after ``enough_after`` must end the wait too.
+        judge_at = min(started + max(enough_after, 0.0), deadline)
+        while True:
+            for worker in workers:
+                worker.join(max(0.0, judge_at - time.monotonic()))
+            if time.monotonic() >= deadline or not any(w.is_alive() for w in workers):
+                break
+            # Under the lock: a call started meanwhile would be counted as made and
+            # unanswered (a failure) though it started after the answers were enough.
+            with taking:
+                if enough(list(answers)):
+                    stopped.set()
+                    break
+            judge_at = min(time.monotonic() + JUDGE_EVERY_SECONDS, deadline)
+        return _stop(stopped, taking, made, made_out, answers)
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
     return _stop(stopped, taking, made, made_out, answers)

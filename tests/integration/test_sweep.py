@@ -586,6 +586,40 @@ def test_suspects_a_cut_short_check_never_asked_about_are_not_counted_as_failed_
     assert all(rows[c]["is_active"] for c in [*later, "slow="])
 
 
+def test_a_silent_connection_found_after_the_questions_share_of_the_wait_is_closed(
+    lambda_env: pytest.MonkeyPatch,
+    gateway: ConnectionsStandIn,
+    db: Conn,
+    make_session: SessionFactory,
+) -> None:
+    """The questions were judged enough once only, when their share of the check's wait
+    was over: a silent connection whose answer came later (throttled, retried) waited
+    with the questions still hanging until the wait ran out, and its delete never
+    started, check after check. It is closed in the check that found it."""
+    lambda_env.setenv("TETHER_HEARTBEAT_GRACE_SECONDS", "200")
+    lambda_env.setenv("TETHER_SWEEP_CHECK_EVERY_SECONDS", "5")
+    lambda_env.setenv("TETHER_SWEEP_TIME_MARGIN_SECONDS", "1")
+    lambda_env.setenv("TETHER_SWEEP_CONCURRENCY", "2")
+    runtime.reset()
+    # The check waits 4 s for the gateway; its questions have 2 s of it to themselves.
+    make_session(connection_id="late=", started_seconds_ago=3600, seen_seconds_ago=500)
+    make_session(connection_id="slow=", started_seconds_ago=3600, seen_seconds_ago=400)
+    gateway.set_alive("late=", idle_seconds=400)
+    gateway.silent.add("slow=")
+
+    def answer_late(method: str, connection_id: str) -> None:
+        if (method, connection_id) == ("GET", "late="):
+            time.sleep(2.5)
+
+    gateway.on_request = answer_late
+
+    report = _run(FakeLambdaContext(time_limit_seconds=6))
+
+    assert _by_connection(db)["late="]["end_reason"] == "heartbeat_timeout"
+    assert ("DELETE", "late=") in gateway.calls
+    assert (report["closed_silent"], report["left_unclosed"]) == (1, 0)
+
+
 def test_silent_connections_whose_delete_never_started_are_not_counted_as_failed_calls(
     lambda_env: pytest.MonkeyPatch,
     gateway: ConnectionsStandIn,

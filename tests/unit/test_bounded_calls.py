@@ -106,3 +106,36 @@ def test_answers_judged_enough_keep_an_answer_that_came_meanwhile_and_start_no_c
     assert made == [True, True, False]
     time.sleep(0.1)
     assert "later" not in started
+
+
+def test_answers_that_become_enough_after_the_first_look_end_the_wait() -> None:
+    """Nothing enough yet when ``enough_after`` has passed, but an answer that is comes
+    later: the wait ends then, not at the deadline, and no further call starts."""
+    release = threading.Event()
+    started: list[str] = []
+
+    def call(item: str) -> str:
+        started.append(item)
+        if item == "late":
+            time.sleep(0.5)
+            return "silent"
+        release.wait(10)
+        return item
+
+    began = time.monotonic()
+    try:
+        answers = call_all(
+            call,
+            ["late", "hang1", "hang2", "never"],
+            concurrency=2,
+            seconds=5,
+            name="test",
+            enough=lambda answers: "silent" in answers,
+            enough_after=0.2,
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - began < 2
+    assert answers == ["silent", None, None, None]
+    time.sleep(0.2)  # the released calls return: none takes the item left
+    assert "never" not in started
