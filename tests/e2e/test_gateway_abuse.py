@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -55,6 +56,21 @@ def _status(url: str, method: str, data: bytes | Iterable[bytes] | None = None) 
     except urllib.error.HTTPError as refused:
         refused.close()
         return refused.code
+
+
+def _streamed_status(server: DevServer, path: str, chunks: Iterable[bytes]) -> int:
+    """The status a signed POST whose body is sent in chunks, with no length, answers.
+    Kept alive, as SDKs keep their connections: the gateway reads the rest of a body it
+    refused and answers in turn (urllib's `Connection: close` would have the gateway
+    close at once, under a client still sending, which then may never read the answer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(
+            "POST", path, body=chunks, headers={"Authorization": SIGNED}, encode_chunked=True
+        )
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _answer(sock: socket.socket) -> bytes:
@@ -361,23 +377,25 @@ def test_a_huge_post_to_connections_is_refused_before_it_is_read(
 
     async def scenario() -> None:
         ws = await open_client(server)
-        [row] = server.wait_for(lambda r: len(r) == 1)
-        url = server.connection_url(row)
-        # Declared too large: refused from the header alone, nothing is read.
-        with _raw(server) as sock:
-            sock.sendall(
-                f"POST {server.connection_path(row)} HTTP/1.1\r\n{HEAD}"
-                f"Content-Length: {200 * 1024 * 1024}\r\n\r\n".encode()
-                + b"x" * 1024
-            )
-            assert sock.recv(4096).startswith(b"HTTP/1.1 413")
-        # Streamed without a length: refused once it passes 128 KB.
-        chunks = (b"y" * 65536 for _ in range(8))
-        assert await asyncio.to_thread(_status, url, "POST", chunks) == 413
-        # The connection itself is untouched.
-        await ws.send(json.dumps({"action": "heartbeat"}))
-        assert json.loads(await ws.recv())["status"] in {"touched", "throttled"}
-        await ws.close()
+        try:
+            [row] = server.wait_for(lambda r: len(r) == 1)
+            path = server.connection_path(row)
+            # Declared too large: refused from the header alone, nothing is read.
+            with _raw(server) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\n{HEAD}"
+                    f"Content-Length: {200 * 1024 * 1024}\r\n\r\n".encode()
+                    + b"x" * 1024
+                )
+                assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+            # Streamed without a length: refused once it passes 128 KB.
+            chunks = (b"y" * 65536 for _ in range(8))
+            assert await asyncio.to_thread(_streamed_status, server, path, chunks) == 413
+            # The connection itself is untouched.
+            await ws.send(json.dumps({"action": "heartbeat"}))
+            assert json.loads(await ws.recv())["status"] in {"touched", "throttled"}
+        finally:
+            await ws.close()
 
     run(scenario())
 
