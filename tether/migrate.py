@@ -428,11 +428,17 @@ def status(url: str, directory: Path | None = None) -> MigrationStatus:
     with _connect(url) as conn:
         try:
             with conn.transaction():
-                return plan(conn, migrations, refusals=[])
+                state = plan(conn, migrations, refusals=[])
         except psycopg.errors.InsufficientPrivilege as exc:
             raise MigrationError(
                 f"cannot read tether's ledger: {error_from_psycopg(exc)}{_who_migrates(conn)}"
             ) from None
+        # A role that may read the ledger (a monitor's) may still not migrate: the
+        # status says so, as migrate would once refused, and which role may.
+        who = _who_migrates(conn, then="run `tether migrate`") if state.pending else ""
+    if who:
+        state.refused.append(f"this role may not apply what is pending{who}")
+    return state
 
 
 WHEN_QUIETER = "run the command again when the table is quieter"
@@ -516,10 +522,13 @@ class _NotAllowed(MigrationError):
     says which role may."""
 
 
-def _who_migrates(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
+def _who_migrates(
+    conn: psycopg.Connection[tuple[Any, ...]], *, then: str = "run the command again"
+) -> str:
     """Which role may migrate, when the one connected was refused a privilege and is not
     it: Postgres names the object refused, not the role to run as. Empty when that role
-    has the owner's rights already (the refusal is something else) or cannot be told."""
+    has the owner's rights already (the refusal is something else) or cannot be told.
+    ``then`` is what to do, said before "with <owner>'s database URL"."""
     import psycopg  # noqa: PLC0415
 
     try:
@@ -533,7 +542,7 @@ def _who_migrates(conn: psycopg.Connection[tuple[Any, ...]]) -> str:
     owner, connected, _, what = row
     return (
         f". tether's migrations run as the owner of {what}, {owner}; this connection's"
-        f" role, {connected}, neither is it nor has its rights: run the command again"
+        f" role, {connected}, neither is it nor has its rights: {then}"
         f" with {owner}'s database URL"
     )
 

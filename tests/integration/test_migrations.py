@@ -677,8 +677,18 @@ def test_an_upgrade_run_as_a_role_that_does_not_own_tether_s_schema_names_the_on
             assert "not-for-output" not in said.stderr
             status = run_tether("migrate", "--status", "--database-url", as_other)
             if readable:
+                # It lists what is pending, and that this role may not apply it.
                 assert status.returncode == 0, status.stderr
                 assert "pending  20261130001000_limit_reached_first.sql" in status.stdout
+                may_not = (
+                    "this role may not apply what is pending. tether's migrations run as the"
+                    f" owner of tether's schema, {owner[0]}; this connection's role, {other},"
+                    f" neither is it nor has its rights: run `tether migrate` with {owner[0]}'s"
+                    " database URL"
+                )
+                assert f"migrate would refuse: {may_not}" in status.stdout, status.stdout
+                as_json = run_tether("migrate", "--status", "--json", "--database-url", as_other)
+                assert json.loads(as_json.stdout)["refused"] == [may_not]
             else:
                 assert status.returncode == 1
                 assert "cannot read tether's ledger: 42501: permission denied" in status.stderr
@@ -712,6 +722,8 @@ def test_status_as_a_role_that_may_not_judge_row_level_security_still_answers(
         )
         as_json = run_tether("migrate", "--status", "--json", "--database-url", as_reader)
         assert json.loads(as_json.stdout)["problems"] is None
+        # Nothing pending: that this role may not migrate is nothing to say.
+        assert json.loads(as_json.stdout)["refused"] == []
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f'drop owned by "{reader}"')
