@@ -24,6 +24,7 @@ import functools
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -482,8 +483,11 @@ def apply_pending(
 
     migrations = discover(directory)
     done_now: list[tuple[Migration, str | None]] = []
+    # When this try began to run migrations (wall clock, monotonic): None before.
+    running_since: list[tuple[datetime, float] | None] = [None]
 
     def one_runner_at_a_time(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        running_since[0] = None
         _not_held_by_a_runner_gone(conn)
         # A second runner waits here, queueing no writer, then finds nothing pending.
         conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
@@ -493,6 +497,8 @@ def apply_pending(
         ensure_ledger(conn)
         planned = plan(conn, migrations)
         for migration in planned.pending:
+            if running_since[0] is None:
+                running_since[0] = (datetime.now(UTC), time.monotonic())
             done_now.append((migration, run_or_record(conn, migration, planned)))
 
     with _connect(url) as conn:
@@ -510,6 +516,13 @@ def apply_pending(
         except _NotAllowed as exc:
             raise MigrationError(f"{exc}{_who_migrates(conn)}") from None
         except psycopg.Error as exc:
+            if _ended_for_idling(url, conn, exc, running_since[0]):
+                raise MigrationError(
+                    f"the run stalled for more than {IDLE_IN_TRANSACTION_SECONDS}s while"
+                    " holding the session table (its process stopped, its machine"
+                    " suspended or its network gone), so the server ended its transaction"
+                    " to let the table's writers on: nothing of it was applied; run it again"
+                ) from None
             said = f"migration failed and was rolled back: {error_from_psycopg(exc)}"
             if isinstance(exc, psycopg.errors.InsufficientPrivilege):
                 said += _who_migrates(conn)
@@ -588,6 +601,36 @@ def _not_held_by_a_runner_gone(conn: psycopg.Connection[tuple[Any, ...]]) -> Non
             conn.execute("select set_config('client_connection_check_interval', '1s', true)")
     except (psycopg.errors.UndefinedObject, psycopg.errors.InvalidParameterValue):
         pass  # before Postgres 14, or a platform without the check
+
+
+def _ended_for_idling(
+    url: str,
+    conn: psycopg.Connection[tuple[Any, ...]],
+    exc: Exception,
+    running_since: tuple[datetime, float] | None,
+) -> bool:
+    """Whether the server ended the run's transaction for idling (``_not_held_by_a_runner_gone``)
+    while it ran migrations. Its notice often arrives as no more than a closed connection
+    (libpq's "server closed the connection unexpectedly"): that is taken for it only once
+    the run had held the table longer than the timeout, and the server answers again,
+    not restarted since (a crash or a restart says the same words)."""
+    import psycopg  # noqa: PLC0415
+
+    if running_since is None:
+        return False
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        return True
+    if not (isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None and conn.broken):
+        return False
+    began, began_monotonic = running_since
+    if time.monotonic() - began_monotonic < IDLE_IN_TRANSACTION_SECONDS:
+        return False
+    try:
+        with psycopg.connect(check(url), connect_timeout=5) as again:
+            row = again.execute("select pg_postmaster_start_time() < %s", (began,)).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
 
 
 def _log_progress(line: str) -> None:

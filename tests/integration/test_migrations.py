@@ -408,7 +408,8 @@ def test_a_runner_stalled_mid_run_does_not_hold_the_table_until_the_server_notic
     network gone, a CI job frozen) left its transaction idle and the lock held: every
     $connect and $disconnect failed after its 3 s until the server noticed, hours later
     for a lost network. The server now ends such a transaction after a few seconds;
-    nothing of the run stays and the next run applies it."""
+    nothing of the run stays and the next run applies it. The runner, woken, said only
+    libpq's "server closed the connection unexpectedly"; it now says why, and what to do."""
     migrate.migrate(empty_database_url)
     (migrations_copy / "29991231000000_operator_note.sql").write_text(
         ALTERS_THE_TABLE + "select pg_sleep(0.5);\n"
@@ -423,7 +424,8 @@ def test_a_runner_stalled_mid_run_does_not_hold_the_table_until_the_server_notic
             str(migrations_copy),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     store = PostgresStore(empty_database_url)
     try:
@@ -442,9 +444,17 @@ def test_a_runner_stalled_mid_run_does_not_hold_the_table_until_the_server_notic
         assert time.monotonic() - stopped < 12
     finally:
         runner.send_signal(signal.SIGCONT)
-        runner.wait(30)
+        _, said = runner.communicate(timeout=30)
         store.close()
     assert runner.returncode != 0
+    # Woken, it says what happened and what to do, not libpq's "server closed the
+    # connection unexpectedly ... terminated abnormally".
+    assert said.strip().splitlines()[-1] == (
+        "tether.errors.MigrationError: the run stalled for more than 5s while holding the"
+        " session table (its process stopped, its machine suspended or its network gone),"
+        " so the server ended its transaction to let the table's writers on: nothing of"
+        " it was applied; run it again"
+    ), said
     assert not _has_column(empty_database_url)
     assert [m.filename for m in migrate.migrate(empty_database_url, migrations_copy)] == [
         "29991231000000_operator_note.sql"
