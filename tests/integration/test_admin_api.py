@@ -735,6 +735,9 @@ def test_live_stats_and_a_sweep_run_through_the_api(
     after = api.client.get("/stats/live", headers=AUTH).json()
     assert (after["active_sessions"], after["orphaned_sessions"]) == (1, 0)
     assert after["sweep"]["last_report"]["ended"] == 1
+    # The answer is the run's whole report, as recorded and as `tether sweep --json`
+    # prints it: no field of it dropped on the way out.
+    assert set(summary) == set(after["sweep"]["last_report"])
     health = api.client.get("/health").json()
     assert health["sweep"]["last_finished_at"] == after["sweep"]["last_finished_at"]
 

@@ -7,6 +7,7 @@ import re
 from importlib import resources
 
 from tether.admin.app import create_app
+from tether.sweep import SweepReport
 
 
 def test_every_error_response_is_a_problem_document() -> None:
@@ -37,3 +38,10 @@ def test_the_page_and_its_assets_reference_nothing_outside_the_app() -> None:
         text = (files / part).read_text()
         assert not re.search(r"(src|href)=[\"']?(https?:)?//", text), part
         assert "cdn" not in text.lower(), part
+
+
+def test_the_sweep_summary_describes_every_field_of_the_report() -> None:
+    summary = create_app().openapi()["components"]["schemas"]["SweepSummary"]["properties"]
+    assert set(summary) == set(SweepReport().as_dict())
+    undescribed = [name for name, field in summary.items() if not field.get("description")]
+    assert undescribed == []

@@ -122,16 +122,32 @@ class LiveStats(_Model):
 
 
 class SweepSummary(_Model):
-    ended: int
-    ended_by_reason: dict[str, int]
-    checked: int
-    refreshed: int
+    """The report of one sweep run, as `tether sweep --json` prints it."""
+
+    ended: int = Field(description="Sessions this run ended, all reasons together.")
+    ended_by_reason: dict[str, int] = Field(
+        description="The sessions this run ended, by end reason."
+    )
+    checks: int = Field(
+        0, description="Checks of the silent sessions the run made (one unless it kept checking)."
+    )
+    checked: int = Field(description="Suspects asked about at the gateway (GetConnection).")
+    refreshed: int = Field(
+        description="Suspects the gateway said were connected: their last sign of life moved."
+    )
+    gone_waiting: int = Field(
+        0,
+        description="Suspects the gateway said were gone, left to settle before they end as"
+        " `gone`.",
+    )
     closed_silent: int = Field(
         0,
         description="Connections closed at the gateway for silence (heartbeat_timeout);"
         " their $disconnect may record the end first, and `ended` counts only this run's.",
     )
-    gateway_errors: int
+    gateway_errors: int = Field(
+        description="Calls to the gateway that failed: refused, or made and not answered in time."
+    )
     left_unasked: int = Field(
         0,
         description="Suspects whose GetConnection never started: the check's wait for the"
@@ -147,19 +163,45 @@ class SweepSummary(_Model):
         description="Calls to the gateway that raised an unexpected error (a bug, logged):"
         " their suspects are asked about again at the next check.",
     )
+    unchecked: int = Field(
+        0,
+        description="Suspects of the run's last check whose calls failed, raised or never"
+        " started for want of time: left active for another run.",
+    )
+    unchecked_for_time: int = Field(
+        0,
+        description="Of `unchecked`, those whose calls never started for want of the"
+        " check's time: no call of theirs failed.",
+    )
     failed_checks: int = Field(0, description="Checks cut short by the database's absence.")
-    announced: int
-    redelivered: int
-    announce_failed: int
+    announced: int = Field(description="Ends announced by this run.")
+    redelivered: int = Field(
+        description="Of `announced`, ends whose earlier try was refused or abandoned."
+    )
+    announce_failed: int = Field(
+        description="Ends whose announcement failed: they stay queued for the next run."
+    )
     announce_unrecorded: int = Field(
         0, description="Announced, but not recorded (the database was away): announced again."
     )
-    announce_error: str | None
-    stopped_for_time: bool
-    active_sessions: int | None
-    orphaned_sessions: int | None
-    unannounced: int | None
-    seconds: float
+    announce_error: str | None = Field(
+        description="Why announcing failed, or null when nothing failed."
+    )
+    stopped_for_time: bool = Field(
+        description="Whether the run's time ran out before it finished: the next run goes on."
+    )
+    active_sessions: int | None = Field(
+        description="Active sessions after the run; null when they could not be counted."
+    )
+    orphaned_sessions: int | None = Field(
+        description="Active sessions past the idle or age limit after the run; null when"
+        " they could not be counted."
+    )
+    unannounced: int | None = Field(
+        description="Ends waiting to be announced after the run; null when they could not be"
+        " counted."
+    )
+    seconds: float = Field(description="How long the run took.")
 
 
 class MigrationsHealth(_Model):
