@@ -149,13 +149,18 @@ def test_close_orphans_dry_run_counts_only_the_ends_apply_would_announce(
         "close-orphans", "--older-than", "2h", "--json", "--announce-to", "log",
         "--database-url", database_url,
     )  # fmt: skip
-    assert json.loads(dry_json.stdout)["queued"] == 1, dry_json.stdout
+    dry_report = json.loads(dry_json.stdout)
+    # --json says the held one too, as the dry run's text does.
+    assert (dry_report["queued"], dry_report["held"]) == (1, 1), dry_json.stdout
     applied = run_tether(
         "close-orphans", "--older-than", "2h", "--apply", "--yes", "--json",
         "--announce-to", "log", "--database-url", database_url,
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
-    assert json.loads(applied.stdout)["announced_others"] == 1, applied.stdout
+    report = json.loads(applied.stdout)
+    assert report["announced_others"] == 1, applied.stdout
+    # Once applied, the held end is among those that stay queued.
+    assert (report["queued"], report["held"]) == (1, None), applied.stdout
 
 
 def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(

@@ -250,7 +250,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             if args.apply
             else 0
         )
-        _report(args, summary=summary, ended={}, drained=None, queued=queued)
+        _report(args, summary=summary, ended={}, drained=None, queued=queued, held=0)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
             if queued:
@@ -273,7 +273,14 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         )
         others = outbox.unannounced
         if args.json:
-            _report(args, summary=summary, ended={}, drained=None, queued=others)
+            _report(
+                args,
+                summary=summary,
+                ended={},
+                drained=None,
+                queued=others,
+                held=outbox.unannounced_held,
+            )
         else:
             say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
             if others:
@@ -308,7 +315,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         # The ends are committed and announced: "cannot connect" alone would read as
         # nothing done.
         raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
-    _report(args, summary=summary, ended=ended, drained=drained, queued=queued)
+    _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=None)
     return 0
 
 
@@ -417,7 +424,10 @@ def _report(
     ended: dict[UUID, EndReason],
     drained: DrainResult | None,
     queued: int,
+    held: int | None,
 ) -> None:
+    """``held``: the ends a lease holds for whoever is announcing them, which a dry
+    run's --apply would leave to them; None once applied (``queued`` counts them)."""
     ended_by_reason = sorted(Counter(ended.values()).items())
     announced = drained.announced if drained else 0
     # Sent, but the database could not record them so (away, or their rows held past
@@ -437,6 +447,7 @@ def _report(
                 "announced_others": others,
                 "announced_unrecorded": unrecorded,
                 "queued": queued,
+                "held": held,
                 "announce_error": drained.error if drained else None,
                 "applied": bool(args.apply),
             }
