@@ -55,6 +55,7 @@ from tether.errors import AdoptionError, MigrationError
 from tether.locks import LockPolicy
 
 Conn = psycopg.Connection[dict[str, Any]]
+README = Path(__file__).resolve().parents[2] / "README.md"
 FAST = LockPolicy(timeout_seconds=0.5, attempts=40, first_pause_seconds=0.1)
 
 
@@ -398,6 +399,15 @@ def test_a_table_named_like_conversation_sessions_is_named_with_the_rename(
         'app."ConversationSessions"',
         "public.conversation_session",
     ]
+    # --check --json lists them under the keys the README names.
+    readme = " ".join(README.read_text().split())
+    named = readme[readme.index("`--check --json` lists those under") :]
+    named = named[: named.index(".")]
+    (similar, table, how, elsewhere) = re.findall(r"`([a-z_]+)`", named)
+    as_json = json.loads(run_tether("adopt", "--check", "--json", "--database-url", url).stdout)
+    assert [set(s) for s in as_json[similar]] == [{table, how}] * 2
+    assert rename in {s[how] for s in as_json[similar]}
+    assert as_json[elsewhere] == []
     refused = run_tether("adopt", "--apply", "--yes", "--database-url", url)
     assert refused.returncode == 1
     assert rename in refused.stderr
