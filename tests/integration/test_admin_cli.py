@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,9 +18,11 @@ from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
 from tests.support import TETHER, run_tether
+from tether.admin.schemas import DailyStatsReport, LiveStats
 from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _tether(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,6 +133,13 @@ def test_stats_show_now_the_last_hour_and_the_days(
     assert totals == [2, 1, 1]
 
     numbers = json.loads(_tether("stats", "--json", "--database-url", database_url).stdout)
+    # The keys the README names, each the API's answer whole.
+    readme = " ".join(README.read_text().split())
+    named = readme[readme.index("`tether stats --json`, the two answers it shows") :]
+    named = named[: named.index(")")]
+    assert set(numbers) == set(re.findall(r"under `([a-z]+)`", named))
+    assert set(numbers["live"]) == set(LiveStats.model_fields)
+    assert set(numbers["daily"]) == set(DailyStatsReport.model_fields)
     assert numbers["live"]["active_sessions"] == 1
     assert len(numbers["daily"]["stats"]) == 7
 
