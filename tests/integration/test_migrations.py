@@ -29,6 +29,7 @@ from tether.locks import LockPolicy
 from tether.models import EndOutcome, EndReason, OpenSessionRequest
 
 MIGRATIONS = migrate.migrations_path()
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _ledger(url: str) -> list[str]:
@@ -802,6 +803,18 @@ def test_migrate_refuses_to_call_tether_working_while_row_level_security_refuses
     )
     status = run_tether("migrate", "--status", "--json", "--database-url", plain_owner_url)
     assert json.loads(status.stdout)["problems"] == []
+    # The keys the README names, migrate's and --status's.
+    readme = " ".join(README.read_text().split())
+    named = readme[readme.index("With `--json`, `tether migrate` prints one object") :]
+    run_keys, status_keys = named.split("`tether migrate --status --json` prints", 1)
+    status_keys = status_keys[: status_keys.index(". ")]
+
+    def keys(text: str) -> set[str]:
+        return set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", text)))
+
+    migrated = run_tether("migrate", "--json", "--database-url", plain_owner_url)
+    assert set(json.loads(migrated.stdout)) == keys(run_keys)
+    assert set(json.loads(status.stdout)) == keys(status_keys)
 
 
 def test_a_table_forcing_row_level_security_with_policies_for_tether_s_role_is_no_problem(
