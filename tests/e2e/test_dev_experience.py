@@ -31,6 +31,8 @@ from tests.support import HS256_SECRET, ISSUER, claims, json_lines, run_tether, 
 from tether.local import embedded
 from tether.local.dev import CLAIM_CHECK_SECONDS, DEV_LOCK_KEY
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
 
 def test_a_taken_port_is_said_before_anything_claims_to_be_ready(
     database_url: str, tmp_path: Path
@@ -522,6 +524,11 @@ def _simulate(server: DevServer, *args: str, cwd: Path) -> dict[str, Any]:
     result = run_tether("simulate", "--json", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
+    # The keys the README names, no more, no fewer.
+    readme = " ".join(README.read_text().split())
+    begin = readme.index("`--json` prints one object with the keys `opened`")
+    named = readme[begin : readme.index("; a token given with `--token`", begin)]
+    assert set(report) == set(re.findall(r"`([a-z_]+)`", named))
     return report
 
 
