@@ -18,7 +18,14 @@ from tests import connections_standin
 from tests.conftest import SessionFactory
 from tests.connections_standin import ConnectionsStandIn
 from tests.support import TETHER, run_tether
-from tether.admin.schemas import DailyStatsReport, LiveStats
+from tether.admin.schemas import (
+    DailyStatsReport,
+    LiveStats,
+    SessionClosed,
+    SessionPublic,
+    SessionsPage,
+    UserDisconnected,
+)
 from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -61,6 +68,8 @@ def test_sessions_as_a_table_and_as_json(database_url: str, make_session: Sessio
     )
     page = json.loads(only.stdout)
     assert [s["session_id"] for s in page["sessions"]] == [str(live["session_id"])]
+    assert set(page) == set(SessionsPage.model_fields)
+    assert set(page["sessions"][0]) == set(SessionPublic.model_fields)
 
     capped = _tether("sessions", "--limit", "1", "--database-url", database_url)
     assert "more with --limit" in capped.stdout
@@ -204,6 +213,8 @@ def test_kick_a_session_then_a_user(
     assert "closed: ended it; the gateway closed the connection" in kicked.stdout
     again = _tether("kick", "--session", str(one["session_id"]), *common, "--json")
     assert json.loads(again.stdout)["outcome"] == "already_closed"
+    # What the API answers, as the README says --json prints.
+    assert set(json.loads(again.stdout)) == set(SessionClosed.model_fields)
     # Asked again without --yes, it says what is left to do: the row stays as it ended.
     without_yes = [arg for arg in common if arg != "--yes"]
     unsure = _tether("kick", "--session", str(one["session_id"]), *without_yes)
@@ -221,6 +232,8 @@ def test_kick_a_session_then_a_user(
     assert (
         _tether("kick", "--user", str(user), *common).stdout.strip().endswith("has no live session")
     )
+    nobody = json.loads(_tether("kick", "--user", str(user), *common, "--json").stdout)
+    assert set(nobody) == set(UserDisconnected.model_fields)
 
 
 def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> None:
