@@ -79,25 +79,23 @@ def call_all(
     ]
     for worker in workers:
         worker.start()
-    if enough is not None:
-        # Judged again and again until the deadline, not once: answers found enough
-        # only after ``enough_after`` must end the wait too.
-        judge_at = min(started + max(enough_after, 0.0), deadline)
-        while True:
-            for worker in workers:
-                worker.join(max(0.0, judge_at - time.monotonic()))
-            if time.monotonic() >= deadline or not any(w.is_alive() for w in workers):
+    # Judged again and again until the deadline, not once: answers found enough only
+    # after ``enough_after`` must end the wait too. Without ``enough``, one wait.
+    judge_at = min(started + max(enough_after, 0.0), deadline) if enough else deadline
+    while True:
+        for worker in workers:
+            worker.join(max(0.0, judge_at - time.monotonic()))
+        if enough is None or time.monotonic() >= deadline:
+            break
+        if not any(worker.is_alive() for worker in workers):
+            break
+        # Under the lock: a call started meanwhile would be counted as made and
+        # unanswered (a failure) though it started after the answers were enough.
+        with taking:
+            if enough(list(answers)):
+                stopped.set()
                 break
-            # Under the lock: a call started meanwhile would be counted as made and
-            # unanswered (a failure) though it started after the answers were enough.
-            with taking:
-                if enough(list(answers)):
-                    stopped.set()
-                    break
-            judge_at = min(time.monotonic() + JUDGE_EVERY_SECONDS, deadline)
-        return _stop(stopped, taking, made, made_out, answers)
-    for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
+        judge_at = min(time.monotonic() + JUDGE_EVERY_SECONDS, deadline)
     return _stop(stopped, taking, made, made_out, answers)
 
 
