@@ -469,8 +469,9 @@ class Sweep:
                 self.report.left_unasked += answers.unasked
                 self.report.left_unclosed += answers.unclosed
             logger.warning(
-                "the check's wait for the gateway ran out before some calls started; those"
-                " suspects wait for the next check",
+                "some of the check's calls to the gateway never started (its questions"
+                " had had their share of its wait, or the wait was over); those suspects"
+                " wait for the next check",
                 extra={"unasked": answers.unasked, "unclosed": answers.unclosed},
             )
         if answers.raised:

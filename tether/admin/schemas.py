@@ -150,8 +150,9 @@ class SweepSummary(_Model):
     )
     left_unasked: int = Field(
         0,
-        description="Suspects whose GetConnection never started: the check's wait for the"
-        " gateway ran out first (not a failure); the next check asks about them.",
+        description="Suspects whose GetConnection never started: the check's questions had"
+        " had their share of its wait, the rest left to closing the silent connections"
+        " found (not a failure); the next check asks about them.",
     )
     left_unclosed: int = Field(
         0,
