@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tether.models import EndReason
     from tether.outbox import DrainResult
     from tether.store import SessionStore
-    from tether.sweep import SweepReport
+    from tether.sweep import SweepPolicy, SweepReport
     from tether.sweep_and_admin_models import OrphanSummary
 
 
@@ -242,14 +242,7 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     if summary.orphans == 0:
         # Nothing to end, so nothing announced: what waits in the outbox (an earlier run
         # cut short) stays queued for the sweep, and an --apply says how much, not 0.
-        queued = (
-            store.session_health(
-                idle_limit_seconds=policy.idle_limit_seconds,
-                max_age_seconds=policy.max_age_seconds,
-            ).unannounced
-            if args.apply
-            else 0
-        )
+        queued = _still_queued(store, policy) if args.apply else 0
         _report(args, summary=summary, ended={}, drained=None, queued=queued, held=0)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
@@ -308,15 +301,20 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         progress=not args.json,
     )
     try:
-        queued = store.session_health(
-            idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
-        ).unannounced
+        queued = _still_queued(store, policy)
     except TetherError as exc:
         # The ends are committed and announced: "cannot connect" alone would read as
         # nothing done.
         raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
     _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=None)
     return 0
+
+
+def _still_queued(store: SessionStore, policy: SweepPolicy) -> int:
+    """The ends waiting in the outbox for the sweep to announce."""
+    return store.session_health(
+        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
+    ).unannounced
 
 
 def _done_before_failing(
