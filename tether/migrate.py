@@ -484,21 +484,23 @@ def apply_pending(
     migrations = discover(directory)
     done_now: list[tuple[Migration, str | None]] = []
     # When this try began to run migrations (wall clock, monotonic): None before.
-    running_since: list[tuple[datetime, float] | None] = [None]
+    running_since: tuple[datetime, float] | None = None
 
     def one_runner_at_a_time(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        running_since[0] = None
+        nonlocal running_since
+        running_since = None
         _not_held_by_a_runner_gone(conn)
         # A second runner waits here, queueing no writer, then finds nothing pending.
         conn.execute("select pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
 
     def apply_all(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        nonlocal running_since
         done_now.clear()
         ensure_ledger(conn)
         planned = plan(conn, migrations)
         for migration in planned.pending:
-            if running_since[0] is None:
-                running_since[0] = (datetime.now(UTC), time.monotonic())
+            if running_since is None:
+                running_since = (datetime.now(UTC), time.monotonic())
             done_now.append((migration, run_or_record(conn, migration, planned)))
 
     with _connect(url) as conn:
@@ -516,7 +518,7 @@ def apply_pending(
         except _NotAllowed as exc:
             raise MigrationError(f"{exc}{_who_migrates(conn)}") from None
         except psycopg.Error as exc:
-            if _ended_for_idling(url, conn, exc, running_since[0]):
+            if _ended_for_idling(url, conn, exc, running_since):
                 raise MigrationError(
                     f"the run stalled for more than {IDLE_IN_TRANSACTION_SECONDS}s while"
                     " holding the session table (its process stopped, its machine"
