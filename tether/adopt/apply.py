@@ -628,10 +628,7 @@ def apply(
             if "duration_seconds" in shape.columns:
                 on_duration = dependents.tracked(conn, shape.oid, ["duration_seconds"])
                 problems += inspect.conversion_refusals(shape, on_duration)
-            if plan.duration_conversion(shape) and not shape.steps.get("duration"):
-                problems += dependents.owner_refusals(
-                    conn, shape.oid, ["duration_seconds"], "--apply"
-                )
+            problems += inspect.duration_owner_refusals(conn, shape)
             if problems:
                 raise AdoptionError(
                     "the table cannot be adopted as it is:\n  - " + "\n  - ".join(problems)

@@ -560,6 +560,14 @@ def conversion_refusals(shape: Shape, found: list[Dependent]) -> list[str]:
     ]
 
 
+def duration_owner_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
+    """The views --apply's conversion of duration_seconds (a step still to run) would
+    recreate whose owner the role connected cannot give them back to."""
+    if not plan.duration_conversion(shape) or shape.steps.get("duration"):
+        return []
+    return owner_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
+
+
 def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
     added = [
         f"{name} {type_}"
@@ -966,8 +974,7 @@ def _refuse_what_cannot_be_recreated(
     cannot: what is built on the column, and views whose owner the role connected
     cannot give them back to."""
     report.refusals += conversion_refusals(shape, found)
-    if plan.duration_conversion(shape) and not shape.steps.get("duration"):
-        report.refusals += owner_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
+    report.refusals += duration_owner_refusals(conn, shape)
     if report.state != FINISHED:
         replaced = [c for c in shape.replaced_columns if c in shape.columns]
         report.finish_refusals += owner_refusals(conn, shape.oid, replaced, "--finish")
