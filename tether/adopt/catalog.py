@@ -243,58 +243,23 @@ class Trigger:
     definition's text may say UPDATE in a name or a WHEN clause."""
 
 
-# Roles that may read the table, or some of its columns, through a grant to them or to a
-# role whose rights they inherit, or through pg_read_all_data (a monitoring login's usual
-# grant), who neither own it nor bypass row level security themselves (BYPASSRLS is not
-# inherited: a login reading through a group that has it is judged all the same), and to
-# whom no permissive policy for reads applies: once it is enabled they read no rows.
-# anon and authenticated are tether's to settle.
-_READERS_UNDER_RLS = """
-select r.rolname
-from pg_catalog.pg_class c
-cross join pg_catalog.pg_roles r
-where c.oid = %(oid)s
-  and r.rolname !~ '^pg_'
-  and not r.rolsuper and not r.rolbypassrls
-  and not pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
-  and r.rolname not in ('anon', 'authenticated')
-  and exists (
-    select 1 from aclexplode(c.relacl) a
-    where a.privilege_type = 'SELECT' and a.grantee <> 0
-      and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
-    union all
-    select 1 from pg_catalog.pg_attribute t cross join lateral aclexplode(t.attacl) a
-    where t.attrelid = c.oid and t.attnum > 0 and not t.attisdropped
-      and a.privilege_type = 'SELECT' and a.grantee <> 0
-      and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
-    union all
-    select 1 from pg_catalog.pg_roles everything
-    where everything.rolname = 'pg_read_all_data'
-      and pg_catalog.pg_has_role(r.oid, everything.oid, 'USAGE'))
-  and not exists (
-    select 1 from pg_catalog.pg_policy p
-    where p.polrelid = c.oid and p.polpermissive and p.polcmd in ('r', '*')
-      and (0 = any(p.polroles)
-           or exists (select 1 from unnest(p.polroles) as pr(oid)
-                      where pg_catalog.pg_has_role(r.oid, pr.oid, 'USAGE'))))
-order by 1
-"""
-
-
-# Roles that may insert into, update or delete from the table (an update of some of its
-# columns too), through a grant to them or to a role whose rights they inherit, or
-# through pg_write_all_data, who neither own it nor bypass row level security themselves
-# (BYPASSRLS is not inherited), and whom the permissive policies do not already let
-# write: once it is enabled their writes are refused, or change no row. A write of each
-# command held needs a policy for it, and a read policy besides: an update or a delete
-# finds its rows through a where clause, and an insert ... returning reads its row back.
-_WRITERS_UNDER_RLS = """
+# Roles that hold one of the privileges ``{held}`` lists (privilege, the policies'
+# command letter, the predefined role granting it on every table) on the table or on
+# some of its columns, through a grant to them or to a role whose rights they inherit,
+# or through that predefined role; who neither own the table nor bypass row level
+# security themselves (BYPASSRLS is not inherited: a login acting through a group that
+# has it is judged all the same); and whom the permissive policies do not let use it:
+# once row level security is enabled they read no rows, or their writes are refused or
+# change none. Each command needs a policy for it and a read policy besides: an update
+# or a delete finds its rows through a where clause, an insert ... returning reads its
+# row back. anon and authenticated are tether's to settle.
+_UNDER_RLS = """
 select r.rolname
 from pg_catalog.pg_class c
 cross join pg_catalog.pg_roles r
 cross join lateral (
   select w.command
-  from (values ('INSERT', 'a'), ('UPDATE', 'w'), ('DELETE', 'd')) as w (privilege, command)
+  from (values {held}) as w (privilege, command, every_table)
   where exists (
       select 1 from aclexplode(c.relacl) a
       where a.privilege_type = w.privilege and a.grantee <> 0
@@ -306,7 +271,7 @@ cross join lateral (
         and pg_catalog.pg_has_role(r.oid, a.grantee, 'USAGE')
       union all
       select 1 from pg_catalog.pg_roles everything
-      where everything.rolname = 'pg_write_all_data'
+      where everything.rolname = w.every_table
         and pg_catalog.pg_has_role(r.oid, everything.oid, 'USAGE'))
 ) held
 where c.oid = %(oid)s
@@ -330,6 +295,11 @@ where c.oid = %(oid)s
 group by r.rolname
 order by 1
 """
+_READERS_UNDER_RLS = _UNDER_RLS.format(held="('SELECT', 'r', 'pg_read_all_data')")
+_WRITERS_UNDER_RLS = _UNDER_RLS.format(
+    held="('INSERT', 'a', 'pg_write_all_data'), ('UPDATE', 'w', 'pg_write_all_data'),"
+    " ('DELETE', 'd', 'pg_write_all_data')"
+)
 
 
 @dataclass
