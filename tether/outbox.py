@@ -127,6 +127,8 @@ class DrainResult:
     announced_sessions: set[UUID] = field(default_factory=set)
     """The sessions whose end was announced: which ends they were, for a caller that
     made some of them."""
+    failed_sessions: set[UUID] = field(default_factory=set)
+    """The sessions whose announcement failed: still queued, unless a later try took them."""
 
 
 def drain_outbox(
@@ -159,6 +161,7 @@ def drain_outbox(
             1 for queued in batch if queued.session_id in accepted and queued.claim_count > 1
         )
         drained.failed += len(outcome.failed)
+        drained.failed_sessions |= set(outcome.failed)
         drained.unrecorded += len(outcome.unrecorded)
         drained.error = drained.error or outcome.error
         if outcome.refusal is not None:

@@ -148,6 +148,10 @@ class SweepReport:
     announce_unrecorded: int = 0
     """Announced, but the database could not record it: announced again after the lease."""
     announce_error: str | None = None
+    failed_still_queued: set[UUID] = field(default_factory=set)
+    """The ends whose announcement failed in this run and that no later check of it
+    announced: they stay queued for the next run. ``announce_failed`` counts every
+    failure, a later check's retry of an earlier one's too; not in the report's dict."""
     stopped_for_time: bool = False
     health: SessionHealth | None = None
     seconds: float = 0.0
@@ -519,6 +523,8 @@ class Sweep:
             self.report.announce_failed += drained.failed
             self.report.announce_unrecorded += drained.unrecorded
             self.report.announce_error = self.report.announce_error or drained.error
+            self.report.failed_still_queued -= drained.announced_sessions
+            self.report.failed_still_queued |= drained.failed_sessions
 
     def check(self, check_started: datetime) -> None:
         """One check: hard limits, suspects, announcements."""

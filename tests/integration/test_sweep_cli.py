@@ -16,11 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
 from tests import connections_standin
-from tests.conftest import EventBus, SessionFactory, allow_connections
+from tests.conftest import AWS_REGION, EventBus, SessionFactory, allow_connections
 from tests.support import TETHER, json_lines, run_tether
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -619,6 +620,84 @@ def test_sweep_says_which_checks_an_outage_cut_short(
     assert failed >= 2
     assert f"{failed} check(s) cut short: the database was unavailable" in stdout
     assert "ended 1 session(s): 1 max_duration" in stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["words", "json"])
+def test_a_sweep_whose_announcements_were_refused_says_so_and_fails(
+    database_url: str, make_session: SessionFactory, aws: str, as_json: bool
+) -> None:
+    """EventBridge refused the run's announcements (here: no such bus). They stay
+    queued, but a run from cron or a runbook exited 0, as if every end had gone out:
+    only the report's line said otherwise. Exit 1, as for a suspect left unchecked."""
+    make_session(connection_id="ended=", started_seconds_ago=900, ended_seconds_ago=60)
+    result = run_tether(
+        "sweep", "--database-url", database_url, *(["--json"] if as_json else []),
+        env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "tether sweep: 1 end(s) could not be announced and stay queued" in result.stderr, (
+        result.stderr
+    )
+    if as_json:
+        report = json.loads(result.stdout)
+        assert (report["announced"], report["announce_failed"]) == (0, 1)
+        assert report["unannounced"] == 1
+    else:
+        assert "1 announcement(s) failed and stay queued for the next sweep" in result.stdout
+
+    # Once EventBridge takes them, the next run announces them and succeeds.
+    swept = run_tether("sweep", "--database-url", database_url, "--announce-to", "log")
+    assert swept.returncode == 0, swept.stderr
+    assert "announced 1, redelivered 1" in swept.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["words", "json"])
+def test_a_run_whose_later_check_announced_what_was_refused_succeeds(
+    database_url: str, make_session: SessionFactory, event_bus: EventBus, aws: str, as_json: bool
+) -> None:
+    """--keep-checking: the first check's announcement was refused, a later check's went
+    out. Nothing stays queued, so the run succeeds, as when a later check asks again
+    about a suspect."""
+    make_session(connection_id="ended=", started_seconds_ago=900, ended_seconds_ago=60)
+    events = boto3.client("events", endpoint_url=aws, region_name=AWS_REGION)
+    # The bus is gone for the first check and back for the next.
+    events.delete_event_bus(Name=event_bus.name)
+    env = {
+        "TETHER_AWS_ENDPOINT_URL": aws,
+        "TETHER_EVENT_BUS_NAME": event_bus.name,
+        "TETHER_SWEEP_CHECK_EVERY_SECONDS": "1",
+        "TETHER_SWEEP_SCHEDULE_SECONDS": "4",
+        "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+    }
+    tether = Path(sys.executable).with_name("tether")
+    command = [str(tether), "sweep", "--keep-checking", "--database-url", database_url]
+    command += ["--json"] if as_json else []
+    with subprocess.Popen(  # noqa: S603 - our own console script
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    ) as sweep:
+        assert sweep.stderr is not None and sweep.stdout is not None
+        for line in sweep.stderr:
+            if "EventBridge did not accept SessionEnded" in line:
+                events.create_event_bus(Name=event_bus.name)
+                break
+        stderr = sweep.stderr.read()
+        stdout = sweep.stdout.read()
+        assert sweep.wait(timeout=60) == 0, stderr
+    assert "could not be announced" not in stderr
+    if as_json:
+        report = json.loads(stdout)
+        assert (report["announce_failed"], report["announced"]) == (1, 1)
+    else:
+        assert (
+            "1 announcement(s) failed: ResourceNotFoundException; 0 of them stay queued for the"
+            " next sweep, a later check announced the others"
+        ) in stdout
+        assert "announced 1, redelivered 1" in stdout
 
 
 def _without_region(home: Path, **extra: str) -> dict[str, str]:

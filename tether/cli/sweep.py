@@ -130,16 +130,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say_json(report.as_dict())
     else:
         _say_report(report)
-    return _unchecked(report)
+    unchecked = _unchecked(report)
+    unannounced = _unannounced(report)
+    return 1 if unchecked or unannounced else 0
 
 
-def _unchecked(report: SweepReport) -> int:
-    """0 when every suspect was asked about. One the gateway could not be asked about
+def _unannounced(report: SweepReport) -> bool:
+    """Whether ends the run could not announce stay queued. Their sessions are ended,
+    but whoever waits for SessionEnded has not heard of them, and a bus that refuses
+    once (no such bus, no permission) refuses every run: a script must see that, as it
+    sees a suspect left unchecked. With --keep-checking, what a later check announced
+    is not counted."""
+    failed = len(report.failed_still_queued)
+    if not failed:
+        return False
+    why = f" ({report.announce_error})" if report.announce_error else ""
+    sys.stderr.write(
+        f"tether sweep: {failed} end(s) could not be announced and stay queued{why}; their"
+        " sessions are ended, and the next sweep announces them again; check the event bus,"
+        " and the AWS region and credentials\n"
+    )
+    return True
+
+
+def _unchecked(report: SweepReport) -> bool:
+    """Whether suspects were left unchecked. One the gateway could not be asked about
     stays active, as live as ever to its readers: a script must see that, as it sees a
     kick the gateway could not be told of (the report above says what was done). With
     --keep-checking, what an earlier check could not ask the next asked again."""
     if not report.unchecked:
-        return 0
+        return False
     failed = report.unchecked - report.unchecked_for_time
     why = []
     if failed:
@@ -154,7 +174,7 @@ def _unchecked(report: SweepReport) -> int:
         f"tether sweep: {' and '.join(why)}, so some suspects were not checked and their"
         f" sessions stay active; {advice}run the sweep again\n"
     )
-    return 1
+    return True
 
 
 def _say_report(report: SweepReport) -> None:
@@ -195,17 +215,7 @@ def _say_report(report: SweepReport) -> None:
             " connection(s) left unclosed: the check's wait for the gateway ran out before"
             f" their calls started (no call failed for them): {left}"
         )
-    say(f"announced {report.announced}, redelivered {report.redelivered}")
-    if report.announce_failed:
-        say(
-            f"{report.announce_failed} announcement(s) failed and stay queued for the next"
-            f" sweep: {report.announce_error or 'refused by EventBridge'}"
-        )
-    if report.announce_unrecorded:
-        say(
-            f"{report.announce_unrecorded} announcement(s) went out but could not be recorded"
-            " (the database went away): they will be announced again"
-        )
+    _say_announcements(report)
     if report.failed_checks:
         say(f"{report.failed_checks} check(s) cut short: the database was unavailable")
     if report.health:
@@ -213,6 +223,29 @@ def _say_report(report: SweepReport) -> None:
         say(f"{health.active_sessions} active, {health.orphaned_sessions} orphaned")
     if report.stopped_for_time:
         say("stopped for time: run again to finish")
+
+
+def _say_announcements(report: SweepReport) -> None:
+    say(f"announced {report.announced}, redelivered {report.redelivered}")
+    if report.announce_failed:
+        why = report.announce_error or "refused by EventBridge"
+        queued = len(report.failed_still_queued)
+        if queued == report.announce_failed:
+            say(
+                f"{report.announce_failed} announcement(s) failed and stay queued for the next"
+                f" sweep: {why}"
+            )
+        else:
+            # --keep-checking: a later check announced what an earlier one could not.
+            say(
+                f"{report.announce_failed} announcement(s) failed: {why}; {queued} of them stay"
+                " queued for the next sweep, a later check announced the others"
+            )
+    if report.announce_unrecorded:
+        say(
+            f"{report.announce_unrecorded} announcement(s) went out but could not be recorded"
+            " (the database went away): they will be announced again"
+        )
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
