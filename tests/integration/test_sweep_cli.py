@@ -173,8 +173,9 @@ def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
     make_session(connection_id="ancient=", started_seconds_ago=400 * 86400)
     make_session(connection_id="recent=", started_seconds_ago=300 * 86400)
     result = run_tether(
-        "close-orphans", "--older-than", "366d", "--apply", "--yes", "--database-url", database_url
-    )
+        "close-orphans", "--older-than", "366d", "--apply", "--yes", "--database-url", database_url,
+        "--announce-to", "log",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ended 1 session(s) with reason orphan_cleanup" in result.stdout
     rows = {str(r["connection_id"]): r for r in _state(db)}
@@ -732,11 +733,15 @@ def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queu
         check=False,
         env=_without_region(tmp_path),
     )
-    assert result.returncode == 0, result.stderr
+    # Ended and unannounced: it exited 0, as if all was done; a script must see it.
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "ended 18 session(s) with reason orphan_cleanup; announced 0" in result.stdout
     assert "18 announcement(s) stay queued for the sweep to deliver" in result.stdout
     assert "no AWS region configured" in result.stdout
+    assert "tether close-orphans: 18 end(s) could not be announced and stay queued" in (
+        result.stderr
+    )
     # Nothing stays leased: the next sweep (or --announce-to log) takes them at once.
     assert db.execute(
         "select count(*) as n from public.conversation_session_announcements"
@@ -757,6 +762,35 @@ def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queu
     assert "no active session started more than 2.0 hours ago" in logged.stdout
     swept = run_tether("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
     assert json.loads(swept.stdout)["announced"] == 18
+
+
+@pytest.mark.usefixtures("orphans")
+def test_close_orphans_whose_announcements_were_refused_fails_and_says_what_it_did(
+    database_url: str, aws: str
+) -> None:
+    """EventBridge refused the announcements (no such bus): the sessions are ended and
+    their ends queued. --json printed the outcome and exited 0, as if all was done."""
+    result = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--json",
+        "--database-url", database_url,
+        env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    outcome = json.loads(result.stdout)
+    assert (outcome["ended"], outcome["announced"], outcome["queued"]) == (18, 0, 18)
+    assert outcome["announce_error"] == "ResourceNotFoundException"
+    assert (
+        "tether close-orphans: 18 end(s) could not be announced and stay queued"
+        " (ResourceNotFoundException)"
+    ) in result.stderr
+    # Nothing left to end, nothing announced by it: what waits is the sweep's, not a failure.
+    again = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--json",
+        "--database-url", database_url,
+        env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["queued"] == 18
 
 
 @pytest.mark.usefixtures("orphans")

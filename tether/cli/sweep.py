@@ -340,7 +340,22 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         # nothing done.
         raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
     _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=None)
-    return 0
+    return _announced_all(drained)
+
+
+def _announced_all(drained: DrainResult) -> int:
+    """0 when every end it tried to announce went out. Ended but not announced, an end
+    waits for the sweep, and whoever waits for SessionEnded has not heard of it: a
+    script must see that, as it sees a sweep's."""
+    if not drained.failed:
+        return 0
+    why = f" ({drained.error})" if drained.error else ""
+    say_aside(
+        f"tether close-orphans: {drained.failed} end(s) could not be announced and stay"
+        f" queued{why}; their sessions are ended, and the sweep announces them; check the"
+        " event bus, and the AWS region and credentials"
+    )
+    return 1
 
 
 def _still_queued(store: SessionStore, policy: SweepPolicy) -> int:
