@@ -5,12 +5,21 @@ from __future__ import annotations
 import math
 import re
 
+from tether import limits
 from tether.errors import InvalidInputError
 
 # ASCII digits only: \d would also read full-width and other scripts' digits.
 _BARE_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+_N = r"[0-9]+(\.[0-9]+)?"
+DURATION_PATTERN = (
+    rf"^\s*{_N}([dD]({_N}[hH])?({_N}[mM])?({_N}[sS])?|[hH]({_N}[mM])?({_N}[sS])?"
+    rf"|[mM]({_N}[sS])?|[sS])?\s*$"
+)
+"""What ``parse_duration`` reads, as a regular expression for a published schema (the
+values it refuses apart: 0, too long): a number alone, or each unit once, largest first."""
 
 
 def parse_duration(text: str, *, zero_allowed: bool = False) -> float:
@@ -25,6 +34,15 @@ def parse_duration(text: str, *, zero_allowed: bool = False) -> float:
         raise InvalidInputError("a duration must be more than 0")
     if seconds == math.inf:
         raise InvalidInputError("too long a duration")
+    return seconds
+
+
+def parse_age(text: str) -> float:
+    """How far back to look for orphans, the operators' API's and close-orphans' one
+    reading: a duration, at most the year and a day the functions reach back."""
+    seconds = parse_duration(text)
+    if seconds > limits.ORPHAN_AGE_MAX_SECONDS:
+        raise InvalidInputError(f"must be at most {limits.ORPHAN_AGE_MAX_SECONDS / 86400:g} days")
     return seconds
 
 

@@ -713,6 +713,30 @@ def test_orphan_alert_with_its_threshold(api: AdminApi, make_session: SessionFac
     assert (body["orphans"], body["alerting"]) == (2, True)
 
 
+def test_an_age_is_read_as_the_command_line_writes_it(api: AdminApi) -> None:
+    """The value an operator copies from `tether close-orphans --older-than` (or from a
+    sweep's settings, in seconds) means the same here, within the same bounds."""
+    for text, seconds in (
+        ("2h", 7200),
+        ("90m", 5400),
+        ("7200", 7200),
+        ("1d12h", 129600),
+        (" 2H ", 7200),
+        ("366d", 366 * 86400),
+    ):
+        response = api.client.get("/stats/orphans", params={"older_than": text}, headers=AUTH)
+        assert response.status_code == 200, (text, response.text)
+        assert response.json()["older_than_seconds"] == seconds, text
+    for text, says in (
+        ("2 hours", "use a number with s, m, h or d, such as 90s, 2h or 1d12h"),
+        ("30m1h", "each unit once, largest first"),
+        ("0", "more than 0"),
+        ("366d1s", "at most 366 days"),
+    ):
+        response = api.client.get("/stats/orphans", params={"older_than": text}, headers=AUTH)
+        assert says in _problem(response, 400)["detail"], text
+
+
 def test_live_stats_and_a_sweep_run_through_the_api(
     api: AdminApi, make_session: SessionFactory
 ) -> None:

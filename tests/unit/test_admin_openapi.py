@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.admin.app import create_app
+from tether.durations import DURATION_PATTERN, parse_duration
+from tether.errors import InvalidInputError
 from tether.sweep import SweepReport
 
 
@@ -45,3 +51,42 @@ def test_the_sweep_summary_describes_every_field_of_the_report() -> None:
     assert set(summary) == set(SweepReport().as_dict())
     undescribed = [name for name, field in summary.items() if not field.get("description")]
     assert undescribed == []
+
+
+def _parameter(path: str, name: str) -> dict[str, Any]:
+    operation = create_app().openapi()["paths"][path]["get"]
+    return next(p for p in operation["parameters"] if p["name"] == name)
+
+
+def test_an_age_is_described_as_the_command_line_takes_it() -> None:
+    """The schema said only "a string of at most 32 characters": a client (or an
+    operator reading it) could not tell that 2h, 90m and 7200 are all read, nor the
+    bounds, and schemathesis generated no valid age to try."""
+    older_than = _parameter("/stats/orphans", "older_than")
+    schema = older_than["schema"]
+    assert schema["pattern"] == DURATION_PATTERN
+    for example in ("2h", "90m", "1d12h", "7200"):
+        assert re.fullmatch(DURATION_PATTERN, example), example
+    assert {"2h", "90m", "7200"} <= set(schema["examples"])
+    assert "more than 0 and at most 366 days" in older_than["description"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(DURATION_PATTERN).filter(lambda text: len(text) <= 32),
+        st.text(alphabet="0123456789.dhmsDHMS \t-+_x", max_size=12),
+        st.text(max_size=12),
+    )
+)
+def test_the_pattern_published_is_what_the_parser_reads(text: str) -> None:
+    """What the pattern matches, and only that, parses (bounds apart): a client that
+    checks an age against the schema is never refused for its form, and schemathesis's
+    "invalid" ages are refused."""
+    try:
+        parse_duration(text, zero_allowed=True)
+    except InvalidInputError:
+        readable = False
+    else:
+        readable = True
+    assert readable is (re.fullmatch(DURATION_PATTERN, text) is not None), repr(text)

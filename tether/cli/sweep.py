@@ -17,7 +17,6 @@ from tether.cli.common import (
     add_database_options,
     confirm,
     declined,
-    duration,
     embedded_endpoint_missing,
     endpoint,
     installed_settings,
@@ -26,7 +25,7 @@ from tether.cli.common import (
     say_aside,
     say_json,
 )
-from tether.durations import describe_seconds, format_duration, is_bare_number
+from tether.durations import describe_seconds, format_duration, is_bare_number, parse_age
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
@@ -583,7 +582,8 @@ def _age(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
         )
-    seconds = duration(text)
-    if seconds > limits.ORPHAN_AGE_MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at most 366 days")
-    return seconds
+    try:
+        return parse_age(text)
+    except InvalidInputError as exc:
+        # The command line's own input, shown back so the typo is plain to see.
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None

@@ -12,8 +12,10 @@ from tether.admin.deps import OPERATOR_ROUTES, SettingsDep, StoreDep
 from tether.admin.errors import InvalidFieldError
 from tether.admin.queries import WholeNumber
 from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
-from tether.durations import parse_duration
+from tether.durations import DURATION_PATTERN, parse_age
 from tether.errors import InvalidInputError
+
+_AGE_MAX_DAYS = f"{limits.ORPHAN_AGE_MAX_SECONDS / 86400:g}"
 
 router = APIRouter(
     prefix="/stats",
@@ -24,12 +26,9 @@ router = APIRouter(
 
 def _age(text: str) -> float:
     try:
-        seconds = parse_duration(text)
+        return parse_age(text)
     except InvalidInputError as exc:
         raise InvalidFieldError("older_than", str(exc)) from None
-    if seconds > limits.ORPHAN_AGE_MAX_SECONDS:
-        raise InvalidFieldError("older_than", "must be at most 366 days")
-    return seconds
 
 
 @router.get("/daily", response_model=DailyStatsReport, summary="Sessions per UTC day")
@@ -51,7 +50,15 @@ def orphans(
         str,
         Query(
             max_length=32,
-            description="Age with its unit (90s, 15m, 2h, 1d); a bare number is seconds",
+            description=(
+                "Age with its unit, as the command line writes it (90s, 15m, 2h, 1d,"
+                " 1d12h: each unit once, largest first), or a bare number of seconds"
+                f" (7200); more than 0 and at most {_AGE_MAX_DAYS} days"
+            ),
+            # In the schema only: the parser's message says what was wrong, and names
+            # the forms, where a pattern's would quote a regular expression.
+            json_schema_extra={"pattern": DURATION_PATTERN},
+            examples=["2h", "90m", "7200", "1d12h"],
         ),
     ] = "2h",
     alert_above: Annotated[
