@@ -145,7 +145,7 @@ class SweepReport:
     announced: int = 0
     redelivered: int = 0
     announce_failed: int = 0
-    announce_unrecorded: int = 0
+    announced_unrecorded: int = 0
     """Announced, but the database could not record it: announced again after the lease."""
     announce_error: str | None = None
     failed_still_queued: set[UUID] = field(default_factory=set)
@@ -164,7 +164,7 @@ class SweepReport:
     def ended_closed_or_announced(self) -> bool:
         """Whether the run ended a session, closed a connection at the gateway or sent
         an announcement: what a failure part way leaves done."""
-        return bool(self.ended or self.closed_silent or self.announced or self.announce_unrecorded)
+        return bool(self.ended or self.closed_silent or self.announced or self.announced_unrecorded)
 
     def as_dict(self) -> dict[str, Any]:
         health = self.health
@@ -186,7 +186,7 @@ class SweepReport:
             "announced": self.announced,
             "redelivered": self.redelivered,
             "announce_failed": self.announce_failed,
-            "announce_unrecorded": self.announce_unrecorded,
+            "announced_unrecorded": self.announced_unrecorded,
             "announce_error": self.announce_error,
             "stopped_for_time": self.stopped_for_time,
             "active_sessions": health.active_sessions if health else None,
@@ -521,7 +521,7 @@ class Sweep:
             self.report.announced += drained.announced
             self.report.redelivered += drained.redelivered
             self.report.announce_failed += drained.failed
-            self.report.announce_unrecorded += drained.unrecorded
+            self.report.announced_unrecorded += drained.unrecorded
             self.report.announce_error = self.report.announce_error or drained.error
             self.report.failed_still_queued -= drained.announced_sessions
             self.report.failed_still_queued |= drained.failed_sessions

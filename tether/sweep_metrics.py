@@ -14,7 +14,7 @@ def emit_outage_metrics(report: SweepReport) -> None:
     """What a database outage cost the run (announcements it could not record, checks
     it cut short): emitted by every run, a failed one too, since an outage that fails
     the run is the one these are there to show."""
-    emit_metric("AnnouncementsUnrecorded", report.announce_unrecorded)
+    emit_metric("AnnouncementsUnrecorded", report.announced_unrecorded)
     # A check the database's absence cut short: the run carried on, but an outage
     # long enough to cost checks is worth an alarm of its own.
     emit_metric("SweepChecksFailed", report.failed_checks)

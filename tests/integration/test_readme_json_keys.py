@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import SessionFactory
 from tests.support import run_tether
+from tether.admin.schemas import SweepSummary
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = re.compile(r"`([a-z_]+)`")
@@ -42,6 +43,9 @@ def test_sweep_json_prints_the_keys_the_readme_names(database_url: str) -> None:
     assert documented, "the README names no keys for tether sweep --json"
     printed = _printed("sweep", "--announce-to", "log", "--json", "--database-url", database_url)
     assert printed == documented
+
+    # `POST /sweep` answers the same report: one name for each count, in both.
+    assert set(SweepSummary.model_fields) == documented
 
     documented = _readme_keys("with `--dry-run`, the keys", ".")
     printed = _printed("sweep", "--dry-run", "--json", "--database-url", database_url)

@@ -857,7 +857,7 @@ def test_ends_announced_while_the_database_went_away_are_counted_and_announced_a
         for outage in outages:
             outage.join()
     assert report["ended_by_reason"] == {"max_duration": 3}
-    assert report["announce_unrecorded"] == 3
+    assert report["announced_unrecorded"] == 3
     assert report["redelivered"] == 3
     emitted = {name: value for name, value, _ in metrics(capsys.readouterr().out)}
     assert emitted["AnnouncementsUnrecorded"] == 3

@@ -1038,7 +1038,7 @@ def test_a_sweep_whose_announcements_went_out_before_a_refusal_says_it_did_somet
     assert "announced_at is not to be written here" in result.stderr
     said = json_lines(result.stderr)
     [failed] = [line for line in said if line.get("message") == "sweep failed; what it did is kept"]
-    assert failed["announce_unrecorded"] == 1
+    assert failed["announced_unrecorded"] == 1
 
 
 def test_a_close_orphans_the_database_left_says_how_many_it_had_ended(

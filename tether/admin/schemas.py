@@ -182,7 +182,7 @@ class SweepSummary(_Model):
     announce_failed: int = Field(
         description="Ends whose announcement failed: they stay queued for the next run."
     )
-    announce_unrecorded: int = Field(
+    announced_unrecorded: int = Field(
         0, description="Announced, but not recorded (the database was away): announced again."
     )
     announce_error: str | None = Field(

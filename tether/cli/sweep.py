@@ -240,9 +240,9 @@ def _say_announcements(report: SweepReport) -> None:
                 f"{report.announce_failed} announcement(s) failed: {why}; {queued} of them stay"
                 " queued for the next sweep, a later check announced the others"
             )
-    if report.announce_unrecorded:
+    if report.announced_unrecorded:
         say(
-            f"{report.announce_unrecorded} announcement(s) went out but could not be recorded"
+            f"{report.announced_unrecorded} announcement(s) went out but could not be recorded"
             " (the database went away): they will be announced again"
         )
 
