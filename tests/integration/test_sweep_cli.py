@@ -160,8 +160,16 @@ def test_close_orphans_dry_run_counts_only_the_ends_apply_would_announce(
     assert applied.returncode == 0, applied.stderr
     report = json.loads(applied.stdout)
     assert report["announced_others"] == 1, applied.stdout
-    # Once applied, the held end is among those that stay queued.
-    assert (report["queued"], report["held"]) == (1, None), applied.stdout
+    # Once applied, the held end is still held, as the dry run said: a number, not null.
+    assert (report["queued"], report["held"]) == (0, 1), applied.stdout
+    said = run_tether(
+        "close-orphans", "--older-than", "2h", "--apply", "--yes", "--announce-to", "log",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert (
+        "1 announcement(s) held by a lease for whoever is announcing them: the sweep delivers"
+        " them once it ends"
+    ) in said.stdout, said.stdout
 
 
 def test_close_orphans_at_the_oldest_age_it_takes_ends_what_it_found(
@@ -1262,6 +1270,8 @@ def test_a_close_orphans_whose_announcements_went_out_unrecorded_says_so(
         report = json.loads(result.stdout)
         assert (report["ended"], report["announced"]) == (18, 18)
         assert report["announced_unrecorded"] == 18
+        # Their lease, this run's claim, holds them until it ends.
+        assert (report["queued"], report["held"]) == (0, 18)
     else:
         assert "ended 18 session(s) with reason orphan_cleanup; announced 18" in result.stdout
         assert (
@@ -1269,6 +1279,6 @@ def test_a_close_orphans_whose_announcements_went_out_unrecorded_says_so(
             " they will be announced again"
         ) in result.stdout, result.stdout
         assert (
-            "18 announcement(s) stay queued for the sweep to deliver, the unrecorded ones"
-            " among them"
+            "18 announcement(s) held by a lease for whoever is announcing them, this run's"
+            " unrecorded ones among them: the sweep delivers them once it ends"
         ) in result.stdout

@@ -274,12 +274,11 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     if summary.orphans == 0:
         # Nothing to end, so nothing announced: what waits in the outbox (an earlier run
         # cut short) stays queued for the sweep, and an --apply says how much, not 0.
-        queued = _still_queued(store, policy) if args.apply else 0
-        _report(args, summary=summary, ended={}, drained=None, queued=queued, held=0)
+        queued, held = _left_in_outbox(store, policy) if args.apply else (0, 0)
+        _report(args, summary=summary, ended={}, drained=None, queued=queued, held=held)
         if not args.json:
             say(f"no active session started more than {describe_seconds(older_than)} ago")
-            if queued:
-                say(f"{queued} announcement(s) stay queued for the sweep to deliver")
+            _say_left(queued, held, drained=None)
         return 0
     now = datetime.now(UTC)
     if not args.json:
@@ -291,29 +290,17 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
     if not args.apply:
         # --apply drains the outbox: the ends already waiting there go out too, but not
         # those a lease holds for whoever is announcing them (a $disconnect, a sweep).
-        outbox = store.sweep_preview(
-            idle_seconds=policy.idle_limit_seconds,
-            max_age_seconds=policy.max_age_seconds,
-            silent_seconds=policy.suspect_after_seconds,
-        )
-        others = outbox.unannounced
+        others, held = _left_in_outbox(store, policy)
         if args.json:
-            _report(
-                args,
-                summary=summary,
-                ended={},
-                drained=None,
-                queued=others,
-                held=outbox.unannounced_held,
-            )
+            _report(args, summary=summary, ended={}, drained=None, queued=others, held=held)
         else:
             say(f"dry run: nothing was changed; add --apply to end them ({_reasons(summary)})")
             if others:
                 say(f"--apply also announces the {others} other end(s) waiting in the outbox")
-            if outbox.unannounced_held:
+            if held:
                 say(
-                    f"{outbox.unannounced_held} more end(s) held for whoever is announcing"
-                    " them until their lease ends: not --apply's"
+                    f"{held} more end(s) held for whoever is announcing them until their lease"
+                    " ends: not --apply's"
                 )
         return 0
     question = (
@@ -333,12 +320,12 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         progress=not args.json,
     )
     try:
-        queued = _still_queued(store, policy)
+        queued, held = _left_in_outbox(store, policy)
     except TetherError as exc:
         # The ends are committed and announced: "cannot connect" alone would read as
         # nothing done.
         raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
-    _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=None)
+    _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=held)
     return _announced_all(drained)
 
 
@@ -357,11 +344,17 @@ def _announced_all(drained: DrainResult) -> int:
     return 1
 
 
-def _still_queued(store: SessionStore, policy: SweepPolicy) -> int:
-    """The ends waiting in the outbox for the sweep to announce."""
-    return store.session_health(
-        idle_limit_seconds=policy.idle_limit_seconds, max_age_seconds=policy.max_age_seconds
-    ).unannounced
+def _left_in_outbox(store: SessionStore, policy: SweepPolicy) -> tuple[int, int]:
+    """The ends waiting in the outbox: those the next announcer takes (before --apply,
+    those it would announce), and apart those a lease holds for whoever is announcing
+    them (a $disconnect, a kick, a run; this run's own unrecorded ones), taken by the
+    sweep once their lease ends."""
+    outbox = store.sweep_preview(
+        idle_seconds=policy.idle_limit_seconds,
+        max_age_seconds=policy.max_age_seconds,
+        silent_seconds=policy.suspect_after_seconds,
+    )
+    return outbox.unannounced, outbox.unannounced_held
 
 
 def _done_before_failing(
@@ -469,10 +462,10 @@ def _report(
     ended: dict[UUID, EndReason],
     drained: DrainResult | None,
     queued: int,
-    held: int | None,
+    held: int,
 ) -> None:
-    """``held``: the ends a lease holds for whoever is announcing them, which a dry
-    run's --apply would leave to them; None once applied (``queued`` counts them)."""
+    """``queued`` and ``held`` as ``_left_in_outbox`` counts them: what waits in the
+    outbox is their sum, before --apply or after it."""
     ended_by_reason = sorted(Counter(ended.values()).items())
     announced = drained.announced if drained else 0
     # Sent, but the database could not record them so (away, or their rows held past
@@ -513,10 +506,21 @@ def _report(
             f"{unrecorded} announcement(s) went out but the database could not record them as"
             " sent: they will be announced again (consumers dedupe by session_id)"
         )
+    _say_left(queued, held, drained=drained)
+
+
+def _say_left(queued: int, held: int, *, drained: DrainResult | None) -> None:
+    """What an --apply leaves in the outbox, in words."""
     if queued:
         why = f": {drained.error}" if drained and drained.error else ""
-        again = ", the unrecorded ones among them" if unrecorded else ""
-        say(f"{queued} announcement(s) stay queued for the sweep to deliver{again}{why}")
+        say(f"{queued} announcement(s) stay queued for the sweep to deliver{why}")
+    if held:
+        more = "more " if queued else ""
+        own = ", this run's unrecorded ones among them" if drained and drained.unrecorded else ""
+        say(
+            f"{held} {more}announcement(s) held by a lease for whoever is announcing them{own}:"
+            " the sweep delivers them once it ends"
+        )
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
