@@ -165,8 +165,8 @@ def _unchecked(report: SweepReport) -> bool:
         why.append(f"{failed} call(s) to the gateway failed")
     if report.unchecked_for_time:
         why.append(
-            f"{report.unchecked_for_time} suspect(s) were left unasked or unclosed: the check's"
-            " wait for the gateway ran out before their calls started"
+            f"{report.unchecked_for_time} suspect(s) were left unasked or unclosed for want of"
+            " the check's time (their calls never started)"
         )
     advice = "check the @connections endpoint and " if failed else ""
     sys.stderr.write(
@@ -207,13 +207,7 @@ def _say_report(report: SweepReport) -> None:
             f" traceback is in the log): {left}"
         )
     if left_for_time:
-        # Not failures: the questions had had their share of the check's wait (the
-        # deletes have the rest), or the deletes had had it all, before these started.
-        say(
-            f"{report.left_unasked} suspect(s) left unasked, {report.left_unclosed} silent"
-            " connection(s) left unclosed: the check's wait for the gateway ran out before"
-            f" their calls started (no call failed for them): {left}"
-        )
+        say(f"{_left_for_time(report)}: {left}")
     _say_announcements(report)
     if report.failed_checks:
         say(f"{report.failed_checks} check(s) cut short: the database was unavailable")
@@ -245,6 +239,20 @@ def _say_announcements(report: SweepReport) -> None:
             f"{report.announced_unrecorded} announcement(s) went out but could not be recorded"
             " (the database went away): they will be announced again"
         )
+
+
+def _left_for_time(report: SweepReport) -> str:
+    """Not failures: the questions had had their share of the check's time (the deletes
+    have the rest), or the time was over, before these calls started."""
+    what = []
+    if report.left_unasked:
+        what.append(f"{report.left_unasked} suspect(s) left unasked")
+    if report.left_unclosed:
+        what.append(f"{report.left_unclosed} silent connection(s) left unclosed")
+    return (
+        f"{' and '.join(what)} for want of the check's time (their calls never started;"
+        " none failed)"
+    )
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
