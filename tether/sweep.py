@@ -55,6 +55,22 @@ from tether.sweep_and_admin_models import SessionHealth, Suspect
 logger = logging.getLogger("tether.sweep")
 
 RemainingSeconds = Callable[[], float]
+
+
+class StoppableClock:
+    """A run's remaining time that its caller can also stop (``tether dev`` stopping,
+    or standing down for another that took its database): once ``stopped`` says so,
+    the run ends as at the end of its time, and its report says it was interrupted,
+    not stopped for time."""
+
+    def __init__(self, remaining: RemainingSeconds, stopped: Callable[[], bool]) -> None:
+        self._remaining = remaining
+        self.stopped = stopped
+
+    def __call__(self) -> float:
+        return 0.0 if self.stopped() else self._remaining()
+
+
 LEASE_SHARE = 0.8
 """Of the time between two checks, how much a suspect's lease may last."""
 Sleep = Callable[[float], object]
@@ -153,6 +169,8 @@ class SweepReport:
     announced: they stay queued for the next run. ``announce_failed`` counts every
     failure, a later check's retry of an earlier one's too; not in the report's dict."""
     stopped_for_time: bool = False
+    interrupted: bool = False
+    """Stopped by its caller before it finished (see ``StoppableClock``), not for time."""
     health: SessionHealth | None = None
     seconds: float = 0.0
 
@@ -189,6 +207,7 @@ class SweepReport:
             "announced_unrecorded": self.announced_unrecorded,
             "announce_error": self.announce_error,
             "stopped_for_time": self.stopped_for_time,
+            "interrupted": self.interrupted,
             "active_sessions": health.active_sessions if health else None,
             "orphaned_sessions": health.orphaned_sessions if health else None,
             "unannounced": health.unannounced if health else None,
@@ -242,8 +261,15 @@ class Sweep:
     def _time_left(self) -> bool:
         if self._remaining() > self._policy.time_margin_seconds:
             return True
-        self.report.stopped_for_time = True
+        self._cut_short()
         return False
+
+    def _cut_short(self) -> None:
+        """The run stops before it is done: for time, unless its caller stopped it."""
+        if isinstance(self._remaining, StoppableClock) and self._remaining.stopped():
+            self.report.interrupted = True
+        else:
+            self.report.stopped_for_time = True
 
     def _batch_deadline(self) -> tuple[float, bool]:
         """Until when a batch's calls to the gateway are waited for, and whether the
@@ -453,7 +479,7 @@ class Sweep:
         for the next check: failed, raised, unanswered, never started."""
         if answers.unanswered:
             if answers.run_out:
-                self.report.stopped_for_time = True
+                self._cut_short()
             else:
                 self.report.gateway_errors += answers.unanswered
             logger.warning(
@@ -468,7 +494,7 @@ class Sweep:
             # says so as it always has; else the check's wait did, and they are counted
             # apart from the gateway's errors.
             if answers.run_out:
-                self.report.stopped_for_time = True
+                self._cut_short()
             else:
                 self.report.left_unasked += answers.unasked
                 self.report.left_unclosed += answers.unclosed
@@ -540,7 +566,7 @@ class Sweep:
         # that failed) has not asked again what an earlier one could not; nor may one
         # cut short for time have.
         if self.report.checked > checked_before or failed or left:
-            carried = self.report.stopped_for_time
+            carried = self.report.stopped_for_time or self.report.interrupted
             earlier = self.report.unchecked if carried else 0
             earlier_for_time = self.report.unchecked_for_time if carried else 0
             self.report.unchecked = failed + left + earlier

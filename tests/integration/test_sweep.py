@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -1008,3 +1009,36 @@ def test_each_announcement_claim_ends_with_the_run_s_time_however_late_it_is_tak
     assert [left for left, _ in held_for] == [50.0, 35.0, 20.0]
     # Each claim ends when the run's time does, not later (a second for the clocks).
     assert all(lease <= left + 1 for left, lease in held_for), held_for
+
+
+def test_a_tether_dev_run_cut_short_by_its_stopping_says_so_not_stopped_for_time(
+    lambda_env: pytest.MonkeyPatch, database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Ctrl-C in `tether dev` ended its sweep's run as its time's end would: the report
+    it recorded, which the live page shows, said `stopped_for_time`, "(stopped for time)"
+    on the page, for a run no time limit had cut short."""
+    from tether.local.dev import DatabaseClaim, _Schedule  # noqa: PLC0415
+
+    make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)
+    schedule = _Schedule(60.0, 10.0, cast(DatabaseClaim, SimpleNamespace(held=True)))
+    schedule.stop()
+    schedule._one_run()
+    recorded = db.execute(
+        "select report from tether.sweep_runs order by started_at desc limit 1"
+    ).fetchone()
+    assert recorded is not None
+    report = cast(dict[str, Any], recorded["report"])
+    assert (report["interrupted"], report["stopped_for_time"]) == (True, False)
+    # A run whose own time ran out still says so, and not that it was interrupted.
+    store = PostgresStore(database_url)
+    try:
+        timed = Sweep(
+            store=store,
+            announcer=RecordingAnnouncer(),
+            policy=ONE_CHECK,
+            connections=None,
+            remaining_seconds=lambda: 0.0,
+        ).run()
+    finally:
+        store.close()
+    assert (timed.interrupted, timed.stopped_for_time) == (False, True)

@@ -191,6 +191,12 @@ class SweepSummary(_Model):
     stopped_for_time: bool = Field(
         description="Whether the run's time ran out before it finished: the next run goes on."
     )
+    interrupted: bool = Field(
+        False,
+        description="Whether the run was stopped before it finished, not for time (a"
+        " `tether dev` stopping, or standing down for another that took its database): the"
+        " next run goes on.",
+    )
     active_sessions: int | None = Field(
         description="Active sessions after the run; null when they could not be counted."
     )

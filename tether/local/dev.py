@@ -317,19 +317,19 @@ class _Schedule:
 
     def _one_run(self) -> None:
         from tether.handlers.sweep import run_sweep  # noqa: PLC0415
+        from tether.sweep import StoppableClock  # noqa: PLC0415
 
         # Like the scheduled Lambda: time for one period, plus the margin at which
         # the run stops taking batches.
         deadline = time.monotonic() + self._interval + self._margin
 
-        def remaining() -> float:
+        def stopped() -> bool:
             # Without the database's lock another dev may be serving its clients.
-            if self._stopping.is_set() or not self._claim.held:
-                return 0.0
-            return deadline - time.monotonic()
+            return self._stopping.is_set() or not self._claim.held
 
         if self._claim.held:
-            run_sweep(remaining, sleep=self._stopping.wait)
+            clock = StoppableClock(lambda: deadline - time.monotonic(), stopped)
+            run_sweep(clock, sleep=self._stopping.wait)
 
     async def forever(self, server: uvicorn.Server, thread: Executor) -> None:
         while not server.started:

@@ -178,7 +178,11 @@
       "sweep_report",
       report
         ? `ended ${report.ended}, checked ${report.checked}, announced ${report.announced}` +
-            (report.stopped_for_time ? " (stopped for time)" : "")
+            (report.interrupted
+              ? " (interrupted)"
+              : report.stopped_for_time
+                ? " (stopped for time)"
+                : "")
         : "no report yet",
     );
   }
