@@ -8,6 +8,8 @@ agrees with these numbers.
 
 from __future__ import annotations
 
+import math
+
 # API Gateway WebSocket quotas (https://docs.aws.amazon.com/apigateway/latest/
 # developerguide/apigateway-execution-service-websocket-limits-table.html).
 GATEWAY_IDLE_TIMEOUT_SECONDS = 600.0
@@ -55,3 +57,24 @@ STAGE_MAX_LENGTH = 128
 # The longest age `close-orphans` and the API's orphan query take: a year of history,
 # as far back as the daily statistics go.
 ORPHAN_AGE_MAX_SECONDS = 366 * 86400.0
+
+
+def gone_within_seconds(*, suspect_after: float, check_every: float, settle: float) -> float:
+    """How long after its last sign of life a session whose connection the gateway says
+    is gone (410) is ended: a suspect after ``suspect_after`` of silence, asked at the
+    next check, then asked again at each check until ``settle`` has passed since the
+    first 410 (at once when it is 0)."""
+    return suspect_after + check_every * (1 + math.ceil(settle / check_every))
+
+
+def vanished_within_seconds(
+    *, suspect_after: float, check_every: float, settle: float, grace: float | None
+) -> float:
+    """The bound the README states for a client that vanished: the gateway knows it is
+    gone, or (half-open) it does not and the heartbeat grace ends it, one check later.
+    Heartbeats off (None, or the flag's 0), a half-open client is left to the gateway's
+    idle limit instead."""
+    gone = gone_within_seconds(suspect_after=suspect_after, check_every=check_every, settle=settle)
+    if grace is None or grace == HEARTBEATS_OFF:
+        return gone
+    return max(gone, grace + check_every)

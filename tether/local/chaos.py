@@ -48,7 +48,7 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from tether import migrate
+from tether import limits, migrate
 from tether.drivers.postgres import read_plainly
 from tether.errors import EmbeddedPostgresError
 from tether.local import embedded, eventbus, stopping
@@ -62,8 +62,11 @@ SUSPECT_AFTER_SECONDS = 2.0
 GRACE_SECONDS = 4.0
 CHECK_EVERY_SECONDS = 1.0
 SETTLE_SECONDS = 0.5
-BOUND_SECONDS = max(
-    SUSPECT_AFTER_SECONDS + 2 * CHECK_EVERY_SECONDS, GRACE_SECONDS + CHECK_EVERY_SECONDS
+BOUND_SECONDS = limits.vanished_within_seconds(
+    suspect_after=SUSPECT_AFTER_SECONDS,
+    check_every=CHECK_EVERY_SECONDS,
+    settle=SETTLE_SECONDS,
+    grace=GRACE_SECONDS,
 )
 SLACK_SECONDS = 3.0
 """Time for a check itself and this run's own polling, on a loaded machine."""

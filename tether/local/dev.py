@@ -450,7 +450,12 @@ def _banner(
     say(f"  routes        {_describe_routes(options)}")
     say(f"  {_describe_tokens(config)}")
     if leftovers:
-        bound = config.suspect_after_seconds + 2 * every + config.gone_settle_seconds
+        # No connection of this gateway is theirs: the gateway answers 410 for each.
+        bound = limits.gone_within_seconds(
+            suspect_after=config.suspect_after_seconds,
+            check_every=every,
+            settle=config.gone_settle_seconds,
+        )
         say(
             f"  {leftovers} session(s) are still marked active, left by an earlier run or"
             " another server (an adopted table's orphans); no connection of this gateway is"
