@@ -73,27 +73,37 @@ def _with_units(value: str) -> float:
 
 
 def describe_seconds(seconds: float) -> str:
-    """In words, to one decimal from hours up: an average of 20 s is "20 seconds", not
-    "0 minutes"."""
-    if seconds < 59.5:
-        whole = max(0, round(seconds))
-        return "1 second" if whole == 1 else f"{whole} seconds"
-    hours = seconds / 3600
-    if hours >= 48:
-        return f"{hours / 24:.1f} days"
-    if hours >= 1:
-        return f"{hours:.1f} hours"
+    """An age or a duration as a person says it, in one unit: "20 seconds" (not "0
+    minutes"), "90 seconds", "90 minutes", "1 hour", "2 hours", "2.5 hours", "18.5
+    days"; a tenth is shown only where it is not 0. The one wording of every human output's
+    durations (the live page's script keeps the same rules)."""
+    # Each unit up to two of the next (90 seconds, 90 minutes: not 1.5 of it), but
+    # one of the next by its name (1 minute, 1 hour).
+    whole = max(0, round(seconds))
+    if whole < 120:
+        return _amount(1, "minute") if whole == 60 else _amount(whole, "second")
     minutes = round(seconds / 60)
-    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+    if minutes < 120:
+        return _amount(1, "hour") if minutes == 60 else _amount(minutes, "minute")
+    hours = round(seconds / 3600, 1)
+    if hours < 48:
+        return _amount(hours, "hour")
+    return _amount(round(seconds / 86400, 1), "day")
+
+
+def _amount(value: float, unit: str) -> str:
+    text = f"{value:.1f}".removesuffix(".0")
+    return f"{text} {unit}" if text == "1" else f"{text} {unit}s"
 
 
 def estimate(seconds: float) -> str:
-    """An estimate in words, no more precise than it is: "about 12s", "about 3 min"."""
+    """An estimate in words, no more precise than it is: "about 12 seconds", "about 3
+    minutes"; in describe_seconds' words, from whole minutes up past 90 seconds."""
     if seconds < 1:
         return "under a second"
-    if seconds < 90:
-        return f"about {seconds:.0f}s"
-    return f"about {seconds / 60:.0f} min"
+    if seconds >= 90:
+        seconds = round(seconds / 60) * 60.0
+    return f"about {describe_seconds(seconds)}"
 
 
 def format_duration(seconds: float) -> str:

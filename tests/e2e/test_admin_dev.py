@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import ROOT
 from tests.e2e.conftest import DevServer
 from tests.support import HS256_SECRET, claims, json_lines, sign
+from tether.durations import describe_seconds
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / ".tether" / "artifacts"
@@ -307,6 +308,9 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
             assert shown("ended_last_hour") == str(live["ended_last_hour"])
             assert shown("orphaned_sessions") == str(live["orphaned_sessions"])
             assert shown("unannounced") == str(live["unannounced"])
+            # Durations in the commands' words ("10 minutes", "2 hours"), not "10.0 min".
+            assert shown("idle_limit") == describe_seconds(live["sweep"]["idle_limit_seconds"])
+            assert shown("max_age") == describe_seconds(live["sweep"]["max_age_seconds"])
             for reason, count in live["ended_last_hour_by_reason"].items():
                 assert page.inner_text(f'li[data-reason="{reason}"] b') == str(count)
             today = daily["stats"][0]

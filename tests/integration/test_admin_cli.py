@@ -61,7 +61,7 @@ def test_sessions_as_a_table_and_as_json(database_url: str, make_session: Sessio
         "SEEN",
     ]
     assert str(live["session_id"]) in lines[1] and "active" in lines[1]
-    assert "gone" in lines[2] and "10.0m" in lines[2]
+    assert "gone" in lines[2] and "10 minutes" in lines[2]
 
     only = _tether(
         "sessions", "--active", "--user", str(user), "--json", "--database-url", database_url

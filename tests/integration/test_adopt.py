@@ -2307,7 +2307,7 @@ def test_handlers_sweep_and_close_orphans_work_on_the_adopted_table(
         "close-orphans", "--older-than", "2h", "--apply", "--yes", "--database-url", url, env=env
     )
     assert orphans.returncode == 0, orphans.stderr
-    assert "18 active session(s) started more than 2.0 hours ago" in orphans.stdout
+    assert "18 active session(s) started more than 2 hours ago" in orphans.stdout
     assert "ended 18 session(s) with reason orphan_cleanup" in orphans.stdout
     rows = _rows(url)
     for orphan in adoptable.origin.orphans:

@@ -9,7 +9,7 @@ import pytest
 from tether.auth import looks_like_jwt, split_protocols
 from tether.aws.connections import stage_endpoint
 from tether.cli.deploy import whole_seconds
-from tether.durations import describe_seconds, parse_duration
+from tether.durations import describe_seconds, estimate, parse_duration
 from tether.errors import InvalidInputError
 from tether.lifecycle import reason_for_close
 from tether.local.dev import selection_key
@@ -71,13 +71,28 @@ def test_durations_are_more_than_nothing_and_finite(text: str, says: str) -> Non
         (20.4, "20 seconds"),
         (59.6, "1 minute"),
         (60, "1 minute"),
-        (90, "2 minutes"),
-        (7200, "2.0 hours"),
+        (90, "90 seconds"),
+        (119.6, "2 minutes"),
+        (3600, "1 hour"),
+        (5400, "90 minutes"),
+        (7200, "2 hours"),
+        (9000, "2.5 hours"),
+        (86400, "24 hours"),
+        (172800, "2 days"),
         (444 * 3600, "18.5 days"),
     ],
 )
 def test_durations_are_described_for_people(seconds: float, text: str) -> None:
+    """As a person says them: "2.0 hours" was "2 hours" to anyone reading it."""
     assert describe_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.2, "under a second"), (12.4, "about 12 seconds"), (150, "about 2 minutes")],
+)
+def test_estimates_say_durations_in_the_same_words(seconds: float, text: str) -> None:
+    assert estimate(seconds) == text
 
 
 @pytest.mark.parametrize(

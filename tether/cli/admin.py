@@ -23,6 +23,7 @@ from tether.cli.common import (
     say_json,
     whole_number,
 )
+from tether.durations import describe_seconds
 from tether.errors import ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
@@ -32,15 +33,7 @@ DAYS_MAX = 366
 
 
 def human(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return "-" if seconds is None else describe_seconds(seconds)
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:

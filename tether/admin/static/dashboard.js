@@ -100,13 +100,23 @@
     return type === "image/svg+xml" ? response.text() : response.json();
   }
 
+  // The rules of tether.durations.describe_seconds, so that the page and the
+  // commands say a duration the same way: "90 seconds", "1 hour", "2.5 hours".
+  function amount(value, unit) {
+    const text = value.toFixed(1).replace(/\.0$/, "");
+    return text === "1" ? `${text} ${unit}` : `${text} ${unit}s`;
+  }
+
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
     const s = Number(seconds);
-    if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-    if (s < 3600) return `${(s / 60).toFixed(1)} min`;
-    if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
-    return `${(s / 86400).toFixed(1)} days`;
+    const whole = Math.max(0, Math.round(s));
+    if (whole < 120) return whole === 60 ? amount(1, "minute") : amount(whole, "second");
+    const minutes = Math.round(s / 60);
+    if (minutes < 120) return minutes === 60 ? amount(1, "hour") : amount(minutes, "minute");
+    const hours = Math.round(s / 360) / 10;
+    if (hours < 48) return amount(hours, "hour");
+    return amount(Math.round(s / 8640) / 10, "day");
   }
 
   function ago(iso, now) {
