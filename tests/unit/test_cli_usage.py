@@ -62,6 +62,14 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["dev", "--max-connections", "1000001"], "argument --max-connections: at most 1,000,000"),
         (["deploy", "--memory", "\uff11\uff12\uff18"], "not a whole number"),
         (["chaos", "--seed", "\u0663"], "not a whole number"),
+        # Taken, -11 ran the run 11 names, and a seed of any length was read.
+        (["chaos", "--seed", "-11"], "argument --seed: a seed between 0 and 4294967295, got '-11'"),
+        (["chaos", "--seed", "4294967296"], "argument --seed: a seed between 0 and 4294967295"),
+        # Taken, a deploy waited that long between two looks at its stack.
+        (["deploy", "--poll-seconds", "1e9"], "argument --poll-seconds: '1e9': not a duration"),
+        (["deploy", "--poll-seconds", "99999"], "argument --poll-seconds: at most 1m, got '99999'"),
+        (["destroy", "--poll-seconds", "61s"], "argument --poll-seconds: at most 1m, got '61s'"),
+        (["deploy", "--poll-seconds", "nan"], "argument --poll-seconds: 'nan': not a duration"),
         (["chaos", "--minutes", "\u0661"], "not a duration"),
         # What websockets cannot connect to: each client crashed on it (a port out of
         # range), or said the URL back with the --token appended to it.

@@ -347,14 +347,6 @@ def fraction(text: str) -> float:
     return value
 
 
-def positive_seconds(text: str) -> float:
-    """A number of seconds, more than 0."""
-    value = number(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"more than 0 seconds, got {text!r}")
-    return value
-
-
 def count(text: str) -> int:
     value = whole_number(text)
     if value < 1:

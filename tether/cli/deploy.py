@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from tether.cli.common import (
+    at_most,
     aws_endpoint,
     confirm,
     database_url_flag,
@@ -27,7 +28,6 @@ from tether.cli.common import (
     duration_or_zero,
     grace,
     in_flags,
-    positive_seconds,
     say,
     whole_number,
 )
@@ -55,6 +55,12 @@ OPTION_PARAMETERS = {
     "alarm_email": "AlarmEmail",
     "metrics_namespace": "MetricsNamespace",
 }
+
+
+# How long to wait between two looks at a change set or a stack: a duration as every
+# other (a bare number is seconds); past a minute, a typo (1e9) that would wait for ever.
+POLL_MAX_SECONDS = 60.0
+poll_wait = at_most(duration, POLL_MAX_SECONDS, format_duration(POLL_MAX_SECONDS))
 
 
 def _aws_errors_said(
@@ -768,9 +774,7 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
         help="bundle bucket (default: tether-deploy-ACCOUNT-REGION)",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask before changing anything")
-    parser.add_argument(
-        "--poll-seconds", type=positive_seconds, default=5.0, help=argparse.SUPPRESS
-    )
+    parser.add_argument("--poll-seconds", type=poll_wait, default=5.0, help=argparse.SUPPRESS)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

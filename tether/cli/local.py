@@ -369,6 +369,18 @@ def _minutes(text: str) -> float:
     return value
 
 
+# random.Random takes any whole number, but -11 as it takes 11: a run named by a
+# negative seed would be another's; one past 32 bits is a typo, not a choice.
+SEED_MAX = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    value = whole_number(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"a seed between 0 and {SEED_MAX}, got {text!r}")
+    return value
+
+
 def _rate(text: str) -> float:
     value = number(text)
     # The burst is twice the rate: under 0.5 it never holds a whole message.
@@ -596,7 +608,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--minutes", type=_minutes, default=3.0, help="length of the run (a number, or 90s)"
     )
     chaos_cmd.add_argument(
-        "--seed", type=whole_number, default=1, help="the clients' random choices"
+        "--seed",
+        type=_seed,
+        default=1,
+        help=f"the clients' random choices (0 to {SEED_MAX})",
     )
     chaos_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     chaos_cmd.set_defaults(handler=cmd_chaos)
