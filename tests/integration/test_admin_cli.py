@@ -248,6 +248,16 @@ def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> No
     )  # fmt: skip
     assert unknown.returncode == 1
     assert "no session" in unknown.stderr
+    assert unknown.stdout == ""
+    # As the README's exit statuses say: an id that names nothing is refused for what
+    # was found (1), where a user with no live session has nothing to close (0).
+    said = " ".join(README.read_text().split())
+    statuses = said[said.index("Every command exits 0 when") :]
+    statuses = statuses[: statuses.index("ends quietly with 141")]
+    assert "an id that names nothing (`kick --session` of a session that does not exist" in (
+        statuses
+    )
+    assert "a `kick --user` with no live session has nothing to close, and exits 0" in statuses
 
 
 def test_kick_refuses_an_endpoint_that_is_not_one_before_anything(
