@@ -187,9 +187,12 @@ def test_kick_says_when_the_announcement_is_left_to_the_sweep(
         "--announce-to", "eventbridge", "--yes", "--database-url", database_url,
         env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
     )  # fmt: skip
-    assert kicked.returncode == 0, kicked.stderr
+    # Done, but not all of it: a script must see that, as it does a sweep's.
+    assert kicked.returncode == 1, kicked.stderr
     assert "closed: ended it; the gateway closed the connection" in kicked.stdout
     assert "its SessionEnded is queued: the sweep announces it" in kicked.stdout
+    assert "1 end(s) could not be announced and stay queued" in kicked.stderr
+    assert "could not be told to close" not in kicked.stderr
     queued = db.execute(
         "select count(*) as n from public.conversation_session_announcements where session_id = %s",
         (row["session_id"],),

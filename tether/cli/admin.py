@@ -249,25 +249,33 @@ def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
 
 
 def _kicked(closed: list[SessionClosed], *, by_user: bool) -> int:
-    """0 when every client was disconnected (or already gone). A row ended while the
-    gateway could not be told leaves its client connected: a script must see that, and
-    be told how to ask again (a user's ended sessions are no longer "live" to --user)."""
+    """0 when every client was disconnected (or already gone) and every end announced. A
+    row ended while the gateway could not be told leaves its client connected, and an end
+    EventBridge refused waits for the sweep while whoever listens for SessionEnded has not
+    heard of it: a script must see either, as it does a sweep's, and be told what to do
+    (a user's ended sessions are no longer "live" to --user)."""
     from tether.admin.schemas import Disconnection  # noqa: PLC0415
 
     failed = [each.session_id for each in closed if each.connection is Disconnection.FAILED]
-    if not failed:
-        return 0
-    again = (
-        "; ask again with " + ", ".join(f"`tether kick --session {sid}`" for sid in failed)
-        if by_user
-        else "; run the same kick again to ask the gateway again"
-    )
-    sys.stderr.write(
-        f"tether kick: the gateway could not be told to close {len(failed)} connection(s);"
-        " their rows are ended but the clients may still be connected. Check the"
-        f" @connections endpoint{again}\n"
-    )
-    return 1
+    unannounced = sum(1 for each in closed if each.announced is False)
+    if failed:
+        again = (
+            "; ask again with " + ", ".join(f"`tether kick --session {sid}`" for sid in failed)
+            if by_user
+            else "; run the same kick again to ask the gateway again"
+        )
+        sys.stderr.write(
+            f"tether kick: the gateway could not be told to close {len(failed)} connection(s);"
+            " their rows are ended but the clients may still be connected. Check the"
+            f" @connections endpoint{again}\n"
+        )
+    if unannounced:
+        sys.stderr.write(
+            f"tether kick: {unannounced} end(s) could not be announced and stay queued; their"
+            " sessions are ended, and the sweep announces them; check the event bus, and the"
+            " AWS region and credentials\n"
+        )
+    return 1 if failed or unannounced else 0
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
