@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -155,6 +156,11 @@ def table(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Room for a character of the chart's 12 px sans-serif text: its widest digits and
+# lowercase letters, so that no label runs past the chart's right edge.
+CHAR_WIDTH = 7.5
+
+
 def svg_chart(document: dict[str, Any]) -> str:
     """Each goal's figure against its goal, as a bar scaled so the goal sits at one
     line: a bar on the right side of the line has missed it."""
@@ -163,19 +169,34 @@ def svg_chart(document: dict[str, Any]) -> str:
         for name, result in document["benchmarks"].items()
         if "error" not in result and result.get("goal") and _figure(result) is not None
     ]
-    width, left, bar_area, row_height = 760, 250, 360, 28
+    left, bar_area, row_height = 250, 360, 28
+    label_x = left + bar_area + 8
+    labels = [
+        f"{_format(_figure(result))} ({result['goal_on']} {result['goal']})" for _, result in rows
+    ]
+    title = (
+        "tether benchmarks: each figure against its goal"
+        f" ({document['meta']['mode']}, {document['meta']['date']})"
+    )
+    # Wide enough for the longest label and the title: an SVG clips what passes its edge.
+    width = math.ceil(
+        max(
+            [760, 10 + len(title) * CHAR_WIDTH * 14 / 12]
+            + [label_x + len(label) * CHAR_WIDTH + 10 for label in labels]
+        )
+    )
     goal_x = left + bar_area / 2
     height = 60 + row_height * len(rows)
+    # Text is escaped: a goal reads "<= 1.3", and a bare "<" makes the file unreadable.
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
         ' font-family="sans-serif" font-size="12">',
-        f'<text x="10" y="20" font-size="14">tether benchmarks: each figure against its goal'
-        f" ({document['meta']['mode']}, {document['meta']['date']})</text>",
+        f'<text x="10" y="20" font-size="14">{escape(title)}</text>',
         f'<line x1="{goal_x}" y1="30" x2="{goal_x}" y2="{height - 10}" stroke="#333"'
         ' stroke-dasharray="4 3"/>',
         f'<text x="{goal_x + 4}" y="42" fill="#333">goal</text>',
     ]
-    for index, (name, result) in enumerate(rows):
+    for index, ((name, result), label) in enumerate(zip(rows, labels, strict=True)):
         figure = _figure(result) or 0.0
         operator, _, threshold = str(result["goal"]).partition(" ")
         limit = float(threshold)
@@ -186,11 +207,10 @@ def svg_chart(document: dict[str, Any]) -> str:
         y = 50 + index * row_height
         colour = "#2e7d32" if result.get("goal_met") else "#c62828"
         parts += [
-            f'<text x="10" y="{y + 14}">{name}</text>',
+            f'<text x="10" y="{y + 14}">{escape(name)}</text>',
             f'<rect x="{left}" y="{y + 3}" width="{max(length, 1):.1f}" height="16"'
             f' fill="{colour}"/>',
-            f'<text x="{left + bar_area + 8}" y="{y + 14}">{_format(figure)}'
-            f" ({result['goal_on']} {result['goal']})</text>",
+            f'<text x="{label_x}" y="{y + 14}">{escape(label)}</text>',
         ]
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -1,0 +1,71 @@
+"""What a benchmark run leaves behind: the chart of each figure against its goal."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET  # our own output, not untrusted input
+from typing import Any
+
+from bench.common import entry, svg_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+# The narrowest a character of the chart's 12 px sans-serif text is drawn, on average,
+# in the figures and names it shows.
+NARROWEST_CHARACTER = 6.5
+
+
+def _document() -> dict[str, Any]:
+    waited = entry(
+        "adoption",
+        measured={},
+        goal="<= 1",
+        goal_on="longest_write_wait_seconds",
+        value=0.0262,
+    )
+    rate = entry(
+        "gateway",
+        measured={},
+        goal=">= 500",
+        goal_on="connections_per_second",
+        value=404.4,
+    )
+    latency = entry(
+        "detection",
+        measured={},
+        goal="<= 45",
+        goal_on="lost_clients_p99_seconds",
+        value=39.214,
+    )
+    return {
+        "meta": {"mode": "quick", "date": "2026-11-30T22:36:38+00:00"},
+        "benchmarks": {
+            "sweep_history_independence": entry("sweep", measured={}, ratio=0.44, goal="<= 1.3"),
+            "lifecycle_throughput": entry("pairs", measured={}, ratio=1.64, goal=">= 0.8"),
+            "adoption_blocking": waited,
+            "gateway_connect_rate": rate,
+            "detection_latency": latency,
+            "heartbeat_cost": entry("wal", measured={}, ratio=3.7),
+        },
+    }
+
+
+def test_the_chart_is_well_formed_svg_with_each_goal_written_as_it_reads() -> None:
+    # A goal reads "<= 1.3": written bare, its "<" left the file unreadable to a browser.
+    root = ET.fromstring(svg_chart(_document()))  # noqa: S314 - our own output
+    texts = [text.text or "" for text in root.iter(f"{SVG}text")]
+    assert "0.44 (ratio <= 1.3)" in texts
+    assert "1.64 (ratio >= 0.8)" in texts
+    assert "0.0262 (longest_write_wait_seconds <= 1)" in texts
+    # One bar per goal; the benchmark without a goal has none.
+    assert len(list(root.iter(f"{SVG}rect"))) == 5
+    assert "heartbeat_cost" not in texts
+
+
+def test_no_label_runs_past_the_charts_edge() -> None:
+    chart = svg_chart(_document())
+    width = float(re.search(r'<svg [^>]*width="([\d.]+)"', chart).group(1))  # type: ignore[union-attr]
+    labels = re.findall(r'<text x="([\d.]+)"[^>]*>(.*?)</text>', chart)
+    assert len(labels) > 10
+    for x, text in labels:
+        assert float(x) + len(text) * NARROWEST_CHARACTER <= width, text
