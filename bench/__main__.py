@@ -3,13 +3,15 @@ Postgres, one table, ``bench/results/latest.json`` (and a dated copy) and
 ``bench/results/ratios.svg``.
 
 ``python -m bench [--quick] [NAME ...]`` runs the benchmarks named (an entry's name or
-its module's), all by default.
+its module's), all by default. It exits 1 when a benchmark failed: its error is in the
+table and the results, and a script running it must not take the run for a good one.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import threading
 import time
 import traceback
@@ -59,7 +61,7 @@ def _run_module(module: str, mode: Run, into: dict[str, Entry]) -> None:
     into.update(results)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the reduced version (under 2 min)")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
@@ -95,7 +97,14 @@ def main() -> None:
     report(table(document))
     report("")
     report(f"written: {', '.join(str(p) for p in paths)} ({extra['seconds']:.0f} s)")
+    failed = [name for name, result in ordered.items() if "error" in result]
+    if failed:
+        sys.stderr.write(
+            f"failed: {', '.join(failed)} (their errors are above and in the results)\n"
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

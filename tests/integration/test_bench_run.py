@@ -1,0 +1,73 @@
+"""`make bench` as a script sees it: its exit status and what it leaves behind. Each
+test runs a stand-in benchmark (one of `bench.__main__.MODULES`), never a real one,
+on the suite's own fresh embedded Postgres, in a folder of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import bench.__main__ as bench_main
+from bench import common
+from bench.common import Entry, Run, entry
+
+
+def _stand_in(
+    monkeypatch: pytest.MonkeyPatch, name: str, run: Callable[[Run], dict[str, Entry]]
+) -> None:
+    module = types.ModuleType(f"bench.{name}")
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, f"bench.{name}", module)
+    monkeypatch.setitem(bench_main.MODULES, name, (name,))
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The run's folder (its `.tether/bench-pgdata`) and its results, both apart."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    return tmp_path
+
+
+def _exit_status(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["python -m bench", *args])
+    try:
+        status = bench_main.main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return status or 0
+
+
+def _fails(mode: Run) -> dict[str, Entry]:
+    raise RuntimeError("pgbench printed no tps")
+
+
+def _passes(mode: Run) -> dict[str, Entry]:
+    return {"bench_stand_in_ok": entry("nothing", measured={}, ratio=1.0, goal="<= 2")}
+
+
+def test_a_run_in_which_a_benchmark_failed_exits_1(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It exited 0: a script or CI job took a run whose benchmark had failed for a good one.
+    _stand_in(monkeypatch, "bench_stand_in_fails", _fails)
+    _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_fails", "bench_stand_in_ok") == 1
+    said = capsys.readouterr()
+    assert "bench_stand_in_fails" in said.out
+    assert "failed: RuntimeError: pgbench printed no tps" in said.out
+    assert "failed: bench_stand_in_fails" in said.err
+    results = json.loads((folder / "results" / "latest.json").read_text())
+    assert results["benchmarks"]["bench_stand_in_fails"]["error"].startswith("RuntimeError")
+
+
+def test_a_run_whose_benchmarks_all_ran_exits_0(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
