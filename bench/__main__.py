@@ -70,7 +70,11 @@ def main() -> int:
     chosen = _chosen(args.names)
     started = datetime.now(UTC)
     clock = time.monotonic()
-    database.start_fresh()
+    try:
+        database.start_fresh()
+    except database.AnotherRunError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
     results: dict[str, Entry] = {}
     background: list[threading.Thread] = []
     try:

@@ -3,13 +3,14 @@ database per benchmark on it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -17,20 +18,50 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tether import migrate
 from tether.local import embedded
+from tether.local import state as dev_state
 
 BENCH_DATA_DIR = Path(".tether") / "bench-pgdata"
+# Held for a run's life: a second run would stop the first one's server and remove its
+# data. The system releases it when the holder ends, a crash included.
+BENCH_LOCK = Path(".tether") / "bench.lock"
 
 TEMPLATE = "tether_bench_template"
 
 _server: embedded.EmbeddedPostgres | None = None
+_claim: IO[str] | None = None
 
 
 _template_lock = threading.Lock()
 
 
+class AnotherRunError(RuntimeError):
+    """Another benchmark run holds this folder's benchmark server."""
+
+
+def _claim_the_server() -> None:
+    global _claim  # noqa: PLW0603 - one claim per suite run
+    if _claim is not None:
+        return
+    claim = dev_state.hold(BENCH_LOCK)
+    if claim is None:
+        try:
+            holder = f" (pid {int(BENCH_LOCK.read_text().strip())})"
+        except (OSError, ValueError):
+            holder = ""
+        raise AnotherRunError(
+            f"another benchmark run{holder} is using {BENCH_DATA_DIR}: wait for it to end;"
+            " two at once would stop each other's Postgres, and share the CPUs they measure"
+        )
+    claim.truncate(0)
+    claim.write(f"{os.getpid()}\n")
+    claim.flush()
+    _claim = claim
+
+
 def start_fresh() -> embedded.EmbeddedPostgres:
     """A new cluster (initdb), so no earlier run's tables, bloat or statistics count."""
     global _server  # noqa: PLW0603 - one server per suite run
+    _claim_the_server()
     path = BENCH_DATA_DIR.resolve()
     embedded.stop_if_running(path)
     shutil.rmtree(path, ignore_errors=True)
@@ -44,10 +75,13 @@ def start_fresh() -> embedded.EmbeddedPostgres:
 
 
 def stop() -> None:
-    global _server  # noqa: PLW0603
+    global _server, _claim  # noqa: PLW0603
     if _server is not None:
         _server.stop()
         _server = None
+    if _claim is not None:
+        _claim.close()
+        _claim = None
 
 
 def server_url() -> str:

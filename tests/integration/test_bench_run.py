@@ -15,6 +15,7 @@ import pytest
 import bench.__main__ as bench_main
 from bench import common
 from bench.common import Entry, Run, entry
+from tether.local import state as dev_state
 
 
 def _stand_in(
@@ -71,3 +72,37 @@ def test_a_run_whose_benchmarks_all_ran_exits_0(
 ) -> None:
     _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+
+
+def test_a_second_run_at_once_leaves_the_first_ones_server_alone(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two runs shared .tether/bench-pgdata: the second stopped the first one's server and
+    # removed its data, and the first failed halfway ("the database system is shutting
+    # down").
+    ran: list[Run] = []
+
+    def counted(mode: Run) -> dict[str, Entry]:
+        ran.append(mode)
+        return _passes(mode)
+
+    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    first_runs_data = folder / ".tether" / "bench-pgdata"
+    first_runs_data.mkdir(parents=True)
+    (first_runs_data / "PG_VERSION").write_text("18\n")
+    first_run = dev_state.hold(folder / ".tether" / "bench.lock")
+    assert first_run is not None
+    try:
+        first_run.write("4242\n")
+        first_run.flush()
+        assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
+    finally:
+        first_run.close()
+    assert (first_runs_data / "PG_VERSION").exists()
+    assert not ran
+    assert not (folder / "results").exists()
+    said = capsys.readouterr().err
+    assert "another benchmark run (pid 4242) is using .tether/bench-pgdata" in said
+    # Once the first has ended, the next run goes ahead.
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    assert ran
