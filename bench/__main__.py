@@ -18,8 +18,16 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import database
-from bench.common import Entry, Run, meta, report, table, write_results
+from bench import common, database
+from bench.common import (
+    Entry,
+    Run,
+    check_results_writable,
+    meta,
+    report,
+    table,
+    write_results,
+)
 
 # Module, and the entries it reports, in the order they run. detection_latency runs
 # in real time (production timings): it starts first and runs beside the others.
@@ -68,6 +76,11 @@ def main() -> int:
     args = parser.parse_args()
     mode = Run(quick=args.quick)
     chosen = _chosen(args.names)
+    try:
+        check_results_writable()
+    except OSError as exc:
+        sys.stderr.write(f"cannot write the results in {common.RESULTS}: {exc}; nothing was run\n")
+        return 1
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
@@ -96,10 +109,15 @@ def main() -> int:
         "sizes": {name: r.get("size") for name, r in ordered.items() if r.get("size")},
     }
     document = {"meta": meta(mode, version, started, extra), "benchmarks": ordered}
-    paths = write_results(document)
+    # The table first: if the results cannot be written, the run's figures are still seen.
     report("")
     report(table(document))
     report("")
+    try:
+        paths = write_results(document)
+    except OSError as exc:
+        sys.stderr.write(f"could not write the results in {common.RESULTS}: {exc}\n")
+        return 1
     report(f"written: {', '.join(str(p) for p in paths)} ({extra['seconds']:.0f} s)")
     failed = [name for name, result in ordered.items() if "error" in result]
     if failed:

@@ -106,6 +106,14 @@ def meta(run: Run, postgres_version: str, started: datetime, extra: dict[str, An
     }
 
 
+def check_results_writable() -> None:
+    """Raise OSError now, before minutes of benchmarks, if ``RESULTS`` cannot be written."""
+    RESULTS.mkdir(exist_ok=True)
+    probe = RESULTS / f".writable-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+
+
 def write_results(document: dict[str, Any]) -> list[Path]:
     """``latest.json``, a dated copy, and ``ratios.svg``."""
     RESULTS.mkdir(exist_ok=True)

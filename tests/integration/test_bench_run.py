@@ -100,9 +100,47 @@ def test_a_second_run_at_once_leaves_the_first_ones_server_alone(
         first_run.close()
     assert (first_runs_data / "PG_VERSION").exists()
     assert not ran
-    assert not (folder / "results").exists()
+    assert not (folder / "results" / "latest.json").exists()
     said = capsys.readouterr().err
     assert "another benchmark run (pid 4242) is using .tether/bench-pgdata" in said
     # Once the first has ended, the next run goes ahead.
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
     assert ran
+
+
+def test_results_that_cannot_be_written_stop_the_run_before_it_starts(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The run went to its end (10 minutes in full), then died on a traceback at the
+    # first write: no table, no figures. (A file stands where the folder would be: as
+    # root, a read-only folder's mode would not stop the write.)
+    ran: list[Run] = []
+
+    def counted(mode: Run) -> dict[str, Entry]:
+        ran.append(mode)
+        return _passes(mode)
+
+    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    (folder / "not-a-folder").write_text("")
+    monkeypatch.setattr(common, "RESULTS", folder / "not-a-folder" / "results")
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
+    assert not ran
+    assert not (folder / ".tether" / "bench-pgdata").exists()
+    assert "cannot write the results in" in capsys.readouterr().err
+
+
+def test_results_that_could_not_be_written_at_the_end_leave_the_table(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def then_unwritable(mode: Run) -> dict[str, Entry]:
+        if (folder / "results").is_dir():
+            (folder / "results").rmdir()
+        (folder / "results").write_text("")  # the folder went meanwhile
+        return _passes(mode)
+
+    _stand_in(monkeypatch, "bench_stand_in_ok", then_unwritable)
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
+    said = capsys.readouterr()
+    assert "bench_stand_in_ok" in said.out
+    assert "<= 2" in said.out
+    assert "could not write the results in" in said.err
