@@ -22,7 +22,9 @@ from bench import common, database
 from bench.common import (
     Entry,
     Run,
+    SizeError,
     check_results_writable,
+    check_sizes,
     meta,
     report,
     table,
@@ -76,6 +78,11 @@ def main() -> int:
     args = parser.parse_args()
     mode = Run(quick=args.quick)
     chosen = _chosen(args.names)
+    try:
+        check_sizes()
+    except SizeError as exc:
+        sys.stderr.write(f"{exc}; nothing was run\n")
+        return 1
     try:
         check_results_writable()
     except OSError as exc:

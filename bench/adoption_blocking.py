@@ -18,7 +18,6 @@ table (writes wait for all of it, by design).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Entry, Run, entry, report
+from bench.common import Entry, Run, entry, report, size
 from bench.database import indexes_rebuilt_after, scratch_database
 from tether.adopt.apply import apply as adopt_apply
 from tether.adopt.finish import finish as adopt_finish
@@ -39,7 +38,6 @@ from tether.drivers.postgres import PostgresStore
 from tether.errors import TetherError
 from tether.models import EndReason, OpenSessionRequest
 
-ROWS = int(os.environ.get("TETHER_BENCH_ADOPT_ROWS", "1000000"))
 QUICK_ROWS = 100_000
 GOAL_SECONDS = 1.0
 """The lock timeout (1 s): no statement of the adoption may hold a write longer."""
@@ -220,7 +218,7 @@ def _worst(timings: list[Timings]) -> float:
 
 
 def run(mode: Run) -> dict[str, Entry]:
-    rows = mode.pick(ROWS, QUICK_ROWS)
+    rows = mode.pick(size("TETHER_BENCH_ADOPT_ROWS"), QUICK_ROWS)
     with scratch_database("adopt", migrated=False) as url:
         started = time.perf_counter()
         _fill(url, rows)

@@ -30,6 +30,58 @@ class Run:
         return quick if self.quick else full
 
 
+@dataclass(frozen=True)
+class Size:
+    """A full run's size an environment variable may set, and its bounds: below them the
+    comparison means nothing, above them a run would take hours or fill the disk."""
+
+    variable: str
+    default: int
+    minimum: int
+    maximum: int
+
+
+SIZES = {
+    size.variable: size
+    for size in (
+        # The large history of sweep_history_independence, set against 100,000 rows.
+        Size("TETHER_BENCH_HISTORY", 5_000_000, 100_000, 50_000_000),
+        # The handshakes gateway_connect_rate makes and holds (a file descriptor each).
+        Size("TETHER_BENCH_CONNECTIONS", 3_000, 100, 10_000),
+        # The origin table adoption_blocking adopts.
+        Size("TETHER_BENCH_ADOPT_ROWS", 1_000_000, 10_000, 20_000_000),
+    )
+}
+
+
+class SizeError(ValueError):
+    """An environment variable that sets a benchmark's size holds no size it can use."""
+
+
+def size(variable: str) -> int:
+    """The size ``variable`` sets (its default when unset), within its bounds."""
+    bounds = SIZES[variable]
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return bounds.default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not bounds.minimum <= value <= bounds.maximum:
+        raise SizeError(
+            f"{variable}={text!r} is not a size this benchmark can use: a whole number from"
+            f" {bounds.minimum:,} to {bounds.maximum:,} (unset: {bounds.default:,})"
+        )
+    return value
+
+
+def check_sizes() -> None:
+    """Raise SizeError now, before anything starts, for any size set wrong."""
+    for variable in SIZES:
+        size(variable)
+
+
 def report(line: str) -> None:
     print(line, flush=True)
 

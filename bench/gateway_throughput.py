@@ -22,11 +22,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import Entry, Run, entry, report
+from bench.common import Entry, Run, entry, report, size
 from bench.database import BENCH_DATA_DIR, scratch_database
 from tether.local import embedded
 
-CONNECTIONS = int(os.environ.get("TETHER_BENCH_CONNECTIONS", "3000"))
 QUICK_CONNECTIONS = 1000
 CONCURRENCY = 64
 PGBENCH_SECONDS = 5
@@ -163,7 +162,7 @@ async def _open_many(
 
 
 def run(mode: Run) -> dict[str, Entry]:
-    connections = mode.pick(CONNECTIONS, QUICK_CONNECTIONS)
+    connections = mode.pick(size("TETHER_BENCH_CONNECTIONS"), QUICK_CONNECTIONS)
     with scratch_database("gateway") as url:
         baseline = _pgbench_tps(url)
         with psycopg.connect(url, autocommit=True) as conn:

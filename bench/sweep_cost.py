@@ -11,13 +11,12 @@ same indexes, by one sort each), which saves minutes at 5M rows.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
 import psycopg
 
-from bench.common import Entry, Run, entry, report, spread
+from bench.common import Entry, Run, entry, report, size, spread
 from bench.database import indexes_rebuilt_after, scratch_database, uuid_v7_at
 from tether.drivers.postgres import PostgresStore
 from tether.models import SessionEnded
@@ -29,7 +28,6 @@ LIVE = 2_000
 STALE = 2_000
 REPEATS = 5
 SMALL_HISTORY = 100_000
-LARGE_HISTORY = int(os.environ.get("TETHER_BENCH_HISTORY", "5000000"))
 QUICK_LARGE_HISTORY = 500_000
 BULK = 100_000
 QUICK_BULK = 20_000
@@ -165,7 +163,7 @@ def _close_stale_seconds(url: str, rows: int) -> float:
 
 
 def run(mode: Run) -> dict[str, Entry]:
-    large_history = mode.pick(LARGE_HISTORY, QUICK_LARGE_HISTORY)
+    large_history = mode.pick(size("TETHER_BENCH_HISTORY"), QUICK_LARGE_HISTORY)
     bulk_rows = mode.pick(BULK, QUICK_BULK)
     with scratch_database("small") as url:
         small = _sweep_seconds(url, SMALL_HISTORY)

@@ -144,3 +144,22 @@ def test_results_that_could_not_be_written_at_the_end_leave_the_table(
     assert "bench_stand_in_ok" in said.out
     assert "<= 2" in said.out
     assert "could not write the results in" in said.err
+
+
+def test_a_size_set_wrong_stops_the_run_before_it_starts(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Read when the sweep benchmark's turn came: minutes of other benchmarks, then a
+    # ValueError; in a quick run, which does not even use it, too.
+    ran: list[Run] = []
+
+    def counted(mode: Run) -> dict[str, Entry]:
+        ran.append(mode)
+        return _passes(mode)
+
+    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    monkeypatch.setenv("TETHER_BENCH_HISTORY", "abc")
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
+    assert not ran
+    assert not (folder / ".tether" / "bench-pgdata").exists()
+    assert "TETHER_BENCH_HISTORY='abc' is not a size" in capsys.readouterr().err
