@@ -10,6 +10,7 @@ table and the results, and a script running it must not take the run for a good 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 import threading
@@ -46,15 +47,21 @@ MODULES: dict[str, tuple[str, ...]] = {
 IN_BACKGROUND = {"detection_latency"}
 
 
-def _chosen(names: list[str]) -> list[str]:
+def _known() -> list[str]:
+    return [e for entries in MODULES.values() for e in entries]
+
+
+def _chosen(parser: argparse.ArgumentParser, names: list[str]) -> list[str]:
     if not names:
         return list(MODULES)
     chosen = []
     for name in names:
         found = [m for m, entries in MODULES.items() if name == m or name in entries]
         if not found:
-            known = ", ".join(e for entries in MODULES.values() for e in entries)
-            raise SystemExit(f"unknown benchmark {name!r}; known: {known}")
+            close = difflib.get_close_matches(name, [*_known(), *MODULES], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            # A usage error, as argparse reports its own (exit 2), before anything starts.
+            parser.error(f"unknown benchmark {name!r}{hint} (known: {', '.join(_known())})")
         chosen += [m for m in found if m not in chosen]
     return chosen
 
@@ -72,12 +79,16 @@ def _run_module(module: str, mode: Run, into: dict[str, Entry]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"benchmarks: {', '.join(_known())}",
+    )
     parser.add_argument("--quick", action="store_true", help="the reduced version (under 2 min)")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args()
     mode = Run(quick=args.quick)
-    chosen = _chosen(args.names)
+    chosen = _chosen(parser, args.names)
     try:
         check_sizes()
     except SizeError as exc:
