@@ -81,3 +81,20 @@ def test_clean_waits_for_the_dev_then_stops_what_a_killed_chaos_run_left(project
     assert [folder for folder in left if folder.exists()] == []
     postmaster.wait(timeout=30)  # it stopped: its data was not removed from under it
     assert server.started_here
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_clean_waits_for_a_benchmark_run(project: Path) -> None:
+    # It stopped the run's server and removed its data: the run failed halfway.
+    (project / ".tether").mkdir()
+    with (project / ".tether" / "bench.lock").open("a") as run:
+        fcntl.flock(run, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `make bench` does
+        refused = _make_clean(project)
+    assert refused.returncode != 0
+    assert "a benchmark run is using" in refused.stderr
+    assert "bench-pgdata: let it end (or Ctrl-C it) first" in refused.stderr
+    assert (project / ".venv").exists() and (project / ".tether").exists()
+    # Once it has ended, clean goes ahead.
+    cleaned = _make_clean(project)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (project / ".tether").exists()

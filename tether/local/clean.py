@@ -1,7 +1,7 @@
 """What `make clean` does before it removes ``.venv`` and ``.tether``: refuse while a
-`tether dev` runs here (the folder's own, or the one a `tether chaos` run started),
-then stop every embedded Postgres under ``.tether``, each on its own, so that no server
-has its data removed from under it."""
+`tether dev` runs here (the folder's own, or the one a `tether chaos` run started) or a
+benchmark run does, then stop every embedded Postgres under ``.tether``, each on its
+own, so that no server has its data removed from under it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ BASE = Path(".tether")
 # the scratch servers of `make sql-contract`.
 DATA_DIRS = ("pgdata", "test-pgdata*", "bench-pgdata", "chaos-*/pgdata", "tmp*/pgdata")
 DEV_LOCKS = ("dev.lock", "chaos-*/.tether/dev.lock")
+# Held by a running `make bench` (bench/database.py), whose server is bench-pgdata.
+BENCH_LOCK = "bench.lock"
 
 
 REFUSED = 3
@@ -30,6 +32,12 @@ def main() -> int:
     if running:
         where = ", ".join(str(lock.parent.parent) for lock in running)
         sys.stderr.write(f"a tether dev is running in {where}: stop it (Ctrl-C) first\n")
+        return REFUSED
+    bench = base / BENCH_LOCK
+    if bench.is_file() and dev_state.held_elsewhere(bench):
+        sys.stderr.write(
+            f"a benchmark run is using {base / 'bench-pgdata'}: let it end (or Ctrl-C it) first\n"
+        )
         return REFUSED
     failed = []
     for data in (data for pattern in DATA_DIRS for data in base.glob(pattern)):
