@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import signal
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "adoption_blocking": ("adoption_blocking",),
 }
 IN_BACKGROUND = {"detection_latency"}
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _known() -> list[str]:
@@ -71,11 +73,47 @@ def _run_module(module: str, mode: Run, into: dict[str, Entry]) -> None:
     try:
         results = importlib.import_module(f"bench.{module}").run(mode)
     except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
+        if _interrupted.is_set():
+            return  # failed because the run was stopped under it: nothing to say
         traceback.print_exc()
         results = {name: {"error": f"{type(exc).__name__}: {exc}"} for name in MODULES[module]}
     for result in results.values():
         result["seconds"] = round(time.monotonic() - started, 1)
     into.update(results)
+
+
+_interrupted = threading.Event()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Ctrl-C, and SIGTERM (a CI job cancelled, `kill`) alike: the run stops its Postgres
+    # on the way out. A second SIGTERM is ignored, so as not to cut the stopping short.
+    _interrupted.set()
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _run_all(chosen: list[str], mode: Run) -> tuple[dict[str, Entry], str]:
+    """The chosen benchmarks on a fresh server, stopped at the end whatever happens;
+    their results and the server's version."""
+    results: dict[str, Entry] = {}
+    try:
+        database.start_fresh()
+        background: list[threading.Thread] = []
+        for module in chosen:
+            if module in IN_BACKGROUND:
+                thread = threading.Thread(target=_run_module, args=(module, mode, results))
+                thread.start()
+                background.append(thread)
+            else:
+                _run_module(module, mode, results)
+        for thread in background:
+            thread.join()
+        version = database.server_version()
+    finally:
+        database.stop()
+    return results, version
 
 
 def main() -> int:
@@ -101,26 +139,26 @@ def main() -> int:
         return 1
     started = datetime.now(UTC)
     clock = time.monotonic()
+    # Left alone where ignored (a background job's Ctrl-C): the run was not meant to hear it.
+    previous = {
+        signum: signal.signal(signum, _interrupt)
+        for signum in STOPPING_SIGNALS
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
-        database.start_fresh()
+        results, version = _run_all(chosen, mode)
     except database.AnotherRunError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
-    results: dict[str, Entry] = {}
-    background: list[threading.Thread] = []
-    try:
-        for module in chosen:
-            if module in IN_BACKGROUND:
-                thread = threading.Thread(target=_run_module, args=(module, mode, results))
-                thread.start()
-                background.append(thread)
-            else:
-                _run_module(module, mode, results)
-        for thread in background:
-            thread.join()
-        version = database.server_version()
+    except KeyboardInterrupt:
+        # The tracebacks would only say where the run was; what matters is what is left.
+        sys.stderr.write(
+            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
+        )
+        return 130
     finally:
-        database.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     ordered = {name: results[name] for m in chosen for name in MODULES[m] if name in results}
     extra: dict[str, Any] = {
         "seconds": round(time.monotonic() - clock, 1),

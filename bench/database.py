@@ -79,6 +79,9 @@ def stop() -> None:
     if _server is not None:
         _server.stop()
         _server = None
+    elif _claim is not None:
+        # Interrupted while it started: a server on the claimed data is this run's.
+        embedded.stop_if_running(BENCH_DATA_DIR.resolve())
     if _claim is not None:
         _claim.close()
         _claim = None

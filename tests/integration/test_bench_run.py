@@ -5,16 +5,23 @@ on the suite's own fresh embedded Postgres, in a folder of its own."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 import bench.__main__ as bench_main
 from bench import common
 from bench.common import Entry, Run, entry
+from tests.conftest import ROOT
+from tether.local import embedded
 from tether.local import state as dev_state
 
 
@@ -163,3 +170,59 @@ def test_a_size_set_wrong_stops_the_run_before_it_starts(
     assert not ran
     assert not (folder / ".tether" / "bench-pgdata").exists()
     assert "TETHER_BENCH_HISTORY='abc' is not a size" in capsys.readouterr().err
+
+
+SLOW_RUN = """
+import pathlib, sys, time, types
+import bench.__main__ as bench_main
+from bench import common
+common.RESULTS = pathlib.Path("results").resolve()
+module = types.ModuleType("bench.bench_stand_in_slow")
+def run(mode):
+    pathlib.Path("running").touch()
+    time.sleep(60)
+    return {}
+module.run = run
+sys.modules["bench.bench_stand_in_slow"] = module
+bench_main.MODULES["bench_stand_in_slow"] = ("bench_stand_in_slow",)
+sys.argv = ["python -m bench", "--quick", "bench_stand_in_slow"]
+sys.exit(bench_main.main())
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_midway_stops_its_postgres_and_writes_nothing(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # SIGTERM (a CI job cancelled, `kill`) ended the run at once and left its embedded
+    # Postgres running; Ctrl-C stopped it, with a traceback.
+    data = tmp_path / ".tether" / "bench-pgdata"
+    run = subprocess.Popen(  # noqa: S603 - this interpreter
+        [sys.executable, "-c", SLOW_RUN],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "running").exists():
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        postmaster = embedded.postmaster_pid(data)
+        assert postmaster is not None
+        run.send_signal(signum)
+        _, said = run.communicate(timeout=60)
+        assert run.returncode == 130, said
+        assert said.endswith(
+            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
+        )
+        assert "Traceback" not in said
+        assert not psutil.pid_exists(postmaster) or not embedded.is_running(data)
+        assert not (tmp_path / "results" / "latest.json").exists()
+    finally:
+        if run.poll() is None:
+            run.kill()
+        embedded.stop_if_running(data)
