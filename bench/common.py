@@ -238,21 +238,26 @@ def svg_chart(document: dict[str, Any]) -> str:
         "tether benchmarks: each figure against its goal"
         f" ({document['meta']['mode']}, {document['meta']['date']})"
     )
+    # Without it a ">=" goal's bar reads backwards: the higher the figure, the shorter.
+    legend = (
+        "Each bar is the figure over its goal (for a >= goal, the goal over the figure):"
+        " a bar past the line missed its goal."
+    )
     # Wide enough for the longest label and the title: an SVG clips what passes its edge.
     width = math.ceil(
         max(
-            [760, 10 + len(title) * CHAR_WIDTH * 14 / 12]
+            [760, 10 + len(title) * CHAR_WIDTH * 14 / 12, 10 + len(legend) * CHAR_WIDTH]
             + [label_x + len(label) * CHAR_WIDTH + 10 for label in labels]
         )
     )
     goal_x = left + bar_area / 2
-    height = 60 + row_height * len(rows)
+    height = 80 + row_height * len(rows)
     # Text is escaped: a goal reads "<= 1.3", and a bare "<" makes the file unreadable.
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
         ' font-family="sans-serif" font-size="12">',
         f'<text x="10" y="20" font-size="14">{escape(title)}</text>',
-        f'<line x1="{goal_x}" y1="30" x2="{goal_x}" y2="{height - 10}" stroke="#333"'
+        f'<line x1="{goal_x}" y1="30" x2="{goal_x}" y2="{height - 30}" stroke="#333"'
         ' stroke-dasharray="4 3"/>',
         f'<text x="{goal_x + 4}" y="42" fill="#333">goal</text>',
     ]
@@ -272,5 +277,6 @@ def svg_chart(document: dict[str, Any]) -> str:
             f' fill="{colour}"/>',
             f'<text x="{label_x}" y="{y + 14}">{escape(label)}</text>',
         ]
+    parts.append(f'<text x="10" y="{height - 10}" fill="#333">{escape(legend)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

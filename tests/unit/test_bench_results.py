@@ -62,6 +62,17 @@ def test_the_chart_is_well_formed_svg_with_each_goal_written_as_it_reads() -> No
     assert "heartbeat_cost" not in texts
 
 
+def test_the_chart_says_how_its_bars_read() -> None:
+    # A ">=" goal's bar is the goal over the figure: unexplained, 1.64 against ">= 0.8"
+    # drew a shorter bar than 0.67 did, and read as the smaller figure.
+    root = ET.fromstring(svg_chart(_document()))  # noqa: S314 - our own output
+    texts = [text.text or "" for text in root.iter(f"{SVG}text")]
+    assert (
+        "Each bar is the figure over its goal (for a >= goal, the goal over the figure):"
+        " a bar past the line missed its goal." in texts
+    )
+
+
 def test_no_label_runs_past_the_charts_edge() -> None:
     chart = svg_chart(_document())
     width = float(re.search(r'<svg [^>]*width="([\d.]+)"', chart).group(1))  # type: ignore[union-attr]
