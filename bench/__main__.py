@@ -27,6 +27,7 @@ from bench.common import (
     SizeError,
     check_results_writable,
     check_sizes,
+    load_average,
     meta,
     report,
     table,
@@ -139,6 +140,8 @@ def main() -> int:
         return 1
     started = datetime.now(UTC)
     clock = time.monotonic()
+    # Before the run adds its own: how busy the machine was with other work.
+    load_at_start = load_average()
     # Left alone where ignored (a background job's Ctrl-C): the run was not meant to hear it.
     previous = {
         signum: signal.signal(signum, _interrupt)
@@ -161,6 +164,7 @@ def main() -> int:
             signal.signal(signum, handler)
     ordered = {name: results[name] for m in chosen for name in MODULES[m] if name in results}
     extra: dict[str, Any] = {
+        "load_average_at_start": load_at_start,
         "seconds": round(time.monotonic() - clock, 1),
         "sizes": {name: r.get("size") for name, r in ordered.items() if r.get("size")},
     }

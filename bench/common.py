@@ -143,6 +143,11 @@ def _memory_bytes() -> int | None:
         return None
 
 
+def load_average() -> list[float]:
+    """The system's load over 1, 5 and 15 minutes."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def meta(run: Run, postgres_version: str, started: datetime, extra: dict[str, Any]) -> Entry:
     memory = _memory_bytes()
     return {
@@ -153,7 +158,8 @@ def meta(run: Run, postgres_version: str, started: datetime, extra: dict[str, An
         "postgres_version": postgres_version,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        # At the end, the run's own load included; what else ran is in the start's.
+        "load_average": load_average(),
         **extra,
     }
 

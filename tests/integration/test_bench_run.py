@@ -79,6 +79,11 @@ def test_a_run_whose_benchmarks_all_ran_exits_0(
 ) -> None:
     _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    meta = json.loads((folder / "results" / "latest.json").read_text())["meta"]
+    # The load at the end includes the run's own (two busy CPUs for most benchmarks);
+    # how busy the machine was with other work is the load at the start.
+    assert len(meta["load_average_at_start"]) == 3
+    assert len(meta["load_average"]) == 3
 
 
 def test_a_second_run_at_once_leaves_the_first_ones_server_alone(
