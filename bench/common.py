@@ -173,16 +173,25 @@ def check_results_writable() -> None:
 
 
 def write_results(document: dict[str, Any]) -> list[Path]:
-    """``latest.json``, a dated copy, and ``ratios.svg``."""
+    """``latest.json``, a dated copy, and ``ratios.svg``: each written aside and renamed
+    into place, latest.json last, so that a run stopped or failing while it writes leaves
+    the last complete run's files, never a half-written one or a chart of another run."""
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(document, indent=2, default=str) + "\n"
     stamp = document["meta"]["date"].replace(":", "").replace("+0000", "Z")
-    latest = RESULTS / "latest.json"
-    dated = RESULTS / f"{stamp}-{document['meta']['mode']}.json"
-    latest.write_text(text)
-    dated.write_text(text)
     chart = RESULTS / "ratios.svg"
-    chart.write_text(svg_chart(document))
+    dated = RESULTS / f"{stamp}-{document['meta']['mode']}.json"
+    latest = RESULTS / "latest.json"
+    contents = {chart: svg_chart(document), dated: text, latest: text}
+    aside = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in contents}
+    try:
+        for path, content in contents.items():
+            aside[path].write_text(content)
+        for path in contents:
+            aside[path].replace(path)
+    finally:
+        for partial in aside.values():
+            partial.unlink(missing_ok=True)
     return [latest, dated, chart]
 
 

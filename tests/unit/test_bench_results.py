@@ -1,11 +1,17 @@
-"""What a benchmark run leaves behind: the chart of each figure against its goal."""
+"""What a benchmark run leaves behind: the results, and the chart of each figure against
+its goal."""
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET  # our own output, not untrusted input
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bench import common
 from bench.common import entry, svg_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -80,3 +86,27 @@ def test_no_label_runs_past_the_charts_edge() -> None:
     assert len(labels) > 10
     for x, text in labels:
         assert float(x) + len(text) * NARROWEST_CHARACTER <= width, text
+
+
+def test_results_that_cannot_all_be_written_leave_the_last_complete_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # latest.json was written first and the chart last: a write failing (or a run
+    # stopped) in between left this run's latest.json beside the last run's chart, or a
+    # latest.json cut short.
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "latest.json").write_text('{"the": "last complete run"}\n')
+    (tmp_path / "ratios.svg").mkdir()  # the chart cannot be written
+    with pytest.raises(OSError):
+        common.write_results(_document())
+    assert (tmp_path / "latest.json").read_text() == '{"the": "last complete run"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "ratios.svg"]
+    (tmp_path / "ratios.svg").rmdir()
+    written = common.write_results(_document())
+    assert [p.name for p in written] == [
+        "latest.json",
+        "2026-11-30T223638Z-quick.json",
+        "ratios.svg",
+    ]
+    assert json.loads((tmp_path / "latest.json").read_text()) == _document()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
