@@ -33,6 +33,7 @@ from bench.common import (
     table,
     write_results,
 )
+from tether.errors import TetherError
 
 # Module, and the entries it reports, in the order they run. detection_latency runs
 # in real time (production timings): it starts first and runs beside the others.
@@ -152,6 +153,11 @@ def main() -> int:
         results, version = _run_all(chosen, mode)
     except database.AnotherRunError as exc:
         sys.stderr.write(f"{exc}\n")
+        return 1
+    except TetherError as exc:
+        # Its Postgres could not be started or stopped (a path too deep for its socket, a
+        # full disk): the message says why and what to do; a traceback would bury it.
+        sys.stderr.write(f"the benchmarks could not run: {exc}\n")
         return 1
     except KeyboardInterrupt:
         # The tracebacks would only say where the run was; what matters is what is left.

@@ -231,3 +231,29 @@ def test_a_run_stopped_midway_stops_its_postgres_and_writes_nothing(
         if run.poll() is None:
             run.kill()
         embedded.stop_if_running(data)
+
+
+def test_a_postgres_that_cannot_start_is_said_in_one_line(tmp_path: Path) -> None:
+    # A folder too deep for the server's socket, and a runtime folder as deep: the
+    # message saying so and what to do came at the end of a 20-line traceback.
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(deep)}
+    environment["XDG_RUNTIME_DIR"] = str(deep)
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "connect_cold_start"],
+            cwd=deep,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(
+            "the benchmarks could not run: the embedded Postgres has no place for its socket:"
+        ), refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        embedded.stop_if_running(deep / ".tether" / "bench-pgdata")
