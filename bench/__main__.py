@@ -3,8 +3,9 @@ Postgres, one table, ``bench/results/latest.json`` (and a dated copy) and
 ``bench/results/ratios.svg``.
 
 ``python -m bench [--quick] [NAME ...]`` runs the benchmarks named (an entry's name or
-its module's), all by default. It exits 1 when a benchmark failed: its error is in the
-table and the results, and a script running it must not take the run for a good one.
+its module's), all by default. It exits 0 when every benchmark ran, 1 when one failed or
+the run could not start, 2 on a name it does not know, 130 when interrupted (the bench
+README says which refusals come before anything starts).
 """
 
 from __future__ import annotations
