@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -33,6 +34,27 @@ PGBENCH_SECONDS = 5
 PGBENCH_SCRIPT = """\\set id random(1, 2000000000)
 select * from public.tether_open_session_v1('pgbench-' || :client_id || '-' || :id);
 """
+
+
+# Beyond the connections held: the interpreter's, Postgres clients', pgbench's pipes.
+RESERVED_DESCRIPTORS = 256
+
+
+def room_for(connections: int) -> None:
+    """Let this process hold ``connections`` open sockets: raise its soft limit on open
+    files as far as needed, within the hard one, as tether dev does for itself (a common
+    soft limit is 1,024, and the full run holds 3,000). Refuse, saying what to change, if
+    the hard limit is too low."""
+    needed = connections + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise RuntimeError(
+                f"holding {connections:,} connections needs about {needed:,} open files, and"
+                f" this process may open at most {hard:,} (ulimit -Hn): raise that limit, or"
+                " set TETHER_BENCH_CONNECTIONS lower"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _free_port() -> int:
@@ -163,6 +185,7 @@ async def _open_many(
 
 def run(mode: Run) -> dict[str, Entry]:
     connections = mode.pick(size("TETHER_BENCH_CONNECTIONS"), QUICK_CONNECTIONS)
+    room_for(connections)
     with scratch_database("gateway") as url:
         baseline = _pgbench_tps(url)
         with psycopg.connect(url, autocommit=True) as conn:
