@@ -97,6 +97,18 @@ def spread(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
     }
 
 
+UNSETTLED_BASELINE_SPREAD = 1.5
+"""How far apart a baseline's own repeats may be (fastest over slowest) before the run
+is judged too disturbed to say whether the goal was met."""
+
+
+def unsettled(result: Entry, why: str) -> None:
+    """Mark a result whose measurement the machine disturbed: its figures stand as
+    measured, but whether the goal was met is not said (``goal_met`` null)."""
+    result["goal_met"] = None
+    result["unsettled"] = why
+
+
 def goal_met(value: float | None, goal: str | None) -> bool | None:
     """``goal`` is ``"<= 1.3"`` or ``">= 500"``."""
     if goal is None or value is None or (isinstance(value, float) and math.isnan(value)):
@@ -224,6 +236,8 @@ def table(document: dict[str, Any]) -> str:
             continue
         figure = result.get("goal_on", "ratio")
         met = {True: "yes", False: "NO", None: "-"}[result.get("goal_met")]
+        if "unsettled" in result:
+            met = "?"
         lines.append(
             f"{name:<32} {figure:<28} {_format(_figure(result)):>10}  {result['goal'] or '-':<10}"
             f" {met:<4} {result.get('spread_note', '')}"
@@ -285,7 +299,7 @@ def svg_chart(document: dict[str, Any]) -> str:
         relative = figure / limit if operator == "<=" else (limit / figure if figure else 2.0)
         length = min(relative, 2.0) * bar_area / 2
         y = 50 + index * row_height
-        colour = "#2e7d32" if result.get("goal_met") else "#c62828"
+        colour = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}[result.get("goal_met")]
         parts += [
             f'<text x="10" y="{y + 14}">{escape(name)}</text>',
             f'<rect x="{left}" y="{y + 3}" width="{max(length, 1):.1f}" height="16"'

@@ -46,7 +46,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.common import Entry, Run, entry, report, spread
+from bench.common import UNSETTLED_BASELINE_SPREAD, Entry, Run, entry, report, spread, unsettled
 from bench.database import scratch_database
 from tether.local import embedded
 
@@ -496,6 +496,33 @@ def _pairs_per_second(kind: str, url: str, clients: int, seconds: float, *more: 
     return float(sum(r["pairs"] for r in results) / max(r["seconds"] for r in results))
 
 
+def _disturbed(by_concurrency: Mapping[str, Any]) -> str | None:
+    """Why pgbench's own figures say the machine disturbed the run, or None. The ratio
+    divides by pgbench's rate, so a pgbench turn slowed by other work made the handlers
+    look faster than they are (ratios above 1 on a busy machine): its repeats at one
+    concurrency must agree within UNSETTLED_BASELINE_SPREAD, and two clients on the
+    machine's CPUs must not run slower than one."""
+    for clients, figures in by_concurrency.items():
+        rates = figures["pgbench_pairs_per_second"]
+        if rates["min"] <= 0 or rates["max"] / rates["min"] > UNSETTLED_BASELINE_SPREAD:
+            return (
+                f"pgbench's own pairs at c={clients} ranged from {rates['min']:.0f} to"
+                f" {rates['max']:.0f} per second: other work on the machine moved the baseline"
+            )
+    one, two = by_concurrency.get("1"), by_concurrency.get("2")
+    if one and two:
+        alone, pair = (
+            one["pgbench_pairs_per_second"]["median"],
+            two["pgbench_pairs_per_second"]["median"],
+        )
+        if pair < alone:
+            return (
+                f"pgbench's own pairs ran slower at c=2 ({pair:.0f}/s) than at c=1"
+                f" ({alone:.0f}/s): other work on the machine took its turns"
+            )
+    return None
+
+
 def run(mode: Run) -> dict[str, Entry]:
     seconds = mode.pick(3.0, 2.0)
     repeats = mode.pick(5, 2)
@@ -567,6 +594,10 @@ def run(mode: Run) -> dict[str, Entry]:
     result["psycopg_alone_ratios_by_concurrency"] = {
         c: v["psycopg_alone_ratio"] for c, v in by_concurrency.items()
     }
+    disturbed = _disturbed(by_concurrency)
+    if disturbed:
+        unsettled(result, disturbed)
+        report(f"lifecycle   unsettled: {disturbed}")
     result["spread_note"] = " ".join(
         f"c={c}: {v['ratio']['min']:.2f}-{v['ratio']['max']:.2f}"
         f" (psycopg alone {v['psycopg_alone_ratio']['median']:.2f})"
