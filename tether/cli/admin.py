@@ -21,6 +21,7 @@ from tether.cli.common import (
     installed_settings,
     say,
     say_json,
+    say_unannounced,
     whole_number,
 )
 from tether.durations import describe_seconds
@@ -270,11 +271,7 @@ def _kicked(closed: list[SessionClosed], *, by_user: bool) -> int:
             f" @connections endpoint{again}\n"
         )
     if unannounced:
-        sys.stderr.write(
-            f"tether kick: {unannounced} end(s) could not be announced and stay queued; their"
-            " sessions are ended, and the sweep announces them; check the event bus, and the"
-            " AWS region and credentials\n"
-        )
+        say_unannounced("kick", unannounced)
     return 1 if failed or unannounced else 0
 
 

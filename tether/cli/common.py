@@ -56,6 +56,17 @@ def say_aside(text: str = "") -> None:
     sys.stderr.flush()
 
 
+def say_unannounced(command: str, ends: int, error: str | None = None) -> None:
+    """The stderr line of a command some of whose ends EventBridge refused: done, but
+    not all of it (it exits 1), and nothing lost: the ends stay queued for the sweep."""
+    why = f" ({error})" if error else ""
+    say_aside(
+        f"tether {command}: {ends} end(s) could not be announced and stay queued{why}; their"
+        " sessions are ended, and the next sweep announces them; check the event bus, and the"
+        " AWS region and credentials"
+    )
+
+
 def in_flags(message: str, flags: Mapping[str, str]) -> str:
     """A settings message in a command's words: the flag it takes for a setting
     (--heartbeat-grace, not heartbeat_grace_seconds or TETHER_HEARTBEAT_GRACE_SECONDS)."""

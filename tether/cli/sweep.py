@@ -24,6 +24,7 @@ from tether.cli.common import (
     say,
     say_aside,
     say_json,
+    say_unannounced,
 )
 from tether.durations import describe_seconds, format_duration, is_bare_number, parse_age
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
@@ -143,12 +144,7 @@ def _unannounced(report: SweepReport) -> bool:
     failed = len(report.failed_still_queued)
     if not failed:
         return False
-    why = f" ({report.announce_error})" if report.announce_error else ""
-    sys.stderr.write(
-        f"tether sweep: {failed} end(s) could not be announced and stay queued{why}; their"
-        " sessions are ended, and the next sweep announces them again; check the event bus,"
-        " and the AWS region and credentials\n"
-    )
+    say_unannounced("sweep", failed, report.announce_error)
     return True
 
 
@@ -343,12 +339,7 @@ def _announced_all(drained: DrainResult) -> int:
     script must see that, as it sees a sweep's."""
     if not drained.failed:
         return 0
-    why = f" ({drained.error})" if drained.error else ""
-    say_aside(
-        f"tether close-orphans: {drained.failed} end(s) could not be announced and stay"
-        f" queued{why}; their sessions are ended, and the sweep announces them; check the"
-        " event bus, and the AWS region and credentials"
-    )
+    say_unannounced("close-orphans", drained.failed, drained.error)
     return 1
 
 
