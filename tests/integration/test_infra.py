@@ -615,6 +615,33 @@ def test_sweep_errors_and_dead_letters_raise_alarms() -> None:
     assert dead["Threshold"] == 0 and dead["ComparisonOperator"] == "GreaterThanThreshold"
 
 
+def test_cloudwatch_may_publish_the_alarms_to_their_encrypted_topic() -> None:
+    """CloudWatch publishes to an encrypted topic only with a key whose policy lets it;
+    the AWS managed key of SNS (alias/aws/sns) cannot say so, and no alarm would reach
+    anyone."""
+    key_id = props("AlarmTopic")["KmsMasterKeyId"]
+    assert isinstance(key_id, dict), f"the alarm topic is encrypted with {key_id!r}"
+    (key,) = references(key_id)
+    assert resources()[key]["Type"] == "AWS::KMS::Key"
+    assert props(key)["EnableKeyRotation"] is True
+    policy = props(key)["KeyPolicy"]["Statement"]
+    cloudwatch = [
+        s
+        for s in policy
+        if s["Effect"] == "Allow"
+        and listed(s["Principal"].get("Service")) == ["cloudwatch.amazonaws.com"]
+    ]
+    assert len(cloudwatch) == 1
+    assert set(listed(cloudwatch[0]["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # Only on behalf of this account's alarms.
+    assert cloudwatch[0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    }
+    # Every alarm of the template notifies through that topic.
+    for name, alarm in resources("AWS::CloudWatch::Alarm").items():
+        assert references(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}, name
+
+
 def _sweep_metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, set[frozenset[str]]]:
     """The metrics a sweep run emits, read from its EMF lines: each name with the
     dimension sets it is emitted with (an alarm matches a metric's dimensions exactly)."""
