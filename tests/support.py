@@ -162,6 +162,8 @@ class JwksServer:
     def __init__(self, keys: SigningKeys) -> None:
         self.keys = keys
         self.fetches = 0
+        self.answer: bytes | None = None
+        """A body to answer instead of the key set (an issuer answering garbage)."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -170,7 +172,9 @@ class JwksServer:
 
             def do_GET(self) -> None:
                 server.fetches += 1
-                body = json.dumps(server.keys.jwks()).encode()
+                body = server.answer
+                if body is None:
+                    body = json.dumps(server.keys.jwks()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -100,18 +100,39 @@ class TokenVerifier:
             except jwt.PyJWKClientConnectionError as exc:
                 # The issuer's failure, not the caller's: 503, to retry, not a 401 that
                 # a client would take for a bad token (and sign its user out).
-                logger.warning("signing keys unavailable", extra={"error": str(exc)})
-                raise SigningKeysUnavailableError(
-                    "the issuer's signing keys could not be fetched"
-                ) from exc
+                raise self._keys_unavailable(exc) from exc
             except jwt.PyJWKClientError as exc:
+                # Either the token names a key the set lacks, or the issuer answered
+                # something that is no key set at all (not a JSON object, no signing key).
+                if not self._holds_signing_keys():
+                    raise self._keys_unavailable(exc) from exc
                 raise AuthenticationError("unknown_signing_key") from exc
+            except (jwt.PyJWKSetError, ValueError) as exc:
+                # A body that is not JSON (an error page answered with 200) or keys none
+                # of which can be read: the issuer's answer, not the token, is at fault.
+                raise self._keys_unavailable(exc) from exc
             except jwt.PyJWTError as exc:
                 raise AuthenticationError("malformed_token") from exc
             if signing_key.algorithm_name != algorithm:
                 raise AuthenticationError("algorithm_mismatch")
             return signing_key.key
         raise AuthenticationError("algorithm_not_allowed")
+
+    def _holds_signing_keys(self) -> bool:
+        """Whether the cached key set (no fetch) has a key a token could name."""
+        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
+        if cache is None or cache.get() is None or self._jwks is None:
+            return False
+        try:
+            self._jwks.get_signing_keys()  # from the cache just read: no fetch
+        except jwt.PyJWTError:
+            return False
+        return True
+
+    @staticmethod
+    def _keys_unavailable(exc: Exception) -> SigningKeysUnavailableError:
+        logger.warning("signing keys unavailable", extra={"error": str(exc)})
+        return SigningKeysUnavailableError("the issuer's signing keys could not be fetched")
 
     def verify(self, token: str | None) -> Identity:
         if not token:

@@ -276,6 +276,45 @@ def test_signing_keys_that_cannot_be_fetched_answer_503_not_401(
     assert token not in out
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"{}",
+        b'{"keys": []}',
+        b'{"keys": [{"kty": "EC", "kid": "half-a-key"}]}',
+        b"[]",
+        b"null",
+    ],
+    ids=["an error page", "no keys member", "no keys", "no readable key", "a list", "null"],
+)
+def test_signing_keys_the_issuer_answers_as_garbage_answer_503_and_recover(
+    db: Conn,
+    keys: SigningKeys,
+    jwks: JwksServer,
+    capsys: pytest.CaptureFixture[str],
+    answer: bytes,
+) -> None:
+    """An answer that is no key set says nothing of the token either: a valid token
+    is not told it is malformed or signed by an unknown key (and signed out), and once
+    the issuer answers keys again the same token connects."""
+    jwks.answer = answer
+    token = sign(claims(), keys.es256, "ES256", kid=keys.es256_kid)
+    response = _connect(with_query(ws_event("connect", "garbled="), token=token))
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["error"] == "signing_keys_unavailable"
+    assert _sessions(db) == []
+    out = capsys.readouterr().out
+    assert ("ConnectRejected", {"Cause": "signing_keys_unavailable"}) in [
+        (n, {k: d for k, d in dims.items() if k == "Cause"}) for n, _, dims in metrics(out)
+    ]
+    assert token not in out
+
+    jwks.answer = None
+    assert _connect(with_query(ws_event("connect", "garbled="), token=token))["statusCode"] == 200
+    assert len(_sessions(db)) == 1
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_hs256_signed_with_a_public_key_fails_the_secret_too(db: Conn, keys: SigningKeys) -> None:
     pem = keys.rs256.public_key().public_bytes(
