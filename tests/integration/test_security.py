@@ -1,7 +1,9 @@
 """The boundary for everyone who does not belong, taken from the catalog: every table,
 view, sequence and function tether's migrations create, as Supabase's public roles
 (`anon`, `authenticated`) reach them through the public API. Nothing is listed by
-hand, so an object added later is covered the day it is created.
+hand, so an object added later is covered the day it is created. The catalog is read
+twice: as plain Postgres builds it, and as Supabase does, whose default privileges
+give anon and authenticated everything created in public.
 
 (The token attacks on `$connect` are in test_connect.py, those on the operators' API
 in test_admin_api.py, the template's IAM in test_infra.py, the local gateway's limits
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -22,6 +25,7 @@ from psycopg.rows import dict_row
 
 from tests.conftest import SessionFactory
 from tests.support import functions_reading_temporary_types
+from tether import migrate
 
 Conn = psycopg.Connection[dict[str, object]]
 PUBLIC_ROLES = ["anon", "authenticated"]
@@ -55,8 +59,39 @@ def _functions(db: Conn) -> list[str]:
     return [str(r["signature"]) for r in rows]
 
 
+# What a Supabase project grants on everything created in public, by the role that
+# applies the migrations: a table, view, sequence or function tether's migrations
+# create there is anon's and authenticated's unless a migration takes it back from them
+# by name (taking it from public alone is not enough, as it is on plain Postgres).
+SUPABASE_DEFAULT_PRIVILEGES = [
+    "grant usage on schema public to anon, authenticated, service_role",
+    *(
+        f"alter default privileges in schema public grant all on {kind}"
+        " to anon, authenticated, service_role"
+        for kind in ("tables", "functions", "sequences")
+    ),
+]
+
+
+@pytest.fixture(params=["plain Postgres", "Supabase's default privileges"])
+def catalog(request: pytest.FixtureRequest, empty_database_url: str) -> Iterator[Conn]:
+    """A database migrated from nothing, as on plain Postgres or as on Supabase."""
+    with psycopg.connect(empty_database_url, autocommit=True, row_factory=dict_row) as conn:
+        if request.param == "Supabase's default privileges":
+            # Supabase's roles first, as the stand-in makes them (it changes nothing
+            # that exists, and runs again as the first migration).
+            shim = migrate.shipped()[0]
+            assert shim.name == "auth_shim"
+            conn.execute(shim.sql.encode())
+            for statement in SUPABASE_DEFAULT_PRIVILEGES:
+                conn.execute(statement)
+        migrate.migrate(empty_database_url)
+        yield conn
+
+
 @pytest.mark.parametrize("role", PUBLIC_ROLES)
-def test_no_public_role_may_write_anything_of_ours(db: Conn, role: str) -> None:
+def test_no_public_role_may_write_anything_of_ours(catalog: Conn, role: str) -> None:
+    db = catalog
     writable = db.execute(
         "select n.nspname || '.' || c.relname as name, p.privilege from pg_class c"
         " join pg_namespace n on n.oid = c.relnamespace"
@@ -69,7 +104,10 @@ def test_no_public_role_may_write_anything_of_ours(db: Conn, role: str) -> None:
 
 
 @pytest.mark.parametrize("role", PUBLIC_ROLES)
-def test_the_session_table_is_the_only_thing_a_public_role_may_read(db: Conn, role: str) -> None:
+def test_the_session_table_is_the_only_thing_a_public_role_may_read(
+    catalog: Conn, role: str
+) -> None:
+    db = catalog
     readable = {
         f"{schema}.{name}"
         for schema, name, _kind in _relations(db)
@@ -83,7 +121,8 @@ def test_the_session_table_is_the_only_thing_a_public_role_may_read(db: Conn, ro
 
 
 @pytest.mark.parametrize("role", PUBLIC_ROLES)
-def test_no_function_of_ours_can_be_called_by_a_public_role(db: Conn, role: str) -> None:
+def test_no_function_of_ours_can_be_called_by_a_public_role(catalog: Conn, role: str) -> None:
+    db = catalog
     callable_ = [
         signature
         for signature in _functions(db)
