@@ -1,15 +1,19 @@
 """Verifies Supabase access tokens locally with PyJWT.
 
-Asymmetric keys (ES256, RS256) come from the project's JWKS URL, cached per
-container and fetched again when a token names a key id the cache does not
-know; legacy projects verify HS256 with the JWT secret. Signature, algorithm,
-``exp``, ``aud`` and ``iss`` are always checked: supabase-auth's ``get_claims``
-skips audience and issuer, which is weaker than this contract.
+Asymmetric keys (ES256, RS256) come from the project's JWKS URL, cached per container
+and fetched again when a token names a key id the cache does not know; while the
+issuer cannot give them (unreachable, or answering no JSON at all: an error page),
+the keys it last gave verify for up to an hour after their fetch, so a short outage
+of the issuer does not refuse every handshake once the cache expires. Legacy projects
+verify HS256 with the JWT secret. Signature, algorithm, ``exp``, ``aud`` and ``iss``
+are always checked: supabase-auth's ``get_claims`` skips audience and issuer, which
+is weaker than this contract.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -56,6 +60,7 @@ class TokenVerifier:
         jwks_cache_seconds: float = 300.0,
         jwks_refresh_cooldown_seconds: float = 30.0,
         jwks_timeout_seconds: float = 3.0,
+        jwks_keep_seconds: float = 3600.0,
         leeway_seconds: float = 0.0,
     ) -> None:
         if not jwks_url and not hs256_secret:
@@ -71,6 +76,12 @@ class TokenVerifier:
         ]
         self._leeway = leeway_seconds
         self._jwks: jwt.PyJWKClient | None = None
+        # The signing keys of the last key set fetched, and when: they still verify
+        # while the issuer cannot answer, for at most jwks_keep_seconds after that fetch.
+        self._kept: tuple[float, dict[str, jwt.PyJWK]] | None = None
+        self._keep_seconds = jwks_keep_seconds
+        self._retry_seconds = jwks_refresh_cooldown_seconds
+        self._retry_at = 0.0
         if jwks_url:
             # PyJWKClient caches the key set and refetches it once for an unknown kid.
             try:
@@ -87,7 +98,7 @@ class TokenVerifier:
                     f"TETHER_JWKS_URL or TETHER_JWKS_CACHE_SECONDS: {exc}"
                 ) from None
 
-    def _key_for(self, token: str, algorithm: str) -> Any:
+    def _key_for(self, token: str, algorithm: str, header: dict[str, Any]) -> Any:
         if algorithm == SYMMETRIC_ALGORITHM:
             if not self._secret:
                 raise AuthenticationError("algorithm_not_allowed")
@@ -95,28 +106,89 @@ class TokenVerifier:
         if algorithm in ASYMMETRIC_ALGORITHMS:
             if self._jwks is None:
                 raise AuthenticationError("algorithm_not_allowed")
-            try:
-                signing_key = self._jwks.get_signing_key_from_jwt(token)
-            except jwt.PyJWKClientConnectionError as exc:
-                # The issuer's failure, not the caller's: 503, to retry, not a 401 that
-                # a client would take for a bad token (and sign its user out).
-                raise self._keys_unavailable(exc) from exc
-            except jwt.PyJWKClientError as exc:
-                # Either the token names a key the set lacks, or the issuer answered
-                # something that is no key set at all (not a JSON object, no signing key).
-                if not self._holds_signing_keys():
-                    raise self._keys_unavailable(exc) from exc
-                raise AuthenticationError("unknown_signing_key") from exc
-            except (jwt.PyJWKSetError, ValueError) as exc:
-                # A body that is not JSON (an error page answered with 200) or keys none
-                # of which can be read: the issuer's answer, not the token, is at fault.
-                raise self._keys_unavailable(exc) from exc
-            except jwt.PyJWTError as exc:
-                raise AuthenticationError("malformed_token") from exc
+            signing_key = self._signing_key(self._jwks, token, header)
             if signing_key.algorithm_name != algorithm:
                 raise AuthenticationError("algorithm_mismatch")
             return signing_key.key
         raise AuthenticationError("algorithm_not_allowed")
+
+    def _signing_key(self, jwks: jwt.PyJWKClient, token: str, header: dict[str, Any]) -> jwt.PyJWK:
+        if time.monotonic() < self._retry_at and self._kept_keys() is not None:
+            # The issuer failed moments ago: not asked again on every handshake (each
+            # would wait for its timeout), the keys it last gave verify meanwhile.
+            return self._kept_key(header, None)
+        try:
+            signing_key = jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError as exc:
+            # The issuer's failure, not the caller's: never a 401 that a client would
+            # take for a bad token (and sign its user out).
+            return self._kept_key(header, exc)
+        except jwt.PyJWKClientError as exc:
+            # The token names a key the set lacks; or the issuer answered a key set
+            # without a signing key (it stands: the keys before are not kept for it),
+            # or something that is not a JSON object at all (an error page: kept).
+            if self._holds_signing_keys():
+                raise AuthenticationError("unknown_signing_key") from exc
+            if self._holds_key_set():
+                raise self._unavailable(exc) from exc
+            return self._kept_key(header, exc)
+        except jwt.PyJWKSetError as exc:
+            # A key set none of whose keys can be read: the issuer's word, not the
+            # token's fault (503), and no reason to trust the keys it gave before.
+            raise self._unavailable(exc) from exc
+        except ValueError as exc:
+            # A body that is not JSON (an error page answered with 200).
+            return self._kept_key(header, exc)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("malformed_token") from exc
+        self._keep_fetched_keys()
+        return signing_key
+
+    def _keep_fetched_keys(self) -> None:
+        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
+        cached = cache.jwk_set_with_timestamp if cache is not None else None
+        if cached is None or (self._kept is not None and self._kept[0] == cached.timestamp):
+            return
+        keys = {
+            str(key.key_id): key
+            for key in cached.get_jwk_set().keys
+            if key.public_key_use in ("sig", None) and key.key_id
+        }
+        self._kept = (cached.timestamp, keys)
+
+    def _kept_keys(self) -> dict[str, jwt.PyJWK] | None:
+        if self._kept is None:
+            return None
+        fetched_at, keys = self._kept
+        return keys if time.monotonic() - fetched_at <= self._keep_seconds else None
+
+    def _kept_key(self, header: dict[str, Any], failure: Exception | None) -> jwt.PyJWK:
+        """The key the token names among those last fetched, while the issuer cannot
+        give them: a 503 (to retry) when none is kept, or none that young enough."""
+        if failure is not None:
+            self._retry_at = time.monotonic() + self._retry_seconds
+        kept, kid = self._kept_keys(), header.get("kid")
+        key = kept.get(kid) if kept is not None and isinstance(kid, str) else None
+        if key is None:
+            if failure is None:
+                raise SigningKeysUnavailableError("the issuer's signing keys could not be fetched")
+            raise self._unavailable(failure) from failure
+        if failure is not None:
+            logger.warning(
+                "signing keys unavailable; the keys last fetched verify meanwhile",
+                extra={"error": str(failure)},
+            )
+        return key
+
+    def _holds_key_set(self) -> bool:
+        """Whether a key set the issuer answered is in the cache, and fresh."""
+        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
+        return cache is not None and cache.get() is not None
+
+    @staticmethod
+    def _unavailable(failure: Exception) -> SigningKeysUnavailableError:
+        logger.warning("signing keys unavailable", extra={"error": str(failure)})
+        return SigningKeysUnavailableError("the issuer's signing keys could not be fetched")
 
     def _holds_signing_keys(self) -> bool:
         """Whether the cached key set (no fetch) has a key a token could name."""
@@ -128,11 +200,6 @@ class TokenVerifier:
         except jwt.PyJWTError:
             return False
         return True
-
-    @staticmethod
-    def _keys_unavailable(exc: Exception) -> SigningKeysUnavailableError:
-        logger.warning("signing keys unavailable", extra={"error": str(exc)})
-        return SigningKeysUnavailableError("the issuer's signing keys could not be fetched")
 
     def verify(self, token: str | None) -> Identity:
         if not token:
@@ -148,7 +215,7 @@ class TokenVerifier:
         algorithm = header.get("alg")
         if not isinstance(algorithm, str):
             raise AuthenticationError("malformed_token")
-        key = self._key_for(token, algorithm)
+        key = self._key_for(token, algorithm, header)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -36,6 +36,8 @@ from tests.support import (
     ws_event,
 )
 from tether import runtime, sweep_and_admin_models
+from tether.auth import TokenVerifier
+from tether.errors import SigningKeysUnavailableError
 
 Conn = psycopg.Connection[dict[str, object]]
 IP = "203.0.113.10"
@@ -313,6 +315,66 @@ def test_signing_keys_the_issuer_answers_as_garbage_answer_503_and_recover(
     jwks.answer = None
     assert _connect(with_query(ws_event("connect", "garbled="), token=token))["statusCode"] == 200
     assert len(_sessions(db)) == 1
+
+
+def test_keys_last_fetched_verify_while_the_issuer_cannot_give_them(
+    db: Conn,
+    keys: SigningKeys,
+    jwks: JwksServer,
+    lambda_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The key set expires from the cache every few minutes; an issuer that cannot
+    answer then (down, or answering an error page) refused every handshake with 503
+    until it came back, though the keys it gave minutes before still held."""
+    lambda_env.setenv("TETHER_JWKS_CACHE_SECONDS", "1")
+    runtime.reset()
+    token = sign(claims(), keys.es256, "ES256", kid=keys.es256_kid)
+    assert _connect(with_query(ws_event("connect", "before="), token=token))["statusCode"] == 200
+    jwks.answer = b"<html><body>502 Bad Gateway</body></html>"
+    time.sleep(1.2)  # the cached key set has expired
+    response = _connect(with_query(ws_event("connect", "during="), token=token))
+    assert response["statusCode"] == 200, response
+    assert jwks.fetches == 2  # asked, and it answered no key set
+    assert "signing keys unavailable" in capsys.readouterr().out
+    # A key the issuer never gave is not trusted for its silence: 503, to retry.
+    stranger = sign(claims(), _other_es256(), "ES256", "a-key-nobody-gave")
+    refused = _connect(with_query(ws_event("connect", "stranger="), token=stranger))
+    assert refused["statusCode"] == 503
+    assert len(_sessions(db)) == 2
+
+
+def test_keys_last_fetched_verify_for_a_bounded_time_only(keys: SigningKeys) -> None:
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = TokenVerifier(
+            audience=payload["aud"],
+            issuer=payload["iss"],
+            jwks_url=server.url,
+            jwks_cache_seconds=1,
+            jwks_refresh_cooldown_seconds=0,
+            jwks_keep_seconds=2,
+        )
+        token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        started = time.monotonic()
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        server.answer = b"<html><body>504 Gateway Timeout</body></html>"
+        time.sleep(1.2)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        # A key set that holds no key it can use is the issuer's word: the keys it
+        # gave before are not trusted for it.
+        server.answer = b'{"keys": []}'
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(token)
+        server.answer = b"<html><body>504 Gateway Timeout</body></html>"
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        time.sleep(max(0.0, 2.2 - (time.monotonic() - started)))
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(token)
+        # The issuer back, the keys it gives verify again.
+        server.answer = None
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
 
 
 @pytest.mark.usefixtures("lambda_env")
