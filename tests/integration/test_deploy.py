@@ -841,3 +841,41 @@ def test_a_destroy_whose_bucket_could_not_go_says_how_to_finish_and_that_finishe
     # Without --delete-bucket, or a bucket to delete, a stack that is not there is refused.
     assert main([*_destroy(aws, STACK), "--yes"]) == 2
     assert f"--stack: stack {STACK} does not exist" in capsys.readouterr().err
+
+
+def test_a_bucket_of_tether_s_name_that_another_account_made_is_never_used(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bucket names are global and the default one is predictable from the account id,
+    which is no secret: another account can make it first and let this one write to it.
+    The deploy then uploaded the bundle (and any template too large to pass inline) to a
+    stranger's bucket, who could swap the code the functions run with the database
+    secret. It is refused, nothing uploaded, no stack made."""
+    sts = aws_client("sts", aws)
+    account = sts.get_caller_identity()["Account"]
+    credentials = sts.assume_role(
+        RoleArn="arn:aws:iam::111111111111:role/squatter", RoleSessionName="squatter"
+    )["Credentials"]
+    squatter = boto3.client(
+        "s3",
+        endpoint_url=aws,
+        region_name=AWS_REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    bucket = f"tether-deploy-{account}-{AWS_REGION}"
+    squatter.create_bucket(Bucket=bucket)
+    assert bucket not in {b["Name"] for b in aws_client("s3", aws).list_buckets()["Buckets"]}
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+
+    code = main([*deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert (
+        f"tether deploy: cannot use bucket {bucket}: it belongs to another AWS account"
+    ) in said.err
+    assert squatter.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert aws_client("cloudformation", aws).describe_stacks()["Stacks"] == []

@@ -139,10 +139,15 @@ def bucket_is_tethers(aws: Aws, bucket: str) -> bool:
     """True for a bucket tether created (tagged, or its default name)."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    if bucket == default_bucket(account_id(aws), region_of(aws)):
+    account = account_id(aws)
+    if bucket == default_bucket(account, region_of(aws)) and owned(aws, bucket):
         return True
     try:
-        tags = aws.client("s3").get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+        tags = (
+            aws.client("s3")
+            .get_bucket_tagging(Bucket=bucket, ExpectedBucketOwner=account)
+            .get("TagSet", [])
+        )
     except ClientError:
         return False  # no tags at all (NoSuchTagSet), or not ours to read
     return BUCKET_TAG in tags
@@ -164,17 +169,48 @@ def stacks_using_bucket(aws: Aws, bucket: str, *, besides: str) -> list[str]:
     return sorted(users)
 
 
+def owned(aws: Aws, bucket: str) -> bool:
+    """Whether this account owns the bucket. Bucket names are global, and tether's
+    default is predictable from the account id: another account may have made it and
+    let this one write there, to swap the code the functions run. S3 refuses every
+    call of tether's on a bucket of another owner (ExpectedBucketOwner); this asks
+    besides, for a plain answer. An identity that may not list its buckets is left
+    to S3's refusal."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        listed = aws.client("s3").list_buckets(Prefix=bucket).get("Buckets", [])
+    except ClientError:
+        return True
+    return bucket in {b.get("Name") for b in listed}
+
+
+FOREIGN_BUCKET = (
+    "it belongs to another AWS account (bucket names are global); give one of this"
+    " account's with --bucket"
+)
+
+
 def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
-    """The bundle bucket: private, encrypted, created if missing."""
+    """The bundle bucket: this account's, private, encrypted, created if missing."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     s3 = aws.client("s3")
+    account = account_id(aws)
     try:
-        s3.head_bucket(Bucket=bucket)
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as exc:
-        if error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
-            raise DeployError(f"cannot use bucket {bucket}: {error_code(exc)}") from None
+        code = error_code(exc)
+        if code in {"403", "AccessDenied"}:
+            raise DeployError(
+                f"cannot use bucket {bucket}: {code} (another AWS account's, or not this"
+                " identity's to read)"
+            ) from None
+        if code not in {"404", "NoSuchBucket", "NotFound"}:
+            raise DeployError(f"cannot use bucket {bucket}: {code}") from None
     else:
+        if not owned(aws, bucket):
+            raise DeployError(f"cannot use bucket {bucket}: {FOREIGN_BUCKET}")
         return
     region = s3.meta.region_name
     create: dict[str, Any] = {"Bucket": bucket}
@@ -185,7 +221,7 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
     except ClientError as exc:
         raise DeployError(f"cannot create bucket {bucket}: {error_code(exc)}") from None
     try:
-        _set_up_bucket(s3, bucket)
+        _set_up_bucket(s3, bucket, account)
     except (BotoCoreError, ClientError) as exc:
         # An existing bucket is used as it is: left half set up (public access not
         # blocked, not tagged as tether's to delete), the next deploy would use it so.
@@ -196,10 +232,11 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
     report(f"created bucket {bucket}")
 
 
-def _set_up_bucket(s3: Any, bucket: str) -> None:
+def _set_up_bucket(s3: Any, bucket: str, account: str) -> None:
     """A new bundle bucket made private, encrypted and tether's."""
     s3.put_public_access_block(
         Bucket=bucket,
+        ExpectedBucketOwner=account,
         PublicAccessBlockConfiguration={
             "BlockPublicAcls": True,
             "IgnorePublicAcls": True,
@@ -209,11 +246,14 @@ def _set_up_bucket(s3: Any, bucket: str) -> None:
     )
     s3.put_bucket_encryption(
         Bucket=bucket,
+        ExpectedBucketOwner=account,
         ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
         },
     )
-    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [BUCKET_TAG]})
+    s3.put_bucket_tagging(
+        Bucket=bucket, Tagging={"TagSet": [BUCKET_TAG]}, ExpectedBucketOwner=account
+    )
 
 
 def _removed_empty(s3: Any, bucket: str) -> str:
@@ -233,8 +273,9 @@ def upload_bundle(aws: Aws, bucket: str, bundle: Bundle, report: Report) -> bool
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
     s3 = aws.client("s3")
+    account = account_id(aws)
     try:
-        s3.head_object(Bucket=bucket, Key=bundle.key)
+        s3.head_object(Bucket=bucket, Key=bundle.key, ExpectedBucketOwner=account)
     except ClientError as exc:
         if error_code(exc) not in {"404", "NoSuchKey", "NotFound"}:
             raise DeployError(
@@ -249,6 +290,7 @@ def upload_bundle(aws: Aws, bucket: str, bundle: Bundle, report: Report) -> bool
             Key=bundle.key,
             Body=body,
             Metadata={"sha256": bundle.digest, "runtime": bundle.target.runtime},
+            ExpectedBucketOwner=account,
         )
     report(f"uploaded s3://{bucket}/{bundle.key} ({bundle.size / 2**20:.1f} MiB)")
     return True
@@ -534,7 +576,9 @@ def _template_source(aws: Aws, bucket: str, template: str) -> dict[str, str]:
     key = f"tether/templates/{digest}.yaml"
     ensure_bucket(aws, bucket, lambda _line: None)
     s3 = aws.client("s3")
-    s3.put_object(Bucket=bucket, Key=key, Body=template.encode())
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=template.encode(), ExpectedBucketOwner=account_id(aws)
+    )
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
     )
@@ -743,16 +787,21 @@ def delete_bucket(aws: Aws, bucket: str, report: Report) -> None:
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
     s3 = aws.client("s3")
+    account = account_id(aws)
     try:
         paginator = s3.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=bucket):
+        for page in paginator.paginate(Bucket=bucket, ExpectedBucketOwner=account):
             doomed = [
                 {"Key": item["Key"], "VersionId": item["VersionId"]}
                 for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
             ]
             if doomed:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
-        s3.delete_bucket(Bucket=bucket)
+                s3.delete_objects(
+                    Bucket=bucket,
+                    Delete={"Objects": doomed, "Quiet": True},
+                    ExpectedBucketOwner=account,
+                )
+        s3.delete_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as exc:
         raise DeployError(f"cannot delete bucket {bucket}: {error_code(exc)}") from None
     report(f"deleted bucket {bucket}")
