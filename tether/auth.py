@@ -128,6 +128,9 @@ class TokenVerifier:
             # without a signing key (it stands: the keys before are not kept for it),
             # or something that is not a JSON object at all (an error page: kept).
             if self._holds_signing_keys():
+                # The set it answered is now the keys it last gave, though the token's
+                # key is not among them: a key it dropped is not kept for its outages.
+                self._keep_fetched_keys()
                 raise AuthenticationError("unknown_signing_key") from exc
             if self._holds_key_set():
                 raise self._unavailable(exc) from exc

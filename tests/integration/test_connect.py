@@ -37,7 +37,7 @@ from tests.support import (
 )
 from tether import runtime, sweep_and_admin_models
 from tether.auth import TokenVerifier
-from tether.errors import SigningKeysUnavailableError
+from tether.errors import AuthenticationError, SigningKeysUnavailableError
 
 Conn = psycopg.Connection[dict[str, object]]
 IP = "203.0.113.10"
@@ -375,6 +375,37 @@ def test_keys_last_fetched_verify_for_a_bounded_time_only(keys: SigningKeys) -> 
         # The issuer back, the keys it gives verify again.
         server.answer = None
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+
+
+def test_a_key_the_issuer_dropped_is_not_kept_for_its_next_outage(keys: SigningKeys) -> None:
+    """The issuer rotates a key out (revoked, leaked): tokens signed by it get 401.
+    Its next outage must not bring the dropped key back: the keys it last gave are
+    the new set, though no token of the new key came by since."""
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = TokenVerifier(
+            audience=payload["aud"],
+            issuer=payload["iss"],
+            jwks_url=server.url,
+            jwks_cache_seconds=1,
+            jwks_refresh_cooldown_seconds=0,
+        )
+        dropped = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        assert verifier.verify(dropped).user_id == uuid.UUID(payload["sub"])
+        rotated = SigningKeys()
+        server.keys = rotated
+        time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+        with pytest.raises(AuthenticationError) as refused:
+            verifier.verify(dropped)
+        assert refused.value.cause == "unknown_signing_key"
+        server.answer = b"<html><body>502 Bad Gateway</body></html>"
+        time.sleep(1.2)
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(dropped)
+        # The keys it did give last verify through the outage.
+        current = sign(payload, rotated.es256, "ES256", kid=rotated.es256_kid)
+        assert verifier.verify(current).user_id == uuid.UUID(payload["sub"])
 
 
 @pytest.mark.usefixtures("lambda_env")
