@@ -78,17 +78,24 @@ def describe_seconds(seconds: float) -> str:
     days"; a tenth is shown only where it is not 0. The one wording of every human output's
     durations (the live page's script keeps the same rules)."""
     # Each unit up to two of the next (90 seconds, 90 minutes: not 1.5 of it), but
-    # one of the next by its name (1 minute, 1 hour).
-    whole = max(0, round(seconds))
+    # one of the next by its name (1 minute, 1 hour). Halves round up, as a person
+    # (and the page's Math.round) does: round() would say 150 s is 2 minutes.
+    whole = max(0, _half_up(seconds))
     if whole < 120:
         return _amount(1, "minute") if whole == 60 else _amount(whole, "second")
-    minutes = round(seconds / 60)
+    minutes = _half_up(seconds / 60)
     if minutes < 120:
         return _amount(1, "hour") if minutes == 60 else _amount(minutes, "minute")
-    hours = round(seconds / 3600, 1)
+    hours = _half_up(seconds / 360) / 10
     if hours < 48:
         return _amount(hours, "hour")
-    return _amount(round(seconds / 86400, 1), "day")
+    return _amount(_half_up(seconds / 8640) / 10, "day")
+
+
+def _half_up(value: float) -> int:
+    """The nearest whole number, a half rounding up: JavaScript's Math.round."""
+    whole = math.floor(value)
+    return whole + 1 if value - whole >= 0.5 else whole
 
 
 def _amount(value: float, unit: str) -> str:
