@@ -879,3 +879,35 @@ def test_a_bucket_of_tether_s_name_that_another_account_made_is_never_used(
     ) in said.err
     assert squatter.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
     assert aws_client("cloudformation", aws).describe_stacks()["Stacks"] == []
+
+
+def test_a_bucket_of_this_account_is_used_when_its_buckets_cannot_be_listed_by_prefix(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner check lists this account's buckets by prefix, a parameter S3 clients
+    older than late 2024 do not have (boto3 1.34, which tether accepts, refuses it before
+    sending anything): the deploy then failed on its own bucket, every time. As when the
+    listing is denied, the check is left to S3's ExpectedBucketOwner."""
+    from botocore.exceptions import ParamValidationError  # noqa: PLC0415
+
+    from tether.deploy import stack  # noqa: PLC0415
+
+    made = stack.Aws.client
+
+    def without_prefix(self: stack.Aws, service: str) -> Any:
+        client = made(self, service)
+
+        def refuse(params: dict[str, Any], **_: Any) -> None:
+            if "Prefix" in params:
+                raise ParamValidationError(report='Unknown parameter in input: "Prefix"')
+
+        client.meta.events.register("provide-client-params.s3.ListBuckets", refuse)
+        return client
+
+    monkeypatch.setattr(stack.Aws, "client", without_prefix)
+    target = stack.Aws(endpoint_url=aws, region=AWS_REGION)
+    bucket = stack.default_bucket(stack.account_id(target), AWS_REGION)
+    aws_client("s3", aws).create_bucket(Bucket=bucket)
+    said: list[str] = []
+    stack.ensure_bucket(target, bucket, said.append)
+    assert said == []  # used as it is, not made again

@@ -174,13 +174,14 @@ def owned(aws: Aws, bucket: str) -> bool:
     default is predictable from the account id: another account may have made it and
     let this one write there, to swap the code the functions run. S3 refuses every
     call of tether's on a bucket of another owner (ExpectedBucketOwner); this asks
-    besides, for a plain answer. An identity that may not list its buckets is left
-    to S3's refusal."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    besides, for a plain answer. An identity that may not list its buckets, or a
+    client too old to list them by prefix (boto3 before late 2024), is left to S3's
+    refusal."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     try:
         listed = aws.client("s3").list_buckets(Prefix=bucket).get("Buckets", [])
-    except ClientError:
+    except (BotoCoreError, ClientError):
         return True
     return bucket in {b.get("Name") for b in listed}
 
