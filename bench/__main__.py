@@ -11,6 +11,7 @@ README says which refusals come before anything starts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import signal
@@ -20,6 +21,8 @@ import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
+
+import psutil
 
 from bench import common, database
 from bench.common import (
@@ -50,6 +53,8 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 IN_BACKGROUND = {"detection_latency"}
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+JOIN_SECONDS = 10.0
+"""How long a stopped run waits for what it started to end, before killing it."""
 
 
 def _known() -> list[str]:
@@ -101,9 +106,9 @@ def _run_all(chosen: list[str], mode: Run) -> tuple[dict[str, Entry], str]:
     """The chosen benchmarks on a fresh server, stopped at the end whatever happens;
     their results and the server's version."""
     results: dict[str, Entry] = {}
+    background: list[threading.Thread] = []
     try:
         database.start_fresh()
-        background: list[threading.Thread] = []
         for module in chosen:
             if module in IN_BACKGROUND:
                 thread = threading.Thread(target=_run_module, args=(module, mode, results))
@@ -116,7 +121,25 @@ def _run_all(chosen: list[str], mode: Run) -> tuple[dict[str, Entry], str]:
         version = database.server_version()
     finally:
         database.stop()
+        if _interrupted.is_set():
+            _stop_children()
+            for thread in background:
+                thread.join(timeout=JOIN_SECONDS)
     return results, version
+
+
+def _stop_children() -> None:
+    """What the benchmarks started (tether dev, tether simulate, pgbench). Ctrl-C reaches
+    them with the run, all in one process group; SIGTERM reaches the run alone, and a
+    benchmark beside the others would wait for them, and leave them running."""
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=JOIN_SECONDS)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def main() -> int:

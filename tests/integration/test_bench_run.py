@@ -233,6 +233,68 @@ def test_a_run_stopped_midway_stops_its_postgres_and_writes_nothing(
         embedded.stop_if_running(data)
 
 
+BACKGROUND_RUN = """
+import pathlib, subprocess, sys, types
+import bench.__main__ as bench_main
+from bench import common
+common.RESULTS = pathlib.Path("results").resolve()
+module = types.ModuleType("bench.bench_stand_in_beside")
+def run(mode):
+    # As detection_latency does: a child process of its own (tether simulate), waited on.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    pathlib.Path("child").write_text(str(child.pid))
+    child.wait()
+    raise RuntimeError("the child was stopped")
+module.run = run
+sys.modules["bench.bench_stand_in_beside"] = module
+bench_main.MODULES["bench_stand_in_beside"] = ("bench_stand_in_beside",)
+bench_main.IN_BACKGROUND.add("bench_stand_in_beside")
+sys.argv = ["python -m bench", "--quick", "bench_stand_in_beside"]
+sys.exit(bench_main.main())
+"""
+
+
+def test_a_run_stopped_while_a_benchmark_runs_beside_it_ends_with_its_children(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM reaches the run alone (a CI job cancelled, `kill PID`), not the processes
+    its benchmarks started: the detection benchmark, which runs in a thread beside the
+    others, went on waiting for its tether simulate and tether dev after the run had
+    said it was interrupted, so the run did not end for minutes, and once killed
+    left them running against a stopped Postgres."""
+    data = tmp_path / ".tether" / "bench-pgdata"
+    run = subprocess.Popen(  # noqa: S603 - this interpreter
+        [sys.executable, "-c", BACKGROUND_RUN],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "child").exists() or not (tmp_path / "child").read_text():
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child = int((tmp_path / "child").read_text())
+        run.send_signal(signal.SIGTERM)
+        _, said = run.communicate(timeout=30)
+        assert run.returncode == 130, said
+        assert said.endswith(
+            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
+        )
+        assert "Traceback" not in said
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if child is not None and psutil.pid_exists(child):
+            psutil.Process(child).kill()
+        embedded.stop_if_running(data)
+
+
 def test_a_postgres_that_cannot_start_is_said_in_one_line(tmp_path: Path) -> None:
     # A folder too deep for the server's socket, and a runtime folder as deep: the
     # message saying so and what to do came at the end of a 20-line traceback.
