@@ -91,6 +91,7 @@ def _run_module(module: str, mode: Run, into: dict[str, Entry]) -> None:
 
 
 _interrupted = threading.Event()
+_stopping = threading.Event()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -99,6 +100,10 @@ def _interrupt(signum: int, frame: object) -> None:
     _interrupted.set()
     if signum == signal.SIGTERM:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _stopping.is_set():
+        # Already stopping (the run's end, or a first signal): raised in there, it would
+        # leave the Postgres running; the run says it was interrupted once stopped.
+        return
     raise KeyboardInterrupt
 
 
@@ -107,6 +112,7 @@ def _run_all(chosen: list[str], mode: Run) -> tuple[dict[str, Entry], str]:
     their results and the server's version."""
     results: dict[str, Entry] = {}
     background: list[threading.Thread] = []
+    _stopping.clear()
     try:
         database.start_fresh()
         for module in chosen:
@@ -120,11 +126,14 @@ def _run_all(chosen: list[str], mode: Run) -> tuple[dict[str, Entry], str]:
             thread.join()
         version = database.server_version()
     finally:
+        _stopping.set()
         database.stop()
         if _interrupted.is_set():
             _stop_children()
             for thread in background:
                 thread.join(timeout=JOIN_SECONDS)
+    if _interrupted.is_set():
+        raise KeyboardInterrupt  # a signal while the run stopped: nothing is written
     return results, version
 
 

@@ -295,6 +295,62 @@ def test_a_run_stopped_while_a_benchmark_runs_beside_it_ends_with_its_children(
         embedded.stop_if_running(data)
 
 
+STOPPING_RUN = """
+import pathlib, sys, time, types
+import bench.__main__ as bench_main
+from bench import common, database
+common.RESULTS = pathlib.Path("results").resolve()
+module = types.ModuleType("bench.bench_stand_in_quick")
+module.run = lambda mode: {}
+sys.modules["bench.bench_stand_in_quick"] = module
+bench_main.MODULES["bench_stand_in_quick"] = ("bench_stand_in_quick",)
+stop = database.stop
+def slow_stop():
+    # The moment a signal lands in: the run's end, its Postgres being stopped.
+    pathlib.Path("stopping").touch()
+    time.sleep(3)
+    stop()
+database.stop = slow_stop
+sys.argv = ["python -m bench", "--quick", "bench_stand_in_quick"]
+sys.exit(bench_main.main())
+"""
+
+
+def test_a_signal_while_the_run_stops_its_postgres_does_not_leave_it_running(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C as the run ended (or a second one, while the first stopped the run) was
+    raised inside the stopping of its Postgres: the run said the Postgres was stopped
+    and left it running."""
+    data = tmp_path / ".tether" / "bench-pgdata"
+    run = subprocess.Popen(  # noqa: S603 - this interpreter
+        [sys.executable, "-c", STOPPING_RUN],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "stopping").exists():
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, said = run.communicate(timeout=60)
+        assert run.returncode == 130, said
+        assert said.endswith(
+            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
+        )
+        assert not embedded.is_running(data)
+        assert not (tmp_path / "results" / "latest.json").exists()
+    finally:
+        if run.poll() is None:
+            run.kill()
+        embedded.stop_if_running(data)
+
+
 def test_a_postgres_that_cannot_start_is_said_in_one_line(tmp_path: Path) -> None:
     # A folder too deep for the server's socket, and a runtime folder as deep: the
     # message saying so and what to do came at the end of a 20-line traceback.
