@@ -168,6 +168,9 @@ class SweepReport:
     """The ends whose announcement failed in this run and that no later check of it
     announced: they stay queued for the next run. ``announce_failed`` counts every
     failure, a later check's retry of an earlier one's too; not in the report's dict."""
+    failed_then_announced: int = 0
+    """The ends whose announcement failed in this run and a later check of it announced;
+    not in the report's dict."""
     stopped_for_time: bool = False
     interrupted: bool = False
     """Stopped by its caller before it finished (see ``StoppableClock``), not for time."""
@@ -549,6 +552,9 @@ class Sweep:
             self.report.announce_failed += drained.failed
             self.report.announced_unrecorded += drained.unrecorded
             self.report.announce_error = self.report.announce_error or drained.error
+            self.report.failed_then_announced += len(
+                self.report.failed_still_queued & drained.announced_sessions
+            )
             self.report.failed_still_queued -= drained.announced_sessions
             self.report.failed_still_queued |= drained.failed_sessions
 

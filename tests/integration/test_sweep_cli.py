@@ -703,10 +703,34 @@ def test_a_run_whose_later_check_announced_what_was_refused_succeeds(
         assert (report["announce_failed"], report["announced"]) == (1, 1)
     else:
         assert (
-            "1 announcement(s) failed: ResourceNotFoundException; 0 of them stay queued for the"
-            " next sweep, a later check announced the others"
+            "1 announcement(s) failed: ResourceNotFoundException; a later check announced 1"
+            " end(s), 0 end(s) stay queued for the next sweep"
         ) in stdout
         assert "announced 1, redelivered 1" in stdout
+
+
+def test_a_run_whose_every_check_was_refused_does_not_say_a_later_one_announced(
+    database_url: str, make_session: SessionFactory, aws: str
+) -> None:
+    """--keep-checking with a bus that refuses throughout: each check tries the one end
+    again, so more announcements failed than ends stay queued, and the report said "a
+    later check announced the others" though none was announced."""
+    make_session(connection_id="ended=", started_seconds_ago=900, ended_seconds_ago=60)
+    result = run_tether(
+        "sweep", "--keep-checking", "--database-url", database_url,
+        env={
+            "TETHER_AWS_ENDPOINT_URL": aws,
+            "TETHER_EVENT_BUS_NAME": "no-such-bus",
+            "TETHER_SWEEP_CHECK_EVERY_SECONDS": "1",
+            "TETHER_SWEEP_SCHEDULE_SECONDS": "4",
+            "TETHER_SWEEP_TIME_MARGIN_SECONDS": "1",
+        },
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "tether sweep: 1 end(s) could not be announced and stay queued" in result.stderr
+    assert "announced 0," in result.stdout, result.stdout
+    assert "a later check announced" not in result.stdout, result.stdout
+    assert "1 end(s) stay queued for the next sweep" in result.stdout, result.stdout
 
 
 def _without_region(home: Path, **extra: str) -> dict[str, str]:

@@ -225,11 +225,13 @@ def _say_announcements(report: SweepReport) -> None:
                 f" sweep: {why}"
             )
         else:
-            # --keep-checking: a later check announced what an earlier one could not.
-            say(
-                f"{report.announce_failed} announcement(s) failed: {why}; {queued} of them stay"
-                " queued for the next sweep, a later check announced the others"
-            )
+            # --keep-checking: each check tries a queued end again, so the failures count
+            # tries, not ends; a later check may have announced some.
+            later = report.failed_then_announced
+            tail = f"{queued} end(s) stay queued for the next sweep"
+            if later:
+                tail = f"a later check announced {later} end(s), {tail}"
+            say(f"{report.announce_failed} announcement(s) failed: {why}; {tail}")
     if report.announced_unrecorded:
         say(
             f"{report.announced_unrecorded} announcement(s) went out but could not be recorded"
