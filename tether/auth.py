@@ -2,7 +2,7 @@
 
 Asymmetric keys (ES256, RS256) come from the project's JWKS URL, cached per container
 and fetched again when a token names a key id the cache does not know; while the
-issuer cannot give them (unreachable, or answering no JSON at all: an error page),
+issuer cannot give them (unreachable, or answering no JSON object: an error page),
 the keys it last gave verify for up to an hour after their fetch, so a short outage
 of the issuer does not refuse every handshake once the cache expires. Legacy projects
 verify HS256 with the JWT secret. Signature, algorithm, ``exp``, ``aud`` and ``iss``
@@ -46,6 +46,20 @@ class Identity:
     claims: dict[str, Any]
 
 
+class _JwksClient(jwt.PyJWKClient):
+    """PyJWT's client, but an answer that is JSON and no object (a list, null) is the
+    issuer's failure as a body that is no JSON at all is: PyJWT raises for it the error
+    it raises for a key the set lacks, which would refuse a good token as 401."""
+
+    def fetch_data(self) -> Any:
+        try:
+            return super().fetch_data()
+        except jwt.PyJWKClientConnectionError:
+            raise
+        except jwt.PyJWKClientError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -85,7 +99,7 @@ class TokenVerifier:
         if jwks_url:
             # PyJWKClient caches the key set and refetches it once for an unknown kid.
             try:
-                self._jwks = jwt.PyJWKClient(
+                self._jwks = _JwksClient(
                     jwks_url,
                     cache_jwk_set=True,
                     lifespan=int(jwks_cache_seconds),
@@ -125,8 +139,7 @@ class TokenVerifier:
             return self._kept_key(header, exc)
         except jwt.PyJWKClientError as exc:
             # The token names a key the set lacks; or the issuer answered a key set
-            # without a signing key (it stands: the keys before are not kept for it),
-            # or something that is not a JSON object at all (an error page: kept).
+            # without a signing key (it stands: the keys before are not kept for it).
             if self._holds_signing_keys():
                 # The set it answered is now the keys it last gave, though the token's
                 # key is not among them: a key it dropped is not kept for its outages.
@@ -140,7 +153,8 @@ class TokenVerifier:
             # token's fault (503), and no reason to trust the keys it gave before.
             raise self._unavailable(exc) from exc
         except ValueError as exc:
-            # A body that is not JSON (an error page answered with 200).
+            # A body that is not JSON (an error page answered with 200), or JSON that is
+            # no object: the issuer's failure, as when it cannot be reached.
             return self._kept_key(header, exc)
         except jwt.PyJWTError as exc:
             raise AuthenticationError("malformed_token") from exc

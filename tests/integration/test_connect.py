@@ -408,6 +408,34 @@ def test_a_key_the_issuer_dropped_is_not_kept_for_its_next_outage(keys: SigningK
         assert verifier.verify(current).user_id == uuid.UUID(payload["sub"])
 
 
+@pytest.mark.parametrize("answer", [b"[]", b"null", b"<html>502 Bad Gateway</html>"])
+def test_a_new_key_met_while_the_issuer_answers_garbage_is_not_called_unknown(
+    keys: SigningKeys, answer: bytes
+) -> None:
+    """The issuer rotated to a key this container has not fetched yet, and answers the
+    refetch with something that is no key set: nothing is said of the token (503, to
+    retry), whether the answer is JSON (a list, null) or not; a 401 unknown_signing_key
+    would sign a user with a good token out."""
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = TokenVerifier(
+            audience=payload["aud"],
+            issuer=payload["iss"],
+            jwks_url=server.url,
+            jwks_refresh_cooldown_seconds=0,
+        )
+        token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        rotated = SigningKeys()
+        server.answer = answer
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(sign(payload, rotated.es256, "ES256", kid=rotated.es256_kid))
+        server.keys, server.answer = rotated, None
+        renewed = sign(payload, rotated.es256, "ES256", kid=rotated.es256_kid)
+        assert verifier.verify(renewed).user_id == uuid.UUID(payload["sub"])
+
+
 @pytest.mark.usefixtures("lambda_env")
 def test_hs256_signed_with_a_public_key_fails_the_secret_too(db: Conn, keys: SigningKeys) -> None:
     pem = keys.rs256.public_key().public_bytes(
