@@ -177,6 +177,12 @@ def test_a_size_set_wrong_stops_the_run_before_it_starts(
     assert "TETHER_BENCH_HISTORY='abc' is not a size" in capsys.readouterr().err
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    # A test runner's worker may ignore SIGINT, and a child inherits that: the run would
+    # never hear the Ctrl-C it is sent, as it would not from a background job's.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SLOW_RUN = """
 import pathlib, sys, time, types
 import bench.__main__ as bench_main
@@ -209,6 +215,7 @@ def test_a_run_stopped_midway_stops_its_postgres_and_writes_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
     )
     try:
         deadline = time.monotonic() + 60
@@ -330,6 +337,7 @@ def test_a_signal_while_the_run_stops_its_postgres_does_not_leave_it_running(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
     )
     try:
         deadline = time.monotonic() + 60
