@@ -28,6 +28,15 @@ def test_a_silent_environment_gets_the_laptop_s_choices() -> None:
     assert config.operator_key
 
 
+def test_the_run_s_operator_key_never_begins_or_ends_with_a_dash() -> None:
+    # One key in 32 began or ended with "-" (a banner printed --j_iWld...): handed to a
+    # tool it reads as an option, and a terminal's double-click leaves the dashes behind.
+    keys = [dev_settings(DevOptions(port=4711), DATABASE).operator_key for _ in range(400)]
+    assert all(key and key[0].isalnum() and key[-1].isalnum() for key in keys)
+    assert len(set(keys)) == len(keys)
+    assert all(len(str(key)) == 32 for key in keys)
+
+
 @pytest.mark.parametrize("name", ["TETHER_SUPABASE_URL", "SUPABASE_URL", "supabase_url"])
 def test_a_supabase_project_named_by_any_of_its_names_keeps_its_issuer(
     monkeypatch: pytest.MonkeyPatch, name: str

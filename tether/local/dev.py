@@ -214,7 +214,7 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
         overrides["suspect_after_seconds"] = options.suspect_after
     if "operator_key" not in given:
         # A key for this run only, printed at start: curl and a browser work at once.
-        overrides["operator_key"] = secrets.token_urlsafe(24)
+        overrides["operator_key"] = operator_key()
     # Never longer than a run: a check every 10 s is no use to a run every 5 s.
     every = options.check_every
     if every is None:
@@ -527,6 +527,16 @@ def _listening(options: DevOptions, ws_url: str) -> str:
         f"tether dev: listening on {ws_url}, and on every interface (--host"
         f" {options.host}): other devices call it by this machine's IP address"
     )
+
+
+def operator_key() -> str:
+    """A key for one run, as URL-safe as ``secrets.token_urlsafe`` but beginning and
+    ending with a letter or digit: one beginning with "-" reads as an option to the tools
+    it is handed to, and a terminal's double-click leaves its edge dashes behind."""
+    while True:
+        key = secrets.token_urlsafe(24)
+        if key[0].isalnum() and key[-1].isalnum():
+            return key
 
 
 def _netloc(options: DevOptions) -> str:
