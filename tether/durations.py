@@ -109,7 +109,7 @@ def estimate(seconds: float) -> str:
     if seconds < 1:
         return "under a second"
     if seconds >= 90:
-        seconds = round(seconds / 60) * 60.0
+        seconds = _half_up(seconds / 60) * 60.0
     return f"about {describe_seconds(seconds)}"
 
 

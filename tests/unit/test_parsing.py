@@ -89,7 +89,12 @@ def test_durations_are_described_for_people(seconds: float, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.2, "under a second"), (12.4, "about 12 seconds"), (150, "about 2 minutes")],
+    [
+        (0.2, "under a second"),
+        (12.4, "about 12 seconds"),
+        (150, "about 3 minutes"),
+        (210, "about 4 minutes"),
+    ],
 )
 def test_estimates_say_durations_in_the_same_words(seconds: float, text: str) -> None:
     assert estimate(seconds) == text
