@@ -146,11 +146,13 @@ class TokenVerifier:
                 self._keep_fetched_keys()
                 raise AuthenticationError("unknown_signing_key") from exc
             if self._holds_key_set():
+                self._forget_kept_keys()
                 raise self._unavailable(exc) from exc
             return self._kept_key(header, exc)
         except jwt.PyJWKSetError as exc:
             # A key set none of whose keys can be read: the issuer's word, not the
             # token's fault (503), and no reason to trust the keys it gave before.
+            self._forget_kept_keys()
             raise self._unavailable(exc) from exc
         except ValueError as exc:
             # A body that is not JSON (an error page answered with 200), or JSON that is
@@ -172,6 +174,11 @@ class TokenVerifier:
             if key.public_key_use in ("sig", None) and key.key_id
         }
         self._kept = (cached.timestamp, keys)
+
+    def _forget_kept_keys(self) -> None:
+        """The issuer answered a key set with no key to use (all revoked, say): that is
+        now the keys it last gave, so its next outage brings none of the earlier back."""
+        self._kept = (time.monotonic(), {})
 
     def _kept_keys(self) -> dict[str, jwt.PyJWK] | None:
         if self._kept is None:

@@ -362,13 +362,6 @@ def test_keys_last_fetched_verify_for_a_bounded_time_only(keys: SigningKeys) -> 
         server.answer = b"<html><body>504 Gateway Timeout</body></html>"
         time.sleep(1.2)
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
-        # A key set that holds no key it can use is the issuer's word: the keys it
-        # gave before are not trusted for it.
-        server.answer = b'{"keys": []}'
-        with pytest.raises(SigningKeysUnavailableError):
-            verifier.verify(token)
-        server.answer = b"<html><body>504 Gateway Timeout</body></html>"
-        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
         time.sleep(max(0.0, 2.2 - (time.monotonic() - started)))
         with pytest.raises(SigningKeysUnavailableError):
             verifier.verify(token)
@@ -406,6 +399,39 @@ def test_a_key_the_issuer_dropped_is_not_kept_for_its_next_outage(keys: SigningK
         # The keys it did give last verify through the outage.
         current = sign(payload, rotated.es256, "ES256", kid=rotated.es256_kid)
         assert verifier.verify(current).user_id == uuid.UUID(payload["sub"])
+
+
+@pytest.mark.parametrize("emptied", [b'{"keys": []}', b'{"keys": [{"kty": "nonsense"}]}'])
+def test_keys_the_issuer_took_back_all_at_once_stay_gone_through_its_next_outage(
+    keys: SigningKeys, emptied: bytes
+) -> None:
+    """The issuer answers a key set with no key to use (every key revoked at once):
+    that is the keys it last gave. Its next outage must not bring the earlier keys
+    back for the hour kept keys verify."""
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = TokenVerifier(
+            audience=payload["aud"],
+            issuer=payload["iss"],
+            jwks_url=server.url,
+            jwks_cache_seconds=1,
+            jwks_refresh_cooldown_seconds=0,
+        )
+        token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        server.answer = emptied
+        time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(token)
+        server.answer = b"<html><body>504 Gateway Timeout</body></html>"
+        time.sleep(1.2)
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(token)
+        # The issuer back with its keys: they verify again.
+        server.answer = None
+        time.sleep(1.2)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
 
 
 @pytest.mark.parametrize("answer", [b"[]", b"null", b"<html>502 Bad Gateway</html>"])
