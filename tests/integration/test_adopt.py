@@ -124,6 +124,25 @@ def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 
 
+def _drop_owned(
+    conn: psycopg.Connection[Any], role: sql.Composable, *, cascade: bool = False
+) -> None:
+    """A test's clean-up of the roles it made. Now and then Postgres reports a deadlock
+    between this statement and a background process at work on the table meanwhile
+    (autovacuum, by the look of it: nothing of the test's was left running), and fails
+    this one; tried again, it goes through."""
+    statement = sql.SQL("drop owned by {}{}").format(role, sql.SQL(" cascade" if cascade else ""))
+    for attempt in (1, 2, 3):
+        try:
+            conn.execute(statement)
+        except errors.DeadlockDetected:
+            if attempt == 3:
+                raise
+            time.sleep(0.2)
+        else:
+            return
+
+
 def _rows(url: str) -> dict[uuid.UUID, dict[str, Any]]:
     with _connect(url) as conn:
         return {
@@ -529,7 +548,7 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
         with _connect(url) as conn:
             conn.execute("alter table public.conversation_sessions owner to current_user")
             for role in (stranger, reader, owner):
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -620,7 +639,7 @@ def test_a_view_whose_owner_the_role_cannot_act_as_is_refused_before_anything_ch
         with _connect(url) as conn:
             conn.execute("alter table public.conversation_sessions owner to current_user")
             for role in (reporter, owner):
-                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role), cascade=True)
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -689,7 +708,7 @@ def test_a_role_without_inherit_is_told_how_to_drop_the_view_it_recreates(
         with _connect(url) as conn:
             conn.execute("alter table public.conversation_sessions owner to current_user")
             for role in (reporter, owner):
-                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role), cascade=True)
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1554,7 +1573,7 @@ def test_check_warns_of_a_writer_that_row_level_security_would_stop(server: Serv
         assert any(role in w and "BYPASSRLS" in w for w in report.warnings), report.warnings
     finally:
         with _connect(url) as conn:
-            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            _drop_owned(conn, sql.Identifier(role))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1638,7 +1657,7 @@ def test_check_names_every_writer_that_row_level_security_would_stop_and_only_th
     finally:
         with _connect(url) as conn:
             for role in roles:
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1693,7 +1712,7 @@ def test_check_names_a_role_that_only_deletes_that_row_level_security_would_stop
     finally:
         with _connect(url) as conn:
             for role in roles:
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1758,7 +1777,7 @@ def test_check_warns_of_a_reader_that_row_level_security_would_blind(server: Ser
     finally:
         with _connect(url) as conn:
             for role in roles:
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1790,7 +1809,7 @@ def test_check_warns_of_a_reader_of_every_table_that_row_level_security_would_bl
         assert counted == {"orphaned_count": len(origin.orphans)}
     finally:
         with _connect(url) as conn:
-            conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(monitor)))
+            _drop_owned(conn, sql.Identifier(monitor))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(monitor)))
 
 
@@ -1844,7 +1863,7 @@ def test_check_names_every_reader_that_row_level_security_would_blind_and_only_t
     finally:
         with _connect(url) as conn:
             for role in roles:
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1916,7 +1935,7 @@ def test_check_says_what_the_team_s_restrictive_policies_do_once_in_force(
     finally:
         with _connect(url) as conn:
             for role in (reporting, unpoliced):
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -1956,7 +1975,7 @@ def test_check_says_how_to_keep_a_role_reading_that_reads_through_public(server:
     finally:
         with _connect(url) as conn:
             for role in (reporting, forgotten):
-                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+                _drop_owned(conn, sql.Identifier(role))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -3039,7 +3058,7 @@ def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptab
             ).fetchone() == {"granted": True}
     finally:
         with _connect(url) as conn:
-            conn.execute(sql.SQL("drop owned by {}").format(role))
+            _drop_owned(conn, role)
             conn.execute(sql.SQL("drop role {}").format(role))
 
 
