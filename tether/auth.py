@@ -28,6 +28,8 @@ from tether.errors import (
 )
 
 if TYPE_CHECKING:
+    from jwt.jwk_set_cache import JWKSetCache
+
     from tether.settings import Settings
 
 logger = logging.getLogger("tether.auth")
@@ -163,8 +165,12 @@ class TokenVerifier:
         self._keep_fetched_keys()
         return signing_key
 
+    def _cache(self) -> JWKSetCache | None:
+        """PyJWKClient's cache of the key set it last fetched (its public attribute)."""
+        return self._jwks.jwk_set_cache if self._jwks is not None else None
+
     def _keep_fetched_keys(self) -> None:
-        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
+        cache = self._cache()
         cached = cache.jwk_set_with_timestamp if cache is not None else None
         if cached is None or (self._kept is not None and self._kept[0] == cached.timestamp):
             return
@@ -206,7 +212,7 @@ class TokenVerifier:
 
     def _holds_key_set(self) -> bool:
         """Whether a key set the issuer answered is in the cache, and fresh."""
-        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
+        cache = self._cache()
         return cache is not None and cache.get() is not None
 
     @staticmethod
@@ -216,8 +222,7 @@ class TokenVerifier:
 
     def _holds_signing_keys(self) -> bool:
         """Whether the cached key set (no fetch) has a key a token could name."""
-        cache = self._jwks.jwk_set_cache if self._jwks is not None else None
-        if cache is None or cache.get() is None or self._jwks is None:
+        if self._jwks is None or not self._holds_key_set():
             return False
         try:
             self._jwks.get_signing_keys()  # from the cache just read: no fetch
