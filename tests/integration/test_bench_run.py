@@ -177,6 +177,31 @@ def test_a_size_set_wrong_stops_the_run_before_it_starts(
     assert "TETHER_BENCH_HISTORY='abc' is not a size" in capsys.readouterr().err
 
 
+INTERRUPTED = "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
+
+
+def _start_run(folder: Path, script: str) -> subprocess.Popen[str]:
+    """A benchmark run of ``script`` in ``folder``, Ctrl-C reaching it as at a terminal."""
+    return subprocess.Popen(  # noqa: S603 - this interpreter
+        [sys.executable, "-c", script],
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+    )
+
+
+def _wait_for(run: subprocess.Popen[str], sign: Path) -> None:
+    """Until the run has written ``sign`` (it got where the test stops it), a minute at most."""
+    deadline = time.monotonic() + 60
+    while not sign.exists():
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def _ctrl_c_as_at_a_terminal() -> None:
     # A test runner's worker may ignore SIGINT, and a child inherits that: the run would
     # never hear the Ctrl-C it is sent, as it would not from a background job's.
@@ -208,29 +233,15 @@ def test_a_run_stopped_midway_stops_its_postgres_and_writes_nothing(
     # SIGTERM (a CI job cancelled, `kill`) ended the run at once and left its embedded
     # Postgres running; Ctrl-C stopped it, with a traceback.
     data = tmp_path / ".tether" / "bench-pgdata"
-    run = subprocess.Popen(  # noqa: S603 - this interpreter
-        [sys.executable, "-c", SLOW_RUN],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
-    )
+    run = _start_run(tmp_path, SLOW_RUN)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "running").exists():
-            assert run.poll() is None, run.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for(run, tmp_path / "running")
         postmaster = embedded.postmaster_pid(data)
         assert postmaster is not None
         run.send_signal(signum)
         _, said = run.communicate(timeout=60)
         assert run.returncode == 130, said
-        assert said.endswith(
-            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
-        )
+        assert said.endswith(INTERRUPTED)
         assert "Traceback" not in said
         assert not psutil.pid_exists(postmaster) or not embedded.is_running(data)
         assert not (tmp_path / "results" / "latest.json").exists()
@@ -270,14 +281,7 @@ def test_a_run_stopped_while_a_benchmark_runs_beside_it_ends_with_its_children(
     said it was interrupted, so the run did not end for minutes, and once killed
     left them running against a stopped Postgres."""
     data = tmp_path / ".tether" / "bench-pgdata"
-    run = subprocess.Popen(  # noqa: S603 - this interpreter
-        [sys.executable, "-c", BACKGROUND_RUN],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = _start_run(tmp_path, BACKGROUND_RUN)
     child = None
     try:
         deadline = time.monotonic() + 60
@@ -289,9 +293,7 @@ def test_a_run_stopped_while_a_benchmark_runs_beside_it_ends_with_its_children(
         run.send_signal(signal.SIGTERM)
         _, said = run.communicate(timeout=30)
         assert run.returncode == 130, said
-        assert said.endswith(
-            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
-        )
+        assert said.endswith(INTERRUPTED)
         assert "Traceback" not in said
         assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
     finally:
@@ -330,27 +332,13 @@ def test_a_signal_while_the_run_stops_its_postgres_does_not_leave_it_running(
     raised inside the stopping of its Postgres: the run said the Postgres was stopped
     and left it running."""
     data = tmp_path / ".tether" / "bench-pgdata"
-    run = subprocess.Popen(  # noqa: S603 - this interpreter
-        [sys.executable, "-c", STOPPING_RUN],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
-    )
+    run = _start_run(tmp_path, STOPPING_RUN)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "stopping").exists():
-            assert run.poll() is None, run.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for(run, tmp_path / "stopping")
         run.send_signal(signal.SIGINT)
         _, said = run.communicate(timeout=60)
         assert run.returncode == 130, said
-        assert said.endswith(
-            "interrupted: the benchmarks' Postgres is stopped and no results were written\n"
-        )
+        assert said.endswith(INTERRUPTED)
         assert not embedded.is_running(data)
         assert not (tmp_path / "results" / "latest.json").exists()
     finally:

@@ -344,18 +344,30 @@ def test_keys_last_fetched_verify_while_the_issuer_cannot_give_them(
     assert len(_sessions(db)) == 2
 
 
+def _verifier(
+    server: JwksServer,
+    payload: dict[str, Any],
+    *,
+    jwks_cache_seconds: float = 300.0,
+    jwks_keep_seconds: float = 3600.0,
+) -> TokenVerifier:
+    """A verifier of the tokens ``payload`` stands for, against ``server``'s key set, asking
+    it again at once after a failure (no cooldown), as each of these tests needs."""
+    return TokenVerifier(
+        audience=payload["aud"],
+        issuer=payload["iss"],
+        jwks_url=server.url,
+        jwks_refresh_cooldown_seconds=0,
+        jwks_cache_seconds=jwks_cache_seconds,
+        jwks_keep_seconds=jwks_keep_seconds,
+    )
+
+
 def test_keys_last_fetched_verify_for_a_bounded_time_only(keys: SigningKeys) -> None:
     server = JwksServer(keys)
     with server.running():
         payload = claims()
-        verifier = TokenVerifier(
-            audience=payload["aud"],
-            issuer=payload["iss"],
-            jwks_url=server.url,
-            jwks_cache_seconds=1,
-            jwks_refresh_cooldown_seconds=0,
-            jwks_keep_seconds=2,
-        )
+        verifier = _verifier(server, payload, jwks_cache_seconds=1, jwks_keep_seconds=2)
         token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
         started = time.monotonic()
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
@@ -377,13 +389,7 @@ def test_a_key_the_issuer_dropped_is_not_kept_for_its_next_outage(keys: SigningK
     server = JwksServer(keys)
     with server.running():
         payload = claims()
-        verifier = TokenVerifier(
-            audience=payload["aud"],
-            issuer=payload["iss"],
-            jwks_url=server.url,
-            jwks_cache_seconds=1,
-            jwks_refresh_cooldown_seconds=0,
-        )
+        verifier = _verifier(server, payload, jwks_cache_seconds=1)
         dropped = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
         assert verifier.verify(dropped).user_id == uuid.UUID(payload["sub"])
         rotated = SigningKeys()
@@ -411,13 +417,7 @@ def test_keys_the_issuer_took_back_all_at_once_stay_gone_through_its_next_outage
     server = JwksServer(keys)
     with server.running():
         payload = claims()
-        verifier = TokenVerifier(
-            audience=payload["aud"],
-            issuer=payload["iss"],
-            jwks_url=server.url,
-            jwks_cache_seconds=1,
-            jwks_refresh_cooldown_seconds=0,
-        )
+        verifier = _verifier(server, payload, jwks_cache_seconds=1)
         token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
         server.answer = emptied
@@ -445,12 +445,7 @@ def test_a_new_key_met_while_the_issuer_answers_garbage_is_not_called_unknown(
     server = JwksServer(keys)
     with server.running():
         payload = claims()
-        verifier = TokenVerifier(
-            audience=payload["aud"],
-            issuer=payload["iss"],
-            jwks_url=server.url,
-            jwks_refresh_cooldown_seconds=0,
-        )
+        verifier = _verifier(server, payload)
         token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
         rotated = SigningKeys()
