@@ -45,6 +45,9 @@ class Aws:
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
+    # What these credentials' account is, asked once per command (STS is a round trip,
+    # and a deploy needs it for every call on its bucket).
+    _account: list[str] = field(default_factory=list, compare=False, hash=False, repr=False)
 
     def client(self, service: str) -> Any:
         return client(
@@ -117,10 +120,12 @@ def describe(aws: Aws, name: str) -> StackState:
 def account_id(aws: Aws) -> str:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    try:
-        return str(aws.client("sts").get_caller_identity()["Account"])
-    except (BotoCoreError, ClientError) as exc:
-        raise ConfigurationError(f"no usable AWS credentials: {error_code(exc)}") from None
+    if not aws._account:
+        try:
+            aws._account.append(str(aws.client("sts").get_caller_identity()["Account"]))
+        except (BotoCoreError, ClientError) as exc:
+            raise ConfigurationError(f"no usable AWS credentials: {error_code(exc)}") from None
+    return aws._account[0]
 
 
 def region_of(aws: Aws) -> str:
