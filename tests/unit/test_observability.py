@@ -113,6 +113,31 @@ def test_the_formatter_writes_what_powertools_writes(record: logging.LogRecord) 
     assert ours.format(record) == theirs.format(record)
 
 
+def test_the_formatter_orders_and_overrides_keys_as_powertools_does() -> None:
+    ours = observability._Formatter()
+    theirs = LambdaPowertoolsFormatter()
+    for formatter in (ours, theirs):
+        formatter.append_keys(service="tether", region="eu-west-1", location="%(module)s")
+    # The invocation's keys: one overrides a key of the format, one is a reserved
+    # attribute's template, one is None (left out), one is repeated by the record.
+    ours.thread_safe_append_keys(
+        region="us-east-1", timestamp="%(created)f", session_id="s-1", gone=None, cold_start=False
+    )
+    try:
+        record = _record("session ended", session_id="s-2", end_reason="gone", nothing=None)
+        assert ours.format(record) == theirs.format(record)
+        assert '"cold_start":false' in ours.format(record)
+    finally:
+        ours.thread_safe_clear_keys()
+
+
+def test_a_reserved_key_that_is_no_template_is_refused_as_powertools_refuses_it() -> None:
+    formatter = observability._Formatter()
+    formatter.append_keys(location=42)
+    with pytest.raises(ValueError, match="need to be type 'str'"):
+        formatter.format(_record("x"))
+
+
 def test_the_timestamp_changes_with_the_second() -> None:
     formatter = observability._Formatter()
     reference = LambdaPowertoolsFormatter()

@@ -22,7 +22,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.formatter import (
+    RESERVED_LOG_ATTRS,
+    THREAD_LOCAL_KEYS,
+    LambdaPowertoolsFormatter,
+)
 from aws_lambda_powertools.metrics import MetricUnit
 
 R = TypeVar("R")
@@ -54,6 +58,7 @@ def logs_to_stderr() -> None:
 # that are JSON. These are the first characters a JSON document can have.
 _JSON_STARTS = frozenset('{["-0123456789tfnIN')
 _JSON_WHITESPACE = " \t\n\r"
+_RESERVED = frozenset(RESERVED_LOG_ATTRS)
 
 
 class _Formatter(LambdaPowertoolsFormatter):
@@ -69,6 +74,25 @@ class _Formatter(LambdaPowertoolsFormatter):
                 default=self.json_default, separators=(",", ":"), ensure_ascii=False
             ).encode
         self._second: tuple[int, str, str] = (-1, "", "")
+
+    def _extract_log_keys(self, log_record: logging.LogRecord) -> dict[str, Any]:
+        # Powertools' steps in its order, without copying the record's twenty-odd
+        # attributes for each line or scanning its tuple of reserved names for each key.
+        record = log_record.__dict__
+        record["asctime"] = self.formatTime(record=log_record)
+        formatted: dict[str, Any] = {}
+        for keys in (self.log_format, THREAD_LOCAL_KEYS.get()):
+            for key, value in keys.items():
+                if value and key in _RESERVED:
+                    if not isinstance(value, str):
+                        return super()._extract_log_keys(log_record)  # which raises its error
+                    formatted[key] = value % record
+                else:
+                    formatted[key] = value
+        for key, value in record.items():
+            if key not in _RESERVED:
+                formatted[key] = value
+        return formatted
 
     def _extract_log_message(self, log_record: logging.LogRecord) -> Any:
         message = log_record.msg
