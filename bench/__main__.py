@@ -3,9 +3,11 @@ Postgres, one table, ``bench/results/latest.json`` (and a dated copy) and
 ``bench/results/ratios.svg``.
 
 ``python -m bench [--quick] [NAME ...]`` runs the benchmarks named (an entry's name or
-its module's), all by default. It exits 0 when every benchmark ran, 1 when one failed or
-the run could not start, 2 on a name it does not know, 130 when interrupted (the bench
-README says which refusals come before anything starts).
+its module's), all by default. A run of some of them merges its results into
+``latest.json``'s (and the chart's): the others stay, each saying which run it came
+from. It exits 0 when every benchmark ran, 1 when one failed or the run could not
+start, 2 on a name it does not know, 130 when interrupted (the bench README says which
+refusals come before anything starts).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from bench.common import (
     Entry,
     Run,
     SizeError,
+    UnreadableResults,
     check_results_writable,
     check_sizes,
+    earlier_results,
     load_average,
+    merge,
     meta,
     report,
     table,
@@ -151,6 +156,34 @@ def _stop_children() -> None:
             child.kill()
 
 
+def _with_earlier(document: dict[str, Any]) -> dict[str, Any]:
+    """What latest.json holds after a partial run: its benchmarks, and the others as the
+    earlier runs left them. Whatever latest.json holds, the run's own results are
+    written: minutes of work are not lost to a file damaged or of another format."""
+    latest = common.RESULTS / "latest.json"
+    try:
+        earlier = earlier_results()
+    except UnreadableResults as exc:
+        sys.stderr.write(
+            f"{latest} {exc}: it now holds this run's benchmarks alone (earlier runs'"
+            " figures are in their dated copies)\n"
+        )
+        return document
+    merged, gone = merge(document, earlier, _known())
+    by_run: dict[tuple[str, str], list[str]] = {}
+    for name, run in merged["meta"]["carried_over"].items():
+        by_run.setdefault((run["mode"], run["date"]), []).append(name)
+    if by_run:
+        runs = "; ".join(
+            f"the {mode} run of {date}: {', '.join(names)}"
+            for (mode, date), names in by_run.items()
+        )
+        report(f"{latest.name} also holds, from earlier runs, {runs}")
+    if gone:
+        report(f"{latest.name} drops {', '.join(gone)}: no benchmark of this runner any more")
+    return merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -206,14 +239,20 @@ def main() -> int:
         "load_average_at_start": load_at_start,
         "seconds": round(time.monotonic() - clock, 1),
         "sizes": {name: r.get("size") for name, r in ordered.items() if r.get("size")},
+        # A partial run's latest.json names here the benchmarks it kept from earlier runs.
+        "carried_over": {},
     }
     document = {"meta": meta(mode, version, started, extra), "benchmarks": ordered}
+    for result in ordered.values():
+        result["run"] = {"date": document["meta"]["date"], "mode": document["meta"]["mode"]}
     # The table first: if the results cannot be written, the run's figures are still seen.
     report("")
     report(table(document))
     report("")
+    # A run of some benchmarks keeps the others' latest figures; a full run replaces them.
+    partial = set(chosen) != set(MODULES)
     try:
-        paths = write_results(document)
+        paths = write_results(document, _with_earlier(document) if partial else document)
     except OSError as exc:
         sys.stderr.write(f"could not write the results in {common.RESULTS}: {exc}\n")
         return 1

@@ -184,17 +184,21 @@ def check_results_writable() -> None:
     probe.unlink()
 
 
-def write_results(document: dict[str, Any]) -> list[Path]:
-    """``latest.json``, a dated copy, and ``ratios.svg``: each written aside and renamed
-    into place, latest.json last, so that a run stopped or failing while it writes leaves
-    the last complete run's files, never a half-written one or a chart of another run."""
+def write_results(document: dict[str, Any], latest: dict[str, Any] | None = None) -> list[Path]:
+    """The dated copy of ``document`` (the run's own results), and ``latest.json`` and
+    ``ratios.svg`` of ``latest`` (a partial run's merged with the earlier ones: see
+    ``merge``; the run's own by default): each written aside and renamed into place,
+    latest.json last, so that a run stopped or failing while it writes leaves the last
+    complete run's files, never a half-written one or a chart of another run."""
+    latest = document if latest is None else latest
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(document, indent=2, default=str) + "\n"
     stamp = document["meta"]["date"].replace(":", "").replace("+0000", "Z")
     chart = RESULTS / "ratios.svg"
     dated = RESULTS / f"{stamp}-{document['meta']['mode']}.json"
-    latest = RESULTS / "latest.json"
-    contents = {chart: svg_chart(document), dated: text, latest: text}
+    latest_json = RESULTS / "latest.json"
+    latest_text = json.dumps(latest, indent=2, default=str) + "\n"
+    contents = {chart: svg_chart(latest), dated: text, latest_json: latest_text}
     aside = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in contents}
     try:
         for path, content in contents.items():
@@ -204,11 +208,118 @@ def write_results(document: dict[str, Any]) -> list[Path]:
     finally:
         for partial in aside.values():
             partial.unlink(missing_ok=True)
-    return [latest, dated, chart]
+    return [latest_json, dated, chart]
+
+
+class UnreadableResults(ValueError):
+    """``latest.json`` cannot be read, or holds no results this runner can merge with."""
+
+
+def run_of(source: Any) -> dict[str, str] | None:
+    """The run a document's ``meta`` or an entry's ``run`` names (its date and mode), or
+    None where it names none."""
+    if not isinstance(source, dict):
+        return None
+    date, mode = source.get("date"), source.get("mode")
+    if not isinstance(date, str) or mode not in ("quick", "full"):
+        return None
+    try:
+        datetime.fromisoformat(date)
+    except ValueError:
+        return None
+    return {"date": date, "mode": mode}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _entry_problem(result: Any) -> str | None:
+    """What keeps an earlier entry from the table and the chart, if anything."""
+    if not isinstance(result, dict):
+        return "not an object"
+    if "run" in result and run_of(result["run"]) is None:
+        return "its run names no date and mode"
+    if "error" in result:
+        return None
+    missing = [key for key in ("workload", "goal", "goal_on", "goal_met") if key not in result]
+    if missing:
+        return f"no {', '.join(missing)}"
+    goal, goal_on = result["goal"], result["goal_on"]
+    if not isinstance(goal_on, str) or result["goal_met"] not in (True, False, None):
+        return "its goal_on or goal_met is of another kind"
+    figure = result.get("ratio") if goal_on == "ratio" else result.get("value")
+    if figure is not None and not _is_number(figure):
+        return f"its {goal_on} is not a number"
+    if goal is not None:
+        operator, _, threshold = str(goal).partition(" ")
+        try:
+            limit = float(threshold)
+        except ValueError:
+            limit = 0.0
+        if operator not in ("<=", ">=") or not limit:
+            return f"its goal {goal!r} reads neither '<= N' nor '>= N'"
+    return None
+
+
+def earlier_results() -> dict[str, Entry]:
+    """The benchmarks ``latest.json`` holds, each with the run it came from (``run``: an
+    entry written before entries said so came from the file's own run); empty when
+    there is no latest.json yet. UnreadableResults when it cannot be read, or is not a
+    results file this runner could have written."""
+    try:
+        text = (RESULTS / "latest.json").read_text()
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:  # ValueError: bytes that are not UTF-8
+        raise UnreadableResults(f"cannot be read ({exc})") from exc
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise UnreadableResults(f"is not JSON ({exc})") from exc
+    if not isinstance(document, dict):
+        raise UnreadableResults("holds no results (no meta, no benchmarks)")
+    file_run = run_of(document.get("meta"))
+    benchmarks = document.get("benchmarks")
+    if file_run is None or not isinstance(benchmarks, dict):
+        raise UnreadableResults(
+            "is in another format (no meta with its run's date and mode, or no benchmarks)"
+        )
+    earlier: dict[str, Entry] = {}
+    for name, result in benchmarks.items():
+        problem = _entry_problem(result)
+        if problem is not None:
+            raise UnreadableResults(f"is in another format ({name}: {problem})")
+        earlier[name] = {**result, "run": run_of(result.get("run")) or file_run}
+    return earlier
+
+
+def merge(
+    document: dict[str, Any], earlier: dict[str, Entry], order: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """What ``latest.json`` holds after a partial run: each benchmark of ``order`` from
+    the latest run that ran it, the run's own (``document``) first among equals. The
+    meta is the run's own, with ``carried_over``: each benchmark kept from an earlier
+    run, and that run's date and mode (an entry's own ``run`` says it too). ``sizes``
+    covers every benchmark held. Also the earlier benchmarks ``order`` no longer names,
+    which are not kept."""
+    own = document["benchmarks"]
+    carried = {n: r for n, r in earlier.items() if n not in own and n in order}
+    held = {**carried, **own}
+    benchmarks = {n: held[n] for n in order if n in held}
+    benchmarks.update({n: r for n, r in own.items() if n not in benchmarks})
+    meta_ = {
+        **document["meta"],
+        "sizes": {n: r["size"] for n, r in benchmarks.items() if r.get("size")},
+        "carried_over": {n: r["run"] for n, r in benchmarks.items() if n in carried},
+    }
+    gone = [n for n in earlier if n not in own and n not in order]
+    return {"meta": meta_, "benchmarks": benchmarks}, gone
 
 
 def _figure(result: Entry) -> float | None:
-    value = result["ratio"] if result.get("goal_on", "ratio") == "ratio" else result.get("value")
+    # get: an earlier run's entry, carried into latest.json, may lack its figure.
+    value = result.get("value" if result.get("goal_on", "ratio") != "ratio" else "ratio")
     return None if value is None else float(value)
 
 
@@ -260,12 +371,17 @@ def svg_chart(document: dict[str, Any]) -> str:
     ]
     left, bar_area, row_height = 250, 360, 28
     label_x = left + bar_area + 8
+    carried = document["meta"].get("carried_over") or {}
     labels = [
-        f"{_format(_figure(result))} ({result['goal_on']} {result['goal']})" for _, result in rows
+        f"{_format(_figure(result))} ({result['goal_on']} {result['goal']})"
+        + (f", {carried[name]['mode']} run of {carried[name]['date']}" if name in carried else "")
+        for name, result in rows
     ]
+    # A chart of several runs says so: the title's run is the latest only.
+    earlier = f"; {len(carried)} from earlier runs" if carried else ""
     title = (
         "tether benchmarks: each figure against its goal"
-        f" ({document['meta']['mode']}, {document['meta']['date']})"
+        f" ({document['meta']['mode']}, {document['meta']['date']}{earlier})"
     )
     # Without it a ">=" goal's bar reads backwards: the higher the figure, the shorter.
     legend = (

@@ -13,6 +13,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -84,6 +85,98 @@ def test_a_run_whose_benchmarks_all_ran_exits_0(
     # how busy the machine was with other work is the load at the start.
     assert len(meta["load_average_at_start"]) == 3
     assert len(meta["load_average"]) == 3
+
+
+def _other(mode: Run) -> dict[str, Entry]:
+    return {"bench_stand_in_other": entry("more", measured={}, ratio=0.5, goal="<= 1")}
+
+
+def _results(folder: Path, name: str = "latest.json") -> dict[str, Any]:
+    return dict(json.loads((folder / "results" / name).read_text()))
+
+
+def _dated_copy(folder: Path, latest: dict[str, Any]) -> dict[str, Any]:
+    """The dated copy of the run that wrote ``latest``."""
+    stamp = latest["meta"]["date"].replace(":", "").replace("+0000", "Z")
+    return _results(folder, f"{stamp}-{latest['meta']['mode']}.json")
+
+
+def _only_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full run (no names) of two stand-ins, and no real benchmark."""
+    monkeypatch.setattr(bench_main, "MODULES", {})
+    _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
+    _stand_in(monkeypatch, "bench_stand_in_other", _other)
+
+
+def test_a_partial_run_keeps_the_other_benchmarks_latest_figures(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `make bench ARGS=lifecycle_throughput` replaced latest.json and the chart with its
+    # one benchmark: every other benchmark's latest figures were gone.
+    _only_stand_ins(monkeypatch)
+    assert _exit_status(monkeypatch) == 0
+    full = _results(folder)
+    full_run = {"date": full["meta"]["date"], "mode": "full"}
+    assert full["benchmarks"]["bench_stand_in_other"]["run"] == full_run
+    assert full["meta"]["carried_over"] == {}
+    capsys.readouterr()
+
+    # A quick run of one of them: its mode is the entry's, beside the full run's.
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    latest = _results(folder)
+    partial_run = {"date": latest["meta"]["date"], "mode": "quick"}
+    assert list(latest["benchmarks"]) == ["bench_stand_in_ok", "bench_stand_in_other"]
+    assert latest["benchmarks"]["bench_stand_in_ok"]["run"] == partial_run
+    assert (
+        latest["benchmarks"]["bench_stand_in_other"] == full["benchmarks"]["bench_stand_in_other"]
+    )
+    assert latest["meta"]["mode"] == "quick"
+    assert latest["meta"]["carried_over"] == {"bench_stand_in_other": full_run}
+    said = capsys.readouterr().out
+    assert f"the full run of {full_run['date']}: bench_stand_in_other" in said
+    # The dated copy is the run's own.
+    dated = _dated_copy(folder, latest)
+    assert list(dated["benchmarks"]) == ["bench_stand_in_ok"]
+    assert dated["meta"]["carried_over"] == {}
+    # The chart is drawn from latest.json's benchmarks, the carried one saying its run.
+    chart = (folder / "results" / "ratios.svg").read_text()
+    assert ">bench_stand_in_other<" in chart
+    assert f"0.5 (ratio &lt;= 1), full run of {full_run['date']}<" in chart
+    assert ">bench_stand_in_ok<" in chart
+
+    # A full run writes its own results alone, as before.
+    assert _exit_status(monkeypatch) == 0
+    latest = _results(folder)
+    assert latest["meta"]["carried_over"] == {}
+    assert latest == _dated_copy(folder, latest)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ('{"meta": {"date": "2026-11-30T18:11', "is not JSON"),
+        ('{"benchmarks": []}\n', "is in another format"),
+    ],
+)
+def test_a_partial_run_over_a_latest_json_it_cannot_read_writes_its_own(
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    said: str,
+) -> None:
+    # After the run's minutes of work, a damaged latest.json must not cost its figures.
+    _only_stand_ins(monkeypatch)
+    (folder / "results").mkdir()
+    (folder / "results" / "latest.json").write_text(content)
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    latest = _results(folder)
+    assert list(latest["benchmarks"]) == ["bench_stand_in_ok"]
+    assert latest["meta"]["carried_over"] == {}
+    err = capsys.readouterr().err
+    assert f"latest.json {said}" in err
+    assert "it now holds this run's benchmarks alone" in err
+    assert "Traceback" not in err
 
 
 def test_a_second_run_at_once_leaves_the_first_ones_server_alone(

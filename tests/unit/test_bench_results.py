@@ -110,3 +110,135 @@ def test_results_that_cannot_all_be_written_leave_the_last_complete_runs(
     ]
     assert json.loads((tmp_path / "latest.json").read_text()) == _document()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+EARLIER_RUN = {"date": "2026-11-30T18:11:00+00:00", "mode": "full"}
+
+
+def _earlier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A full run's latest.json, as the runner wrote it before its entries named their run."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    document = _document()
+    document["meta"] = {**EARLIER_RUN, "sizes": {"adoption_blocking": "1,000,000 rows"}}
+    document["benchmarks"]["adoption_blocking"]["size"] = "1,000,000 rows"
+    document["benchmarks"]["connect_cold_start"] = {"error": "RuntimeError: no interpreter"}
+    (tmp_path / "latest.json").write_text(json.dumps(document))
+    return document
+
+
+def _partial() -> dict[str, Any]:
+    ran = {"date": "2026-12-01T01:00:00+00:00", "mode": "quick"}
+    fast = entry("pairs", measured={}, ratio=0.75, goal=">= 0.8")
+    return {
+        "meta": {**ran, "sizes": {}, "carried_over": {}},
+        "benchmarks": {"lifecycle_throughput": {**fast, "run": ran}},
+    }
+
+
+ORDER = [
+    "detection_latency",
+    "lifecycle_throughput",
+    "connect_cold_start",
+    "heartbeat_cost",
+    "gateway_connect_rate",
+    "sweep_history_independence",
+    "adoption_blocking",
+]
+
+
+def test_a_partial_run_is_merged_into_the_earlier_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A partial run replaced latest.json with its own benchmarks alone.
+    earlier = _earlier(tmp_path, monkeypatch)
+    latest, gone = common.merge(_partial(), common.earlier_results(), ORDER)
+    assert list(latest["benchmarks"]) == ORDER
+    assert (
+        latest["benchmarks"]["lifecycle_throughput"]
+        == _partial()["benchmarks"]["lifecycle_throughput"]
+    )
+    # An entry written before entries named their run came from the file's own run.
+    for name in ORDER[2:]:
+        assert latest["benchmarks"][name] == {**earlier["benchmarks"][name], "run": EARLIER_RUN}
+    assert latest["meta"]["carried_over"] == {
+        name: EARLIER_RUN for name in ORDER if name != "lifecycle_throughput"
+    }
+    assert latest["meta"]["date"] == "2026-12-01T01:00:00+00:00"
+    assert latest["meta"]["sizes"] == {"adoption_blocking": "1,000,000 rows"}
+    assert gone == []
+
+
+def test_a_benchmark_the_runner_no_longer_has_is_not_carried_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _earlier(tmp_path, monkeypatch)
+    latest, gone = common.merge(_partial(), common.earlier_results(), ORDER[:3])
+    assert list(latest["benchmarks"]) == ORDER[:3]
+    assert gone == [
+        "sweep_history_independence",
+        "adoption_blocking",
+        "gateway_connect_rate",
+        "heartbeat_cost",
+    ]
+
+
+def test_the_chart_of_merged_results_holds_the_carried_ones_with_their_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chart was drawn from the partial run alone: one bar, the others gone.
+    _earlier(tmp_path, monkeypatch)
+    latest, _ = common.merge(_partial(), common.earlier_results(), ORDER)
+    root = ET.fromstring(svg_chart(latest))  # noqa: S314 - our own output
+    texts = [text.text or "" for text in root.iter(f"{SVG}text")]
+    assert (
+        "tether benchmarks: each figure against its goal"
+        " (quick, 2026-12-01T01:00:00+00:00; 6 from earlier runs)" in texts
+    )
+    # This run's figure as before; each carried one says the run it came from.
+    assert "0.75 (ratio >= 0.8)" in texts
+    assert "0.44 (ratio <= 1.3), full run of 2026-11-30T18:11:00+00:00" in texts
+    assert (
+        "0.0262 (longest_write_wait_seconds <= 1), full run of 2026-11-30T18:11:00+00:00" in texts
+    )
+    assert len(list(root.iter(f"{SVG}rect"))) == 5
+    width = float(root.get("width") or 0)
+    for text in root.iter(f"{SVG}text"):
+        assert float(text.get("x") or 0) + len(text.text or "") * NARROWEST_CHARACTER <= width
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is not JSON"),
+        (b"\xff\xfe{}", "cannot be read"),
+        (b"[]", "holds no results"),
+        (b'{"meta": {"date": "yesterday", "mode": "full"}, "benchmarks": {}}', "another format"),
+        (b'{"meta": {"date": "2026-11-30T18:11:00+00:00", "mode": "full"}}', "another format"),
+        (
+            b'{"meta": {"date": "2026-11-30T18:11:00+00:00", "mode": "full"},'
+            b' "benchmarks": {"x": {"workload": "w", "ratio": 1, "goal": "1.3",'
+            b' "goal_on": "ratio", "goal_met": true}}}',
+            "another format (x: its goal '1.3' reads neither",
+        ),
+        (
+            b'{"meta": {"date": "2026-11-30T18:11:00+00:00", "mode": "full"},'
+            b' "benchmarks": {"x": {"workload": "w", "goal": null}}}',
+            "another format (x: no goal_on, goal_met)",
+        ),
+    ],
+)
+def test_a_latest_json_that_cannot_be_merged_with_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, said: str
+) -> None:
+    # Merged as found, it would have failed the run at its end, its figures unwritten.
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "latest.json").write_bytes(content)
+    with pytest.raises(common.UnreadableResults, match=re.escape(said)):
+        common.earlier_results()
+
+
+def test_no_latest_json_yet_is_nothing_to_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert common.earlier_results() == {}
