@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -151,10 +150,13 @@ class _Formatter(LambdaPowertoolsFormatter):
         return f"{cached[1]}{int(record.msecs):03d}{cached[2]}"
 
 
+_formatter = _Formatter()
+"""The logger's formatter, held so the invocation's keys go to it directly: Powertools'
+Logger finds it through three properties on every call, a third of a call's cost."""
 logger = Logger(
     service="tether",
     stream=_stream,  # type: ignore[arg-type]
-    logger_formatter=_Formatter(),
+    logger_formatter=_formatter,
 )
 
 NAMESPACE_ENV = "TETHER_METRICS_NAMESPACE"
@@ -192,7 +194,8 @@ def emf_line(
         raise ValueError(f"metric {name}: more than {_MAX_DIMENSIONS} dimensions")
     document = {
         "_aws": {
-            "Timestamp": int(datetime.now().timestamp() * 1000),
+            # What Powertools writes, without its round trip through local time.
+            "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
                     "Namespace": namespace,
@@ -227,7 +230,7 @@ def add_log_keys(**keys: object) -> None:
     """Keys for every line the current invocation logs from here on."""
     present = {key: value for key, value in keys.items() if value is not None}
     if present:
-        logger.thread_safe_append_keys(**present)
+        _formatter.thread_safe_append_keys(**present)
 
 
 _cold = True
@@ -264,7 +267,7 @@ def invocation(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
     def entry(event: Any, context: Any) -> R:
         global _cold
         cold, _cold = _cold, False
-        logger.thread_safe_clear_keys()
+        _formatter.thread_safe_clear_keys()
         add_log_keys(
             function_name=getattr(context, "function_name", None),
             function_request_id=getattr(context, "aws_request_id", None),
@@ -273,7 +276,7 @@ def invocation(handler: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
         try:
             return handler(event, context)
         finally:
-            logger.thread_safe_clear_keys()
+            _formatter.thread_safe_clear_keys()
             if cold:
                 _settle_after_cold_start()
 
