@@ -103,6 +103,9 @@ def _record(
         _record("%s opened", "session"),
         _record({"already": "a dict"}),
         _record("failed", exc=True, error="x"),
+        _record("its own", exception="e", exception_name="E", stack_trace="s", xray_trace_id="x"),
+        _record("its own", exc=True, exception="e", stack_trace="s", xray_trace_id=None),
+        _record("its own", exception=None, stack_trace=None),
     ],
 )
 def test_the_formatter_writes_what_powertools_writes(record: logging.LogRecord) -> None:
@@ -129,6 +132,21 @@ def test_the_formatter_orders_and_overrides_keys_as_powertools_does() -> None:
         assert '"cold_start":false' in ours.format(record)
     finally:
         ours.thread_safe_clear_keys()
+
+
+@pytest.mark.parametrize("serialize_stacktrace", [True, False])
+def test_the_trace_id_and_a_line_without_stack_traces_are_as_powertools_writes_them(
+    serialize_stacktrace: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
+    ours = observability._Formatter(serialize_stacktrace=serialize_stacktrace)
+    theirs = LambdaPowertoolsFormatter(serialize_stacktrace=serialize_stacktrace)
+    for record in (
+        _record("opened", stack_trace="s", user_id="u"),
+        _record("failed", exc=True, stack_trace="s"),
+    ):
+        assert ours.format(record) == theirs.format(record)
+        assert '"xray_trace_id":"1-5759e988-bd862e3fe1be46a994272793"' in ours.format(record)
 
 
 def test_a_reserved_key_that_is_no_template_is_refused_as_powertools_refuses_it() -> None:

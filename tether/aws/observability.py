@@ -74,6 +74,18 @@ class _Formatter(LambdaPowertoolsFormatter):
             ).encode
         self._second: tuple[int, str, str] = (-1, "", "")
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            return super().format(record)
+        # Without an exception, Powertools' exception and stack trace keys are None (and
+        # left out) unless the line's own keys give them: the same line, without asking.
+        formatted = self._extract_log_keys(record)
+        formatted["message"] = self._extract_log_message(record)
+        if self.serialize_stacktrace:
+            formatted.pop("stack_trace", None)  # Powertools sets the trace here: None
+        formatted["xray_trace_id"] = self._get_latest_trace_id()
+        return self.serialize(self._strip_none_records(formatted))
+
     def _extract_log_keys(self, log_record: logging.LogRecord) -> dict[str, Any]:
         # Powertools' steps in its order, without copying the record's twenty-odd
         # attributes for each line or scanning its tuple of reserved names for each key.
