@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,18 @@ from fastapi.testclient import TestClient
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
 from tether import migrate
-from tether.admin import cursor, operations
+from tether.admin import cursor, deps, operations
 from tether.aws import eventbridge
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseError
 from tether.models import OpenSessionRequest
+from tether.store import (
+    APPLIED_MIGRATIONS,
+    ROW_SECURITY_PROBLEMS,
+    SWEEP_STATE,
+    Row,
+    SerializedStore,
+)
 from tether.sweep_and_admin_models import SessionFilter
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -100,10 +107,15 @@ def test_every_route_but_health_refuses_a_caller_without_credentials(api: AdminA
     ],
 )
 def test_credentials_that_do_not_verify_get_401(api: AdminApi, headers: dict[str, str]) -> None:
-    response = api.client.get("/sessions", headers=headers)
-    body = _problem(response, 401)
-    assert OPERATOR_KEY not in response.text
-    assert body["code"] == "unauthorized"
+    # /health answers a caller without credentials, but one whose credentials fail is
+    # told so, as everywhere: not quietly given the short answer.
+    for path in ("/sessions", "/health"):
+        response = api.client.get(path, headers=headers)
+        body = _problem(response, 401)
+        assert OPERATOR_KEY not in response.text
+        assert body["code"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert api.client.head(path, headers=headers).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -121,9 +133,10 @@ def test_credentials_that_do_not_verify_get_401(api: AdminApi, headers: dict[str
 def test_a_credential_sent_twice_is_refused_not_read_once(
     api: AdminApi, headers: list[tuple[str, str]]
 ) -> None:
-    body = _problem(api.client.get("/sessions", headers=headers), 401)
-    assert "send each credential once" in body["detail"]
-    assert OPERATOR_KEY not in json.dumps(body)
+    for path in ("/sessions", "/health"):
+        body = _problem(api.client.get(path, headers=headers), 401)
+        assert "send each credential once" in body["detail"]
+        assert OPERATOR_KEY not in json.dumps(body)
 
 
 @pytest.mark.parametrize(
@@ -135,13 +148,14 @@ def test_an_authorization_that_is_no_bearer_is_refused_beside_a_valid_key(
 ) -> None:
     """Sent both ways, both must verify: an Authorization of another scheme, or an
     empty Bearer, was read as none and passed over beside a valid key header."""
-    response = api.client.get(
-        "/sessions",
-        headers={"Authorization": authorization, "X-Tether-Operator-Key": OPERATOR_KEY},
-    )
-    body = _problem(response, 401)
-    assert "Authorization must be 'Bearer <key or token>'" in body["detail"]
-    assert OPERATOR_KEY not in response.text
+    for path in ("/sessions", "/health"):
+        response = api.client.get(
+            path,
+            headers={"Authorization": authorization, "X-Tether-Operator-Key": OPERATOR_KEY},
+        )
+        body = _problem(response, 401)
+        assert "Authorization must be 'Bearer <key or token>'" in body["detail"]
+        assert OPERATOR_KEY not in response.text
 
 
 def test_a_query_parameter_given_twice_is_refused(api: AdminApi) -> None:
@@ -160,9 +174,10 @@ def test_a_query_parameter_given_twice_is_refused(api: AdminApi) -> None:
     ids=["user", "anon", "claim-not-true"],
 )
 def test_a_valid_token_of_a_non_operator_gets_403(api: AdminApi, claims: dict[str, Any]) -> None:
-    response = api.client.get("/sessions", headers={"Authorization": f"Bearer {token(**claims)}"})
-    body = _problem(response, 403)
-    assert body["code"] == "forbidden"
+    for path in ("/sessions", "/health"):
+        response = api.client.get(path, headers={"Authorization": f"Bearer {token(**claims)}"})
+        body = _problem(response, 403)
+        assert body["code"] == "forbidden"
 
 
 @pytest.mark.parametrize(
@@ -179,6 +194,8 @@ def test_a_valid_token_of_a_non_operator_gets_403(api: AdminApi, claims: dict[st
 def test_operators_get_in(api: AdminApi, headers: dict[str, str]) -> None:
     response = api.client.get("/sessions", headers=headers)
     assert response.status_code == 200, response.text
+    health = api.client.get("/health", headers=headers)
+    assert (health.status_code, health.json()["migrations"]["pending"]) == (200, [])
 
 
 def test_the_key_may_be_kept_in_ssm(database_url: str, aws: str) -> None:
@@ -762,7 +779,7 @@ def test_live_stats_and_a_sweep_run_through_the_api(
     # The answer is the run's whole report, as recorded and as `tether sweep --json`
     # prints it: no field of it dropped on the way out.
     assert set(summary) == set(after["sweep"]["last_report"])
-    health = api.client.get("/health").json()
+    health = api.client.get("/health", headers=AUTH).json()
     assert health["sweep"]["last_finished_at"] == after["sweep"]["last_finished_at"]
 
 
@@ -770,7 +787,7 @@ def test_live_stats_and_a_sweep_run_through_the_api(
 
 
 def test_health_when_all_is_well(api: AdminApi) -> None:
-    response = api.client.get("/health")
+    response = api.client.get("/health", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
     assert (body["status"], body["database"], body["migrations"]["pending"]) == (
@@ -778,6 +795,8 @@ def test_health_when_all_is_well(api: AdminApi) -> None:
         "reachable",
         [],
     )
+    anyone = api.client.get("/health")
+    assert (anyone.status_code, anyone.json()) == (200, {"status": "ok", "database": "reachable"})
     # Uptime checks often ask with HEAD: the same status, no body, no credentials.
     head = api.client.head("/health")
     assert (head.status_code, head.content) == (200, b"")
@@ -785,12 +804,81 @@ def test_health_when_all_is_well(api: AdminApi) -> None:
 
 def test_health_names_pending_migrations(api: AdminApi, db: Conn) -> None:
     db.execute("delete from tether.schema_migrations where name = 'operators'")
-    response = api.client.get("/health")
+    response = api.client.get("/health", headers=AUTH)
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
     assert body["migrations"]["pending"] == ["20261129001000_operators.sql"]
+    # Judged the same without credentials: a probe sees it degraded, not which file.
+    anyone = api.client.get("/health")
+    assert (anyone.status_code, anyone.json()) == (
+        503,
+        {"status": "degraded", "database": "reachable"},
+    )
     assert api.client.head("/health").status_code == 503
+
+
+def test_health_tells_a_caller_without_credentials_its_status_and_nothing_more(
+    plain_owner_url: str,
+) -> None:
+    """/health answers anyone on the internet: it named the migrations the database
+    lacked, when the sweep last ran, and which table's row level security refused
+    tether's functions with the statement that mends it. Without credentials it says
+    only what a probe needs; the operator key brings the rest."""
+    migrate.migrate(plain_owner_url)
+    pending = "20261129001000_operators.sql"
+    with admin_api(plain_owner_url) as running:
+        assert running.client.post("/sweep", headers=AUTH).status_code == 200
+        with psycopg.connect(plain_owner_url, autocommit=True) as owner:
+            owner.execute("delete from tether.schema_migrations where name = 'operators'")
+            owner.execute("alter table public.conversation_sessions force row level security")
+
+        full = running.client.get("/health", headers=AUTH)
+        assert full.status_code == 503, full.text
+        details = full.json()
+        assert details["migrations"]["pending"] == [pending]
+        (problem,) = details["problems"]
+        assert "no force row level security" in problem
+        finished = details["sweep"]["last_finished_at"]
+        assert finished is not None
+
+        for anyone in (running.client.get("/health"), running.client.get("/health", headers={})):
+            assert anyone.status_code == 503
+            assert anyone.json() == {"status": "degraded", "database": "reachable"}
+            text = anyone.text
+            assert pending not in text and "operators" not in text
+            assert "row level security" not in text and "conversation_sessions" not in text
+            assert finished not in text and finished[:10] not in text
+        assert running.client.head("/health").status_code == 503
+        assert running.client.head("/health", headers=AUTH).status_code == 503
+
+
+def test_health_without_credentials_asks_only_what_its_status_needs(database_url: str) -> None:
+    """Anyone may call /health as often as they like: without credentials it asks the
+    database what the status is judged on (the migrations applied, the row level
+    security of tether's tables), not the sweep's state, which only an operator reads."""
+
+    class Recording(SerializedStore):
+        def __init__(self, inner: PostgresStore) -> None:
+            super().__init__(inner)
+            self.asked: list[str] = []
+
+        def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+            self.asked.append(function)
+            return super().call(function, args)
+
+    store = Recording(PostgresStore(database_url))
+    try:
+        with admin_api(database_url) as running:
+            running.client.app.dependency_overrides[deps.get_store] = lambda: store  # type: ignore[attr-defined]
+            assert running.client.get("/health").status_code == 200
+            anyone, store.asked = store.asked, []
+            assert running.client.get("/health", headers=AUTH).status_code == 200
+            operator = store.asked
+    finally:
+        store.close()
+    assert anyone == [APPLIED_MIGRATIONS, ROW_SECURITY_PROBLEMS]
+    assert sorted(operator) == sorted([*anyone, SWEEP_STATE])
 
 
 def test_health_says_when_row_level_security_refuses_tether_s_functions(
@@ -809,7 +897,7 @@ def test_health_says_when_row_level_security_refuses_tether_s_functions(
     finally:
         store.close()
     with admin_api(plain_owner_url) as running:
-        response = running.client.get("/health")
+        response = running.client.get("/health", headers=AUTH)
         assert response.status_code == 503, response.text
         body = response.json()
         assert (body["status"], body["database"], body["migrations"]["pending"]) == (
@@ -826,7 +914,7 @@ def test_health_says_when_row_level_security_refuses_tether_s_functions(
         # What it says to do is what mends it.
         with psycopg.connect(plain_owner_url, autocommit=True) as owner:
             owner.execute(problem.split("Stop forcing it first: ", 1)[1])
-        mended = running.client.get("/health")
+        mended = running.client.get("/health", headers=AUTH)
         assert (mended.status_code, mended.json()["problems"]) == (200, [])
 
 
@@ -848,10 +936,10 @@ def test_health_logs_a_lasting_row_level_security_problem_once_not_per_call(
     with admin_api(plain_owner_url) as running:
         with psycopg.connect(plain_owner_url, autocommit=True) as owner:
             owner.execute(f"alter table {table} force row level security")
-        for _ in range(5):
-            response = running.client.get("/health")
-            assert response.status_code == 503
-            assert len(response.json()["problems"]) == 1
+        # Whoever asks, without credentials or with: the same judgement, logged once.
+        for headers in ({}, AUTH, {}, AUTH, {}):
+            assert running.client.get("/health", headers=headers).status_code == 503
+        assert len(running.client.get("/health", headers=AUTH).json()["problems"]) == 1
         assert running.client.head("/health").status_code == 503
         (record,) = logged(refusing)
         assert (record.levelno, vars(record)["table"]) == (logging.ERROR, table)
@@ -887,13 +975,13 @@ def test_health_does_not_log_as_mended_a_table_that_still_refuses_for_another_re
         admin.execute(f"alter table {table} force row level security")
     caplog.set_level(logging.INFO, logger="tether.admin")
     with admin_api(plain_owner_url) as running:
-        (forced,) = running.client.get("/health").json()["problems"]
+        (forced,) = running.client.get("/health", headers=AUTH).json()["problems"]
         assert forced.endswith(
             f"Stop forcing it first: alter table {table} no force row level security"
         )
         with psycopg.connect(as_superuser, autocommit=True) as admin:
             admin.execute(forced.split("Stop forcing it first: ", 1)[1])
-        (owned_by_another,) = running.client.get("/health").json()["problems"]
+        (owned_by_another,) = running.client.get("/health", headers=AUTH).json()["problems"]
         assert owned_by_another.startswith(f"row level security on {table} judges tether's")
     said = [
         (r.levelno, r.getMessage())
@@ -913,7 +1001,7 @@ def test_health_when_the_database_is_unreachable(
         port = probe.getsockname()[1]
     nowhere = f"postgresql://tether:secret-password@127.0.0.1:{port}/none"
     with admin_api(nowhere) as running:
-        response = running.client.get("/health")
+        response = running.client.get("/health", headers=AUTH)
         assert response.status_code == 503
         assert response.json() == {
             "status": "unavailable",
@@ -922,6 +1010,11 @@ def test_health_when_the_database_is_unreachable(
             "sweep": None,
             "problems": None,
         }
+        anyone = running.client.get("/health")
+        assert (anyone.status_code, anyone.json()) == (
+            503,
+            {"status": "unavailable", "database": "unreachable"},
+        )
         problem = _problem(running.client.get("/sessions", headers=AUTH), 503)
         assert "secret-password" not in problem["detail"]
         # What failed is said (the database), not where it is.
@@ -1117,7 +1210,7 @@ def test_health_reads_supabase_s_ledger_after_db_push(
     pushed = _supabase(supabase_cli, _project(tmp_path), "db", "push", "--db-url", pg15_database)
     assert pushed.returncode == 0, pushed.stderr
     with admin_api(pg15_database) as running:
-        response = running.client.get("/health")
+        response = running.client.get("/health", headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.json()["migrations"]["pending"] == []
 

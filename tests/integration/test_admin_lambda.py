@@ -94,7 +94,13 @@ def test_problems_and_the_page_come_back_as_text(lambda_admin: Any) -> None:
 
     health = lambda_admin(_event("/health", key=None), FakeLambdaContext())
     assert health["statusCode"] == 200
-    assert json.loads(health["body"])["status"] == "ok"
+    # The status alone without credentials; the operator key brings the details.
+    assert json.loads(health["body"]) == {"status": "ok", "database": "reachable"}
+    detailed = lambda_admin(_event("/health"), FakeLambdaContext())
+    assert detailed["statusCode"] == 200
+    assert json.loads(detailed["body"])["migrations"]["pending"] == []
+    wrong = lambda_admin(_event("/health", key="not-the-operator-key"), FakeLambdaContext())
+    assert wrong["statusCode"] == 401
     for answer in (refused, page, script, health):
         _protected(answer)
 

@@ -1,5 +1,5 @@
-"""The API's published schema: every error is a problem document, every route but
-/health declares its credentials, and the page loads nothing from elsewhere."""
+"""The API's published schema: every error is a problem document, every route declares
+its credentials (optional on /health alone), and the page loads nothing from elsewhere."""
 
 from __future__ import annotations
 
@@ -27,15 +27,36 @@ def test_every_error_response_is_a_problem_document() -> None:
             assert ("400" in responses) is (path != "/health")
             assert ("404" in responses) is ("{" in path), (method, path)
             for status, response in responses.items():
-                if int(status) >= 400 and path != "/health":
+                if int(status) >= 400 and (path, status) != ("/health", "503"):
                     assert list(response["content"]) == ["application/problem+json"], status
-            if path == "/health":
-                assert "security" not in operation
-            else:
-                assert {"OperatorBearer", "OperatorKey"} <= {
-                    name for scheme in operation["security"] for name in scheme
-                }
-                assert {"401", "403"} <= set(responses)
+            assert {"OperatorBearer", "OperatorKey"} <= {
+                name for scheme in operation["security"] for name in scheme
+            }
+            assert {"401", "403"} <= set(responses)
+            # Only /health answers a caller without credentials (the empty requirement).
+            assert ({} in operation["security"]) is (path == "/health"), path
+
+
+def test_health_publishes_its_short_answer_and_its_full_one() -> None:
+    """Anyone gets the status alone, an operator the details: the schema names both
+    shapes, the short one with no other key, for 200 and 503 alike."""
+    schema = create_app().openapi()
+    operation = schema["paths"]["/health"]["get"]
+    components = schema["components"]["schemas"]
+    for status in ("200", "503"):
+        shapes = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert {one["$ref"].rsplit("/", 1)[1] for one in shapes["anyOf"]} == {
+            "Health",
+            "HealthSummary",
+        }
+    short = components["HealthSummary"]
+    assert (set(short["properties"]), short["additionalProperties"]) == (
+        {"status", "database"},
+        False,
+    )
+    assert {"migrations", "sweep", "problems"} <= set(components["Health"]["properties"])
+    # A problem document too, when the answer cannot be made (signing keys unreachable).
+    assert "application/problem+json" in operation["responses"]["503"]["content"]
 
 
 def test_the_page_and_its_assets_reference_nothing_outside_the_app() -> None:

@@ -27,7 +27,8 @@ DESCRIPTION = (
     "Sessions, forced closes, presence, statistics and the sweep of a tether deployment."
     " Every route that reads or changes sessions needs the operator key (`Authorization:"
     " Bearer <key>` or `X-Tether-Operator-Key`) or an operator's Supabase access token;"
-    " `/health`, this schema and the live page's shell answer without. Errors are"
+    " this schema and the live page's shell answer without, and so does `/health`, with"
+    " its status alone (the credentials bring its details). Errors are"
     " `application/problem+json` (RFC 9457)."
 )
 STATIC = Path(__file__).parent / "static"
@@ -70,6 +71,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
+            # Credentials optional (an empty requirement among them, /health's): such a
+            # route does not check its query as the operators' routes do.
+            required = "security" in operation and {} not in operation["security"]
             for status, description in _PROBLEM_STATUSES.items():
                 if status in responses:
                     continue
@@ -79,11 +83,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 # 400 something to get wrong (parameters, or the query the routes check).
                 if status == "404" and "{" not in path:
                     continue
-                if (
-                    status == "400"
-                    and not operation.get("parameters")
-                    and "security" not in operation
-                ):
+                if status == "400" and not operation.get("parameters") and not required:
                     continue
                 responses[status] = {
                     "description": description,

@@ -89,6 +89,23 @@ def require_operator(
 OperatorDep = Annotated[Operator, Depends(require_operator)]
 
 
+def optional_operator(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    key: Annotated[str | None, Security(key_header)],
+) -> Operator | None:
+    """For a route that answers anyone and tells an operator more: None when no
+    credential is sent. Credentials sent are checked as every route checks them: wrong
+    ones are refused (401), never taken for none."""
+    if not any(name in request.headers for name in ("authorization", KEY_HEADER)):
+        return None
+    return require_operator(request, settings, credentials, key)
+
+
+MaybeOperatorDep = Annotated[Operator | None, Depends(optional_operator)]
+
+
 def known_query_only(request: Request) -> None:
     """A query parameter the route does not take is refused, not passed over: a typo
     such as ``activ=true`` would otherwise list every session. Its name is not echoed."""
@@ -112,6 +129,6 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 OPERATOR_ROUTES = [Depends(require_operator), Depends(known_query_only)]
-"""What every router but /health declares: an operator, then no query parameter the
-route does not take (checked after the credentials, so a caller without them learns
-nothing of the routes)."""
+"""What every router but /health (``optional_operator``) declares: an operator, then no
+query parameter the route does not take (checked after the credentials, so a caller
+without them learns nothing of the routes)."""

@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from tether import migrate, row_security
@@ -31,6 +32,7 @@ from tether.admin.schemas import (
     DayStats,
     Disconnection,
     Health,
+    HealthSummary,
     LiveConnection,
     LiveStats,
     MigrationsHealth,
@@ -202,21 +204,18 @@ def live(store: SessionStore, settings: Settings) -> LiveStats:
     )
 
 
-def health(store: SessionStore) -> Health:
-    """Whether the database answers, which shipped migrations it lacks, and when the
-    sweep last ran. Never raises for the database's sake: it reports."""
-    try:
-        state: SweepState | None = store.sweep_state()
-    except DatabaseUnavailableError as exc:
-        logger.warning("health: database unreachable", extra={"error": str(exc)})
-        return Health(status="unavailable", database="unreachable", migrations=None, sweep=None)
-    except DatabaseError:
-        state = None  # reachable, but older than the function: a migration is pending
-    shipped = migrate.shipped()
+def health(store: SessionStore, *, details: bool) -> Health | HealthSummary:
+    """Whether the database answers, which shipped migrations it lacks and what in it
+    stops tether's functions: the status, judged the same for anyone. ``details`` (an
+    operator's) adds which, and when the sweep last ran; without it the sweep's state
+    is not read. Never raises for the database's sake: it reports."""
     try:
         applied = store.applied_migrations()
+    except DatabaseUnavailableError as exc:
+        return _unreachable(exc, details)
     except DatabaseError:
-        applied = []
+        applied = []  # reachable, but older than the function: every migration pending
+    shipped = migrate.shipped()
     # The runner's own rule: tether's ledger by version, Supabase's by content.
     pending = [
         m.filename
@@ -226,10 +225,17 @@ def health(store: SessionStore) -> Health:
             (a.statements for a in applied if a.ledger == "supabase"),
         )
     ]
-    migrations = MigrationsHealth(
-        current=not pending, applied=len(shipped) - len(pending), pending=pending
-    )
+    # Asked (and logged) whoever asks: the status depends on it.
     problems = _row_security_problems(store)
+    status: Literal["ok", "degraded"] = "ok" if not pending and not problems else "degraded"
+    if not details:
+        return HealthSummary(status=status, database="reachable")
+    try:
+        state: SweepState | None = store.sweep_state()
+    except DatabaseUnavailableError as exc:
+        return _unreachable(exc, details)
+    except DatabaseError:
+        state = None  # reachable, but older than the function: a migration is pending
     sweep = None
     if state is not None:
         sweep = SweepTimes(
@@ -238,12 +244,21 @@ def health(store: SessionStore) -> Health:
             seconds_since_finished=_since(state.last_finished_at, state.checked_at),
         )
     return Health(
-        status="ok" if not pending and not problems else "degraded",
+        status=status,
         database="reachable",
-        migrations=migrations,
+        migrations=MigrationsHealth(
+            current=not pending, applied=len(shipped) - len(pending), pending=pending
+        ),
         sweep=sweep,
         problems=problems,
     )
+
+
+def _unreachable(exc: DatabaseUnavailableError, details: bool) -> Health | HealthSummary:
+    logger.warning("health: database unreachable", extra={"error": str(exc)})
+    if not details:
+        return HealthSummary(status="unavailable", database="unreachable")
+    return Health(status="unavailable", database="unreachable", migrations=None, sweep=None)
 
 
 _said_refusing: weakref.WeakKeyDictionary[SessionStore, frozenset[row_security.Judged]] = (

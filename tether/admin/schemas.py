@@ -225,9 +225,24 @@ class SweepTimes(_Model):
     seconds_since_finished: float | None
 
 
-class Health(_Model):
-    status: Literal["ok", "degraded", "unavailable"]
+class HealthSummary(_Model):
+    """What /health answers anyone, an uptime check or a load balancer: the status
+    alone. Why it is not ``ok`` is an operator's to read."""
+
+    # Exactly these keys: the schema says an answer without credentials has no other.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="`ok` (200); `degraded`: reachable, but a shipped migration is not"
+        " applied or something in the database stops tether's functions (503);"
+        " `unavailable`: the database cannot be reached (503)."
+    )
     database: Literal["reachable", "unreachable"]
+
+
+class Health(HealthSummary):
+    """What /health answers an operator: the status, and why."""
+
     migrations: MigrationsHealth | None
     sweep: SweepTimes | None
     problems: list[str] | None = Field(
