@@ -38,6 +38,8 @@ def _powertools_line(
         ("SessionsEnded", 1, MetricUnit.Count, {"Reason": "client_disconnect"}),
         ("OldestActiveSessionAgeSeconds", 12.5, MetricUnit.Seconds, {"A": "x", "B": "y"}),
         (" Padded ", 3, MetricUnit.Count, {"Cause": 'ümlaut "quoted"'}),
+        ("Twice", 2, MetricUnit.Count, {"Twice": "as a dimension", "service": "own"}),
+        ("Odd", float("inf"), MetricUnit.Milliseconds, {"Line\nbreak": "\u2028", "k": "\x00"}),
     ],
 )
 @pytest.mark.parametrize("service", [None, "tether-prod"])

@@ -204,22 +204,47 @@ def emf_line(
         dimension_set["service"] = service
     if len(dimension_set) > _MAX_DIMENSIONS:
         raise ValueError(f"metric {name}: more than {_MAX_DIMENSIONS} dimensions")
-    document = {
-        "_aws": {
-            # What Powertools writes, without its round trip through local time.
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": namespace,
-                    "Dimensions": [list(dimension_set)],
-                    "Metrics": [{"Name": name, "Unit": unit.value}],
-                }
-            ],
-        },
-        **dimension_set,
-        name: [float(value)],
+    # What Powertools writes, without its round trip through local time.
+    timestamp = int(time.time() * 1000)
+    if name in dimension_set or "_aws" in dimension_set:
+        # A key written twice: the document's own rules say which stays where.
+        metadata: dict[str, Any] = {"Timestamp": timestamp}
+        metadata.update(_directive(namespace, (*dimension_set,), name, unit))
+        document = {
+            "_aws": metadata,
+            **dimension_set,
+            name: [float(value)],
+        }
+        return _metric_encoder.encode(document) + "\n"
+    # The same document's text, its fixed part encoded once per metric and dimension names.
+    encode = _metric_encoder.encode
+    directive = _directive_text(namespace, (*dimension_set,), name, unit)
+    values = "".join(f",{encode(key)}:{encode(text)}" for key, text in dimension_set.items())
+    metric = f"{encode(name)}:{encode([float(value)])}"
+    return f'{{"_aws":{{"Timestamp":{timestamp},{directive}}}{values},{metric}}}\n'
+
+
+def _directive(
+    namespace: str, dimension_keys: tuple[str, ...], name: str, unit: MetricUnit
+) -> dict[str, Any]:
+    return {
+        "CloudWatchMetrics": [
+            {
+                "Namespace": namespace,
+                "Dimensions": [list(dimension_keys)],
+                "Metrics": [{"Name": name, "Unit": unit.value}],
+            }
+        ]
     }
-    return _metric_encoder.encode(document) + "\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _directive_text(
+    namespace: str, dimension_keys: tuple[str, ...], name: str, unit: MetricUnit
+) -> str:
+    """``"CloudWatchMetrics":[...]``: which metric, in what namespace, by which dimensions
+    (a handful per function, so each is encoded once)."""
+    return _metric_encoder.encode(_directive(namespace, dimension_keys, name, unit))[1:-1]
 
 
 def emit_metric(
