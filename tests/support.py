@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,13 +16,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 EVENTS = Path(__file__).parent / "events"
@@ -156,14 +162,50 @@ def sign(payload: dict[str, Any], key: Any, algorithm: str, kid: str | None = No
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
 
 
-class JwksServer:
-    """Serves a JWKS over real HTTP and counts the fetches."""
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that vouches for itself, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    address = x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(address, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "certificate.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
 
-    def __init__(self, keys: SigningKeys) -> None:
+
+class JwksServer:
+    """Serves a JWKS over real HTTP (over TLS with ``tls_dir``: its certificate is then
+    ``certificate``, for the client to trust) and counts the fetches."""
+
+    def __init__(self, keys: SigningKeys, *, tls_dir: Path | None = None) -> None:
         self.keys = keys
         self.fetches = 0
         self.answer: bytes | None = None
         """A body to answer instead of the key set (an issuer answering garbage)."""
+        self.drip: Literal["headers", "body"] | None = None
+        """Where the answer slows to one byte every ``drip_seconds``, for ``drip_bytes``
+        bytes (a header's value, or white space before the body), before the rest."""
+        self.drip_seconds = 0.4
+        self.drip_bytes = 10
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -175,14 +217,45 @@ class JwksServer:
                 body = server.answer
                 if body is None:
                     body = json.dumps(server.keys.jwks()).encode()
+                if server.drip is not None:
+                    self._drip(body)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _drip(self, body: bytes) -> None:
+                slow = (b"." if server.drip == "headers" else b" ") * server.drip_bytes
+                if server.drip == "body":
+                    body = slow + body  # JSON allows white space before its value
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                head += b"Content-Length: %d\r\n" % len(body)
+                if server.drip == "headers":
+                    before, after = head + b"X-Slow: ", b"\r\n\r\n" + body
+                else:
+                    before, after = head + b"\r\n", body[len(slow) :]
+                try:
+                    self.wfile.write(before)
+                    for byte in slow:
+                        time.sleep(server.drip_seconds)
+                        self.wfile.write(bytes([byte]))
+                    self.wfile.write(after)
+                except OSError:
+                    pass  # the client gave up
+
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/auth/v1/.well-known/jwks.json"
+        scheme = "http"
+        self.certificate: Path | None = None
+        if tls_dir is not None:
+            self.certificate, key_file = self_signed_certificate(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate, key_file)
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+            scheme = "https"
+        port = self._http.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{port}/auth/v1/.well-known/jwks.json"
 
     @contextmanager
     def running(self) -> Iterator[JwksServer]:

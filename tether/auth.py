@@ -2,16 +2,18 @@
 
 Asymmetric keys (ES256, RS256) come from the project's JWKS URL, cached per container
 and fetched again when a token names a key id the cache does not know; while the
-issuer cannot give them (unreachable, or answering no JSON object: an error page),
-the keys it last gave verify for up to an hour after their fetch, so a short outage
-of the issuer does not refuse every handshake once the cache expires. Legacy projects
-verify HS256 with the JWT secret. Signature, algorithm, ``exp``, ``aud`` and ``iss``
-are always checked: supabase-auth's ``get_claims`` skips audience and issuer, which
-is weaker than this contract.
+issuer cannot give them (unreachable, slower than the few seconds a fetch gets in
+all, or answering no JSON object: an error page), the keys it last gave verify for up
+to an hour after their fetch, so a short outage of the issuer does not refuse every
+handshake once the cache expires. Legacy projects verify HS256 with the JWT secret.
+Signature, algorithm, ``exp``, ``aud`` and ``iss`` are always checked: supabase-auth's
+``get_claims`` skips audience and issuer, which is weaker than this contract.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from uuid import UUID
 
 import jwt
 
+from tether.bounded_get import get_within
 from tether.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -49,17 +52,36 @@ class Identity:
 
 
 class _JwksClient(jwt.PyJWKClient):
-    """PyJWT's client, but an answer that is JSON and no object (a list, null) is the
-    issuer's failure as a body that is no JSON at all is: PyJWT raises for it the error
-    it raises for a key the set lacks, which would refuse a good token as 401."""
+    """PyJWT's client, with two changes to its fetch. Its ``timeout`` is the time the
+    whole fetch gets (connecting, the headers, the body), not each socket operation's,
+    which an issuer answering a byte at a time stretches to the function's timeout.
+    And an answer that is JSON and no object (a list, null) is the issuer's failure
+    as a body that is no JSON at all is: PyJWT raises for it the error it raises for a
+    key the set lacks, which would refuse a good token as 401."""
 
     def fetch_data(self) -> Any:
         try:
-            return super().fetch_data()
-        except jwt.PyJWKClientConnectionError:
-            raise
-        except jwt.PyJWKClientError as exc:
-            raise ValueError(str(exc)) from exc
+            body = get_within(
+                self.uri,
+                seconds=self.timeout,
+                headers=self.headers,
+                ssl_context=self.ssl_context,
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            # The issuer unreachable, failing, or past the time given: as PyJWT's own.
+            raise jwt.PyJWKClientConnectionError(
+                f'Fail to fetch data from the url, err: "{exc}"'
+            ) from exc
+        jwk_set = json.loads(body)
+        if not isinstance(jwk_set, dict):
+            # A ValueError, as a body that is no JSON: the issuer's failure, not a type's.
+            raise ValueError("The JWKS endpoint did not return a JSON object")  # noqa: TRY004
+        # As PyJWT's fetch_data: the cache filled (PyJWKSetError for no usable key),
+        # and the time of the fetch its refetch cooldown counts from.
+        if self.jwk_set_cache is not None:
+            self.jwk_set_cache.put(jwk_set)
+        self._last_successful_fetch = time.monotonic()
+        return jwk_set
 
 
 class TokenVerifier:
@@ -105,7 +127,7 @@ class TokenVerifier:
                     jwks_url,
                     cache_jwk_set=True,
                     lifespan=int(jwks_cache_seconds),
-                    timeout=int(max(1, jwks_timeout_seconds)),
+                    timeout=jwks_timeout_seconds,
                     cooldown_duration=jwks_refresh_cooldown_seconds,
                 )
             except jwt.PyJWKClientError as exc:

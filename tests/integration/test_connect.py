@@ -13,7 +13,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import psycopg
 import pytest
@@ -350,6 +351,7 @@ def _verifier(
     *,
     jwks_cache_seconds: float = 300.0,
     jwks_keep_seconds: float = 3600.0,
+    jwks_timeout_seconds: float = 3.0,
 ) -> TokenVerifier:
     """A verifier of the tokens ``payload`` stands for, against ``server``'s key set, asking
     it again at once after a failure (no cooldown), as each of these tests needs."""
@@ -360,6 +362,7 @@ def _verifier(
         jwks_refresh_cooldown_seconds=0,
         jwks_cache_seconds=jwks_cache_seconds,
         jwks_keep_seconds=jwks_keep_seconds,
+        jwks_timeout_seconds=jwks_timeout_seconds,
     )
 
 
@@ -455,6 +458,59 @@ def test_a_new_key_met_while_the_issuer_answers_garbage_is_not_called_unknown(
         server.keys, server.answer = rotated, None
         renewed = sign(payload, rotated.es256, "ES256", kid=rotated.es256_kid)
         assert verifier.verify(renewed).user_id == uuid.UUID(payload["sub"])
+
+
+@pytest.mark.parametrize("drip", ["headers", "body"])
+def test_an_issuer_answering_a_byte_at_a_time_costs_a_handshake_its_timeout_only(
+    keys: SigningKeys, drip: Literal["headers", "body"]
+) -> None:
+    """An issuer (or a proxy in front of it) sending its answer a byte at a time, each
+    within the timeout of one socket read, held every handshake as long as it dripped:
+    up to the function's timeout, API Gateway's 29 s failing the handshake. The fetch
+    gets its timeout in all: past it, the keys last fetched verify, and with none kept
+    the answer is 503 (to retry), never 401."""
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = _verifier(server, payload, jwks_cache_seconds=1, jwks_timeout_seconds=1)
+        token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        server.drip = drip  # 10 bytes, 0.4 s apart: the whole answer takes 4 s
+        time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+        started = time.monotonic()
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        assert time.monotonic() - started < 3
+        assert server.fetches == 2
+
+        with_none_kept = _verifier(server, payload, jwks_timeout_seconds=1)
+        started = time.monotonic()
+        with pytest.raises(SigningKeysUnavailableError):
+            with_none_kept.verify(token)
+        assert time.monotonic() - started < 3
+
+
+def test_the_fetch_over_tls_keeps_its_time_in_all_and_checks_the_certificate(
+    keys: SigningKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issuer is reached over https: its certificate is checked against the trusted
+    ones (one nobody vouches for is the issuer's failure, 503), and an answer a byte at a
+    time over TLS gets the fetch's timeout in all too."""
+    server = JwksServer(keys, tls_dir=tmp_path)
+    with server.running():
+        payload = claims()
+        token = sign(payload, keys.es256, "ES256", kid=keys.es256_kid)
+        with pytest.raises(SigningKeysUnavailableError):
+            _verifier(server, payload, jwks_timeout_seconds=1).verify(token)
+        assert server.certificate is not None
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.certificate))
+        verifier = _verifier(server, payload, jwks_cache_seconds=1, jwks_timeout_seconds=1)
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        server.drip = "body"
+        time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+        started = time.monotonic()
+        assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
+        assert time.monotonic() - started < 3
+        assert server.fetches == 2
 
 
 @pytest.mark.usefixtures("lambda_env")
