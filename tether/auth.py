@@ -41,6 +41,8 @@ ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
 SYMMETRIC_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
 MAX_TOKEN_LENGTH = 16 * 1024
+MAX_JWKS_BYTES = 1024 * 1024
+"""A key set is a few KB: a longer answer is the issuer's failure, not read to its end."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,17 @@ class _JwksClient(jwt.PyJWKClient):
     """PyJWT's client, with two changes to its fetch. Its ``timeout`` is the time the
     whole fetch gets (connecting, the headers, the body), not each socket operation's,
     which an issuer answering a byte at a time stretches to the function's timeout.
-    And an answer that is JSON and no object (a list, null) is the issuer's failure
-    as a body that is no JSON at all is: PyJWT raises for it the error it raises for a
-    key the set lacks, which would refuse a good token as 401."""
+    And an answer that is JSON and no object (a list, null), or too long for a key set,
+    is the issuer's failure as a body that is no JSON at all is: PyJWT raises for it the
+    error it raises for a key the set lacks, which would refuse a good token as 401."""
 
     def fetch_data(self) -> Any:
+        # A body too long is a ValueError (BodyTooLargeError), as one that is no JSON.
         try:
             body = get_within(
                 self.uri,
                 seconds=self.timeout,
+                max_bytes=MAX_JWKS_BYTES,
                 headers=self.headers,
                 ssl_context=self.ssl_context,
             )

@@ -20,19 +20,27 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+CHUNK_BYTES = 64 * 1024
+
+
+class BodyTooLargeError(ValueError):
+    """The body was longer than the caller allows."""
+
 
 def get_within(
     url: str,
     *,
     seconds: float,
+    max_bytes: int,
     headers: dict[str, Any] | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> bytes:
     """The body ``url`` answers with a 2xx status, read within ``seconds`` in all.
 
-    Raises ``TimeoutError`` past the deadline, ``urllib.error.HTTPError`` for any other
-    status (a redirect is not followed), and what urllib and http.client raise for the
-    rest (``OSError``, ``http.client.HTTPException``).
+    Raises ``TimeoutError`` past the deadline, ``BodyTooLargeError`` for a body over
+    ``max_bytes``, ``urllib.error.HTTPError`` for any other status (a redirect is not
+    followed), and what urllib and http.client raise for the rest (``OSError``,
+    ``http.client.HTTPException``).
     """
     if urlsplit(url).scheme not in {"http", "https"}:
         raise ValueError("only an http or https address is fetched")
@@ -42,8 +50,14 @@ def get_within(
     )
     request = urllib.request.Request(url=url, headers=headers or {})  # noqa: S310 (checked above)
     with opener.open(request, timeout=seconds) as response:
-        body: bytes = response.read()  # each socket read given the time left only
-    return body
+        body = bytearray()
+        # In chunks, each socket read given the time left only: no more is read, nor
+        # held, than max_bytes and one chunk.
+        while chunk := response.read(CHUNK_BYTES):
+            body += chunk
+            if len(body) > max_bytes:
+                raise BodyTooLargeError(f"the answer is longer than {max_bytes} bytes")
+    return bytes(body)
 
 
 def _time_left(deadline: float) -> float:

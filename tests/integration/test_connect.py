@@ -37,7 +37,7 @@ from tests.support import (
     ws_event,
 )
 from tether import runtime, sweep_and_admin_models
-from tether.auth import TokenVerifier
+from tether.auth import MAX_JWKS_BYTES, TokenVerifier
 from tether.errors import AuthenticationError, SigningKeysUnavailableError
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -511,6 +511,18 @@ def test_the_fetch_over_tls_keeps_its_time_in_all_and_checks_the_certificate(
         assert verifier.verify(token).user_id == uuid.UUID(payload["sub"])
         assert time.monotonic() - started < 3
         assert server.fetches == 2
+
+
+def test_an_answer_too_long_for_a_key_set_is_the_issuers_failure(keys: SigningKeys) -> None:
+    """A key set is a few KB: an answer past 1 MiB is not read to its end (nor held in
+    memory) but taken for the issuer's failure, 503 with no keys kept."""
+    server = JwksServer(keys)
+    with server.running():
+        payload = claims()
+        verifier = _verifier(server, payload)
+        server.answer = b" " * MAX_JWKS_BYTES + json.dumps(keys.jwks()).encode()
+        with pytest.raises(SigningKeysUnavailableError):
+            verifier.verify(sign(payload, keys.es256, "ES256", kid=keys.es256_kid))
 
 
 @pytest.mark.usefixtures("lambda_env")
