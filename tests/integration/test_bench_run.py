@@ -87,6 +87,51 @@ def test_a_run_whose_benchmarks_all_ran_exits_0(
     assert len(meta["load_average"]) == 3
 
 
+def test_a_benchmark_of_client_cpu_runs_once_the_background_one_has_ended(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a full run: the handlers' ratio paid for detection_latency's processes running
+    beside it."""
+    spans: dict[str, tuple[float, float]] = {}
+
+    def timed(name: str, seconds: float) -> Callable[[Run], dict[str, Entry]]:
+        def run(mode: Run) -> dict[str, Entry]:
+            started = time.monotonic()
+            time.sleep(seconds)
+            spans[name] = (started, time.monotonic())
+            return {name: entry("nothing", measured={}, ratio=1.0, goal="<= 2")}
+
+        return run
+
+    monkeypatch.setattr(bench_main, "MODULES", {})
+    for name, seconds in (
+        ("bench_stand_in_bg", 1.0),
+        ("bench_stand_in_ok", 0.1),
+        ("bench_stand_in_alone", 0.1),
+        ("bench_stand_in_after", 0.1),
+    ):
+        _stand_in(monkeypatch, name, timed(name, seconds))
+    monkeypatch.setattr(bench_main, "IN_BACKGROUND", {"bench_stand_in_bg"})
+    monkeypatch.setattr(bench_main, "ALONE", {"bench_stand_in_alone"}, raising=False)
+    # A quick run does not wait, to stay short.
+    assert _exit_status(monkeypatch, "--quick") == 0
+    assert spans["bench_stand_in_alone"][1] < spans["bench_stand_in_bg"][1]
+    spans.clear()
+    assert _exit_status(monkeypatch) == 0
+    background_ended = spans["bench_stand_in_bg"][1]
+    assert spans["bench_stand_in_alone"][0] >= background_ended
+    # One listed before it still runs beside the background one; the order holds.
+    assert spans["bench_stand_in_ok"][1] < background_ended
+    assert spans["bench_stand_in_after"][0] >= spans["bench_stand_in_alone"][1]
+    latest = json.loads((folder / "results" / "latest.json").read_text())
+    assert list(latest["benchmarks"]) == [
+        "bench_stand_in_bg",
+        "bench_stand_in_ok",
+        "bench_stand_in_alone",
+        "bench_stand_in_after",
+    ]
+
+
 def _other(mode: Run) -> dict[str, Entry]:
     return {"bench_stand_in_other": entry("more", measured={}, ratio=0.5, goal="<= 1")}
 
