@@ -206,7 +206,7 @@ def emf_line(
         raise ValueError(f"metric {name}: more than {_MAX_DIMENSIONS} dimensions")
     # What Powertools writes, without its round trip through local time.
     timestamp = int(time.time() * 1000)
-    if name in dimension_set or "_aws" in dimension_set:
+    if name in dimension_set or "_aws" in dimension_set or name == "_aws":
         # A key written twice: the document's own rules say which stays where.
         metadata: dict[str, Any] = {"Timestamp": timestamp}
         metadata.update(_directive(namespace, (*dimension_set,), name, unit))
