@@ -289,7 +289,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         or previous.get("BundleBucket")
         or stacks.default_bucket(account, stacks.region_of(aws))
     )
-    defaults = stacks.template_defaults(aws, template, bucket)
+    defaults = stacks.template_defaults(aws, template)
     parameters = _parameters(args, aws, defaults, previous)
     # Everything is checked before anything is built, uploaded or migrated (the
     # template's constraints include the architectures and drivers there are).

@@ -384,7 +384,7 @@ def needs_logs_role(aws: Aws) -> bool:
 # --- the change set -------------------------------------------------------------------------
 
 
-def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | None]:
+def template_defaults(aws: Aws, template: str) -> dict[str, str | None]:
     """Every parameter the template declares, with its default (None: required).
 
     A deploy passes every parameter explicitly, so the same inputs give the same request
@@ -393,7 +393,7 @@ def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | N
 
     try:
         summary = aws.client("cloudformation").get_template_summary(
-            **_template_source(aws, bucket, template)
+            TemplateBody=_parameters_alone(template)
         )
     except ClientError as exc:
         raise DeployError(f"CloudFormation refused the template: {error_message(exc)}") from None
@@ -401,6 +401,25 @@ def template_defaults(aws: Aws, template: str, bucket: str) -> dict[str, str | N
         p["ParameterKey"]: None if p.get("DefaultValue") is None else str(p["DefaultValue"])
         for p in summary.get("Parameters", [])
     }
+
+
+def _parameters_section(template: str) -> str:
+    """The lines of the template's own Parameters section (plain YAML, two-space
+    indented, up to the next top-level key)."""
+    section = template.split("\nParameters:\n", 1)[1]
+    return re.split(r"^\S", section, maxsplit=1, flags=re.MULTILINE)[0]
+
+
+def _parameters_alone(template: str) -> str:
+    """The template's parameters, and a resource that creates nothing: all a summary of
+    its parameters needs, sent in the request whatever the whole template's size. (Past
+    51,200 bytes a template is read from S3, and putting it there made the deploy's
+    bucket, silently, before the deploy's own inputs were checked.)"""
+    return (
+        'AWSTemplateFormatVersion: "2010-09-09"\nParameters:\n'
+        + _parameters_section(template)
+        + "Resources:\n  Nothing:\n    Type: AWS::CloudFormation::WaitConditionHandle\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -438,8 +457,7 @@ def parameter_constraints(template: str) -> dict[str, Constraint]:
     """Each parameter's AllowedPattern, AllowedValues, MinValue and MaxValue, read from
     the template's own Parameters section (PyYAML is not a runtime dependency, and that
     section is plain YAML: one key per line, patterns double-quoted)."""
-    section = template.split("\nParameters:\n", 1)[1]
-    section = re.split(r"^\S", section, maxsplit=1, flags=re.MULTILINE)[0]
+    section = _parameters_section(template)
     constraints = {}
     for match in _PARAMETER.finditer(section):
         fields = dict(
