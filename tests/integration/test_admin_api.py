@@ -797,6 +797,10 @@ def test_health_when_all_is_well(api: AdminApi) -> None:
     )
     anyone = api.client.get("/health")
     assert (anyone.status_code, anyone.json()) == (200, {"status": "ok", "database": "reachable"})
+    # The two answers differ by the credentials: a shared cache must keep them apart.
+    for answer in (response, anyone):
+        varies = {name.strip().lower() for name in answer.headers["vary"].split(",")}
+        assert {"authorization", "x-tether-operator-key"} <= varies
     # Uptime checks often ask with HEAD: the same status, no body, no credentials.
     head = api.client.head("/health")
     assert (head.status_code, head.content) == (200, b"")

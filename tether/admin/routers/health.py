@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tether.admin import operations
+from tether.admin.auth import KEY_HEADER
 from tether.admin.deps import MaybeOperatorDep, StoreDep
 from tether.admin.problems import PROBLEM_JSON
 from tether.admin.schemas import Health, HealthSummary
@@ -15,6 +16,7 @@ from tether.admin.schemas import Health, HealthSummary
 router = APIRouter(tags=["health"])
 
 _ANSWER = Health | HealthSummary
+_VARY = f"Authorization, {KEY_HEADER}"
 _PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
@@ -47,4 +49,6 @@ def health(operator: MaybeOperatorDep, store: StoreDep) -> JSONResponse:
     # The credentials first: wrong ones are refused before the database is asked.
     report = operations.health(store, details=operator is not None)
     status = 200 if report.status == "ok" else 503
-    return JSONResponse(report.model_dump(mode="json"), status_code=status)
+    # The answer depends on the credentials: a cache between the caller and the API
+    # must not give an operator's answer to anyone else.
+    return JSONResponse(report.model_dump(mode="json"), status_code=status, headers={"Vary": _VARY})
