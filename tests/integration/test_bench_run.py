@@ -60,6 +60,18 @@ def _passes(mode: Run) -> dict[str, Entry]:
     return {"bench_stand_in_ok": entry("nothing", measured={}, ratio=1.0, goal="<= 2")}
 
 
+def _counted_stand_in(monkeypatch: pytest.MonkeyPatch) -> list[Run]:
+    """``bench_stand_in_ok``, and the runs it was given: empty if it never ran."""
+    ran: list[Run] = []
+
+    def counted(mode: Run) -> dict[str, Entry]:
+        ran.append(mode)
+        return _passes(mode)
+
+    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    return ran
+
+
 def test_a_run_in_which_a_benchmark_failed_exits_1(
     folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,13 +242,7 @@ def test_a_second_run_at_once_leaves_the_first_ones_server_alone(
     # Two runs shared .tether/bench-pgdata: the second stopped the first one's server and
     # removed its data, and the first failed halfway ("the database system is shutting
     # down").
-    ran: list[Run] = []
-
-    def counted(mode: Run) -> dict[str, Entry]:
-        ran.append(mode)
-        return _passes(mode)
-
-    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    ran = _counted_stand_in(monkeypatch)
     first_runs_data = folder / ".tether" / "bench-pgdata"
     first_runs_data.mkdir(parents=True)
     (first_runs_data / "PG_VERSION").write_text("18\n")
@@ -264,13 +270,7 @@ def test_results_that_cannot_be_written_stop_the_run_before_it_starts(
     # The run went to its end (10 minutes in full), then died on a traceback at the
     # first write: no table, no figures. (A file stands where the folder would be: as
     # root, a read-only folder's mode would not stop the write.)
-    ran: list[Run] = []
-
-    def counted(mode: Run) -> dict[str, Entry]:
-        ran.append(mode)
-        return _passes(mode)
-
-    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    ran = _counted_stand_in(monkeypatch)
     (folder / "not-a-folder").write_text("")
     monkeypatch.setattr(common, "RESULTS", folder / "not-a-folder" / "results")
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
@@ -301,13 +301,7 @@ def test_a_size_set_wrong_stops_the_run_before_it_starts(
 ) -> None:
     # Read when the sweep benchmark's turn came: minutes of other benchmarks, then a
     # ValueError; in a quick run, which does not even use it, too.
-    ran: list[Run] = []
-
-    def counted(mode: Run) -> dict[str, Entry]:
-        ran.append(mode)
-        return _passes(mode)
-
-    _stand_in(monkeypatch, "bench_stand_in_ok", counted)
+    ran = _counted_stand_in(monkeypatch)
     monkeypatch.setenv("TETHER_BENCH_HISTORY", "abc")
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 1
     assert not ran
