@@ -62,8 +62,9 @@ _RESERVED = frozenset(RESERVED_LOG_ATTRS)
 
 class _Formatter(LambdaPowertoolsFormatter):
     """Powertools' JSON formatter, line for line, at a fraction of its cost per line:
-    no JSON decoding of messages that cannot be JSON, one JSON encoder built once, and
-    the timestamp's seconds formatted once per second."""
+    no JSON decoding of messages that cannot be JSON, one JSON encoder built once, the
+    timestamp's seconds formatted once per second, the keys gathered without copying the
+    record, and no asking for an exception a line does not carry."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
