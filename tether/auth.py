@@ -342,6 +342,7 @@ def verifier_for(
         subject_required=subject_required,
         jwks_cache_seconds=settings.jwks_cache_seconds,
         jwks_refresh_cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
+        jwks_timeout_seconds=settings.jwks_timeout_seconds,
         leeway_seconds=settings.jwt_leeway_seconds,
     )
 

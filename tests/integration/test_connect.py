@@ -489,6 +489,38 @@ def test_an_issuer_answering_a_byte_at_a_time_costs_a_handshake_its_timeout_only
         assert time.monotonic() - started < 3
 
 
+def test_the_fetchs_time_in_all_is_set_from_the_environment(
+    db: Conn,
+    keys: SigningKeys,
+    jwks: JwksServer,
+    lambda_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """TETHER_JWKS_TIMEOUT_SECONDS bounds a real slow issuer: a handshake waited its
+    default 3 s, whatever the environment said. Past the time set, the keys last fetched
+    verify, and with none kept the answer is 503 (to retry), never 401."""
+    lambda_env.setenv("TETHER_JWKS_TIMEOUT_SECONDS", "1")
+    lambda_env.setenv("TETHER_JWKS_CACHE_SECONDS", "1")
+    runtime.reset()
+    token = sign(claims(), keys.es256, "ES256", kid=keys.es256_kid)
+    assert _connect(with_query(ws_event("connect", "before="), token=token))["statusCode"] == 200
+    jwks.drip = "body"  # 10 bytes, 0.4 s apart: the whole answer takes 4 s
+    time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+    started = time.monotonic()
+    assert _connect(with_query(ws_event("connect", "kept="), token=token))["statusCode"] == 200
+    assert time.monotonic() - started < 2.5
+    assert jwks.fetches == 2
+    assert "signing keys unavailable" in capsys.readouterr().out
+
+    runtime.reset()  # a new container: no keys kept
+    started = time.monotonic()
+    response = _connect(with_query(ws_event("connect", "none-kept="), token=token))
+    assert response["statusCode"] == 503
+    assert time.monotonic() - started < 2.5
+    assert jwks.fetches == 3
+    assert len(_sessions(db)) == 2
+
+
 def test_the_fetch_over_tls_keeps_its_time_in_all_and_checks_the_certificate(
     keys: SigningKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,6 +40,8 @@ def test_missing_database_names_the_setting() -> None:
         # PyJWT's key client takes whole seconds, more than 0, and http(s) URLs only:
         # refused here, not at the first $connect.
         ("TETHER_JWKS_CACHE_SECONDS", "0.5"),
+        ("TETHER_JWKS_TIMEOUT_SECONDS", "-1"),
+        ("TETHER_JWKS_TIMEOUT_SECONDS", "soon"),
         ("TETHER_JWKS_URL", "x.supabase.co/auth/v1/.well-known/jwks.json"),
         ("TETHER_JWKS_URL", "file:///etc/jwks.json"),
         ("SUPABASE_URL", "x.supabase.co"),
@@ -66,6 +68,10 @@ def test_bad_values_name_the_setting(
             "TETHER_MAX_DURATION_SECONDS: at most 2h (7200 s)",
         ),
         ("TETHER_IDLE_TIMEOUT_SECONDS", "0", "TETHER_IDLE_TIMEOUT_SECONDS: more than 0"),
+        # A handshake waits for the key set's fetch: none at all, or one past what
+        # $connect's function has, is refused here, not met at an outage.
+        ("TETHER_JWKS_TIMEOUT_SECONDS", "0", "TETHER_JWKS_TIMEOUT_SECONDS: more than 0"),
+        ("TETHER_JWKS_TIMEOUT_SECONDS", "30", "TETHER_JWKS_TIMEOUT_SECONDS: at most 5s (5 s)"),
         # nan was told whichever bound it broke first: "at most 1d (86400 s)".
         ("TETHER_HEARTBEAT_INTERVAL_SECONDS", "nan", "_SECONDS: a finite number"),
         ("TETHER_GONE_SETTLE_SECONDS", "nan", "_SECONDS: a finite number"),
