@@ -55,8 +55,9 @@ class Identity:
 
 class _JwksClient(jwt.PyJWKClient):
     """PyJWT's client, with two changes to its fetch. Its ``timeout`` is the time the
-    whole fetch gets (connecting, the headers, the body), not each socket operation's,
-    which an issuer answering a byte at a time stretches to the function's timeout.
+    whole fetch gets (resolving the name, connecting, the headers, the body), not each
+    socket operation's, which an issuer answering a byte at a time stretches to the
+    function's timeout (and the name's resolution had none at all).
     And an answer that is JSON and no object (a list, null), or too long for a key set,
     is the issuer's failure as a body that is no JSON at all is: PyJWT raises for it the
     error it raises for a key the set lacks, which would refuse a good token as 401."""

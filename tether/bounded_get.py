@@ -4,8 +4,9 @@ urllib's timeout bounds each socket operation alone: a server (or a proxy in fro
 it) that sends its headers or body a few bytes at a time, each just before the timeout,
 holds the caller as long as it likes. Here connecting, the TLS handshake, the status
 line, the headers and the body share one monotonic deadline: each step is given only
-the time left, and past it the step raises ``TimeoutError``. Resolving the host name is
-left to the system resolver, which has its own timeouts.
+the time left, and past it the step raises ``TimeoutError``. Resolving the host name
+shares it too: ``getaddrinfo`` takes no timeout (the system resolver's own come to tens
+of seconds), so it runs in a thread of its own, waited for only the time left.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import http.client
 import io
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -134,7 +136,7 @@ def _connect(
     it gives keeps that time for the TLS handshake and the request."""
     host, port = address
     failure: OSError = OSError(f"no address found for {host}")
-    for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    for family, kind, proto, _, sockaddr in _resolve(host, port, deadline):
         sock = socket.socket(family, kind, proto)
         try:
             sock.settimeout(_time_left(deadline))
@@ -148,6 +150,30 @@ def _connect(
             continue
         return sock
     raise failure
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
+    """socket.getaddrinfo, its answer waited for only the time left."""
+    answer: list[tuple[Any, ...]] = []
+    failure: list[Exception] = []
+
+    def resolve() -> None:
+        try:
+            answer.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:  # raised below, as if resolved there
+            failure.append(exc)
+
+    # A daemon thread: one the resolver holds past the deadline is left to finish on
+    # its own, and never keeps the process from ending.
+    left = _time_left(deadline)
+    resolver = threading.Thread(target=resolve, name=f"resolve {host}", daemon=True)
+    resolver.start()
+    resolver.join(left)
+    if resolver.is_alive():
+        raise TimeoutError(f"resolving {host} took longer than the time given to the request")
+    if failure:
+        raise failure[0]
+    return answer
 
 
 def _bind_to(connection: http.client.HTTPConnection, deadline: float) -> None:

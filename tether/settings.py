@@ -97,9 +97,10 @@ class Settings(BaseModel):
     jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """Least time between refetches forced by unknown key ids (a flood of them costs one)."""
     jwks_timeout_seconds: Annotated[float, Field(gt=0, le=5)] = 3.0
-    """The time one fetch of the key set gets in all (connecting, the headers, the body);
-    past it the issuer counts as unreachable. At most 5 s: a handshake waits for it,
-    within $connect's 10 s, with the database still to answer."""
+    """The time one fetch of the key set gets in all (resolving the issuer's name,
+    connecting, the headers, the body); past it the issuer counts as unreachable. At most
+    5 s: a handshake waits for it, within $connect's 10 s, with the database still to
+    answer."""
 
     announce_to: Literal["eventbridge", "log"] = "eventbridge"
     """Where SessionEnded goes: EventBridge, or (local runs) a structured log line."""

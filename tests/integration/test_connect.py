@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -519,6 +520,86 @@ def test_the_fetchs_time_in_all_is_set_from_the_environment(
     assert time.monotonic() - started < 2.5
     assert jwks.fetches == 3
     assert len(_sessions(db)) == 2
+
+
+ISSUER_HOST = "keys.tether.test"
+
+
+class HangingResolver:
+    """socket.getaddrinfo for the issuer's name: the JWKS server's address, or, while
+    ``hanging``, no answer at all (a resolver that does not answer) until the test ends.
+    Every other name goes to the system's resolver."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hanging = False
+        self.asked = 0
+        self._released = threading.Event()
+        self._system = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", self._getaddrinfo)
+
+    def _getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != ISSUER_HOST:
+            return self._system(host, port, *args, **kwargs)
+        self.asked += 1
+        if self.hanging:
+            self._released.wait(timeout=10)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return self._system("127.0.0.1", port, *args, **kwargs)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.fixture
+def resolver(jwks: JwksServer, lambda_env: pytest.MonkeyPatch) -> Iterator[HangingResolver]:
+    """The issuer reached by a name this test resolves (patched in: a fault injected)."""
+    hanging = HangingResolver(lambda_env)
+    lambda_env.setenv("TETHER_JWKS_URL", jwks.url.replace("127.0.0.1", ISSUER_HOST))
+    runtime.reset()
+    yield hanging
+    hanging.release()
+
+
+def test_a_resolver_that_does_not_answer_costs_a_handshake_the_fetchs_time_only(
+    db: Conn,
+    keys: SigningKeys,
+    jwks: JwksServer,
+    resolver: HangingResolver,
+    lambda_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """getaddrinfo takes no timeout: a resolver that did not answer held every handshake
+    as long as the system's resolver waited (tens of seconds, up to the function's
+    timeout), the fetch's time in all notwithstanding. Its time now counts toward the
+    fetch's: past it the issuer is unreachable, as when it answers slowly: the keys last
+    fetched verify, and with none kept the answer is 503 (to retry), never 401."""
+    lambda_env.setenv("TETHER_JWKS_TIMEOUT_SECONDS", "1")
+    lambda_env.setenv("TETHER_JWKS_CACHE_SECONDS", "1")
+    runtime.reset()
+    token = sign(claims(), keys.es256, "ES256", kid=keys.es256_kid)
+    assert _connect(with_query(ws_event("connect", "before="), token=token))["statusCode"] == 200
+    assert (resolver.asked, jwks.fetches) == (1, 1)
+    resolver.hanging = True
+    time.sleep(1.2)  # the key set expires from the cache: the next token fetches it
+    started = time.monotonic()
+    assert _connect(with_query(ws_event("connect", "kept="), token=token))["statusCode"] == 200
+    assert time.monotonic() - started < 2.5
+    assert (resolver.asked, jwks.fetches) == (2, 1)
+    assert "signing keys unavailable" in capsys.readouterr().out
+
+    runtime.reset()  # a new container: no keys kept
+    started = time.monotonic()
+    response = _connect(with_query(ws_event("connect", "none-kept="), token=token))
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["error"] == "signing_keys_unavailable"
+    assert time.monotonic() - started < 2.5
+    assert resolver.asked == 3
+
+    # The resolver answering again, the issuer's keys verify again.
+    resolver.hanging = False
+    assert _connect(with_query(ws_event("connect", "after="), token=token))["statusCode"] == 200
+    assert jwks.fetches == 2
+    assert len(_sessions(db)) == 3
 
 
 def test_the_fetch_over_tls_keeps_its_time_in_all_and_checks_the_certificate(
