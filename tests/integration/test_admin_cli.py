@@ -30,6 +30,8 @@ from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
 README = Path(__file__).resolve().parents[2] / "README.md"
+# AWS takes any key from moto: one no output may show.
+SECRET_KEY = "kick-test-secret-3f9a1c"
 
 
 def _tether(*args: str) -> subprocess.CompletedProcess[str]:
@@ -185,19 +187,76 @@ def test_kick_says_when_the_announcement_is_left_to_the_sweep(
     kicked = run_tether(
         "kick", "--session", str(row["session_id"]), "--endpoint-url", gateway.url,
         "--announce-to", "eventbridge", "--yes", "--database-url", database_url,
-        env={"TETHER_AWS_ENDPOINT_URL": aws, "TETHER_EVENT_BUS_NAME": "no-such-bus"},
+        env={
+            "TETHER_AWS_ENDPOINT_URL": aws,
+            "TETHER_EVENT_BUS_NAME": "no-such-bus",
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        },
     )  # fmt: skip
     # Done, but not all of it: a script must see that, as it does a sweep's.
     assert kicked.returncode == 1, kicked.stderr
     assert "closed: ended it; the gateway closed the connection" in kicked.stdout
     assert "its SessionEnded is queued: the sweep announces it" in kicked.stdout
-    assert "1 end(s) could not be announced and stay queued" in kicked.stderr
+    # Why, in EventBridge's words, and what comes next, as the sweep says it.
+    assert (
+        "tether kick: 1 end(s) could not be announced and stay queued"
+        " (ResourceNotFoundException); their sessions are ended, and the next sweep"
+        " announces them"
+    ) in kicked.stderr, kicked.stderr
     assert "could not be told to close" not in kicked.stderr
+    assert SECRET_KEY not in kicked.stdout + kicked.stderr
     queued = db.execute(
         "select count(*) as n from public.conversation_session_announcements where session_id = %s",
         (row["session_id"],),
     ).fetchone()
     assert queued == {"n": 1}
+
+
+def test_kick_of_a_user_says_why_its_ends_were_not_announced(
+    database_url: str, make_session: SessionFactory, gateway: ConnectionsStandIn, aws: str
+) -> None:
+    """EventBridge refused (no such bus), or could not be reached: the ends stay
+    queued, and kick said so without saying why, where the sweep and close-orphans
+    name the reason. Each session of the answer carries it too (--json)."""
+    user = uuid.uuid4()
+    for started in (60, 30):
+        gateway.set_alive(
+            str(make_session(user_id=user, started_seconds_ago=started)["connection_id"])
+        )
+    common = ["--endpoint-url", gateway.url, "--announce-to", "eventbridge", "--yes", "--json"]
+    refused = run_tether(
+        "kick", "--user", str(user), *common, "--database-url", database_url,
+        env={
+            "TETHER_AWS_ENDPOINT_URL": aws,
+            "TETHER_EVENT_BUS_NAME": "no-such-bus",
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        },
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    answer = json.loads(refused.stdout)
+    assert [(s["announced"], s["announce_error"]) for s in answer["sessions"]] == [
+        (False, "ResourceNotFoundException")
+    ] * 2
+    assert (
+        "tether kick: 2 end(s) could not be announced and stay queued"
+        " (ResourceNotFoundException); their sessions are ended, and the next sweep"
+        " announces them"
+    ) in refused.stderr, refused.stderr
+    assert SECRET_KEY not in refused.stdout + refused.stderr
+
+    # Nothing listens where EventBridge should be.
+    again = make_session(user_id=user, started_seconds_ago=10)
+    gateway.set_alive(str(again["connection_id"]))
+    unreachable = run_tether(
+        "kick", "--user", str(user), *common, "--database-url", database_url,
+        env={"TETHER_AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert unreachable.returncode == 1, unreachable.stderr
+    (session,) = json.loads(unreachable.stdout)["sessions"]
+    assert (session["announced"], session["announce_error"]) == (False, "EndpointConnectionError")
+    assert (
+        "tether kick: 1 end(s) could not be announced and stay queued (EndpointConnectionError)"
+    ) in unreachable.stderr, unreachable.stderr
 
 
 def test_kick_a_session_then_a_user(

@@ -365,14 +365,19 @@ def _disconnect_all(
     return [answer if isinstance(answer, tuple) else late for answer in settled]
 
 
-def _announce(store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]) -> bool:
-    """Announce fresh ends now; what fails stays queued for the sweep."""
+def _announce(
+    store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]
+) -> tuple[bool, str | None]:
+    """Announce fresh ends now; what fails stays queued for the sweep. Whether all went
+    out, and if not why (as the sweep reports it: an error code, no secret)."""
     if not sessions:
-        return True
+        return True, None
     # The end is committed: what the database does not record stays queued, logged
     # there, and the close goes on to the gateway.
     result = announce_and_mark(store, announcer, sessions)
-    return not result.failed
+    if not result.failed:
+        return True, None
+    return False, result.error or "refused by EventBridge"
 
 
 def _queued(announced: bool | None) -> str:
@@ -395,7 +400,9 @@ def close_session(
     if end is None or end.session is None:
         return None
     ended = end.outcome is EndOutcome.ENDED
-    announced = _announce(store, announcer, [end.session]) if ended else None
+    announced, announce_error = (
+        _announce(store, announcer, [end.session]) if ended else (None, None)
+    )
     ((connection, said),) = _disconnect_all(gateway, [end.connection_id], DISCONNECT_BUDGET_SECONDS)
     outcome = CloseOutcome.CLOSED if ended else CloseOutcome.ALREADY_CLOSED
     logger.info(
@@ -413,6 +420,7 @@ def close_session(
         outcome=outcome,
         connection=connection,
         announced=announced,
+        announce_error=announce_error,
         detail=f"{before}; {said}{_queued(announced)}",
         session=get_session(store, session_id),
     )
@@ -430,7 +438,7 @@ def close_user(
     """Force every live session of a user closed (sign-out, ban); what it closed."""
     gateway = _require(connections)
     ended = store.force_close_user(user_id, announce_lease_seconds=announce_lease_seconds)
-    announced = _announce(store, announcer, ended)
+    announced, announce_error = _announce(store, announcer, ended)
     closed = []
     answers = _disconnect_all(
         gateway, [session.connection_id for session in ended], DISCONNECT_BUDGET_SECONDS
@@ -442,6 +450,7 @@ def close_user(
                 outcome=CloseOutcome.CLOSED,
                 connection=connection,
                 announced=announced,
+                announce_error=announce_error,
                 detail=f"ended it; {said}{_queued(announced)}",
                 session=get_session(store, session.session_id),
             )

@@ -54,6 +54,11 @@ class SessionClosed(_Model):
         description="Whether SessionEnded went out now (null when this call ended nothing);"
         " an end not announced now stays queued for the sweep."
     )
+    announce_error: str | None = Field(
+        None,
+        description="Why SessionEnded could not be announced now (EventBridge's error code,"
+        " or what kept it from being reached), or null when it was, or nothing was ended.",
+    )
     detail: str
     session: SessionPublic | None = None
 

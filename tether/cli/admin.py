@@ -271,7 +271,9 @@ def _kicked(closed: list[SessionClosed], *, by_user: bool) -> int:
             f" @connections endpoint{again}\n"
         )
     if unannounced:
-        say_unannounced("kick", unannounced)
+        # One announcement for all of them: one reason, as the sweep gives its run's.
+        reasons = sorted({each.announce_error for each in closed if each.announce_error})
+        say_unannounced("kick", unannounced, ", ".join(reasons) or None)
     return 1 if failed or unannounced else 0
 
 
