@@ -91,7 +91,6 @@ def test_every_route_but_health_refuses_a_caller_without_credentials(api: AdminA
         {"Authorization": f"Bearer {OPERATOR_KEY}x"},
         {"Authorization": f"Bearer {OPERATOR_KEY[:-1]}"},
         {"X-Tether-Operator-Key": "guess"},
-        {"Authorization": f"Basic {OPERATOR_KEY}"},
         {"Authorization": "Bearer " + token(role="service_role", expires_in=-60)},
         {"Authorization": "Bearer " + token(role="service_role", iss="https://elsewhere/auth/v1")},
         {"Authorization": "Bearer " + token(role="service_role")[:-4] + "AAAA"},
@@ -100,7 +99,6 @@ def test_every_route_but_health_refuses_a_caller_without_credentials(api: AdminA
         "longer-key",
         "shorter-key",
         "wrong-header-key",
-        "basic",
         "expired",
         "issuer",
         "signature",
@@ -140,15 +138,22 @@ def test_a_credential_sent_twice_is_refused_not_read_once(
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    [f"Basic {OPERATOR_KEY}", "Bearer", "Bearer ", "Digest x=1", "garbage"],
+    ("authorization", "paths"),
+    [
+        (f"Basic {OPERATOR_KEY}", ("/sessions",)),
+        ("Bearer", ("/sessions", "/health")),
+        ("Bearer ", ("/sessions", "/health")),
+        ("Digest x=1", ("/sessions",)),
+        ("garbage", ("/sessions", "/health")),
+    ],
 )
 def test_an_authorization_that_is_no_bearer_is_refused_beside_a_valid_key(
-    api: AdminApi, authorization: str
+    api: AdminApi, authorization: str, paths: tuple[str, ...]
 ) -> None:
     """Sent both ways, both must verify: an Authorization of another scheme, or an
-    empty Bearer, was read as none and passed over beside a valid key header."""
-    for path in ("/sessions", "/health"):
+    empty Bearer, was read as none and passed over beside a valid key header. (/health
+    takes another scheme for no credential: below.)"""
+    for path in paths:
         response = api.client.get(
             path,
             headers={"Authorization": authorization, "X-Tether-Operator-Key": OPERATOR_KEY},
@@ -781,6 +786,43 @@ def test_live_stats_and_a_sweep_run_through_the_api(
     assert set(summary) == set(after["sweep"]["last_report"])
     health = api.client.get("/health", headers=AUTH).json()
     assert health["sweep"]["last_finished_at"] == after["sweep"]["last_finished_at"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [f"Basic {OPERATOR_KEY}", "Basic dXNlcjpwYXNzd29yZA==", "Digest x=1", "Negotiate YIIB"],
+    ids=["basic-of-the-key", "basic", "digest", "negotiate"],
+)
+def test_health_reads_an_authorization_of_another_scheme_as_no_credentials(
+    api: AdminApi, authorization: str
+) -> None:
+    """A load balancer or proxy with basic auth set for every request sends its Basic
+    header with each health check too: /health refused it (401), turning the checks
+    red, though Basic is no scheme tether takes at all. It now answers the status alone,
+    as without credentials; every other route still refuses it."""
+    anyone = api.client.get("/health")
+    sent = {"Authorization": authorization}
+    checked = api.client.get("/health", headers=sent)
+    assert (checked.status_code, checked.json()) == (200, anyone.json()), checked.text
+    assert checked.json() == {"status": "ok", "database": "reachable"}
+    varies = {name.strip().lower() for name in checked.headers["vary"].split(",")}
+    assert {"authorization", "x-tether-operator-key"} <= varies
+    head = api.client.head("/health", headers=sent)
+    assert (head.status_code, head.content) == (200, b"")
+    # Beside the key header, the key alone is checked: right, the details; wrong, 401.
+    operator = api.client.get("/health", headers={**sent, "X-Tether-Operator-Key": OPERATOR_KEY})
+    assert operator.status_code == 200, operator.text
+    assert operator.json()["migrations"]["pending"] == []
+    wrong = api.client.get("/health", headers={**sent, "X-Tether-Operator-Key": "guess"})
+    assert _problem(wrong, 401)["code"] == "unauthorized"
+    # Sent twice, it is refused as every credential sent twice is.
+    twice = api.client.get("/health", headers=[("Authorization", authorization)] * 2)
+    assert "send each credential once" in _problem(twice, 401)["detail"]
+    # Every other route refuses it, as before.
+    refused = api.client.get("/sessions", headers=sent)
+    assert "Authorization must be 'Bearer <key or token>'" in _problem(refused, 401)["detail"]
+    for response in (checked, operator, wrong, twice, refused):
+        assert OPERATOR_KEY not in response.text
 
 
 # --- health -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support import AUDIENCE, HS256_SECRET, ISSUER, claims, sign
-from tether.admin.auth import authenticate, describe
+from tether.admin.auth import authenticate, describe, is_other_scheme
 from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
 from tether.settings import Settings, load_settings
 
@@ -156,3 +156,26 @@ def test_a_key_no_header_could_carry_is_refused_as_the_settings_are_read(
         load_settings(operator_key=key)
     assert "TETHER_OPERATOR_KEY" in str(refused.value)
     assert key not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "other"),
+    [
+        ("Basic dXNlcjpwYXNz", True),
+        (f"Basic {KEY}", True),
+        ("Digest username=x, realm=y", True),
+        ("Negotiate YIIB", True),
+        (f"Bearer {KEY}", False),
+        (f"bearer {KEY}", False),
+        ("Bearer", False),
+        ("Bearer ", False),
+        ("Basic", False),
+        (KEY, False),
+        ("", False),
+        ("   ", False),
+    ],
+)
+def test_an_authorization_of_another_scheme(authorization: str, other: bool) -> None:
+    """Another scheme with its credentials (what /health reads as none): not Bearer,
+    empty or not, and not a lone word, which may be a key sent without its scheme."""
+    assert is_other_scheme(authorization) is other

@@ -114,6 +114,14 @@ def authenticate(bearer: str | None, key_header: str | None, settings: Settings)
     return operator
 
 
+def is_other_scheme(authorization: str) -> bool:
+    """Whether an Authorization header is ``<scheme> <credentials>`` of a scheme other
+    than Bearer (Basic, Digest, ...): none tether takes, so none that failed. An empty
+    Bearer, or a lone word (a key sent without its scheme), is not."""
+    scheme, _, rest = authorization.strip().partition(" ")
+    return bool(scheme) and scheme.lower() != "bearer" and bool(rest.strip())
+
+
 DETAILS = {
     "missing_credentials": "send the operator key (Authorization: Bearer <key>, or"
     f" {KEY_HEADER}) or an operator's access token (Authorization: Bearer <token>)",

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tether import runtime
-from tether.admin.auth import KEY_HEADER, Operator, authenticate
+from tether.admin.auth import KEY_HEADER, Operator, authenticate, is_other_scheme
 from tether.admin.errors import InvalidFieldError
 from tether.aws.connections import ConnectionsApi
 from tether.errors import AuthenticationError
@@ -69,21 +69,37 @@ def get_announce_lease(request: Request, settings: SettingsDep) -> float:
 AnnounceLeaseDep = Annotated[float, Depends(get_announce_lease)]
 
 
+def _checked(
+    request: Request,
+    settings: Settings,
+    credentials: HTTPAuthorizationCredentials | None,
+    key: str | None,
+    *,
+    other_scheme_is_none: bool,
+) -> Operator:
+    # A header sent twice is read once, the first: a second, wrong credential would be
+    # passed over.
+    if any(len(request.headers.getlist(name)) > 1 for name in ("authorization", KEY_HEADER)):
+        raise AuthenticationError("repeated_credentials")
+    authorization = request.headers.get("authorization")
+    if (
+        credentials is None
+        and authorization is not None
+        and not (other_scheme_is_none and is_other_scheme(authorization))
+    ):
+        # Another scheme (Basic, ...) or an empty Bearer, which the Bearer scheme reads
+        # as none: beside a valid key header it would be passed over.
+        raise AuthenticationError("unsupported_authorization")
+    return authenticate(credentials.credentials if credentials else None, key, settings)
+
+
 def require_operator(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     key: Annotated[str | None, Security(key_header)],
 ) -> Operator:
-    # A header sent twice is read once, the first: a second, wrong credential would be
-    # passed over.
-    if any(len(request.headers.getlist(name)) > 1 for name in ("authorization", KEY_HEADER)):
-        raise AuthenticationError("repeated_credentials")
-    if credentials is None and "authorization" in request.headers:
-        # Another scheme (Basic, ...) or an empty Bearer, which the Bearer scheme reads
-        # as none: beside a valid key header it would be passed over.
-        raise AuthenticationError("unsupported_authorization")
-    return authenticate(credentials.credentials if credentials else None, key, settings)
+    return _checked(request, settings, credentials, key, other_scheme_is_none=False)
 
 
 OperatorDep = Annotated[Operator, Depends(require_operator)]
@@ -97,10 +113,14 @@ def optional_operator(
 ) -> Operator | None:
     """For a route that answers anyone and tells an operator more: None when no
     credential is sent. Credentials sent are checked as every route checks them: wrong
-    ones are refused (401), never taken for none."""
-    if not any(name in request.headers for name in ("authorization", KEY_HEADER)):
+    ones are refused (401), never taken for none. An Authorization of another scheme
+    than Bearer is not one of them: a load balancer or proxy with basic auth set for
+    every request sends it with its health checks, which would all fail."""
+    authorization = request.headers.getlist("authorization")
+    foreign = len(authorization) == 1 and is_other_scheme(authorization[0])
+    if KEY_HEADER not in request.headers and (not authorization or foreign):
         return None
-    return require_operator(request, settings, credentials, key)
+    return _checked(request, settings, credentials, key, other_scheme_is_none=True)
 
 
 MaybeOperatorDep = Annotated[Operator | None, Depends(optional_operator)]

@@ -27,10 +27,14 @@ _PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     description="Without credentials: `status` and `database` alone. With an operator's"
     " credentials: also the migrations pending, the sweep's last run and what in the"
     " database stops tether's functions. Credentials sent that do not verify are refused"
-    " (401, or 403 for a token whose holder is no operator), as on every route.",
+    " (401, or 403 for a token whose holder is no operator), as on every route. An"
+    " `Authorization` of another scheme than `Bearer` (`Basic`, which a load balancer or"
+    " proxy may send with every request) is no credential tether takes: it gets the"
+    " status alone, as without credentials.",
     responses={
         401: {
-            "description": "Credentials that do not verify (none at all get the status)",
+            "description": "Credentials that do not verify (none at all, or an"
+            " Authorization of another scheme than Bearer, get the status)",
             "content": _PROBLEM,
         },
         503: {
