@@ -63,8 +63,7 @@ def _status(
 def _streamed_status(server: DevServer, path: str, chunks: Iterable[bytes]) -> int:
     """The status a signed POST whose body is sent in chunks, with no length, answers.
     Kept alive, as SDKs keep their connections: the gateway reads the rest of a body it
-    refused and answers in turn (urllib's `Connection: close` would have the gateway
-    close at once, under a client still sending, which then may never read the answer)."""
+    refused and answers in turn."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         conn.request(
@@ -401,6 +400,64 @@ def test_a_huge_post_to_connections_is_refused_before_it_is_read(
             await ws.close()
 
     run(scenario())
+
+
+def _closing_call(
+    server: DevServer, path: str, body: bytes | Iterable[bytes], *, signed: bool = True
+) -> int:
+    """The status a POST asking to be closed (as urllib's do) answers, its whole body
+    sent before the answer is read, as http.client sends it; a reset raises."""
+    headers = {"Connection": "close", **({"Authorization": SIGNED} if signed else {})}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(
+            "POST", path, body=body, headers=headers, encode_chunked=not isinstance(body, bytes)
+        )
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+def test_a_client_still_sending_a_refused_body_reads_its_answer_not_a_reset(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A request asking to be closed (urllib's all do) was answered before its body was
+    whole, and the connection closed at once under the client still sending: the kernel
+    reset it, and the client met "connection reset" (or a broken pipe) instead of the
+    413. The gateway now reads and drops the rest, within bounds, and the client reads
+    its answer."""
+    server = start_dev()
+    path = "/local/@connections/AAAAAAAAAAAAAAA="
+    body = b"x" * (8 * 1024 * 1024)
+    assert _closing_call(server, path, body) == 413
+    assert (
+        _closing_call(server, path, (body[i : i + 65536] for i in range(0, len(body), 65536)))
+        == 413
+    )
+    assert _closing_call(server, path, body, signed=False) == 403  # refused before any of it
+    assert _closing_call(server, "/admin/sweep", body, signed=False) == 401  # the admin app's own
+    # Bounded: a client that sends on and on is cut off, past the bytes or the time.
+    declared = (
+        f"POST {path} HTTP/1.1\r\n{HEAD}Connection: close\r\nContent-Length: {1 << 40}\r\n\r\n"
+    ).encode()
+    with _raw(server) as sock:
+        sock.sendall(declared)
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 1 << 30:
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+    with _raw(server) as sock:
+        sock.sendall(declared)
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - started < 30:
+                sock.sendall(b"x" * 100)
+                time.sleep(0.05)
+        assert time.monotonic() - started < 10  # 5 s
 
 
 def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(

@@ -16,6 +16,12 @@
   never runs out of file descriptors and keeps serving the connections it has. Each
   refusal's body is a JSON ``message`` saying the limit (and what the request came to,
   where known), but a HEAD's.
+- HTTP, once answered: a connection closed while its client is still sending (the rest
+  of a body refused before it was whole, on a request that asked to be closed) lingers:
+  the answer is followed by a half-close, and what the client still sends is read and
+  dropped until it closes too, for 5 s and 16 MiB at most. Closed with that data
+  unread, the kernel would answer with a reset, which the client meets while still
+  sending, before it has read the answer.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import h11
@@ -51,6 +58,10 @@ HTTP_RESERVE = 64
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 HEADER_LIMIT_BYTES = limits.GATEWAY_HEADER_BYTES
 """What the request line and the header values may come to, as API Gateway counts."""
+LINGER_SECONDS = 5.0
+"""How long a connection closed under a client still sending may read what it sends."""
+LINGER_BYTES = 16 * 1024 * 1024
+"""How much of it: past this, the connection is closed, and what follows is reset."""
 HEAD_BYTES_MAX = HEADER_LIMIT_BYTES + 8 * 1024
 """The most a request's head may take on the wire before it ends: the values the limit
 counts, with room for the header names and line ends it does not."""
@@ -243,6 +254,10 @@ class GuardedHttpProtocol(H11Protocol):
 
     _deadline: asyncio.TimerHandle | None = None
     _head: bytes = b""
+    _lingering = False
+    _linger_left = LINGER_BYTES
+    _linger_timer: asyncio.TimerHandle | None = None
+    _stopping = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -292,7 +307,60 @@ class GuardedHttpProtocol(H11Protocol):
             return
         super().handle_websocket_upgrade(event)
 
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and not isinstance(self.cycle.transport, _LingeringClose):
+            # The cycle closes the connection itself once it has answered a request that
+            # asked to be closed: through this, that close lingers when it must.
+            self.cycle.transport = cast(
+                "asyncio.Transport", _LingeringClose(self.transport, self._close_answered)
+            )
+
+    def _close_answered(self) -> None:
+        """Close once answered; lingering while the client is still sending the body."""
+        if self.conn.their_state is h11.SEND_BODY:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._lingering:
+            # No keep-alive wait: the linger has a bound of its own.
+            self._unset_keepalive_if_required()
+
+    def _linger(self) -> None:
+        """Close without a reset: the answer, a half-close, then what the client still
+        sends is read and dropped until it closes too, within the linger's bounds."""
+        self._cancel_deadline()
+        if self._lingering or self.transport.is_closing():
+            return
+        if self._stopping or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        # A client that neither closes nor reads its answer: the connection is dropped.
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self._lingering:
+            self.transport.close()
+            return
+        super().shutdown()
+
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._linger_left -= len(data)
+            if self._linger_left < 0 and not self.transport.is_closing():
+                logger.info(
+                    "connection closed: its client went on sending past the linger's bound",
+                    extra={"bytes": LINGER_BYTES},
+                )
+                self.transport.close()
+            return
         if self.conn.their_state is h11.IDLE:
             oversize = self._head_oversize(data)
             if oversize is not None:
@@ -354,6 +422,9 @@ class GuardedHttpProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         super().connection_lost(exc)
 
     def _cancel_deadline(self) -> None:
@@ -406,6 +477,20 @@ class GuardedHttpProtocol(H11Protocol):
         )
         self.transport.write(head.encode() + content)
         self.transport.close()
+
+
+class _LingeringClose:
+    """A transport whose close is another's: the rest goes to the transport itself."""
+
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self._close = close
+
+    def close(self) -> None:
+        self._close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def counted_head_bytes(head: bytes) -> int:
