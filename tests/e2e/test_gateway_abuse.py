@@ -318,6 +318,33 @@ def test_headers_are_held_to_api_gateway_s_10240_bytes_and_a_431_says_so(
     assert len(server.rows()) == 1
 
 
+def test_a_refusal_of_a_request_still_coming_is_read_not_reset(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A request refused for its head (431, 414) was answered and closed at once, under
+    a client still sending the rest (its headers, its body): the kernel reset the
+    connection, and the client's write failed before it could read why."""
+    server = start_dev()
+    body = b"x" * (8 * 1024 * 1024)
+    with _raw(server) as sock:
+        sock.sendall(
+            b"POST /admin/sweep HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+            + b"p" * 12_000
+            + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        sock.sendall(body)
+        assert "they come to" in _refusal(_answer(sock), 431)
+    with _raw(server) as sock:
+        sock.sendall(
+            UPGRADE.replace("GET / ", f"GET /?pad={'x' * 4096} ")
+            .format(agent="long", extra=f"Content-Length: {len(body)}\r\n")
+            .encode()
+        )
+        sock.sendall(body)
+        assert "this one has" in _refusal(_answer(sock), 414)
+    assert server.rows() == []
+
+
 def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
     start_dev: Callable[..., DevServer],
 ) -> None:

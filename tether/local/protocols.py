@@ -17,7 +17,8 @@
   refusal's body is a JSON ``message`` saying the limit (and what the request came to,
   where known), but a HEAD's.
 - HTTP, once answered: a connection closed while its client is still sending (the rest
-  of a body refused before it was whole, on a request that asked to be closed) lingers:
+  of a body refused before it was whole, on a request that asked to be closed; a request
+  refused 408, 414 or 431, or 503 once read) lingers:
   the answer is followed by a half-close, and what the client still sends is read and
   dropped until it closes too, for 5 s and 16 MiB at most. Closed with that data
   unread, the kernel would answer with a reset, which the client meets while still
@@ -276,6 +277,8 @@ class GuardedHttpProtocol(H11Protocol):
                 message=f"Service Unavailable: the gateway holds its {self.max_connections}"
                 f" WebSocket connections (its maximum) and {self.http_reserve} more for"
                 " plain HTTP requests; try again once one closes",
+                # Nothing read yet, and the descriptors are what is short: no linger.
+                linger=False,
             )
             return
         self._deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)
@@ -367,7 +370,11 @@ class GuardedHttpProtocol(H11Protocol):
                 self._refuse_headers(oversize)
                 return
         super().data_received(data)
-        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+        if (
+            self.transport.is_closing()
+            or self._lingering
+            or self.transport.get_protocol() is not self
+        ):
             return
         if not self._request_pending():
             self._cancel_deadline()
@@ -442,7 +449,7 @@ class GuardedHttpProtocol(H11Protocol):
             # Answered before its body was whole (413 on its declared length): a 408
             # would follow that answer on the wire; the connection just ends.
             logger.info("connection closed: the request's body did not arrive in time")
-            self.transport.close()
+            self._linger()
             return
         if self.conn.their_state is h11.SEND_BODY:
             method = self.cycle.scope["method"] if self.cycle else ""
@@ -461,12 +468,19 @@ class GuardedHttpProtocol(H11Protocol):
         )
 
     def _refuse(
-        self, status: int, why: str, *, message: str = "", head_request: bool = False
+        self,
+        status: int,
+        why: str,
+        *,
+        message: str = "",
+        head_request: bool = False,
+        linger: bool = True,
     ) -> None:
-        """Answer ``status`` and close. The body is a JSON ``message`` saying why, as
+        """Answer ``status`` and close, lingering: the client may still be sending (the
+        rest of its headers, its body). The body is a JSON ``message`` saying why, as
         the 431 of API Gateway's own limits does, except to a HEAD (RFC 9110: no body)."""
         self._cancel_deadline()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
         logger.info("connection refused", extra={"status": status, "why": why})
         content = b"" if head_request or not message else json.dumps({"message": message}).encode()
@@ -476,7 +490,10 @@ class GuardedHttpProtocol(H11Protocol):
             f"content-length: {len(content)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + content)
-        self.transport.close()
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()
 
 
 class _LingeringClose:
