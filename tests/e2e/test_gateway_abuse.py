@@ -487,6 +487,30 @@ def test_a_client_still_sending_a_refused_body_reads_its_answer_not_a_reset(
         assert time.monotonic() - started < 10  # 5 s
 
 
+def test_a_handshake_refused_for_its_body_reads_its_400_not_a_reset(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A handshake with a body is refused (400) before the body is read: the connection
+    closed at once, and the client, still sending the body, met a reset instead of the
+    400. What it still sends is read and dropped now, within bounds."""
+    server = start_dev()
+    body = b"x" * (8 * 1024 * 1024)
+    handshake = UPGRADE.format(agent="body", extra=f"Content-Length: {len(body)}\r\n").encode()
+    with _raw(server) as sock:
+        sock.sendall(handshake)
+        sock.sendall(body)
+        assert _answer(sock).startswith(b"HTTP/1.1 400")
+    with _raw(server) as sock:
+        sock.sendall(handshake)
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 1 << 30:
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+    assert server.rows() == []
+
+
 def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
     start_dev: Callable[..., DevServer],
 ) -> None:

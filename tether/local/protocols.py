@@ -3,7 +3,8 @@
 - WebSocket: 32 KB frames (a larger one closes with 1009), 1007 for a text message that
   is not UTF-8 (said in one line), 1006 for a peer that
   vanished without a close frame, 400 for a handshake websockets cannot take (a header
-  that is not ASCII, or holds a control character), nothing more read from a peer
+  that is not ASCII, or holds a control character, a body), what a client still sends
+  after a 1009 or a 400 read and dropped (16 MiB at most), nothing more read from a peer
   that pings without reading its pongs, and a closing connection dropped after 5 s
   if its client reads nothing.
 - HTTP, before a request is complete: each request, a handshake or the next one on a
@@ -89,6 +90,7 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
     _paused_for_pongs = False
     _counted = False
     _draining = False
+    _drain_left = LINGER_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -172,6 +174,11 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Half-close, then read and drop what the client still sends until it closes
+        too, for LINGER_BYTES at most, or is abandoned."""
         self._draining = True
         if not self.transport.can_write_eof():
             self.transport.close()
@@ -182,6 +189,13 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._draining:
+            self._drain_left -= len(data)
+            if self._drain_left < 0 and not self.transport.is_closing():
+                logger.info(
+                    "connection closed: its client went on sending past the linger's bound",
+                    extra={"bytes": LINGER_BYTES},
+                )
+                self.transport.close()
             return
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.handshake_complete:
@@ -224,7 +238,8 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
-        self.transport.close()
+        # The rest of what it sent (a body, say) is read, or the refusal would be reset.
+        self._drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._counted:
