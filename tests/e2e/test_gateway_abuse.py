@@ -511,6 +511,38 @@ def test_a_handshake_refused_for_its_body_reads_its_400_not_a_reset(
     assert server.rows() == []
 
 
+def test_a_kept_alive_client_sending_on_past_its_413_is_cut_off(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Kept alive, the rest of a body refused before it was whole is read and dropped,
+    so the next request can follow; that went on for the whole handshake timeout (10 s,
+    up to 10 min) with no bound on what it came to, gigabytes from a client on the same
+    machine. Now 16 MiB, as a linger."""
+    server = start_dev()
+    path = "/local/@connections/AAAAAAAAAAAAAAA="
+    with _raw(server) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{HEAD}Content-Length: {1 << 40}\r\n\r\n".encode())
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 1 << 30:
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+    # Within the bound, the body is read to its end and the next request is answered.
+    body = b"x" * (8 * 1024 * 1024)
+    with _raw(server) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{HEAD}Content-Length: {len(body)}\r\n\r\n".encode())
+        sock.sendall(body)
+        sock.sendall(f"GET {path} HTTP/1.1\r\n{HEAD}\r\n".encode())
+        answers = b""
+        while b'"Gone"}' not in answers:
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 413 ")
+    assert b"HTTP/1.1 410 " in answers
+
+
 def test_a_post_cut_off_before_its_body_is_whole_delivers_nothing(
     start_dev: Callable[..., DevServer],
 ) -> None:

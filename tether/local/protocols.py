@@ -23,7 +23,8 @@
   the answer is followed by a half-close, and what the client still sends is read and
   dropped until it closes too, for 5 s and 16 MiB at most. Closed with that data
   unread, the kernel would answer with a reset, which the client meets while still
-  sending, before it has read the answer.
+  sending, before it has read the answer. Kept alive, the rest of a refused body is
+  read and dropped (the next request follows it), within the same 16 MiB.
 """
 
 from __future__ import annotations
@@ -274,6 +275,8 @@ class GuardedHttpProtocol(H11Protocol):
     _linger_left = LINGER_BYTES
     _linger_timer: asyncio.TimerHandle | None = None
     _stopping = False
+    _dropping: object = None
+    """The request whose body, answered before it was whole, is being read and dropped."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -325,6 +328,20 @@ class GuardedHttpProtocol(H11Protocol):
             return
         super().handle_websocket_upgrade(event)
 
+    def _drop(self, data: bytes) -> bool:
+        """Count what is read of a body after its answer; False, and the connection
+        closed, once past the bound."""
+        self._linger_left -= len(data)
+        if self._linger_left >= 0:
+            return True
+        if not self.transport.is_closing():
+            logger.info(
+                "connection closed: its client went on sending past the linger's bound",
+                extra={"bytes": LINGER_BYTES},
+            )
+            self.transport.close()
+        return False
+
     def handle_events(self) -> None:
         super().handle_events()
         if self.cycle is not None and not isinstance(self.cycle.transport, _LingeringClose):
@@ -371,14 +388,16 @@ class GuardedHttpProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
-            self._linger_left -= len(data)
-            if self._linger_left < 0 and not self.transport.is_closing():
-                logger.info(
-                    "connection closed: its client went on sending past the linger's bound",
-                    extra={"bytes": LINGER_BYTES},
-                )
-                self.transport.close()
+            self._drop(data)
             return
+        answered = self.cycle is not None and self.cycle.response_complete
+        if answered and self.conn.their_state is h11.SEND_BODY:
+            # The rest of a body answered before it was whole, kept alive: uvicorn reads
+            # and drops it, within the same bound as a linger.
+            if self._dropping is not self.cycle:
+                self._dropping, self._linger_left = self.cycle, LINGER_BYTES
+            if not self._drop(data):
+                return
         if self.conn.their_state is h11.IDLE:
             oversize = self._head_oversize(data)
             if oversize is not None:
