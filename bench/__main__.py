@@ -217,6 +217,15 @@ def main() -> int:
     except OSError as exc:
         sys.stderr.write(f"cannot write the results in {common.RESULTS}: {exc}; nothing was run\n")
         return 1
+    try:
+        return _run_and_write(chosen, mode)
+    finally:
+        # Held from the server's start until the results are written: a run ending
+        # meanwhile would merge into the latest.json this one is about to replace.
+        database.release()
+
+
+def _run_and_write(chosen: list[str], mode: Run) -> int:
     started = datetime.now(UTC)
     clock = time.monotonic()
     # Before the run adds its own: how busy the machine was with other work.

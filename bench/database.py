@@ -21,8 +21,9 @@ from tether.local import embedded
 from tether.local import state as dev_state
 
 BENCH_DATA_DIR = Path(".tether") / "bench-pgdata"
-# Held for a run's life: a second run would stop the first one's server and remove its
-# data. The system releases it when the holder ends, a crash included.
+# Held for a run's life, until its results are written: a second run would stop the first
+# one's server and remove its data, or merge its results into the latest.json the first
+# is about to replace. The system releases it when the holder ends, a crash included.
 BENCH_LOCK = Path(".tether") / "bench.lock"
 
 TEMPLATE = "tether_bench_template"
@@ -75,13 +76,20 @@ def start_fresh() -> embedded.EmbeddedPostgres:
 
 
 def stop() -> None:
-    global _server, _claim  # noqa: PLW0603
+    """Stop the run's server; the claim stays held (see ``release``)."""
+    global _server  # noqa: PLW0603
     if _server is not None:
         _server.stop()
         _server = None
     elif _claim is not None:
         # Interrupted while it started: a server on the claimed data is this run's.
         embedded.stop_if_running(BENCH_DATA_DIR.resolve())
+
+
+def release() -> None:
+    """Let the next run start: once this one's results are written, or it has ended
+    without writing them."""
+    global _claim  # noqa: PLW0603
     if _claim is not None:
         _claim.close()
         _claim = None

@@ -479,6 +479,68 @@ def test_a_signal_while_the_run_stops_its_postgres_does_not_leave_it_running(
         embedded.stop_if_running(data)
 
 
+MERGING_RUN = """
+import pathlib, sys, time, types
+import bench.__main__ as bench_main
+from bench import common
+from bench.common import entry
+common.RESULTS = pathlib.Path("results").resolve()
+module = types.ModuleType("bench.bench_stand_in_ok")
+module.run = lambda mode: {"bench_stand_in_ok": entry("w", measured={}, ratio=1.0, goal="<= 2")}
+sys.modules["bench.bench_stand_in_ok"] = module
+bench_main.MODULES.clear()
+bench_main.MODULES["bench_stand_in_ok"] = ("bench_stand_in_ok",)
+bench_main.MODULES["bench_stand_in_other"] = ("bench_stand_in_other",)
+read = bench_main.earlier_results
+def slow_read():
+    # The moment another run may end in: latest.json read, this run's merge not written.
+    earlier = read()
+    pathlib.Path("merging").touch()
+    deadline = time.monotonic() + 60
+    while not pathlib.Path("go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return earlier
+bench_main.earlier_results = slow_read
+sys.argv = ["python -m bench", "--quick", "bench_stand_in_ok"]
+sys.exit(bench_main.main())
+"""
+
+
+def test_two_runs_ending_together_do_not_lose_either_ones_figures(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The claim on the folder's benchmark server was let go as its Postgres stopped,
+    before the run merged its figures into latest.json: a run started then merged into
+    the same old file, and whichever wrote last dropped the other's figures, though
+    both had said they were written."""
+    monkeypatch.setattr(bench_main, "MODULES", {})
+    _stand_in(monkeypatch, "bench_stand_in_ok", _passes)
+    _stand_in(monkeypatch, "bench_stand_in_other", _other)
+    first = _start_run(folder, MERGING_RUN)
+    try:
+        _wait_for(first, folder / "merging")
+        second = _exit_status(monkeypatch, "--quick", "bench_stand_in_other")
+        (folder / "go").touch()
+        _, said = first.communicate(timeout=60)
+        assert first.returncode == 0, said
+    finally:
+        if first.poll() is None:
+            first.kill()
+        embedded.stop_if_running(folder / ".tether" / "bench-pgdata")
+    latest = _results(folder)
+    # A run that says it wrote its figures has them in latest.json.
+    assert "bench_stand_in_ok" in latest["benchmarks"]
+    if second == 0:
+        assert "bench_stand_in_other" in latest["benchmarks"], latest["benchmarks"]
+    # The second is refused while the first writes, as while it measures.
+    assert second == 1
+    assert f"another benchmark run (pid {first.pid})" in capsys.readouterr().err
+    # Once the first has ended, its claim is gone with it: the next run merges into its
+    # results.
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_other") == 0
+    assert list(_results(folder)["benchmarks"]) == ["bench_stand_in_ok", "bench_stand_in_other"]
+
+
 def test_a_postgres_that_cannot_start_is_said_in_one_line(tmp_path: Path) -> None:
     # A folder too deep for the server's socket, and a runtime folder as deep: the
     # message saying so and what to do came at the end of a 20-line traceback.
