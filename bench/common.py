@@ -163,7 +163,9 @@ def load_average() -> list[float]:
 def meta(run: Run, postgres_version: str, started: datetime, extra: dict[str, Any]) -> Entry:
     memory = _memory_bytes()
     return {
-        "date": started.isoformat(timespec="seconds"),
+        # To the millisecond: two runs begun in the same second are told apart, in their
+        # dated copies' names and in the entries' ``run``.
+        "date": started.isoformat(timespec="milliseconds"),
         "mode": "quick" if run.quick else "full",
         "cpu_count": os.cpu_count(),
         "memory_gib": round(memory / 2**30, 1) if memory else None,
@@ -194,8 +196,9 @@ def write_results(document: dict[str, Any], latest: dict[str, Any] | None = None
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(document, indent=2, default=str) + "\n"
     stamp = document["meta"]["date"].replace(":", "").replace("+0000", "Z")
+    name = f"{stamp}-{document['meta']['mode']}"
     chart = RESULTS / "ratios.svg"
-    dated = RESULTS / f"{stamp}-{document['meta']['mode']}.json"
+    dated = RESULTS / f"{name}.json"
     latest_json = RESULTS / "latest.json"
     latest_text = json.dumps(latest, indent=2, default=str) + "\n"
     contents = {chart: svg_chart(latest), dated: text, latest_json: latest_text}
@@ -203,12 +206,28 @@ def write_results(document: dict[str, Any], latest: dict[str, Any] | None = None
     try:
         for path, content in contents.items():
             aside[path].write_text(content)
-        for path in contents:
-            aside[path].replace(path)
+        aside[chart].replace(chart)
+        dated = _link_unused(aside[dated], name)
+        aside[latest_json].replace(latest_json)
     finally:
         for partial in aside.values():
             partial.unlink(missing_ok=True)
     return [latest_json, dated, chart]
+
+
+def _link_unused(written: Path, name: str) -> Path:
+    """``written`` under ``name``.json in ``RESULTS``, or ``name``-2.json, -3 and so on
+    when that is taken: another run's dated copy is never replaced. A link, so that the
+    name never shows a half-written file."""
+    path, number = RESULTS / f"{name}.json", 1
+    while True:
+        try:
+            os.link(written, path)
+        except FileExistsError:
+            number += 1
+            path = RESULTS / f"{name}-{number}.json"
+            continue
+        return path
 
 
 class UnreadableResults(ValueError):

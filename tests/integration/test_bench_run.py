@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,6 +207,24 @@ def test_a_partial_run_keeps_the_other_benchmarks_latest_figures(
     latest = _results(folder)
     assert latest["meta"]["carried_over"] == {}
     assert latest == _dated_copy(folder, latest)
+
+
+def test_runs_begun_in_the_same_second_each_keep_their_dated_copy(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in run takes under a second: the second one's dated copy, named to the
+    # second, replaced the first one's.
+    ran = _counted_stand_in(monkeypatch)
+    for _ in range(3):
+        assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    assert len(ran) == 3
+    copies = sorted(p.name for p in (folder / "results").glob("*-quick*.json"))
+    assert len(copies) == 3
+    # Each names its run's start, and sorts by it.
+    dates = [_results(folder, name)["meta"]["date"] for name in copies]
+    assert dates == sorted(dates)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", d) for d in dates)
+    assert _results(folder, copies[-1]) == _results(folder)
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET  # our own output, not untrusted input
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import common
-from bench.common import entry, svg_chart
+from bench.common import Run, entry, svg_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -110,6 +111,27 @@ def test_results_that_cannot_all_be_written_leave_the_last_complete_runs(
     ]
     assert json.loads((tmp_path / "latest.json").read_text()) == _document()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+def test_two_runs_of_the_same_moment_keep_both_dated_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dated copy was named by the run's start to the second and its mode: a second
+    # run of the same mode begun in that second replaced the first one's copy.
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    first, second = _document(), _document()
+    second["benchmarks"] = {"heartbeat_cost": second["benchmarks"]["heartbeat_cost"]}
+    assert common.write_results(first)[1].name == "2026-11-30T223638Z-quick.json"
+    assert common.write_results(second)[1].name == "2026-11-30T223638Z-quick-2.json"
+    assert json.loads((tmp_path / "2026-11-30T223638Z-quick.json").read_text()) == first
+    assert json.loads((tmp_path / "2026-11-30T223638Z-quick-2.json").read_text()) == second
+    assert json.loads((tmp_path / "latest.json").read_text()) == second
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_runs_date_and_dated_copy_name_its_start_to_the_millisecond() -> None:
+    started = datetime(2026, 12, 1, 1, 49, 0, 512_345, tzinfo=UTC)
+    assert common.meta(Run(), "18.6", started, {})["date"] == "2026-12-01T01:49:00.512+00:00"
 
 
 EARLIER_RUN = {"date": "2026-11-30T18:11:00+00:00", "mode": "full"}
