@@ -13,8 +13,10 @@ cleanly. It runs in real time (about 1.5 minutes) beside the other benchmarks.
 
 Reported: p50/p99/max detection latency (from the moment each client went away or
 silent to its row's end) per kind and overall, and the cost per connection per minute
-(heartbeat writes, GetConnection calls). Goal: p99 <= 45 s for the lost clients (the
-worse of the dropped and the silent). The bound the README states is 40 s.
+(heartbeat writes; GetConnection calls, null with a note saying why when no sweep run
+began and ended inside the simulation, as at the production schedule). Goal: p99 <= 45 s
+for the lost clients (the worse of the dropped and the silent). The bound the README
+states is 40 s.
 """
 
 from __future__ import annotations
@@ -73,14 +75,22 @@ def run(mode: Run) -> dict[str, Entry]:
             command += ["--database-url", url, "--clients", str(clients)]
             command += ["--duration", f"{DURATION_SECONDS}s", "--drop-rate", "0.4"]
             command += ["--silent-rate", "0.4", "--settle", f"{SETTLE_SECONDS}s", "--json"]
+            began = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
             simulated: dict[str, Any] = json.loads(done.stdout)
+            simulated_seconds = time.monotonic() - began
         finally:
             dev.send_signal(signal.SIGTERM)
             try:
                 dev.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 dev.kill()
+    return {"detection_latency": result_of(simulated, clients, simulated_seconds)}
+
+
+def result_of(simulated: dict[str, Any], clients: int, seconds: float) -> Entry:
+    """The entry for ``tether simulate``'s report (``--json``) of a simulation of
+    ``clients`` that took ``seconds``."""
     kinds = simulated["detection_latency_by_kind_s"]
     lost = [kinds[k]["p99"] for k in ("dropped", "silent") if k in kinds and kinds[k]["p99"]]
     worst = max(lost) if lost else None
@@ -89,9 +99,21 @@ def run(mode: Run) -> dict[str, Entry]:
             f"detection   {kind}: p50 {latency['p50']} s, p99 {latency['p99']} s,"
             f" max {latency['max']} s"
         )
+    cost = dict(simulated["cost_per_connection_minute"])
+    if cost["get_connection_calls"] is None:
+        # A bare null read as a figure lost; tether simulate says why only in its text.
+        cost["get_connection_calls_note"] = (
+            "not measured: tether simulate counts the calls of the sweep runs that began"
+            " during the simulation and have ended (a run's report is written as it ends);"
+            " at the production schedule a run begins each minute and lasts until the next,"
+            " so only a simulation of over two minutes surely holds one, and this one took"
+            f" {seconds:.0f} s"
+        )
+    calls = cost.get("get_connection_calls_note") or f"{cost['get_connection_calls']} calls"
     report(
         f"detection   all: {simulated['detection_latency_s']}; orphaned {simulated['orphaned']},"
-        f" active {simulated['active']}; cost {simulated['cost_per_connection_minute']}"
+        f" active {simulated['active']}; per connection per minute:"
+        f" {cost['heartbeat_writes']} heartbeat writes; GetConnection {calls}"
     )
     result = entry(
         f"tether dev at the production defaults, every dropped client's $disconnect lost;"
@@ -100,7 +122,7 @@ def run(mode: Run) -> dict[str, Entry]:
         measured={
             "by_kind_s": kinds,
             "overall_s": simulated["detection_latency_s"],
-            "cost_per_connection_minute": simulated["cost_per_connection_minute"],
+            "cost_per_connection_minute": cost,
             "ended_by_reason": simulated["ended_by_reason"],
             "orphaned": simulated["orphaned"],
             "active": simulated["active"],
@@ -115,4 +137,4 @@ def run(mode: Run) -> dict[str, Entry]:
     result["spread_note"] = ", ".join(
         f"{k} p50 {v['p50']} max {v['max']}" for k, v in kinds.items() if k != "closed"
     )
-    return {"detection_latency": result}
+    return result
