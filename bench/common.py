@@ -3,12 +3,13 @@ entries, and the one writer of results (JSON, a table, an SVG chart)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -191,43 +192,67 @@ def write_results(document: dict[str, Any], latest: dict[str, Any] | None = None
     ``ratios.svg`` of ``latest`` (a partial run's merged with the earlier ones: see
     ``merge``; the run's own by default): each written aside and renamed into place,
     latest.json last, so that a run stopped or failing while it writes leaves the last
-    complete run's files, never a half-written one or a chart of another run."""
+    complete run's files, never a half-written one or a chart of another run. The
+    dated copy takes a name no other run's has (see ``_dated_names``), which the run's
+    ``meta`` and entries in both files name as their ``dated_copy``."""
     latest = document if latest is None else latest
     RESULTS.mkdir(exist_ok=True)
-    text = json.dumps(document, indent=2, default=str) + "\n"
-    stamp = document["meta"]["date"].replace(":", "").replace("+0000", "Z")
-    name = f"{stamp}-{document['meta']['mode']}"
     chart = RESULTS / "ratios.svg"
-    dated = RESULTS / f"{name}.json"
     latest_json = RESULTS / "latest.json"
-    latest_text = json.dumps(latest, indent=2, default=str) + "\n"
-    contents = {chart: svg_chart(latest), dated: text, latest_json: latest_text}
-    aside = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in contents}
-    try:
-        for path, content in contents.items():
-            aside[path].write_text(content)
-        aside[chart].replace(chart)
-        dated = _link_unused(aside[dated], name)
-        aside[latest_json].replace(latest_json)
-    finally:
-        for partial in aside.values():
-            partial.unlink(missing_ok=True)
-    return [latest_json, dated, chart]
-
-
-def _link_unused(written: Path, name: str) -> Path:
-    """``written`` under ``name``.json in ``RESULTS``, or ``name``-2.json, -3 and so on
-    when that is taken: another run's dated copy is never replaced. A link, so that the
-    name never shows a half-written file."""
-    path, number = RESULTS / f"{name}.json", 1
+    names = _dated_names(document["meta"])
     while True:
-        try:
-            os.link(written, path)
-        except FileExistsError:
-            number += 1
-            path = RESULTS / f"{name}-{number}.json"
+        dated = next(names)
+        if dated.exists():
             continue
-        return path
+        own, merged = _naming(document, latest, dated.name)
+        contents = {chart: svg_chart(merged), dated: _json(own), latest_json: _json(merged)}
+        aside = {path: path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in contents}
+        try:
+            for path, content in contents.items():
+                aside[path].write_text(content)
+            aside[chart].replace(chart)
+            try:
+                # A link: the name is taken only if free, and never shows a half-written file.
+                os.link(aside[dated], dated)
+            except FileExistsError:
+                continue  # taken since it was looked at: the next name, and the texts again
+            aside[latest_json].replace(latest_json)
+        finally:
+            for partial in aside.values():
+                partial.unlink(missing_ok=True)
+        return [latest_json, dated, chart]
+
+
+def _dated_names(meta_: dict[str, Any]) -> Iterator[Path]:
+    """The names a run's dated copy may take, in order: its start and mode
+    (``2026-12-01T014900.512Z-full.json``), then ``-2``, ``-3`` and so on after it, for a
+    run begun in the same millisecond as another."""
+    base = f"{meta_['date'].replace(':', '').replace('+0000', 'Z')}-{meta_['mode']}"
+    yield RESULTS / f"{base}.json"
+    for number in itertools.count(2):
+        yield RESULTS / f"{base}-{number}.json"
+
+
+def _naming(
+    document: dict[str, Any], latest: dict[str, Any], dated_copy: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``document`` and ``latest`` with the run's ``meta`` and own entries' ``run`` naming
+    ``dated_copy``: where a reader of either file finds the whole of the run (its machine,
+    load and Postgres), as each carried-over entry names its own run's."""
+    named = []
+    for source in (document, latest):
+        copy = json.loads(json.dumps(source, default=str))
+        copy["meta"]["dated_copy"] = dated_copy
+        for name in document["benchmarks"]:
+            run = copy["benchmarks"].get(name, {}).get("run")
+            if isinstance(run, dict):
+                run["dated_copy"] = dated_copy
+        named.append(copy)
+    return named[0], named[1]
+
+
+def _json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, default=str) + "\n"
 
 
 class UnreadableResults(ValueError):
@@ -235,8 +260,8 @@ class UnreadableResults(ValueError):
 
 
 def run_of(source: Any) -> dict[str, str] | None:
-    """The run a document's ``meta`` or an entry's ``run`` names (its date and mode), or
-    None where it names none."""
+    """The run a document's ``meta`` or an entry's ``run`` names (its date and mode, and
+    its dated copy where said), or None where it names none."""
     if not isinstance(source, dict):
         return None
     date, mode = source.get("date"), source.get("mode")
@@ -246,7 +271,17 @@ def run_of(source: Any) -> dict[str, str] | None:
         datetime.fromisoformat(date)
     except ValueError:
         return None
-    return {"date": date, "mode": mode}
+    run = {"date": date, "mode": mode}
+    dated_copy = source.get("dated_copy")
+    # A file's name in the results folder, never a path: a reader may open it there.
+    if (
+        isinstance(dated_copy, str)
+        and dated_copy == Path(dated_copy).name
+        and dated_copy.endswith(".json")
+        and not dated_copy.startswith(".")
+    ):
+        run["dated_copy"] = dated_copy
+    return run
 
 
 def _is_number(value: Any) -> bool:
@@ -319,9 +354,9 @@ def merge(
     """What ``latest.json`` holds after a partial run: each benchmark of ``order`` from
     the latest run that ran it, the run's own (``document``) first among equals. The
     meta is the run's own, with ``carried_over``: each benchmark kept from an earlier
-    run, and that run's date and mode (an entry's own ``run`` says it too). ``sizes``
-    covers every benchmark held. Also the earlier benchmarks ``order`` no longer names,
-    which are not kept."""
+    run, and that run's date, mode and dated copy (an entry's own ``run`` says it too).
+    ``sizes`` covers every benchmark held. Also the earlier benchmarks ``order`` no
+    longer names, which are not kept."""
     own = document["benchmarks"]
     carried = {n: r for n, r in earlier.items() if n not in own and n in order}
     held = {**carried, **own}

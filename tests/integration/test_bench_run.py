@@ -153,10 +153,15 @@ def _results(folder: Path, name: str = "latest.json") -> dict[str, Any]:
     return dict(json.loads((folder / "results" / name).read_text()))
 
 
+def _dated_name(latest: dict[str, Any]) -> str:
+    """The name of the dated copy of the run that wrote ``latest``."""
+    stamp = latest["meta"]["date"].replace(":", "").replace("+0000", "Z")
+    return f"{stamp}-{latest['meta']['mode']}.json"
+
+
 def _dated_copy(folder: Path, latest: dict[str, Any]) -> dict[str, Any]:
     """The dated copy of the run that wrote ``latest``."""
-    stamp = latest["meta"]["date"].replace(":", "").replace("+0000", "Z")
-    return _results(folder, f"{stamp}-{latest['meta']['mode']}.json")
+    return _results(folder, _dated_name(latest))
 
 
 def _only_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +179,7 @@ def test_a_partial_run_keeps_the_other_benchmarks_latest_figures(
     _only_stand_ins(monkeypatch)
     assert _exit_status(monkeypatch) == 0
     full = _results(folder)
-    full_run = {"date": full["meta"]["date"], "mode": "full"}
+    full_run = {"date": full["meta"]["date"], "mode": "full", "dated_copy": _dated_name(full)}
     assert full["benchmarks"]["bench_stand_in_other"]["run"] == full_run
     assert full["meta"]["carried_over"] == {}
     capsys.readouterr()
@@ -182,7 +187,11 @@ def test_a_partial_run_keeps_the_other_benchmarks_latest_figures(
     # A quick run of one of them: its mode is the entry's, beside the full run's.
     assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
     latest = _results(folder)
-    partial_run = {"date": latest["meta"]["date"], "mode": "quick"}
+    partial_run = {
+        "date": latest["meta"]["date"],
+        "mode": "quick",
+        "dated_copy": _dated_name(latest),
+    }
     assert list(latest["benchmarks"]) == ["bench_stand_in_ok", "bench_stand_in_other"]
     assert latest["benchmarks"]["bench_stand_in_ok"]["run"] == partial_run
     assert (
@@ -207,6 +216,31 @@ def test_a_partial_run_keeps_the_other_benchmarks_latest_figures(
     latest = _results(folder)
     assert latest["meta"]["carried_over"] == {}
     assert latest == _dated_copy(folder, latest)
+
+
+def test_each_entry_of_a_merged_latest_json_names_where_its_whole_run_is(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A merged latest.json's meta (machine, load, Postgres, seconds) is its last run's:
+    # for a carried-over entry a reader had its run's date and mode, and had to know how
+    # the runner names its dated copies to find the rest of that run.
+    _only_stand_ins(monkeypatch)
+    assert _exit_status(monkeypatch) == 0
+    assert _exit_status(monkeypatch, "--quick", "bench_stand_in_ok") == 0
+    latest = _results(folder)
+    runs = {name: result["run"] for name, result in latest["benchmarks"].items()}
+    assert runs["bench_stand_in_ok"] != runs["bench_stand_in_other"]
+    assert latest["meta"]["carried_over"] == {"bench_stand_in_other": runs["bench_stand_in_other"]}
+    for name, run in runs.items():
+        copy = _results(folder, run["dated_copy"])
+        assert {"date": copy["meta"]["date"], "mode": copy["meta"]["mode"]} == {
+            "date": run["date"],
+            "mode": run["mode"],
+        }
+        assert copy["meta"]["dated_copy"] == run["dated_copy"]
+        assert copy["benchmarks"][name] == latest["benchmarks"][name]
+    # The meta's own run is the one that measured what it did not carry over.
+    assert latest["meta"]["dated_copy"] == runs["bench_stand_in_ok"]["dated_copy"]
 
 
 def test_runs_begun_in_the_same_second_each_keep_their_dated_copy(

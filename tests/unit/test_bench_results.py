@@ -109,8 +109,15 @@ def test_results_that_cannot_all_be_written_leave_the_last_complete_runs(
         "2026-11-30T223638Z-quick.json",
         "ratios.svg",
     ]
-    assert json.loads((tmp_path / "latest.json").read_text()) == _document()
+    assert json.loads((tmp_path / "latest.json").read_text()) == _named(
+        _document(), "2026-11-30T223638Z-quick.json"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+def _named(document: dict[str, Any], dated_copy: str) -> dict[str, Any]:
+    """``document`` as written: its meta naming its dated copy."""
+    return {**document, "meta": {**document["meta"], "dated_copy": dated_copy}}
 
 
 def test_two_runs_of_the_same_moment_keep_both_dated_copies(
@@ -123,6 +130,8 @@ def test_two_runs_of_the_same_moment_keep_both_dated_copies(
     second["benchmarks"] = {"heartbeat_cost": second["benchmarks"]["heartbeat_cost"]}
     assert common.write_results(first)[1].name == "2026-11-30T223638Z-quick.json"
     assert common.write_results(second)[1].name == "2026-11-30T223638Z-quick-2.json"
+    first = _named(first, "2026-11-30T223638Z-quick.json")
+    second = _named(second, "2026-11-30T223638Z-quick-2.json")
     assert json.loads((tmp_path / "2026-11-30T223638Z-quick.json").read_text()) == first
     assert json.loads((tmp_path / "2026-11-30T223638Z-quick-2.json").read_text()) == second
     assert json.loads((tmp_path / "latest.json").read_text()) == second
@@ -226,6 +235,24 @@ def test_the_chart_of_merged_results_holds_the_carried_ones_with_their_run(
     width = float(root.get("width") or 0)
     for text in root.iter(f"{SVG}text"):
         assert float(text.get("x") or 0) + len(text.text or "") * NARROWEST_CHARACTER <= width
+
+
+def test_a_carried_entry_keeps_the_name_of_its_runs_dated_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = _earlier(tmp_path, monkeypatch)
+    earlier["meta"]["dated_copy"] = "2026-11-30T181100Z-full.json"
+    heartbeat = earlier["benchmarks"]["heartbeat_cost"]
+    heartbeat["run"] = {**EARLIER_RUN, "dated_copy": "2026-11-30T120000Z-full.json"}
+    # Not a file's name in the results folder: not something to open.
+    earlier["benchmarks"]["adoption_blocking"]["run"] = {**EARLIER_RUN, "dated_copy": "../x.json"}
+    (tmp_path / "latest.json").write_text(json.dumps(earlier))
+    latest, _ = common.merge(_partial(), common.earlier_results(), ORDER)
+    carried = latest["meta"]["carried_over"]
+    assert carried["heartbeat_cost"]["dated_copy"] == "2026-11-30T120000Z-full.json"
+    # An entry without a run of its own is the file's run's, dated copy included.
+    assert carried["connect_cold_start"]["dated_copy"] == "2026-11-30T181100Z-full.json"
+    assert carried["adoption_blocking"] == EARLIER_RUN
 
 
 @pytest.mark.parametrize(
