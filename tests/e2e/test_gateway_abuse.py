@@ -345,6 +345,35 @@ def test_a_refusal_of_a_request_still_coming_is_read_not_reset(
     assert server.rows() == []
 
 
+def test_a_kept_alive_connection_s_refusal_lingers_past_its_keep_alive_timeout(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A request refused for its head on a kept-alive connection: the keep-alive
+    timeout the answer before it had set (5 s) was still running, and closed the
+    linger when it ran out, under a client still sending its body: a reset instead of
+    the 431 for a request sent late in that wait."""
+    server = start_dev()
+    with _raw(server) as sock:
+        sock.sendall(b"GET /admin/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answered = b""
+        while b'"database"' not in answered:
+            chunk = sock.recv(65536)
+            assert chunk, answered
+            answered += chunk
+        time.sleep(4)  # of uvicorn's 5 s keep-alive timeout
+        body = b"x" * (4 * 1024 * 1024)
+        sock.sendall(
+            b"POST /admin/sweep HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+            + b"p" * 12_000
+            + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        # The body sent over 2 s: past the keep-alive timeout, within the linger's 5 s.
+        for start in range(0, len(body), 64 * 1024):
+            sock.sendall(body[start : start + 64 * 1024])
+            time.sleep(2 / 64)
+        assert "they come to" in _refusal(_answer(sock), 431)
+
+
 def test_past_the_maximum_new_connections_get_503_and_the_others_keep_working(
     start_dev: Callable[..., DevServer],
 ) -> None:

@@ -374,6 +374,9 @@ class GuardedHttpProtocol(H11Protocol):
             self.transport.close()
             return
         self._lingering = True
+        # A refused head on a kept-alive connection never reaches uvicorn's reading: the
+        # keep-alive timeout of the answer before it would still close the linger.
+        self._unset_keepalive_if_required()
         self.transport.write_eof()
         self.flow.resume_reading()
         # A client that neither closes nor reads its answer: the connection is dropped.
