@@ -211,16 +211,30 @@ def write_results(document: dict[str, Any], latest: dict[str, Any] | None = None
             for path, content in contents.items():
                 aside[path].write_text(content)
             aside[chart].replace(chart)
-            try:
-                # A link: the name is taken only if free, and never shows a half-written file.
-                os.link(aside[dated], dated)
-            except FileExistsError:
+            if not _claim_name(aside[dated], dated):
                 continue  # taken since it was looked at: the next name, and the texts again
             aside[latest_json].replace(latest_json)
         finally:
             for partial in aside.values():
                 partial.unlink(missing_ok=True)
         return [latest_json, dated, chart]
+
+
+def _claim_name(written: Path, name: Path) -> bool:
+    """Put ``written`` in place as ``name`` only if no file has that name; whether it did.
+    A hard link does both at once and never shows a half-written file; where the file
+    system has none, the name is claimed by an exclusive create, then replaced."""
+    try:
+        os.link(written, name)
+    except FileExistsError:
+        return False
+    except OSError:
+        try:
+            name.open("x").close()
+        except FileExistsError:
+            return False
+        written.replace(name)
+    return True
 
 
 def _dated_names(meta_: dict[str, Any]) -> Iterator[Path]:

@@ -4,6 +4,7 @@ its goal."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET  # our own output, not untrusted input
 from datetime import UTC, datetime
@@ -135,6 +136,30 @@ def test_two_runs_of_the_same_moment_keep_both_dated_copies(
     assert json.loads((tmp_path / "2026-11-30T223638Z-quick.json").read_text()) == first
     assert json.loads((tmp_path / "2026-11-30T223638Z-quick-2.json").read_text()) == second
     assert json.loads((tmp_path / "latest.json").read_text()) == second
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_dated_copies_are_kept_apart_on_a_file_system_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dated copy was put in place by a hard link alone: where the file system has
+    # none (some network and FUSE mounts), every run failed to write its results.
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+
+    def no_hard_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    first, second = _document(), _document()
+    second["benchmarks"] = {"heartbeat_cost": second["benchmarks"]["heartbeat_cost"]}
+    assert common.write_results(first)[1].name == "2026-11-30T223638Z-quick.json"
+    assert common.write_results(second)[1].name == "2026-11-30T223638Z-quick-2.json"
+    assert json.loads((tmp_path / "2026-11-30T223638Z-quick.json").read_text()) == _named(
+        first, "2026-11-30T223638Z-quick.json"
+    )
+    assert json.loads((tmp_path / "latest.json").read_text()) == _named(
+        second, "2026-11-30T223638Z-quick-2.json"
+    )
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
