@@ -44,6 +44,17 @@ CUT_OFF = (ConnectionResetError, BrokenPipeError)
 be a gateway that stopped reading and held the connection open."""
 
 
+def _flood_until_cut_off(sock: socket.socket) -> None:
+    """Send without end: the gateway must cut the client off (a reset or a broken pipe,
+    not a stall) within its 16 MiB bound, and what the sockets' buffers hold."""
+    sent = 0
+    with pytest.raises(CUT_OFF):
+        while sent < 1 << 30:
+            sock.sendall(b"x" * 65536)
+            sent += 65536
+    assert sent < 64 * 1024 * 1024
+
+
 def _raw(server: DevServer) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
 
@@ -504,12 +515,7 @@ def test_a_client_still_sending_a_refused_body_reads_its_answer_not_a_reset(
     ).encode()
     with _raw(server) as sock:
         sock.sendall(declared)
-        sent = 0
-        with pytest.raises(CUT_OFF):
-            while sent < 1 << 30:
-                sock.sendall(b"x" * 65536)
-                sent += 65536
-        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+        _flood_until_cut_off(sock)
     with _raw(server) as sock:
         sock.sendall(declared)
         started = time.monotonic()
@@ -535,12 +541,7 @@ def test_a_handshake_refused_for_its_body_reads_its_400_not_a_reset(
         assert _answer(sock).startswith(b"HTTP/1.1 400")
     with _raw(server) as sock:
         sock.sendall(handshake)
-        sent = 0
-        with pytest.raises(CUT_OFF):
-            while sent < 1 << 30:
-                sock.sendall(b"x" * 65536)
-                sent += 65536
-        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+        _flood_until_cut_off(sock)
     assert server.rows() == []
 
 
@@ -555,12 +556,7 @@ def test_a_kept_alive_client_sending_on_past_its_413_is_cut_off(
     path = "/local/@connections/AAAAAAAAAAAAAAA="
     with _raw(server) as sock:
         sock.sendall(f"POST {path} HTTP/1.1\r\n{HEAD}Content-Length: {1 << 40}\r\n\r\n".encode())
-        sent = 0
-        with pytest.raises(CUT_OFF):
-            while sent < 1 << 30:
-                sock.sendall(b"x" * 65536)
-                sent += 65536
-        assert sent < 64 * 1024 * 1024  # 16 MiB, and what the sockets hold
+        _flood_until_cut_off(sock)
     # Within the bound, the body is read to its end and the next request is answered.
     body = b"x" * (8 * 1024 * 1024)
     with _raw(server) as sock:
