@@ -439,6 +439,12 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--metrics-namespace", "n" * 256), "--metrics-namespace: 'nnnn"),
         (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
         (("--parameter", "CheckEverySeconds=abc"), "--check-every: 'abc' is not allowed: must"),
+        # float() reads these as numbers (nan past every bound); CloudFormation does not.
+        (("--parameter", "MemorySize=nan"), "--memory: 'nan' is not allowed: must be a number"),
+        (
+            ("--parameter", "AdminThrottlingRateLimit=\u0663"),
+            "--parameter AdminThrottlingRateLimit: '\u0663' is not allowed: must be a number",
+        ),
     ]
     for more, why in refused_now:
         code = main(deploy_args(aws, "--database-secret", "tether/db", *more, "--yes"))

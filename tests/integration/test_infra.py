@@ -734,3 +734,32 @@ def test_tether_deploy_reads_every_parameter_constraint_as_cloudformation_does()
         for field, key in (("minimum", "MinValue"), ("maximum", "MaxValue")):
             bound = spec.get(key)
             assert getattr(constraint, field) == (None if bound is None else float(bound)), name
+        assert constraint.number == (spec["Type"] == "Number"), name
+
+
+def test_tether_deploy_takes_as_a_number_only_what_cloudformation_reads_as_one() -> None:
+    """Python's float() reads nan, inf, 1_000, padding and other scripts' digits as
+    numbers: a MemorySize of nan passed every bound and failed only once deployed."""
+    from tether.deploy.stack import parameter_constraints  # noqa: PLC0415
+
+    read = parameter_constraints(template_text())
+    numbers = {
+        name: spec
+        for name, spec in load_template()["Parameters"].items()
+        if spec["Type"] == "Number"
+    }
+    assert numbers
+    for name, spec in numbers.items():
+        assert read[name].refusal(str(spec["Default"])) is None, name
+        for value in (
+            "nan",
+            "inf",
+            "-inf",
+            "1_000",
+            " 512",
+            "512 ",
+            "\u0665\u0661\u0662",
+            "1e3",
+            "",
+        ):
+            assert read[name].refusal(value) is not None, (name, value)

@@ -431,6 +431,7 @@ class Constraint:
     allowed: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    number: bool = False
 
     def refusal(self, value: str) -> str | None:
         """Why the template refuses ``value``; None when it allows it."""
@@ -438,17 +439,20 @@ class Constraint:
             return f"one of {', '.join(self.allowed)}"
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             return f"must match {self.pattern}"
-        if self.minimum is not None or self.maximum is not None:
-            try:
-                number = float(value)
-            except ValueError:
-                return "must be a number"
+        if self.number or self.minimum is not None or self.maximum is not None:
+            # Not float(): it takes nan and inf (past every bound), 1_000, padding and
+            # other scripts' digits, none of which the stack's properties take.
+            if not _DECIMAL.fullmatch(value):
+                return "must be a number in ASCII digits, such as 50 or 2.5"
+            number = float(value)
             if self.minimum is not None and number < self.minimum:
                 return f"at least {self.minimum:g}"
             if self.maximum is not None and number > self.maximum:
                 return f"at most {self.maximum:g}"
         return None
 
+
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 _PARAMETER = re.compile(r"^  (?P<name>[A-Za-z0-9]+):\n(?P<body>(?:    .*\n)+)", re.MULTILINE)
 
@@ -472,6 +476,7 @@ def parameter_constraints(template: str) -> dict[str, Constraint]:
             else None,
             minimum=float(fields["MinValue"]) if "MinValue" in fields else None,
             maximum=float(fields["MaxValue"]) if "MaxValue" in fields else None,
+            number=fields.get("Type") == "Number",
         )
     return constraints
 
