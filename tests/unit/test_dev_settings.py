@@ -3,10 +3,15 @@ what a laptop run changes only where the environment is silent."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+from collections.abc import Iterator
+
 import pytest
 
 from tether.errors import ConfigurationError
-from tether.local.dev import DevOptions, _describe_tokens, dev_settings
+from tether.local.dev import DevOptions, _describe_tokens, bind, dev_settings
 
 DATABASE = "postgresql://postgres@localhost/postgres"
 
@@ -135,3 +140,62 @@ def test_the_banner_names_the_issuer_without_credentials_in_its_address(
     line = _describe_tokens(config)
     assert "iss 'https://***@proj.supabase.co/auth/v1'" in line
     assert "S3cr3tPW" not in line
+
+
+def _held(port: int) -> socket.socket | None:
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", port))
+    except OSError:
+        holder.close()
+        return None
+    holder.listen()
+    return holder
+
+
+def _suggested(port: int) -> int:
+    with pytest.raises(ConfigurationError) as refused:
+        bind("127.0.0.1", port)
+    said = re.search(
+        r"tether dev --port (\d+) \(make dev ARGS=\"--port (\d+)\"\)", str(refused.value)
+    )
+    assert said is not None, str(refused.value)
+    assert said.group(1) == said.group(2)
+    return int(said.group(1))
+
+
+def test_a_taken_port_s_message_suggests_a_port_that_is_free() -> None:
+    """It suggested the next port whatever it was: one taken too (a second dev run, a
+    database), or, for 65535, the port 65536 that --port then refuses."""
+    with contextlib.ExitStack() as held:
+        first = held.enter_context(socket.socket())
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        following = _held(port + 1)
+        if following is None:
+            pytest.skip(f"port {port + 1} is taken by another process")
+        held.enter_context(following)
+        other = _suggested(port)
+        assert other not in (port, port + 1)
+        with _bound_now(other):
+            pass
+        last = _held(65535)
+        if last is None:
+            pytest.skip("port 65535 is taken by another process")
+        held.enter_context(last)
+        other = _suggested(65535)
+        assert 1 <= other < 65535
+        with _bound_now(other):
+            pass
+
+
+@contextlib.contextmanager
+def _bound_now(port: int) -> Iterator[None]:
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", port))
+        yield
+    finally:
+        probe.close()

@@ -225,23 +225,53 @@ def dev_settings(options: DevOptions, database_url: str) -> Settings:
     return load_settings(**overrides)
 
 
+PORTS_TRIED_FOR_ANOTHER = 20
+"""How many ports past a taken one are tried for the one its message suggests."""
+
+
 def bind(host: str, port: int) -> socket.socket:
     """The gateway's listening socket, bound before anything says it is ready."""
+    try:
+        return _bound(host, port)  # uvicorn listens on it once it is ready to serve
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    other = _free_port_near(host, port)
+    instead = (
+        f'pick another port: tether dev --port {other} (make dev ARGS="--port {other}")'
+        if other is not None
+        else "pick another port with --port"
+    )
+    raise ConfigurationError(
+        f"port {port} on {host} is already in use (another tether dev?): stop it, or {instead}"
+    )
+
+
+def _bound(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as exc:
+    except OSError:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigurationError(
-                f"port {port} on {host} is already in use (another tether dev?): stop it,"
-                f" or pick another port: tether dev --port {port + 1}"
-                f' (make dev ARGS="--port {port + 1}")'
-            ) from None
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock  # uvicorn listens on it once it is ready to serve
+        raise
+    return sock
+
+
+def _free_port_near(host: str, port: int) -> int | None:
+    """A port near ``port`` that is free now, to suggest: the next one may be taken too
+    (two dev runs, a database), and past 65535 there is none."""
+    after = range(port + 1, min(port + PORTS_TRIED_FOR_ANOTHER, 65535) + 1)
+    before = range(port - 1, max(port - PORTS_TRIED_FOR_ANOTHER, 1024) - 1, -1)
+    candidates: list[int] = [*after, *before]
+    for candidate in candidates:
+        try:
+            _bound(host, candidate).close()
+        except OSError:
+            continue
+        return candidate
+    return None
 
 
 def connection_limit(requested: int | None) -> int:
