@@ -471,6 +471,48 @@ def test_bad_input_is_refused_before_anything_changes(
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
 
 
+def test_a_kept_value_the_template_no_longer_takes_is_said_to_be_the_stack_s(
+    aws: str,
+    empty_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy keeps the values not given again; one a newer template refuses (a bound
+    or pattern tightened since) was refused as if this command line had given it
+    ("--memory: '1024' is not allowed"), exit 2, though no --memory was given."""
+    import tether.deploy  # noqa: PLC0415
+
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/test-database", SecretString=empty_database_url
+    )
+    first = [
+        *deploy_args(aws, "--database-secret", "tether/test-database", "--no-snapstart"),
+        "--memory",
+        "1024",
+        "--yes",
+    ]
+    code = main(first)
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    tightened = tether.deploy.template_text().replace(
+        "    MinValue: 128\n    MaxValue: 10240\n", "    MinValue: 2048\n    MaxValue: 10240\n"
+    )
+    assert tightened != tether.deploy.template_text()
+    monkeypatch.setattr(tether.deploy, "template_text", lambda: tightened)
+    code = main([*deploy_args(aws, "--no-snapstart"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert said.out == ""
+    assert said.err == (
+        "tether deploy: --memory: the stack's current value, kept as it was not given, is not"
+        " allowed now: '1024' (at least 2048); give --memory VALUE with a value it allows\n"
+    )
+    # Given on the command line, it is the usage error it always was.
+    code = main([*deploy_args(aws, "--no-snapstart"), "--memory", "1024", "--yes"])
+    assert code == 2
+    assert "--memory: '1024' is not allowed: at least 2048" in capsys.readouterr().err
+
+
 def test_a_bucket_name_s3_refuses_is_refused_before_anything_is_built_or_made(
     aws: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -293,7 +293,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     parameters = _parameters(args, aws, defaults, previous)
     # Everything is checked before anything is built, uploaded or migrated (the
     # template's constraints include the architectures and drivers there are).
-    _check_template_constraints(template, parameters)
+    _check_template_constraints(template, parameters, given=_given(args, requested))
     _check_settings(parameters)
     architecture = cast(
         "bundles.Architecture",
@@ -414,19 +414,50 @@ _SECRET_PARAMETERS = frozenset({"DatabaseSecret", "JwtSecret", "OperatorKeySecre
 _SET_BY_DEPLOY = frozenset({"BundleBucket", "BundleKey", "CodeRevision"})
 
 
-def _check_template_constraints(template: str, parameters: dict[str, str]) -> None:
+def _check_template_constraints(
+    template: str, parameters: dict[str, str], given: set[str] | None = None
+) -> None:
     """What CloudFormation would refuse only after the build and the upload, refused now:
-    each value against the template's own AllowedPattern, AllowedValues and bounds."""
+    each value against the template's own AllowedPattern, AllowedValues and bounds.
+    ``given``: what the command line set, where ``parameters`` also holds values kept
+    from the stack."""
     from tether.deploy import stack as stacks  # noqa: PLC0415
 
     for key, constraint in stacks.parameter_constraints(template).items():
         value = parameters.get(key)
         why = None if value is None else constraint.refusal(value)
-        if why:
-            flag = FLAG_OF_PARAMETER.get(key, f"--parameter {key}")
-            # A secret's reference may be the secret itself, given by mistake.
-            shown = "the value given" if key in _SECRET_PARAMETERS else repr(value)
-            raise InvalidInputError(f"{flag}: {shown} is not allowed: {why}")
+        if not why:
+            continue
+        flag = FLAG_OF_PARAMETER.get(key, f"--parameter {key}")
+        if given is not None and key not in given:
+            # Not on this command line: a value an earlier deploy set, which this
+            # template no longer takes. Naming the flag alone would say it was given.
+            setting = f"{flag}=VALUE" if flag.startswith("--parameter ") else f"{flag} VALUE"
+            raise ConfigurationError(
+                f"{flag}: the stack's current value, kept as it was not given, is not allowed"
+                f" now: {_shown(key, value)} ({why}); give {setting} with a value it allows"
+            )
+        raise InvalidInputError(f"{flag}: {_shown(key, value)} is not allowed: {why}")
+
+
+def _given(args: argparse.Namespace, requested: dict[str, str]) -> set[str]:
+    """The parameters this command line sets: its flags' and --parameter's, and the
+    secrets named by their own flags."""
+    secrets = {
+        key
+        for key, option in (
+            ("DatabaseSecret", args.database_secret),
+            ("JwtSecret", args.jwt_secret),
+            ("OperatorKeySecret", args.operator_key),
+        )
+        if option
+    }
+    return set(requested) | secrets
+
+
+def _shown(key: str, value: str | None) -> str:
+    # A secret's reference may be the secret itself, given by mistake.
+    return "the value given" if key in _SECRET_PARAMETERS else repr(value)
 
 
 def _top_level_names(source: bytes) -> set[str] | None:
