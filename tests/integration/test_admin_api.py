@@ -163,6 +163,23 @@ def test_an_authorization_that_is_no_bearer_is_refused_beside_a_valid_key(
         assert OPERATOR_KEY not in response.text
 
 
+def test_an_empty_key_header_is_refused_beside_a_valid_bearer(api: AdminApi) -> None:
+    """Sent both ways, both must verify: an empty X-Tether-Operator-Key was read as none
+    and passed over beside a valid Bearer (and, alone on /health, was told to send a
+    key, as if the route needed one)."""
+    both = [("Authorization", f"Bearer {OPERATOR_KEY}"), ("X-Tether-Operator-Key", "")]
+    for headers in (both, both[1:]):
+        for path in ("/sessions", "/health"):
+            response = api.client.get(path, headers=headers)
+            body = _problem(response, 401)
+            assert (
+                body["detail"]
+                == "X-Tether-Operator-Key is empty: send the key in it, or leave it out"
+            )
+            assert OPERATOR_KEY not in response.text
+            assert api.client.head(path, headers=headers).status_code == 401
+
+
 def test_a_query_parameter_given_twice_is_refused(api: AdminApi) -> None:
     response = api.client.get("/sessions", params=[("limit", "5"), ("limit", "500")], headers=AUTH)
     assert _fields(response) == ["query"]

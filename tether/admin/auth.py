@@ -128,6 +128,7 @@ DETAILS = {
     "repeated_credentials": "send each credential once: one Authorization header, one"
     f" {KEY_HEADER}",
     "unsupported_authorization": "Authorization must be 'Bearer <key or token>'",
+    "empty_operator_key": f"{KEY_HEADER} is empty: send the key in it, or leave it out",
     "wrong_operator_key": "the operator key was not accepted",
     "operator_key_not_configured": "no operator key is configured (TETHER_OPERATOR_KEY)",
     "token_verification_not_configured": "access tokens cannot be verified here: set"

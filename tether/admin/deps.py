@@ -90,6 +90,10 @@ def _checked(
         # Another scheme (Basic, ...) or an empty Bearer, which the Bearer scheme reads
         # as none: beside a valid key header it would be passed over.
         raise AuthenticationError("unsupported_authorization")
+    if key is None and KEY_HEADER in request.headers:
+        # An empty key header, which the scheme reads as none: beside a valid Bearer it
+        # would be passed over too.
+        raise AuthenticationError("empty_operator_key")
     return authenticate(credentials.credentials if credentials else None, key, settings)
 
 
