@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +41,27 @@ def test_simulate_on_a_database_without_tethers_table_says_so_before_it_runs(
     assert "42P01" not in result.stderr
     assert "42703" not in result.stderr
     assert time.monotonic() - started < 20  # not after the run's 30 s
+
+
+def test_simulate_that_cannot_reach_its_database_says_it_is_the_database() -> None:
+    """It said libpq's words alone ("connection failed: ...", "failed to resolve host
+    ..."), which do not tell the database from the gateway --url names; every other
+    command says "cannot connect to the database"."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_tether(
+        *("simulate", "--url", "ws://127.0.0.1:9", "--clients", "1", "--duration", "1s"),
+        *("--database-url", f"postgresql://app:hunter2pass@127.0.0.1:{port}/db"),
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("tether simulate: cannot connect to the database: "), (
+        result.stderr
+    )
+    assert f"port {port}" in result.stderr
+    assert "hunter2pass" not in result.stderr
 
 
 @pytest.fixture

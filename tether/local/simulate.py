@@ -36,9 +36,9 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tether.dburl import hide_secrets
+from tether.dburl import hide_secrets, scrub
 from tether.drivers.postgres import read_plainly
-from tether.errors import DatabaseError
+from tether.errors import DatabaseError, DatabaseUnavailableError, error_from_psycopg
 
 CONNECT_CONCURRENCY = 32
 POLL_SECONDS = 0.2
@@ -199,7 +199,13 @@ COLUMNS_READ = ("user_agent", "is_active", "end_reason", "session_end")
 
 
 def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
-    conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
+    try:
+        conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        # Said as every command says it: libpq's words alone ("failed to resolve host")
+        # do not tell the database from the gateway --url names.
+        reason = scrub(str(error_from_psycopg(exc)), database_url)
+        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
     read_plainly(conn)
     return conn
 
@@ -235,7 +241,7 @@ def _gateway_checks(database_url: str, since: datetime) -> int | None:
                 " from tether.sweep_runs where started_at >= %s",
                 (since,),
             ).fetchone()
-    except psycopg.Error:
+    except (psycopg.Error, DatabaseUnavailableError):
         return None
     if row is None or not row["runs"]:
         return None
