@@ -291,8 +291,16 @@ def test_a_bad_setting_is_refused_before_a_database_starts(
     [
         ("connections_throttle: 0.5", "not JSON (Expecting value"),
         ("[0.5]", 'not a JSON object, such as {"connections_throttle": 0.5}'),
+        # Read as no fault at all, and the run looked like a run under faults.
+        (
+            '{"connection_throttle": 0.5}',
+            "no fault named 'connection_throttle'; the faults are connections_throttle",
+        ),
+        ('{"connections_throttle": "0.5"}', "connections_throttle must be a number from 0 to 1"),
+        ('{"connections_throttle": 50}', "connections_throttle must be a number from 0 to 1"),
+        ('{"connections_throttle": NaN}', "connections_throttle must be a number from 0 to 1"),
     ],
-    ids=["not-json", "not-an-object"],
+    ids=["not-json", "not-an-object", "misspelt", "text", "percent", "nan"],
 )
 def test_a_fault_file_it_cannot_use_is_refused_by_its_flag(
     content: str, said: str, tmp_path: Path

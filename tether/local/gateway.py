@@ -195,6 +195,7 @@ class Faults:
                     f"--fault-file {path}: not a JSON object, such as"
                     ' {"connections_throttle": 0.5}'
                 )
+            _check_faults(path, loaded)
             self._current = loaded
             self._read_at = time.monotonic()
 
@@ -214,6 +215,26 @@ class Faults:
     def throttled(self) -> bool:
         share = self._values().get("connections_throttle", 0)
         return isinstance(share, int | float) and random.random() < share  # noqa: S311
+
+
+FAULT_SHARES = ("connections_throttle",)
+"""The faults a fault file may name, each the share (0 to 1) of the calls it hits."""
+
+
+def _check_faults(path: Path, faults: dict[str, Any]) -> None:
+    """A fault misspelt, or a share that is no number from 0 to 1, would inject nothing
+    and say nothing: the run would look like a run under faults."""
+    unknown = sorted(set(faults) - set(FAULT_SHARES))
+    if unknown:
+        raise InvalidInputError(
+            f"--fault-file {path}: no fault named {', '.join(map(repr, unknown))}; the faults"
+            f" are {', '.join(FAULT_SHARES)}"
+        )
+    for name, share in faults.items():
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise InvalidInputError(
+                f"--fault-file {path}: {name} must be a number from 0 to 1, got {share!r}"
+            )
 
 
 @dataclass
