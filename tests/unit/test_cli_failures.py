@@ -162,3 +162,38 @@ def test_an_address_python_cannot_split_is_refused_not_a_traceback(
     argv = ["deploy", "--stack", "tether-prod", "--jwt-issuer", "https://x/auth/v1"]
     assert main([*argv, flag, "https://[proj.supabase.co", "--yes"]) == 2
     assert f"{flag}: an https:// address is expected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (None, "AWS: The config profile (nosuch) could not be found (named by AWS_PROFILE)"),
+        ("[profile nosuch\nregion = eu-west-1\n", "AWS: Unable to parse config file: "),
+    ],
+    ids=["unknown-profile", "config-that-does-not-parse"],
+)
+@pytest.mark.parametrize(
+    "reference", ["arn:aws:secretsmanager:us-east-1:123456789012:secret:db", "ssm:/tether/db"]
+)
+def test_an_aws_configuration_that_cannot_be_used_is_one_line_not_a_traceback(
+    config: str | None,
+    said: str,
+    reference: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A shell whose AWS_PROFILE names no profile (or whose config file does not parse)
+    got botocore's traceback from every command that reads a secret reference, announces
+    or asks the gateway: the client was made outside the calls' own error handling."""
+    written = tmp_path / "aws-config"
+    if config is not None:
+        written.write_text(config)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(written))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    assert main(["sessions", "--database-url", reference]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tether sessions: {said}"), err
+    assert err.count("\n") == 1, err

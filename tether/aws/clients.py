@@ -82,6 +82,36 @@ def client(
     profile: str | None = None,
     max_pool_connections: int | None = None,
 ) -> Any:
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
+    try:
+        return _client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            timeout_seconds=timeout_seconds,
+            max_attempts=max_attempts,
+            profile=profile,
+            max_pool_connections=max_pool_connections,
+        )
+    except BotoCoreError as exc:
+        # Raised before any call, by the configuration itself (an AWS_PROFILE naming no
+        # profile, a config file that does not parse): a traceback from every command
+        # that reads a secret, announces or asks the gateway.
+        named = " (named by AWS_PROFILE)" if not profile and os.environ.get("AWS_PROFILE") else ""
+        raise ConfigurationError(f"AWS: {exc}{named}") from None
+
+
+def _client(
+    service: str,
+    *,
+    endpoint_url: str | None,
+    region_name: str | None,
+    timeout_seconds: float,
+    max_attempts: int,
+    profile: str | None,
+    max_pool_connections: int | None,
+) -> Any:
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
