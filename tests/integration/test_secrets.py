@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import boto3
 import pytest
@@ -97,6 +99,34 @@ def test_the_command_line_reads_a_database_url_kept_in_a_secret(
     )
     assert simulated.returncode == 1
     assert "cannot read parameter ssm:/tether/none: ParameterNotFound" in simulated.stderr
+
+
+@pytest.mark.parametrize("config", ["", "[profile broken\nregion = eu-west-1\n"])
+def test_a_stand_in_on_this_machine_is_reached_whatever_aws_profile_says(
+    aws: str, database_url: str, config: str, tmp_path: Path
+) -> None:
+    """A profile exported for another project (AWS_PROFILE naming none here), or a
+    config file that does not parse, stopped every call to a local stand-in: tether
+    dev's sweep failed at each run, its forced closes too, though its gateway takes any
+    credentials. Only a real AWS endpoint reads them now."""
+    from tests.support import run_tether  # noqa: PLC0415
+
+    boto3.client("ssm", endpoint_url=aws).put_parameter(
+        Name="/tether/stand-in-db", Value=database_url, Type="SecureString"
+    )
+    written = tmp_path / "aws-config"
+    written.write_text(config)
+    env = {
+        "TETHER_AWS_ENDPOINT_URL": aws,
+        "AWS_PROFILE": "someone-elses",
+        "AWS_CONFIG_FILE": str(written),
+        # No region either, as on a laptop: the profile was asked for one.
+        "AWS_REGION": "",
+        "AWS_DEFAULT_REGION": "",
+    }
+    listed = run_tether("sessions", "--json", "--database-url", "ssm:/tether/stand-in-db", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["sessions"] == []
 
 
 def test_tether_deploy_reads_a_secret_as_the_functions_do(aws: str) -> None:

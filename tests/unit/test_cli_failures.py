@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 
@@ -193,6 +194,8 @@ def test_an_aws_configuration_that_cannot_be_used_is_one_line_not_a_traceback(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_PROFILE", "nosuch")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # boto3's default session keeps the configuration an earlier test read.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     assert main(["sessions", "--database-url", reference]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"tether sessions: {said}"), err

@@ -7,6 +7,7 @@ region at all fails with a message saying what to set, not ``NoRegionError``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -21,10 +22,9 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 def configured_region(endpoint_url: str | None = None) -> str | None:
     """The region from the environment, the profile, or an AWS endpoint's host name."""
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
+    value = _environment_region()
+    if value:
+        return value
     host = urlparse(endpoint_url).hostname if endpoint_url else None
     match = _REGION_IN_HOST.search(host or "")
     if match:
@@ -32,6 +32,14 @@ def configured_region(endpoint_url: str | None = None) -> str | None:
     import boto3  # noqa: PLC0415 - only callers that talk to AWS load it
 
     return boto3.session.Session().region_name
+
+
+def _environment_region() -> str | None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
 
 
 def endpoint_flaw(
@@ -116,7 +124,15 @@ def _client(
     from botocore.config import Config  # noqa: PLC0415
 
     session = boto3.session.Session(profile_name=profile) if profile else None
-    region = region_name or configured_region(endpoint_url)
+    credentials: dict[str, str] = {}
+    region: str | None
+    if is_local(endpoint_url) and session is None:
+        # A local stand-in answers for any region (and the profile is not read).
+        region = region_name or _environment_region() or "us-east-1"
+        credentials = _local_credentials()
+        session = _without_aws_files()
+    else:
+        region = region_name or configured_region(endpoint_url)
     if session is not None and not region:
         region = session.region_name
     if not region and is_local(endpoint_url):
@@ -126,10 +142,6 @@ def _client(
             f"no AWS region configured for {service}: set AWS_REGION (or AWS_DEFAULT_REGION), "
             "or a region in your AWS profile"
         )
-    credentials: dict[str, str] = {}
-    if is_local(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID") and session is None:
-        # Local stand-ins check no signature, but botocore insists on signing.
-        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
     factory = session.client if session is not None else boto3.client
     return factory(  # type: ignore[call-overload]
         service,
@@ -144,6 +156,36 @@ def _client(
         ),
         **credentials,
     )
+
+
+def _local_credentials() -> dict[str, str]:
+    """The environment's credentials, given as they are read, else any: local stand-ins
+    check no signature, but botocore insists on signing."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret):
+        return {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    given = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    token = os.environ.get("AWS_SESSION_TOKEN")
+    return given | {"aws_session_token": token} if token else given
+
+
+@functools.cache
+def _without_aws_files() -> Any:
+    """A session that reads neither AWS_PROFILE nor the AWS config and credentials files:
+    a stand-in on this machine (tether dev's gateway, moto) takes any credentials, and
+    a profile exported for another project, or a file that does not parse, would stop
+    every call to it (tether dev's sweep among them)."""
+    import boto3  # noqa: PLC0415
+    import botocore.session  # noqa: PLC0415
+
+    core = botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )
+    return boto3.session.Session(botocore_session=core)
 
 
 def _aws_error(exc: Exception) -> dict[str, Any]:
