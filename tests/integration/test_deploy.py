@@ -383,9 +383,10 @@ def test_bad_input_is_refused_before_anything_changes(
     err = capsys.readouterr().err
     assert code == 2
     assert "--stack: '9-bad' is not a stack name" in err
+    # A stack that is not there names nothing: refused for what was found (1).
     code = main([*tether(aws, "destroy"), "--yes"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert f"stack {STACK} does not exist" in err
     # botocore's own refusals are one line, not a traceback.
     for flags, says in (
@@ -922,7 +923,7 @@ def test_a_destroy_whose_bucket_could_not_go_says_how_to_finish_and_that_finishe
     assert "deleted bucket team-bundles" in said.out
     assert "team-bundles" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     # Without --delete-bucket, or a bucket to delete, a stack that is not there is refused.
-    assert main([*_destroy(aws, STACK), "--yes"]) == 2
+    assert main([*_destroy(aws, STACK), "--yes"]) == 1
     assert f"--stack: stack {STACK} does not exist" in capsys.readouterr().err
 
 

@@ -32,7 +32,7 @@ from tether.cli.common import (
     whole_number,
 )
 from tether.durations import format_duration
-from tether.errors import ConfigurationError, InvalidInputError, PartlyDoneError
+from tether.errors import ConfigurationError, InvalidInputError, NotFoundError, PartlyDoneError
 from tether.limits import HEARTBEATS_OFF
 
 if TYPE_CHECKING:
@@ -671,7 +671,9 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         if args.delete_bucket and args.bucket:
             # What an earlier destroy left: its stack deleted, its bucket not.
             return _delete_bucket_of_deleted_stack(aws, args.bucket, name, assume_yes=args.yes)
-        raise InvalidInputError(f"--stack: stack {name} does not exist")
+        # A name that names nothing, as `kick --session` of no session: found, not
+        # given wrong (exit 1).
+        raise NotFoundError(f"--stack: stack {name} does not exist")
     bucket = args.bucket or current.parameters.get("BundleBucket")
     if args.delete_bucket:
         _check_bucket_may_go(aws, bucket, name)
