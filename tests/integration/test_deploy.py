@@ -340,10 +340,17 @@ def test_bad_input_is_refused_before_anything_changes(
     err = capsys.readouterr().err
     assert code == 2  # refused input: nothing was done
     assert "--database-secret: required to create the stack" in err
+    # A secret that is not there names nothing: refused for what was found (1), as
+    # one kept as a plain String parameter is.
     code = main(deploy_args(aws, "--database-secret", "tether/missing", "--yes"))
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert "--database-secret: cannot find, in us-east-1, a secret by the name given" in err
+    aws_client("ssm", aws).put_parameter(Name="/tether/plain", Value="x", Type="String")
+    code = main(deploy_args(aws, "--database-secret", "ssm:/tether/plain", "--yes"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--database-secret: parameter /tether/plain is a String, not a SecureString" in err
     # A secret's value given where its name belongs is not repeated; an ARN is.
     aws_client("secretsmanager", aws).create_secret(
         Name="tether/db-found", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
@@ -356,13 +363,13 @@ def test_bad_input_is_refused_before_anything_changes(
     ):
         code = main(deploy_args(aws, "--database-secret", "tether/db-found", flag, given, "--yes"))
         said = capsys.readouterr()
-        assert code == 2
+        assert code == 1
         assert f"{flag}: cannot find, in us-east-1, " in said.err
         assert (given in said.err + said.out) is given.startswith("arn:")
     # A secret given as --parameter is checked as its flag's is, and not by both.
     code = main(deploy_args(aws, "--parameter", f"DatabaseSecret={arn}", "--yes"))
     said = capsys.readouterr()
-    assert code == 2
+    assert code == 1
     assert f"--parameter DatabaseSecret: cannot find, in us-east-1, {arn}" in said.err
     code = main(
         deploy_args(

@@ -209,16 +209,16 @@ def test_a_secret_deploy_cannot_find_is_said_with_the_region_it_asked(aws: str) 
     """A secret kept by name in another region than the deploy's was 'cannot find a
     secret by the name given: ResourceNotFoundException', which region unsaid."""
     from tether.deploy.stack import Aws, secret_arn  # noqa: PLC0415
-    from tether.errors import InvalidInputError  # noqa: PLC0415
+    from tether.errors import NotFoundError  # noqa: PLC0415
 
     secrets = boto3.client("secretsmanager", endpoint_url=aws, region_name="eu-west-1")
     secrets.create_secret(Name="tether/kept-in-eu", SecretString="postgresql://eu/db")
     session = Aws(region="us-east-1", endpoint_url=aws)
     with pytest.raises(
-        InvalidInputError, match="cannot find, in us-east-1, a secret by the name given"
+        NotFoundError, match="cannot find, in us-east-1, a secret by the name given"
     ):
         secret_arn(session, "tether/kept-in-eu", what="--database-secret")
-    with pytest.raises(InvalidInputError, match="cannot find, in us-east-1, ssm:/tether/nowhere"):
+    with pytest.raises(NotFoundError, match="cannot find, in us-east-1, ssm:/tether/nowhere"):
         secret_arn(session, "ssm:/tether/nowhere", what="--database-secret")
     assert "eu-west-1" in secret_arn(
         Aws(region="eu-west-1", endpoint_url=aws), "tether/kept-in-eu", what="--database-secret"

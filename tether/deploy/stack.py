@@ -20,7 +20,7 @@ from typing import Any
 
 from tether.aws.clients import client, error_code, error_message
 from tether.deploy.bundle import Bundle
-from tether.errors import ConfigurationError, InvalidInputError, TetherError
+from tether.errors import ConfigurationError, InvalidInputError, NotFoundError, TetherError
 
 logger = logging.getLogger("tether.deploy")
 
@@ -319,7 +319,8 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
             name = ssm_parameter_name(reference)
             parameter = store.get_parameter(Name=name, WithDecryption=False)["Parameter"]
             if parameter.get("Type") != "SecureString":
-                raise InvalidInputError(
+                # Found, and not as a secret is kept: refused for what it found (exit 1).
+                raise ConfigurationError(
                     f"{what}: parameter {name} is a {parameter.get('Type')}, not a SecureString"
                 )
             return str(parameter["ARN"])
@@ -330,7 +331,8 @@ def secret_arn(aws: Aws, reference: str, *, what: str) -> str:
         if code in _NOT_FOUND_CODES:
             # A secret kept in another region is the usual cause: say which was asked.
             region = store.meta.region_name
-            raise InvalidInputError(
+            # A reference that names nothing: refused for what it found (exit 1).
+            raise NotFoundError(
                 f"{what}: cannot find, in {region}, {_named(reference)}: {code}"
             ) from None
         # Access denied, an expired session, throttling: AWS failed, not the flag.
@@ -347,7 +349,7 @@ def _named(reference: str) -> str:
     return "a secret by the name given (not repeated: it may be the secret's value itself)"
 
 
-# What AWS answers for a secret or parameter that is not there (a wrong flag).
+# What AWS answers for a secret or parameter that is not there.
 _NOT_FOUND_CODES = frozenset(
     {"ResourceNotFoundException", "ParameterNotFound", "ValidationException"}
 )
