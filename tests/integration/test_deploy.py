@@ -572,9 +572,10 @@ def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses
     s3.create_bucket(Bucket="important-data")
     s3.put_object(Bucket="important-data", Key="customers.csv", Body=b"keep me")
     _bare_stack(aws, "wrong", "important-data")
+    # Refused for what was found, not for the flag (1), and before anything is deleted.
     code = main([*_destroy(aws, "wrong", "--delete-bucket"), "--yes"])
     said = capsys.readouterr()
-    assert code == 2
+    assert code == 1
     assert "important-data is not a bucket tether deploy created; nothing was deleted" in said.err
     assert s3.get_object(Bucket="important-data", Key="customers.csv")["Body"].read()
     assert cfn.describe_stacks(StackName="wrong")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -587,7 +588,7 @@ def test_delete_bucket_deletes_only_a_bucket_tether_made_and_no_other_stack_uses
     _bare_stack(aws, "two", shared)
     code = main([*_destroy(aws, "one", "--delete-bucket"), "--yes"])
     said = capsys.readouterr()
-    assert code == 2
+    assert code == 1
     assert f"stack(s) two keep their bundles in {shared}; nothing was deleted" in said.err
     assert cfn.describe_stacks(StackName="one")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 

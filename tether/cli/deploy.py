@@ -732,19 +732,20 @@ def _delete_bucket(aws: Aws, bucket: str, stack: str) -> None:
 
 
 def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
-    """Before anything is deleted: only a bucket tether made, and only its last user."""
+    """Before anything is deleted: only a bucket tether made, and only its last user.
+    Refused for what is found in the account, not for the flag itself (exit 1)."""
     from tether.deploy import stack as stacks  # noqa: PLC0415
 
     if not bucket:
-        raise InvalidInputError("--delete-bucket: the stack names no bundle bucket")
+        raise stacks.DeployError("--delete-bucket: the stack names no bundle bucket")
     if not stacks.bucket_is_tethers(aws, bucket):
-        raise InvalidInputError(
+        raise stacks.DeployError(
             f"--delete-bucket: {bucket} is not a bucket tether deploy created; nothing was"
             " deleted (delete it yourself if you mean to)"
         )
     others = stacks.stacks_using_bucket(aws, bucket, besides=stack)
     if others:
-        raise InvalidInputError(
+        raise stacks.DeployError(
             f"--delete-bucket: stack(s) {', '.join(others)} keep their bundles in {bucket};"
             " nothing was deleted (destroy without --delete-bucket)"
         )
