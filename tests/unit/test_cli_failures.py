@@ -87,13 +87,14 @@ def test_deploy_and_destroy_without_a_region_name_their_own_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """They said to set AWS_REGION, as the functions are told, where the command itself
-    takes --region; and exited 1, as if AWS had failed, for a flag left out."""
+    takes --region. No region anywhere is a setting that is not set: 1, as every other
+    command that needs one exits (it had become 2, as if the command line were unreadable)."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    assert main([command, "--stack", "tether-prod", "--yes"]) == 2
+    assert main([command, "--stack", "tether-prod", "--yes"]) == 1
     said = capsys.readouterr()
     assert said.out == ""
     assert said.err == (

@@ -114,7 +114,8 @@ def _aws(args: argparse.Namespace) -> Any:
         )
         if not profile_region:
             # The clients' own words name only the environment: this command has a flag.
-            raise InvalidInputError(
+            # A setting that is not set, as every other command treats it (exit 1).
+            raise ConfigurationError(
                 "no AWS region: pass --region, or set AWS_REGION (or a region in your AWS profile)"
             )
     return Aws(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
