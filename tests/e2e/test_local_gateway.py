@@ -517,9 +517,12 @@ def test_route_selection_expression_is_configurable(start_dev: Callable[..., Dev
 @pytest.mark.parametrize(
     ("flags", "fragment", "status"),
     [
-        # 2: the command line is wrong; 1: what it names cannot be loaded here.
+        # 2: the command line is wrong, or names a module or function that is not there
+        # (a module that fails as it imports is the module's failure: 1, below).
         (("--route", "echo"), "NAME=module:function", 2),
-        (("--route", "echo=tests.nowhere:echo"), "cannot load handler", 1),
+        (("--route", "echo=tests.nowhere:echo"), "cannot import 'tests.nowhere'", 2),
+        (("--route", "echo=nowhere.deeper:echo"), "cannot import 'nowhere.deeper'", 2),
+        (("--route", "echo=tests.routes:nowhere"), "'nowhere' is not a callable", 2),
         (("--route", "echo=:echo"), "NAME=module:function", 2),
         (("--route", "echo=tests.routes:echo:again"), "NAME=module:function", 2),
         (("--route", "echo=tests/routes.py:echo"), "NAME=module:function", 2),
@@ -585,8 +588,10 @@ def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
         ("raise RuntimeError('no API_URL set')\n", "RuntimeError: no API_URL set"),
         # A script's habit: it would end tether dev with the module's status and nothing said.
         ("import sys\nsys.exit('no API_URL set')\n", "SystemExit: no API_URL set"),
+        # Found, and failing inside: not the flag's fault, whatever is missing.
+        ("import no_such_dependency\n", "No module named 'no_such_dependency'"),
     ],
-    ids=["syntax-error", "raises-on-import", "exits-on-import"],
+    ids=["syntax-error", "raises-on-import", "exits-on-import", "imports-what-is-missing"],
 )
 def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     source: str, fragment: str, tmp_path: Path

@@ -108,8 +108,8 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
     for spec in specs:
         name, separator, reference = spec.partition("=")
         module, _, function = reference.partition(":")
-        # A reference no Python name could be is the command line's fault (exit 2);
-        # one that names what cannot be loaded here is not (exit 1, when loaded).
+        # A reference no Python name could be is the command line's fault (exit 2), as
+        # is one naming a module or function that is not there (_load_route).
         written_as_one = all(part.isidentifier() for part in module.split(".")) and (
             not function or function.isidentifier()
         )
@@ -127,8 +127,25 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
                 f"--route {name} given twice ({given[name]} and {reference}): give each route once"
             )
         given[name] = reference
-        routes[name] = load_callable(reference, what="handler", default_attribute="lambda_handler")
+        routes[name] = _load_route(reference, module)
     return routes
+
+
+def _load_route(reference: str, module: str) -> Callable[[dict[str, Any], Any], Any]:
+    """A --route naming no module or no callable is a flag value the dev cannot use (exit
+    2); a module that is there but fails as it runs (a syntax error, an import of its own
+    that fails, a setting it reads) is a failure of that module (exit 1)."""
+    try:
+        return load_callable(reference, what="handler", default_attribute="lambda_handler")
+    except ConfigurationError as exc:
+        cause = exc.__cause__
+        missing = getattr(cause, "name", None) if isinstance(cause, ModuleNotFoundError) else None
+        names_nothing = cause is None or (
+            missing is not None and (module == missing or module.startswith(f"{missing}."))
+        )
+        if names_nothing:
+            raise InvalidInputError(str(exc)) from None
+        raise
 
 
 class _Server(uvicorn.Server):
