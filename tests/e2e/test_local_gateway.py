@@ -534,6 +534,10 @@ def test_route_selection_expression_is_configurable(start_dev: Callable[..., Dev
         (("--disconnect-loss", "2"), "between 0 and 1", 2),
         (("--idle-timeout", "soon"), "not a duration", 2),
         (("--port", "\uff13\uff10\uff10\uff11"), "not a port", 2),
+        # No address of this machine: one another machine has (TEST-NET-1), a name that
+        # does not resolve. It exited 1, as if the dev had failed.
+        (("--host", "192.0.2.1"), "cannot listen on 192.0.2.1:", 2),
+        (("--host", "nowhere.invalid"), "cannot listen on nowhere.invalid:", 2),
     ],
 )
 def test_bad_dev_flags_are_refused_clearly(

@@ -251,8 +251,13 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         return _bound(host, port)  # uvicorn listens on it once it is ready to serve
     except OSError as exc:
+        said = f"cannot listen on {host}:{port}: {exc.strerror}"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            # --host names no address of this machine (a name that does not resolve,
+            # another machine's address): a flag value it cannot use (exit 2).
+            raise InvalidInputError(said) from None
         if exc.errno != errno.EADDRINUSE:
-            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise ConfigurationError(said) from None
     other = _free_port_near(host, port)
     instead = (
         f'pick another port: tether dev --port {other} (make dev ARGS="--port {other}")'
