@@ -327,12 +327,17 @@ def verifier_for(
     if not settings.jwt_secret and not settings.signing_keys_url:
         return None
     from tether.aws.secrets import resolve_setting  # noqa: PLC0415
+    from tether.settings import jwt_secret_problem  # noqa: PLC0415
 
-    secret = (
-        resolve_setting("TETHER_JWT_SECRET", settings.jwt_secret, settings.aws_endpoint_url)
-        if settings.jwt_secret
-        else None
-    )
+    secret = None
+    if settings.jwt_secret:
+        secret = resolve_setting(
+            "TETHER_JWT_SECRET", settings.jwt_secret, settings.aws_endpoint_url
+        )
+        # A reference is checked here, once read; a value was checked with the settings.
+        problem = jwt_secret_problem(secret)
+        if problem:
+            raise ConfigurationError(f"TETHER_JWT_SECRET {problem}")
     return TokenVerifier(
         audience=settings.jwt_audience,
         issuer=settings.issuer or "",

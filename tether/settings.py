@@ -38,6 +38,9 @@ Seconds = Annotated[float, Field(ge=0)]
 ENV_PREFIX = "TETHER_"
 
 OPERATOR_KEY_MIN_LENGTH = 16
+# RFC 7518 3.2: an HS256 key is at least the hash's size, 256 bits; a shorter one can be
+# found offline from one token (Supabase's legacy secrets are 32 characters or more).
+JWT_SECRET_MIN_BYTES = 32
 
 
 def operator_key_problem(key: str) -> str | None:
@@ -56,6 +59,16 @@ def operator_key_problem(key: str) -> str | None:
     if looks_like_jwt(key):
         # Sent as a Bearer, it would be verified as an access token and never compared.
         return "must not look like an access token (three parts, dot-separated, 'ey' first)"
+    return None
+
+
+def jwt_secret_problem(secret: str) -> str | None:
+    """What makes an HS256 secret unfit to verify tokens with, or None. Never quotes it."""
+    if len(secret.encode()) < JWT_SECRET_MIN_BYTES:
+        return (
+            f"must be at least {JWT_SECRET_MIN_BYTES} bytes (256 bits, as HS256 requires):"
+            " a shorter secret can be guessed from any token it signed"
+        )
     return None
 
 
@@ -221,6 +234,20 @@ class Settings(BaseModel):
         if is_reference(value):
             return value  # checked once read (tether.admin.auth)
         problem = operator_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from tether.aws.secrets import is_reference  # noqa: PLC0415
+
+        if is_reference(value):
+            return value  # checked once read (tether.auth.verifier_for)
+        problem = jwt_secret_problem(value)
         if problem:
             raise ValueError(problem)
         return value

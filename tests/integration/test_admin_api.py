@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
+from tests.support import claims, sign
 from tether import migrate
 from tether.admin import cursor, deps, operations
 from tether.aws import eventbridge
@@ -272,6 +274,28 @@ def test_a_key_kept_in_ssm_that_no_header_could_carry_is_a_configuration_error(
         )
         assert "TETHER_OPERATOR_KEY" in body["detail"] and says in body["detail"]
         assert kept not in body["detail"]
+
+
+def test_a_short_hs256_secret_kept_in_ssm_is_a_configuration_error_for_tokens(
+    database_url: str, aws: str
+) -> None:
+    # A plain value is refused as the settings are read; one kept in a secret, once read.
+    import boto3  # noqa: PLC0415
+
+    short = "short-hs256-secret-0123456789ab"  # 31 bytes
+    boto3.client("ssm", endpoint_url=aws).put_parameter(
+        Name="/tether/short-jwt", Value=short, Type="SecureString"
+    )
+    with admin_api(database_url, jwt_secret="ssm:/tether/short-jwt", aws_endpoint_url=aws) as api:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyJWT's own warning of a short key
+            forged = sign(claims(role="service_role"), short, "HS256")
+        response = api.client.get("/sessions", headers={"Authorization": f"Bearer {forged}"})
+        body = _problem(response, 500)
+        assert "TETHER_JWT_SECRET" in body["detail"] and "at least 32 bytes" in body["detail"]
+        assert short not in response.text
+        # The key does not depend on the secret.
+        assert api.client.get("/sessions", headers=AUTH).status_code == 200
 
 
 # --- listing and pages ------------------------------------------------------------

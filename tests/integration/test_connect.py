@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -725,6 +726,41 @@ def test_key_settings_the_token_library_cannot_take_refuse_and_name_the_setting(
     assert response["statusCode"] == 500
     assert json.loads(response["body"])["error"] == "misconfigured"
     assert name in capsys.readouterr().out
+    assert _sessions(db) == []
+
+
+SHORT_SECRET = "short-hs256-secret-0123456789ab"  # 31 bytes: one short of HS256's 256 bits
+
+
+@pytest.mark.parametrize("kept", ["value", "ssm"])
+def test_a_short_hs256_secret_refuses_every_handshake_and_names_the_setting(
+    lambda_env: pytest.MonkeyPatch,
+    db: Conn,
+    aws: str,
+    capsys: pytest.CaptureFixture[str],
+    kept: str,
+) -> None:
+    """A token signed with a secret that short verified: anyone who guessed the secret
+    from one token could sign their own, for any user."""
+    import boto3  # noqa: PLC0415
+
+    setting = SHORT_SECRET
+    if kept == "ssm":
+        boto3.client("ssm", endpoint_url=aws).put_parameter(
+            Name="/tether/short-jwt", Value=SHORT_SECRET, Type="SecureString"
+        )
+        setting = "ssm:/tether/short-jwt"
+    lambda_env.setenv("TETHER_JWT_SECRET", setting)
+    runtime.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT's own warning of a short key
+        token = sign(claims(), SHORT_SECRET, "HS256")
+    response = _connect(with_query(ws_event("connect", "short-secret="), token=token))
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["error"] == "misconfigured"
+    out = capsys.readouterr().out
+    assert "TETHER_JWT_SECRET" in out and "at least 32 bytes" in out
+    assert SHORT_SECRET not in out + response["body"]
     assert _sessions(db) == []
 
 

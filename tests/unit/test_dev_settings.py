@@ -74,6 +74,14 @@ def test_a_malformed_anonymous_setting_is_refused_as_in_production(
         dev_settings(DevOptions(port=4711), DATABASE)
 
 
+def test_a_short_hs256_secret_is_refused_as_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TETHER_JWT_SECRET", "too-short-secret")
+    with pytest.raises(ConfigurationError, match="TETHER_JWT_SECRET: must be at least 32 bytes"):
+        dev_settings(DevOptions(port=4711), DATABASE)
+
+
 def test_a_run_gives_the_process_its_stdout_back() -> None:
     """A run wraps stdout for whole lines from every thread; an embedding process (a
     test, a tool) that runs it twice wrapped the wrapper, for good."""

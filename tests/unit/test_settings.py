@@ -147,6 +147,32 @@ def test_settings_that_disagree_are_named_as_the_environment_names_them(
     assert "_seconds" not in str(refused.value)
 
 
+SHORT_SECRET = "short-hs256-secret-0123456789ab"  # 31 bytes: one short of HS256's 256 bits
+
+
+@pytest.mark.parametrize("name", ["TETHER_JWT_SECRET", "SUPABASE_JWT_SECRET"])
+@pytest.mark.parametrize("secret", ["x", SHORT_SECRET, "\u00e9" * 15])
+def test_an_hs256_secret_shorter_than_256_bits_is_refused_and_not_repeated(
+    monkeypatch: pytest.MonkeyPatch, name: str, secret: str
+) -> None:
+    # One that short can be found offline from any token it signed.
+    monkeypatch.setenv(name, secret)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    said = str(refused.value)
+    assert said.startswith("invalid configuration: TETHER_JWT_SECRET: must be at least 32 bytes")
+    assert secret not in said
+
+
+@pytest.mark.parametrize("secret", [SHORT_SECRET + "c", "\u00e9" * 16, "ssm:/tether/jwt-secret"])
+def test_an_hs256_secret_of_256_bits_or_a_reference_to_one_is_taken(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    # A reference is checked once read, where the verifier is made.
+    monkeypatch.setenv("TETHER_JWT_SECRET", secret)
+    assert load_settings().jwt_secret == secret
+
+
 def test_supabase_url_gives_issuer_and_jwks_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
     settings = load_settings()
