@@ -136,6 +136,7 @@ def test_deploy_migrate_redeploy_and_destroy(
         [
             *deploy_args(aws, "--database-secret", "tether/test-database", "--no-snapstart"),
             *("--parameter", "AdminThrottlingRateLimit=20"),
+            *("--parameter", "JwksTimeoutSeconds=1.5", "--parameter", "JwksCacheSeconds=600"),
             "--migrate",
             "--yes",
         ]
@@ -177,6 +178,24 @@ def test_deploy_migrate_redeploy_and_destroy(
         assert variables["TETHER_DATABASE_URL"] == secret
         assert empty_database_url not in {str(v) for v in variables.values()}
     assert len(roles) == len(handlers())
+    # Both functions that verify tokens fetch the signing keys as the stack says (moto
+    # keeps a Number parameter's Ref a number; CloudFormation makes every Ref a string).
+    for logical in ("ConnectFunction", "AdminFunction"):
+        variables = lam.get_function(FunctionName=ids[logical])["Configuration"]["Environment"][
+            "Variables"
+        ]
+        assert {
+            key: str(variables.get(key))
+            for key in (
+                "TETHER_JWKS_TIMEOUT_SECONDS",
+                "TETHER_JWKS_CACHE_SECONDS",
+                "TETHER_JWKS_REFRESH_COOLDOWN_SECONDS",
+            )
+        } == {
+            "TETHER_JWKS_TIMEOUT_SECONDS": "1.5",
+            "TETHER_JWKS_CACHE_SECONDS": "600",
+            "TETHER_JWKS_REFRESH_COOLDOWN_SECONDS": "30",
+        }, logical
     sweep = lam.get_function(FunctionName=ids["SweepFunction"])["Configuration"]
     assert sweep["Environment"]["Variables"]["TETHER_EVENT_BUS_NAME"] == f"{STACK}-sessions"
     assert f"{STACK}-sessions" in {
@@ -447,6 +466,23 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--metrics-namespace", "n" * 256), "--metrics-namespace: 'nnnn"),
         (("--parameter", "Architecture=sparc"), "--architecture: 'sparc' is not allowed: one of"),
         (("--parameter", "CheckEverySeconds=abc"), "--check-every: 'abc' is not allowed: must"),
+        # The functions' bounds on fetching the signing keys (tether.settings).
+        (
+            ("--parameter", "JwksTimeoutSeconds=0"),
+            "--parameter JwksTimeoutSeconds: '0' is not allowed",
+        ),
+        (
+            ("--parameter", "JwksTimeoutSeconds=5.5"),
+            "--parameter JwksTimeoutSeconds: '5.5' is not allowed",
+        ),
+        (
+            ("--parameter", "JwksCacheSeconds=0.5"),
+            "--parameter JwksCacheSeconds: '0.5' is not allowed: at least 1",
+        ),
+        (
+            ("--parameter", "JwksRefreshCooldownSeconds=3601"),
+            "--parameter JwksRefreshCooldownSeconds: '3601' is not allowed: at most 3600",
+        ),
         # float() reads these as numbers (nan past every bound); CloudFormation does not.
         (("--parameter", "MemorySize=nan"), "--memory: 'nan' is not allowed: must be a number"),
         (

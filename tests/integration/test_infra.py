@@ -516,6 +516,11 @@ def test_operator_tokens_are_verified_with_the_settings_connect_uses() -> None:
         "TETHER_JWT_ISSUER",
         "TETHER_JWT_AUDIENCE",
         "TETHER_JWT_SECRET",
+        # How the signing keys are fetched: without these a deployed stack could not
+        # set them at all.
+        "TETHER_JWKS_TIMEOUT_SECONDS",
+        "TETHER_JWKS_CACHE_SECONDS",
+        "TETHER_JWKS_REFRESH_COOLDOWN_SECONDS",
     }
 
     def token_environment(function: str) -> dict[str, Any]:
@@ -524,6 +529,67 @@ def test_operator_tokens_are_verified_with_the_settings_connect_uses() -> None:
 
     assert token_environment("AdminFunction") == token_environment("ConnectFunction")
     assert all(token_environment("ConnectFunction").values())
+
+
+def _probes(low: float, high: float) -> list[float]:
+    """Values at, just inside and just outside each bound, and between them."""
+    steps = (1.0, 0.001)
+    return sorted(
+        {low, high, (low + high) / 2, *(low - d for d in steps), *(low + d for d in steps)}
+        | {*(high - d for d in steps), *(high + d for d in steps)}
+    )
+
+
+def _settings_take(name: str, value: float) -> bool:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from tether.settings import Settings  # noqa: PLC0415
+
+    try:
+        Settings.model_validate({name: value})
+    except ValidationError as exc:
+        # Its own bounds only: how it must agree with others is deploy's check.
+        return not any(error["loc"] == (name,) for error in exc.errors())
+    return True
+
+
+def _seconds_parameters() -> dict[str, str]:
+    """Setting -> the parameter every function that sets it takes it from."""
+    found: dict[str, set[str]] = {}
+    for function in resources(LAMBDA):
+        variables = props(function).get("Environment", {}).get("Variables", {})
+        for variable, value in variables.items():
+            if variable.startswith("TETHER_") and variable.endswith("_SECONDS"):
+                found.setdefault(variable.removeprefix("TETHER_").lower(), set()).add(value["Ref"])
+    assert all(len(parameters) == 1 for parameters in found.values()), found
+    return {setting: parameters.pop() for setting, parameters in found.items()}
+
+
+# Bounds the template states exactly as the settings do (others are narrower: whole
+# seconds, a few digits).
+EXACT_BOUNDS = {"jwks_timeout_seconds", "jwks_cache_seconds", "jwks_refresh_cooldown_seconds"}
+
+
+@pytest.mark.parametrize("setting", sorted(set(_seconds_parameters()) | EXACT_BOUNDS))
+def test_a_duration_the_template_takes_is_one_the_functions_take(setting: str) -> None:
+    """`tether deploy --parameter` and the console check the template's bounds; a value
+    past them the functions would refuse, at every invocation, once deployed."""
+    from tether.deploy.stack import parameter_constraints  # noqa: PLC0415
+    from tether.settings import Settings  # noqa: PLC0415
+
+    name = _seconds_parameters()[setting]
+    constraint = parameter_constraints(template_text())[name]
+    spec = load_template()["Parameters"][name]
+    assert float(spec["Default"]) == Settings.model_fields[setting].default, name
+    schema = Settings.model_json_schema(by_alias=False)["properties"][setting]
+    (bounds,) = [part for part in schema.get("anyOf", [schema]) if part["type"] == "number"]
+    low = float(bounds.get("minimum", bounds.get("exclusiveMinimum")))
+    high = float(bounds["maximum"])
+    for value in _probes(low, high):
+        shown = f"{value:.3f}".rstrip("0").rstrip(".")
+        template_takes = constraint.refusal(shown) is None
+        if template_takes or setting in EXACT_BOUNDS:
+            assert template_takes == _settings_take(setting, float(shown)), (name, shown)
 
 
 def test_each_function_writes_only_its_own_logs() -> None:

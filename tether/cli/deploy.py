@@ -536,6 +536,9 @@ _SETTING_FLAGS = {
     "sweep_check_every_seconds": "--check-every",
     "sweep_schedule_seconds": "--sweep-rate",
     "jwt_audience": "--jwt-audience",
+    "jwks_timeout_seconds": "--parameter JwksTimeoutSeconds",
+    "jwks_cache_seconds": "--parameter JwksCacheSeconds",
+    "jwks_refresh_cooldown_seconds": "--parameter JwksRefreshCooldownSeconds",
     # Not a parameter of the stack: its functions keep the default.
     "heartbeat_throttle_seconds": "the heartbeat throttle",
 }
@@ -583,6 +586,9 @@ def _check_settings(parameters: dict[str, str]) -> None:
             suspect_after_seconds=seconds("SuspectAfterSeconds", "20"),
             sweep_check_every_seconds=every,
             sweep_schedule_seconds=period,
+            jwks_timeout_seconds=seconds("JwksTimeoutSeconds", "3"),
+            jwks_cache_seconds=seconds("JwksCacheSeconds", "300"),
+            jwks_refresh_cooldown_seconds=seconds("JwksRefreshCooldownSeconds", "30"),
             # Only whether each is set matters here (the secret is its ARN).
             supabase_url=parameters.get("SupabaseUrl") or None,
             jwks_url=parameters.get("JwksUrl") or None,
