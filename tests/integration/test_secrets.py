@@ -223,3 +223,31 @@ def test_a_secret_deploy_cannot_find_is_said_with_the_region_it_asked(aws: str) 
     assert "eu-west-1" in secret_arn(
         Aws(region="eu-west-1", endpoint_url=aws), "tether/kept-in-eu", what="--database-secret"
     )
+
+
+def test_a_stand_in_on_this_machine_is_asked_in_the_profiles_region(
+    aws: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile's region was where commands looked against moto (a parameter put there
+    with the AWS CLI, a stack deployed there): a stand-in that need not read the profile
+    still takes its region when it can be read, rather than us-east-1."""
+    from tests.support import run_tether  # noqa: PLC0415
+
+    boto3.client("ssm", endpoint_url=aws, region_name="eu-west-2").put_parameter(
+        Name="/tether/profile-region-db", Value=database_url, Type="SecureString"
+    )
+    written = tmp_path / "aws-config"
+    written.write_text("[profile mine]\nregion = eu-west-2\n")
+    env = {
+        "TETHER_AWS_ENDPOINT_URL": aws,
+        "AWS_PROFILE": "mine",
+        "AWS_CONFIG_FILE": str(written),
+    }
+    # No region in the environment at all: an empty one would hide the profile's.
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    listed = run_tether(
+        "sessions", "--json", "--database-url", "ssm:/tether/profile-region-db", env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["sessions"] == []

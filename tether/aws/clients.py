@@ -127,8 +127,10 @@ def _client(
     credentials: dict[str, str] = {}
     region: str | None
     if is_local(endpoint_url) and session is None:
-        # A local stand-in answers for any region (and the profile is not read).
-        region = region_name or _environment_region() or "us-east-1"
+        # A local stand-in answers for any region, but keeps what is made in each: the
+        # profile's region is where a user's earlier calls (the AWS CLI's, a deploy's)
+        # put things, when the profile can be read at all.
+        region = region_name or _environment_region() or _readable_profile_region() or "us-east-1"
         credentials = _local_credentials()
         session = _without_aws_files()
     else:
@@ -156,6 +158,18 @@ def _client(
         ),
         **credentials,
     )
+
+
+def _readable_profile_region() -> str | None:
+    """The region of AWS_PROFILE (or the default profile), or None when there is none or
+    the profile or the config file cannot be read: a stand-in needs no profile."""
+    import boto3  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
+    try:
+        return boto3.session.Session().region_name or None
+    except BotoCoreError:
+        return None
 
 
 def _local_credentials() -> dict[str, str]:
