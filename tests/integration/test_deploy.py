@@ -23,6 +23,7 @@ import io
 import json
 import threading
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -1039,3 +1040,25 @@ def test_a_bucket_of_this_account_is_used_when_its_buckets_cannot_be_listed_by_p
     said: list[str] = []
     stack.ensure_bucket(target, bucket, said.append)
     assert said == []  # used as it is, not made again
+
+
+def test_deploy_with_a_profile_asks_in_that_profile_s_region(
+    aws: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--profile work`, with no --region or AWS_REGION, deployed to the default
+    profile's region (the AWS CLI, given the same profile, uses work's)."""
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = us-east-1\n[profile work]\nregion = eu-west-1\n")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[work]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    code = main(deploy_args(aws, "--profile", "work", "--database-secret", "tether/none", "--yes"))
+    assert code == 1
+    assert "--database-secret: cannot find, in eu-west-1, " in capsys.readouterr().err

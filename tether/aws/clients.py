@@ -20,8 +20,9 @@ _REGION_IN_HOST = re.compile(r"\.([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com$")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def configured_region(endpoint_url: str | None = None) -> str | None:
-    """The region from the environment, the profile, or an AWS endpoint's host name."""
+def configured_region(endpoint_url: str | None = None, session: Any = None) -> str | None:
+    """The region from the environment, the profile, or an AWS endpoint's host name;
+    ``session``: a named profile's, whose region is the one asked, not the default's."""
     value = _environment_region()
     if value:
         return value
@@ -31,7 +32,7 @@ def configured_region(endpoint_url: str | None = None) -> str | None:
         return match.group(1)
     import boto3  # noqa: PLC0415 - only callers that talk to AWS load it
 
-    return boto3.session.Session().region_name
+    return (session or boto3.session.Session()).region_name
 
 
 def _environment_region() -> str | None:
@@ -134,7 +135,7 @@ def _client(
         credentials = _local_credentials()
         session = _without_aws_files()
     else:
-        region = region_name or configured_region(endpoint_url)
+        region = region_name or configured_region(endpoint_url, session)
     if session is not None and not region:
         region = session.region_name
     if not region and is_local(endpoint_url):
