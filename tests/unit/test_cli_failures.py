@@ -201,3 +201,23 @@ def test_an_aws_configuration_that_cannot_be_used_is_one_line_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"tether sessions: {said}"), err
     assert err.count("\n") == 1, err
+
+
+def test_a_kept_secret_the_template_no_longer_takes_is_not_said_to_be_given() -> None:
+    """A stack's secret reference kept from an earlier deploy and refused by this
+    template was called "the value given", though nothing was given; it is still not
+    repeated (a reference may be the secret itself)."""
+    from tether.cli.deploy import _check_template_constraints  # noqa: PLC0415
+    from tether.deploy import template_text  # noqa: PLC0415
+    from tether.errors import ConfigurationError  # noqa: PLC0415
+
+    kept = "a-secret-where-its-reference-belongs-0123456789"
+    with pytest.raises(ConfigurationError) as refused:
+        _check_template_constraints(template_text(), {"JwtSecret": kept}, given=set())
+    said = str(refused.value)
+    assert said.startswith(
+        "--jwt-secret: the stack's current value, kept as it was not given, is not allowed"
+        " now (must match "
+    ), said
+    assert "the value given" not in said
+    assert kept not in said

@@ -434,9 +434,11 @@ def _check_template_constraints(
             # Not on this command line: a value an earlier deploy set, which this
             # template no longer takes. Naming the flag alone would say it was given.
             setting = f"{flag}=VALUE" if flag.startswith("--parameter ") else f"{flag} VALUE"
+            # A kept secret's reference is not repeated, and was not "the value given".
+            kept = "" if key in _SECRET_PARAMETERS else f": {value!r}"
             raise ConfigurationError(
                 f"{flag}: the stack's current value, kept as it was not given, is not allowed"
-                f" now: {_shown(key, value)} ({why}); give {setting} with a value it allows"
+                f" now{kept} ({why}); give {setting} with a value it allows"
             )
         raise InvalidInputError(f"{flag}: {_shown(key, value)} is not allowed: {why}")
 
