@@ -201,6 +201,8 @@ def test_an_aws_configuration_that_cannot_be_used_is_one_line_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"tether sessions: {said}"), err
     assert err.count("\n") == 1, err
+    # The file is named by its path, not by AWS_PROFILE.
+    assert ("named by AWS_PROFILE" in err) is (config is None), err
 
 
 def test_a_kept_secret_the_template_no_longer_takes_is_not_said_to_be_given() -> None:

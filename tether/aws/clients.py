@@ -91,7 +91,7 @@ def client(
     profile: str | None = None,
     max_pool_connections: int | None = None,
 ) -> Any:
-    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ProfileNotFound  # noqa: PLC0415
 
     try:
         return _client(
@@ -107,7 +107,12 @@ def client(
         # Raised before any call, by the configuration itself (an AWS_PROFILE naming no
         # profile, a config file that does not parse): a traceback from every command
         # that reads a secret, announces or asks the gateway.
-        named = " (named by AWS_PROFILE)" if not profile and os.environ.get("AWS_PROFILE") else ""
+        # Only the profile is AWS_PROFILE's: a file that does not parse is named by itself.
+        named = (
+            " (named by AWS_PROFILE)"
+            if isinstance(exc, ProfileNotFound) and not profile and os.environ.get("AWS_PROFILE")
+            else ""
+        )
         raise ConfigurationError(f"AWS: {exc}{named}") from None
 
 
