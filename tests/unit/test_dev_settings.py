@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from tether.errors import ConfigurationError
-from tether.local.dev import DevOptions, _describe_tokens, bind, dev_settings
+from tether.local.dev import (
+    PORTS_TRIED_FOR_ANOTHER,
+    DevOptions,
+    _describe_tokens,
+    bind,
+    dev_settings,
+)
 
 DATABASE = "postgresql://postgres@localhost/postgres"
 
@@ -185,7 +191,9 @@ def test_a_taken_port_s_message_suggests_a_port_that_is_free() -> None:
             pytest.skip(f"port {port + 1} is taken by another process")
         held.enter_context(following)
         other = _suggested(port)
+        # Near it, and neither it nor the next, both held.
         assert other not in (port, port + 1)
+        assert abs(other - port) <= PORTS_TRIED_FOR_ANOTHER
         with _bound_now(other):
             pass
         last = _held(65535)
@@ -193,7 +201,8 @@ def test_a_taken_port_s_message_suggests_a_port_that_is_free() -> None:
             pytest.skip("port 65535 is taken by another process")
         held.enter_context(last)
         other = _suggested(65535)
-        assert 1 <= other < 65535
+        # None past it: one just under it (it suggested 65536, which --port refuses).
+        assert 65535 - PORTS_TRIED_FOR_ANOTHER <= other <= 65534
         with _bound_now(other):
             pass
 
