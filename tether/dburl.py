@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, DatabaseUnavailableError, error_from_psycopg
 
 SCHEMES = ("postgresql://", "postgres://")
 # A password runs to the last '@' before a space, '/' included: libpq echoes a URL whose
@@ -235,3 +235,10 @@ def hide_secrets(text: str) -> str:
     hidden = _TOKEN_ALONE.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     hidden = _BEARER.sub(lambda m: f"{m.group('head')}{HIDDEN}", hidden)
     return _JWT.sub(HIDDEN, hidden)
+
+
+def unreachable(exc: Exception, url: str | None) -> DatabaseUnavailableError:
+    """A failed connection to ``url``, said as every command says it; libpq's words may
+    echo the URL it was given, password and all, and are scrubbed of it."""
+    reason = scrub(str(error_from_psycopg(exc)), url)
+    return DatabaseUnavailableError(f"cannot connect to the database: {reason}")

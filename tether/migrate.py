@@ -32,10 +32,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.dburl import check, scrub
+from tether.dburl import check, unreachable
 from tether.drivers.postgres import read_plainly
 from tether.errors import (
-    DatabaseUnavailableError,
     InvalidInputError,
     MigrationError,
     error_from_psycopg,
@@ -221,8 +220,7 @@ def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     except psycopg.Error as exc:
         if conn is not None:
             conn.close()
-        reason = scrub(str(error_from_psycopg(exc)), url)
-        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        raise unreachable(exc, url) from None
     return conn
 
 

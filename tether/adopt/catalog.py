@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from tether import migrate, row_security
-from tether.dburl import check, scrub
+from tether.dburl import check, unreachable
 from tether.drivers.postgres import read_plainly
-from tether.errors import AdoptionError, DatabaseUnavailableError, error_from_psycopg
+from tether.errors import AdoptionError
 
 if TYPE_CHECKING:
     import psycopg
@@ -125,8 +125,7 @@ def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
             application_name="tether adopt",
         )
     except psycopg.Error as exc:
-        reason = scrub(str(error_from_psycopg(exc)), url)
-        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        raise unreachable(exc, url) from None
     # Scans, index builds and validations of a long history take what they take; what
     # could make writers wait is bounded by lock_timeout instead, step by step.
     conn.execute("set statement_timeout = 0")

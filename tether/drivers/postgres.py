@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from tether.dburl import check, scrub
+from tether.dburl import check, unreachable
 from tether.errors import DatabaseUnavailableError, InvalidInputError, error_from_psycopg
 from tether.store import Row, SessionStore
 
@@ -162,9 +162,7 @@ class PostgresStore(SessionStore):
                 **NETWORK_TIMEOUTS,
             )
         except psycopg.Error as exc:
-            # libpq may echo the URL it was given, password and all.
-            reason = scrub(str(error_from_psycopg(exc)), self._url)
-            raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+            raise unreachable(exc, self._url) from None
         try:
             speak_utf8(connection)
         except psycopg.Error as exc:

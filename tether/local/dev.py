@@ -34,7 +34,7 @@ import uvicorn
 
 from tether import limits, migrate, row_security, runtime
 from tether.aws.secrets import is_reference
-from tether.dburl import check, hide_secrets, redact, scrub
+from tether.dburl import check, hide_secrets, redact, unreachable
 from tether.drivers.postgres import (
     ANSWER_WITHIN_SECONDS,
     NETWORK_TIMEOUTS,
@@ -46,7 +46,6 @@ from tether.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
     TetherError,
-    error_from_psycopg,
 )
 from tether.loading import load_callable
 from tether.local import embedded, stopping
@@ -682,8 +681,7 @@ class DatabaseClaim:
         except psycopg.Error as exc:
             if conn is not None:
                 conn.close()
-            reason = scrub(str(error_from_psycopg(exc)), self._url)
-            raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+            raise unreachable(exc, self._url) from None
         self._conn, self._backend, self.held = conn, (int(row[1]), row[2]), True
         return True
 

@@ -36,9 +36,9 @@ from psycopg.rows import dict_row
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tether.dburl import hide_secrets, scrub
+from tether.dburl import hide_secrets, unreachable
 from tether.drivers.postgres import read_plainly
-from tether.errors import DatabaseError, DatabaseUnavailableError, error_from_psycopg
+from tether.errors import DatabaseError, DatabaseUnavailableError
 
 CONNECT_CONCURRENCY = 32
 POLL_SECONDS = 0.2
@@ -204,8 +204,7 @@ def _connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
     except psycopg.OperationalError as exc:
         # Said as every command says it: libpq's words alone ("failed to resolve host")
         # do not tell the database from the gateway --url names.
-        reason = scrub(str(error_from_psycopg(exc)), database_url)
-        raise DatabaseUnavailableError(f"cannot connect to the database: {reason}") from None
+        raise unreachable(exc, database_url) from None
     read_plainly(conn)
     return conn
 
