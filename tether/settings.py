@@ -72,6 +72,10 @@ def jwt_secret_problem(secret: str) -> str | None:
     return None
 
 
+_SECRET_PROBLEMS = {"operator_key": operator_key_problem, "jwt_secret": jwt_secret_problem}
+"""Each secret setting's check of a value given as it is (a reference is checked once read)."""
+
+
 class Settings(BaseModel):
     # nan broke whichever bound was checked first ("at most 1d" said of nan), and inf
     # (1e309 reads as it) stood for a time: neither is a number of seconds.
@@ -224,30 +228,17 @@ class Settings(BaseModel):
             )
         return value
 
-    @field_validator("operator_key")
+    @field_validator("operator_key", "jwt_secret")
     @classmethod
-    def _operator_key(cls, value: str | None) -> str | None:
+    def _secret(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
         from tether.aws.secrets import is_reference  # noqa: PLC0415
 
         if is_reference(value):
-            return value  # checked once read (tether.admin.auth)
-        problem = operator_key_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("jwt_secret")
-    @classmethod
-    def _jwt_secret(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        from tether.aws.secrets import is_reference  # noqa: PLC0415
-
-        if is_reference(value):
-            return value  # checked once read (tether.auth.verifier_for)
-        problem = jwt_secret_problem(value)
+            # Checked once read (tether.admin.auth, tether.auth.verifier_for).
+            return value
+        problem = _SECRET_PROBLEMS[info.field_name or ""](value)
         if problem:
             raise ValueError(problem)
         return value
