@@ -138,6 +138,9 @@ def test_deploy_migrate_redeploy_and_destroy(
             *deploy_args(aws, "--database-secret", "tether/test-database", "--no-snapstart"),
             *("--parameter", "AdminThrottlingRateLimit=20"),
             *("--parameter", "JwksTimeoutSeconds=1.5", "--parameter", "JwksCacheSeconds=600"),
+            # Who may connect and who is an operator: the stack's to say.
+            *("--allowed-roles", "authenticated,anon", "--parameter", "JwtLeewaySeconds=30"),
+            *("--parameter", "OperatorRoles=service_role,ops", "--parameter", "OperatorClaim="),
             "--migrate",
             "--yes",
         ]
@@ -197,6 +200,17 @@ def test_deploy_migrate_redeploy_and_destroy(
             "TETHER_JWKS_CACHE_SECONDS": "600",
             "TETHER_JWKS_REFRESH_COOLDOWN_SECONDS": "30",
         }, logical
+        assert (variables["TETHER_ALLOWED_ROLES"], str(variables["TETHER_JWT_LEEWAY_SECONDS"])) == (
+            "authenticated,anon",
+            "30",
+        ), logical
+    admin = lam.get_function(FunctionName=ids["AdminFunction"])["Configuration"]
+    operators = {
+        key: admin["Environment"]["Variables"].get(key)
+        for key in ("TETHER_OPERATOR_ROLES", "TETHER_OPERATOR_CLAIM")
+    }
+    # An empty claim: no claim makes an operator (the default names one).
+    assert operators == {"TETHER_OPERATOR_ROLES": "service_role,ops", "TETHER_OPERATOR_CLAIM": ""}
     sweep = lam.get_function(FunctionName=ids["SweepFunction"])["Configuration"]
     assert sweep["Environment"]["Variables"]["TETHER_EVENT_BUS_NAME"] == f"{STACK}-sessions"
     assert f"{STACK}-sessions" in {
@@ -441,6 +455,12 @@ def test_bad_input_is_refused_before_anything_changes(
         (("--check-every", "0.4s"), "--check-every: whole seconds only, got 0.4s"),
         # Blank, every access token would be refused as not meant for this stack.
         (("--jwt-audience", " "), "--jwt-audience: is empty"),
+        # No role, every token refused: the template's pattern says so first.
+        (("--allowed-roles", " , "), "--allowed-roles: ' , ' is not allowed: names at least one"),
+        (
+            ("--parameter", "JwtLeewaySeconds=301"),
+            "--parameter JwtLeewaySeconds: '301' is not allowed: at most 300",
+        ),
     ):
         code = main(deploy_args(aws, "--database-secret", "tether/db", *flags, "--yes"))
         err = capsys.readouterr().err

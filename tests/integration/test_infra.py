@@ -521,6 +521,10 @@ def test_operator_tokens_are_verified_with_the_settings_connect_uses() -> None:
         "TETHER_JWKS_TIMEOUT_SECONDS",
         "TETHER_JWKS_CACHE_SECONDS",
         "TETHER_JWKS_REFRESH_COOLDOWN_SECONDS",
+        # The clock skew allowed, and the roles whose tokens verify (an operator's claim
+        # is read on a token of an allowed role).
+        "TETHER_JWT_LEEWAY_SECONDS",
+        "TETHER_ALLOWED_ROLES",
     }
 
     def token_environment(function: str) -> dict[str, Any]:
@@ -529,6 +533,29 @@ def test_operator_tokens_are_verified_with_the_settings_connect_uses() -> None:
 
     assert token_environment("AdminFunction") == token_environment("ConnectFunction")
     assert all(token_environment("ConnectFunction").values())
+
+
+def test_who_may_connect_and_who_is_an_operator_are_the_stack_s_to_say() -> None:
+    """Without parameters for them, every deployed stack let in `authenticated` tokens
+    alone and took the default operators' roles and claim, whatever the team's."""
+    from tether.deploy.stack import parameter_constraints  # noqa: PLC0415
+    from tether.settings import Settings  # noqa: PLC0415
+
+    parameters = load_template()["Parameters"]
+    connect = props("ConnectFunction")["Environment"]["Variables"]
+    admin = props("AdminFunction")["Environment"]["Variables"]
+    assert connect["TETHER_ALLOWED_ROLES"] == {"Ref": "AllowedRoles"}
+    for setting, parameter in (
+        ("allowed_roles", "AllowedRoles"),
+        ("operator_roles", "OperatorRoles"),
+        ("operator_claim", "OperatorClaim"),
+    ):
+        assert admin[f"TETHER_{setting.upper()}"] == {"Ref": parameter}
+        assert parameters[parameter]["Default"] == Settings.model_fields[setting].default
+    # Roles the functions would refuse (none named) are refused by the template.
+    constraint = parameter_constraints(template_text())["AllowedRoles"]
+    for roles in ("authenticated", "authenticated,anon", " anon ", "a, b", "", ",", " , ", " "):
+        assert (constraint.refusal(roles) is None) == _settings_take("allowed_roles", roles), roles
 
 
 def _probes(low: float, high: float) -> list[float]:
@@ -540,7 +567,7 @@ def _probes(low: float, high: float) -> list[float]:
     )
 
 
-def _settings_take(name: str, value: float) -> bool:
+def _settings_take(name: str, value: object) -> bool:
     from pydantic import ValidationError  # noqa: PLC0415
 
     from tether.settings import Settings  # noqa: PLC0415
@@ -567,7 +594,12 @@ def _seconds_parameters() -> dict[str, str]:
 
 # Bounds the template states exactly as the settings do (others are narrower: whole
 # seconds, a few digits).
-EXACT_BOUNDS = {"jwks_timeout_seconds", "jwks_cache_seconds", "jwks_refresh_cooldown_seconds"}
+EXACT_BOUNDS = {
+    "jwks_timeout_seconds",
+    "jwks_cache_seconds",
+    "jwks_refresh_cooldown_seconds",
+    "jwt_leeway_seconds",
+}
 
 
 @pytest.mark.parametrize("setting", sorted(set(_seconds_parameters()) | EXACT_BOUNDS))
@@ -801,6 +833,7 @@ def test_tether_deploy_reads_every_parameter_constraint_as_cloudformation_does()
             bound = spec.get(key)
             assert getattr(constraint, field) == (None if bound is None else float(bound)), name
         assert constraint.number == (spec["Type"] == "Number"), name
+        assert constraint.described == spec.get("ConstraintDescription"), name
 
 
 def test_tether_deploy_takes_as_a_number_only_what_cloudformation_reads_as_one() -> None:

@@ -49,6 +49,7 @@ OPTION_PARAMETERS = {
     "jwks_url": "JwksUrl",
     "jwt_issuer": "JwtIssuer",
     "jwt_audience": "JwtAudience",
+    "allowed_roles": "AllowedRoles",
     "architecture": "Architecture",
     "memory": "MemorySize",
     "finalizer": "Finalizer",
@@ -538,6 +539,8 @@ _SETTING_FLAGS = {
     "sweep_check_every_seconds": "--check-every",
     "sweep_schedule_seconds": "--sweep-rate",
     "jwt_audience": "--jwt-audience",
+    "allowed_roles": "--allowed-roles",
+    "jwt_leeway_seconds": "--parameter JwtLeewaySeconds",
     "jwks_timeout_seconds": "--parameter JwksTimeoutSeconds",
     "jwks_cache_seconds": "--parameter JwksCacheSeconds",
     "jwks_refresh_cooldown_seconds": "--parameter JwksRefreshCooldownSeconds",
@@ -597,6 +600,8 @@ def _check_settings(parameters: dict[str, str]) -> None:
             jwt_issuer=parameters.get("JwtIssuer") or None,
             jwt_secret=parameters.get("JwtSecret") or None,
             jwt_audience=parameters.get("JwtAudience", "authenticated"),
+            jwt_leeway_seconds=seconds("JwtLeewaySeconds", "5"),
+            allowed_roles=parameters.get("AllowedRoles", "authenticated"),
             allow_anonymous=parameters.get("AllowAnonymous") == "true",
         )
     except ConfigurationError as exc:
@@ -852,6 +857,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     group.add_argument("--jwt-issuer", metavar="ISS", help="default: from --supabase-url")
     group.add_argument("--jwt-audience", metavar="AUD", help="default: authenticated")
     group.add_argument("--jwt-secret", metavar="ARN", help="secret with a legacy HS256 JWT secret")
+    group.add_argument(
+        "--allowed-roles",
+        metavar="ROLES",
+        help="comma-separated token roles that may connect (default: authenticated)",
+    )
     group.add_argument(
         "--allow-anonymous",
         action=argparse.BooleanOptionalAction,

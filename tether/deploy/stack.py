@@ -434,13 +434,15 @@ class Constraint:
     minimum: float | None = None
     maximum: float | None = None
     number: bool = False
+    described: str | None = None
+    """ConstraintDescription: what CloudFormation says of a value the pattern refuses."""
 
     def refusal(self, value: str) -> str | None:
         """Why the template refuses ``value``; None when it allows it."""
         if self.allowed is not None and value not in self.allowed:
             return f"one of {', '.join(self.allowed)}"
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            return f"must match {self.pattern}"
+            return self.described or f"must match {self.pattern}"
         if self.number or self.minimum is not None or self.maximum is not None:
             # Not float(): it takes nan and inf (past every bound), 1_000, padding and
             # other scripts' digits, none of which the stack's properties take.
@@ -460,9 +462,10 @@ _PARAMETER = re.compile(r"^  (?P<name>[A-Za-z0-9]+):\n(?P<body>(?:    .*\n)+)", 
 
 
 def parameter_constraints(template: str) -> dict[str, Constraint]:
-    """Each parameter's AllowedPattern, AllowedValues, MinValue and MaxValue, read from
-    the template's own Parameters section (PyYAML is not a runtime dependency, and that
-    section is plain YAML: one key per line, patterns double-quoted)."""
+    """Each parameter's AllowedPattern (and its ConstraintDescription), AllowedValues,
+    MinValue and MaxValue, read from the template's own Parameters section (PyYAML is
+    not a runtime dependency, and that section is plain YAML: one key per line, patterns
+    double-quoted)."""
     section = _parameters_section(template)
     constraints = {}
     for match in _PARAMETER.finditer(section):
@@ -479,6 +482,7 @@ def parameter_constraints(template: str) -> dict[str, Constraint]:
             minimum=float(fields["MinValue"]) if "MinValue" in fields else None,
             maximum=float(fields["MaxValue"]) if "MaxValue" in fields else None,
             number=fields.get("Type") == "Number",
+            described=fields.get("ConstraintDescription"),
         )
     return constraints
 
