@@ -65,6 +65,16 @@ class MigrationError(TetherError):
     """A migration cannot be applied (edited after it was applied, or it failed)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) where the command knows what became of its work: the
+    command line says ``what_became`` instead of "what it had done is kept", which is
+    untrue of a run rolled back whole or of a stack CloudFormation goes on changing."""
+
+    def __init__(self, what_became: str) -> None:
+        super().__init__(what_became)
+        self.what_became = what_became
+
+
 class AdoptionError(TetherError):
     """A table cannot be adopted as it is, or a step of the adoption could not run;
     the message says what to do. Nothing of the failed step was kept."""

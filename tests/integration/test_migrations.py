@@ -927,3 +927,37 @@ def test_a_policy_for_a_role_whose_privileges_tether_s_role_does_not_inherit_is_
         owner.execute("select * from public.tether_open_session_v1('inherits=')")
     mended = run_tether("migrate", "--database-url", plain_owner_url)
     assert (mended.returncode, mended.stderr) == (0, ""), mended.stderr
+
+
+def test_ctrl_c_mid_run_says_nothing_was_applied_and_nothing_was(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pending file runs in one transaction, so Ctrl-C mid-run leaves nothing; it
+    was said as every command's interruption, "what it had done is kept", which sent
+    the user looking for half a schema."""
+    from tether.cli import main  # noqa: PLC0415
+
+    ran: list[str] = []
+    run_or_record = migrate.run_or_record
+
+    def interrupted_at_the_fifth(
+        conn: object, migration: migrate.Migration, planned: object
+    ) -> object:
+        if len(ran) == 4:
+            raise KeyboardInterrupt
+        ran.append(migration.filename)
+        return run_or_record(conn, migration, planned)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(migrate, "run_or_record", interrupted_at_the_fifth)
+    code = main(["migrate", "--database-url", empty_database_url])
+    said = capsys.readouterr()
+    assert code == 130, said.err
+    assert len(ran) == 4
+    assert "tether migrate: interrupted; nothing of this run was applied" in said.err
+    assert "kept" not in said.err
+    assert said.out == ""
+    with psycopg.connect(empty_database_url) as conn:
+        left = conn.execute(
+            "select to_regnamespace('tether'), to_regclass('public.conversation_sessions')"
+        ).fetchone()
+    assert left == (None, None)

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from tether import __version__
 from tether.cli.common import configured_url
 from tether.dburl import hide_secrets, scrub
-from tether.errors import InvalidInputError, TetherError, error_from_psycopg
+from tether.errors import Interrupted, InvalidInputError, TetherError, error_from_psycopg
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -200,10 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Its reader stopped reading (`| head`): nothing more to say, to anyone. What
         # the command had done is kept, as on Ctrl-C.
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.command not in _SAY_THEIR_OWN_INTERRUPTION:
             # Otherwise the prompt comes back with nothing said of what became of the work.
-            sys.stderr.write(f"tether {args.command}: interrupted; what it had done is kept\n")
+            became = exc.what_became if isinstance(exc, Interrupted) else "what it had done is kept"
+            sys.stderr.write(f"tether {args.command}: interrupted; {became}\n")
         return 130
     except Exception as exc:
         # A database error no command mapped itself (a privilege missing, say) is still

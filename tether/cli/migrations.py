@@ -17,25 +17,32 @@ from tether.cli.common import (
     say_aside,
     say_json,
 )
-from tether.errors import TetherError
+from tether.errors import Interrupted, TetherError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+# Every pending file runs in one transaction: an interrupted run is rolled back whole.
+NOTHING_APPLIED = "nothing of this run was applied (it is one transaction): run it again"
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     url = database_url(args)
     if args.status:
         return _status(args, url)
-    done = migrate.apply_pending(
-        url,
-        lock=lock_policy(args),
-        progress=say_aside,
-        again=(
-            "run `tether migrate` again when the table is quieter, or let it wait"
-            " longer (--lock-timeout, --attempts)"
-        ),
-    )
+    try:
+        done = migrate.apply_pending(
+            url,
+            lock=lock_policy(args),
+            progress=say_aside,
+            again=(
+                "run `tether migrate` again when the table is quieter, or let it wait"
+                " longer (--lock-timeout, --attempts)"
+            ),
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(NOTHING_APPLIED) from None
     try:
         # Up to date is not working: row level security a table forces after migrating
         # refuses every session tether's functions open. Said as a failure (exit 1), so
@@ -45,6 +52,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except TetherError:
         _say_done(done, say_aside)  # a failure prints nothing on stdout
         raise
+    except KeyboardInterrupt:
+        _say_done(done, say_aside)
+        raise Interrupted("the migrations said above stay applied") from None
     if problems:
         # A failure prints nothing on stdout, --json or not: stderr says what was done.
         _say_done(done, say_aside)
