@@ -1082,3 +1082,89 @@ def test_deploy_with_a_profile_asks_in_that_profile_s_region(
     code = main(deploy_args(aws, "--profile", "work", "--database-secret", "tether/none", "--yes"))
     assert code == 1
     assert "--database-secret: cannot find, in eu-west-1, " in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_stack_changes_says_cloudformation_goes_on(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its change set (or deletion) runs, the stack changes in CloudFormation
+    whatever becomes of the command: Ctrl-C while it was followed said "what it had
+    done is kept", as if the deploy had been stopped where it was."""
+    from tether.deploy import stack as stack_module  # noqa: PLC0415
+
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+
+    def ctrl_c(*_args: object, **_kwargs: object) -> list[dict[str, Any]]:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as watching:
+        watching.setattr(stack_module, "_events", ctrl_c)
+        code = main(
+            [*deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"), "--yes"]
+        )
+    said = capsys.readouterr()
+    assert code == 130, said.err
+    assert (
+        f"tether deploy: interrupted; CloudFormation goes on creating stack {STACK}"
+        " (only the watching stopped)" in said.err
+    )
+    cfn = aws_client("cloudformation", aws)
+    assert cfn.describe_stacks(StackName=STACK)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    bucket = f"tether-deploy-{account}-{AWS_REGION}"
+    with monkeypatch.context() as watching:
+        watching.setattr(stack_module, "_events", ctrl_c)
+        code = main([*_destroy(aws, STACK, "--delete-bucket"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 130, said.err
+    assert f"tether destroy: interrupted; CloudFormation goes on deleting stack {STACK}" in said.err
+    # The bucket's deletion was to follow the stack's: how to finish it is said.
+    assert f"`tether destroy --stack {STACK} --delete-bucket --bucket {bucket}`" in said.err
+    assert bucket in {b["Name"] for b in aws_client("s3", aws).list_buckets()["Buckets"]}
+    assert main([*_destroy(aws, STACK, "--delete-bucket", "--bucket", bucket), "--yes"]) == 0
+    assert f"deleted bucket {bucket}" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_deploy_migrates_says_nothing_was_migrated_nor_deployed(
+    aws: str,
+    empty_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString=empty_database_url
+    )
+    run_or_record = migrate.run_or_record
+    ran: list[str] = []
+
+    def interrupted_at_the_third(conn: Any, migration: migrate.Migration, planned: Any) -> Any:
+        if len(ran) == 2:
+            raise KeyboardInterrupt
+        ran.append(migration.filename)
+        return run_or_record(conn, migration, planned)
+
+    monkeypatch.setattr(migrate, "run_or_record", interrupted_at_the_third)
+    code = main(
+        [
+            *deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--migrate"),
+            "--yes",
+        ]
+    )
+    said = capsys.readouterr()
+    assert code == 130, said.err
+    assert "the stack was not changed" in said.out
+    assert (
+        "tether deploy: interrupted; nothing of the migrations was applied (they run in one"
+        " transaction)" in said.err
+    )
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regnamespace('tether')").fetchone() == (None,)
+    live = [
+        s
+        for s in aws_client("cloudformation", aws).list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert live == []

@@ -32,7 +32,13 @@ from tether.cli.common import (
     whole_number,
 )
 from tether.durations import format_duration
-from tether.errors import ConfigurationError, InvalidInputError, NotFoundError, PartlyDoneError
+from tether.errors import (
+    ConfigurationError,
+    Interrupted,
+    InvalidInputError,
+    NotFoundError,
+    PartlyDoneError,
+)
 from tether.limits import HEARTBEATS_OFF
 
 if TYPE_CHECKING:
@@ -645,14 +651,19 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
         source = f"the secret {parameters['DatabaseSecret']}"
     say(f"migrating {_database_named(check(url))}, from {source}")
     # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
-    done = migrate.migrate(
-        check(url),
-        progress=say_aside,
-        again=(
-            "run the deploy again when the table is quieter, or first `tether migrate`,"
-            " which can wait longer (--lock-timeout, --attempts)"
-        ),
-    )
+    try:
+        done = migrate.migrate(
+            check(url),
+            progress=say_aside,
+            again=(
+                "run the deploy again when the table is quieter, or first `tether migrate`,"
+                " which can wait longer (--lock-timeout, --attempts)"
+            ),
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "nothing of the migrations was applied (they run in one transaction)"
+        ) from None
     for migration in done:
         say(f"applied  {migration.filename}")
     say(f"{len(done)} migration(s) applied" if done else "database is up to date")
@@ -698,7 +709,16 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     )
     if not confirm(question, assume_yes=args.yes):
         return declined()
-    outcome = stacks.destroy(aws, stack=name, report=say, poll_seconds=args.poll_seconds)
+    try:
+        outcome = stacks.destroy(aws, stack=name, report=say, poll_seconds=args.poll_seconds)
+    except Interrupted as exc:
+        if bucket and args.delete_bucket:
+            raise Interrupted(
+                f"{exc.what_became}; bucket {bucket} is not deleted: `tether destroy --stack"
+                f" {name} --delete-bucket --bucket {bucket}` deletes it once the stack is gone"
+            ) from None
+        raise
+
     if outcome.state.status not in {None, "DELETE_COMPLETE"}:
         say(f"stack {name} is {outcome.state.status}")
         for problem in outcome.problems:

@@ -20,7 +20,13 @@ from typing import Any
 
 from tether.aws.clients import client, error_code, error_message
 from tether.deploy.bundle import Bundle
-from tether.errors import ConfigurationError, InvalidInputError, NotFoundError, TetherError
+from tether.errors import (
+    ConfigurationError,
+    Interrupted,
+    InvalidInputError,
+    NotFoundError,
+    TetherError,
+)
 
 logger = logging.getLogger("tether.deploy")
 
@@ -588,14 +594,22 @@ def deploy(
         # stack is no longer empty; both are left as they are.
         _discard(aws, created["Id"], stack, creating=creating)
         raise
-    state = wait(
-        aws,
-        stack,
-        since=started,
-        report=report,
-        poll_seconds=poll_seconds,
-        timeout_seconds=timeout_seconds,
-    )
+    try:
+        state = wait(
+            aws,
+            stack,
+            since=started,
+            report=report,
+            poll_seconds=poll_seconds,
+            timeout_seconds=timeout_seconds,
+        )
+    except KeyboardInterrupt:
+        # The change set runs in CloudFormation, not here: only the watching stopped.
+        raise Interrupted(
+            f"CloudFormation goes on {'creating' if creating else 'updating'} stack {stack}"
+            " (only the watching stopped): see it in the CloudFormation console, and deploy"
+            " again once it is done"
+        ) from None
     problems = (
         ()
         if state.status in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
@@ -802,15 +816,21 @@ def destroy(
         raise DeployError(f"stack {stack} does not exist")
     started = datetime.now(UTC)
     aws.client("cloudformation").delete_stack(StackName=stack)
-    state = wait(
-        aws,
-        stack,
-        since=started,
-        report=report,
-        poll_seconds=poll_seconds,
-        timeout_seconds=timeout_seconds,
-        stack_id=before.stack_id,
-    )
+    try:
+        state = wait(
+            aws,
+            stack,
+            since=started,
+            report=report,
+            poll_seconds=poll_seconds,
+            timeout_seconds=timeout_seconds,
+            stack_id=before.stack_id,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"CloudFormation goes on deleting stack {stack} (only the watching stopped):"
+            " see it in the CloudFormation console"
+        ) from None
     problems: tuple[str, ...] = ()
     if state.status not in {None, "DELETE_COMPLETE"}:
         problems = failures(aws, before.stack_id or stack, since=started)
