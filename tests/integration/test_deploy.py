@@ -1168,3 +1168,37 @@ def test_ctrl_c_while_deploy_migrates_says_nothing_was_migrated_nor_deployed(
         if s["StackStatus"] != "DELETE_COMPLETE"
     ]
     assert live == []
+
+
+def test_a_bucket_that_is_gone_is_said_to_be_gone_not_to_be_someone_else_s(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's command to finish a destroy, run twice, or --delete-bucket on a stack
+    whose bucket went another way, said "BUCKET is not a bucket tether deploy created;
+    nothing was deleted (delete it yourself if you mean to)": a bucket that is not there."""
+    s3 = aws_client("s3", aws)
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    bucket = f"tether-deploy-{account}-{AWS_REGION}"
+    s3.create_bucket(Bucket=bucket)
+    _bare_stack(aws, "gone", bucket)
+    s3.delete_bucket(Bucket=bucket)
+    code = main([*_destroy(aws, "gone", "--delete-bucket"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    assert (
+        f"--delete-bucket: bucket {bucket} does not exist; nothing was deleted (destroy"
+        " without --delete-bucket)" in said.err
+    )
+    assert "not a bucket tether deploy created" not in said.err
+    cfn = aws_client("cloudformation", aws)
+    assert cfn.describe_stacks(StackName="gone")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert main([*_destroy(aws, "gone"), "--yes"]) == 0
+    capsys.readouterr()
+
+    code = main([*_destroy(aws, "gone", "--delete-bucket", "--bucket", bucket), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    assert (
+        f"--stack: stack gone does not exist, nor does bucket {bucket}: nothing to delete"
+        in said.err
+    )

@@ -736,6 +736,13 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def _delete_bucket_of_deleted_stack(aws: Aws, bucket: str, stack: str, *, assume_yes: bool) -> int:
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    if not stacks.bucket_exists(aws, bucket):
+        # Run twice, or after the bucket went another way: nothing it names is left.
+        raise NotFoundError(
+            f"--stack: stack {stack} does not exist, nor does bucket {bucket}: nothing to delete"
+        )
     _check_bucket_may_go(aws, bucket, stack)
     question = f"stack {stack} is already deleted: delete bucket {bucket} and every bundle in it?"
     if not confirm(question, assume_yes=assume_yes):
@@ -772,6 +779,12 @@ def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
 
     if not bucket:
         raise stacks.DeployError("--delete-bucket: the stack names no bundle bucket")
+    if not stacks.bucket_exists(aws, bucket):
+        # Else said to be "not a bucket tether deploy created": one to delete by hand.
+        raise NotFoundError(
+            f"--delete-bucket: bucket {bucket} does not exist; nothing was deleted (destroy"
+            " without --delete-bucket)"
+        )
     if not stacks.bucket_is_tethers(aws, bucket):
         raise stacks.DeployError(
             f"--delete-bucket: {bucket} is not a bucket tether deploy created; nothing was"

@@ -164,6 +164,18 @@ def bucket_is_tethers(aws: Aws, bucket: str) -> bool:
     return BUCKET_TAG in tags
 
 
+def bucket_exists(aws: Aws, bucket: str) -> bool:
+    """False only when S3 says there is no bucket of that name (another account's, which
+    this one may not read, exists)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        aws.client("s3").head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}
+    return True
+
+
 def stacks_using_bucket(aws: Aws, bucket: str, *, besides: str) -> list[str]:
     """The other stacks whose bundles are in this bucket."""
     cloudformation = aws.client("cloudformation")
