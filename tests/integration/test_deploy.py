@@ -1202,3 +1202,25 @@ def test_a_bucket_that_is_gone_is_said_to_be_gone_not_to_be_someone_else_s(
         f"--stack: stack gone does not exist, nor does bucket {bucket}: nothing to delete"
         in said.err
     )
+
+
+def test_a_secret_that_holds_no_database_url_is_named_as_the_fault(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--migrate reads the URL from the stack's secret, not DATABASE_URL: a secret whose
+    value is no URL was said as "the database URL must look like ...", which sends the
+    user to the DATABASE_URL in their shell, fine all along."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://tether@127.0.0.1:9/app")
+    arn = aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="never-shown, no URL"
+    )["ARN"]
+    args = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--yes")
+    code = main([*args, "--migrate"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    assert "never-shown" not in said.out + said.err
+    assert (
+        f"tether deploy: --migrate: the secret {arn} holds no usable database URL: the"
+        " database URL must look like postgresql://" in said.err
+    )
+    assert said.out.splitlines()[-1].startswith("the stack was not changed")

@@ -640,6 +640,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     if url and is_reference(url):
         # A secret's reference, as --database-url takes everywhere: read through this
         # command's AWS session, as the stack's own secret is.
+        source = f"the secret {url} (--database-url)"
         url = read_secret(aws, url)
     if not url:
         if parameters.get("DatabaseDriver", "psycopg") != "psycopg":
@@ -649,6 +650,14 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
             )
         url = read_secret(aws, parameters["DatabaseSecret"])
         source = f"the secret {parameters['DatabaseSecret']}"
+    try:
+        check(url)
+    except ConfigurationError as exc:
+        # Said alone ("the database URL must look like ..."), it sent the user to a
+        # DATABASE_URL this command does not read: the secret's value is at fault.
+        raise ConfigurationError(
+            f"--migrate: {source} holds no usable database URL: {exc}"
+        ) from None
     say(f"migrating {_database_named(check(url))}, from {source}")
     # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
     try:
