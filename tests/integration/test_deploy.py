@@ -1224,3 +1224,30 @@ def test_a_secret_that_holds_no_database_url_is_named_as_the_fault(
         " database URL must look like postgresql://" in said.err
     )
     assert said.out.splitlines()[-1].startswith("the stack was not changed")
+
+
+def test_a_local_server_named_by_its_address_is_told_to_be_named_localhost(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto reads the bucket out of the template's S3 address only under the name
+    localhost: named 127.0.0.1, the change set was refused with "The specified bucket
+    does not exist" alone, though the bucket was there, just made and uploaded to."""
+    from tether.deploy import stack as stack_module  # noqa: PLC0415
+
+    template_bytes = len((ROOT / "infra" / "template.yaml").read_bytes())
+    monkeypatch.setattr(stack_module, "TEMPLATE_BODY_LIMIT", template_bytes - 1)
+    by_address = aws.replace("//localhost:", "//127.0.0.1:")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:9/app"
+    )
+    args = [a if a != aws else by_address for a in deploy_args(aws, "--no-snapstart")]
+    code = main([*args, "--database-secret", "tether/db", "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    port = by_address.rsplit(":", 1)[1]
+    assert (
+        "CloudFormation refused the change set: The specified bucket does not exist (the"
+        " template is read from the bundle bucket by its address, which a local server named"
+        f" by its IP address may not find: name it localhost, --endpoint-url"
+        f" http://localhost:{port})" in said.err
+    )

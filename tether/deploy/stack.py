@@ -571,7 +571,14 @@ def deploy(
     try:
         created = cfn.create_change_set(**request)
     except ClientError as exc:
-        raise DeployError(f"CloudFormation refused the change set: {error_message(exc)}") from None
+        raise DeployError(
+            f"CloudFormation refused the change set: {error_message(exc)}"
+            + (
+                _name_it_localhost(aws.endpoint_url)
+                if "TemplateURL" in request and error_code(exc) == "NoSuchBucket"
+                else ""
+            )
+        ) from None
     try:
         # Whatever stops the deploy before the change set runs (AWS unreachable while it
         # is computed, what runs on acceptance failing: the migrations) leaves nothing
@@ -628,6 +635,25 @@ def deploy(
         else failures(aws, stack, since=started)
     )
     return Outcome(changed=True, state=state, problems=problems)
+
+
+def _name_it_localhost(endpoint_url: str | None) -> str:
+    """What to do when a local server named by its address could not read the template
+    from the bundle bucket: moto finds a bucket in a URL only under the name localhost."""
+    import ipaddress  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(endpoint_url or "")
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return ""
+    port = f":{parts.port}" if parts.port else ""
+    return (
+        f" (the template is read from the bundle bucket by its address, which a local server"
+        f" named by its IP address may not find: name it localhost, --endpoint-url"
+        f" {parts.scheme}://localhost{port})"
+    )
 
 
 def _template_source(aws: Aws, bucket: str, template: str) -> dict[str, str]:
