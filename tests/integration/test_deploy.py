@@ -1251,3 +1251,31 @@ def test_a_local_server_named_by_its_address_is_told_to_be_named_localhost(
         f" by its IP address may not find: name it localhost, --endpoint-url"
         f" http://localhost:{port})" in said.err
     )
+
+
+def test_an_update_keeping_a_secret_deleted_since_is_refused_before_anything_changes(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret given on the command line was checked to exist; one kept from the stack
+    was not: an update after the secret was deleted went through, and every function
+    reading it failed from then on."""
+    secrets = aws_client("secretsmanager", aws)
+    secrets.create_secret(Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:9/app")
+    args = deploy_args(aws, "--no-snapstart", "--yes")
+    assert main([*args, "--database-secret", "tether/db"]) == 0
+    capsys.readouterr()
+    secrets.delete_secret(SecretId="tether/db", ForceDeleteWithoutRecovery=True)
+
+    code = main([*args, "--sweep-rate", "5m"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    assert "tether deploy: --database-secret (the stack's, kept): cannot find, in" in said.err
+    assert said.err.rstrip().endswith("give --database-secret with one that exists")
+    assert "building the bundle" not in said.out
+    cfn = aws_client("cloudformation", aws)
+    (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    kept = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert kept["SweepPeriodSeconds"] == "60"
+
+    secrets.create_secret(Name="tether/db2", SecretString="postgresql://tether:pw@127.0.0.1:9/a")
+    assert main([*args, "--sweep-rate", "5m", "--database-secret", "tether/db2"]) == 0

@@ -252,6 +252,13 @@ def _parameters(
             raise InvalidInputError(f"--parameter {key} and {what} both set it: give one")
         # A secret given as --parameter is checked to exist as its flag's is.
         reference, said = (option, what) if option else (requested.get(key), f"--parameter {key}")
+        if not reference and key not in requested and previous.get(key):
+            # Kept from the stack: deleted since, every function reading it would fail
+            # from the update on, and the deploy would have said nothing.
+            try:
+                stacks.secret_arn(aws, previous[key], what=f"{what} (the stack's, kept)")
+            except NotFoundError as exc:
+                raise NotFoundError(f"{exc}; give {what} with one that exists") from None
         if reference:
             parameters[key] = stacks.secret_arn(aws, reference, what=said)
     if "DatabaseSecret" not in parameters:
