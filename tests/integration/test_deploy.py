@@ -614,6 +614,7 @@ def _bare_stack(aws: str, name: str, bucket: str) -> None:
         StackName=name,
         TemplateBody=_BARE_STACK,
         Parameters=[{"ParameterKey": "BundleBucket", "ParameterValue": bucket}],
+        Tags=[{"Key": "tether:stack", "Value": name}],
     )
 
 
@@ -1279,3 +1280,26 @@ def test_an_update_keeping_a_secret_deleted_since_is_refused_before_anything_cha
 
     secrets.create_secret(Name="tether/db2", SecretString="postgresql://tether:pw@127.0.0.1:9/a")
     assert main([*args, "--sweep-rate", "5m", "--database-secret", "tether/db2"]) == 0
+
+
+def test_destroy_deletes_only_a_stack_tether_deploy_made(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any stack of the account was deleted, with --yes without a word: a mistyped name,
+    or another team's stack, went as tether's would, its bucket kept or not."""
+    cfn = aws_client("cloudformation", aws)
+    cfn.create_stack(
+        StackName="their-network",
+        TemplateBody=_BARE_STACK.replace(
+            "BundleBucket: {Type: String}", "Unused: {Type: String, Default: x}"
+        ),
+    )
+    code = main([*_destroy(aws, "their-network"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 1, said.err
+    assert (
+        "tether destroy: --stack: stack their-network is not one tether deploy made (it has"
+        " no tether:stack tag); nothing was deleted" in said.err
+    )
+    (stack,) = cfn.describe_stacks(StackName="their-network")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"

@@ -715,6 +715,13 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         # A name that names nothing, as `kick --session` of no session: found, not
         # given wrong (exit 1).
         raise NotFoundError(f"--stack: stack {name} does not exist")
+    if stacks.STACK_TAG not in current.tags and current.status != "REVIEW_IN_PROGRESS":
+        # A name mistyped, or another team's stack in the same account: deleted, with
+        # --yes, as if it were tether's. (A stack still in review holds nothing.)
+        raise stacks.DeployError(
+            f"--stack: stack {name} is not one tether deploy made (it has no"
+            f" {stacks.STACK_TAG} tag); nothing was deleted"
+        )
     bucket = args.bucket or current.parameters.get("BundleBucket")
     if args.delete_bucket:
         _check_bucket_may_go(aws, bucket, name)

@@ -38,6 +38,8 @@ TEMPLATE_BODY_LIMIT = 51_200  # larger templates must be read from S3
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 STACK_NAME_MAX = 40  # function names are <stack>-session-ended, at most 64 characters
 IN_PROGRESS = "_IN_PROGRESS"
+STACK_TAG = "tether:stack"
+"""Marks a stack `tether deploy` made: the only kind `tether destroy` deletes."""
 
 
 class DeployError(TetherError):
@@ -74,6 +76,7 @@ class StackState:
     parameters: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     stack_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def describe(aws: Aws, name: str) -> StackState:
             p["ParameterKey"]: str(p.get("ParameterValue", "")) for p in stack.get("Parameters", [])
         },
         outputs={o["OutputKey"]: str(o["OutputValue"]) for o in stack.get("Outputs", [])},
+        tags={str(t.get("Key")): str(t.get("Value", "")) for t in stack.get("Tags", [])},
     )
 
 
@@ -563,7 +567,7 @@ def deploy(
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         "Capabilities": CAPABILITIES,
         "Description": "tether deploy",
-        "Tags": [{"Key": "tether:stack", "Value": stack}],
+        "Tags": [{"Key": STACK_TAG, "Value": stack}],
     }
     request.update(_template_source(aws, bucket, template))
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
