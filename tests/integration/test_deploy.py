@@ -1303,3 +1303,35 @@ def test_destroy_deletes_only_a_stack_tether_deploy_made(
     )
     (stack,) = cfn.describe_stacks(StackName="their-network")["Stacks"]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_an_empty_secret_flag_clears_the_secret_as_every_empty_flag_clears_its_setting(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--supabase-url '' clears the stack's Supabase URL; --operator-key '' kept the
+    operator key in force, without a word, for an operator revoking it."""
+    from tether.deploy import stack as stack_module  # noqa: PLC0415
+
+    secrets = aws_client("secretsmanager", aws)
+    secrets.create_secret(Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:9/app")
+    key = secrets.create_secret(Name="tether/operator", SecretString="k" * 40)["ARN"]
+    args = deploy_args(aws, "--no-snapstart")
+    assert main([*args, "--database-secret", "tether/db", "--operator-key", key, "--yes"]) == 0
+    capsys.readouterr()
+
+    asked: dict[str, str] = {}
+    deploy = stack_module.deploy
+
+    def recorded(aws_: Any, **given: Any) -> Any:
+        asked.update(given["parameters"])
+        return deploy(aws_, **given)
+
+    monkeypatch.setattr(stack_module, "deploy", recorded)
+    # Not confirmed (no terminal to ask): the change set is shown, then deleted.
+    assert main([*args, "--operator-key", ""]) == 1
+    capsys.readouterr()
+    assert asked["OperatorKeySecret"] == ""
+    assert ":secret:tether/db-" in asked["DatabaseSecret"]
+
+    assert main([*args, "--database-secret", ""]) == 2
+    assert "--database-secret: the value given is not allowed" in capsys.readouterr().err

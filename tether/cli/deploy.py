@@ -248,8 +248,13 @@ def _parameters(
         (args.jwt_secret, "JwtSecret", "--jwt-secret"),
         (args.operator_key, "OperatorKeySecret", "--operator-key"),
     ):
-        if option and key in requested:
+        if option is not None and key in requested:
             raise InvalidInputError(f"--parameter {key} and {what} both set it: give one")
+        if option == "":
+            # Empty, as every other flag's: cleared, not kept (an operator key revoked
+            # with --operator-key '' stayed in force).
+            parameters[key] = ""
+            continue
         # A secret given as --parameter is checked to exist as its flag's is.
         reference, said = (option, what) if option else (requested.get(key), f"--parameter {key}")
         if not reference and key not in requested and previous.get(key):
@@ -467,7 +472,7 @@ def _given(args: argparse.Namespace, requested: dict[str, str]) -> set[str]:
             ("JwtSecret", args.jwt_secret),
             ("OperatorKeySecret", args.operator_key),
         )
-        if option
+        if option is not None
     }
     return set(requested) | secrets
 
