@@ -71,6 +71,10 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["destroy", "--poll-seconds", "61s"], "argument --poll-seconds: at most 1m, got '61s'"),
         (["deploy", "--poll-seconds", "nan"], "argument --poll-seconds: 'nan': not a duration"),
         (["chaos", "--minutes", "\u0661"], "not a duration"),
+        # Taken, AWS was asked, and botocore's refusal was a failure (exit 1).
+        (["destroy", "--stack", "s", "--region", "us east 1"], "not an AWS region's name"),
+        (["deploy", "--stack", "s", "--region", "eu-west-1;x"], "not an AWS region's name"),
+        (["destroy", "--stack", "s", "--region", ""], "argument --region: empty"),
         # What websockets cannot connect to: each client crashed on it (a port out of
         # range), or said the URL back with the --token appended to it.
         (["simulate", "--url", "ws://127.0.0.1:99999"], "its port a number up to 65535"),

@@ -866,9 +866,29 @@ def bucket_name(text: str) -> str:
     return text
 
 
+def aws_region(text: str) -> str:
+    """--region: a name botocore takes for a region (a host label). Refused at the
+    command line, as every flag it cannot read: once AWS was asked, it was a failure
+    (exit 1). Whether such a region exists, only AWS can say."""
+    from botocore.exceptions import InvalidRegionError  # noqa: PLC0415
+    from botocore.utils import validate_region_name  # noqa: PLC0415
+
+    try:
+        validate_region_name(text)
+    except InvalidRegionError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an AWS region's name (such as us-east-1)"
+        ) from None
+    if not text:
+        raise argparse.ArgumentTypeError("empty: name a region, such as us-east-1")
+    return text
+
+
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", required=True, metavar="NAME", help="the CloudFormation stack")
-    parser.add_argument("--region", help="AWS region (default: $AWS_REGION, the profile's)")
+    parser.add_argument(
+        "--region", type=aws_region, help="AWS region (default: $AWS_REGION, the profile's)"
+    )
     parser.add_argument("--profile", help="AWS profile (default: $AWS_PROFILE)")
     parser.add_argument(
         "--endpoint-url",
