@@ -1340,3 +1340,24 @@ def test_an_empty_secret_flag_clears_the_secret_as_every_empty_flag_clears_its_s
 
     assert main([*args, "--database-secret", ""]) == 2
     assert "--database-secret: the value given is not allowed" in capsys.readouterr().err
+
+
+def test_deploy_migrate_says_recorded_what_db_push_applied(
+    aws: str, empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.test_migration_paths import _push_like_supabase  # noqa: PLC0415
+
+    files = migrate.discover()
+    _push_like_supabase(empty_database_url, files, [m.version for m in files])
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString=empty_database_url
+    )
+    args = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart", "--migrate")
+    code = main([*args, "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    assert f"recorded {files[0].filename}  (applied by supabase db push: {files[0].version})" in (
+        said.out
+    )
+    assert f"applied  {files[0].filename}" not in said.out
+    assert f"{len(files)} recorded as applied by supabase db push" in said.out

@@ -440,3 +440,18 @@ def test_embedded_in_a_folder_without_tether_dev_s_database_makes_none(tmp_path:
         assert "no embedded database in" in result.stderr
         assert "tether dev" in result.stderr
     assert not (tmp_path / ".tether").exists()
+
+
+def test_what_db_push_applied_is_said_recorded_not_applied(empty_database_url: str) -> None:
+    """Recorded files were said each as "recorded", then summed up as "N migration(s)
+    applied", every one of them; `tether deploy --migrate` said each "applied"."""
+    files = migrate.discover()
+    pushed = files[:-2]
+    _push_like_supabase(empty_database_url, pushed, [m.version for m in pushed])
+    said = run_tether("migrate", "--database-url", empty_database_url)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.splitlines()[-1] == (
+        f"2 migration(s) applied, {len(pushed)} recorded as applied by supabase db push"
+    )
+    assert f"applied  {files[-1].filename}" in said.stdout
+    assert f"applied  {files[0].filename}" not in said.stdout

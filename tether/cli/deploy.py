@@ -642,6 +642,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     from tether import migrate, row_security  # noqa: PLC0415
     from tether.aws.secrets import is_reference  # noqa: PLC0415
     from tether.cli.common import say_aside  # noqa: PLC0415
+    from tether.cli.migrations import say_done  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
     from tether.deploy.stack import read_secret  # noqa: PLC0415
 
@@ -673,7 +674,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
     say(f"migrating {_database_named(check(url))}, from {source}")
     # Waits for a busy table as `tether migrate` does by default, saying so on stderr.
     try:
-        done = migrate.migrate(
+        done = migrate.apply_pending(
             check(url),
             progress=say_aside,
             again=(
@@ -685,9 +686,7 @@ def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> 
         raise Interrupted(
             "nothing of the migrations was applied (they run in one transaction)"
         ) from None
-    for migration in done:
-        say(f"applied  {migration.filename}")
-    say(f"{len(done)} migration(s) applied" if done else "database is up to date")
+    say_done(done, say)
     # As `tether migrate` does: up to date is not working, and new code would open no
     # session either. Before the change set runs, so the stack is left as it was.
     problems = row_security.problems_at(check(url))

@@ -50,14 +50,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         # cannot open a session; what was applied stays applied.
         problems = row_security.problems_at(dburl.check(url))
     except TetherError:
-        _say_done(done, say_aside)  # a failure prints nothing on stdout
+        say_done(done, say_aside)  # a failure prints nothing on stdout
         raise
     except KeyboardInterrupt:
-        _say_done(done, say_aside)
+        say_done(done, say_aside)
         raise Interrupted("the migrations said above stay applied") from None
     if problems:
         # A failure prints nothing on stdout, --json or not: stderr says what was done.
-        _say_done(done, say_aside)
+        say_done(done, say_aside)
         for problem in problems:
             say_aside(f"tether migrate: {problem}")
         return 1
@@ -71,18 +71,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             }
         )
     else:
-        _say_done(done, say)
+        say_done(done, say)
     return 0
 
 
-def _say_done(done: list[tuple[migrate.Migration, str | None]], to: Callable[[str], None]) -> None:
+def say_done(done: list[tuple[migrate.Migration, str | None]], to: Callable[[str], None]) -> None:
     """The migrations this run applied or recorded, and how the database stands."""
     for migration, pushed in done:
         if pushed:
             to(f"recorded {migration.filename}  (applied by supabase db push: {pushed})")
         else:
             to(f"applied  {migration.filename}")
-    to(f"{len(done)} migration(s) applied" if done else "database is up to date")
+    recorded = sum(1 for _, pushed in done if pushed)
+    ran = len(done) - recorded
+    # Those db push had applied were not run again: not counted as applied now.
+    said = [f"{ran} migration(s) applied"] if ran or not recorded else []
+    if recorded:
+        said.append(f"{recorded} recorded as applied by supabase db push")
+    to(", ".join(said) if done else "database is up to date")
 
 
 def _status(args: argparse.Namespace, url: str) -> int:
