@@ -1361,3 +1361,38 @@ def test_deploy_migrate_says_recorded_what_db_push_applied(
     )
     assert f"applied  {files[0].filename}" not in said.out
     assert f"{len(files)} recorded as applied by supabase db push" in said.out
+
+
+def test_a_bucket_whose_set_up_was_interrupted_is_not_left_for_the_next_deploy(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when AWS stops answering there: Ctrl-C once the bucket is made, before it is
+    private and tagged, left it so, and the next deploy used it as it was."""
+    from tether.deploy import stack as stack_module  # noqa: PLC0415
+
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    deploy = [*deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart")]
+    set_up = stack_module._set_up_bucket
+
+    def ctrl_c_midway(s3: Any, bucket: str, account: str) -> None:
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={"BlockPublicAcls": True},
+        )
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(stack_module, "_set_up_bucket", ctrl_c_midway)
+        assert main([*deploy, "--bucket", "team-bundles", "--yes"]) == 130
+    capsys.readouterr()
+    s3 = aws_client("s3", aws)
+    assert "team-bundles" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+    assert stack_module._set_up_bucket is set_up
+    assert main([*deploy, "--bucket", "team-bundles", "--yes"]) == 0
+    assert "created bucket team-bundles" in capsys.readouterr().out
+    assert {"Key": "tether:bundles", "Value": "true"} in s3.get_bucket_tagging(
+        Bucket="team-bundles"
+    )["TagSet"]

@@ -257,6 +257,10 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
         raise DeployError(
             f"cannot set up bucket {bucket}: {said}; {_removed_empty(s3, bucket)}"
         ) from None
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM: a CI job cancelled) in the same gap: the same bucket left.
+        _removed_empty(s3, bucket)
+        raise
     report(f"created bucket {bucket}")
 
 
