@@ -32,3 +32,26 @@ def test_every_function_the_code_calls_is_in_the_contract() -> None:
     }
     assert called, "the store names the functions it calls as module constants"
     assert called <= names, f"called but not in the contract: {sorted(called - names)}"
+
+
+def test_no_migration_defines_a_released_function_again() -> None:
+    """The snapshot holds each function's arguments and result, not its body: a later
+    migration's `create or replace function tether_x_v1(...)` of the same signature
+    changed a released function and the suite still passed, though the README says
+    changing one fails it."""
+    import re  # noqa: PLC0415
+    from collections import defaultdict  # noqa: PLC0415
+
+    from tether import migrate  # noqa: PLC0415
+
+    defined = re.compile(
+        r"\bcreate\s+(?:or\s+replace\s+)?function\s+(?:\"?public\"?\.)?\"?(tether_\w+_v\d+)\b",
+        re.IGNORECASE,
+    )
+    where: defaultdict[str, list[str]] = defaultdict(list)
+    for migration in migrate.discover():
+        for name in dict.fromkeys(defined.findall(migration.sql)):
+            where[name.lower()].append(migration.filename)
+    assert where, "the pattern finds the functions the migrations define"
+    again = {name: files for name, files in where.items() if len(files) > 1}
+    assert not again, f"released functions defined again (add a _vN+1 instead): {again}"
