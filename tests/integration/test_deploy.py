@@ -1396,3 +1396,31 @@ def test_a_bucket_whose_set_up_was_interrupted_is_not_left_for_the_next_deploy(
     assert {"Key": "tether:bundles", "Value": "true"} in s3.get_bucket_tagging(
         Bucket="team-bundles"
     )["TagSet"]
+
+
+def test_ctrl_c_at_the_question_says_the_change_set_shown_was_not_run(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.cli import deploy as deploy_command  # noqa: PLC0415
+
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+
+    def ctrl_c(question: str, *, assume_yes: bool) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy_command, "confirm", ctrl_c)
+    code = main(deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"))
+    said = capsys.readouterr()
+    assert code == 130, said.err
+    assert (
+        "tether deploy: interrupted; the stack was not created: its change set was deleted"
+        in said.err
+    )
+    live = [
+        s
+        for s in aws_client("cloudformation", aws).list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    assert live == []

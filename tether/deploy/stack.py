@@ -602,8 +602,15 @@ def deploy(
         accepted = confirm(
             f"{'create' if creating else 'update'} stack {stack} with these changes?"
         )
-    except BaseException:
+    except BaseException as exc:
         _discard(aws, created["Id"], stack, creating=creating)
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+            # Ctrl-C at the question, say: "what it had done is kept" read as if the
+            # change set shown had been kept, or run.
+            raise Interrupted(
+                f"the stack was not {'created' if creating else 'changed'}: its change set"
+                " was deleted"
+            ) from None
         raise
     if not accepted:
         _discard(aws, created["Id"], stack, creating=creating)
