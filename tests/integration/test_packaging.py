@@ -4,15 +4,18 @@ virtual environment elsewhere, migrates a fresh database with the SQL it carries
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.test_bundle import CACHE
 from tests.origin_fixture import build_origin
 from tether import migrate
 
@@ -68,6 +71,60 @@ def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
         "tether/admin/static/dashboard.js",
         "tether/admin/static/dashboard.css",
     } <= names
+
+
+def test_the_lambda_entry_points_are_in_the_wheel(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {
+            name.rsplit("/", 1)[1]: archive.read(name)
+            for name in archive.namelist()
+            if name.startswith("tether/deploy/functions/")
+        }
+    assert shipped == {p.name: p.read_bytes() for p in (ROOT / "functions").glob("*.py")}
+
+
+# moto's CloudFormation, in this process, warns of the resources it skips.
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+def test_installed_elsewhere_it_deploys_the_entry_points_it_carries(
+    venv: Path, aws: str, empty_database_url: str
+) -> None:
+    """A team's project has no functions/ of tether's: the deploy bundles the ones the
+    installed tether ships (it was refused, as if run outside a checkout)."""
+    boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="tether/elsewhere", SecretString=empty_database_url
+    )
+    assert not (venv / "functions").exists()
+    deployed = _run(
+        venv / "venv" / "bin" / "tether",
+        "deploy",
+        "--stack",
+        "tether-elsewhere",
+        "--endpoint-url",
+        aws,
+        "--poll-seconds",
+        "0.05",
+        "--cache-dir",
+        CACHE,
+        "--database-secret",
+        "tether/elsewhere",
+        "--supabase-url",
+        "https://project.supabase.co",
+        "--no-snapstart",
+        "--yes",
+        cwd=venv,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    assert "stack tether-elsewhere is CREATE_COMPLETE" in deployed.stdout
+    digest = re.search(r"^bundle ([0-9a-f]{16}):", deployed.stdout, re.MULTILINE)
+    assert digest is not None, deployed.stdout
+    (bundle,) = (CACHE / "bundles").glob(f"tether-*-{digest[1]}.zip")
+    with zipfile.ZipFile(bundle) as archive:
+        entry_points = {
+            name.split("/", 1)[1]: archive.read(name)
+            for name in archive.namelist()
+            if name.startswith("functions/") and name.endswith(".py")
+        }
+    assert entry_points == {p.name: p.read_bytes() for p in (ROOT / "functions").glob("*.py")}
 
 
 def test_installed_elsewhere_it_migrates_a_fresh_database(

@@ -289,8 +289,8 @@ def _checked_stack_and_flags(args: argparse.Namespace) -> str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tether.deploy import bundle as bundles  # noqa: PLC0415
+    from tether.deploy import entry_points, template_text  # noqa: PLC0415
     from tether.deploy import stack as stacks  # noqa: PLC0415
-    from tether.deploy import template_text  # noqa: PLC0415
 
     name = _checked_stack_and_flags(args)
     template = template_text()
@@ -326,7 +326,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     target = bundles.Target(architecture=architecture)
     say(f"building the bundle for {target.runtime} {target.architecture} ...")
     bundle = bundles.build_bundle(
-        functions_dir=Path(args.functions),
+        functions_dir=Path(args.functions) if args.functions else entry_points(),
         target=target,
         driver=driver,
         include=[Path(p) for p in args.include],
@@ -994,7 +994,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="SnapStart on the WebSocket and admin functions (default: on)",
     )
     group.add_argument(
-        "--functions", default="functions", metavar="DIR", help="the entry points (./functions)"
+        "--functions",
+        metavar="DIR",
+        help="the Lambda entry points (default: the ones this tether ships)",
     )
     group.add_argument(
         "--include",

@@ -169,8 +169,8 @@ def build_bundle(
     """Build the zip into ``cache_dir/bundles`` and describe it."""
     if not (functions_dir / "__init__.py").is_file():
         raise InvalidInputError(
-            f"--functions: {functions_dir} is not the functions package (no __init__.py); run "
-            "from the project's checkout or pass --functions DIR"
+            f"--functions: {functions_dir} is not the functions package (no __init__.py): name "
+            "the folder of the Lambda entry points, or leave --functions out for tether's own"
         )
     requirements = runtime_requirements(bundle_extras(driver))
     site = dependencies(requirements, target, cache_dir=cache_dir, refresh=refresh)
