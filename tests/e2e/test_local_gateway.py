@@ -498,6 +498,30 @@ def test_simulate_with_drops_leaves_no_orphan(start_dev: Callable[..., DevServer
     assert latency["max"] is not None and latency["p50"] <= latency["p95"] <= latency["max"] < 10
 
 
+def test_a_route_module_in_the_folder_the_dev_runs_in_is_found(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """A team's routes live in its project, where it runs tether dev: found there as
+    `python -m` finds a module, with no PYTHONPATH naming the folder (it was refused:
+    "No module named 'team_routes'")."""
+    (tmp_path / "team_routes.py").write_text(
+        "import json\n"
+        "from tether import counts_as_sign_of_life\n\n\n"
+        "@counts_as_sign_of_life\n"
+        "def chat(event, context):\n"
+        "    return {'statusCode': 200, 'body': json.dumps({'said': event['body']})}\n"
+    )
+    server = start_dev("--route", "chat=team_routes:chat")
+
+    async def scenario() -> dict[str, object]:
+        async with await open_client(server) as ws:
+            await ws.send(json.dumps({"action": "chat"}))
+            answer: dict[str, object] = json.loads(await ws.recv())
+            return answer
+
+    assert run(scenario()) == {"said": json.dumps({"action": "chat"})}
+
+
 def test_route_selection_expression_is_configurable(start_dev: Callable[..., DevServer]) -> None:
     server = start_dev(
         "--route", "echo=tests.routes:echo", "--route-selection", "$request.body.type"

@@ -104,6 +104,8 @@ class DevOptions:
 def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], Any]]:
     routes: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
     given: dict[str, str] = {}
+    if specs:
+        _import_from_here()
     for spec in specs:
         name, separator, reference = spec.partition("=")
         module, _, function = reference.partition(":")
@@ -128,6 +130,15 @@ def parse_routes(specs: list[str]) -> dict[str, Callable[[dict[str, Any], Any], 
         given[name] = reference
         routes[name] = _load_route(reference, module)
     return routes
+
+
+def _import_from_here() -> None:
+    """A route's module is the application's, in the folder the dev runs in, found as
+    ``python -m`` finds it: the installed console script's path starts at its own bin
+    folder, where no application module is."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.insert(0, here)
 
 
 def _load_route(reference: str, module: str) -> Callable[[dict[str, Any], Any], Any]:
