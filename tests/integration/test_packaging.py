@@ -178,6 +178,36 @@ def test_installed_elsewhere_nothing_named_functions_comes_with_it(venv: Path) -
     assert public.returncode == 0, public.stderr
 
 
+def test_installed_elsewhere_an_application_type_checks_against_it(venv: Path) -> None:
+    """The application's mypy reads tether's types (PEP 561's py.typed); without them it
+    stops at the import ("module is installed, but missing library stubs or py.typed
+    marker") and calls each decorated route untyped."""
+    (venv / "team_routes.py").write_text(
+        "from tether import SessionEnded, counts_as_sign_of_life\n\n\n"
+        "@counts_as_sign_of_life\n"
+        "def chat(event: dict[str, object], context: object) -> dict[str, object]:\n"
+        "    return {'statusCode': 200}\n\n\n"
+        "def finalize(event: SessionEnded) -> str:\n"
+        "    return event.session_id\n"
+    )
+    checked = _run(
+        sys.executable,
+        "-m",
+        "mypy",
+        "--strict",
+        "--no-incremental",
+        "--python-executable",
+        venv / "venv" / "bin" / "python",
+        "team_routes.py",
+        cwd=venv,
+    )
+    assert checked.returncode == 1, checked.stdout
+    assert "Skipping analyzing" not in checked.stdout
+    assert "Found 1 error" in checked.stdout
+    # A str where SessionEnded says UUID: tether's own types are what is checked.
+    assert 'Incompatible return value type (got "UUID", expected "str")' in checked.stdout
+
+
 def test_a_local_command_without_its_extra_says_which_to_install(venv: Path) -> None:
     result = _run(venv / "venv" / "bin" / "tether", "dev", cwd=venv)
     assert result.returncode == 1
