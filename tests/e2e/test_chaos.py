@@ -9,10 +9,12 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.conftest import set_for_database
@@ -103,6 +105,29 @@ def test_the_restarted_gateway_keeps_the_database_password_off_its_command_line(
         assert "tether" in arguments
         assert "Chaos-Pass-1" not in arguments
         assert "Chaos-Pass-1" not in gateway.logs[0].read_text()
+    finally:
+        gateway.stop()
+
+
+def test_the_gateway_starts_where_no_tether_script_is_beside_the_interpreter(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install --user` puts the console script in ~/.local/bin, apart from the
+    interpreter: the run's gateway started from beside the interpreter was no file there
+    (FileNotFoundError, and a traceback), and is now this interpreter's `-m tether`."""
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    interpreter = elsewhere / "python3"
+    interpreter.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    gateway = chaos.Gateway(
+        tmp_path, free_port(), database_url, chaos._gateway_environment("", "k" * 32)
+    )
+    gateway.start()
+    try:
+        assert gateway.process is not None
+        assert psutil.Process(gateway.process.pid).cmdline()[1:4] == ["-m", "tether", "dev"]
     finally:
         gateway.stop()
 

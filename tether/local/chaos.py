@@ -193,6 +193,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _tether() -> list[str]:
+    """tether's command line, run by this interpreter: the console script is not always
+    beside it (``pip install --user`` puts it in ``~/.local/bin``)."""
+    return [sys.executable, "-m", "tether"]
+
+
 class Gateway:
     """``tether dev`` in a process of its own: started, killed, started again."""
 
@@ -209,9 +215,8 @@ class Gateway:
     def start(self) -> None:
         log = self.workdir / f"dev-{len(self.logs)}.log"
         self.logs.append(log)
-        tether = str(Path(sys.executable).with_name("tether"))
         command = [
-            tether,
+            *_tether(),
             "dev",
             "--port",
             str(self.port),
@@ -560,9 +565,8 @@ def _restart_database(database: embedded.EmbeddedPostgres, mode: str) -> str | N
 
 def _overlapping_sweep(run: Run, env: dict[str, str]) -> None:
     fault = run.fault("a second sweep overlapping the scheduled one")
-    tether = str(Path(sys.executable).with_name("tether"))
     result = subprocess.run(  # noqa: S603 - our own command
-        [tether, "sweep", "--keep-checking", "--json", "--time-limit", "30s"],
+        [*_tether(), "sweep", "--keep-checking", "--json", "--time-limit", "30s"],
         env=env,
         capture_output=True,
         text=True,
