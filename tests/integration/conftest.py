@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,4 +27,32 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert built.returncode == 0, built.stderr
     (path,) = out.glob("tether-*.whl")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source distribution built from this checkout, by the build backend
+    pyproject.toml names (fetched as pip fetches it to build the wheel)."""
+    backend = tmp_path_factory.mktemp("backend")
+    fetched = subprocess.run(  # noqa: S603 - pip, run by this interpreter
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", backend, "setuptools>=77"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    out = tmp_path_factory.mktemp("sdist")
+    built = subprocess.run(  # noqa: S603 - the backend, run by this interpreter
+        [sys.executable, "-c", f"import setuptools.build_meta as b; b.build_sdist({str(out)!r})"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(backend)},
+    )
+    assert built.returncode == 0, built.stderr
+    (path,) = out.glob("tether-*.tar.gz")
     return path

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,24 @@ def test_the_wheel_holds_tether_only_and_its_sql(wheel: Path) -> None:
     assert shipped == [m.filename for m in migrate.discover()]
     adoption = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("tether/adopt/sql/"))
     assert adoption == sorted(p.name for p in (ROOT / "tether" / "adopt" / "sql").glob("*.sql"))
+
+
+def test_the_wheel_and_the_sdist_carry_the_licence_their_metadata_names(
+    wheel: Path, sdist: Path
+) -> None:
+    licence = (ROOT / "LICENSE").read_bytes()
+    assert b"Apache License" in licence
+    with zipfile.ZipFile(wheel) as archive:
+        info = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(info).decode()
+        shipped = archive.read(info.replace("METADATA", "licenses/LICENSE"))
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "License-File: LICENSE" in metadata
+    assert shipped == licence
+    with tarfile.open(sdist) as archive:
+        member = archive.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/LICENSE")
+        assert member is not None
+        assert member.read() == licence
 
 
 def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
