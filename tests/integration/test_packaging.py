@@ -80,6 +80,27 @@ def test_the_wheel_and_the_sdist_carry_the_licence_their_metadata_names(
         assert member.read() == licence
 
 
+def test_the_sdist_alone_builds_the_same_wheel(wheel: Path, sdist: Path, tmp_path: Path) -> None:
+    """As a distribution's build from source does it: the sdist unpacked away from the
+    checkout (no link to follow back into it) gives the wheel the checkout gives, file
+    for file: the migrations, the template, the entry points, the page's assets."""
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path, filter="data")
+    (source,) = tmp_path.glob("tether-*")
+    out = tmp_path / "wheel"
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source, cwd=tmp_path
+    )
+    assert built.returncode == 0, built.stderr
+    (rebuilt,) = out.glob("tether-*.whl")
+
+    def files(path: Path) -> dict[str, bytes]:
+        with zipfile.ZipFile(path) as archive:
+            return {n: archive.read(n) for n in archive.namelist() if not n.endswith("/RECORD")}
+
+    assert files(rebuilt) == files(wheel)
+
+
 def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
