@@ -145,6 +145,34 @@ def test_an_ipv6_host_serves_and_its_endpoint_works(
     assert note["connections_endpoint"] == f"http://[::1]:{server.port}/local"
 
 
+def test_what_the_dev_keeps_in_a_team_s_project_stays_out_of_its_git(
+    start_dev: Callable[..., DevServer], tmp_path: Path
+) -> None:
+    """tether dev, run in a project with git, makes .tether there (its note and lock; the
+    embedded Postgres when it runs one): `git add -A` took all of it in, a database
+    included, since only this repository's own .gitignore named it."""
+    initialised = subprocess.run(  # noqa: S603 - git, from PATH
+        ["git", "init", "-q", str(tmp_path)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert initialised.returncode == 0, initialised.stderr
+    (tmp_path / "app.py").write_text("")
+    server = start_dev()
+    assert (tmp_path / ".tether" / "dev.json").is_file()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert "?? app.py" in status.stdout
+    assert ".tether" not in status.stdout
+    assert server.stop() == 0
+
+
 def test_a_note_left_by_a_crash_does_not_stop_the_next_start(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

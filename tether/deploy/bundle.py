@@ -33,6 +33,7 @@ from typing import Literal
 
 import tether
 from tether.errors import ConfigurationError, InvalidInputError
+from tether.folders import make_folder
 
 log = logging.getLogger("tether.deploy")
 
@@ -185,7 +186,7 @@ def build_bundle(
     digest = _digest(entries, target)
     out = cache_dir / "bundles" / f"tether-{target.architecture}-{digest[:16]}.zip"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(out.parent)
         _write_zip(out, entries)
     return Bundle(
         path=out,
@@ -207,7 +208,7 @@ def dependencies(
     site = cache_dir / "site" / f"{target.runtime}-{target.architecture}-{key}"
     if site.is_dir() and not refresh:
         return site
-    site.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(site.parent)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=site.parent))
     command = [
         sys.executable,

@@ -51,6 +51,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from tether import limits, migrate
 from tether.drivers.postgres import read_plainly
 from tether.errors import EmbeddedPostgresError
+from tether.folders import make_folder
 from tether.local import embedded, eventbus, stopping
 from tether.local.simulate import percentile
 
@@ -830,7 +831,7 @@ def run_chaos(
     run_id = uuid.uuid4().hex[:8]
     jwt_secret = secrets.token_urlsafe(32)
     base = Path(".tether")
-    base.mkdir(exist_ok=True)
+    make_folder(base)
     # Not a TemporaryDirectory: its removal would not wait for a server that would not stop.
     workdir = Path(tempfile.mkdtemp(prefix="chaos-", dir=base)).resolve()
     with contextlib.ExitStack() as cleanup:

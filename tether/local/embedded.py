@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import ConfigurationError, EmbeddedPostgresError
+from tether.folders import make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
         ) from exc
 
     path = Path(data_dir).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     if path.exists():
         remove_stale_pid_file(path)
     already_running = is_running(path)

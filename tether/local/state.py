@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from tether.folders import make_folder
+
 PATH = Path(".tether") / "dev.json"
 LOCK = Path(".tether") / "dev.lock"
 
@@ -19,7 +21,7 @@ def hold(lock: Path = LOCK) -> IO[str] | None:
     """This folder's `tether dev` lock (or the one at ``lock``), held until the returned
     file is closed or the process ends (a crash included: the system releases it); None
     when another process holds it."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(lock.parent)
     handle = lock.open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -55,7 +57,7 @@ def write(
     """Say which database, gateway and @connections endpoint this process serves, and
     the embedded server's data it runs on, if any (its URL's socket alone does not say:
     a deep folder's socket is kept elsewhere, its path too long for one)."""
-    PATH.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(PATH.parent)
     # Written aside and renamed: a reader sees the whole note or none. The URL may carry
     # a password: readable by this user alone.
     partial = PATH.with_suffix(f".{os.getpid()}.tmp")
