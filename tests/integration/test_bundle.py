@@ -320,3 +320,24 @@ def test_an_included_folder_named_by_dots_ships_under_its_own_name(
         assert not [n for n in names if n.startswith("/") or ".." in n.split("/")], given
     with pytest.raises(InvalidInputError, match="the root folder"):
         bundles._collect(site, functions, [Path("/")])
+
+
+def test_a_functions_folder_without_the_stack_s_handlers_is_refused_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    """--functions naming the application's own package (it has an __init__.py) built a
+    bundle, and a stack whose functions failed at each invocation: their handlers'
+    modules were not in it."""
+    mine = tmp_path / "myapp"
+    mine.mkdir()
+    (mine / "__init__.py").write_text("")
+    (mine / "connect.py").write_text("")
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(InvalidInputError) as refused:
+        build_bundle(functions_dir=mine, target=Target(), cache_dir=cache_dir)
+    named = {f"{module.split('.')[1]}.py" for module in handlers().values()} - {"connect.py"}
+    assert named == {"admin.py", "disconnect.py", "message.py", "session_ended.py", "sweep.py"}
+    for file in named:
+        assert file in str(refused.value)
+    assert "connect.py" not in str(refused.value).replace("disconnect.py", "")
+    assert not cache_dir.exists()  # nothing downloaded, nothing built

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import tether
+from tether.deploy import template_text
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.folders import make_folder
 
@@ -153,6 +155,11 @@ def _extra_of(marker: str) -> str | None:
     return None
 
 
+def handler_modules() -> list[str]:
+    """The modules of ``functions/`` the template's handler strings name."""
+    return sorted(set(re.findall(r"Handler: functions\.(\w+)\.lambda_handler", template_text())))
+
+
 def bundle_extras(driver: Driver) -> tuple[str, ...]:
     """The admin function ships in the same bundle; supabase-py only for its driver."""
     return ("admin", "supabase") if driver == "supabase" else ("admin",)
@@ -172,6 +179,16 @@ def build_bundle(
         raise InvalidInputError(
             f"--functions: {functions_dir} is not the functions package (no __init__.py): name "
             "the folder of the Lambda entry points, or leave --functions out for tether's own"
+        )
+    missing = [
+        f"{name}.py" for name in handler_modules() if not (functions_dir / f"{name}.py").is_file()
+    ]
+    if missing:
+        # Each would be a function of the stack that fails at every invocation.
+        raise InvalidInputError(
+            f"--functions: {functions_dir} has no {', '.join(missing)}, which the stack's "
+            "handlers (functions.<name>.lambda_handler) name: name the folder of the Lambda "
+            "entry points, or leave --functions out for tether's own"
         )
     requirements = runtime_requirements(bundle_extras(driver))
     site = dependencies(requirements, target, cache_dir=cache_dir, refresh=refresh)
