@@ -113,6 +113,20 @@ def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
     } <= names
 
 
+def test_every_file_of_the_package_is_in_the_wheel(wheel: Path) -> None:
+    """The wheel's packages are a list in pyproject.toml: a subpackage left out of it (or
+    a file type its package data does not name) was missing from every install, with
+    nothing in the checkout to show it."""
+    source = set()
+    for folder, dirs, files in os.walk(ROOT / "tether", followlinks=True):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        here = Path(folder).relative_to(ROOT)
+        source |= {(here / f).as_posix() for f in files if not f.endswith(".pyc")}
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("tether/")}
+    assert shipped == source
+
+
 def test_the_lambda_entry_points_are_in_the_wheel(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         shipped = {
