@@ -309,6 +309,24 @@ def test_the_claim_lasts_at_least_as_long_as_the_invocation(
     assert finalizers.leases_seen and finalizers.leases_seen[0] > 115
 
 
+def test_a_claim_outlives_its_invocation_by_the_margin_only(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus, database_url: str
+) -> None:
+    """An invocation killed at its timeout (a finalizer that hangs) holds the session no
+    longer than its own time and the margin: Lambda retries a minute later, and a claim
+    still in force then (the default lease, 300 s, outlasted both retries of a 120 s
+    function) would send the event to the dead-letter queue without running it again."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:lease_probe")
+    runtime.reset()
+    finalizers.lease_probe_url = database_url
+    finalizers.leases_seen.clear()
+    event = _ended_event(event_bus, "killed=")
+    context = FakeLambdaContext(time_limit_seconds=120)
+    assert session_ended.lambda_handler(event, context) == {"outcome": "finalized"}
+    assert finalizers.leases_seen
+    assert 115 < finalizers.leases_seen[0] <= 125
+
+
 @pytest.mark.usefixtures("lambda_env")
 @pytest.mark.parametrize(
     ("reference", "fragment"),

@@ -136,10 +136,14 @@ LEASE_MARGIN_SECONDS = 5.0
 
 
 def _lease_seconds(configured: float, context: Any) -> float:
+    """The invocation's own time and the margin, no more: one killed at its timeout (a
+    finalizer that hangs) must not still hold the session when Lambda retries it a
+    minute later, or every retry finds it in progress and the event goes to the
+    dead-letter queue unfinalized. The configured lease is for callers with no context."""
     left = remaining_seconds(context)
     if left is None:
         return configured
-    return max(configured, left + LEASE_MARGIN_SECONDS)
+    return left + LEASE_MARGIN_SECONDS
 
 
 def _as_recorded(store: SessionStore, detail: SessionEnded) -> SessionEnded:
