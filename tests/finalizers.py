@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from tether.models import SessionEnded
@@ -74,6 +75,17 @@ async def recording_async(detail: SessionEnded) -> None:
 async def cancelled_async(detail: SessionEnded) -> None:
     """An async finalizer whose work was cancelled (a task it awaited, cut short)."""
     raise asyncio.CancelledError
+
+
+def recording_generator(detail: SessionEnded) -> Iterator[None]:
+    """A finalizer left with a ``yield`` in it: calling it runs none of its body."""
+    calls.append(detail)
+    yield
+
+
+async def recording_async_generator(detail: SessionEnded) -> AsyncIterator[None]:
+    calls.append(detail)
+    yield
 
 
 row_locker_url: str | None = None

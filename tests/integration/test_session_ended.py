@@ -190,6 +190,29 @@ def test_a_cancelled_async_finalizer_fails_as_any_failing_one_does(
     )
 
 
+@pytest.mark.parametrize("finalizer", ["recording_generator", "recording_async_generator"])
+def test_a_generator_finalizer_fails_rather_than_being_recorded_as_run(
+    lambda_env: pytest.MonkeyPatch,
+    event_bus: EventBus,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+    finalizer: str,
+) -> None:
+    """Calling a function with a ``yield`` in it runs none of its body: the session was
+    recorded as finalized, and no redelivery ran the finalizer."""
+    lambda_env.setenv("TETHER_FINALIZER", f"tests.finalizers:{finalizer}")
+    runtime.reset()
+    finalizers.calls.clear()
+    event = _ended_event(event_bus, f"{finalizer}=")
+    capsys.readouterr()
+    with pytest.raises(FinalizerError, match="generator"):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    assert "FinalizeFailed" in capsys.readouterr().out
+    row = db.execute("select finalized_at from public.conversation_sessions").fetchone()
+    assert row == {"finalized_at": None}
+    assert finalizers.calls == []
+
+
 @pytest.fixture
 def row_locker(lambda_env: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
     finalizers.row_locker_url = database_url

@@ -84,6 +84,13 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     (a connection pool) stays on the loop it was made on."""
     global _runner  # noqa: PLW0603 - one loop per container, made on first use
     result = finalizer(recorded)
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        # A function with a ``yield`` in it: calling it ran none of its body, and the
+        # session would be recorded as finalized, for good.
+        raise TypeError(
+            "the finalizer is a generator function (it has a yield): none of its body"
+            " ran; return instead of yielding"
+        )
     if not inspect.isawaitable(result):
         return
     import asyncio  # noqa: PLC0415 - only for an async finalizer: off the cold start
