@@ -156,7 +156,9 @@ def _client(
         endpoint_url=endpoint_url,
         region_name=region,
         config=Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # Every call in all, the first included: botocore's max_attempts counts only
+            # the retries after it, one call more than each caller reckons with.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=timeout_seconds,
             read_timeout=timeout_seconds,
             # botocore keeps 10 by default: callers that send more at once say so.
