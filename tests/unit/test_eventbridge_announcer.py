@@ -78,3 +78,22 @@ def test_put_events_is_tried_as_many_times_as_it_says(
     result = EventBridgeAnnouncer("bus", endpoint_url=endpoint).announce(_ended(1))
     assert result.announced == [] and len(result.failed) == 1
     assert len(taken) == eventbridge.CALL_ATTEMPTS
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_a_bus_that_never_answers_is_not_called_again_for_the_rest_of_a_backlog(
+    silent_bus: tuple[str, list[socket.socket]],
+) -> None:
+    """A sweep's batch of 500 ends is 50 PutEvents calls: against a bus that hangs, each
+    waited through its timeouts, 8 at a time, for about 20 s, and the check's next one
+    started that late (the 40 s bound with it). Once a call has failed, the calls not
+    started yet are not made: those ends stay queued, as the failed ones do."""
+    endpoint, taken = silent_bus
+    concurrency = 4
+    announcer = EventBridgeAnnouncer("bus", endpoint_url=endpoint, concurrency=concurrency)
+    sessions = _ended(eventbridge.PUT_EVENTS_BATCH * concurrency * 4)
+    result = announcer.announce(sessions)
+    assert result.announced == []
+    assert sorted(map(str, result.failed)) == sorted(str(s.session_id) for s in sessions)
+    # The first calls, each with its tries; none of the rest.
+    assert len(taken) <= concurrency * eventbridge.CALL_ATTEMPTS, len(taken)

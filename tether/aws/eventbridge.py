@@ -65,9 +65,24 @@ class EventBridgeAnnouncer:
         if len(batches) == 1:
             outcomes = [self._put(client, batches[0])]
         else:
-            # A redelivery backlog is thousands of PutEvents calls: a few at once.
+            # A redelivery backlog is thousands of PutEvents calls: a few at once. Once a
+            # call has failed whole (the bus unreachable, silent or refusing all), the
+            # calls not started yet would wait out the same timeouts, round after round,
+            # and hold up the sweep's next check: they are not made, their ends stay
+            # queued as the failed ones do.
+            failure: list[str] = []
+
+            def put(batch: Sequence[SessionEnded]) -> tuple[AnnounceResult, list[str]]:
+                if failure:
+                    skipped = [session.session_id for session in batch]
+                    return AnnounceResult(failed=skipped), [failure[0]] * len(batch)
+                outcome, codes = self._put(client, batch)
+                if not outcome.announced and codes:
+                    failure.append(codes[0])
+                return outcome, codes
+
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-                outcomes = list(pool.map(lambda batch: self._put(client, batch), batches))
+                outcomes = list(pool.map(put, batches))
         refusals: Counter[str] = Counter()
         for outcome, codes in outcomes:
             result.announced.extend(outcome.announced)
