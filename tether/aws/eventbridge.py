@@ -23,6 +23,7 @@ PUT_EVENTS_BATCH = 10  # EventBridge's limit of entries per PutEvents call
 # inside its 10 s timeout, and what is not accepted stays queued for the sweep.
 CALL_TIMEOUT_SECONDS = 1.5
 CALL_ATTEMPTS = 2
+_DETAIL_FIELDS = set(SessionEnded.model_fields)
 
 
 class EventBridgeAnnouncer:
@@ -110,7 +111,9 @@ class EventBridgeAnnouncer:
             {
                 "Source": self._source,
                 "DetailType": SESSION_ENDED,
-                "Detail": session.model_dump_json(),
+                # The event's fields only: a session from the outbox carries the
+                # outbox's bookkeeping too, which a redelivery would add to the event.
+                "Detail": session.model_dump_json(include=_DETAIL_FIELDS),
                 "EventBusName": self._bus_name,
                 "Resources": [],
             }
