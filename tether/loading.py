@@ -24,7 +24,8 @@ def load_callable(
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(
-            f"cannot load {what} {reference!r}: cannot import {module_name!r}: {exc}"
+            f"cannot load {what} {reference!r}: cannot import {module_name!r}:"
+            f" {hide_secrets(str(exc))}"
         ) from exc
     except (Exception, SystemExit) as exc:
         # The module itself failed as it ran (a syntax error, a setting it reads at
