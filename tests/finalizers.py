@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -86,6 +87,11 @@ def recording_generator(detail: SessionEnded) -> Iterator[None]:
 async def recording_async_generator(detail: SessionEnded) -> AsyncIterator[None]:
     calls.append(detail)
     yield
+
+
+def exits(detail: SessionEnded) -> None:
+    """A finalizer whose library ends the program as a script would (``sys.exit``)."""
+    sys.exit("memory store not configured")
 
 
 row_locker_url: str | None = None

@@ -190,6 +190,32 @@ def test_a_cancelled_async_finalizer_fails_as_any_failing_one_does(
     )
 
 
+def test_a_finalizer_that_exits_fails_as_any_failing_one_does(
+    lambda_env: pytest.MonkeyPatch,
+    event_bus: EventBus,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SystemExit is no Exception: it passed the failure's handling by, nothing said or
+    counted, the claim held until its lease ran out, and the Lambda runtime ended."""
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:exits")
+    runtime.reset()
+    event = _ended_event(event_bus, "exits=")
+    capsys.readouterr()
+    with pytest.raises(FinalizerError, match="memory store not configured"):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    out = capsys.readouterr().out
+    assert "FinalizeFailed" in out and "finalizer failed" in out
+    row = db.execute(
+        "select finalized_at, finalize_after from public.conversation_sessions"
+    ).fetchone()
+    assert row is not None and row["finalized_at"] is None
+    released_until = row["finalize_after"]
+    assert released_until is None or (
+        isinstance(released_until, datetime) and released_until <= datetime.now(UTC)
+    )
+
+
 @pytest.mark.parametrize("finalizer", ["recording_generator", "recording_async_generator"])
 def test_a_generator_finalizer_fails_rather_than_being_recorded_as_run(
     lambda_env: pytest.MonkeyPatch,

@@ -230,15 +230,16 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         raise
     try:
         _run(finalizer, recorded)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The application's code may raise anything: said first, then the claim is
         # released, and EventBridge retries. A release that fails too must not hide why.
+        # A sys.exit (a library written as a script) too: no Exception, it ended the
+        # Lambda runtime with nothing said, the claim held until its lease ran out.
         emit_metric("FinalizeFailed")
         logger.exception("finalizer failed; EventBridge will retry")
         _release(store, detail, claim.token)
-        raise FinalizerError(
-            f"finalizer {config.finalizer} failed: {hide_secrets(str(exc))}"
-        ) from exc
+        said = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else str(exc)
+        raise FinalizerError(f"finalizer {config.finalizer} failed: {hide_secrets(said)}") from exc
     try:
         recorded_done = store.finish_finalize(detail.session_id, claim.token, succeeded=True)
     except TetherError as exc:
