@@ -260,6 +260,8 @@ class Sweep:
         self._sleep = sleep
         self.report = SweepReport() if report is None else report
         """What the run has done so far; a caller that passed it reads it after a failure."""
+        self._next_check_at: float | None = None
+        """When the run's next check is due (``time.monotonic``), if another follows."""
 
     def _time_left(self) -> bool:
         if self._remaining() > self._policy.time_margin_seconds:
@@ -535,6 +537,19 @@ class Sweep:
         def lease() -> float:
             return max(min(self._policy.announce_lease_seconds, self._remaining()), 1.0)
 
+        # A backlog is announced until the next check is due, one batch at least: the
+        # next check's ends (hard limits, suspects) must not wait for it, and it goes on
+        # where this one stopped.
+        next_check_at = self._next_check_at
+        batches = 0
+
+        def time_left() -> bool:
+            nonlocal batches
+            batches += 1
+            if batches > 1 and next_check_at is not None and time.monotonic() >= next_check_at:
+                return False
+            return self._time_left()
+
         drained = DrainResult()
         try:
             drain_outbox(
@@ -542,7 +557,7 @@ class Sweep:
                 self._announcer,
                 batch_size=self._policy.batch_size,
                 lease_seconds=lease,
-                time_left=self._time_left,
+                time_left=time_left,
                 into=drained,
             )
         finally:
@@ -599,6 +614,10 @@ class Sweep:
                         idle_limit_seconds=idle, max_age_seconds=max_age
                     )
                     clock_origin = time.monotonic()
+                following = next_check + every
+                self._next_check_at = (
+                    started + following if following <= self._policy.keep_checking_seconds else None
+                )
                 self.check(run_started + timedelta(seconds=time.monotonic() - clock_origin))
                 failure = None
             except DatabaseUnavailableError as exc:

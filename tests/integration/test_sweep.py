@@ -38,7 +38,7 @@ from tether import store as store_module
 from tether.aws.connections import ConnectionsApi
 from tether.drivers.postgres import PostgresStore
 from tether.errors import ConfigurationError, DatabaseUnavailableError
-from tether.models import SessionEnded
+from tether.models import EndReason, SessionEnded
 from tether.outbox import AnnounceResult
 from tether.store import Row, SessionStore
 from tether.sweep import Sweep, SweepPolicy, SweepReport
@@ -1042,3 +1042,53 @@ def test_a_tether_dev_run_cut_short_by_its_stopping_says_so_not_stopped_for_time
     finally:
         store.close()
     assert (timed.interrupted, timed.stopped_for_time) == (False, True)
+
+
+def test_a_backlog_of_announcements_waits_for_the_next_check_not_the_other_way_round(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """A backlog of ends (an EventBridge outage's, answered again but slowly) was drained
+    by the check that found it, batch after batch, for as long as the run had: the checks
+    after it (the hard limits, the suspects) waited, and the bounds they keep with them.
+    A check announces until the next one is due; the next goes on where it stopped."""
+    for index in range(40):
+        make_session(
+            connection_id=f"backlog{index}=", started_seconds_ago=120, ended_seconds_ago=60
+        )
+
+    class SlowBus:
+        def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+            time.sleep(0.2)
+            return AnnounceResult(announced=[session.session_id for session in sessions])
+
+    checked_at: list[float] = []
+
+    class Timed(PostgresStore):
+        def close_stale(self, **limits: Any) -> dict[EndReason, int]:
+            checked_at.append(time.monotonic() - started)
+            return super().close_stale(**limits)
+
+    store = Timed(database_url)
+    started = time.monotonic()
+    try:
+        report = Sweep(
+            store=store,
+            announcer=SlowBus(),
+            policy=replace(
+                ONE_CHECK,
+                batch_size=1,
+                check_every_seconds=1,
+                keep_checking_seconds=4,
+                time_margin_seconds=1,
+            ),
+            connections=None,
+            remaining_seconds=lambda: 60 - (time.monotonic() - started),
+        ).run()
+    finally:
+        store.close()
+    # Five checks, each on time (a check's first step, a second apart), sharing the
+    # backlog (a fifth of a second a batch).
+    assert report.checks == 5, report.as_dict()
+    assert [round(at) for at in checked_at] == [0, 1, 2, 3, 4], checked_at
+    assert report.announced >= 20
+    assert not report.stopped_for_time
