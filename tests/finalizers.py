@@ -89,6 +89,12 @@ async def recording_async_generator(detail: SessionEnded) -> AsyncIterator[None]
     yield
 
 
+def recording_then_returning_a_generator(detail: SessionEnded) -> Iterator[str]:
+    """Does its work, then returns a generator of what it did: its body ran."""
+    calls.append(detail)
+    return (str(detail.session_id) for _ in range(1))
+
+
 def exits(detail: SessionEnded) -> None:
     """A finalizer whose library ends the program as a script would (``sys.exit``)."""
     sys.exit("memory store not configured")

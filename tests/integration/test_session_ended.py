@@ -190,6 +190,18 @@ def test_a_cancelled_async_finalizer_fails_as_any_failing_one_does(
     )
 
 
+def test_a_finalizer_that_returns_a_generator_after_its_work_is_recorded_as_run(
+    lambda_env: pytest.MonkeyPatch, event_bus: EventBus
+) -> None:
+    lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:recording_then_returning_a_generator")
+    runtime.reset()
+    finalizers.calls.clear()
+    event = _ended_event(event_bus, "returns-generator=")
+    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert [str(d.session_id) for d in finalizers.calls] == [event["detail"]["session_id"]]
+    finalizers.calls.clear()
+
+
 def test_a_finalizer_that_exits_fails_as_any_failing_one_does(
     lambda_env: pytest.MonkeyPatch,
     event_bus: EventBus,

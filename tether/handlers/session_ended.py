@@ -83,14 +83,16 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     one event loop for the container's life, so a client it keeps between invocations
     (a connection pool) stays on the loop it was made on."""
     global _runner  # noqa: PLW0603 - one loop per container, made on first use
-    result = finalizer(recorded)
-    if inspect.isgenerator(result) or inspect.isasyncgen(result):
-        # A function with a ``yield`` in it: calling it ran none of its body, and the
-        # session would be recorded as finalized, for good.
+    function = inspect.unwrap(finalizer)
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        # A function with a ``yield`` in it: calling it runs none of its body, and the
+        # session would be recorded as finalized, for good. (A function that does its
+        # work and returns a generator is another matter: its body ran.)
         raise TypeError(
-            "the finalizer is a generator function (it has a yield): none of its body"
-            " ran; return instead of yielding"
+            "the finalizer is a generator function (it has a yield): calling it runs none"
+            " of its body; return instead of yielding"
         )
+    result = finalizer(recorded)
     if not inspect.isawaitable(result):
         return
     import asyncio  # noqa: PLC0415 - only for an async finalizer: off the cold start
