@@ -862,3 +862,14 @@ def test_tether_deploy_takes_as_a_number_only_what_cloudformation_reads_as_one()
             "",
         ):
             assert read[name].refusal(value) is not None, (name, value)
+
+
+def test_the_readme_says_how_often_a_failing_finalizer_is_retried() -> None:
+    """The README said a failing finalizer was left to EventBridge's retry policy (185
+    tries over a day): EventBridge hands the event to Lambda asynchronously, so Lambda's
+    own two retries are all a finalizer gets before the dead-letter queue."""
+    invoke = resources("AWS::Lambda::EventInvokeConfig")["SessionEndedInvokeConfig"]
+    assert invoke["Properties"]["MaximumRetryAttempts"] == 2
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "a finalizer that fails is retried by Lambda twice" in readme
+    assert "dead-letter queue for you to redrive it" in readme
