@@ -2687,6 +2687,52 @@ def test_finish_creates_the_team_s_triggers_again_firing_as_they_did(
     }
 
 
+@ON_ONE_SERVER
+def test_finish_and_apply_give_back_a_recreated_view_s_rules(adoptable: Adoptable) -> None:
+    """A view on the replaced columns made writable by a rule of the team's: dropping the
+    view for --apply's duration conversion, or for --finish, dropped its rule, and
+    creating the view again did not give it back: writes through the view no longer
+    did what the rule said."""
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create view public.team_writable as"
+            " select session_id, user_id, agent_id, is_active, duration_seconds"
+            " from public.conversation_sessions"
+        )
+        conn.execute(
+            "create rule team_writable_agent as on update to public.team_writable"
+            " do instead update public.conversation_sessions"
+            " set agent_id = 'by the rule: ' || new.agent_id where session_id = old.session_id"
+        )
+
+    def rules() -> list[str]:
+        with _connect(adoptable.url) as conn:
+            return [
+                r["rulename"]
+                for r in conn.execute(
+                    "select rulename from pg_rewrite"
+                    " where ev_class = 'public.team_writable'::regclass"
+                    "   and rulename <> '_RETURN'"
+                ).fetchall()
+            ]
+
+    apply(adoptable.url, lock=FAST)
+    assert rules() == ["team_writable_agent"]
+    finish(adoptable.url, lock=FAST)
+    assert rules() == ["team_writable_agent"]
+    session = adoptable.origin.rows[0].session_id
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "update public.team_writable set agent_id = 'support' where session_id = %s",
+            (session,),
+        )
+        row = conn.execute(
+            "select agent_id from public.conversation_sessions where session_id = %s",
+            (session,),
+        ).fetchone()
+    assert row == {"agent_id": "by the rule: support"}
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

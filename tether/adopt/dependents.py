@@ -1,7 +1,7 @@
 """Dropping a column drops or refuses what depends on it. When adoption replaces a
 column (the numeric duration at --apply, the generated columns at --finish), it
 saves each dependent's definition first and recreates it afterwards, in the same
-transaction: views (with their options, owner, grants and comments, and the views
+transaction: views (with their options, owner, grants, comments and rules, and the views
 built on them), indexes, check constraints, triggers, policies, and the privileges
 granted on the column itself. What it cannot
 recreate faithfully it refuses to touch, by name, before changing anything."""
@@ -54,6 +54,9 @@ class SavedView:
     """(grantee, privilege, grantable); grantee None is PUBLIC."""
     column_grants: list[ColumnPrivilege]
     triggers: list[str]
+    rules: list[str]
+    """Its rules other than the query itself (an INSTEAD rule making it writable):
+    dropping the view drops them."""
     depends_on: set[int] = field(default_factory=set)
 
 
@@ -249,6 +252,14 @@ def _views(
                     (view_oid,),
                 ).fetchall()
             ],
+            rules=[
+                str(r[0]).strip().rstrip(";")
+                for r in conn.execute(
+                    "select pg_get_ruledef(oid) from pg_catalog.pg_rewrite"
+                    " where ev_class = %s and rulename <> '_RETURN' order by rulename",
+                    (view_oid,),
+                ).fetchall()
+            ],
         )
         views[saved.oid] = saved
     for view_oid, used in conn.execute(
@@ -439,8 +450,8 @@ def _grant(
 
 
 def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -> None:
-    """The view as it was: options, owner, comments, privileges (its columns' too), and
-    triggers."""
+    """The view as it was: options, owner, comments, privileges (its columns' too),
+    triggers and rules."""
     target = sql.Identifier(view.schema, view.name)
     options = (
         sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
@@ -474,4 +485,6 @@ def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -
             column=granted.column,
         )
     for definition in view.triggers:
+        conn.execute(trusted(definition))
+    for definition in view.rules:
         conn.execute(trusted(definition))
