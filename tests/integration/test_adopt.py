@@ -2733,6 +2733,41 @@ def test_finish_and_apply_give_back_a_recreated_view_s_rules(adoptable: Adoptabl
     assert row == {"agent_id": "by the rule: support"}
 
 
+@ON_ONE_SERVER
+def test_a_rule_of_another_table_on_the_replaced_columns_is_refused_by_name(
+    adoptable: Adoptable,
+) -> None:
+    """A rule of another table that writes is_active was listed among the views --finish
+    recreates ("view public.kick_requests"), and --finish then failed with Postgres's
+    words alone: "cannot drop column is_active ... because other objects depend on it"."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute("create table public.kick_requests (session_id uuid)")
+        conn.execute(
+            "create rule kick_ends as on insert to public.kick_requests do also"
+            " update public.conversation_sessions set is_active = false, session_end = now()"
+            " where session_id = new.session_id"
+        )
+    checked = run_tether("adopt", "--check", "--database-url", adoptable.url)
+    assert checked.returncode == 0, checked.stderr
+    (views,) = [line for line in checked.stdout.splitlines() if "views reading it:" in line]
+    assert "kick_requests" not in views
+    assert "rule kick_ends on public.kick_requests uses is_active, session_end" in checked.stdout
+    stops = checked.stdout.split("what would stop --finish:")[1].split("\n\n")[0]
+    assert "rule kick_ends on public.kick_requests depends on is_active" in stops
+    before = _snapshot(adoptable.url)
+    refused = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert refused.returncode == 1
+    assert "rule kick_ends on public.kick_requests depends on is_active" in refused.stderr
+    assert "2BP01" not in refused.stderr
+    assert refused.stdout == ""
+    assert _snapshot(adoptable.url) == before
+    with _connect(adoptable.url) as conn:
+        conn.execute("drop rule kick_ends on public.kick_requests")
+    finish(adoptable.url, lock=FAST)
+    assert plan_finish(adoptable.url).state == "adopted and finished"
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

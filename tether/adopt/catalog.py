@@ -721,8 +721,13 @@ with cols as (
 )
 select kind, name, array_agg(distinct attname order by attname)
 from (
-  select case c.relkind when 'm' then 'materialized view' else 'view' end as kind,
-         quote_ident(n.nspname) || '.' || quote_ident(c.relname) as name, deps.attname
+  -- A view's query, or a rule of it, names the column: the view. A rule of another
+  -- table names it (on insert to kick_requests do also update ...): the rule.
+  select case when c.relkind = 'm' then 'materialized view'
+              when c.relkind = 'v' then 'view' else 'rule' end as kind,
+         case when c.relkind in ('v', 'm') then ''
+              else quote_ident(r.rulename) || ' on ' end
+         || quote_ident(n.nspname) || '.' || quote_ident(c.relname) as name, deps.attname
   from deps
   join pg_catalog.pg_rewrite r on deps.classid = 'pg_catalog.pg_rewrite'::regclass
                                and r.oid = deps.objid
@@ -863,7 +868,7 @@ def views_on_table(conn: psycopg.Connection[tuple[Any, ...]], oid: int) -> list[
             " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
             " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
             "   and d.refclassid = 'pg_catalog.pg_class'::regclass"
-            "   and d.refobjid = %s and c.oid <> %s order by 1",
+            "   and d.refobjid = %s and c.oid <> %s and c.relkind in ('v', 'm') order by 1",
             (oid, oid),
         ).fetchall()
     ]

@@ -35,6 +35,7 @@ REFUSED_HOW = {
     "generated column": "it is computed from the column",
     "statistics": "extended statistics are bound to the column",
     "publication": "a publication's column list names the column",
+    "rule": "adoption recreates the rules of views only",
 }
 
 
@@ -171,6 +172,8 @@ with recursive found (oid) as (
   select r.ev_class
   from pg_catalog.pg_depend d
   join pg_catalog.pg_rewrite r on r.oid = d.objid
+  -- A rule of a table (not a view) is refused by name, not followed.
+  join pg_catalog.pg_class v on v.oid = r.ev_class and v.relkind in ('v', 'm')
   where d.classid = 'pg_catalog.pg_rewrite'::regclass
     and d.refclassid = 'pg_catalog.pg_class'::regclass
     and d.refobjid = %(oid)s and d.refobjsubid = any (%(attnums)s)
@@ -182,6 +185,7 @@ with recursive found (oid) as (
    and d.refclassid = 'pg_catalog.pg_class'::regclass
    and d.classid = 'pg_catalog.pg_rewrite'::regclass
   join pg_catalog.pg_rewrite r on r.oid = d.objid
+  join pg_catalog.pg_class v on v.oid = r.ev_class and v.relkind in ('v', 'm')
   where r.ev_class <> f.oid
 )
 select c.oid, n.nspname, c.relname,
