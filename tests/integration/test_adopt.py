@@ -2768,6 +2768,48 @@ def test_a_rule_of_another_table_on_the_replaced_columns_is_refused_by_name(
     assert plan_finish(adoptable.url).state == "adopted and finished"
 
 
+@ON_ONE_SERVER
+def test_finish_that_loses_its_connection_says_what_became_of_it(adoptable: Adoptable) -> None:
+    """A --finish whose connection was lost mid-way (the database restarted, a proxy
+    dropped it) said Postgres's words alone ("terminating connection due to
+    administrator command"): not whether the table was changed, nor what to do."""
+    apply(adoptable.url, lock=FAST)
+    before = _snapshot(adoptable.url)
+    with _connect(adoptable.url) as holder, holder.transaction():
+        holder.execute("lock table public.conversation_sessions in access share mode")
+        running = subprocess.Popen(  # noqa: S603 - our own console script
+            [
+                *(TETHER, "adopt", "--finish", "--yes", "--lock-timeout", "30s"),
+                *("--database-url", adoptable.url),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with _connect(adoptable.url) as watcher:
+
+            def waiting() -> bool:
+                return bool(
+                    watcher.execute(
+                        "select pg_terminate_backend(pid) from pg_stat_activity"
+                        " where application_name = 'tether adopt' and wait_event_type = 'Lock'"
+                    ).fetchall()
+                )
+
+            _until(waiting, "--finish never waited for the table")
+        out, err = running.communicate(timeout=60)
+    assert running.returncode == 1, err
+    assert out.strip().splitlines()[-1] == "finish ..."
+    assert "terminating connection" in err
+    assert "rolled back whole" in err
+    assert "run `tether adopt --finish` again" in err
+    assert "Traceback" not in err
+    assert _snapshot(adoptable.url) == before
+    again = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert again.returncode == 0, again.stderr
+    assert plan_finish(adoptable.url).state == "adopted and finished"
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

@@ -14,8 +14,9 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from tether.adopt import dependents, inspect, plan
@@ -30,9 +31,6 @@ from tether.adopt.catalog import (
 )
 from tether.errors import AdoptionError
 from tether.locks import LockPolicy, Progress, with_lock_timeout
-
-if TYPE_CHECKING:
-    import psycopg
 
 logger = logging.getLogger("tether.adopt")
 
@@ -170,14 +168,23 @@ def finish(
 
         say("finish ...")
         started = time.perf_counter()
-        with_lock_timeout(
-            conn,
-            "finish",
-            work,
-            policy=lock or LockPolicy(),
-            progress=say,
-            gives_up_with=AdoptionError,
-        )
+        try:
+            with_lock_timeout(
+                conn,
+                "finish",
+                work,
+                policy=lock or LockPolicy(),
+                progress=say,
+                gives_up_with=AdoptionError,
+            )
+        except psycopg.Error as exc:
+            # A connection lost mid-way (the database restarted) says, besides
+            # Postgres's words, what became of the table and what to do.
+            raise AdoptionError(
+                f"finish failed: {exc.diag.message_primary or exc}. It is one transaction,"
+                " kept or rolled back whole; run `tether adopt --finish` again: it finishes"
+                " the table, or says it is finished already"
+            ) from None
         held += 0.0 if held else time.perf_counter() - started
         conn.execute("analyze public.conversation_sessions")
     logger.info("adoption finished", extra={"lock_held_seconds": round(held, 3)})
