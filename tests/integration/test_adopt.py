@@ -1163,6 +1163,67 @@ def test_ctrl_c_during_apply_says_how_to_resume(adoptable: Adoptable) -> None:
     assert "adopted:" in resumed.stdout
 
 
+@ON_ONE_SERVER
+@pytest.mark.parametrize("command", ["--check", "--apply", "--finish"])
+def test_ctrl_c_before_anything_changes_says_so(adoptable: Adoptable, command: str) -> None:
+    """Ctrl-C while --check, or --finish before its question, read a busy table (or
+    at --apply's and --finish's question) ended with 130 and not a word: the README's
+    rule is that an interrupted command says so, and what became of its work."""
+    if command == "--finish":
+        apply(adoptable.url, lock=FAST)
+    before = _snapshot(adoptable.url)
+    with _connect(adoptable.url) as holder, holder.transaction():
+        holder.execute("lock table public.conversation_sessions in access exclusive mode")
+        started = subprocess.Popen(  # noqa: S603 - our own console script
+            [TETHER, "adopt", command, "--database-url", adoptable.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+        )
+        with _connect(adoptable.url) as watcher:
+            _until(
+                lambda: bool(
+                    watcher.execute(
+                        "select 1 from pg_stat_activity where application_name = 'tether adopt'"
+                        " and wait_event_type = 'Lock'"
+                    ).fetchall()
+                ),
+                f"{command} never waited for the table",
+            )
+        started.send_signal(signal.SIGINT)
+        _, said = started.communicate(timeout=60)
+    assert started.returncode == 130, said
+    assert "tether adopt: interrupted while reading the table: nothing was changed" in said
+    assert "Traceback" not in said
+    assert _snapshot(adoptable.url) == before
+
+
+@ON_ONE_SERVER
+def test_ctrl_c_at_the_question_says_nothing_was_changed(
+    adoptable: Adoptable, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C at --apply's or --finish's question ended with 130 and not a word."""
+    from tether.cli import adopt as adopt_cli  # noqa: PLC0415
+    from tether.cli import main  # noqa: PLC0415
+
+    def ctrl_c(question: str, *, assume_yes: bool) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adopt_cli, "confirm", ctrl_c)
+    before = _snapshot(adoptable.url)
+    assert main(["adopt", "--apply", "--database-url", adoptable.url]) == 130
+    said = capsys.readouterr().err
+    assert "tether adopt: interrupted before an answer: nothing was changed" in said
+    assert _snapshot(adoptable.url) == before
+    apply(adoptable.url, lock=FAST)
+    capsys.readouterr()
+    assert main(["adopt", "--finish", "--database-url", adoptable.url]) == 130
+    said = capsys.readouterr().err
+    assert "tether adopt: interrupted before an answer: nothing was changed" in said
+    assert plan_finish(adoptable.url).state != "adopted and finished"
+
+
 class Interrupted(Exception):
     """Stands for a run that stopped: a crash, a lost connection, Ctrl-C."""
 

@@ -198,7 +198,11 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
     url = database_url(args)
     if args.check:
-        report = inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+        try:
+            report = inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
+        except KeyboardInterrupt:
+            say_aside(_INTERRUPTED_READING)
+            raise
         if args.json:
             say_json(report.as_dict())
         else:
@@ -219,7 +223,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     try:
         report = inspection.inspect(url, batch_size=args.batch_size, lock_timeout=args.lock_timeout)
     except KeyboardInterrupt:
-        say_aside("tether adopt: interrupted while reading the table: nothing was changed")
+        say_aside(_INTERRUPTED_READING)
         raise
     nothing = inspection.nothing_to_adopt(report.state, report.elsewhere, report.similar)
     if nothing:
@@ -244,7 +248,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
         f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
         " shows each)"
     )
-    if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
+    if not _asked("adopt public.conversation_sessions in place?", args):
         return declined()
     try:
         result = apply(url, batch_size=args.batch_size, lock=lock_policy(args), progress=tell)
@@ -275,6 +279,21 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+# The interruptions main() leaves to the command to tell: each says what became of the
+# table, none passes in silence.
+_INTERRUPTED_READING = "tether adopt: interrupted while reading the table: nothing was changed"
+
+
+def _asked(question: str, args: argparse.Namespace) -> bool:
+    try:
+        return confirm(question, assume_yes=args.yes)
+    except KeyboardInterrupt:
+        # The prompt's line was left open for the answer.
+        say_aside()
+        say_aside("tether adopt: interrupted before an answer: nothing was changed")
+        raise
+
+
 _INTERRUPTED = (
     "tether adopt: interrupted: what the step under way had done is kept or rolled back"
     " whole (a backfill keeps the batches it recorded); run `tether adopt {action}` again"
@@ -288,7 +307,11 @@ def _finish(args: argparse.Namespace, url: str) -> int:
     from tether.errors import AdoptionError  # noqa: PLC0415
 
     tell = say_aside if args.json else say
-    planned = plan_finish(url)
+    try:
+        planned = plan_finish(url)
+    except KeyboardInterrupt:
+        say_aside(_INTERRUPTED_READING)
+        raise
     if planned.state == inspection.FINISHED:
         tell("public.conversation_sessions: adopted and finished; nothing left to do")
         if args.json:
@@ -313,7 +336,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
             f" newest started {_ago(planned.newest_legacy_start)} ago). After --finish the old"
             " server's writes fail: is_active and duration_seconds become generated"
         )
-    if not confirm("rewrite the table now?", assume_yes=args.yes):
+    if not _asked("rewrite the table now?", args):
         return declined()
     try:
         result = finish(url, lock=lock_policy(args), progress=tell)
