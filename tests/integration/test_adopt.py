@@ -1224,6 +1224,45 @@ def test_ctrl_c_at_the_question_says_nothing_was_changed(
     assert plan_finish(adoptable.url).state != "adopted and finished"
 
 
+@ON_ONE_SERVER
+def test_ctrl_c_during_finish_says_it_was_rolled_back(adoptable: Adoptable) -> None:
+    """Ctrl-C during --finish was told in --apply's words: "what the step under way had
+    done is kept or rolled back whole (a backfill keeps the batches it recorded); run
+    `tether adopt --finish` again to resume from there", of a step that is one
+    transaction, with no backfill and nothing to resume."""
+    apply(adoptable.url, lock=FAST)
+    before = _snapshot(adoptable.url)
+    with _connect(adoptable.url) as holder, holder.transaction():
+        holder.execute("lock table public.conversation_sessions in access share mode")
+        started = subprocess.Popen(  # noqa: S603 - our own console script
+            [
+                *(TETHER, "adopt", "--finish", "--yes", "--lock-timeout", "30s"),
+                *("--database-url", adoptable.url),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
+        )
+        with _connect(adoptable.url) as watcher:
+            _until(
+                lambda: bool(
+                    watcher.execute(
+                        "select 1 from pg_stat_activity where application_name = 'tether adopt'"
+                        " and wait_event_type = 'Lock'"
+                    ).fetchall()
+                ),
+                "--finish never waited for the table",
+            )
+        started.send_signal(signal.SIGINT)
+        _, said = started.communicate(timeout=60)
+    assert started.returncode == 130, said
+    assert "--finish is one transaction, kept or rolled back whole" in said
+    assert "backfill" not in said
+    assert "resume" not in said
+    assert _snapshot(adoptable.url) == before
+
+
 class Interrupted(Exception):
     """Stands for a run that stopped: a crash, a lost connection, Ctrl-C."""
 

@@ -253,7 +253,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
     try:
         result = apply(url, batch_size=args.batch_size, lock=lock_policy(args), progress=tell)
     except KeyboardInterrupt:
-        say_aside(_INTERRUPTED.format(action="--apply"))
+        say_aside(_INTERRUPTED)
         raise
     if args.json:
         say_json(result.as_dict())
@@ -296,8 +296,14 @@ def _asked(question: str, args: argparse.Namespace) -> bool:
 
 _INTERRUPTED = (
     "tether adopt: interrupted: what the step under way had done is kept or rolled back"
-    " whole (a backfill keeps the batches it recorded); run `tether adopt {action}` again"
+    " whole (a backfill keeps the batches it recorded); run `tether adopt --apply` again"
     " to resume from there"
+)
+
+
+_FINISH_INTERRUPTED = (
+    "tether adopt: interrupted: --finish is one transaction, kept or rolled back whole;"
+    " run `tether adopt --finish` again: it finishes the table, or says it is finished already"
 )
 
 
@@ -341,7 +347,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
     try:
         result = finish(url, lock=lock_policy(args), progress=tell)
     except KeyboardInterrupt:
-        say_aside(_INTERRUPTED.format(action="--finish"))
+        say_aside(_FINISH_INTERRUPTED)
         raise
     if args.json:
         say_json({"lock_held_seconds": result.lock_held_seconds, "recreated": result.recreated})
