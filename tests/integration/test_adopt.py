@@ -1568,6 +1568,32 @@ def test_the_old_server_s_writes_stay_consistent_during_the_transition(
         assert disagreeing == {"n": 0}
 
 
+@ON_ONE_SERVER
+def test_check_warns_that_the_old_server_s_prepared_select_star_fails_until_it_reconnects(
+    adoptable: Adoptable,
+) -> None:
+    """An old server whose driver prepares its statements read `select *` of the table
+    fine before --apply and got "cached plan must not change result type" on every read
+    after it, until it reconnected, while the README said the old server keeps working
+    and --check warned of nothing: it now says so, and how to go on."""
+    checked = run_tether("adopt", "--check", "--database-url", adoptable.url)
+    assert checked.returncode == 0, checked.stderr
+    said = " ".join(checked.stdout.split())
+    assert "`cached plan must not change result type`" in said
+    assert "Restart the old server (or recycle its connection pool) once --apply is done" in said
+    read = "select * from conversation_sessions where session_id = %s"
+    session = adoptable.origin.rows[0].session_id
+    with psycopg.connect(adoptable.url, autocommit=True, prepare_threshold=0) as old_server:
+        old_server.execute(read, (session,)).fetchall()
+        apply(adoptable.url, lock=FAST)
+        with pytest.raises(errors.FeatureNotSupported, match="cached plan must not change"):
+            old_server.execute(read, (session,)).fetchall()
+    with psycopg.connect(adoptable.url, autocommit=True, prepare_threshold=0) as reconnected:
+        assert len(reconnected.execute(read, (session,)).fetchall()) == 1
+    checked = run_tether("adopt", "--check", "--database-url", adoptable.url)
+    assert "cached plan" not in checked.stdout
+
+
 def test_a_start_the_old_server_writes_after_now_is_now(adoptable: Adoptable) -> None:
     """A naive local clock read as UTC, as the origin's rows show: the trigger reads it
     as the backfill does, so the session's end is never after now either. A transition

@@ -762,6 +762,16 @@ def _trigger_warnings(shape: Shape, rows: int, batch_size: int) -> list[str]:
     return warnings
 
 
+PREPARED_STATEMENTS = (
+    "--apply adds and replaces columns, so what `select *` (or `returning *`) of the table"
+    " returns changes: a client whose driver prepared such a statement (asyncpg, JDBC,"
+    " psycopg 3 after five runs of one) gets `cached plan must not change result type` for"
+    " it from then on, until it reconnects. Restart the old server (or recycle its"
+    " connection pool) once --apply is done; its writes that name their columns, and reads"
+    " through Supabase's REST API (supabase-py), which return JSON, are not affected"
+)
+
+
 def _warnings(
     shape: Shape, found: list[Dependent], report: Report, batch_size: int
 ) -> tuple[list[str], list[str]]:
@@ -813,6 +823,8 @@ def _warnings(
             f"foreign keys of other tables point at it ({', '.join(shape.referenced_by)}):"
             " they are kept; no session_id changes"
         )
+    if report.state in (NOT_ADOPTED, IN_PROGRESS):
+        warnings.append(PREPARED_STATEMENTS)
     if report.live:
         warnings.append(
             f"{report.live} {'session looks' if report.live == 1 else 'sessions look'} live"
