@@ -917,6 +917,7 @@ def test_the_command_line_s_copies_of_adoption_s_names_are_the_same() -> None:
     assert adopt_cli.SYNC_TRIGGER == catalog.SYNC_TRIGGER
     assert adopt_cli.FINISHED == inspection.FINISHED
     assert adopt_cli.FUNCTION_SOURCE == catalog.FUNCTION_SOURCE
+    assert adopt_cli.COLUMN_PRIVILEGE == catalog.COLUMN_PRIVILEGE
 
 
 # --- --apply ----------------------------------------------------------------------------
@@ -3309,6 +3310,23 @@ def test_privileges_on_the_replaced_columns_are_granted_again(adoptable: Adoptab
         with _connect(url) as conn:
             _drop_owned(conn, role)
             conn.execute(sql.SQL("drop role {}").format(role))
+
+
+@ON_ONE_SERVER
+def test_finish_names_each_column_privilege_it_grants_again_apart(adoptable: Adoptable) -> None:
+    """A role granted select on is_active and on ended_at was listed twice alike among
+    what --finish recreates: "column privilege select to reporting, column privilege
+    select to reporting"."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute("grant select (is_active, ended_at) on public.conversation_sessions to public")
+    done = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+    assert done.returncode == 0, done.stderr
+    (listed,) = [line for line in done.stdout.splitlines() if "created again" in line]
+    names = listed.split(": ", 1)[1].split(", ")
+    assert "column privilege select to public on ended_at" in names
+    assert "column privilege select to public on is_active" in names
+    assert len(names) == len(set(names)), names
 
 
 @ON_ONE_SERVER

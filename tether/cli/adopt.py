@@ -32,6 +32,8 @@ SYNC_TRIGGER = "zz_tether_adoption_sync"
 """tether.adopt.catalog.SYNC_TRIGGER"""
 FINISHED = "adopted and finished"
 """tether.adopt.inspect.FINISHED"""
+COLUMN_PRIVILEGE = "column privilege"
+"""tether.adopt.catalog.COLUMN_PRIVILEGE"""
 
 
 def _ago(moment: datetime | None) -> str:
@@ -333,7 +335,12 @@ def _finish(args: argparse.Namespace, url: str) -> int:
         " of the table (each $connect, $disconnect and heartbeat) waits that long"
     )
     if planned.recreated:
-        names = ", ".join(f"{d['kind']} {d['name']}" for d in planned.recreated)
+        # A privilege is named by its grant alone: the column says which one it is.
+        names = ", ".join(
+            f"{d['kind']} {d['name']}"
+            + (f" on {', '.join(d['columns'])}" if d["kind"] == COLUMN_PRIVILEGE else "")
+            for d in planned.recreated
+        )
         tell(f"  dropped and created again in the same transaction: {names}")
     if planned.legacy_active:
         tell(
