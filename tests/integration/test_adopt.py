@@ -1264,6 +1264,35 @@ def test_ctrl_c_during_finish_says_it_was_rolled_back(adoptable: Adoptable) -> N
     assert _snapshot(adoptable.url) == before
 
 
+@ON_ONE_SERVER
+def test_a_step_whose_server_went_away_says_so_in_one_sentence(
+    adoptable: Adoptable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq's words for a server gone mid-statement run over three lines and end with a
+    period: --apply said "indexes failed: ... server closed the connection
+    unexpectedly\n\tThis probably means ...\n\tbefore or while processing the request..
+    What it had done is kept ...", its sentence broken over lines and a period doubled."""
+    from tether.adopt import apply as applying  # noqa: PLC0415
+
+    def server_gone(_run: object) -> None:
+        raise psycopg.OperationalError(
+            "consuming input failed: server closed the connection unexpectedly\n"
+            "\tThis probably means the server terminated abnormally\n"
+            "\tbefore or while processing the request."
+        )
+
+    monkeypatch.setitem(applying.STEPS, "vacuum", server_gone)
+    with pytest.raises(AdoptionError) as failed:
+        apply(adoptable.url, lock=FAST)
+    said = str(failed.value)
+    assert said == (
+        "vacuum failed: consuming input failed: server closed the connection unexpectedly"
+        " This probably means the server terminated abnormally before or while processing"
+        " the request. What it had done is kept or rolled back whole; run `tether adopt"
+        " --apply` again to resume"
+    )
+
+
 class Interrupted(Exception):
     """Stands for a run that stopped: a crash, a lost connection, Ctrl-C."""
 

@@ -34,6 +34,7 @@ from tether.adopt.catalog import (
     connect,
     index_statements,
     read_shape,
+    said,
     sql_file,
     trusted,
 )
@@ -655,7 +656,7 @@ def apply(
                     STEPS[name](run)
                 except psycopg.Error as exc:
                     raise AdoptionError(
-                        f"{name} failed: {exc.diag.message_primary or exc}. What it had done is"
+                        f"{name} failed: {said(exc)}. What it had done is"
                         " kept or rolled back whole; run `tether adopt --apply` again to resume"
                     ) from None
                 result.seconds[name] = round(time.perf_counter() - started, 3)

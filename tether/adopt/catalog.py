@@ -101,6 +101,13 @@ TRANSITIONAL_CONSTRAINTS = (
 )
 
 
+def said(exc: psycopg.Error) -> str:
+    """Postgres's words for a failed statement, or libpq's for a lost connection, as one
+    line to go on with: libpq runs those over lines (a hint after a tab) and ends them
+    with a period."""
+    return " ".join((exc.diag.message_primary or str(exc)).split()).rstrip(".")
+
+
 def trusted(text: str) -> sql.SQL:
     """SQL text tether did not type here but trusts: its own files, and definitions
     Postgres itself wrote (``pg_get_viewdef``, ``pg_get_indexdef``, ...)."""

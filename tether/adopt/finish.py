@@ -26,6 +26,7 @@ from tether.adopt.catalog import (
     SYNC_TRIGGER,
     connect,
     read_shape,
+    said,
     sql_file,
     trusted,
 )
@@ -181,7 +182,7 @@ def finish(
             # A connection lost mid-way (the database restarted) says, besides
             # Postgres's words, what became of the table and what to do.
             raise AdoptionError(
-                f"finish failed: {exc.diag.message_primary or exc}. It is one transaction,"
+                f"finish failed: {said(exc)}. It is one transaction,"
                 " kept or rolled back whole; run `tether adopt --finish` again: it finishes"
                 " the table, or says it is finished already"
             ) from None
