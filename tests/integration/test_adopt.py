@@ -2966,6 +2966,69 @@ def test_finish_that_loses_its_connection_says_what_became_of_it(adoptable: Adop
     assert plan_finish(adoptable.url).state == "adopted and finished"
 
 
+@ON_ONE_SERVER
+def test_what_stands_on_a_view_adoption_recreates_is_refused_before_anything_changes(
+    adoptable: Adoptable,
+) -> None:
+    """A materialized view on a view of duration_seconds, or a function returning setof
+    such a view, went unsaid by --check; --apply then stopped at its duration step,
+    halfway, on Postgres's "cannot drop view team_durations because other objects depend
+    on it", and stopped there again each time it was run. --finish refused such a
+    materialized view in words with a hole ("depends on : ...")."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create view public.team_durations as"
+            " select session_id, is_active, duration_seconds from public.conversation_sessions"
+        )
+        conn.execute(
+            "create materialized view public.team_long as"
+            " select count(*) as n from public.team_durations where duration_seconds > 3600"
+        )
+        conn.execute(
+            "create function public.team_long_sessions() returns setof public.team_durations"
+            " language sql stable as $$ select * from public.team_durations $$"
+        )
+    stands = (
+        "materialized view public.team_long is built on view public.team_durations, which"
+        " --apply drops and creates again",
+        "function public.team_long_sessions() uses the row type of view"
+        " public.team_durations, which --apply drops and creates again",
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
+    for said in stands:
+        assert said in refused
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    for said in stands:
+        assert said in " ".join(applied.stderr.split())
+    assert "other objects depend on it" not in applied.stderr
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute("drop materialized view public.team_long")
+        conn.execute("drop function public.team_long_sessions()")
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        conn.execute(
+            "create materialized view public.team_live as"
+            " select count(*) as n from public.team_durations where is_active"
+        )
+    on_finish = (
+        "materialized view public.team_live is built on view public.team_durations, which"
+        " --finish drops and creates again"
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    stops = " ".join(checked.stdout.split("what would stop --finish:")[1].split())
+    assert on_finish in stops
+    refused_finish = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert refused_finish.returncode == 1
+    assert on_finish in " ".join(refused_finish.stderr.split())
+    assert "depends on :" not in refused_finish.stderr
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

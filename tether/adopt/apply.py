@@ -432,14 +432,16 @@ def step_duration(run: _Run) -> None:
         if CONVERTED_DURATION in shape.columns:
             saved = dependents.save(conn, shape.oid, ["duration_seconds"])
             blocked = [
-                d
+                dependents.refusal(d)
                 for d in saved.found
                 if d.kind == "index" or d.kind not in dependents.RECREATED_KINDS
             ]
+            blocked += [
+                dependents.built_on_refusal(d, "--apply")
+                for d in dependents.built_on_views(conn, saved.views)
+            ]
             if blocked:
-                raise AdoptionError(
-                    "duration: " + "; ".join(dependents.refusal(d) for d in blocked)
-                )
+                raise AdoptionError("duration: " + "; ".join(blocked))
             dependents.drop(conn, saved)
             conn.execute("alter table public.conversation_sessions drop column duration_seconds")
             conn.execute(
@@ -630,6 +632,7 @@ def apply(
                 on_duration = dependents.tracked(conn, shape.oid, ["duration_seconds"])
                 problems += inspect.conversion_refusals(shape, on_duration)
             problems += inspect.duration_owner_refusals(conn, shape)
+            problems += inspect.duration_view_refusals(conn, shape)
             if problems:
                 raise AdoptionError(
                     "the table cannot be adopted as it is:\n  - " + "\n  - ".join(problems)

@@ -290,24 +290,95 @@ def _views(
     return ordered
 
 
-def matviews_on_views(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> list[Dependent]:
-    """Materialized views (or anything not a view) built on the views to recreate."""
-    if not saved.views:
+ROW_TYPE_USER = "row type user"
+"""What uses a view's row type (a function returning setof it, a column of its type)."""
+
+_BUILT_ON_VIEWS = """
+select distinct
+       case c.relkind when 'm' then 'materialized view' else 'rule' end,
+       case when c.relkind = 'm' then ''
+            else quote_ident(r.rulename) || ' on ' end
+       || quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       quote_ident(vn.nspname) || '.' || quote_ident(v.relname)
+from pg_catalog.pg_depend d
+join pg_catalog.pg_rewrite r on r.oid = d.objid
+join pg_catalog.pg_class c on c.oid = r.ev_class
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+join pg_catalog.pg_class v on v.oid = d.refobjid
+join pg_catalog.pg_namespace vn on vn.oid = v.relnamespace
+where d.classid = 'pg_catalog.pg_rewrite'::regclass
+  and d.refclassid = 'pg_catalog.pg_class'::regclass
+  and d.refobjid = any (%(views)s) and c.relkind <> 'v'
+union
+select distinct %(row_type_user)s,
+       -- Named with its schema, whatever the search_path sees.
+       case when d.classid = 'pg_catalog.pg_proc'::regclass then
+              (select 'function ' || quote_ident(pn.nspname) || '.' || quote_ident(p.proname)
+                      || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'
+               from pg_catalog.pg_proc p
+               join pg_catalog.pg_namespace pn on pn.oid = p.pronamespace
+               where p.oid = d.objid)
+            when d.classid = 'pg_catalog.pg_class'::regclass and d.objsubid > 0 then
+              (select 'column ' || quote_ident(a.attname) || ' of '
+                      || quote_ident(tn.nspname) || '.' || quote_ident(t.relname)
+               from pg_catalog.pg_class t
+               join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
+               join pg_catalog.pg_attribute a on a.attrelid = t.oid and a.attnum = d.objsubid
+               where t.oid = d.objid)
+            else pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) end,
+       quote_ident(vn.nspname) || '.' || quote_ident(v.relname)
+from pg_catalog.pg_depend d
+join pg_catalog.pg_class v on v.reltype = d.refobjid
+join pg_catalog.pg_namespace vn on vn.oid = v.relnamespace
+where d.refclassid = 'pg_catalog.pg_type'::regclass and d.deptype = 'n'
+  and d.classid <> 'pg_catalog.pg_rewrite'::regclass
+  and v.oid = any (%(views)s)
+order by 1, 2, 3
+"""
+
+
+def built_on_views(
+    conn: psycopg.Connection[tuple[Any, ...]], views: list[SavedView]
+) -> list[Dependent]:
+    """What stands on a view to recreate and is not recreated with it: a materialized
+    view or another table's rule reading it, and what uses its row type (a function
+    returning setof it, a column of its type). Postgres drops no view while they stand.
+    Each one's ``columns`` is the view it stands on."""
+    if not views:
         return []
     return [
-        Dependent(str(kind), str(name), ())
-        for kind, name in conn.execute(
-            "select distinct case c.relkind when 'm' then 'materialized view' else 'view' end,"
-            " quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-            " from pg_catalog.pg_depend d"
-            " join pg_catalog.pg_rewrite r on r.oid = d.objid"
-            " join pg_catalog.pg_class c on c.oid = r.ev_class"
-            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
-            " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
-            " and d.refobjid = any (%s) and c.relkind <> 'v'",
-            ([v.oid for v in saved.views],),
+        Dependent(str(kind), str(name), (str(view),))
+        for kind, name, view in conn.execute(
+            _BUILT_ON_VIEWS, {"views": [v.oid for v in views], "row_type_user": ROW_TYPE_USER}
         ).fetchall()
     ]
+
+
+def built_on_refusal(dependent: Dependent, command: str) -> str:
+    what = (
+        dependent.name if dependent.kind == ROW_TYPE_USER else f"{dependent.kind} {dependent.name}"
+    )
+    how = "uses the row type of" if dependent.kind == ROW_TYPE_USER else "is built on"
+    return (
+        f"{what} {how} view {dependent.columns[0]}, which {command} drops and creates again"
+        " around the columns it replaces, and Postgres drops no view while something uses it."
+        " Drop it, run the command again, then create it again"
+    )
+
+
+def view_refusals(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str], command: str
+) -> list[str]:
+    """What stands on the views ``command`` would recreate around ``columns``: refused
+    before anything changes, not halfway through a step."""
+    attnums = [
+        int(r[0])
+        for r in conn.execute(
+            "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
+            (oid, columns),
+        ).fetchall()
+    ]
+    return [built_on_refusal(d, command) for d in built_on_views(conn, _views(conn, oid, attnums))]
 
 
 def owner_refusals(

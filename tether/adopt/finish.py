@@ -83,8 +83,11 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     saved_views = dependents.save(conn, shape.oid, shape.replaced_columns)
     found = saved_views.found
     blocked = [d for d in found if d.kind not in dependents.RECREATED_KINDS]
-    blocked += dependents.matviews_on_views(conn, saved_views)
     result.refusals = [dependents.refusal(d) for d in blocked]
+    result.refusals += [
+        dependents.built_on_refusal(d, "--finish")
+        for d in dependents.built_on_views(conn, saved_views.views)
+    ]
     result.refusals += dependents.owner_refusals(
         conn, shape.oid, shape.replaced_columns, "--finish"
     )
@@ -133,11 +136,13 @@ def finish(
             shape = read_shape(conn)
             columns = shape.replaced_columns
             saved = dependents.save(conn, shape.oid, columns)
-            blocked = saved.refused() + dependents.matviews_on_views(conn, saved)
+            blocked = [dependents.refusal(d) for d in saved.refused()]
+            blocked += [
+                dependents.built_on_refusal(d, "--finish")
+                for d in dependents.built_on_views(conn, saved.views)
+            ]
             if blocked:
-                raise AdoptionError(
-                    "cannot finish:\n  - " + "\n  - ".join(dependents.refusal(d) for d in blocked)
-                )
+                raise AdoptionError("cannot finish:\n  - " + "\n  - ".join(blocked))
             dependents.drop(conn, saved)
             conn.execute(
                 sql.SQL("drop trigger if exists {} on public.conversation_sessions").format(

@@ -32,7 +32,7 @@ from tether.adopt.catalog import (
     read_shape,
     views_on_table,
 )
-from tether.adopt.dependents import RECREATED_KINDS, owner_refusals, refusal
+from tether.adopt.dependents import RECREATED_KINDS, owner_refusals, refusal, view_refusals
 from tether.adopt.plan import BATCH_SIZE
 from tether.errors import AdoptionError, MigrationError
 
@@ -568,6 +568,14 @@ def duration_owner_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Sh
     return owner_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
 
 
+def duration_view_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
+    """What stands on the views --apply's conversion of duration_seconds (a step still to
+    run) would recreate, and would stop it there."""
+    if not plan.duration_conversion(shape) or shape.steps.get("duration"):
+        return []
+    return view_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
+
+
 def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
     added = [
         f"{name} {type_}"
@@ -987,9 +995,11 @@ def _refuse_what_cannot_be_recreated(
     cannot give them back to."""
     report.refusals += conversion_refusals(shape, found)
     report.refusals += duration_owner_refusals(conn, shape)
+    report.refusals += duration_view_refusals(conn, shape)
     if report.state != FINISHED:
         replaced = [c for c in shape.replaced_columns if c in shape.columns]
         report.finish_refusals += owner_refusals(conn, shape.oid, replaced, "--finish")
+        report.finish_refusals += view_refusals(conn, shape.oid, replaced, "--finish")
 
 
 def inspect_with(
