@@ -3029,6 +3029,60 @@ def test_what_stands_on_a_view_adoption_recreates_is_refused_before_anything_cha
     assert "depends on :" not in refused_finish.stderr
 
 
+@ON_ONE_SERVER
+def test_a_column_holding_the_table_s_rows_is_refused_with_how_to_keep_them(
+    adoptable: Adoptable,
+) -> None:
+    """An audit table keeping whole rows (``row_before conversation_sessions``) went
+    unsaid: --apply's conversion of duration_seconds left the rows it held without their
+    duration (read as null), and --finish failed on Postgres's "cannot alter table
+    conversation_sessions because column session_audit.row_before uses its row type"."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.session_audit"
+            " (id bigint generated always as identity, row_before public.conversation_sessions)"
+        )
+        conn.execute(
+            "insert into public.session_audit (row_before) select s"
+            " from public.conversation_sessions s where s.duration_seconds is not null"
+        )
+    keep = (
+        "alter table public.session_audit alter column row_before type jsonb"
+        " using to_jsonb(row_before)"
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
+    assert "column row_before of public.session_audit holds rows" in refused
+    assert keep in refused
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert keep in " ".join(applied.stderr.split())
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute(keep)
+        durations = conn.execute(
+            "select count(*) as n from public.session_audit"
+            " where row_before->>'duration_seconds' is not null"
+        ).fetchone()
+    assert durations is not None and durations["n"] > 0
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.session_audit_since (row_before public.conversation_sessions)"
+        )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    stops = " ".join(checked.stdout.split("what would stop --finish:")[1].split())
+    assert "column row_before of public.session_audit_since holds rows" in stops
+    refused_finish = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert refused_finish.returncode == 1
+    assert "public.session_audit_since alter column row_before type jsonb" in " ".join(
+        refused_finish.stderr.split()
+    )
+    assert "finish failed" not in refused_finish.stderr
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

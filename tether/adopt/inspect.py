@@ -576,6 +576,47 @@ def duration_view_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Sha
     return view_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
 
 
+def row_type_refusals(
+    conn: psycopg.Connection[tuple[Any, ...]], shape: Shape, command: str
+) -> list[str]:
+    """Columns of other tables holding rows of the table (an audit table's ``old_row
+    conversation_sessions``): Postgres refuses --finish's rewrite while one exists, and
+    a column --apply replaces would leave the rows they hold without its values."""
+    found = conn.execute(
+        "select quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname"
+        " from pg_catalog.pg_class t"
+        " join pg_catalog.pg_type ty on ty.oid = t.reltype"
+        " join pg_catalog.pg_attribute a on a.atttypid in (ty.oid, ty.typarray)"
+        "  and a.attnum > 0 and not a.attisdropped"
+        " join pg_catalog.pg_class c on c.oid = a.attrelid and c.relkind in ('r', 'p', 'f')"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where t.oid = %s order by 1, 2",
+        (shape.oid,),
+    ).fetchall()
+    if command == "--finish":
+        why = "Postgres rewrites no table, as --finish does, while a column holds its rows"
+    else:
+        why = (
+            "those rows would lose their duration_seconds when --apply converts it"
+            " (Postgres reads no value of a column dropped since)"
+        )
+    return [
+        f"column {quoted(str(column))} of {table} holds rows of public.conversation_sessions:"
+        f" {why}. Keep them as JSON first: alter table {table} alter column"
+        f" {quoted(str(column))} type jsonb using to_jsonb({quoted(str(column))})"
+        for table, column in found
+    ]
+
+
+def duration_row_type_refusals(
+    conn: psycopg.Connection[tuple[Any, ...]], shape: Shape
+) -> list[str]:
+    """The same, while --apply's conversion of duration_seconds is still to run."""
+    if not plan.duration_conversion(shape) or shape.steps.get("duration"):
+        return []
+    return row_type_refusals(conn, shape, "--apply")
+
+
 def _columns_report(shape: Shape) -> tuple[list[str], list[str], list[str]]:
     added = [
         f"{name} {type_}"
@@ -996,7 +1037,9 @@ def _refuse_what_cannot_be_recreated(
     report.refusals += conversion_refusals(shape, found)
     report.refusals += duration_owner_refusals(conn, shape)
     report.refusals += duration_view_refusals(conn, shape)
+    report.refusals += duration_row_type_refusals(conn, shape)
     if report.state != FINISHED:
+        report.finish_refusals += row_type_refusals(conn, shape, "--finish")
         replaced = [c for c in shape.replaced_columns if c in shape.columns]
         report.finish_refusals += owner_refusals(conn, shape.oid, replaced, "--finish")
         report.finish_refusals += view_refusals(conn, shape.oid, replaced, "--finish")
