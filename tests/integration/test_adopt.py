@@ -3083,6 +3083,51 @@ def test_a_column_holding_the_table_s_rows_is_refused_with_how_to_keep_them(
     assert "finish failed" not in refused_finish.stderr
 
 
+@ON_ONE_SERVER
+def test_a_before_trigger_whose_when_reads_new_is_active_is_refused_before_finish(
+    adoptable: Adoptable,
+) -> None:
+    """A BEFORE row trigger WHEN (NEW.is_active IS DISTINCT FROM OLD.is_active) went
+    unsaid by --check, and --finish failed on Postgres's "BEFORE trigger's WHEN condition
+    cannot reference NEW generated columns", told to run it again, which failed the same.
+    One reading OLD.is_active alone is created again as it was."""
+    url = adoptable.url
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        conn.execute(
+            "create function public.team_noop() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        conn.execute(
+            'create trigger "Team Watch" before update on public.conversation_sessions'
+            " for each row when (new.is_active is distinct from old.is_active)"
+            " execute function public.team_noop()"
+        )
+        conn.execute(
+            "create trigger team_was_active before update on public.conversation_sessions"
+            " for each row when (old.is_active) execute function public.team_noop()"
+        )
+    said = 'trigger "Team Watch" fires BEFORE each row WHEN on NEW.is_active'
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    stops = " ".join(checked.stdout.split("what would stop --finish:")[1].split())
+    assert said in stops
+    assert "team_was_active" not in stops
+    before = _snapshot(url)
+    refused = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert refused.returncode == 1
+    assert said in " ".join(refused.stderr.split())
+    assert "finish failed" not in refused.stderr
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute('drop trigger "Team Watch" on public.conversation_sessions')
+    finish(url, lock=FAST)
+    with _connect(url) as conn:
+        kept = conn.execute(
+            "select count(*) as n from pg_trigger where tgname = 'team_was_active'"
+        ).fetchone()
+    assert kept == {"n": 1}
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

@@ -8,6 +8,7 @@ recreate faithfully it refuses to touch, by name, before changing anything."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -379,6 +380,41 @@ def view_refusals(
         ).fetchall()
     ]
     return [built_on_refusal(d, command) for d in built_on_views(conn, _views(conn, oid, attnums))]
+
+
+_NEW_COLUMN = r'\bnew\.("?)({})\1(?![\w$])'
+"""NEW.column in a trigger's WHEN, as pg_get_triggerdef writes it (quoted where needed)."""
+
+
+def generated_when_refusals(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str], skip: str
+) -> list[str]:
+    """BEFORE row triggers whose WHEN reads NEW of a column --finish makes generated:
+    Postgres refuses to create such a trigger, so --finish could not give it back."""
+    if not columns:
+        return []
+    new_column = re.compile(
+        _NEW_COLUMN.format("|".join(re.escape(c) for c in columns)), re.IGNORECASE
+    )
+    refusals: list[str] = []
+    for name, definition in conn.execute(
+        "select tgname, pg_catalog.pg_get_triggerdef(oid) from pg_catalog.pg_trigger"
+        " where tgrelid = %s and not tgisinternal and tgqual is not null"
+        # tgtype: 1 a row trigger, 2 a BEFORE one.
+        "   and tgtype & 3 = 3 and tgname <> %s order by tgname",
+        (oid, skip),
+    ).fetchall():
+        when = str(definition).split(" WHEN ", 1)[-1].split(" EXECUTE ", 1)[0]
+        found = sorted({m.group(2).lower() for m in new_column.finditer(when)})
+        if found:
+            refusals.append(
+                f"trigger {quoted(str(name))} fires BEFORE each row WHEN on"
+                f" {', '.join('NEW.' + c for c in found)}, which --finish makes generated,"
+                " and Postgres allows no such condition on a generated column: test it in"
+                " the trigger's function instead, or make it an AFTER trigger (drop it,"
+                " create it again so), then run the command again"
+            )
+    return refusals
 
 
 def owner_refusals(

@@ -92,6 +92,9 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
         conn, shape.oid, shape.replaced_columns, "--finish"
     )
     result.refusals += inspect.row_type_refusals(conn, shape, "--finish")
+    result.refusals += dependents.generated_when_refusals(
+        conn, shape.oid, shape.replaced_columns, SYNC_TRIGGER
+    )
     result.recreated = [d.as_dict() for d in found if d.kind in dependents.RECREATED_KINDS]
     listed = {d["name"] for d in result.recreated}
     result.recreated += [

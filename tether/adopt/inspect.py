@@ -32,7 +32,13 @@ from tether.adopt.catalog import (
     read_shape,
     views_on_table,
 )
-from tether.adopt.dependents import RECREATED_KINDS, owner_refusals, refusal, view_refusals
+from tether.adopt.dependents import (
+    RECREATED_KINDS,
+    generated_when_refusals,
+    owner_refusals,
+    refusal,
+    view_refusals,
+)
 from tether.adopt.plan import BATCH_SIZE
 from tether.errors import AdoptionError, MigrationError
 
@@ -1043,6 +1049,7 @@ def _refuse_what_cannot_be_recreated(
         replaced = [c for c in shape.replaced_columns if c in shape.columns]
         report.finish_refusals += owner_refusals(conn, shape.oid, replaced, "--finish")
         report.finish_refusals += view_refusals(conn, shape.oid, replaced, "--finish")
+        report.finish_refusals += generated_when_refusals(conn, shape.oid, replaced, SYNC_TRIGGER)
 
 
 def inspect_with(
