@@ -3128,6 +3128,29 @@ def test_a_before_trigger_whose_when_reads_new_is_active_is_refused_before_finis
     assert kept == {"n": 1}
 
 
+@ON_ONE_SERVER
+def test_a_publication_s_row_filter_on_is_active_is_refused_in_its_own_words(
+    adoptable: Adoptable,
+) -> None:
+    """A publication publishing the active rows alone (where (is_active)) was refused
+    for "a publication's column list names the column": it has no column list."""
+    apply(adoptable.url, lock=FAST)
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create publication team_live_rows for table public.conversation_sessions"
+            " where (is_active)"
+        )
+    try:
+        refused = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
+        assert refused.returncode == 1
+        said = " ".join(refused.stderr.split())
+        assert "publication team_live_rows depends on is_active" in said
+        assert "column list or row filter (where) names the column" in said
+    finally:
+        with _connect(adoptable.url) as conn:
+            conn.execute("drop publication team_live_rows")
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

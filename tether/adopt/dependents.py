@@ -35,7 +35,7 @@ REFUSED_HOW = {
     "function": "its SQL-standard body is bound to the column",
     "generated column": "it is computed from the column",
     "statistics": "extended statistics are bound to the column",
-    "publication": "a publication's column list names the column",
+    "publication": "a publication's column list or row filter (where) names the column",
     "rule": "adoption recreates the rules of views only",
 }
 
