@@ -3151,6 +3151,41 @@ def test_a_publication_s_row_filter_on_is_active_is_refused_in_its_own_words(
             conn.execute("drop publication team_live_rows")
 
 
+@ON_ONE_SERVER
+def test_a_not_valid_check_the_history_breaks_is_refused_before_the_backfill(
+    adoptable: Adoptable,
+) -> None:
+    """A team's NOT VALID check that old rows break (check (duration_seconds < 1000) not
+    valid, added once the history was there) went unsaid by --check, and --apply stopped
+    in its backfill on "new row ... violates check constraint", told to run again to
+    resume, which stopped there again at every run."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "alter table public.conversation_sessions"
+            " add constraint team_short check (duration_seconds < 1000) not valid"
+        )
+        broken = conn.execute(
+            "select count(*) as n from public.conversation_sessions"
+            " where not coalesce(duration_seconds < 1000, true)"
+        ).fetchone()
+    assert broken is not None and broken["n"] > 0
+    said = f"constraint team_short (NOT VALID) is broken by {broken['n']} rows of the history"
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
+    assert said in refused
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert said in " ".join(applied.stderr.split())
+    assert "backfill failed" not in applied.stderr
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute("alter table public.conversation_sessions drop constraint team_short")
+    apply(url, lock=FAST)
+    _assert_adopted_by_the_rules(url, adoptable.origin)
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

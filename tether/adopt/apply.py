@@ -634,6 +634,7 @@ def apply(
             problems += inspect.duration_owner_refusals(conn, shape)
             problems += inspect.duration_view_refusals(conn, shape)
             problems += inspect.duration_row_type_refusals(conn, shape)
+            problems += inspect.broken_check_refusals(conn, shape)
             if problems:
                 raise AdoptionError(
                     "the table cannot be adopted as it is:\n  - " + "\n  - ".join(problems)

@@ -21,7 +21,9 @@ from tether.adopt.catalog import (
     DURATION_TYPES,
     FUNCTION_SOURCE,
     SYNC_TRIGGER,
+    TETHER_CHECKS,
     TIMESTAMPTZ,
+    TRANSITIONAL_CONSTRAINTS,
     Dependent,
     Shape,
     column_privileges,
@@ -30,6 +32,7 @@ from tether.adopt.catalog import (
     index_statements,
     quoted,
     read_shape,
+    trusted,
     views_on_table,
 )
 from tether.adopt.dependents import (
@@ -582,6 +585,37 @@ def duration_view_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Sha
     return view_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
 
 
+def broken_check_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
+    """The team's NOT VALID checks that rows of the history break: the backfill writes
+    a new version of every row, and Postgres checks each against them, so it would stop
+    at the first such row, at every run."""
+    if shape.steps.get("backfill"):
+        return []
+    refusals: list[str] = []
+    for name, expression in conn.execute(
+        "select conname, pg_catalog.pg_get_expr(conbin, conrelid) from pg_catalog.pg_constraint"
+        " where conrelid = %s and contype = 'c' and not convalidated"
+        "   and conname <> all (%s) order by conname",
+        (shape.oid, [*TETHER_CHECKS, *TRANSITIONAL_CONSTRAINTS]),
+    ).fetchall():
+        # A check passes where its expression is null, as Postgres reads it.
+        row = conn.execute(
+            sql.SQL(
+                "select count(*) from public.conversation_sessions where not coalesce(({}), true)"
+            ).format(trusted(str(expression)))
+        ).fetchone()
+        broken = int(row[0]) if row else 0
+        if broken:
+            refusals.append(
+                f"constraint {quoted(str(name))} (NOT VALID) is broken by {broken}"
+                f" {'row' if broken == 1 else 'rows'} of the history, and the backfill writes"
+                " every row again, which Postgres checks against it: correct them (where not"
+                f" ({expression})), or drop it (alter table public.conversation_sessions drop"
+                f" constraint {quoted(str(name))}) and add it again, NOT VALID, after --apply"
+            )
+    return refusals
+
+
 def row_type_refusals(
     conn: psycopg.Connection[tuple[Any, ...]], shape: Shape, command: str
 ) -> list[str]:
@@ -1044,6 +1078,7 @@ def _refuse_what_cannot_be_recreated(
     report.refusals += duration_owner_refusals(conn, shape)
     report.refusals += duration_view_refusals(conn, shape)
     report.refusals += duration_row_type_refusals(conn, shape)
+    report.refusals += broken_check_refusals(conn, shape)
     if report.state != FINISHED:
         report.finish_refusals += row_type_refusals(conn, shape, "--finish")
         replaced = [c for c in shape.replaced_columns if c in shape.columns]
