@@ -122,3 +122,69 @@ def test_the_folder_is_held_by_one_process_at_a_time(folder: Path) -> None:
     assert _held_elsewhere(folder)
     held.close()
     assert not _held_elsewhere(folder)
+
+
+def _written_with_sweep(settings: dict[str, float | None], database_url: str = URL) -> None:
+    dev_state.write(
+        database_url=database_url,
+        ws_url="ws://127.0.0.1:3001",
+        connections_endpoint=ENDPOINT,
+        sweep_settings=settings,
+    )
+
+
+# What `tether dev --heartbeat-grace off --idle-timeout 1m` runs its sweep with.
+DEV_SWEEP = {
+    "idle_timeout_seconds": 60.0,
+    "max_duration_seconds": 7200.0,
+    "limit_grace_seconds": 60.0,
+    "suspect_after_seconds": 20.0,
+    "heartbeat_interval_seconds": 15.0,
+    "heartbeat_throttle_seconds": 10.0,
+    "heartbeat_grace_seconds": None,
+    "gone_settle_seconds": 5.0,
+    "sweep_check_every_seconds": 10.0,
+    "sweep_schedule_seconds": 60.0,
+}
+
+
+def test_a_command_beside_a_dev_sweeps_with_the_dev_s_limits(folder: Path) -> None:
+    """A sweep run with --embedded beside a dev started with --heartbeat-grace off closed
+    the silent clients that dev keeps, as heartbeat_timeout, and `tether stats` counted
+    orphans by another idle limit than the dev's live page."""
+    from tether.settings import load_settings  # noqa: PLC0415
+    from tether.sweep import SweepPolicy  # noqa: PLC0415
+
+    _written_with_sweep(DEV_SWEEP)
+    defaults = _defaults()
+    assert {name: defaults[name] for name in DEV_SWEEP} == DEV_SWEEP
+    policy = SweepPolicy.from_settings(load_settings(database_url=URL, **defaults))
+    assert policy.heartbeat_grace_seconds is None
+    assert policy.idle_limit_seconds == 120.0
+
+
+def test_the_environment_outweighs_the_dev_s_sweep_settings(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.settings import load_settings  # noqa: PLC0415
+
+    short = {"heartbeat_interval_seconds": 2.0, "heartbeat_throttle_seconds": 1.0}
+    _written_with_sweep({**DEV_SWEEP, **short, "heartbeat_grace_seconds": 4.0})
+    monkeypatch.setenv("TETHER_IDLE_TIMEOUT_SECONDS", "300")
+    monkeypatch.setenv("TETHER_HEARTBEAT_INTERVAL_SECONDS", "15")
+    defaults = _defaults()
+    assert "idle_timeout_seconds" not in defaults
+    assert defaults["suspect_after_seconds"] == 20.0
+    # The heartbeat settings are checked against each other: none of the dev's is mixed
+    # with the environment's (a grace of 4 s under an interval of 15 s is refused).
+    assert _local_stack_heartbeats(defaults) == set()
+    load_settings(database_url=URL, **defaults)
+
+
+def test_a_dev_on_another_database_lends_no_sweep_settings(folder: Path) -> None:
+    _written_with_sweep(DEV_SWEEP, database_url="postgresql://tether@/other?host=/tmp/there")
+    assert _defaults() == {"announce_to": "log"}
+
+
+def _local_stack_heartbeats(defaults: dict[str, object]) -> set[str]:
+    return {name for name in defaults if name.startswith("heartbeat_")}

@@ -458,22 +458,38 @@ def add_announce_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Checked against each other: taken from the dev all together, or not at all.
+_HEARTBEAT_SETTINGS = frozenset(
+    {"heartbeat_interval_seconds", "heartbeat_throttle_seconds", "heartbeat_grace_seconds"}
+)
+
+
 def _local_stack_defaults(args: argparse.Namespace, url: str) -> dict[str, object]:
     """With --embedded, what the environment does not set is the local stack's: the
-    @connections endpoint of the `tether dev` running on this database, and
-    announcements to the log (as `tether dev` makes them; no EventBridge on a laptop)."""
+    @connections endpoint of the `tether dev` running on this database and the limits
+    its sweep runs with (a sweep run beside a dev started with --heartbeat-grace off
+    closed the silent clients that dev keeps), and announcements to the log (as `tether
+    dev` makes them; no EventBridge on a laptop)."""
     from tether.settings import from_environment  # noqa: PLC0415
 
     given = from_environment()
     defaults: dict[str, object] = {}
     state = dev_state.running()
-    endpoint = state.get("connections_endpoint")
-    # Only the endpoint of a live `tether dev` serving this very database.
-    serves_this = bool(endpoint) and state.get("database_url") == url
-    if hasattr(args, "endpoint_url") and "connections_endpoint" not in given and serves_this:
+    # Only what a live `tether dev` serving this very database says.
+    serves_this = state.get("database_url") == url
+    endpoint = state.get("connections_endpoint") if serves_this else None
+    if hasattr(args, "endpoint_url") and "connections_endpoint" not in given and endpoint:
         defaults["connections_endpoint"] = str(endpoint)
     if hasattr(args, "announce_to") and "announce_to" not in given:
         defaults["announce_to"] = "log"
+    swept = state.get("sweep_settings") if serves_this else None
+    if isinstance(swept, dict):
+        for name in dev_state.SWEEP_SETTINGS:
+            if name not in swept or name in given:
+                continue
+            if name in _HEARTBEAT_SETTINGS and not _HEARTBEAT_SETTINGS.isdisjoint(given):
+                continue
+            defaults[name] = swept[name]
     return defaults
 
 

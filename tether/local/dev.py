@@ -854,6 +854,7 @@ def run(options: DevOptions, say: Callable[[str], None]) -> int:
                 ws_url=ws_url,
                 connections_endpoint=config.connections_endpoint or "",
                 embedded_data_dir=database.data_dir if database else None,
+                sweep_settings={name: getattr(config, name) for name in dev_state.SWEEP_SETTINGS},
             )
             _banner(
                 say,

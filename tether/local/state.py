@@ -16,6 +16,21 @@ from tether.folders import make_folder
 PATH = Path(".tether") / "dev.json"
 LOCK = Path(".tether") / "dev.lock"
 
+SWEEP_SETTINGS = (
+    "idle_timeout_seconds",
+    "max_duration_seconds",
+    "limit_grace_seconds",
+    "suspect_after_seconds",
+    "heartbeat_interval_seconds",
+    "heartbeat_throttle_seconds",
+    "heartbeat_grace_seconds",
+    "gone_settle_seconds",
+    "sweep_check_every_seconds",
+    "sweep_schedule_seconds",
+)
+"""The settings a dev's sweep runs with (its flags among them: --heartbeat-grace off,
+--idle-timeout 1m, ...), which a command's sweep on its database runs with too."""
+
 
 def hold(lock: Path = LOCK) -> IO[str] | None:
     """This folder's `tether dev` lock (or the one at ``lock``), held until the returned
@@ -53,10 +68,12 @@ def write(
     ws_url: str,
     connections_endpoint: str,
     embedded_data_dir: Path | None = None,
+    sweep_settings: dict[str, float | None] | None = None,
 ) -> None:
-    """Say which database, gateway and @connections endpoint this process serves, and
-    the embedded server's data it runs on, if any (its URL's socket alone does not say:
-    a deep folder's socket is kept elsewhere, its path too long for one)."""
+    """Say which database, gateway and @connections endpoint this process serves, the
+    embedded server's data it runs on, if any (its URL's socket alone does not say: a
+    deep folder's socket is kept elsewhere, its path too long for one), and the settings
+    its sweep runs with (``SWEEP_SETTINGS``)."""
     make_folder(PATH.parent)
     # Written aside and renamed: a reader sees the whole note or none. The URL may carry
     # a password: readable by this user alone.
@@ -71,6 +88,7 @@ def write(
                     "ws_url": ws_url,
                     "connections_endpoint": connections_endpoint,
                     "embedded_data_dir": str(embedded_data_dir) if embedded_data_dir else None,
+                    "sweep_settings": sweep_settings or {},
                     "pid": os.getpid(),
                 }
             )
