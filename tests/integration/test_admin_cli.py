@@ -77,6 +77,30 @@ def test_sessions_as_a_table_and_as_json(database_url: str, make_session: Sessio
     assert "more with --limit" in capped.stdout
 
 
+def test_which_sessions_are_orphans_past_the_newest_page(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """The origin's "which are orphans" (live sessions started over 2 hours ago): newest
+    first, a page of 500 never reached them once 500 newer clients were connected, and
+    nothing else on the command line listed them."""
+    orphans = {str(make_session(started_seconds_ago=3 * 3600 + n)["session_id"]) for n in range(3)}
+    for _ in range(3):
+        make_session(started_seconds_ago=60)
+    make_session(started_seconds_ago=4 * 3600, ended_seconds_ago=3 * 3600, end_reason="gone")
+    listed = _tether(
+        "sessions", "--active", "--older-than", "2h", "--limit", "3", "--json",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert {s["session_id"] for s in page["sessions"]} == orphans
+    assert page["next_cursor"] is None
+    # Said with its unit, as close-orphans takes it: a bare number could be either.
+    bare = _tether("sessions", "--older-than", "7200", "--database-url", database_url)
+    assert bare.returncode == 2
+    assert "with its unit" in bare.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

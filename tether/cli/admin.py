@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tether.cli.common import (
     add_announce_option,
     add_database_options,
+    age,
     confirm,
     declined,
     embedded_endpoint_missing,
@@ -87,7 +88,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
     installed_settings(args)
     active = True if args.active else (False if args.ended else None)
-    where = SessionFilter(active=active, user_id=args.user)
+    # The origin's "which are orphans": the oldest live sessions, which the newest 500
+    # never reach once a few hundred clients are connected.
+    started_before = (
+        datetime.now(UTC) - timedelta(seconds=args.older_than) if args.older_than else None
+    )
+    where = SessionFilter(active=active, user_id=args.user, started_before=started_before)
     page = operations.list_page(runtime.store(), where, cursor_text=None, limit=args.limit)
     if args.json:
         say_json(page.model_dump(mode="json"))
@@ -285,6 +291,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     state.add_argument("--active", action="store_true", help="live sessions only")
     state.add_argument("--ended", action="store_true", help="ended sessions only")
     sessions_cmd.add_argument("--user", type=_uuid, metavar="ID", help="only this user's")
+    sessions_cmd.add_argument(
+        "--older-than",
+        type=age,
+        metavar="DURATION",
+        help="only sessions started more than this long ago, with its unit: 2h, 1d (with"
+        " --active: the orphans)",
+    )
     sessions_cmd.add_argument(
         "--limit", type=_limit, default=50, metavar="N", help="how many (default 50, at most 500)"
     )

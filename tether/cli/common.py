@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.dburl import check, scrub
-from tether.durations import format_duration, parse_duration
+from tether.durations import format_duration, is_bare_number, parse_age, parse_duration
 from tether.errors import ConfigurationError, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 from tether.local import state as dev_state
@@ -333,6 +333,20 @@ def ascii_number(text: str) -> str:
     if not text.isascii():
         raise ValueError(text)
     return text
+
+
+def age(text: str) -> float:
+    """An age with its unit (2h, 1d), at most 366 days: a bare number could be seconds
+    or hours, and the commands that take one end or list sessions by it."""
+    if is_bare_number(text):
+        raise argparse.ArgumentTypeError(
+            f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
+        )
+    try:
+        return parse_age(text)
+    except InvalidInputError as exc:
+        # The command line's own input, shown back so the typo is plain to see.
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def whole_number(text: str) -> int:

@@ -15,6 +15,7 @@ from tether.cli.common import (
     RUN_MAX_SECONDS,
     add_announce_option,
     add_database_options,
+    age,
     confirm,
     declined,
     embedded_endpoint_missing,
@@ -26,7 +27,7 @@ from tether.cli.common import (
     say_json,
     say_unannounced,
 )
-from tether.durations import describe_seconds, format_duration, is_bare_number, parse_age
+from tether.durations import describe_seconds, format_duration
 from tether.errors import InvalidInputError, PartlyDoneError, TetherError
 
 if TYPE_CHECKING:
@@ -567,7 +568,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     orphans_cmd.add_argument(
         "--older-than",
         required=True,
-        type=_age,
+        type=age,
         metavar="DURATION",
         help="age of the sessions to end, with its unit: 2h, 1d (at least 2h unless --force)",
     )
@@ -580,15 +581,3 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     add_database_options(orphans_cmd)
     add_announce_option(orphans_cmd)
     orphans_cmd.set_defaults(handler=cmd_close_orphans)
-
-
-def _age(text: str) -> float:
-    if is_bare_number(text):
-        raise argparse.ArgumentTypeError(
-            f"give the age with its unit, such as 2h or 1d (got {text!r}: seconds? hours?)"
-        )
-    try:
-        return parse_age(text)
-    except InvalidInputError as exc:
-        # The command line's own input, shown back so the typo is plain to see.
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
