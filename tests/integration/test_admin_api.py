@@ -505,6 +505,27 @@ def test_a_negative_number_is_told_the_bound_it_is_under(
     assert bound in response.json()["detail"]
 
 
+def test_the_schema_gives_each_number_s_bounds_in_json_schema_s_words(api: AdminApi) -> None:
+    """The schema said a page's size was {"ge": 1, "le": 500}, words JSON Schema does not
+    have: a client generated from it, or a validator, knew of no bound at all."""
+    schema = api.client.get("/openapi.json").json()
+    bounds = {}
+    for path, item in schema["paths"].items():
+        for parameter in item.get("get", {}).get("parameters", []):
+            given = parameter["schema"]
+            assert not {"ge", "le", "gt", "lt"} & set(given), (path, parameter["name"], given)
+            if given.get("type") == "integer":
+                bounds[path, parameter["name"]] = (given.get("minimum"), given.get("maximum"))
+    assert bounds == {
+        ("/sessions", "limit"): (1, 500),
+        ("/stats/daily", "days"): (1, 366),
+        ("/stats/orphans", "alert_above"): (0, 1_000_000),
+    }
+    # Still read as digits alone, before the bounds.
+    for path in ("/sessions?limit=5.0", "/stats/daily?days=%2B5", "/stats/orphans?alert_above=5_0"):
+        assert "written in digits" in api.client.get(path, headers=AUTH).json()["detail"], path
+
+
 def test_an_unencoded_plus_in_a_time_is_explained(api: AdminApi) -> None:
     # A bare '+' in a query string is a space: the offset is lost on the way.
     response = api.client.get("/sessions?started_after=2026-11-01T00:00:00+00:00", headers=AUTH)

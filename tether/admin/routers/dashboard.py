@@ -18,7 +18,7 @@ from tether import __version__
 from tether.admin import operations
 from tether.admin.chart import daily_chart
 from tether.admin.deps import OPERATOR_ROUTES, StoreDep
-from tether.admin.queries import WholeNumber
+from tether.admin.queries import IN_DIGITS
 
 router = APIRouter(include_in_schema=False)
 
@@ -55,7 +55,7 @@ def dashboard(request: Request) -> HTMLResponse:
 @router.get("/dashboard/chart.svg", dependencies=OPERATOR_ROUTES)
 def chart(
     store: StoreDep,
-    days: Annotated[WholeNumber, Query(ge=1, le=366)] = 14,
+    days: Annotated[int, Query(ge=1, le=366), IN_DIGITS] = 14,
 ) -> Response:
     report = operations.daily(store, days)
     return Response(daily_chart(report.stats), media_type="image/svg+xml")

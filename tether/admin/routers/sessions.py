@@ -16,7 +16,7 @@ from tether.admin.deps import (
     OperatorDep,
     StoreDep,
 )
-from tether.admin.queries import Moment, TrueOrFalse, WholeNumber
+from tether.admin.queries import IN_DIGITS, Moment, TrueOrFalse
 from tether.admin.schemas import SessionClosed, SessionPublic, SessionsPage
 from tether.errors import NotFoundError
 from tether.models import EndReason
@@ -54,8 +54,9 @@ def list_sessions(
         ),
     ] = None,
     limit: Annotated[
-        WholeNumber,
+        int,
         Query(ge=1, le=operations.PAGE_SIZE_MAX, description="Rows per page"),
+        IN_DIGITS,
     ] = operations.PAGE_SIZE_DEFAULT,
 ) -> SessionsPage:
     where = SessionFilter(

@@ -10,7 +10,7 @@ from tether import limits
 from tether.admin import operations
 from tether.admin.deps import OPERATOR_ROUTES, SettingsDep, StoreDep
 from tether.admin.errors import InvalidFieldError
-from tether.admin.queries import WholeNumber
+from tether.admin.queries import IN_DIGITS
 from tether.admin.schemas import DailyStatsReport, LiveStats, OrphanReport
 from tether.durations import DURATION_PATTERN, parse_age
 from tether.errors import InvalidInputError
@@ -35,7 +35,7 @@ def _age(text: str) -> float:
 def daily(
     store: StoreDep,
     days: Annotated[
-        WholeNumber, Query(ge=1, le=366, description="How many days, today included")
+        int, Query(ge=1, le=366, description="How many days, today included"), IN_DIGITS
     ] = 7,
 ) -> DailyStatsReport:
     return operations.daily(store, days)
@@ -62,7 +62,9 @@ def orphans(
         ),
     ] = "2h",
     alert_above: Annotated[
-        WholeNumber, Query(ge=0, le=1_000_000, description="Alert when more than this many")
+        int,
+        Query(ge=0, le=1_000_000, description="Alert when more than this many"),
+        IN_DIGITS,
     ] = operations.ORPHAN_ALERT_DEFAULT,
 ) -> OrphanReport:
     return operations.orphans(store, older_than_seconds=_age(older_than), alert_above=alert_above)
