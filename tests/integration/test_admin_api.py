@@ -505,6 +505,27 @@ def test_a_negative_number_is_told_the_bound_it_is_under(
     assert bound in response.json()["detail"]
 
 
+def test_the_schema_documents_a_404_only_where_one_can_come(api: AdminApi) -> None:
+    """The user routes were documented as answering 404 ("No such resource"), which they
+    never do: a user unknown to the table is offline, and has nothing to close."""
+    schema = api.client.get("/openapi.json").json()
+    stranger = uuid.uuid4()
+    presence = api.client.get(f"/users/{stranger}/presence", headers=AUTH)
+    assert presence.status_code == 200 and presence.json()["online"] is False
+    closed = api.client.post(f"/users/{stranger}/disconnect", headers=AUTH)
+    assert closed.status_code == 200 and closed.json()["closed"] == 0
+    documented = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if "404" in operation["responses"]
+    }
+    assert documented == {
+        ("GET", "/sessions/{session_id}"),
+        ("POST", "/sessions/{session_id}/close"),
+    }
+
+
 def test_the_schema_gives_each_number_s_bounds_in_json_schema_s_words(api: AdminApi) -> None:
     """The schema said a page's size was {"ge": 1, "le": 500}, words JSON Schema does not
     have: a client generated from it, or a validator, knew of no bound at all."""

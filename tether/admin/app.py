@@ -79,9 +79,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     continue
                 if status in {"401", "403"} and "security" not in operation:
                     continue
-                # Only what the operation can answer: a 404 needs an id in the path, a
-                # 400 something to get wrong (parameters, or the query the routes check).
-                if status == "404" and "{" not in path:
+                # Only what the operation can answer: a 404 needs a session's id in the
+                # path (a user with no session is answered, offline or with nothing
+                # closed), a 400 something to get wrong (parameters, or the query the
+                # routes check).
+                if status == "404" and "{session_id}" not in path:
                     continue
                 if status == "400" and not operation.get("parameters") and not required:
                     continue
