@@ -278,6 +278,44 @@ def test_close_orphans_ends_only_the_sessions_it_asked_about(
     assert active == {"old=": False, "almost-a=": True, "almost-b=": True}
 
 
+def test_ctrl_c_at_the_question_says_nothing_was_changed(
+    database_url: str, db: Conn, make_session: SessionFactory
+) -> None:
+    """Ctrl-C at "end 1 session(s)?" said "interrupted; what it had done is kept", on the
+    prompt's own line, as if some sessions had been ended."""
+    make_session(connection_id="old=", started_seconds_ago=3 * 3600)
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
+    terminal, operator = os.openpty()  # the question is asked only on a terminal
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [
+            *(TETHER, "close-orphans", "--older-than", "2h", "--apply"),
+            *("--announce-to", "log", "--database-url", database_url),
+        ],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+    )
+    try:
+        assert process.stderr is not None
+        asked = process.stderr.read(len("end 1 session(s) as orphan_cleanup? [y/N] "))
+        assert asked == "end 1 session(s) as orphan_cleanup? [y/N] ", asked
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(operator)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    assert err == (
+        "\ntether close-orphans: interrupted at the question, taken as no: nothing was changed\n"
+    )
+    assert [r["is_active"] for r in _state(db)] == [True]
+
+
 @pytest.mark.parametrize(
     ("bad", "says"),
     [

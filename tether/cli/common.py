@@ -438,6 +438,11 @@ def lock_policy(args: argparse.Namespace) -> Any:
     return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
 
 
+class InterruptedAtQuestion(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while `confirm` waited for the answer: the step asked about
+    was not begun."""
+
+
 def confirm(question: str, *, assume_yes: bool) -> bool:
     """Ask before a destructive step; scripts pass --yes. Without a terminal and
     without --yes, the answer is no."""
@@ -447,9 +452,15 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
     if not sys.stdin.isatty():
         sys.stderr.write(f"{question} [y/N] no (not a terminal; pass --yes to confirm)\n")
         return False
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    return sys.stdin.readline().strip().lower() in {"y", "yes"}
+    try:
+        sys.stderr.write(f"{question} [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        # The line the prompt left open ends first: what is said next has one of its own.
+        sys.stderr.write("\n")
+        raise InterruptedAtQuestion from None
+    return answer.strip().lower() in {"y", "yes"}
 
 
 def declined() -> int:
