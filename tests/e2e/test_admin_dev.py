@@ -676,6 +676,46 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
             browser.close()
 
 
+def test_signing_in_while_the_database_is_down_keeps_the_key_and_says_so(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Signed in while the API answered 503 (its database down), the form came back
+    empty, as if the key had been refused, with the reason in the header alone: the key
+    was kept, and the board came once the database was back."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
+    unavailable = json.dumps(
+        {"status": 503, "code": "unavailable", "detail": "the database is unavailable or busy"}
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.route(
+                "**/stats/live",
+                lambda route: route.fulfill(
+                    status=503, content_type="application/problem+json", body=unavailable
+                ),
+            )
+            page.goto(page_url)
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            page.fill("#key", key)
+            page.click("#login-form button")
+            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+            said = page.inner_text("#login-error")
+            assert "the database is unavailable or busy" in said
+            assert "the key is kept" in said
+            page.unroute("**/stats/live")
+            page.wait_for_selector("#board:not([hidden])", timeout=15000)
+            assert not page.is_visible("#login")
+        finally:
+            browser.close()
+
+
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

@@ -291,6 +291,16 @@
       $("#status").textContent = `could not refresh: ${why}${then}`;
       $("#status").classList.add("error");
       $("#board").classList.add("stale");
+      if (!$("#login").hidden) {
+        // Signed in while the API fails: the form came back empty, as if the key had
+        // been refused. It was not: it is kept, and the page shows the board once the
+        // API answers.
+        const error = $("#login-error");
+        error.hidden = false;
+        error.textContent =
+          `the API could not be read (${why}); the key is kept, and tried again` +
+          ` every ${EVERY_MS / 1000} s`;
+      }
     } finally {
       clearTimeout(timeout);
       abort.abort();
