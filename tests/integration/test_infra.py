@@ -166,6 +166,61 @@ def test_cfn_lint_passes() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def readme_routes_template() -> str:
+    """The README's stack for the application's own routes, as a team copies it."""
+    readme = (TEMPLATE.parent.parent / "README.md").read_text()
+    section = readme.split("### The application's own routes", 1)[1].split("\n## ", 1)[0]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_s_stack_for_the_application_s_routes_passes_cfn_lint(
+    tmp_path: Path,
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(readme_routes_template())
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    done = subprocess.run(  # noqa: S603 - the linter of the dev extra
+        [str(cfn_lint), str(routes)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_websocket_api_s_id_is_exported_for_the_application_s_routes() -> None:
+    """A team's routes are functions of its own, on this stack's API: without its id,
+    found nowhere but inside the WebSocket URL, a stack of theirs could not name it.
+    (moto skips API Gateway v2 resources and the outputs of a stack a change set made:
+    the template and the README's stack are read here.)"""
+    output = load_template()["Outputs"]["WebSocketApiId"]
+    assert output["Value"] == {"Ref": "WebSocketApi"}
+    assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-WebSocketApiId"}
+    # The stage deploys what another stack adds to the API.
+    assert props("WebSocketStage")["AutoDeploy"] is True
+
+    routes, problems = decode_str(readme_routes_template())
+    assert not problems and routes is not None, problems
+    made = routes["Resources"]
+    imported = {"Fn::ImportValue": {"Fn::Sub": "${TetherStack}-WebSocketApiId"}}
+    for logical in ("ChatIntegration", "ChatRoute", "ChatRouteResponse"):
+        assert made[logical]["Properties"]["ApiId"] == imported, logical
+    route = made["ChatRoute"]["Properties"]
+    assert route["Target"] == {"Fn::Sub": "integrations/${ChatIntegration}"}
+    # Its answer goes back to the client, as tether's own $default's does.
+    assert route["RouteResponseSelectionExpression"] == "$default"
+    assert made["ChatRouteResponse"]["Properties"]["RouteId"] == {"Ref": "ChatRoute"}
+    integration = made["ChatIntegration"]["Properties"]
+    assert "${ChatFunction.Arn}" in integration["IntegrationUri"]["Fn::Sub"]
+    source = made["ChatInvokePermission"]["Properties"]["SourceArn"]["Fn::Sub"]
+    assert source[1] == {"Api": imported}
+    # The wrapped handler touches the session with the stack's database secret.
+    function = made["ChatFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["TETHER_DATABASE_URL"] == {"Ref": "DatabaseSecret"}
+    (statement,) = made["ChatRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    assert statement["Resource"] == {"Ref": "DatabaseSecret"}
+    # Runs where tether's functions run.
+    assert function["Runtime"] == props("ConnectFunction")["Runtime"]
+
+
 def test_the_installed_package_carries_this_template() -> None:
     assert template_text() == TEMPLATE.read_text()
 
