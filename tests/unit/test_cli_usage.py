@@ -132,6 +132,11 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
         ),
         # Said back as it was written (it read "got 180s").
         (["deploy", "--stack", "x", "--sweep-rate", "3m"], "one of 1m, 2m, 5m, 10m, got 3m"),
+        # Taken and ignored, as if the rewrite's lock could be cut into batches.
+        (
+            ["adopt", "--finish", "--batch-size", "100", "--database-url", "postgresql://u@h/db"],
+            "--batch-size: --finish rewrites the table in one statement, not in batches",
+        ),
     ],
 )
 def test_flags_that_contradict_each_other_exit_2_having_done_nothing(

@@ -19,6 +19,7 @@ from tether.cli.common import (
     say_json,
 )
 from tether.durations import describe_seconds, estimate
+from tether.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from tether.adopt.inspect import Report
@@ -188,6 +189,9 @@ def _report(report: Report) -> None:
     say("this was a check: nothing was changed")
 
 
+DEFAULT_BATCH_SIZE = 5000
+
+
 def _batch_size(text: str) -> int:
     value = count(text)
     if value > 100_000:
@@ -198,6 +202,14 @@ def _batch_size(text: str) -> int:
 def cmd_adopt(args: argparse.Namespace) -> int:
     from tether.adopt.inspect import inspect  # noqa: PLC0415
 
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZE
+    elif args.finish:
+        # Taken and ignored, it read as if the rewrite's lock could be cut into batches.
+        raise InvalidInputError(
+            "--batch-size: --finish rewrites the table in one statement, not in batches:"
+            " leave it out"
+        )
     url = database_url(args)
     if args.check:
         try:
@@ -388,9 +400,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     adopt_cmd.add_argument(
         "--batch-size",
         type=_batch_size,
-        default=5000,
         metavar="N",
-        help="rows per backfill transaction (default 5000)",
+        help=f"rows per backfill transaction, --check and --apply (default {DEFAULT_BATCH_SIZE})",
     )
     add_lock_options(adopt_cmd)
     add_database_options(adopt_cmd)
