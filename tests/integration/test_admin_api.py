@@ -871,6 +871,30 @@ def test_live_stats_and_a_sweep_run_through_the_api(
     assert health["sweep"]["last_finished_at"] == after["sweep"]["last_finished_at"]
 
 
+def test_a_body_is_refused_where_no_route_takes_one(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    """POST /sweep with {"dry_run": true} ran a real sweep, the body passed over, and a
+    close ignored a 20 MB one: every option is a query parameter, and a body is refused
+    before anything is done. An empty body, or {}, says nothing and is taken."""
+    make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)  # the sweep's to end
+    for body in (b'{"dry_run": true}', b"dry_run=1", b"x" * (20 * 1024 * 1024), b"{} x"):
+        refused = api.client.post("/sweep", content=body, headers=AUTH)
+        assert _fields(refused) == ["body"], body[:20]
+        assert "takes no body" in refused.json()["detail"]
+    # Sent in chunks, with no length said: read no further than tells it apart.
+    chunked = api.client.post("/sweep", content=iter([b"{", b'"dry_run": true}']), headers=AUTH)
+    assert _fields(chunked) == ["body"]
+    user = uuid.uuid4()
+    refused = api.client.post(f"/users/{user}/disconnect", content=b'{"reason": "x"}', headers=AUTH)
+    assert _fields(refused) == ["body"]
+    live = api.client.get("/stats/live", headers=AUTH).json()
+    assert (live["active_sessions"], live["sweep"]["last_finished_at"]) == (1, None)
+    for body in (b"", b"{}", b" {} \n"):
+        swept = api.client.post("/sweep", content=body, headers=AUTH)
+        assert swept.status_code == 200, swept.text
+
+
 @pytest.mark.parametrize(
     "authorization",
     [f"Basic {OPERATOR_KEY}", "Basic dXNlcjpwYXNzd29yZA==", "Digest x=1", "Negotiate YIIB"],

@@ -152,7 +152,38 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-OPERATOR_ROUTES = [Depends(require_operator), Depends(known_query_only)]
+_SAYS_NOTHING = frozenset({b"", b"{}"})
+_LONGEST_SAYING_NOTHING = 16  # "{}" with room for whitespace around it
+
+
+async def no_body(request: Request) -> None:
+    """No route takes a body: one sent (``{"dry_run": true}`` to ``POST /sweep``) was
+    passed over, and the request run as if it said nothing, a real sweep or close
+    included. An empty body, or ``{}`` (some clients always send one), says nothing and
+    is taken; anything longer is refused unread past what tells it apart."""
+    length = request.headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > _LONGEST_SAYING_NOTHING:
+        raise _body_refused()
+    if length in {"", "0"} and "transfer-encoding" not in request.headers:
+        return
+    received = b""
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > _LONGEST_SAYING_NOTHING:
+            raise _body_refused()
+    if received.strip() not in _SAYS_NOTHING:
+        raise _body_refused()
+
+
+def _body_refused() -> InvalidFieldError:
+    return InvalidFieldError(
+        "body",
+        "this route takes no body; what it takes are query parameters (see the API's schema)",
+        location="body",
+    )
+
+
+OPERATOR_ROUTES = [Depends(require_operator), Depends(known_query_only), Depends(no_body)]
 """What every router but /health (``optional_operator``) declares: an operator, then no
-query parameter the route does not take (checked after the credentials, so a caller
-without them learns nothing of the routes)."""
+query parameter the route does not take and no body (checked after the credentials, so
+a caller without them learns nothing of the routes)."""
