@@ -73,6 +73,9 @@ def test_an_unknown_flag_is_blamed_on_what_it_was_given_to(
         (["chaos", "--minutes", "\u0661"], "not a duration"),
         # Taken, AWS was asked, and botocore's refusal was a failure (exit 1).
         (["destroy", "--stack", "s", "--region", "us east 1"], "not an AWS region's name"),
+        # Taken as no flag, $AWS_PROFILE's account (or the default's) was used unsaid.
+        (["deploy", "--stack", "s", "--profile", ""], "argument --profile: empty: name a"),
+        (["destroy", "--stack", "s", "--profile", " "], "argument --profile: empty: name a"),
         (["deploy", "--stack", "s", "--region", "eu-west-1;x"], "not an AWS region's name"),
         (["destroy", "--stack", "s", "--region", ""], "argument --region: empty"),
         # What websockets cannot connect to: each client crashed on it (a port out of

@@ -883,12 +883,20 @@ def aws_region(text: str) -> str:
     return text
 
 
+def aws_profile(text: str) -> str:
+    """--profile: a name. Empty, it was taken as no flag at all, and $AWS_PROFILE (or the
+    default profile) used, another account perhaps, without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a profile, or leave --profile out")
+    return text
+
+
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", required=True, metavar="NAME", help="the CloudFormation stack")
     parser.add_argument(
         "--region", type=aws_region, help="AWS region (default: $AWS_REGION, the profile's)"
     )
-    parser.add_argument("--profile", help="AWS profile (default: $AWS_PROFILE)")
+    parser.add_argument("--profile", type=aws_profile, help="AWS profile (default: $AWS_PROFILE)")
     parser.add_argument(
         "--endpoint-url",
         type=aws_endpoint,
