@@ -67,12 +67,28 @@ class MigrationError(TetherError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) where the command knows what became of its work: the
-    command line says ``what_became`` instead of "what it had done is kept", which is
-    untrue of a run rolled back whole or of a stack CloudFormation goes on changing."""
+    command line says ``said`` instead of "what it had done is kept", which is untrue of
+    a run rolled back whole or of a stack CloudFormation goes on changing."""
 
     def __init__(self, what_became: str) -> None:
         super().__init__(what_became)
         self.what_became = what_became
+
+    @property
+    def said(self) -> str:
+        return f"interrupted; {self.what_became}"
+
+
+class InterruptedAtQuestion(Interrupted):
+    """Ctrl-C (or SIGTERM) while a command waited for the answer to its question, which
+    every command asks before it changes anything: taken as no."""
+
+    def __init__(self) -> None:
+        super().__init__("nothing was changed")
+
+    @property
+    def said(self) -> str:
+        return "interrupted at the question, taken as no: nothing was changed"
 
 
 class AdoptionError(TetherError):

@@ -3,10 +3,12 @@ and on Postgres 15 (Supabase's production version) where it can be installed."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -1204,24 +1206,30 @@ def test_ctrl_c_before_anything_changes_says_so(adoptable: Adoptable, command: s
 def test_ctrl_c_at_the_question_says_nothing_was_changed(
     adoptable: Adoptable, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Ctrl-C at --apply's or --finish's question ended with 130 and not a word."""
-    from tether.cli import adopt as adopt_cli  # noqa: PLC0415
+    """Ctrl-C at --apply's or --finish's question ended with 130 and not a word (then,
+    a blank line before the word, the prompt's line ended twice)."""
     from tether.cli import main  # noqa: PLC0415
 
-    def ctrl_c(question: str, *, assume_yes: bool) -> bool:
-        raise KeyboardInterrupt
+    class CtrlCAtTheTerminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
 
-    monkeypatch.setattr(adopt_cli, "confirm", ctrl_c)
+        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", CtrlCAtTheTerminal())
     before = _snapshot(adoptable.url)
     assert main(["adopt", "--apply", "--database-url", adoptable.url]) == 130
     said = capsys.readouterr().err
-    assert "tether adopt: interrupted before an answer: nothing was changed" in said
+    question = "adopt public.conversation_sessions in place? [y/N] "
+    expected = "tether adopt: interrupted at the question, taken as no: nothing was changed\n"
+    assert said.endswith(f"{question}\n{expected}"), said
     assert _snapshot(adoptable.url) == before
     apply(adoptable.url, lock=FAST)
     capsys.readouterr()
     assert main(["adopt", "--finish", "--database-url", adoptable.url]) == 130
     said = capsys.readouterr().err
-    assert "tether adopt: interrupted before an answer: nothing was changed" in said
+    assert said.endswith(f"rewrite the table now? [y/N] \n{expected}"), said
     assert plan_finish(adoptable.url).state != "adopted and finished"
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from tether import __version__
-from tether.cli.common import InterruptedAtQuestion, configured_url
+from tether.cli.common import configured_url
 from tether.dburl import hide_secrets, scrub
 from tether.errors import Interrupted, InvalidInputError, TetherError, error_from_psycopg
 
@@ -150,8 +150,6 @@ def _named(unknown: Sequence[str]) -> list[str]:
 
 # Commands that say, when interrupted, what to do next in their own words.
 _SAY_THEIR_OWN_INTERRUPTION = frozenset({"adopt"})
-# Commands that change nothing before they ask whether to.
-_ASK_BEFORE_CHANGING = frozenset({"kick", "close-orphans", "destroy"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,16 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the command had done is kept, as on Ctrl-C.
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:
-        if isinstance(exc, InterruptedAtQuestion) and args.command in _ASK_BEFORE_CHANGING:
-            # "What it had done is kept" read as if some sessions had been closed.
-            sys.stderr.write(
-                f"tether {args.command}: interrupted at the question, taken as no:"
-                " nothing was changed\n"
-            )
+        if isinstance(exc, Interrupted):
+            sys.stderr.write(f"tether {args.command}: {exc.said}\n")
         elif args.command not in _SAY_THEIR_OWN_INTERRUPTION:
             # Otherwise the prompt comes back with nothing said of what became of the work.
-            became = exc.what_became if isinstance(exc, Interrupted) else "what it had done is kept"
-            sys.stderr.write(f"tether {args.command}: interrupted; {became}\n")
+            sys.stderr.write(f"tether {args.command}: interrupted; what it had done is kept\n")
         return 130
     except Exception as exc:
         # A database error no command mapped itself (a privilege missing, say) is still

@@ -262,7 +262,7 @@ def _apply(args: argparse.Namespace, url: str) -> int:
         f" writes for more than {args.lock_timeout:g}s at a time (`tether adopt --check`"
         " shows each)"
     )
-    if not _asked("adopt public.conversation_sessions in place?", args):
+    if not confirm("adopt public.conversation_sessions in place?", assume_yes=args.yes):
         return declined()
     try:
         result = apply(url, batch_size=args.batch_size, lock=lock_policy(args), progress=tell)
@@ -296,16 +296,6 @@ def _apply(args: argparse.Namespace, url: str) -> int:
 # The interruptions main() leaves to the command to tell: each says what became of the
 # table, none passes in silence.
 _INTERRUPTED_READING = "tether adopt: interrupted while reading the table: nothing was changed"
-
-
-def _asked(question: str, args: argparse.Namespace) -> bool:
-    try:
-        return confirm(question, assume_yes=args.yes)
-    except KeyboardInterrupt:
-        # The prompt's line was left open for the answer.
-        say_aside()
-        say_aside("tether adopt: interrupted before an answer: nothing was changed")
-        raise
 
 
 _INTERRUPTED = (
@@ -361,7 +351,7 @@ def _finish(args: argparse.Namespace, url: str) -> int:
             f" newest started {_ago(planned.newest_legacy_start)} ago). After --finish the old"
             " server's writes fail: is_active and duration_seconds become generated"
         )
-    if not _asked("rewrite the table now?", args):
+    if not confirm("rewrite the table now?", assume_yes=args.yes):
         return declined()
     try:
         result = finish(url, lock=lock_policy(args), progress=tell)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.dburl import check, scrub
 from tether.durations import format_duration, is_bare_number, parse_age, parse_duration
-from tether.errors import ConfigurationError, InvalidInputError
+from tether.errors import ConfigurationError, InterruptedAtQuestion, InvalidInputError
 from tether.limits import HEARTBEATS_OFF
 from tether.local import state as dev_state
 
@@ -436,11 +436,6 @@ def lock_policy(args: argparse.Namespace) -> Any:
     from tether.locks import LockPolicy  # noqa: PLC0415
 
     return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
-
-
-class InterruptedAtQuestion(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) while `confirm` waited for the answer: the step asked about
-    was not begun."""
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:

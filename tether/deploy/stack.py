@@ -23,6 +23,7 @@ from tether.deploy.bundle import Bundle
 from tether.errors import (
     ConfigurationError,
     Interrupted,
+    InterruptedAtQuestion,
     InvalidInputError,
     NotFoundError,
     TetherError,
@@ -604,7 +605,9 @@ def deploy(
         )
     except BaseException as exc:
         _discard(aws, created["Id"], stack, creating=creating)
-        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+        if isinstance(exc, KeyboardInterrupt) and (
+            not isinstance(exc, Interrupted) or isinstance(exc, InterruptedAtQuestion)
+        ):
             # Ctrl-C at the question, say: "what it had done is kept" read as if the
             # change set shown had been kept, or run.
             raise Interrupted(
