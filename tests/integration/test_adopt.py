@@ -3092,6 +3092,48 @@ def test_a_column_holding_the_table_s_rows_is_refused_with_how_to_keep_them(
 
 
 @ON_ONE_SERVER
+def test_rows_of_the_table_kept_inside_a_type_are_refused_too(adoptable: Adoptable) -> None:
+    """Rows kept inside a composite type, a view's row type, a domain or an array of
+    one went unsaid: --apply converted duration_seconds and the rows they held read
+    null durations from then on, silently, and --finish failed on Postgres's "uses its
+    row type". A materialized view of whole rows failed --finish the same way."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute("create type public.audit_entry as (before public.conversation_sessions)")
+        conn.execute("create table public.audit (e public.audit_entry)")
+        conn.execute(
+            "insert into public.audit (e) select row(s)::public.audit_entry"
+            " from public.conversation_sessions s where s.duration_seconds is not null"
+        )
+        conn.execute("create view public.whole as select s from public.conversation_sessions s")
+        conn.execute("create domain public.entries as public.audit_entry[]")
+        conn.execute("create table public.keep (w public.whole, many public.entries)")
+        conn.execute(
+            "create materialized view public.snap as select s from public.conversation_sessions s"
+        )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
+    for held in (
+        "column e of public.audit holds rows of public.conversation_sessions (inside its type)",
+        "column w of public.keep holds rows",
+        "column many of public.keep holds rows",
+        "materialized view column s of public.snap holds rows",
+    ):
+        assert held in refused, held
+    assert "alter table public.audit alter column e type jsonb using to_jsonb(e)" in refused
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert "column e of public.audit holds rows" in " ".join(applied.stderr.split())
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        kept = conn.execute(
+            "select count(*) as n from public.audit where ((e).before).duration_seconds is null"
+        ).fetchone()
+    assert kept is not None and kept["n"] == 0
+
+
+@ON_ONE_SERVER
 def test_a_before_trigger_whose_when_reads_new_is_active_is_refused_before_finish(
     adoptable: Adoptable,
 ) -> None:

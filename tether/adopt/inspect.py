@@ -616,23 +616,50 @@ def broken_check_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shap
     return refusals
 
 
+# The types whose values hold rows of the table, as Postgres follows them before a
+# rewrite (find_composite_type_dependencies): the row type and its array, then domains
+# and arrays over a type held, and the row types of composite types, views and foreign
+# tables with a column of one. Columns of tables and materialized views store them.
+_HELD_ROWS = """
+with recursive held (typ) as (
+  select t.reltype from pg_catalog.pg_class t where t.oid = %(oid)s
+  union
+  select next.typ
+  from held h
+  cross join lateral (
+    select ty.oid as typ from pg_catalog.pg_type ty
+    where (ty.typtype = 'd' and ty.typbasetype = h.typ)
+       or (ty.typelem = h.typ and ty.typcategory = 'A')
+    union
+    select c.reltype from pg_catalog.pg_attribute a
+    join pg_catalog.pg_class c on c.oid = a.attrelid and c.relkind in ('c', 'v', 'f')
+    where a.atttypid = h.typ and a.attnum > 0 and not a.attisdropped
+  ) next
+)
+select distinct c.relkind::text,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname,
+       a.atttypid <> (select reltype from pg_catalog.pg_class where oid = %(oid)s)
+         and a.atttypid <> (select ty.typarray from pg_catalog.pg_class t
+                            join pg_catalog.pg_type ty on ty.oid = t.reltype
+                            where t.oid = %(oid)s)
+from held h
+join pg_catalog.pg_attribute a on a.atttypid = h.typ and a.attnum > 0 and not a.attisdropped
+join pg_catalog.pg_class c on c.oid = a.attrelid and c.relkind in ('r', 'p', 'm')
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.oid <> %(oid)s
+order by 2, 3
+"""
+
+
 def row_type_refusals(
     conn: psycopg.Connection[tuple[Any, ...]], shape: Shape, command: str
 ) -> list[str]:
     """Columns of other tables holding rows of the table (an audit table's ``old_row
-    conversation_sessions``): Postgres refuses --finish's rewrite while one exists, and
-    a column --apply replaces would leave the rows they hold without its values."""
-    found = conn.execute(
-        "select quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname"
-        " from pg_catalog.pg_class t"
-        " join pg_catalog.pg_type ty on ty.oid = t.reltype"
-        " join pg_catalog.pg_attribute a on a.atttypid in (ty.oid, ty.typarray)"
-        "  and a.attnum > 0 and not a.attisdropped"
-        " join pg_catalog.pg_class c on c.oid = a.attrelid and c.relkind in ('r', 'p', 'f')"
-        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
-        " where t.oid = %s order by 1, 2",
-        (shape.oid,),
-    ).fetchall()
+    conversation_sessions``), directly or inside a type of their own (a composite type,
+    a view's row type, a domain, an array): Postgres refuses --finish's rewrite while
+    one exists, and a column --apply replaces would leave the rows they hold without
+    its values."""
+    found = conn.execute(_HELD_ROWS, {"oid": shape.oid}).fetchall()
     if command == "--finish":
         why = "Postgres rewrites no table, as --finish does, while a column holds its rows"
     else:
@@ -640,12 +667,21 @@ def row_type_refusals(
             "those rows would lose their duration_seconds when --apply converts it"
             " (Postgres reads no value of a column dropped since)"
         )
-    return [
-        f"column {quoted(str(column))} of {table} holds rows of public.conversation_sessions:"
-        f" {why}. Keep them as JSON first: alter table {table} alter column"
-        f" {quoted(str(column))} type jsonb using to_jsonb({quoted(str(column))})"
-        for table, column in found
-    ]
+    refusals = []
+    for kind, relation, column, inside in found:
+        held = f"column {quoted(str(column))} of {relation} holds rows of"
+        held += " public.conversation_sessions" + (" (inside its type)" if inside else "")
+        if kind == "m":
+            refusals.append(
+                f"{held.replace('column', 'materialized view column', 1)}: {why}. Drop the"
+                f" materialized view {relation}, and create it again afterwards"
+            )
+            continue
+        refusals.append(
+            f"{held}: {why}. Keep them as JSON first: alter table {relation} alter column"
+            f" {quoted(str(column))} type jsonb using to_jsonb({quoted(str(column))})"
+        )
+    return refusals
 
 
 def duration_row_type_refusals(
