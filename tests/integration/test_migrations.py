@@ -929,6 +929,28 @@ def test_a_policy_for_a_role_whose_privileges_tether_s_role_does_not_inherit_is_
     assert (mended.returncode, mended.stderr) == (0, ""), mended.stderr
 
 
+def test_ctrl_c_after_the_run_says_what_stays_applied(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted while the row security was read, once the run had committed: what
+    it applied stays applied, and a run that applied nothing (up to date) says so, not
+    "the migrations said above" of none."""
+    from tether import row_security  # noqa: PLC0415
+    from tether.cli import main  # noqa: PLC0415
+
+    def interrupted(url: str) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(row_security, "problems_at", interrupted)
+    assert main(["migrate", "--database-url", empty_database_url]) == 130
+    said = capsys.readouterr().err
+    assert f"{len(migrate.discover())} migration(s) applied" in said
+    assert said.endswith("tether migrate: interrupted; the migrations said above stay applied\n")
+    assert main(["migrate", "--database-url", empty_database_url]) == 130
+    said = capsys.readouterr().err
+    assert said == "database is up to date\ntether migrate: interrupted; nothing was applied\n"
+
+
 def test_ctrl_c_mid_run_says_nothing_was_applied_and_nothing_was(
     empty_database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,7 +54,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise
     except KeyboardInterrupt:
         say_done(done, say_aside)
-        raise Interrupted("the migrations said above stay applied") from None
+        raise Interrupted(
+            "the migrations said above stay applied" if done else "nothing was applied"
+        ) from None
     if problems:
         # A failure prints nothing on stdout, --json or not: stderr says what was done.
         say_done(done, say_aside)
