@@ -1386,7 +1386,11 @@ def test_a_bucket_whose_set_up_was_interrupted_is_not_left_for_the_next_deploy(
     with monkeypatch.context() as interrupted:
         interrupted.setattr(stack_module, "_set_up_bucket", ctrl_c_midway)
         assert main([*deploy, "--bucket", "team-bundles", "--yes"]) == 130
-    capsys.readouterr()
+    # Not "what it had done is kept": the bucket it had made is gone.
+    assert capsys.readouterr().err.endswith(
+        "tether deploy: interrupted; bucket team-bundles was made but not set up; it was"
+        " removed: deploy again\n"
+    )
     s3 = aws_client("s3", aws)
     assert "team-bundles" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 

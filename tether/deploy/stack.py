@@ -260,8 +260,9 @@ def ensure_bucket(aws: Aws, bucket: str, report: Report) -> None:
         ) from None
     except KeyboardInterrupt:
         # Ctrl-C (or SIGTERM: a CI job cancelled) in the same gap: the same bucket left.
-        _removed_empty(s3, bucket)
-        raise
+        raise Interrupted(
+            f"bucket {bucket} was made but not set up; {_removed_empty(s3, bucket)}"
+        ) from None
     report(f"created bucket {bucket}")
 
 
