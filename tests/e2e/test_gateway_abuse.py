@@ -931,7 +931,7 @@ def test_posts_to_a_client_that_reads_nothing_are_refused_once_its_buffer_is_ful
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",
-        config=Config(retries={"max_attempts": 1}),  # the first refusal, not a retry's
+        config=Config(retries={"total_max_attempts": 1}),  # the first refusal, not a retry's
     )
 
     async def scenario() -> None:
