@@ -10,6 +10,7 @@ running one. The deploy test uploads the default arm64 build.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -363,3 +364,29 @@ def test_a_python_without_pip_is_said_so_with_the_way_to_add_it(
         bundles.dependencies(["six"], Target(), cache_dir=cache_dir)
     assert f"{python} -m ensurepip" in str(refused.value)
     assert not (cache_dir / "site").exists()
+
+
+def test_a_project_s_own_copy_of_the_entry_points_is_said_to_be_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Since an installed tether deploys the entry points it ships, a project that kept
+    an edited copy in ./functions (as a checkout of tether once had to be used) had it
+    passed over without a word; the same copy, or none, is not worth a word."""
+    import shutil  # noqa: PLC0415
+
+    from tether.cli.deploy import _entry_points_folder  # noqa: PLC0415
+    from tether.deploy import entry_points  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    given = argparse.Namespace(functions=None)
+    assert _entry_points_folder(given) == entry_points()
+    shutil.copytree(entry_points(), tmp_path / "functions")
+    assert _entry_points_folder(given) == entry_points()
+    assert capsys.readouterr().err == ""
+    (tmp_path / "functions" / "connect.py").write_text("# ours\n")
+    assert _entry_points_folder(given) == entry_points()
+    said = capsys.readouterr().err
+    assert "./functions differs from the entry points this tether ships" in said
+    assert "pass --functions functions to deploy yours" in said
+    assert _entry_points_folder(argparse.Namespace(functions="functions")) == Path("functions")
+    assert capsys.readouterr().err == ""

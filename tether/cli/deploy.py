@@ -29,6 +29,7 @@ from tether.cli.common import (
     grace,
     in_flags,
     say,
+    say_aside,
     whole_number,
 )
 from tether.durations import format_duration
@@ -289,8 +290,8 @@ def _checked_stack_and_flags(args: argparse.Namespace) -> str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tether.deploy import bundle as bundles  # noqa: PLC0415
-    from tether.deploy import entry_points, template_text  # noqa: PLC0415
     from tether.deploy import stack as stacks  # noqa: PLC0415
+    from tether.deploy import template_text  # noqa: PLC0415
 
     name = _checked_stack_and_flags(args)
     template = template_text()
@@ -326,7 +327,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     target = bundles.Target(architecture=architecture)
     say(f"building the bundle for {target.runtime} {target.architecture} ...")
     bundle = bundles.build_bundle(
-        functions_dir=Path(args.functions) if args.functions else entry_points(),
+        functions_dir=_entry_points_folder(args),
         target=target,
         driver=driver,
         include=[Path(p) for p in args.include],
@@ -567,6 +568,40 @@ _SETTING_FLAGS = {
 }
 
 
+def _entry_points_folder(args: argparse.Namespace) -> Path:
+    """--functions, else the entry points this tether ships. A project that kept a copy
+    of them (as tether's checkout once had to be used) deploys tether's own unless it
+    says otherwise: said, not silent."""
+    from tether.deploy import entry_points  # noqa: PLC0415
+
+    if args.functions:
+        return Path(args.functions)
+    shipped = entry_points()
+    if _edited_copy_here(shipped):
+        say_aside(
+            "tether deploy: ./functions differs from the entry points this tether ships,"
+            " which are deployed; pass --functions functions to deploy yours"
+        )
+    return shipped
+
+
+def _edited_copy_here(shipped: Path) -> bool:
+    """Whether ./functions is a package of the entry points whose files differ from the
+    ones this tether ships (a checkout of tether has the same, by the link)."""
+    here = Path("functions")
+    if not (here / "__init__.py").is_file():
+        return False
+    if here.resolve() == shipped.resolve():
+        return False
+    names = {p.name for p in here.glob("*.py")} | {p.name for p in shipped.glob("*.py")}
+    return any(
+        not (here / name).is_file()
+        or not (shipped / name).is_file()
+        or (here / name).read_bytes() != (shipped / name).read_bytes()
+        for name in names
+    )
+
+
 def _check_https(key: str, url: str | None) -> None:
     """An address the functions fetch from (Supabase, its signing keys): https, a host."""
     from urllib.parse import urlsplit  # noqa: PLC0415
@@ -641,7 +676,6 @@ def _check_settings(parameters: dict[str, str]) -> None:
 def _migrate(args: argparse.Namespace, aws: Any, parameters: dict[str, str]) -> None:
     from tether import migrate, row_security  # noqa: PLC0415
     from tether.aws.secrets import is_reference  # noqa: PLC0415
-    from tether.cli.common import say_aside  # noqa: PLC0415
     from tether.cli.migrations import say_done  # noqa: PLC0415
     from tether.dburl import check  # noqa: PLC0415
     from tether.deploy.stack import read_secret  # noqa: PLC0415
