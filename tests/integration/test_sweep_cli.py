@@ -278,6 +278,10 @@ def test_close_orphans_ends_only_the_sessions_it_asked_about(
     assert active == {"old=": False, "almost-a=": True, "almost-b=": True}
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_at_the_question_says_nothing_was_changed(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
@@ -296,6 +300,9 @@ def test_ctrl_c_at_the_question_says_nothing_was_changed(
         stderr=subprocess.PIPE,
         text=True,
         env=clean,
+        # As at a terminal: a job started in the background (CI's, often) inherits
+        # SIGINT ignored, and Python then installs no Ctrl-C handler at all.
+        preexec_fn=_ctrl_c_as_at_a_terminal,  # noqa: PLW1509 - one thread starts it
     )
     try:
         assert process.stderr is not None
