@@ -278,10 +278,6 @@ def test_close_orphans_ends_only_the_sessions_it_asked_about(
     assert active == {"old=": False, "almost-a=": True, "almost-b=": True}
 
 
-def _ctrl_c_as_at_a_terminal() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_at_the_question_says_nothing_was_changed(
     database_url: str, db: Conn, make_session: SessionFactory
 ) -> None:
