@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -97,3 +99,61 @@ def test_a_bus_that_never_answers_is_not_called_again_for_the_rest_of_a_backlog(
     assert sorted(map(str, result.failed)) == sorted(str(s.session_id) for s in sessions)
     # The first calls, each with its tries; none of the rest.
     assert len(taken) <= concurrency * eventbridge.CALL_ATTEMPTS, len(taken)
+
+
+@pytest.fixture
+def refusing_bus() -> Iterator[tuple[str, list[int]]]:
+    """An endpoint that answers every PutEvents with each entry refused in the answer
+    (InternalFailure, one by one): the number of entries of each call it took."""
+    calls: list[int] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            entries = json.loads(self.rfile.read(length))["Entries"]
+            calls.append(len(entries))
+            body = json.dumps(
+                {
+                    "FailedEntryCount": len(entries),
+                    "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]
+                    * len(entries),
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.usefixtures("local_credentials")
+def test_entries_refused_one_by_one_do_not_stop_the_calls_after_them(
+    refusing_bus: tuple[str, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries refused in an answer are no failure of the call: the rest of a backlog
+    is still sent (it was skipped, as after a bus that does not answer, and logged as
+    refused though never sent)."""
+    endpoint, calls = refusing_bus
+    announcer = EventBridgeAnnouncer("bus", endpoint_url=endpoint, concurrency=4)
+    sessions = _ended(eventbridge.PUT_EVENTS_BATCH * 8)
+    with caplog.at_level("WARNING", logger="tether.eventbridge"):
+        result = announcer.announce(sessions)
+    assert result.announced == [] and len(result.failed) == len(sessions)
+    assert calls == [eventbridge.PUT_EVENTS_BATCH] * 8
+    (said,) = [r for r in caplog.records if r.name == "tether.eventbridge"]
+    assert (said.__dict__["error_code"], said.__dict__["sessions"]) == (
+        "InternalFailure",
+        len(sessions),
+    )

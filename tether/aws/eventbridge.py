@@ -13,6 +13,8 @@ from tether.models import SESSION_ENDED, SessionEnded
 from tether.outbox import AnnounceResult
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from mypy_boto3_events import EventBridgeClient
 
 logger = logging.getLogger("tether.eventbridge")
@@ -63,22 +65,25 @@ class EventBridgeAnnouncer:
         if not batches:
             return result
         client = self._events()  # built here, once, before any worker thread needs it
+        skipped: list[UUID] = []
         if len(batches) == 1:
-            outcomes = [self._put(client, batches[0])]
+            outcomes = [self._put(client, batches[0])[:2]]
         else:
             # A redelivery backlog is thousands of PutEvents calls: a few at once. Once a
-            # call has failed whole (the bus unreachable, silent or refusing all), the
-            # calls not started yet would wait out the same timeouts, round after round,
-            # and hold up the sweep's next check: they are not made, their ends stay
-            # queued as the failed ones do.
+            # call has failed whole (the bus unreachable, silent, or refusing the call),
+            # the calls not started yet would wait out the same timeouts, round after
+            # round, and hold up the sweep's next check: they are not made, their ends
+            # stay queued as the failed ones do. Entries refused one by one in an answer
+            # are no such failure: the next calls are made.
             failure: list[str] = []
 
             def put(batch: Sequence[SessionEnded]) -> tuple[AnnounceResult, list[str]]:
                 if failure:
-                    skipped = [session.session_id for session in batch]
-                    return AnnounceResult(failed=skipped), [failure[0]] * len(batch)
-                outcome, codes = self._put(client, batch)
-                if not outcome.announced and codes:
+                    not_sent = [session.session_id for session in batch]
+                    skipped.extend(not_sent)
+                    return AnnounceResult(failed=not_sent), []
+                outcome, codes, whole = self._put(client, batch)
+                if whole:
                     failure.append(codes[0])
                 return outcome, codes
 
@@ -95,14 +100,21 @@ class EventBridgeAnnouncer:
                 "EventBridge did not accept SessionEnded; the sweep will redeliver",
                 extra={"error_code": code, "sessions": count},
             )
+        if skipped:
+            logger.warning(
+                "SessionEnded not sent, EventBridge having failed a call whole; the sweep"
+                " will redeliver",
+                extra={"sessions": len(skipped)},
+            )
         if refusals:
             result.error = ", ".join(sorted(refusals))
         return result
 
     def _put(
         self, client: EventBridgeClient, batch: Sequence[SessionEnded]
-    ) -> tuple[AnnounceResult, list[str]]:
-        """What was accepted, and the error code of each entry that was not."""
+    ) -> tuple[AnnounceResult, list[str], bool]:
+        """What was accepted, the error code of each entry that was not, and whether the
+        call failed whole (no answer, or the call refused)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         result = AnnounceResult()
@@ -123,7 +135,7 @@ class EventBridgeAnnouncer:
             response = client.put_events(Entries=entries)  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as exc:
             result.failed.extend(session.session_id for session in batch)
-            return result, [error_code(exc)] * len(batch)
+            return result, [error_code(exc)] * len(batch), True
         # Entries answer in order; a failed one carries an ErrorCode.
         answers = response.get("Entries", [])
         for index, session in enumerate(batch):
@@ -133,4 +145,4 @@ class EventBridgeAnnouncer:
             else:
                 codes.append(str(entry.get("ErrorCode") or "NoEventId"))
                 result.failed.append(session.session_id)
-        return result, codes
+        return result, codes, False
