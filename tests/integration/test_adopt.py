@@ -3092,6 +3092,47 @@ def test_a_column_holding_the_table_s_rows_is_refused_with_how_to_keep_them(
 
 
 @ON_ONE_SERVER
+def test_a_refusal_no_check_foresaw_is_not_said_to_pass_if_run_again(
+    adoptable: Adoptable,
+) -> None:
+    """A step Postgres refused for a reason --check did not foresee (here, an event
+    trigger refusing every change of a table's shape) was told to run again, as a lost
+    connection is: it failed the same at every run. It now says to mend what Postgres
+    names first, with Postgres's detail; a lost connection is still told to run again."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create function public.no_ddl() returns event_trigger language plpgsql as"
+            " $$ begin raise exception 'schema changes are frozen'"
+            " using detail = 'ask the platform team'; end $$"
+        )
+        conn.execute(
+            "create event trigger no_ddl on ddl_command_start when tag in ('ALTER TABLE')"
+            " execute function public.no_ddl()"
+        )
+    try:
+        applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+        said = " ".join(applied.stderr.split())
+        assert applied.returncode == 1, said
+        assert "failed: schema changes are frozen (ask the platform team)" in said
+        assert "mend what Postgres names, then run `tether adopt --apply` again" in said
+        with _connect(url) as conn:
+            conn.execute("alter event trigger no_ddl disable")
+        apply(url, lock=FAST)
+        with _connect(url) as conn:
+            conn.execute("alter event trigger no_ddl enable")
+        finished = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+        said = " ".join(finished.stderr.split())
+        assert finished.returncode == 1, said
+        assert "finish failed: schema changes are frozen (ask the platform team)" in said
+        assert "nothing of it was kept" in said
+        assert "it finishes the table" not in said
+    finally:
+        with _connect(url) as conn:
+            conn.execute("drop event trigger if exists no_ddl")
+
+
+@ON_ONE_SERVER
 def test_rows_of_the_table_kept_inside_a_type_are_refused_too(adoptable: Adoptable) -> None:
     """Rows kept inside a composite type, a view's row type, a domain or an array of
     one went unsaid: --apply converted duration_seconds and the rows they held read

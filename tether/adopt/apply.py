@@ -33,8 +33,10 @@ from tether.adopt.catalog import (
     backend,
     connect,
     index_statements,
+    may_pass_again,
     read_shape,
     said,
+    said_in_full,
     sql_file,
     trusted,
 )
@@ -598,6 +600,19 @@ def _ignore(_: str) -> None:
     """No checkpoint."""
 
 
+def _step_failed(name: str, exc: psycopg.Error) -> AdoptionError:
+    if may_pass_again(exc):
+        return AdoptionError(
+            f"{name} failed: {said(exc)}. What it had done is kept or rolled back whole;"
+            " run `tether adopt --apply` again to resume"
+        )
+    # A refusal --check did not foresee: run again, it fails the same.
+    return AdoptionError(
+        f"{name} failed: {said_in_full(exc)}. What it had done is kept or rolled back whole;"
+        " mend what Postgres names, then run `tether adopt --apply` again to resume"
+    )
+
+
 def apply(
     url: str,
     *,
@@ -660,10 +675,7 @@ def apply(
                 try:
                     STEPS[name](run)
                 except psycopg.Error as exc:
-                    raise AdoptionError(
-                        f"{name} failed: {said(exc)}. What it had done is"
-                        " kept or rolled back whole; run `tether adopt --apply` again to resume"
-                    ) from None
+                    raise _step_failed(name, exc) from None
                 result.seconds[name] = round(time.perf_counter() - started, 3)
                 result.ran.append(name)
                 logger.info(

@@ -108,6 +108,27 @@ def said(exc: psycopg.Error) -> str:
     return " ".join((exc.diag.message_primary or str(exc)).split()).rstrip(".")
 
 
+# A connection lost (class 08, the server shut down or restarted) or a transaction
+# Postgres chose to end (a deadlock, a serialization failure): another run may pass.
+_TRANSIENT = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+
+
+def may_pass_again(exc: psycopg.Error) -> bool:
+    """Whether the same step, run again, may pass: not a refusal that repeats."""
+    import psycopg  # noqa: PLC0415 - as the module's other runtime uses
+
+    state = exc.sqlstate
+    if state is None:  # libpq's own: the connection went away
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in _TRANSIENT
+
+
+def said_in_full(exc: psycopg.Error) -> str:
+    """``said``, with Postgres's DETAIL when it gives one (the object in the way)."""
+    detail = " ".join((exc.diag.message_detail or "").split()).rstrip(".")
+    return f"{said(exc)} ({detail})" if detail else said(exc)
+
+
 def trusted(text: str) -> sql.SQL:
     """SQL text tether did not type here but trusts: its own files, and definitions
     Postgres itself wrote (``pg_get_viewdef``, ``pg_get_indexdef``, ...)."""

@@ -25,8 +25,10 @@ from tether.adopt.catalog import (
     SYNC_FUNCTION,
     SYNC_TRIGGER,
     connect,
+    may_pass_again,
     read_shape,
     said,
+    said_in_full,
     sql_file,
     trusted,
 )
@@ -190,10 +192,16 @@ def finish(
         except psycopg.Error as exc:
             # A connection lost mid-way (the database restarted) says, besides
             # Postgres's words, what became of the table and what to do.
+            if may_pass_again(exc):
+                raise AdoptionError(
+                    f"finish failed: {said(exc)}. It is one transaction,"
+                    " kept or rolled back whole; run `tether adopt --finish` again: it"
+                    " finishes the table, or says it is finished already"
+                ) from None
+            # A refusal --check did not foresee: run again, it fails the same.
             raise AdoptionError(
-                f"finish failed: {said(exc)}. It is one transaction,"
-                " kept or rolled back whole; run `tether adopt --finish` again: it finishes"
-                " the table, or says it is finished already"
+                f"finish failed: {said_in_full(exc)}. It is one transaction: nothing of it"
+                " was kept. Mend what Postgres names, then run `tether adopt --finish` again"
             ) from None
         held += 0.0 if held else time.perf_counter() - started
         conn.execute("analyze public.conversation_sessions")
