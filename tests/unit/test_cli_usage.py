@@ -135,6 +135,31 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
         ),
         # Said back as it was written (it read "got 180s").
         (["deploy", "--stack", "x", "--sweep-rate", "3m"], "one of 1m, 2m, 5m, 10m, got 3m"),
+        # Refused only once AWS was asked: unreachable, a failure (exit 1), not a typo.
+        (
+            [
+                "deploy",
+                "--stack",
+                "s",
+                "--endpoint-url",
+                "http://127.0.0.1:9",
+                "--database-secret",
+                "",
+            ],
+            "--database-secret: the value given is not allowed: empty",
+        ),
+        (
+            [
+                "deploy",
+                "--stack",
+                "s",
+                "--endpoint-url",
+                "http://127.0.0.1:9",
+                "--jwt-audience",
+                " ",
+            ],
+            "--jwt-audience: is empty",
+        ),
         # Taken and ignored, as if the rewrite's lock could be cut into batches.
         (
             ["adopt", "--finish", "--batch-size", "100", "--database-url", "postgresql://u@h/db"],

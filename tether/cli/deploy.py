@@ -285,6 +285,18 @@ def _checked_stack_and_flags(args: argparse.Namespace) -> str:
             "--database-url names the database --migrate applies the migrations to: add"
             " --migrate, or leave it out"
         )
+    # Blank, each is refused whatever the stack keeps: said before AWS is asked, so
+    # an unreachable AWS does not turn a flag's typo into a failure (exit 1).
+    if args.database_secret is not None and not args.database_secret.strip():
+        raise InvalidInputError(
+            "--database-secret: the value given is not allowed: empty (every function reads"
+            " the database through it); name the secret, or leave the flag out to keep the"
+            " stack's"
+        )
+    if args.jwt_audience is not None and not args.jwt_audience.strip():
+        raise InvalidInputError(
+            "--jwt-audience: is empty: give a value, or leave it unset for the default"
+        )
     return stacks.check_stack_name(args.stack)
 
 
