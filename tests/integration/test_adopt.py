@@ -3133,6 +3133,35 @@ def test_a_refusal_no_check_foresaw_is_not_said_to_pass_if_run_again(
 
 
 @ON_ONE_SERVER
+def test_a_policy_of_another_table_on_the_replaced_columns_is_refused_by_name(
+    adoptable: Adoptable,
+) -> None:
+    """A policy of another table reading is_active (using (exists (select ... where
+    s.is_active))) was counted as one of the table's policies, which adoption recreates,
+    and --finish failed on Postgres's "cannot drop column ... other objects depend on
+    it", told to run again. It is now named by --check and refused before anything."""
+    url = adoptable.url
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        conn.execute("create table public.kick_requests (session_id uuid)")
+        conn.execute("alter table public.kick_requests enable row level security")
+        conn.execute(
+            "create policy live_only on public.kick_requests using (exists (select 1"
+            " from public.conversation_sessions s"
+            " where s.session_id = kick_requests.session_id and s.is_active))"
+        )
+    named = "policy of another table live_only on public.kick_requests depends on is_active"
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    stops = " ".join(checked.stdout.split("what would stop --finish:")[1].split())
+    assert named in stops, stops
+    finished = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert finished.returncode == 1
+    assert named in " ".join(finished.stderr.split())
+    assert "finish failed" not in finished.stderr
+    assert plan_finish(url).state != "adopted and finished"
+
+
+@ON_ONE_SERVER
 def test_rows_of_the_table_kept_inside_a_type_are_refused_too(adoptable: Adoptable) -> None:
     """Rows kept inside a composite type, a view's row type, a domain or an array of
     one went unsaid: --apply converted duration_seconds and the rows they held read

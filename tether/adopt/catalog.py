@@ -775,7 +775,16 @@ from (
                                   and k.oid = deps.objid
   where k.contype <> 'n'
   union all
-  select 'policy', p.polname::text, deps.attname
+  -- A policy of another table naming the column (using (exists (select ... where
+  -- is_active))): not the table's, which adoption recreates, so named as its table's.
+  select case when p.polrelid = %(oid)s then 'policy' else 'policy of another table' end,
+         case when p.polrelid = %(oid)s then p.polname::text
+              else quote_ident(p.polname) || ' on ' || (
+                select quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                from pg_catalog.pg_class c
+                join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                where c.oid = p.polrelid) end,
+         deps.attname
   from deps
   join pg_catalog.pg_policy p on deps.classid = 'pg_catalog.pg_policy'::regclass
                               and p.oid = deps.objid

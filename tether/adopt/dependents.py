@@ -37,6 +37,7 @@ REFUSED_HOW = {
     "statistics": "extended statistics are bound to the column",
     "publication": "a publication's column list or row filter (where) names the column",
     "rule": "adoption recreates the rules of views only",
+    "policy of another table": "adoption recreates the policies of the table only",
 }
 
 
