@@ -3953,6 +3953,40 @@ def test_a_conversion_names_what_postgres_refuses_it_under(server: Server) -> No
     assert row == {"n": 1, "users": 1}
 
 
+def test_a_conversion_names_another_table_s_rule_and_policy_on_the_column(
+    server: Server,
+) -> None:
+    """A rule or a policy of another table naming session_start pins its type as a view
+    does ("cannot alter type of a column used by a view or rule"), but the statement
+    converting it named neither: following it failed."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id uuid, is_active boolean, session_start timestamp,"
+            " session_end timestamptz, duration_seconds double precision)"
+        )
+        conn.execute("create table public.kicks (session_id uuid, at timestamp)")
+        conn.execute(
+            "create rule stamp as on insert to public.kicks do also update"
+            " public.conversation_sessions set session_start = new.at"
+            " where session_id = new.session_id"
+        )
+        conn.execute("alter table public.kicks enable row level security")
+        conn.execute(
+            "create policy recent on public.kicks using (exists (select 1 from"
+            " public.conversation_sessions s where s.session_start > now() - interval '1 day'))"
+        )
+    (refusal,) = [r for r in inspect(url).refusals if r.startswith("session_start is")]
+    assert "rule stamp on public.kicks" in refusal, refusal
+    assert "policy of another table recent on public.kicks" in refusal, refusal
+    with _connect(url) as conn:
+        conn.execute("drop rule stamp on public.kicks")
+        conn.execute("drop policy recent on public.kicks")
+        conn.execute(refusal.split("e.g. ", 1)[1].split(" (", 1)[0])
+    assert [r for r in inspect(url).refusals if r.startswith("session_start is")] == []
+
+
 def test_a_conversion_names_an_index_on_an_expression_of_the_column(server: Server) -> None:
     """A team with an index on date(session_start) for its daily statistics, its
     session_start without time zone: --check's statement converting it failed as given

@@ -210,7 +210,9 @@ def quoted(name: str) -> str:
 CONVERTIBLE_COLUMNS = ("session_start", "session_end", "ended_at", "user_id")
 """The old writers' columns of a type adoption may refuse, with the statement that
 converts them."""
-TYPE_PINNING_KINDS = frozenset({"view", "materialized view", "policy", "trigger"})
+TYPE_PINNING_KINDS = frozenset(
+    {"view", "materialized view", "policy", "trigger", "rule", "policy of another table"}
+)
 """What Postgres refuses to change a column's type under (alter table ... type); an
 index on an expression of the column too, where the expression does not hold for the
 new type (read apart)."""
@@ -709,9 +711,14 @@ def _typed_by(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> dict[s
     converted = [c for c in CONVERTIBLE_COLUMNS if c in shape.columns]
     for dependent in dependents(conn, shape.oid, converted):
         if dependent.kind in TYPE_PINNING_KINDS:
-            # A view's name comes quoted and schema-qualified; a policy's or a trigger's
-            # as the catalog has it ("Stamp"), to be written as drop would need it.
-            name = dependent.name if "view" in dependent.kind else quoted(dependent.name)
+            # A view's name comes quoted and schema-qualified, and so does another
+            # table's rule or policy (its name, then "on" its table); a policy's or a
+            # trigger's as the catalog has it ("Stamp"), to be written as drop needs it.
+            name = (
+                dependent.name
+                if "view" in dependent.kind or dependent.kind in {"rule", "policy of another table"}
+                else quoted(dependent.name)
+            )
             for column in dependent.columns:
                 found.setdefault(column, []).append(f"{dependent.kind} {name}")
     for column, index in conn.execute(
