@@ -89,6 +89,17 @@ async def recording_async_generator(detail: SessionEnded) -> AsyncIterator[None]
     yield
 
 
+class _RecordingGeneratorObject:
+    """A callable object whose ``__call__`` has a ``yield`` in it."""
+
+    def __call__(self, detail: SessionEnded) -> Iterator[None]:
+        calls.append(detail)
+        yield
+
+
+recording_generator_object = _RecordingGeneratorObject()
+
+
 def recording_then_returning_a_generator(detail: SessionEnded) -> Iterator[str]:
     """Does its work, then returns a generator of what it did: its body ran."""
     calls.append(detail)
