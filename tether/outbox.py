@@ -41,15 +41,22 @@ class Announcer(Protocol):
     def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult: ...
 
 
+_DETAIL_FIELDS = set(SessionEnded.model_fields)
+
+
 class LogAnnouncer:
     """Announces by writing one structured log line per session (local runs, no AWS)."""
 
     def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
         for session in sessions:
-            logger.info(
-                SESSION_ENDED,
-                extra={"detail_type": SESSION_ENDED, **session.model_dump(mode="json")},
+            # The event's fields only, as EventBridge gets them: an end from the outbox
+            # (QueuedSession) carries its bookkeeping too.
+            detail = (
+                session.model_dump(mode="json")
+                if type(session) is SessionEnded
+                else session.model_dump(mode="json", include=_DETAIL_FIELDS)
             )
+            logger.info(SESSION_ENDED, extra={"detail_type": SESSION_ENDED, **detail})
         return AnnounceResult(announced=[session.session_id for session in sessions])
 
 

@@ -1,4 +1,4 @@
-"""The EventBridge announcer against a bus that takes calls and never answers."""
+"""The announcers: EventBridge against buses that do not answer or refuse, and the log."""
 
 from __future__ import annotations
 
@@ -157,3 +157,24 @@ def test_entries_refused_one_by_one_do_not_stop_the_calls_after_them(
         "InternalFailure",
         len(sessions),
     )
+
+
+def test_the_log_announcer_writes_the_event_s_fields_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An end the sweep redelivered from the outbox was logged with the outbox's
+    bookkeeping (claim_count, enqueued_at), which a first delivery has not: the same
+    event, two shapes. (The EventBridge announcer's detail was mended alike.)"""
+    from tether.models import QueuedSession  # noqa: PLC0415
+    from tether.outbox import LogAnnouncer  # noqa: PLC0415
+
+    (first,) = _ended(1)
+    queued = QueuedSession(**first.model_dump(), enqueued_at=datetime.now(UTC), claim_count=3)
+    with caplog.at_level("INFO", logger="tether.outbox"):
+        LogAnnouncer().announce([first, queued])
+    fields = set(SessionEnded.model_fields)
+    said = [r.__dict__ for r in caplog.records if r.getMessage() == "SessionEnded"]
+    assert len(said) == 2
+    for record in said:
+        assert fields <= set(record)
+        assert not {"claim_count", "enqueued_at"} & set(record)
