@@ -1619,13 +1619,18 @@ def test_check_warns_that_the_old_server_s_prepared_select_star_fails_until_it_r
     said = " ".join(checked.stdout.split())
     assert "`cached plan must not change result type`" in said
     assert "Restart the old server (or recycle its connection pool) once --apply is done" in said
+    # Its columns named, one reading duration_seconds, which --apply converts, fails too.
+    assert "one that names duration_seconds when --apply converts it" in said
     read = "select * from conversation_sessions where session_id = %s"
+    named = "select session_id, duration_seconds from conversation_sessions where session_id = %s"
     session = adoptable.origin.rows[0].session_id
     with psycopg.connect(adoptable.url, autocommit=True, prepare_threshold=0) as old_server:
         old_server.execute(read, (session,)).fetchall()
+        old_server.execute(named, (session,)).fetchall()
         apply(adoptable.url, lock=FAST)
-        with pytest.raises(errors.FeatureNotSupported, match="cached plan must not change"):
-            old_server.execute(read, (session,)).fetchall()
+        for statement in (read, named):
+            with pytest.raises(errors.FeatureNotSupported, match="cached plan must not change"):
+                old_server.execute(statement, (session,)).fetchall()
     with psycopg.connect(adoptable.url, autocommit=True, prepare_threshold=0) as reconnected:
         assert len(reconnected.execute(read, (session,)).fetchall()) == 1
     checked = run_tether("adopt", "--check", "--database-url", adoptable.url)

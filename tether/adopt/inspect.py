@@ -891,9 +891,11 @@ PREPARED_STATEMENTS = (
     "--apply adds and replaces columns, so what `select *` (or `returning *`) of the table"
     " returns changes: a client whose driver prepared such a statement (asyncpg, JDBC,"
     " psycopg 3 after five runs of one) gets `cached plan must not change result type` for"
-    " it from then on, until it reconnects. Restart the old server (or recycle its"
-    " connection pool) once --apply is done; its writes that name their columns, and reads"
-    " through Supabase's REST API (supabase-py), which return JSON, are not affected"
+    " it from then on, until it reconnects, and so does one that names duration_seconds"
+    " when --apply converts it. Restart the old server (or recycle its connection pool)"
+    " once --apply is done, and any reader of `select *` once --finish is (it replaces"
+    " columns again); writes that name other columns, and reads through Supabase's REST"
+    " API (supabase-py), which return JSON, are not affected"
 )
 
 
