@@ -3295,10 +3295,11 @@ def test_a_not_valid_check_the_history_breaks_is_refused_before_the_backfill(
             " where not coalesce(duration_seconds < 1000, true)"
         ).fetchone()
     assert broken is not None and broken["n"] > 0
-    said = f"constraint team_short (NOT VALID) is broken by {broken['n']} rows of the history"
+    said = "constraint team_short (NOT VALID) is broken by "
     checked = run_tether("adopt", "--check", "--database-url", url)
     refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
     assert said in refused
+    assert "rows of the history as the backfill writes them" in refused
     before = _snapshot(url)
     applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
     assert applied.returncode == 1
@@ -3309,6 +3310,49 @@ def test_a_not_valid_check_the_history_breaks_is_refused_before_the_backfill(
         conn.execute("alter table public.conversation_sessions drop constraint team_short")
     apply(url, lock=FAST)
     _assert_adopted_by_the_rules(url, adoptable.origin)
+
+
+def test_a_check_the_backfill_s_corrected_rows_break_is_refused_before_it(
+    server: Server,
+) -> None:
+    """A check read on the rows as stored passed (a null duration, or one the writer got
+    wrong), but the backfill writes each row's duration from its start and end, and
+    Postgres checks the row it writes: --apply stopped in its backfill at every run, a
+    validated check as well as one NOT VALID."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(
+            "create table public.conversation_sessions (session_id uuid primary key,"
+            " user_id uuid, is_active boolean, session_start timestamptz,"
+            " session_end timestamptz, duration_seconds double precision)"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions values"
+            " (gen_random_uuid(), null, false, '2026-11-01 10:00+00', '2026-11-01 11:30+00',"
+            " null),"
+            " (gen_random_uuid(), null, false, '2026-11-01 10:00+00', '2026-11-03 10:00+00',"
+            " 10)"
+        )
+        conn.execute(
+            "alter table public.conversation_sessions"
+            " add constraint short check (duration_seconds < 1000) not valid"
+        )
+        conn.execute(
+            "alter table public.conversation_sessions"
+            " add constraint under_a_day check (duration_seconds < 86400)"
+        )
+    found = " ".join(" ".join(inspect(url).refusals).split())
+    assert "constraint short (NOT VALID) is broken by 2 rows of the history" in found, found
+    assert "constraint under_a_day is broken by 1 row of the history" in found, found
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert "backfill failed" not in applied.stderr
+    assert _snapshot(url) == before
+    with _connect(url) as conn:
+        conn.execute("alter table public.conversation_sessions drop constraint short")
+        conn.execute("alter table public.conversation_sessions drop constraint under_a_day")
+    apply(url, lock=FAST)
 
 
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:

@@ -585,33 +585,63 @@ def duration_view_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Sha
     return view_refusals(conn, shape.oid, ["duration_seconds"], "--apply")
 
 
+def _as_backfilled(shape: Shape) -> sql.Composed:
+    """The table's rows as the backfill writes them (its start, end, is_active,
+    duration and ended_at by the adoption's rules; every other column as it is), under
+    the table's own column names, for a check's expression to read."""
+    written = {
+        "session_start": sql.SQL("b.new_start"),
+        "session_end": sql.SQL("b.new_end"),
+        "is_active": sql.SQL("(b.new_end is null)"),
+        "duration_seconds": sql.SQL("b.new_duration"),
+    }
+    if shape.ended_at_managed:
+        written["ended_at"] = sql.SQL("b.new_end")
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(
+            sql.SQL("({})::{}").format(written[name], trusted(shape.columns[name].type))
+            if name in written
+            else sql.SQL("s.{}").format(sql.Identifier(name)),
+            sql.Identifier(name),
+        )
+        for name in shape.columns
+    )
+    return sql.SQL(
+        "select {} from public.conversation_sessions s"
+        " cross join lateral ({}) o cross join lateral ({}) b"
+    ).format(columns, rules.row_input(shape), rules.belief())
+
+
 def broken_check_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shape) -> list[str]:
-    """The team's NOT VALID checks that rows of the history break: the backfill writes
-    a new version of every row, and Postgres checks each against them, so it would stop
-    at the first such row, at every run."""
+    """The team's checks that rows of the history break as the backfill writes them
+    (their ends and durations read by the adoption's rules): the backfill writes a new
+    version of every row, Postgres checks each, so it would stop at the first such row,
+    at every run. A check NOT VALID is broken by rows as they are stored too."""
     if shape.steps.get("backfill"):
         return []
     refusals: list[str] = []
-    for name, expression in conn.execute(
-        "select conname, pg_catalog.pg_get_expr(conbin, conrelid) from pg_catalog.pg_constraint"
-        " where conrelid = %s and contype = 'c' and not convalidated"
-        "   and conname <> all (%s) order by conname",
+    for name, expression, validated in conn.execute(
+        "select conname, pg_catalog.pg_get_expr(conbin, conrelid), convalidated"
+        " from pg_catalog.pg_constraint"
+        " where conrelid = %s and contype = 'c' and conname <> all (%s) order by conname",
         (shape.oid, [*TETHER_CHECKS, *TRANSITIONAL_CONSTRAINTS]),
     ).fetchall():
         # A check passes where its expression is null, as Postgres reads it.
         row = conn.execute(
             sql.SQL(
-                "select count(*) from public.conversation_sessions where not coalesce(({}), true)"
-            ).format(trusted(str(expression)))
+                "select count(*) from ({}) as conversation_sessions where not coalesce(({}), true)"
+            ).format(_as_backfilled(shape), trusted(str(expression)))
         ).fetchone()
         broken = int(row[0]) if row else 0
         if broken:
+            label = "" if validated else " (NOT VALID)"
             refusals.append(
-                f"constraint {quoted(str(name))} (NOT VALID) is broken by {broken}"
-                f" {'row' if broken == 1 else 'rows'} of the history, and the backfill writes"
-                " every row again, which Postgres checks against it: correct them (where not"
-                f" ({expression})), or drop it (alter table public.conversation_sessions drop"
-                f" constraint {quoted(str(name))}) and add it again, NOT VALID, after --apply"
+                f"constraint {quoted(str(name))}{label} is broken by {broken}"
+                f" {'row' if broken == 1 else 'rows'} of the history as the backfill writes"
+                " them (their ends and durations read by the rules above), which Postgres"
+                " checks against it: drop it (alter table public.conversation_sessions drop"
+                f" constraint {quoted(str(name))}) and add it again after --apply (NOT VALID,"
+                " or once the rows hold it)"
             )
     return refusals
 
