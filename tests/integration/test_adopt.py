@@ -2980,6 +2980,52 @@ def test_finish_that_loses_its_connection_says_what_became_of_it(adoptable: Adop
 
 
 @ON_ONE_SERVER
+def test_what_reads_a_view_adoption_recreates_is_refused_before_anything_changes(
+    adoptable: Adoptable,
+) -> None:
+    """Another table's row security policy reading a view of duration_seconds, a
+    function whose SQL-standard body reads it, and a function taking an array of its
+    rows went unsaid by --check: --apply stopped at its duration step on Postgres's
+    "cannot drop view ... other objects depend on it", at every run."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create view public.team_durations as"
+            " select session_id, is_active, duration_seconds from public.conversation_sessions"
+        )
+        conn.execute("create table public.kicks (session_id uuid)")
+        conn.execute("alter table public.kicks enable row level security")
+        conn.execute(
+            "create policy long_only on public.kicks using (exists (select 1 from"
+            " public.team_durations d where d.session_id = kicks.session_id))"
+        )
+        conn.execute(
+            "create function public.long_count() returns bigint language sql stable"
+            " begin atomic select count(*) from public.team_durations"
+            " where duration_seconds > 3600; end"
+        )
+        conn.execute(
+            "create function public.longest(rows public.team_durations[]) returns int"
+            " language sql immutable as $$ select 1 $$"
+        )
+    stands = (
+        "policy of another table long_only on public.kicks is built on view public.team_durations",
+        "function public.long_count() is built on view public.team_durations",
+        "function public.longest(rows team_durations[]) uses the row type of view"
+        " public.team_durations",
+    )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    refused = " ".join(checked.stdout.split("refused (what stops --apply):")[1].split())
+    for said in stands:
+        assert said in refused, said
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert "other objects depend on it" not in applied.stderr
+    assert _snapshot(url) == before
+
+
+@ON_ONE_SERVER
 def test_what_stands_on_a_view_adoption_recreates_is_refused_before_anything_changes(
     adoptable: Adoptable,
 ) -> None:

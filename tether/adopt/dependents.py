@@ -330,10 +330,39 @@ select distinct %(row_type_user)s,
             else pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) end,
        quote_ident(vn.nspname) || '.' || quote_ident(v.relname)
 from pg_catalog.pg_depend d
-join pg_catalog.pg_class v on v.reltype = d.refobjid
+-- Its row type, or an array of it (a function taking view[]).
+join pg_catalog.pg_class v
+  on d.refobjid in (v.reltype,
+                    (select t.typarray from pg_catalog.pg_type t where t.oid = v.reltype))
 join pg_catalog.pg_namespace vn on vn.oid = v.relnamespace
 where d.refclassid = 'pg_catalog.pg_type'::regclass and d.deptype = 'n'
   and d.classid <> 'pg_catalog.pg_rewrite'::regclass
+  and v.oid = any (%(views)s)
+union
+-- What reads the view itself: another table's row security policy, a function whose
+-- SQL-standard body (begin atomic) names it.
+select distinct
+       case when d.classid = 'pg_catalog.pg_policy'::regclass
+            then 'policy of another table' else 'function' end,
+       case when d.classid = 'pg_catalog.pg_policy'::regclass then
+              (select quote_ident(p.polname) || ' on ' || quote_ident(tn.nspname) || '.'
+                      || quote_ident(t.relname)
+               from pg_catalog.pg_policy p
+               join pg_catalog.pg_class t on t.oid = p.polrelid
+               join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
+               where p.oid = d.objid)
+            else
+              (select quote_ident(pn.nspname) || '.' || quote_ident(p.proname)
+                      || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'
+               from pg_catalog.pg_proc p
+               join pg_catalog.pg_namespace pn on pn.oid = p.pronamespace
+               where p.oid = d.objid) end,
+       quote_ident(vn.nspname) || '.' || quote_ident(v.relname)
+from pg_catalog.pg_depend d
+join pg_catalog.pg_class v on v.oid = d.refobjid
+join pg_catalog.pg_namespace vn on vn.oid = v.relnamespace
+where d.refclassid = 'pg_catalog.pg_class'::regclass
+  and d.classid in ('pg_catalog.pg_policy'::regclass, 'pg_catalog.pg_proc'::regclass)
   and v.oid = any (%(views)s)
 order by 1, 2, 3
 """
