@@ -390,3 +390,24 @@ def test_a_loop_run_elsewhere_in_the_process_leaves_the_handler_its_own(
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert lambda_admin(health, FakeLambdaContext())["statusCode"] == 200
+
+
+def test_a_body_without_its_length_is_refused_on_lambda_too(
+    lambda_admin: Any, make_session: SessionFactory
+) -> None:
+    """Through Mangum the body comes with the event's headers as they are: an HTTP/2
+    client sending none of Content-Length or Transfer-Encoding had its body passed over,
+    and POST /sweep with {"dry_run": true} ran a real sweep."""
+    make_session(started_seconds_ago=3 * 3600, seen_seconds_ago=60)  # the sweep's to end
+    event = _event("/sweep")
+    event["requestContext"]["http"]["method"] = "POST"
+    del event["headers"]["content-length"]
+    event["body"] = '{"dry_run": true}'
+    event["isBase64Encoded"] = False
+    refused = lambda_admin(event, FakeLambdaContext())
+    assert refused["statusCode"] == 400, refused
+    assert "takes no body" in json.loads(refused["body"])["detail"]
+    event["body"] = ""
+    swept = lambda_admin(event, FakeLambdaContext())
+    assert swept["statusCode"] == 200, swept
+    assert json.loads(swept["body"])["ended"] == 1

@@ -164,8 +164,8 @@ async def no_body(request: Request) -> None:
     length = request.headers.get("content-length", "").strip()
     if length.isdigit() and int(length) > _LONGEST_SAYING_NOTHING:
         raise _body_refused()
-    if length in {"", "0"} and "transfer-encoding" not in request.headers:
-        return
+    # Read whatever the length says or not: on Lambda, Mangum hands the event's body
+    # over without a Content-Length when the client sent none (HTTP/2 may not).
     received = b""
     async for chunk in request.stream():
         received += chunk
