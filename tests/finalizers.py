@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -98,6 +99,8 @@ class _RecordingGeneratorObject:
 
 
 recording_generator_object = _RecordingGeneratorObject()
+
+recording_generator_partial = functools.partial(recording_generator)
 
 
 def recording_then_returning_a_generator(detail: SessionEnded) -> Iterator[str]:

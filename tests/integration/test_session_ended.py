@@ -230,7 +230,12 @@ def test_a_finalizer_that_exits_fails_as_any_failing_one_does(
 
 @pytest.mark.parametrize(
     "finalizer",
-    ["recording_generator", "recording_async_generator", "recording_generator_object"],
+    [
+        "recording_generator",
+        "recording_async_generator",
+        "recording_generator_object",
+        "recording_generator_partial",
+    ],
 )
 def test_a_generator_finalizer_fails_rather_than_being_recorded_as_run(
     lambda_env: pytest.MonkeyPatch,

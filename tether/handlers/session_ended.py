@@ -84,10 +84,9 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     (a connection pool) stays on the loop it was made on."""
     global _runner  # noqa: PLW0603 - one loop per container, made on first use
     function = inspect.unwrap(finalizer)
-    if not inspect.isroutine(function):
-        # A callable object: what runs is its __call__.
-        function = inspect.unwrap(type(function).__call__)
-    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+    # A callable object runs its __call__; a functools.partial is read as its function.
+    runs = (function, inspect.unwrap(type(function).__call__))
+    if any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in runs):
         # A function with a ``yield`` in it: calling it runs none of its body, and the
         # session would be recorded as finalized, for good. (A function that does its
         # work and returns a generator is another matter: its body ran.)
