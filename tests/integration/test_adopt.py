@@ -3008,7 +3008,14 @@ def test_what_reads_a_view_adoption_recreates_is_refused_before_anything_changes
             "create function public.longest(rows public.team_durations[]) returns int"
             " language sql immutable as $$ select 1 $$"
         )
+        conn.execute(
+            "create policy own_reader on public.conversation_sessions for select"
+            " using (exists (select 1 from public.team_durations))"
+        )
+    # The table's own policy is named as the table's, not another's.
+    assert "policy of another table own_reader" not in " ".join(inspect(url).refusals)
     stands = (
+        "policy own_reader on public.conversation_sessions is built on view public.team_durations",
         "policy of another table long_only on public.kicks is built on view public.team_durations",
         "function public.long_count() is built on view public.team_durations",
         "function public.longest(rows team_durations[]) uses the row type of view"

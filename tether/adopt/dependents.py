@@ -342,8 +342,10 @@ union
 -- What reads the view itself: another table's row security policy, a function whose
 -- SQL-standard body (begin atomic) names it.
 select distinct
-       case when d.classid = 'pg_catalog.pg_policy'::regclass
-            then 'policy of another table' else 'function' end,
+       case when d.classid <> 'pg_catalog.pg_policy'::regclass then 'function'
+            when (select p.polrelid from pg_catalog.pg_policy p where p.oid = d.objid)
+                 = 'public.conversation_sessions'::regclass then 'policy'
+            else 'policy of another table' end,
        case when d.classid = 'pg_catalog.pg_policy'::regclass then
               (select quote_ident(p.polname) || ' on ' || quote_ident(tn.nspname) || '.'
                       || quote_ident(t.relname)
