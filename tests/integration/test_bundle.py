@@ -390,3 +390,10 @@ def test_a_project_s_own_copy_of_the_entry_points_is_said_to_be_passed_over(
     assert "pass --functions functions to deploy yours" in said
     assert _entry_points_folder(argparse.Namespace(functions="functions")) == Path("functions")
     assert capsys.readouterr().err == ""
+    # A package of the project's own named functions, no copy of them: nothing to say.
+    shutil.rmtree(tmp_path / "functions")
+    (tmp_path / "functions").mkdir()
+    (tmp_path / "functions" / "__init__.py").write_text("")
+    (tmp_path / "functions" / "billing.py").write_text("")
+    assert _entry_points_folder(given) == entry_points()
+    assert capsys.readouterr().err == ""

@@ -598,13 +598,17 @@ def _entry_points_folder(args: argparse.Namespace) -> Path:
 
 
 def _edited_copy_here(shipped: Path) -> bool:
-    """Whether ./functions is a package of the entry points whose files differ from the
-    ones this tether ships (a checkout of tether has the same, by the link)."""
+    """Whether ./functions is a copy of the entry points (it holds one of their modules)
+    whose files differ from the ones this tether ships (a checkout of tether has the
+    same, by the link)."""
     here = Path("functions")
     if not (here / "__init__.py").is_file():
         return False
     if here.resolve() == shipped.resolve():
         return False
+    shipped_names = {p.name for p in shipped.glob("*.py")} - {"__init__.py"}
+    if not any((here / name).is_file() for name in shipped_names):
+        return False  # a package of the project's that is no copy of the entry points
     names = {p.name for p in here.glob("*.py")} | {p.name for p in shipped.glob("*.py")}
     return any(
         not (here / name).is_file()
