@@ -215,10 +215,16 @@ def test_the_websocket_api_s_id_is_exported_for_the_application_s_routes() -> No
     function = made["ChatFunction"]["Properties"]
     assert function["Environment"]["Variables"]["TETHER_DATABASE_URL"] == {"Ref": "DatabaseSecret"}
     (statement,) = made["ChatRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    # Either kind of reference the stack takes: a Secrets Manager secret, an SSM parameter.
+    assert set(statement["Action"]) == {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
     assert statement["Resource"] == {"Ref": "DatabaseSecret"}
-    # Runs where tether's functions run.
+    # Runs where tether's functions run, on the bundle's architecture (its compiled
+    # dependencies are built for it).
     assert function["Runtime"] == props("ConnectFunction")["Runtime"]
+    assert function["Architectures"] == [{"Ref": "Architecture"}]
+    ours = load_template()["Parameters"]["Architecture"]
+    theirs = routes["Parameters"]["Architecture"]
+    assert (theirs["Default"], theirs["AllowedValues"]) == (ours["Default"], ours["AllowedValues"])
 
 
 def test_the_installed_package_carries_this_template() -> None:
