@@ -108,9 +108,10 @@ def said(exc: psycopg.Error) -> str:
     return " ".join((exc.diag.message_primary or str(exc)).split()).rstrip(".")
 
 
-# A connection lost (class 08, the server shut down or restarted) or a transaction
-# Postgres chose to end (a deadlock, a serialization failure): another run may pass.
-_TRANSIENT = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+# A connection lost (class 08, the server shut down or restarted), a transaction
+# Postgres chose to end (a deadlock, a serialization failure), a statement cut by the
+# server's statement_timeout, no connection slot free: another run may pass.
+_TRANSIENT = frozenset({"57P01", "57P02", "57P03", "40001", "40P01", "57014", "53300"})
 
 
 def may_pass_again(exc: psycopg.Error) -> bool:
