@@ -95,18 +95,23 @@ def tracked(
     return [d for d in dependents(conn, oid, columns) if d.kind != FUNCTION_SOURCE]
 
 
-def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]) -> Saved:
-    saved = Saved(found=tracked(conn, oid, columns))
-    saved.privileges = column_privileges(conn, oid, columns)
-    saved.found += [privilege.dependent() for privilege in saved.privileges]
-    names = {(d.kind, d.name) for d in saved.found}
-    column_attnums = [
+def _attnums(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]) -> list[int]:
+    """The column numbers of ``columns`` of the table ``oid``."""
+    return [
         int(r[0])
         for r in conn.execute(
             "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
             (oid, columns),
         ).fetchall()
     ]
+
+
+def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]) -> Saved:
+    saved = Saved(found=tracked(conn, oid, columns))
+    saved.privileges = column_privileges(conn, oid, columns)
+    saved.found += [privilege.dependent() for privilege in saved.privileges]
+    names = {(d.kind, d.name) for d in saved.found}
+    column_attnums = _attnums(conn, oid, columns)
     for name, definition in conn.execute(
         "select c.relname, pg_get_indexdef(i.indexrelid) from pg_catalog.pg_index i"
         " join pg_catalog.pg_class c on c.oid = i.indexrelid"
@@ -404,13 +409,7 @@ def view_refusals(
 ) -> list[str]:
     """What stands on the views ``command`` would recreate around ``columns``: refused
     before anything changes, not halfway through a step."""
-    attnums = [
-        int(r[0])
-        for r in conn.execute(
-            "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
-            (oid, columns),
-        ).fetchall()
-    ]
+    attnums = _attnums(conn, oid, columns)
     return [built_on_refusal(d, command) for d in built_on_views(conn, _views(conn, oid, attnums))]
 
 
@@ -455,13 +454,7 @@ def owner_refusals(
     """The views ``command`` would recreate around ``columns`` that the role connected
     cannot give back to their owner (``alter view ... owner to`` needs it to be able to
     act as that role): refused before anything changes, not halfway through a step."""
-    attnums = [
-        int(r[0])
-        for r in conn.execute(
-            "select attnum from pg_catalog.pg_attribute where attrelid = %s and attname = any (%s)",
-            (oid, columns),
-        ).fetchall()
-    ]
+    attnums = _attnums(conn, oid, columns)
     views = _views(conn, oid, attnums)
     if not views:
         return []

@@ -632,28 +632,36 @@ def deploy(
         # stack is no longer empty; both are left as they are.
         _discard(aws, created["Id"], stack, creating=creating)
         raise
-    try:
-        state = wait(
+    state = _watched(
+        f"{'creating' if creating else 'updating'} stack {stack}",
+        then=", and deploy again once it is done",
+        wait_for=lambda: wait(
             aws,
             stack,
             since=started,
             report=report,
             poll_seconds=poll_seconds,
             timeout_seconds=timeout_seconds,
-        )
-    except KeyboardInterrupt:
-        # The change set runs in CloudFormation, not here: only the watching stopped.
-        raise Interrupted(
-            f"CloudFormation goes on {'creating' if creating else 'updating'} stack {stack}"
-            " (only the watching stopped): see it in the CloudFormation console, and deploy"
-            " again once it is done"
-        ) from None
+        ),
+    )
     problems = (
         ()
         if state.status in {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
         else failures(aws, stack, since=started)
     )
     return Outcome(changed=True, state=state, problems=problems)
+
+
+def _watched(doing: str, *, wait_for: Callable[[], StackState], then: str = "") -> StackState:
+    """The stack's state once ``wait_for`` has followed it to rest. Interrupted, only the
+    watching stops: the change runs in CloudFormation, not here, and is said so."""
+    try:
+        return wait_for()
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"CloudFormation goes on {doing} (only the watching stopped): see it in the"
+            f" CloudFormation console{then}"
+        ) from None
 
 
 def _name_it_localhost(endpoint_url: str | None) -> str:
@@ -873,8 +881,9 @@ def destroy(
         raise DeployError(f"stack {stack} does not exist")
     started = datetime.now(UTC)
     aws.client("cloudformation").delete_stack(StackName=stack)
-    try:
-        state = wait(
+    state = _watched(
+        f"deleting stack {stack}",
+        wait_for=lambda: wait(
             aws,
             stack,
             since=started,
@@ -882,12 +891,8 @@ def destroy(
             poll_seconds=poll_seconds,
             timeout_seconds=timeout_seconds,
             stack_id=before.stack_id,
-        )
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"CloudFormation goes on deleting stack {stack} (only the watching stopped):"
-            " see it in the CloudFormation console"
-        ) from None
+        ),
+    )
     problems: tuple[str, ...] = ()
     if state.status not in {None, "DELETE_COMPLETE"}:
         problems = failures(aws, before.stack_id or stack, since=started)
