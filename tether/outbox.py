@@ -41,7 +41,9 @@ class Announcer(Protocol):
     def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult: ...
 
 
-_DETAIL_FIELDS = set(SessionEnded.model_fields)
+DETAIL_FIELDS = set(SessionEnded.model_fields)
+"""What a SessionEnded carries, whoever announces it: an end from the outbox
+(QueuedSession) has its bookkeeping besides."""
 
 
 class LogAnnouncer:
@@ -54,7 +56,7 @@ class LogAnnouncer:
             detail = (
                 session.model_dump(mode="json")
                 if type(session) is SessionEnded
-                else session.model_dump(mode="json", include=_DETAIL_FIELDS)
+                else session.model_dump(mode="json", include=DETAIL_FIELDS)
             )
             logger.info(SESSION_ENDED, extra={"detail_type": SESSION_ENDED, **detail})
         return AnnounceResult(announced=[session.session_id for session in sessions])

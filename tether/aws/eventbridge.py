@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tether.aws.clients import error_code
 from tether.models import SESSION_ENDED, SessionEnded
-from tether.outbox import AnnounceResult
+from tether.outbox import DETAIL_FIELDS, AnnounceResult
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -25,7 +25,6 @@ PUT_EVENTS_BATCH = 10  # EventBridge's limit of entries per PutEvents call
 # inside its 10 s timeout, and what is not accepted stays queued for the sweep.
 CALL_TIMEOUT_SECONDS = 1.5
 CALL_ATTEMPTS = 2
-_DETAIL_FIELDS = set(SessionEnded.model_fields)
 
 
 class EventBridgeAnnouncer:
@@ -125,7 +124,7 @@ class EventBridgeAnnouncer:
                 "DetailType": SESSION_ENDED,
                 # The event's fields only: a session from the outbox carries the
                 # outbox's bookkeeping too, which a redelivery would add to the event.
-                "Detail": session.model_dump_json(include=_DETAIL_FIELDS),
+                "Detail": session.model_dump_json(include=DETAIL_FIELDS),
                 "EventBusName": self._bus_name,
                 "Resources": [],
             }
