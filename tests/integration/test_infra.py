@@ -211,6 +211,8 @@ def test_the_websocket_api_s_id_is_exported_for_the_application_s_routes() -> No
     assert "${ChatFunction.Arn}" in integration["IntegrationUri"]["Fn::Sub"]
     source = made["ChatInvokePermission"]["Properties"]["SourceArn"]["Fn::Sub"]
     assert source[1] == {"Api": imported}
+    # Its own route on any stage of the API, no other route.
+    assert source[0].endswith(f"${{Api}}/*/{route['RouteKey']}"), source[0]
     # The wrapped handler touches the session with the stack's database secret.
     function = made["ChatFunction"]["Properties"]
     assert function["Environment"]["Variables"]["TETHER_DATABASE_URL"] == {"Ref": "DatabaseSecret"}
@@ -283,6 +285,37 @@ def test_every_route_reaches_a_function_allowed_for_this_api_only() -> None:
                     f"${{{api_name}}}/"
                 ), f"{name}: permission not scoped to {api_name}: {source}"
         assert resources()[function]["Type"] == LAMBDA
+
+
+def test_each_websocket_function_may_be_invoked_by_its_own_routes_on_the_stage_alone() -> None:
+    """A WebSocket route's source ARN is api-id/stage/route-key: a permission naming
+    ``${WebSocketApi}/*`` let any route or stage of the API invoke the function (a route
+    added by hand to $connect's function, say, would skip nothing but still run it)."""
+    permissions = resources("AWS::Lambda::Permission")
+    prefix = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/"
+    routed: dict[str, set[str]] = {}
+    for route in resources("AWS::ApiGatewayV2::Route").values():
+        if references(route["Properties"]["ApiId"]) != {"WebSocketApi"}:
+            continue
+        match = re.fullmatch(r"integrations/\$\{(\w+)\}", route["Properties"]["Target"]["Fn::Sub"])
+        assert match
+        for target in branches(target_of(props(match.group(1))["IntegrationUri"])):
+            routed.setdefault(json.dumps(target, sort_keys=True), set()).add(
+                route["Properties"]["RouteKey"]
+            )
+    allowed: dict[str, set[str]] = {}
+    for name, permission in permissions.items():
+        source = permission["Properties"]["SourceArn"]
+        text = source.get("Fn::Sub") if isinstance(source, dict) else None
+        if not isinstance(text, str) or not text.startswith(prefix):
+            continue
+        stage, _, route_key = text.removeprefix(prefix).partition("/")
+        assert stage == "${Stage}", f"{name}: {text} is not for the stage alone"
+        assert route_key and "*" not in route_key, f"{name}: {text} names no single route"
+        for target in branches(permission["Properties"]["FunctionName"]):
+            allowed.setdefault(json.dumps(target, sort_keys=True), set()).add(route_key)
+    assert routed
+    assert allowed == routed
 
 
 def test_routes_that_answer_the_client_have_a_route_response() -> None:
