@@ -411,3 +411,62 @@ def test_a_body_without_its_length_is_refused_on_lambda_too(
     swept = lambda_admin(event, FakeLambdaContext())
     assert swept["statusCode"] == 200, swept
     assert json.loads(swept["body"])["ended"] == 1
+
+
+def test_behind_a_custom_domain_s_mapping_key_the_app_is_served_under_it(
+    lambda_admin: Any, make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP API keeps a custom domain's API mapping key in the path it passes on
+    (https://ops.example.com/tether/sessions arrives as /tether/sessions): every route
+    was a 404 there, and the page named its script and style outside the key."""
+    row = make_session(started_seconds_ago=10)
+    monkeypatch.setenv("TETHER_ADMIN_BASE_PATH", "tether")
+
+    def under_key(path: str, *, key: str | None = OPERATOR_KEY) -> dict[str, Any]:
+        event = _event(path, key=key)
+        event["headers"]["host"] = "ops.example.com"
+        answer: dict[str, Any] = lambda_admin(event, FakeLambdaContext())
+        _protected(answer)
+        return answer
+
+    listed = under_key("/tether/sessions")
+    assert listed["statusCode"] == 200, listed
+    assert [s["session_id"] for s in json.loads(listed["body"])["sessions"]] == [
+        str(row["session_id"])
+    ]
+    refused = under_key("/tether/sessions", key=None)
+    assert refused["statusCode"] == 401
+    assert json.loads(refused["body"])["instance"] == "/tether/sessions"
+    page = under_key("/tether/dashboard", key=None)
+    assert page["statusCode"] == 200
+    assert '<body data-base="/tether">' in page["body"]
+    assert 'src="/tether/dashboard/static/dashboard.js"' in page["body"]
+    script = under_key("/tether/dashboard/static/dashboard.js", key=None)
+    assert script["statusCode"] == 200
+    assert "sessionStorage" in script["body"]
+    root = under_key("/tether", key=None)
+    assert (root["statusCode"], root["headers"]["location"]) == (307, "/tether/dashboard")
+    schema = json.loads(under_key("/tether/openapi.json", key=None)["body"])
+    assert schema["servers"] == [{"url": "/tether"}]
+    # The API's own address passes no key: served as before.
+    assert lambda_admin(_event("/sessions"), FakeLambdaContext())["statusCode"] == 200
+    # A path that only begins with the key's letters is not under it.
+    assert under_key("/tetherish/sessions")["statusCode"] == 404
+
+
+def test_a_malformed_base_path_is_a_500_naming_the_setting(
+    lambda_admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_ADMIN_BASE_PATH", "ops tether?x=<script>")
+    answer = lambda_admin(_event("/health", key=None), FakeLambdaContext())
+    assert answer["statusCode"] == 500
+    assert answer["headers"]["content-type"] == "application/problem+json"
+    problem = json.loads(answer["body"])
+    assert problem["code"] == "misconfigured"
+    assert "TETHER_ADMIN_BASE_PATH" in problem["detail"]
+    assert "<script>" not in answer["body"]
+    _protected(answer)
+    # Mended, the next request is served.
+    monkeypatch.setenv("TETHER_ADMIN_BASE_PATH", "/ops/tether/")
+    answer = lambda_admin(_event("/ops/tether/health", key=None), FakeLambdaContext())
+    assert answer["statusCode"] == 200, answer

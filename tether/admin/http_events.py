@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 
 from tether.admin.headers import RESPONSE_HEADERS
 from tether.admin.problems import PROBLEM_JSON, problem_body
+from tether.errors import ConfigurationError
+from tether.responses import error_code
 
 logger = logging.getLogger("tether.admin")
 
@@ -87,11 +89,21 @@ def refusal(event: Any) -> dict[str, Any] | None:
     if problem is None:
         return None
     logger.warning("malformed HTTP event", extra={"error": problem})
-    body = problem_body(400, "malformed_event", f"malformed event: {problem}")
+    return _answer(400, "malformed_event", f"malformed event: {problem}")
+
+
+def misconfigured(exc: ConfigurationError) -> dict[str, Any]:
+    """The 500 answer to every request while a setting read before the app is wrong."""
+    status, code = error_code(exc)
+    logger.error("request failed", extra={"error": str(exc), "code": code})
+    return _answer(status, code, exc.public)
+
+
+def _answer(status: int, code: str, detail: str) -> dict[str, Any]:
     return {
-        "statusCode": 400,
+        "statusCode": status,
         "headers": {**RESPONSE_HEADERS, "content-type": PROBLEM_JSON},
-        "body": json.dumps(body),
+        "body": json.dumps(problem_body(status, code, detail)),
         "isBase64Encoded": False,
     }
 
