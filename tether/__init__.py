@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written: the wheel's metadata takes it from here.
 __version__ = "0.2.0"
 
 _PUBLIC = {

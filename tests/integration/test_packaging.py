@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+import tether
 from tests.conftest import ROOT
 from tests.integration.test_bundle import CACHE
 from tests.origin_fixture import build_origin
@@ -99,6 +102,44 @@ def test_the_sdist_alone_builds_the_same_wheel(wheel: Path, sdist: Path, tmp_pat
             return {n: archive.read(n) for n in archive.namelist() if not n.endswith("/RECORD")}
 
     assert files(rebuilt) == files(wheel)
+
+
+def test_the_version_is_written_once_in_the_package(source: Path, tmp_path: Path) -> None:
+    """tether.__version__ is the one place the version is written: a release that changes
+    it there has it in the wheel's metadata, and in what --version, the API and the page
+    say, from the wheel as from a checkout, with nothing else to keep in step."""
+    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    assert "version" not in project, "pyproject.toml writes the version a second time"
+    copy = tmp_path / "tether"
+    shutil.copytree(source, copy, symlinks=True)
+    init = copy / "tether" / "__init__.py"
+    text = init.read_text()
+    assert text.count(f'__version__ = "{tether.__version__}"') == 1
+    init.write_text(text.replace(f'"{tether.__version__}"', '"7.8.9"'))
+
+    out = tmp_path / "wheel"
+    built = _run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, copy, cwd=tmp_path
+    )
+    assert built.returncode == 0, built.stderr
+    (rebuilt,) = out.glob("tether-*.whl")
+    assert rebuilt.name.startswith("tether-7.8.9-")
+    with zipfile.ZipFile(rebuilt) as archive:
+        info = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "\nVersion: 7.8.9\n" in archive.read(info).decode()
+
+    # The checkout's files, run as they are: not the metadata of what is installed here.
+    said = subprocess.run(
+        [sys.executable, "-m", "tether", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=copy,
+        env={**os.environ, "PYTHONPATH": str(copy)},
+    )
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.strip() == "tether 7.8.9"
 
 
 def test_the_live_page_and_its_assets_are_in_the_wheel(wheel: Path) -> None:
