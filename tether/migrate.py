@@ -20,10 +20,13 @@ files apply to any Postgres, and:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -810,9 +813,44 @@ def export(
     try:
         to.mkdir(parents=True, exist_ok=True)
         for target, migration in zip(targets, missing, strict=True):
-            target.write_bytes(migration.sql.encode())
+            _write_whole(target, migration.sql.encode())
             written.append(target)
+        _sync_folder(to)
     except OSError as exc:
         done = f" ({len(written)} written before it)" if written else ""
         raise MigrationError(f"cannot write to {to}: {exc.strerror or exc}{done}") from None
     return written
+
+
+def _write_whole(target: Path, data: bytes) -> None:
+    """Write a file whole or not at all: supabase db push would run the part of a
+    migration a full disk or a crash left. It is written aside, under a name the CLI
+    passes over (a dot first, no .sql last), flushed to the disk, then renamed into
+    place; what is aside goes whatever stops the write."""
+    aside = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    # As open() makes a file: the umask decides who may read it.
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(aside, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            aside.unlink()
+        raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames themselves durable, where the system lets a folder be synced."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems sync no folder; each file is whole anyway
+    finally:
+        os.close(descriptor)

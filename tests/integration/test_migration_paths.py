@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -342,6 +344,40 @@ def test_export_refuses_a_folder_it_cannot_follow_or_write(tmp_path: Path) -> No
     assert cli.returncode == 1
     assert cli.stderr.startswith("tether migrations export: cannot write to")
     assert "Traceback" not in cli.stderr
+
+
+def test_export_cut_short_mid_file_leaves_only_whole_files(tmp_path: Path) -> None:
+    """A full disk (here: a limit on the size of a file) while a migration is written
+    must leave no part of it where supabase db push would find it and run it; the files
+    written before it are whole, and an export run again writes the rest."""
+    files = migrate.discover()
+    first, second = (len(m.sql.encode()) for m in files[:2])
+    assert second > first
+    folder = tmp_path / "migrations"
+    # The limit lets the first file be written whole, and cuts the second short.
+    program = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({first}, {first}))\n"
+        "from tether.cli import main\n"
+        f"sys.exit(main(['migrations', 'export', '--to', {str(folder)!r}]))\n"
+    )
+    cut = subprocess.run(  # noqa: S603 - this interpreter, running tether
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert cut.returncode == 1, cut.stderr
+    assert cut.stderr.startswith("tether migrations export: cannot write to")
+    assert "(1 written before it)" in cut.stderr
+    (kept,) = folder.iterdir()
+    assert kept.name.endswith(f"_tether_{files[0].name}.sql")
+    assert kept.read_bytes() == files[0].sql.encode()
+
+    written = migrate.export(folder)
+    assert [p.name.split("_", 1)[1] for p in written] == [f"tether_{m.name}.sql" for m in files[1:]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [kept.name, *(p.name for p in written)]
+    )
+    for path, migration in zip(written, files[1:], strict=True):
+        assert path.read_bytes() == migration.sql.encode()
 
 
 @pytest.mark.parametrize(
