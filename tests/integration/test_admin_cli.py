@@ -9,6 +9,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import psycopg
@@ -26,6 +27,7 @@ from tether.admin.schemas import (
     SessionsPage,
     UserDisconnected,
 )
+from tether.cli import admin as admin_cli
 from tether.cli import main
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -99,6 +101,80 @@ def test_which_sessions_are_orphans_past_the_newest_page(
     bare = _tether("sessions", "--older-than", "7200", "--database-url", database_url)
     assert bare.returncode == 2
     assert "with its unit" in bare.stderr
+
+
+class _LaptopTwoHoursAhead(datetime):
+    """This machine's clock, two hours ahead of the database's."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _LaptopTwoHoursAhead:
+        return super().now(tz) + timedelta(hours=2)
+
+
+def test_sessions_count_ages_by_the_database_s_clock(
+    database_url: str,
+    make_session: SessionFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A laptop whose clock is off listed sessions by their age on it: two hours ahead,
+    every live session was an orphan, and those of a minute ago were shown as 2 hours old."""
+    orphan = str(make_session(started_seconds_ago=3 * 3600)["session_id"])
+    fresh = str(make_session(started_seconds_ago=60)["session_id"])
+    monkeypatch.setattr(admin_cli, "datetime", _LaptopTwoHoursAhead)
+    assert (
+        main(
+            ["sessions", "--active", "--older-than", "2h", "--json", "--database-url", database_url]
+        )
+        == 0
+    )
+    page = json.loads(capsys.readouterr().out)
+    assert [s["session_id"] for s in page["sessions"]] == [orphan]
+    assert main(["sessions", "--active", "--database-url", database_url]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if fresh in line]
+    assert " 1 minute " in line and "hours" not in line
+
+
+def test_orphans_past_the_limit_are_counted_and_the_oldest_said(
+    database_url: str, make_session: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Newest first, a listing cut at its limit showed the youngest orphans and said
+    nothing of the older ones, which are what the question is about."""
+    orphans = [make_session(started_seconds_ago=3 * 3600 + 60 * n) for n in range(5)]
+    make_session(started_seconds_ago=60)
+    oldest = orphans[-1]["session_start"]
+    assert isinstance(oldest, datetime)
+    args = ["sessions", "--active", "--older-than", "2h", "--limit", "2"]
+    assert main([*args, "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert sum(str(o["session_id"]) in out for o in orphans) == 2
+    said = (
+        "(the newest 2 of 5 active sessions started more than 2 hours ago; the oldest"
+        f" started {oldest.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, 3.1 hours ago: a longer"
+        " --older-than reaches the older ones)"
+    )
+    assert said in out
+    # Ended ones too, by any age: counted by no summary, but said to be there.
+    for n in range(3):
+        make_session(started_seconds_ago=5 * 3600 + n, ended_seconds_ago=4 * 3600)
+    assert (
+        main(
+            [
+                "sessions",
+                "--ended",
+                "--older-than",
+                "4h",
+                "--limit",
+                "2",
+                "--database-url",
+                database_url,
+            ]
+        )
+        == 0
+    )
+    assert "older ones are not shown: a longer --older-than reaches them" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from tether.errors import ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
     from tether.admin.schemas import SessionClosed
+    from tether.store import SessionStore
 
 DAYS_MAX = 366
 
@@ -87,21 +88,22 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     from tether.sweep_and_admin_models import SessionFilter  # noqa: PLC0415
 
     installed_settings(args)
+    store = runtime.store()
     active = True if args.active else (False if args.ended else None)
+    # The database's clock, as the sweep's: this machine's may be minutes or hours off,
+    # and an age counted from it would list sessions younger (or older) than asked.
+    now = store.sweep_state().checked_at
     # The origin's "which are orphans": the oldest live sessions, which the newest 500
     # never reach once a few hundred clients are connected.
-    started_before = (
-        datetime.now(UTC) - timedelta(seconds=args.older_than) if args.older_than else None
-    )
+    started_before = now - timedelta(seconds=args.older_than) if args.older_than else None
     where = SessionFilter(active=active, user_id=args.user, started_before=started_before)
-    page = operations.list_page(runtime.store(), where, cursor_text=None, limit=args.limit)
+    page = operations.list_page(store, where, cursor_text=None, limit=args.limit)
     if args.json:
         say_json(page.model_dump(mode="json"))
         return 0
     if not page.sessions:
         say("no session matches")
         return 0
-    now = datetime.now(UTC)
     rows = []
     for s in page.sessions:
         if s.is_active:
@@ -122,8 +124,35 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     for text in table(["SESSION", "USER", "STARTED (UTC)", "STATE", "DURATION", "LAST SEEN"], rows):
         say(text)
     if page.next_cursor:
-        say(f"(the newest {len(page.sessions)}; more with --limit, up to 500, or the API's cursor)")
+        say(_more_than_shown(store, args, shown=len(page.sessions), now=now))
     return 0
+
+
+def _more_than_shown(
+    store: SessionStore, args: argparse.Namespace, *, shown: int, now: datetime
+) -> str:
+    """What a listing cut at its limit left out. Newest first, the sessions an age asks
+    for are the oldest: said how many there are and how old the oldest is, so a longer
+    age reaches them."""
+    if not args.older_than:
+        return f"(the newest {shown}; more with --limit, up to 500, or the API's cursor)"
+    older_than = describe_seconds(args.older_than)
+    if not args.active or args.user:
+        return (
+            f"(the newest {shown} started more than {older_than} ago; older ones are not"
+            " shown: a longer --older-than reaches them, or the API's cursor)"
+        )
+    summary = store.orphan_summary(older_than_seconds=args.older_than)
+    oldest = (
+        f"; the oldest started {_when(summary.oldest_start)} UTC,"
+        f" {_ago(summary.oldest_start, now)}: a longer --older-than reaches the older ones"
+        if summary.oldest_start
+        else ""
+    )
+    return (
+        f"(the newest {shown} of {summary.orphans} active sessions started more than"
+        f" {older_than} ago{oldest})"
+    )
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -295,8 +324,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--older-than",
         type=age,
         metavar="DURATION",
-        help="only sessions started more than this long ago, with its unit: 2h, 1d (with"
-        " --active: the orphans)",
+        help="only sessions started more than this long ago by the database's clock, with"
+        " its unit: 2h, 1d (with --active: the orphans; newest first, a longer age reaches"
+        " the oldest)",
     )
     sessions_cmd.add_argument(
         "--limit", type=_limit, default=50, metavar="N", help="how many (default 50, at most 500)"
