@@ -135,6 +135,10 @@ class Settings(BaseModel):
     announce_lease_seconds: Annotated[float, Field(ge=0, le=limits.LEASE_MAX_SECONDS)] = 60.0
     finalizer: str = "tether.handlers.session_ended:log_finalizer"
     finalize_lease_seconds: Annotated[float, Field(gt=0, le=limits.LEASE_MAX_SECONDS)] = 300.0
+    """How long a SessionEnded delivery holds its session while the finalizer runs, when
+    the handler has no Lambda context to say its time left; with one, the claim is that
+    time and a margin (tether.handlers.session_ended), so a retry after a timeout finds
+    the session free."""
 
     # The sweep. API Gateway closes a connection after 10 minutes idle and after
     # 2 hours in all; the grace covers clock skew and the heartbeat throttle.

@@ -367,15 +367,23 @@ def test_a_stale_claim_holder_can_neither_release_nor_finish_a_newer_claim(
 def test_the_claim_lasts_at_least_as_long_as_the_invocation(
     lambda_env: pytest.MonkeyPatch, event_bus: EventBus, database_url: str
 ) -> None:
+    """TETHER_FINALIZE_LEASE_SECONDS is the claim of a delivery whose context cannot say
+    how long it has left (the handler called outside Lambda); one whose context can
+    holds the session for its own time left, however much shorter the setting."""
     lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:lease_probe")
-    lambda_env.setenv("TETHER_FINALIZE_LEASE_SECONDS", "1")
+    lambda_env.setenv("TETHER_FINALIZE_LEASE_SECONDS", "30")
     runtime.reset()
     finalizers.lease_probe_url = database_url
     finalizers.leases_seen.clear()
+    # The setting is in force: without a context, the claim is what it says.
+    unbounded = _ended_event(event_bus, "no-context=")
+    assert session_ended.lambda_handler(unbounded, None) == {"outcome": "finalized"}
     event = _ended_event(event_bus, "lease=")
     context = FakeLambdaContext(time_limit_seconds=120)
     assert session_ended.lambda_handler(event, context) == {"outcome": "finalized"}
-    assert finalizers.leases_seen and finalizers.leases_seen[0] > 115
+    without_context, with_context = finalizers.leases_seen
+    assert 20 < without_context <= 30
+    assert with_context > 115
 
 
 def test_a_claim_outlives_its_invocation_by_the_margin_only(
