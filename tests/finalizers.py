@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from tether.models import SessionEnded
@@ -104,9 +104,45 @@ recording_generator_partial = functools.partial(recording_generator)
 
 
 def recording_then_returning_a_generator(detail: SessionEnded) -> Iterator[str]:
-    """Does its work, then returns a generator of what it did: its body ran."""
+    """Does its work, then returns a generator of what it did: from outside, not told
+    from a generator function behind a wrapper."""
     calls.append(detail)
     return (str(detail.session_id) for _ in range(1))
+
+
+def _timed(function: Callable[[SessionEnded], Any]) -> Callable[[SessionEnded], Any]:
+    """A decorator as applications write them, without functools.wraps."""
+
+    def wrapper(detail: SessionEnded) -> Any:
+        return function(detail)
+
+    return wrapper
+
+
+def _timed_async(function: Callable[[SessionEnded], Any]) -> Callable[[SessionEnded], Any]:
+    async def wrapper(detail: SessionEnded) -> Any:
+        return function(detail)
+
+    return wrapper
+
+
+@_timed
+def recording_generator_wrapped(detail: SessionEnded) -> Iterator[None]:
+    """A generator function behind a wrapper that hides it."""
+    calls.append(detail)
+    yield
+
+
+@_timed
+async def recording_async_generator_wrapped(detail: SessionEnded) -> AsyncIterator[None]:
+    calls.append(detail)
+    yield
+
+
+@_timed_async
+def recording_generator_async_wrapped(detail: SessionEnded) -> Iterator[None]:
+    calls.append(detail)
+    yield
 
 
 def exits(detail: SessionEnded) -> None:

@@ -31,6 +31,7 @@ from tests.support import (
 from tether import runtime
 from tether.drivers.postgres import PostgresStore
 from tether.errors import ConfigurationError, FinalizerError, InvalidInputError, TetherError
+from tether.handlers import session_ended as handler
 from tether.models import FinalizeOutcome
 
 Conn = psycopg.Connection[dict[str, object]]
@@ -190,15 +191,25 @@ def test_a_cancelled_async_finalizer_fails_as_any_failing_one_does(
     )
 
 
-def test_a_finalizer_that_returns_a_generator_after_its_work_is_recorded_as_run(
-    lambda_env: pytest.MonkeyPatch, event_bus: EventBus
+def test_a_finalizer_that_returns_a_generator_fails_whatever_its_body_did(
+    lambda_env: pytest.MonkeyPatch,
+    event_bus: EventBus,
+    db: Conn,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """A generator returned is never iterated: one made after the work cannot be told
+    from the body of a generator function a wrapper hides, whose work never ran, so it
+    fails, said so, rather than being recorded as finalized for good."""
     lambda_env.setenv("TETHER_FINALIZER", "tests.finalizers:recording_then_returning_a_generator")
     runtime.reset()
     finalizers.calls.clear()
     event = _ended_event(event_bus, "returns-generator=")
-    assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
-    assert [str(d.session_id) for d in finalizers.calls] == [event["detail"]["session_id"]]
+    capsys.readouterr()
+    with pytest.raises(FinalizerError, match="returned a generator, which is never iterated"):
+        session_ended.lambda_handler(event, FakeLambdaContext())
+    assert "FinalizeFailed" in capsys.readouterr().out
+    row = db.execute("select finalized_at from public.conversation_sessions").fetchone()
+    assert row == {"finalized_at": None}
     finalizers.calls.clear()
 
 
@@ -235,6 +246,10 @@ def test_a_finalizer_that_exits_fails_as_any_failing_one_does(
         "recording_async_generator",
         "recording_generator_object",
         "recording_generator_partial",
+        # Behind wrappers without functools.wraps: told by what the call returns.
+        "recording_generator_wrapped",
+        "recording_async_generator_wrapped",
+        "recording_generator_async_wrapped",
     ],
 )
 def test_a_generator_finalizer_fails_rather_than_being_recorded_as_run(
@@ -257,6 +272,20 @@ def test_a_generator_finalizer_fails_rather_than_being_recorded_as_run(
     row = db.execute("select finalized_at from public.conversation_sessions").fetchone()
     assert row == {"finalized_at": None}
     assert finalizers.calls == []
+
+
+def test_whether_the_finalizer_yields_is_read_once_per_container(
+    recording_finalizer: list[Any], event_bus: EventBus
+) -> None:
+    reference = "tests.finalizers:recording"
+    handler._is_generator_function.cache_clear()
+    for connection_id in ("once=", "twice="):
+        event = _ended_event(event_bus, connection_id)
+        assert session_ended.lambda_handler(event, FakeLambdaContext()) == {"outcome": "finalized"}
+    assert len(recording_finalizer) == 2
+    read = handler._is_generator_function.cache_info()
+    assert (read.misses, read.hits) == (1, 1)
+    assert handler._is_generator_function(reference) is False
 
 
 @pytest.fixture

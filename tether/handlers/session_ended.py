@@ -74,27 +74,49 @@ def load_finalizer(reference: str) -> Finalizer:
     return load_callable(reference, what="TETHER_FINALIZER")
 
 
+@functools.cache
+def _is_generator_function(reference: str) -> bool:
+    """Whether the finalizer has a ``yield`` in it, read once per container: calling it
+    runs none of its body. Seen through functools.wraps decorators and partials; what
+    another wrapper hides, its result shows (``_refuse_generator``)."""
+    function = inspect.unwrap(load_finalizer(reference))
+    # A callable object runs its __call__; a functools.partial is read as its function.
+    runs = (function, inspect.unwrap(type(function).__call__))
+    return any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in runs)
+
+
+def _refuse_generator(result: object) -> None:
+    """A generator (or async generator) the finalizer returned is never iterated here: if
+    the finalizer's work is in it (a function with a ``yield``, under a wrapper that
+    hides it), none of that work ran, and the session must not be recorded as
+    finalized, for good. Which it is cannot be told from outside, so any is refused."""
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        raise TypeError(
+            "the finalizer returned a generator, which is never iterated: if its work is in"
+            " it (a yield in the function, under a decorator), none of it ran; return"
+            " instead of yielding, and return no generator"
+        )
+
+
 _runner: asyncio.Runner | None = None
 
 
-def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
-    """Call the finalizer to its end: an ``async def`` one returns a coroutine, which,
-    left unawaited, never ran, while the session was recorded as finalized. It runs on
-    one event loop for the container's life, so a client it keeps between invocations
-    (a connection pool) stays on the loop it was made on."""
+def _run(reference: str, recorded: SessionEnded) -> None:
+    """Call the finalizer ``reference`` names to its end: an ``async def`` one returns a
+    coroutine, which, left unawaited, never ran, while the session was recorded as
+    finalized. It runs on one event loop for the container's life, so a client it keeps
+    between invocations (a connection pool) stays on the loop it was made on."""
     global _runner  # noqa: PLW0603 - one loop per container, made on first use
-    function = inspect.unwrap(finalizer)
-    # A callable object runs its __call__; a functools.partial is read as its function.
-    runs = (function, inspect.unwrap(type(function).__call__))
-    if any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in runs):
+    finalizer = load_finalizer(reference)
+    if _is_generator_function(reference):
         # A function with a ``yield`` in it: calling it runs none of its body, and the
-        # session would be recorded as finalized, for good. (A function that does its
-        # work and returns a generator is another matter: its body ran.)
+        # session would be recorded as finalized, for good.
         raise TypeError(
             "the finalizer is a generator function (it has a yield): calling it runs none"
             " of its body; return instead of yielding"
         )
     result = finalizer(recorded)
+    _refuse_generator(result)
     if not inspect.isawaitable(result):
         return
     import asyncio  # noqa: PLC0415 - only for an async finalizer: off the cold start
@@ -114,7 +136,8 @@ def _run(finalizer: Finalizer, recorded: SessionEnded) -> None:
     awaitable = result
 
     async def awaited() -> None:
-        await awaitable
+        # What an async wrapper returns of the function it calls, too.
+        _refuse_generator(await awaitable)
 
     if _runner is None:
         _runner = asyncio.Runner()
@@ -206,7 +229,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     detail = parsed.detail
     add_log_keys(correlation_id=parsed.id, session_id=str(detail.session_id))
     config = runtime.settings()
-    finalizer = load_finalizer(config.finalizer)
+    load_finalizer(config.finalizer)  # a setting that names none fails before the claim
     store = runtime.store()
 
     claim = store.begin_finalize(
@@ -233,7 +256,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
         _release(store, detail, claim.token)
         raise
     try:
-        _run(finalizer, recorded)
+        _run(config.finalizer, recorded)
     except (Exception, SystemExit) as exc:
         # The application's code may raise anything: said first, then the claim is
         # released, and EventBridge retries. A release that fails too must not hide why.
