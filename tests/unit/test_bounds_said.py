@@ -77,3 +77,29 @@ def test_tether_dev_promises_an_earlier_runs_sessions_the_readmes_bound(
     figure = re.search(r"within about (\d+)s", line)
     assert figure is not None, line
     assert float(figure.group(1)) == _readme_seconds("| `$disconnect` lost, the gateway knows")
+
+
+def _g(seconds: float) -> str:
+    return f"{seconds:g} s"
+
+
+def test_the_readme_states_the_chaos_run_s_bound_with_its_slack() -> None:
+    """The chaos run counts an end late only past its bound plus a slack for a check's
+    own time and its own polling: the README says both, and what they add up to, rather
+    than a bound the run does not hold ends to."""
+    from tether.local import chaos  # noqa: PLC0415
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bound, slack, poll = chaos.BOUND_SECONDS, chaos.SLACK_SECONDS, chaos.POLL_SECONDS
+    assert (
+        f"so that the bound is {_g(bound)}, for checks that take no time: what a check takes"
+        f" comes on top. The run reads the table every {_g(poll)}"
+    ) in text
+    assert f"only past the bound plus {_g(slack)} of slack" in text
+    assert f"it proves ends within {_g(bound + slack)}, not within {_g(bound)}" in text
+    assert f"(bound {_g(bound)}, and the time of a check; late past {_g(bound + slack)})" in text
+    assert f"so that the bound is {_g(bound)} plus the time a check takes" in text
+    assert (
+        f"by more than {_g(slack)} of slack: the run sees an end by reading the table"
+        f" every {_g(poll)}"
+    ) in text
