@@ -3408,6 +3408,47 @@ def test_a_check_the_backfill_s_corrected_rows_break_is_refused_before_it(
     apply(url, lock=FAST)
 
 
+@ON_ONE_SERVER
+def test_the_team_s_checks_stay_validated_or_not_valid_as_the_team_left_them(
+    adoptable: Adoptable,
+) -> None:
+    """--apply's conversion of duration_seconds drops the checks on it and adds them
+    again NOT VALID, then validated each one: a check the team had left NOT VALID (to
+    validate at a quiet hour, or never, on purpose) came back validated. --finish's
+    must keep each as it was too, one added after --apply included."""
+    url = adoptable.url
+    table = "alter table public.conversation_sessions add constraint"
+    with _connect(url) as conn:
+        conn.execute(f"{table} team_not_negative check (duration_seconds >= 0) not valid")
+        conn.execute(f"{table} team_under_a_year check (duration_seconds < 31557600)")
+
+    def validated() -> dict[str, bool]:
+        with _connect(url) as conn:
+            return {
+                r["conname"]: r["convalidated"]
+                for r in conn.execute(
+                    "select conname, convalidated from pg_constraint"
+                    " where conrelid = 'public.conversation_sessions'::regclass"
+                    "   and conname like 'team\\_%'"
+                ).fetchall()
+            }
+
+    apply(url, lock=FAST)
+    assert validated() == {"team_not_negative": False, "team_under_a_year": True}
+    with _connect(url) as conn:
+        conn.execute(f"{table} team_ended_when_inactive check (is_active or duration_seconds >= 0)")
+        conn.execute(
+            f"{table} team_ends_recorded check (is_active or session_end is not null) not valid"
+        )
+    finish(url, lock=FAST)
+    assert validated() == {
+        "team_not_negative": False,
+        "team_under_a_year": True,
+        "team_ended_when_inactive": True,
+        "team_ends_recorded": False,
+    }
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

@@ -69,7 +69,9 @@ class Saved:
 
     views: list[SavedView] = field(default_factory=list)
     indexes: list[tuple[str, str]] = field(default_factory=list)
-    constraints: list[tuple[str, str]] = field(default_factory=list)
+    constraints: list[tuple[str, str, bool]] = field(default_factory=list)
+    """(name, definition, pg_constraint.convalidated): one the team left NOT VALID stays
+    so (its definition says NOT VALID)."""
     triggers: list[tuple[str, str, str]] = field(default_factory=list)
     """(name, definition, pg_trigger.tgenabled): created again enabled as it was."""
     policies: list[tuple[str, sql.Composed]] = field(default_factory=list)
@@ -121,13 +123,13 @@ def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
     ).fetchall():
         if ("index", str(name)) in names:
             saved.indexes.append((str(name), str(definition)))
-    for name, definition in conn.execute(
-        "select conname, pg_get_constraintdef(oid) from pg_catalog.pg_constraint"
+    for name, definition, validated in conn.execute(
+        "select conname, pg_get_constraintdef(oid), convalidated from pg_catalog.pg_constraint"
         " where conrelid = %s and contype = 'c'",
         (oid,),
     ).fetchall():
         if ("constraint", str(name)) in names:
-            saved.constraints.append((str(name), str(definition)))
+            saved.constraints.append((str(name), str(definition), bool(validated)))
     for name, definition, enabled in conn.execute(
         "select tgname, pg_get_triggerdef(oid), tgenabled::text from pg_catalog.pg_trigger"
         " where tgrelid = %s and not tgisinternal",
@@ -503,7 +505,7 @@ def drop(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> None:
         conn.execute(
             sql.SQL("drop trigger {} on public.conversation_sessions").format(sql.Identifier(name))
         )
-    for name, _ in saved.constraints:
+    for name, _, _ in saved.constraints:
         conn.execute(
             sql.SQL("alter table public.conversation_sessions drop constraint {}").format(
                 sql.Identifier(name)
@@ -517,19 +519,22 @@ def recreate(
     conn: psycopg.Connection[tuple[Any, ...]], saved: Saved, *, constraints_not_valid: bool
 ) -> list[str]:
     """Create again what was saved, in order. Returns the constraints added NOT VALID
-    (to validate after the transaction, under a lock that lets writes through)."""
+    (to validate after the transaction, under a lock that lets writes through): with
+    ``constraints_not_valid``, those that were validated; one the team left NOT VALID is
+    created so again, and left so."""
     for _, definition in saved.indexes:
         conn.execute(trusted(definition))
     to_validate: list[str] = []
-    for name, definition in saved.constraints:
+    for name, definition, validated in saved.constraints:
+        deferred = constraints_not_valid and validated
         conn.execute(
             sql.SQL("alter table public.conversation_sessions add constraint {} {}{}").format(
                 sql.Identifier(name),
                 trusted(definition),
-                sql.SQL(" not valid" if constraints_not_valid else ""),
+                sql.SQL(" not valid" if deferred else ""),
             )
         )
-        if constraints_not_valid:
+        if deferred:
             to_validate.append(name)
     for name, definition, enabled in saved.triggers:
         conn.execute(trusted(definition))
