@@ -3262,6 +3262,37 @@ def test_rows_of_the_table_kept_inside_a_type_are_refused_too(adoptable: Adoptab
 
 
 @ON_ONE_SERVER
+def test_rows_of_the_table_kept_inside_a_range_are_refused_too(adoptable: Adoptable) -> None:
+    """A range over the table's row type (its rows have an order: Postgres compares
+    them column by column) and its multirange hold rows as a composite type does, and
+    Postgres follows them before a rewrite as it does the others; adoption did not:
+    --apply converted duration_seconds under them, and --finish failed on Postgres's
+    "uses its row type"."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create type public.session_span as range (subtype = public.conversation_sessions)"
+        )
+        conn.execute(
+            "create table public.spans"
+            " (span public.session_span, spans public.session_span_multirange)"
+        )
+        conn.execute(
+            "insert into public.spans select public.session_span(s, s, '[]'),"
+            " public.session_span_multirange(public.session_span(s, s, '[]'))"
+            " from public.conversation_sessions s where s.duration_seconds is not null"
+        )
+    refused = " ".join(" ".join(inspect(url).refusals).split())
+    for held in ("column span of public.spans", "column spans of public.spans"):
+        assert f"{held} holds rows of public.conversation_sessions (inside its type)" in refused
+    before = _snapshot(url)
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 1
+    assert "column span of public.spans holds rows" in " ".join(applied.stderr.split())
+    assert _snapshot(url) == before
+
+
+@ON_ONE_SERVER
 def test_a_before_trigger_whose_when_reads_new_is_active_is_refused_before_finish(
     adoptable: Adoptable,
 ) -> None:

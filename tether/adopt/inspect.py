@@ -647,9 +647,11 @@ def broken_check_refusals(conn: psycopg.Connection[tuple[Any, ...]], shape: Shap
 
 
 # The types whose values hold rows of the table, as Postgres follows them before a
-# rewrite (find_composite_type_dependencies): the row type and its array, then domains
-# and arrays over a type held, and the row types of composite types, views and foreign
-# tables with a column of one. Columns of tables and materialized views store them.
+# rewrite (find_composite_type_dependencies): the row type and its array, then domains,
+# arrays and ranges over a type held (a range over the row type: rows compare column by
+# column) and a range's multirange, and the row types of composite types, views and
+# foreign tables with a column of one. Columns of tables and materialized views store
+# them.
 _HELD_ROWS = """
 with recursive held (typ) as (
   select t.reltype from pg_catalog.pg_class t where t.oid = %(oid)s
@@ -660,6 +662,10 @@ with recursive held (typ) as (
     select ty.oid as typ from pg_catalog.pg_type ty
     where (ty.typtype = 'd' and ty.typbasetype = h.typ)
        or (ty.typelem = h.typ and ty.typcategory = 'A')
+    union
+    select r.rngtypid from pg_catalog.pg_range r where r.rngsubtype = h.typ
+    union
+    select r.rngmultitypid from pg_catalog.pg_range r where r.rngtypid = h.typ
     union
     select c.reltype from pg_catalog.pg_attribute a
     join pg_catalog.pg_class c on c.oid = a.attrelid and c.relkind in ('c', 'v', 'f')
@@ -686,9 +692,9 @@ def row_type_refusals(
 ) -> list[str]:
     """Columns of other tables holding rows of the table (an audit table's ``old_row
     conversation_sessions``), directly or inside a type of their own (a composite type,
-    a view's row type, a domain, an array): Postgres refuses --finish's rewrite while
-    one exists, and a column --apply replaces would leave the rows they hold without
-    its values."""
+    a view's row type, a domain, an array, a range or multirange): Postgres refuses
+    --finish's rewrite while one exists, and a column --apply replaces would leave the
+    rows they hold without its values."""
     found = conn.execute(_HELD_ROWS, {"oid": shape.oid}).fetchall()
     if command == "--finish":
         why = "Postgres rewrites no table, as --finish does, while a column holds its rows"
