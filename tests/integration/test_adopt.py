@@ -2902,6 +2902,87 @@ def test_finish_and_apply_give_back_a_recreated_view_s_rules(adoptable: Adoptabl
     assert row == {"agent_id": "by the rule: support"}
 
 
+_VIEW_CATALOG = """
+select c.relname, c.reloptions, pg_get_userbyid(c.relowner) as owner, c.relacl::text as acl,
+       obj_description(c.oid, 'pg_class') as comment,
+       (select json_agg(json_build_array(a.attname, col_description(c.oid, a.attnum),
+                                         pg_get_expr(d.adbin, d.adrelid), a.attacl::text)
+                        order by a.attnum)
+        from pg_attribute a
+        left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+        where a.attrelid = c.oid and a.attnum > 0) as columns,
+       (select json_agg(json_build_array(r.rulename, pg_get_ruledef(r.oid), r.ev_enabled,
+                                         obj_description(r.oid, 'pg_rewrite'))
+                        order by r.rulename)
+        from pg_rewrite r where r.ev_class = c.oid and r.rulename <> '_RETURN') as rules,
+       (select json_agg(json_build_array(t.tgname, pg_get_triggerdef(t.oid), t.tgenabled,
+                                         obj_description(t.oid, 'pg_trigger'))
+                        order by t.tgname)
+        from pg_trigger t where t.tgrelid = c.oid) as triggers
+from pg_class c
+where c.relnamespace = 'public'::regnamespace and c.relname like 'team\\_%'
+order by c.relname
+"""
+
+
+@ON_ONE_SERVER
+def test_a_recreated_view_comes_back_with_all_it_had(adoptable: Adoptable) -> None:
+    """A view adoption recreates (around --apply's conversion of duration_seconds, and
+    --finish's columns) came back without its columns' defaults (alter view ... alter
+    column ... set default, which an insert through it uses) and without the comments
+    on its rules and triggers. Everything the catalog holds of it must come back as it
+    was: options, owner, privileges (its columns' too), comments, defaults, rules and
+    triggers. (Neither its rules nor its triggers can be disabled: Postgres allows that
+    on tables only.)"""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute("create role team_view_reader")
+    try:
+        _adopt_a_view_with_all_a_view_has(url)
+    finally:
+        with _connect(url) as conn:
+            conn.execute("drop view if exists public.team_agents")
+            _drop_owned(conn, sql.Identifier("team_view_reader"))
+            conn.execute("drop role team_view_reader")
+
+
+def _adopt_a_view_with_all_a_view_has(url: str) -> None:
+    with _connect(url) as conn:
+        conn.execute(
+            "create view public.team_agents"
+            " with (security_barrier, security_invoker = true, check_option = local) as"
+            " select session_id, user_id, agent_id, is_active, duration_seconds"
+            " from public.conversation_sessions"
+        )
+        conn.execute("comment on view public.team_agents is 'the agents'' sessions'")
+        conn.execute("comment on column public.team_agents.agent_id is 'who answered'")
+        conn.execute("alter view public.team_agents alter column agent_id set default 'support'")
+        conn.execute("grant select on public.team_agents to team_view_reader")
+        conn.execute("grant update (agent_id) on public.team_agents to team_view_reader")
+        conn.execute("create rule team_keep as on delete to public.team_agents do instead nothing")
+        conn.execute("comment on rule team_keep on public.team_agents is 'history stays'")
+        conn.execute(
+            "create function public.team_add_agent() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        conn.execute(
+            "create trigger team_add instead of insert on public.team_agents"
+            " for each row execute function public.team_add_agent()"
+        )
+        conn.execute("comment on trigger team_add on public.team_agents is 'adds one'")
+
+    def catalog() -> list[dict[str, Any]]:
+        with _connect(url) as conn:
+            return conn.execute(_VIEW_CATALOG).fetchall()
+
+    before = catalog()
+    assert "team_agents" in [v["relname"] for v in before]
+    apply(url, lock=FAST)
+    assert catalog() == before
+    finish(url, lock=FAST)
+    assert catalog() == before
+
+
 @ON_ONE_SERVER
 def test_a_rule_of_another_table_on_the_replaced_columns_is_refused_by_name(
     adoptable: Adoptable,

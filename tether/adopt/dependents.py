@@ -1,9 +1,9 @@
 """Dropping a column drops or refuses what depends on it. When adoption replaces a
 column (the numeric duration at --apply, the generated columns at --finish), it
 saves each dependent's definition first and recreates it afterwards, in the same
-transaction: views (with their options, owner, grants, comments and rules, and the views
-built on them), indexes, check constraints, triggers, policies, and the privileges
-granted on the column itself. What it cannot
+transaction: views (with their options, owner, grants, comments, columns' defaults,
+triggers and rules, and the views built on them), indexes, check constraints, triggers,
+policies, and the privileges granted on the column itself. What it cannot
 recreate faithfully it refuses to touch, by name, before changing anything."""
 
 from __future__ import annotations
@@ -56,10 +56,14 @@ class SavedView:
     grants: list[tuple[str | None, str, bool]]
     """(grantee, privilege, grantable); grantee None is PUBLIC."""
     column_grants: list[ColumnPrivilege]
-    triggers: list[str]
-    rules: list[str]
-    """Its rules other than the query itself (an INSTEAD rule making it writable):
-    dropping the view drops them."""
+    column_defaults: dict[str, str]
+    """alter view ... alter column ... set default: what an insert through it uses."""
+    triggers: list[tuple[str, str, str | None]]
+    """(name, definition, comment). Postgres disables no trigger of a view."""
+    rules: list[tuple[str, str, str | None]]
+    """(name, definition, comment): its rules other than the query itself (an INSTEAD
+    rule making it writable): dropping the view drops them. Postgres disables no rule of
+    a view."""
     depends_on: set[int] = field(default_factory=set)
 
 
@@ -257,18 +261,30 @@ def _views(
                 ).fetchall()
             ],
             column_grants=column_privileges(conn, int(view_oid), None),
+            column_defaults={
+                str(col): str(default)
+                for col, default in conn.execute(
+                    "select a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)"
+                    " from pg_catalog.pg_attrdef d join pg_catalog.pg_attribute a"
+                    "  on a.attrelid = d.adrelid and a.attnum = d.adnum"
+                    " where d.adrelid = %s order by a.attnum",
+                    (view_oid,),
+                ).fetchall()
+            },
             triggers=[
-                str(r[0])
+                (str(r[0]), str(r[1]), r[2])
                 for r in conn.execute(
-                    "select pg_get_triggerdef(oid) from pg_catalog.pg_trigger"
-                    " where tgrelid = %s and not tgisinternal",
+                    "select tgname, pg_get_triggerdef(oid), obj_description(oid, 'pg_trigger')"
+                    " from pg_catalog.pg_trigger"
+                    " where tgrelid = %s and not tgisinternal order by tgname",
                     (view_oid,),
                 ).fetchall()
             ],
             rules=[
-                str(r[0]).strip().rstrip(";")
+                (str(r[0]), str(r[1]).strip().rstrip(";"), r[2])
                 for r in conn.execute(
-                    "select pg_get_ruledef(oid) from pg_catalog.pg_rewrite"
+                    "select rulename, pg_get_ruledef(oid), obj_description(oid, 'pg_rewrite')"
+                    " from pg_catalog.pg_rewrite"
                     " where ev_class = %s and rulename <> '_RETURN' order by rulename",
                     (view_oid,),
                 ).fetchall()
@@ -591,8 +607,8 @@ def _grant(
 
 
 def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -> None:
-    """The view as it was: options, owner, comments, privileges (its columns' too),
-    triggers and rules."""
+    """The view as it was: options, owner, comments, privileges (its columns' too), its
+    columns' defaults, triggers and rules (with their comments)."""
     target = sql.Identifier(view.schema, view.name)
     options = (
         sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
@@ -625,7 +641,25 @@ def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -
             granted.grantable,
             column=granted.column,
         )
-    for definition in view.triggers:
+    for column, default in view.column_defaults.items():
+        conn.execute(
+            sql.SQL("alter view {} alter column {} set default {}").format(
+                target, sql.Identifier(column), trusted(default)
+            )
+        )
+    for name, definition, comment in view.triggers:
         conn.execute(trusted(definition))
-    for definition in view.rules:
+        if comment is not None:
+            conn.execute(
+                sql.SQL("comment on trigger {} on {} is {}").format(
+                    sql.Identifier(name), target, comment
+                )
+            )
+    for name, definition, comment in view.rules:
         conn.execute(trusted(definition))
+        if comment is not None:
+            conn.execute(
+                sql.SQL("comment on rule {} on {} is {}").format(
+                    sql.Identifier(name), target, comment
+                )
+            )
