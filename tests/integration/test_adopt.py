@@ -2984,6 +2984,62 @@ def _adopt_a_view_with_all_a_view_has(url: str) -> None:
 
 
 @ON_ONE_SERVER
+def test_a_view_whose_rule_reads_a_view_built_on_it_is_recreated(adoptable: Adoptable) -> None:
+    """A view's rule reading a view built on that view (team_live's update rule reads
+    team_live_ids, a view of team_live) made the views depend on each other in a cycle,
+    and every command that reads the views to recreate (--check included) ended in an
+    AssertionError. Postgres creates a view before a rule reads it: the views are
+    created again first, in the order their queries need, then their rules."""
+    url = adoptable.url
+    with _connect(url) as conn:
+        conn.execute(
+            "create view public.team_live as select session_id, agent_id, is_active,"
+            " duration_seconds from public.conversation_sessions"
+        )
+        conn.execute(
+            "create view public.team_live_ids as"
+            " select session_id from public.team_live where is_active"
+        )
+        conn.execute(
+            "create rule team_assign as on update to public.team_live do instead"
+            " update public.conversation_sessions set agent_id = new.agent_id"
+            " where session_id = old.session_id"
+            "   and session_id in (select session_id from public.team_live_ids)"
+        )
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert "Traceback" not in checked.stderr
+
+    def assign(agent: str) -> list[str]:
+        with _connect(url) as conn:
+            conn.execute("update public.team_live set agent_id = %s", (agent,))
+            return [
+                r["agent_id"]
+                for r in conn.execute(
+                    "select distinct agent_id from public.conversation_sessions where is_active"
+                ).fetchall()
+            ]
+
+    with _connect(url) as conn:
+        rule = conn.execute(
+            "select pg_get_ruledef(oid) as d from pg_rewrite where rulename = 'team_assign'"
+        ).fetchone()
+    applied = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert applied.returncode == 0, applied.stderr
+    assert assign("after apply") == ["after apply"]
+    finished = run_tether("adopt", "--finish", "--yes", "--database-url", url)
+    assert finished.returncode == 0, finished.stderr
+    assert assign("after finish") == ["after finish"]
+    with _connect(url) as conn:
+        assert (
+            conn.execute(
+                "select pg_get_ruledef(oid) as d from pg_rewrite where rulename = 'team_assign'"
+            ).fetchone()
+            == rule
+        )
+
+
+@ON_ONE_SERVER
 def test_a_rule_of_another_table_on_the_replaced_columns_is_refused_by_name(
     adoptable: Adoptable,
 ) -> None:

@@ -65,6 +65,8 @@ class SavedView:
     rule making it writable): dropping the view drops them. Postgres disables no rule of
     a view."""
     depends_on: set[int] = field(default_factory=set)
+    """The views to recreate its query reads (not its rules: a rule may read a view
+    built on this one, created after it)."""
 
 
 @dataclass
@@ -291,9 +293,11 @@ def _views(
             ],
         )
         views[saved.oid] = saved
+    # The order of creation follows the views' queries (their _RETURN rules), which
+    # cannot read each other in a cycle; their other rules are created after them all.
     for view_oid, used in conn.execute(
         "select distinct r.ev_class, d.refobjid from pg_catalog.pg_depend d"
-        " join pg_catalog.pg_rewrite r on r.oid = d.objid"
+        " join pg_catalog.pg_rewrite r on r.oid = d.objid and r.rulename = '_RETURN'"
         " where d.classid = 'pg_catalog.pg_rewrite'::regclass"
         " and d.refclassid = 'pg_catalog.pg_class'::regclass"
         " and r.ev_class = any (%s) and d.refobjid = any (%s) and d.refobjid <> r.ev_class",
@@ -307,8 +311,8 @@ def _views(
             (v for v in views.values() if v.oid not in placed and v.depends_on <= placed),
             key=lambda v: (v.schema, v.name),
         )
-        if not ready:  # pragma: no cover - views cannot depend on each other in a cycle
-            raise AssertionError("views depend on each other in a cycle")
+        if not ready:  # pragma: no cover - no view's query reads itself, however far
+            raise AssertionError("views' queries read each other in a cycle")
         for view in ready:
             ordered.append(view)
             placed.add(view.oid)
@@ -510,7 +514,15 @@ def _grant_owner(owner: str, role: str, sixteen: bool, inherits: bool) -> str:
 
 
 def drop(conn: psycopg.Connection[tuple[Any, ...]], saved: Saved) -> None:
-    """Drop what was saved (inside the caller's transaction, under its lock)."""
+    """Drop what was saved (inside the caller's transaction, under its lock): the views'
+    rules first, which may read another of the views."""
+    for view in saved.views:
+        for name, _, _ in view.rules:
+            conn.execute(
+                sql.SQL("drop rule {} on {}").format(
+                    sql.Identifier(name), sql.Identifier(view.schema, view.name)
+                )
+            )
     for view in reversed(saved.views):
         conn.execute(sql.SQL("drop view {}").format(sql.Identifier(view.schema, view.name)))
     for name, _ in saved.policies:
@@ -566,6 +578,8 @@ def recreate(
         conn.execute(statement)
     for view in saved.views:
         _recreate_view(conn, view)
+    for view in saved.views:
+        _recreate_rules(conn, view)
     table = sql.Identifier("public", "conversation_sessions")
     for granted in saved.privileges:
         _grant(
@@ -608,7 +622,8 @@ def _grant(
 
 def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -> None:
     """The view as it was: options, owner, comments, privileges (its columns' too), its
-    columns' defaults, triggers and rules (with their comments)."""
+    columns' defaults and triggers (with their comments). Its rules come after every
+    view (``_recreate_rules``)."""
     target = sql.Identifier(view.schema, view.name)
     options = (
         sql.SQL(" with ({})").format(sql.SQL(", ").join(trusted(o) for o in view.options))
@@ -655,6 +670,11 @@ def _recreate_view(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -
                     sql.Identifier(name), target, comment
                 )
             )
+
+
+def _recreate_rules(conn: psycopg.Connection[tuple[Any, ...]], view: SavedView) -> None:
+    """The view's rules (with their comments), once every view they may read exists."""
+    target = sql.Identifier(view.schema, view.name)
     for name, definition, comment in view.rules:
         conn.execute(trusted(definition))
         if comment is not None:
