@@ -3617,6 +3617,56 @@ def test_the_team_s_checks_stay_validated_or_not_valid_as_the_team_left_them(
     }
 
 
+@ON_ONE_SERVER
+def test_what_adoption_recreates_on_the_table_keeps_its_comments(adoptable: Adoptable) -> None:
+    """The team's checks, indexes, triggers and policies on the replaced columns are
+    dropped and created again (around --apply's conversion of duration_seconds, and
+    --finish's columns) from their definitions, which hold no comment: the team's
+    comments on them were lost."""
+    url = adoptable.url
+    table = "public.conversation_sessions"
+    with _connect(url) as conn:
+        conn.execute(
+            f"alter table {table}"
+            " add constraint team_positive check (duration_seconds >= 0) not valid"
+        )
+        conn.execute(f"comment on constraint team_positive on {table} is 'no negative duration'")
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        conn.execute(f"create index team_live_users on {table} (user_id) where is_active")
+        conn.execute("comment on index public.team_live_users is 'who is online'")
+        conn.execute(
+            "create function public.team_noop() returns trigger language plpgsql"
+            " set search_path = public as $$ begin return new; end $$"
+        )
+        conn.execute(
+            f"create trigger team_ended after update on {table} for each row"
+            " when (old.is_active and not new.is_active) execute function public.team_noop()"
+        )
+        conn.execute(f"comment on trigger team_ended on {table} is 'a session ends'")
+        conn.execute(
+            f"create policy team_live_only on {table} for select to postgres using (is_active)"
+        )
+        conn.execute(f"comment on policy team_live_only on {table} is 'live sessions only'")
+    finish(url, lock=FAST)
+    with _connect(url) as conn:
+        comments = conn.execute(
+            "select obj_description(k.oid, 'pg_constraint') as check_,"
+            " obj_description('public.team_live_users'::regclass, 'pg_class') as index,"
+            " (select obj_description(t.oid, 'pg_trigger') from pg_trigger t"
+            "  where t.tgname = 'team_ended') as trigger,"
+            " (select obj_description(p.oid, 'pg_policy') from pg_policy p"
+            "  where p.polname = 'team_live_only') as policy"
+            " from pg_constraint k where k.conname = 'team_positive'"
+        ).fetchone()
+    assert comments == {
+        "check_": "no negative duration",
+        "index": "who is online",
+        "trigger": "a session ends",
+        "policy": "live sessions only",
+    }
+
+
 def test_finish_refuses_before_apply(adoptable: Adoptable) -> None:
     result = run_tether("adopt", "--finish", "--yes", "--database-url", adoptable.url)
     assert result.returncode == 1

@@ -82,6 +82,8 @@ class Saved:
     """(name, definition, pg_trigger.tgenabled): created again enabled as it was."""
     policies: list[tuple[str, sql.Composed]] = field(default_factory=list)
     privileges: list[ColumnPrivilege] = field(default_factory=list)
+    comments: list[sql.Composed] = field(default_factory=list)
+    """``comment on`` each saved index, constraint, trigger and policy that had one."""
     found: list[Dependent] = field(default_factory=list)
 
     def refused(self) -> list[Dependent]:
@@ -146,8 +148,47 @@ def save(conn: psycopg.Connection[tuple[Any, ...]], oid: int, columns: list[str]
     for name, statement in _policies(conn, oid):
         if ("policy", name) in names:
             saved.policies.append((name, statement))
+    saved.comments = _comments(conn, oid, saved)
     saved.views = _views(conn, oid, column_attnums)
     return saved
+
+
+_COMMENTS = """
+select 'index', c.relname, pg_catalog.obj_description(c.oid, 'pg_class')
+from pg_catalog.pg_index i join pg_catalog.pg_class c on c.oid = i.indexrelid
+where i.indrelid = %(oid)s
+union all
+select 'constraint', conname, pg_catalog.obj_description(oid, 'pg_constraint')
+from pg_catalog.pg_constraint where conrelid = %(oid)s
+union all
+select 'trigger', tgname, pg_catalog.obj_description(oid, 'pg_trigger')
+from pg_catalog.pg_trigger where tgrelid = %(oid)s and not tgisinternal
+union all
+select 'policy', polname, pg_catalog.obj_description(oid, 'pg_policy')
+from pg_catalog.pg_policy where polrelid = %(oid)s
+"""
+
+_COMMENT_ON = {
+    "index": "comment on index public.{} is {}",
+    "constraint": "comment on constraint {} on public.conversation_sessions is {}",
+    "trigger": "comment on trigger {} on public.conversation_sessions is {}",
+    "policy": "comment on policy {} on public.conversation_sessions is {}",
+}
+
+
+def _comments(
+    conn: psycopg.Connection[tuple[Any, ...]], oid: int, saved: Saved
+) -> list[sql.Composed]:
+    """The comments of what ``saved`` recreates on the table: dropping it drops them."""
+    kept = {("index", name) for name, _ in saved.indexes}
+    kept |= {("constraint", name) for name, _, _ in saved.constraints}
+    kept |= {("trigger", name) for name, _, _ in saved.triggers}
+    kept |= {("policy", name) for name, _ in saved.policies}
+    return [
+        sql.SQL(_COMMENT_ON[str(kind)]).format(sql.Identifier(str(name)), str(text))
+        for kind, name, text in conn.execute(_COMMENTS, {"oid": oid}).fetchall()
+        if text is not None and (str(kind), str(name)) in kept
+    ]
 
 
 def _policies(
@@ -580,6 +621,8 @@ def recreate(
         _recreate_view(conn, view)
     for view in saved.views:
         _recreate_rules(conn, view)
+    for statement in saved.comments:
+        conn.execute(statement)
     table = sql.Identifier("public", "conversation_sessions")
     for granted in saved.privileges:
         _grant(
