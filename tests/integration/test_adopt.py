@@ -4179,6 +4179,51 @@ def test_moments_no_client_can_read_are_no_moments(server: Server) -> None:
 
 
 @ON_ONE_SERVER
+def test_a_start_on_the_first_day_of_year_1_is_no_start_and_check_says_why(
+    server: Server,
+) -> None:
+    """West of UTC the first hours of year 1 are year 1 BC, which few clients can read,
+    and tether's table holds no start before 0001-01-02 00:00 UTC (its readable-start
+    check): Go's and .NET's zero time, 0001-01-01 00:00 UTC, is such a start. Adoption
+    reads one as no start, as it reads an infinite one, and keeps the original; but
+    --check's rule said "one before year 1", which a start in year 1 is not: a team could
+    not tell why its rows were counted there."""
+    url = server.database()
+    build_origin(url)
+    with _connect(url) as conn:
+        zero, first_readable = (
+            conn.execute(
+                "insert into conversation_sessions"
+                " (user_id, is_active, session_start, session_end, ended_at)"
+                " values (%s, false, %s, now() - interval '1 hour', now() - interval '1 hour')"
+                " returning session_id",
+                (uuid.uuid4(), start),
+            ).fetchone()["session_id"]  # type: ignore[index]
+            for start in ("0001-01-01 00:00:00+00", "0001-01-02 00:00:00+00")
+        )
+    (no_start,) = (k for k in inspect(url).kinds if k.kind == "no_start")
+    assert "before 0001-01-02 00:00 UTC" in no_start.rule
+    assert "zero time" in no_start.rule
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert "before 0001-01-02 00:00 UTC" in " ".join(checked.stdout.split())
+    apply(url, lock=FAST)
+    with _connect(url) as conn:
+        rows = {
+            r["session_id"]: r
+            for r in conn.execute(
+                "select s.session_id, s.session_start = s.session_end as at_its_end,"
+                " s.session_start::text as start, c.original ->> 'session_start' as original"
+                " from conversation_sessions s"
+                " left join tether.adoption_corrections c using (session_id)"
+                " where s.session_id in (%s, %s)",
+                (zero, first_readable),
+            ).fetchall()
+        }
+    assert rows[zero]["at_its_end"] and rows[zero]["original"] == "0001-01-01T00:00:00+00:00"
+    assert rows[first_readable]["start"] == "0001-01-02 00:00:00+00"
+
+
+@ON_ONE_SERVER
 def test_check_says_which_of_the_team_s_comments_tether_replaces(adoptable: Adoptable) -> None:
     url = adoptable.url
     with _connect(url) as conn:

@@ -17,8 +17,10 @@ KINDS: dict[str, str] = {
     " moment is, else the end is unknown (end_unknown, at the start)",
     "end_in_future": "session_end after now: not believable; the next recorded moment is, else"
     " the end is unknown",
-    "no_start": "no session_start (or an infinite one, or one before year 1): it starts at its"
-    " recorded end (else at the adoption) and counts as ended",
+    "no_start": "no session_start, or one not every client can read (an infinite one, or one"
+    " before 0001-01-02 00:00 UTC: west of UTC, the first hours of year 1 are year 1 BC;"
+    " Go's and .NET's zero time, 0001-01-01 00:00 UTC, is one): it starts at its recorded"
+    " end (else at the adoption) and counts as ended",
     "start_in_future": "session_start after now: it starts now, the latest it can",
     "is_active_null": "is_active is null: it follows the end",
     "ended_at_differs": "ended_at disagrees with session_end: it becomes the believed end",

@@ -8,9 +8,10 @@
 -- reading: no recorded moment after it is believable.
 --
 --  1. The start is session_start, never after now. A row without a start (or with
---     an infinite one, or one before year 1, which Postgres takes and few clients can
---     read) starts at its recorded end, else now, and counts as ended: it cannot be
---     live. Such a recorded end is no moment either (rule 3).
+--     an infinite one, or one before 0001-01-02 00:00 UTC, which Postgres takes: west
+--     of UTC the first hours of year 1 are year 1 BC, which few clients can read; Go's
+--     and .NET's zero time is one) starts at its recorded end, else now, and counts as
+--     ended: it cannot be live. Such a recorded end is no moment either (rule 3).
 --  2. A row says it ended when is_active is false, or it holds session_end or
 --     ended_at (is_active is not believed against a recorded moment).
 --  3. Its end is the first believable moment among session_end, ended_at, and
@@ -96,8 +97,9 @@ from (
             r.session_end as readable_end,
             r.ended_at as readable_ended_at
           from (
-            -- Each recorded moment, if it is one: an infinite one, or one before year 1
-            -- (Postgres takes them, few clients can read them), is none.
+            -- Each recorded moment, if it is one: an infinite one, or one before
+            -- 0001-01-02 UTC (Postgres takes them; west of UTC the first hours of year
+            -- 1 are year 1 BC; few clients can read them), is none.
             select
               case when isfinite(o.session_start) and o.session_start >= '0001-01-02 00:00:00+00'
                    then o.session_start end as start,

@@ -3,7 +3,7 @@
 -- passes here, before it is stored, and leaves the row in step:
 --   * a start written after now is now (the original kept in
 --     tether.adoption_corrections), as the backfill reads one; so is an infinite one,
---     or one before year 1;
+--     or one before 0001-01-02 UTC (west of UTC, year 1's first hours are 1 BC);
 --   * a write that ends a session ends it at the first readable time it gives
 --     (session_end, else ended_at, else now), never before the start nor after now, as
 --     tether_end_session_v1 does; reason unrecorded when the writer gives none;
@@ -108,7 +108,7 @@ begin
   end if;
 
   -- A start written that cannot be believed, the original kept:
-  --   * no_start: an infinite one, or one before year 1, is no moment (nor is none
+  --   * no_start: an infinite one, or one before 0001-01-02 UTC, is no moment (nor is none
   --     written by an update): as if none were written, an update keeps the start it
   --     knows, an insert's is then its end, else now;
   --   * start_in_future: one after now (a local clock read as UTC) starts now, the
