@@ -539,6 +539,7 @@ def test_the_schema_gives_each_number_s_bounds_in_json_schema_s_words(api: Admin
                 bounds[path, parameter["name"]] = (given.get("minimum"), given.get("maximum"))
     assert bounds == {
         ("/sessions", "limit"): (1, 500),
+        ("/users/{user_id}/presence", "limit"): (1, 500),
         ("/stats/daily", "days"): (1, 366),
         ("/stats/orphans", "alert_above"): (0, 1_000_000),
     }
@@ -772,8 +773,111 @@ def test_presence_and_disconnecting_a_user(
         "user_id": str(user),
         "online": False,
         "connections": [],
+        "next_cursor": None,
+        "limit": operations.PRESENCE_LIMIT,
     }
     assert api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()["closed"] == 0
+
+
+def _place_live_sessions(db: Conn, user: uuid.UUID, count: int) -> set[str]:
+    """``count`` live sessions of the user, one a second apart, newest a second old; the
+    oldest's connection id is the user's hex, 12 digits, then ``-{count}=``."""
+    rows = db.execute(
+        """
+        insert into public.conversation_sessions (connection_id, user_id, session_start,
+                                                  last_seen_at)
+        select %(prefix)s || i || '=', %(user)s, now() - make_interval(secs => i),
+               now() - make_interval(secs => i)
+        from generate_series(1, %(count)s) as i
+        returning session_id
+        """,
+        {"user": user, "count": count, "prefix": f"{user.hex[:12]}-"},
+    ).fetchall()
+    return {str(row["session_id"]) for row in rows}
+
+
+def test_presence_past_the_page_size_says_more_follow_and_pages_to_the_last(
+    api: AdminApi, db: Conn
+) -> None:
+    """A user with more live connections than a page holds was shown 500 of them, and
+    nothing said that there were more: a script counting them, or looking for one, was
+    wrong without knowing it."""
+    user = uuid.uuid4()
+    live = _place_live_sessions(db, user, operations.PRESENCE_LIMIT + 7)
+
+    first = api.client.get(f"/users/{user}/presence", headers=AUTH)
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert page["online"] is True and page["limit"] == operations.PRESENCE_LIMIT
+    assert len(page["connections"]) == operations.PRESENCE_LIMIT
+    assert page["next_cursor"] is not None
+    seen = [c["session_id"] for c in page["connections"]]
+    starts = [c["session_start"] for c in page["connections"]]
+    assert starts == sorted(starts, reverse=True)  # newest first
+
+    rest = api.client.get(
+        f"/users/{user}/presence", params={"cursor": page["next_cursor"]}, headers=AUTH
+    ).json()
+    assert len(rest["connections"]) == 7 and rest["next_cursor"] is None
+    seen += [c["session_id"] for c in rest["connections"]]
+    assert len(seen) == len(set(seen)) and set(seen) == live
+
+    # Smaller pages, walked to the end: every connection once.
+    walked: list[str] = []
+    cursor_text: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 200}
+        if cursor_text is not None:
+            params["cursor"] = cursor_text
+        body = api.client.get(f"/users/{user}/presence", params=params, headers=AUTH).json()
+        walked += [c["session_id"] for c in body["connections"]]
+        cursor_text = body["next_cursor"]
+        if cursor_text is None:
+            break
+    assert len(walked) == len(live) and set(walked) == live
+
+    # A page that exactly holds them all is the last: no cursor to an empty page.
+    other = uuid.uuid4()
+    _place_live_sessions(db, other, 2)
+    both = api.client.get(f"/users/{other}/presence", params={"limit": 2}, headers=AUTH).json()
+    assert len(both["connections"]) == 2 and both["next_cursor"] is None
+
+    # Another user's cursor, an edited one, or a limit past the cap are refused by name.
+    assert _fields(
+        api.client.get(
+            f"/users/{other}/presence", params={"cursor": page["next_cursor"]}, headers=AUTH
+        )
+    ) == ["cursor"]
+    assert _fields(
+        api.client.get(
+            f"/users/{user}/presence", params={"cursor": page["next_cursor"][:-2]}, headers=AUTH
+        )
+    ) == ["cursor"]
+    assert _fields(
+        api.client.get(
+            f"/users/{user}/presence",
+            params={"limit": operations.PAGE_SIZE_MAX + 1},
+            headers=AUTH,
+        )
+    ) == ["limit"]
+
+
+def test_a_later_page_of_presence_still_says_whether_the_user_is_online(
+    api: AdminApi, db: Conn
+) -> None:
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 3)
+    first = api.client.get(f"/users/{user}/presence", params={"limit": 2}, headers=AUTH).json()
+    # The last page's connection ends meanwhile: the page is empty, the user still online.
+    db.execute(
+        "update public.conversation_sessions set session_end = now(),"
+        " end_reason = 'client_disconnect' where connection_id = %s",
+        (f"{user.hex[:12]}-3=",),
+    )
+    later = api.client.get(
+        f"/users/{user}/presence", params={"cursor": first["next_cursor"]}, headers=AUTH
+    ).json()
+    assert (later["connections"], later["online"], later["next_cursor"]) == ([], True, None)
 
 
 # --- statistics and the sweep -----------------------------------------------------

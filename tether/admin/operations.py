@@ -94,6 +94,19 @@ def list_page(
         and where.started_after >= where.started_before
     ):
         raise InvalidFieldError("started_before", "must be later than started_after")
+    rows, next_cursor = _page(store, where, cursor_text=cursor_text, limit=limit)
+    return SessionsPage(
+        sessions=[_public(row) for row in rows], next_cursor=next_cursor, limit=limit
+    )
+
+
+def _page(
+    store: SessionStore, where: SessionFilter, *, cursor_text: str | None, limit: int
+) -> tuple[list[SessionRecord], str | None]:
+    """A page of rows after the cursor's position, and the cursor of the next page
+    (None on the last): every listing of the API pages this way."""
+    if not 1 <= limit <= PAGE_SIZE_MAX:
+        raise InvalidFieldError("limit", f"must be between 1 and {PAGE_SIZE_MAX}, got {limit}")
     after = cursor.decode(cursor_text, where) if cursor_text is not None else None
     # One row more than the page, to know whether another page follows: a cursor on a
     # last page that happened to be full led to an empty one. The largest page asks
@@ -110,9 +123,7 @@ def list_page(
     if more:
         last = rows[-1]
         next_cursor = cursor.encode(last.session_start, last.session_id, where)
-    return SessionsPage(
-        sessions=[_public(row) for row in rows], next_cursor=next_cursor, limit=limit
-    )
+    return rows, next_cursor
 
 
 def _public(row: SessionRecord) -> SessionPublic:
@@ -124,18 +135,34 @@ def get_session(store: SessionStore, session_id: UUID) -> SessionPublic | None:
     return _public(row) if row else None
 
 
-def presence(store: SessionStore, user_id: UUID, *, every_page: bool = False) -> UserPresence:
-    """A user's live connections: the newest page, or with ``every_page`` all of them
-    (what closing the user ends, to be listed before it is asked)."""
+def presence(
+    store: SessionStore,
+    user_id: UUID,
+    *,
+    cursor_text: str | None = None,
+    limit: int = PRESENCE_LIMIT,
+    every_page: bool = False,
+) -> UserPresence:
+    """A user's live connections, newest first: a page of them (``next_cursor`` names
+    the next while more follow, as a page of sessions does), or with ``every_page``
+    all of them (what closing the user ends, to be listed before it is asked)."""
     where = SessionFilter(active=True, user_id=user_id)
-    page = store.list_sessions(where, limit=PRESENCE_LIMIT)
-    rows = list(page)
-    while every_page and len(page) == PRESENCE_LIMIT:
-        last = page[-1]
-        page = store.list_sessions(
-            where, after=(last.session_start, last.session_id), limit=PRESENCE_LIMIT
-        )
-        rows.extend(page)
+    next_cursor: str | None
+    if every_page:
+        page = store.list_sessions(where, limit=PRESENCE_LIMIT)
+        rows = list(page)
+        while len(page) == PRESENCE_LIMIT:
+            last = page[-1]
+            page = store.list_sessions(
+                where, after=(last.session_start, last.session_id), limit=PRESENCE_LIMIT
+            )
+            rows.extend(page)
+        next_cursor = None
+    else:
+        rows, next_cursor = _page(store, where, cursor_text=cursor_text, limit=limit)
+    # A later page emptied by ends since the first: whether the user is online is still
+    # whether any connection is live, not whether this page holds one.
+    online = bool(rows) or (cursor_text is not None and bool(store.list_sessions(where, limit=1)))
     connections = [
         LiveConnection(
             session_id=row.session_id,
@@ -147,7 +174,13 @@ def presence(store: SessionStore, user_id: UUID, *, every_page: bool = False) ->
         )
         for row in rows
     ]
-    return UserPresence(user_id=user_id, online=bool(connections), connections=connections)
+    return UserPresence(
+        user_id=user_id,
+        online=online,
+        connections=connections,
+        next_cursor=next_cursor,
+        limit=PRESENCE_LIMIT if every_page else limit,
+    )
 
 
 def daily(store: SessionStore, days: int) -> DailyStatsReport:

@@ -74,8 +74,16 @@ class LiveConnection(_Model):
 
 class UserPresence(_Model):
     user_id: UUID
-    online: bool
-    connections: list[LiveConnection]
+    online: bool = Field(description="Whether the user has a live connection now.")
+    connections: list[LiveConnection] = Field(
+        description="The user's live connections, newest first, a page at a time."
+    )
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page of connections; null on the last"
+        " page: a user with more live connections than `limit` is never shown as having"
+        " only those."
+    )
+    limit: int
 
 
 class UserDisconnected(_Model):

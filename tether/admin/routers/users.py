@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from tether.admin import operations
 from tether.admin.deps import (
@@ -15,6 +16,7 @@ from tether.admin.deps import (
     OperatorDep,
     StoreDep,
 )
+from tether.admin.queries import IN_DIGITS
 from tether.admin.schemas import UserDisconnected, UserPresence
 
 router = APIRouter(
@@ -29,8 +31,25 @@ router = APIRouter(
     response_model=UserPresence,
     summary="Online or not, with the live connections",
 )
-def presence(user_id: UUID, store: StoreDep) -> UserPresence:
-    return operations.presence(store, user_id)
+def presence(
+    *,
+    user_id: UUID,
+    store: StoreDep,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=512,
+            description="The `next_cursor` of the previous page",
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=operations.PAGE_SIZE_MAX, description="Connections per page"),
+        IN_DIGITS,
+    ] = operations.PRESENCE_LIMIT,
+) -> UserPresence:
+    return operations.presence(store, user_id, cursor_text=cursor, limit=limit)
 
 
 @router.post(
