@@ -9,29 +9,32 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
 from tests.support import claims, sign
-from tether import migrate
+from tether import migrate, runtime
 from tether.admin import cursor, deps, operations
 from tether.aws import eventbridge
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseError
-from tether.models import OpenSessionRequest
+from tether.models import OpenSessionRequest, SessionEnded
+from tether.outbox import AnnounceResult, LogAnnouncer
 from tether.store import (
     APPLIED_MIGRATIONS,
     ROW_SECURITY_PROBLEMS,
     SWEEP_STATE,
     Row,
     SerializedStore,
+    SessionStore,
 )
 from tether.sweep_and_admin_models import SessionFilter
 
@@ -691,6 +694,10 @@ def test_a_forced_close_s_worst_case_fits_in_api_gateway_s_29_seconds() -> None:
     database's statements room inside API Gateway's 29 s."""
     announcing = eventbridge.CALL_ATTEMPTS * 2 * eventbridge.CALL_TIMEOUT_SECONDS + 1.0
     assert operations.DISCONNECT_BUDGET_SECONDS + announcing <= 29 - 5
+    # A user's close keeps to its own budget, whatever it has to do: the same room is
+    # left for the function's start and the answer.
+    assert operations.USER_DISCONNECT_BUDGET_SECONDS <= 29 - 5
+    assert announcing + operations.DATABASE_CALL_SECONDS == operations.ANNOUNCE_CHUNK_SECONDS
 
 
 def test_a_gateway_gone_quiet_does_not_hold_the_answer_past_api_gateway_s_limit(
@@ -721,6 +728,122 @@ def test_a_gateway_gone_quiet_does_not_hold_the_answer_past_api_gateway_s_limit(
     api.gateway.silent.add(str(single["connection_id"]))
     body = api.client.post(f"/sessions/{single['session_id']}/close", headers=AUTH).json()
     assert (body["outcome"], body["connection"]) == ("closed", "failed")
+
+
+class _SlowStore(SerializedStore):
+    """The test database, answering each call ``delay`` seconds late (a database under
+    load, or far away)."""
+
+    def __init__(self, inner: SessionStore, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.calls = 0
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        time.sleep(self.delay)
+        self.calls += 1
+        return super().call(function, args)
+
+
+class _SlowAnnouncer:
+    """EventBridge answering each PutEvents call (ten ends) ``delay`` seconds late."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.inner = LogAnnouncer()
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        time.sleep(self.delay * -(-len(sessions) // eventbridge.PUT_EVENTS_BATCH))
+        return self.inner.announce(sessions)
+
+
+def _shorter_budget(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The user's close given ``seconds`` (24 in production), its steps' worst cases
+    scaled down with it."""
+    monkeypatch.setattr(operations, "USER_DISCONNECT_BUDGET_SECONDS", seconds)
+    monkeypatch.setattr(operations, "DATABASE_CALL_SECONDS", seconds / 15)
+    monkeypatch.setattr(operations, "ANNOUNCE_CHUNK_SECONDS", seconds / 4)
+
+
+def test_a_user_s_hundreds_of_sessions_on_a_slow_database_answer_in_time(
+    api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each session closed was read back with a call of its own: 300 sessions on a
+    database answering in 20 ms took over 6 s there alone, and at 100 ms past API
+    Gateway's 29 s, whose 504 left the operator not knowing what was done."""
+    user = uuid.uuid4()
+    live = _place_live_sessions(db, user, 300)
+    _shorter_budget(monkeypatch, 3.0)
+    slow = _SlowStore(runtime.store(), 0.02)
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_store] = lambda: slow
+    started = time.monotonic()
+    response = api.client.post(f"/users/{user}/disconnect", headers=AUTH)
+    waited = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert waited < 3.0 + 0.5, waited
+    assert (body["closed"], body["complete"]) == (300, True), body["detail"]
+    assert {s["session_id"] for s in body["sessions"]} == live
+    assert {(s["connection"], s["announced"]) for s in body["sessions"]} == {("already_gone", True)}
+    assert {s["session"]["end_reason"] for s in body["sessions"]} == {"forced_close"}
+    assert slow.calls < 20  # one to end them, a few to announce and read them back
+
+
+def test_closing_a_user_stops_at_its_deadline_and_says_what_it_left(
+    api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EventBridge answering slowly: the ends are announced while there is time, the
+    rest are said to be queued, and the answer comes within the budget. The rows are
+    all ended, and calling again ends nothing twice."""
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 400)
+    _shorter_budget(monkeypatch, 3.0)
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    # A chunk of 80 ends takes 0.72 s, within its worst case (0.75 s here).
+    app.dependency_overrides[deps.get_announcer] = lambda: _SlowAnnouncer(0.09)
+    started = time.monotonic()
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    waited = time.monotonic() - started
+    assert waited < 3.0 + 0.5, waited
+    assert body["closed"] == 400 and body["complete"] is False
+    went_out = [s for s in body["sessions"] if s["announced"]]
+    left = [s for s in body["sessions"] if not s["announced"]]
+    assert went_out and left, body["detail"]
+    assert {s["announce_error"] for s in left} == {operations.NOT_ANNOUNCED_IN_TIME}
+    assert all("queued: the sweep announces it" in s["detail"] for s in left)
+    assert f"{len(left)} SessionEnded queued" in body["detail"]
+    # Every row ended; what was not announced waits in the outbox for the sweep.
+    for each in body["sessions"]:
+        row = _row(db, each["session_id"])
+        assert (row["is_active"], row["end_reason"]) == (False, "forced_close")
+        assert row["queued"] is (not each["announced"])
+    again = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert (again["closed"], again["complete"], again["sessions"]) == (0, True, [])
+
+
+def test_a_gateway_gone_quiet_leaves_a_user_s_close_its_deadline(
+    api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's wait (12 s) came on top of the rest: within the whole budget now,
+    the sessions still read back; the ends it had no time to announce are queued."""
+    assert api.gateway is not None
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 5)
+    api.gateway.silent.update(f"{user.hex[:12]}-{i}=" for i in range(1, 6))
+    _shorter_budget(monkeypatch, 3.0)
+    started = time.monotonic()
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    waited = time.monotonic() - started
+    assert waited < 3.0 + 0.5, waited
+    assert [s["connection"] for s in body["sessions"]] == ["failed"] * 5
+    assert body["complete"] is False and "POST /sessions/{id}/close" in body["detail"]
+    assert all(s["session"]["end_reason"] == "forced_close" for s in body["sessions"])
+    for each in body["sessions"]:
+        if not each["announced"]:
+            assert _row(db, each["session_id"])["queued"] is True
 
 
 def test_closing_an_unknown_session_is_404(api: AdminApi) -> None:

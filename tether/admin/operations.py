@@ -10,6 +10,8 @@ connection. The ``$disconnect`` that the close causes finds the session already
 ended: the first end wins. A connection already gone (410) is no failure: the row
 was ended. Closing again is safe: it says the session was already closed, and asks
 the gateway again, so a close whose gateway call failed can simply be retried.
+Closing a user's sessions asks the gateway before announcing, and keeps to a deadline
+(``close_user``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -46,6 +48,7 @@ from tether.admin.schemas import (
     UserDisconnected,
     UserPresence,
 )
+from tether.aws import eventbridge
 from tether.aws.connections import ConnectionsApi
 from tether.bounded_calls import call_all
 from tether.errors import (
@@ -78,6 +81,25 @@ DISCONNECT_BUDGET_SECONDS = 12.0
 asked at once), so its answer, listing what to retry, comes within API Gateway's 29 s;
 a DeleteConnection still unanswered then is reported failed."""
 DISCONNECT_CONCURRENCY = 10
+USER_DISCONNECT_BUDGET_SECONDS = 24.0
+"""Closing a user's sessions answers within this time, however many sessions and however
+slow the database, EventBridge or the gateway: API Gateway's HTTP API answers 504 after
+29 s (its cold start included), and the operator would not know what was done. The rows
+end first, in one statement; each later step (the gateway's closes, the announcements,
+reading the sessions back) starts only while its worst case fits in what is left, and
+the answer says what was left undone."""
+DATABASE_CALL_SECONDS = 5.0
+"""The longest one database call waits for a server that answers slowly (the psycopg
+driver's ``ANSWER_WITHIN_SECONDS``): a step that needs one starts only with this left."""
+ANNOUNCE_CHUNK = 80
+"""Ends announced at a time when closing a user's sessions: eight PutEvents calls of ten,
+made at once by the EventBridge announcer."""
+ANNOUNCE_CHUNK_SECONDS = (
+    eventbridge.CALL_ATTEMPTS * 2 * eventbridge.CALL_TIMEOUT_SECONDS + 1.0 + DATABASE_CALL_SECONDS
+)
+"""The worst case of announcing one chunk: the EventBridge announcer's tries, each with
+its connect and read timeouts, botocore's backoff of at most a second between them, and
+the database recording what went out."""
 
 
 # --- reading --------------------------------------------------------------------------
@@ -459,6 +481,9 @@ def close_session(
     )
 
 
+NOT_ANNOUNCED_IN_TIME = "not tried: the answer's time ran out first"
+
+
 def close_user(
     user_id: UUID,
     *,
@@ -468,31 +493,133 @@ def close_user(
     announce_lease_seconds: float,
     operator: str,
 ) -> UserDisconnected:
-    """Force every live session of a user closed (sign-out, ban); what it closed."""
+    """Force every live session of a user closed (sign-out, ban), within
+    ``USER_DISCONNECT_BUDGET_SECONDS``: what it closed, and what it left undone.
+
+    The rows end first, all in one statement, so the user's clients are ended whatever
+    follows (a client whose close the gateway is not told of is closed at its next
+    heartbeat). Then the gateway is asked to close each connection, the ends are
+    announced a chunk at a time, and the sessions read back a page at a time, each
+    step only while it fits in the time left. What was not done is said per session
+    and is safe to finish: a connection ``failed`` is closed again by
+    ``POST /sessions/{id}/close``, an end not announced stays queued for the sweep,
+    and calling this again ends nothing twice."""
     gateway = _require(connections)
+    deadline = time.monotonic() + USER_DISCONNECT_BUDGET_SECONDS
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
     ended = store.force_close_user(user_id, announce_lease_seconds=announce_lease_seconds)
-    announced, announce_error = _announce(store, announcer, ended)
-    closed = []
+    # The operator's intent first: the clients go. The gateway's wait leaves the time
+    # of a database call or two, to read the sessions back at least; the announcements
+    # only take what time is left, since what they leave the sweep announces.
     answers = _disconnect_all(
-        gateway, [session.connection_id for session in ended], DISCONNECT_BUDGET_SECONDS
+        gateway,
+        [session.connection_id for session in ended],
+        min(DISCONNECT_BUDGET_SECONDS, left() - 2 * DATABASE_CALL_SECONDS),
     )
+    announced = _announce_in_time(store, announcer, ended, left)
+    records = _read_back(store, user_id, ended, left)
+    closed = []
     for session, (connection, said) in zip(ended, answers, strict=True):
+        went_out, why = announced.get(session.session_id, (False, NOT_ANNOUNCED_IN_TIME))
         closed.append(
             SessionClosed(
                 session_id=session.session_id,
                 outcome=CloseOutcome.CLOSED,
                 connection=connection,
-                announced=announced,
-                announce_error=announce_error,
-                detail=f"ended it; {said}{_queued(announced)}",
-                session=get_session(store, session.session_id),
+                announced=went_out,
+                announce_error=why,
+                detail=f"ended it; {said}{_queued(went_out)}",
+                session=records.get(session.session_id),
             )
         )
+    unclosed = sum(1 for each in closed if each.connection is Disconnection.FAILED)
+    unannounced = sum(1 for each in closed if each.announced is False)
+    unread = sum(1 for each in closed if each.session is None)
     logger.info(
         "user disconnected",
-        extra={"user_id": str(user_id), "closed": len(closed), "operator": operator},
+        extra={
+            "user_id": str(user_id),
+            "closed": len(closed),
+            "operator": operator,
+            "connections_failed": unclosed,
+            "unannounced": unannounced,
+            "unread": unread,
+        },
     )
-    return UserDisconnected(user_id=user_id, closed=len(closed), sessions=closed)
+    return UserDisconnected(
+        user_id=user_id,
+        closed=len(closed),
+        sessions=closed,
+        complete=not (unclosed or unannounced or unread),
+        detail=describe_user_close(len(closed), unclosed, unannounced, unread),
+    )
+
+
+def _announce_in_time(
+    store: SessionStore,
+    announcer: Announcer,
+    ended: Sequence[SessionEnded],
+    left: Callable[[], float],
+) -> dict[UUID, tuple[bool, str | None]]:
+    """Announce the ends a chunk at a time while a chunk's worst case fits in the time
+    left: each announced end's outcome (whether it went out, and if not why). An end
+    not tried stays queued, leased, and the sweep announces it once the lease is over."""
+    outcomes: dict[UUID, tuple[bool, str | None]] = {}
+    for start in range(0, len(ended), ANNOUNCE_CHUNK):
+        if left() - DATABASE_CALL_SECONDS < ANNOUNCE_CHUNK_SECONDS:
+            logger.warning(
+                "no time left to announce these ends now; the sweep announces them",
+                extra={"sessions": len(ended) - start},
+            )
+            break
+        chunk = ended[start : start + ANNOUNCE_CHUNK]
+        outcome = _announce(store, announcer, chunk)
+        outcomes.update((session.session_id, outcome) for session in chunk)
+    return outcomes
+
+
+def _read_back(
+    store: SessionStore, user_id: UUID, ended: Sequence[SessionEnded], left: Callable[[], float]
+) -> dict[UUID, SessionPublic]:
+    """The sessions just ended, as they stand now, read a page at a time (one call per
+    session would cost a round trip each: hundreds for a user with hundreds of sessions)
+    while a call fits in the time left. A session not read is missing."""
+    if not ended:
+        return {}
+    wanted = {session.session_id for session in ended}
+    where = SessionFilter(
+        active=False,
+        user_id=user_id,
+        started_after=min(session.session_start for session in ended),
+    )
+    found: dict[UUID, SessionPublic] = {}
+    after: tuple[datetime, UUID] | None = None
+    while wanted - found.keys() and left() >= DATABASE_CALL_SECONDS:
+        rows = store.list_sessions(where, after=after, limit=PAGE_SIZE_MAX)
+        found.update((row.session_id, _public(row)) for row in rows if row.session_id in wanted)
+        if len(rows) < PAGE_SIZE_MAX:
+            break
+        after = (rows[-1].session_start, rows[-1].session_id)
+    return found
+
+
+def describe_user_close(closed: int, unclosed: int, unannounced: int, unread: int) -> str:
+    """What closing a user's sessions did, and what is left and how to finish it."""
+    said = [f"ended {closed} session(s)"]
+    if unclosed:
+        said.append(
+            f"{unclosed} connection(s) not closed (the gateway did not answer, or was not"
+            " asked before the answer's time ran out): close each again with"
+            " POST /sessions/{id}/close, or leave them to their next heartbeat"
+        )
+    if unannounced:
+        said.append(f"{unannounced} SessionEnded queued: the sweep announces them")
+    if unread:
+        said.append(f"{unread} session(s) not read back in time: GET /sessions/{{id}}")
+    return "; ".join(said)
 
 
 def sweep_now(store: SessionStore, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepSummary:

@@ -90,6 +90,14 @@ class UserDisconnected(_Model):
     user_id: UUID
     closed: int
     sessions: list[SessionClosed]
+    complete: bool = Field(
+        description="false when something was left undone, each said in its session:"
+        " a connection the gateway did not close (`failed`: close it again with"
+        " POST /sessions/{id}/close), an end not announced (queued for the sweep), or a"
+        " session not read back (`session` null). The rows are ended either way, and"
+        " calling again ends nothing twice."
+    )
+    detail: str
 
 
 class DayStats(DailyStats):

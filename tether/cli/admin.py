@@ -257,12 +257,21 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
 
 def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
     from tether.admin import operations  # noqa: PLC0415
+    from tether.admin.schemas import UserDisconnected  # noqa: PLC0415
 
     # Every page: the sessions listed and counted before the question are those closed.
     live = operations.presence(common["store"], args.user, every_page=True)
     if not live.connections:
         if args.json:
-            say_json({"user_id": str(args.user), "closed": 0, "sessions": []})
+            # What the API answers for a user with nothing live.
+            nothing = UserDisconnected(
+                user_id=args.user,
+                closed=0,
+                sessions=[],
+                complete=True,
+                detail=operations.describe_user_close(0, 0, 0, 0),
+            )
+            say_json(nothing.model_dump(mode="json"))
         else:
             say(f"user {args.user} has no live session")
         return 0
