@@ -166,6 +166,9 @@ class EndResult(RowModel):
     connection_id: str
     session: SessionEnded | None = None
     """The session as it stands after the call: the winning end for ``already_ended``."""
+    closing_until: Moment | None = None
+    """For a forced close that found the session ended by another forced close still at
+    work on it (asking the gateway, then announcing): until when that close holds it."""
 
 
 class FinalizeOutcome(StrEnum):

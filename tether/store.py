@@ -75,7 +75,7 @@ RECORD_SWEEP = "tether_record_sweep_v2"
 # The operators' API, page and commands.
 LIST_SESSIONS = "tether_list_sessions_v1"
 GET_SESSION = "tether_get_session_v1"
-FORCE_CLOSE = "tether_force_close_v1"
+FORCE_CLOSE = "tether_force_close_v2"
 FORCE_CLOSE_USER = "tether_force_close_user_v1"
 DAILY_STATS = "tether_daily_stats_v1"
 RECENT_ENDS = "tether_recent_ends_v1"
@@ -491,7 +491,8 @@ class SessionStore(ABC):
         *,
         announce_lease_seconds: float = DEFAULT_ANNOUNCE_LEASE_SECONDS,
     ) -> EndResult | None:
-        """End one session now as ``forced_close`` (first end wins); None for an unknown id."""
+        """End one session now as ``forced_close`` (first end wins); None for an unknown id.
+        A session another forced close ended and still works on says until when."""
         rows = self.call(
             FORCE_CLOSE,
             {
@@ -506,6 +507,7 @@ class SessionStore(ABC):
             outcome=EndOutcome(row["outcome"]),
             connection_id=str(row["connection_id"]),
             session=SessionEnded.model_validate(row),
+            closing_until=row["closing_until"],
         )
 
     @_reads_rows

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests import connections_standin
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
 from tests.support import claims, sign
 from tether import migrate, runtime
 from tether.admin import cursor, deps, operations
+from tether.admin.schemas import SessionClosed, UserDisconnected
 from tether.aws import eventbridge
+from tether.aws.connections import ConnectionsApi
 from tether.drivers.postgres import PostgresStore
 from tether.errors import DatabaseError
 from tether.models import OpenSessionRequest, SessionEnded
@@ -621,6 +625,128 @@ def test_forced_close_ends_announces_and_disconnects_once(
     )
     assert "already ended (forced_close)" in again["detail"]
     assert _row(db, row["session_id"])["session_end"] == after["session_end"]
+
+
+def _close_at_once(
+    database_url: str, closes: Sequence[Callable[[SessionStore], object]]
+) -> list[object]:
+    """Each close on its own thread, store and gateway client, all let go at once."""
+    barrier = threading.Barrier(len(closes))
+    answers: list[object] = [None] * len(closes)
+
+    def run(index: int) -> None:
+        store = PostgresStore(database_url)
+        try:
+            barrier.wait()
+            answers[index] = closes[index](store)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(closes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_of_two_closes_at_once_the_one_that_ended_the_row_says_it_disconnected(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    """Both closes asked the gateway, and whichever reached it first was told it closed
+    the connection: the close that ended the row (it announces first) answered, about
+    one race in two, that the connection had already gone, and the close that ended
+    nothing that it closed it."""
+    with connections_standin.serve() as gateway:
+        common: dict[str, Any] = {
+            "connections": ConnectionsApi(gateway.url),
+            "announcer": LogAnnouncer(),
+            "announce_lease_seconds": 60.0,
+            "operator": "test",
+        }
+        for _ in range(15):
+            row = make_session(started_seconds_ago=60)
+            gateway.set_alive(str(row["connection_id"]))
+            session_id = uuid.UUID(str(row["session_id"]))
+
+            def close(store: SessionStore, session_id: uuid.UUID = session_id) -> object:
+                return operations.close_session(session_id, store=store, **common)
+
+            answers = _close_at_once(database_url, [close, close])
+            said = sorted(
+                (a.outcome.value, a.connection.value)
+                for a in answers
+                if isinstance(a, SessionClosed)
+            )
+            assert said == [("already_closed", "already_gone"), ("closed", "disconnected")]
+            assert [m for m, c in gateway.calls if c == row["connection_id"]] == [
+                "DELETE",
+                "DELETE",
+            ]
+
+
+def test_a_user_s_disconnect_and_a_close_at_once_the_one_that_ended_the_row_disconnected(
+    database_url: str, make_session: SessionFactory
+) -> None:
+    with connections_standin.serve() as gateway:
+        common: dict[str, Any] = {
+            "connections": ConnectionsApi(gateway.url),
+            "announcer": LogAnnouncer(),
+            "announce_lease_seconds": 60.0,
+            "operator": "test",
+        }
+        for _ in range(10):
+            user = uuid.uuid4()
+            row = make_session(user_id=user, started_seconds_ago=60)
+            gateway.set_alive(str(row["connection_id"]))
+            session_id = uuid.UUID(str(row["session_id"]))
+
+            def close_one(store: SessionStore, session_id: uuid.UUID = session_id) -> object:
+                return operations.close_session(session_id, store=store, **common)
+
+            def close_user(store: SessionStore, user: uuid.UUID = user) -> object:
+                return operations.close_user(user, store=store, **common)
+
+            one, everyone = _close_at_once(database_url, [close_one, close_user])
+            assert isinstance(one, SessionClosed) and isinstance(everyone, UserDisconnected)
+            if everyone.closed:  # the user's disconnect ended the row
+                [theirs] = everyone.sessions
+                assert (theirs.connection.value, one.outcome.value, one.connection.value) == (
+                    "disconnected",
+                    "already_closed",
+                    "already_gone",
+                )
+            else:
+                assert (one.outcome.value, one.connection.value) == ("closed", "disconnected")
+
+
+def test_a_close_waits_only_for_a_forced_close_still_at_work(
+    store: PostgresStore, make_session: SessionFactory
+) -> None:
+    """The end's own lease says that its close is at work: once the close has announced
+    (or given the lease back), or for an end another cause made, nothing is waited for."""
+    forced = make_session(started_seconds_ago=60)
+    session_id = uuid.UUID(str(forced["session_id"]))
+    first = store.force_close(session_id, announce_lease_seconds=60)
+    assert first is not None and first.closing_until is None  # it ended it
+    at_work = store.force_close(session_id, announce_lease_seconds=60)
+    assert at_work is not None and at_work.outcome.value == "already_ended"
+    assert at_work.closing_until is not None
+    store.mark_announced([session_id])
+    done = store.force_close(session_id, announce_lease_seconds=60)
+    assert done is not None and done.closing_until is None
+    # Given back after a failed announcement: the sweep's to take, nothing at work.
+    released = make_session(started_seconds_ago=60)
+    released_id = uuid.UUID(str(released["session_id"]))
+    store.force_close(released_id, announce_lease_seconds=60)
+    store.release_announcements({released_id: 0})
+    again = store.force_close(released_id, announce_lease_seconds=60)
+    assert again is not None and again.closing_until is None
+    # Ended by its client's $disconnect, whose announcement is at work: no close to wait for.
+    ended = store.open_session(OpenSessionRequest(connection_id="ended-by-client="))
+    store.end_session("ended-by-client=", "client_disconnect", announce_lease_seconds=60)
+    by_client = store.force_close(ended.session_id, announce_lease_seconds=60)
+    assert by_client is not None and by_client.closing_until is None
 
 
 def test_a_forced_close_whose_announcement_cannot_be_recorded_still_disconnects(

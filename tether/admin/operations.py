@@ -5,12 +5,13 @@ connections, the @connections API and the announcer) and returns the models of
 ``tether.admin.schemas``.
 
 A forced close ends the row first (reason ``forced_close``, into the outbox with
-the end, as every end), announces it, then asks the gateway to close the
-connection. The ``$disconnect`` that the close causes finds the session already
-ended: the first end wins. A connection already gone (410) is no failure: the row
-was ended. Closing again is safe: it says the session was already closed, and asks
-the gateway again, so a close whose gateway call failed can simply be retried.
-Closing a user's sessions asks the gateway before announcing, and keeps to a deadline
+the end, as every end, leased to it), asks the gateway to close the connection,
+then announces the end. The ``$disconnect`` that the close causes finds the session
+already ended: the first end wins. A connection already gone (410) is no failure: the
+row was ended. Closing again is safe: it says the session was already closed, and asks
+the gateway again, so a close whose gateway call failed can simply be retried; a close
+that finds another still at work on the session (its end still leased to it) waits for
+it to ask the gateway first. Closing a user's sessions keeps to a deadline
 (``close_user``).
 """
 
@@ -57,7 +58,7 @@ from tether.errors import (
     DatabaseUnavailableError,
     GatewayError,
 )
-from tether.models import EndOutcome, SessionEnded
+from tether.models import EndOutcome, EndResult, SessionEnded
 from tether.outbox import Announcer, announce_and_mark
 from tether.settings import Settings
 from tether.store import SessionStore
@@ -81,6 +82,12 @@ DISCONNECT_BUDGET_SECONDS = 12.0
 asked at once), so its answer, listing what to retry, comes within API Gateway's 29 s;
 a DeleteConnection still unanswered then is reported failed."""
 DISCONNECT_CONCURRENCY = 10
+DISCONNECT_FLOOR_SECONDS = 1.0
+"""What a close that waited for another still gives the gateway: the close it waited
+for has asked it first, so its own call is a check."""
+CLOSE_AT_WORK_POLL_SECONDS = 0.1
+"""How often a close that found another forced close at work on its session looks
+again."""
 USER_DISCONNECT_BUDGET_SECONDS = 24.0
 """Closing a user's sessions answers within this time, however many sessions and however
 slow the database, EventBridge or the gateway: API Gateway's HTTP API answers 504 after
@@ -449,16 +456,28 @@ def close_session(
     announce_lease_seconds: float,
     operator: str,
 ) -> SessionClosed | None:
-    """Force one session closed; None when no session has that id."""
+    """Force one session closed; None when no session has that id.
+
+    The close that ends the row asks the gateway at once, then announces the end. A close
+    that finds the row ended by another forced close still at work waits for it (for
+    ``DISCONNECT_BUDGET_SECONDS`` at most) before asking the gateway itself, so the
+    close that ended the row is the one told it closed the connection, and the other is
+    told it was gone."""
     gateway = _require(connections)
     end = store.force_close(session_id, announce_lease_seconds=announce_lease_seconds)
     if end is None or end.session is None:
         return None
     ended = end.outcome is EndOutcome.ENDED
+    lease = announce_lease_seconds
+    waited = 0.0 if ended else _wait_for_the_close_at_work(store, session_id, end, lease)
+    ((connection, said),) = _disconnect_all(
+        gateway,
+        [end.connection_id],
+        max(DISCONNECT_BUDGET_SECONDS - waited, DISCONNECT_FLOOR_SECONDS),
+    )
     announced, announce_error = (
         _announce(store, announcer, [end.session]) if ended else (None, None)
     )
-    ((connection, said),) = _disconnect_all(gateway, [end.connection_id], DISCONNECT_BUDGET_SECONDS)
     outcome = CloseOutcome.CLOSED if ended else CloseOutcome.ALREADY_CLOSED
     logger.info(
         "forced close",
@@ -479,6 +498,30 @@ def close_session(
         detail=f"{before}; {said}{_queued(announced)}",
         session=get_session(store, session_id),
     )
+
+
+def _wait_for_the_close_at_work(
+    store: SessionStore, session_id: UUID, end: EndResult, announce_lease_seconds: float
+) -> float:
+    """While another forced close that ended this session is still at work on it (asking
+    the gateway, then announcing), wait for it, ``DISCONNECT_BUDGET_SECONDS`` at most:
+    its call to the gateway goes first. How long this waited."""
+    started = time.monotonic()
+    while end.closing_until is not None:
+        waited = time.monotonic() - started
+        if waited >= DISCONNECT_BUDGET_SECONDS:
+            logger.warning(
+                "the forced close that ended this session is still at work; asking the"
+                " gateway all the same",
+                extra={"session_id": str(session_id)},
+            )
+            break
+        time.sleep(CLOSE_AT_WORK_POLL_SECONDS)
+        again = store.force_close(session_id, announce_lease_seconds=announce_lease_seconds)
+        if again is None:  # deleted meanwhile: nothing left to wait for
+            break
+        end = again
+    return time.monotonic() - started
 
 
 NOT_ANNOUNCED_IN_TIME = "not tried: the answer's time ran out first"
