@@ -82,6 +82,37 @@ def test_a_server_that_died_under_its_users_is_not_one_left_running(
     assert not embedded.is_running(data_dir)
 
 
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_what_an_interrupted_initdb_left_is_made_again(data_dir: Path) -> None:
+    """A Ctrl-C as the first `tether dev` starts reaches initdb too, whose clean-up is
+    killed halfway: part of a cluster and no PG_VERSION. initdb refused that folder, as
+    not empty, at every later start; it is made again instead."""
+    (data_dir / "base" / "1").mkdir(parents=True)
+    (data_dir / "global").mkdir()
+    (data_dir / "pg_wal").mkdir()
+    (data_dir / "postgresql.conf").write_text("# cut off\n")
+
+    server = embedded.start(data_dir)
+
+    assert server.started_here
+    assert (data_dir / "PG_VERSION").is_file()
+    assert _ping(server.url) == 1
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_a_database_is_never_removed_to_be_made_again(data_dir: Path) -> None:
+    """Only a folder without PG_VERSION is removed: a stopped database keeps its rows."""
+    server = embedded.start(data_dir)
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute("create table kept (id int)")
+    server.stop()
+
+    again = embedded.start(data_dir)
+
+    with psycopg.connect(again.url) as conn:
+        assert conn.execute("select count(*) from kept").fetchone() == (0,)
+
+
 def _failing_pg_ctl(folder: Path, message: str) -> Path:
     """A pg_ctl that fails as the real one does, on stderr: where the server's user can
     run it, as the real one runs."""

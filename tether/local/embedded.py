@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import time
 import warnings
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.errors import ConfigurationError, EmbeddedPostgresError
 from tether.folders import make_folder
@@ -162,6 +165,22 @@ def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
         return False
 
 
+def _remove_an_unfinished_initdb(data_dir: Path, initdb_lock: AbstractContextManager[Any]) -> None:
+    """Remove what an initdb cut off left: a folder holding part of a cluster and no
+    PG_VERSION. A Ctrl-C as the first `tether dev` starts reaches initdb too, whose own
+    clean-up is then killed halfway; nothing in such a folder can start, and initdb
+    refuses a folder that is not empty, so every later start would fail. Every initdb
+    runs under the wheel's lock: held here, such a folder is no initdb's at work."""
+    with initdb_lock:
+        if (data_dir / "PG_VERSION").exists() or not any(data_dir.iterdir()):
+            return
+        logger.warning(
+            "removing what an interrupted initdb left, to make the database again",
+            extra={"data_dir": str(data_dir)},
+        )
+        shutil.rmtree(data_dir)
+
+
 def remove_stale_pid_file(data_dir: Path) -> bool:
     """Remove ``postmaster.pid`` if no live postgres of this data directory owns it."""
     pid_file = data_dir / "postmaster.pid"
@@ -217,6 +236,7 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
     path = Path(data_dir).expanduser().resolve()
     make_folder(path.parent)
     if path.exists():
+        _remove_an_unfinished_initdb(path, PostgresServer._lock)
         remove_stale_pid_file(path)
     already_running = is_running(path)
     if not already_running:
