@@ -38,7 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,6 +248,13 @@ class GatewayStats:
     active until a sweep ends them."""
 
 
+def _succeeded(invocation: Future[Any]) -> bool:
+    """Whether a finished handler's thread answered 2xx (not dropped, not raised)."""
+    if invocation.cancelled() or invocation.exception() is not None:
+        return False
+    return 200 <= _status_code(invocation.result()) < 300
+
+
 def _status_code(response: object) -> int:
     """The status a handler answered, as API Gateway reads it: 200 when it names none,
     500 when what it names is no status."""
@@ -321,6 +328,8 @@ class LocalGateway:
         if "$default" not in routes:
             raise ValueError("a $default route is required")
         self._handlers = ThreadPoolExecutor(handler_threads, thread_name_prefix="tether-handler")
+        # $disconnects the stop cut short, judged once their threads are done (close()).
+        self._cut_short: list[tuple[str, Future[Any]]] = []
         self._connect = connect
         self._disconnect = disconnect
         self._routes = dict(routes)
@@ -358,17 +367,29 @@ class LocalGateway:
             "apiId": self.api_id,
         }
 
-    async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
+    def _submit(self, name: str, handler: Handler, event: dict[str, Any]) -> Future[Any]:
         context = LocalLambdaContext(function_name=f"tether-{name}")
         # As asyncio.to_thread calls it (in a copy of this context), on the handlers' pool.
         call = functools.partial(contextvars.copy_context().run, handler, event, context)
-        return await asyncio.get_running_loop().run_in_executor(self._handlers, call)
+        return self._handlers.submit(call)
+
+    async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
+        return await asyncio.wrap_future(self._submit(name, handler, event))
 
     def close(self) -> None:
         """Once the server has stopped: an invocation still waiting for a thread is
         dropped, and those running (cut short by a second Ctrl-C, say) are waited for,
-        so none outlives the stores and the database they use."""
+        so none outlives the stores and the database they use. A $disconnect cut short
+        counts as failed unless its thread went on to end the session."""
         self._handlers.shutdown(wait=True, cancel_futures=True)
+        for connection_id, invocation in self._cut_short:
+            if not _succeeded(invocation):
+                self.stats.disconnects_failed += 1
+                logger.warning(
+                    "$disconnect cut short by the stop; a sweep ends the session",
+                    extra={"connection_id": connection_id},
+                )
+        self._cut_short.clear()
 
     def _notify(self, what: str, connection_id: str) -> None:
         if self._on_event is not None:
@@ -657,16 +678,15 @@ class LocalGateway:
             },
             "isBase64Encoded": False,
         }
+        invocation = self._submit("disconnect", self._disconnect, event)
         try:
-            response = await self._invoke("disconnect", self._disconnect, event)
+            response = await asyncio.wrap_future(invocation)
         except asyncio.CancelledError:
-            # Cut short (a second Ctrl-C while the database hangs): it may not have run
-            # at all. Counted as failed, so the last line says a sweep ends the session.
-            self.stats.disconnects_failed += 1
-            logger.warning(
-                "$disconnect cut short by the stop; a sweep ends the session",
-                extra={"connection_id": connection.connection_id},
-            )
+            # Cut short (a second Ctrl-C): one still waiting for a thread never runs, one
+            # running goes on (close() waits for it) and may end its session all the same,
+            # or not (the database hanging). close() counts those that did not, so the
+            # last line says how many sessions a sweep must end.
+            self._cut_short.append((connection.connection_id, invocation))
             raise
         except TetherError as exc:
             # A failure the handler knows (the database down) and has logged itself:
