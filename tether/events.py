@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -223,6 +224,16 @@ def _not_json(constant: str) -> Any:
     raise _NotJsonError(f"{constant} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    # 1e999 is JSON by its grammar, but no number a peer can hold (RFC 8259 section 6
+    # asks for IEEE 754 doubles): Python reads it as infinity, which json.dumps then
+    # writes as Infinity, no JSON at all.
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotJsonError("a number is out of range (beyond a double's)")
+    return number
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
@@ -238,7 +249,9 @@ def load_json(text: str) -> Any:
         # An empty frame (or an event without a body): no JSON, as any other such text.
         raise InvalidInputError("message is not valid JSON: it is empty")
     try:
-        return json.loads(text, parse_constant=_not_json, object_pairs_hook=_unique_keys)
+        return json.loads(
+            text, parse_constant=_not_json, parse_float=_finite, object_pairs_hook=_unique_keys
+        )
     except _NotJsonError as exc:
         raise InvalidInputError(f"message is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
