@@ -255,6 +255,27 @@ def _succeeded(invocation: Future[Any]) -> bool:
     return 200 <= _status_code(invocation.result()) < 300
 
 
+def _route_answer(route_key: str, response: object) -> str | None:
+    """What a route's handler answers its client: the ``body`` string of the dict it
+    returns. Anything else is sent to no one; said, since a handler returning its
+    answer as a dict, bytes or a bare string would otherwise wonder where it went."""
+    if response is None:
+        return None
+    if isinstance(response, dict):
+        body = response.get("body")
+        if body is None or isinstance(body, str):
+            return body
+        shape = f"a body of type {type(body).__name__}"
+    else:
+        shape = f"a {type(response).__name__}, not a dict"
+    logger.warning(
+        "a route's answer was not sent: a handler answers its client with"
+        ' {"statusCode": 200, "body": "<text>"} (json.dumps a JSON answer)',
+        extra={"route_key": route_key, "returned": shape},
+    )
+    return None
+
+
 def _status_code(response: object) -> int:
     """The status a handler answered, as API Gateway reads it: 200 when it names none,
     500 when what it names is no status."""
@@ -656,8 +677,9 @@ class LocalGateway:
             }
             connection.queue({"type": "websocket.send", "text": json.dumps(error)})
             return
-        if isinstance(response, dict) and isinstance(response.get("body"), str):
-            connection.queue({"type": "websocket.send", "text": response["body"]})
+        answer = _route_answer(route_key, response)
+        if answer is not None:
+            connection.queue({"type": "websocket.send", "text": answer})
 
     async def _deliver_disconnect(
         self, connection: LocalConnection, code: int, reason: str
