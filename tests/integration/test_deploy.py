@@ -24,7 +24,7 @@ import json
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import psycopg
@@ -811,14 +811,16 @@ class _Between(http.server.BaseHTTPRequestHandler):
     """A way to the moto server that breaks as AWS does mid-deploy: the calls named in
     ``dropped`` (an action, or an S3 setting such as ``tagging``) get no answer (their
     connection closed), and once a call named ``last`` went through, no call gets one
-    (AWS unreachable from then on)."""
+    (AWS unreachable from then on). ``heard`` lists each request as METHOD /path."""
 
     upstream = ""
     dropped: frozenset[str] = frozenset()
     last = ""
     cut = threading.Event()
+    heard: ClassVar[list[str]] = []
 
     def _forward(self) -> None:
+        self.heard.append(f"{self.command} {urllib.parse.urlsplit(self.path).path}")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         form = urllib.parse.parse_qs(body.decode("latin-1"))
         action = form.get("Action", [""])[0]
@@ -947,11 +949,19 @@ def test_a_bucket_that_could_not_be_set_up_is_not_left_for_the_next_deploy(
     assert all(blocked.values())
 
 
-def _destroy_between(aws: str, *args: str, dropped: frozenset[str]) -> int:
+def _destroy_between(
+    aws: str, *args: str, dropped: frozenset[str], heard: list[str] | None = None
+) -> int:
     handler = type(
         "Between",
         (_Between,),
-        {"upstream": aws, "dropped": dropped, "last": "", "cut": threading.Event()},
+        {
+            "upstream": aws,
+            "dropped": dropped,
+            "last": "",
+            "cut": threading.Event(),
+            "heard": [] if heard is None else heard,
+        },
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -996,6 +1006,26 @@ def test_a_destroy_whose_bucket_could_not_go_says_how_to_finish_and_that_finishe
     # Without --delete-bucket, or a bucket to delete, a stack that is not there is refused.
     assert main([*_destroy(aws, STACK), "--yes"]) == 1
     assert f"--stack: stack {STACK} does not exist" in capsys.readouterr().err
+
+
+def test_the_bucket_of_a_stack_already_gone_is_asked_after_once(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`destroy --delete-bucket --bucket B` once the stack is gone asks S3 whether B
+    exists for its own message: the checks before deleting it did not ask again."""
+    s3 = aws_client("s3", aws)
+    s3.create_bucket(Bucket="team-bundles")
+    s3.put_bucket_tagging(
+        Bucket="team-bundles", Tagging={"TagSet": [{"Key": "tether:bundles", "Value": "true"}]}
+    )
+    heard: list[str] = []
+    code = _destroy_between(
+        aws, STACK, "--delete-bucket", "--bucket", "team-bundles", dropped=frozenset(), heard=heard
+    )
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert "deleted bucket team-bundles" in said.out
+    assert heard.count("HEAD /team-bundles") == 1, heard
 
 
 def test_a_bucket_of_tether_s_name_that_another_account_made_is_never_used(

@@ -820,7 +820,7 @@ def _delete_bucket_of_deleted_stack(aws: Aws, bucket: str, stack: str, *, assume
         raise NotFoundError(
             f"--stack: stack {stack} does not exist, nor does bucket {bucket}: nothing to delete"
         )
-    _check_bucket_may_go(aws, bucket, stack)
+    _check_bucket_may_go(aws, bucket, stack, known_to_exist=True)
     question = f"stack {stack} is already deleted: delete bucket {bucket} and every bundle in it?"
     if not confirm(question, assume_yes=assume_yes):
         return declined()
@@ -849,14 +849,17 @@ def _delete_bucket(aws: Aws, bucket: str, stack: str) -> None:
         ) from None
 
 
-def _check_bucket_may_go(aws: Any, bucket: str | None, stack: str) -> None:
+def _check_bucket_may_go(
+    aws: Any, bucket: str | None, stack: str, *, known_to_exist: bool = False
+) -> None:
     """Before anything is deleted: only a bucket tether made, and only its last user.
-    Refused for what is found in the account, not for the flag itself (exit 1)."""
+    Refused for what is found in the account, not for the flag itself (exit 1).
+    ``known_to_exist``: the caller has just asked S3, which is not asked again."""
     from tether.deploy import stack as stacks  # noqa: PLC0415
 
     if not bucket:
         raise stacks.DeployError("--delete-bucket: the stack names no bundle bucket")
-    if not stacks.bucket_exists(aws, bucket):
+    if not known_to_exist and not stacks.bucket_exists(aws, bucket):
         # Else said to be "not a bucket tether deploy created": one to delete by hand.
         raise NotFoundError(
             f"--delete-bucket: bucket {bucket} does not exist; nothing was deleted (destroy"
