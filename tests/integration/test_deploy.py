@@ -1317,6 +1317,79 @@ def test_an_update_keeping_a_secret_deleted_since_is_refused_before_anything_cha
     assert main([*args, "--sweep-rate", "5m", "--database-secret", "tether/db2"]) == 0
 
 
+_LOGS_ROLE_STACK = """
+Parameters:
+  BundleBucket: {Type: String}
+  CreateApiGatewayLogsRole: {Type: String, Default: "false"}
+Conditions:
+  CreateLogsRole: !Equals [!Ref CreateApiGatewayLogsRole, "true"]
+Resources:
+  Topic: {Type: "AWS::SNS::Topic"}
+  ApiGatewayLogsRole:
+    Type: AWS::IAM::Role
+    Condition: CreateLogsRole
+    DeletionPolicy: Retain
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {Service: apigateway.amazonaws.com}
+            Action: "sts:AssumeRole"
+"""
+
+
+def test_destroy_says_it_keeps_the_logs_role_only_where_the_stack_made_one(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first deploy cut off while its change set was in review leaves a stack that
+    never ran, whose parameters ask for the account's CloudWatch role: destroying it
+    said it kept that role, and listed APIs and functions it would delete, none of
+    which ever existed."""
+    cfn = aws_client("cloudformation", aws)
+    parameters = [
+        {"ParameterKey": "BundleBucket", "ParameterValue": "team-bundles"},
+        {"ParameterKey": "CreateApiGatewayLogsRole", "ParameterValue": "true"},
+    ]
+    cfn.create_change_set(
+        StackName="in-review",
+        ChangeSetName="tether-20260101000000",
+        ChangeSetType="CREATE",
+        TemplateBody=_LOGS_ROLE_STACK,
+        Parameters=parameters,
+        Tags=[{"Key": "tether:stack", "Value": "in-review"}],
+    )
+    assert main(_destroy(aws, "in-review")) == 1
+    asked = capsys.readouterr()
+    assert (
+        "delete stack in-review (REVIEW_IN_PROGRESS): never created, it holds nothing?" in asked.err
+    )
+    assert main([*_destroy(aws, "in-review"), "--yes"]) == 0
+    said = capsys.readouterr()
+    assert "stack in-review deleted" in said.out
+    assert "CloudWatch role" not in said.out + said.err
+
+    # A stack that did make the role: said, by its name.
+    cfn.create_stack(
+        StackName="ran",
+        TemplateBody=_LOGS_ROLE_STACK,
+        Parameters=parameters,
+        Capabilities=["CAPABILITY_IAM"],
+        Tags=[{"Key": "tether:stack", "Value": "ran"}],
+    )
+    (role,) = [
+        r["PhysicalResourceId"]
+        for r in cfn.describe_stack_resources(StackName="ran")["StackResources"]
+        if r["LogicalResourceId"] == "ApiGatewayLogsRole"
+    ]
+    assert main([*_destroy(aws, "ran"), "--yes"]) == 0
+    said = capsys.readouterr()
+    assert (
+        f"kept: API Gateway's account-wide CloudWatch role {role} (other APIs may use it)"
+        in said.out
+    )
+
+
 def test_destroy_deletes_only_a_stack_tether_deploy_made(
     aws: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -779,11 +779,16 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     bucket = args.bucket or current.parameters.get("BundleBucket")
     if args.delete_bucket:
         _check_bucket_may_go(aws, bucket, name)
-    question = (
-        f"delete stack {name} ({current.status}): its APIs, functions, schedule, bus, "
-        "queue, alarms and logs"
-        + (f", then bucket {bucket} and every bundle in it?" if args.delete_bucket else "?")
+    holds = (
+        "never created, it holds nothing"
+        if current.status == stacks.NEVER_CREATED
+        else "its APIs, functions, schedule, bus, queue, alarms and logs"
     )
+    question = f"delete stack {name} ({current.status}): {holds}" + (
+        f", then bucket {bucket} and every bundle in it?" if args.delete_bucket else "?"
+    )
+    # Asked before the stack goes: once deleted, it no longer says what it made.
+    logs_role = stacks.kept_logs_role(aws, current)
     if not confirm(question, assume_yes=args.yes):
         return declined()
     try:
@@ -806,8 +811,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         _delete_bucket(aws, bucket, name)
     elif bucket:
         say(f"kept: bucket {bucket} with the bundles (--delete-bucket removes it)")
-    if current.parameters.get("CreateApiGatewayLogsRole") == "true":
-        say("kept: API Gateway's account-wide CloudWatch role (other APIs may use it)")
+    if logs_role:
+        say(f"kept: API Gateway's account-wide CloudWatch role {logs_role} (other APIs may use it)")
     say("kept: the database and its secrets, which the stack never owned")
     return 0
 

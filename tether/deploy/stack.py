@@ -400,6 +400,41 @@ def _where_kept(aws: Aws, reference: str) -> Aws:
     return replace(aws, region=region) if region else aws
 
 
+LOGS_ROLE = "ApiGatewayLogsRole"
+"""The template's API Gateway CloudWatch role: account-wide, kept when the stack goes."""
+NEVER_CREATED = "REVIEW_IN_PROGRESS"
+"""A stack made for a first change set that never ran: it holds no resources."""
+
+
+def kept_logs_role(aws: Aws, state: StackState) -> str | None:
+    """The name of the account-wide CloudWatch role this stack made, which its deletion
+    keeps; None when it made none (it was not asked to, never ran, or failed first)."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    if state.status in {None, NEVER_CREATED}:
+        return None
+    if state.parameters.get("CreateApiGatewayLogsRole") != "true":
+        return None
+    pages = (
+        aws.client("cloudformation")
+        .get_paginator("list_stack_resources")
+        .paginate(StackName=state.stack_id or state.name)
+    )
+    try:
+        for page in pages:
+            for resource in page.get("StackResourceSummaries", []):
+                made = resource.get("PhysicalResourceId")
+                if (
+                    resource.get("LogicalResourceId") == LOGS_ROLE
+                    and made
+                    and resource.get("ResourceStatus") not in {"CREATE_FAILED", "DELETE_COMPLETE"}
+                ):
+                    return str(made)
+    except ClientError:
+        return None  # gone meanwhile: nothing said kept
+    return None
+
+
 def needs_logs_role(aws: Aws) -> bool:
     """True when API Gateway has no CloudWatch role in this account and region yet."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
