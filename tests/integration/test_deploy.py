@@ -765,6 +765,13 @@ def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
     err = capsys.readouterr().err
     assert code == 2
     assert "--finalizer: module tether.handlers.session_ended defines no nope" in err
+    # A module of Python's own, which has no such function: as refused.
+    finalizer = ("--finalizer", "json:nosuch")
+    code = main(deploy_args(aws, "--database-secret", "tether/db", *finalizer, "--yes"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--finalizer: module json defines no nosuch (in " in err
+    assert "standard library" in err and "nothing was uploaded" in err
     assert aws_client("s3", aws).list_buckets()["Buckets"] == []
 
 

@@ -3,6 +3,8 @@ exists, without running the module."""
 
 from __future__ import annotations
 
+import sys
+
 from tether.cli.deploy import _top_level_names
 
 MODULE = b"""
@@ -49,3 +51,17 @@ def test_a_module_whose_names_cannot_be_told_without_running_it() -> None:
         b"def (:\n",
     ):
         assert _top_level_names(source) is None, source
+
+
+def test_the_names_of_a_standard_library_module_are_read_without_running_it() -> None:
+    from tether.cli.deploy import _standard_library_names  # noqa: PLC0415
+
+    json_names = _standard_library_names("json")
+    assert json_names is not None
+    assert {"dumps", "loads"} <= json_names
+    assert "nosuch" not in json_names
+    # Built into the interpreter: asked.
+    if "time" in sys.builtin_module_names:
+        assert "sleep" in (_standard_library_names("time") or set())
+    # What cannot be told: names made as the module runs (os's `from posix import *`).
+    assert _standard_library_names("os") is None

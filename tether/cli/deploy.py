@@ -350,7 +350,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"bundle {bundle.digest[:16]}: {bundle.files} files, "
         f"{bundle.unzipped_bytes / 2**20:.1f} MiB unzipped, {bundle.size / 2**20:.1f} MiB zipped"
     )
-    _check_finalizer_ships(parameters.get("Finalizer"), bundle.path)
+    _check_finalizer_ships(
+        parameters.get("Finalizer"), bundle.path, runtime=bundle.target.python_version
+    )
     stacks.ensure_bucket(aws, bucket, say)
     stacks.upload_bundle(aws, bucket, bundle, say)
 
@@ -539,12 +541,26 @@ def _top_level_names(source: bytes) -> set[str] | None:
     return None if "__getattr__" in names else names
 
 
-def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
+def _check_finalizer_ships(finalizer: str | None, bundle: Path, *, runtime: str) -> None:
     """The finalizer's module must be in the bundle (or Python's own), and define the
     function: otherwise every SessionEnded would fail to load it, and go to the
-    dead-letter queue."""
+    dead-letter queue. ``runtime``: the functions' Python version (3.13)."""
     module, _, function = (finalizer or "").partition(":")
-    if not module or module.split(".")[0] in sys.stdlib_module_names:
+    if not module:
+        return
+    if module.split(".")[0] in sys.stdlib_module_names:
+        defined = _standard_library_names(module)
+        if function and defined is not None and function not in defined:
+            here = f"{sys.version_info.major}.{sys.version_info.minor}"
+            which = (
+                f"Python {here}'s standard library"
+                if here == runtime
+                else f"this Python's ({here}) standard library; the functions run {runtime}"
+            )
+            raise InvalidInputError(
+                f"--finalizer: module {module} defines no {function} (in {which});"
+                " nothing was uploaded"
+            )
         return
     path = module.replace(".", "/")
     with zipfile.ZipFile(bundle) as archive:
@@ -561,6 +577,26 @@ def _check_finalizer_ships(finalizer: str | None, bundle: Path) -> None:
         raise InvalidInputError(
             f"--finalizer: module {module} defines no {function} (nothing was uploaded)"
         )
+
+
+def _standard_library_names(module: str) -> set[str] | None:
+    """The names a module of Python's standard library binds at its top level, read from
+    this Python's source of it, not run; a module built into the interpreter is asked.
+    None when that cannot be told (a module written in C and loaded from a file, or one
+    whose names are made as it runs)."""
+    import importlib  # noqa: PLC0415
+    import sysconfig  # noqa: PLC0415
+
+    path = Path(sysconfig.get_paths()["stdlib"]).joinpath(*module.split("."))
+    for source in (path / "__init__.py", path.with_name(f"{path.name}.py")):
+        if source.is_file():
+            text = source.read_bytes()
+            # An enum's _convert_ puts its members among the module's names as it runs.
+            return None if b"._convert_(" in text else _top_level_names(text)
+    if module in sys.builtin_module_names:
+        # Compiled into the interpreter: importing it runs no Python code.
+        return set(dir(importlib.import_module(module)))
+    return None
 
 
 _SETTING_FLAGS = {
