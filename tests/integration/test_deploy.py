@@ -926,6 +926,51 @@ def test_a_deploy_cut_off_before_its_change_set_ran_leaves_none_to_run_and_a_rer
     }
 
 
+def _lists_its_change_set_s_parameters(aws: str, name: str) -> None:
+    """A stack in review as CloudFormation may describe it, with the parameters of the
+    change set it was made for; moto's lists none (its template is empty until the
+    change set runs): the moto server of the tests, in this process, is given them."""
+    from moto.cloudformation.models import cloudformation_backends  # noqa: PLC0415
+
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    for stack in cloudformation_backends[account][AWS_REGION].stacks.values():
+        if stack.name == name and stack.status == "REVIEW_IN_PROGRESS":
+            stack.resource_map.resolved_parameters.update(stack.parameters)
+
+
+def test_a_first_deploy_cut_off_in_review_lends_the_next_one_none_of_its_settings(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack a first deploy left in review (REVIEW_IN_PROGRESS) when AWS stopped
+    answering never ran: the next deploy took its parameters as the stack's settings,
+    kept as not given again, and created the stack with a sweep rate and a bucket no
+    one asked for this time."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    first = ("--sweep-rate", "5m", "--bucket", "team-bundles")
+    code = _deploy_between(aws, *first, dropped=frozenset(), last="CreateChangeSet")
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    cfn = aws_client("cloudformation", aws)
+    (left,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    assert left["StackStatus"] == "REVIEW_IN_PROGRESS"
+    _lists_its_change_set_s_parameters(aws, STACK)
+    (left,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    assert {"ParameterKey": "SweepPeriodSeconds", "ParameterValue": "300"} in left["Parameters"]
+
+    code = main([*deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    settings = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert settings["SweepPeriodSeconds"] == "60"
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    assert settings["BundleBucket"] == f"tether-deploy-{account}-{AWS_REGION}"
+
+
 def test_a_bucket_that_could_not_be_set_up_is_not_left_for_the_next_deploy(
     aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

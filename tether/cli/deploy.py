@@ -315,7 +315,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         _check_https(key, requested.get(key))
     aws = _aws(args)
     current = stacks.describe(aws, name)
-    previous = current.parameters
+    # A stack in review never ran: its parameters are those of a first deploy cut off
+    # (its change set not run), which this one replaces, not settings the stack keeps.
+    previous = {} if current.status == stacks.NEVER_CREATED else current.parameters
     account = stacks.account_id(aws)
     bucket = (
         args.bucket
