@@ -56,11 +56,11 @@ def tether(aws: str, *args: str, stack: str = STACK) -> list[str]:
     ]
 
 
-def deploy_args(aws: str, *extra: str, verifying: bool = True) -> list[str]:
+def deploy_args(aws: str, *extra: str, verifying: bool = True, stack: str = STACK) -> list[str]:
     """A deploy of this repository's functions; ``verifying``: with what verifies
     tokens, as the README's deploy has it (--supabase-url)."""
     return [
-        *tether(aws, "deploy"),
+        *tether(aws, "deploy", stack=stack),
         "--functions",
         str(ROOT / "functions"),
         "--cache-dir",
@@ -1463,6 +1463,111 @@ def test_destroy_deletes_only_a_stack_tether_deploy_made(
     )
     (stack,) = cfn.describe_stacks(StackName="their-network")["Stacks"]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_a_stack_in_review_that_nothing_marks_as_tether_s_is_left_to_its_owner(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another tool's first change set, waiting for review, keeps its stack in review
+    (REVIEW_IN_PROGRESS), untagged: destroy deleted it as if tether's, and a deploy of
+    the same name removed it to create its own, the change set with it."""
+    cfn = aws_client("cloudformation", aws)
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    theirs = cfn.create_change_set(
+        StackName="their-pipeline",
+        ChangeSetName="awaiting-approval",
+        ChangeSetType="CREATE",
+        TemplateBody=_BARE_STACK,
+        Parameters=[{"ParameterKey": "BundleBucket", "ParameterValue": "theirs"}],
+    )
+
+    def in_review() -> bool:
+        (stack,) = cfn.describe_stacks(StackName="their-pipeline")["Stacks"]
+        return bool(stack["StackStatus"] == "REVIEW_IN_PROGRESS")
+
+    refusal = (
+        "stack their-pipeline is in review (REVIEW_IN_PROGRESS), and nothing marks it as one"
+        " tether deploy made (no tether:stack tag, on it or on a change set of it)"
+    )
+    assert main([*_destroy(aws, "their-pipeline"), "--yes"]) == 1
+    said = capsys.readouterr()
+    assert f"tether destroy: {refusal}" in said.err
+    assert "nothing was deleted" in said.err
+    assert "`tether destroy --stack their-pipeline --untagged-review-stack` deletes it" in said.err
+    assert in_review()
+
+    deploy = deploy_args(
+        aws, "--database-secret", "tether/db", "--no-snapstart", "--yes", stack="their-pipeline"
+    )
+    code = main(deploy)
+    said = capsys.readouterr()
+    assert code == 1, said.out + said.err
+    assert f"tether deploy: {refusal}" in said.err and "nothing was changed" in said.err
+    assert "building the bundle" not in said.out
+    assert in_review()
+    assert cfn.describe_change_set(ChangeSetName=theirs["Id"])["Status"] == "CREATE_COMPLETE"
+
+    # Said so, it goes.
+    code = main([*_destroy(aws, "their-pipeline", "--untagged-review-stack"), "--yes"])
+    said = capsys.readouterr()
+    assert code == 0, said.out + said.err
+    assert "stack their-pipeline deleted" in said.out
+    live = [s for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert live == []
+
+
+def _tagged_as_cloudformation_may_tag_it(aws: str, name: str) -> None:
+    """A stack in review as CloudFormation may describe it: its change sets carry the
+    tags given (DescribeChangeSet says them), the stack none until one runs. moto tags
+    the stack at once and says no change set's tags: the moto server of the tests, in
+    this process, is made to."""
+    from moto.cloudformation.models import cloudformation_backends  # noqa: PLC0415
+
+    account = aws_client("sts", aws).get_caller_identity()["Account"]
+    backend = cloudformation_backends[account][AWS_REGION]
+    for stack in backend.stacks.values():
+        if stack.name == name and stack.status == "REVIEW_IN_PROGRESS":
+            stack.tags = {}
+            for change_set in backend.change_sets.values():
+                if change_set.stack is stack:
+                    given = change_set.tags or {}
+                    # As DescribeChangeSet answers them: a list of Key and Value.
+                    listed: Any = [{"Key": k, "Value": v} for k, v in given.items()]
+                    change_set.tags = listed
+
+
+def test_tether_s_own_stack_in_review_is_known_by_its_change_set_s_tag(
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first deploy cut off once its change set was made: the stack it leaves in review
+    is tether's by its change set's tag, untagged itself, and the next deploy removes it
+    and creates the stack, as destroy deletes it, unasked."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    cfn = aws_client("cloudformation", aws)
+    for then in ("destroy", "deploy"):
+        code = _deploy_between(aws, dropped=frozenset(), last="CreateChangeSet")
+        said = capsys.readouterr()
+        assert code == 1, said.out + said.err
+        _tagged_as_cloudformation_may_tag_it(aws, STACK)
+        (left,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+        assert left["StackStatus"] == "REVIEW_IN_PROGRESS"
+        assert not left.get("Tags")
+        if then == "destroy":
+            code = main([*tether(aws, "destroy"), "--yes"])
+            said = capsys.readouterr()
+            assert code == 0, said.out + said.err
+            assert f"stack {STACK} deleted" in said.out
+        else:
+            deploy = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart")
+            code = main([*deploy, "--yes"])
+            said = capsys.readouterr()
+            assert code == 0, said.out + said.err
+            assert f"stack {STACK} is CREATE_COMPLETE" in said.out
 
 
 def test_an_empty_secret_flag_clears_the_secret_as_every_empty_flag_clears_its_setting(

@@ -43,7 +43,7 @@ from tether.errors import (
 from tether.limits import HEARTBEATS_OFF
 
 if TYPE_CHECKING:
-    from tether.deploy.stack import Aws, Outcome
+    from tether.deploy.stack import Aws, Outcome, StackState
 
 DEFAULT_CACHE = Path(".tether") / "bundle-cache"
 
@@ -300,6 +300,21 @@ def _checked_stack_and_flags(args: argparse.Namespace) -> str:
     return stacks.check_stack_name(args.stack)
 
 
+def _settings_kept(aws: Aws, name: str) -> dict[str, str]:
+    """The stack's parameters, which an update keeps where they are not given again."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    current = stacks.describe(aws, name)
+    if current.status != stacks.NEVER_CREATED:
+        return current.parameters
+    if not stacks.made_by_tether(aws, current):
+        # Said before anything is built or uploaded.
+        raise stacks.foreign_review_stack(name, then="nothing was changed")
+    # A stack in review never ran: its parameters are those of a first deploy cut off
+    # (its change set not run), which this one replaces, not settings the stack keeps.
+    return {}
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tether.deploy import bundle as bundles  # noqa: PLC0415
     from tether.deploy import stack as stacks  # noqa: PLC0415
@@ -314,10 +329,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for key in ("SupabaseUrl", "JwksUrl"):
         _check_https(key, requested.get(key))
     aws = _aws(args)
-    current = stacks.describe(aws, name)
-    # A stack in review never ran: its parameters are those of a first deploy cut off
-    # (its change set not run), which this one replaces, not settings the stack keeps.
-    previous = {} if current.status == stacks.NEVER_CREATED else current.parameters
+    previous = _settings_kept(aws, name)
     account = stacks.account_id(aws)
     bucket = (
         args.bucket
@@ -807,13 +819,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         # A name that names nothing, as `kick --session` of no session: found, not
         # given wrong (exit 1).
         raise NotFoundError(f"--stack: stack {name} does not exist")
-    if stacks.STACK_TAG not in current.tags and current.status != "REVIEW_IN_PROGRESS":
-        # A name mistyped, or another team's stack in the same account: deleted, with
-        # --yes, as if it were tether's. (A stack still in review holds nothing.)
-        raise stacks.DeployError(
-            f"--stack: stack {name} is not one tether deploy made (it has no"
-            f" {stacks.STACK_TAG} tag); nothing was deleted"
-        )
+    _check_stack_may_go(aws, current, untagged_review_stack=args.untagged_review_stack)
     bucket = args.bucket or current.parameters.get("BundleBucket")
     if args.delete_bucket:
         _check_bucket_may_go(aws, bucket, name)
@@ -853,6 +859,24 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         say(f"kept: API Gateway's account-wide CloudWatch role {logs_role} (other APIs may use it)")
     say("kept: the database and its secrets, which the stack never owned")
     return 0
+
+
+def _check_stack_may_go(aws: Aws, current: StackState, *, untagged_review_stack: bool) -> None:
+    """Only a stack tether deploy made is deleted (or, said so, one in review)."""
+    from tether.deploy import stack as stacks  # noqa: PLC0415
+
+    if current.status == stacks.NEVER_CREATED:
+        # It holds no resources, but may hold another tool's change set awaiting review:
+        # deleted only as tether's, or when the user says so.
+        if not untagged_review_stack and not stacks.made_by_tether(aws, current):
+            raise stacks.foreign_review_stack(current.name, then="nothing was deleted")
+    elif stacks.STACK_TAG not in current.tags:
+        # A name mistyped, or another team's stack in the same account: deleted, with
+        # --yes, as if it were tether's.
+        raise stacks.DeployError(
+            f"--stack: stack {current.name} is not one tether deploy made (it has no"
+            f" {stacks.STACK_TAG} tag); nothing was deleted"
+        )
 
 
 def _delete_bucket_of_deleted_stack(aws: Aws, bucket: str, stack: str, *, assume_yes: bool) -> int:
@@ -1131,5 +1155,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     _add_aws_options(destroy_cmd)
     destroy_cmd.add_argument(
         "--delete-bucket", action="store_true", help="also empty and delete the bundle bucket"
+    )
+    destroy_cmd.add_argument(
+        "--untagged-review-stack",
+        action="store_true",
+        help="delete a stack in review (REVIEW_IN_PROGRESS) though nothing marks it as tether's",
     )
     destroy_cmd.set_defaults(handler=_aws_errors_said(cmd_destroy))

@@ -406,6 +406,39 @@ NEVER_CREATED = "REVIEW_IN_PROGRESS"
 """A stack made for a first change set that never ran: it holds no resources."""
 
 
+def made_by_tether(aws: Aws, state: StackState) -> bool:
+    """Whether `tether deploy` made the stack: it carries the tether:stack tag. A stack in
+    review (made by a first change set that never ran) counts too when one of its change
+    sets carries it: CloudFormation documents a change set's tags as those the stack gets
+    once the change set runs, and says nothing of before."""
+    if STACK_TAG in state.tags:
+        return True
+    if state.status != NEVER_CREATED:
+        return False
+    cfn = aws.client("cloudformation")
+    for page in cfn.get_paginator("list_change_sets").paginate(
+        StackName=state.stack_id or state.name
+    ):
+        for summary in page.get("Summaries", []):
+            if state.stack_id and summary.get("StackId") not in {None, state.stack_id}:
+                continue
+            tags = cfn.describe_change_set(ChangeSetName=summary["ChangeSetId"]).get("Tags", [])
+            if any(tag.get("Key") == STACK_TAG for tag in tags):
+                return True
+    return False
+
+
+def foreign_review_stack(stack: str, *, then: str) -> DeployError:
+    """The refusal of a stack in review that nothing marks as tether's: it may hold
+    another tool's change set, waiting for someone to review it."""
+    return DeployError(
+        f"stack {stack} is in review ({NEVER_CREATED}), and nothing marks it as one tether"
+        f" deploy made (no {STACK_TAG} tag, on it or on a change set of it): it may hold"
+        f" another tool's change set, waiting to be reviewed; {then}. If it is yours to"
+        f" remove, `tether destroy --stack {stack} --untagged-review-stack` deletes it"
+    )
+
+
 def kept_logs_role(aws: Aws, state: StackState) -> str | None:
     """The name of the account-wide CloudWatch role this stack made, which its deletion
     keeps; None when it made none (it was not asked to, never ran, or failed first)."""
@@ -584,7 +617,9 @@ def deploy(
         and before.status != ("REVIEW_IN_PROGRESS")
     ):
         raise DeployError(f"stack {stack} is busy ({before.status}); try again when it is done")
-    if before.status == "REVIEW_IN_PROGRESS":
+    if before.status == NEVER_CREATED:
+        if not made_by_tether(aws, before):
+            raise foreign_review_stack(stack, then="nothing was changed")
         # A first deploy cut off before its change set ran (AWS unreachable, the command
         # killed): an empty stack, whose change set nobody saw run. Removed, so this one
         # starts as that one should have, and no change set of it stays runnable.
