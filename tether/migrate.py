@@ -166,8 +166,78 @@ comment on column tether.schema_migrations.recorded_from is
 """
 
 
+LEDGER = "tether.schema_migrations"
+# The ledger's columns as _CREATE_LEDGER makes them; recorded_from came later, and a
+# ledger from before it is added to.
+_LEDGER_COLUMNS = {
+    "version": "text",
+    "name": "text",
+    "checksum": "text",
+    "applied_at": "timestamp with time zone",
+}
+_LEDGER_LATER_COLUMNS = {"recorded_from": "text"}
+
+_LEDGER_SHAPE = """
+select c.relkind::text,
+       coalesce(array_agg(a.attname::text order by a.attnum)
+                filter (where a.attnum is not null), '{}'),
+       coalesce(array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum)
+                filter (where a.attnum is not null), '{}'),
+       coalesce(array_agg(a.attname::text order by a.attnum)
+                filter (where a.attnotnull and not a.atthasdef and a.attidentity = ''
+                        and a.attgenerated = ''), '{}')
+  from pg_class c
+  left join pg_attribute a
+    on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+ where c.oid = to_regclass(%s)
+ group by c.relkind
+"""
+
+
+def check_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Refuse, changing nothing, a ``tether.schema_migrations`` that is not tether's
+    ledger (a team's own table of that name, say): read or written, it would fail on
+    its first missing column, a message that names neither the table nor the cause."""
+    row = conn.execute(_LEDGER_SHAPE, (LEDGER,)).fetchone()
+    if row is None:
+        return  # not there: made by the first run
+    relkind, names, types, required = row
+    found = dict(zip(names, types, strict=True))
+    problems = [
+        f"no column {column}" if column not in found else f"{column} is {found[column]}"
+        for column, kind in _LEDGER_COLUMNS.items()
+        if found.get(column) != kind
+    ]
+    problems += [
+        f"{column} is {found[column]}"
+        for column, kind in _LEDGER_LATER_COLUMNS.items()
+        if column in found and found[column] != kind
+    ]
+    ours = set(_LEDGER_COLUMNS) | set(_LEDGER_LATER_COLUMNS)
+    problems += [
+        f"{column} is required, and tether never writes it"
+        for column in required
+        if column not in ours
+    ]
+    if relkind not in {"r", "p"}:
+        problems.insert(0, "it is not a table")
+    if not problems:
+        return
+    has = ", ".join(f"{name} {kind}" for name, kind in found.items()) or "no columns"
+    expected = ", ".join(f"{name} {kind}" for name, kind in _LEDGER_COLUMNS.items())
+    raise MigrationError(
+        f"{LEDGER} is not tether's ledger of migrations ({'; '.join(problems)}): it has"
+        f" {has}, where tether's has {expected} (and recorded_from text); nothing was"
+        f" changed. tether keeps its ledger by that name in its own schema: move that"
+        f" table out of it (alter table {LEDGER} set schema ...), then run the command"
+        " again"
+    )
+
+
 def ensure_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    """Create tether's ledger if it does not exist yet (in the caller's transaction)."""
+    """Create tether's ledger if it does not exist yet (in the caller's transaction);
+    refuse a table of its name that is not it."""
+    check_ledger(conn)
     conn.execute(_CREATE_LEDGER)
 
 
@@ -254,6 +324,7 @@ def has_supabase_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
 def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration]:
     if not _exists(conn, "tether.schema_migrations"):
         return []
+    check_ledger(conn)
     has_source = conn.execute(
         "select exists (select 1 from information_schema.columns"
         " where table_schema = 'tether' and table_name = 'schema_migrations'"

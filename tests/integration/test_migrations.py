@@ -302,6 +302,60 @@ def test_cli_migrate_then_status(empty_database_url: str) -> None:
     assert "pending  " not in after.stdout
 
 
+def test_a_table_of_the_ledger_s_name_that_is_not_tether_s_is_refused_by_name(
+    empty_database_url: str,
+) -> None:
+    """A team's own tether.schema_migrations, of other columns: migrate failed with
+    "column "version" does not exist", naming neither the table nor what it expected."""
+    team_table = (
+        "create schema tether; create table tether.schema_migrations"
+        " (id serial primary key, filename text not null, run_at timestamptz default now());"
+        " insert into tether.schema_migrations (filename) values ('0001_init.sql')"
+    )
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(team_table)
+    expected = (
+        "tether.schema_migrations is not tether's ledger of migrations (no column version;"
+        " no column name; no column checksum; no column applied_at; filename is required,"
+        " and tether never writes it): it has id integer,"
+        " filename text, run_at timestamp with time zone, where tether's has version text,"
+        " name text, checksum text, applied_at timestamp with time zone (and recorded_from"
+        " text); nothing was changed."
+    )
+    for args in (("migrate",), ("migrate", "--status")):
+        said = run_tether(*args, "--database-url", empty_database_url)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert expected in said.stderr, said.stderr
+        assert "alter table tether.schema_migrations set schema" in said.stderr
+    with psycopg.connect(empty_database_url) as conn:
+        columns = conn.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'tether' and table_name = 'schema_migrations'"
+            " order by ordinal_position"
+        ).fetchall()
+        assert [c for (c,) in columns] == ["id", "filename", "run_at"]
+        rows = conn.execute("select filename from tether.schema_migrations").fetchall()
+        assert rows == [("0001_init.sql",)]
+        assert conn.execute("select to_regclass('public.conversation_sessions')").fetchone() == (
+            None,
+        )
+
+
+def test_a_ledger_tether_cannot_write_to_is_refused_before_it_is_written(
+    empty_database_url: str,
+) -> None:
+    """tether's columns, and one of the team's that every row must fill: each insert of
+    the run would fail on it."""
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "create schema tether; create table tether.schema_migrations (version text"
+            " primary key, name text not null, checksum text not null, applied_at"
+            " timestamptz not null default now(), author text not null)"
+        )
+    with pytest.raises(MigrationError, match="author is required, and tether never writes it"):
+        migrate.migrate(empty_database_url)
+
+
 def test_cli_reports_an_unreachable_database(server_url: str) -> None:
     result = run_tether("migrate", "--database-url", with_database(server_url, "nope_db"))
     assert result.returncode == 1

@@ -503,6 +503,7 @@ def read_shape(conn: psycopg.Connection[tuple[Any, ...]]) -> Shape:
     """The table's shape, what tether's ledger and the adoption's steps record."""
     shape = Shape(exists=False)
     if _relation(conn, "tether.schema_migrations") is not None:
+        migrate.check_ledger(conn)
         source = (
             sql.Identifier("recorded_from")
             if _has_column(conn, "tether", "schema_migrations", "recorded_from")
