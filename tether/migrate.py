@@ -357,6 +357,19 @@ def supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tup
     return found
 
 
+def supabase_unread(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """Supabase's ledger rows that carry no statements: (version, name). An older CLI
+    recorded versions alone (so did its ``migration repair``), and a row can be written
+    by hand: what such a row's file ran cannot be told from it."""
+    if not has_supabase_ledger(conn):
+        return []
+    rows = conn.execute(
+        "select version, coalesce(name, '') from supabase_migrations.schema_migrations"
+        " where statements is null or cardinality(statements) = 0 order by version"
+    ).fetchall()
+    return [(str(version), str(name)) for version, name in rows]
+
+
 def _refuse(message: str, refusals: list[str] | None) -> None:
     """Refuse (raise), or, for a status, note the refusal and go on."""
     if refusals is None:
@@ -448,6 +461,23 @@ def _refuse_undecidable(
     refusals: list[str] | None = None,
 ) -> None:
     to_run = [m for m in pending if m.version not in recognised]
+    unread = _pushed_unread(conn, to_run)
+    if unread:
+        # Run again, each would fail on what the push made ("type ... already exists"),
+        # or the table's would be taken for a team's own, to adopt.
+        versions = " ".join(version for version, _ in unread)
+        _refuse(
+            f"Supabase's migration history ({SUPABASE_LEDGER}) records {len(unread)} of"
+            f" tether's migrations as applied by supabase db push ({unread[0][1]} first),"
+            " without the statements that would tell tether what they ran, and tether's"
+            " ledger does not hold them: run again, they would fail on what they made;"
+            " nothing was changed. If what was pushed is this release's files, have the"
+            " Supabase CLI record their statements, from the project that holds them:"
+            f" `supabase migration repair --status applied {versions}`, then run tether"
+            " migrate again, which records them as the push's",
+            refusals,
+        )
+        to_run = [m for m in to_run if all(m.filename != named for _, named in unread)]
     under_way = not adopting and bool(to_run) and _adoption_under_way(conn)
     if under_way:
         # Its migrations step runs each file made safe for the table in use (the
@@ -490,6 +520,24 @@ def _refuse_undecidable(
             " `tether adopt --check` and follow the README's 'Adopting an existing table'",
             refusals,
         )
+
+
+def _pushed_unread(
+    conn: psycopg.Connection[tuple[Any, ...]], to_run: list[Migration]
+) -> list[tuple[str, str]]:
+    """Of the migrations about to run, those Supabase's ledger records without statements:
+    at tether's version (the repository's files pushed), or under the name an export
+    gives it; as (the push's version, the file's name)."""
+    unread = supabase_unread(conn)
+    if not unread:
+        return []
+    found = []
+    for migration in to_run:
+        for version, name in unread:
+            if version == migration.version or name == f"tether_{migration.name}":
+                found.append((version, migration.filename))
+                break
+    return found
 
 
 def status(url: str, directory: Path | None = None) -> MigrationStatus:

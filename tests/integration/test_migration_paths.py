@@ -91,6 +91,46 @@ def test_a_pushed_copy_with_other_content_is_refused_with_what_to_do(
         assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
 
 
+def test_a_push_recorded_without_its_statements_is_said_so_not_run_again(
+    empty_database_url: str,
+) -> None:
+    """Supabase's ledger holding tether's versions without their statements (an older
+    CLI's push, or its `migration repair`): migrate ran the files again, and stopped on
+    what they had made, or took tether's own table for a team's to adopt."""
+    files = migrate.discover()
+    _push_like_supabase(empty_database_url, files, [m.version for m in files])
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("update supabase_migrations.schema_migrations set statements = null")
+    said = run_tether("migrate", "--database-url", empty_database_url)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert (
+        "tether migrate: Supabase's migration history (supabase_migrations.schema_migrations)"
+        f" records {len(files)} of tether's migrations as applied by supabase db push"
+        f" ({files[0].filename} first), without the statements that would tell tether what"
+        " they ran, and tether's ledger does not hold them: run again, they would fail on"
+        " what they made; nothing was changed." in said.stderr
+    ), said.stderr
+    repair = "supabase migration repair --status applied " + " ".join(m.version for m in files)
+    assert f"`{repair}`" in said.stderr
+    assert "already exists" not in said.stderr and "tether adopt" not in said.stderr
+    status = run_tether("migrate", "--status", "--database-url", empty_database_url)
+    assert repair in status.stdout + status.stderr
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
+
+    # What the CLI's repair writes, each file's statements: recorded, nothing run.
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        for m in files:
+            conn.execute(
+                "update supabase_migrations.schema_migrations set statements = %s"
+                " where version = %s",
+                (_split(m.sql), m.version),
+            )
+    said = run_tether("migrate", "--database-url", empty_database_url)
+    assert said.returncode == 0, said.stderr
+    assert _ledger(empty_database_url) == [(m.version, m.version) for m in files]
+
+
 def test_migrate_refuses_a_table_it_did_not_create_and_points_at_adopt(
     empty_database_url: str,
 ) -> None:

@@ -4,6 +4,7 @@ database linters, `supabase db lint` (plpgsql_check) and `supabase db advisors`.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,6 +65,31 @@ def test_db_push_then_tether_migrate_records_and_runs_nothing(
     # Recorded from Supabase's ledger (same versions here), not run a second time.
     assert _ledger(pg15_database) == [(m.version, m.version) for m in files]
     assert migrate.migrate(pg15_database) == []
+
+
+def test_a_push_recorded_without_statements_is_refused_then_repaired_as_it_says(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    """Supabase's history holding tether's versions with no statements (an older CLI's
+    push): tether migrate said "public.conversation_sessions already exists, and tether
+    did not create it" and pointed at adopt. It now says what it found, and the repair
+    it names, run with the real CLI, lets it record the push."""
+    project = _project(tmp_path)
+    pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stderr
+    with psycopg.connect(pg15_database, autocommit=True) as conn:
+        conn.execute("update supabase_migrations.schema_migrations set statements = null")
+    refused = run_tether("migrate", "--database-url", pg15_database)
+    assert refused.returncode == 1
+    assert "without the statements that would tell tether what they ran" in refused.stderr
+    assert "tether adopt" not in refused.stderr
+    (command,) = re.findall(r"`(supabase migration repair [^`]+)`", refused.stderr)
+    repaired = _supabase(supabase_cli, project, *command.split()[1:], "--db-url", pg15_database)
+    assert repaired.returncode == 0, repaired.stderr
+    said = run_tether("migrate", "--database-url", pg15_database)
+    assert said.returncode == 0, said.stderr
+    files = migrate.discover()
+    assert _ledger(pg15_database) == [(m.version, m.version) for m in files]
 
 
 def test_adopt_check_knows_a_table_supabase_db_push_made_as_tether_s_own(
