@@ -67,6 +67,41 @@ def test_db_push_then_tether_migrate_records_and_runs_nothing(
     assert migrate.migrate(pg15_database) == []
 
 
+def test_db_push_after_tether_migrate_stops_and_the_readme_s_repair_lets_it_go_on(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    """The two paths mixed, the other way round: db push runs tether's files again and
+    stops on the first object they made; what the README says to do tells the CLI they
+    are applied, and db push goes on with nothing to do."""
+    project = _project(tmp_path)
+    assert run_tether("migrate", "--database-url", pg15_database).returncode == 0
+    stopped = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert stopped.returncode != 0
+    said = stopped.stdout + stopped.stderr
+    assert "Applying migration 20261126000200_conversation_sessions.sql..." in said
+    assert 'ERROR: type "tether_end_reason" already exists (SQLSTATE 42710)' in said
+    # The push changed nothing of tether's: every migration applied, none pending.
+    assert migrate.status(pg15_database).pending == []
+
+    versions = [m.version for m in migrate.discover()]
+    repaired = _supabase(
+        supabase_cli,
+        project,
+        "migration",
+        "repair",
+        "--status",
+        "applied",
+        *versions,
+        "--db-url",
+        pg15_database,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    pushed = _supabase(supabase_cli, project, "db", "push", "--db-url", pg15_database)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "Remote database is up to date" in pushed.stdout + pushed.stderr
+    assert migrate.migrate(pg15_database) == []
+
+
 def test_a_push_recorded_without_statements_is_refused_then_repaired_as_it_says(
     supabase_cli: Path, pg15_database: str, tmp_path: Path
 ) -> None:
@@ -90,6 +125,17 @@ def test_a_push_recorded_without_statements_is_refused_then_repaired_as_it_says(
     assert said.returncode == 0, said.stderr
     files = migrate.discover()
     assert _ledger(pg15_database) == [(m.version, m.version) for m in files]
+
+
+def test_db_push_to_a_postgres_without_tls_needs_sslmode_disable(
+    supabase_cli: Path, pg15_database: str, tmp_path: Path
+) -> None:
+    """As the README says: the CLI asks for TLS unless the URL says otherwise."""
+    without = pg15_database.replace("?sslmode=disable", "")
+    assert without != pg15_database
+    refused = _supabase(supabase_cli, _project(tmp_path), "db", "push", "--db-url", without)
+    assert refused.returncode != 0
+    assert "The server does not support SSL connections" in refused.stdout + refused.stderr
 
 
 def test_adopt_check_knows_a_table_supabase_db_push_made_as_tether_s_own(
