@@ -972,6 +972,46 @@ def test_a_gateway_gone_quiet_leaves_a_user_s_close_its_deadline(
             assert _row(db, each["session_id"])["queued"] is True
 
 
+def test_a_user_s_close_that_had_no_time_to_announce_leaves_no_close_at_work(
+    api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ends a user's close had no time to announce stayed leased to it after it had
+    answered: the close it advises for a connection left ``failed`` (POST
+    /sessions/{id}/close) took it for a close still at work, waited its whole budget
+    for it and then gave the gateway its floor only; the sweep left them alone until
+    the lease ran out."""
+    assert api.gateway is not None
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 3)
+    ids = [f"{user.hex[:12]}-{i}=" for i in range(1, 4)]
+    api.gateway.silent.update(ids)
+    _shorter_budget(monkeypatch, 3.0)
+    monkeypatch.setattr(operations, "DISCONNECT_BUDGET_SECONDS", 2.5)
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert [s["connection"] for s in body["sessions"]] == ["failed"] * 3
+    assert [s["announced"] for s in body["sessions"]] == [False] * 3
+    # Queued, and the sweep's to take now.
+    for each in body["sessions"]:
+        row = db.execute(
+            "select announce_after <= now() as due"
+            " from public.conversation_session_announcements where session_id = %s",
+            (each["session_id"],),
+        ).fetchone()
+        assert row is not None and row["due"] is True
+    # The close it advises, with the gateway answering again, waits for nothing.
+    api.gateway.silent.clear()
+    retried = body["sessions"][0]["session_id"]
+    started = time.monotonic()
+    again = api.client.post(f"/sessions/{retried}/close", headers=AUTH)
+    waited = time.monotonic() - started
+    assert again.status_code == 200, again.text
+    assert (again.json()["outcome"], again.json()["connection"]) == (
+        "already_closed",
+        "already_gone",
+    )
+    assert waited < 1.0, waited
+
+
 def test_closing_an_unknown_session_is_404(api: AdminApi) -> None:
     _problem(api.client.post(f"/sessions/{uuid.uuid4()}/close", headers=AUTH), 404)
 

@@ -57,6 +57,7 @@ from tether.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     GatewayError,
+    TetherError,
 )
 from tether.models import EndOutcome, EndResult, SessionEnded
 from tether.outbox import Announcer, announce_and_mark
@@ -563,6 +564,7 @@ def close_user(
         min(DISCONNECT_BUDGET_SECONDS, left() - 2 * DATABASE_CALL_SECONDS),
     )
     announced = _announce_in_time(store, announcer, ended, left)
+    _give_back(store, [s.session_id for s in ended if s.session_id not in announced], left)
     records = _read_back(store, user_id, ended, left)
     closed = []
     for session, (connection, said) in zip(ended, answers, strict=True):
@@ -609,7 +611,7 @@ def _announce_in_time(
 ) -> dict[UUID, tuple[bool, str | None]]:
     """Announce the ends a chunk at a time while a chunk's worst case fits in the time
     left: each announced end's outcome (whether it went out, and if not why). An end
-    not tried stays queued, leased, and the sweep announces it once the lease is over."""
+    not tried stays queued, still leased to this call (``_give_back``)."""
     outcomes: dict[UUID, tuple[bool, str | None]] = {}
     for start in range(0, len(ended), ANNOUNCE_CHUNK):
         if left() - DATABASE_CALL_SECONDS < ANNOUNCE_CHUNK_SECONDS:
@@ -622,6 +624,30 @@ def _announce_in_time(
         outcome = _announce(store, announcer, chunk)
         outcomes.update((session.session_id, outcome) for session in chunk)
     return outcomes
+
+
+def _give_back(store: SessionStore, untried: Sequence[UUID], left: Callable[[], float]) -> None:
+    """Give back the lease on the ends this call had no time to announce, while a call
+    fits in the time left: kept, it told a close of one of them (what the answer advises
+    for a connection ``failed``) that this call was still at work on it, to be waited
+    for, and kept the sweep off them until it ran out."""
+    if not untried:
+        return
+    if left() < DATABASE_CALL_SECONDS:
+        logger.warning(
+            "no time left to give back the lease on these ends; the sweep announces them"
+            " once it is over",
+            extra={"sessions": len(untried)},
+        )
+        return
+    try:
+        store.release_announcements(dict.fromkeys(untried, 0))
+    except TetherError as exc:
+        # Still queued and leased: announced once the lease is over; nothing is lost.
+        logger.warning(
+            "could not give back the lease on these ends; the sweep announces them once it is over",
+            extra={"sessions": len(untried), "error": str(exc)},
+        )
 
 
 def _read_back(
