@@ -350,6 +350,24 @@ def test_apply_on_no_table_or_tether_s_own_says_only_that(server: Server) -> Non
 
 
 @ON_ONE_SERVER
+def test_a_team_s_table_of_the_ledger_s_name_is_refused_by_name(adoptable: Adoptable) -> None:
+    """Adoption reads tether's ledger to tell where the table stands: a team's own
+    tether.schema_migrations is named, as ``tether migrate`` names it, and nothing is
+    changed."""
+    with _connect(adoptable.url) as conn:
+        conn.execute(
+            "create schema tether; create table tether.schema_migrations"
+            " (id serial primary key, filename text not null)"
+        )
+    before = _snapshot(adoptable.url)
+    for command in ("--check", "--apply"):
+        said = run_tether("adopt", command, "--yes", "--database-url", adoptable.url)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert "tether.schema_migrations is not tether's ledger" in said.stderr, said.stderr
+    assert _snapshot(adoptable.url) == before
+
+
+@ON_ONE_SERVER
 def test_a_conversation_sessions_in_another_schema_is_named_with_how_to_adopt_it(
     server: Server,
 ) -> None:
