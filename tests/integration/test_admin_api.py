@@ -950,6 +950,38 @@ def test_closing_a_user_stops_at_its_deadline_and_says_what_it_left(
     assert (again["closed"], again["complete"], again["sessions"]) == (0, True, [])
 
 
+class _RefusingOneAnnouncer:
+    """EventBridge refusing one entry of what it is sent (as PutEvents does, entry by
+    entry, when throttled), accepting the rest."""
+
+    def __init__(self) -> None:
+        self.refused: set[uuid.UUID] = set()
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        first, *rest = sessions
+        self.refused.add(first.session_id)
+        LogAnnouncer().announce(rest)
+        return AnnounceResult(announced=[s.session_id for s in rest], failed=[first.session_id])
+
+
+def test_a_user_s_close_says_which_ends_were_announced_one_by_one(api: AdminApi, db: Conn) -> None:
+    """One entry refused in a chunk of 80 said all 80 unannounced and queued, while 79
+    had gone out and left the outbox."""
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 5)
+    announcer = _RefusingOneAnnouncer()
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_announcer] = lambda: announcer
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert body["closed"] == 5 and body["complete"] is False
+    said = {uuid.UUID(s["session_id"]): s["announced"] for s in body["sessions"]}
+    assert {session for session, went_out in said.items() if not went_out} == announcer.refused
+    assert "1 SessionEnded queued" in body["detail"]
+    for each in body["sessions"]:
+        assert _row(db, each["session_id"])["queued"] is (not each["announced"])
+
+
 def test_a_gateway_gone_quiet_leaves_a_user_s_close_its_deadline(
     api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:

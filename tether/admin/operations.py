@@ -428,6 +428,9 @@ def _disconnect_all(
     return [answer if isinstance(answer, tuple) else late for answer in settled]
 
 
+REFUSED_BY_EVENTBRIDGE = "refused by EventBridge"
+
+
 def _announce(
     store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]
 ) -> tuple[bool, str | None]:
@@ -440,7 +443,7 @@ def _announce(
     result = announce_and_mark(store, announcer, sessions)
     if not result.failed:
         return True, None
-    return False, result.error or "refused by EventBridge"
+    return False, result.error or REFUSED_BY_EVENTBRIDGE
 
 
 def _queued(announced: bool | None) -> str:
@@ -610,7 +613,7 @@ def _announce_in_time(
     left: Callable[[], float],
 ) -> dict[UUID, tuple[bool, str | None]]:
     """Announce the ends a chunk at a time while a chunk's worst case fits in the time
-    left: each announced end's outcome (whether it went out, and if not why). An end
+    left: each announced end's own outcome (whether it went out, and if not why). An end
     not tried stays queued, still leased to this call (``_give_back``)."""
     outcomes: dict[UUID, tuple[bool, str | None]] = {}
     for start in range(0, len(ended), ANNOUNCE_CHUNK):
@@ -621,8 +624,13 @@ def _announce_in_time(
             )
             break
         chunk = ended[start : start + ANNOUNCE_CHUNK]
-        outcome = _announce(store, announcer, chunk)
-        outcomes.update((session.session_id, outcome) for session in chunk)
+        result = announce_and_mark(store, announcer, chunk)
+        # EventBridge answers entry by entry: one refused is no other's failure.
+        refused = set(result.failed)
+        why = result.error or REFUSED_BY_EVENTBRIDGE
+        outcomes.update(
+            (s.session_id, (False, why) if s.session_id in refused else (True, None)) for s in chunk
+        )
     return outcomes
 
 
