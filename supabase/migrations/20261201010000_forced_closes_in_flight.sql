@@ -81,9 +81,6 @@ $$;
 comment on function public.tether_force_close_v2 is
   'An operator ends one session now (forced_close), exactly once: outcome ended, or already_ended with the first end and, while the forced close that made it is still at work (its announcement leased to it), until when; no row for an unknown id.';
 
-comment on function public.tether_force_close_v1 is
-  'An operator ends one session now (forced_close), exactly once: outcome ended, or already_ended with the first end; no row for an unknown id. Superseded by tether_force_close_v2, which says whether the close that ended it is still at work.';
-
 revoke execute on function public.tether_force_close_v2(uuid, double precision)
 from public, anon, authenticated;
 
