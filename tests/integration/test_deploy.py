@@ -35,7 +35,9 @@ from tests.conftest import AWS_REGION, ROOT
 from tests.integration.test_bundle import CACHE
 from tests.integration.test_infra import handlers
 from tether import migrate
+from tether.cli import deploy as deploy_cli
 from tether.cli import main
+from tether.deploy import bundle as bundles
 
 STACK = "tether-test"
 pytestmark = [
@@ -749,7 +751,7 @@ def test_a_secret_in_another_region_may_be_decrypted_with_its_own_key(
 
 
 def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
-    aws: str, capsys: pytest.CaptureFixture[str]
+    aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aws_client("secretsmanager", aws).create_secret(
         Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
@@ -765,7 +767,9 @@ def test_a_finalizer_that_is_not_in_the_bundle_is_refused_before_the_upload(
     err = capsys.readouterr().err
     assert code == 2
     assert "--finalizer: module tether.handlers.session_ended defines no nope" in err
-    # A module of Python's own, which has no such function: as refused.
+    # A module of Python's own, which has no such function in the functions' version (read
+    # here as this Python's): as refused.
+    monkeypatch.setattr(deploy_cli, "_this_python", lambda: bundles.DEFAULT_PYTHON)
     finalizer = ("--finalizer", "json:nosuch")
     code = main(deploy_args(aws, "--database-secret", "tether/db", *finalizer, "--yes"))
     err = capsys.readouterr().err

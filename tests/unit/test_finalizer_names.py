@@ -4,8 +4,13 @@ exists, without running the module."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import pytest
+
+from tether.cli import deploy
 from tether.cli.deploy import _top_level_names
+from tether.errors import InvalidInputError
 
 MODULE = b"""
 import os
@@ -65,3 +70,21 @@ def test_the_names_of_a_standard_library_module_are_read_without_running_it() ->
         assert "sleep" in (_standard_library_names("time") or set())
     # What cannot be told: names made as the module runs (os's `from posix import *`).
     assert _standard_library_names("os") is None
+
+
+def test_a_standard_library_name_is_refused_only_against_the_functions_own_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read in another version's library, a name may be one added since (itertools'
+    batched, read in 3.11 for functions on 3.13) or removed: said, not refused."""
+    bundle = tmp_path / "bundle.zip"  # never opened: json is Python's own
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    deploy._check_finalizer_ships("json:nosuch", bundle, runtime="3.10")  # never this one
+
+    err = capsys.readouterr().err
+    assert f"module json defines no nosuch in this Python's ({here}) standard library" in err
+    assert "the functions run 3.10, whose library was not read" in err
+    with pytest.raises(InvalidInputError, match=rf"defines no nosuch \(in Python {here}'s"):
+        deploy._check_finalizer_ships("json:nosuch", bundle, runtime=here)
+    deploy._check_finalizer_ships("json:dumps", bundle, runtime=here)

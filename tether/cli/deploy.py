@@ -565,15 +565,19 @@ def _check_finalizer_ships(finalizer: str | None, bundle: Path, *, runtime: str)
     if module.split(".")[0] in sys.stdlib_module_names:
         defined = _standard_library_names(module)
         if function and defined is not None and function not in defined:
-            here = f"{sys.version_info.major}.{sys.version_info.minor}"
-            which = (
-                f"Python {here}'s standard library"
-                if here == runtime
-                else f"this Python's ({here}) standard library; the functions run {runtime}"
-            )
+            here = _this_python()
+            if here != runtime:
+                # Each version adds names and removes others: only the library of the
+                # functions' own version could refuse it.
+                say_aside(
+                    f"--finalizer: module {module} defines no {function} in this Python's"
+                    f" ({here}) standard library; the functions run {runtime}, whose"
+                    " library was not read: check the name"
+                )
+                return
             raise InvalidInputError(
-                f"--finalizer: module {module} defines no {function} (in {which});"
-                " nothing was uploaded"
+                f"--finalizer: module {module} defines no {function} (in Python {here}'s"
+                " standard library); nothing was uploaded"
             )
         return
     path = module.replace(".", "/")
@@ -591,6 +595,11 @@ def _check_finalizer_ships(finalizer: str | None, bundle: Path, *, runtime: str)
         raise InvalidInputError(
             f"--finalizer: module {module} defines no {function} (nothing was uploaded)"
         )
+
+
+def _this_python() -> str:
+    """This interpreter's version as the functions' runtime is named (3.13)."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _standard_library_names(module: str) -> set[str] | None:
