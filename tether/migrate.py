@@ -343,31 +343,50 @@ def _applied(conn: psycopg.Connection[tuple[Any, ...]]) -> list[AppliedMigration
     return [AppliedMigration(str(v), str(n), str(c), a, r) for v, n, c, a, r in rows]
 
 
+def _supabase_rows(
+    conn: psycopg.Connection[tuple[Any, ...]],
+) -> list[tuple[str, str, list[str] | None]]:
+    """Supabase's ledger, as (version, name, statements). A CLI of before it recorded
+    names and statements made the table with a version alone (a later one adds the
+    columns as it runs): its rows read with no name and no statements."""
+    if not has_supabase_ledger(conn):
+        return []
+    from psycopg import sql  # noqa: PLC0415
+
+    present = {
+        str(column)
+        for (column,) in conn.execute(
+            "select attname from pg_attribute"
+            " where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped",
+            (SUPABASE_LEDGER,),
+        ).fetchall()
+    }
+    name = sql.SQL("coalesce(name, '')") if "name" in present else sql.Literal("")
+    statements = (
+        sql.Identifier("statements") if "statements" in present else sql.SQL("null::text[]")
+    )
+    rows = conn.execute(
+        sql.SQL(
+            "select version, {}, {} from supabase_migrations.schema_migrations order by version"
+        ).format(name, statements)
+    ).fetchall()
+    return [(str(version), str(named), ran) for version, named, ran in rows]
+
+
 def supabase_applied(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
     """Supabase's ledger: fingerprint → (version, name), for rows that carry statements."""
-    if not has_supabase_ledger(conn):
-        return {}
-    rows = conn.execute(
-        "select version, coalesce(name, ''), statements from supabase_migrations.schema_migrations"
-    ).fetchall()
-    found: dict[str, tuple[str, str]] = {}
-    for version, name, statements in rows:
-        if statements:
-            found[fingerprint(" ".join(statements))] = (str(version), str(name))
-    return found
+    return {
+        fingerprint(" ".join(statements)): (version, name)
+        for version, name, statements in _supabase_rows(conn)
+        if statements
+    }
 
 
 def supabase_unread(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[str, str]]:
     """Supabase's ledger rows that carry no statements: (version, name). An older CLI
     recorded versions alone (so did its ``migration repair``), and a row can be written
     by hand: what such a row's file ran cannot be told from it."""
-    if not has_supabase_ledger(conn):
-        return []
-    rows = conn.execute(
-        "select version, coalesce(name, '') from supabase_migrations.schema_migrations"
-        " where statements is null or cardinality(statements) = 0 order by version"
-    ).fetchall()
-    return [(str(version), str(name)) for version, name in rows]
+    return [(version, name) for version, name, statements in _supabase_rows(conn) if not statements]
 
 
 def _refuse(message: str, refusals: list[str] | None) -> None:

@@ -531,3 +531,27 @@ def test_what_db_push_applied_is_said_recorded_not_applied(empty_database_url: s
     )
     assert f"applied  {files[-1].filename}" in said.stdout
     assert f"applied  {files[0].filename}" not in said.stdout
+
+
+def test_a_history_of_a_cli_that_recorded_versions_alone_is_said_so(
+    empty_database_url: str,
+) -> None:
+    """A CLI of before it recorded names and statements made its table with a version
+    alone (a later one adds the columns as it runs): migrate failed on its missing name
+    column ("column "name" does not exist"), where a history without statements is said."""
+    files = migrate.discover()
+    _push_like_supabase(empty_database_url, files, [m.version for m in files])
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "alter table supabase_migrations.schema_migrations"
+            " drop column statements, drop column name"
+        )
+    said = run_tether("migrate", "--database-url", empty_database_url)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert f"records {len(files)} of tether's migrations as applied by supabase db push" in (
+        said.stderr
+    ), said.stderr
+    repair = "supabase migration repair --status applied " + " ".join(m.version for m in files)
+    assert f"`{repair}`" in said.stderr
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("select to_regclass('tether.schema_migrations')").fetchone() == (None,)
