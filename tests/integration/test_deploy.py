@@ -1522,6 +1522,42 @@ def test_a_stack_in_review_that_nothing_marks_as_tether_s_is_left_to_its_owner(
     assert live == []
 
 
+def test_a_stack_in_review_with_no_change_set_left_is_removed_as_an_empty_one(
+    aws: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deploy cut off between deleting its change set and deleting the stack made for
+    it leaves a stack in review with no change set, and no tag (CloudFormation's tags
+    are the change set's until it runs): nothing in it waits for anyone, yet deploy and
+    destroy refused it as another tool's."""
+    cfn = aws_client("cloudformation", aws)
+    aws_client("secretsmanager", aws).create_secret(
+        Name="tether/db", SecretString="postgresql://tether:pw@127.0.0.1:5432/app"
+    )
+    for then in ("destroy", "deploy"):
+        made = cfn.create_change_set(
+            StackName=STACK,
+            ChangeSetName="tether-20260101000000",
+            ChangeSetType="CREATE",
+            TemplateBody=_BARE_STACK,
+            Parameters=[{"ParameterKey": "BundleBucket", "ParameterValue": "team-bundles"}],
+        )
+        cfn.delete_change_set(ChangeSetName=made["Id"])
+        (left,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+        assert left["StackStatus"] == "REVIEW_IN_PROGRESS"
+        assert not left.get("Tags")
+        if then == "destroy":
+            code = main([*tether(aws, "destroy"), "--yes"])
+            said = capsys.readouterr()
+            assert code == 0, said.out + said.err
+            assert f"stack {STACK} deleted" in said.out
+        else:
+            deploy = deploy_args(aws, "--database-secret", "tether/db", "--no-snapstart")
+            code = main([*deploy, "--yes"])
+            said = capsys.readouterr()
+            assert code == 0, said.out + said.err
+            assert f"stack {STACK} is CREATE_COMPLETE" in said.out
+
+
 def _tagged_as_cloudformation_may_tag_it(aws: str, name: str) -> None:
     """A stack in review as CloudFormation may describe it: its change sets carry the
     tags given (DescribeChangeSet says them), the stack none until one runs. moto tags

@@ -410,22 +410,26 @@ def made_by_tether(aws: Aws, state: StackState) -> bool:
     """Whether `tether deploy` made the stack: it carries the tether:stack tag. A stack in
     review (made by a first change set that never ran) counts too when one of its change
     sets carries it: CloudFormation documents a change set's tags as those the stack gets
-    once the change set runs, and says nothing of before."""
+    once the change set runs, and says nothing of before. So does one in review holding
+    no change set at all: nothing in it waits for anyone, and a deploy cut off between
+    deleting its change set and deleting its stack (_discard) leaves its own so."""
     if STACK_TAG in state.tags:
         return True
     if state.status != NEVER_CREATED:
         return False
     cfn = aws.client("cloudformation")
+    held = False
     for page in cfn.get_paginator("list_change_sets").paginate(
         StackName=state.stack_id or state.name
     ):
         for summary in page.get("Summaries", []):
             if state.stack_id and summary.get("StackId") not in {None, state.stack_id}:
                 continue
+            held = True
             tags = cfn.describe_change_set(ChangeSetName=summary["ChangeSetId"]).get("Tags", [])
             if any(tag.get("Key") == STACK_TAG for tag in tags):
                 return True
-    return False
+    return not held
 
 
 def foreign_review_stack(stack: str, *, then: str) -> DeployError:
