@@ -4,6 +4,7 @@ exists, without running the module."""
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,8 @@ def test_a_standard_library_name_is_refused_only_against_the_functions_own_versi
 ) -> None:
     """Read in another version's library, a name may be one added since (itertools'
     batched, read in 3.11 for functions on 3.13) or removed: said, not refused."""
-    bundle = tmp_path / "bundle.zip"  # never opened: json is Python's own
+    bundle = tmp_path / "bundle.zip"
+    zipfile.ZipFile(bundle, "w").close()  # json is Python's own
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
 
     deploy._check_finalizer_ships("json:nosuch", bundle, runtime="3.10")  # never this one
@@ -88,3 +90,19 @@ def test_a_standard_library_name_is_refused_only_against_the_functions_own_versi
     with pytest.raises(InvalidInputError, match=rf"defines no nosuch \(in Python {here}'s"):
         deploy._check_finalizer_ships("json:nosuch", bundle, runtime=here)
     deploy._check_finalizer_ships("json:dumps", bundle, runtime=here)
+
+
+def test_a_module_of_the_bundle_named_as_one_of_python_s_is_the_one_read(
+    tmp_path: Path,
+) -> None:
+    """Lambda searches the bundle before Python's own library: a finalizer in the bundle's
+    calendar.py was refused for what Python's calendar does not define."""
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("calendar.py", "def on_end(detail):\n    pass\n")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    deploy._check_finalizer_ships("calendar:on_end", bundle, runtime=here)
+
+    with pytest.raises(InvalidInputError, match=r"module calendar defines no month_name \(nothing"):
+        deploy._check_finalizer_ships("calendar:month_name", bundle, runtime=here)

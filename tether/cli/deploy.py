@@ -558,43 +558,51 @@ def _top_level_names(source: bytes) -> set[str] | None:
 def _check_finalizer_ships(finalizer: str | None, bundle: Path, *, runtime: str) -> None:
     """The finalizer's module must be in the bundle (or Python's own), and define the
     function: otherwise every SessionEnded would fail to load it, and go to the
-    dead-letter queue. ``runtime``: the functions' Python version (3.13)."""
+    dead-letter queue. ``runtime``: the functions' Python version (3.13). The bundle
+    comes first, as Lambda searches it (/var/task) before Python's own library: a module
+    of the bundle named as one of Python's is the one imported."""
     module, _, function = (finalizer or "").partition(":")
     if not module:
-        return
-    if module.split(".")[0] in sys.stdlib_module_names:
-        defined = _standard_library_names(module)
-        if function and defined is not None and function not in defined:
-            here = _this_python()
-            if here != runtime:
-                # Each version adds names and removes others: only the library of the
-                # functions' own version could refuse it.
-                say_aside(
-                    f"--finalizer: module {module} defines no {function} in this Python's"
-                    f" ({here}) standard library; the functions run {runtime}, whose"
-                    " library was not read: check the name"
-                )
-                return
-            raise InvalidInputError(
-                f"--finalizer: module {module} defines no {function} (in Python {here}'s"
-                " standard library); nothing was uploaded"
-            )
         return
     path = module.replace(".", "/")
     with zipfile.ZipFile(bundle) as archive:
         names = set(archive.namelist())
         # A package is what Python imports when a module of the same name sits beside it.
         source_name = next((n for n in (f"{path}/__init__.py", f"{path}.py") if n in names), None)
-        if source_name is None:
-            raise InvalidInputError(
-                f"--finalizer: module {module} is not in the bundle; ship it with --include"
-                " (nothing was uploaded)"
-            )
-        defined = _top_level_names(archive.read(source_name))
+        source = None if source_name is None else archive.read(source_name)
+    if source is None:
+        if module.split(".")[0] in sys.stdlib_module_names:
+            _check_standard_library_finalizer(module, function, runtime=runtime)
+            return
+        raise InvalidInputError(
+            f"--finalizer: module {module} is not in the bundle; ship it with --include"
+            " (nothing was uploaded)"
+        )
+    defined = _top_level_names(source)
     if function and defined is not None and function not in defined:
         raise InvalidInputError(
             f"--finalizer: module {module} defines no {function} (nothing was uploaded)"
         )
+
+
+def _check_standard_library_finalizer(module: str, function: str, *, runtime: str) -> None:
+    defined = _standard_library_names(module)
+    if not function or defined is None or function in defined:
+        return
+    here = _this_python()
+    if here != runtime:
+        # Each version adds names and removes others: only the library of the functions'
+        # own version could refuse it.
+        say_aside(
+            f"--finalizer: module {module} defines no {function} in this Python's ({here})"
+            f" standard library; the functions run {runtime}, whose library was not read:"
+            " check the name"
+        )
+        return
+    raise InvalidInputError(
+        f"--finalizer: module {module} defines no {function} (in Python {here}'s standard"
+        " library); nothing was uploaded"
+    )
 
 
 def _this_python() -> str:
