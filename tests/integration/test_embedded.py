@@ -101,6 +101,21 @@ def test_what_an_interrupted_initdb_left_is_made_again(data_dir: Path) -> None:
 
 
 @pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
+def test_a_folder_holding_more_than_initdb_makes_is_never_removed(data_dir: Path) -> None:
+    """The data path may lead to a folder of other files (linked to one, say): with no
+    PG_VERSION it was removed whole, as if an initdb had left it. Only a folder of
+    initdb's own entries is; another is left to initdb, which refuses it."""
+    (data_dir / "base").mkdir(parents=True)
+    (data_dir / "notes.txt").write_text("the team's\n")
+
+    with pytest.raises(EmbeddedPostgresError, match="is not empty"):
+        embedded.start(data_dir)
+
+    assert (data_dir / "notes.txt").read_text() == "the team's\n"
+    assert (data_dir / "base").is_dir()
+
+
+@pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")
 def test_a_database_is_never_removed_to_be_made_again(data_dir: Path) -> None:
     """Only a folder without PG_VERSION is removed: a stopped database keeps its rows."""
     server = embedded.start(data_dir)

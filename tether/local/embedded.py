@@ -165,22 +165,37 @@ def _pid_is_this_server(pid: int, data_dir: Path) -> bool:
         return False
 
 
+_INITDB_MAKES = frozenset(
+    {
+        *("base", "global", "pg_commit_ts", "pg_dynshmem", "pg_logical", "pg_multixact"),
+        *("pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat", "pg_stat_tmp"),
+        *("pg_subtrans", "pg_tblspc", "pg_twophase", "pg_wal", "pg_xact"),
+        *("pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf", "postgresql.conf"),
+        "postmaster.pid",  # its standalone backend's, pid negated
+    }
+)
+"""What initdb makes at the top of a data folder before PG_VERSION (Postgres 15 to 18)."""
+
+
 def _half_made(data_dir: Path) -> bool:
-    """A folder holding part of a cluster: not empty, and no PG_VERSION."""
-    return not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir())
+    """A folder holding part of a cluster and nothing else: no PG_VERSION, not empty, and
+    only what initdb makes. Anything else in it (a folder the data path was linked to,
+    say, holding files of its own) is no initdb's, and is never removed."""
+    entries = {entry.name for entry in data_dir.iterdir()}
+    return bool(entries) and "PG_VERSION" not in entries and entries <= _INITDB_MAKES
 
 
 def _remove_an_unfinished_initdb(
     data_dir: Path, initdb_lock: AbstractContextManager[Any] | None
 ) -> None:
-    """Remove what an initdb cut off left: a folder holding part of a cluster and no
-    PG_VERSION. A Ctrl-C as the first `tether dev` starts reaches initdb too, whose own
-    clean-up is then killed halfway; nothing in such a folder can start, and initdb
-    refuses a folder that is not empty, so every later start would fail. Every initdb
-    runs under the wheel's lock: held here, such a folder is no initdb's at work.
-    ``initdb_lock`` is None when the wheel has no such lock (a private name, which a
-    release of it may change): then an initdb at work cannot be told from one cut off,
-    and nothing is removed."""
+    """Remove what an initdb cut off left: a folder holding part of a cluster, no
+    PG_VERSION, and nothing initdb does not make. A Ctrl-C as the first `tether dev`
+    starts reaches initdb too, whose own clean-up is then killed halfway; nothing in such
+    a folder can start, and initdb refuses a folder that is not empty, so every later
+    start would fail. Every initdb runs under the wheel's lock: held here, such a folder
+    is no initdb's at work. ``initdb_lock`` is None when the wheel has no such lock (a
+    private name, which a release of it may change): then an initdb at work cannot be
+    told from one cut off, and nothing is removed."""
     if initdb_lock is None:
         if _half_made(data_dir):
             logger.warning(
