@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import warnings
@@ -98,6 +99,27 @@ def test_what_an_interrupted_initdb_left_is_made_again(data_dir: Path) -> None:
     assert server.started_here
     assert (data_dir / "PG_VERSION").is_file()
     assert _ping(server.url) == 1
+
+
+def test_what_an_interrupted_initdb_left_and_cannot_be_removed_is_said(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal that fails (a file not the user's to remove, a process of that initdb
+    still writing) ended the start in an OSError's traceback."""
+    (data_dir / "base" / "1").mkdir(parents=True)
+    (data_dir / "global").mkdir()
+
+    def refused(path: object, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    with monkeypatch.context() as patched, pytest.raises(EmbeddedPostgresError) as raised:
+        patched.setattr(shutil, "rmtree", refused)
+        embedded.start(data_dir)
+    assert str(raised.value) == (
+        f"{data_dir.resolve()} holds what an interrupted initdb left, and it could not be"
+        " removed (Permission denied): remove it, then start again"
+    )
+    assert (data_dir / "base" / "1").is_dir()
 
 
 @pytest.mark.skipif(configured_url() is not None, reason="DATABASE_URL points elsewhere")

@@ -211,7 +211,14 @@ def _remove_an_unfinished_initdb(
             "removing what an interrupted initdb left, to make the database again",
             extra={"data_dir": str(data_dir)},
         )
-        shutil.rmtree(data_dir)
+        try:
+            shutil.rmtree(data_dir)
+        except OSError as exc:
+            # A file not ours to remove, or a process of that initdb still writing.
+            raise EmbeddedPostgresError(
+                f"{data_dir} holds what an interrupted initdb left, and it could not be"
+                f" removed ({exc.strerror or exc}): remove it, then start again"
+            ) from None
 
 
 def remove_stale_pid_file(data_dir: Path) -> bool:
