@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -454,7 +455,7 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
         "routes        chosen by $request.body.action: heartbeat and $default -> tether's own"
         in first
     )
-    assert f"wscat -c ws://127.0.0.1:{server.port}" in first
+    assert f"-m websockets ws://127.0.0.1:{server.port}" in first
     assert f"iss '{ISSUER}'" in first and "HS256" in first
     assert "s3cret-pw" not in banner
     assert "password=***" in banner
@@ -479,18 +480,22 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
     said = closed.log.read_text()
     assert "no token: refused" in said
     # Double quotes: the shell puts the token in.
-    assert f'wscat -c "ws://127.0.0.1:{closed.port}/?token=$ACCESS_TOKEN"' in said
+    assert f'-m websockets "ws://127.0.0.1:{closed.port}/?token=$ACCESS_TOKEN"' in said
     assert 'tether simulate --token "$ACCESS_TOKEN"' in said
-    assert f"wscat -c ws://127.0.0.1:{closed.port} " not in said
+    assert f"-m websockets ws://127.0.0.1:{closed.port} " not in said
 
-    # The address as a shell gives it to wscat, with the token in the environment.
+    # The address as a shell gives it to the client, with the token in the environment.
     token = sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256")
-    [quoted] = re.findall(r"wscat -c (\"[^\"]*\")", said)
+    [quoted] = re.findall(r"-m websockets (\"[^\"]*\")", said)
     address = subprocess.run(  # noqa: S603 - the banner's own line, as a user runs it
         ["sh", "-c", f"printf %s {quoted}"],  # noqa: S607 - the user's shell
         capture_output=True, text=True, check=True, env={"ACCESS_TOKEN": token},
     ).stdout  # fmt: skip
     assert address == f"{closed.ws_url}/?token={token}"
+    # The banner's whole line, run as the user would: a client this machine has.
+    line = next(each for each in said.splitlines() if "-m websockets" in each)
+    command = line.split("try:", 1)[1].split("   (then send", 1)[0].strip()
+    assert _answer_through(command, {"ACCESS_TOKEN": token}) is True
 
     async def as_the_banner_says() -> None:
         async with connect(address) as ws:
@@ -498,6 +503,32 @@ def test_the_banner_shows_every_effective_setting_and_hides_the_password(
             assert json.loads(await ws.recv())["action"] == "heartbeat"
 
     run(as_the_banner_says())
+
+
+def _answer_through(command: str, env: dict[str, str]) -> bool:
+    """Whether ``command`` (an interactive WebSocket client) printed the answer to a
+    heartbeat typed into it within 20 s."""
+    seen = b""
+    with subprocess.Popen(  # noqa: S603 - the banner's own line, as a user runs it
+        ["sh", "-c", command],  # noqa: S607 - the user's shell
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    ) as client:  # fmt: skip
+        assert client.stdin is not None and client.stdout is not None
+        try:
+            client.stdin.write(b'{"action": "heartbeat"}\n')
+            client.stdin.flush()
+            deadline = time.monotonic() + 20
+            while b'"action":"heartbeat"' not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([client.stdout], [], [], 0.2)
+                if ready:
+                    chunk = os.read(client.stdout.fileno(), 4096)
+                    if not chunk:
+                        break
+                    seen += chunk
+        finally:
+            client.kill()
+    return b'"action":"heartbeat"' in seen
 
 
 def test_a_restart_after_a_crash_says_what_it_left_and_when_it_ends(

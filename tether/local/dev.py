@@ -19,6 +19,7 @@ import math
 import os
 import resource
 import secrets
+import shlex
 import socket
 import sys
 import threading
@@ -525,13 +526,16 @@ def _banner(
         )
     for problem in problems:
         say(f"  PROBLEM       every connection will fail: {problem}")
+    # A client this Python has (websockets' own, installed with tether[local]): a
+    # newcomer's machine need not have wscat or node.
+    client = f"{shlex.quote(sys.executable)} -m websockets"
     if config.allow_anonymous:
-        say(f'  try:          wscat -c {ws_url}   (then send {{"action": "heartbeat"}})')
+        say(f'  try:          {client} {ws_url}   (then send {{"action": "heartbeat"}})')
         say("                tether simulate   (in another terminal)")
     else:
         # Without a token both would be refused (401): the lines say where it goes.
         say(
-            f'  try:          wscat -c "{ws_url}/?token=$ACCESS_TOKEN"'
+            f'  try:          {client} "{ws_url}/?token=$ACCESS_TOKEN"'
             '   (then send {"action": "heartbeat"})'
         )
         say('                tether simulate --token "$ACCESS_TOKEN"   (in another terminal)')
