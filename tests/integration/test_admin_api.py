@@ -34,6 +34,7 @@ from tether.models import OpenSessionRequest, SessionEnded
 from tether.outbox import AnnounceResult, LogAnnouncer
 from tether.store import (
     APPLIED_MIGRATIONS,
+    LIST_SESSIONS,
     ROW_SECURITY_PROBLEMS,
     SWEEP_STATE,
     Row,
@@ -948,6 +949,57 @@ def test_closing_a_user_stops_at_its_deadline_and_says_what_it_left(
         assert row["queued"] is (not each["announced"])
     again = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
     assert (again["closed"], again["complete"], again["sessions"]) == (0, True, [])
+
+
+class _CountingListings(SerializedStore):
+    """The test database, counting the pages of sessions it was asked for."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        super().__init__(inner)
+        self.listings = 0
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        if function == LIST_SESSIONS:
+            self.listings += 1
+        return super().call(function, args)
+
+
+def test_a_user_s_close_reads_back_only_what_it_ended(api: AdminApi, db: Conn) -> None:
+    """The read back listed every ended session of the user started since the oldest one
+    just closed: an old live session with many short ones closed since paged through all
+    of them (three pages here, each a call), and ran out of time on a slow database."""
+    user = uuid.uuid4()
+    live = _place_live_sessions(db, user, 2)
+    old = db.execute(
+        "insert into public.conversation_sessions (connection_id, user_id, session_start,"
+        " last_seen_at) values (%s, %s, now() - interval '1 hour', now())"
+        " returning session_id",
+        (f"{user.hex[:12]}-old=", user),
+    ).fetchone()
+    assert old is not None
+    # Closed since, some by earlier forced closes: none of them this call's.
+    db.execute(
+        """
+        insert into public.conversation_sessions (connection_id, user_id, session_start,
+                                                  last_seen_at, session_end, end_reason)
+        select %(prefix)s || i || '=', %(user)s, now() - make_interval(secs => 10 + i),
+               now() - make_interval(secs => 5 + i), now() - make_interval(secs => 5 + i),
+               (case when i %% 2 = 0 then 'forced_close' else 'client_disconnect' end)
+                 ::public.tether_end_reason
+        from generate_series(1, 1400) as i
+        """,
+        {"user": user, "prefix": f"{user.hex[:12]}-short-"},
+    )
+    counting = _CountingListings(runtime.store())
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_store] = lambda: counting
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert (body["closed"], body["complete"]) == (3, True), body["detail"]
+    assert {s["session"]["session_id"] for s in body["sessions"]} == live | {str(old["session_id"])}
+    # A page from the newest closed (the 500 sessions of the page, 498 not this call's),
+    # then straight to the old one.
+    assert counting.listings == 2, counting.listings
 
 
 class _RefusingOneAnnouncer:

@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -59,7 +59,7 @@ from tether.errors import (
     GatewayError,
     TetherError,
 )
-from tether.models import EndOutcome, EndResult, SessionEnded
+from tether.models import EndOutcome, EndReason, EndResult, SessionEnded
 from tether.outbox import Announcer, announce_and_mark
 from tether.settings import Settings
 from tether.store import SessionStore
@@ -663,24 +663,40 @@ def _read_back(
 ) -> dict[UUID, SessionPublic]:
     """The sessions just ended, as they stand now, read a page at a time (one call per
     session would cost a round trip each: hundreds for a user with hundreds of sessions)
-    while a call fits in the time left. A session not read is missing."""
+    while a call fits in the time left. A session not read is missing.
+
+    Only the user's forced closes are listed, and each page starts at the newest session
+    of this call not yet read: the user's other sessions started in between (an old live
+    session closed with many short ones since) are skipped over, not paged through."""
     if not ended:
         return {}
-    wanted = {session.session_id for session in ended}
-    where = SessionFilter(
-        active=False,
-        user_id=user_id,
-        started_after=min(session.session_start for session in ended),
-    )
+    starts = {session.session_id: session.session_start for session in ended}
     found: dict[UUID, SessionPublic] = {}
     after: tuple[datetime, UUID] | None = None
-    while wanted - found.keys() and left() >= DATABASE_CALL_SECONDS:
+    while left() >= DATABASE_CALL_SECONDS:
+        unread = [session_id for session_id in starts if session_id not in found]
+        if not unread:
+            break
+        newest = max(starts[session_id] for session_id in unread)
+        if after is not None and after[0] > newest:
+            after = None  # a page's rest holds none of these: jump to the next one
+        where = SessionFilter(
+            active=False,
+            user_id=user_id,
+            end_reason=EndReason.FORCED_CLOSE,
+            started_after=min(starts[session_id] for session_id in unread),
+            started_before=newest + _MOMENT,
+        )
         rows = store.list_sessions(where, after=after, limit=PAGE_SIZE_MAX)
-        found.update((row.session_id, _public(row)) for row in rows if row.session_id in wanted)
+        found.update((row.session_id, _public(row)) for row in rows if row.session_id in starts)
         if len(rows) < PAGE_SIZE_MAX:
             break
         after = (rows[-1].session_start, rows[-1].session_id)
     return found
+
+
+_MOMENT = timedelta(microseconds=1)
+"""Postgres's resolution of a moment: the bound just past a session's start."""
 
 
 def describe_user_close(closed: int, unclosed: int, unannounced: int, unread: int) -> str:
