@@ -175,6 +175,13 @@ class SessionStore(ABC):
         """Call ``public.<function>`` with named arguments and return its rows.
         A ``dict`` argument is a ``jsonb`` parameter."""
 
+    @property
+    @abstractmethod
+    def longest_call_seconds(self) -> float:
+        """The longest one call can take, from the driver's own timeouts (connecting
+        included): a caller that must answer by a deadline (the operators' API, within
+        API Gateway's 29 s) starts a call only with this much time left."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release what the store holds."""
 
@@ -566,6 +573,12 @@ class SerializedStore(SessionStore):
     def __init__(self, inner: SessionStore) -> None:
         self._inner = inner
         self._lock = threading.Lock()
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """The other store's: the wait for a call another thread is making comes on
+        top."""
+        return self._inner.longest_call_seconds
 
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
         with self._lock:

@@ -268,6 +268,10 @@ class CountingStore(SessionStore):
         self._inner = inner
         self.calls: Counter[str] = Counter()
 
+    @property
+    def longest_call_seconds(self) -> float:
+        return self._inner.longest_call_seconds
+
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
         self.calls[function] += 1
         return self._inner.call(function, args)

@@ -95,19 +95,18 @@ slow the database, EventBridge or the gateway: API Gateway's HTTP API answers 50
 29 s (its cold start included), and the operator would not know what was done. The rows
 end first, in one statement; each later step (the gateway's closes, the announcements,
 reading the sessions back) starts only while its worst case fits in what is left, and
-the answer says what was left undone."""
-DATABASE_CALL_SECONDS = 5.0
-"""The longest one database call waits for a server that answers slowly (the psycopg
-driver's ``ANSWER_WITHIN_SECONDS``): a step that needs one starts only with this left."""
+the answer says what was left undone: a database call counted at the store's
+``longest_call_seconds``, its driver's own timeouts, connecting included."""
+STEP_MARGIN_SECONDS = 0.25
+"""What passes between the end of the gateway's wait and the start of the next step (its
+threads handing back, the time read again): kept with the call it leaves room for."""
 ANNOUNCE_CHUNK = 80
 """Ends announced at a time when closing a user's sessions: eight PutEvents calls of ten,
 made at once by the EventBridge announcer."""
-ANNOUNCE_CHUNK_SECONDS = (
-    eventbridge.CALL_ATTEMPTS * 2 * eventbridge.CALL_TIMEOUT_SECONDS + 1.0 + DATABASE_CALL_SECONDS
-)
-"""The worst case of announcing one chunk: the EventBridge announcer's tries, each with
-its connect and read timeouts, botocore's backoff of at most a second between them, and
-the database recording what went out."""
+ANNOUNCING_SECONDS = eventbridge.CALL_ATTEMPTS * 2 * eventbridge.CALL_TIMEOUT_SECONDS + 1.0
+"""The worst case of sending one chunk to EventBridge: the announcer's tries, each with its
+connect and read timeouts, and botocore's backoff of at most a second between them. A
+chunk's worst case adds the database call recording what went out."""
 
 
 # --- reading --------------------------------------------------------------------------
@@ -559,16 +558,16 @@ def close_user(
 
     ended = store.force_close_user(user_id, announce_lease_seconds=announce_lease_seconds)
     # The operator's intent first: the clients go. The gateway's wait leaves the time
-    # of a database call or two, to read the sessions back at least; the announcements
-    # only take what time is left, since what they leave the sweep announces.
+    # of a database call, to read the sessions back; the announcements, then the lease's
+    # give-back, only take what time is left, since what they leave the sweep announces.
     answers = _disconnect_all(
         gateway,
         [session.connection_id for session in ended],
-        min(DISCONNECT_BUDGET_SECONDS, left() - 2 * DATABASE_CALL_SECONDS),
+        _gateway_seconds(left(), keep=store.longest_call_seconds + STEP_MARGIN_SECONDS),
     )
     announced = _announce_in_time(store, announcer, ended, left)
-    _give_back(store, [s.session_id for s in ended if s.session_id not in announced], left)
     records = _read_back(store, user_id, ended, left)
+    _give_back(store, [s.session_id for s in ended if s.session_id not in announced], left)
     closed = []
     for session, (connection, said) in zip(ended, answers, strict=True):
         went_out, why = announced.get(session.session_id, (False, NOT_ANNOUNCED_IN_TIME))
@@ -606,18 +605,31 @@ def close_user(
     )
 
 
+def _gateway_seconds(left: float, *, keep: float) -> float:
+    """How long the gateway's answers are waited for, with ``left`` seconds left: up to
+    ``DISCONNECT_BUDGET_SECONDS``, keeping ``keep`` for what follows; when that would
+    leave the gateway less than ``DISCONNECT_FLOOR_SECONDS``, what is left (the clients'
+    close comes first, and little that follows would fit)."""
+    wait = min(DISCONNECT_BUDGET_SECONDS, left - keep)
+    if wait < DISCONNECT_FLOOR_SECONDS:
+        wait = min(DISCONNECT_BUDGET_SECONDS, left)
+    return max(wait, 0.0)
+
+
 def _announce_in_time(
     store: SessionStore,
     announcer: Announcer,
     ended: Sequence[SessionEnded],
     left: Callable[[], float],
 ) -> dict[UUID, tuple[bool, str | None]]:
-    """Announce the ends a chunk at a time while a chunk's worst case fits in the time
-    left: each announced end's own outcome (whether it went out, and if not why). An end
-    not tried stays queued, still leased to this call (``_give_back``)."""
+    """Announce the ends a chunk at a time while a chunk's worst case (EventBridge's, then
+    a database call) fits in the time left: each announced end's own outcome (whether it
+    went out, and if not why). An end not tried stays queued, still leased to this call
+    (``_give_back``). No time is kept back for reading the sessions back: with a call's
+    worst case at 15 s, a chunk and a call after it would never fit in 24 s."""
     outcomes: dict[UUID, tuple[bool, str | None]] = {}
     for start in range(0, len(ended), ANNOUNCE_CHUNK):
-        if left() - DATABASE_CALL_SECONDS < ANNOUNCE_CHUNK_SECONDS:
+        if left() < ANNOUNCING_SECONDS + store.longest_call_seconds:
             logger.warning(
                 "no time left to announce these ends now; the sweep announces them",
                 extra={"sessions": len(ended) - start},
@@ -641,7 +653,7 @@ def _give_back(store: SessionStore, untried: Sequence[UUID], left: Callable[[], 
     for, and kept the sweep off them until it ran out."""
     if not untried:
         return
-    if left() < DATABASE_CALL_SECONDS:
+    if left() < store.longest_call_seconds:
         logger.warning(
             "no time left to give back the lease on these ends; the sweep announces them"
             " once it is over",
@@ -673,7 +685,7 @@ def _read_back(
     starts = {session.session_id: session.session_start for session in ended}
     found: dict[UUID, SessionPublic] = {}
     after: tuple[datetime, UUID] | None = None
-    while left() >= DATABASE_CALL_SECONDS:
+    while left() >= store.longest_call_seconds:
         unread = [session_id for session_id in starts if session_id not in found]
         if not unread:
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -141,7 +142,8 @@ class PostgresStore(SessionStore):
         if not url:
             raise InvalidInputError("a database URL is required")
         self._url = check(url)
-        self._connect_timeout = connect_timeout
+        # psycopg counts its connect timeout in whole seconds, 2 at least.
+        self._connect_seconds = max(2, math.ceil(connect_timeout))
         self._answer_within = answer_within
         self._connection: psycopg.Connection[Row] | None = None
         self._cursor: psycopg.Cursor[Row] | None = None
@@ -150,6 +152,7 @@ class PostgresStore(SessionStore):
         import psycopg  # noqa: PLC0415 - keeps supabase-only deployments free of it
         from psycopg.rows import dict_row  # noqa: PLC0415
 
+        started = time.monotonic()
         try:
             connection = connect_answering(
                 self._url,
@@ -157,18 +160,32 @@ class PostgresStore(SessionStore):
                 autocommit=True,
                 prepare_threshold=None,
                 row_factory=dict_row,
-                connect_timeout=max(1, math.ceil(self._connect_timeout)),
+                connect_timeout=self._connect_seconds,
                 application_name="tether",
                 **NETWORK_TIMEOUTS,
             )
         except psycopg.Error as exc:
             raise unreachable(exc, self._url) from None
+        # The client encoding, set on a database not in UTF-8, within the connect
+        # timeout: a call's longest wait counts one connect, not a connect and a call.
+        left = self._connect_seconds - (time.monotonic() - started)
+        connection.answer_within = max(left, 0.001)  # type: ignore[attr-defined]
         try:
             speak_utf8(connection)
         except psycopg.Error as exc:
             connection.close()
             raise DatabaseUnavailableError(f"cannot set the client encoding: {exc}") from None
+        connection.answer_within = self._answer_within  # type: ignore[attr-defined]
         return connection
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """A call on a kept connection that breaks while it waits for the answer (up to
+        ``answer_within``) is made again on a new one: the connect timeout (the client
+        encoding included), then the answer's wait. Not counted: the host name's lookup,
+        and a host name resolving to several addresses, each given the connect
+        timeout."""
+        return 2 * self._answer_within + self._connect_seconds
 
     @staticmethod
     def statement(function: str, args: Mapping[str, object]) -> tuple[str, list[Any]]:

@@ -16,6 +16,21 @@ from tether.errors import (
 )
 from tether.store import Row, SessionStore
 
+POOL_SECONDS = 1.0
+"""The wait for a free connection of the client's pool: a store makes one call at a time,
+so a connection is always free."""
+CONNECT_SECONDS = 2.5
+"""The TCP connection, then the TLS handshake, each within this."""
+SEND_SECONDS = 2.0
+"""Sending the request's head, then its body, each within this."""
+ANSWER_SECONDS = 5.0
+"""The wait for the answer: PostgREST answers once the function has returned, all at
+once. Above the functions' 3 s lock timeout, as the psycopg driver's."""
+LONGEST_CALL_SECONDS = POOL_SECONDS + 2 * CONNECT_SECONDS + 2 * SEND_SECONDS + ANSWER_SECONDS
+"""What one call can take at most: each of httpx's waits at its timeout (not counted: the
+host name's lookup, each of its addresses tried in turn, an answer sent a byte at a
+time, each part waited for as long as ``ANSWER_SECONDS``)."""
+
 
 def _to_json(value: object) -> object:
     if isinstance(value, UUID):
@@ -35,7 +50,6 @@ class SupabaseStore(SessionStore):
         url: str,
         service_key: str,
         *,
-        timeout_seconds: float = 10.0,
         client: Any | None = None,
     ) -> None:
         # The HTTP status of this thread's last answer: a proxy in front of PostgREST
@@ -61,7 +75,13 @@ class SupabaseStore(SessionStore):
 
             options = SyncClientOptions(
                 httpx_client=httpx.Client(
-                    timeout=timeout_seconds, event_hooks={"response": [remember]}
+                    timeout=httpx.Timeout(
+                        connect=CONNECT_SECONDS,
+                        write=SEND_SECONDS,
+                        read=ANSWER_SECONDS,
+                        pool=POOL_SECONDS,
+                    ),
+                    event_hooks={"response": [remember]},
                 ),
                 # The handshake waits on this call: fail fast rather than sleep
                 # through retries. The SQL functions are idempotent; callers retry.
@@ -69,6 +89,10 @@ class SupabaseStore(SessionStore):
             )
             client = create_client(url, service_key, options=options)
         self._client = client
+
+    @property
+    def longest_call_seconds(self) -> float:
+        return LONGEST_CALL_SECONDS
 
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
         import httpx  # noqa: PLC0415
