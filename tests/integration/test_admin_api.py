@@ -752,6 +752,80 @@ def test_a_close_waits_only_for_a_forced_close_still_at_work(
     assert by_client is not None and by_client.closing_until is None
 
 
+def _a_close_at_work(store: PostgresStore, make_session: SessionFactory) -> uuid.UUID:
+    """A session a forced close ended and holds, that never asked the gateway (it crashed,
+    or could not record its announcement): its lease lasts a minute."""
+    row = make_session(started_seconds_ago=60)
+    session_id = uuid.UUID(str(row["session_id"]))
+    crashed = store.force_close(session_id, announce_lease_seconds=60)
+    assert crashed is not None and crashed.outcome.value == "ended"
+    return session_id
+
+
+def test_a_close_that_waited_for_a_close_at_work_leaves_the_gateway_its_share(
+    store: PostgresStore, make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After waiting its whole 12 s for a close at work that had crashed, a close gave the
+    gateway 1 s: a gateway answering in more failed every retry while the lease lasted.
+    Here at a sixth: 2 s for the wait and the gateway, a gateway answering in 0.6 s."""
+    monkeypatch.setattr(operations, "DISCONNECT_BUDGET_SECONDS", 2.0)
+    monkeypatch.setattr(operations, "DISCONNECT_FLOOR_SECONDS", 1.0 / 6)
+    session_id = _a_close_at_work(store, make_session)
+    connection_id = str(store.get_session(session_id).connection_id)  # type: ignore[union-attr]
+    with connections_standin.serve() as gateway:
+        gateway.set_alive(connection_id)
+        gateway.on_request = lambda method, _: time.sleep(0.6 if method == "DELETE" else 0)
+        started = time.monotonic()
+        closed = operations.close_session(
+            session_id,
+            store=store,
+            connections=ConnectionsApi(gateway.url),
+            announcer=LogAnnouncer(),
+            announce_lease_seconds=60.0,
+            operator="test",
+        )
+        waited = time.monotonic() - started
+    assert closed is not None
+    assert (closed.outcome.value, closed.connection.value) == ("already_closed", "disconnected")
+    assert waited < 2.0 + 0.5, waited
+
+
+def test_a_close_on_a_slow_database_with_a_close_at_work_answers_within_its_budget(
+    store: PostgresStore, make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close's steps added up past API Gateway's 29 s: ending the row, a wait of 12 s
+    for a close at work (and the look that ends it), the gateway's wait, reading the
+    session back, each call as long as the driver allows. Here all at an eighth: a 3 s
+    budget, calls that may take the supabase driver's longest, a gateway gone quiet."""
+    scale = 3.0 / operations.SESSION_CLOSE_BUDGET_SECONDS
+    monkeypatch.setattr(operations, "SESSION_CLOSE_BUDGET_SECONDS", 3.0)
+    monkeypatch.setattr(operations, "DISCONNECT_BUDGET_SECONDS", 12.0 * scale)
+    monkeypatch.setattr(operations, "DISCONNECT_FLOOR_SECONDS", 1.0 * scale)
+    _longest_call(monkeypatch, supabase_driver.LONGEST_CALL_SECONDS * scale)
+    session_id = _a_close_at_work(store, make_session)
+    connection_id = str(store.get_session(session_id).connection_id)  # type: ignore[union-attr]
+    slow = _SlowStore(store, 0.6)
+    with connections_standin.serve() as gateway:
+        gateway.set_alive(connection_id)
+        gateway.silent.add(connection_id)
+        started = time.monotonic()
+        closed = operations.close_session(
+            session_id,
+            store=slow,
+            connections=ConnectionsApi(gateway.url),
+            announcer=LogAnnouncer(),
+            announce_lease_seconds=60.0,
+            operator="test",
+        )
+        waited = time.monotonic() - started
+        gateway.released.set()
+    assert closed is not None
+    assert waited < 3.0 + 0.3, waited
+    assert (closed.outcome.value, closed.connection.value) == ("already_closed", "failed")
+    # What it had no time for is said.
+    assert closed.session is None and "not read back in time" in closed.detail
+
+
 def test_a_forced_close_whose_announcement_cannot_be_recorded_still_disconnects(
     api: AdminApi, db: Conn, make_session: SessionFactory
 ) -> None:
@@ -826,6 +900,9 @@ def test_a_forced_close_s_worst_case_fits_in_api_gateway_s_29_seconds() -> None:
     # A user's close keeps to its own budget, whatever it has to do: the same room is
     # left for the function's start and the answer.
     assert operations.USER_DISCONNECT_BUDGET_SECONDS <= 29 - 5
+    assert operations.SESSION_CLOSE_BUDGET_SECONDS <= 29 - 5
+    # A close that waits for another at work and the gateway share the gateway's budget.
+    assert 0 < operations.AT_WORK_SHARE < 1
     assert announcing == operations.ANNOUNCING_SECONDS
     # Ending the rows comes first, whatever its time: either driver's longest call fits
     # in the user's budget, and so does a chunk's announcement (after a quick end).
@@ -834,6 +911,7 @@ def test_a_forced_close_s_worst_case_fits_in_api_gateway_s_29_seconds() -> None:
         supabase_driver.LONGEST_CALL_SECONDS,
     ):
         assert longest + announcing <= operations.USER_DISCONNECT_BUDGET_SECONDS
+        assert longest + announcing <= operations.SESSION_CLOSE_BUDGET_SECONDS
 
 
 def test_a_gateway_gone_quiet_does_not_hold_the_answer_past_api_gateway_s_limit(

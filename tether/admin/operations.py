@@ -84,8 +84,32 @@ asked at once), so its answer, listing what to retry, comes within API Gateway's
 a DeleteConnection still unanswered then is reported failed."""
 DISCONNECT_CONCURRENCY = 10
 DISCONNECT_FLOOR_SECONDS = 1.0
-"""What a close that waited for another still gives the gateway: the close it waited
-for has asked it first, so its own call is a check."""
+"""The least wait for the gateway worth keeping time back for a later step: below it, the
+gateway takes what is left."""
+AT_WORK_SHARE = 0.5
+"""The share of ``DISCONNECT_BUDGET_SECONDS`` a close may spend waiting for another still
+at work on its session; the rest is the gateway's. The close waited for may have
+crashed, or failed to record its announcement, and then holds the session until its
+lease is over: had the wait taken the whole budget, a slow gateway would fail every
+retry meanwhile."""
+SESSION_CLOSE_BUDGET_SECONDS = 24.0
+"""A single close answers within this time, as a user's close does: 5 s of API Gateway's
+29 s are left for a cold start and the answer. Its steps and their worst cases (B: the
+store's ``longest_call_seconds``, 15 s with either driver; E: ``ANNOUNCING_SECONDS``):
+
+- ending the row: B, whatever the time (B is under this budget);
+- waiting for a close at work on it: its share of ``DISCONNECT_BUDGET_SECONDS``
+  (``AT_WORK_SHARE``: 6 s), in looks of B each, each started only while the gateway's
+  share (the other 6 s) is still left after it;
+- the gateway: ``DISCONNECT_BUDGET_SECONDS`` less the wait, its share (6 s) at least,
+  keeping B for the read back unless that leaves it under its share; never past the
+  deadline;
+- announcing the end (the close that ended it): E + B, started only if it fits in the
+  time left, else its lease is given back (B, if it fits) and the sweep announces it;
+- reading the session back: B, started only if it fits.
+
+Every step after the first keeps within the deadline: the answer comes within the
+larger of this budget and B, plus the answer's own making."""
 CLOSE_AT_WORK_POLL_SECONDS = 0.1
 """How often a close that found another forced close at work on its session looks
 again."""
@@ -462,25 +486,48 @@ def close_session(
     """Force one session closed; None when no session has that id.
 
     The close that ends the row asks the gateway at once, then announces the end. A close
-    that finds the row ended by another forced close still at work waits for it (for
-    ``DISCONNECT_BUDGET_SECONDS`` at most) before asking the gateway itself, so the
-    close that ended the row is the one told it closed the connection, and the other is
-    told it was gone."""
+    that finds the row ended by another forced close still at work waits for it (half of
+    ``DISCONNECT_BUDGET_SECONDS`` at most, the other half the gateway's) before asking
+    the gateway itself, so the close that ended the row is the one told it closed the
+    connection, and the other is told it was gone. Within
+    ``SESSION_CLOSE_BUDGET_SECONDS``: what it had no time for is said."""
     gateway = _require(connections)
+    deadline = time.monotonic() + SESSION_CLOSE_BUDGET_SECONDS
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
     end = store.force_close(session_id, announce_lease_seconds=announce_lease_seconds)
     if end is None or end.session is None:
         return None
     ended = end.outcome is EndOutcome.ENDED
     lease = announce_lease_seconds
-    waited = 0.0 if ended else _wait_for_the_close_at_work(store, session_id, end, lease)
+    waited = 0.0 if ended else _wait_for_the_close_at_work(store, session_id, end, lease, left)
+    call = store.longest_call_seconds
+    # The gateway's share of its budget, whatever the wait took (a look at the close at
+    # work started only while the share was left after it), comes before the read back.
+    share = (1 - AT_WORK_SHARE) * DISCONNECT_BUDGET_SECONDS
     ((connection, said),) = _disconnect_all(
         gateway,
         [end.connection_id],
-        max(DISCONNECT_BUDGET_SECONDS - waited, DISCONNECT_FLOOR_SECONDS),
+        _gateway_seconds(
+            left(),
+            keep=call + STEP_MARGIN_SECONDS,
+            most=max(DISCONNECT_BUDGET_SECONDS - waited, share),
+            least=share,
+        ),
     )
-    announced, announce_error = (
-        _announce(store, announcer, [end.session]) if ended else (None, None)
-    )
+    announced: bool | None = None
+    announce_error: str | None = None
+    if ended and left() >= ANNOUNCING_SECONDS + call:
+        announced, announce_error = _announce(store, announcer, [end.session])
+    elif ended:
+        logger.warning(
+            "no time left to announce this end now; the sweep announces it",
+            extra={"session_id": str(session_id)},
+        )
+        announced, announce_error = False, NOT_ANNOUNCED_IN_TIME
+        _give_back(store, [session_id], left)
     outcome = CloseOutcome.CLOSED if ended else CloseOutcome.ALREADY_CLOSED
     logger.info(
         "forced close",
@@ -492,27 +539,39 @@ def close_session(
         },
     )
     before = "ended it" if ended else f"it had already ended ({end.session.end_reason.value})"
+    read = left() >= call
+    record = get_session(store, session_id) if read else None
+    unread = "" if read else "; not read back in time: GET /sessions/{id}"
     return SessionClosed(
         session_id=session_id,
         outcome=outcome,
         connection=connection,
         announced=announced,
         announce_error=announce_error,
-        detail=f"{before}; {said}{_queued(announced)}",
-        session=get_session(store, session_id),
+        detail=f"{before}; {said}{_queued(announced)}{unread}",
+        session=record,
     )
 
 
 def _wait_for_the_close_at_work(
-    store: SessionStore, session_id: UUID, end: EndResult, announce_lease_seconds: float
+    store: SessionStore,
+    session_id: UUID,
+    end: EndResult,
+    announce_lease_seconds: float,
+    left: Callable[[], float],
 ) -> float:
     """While another forced close that ended this session is still at work on it (asking
-    the gateway, then announcing), wait for it, ``DISCONNECT_BUDGET_SECONDS`` at most:
-    its call to the gateway goes first. How long this waited."""
+    the gateway, then announcing), wait for it, for its share of
+    ``DISCONNECT_BUDGET_SECONDS`` at most (``AT_WORK_SHARE``), looking again only while
+    a look at its worst case still leaves the gateway its own share: its call to the
+    gateway goes first. How long this waited."""
     started = time.monotonic()
+    share = AT_WORK_SHARE * DISCONNECT_BUDGET_SECONDS
+    gateway_share = DISCONNECT_BUDGET_SECONDS - share
+    call = store.longest_call_seconds
     while end.closing_until is not None:
         waited = time.monotonic() - started
-        if waited >= DISCONNECT_BUDGET_SECONDS:
+        if waited >= share or left() - CLOSE_AT_WORK_POLL_SECONDS - call < gateway_share:
             logger.warning(
                 "the forced close that ended this session is still at work; asking the"
                 " gateway all the same",
@@ -605,14 +664,23 @@ def close_user(
     )
 
 
-def _gateway_seconds(left: float, *, keep: float) -> float:
+def _gateway_seconds(
+    left: float,
+    *,
+    keep: float,
+    most: float | None = None,
+    least: float | None = None,
+) -> float:
     """How long the gateway's answers are waited for, with ``left`` seconds left: up to
-    ``DISCONNECT_BUDGET_SECONDS``, keeping ``keep`` for what follows; when that would
-    leave the gateway less than ``DISCONNECT_FLOOR_SECONDS``, what is left (the clients'
-    close comes first, and little that follows would fit)."""
-    wait = min(DISCONNECT_BUDGET_SECONDS, left - keep)
-    if wait < DISCONNECT_FLOOR_SECONDS:
-        wait = min(DISCONNECT_BUDGET_SECONDS, left)
+    ``most`` (``DISCONNECT_BUDGET_SECONDS``), keeping ``keep`` for what follows; when
+    that would leave the gateway less than ``least`` (``DISCONNECT_FLOOR_SECONDS``), up
+    to ``most`` of what is left (the clients' close comes first, and little that follows
+    would fit)."""
+    most = DISCONNECT_BUDGET_SECONDS if most is None else most
+    least = DISCONNECT_FLOOR_SECONDS if least is None else least
+    wait = min(most, left - keep)
+    if wait < least:
+        wait = min(most, left)
     return max(wait, 0.0)
 
 
