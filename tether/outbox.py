@@ -63,10 +63,15 @@ class LogAnnouncer:
 
 
 def announce_and_mark(
-    store: SessionStore, announcer: Announcer, sessions: Sequence[SessionEnded]
+    store: SessionStore,
+    announcer: Announcer,
+    sessions: Sequence[SessionEnded],
+    *,
+    release: bool = True,
 ) -> AnnounceResult:
-    """Announce, then record what was accepted. What failed stays queued,
-    released for the next sweep to retry."""
+    """Announce, then record what was accepted. What failed stays queued, released for
+    the next sweep to retry; with ``release`` false, still leased to the caller, who
+    gives it back (one database call for this and more, where a deadline counts them)."""
     if not sessions:
         return AnnounceResult()
     try:
@@ -90,7 +95,7 @@ def announce_and_mark(
                 extra={"sessions": len(result.announced), "error": str(exc)},
             )
             result.unrecorded = list(result.announced)
-    if result.failed:
+    if result.failed and release:
         try:
             store.release_announcements(_claims_held(sessions, result.failed))
         except TetherError as exc:

@@ -1174,6 +1174,62 @@ def test_a_user_s_close_says_which_ends_were_announced_one_by_one(api: AdminApi,
     assert "1 SessionEnded queued" in body["detail"]
     for each in body["sessions"]:
         assert _row(db, each["session_id"])["queued"] is (not each["announced"])
+    # The refused end is given back: the sweep's to take now, no close at work on it.
+    [refused] = announcer.refused
+    due = db.execute(
+        "select announce_after <= now() as due"
+        " from public.conversation_session_announcements where session_id = %s",
+        (refused,),
+    ).fetchone()
+    assert due is not None and due["due"] is True
+
+
+class _SlowRefusingOneAnnouncer(_RefusingOneAnnouncer):
+    """The same, answering ``delay`` seconds late."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def announce(self, sessions: Sequence[SessionEnded]) -> AnnounceResult:
+        time.sleep(self.delay)
+        return super().announce(sessions)
+
+
+def test_a_user_s_close_whose_chunk_is_partly_refused_keeps_its_deadline(
+    api: AdminApi, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of announcements started when EventBridge's worst case and one database
+    call fitted in the time left, but a chunk partly refused (an entry throttled, or a
+    PutEvents call failed whole and those after it not made) made two: recording what went
+    out, then giving back the rest. It ended a database call past the budget, and the
+    answer past API Gateway's 29 s. Here at an eighth: a 3 s budget, calls near the
+    supabase driver's longest, EventBridge near its own."""
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 5)
+    scale = 3.0 / operations.USER_DISCONNECT_BUDGET_SECONDS
+    announcing = operations.ANNOUNCING_SECONDS * scale
+    monkeypatch.setattr(operations, "USER_DISCONNECT_BUDGET_SECONDS", 3.0)
+    monkeypatch.setattr(operations, "ANNOUNCING_SECONDS", announcing)
+    longest = supabase_driver.LONGEST_CALL_SECONDS * scale
+    _longest_call(monkeypatch, longest)
+    slow = _SlowAfterTheEnds(runtime.store(), 0.9 * longest)
+    announcer = _SlowRefusingOneAnnouncer(0.9 * announcing)
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_store] = lambda: slow
+    app.dependency_overrides[deps.get_announcer] = lambda: announcer
+    started = time.monotonic()
+    response = api.client.post(f"/users/{user}/disconnect", headers=AUTH)
+    waited = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert waited < 3.0 + 0.5, waited
+    body = response.json()
+    assert body["closed"] == 5 and body["complete"] is False
+    said = {uuid.UUID(s["session_id"]): s["announced"] for s in body["sessions"]}
+    assert {session for session, went_out in said.items() if not went_out} == announcer.refused
+    for each in body["sessions"]:
+        assert _row(db, each["session_id"])["queued"] is (not each["announced"])
 
 
 def test_a_gateway_gone_quiet_leaves_a_user_s_close_its_deadline(

@@ -626,7 +626,8 @@ def close_user(
     )
     announced = _announce_in_time(store, announcer, ended, left)
     records = _read_back(store, user_id, ended, left)
-    _give_back(store, [s.session_id for s in ended if s.session_id not in announced], left)
+    sent = {session_id for session_id, (went_out, _) in announced.items() if went_out}
+    _give_back(store, [s.session_id for s in ended if s.session_id not in sent], left)
     closed = []
     for session, (connection, said) in zip(ended, answers, strict=True):
         went_out, why = announced.get(session.session_id, (False, NOT_ANNOUNCED_IN_TIME))
@@ -692,9 +693,11 @@ def _announce_in_time(
 ) -> dict[UUID, tuple[bool, str | None]]:
     """Announce the ends a chunk at a time while a chunk's worst case (EventBridge's, then
     a database call) fits in the time left: each announced end's own outcome (whether it
-    went out, and if not why). An end not tried stays queued, still leased to this call
-    (``_give_back``). No time is kept back for reading the sessions back: with a call's
-    worst case at 15 s, a chunk and a call after it would never fit in 24 s."""
+    went out, and if not why). An end refused, or not tried, stays queued, still leased to
+    this call (``_give_back``): released chunk by chunk, a chunk partly refused would make
+    a second call, past its worst case. No time is kept back for reading the sessions
+    back: with a call's worst case at 15 s, a chunk and a call after it would never fit
+    in 24 s."""
     outcomes: dict[UUID, tuple[bool, str | None]] = {}
     for start in range(0, len(ended), ANNOUNCE_CHUNK):
         if left() < ANNOUNCING_SECONDS + store.longest_call_seconds:
@@ -704,7 +707,7 @@ def _announce_in_time(
             )
             break
         chunk = ended[start : start + ANNOUNCE_CHUNK]
-        result = announce_and_mark(store, announcer, chunk)
+        result = announce_and_mark(store, announcer, chunk, release=False)
         # EventBridge answers entry by entry: one refused is no other's failure.
         refused = set(result.failed)
         why = result.error or REFUSED_BY_EVENTBRIDGE
@@ -714,27 +717,28 @@ def _announce_in_time(
     return outcomes
 
 
-def _give_back(store: SessionStore, untried: Sequence[UUID], left: Callable[[], float]) -> None:
-    """Give back the lease on the ends this call had no time to announce, while a call
-    fits in the time left: kept, it told a close of one of them (what the answer advises
-    for a connection ``failed``) that this call was still at work on it, to be waited
-    for, and kept the sweep off them until it ran out."""
-    if not untried:
+def _give_back(store: SessionStore, unannounced: Sequence[UUID], left: Callable[[], float]) -> None:
+    """Give back the lease on the ends this call did not announce (no time to, or
+    EventBridge refused them), while a call fits in the time left: kept, it told a close
+    of one of them (what the answer advises for a connection ``failed``) that this call
+    was still at work on it, to be waited for, and kept the sweep off them until it ran
+    out."""
+    if not unannounced:
         return
     if left() < store.longest_call_seconds:
         logger.warning(
             "no time left to give back the lease on these ends; the sweep announces them"
             " once it is over",
-            extra={"sessions": len(untried)},
+            extra={"sessions": len(unannounced)},
         )
         return
     try:
-        store.release_announcements(dict.fromkeys(untried, 0))
+        store.release_announcements(dict.fromkeys(unannounced, 0))
     except TetherError as exc:
         # Still queued and leased: announced once the lease is over; nothing is lost.
         logger.warning(
             "could not give back the lease on these ends; the sweep announces them once it is over",
-            extra={"sessions": len(untried), "error": str(exc)},
+            extra={"sessions": len(unannounced), "error": str(exc)},
         )
 
 
