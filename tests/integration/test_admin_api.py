@@ -30,12 +30,13 @@ from tether.aws import eventbridge
 from tether.aws.connections import ConnectionsApi
 from tether.drivers import supabase as supabase_driver
 from tether.drivers.postgres import PostgresStore
-from tether.errors import DatabaseError
+from tether.errors import DatabaseError, DatabaseUnavailableError
 from tether.models import OpenSessionRequest, SessionEnded
 from tether.outbox import AnnounceResult, LogAnnouncer
 from tether.store import (
     APPLIED_MIGRATIONS,
     FORCE_CLOSE_USER,
+    GET_SESSION,
     LIST_SESSIONS,
     ROW_SECURITY_PROBLEMS,
     SWEEP_STATE,
@@ -1292,6 +1293,57 @@ def test_a_user_s_close_that_had_no_time_to_announce_leaves_no_close_at_work(
         "already_gone",
     )
     assert waited < 1.0, waited
+
+
+class _ReadsFail(SerializedStore):
+    """The test database, failing every read of sessions after the closes (a database
+    that stopped answering, or a page that took longer than the driver waits)."""
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        if function in (LIST_SESSIONS, GET_SESSION):
+            raise DatabaseUnavailableError(f"the database did not answer {function} within 5s")
+        return super().call(function, args)
+
+
+def test_a_close_whose_read_back_fails_still_says_what_it_did(
+    api: AdminApi, db: Conn, make_session: SessionFactory
+) -> None:
+    """Reading the sessions back comes last, and only shows them: a database failing it
+    answered 503 for a close that had ended the rows, closed the connections and announced
+    the ends. The operator, told the database was unavailable, did not know what was done,
+    nor which connection to retry; calling again closed nothing and said so."""
+    assert api.gateway is not None
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 3)
+    api.gateway.set_alive(f"{user.hex[:12]}-1=")
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_store] = lambda: _ReadsFail(runtime.store())
+    response = api.client.post(f"/users/{user}/disconnect", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["closed"], body["complete"]) == (3, False)
+    assert sorted(s["connection"] for s in body["sessions"]) == [
+        "already_gone",
+        "already_gone",
+        "disconnected",
+    ]
+    assert all(s["announced"] and s["session"] is None for s in body["sessions"])
+    assert "3 session(s) not read back, the database failing" in body["detail"]
+    # One session alone, the same.
+    row = make_session(started_seconds_ago=60)
+    api.gateway.set_alive(str(row["connection_id"]))
+    one = api.client.post(f"/sessions/{row['session_id']}/close", headers=AUTH)
+    assert one.status_code == 200, one.text
+    closed = one.json()
+    assert (closed["outcome"], closed["connection"], closed["announced"]) == (
+        "closed",
+        "disconnected",
+        True,
+    )
+    assert closed["session"] is None
+    assert "not read back, the database failing: GET /sessions/{id}" in closed["detail"]
+    assert _row(db, row["session_id"])["end_reason"] == "forced_close"
 
 
 def test_closing_an_unknown_session_is_404(api: AdminApi) -> None:

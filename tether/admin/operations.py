@@ -539,18 +539,43 @@ def close_session(
         },
     )
     before = "ended it" if ended else f"it had already ended ({end.session.end_reason.value})"
-    read = left() >= call
-    record = get_session(store, session_id) if read else None
-    unread = "" if read else "; not read back in time: GET /sessions/{id}"
+    record, unread = _read_one(store, session_id, left)
     return SessionClosed(
         session_id=session_id,
         outcome=outcome,
         connection=connection,
         announced=announced,
         announce_error=announce_error,
-        detail=f"{before}; {said}{_queued(announced)}{unread}",
+        detail=f"{before}; {said}{_queued(announced)}{_unread(unread)}",
         session=record,
     )
+
+
+NOT_READ_IN_TIME = "not read back in time"
+NOT_READ_FAILING = "not read back, the database failing"
+
+
+def _read_one(
+    store: SessionStore, session_id: UUID, left: Callable[[], float]
+) -> tuple[SessionPublic | None, str | None]:
+    """The session just closed, as it stands now, if a call fits in the time left; if
+    not read, why. Only shown: the close is done, and a database failing now must not
+    turn its answer into an error that hides what it did (and which call to retry)."""
+    if left() < store.longest_call_seconds:
+        return None, NOT_READ_IN_TIME
+    try:
+        return get_session(store, session_id), None
+    except TetherError as exc:
+        logger.warning(
+            "could not read the closed session back",
+            extra={"session_id": str(session_id), "error": str(exc)},
+        )
+        return None, NOT_READ_FAILING
+
+
+def _unread(why: str | None) -> str:
+    """What a close's detail adds for a session it did not read back."""
+    return f"; {why}: GET /sessions/{{id}}" if why else ""
 
 
 def _wait_for_the_close_at_work(
@@ -625,7 +650,7 @@ def close_user(
         _gateway_seconds(left(), keep=store.longest_call_seconds + STEP_MARGIN_SECONDS),
     )
     announced = _announce_in_time(store, announcer, ended, left)
-    records = _read_back(store, user_id, ended, left)
+    records, unread_why = _read_back(store, user_id, ended, left)
     sent = {session_id for session_id, (went_out, _) in announced.items() if went_out}
     _give_back(store, [s.session_id for s in ended if s.session_id not in sent], left)
     closed = []
@@ -661,7 +686,7 @@ def close_user(
         closed=len(closed),
         sessions=closed,
         complete=not (unclosed or unannounced or unread),
-        detail=describe_user_close(len(closed), unclosed, unannounced, unread),
+        detail=describe_user_close(len(closed), unclosed, unannounced, unread, unread_why),
     )
 
 
@@ -744,16 +769,18 @@ def _give_back(store: SessionStore, unannounced: Sequence[UUID], left: Callable[
 
 def _read_back(
     store: SessionStore, user_id: UUID, ended: Sequence[SessionEnded], left: Callable[[], float]
-) -> dict[UUID, SessionPublic]:
+) -> tuple[dict[UUID, SessionPublic], str]:
     """The sessions just ended, as they stand now, read a page at a time (one call per
     session would cost a round trip each: hundreds for a user with hundreds of sessions)
-    while a call fits in the time left. A session not read is missing.
+    while a call fits in the time left, and why those missing were not read. Only shown,
+    as a single close's (``_read_one``): a database failing stops the reading, not the
+    answer.
 
     Only the user's forced closes are listed, and each page starts at the newest session
     of this call not yet read: the user's other sessions started in between (an old live
     session closed with many short ones since) are skipped over, not paged through."""
     if not ended:
-        return {}
+        return {}, NOT_READ_IN_TIME
     starts = {session.session_id: session.session_start for session in ended}
     found: dict[UUID, SessionPublic] = {}
     after: tuple[datetime, UUID] | None = None
@@ -771,19 +798,28 @@ def _read_back(
             started_after=min(starts[session_id] for session_id in unread),
             started_before=newest + _MOMENT,
         )
-        rows = store.list_sessions(where, after=after, limit=PAGE_SIZE_MAX)
+        try:
+            rows = store.list_sessions(where, after=after, limit=PAGE_SIZE_MAX)
+        except TetherError as exc:
+            logger.warning(
+                "could not read the closed sessions back",
+                extra={"user_id": str(user_id), "unread": len(unread), "error": str(exc)},
+            )
+            return found, NOT_READ_FAILING
         found.update((row.session_id, _public(row)) for row in rows if row.session_id in starts)
         if len(rows) < PAGE_SIZE_MAX:
             break
         after = (rows[-1].session_start, rows[-1].session_id)
-    return found
+    return found, NOT_READ_IN_TIME
 
 
 _MOMENT = timedelta(microseconds=1)
 """Postgres's resolution of a moment: the bound just past a session's start."""
 
 
-def describe_user_close(closed: int, unclosed: int, unannounced: int, unread: int) -> str:
+def describe_user_close(
+    closed: int, unclosed: int, unannounced: int, unread: int, unread_why: str = NOT_READ_IN_TIME
+) -> str:
     """What closing a user's sessions did, and what is left and how to finish it."""
     said = [f"ended {closed} session(s)"]
     if unclosed:
@@ -795,7 +831,7 @@ def describe_user_close(closed: int, unclosed: int, unannounced: int, unread: in
     if unannounced:
         said.append(f"{unannounced} SessionEnded queued: the sweep announces them")
     if unread:
-        said.append(f"{unread} session(s) not read back in time: GET /sessions/{{id}}")
+        said.append(f"{unread} session(s) {unread_why}: GET /sessions/{{id}}")
     return "; ".join(said)
 
 
