@@ -35,6 +35,7 @@ from tether.models import OpenSessionRequest, SessionEnded
 from tether.outbox import AnnounceResult, LogAnnouncer
 from tether.store import (
     APPLIED_MIGRATIONS,
+    FORCE_CLOSE,
     FORCE_CLOSE_USER,
     GET_SESSION,
     LIST_SESSIONS,
@@ -825,6 +826,49 @@ def test_a_close_on_a_slow_database_with_a_close_at_work_answers_within_its_budg
     assert (closed.outcome.value, closed.connection.value) == ("already_closed", "failed")
     # What it had no time for is said.
     assert closed.session is None and "not read back in time" in closed.detail
+
+
+class _FailsAfterTheFirstClose(SerializedStore):
+    """The test database, failing every forced close after the first (a database gone
+    while a close waits for another at work)."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        super().__init__(inner)
+        self.closes = 0
+
+    def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
+        if function == FORCE_CLOSE:
+            self.closes += 1
+            if self.closes > 1:
+                raise DatabaseUnavailableError(f"the database did not answer {function}")
+        return super().call(function, args)
+
+
+def test_a_close_whose_look_at_a_close_at_work_fails_still_asks_the_gateway(
+    store: PostgresStore, make_session: SessionFactory
+) -> None:
+    """The wait for a close at work only lets that close reach the gateway first: a look
+    at the database failing during it answered 503, the connection not asked to close,
+    though this close had its session and the gateway was there. Now the wait ends, and
+    the close asks the gateway."""
+    session_id = _a_close_at_work(store, make_session)
+    connection_id = str(store.get_session(session_id).connection_id)  # type: ignore[union-attr]
+    failing = _FailsAfterTheFirstClose(store)
+    with connections_standin.serve() as gateway:
+        gateway.set_alive(connection_id)
+        closed = operations.close_session(
+            session_id,
+            store=failing,
+            connections=ConnectionsApi(gateway.url),
+            announcer=LogAnnouncer(),
+            announce_lease_seconds=60.0,
+            operator="test",
+        )
+        asked = [c for m, c in gateway.calls if m == "DELETE"]
+    assert failing.closes == 2  # it looked again, and the look failed
+    assert closed is not None
+    assert (closed.outcome.value, closed.connection.value) == ("already_closed", "disconnected")
+    assert asked == [connection_id]
 
 
 def test_a_forced_close_whose_announcement_cannot_be_recorded_still_disconnects(
