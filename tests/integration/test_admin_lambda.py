@@ -9,16 +9,19 @@ import gc
 import json
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests import connections_standin
 from tests.admin_support import OPERATOR_KEY
 from tests.conftest import ROOT, SessionFactory
 from tests.support import FakeLambdaContext, load_event
 from tether import runtime
+from tether.admin import operations
 
 
 @pytest.fixture
@@ -75,6 +78,33 @@ def test_an_http_api_v2_event_lists_sessions(
     assert [s["session_id"] for s in json.loads(following["body"])["sessions"]] == [
         str(rows[0]["session_id"])
     ]
+
+
+def test_a_close_keeps_to_what_its_invocation_has_left(
+    lambda_admin: Any, make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close counted its 24 s from its own start, not from the invocation's: the time
+    spent before it (the token's signing keys fetched, up to 5 s, then the rest of the
+    request's making) came on top, past the function's 29 s and API Gateway's. Here an
+    invocation with 7 s left as the close starts, the gateway gone quiet: it answers
+    within those 7 s less the 5 s kept for the answer and a cold start (8.7 s before)."""
+    row = make_session(started_seconds_ago=60)
+    connection_id = str(row["connection_id"])
+    with connections_standin.serve() as gateway:
+        gateway.set_alive(connection_id)
+        gateway.silent.add(connection_id)
+        monkeypatch.setenv("TETHER_CONNECTIONS_ENDPOINT", gateway.url)
+        event = _event(f"/sessions/{row['session_id']}/close")
+        event["requestContext"]["http"]["method"] = "POST"
+        left = operations.INVOCATION_KEPT_SECONDS + 2.0
+        started = time.monotonic()
+        response = lambda_admin(event, FakeLambdaContext(time_limit_seconds=left))
+        waited = time.monotonic() - started
+        gateway.released.set()
+    assert response["statusCode"] == 200, response
+    assert waited < left - operations.INVOCATION_KEPT_SECONDS + 0.5, waited
+    body = json.loads(response["body"])
+    assert (body["outcome"], body["connection"]) == ("closed", "failed")
 
 
 def test_problems_and_the_page_come_back_as_text(lambda_admin: Any) -> None:

@@ -6,6 +6,7 @@ The store, the settings, the announcer and the @connections API come from
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -67,6 +68,19 @@ def get_announce_lease(request: Request, settings: SettingsDep) -> float:
 
 
 AnnounceLeaseDep = Annotated[float, Depends(get_announce_lease)]
+
+
+def get_invocation_ends(request: Request) -> float | None:
+    """When (``time.monotonic()``) this request's Lambda invocation is cut off (Mangum
+    passes its context), or None off Lambda: a close keeps to it as well as to its own
+    budget, since what came before it came out of the same time."""
+    remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + float(remaining()) / 1000
+
+
+InvocationEndsDep = Annotated[float | None, Depends(get_invocation_ends)]
 
 
 def _checked(

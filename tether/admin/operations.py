@@ -110,6 +110,12 @@ store's ``longest_call_seconds``, 15 s with either driver; E: ``ANNOUNCING_SECON
 
 Every step after the first keeps within the deadline: the answer comes within the
 larger of this budget and B, plus the answer's own making."""
+INVOCATION_KEPT_SECONDS = 5.0
+"""What a close keeps of its Lambda invocation's time left (the function's 29 s, as API
+Gateway's): the function's cold start, which API Gateway counts and the invocation does
+not, and the answer's making. A close's budget ends no later than the invocation's end
+less this: the time spent before the close (the token's signing keys fetched, up to 5 s)
+comes out of the same 29 s."""
 CLOSE_AT_WORK_POLL_SECONDS = 0.1
 """How often a close that found another forced close at work on its session looks
 again."""
@@ -482,6 +488,7 @@ def close_session(
     announcer: Announcer,
     announce_lease_seconds: float,
     operator: str,
+    invocation_ends: float | None = None,
 ) -> SessionClosed | None:
     """Force one session closed; None when no session has that id.
 
@@ -490,9 +497,10 @@ def close_session(
     ``DISCONNECT_BUDGET_SECONDS`` at most, the other half the gateway's) before asking
     the gateway itself, so the close that ended the row is the one told it closed the
     connection, and the other is told it was gone. Within
-    ``SESSION_CLOSE_BUDGET_SECONDS``: what it had no time for is said."""
+    ``SESSION_CLOSE_BUDGET_SECONDS``, and what its Lambda invocation (ending at
+    ``invocation_ends``) has left: what it had no time for is said."""
     gateway = _require(connections)
-    deadline = time.monotonic() + SESSION_CLOSE_BUDGET_SECONDS
+    deadline = _deadline(SESSION_CLOSE_BUDGET_SECONDS, invocation_ends)
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -632,9 +640,11 @@ def close_user(
     announcer: Announcer,
     announce_lease_seconds: float,
     operator: str,
+    invocation_ends: float | None = None,
 ) -> UserDisconnected:
     """Force every live session of a user closed (sign-out, ban), within
-    ``USER_DISCONNECT_BUDGET_SECONDS``: what it closed, and what it left undone.
+    ``USER_DISCONNECT_BUDGET_SECONDS`` and what its Lambda invocation (ending at
+    ``invocation_ends``) has left: what it closed, and what it left undone.
 
     The rows end first, all in one statement, so the user's clients are ended whatever
     follows (a client whose close the gateway is not told of is closed at its next
@@ -645,7 +655,7 @@ def close_user(
     ``POST /sessions/{id}/close``, an end not announced stays queued for the sweep,
     and calling this again ends nothing twice."""
     gateway = _require(connections)
-    deadline = time.monotonic() + USER_DISCONNECT_BUDGET_SECONDS
+    deadline = _deadline(USER_DISCONNECT_BUDGET_SECONDS, invocation_ends)
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -698,6 +708,15 @@ def close_user(
         complete=not (unclosed or unannounced or unread),
         detail=describe_user_close(len(closed), unclosed, unannounced, unread, unread_why),
     )
+
+
+def _deadline(budget_seconds: float, invocation_ends: float | None) -> float:
+    """When a close is to be done (``time.monotonic()``): its budget from now, and no
+    later than its Lambda invocation's end less ``INVOCATION_KEPT_SECONDS``."""
+    deadline = time.monotonic() + budget_seconds
+    if invocation_ends is None:
+        return deadline
+    return min(deadline, invocation_ends - INVOCATION_KEPT_SECONDS)
 
 
 def _gateway_seconds(

@@ -13,6 +13,7 @@ from tether.admin.deps import (
     AnnounceLeaseDep,
     AnnouncerDep,
     ConnectionsDep,
+    InvocationEndsDep,
     OperatorDep,
     StoreDep,
 )
@@ -90,6 +91,7 @@ def close_session(
     announcer: AnnouncerDep,
     connections: ConnectionsDep,
     operator: OperatorDep,
+    invocation_ends: InvocationEndsDep,
 ) -> SessionClosed:
     closed = operations.close_session(
         session_id,
@@ -98,6 +100,7 @@ def close_session(
         announcer=announcer,
         announce_lease_seconds=announce_lease,
         operator=str(operator),
+        invocation_ends=invocation_ends,
     )
     if closed is None:
         raise NotFoundError(f"no session {session_id}")

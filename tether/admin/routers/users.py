@@ -13,6 +13,7 @@ from tether.admin.deps import (
     AnnounceLeaseDep,
     AnnouncerDep,
     ConnectionsDep,
+    InvocationEndsDep,
     OperatorDep,
     StoreDep,
 )
@@ -65,6 +66,7 @@ def disconnect(
     announcer: AnnouncerDep,
     connections: ConnectionsDep,
     operator: OperatorDep,
+    invocation_ends: InvocationEndsDep,
 ) -> UserDisconnected:
     return operations.close_user(
         user_id,
@@ -73,4 +75,5 @@ def disconnect(
         announcer=announcer,
         announce_lease_seconds=announce_lease,
         operator=str(operator),
+        invocation_ends=invocation_ends,
     )
