@@ -29,6 +29,9 @@ class AnnounceResult:
     failed: list[UUID] = field(default_factory=list)
     error: str | None = None
     """Why the announcer could not announce at all (no region, no credentials)."""
+    errors: dict[UUID, str] = field(default_factory=dict)
+    """Why each end of ``failed`` was not announced, where the announcer says so (the
+    error code EventBridge gave that end): ``error`` names every reason of the batch."""
     unrecorded: list[UUID] = field(default_factory=list)
     """Announced, but the database could not record it: they will be announced again."""
     refusal: TetherError | None = None

@@ -3,6 +3,7 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import socket
@@ -1227,6 +1228,67 @@ def test_a_user_s_close_says_which_ends_were_announced_one_by_one(api: AdminApi,
         (refused,),
     ).fetchone()
     assert due is not None and due["due"] is True
+
+
+@pytest.fixture
+def mixed_bus() -> Iterator[str]:
+    """An EventBridge endpoint answering each PutEvents entry by entry: the first entry
+    throttled, the second an internal failure, the rest accepted."""
+
+    class Mixed(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            entries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["Entries"]
+            refused = [{"ErrorCode": "ThrottlingException"}, {"ErrorCode": "InternalFailure"}]
+            answers = (refused + [{"EventId": str(uuid.uuid4())}] * len(entries))[: len(entries)]
+            body = json.dumps({"FailedEntryCount": 2, "Entries": answers}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mixed)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_user_s_close_says_why_each_end_was_not_announced(
+    api: AdminApi, db: Conn, mixed_bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each end said whether it went out, but not why it did not: each refused end said
+    every error code of its chunk ("InternalFailure, ThrottlingException"), so the end
+    EventBridge throttled was also said to have met an internal failure."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    user = uuid.uuid4()
+    _place_live_sessions(db, user, 5)
+    announcer = eventbridge.EventBridgeAnnouncer("bus", endpoint_url=mixed_bus)
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_announcer] = lambda: announcer
+    body = api.client.post(f"/users/{user}/disconnect", headers=AUTH).json()
+    assert body["closed"] == 5 and "2 SessionEnded queued" in body["detail"]
+    assert sorted(str(s["announce_error"]) for s in body["sessions"]) == [
+        "InternalFailure",
+        "None",
+        "None",
+        "None",
+        "ThrottlingException",
+    ]
+    for each in body["sessions"]:
+        assert _row(db, each["session_id"])["queued"] is (not each["announced"])
 
 
 class _SlowRefusingOneAnnouncer(_RefusingOneAnnouncer):

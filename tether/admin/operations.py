@@ -762,11 +762,18 @@ def _announce_in_time(
             break
         chunk = ended[start : start + ANNOUNCE_CHUNK]
         result = announce_and_mark(store, announcer, chunk, release=False)
-        # EventBridge answers entry by entry: one refused is no other's failure.
+        # EventBridge answers entry by entry: one refused is no other's failure, and
+        # its reason is its own, not every reason of the chunk.
         refused = set(result.failed)
-        why = result.error or REFUSED_BY_EVENTBRIDGE
+        batch_why = result.error or REFUSED_BY_EVENTBRIDGE
         outcomes.update(
-            (s.session_id, (False, why) if s.session_id in refused else (True, None)) for s in chunk
+            (
+                s.session_id,
+                (False, result.errors.get(s.session_id, batch_why))
+                if s.session_id in refused
+                else (True, None),
+            )
+            for s in chunk
         )
     return outcomes
 

@@ -92,6 +92,7 @@ class EventBridgeAnnouncer:
         for outcome, codes in outcomes:
             result.announced.extend(outcome.announced)
             result.failed.extend(outcome.failed)
+            result.errors.update(outcome.errors)
             refusals.update(codes)
         # One line per kind of refusal: an outage refuses thousands of entries.
         for code, count in sorted(refusals.items()):
@@ -133,8 +134,10 @@ class EventBridgeAnnouncer:
         try:
             response = client.put_events(Entries=entries)  # type: ignore[arg-type]
         except (BotoCoreError, ClientError) as exc:
+            code = error_code(exc)
             result.failed.extend(session.session_id for session in batch)
-            return result, [error_code(exc)] * len(batch), True
+            result.errors.update((session.session_id, code) for session in batch)
+            return result, [code] * len(batch), True
         # Entries answer in order; a failed one carries an ErrorCode.
         answers = response.get("Entries", [])
         for index, session in enumerate(batch):
@@ -142,6 +145,8 @@ class EventBridgeAnnouncer:
             if entry.get("EventId") and not entry.get("ErrorCode"):
                 result.announced.append(session.session_id)
             else:
-                codes.append(str(entry.get("ErrorCode") or "NoEventId"))
+                code = str(entry.get("ErrorCode") or "NoEventId")
+                codes.append(code)
                 result.failed.append(session.session_id)
+                result.errors[session.session_id] = code
         return result, codes, False
