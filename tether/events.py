@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -234,6 +235,15 @@ def _finite(text: str) -> float:
     return number
 
 
+def _integer(text: str) -> int:
+    # As 1e999, written without a fraction: Python holds it exactly, but no peer
+    # holding doubles can.
+    number = int(text)
+    if abs(number) > sys.float_info.max:
+        raise _NotJsonError("a number is out of range (beyond a double's)")
+    return number
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
@@ -250,7 +260,11 @@ def load_json(text: str) -> Any:
         raise InvalidInputError("message is not valid JSON: it is empty")
     try:
         return json.loads(
-            text, parse_constant=_not_json, parse_float=_finite, object_pairs_hook=_unique_keys
+            text,
+            parse_constant=_not_json,
+            parse_float=_finite,
+            parse_int=_integer,
+            object_pairs_hook=_unique_keys,
         )
     except _NotJsonError as exc:
         raise InvalidInputError(f"message is not valid JSON: {exc}") from None

@@ -105,6 +105,9 @@ def test_base64_heartbeat(db: Conn, make_session: SessionFactory) -> None:
         # JSON by its grammar, but read as infinity, which Python writes back as Infinity.
         ('{"action": "heartbeat", "x": 1e999}', "a number is out of range"),
         ('{"action": "heartbeat", "x": [-1.5E+400]}', "a number is out of range"),
+        # The same without a fraction: exact in Python, beyond any peer's double.
+        ('{"action": "heartbeat", "x": 1' + "0" * 309 + "}", "a number is out of range"),
+        ('{"action": "heartbeat", "x": [-2' + "0" * 308 + "]}", "a number is out of range"),
         ('{"action": "nope", "action": "heartbeat"}', "an object repeats a key"),
         ('{"action": "heartbeat", "x": "\ud800"}', "not valid UTF-8"),
         # An empty frame is text that is no JSON, as any other (it was "must be a JSON
