@@ -406,6 +406,48 @@ def test_a_row_s_text_is_shown_as_text_and_keeps_the_page_s_width(
             browser.close()
 
 
+def test_the_live_page_keeps_to_a_phone_s_width(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """On a 320 px wide window the sign-in button and the days' table stood past the
+    window's edge, and the whole page scrolled sideways."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 320, "height": 640})
+
+            def fits() -> bool:
+                return bool(
+                    page.evaluate(
+                        "document.documentElement.scrollWidth"
+                        " <= document.documentElement.clientWidth"
+                    )
+                )
+
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            assert fits()
+            button = page.locator("#login-form button").bounding_box()
+            assert button is not None and button["x"] + button["width"] <= 320, button
+            page.fill("#key", key)
+            page.click("#login-form button")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            assert fits()
+            # Every column of a day is still there to read, its table scrolled.
+            longest = page.locator("#days tr").first.locator("td").last
+            longest.scroll_into_view_if_needed()
+            box = longest.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 320, box
+            assert fits()
+        finally:
+            browser.close()
+
+
 # Another site's page, as an attacker would host it: the live page and the API in
 # frames (to trick a click on "sign out", or one day on a button that ends sessions), a
 # form that posts a forced close, and a script that asks the API for sessions.
