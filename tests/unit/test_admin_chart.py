@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tether.admin.chart import daily_chart, nice_ceiling
+from tether.admin.chart import RIGHT, WIDTH, daily_chart, nice_ceiling
 from tether.sweep_and_admin_models import DailyStats
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -52,6 +52,21 @@ def test_axes_use_round_numbers_and_a_readable_duration_unit() -> None:
     assert "average duration (minutes)" in labels
     hours = daily_chart([_day(0, 3, 4 * 3600.0)])
     assert "average duration (hours)" in hours
+
+
+@pytest.mark.parametrize("average", [0.9, 0.18, 0.018, 9.0, 95.0])
+def test_each_gridline_of_the_duration_axis_says_its_own_value(average: float) -> None:
+    """Sessions of under a second on average put the gridlines a quarter of a second
+    (or less) apart: they were labelled 0.2s, 0.5s, 0.8s, or twice 0.1s."""
+    root = ET.fromstring(  # noqa: S314
+        daily_chart([_day(0, 3, average)])
+    )
+    labels = [t.text or "" for t in root.iter(f"{SVG}text") if t.get("x") == str(WIDTH - RIGHT + 8)]
+    values = [float(label.rstrip("s")) for label in labels]
+    assert len(values) == 5, labels
+    step = values[1]
+    assert step > 0 and values == pytest.approx([step * tick for tick in range(5)]), labels
+    assert values[-1] >= average
 
 
 @pytest.mark.parametrize(

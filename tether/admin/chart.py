@@ -30,7 +30,11 @@ def nice_ceiling(value: float) -> float:
 
 
 def _number(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+    if value >= 10 or value == int(value):
+        return f"{value:,.0f}"
+    # A tick under 10 may fall on a quarter or less (0.25, 0.075 of a unit): as many
+    # digits as it holds, rounded only past what float arithmetic adds to it.
+    return f"{round(value, 9):g}"
 
 
 def _scale(largest: float, *, whole: bool) -> float:
