@@ -448,6 +448,53 @@ def test_the_live_page_keeps_to_a_phone_s_width(
             browser.close()
 
 
+def test_the_chart_s_labels_stay_inside_it_however_big_a_day(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A day of 120,000 sessions, and an adopted history's session that ends in the
+    year 9999: the axes' labels ("200,000", "80,000,000h") stood past the chart's edge,
+    read as "00,000", and cut."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        conn.execute(
+            "insert into public.conversation_sessions (user_id, connection_id, session_start,"
+            " last_seen_at, session_end, end_reason)"
+            " select gen_random_uuid(), 'day-' || n, now() - interval '3 days',"
+            " now() - interval '3 days', now() - interval '3 days' + interval '1 minute',"
+            " 'client_disconnect' from generate_series(1, 120000) n"
+        )
+        conn.execute(
+            "insert into public.conversation_sessions (user_id, connection_id, session_start,"
+            " last_seen_at, session_end, end_reason) values (gen_random_uuid(), 'ages',"
+            " now() - interval '2 days', now() - interval '2 days', '9999-12-30T00:00:00Z',"
+            " 'client_disconnect')"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            assert page.locator("#chart rect[data-sessions='120000']").count() == 1
+            outside = page.evaluate(
+                """() => {
+                  const chart = document.querySelector('#chart svg').getBoundingClientRect();
+                  return [...document.querySelectorAll('#chart svg text')]
+                    .map((text) => [text.textContent, text.getBoundingClientRect()])
+                    .filter(([, box]) => box.left < chart.left || box.right > chart.right)
+                    .map(([label]) => label);
+                }"""
+            )
+            assert outside == []
+        finally:
+            browser.close()
+
+
 # Another site's page, as an attacker would host it: the live page and the API in
 # frames (to trick a click on "sign out", or one day on a button that ends sessions), a
 # form that posts a forced close, and a script that asks the API for sessions.

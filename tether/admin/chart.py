@@ -37,6 +37,21 @@ def _number(value: float) -> str:
     return f"{round(value, 9):g}"
 
 
+_SHORTER = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def _tick(value: float, top: float) -> str:
+    """A gridline's label, narrow enough for the margin beside the plot: on an axis
+    reaching 100,000 or more, in thousands (k), millions (M) and so on, since
+    "100,000" already stands past the margin's edge (a day of many sessions, or an
+    adopted history's session of centuries)."""
+    if value and top >= 100_000:
+        for size, suffix in _SHORTER:
+            if top >= size:
+                return f"{_number(value / size)}{suffix}"
+    return _number(value)
+
+
 def _scale(largest: float, *, whole: bool) -> float:
     """The axis top: four equal ticks of a round step (whole steps for counts)."""
     step = nice_ceiling(largest / 4)
@@ -89,11 +104,11 @@ def daily_chart(stats: Sequence[DailyStats]) -> str:
         )
         parts.append(
             f'<text x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{_number(top_count * tick / 4)}</text>"
+            f"{_tick(top_count * tick / 4, top_count)}</text>"
         )
         parts.append(
             f'<text x="{LEFT + plot_w + 8}" y="{y + 4:.1f}">'
-            f"{_number(top_duration * tick / 4)}{suffix}</text>"
+            f"{_tick(top_duration * tick / 4, top_duration)}{suffix}</text>"
         )
 
     label_every = max(1, math.ceil(len(days) / 10))
