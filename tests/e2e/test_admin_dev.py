@@ -10,6 +10,7 @@ import http.client
 import http.server
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -143,6 +144,30 @@ def test_the_banner_s_lines_work_as_a_shell_reads_them_with_a_key_of_yours(
         assert response.status == 200
     [page] = re.findall(r"^  live page +(\S+)", log, re.MULTILINE)
     assert "key=" not in page
+
+
+def test_a_client_that_hangs_up_mid_request_is_no_error_in_the_log(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A request its client gave up on before it was read (a tab closed, the live page
+    ending a refresh whose sibling failed) was logged as an unexpected error, with a
+    traceback, twice: as if tether had a bug."""
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        # A body shorter than its length says: the server waits for the rest.
+        client.sendall(
+            f"GET /admin/stats/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: 10\r\n\r\n{{}}".encode()
+        )
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while not re.search(r"client gone|unexpected error", server.log.read_text()):
+        assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+        time.sleep(0.1)
+    assert _call(server, "GET", "/stats/live", key)[0] == 200
+    said = json_lines(server.log.read_text())
+    assert [line["message"] for line in said if line.get("level") == "ERROR"] == []
 
 
 def test_a_forced_close_reaches_the_client_and_ends_the_row_once(

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from tether.admin.auth import describe
@@ -205,6 +206,14 @@ def _methods_of(request: Request) -> list[str]:
     return served
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # A client that hung up before its request was read (a tab closed, or the live page
+    # giving up on a refresh): no fault of ours, and nobody to answer. An answer is
+    # made all the same, for the server to drop.
+    logger.info("client gone before its request was read")
+    return problem(request, 400, "http_error", "the client went away before its request was read")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error", exc_info=exc)
     return problem(request, 500, "internal_error", SERVER_FAILED)
@@ -214,4 +223,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(TetherError, _tether)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
