@@ -830,6 +830,55 @@ def test_signing_in_while_the_database_is_down_keeps_the_key_and_says_so(
             browser.close()
 
 
+def _until(page: Any, selector: str, start: str, seconds: float) -> None:
+    """Until the element's text starts so, polled from here: the page's policy forbids
+    the eval that waiting inside it takes."""
+    deadline = time.monotonic() + seconds
+    while not page.inner_text(selector).startswith(start):
+        assert time.monotonic() < deadline, page.inner_text(selector)
+        page.wait_for_timeout(50)
+
+
+# What a corporate sign-in proxy answers, with 200, in the API's place once its own
+# session has run out.
+SIGN_IN_PAGE = """<!doctype html><h1>Sign in to continue</h1>
+<form action="/admin/dashboard"><input name="password" type="password"><button>go</button></form>"""
+
+
+def test_a_page_answered_in_the_api_s_place_is_said_not_shown(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A proxy's sign-in page answered at the chart's address was drawn into the board,
+    its password field among the sessions, with the page saying it was up to date; at
+    another address, the page said only that '<' is not valid JSON."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+
+    def sign_in_page(route: Any) -> None:
+        route.fulfill(status=200, content_type="text/html", body=SIGN_IN_PAGE)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            for address in ("**/dashboard/chart.svg*", "**/stats/live"):
+                page.route(address, sign_in_page)
+                _until(page, "#status", "could not refresh", 15)
+                said = page.inner_text("#status")
+                assert "text/html came instead of the API's" in said, said
+                assert page.locator("#board input, #board form").count() == 0
+                page.unroute(address)
+                _until(page, "#status", "updated", 15)
+            assert page.locator("#chart rect.bar").count() == 14
+        finally:
+            browser.close()
+
+
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

@@ -97,7 +97,17 @@
       }
       throw new Error(detail);
     }
-    return type === "image/svg+xml" ? response.text() : response.json();
+    // Something on the way (a proxy's sign-in page, a captive portal) may answer 200 in
+    // the API's place: its page must not be drawn into the board, nor read as JSON.
+    const wanted = type || "application/json";
+    const came = (response.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+    if (came !== wanted) {
+      throw new Error(
+        `${came || "an answer of no type"} came instead of the API's ${wanted}` +
+          " (a proxy or a sign-in page on the way?)",
+      );
+    }
+    return wanted === "image/svg+xml" ? response.text() : response.json();
   }
 
   // The rules of tether.durations.describe_seconds, so that the page and the
