@@ -10,6 +10,7 @@ import http.client
 import http.server
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -875,6 +876,31 @@ def test_a_page_answered_in_the_api_s_place_is_said_not_shown(
                 page.unroute(address)
                 _until(page, "#status", "updated", 15)
             assert page.locator("#chart rect.bar").count() == 14
+        finally:
+            browser.close()
+
+
+def test_a_server_that_stopped_is_said_to_be_unreachable(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """With tether dev stopped under the open page, the page said only 'Failed to
+    fetch', the browser's own words, which name nothing."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            server.stop(signal.SIGINT)
+            _until(page, "#status", "could not refresh", 15)
+            said = page.inner_text("#status")
+            assert said.startswith("could not refresh: the API could not be reached"), said
+            assert "showing what was read at" in said
         finally:
             browser.close()
 

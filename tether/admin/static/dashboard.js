@@ -61,14 +61,22 @@
   class AuthError extends Error {}
 
   async function api(path, type, signal) {
-    const response = await fetch(base + path, {
-      headers: {
-        Authorization: `Bearer ${sessionStorage.getItem(STORAGE) || ""}`,
-        Accept: type || "application/json",
-      },
-      cache: "no-store",
-      signal,
-    });
+    let response;
+    try {
+      response = await fetch(base + path, {
+        headers: {
+          Authorization: `Bearer ${sessionStorage.getItem(STORAGE) || ""}`,
+          Accept: type || "application/json",
+        },
+        cache: "no-store",
+        signal,
+      });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      // No answer at all: each browser says it its own way ("Failed to fetch"), none
+      // says what failed.
+      throw new Error("the API could not be reached: its server stopped, or the network is down");
+    }
     // 401 is always about the credentials; a 403 is only when the API says so (its
     // problem document): one from a proxy or a firewall on the way says nothing of
     // the key, which is kept.
