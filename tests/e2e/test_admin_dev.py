@@ -905,6 +905,43 @@ def test_a_server_that_stopped_is_said_to_be_unreachable(
             browser.close()
 
 
+def test_signing_out_after_a_failed_refresh_is_not_said_as_an_error(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Signed out while refreshes failed, the page said "signed out" in the failure's
+    red, as if signing out had failed too."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+
+            def color() -> str:
+                return str(
+                    page.evaluate("getComputedStyle(document.querySelector('#status')).color")
+                )
+
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            signed_out = color()
+            page.fill("#key", key)
+            page.click("#login-form button")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            page.route("**/stats/live", lambda route: route.abort("connectionrefused"))
+            _until(page, "#status", "could not refresh", 15)
+            failed = color()
+            assert failed != signed_out
+            page.click("#sign-out")
+            assert page.inner_text("#status") == "signed out"
+            assert color() == signed_out
+        finally:
+            browser.close()
+
+
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

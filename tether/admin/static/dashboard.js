@@ -165,6 +165,7 @@
     error.hidden = !message;
     error.textContent = message || "";
     $("#status").textContent = "signed out";
+    $("#status").classList.remove("error"); // a failed refresh's red is not this one's
     $("#key").focus();
   }
 
