@@ -942,6 +942,41 @@ def test_signing_out_after_a_failed_refresh_is_not_said_as_an_error(
             browser.close()
 
 
+def test_a_key_too_long_is_said_to_be_too_long(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A key of printable ASCII on one line, only too long (past 8,192 characters), was
+    refused as not printable ASCII on one line: untrue of it, and no help."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
+    too_long = "k" * 9000
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(page_url)
+            page.wait_for_selector("#login:not([hidden])", timeout=15000)
+            page.fill("#key", too_long)
+            page.click("#login-form button")
+            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+            said = "a key or token is at most 8,192 characters, and this is 9,000"
+            assert said in page.inner_text("#login-error")
+            page.goto(f"{page_url}#key={too_long}")
+            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+            assert said in page.inner_text("#login-error")
+            # Printable ASCII on one line, at the longest a key may be: sent, and refused
+            # by the API, not by the page.
+            page.goto(page_url)
+            page.fill("#key", too_long[:8192])
+            page.click("#login-form button")
+            _until(page, "#login-error", "the operator key was not accepted", 15)
+        finally:
+            browser.close()
+
+
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

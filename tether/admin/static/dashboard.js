@@ -9,8 +9,16 @@
   const TIMEOUT_MS = 10000;
   // What a header can carry: printable ASCII on one line. Anything else makes fetch
   // throw, for this refresh and every one after it.
-  const KEY_SHAPE = /^[\x20-\x7e]{1,8192}$/;
-  const NOT_A_KEY = "that is not a key: a key or token is printable ASCII, on one line";
+  const KEY_LONGEST = 8192;
+  const KEY_SHAPE = new RegExp(`^[\\x20-\\x7e]{1,${KEY_LONGEST}}$`);
+  // Why a key is refused: one that is only too long is told so, not that it is no
+  // printable ASCII.
+  function notAKey(given) {
+    return given.length > KEY_LONGEST
+      ? `that is not a key: a key or token is at most ${KEY_LONGEST.toLocaleString("en")}` +
+          ` characters, and this is ${given.length.toLocaleString("en")}`
+      : "that is not a key: a key or token is printable ASCII, on one line";
+  }
   let timer = null;
   // Bumped at every sign-in and sign-out: what a refresh begun before brings is dropped.
   let generation = 0;
@@ -50,7 +58,7 @@
       sessionStorage.setItem(STORAGE, given);
     } else {
       sessionStorage.removeItem(STORAGE);
-      problem = NOT_A_KEY;
+      problem = notAKey(given);
     }
     const rest = query.filter((part) => !part.startsWith("key=")).join("&");
     history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
@@ -262,7 +270,7 @@
     if (!key || !KEY_SHAPE.test(key)) {
       // Shown once: a tick must not wipe the reason a key was refused.
       if (key) sessionStorage.removeItem(STORAGE);
-      if ($("#login").hidden) showLogin(key ? NOT_A_KEY : "");
+      if ($("#login").hidden) showLogin(key ? notAKey(key) : "");
       return;
     }
     const started = generation;
@@ -332,7 +340,7 @@
     const given = $("#key").value.trim();
     $("#key").value = "";
     if (!KEY_SHAPE.test(given)) {
-      showLogin(NOT_A_KEY);
+      showLogin(notAKey(given));
       return;
     }
     generation += 1;
