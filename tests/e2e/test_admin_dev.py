@@ -977,6 +977,42 @@ def test_a_key_too_long_is_said_to_be_too_long(
             browser.close()
 
 
+def test_a_key_kept_while_the_api_fails_can_be_forgotten(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Opened (or reloaded) while the API answered 503, the page kept the key and tried
+    it again every 5 s, with no "sign out" to forget it until the database was back."""
+    sync_playwright = _chromium_or_skip()
+    server = start_dev("--sweep-interval", "1h")
+    key = _key(server)
+    unavailable = json.dumps(
+        {"status": 503, "code": "unavailable", "detail": "the database is unavailable or busy"}
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.route(
+                "**/stats/live",
+                lambda route: route.fulfill(
+                    status=503, content_type="application/problem+json", body=unavailable
+                ),
+            )
+            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+            _until(page, "#status", "could not refresh", 15)
+            page.click("#sign-out", timeout=5000)
+            assert page.inner_text("#status") == "signed out"
+            assert page.evaluate("sessionStorage.length") == 0
+            # The database back: the key was forgotten, so the page stays signed out.
+            page.unroute("**/stats/live")
+            page.wait_for_timeout(6000)
+            assert page.is_visible("#login") and not page.is_visible("#board")
+        finally:
+            browser.close()
+
+
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
     start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:

@@ -318,6 +318,9 @@
       $("#status").textContent = `could not refresh: ${why}${then}`;
       $("#status").classList.add("error");
       $("#board").classList.add("stale");
+      // A key is kept and tried again: it can be forgotten now, not only once the API
+      // answers (a tab opened or reloaded while the database is down showed no way to).
+      $("#sign-out").hidden = false;
       if (!$("#login").hidden) {
         // Signed in while the API fails: the form came back empty, as if the key had
         // been refused. It was not: it is kept, and the page shows the board once the
