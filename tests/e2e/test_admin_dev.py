@@ -436,7 +436,8 @@ def test_the_live_page_keeps_to_a_phone_s_width(
     start_dev: Callable[..., DevServer],
 ) -> None:
     """On a 320 px wide window the sign-in button and the days' table stood past the
-    window's edge, and the whole page scrolled sideways."""
+    window's edge, the whole page scrolled sideways, and the chart's text was too small
+    to read."""
     sync_playwright = _chromium_or_skip()
     server = start_dev("--sweep-interval", "1h")
     key = _key(server)
@@ -464,6 +465,13 @@ def test_the_live_page_keeps_to_a_phone_s_width(
             page.click("#login-form button")
             page.wait_for_selector("body[data-loaded=true]", timeout=15000)
             assert fits()
+            # The chart's text is still big enough to read (it is drawn 12 px high at
+            # 760 px wide: shrunk to the window's width, it was 3 px), its chart scrolled.
+            heights = page.evaluate(
+                "[...document.querySelectorAll('#chart svg text')]"
+                ".map((text) => text.getBoundingClientRect().height)"
+            )
+            assert heights and min(heights) >= 9, heights
             # Every column of a day is still there to read, its table scrolled.
             longest = page.locator("#days tr").first.locator("td").last
             longest.scroll_into_view_if_needed()
