@@ -436,11 +436,20 @@ def test_the_live_page_keeps_to_a_phone_s_width(
     start_dev: Callable[..., DevServer],
 ) -> None:
     """On a 320 px wide window the sign-in button and the days' table stood past the
-    window's edge, the whole page scrolled sideways, and the chart's text was too small
-    to read."""
+    window's edge, the whole page scrolled sideways, the chart's text was too small to
+    read, and a row's words were cut in two."""
     sync_playwright = _chromium_or_skip()
-    server = start_dev("--sweep-interval", "1h")
+    # No client holds the row's connection: the sweep must not end it meanwhile.
+    server = start_dev("--sweep-interval", "1h", "--suspect-after", "1h")
     key = _key(server)
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        conn.execute(
+            "insert into public.conversation_sessions"
+            " (user_id, connection_id, session_start, last_seen_at, source_ip)"
+            " values (gen_random_uuid(), 'phone', now() - interval '5 minutes',"
+            " now() - interval '4 minutes', '2001:db8:85a3::8a2e:370:7334')"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
@@ -472,6 +481,24 @@ def test_the_live_page_keeps_to_a_phone_s_width(
                 ".map((text) => text.getBoundingClientRect().height)"
             )
             assert heights and min(heights) >= 9, heights
+            # No word of a row is cut in two ("5 min|utes ago", "2026-|12-01"): a cell
+            # too narrow scrolls its table instead.
+            cut = page.evaluate(
+                """() => [...document.querySelectorAll('#live td, #days td')].flatMap((td) => {
+                  const text = td.firstChild;
+                  if (!text || td.matches('#live td:last-child')) return [];
+                  let at = 0;
+                  return text.textContent.split(' ').filter((word) => {
+                    const range = document.createRange();
+                    range.setStart(text, at);
+                    range.setEnd(text, at + word.length);
+                    at += word.length + 1;
+                    return range.getClientRects().length > 1;
+                  });
+                })"""
+            )
+            assert page.locator("#live tr[data-session-id]").count() == 1
+            assert cut == []
             # Every column of a day is still there to read, its table scrolled.
             longest = page.locator("#days tr").first.locator("td").last
             longest.scroll_into_view_if_needed()
