@@ -3,7 +3,6 @@ credentials, filters and pages, forced closes, presence, statistics, the sweep, 
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import socket
@@ -20,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests import connections_standin
+from tests import connections_standin, eventbridge_standin
 from tests.admin_support import AUTH, OPERATOR_KEY, AdminApi, admin_api, token
 from tests.conftest import SessionFactory
 from tests.support import claims, sign
@@ -1230,29 +1229,13 @@ def mixed_bus() -> Iterator[str]:
     """An EventBridge endpoint answering each PutEvents entry by entry: the first entry
     throttled, the second an internal failure, the rest accepted."""
 
-    class Mixed(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            entries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["Entries"]
-            refused = [{"ErrorCode": "ThrottlingException"}, {"ErrorCode": "InternalFailure"}]
-            answers = (refused + [{"EventId": str(uuid.uuid4())}] * len(entries))[: len(entries)]
-            body = json.dumps({"FailedEntryCount": 2, "Entries": answers}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-amz-json-1.1")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(entries: eventbridge_standin.Entries) -> eventbridge_standin.Entries:
+        refused = [{"ErrorCode": "ThrottlingException"}, {"ErrorCode": "InternalFailure"}]
+        taken = [{"EventId": str(uuid.uuid4())} for _ in entries]
+        return (refused + taken)[: len(entries)]
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mixed)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with eventbridge_standin.serve(answer) as url:
+        yield url
 
 
 def test_a_user_s_close_says_why_each_end_was_not_announced(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 
+from tests import eventbridge_standin
 from tether.aws import eventbridge
 from tether.aws.eventbridge import EventBridgeAnnouncer
 from tether.models import EndReason, SessionEnded
@@ -107,35 +106,12 @@ def refusing_bus() -> Iterator[tuple[str, list[int]]]:
     (InternalFailure, one by one): the number of entries of each call it took."""
     calls: list[int] = []
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            entries = json.loads(self.rfile.read(length))["Entries"]
-            calls.append(len(entries))
-            body = json.dumps(
-                {
-                    "FailedEntryCount": len(entries),
-                    "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]
-                    * len(entries),
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-amz-json-1.1")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(entries: eventbridge_standin.Entries) -> eventbridge_standin.Entries:
+        calls.append(len(entries))
+        return [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}] * len(entries)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    finally:
-        server.shutdown()
-        server.server_close()
+    with eventbridge_standin.serve(answer) as url:
+        yield url, calls
 
 
 @pytest.mark.usefixtures("local_credentials")
