@@ -263,6 +263,19 @@ def _chromium_or_skip() -> Any:
     return sync_playwright
 
 
+@contextmanager
+def _launched(sync_playwright: Any) -> Iterator[Any]:
+    """Debian's Chromium, headless, closed however the test ends."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def test_the_live_page_shows_what_the_api_returns(
     start_dev: Callable[..., DevServer],
 ) -> None:
@@ -297,72 +310,59 @@ def _look(server: DevServer, key: str, sync_playwright: Any) -> None:
     live = _call(server, "GET", "/stats/live", key)[2]
     daily = _call(server, "GET", "/stats/daily?days=14", key)[2]
     assert (live["active_sessions"], live["ended_last_hour"]) == (1, 3)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--headless",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-dev-shm-usage",
-            ],
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: errors.append(message.text) if message.type == "error" else None,
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on(
-                "console",
-                lambda message: errors.append(message.text) if message.type == "error" else None,
-            )
-            sent: list[str] = []
-            page.on("request", lambda request: sent.append(request.url))
-            [link] = re.findall(r"^  live page +(\S+)$", server.log.read_text(), re.MULTILINE)
-            page.goto(link)
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            # The key left the address bar for the tab's sessionStorage, and the link's
-            # key reached no server: no request's address holds it.
-            assert "key=" not in page.url
-            assert len(sent) > 4
-            assert [url for url in sent if key in url] == []
+        sent: list[str] = []
+        page.on("request", lambda request: sent.append(request.url))
+        [link] = re.findall(r"^  live page +(\S+)$", server.log.read_text(), re.MULTILINE)
+        page.goto(link)
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        # The key left the address bar for the tab's sessionStorage, and the link's
+        # key reached no server: no request's address holds it.
+        assert "key=" not in page.url
+        assert len(sent) > 4
+        assert [url for url in sent if key in url] == []
 
-            def shown(name: str) -> str:
-                return str(page.inner_text(f'[data-metric="{name}"]')).strip()
+        def shown(name: str) -> str:
+            return str(page.inner_text(f'[data-metric="{name}"]')).strip()
 
-            assert shown("active_sessions") == str(live["active_sessions"])
-            assert shown("ended_last_hour") == str(live["ended_last_hour"])
-            assert shown("orphaned_sessions") == str(live["orphaned_sessions"])
-            assert shown("unannounced") == str(live["unannounced"])
-            # Durations in the commands' words ("10 minutes", "2 hours"), not "10.0 min".
-            assert shown("idle_limit") == describe_seconds(live["sweep"]["idle_limit_seconds"])
-            assert shown("max_age") == describe_seconds(live["sweep"]["max_age_seconds"])
-            for reason, count in live["ended_last_hour_by_reason"].items():
-                assert page.inner_text(f'li[data-reason="{reason}"] b') == str(count)
-            today = daily["stats"][0]
-            assert shown("today_sessions") == str(today["total_sessions"])
-            bars = page.locator("#chart rect.bar")
-            assert bars.count() == len(daily["stats"])
-            drawn = page.get_attribute(f'#chart rect[data-day="{today["day"]}"]', "data-sessions")
-            assert drawn == str(today["total_sessions"])
-            row = page.locator(f'#days tr[data-day="{today["day"]}"] td')
-            assert row.nth(1).inner_text() == str(today["total_sessions"])
-            assert row.nth(2).inner_text() == str(today["still_active"])
-            assert page.locator("#live tr[data-session-id]").count() == live["active_sessions"]
-            assert errors == []
+        assert shown("active_sessions") == str(live["active_sessions"])
+        assert shown("ended_last_hour") == str(live["ended_last_hour"])
+        assert shown("orphaned_sessions") == str(live["orphaned_sessions"])
+        assert shown("unannounced") == str(live["unannounced"])
+        # Durations in the commands' words ("10 minutes", "2 hours"), not "10.0 min".
+        assert shown("idle_limit") == describe_seconds(live["sweep"]["idle_limit_seconds"])
+        assert shown("max_age") == describe_seconds(live["sweep"]["max_age_seconds"])
+        for reason, count in live["ended_last_hour_by_reason"].items():
+            assert page.inner_text(f'li[data-reason="{reason}"] b') == str(count)
+        today = daily["stats"][0]
+        assert shown("today_sessions") == str(today["total_sessions"])
+        bars = page.locator("#chart rect.bar")
+        assert bars.count() == len(daily["stats"])
+        drawn = page.get_attribute(f'#chart rect[data-day="{today["day"]}"]', "data-sessions")
+        assert drawn == str(today["total_sessions"])
+        row = page.locator(f'#days tr[data-day="{today["day"]}"] td')
+        assert row.nth(1).inner_text() == str(today["total_sessions"])
+        assert row.nth(2).inner_text() == str(today["still_active"])
+        assert page.locator("#live tr[data-session-id]").count() == live["active_sessions"]
+        assert errors == []
 
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = ARTIFACTS / "dashboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"dashboard screenshot: {shot}")  # noqa: T201 - the test's artifact
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"dashboard screenshot: {shot}")  # noqa: T201 - the test's artifact
 
-            # A key that is not accepted brings the sign-in form back.
-            page.evaluate("sessionStorage.setItem('tether.operatorKey', 'wrong-key-0123456789')")
-            page.reload()
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            assert "not accepted" in page.inner_text("#login-error")
-        finally:
-            browser.close()
+        # A key that is not accepted brings the sign-in form back.
+        page.evaluate("sessionStorage.setItem('tether.operatorKey', 'wrong-key-0123456789')")
+        page.reload()
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        assert "not accepted" in page.inner_text("#login-error")
 
 
 # What a row's text may hold once a team's table is adopted, or the service role
@@ -407,29 +407,23 @@ def test_a_row_s_text_is_shown_as_text_and_keeps_the_page_s_width(
             " values ('long-one', %s, %s)",
             (unbroken, "B" * 20000),
         )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        said: list[str] = []
+        page.on("pageerror", lambda error: said.append(str(error)))
+        page.on("console", lambda message: said.append(message.text))
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard?key={key}")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__ran") is None
+        assert said == []
+        shown = [cell.inner_text() for cell in page.locator("#live td:nth-child(5)").all()]
+        assert sorted(shown) == sorted([*HOSTILE_TEXTS, unbroken])
+        # However long a row's text, the page keeps to the window's width.
+        width = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            said: list[str] = []
-            page.on("pageerror", lambda error: said.append(str(error)))
-            page.on("console", lambda message: said.append(message.text))
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard?key={key}")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            page.wait_for_timeout(500)
-            assert page.evaluate("window.__ran") is None
-            assert said == []
-            shown = [cell.inner_text() for cell in page.locator("#live td:nth-child(5)").all()]
-            assert sorted(shown) == sorted([*HOSTILE_TEXTS, unbroken])
-            # However long a row's text, the page keeps to the window's width.
-            width = page.evaluate(
-                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-            )
-            assert width[0] <= width[1], width
-        finally:
-            browser.close()
+        assert width[0] <= width[1], width
 
 
 def test_the_live_page_keeps_to_a_phone_s_width(
@@ -450,63 +444,56 @@ def test_the_live_page_keeps_to_a_phone_s_width(
             " values (gen_random_uuid(), 'phone', now() - interval '5 minutes',"
             " now() - interval '4 minutes', '2001:db8:85a3::8a2e:370:7334')"
         )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 320, "height": 640})
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page(viewport={"width": 320, "height": 640})
 
-            def fits() -> bool:
-                return bool(
-                    page.evaluate(
-                        "document.documentElement.scrollWidth"
-                        " <= document.documentElement.clientWidth"
-                    )
+        def fits() -> bool:
+            return bool(
+                page.evaluate(
+                    "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
                 )
+            )
 
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            assert fits()
-            button = page.locator("#login-form button").bounding_box()
-            assert button is not None and button["x"] + button["width"] <= 320, button
-            page.fill("#key", key)
-            page.click("#login-form button")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            assert fits()
-            # The chart's text is still big enough to read (it is drawn 12 px high at
-            # 760 px wide: shrunk to the window's width, it was 3 px), its chart scrolled.
-            heights = page.evaluate(
-                "[...document.querySelectorAll('#chart svg text')]"
-                ".map((text) => text.getBoundingClientRect().height)"
-            )
-            assert heights and min(heights) >= 9, heights
-            # No word of a row is cut in two ("5 min|utes ago", "2026-|12-01"): a cell
-            # too narrow scrolls its table instead.
-            cut = page.evaluate(
-                """() => [...document.querySelectorAll('#live td, #days td')].flatMap((td) => {
-                  const text = td.firstChild;
-                  if (!text || td.matches('#live td:last-child')) return [];
-                  let at = 0;
-                  return text.textContent.split(' ').filter((word) => {
-                    const range = document.createRange();
-                    range.setStart(text, at);
-                    range.setEnd(text, at + word.length);
-                    at += word.length + 1;
-                    return range.getClientRects().length > 1;
-                  });
-                })"""
-            )
-            assert page.locator("#live tr[data-session-id]").count() == 1
-            assert cut == []
-            # Every column of a day is still there to read, its table scrolled.
-            longest = page.locator("#days tr").first.locator("td").last
-            longest.scroll_into_view_if_needed()
-            box = longest.bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 320, box
-            assert fits()
-        finally:
-            browser.close()
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        assert fits()
+        button = page.locator("#login-form button").bounding_box()
+        assert button is not None and button["x"] + button["width"] <= 320, button
+        page.fill("#key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        assert fits()
+        # The chart's text is still big enough to read (it is drawn 12 px high at
+        # 760 px wide: shrunk to the window's width, it was 3 px), its chart scrolled.
+        heights = page.evaluate(
+            "[...document.querySelectorAll('#chart svg text')]"
+            ".map((text) => text.getBoundingClientRect().height)"
+        )
+        assert heights and min(heights) >= 9, heights
+        # No word of a row is cut in two ("5 min|utes ago", "2026-|12-01"): a cell
+        # too narrow scrolls its table instead.
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll('#live td, #days td')].flatMap((td) => {
+              const text = td.firstChild;
+              if (!text || td.matches('#live td:last-child')) return [];
+              let at = 0;
+              return text.textContent.split(' ').filter((word) => {
+                const range = document.createRange();
+                range.setStart(text, at);
+                range.setEnd(text, at + word.length);
+                at += word.length + 1;
+                return range.getClientRects().length > 1;
+              });
+            })"""
+        )
+        assert page.locator("#live tr[data-session-id]").count() == 1
+        assert cut == []
+        # Every column of a day is still there to read, its table scrolled.
+        longest = page.locator("#days tr").first.locator("td").last
+        longest.scroll_into_view_if_needed()
+        box = longest.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 320, box
+        assert fits()
 
 
 def test_the_chart_s_labels_stay_inside_it_however_big_a_day(
@@ -533,27 +520,21 @@ def test_the_chart_s_labels_stay_inside_it_however_big_a_day(
             " now() - interval '2 days', now() - interval '2 days', '9999-12-30T00:00:00Z',"
             " 'client_disconnect')"
         )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        assert page.locator("#chart rect[data-sessions='120000']").count() == 1
+        outside = page.evaluate(
+            """() => {
+              const chart = document.querySelector('#chart svg').getBoundingClientRect();
+              return [...document.querySelectorAll('#chart svg text')]
+                .map((text) => [text.textContent, text.getBoundingClientRect()])
+                .filter(([, box]) => box.left < chart.left || box.right > chart.right)
+                .map(([label]) => label);
+            }"""
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            assert page.locator("#chart rect[data-sessions='120000']").count() == 1
-            outside = page.evaluate(
-                """() => {
-                  const chart = document.querySelector('#chart svg').getBoundingClientRect();
-                  return [...document.querySelectorAll('#chart svg text')]
-                    .map((text) => [text.textContent, text.getBoundingClientRect()])
-                    .filter(([, box]) => box.left < chart.left || box.right > chart.right)
-                    .map(([label]) => label);
-                }"""
-            )
-            assert outside == []
-        finally:
-            browser.close()
+        assert outside == []
 
 
 # Another site's page, as an attacker would host it: the live page and the API in
@@ -620,46 +601,40 @@ def test_another_site_can_neither_frame_the_page_nor_act_through_it(
     def attack(session_id: str) -> None:
         with (
             _serving(ATTACKER_PAGE.format(admin=admin, session_id=session_id, key=key)) as url,
-            sync_playwright() as playwright,
+            _launched(sync_playwright) as browser,
         ):
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-            )
-            try:
-                # The operator signed in, in this browser: what it sees from this origin.
-                tabs = browser.new_context()
-                page = tabs.new_page()
-                seen: list[Any] = []
-                # A bound method, not a lambda: playwright marks the handler it is given.
-                page.on("response", lambda response: seen.append(response))  # noqa: PLW0108
-                page.goto(f"{admin}/dashboard?key={key}")
-                page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-                ours = [r for r in seen if r.url.startswith(admin)]
-                kinds = {r.headers["content-type"].split(";")[0] for r in ours}
-                assert {"text/html", "application/json", "image/svg+xml"} <= kinds
-                for response in ours:
-                    headers = response.headers
-                    assert headers["cache-control"] == "no-store", response.url
-                    assert headers["x-content-type-options"] == "nosniff", response.url
-                    assert headers["x-frame-options"] == "DENY", response.url
-                    assert "frame-ancestors 'none'" in headers["content-security-policy"]
-                    assert headers["referrer-policy"] == "no-referrer", response.url
-                    assert "access-control-allow-origin" not in headers, response.url
+            # The operator signed in, in this browser: what it sees from this origin.
+            tabs = browser.new_context()
+            page = tabs.new_page()
+            seen: list[Any] = []
+            # A bound method, not a lambda: playwright marks the handler it is given.
+            page.on("response", lambda response: seen.append(response))  # noqa: PLW0108
+            page.goto(f"{admin}/dashboard?key={key}")
+            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+            ours = [r for r in seen if r.url.startswith(admin)]
+            kinds = {r.headers["content-type"].split(";")[0] for r in ours}
+            assert {"text/html", "application/json", "image/svg+xml"} <= kinds
+            for response in ours:
+                headers = response.headers
+                assert headers["cache-control"] == "no-store", response.url
+                assert headers["x-content-type-options"] == "nosniff", response.url
+                assert headers["x-frame-options"] == "DENY", response.url
+                assert "frame-ancestors 'none'" in headers["content-security-policy"]
+                assert headers["referrer-policy"] == "no-referrer", response.url
+                assert "access-control-allow-origin" not in headers, response.url
 
-                # Then another site, in a tab of the same browser.
-                elsewhere = tabs.new_page()
-                elsewhere.goto(url)
-                assert "refused" in elsewhere.evaluate("window.readSessions")
-                elsewhere.evaluate("window.kickBlind")
-                elsewhere.wait_for_timeout(1000)
-                # Neither frame shows what it was asked for: the browser refused both.
-                framed = [frame.url for frame in elsewhere.frames if frame.url.startswith(admin)]
-                assert framed == []
-                with elsewhere.expect_navigation():
-                    elsewhere.evaluate("document.getElementById('kick').submit()")
-                assert "unauthorized" in elsewhere.content()
-            finally:
-                browser.close()
+            # Then another site, in a tab of the same browser.
+            elsewhere = tabs.new_page()
+            elsewhere.goto(url)
+            assert "refused" in elsewhere.evaluate("window.readSessions")
+            elsewhere.evaluate("window.kickBlind")
+            elsewhere.wait_for_timeout(1000)
+            # Neither frame shows what it was asked for: the browser refused both.
+            framed = [frame.url for frame in elsewhere.frames if frame.url.startswith(admin)]
+            assert framed == []
+            with elsewhere.expect_navigation():
+                elsewhere.evaluate("document.getElementById('kick').submit()")
+            assert "unauthorized" in elsewhere.content()
 
     asyncio.run(main())
 
@@ -701,129 +676,123 @@ def test_the_live_page_holds_up_to_bad_keys_sign_out_and_a_slow_api(
     key = "correct horse+battery/staple="
     server = start_dev("--sweep-interval", "1h", env_extra={"TETHER_OPERATOR_KEY": key})
     page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.add_init_script(SLOW_FETCH)
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.add_init_script(SLOW_FETCH)
 
-            def until(expression: str, seconds: float) -> None:
-                # Polled from here: the page's policy forbids the eval waiting inside it takes.
-                deadline = time.monotonic() + seconds
-                while not page.evaluate(expression):
-                    assert time.monotonic() < deadline, expression
-                    page.wait_for_timeout(50)
+        def until(expression: str, seconds: float) -> None:
+            # Polled from here: the page's policy forbids the eval waiting inside it takes.
+            deadline = time.monotonic() + seconds
+            while not page.evaluate(expression):
+                assert time.monotonic() < deadline, expression
+                page.wait_for_timeout(50)
 
-            def opacity() -> float:
-                style = "getComputedStyle(document.querySelector('#board')).opacity"
-                return float(page.evaluate(style))
+        def opacity() -> float:
+            style = "getComputedStyle(document.querySelector('#board')).opacity"
+            return float(page.evaluate(style))
 
-            def signed_out() -> bool:
-                return bool(page.is_visible("#login") and not page.is_visible("#board"))
+        def signed_out() -> bool:
+            return bool(page.is_visible("#login") and not page.is_visible("#board"))
 
-            # A link's key is read as written: a '+' is a plus (half of the keys
-            # `openssl rand -base64 32` makes hold one), in a fragment as in a query.
-            for link in (f"{page_url}#key={key.replace(' ', '%20')}", f"{page_url}?key={key}"):
-                page.goto(link)
-                page.wait_for_selector("#board:not([hidden])", timeout=15000)
-                assert page.url == page_url
-                page.click("#sign-out")
-
-            # The link opened in the tab already on the page (signed out, or under a
-            # key of an earlier run): only the fragment changes, and the browser does
-            # not load the page again for it. The page signed in from nothing.
-            page.goto(f"{page_url}#key={key.replace(' ', '%20')}")
+        # A link's key is read as written: a '+' is a plus (half of the keys
+        # `openssl rand -base64 32` makes hold one), in a fragment as in a query.
+        for link in (f"{page_url}#key={key.replace(' ', '%20')}", f"{page_url}?key={key}"):
+            page.goto(link)
             page.wait_for_selector("#board:not([hidden])", timeout=15000)
             assert page.url == page_url
             page.click("#sign-out")
 
-            # A key that cannot be sent in a header is refused, and the tab stays usable.
-            page.goto(f"{page_url}?key=abc%0Adef")
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            assert "that is not a key" in page.inner_text("#login-error")
-            page.goto(page_url)
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            page.fill("#key", key)
-            page.click("#login-form button")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        # The link opened in the tab already on the page (signed out, or under a
+        # key of an earlier run): only the fragment changes, and the browser does
+        # not load the page again for it. The page signed in from nothing.
+        page.goto(f"{page_url}#key={key.replace(' ', '%20')}")
+        page.wait_for_selector("#board:not([hidden])", timeout=15000)
+        assert page.url == page_url
+        page.click("#sign-out")
 
-            # Signed out while a refresh is under way: what it brings is not shown.
-            page.evaluate("window.__delayMs = 2000")
-            until("window.__inflight > 0", 15)
-            page.click("#sign-out")
-            page.wait_for_timeout(3000)
-            assert signed_out()
-            assert page.inner_text("#status") == "signed out"
+        # A key that cannot be sent in a header is refused, and the tab stays usable.
+        page.goto(f"{page_url}?key=abc%0Adef")
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        assert "that is not a key" in page.inner_text("#login-error")
+        page.goto(page_url)
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        page.fill("#key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
 
-            # The reason a key was refused outlives the next refresh.
-            page.evaluate("window.__delayMs = 0")
-            page.fill("#key", "wrong-key-0123456789")
-            page.click("#login-form button")
-            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
-            page.wait_for_timeout(6000)
-            assert "not accepted" in page.inner_text("#login-error")
+        # Signed out while a refresh is under way: what it brings is not shown.
+        page.evaluate("window.__delayMs = 2000")
+        until("window.__inflight > 0", 15)
+        page.click("#sign-out")
+        page.wait_for_timeout(3000)
+        assert signed_out()
+        assert page.inner_text("#status") == "signed out"
 
-            # An API that does not answer: the page says so, and sends no more while
-            # it waits (4 requests a refresh).
-            page.fill("#key", key)
-            page.click("#login-form button")
-            page.wait_for_selector("#board:not([hidden])", timeout=15000)
-            page.evaluate("window.__delayMs = 60000; window.__maxInflight = window.__inflight")
-            until("document.querySelector('#status').textContent.includes('did not answer')", 25)
-            assert "within 10 s" in page.inner_text("#status")
-            assert page.evaluate("window.__maxInflight") <= 4
-            # What the board still shows is not live ("last seen 3 s ago" stops being
-            # true): greyed, and said to be what was read at the last refresh.
-            assert re.search(r"showing what was read at \d\d:\d\d:\d\d", page.inner_text("#status"))
-            assert opacity() < 1
+        # The reason a key was refused outlives the next refresh.
+        page.evaluate("window.__delayMs = 0")
+        page.fill("#key", "wrong-key-0123456789")
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+        page.wait_for_timeout(6000)
+        assert "not accepted" in page.inner_text("#login-error")
 
-            # One request failing at once while the others hang: they end with their
-            # refresh, so the next one does not add to them.
-            page.evaluate(
-                "window.__failPath = '/stats/daily'; window.__maxInflight = window.__inflight"
-            )
-            page.wait_for_timeout(11000)
-            assert page.evaluate("window.__maxInflight") <= 4
-            assert "could not refresh" in page.inner_text("#status")
-            assert opacity() < 1
+        # An API that does not answer: the page says so, and sends no more while
+        # it waits (4 requests a refresh).
+        page.fill("#key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("#board:not([hidden])", timeout=15000)
+        page.evaluate("window.__delayMs = 60000; window.__maxInflight = window.__inflight")
+        until("document.querySelector('#status').textContent.includes('did not answer')", 25)
+        assert "within 10 s" in page.inner_text("#status")
+        assert page.evaluate("window.__maxInflight") <= 4
+        # What the board still shows is not live ("last seen 3 s ago" stops being
+        # true): greyed, and said to be what was read at the last refresh.
+        assert re.search(r"showing what was read at \d\d:\d\d:\d\d", page.inner_text("#status"))
+        assert opacity() < 1
 
-            # The API back: live again.
-            page.evaluate("window.__failPath = null; window.__delayMs = 0")
-            until("document.querySelector('#status').textContent.startsWith('updated')", 25)
-            assert opacity() == 1
+        # One request failing at once while the others hang: they end with their
+        # refresh, so the next one does not add to them.
+        page.evaluate(
+            "window.__failPath = '/stats/daily'; window.__maxInflight = window.__inflight"
+        )
+        page.wait_for_timeout(11000)
+        assert page.evaluate("window.__maxInflight") <= 4
+        assert "could not refresh" in page.inner_text("#status")
+        assert opacity() < 1
 
-            # A 403 that is not the API's (a proxy's, a firewall's) says nothing of the
-            # key: the page keeps it, says what came (its message: over HTTP/2, as API
-            # Gateway serves a browser, there is no status text), and is live again once
-            # it passes.
-            page.route(
-                "**/stats/live",
-                lambda route: route.fulfill(
-                    status=403,
-                    content_type="application/json",
-                    body='{"message":"Blocked by the office proxy"}',
-                ),
-            )
-            until(
-                "document.querySelector('#status').textContent"
-                ".includes('403 Blocked by the office proxy')",
-                15,
-            )
-            assert page.is_visible("#board") and opacity() < 1
-            page.unroute("**/stats/live")
-            until("document.querySelector('#status').textContent.startsWith('updated')", 15)
-            assert opacity() == 1
+        # The API back: live again.
+        page.evaluate("window.__failPath = null; window.__delayMs = 0")
+        until("document.querySelector('#status').textContent.startsWith('updated')", 25)
+        assert opacity() == 1
 
-            # The API's own 403, a valid token whose holder is not an operator, signs out.
-            page.click("#sign-out")
-            page.fill("#key", sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256"))
-            page.click("#login-form button")
-            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
-            assert "not an operator" in page.inner_text("#login-error")
-        finally:
-            browser.close()
+        # A 403 that is not the API's (a proxy's, a firewall's) says nothing of the
+        # key: the page keeps it, says what came (its message: over HTTP/2, as API
+        # Gateway serves a browser, there is no status text), and is live again once
+        # it passes.
+        page.route(
+            "**/stats/live",
+            lambda route: route.fulfill(
+                status=403,
+                content_type="application/json",
+                body='{"message":"Blocked by the office proxy"}',
+            ),
+        )
+        until(
+            "document.querySelector('#status').textContent"
+            ".includes('403 Blocked by the office proxy')",
+            15,
+        )
+        assert page.is_visible("#board") and opacity() < 1
+        page.unroute("**/stats/live")
+        until("document.querySelector('#status').textContent.startsWith('updated')", 15)
+        assert opacity() == 1
+
+        # The API's own 403, a valid token whose holder is not an operator, signs out.
+        page.click("#sign-out")
+        page.fill("#key", sign(claims(sub=str(uuid.uuid4())), HS256_SECRET, "HS256"))
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+        assert "not an operator" in page.inner_text("#login-error")
 
 
 def test_signing_in_while_the_database_is_down_keeps_the_key_and_says_so(
@@ -839,31 +808,25 @@ def test_signing_in_while_the_database_is_down_keeps_the_key_and_says_so(
     unavailable = json.dumps(
         {"status": 503, "code": "unavailable", "detail": "the database is unavailable or busy"}
     )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.route(
+            "**/stats/live",
+            lambda route: route.fulfill(
+                status=503, content_type="application/problem+json", body=unavailable
+            ),
         )
-        try:
-            page = browser.new_page()
-            page.route(
-                "**/stats/live",
-                lambda route: route.fulfill(
-                    status=503, content_type="application/problem+json", body=unavailable
-                ),
-            )
-            page.goto(page_url)
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            page.fill("#key", key)
-            page.click("#login-form button")
-            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
-            said = page.inner_text("#login-error")
-            assert "the database is unavailable or busy" in said
-            assert "the key is kept" in said
-            page.unroute("**/stats/live")
-            page.wait_for_selector("#board:not([hidden])", timeout=15000)
-            assert not page.is_visible("#login")
-        finally:
-            browser.close()
+        page.goto(page_url)
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        page.fill("#key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+        said = page.inner_text("#login-error")
+        assert "the database is unavailable or busy" in said
+        assert "the key is kept" in said
+        page.unroute("**/stats/live")
+        page.wait_for_selector("#board:not([hidden])", timeout=15000)
+        assert not page.is_visible("#login")
 
 
 def _until(page: Any, selector: str, start: str, seconds: float) -> None:
@@ -894,25 +857,19 @@ def test_a_page_answered_in_the_api_s_place_is_said_not_shown(
     def sign_in_page(route: Any) -> None:
         route.fulfill(status=200, content_type="text/html", body=SIGN_IN_PAGE)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            for address in ("**/dashboard/chart.svg*", "**/stats/live"):
-                page.route(address, sign_in_page)
-                _until(page, "#status", "could not refresh", 15)
-                said = page.inner_text("#status")
-                assert "text/html came instead of the API's" in said, said
-                assert page.locator("#board input, #board form").count() == 0
-                page.unroute(address)
-                _until(page, "#status", "updated", 15)
-            assert page.locator("#chart rect.bar").count() == 14
-        finally:
-            browser.close()
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        for address in ("**/dashboard/chart.svg*", "**/stats/live"):
+            page.route(address, sign_in_page)
+            _until(page, "#status", "could not refresh", 15)
+            said = page.inner_text("#status")
+            assert "text/html came instead of the API's" in said, said
+            assert page.locator("#board input, #board form").count() == 0
+            page.unroute(address)
+            _until(page, "#status", "updated", 15)
+        assert page.locator("#chart rect.bar").count() == 14
 
 
 def test_a_server_that_stopped_is_said_to_be_unreachable(
@@ -923,21 +880,15 @@ def test_a_server_that_stopped_is_said_to_be_unreachable(
     sync_playwright = _chromium_or_skip()
     server = start_dev("--sweep-interval", "1h")
     key = _key(server)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            server.stop(signal.SIGINT)
-            _until(page, "#status", "could not refresh", 15)
-            said = page.inner_text("#status")
-            assert said.startswith("could not refresh: the API could not be reached"), said
-            assert "showing what was read at" in said
-        finally:
-            browser.close()
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        server.stop(signal.SIGINT)
+        _until(page, "#status", "could not refresh", 15)
+        said = page.inner_text("#status")
+        assert said.startswith("could not refresh: the API could not be reached"), said
+        assert "showing what was read at" in said
 
 
 def test_signing_out_after_a_failed_refresh_is_not_said_as_an_error(
@@ -948,33 +899,25 @@ def test_signing_out_after_a_failed_refresh_is_not_said_as_an_error(
     sync_playwright = _chromium_or_skip()
     server = start_dev("--sweep-interval", "1h")
     key = _key(server)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
 
-            def color() -> str:
-                return str(
-                    page.evaluate("getComputedStyle(document.querySelector('#status')).color")
-                )
+        def color() -> str:
+            return str(page.evaluate("getComputedStyle(document.querySelector('#status')).color"))
 
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            signed_out = color()
-            page.fill("#key", key)
-            page.click("#login-form button")
-            page.wait_for_selector("body[data-loaded=true]", timeout=15000)
-            page.route("**/stats/live", lambda route: route.abort("connectionrefused"))
-            _until(page, "#status", "could not refresh", 15)
-            failed = color()
-            assert failed != signed_out
-            page.click("#sign-out")
-            assert page.inner_text("#status") == "signed out"
-            assert color() == signed_out
-        finally:
-            browser.close()
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard")
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        signed_out = color()
+        page.fill("#key", key)
+        page.click("#login-form button")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        page.route("**/stats/live", lambda route: route.abort("connectionrefused"))
+        _until(page, "#status", "could not refresh", 15)
+        failed = color()
+        assert failed != signed_out
+        page.click("#sign-out")
+        assert page.inner_text("#status") == "signed out"
+        assert color() == signed_out
 
 
 def test_a_key_too_long_is_said_to_be_too_long(
@@ -986,30 +929,24 @@ def test_a_key_too_long_is_said_to_be_too_long(
     server = start_dev("--sweep-interval", "1h")
     page_url = f"http://127.0.0.1:{server.port}/admin/dashboard"
     too_long = "k" * 9000
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(page_url)
-            page.wait_for_selector("#login:not([hidden])", timeout=15000)
-            page.fill("#key", too_long)
-            page.click("#login-form button")
-            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
-            said = "a key or token is at most 8,192 characters, and this is 9,000"
-            assert said in page.inner_text("#login-error")
-            page.goto(f"{page_url}#key={too_long}")
-            page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
-            assert said in page.inner_text("#login-error")
-            # Printable ASCII on one line, at the longest a key may be: sent, and refused
-            # by the API, not by the page.
-            page.goto(page_url)
-            page.fill("#key", too_long[:8192])
-            page.click("#login-form button")
-            _until(page, "#login-error", "the operator key was not accepted", 15)
-        finally:
-            browser.close()
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.goto(page_url)
+        page.wait_for_selector("#login:not([hidden])", timeout=15000)
+        page.fill("#key", too_long)
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+        said = "a key or token is at most 8,192 characters, and this is 9,000"
+        assert said in page.inner_text("#login-error")
+        page.goto(f"{page_url}#key={too_long}")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=15000)
+        assert said in page.inner_text("#login-error")
+        # Printable ASCII on one line, at the longest a key may be: sent, and refused
+        # by the API, not by the page.
+        page.goto(page_url)
+        page.fill("#key", too_long[:8192])
+        page.click("#login-form button")
+        _until(page, "#login-error", "the operator key was not accepted", 15)
 
 
 def test_a_key_kept_while_the_api_fails_can_be_forgotten(
@@ -1023,29 +960,23 @@ def test_a_key_kept_while_the_api_fails_can_be_forgotten(
     unavailable = json.dumps(
         {"status": 503, "code": "unavailable", "detail": "the database is unavailable or busy"}
     )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless", "--disable-gpu"]
+    with _launched(sync_playwright) as browser:
+        page = browser.new_page()
+        page.route(
+            "**/stats/live",
+            lambda route: route.fulfill(
+                status=503, content_type="application/problem+json", body=unavailable
+            ),
         )
-        try:
-            page = browser.new_page()
-            page.route(
-                "**/stats/live",
-                lambda route: route.fulfill(
-                    status=503, content_type="application/problem+json", body=unavailable
-                ),
-            )
-            page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
-            _until(page, "#status", "could not refresh", 15)
-            page.click("#sign-out", timeout=5000)
-            assert page.inner_text("#status") == "signed out"
-            assert page.evaluate("sessionStorage.length") == 0
-            # The database back: the key was forgotten, so the page stays signed out.
-            page.unroute("**/stats/live")
-            page.wait_for_timeout(6000)
-            assert page.is_visible("#login") and not page.is_visible("#board")
-        finally:
-            browser.close()
+        page.goto(f"http://127.0.0.1:{server.port}/admin/dashboard#key={key}")
+        _until(page, "#status", "could not refresh", 15)
+        page.click("#sign-out", timeout=5000)
+        assert page.inner_text("#status") == "signed out"
+        assert page.evaluate("sessionStorage.length") == 0
+        # The database back: the key was forgotten, so the page stays signed out.
+        page.unroute("**/stats/live")
+        page.wait_for_timeout(6000)
+        assert page.is_visible("#login") and not page.is_visible("#board")
 
 
 def test_kick_embedded_beside_a_dev_of_another_database_says_so(
