@@ -26,3 +26,9 @@ def unsendable(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A route whose answer is not valid text (a lone surrogate, as json.loads of a
     client's "\\ud800" gives): it cannot be sent."""
     return {"statusCode": 200, "body": "half a character: \ud800"}
+
+
+def exits(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A route that ends its process, as application code calling sys.exit() does: on
+    AWS, Lambda's runtime fails that one invocation (Runtime.ExitError)."""
+    raise SystemExit(3)

@@ -1045,3 +1045,28 @@ def test_a_text_message_that_is_not_utf8_is_closed_1007_with_one_log_line_and_no
     ]
     said = [line for line in json_lines(log) if "UTF-8" in line.get("message", "")]
     assert [line["level"] for line in said] == ["INFO", "INFO"], said
+
+
+def test_a_route_that_exits_fails_its_own_invocation_not_the_dev(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """A handler calling sys.exit() once stopped the whole `tether dev`, saying nothing,
+    every client cut off; on AWS it fails that one invocation, and the client is told."""
+    server = start_dev("--route", "exits=tests.routes:exits")
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        await ws.send(json.dumps({"action": "exits"}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert answer["message"] == "Internal server error"
+        await ws.send(json.dumps({"action": "heartbeat"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["action"] == "heartbeat"
+        await ws.close()
+
+    run(scenario())
+    assert server.process.poll() is None, server.log.read_text()[-2000:]
+    [row] = server.wait_for(lambda r: len(r) == 1 and not r[0]["is_active"])
+    assert row["end_reason"] == "client_disconnect"
+    logged = [line for line in json_lines(server.log.read_text()) if line.get("level") == "ERROR"]
+    assert [line["message"] for line in logged] == ["route handler raised"]
+    assert "SystemExit" in logged[0]["exception"]

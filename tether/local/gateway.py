@@ -92,6 +92,11 @@ OUTBOX_BYTES = 1024 * 1024
 messages of API Gateway's largest. Its own buffer's size is not published."""
 
 
+class HandlerExitedError(Exception):
+    """A handler ended its thread with SystemExit or KeyboardInterrupt: a failed
+    invocation, as any exception of its own is."""
+
+
 @dataclass(frozen=True)
 class Limits:
     idle_timeout_seconds: float = limits.GATEWAY_IDLE_TIMEOUT_SECONDS
@@ -395,7 +400,16 @@ class LocalGateway:
         return self._handlers.submit(call)
 
     async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
-        return await asyncio.wrap_future(self._submit(name, handler, event))
+        invocation = self._submit(name, handler, event)
+        try:
+            return await asyncio.wrap_future(invocation)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # A handler that exits (sys.exit) fails its own invocation, as Lambda's
+            # runtime says (Runtime.ExitError); raised on in the loop, it would stop the
+            # whole gateway, every client cut off. Only the handler's own: a Ctrl-C is not.
+            if invocation.cancelled() or invocation.exception() is not exc:
+                raise
+            raise HandlerExitedError(f"the {name} handler exited ({exc!r})") from exc
 
     def close(self) -> None:
         """Once the server has stopped: an invocation still waiting for a thread is
