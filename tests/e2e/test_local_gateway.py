@@ -637,3 +637,33 @@ def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("tether dev: cannot load handler 'my_routes:echo'")
     assert fragment in result.stderr
+
+
+def test_a_stop_that_waits_for_a_running_handler_says_so(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """Stopped while a route's handler ran, the dev waited for it, as long as it took,
+    saying nothing: a Ctrl-C that seemed not to be heard."""
+    server = start_dev("--route", "slower=tests.e2e.slow_routes:slower")
+
+    async def scenario() -> None:
+        ws = await open_client(server)
+        await ws.send(json.dumps({"action": "slower"}))
+        await asyncio.sleep(0.5)  # the handler is running
+        await ws.close()  # it runs on, as a Lambda would
+
+    run(scenario())
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + SLOWER_SECONDS / 2
+    said: list[dict[str, object]] = []
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.1)
+        said = [
+            line
+            for line in json_lines(server.log.read_text())
+            if line.get("message", "").startswith("stopping: waiting for the invocations")
+        ]
+    assert said, server.log.read_text()[-2000:]
+    assert said[0]["running"] == ["slower"]
+    assert server.process.poll() is None  # said while it waits, not after
+    assert server.process.wait(timeout=SLOWER_SECONDS + 20) == 0

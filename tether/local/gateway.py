@@ -356,6 +356,8 @@ class LocalGateway:
         self._handlers = ThreadPoolExecutor(handler_threads, thread_name_prefix="tether-handler")
         # $disconnects the stop cut short, judged once their threads are done (close()).
         self._cut_short: list[tuple[str, Future[Any]]] = []
+        # Each invocation submitted and not yet done, by its function's name.
+        self._invocations: dict[Future[Any], str] = {}
         self._connect = connect
         self._disconnect = disconnect
         self._routes = dict(routes)
@@ -397,7 +399,10 @@ class LocalGateway:
         context = LocalLambdaContext(function_name=f"tether-{name}")
         # As asyncio.to_thread calls it (in a copy of this context), on the handlers' pool.
         call = functools.partial(contextvars.copy_context().run, handler, event, context)
-        return self._handlers.submit(call)
+        invocation = self._handlers.submit(call)
+        self._invocations[invocation] = name
+        invocation.add_done_callback(lambda done: self._invocations.pop(done, None))
+        return invocation
 
     async def _invoke(self, name: str, handler: Handler, event: dict[str, Any]) -> Any:
         invocation = self._submit(name, handler, event)
@@ -416,6 +421,16 @@ class LocalGateway:
         dropped, and those running (cut short by a second Ctrl-C, say) are waited for,
         so none outlives the stores and the database they use. A $disconnect cut short
         counts as failed unless its thread went on to end the session."""
+        running = sorted(
+            name for invocation, name in list(self._invocations.items()) if invocation.running()
+        )
+        if running:
+            # Else the stop hangs, saying nothing, as long as a slow handler takes.
+            logger.warning(
+                "stopping: waiting for the invocations still running to return, as their"
+                " Lambdas would; Ctrl-C again to stop without them",
+                extra={"running": running},
+            )
         self._handlers.shutdown(wait=True, cancel_futures=True)
         for connection_id, invocation in self._cut_short:
             if not _succeeded(invocation):
