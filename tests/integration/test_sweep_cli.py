@@ -838,6 +838,25 @@ def test_close_orphans_without_a_region_says_what_happened_and_releases_the_queu
 
 
 @pytest.mark.usefixtures("orphans")
+def test_close_orphans_counts_on_stderr_every_end_left_unannounced(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The announcing stops at the first batch refused: stdout said 18 stay queued,
+    stderr that 5 could not be announced, as if the other 13 had gone out."""
+    result = subprocess.run(  # noqa: S603 - our own console script
+        [TETHER, "close-orphans", "--older-than", "2h", "--apply", "--yes",
+         "--database-url", database_url],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=_without_region(tmp_path, TETHER_SWEEP_BATCH_SIZE="5"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "18 announcement(s) stay queued for the sweep to deliver" in result.stdout
+    assert "tether close-orphans: 18 end(s) could not be announced and stay queued" in (
+        result.stderr
+    )
+
+
+@pytest.mark.usefixtures("orphans")
 def test_close_orphans_whose_announcements_were_refused_fails_and_says_what_it_did(
     database_url: str, aws: str
 ) -> None:

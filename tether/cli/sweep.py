@@ -333,16 +333,18 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         # nothing done.
         raise PartlyDoneError(_done_before_failing(ended, drained, exc)) from exc
     _report(args, summary=summary, ended=ended, drained=drained, queued=queued, held=held)
-    return _announced_all(drained)
+    return _announced_all(drained, queued)
 
 
-def _announced_all(drained: DrainResult) -> int:
+def _announced_all(drained: DrainResult, queued: int) -> int:
     """0 when every end it tried to announce went out. Ended but not announced, an end
     waits for the sweep, and whoever waits for SessionEnded has not heard of it: a
     script must see that, as it sees a sweep's."""
     if not drained.failed:
         return 0
-    say_unannounced("close-orphans", drained.failed, drained.error)
+    # The announcing stops at the first batch refused: what stays queued is every end
+    # not announced, the batches never tried included, not that batch alone.
+    say_unannounced("close-orphans", max(drained.failed, queued), drained.error)
     return 1
 
 
