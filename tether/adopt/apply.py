@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.adopt")
 
 ADOPT_LOCK_KEY = 7_460_501_002
-"""Session advisory lock: one adoption at a time per database."""
+"""Session advisory lock: one adoption at a time per database (--apply and --finish)."""
+ANOTHER_ADOPT_RUNS = "another tether adopt is running on this database; wait for it to end"
 PROGRESS_EVERY_SECONDS = 2.0
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -631,9 +632,7 @@ def apply(
     with connect(url) as conn:
         held = conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone()
         if not (held and held[0]):
-            raise AdoptionError(
-                "another tether adopt is running on this database; wait for it to end"
-            )
+            raise AdoptionError(ANOTHER_ADOPT_RUNS)
         try:
             shape = read_shape(conn)
             nothing = inspect.nothing_to_adopt(

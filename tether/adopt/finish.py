@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from tether.adopt import dependents, inspect, plan
+from tether.adopt.apply import ADOPT_LOCK_KEY, ANOTHER_ADOPT_RUNS
 from tether.adopt.catalog import (
     LEGACY_PREFIX,
     SYNC_FUNCTION,
@@ -65,6 +66,12 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     shape = read_shape(conn)
     result = FinishPlan(state=inspect.state_of(shape))
     if result.state == inspect.FINISHED:
+        return result
+    # Held by this connection until it closes: --finish rewriting the table while an
+    # --apply puts its trigger back (or one under way read as stopped) is refused.
+    held = conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone()
+    if not (held and held[0]):
+        result.refusals.append(ANOTHER_ADOPT_RUNS)
         return result
     if result.state != inspect.TRANSITIONAL or not shape.steps.get("migrations"):
         if result.state == inspect.NOT_ADOPTED:
