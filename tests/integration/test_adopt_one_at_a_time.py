@@ -4,11 +4,13 @@ other and says so, rather than act beside one or misread what it is doing."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 
 import psycopg
 
-from tests.origin_fixture import build_origin
-from tests.support import run_tether
+from tests.origin_fixture import build_origin, fill_history
+from tests.support import TETHER, run_tether
 from tether.adopt.apply import ADOPT_LOCK_KEY
 
 
@@ -35,3 +37,33 @@ def test_finish_while_another_adopt_runs_says_so_and_changes_nothing(
     # Once it has ended, --finish goes ahead.
     finished = run_tether("adopt", "--finish", "--yes", "--database-url", url)
     assert finished.returncode == 0, finished.stderr
+
+
+def test_migrate_while_an_apply_runs_says_it_runs_not_that_it_stopped(
+    empty_database_url: str,
+) -> None:
+    """tether migrate beside an --apply under way said the adoption had stopped and to
+    resume it with --apply, which would be refused: one is running."""
+    url = empty_database_url
+    build_origin(url)
+    fill_history(url, 20_000)
+    applying = subprocess.Popen(  # noqa: S603 - our own console script
+        [TETHER, "adopt", "--apply", "--yes", "--batch-size", "100", "--database-url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert applying.stdout is not None
+        for line in applying.stdout:
+            if line.startswith("backfill ..."):
+                break
+        refused = run_tether("migrate", "--database-url", url)
+        assert applying.poll() is None, "the --apply ended before migrate asked"
+    finally:
+        if applying.poll() is None:
+            applying.send_signal(signal.SIGTERM)
+        applying.communicate(timeout=120)
+    assert refused.returncode == 1, refused.stdout
+    assert "a `tether adopt --apply` is running on this database" in refused.stderr
+    assert "stopped" not in refused.stderr
