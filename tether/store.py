@@ -130,7 +130,9 @@ _R = TypeVar("_R")
 def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """A row the models cannot take (a moment outside Python's years, written around
     the SQL functions) fails as a DatabaseError through either driver: psycopg refuses
-    it as it reads it, PostgREST hands it over as text for the models to refuse."""
+    it as it reads it, PostgREST hands it over as text for the models to refuse. So does
+    an answer of another shape (no row where one is due, a column missing or null, a
+    reason tether does not know), which only something in front of PostgREST gives."""
 
     @functools.wraps(method)
     def reading(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -142,6 +144,15 @@ def _reads_rows(method: Callable[_P, _R]) -> Callable[_P, _R]:
             where = ".".join(str(part) for part in problem["loc"])
             raise DatabaseError(
                 f"{method.__name__}: a row tether cannot read ({where}: {problem['msg']})"
+            ) from None
+        except IndexError:
+            raise DatabaseError(f"{method.__name__}: no row where one is due") from None
+        except KeyError as exc:
+            raise DatabaseError(f"{method.__name__}: a row without its {exc} column") from None
+        except (TypeError, ValueError) as exc:
+            # int(None), EndReason('...'): again no value in the message.
+            raise DatabaseError(
+                f"{method.__name__}: a row tether cannot read ({type(exc).__name__})"
             ) from None
 
     return reading
@@ -243,6 +254,7 @@ class SessionStore(ABC):
         session = None if outcome is EndOutcome.UNKNOWN else SessionEnded.model_validate(row)
         return EndResult(outcome=outcome, connection_id=connection_id, session=session)
 
+    @_reads_rows
     def end_sessions(
         self, reason: EndReason | str, ended_at: Mapping[UUID, datetime]
     ) -> dict[EndReason, int]:
@@ -258,6 +270,7 @@ class SessionStore(ABC):
             ended[ended_reason] = ended.get(ended_reason, 0) + 1
         return ended
 
+    @_reads_rows
     def close_stale(
         self, *, idle_seconds: float, max_age_seconds: float, limit: int = 500
     ) -> dict[EndReason, int]:
@@ -328,6 +341,7 @@ class SessionStore(ABC):
             {row["session_id"]: row["connection_id"] for row in rows}
         )
 
+    @_reads_rows
     def settle_gone(
         self, session_ids: Iterable[UUID], *, settle_seconds: float
     ) -> dict[EndReason, int]:
@@ -542,6 +556,7 @@ class SessionStore(ABC):
 
         return [DailyStats.model_validate(row) for row in rows]
 
+    @_reads_rows
     def recent_ends(self, *, seconds: float) -> dict[EndReason, int]:
         """How many sessions ended in the last ``seconds``, by reason."""
         rows = self.call(RECENT_ENDS, {"p_seconds": _finite("window", seconds)})
@@ -560,6 +575,7 @@ class SessionStore(ABC):
 
         return [AppliedMigration.model_validate(row) for row in self.call(APPLIED_MIGRATIONS, {})]
 
+    @_reads_rows
     def row_security_problems(self) -> list[Judged]:
         """tether's tables whose row level security judges tether's functions."""
         from tether import row_security  # noqa: PLC0415 - the operators' question alone

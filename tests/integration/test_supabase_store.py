@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -371,6 +371,46 @@ def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(body: bytes) -> N
         pytest.raises(DatabaseUnavailableError, match="no rows array"),
     ):
         store.touch_session("x=", 60)
+
+
+_CALLS: dict[str, Callable[[SupabaseStore], object]] = {
+    "open": lambda store: store.open_session(OpenSessionRequest(connection_id="x=")),
+    "touch": lambda store: store.touch_session("x=", 60),
+    "end": lambda store: store.end_session("x=", "gone"),
+    "close_stale": lambda store: store.close_stale(idle_seconds=600, max_age_seconds=7200),
+    "end_sessions": lambda store: store.end_sessions("gone", {uuid.uuid4(): datetime.now(UTC)}),
+    "settle_gone": lambda store: store.settle_gone([uuid.uuid4()], settle_seconds=5),
+    "recent_ends": lambda store: store.recent_ends(seconds=60),
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1]",
+        b"[null]",
+        b'["ab"]',
+        b"[{}]",
+        b'[{"outcome": null, "touched": null, "end_reason": null, "ended": null}]',
+        b'[{"outcome": "ended", "touched": true, "end_reason": "nonsense", "ended": 1}]',
+    ],
+)
+def test_rows_of_another_shape_are_a_database_error(body: bytes) -> None:
+    """Something in front of PostgREST answering 200 with rows that are not the
+    function's: a TypeError, KeyError or ValueError escaped every `except TetherError`
+    (the handshake, the heartbeat's answer, the sweep's clean-up)."""
+    with _answering(200, "application/json", body) as store:
+        for name, call in _CALLS.items():
+            with pytest.raises(DatabaseError):
+                call(store)
+                pytest.fail(f"{name} read {body!r} as an answer")
+
+
+def test_no_row_where_one_is_due_is_a_database_error() -> None:
+    with _answering(200, "application/json", b"[]") as store:
+        for name in ("open", "end"):
+            with pytest.raises(DatabaseError, match="no row where one is due"):
+                _CALLS[name](store)
 
 
 @contextmanager

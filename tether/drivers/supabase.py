@@ -118,4 +118,7 @@ class SupabaseStore(SessionStore):
             )
         if not isinstance(data, list):
             raise DatabaseError(f"{function} returned {type(data).__name__}, expected rows")
-        return [dict(row) for row in data]
+        if not all(isinstance(row, dict) for row in data):
+            # PostgREST answers each row of a table as a JSON object.
+            raise DatabaseError(f"{function} returned rows that are not JSON objects")
+        return data
