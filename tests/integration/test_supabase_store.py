@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -413,8 +413,22 @@ def test_no_row_where_one_is_due_is_a_database_error() -> None:
                 _CALLS[name](store)
 
 
+@pytest.mark.parametrize("status", [200, 400, 502])
+def test_an_answer_that_cannot_be_decoded_is_database_unavailable(status: int) -> None:
+    """A proxy's page said to be gzip and not gzip: httpx's DecodingError is no
+    TransportError, and escaped every `except TetherError`."""
+    page = b"<html>Bad Gateway</html>"
+    with (
+        _answering(status, "text/html", page, {"Content-Encoding": "gzip"}) as store,
+        pytest.raises(DatabaseUnavailableError, match="could not be read"),
+    ):
+        store.touch_session("x=", 60)
+
+
 @contextmanager
-def _answering(status: int, kind: str, body: bytes) -> Iterator[SupabaseStore]:
+def _answering(
+    status: int, kind: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> Iterator[SupabaseStore]:
     """A store whose every call a proxy in front of PostgREST answers with this."""
 
     class Proxy(BaseHTTPRequestHandler):
@@ -424,6 +438,8 @@ def _answering(status: int, kind: str, body: bytes) -> Iterator[SupabaseStore]:
         def do_POST(self) -> None:
             self.send_response(status)
             self.send_header("Content-Type", kind)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -107,6 +107,12 @@ class SupabaseStore(SessionStore):
             raise error_from_postgrest(exc.json(), status=self._statuses.last) from exc
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
+        except httpx.DecodingError as exc:
+            # A body its Content-Encoding does not decode (a proxy's page said to be
+            # gzip, a compressed body cut short): no answer was read.
+            raise DatabaseUnavailableError(
+                f"{function}: Supabase's answer could not be read: {exc}"
+            ) from exc
         data = response.data
         if data is None or (data == [] and self._statuses.empty):
             # Not PostgREST's answer (every tether function returns a table, answered as
