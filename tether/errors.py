@@ -194,12 +194,27 @@ _GATEWAY_STATUSES = frozenset({502, 503, 504, 520, 521, 522, 523, 524})
 _UNAVAILABLE_CODES = _POSTGREST_UNAVAILABLE | {str(status) for status in _GATEWAY_STATUSES}
 
 
-def error_from_postgrest(payload: dict[str, Any], *, status: int | None = None) -> TetherError:
+# Too many requests: Supabase's or a proxy's rate limit refused the call before the
+# database saw it. Nothing was written, and a later try may pass.
+_RATE_LIMITED = 429
+
+
+def error_from_postgrest(
+    payload: dict[str, Any], *, status: int | None = None, retry_after: str | None = None
+) -> TetherError:
     """Map a PostgREST error body (``{"code", "message", ...}``), and the HTTP status it
-    came with where known: a proxy's outage answers in a body of its own."""
+    came with where known: a proxy's outage answers in a body of its own. ``retry_after``
+    is the answer's Retry-After header, said only when it is a number of seconds."""
     found = payload.get("code")
     code = found if isinstance(found, str) else None  # a body's code may be any JSON
     message = str(payload.get("message") or "request refused by PostgREST")
+    if status == _RATE_LIMITED:
+        wait = (
+            f"; it asks for {retry_after}s before another try"
+            if retry_after and retry_after.isdigit() and len(retry_after) <= 6
+            else ""
+        )
+        return DatabaseUnavailableError(f"429: rate limited ({message}){wait}")
     if status in _GATEWAY_STATUSES or code in _UNAVAILABLE_CODES:
         return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.

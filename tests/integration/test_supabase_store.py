@@ -362,6 +362,25 @@ def test_a_proxy_error_page_in_front_of_postgrest_is_database_unavailable(
         store.end_session("x=", "gone")
 
 
+@pytest.mark.parametrize(
+    ("kind", "page"),
+    [
+        # Kong's rate limiting, in JSON with no code; a CDN's page.
+        ("application/json", b'{"message":"API rate limit exceeded"}'),
+        ("text/html", b"<html><body>429 Too Many Requests</body></html>"),
+    ],
+)
+def test_a_rate_limit_is_database_unavailable_with_its_wait(kind: str, page: bytes) -> None:
+    """429 read as the database refusing the call (DatabaseError): $disconnect answered
+    500 with no DisconnectFailed, as for a bug, though nothing was written and the sweep
+    must end the session; the handshake was refused as an internal error, not 503."""
+    with (
+        _answering(429, kind, page, {"Retry-After": "7"}) as store,
+        pytest.raises(DatabaseUnavailableError, match=r"429: rate limited .*7s before"),
+    ):
+        store.end_session("x=", "gone")
+
+
 @pytest.mark.parametrize("body", [b"", b"null"])
 def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(body: bytes) -> None:
     """A proxy answering 200 with an empty body (or null) is not PostgREST: read as no

@@ -131,3 +131,14 @@ def test_typed_errors_map_to_responses(error: TetherError, status: int, code: st
         )
     elif isinstance(error, AuthenticationError):
         assert body["message"] == error.cause
+
+
+def test_a_rate_limit_says_its_wait_only_in_seconds() -> None:
+    """Retry-After comes from whatever answered: only a number of seconds is repeated."""
+    said = {"message": "API rate limit exceeded"}
+    in_seconds = error_from_postgrest(said, status=429, retry_after="30")
+    as_a_date = error_from_postgrest(said, status=429, retry_after="Wed, 21 Oct 2026 07:28 GMT")
+    assert type(in_seconds) is DatabaseUnavailableError
+    assert "30s before another try" in str(in_seconds)
+    assert type(as_a_date) is DatabaseUnavailableError
+    assert "GMT" not in str(as_a_date)

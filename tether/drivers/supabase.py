@@ -68,6 +68,7 @@ class SupabaseStore(SessionStore):
 
             def remember(response: httpx.Response) -> None:
                 self._statuses.last = response.status_code
+                self._statuses.retry_after = response.headers.get("Retry-After")
                 # Read here (httpx keeps it for the caller): postgrest-py reads an empty
                 # body as no rows, which PostgREST never answers for a function
                 # returning a table.
@@ -100,11 +101,14 @@ class SupabaseStore(SessionStore):
 
         payload = {name: _to_json(value) for name, value in args.items()}
         self._statuses.last = None
+        self._statuses.retry_after = None
         self._statuses.empty = False
         try:
             response = self._client.rpc(function, payload).execute()
         except APIError as exc:
-            raise error_from_postgrest(exc.json(), status=self._statuses.last) from exc
+            raise error_from_postgrest(
+                exc.json(), status=self._statuses.last, retry_after=self._statuses.retry_after
+            ) from exc
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
         except httpx.DecodingError as exc:
