@@ -5,7 +5,11 @@ It is not PostgREST: it does just enough of what PostgREST does for an rpc call
 run it as the role named by the bearer token, answer rows as a JSON array,
 errors as ``{"code", "message", "details", "hint"}`` with status 400, and 503
 ``PGRST001`` while the database cannot be reached) to let
-supabase-py drive tether's SQL functions on the test's real database.
+supabase-py drive tether's SQL functions on the test's real database. With
+``max_rows`` it cuts each answer to that many rows after the function has run whole,
+as PostgREST's ``db-max-rows`` does (Supabase's "Max rows", 1000 by default), and
+says the whole count in ``Content-Range`` (206 when cut) only when asked with
+``Prefer: count=exact``.
 """
 
 from __future__ import annotations
@@ -40,15 +44,19 @@ def _argument_types(conn: psycopg.Connection[Any], function: str) -> dict[str, s
     return dict(zip(names, types, strict=False))
 
 
-def _handler_for(database_url: str, jwt_secret: str) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    database_url: str, jwt_secret: str, max_rows: int | None
+) -> type[BaseHTTPRequestHandler]:
     class RpcHandler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read results, not access logs."""
 
-        def _reply(self, status: int, body: object) -> None:
+        def _reply(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -123,15 +131,26 @@ def _handler_for(database_url: str, jwt_secret: str) -> type[BaseHTTPRequestHand
                     },
                 )
                 return
-            self._reply(200, row[0] if row else [])
+            rows: list[object] = row[0] if row else []
+            self._reply(*self._cut(rows))
+
+        def _cut(self, rows: list[object]) -> tuple[int, object, dict[str, str]]:
+            total = len(rows)
+            if max_rows is not None:
+                rows = rows[:max_rows]
+            span = f"0-{len(rows) - 1}" if rows else "*"
+            if "count=exact" not in self.headers.get("Prefer", ""):
+                return 200, rows, {"Content-Range": f"{span}/*"}
+            status = 206 if len(rows) < total else 200
+            return status, rows, {"Content-Range": f"{span}/{total}"}
 
     return RpcHandler
 
 
 @contextmanager
-def serve(database_url: str, jwt_secret: str) -> Iterator[str]:
+def serve(database_url: str, jwt_secret: str, *, max_rows: int | None = None) -> Iterator[str]:
     """Serve the stand-in on a free loopback port; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(database_url, jwt_secret))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(database_url, jwt_secret, max_rows))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

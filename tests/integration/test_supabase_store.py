@@ -299,6 +299,44 @@ def test_a_moment_past_python_s_years_in_utc_is_a_database_error(
         either_store.touch_session("never=", 0)
 
 
+def test_an_answer_cut_by_max_rows_is_said_not_taken_for_all(
+    database_url: str, db: psycopg.Connection[dict[str, object]], make_session: SessionFactory
+) -> None:
+    """PostgREST's max-rows (Supabase's 'Max rows') cuts an rpc's rows after the
+    function ran whole. A sweep batch over it read the cut answer as all there was: 3
+    orphans ended and reported as 2, the third's connection never closed; 3 ends
+    claimed and 2 announced, the third waiting out its lease. A call whose rows fit
+    is answered as before."""
+    for _ in range(3):
+        make_session(started_seconds_ago=3 * 86400, seen_seconds_ago=86400)
+    with postgrest_standin.serve(database_url, JWT_SECRET, max_rows=2) as url:
+        store = SupabaseStore(url, _key("service_role"))
+        with pytest.raises(DatabaseError, match="returned 3 rows and PostgREST answered 2"):
+            store.close_orphans(older_than_seconds=86400, limit=10)
+        with pytest.raises(DatabaseError, match="Max rows"):
+            store.claim_unannounced(limit=10, lease_seconds=600)
+        assert len(store.claim_unannounced(limit=10, lease_seconds=600)) == 0
+        assert store.open_session(OpenSessionRequest(connection_id="fits=")).opened
+    row = db.execute(
+        "select count(*) filter (where end_reason = 'orphan_cleanup') as ended,"
+        " (select count(*) from public.conversation_session_announcements"
+        "  where announce_after > now() + interval '300 seconds') as leased"
+        " from public.conversation_sessions"
+    ).fetchone()
+    assert row == {"ended": 3, "leased": 3}
+
+
+@pytest.mark.parametrize("span", ["0-0/abc", "0-0/"])
+def test_a_count_that_is_no_number_is_a_database_error(span: str) -> None:
+    """The count is asked for, so postgrest-py reads Content-Range: a proxy's that holds
+    no number raised its ValueError out of the store."""
+    with (
+        _answering(200, "application/json", b"[{}]", {"Content-Range": span}) as store,
+        pytest.raises(DatabaseError, match="an answer tether cannot read"),
+    ):
+        store.mark_announced([uuid.uuid4()])
+
+
 def test_bad_input_maps_to_the_same_typed_errors(
     supabase_store: SupabaseStore, db: psycopg.Connection[dict[str, object]]
 ) -> None:

@@ -98,16 +98,25 @@ class SupabaseStore(SessionStore):
     def call(self, function: str, args: Mapping[str, object]) -> list[Row]:
         import httpx  # noqa: PLC0415
         from postgrest.exceptions import APIError  # noqa: PLC0415
+        from postgrest.types import CountMethod  # noqa: PLC0415
 
         payload = {name: _to_json(value) for name, value in args.items()}
         self._statuses.last = None
         self._statuses.retry_after = None
         self._statuses.empty = False
         try:
-            response = self._client.rpc(function, payload).execute()
+            # The whole count: PostgREST cuts a function's rows to its max-rows without a
+            # word, and says how many there were only when asked.
+            response = self._client.rpc(function, payload, count=CountMethod.exact).execute()
         except APIError as exc:
             raise error_from_postgrest(
                 exc.json(), status=self._statuses.last, retry_after=self._statuses.retry_after
+            ) from exc
+        except ValueError as exc:
+            # postgrest-py reading a Content-Range that is no range and count (its
+            # count is asked for): not PostgREST's answer.
+            raise DatabaseError(
+                f"{function}: an answer tether cannot read ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
             raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
@@ -131,4 +140,14 @@ class SupabaseStore(SessionStore):
         if not all(isinstance(row, dict) for row in data):
             # PostgREST answers each row of a table as a JSON object.
             raise DatabaseError(f"{function} returned rows that are not JSON objects")
+        if isinstance(response.count, int) and response.count > len(data):
+            # The function ran whole (its ends, claims and leases are committed); only
+            # its answer lost rows, which a caller would take for all there were.
+            raise DatabaseError(
+                f"{function} returned {response.count} rows and PostgREST answered"
+                f" {len(data)}: its max-rows (Supabase's API setting 'Max rows') cut the"
+                " answer; what the call did is kept. Set it to at least"
+                " TETHER_SWEEP_BATCH_SIZE and 500 (the operators' API's page), or lower"
+                " the batch size"
+            )
         return data
