@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,6 +170,23 @@ def _ends_by_session(
         "p_reason": EndReason.parse(reason).value,
         "p_ended_ats": [ended_at[i] for i in ids],
     }
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def refuse_unstorable_text(function: str, args: Mapping[str, object]) -> None:
+    """Refuse, as bad input and before it is sent, text Postgres cannot hold: a NUL, a
+    lone surrogate. Each driver failed on its own (psycopg's DataError read as a
+    database error, a UnicodeEncodeError from either, PostgREST's 22P05), so the same
+    connection id was told apart by the driver that carried it."""
+    for name, value in args.items():
+        items = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(item, str) and _UNSTORABLE.search(item) for item in items):
+            raise InvalidInputError(
+                f"{function}: {name} holds a NUL or a lone surrogate,"
+                " which Postgres text cannot hold"
+            )
 
 
 def _finite(name: str, value: float) -> float:

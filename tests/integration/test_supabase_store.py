@@ -349,6 +349,24 @@ def test_bad_input_maps_to_the_same_typed_errors(
     assert row == {"is_active": True}
 
 
+@pytest.mark.parametrize("connection_id", ["a\x00b=", "a\ud800=", "\ud83d\ude42="])
+def test_text_no_column_can_hold_is_bad_input_through_either_driver(
+    either_store: SessionStore, connection_id: str, make_session: SessionFactory
+) -> None:
+    """A connection id with a NUL or a lone surrogate, through the library's own calls:
+    psycopg's DataError was read as the database refusing, a UnicodeEncodeError escaped
+    both drivers untyped, and PostgREST answers 22P05: one id, three answers."""
+    make_session(connection_id="a=")
+    for call in (
+        lambda: either_store.touch_session(connection_id, 0),
+        lambda: either_store.end_session(connection_id, "gone"),
+    ):
+        with pytest.raises(InvalidInputError, match="a NUL or a lone surrogate"):
+            call()
+    # A sound id with unicode still passes, as before.
+    assert either_store.touch_session("é🙂=", 0).outcome is TouchOutcome.UNKNOWN
+
+
 def test_anon_key_cannot_call_the_lifecycle(supabase_url: str) -> None:
     anon_store = SupabaseStore(supabase_url, _key("anon"))
     with pytest.raises(DatabaseError, match="42501"):

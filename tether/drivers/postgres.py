@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from tether.dburl import check, unreachable
 from tether.errors import DatabaseUnavailableError, InvalidInputError, error_from_psycopg
-from tether.store import Row, SessionStore
+from tether.store import Row, SessionStore, refuse_unstorable_text
 
 if TYPE_CHECKING:
     import psycopg
@@ -201,6 +201,7 @@ class PostgresStore(SessionStore):
         import psycopg  # noqa: PLC0415
         from psycopg.errors import _WaitTimeout  # noqa: PLC0415
 
+        refuse_unstorable_text(function, args)
         query, params = self.statement(function, args)
         reused = self._connection is not None
         for attempt in (1, 2):

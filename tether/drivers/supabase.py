@@ -14,7 +14,7 @@ from tether.errors import (
     InvalidInputError,
     error_from_postgrest,
 )
-from tether.store import Row, SessionStore
+from tether.store import Row, SessionStore, refuse_unstorable_text
 
 POOL_SECONDS = 1.0
 """The wait for a free connection of the client's pool: a store makes one call at a time,
@@ -100,6 +100,7 @@ class SupabaseStore(SessionStore):
         from postgrest.exceptions import APIError  # noqa: PLC0415
         from postgrest.types import CountMethod  # noqa: PLC0415
 
+        refuse_unstorable_text(function, args)
         payload = {name: _to_json(value) for name, value in args.items()}
         self._statuses.last = None
         self._statuses.retry_after = None
