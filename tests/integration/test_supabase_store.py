@@ -21,6 +21,7 @@ import pytest
 
 from tests import postgrest_standin
 from tests.conftest import SessionFactory, allow_connections, set_for_database
+from tether.drivers import supabase as supabase_driver
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
 from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
@@ -435,6 +436,48 @@ def test_a_rate_limit_is_database_unavailable_with_its_wait(kind: str, page: byt
         pytest.raises(DatabaseUnavailableError, match=r"429: rate limited .*7s before"),
     ):
         store.end_session("x=", "gone")
+
+
+@pytest.mark.parametrize("slow", ["head", "body"])
+def test_an_answer_coming_a_byte_at_a_time_is_given_the_longest_call_in_all(
+    slow: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's read timeout bounds each socket read alone: a proxy sending its answer's
+    head or body a byte every 0.2 s held the call as long as it kept sending, past the
+    handshake's Lambda timeout and API Gateway's 29 s. The call now gives up at the
+    longest call the driver states (shortened here to 1 s), as the database unavailable."""
+    monkeypatch.setattr(supabase_driver, "LONGEST_CALL_SECONDS", 1.0)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n"
+    sending = threading.Event()
+    sending.set()
+
+    class Dribbling(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            quickly, slowly = (head, b" " * 60) if slow == "body" else (b"", head)
+            self.wfile.write(quickly)
+            for byte in slowly:
+                if not sending.is_set():
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dribbling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="within 1s in all"):
+            store.touch_session("x=", 60)
+    finally:
+        sending.clear()
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize("body", [b"", b"null"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -27,9 +28,22 @@ ANSWER_SECONDS = 5.0
 """The wait for the answer: PostgREST answers once the function has returned, all at
 once. Above the functions' 3 s lock timeout, as the psycopg driver's."""
 LONGEST_CALL_SECONDS = POOL_SECONDS + 2 * CONNECT_SECONDS + 2 * SEND_SECONDS + ANSWER_SECONDS
-"""What one call can take at most: each of httpx's waits at its timeout (not counted: the
-host name's lookup, each of its addresses tried in turn, an answer sent a byte at a
-time, each part waited for as long as ``ANSWER_SECONDS``)."""
+"""What one call can take at most: each of httpx's waits at its timeout. httpx's timeouts
+bound each socket operation alone, so the call is also given this in all: a host name's
+lookup, each of its addresses tried in turn, an answer (its head or its body) sent a
+byte at a time, each byte just within ``ANSWER_SECONDS``, would otherwise hold it as long
+as they like."""
+
+
+@dataclass
+class _Answer:
+    """What one rpc call came to on its own thread, with what its answer's head said."""
+
+    response: Any = None
+    error: Exception | None = None
+    status: int | None = None
+    retry_after: str | None = None
+    empty: bool = False
 
 
 def _to_json(value: object) -> object:
@@ -102,16 +116,44 @@ class SupabaseStore(SessionStore):
 
         refuse_unstorable_text(function, args)
         payload = {name: _to_json(value) for name, value in args.items()}
-        self._statuses.last = None
-        self._statuses.retry_after = None
-        self._statuses.empty = False
+        answer = _Answer()
+
+        def execute() -> None:
+            self._statuses.last = None
+            self._statuses.retry_after = None
+            self._statuses.empty = False
+            try:
+                # The whole count: PostgREST cuts a function's rows to its max-rows
+                # without a word, and says how many there were only when asked.
+                answer.response = self._client.rpc(
+                    function, payload, count=CountMethod.exact
+                ).execute()
+            except Exception as exc:  # noqa: BLE001 - handed over, mapped below
+                answer.error = exc
+            answer.status = self._statuses.last
+            answer.retry_after = self._statuses.retry_after
+            answer.empty = self._statuses.empty
+
+        # On a thread of its own, waited for the longest call and no more: past it the
+        # call is left to finish (or fail) alone, its answer unread. A daemon, so that
+        # it holds no process's exit.
+        seconds = LONGEST_CALL_SECONDS
+        worker = threading.Thread(target=execute, name="tether-supabase-rpc", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            raise DatabaseUnavailableError(
+                f"Supabase did not answer {function} within {seconds:g}s in all (a host"
+                " name not resolved, an answer coming a byte at a time); what the call did,"
+                " if it ran, is kept"
+            )
         try:
-            # The whole count: PostgREST cuts a function's rows to its max-rows without a
-            # word, and says how many there were only when asked.
-            response = self._client.rpc(function, payload, count=CountMethod.exact).execute()
+            if answer.error is not None:
+                raise answer.error
+            response = answer.response
         except APIError as exc:
             raise error_from_postgrest(
-                exc.json(), status=self._statuses.last, retry_after=self._statuses.retry_after
+                exc.json(), status=answer.status, retry_after=answer.retry_after
             ) from exc
         except ValueError as exc:
             # postgrest-py reading a Content-Range that is no range and count (its
@@ -128,12 +170,12 @@ class SupabaseStore(SessionStore):
                 f"{function}: Supabase's answer could not be read: {exc}"
             ) from exc
         data = response.data
-        if data is None or (data == [] and self._statuses.empty):
+        if data is None or (data == [] and answer.empty):
             # Not PostgREST's answer (every tether function returns a table, answered as
             # a JSON array): a proxy's. Read as no rows, a heartbeat would be told its
             # session is gone, and its connection closed.
             raise DatabaseUnavailableError(
-                f"{function}: Supabase answered {self._statuses.last} with no rows array,"
+                f"{function}: Supabase answered {answer.status} with no rows array,"
                 " not PostgREST's answer"
             )
         if not isinstance(data, list):
