@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,12 +25,19 @@ from tests.conftest import SessionFactory, allow_connections, set_for_database
 from tether.drivers import supabase as supabase_driver
 from tether.drivers.postgres import PostgresStore
 from tether.drivers.supabase import SupabaseStore
-from tether.errors import DatabaseError, DatabaseUnavailableError, InvalidInputError
+from tether.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+)
 from tether.models import EndOutcome, EndReason, OpenSessionRequest, TouchOutcome
 from tether.store import SessionStore
 from tether.sweep_and_admin_models import SessionFilter
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+# Supabase's new secret keys are no JWT: no pattern for tokens in logs finds them.
+SECRET_KEY = "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz"
 
 
 def _key(role: str) -> str:
@@ -543,9 +551,61 @@ def test_an_answer_that_cannot_be_decoded_is_database_unavailable(status: int) -
         store.touch_session("x=", 60)
 
 
+def test_a_service_key_kept_with_its_newline_is_used_not_quoted(supabase_url: str) -> None:
+    """A key put in a secret with the newline of the file it came from: httpx refused
+    the header, and its error, logged and shown by the commands, quoted the key whole."""
+    store = SupabaseStore(supabase_url, _key("service_role") + "\n")
+    assert store.end_session("x=", "gone").outcome is EndOutcome.UNKNOWN
+
+
+def test_a_service_key_of_white_space_alone_is_no_key() -> None:
+    """A secret holding a newline alone: no key once its white space is dropped, said
+    as the setting it is, not as a caller's bad request (400 to the handshake)."""
+    with pytest.raises(ConfigurationError, match="TETHER_SUPABASE_SERVICE_KEY"):
+        SupabaseStore("https://project.supabase.co", "\n")
+
+
+@pytest.mark.parametrize("key", [SECRET_KEY[:20] + "\x00" + SECRET_KEY[20:], SECRET_KEY + "é"])
+def test_a_service_key_no_header_can_carry_is_refused_unquoted(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="TETHER_SUPABASE_SERVICE_KEY") as refused:
+        SupabaseStore("https://project.supabase.co", key)
+    assert SECRET_KEY not in _everything_said(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "page"),
+    [
+        (401, "application/json", b'{"message":"no project has the apikey %s"}'),
+        (502, "text/html", b"<html><pre>apikey: %s</pre>Bad Gateway</html>"),
+    ],
+)
+def test_an_answer_echoing_the_service_key_never_shows_it(
+    status: int, kind: str, page: bytes
+) -> None:
+    """A proxy's error page echoing the request's headers: the key was in the error's
+    message, or in its cause, which a logged traceback prints."""
+    body = page.replace(b"%s", SECRET_KEY.encode())
+    with (
+        _answering(status, kind, body, key=SECRET_KEY) as store,
+        pytest.raises((DatabaseError, DatabaseUnavailableError)) as failed,
+    ):
+        store.end_session("x=", "gone")
+    assert SECRET_KEY not in _everything_said(failed.value)
+
+
+def _everything_said(error: BaseException) -> str:
+    """The error as a logged traceback shows it: its chain of causes included."""
+    return "".join(traceback.format_exception(error)) + repr(error)
+
+
 @contextmanager
 def _answering(
-    status: int, kind: str, body: bytes, headers: Mapping[str, str] | None = None
+    status: int,
+    kind: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    key: str | None = None,
 ) -> Iterator[SupabaseStore]:
     """A store whose every call a proxy in front of PostgREST answers with this."""
 
@@ -565,7 +625,9 @@ def _answering(
     server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield SupabaseStore(f"http://127.0.0.1:{server.server_address[1]}", _key("service_role"))
+        yield SupabaseStore(
+            f"http://127.0.0.1:{server.server_address[1]}", key or _key("service_role")
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -6,13 +6,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
+from tether.dburl import HIDDEN
 from tether.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
-    InvalidInputError,
+    TetherError,
     error_from_postgrest,
 )
 from tether.store import Row, SessionStore, refuse_unstorable_text
@@ -70,9 +72,21 @@ class SupabaseStore(SessionStore):
         # (Kong, Cloudflare) answers an outage with a body of its own, often JSON with
         # no code, where only the status says what happened.
         self._statuses = threading.local()
+        # A key kept with the newline of the file or command it came from: no key holds
+        # white space, and httpx refused the header quoting it whole in its error.
+        service_key = service_key.strip()
+        self._key = service_key
+        if not all("!" <= character <= "~" for character in service_key):
+            raise ConfigurationError(
+                "TETHER_SUPABASE_SERVICE_KEY holds a character no HTTP header can carry"
+                " (only printable ASCII, no space, makes a key); it is not shown"
+            )
         if client is None:
             if not url or not service_key:
-                raise InvalidInputError("SupabaseStore needs SUPABASE_URL and a service key")
+                # A setting, not the caller's input: $connect would answer 400.
+                raise ConfigurationError(
+                    "SupabaseStore needs SUPABASE_URL and TETHER_SUPABASE_SERVICE_KEY"
+                )
             # Only this driver needs supabase-py; importing it here keeps it off
             # the cold start of psycopg deployments.
             import httpx  # noqa: PLC0415
@@ -104,6 +118,18 @@ class SupabaseStore(SessionStore):
             )
             client = create_client(url, service_key, options=options)
         self._client = client
+
+    def _hidden(self, text: str) -> str:
+        """Text from whatever answered, the service key hidden: a proxy may echo the
+        request's headers in its error page."""
+        return text.replace(self._key, HIDDEN) if self._key else text
+
+    def _raise(self, error: TetherError, cause: Exception) -> NoReturn:
+        """``error``, chained to ``cause`` unless the cause quotes the service key: a
+        logged traceback prints the chain, the cause's words and all."""
+        if self._key and self._key in f"{cause}{cause!r}":
+            raise error from None
+        raise error from cause
 
     @property
     def longest_call_seconds(self) -> float:
@@ -152,23 +178,34 @@ class SupabaseStore(SessionStore):
                 raise answer.error
             response = answer.response
         except APIError as exc:
-            raise error_from_postgrest(
-                exc.json(), status=answer.status, retry_after=answer.retry_after
-            ) from exc
+            said = exc.json()
+            message = said.get("message")
+            if isinstance(message, str):
+                said = {**said, "message": self._hidden(message)}
+            mapped = error_from_postgrest(
+                said, status=answer.status, retry_after=answer.retry_after
+            )
+            self._raise(mapped, exc)
         except ValueError as exc:
             # postgrest-py reading a Content-Range that is no range and count (its
             # count is asked for): not PostgREST's answer.
-            raise DatabaseError(
-                f"{function}: an answer tether cannot read ({type(exc).__name__})"
-            ) from exc
+            self._raise(
+                DatabaseError(f"{function}: an answer tether cannot read ({type(exc).__name__})"),
+                exc,
+            )
         except httpx.TransportError as exc:
-            raise DatabaseUnavailableError(f"cannot reach Supabase: {exc}") from exc
+            self._raise(
+                DatabaseUnavailableError(self._hidden(f"cannot reach Supabase: {exc}")), exc
+            )
         except httpx.DecodingError as exc:
             # A body its Content-Encoding does not decode (a proxy's page said to be
             # gzip, a compressed body cut short): no answer was read.
-            raise DatabaseUnavailableError(
-                f"{function}: Supabase's answer could not be read: {exc}"
-            ) from exc
+            self._raise(
+                DatabaseUnavailableError(
+                    self._hidden(f"{function}: Supabase's answer could not be read: {exc}")
+                ),
+                exc,
+            )
         data = response.data
         if data is None or (data == [] and answer.empty):
             # Not PostgREST's answer (every tether function returns a table, answered as
