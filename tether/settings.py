@@ -83,8 +83,12 @@ class Settings(BaseModel):
         extra="ignore", frozen=True, populate_by_name=True, allow_inf_nan=False
     )
 
+    # The secrets are left out of the settings' repr (and str): an application that logs
+    # or prints its settings, or a traceback's locals, would show them whole.
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TETHER_DATABASE_URL", "DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("TETHER_DATABASE_URL", "DATABASE_URL"),
+        repr=False,
     )
     supabase_url: str | None = Field(
         default=None, validation_alias=AliasChoices("TETHER_SUPABASE_URL", "SUPABASE_URL")
@@ -94,12 +98,15 @@ class Settings(BaseModel):
         validation_alias=AliasChoices(
             "TETHER_SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY"
         ),
+        repr=False,
     )
 
     jwks_url: str | None = None
     """Where the project's signing keys are published; default from SUPABASE_URL."""
     jwt_secret: str | None = Field(
-        default=None, validation_alias=AliasChoices("TETHER_JWT_SECRET", "SUPABASE_JWT_SECRET")
+        default=None,
+        validation_alias=AliasChoices("TETHER_JWT_SECRET", "SUPABASE_JWT_SECRET"),
+        repr=False,
     )
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
@@ -176,7 +183,7 @@ class Settings(BaseModel):
     """Send AWS API calls (EventBridge, secrets) here: moto or a local stack."""
 
     # The operators' API (tether.admin).
-    operator_key: str | None = None
+    operator_key: str | None = Field(default=None, repr=False)
     """A static key for the operators' API, or where it is kept (a secret reference)."""
     operator_roles: str = "service_role"
     """Comma-separated token roles that make an operator."""

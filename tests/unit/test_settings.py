@@ -202,3 +202,24 @@ def test_a_verifier_made_with_keys_the_token_library_refuses_is_a_configuration_
             jwks_url=jwks_url,
             jwks_cache_seconds=cache_seconds,
         )
+
+
+def test_the_settings_never_show_their_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An application logging its settings (or a traceback with its locals) showed the
+    service key, the database password, the JWT secret and the operator key whole."""
+    secrets = {
+        "TETHER_DATABASE_URL": "postgresql://tether:db-password-4f1c@db.example.com/postgres",
+        "SUPABASE_URL": "https://project.supabase.co",
+        "TETHER_SUPABASE_SERVICE_KEY": "sb_secret_N7UND0UgjKTVK-Uodkm0Hg_xSvEMPvz",
+        "TETHER_JWT_SECRET": "a-legacy-jwt-secret-of-at-least-32-characters",
+        "TETHER_OPERATOR_KEY": "operator-key-0123456789",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    config = load_settings()
+    assert config.supabase_service_key == secrets["TETHER_SUPABASE_SERVICE_KEY"]
+    assert config.operator_key == secrets["TETHER_OPERATOR_KEY"]
+    shown = repr(config) + str(config)
+    assert "https://project.supabase.co" in shown  # no secret: still shown
+    for secret in ("db-password-4f1c", "sb_secret_", "a-legacy-jwt-secret", "operator-key-"):
+        assert secret not in shown
