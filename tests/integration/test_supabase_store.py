@@ -488,12 +488,23 @@ def test_an_answer_coming_a_byte_at_a_time_is_given_the_longest_call_in_all(
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize("body", [b"", b"null"])
-def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("application/json", b""),
+        ("application/json", b"null"),
+        # A captive portal's or a proxy's page with 200, and a body cut short: no JSON.
+        ("text/html", b"<html><body>Sign in to the network</body></html>"),
+        ("application/json", b'[{"touched": tr'),
+    ],
+)
+def test_a_success_with_no_rows_array_is_no_answer_not_no_rows(kind: str, body: bytes) -> None:
     """A proxy answering 200 with an empty body (or null) is not PostgREST: read as no
-    rows, a heartbeat's session would be gone and its live connection closed."""
+    rows, a heartbeat's session would be gone and its live connection closed. Nor is a
+    body that is no JSON, which was read as the database refusing the call: $disconnect
+    then answered 500 with no DisconnectFailed, as for a bug."""
     with (
-        _answering(200, "application/json", body) as store,
+        _answering(200, kind, body) as store,
         pytest.raises(DatabaseUnavailableError, match="no rows array"),
     ):
         store.touch_session("x=", 60)

@@ -207,9 +207,10 @@ class SupabaseStore(SessionStore):
                 exc,
             )
         data = response.data
-        if data is None or (data == [] and answer.empty):
+        if data is None or isinstance(data, str) or (data == [] and answer.empty):
             # Not PostgREST's answer (every tether function returns a table, answered as
-            # a JSON array): a proxy's. Read as no rows, a heartbeat would be told its
+            # a JSON array): a proxy's, or a page that is no JSON at all (postgrest-py
+            # hands its text over). Read as no rows, a heartbeat would be told its
             # session is gone, and its connection closed.
             raise DatabaseUnavailableError(
                 f"{function}: Supabase answered {answer.status} with no rows array,"
