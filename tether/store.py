@@ -179,7 +179,9 @@ def refuse_unstorable_text(function: str, args: Mapping[str, object]) -> None:
     """Refuse, as bad input and before it is sent, text Postgres cannot hold: a NUL, a
     lone surrogate. Each driver failed on its own (psycopg's DataError read as a
     database error, a UnicodeEncodeError from either, PostgREST's 22P05), so the same
-    connection id was told apart by the driver that carried it."""
+    connection id was told apart by the driver that carried it. The psycopg driver
+    looks only once psycopg has refused a call: the look costs every call of the hot
+    path a few microseconds."""
     for name, value in args.items():
         items = value if isinstance(value, list | tuple) else (value,)
         if any(isinstance(item, str) and _UNSTORABLE.search(item) for item in items):

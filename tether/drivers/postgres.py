@@ -201,7 +201,6 @@ class PostgresStore(SessionStore):
         import psycopg  # noqa: PLC0415
         from psycopg.errors import _WaitTimeout  # noqa: PLC0415
 
-        refuse_unstorable_text(function, args)
         query, params = self.statement(function, args)
         reused = self._connection is not None
         for attempt in (1, 2):
@@ -222,7 +221,15 @@ class PostgresStore(SessionStore):
                     f"the database did not answer {function} within {self._answer_within:g}s"
                     " (a server stopped or stalled); the connection was dropped"
                 ) from None
+            except UnicodeEncodeError:
+                # A lone surrogate, refused as psycopg encodes it, before sending.
+                refuse_unstorable_text(function, args)
+                raise
             except psycopg.Error as exc:
+                if exc.sqlstate is None and not (connection.broken or connection.closed):
+                    # Refused before sending (a NUL in text): said as the supabase driver
+                    # says it. Looked for only now: every call would pay for the look.
+                    refuse_unstorable_text(function, args)
                 if connection.broken or connection.closed:
                     self._connection = self._cursor = None
                     # Retry only a connection kept from an earlier invocation: the
