@@ -90,17 +90,19 @@ def start_dev(database_url: str, tmp_path: Path) -> Iterator[Callable[..., DevSe
     started: list[DevServer] = []
 
     def start(
-        *flags: str, port: int | None = None, env_extra: dict[str, str] | None = None
+        *flags: str, port: int | None = None, env_extra: dict[str, str | None] | None = None
     ) -> DevServer:
         port = port or free_port()
         log = tmp_path / f"dev-{port}-{len(started)}.log"
-        env = {
+        chosen = {
             **os.environ,
             "TETHER_JWT_SECRET": HS256_SECRET,
             "TETHER_JWT_ISSUER": ISSUER,
             "TETHER_HEARTBEAT_THROTTLE_SECONDS": "0",
             **(env_extra or {}),
         }
+        # A variable given as None is unset: the dev's own default is what is tested.
+        env = {name: value for name, value in chosen.items() if value is not None}
         env.pop("DATABASE_URL", None)
         env["PYTHONPATH"] = str(ROOT)
         # The test's own database unless it names one (a flag is given once).

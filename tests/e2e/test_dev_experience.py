@@ -10,15 +10,18 @@ import json
 import os
 import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import psutil
 import psycopg
 import pytest
@@ -1336,3 +1339,34 @@ def test_a_folder_with_no_room_for_a_socket_is_told_what_to_do(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     assert "has no place for its socket" in result.stderr
     assert "set XDG_RUNTIME_DIR to a short folder" in result.stderr
+
+
+def test_the_readme_s_token_signs_a_user_in_to_a_dev_on_a_port_of_its_own(
+    start_dev: Callable[..., DevServer],
+) -> None:
+    """The README's snippet signs a token for a dev started with only a secret set, on
+    the port given in PORT, and prints the client's command: the snippet ran as written
+    once (its issuer fixed at port 3001, and the command naming a $TOKEN it never set)."""
+    snippet = re.search(r"```python\n(import os, time, uuid\n.*?)```", README.read_text(), re.S)
+    assert snippet is not None, "the README's token snippet"
+    secret = "a-secret-of-the-readme-s-own-at-least-32-bytes-long"
+    server = start_dev(env_extra={"TETHER_JWT_SECRET": secret, "TETHER_JWT_ISSUER": None})
+    printed = subprocess.run(  # noqa: S603 - the README's own code, in this Python
+        [sys.executable, "-c", snippet.group(1)],
+        env={**os.environ, "TETHER_JWT_SECRET": secret, "PORT": str(server.port)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    command = shlex.split(printed)
+    assert command[:3] == [".venv/bin/python", "-m", "websockets"], printed
+    url = command[3]
+    user = jwt.decode(url.split("token=", 1)[1], options={"verify_signature": False})["sub"]
+
+    async def signed_in() -> None:
+        async with connect(url, ping_interval=None):
+            server.wait_for(lambda rows: len(rows) == 1)
+
+    run(signed_in())
+    [row] = server.rows()
+    assert str(row["user_id"]) == user
