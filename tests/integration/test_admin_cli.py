@@ -495,6 +495,8 @@ def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told
     )  # fmt: skip
     assert failed.returncode == 1
     assert "the gateway could not be told to close the connection" in failed.stdout
+    # With the gateway's reason, to mend the endpoint by.
+    assert "(DeleteConnection failed: " in failed.stdout
     assert "could not be told to close 1 connection(s)" in failed.stderr
     assert "run the same kick again" in failed.stderr
 
@@ -506,6 +508,10 @@ def test_kick_takes_the_endpoint_as_shown_and_says_when_the_gateway_was_not_told
         "kick", "--user", str(user), "--endpoint-url", "http://127.0.0.1:9/prod", *common
     )
     assert by_user.returncode == 1
+    assert f"{live['session_id']}: failed: ended it; the gateway could not be told" in (
+        by_user.stdout
+    )
+    assert "(DeleteConnection failed: " in by_user.stdout
     assert f"`tether kick --session {live['session_id']}`" in by_user.stderr
 
 

@@ -417,7 +417,10 @@ def _disconnect(connections: ConnectionsApi, connection_id: str) -> tuple[Discon
             "DeleteConnection failed; the session is ended, close it again to retry",
             extra={"connection_id": connection_id, "error": str(exc)},
         )
-        return Disconnection.FAILED, "the gateway could not be told to close the connection"
+        # Its reason too (the endpoint refused, unreachable, no permission): an operator
+        # reading the answer, or the command's line, needs it to mend the endpoint.
+        said = f"the gateway could not be told to close the connection ({exc})"
+        return Disconnection.FAILED, said
     if closed:
         return Disconnection.DISCONNECTED, "the gateway closed the connection"
     return Disconnection.ALREADY_GONE, "the connection was already gone"

@@ -257,7 +257,7 @@ def _kick_session(args: argparse.Namespace, common: dict[str, Any]) -> int:
 
 def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
     from tether.admin import operations  # noqa: PLC0415
-    from tether.admin.schemas import UserDisconnected  # noqa: PLC0415
+    from tether.admin.schemas import Disconnection, UserDisconnected  # noqa: PLC0415
 
     # Every page: the sessions listed and counted before the question are those closed.
     live = operations.presence(common["store"], args.user, every_page=True)
@@ -288,7 +288,9 @@ def _kick_user(args: argparse.Namespace, common: dict[str, Any]) -> int:
         say_json(result.model_dump(mode="json"))
     else:
         for each in result.sessions:
-            say(f"  {each.session_id}: {each.connection.value}")
+            # A failure says why, as a single kick's detail does.
+            why = f": {each.detail}" if each.connection is Disconnection.FAILED else ""
+            say(f"  {each.session_id}: {each.connection.value}{why}")
         say(f"closed {result.closed} session(s) of user {args.user}")
     return _kicked(result.sessions, by_user=True)
 
