@@ -197,6 +197,11 @@ _UNAVAILABLE_CODES = _POSTGREST_UNAVAILABLE | {str(status) for status in _GATEWA
 # Too many requests: Supabase's or a proxy's rate limit refused the call before the
 # database saw it. Nothing was written, and a later try may pass.
 _RATE_LIMITED = 429
+# The service key refused: Supabase's gateway answers 401 ("Invalid API key"), PostgREST
+# its JWT errors (PGRST301 to PGRST303). The database cannot be reached with it, as a
+# password refused is read through psycopg: the same alarms (DisconnectFailed) fire.
+_KEY_REFUSED = 401
+_KEY_REFUSED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})
 
 
 def error_from_postgrest(
@@ -215,6 +220,11 @@ def error_from_postgrest(
             else ""
         )
         return DatabaseUnavailableError(f"429: rate limited ({message}){wait}")
+    if status == _KEY_REFUSED or code in _KEY_REFUSED_CODES:
+        return DatabaseUnavailableError(
+            f"{code or status}: {message}: the service key was refused"
+            " (check TETHER_SUPABASE_SERVICE_KEY)"
+        )
     if status in _GATEWAY_STATUSES or code in _UNAVAILABLE_CODES:
         return DatabaseUnavailableError(f"{code or status}: {message}")
     # PostgREST's other errors start with PGRST; PGRST202 is a function it cannot find.

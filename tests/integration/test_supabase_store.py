@@ -382,6 +382,22 @@ def test_anon_key_cannot_call_the_lifecycle(supabase_url: str) -> None:
         anon_store.open_session(OpenSessionRequest(connection_id="evil="))
 
 
+def test_a_service_key_refused_is_the_database_unavailable(
+    supabase_url: str, db: psycopg.Connection[dict[str, object]]
+) -> None:
+    """A revoked or mistyped key reaches no database, as a refused password does through
+    psycopg: the same error, so $disconnect says DisconnectFailed (it was a DatabaseError,
+    a 500 and no alarm of its own), and nothing is written."""
+    store = SupabaseStore(supabase_url, "not-the-project-s-key")
+    with pytest.raises(DatabaseUnavailableError, match="TETHER_SUPABASE_SERVICE_KEY"):
+        store.open_session(OpenSessionRequest(connection_id="refused-key="))
+    found = db.execute(
+        "select count(*) as n from public.conversation_sessions where connection_id = %s",
+        ("refused-key=",),
+    ).fetchone()
+    assert found is not None and found["n"] == 0
+
+
 def test_unreachable_supabase_is_database_unavailable() -> None:
     # A port nobody listens on: bind one, then close it.
     with socket.socket() as probe:

@@ -96,6 +96,24 @@ def test_a_proxy_s_own_json_body_is_read_by_its_status() -> None:
     assert type(error_from_postgrest(said, status=400)) is DatabaseError
 
 
+@pytest.mark.parametrize(
+    ("said", "status"),
+    [
+        ({"message": "Invalid API key"}, 401),  # Supabase's gateway, no code
+        ({"code": "PGRST301", "message": "JWT invalid"}, 401),
+        ({"code": "PGRST303", "message": "JWT expired"}, None),
+    ],
+)
+def test_a_service_key_refused_is_the_database_unavailable(
+    said: dict[str, str], status: int | None
+) -> None:
+    """A revoked or mistyped service key was a DatabaseError, where psycopg's refused
+    password is the database unavailable: $disconnect failed without DisconnectFailed."""
+    error = error_from_postgrest(said, status=status)
+    assert type(error) is DatabaseUnavailableError
+    assert "TETHER_SUPABASE_SERVICE_KEY" in str(error)
+
+
 @pytest.mark.parametrize("code", [["PGRST001"], {"a": 1}, 503, None])
 def test_a_code_that_is_not_a_string_is_read_as_none(code: object) -> None:
     """A proxy's body may hold anything under "code": never a crash while mapping it."""
