@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tether.cli import adopt, main
-from tether.errors import ConfigurationError
+from tether.errors import ConfigurationError, DatabaseError
 from tether.settings import load_settings
 
 
@@ -43,6 +43,22 @@ def test_a_database_error_no_command_mapped_is_one_line_and_a_failure(
     printed = capsys.readouterr()
     assert printed.err == f"tether adopt: {said}\n"
     assert printed.out == ""
+
+
+def test_a_failure_s_control_characters_are_shown_not_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server's or a proxy's message is quoted in a failure's line: an escape sequence
+    in it (clearing the screen, setting the window's title) reached the terminal as it
+    came, and ran there."""
+
+    def refused(_: argparse.Namespace) -> int:
+        raise DatabaseError("PGRST000: \x1b]0;owned\x07\x1b[2Jgone\x9b")
+
+    monkeypatch.setattr(adopt, "cmd_adopt", refused)
+    assert main(["adopt", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert err == "tether adopt: PGRST000: \\x1b]0;owned\\x07\\x1b[2Jgone\\x9b\n"
 
 
 def test_any_other_error_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:

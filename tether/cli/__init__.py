@@ -271,6 +271,10 @@ def _terminated_as_interrupted() -> Iterator[None]:
 USAGE_EXIT = 2
 
 
+# Every control character but the line break, which a refusal's list of reasons uses.
+_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
 def _failed(args: argparse.Namespace, exc: TetherError, *, before_any_work: bool = True) -> int:
     message = str(exc)
     named = (getattr(args, "database_url", None), configured_url())
@@ -279,6 +283,9 @@ def _failed(args: argparse.Namespace, exc: TetherError, *, before_any_work: bool
     # A refusal may quote what it was given (an address with ?apikey= in it), an AWS
     # error its canonical request (x-amz-security-token): hidden as the logs hide them.
     message = hide_secrets(message)
+    # What a server or a proxy said is quoted as it came: its control characters (an
+    # escape sequence that clears or retitles the operator's terminal) are shown, not run.
+    message = _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", message)
     # The (sub)command that failed, as its usage names it: tether migrations export.
     parser = getattr(args, "command_parser", None)
     said_by = (
