@@ -1653,6 +1653,20 @@ def test_an_age_is_read_as_the_command_line_writes_it(api: AdminApi) -> None:
         assert says in _problem(response, 400)["detail"], text
 
 
+def test_the_last_hour_s_ends_are_those_already_past(
+    api: AdminApi, make_session: SessionFactory
+) -> None:
+    """An end written directly with a session_end still to come (a team's own update, a
+    history brought in by hand) was counted among the last hour's ends until its moment
+    came: the live page's card said it had ended."""
+    make_session(started_seconds_ago=600, ended_seconds_ago=300, end_reason="gone")
+    make_session(
+        started_seconds_ago=600, ended_seconds_ago=-1800, end_reason="forced_close", announced=True
+    )
+    live = api.client.get("/stats/live", headers=AUTH).json()
+    assert (live["ended_last_hour"], live["ended_last_hour_by_reason"]) == (1, {"gone": 1})
+
+
 def test_live_stats_and_a_sweep_run_through_the_api(
     api: AdminApi, make_session: SessionFactory
 ) -> None:

@@ -68,7 +68,7 @@ def plans(db: Conn) -> Callable[[str], str]:
             "conversation_sessions_user_id_idx",
         ),
         (
-            "select * from public.tether_recent_ends_v1(3600)",
+            "select * from public.tether_recent_ends_v2(3600)",
             "conversation_sessions_session_end_idx",
         ),
         (
