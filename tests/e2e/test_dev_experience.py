@@ -1342,18 +1342,25 @@ def test_a_folder_with_no_room_for_a_socket_is_told_what_to_do(tmp_path: Path) -
 
 
 def test_the_readme_s_token_signs_a_user_in_to_a_dev_on_a_port_of_its_own(
-    start_dev: Callable[..., DevServer],
+    start_dev: Callable[..., DevServer], tmp_path: Path
 ) -> None:
     """The README's snippet signs a token for a dev started with only a secret set, on
     the port given in PORT, and prints the client's command: the snippet ran as written
     once (its issuer fixed at port 3001, and the command naming a $TOKEN it never set)."""
-    snippet = re.search(r"```python\n(import os, time, uuid\n.*?)```", README.read_text(), re.S)
-    assert snippet is not None, "the README's token snippet"
+    readme = README.read_text()
+    snippet = re.search(r"```python\n(import os, time, uuid\n.*?)```", readme, re.S)
+    named = re.search(r"Saved as `([^`]+)`", readme)
+    assert snippet is not None and named is not None, "the README's token snippet"
+    # Saved under the name the README gives, and run as a script from its folder, which
+    # Python puts first on its path: named token.py, it hid Python's own token module.
+    script = tmp_path / named.group(1)
+    script.write_text(snippet.group(1))
     secret = "a-secret-of-the-readme-s-own-at-least-32-bytes-long"
     server = start_dev(env_extra={"TETHER_JWT_SECRET": secret, "TETHER_JWT_ISSUER": None})
     printed = subprocess.run(  # noqa: S603 - the README's own code, in this Python
-        [sys.executable, "-c", snippet.group(1)],
+        [sys.executable, script.name],
         env={**os.environ, "TETHER_JWT_SECRET": secret, "PORT": str(server.port)},
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
