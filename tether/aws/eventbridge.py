@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ class EventBridgeAnnouncer:
         client = self._events()  # built here, once, before any worker thread needs it
         skipped: list[UUID] = []
         if len(batches) == 1:
-            outcomes = [self._put(client, batches[0])[:2]]
+            outcomes = [self._put(client, batches[0])[0]]
         else:
             # A redelivery backlog is thousands of PutEvents calls: a few at once. Once a
             # call has failed whole (the bus unreachable, silent, or refusing the call),
@@ -74,26 +75,26 @@ class EventBridgeAnnouncer:
             # round, and hold up the sweep's next check: they are not made, their ends
             # stay queued as the failed ones do. Entries refused one by one in an answer
             # are no such failure: the next calls are made.
-            failure: list[str] = []
+            failed_whole = threading.Event()
 
-            def put(batch: Sequence[SessionEnded]) -> tuple[AnnounceResult, list[str]]:
-                if failure:
+            def put(batch: Sequence[SessionEnded]) -> AnnounceResult:
+                if failed_whole.is_set():
                     not_sent = [session.session_id for session in batch]
                     skipped.extend(not_sent)
-                    return AnnounceResult(failed=not_sent), []
-                outcome, codes, whole = self._put(client, batch)
+                    return AnnounceResult(failed=not_sent)
+                outcome, whole = self._put(client, batch)
                 if whole:
-                    failure.append(codes[0])
-                return outcome, codes
+                    failed_whole.set()
+                return outcome
 
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
                 outcomes = list(pool.map(put, batches))
         refusals: Counter[str] = Counter()
-        for outcome, codes in outcomes:
+        for outcome in outcomes:
             result.announced.extend(outcome.announced)
             result.failed.extend(outcome.failed)
             result.errors.update(outcome.errors)
-            refusals.update(codes)
+            refusals.update(outcome.errors.values())
         # One line per kind of refusal: an outage refuses thousands of entries.
         for code, count in sorted(refusals.items()):
             logger.warning(
@@ -112,13 +113,12 @@ class EventBridgeAnnouncer:
 
     def _put(
         self, client: EventBridgeClient, batch: Sequence[SessionEnded]
-    ) -> tuple[AnnounceResult, list[str], bool]:
-        """What was accepted, the error code of each entry that was not, and whether the
-        call failed whole (no answer, or the call refused)."""
+    ) -> tuple[AnnounceResult, bool]:
+        """What was accepted, the error code of each entry that was not (``errors``), and
+        whether the call failed whole (no answer, or the call refused)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         result = AnnounceResult()
-        codes: list[str] = []
         entries = [
             {
                 "Source": self._source,
@@ -137,7 +137,7 @@ class EventBridgeAnnouncer:
             code = error_code(exc)
             result.failed.extend(session.session_id for session in batch)
             result.errors.update((session.session_id, code) for session in batch)
-            return result, [code] * len(batch), True
+            return result, True
         # Entries answer in order; a failed one carries an ErrorCode.
         answers = response.get("Entries", [])
         for index, session in enumerate(batch):
@@ -145,8 +145,6 @@ class EventBridgeAnnouncer:
             if entry.get("EventId") and not entry.get("ErrorCode"):
                 result.announced.append(session.session_id)
             else:
-                code = str(entry.get("ErrorCode") or "NoEventId")
-                codes.append(code)
                 result.failed.append(session.session_id)
-                result.errors[session.session_id] = code
-        return result, codes, False
+                result.errors[session.session_id] = str(entry.get("ErrorCode") or "NoEventId")
+        return result, False
