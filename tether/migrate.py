@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.adopt import lock as adopt_lock
 from tether.dburl import check, unreachable
 from tether.drivers.postgres import read_plainly
 from tether.errors import (
@@ -316,19 +317,6 @@ def _adoption_under_way(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     return bool(row and row[0])
 
 
-def _adopt_running(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
-    """Whether a `tether adopt` holds its lock on this database now: an adoption under
-    way is then running, not stopped, and --apply to resume it would be refused."""
-    from tether.adopt.apply import ADOPT_LOCK_KEY  # noqa: PLC0415 - it imports this module
-
-    row = conn.execute(
-        "select exists (select 1 from pg_locks where locktype = 'advisory' and granted"
-        " and classid::bigint = %s and objid::bigint = %s and objsubid = 1)",
-        (ADOPT_LOCK_KEY >> 32, ADOPT_LOCK_KEY & 0xFFFFFFFF),
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def has_supabase_ledger(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     """Whether ``supabase db push`` keeps its ledger in this database."""
     return _exists(conn, SUPABASE_LEDGER)
@@ -511,7 +499,9 @@ def _refuse_undecidable(
         )
         to_run = [m for m in to_run if all(m.filename != named for _, named in unread)]
     under_way = not adopting and bool(to_run) and _adoption_under_way(conn)
-    if under_way and _adopt_running(conn):
+    # A `tether adopt` holding its lock: the adoption is running, not stopped, and an
+    # --apply to resume it would be refused.
+    if under_way and adopt_lock.held_by_another(conn):
         _refuse(
             "an adoption of public.conversation_sessions is under way: a `tether adopt"
             " --apply` is running on this database, and applies tether's migrations"

@@ -50,9 +50,10 @@ from tests.support import (
 from tether import migrate, runtime
 from tether import store as store_module
 from tether.adopt import catalog
-from tether.adopt.apply import ADOPT_LOCK_KEY, _release_adopt_lock, apply, unbuilt_indexes
+from tether.adopt.apply import _release_adopt_lock, apply, unbuilt_indexes
 from tether.adopt.finish import finish, plan_finish
 from tether.adopt.inspect import inspect
+from tether.adopt.lock import ADOPT_LOCK_KEY
 from tether.errors import AdoptionError, MigrationError
 from tether.locks import LockPolicy
 

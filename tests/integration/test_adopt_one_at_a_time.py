@@ -11,7 +11,8 @@ import psycopg
 
 from tests.origin_fixture import build_origin, fill_history
 from tests.support import TETHER, run_tether
-from tether.adopt.apply import ADOPT_LOCK_KEY
+from tether.adopt import lock as adopt_lock
+from tether.adopt.lock import ADOPT_LOCK_KEY
 
 
 def test_finish_while_another_adopt_runs_says_so_and_changes_nothing(
@@ -67,3 +68,20 @@ def test_migrate_while_an_apply_runs_says_it_runs_not_that_it_stopped(
     assert refused.returncode == 1, refused.stdout
     assert "a `tether adopt --apply` is running on this database" in refused.stderr
     assert "stopped" not in refused.stderr
+
+
+def test_an_adopt_running_on_another_database_of_the_server_is_not_this_one_s(
+    empty_database_url: str, database_url: str
+) -> None:
+    """Advisory locks are per database: an adoption running on another database of the
+    same server was read as one running on this one (tether migrate and --finish said so)."""
+    with (
+        psycopg.connect(empty_database_url, autocommit=True) as here,
+        psycopg.connect(database_url, autocommit=True) as elsewhere,
+    ):
+        elsewhere.execute("select pg_advisory_lock(%s)", (ADOPT_LOCK_KEY,))
+        assert not adopt_lock.held_by_another(here)
+        assert adopt_lock.held_by_another(elsewhere) is False  # its own, not another's
+        with psycopg.connect(empty_database_url, autocommit=True) as running:
+            running.execute("select pg_advisory_lock(%s)", (ADOPT_LOCK_KEY,))
+            assert adopt_lock.held_by_another(here)

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from tether import migrate
 from tether.adopt import dependents, inspect, plan, rules
+from tether.adopt import lock as adopt_lock
 from tether.adopt.catalog import (
     ADDED_COLUMNS,
     CONVERTED_DURATION,
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tether.adopt")
 
-ADOPT_LOCK_KEY = 7_460_501_002
-"""Session advisory lock: one adoption at a time per database (--apply and --finish)."""
-ANOTHER_ADOPT_RUNS = "another tether adopt is running on this database; wait for it to end"
 PROGRESS_EVERY_SECONDS = 2.0
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -630,9 +628,8 @@ def apply(
     say = progress or (lambda _: None)
     result = ApplyResult()
     with connect(url) as conn:
-        held = conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone()
-        if not (held and held[0]):
-            raise AdoptionError(ANOTHER_ADOPT_RUNS)
+        if not adopt_lock.take(conn):
+            raise AdoptionError(adopt_lock.ANOTHER_ADOPT_RUNS)
         try:
             shape = read_shape(conn)
             nothing = inspect.nothing_to_adopt(
@@ -699,7 +696,7 @@ def _release_adopt_lock(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     if conn.closed or conn.broken:
         return
     if conn.info.transaction_status is TransactionStatus.IDLE:
-        conn.execute("select pg_advisory_unlock(%s)", (ADOPT_LOCK_KEY,))
+        conn.execute("select pg_advisory_unlock(%s)", (adopt_lock.ADOPT_LOCK_KEY,))
         return
     conn.cancel_safe(timeout=5.0)
     conn.close()

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from tether.adopt import dependents, inspect, plan
-from tether.adopt.apply import ADOPT_LOCK_KEY, ANOTHER_ADOPT_RUNS
+from tether.adopt import lock as adopt_lock
 from tether.adopt.catalog import (
     LEGACY_PREFIX,
     SYNC_FUNCTION,
@@ -67,11 +67,10 @@ def _plan(conn: psycopg.Connection[tuple[Any, ...]]) -> FinishPlan:
     result = FinishPlan(state=inspect.state_of(shape))
     if result.state == inspect.FINISHED:
         return result
-    # Held by this connection until it closes: --finish rewriting the table while an
-    # --apply puts its trigger back (or one under way read as stopped) is refused.
-    held = conn.execute("select pg_try_advisory_lock(%s)", (ADOPT_LOCK_KEY,)).fetchone()
-    if not (held and held[0]):
-        result.refusals.append(ANOTHER_ADOPT_RUNS)
+    # --finish rewriting the table while an --apply puts its trigger back (or one under
+    # way read as stopped) is refused; the plan alone, a preview, takes no lock.
+    if adopt_lock.held_by_another(conn):
+        result.refusals.append(adopt_lock.ANOTHER_ADOPT_RUNS)
         return result
     if result.state != inspect.TRANSITIONAL or not shape.steps.get("migrations"):
         if result.state == inspect.NOT_ADOPTED:
@@ -136,6 +135,9 @@ def finish(
     held = 0.0
     recreated: list[dict[str, Any]] = []
     with connect(url) as conn:
+        # Held until the connection closes, so no --apply starts while this rewrites.
+        if not adopt_lock.take(conn):
+            raise AdoptionError("cannot finish:\n  - " + adopt_lock.ANOTHER_ADOPT_RUNS)
         checked = _plan(conn)
         if checked.state == inspect.FINISHED:
             return FinishResult(0.0, [])
