@@ -18,6 +18,7 @@ it to ask the gateway first. Closing a user's sessions keeps to a deadline
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -492,6 +493,7 @@ def close_session(
     announce_lease_seconds: float,
     operator: str,
     invocation_ends: float | None = None,
+    answer_in_time: bool = True,
 ) -> SessionClosed | None:
     """Force one session closed; None when no session has that id.
 
@@ -501,9 +503,10 @@ def close_session(
     the gateway itself, so the close that ended the row is the one told it closed the
     connection, and the other is told it was gone. Within
     ``SESSION_CLOSE_BUDGET_SECONDS``, and what its Lambda invocation (ending at
-    ``invocation_ends``) has left: what it had no time for is said."""
+    ``invocation_ends``) has left: what it had no time for is said. ``answer_in_time``
+    false (a terminal's close, ``tether kick``) lifts the budget (``_deadline``)."""
     gateway = _require(connections)
-    deadline = _deadline(SESSION_CLOSE_BUDGET_SECONDS, invocation_ends)
+    deadline = _deadline(SESSION_CLOSE_BUDGET_SECONDS, invocation_ends, answer_in_time)
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -644,6 +647,7 @@ def close_user(
     announce_lease_seconds: float,
     operator: str,
     invocation_ends: float | None = None,
+    answer_in_time: bool = True,
 ) -> UserDisconnected:
     """Force every live session of a user closed (sign-out, ban), within
     ``USER_DISCONNECT_BUDGET_SECONDS`` and what its Lambda invocation (ending at
@@ -656,9 +660,10 @@ def close_user(
     step only while it fits in the time left. What was not done is said per session
     and is safe to finish: a connection ``failed`` is closed again by
     ``POST /sessions/{id}/close``, an end not announced stays queued for the sweep,
-    and calling this again ends nothing twice."""
+    and calling this again ends nothing twice. ``answer_in_time`` false (a terminal's
+    close, ``tether kick``) lifts the budget (``_deadline``)."""
     gateway = _require(connections)
-    deadline = _deadline(USER_DISCONNECT_BUDGET_SECONDS, invocation_ends)
+    deadline = _deadline(USER_DISCONNECT_BUDGET_SECONDS, invocation_ends, answer_in_time)
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -713,9 +718,17 @@ def close_user(
     )
 
 
-def _deadline(budget_seconds: float, invocation_ends: float | None) -> float:
+def _deadline(
+    budget_seconds: float, invocation_ends: float | None, answer_in_time: bool = True
+) -> float:
     """When a close is to be done (``time.monotonic()``): its budget from now, and no
-    later than its Lambda invocation's end less ``INVOCATION_KEPT_SECONDS``."""
+    later than its Lambda invocation's end less ``INVOCATION_KEPT_SECONDS``. A close with
+    no answer to make in time (``answer_in_time`` false: a terminal, not API Gateway's
+    29 s) has no deadline: every step is taken, each within its own timeouts (the
+    gateway's wait, a chunk's announcing, a database call), so an operator's ``tether
+    kick`` of a user's hundreds of sessions does not leave their ends to the sweep."""
+    if not answer_in_time:
+        return math.inf
     deadline = time.monotonic() + budget_seconds
     if invocation_ends is None:
         return deadline
