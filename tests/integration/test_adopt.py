@@ -361,8 +361,8 @@ def test_a_team_s_table_of_the_ledger_s_name_is_refused_by_name(adoptable: Adopt
             " (id serial primary key, filename text not null)"
         )
     before = _snapshot(adoptable.url)
-    for command in ("--check", "--apply"):
-        said = run_tether("adopt", command, "--yes", "--database-url", adoptable.url)
+    for command in (("--check",), ("--apply", "--yes")):
+        said = run_tether("adopt", *command, "--database-url", adoptable.url)
         assert said.returncode == 1, said.stdout + said.stderr
         assert "tether.schema_migrations is not tether's ledger" in said.stderr, said.stderr
     assert _snapshot(adoptable.url) == before
@@ -511,9 +511,9 @@ def test_a_role_that_cannot_adopt_is_told_before_anything_changes(server: Server
     try:
         before = _snapshot(url)
         # A role that cannot read the table: one line, for --check as for --apply.
-        for action in ("--check", "--apply"):
+        for action in (("--check",), ("--apply", "--yes")):
             refused = run_tether(
-                "adopt", action, "--yes", "--database-url", _as_role(url, stranger, password)
+                "adopt", *action, "--database-url", _as_role(url, stranger, password)
             )
             assert refused.returncode == 1
             assert "Traceback" not in refused.stderr

@@ -165,6 +165,15 @@ def test_a_flag_value_it_cannot_use_is_a_usage_error(
             ["adopt", "--finish", "--batch-size", "100", "--database-url", "postgresql://u@h/db"],
             "--batch-size: --finish rewrites the table in one statement, not in batches",
         ),
+        # Taken and ignored, as if --check asked before a change, or waited for a lock.
+        (
+            ["adopt", "--check", "--yes", "--database-url", "postgresql://u@h/db"],
+            "--yes: --check changes nothing and takes no lock: leave it out",
+        ),
+        (
+            ["adopt", "--check", "--attempts", "3", "--database-url", "postgresql://u@h/db"],
+            "--attempts: --check changes nothing and takes no lock: leave it out",
+        ),
     ],
 )
 def test_flags_that_contradict_each_other_exit_2_having_done_nothing(
@@ -189,7 +198,7 @@ def test_sweep_help_says_the_time_limit_a_run_takes_when_none_is_given(
     [
         ["sweep", "--time-limit", "1d"],
         ["simulate", "--duration", "1d"],
-        ["adopt", "--check", "--attempts", "1000"],
+        ["adopt", "--apply", "--attempts", "1000"],
         ["migrate", "--attempts", "1000"],
         ["simulate", "--settle", "1d"],
         ["simulate", "--heartbeat", "1d"],

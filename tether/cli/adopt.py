@@ -210,6 +210,13 @@ def cmd_adopt(args: argparse.Namespace) -> int:
             "--batch-size: --finish rewrites the table in one statement, not in batches:"
             " leave it out"
         )
+    if args.check:
+        # Taken and ignored, they read as if --check took a lock or asked before a change.
+        for flag, given in (("--yes", args.yes), ("--attempts", args.attempts is not None)):
+            if given:
+                raise InvalidInputError(
+                    f"{flag}: --check changes nothing and takes no lock: leave it out"
+                )
     url = database_url(args)
     if args.check:
         try:

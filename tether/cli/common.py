@@ -426,7 +426,8 @@ def add_lock_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attempts",
         type=lock_attempts,
-        default=30,
+        # None when not given, so a command that takes no lock can refuse it (adopt --check).
+        default=None,
         metavar="N",
         help=f"tries for each lock before giving up (default 30, at most {LOCK_ATTEMPTS_MAX})",
     )
@@ -435,6 +436,8 @@ def add_lock_options(parser: argparse.ArgumentParser) -> None:
 def lock_policy(args: argparse.Namespace) -> Any:
     from tether.locks import LockPolicy  # noqa: PLC0415
 
+    if args.attempts is None:  # LockPolicy's own default
+        return LockPolicy(timeout_seconds=args.lock_timeout)
     return LockPolicy(timeout_seconds=args.lock_timeout, attempts=args.attempts)
 
 
