@@ -402,6 +402,41 @@ def test_an_operator_key_no_client_could_send_is_refused_before_a_database_start
         assert not (tmp_path / ".tether").exists()
 
 
+def test_secrets_named_by_reference_are_read_before_anything_starts(
+    tmp_path: Path, aws: str, start_dev: Callable[..., DevServer]
+) -> None:
+    """A TETHER_JWT_SECRET naming a secret this machine could not read started all the
+    same, its banner saying tokens were checked with it, and refused every connection
+    (500), saying why only in the log; a TETHER_OPERATOR_KEY alike answered every
+    operator request 500."""
+    import boto3  # noqa: PLC0415 - the test's own AWS client, on moto
+
+    at = {"TETHER_AWS_ENDPOINT_URL": aws}
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tether-jwt-AbCdEf"
+    for name, reference, why in (
+        ("TETHER_JWT_SECRET", missing, f"cannot read secret {missing}: ResourceNotFoundException"),
+        ("TETHER_OPERATOR_KEY", "ssm:/tether/no-such-key", "ParameterNotFound"),
+    ):
+        result = run_tether("dev", cwd=tmp_path, env={**at, name: reference}, timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stderr.startswith(f"tether dev: {name}: "), result.stderr
+        assert why in result.stderr, result.stderr
+        assert "listening" not in result.stdout
+        assert not (tmp_path / ".tether").exists()
+
+    # Kept where this machine can read it: read, and the tokens it signs are taken.
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    arn = secrets.create_secret(Name="tether-jwt", SecretString=HS256_SECRET)["ARN"]
+    server = start_dev(env_extra={**at, "TETHER_JWT_SECRET": arn})
+
+    async def opens() -> None:
+        async with connect(f"{server.ws_url}/?token={sign(claims(), HS256_SECRET, 'HS256')}"):
+            pass
+
+    run(opens())
+    server.wait_for(lambda rows: [r["end_reason"] for r in rows] == ["client_disconnect"])
+
+
 @pytest.mark.parametrize(
     "flag", ["--check-every", "--handshake-timeout", "--sweep-interval", "--heartbeat-grace"]
 )

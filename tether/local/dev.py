@@ -788,8 +788,24 @@ def _checked(options: DevOptions) -> tuple[Routing, Faults]:
     """The flags, checked before anything starts (the embedded database's URL is not
     known yet: any URL stands in for it), so a bad one starts nothing."""
     routed = routing(options)
-    dev_settings(options, options.database_url or "postgresql://localhost/tether")
+    config = dev_settings(options, options.database_url or "postgresql://localhost/tether")
+    _read_named_secrets(config)
     return routed, Faults(options.fault_file)
+
+
+def _read_named_secrets(config: Settings) -> None:
+    """The token secret and the operator key, when their settings name where they are
+    kept (a Secrets Manager or SSM reference), read before anything starts: one this
+    machine cannot read (no AWS credentials here, a name mistyped) refused every
+    connection, or answered every operator request 500, each saying why only in the log,
+    under a banner that said tokens were checked."""
+    from tether.admin.auth import operator_key  # noqa: PLC0415
+    from tether.auth import hs256_secret  # noqa: PLC0415
+
+    if config.jwt_secret and is_reference(config.jwt_secret):
+        hs256_secret(config)
+    if config.operator_key and is_reference(config.operator_key):
+        operator_key(config)
 
 
 @contextlib.contextmanager
