@@ -178,30 +178,21 @@ class LocalConnection:
 
 class Faults:
     """Faults a test run injects (`tether chaos`): read from a small JSON file, such as
-    ``{"connections_throttle": 0.5}`` (half of the @connections calls answer 429)."""
+    ``{"connections_throttle": 0.5}`` (half of the @connections calls answer 429), and
+    read again as it changes."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._read_at = 0.0
         self._current: dict[str, Any] = {}
+        self._problem: str | None = None
+        """Why the last read of the file was not used, if it was not."""
+        self._said = False
+        """Whether that has been said."""
         if path is not None:
             # Checked once, at start: a file that is missing or not a JSON object is a
             # mistake, not "no faults", and the flag's value, refused as one (exit 2).
-            # Later reads may catch a file mid-rewrite.
-            try:
-                loaded = json.loads(path.read_text())
-            except OSError as exc:
-                why = (exc.strerror or type(exc).__name__).lower()
-                raise InvalidInputError(f"--fault-file {path}: cannot be read: {why}") from None
-            except ValueError as exc:
-                raise InvalidInputError(f"--fault-file {path}: not JSON ({exc})") from None
-            if not isinstance(loaded, dict):
-                raise InvalidInputError(
-                    f"--fault-file {path}: not a JSON object, such as"
-                    ' {"connections_throttle": 0.5}'
-                )
-            _check_faults(path, loaded)
-            self._current = loaded
+            self._current = _read_faults(path)
             self._read_at = time.monotonic()
 
     def _values(self) -> dict[str, Any]:
@@ -210,16 +201,51 @@ class Faults:
         now = time.monotonic()
         if now - self._read_at > FAULTS_REREAD_SECONDS:
             self._read_at = now
-            try:
-                loaded = json.loads(self._path.read_text())
-            except (OSError, ValueError):
-                loaded = {}
-            self._current = loaded if isinstance(loaded, dict) else {}
+            self._current = self._read_again(self._path)
         return self._current
+
+    def _read_again(self, path: Path) -> dict[str, Any]:
+        """The faults the file names now. One that no longer names faults as at start
+        keeps those read before: caught mid-rewrite, it will again; changed by hand to
+        something no fault is (a typo), it read as no faults and said nothing, the run
+        looking like a run under faults. Said once it is so on two reads in a row (a
+        rewrite is over by the next), and again each time the reason changes."""
+        try:
+            loaded = _read_faults(path)
+        except InvalidInputError as exc:
+            problem = str(exc)
+            if problem == self._problem and not self._said:
+                logger.warning(
+                    "the fault file names no faults now; the faults read before stay",
+                    extra={"problem": problem, "faults": self._current},
+                )
+                self._said = True
+            elif problem != self._problem:
+                self._problem, self._said = problem, False
+            return self._current
+        self._problem, self._said = None, False
+        return loaded
 
     def throttled(self) -> bool:
         share = self._values().get("connections_throttle", 0)
         return isinstance(share, int | float) and random.random() < share  # noqa: S311
+
+
+def _read_faults(path: Path) -> dict[str, Any]:
+    """The faults the file names, or InvalidInputError saying why it names none."""
+    try:
+        loaded = json.loads(path.read_text())
+    except OSError as exc:
+        why = (exc.strerror or type(exc).__name__).lower()
+        raise InvalidInputError(f"--fault-file {path}: cannot be read: {why}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"--fault-file {path}: not JSON ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise InvalidInputError(
+            f'--fault-file {path}: not a JSON object, such as {{"connections_throttle": 0.5}}'
+        )
+    _check_faults(path, loaded)
+    return loaded
 
 
 FAULT_SHARES = ("connections_throttle",)
