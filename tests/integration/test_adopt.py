@@ -458,6 +458,26 @@ def test_a_table_named_like_conversation_sessions_is_named_with_the_rename(
 
 
 @ON_ONE_SERVER
+def test_a_table_of_another_schema_and_one_named_like_it_are_both_named(
+    server: Server,
+) -> None:
+    """With both, --check and --apply named only the one of another schema (--json
+    listed both): the team's history may be the other."""
+    url = server.database()
+    with _connect(url) as conn:
+        conn.execute(ORIGIN_TABLE.replace("conversation_sessions", "conversation_session"))
+        conn.execute("create schema app; create table app.conversation_sessions (id int)")
+    move = "alter table app.conversation_sessions set schema public"
+    rename = "alter table public.conversation_session rename to conversation_sessions"
+    checked = run_tether("adopt", "--check", "--database-url", url)
+    assert checked.returncode == 0, checked.stderr
+    assert move in checked.stdout and rename in checked.stdout, checked.stdout
+    refused = run_tether("adopt", "--apply", "--yes", "--database-url", url)
+    assert refused.returncode == 1
+    assert move in refused.stderr and rename in refused.stderr, refused.stderr
+
+
+@ON_ONE_SERVER
 def test_a_django_model_s_table_is_named_with_the_rename(server: Server) -> None:
     """Django names a model's table <app>_<model> (chat_conversationsession): --check
     said only that there was no table to adopt, `tether migrate` creating a new one

@@ -194,12 +194,11 @@ def nothing_to_adopt(
 ) -> str | None:
     """Why --apply has no table to take over, if it has none."""
     if state == ABSENT:
-        if elsewhere:
-            return (
-                f"there is no public.conversation_sessions to adopt; {found_elsewhere(elsewhere)}"
-            )
-        if similar:
-            return f"there is no public.conversation_sessions to adopt; {found_similar(similar)}"
+        # Both, when both are there: either may be the team's.
+        found = [found_elsewhere(elsewhere)] if elsewhere else []
+        found += [found_similar(similar)] if similar else []
+        if found:
+            return f"there is no public.conversation_sessions to adopt; {'; also '.join(found)}"
         return (
             "there is no public.conversation_sessions to adopt: `tether migrate` creates"
             " tether's own"

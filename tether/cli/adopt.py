@@ -160,11 +160,12 @@ def _report(report: Report) -> None:
 
     say(f"{report.table}: {report.state}")
     if report.state == inspect.ABSENT:
+        # Both, when both are there (as --json lists them): either may be the team's.
         if report.elsewhere:
             say(inspect.found_elsewhere(report.elsewhere))
-        elif report.similar:
+        if report.similar:
             say(inspect.found_similar(report.similar))
-        else:
+        if not (report.elsewhere or report.similar):
             say("there is no table to adopt: `tether migrate` creates tether's own")
         return
     if report.state == inspect.TETHERS_OWN:
