@@ -639,6 +639,38 @@ def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     assert fragment in result.stderr
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "async def echo(event, context):\n    return {'statusCode': 200, 'body': 'hi'}\n",
+        "async def echo(event, context):\n    yield {'statusCode': 200}\n",
+    ],
+    ids=["coroutine", "async-generator"],
+)
+def test_an_async_route_handler_is_refused_before_anything_starts(
+    source: str, tmp_path: Path
+) -> None:
+    """An async def handler started the dev, and each message to it logged only that
+    its answer, a coroutine, was not sent: Lambda's Python runtime awaits nothing, so
+    its work never ran, locally as on AWS, and nothing said why."""
+    (tmp_path / "my_routes.py").write_text(source)
+    result = subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused", "--route", "x=my_routes:echo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "tether dev: --route my_routes:echo: the handler is an async def, which Lambda's"
+        " Python runtime calls without awaiting (its work would never run): define it with"
+        " def, and asyncio.run what it awaits\n"
+    )
+    assert "listening" not in result.stdout
+
+
 def test_a_stop_that_waits_for_a_running_handler_says_so(
     start_dev: Callable[..., DevServer],
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import ipaddress
 import logging
 import math
@@ -147,7 +148,7 @@ def _load_route(reference: str, module: str) -> Callable[[dict[str, Any], Any], 
     2); a module that is there but fails as it runs (a syntax error, an import of its own
     that fails, a setting it reads) is a failure of that module (exit 1)."""
     try:
-        return load_callable(reference, what="handler", default_attribute="lambda_handler")
+        handler = load_callable(reference, what="handler", default_attribute="lambda_handler")
     except ConfigurationError as exc:
         cause = exc.__cause__
         missing = getattr(cause, "name", None) if isinstance(cause, ModuleNotFoundError) else None
@@ -157,6 +158,15 @@ def _load_route(reference: str, module: str) -> Callable[[dict[str, Any], Any], 
         if names_nothing:
             raise InvalidInputError(str(exc)) from None
         raise
+    if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
+        # Lambda's Python runtime calls a handler and awaits nothing: what it returns is
+        # no answer, and its work never runs. Said here, not at each message.
+        raise InvalidInputError(
+            f"--route {reference}: the handler is an async def, which Lambda's Python runtime"
+            " calls without awaiting (its work would never run): define it with def, and"
+            " asyncio.run what it awaits"
+        )
+    return handler
 
 
 class _Server(uvicorn.Server):
