@@ -411,8 +411,8 @@ def test_kick_is_not_held_to_the_api_s_answer_time(
     """The API's closes answer within 24 s (API Gateway's 29 s), so a step whose worst
     case no longer fits is left undone: a chunk of announcements needs 22 s, and kicking
     a user's 500 sessions from a busy laptop left most ends to the sweep, and exited 1.
-    A terminal waits: with the API's budgets gone to nothing, kick still takes every
-    step."""
+    A terminal waits, up to the ends' announce lease (past it the sweep may announce
+    them too): with the API's budgets gone to nothing, kick still takes every step."""
     monkeypatch.setattr(operations, "USER_DISCONNECT_BUDGET_SECONDS", 0.0)
     monkeypatch.setattr(operations, "SESSION_CLOSE_BUDGET_SECONDS", 0.0)
     user = uuid.uuid4()
@@ -438,6 +438,19 @@ def test_kick_is_not_held_to_the_api_s_answer_time(
         "select count(*) as n from public.conversation_session_announcements"
     ).fetchone()
     assert queued == {"n": 0}
+
+    # Not past the ends' lease, though: then the sweep may announce them too.
+    monkeypatch.setenv("TETHER_ANNOUNCE_LEASE_SECONDS", "0")
+    gateway.set_alive(str(make_session(user_id=user, started_seconds_ago=5)["connection_id"]))
+    try:
+        assert main(["kick", "--user", str(user), *common]) == 1
+        (late,) = json.loads(capsys.readouterr().out)["sessions"]
+    finally:
+        runtime.reset()
+    assert (late["announced"], late["announce_error"]) == (
+        False,
+        operations.NOT_ANNOUNCED_IN_TIME,
+    )
 
 
 def test_kick_needs_the_gateway_and_an_existing_session(database_url: str) -> None:

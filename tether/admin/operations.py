@@ -18,7 +18,6 @@ it to ask the gateway first. Closing a user's sessions keeps to a deadline
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import weakref
@@ -504,9 +503,12 @@ def close_session(
     connection, and the other is told it was gone. Within
     ``SESSION_CLOSE_BUDGET_SECONDS``, and what its Lambda invocation (ending at
     ``invocation_ends``) has left: what it had no time for is said. ``answer_in_time``
-    false (a terminal's close, ``tether kick``) lifts the budget (``_deadline``)."""
+    false (a terminal's close, ``tether kick``) stretches the budget to the lease
+    (``_deadline``)."""
     gateway = _require(connections)
-    deadline = _deadline(SESSION_CLOSE_BUDGET_SECONDS, invocation_ends, answer_in_time)
+    deadline = _deadline(
+        SESSION_CLOSE_BUDGET_SECONDS, invocation_ends, answer_in_time, announce_lease_seconds
+    )
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -661,9 +663,11 @@ def close_user(
     and is safe to finish: a connection ``failed`` is closed again by
     ``POST /sessions/{id}/close``, an end not announced stays queued for the sweep,
     and calling this again ends nothing twice. ``answer_in_time`` false (a terminal's
-    close, ``tether kick``) lifts the budget (``_deadline``)."""
+    close, ``tether kick``) stretches the budget to the lease (``_deadline``)."""
     gateway = _require(connections)
-    deadline = _deadline(USER_DISCONNECT_BUDGET_SECONDS, invocation_ends, answer_in_time)
+    deadline = _deadline(
+        USER_DISCONNECT_BUDGET_SECONDS, invocation_ends, answer_in_time, announce_lease_seconds
+    )
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -719,16 +723,21 @@ def close_user(
 
 
 def _deadline(
-    budget_seconds: float, invocation_ends: float | None, answer_in_time: bool = True
+    budget_seconds: float,
+    invocation_ends: float | None,
+    answer_in_time: bool = True,
+    lease_seconds: float = 0.0,
 ) -> float:
     """When a close is to be done (``time.monotonic()``): its budget from now, and no
     later than its Lambda invocation's end less ``INVOCATION_KEPT_SECONDS``. A close with
     no answer to make in time (``answer_in_time`` false: a terminal, not API Gateway's
-    29 s) has no deadline: every step is taken, each within its own timeouts (the
-    gateway's wait, a chunk's announcing, a database call), so an operator's ``tether
-    kick`` of a user's hundreds of sessions does not leave their ends to the sweep."""
+    29 s) takes the longer of its budget and its ends' announce lease (``lease_seconds``,
+    60 s by default), each step still started only while its worst case fits: an
+    operator's ``tether kick`` of a user's hundreds of sessions announces their ends
+    rather than leaving them to the sweep, and stops before the lease is over, when
+    the sweep may announce them too."""
     if not answer_in_time:
-        return math.inf
+        budget_seconds = max(budget_seconds, lease_seconds)
     deadline = time.monotonic() + budget_seconds
     if invocation_ends is None:
         return deadline

@@ -216,7 +216,7 @@ def cmd_kick(args: argparse.Namespace) -> int:
         "announcer": runtime.announcer(),
         "announce_lease_seconds": config.announce_lease_seconds,
         "operator": "cli",
-        # A terminal waits: not held to API Gateway's 29 s, every step is taken.
+        # A terminal waits: not held to API Gateway's 29 s, up to the ends' lease.
         "answer_in_time": False,
     }
     if args.session is not None:
