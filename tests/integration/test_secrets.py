@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tether.aws.secrets import resolve_secret
+from tether.aws.secrets import resolve_secret, resolve_setting
 from tether.errors import ConfigurationError, SecretUnavailableError
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tether/db-AbCdEf"
@@ -61,6 +61,15 @@ def test_a_store_that_does_not_answer_is_unavailable_not_a_wrong_setting(referen
     told to retry (503), not that tether is misconfigured (500)."""
     with pytest.raises(SecretUnavailableError, match="EndpointConnectionError"):
         resolve_secret(reference, _nothing_listening())
+
+
+def test_a_store_that_does_not_answer_is_said_with_the_setting_s_name() -> None:
+    """A store that answers no was named with its setting (TETHER_JWT_SECRET: ...); one
+    that did not answer was not, so `tether dev` stopped on a secret it named nowhere."""
+    with pytest.raises(SecretUnavailableError) as raised:
+        resolve_setting("TETHER_JWT_SECRET", SECRET_ARN, _nothing_listening())
+    assert str(raised.value).startswith(f"TETHER_JWT_SECRET: cannot read secret {SECRET_ARN}: ")
+    assert "EndpointConnectionError" in str(raised.value)
 
 
 def test_a_store_that_answers_no_is_a_wrong_setting(aws: str) -> None:

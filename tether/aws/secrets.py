@@ -80,6 +80,8 @@ def resolve_setting(setting: str, reference: str, endpoint_url: str | None = Non
         return resolve_secret(reference, endpoint_url)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{setting}: {exc}", public=f"{setting}: {exc.public}") from None
+    except SecretUnavailableError as exc:
+        raise SecretUnavailableError(f"{setting}: {exc}") from None
 
 
 def read_reference(client_for: Callable[[str], Any], reference: str) -> str:
