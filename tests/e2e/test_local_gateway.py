@@ -644,8 +644,10 @@ def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     [
         "async def echo(event, context):\n    return {'statusCode': 200, 'body': 'hi'}\n",
         "async def echo(event, context):\n    yield {'statusCode': 200}\n",
+        "class Echo:\n    async def __call__(self, event, context):\n        return None\n"
+        "echo = Echo()\n",
     ],
-    ids=["coroutine", "async-generator"],
+    ids=["coroutine", "async-generator", "async-call"],
 )
 def test_an_async_route_handler_is_refused_before_anything_starts(
     source: str, tmp_path: Path

@@ -158,7 +158,10 @@ def _load_route(reference: str, module: str) -> Callable[[dict[str, Any], Any], 
         if names_nothing:
             raise InvalidInputError(str(exc)) from None
         raise
-    if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
+    # A callable object runs its __call__. Not unwrapped: a wrapper of def may run the
+    # coroutine itself.
+    runs = (handler, type(handler).__call__)
+    if any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in runs):
         # Lambda's Python runtime calls a handler and awaits nothing: what it returns is
         # no answer, and its work never runs. Said here, not at each message.
         raise InvalidInputError(
@@ -809,13 +812,13 @@ def _read_named_secrets(config: Settings) -> None:
     machine cannot read (no AWS credentials here, a name mistyped) refused every
     connection, or answered every operator request 500, each saying why only in the log,
     under a banner that said tokens were checked."""
-    from tether.admin.auth import operator_key  # noqa: PLC0415
+    from tether.admin import auth as admin_auth  # noqa: PLC0415
     from tether.auth import hs256_secret  # noqa: PLC0415
 
     if config.jwt_secret and is_reference(config.jwt_secret):
         hs256_secret(config)
     if config.operator_key and is_reference(config.operator_key):
-        operator_key(config)
+        admin_auth.operator_key(config)
 
 
 @contextlib.contextmanager
