@@ -190,8 +190,8 @@ class Faults:
         self._said = False
         """Whether that has been said."""
         if path is not None:
-            # Checked once, at start: a file that is missing or not a JSON object is a
-            # mistake, not "no faults", and the flag's value, refused as one (exit 2).
+            # At start, a file that is missing or not a JSON object is a mistake, not
+            # "no faults", and the flag's value, refused as one (exit 2).
             self._current = _read_faults(path)
             self._read_at = time.monotonic()
 
