@@ -326,11 +326,13 @@ def verifier_for(
     leeway), for the roles given; None when nothing to verify with is configured."""
     if not settings.jwt_secret and not settings.signing_keys_url:
         return None
+    from tether.settings import read_checked_secret  # noqa: PLC0415
+
     return TokenVerifier(
         audience=settings.jwt_audience,
         issuer=settings.issuer or "",
         jwks_url=settings.signing_keys_url,
-        hs256_secret=hs256_secret(settings),
+        hs256_secret=read_checked_secret(settings, "jwt_secret"),
         allowed_roles=allowed_roles,
         allow_anonymous_users=allow_anonymous_users,
         subject_required=subject_required,
@@ -339,22 +341,6 @@ def verifier_for(
         jwks_timeout_seconds=settings.jwks_timeout_seconds,
         leeway_seconds=settings.jwt_leeway_seconds,
     )
-
-
-def hs256_secret(settings: Settings) -> str | None:
-    """TETHER_JWT_SECRET's value, read from its secret when the setting names one, and
-    checked; None when no secret is set."""
-    if not settings.jwt_secret:
-        return None
-    from tether.aws.secrets import resolve_setting  # noqa: PLC0415
-    from tether.settings import jwt_secret_problem  # noqa: PLC0415
-
-    secret = resolve_setting("TETHER_JWT_SECRET", settings.jwt_secret, settings.aws_endpoint_url)
-    # A reference is checked here, once read; a value was checked with the settings.
-    problem = jwt_secret_problem(secret)
-    if problem:
-        raise ConfigurationError(f"TETHER_JWT_SECRET {problem}")
-    return secret
 
 
 def looks_like_jwt(value: str) -> bool:

@@ -76,6 +76,25 @@ _SECRET_PROBLEMS = {"operator_key": operator_key_problem, "jwt_secret": jwt_secr
 """Each secret setting's check of a value given as it is (a reference is checked once read)."""
 
 
+def read_checked_secret(
+    settings: Settings, field: Literal["operator_key", "jwt_secret"]
+) -> str | None:
+    """A secret setting's value, read from where it names when it is a reference, and
+    checked as a value given as it is (``_SECRET_PROBLEMS``); None when it is not set."""
+    given: str | None = getattr(settings, field)
+    if not given:
+        return None
+    from tether.aws.secrets import resolve_setting  # noqa: PLC0415 - boto3 only for a reference
+
+    name = f"TETHER_{field.upper()}"
+    value = resolve_setting(name, given, settings.aws_endpoint_url)
+    # A reference is checked here, once read; a value was checked with the settings.
+    problem = _SECRET_PROBLEMS[field](value)
+    if problem:
+        raise ConfigurationError(f"{name} {problem}")
+    return value
+
+
 class Settings(BaseModel):
     # nan broke whichever bound was checked first ("at most 1d" said of nan), and inf
     # (1e309 reads as it) stood for a time: neither is a number of seconds.

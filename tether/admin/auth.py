@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.auth import TokenVerifier, looks_like_jwt, verifier_for
-from tether.aws.secrets import resolve_setting
-from tether.errors import AuthenticationError, ConfigurationError, ForbiddenError
-from tether.settings import Settings, operator_key_problem
+from tether.errors import AuthenticationError, ForbiddenError
+from tether.settings import Settings, read_checked_secret
 
 KEY_HEADER = "X-Tether-Operator-Key"
 
@@ -43,13 +42,7 @@ class Operator:
 
 def operator_key(settings: Settings) -> str | None:
     """The configured key, read from its secret once per container."""
-    if not settings.operator_key:
-        return None
-    key = resolve_setting("TETHER_OPERATOR_KEY", settings.operator_key, settings.aws_endpoint_url)
-    problem = operator_key_problem(key)
-    if problem:
-        raise ConfigurationError(f"TETHER_OPERATOR_KEY {problem}")
-    return key
+    return read_checked_secret(settings, "operator_key")
 
 
 @functools.lru_cache(maxsize=4)

@@ -60,7 +60,7 @@ from tether.local.protocols import (
     http_protocol,
     websocket_protocol,
 )
-from tether.settings import Settings, from_environment, load_settings
+from tether.settings import Settings, from_environment, load_settings, read_checked_secret
 
 if TYPE_CHECKING:
     import psycopg
@@ -812,13 +812,10 @@ def _read_named_secrets(config: Settings) -> None:
     machine cannot read (no AWS credentials here, a name mistyped) refused every
     connection, or answered every operator request 500, each saying why only in the log,
     under a banner that said tokens were checked."""
-    from tether.admin import auth as admin_auth  # noqa: PLC0415
-    from tether.auth import hs256_secret  # noqa: PLC0415
-
-    if config.jwt_secret and is_reference(config.jwt_secret):
-        hs256_secret(config)
-    if config.operator_key and is_reference(config.operator_key):
-        admin_auth.operator_key(config)
+    if is_reference(config.jwt_secret or ""):
+        read_checked_secret(config, "jwt_secret")
+    if is_reference(config.operator_key or ""):
+        read_checked_secret(config, "operator_key")
 
 
 @contextlib.contextmanager
