@@ -696,7 +696,7 @@ def _release_adopt_lock(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     if conn.closed or conn.broken:
         return
     if conn.info.transaction_status is TransactionStatus.IDLE:
-        conn.execute("select pg_advisory_unlock(%s)", (adopt_lock.ADOPT_LOCK_KEY,))
+        adopt_lock.release(conn)
         return
     conn.cancel_safe(timeout=5.0)
     conn.close()

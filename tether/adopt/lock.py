@@ -21,6 +21,11 @@ def take(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     return bool(held and held[0])
 
 
+def release(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Let go of the lock this connection's session holds."""
+    conn.execute("select pg_advisory_unlock(%s)", (ADOPT_LOCK_KEY,))
+
+
 def held_by_another(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     """Whether another session holds the lock on this database now (a bigint key is
     held as its high and low 32 bits, objsubid 1), changing nothing."""
