@@ -227,8 +227,9 @@ class Faults:
         return loaded
 
     def throttled(self) -> bool:
-        share = self._values().get("connections_throttle", 0)
-        return isinstance(share, int | float) and random.random() < share  # noqa: S311
+        # Every share read is a number from 0 to 1 (_check_faults).
+        share: float = self._values().get("connections_throttle", 0)
+        return random.random() < share  # noqa: S311
 
 
 def _read_faults(path: Path) -> dict[str, Any]:
