@@ -609,6 +609,20 @@ def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def _dev_routing_to(source: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """`tether dev --route x=my_routes:echo`, my_routes.py holding ``source``; it stops
+    before it needs the database it is given."""
+    (folder / "my_routes.py").write_text(source)
+    return subprocess.run(  # noqa: S603
+        [TETHER, "dev", "--database-url", "postgresql:///unused", "--route", "x=my_routes:echo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{folder}"},
+    )
+
+
 @pytest.mark.parametrize(
     ("source", "fragment"),
     [
@@ -624,15 +638,7 @@ def test_a_blank_setting_stops_the_dev_naming_it(name: str, value: str) -> None:
 def test_a_route_module_that_fails_to_import_is_named_in_one_line(
     source: str, fragment: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "my_routes.py").write_text(source)
-    result = subprocess.run(  # noqa: S603
-        [TETHER, "dev", "--database-url", "postgresql:///unused", "--route", "x=my_routes:echo"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
-    )
+    result = _dev_routing_to(source, tmp_path)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("tether dev: cannot load handler 'my_routes:echo'")
@@ -655,15 +661,7 @@ def test_an_async_route_handler_is_refused_before_anything_starts(
     """An async def handler started the dev, and each message to it logged only that
     its answer, a coroutine, was not sent: Lambda's Python runtime awaits nothing, so
     its work never ran, locally as on AWS, and nothing said why."""
-    (tmp_path / "my_routes.py").write_text(source)
-    result = subprocess.run(  # noqa: S603
-        [TETHER, "dev", "--database-url", "postgresql:///unused", "--route", "x=my_routes:echo"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
-    )
+    result = _dev_routing_to(source, tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         "tether dev: --route my_routes:echo: the handler is an async def, which Lambda's"
