@@ -203,7 +203,13 @@ class FrameLimitedProtocol(WebSocketsSansIOProtocol):
             # websockets could not parse the request (a control character in a
             # header, say): it gives up without an answer, which would leave the
             # connection open, past the handshake timeout, until the client leaves.
+            # (uvicorn before 0.55; later ones call handle_handshake_exception.)
             self._refuse_handshake("the request is not a valid HTTP request")
+
+    def handle_handshake_exception(self) -> None:
+        # uvicorn 0.55+ answers such a request itself, then closes at once: with a body
+        # still unread, the kernel's reset would reach the client before the answer.
+        self._refuse_handshake("the request is not a valid HTTP request")
 
     def shutdown(self) -> None:
         super().shutdown()
