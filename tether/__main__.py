@@ -27,6 +27,9 @@ def _ctrl_c_held() -> Iterator[None]:
     pressed: list[int] = []
 
     def note(signum: int, frame: FrameType | None) -> None:
+        if pressed:
+            # Pressed again: an import that hangs (a slow disk) is stopped where it is.
+            raise KeyboardInterrupt
         pressed.append(signum)
 
     try:

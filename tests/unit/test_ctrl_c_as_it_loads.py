@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+
+import pytest
 
 # `tether --version`, with one thing added: as the command line starts to load, a
 # module lock's weakref is dropped (as importlib's are, all along an import) and its
@@ -68,3 +71,47 @@ def test_a_ctrl_c_ignored_where_the_command_starts_stays_ignored() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith("tether ")
+
+
+# The command line's import hangs (a slow disk, a network file system).
+HANGING_IMPORT = """
+import builtins, sys, time
+from tether.__main__ import main
+
+real_import = builtins.__import__
+
+def importing(name, *args, **kwargs):
+    if name == "tether.cli":
+        sys.stderr.write("loading\\n")
+        sys.stderr.flush()
+        time.sleep(60)
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = importing
+sys.argv = ["tether", "--version"]
+sys.exit(main())
+"""
+
+
+def test_a_second_ctrl_c_stops_a_load_that_hangs() -> None:
+    """The first Ctrl-C waits for the load to end; a second one does not."""
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, a script of the test's
+        [sys.executable, "-c", HANGING_IMPORT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline() == "loading\n"
+        process.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    assert stdout == ""
+    assert stderr == "tether: interrupted as it started; nothing was done\n"
