@@ -102,7 +102,9 @@ def test_a_close_keeps_to_what_its_invocation_has_left(
         waited = time.monotonic() - started
         gateway.released.set()
     assert response["statusCode"] == 200, response
-    assert waited < left - operations.INVOCATION_KEPT_SECONDS + 0.5, waited
+    # A busy machine's 1.5 s, within the 5 s kept: a close counting from its own start
+    # waits on the quiet gateway for its 12 s.
+    assert waited < left - operations.INVOCATION_KEPT_SECONDS + 1.5, waited
     body = json.loads(response["body"])
     assert (body["outcome"], body["connection"]) == ("closed", "failed")
 
