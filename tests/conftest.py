@@ -38,13 +38,13 @@ TEST_DATA_DIR = ROOT / ".tether" / "-".join(filter(None, ("test-pgdata", XDIST_W
 LAYERS = ("unit", "integration", "e2e")
 MOST_WORKERS = 8
 """Each worker has a Postgres (and, where its tests need them, a Postgres 15 and a wheel)
-of its own: past this, they cost more than the longest test file's time gains."""
+of its own, and takes a test file at a time: past this, the longest files set the time."""
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """Two workers a core (``--numprocesses=auto``): much of the suite waits, on a
-    command starting, a timer, a browser, a server it froze, and one worker a core left
-    a third of the CPU idle."""
+    command starting, a timer, a browser, a server it froze; on two cores, three workers
+    left two fifths of the CPU idle, four kept it busy."""
     del config
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(2, min(MOST_WORKERS, 2 * (cores or 1)))
