@@ -8,14 +8,44 @@ import sys
 
 import pytest
 
-# `tether --version`, with one thing added: as the command line starts to load, a
-# module lock's weakref is dropped (as importlib's are, all along an import) and its
-# callback is where the Ctrl-C lands. Raised there, the KeyboardInterrupt was printed
-# as ignored and dropped, and the command ran on: a `tether dev` started anyway.
-CTRL_C_IN_AN_IMPORT_CALLBACK = """
-import builtins, os, signal, sys, weakref
-from tether.__main__ import main
+INTERRUPTED = "tether: interrupted as it started; nothing was done\n"
 
+
+def _tether_version(before: str = "", as_it_loads: str = "pass", after: str = "") -> list[str]:
+    """This interpreter running `tether --version` through its entry point, with
+    ``before`` run first, ``as_it_loads`` as the command line's import begins, and
+    ``after`` once the command has run."""
+    script = f"""
+import builtins, os, signal, sys, time, weakref
+from tether.__main__ import main
+{before}
+real_import = builtins.__import__
+
+def importing(name, *args, **kwargs):
+    if name == "tether.cli":
+        {as_it_loads}
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = importing
+sys.argv = ["tether", "--version"]
+code = main()
+{after}
+sys.exit(code)
+"""
+    return [sys.executable, "-c", script]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - this interpreter, a script of the test's
+        command, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+# As the command line starts to load, a module lock's weakref is dropped (as
+# importlib's are, all along an import) and its callback is where the Ctrl-C lands.
+# Raised there, the KeyboardInterrupt was printed as ignored and dropped, and the
+# command ran on: a `tether dev` started anyway.
+A_LOCK_DROPPED_UNDER_CTRL_C = """
 class ModuleLock:
     pass
 
@@ -26,77 +56,36 @@ def dropped(ref):
 
 held = [ModuleLock()]
 ref = weakref.ref(held[0], dropped)
-real_import = builtins.__import__
-
-def importing(name, *args, **kwargs):
-    if name == "tether.cli" and held:
-        held.clear()
-    return real_import(name, *args, **kwargs)
-
-builtins.__import__ = importing
-sys.argv = ["tether", "--version"]
-sys.exit(main())
 """
 
 
 def test_a_ctrl_c_landing_in_an_import_callback_still_stops_the_command() -> None:
-    ran = subprocess.run(  # noqa: S603 - this interpreter, a script of the test's
-        [sys.executable, "-c", CTRL_C_IN_AN_IMPORT_CALLBACK],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ran = _run(_tether_version(A_LOCK_DROPPED_UNDER_CTRL_C, as_it_loads="held.clear()"))
     assert ran.returncode == 130, (ran.stdout, ran.stderr)
     assert ran.stdout == ""
-    assert ran.stderr == "tether: interrupted as it started; nothing was done\n"
+    assert ran.stderr == INTERRUPTED
 
 
 def test_a_ctrl_c_ignored_where_the_command_starts_stays_ignored() -> None:
     """A job started in the background inherits SIGINT ignored: loading the command line
     does not make it heed one."""
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN);"
-            " from tether.__main__ import main; sys.argv = ['tether', '--version'];"
-            " code = main(); assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN;"
-            " sys.exit(code)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    ran = _run(
+        _tether_version(
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)",
+            as_it_loads="assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN",
+            after="assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN",
+        )
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith("tether ")
 
 
-# The command line's import hangs (a slow disk, a network file system).
-HANGING_IMPORT = """
-import builtins, sys, time
-from tether.__main__ import main
-
-real_import = builtins.__import__
-
-def importing(name, *args, **kwargs):
-    if name == "tether.cli":
-        sys.stderr.write("loading\\n")
-        sys.stderr.flush()
-        time.sleep(60)
-    return real_import(name, *args, **kwargs)
-
-builtins.__import__ = importing
-sys.argv = ["tether", "--version"]
-sys.exit(main())
-"""
-
-
 def test_a_second_ctrl_c_stops_a_load_that_hangs() -> None:
-    """The first Ctrl-C waits for the load to end; a second one does not."""
+    """The first Ctrl-C waits for the load to end; a second one does not. The load hangs
+    (a slow disk, a network file system)."""
+    hanging = "sys.stderr.write('loading\\n'); sys.stderr.flush(); time.sleep(60)"
     process = subprocess.Popen(  # noqa: S603 - this interpreter, a script of the test's
-        [sys.executable, "-c", HANGING_IMPORT],
+        _tether_version(as_it_loads=hanging),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,4 +103,4 @@ def test_a_second_ctrl_c_stops_a_load_that_hangs() -> None:
         process.wait()
     assert process.returncode == 130, stderr
     assert stdout == ""
-    assert stderr == "tether: interrupted as it started; nothing was done\n"
+    assert stderr == INTERRUPTED
